@@ -1,0 +1,17 @@
+using System.CommandLine;
+using Squash.Cli.Commands;
+
+namespace Squash.Cli;
+
+public static class Program
+{
+    public static Task<int> Main(string[] args) => BuildRoot().Parse(args).InvokeAsync();
+
+    /// <summary>The whole command tree; tests parse against it so help and flags stay true.</summary>
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("squash: serverless vector similarity search (OSQ segments, exact filters).");
+        root.Subcommands.Add(DatasetCommand.Create());
+        return root;
+    }
+}
