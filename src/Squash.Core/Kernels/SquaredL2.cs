@@ -37,8 +37,9 @@ public static class SquaredL2
     /// <summary>
     /// The one accumulation loop shared by <see cref="SquaredL2"/> and <see cref="SquaredL2Bounded"/>, so both
     /// add the same terms in the same order and agree bit for bit when no early stop happens. Every term is
-    /// ≥ 0, so each accumulator lane only grows and a partial sum (reduced with the same tree as the final
-    /// one) is a lower bound of the final result: stopping once it exceeds the bound is safe.
+    /// ≥ 0 and float addition is monotone, so each accumulator lane only grows, and a partial sum reduced with
+    /// the same tree as the final one is ≤ the final result (bitwise, not just approximately): stopping once
+    /// it exceeds the bound never rejects a vector whose exact distance is within it.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float Accumulate<TPolicy>(ReadOnlySpan<float> a, ReadOnlySpan<float> b, float stopAbove)
@@ -68,7 +69,9 @@ public static class SquaredL2
                 acc3 = Vector256.MultiplyAddEstimate(d3, d3, acc3);
                 if (TPolicy.Enabled && ((i + 32) & CheckMask) == 0)
                 {
-                    float partial = Vector256.Sum((acc0 + acc1) + (acc2 + acc3));
+                    // Exactly the final reduction below (minus terms still to come), hence ≤ the final sum.
+                    Vector256<float> partialAcc = (acc0 + acc1) + (acc2 + acc3);
+                    float partial = Vector128.Sum(partialAcc.GetLower() + partialAcc.GetUpper());
                     if (partial > stopAbove)
                     {
                         return partial;

@@ -55,6 +55,28 @@ public class SquaredL2BoundedTests
     }
 
     [Fact]
+    public void APartialSumNeverExceedsTheExactValue()
+    {
+        // After a check the remaining terms are zero, so partial and final differ only in reduction order:
+        // with a different tree than the final one, a partial could round one ulp above the exact value.
+        var random = new Random(11);
+        for (int trial = 0; trial < 2000; trial++)
+        {
+            int length = random.Next(64, 200);
+            var a = new float[length];
+            var b = new float[length];
+            int nonZero = random.Next(1, 4) * 64;
+            for (int i = 0; i < Math.Min(nonZero, length); i++)
+            {
+                a[i] = (float)(random.NextDouble() * Math.Pow(10, random.Next(-3, 4)));
+            }
+
+            float exact = SquaredL2.Distance(a, b);
+            Assert.Equal(exact, SquaredL2Bounded.Distance(a, b, exact));
+        }
+    }
+
+    [Fact]
     public void LengthMismatchThrows()
     {
         var ex = Assert.Throws<ArgumentException>(() => SquaredL2Bounded.Distance(new float[3], new float[2], 1f));
