@@ -48,10 +48,29 @@ public static class LloydBoundaries
         }
 
         int n = sortedValues.Length;
+        // Rented: fitting runs once per dimension over large n, and fresh LOH arrays would dominate its cost.
+        double[] s1 = ArrayPool<double>.Shared.Rent(n + 1);
+        double[] s2 = ArrayPool<double>.Shared.Rent(n + 1);
+        int[] cuts = ArrayPool<int>.Shared.Rent(n);
+        try
+        {
+            return FitSorted(sortedValues, bits, pinZero, tolerance, maxIterations, s1, s2, cuts);
+        }
+        finally
+        {
+            ArrayPool<int>.Shared.Return(cuts);
+            ArrayPool<double>.Shared.Return(s2);
+            ArrayPool<double>.Shared.Return(s1);
+        }
+    }
+
+    private static float[] FitSorted(ReadOnlySpan<float> sortedValues, int bits, bool pinZero, double tolerance, int maxIterations, double[] s1, double[] s2, int[] cuts)
+    {
+        int n = sortedValues.Length;
         // Shift by the median so the prefix sums of squares do not cancel catastrophically for offset data.
         double shift = sortedValues[n / 2];
-        var s1 = new double[n + 1];
-        var s2 = new double[n + 1];
+        s1[0] = 0;
+        s2[0] = 0;
         float previous = float.NegativeInfinity;
         for (int i = 0; i < n; i++)
         {
@@ -76,25 +95,17 @@ public static class LloydBoundaries
         var boundaries = new float[cells + 1];
         (boundaries[0], boundaries[cells]) = OuterBoundaries(sortedValues[0], sortedValues[n - 1], pinZero);
         var data = new CellData(sortedValues, s1, s2, shift);
-        int[] cuts = ArrayPool<int>.Shared.Rent(n);
-        try
+        if (!pinZero)
         {
-            if (!pinZero)
-            {
-                FitRange(data, 0, n, boundaries, cuts, tolerance, maxIterations);
-            }
-            else
-            {
-                int half = cells / 2;
-                int firstNonNegative = LowerBound(sortedValues, 0, n, 0f);
-                boundaries[half] = 0f;
-                FitRange(data, 0, firstNonNegative, boundaries.AsSpan(0, half + 1), cuts, tolerance, maxIterations);
-                FitRange(data, firstNonNegative, n, boundaries.AsSpan(half, half + 1), cuts, tolerance, maxIterations);
-            }
+            FitRange(data, 0, n, boundaries, cuts, tolerance, maxIterations);
         }
-        finally
+        else
         {
-            ArrayPool<int>.Shared.Return(cuts);
+            int half = cells / 2;
+            int firstNonNegative = LowerBound(sortedValues, 0, n, 0f);
+            boundaries[half] = 0f;
+            FitRange(data, 0, firstNonNegative, boundaries.AsSpan(0, half + 1), cuts, tolerance, maxIterations);
+            FitRange(data, firstNonNegative, n, boundaries.AsSpan(half, half + 1), cuts, tolerance, maxIterations);
         }
 
         return boundaries;
