@@ -107,9 +107,11 @@ internal static partial class NpyReader
         long dataOffset = preambleBytes + headerBytes;
         long rowBytes = dims * itemSize;
         long available = length - dataOffset;
-        if (available < rows * rowBytes)
+        // Compare row counts, not byte counts: a corrupt shape could overflow rows × rowBytes.
+        long completeRows = available / rowBytes;
+        if (rows > completeRows)
         {
-            throw VectorFile.Bad(path, $"truncated data: row {available / rowBytes} of {rows} is incomplete ({available} of {rows * rowBytes} data bytes present)");
+            throw VectorFile.Bad(path, $"truncated data: row {completeRows} of {rows} is incomplete ({available} data bytes present, {rowBytes} per row)");
         }
 
         if (available > rows * rowBytes)

@@ -310,6 +310,7 @@ public sealed class VectorFileTests : IDisposable
     [InlineData("'<f4'", "False", "(0, 4)", "empty")]
     [InlineData("'<f4'", "False", "(4, 0)", "dimension 0")]
     [InlineData("'<f4'", "False", "(3, 2)", "truncated data: row 2 of 3")]
+    [InlineData("'<f4'", "False", "(4611686018427387904, 4)", "truncated data: row 1 of 4611686018427387904")]
     [InlineData("'<f4'", "False", "(1, 2)", "unexpected bytes")]
     public void Bad_npy_headers_are_explained(string descr, string fortran, string shape, string expected)
     {
