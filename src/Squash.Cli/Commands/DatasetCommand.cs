@@ -1,9 +1,377 @@
 using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using Spectre.Console;
+using Squash.Cli.Datasets;
+using Squash.Core;
 
 namespace Squash.Cli.Commands;
 
-/// <summary>Placeholder until the dataset tools land.</summary>
+/// <summary>
+/// <c>squash dataset</c>: turns raw sources into a benchmark directory (base/query vectors, exact ground truth,
+/// optional labels and attributes, and a dataset.json manifest written last).
+/// </summary>
 public static class DatasetCommand
 {
-    public static Command Create() => new("dataset", "Prepare benchmark data sets.");
+    public const string DefaultFashionMnistSource = "/usr/share/datasets/fashion-mnist";
+
+    private const string BaseFile = "base.fvecs";
+    private const string QueryFile = "query.fvecs";
+    private const string GroundTruthFile = "groundtruth.ivecs";
+    private const string BaseLabelsFile = "base.labels.ivecs";
+    private const string QueryLabelsFile = "query.labels.ivecs";
+    private const string BaseAttributesFile = "base.attributes.jsonl";
+
+    public static Command Create()
+    {
+        var command = new Command("dataset", "Prepare benchmark data sets: vectors, exact ground truth and a dataset.json manifest.");
+        command.Subcommands.Add(CreateFashionMnist());
+        command.Subcommands.Add(CreateGenerate());
+        return command;
+    }
+
+    private static Command CreateFashionMnist()
+    {
+        var outOption = new Option<string>("--out") { Description = "Output directory (created if missing).", Required = true };
+        var sourceOption = new Option<string>("--source")
+        {
+            Description = "Directory with the gzip IDX files from the Debian package dataset-fashion-mnist.",
+            DefaultValueFactory = _ => DefaultFashionMnistSource,
+        };
+        var queriesOption = new Option<int?>("--queries")
+        {
+            Description = "Use only the first N of the 10,000 test images as queries (default: all); handy for quick runs.",
+        };
+        var gtKOption = GroundTruthKOption();
+        var command = new Command(
+            "fashion-mnist",
+            "Convert Fashion-MNIST (60,000 base / 10,000 query images, 784 dims) with labels, attributes and L2 ground truth.")
+        {
+            outOption,
+            sourceOption,
+            queriesOption,
+            gtKOption,
+        };
+
+        command.SetAction((ParseResult pr, CancellationToken ct) => RunGuarded(() => FashionMnistAsync(
+            pr.GetValue(outOption)!, pr.GetValue(sourceOption)!, pr.GetValue(queriesOption), pr.GetValue(gtKOption), ct)));
+        return command;
+    }
+
+    private static Command CreateGenerate()
+    {
+        var nOption = new Option<int>("--n") { Description = "Number of base vectors.", Required = true };
+        var dimOption = new Option<int>("--dim") { Description = $"Dimensions (1..{VectorFile.MaxDimensions}).", Required = true };
+        var seedOption = new Option<int>("--seed") { Description = "Random seed; the same seed gives identical files.", Required = true };
+        var outOption = new Option<string>("--out") { Description = "Output directory (created if missing).", Required = true };
+        var queriesOption = new Option<int>("--queries") { Description = "Number of query vectors.", DefaultValueFactory = _ => 1000 };
+        var clustersOption = new Option<int?>("--clusters")
+        {
+            Description = "Mixture components (default max(16, n/2000)).",
+        };
+        var metricOption = new Option<string>("--metric")
+        {
+            Description = "Metric for the ground truth: l2, cosine or ip.",
+            DefaultValueFactory = _ => "l2",
+        };
+        var gtKOption = GroundTruthKOption();
+        var command = new Command(
+            "generate",
+            "Generate a rotated Gaussian-mixture data set with a decaying spectrum, plus exact ground truth.")
+        {
+            nOption,
+            dimOption,
+            seedOption,
+            outOption,
+            queriesOption,
+            clustersOption,
+            metricOption,
+            gtKOption,
+        };
+
+        command.SetAction((ParseResult pr, CancellationToken ct) => RunGuarded(() => GenerateAsync(
+            new GenerateSettings(
+                pr.GetValue(nOption),
+                pr.GetValue(dimOption),
+                pr.GetValue(seedOption),
+                pr.GetValue(outOption)!,
+                pr.GetValue(queriesOption),
+                pr.GetValue(clustersOption),
+                pr.GetValue(metricOption)!,
+                pr.GetValue(gtKOption)),
+            ct)));
+        return command;
+    }
+
+    private static Option<int> GroundTruthKOption() => new("--gt-k")
+    {
+        Description = "Neighbours per query in groundtruth.ivecs.",
+        DefaultValueFactory = _ => 100,
+    };
+
+    private sealed record GenerateSettings(int N, int Dim, int Seed, string Out, int Queries, int? Clusters, string Metric, int GtK);
+
+    private static async Task FashionMnistAsync(string outDir, string source, int? maxQueries, int gtK, CancellationToken ct)
+    {
+        Require(maxQueries is null or >= 1, $"--queries must be at least 1 (got {maxQueries})");
+        Require(gtK >= 1 && gtK <= VectorFile.MaxDimensions, $"--gt-k must be between 1 and {VectorFile.MaxDimensions} (got {gtK})");
+        string[] names =
+        [
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+        ];
+        string[] paths = names.Select(name => Path.Combine(source, name)).ToArray();
+        string[] missing = names.Where((_, i) => !File.Exists(paths[i])).ToArray();
+        if (missing.Length > 0)
+        {
+            throw new UsageException(
+                $"Fashion-MNIST files not found in '{source}' (missing: {string.Join(", ", missing)}). "
+                + "Install them with `apt-get install dataset-fashion-mnist`, or point --source at a directory holding them.");
+        }
+
+        Directory.CreateDirectory(outDir);
+        var clock = Stopwatch.StartNew();
+        await AnsiConsole.Progress().AutoClear(false).StartAsync(async ctx =>
+        {
+            var read = ctx.AddTask("read IDX files", maxValue: 4);
+            var (baseSet, baseLabels, querySet, queryLabels) = await Task.Run(
+                () =>
+                {
+                    var b = IdxReader.ReadImages(paths[0]);
+                    read.Increment(1);
+                    var bl = IdxReader.ReadLabels(paths[1]);
+                    read.Increment(1);
+                    var q = IdxReader.ReadImages(paths[2]);
+                    read.Increment(1);
+                    var ql = IdxReader.ReadLabels(paths[3]);
+                    read.Increment(1);
+                    return (b, bl, q, ql);
+                },
+                ct);
+
+            RequireSameCount(paths[0], baseSet.Count, paths[1], baseLabels.Length);
+            RequireSameCount(paths[2], querySet.Count, paths[3], queryLabels.Length);
+            if (maxQueries < querySet.Count)
+            {
+                int n = maxQueries.Value;
+                querySet = new VectorSet(querySet.Data[..(n * querySet.Dimensions)], n, querySet.Dimensions);
+                queryLabels = queryLabels[..n];
+            }
+
+            if (baseSet.Dimensions != querySet.Dimensions)
+            {
+                throw new InvalidDataException(
+                    $"{paths[2]}: images have {querySet.Dimensions} pixels but the training images have {baseSet.Dimensions}");
+            }
+
+            Require(gtK <= baseSet.Count, $"--gt-k must not exceed the {baseSet.Count} base vectors (got {gtK})");
+
+            var write = ctx.AddTask("write vectors and labels", maxValue: 5);
+            await Task.Run(
+                () =>
+                {
+                    VectorFile.WriteFvecs(Path.Combine(outDir, BaseFile), baseSet);
+                    write.Increment(1);
+                    VectorFile.WriteFvecs(Path.Combine(outDir, QueryFile), querySet);
+                    write.Increment(1);
+                    VectorFile.WriteIvecs(Path.Combine(outDir, BaseLabelsFile), LabelRows(baseLabels));
+                    write.Increment(1);
+                    VectorFile.WriteIvecs(Path.Combine(outDir, QueryLabelsFile), LabelRows(queryLabels));
+                    write.Increment(1);
+                    AttributesFile.WriteIntAttribute(Path.Combine(outDir, BaseAttributesFile), baseLabels.Select(l => (int)l).ToArray());
+                    write.Increment(1);
+                },
+                ct);
+
+            await GroundTruthAsync(ctx, baseSet, querySet, gtK, Metric.L2, outDir, ct);
+
+            new DatasetManifest
+            {
+                Name = "fashion-mnist",
+                Metric = Metric.L2,
+                Dimensions = baseSet.Dimensions,
+                BaseCount = baseSet.Count,
+                QueryCount = querySet.Count,
+                GroundTruthK = gtK,
+                Files = new Dictionary<string, string>
+                {
+                    [DatasetManifest.Roles.Base] = BaseFile,
+                    [DatasetManifest.Roles.Query] = QueryFile,
+                    [DatasetManifest.Roles.GroundTruth] = GroundTruthFile,
+                    [DatasetManifest.Roles.BaseLabels] = BaseLabelsFile,
+                    [DatasetManifest.Roles.QueryLabels] = QueryLabelsFile,
+                    [DatasetManifest.Roles.BaseAttributes] = BaseAttributesFile,
+                },
+                Provenance = new Dictionary<string, string> { ["source"] = Path.GetFullPath(source) },
+            }.Write(Path.Combine(outDir, DatasetManifest.FileName));
+        });
+
+        AnsiConsole.MarkupLine(
+            $"[green]fashion-mnist[/] written to [blue]{Markup.Escape(outDir)}[/] in {clock.Elapsed.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture)} s");
+    }
+
+    private static async Task GenerateAsync(GenerateSettings s, CancellationToken ct)
+    {
+        Require(s.N >= 1, $"--n must be at least 1 (got {s.N})");
+        Require(s.Dim >= 1 && s.Dim <= VectorFile.MaxDimensions, $"--dim must be between 1 and {VectorFile.MaxDimensions} (got {s.Dim})");
+        Require(s.Queries >= 1, $"--queries must be at least 1 (got {s.Queries})");
+        Require(s.Clusters is null or >= 1, $"--clusters must be at least 1 (got {s.Clusters})");
+        Require(s.GtK >= 1 && s.GtK <= s.N, $"--gt-k must be between 1 and --n = {s.N} (got {s.GtK})");
+        Require(s.GtK <= VectorFile.MaxDimensions, $"--gt-k must be at most {VectorFile.MaxDimensions} (got {s.GtK})");
+        Require(DatasetManifest.TryParseMetric(s.Metric, out var metric), $"--metric must be l2, cosine or ip (got '{s.Metric}')");
+        Require(
+            (long)s.N * s.Dim <= Array.MaxLength && (long)s.Queries * s.Dim <= Array.MaxLength,
+            $"--n x --dim = {(long)s.N * s.Dim} values is more than one in-memory array holds ({Array.MaxLength})");
+
+        Directory.CreateDirectory(s.Out);
+        int clusters = s.Clusters ?? GaussianMixtureGenerator.DefaultClusters(s.N);
+        var clock = Stopwatch.StartNew();
+        await AnsiConsole.Progress().AutoClear(false).StartAsync(async ctx =>
+        {
+            var gen = ctx.AddTask($"generate {s.N:N0} x {s.Dim} (+{s.Queries:N0} queries)", maxValue: 1);
+            gen.IsIndeterminate = true;
+            var (baseSet, querySet) = await Task.Run(() => GaussianMixtureGenerator.Generate(s.N, s.Dim, s.Queries, s.Seed, clusters), ct);
+            gen.IsIndeterminate = false;
+            gen.Value = 1;
+
+            var write = ctx.AddTask("write vectors", maxValue: 2);
+            await Task.Run(
+                () =>
+                {
+                    VectorFile.WriteFvecs(Path.Combine(s.Out, BaseFile), baseSet);
+                    write.Increment(1);
+                    VectorFile.WriteFvecs(Path.Combine(s.Out, QueryFile), querySet);
+                    write.Increment(1);
+                },
+                ct);
+
+            await GroundTruthAsync(ctx, baseSet, querySet, s.GtK, metric, s.Out, ct);
+
+            new DatasetManifest
+            {
+                Name = string.Create(CultureInfo.InvariantCulture, $"gmm-n{s.N}-d{s.Dim}-s{s.Seed}"),
+                Metric = metric,
+                Dimensions = s.Dim,
+                BaseCount = s.N,
+                QueryCount = s.Queries,
+                GroundTruthK = s.GtK,
+                Files = new Dictionary<string, string>
+                {
+                    [DatasetManifest.Roles.Base] = BaseFile,
+                    [DatasetManifest.Roles.Query] = QueryFile,
+                    [DatasetManifest.Roles.GroundTruth] = GroundTruthFile,
+                },
+                Provenance = new Dictionary<string, string>
+                {
+                    ["generator"] = nameof(GaussianMixtureGenerator),
+                    ["seed"] = s.Seed.ToString(CultureInfo.InvariantCulture),
+                    ["clusters"] = clusters.ToString(CultureInfo.InvariantCulture),
+                },
+            }.Write(Path.Combine(s.Out, DatasetManifest.FileName));
+        });
+
+        AnsiConsole.MarkupLine(
+            $"[green]generated[/] {s.N:N0} x {s.Dim} into [blue]{Markup.Escape(s.Out)}[/] in {clock.Elapsed.TotalSeconds.ToString("F1", CultureInfo.InvariantCulture)} s");
+    }
+
+    private static async Task GroundTruthAsync(
+        ProgressContext ctx, VectorSet baseSet, VectorSet querySet, int k, Metric metric, string outDir, CancellationToken ct)
+    {
+        var task = ctx.AddTask($"ground truth ({DatasetManifest.MetricName(metric)}, k={k})", maxValue: querySet.Count);
+        var progress = new MonotonicProgress(task);
+        var truth = await Task.Run(() => GroundTruth.Compute(baseSet, querySet, k, metric, progress, cancellationToken: ct), ct);
+        VectorFile.WriteIvecs(Path.Combine(outDir, GroundTruthFile), truth);
+    }
+
+    private static int[][] LabelRows(byte[] labels)
+    {
+        var rows = new int[labels.Length][];
+        for (int i = 0; i < labels.Length; i++)
+        {
+            rows[i] = [labels[i]];
+        }
+
+        return rows;
+    }
+
+    private static void RequireSameCount(string imagesPath, int images, string labelsPath, int labels)
+    {
+        if (images != labels)
+        {
+            throw new InvalidDataException($"{labelsPath}: has {labels} labels but {imagesPath} has {images} images");
+        }
+    }
+
+    private static void Require(bool condition, string message)
+    {
+        if (!condition)
+        {
+            throw new UsageException(message);
+        }
+    }
+
+    /// <summary>
+    /// Turns user-facing failures into one "error: ..." line on stderr and exit code 1; anything else is a bug
+    /// and keeps its stack trace.
+    /// </summary>
+    private static async Task<int> RunGuarded(Func<Task> body)
+    {
+        try
+        {
+            await body();
+            return 0;
+        }
+        catch (UsageException e)
+        {
+            return Fail(e.Message);
+        }
+        catch (InvalidDataException e)
+        {
+            return Fail(e.Message);
+        }
+        catch (IOException e)
+        {
+            return Fail(e.Message);
+        }
+        catch (UnauthorizedAccessException e)
+        {
+            return Fail(e.Message);
+        }
+        catch (OperationCanceledException)
+        {
+            await Console.Error.WriteLineAsync("cancelled");
+            return 130;
+        }
+    }
+
+    private static int Fail(string message)
+    {
+        Console.Error.WriteLine($"error: {message}");
+        return 1;
+    }
+
+    /// <summary>A bad flag value or missing input: reported without a stack trace.</summary>
+    private sealed class UsageException(string message) : Exception(message);
+
+    /// <summary>
+    /// Progress sink safe to call from worker threads: Progress&lt;T&gt; would post to the thread pool and could
+    /// deliver counts out of order, so this keeps the largest value seen.
+    /// </summary>
+    private sealed class MonotonicProgress(ProgressTask task) : IProgress<int>
+    {
+        private readonly Lock _gate = new();
+
+        public void Report(int value)
+        {
+            lock (_gate)
+            {
+                if (value > task.Value)
+                {
+                    task.Value = value;
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,392 @@
+using System.Numerics;
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Squash.Core;
+
+namespace Squash.Cli.Datasets;
+
+/// <summary>
+/// Exact top-k by brute force, the reference every recall number is measured against.
+/// Distances (smaller is closer): L2 = squared Euclidean, Cosine = 1 − cos (1 when either vector is zero),
+/// InnerProduct = −dot. Ties are broken by the lower base id.
+/// </summary>
+/// <remarks>
+/// Work is split into blocks of queries run in parallel; each block walks the base set in cache-sized tiles
+/// and scores four queries against each base row at once, so a base row is loaded from memory once per block
+/// and once per four queries from cache. L2 is accumulated as Σ(x−q)² rather than ‖x‖²+‖q‖²−2x·q: the
+/// expansion cancels catastrophically for near-duplicates (Fashion-MNIST has exact duplicates), which would
+/// scramble exactly the ties this reference is meant to get right.
+/// </remarks>
+public static class GroundTruth
+{
+    // Base rows per tile: ~192 KiB stays in L2 next to the query rows being scored.
+    private const int TileBytes = 192 << 10;
+
+    private const int MaxQueryBlock = 64;
+
+    /// <param name="progress">Receives the number of queries finished so far (reported per block, from worker threads).</param>
+    /// <param name="accept">
+    /// Optional filter: only base ids with <c>accept(queryIndex, baseId)</c> true are candidates. Rows with fewer than
+    /// <paramref name="k"/> accepted ids are padded with −1 so the result stays rectangular.
+    /// </param>
+    /// <returns>One array of <paramref name="k"/> base ids per query, nearest first.</returns>
+    public static int[][] Compute(
+        VectorSet baseSet,
+        VectorSet queries,
+        int k,
+        Metric metric,
+        IProgress<int>? progress = null,
+        Func<int, int, bool>? accept = null,
+        CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(baseSet);
+        ArgumentNullException.ThrowIfNull(queries);
+        if (baseSet.Dimensions != queries.Dimensions)
+        {
+            throw new ArgumentException(
+                $"base vectors have {baseSet.Dimensions} dimensions but queries have {queries.Dimensions}.", nameof(queries));
+        }
+
+        if (k < 1 || k > baseSet.Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(k), k, $"k must be between 1 and the base size {baseSet.Count}.");
+        }
+
+        if (!Enum.IsDefined(metric))
+        {
+            throw new ArgumentOutOfRangeException(nameof(metric), metric, "unknown metric.");
+        }
+
+        int nq = queries.Count;
+        var results = new int[nq][];
+        if (nq == 0)
+        {
+            return results;
+        }
+
+        // Cosine scores dot products and scales by precomputed inverse norms.
+        float[]? baseScale = metric == Metric.Cosine ? InverseNorms(baseSet) : null;
+        float[]? queryScale = metric == Metric.Cosine ? InverseNorms(queries) : null;
+
+        int workers = Environment.ProcessorCount;
+        int queryBlock = Math.Clamp(RoundUp4((nq + 4 * workers - 1) / (4 * workers)), 4, MaxQueryBlock);
+        int tile = Math.Max(8, TileBytes / (baseSet.Dimensions * sizeof(float)));
+        int blocks = (nq + queryBlock - 1) / queryBlock;
+        int finished = 0;
+
+        var options = new ParallelOptions { CancellationToken = cancellationToken, MaxDegreeOfParallelism = workers };
+        Parallel.For(0, blocks, options, block =>
+        {
+            int first = block * queryBlock;
+            int end = Math.Min(nq, first + queryBlock);
+            var job = new Block(baseSet, queries, k, metric, baseScale, queryScale, accept, first, end);
+            if (metric == Metric.L2)
+            {
+                job.Run<SquaredL2>(tile, cancellationToken);
+            }
+            else
+            {
+                job.Run<DotProduct>(tile, cancellationToken);
+            }
+
+            job.WriteResults(results);
+            int done = Interlocked.Add(ref finished, end - first);
+            progress?.Report(done);
+        });
+
+        return results;
+    }
+
+    private static int RoundUp4(int n) => (n + 3) & ~3;
+
+    private static float[] InverseNorms(VectorSet set)
+    {
+        var scale = new float[set.Count];
+        for (int i = 0; i < scale.Length; i++)
+        {
+            float norm = TensorPrimitives.Norm(set.Row(i));
+            // A zero vector has no direction: scale 0 makes its cosine 0, i.e. distance 1 to everything.
+            scale[i] = norm > 0 ? 1f / norm : 0f;
+        }
+
+        return scale;
+    }
+
+    /// <summary>One block of queries with a bounded max-heap each.</summary>
+    private sealed class Block(
+        VectorSet baseSet,
+        VectorSet queries,
+        int k,
+        Metric metric,
+        float[]? baseScale,
+        float[]? queryScale,
+        Func<int, int, bool>? accept,
+        int first,
+        int end)
+    {
+        private readonly TopK[] _heaps = CreateHeaps(end - first, k);
+
+        public void Run<TAcc>(int tile, CancellationToken ct)
+            where TAcc : struct, IAccumulator
+        {
+            int dims = baseSet.Dimensions;
+            int nb = baseSet.Count;
+            ref float baseRef = ref MemoryMarshal.GetArrayDataReference(baseSet.Data);
+            ref float queryRef = ref MemoryMarshal.GetArrayDataReference(queries.Data);
+            Span<float> scores = stackalloc float[4];
+            for (int t0 = 0; t0 < nb; t0 += tile)
+            {
+                ct.ThrowIfCancellationRequested();
+                int t1 = Math.Min(nb, t0 + tile);
+                int q = first;
+                for (; q + 4 <= end; q += 4)
+                {
+                    ref float q0 = ref Unsafe.Add(ref queryRef, (nint)q * dims);
+                    for (int x = t0; x < t1; x++)
+                    {
+                        Score4<TAcc>(ref Unsafe.Add(ref baseRef, (nint)x * dims), ref q0, dims, scores);
+                        Offer(q, x, scores[0]);
+                        Offer(q + 1, x, scores[1]);
+                        Offer(q + 2, x, scores[2]);
+                        Offer(q + 3, x, scores[3]);
+                    }
+                }
+
+                for (; q < end; q++)
+                {
+                    ref float q0 = ref Unsafe.Add(ref queryRef, (nint)q * dims);
+                    for (int x = t0; x < t1; x++)
+                    {
+                        Offer(q, x, Score1<TAcc>(ref Unsafe.Add(ref baseRef, (nint)x * dims), ref q0, dims));
+                    }
+                }
+            }
+        }
+
+        public void WriteResults(int[][] results)
+        {
+            for (int i = 0; i < _heaps.Length; i++)
+            {
+                results[first + i] = _heaps[i].ToSortedIds();
+            }
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private void Offer(int q, int x, float raw)
+        {
+            float distance = metric switch
+            {
+                Metric.L2 => raw,
+                Metric.InnerProduct => -raw,
+                _ => 1f - raw * queryScale![q] * baseScale![x],
+            };
+
+            var heap = _heaps[q - first];
+            if (heap.WouldAccept(distance, x) && (accept is null || accept(q, x)))
+            {
+                heap.Add(distance, x);
+            }
+        }
+
+        private static TopK[] CreateHeaps(int n, int k)
+        {
+            var heaps = new TopK[n];
+            for (int i = 0; i < n; i++)
+            {
+                heaps[i] = new TopK(k);
+            }
+
+            return heaps;
+        }
+    }
+
+    /// <summary>Scores one base row against four consecutive query rows, reusing each loaded base vector four times.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Score4<TAcc>(ref float x, ref float q0, int dims, Span<float> scores)
+        where TAcc : struct, IAccumulator
+    {
+        ref float q1 = ref Unsafe.Add(ref q0, dims);
+        ref float q2 = ref Unsafe.Add(ref q1, dims);
+        ref float q3 = ref Unsafe.Add(ref q2, dims);
+        var a0 = Vector<float>.Zero;
+        var a1 = Vector<float>.Zero;
+        var a2 = Vector<float>.Zero;
+        var a3 = Vector<float>.Zero;
+        int width = Vector<float>.Count;
+        int i = 0;
+        for (; i <= dims - width; i += width)
+        {
+            var xv = Vector.LoadUnsafe(ref x, (nuint)i);
+            a0 = TAcc.Step(a0, xv, Vector.LoadUnsafe(ref q0, (nuint)i));
+            a1 = TAcc.Step(a1, xv, Vector.LoadUnsafe(ref q1, (nuint)i));
+            a2 = TAcc.Step(a2, xv, Vector.LoadUnsafe(ref q2, (nuint)i));
+            a3 = TAcc.Step(a3, xv, Vector.LoadUnsafe(ref q3, (nuint)i));
+        }
+
+        float s0 = Vector.Sum(a0), s1 = Vector.Sum(a1), s2 = Vector.Sum(a2), s3 = Vector.Sum(a3);
+        for (; i < dims; i++)
+        {
+            float xs = Unsafe.Add(ref x, i);
+            s0 = TAcc.Step(s0, xs, Unsafe.Add(ref q0, i));
+            s1 = TAcc.Step(s1, xs, Unsafe.Add(ref q1, i));
+            s2 = TAcc.Step(s2, xs, Unsafe.Add(ref q2, i));
+            s3 = TAcc.Step(s3, xs, Unsafe.Add(ref q3, i));
+        }
+
+        scores[0] = s0;
+        scores[1] = s1;
+        scores[2] = s2;
+        scores[3] = s3;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Score1<TAcc>(ref float x, ref float q, int dims)
+        where TAcc : struct, IAccumulator
+    {
+        var a = Vector<float>.Zero;
+        int width = Vector<float>.Count;
+        int i = 0;
+        for (; i <= dims - width; i += width)
+        {
+            a = TAcc.Step(a, Vector.LoadUnsafe(ref x, (nuint)i), Vector.LoadUnsafe(ref q, (nuint)i));
+        }
+
+        float s = Vector.Sum(a);
+        for (; i < dims; i++)
+        {
+            s = TAcc.Step(s, Unsafe.Add(ref x, i), Unsafe.Add(ref q, i));
+        }
+
+        return s;
+    }
+
+    /// <summary>Per-element accumulation step; a struct type parameter so the JIT specialises each kernel.</summary>
+    private interface IAccumulator
+    {
+        static abstract Vector<float> Step(Vector<float> acc, Vector<float> x, Vector<float> q);
+
+        static abstract float Step(float acc, float x, float q);
+    }
+
+    private readonly struct SquaredL2 : IAccumulator
+    {
+        public static Vector<float> Step(Vector<float> acc, Vector<float> x, Vector<float> q)
+        {
+            var d = x - q;
+            return Vector.MultiplyAddEstimate(d, d, acc);
+        }
+
+        public static float Step(float acc, float x, float q)
+        {
+            float d = x - q;
+            return acc + d * d;
+        }
+    }
+
+    private readonly struct DotProduct : IAccumulator
+    {
+        public static Vector<float> Step(Vector<float> acc, Vector<float> x, Vector<float> q) =>
+            Vector.MultiplyAddEstimate(x, q, acc);
+
+        public static float Step(float acc, float x, float q) => acc + x * q;
+    }
+
+    /// <summary>Bounded max-heap on (distance, id): the root is the current k-th best, the first to be evicted.</summary>
+    private sealed class TopK(int k)
+    {
+        private readonly float[] _dist = new float[k];
+        private readonly int[] _ids = new int[k];
+        private int _count;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public bool WouldAccept(float distance, int id) =>
+            _count < _dist.Length || Before(distance, id, _dist[0], _ids[0]);
+
+        public void Add(float distance, int id)
+        {
+            // NaN cannot be ordered; ranking it last keeps the heap consistent.
+            if (float.IsNaN(distance))
+            {
+                distance = float.PositiveInfinity;
+            }
+
+            if (_count < _dist.Length)
+            {
+                int i = _count++;
+                while (i > 0)
+                {
+                    int parent = (i - 1) >> 1;
+                    if (!Before(_dist[parent], _ids[parent], distance, id))
+                    {
+                        break;
+                    }
+
+                    _dist[i] = _dist[parent];
+                    _ids[i] = _ids[parent];
+                    i = parent;
+                }
+
+                _dist[i] = distance;
+                _ids[i] = id;
+                return;
+            }
+
+            if (!Before(distance, id, _dist[0], _ids[0]))
+            {
+                return;
+            }
+
+            // Replace the root (worst) and sift the new entry down.
+            int pos = 0;
+            int n = _count;
+            while (true)
+            {
+                int child = 2 * pos + 1;
+                if (child >= n)
+                {
+                    break;
+                }
+
+                if (child + 1 < n && Before(_dist[child], _ids[child], _dist[child + 1], _ids[child + 1]))
+                {
+                    child++;
+                }
+
+                if (!Before(distance, id, _dist[child], _ids[child]))
+                {
+                    break;
+                }
+
+                _dist[pos] = _dist[child];
+                _ids[pos] = _ids[child];
+                pos = child;
+            }
+
+            _dist[pos] = distance;
+            _ids[pos] = id;
+        }
+
+        public int[] ToSortedIds()
+        {
+            var order = new (float Distance, int Id)[_count];
+            for (int i = 0; i < _count; i++)
+            {
+                order[i] = (_dist[i], _ids[i]);
+            }
+
+            Array.Sort(order, static (a, b) => a.Distance != b.Distance ? a.Distance.CompareTo(b.Distance) : a.Id.CompareTo(b.Id));
+            var ids = new int[_dist.Length];
+            for (int i = 0; i < ids.Length; i++)
+            {
+                ids[i] = i < order.Length ? order[i].Id : -1;
+            }
+
+            return ids;
+        }
+
+        /// <summary>True when (d1, id1) ranks strictly ahead of (d2, id2).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static bool Before(float d1, int id1, float d2, int id2) => d1 < d2 || (d1 == d2 && id1 < id2);
+    }
+}
