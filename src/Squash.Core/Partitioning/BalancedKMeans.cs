@@ -54,6 +54,8 @@ public static class BalancedKMeans
             throw new ArgumentException($"partitions ({partitions}) exceeds the row count ({count}).", nameof(partitions));
         if (rows.Length < (long)count * dims)
             throw new ArgumentException($"rows has {rows.Length} values, fewer than count×dims = {(long)count * dims}.", nameof(rows));
+        if ((long)count * Math.Min(partitions, Candidates) > Array.MaxLength || (long)partitions * dims > Array.MaxLength / 2)
+            throw new ArgumentException("count or partitions × dims is too large for the candidate and centroid buffers.", nameof(count));
         if (options.MaxIterations < 0)
             throw new ArgumentException("MaxIterations must be non-negative.", nameof(options));
         if (!(options.Balance >= 0 && options.Balance < 1))
@@ -90,6 +92,7 @@ public static class BalancedKMeans
             int sampleSize = options.SampleSize > 0
                 ? Math.Clamp(options.SampleSize, partitions, n)
                 : (int)Math.Min(n, Math.Max(256L * partitions, 20000));
+            sampleSize = (int)Math.Min(sampleSize, Math.Max(partitions, Array.MaxLength / dims)); // sample buffer must be one array
 
             // Partial Fisher–Yates: the first sampleSize entries are a uniform random subset in random order.
             var perm = new int[n];
@@ -109,16 +112,19 @@ public static class BalancedKMeans
 
             // Budget: the sample is copied once into a contiguous pinned buffer (sampleSize × dims floats,
             // 256k × 128 → 131 MB): scattered rows cost a TLB miss each on every seeding step and Lloyd pass.
-            var sample = GC.AllocateUninitializedArray<float>(sampleSize * dims, pinned: true);
-            for (int i = 0; i < sampleSize; i++)
-                Row(data, perm[i]).CopyTo(sample.AsSpan(i * dims, dims));
-            float* sp = (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(sample));
+            // When the sample is every row, only the seeding prefix is copied and Lloyd reads the input in place.
+            bool sampleIsAll = sampleSize == n;
+            int copied = sampleIsAll ? seedCount : sampleSize;
+            var buffer = GC.AllocateUninitializedArray<float>(copied * dims, pinned: true);
+            for (int i = 0; i < copied; i++)
+                Row(data, perm[i]).CopyTo(buffer.AsSpan(i * dims, dims));
+            float* bp = (float*)System.Runtime.CompilerServices.Unsafe.AsPointer(ref MemoryMarshal.GetArrayDataReference(buffer));
 
-            var centroids = SeedPlusPlus(sp, seedCount, rng);
+            var centroids = SeedPlusPlus(bp, seedCount, rng);
             progress?.Report(0.1);
-            Lloyd(sp, sampleSize, centroids, options.MaxIterations, progress);
+            Lloyd(sampleIsAll ? data : bp, sampleSize, centroids, options.MaxIterations, progress);
             progress?.Report(0.5);
-            GC.KeepAlive(sample);
+            GC.KeepAlive(buffer);
 
             var (min, max) = SizeBounds(n, partitions, options.Balance);
             var labels = new int[n];
