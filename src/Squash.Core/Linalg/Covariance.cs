@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -115,12 +116,12 @@ public static class Covariance
             int j = 0;
             if (Avx.IsSupported)
             {
+                ref float x0 = ref MemoryMarshal.GetReference(row);
                 ref double s0 = ref sum[0];
                 for (; j + 4 <= dims; j += 4)
                 {
-                    var v = Avx.ConvertToVector256Double(Vector128.Create(row[j], row[j + 1], row[j + 2], row[j + 3]));
-                    var s = Vector256.LoadUnsafe(ref s0, (nuint)j);
-                    (s + v).StoreUnsafe(ref s0, (nuint)j);
+                    var v = Avx.ConvertToVector256Double(Vector128.LoadUnsafe(ref x0, (nuint)j));
+                    (Vector256.LoadUnsafe(ref s0, (nuint)j) + v).StoreUnsafe(ref s0, (nuint)j);
                 }
             }
             for (; j < dims; j++)
