@@ -11,6 +11,10 @@ public static class Program
     public static RootCommand BuildRoot()
     {
         var root = new RootCommand("squash: serverless vector similarity search (OSQ segments, exact filters).");
+        root.Subcommands.Add(BuildCommand.Create());
+        root.Subcommands.Add(QueryCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
+        root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(DatasetCommand.Create());
         return root;
     }

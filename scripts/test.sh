@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test project.
+# Ends with a plain "N passed, N failed" line (what CI reads).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+source scripts/lib/setup.sh
+ensure_fashion_mnist || echo "warning: dataset-fashion-mnist is not installed; the Fashion-MNIST tests will fail" >&2
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+dotnet build Serverless.sln -c Release -nologo -clp:ErrorsOnly 2>&1 | tee "$log.build"
+build_rc=${PIPESTATUS[0]}
+if [ "$build_rc" -ne 0 ]; then
+  echo "build failed"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+dotnet test Serverless.sln -c Release --no-build -nologo "$@" 2>&1 | tee "$log"
+test_rc=${PIPESTATUS[0]}
+
+# Sum the per-project summary lines: "Passed!  - Failed: 0, Passed: 12, Skipped: 0, Total: 12, ..."
+read -r passed failed skipped < <(grep -E '(Passed|Failed)!  - Failed:' "$log" | sed -E 's/.*Failed: *([0-9]+), Passed: *([0-9]+), Skipped: *([0-9]+).*/\2 \1 \3/' \
+  | awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}')
+if [ "$test_rc" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi
+echo "$passed passed, $failed failed, $skipped skipped"
+exit "$test_rc"

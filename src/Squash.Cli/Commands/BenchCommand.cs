@@ -1,0 +1,213 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Numerics.Tensors;
+using Spectre.Console;
+using Squash.Cli.Bench;
+using Squash.Cli.Datasets;
+using Squash.Core.Collections;
+using Squash.Search;
+
+namespace Squash.Cli.Commands;
+
+/// <summary>
+/// Sweeps CF × H × R on one thread and reports recall@k, QPS, latency percentiles and the work done at
+/// each level, next to a brute-force scan of the same vectors; writes a CSV and a recall–QPS plot.
+/// </summary>
+public static class BenchCommand
+{
+    public sealed record Point(double Cf, double H, int R, double Recall, double Qps, double P50, double P99,
+        double Partitions, double Considered, double AfterHamming, double AfterLowerBound, double Reranked, double Bytes);
+
+    public static Command Create()
+    {
+        var index = new Option<string>("--index") { Description = "Folder that holds the index.", Required = true };
+        var queries = new Option<string>("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
+        var truth = new Option<string>("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
+        var flags = new SearchFlags();
+        var cf = new Option<string>("--cf") { Description = "Centroid factors to sweep (comma-separated).", DefaultValueFactory = _ => "1.1,1.2,1.3,1.4,1.6" };
+        var h = new Option<string>("--h") { Description = "Hamming keep percentages to sweep.", DefaultValueFactory = _ => "50,100" };
+        var r = new Option<string>("--r") { Description = "Re-rank factors to sweep.", DefaultValueFactory = _ => "2,4" };
+        var hb = new Option<string>("--hamming-bits") { Description = "Sign bits compared by the Hamming prune (leading coded dimensions), to sweep.", DefaultValueFactory = _ => "64" };
+        var runs = new Option<int>("--runs") { Description = "Timed runs per point; the median QPS is reported.", DefaultValueFactory = _ => 3 };
+        var limit = new Option<int>("--limit") { Description = "Use the first N queries (0: all).", DefaultValueFactory = _ => 0 };
+        var bfQueries = new Option<int>("--brute-force-queries") { Description = "Queries timed for the brute-force baseline.", DefaultValueFactory = _ => 200 };
+        var outDir = new Option<string>("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
+        var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
+        {
+            index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir,
+        };
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        {
+            int k = SearchFlags.ValidateK(pr.GetValue(flags.K));
+            var cfs = ParseList(pr.GetValue(cf)!, "--cf", double.Parse);
+            var hs = ParseList(pr.GetValue(h)!, "--h", double.Parse);
+            var rs = ParseList(pr.GetValue(r)!, "--r", int.Parse);
+            var hbs = ParseList(pr.GetValue(hb)!, "--hamming-bits", int.Parse);
+            CliErrors.Require(hbs.All(x => x >= 1), "--hamming-bits values must be ≥ 1");
+            int nRuns = pr.GetValue(runs);
+            CliErrors.Require(nRuns >= 1, $"--runs must be ≥ 1, got {nRuns}");
+            int max = pr.GetValue(limit);
+            CliErrors.Require(max >= 0, $"--limit must be ≥ 0, got {max}");
+            int bf = pr.GetValue(bfQueries);
+            CliErrors.Require(bf >= 0, $"--brute-force-queries must be ≥ 0, got {bf}");
+            foreach (var c in cfs) SearchFlags.Options(k, c, 100, 1, false);
+            foreach (var x in hs) SearchFlags.Options(k, 1, x, 1, false);
+            foreach (var x in rs) SearchFlags.Options(k, 1, 100, x, false);
+
+            var store = IndexLocation.Open(pr.GetValue(index));
+            var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
+            var q = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
+            CliErrors.Require(q.Dimensions == loaded.Manifest.Dimensions, $"--queries: {q.Dimensions} dimensions, the index has {loaded.Manifest.Dimensions}");
+            var gt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
+            CliErrors.Require(gt.Length >= q.Count, $"--ground-truth has {gt.Length} rows for {q.Count} queries");
+            CliErrors.Require(gt.Take(q.Count).All(row => row.Length >= k), $"--ground-truth rows must hold at least k = {k} ids");
+
+            var engine = new SearchEngine(loaded);
+            var points = new List<Point>();
+            AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {nRuns} runs per point, one thread");
+            foreach (var c in cfs)
+                foreach (var hv in hs)
+                    foreach (var rv in rs)
+                        foreach (var bits in hbs)
+                        {
+                            ct.ThrowIfCancellationRequested();
+                            var p = Measure(engine, q, gt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits }, nRuns);
+                            points.Add(p);
+                            Console.Error.WriteLine($"  cf={c} h={hv} r={rv} bits={bits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}");
+                        }
+
+            var (bfQps, bfRecall) = BruteForce(loaded, q, gt, k, Math.Min(bf, q.Count));
+            Report(points, bfQps, bfRecall, loaded, k);
+            var dir = pr.GetValue(outDir)!;
+            Directory.CreateDirectory(dir);
+            WriteCsv(Path.Combine(dir, "bench.csv"), points, bfQps);
+            Plot.RecallQps(Path.Combine(dir, "recall-qps.png"), points, bfQps, $"{loaded.Manifest.Count:N0} × {loaded.Manifest.Dimensions}, k = {k}");
+            Console.WriteLine($"wrote {Path.Combine(dir, "bench.csv")} and {Path.Combine(dir, "recall-qps.png")}");
+            Console.WriteLine($"reproduce: squash {string.Join(' ', Environment.GetCommandLineArgs().Skip(1))}");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static T[] ParseList<T>(string s, string flag, Func<string, IFormatProvider, T> parse)
+    {
+        try
+        {
+            var items = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x => parse(x, CultureInfo.InvariantCulture)).ToArray();
+            CliErrors.Require(items.Length > 0, $"{flag} needs at least one value");
+            return items;
+        }
+        catch (FormatException)
+        {
+            throw new UsageException($"{flag} must be a comma-separated list of numbers, got '{s}'");
+        }
+    }
+
+    public static Point Measure(SearchEngine engine, VectorSet q, int[][] gt, SearchOptions options, int runs)
+    {
+        // Warm up caches and the JIT on a slice of the queries.
+        for (int i = 0; i < Math.Min(200, q.Count); i++) engine.Search(q.Row(i), options);
+        var qpsRuns = new List<double>();
+        LatencyRecorder? medianLatency = null;
+        var latencies = new List<(double Qps, LatencyRecorder Rec)>();
+        SearchResult[] results = new SearchResult[q.Count];
+        for (int run = 0; run < runs; run++)
+        {
+            var rec = new LatencyRecorder();
+            long total = 0;
+            for (int i = 0; i < q.Count; i++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                results[i] = engine.Search(q.Row(i), options);
+                long dt = Stopwatch.GetTimestamp() - t0;
+                total += dt;
+                rec.Record(dt);
+            }
+            double qps = q.Count / (total / (double)Stopwatch.Frequency);
+            latencies.Add((qps, rec));
+        }
+        latencies.Sort((a, b) => a.Qps.CompareTo(b.Qps));
+        var median = latencies[latencies.Count / 2];
+        medianLatency = median.Rec;
+        double recall = Recall(results, gt, options.K);
+
+        var s = new QueryStats();
+        foreach (var res in results) s.Add(res.Stats);
+        double n = q.Count;
+        return new Point(options.CentroidFactor, options.HammingKeepPercent, options.RerankFactor, recall, median.Qps,
+            medianLatency.PercentileMicros(50), medianLatency.PercentileMicros(99),
+            s.PartitionsScanned / n, s.VectorsConsidered / n, s.AfterHamming / n, s.AfterLowerBound / n, s.Reranked / n, s.BytesTouched / n);
+    }
+
+    public static double Recall(IReadOnlyList<SearchResult> results, int[][] gt, int k)
+    {
+        long hits = 0, total = 0;
+        for (int i = 0; i < results.Count; i++)
+        {
+            var truth = new HashSet<long>(gt[i].Take(k).Select(x => (long)x));
+            hits += results[i].Ids.Count(truth.Contains);
+            total += Math.Min(k, gt[i].Length);
+        }
+        return total == 0 ? 1 : hits / (double)total;
+    }
+
+    /// <summary>A flat scan of every stored vector with TensorPrimitives, one thread: the baseline.</summary>
+    public static (double Qps, double Recall) BruteForce(LoadedIndex index, VectorSet q, int[][] gt, int k, int count)
+    {
+        if (count == 0) return (0, 0);
+        var space = index.Space;
+        var mapped = new float[space.InternalDimensions];
+        var results = new List<SearchResult>();
+        long total = 0;
+        for (int i = 0; i < count; i++)
+        {
+            space.MapQuery(q.Row(i), mapped);
+            long t0 = Stopwatch.GetTimestamp();
+            var top = new TopK(k);
+            for (int p = 0; p < index.PartitionCount; p++)
+            {
+                var v = index.Vectors(p);
+                var ids = index.Codes(p).Ids;
+                for (int row = 0; row < v.Count; row++)
+                    top.TryAdd(ids[row], TensorPrimitives.Distance(mapped, v.Row(row)));
+            }
+            total += Stopwatch.GetTimestamp() - t0;
+            var best = top.ToSortedArray();
+            results.Add(new SearchResult(best.Select(b => b.Id).ToArray(), best.Select(b => b.Distance).ToArray(), new QueryStats()));
+        }
+        return (count / (total / (double)Stopwatch.Frequency), Recall(results, gt, k));
+    }
+
+    private static void Report(List<Point> points, double bfQps, double bfRecall, LoadedIndex index, int k)
+    {
+        var table = new Table().Border(TableBorder.Simple);
+        foreach (var c in new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched" })
+            table.AddColumn(new TableColumn(c).RightAligned());
+        foreach (var p in points)
+            table.AddRow(p.Cf.ToString("G3"), p.H.ToString("G3"), p.R.ToString(), p.Recall.ToString("F4"), p.Qps.ToString("F0"),
+                p.P50.ToString("F0"), p.P99.ToString("F0"), p.Partitions.ToString("F1"), p.Considered.ToString("F0"),
+                p.AfterHamming.ToString("F0"), p.AfterLowerBound.ToString("F0"), p.Reranked.ToString("F0"), (p.Bytes / 1024).ToString("F0"));
+        if (!AnsiConsole.Profile.Capabilities.Interactive) AnsiConsole.Profile.Width = 200;
+        AnsiConsole.Write(table);
+        double raw = (double)index.Manifest.InternalDimensions * 4;
+        Console.WriteLine($"brute force (TensorPrimitives, one thread): {bfQps:F1} QPS, recall@{k} {bfRecall:F4}");
+        Console.WriteLine($"index: OSQ+sign codes {index.CodeBytesPerVector:F1} B/vector = {index.CodeBytesPerVector / raw:P2} of float32; build {index.Manifest.Build.BuildSeconds:F1} s");
+        foreach (var target in new[] { 0.95, 0.99 })
+        {
+            var best = points.Where(p => p.Recall >= target).OrderByDescending(p => p.Qps).FirstOrDefault();
+            Console.WriteLine(best is null
+                ? $"recall@{k} ≥ {target}: not reached in this sweep"
+                : $"recall@{k} ≥ {target}: best {best.Qps:F0} QPS (recall {best.Recall:F4}, CF {best.Cf}, H {best.H}, R {best.R}, p50 {best.P50:F0} µs, p99 {best.P99:F0} µs) = {best.Qps / Math.Max(1e-9, bfQps):F1}× brute force");
+        }
+    }
+
+    private static void WriteCsv(string path, List<Point> points, double bfQps)
+    {
+        using var w = new StreamWriter(path);
+        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps");
+        foreach (var p in points)
+            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps }
+                .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))));
+    }
+}

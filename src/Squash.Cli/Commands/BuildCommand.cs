@@ -1,0 +1,114 @@
+using System.CommandLine;
+using System.Diagnostics;
+using Spectre.Console;
+using Squash.Cli.Datasets;
+using Squash.Core;
+using Squash.Index.Build;
+using Squash.Storage;
+
+namespace Squash.Cli.Commands;
+
+public static class BuildCommand
+{
+    public static Command Create()
+    {
+        var index = new Option<string>("--index") { Description = "Folder that holds the index (created if missing).", Required = true };
+        var vectors = new Option<string>("--vectors") { Description = "Vectors to index: .fvecs, .bvecs or .npy (float32).", Required = true };
+        var metric = new Option<string>("--metric") { Description = "Distance: l2, cosine or ip.", DefaultValueFactory = _ => "l2" };
+        var partitions = new Option<int>("--partitions") { Description = "Partition count (0: clamp(N / 1000, 1, 4096)).", DefaultValueFactory = _ => 0 };
+        var bits = new Option<double>("--bits-per-dim") { Description = "Average OSQ bits per kept KLT dimension, sign bits included (the code budget).", DefaultValueFactory = _ => 4.0 };
+        var energy = new Option<double>("--energy") { Description = "Fraction of the variance the global KLT keeps (the rest goes to a residual norm).", DefaultValueFactory = _ => new IndexBuildOptions().EnergyKept };
+        var maxBits = new Option<int>("--max-bits") { Description = "Most bits one dimension may get (1..8).", DefaultValueFactory = _ => 8 };
+        var seed = new Option<int>("--seed") { Description = "Seed for k-means; a build is deterministic for a seed.", DefaultValueFactory = _ => 42 };
+        var cmd = new Command("build", "Build an index from a vector file and publish it as the index's current version.")
+        {
+            index, vectors, metric, partitions, bits, maxBits, energy, seed,
+        };
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        {
+            var metricValue = ParseMetric(pr.GetValue(metric)!);
+            int p = pr.GetValue(partitions);
+            double b = pr.GetValue(bits);
+            CliErrors.Require(p >= 0, $"--partitions must be ≥ 0 (0 picks a default), got {p}");
+            CliErrors.Require(b > 0 && b <= 8, $"--bits-per-dim must be > 0 and ≤ 8, got {b}");
+            CliErrors.Require(b <= pr.GetValue(maxBits), $"--bits-per-dim ({b}) cannot exceed --max-bits ({pr.GetValue(maxBits)})");
+            int mb = pr.GetValue(maxBits);
+            CliErrors.Require(mb is >= 1 and <= 8, $"--max-bits must be between 1 and 8, got {mb}");
+            double e = pr.GetValue(energy);
+            CliErrors.Require(e > 0 && e <= 1, $"--energy must be in (0, 1], got {e}");
+            var store = IndexLocation.Open(pr.GetValue(index));
+            var path = pr.GetValue(vectors)!;
+            CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
+
+            var clock = Stopwatch.StartNew();
+            var set = VectorFile.Read(path);
+            CliErrors.Require(p <= set.Count, $"--partitions ({p}) cannot exceed the number of vectors ({set.Count})");
+            var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(seed) };
+            Console.Error.WriteLine($"read {set.Count:N0} × {set.Dimensions} vectors from {path} in {clock.Elapsed.TotalSeconds:F1} s");
+
+            var manifest = await RunWithProgress(store, set, options, ct);
+            double rawBytes = (double)set.Count * set.Dimensions * 4;
+            double codeBytes = manifest.Partitions.Sum(x => (double)x.BitsPerVector * x.Count) / 8;
+            AnsiConsole.MarkupLine($"[green]built[/] {Markup.Escape(store.Blobs.Description)} version [bold]{manifest.Version}[/]: " +
+                $"{manifest.Count:N0} vectors, {manifest.Partitions.Count} partitions, metric {manifest.Metric}, " +
+                $"{manifest.GlobalDimensions} global KLT dims, OSQ+sign codes {codeBytes / manifest.Count:F1} B/vector " +
+                $"({codeBytes / rawBytes:P1} of float32), {clock.Elapsed.TotalSeconds:F1} s");
+            return 0;
+        }));
+        return cmd;
+    }
+
+    public static Metric ParseMetric(string s)
+    {
+        try
+        {
+            return MetricSpace.Parse(s);
+        }
+        catch (ArgumentException)
+        {
+            throw new UsageException($"--metric must be l2, cosine or ip, got '{s}'");
+        }
+    }
+
+    private static async Task<Squash.Index.Model.IndexManifest> RunWithProgress(IndexStore store, VectorSet set, IndexBuildOptions options, CancellationToken ct)
+    {
+        if (!AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            // Logs and CI: one line per stage instead of a redrawn bar.
+            string last = "";
+            var plain = new Progress<BuildProgress>(p =>
+            {
+                if (p.Stage != last) { Console.Error.WriteLine($"  {p.Stage}..."); last = p.Stage; }
+            });
+            return await IndexPublisher.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, plain, ct);
+        }
+        Squash.Index.Model.IndexManifest? result = null;
+        await AnsiConsole.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new ElapsedTimeColumn())
+            .StartAsync(async ctx =>
+            {
+                var tasks = new Dictionary<string, ProgressTask>();
+                var progress = new SyncProgress<BuildProgress>(p =>
+                {
+                    lock (tasks)
+                    {
+                        if (!tasks.TryGetValue(p.Stage, out var t))
+                        {
+                            foreach (var other in tasks.Values) other.Value = other.MaxValue;
+                            t = tasks[p.Stage] = ctx.AddTask(p.Stage, maxValue: 1);
+                        }
+                        t.Value = Math.Max(t.Value, p.Fraction);
+                    }
+                });
+                result = await IndexPublisher.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, progress, ct);
+                foreach (var t in tasks.Values) t.Value = t.MaxValue;
+            });
+        return result!;
+    }
+}
+
+/// <summary>An IProgress that reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool and can reorder).</summary>
+public sealed class SyncProgress<T>(Action<T> report) : IProgress<T>
+{
+    public void Report(T value) => report(value);
+}

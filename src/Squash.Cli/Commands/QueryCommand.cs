@@ -1,0 +1,58 @@
+using System.CommandLine;
+using System.Text.Json;
+using Squash.Cli.Datasets;
+using Squash.Search;
+
+namespace Squash.Cli.Commands;
+
+public static class QueryCommand
+{
+    public static Command Create()
+    {
+        var index = new Option<string>("--index") { Description = "Folder that holds the index.", Required = true };
+        var vectors = new Option<string>("--vectors") { Description = "Query vectors: .fvecs, .bvecs or .npy.", Required = true };
+        var flags = new SearchFlags();
+        var json = new Option<bool>("--json") { Description = "One JSON object per query (ids, distances, stats)." };
+        var limit = new Option<int>("--limit") { Description = "Answer only the first N queries (0: all).", DefaultValueFactory = _ => 0 };
+        var cf = new Option<double>("--cf") { Description = "Centroid factor CF.", DefaultValueFactory = _ => SearchFlags.DefaultCf };
+        var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
+        var r = new Option<int>("--r") { Description = "Re-rank factor R (K·R exact distances per partition at most).", DefaultValueFactory = _ => SearchFlags.DefaultR };
+        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact };
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        {
+            var options = SearchFlags.Options(pr.GetValue(flags.K), pr.GetValue(cf), pr.GetValue(h), pr.GetValue(r), pr.GetValue(flags.Exact));
+            int max = pr.GetValue(limit);
+            CliErrors.Require(max >= 0, $"--limit must be ≥ 0, got {max}");
+            var path = pr.GetValue(vectors)!;
+            CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
+            var store = IndexLocation.Open(pr.GetValue(index));
+            var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
+            var queries = VectorFile.Read(path, max > 0 ? max : null);
+            CliErrors.Require(queries.Dimensions == loaded.Manifest.Dimensions,
+                $"--vectors: queries have {queries.Dimensions} dimensions but the index has {loaded.Manifest.Dimensions}");
+            var engine = new SearchEngine(loaded);
+            var results = new SearchResult[queries.Count];
+            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = ct }, i => results[i] = engine.Search(queries.Row(i), options));
+            var stdout = Console.Out;
+            for (int i = 0; i < results.Length; i++)
+            {
+                var res = results[i];
+                if (pr.GetValue(json))
+                {
+                    stdout.WriteLine(JsonSerializer.Serialize(new
+                    {
+                        query = i,
+                        results = res.Ids.Select((id, j) => new { id, distance = res.Distances[j] }),
+                        stats = res.Stats,
+                    }));
+                }
+                else
+                {
+                    stdout.WriteLine($"{i}: " + string.Join(' ', res.Ids.Select((id, j) => $"{id}:{res.Distances[j]:G6}")));
+                }
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+}

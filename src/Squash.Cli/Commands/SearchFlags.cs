@@ -1,0 +1,34 @@
+using System.CommandLine;
+using Squash.Search;
+
+namespace Squash.Cli.Commands;
+
+/// <summary>The query knobs shared by query and bench, with their defaults from <see cref="SearchOptions"/>.</summary>
+public sealed class SearchFlags
+{
+    private static readonly SearchOptions Defaults = new();
+
+    public Option<int> K { get; } = new("--k") { Description = $"Neighbours per query (1..{SearchOptions.MaxK:N0}).", DefaultValueFactory = _ => 10 };
+    public Option<bool> Exact { get; } = new("--exact") { Description = "Exact mode: every partition, no pruning beyond safe bounds; equals brute force." };
+
+    public void AddK(Command c) => c.Options.Add(K);
+
+    public static int ValidateK(int k)
+    {
+        CliErrors.Require(k >= 1 && k <= SearchOptions.MaxK, $"--k must be between 1 and {SearchOptions.MaxK:N0}, got {k}");
+        return k;
+    }
+
+    public static SearchOptions Options(int k, double cf, double h, int r, bool exact)
+    {
+        ValidateK(k);
+        CliErrors.Require(cf >= 1 && double.IsFinite(cf), $"--cf must be a number ≥ 1, got {cf}");
+        CliErrors.Require(h > 0 && h <= 100, $"--h must be in (0, 100], got {h}");
+        CliErrors.Require(r >= 1, $"--r must be ≥ 1, got {r}");
+        return new SearchOptions { K = k, CentroidFactor = cf, HammingKeepPercent = h, RerankFactor = r, Exact = exact };
+    }
+
+    public static double DefaultCf => Defaults.CentroidFactor;
+    public static double DefaultH => Defaults.HammingKeepPercent;
+    public static int DefaultR => Defaults.RerankFactor;
+}

@@ -1,0 +1,92 @@
+using Squash.Core.Linalg;
+using Squash.Core.Quantization;
+using Squash.Index.Model;
+
+namespace Squash.Index.Build;
+
+/// <summary>Encodes one partition: its own KLT, bit allocation, pinned-zero Lloyd cells, sign codes, residual norms.</summary>
+public static class PartitionEncoder
+{
+    public sealed record Result(PartitionCodes Codes, PartitionVectors Vectors);
+
+    /// <param name="rows">Member row numbers, ascending.</param>
+    /// <param name="x">All vectors in the internal space (n × d).</param>
+    /// <param name="y">All vectors in global KLT coordinates (n × m).</param>
+    /// <param name="outsideGlobal">‖x − μ_g‖² − ‖y‖² per row.</param>
+    public static Result Encode(int id, int[] rows, float[] x, int d, float[] y, int m, double[] outsideGlobal, int budgetBits, int maxBits)
+    {
+        int n = rows.Length;
+        var (meanD, cov) = Covariance.Compute(y, y.Length / m, m, rows);
+        var (values, vectors) = SymmetricEigen.Decompose(cov, m);
+        var widths = BitAllocation.Allocate(values, budgetBits, maxBits, Math.Max(1, n));
+        int md = widths.Count(w => w > 0);
+        for (int j = 0; j < md; j++)
+            if (widths[j] == 0) throw new InvalidOperationException("bit allocation is not a prefix of the eigenvalue order");
+
+        var mean = meanD.Select(v => (float)v).ToArray();
+        var rotation = new float[(long)md * m];
+        for (int i = 0; i < md; i++)
+            for (int j = 0; j < m; j++)
+                rotation[i * m + j] = (float)vectors[j * m + i];
+        var local = Klt.FromParts(mean, rotation, values, m, md);
+
+        // z = V_p (y − μ_p) for every member.
+        var ym = new float[(long)n * m];
+        for (int i = 0; i < n; i++) y.AsSpan(rows[i] * m, m).CopyTo(ym.AsSpan(i * m, m));
+        var z = new float[(long)n * md];
+        if (md > 0) local.ProjectMany(ym, n, z);
+
+        // Cell boundaries per dimension, middle boundary at 0 so that the top bit of a code is its sign.
+        var widthBytes = widths.Take(md).Select(w => (byte)w).ToArray();
+        var offsets = PartitionCodes.OffsetsFor(widthBytes, out int totalBoundaries);
+        var boundaries = new float[totalBoundaries];
+        var cells = new byte[(long)n * md];
+        Parallel.For(0, md, j =>
+        {
+            var column = new float[n];
+            for (int i = 0; i < n; i++) column[i] = z[i * md + j];
+            var sorted = (float[])column.Clone();
+            Array.Sort(sorted);
+            var b = LloydBoundaries.Fit(sorted, widthBytes[j], pinZero: true);
+            b.CopyTo(boundaries.AsSpan(offsets[j], b.Length));
+            for (int i = 0; i < n; i++) cells[i * md + j] = (byte)LloydBoundaries.Encode(b, column[i]);
+        });
+
+        int words = SignCodes.WordsFor(md);
+        var signs = new ulong[(long)n * words];
+        var residual = new float[n];
+        var raw = new float[(long)n * d];
+        for (int i = 0; i < n; i++)
+        {
+            var zi = z.AsSpan(i * md, md);
+            SignCodes.Encode(zi, signs.AsSpan(i * words, words));
+            // ‖e‖² = (‖x−μ_g‖² − ‖y‖²) + ‖y − μ_p‖² − ‖z‖²
+            double inside = 0, coded = 0;
+            var yi = ym.AsSpan(i * m, m);
+            for (int j = 0; j < m; j++) { double v = yi[j] - (double)mean[j]; inside += v * v; }
+            foreach (float v in zi) coded += (double)v * v;
+            residual[i] = (float)Math.Sqrt(Math.Max(0, outsideGlobal[rows[i]] + inside - coded));
+            x.AsSpan(rows[i] * d, d).CopyTo(raw.AsSpan(i * d, d));
+        }
+
+        var codes = new PartitionCodes
+        {
+            Id = id,
+            Count = n,
+            GlobalDimensions = m,
+            CodedDimensions = md,
+            Mean = mean,
+            Rotation = rotation,
+            Eigenvalues = values,
+            Widths = widthBytes,
+            Boundaries = boundaries,
+            BoundaryOffsets = offsets,
+            Signs = signs,
+            SignWords = words,
+            Cells = cells,
+            ResidualNorms = residual,
+            Ids = rows,
+        };
+        return new Result(codes, new PartitionVectors { Count = n, Dimensions = d, Data = raw });
+    }
+}

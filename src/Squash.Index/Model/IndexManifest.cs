@@ -1,0 +1,91 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Squash.Index.Format;
+
+namespace Squash.Index.Model;
+
+/// <summary>
+/// The versioned description of one built index: what it holds, how it was built and which
+/// segments make it up. Written last, after every segment it names (see IndexPublisher).
+/// </summary>
+public sealed record IndexManifest
+{
+    public const string FormatName = "squash-index";
+    public const int CurrentFormatVersion = 1;
+
+    public string Format { get; init; } = FormatName;
+    public int FormatVersion { get; init; } = CurrentFormatVersion;
+    public required string Version { get; init; }
+    public DateTimeOffset CreatedUtc { get; init; }
+    /// <summary>Dimensions of the vectors users send.</summary>
+    public required int Dimensions { get; init; }
+    /// <summary>Dimensions of the internal space (one more than <see cref="Dimensions"/> for ip).</summary>
+    public required int InternalDimensions { get; init; }
+    public required string Metric { get; init; }
+    /// <summary>Inner-product augmentation constant M (largest stored norm); 0 otherwise.</summary>
+    public double MaxNorm { get; init; }
+    public required long Count { get; init; }
+    /// <summary>Global KLT dimensions kept before the per-partition KLT (the rest enters the residual norm).</summary>
+    public required int GlobalDimensions { get; init; }
+    public required BuildParameters Build { get; init; }
+    public required SegmentRef Routing { get; init; }
+    public required IReadOnlyList<PartitionEntry> Partitions { get; init; }
+
+    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, ManifestJson.Default.IndexManifest);
+
+    /// <summary>Parses and validates; <paramref name="name"/> is used in errors.</summary>
+    public static IndexManifest Parse(ReadOnlySpan<byte> json, string name)
+    {
+        IndexManifest? m;
+        try
+        {
+            m = JsonSerializer.Deserialize(json, ManifestJson.Default.IndexManifest);
+        }
+        catch (JsonException e)
+        {
+            throw new CorruptIndexException($"manifest '{name}' is not valid JSON: {e.Message}");
+        }
+        if (m is null) throw new CorruptIndexException($"manifest '{name}' is empty");
+        if (m.Format != FormatName) throw new CorruptIndexException($"manifest '{name}' is not a Squash index manifest");
+        if (m.FormatVersion != CurrentFormatVersion)
+            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion}");
+        if (m.Dimensions < 1 || m.InternalDimensions < m.Dimensions || m.GlobalDimensions < 0 || m.GlobalDimensions > m.InternalDimensions)
+            throw new CorruptIndexException($"manifest '{name}' has inconsistent dimensions");
+        if (m.Partitions.Count == 0 && m.Count > 0) throw new CorruptIndexException($"manifest '{name}' lists no partitions");
+        if (m.Partitions.Sum(p => (long)p.Count) != m.Count)
+            throw new CorruptIndexException($"manifest '{name}': partition sizes do not add up to the vector count");
+        return m;
+    }
+}
+
+public sealed record BuildParameters
+{
+    public required int Partitions { get; init; }
+    public required double BitsPerDimension { get; init; }
+    public required int BudgetBits { get; init; }
+    public required int MaxBitsPerDimension { get; init; }
+    public required int Seed { get; init; }
+    public required double Balance { get; init; }
+    public required int KMeansIterations { get; init; }
+    public double EnergyKept { get; init; } = 1;
+    public double BuildSeconds { get; init; }
+}
+
+/// <summary>A segment blob named by the manifest, with its size and checksum for cheap verification.</summary>
+public sealed record SegmentRef(string Name, long Bytes);
+
+public sealed record PartitionEntry
+{
+    public required int Id { get; init; }
+    public required int Count { get; init; }
+    /// <summary>Per-partition KLT dimensions that received bits (each has a sign bit).</summary>
+    public required int CodedDimensions { get; init; }
+    /// <summary>OSQ bits per vector (sign bits included: the sign is the top bit of each code).</summary>
+    public required int BitsPerVector { get; init; }
+    public required SegmentRef Codes { get; init; }
+    public required SegmentRef Vectors { get; init; }
+}
+
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(IndexManifest))]
+internal sealed partial class ManifestJson : JsonSerializerContext;

@@ -1,0 +1,167 @@
+using System.Runtime.InteropServices;
+using Squash.Core.Quantization;
+using Squash.Index.Format;
+
+namespace Squash.Index.Model;
+
+/// <summary>
+/// One partition's quantized form, decoded for scanning.
+/// <para>Coordinates: a stored vector x has global KLT coordinates y = W_g(x − μ_g) (m dims); the
+/// partition's own KLT gives z = V_p(y − μ_p) (the first <see cref="CodedDimensions"/> eigenvectors,
+/// in decreasing eigenvalue order). Everything outside span(V_p) — the rest of the global subspace and
+/// the global residual — is summarised by one number per vector, ‖e_x‖, so that
+/// ‖q − x‖² = ‖z_q − z_x‖² + ‖e_q − e_x‖² ≥ Σ_d lb_d² + (‖e_q‖ − ‖e_x‖)².</para>
+/// <para>Each coded dimension d has 2^w_d Lloyd cells with the middle boundary pinned at 0, so the top
+/// bit of a code is the sign of z_d: the sign codes are the top bit-plane and the OSQ planes hold
+/// the remaining w_d − 1 bits. Storage is Σ w_d bits per vector in all.</para>
+/// </summary>
+public sealed class PartitionCodes
+{
+    private const uint MeanSection = 1, RotationSection = 2, WidthSection = 3, BoundarySection = 4,
+        SignSection = 5, PlaneSection = 6, ResidualSection = 7, IdSection = 8, EigenSection = 9;
+
+    public required int Id { get; init; }
+    public required int Count { get; init; }
+    /// <summary>m: the global subspace dimension the partition KLT lives in.</summary>
+    public required int GlobalDimensions { get; init; }
+    public required int CodedDimensions { get; init; }
+    /// <summary>μ_p in global KLT coordinates (m floats).</summary>
+    public required float[] Mean { get; init; }
+    /// <summary>V_p: CodedDimensions × m row-major, rows are eigenvectors by decreasing eigenvalue.</summary>
+    public required float[] Rotation { get; init; }
+    public required double[] Eigenvalues { get; init; }
+    /// <summary>Bits per coded dimension (1..8), non-increasing.</summary>
+    public required byte[] Widths { get; init; }
+    /// <summary>Cell boundaries of all coded dims, concatenated; dim d starts at <see cref="BoundaryOffsets"/>[d] and has 2^w_d + 1 entries.</summary>
+    public required float[] Boundaries { get; init; }
+    public required int[] BoundaryOffsets { get; init; }
+    /// <summary>Sign codes, Count × SignWords, row-major (bit j = z_j ≥ 0).</summary>
+    public required ulong[] Signs { get; init; }
+    public required int SignWords { get; init; }
+    /// <summary>Decoded cells, Count × CodedDimensions row-major, one byte per dimension (the in-memory form of the bit planes).</summary>
+    public required byte[] Cells { get; init; }
+    /// <summary>‖e_x‖ per vector.</summary>
+    public required float[] ResidualNorms { get; init; }
+    /// <summary>Row number of each vector in the index (ascending).</summary>
+    public required int[] Ids { get; init; }
+    /// <summary>Bytes of the stored segment (what a cold read costs).</summary>
+    public long StoredBytes { get; init; }
+
+    public int BitsPerVector => Widths.Sum(w => (int)w);
+
+    /// <summary>Lays out boundary offsets for the given widths.</summary>
+    public static int[] OffsetsFor(ReadOnlySpan<byte> widths, out int total)
+    {
+        var offsets = new int[widths.Length];
+        total = 0;
+        for (int d = 0; d < widths.Length; d++)
+        {
+            offsets[d] = total;
+            total += (1 << widths[d]) + 1;
+        }
+        return offsets;
+    }
+
+    /// <summary>Serialises: the cells are stored as sign words plus bit planes of the low w−1 bits.</summary>
+    public byte[] ToSegment()
+    {
+        int n = Count, md = CodedDimensions;
+        var lowWidths = new int[md];
+        for (int d = 0; d < md; d++) lowWidths[d] = Widths[d] - 1;
+        var layout = new BitPlaneLayout(lowWidths);
+        var low = new byte[(long)n * md];
+        for (long i = 0; i < low.Length; i++)
+        {
+            int d = (int)(i % md);
+            low[i] = (byte)(Cells[i] & ((1 << lowWidths[d]) - 1));
+        }
+        var planes = new byte[(long)layout.SegmentCount * n];
+        layout.Pack(low, n, planes);
+        return SegmentFile.Write(SegmentKind.Codes, n, md,
+        [
+            (MeanSection, SegmentFile.Bytes(Mean)),
+            (RotationSection, SegmentFile.Bytes(Rotation)),
+            (EigenSection, SegmentFile.Bytes(Eigenvalues)),
+            (WidthSection, Widths),
+            (BoundarySection, SegmentFile.Bytes(Boundaries)),
+            (SignSection, SegmentFile.Bytes(Signs)),
+            (PlaneSection, planes),
+            (ResidualSection, SegmentFile.Bytes(ResidualNorms)),
+            (IdSection, SegmentFile.Bytes(Ids)),
+        ]);
+    }
+
+    public static PartitionCodes FromSegment(byte[] file, string name, PartitionEntry entry, int globalDims)
+    {
+        var v = SegmentFile.Open(file, name, SegmentKind.Codes);
+        int n = entry.Count, md = entry.CodedDimensions, m = globalDims;
+        if (v.Rows != n || v.Columns != md) throw new CorruptIndexException($"segment '{name}' does not match its manifest entry (rows or coded dimensions)");
+        var widths = v.Section(WidthSection).ToArray();
+        if (widths.Length != md) throw new CorruptIndexException($"segment '{name}' has {widths.Length} widths for {md} coded dimensions");
+        foreach (byte w in widths)
+            if (w is < 1 or > 8) throw new CorruptIndexException($"segment '{name}' has a code width of {w} bits (expected 1..8)");
+        var offsets = OffsetsFor(widths, out int totalBoundaries);
+        int signWords = SignCodes.WordsFor(md);
+        var lowWidths = new int[md];
+        for (int d = 0; d < md; d++) lowWidths[d] = widths[d] - 1;
+        var layout = new BitPlaneLayout(lowWidths);
+        var planes = v.Section(PlaneSection);
+        if (planes.Length != (long)layout.SegmentCount * n) throw new CorruptIndexException($"segment '{name}' has a bit-plane section of the wrong size");
+        var signs = v.Array<ulong>(SignSection, (long)n * signWords);
+        var cells = new byte[(long)n * md];
+        layout.ExtractAll(planes, n, cells);
+        // Put the sign bit back on top of the low bits: cell = sign << (w−1) | low.
+        for (int i = 0; i < n; i++)
+        {
+            var row = cells.AsSpan(i * md, md);
+            var sw = signs.AsSpan(i * signWords, signWords);
+            for (int d = 0; d < md; d++)
+            {
+                int sign = (int)(sw[d >> 6] >> (d & 63)) & 1;
+                row[d] = (byte)(row[d] | (sign << (widths[d] - 1)));
+            }
+        }
+        var ids = v.Array<int>(IdSection, n);
+        return new PartitionCodes
+        {
+            Id = entry.Id,
+            Count = n,
+            GlobalDimensions = m,
+            CodedDimensions = md,
+            Mean = v.Array<float>(MeanSection, m),
+            Rotation = v.Array<float>(RotationSection, (long)md * m),
+            Eigenvalues = v.Array<double>(EigenSection, m),
+            Widths = widths,
+            Boundaries = v.Array<float>(BoundarySection, totalBoundaries),
+            BoundaryOffsets = offsets,
+            Signs = signs,
+            SignWords = signWords,
+            Cells = cells,
+            ResidualNorms = v.Array<float>(ResidualSection, n),
+            Ids = ids,
+            StoredBytes = file.LongLength,
+        };
+    }
+}
+
+/// <summary>One partition's raw vectors in the internal metric space, for exact re-ranking.</summary>
+public sealed class PartitionVectors
+{
+    private const uint VectorSection = 1;
+
+    public required int Count { get; init; }
+    public required int Dimensions { get; init; }
+    public required float[] Data { get; init; }
+    public long StoredBytes { get; init; }
+
+    public ReadOnlySpan<float> Row(int i) => Data.AsSpan(i * Dimensions, Dimensions);
+
+    public byte[] ToSegment() => SegmentFile.Write(SegmentKind.Vectors, Count, Dimensions, [(VectorSection, SegmentFile.Bytes(Data))]);
+
+    public static PartitionVectors FromSegment(byte[] file, string name, PartitionEntry entry, int dims)
+    {
+        var v = SegmentFile.Open(file, name, SegmentKind.Vectors);
+        if (v.Rows != entry.Count || v.Columns != dims) throw new CorruptIndexException($"segment '{name}' does not match its manifest entry");
+        return new PartitionVectors { Count = entry.Count, Dimensions = dims, Data = v.Array<float>(VectorSection, (long)entry.Count * dims), StoredBytes = file.LongLength };
+    }
+}

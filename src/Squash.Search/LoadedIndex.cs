@@ -1,0 +1,63 @@
+using Squash.Core;
+using Squash.Index.Model;
+using Squash.Storage;
+
+namespace Squash.Search;
+
+/// <summary>An index with its routing data and (lazily) its partitions in memory.</summary>
+public sealed class LoadedIndex
+{
+    private readonly PartitionCodes?[] _codes;
+    private readonly PartitionVectors?[] _vectors;
+    private readonly IndexStore _store;
+
+    private LoadedIndex(IndexStore store, IndexManifest manifest, RoutingData routing)
+    {
+        _store = store;
+        Manifest = manifest;
+        Routing = routing;
+        Space = new MetricSpace(MetricSpace.Parse(manifest.Metric), manifest.Dimensions, manifest.MaxNorm);
+        _codes = new PartitionCodes?[manifest.Partitions.Count];
+        _vectors = new PartitionVectors?[manifest.Partitions.Count];
+    }
+
+    public IndexManifest Manifest { get; }
+    public RoutingData Routing { get; }
+    public MetricSpace Space { get; }
+    public IndexStore Store => _store;
+    public int PartitionCount => _codes.Length;
+
+    /// <summary>Opens the current version; with <paramref name="loadAll"/> every partition is read and validated now.</summary>
+    public static async Task<LoadedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default)
+    {
+        var manifest = await store.OpenCurrentAsync(ct).ConfigureAwait(false);
+        var routing = await store.ReadRoutingAsync(manifest, ct).ConfigureAwait(false);
+        var index = new LoadedIndex(store, manifest, routing);
+        if (loadAll)
+        {
+            await Parallel.ForEachAsync(Enumerable.Range(0, index.PartitionCount), ct, async (p, c) =>
+            {
+                index._codes[p] = await store.ReadCodesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
+                index._vectors[p] = await store.ReadVectorsAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+        }
+        return index;
+    }
+
+    public PartitionCodes Codes(int p) => _codes[p] ?? LoadSync(p).Codes;
+    public PartitionVectors Vectors(int p) => _vectors[p] ?? LoadSync(p).Vectors;
+
+    private (PartitionCodes Codes, PartitionVectors Vectors) LoadSync(int p)
+    {
+        lock (_codes)
+        {
+            var entry = Manifest.Partitions[p];
+            _codes[p] ??= _store.ReadCodesAsync(Manifest, entry).GetAwaiter().GetResult();
+            _vectors[p] ??= _store.ReadVectorsAsync(Manifest, entry).GetAwaiter().GetResult();
+            return (_codes[p]!, _vectors[p]!);
+        }
+    }
+
+    /// <summary>Bytes of OSQ codes (sign bits included) per vector, averaged over the index.</summary>
+    public double CodeBytesPerVector => Manifest.Partitions.Sum(p => (double)p.BitsPerVector * p.Count) / Math.Max(1, Manifest.Count) / 8;
+}

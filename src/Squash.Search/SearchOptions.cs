@@ -1,0 +1,68 @@
+namespace Squash.Search;
+
+/// <summary>
+/// Query-time knobs. The defaults reach recall@10 ≥ 0.95 on Fashion-MNIST (see bench/README.md).
+/// </summary>
+public sealed record SearchOptions
+{
+    public const int MaxK = 10_000;
+
+    public int K { get; init; } = 10;
+    /// <summary>CF: visit every partition whose centroid is within CF × the nearest centroid distance.</summary>
+    public double CentroidFactor { get; init; } = 1.3;
+    /// <summary>
+    /// H: percentage of a partition's vectors kept by the sign-code Hamming prune (100 disables it).
+    /// Off by default: on Fashion-MNIST it removed mostly vectors the lower bound rejects cheaply anyway
+    /// and cost recall (bench/README.md has the sweep).
+    /// </summary>
+    public double HammingKeepPercent { get; init; } = 100;
+    /// <summary>Sign bits compared by the Hamming prune: the leading (highest-energy) coded dimensions only, whose signs carry the signal.</summary>
+    public int HammingBits { get; init; } = 64;
+    /// <summary>R: each partition re-ranks at most K·R candidates by exact distance, chosen by lower bound.</summary>
+    public int RerankFactor { get; init; } = 2;
+    /// <summary>Exact mode: every partition, no Hamming prune, no re-rank cap: the answer equals brute force.</summary>
+    public bool Exact { get; init; }
+
+    public void Validate()
+    {
+        if (K < 1 || K > MaxK) throw new ArgumentOutOfRangeException(nameof(K), K, $"k must be between 1 and {MaxK:N0}");
+        if (!(CentroidFactor >= 1) || double.IsInfinity(CentroidFactor)) throw new ArgumentOutOfRangeException(nameof(CentroidFactor), CentroidFactor, "the centroid factor must be a finite number ≥ 1");
+        if (!(HammingKeepPercent > 0 && HammingKeepPercent <= 100)) throw new ArgumentOutOfRangeException(nameof(HammingKeepPercent), HammingKeepPercent, "the Hamming keep percentage must be in (0, 100]");
+        if (HammingBits < 1) throw new ArgumentOutOfRangeException(nameof(HammingBits), HammingBits, "the Hamming bit count must be ≥ 1");
+        if (RerankFactor < 1) throw new ArgumentOutOfRangeException(nameof(RerankFactor), RerankFactor, "the re-rank factor must be ≥ 1");
+    }
+}
+
+/// <summary>What one query cost, level by level.</summary>
+public sealed class QueryStats
+{
+    public int PartitionsPlanned { get; set; }
+    public int PartitionsScanned { get; set; }
+    /// <summary>Partitions skipped because centroid distance − radius already exceeded the k-th best distance.</summary>
+    public int PartitionsSkippedByBound { get; set; }
+    /// <summary>Vectors in the scanned partitions.</summary>
+    public long VectorsConsidered { get; set; }
+    /// <summary>Vectors kept by the Hamming prune.</summary>
+    public long AfterHamming { get; set; }
+    /// <summary>Vectors whose lower bound was completed without being pruned.</summary>
+    public long AfterLowerBound { get; set; }
+    /// <summary>Exact distances computed.</summary>
+    public long Reranked { get; set; }
+    /// <summary>Bytes of codes and raw vectors the query read (signs, code bytes, re-ranked rows).</summary>
+    public long BytesTouched { get; set; }
+
+    public void Add(QueryStats o)
+    {
+        PartitionsPlanned += o.PartitionsPlanned;
+        PartitionsScanned += o.PartitionsScanned;
+        PartitionsSkippedByBound += o.PartitionsSkippedByBound;
+        VectorsConsidered += o.VectorsConsidered;
+        AfterHamming += o.AfterHamming;
+        AfterLowerBound += o.AfterLowerBound;
+        Reranked += o.Reranked;
+        BytesTouched += o.BytesTouched;
+    }
+}
+
+/// <summary>One answer: ids (row numbers in the index) and reported distances, best first.</summary>
+public sealed record SearchResult(long[] Ids, float[] Distances, QueryStats Stats);

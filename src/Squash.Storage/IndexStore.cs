@@ -1,0 +1,167 @@
+using System.Text.Json;
+using Squash.Index.Build;
+using Squash.Index.Format;
+using Squash.Index.Model;
+
+namespace Squash.Storage;
+
+/// <summary>
+/// One index inside a blob store, with the publish protocol that keeps readers safe:
+/// <code>
+/// {index}/versions/{version}/routing.seg, pNNNNN.codes.seg, pNNNNN.vectors.seg   (segments, written first)
+/// {index}/versions/{version}/manifest.json                                      (then the manifest, create-only)
+/// {index}/current                                                               (last: a pointer moved by compare-and-swap)
+/// </code>
+/// A reader resolves current → manifest → segments, so an interrupted build leaves the previous
+/// version serving, and two concurrent builds cannot both win the pointer.
+/// </summary>
+public sealed class IndexStore
+{
+    private long _bytesRead;
+
+    public IndexStore(IBlobStore blobs, string indexName = "")
+    {
+        Blobs = blobs;
+        Name = indexName.Trim('/');
+        Prefix = Name.Length == 0 ? "" : Name + "/";
+    }
+
+    public IBlobStore Blobs { get; }
+    public string Name { get; }
+    private string Prefix { get; }
+    private string CurrentName => Prefix + "current";
+
+    /// <summary>Bytes read from the blob store by this instance (for per-query statistics).</summary>
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+
+    public string VersionPrefix(string version) => $"{Prefix}versions/{version}/";
+
+    private sealed record CurrentPointer(string Version, string Manifest);
+
+    /// <summary>The version the pointer names, with the pointer's ETag; null when nothing is published.</summary>
+    public async Task<(string Version, string ETag)?> GetCurrentAsync(CancellationToken ct = default)
+    {
+        var info = await Blobs.GetInfoAsync(CurrentName, ct).ConfigureAwait(false);
+        if (info is null) return null;
+        byte[] bytes;
+        try
+        {
+            bytes = await Blobs.ReadAllAsync(CurrentName, ct).ConfigureAwait(false);
+        }
+        catch (BlobNotFoundException)
+        {
+            return null;
+        }
+        var pointer = ParsePointer(bytes);
+        return (pointer.Version, info.ETag);
+    }
+
+    private CurrentPointer ParsePointer(byte[] bytes)
+    {
+        try
+        {
+            var p = JsonSerializer.Deserialize<CurrentPointer>(bytes, JsonOptions);
+            if (p is null || string.IsNullOrWhiteSpace(p.Version)) throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} names no version");
+            return p;
+        }
+        catch (JsonException e)
+        {
+            throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} is not valid JSON: {e.Message}");
+        }
+    }
+
+    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
+
+    /// <summary>A fresh version id that sorts after every existing one.</summary>
+    public async Task<string> NewVersionIdAsync(CancellationToken ct = default)
+    {
+        int max = 0;
+        await foreach (var b in Blobs.ListAsync(Prefix + "versions/", ct).ConfigureAwait(false))
+        {
+            var rest = b.Name[(Prefix.Length + "versions/".Length)..];
+            var v = rest.Split('/')[0];
+            if (v.Length > 1 && v[0] == 'v' && int.TryParse(v.AsSpan(1), out int n)) max = Math.Max(max, n);
+        }
+        return $"v{max + 1:D6}";
+    }
+
+    /// <summary>A sink that writes segments of one version, create-only.</summary>
+    public ISegmentSink CreateSink(string version) => new VersionSink(this, version);
+
+    private sealed class VersionSink(IndexStore store, string version) : ISegmentSink
+    {
+        public Task WriteAsync(string name, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
+            store.Blobs.WriteAsync(store.VersionPrefix(version) + name, data, WriteCondition.IfNotExists, cancellationToken);
+    }
+
+    /// <summary>Writes the manifest, then moves the current pointer from <paramref name="expectedPrevious"/> (null: none).</summary>
+    public async Task PublishAsync(IndexManifest manifest, (string Version, string ETag)? expectedPrevious, CancellationToken ct = default)
+    {
+        var manifestName = VersionPrefix(manifest.Version) + "manifest.json";
+        await Blobs.WriteAsync(manifestName, manifest.ToJson(), WriteCondition.IfNotExists, ct).ConfigureAwait(false);
+        var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(manifest.Version, manifestName), JsonOptions);
+        var condition = expectedPrevious is { } prev ? WriteCondition.IfMatch(prev.ETag) : WriteCondition.IfNotExists;
+        await Blobs.WriteAsync(CurrentName, pointer, condition, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Removes every blob of a version (a failed build's leftovers, or garbage collection).</summary>
+    public async Task<int> DeleteVersionAsync(string version, CancellationToken ct = default)
+    {
+        var names = new List<string>();
+        await foreach (var b in Blobs.ListAsync(VersionPrefix(version), ct).ConfigureAwait(false)) names.Add(b.Name);
+        foreach (var n in names) await Blobs.DeleteAsync(n, ct).ConfigureAwait(false);
+        return names.Count;
+    }
+
+    public async Task<IndexManifest> ReadManifestAsync(string version, CancellationToken ct = default)
+    {
+        var name = VersionPrefix(version) + "manifest.json";
+        var bytes = await ReadCountedAsync(name, ct).ConfigureAwait(false);
+        var m = IndexManifest.Parse(bytes, name);
+        if (m.Version != version) throw new CorruptIndexException($"manifest '{name}' says it is version {m.Version}");
+        return m;
+    }
+
+    /// <summary>Resolves current → manifest. Throws <see cref="IndexNotFoundException"/> when nothing is published.</summary>
+    public async Task<IndexManifest> OpenCurrentAsync(CancellationToken ct = default)
+    {
+        var current = await GetCurrentAsync(ct).ConfigureAwait(false)
+            ?? throw new IndexNotFoundException($"no index is published at {Blobs.Description}{(Name.Length > 0 ? " under '" + Name + "'" : "")} (no 'current' pointer)");
+        return await ReadManifestAsync(current.Version, ct).ConfigureAwait(false);
+    }
+
+    public async Task<RoutingData> ReadRoutingAsync(IndexManifest m, CancellationToken ct = default)
+    {
+        var name = VersionPrefix(m.Version) + m.Routing.Name;
+        return RoutingData.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, m);
+    }
+
+    public async Task<PartitionCodes> ReadCodesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
+    {
+        var name = VersionPrefix(m.Version) + p.Codes.Name;
+        return PartitionCodes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.GlobalDimensions);
+    }
+
+    public async Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
+    {
+        var name = VersionPrefix(m.Version) + p.Vectors.Name;
+        return PartitionVectors.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.InternalDimensions);
+    }
+
+    private async Task<byte[]> ReadCountedAsync(string name, CancellationToken ct)
+    {
+        byte[] bytes;
+        try
+        {
+            bytes = await Blobs.ReadAllAsync(name, ct).ConfigureAwait(false);
+        }
+        catch (BlobNotFoundException)
+        {
+            throw new CorruptIndexException($"blob '{name}' named by the index is missing from {Blobs.Description}");
+        }
+        Interlocked.Add(ref _bytesRead, bytes.LongLength);
+        return bytes;
+    }
+}
+
+public sealed class IndexNotFoundException(string message) : Exception(message);

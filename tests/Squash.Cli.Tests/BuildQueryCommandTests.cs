@@ -1,0 +1,128 @@
+namespace Squash.Cli.Tests;
+
+public class BuildQueryCommandTests
+{
+    [Fact]
+    public async Task BuildThenQueryAnswersWithTheNearestVectorFirst()
+    {
+        using var dir = new TempDir();
+        var rows = TempDir.Random(500, 12, 1).ToArray();
+        var vectors = dir.Fvecs("base.fvecs", rows);
+        var queries = dir.Fvecs("q.fvecs", rows.Take(3));
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "3");
+        Assert.True(exit == 0, err);
+        var (qexit, output, qerr) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--k", "5");
+        Assert.True(qexit == 0, qerr);
+        var lines = output.Trim().Split('\n');
+        Assert.Equal(3, lines.Length);
+        for (int i = 0; i < 3; i++)
+        {
+            // A stored vector is its own nearest neighbour at distance 0.
+            Assert.StartsWith($"{i}: {i}:0 ", lines[i]);
+            Assert.Equal(5, lines[i].Split(' ').Length - 1);
+        }
+    }
+
+    public static TheoryData<string, string> BadVectorFiles => new()
+    {
+        { "mixed", "dimension" },
+        { "nan", "NaN" },
+        { "empty", "empty" },
+        { "truncated", "truncated" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadVectorFiles))]
+    public async Task BadVectorFilesFailClearlyAndLeaveNoIndexBehind(string kind, string expected)
+    {
+        using var dir = new TempDir();
+        string path = kind switch
+        {
+            "mixed" => dir.Fvecs("v.fvecs", [new float[4], new float[4], new float[5]]),
+            "nan" => dir.Fvecs("v.fvecs", [new float[4], [1, float.NaN, 2, 3]]),
+            "empty" => dir.Fvecs("v.fvecs", []),
+            _ => Truncated(dir),
+        };
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", path);
+        Assert.Equal(1, exit);
+        Assert.StartsWith("error: ", err);
+        Assert.Contains(expected, err, StringComparison.OrdinalIgnoreCase);
+        Assert.False(File.Exists(Path.Combine(dir.File("idx"), "current")));
+        Assert.False(Directory.Exists(Path.Combine(dir.File("idx"), "versions")) && Directory.EnumerateFiles(Path.Combine(dir.File("idx"), "versions"), "*", SearchOption.AllDirectories).Any());
+    }
+
+    private static string Truncated(TempDir dir)
+    {
+        var p = dir.Fvecs("v.fvecs", TempDir.Random(3, 4, 2));
+        var bytes = File.ReadAllBytes(p);
+        File.WriteAllBytes(p, bytes[..^3]);
+        return p;
+    }
+
+    [Theory]
+    [InlineData("0", "--k must be between 1 and 10,000, got 0")]
+    [InlineData("10001", "--k must be between 1 and 10,000, got 10001")]
+    [InlineData("-3", "--k must be between 1 and 10,000, got -3")]
+    public async Task KOutOfRangeNamesTheFlag(string k, string expected)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(50, 4, 1));
+        Assert.Equal(0, (await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "2")).Exit);
+        var (exit, _, err) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", vectors, "--k", k);
+        Assert.Equal(1, exit);
+        Assert.Equal($"error: {expected}", err.Trim());
+    }
+
+    [Fact]
+    public async Task QueriesOfTheWrongDimensionNameTheFlag()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(50, 4, 1));
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(2, 5, 1));
+        Assert.Equal(0, (await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "2")).Exit);
+        var (exit, _, err) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries);
+        Assert.Equal(1, exit);
+        Assert.Equal("error: --vectors: queries have 5 dimensions but the index has 4", err.Trim());
+    }
+
+    [Fact]
+    public async Task ACorruptSegmentIsReportedByNameWithANonZeroExit()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(80, 4, 1));
+        Assert.Equal(0, (await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "2")).Exit);
+        var segment = Directory.EnumerateFiles(dir.File("idx"), "p00001.vectors.seg", SearchOption.AllDirectories).Single();
+        var bytes = File.ReadAllBytes(segment);
+        bytes[^7] ^= 1;
+        File.WriteAllBytes(segment, bytes);
+        var (exit, _, err) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", vectors);
+        Assert.Equal(1, exit);
+        Assert.Contains("p00001.vectors.seg", err);
+        Assert.Contains("checksum", err);
+    }
+
+    [Theory]
+    [InlineData("--metric", "hamming", "--metric must be l2, cosine or ip, got 'hamming'")]
+    [InlineData("--bits-per-dim", "0", "--bits-per-dim must be > 0 and ≤ 8, got 0")]
+    [InlineData("--partitions", "-1", "--partitions must be ≥ 0 (0 picks a default), got -1")]
+    [InlineData("--partitions", "51", "--partitions (51) cannot exceed the number of vectors (50)")]
+    public async Task BadBuildFlagsAreNamed(string flag, string value, string expected)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(50, 4, 1));
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, flag, value);
+        Assert.Equal(1, exit);
+        Assert.Equal($"error: {expected}", err.Trim());
+        Assert.False(File.Exists(Path.Combine(dir.File("idx"), "current")));
+    }
+
+    [Fact]
+    public async Task QueryingAFolderWithNoIndexSaysSo()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("q.fvecs", TempDir.Random(1, 4, 1));
+        var (exit, _, err) = await CliRunner.RunAsync("query", "--index", dir.File("none"), "--vectors", vectors);
+        Assert.Equal(1, exit);
+        Assert.Contains("no index is published", err);
+    }
+}

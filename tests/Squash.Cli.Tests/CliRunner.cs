@@ -1,0 +1,61 @@
+namespace Squash.Cli.Tests;
+
+/// <summary>Runs the real command tree in-process and captures what a user would see.</summary>
+public static class CliRunner
+{
+    private static readonly SemaphoreSlim Gate = new(1, 1);
+
+    public static async Task<(int Exit, string Out, string Err)> RunAsync(params string[] args)
+    {
+        // Console redirection is process-wide: one command at a time.
+        await Gate.WaitAsync();
+        var (oldOut, oldErr) = (Console.Out, Console.Error);
+        var (o, e) = (new StringWriter(), new StringWriter());
+        try
+        {
+            Console.SetOut(o);
+            Console.SetError(e);
+            int exit = await Program.BuildRoot().Parse(args).InvokeAsync();
+            return (exit, o.ToString(), e.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldErr);
+            Gate.Release();
+        }
+    }
+}
+
+public sealed class TempDir : IDisposable
+{
+    public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), "squash-cli-" + Guid.NewGuid().ToString("N"));
+
+    public TempDir() => Directory.CreateDirectory(Path);
+
+    public string File(string name) => System.IO.Path.Combine(Path, name);
+
+    public void Dispose()
+    {
+        try { Directory.Delete(Path, true); } catch (IOException) { }
+    }
+
+    /// <summary>Writes .fvecs records by hand so that malformed files can be made too.</summary>
+    public string Fvecs(string name, IEnumerable<float[]> rows)
+    {
+        var path = File(name);
+        using var w = new BinaryWriter(System.IO.File.Create(path));
+        foreach (var r in rows)
+        {
+            w.Write(r.Length);
+            foreach (var v in r) w.Write(v);
+        }
+        return path;
+    }
+
+    public static IEnumerable<float[]> Random(int n, int d, int seed)
+    {
+        var rng = new Random(seed);
+        for (int i = 0; i < n; i++) yield return Enumerable.Range(0, d).Select(_ => (float)rng.NextDouble()).ToArray();
+    }
+}
