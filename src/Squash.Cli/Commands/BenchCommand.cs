@@ -106,8 +106,10 @@ public static class BenchCommand
 
     public static Point Measure(SearchEngine engine, VectorSet q, int[][] gt, SearchOptions options, int runs)
     {
-        // Warm up caches and the JIT on a slice of the queries.
-        for (int i = 0; i < Math.Min(200, q.Count); i++) engine.Search(q.Row(i), options);
+        // Warm up caches and the JIT (tiered compilation needs a while to reach optimised code): at least
+        // one second and at least 200 queries, cycling through the set.
+        var warm = Stopwatch.StartNew();
+        for (int i = 0; i < 200 || warm.ElapsedMilliseconds < 1000; i++) engine.Search(q.Row(i % q.Count), options);
         var qpsRuns = new List<double>();
         LatencyRecorder? medianLatency = null;
         var latencies = new List<(double Qps, LatencyRecorder Rec)>();
