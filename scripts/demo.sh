@@ -23,4 +23,4 @@ squash build --index "$work/index" --vectors "$data/base.fvecs"
 echo "first three queries (id:distance):"
 squash query --index "$work/index" --vectors "$data/query.fvecs" --limit 3
 squash bench --index "$work/index" --queries "$data/query.fvecs" --ground-truth "$data/groundtruth.ivecs" \
-  --cf 1.25 --h 20 --r 4 --runs 1 --limit 2000 --brute-force-queries 50 --out "$work/bench"
+  --cf 1.3 --h 100 --r 2 --runs 1 --limit 2000 --brute-force-queries 50 --out "$work/bench"
