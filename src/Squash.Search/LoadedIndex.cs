@@ -28,9 +28,15 @@ public sealed class LoadedIndex
     public int PartitionCount => _codes.Length;
 
     /// <summary>Opens the current version; with <paramref name="loadAll"/> every partition is read and validated now.</summary>
-    public static async Task<LoadedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default)
+    public static async Task<LoadedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default) =>
+        await Open(store, await store.OpenCurrentAsync(ct).ConfigureAwait(false), loadAll, ct).ConfigureAwait(false);
+
+    /// <summary>Opens one published version (tree nodes pin the coordinator's version).</summary>
+    public static async Task<LoadedIndex> OpenVersionAsync(IndexStore store, string version, bool loadAll = true, CancellationToken ct = default) =>
+        await Open(store, await store.ReadManifestAsync(version, ct).ConfigureAwait(false), loadAll, ct).ConfigureAwait(false);
+
+    private static async Task<LoadedIndex> Open(IndexStore store, IndexManifest manifest, bool loadAll, CancellationToken ct)
     {
-        var manifest = await store.OpenCurrentAsync(ct).ConfigureAwait(false);
         var routing = await store.ReadRoutingAsync(manifest, ct).ConfigureAwait(false);
         var index = new LoadedIndex(store, manifest, routing);
         if (loadAll)
@@ -43,6 +49,45 @@ public sealed class LoadedIndex
         }
         return index;
     }
+
+    /// <summary>
+    /// Loads the partitions that are not in memory yet, in parallel, one load per partition however many
+    /// callers ask; returns the bytes this call read from the store (0 when everything was warm).
+    /// </summary>
+    public async Task<long> EnsureLoadedAsync(IEnumerable<int> partitions, CancellationToken ct = default)
+    {
+        var pending = new List<Task<long>>();
+        foreach (int p in partitions.Distinct())
+        {
+            if (_codes[p] is not null && _vectors[p] is not null) continue;
+            pending.Add(_loads.GetOrAdd(p, key => new Lazy<Task<long>>(() => LoadAsync(key))).Value);
+        }
+        long bytes = 0;
+        foreach (var t in pending) bytes += await t.WaitAsync(ct).ConfigureAwait(false);
+        return bytes;
+    }
+
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, Lazy<Task<long>>> _loads = new();
+
+    private async Task<long> LoadAsync(int p)
+    {
+        try
+        {
+            var entry = Manifest.Partitions[p];
+            var codes = _store.ReadCodesAsync(Manifest, entry);
+            var vectors = _store.ReadVectorsAsync(Manifest, entry);
+            _codes[p] = await codes.ConfigureAwait(false);
+            _vectors[p] = await vectors.ConfigureAwait(false);
+            return _codes[p]!.StoredBytes + _vectors[p]!.StoredBytes;
+        }
+        catch
+        {
+            _loads.TryRemove(p, out _); // let a later query retry a failed load
+            throw;
+        }
+    }
+
+    public bool IsLoaded(int p) => _codes[p] is not null && _vectors[p] is not null;
 
     public PartitionCodes Codes(int p) => _codes[p] ?? LoadSync(p).Codes;
     public PartitionVectors Vectors(int p) => _vectors[p] ?? LoadSync(p).Vectors;

@@ -50,37 +50,60 @@ public sealed class SearchEngine
         options.Validate();
         var ctx = new QueryContext(Index, query);
         var stats = new QueryStats();
-        var top = new TopK(Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)));
-        var (order, dist) = RankPartitions(ctx);
+        var top = NewTopK(options);
+        var plan = Plan(ctx, options);
+        stats.PartitionsPlanned = plan.Partitions.Length;
+        ScanPartitions(ctx, plan.Partitions, plan.CentroidDistances, options, top, stats);
+        return Finish(top.ToSortedArray(), ctx, stats);
+    }
+
+    public TopK NewTopK(SearchOptions options) => new(Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)));
+
+    /// <summary>The partitions a query visits, nearest centroid first, with every partition's centroid distance.</summary>
+    public QueryPlan Plan(QueryContext query, SearchOptions options)
+    {
+        var (order, dist) = RankPartitions(query);
         int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
-        stats.PartitionsPlanned = selected;
+        return new QueryPlan(order[..selected], dist);
+    }
+
+    /// <summary>
+    /// Scans the given partitions in order into <paramref name="top"/>: the unit a tree node runs. Any
+    /// subset, in any grouping, gives the same final answer once the partial top-k lists are merged,
+    /// because a candidate's fate never depends on the running threshold except where it could not
+    /// have entered the answer anyway.
+    /// </summary>
+    public void ScanPartitions(QueryContext query, ReadOnlySpan<int> partitions, ReadOnlySpan<float> centroidDistances,
+        SearchOptions options, TopK top, QueryStats stats)
+    {
         var scanner = _scanner.Value!;
         var radii = Index.Routing.Radii;
-        for (int i = 0; i < selected; i++)
+        foreach (int p in partitions)
         {
-            int p = order[i];
             // Safe skip: nothing in p can be closer than (centroid distance − radius).
-            float gap = dist[p] - radii[p];
+            float gap = centroidDistances[p] - radii[p];
             if (gap > 0 && gap * gap > top.Threshold * (1 + 1e-5f))
             {
                 stats.PartitionsSkippedByBound++;
                 continue;
             }
-            scanner.Scan(ctx, Index.Codes(p), Index.Vectors(p), top, options, stats);
+            scanner.Scan(query, Index.Codes(p), Index.Vectors(p), top, options, stats);
         }
-        return Finish(top, ctx, stats);
     }
 
-    private SearchResult Finish(TopK top, QueryContext ctx, QueryStats stats)
+    /// <summary>Turns merged internal neighbours (squared L2) into the reported answer.</summary>
+    public SearchResult Finish(ReadOnlySpan<Neighbor> best, QueryContext query, QueryStats stats)
     {
-        var hits = top.ToSortedArray();
-        var ids = new long[hits.Length];
-        var distances = new float[hits.Length];
-        for (int i = 0; i < hits.Length; i++)
+        var ids = new long[best.Length];
+        var distances = new float[best.Length];
+        for (int i = 0; i < best.Length; i++)
         {
-            ids[i] = hits[i].Id;
-            distances[i] = Index.Space.ToReported(hits[i].Distance, ctx.InputSquaredNorm);
+            ids[i] = best[i].Id;
+            distances[i] = Index.Space.ToReported(best[i].Distance, query.InputSquaredNorm);
         }
         return new SearchResult(ids, distances, stats);
     }
 }
+
+/// <summary>Partitions to visit (nearest centroid first) and the centroid distance of every partition.</summary>
+public sealed record QueryPlan(int[] Partitions, float[] CentroidDistances);

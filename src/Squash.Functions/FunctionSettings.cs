@@ -1,0 +1,20 @@
+namespace Squash.Functions;
+
+/// <summary>App settings (environment variables Squash__Store etc., or appsettings).</summary>
+public sealed class FunctionSettings
+{
+    /// <summary>Where indexes live: <c>dir:PATH</c> (the embedded default). Each index is a prefix named after it.</summary>
+    public string Store { get; set; } = "dir:data/indexes";
+    /// <summary>Branching factor b of the invocation tree.</summary>
+    public int Branching { get; set; } = 4;
+    /// <summary>Depth L of the invocation tree (0: the coordinator scans everything itself).</summary>
+    public int Depth { get; set; } = 1;
+    /// <summary>Base URL of the scan function (processor pool). Empty: this app itself.</summary>
+    public string ScanUrl { get; set; } = "";
+    /// <summary>Per-attempt timeout of a child call.</summary>
+    public TimeSpan ChildTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>Largest request body accepted.</summary>
+    public long MaxRequestBytes { get; set; } = 4 * 1024 * 1024;
+    /// <summary>Most vectors in one batch request.</summary>
+    public int MaxBatch { get; set; } = 256;
+}

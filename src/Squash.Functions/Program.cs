@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Options;
+using Squash.Core.Collections;
+using Squash.Functions;
+using Squash.Functions.Api;
+using Squash.Functions.Tree;
+using Squash.Search;
+
+var builder = WebApplication.CreateSlimBuilder(args);
+
+// Under the Azure Functions host the handler must listen on the port the host hands it (loopback only);
+// locally --urls or ASPNETCORE_URLS apply.
+var handlerPort = Environment.GetEnvironmentVariable("FUNCTIONS_CUSTOMHANDLER_PORT");
+if (!string.IsNullOrEmpty(handlerPort)) builder.WebHost.UseUrls($"http://127.0.0.1:{handlerPort}");
+
+builder.Services.Configure<FunctionSettings>(builder.Configuration.GetSection("Squash"));
+builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default));
+builder.Services.AddProblemDetails();
+builder.Services.AddSingleton<IndexCatalog>();
+builder.Services.AddSingleton<ScanInvoker>();
+builder.Services.AddSingleton<NodeExecutor>();
+builder.Services.AddHttpClient(ScanInvoker.ClientName)
+    .AddStandardResilienceHandler(o =>
+    {
+        // Per-attempt timeout, retries with jittered backoff on transient failures, a breaker per target.
+        var s = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
+        o.AttemptTimeout.Timeout = s.ChildTimeout;
+        o.Retry.MaxRetryAttempts = 2;
+        o.Retry.UseJitter = true;
+        o.Retry.Delay = TimeSpan.FromMilliseconds(50);
+        o.TotalRequestTimeout.Timeout = s.ChildTimeout * 4;
+        o.CircuitBreaker.SamplingDuration = s.ChildTimeout * 2 + TimeSpan.FromSeconds(1);
+    });
+
+var app = builder.Build();
+app.UseExceptionHandler();
+app.UseStatusCodePages();
+
+// The Functions host probes the handler's root until it answers.
+app.MapGet("/", () => Results.Ok("squash function app"));
+app.MapGet("/api/health", () => Results.Json(new Dictionary<string, string> { ["status"] = "ok" }, ApiJson.Default.DictionaryStringString));
+
+app.MapGet("/api/indexes/{index}", async (string index, IndexCatalog catalog, CancellationToken ct) =>
+{
+    if (!IndexCatalog.IsValidName(index)) return BadName(index);
+    var loaded = await catalog.OpenCurrentAsync(index, ct);
+    if (loaded is null) return NotFound(index);
+    var m = loaded.Manifest;
+    return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc), ApiJson.Default.IndexInfo);
+});
+
+app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http, IndexCatalog catalog, NodeExecutor executor,
+    IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
+{
+    var clock = Stopwatch.StartNew();
+    if (!IndexCatalog.IsValidName(index)) return BadName(index);
+    var (request, error) = await ReadJsonAsync(http.Request, ApiJson.Default.QueryRequest, settings.Value.MaxRequestBytes, ct);
+    if (error is not null) return error;
+    var loaded = await catalog.OpenCurrentAsync(index, ct);
+    if (loaded is null) return NotFound(index);
+    var errors = RequestMapping.Validate(request!, loaded.Manifest.Dimensions, settings.Value.MaxBatch);
+    if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The query is not valid.");
+
+    int k = request!.K ?? 10;
+    var options = RequestMapping.ToSearchOptions(k, request.Options);
+    var vectors = request.Vectors ?? [request.Vector!];
+    var engine = new SearchEngine(loaded);
+    var contexts = vectors.Select(v => new QueryContext(loaded, v)).ToArray();
+    var plans = contexts.Select(c => engine.Plan(c, options).Partitions).ToArray();
+    var all = plans.SelectMany(p => p).Distinct().ToArray();
+
+    // Level 1 of the tree are the coordinator's children; with depth 0 the coordinator scans everything itself.
+    var s = settings.Value;
+    var roots = TreePlanner.Build(all, Math.Max(1, s.Branching), s.Depth);
+    var root = s.Depth < 1 ? new ScanNode(-1, all, []) : new ScanNode(-1, [], roots);
+    var scan = new ScanRequest { Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = request.Options ?? new QueryOptions(), Plans = plans, Node = root };
+    var result = await executor.ExecuteAsync(index, loaded, scan, OwnAddress(server, http), ct);
+
+    var answers = new List<QueryAnswer>();
+    for (int q = 0; q < vectors.Length; q++)
+    {
+        result.Stats[q].PartitionsPlanned = plans[q].Length;
+        var best = result.Neighbours[q].Select(n => new Neighbor(n.Id, n.D)).ToArray();
+        var done = engine.Finish(best, contexts[q], result.Stats[q]);
+        var planned = plans[q].ToHashSet();
+        answers.Add(new QueryAnswer
+        {
+            Results = done.Ids.Select((id, i) => new Hit(id, done.Distances[i])).ToArray(),
+            Complete = !result.MissingPartitions.Any(planned.Contains),
+            MissingPartitions = result.MissingPartitions.Where(planned.Contains).ToArray(),
+            Stats = QueryStatsDto.From(result.Stats[q], result.Invocations, root.Count() - 1, result.BytesRead, clock.Elapsed.TotalMilliseconds),
+        });
+    }
+    return request.Vectors is null
+        ? Results.Json(answers[0], ApiJson.Default.QueryAnswer)
+        : Results.Json(new BatchAnswer(answers), ApiJson.Default.BatchAnswer);
+});
+
+app.MapPost("/api/indexes/{index}/scan", async (string index, HttpContext http, IndexCatalog catalog, NodeExecutor executor,
+    IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
+{
+    if (!IndexCatalog.IsValidName(index)) return BadName(index);
+    var (request, error) = await ReadJsonAsync(http.Request, ApiJson.Default.ScanRequest, settings.Value.MaxRequestBytes, ct);
+    if (error is not null) return error;
+    var loaded = await catalog.OpenAsync(index, request!.Version, ct);
+    var response = await executor.ExecuteAsync(index, loaded, request, OwnAddress(server, http), ct);
+    return Results.Json(response, ApiJson.Default.ScanResponse);
+});
+
+app.Run();
+
+static string? OwnAddress(IServer server, HttpContext http)
+{
+    var addresses = server.Features.Get<IServerAddressesFeature>()?.Addresses;
+    return addresses?.FirstOrDefault() ?? $"{http.Request.Scheme}://{http.Request.Host}";
+}
+
+static IResult BadName(string index) => Results.ValidationProblem(
+    new Dictionary<string, string[]> { ["index"] = [$"'{index}' is not a valid index name (lower-case letters, digits and '-', at most 63)"] });
+
+static IResult NotFound(string index) => Results.Problem(statusCode: 404, title: "Index not found", detail: $"no index named '{index}' is published");
+
+/// <summary>Reads a bounded JSON body; malformed JSON and unknown fields are 400s naming the JSON path.</summary>
+static async Task<(T? Value, IResult? Error)> ReadJsonAsync<T>(HttpRequest request, JsonTypeInfo<T> type, long maxBytes, CancellationToken ct) where T : class
+{
+    if (request.ContentLength > maxBytes)
+        return (null, Results.Problem(statusCode: 413, title: "Request too large", detail: $"the body is {request.ContentLength} bytes; at most {maxBytes} are accepted"));
+    using var buffer = new MemoryStream();
+    var chunk = new byte[81920];
+    int read;
+    while ((read = await request.Body.ReadAsync(chunk, ct)) > 0)
+    {
+        buffer.Write(chunk, 0, read);
+        if (buffer.Length > maxBytes)
+            return (null, Results.Problem(statusCode: 413, title: "Request too large", detail: $"at most {maxBytes} bytes are accepted"));
+    }
+    try
+    {
+        var value = JsonSerializer.Deserialize(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), type);
+        return value is null
+            ? (null, Results.ValidationProblem(new Dictionary<string, string[]> { ["body"] = ["the body must be a JSON object"] }))
+            : (value, null);
+    }
+    catch (JsonException e)
+    {
+        var field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "body" : e.Path.TrimStart('$', '.');
+        return (null, Results.ValidationProblem(new Dictionary<string, string[]> { [field] = [e.Message] }, title: "The request body is not valid JSON for this endpoint."));
+    }
+}
+
+/// <summary>Entry point type, public for WebApplicationFactory in tests.</summary>
+public partial class Program;

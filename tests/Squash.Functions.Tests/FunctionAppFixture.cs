@@ -1,0 +1,79 @@
+using System.Net;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.AspNetCore.TestHost;
+using Microsoft.Extensions.DependencyInjection;
+using Squash.Functions.Tree;
+using Squash.Index.Build;
+using Squash.Search;
+using Squash.Storage;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>One small index in a temp folder store, shared by the handler tests.</summary>
+public sealed class IndexFixture : IDisposable
+{
+    public const string IndexName = "test-index";
+    public const int Count = 3000, Dims = 24;
+
+    public IndexFixture()
+    {
+        Root = Path.Combine(Path.GetTempPath(), "squash-fn-" + Guid.NewGuid().ToString("N"));
+        var rng = new Random(5);
+        Data = new float[Count * Dims];
+        var centres = Enumerable.Range(0, 10 * Dims).Select(_ => (float)(rng.NextDouble() * 10)).ToArray();
+        for (int i = 0; i < Count; i++)
+        {
+            int c = rng.Next(10);
+            for (int j = 0; j < Dims; j++) Data[i * Dims + j] = centres[c * Dims + j] + (float)rng.NextDouble();
+        }
+        var store = new IndexStore(new FolderBlobStore(Root), IndexName);
+        IndexPublisher.BuildAndPublishAsync(store, Data, Count, Dims, new IndexBuildOptions { Partitions = 12, Seed = 2 }).GetAwaiter().GetResult();
+        Engine = new SearchEngine(LoadedIndex.OpenAsync(store).GetAwaiter().GetResult());
+        Queries = Enumerable.Range(0, 200).Select(i => Enumerable.Range(0, Dims).Select(j => Data[(i * 7) % Count * Dims + j] + (float)(rng.NextDouble() - 0.5)).ToArray()).ToArray();
+    }
+
+    public string Root { get; }
+    public float[] Data { get; }
+    public float[][] Queries { get; }
+    /// <summary>The in-process engine over the same index: the reference answers.</summary>
+    public SearchEngine Engine { get; }
+
+    public void Dispose()
+    {
+        try { Directory.Delete(Root, true); } catch (IOException) { }
+    }
+
+    /// <summary>A function app whose child calls go back into the same in-memory server, optionally through a fault injector.</summary>
+    public WebApplicationFactory<Program> App(int branching, int depth, Func<HttpRequestMessage, int, HttpResponseMessage?>? fault = null)
+    {
+        WebApplicationFactory<Program>? app = null;
+        app = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
+        {
+            b.UseSetting("Squash:Store", "dir:" + Root);
+            b.UseSetting("Squash:Branching", branching.ToString());
+            b.UseSetting("Squash:Depth", depth.ToString());
+            b.UseSetting("Squash:ScanUrl", "http://localhost");
+            b.UseSetting("Squash:ChildTimeout", "00:00:02");
+            b.ConfigureTestServices(s => s.AddHttpClient(ScanInvoker.ClientName)
+                .ConfigurePrimaryHttpMessageHandler(() => new FaultInjector(fault) { InnerHandler = app!.Server.CreateHandler() }));
+        });
+        return app;
+    }
+
+    private sealed class FaultInjector(Func<HttpRequestMessage, int, HttpResponseMessage?>? fault) : DelegatingHandler
+    {
+        private int _calls;
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken ct)
+        {
+            var injected = fault?.Invoke(request, Interlocked.Increment(ref _calls));
+            return injected is not null ? Task.FromResult(injected) : base.SendAsync(request, ct);
+        }
+    }
+
+    public static HttpResponseMessage Unavailable() => new(HttpStatusCode.ServiceUnavailable);
+}
+
+[CollectionDefinition(nameof(IndexCollection))]
+public sealed class IndexCollection : ICollectionFixture<IndexFixture>;

@@ -1,0 +1,103 @@
+using System.Text;
+using System.Text.Json;
+using Squash.Functions.Tree;
+using Squash.Search;
+
+namespace Squash.Functions.Tests;
+
+[Collection(nameof(IndexCollection))]
+public sealed class TreeTests(IndexFixture fx)
+{
+    private static StringContent Body(object o) => new(JsonSerializer.Serialize(o), Encoding.UTF8, "application/json");
+
+    private static (long[] Ids, float[] Distances) Read(JsonElement answer) => (
+        answer.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("id").GetInt64()).ToArray(),
+        answer.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("distance").GetSingle()).ToArray());
+
+    [Theory]
+    [InlineData(2, 3)]
+    [InlineData(4, 1)]
+    [InlineData(3, 2)]
+    [InlineData(1, 0)]
+    public async Task AnswersThroughTheTreeEqualTheInProcessEngine(int branching, int depth)
+    {
+        using var app = fx.App(branching, depth);
+        var client = app.CreateClient();
+        foreach (var q in fx.Queries)
+        {
+            var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = q, k = 10 }));
+            response.EnsureSuccessStatusCode();
+            using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            var (ids, distances) = Read(doc.RootElement);
+            var expected = fx.Engine.Search(q, new SearchOptions { K = 10 });
+            Assert.Equal(expected.Ids, ids);
+            Assert.Equal(expected.Distances, distances);
+            Assert.True(doc.RootElement.GetProperty("complete").GetBoolean());
+            if (depth > 0) Assert.True(doc.RootElement.GetProperty("stats").GetProperty("invocations").GetInt32() >= 2);
+        }
+    }
+
+    [Fact]
+    public async Task ABatchEqualsTheSameQueriesSentOneByOne()
+    {
+        using var app = fx.App(2, 2);
+        var client = app.CreateClient();
+        var batch = fx.Queries.Take(40).ToArray();
+        var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vectors = batch, k = 7 }));
+        response.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var answers = doc.RootElement.GetProperty("answers").EnumerateArray().ToArray();
+        Assert.Equal(batch.Length, answers.Length);
+        for (int i = 0; i < batch.Length; i++)
+        {
+            var single = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = batch[i], k = 7 }));
+            using var one = JsonDocument.Parse(await single.Content.ReadAsStringAsync());
+            Assert.Equal(Read(one.RootElement).Ids, Read(answers[i]).Ids);
+            Assert.Equal(Read(one.RootElement).Distances, Read(answers[i]).Distances);
+        }
+    }
+
+    [Fact]
+    public async Task ATransientChildFailureIsRetriedAndTheAnswerIsComplete()
+    {
+        // Every other call fails once with 503: the resilience pipeline retries it.
+        using var app = fx.App(2, 2, (req, n) => n % 2 == 1 ? IndexFixture.Unavailable() : null);
+        var q = fx.Queries[3];
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = q, k = 10 }));
+        response.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.True(doc.RootElement.GetProperty("complete").GetBoolean());
+        Assert.Equal(fx.Engine.Search(q, new SearchOptions { K = 10 }).Ids, Read(doc.RootElement).Ids);
+    }
+
+    [Fact]
+    public async Task ABranchThatKeepsFailingMakesTheAnswerIncompleteAndNamesTheMissingPartitions()
+    {
+        using var app = fx.App(4, 1, (req, n) => IndexFixture.Unavailable());
+        var q = fx.Queries[5];
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = q, k = 10, options = new { exact = true } }));
+        response.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.False(doc.RootElement.GetProperty("complete").GetBoolean());
+        var missing = doc.RootElement.GetProperty("missingPartitions").EnumerateArray().Select(e => e.GetInt32()).Order().ToArray();
+        Assert.Equal(Enumerable.Range(0, 12).ToArray(), missing);
+        Assert.Equal(0, doc.RootElement.GetProperty("results").GetArrayLength());
+    }
+
+    [Fact]
+    public void TheTreePlannerPlacesEveryPartitionOnceAndStably()
+    {
+        var partitions = Enumerable.Range(0, 50).ToArray();
+        var roots = TreePlanner.Build(partitions, 2, 3);
+        var placed = roots.SelectMany(r => r.AllPartitions()).Order().ToArray();
+        Assert.Equal(partitions, placed);
+        Assert.True(roots.Length <= 2);
+        Assert.Equal(14, TreePlanner.SlotCount(2, 3));
+        // A partition keeps its slot whatever else is planned.
+        var subset = TreePlanner.Build([7, 9], 2, 3).SelectMany(Flatten).Where(n => n.Partitions.Length > 0).ToDictionary(n => n.Partitions[0], n => n.Id);
+        var full = roots.SelectMany(Flatten).SelectMany(n => n.Partitions.Select(p => (p, n.Id))).ToDictionary(x => x.p, x => x.Id);
+        Assert.Equal(full[7], subset.GetValueOrDefault(7, subset.Values.First()));
+    }
+
+    private static IEnumerable<Squash.Functions.Api.ScanNode> Flatten(Squash.Functions.Api.ScanNode n) => new[] { n }.Concat(n.Children.SelectMany(Flatten));
+}
