@@ -11,6 +11,10 @@ public sealed class FunctionSettings
     public int Depth { get; set; } = 1;
     /// <summary>Base URL of the scan function (processor pool). Empty: this app itself.</summary>
     public string ScanUrl { get; set; } = "";
+    /// <summary>Several processor pools, ';'-separated: a tree node goes to pool (node slot mod count), so a partition always reaches the same pool.</summary>
+    public string ScanUrls { get; set; } = "";
+    /// <summary>Memory billed per instance, for the cost estimate in query statistics.</summary>
+    public int InstanceMemoryMb { get; set; } = 2048;
     /// <summary>Per-attempt timeout of a child call.</summary>
     public TimeSpan ChildTimeout { get; set; } = TimeSpan.FromSeconds(10);
     /// <summary>Largest request body accepted.</summary>

@@ -92,7 +92,7 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
             Results = done.Ids.Select((id, i) => new Hit(id, done.Distances[i])).ToArray(),
             Complete = !result.MissingPartitions.Any(planned.Contains),
             MissingPartitions = result.MissingPartitions.Where(planned.Contains).ToArray(),
-            Stats = QueryStatsDto.From(result.Stats[q], result.Invocations, root.Count() - 1, result.BytesRead, clock.Elapsed.TotalMilliseconds),
+            Stats = QueryStatsDto.From(result.Stats[q], result, root.Count() - 1, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
         });
     }
     return request.Vectors is null

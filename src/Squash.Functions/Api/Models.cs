@@ -50,10 +50,21 @@ public sealed record QueryStatsDto
     /// <summary>Function invocations the query caused (the coordinator included).</summary>
     public int Invocations { get; init; }
     public int TreeNodes { get; init; }
+    public int ColdInstances { get; init; }
+    public int WarmInstances { get; init; }
+    public int CacheHits { get; init; }
+    public int CacheMisses { get; init; }
+    /// <summary>Flex Consumption estimate: Σ invocation seconds × instance GB × $/GB-s + invocations × $/execution (a batch shares it).</summary>
+    public double EstimatedCostUsd { get; init; }
     public double Milliseconds { get; init; }
 
-    public static QueryStatsDto From(QueryStats s, int invocations, int nodes, long bytesRead, double ms) => new()
+    public static QueryStatsDto From(QueryStats s, ScanResponse r, int nodes, int memoryMb, double ms) => new()
     {
+        ColdInstances = r.ColdInstances,
+        WarmInstances = r.WarmInstances,
+        CacheHits = r.CacheHits,
+        CacheMisses = r.CacheMisses,
+        EstimatedCostUsd = r.BusyMilliseconds / 1000 * memoryMb / 1024.0 * 0.000026 + (r.Invocations) * 0.40 / 1e6,
         PartitionsPlanned = s.PartitionsPlanned,
         PartitionsScanned = s.PartitionsScanned,
         PartitionsSkippedByBound = s.PartitionsSkippedByBound,
@@ -62,8 +73,8 @@ public sealed record QueryStatsDto
         AfterLowerBound = s.AfterLowerBound,
         Reranked = s.Reranked,
         BytesTouched = s.BytesTouched,
-        BytesRead = bytesRead,
-        Invocations = invocations,
+        BytesRead = r.BytesRead,
+        Invocations = r.Invocations,
         TreeNodes = nodes,
         Milliseconds = Math.Round(ms, 3),
     };
@@ -98,6 +109,14 @@ public sealed record ScanResponse
     public required int[] MissingPartitions { get; init; }
     public required int Invocations { get; init; }
     public long BytesRead { get; init; }
+    /// <summary>Invocations that were the first on their instance (a cold start).</summary>
+    public int ColdInstances { get; init; }
+    public int WarmInstances { get; init; }
+    /// <summary>Partitions found already decoded in memory, and partitions read from the store.</summary>
+    public int CacheHits { get; init; }
+    public int CacheMisses { get; init; }
+    /// <summary>Wall time of every invocation in the subtree, added up (what GB-s billing counts).</summary>
+    public double BusyMilliseconds { get; init; }
 }
 
 public sealed record Neighbour(long Id, float D);

@@ -11,8 +11,12 @@ namespace Squash.Functions.Tree;
 /// </summary>
 public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
 {
+    private static int _served;
+
     public async Task<ScanResponse> ExecuteAsync(string index, LoadedIndex loaded, ScanRequest request, string? ownAddress, CancellationToken ct)
     {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        bool cold = Interlocked.Increment(ref _served) == 1;
         var options = RequestMapping.ToSearchOptions(request.K, request.Options);
         var childCalls = request.Node.Children
             .Select(child => (child, task: invoker.ScanAsync(index, request with { Node = child }, ownAddress, ct)))
@@ -23,7 +27,12 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         var tops = new TopK[queries];
         var stats = new QueryStats[queries];
         var own = request.Node.Partitions.ToHashSet();
-        long bytesRead = await loaded.EnsureLoadedAsync(request.Plans.SelectMany(p => p).Where(own.Contains), ct).ConfigureAwait(false);
+        var needed = request.Plans.SelectMany(p => p).Where(own.Contains).Distinct().ToArray();
+        int hits = needed.Count(loaded.IsLoaded);
+        int misses = needed.Length - hits;
+        long bytesRead = await loaded.EnsureLoadedAsync(needed, ct).ConfigureAwait(false);
+        int coldInstances = cold ? 1 : 0, warmInstances = cold ? 0 : 1;
+        double childBusy = 0;
         for (int q = 0; q < queries; q++)
         {
             tops[q] = engine.NewTopK(options);
@@ -44,6 +53,11 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
                 var r = await task.ConfigureAwait(false);
                 invocations += r.Invocations;
                 bytesRead += r.BytesRead;
+                hits += r.CacheHits;
+                misses += r.CacheMisses;
+                coldInstances += r.ColdInstances;
+                warmInstances += r.WarmInstances;
+                childBusy += r.BusyMilliseconds;
                 missing.AddRange(r.MissingPartitions);
                 for (int q = 0; q < queries; q++)
                 {
@@ -67,6 +81,11 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
             MissingPartitions = missing.Distinct().Order().ToArray(),
             Invocations = invocations,
             BytesRead = bytesRead,
+            CacheHits = hits,
+            CacheMisses = misses,
+            ColdInstances = coldInstances,
+            WarmInstances = warmInstances,
+            BusyMilliseconds = childBusy + clock.Elapsed.TotalMilliseconds,
         };
     }
 }

@@ -12,7 +12,10 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
     public async Task<ScanResponse> ScanAsync(string index, ScanRequest request, string? ownAddress, CancellationToken ct)
     {
         var client = clients.CreateClient(ClientName);
-        var baseUrl = settings.Value.ScanUrl is { Length: > 0 } u ? u : ownAddress ?? throw new InvalidOperationException("no scan URL configured and no own address known");
+        var pools = settings.Value.ScanUrls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var baseUrl = pools.Length > 0 ? pools[request.Node.Id % pools.Length]
+            : settings.Value.ScanUrl is { Length: > 0 } u ? u
+            : ownAddress ?? throw new InvalidOperationException("no scan URL configured and no own address known");
         using var response = await client.PostAsJsonAsync($"{baseUrl.TrimEnd('/')}/api/indexes/{index}/scan", request, ApiJson.Default.ScanRequest, ct).ConfigureAwait(false);
         response.EnsureSuccessStatusCode();
         return await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)

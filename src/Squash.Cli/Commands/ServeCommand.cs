@@ -1,0 +1,53 @@
+using System.CommandLine;
+using Squash.LocalHost;
+
+namespace Squash.Cli.Commands;
+
+/// <summary>Runs the local function host: the function app as real processes behind a front end on loopback.</summary>
+public static class ServeCommand
+{
+    public static Command Create()
+    {
+        var store = new Option<string>("--store") { Description = "Where indexes live: dir:PATH (each index is a folder named after it).", DefaultValueFactory = _ => "dir:data/indexes" };
+        var port = new Option<int>("--port") { Description = "Public loopback port (the Functions front end).", DefaultValueFactory = _ => 7071 };
+        var branching = new Option<int>("--branching") { Description = "Invocation tree branching factor b.", DefaultValueFactory = _ => 4 };
+        var depth = new Option<int>("--depth") { Description = "Invocation tree depth L (0: the coordinator scans everything).", DefaultValueFactory = _ => 1 };
+        var pools = new Option<int>("--pools") { Description = "Processor pools (separate function apps on Azure).", DefaultValueFactory = _ => 2 };
+        var instances = new Option<int>("--max-instances") { Description = "Instance cap per pool.", DefaultValueFactory = _ => 4 };
+        var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance.", DefaultValueFactory = _ => 4 };
+        var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => 120 };
+        var cmd = new Command("serve", "Run the HTTP API and a local function host (coordinator and processor pools as OS processes) until Ctrl+C.")
+        {
+            store, port, branching, depth, pools, instances, concurrency, keepAlive,
+        };
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        {
+            var s = pr.GetValue(store)!;
+            CliErrors.Require(s.StartsWith("dir:", StringComparison.Ordinal) && s.Length > 4, $"--store must be dir:PATH, got '{s}'");
+            int p = pr.GetValue(port), b = pr.GetValue(branching), l = pr.GetValue(depth), np = pr.GetValue(pools),
+                mi = pr.GetValue(instances), c = pr.GetValue(concurrency), ka = pr.GetValue(keepAlive);
+            CliErrors.Require(p is > 0 and < 65536, $"--port must be 1..65535, got {p}");
+            CliErrors.Require(b is >= 1 and <= 64, $"--branching must be 1..64, got {b}");
+            CliErrors.Require(l is >= 0 and <= 6, $"--depth must be 0..6, got {l}");
+            CliErrors.Require(np is >= 1 and <= 64, $"--pools must be 1..64, got {np}");
+            CliErrors.Require(mi is >= 1 and <= 256, $"--max-instances must be 1..256, got {mi}");
+            CliErrors.Require(c is >= 1 and <= 1000, $"--concurrency must be 1..1000, got {c}");
+            CliErrors.Require(ka >= 1, $"--keep-alive must be ≥ 1 second, got {ka}");
+            var root = Path.GetFullPath(s[4..]);
+            Directory.CreateDirectory(root);
+            await using var host = new LocalFunctionHost(new LocalHostOptions
+            {
+                Store = "dir:" + root, Port = p, Branching = b, Depth = l, ProcessorPools = np,
+                MaxInstancesPerPool = mi, InstanceConcurrency = c, KeepAlive = TimeSpan.FromSeconds(ka),
+            });
+            await host.StartAsync(ct);
+            Console.WriteLine($"squash is serving {root} at {host.BaseAddress} (tree b={b}, L={l}; {np} processor pools × ≤{mi} instances × {c} slots)");
+            Console.WriteLine($"  POST {host.BaseAddress}api/indexes/{{index}}/query   GET {host.BaseAddress}api/indexes/{{index}}   GET {host.BaseAddress}admin/instances");
+            try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }
+            var snap = host.Snapshot();
+            Console.WriteLine($"stopped: {snap.TotalExecutions} executions, estimated cost ${snap.TotalCostUsd:G4} ({snap.PriceTable})");
+            return 0;
+        }));
+        return cmd;
+    }
+}

@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+
+namespace Squash.LocalHost;
+
+/// <summary>One function-app instance: a real OS process on a loopback port, with its concurrency slots and billing meter.</summary>
+public sealed class FunctionInstance : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly object _gate = new();
+    private int _active;
+    private long _busyStartTicks;
+    private long _busyTicks;
+
+    private FunctionInstance(Process process, int port, string pool)
+    {
+        _process = process;
+        Port = port;
+        Pool = pool;
+        LastUsed = DateTime.UtcNow;
+    }
+
+    public int Port { get; }
+    public string Pool { get; }
+    public int Active { get { lock (_gate) return _active; } }
+    public long Executions { get; private set; }
+    public DateTime LastUsed { get; private set; }
+    public bool HasExited => _process.HasExited;
+    public int ProcessId => _process.Id;
+    public Uri BaseAddress => new($"http://127.0.0.1:{Port}");
+
+    public double BusySeconds
+    {
+        get
+        {
+            lock (_gate)
+            {
+                long ticks = _busyTicks + (_active > 0 ? Stopwatch.GetTimestamp() - _busyStartTicks : 0);
+                return ticks / (double)Stopwatch.Frequency;
+            }
+        }
+    }
+
+    /// <summary>Starts the process the way the Functions host does (FUNCTIONS_CUSTOMHANDLER_PORT) and waits until it answers.</summary>
+    public static async Task<FunctionInstance> StartAsync(string appPath, string pool, IReadOnlyDictionary<string, string> environment, CancellationToken ct)
+    {
+        int port = FreePort();
+        var psi = new ProcessStartInfo("dotnet", [appPath])
+        {
+            WorkingDirectory = Path.GetDirectoryName(appPath)!,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        psi.Environment["FUNCTIONS_CUSTOMHANDLER_PORT"] = port.ToString();
+        psi.Environment["Logging__LogLevel__Default"] = "Warning";
+        foreach (var (k, v) in environment) psi.Environment[k] = v;
+        var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start the function app");
+        // Drain output so the child never blocks on a full pipe.
+        process.OutputDataReceived += (_, _) => { };
+        process.ErrorDataReceived += (_, _) => { };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        var instance = new FunctionInstance(process, port, pool);
+        using var probe = new HttpClient { Timeout = TimeSpan.FromSeconds(1) };
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
+        while (true)
+        {
+            ct.ThrowIfCancellationRequested();
+            if (process.HasExited) throw new InvalidOperationException($"the function app exited during start-up with code {process.ExitCode}");
+            try
+            {
+                using var r = await probe.GetAsync(instance.BaseAddress, ct).ConfigureAwait(false);
+                return instance; // any HTTP answer means ready, as for the Functions host
+            }
+            catch (HttpRequestException) { }
+            catch (TaskCanceledException) when (!ct.IsCancellationRequested) { }
+            if (DateTime.UtcNow > deadline)
+            {
+                await instance.DisposeAsync().ConfigureAwait(false);
+                throw new TimeoutException("the function app did not answer within 60 s");
+            }
+            await Task.Delay(25, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Takes a slot if one is free.</summary>
+    public bool TryAcquire(int concurrency)
+    {
+        lock (_gate)
+        {
+            if (_active >= concurrency || _process.HasExited) return false;
+            if (_active++ == 0) _busyStartTicks = Stopwatch.GetTimestamp();
+            Executions++;
+            LastUsed = DateTime.UtcNow;
+            return true;
+        }
+    }
+
+    public void Release()
+    {
+        lock (_gate)
+        {
+            if (--_active == 0) _busyTicks += Stopwatch.GetTimestamp() - _busyStartTicks;
+            LastUsed = DateTime.UtcNow;
+        }
+    }
+
+    public void Kill()
+    {
+        try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Kill();
+        try { await _process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(5)).ConfigureAwait(false); } catch (TimeoutException) { }
+        _process.Dispose();
+    }
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+}

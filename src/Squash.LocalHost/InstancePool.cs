@@ -1,0 +1,113 @@
+namespace Squash.LocalHost;
+
+/// <summary>
+/// The instances of one function app (a pool). An invocation goes to any instance with a free slot — as
+/// Azure's front end does, with no partition affinity inside an app — and a new instance (a cold start)
+/// is started only when every running one is full and the pool is under its cap.
+/// </summary>
+public sealed class InstancePool(string name, string appPath, IReadOnlyDictionary<string, string> environment, LocalHostOptions options) : IAsyncDisposable
+{
+    private readonly List<FunctionInstance> _instances = [];
+    private readonly object _gate = new();
+    private int _starting;
+    private double _retiredBusySeconds;
+    private long _retiredExecutions;
+
+    public string Name { get; } = name;
+    public int ColdStarts { get; private set; }
+    public int Recycled { get; private set; }
+    public int Replaced { get; private set; }
+
+    public IReadOnlyList<FunctionInstance> Instances { get { lock (_gate) return _instances.ToArray(); } }
+
+    public async Task<(FunctionInstance Instance, bool Cold)> AcquireAsync(CancellationToken ct)
+    {
+        while (true)
+        {
+            bool start = false;
+            lock (_gate)
+            {
+                RemoveDead();
+                foreach (var i in _instances.OrderByDescending(i => i.Active))
+                    if (i.TryAcquire(options.InstanceConcurrency)) return (i, false);
+                if (_instances.Count + _starting < options.MaxInstancesPerPool)
+                {
+                    _starting++;
+                    start = true;
+                }
+            }
+            if (start)
+            {
+                FunctionInstance instance;
+                try
+                {
+                    instance = await FunctionInstance.StartAsync(appPath, Name, environment, ct).ConfigureAwait(false);
+                }
+                finally
+                {
+                    lock (_gate) _starting--;
+                }
+                lock (_gate)
+                {
+                    _instances.Add(instance);
+                    ColdStarts++;
+                    if (instance.TryAcquire(options.InstanceConcurrency)) return (instance, true);
+                }
+            }
+            await Task.Delay(2, ct).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Drops an instance that failed (crashed or stopped answering); the next call starts a replacement.</summary>
+    public void Discard(FunctionInstance instance)
+    {
+        lock (_gate)
+        {
+            if (!_instances.Remove(instance)) return;
+            Retire(instance);
+            Replaced++;
+        }
+        instance.Kill();
+    }
+
+    /// <summary>Recycles instances idle longer than the keep-alive.</summary>
+    public void RecycleIdle(DateTime now)
+    {
+        List<FunctionInstance> idle;
+        lock (_gate)
+        {
+            idle = _instances.Where(i => i.Active == 0 && now - i.LastUsed > options.KeepAlive).ToList();
+            foreach (var i in idle) { _instances.Remove(i); Retire(i); Recycled++; }
+        }
+        foreach (var i in idle) i.Kill();
+    }
+
+    private void RemoveDead()
+    {
+        foreach (var dead in _instances.Where(i => i.HasExited).ToList())
+        {
+            _instances.Remove(dead);
+            Retire(dead);
+            Replaced++;
+        }
+    }
+
+    private void Retire(FunctionInstance i)
+    {
+        _retiredBusySeconds += i.BusySeconds;
+        _retiredExecutions += i.Executions;
+    }
+
+    public (double BusySeconds, long Executions) Meter()
+    {
+        lock (_gate)
+            return (_retiredBusySeconds + _instances.Sum(i => i.BusySeconds), _retiredExecutions + _instances.Sum(i => i.Executions));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        FunctionInstance[] all;
+        lock (_gate) { all = _instances.ToArray(); _instances.Clear(); }
+        foreach (var i in all) await i.DisposeAsync().ConfigureAwait(false);
+    }
+}

@@ -1,0 +1,127 @@
+using System.Net;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace Squash.LocalHost;
+
+/// <summary>
+/// Runs the function app on one machine the way Azure Functions would: a front end on a public loopback
+/// port routes <c>/api/...</c> to the coordinator pool and <c>/pools/{pool}/api/...</c> to processor pools;
+/// each pool starts real processes on demand (cold starts), caps them, gives each a concurrency limit,
+/// recycles idle ones, replaces dead ones, and meters cost as Flex Consumption bills it.
+/// A development stand-in, not a second platform.
+/// </summary>
+public sealed class LocalFunctionHost : IAsyncDisposable
+{
+    private readonly LocalHostOptions _options;
+    private readonly Dictionary<string, InstancePool> _pools = new();
+    private readonly HttpClient _forward = new(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), UseProxy = false }) { Timeout = TimeSpan.FromMinutes(2) };
+    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
+    private WebApplication? _app;
+    private Timer? _recycler;
+
+    public LocalFunctionHost(LocalHostOptions options) => _options = options;
+
+    public Uri BaseAddress => new($"http://127.0.0.1:{_options.Port}");
+    public IReadOnlyDictionary<string, InstancePool> Pools => _pools;
+
+    public static string DefaultAppPath => Path.Combine(AppContext.BaseDirectory, "Squash.Functions.dll");
+
+    public async Task StartAsync(CancellationToken ct = default)
+    {
+        var appPath = _options.AppPath ?? DefaultAppPath;
+        if (!File.Exists(appPath)) throw new FileNotFoundException($"function app not found at {appPath}");
+        var scanUrls = string.Join(';', Enumerable.Range(0, _options.ProcessorPools).Select(i => $"{BaseAddress}pools/p{i}"));
+        var env = new Dictionary<string, string>
+        {
+            ["Squash__Store"] = _options.Store,
+            ["Squash__Branching"] = _options.Branching.ToString(),
+            ["Squash__Depth"] = _options.Depth.ToString(),
+            ["Squash__ScanUrls"] = scanUrls,
+            ["Squash__InstanceMemoryMb"] = _options.InstanceMemoryMb.ToString(),
+        };
+        _pools["coordinator"] = new InstancePool("coordinator", appPath, env, _options);
+        for (int i = 0; i < _options.ProcessorPools; i++) _pools[$"p{i}"] = new InstancePool($"p{i}", appPath, env, _options);
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls(BaseAddress.ToString());
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        _app = builder.Build();
+        _app.MapGet("/admin/instances", () => Results.Text(JsonSerializer.Serialize(Snapshot(), JsonOptions), "application/json"));
+        _app.Map("/pools/{pool}/{**rest}", (HttpContext http, string pool, string? rest) =>
+            _pools.TryGetValue(pool, out var p) && pool != "coordinator"
+                ? ForwardAsync(http, p, "/" + rest)
+                : Task.FromResult(Results.Problem(statusCode: 404, title: "Unknown pool", detail: $"no processor pool '{pool}'")));
+        _app.Map("/{**rest}", (HttpContext http, string? rest) => ForwardAsync(http, _pools["coordinator"], "/" + rest));
+        await _app.StartAsync(ct).ConfigureAwait(false);
+        _recycler = new Timer(_ => { foreach (var p in _pools.Values) p.RecycleIdle(DateTime.UtcNow); }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+    }
+
+    private async Task<IResult> ForwardAsync(HttpContext http, InstancePool pool, string path)
+    {
+        var ct = http.RequestAborted;
+        var (instance, cold) = await pool.AcquireAsync(ct).ConfigureAwait(false);
+        try
+        {
+            using var request = new HttpRequestMessage(new HttpMethod(http.Request.Method), new Uri(instance.BaseAddress, path + http.Request.QueryString));
+            if (http.Request.ContentLength > 0 || http.Request.Headers.TransferEncoding.Count > 0)
+            {
+                request.Content = new StreamContent(http.Request.Body);
+                if (http.Request.ContentType is { } type) request.Content.Headers.TryAddWithoutValidation("Content-Type", type);
+            }
+            foreach (var h in http.Request.Headers)
+                if (!IsHopByHop(h.Key) && !h.Key.StartsWith("Content-", StringComparison.OrdinalIgnoreCase))
+                    request.Headers.TryAddWithoutValidation(h.Key, h.Value.ToArray());
+            using var response = await _forward.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+            http.Response.StatusCode = (int)response.StatusCode;
+            foreach (var h in response.Headers.Concat(response.Content.Headers))
+                if (!IsHopByHop(h.Key)) http.Response.Headers[h.Key] = h.Value.ToArray();
+            http.Response.Headers["x-squash-instance"] = $"{pool.Name}/{instance.ProcessId}";
+            http.Response.Headers["x-squash-cold-start"] = cold ? "true" : "false";
+            await response.Content.CopyToAsync(http.Response.Body, ct).ConfigureAwait(false);
+            return Results.Empty;
+        }
+        catch (HttpRequestException e) when (!ct.IsCancellationRequested)
+        {
+            // The instance crashed or stopped answering: drop it; the caller's retry lands on a new one.
+            pool.Discard(instance);
+            return Results.Problem(statusCode: (int)HttpStatusCode.ServiceUnavailable, title: "Instance failed", detail: e.Message);
+        }
+        finally
+        {
+            instance.Release();
+        }
+    }
+
+    private static bool IsHopByHop(string header) => header.Equals("Connection", StringComparison.OrdinalIgnoreCase)
+        || header.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase) || header.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase)
+        || header.Equals("Host", StringComparison.OrdinalIgnoreCase) || header.Equals("Upgrade", StringComparison.OrdinalIgnoreCase);
+
+    public sealed record PoolSnapshot(string Pool, int Instances, int ColdStarts, int Recycled, int Replaced, long Executions, double BusySeconds, double CostUsd);
+
+    public sealed record HostSnapshot(IReadOnlyList<PoolSnapshot> Pools, double TotalCostUsd, long TotalExecutions, string PriceTable);
+
+    public HostSnapshot Snapshot()
+    {
+        var pools = _pools.Values.Select(p =>
+        {
+            var (busy, executions) = p.Meter();
+            return new PoolSnapshot(p.Name, p.Instances.Count, p.ColdStarts, p.Recycled, p.Replaced, executions, Math.Round(busy, 3),
+                PriceTable.Cost(busy, _options.InstanceMemoryMb, executions));
+        }).ToList();
+        return new HostSnapshot(pools, pools.Sum(p => p.CostUsd), pools.Sum(p => p.Executions),
+            $"Flex Consumption on demand: ${PriceTable.PerGbSecond}/GB-s × {_options.InstanceMemoryMb} MB per busy instance + ${PriceTable.PerMillionExecutions}/million executions");
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_recycler is not null) await _recycler.DisposeAsync().ConfigureAwait(false);
+        if (_app is not null) await _app.DisposeAsync().ConfigureAwait(false);
+        foreach (var p in _pools.Values) await p.DisposeAsync().ConfigureAwait(false);
+        _forward.Dispose();
+    }
+}

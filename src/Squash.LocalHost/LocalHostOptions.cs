@@ -1,0 +1,36 @@
+namespace Squash.LocalHost;
+
+public sealed record LocalHostOptions
+{
+    /// <summary>The public port (the Functions front end's role).</summary>
+    public int Port { get; init; } = 7071;
+    /// <summary>Store the instances read indexes from (<c>dir:PATH</c>).</summary>
+    public required string Store { get; init; }
+    public int Branching { get; init; } = 4;
+    public int Depth { get; init; } = 1;
+    /// <summary>Processor pools: on Azure each is its own function app; partitions map to pools by tree slot.</summary>
+    public int ProcessorPools { get; init; } = 2;
+    /// <summary>Instance cap per pool.</summary>
+    public int MaxInstancesPerPool { get; init; } = 4;
+    /// <summary>Concurrent invocations one instance takes before another is started.</summary>
+    public int InstanceConcurrency { get; init; } = 4;
+    /// <summary>An instance idle this long is recycled (the next call to its pool is a cold start).</summary>
+    public TimeSpan KeepAlive { get; init; } = TimeSpan.FromMinutes(2);
+    /// <summary>Memory billed per instance (Flex Consumption sizes: 512, 2048 or 4096 MB).</summary>
+    public int InstanceMemoryMb { get; init; } = 2048;
+    /// <summary>The function app to run; default: Squash.Functions.dll beside this assembly.</summary>
+    public string? AppPath { get; init; }
+}
+
+/// <summary>
+/// Azure Functions Flex Consumption list prices (on demand, East US, 2025; see ../shared/platform-notes.md §8).
+/// Billing is per instance: provisioned memory × seconds the instance is executing anything, plus executions.
+/// </summary>
+public static class PriceTable
+{
+    public const double PerGbSecond = 0.000026;
+    public const double PerMillionExecutions = 0.40;
+
+    public static double Cost(double busySeconds, int memoryMb, long executions) =>
+        busySeconds * memoryMb / 1024.0 * PerGbSecond + executions * PerMillionExecutions / 1e6;
+}
