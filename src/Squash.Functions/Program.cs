@@ -75,8 +75,9 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
 
     // Level 1 of the tree are the coordinator's children; with depth 0 the coordinator scans everything itself.
     var s = settings.Value;
-    var roots = TreePlanner.Build(all, Math.Max(1, s.Branching), s.Depth);
-    var root = s.Depth < 1 ? new ScanNode(-1, all, []) : new ScanNode(-1, [], roots);
+    int branching = request.Options?.Branching ?? s.Branching, depth = request.Options?.Depth ?? s.Depth;
+    var roots = TreePlanner.Build(all, Math.Max(1, branching), depth);
+    var root = depth < 1 ? new ScanNode(-1, all, []) : new ScanNode(-1, [], roots);
     var scan = new ScanRequest { Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = request.Options ?? new QueryOptions(), Plans = plans, Node = root };
     var result = await executor.ExecuteAsync(index, loaded, scan, OwnAddress(server, http), ct);
 

@@ -104,6 +104,18 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
             return (_retiredBusySeconds + _instances.Sum(i => i.BusySeconds), _retiredExecutions + _instances.Sum(i => i.Executions));
     }
 
+    /// <summary>Stops every idle instance now (busy ones finish and are recycled later).</summary>
+    public async Task StopAllAsync()
+    {
+        List<FunctionInstance> idle;
+        lock (_gate)
+        {
+            idle = _instances.Where(i => i.Active == 0).ToList();
+            foreach (var i in idle) { _instances.Remove(i); Retire(i); Recycled++; }
+        }
+        foreach (var i in idle) await i.DisposeAsync().ConfigureAwait(false);
+    }
+
     public async ValueTask DisposeAsync()
     {
         FunctionInstance[] all;

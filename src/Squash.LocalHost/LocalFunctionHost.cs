@@ -52,6 +52,12 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         _app = builder.Build();
         _app.MapGet("/admin/instances", () => Results.Text(JsonSerializer.Serialize(Snapshot(), JsonOptions), "application/json"));
+        // Stops every instance so that the next query meets only cold starts (benchmarks of cold latency).
+        _app.MapPost("/admin/recycle", async () =>
+        {
+            foreach (var p in _pools.Values) await p.StopAllAsync().ConfigureAwait(false);
+            return Results.NoContent();
+        });
         _app.Map("/pools/{pool}/{**rest}", (HttpContext http, string pool, string? rest) =>
             _pools.TryGetValue(pool, out var p) && pool != "coordinator"
                 ? ForwardAsync(http, p, "/" + rest)

@@ -21,7 +21,11 @@ public static class BenchCommand
 
     public static Command Create()
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index.", Required = true };
+        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --endpoint, the index name.", Required = true };
+        var endpoint = new Option<string?>("--endpoint") { Description = "Benchmark the HTTP API at this URL (e.g. http://127.0.0.1:7071 from squash serve) instead of the in-process engine." };
+        var concurrency = new Option<int>("--concurrency") { Description = "With --endpoint: parallel clients for the throughput figure.", DefaultValueFactory = _ => 4 };
+        var shapes = new Option<string>("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
+        var cold = new Option<int>("--cold-samples") { Description = "With --endpoint: cold queries measured (all instances stopped before each).", DefaultValueFactory = _ => 3 };
         var queries = new Option<string>("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
         var truth = new Option<string>("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
         var flags = new SearchFlags();
@@ -35,7 +39,7 @@ public static class BenchCommand
         var outDir = new Option<string>("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
-            index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir,
+            index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
@@ -55,6 +59,19 @@ public static class BenchCommand
             foreach (var x in hs) SearchFlags.Options(k, 1, x, 1, false);
             foreach (var x in rs) SearchFlags.Options(k, 1, 100, x, false);
 
+            if (pr.GetValue(endpoint) is { } url)
+            {
+                CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
+                int c = pr.GetValue(concurrency);
+                CliErrors.Require(c >= 1 && c <= 256, $"--concurrency must be 1..256, got {c}");
+                int cs = pr.GetValue(cold);
+                CliErrors.Require(cs >= 0, $"--cold-samples must be ≥ 0, got {cs}");
+                var shapeList = ParseShapes(pr.GetValue(shapes)!);
+                var eq = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
+                var egt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
+                CliErrors.Require(egt.Length >= eq.Count, $"--ground-truth has {egt.Length} rows for {eq.Count} queries");
+                return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct);
+            }
             var store = IndexLocation.Open(pr.GetValue(index));
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
             var q = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
@@ -88,6 +105,26 @@ public static class BenchCommand
             return 0;
         }));
         return cmd;
+    }
+
+    private static EndpointBench.Shape[] ParseShapes(string s)
+    {
+        try
+        {
+            var shapes = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x =>
+            {
+                var parts = x.Split('x');
+                var shape = new EndpointBench.Shape(int.Parse(parts[0], CultureInfo.InvariantCulture), int.Parse(parts[1], CultureInfo.InvariantCulture));
+                CliErrors.Require(shape.Branching is >= 1 and <= 16 && shape.Depth is >= 0 and <= 4, $"--tree-shapes: '{x}' needs 1 ≤ b ≤ 16 and 0 ≤ L ≤ 4");
+                return shape;
+            }).ToArray();
+            CliErrors.Require(shapes.Length > 0, "--tree-shapes needs at least one shape");
+            return shapes;
+        }
+        catch (Exception e) when (e is FormatException or IndexOutOfRangeException)
+        {
+            throw new UsageException($"--tree-shapes must look like 1x1,10x1,4x2, got '{s}'");
+        }
     }
 
     private static T[] ParseList<T>(string s, string flag, Func<string, IFormatProvider, T> parse)

@@ -20,6 +20,10 @@ public sealed record QueryOptions
     public double? CentroidFactor { get; init; }
     public double? HammingKeepPercent { get; init; }
     public int? RerankFactor { get; init; }
+    /// <summary>Overrides the app's tree branching factor b for this query (1..16).</summary>
+    public int? Branching { get; init; }
+    /// <summary>Overrides the app's tree depth L for this query (0..4).</summary>
+    public int? Depth { get; init; }
 }
 
 public sealed record Hit(long Id, float Distance);

@@ -26,6 +26,8 @@ public static class RequestMapping
             if (o.CentroidFactor is { } cf && !(cf >= 1 && double.IsFinite(cf))) Add("options.centroidFactor", $"must be a finite number ≥ 1, got {cf}");
             if (o.HammingKeepPercent is { } h && !(h > 0 && h <= 100)) Add("options.hammingKeepPercent", $"must be in (0, 100], got {h}");
             if (o.RerankFactor is { } rf && rf < 1) Add("options.rerankFactor", $"must be ≥ 1, got {rf}");
+            if (o.Branching is { } b && b is < 1 or > 16) Add("options.branching", $"must be between 1 and 16, got {b}");
+            if (o.Depth is { } l && l is < 0 or > 4) Add("options.depth", $"must be between 0 and 4, got {l}");
         }
         return errors;
     }

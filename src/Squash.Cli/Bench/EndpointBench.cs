@@ -1,0 +1,143 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using Spectre.Console;
+using Squash.Cli.Datasets;
+
+namespace Squash.Cli.Bench;
+
+/// <summary>
+/// Benchmarks the HTTP API (through the function tree): cold latency, warm latency at concurrency 1,
+/// throughput at a chosen concurrency, invocations, bytes read, cache hit ratio and cost per million
+/// queries — for each tree shape.
+/// </summary>
+public static class EndpointBench
+{
+    public sealed record Shape(int Branching, int Depth)
+    {
+        public int Nodes => Depth == 0 ? 0 : (int)Enumerable.Range(1, Depth).Sum(l => Math.Pow(Branching, l));
+        public override string ToString() => $"b={Branching},L={Depth} ({Nodes} nodes)";
+    }
+
+    public sealed record Row(Shape Shape, double Recall, double WarmP50, double WarmP99, double Qps, double Invocations, double BytesRead,
+        double HitRatio, double CostPerMillion, double MeteredCostPerMillion);
+
+    public static async Task<int> RunAsync(Uri endpoint, string index, VectorSet q, int[][] gt, int k, int concurrency, int coldSamples,
+        IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct)
+    {
+        using var http = new HttpClient { BaseAddress = endpoint, Timeout = TimeSpan.FromMinutes(2) };
+        var info = await http.GetAsync($"api/indexes/{index}", ct);
+        if (info.StatusCode == HttpStatusCode.NotFound) throw new Commands.UsageException($"--index: the endpoint has no index named '{index}'");
+        info.EnsureSuccessStatusCode();
+
+        // Cold: every instance stopped before each sample (needs the local host's admin endpoint).
+        var cold = new List<double>();
+        for (int i = 0; i < coldSamples; i++)
+        {
+            var recycle = await http.PostAsync("admin/recycle", null, ct);
+            if (!recycle.IsSuccessStatusCode) { Console.Error.WriteLine("cold starts: the endpoint cannot recycle instances (not the local host); skipped"); break; }
+            var (ms, _) = await QueryAsync(http, index, q.Row(i % q.Count).ToArray(), k, shapes[0], ct);
+            cold.Add(ms);
+        }
+
+        var rows = new List<Row>();
+        foreach (var shape in shapes)
+        {
+            // Warm-up pass over the queries, then a timed pass at concurrency 1.
+            for (int i = 0; i < Math.Min(q.Count, 50); i++) await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct);
+            var meterBefore = await MeteredCostAsync(http, ct);
+            var latencies = new LatencyRecorder();
+            long hits = 0, total = 0;
+            double invocations = 0, bytes = 0, cacheHits = 0, cacheLookups = 0, cost = 0;
+            for (int i = 0; i < q.Count; i++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                var (_, answer) = await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct);
+                latencies.Record(Stopwatch.GetTimestamp() - t0);
+                var truth = gt[i].Take(k).ToHashSet();
+                var ids = answer.GetProperty("results").EnumerateArray().Select(r => (int)r.GetProperty("id").GetInt64());
+                hits += ids.Count(truth.Contains);
+                total += Math.Min(k, gt[i].Length);
+                var s = answer.GetProperty("stats");
+                invocations += s.GetProperty("invocations").GetInt32();
+                bytes += s.GetProperty("bytesRead").GetInt64();
+                cacheHits += s.GetProperty("cacheHits").GetInt32();
+                cacheLookups += s.GetProperty("cacheHits").GetInt32() + s.GetProperty("cacheMisses").GetInt32();
+                cost += s.GetProperty("estimatedCostUsd").GetDouble();
+            }
+            var meterAfter = await MeteredCostAsync(http, ct);
+
+            // Throughput: `concurrency` clients in parallel over the same queries.
+            var clock = Stopwatch.StartNew();
+            int next = -1;
+            await Task.WhenAll(Enumerable.Range(0, concurrency).Select(async _ =>
+            {
+                int i;
+                while ((i = Interlocked.Increment(ref next)) < q.Count) await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct);
+            }));
+            double qps = q.Count / clock.Elapsed.TotalSeconds;
+            double n = q.Count;
+            rows.Add(new Row(shape, total == 0 ? 1 : hits / (double)total, latencies.PercentileMicros(50) / 1000, latencies.PercentileMicros(99) / 1000, qps,
+                invocations / n, bytes / n, cacheLookups == 0 ? 1 : cacheHits / cacheLookups, cost / n * 1e6,
+                meterAfter is { } a && meterBefore is { } b ? (a - b) / n * 1e6 : double.NaN));
+            Console.Error.WriteLine($"  {shape}: recall {rows[^1].Recall:F4}, warm p50 {rows[^1].WarmP50:F1} ms, {qps:F0} QPS at concurrency {concurrency}");
+        }
+
+        if (!AnsiConsole.Profile.Capabilities.Interactive) AnsiConsole.Profile.Width = 200;
+        var table = new Table().Border(TableBorder.Simple);
+        foreach (var c in new[] { "tree", "recall", "warm p50 ms", "warm p99 ms", $"QPS (c={concurrency})", "invocations", "KB read", "cache hit", "$/M queries (est.)", "$/M queries (metered)" })
+            table.AddColumn(new TableColumn(c).RightAligned());
+        foreach (var r in rows)
+            table.AddRow(r.Shape.ToString(), r.Recall.ToString("F4"), r.WarmP50.ToString("F1"), r.WarmP99.ToString("F1"), r.Qps.ToString("F0"),
+                r.Invocations.ToString("F1"), (r.BytesRead / 1024).ToString("F1"), r.HitRatio.ToString("P1"), r.CostPerMillion.ToString("F2"),
+                double.IsNaN(r.MeteredCostPerMillion) ? "-" : r.MeteredCostPerMillion.ToString("F2"));
+        AnsiConsole.Write(table);
+        if (cold.Count > 0)
+        {
+            cold.Sort();
+            Console.WriteLine($"cold queries (all instances stopped first, {shapes[0]}): p50 {cold[cold.Count / 2]:F0} ms, max {cold[^1]:F0} ms over {cold.Count} samples");
+        }
+        Console.WriteLine($"prices: Flex Consumption on demand $0.000026/GB-s, $0.40/million executions, 2,048 MB instances (platform-notes.md §8)");
+        Directory.CreateDirectory(outDir);
+        var csv = Path.Combine(outDir, "endpoint-bench.csv");
+        await File.WriteAllLinesAsync(csv, new[] { "branching,depth,nodes,recall,warm_p50_ms,warm_p99_ms,qps,invocations,bytes_read,cache_hit_ratio,cost_per_million_est,cost_per_million_metered" }
+            .Concat(rows.Select(r => string.Join(',', new object[] { r.Shape.Branching, r.Shape.Depth, r.Shape.Nodes, r.Recall, r.WarmP50, r.WarmP99, r.Qps, r.Invocations, r.BytesRead, r.HitRatio, r.CostPerMillion, r.MeteredCostPerMillion }
+                .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))))), ct);
+        PlotShapes(Path.Combine(outDir, "tree-shapes.png"), rows);
+        Console.WriteLine($"wrote {csv} and {Path.Combine(outDir, "tree-shapes.png")}");
+        return 0;
+    }
+
+    private static async Task<(double Ms, JsonElement Answer)> QueryAsync(HttpClient http, string index, float[] v, int k, Shape shape, CancellationToken ct)
+    {
+        var clock = Stopwatch.StartNew();
+        var response = await http.PostAsJsonAsync($"api/indexes/{index}/query", new { vector = v, k, options = new { branching = shape.Branching, depth = shape.Depth } }, ct);
+        var body = await response.Content.ReadAsStringAsync(ct);
+        if (!response.IsSuccessStatusCode) throw new IOException($"the endpoint answered {(int)response.StatusCode}: {body}");
+        return (clock.Elapsed.TotalMilliseconds, JsonDocument.Parse(body).RootElement);
+    }
+
+    private static async Task<double?> MeteredCostAsync(HttpClient http, CancellationToken ct)
+    {
+        var r = await http.GetAsync("admin/instances", ct);
+        if (!r.IsSuccessStatusCode) return null;
+        using var doc = JsonDocument.Parse(await r.Content.ReadAsStringAsync(ct));
+        return doc.RootElement.GetProperty("totalCostUsd").GetDouble();
+    }
+
+    private static void PlotShapes(string path, IReadOnlyList<Row> rows)
+    {
+        var plot = new ScottPlot.Plot();
+        var xs = rows.Select(r => (double)Math.Max(1, r.Shape.Nodes)).ToArray();
+        var lat = plot.Add.Scatter(xs, rows.Select(r => r.WarmP50).ToArray());
+        lat.LegendText = "warm p50 latency (ms)";
+        var cost = plot.Add.Scatter(xs, rows.Select(r => r.CostPerMillion).ToArray());
+        cost.LegendText = "est. $ per million queries";
+        plot.Title("tree shape sweep (local function host)");
+        plot.XLabel("tree nodes (b + b² + … + b^L)");
+        plot.ShowLegend();
+        plot.SavePng(path, 900, 600);
+    }
+}
