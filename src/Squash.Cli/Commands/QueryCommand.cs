@@ -9,7 +9,8 @@ public static class QueryCommand
 {
     public static Command Create()
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index.", Required = true };
+        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --endpoint, the index name.", Required = true };
+        var endpoint = new Option<string?>("--endpoint") { Description = "Send the queries to the HTTP API at this URL (e.g. from squash serve) instead of searching in-process." };
         var vectors = new Option<string>("--vectors") { Description = "Query vectors: .fvecs, .bvecs or .npy.", Required = true };
         var flags = new SearchFlags();
         var json = new Option<bool>("--json") { Description = "One JSON object per query (ids, distances, stats)." };
@@ -17,7 +18,7 @@ public static class QueryCommand
         var cf = new Option<double>("--cf") { Description = "Centroid factor CF.", DefaultValueFactory = _ => SearchFlags.DefaultCf };
         var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
         var r = new Option<int>("--r") { Description = "Re-rank factor R (K·R exact distances per partition at most).", DefaultValueFactory = _ => SearchFlags.DefaultR };
-        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact };
+        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact, endpoint };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
             var options = SearchFlags.Options(pr.GetValue(flags.K), pr.GetValue(cf), pr.GetValue(h), pr.GetValue(r), pr.GetValue(flags.Exact));
@@ -25,6 +26,32 @@ public static class QueryCommand
             CliErrors.Require(max >= 0, $"--limit must be ≥ 0, got {max}");
             var path = pr.GetValue(vectors)!;
             CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
+            if (pr.GetValue(endpoint) is { } url)
+            {
+                CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
+                var vs = VectorFile.Read(path, max > 0 ? max : null);
+                using var http = new HttpClient { BaseAddress = new Uri(uri!.ToString().TrimEnd('/') + "/"), Timeout = TimeSpan.FromMinutes(2) };
+                for (int i = 0; i < vs.Count; i++)
+                {
+                    var body = new
+                    {
+                        vector = vs.Row(i).ToArray(), k = options.K,
+                        options = new { exact = options.Exact, centroidFactor = options.CentroidFactor, hammingKeepPercent = options.HammingKeepPercent, rerankFactor = options.RerankFactor },
+                    };
+                    var response = await System.Net.Http.Json.HttpClientJsonExtensions.PostAsJsonAsync(http, $"api/indexes/{pr.GetValue(index)}/query", body, ct);
+                    var text = await response.Content.ReadAsStringAsync(ct);
+                    if (!response.IsSuccessStatusCode) throw new IOException($"query {i}: the endpoint answered {(int)response.StatusCode}: {text}");
+                    if (pr.GetValue(json)) { Console.Out.WriteLine(text); continue; }
+                    using var doc = JsonDocument.Parse(text);
+                    var hits = doc.RootElement.GetProperty("results").EnumerateArray().Select(e => $"{e.GetProperty("id").GetInt64()}:{e.GetProperty("distance").GetSingle():G6}");
+                    var st = doc.RootElement.GetProperty("stats");
+                    Console.Out.WriteLine($"{i}: {string.Join(' ', hits)}");
+                    Console.Out.WriteLine($"   complete={doc.RootElement.GetProperty("complete").GetBoolean()} invocations={st.GetProperty("invocations")} " +
+                        $"cold={st.GetProperty("coldInstances")} warm={st.GetProperty("warmInstances")} cacheHits={st.GetProperty("cacheHits")} cacheMisses={st.GetProperty("cacheMisses")} " +
+                        $"bytesRead={st.GetProperty("bytesRead")} ms={st.GetProperty("milliseconds")} cost=${st.GetProperty("estimatedCostUsd").GetDouble():G3}");
+                }
+                return 0;
+            }
             var store = IndexLocation.Open(pr.GetValue(index));
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
             var queries = VectorFile.Read(path, max > 0 ? max : null);
