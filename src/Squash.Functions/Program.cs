@@ -20,6 +20,7 @@ if (!string.IsNullOrEmpty(handlerPort)) builder.WebHost.UseUrls($"http://127.0.0
 builder.Services.Configure<FunctionSettings>(builder.Configuration.GetSection("Squash"));
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default));
 builder.Services.AddProblemDetails();
+builder.Services.AddOpenApi();
 builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
@@ -40,9 +41,13 @@ var app = builder.Build();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 
+// The API description, generated from the endpoints below (kept true by a test against functions/*/function.json).
+app.MapOpenApi("/api/openapi.json");
+
 // The Functions host probes the handler's root until it answers.
 app.MapGet("/", () => Results.Ok("squash function app"));
-app.MapGet("/api/health", () => Results.Json(new Dictionary<string, string> { ["status"] = "ok" }, ApiJson.Default.DictionaryStringString));
+app.MapGet("/api/health", () => Results.Json(new Dictionary<string, string> { ["status"] = "ok" }, ApiJson.Default.DictionaryStringString))
+    .WithName("health").Produces<Dictionary<string, string>>();
 
 app.MapGet("/api/indexes/{index}", async (string index, IndexCatalog catalog, CancellationToken ct) =>
 {
@@ -51,7 +56,7 @@ app.MapGet("/api/indexes/{index}", async (string index, IndexCatalog catalog, Ca
     if (loaded is null) return NotFound(index);
     var m = loaded.Manifest;
     return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc), ApiJson.Default.IndexInfo);
-});
+}).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem();
 
 app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http, IndexCatalog catalog, NodeExecutor executor,
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
@@ -99,7 +104,8 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
     return request.Vectors is null
         ? Results.Json(answers[0], ApiJson.Default.QueryAnswer)
         : Results.Json(new BatchAnswer(answers), ApiJson.Default.BatchAnswer);
-});
+}).WithName("query").Accepts<QueryRequest>("application/json").Produces<QueryAnswer>().Produces<BatchAnswer>()
+  .ProducesValidationProblem().ProducesProblem(404).ProducesProblem(413);
 
 app.MapPost("/api/indexes/{index}/scan", async (string index, HttpContext http, IndexCatalog catalog, NodeExecutor executor,
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
@@ -110,7 +116,7 @@ app.MapPost("/api/indexes/{index}/scan", async (string index, HttpContext http, 
     var loaded = await catalog.OpenAsync(index, request!.Version, ct);
     var response = await executor.ExecuteAsync(index, loaded, request, OwnAddress(server, http), ct);
     return Results.Json(response, ApiJson.Default.ScanResponse);
-});
+}).WithName("scan").Accepts<ScanRequest>("application/json").Produces<ScanResponse>().ProducesValidationProblem();
 
 app.Run();
 
