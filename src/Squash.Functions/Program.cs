@@ -9,6 +9,7 @@ using Squash.Functions;
 using Squash.Functions.Api;
 using Squash.Functions.Tree;
 using Squash.Search;
+using OpenTelemetry.Trace;
 
 var builder = WebApplication.CreateSlimBuilder(args);
 
@@ -21,6 +22,16 @@ builder.Services.Configure<FunctionSettings>(builder.Configuration.GetSection("S
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default));
 builder.Services.AddProblemDetails();
 builder.Services.AddOpenApi();
+
+// One query is one trace: spans for the coordinator, every tree node and every child call; the trace
+// context travels down the tree in the traceparent header. Console export with Squash__TraceConsole=true,
+// OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+builder.Services.AddOpenTelemetry().WithTracing(t =>
+{
+    t.AddSource(Telemetry.SourceName).AddAspNetCoreInstrumentation().AddHttpClientInstrumentation();
+    if (builder.Configuration.GetValue<bool>("Squash:TraceConsole")) t.AddConsoleExporter();
+    if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) t.AddOtlpExporter();
+});
 builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
@@ -62,6 +73,8 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
 {
     var clock = Stopwatch.StartNew();
+    using var span = Telemetry.Source.StartActivity("squash.query");
+    span?.SetTag("squash.index", index);
     if (!IndexCatalog.IsValidName(index)) return BadName(index);
     var (request, error) = await ReadJsonAsync(http.Request, ApiJson.Default.QueryRequest, settings.Value.MaxRequestBytes, ct);
     if (error is not null) return error;

@@ -16,6 +16,9 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
     public async Task<ScanResponse> ExecuteAsync(string index, LoadedIndex loaded, ScanRequest request, string? ownAddress, CancellationToken ct)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var span = Telemetry.Source.StartActivity("squash.scan-node");
+        span?.SetTag("squash.node", request.Node.Id);
+        span?.SetTag("squash.partitions", string.Join(',', request.Node.Partitions));
         bool cold = Interlocked.Increment(ref _served) == 1;
         var options = RequestMapping.ToSearchOptions(request.K, request.Options);
         var childCalls = request.Node.Children

@@ -16,7 +16,18 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
         var baseUrl = pools.Length > 0 ? pools[request.Node.Id % pools.Length]
             : settings.Value.ScanUrl is { Length: > 0 } u ? u
             : ownAddress ?? throw new InvalidOperationException("no scan URL configured and no own address known");
-        using var response = await client.PostAsJsonAsync($"{baseUrl.TrimEnd('/')}/api/indexes/{index}/scan", request, ApiJson.Default.ScanRequest, ct).ConfigureAwait(false);
+        using var message = new HttpRequestMessage(HttpMethod.Post, $"{baseUrl.TrimEnd('/')}/api/indexes/{index}/scan")
+        {
+            Content = JsonContent.Create(request, ApiJson.Default.ScanRequest),
+        };
+        // Carry the trace down the tree explicitly, whatever handler sits under the client.
+        System.Diagnostics.DistributedContextPropagator.Current.Inject(System.Diagnostics.Activity.Current, message, static (carrier, key, value) =>
+        {
+            var m = (HttpRequestMessage)carrier!;
+            m.Headers.Remove(key);
+            m.Headers.TryAddWithoutValidation(key, value);
+        });
+        using var response = await client.SendAsync(message, ct).ConfigureAwait(false);
         response.EnsureSuccessStatusCode();
         return await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)
             ?? throw new InvalidOperationException("empty scan response");
