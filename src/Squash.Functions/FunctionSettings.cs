@@ -17,6 +17,8 @@ public sealed class FunctionSettings
     public int InstanceMemoryMb { get; set; } = 2048;
     /// <summary>Per-attempt timeout of a child call.</summary>
     public TimeSpan ChildTimeout { get; set; } = TimeSpan.FromSeconds(10);
+    /// <summary>A child slower than this gets a hedged second call.</summary>
+    public TimeSpan HedgingDelay { get; set; } = TimeSpan.FromMilliseconds(500);
     /// <summary>Largest request body accepted.</summary>
     public long MaxRequestBytes { get; set; } = 4 * 1024 * 1024;
     /// <summary>Most vectors in one batch request.</summary>

@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.Http.Resilience;
 using Microsoft.Extensions.Options;
 using Squash.Core.Collections;
 using Squash.Functions;
@@ -35,17 +36,18 @@ builder.Services.AddOpenTelemetry().WithTracing(t =>
 builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
+var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
 builder.Services.AddHttpClient(ScanInvoker.ClientName)
-    .AddStandardResilienceHandler(o =>
+    .AddStandardHedgingHandler().Configure(o =>
     {
-        // Per-attempt timeout, retries with jittered backoff on transient failures, a breaker per target.
-        var s = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
-        o.AttemptTimeout.Timeout = s.ChildTimeout;
-        o.Retry.MaxRetryAttempts = 2;
-        o.Retry.UseJitter = true;
-        o.Retry.Delay = TimeSpan.FromMilliseconds(50);
-        o.TotalRequestTimeout.Timeout = s.ChildTimeout * 4;
-        o.CircuitBreaker.SamplingDuration = s.ChildTimeout * 2 + TimeSpan.FromSeconds(1);
+        // Scans are read-only, so a slow child is raced by a second call after HedgingDelay; failed calls
+        // are re-sent the same way (the hedging strategy doubles as the retry), each attempt has its own
+        // timeout, and a circuit breaker per target stops hammering a dead pool.
+        o.Hedging.MaxHedgedAttempts = 2;
+        o.Hedging.Delay = tree.HedgingDelay;
+        o.Endpoint.Timeout.Timeout = tree.ChildTimeout;
+        o.TotalRequestTimeout.Timeout = tree.ChildTimeout * 3;
+        o.Endpoint.CircuitBreaker.SamplingDuration = tree.ChildTimeout * 2 + TimeSpan.FromSeconds(1);
     });
 
 var app = builder.Build();

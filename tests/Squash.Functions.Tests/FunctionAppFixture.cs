@@ -45,7 +45,8 @@ public sealed class IndexFixture : IDisposable
     }
 
     /// <summary>A function app whose child calls go back into the same in-memory server, optionally through a fault injector.</summary>
-    public WebApplicationFactory<Program> App(int branching, int depth, Func<HttpRequestMessage, int, HttpResponseMessage?>? fault = null)
+    public WebApplicationFactory<Program> App(int branching, int depth, Func<HttpRequestMessage, int, HttpResponseMessage?>? fault = null,
+        Func<int, TimeSpan>? delay = null)
     {
         WebApplicationFactory<Program>? app = null;
         app = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
@@ -55,20 +56,23 @@ public sealed class IndexFixture : IDisposable
             b.UseSetting("Squash:Depth", depth.ToString());
             b.UseSetting("Squash:ScanUrl", "http://localhost");
             b.UseSetting("Squash:ChildTimeout", "00:00:02");
+            b.UseSetting("Squash:HedgingDelay", "00:00:00.200");
             b.ConfigureTestServices(s => s.AddHttpClient(ScanInvoker.ClientName)
-                .ConfigurePrimaryHttpMessageHandler(() => new FaultInjector(fault) { InnerHandler = app!.Server.CreateHandler() }));
+                .ConfigurePrimaryHttpMessageHandler(() => new FaultInjector(fault, delay) { InnerHandler = app!.Server.CreateHandler() }));
         });
         return app;
     }
 
-    private sealed class FaultInjector(Func<HttpRequestMessage, int, HttpResponseMessage?>? fault) : DelegatingHandler
+    private sealed class FaultInjector(Func<HttpRequestMessage, int, HttpResponseMessage?>? fault, Func<int, TimeSpan>? delay) : DelegatingHandler
     {
         private int _calls;
 
-        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken ct)
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken ct)
         {
-            var injected = fault?.Invoke(request, Interlocked.Increment(ref _calls));
-            return injected is not null ? Task.FromResult(injected) : base.SendAsync(request, ct);
+            int n = Interlocked.Increment(ref _calls);
+            if (delay?.Invoke(n) is { } wait && wait > TimeSpan.Zero) await Task.Delay(wait, ct);
+            var injected = fault?.Invoke(request, n);
+            return injected ?? await base.SendAsync(request, ct);
         }
     }
 

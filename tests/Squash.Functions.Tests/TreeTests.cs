@@ -71,6 +71,22 @@ public sealed class TreeTests(IndexFixture fx)
     }
 
     [Fact]
+    public async Task AChildThatHangsIsHedgedAndTheAnswerStaysCompleteAndFast()
+    {
+        // The first call hangs far past the hedging delay (but inside the per-attempt timeout): a hedged
+        // second call must answer instead.
+        using var app = fx.App(1, 1, delay: n => n == 1 ? TimeSpan.FromSeconds(1.8) : TimeSpan.Zero);
+        var q = fx.Queries[4];
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = q, k = 10 }));
+        response.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.True(doc.RootElement.GetProperty("complete").GetBoolean());
+        Assert.Equal(fx.Engine.Search(q, new SearchOptions { K = 10 }).Ids, Read(doc.RootElement).Ids);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1.5), $"took {clock.Elapsed}: the hang was not hedged");
+    }
+
+    [Fact]
     public async Task ABranchThatKeepsFailingMakesTheAnswerIncompleteAndNamesTheMissingPartitions()
     {
         using var app = fx.App(4, 1, (req, n) => IndexFixture.Unavailable());
