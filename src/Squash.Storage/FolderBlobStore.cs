@@ -23,8 +23,7 @@ public sealed class FolderBlobStore : IBlobStore
 
     private string PathOf(string name)
     {
-        if (string.IsNullOrEmpty(name) || name.StartsWith('/') || name.Split('/').Any(p => p is "" or "." or ".."))
-            throw new ArgumentException($"invalid blob name '{name}'", nameof(name));
+        BlobNames.Validate(name);
         return Path.Combine(_root, name.Replace('/', Path.DirectorySeparatorChar));
     }
 
