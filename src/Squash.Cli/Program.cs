@@ -15,6 +15,7 @@ public static class Program
         root.Subcommands.Add(QueryCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
+        root.Subcommands.Add(GcCommand.Create());
         root.Subcommands.Add(DatasetCommand.Create());
         return root;
     }

@@ -113,6 +113,43 @@ public sealed class IndexStore
         return names.Count;
     }
 
+    /// <summary>Every version that has any blob (published, superseded or left by a failed build), oldest first.</summary>
+    public async Task<IReadOnlyList<string>> ListVersionsAsync(CancellationToken ct = default)
+    {
+        var root = Prefix + "versions/";
+        var versions = new SortedSet<string>(StringComparer.Ordinal);
+        await foreach (var b in Blobs.ListAsync(root, ct).ConfigureAwait(false))
+        {
+            var rest = b.Name[root.Length..];
+            int slash = rest.IndexOf('/');
+            if (slash > 0) versions.Add(rest[..slash]);
+        }
+        // Ids are zero-padded (v000042), so ordinal order is age order.
+        return versions.ToList();
+    }
+
+    /// <summary>
+    /// Deletes every version but the <paramref name="keep"/> newest and the one <c>current</c> names,
+    /// and returns the deleted ids. A reader that opened an older version before this ran may lose it,
+    /// which is why <paramref name="keep"/> exists: keep enough for in-flight queries.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> CollectGarbageAsync(int keep, CancellationToken ct = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(keep);
+        var current = await GetCurrentAsync(ct).ConfigureAwait(false);
+        var versions = await ListVersionsAsync(ct).ConfigureAwait(false);
+        var kept = new HashSet<string>(versions.Skip(Math.Max(0, versions.Count - keep)), StringComparer.Ordinal);
+        if (current is { } c) kept.Add(c.Version);
+        var deleted = new List<string>();
+        foreach (var v in versions)
+        {
+            if (kept.Contains(v)) continue;
+            await DeleteVersionAsync(v, ct).ConfigureAwait(false);
+            deleted.Add(v);
+        }
+        return deleted;
+    }
+
     public async Task<IndexManifest> ReadManifestAsync(string version, CancellationToken ct = default)
     {
         var name = VersionPrefix(version) + "manifest.json";

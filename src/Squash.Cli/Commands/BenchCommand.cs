@@ -21,7 +21,7 @@ public static class BenchCommand
 
     public static Command Create()
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index.", Required = true };
+        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store.", Required = true };
         var queries = new Option<string>("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
         var truth = new Option<string>("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
         var flags = new SearchFlags();
@@ -37,6 +37,7 @@ public static class BenchCommand
         {
             index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir,
         };
+        IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
             int k = SearchFlags.ValidateK(pr.GetValue(flags.K));
@@ -55,7 +56,7 @@ public static class BenchCommand
             foreach (var x in hs) SearchFlags.Options(k, 1, x, 1, false);
             foreach (var x in rs) SearchFlags.Options(k, 1, 100, x, false);
 
-            var store = IndexLocation.Open(pr.GetValue(index));
+            var store = IndexLocation.Open(pr, pr.GetValue(index));
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
             var q = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
             CliErrors.Require(q.Dimensions == loaded.Manifest.Dimensions, $"--queries: {q.Dimensions} dimensions, the index has {loaded.Manifest.Dimensions}");
