@@ -185,6 +185,21 @@ public sealed class IndexStore
         return PartitionVectors.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.InternalDimensions);
     }
 
+    // Cached reads for warm instances. A segment's decoded size is close to its stored size (the
+    // arrays are the sections), so the manifest's byte count is the cache charge.
+
+    /// <summary>The partition's codes through <paramref name="cache"/>: read and decoded once per instance.</summary>
+    public Task<PartitionCodes> ReadCodesAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Codes), t => ReadCodesAsync(m, p, t), _ => p.Codes.Bytes, ct);
+
+    /// <summary>The partition's raw vectors through <paramref name="cache"/>.</summary>
+    public Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Vectors), t => ReadVectorsAsync(m, p, t), _ => p.Vectors.Bytes, ct);
+
+    /// <summary>The routing data through <paramref name="cache"/> (partition -1: it belongs to the whole version).</summary>
+    public Task<RoutingData> ReadRoutingAsync(IndexManifest m, SegmentCache cache, CancellationToken ct = default) =>
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, -1, SegmentKind.Routing), t => ReadRoutingAsync(m, t), _ => m.Routing.Bytes, ct);
+
     private async Task<byte[]> ReadCountedAsync(string name, CancellationToken ct)
     {
         byte[] bytes;

@@ -61,3 +61,38 @@ public sealed class GarbageCollectionTests : IDisposable
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(-1));
     }
 }
+
+public sealed class CachedSegmentReadTests : IDisposable
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "squash-cached-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        try { Directory.Delete(_root, true); } catch (IOException) { }
+    }
+
+    [Fact]
+    public async Task ConcurrentQueriesReadEachSegmentOnceAndTheCacheIsChargedItsBytes()
+    {
+        var rng = new Random(3);
+        var data = Enumerable.Range(0, 400 * 6).Select(_ => (float)rng.NextDouble()).ToArray();
+        var store = new IndexStore(new FolderBlobStore(_root), "idx");
+        var m = await IndexPublisher.BuildAndPublishAsync(store, data, 400, 6, new IndexBuildOptions { Partitions = 4 });
+        var counting = new IndexStore(new FaultInjectingBlobStore(store.Blobs), "idx");
+        var cache = new SegmentCache(new SegmentCacheOptions { CapacityBytes = 1 << 30 });
+        long before = counting.BytesRead;
+        await Task.WhenAll(Enumerable.Range(0, 32).Select(i => Task.Run(async () =>
+        {
+            var p = m.Partitions[i % 4];
+            var codes = await counting.ReadCodesAsync(m, p, cache);
+            var vectors = await counting.ReadVectorsAsync(m, p, cache);
+            Assert.Equal(p.Count, codes.Count);
+            await counting.ReadRoutingAsync(m, cache);
+        })));
+        long expected = m.Partitions.Sum(p => p.Codes.Bytes + p.Vectors.Bytes) + m.Routing.Bytes;
+        Assert.Equal(expected, counting.BytesRead - before);
+        Assert.Equal(9, cache.Stats.Misses);
+        Assert.Equal(expected, cache.Stats.CurrentBytes);
+        Assert.Equal(96, cache.Stats.Requests);
+    }
+}
