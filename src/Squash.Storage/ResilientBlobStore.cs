@@ -101,12 +101,31 @@ public sealed class ResilientBlobStore : IBlobStore
         }, cancellationToken);
 
     /// <summary>
-    /// Retried like the rest. A create-only write whose first try landed but whose answer was lost
-    /// comes back as a condition failure on the retry; callers treat that as "someone else won",
-    /// which is safe for the publish protocol (the version id is then abandoned).
+    /// Retried like the rest. A write whose try landed but whose answer was lost fails its own
+    /// condition on the retry (the blob now exists, or has a new ETag); when the blob then holds
+    /// exactly our bytes, the write did happen and is reported as done, so a flaky connection
+    /// cannot fail a build whose segments are all in place.
     /// </summary>
-    public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken cancellationToken = default) =>
-        RunAsync("write", name, t => _inner.WriteAsync(name, data, condition, t), cancellationToken);
+    public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken cancellationToken = default)
+    {
+        int attempts = 0;
+        try
+        {
+            return await RunAsync("write", name, t =>
+            {
+                Interlocked.Increment(ref attempts);
+                return _inner.WriteAsync(name, data, condition, t);
+            }, cancellationToken).ConfigureAwait(false);
+        }
+        catch (BlobConditionFailedException) when (Volatile.Read(ref attempts) > 1 && condition is not WriteCondition.OverwriteCondition)
+        {
+            var info = await GetInfoAsync(name, cancellationToken).ConfigureAwait(false);
+            if (info is not null && info.Length == data.Length
+                && (await ReadAllAsync(name, cancellationToken).ConfigureAwait(false)).AsSpan().SequenceEqual(data.Span))
+                return info;
+            throw;
+        }
+    }
 
     public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken cancellationToken = default) =>
         RunAsync("get properties", name, t => _inner.GetInfoAsync(name, t), cancellationToken);

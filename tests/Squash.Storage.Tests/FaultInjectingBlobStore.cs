@@ -9,7 +9,10 @@ namespace Squash.Storage.Tests;
 /// </summary>
 public sealed class FaultInjectingBlobStore(IBlobStore inner) : IBlobStore
 {
-    private int _failNext, _hangNext, _truncateNext, _calls;
+    private int _failNext, _hangNext, _truncateNext, _loseNext, _calls;
+
+    /// <summary>The next N writes happen but their answer is lost (a 503 after the fact).</summary>
+    public int LoseAnswerNext { get => Volatile.Read(ref _loseNext); set => Volatile.Write(ref _loseNext, value); }
 
     /// <summary>The next N calls fail with a 503 (a throttled or overloaded service).</summary>
     public int FailNext { get => Volatile.Read(ref _failNext); set => Volatile.Write(ref _failNext, value); }
@@ -57,7 +60,9 @@ public sealed class FaultInjectingBlobStore(IBlobStore inner) : IBlobStore
     public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
     {
         await BeforeAsync(name, ct);
-        return await inner.WriteAsync(name, data, condition, ct);
+        var info = await inner.WriteAsync(name, data, condition, ct);
+        if (Take(ref _loseNext)) throw new RequestFailedException(503, $"injected: connection dropped after writing '{name}'");
+        return info;
     }
 
     public async Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default)

@@ -107,6 +107,39 @@ public sealed class ResilientBlobStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task AConditionalWriteWhoseAnswerWasLostCountsAsDoneOnlyIfTheBlobHoldsOurBytes()
+    {
+        var data = Bytes(300);
+        _faulty.LoseAnswerNext = 1;
+        var created = await _store.WriteAsync("lost", data, WriteCondition.IfNotExists);
+        Assert.Equal(300, created.Length);
+        Assert.Equal(data, await _store.ReadAllAsync("lost"));
+
+        var next = Bytes(301);
+        _faulty.LoseAnswerNext = 1;
+        var swapped = await _store.WriteAsync("lost", next, WriteCondition.IfMatch(created.ETag));
+        Assert.NotEqual(created.ETag, swapped.ETag);
+
+        // Someone else's bytes under the name: a real conflict, still reported.
+        await Assert.ThrowsAsync<BlobConditionFailedException>(() => _store.WriteAsync("lost", data, WriteCondition.IfNotExists));
+        // A store that answers properly never gets the read-back.
+        await _store.WriteAsync("other", data, WriteCondition.Overwrite);
+        int before = _faulty.Calls;
+        await Assert.ThrowsAsync<BlobConditionFailedException>(() => _store.WriteAsync("other", data, WriteCondition.IfNotExists));
+        Assert.Equal(1, _faulty.Calls - before);
+    }
+
+    [Fact]
+    public async Task APublishSurvivesLostAnswers()
+    {
+        var index = new IndexStore(_store, "idx");
+        _faulty.LoseAnswerNext = 100; // every write's first answer is lost: each one is retried and read back
+        var m = await IndexPublisher.BuildAndPublishAsync(index, Data(200, 4, 2), 200, 4, new IndexBuildOptions { Partitions = 2 });
+        _faulty.LoseAnswerNext = 0;
+        Assert.Equal(m.Version, (await index.OpenCurrentAsync()).Version);
+    }
+
+    [Fact]
     public async Task TheCallersCancellationIsNotRetried()
     {
         await _store.WriteAsync("x", Bytes(10), WriteCondition.Overwrite);
