@@ -21,7 +21,7 @@ public sealed class AzureBlobStore : IBlobStore
     /// </summary>
     public const BlobClientOptions.ServiceVersion PinnedServiceVersion = BlobClientOptions.ServiceVersion.V2026_06_06;
 
-    /// <summary>Blobs up to 8 MiB go up in one request; larger ones as 4 MiB blocks, 4 in parallel.</summary>
+    /// <summary>Blobs up to 8 MiB move in one request; larger ones as 4 MiB blocks or ranges, 4 in parallel.</summary>
     public static readonly StorageTransferOptions DefaultTransfer = new()
     {
         InitialTransferSize = 8 << 20,
@@ -74,8 +74,11 @@ public sealed class AzureBlobStore : IBlobStore
         var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
         try
         {
-            var result = await blob.DownloadContentAsync(cancellationToken).ConfigureAwait(false);
-            return result.Value.Content.ToArray();
+            // Big segments (raw vectors) come down as parallel ranges; the SDK pins them to the first
+            // range's ETag, so a blob replaced mid-download fails instead of mixing two versions.
+            using var buffer = new MemoryStream();
+            await blob.DownloadToAsync(buffer, new BlobDownloadToOptions { TransferOptions = _transfer }, cancellationToken).ConfigureAwait(false);
+            return buffer.ToArray();
         }
         catch (RequestFailedException e) when (e.Status == 404)
         {
