@@ -8,7 +8,11 @@ source scripts/lib/setup.sh
 ensure_fashion_mnist || echo "warning: dataset-fashion-mnist is not installed; the Fashion-MNIST tests will fail" >&2
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+# Azurite is killed by PID however the run ends (failed tests included).
+trap 'stop_azurite; rm -f "$log" "$log.build"' EXIT
+if ! ensure_azurite || ! start_azurite; then
+  echo "warning: Azurite could not be started; the Azure Storage tests will fail" >&2
+fi
 dotnet build Serverless.sln -c Release -nologo -clp:ErrorsOnly 2>&1 | tee "$log.build"
 build_rc=${PIPESTATUS[0]}
 if [ "$build_rc" -ne 0 ]; then

@@ -16,6 +16,7 @@ public static class Program
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
+        root.Subcommands.Add(GcCommand.Create());
         root.Subcommands.Add(DatasetCommand.Create());
         return root;
     }

@@ -23,8 +23,7 @@ public sealed class FolderBlobStore : IBlobStore
 
     private string PathOf(string name)
     {
-        if (string.IsNullOrEmpty(name) || name.StartsWith('/') || name.Split('/').Any(p => p is "" or "." or ".."))
-            throw new ArgumentException($"invalid blob name '{name}'", nameof(name));
+        BlobNames.Validate(name);
         return Path.Combine(_root, name.Replace('/', Path.DirectorySeparatorChar));
     }
 
@@ -70,13 +69,22 @@ public sealed class FolderBlobStore : IBlobStore
     public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken cancellationToken = default)
     {
         var path = PathOf(name);
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         var temp = $"{path}.{Guid.NewGuid():N}.tmp";
-        await using (var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous))
+        for (int attempt = 0; ; attempt++)
         {
-            await f.WriteAsync(data, cancellationToken).ConfigureAwait(false);
-            await f.FlushAsync(cancellationToken).ConfigureAwait(false);
-            f.Flush(flushToDisk: true);
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            try
+            {
+                await using var f = new FileStream(temp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16, FileOptions.Asynchronous);
+                await f.WriteAsync(data, cancellationToken).ConfigureAwait(false);
+                await f.FlushAsync(cancellationToken).ConfigureAwait(false);
+                f.Flush(flushToDisk: true);
+                break;
+            }
+            catch (DirectoryNotFoundException) when (attempt < 5)
+            {
+                // A concurrent delete pruned the (then empty) folder between create and open: make it again.
+            }
         }
         try
         {
@@ -131,6 +139,20 @@ public sealed class FolderBlobStore : IBlobStore
         var path = PathOf(name);
         if (!File.Exists(path)) return Task.FromResult(false);
         File.Delete(path);
+        // Prune folders the delete left empty, so a collected version leaves no trace; a folder that
+        // is not empty (or is being written into) stays.
+        for (var dir = Path.GetDirectoryName(path); dir is not null && dir.Length > _root.Length && dir.StartsWith(_root, StringComparison.Ordinal); dir = Path.GetDirectoryName(dir))
+        {
+            try
+            {
+                if (Directory.EnumerateFileSystemEntries(dir).Any()) break;
+                Directory.Delete(dir);
+            }
+            catch (IOException)
+            {
+                break;
+            }
+        }
         return Task.FromResult(true);
     }
 

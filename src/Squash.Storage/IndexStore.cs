@@ -113,6 +113,43 @@ public sealed class IndexStore
         return names.Count;
     }
 
+    /// <summary>Every version that has any blob (published, superseded or left by a failed build), oldest first.</summary>
+    public async Task<IReadOnlyList<string>> ListVersionsAsync(CancellationToken ct = default)
+    {
+        var root = Prefix + "versions/";
+        var versions = new SortedSet<string>(StringComparer.Ordinal);
+        await foreach (var b in Blobs.ListAsync(root, ct).ConfigureAwait(false))
+        {
+            var rest = b.Name[root.Length..];
+            int slash = rest.IndexOf('/');
+            if (slash > 0) versions.Add(rest[..slash]);
+        }
+        // Ids are zero-padded (v000042), so ordinal order is age order.
+        return versions.ToList();
+    }
+
+    /// <summary>
+    /// Deletes every version but the <paramref name="keep"/> newest and the one <c>current</c> names,
+    /// and returns the deleted ids. A reader that opened an older version before this ran may lose it,
+    /// which is why <paramref name="keep"/> exists: keep enough for in-flight queries.
+    /// </summary>
+    public async Task<IReadOnlyList<string>> CollectGarbageAsync(int keep, CancellationToken ct = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(keep);
+        var current = await GetCurrentAsync(ct).ConfigureAwait(false);
+        var versions = await ListVersionsAsync(ct).ConfigureAwait(false);
+        var kept = new HashSet<string>(versions.Skip(Math.Max(0, versions.Count - keep)), StringComparer.Ordinal);
+        if (current is { } c) kept.Add(c.Version);
+        var deleted = new List<string>();
+        foreach (var v in versions)
+        {
+            if (kept.Contains(v)) continue;
+            await DeleteVersionAsync(v, ct).ConfigureAwait(false);
+            deleted.Add(v);
+        }
+        return deleted;
+    }
+
     public async Task<IndexManifest> ReadManifestAsync(string version, CancellationToken ct = default)
     {
         var name = VersionPrefix(version) + "manifest.json";
@@ -147,6 +184,21 @@ public sealed class IndexStore
         var name = VersionPrefix(m.Version) + p.Vectors.Name;
         return PartitionVectors.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.InternalDimensions);
     }
+
+    // Cached reads for warm instances. A segment's decoded size is close to its stored size (the
+    // arrays are the sections), so the manifest's byte count is the cache charge.
+
+    /// <summary>The partition's codes through <paramref name="cache"/>: read and decoded once per instance.</summary>
+    public Task<PartitionCodes> ReadCodesAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Codes), t => ReadCodesAsync(m, p, t), _ => p.Codes.Bytes, ct);
+
+    /// <summary>The partition's raw vectors through <paramref name="cache"/>.</summary>
+    public Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Vectors), t => ReadVectorsAsync(m, p, t), _ => p.Vectors.Bytes, ct);
+
+    /// <summary>The routing data through <paramref name="cache"/> (partition -1: it belongs to the whole version).</summary>
+    public Task<RoutingData> ReadRoutingAsync(IndexManifest m, SegmentCache cache, CancellationToken ct = default) =>
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, -1, SegmentKind.Routing), t => ReadRoutingAsync(m, t), _ => m.Routing.Bytes, ct);
 
     private async Task<byte[]> ReadCountedAsync(string name, CancellationToken ct)
     {

@@ -21,7 +21,7 @@ public static class BenchCommand
 
     public static Command Create()
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --endpoint, the index name.", Required = true };
+        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store; with --endpoint, the index name.", Required = true };
         var endpoint = new Option<string?>("--endpoint") { Description = "Benchmark the HTTP API at this URL (e.g. http://127.0.0.1:7071 from squash serve) instead of the in-process engine." };
         var concurrency = new Option<int>("--concurrency") { Description = "With --endpoint: parallel clients for the throughput figure.", DefaultValueFactory = _ => 4 };
         var shapes = new Option<string>("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
@@ -41,6 +41,7 @@ public static class BenchCommand
         {
             index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold,
         };
+        IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
             int k = SearchFlags.ValidateK(pr.GetValue(flags.K));
@@ -72,7 +73,7 @@ public static class BenchCommand
                 CliErrors.Require(egt.Length >= eq.Count, $"--ground-truth has {egt.Length} rows for {eq.Count} queries");
                 return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct);
             }
-            var store = IndexLocation.Open(pr.GetValue(index));
+            var store = IndexLocation.Open(pr, pr.GetValue(index));
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
             var q = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
             CliErrors.Require(q.Dimensions == loaded.Manifest.Dimensions, $"--queries: {q.Dimensions} dimensions, the index has {loaded.Manifest.Dimensions}");

@@ -12,7 +12,7 @@ public static class BuildCommand
 {
     public static Command Create()
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index (created if missing).", Required = true };
+        var index = new Option<string>("--index") { Description = "Folder that holds the index (created if missing); with --store, the index's name inside the store.", Required = true };
         var vectors = new Option<string>("--vectors") { Description = "Vectors to index: .fvecs, .bvecs or .npy (float32).", Required = true };
         var metric = new Option<string>("--metric") { Description = "Distance: l2, cosine or ip.", DefaultValueFactory = _ => "l2" };
         var partitions = new Option<int>("--partitions") { Description = "Partition count (0: clamp(N / 1000, 1, 4096)).", DefaultValueFactory = _ => 0 };
@@ -24,6 +24,7 @@ public static class BuildCommand
         {
             index, vectors, metric, partitions, bits, maxBits, energy, seed,
         };
+        IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
             var metricValue = ParseMetric(pr.GetValue(metric)!);
@@ -36,7 +37,7 @@ public static class BuildCommand
             CliErrors.Require(mb is >= 1 and <= 8, $"--max-bits must be between 1 and 8, got {mb}");
             double e = pr.GetValue(energy);
             CliErrors.Require(e > 0 && e <= 1, $"--energy must be in (0, 1], got {e}");
-            var store = IndexLocation.Open(pr.GetValue(index));
+            var store = IndexLocation.Open(pr, pr.GetValue(index));
             var path = pr.GetValue(vectors)!;
             CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
 

@@ -1,13 +1,85 @@
+using System.CommandLine;
+using System.Text.RegularExpressions;
 using Squash.Storage;
 
 namespace Squash.Cli.Commands;
 
-/// <summary>Where an index lives. For now a folder (the embedded default); blob stores come with --store.</summary>
-public static class IndexLocation
+/// <summary>
+/// Where an index lives. <c>--index DIR</c> alone is a folder holding one index (the embedded default,
+/// as before). With <c>--store dir:PATH</c> or <c>--store azure:CONNECTION_STRING|ACCOUNT_URL</c>
+/// (and <c>--container</c>, default "squash"), <c>--index</c> names an index inside that store, so one
+/// store can hold many indexes.
+/// </summary>
+public static partial class IndexLocation
 {
-    public static IndexStore Open(string? indexDir)
+    public const string StoreFlag = "--store";
+    public const string ContainerFlag = "--container";
+    public const string DefaultContainer = "squash";
+
+    /// <summary>Adds --store and --container to a command that has --index.</summary>
+    public static void AddStoreOptions(Command command)
     {
-        if (string.IsNullOrWhiteSpace(indexDir)) throw new UsageException("--index is required: the folder that holds (or will hold) the index");
-        return new IndexStore(new FolderBlobStore(indexDir));
+        command.Options.Add(new Option<string?>(StoreFlag)
+        {
+            Description = "Blob store holding the index: dir:PATH, or azure:CONNECTION_STRING or azure:https://ACCOUNT.blob.core.windows.net "
+                        + "(Entra ID via DefaultAzureCredential). With it, --index is the index's name inside the store.",
+        });
+        command.Options.Add(new Option<string>(ContainerFlag)
+        {
+            Description = "Blob container for --store azure:….",
+            DefaultValueFactory = _ => DefaultContainer,
+        });
     }
+
+    /// <summary>Opens the index the command's --index/--store/--container name.</summary>
+    public static IndexStore Open(ParseResult parse, string? index) =>
+        Open(index, parse.GetValue<string?>(StoreFlag), parse.GetValue<string>(ContainerFlag) ?? DefaultContainer);
+
+    public static IndexStore Open(string? index, string? store = null, string container = DefaultContainer)
+    {
+        if (string.IsNullOrWhiteSpace(store))
+        {
+            if (string.IsNullOrWhiteSpace(index)) throw new UsageException("--index is required: the folder that holds (or will hold) the index");
+            return new IndexStore(new FolderBlobStore(index));
+        }
+        if (string.IsNullOrWhiteSpace(index) || !IndexName().IsMatch(index) || index.Split('/').Any(s => s is "." or ".."))
+            throw new UsageException($"--index: with --store it names an index inside the store (letters, digits, '.', '_', '-', '/' between parts), got '{index}'");
+        return new IndexStore(OpenStore(store, container), index);
+    }
+
+    private static IBlobStore OpenStore(string store, string container)
+    {
+        if (store.StartsWith("dir:", StringComparison.Ordinal))
+        {
+            var path = store["dir:".Length..];
+            if (string.IsNullOrWhiteSpace(path)) throw new UsageException("--store dir: needs a folder, as in dir:/data/indexes");
+            return new FolderBlobStore(path);
+        }
+        if (store.StartsWith("azure:", StringComparison.Ordinal))
+        {
+            var target = store["azure:".Length..];
+            if (!ContainerName().IsMatch(container) || container.Contains("--"))
+                throw new UsageException($"--container: '{container}' is not a valid container name (3-63 lower-case letters, digits and single hyphens)");
+            try
+            {
+                var azure = target.StartsWith("https://", StringComparison.OrdinalIgnoreCase) || target.StartsWith("http://", StringComparison.OrdinalIgnoreCase)
+                    ? new AzureBlobStore(new Uri(target), container)
+                    : new AzureBlobStore(target, container);
+                // Remote storage throttles and drops connections; local folders do not need this.
+                return new ResilientBlobStore(azure);
+            }
+            catch (Exception e) when (e is FormatException or ArgumentException or UriFormatException or InvalidOperationException)
+            {
+                // The message names the flag but never echoes the value: it may hold an account key.
+                throw new UsageException($"--store azure:… is neither a valid Azure Storage connection string nor an account URL ({e.GetType().Name})");
+            }
+        }
+        throw new UsageException($"--store must be dir:PATH or azure:CONNECTION_STRING|ACCOUNT_URL, got '{(store.Length > 12 ? store[..12] + "…" : store)}'");
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")]
+    private static partial Regex IndexName();
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")]
+    private static partial Regex ContainerName();
 }

@@ -9,12 +9,13 @@ public static class InspectCommand
 {
     public static Command Create()
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index.", Required = true };
+        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store.", Required = true };
         var partitions = new Option<bool>("--partitions") { Description = "Also list every partition." };
         var cmd = new Command("inspect", "Describe an index: version, build parameters, spectrum, code widths, partitions.") { index, partitions };
+        IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
-            var store = IndexLocation.Open(pr.GetValue(index));
+            var store = IndexLocation.Open(pr, pr.GetValue(index));
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: pr.GetValue(partitions), ct);
             var m = loaded.Manifest;
             Console.WriteLine($"version {m.Version} ({m.CreatedUtc:u}), {m.Count:N0} vectors × {m.Dimensions} dims, metric {m.Metric}");

@@ -9,7 +9,7 @@ public static class QueryCommand
 {
     public static Command Create()
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --endpoint, the index name.", Required = true };
+        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store; with --endpoint, the index name.", Required = true };
         var endpoint = new Option<string?>("--endpoint") { Description = "Send the queries to the HTTP API at this URL (e.g. from squash serve) instead of searching in-process." };
         var vectors = new Option<string>("--vectors") { Description = "Query vectors: .fvecs, .bvecs or .npy.", Required = true };
         var flags = new SearchFlags();
@@ -19,6 +19,7 @@ public static class QueryCommand
         var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
         var r = new Option<int>("--r") { Description = "Re-rank factor R (K·R exact distances per partition at most).", DefaultValueFactory = _ => SearchFlags.DefaultR };
         var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact, endpoint };
+        IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
             var options = SearchFlags.Options(pr.GetValue(flags.K), pr.GetValue(cf), pr.GetValue(h), pr.GetValue(r), pr.GetValue(flags.Exact));
@@ -52,7 +53,7 @@ public static class QueryCommand
                 }
                 return 0;
             }
-            var store = IndexLocation.Open(pr.GetValue(index));
+            var store = IndexLocation.Open(pr, pr.GetValue(index));
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
             var queries = VectorFile.Read(path, max > 0 ? max : null);
             CliErrors.Require(queries.Dimensions == loaded.Manifest.Dimensions,

@@ -1,0 +1,209 @@
+using System.Runtime.CompilerServices;
+using Azure;
+using Azure.Core;
+using Azure.Identity;
+using Azure.Storage;
+using Azure.Storage.Blobs;
+using Azure.Storage.Blobs.Models;
+
+namespace Squash.Storage;
+
+/// <summary>
+/// Azure Blob Storage behind the blob-store contract. Conditional writes are ETag conditions
+/// (If-None-Match: * for create-only, If-Match for compare-and-swap), so the publish protocol
+/// keeps its guarantees across processes and machines.
+/// </summary>
+public sealed class AzureBlobStore : IBlobStore
+{
+    /// <summary>
+    /// Pinned so that the SDK's default (a newer x-ms-version than Azurite 3.37 accepts) works against
+    /// a plain emulator as well as the real service.
+    /// </summary>
+    public const BlobClientOptions.ServiceVersion PinnedServiceVersion = BlobClientOptions.ServiceVersion.V2026_06_06;
+
+    /// <summary>Blobs up to 8 MiB move in one request; larger ones as 4 MiB blocks or ranges, 4 in parallel.</summary>
+    public static readonly StorageTransferOptions DefaultTransfer = new()
+    {
+        InitialTransferSize = 8 << 20,
+        MaximumTransferSize = 4 << 20,
+        MaximumConcurrency = 4,
+    };
+
+    private readonly BlobContainerClient _container;
+    private readonly StorageTransferOptions _transfer;
+    private readonly Lazy<Task> _ensureContainer;
+
+    /// <summary>Shared-key or SAS access from a connection string (Azurite, or a storage account's keys).</summary>
+    public AzureBlobStore(string connectionString, string containerName, StorageTransferOptions? transfer = null)
+        : this(new BlobContainerClient(connectionString, containerName, NewOptions()), transfer)
+    {
+    }
+
+    /// <summary>Entra ID access (managed identity, az login, environment...) through DefaultAzureCredential.</summary>
+    public AzureBlobStore(Uri accountUrl, string containerName, TokenCredential? credential = null, StorageTransferOptions? transfer = null)
+        : this(new BlobContainerClient(ContainerUri(accountUrl, containerName), credential ?? new DefaultAzureCredential(), NewOptions()), transfer)
+    {
+    }
+
+    public AzureBlobStore(BlobContainerClient container, StorageTransferOptions? transfer = null)
+    {
+        _container = container;
+        _transfer = transfer ?? DefaultTransfer;
+        // Created once per store on first use; constructors stay synchronous and offline.
+        _ensureContainer = new Lazy<Task>(() => _container.CreateIfNotExistsAsync());
+    }
+
+    public static BlobClientOptions NewOptions() => new(PinnedServiceVersion);
+
+    private static Uri ContainerUri(Uri accountUrl, string containerName) =>
+        new(accountUrl.ToString().TrimEnd('/') + "/" + Uri.EscapeDataString(containerName));
+
+    public string Description => $"azure:{_container.AccountName}/{_container.Name}";
+
+    public BlobContainerClient Container => _container;
+
+    private async Task<BlobClient> BlobAsync(string name, CancellationToken ct)
+    {
+        BlobNames.Validate(name);
+        await _ensureContainer.Value.WaitAsync(ct).ConfigureAwait(false);
+        return _container.GetBlobClient(name);
+    }
+
+    public async Task<byte[]> ReadAllAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            // Big segments (raw vectors) come down as parallel ranges; the SDK pins them to the first
+            // range's ETag, so a blob replaced mid-download fails instead of mixing two versions.
+            using var buffer = new MemoryStream();
+            await blob.DownloadToAsync(buffer, new BlobDownloadToOptions { TransferOptions = _transfer }, cancellationToken).ConfigureAwait(false);
+            return buffer.ToArray();
+        }
+        catch (RequestFailedException e) when (e.Status == 404)
+        {
+            throw new BlobNotFoundException(name);
+        }
+    }
+
+    public async Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(offset);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        if (length == 0)
+        {
+            // HTTP has no empty byte range; an existence and size check gives the folder store's answer.
+            var info = await GetInfoAsync(name, cancellationToken).ConfigureAwait(false) ?? throw new BlobNotFoundException(name);
+            if (offset > info.Length) throw PastTheEnd(name, offset, length, info.Length);
+            return [];
+        }
+        try
+        {
+            var response = await blob.DownloadStreamingAsync(new BlobDownloadOptions { Range = new HttpRange(offset, length) }, cancellationToken).ConfigureAwait(false);
+            using var result = response.Value;
+            // The service clips a range that runs past the end instead of failing: compare with the total size.
+            long total = TotalLength(result.Details.ContentRange) ?? result.Details.ContentLength;
+            if (offset + length > total) throw PastTheEnd(name, offset, length, total);
+            var buffer = new byte[length];
+            await result.Content.ReadExactlyAsync(buffer, cancellationToken).ConfigureAwait(false);
+            return buffer;
+        }
+        catch (EndOfStreamException e)
+        {
+            // A connection that closed early: transient, so the resilient wrapper may retry it.
+            throw new IOException($"ranged read of blob '{name}' in {Description} ended early", e);
+        }
+        catch (RequestFailedException e) when (e.Status == 404)
+        {
+            throw new BlobNotFoundException(name);
+        }
+        catch (RequestFailedException e) when (e.Status == 416)
+        {
+            var info = await GetInfoAsync(name, cancellationToken).ConfigureAwait(false);
+            throw PastTheEnd(name, offset, length, info?.Length ?? 0);
+        }
+    }
+
+    private static ArgumentOutOfRangeException PastTheEnd(string name, long offset, int length, long size) =>
+        new(nameof(length), $"range {offset}+{length} lies past the end of blob '{name}' ({size} bytes)");
+
+    /// <summary>"bytes 0-9/1000" → 1000.</summary>
+    private static long? TotalLength(string? contentRange)
+    {
+        if (contentRange is null) return null;
+        int slash = contentRange.LastIndexOf('/');
+        return slash >= 0 && long.TryParse(contentRange.AsSpan(slash + 1), out long total) ? total : null;
+    }
+
+    public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken cancellationToken = default)
+    {
+        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        var conditions = condition switch
+        {
+            WriteCondition.IfNotExistsCondition => new BlobRequestConditions { IfNoneMatch = ETag.All },
+            WriteCondition.IfMatchCondition m => new BlobRequestConditions { IfMatch = new ETag(m.ETag) },
+            _ => null,
+        };
+        try
+        {
+            // Above InitialTransferSize the SDK stages blocks in parallel and commits them with the
+            // conditions, so a large conditional write is still all-or-nothing.
+            var response = await blob.UploadAsync(BinaryData.FromBytes(data), new BlobUploadOptions
+            {
+                Conditions = conditions,
+                TransferOptions = _transfer,
+            }, cancellationToken).ConfigureAwait(false);
+            return new BlobInfo(name, data.Length, Tag(response.Value.ETag));
+        }
+        catch (RequestFailedException e) when (e.Status is 409 or 412 || (e.Status == 404 && condition is WriteCondition.IfMatchCondition))
+        {
+            var reason = condition switch
+            {
+                WriteCondition.IfNotExistsCondition => "it already exists",
+                WriteCondition.IfMatchCondition when e.Status == 404 => "it does not exist",
+                WriteCondition.IfMatchCondition => "it was changed by another writer (ETag mismatch)",
+                _ => $"the service refused it ({e.Status} {e.ErrorCode})",
+            };
+            throw new BlobConditionFailedException(name, reason);
+        }
+    }
+
+    /// <summary>Listings report ETags unquoted and properties quoted; one form keeps them comparable.</summary>
+    private static string Tag(ETag etag)
+    {
+        var s = etag.ToString();
+        return s.StartsWith('"') ? s : $"\"{s}\"";
+    }
+
+    public async Task<BlobInfo?> GetInfoAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var props = await blob.GetPropertiesAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+            return new BlobInfo(name, props.Value.ContentLength, Tag(props.Value.ETag));
+        }
+        catch (RequestFailedException e) when (e.Status == 404)
+        {
+            return null;
+        }
+    }
+
+    public async IAsyncEnumerable<BlobInfo> ListAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await _ensureContainer.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
+        // The service lists in byte order of the UTF-8 names, which is ordinal order for the names we use.
+        await foreach (var item in _container.GetBlobsAsync(BlobTraits.None, BlobStates.None, prefix, cancellationToken).ConfigureAwait(false))
+        {
+            yield return new BlobInfo(item.Name, item.Properties.ContentLength ?? 0, item.Properties.ETag is { } tag ? Tag(tag) : "");
+        }
+    }
+
+    public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        var response = await blob.DeleteIfExistsAsync(DeleteSnapshotsOption.IncludeSnapshots, cancellationToken: cancellationToken).ConfigureAwait(false);
+        return response.Value;
+    }
+}
