@@ -9,6 +9,7 @@ public sealed class LoadedIndex
 {
     private readonly PartitionCodes?[] _codes;
     private readonly PartitionVectors?[] _vectors;
+    private readonly PartitionAttributes?[] _attributes;
     private readonly IndexStore _store;
 
     private LoadedIndex(IndexStore store, IndexManifest manifest, RoutingData routing)
@@ -19,6 +20,7 @@ public sealed class LoadedIndex
         Space = new MetricSpace(MetricSpace.Parse(manifest.Metric), manifest.Dimensions, manifest.MaxNorm);
         _codes = new PartitionCodes?[manifest.Partitions.Count];
         _vectors = new PartitionVectors?[manifest.Partitions.Count];
+        _attributes = new PartitionAttributes?[manifest.Partitions.Count];
     }
 
     public IndexManifest Manifest { get; }
@@ -39,6 +41,8 @@ public sealed class LoadedIndex
             {
                 index._codes[p] = await store.ReadCodesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
                 index._vectors[p] = await store.ReadVectorsAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
+                if (manifest.Attributes is not null)
+                    index._attributes[p] = await store.ReadAttributesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
             }).ConfigureAwait(false);
         }
         return index;
@@ -46,6 +50,15 @@ public sealed class LoadedIndex
 
     public PartitionCodes Codes(int p) => _codes[p] ?? LoadSync(p).Codes;
     public PartitionVectors Vectors(int p) => _vectors[p] ?? LoadSync(p).Vectors;
+
+    /// <summary>A partition's attributes; null when the index has none.</summary>
+    public PartitionAttributes? Attributes(int p)
+    {
+        if (Manifest.Attributes is null) return null;
+        if (_attributes[p] is { } a) return a;
+        lock (_attributes)
+            return _attributes[p] ??= _store.ReadAttributesAsync(Manifest, Manifest.Partitions[p]).GetAwaiter().GetResult();
+    }
 
     private (PartitionCodes Codes, PartitionVectors Vectors) LoadSync(int p)
     {

@@ -148,6 +148,13 @@ public sealed class IndexStore
         return PartitionVectors.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.InternalDimensions);
     }
 
+    public async Task<PartitionAttributes> ReadAttributesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
+    {
+        if (m.Attributes is null || p.Attributes is null) throw new CorruptIndexException($"index version {m.Version} has no attributes");
+        var name = VersionPrefix(m.Version) + p.Attributes.Name;
+        return PartitionAttributes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.Attributes);
+    }
+
     private async Task<byte[]> ReadCountedAsync(string name, CancellationToken ct)
     {
         byte[] bytes;
