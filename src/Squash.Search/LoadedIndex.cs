@@ -1,5 +1,6 @@
 using Squash.Core;
 using Squash.Index.Model;
+using Squash.Search.Filters;
 using Squash.Storage;
 
 namespace Squash.Search;
@@ -21,6 +22,7 @@ public sealed class LoadedIndex
         _codes = new PartitionCodes?[manifest.Partitions.Count];
         _vectors = new PartitionVectors?[manifest.Partitions.Count];
         _attributes = new PartitionAttributes?[manifest.Partitions.Count];
+        Filters = new FilterCompiler(manifest.Attributes);
     }
 
     public IndexManifest Manifest { get; }
@@ -28,6 +30,27 @@ public sealed class LoadedIndex
     public MetricSpace Space { get; }
     public IndexStore Store => _store;
     public int PartitionCount => _codes.Length;
+    /// <summary>Compiles filters against this index's schema (dictionaries built once).</summary>
+    public FilterCompiler Filters { get; }
+    private string?[]? _keys;
+
+    /// <summary>The user's string id of a row, or null (no ids in the index, or none given for it).</summary>
+    public string? KeyOf(long row)
+    {
+        if (Manifest.Attributes is not { HasIds: true }) return null;
+        if (_keys is null)
+        {
+            var keys = new string?[Manifest.Count];
+            for (int p = 0; p < PartitionCount; p++)
+            {
+                var ids = Codes(p).Ids;
+                var k = Attributes(p)!.Keys!;
+                for (int i = 0; i < ids.Length; i++) keys[ids[i]] = k[i];
+            }
+            _keys = keys;
+        }
+        return _keys[row];
+    }
 
     /// <summary>Opens the current version; with <paramref name="loadAll"/> every partition is read and validated now.</summary>
     public static async Task<LoadedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default)
