@@ -52,6 +52,13 @@ public sealed class PartitionScanner
             for (int i = 0; i < n; i++) if (filterCodes[i] != 0) _candidates[candidates++] = i;
             stats.FilterRejected += n - candidates;
             if (candidates == 0) return;
+            // Few matches (a partition holding stragglers of a filter): exact distances on them cost less than
+            // rotating the query into this partition's frame (m_p × m multiply-adds) before any bound is known.
+            if ((long)candidates * vectors.Dimensions <= (long)md * m)
+            {
+                ScanCandidatesExactly(query, codes, vectors, attributes, filter, filterCodes, candidates, top, stats);
+                return;
+            }
         }
 
         var z = _z.AsSpan(0, md);
@@ -124,6 +131,28 @@ public sealed class PartitionScanner
             float threshold = top.Threshold;
             if (bound > threshold * (1 + Slack)) break;
             float dist = SquaredL2Bounded.Distance(internalQuery, vectors.Data.AsSpan(row * d, d), threshold);
+            stats.Reranked++;
+            stats.BytesTouched += d * sizeof(float);
+            if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
+        }
+    }
+
+    private void ScanCandidatesExactly(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
+        Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, int candidates, TopK top, QueryStats stats)
+    {
+        var q = query.Internal.AsSpan();
+        int d = vectors.Dimensions;
+        stats.AfterHamming += candidates;
+        for (int c = 0; c < candidates; c++)
+        {
+            int row = _candidates[c];
+            if (filterCodes[row] != 2)
+            {
+                stats.FilterRechecked++;
+                if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+            }
+            float threshold = top.Threshold;
+            float dist = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(row * d, d), threshold);
             stats.Reranked++;
             stats.BytesTouched += d * sizeof(float);
             if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);

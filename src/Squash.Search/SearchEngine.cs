@@ -112,7 +112,18 @@ public sealed class SearchEngine
 
         // The partition plan (everything that can match, in exact mode).
         var plan = new List<int>();
-        double limit = options.Exact ? double.PositiveInfinity : dist[order[firstMatching]] * options.CentroidFactor;
+        // The CF threshold is anchored on the nearest partition whose estimated match density is at least the
+        // index-wide one, not on the nearest partition: when the filter is anti-correlated with the query (it asks
+        // for another class), nearby partitions hold a few stragglers and the true nearest matches sit in the
+        // partitions where matches are dense, which a threshold anchored on the query's own cluster would miss.
+        double density = total / Math.Max(1, manifest.Count);
+        int anchor = firstMatching;
+        for (int i = firstMatching; i < p; i++)
+        {
+            int q = order[i];
+            if (upper[q] > 0 && est[q] >= density * manifest.Partitions[q].Count) { anchor = i; break; }
+        }
+        double limit = options.Exact ? double.PositiveInfinity : dist[order[anchor]] * options.CentroidFactor;
         double issued = 0, planCost = 0;
         int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
         for (int i = 0; i < p; i++)

@@ -17,7 +17,8 @@ public static class QueryCommand
         var cf = new Option<double>("--cf") { Description = "Centroid factor CF.", DefaultValueFactory = _ => SearchFlags.DefaultCf };
         var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
         var r = new Option<int>("--r") { Description = "Re-rank factor R (K·R exact distances per partition at most).", DefaultValueFactory = _ => SearchFlags.DefaultR };
-        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact };
+        var filterOption = new Option<string?>("--filter") { Description = "Filter JSON, e.g. {\"label\":{\"$in\":[1,2]},\"price\":{\"$lt\":100}} (applies to every query)." };
+        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact, filterOption };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
             var options = SearchFlags.Options(pr.GetValue(flags.K), pr.GetValue(cf), pr.GetValue(h), pr.GetValue(r), pr.GetValue(flags.Exact));
@@ -30,6 +31,7 @@ public static class QueryCommand
             var queries = VectorFile.Read(path, max > 0 ? max : null);
             CliErrors.Require(queries.Dimensions == loaded.Manifest.Dimensions,
                 $"--vectors: queries have {queries.Dimensions} dimensions but the index has {loaded.Manifest.Dimensions}");
+            if (pr.GetValue(filterOption) is { } filterJson) options = options with { Filter = loaded.Filters.Compile(filterJson) };
             var engine = new SearchEngine(loaded);
             var results = new SearchResult[queries.Count];
             Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = ct }, i => results[i] = engine.Search(queries.Row(i), options));
@@ -42,13 +44,14 @@ public static class QueryCommand
                     stdout.WriteLine(JsonSerializer.Serialize(new
                     {
                         query = i,
-                        results = res.Ids.Select((id, j) => new { id, distance = res.Distances[j] }),
+                        results = res.Ids.Select((id, j) => new { id, key = res.Keys?[j], distance = res.Distances[j] }),
                         stats = res.Stats,
                     }));
                 }
                 else
                 {
-                    stdout.WriteLine($"{i}: " + string.Join(' ', res.Ids.Select((id, j) => $"{id}:{res.Distances[j]:G6}")));
+                    // String ids when the index has them (row numbers for vectors without one).
+                    stdout.WriteLine($"{i}: " + string.Join(' ', res.Ids.Select((id, j) => $"{res.Keys?[j] ?? id.ToString(System.Globalization.CultureInfo.InvariantCulture)}:{res.Distances[j]:G6}")));
                 }
             }
             return 0;

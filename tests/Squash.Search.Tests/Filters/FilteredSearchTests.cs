@@ -72,7 +72,9 @@ public class FilteredSearchTests
 
     /// <summary>
     /// Attributes g and h never both hold 1 except on <paramref name="matches"/> rows of the partition farthest from
-    /// the query, so {"g":1,"h":1} looks plentiful everywhere by the independence estimate but only matches there.
+    /// the query, so {"g":1,"h":1} looks plentiful in every other partition by the independence estimate but only
+    /// matches there (the farthest partition's other rows hold neither, so its estimate stays low): the first
+    /// pass finds nothing and the follow-up pass must reach the farthest partition.
     /// </summary>
     [Theory]
     [InlineData(0)]
@@ -86,13 +88,13 @@ public class FilteredSearchTests
         var options = new IndexBuildOptions { Partitions = 10, Seed = 9 };
         var q = data.AsSpan(0, Dims).ToArray();
         int[] farRows;
-        using (var probe = new TestData.TempIndex(data, N, Dims, options with { Attributes = Table(new HashSet<int>()) }))
+        using (var probe = new TestData.TempIndex(data, N, Dims, options with { Attributes = Table([], []) }))
         {
             var (order, _) = probe.Engine.RankPartitions(new QueryContext(probe.Index, q));
-            farRows = probe.Index.Codes(order[^1]).Ids.Take(matches).ToArray();
+            farRows = probe.Index.Codes(order[^1]).Ids;
         }
-        var both = farRows.ToHashSet();
-        using var idx = new TestData.TempIndex(data, N, Dims, options with { Attributes = Table(both) });
+        var both = farRows.Take(matches).ToHashSet();
+        using var idx = new TestData.TempIndex(data, N, Dims, options with { Attributes = Table(both, farRows.ToHashSet()) });
         var filter = idx.Index.Filters.Compile("{\"g\":1,\"h\":1}");
         foreach (var strategy in new[] { FilterStrategy.Auto, FilterStrategy.Partitions, FilterStrategy.Direct })
             foreach (bool exact in new[] { false, true })
@@ -105,12 +107,12 @@ public class FilteredSearchTests
             }
     }
 
-    private static AttributeTable Table(HashSet<int> both)
+    private static AttributeTable Table(HashSet<int> both, HashSet<int> far)
     {
         var sb = new StringBuilder();
         for (int i = 0; i < N; i++)
         {
-            int g = both.Contains(i) || i % 2 == 0 ? 1 : 0, h = both.Contains(i) || i % 2 == 1 ? 1 : 0;
+            int g = both.Contains(i) || (!far.Contains(i) && i % 2 == 0) ? 1 : 0, h = both.Contains(i) || (!far.Contains(i) && i % 2 == 1) ? 1 : 0;
             sb.Append($"{{\"id\":\"k{i}\",\"attributes\":{{\"g\":{g},\"h\":{h}}}}}\n");
         }
         return AttributeReader.ReadJsonLines(new StringReader(sb.ToString()), "gh.jsonl");
