@@ -84,7 +84,7 @@ public sealed class SearchEngine
     /// Cost ≈ Σ over planned partitions of (m_p·m rotation + n_p code checks + est_p·m_p lower bounds
     /// + min(est_p, K·R)·D exact distances).</item>
     /// <item><b>direct</b>: every matching vector, exact distance (a brute force over the matching set).
-    /// Cost ≈ N code checks + est_total·D. Chosen when it is the cheaper one: selective filters, where the
+    /// Cost ≈ Σ n_p code checks over the partitions that can match + est_total·D. Chosen when it is the cheaper one: selective filters, where the
     /// partition plan would wander over many partitions to find K matches.</item>
     /// </list>
     /// Both are exact in exact mode (the partition plan then visits every partition that can match).
@@ -136,7 +136,9 @@ public sealed class SearchEngine
             var e = manifest.Partitions[q];
             planCost += (double)e.CodedDimensions * m + e.Count + est[q] * e.CodedDimensions + Math.Min(est[q], options.K * options.RerankFactor) * d;
         }
-        double directCost = manifest.Count + total * d;
+        // The direct scan reads codes only where something can match (upper > 0), like the plan.
+        double directCost = total * d;
+        for (int i = 0; i < p; i++) if (upper[i] > 0) directCost += manifest.Partitions[i].Count;
         stats.PartitionsPlanned = plan.Count;
         if (options.FilterStrategy == FilterStrategy.Direct || (options.FilterStrategy == FilterStrategy.Auto && directCost <= planCost))
         {

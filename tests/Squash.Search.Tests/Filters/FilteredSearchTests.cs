@@ -57,6 +57,13 @@ public class FilteredSearchTests
                 Assert.Equal(expected.Length, got.Ids.Length);
                 foreach (long id in got.Ids) Assert.True(match[id], $"{json}: {id} violates the filter ({strategy})");
                 Assert.Equal(got.Ids.Length, got.Ids.Distinct().Count());
+                if (strategy == FilterStrategy.Partitions)
+                {
+                    // The Hamming prune must only ever choose among rows that pass the code-level filter.
+                    var pruned = idx.Engine.Search(q, new SearchOptions { K = K, Filter = filter, FilterStrategy = strategy, HammingKeepPercent = 30 });
+                    Assert.Equal(expected.Length, pruned.Ids.Length);
+                    foreach (long id in pruned.Ids) Assert.True(match[id], $"{json}: {id} violates the filter (Hamming prune)");
+                }
                 if (strategy == FilterStrategy.Auto)
                 {
                     var truth = expected.Select(e => e.Id).ToHashSet();
@@ -116,6 +123,29 @@ public class FilteredSearchTests
             sb.Append($"{{\"id\":\"k{i}\",\"attributes\":{{\"g\":{g},\"h\":{h}}}}}\n");
         }
         return AttributeReader.ReadJsonLines(new StringReader(sb.ToString()), "gh.jsonl");
+    }
+
+    [Fact]
+    public void TheCostRuleScansSelectiveFiltersDirectlyAndBroadOnesByPartition()
+    {
+        // 64 dimensions: at 16 every strategy costs about the same and the rule may pick either.
+        const int dims = 64;
+        var data = TestData.Clustered(N, dims, clusters: 12, seed: 8);
+        var sb = new StringBuilder();
+        for (int i = 0; i < N; i++) sb.Append($"{{\"attributes\":{{\"bucket\":{i % 500},\"half\":{i % 2}}}}}\n");
+        var table = AttributeReader.ReadJsonLines(new StringReader(sb.ToString()), "b.jsonl");
+        using var idx = new TestData.TempIndex(data, N, dims, new IndexBuildOptions { Partitions = 12, Seed = 5, Attributes = table });
+        var q = data.AsSpan(5 * dims, dims);
+        var selective = idx.Engine.Search(q, new SearchOptions { K = K, Filter = idx.Index.Filters.Compile("{\"bucket\":7}") });
+        Assert.True(selective.Stats.Strategy == "direct", $"{selective.Stats.Strategy} est {selective.Stats.EstimatedMatches} planned {selective.Stats.PartitionsPlanned} scanned {selective.Stats.PartitionsScanned}");
+        Assert.Equal(6, selective.Ids.Length);
+        Assert.All(selective.Ids, id => Assert.Equal(7, id % 500));
+        var broad = idx.Engine.Search(q, new SearchOptions { K = K, Filter = idx.Index.Filters.Compile("{\"half\":1}") });
+        Assert.Equal("partitions", broad.Stats.Strategy);
+        Assert.Equal(K, broad.Ids.Length);
+        var none = idx.Engine.Search(q, new SearchOptions { K = K, Filter = idx.Index.Filters.Compile("{\"bucket\":{\"$gt\":600}}") });
+        Assert.Equal("none", none.Stats.Strategy);
+        Assert.Empty(none.Ids);
     }
 
     [Fact]
