@@ -119,7 +119,9 @@ public static class AttributeEncoding
         }
         if (distinct.Count <= MaxCells)
         {
-            distinct.Add(Math.BitIncrement(distinct[^1]));
+            // The top boundary only closes the last cell; keep it finite so the manifest stays valid JSON.
+            double top = Math.BitIncrement(distinct[^1]);
+            distinct.Add(double.IsFinite(top) ? top : distinct[^1]);
             return distinct.ToArray();
         }
         double[] b;

@@ -36,6 +36,18 @@ public class AttributeEncodingTests
     }
 
     [Fact]
+    public void ExtremeValuesKeepFiniteBoundaries()
+    {
+        var b = AttributeEncoding.FitBoundaries([-double.MaxValue, 0, double.MaxValue]);
+        Assert.All(b, v => Assert.True(double.IsFinite(v)));
+        Assert.Equal(2, AttributeEncoding.Encode(b, double.MaxValue));
+        var many = Enumerable.Range(0, 1000).Select(i => (i - 500) * 1e300).ToArray();
+        var b2 = AttributeEncoding.FitBoundaries(many);
+        Assert.All(b2, v => Assert.True(double.IsFinite(v)));
+        foreach (double v in many) Assert.InRange(AttributeEncoding.Encode(b2, v), 0, 254);
+    }
+
+    [Fact]
     public void ManyDistinctValuesGet255CellsSoThatCode255MeansMissing()
     {
         var values = Enumerable.Range(0, 5000).Select(i => Math.Sqrt(i) * 3.7).ToArray();
