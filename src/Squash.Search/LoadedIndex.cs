@@ -1,5 +1,6 @@
 using Squash.Core;
 using Squash.Index.Model;
+using Squash.Search.Filters;
 using Squash.Storage;
 
 namespace Squash.Search;
@@ -9,6 +10,7 @@ public sealed class LoadedIndex
 {
     private readonly PartitionCodes?[] _codes;
     private readonly PartitionVectors?[] _vectors;
+    private readonly PartitionAttributes?[] _attributes;
     private readonly IndexStore _store;
 
     private LoadedIndex(IndexStore store, IndexManifest manifest, RoutingData routing)
@@ -19,6 +21,8 @@ public sealed class LoadedIndex
         Space = new MetricSpace(MetricSpace.Parse(manifest.Metric), manifest.Dimensions, manifest.MaxNorm);
         _codes = new PartitionCodes?[manifest.Partitions.Count];
         _vectors = new PartitionVectors?[manifest.Partitions.Count];
+        _attributes = new PartitionAttributes?[manifest.Partitions.Count];
+        Filters = new FilterCompiler(manifest.Attributes);
     }
 
     public IndexManifest Manifest { get; }
@@ -26,6 +30,27 @@ public sealed class LoadedIndex
     public MetricSpace Space { get; }
     public IndexStore Store => _store;
     public int PartitionCount => _codes.Length;
+    /// <summary>Compiles filters against this index's schema (dictionaries built once).</summary>
+    public FilterCompiler Filters { get; }
+    private string?[]? _keys;
+
+    /// <summary>The user's string id of a row, or null (no ids in the index, or none given for it).</summary>
+    public string? KeyOf(long row)
+    {
+        if (Manifest.Attributes is not { HasIds: true }) return null;
+        if (_keys is null)
+        {
+            var keys = new string?[Manifest.Count];
+            for (int p = 0; p < PartitionCount; p++)
+            {
+                var ids = Codes(p).Ids;
+                var k = Attributes(p)!.Keys!;
+                for (int i = 0; i < ids.Length; i++) keys[ids[i]] = k[i];
+            }
+            _keys = keys;
+        }
+        return _keys[row];
+    }
 
     /// <summary>Opens the current version; with <paramref name="loadAll"/> every partition is read and validated now.</summary>
     public static async Task<LoadedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default) =>
@@ -45,6 +70,8 @@ public sealed class LoadedIndex
             {
                 index._codes[p] = await store.ReadCodesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
                 index._vectors[p] = await store.ReadVectorsAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
+                if (manifest.Attributes is not null)
+                    index._attributes[p] = await store.ReadAttributesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
             }).ConfigureAwait(false);
         }
         return index;
@@ -91,6 +118,15 @@ public sealed class LoadedIndex
 
     public PartitionCodes Codes(int p) => _codes[p] ?? LoadSync(p).Codes;
     public PartitionVectors Vectors(int p) => _vectors[p] ?? LoadSync(p).Vectors;
+
+    /// <summary>A partition's attributes; null when the index has none.</summary>
+    public PartitionAttributes? Attributes(int p)
+    {
+        if (Manifest.Attributes is null) return null;
+        if (_attributes[p] is { } a) return a;
+        lock (_attributes)
+            return _attributes[p] ??= _store.ReadAttributesAsync(Manifest, Manifest.Partitions[p]).GetAwaiter().GetResult();
+    }
 
     private (PartitionCodes Codes, PartitionVectors Vectors) LoadSync(int p)
     {

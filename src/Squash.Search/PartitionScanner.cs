@@ -23,9 +23,16 @@ public sealed class PartitionScanner
     private ushort[] _hamming = [];
     private int[] _order = [];
     private float[] _table = [];
+    private byte[] _filterCodes = [];
+    private int[] _candidates = [];
     private readonly BoundHeap _heap = new(16);
 
-    public void Scan(QueryContext query, PartitionCodes codes, PartitionVectors vectors, TopK top, SearchOptions options, QueryStats stats)
+    /// <summary>
+    /// With a filter (<see cref="SearchOptions.Filter"/>), rows the code-level pass rejects never reach the Hamming
+    /// or lower-bound stages, and a row whose codes only say "maybe" is rechecked on raw values before it may
+    /// enter the re-rank heap, so neither the heap's K·R slots nor the answer ever hold a violator.
+    /// </summary>
+    public void Scan(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes? attributes, TopK top, SearchOptions options, QueryStats stats)
     {
         int n = codes.Count, md = codes.CodedDimensions, m = codes.GlobalDimensions;
         stats.PartitionsScanned++;
@@ -34,23 +41,50 @@ public sealed class PartitionScanner
         EnsureCapacity(m, md, n, codes.SignWords);
         if (_table.Length < codes.Boundaries.Length) _table = new float[codes.Boundaries.Length];
 
+        var filter = options.Filter is { MatchesAll: false } f ? f : null;
+        int candidates = n;
+        var filterCodes = _filterCodes.AsSpan(0, n);
+        if (filter is not null)
+        {
+            if (attributes is null) throw new InvalidOperationException("a filtered scan needs the partition's attributes");
+            filter.EvaluateCodes(attributes, filterCodes);
+            candidates = 0;
+            for (int i = 0; i < n; i++) if (filterCodes[i] != 0) _candidates[candidates++] = i;
+            stats.FilterRejected += n - candidates;
+            if (candidates == 0) return;
+            // Few matches (a partition holding stragglers of a filter): exact distances on them cost less than
+            // rotating the query into this partition's frame (m_p × m multiply-adds) before any bound is known.
+            if ((long)candidates * vectors.Dimensions <= (long)md * m)
+            {
+                ScanCandidatesExactly(query, codes, vectors, attributes, filter, filterCodes, candidates, top, stats);
+                return;
+            }
+        }
+
         var z = _z.AsSpan(0, md);
         float eq = ProjectQuery(query, codes, _u.AsSpan(0, m), z);
 
         // Level 1: sign-code Hamming prune, keeping the closest H% (at least K·R), closest first.
-        int keep = n;
+        int keep = candidates;
         var order = _order.AsSpan(0, n);
         bool prune = !options.Exact && options.HammingKeepPercent < 100;
         if (prune)
         {
-            keep = Math.Min(n, Math.Max((int)Math.Ceiling(options.HammingKeepPercent / 100.0 * n), options.K * options.RerankFactor));
+            keep = Math.Min(candidates, Math.Max((int)Math.Ceiling(options.HammingKeepPercent / 100.0 * candidates), options.K * options.RerankFactor));
             var qs = _querySigns.AsSpan(0, codes.SignWords);
             SignCodes.Encode(z, qs);
             var ham = _hamming.AsSpan(0, n);
             int words = Math.Min(codes.SignWords, (options.HammingBits + 63) / 64);
             HammingPrefix(qs[..words], codes.Signs, codes.SignWords, n, ham);
-            keep = SelectInStorageOrder(ham, keep, words * 64, order);
+            // Filtered-out rows get a distance past every real one, so the selection never reaches them (keep ≤ candidates).
+            if (filter is not null)
+                for (int i = 0; i < n; i++) if (filterCodes[i] == 0) ham[i] = (ushort)(words * 64 + 1);
+            keep = SelectInStorageOrder(ham, keep, words * 64 + 1, order);
             stats.BytesTouched += (long)n * words * 8;
+        }
+        else if (filter is not null)
+        {
+            _candidates.AsSpan(0, candidates).CopyTo(order);
         }
         else
         {
@@ -78,6 +112,11 @@ public sealed class PartitionScanner
             if (start > bar) continue;
             float lb = LowerBoundTable.LowerBound(codes.Cells.AsSpan(row * md, md), table, offsets, start, bar);
             if (lb > bar) continue;
+            if (filter is not null && filterCodes[row] != 2)
+            {
+                stats.FilterRechecked++;
+                if (!filter.Matches(attributes!, row)) { stats.FilterRecheckRejected++; continue; }
+            }
             completed++;
             _heap.Push(lb, row);
         }
@@ -92,6 +131,28 @@ public sealed class PartitionScanner
             float threshold = top.Threshold;
             if (bound > threshold * (1 + Slack)) break;
             float dist = SquaredL2Bounded.Distance(internalQuery, vectors.Data.AsSpan(row * d, d), threshold);
+            stats.Reranked++;
+            stats.BytesTouched += d * sizeof(float);
+            if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
+        }
+    }
+
+    private void ScanCandidatesExactly(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
+        Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, int candidates, TopK top, QueryStats stats)
+    {
+        var q = query.Internal.AsSpan();
+        int d = vectors.Dimensions;
+        stats.AfterHamming += candidates;
+        for (int c = 0; c < candidates; c++)
+        {
+            int row = _candidates[c];
+            if (filterCodes[row] != 2)
+            {
+                stats.FilterRechecked++;
+                if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+            }
+            float threshold = top.Threshold;
+            float dist = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(row * d, d), threshold);
             stats.Reranked++;
             stats.BytesTouched += d * sizeof(float);
             if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
@@ -190,5 +251,7 @@ public sealed class PartitionScanner
         if (_querySigns.Length < words) _querySigns = new ulong[words];
         if (_hamming.Length < n) _hamming = new ushort[n];
         if (_order.Length < n) _order = new int[n];
+        if (_filterCodes.Length < n) _filterCodes = new byte[n];
+        if (_candidates.Length < n) _candidates = new int[n];
     }
 }

@@ -49,19 +49,22 @@ public sealed class SearchEngine
     {
         options.Validate();
         var ctx = new QueryContext(Index, query);
-        var stats = new QueryStats();
-        var top = NewTopK(options);
-        var plan = Plan(ctx, options);
-        stats.PartitionsPlanned = plan.Partitions.Length;
-        ScanPartitions(ctx, plan.Partitions, plan.CentroidDistances, options, top, stats);
-        return Finish(top.ToSortedArray(), ctx, stats);
+        var stats = new QueryStats { Passes = 1 };
+        var top = new TopK(Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)));
+        var (order, dist) = RankPartitions(ctx);
+        if (options.Filter is { MatchesAll: false }) return SearchFiltered(ctx, order, dist, top, options, stats);
+        int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
+        stats.PartitionsPlanned = selected;
+        ScanPartitions(ctx, order.AsSpan(0, selected), dist, options, top, stats);
+        return Finish(top, ctx, stats);
     }
 
     public TopK NewTopK(SearchOptions options) => new(Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)));
 
-    /// <summary>The partitions a query visits, nearest centroid first, with every partition's centroid distance.</summary>
+    /// <summary>The partitions an unfiltered query visits, nearest centroid first, with every partition's centroid distance.</summary>
     public QueryPlan Plan(QueryContext query, SearchOptions options)
     {
+        if (options.Filter is { MatchesAll: false }) throw new NotSupportedException("filtered queries are planned inside Search; the invocation tree carries unfiltered plans only");
         var (order, dist) = RankPartitions(query);
         int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
         return new QueryPlan(order[..selected], dist);
@@ -73,22 +76,11 @@ public sealed class SearchEngine
     /// because a candidate's fate never depends on the running threshold except where it could not
     /// have entered the answer anyway.
     /// </summary>
-    public void ScanPartitions(QueryContext query, ReadOnlySpan<int> partitions, ReadOnlySpan<float> centroidDistances,
+    public void ScanPartitions(QueryContext query, ReadOnlySpan<int> partitions, float[] centroidDistances,
         SearchOptions options, TopK top, QueryStats stats)
     {
         var scanner = _scanner.Value!;
-        var radii = Index.Routing.Radii;
-        foreach (int p in partitions)
-        {
-            // Safe skip: nothing in p can be closer than (centroid distance − radius).
-            float gap = centroidDistances[p] - radii[p];
-            if (gap > 0 && gap * gap > top.Threshold * (1 + 1e-5f))
-            {
-                stats.PartitionsSkippedByBound++;
-                continue;
-            }
-            scanner.Scan(query, Index.Codes(p), Index.Vectors(p), top, options, stats);
-        }
+        foreach (int p in partitions) ScanUnlessFar(scanner, query, p, centroidDistances, top, options, stats);
     }
 
     /// <summary>Turns merged internal neighbours (squared L2) into the reported answer.</summary>
@@ -101,8 +93,155 @@ public sealed class SearchEngine
             ids[i] = best[i].Id;
             distances[i] = Index.Space.ToReported(best[i].Distance, query.InputSquaredNorm);
         }
-        return new SearchResult(ids, distances, stats);
+        string?[]? keys = null;
+        if (Index.Manifest.Attributes is { HasIds: true })
+        {
+            keys = new string?[ids.Length];
+            for (int i = 0; i < ids.Length; i++) keys[i] = Index.KeyOf(ids[i]);
+        }
+        return new SearchResult(ids, distances, stats) { Keys = keys };
     }
+
+    /// <summary>Scans p unless nothing in it can beat the current k-th distance (centroid distance − radius).</summary>
+    private void ScanUnlessFar(PartitionScanner scanner, QueryContext ctx, int p, float[] dist, TopK top, SearchOptions options, QueryStats stats)
+    {
+        float gap = dist[p] - Index.Routing.Radii[p];
+        if (gap > 0 && gap * gap > top.Threshold * (1 + 1e-5f))
+        {
+            stats.PartitionsSkippedByBound++;
+            return;
+        }
+        scanner.Scan(ctx, Index.Codes(p), Index.Vectors(p), options.Filter is null ? null : Index.Attributes(p), top, options, stats);
+    }
+
+    /// <summary>
+    /// Filtered search. Per partition the manifest statistics give an estimated match count (attributes taken
+    /// as independent) and an upper bound on what the code-level filter can pass; partitions whose bound is 0
+    /// are never read. Two strategies, chosen by estimated work (multiply-adds):
+    /// <list type="bullet">
+    /// <item><b>partitions</b>: partitions in centroid-distance order until both the CF threshold is passed and the
+    /// estimated matches reach FilterMargin·K. The threshold is CF × the distance of the nearest partition that
+    /// can match. If the answer is then short of K, a second pass continues down the same order until it is
+    /// full or every partition has been visited, so with ≥ K matching vectors the answer always has K.
+    /// Cost ≈ Σ over planned partitions of (m_p·m rotation + n_p code checks + est_p·m_p lower bounds
+    /// + min(est_p, K·R)·D exact distances).</item>
+    /// <item><b>direct</b>: every matching vector, exact distance (a brute force over the matching set).
+    /// Cost ≈ Σ n_p code checks over the partitions that can match + est_total·D. Chosen when it is the cheaper one: selective filters, where the
+    /// partition plan would wander over many partitions to find K matches.</item>
+    /// </list>
+    /// Both are exact in exact mode (the partition plan then visits every partition that can match).
+    /// </summary>
+    private SearchResult SearchFiltered(QueryContext ctx, int[] order, float[] dist, TopK top, SearchOptions options, QueryStats stats)
+    {
+        var filter = options.Filter!;
+        var manifest = Index.Manifest;
+        int p = order.Length;
+        var est = new double[p];
+        var upper = new long[p];
+        double total = 0;
+        for (int i = 0; i < p; i++)
+        {
+            (est[i], upper[i]) = filter.Estimate(manifest.Partitions[i]);
+            total += est[i];
+        }
+        stats.EstimatedMatches = total;
+        int firstMatching = Array.FindIndex(order, q => upper[q] > 0);
+        if (firstMatching < 0)
+        {
+            stats.Strategy = "none";
+            return Finish(top, ctx, stats);
+        }
+
+        // The partition plan (everything that can match, in exact mode).
+        var plan = new List<int>();
+        // The CF threshold is anchored on the nearest partition whose estimated match density is at least the
+        // index-wide one, not on the nearest partition: when the filter is anti-correlated with the query (it asks
+        // for another class), nearby partitions hold a few stragglers and the true nearest matches sit in the
+        // partitions where matches are dense, which a threshold anchored on the query's own cluster would miss.
+        double density = total / Math.Max(1, manifest.Count);
+        int anchor = firstMatching;
+        for (int i = firstMatching; i < p; i++)
+        {
+            int q = order[i];
+            if (upper[q] > 0 && est[q] >= density * manifest.Partitions[q].Count) { anchor = i; break; }
+        }
+        double limit = options.Exact ? double.PositiveInfinity : dist[order[anchor]] * options.CentroidFactor;
+        double issued = 0, planCost = 0;
+        int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
+        for (int i = 0; i < p; i++)
+        {
+            int q = order[i];
+            if (upper[q] == 0) continue;
+            if (dist[q] > limit && issued >= options.FilterMargin * options.K) break;
+            plan.Add(q);
+            issued += est[q];
+            var e = manifest.Partitions[q];
+            planCost += (double)e.CodedDimensions * m + e.Count + est[q] * e.CodedDimensions + Math.Min(est[q], options.K * options.RerankFactor) * d;
+        }
+        // The direct scan reads codes only where something can match (upper > 0), like the plan.
+        double directCost = total * d;
+        for (int i = 0; i < p; i++) if (upper[i] > 0) directCost += manifest.Partitions[i].Count;
+        stats.PartitionsPlanned = plan.Count;
+        if (options.FilterStrategy == FilterStrategy.Direct || (options.FilterStrategy == FilterStrategy.Auto && directCost <= planCost))
+        {
+            stats.Strategy = "direct";
+            ScanDirect(ctx, order, upper, top, filter, stats);
+            return Finish(top, ctx, stats);
+        }
+
+        var scanner = _scanner.Value!;
+        foreach (int q in plan) ScanUnlessFar(scanner, ctx, q, dist, top, options, stats);
+        if (top.Count < top.Capacity)
+        {
+            // Follow-up pass: the estimates were optimistic; keep going in distance order until the answer is full.
+            stats.Passes = 2;
+            var visited = new HashSet<int>(plan);
+            for (int i = 0; i < p && top.Count < top.Capacity; i++)
+            {
+                int q = order[i];
+                if (upper[q] == 0 || visited.Contains(q)) continue;
+                stats.PartitionsPlanned++;
+                ScanUnlessFar(scanner, ctx, q, dist, top, options, stats);
+            }
+        }
+        return Finish(top, ctx, stats);
+    }
+
+    /// <summary>Exact distances to every vector that passes the filter (nearest partitions first, so the bound tightens early).</summary>
+    private void ScanDirect(QueryContext ctx, int[] order, long[] upper, TopK top, Filters.CompiledFilter filter, QueryStats stats)
+    {
+        byte[] result = [];
+        var q = ctx.Internal.AsSpan();
+        foreach (int p in order)
+        {
+            if (upper[p] == 0) continue;
+            var attrs = Index.Attributes(p)!;
+            var vectors = Index.Vectors(p);
+            var ids = Index.Codes(p).Ids;
+            int n = attrs.Count, dims = vectors.Dimensions;
+            if (result.Length < n) result = new byte[n];
+            var codes = result.AsSpan(0, n);
+            filter.EvaluateCodes(attrs, codes);
+            stats.PartitionsScanned++;
+            stats.VectorsConsidered += n;
+            for (int i = 0; i < n; i++)
+            {
+                if (codes[i] == 0) { stats.FilterRejected++; continue; }
+                if (codes[i] == 1)
+                {
+                    stats.FilterRechecked++;
+                    if (!filter.Matches(attrs, i)) { stats.FilterRecheckRejected++; continue; }
+                }
+                float threshold = top.Threshold;
+                float distance = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(i * dims, dims), threshold);
+                stats.Reranked++;
+                stats.BytesTouched += dims * sizeof(float);
+                if (distance <= threshold) top.TryAdd(ids[i], distance);
+            }
+        }
+    }
+
+    private SearchResult Finish(TopK top, QueryContext ctx, QueryStats stats) => Finish(top.ToSortedArray(), ctx, stats);
 }
 
 /// <summary>Partitions to visit (nearest centroid first) and the centroid distance of every partition.</summary>

@@ -1,3 +1,5 @@
+using Squash.Search.Filters;
+
 namespace Squash.Search;
 
 /// <summary>
@@ -22,6 +24,15 @@ public sealed record SearchOptions
     public int RerankFactor { get; init; } = 2;
     /// <summary>Exact mode: every partition, no Hamming prune, no re-rank cap: the answer equals brute force.</summary>
     public bool Exact { get; init; }
+    /// <summary>A filter compiled against this index (<see cref="LoadedIndex.Filters"/>); null: no filter.</summary>
+    public CompiledFilter? Filter { get; init; }
+    /// <summary>
+    /// The planner's safety margin: partitions past the CF threshold keep being added until the estimated
+    /// matches reach this × K.
+    /// </summary>
+    public double FilterMargin { get; init; } = 2;
+    /// <summary>Filtered queries: let the cost rule choose (Auto), or force a strategy (tests, benchmarks).</summary>
+    public FilterStrategy FilterStrategy { get; init; } = FilterStrategy.Auto;
 
     public void Validate()
     {
@@ -29,8 +40,18 @@ public sealed record SearchOptions
         if (!(CentroidFactor >= 1) || double.IsInfinity(CentroidFactor)) throw new ArgumentOutOfRangeException(nameof(CentroidFactor), CentroidFactor, "the centroid factor must be a finite number ≥ 1");
         if (!(HammingKeepPercent > 0 && HammingKeepPercent <= 100)) throw new ArgumentOutOfRangeException(nameof(HammingKeepPercent), HammingKeepPercent, "the Hamming keep percentage must be in (0, 100]");
         if (HammingBits < 1) throw new ArgumentOutOfRangeException(nameof(HammingBits), HammingBits, "the Hamming bit count must be ≥ 1");
+        if (!(FilterMargin >= 1) || double.IsInfinity(FilterMargin)) throw new ArgumentOutOfRangeException(nameof(FilterMargin), FilterMargin, "the filter margin must be a finite number ≥ 1");
         if (RerankFactor < 1) throw new ArgumentOutOfRangeException(nameof(RerankFactor), RerankFactor, "the re-rank factor must be ≥ 1");
     }
+}
+
+public enum FilterStrategy
+{
+    Auto,
+    /// <summary>Ranked partitions with the code-level filter inside each scan.</summary>
+    Partitions,
+    /// <summary>Exact distances to every matching vector.</summary>
+    Direct,
 }
 
 /// <summary>What one query cost, level by level.</summary>
@@ -50,9 +71,25 @@ public sealed class QueryStats
     public long Reranked { get; set; }
     /// <summary>Bytes of codes and raw vectors the query read (signs, code bytes, re-ranked rows).</summary>
     public long BytesTouched { get; set; }
+    /// <summary>How the query was answered: "partitions" (ranked partitions), "direct" (a selective filter: exact distances on every matching vector) or "none" (no vector can match).</summary>
+    public string Strategy { get; set; } = "partitions";
+    /// <summary>Passes over the partition order: 2 when the first pass left the answer short and a follow-up pass ran.</summary>
+    public int Passes { get; set; }
+    /// <summary>Matches the planner estimated from the manifest statistics (filtered queries).</summary>
+    public double EstimatedMatches { get; set; }
+    /// <summary>Rows the code-level filter rejected before any distance work.</summary>
+    public long FilterRejected { get; set; }
+    /// <summary>Rows the exact filter recheck examined, and those it rejected (code-level false positives).</summary>
+    public long FilterRechecked { get; set; }
+    public long FilterRecheckRejected { get; set; }
 
     public void Add(QueryStats o)
     {
+        Passes += o.Passes;
+        EstimatedMatches += o.EstimatedMatches;
+        FilterRejected += o.FilterRejected;
+        FilterRechecked += o.FilterRechecked;
+        FilterRecheckRejected += o.FilterRecheckRejected;
         PartitionsPlanned += o.PartitionsPlanned;
         PartitionsScanned += o.PartitionsScanned;
         PartitionsSkippedByBound += o.PartitionsSkippedByBound;
@@ -64,5 +101,11 @@ public sealed class QueryStats
     }
 }
 
-/// <summary>One answer: ids (row numbers in the index) and reported distances, best first.</summary>
-public sealed record SearchResult(long[] Ids, float[] Distances, QueryStats Stats);
+/// <summary>
+/// One answer: ids (row numbers in the index) and reported distances, best first; <see cref="Keys"/> holds the
+/// user's string ids when the index has them (null entries for vectors without one).
+/// </summary>
+public sealed record SearchResult(long[] Ids, float[] Distances, QueryStats Stats)
+{
+    public string?[]? Keys { get; init; }
+}

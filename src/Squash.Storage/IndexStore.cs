@@ -185,6 +185,13 @@ public sealed class IndexStore
         return PartitionVectors.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.InternalDimensions);
     }
 
+    public async Task<PartitionAttributes> ReadAttributesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
+    {
+        if (m.Attributes is null || p.Attributes is null) throw new CorruptIndexException($"index version {m.Version} has no attributes");
+        var name = VersionPrefix(m.Version) + p.Attributes.Name;
+        return PartitionAttributes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.Attributes);
+    }
+
     // Cached reads for warm instances. A segment's decoded size is close to its stored size (the
     // arrays are the sections), so the manifest's byte count is the cache charge.
 

@@ -7,6 +7,7 @@ using Squash.Cli.Bench;
 using Squash.Cli.Datasets;
 using Squash.Core.Collections;
 using Squash.Search;
+using Squash.Search.Filters;
 
 namespace Squash.Cli.Commands;
 
@@ -17,7 +18,8 @@ namespace Squash.Cli.Commands;
 public static class BenchCommand
 {
     public sealed record Point(double Cf, double H, int R, double Recall, double Qps, double P50, double P99,
-        double Partitions, double Considered, double AfterHamming, double AfterLowerBound, double Reranked, double Bytes);
+        double Partitions, double Considered, double AfterHamming, double AfterLowerBound, double Reranked, double Bytes,
+        double Passes = 1, int MaxPasses = 1, double DirectShare = 0, int Short = 0);
 
     public static Command Create()
     {
@@ -36,10 +38,11 @@ public static class BenchCommand
         var runs = new Option<int>("--runs") { Description = "Timed runs per point; the median QPS is reported.", DefaultValueFactory = _ => 3 };
         var limit = new Option<int>("--limit") { Description = "Use the first N queries (0: all).", DefaultValueFactory = _ => 0 };
         var bfQueries = new Option<int>("--brute-force-queries") { Description = "Queries timed for the brute-force baseline.", DefaultValueFactory = _ => 200 };
+        var filtersOption = new Option<string?>("--filters") { Description = "Filter JSON per query, one per line (then --ground-truth must be the filtered one)." };
         var outDir = new Option<string>("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
-            index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold,
+            index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold, filtersOption,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
@@ -62,6 +65,7 @@ public static class BenchCommand
 
             if (pr.GetValue(endpoint) is { } url)
             {
+                CliErrors.Require(pr.GetValue(filtersOption) is null, "--filters is not supported with --endpoint yet: the HTTP API does not take filters (issue #5)");
                 CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
                 int c = pr.GetValue(concurrency);
                 CliErrors.Require(c >= 1 && c <= 256, $"--concurrency must be 1..256, got {c}");
@@ -80,6 +84,19 @@ public static class BenchCommand
             var gt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
             CliErrors.Require(gt.Length >= q.Count, $"--ground-truth has {gt.Length} rows for {q.Count} queries");
             CliErrors.Require(gt.Take(q.Count).All(row => row.Length >= k), $"--ground-truth rows must hold at least k = {k} ids");
+            CompiledFilter[]? filters = null;
+            if (pr.GetValue(filtersOption) is { } filtersPath)
+            {
+                CliErrors.Require(File.Exists(filtersPath), $"--filters: file '{filtersPath}' does not exist");
+                var lines = File.ReadLines(filtersPath).Where(l => l.Trim().Length > 0).Take(q.Count).ToArray();
+                CliErrors.Require(lines.Length >= q.Count, $"--filters has {lines.Length} filters for {q.Count} queries");
+                filters = new CompiledFilter[q.Count];
+                for (int i = 0; i < q.Count; i++)
+                {
+                    try { filters[i] = loaded.Filters.Compile(lines[i]); }
+                    catch (FilterException e) { throw new UsageException($"--filters line {i + 1}: {e.Message}"); }
+                }
+            }
 
             var engine = new SearchEngine(loaded);
             var points = new List<Point>();
@@ -90,12 +107,13 @@ public static class BenchCommand
                         foreach (var bits in hbs)
                         {
                             ct.ThrowIfCancellationRequested();
-                            var p = Measure(engine, q, gt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits }, nRuns);
+                            var p = Measure(engine, q, gt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits }, nRuns, filters);
                             points.Add(p);
-                            Console.Error.WriteLine($"  cf={c} h={hv} r={rv} bits={bits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}");
+                            Console.Error.WriteLine($"  cf={c} h={hv} r={rv} bits={bits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
+                                + (filters is null ? "" : $", passes {p.Passes:F2} (max {p.MaxPasses}), direct {p.DirectShare:P1}, short answers {p.Short}"));
                         }
 
-            var (bfQps, bfRecall) = BruteForce(loaded, q, gt, k, Math.Min(bf, q.Count));
+            var (bfQps, bfRecall) = BruteForce(loaded, q, gt, k, Math.Min(bf, q.Count), filters);
             Report(points, bfQps, bfRecall, loaded, k);
             var dir = pr.GetValue(outDir)!;
             Directory.CreateDirectory(dir);
@@ -142,12 +160,15 @@ public static class BenchCommand
         }
     }
 
-    public static Point Measure(SearchEngine engine, VectorSet q, int[][] gt, SearchOptions options, int runs)
+    public static Point Measure(SearchEngine engine, VectorSet q, int[][] gt, SearchOptions options, int runs, CompiledFilter[]? filters = null)
     {
+        // Per-query options (the filter differs per query), built before timing.
+        var perQuery = new SearchOptions[q.Count];
+        for (int i = 0; i < q.Count; i++) perQuery[i] = filters is null ? options : options with { Filter = filters[i] };
         // Warm up caches and the JIT (tiered compilation needs a while to reach optimised code): at least
         // one second and at least 200 queries, cycling through the set.
         var warm = Stopwatch.StartNew();
-        for (int i = 0; i < 200 || warm.ElapsedMilliseconds < 1000; i++) engine.Search(q.Row(i % q.Count), options);
+        for (int i = 0; i < 200 || warm.ElapsedMilliseconds < 1000; i++) engine.Search(q.Row(i % q.Count), perQuery[i % q.Count]);
         var qpsRuns = new List<double>();
         LatencyRecorder? medianLatency = null;
         var latencies = new List<(double Qps, LatencyRecorder Rec)>();
@@ -159,7 +180,7 @@ public static class BenchCommand
             for (int i = 0; i < q.Count; i++)
             {
                 long t0 = Stopwatch.GetTimestamp();
-                results[i] = engine.Search(q.Row(i), options);
+                results[i] = engine.Search(q.Row(i), perQuery[i]);
                 long dt = Stopwatch.GetTimestamp() - t0;
                 total += dt;
                 rec.Record(dt);
@@ -177,7 +198,10 @@ public static class BenchCommand
         double n = q.Count;
         return new Point(options.CentroidFactor, options.HammingKeepPercent, options.RerankFactor, recall, median.Qps,
             medianLatency.PercentileMicros(50), medianLatency.PercentileMicros(99),
-            s.PartitionsScanned / n, s.VectorsConsidered / n, s.AfterHamming / n, s.AfterLowerBound / n, s.Reranked / n, s.BytesTouched / n);
+            s.PartitionsScanned / n, s.VectorsConsidered / n, s.AfterHamming / n, s.AfterLowerBound / n, s.Reranked / n, s.BytesTouched / n,
+            s.Passes / n, results.Max(x => x.Stats.Passes), results.Count(x => x.Stats.Strategy == "direct") / n,
+            // An answer is short when it has fewer results than the ground truth has valid ids (up to k).
+            Enumerable.Range(0, results.Length).Count(i => results[i].Ids.Length < gt[i].Take(options.K).Count(id => id >= 0)));
     }
 
     public static double Recall(IReadOnlyList<SearchResult> results, int[][] gt, int k)
@@ -185,15 +209,16 @@ public static class BenchCommand
         long hits = 0, total = 0;
         for (int i = 0; i < results.Count; i++)
         {
-            var truth = new HashSet<long>(gt[i].Take(k).Select(x => (long)x));
+            // Filtered ground truth pads rows with −1 when fewer than k vectors match.
+            var truth = new HashSet<long>(gt[i].Take(k).Where(x => x >= 0).Select(x => (long)x));
             hits += results[i].Ids.Count(truth.Contains);
-            total += Math.Min(k, gt[i].Length);
+            total += truth.Count;
         }
         return total == 0 ? 1 : hits / (double)total;
     }
 
     /// <summary>A flat scan of every stored vector with TensorPrimitives, one thread: the baseline.</summary>
-    public static (double Qps, double Recall) BruteForce(LoadedIndex index, VectorSet q, int[][] gt, int k, int count)
+    public static (double Qps, double Recall) BruteForce(LoadedIndex index, VectorSet q, int[][] gt, int k, int count, CompiledFilter[]? filters = null)
     {
         if (count == 0) return (0, 0);
         var space = index.Space;
@@ -209,8 +234,10 @@ public static class BenchCommand
             {
                 var v = index.Vectors(p);
                 var ids = index.Codes(p).Ids;
+                var attrs = filters is null ? null : index.Attributes(p);
                 for (int row = 0; row < v.Count; row++)
-                    top.TryAdd(ids[row], TensorPrimitives.Distance(mapped, v.Row(row)));
+                    if (filters is null || filters[i].Matches(attrs!, row))
+                        top.TryAdd(ids[row], TensorPrimitives.Distance(mapped, v.Row(row)));
             }
             total += Stopwatch.GetTimestamp() - t0;
             var best = top.ToSortedArray();
@@ -222,12 +249,13 @@ public static class BenchCommand
     private static void Report(List<Point> points, double bfQps, double bfRecall, LoadedIndex index, int k)
     {
         var table = new Table().Border(TableBorder.Simple);
-        foreach (var c in new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched" })
+        foreach (var c in new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched", "passes", "max passes", "direct", "short" })
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (var p in points)
             table.AddRow(p.Cf.ToString("G3"), p.H.ToString("G3"), p.R.ToString(), p.Recall.ToString("F4"), p.Qps.ToString("F0"),
                 p.P50.ToString("F0"), p.P99.ToString("F0"), p.Partitions.ToString("F1"), p.Considered.ToString("F0"),
-                p.AfterHamming.ToString("F0"), p.AfterLowerBound.ToString("F0"), p.Reranked.ToString("F0"), (p.Bytes / 1024).ToString("F0"));
+                p.AfterHamming.ToString("F0"), p.AfterLowerBound.ToString("F0"), p.Reranked.ToString("F0"), (p.Bytes / 1024).ToString("F0"),
+                p.Passes.ToString("F2"), p.MaxPasses.ToString(), p.DirectShare.ToString("P1"), p.Short.ToString());
         if (!AnsiConsole.Profile.Capabilities.Interactive) AnsiConsole.Profile.Width = 200;
         AnsiConsole.Write(table);
         double raw = (double)index.Manifest.InternalDimensions * 4;
@@ -245,9 +273,9 @@ public static class BenchCommand
     private static void WriteCsv(string path, List<Point> points, double bfQps)
     {
         using var w = new StreamWriter(path);
-        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps");
+        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers");
         foreach (var p in points)
-            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps }
+            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short }
                 .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))));
     }
 }

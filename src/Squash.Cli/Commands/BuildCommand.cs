@@ -3,6 +3,7 @@ using System.Diagnostics;
 using Spectre.Console;
 using Squash.Cli.Datasets;
 using Squash.Core;
+using Squash.Index.Attributes;
 using Squash.Index.Build;
 using Squash.Storage;
 
@@ -19,10 +20,12 @@ public static class BuildCommand
         var bits = new Option<double>("--bits-per-dim") { Description = "Average OSQ bits per kept KLT dimension, sign bits included (the code budget).", DefaultValueFactory = _ => 4.0 };
         var energy = new Option<double>("--energy") { Description = "Fraction of the variance the global KLT keeps (the rest goes to a residual norm).", DefaultValueFactory = _ => new IndexBuildOptions().EnergyKept };
         var maxBits = new Option<int>("--max-bits") { Description = "Most bits one dimension may get (1..8).", DefaultValueFactory = _ => 8 };
+        var attributes = new Option<string?>("--attributes") { Description = "Attributes beside the vectors, one row per vector by position: .jsonl ({\"id\":\"…\",\"attributes\":{…}}) or .csv (header row, optional id column)." };
+        var schema = new Option<string?>("--schema") { Description = "Declared attribute types, e.g. \"price:number,label:integer,colour:category,tags:tags,ok:bool\" (default: inferred)." };
         var seed = new Option<int>("--seed") { Description = "Seed for k-means; a build is deterministic for a seed.", DefaultValueFactory = _ => 42 };
         var cmd = new Command("build", "Build an index from a vector file and publish it as the index's current version.")
         {
-            index, vectors, metric, partitions, bits, maxBits, energy, seed,
+            index, vectors, metric, partitions, bits, maxBits, energy, seed, attributes, schema,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
@@ -44,7 +47,25 @@ public static class BuildCommand
             var clock = Stopwatch.StartNew();
             var set = VectorFile.Read(path);
             CliErrors.Require(p <= set.Count, $"--partitions ({p}) cannot exceed the number of vectors ({set.Count})");
-            var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(seed) };
+            AttributeTable? table = null;
+            if (pr.GetValue(attributes) is { } attrPath)
+            {
+                CliErrors.Require(File.Exists(attrPath), $"--attributes: file '{attrPath}' does not exist");
+                AttributeSchema? declared = null;
+                if (pr.GetValue(schema) is { } schemaText)
+                {
+                    try { declared = AttributeSchema.Parse(schemaText); }
+                    catch (ArgumentException ex) { throw new UsageException($"--schema: {ex.Message}"); }
+                }
+                table = AttributeReader.ReadFile(attrPath, declared);
+                CliErrors.Require(table.Count == set.Count, $"--attributes: '{attrPath}' has {table.Count:N0} rows but there are {set.Count:N0} vectors (rows are matched by position)");
+                Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
+            }
+            else
+            {
+                CliErrors.Require(pr.GetValue(schema) is null, "--schema needs --attributes");
+            }
+            var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(seed), Attributes = table };
             Console.Error.WriteLine($"read {set.Count:N0} × {set.Dimensions} vectors from {path} in {clock.Elapsed.TotalSeconds:F1} s");
 
             var manifest = await RunWithProgress(store, set, options, ct);

@@ -1,4 +1,6 @@
+using Squash.Index.Attributes;
 using Squash.Index.Format;
+using Squash.Search.Filters;
 using Squash.Storage;
 
 namespace Squash.Cli.Commands;
@@ -17,7 +19,8 @@ public static class CliErrors
         }
         catch (Exception e) when (e is UsageException or ArgumentException or InvalidDataException or CorruptIndexException
                                        or IndexNotFoundException or IOException or UnauthorizedAccessException
-                                       or BlobConditionFailedException or BlobNotFoundException or FormatException)
+                                       or BlobConditionFailedException or BlobNotFoundException or FormatException
+                                       or AttributeFormatException or FilterException)
         {
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;

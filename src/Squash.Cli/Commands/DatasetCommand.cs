@@ -21,6 +21,8 @@ public static class DatasetCommand
     private const string BaseLabelsFile = "base.labels.ivecs";
     private const string QueryLabelsFile = "query.labels.ivecs";
     private const string BaseAttributesFile = "base.attributes.jsonl";
+    private const string FiltersFile = "filters.jsonl";
+    private const string FilteredGroundTruthFile = "groundtruth.filtered.ivecs";
 
     public static Command Create()
     {
@@ -187,6 +189,18 @@ public static class DatasetCommand
 
             await GroundTruthAsync(ctx, baseSet, querySet, gtK, Metric.L2, outDir, ct);
 
+            // A label filter per query that never asks for the query's own label: (label + 1) mod 10, so the
+            // matches are about 10% of the base and mostly away from the query's own cluster.
+            var wanted = queryLabels.Select(l => (byte)((l + 1) % 10)).ToArray();
+            AtomicFile.WriteText(Path.Combine(outDir, FiltersFile), w =>
+            {
+                foreach (byte l in wanted) w.Write("{\"label\":" + l.ToString(CultureInfo.InvariantCulture) + "}\n");
+            });
+            var filteredTask = ctx.AddTask($"filtered ground truth (k={gtK})", maxValue: querySet.Count);
+            var filtered = await Task.Run(() => GroundTruth.Compute(baseSet, querySet, gtK, Metric.L2, new MonotonicProgress(filteredTask),
+                (qi, id) => baseLabels[id] == wanted[qi], ct), ct);
+            VectorFile.WriteIvecs(Path.Combine(outDir, FilteredGroundTruthFile), filtered);
+
             new DatasetManifest
             {
                 Name = "fashion-mnist",
@@ -203,6 +217,8 @@ public static class DatasetCommand
                     [DatasetManifest.Roles.BaseLabels] = BaseLabelsFile,
                     [DatasetManifest.Roles.QueryLabels] = QueryLabelsFile,
                     [DatasetManifest.Roles.BaseAttributes] = BaseAttributesFile,
+                    ["filters"] = FiltersFile,
+                    ["filteredGroundTruth"] = FilteredGroundTruthFile,
                 },
                 Provenance = new Dictionary<string, string> { ["source"] = Path.GetFullPath(source) },
             }.Write(Path.Combine(outDir, DatasetManifest.FileName));

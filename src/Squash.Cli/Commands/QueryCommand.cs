@@ -18,7 +18,8 @@ public static class QueryCommand
         var cf = new Option<double>("--cf") { Description = "Centroid factor CF.", DefaultValueFactory = _ => SearchFlags.DefaultCf };
         var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
         var r = new Option<int>("--r") { Description = "Re-rank factor R (K·R exact distances per partition at most).", DefaultValueFactory = _ => SearchFlags.DefaultR };
-        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact, endpoint };
+        var filterOption = new Option<string?>("--filter") { Description = "Filter JSON, e.g. {\"label\":{\"$in\":[1,2]},\"price\":{\"$lt\":100}} (applies to every query)." };
+        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact, endpoint, filterOption };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
@@ -29,6 +30,7 @@ public static class QueryCommand
             CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
             if (pr.GetValue(endpoint) is { } url)
             {
+                CliErrors.Require(pr.GetValue(filterOption) is null, "--filter is not supported with --endpoint yet: the HTTP API does not take filters (issue #5)");
                 CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
                 var vs = VectorFile.Read(path, max > 0 ? max : null);
                 using var http = new HttpClient { BaseAddress = new Uri(uri!.ToString().TrimEnd('/') + "/"), Timeout = TimeSpan.FromMinutes(2) };
@@ -58,6 +60,7 @@ public static class QueryCommand
             var queries = VectorFile.Read(path, max > 0 ? max : null);
             CliErrors.Require(queries.Dimensions == loaded.Manifest.Dimensions,
                 $"--vectors: queries have {queries.Dimensions} dimensions but the index has {loaded.Manifest.Dimensions}");
+            if (pr.GetValue(filterOption) is { } filterJson) options = options with { Filter = loaded.Filters.Compile(filterJson) };
             var engine = new SearchEngine(loaded);
             var results = new SearchResult[queries.Count];
             Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = ct }, i => results[i] = engine.Search(queries.Row(i), options));
@@ -70,13 +73,14 @@ public static class QueryCommand
                     stdout.WriteLine(JsonSerializer.Serialize(new
                     {
                         query = i,
-                        results = res.Ids.Select((id, j) => new { id, distance = res.Distances[j] }),
+                        results = res.Ids.Select((id, j) => new { id, key = res.Keys?[j], distance = res.Distances[j] }),
                         stats = res.Stats,
                     }));
                 }
                 else
                 {
-                    stdout.WriteLine($"{i}: " + string.Join(' ', res.Ids.Select((id, j) => $"{id}:{res.Distances[j]:G6}")));
+                    // String ids when the index has them (row numbers for vectors without one).
+                    stdout.WriteLine($"{i}: " + string.Join(' ', res.Ids.Select((id, j) => $"{res.Keys?[j] ?? id.ToString(System.Globalization.CultureInfo.InvariantCulture)}:{res.Distances[j]:G6}")));
                 }
             }
             return 0;

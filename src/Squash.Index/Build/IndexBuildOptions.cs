@@ -1,4 +1,5 @@
 using Squash.Core;
+using Squash.Index.Attributes;
 
 namespace Squash.Index.Build;
 
@@ -18,6 +19,8 @@ public sealed record IndexBuildOptions
     /// Fewer kept components make every query's rotations cheaper (m × d once, m_p × m per partition).
     /// </summary>
     public double EnergyKept { get; init; } = 0.95;
+    /// <summary>Attributes of every vector (row i describes vector i), or null.</summary>
+    public AttributeTable? Attributes { get; init; }
 
     /// <summary>
     /// Default partition count: P = clamp(N / 1,000, 1, 4,096). A partition is the unit of work a function
@@ -36,6 +39,8 @@ public sealed record IndexBuildOptions
         if (MaxBitsPerDimension is < 1 or > 8) throw new ArgumentException("max bits per dimension must be 1..8");
         if (Balance is <= 0 or >= 1) throw new ArgumentException("balance must be in (0, 1)");
         if (!(EnergyKept > 0 && EnergyKept <= 1)) throw new ArgumentException($"the kept energy fraction must be in (0, 1], got {EnergyKept}");
+        if (Attributes is not null && Attributes.Count != count)
+            throw new ArgumentException($"the attributes file has {Attributes.Count:N0} rows but there are {count:N0} vectors (rows are matched by position)");
         if (KMeansIterations < 1) throw new ArgumentException("k-means iterations must be ≥ 1");
     }
 }

@@ -3,6 +3,7 @@ using Squash.Core;
 using Squash.Core.Linalg;
 using Squash.Core.Partitioning;
 using Squash.Core.Quantization;
+using Squash.Index.Attributes;
 using Squash.Index.Model;
 
 namespace Squash.Index.Build;
@@ -66,6 +67,8 @@ public static class IndexBuilder
             outsideGlobal[i] = s - t;
         });
 
+        var attributeInfo = options.Attributes is null ? null : AttributeEncoding.Fit(options.Attributes);
+
         // 4. Encode partitions in parallel; each writes its two segments as soon as it is done.
         var centroids = new float[(long)partitions * d];
         var radii = new float[partitions];
@@ -84,6 +87,17 @@ public static class IndexBuilder
                 var vectorBytes = encoded.Vectors.ToSegment();
                 await sink.WriteAsync(codesName, codesBytes, ct).ConfigureAwait(false);
                 await sink.WriteAsync(vectorsName, vectorBytes, ct).ConfigureAwait(false);
+                SegmentRef? attributesRef = null;
+                AttributeStats[]? stats = null;
+                if (attributeInfo is not null)
+                {
+                    var attrs = PartitionAttributes.Encode(options.Attributes!, attributeInfo, members[p]);
+                    var attributesName = $"p{p:D5}.attributes.seg";
+                    var attributeBytes = attrs.ToSegment();
+                    await sink.WriteAsync(attributesName, attributeBytes, ct).ConfigureAwait(false);
+                    attributesRef = new SegmentRef(attributesName, attributeBytes.LongLength);
+                    stats = attrs.Statistics();
+                }
                 entries[p] = new PartitionEntry
                 {
                     Id = p,
@@ -92,6 +106,8 @@ public static class IndexBuilder
                     BitsPerVector = encoded.Codes.BitsPerVector,
                     Codes = new SegmentRef(codesName, codesBytes.LongLength),
                     Vectors = new SegmentRef(vectorsName, vectorBytes.LongLength),
+                    Attributes = attributesRef,
+                    AttributeStats = stats,
                 };
                 progress?.Report(new("encode", Interlocked.Increment(ref done) / (double)partitions));
             }).ConfigureAwait(false);
@@ -132,6 +148,7 @@ public static class IndexBuilder
             },
             Routing = new SegmentRef(routingName, routingBytes.LongLength),
             Partitions = entries,
+            Attributes = attributeInfo,
         };
     }
 

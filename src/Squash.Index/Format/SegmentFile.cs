@@ -14,6 +14,8 @@ public enum SegmentKind : uint
     Codes = 2,
     /// <summary>One partition's raw vectors (internal metric space) for exact re-ranking.</summary>
     Vectors = 3,
+    /// <summary>One partition's attribute codes, raw values for the exact filter recheck, and string ids.</summary>
+    Attributes = 4,
 }
 
 /// <summary>Thrown when a segment or manifest fails validation; the message names the file.</summary>

@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using Squash.Index.Attributes;
 using Squash.Index.Format;
 
 namespace Squash.Index.Model;
@@ -30,6 +31,8 @@ public sealed record IndexManifest
     public required BuildParameters Build { get; init; }
     public required SegmentRef Routing { get; init; }
     public required IReadOnlyList<PartitionEntry> Partitions { get; init; }
+    /// <summary>Attribute schema and encoders; null when the index was built without attributes.</summary>
+    public IndexAttributes? Attributes { get; init; }
 
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, ManifestJson.Default.IndexManifest);
 
@@ -54,6 +57,16 @@ public sealed record IndexManifest
         if (m.Partitions.Count == 0 && m.Count > 0) throw new CorruptIndexException($"manifest '{name}' lists no partitions");
         if (m.Partitions.Sum(p => (long)p.Count) != m.Count)
             throw new CorruptIndexException($"manifest '{name}': partition sizes do not add up to the vector count");
+        if (m.Attributes is { } attrs)
+        {
+            foreach (var p in m.Partitions)
+                if (p.Attributes is null || p.AttributeStats is null || p.AttributeStats.Count != attrs.Attributes.Count)
+                    throw new CorruptIndexException($"manifest '{name}': partition {p.Id} lacks its attribute segment or statistics");
+            foreach (var a in attrs.Attributes)
+                if (a.Type is AttributeType.Number or AttributeType.Integer
+                    && (a.Boundaries is null || a.Cells is < 1 or > AttributeEncoding.MaxCells || a.CellMin?.Length != a.Cells || a.CellMax?.Length != a.Cells || a.CellCounts?.Length != a.Cells))
+                    throw new CorruptIndexException($"manifest '{name}': attribute '{a.Name}' has inconsistent cells");
+        }
         return m;
     }
 }
@@ -84,6 +97,10 @@ public sealed record PartitionEntry
     public required int BitsPerVector { get; init; }
     public required SegmentRef Codes { get; init; }
     public required SegmentRef Vectors { get; init; }
+    /// <summary>The attribute segment (null without attributes).</summary>
+    public SegmentRef? Attributes { get; init; }
+    /// <summary>Per-attribute code counts, in schema order: what the filter planner estimates from.</summary>
+    public IReadOnlyList<AttributeStats>? AttributeStats { get; init; }
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]

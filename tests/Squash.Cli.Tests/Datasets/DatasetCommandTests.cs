@@ -174,6 +174,19 @@ public sealed class DatasetCommandTests : IDisposable
         double agreement = Enumerable.Range(0, 500).Average(q => truth[q].Count(id => baseLabels[id][0] == queryLabels[q][0]) / 10.0);
         Assert.True(agreement > 0.6, $"label agreement of neighbours {agreement:F2}");
 
+        // The label filter per query asks for the next label, and the filtered ground truth honours it.
+        var filters = File.ReadAllLines(Path.Combine(outDir, "filters.jsonl"));
+        Assert.Equal(500, filters.Length);
+        var filtered = VectorFile.ReadIvecs(Path.Combine(outDir, "groundtruth.filtered.ivecs"));
+        Assert.Equal(500, filtered.Length);
+        for (int q = 0; q < 500; q++)
+        {
+            int wanted = (queryLabels[q][0] + 1) % 10;
+            Assert.Equal($"{{\"label\":{wanted}}}", filters[q]);
+            Assert.All(filtered[q], id => Assert.Equal(wanted, baseLabels[id][0]));
+        }
+        Assert.NotEqual(truth[0], filtered[0]);
+
         var manifest = DatasetManifest.Read(Path.Combine(outDir, "dataset.json"));
         Assert.Equal(("fashion-mnist", Metric.L2, 784, 60_000, 500), (manifest.Name, manifest.Metric, manifest.Dimensions, manifest.BaseCount, manifest.QueryCount));
         Assert.Equal("base.attributes.jsonl", manifest.Files[DatasetManifest.Roles.BaseAttributes]);

@@ -1,0 +1,247 @@
+using System.Runtime.InteropServices;
+using System.Text;
+using Squash.Index.Attributes;
+using Squash.Index.Format;
+
+namespace Squash.Index.Model;
+
+/// <summary>
+/// One attribute of one partition, in scan form:
+/// number/integer: <see cref="Codes"/> (cell, 255 = missing) and the raw values for the exact recheck;
+/// bool: <see cref="Codes"/> (0/1, 255 = missing); category: <see cref="Ids"/> (dictionary id, −1 = missing);
+/// tags: <see cref="Present"/> plus a sorted id list per row (<see cref="TagOffsets"/>, <see cref="TagIds"/>).
+/// </summary>
+public sealed class PartitionAttributeColumn
+{
+    public required AttributeType Type { get; init; }
+    public byte[]? Codes { get; init; }
+    public double[]? Numbers { get; init; }
+    public long[]? Integers { get; init; }
+    public int[]? Ids { get; init; }
+    public byte[]? Present { get; init; }
+    public int[]? TagOffsets { get; init; }
+    public int[]? TagIds { get; init; }
+
+    public bool IsPresent(int row) => Type switch
+    {
+        AttributeType.Category => Ids![row] >= 0,
+        AttributeType.Tags => Present![row] != 0,
+        _ => Codes![row] != AttributeEncoding.MissingCode,
+    };
+
+    public ReadOnlySpan<int> Tags(int row) => TagIds.AsSpan(TagOffsets![row], TagOffsets[row + 1] - TagOffsets[row]);
+}
+
+/// <summary>
+/// One partition's attributes (rows in the partition's storage order) and optional string ids; stored as its
+/// own segment so that a query without a filter never reads it.
+/// Sections: 1 id offsets (int, n + 1), 2 id UTF-8 bytes, 3 id present (byte); attribute a uses 16 + 8a + k:
+/// k = 0 codes / category ids / tag presence, 1 raw numbers, 2 tag offsets, 3 tag ids.
+/// </summary>
+public sealed class PartitionAttributes
+{
+    private const uint KeyOffsetSection = 1, KeyBytesSection = 2, KeyPresentSection = 3;
+    private static uint Section(int a, int k) => (uint)(16 + 8 * a + k);
+
+    public required int Count { get; init; }
+    public required PartitionAttributeColumn[] Columns { get; init; }
+    /// <summary>User ids (null: none given for that vector); null when the index has no ids.</summary>
+    public string?[]? Keys { get; init; }
+    public long StoredBytes { get; init; }
+
+    /// <summary>Encodes the given rows (ascending row numbers) of the table with the index-wide encoders.</summary>
+    public static PartitionAttributes Encode(AttributeTable table, IndexAttributes info, int[] rows)
+    {
+        int n = rows.Length;
+        var columns = new PartitionAttributeColumn[table.Columns.Length];
+        for (int a = 0; a < columns.Length; a++)
+        {
+            var col = table.Columns[a];
+            var def = info.Attributes[a];
+            switch (def.Type)
+            {
+                case AttributeType.Number:
+                case AttributeType.Integer:
+                {
+                    var codes = new byte[n];
+                    double[]? numbers = def.Type == AttributeType.Number ? new double[n] : null;
+                    long[]? integers = def.Type == AttributeType.Integer ? new long[n] : null;
+                    for (int i = 0; i < n; i++)
+                    {
+                        int r = rows[i];
+                        if (!col.IsPresent(r)) { codes[i] = AttributeEncoding.MissingCode; continue; }
+                        double v = numbers is not null ? numbers[i] = col.Numbers![r] : integers![i] = col.Integers![r];
+                        codes[i] = (byte)AttributeEncoding.Encode(def.Boundaries, v);
+                    }
+                    columns[a] = new PartitionAttributeColumn { Type = def.Type, Codes = codes, Numbers = numbers, Integers = integers };
+                    break;
+                }
+                case AttributeType.Bool:
+                {
+                    var codes = new byte[n];
+                    for (int i = 0; i < n; i++) codes[i] = col.IsPresent(rows[i]) ? (byte)col.Ids![rows[i]] : AttributeEncoding.MissingCode;
+                    columns[a] = new PartitionAttributeColumn { Type = def.Type, Codes = codes };
+                    break;
+                }
+                case AttributeType.Category:
+                {
+                    var ids = new int[n];
+                    for (int i = 0; i < n; i++) ids[i] = col.IsPresent(rows[i]) ? col.Ids![rows[i]] : -1;
+                    columns[a] = new PartitionAttributeColumn { Type = def.Type, Ids = ids };
+                    break;
+                }
+                default:
+                {
+                    var present = new byte[n];
+                    var offsets = new int[n + 1];
+                    var ids = new List<int>();
+                    for (int i = 0; i < n; i++)
+                    {
+                        offsets[i] = ids.Count;
+                        present[i] = col.Present[rows[i]];
+                        if (present[i] != 0) foreach (int t in col.Tags(rows[i])) ids.Add(t);
+                    }
+                    offsets[n] = ids.Count;
+                    columns[a] = new PartitionAttributeColumn { Type = def.Type, Present = present, TagOffsets = offsets, TagIds = ids.ToArray() };
+                    break;
+                }
+            }
+        }
+        string?[]? keys = null;
+        if (table.Ids is not null)
+        {
+            keys = new string?[n];
+            for (int i = 0; i < n; i++) keys[i] = table.Ids[rows[i]];
+        }
+        return new PartitionAttributes { Count = n, Columns = columns, Keys = keys };
+    }
+
+    /// <summary>Per-attribute code counts for the manifest (the planner's view of this partition).</summary>
+    public AttributeStats[] Statistics()
+    {
+        var stats = new AttributeStats[Columns.Length];
+        for (int a = 0; a < Columns.Length; a++)
+        {
+            var c = Columns[a];
+            var counts = new SortedDictionary<int, int>();
+            int missing = 0;
+            for (int i = 0; i < Count; i++)
+            {
+                if (!c.IsPresent(i)) { missing++; continue; }
+                switch (c.Type)
+                {
+                    case AttributeType.Category: Bump(counts, c.Ids![i]); break;
+                    case AttributeType.Tags: foreach (int t in c.Tags(i)) Bump(counts, t); break;
+                    default: Bump(counts, c.Codes![i]); break;
+                }
+            }
+            stats[a] = new AttributeStats { Missing = missing, Codes = counts.Keys.ToArray(), Counts = counts.Values.ToArray() };
+        }
+        return stats;
+    }
+
+    private static void Bump(SortedDictionary<int, int> d, int key) => d[key] = d.TryGetValue(key, out int v) ? v + 1 : 1;
+
+    public byte[] ToSegment()
+    {
+        var sections = new List<(uint, ReadOnlyMemory<byte>)>();
+        if (Keys is not null)
+        {
+            var offsets = new int[Count + 1];
+            var present = new byte[Count];
+            var bytes = new MemoryStream();
+            for (int i = 0; i < Count; i++)
+            {
+                offsets[i] = (int)bytes.Length;
+                if (Keys[i] is { } k) { present[i] = 1; bytes.Write(Encoding.UTF8.GetBytes(k)); }
+            }
+            offsets[Count] = (int)bytes.Length;
+            sections.Add((KeyOffsetSection, SegmentFile.Bytes(offsets)));
+            sections.Add((KeyBytesSection, bytes.ToArray()));
+            sections.Add((KeyPresentSection, present));
+        }
+        for (int a = 0; a < Columns.Length; a++)
+        {
+            var c = Columns[a];
+            switch (c.Type)
+            {
+                case AttributeType.Number: sections.Add((Section(a, 0), c.Codes!)); sections.Add((Section(a, 1), SegmentFile.Bytes(c.Numbers!))); break;
+                case AttributeType.Integer: sections.Add((Section(a, 0), c.Codes!)); sections.Add((Section(a, 1), SegmentFile.Bytes(c.Integers!))); break;
+                case AttributeType.Bool: sections.Add((Section(a, 0), c.Codes!)); break;
+                case AttributeType.Category: sections.Add((Section(a, 0), SegmentFile.Bytes(c.Ids!))); break;
+                default:
+                    sections.Add((Section(a, 0), c.Present!));
+                    sections.Add((Section(a, 2), SegmentFile.Bytes(c.TagOffsets!)));
+                    sections.Add((Section(a, 3), SegmentFile.Bytes(c.TagIds!)));
+                    break;
+            }
+        }
+        return SegmentFile.Write(SegmentKind.Attributes, Count, Columns.Length, sections);
+    }
+
+    /// <summary>Reads and validates against the manifest (row count, attribute count, code ranges).</summary>
+    public static PartitionAttributes FromSegment(byte[] file, string name, PartitionEntry entry, IndexAttributes info)
+    {
+        var v = SegmentFile.Open(file, name, SegmentKind.Attributes);
+        int n = entry.Count;
+        if (v.Rows != n || v.Columns != info.Attributes.Count) throw new CorruptIndexException($"segment '{name}' does not match its manifest entry (rows or attribute count)");
+        string?[]? keys = null;
+        if (info.HasIds)
+        {
+            var offsets = v.Array<int>(KeyOffsetSection, n + 1);
+            var bytes = v.Section(KeyBytesSection);
+            var present = v.Array<byte>(KeyPresentSection, n);
+            keys = new string?[n];
+            for (int i = 0; i < n; i++)
+            {
+                if (offsets[i] < 0 || offsets[i + 1] < offsets[i] || offsets[i + 1] > bytes.Length) throw new CorruptIndexException($"segment '{name}' has bad id offsets");
+                if (present[i] != 0) keys[i] = Encoding.UTF8.GetString(bytes[offsets[i]..offsets[i + 1]]);
+            }
+        }
+        var columns = new PartitionAttributeColumn[info.Attributes.Count];
+        for (int a = 0; a < columns.Length; a++)
+        {
+            var def = info.Attributes[a];
+            switch (def.Type)
+            {
+                case AttributeType.Number:
+                case AttributeType.Integer:
+                case AttributeType.Bool:
+                {
+                    var codes = v.Array<byte>(Section(a, 0), n);
+                    int limit = def.Type == AttributeType.Bool ? 2 : def.Cells;
+                    foreach (byte c in codes)
+                        if (c != AttributeEncoding.MissingCode && c >= limit) throw new CorruptIndexException($"segment '{name}' attribute '{def.Name}' has code {c} outside its {limit} cells");
+                    columns[a] = new PartitionAttributeColumn
+                    {
+                        Type = def.Type,
+                        Codes = codes,
+                        Numbers = def.Type == AttributeType.Number ? v.Array<double>(Section(a, 1), n) : null,
+                        Integers = def.Type == AttributeType.Integer ? v.Array<long>(Section(a, 1), n) : null,
+                    };
+                    break;
+                }
+                case AttributeType.Category:
+                {
+                    var ids = v.Array<int>(Section(a, 0), n);
+                    int count = def.Values?.Length ?? 0;
+                    foreach (int id in ids) if (id < -1 || id >= count) throw new CorruptIndexException($"segment '{name}' attribute '{def.Name}' has value id {id} outside its dictionary");
+                    columns[a] = new PartitionAttributeColumn { Type = def.Type, Ids = ids };
+                    break;
+                }
+                default:
+                {
+                    var offsets = v.Array<int>(Section(a, 2), n + 1);
+                    var ids = MemoryMarshal.Cast<byte, int>(v.Section(Section(a, 3))).ToArray();
+                    int count = def.Values?.Length ?? 0;
+                    if (offsets[0] != 0 || offsets[n] != ids.Length) throw new CorruptIndexException($"segment '{name}' attribute '{def.Name}' has bad tag offsets");
+                    for (int i = 0; i < n; i++) if (offsets[i + 1] < offsets[i]) throw new CorruptIndexException($"segment '{name}' attribute '{def.Name}' has bad tag offsets");
+                    foreach (int id in ids) if (id < 0 || id >= count) throw new CorruptIndexException($"segment '{name}' attribute '{def.Name}' has tag id {id} outside its dictionary");
+                    columns[a] = new PartitionAttributeColumn { Type = def.Type, Present = v.Array<byte>(Section(a, 0), n), TagOffsets = offsets, TagIds = ids };
+                    break;
+                }
+            }
+        }
+        return new PartitionAttributes { Count = n, Columns = columns, Keys = keys, StoredBytes = file.LongLength };
+    }
+}

@@ -1,0 +1,331 @@
+using System.Text.Json;
+using Squash.Index.Attributes;
+using Squash.Index.Model;
+
+namespace Squash.Search.Filters;
+
+/// <summary>A filter that cannot be compiled; <see cref="Path"/> is the JSON path of the offending part (e.g. <c>$.price.$lt</c>).</summary>
+public sealed class FilterException(string path, string detail) : Exception($"filter {path}: {detail}")
+{
+    public string Path { get; } = path;
+    public string Detail { get; } = detail;
+}
+
+/// <summary>
+/// Compiles filters in the Pinecone / S3-Vectors JSON convention against an index's schema, once per query:
+/// <code>
+/// {"category": {"$in": ["shoes", "bags"]}, "price": {"$lt": 100}, "$or": [{...}, {...}]}
+/// </code>
+/// Operators: $eq $ne $lt $lte $gt $gte $in $nin $exists on a field; $and $or (arrays of filters) and $not
+/// (a filter, or a field's operator object) anywhere. An object's fields combine with AND; a bare value means
+/// $eq. On tags, $eq/$in mean "holds one of", $ne/$nin "holds none of".
+/// Missing values: a vector without the attribute matches $exists:false, $ne and $nin, and every comparison,
+/// $eq and $in on it is false; $not is plain negation, so $not of a false clause matches it.
+/// The per-index dictionaries (string → id) are built once here and shared by every query.
+/// </summary>
+public sealed class FilterCompiler
+{
+    public const int MaxDepth = 32;
+
+    private readonly IndexAttributes? _attributes;
+    private readonly Dictionary<string, int>?[] _dictionaries;
+
+    public FilterCompiler(IndexAttributes? attributes)
+    {
+        _attributes = attributes;
+        int count = attributes?.Attributes.Count ?? 0;
+        _dictionaries = new Dictionary<string, int>?[count];
+        for (int a = 0; a < count; a++)
+        {
+            var values = attributes!.Attributes[a].Values;
+            if (values is null) continue;
+            var d = new Dictionary<string, int>(values.Length, StringComparer.Ordinal);
+            for (int i = 0; i < values.Length; i++) d.TryAdd(values[i], i);
+            _dictionaries[a] = d;
+        }
+    }
+
+    public CompiledFilter Compile(string json)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(json, new JsonDocumentOptions { MaxDepth = 256 }); }
+        catch (JsonException e) { throw new FilterException("$", $"not valid JSON: {e.Message}"); }
+        using (doc) return Compile(doc.RootElement);
+    }
+
+    public CompiledFilter Compile(JsonElement filter)
+    {
+        if (filter.ValueKind != JsonValueKind.Object) throw new FilterException("$", $"a filter must be a JSON object, got {Kind(filter)}");
+        var root = ParseFilter(filter, "$", 1);
+        return new CompiledFilter(root, root is AndNode { Children.Length: 0 });
+    }
+
+    private FilterNode ParseFilter(JsonElement obj, string path, int depth)
+    {
+        CheckDepth(path, depth);
+        var parts = new List<FilterNode>();
+        foreach (var prop in obj.EnumerateObject())
+        {
+            var p = path + "." + prop.Name;
+            switch (prop.Name)
+            {
+                case "$and":
+                case "$or":
+                {
+                    if (prop.Value.ValueKind != JsonValueKind.Array || prop.Value.GetArrayLength() == 0)
+                        throw new FilterException(p, $"{prop.Name} expects a non-empty array of filters");
+                    var children = new List<FilterNode>();
+                    int i = 0;
+                    foreach (var e in prop.Value.EnumerateArray())
+                    {
+                        var ep = $"{p}[{i++}]";
+                        if (e.ValueKind != JsonValueKind.Object) throw new FilterException(ep, $"expected a filter object, got {Kind(e)}");
+                        children.Add(ParseFilter(e, ep, depth + 2));
+                    }
+                    parts.Add(prop.Name == "$and" ? new AndNode(children.ToArray()) : new OrNode(children.ToArray()));
+                    break;
+                }
+                case "$not":
+                    if (prop.Value.ValueKind != JsonValueKind.Object) throw new FilterException(p, $"$not expects a filter object, got {Kind(prop.Value)}");
+                    parts.Add(new NotNode(ParseFilter(prop.Value, p, depth + 1)));
+                    break;
+                default:
+                    if (prop.Name.StartsWith('$')) throw new FilterException(p, $"unknown operator '{prop.Name}' (expected $and, $or, $not or an attribute name)");
+                    parts.Add(ParseField(prop.Name, prop.Value, p, depth));
+                    break;
+            }
+        }
+        return parts.Count == 1 ? parts[0] : new AndNode(parts.ToArray());
+    }
+
+    private FilterNode ParseField(string name, JsonElement value, string path, int depth)
+    {
+        CheckDepth(path, depth);
+        int a = _attributes?.IndexOf(name) ?? -1;
+        if (a < 0)
+            throw new FilterException(path, _attributes is null ? $"unknown attribute '{name}': the index has no attributes" : $"unknown attribute '{name}'");
+        if (value.ValueKind != JsonValueKind.Object) return Leaf(a, "$eq", value, path);
+        CheckDepth(path, depth + 1);
+        var parts = new List<FilterNode>();
+        foreach (var op in value.EnumerateObject())
+        {
+            var p = path + "." + op.Name;
+            if (op.Name == "$not")
+            {
+                // A bare value under $not means "not equal"; an array is ambiguous ($nin says it).
+                if (op.Value.ValueKind == JsonValueKind.Array) throw new FilterException(p, "$not expects an operator object or a single value, got an array");
+                parts.Add(new NotNode(ParseField(name, op.Value, p, depth + 1)));
+            }
+            else
+            {
+                parts.Add(Leaf(a, op.Name, op.Value, p));
+            }
+        }
+        if (parts.Count == 0) throw new FilterException(path, "expected at least one operator");
+        return parts.Count == 1 ? parts[0] : new AndNode(parts.ToArray());
+    }
+
+    private static void CheckDepth(string path, int depth)
+    {
+        if (depth > MaxDepth) throw new FilterException(path, $"filter is nested deeper than {MaxDepth} levels");
+    }
+
+    private FilterNode Leaf(int a, string op, JsonElement v, string path)
+    {
+        var info = _attributes!.Attributes[a];
+        string typeName = AttributeSchema.TypeName(info.Type);
+        if (op == "$exists")
+        {
+            if (v.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw new FilterException(path, $"$exists expects true or false, got {Kind(v)}");
+            return new ExistsLeaf(a, v.GetBoolean());
+        }
+        bool list = op is "$in" or "$nin";
+        if (op is not ("$eq" or "$ne" or "$lt" or "$lte" or "$gt" or "$gte" or "$in" or "$nin"))
+            throw new FilterException(path, $"unknown operator '{op}' (expected $eq, $ne, $lt, $lte, $gt, $gte, $in, $nin, $exists or $not)");
+        if (list && v.ValueKind != JsonValueKind.Array) throw new FilterException(path, $"{op} expects an array, got {Kind(v)}");
+        if (!list && v.ValueKind == JsonValueKind.Array)
+            throw new FilterException(path, op == "$eq" ? "an array needs $in or $nin" : $"{op} expects a single value, got an array");
+        bool compare = op is "$lt" or "$lte" or "$gt" or "$gte";
+        if (compare && info.Type is not (AttributeType.Number or AttributeType.Integer))
+            throw new FilterException(path, $"{op} is not defined for {typeName} attribute '{info.Name}'");
+        var items = list ? v.EnumerateArray().ToArray() : [v];
+
+        switch (info.Type)
+        {
+            case AttributeType.Number:
+            case AttributeType.Integer:
+            {
+                var xs = new double[items.Length];
+                var longs = new long?[items.Length];
+                for (int i = 0; i < items.Length; i++)
+                {
+                    var e = items[i];
+                    if (e.ValueKind != JsonValueKind.Number)
+                        throw new FilterException(list ? $"{path}[{i}]" : path, $"expected a number for {typeName} attribute '{info.Name}', got {Kind(e)}");
+                    xs[i] = e.GetDouble();
+                    longs[i] = e.TryGetInt64(out long l) ? l : null;
+                }
+                return NumericLeaf.Create(a, info, op, xs, longs);
+            }
+            case AttributeType.Bool:
+            {
+                var set = new bool[2];
+                for (int i = 0; i < items.Length; i++)
+                {
+                    var e = items[i];
+                    if (e.ValueKind is not (JsonValueKind.True or JsonValueKind.False))
+                        throw new FilterException(list ? $"{path}[{i}]" : path, $"expected true or false for bool attribute '{info.Name}', got {Kind(e)}");
+                    set[e.GetBoolean() ? 1 : 0] = true;
+                }
+                bool negate = op is "$ne" or "$nin";
+                var table = new byte[256];
+                table[0] = set[0] != negate ? FilterNode.True : FilterNode.False;
+                table[1] = set[1] != negate ? FilterNode.True : FilterNode.False;
+                table[AttributeEncoding.MissingCode] = negate ? FilterNode.True : FilterNode.False;
+                return new ByteTableLeaf(a, table, null);
+            }
+            default:
+            {
+                var dict = _dictionaries[a]!;
+                var ids = new List<int>(items.Length);
+                for (int i = 0; i < items.Length; i++)
+                {
+                    var e = items[i];
+                    if (e.ValueKind != JsonValueKind.String)
+                        throw new FilterException(list ? $"{path}[{i}]" : path, $"expected a string for {typeName} attribute '{info.Name}', got {Kind(e)}");
+                    // A value the index has never seen matches nothing (and is no error: data changes).
+                    if (dict.TryGetValue(e.GetString()!, out int id)) ids.Add(id);
+                }
+                var idSet = new IdSet(ids, dict.Count);
+                bool negate = op is "$ne" or "$nin";
+                return info.Type == AttributeType.Category ? new CategoryLeaf(a, idSet, negate) : new TagsLeaf(a, idSet, negate);
+            }
+        }
+    }
+
+    private static string Kind(JsonElement e) => e.ValueKind switch
+    {
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        _ => "null",
+    };
+}
+
+/// <summary>Number and integer leaves: a per-cell table from the manifest's cell ranges, and an exact comparison on raw values.</summary>
+internal static class NumericLeaf
+{
+    public static FilterNode Create(int a, AttributeInfo info, string op, double[] xs, long?[] longs)
+    {
+        bool negate = op is "$ne" or "$nin";
+        string baseOp = op switch { "$ne" => "$eq", "$nin" => "$in", _ => op };
+        // $in over many values: sorted, so a cell's [min, max] is checked with one binary search.
+        var sorted = (double[])xs.Clone();
+        Array.Sort(sorted);
+        var table = new byte[256];
+        for (int c = 0; c < info.Cells; c++)
+        {
+            double min = info.CellMin![c], max = info.CellMax![c];
+            byte t;
+            if (info.CellCounts![c] == 0) t = FilterNode.False;
+            else
+            {
+                t = baseOp switch
+                {
+                    "$lt" => max < xs[0] ? FilterNode.True : min >= xs[0] ? FilterNode.False : FilterNode.Maybe,
+                    "$lte" => max <= xs[0] ? FilterNode.True : min > xs[0] ? FilterNode.False : FilterNode.Maybe,
+                    "$gt" => min > xs[0] ? FilterNode.True : max <= xs[0] ? FilterNode.False : FilterNode.Maybe,
+                    "$gte" => min >= xs[0] ? FilterNode.True : max < xs[0] ? FilterNode.False : FilterNode.Maybe,
+                    _ => InRange(sorted, min, max),
+                };
+                // Past ±2^53 doubles merge integers, so only the exact recheck may decide.
+                if (info.Lossy) t = FilterNode.Maybe;
+                if (negate) t = (byte)(FilterNode.True - t);
+            }
+            table[c] = t;
+        }
+        table[AttributeEncoding.MissingCode] = negate ? FilterNode.True : FilterNode.False;
+
+        Func<PartitionAttributeColumn, int, bool> exact;
+        if (info.Type == AttributeType.Number)
+        {
+            exact = baseOp switch
+            {
+                "$lt" => (col, r) => col.Numbers![r] < xs[0],
+                "$lte" => (col, r) => col.Numbers![r] <= xs[0],
+                "$gt" => (col, r) => col.Numbers![r] > xs[0],
+                "$gte" => (col, r) => col.Numbers![r] >= xs[0],
+                _ => (col, r) => Array.BinarySearch(sorted, col.Numbers![r]) >= 0,
+            };
+        }
+        else
+        {
+            // Integers compare as integers when the operand is one (no rounding past 2^53), else as doubles.
+            long? l = longs.Length > 0 ? longs[0] : null;
+            double x = xs.Length > 0 ? xs[0] : 0;
+            var ints = new HashSet<long>();
+            for (int i = 0; i < longs.Length; i++) if (longs[i] is { } v) ints.Add(v);
+            exact = baseOp switch
+            {
+                "$lt" => l is { } lv ? (col, r) => col.Integers![r] < lv : (col, r) => col.Integers![r] < x,
+                "$lte" => l is { } lv2 ? (col, r) => col.Integers![r] <= lv2 : (col, r) => col.Integers![r] <= x,
+                "$gt" => l is { } lv3 ? (col, r) => col.Integers![r] > lv3 : (col, r) => col.Integers![r] > x,
+                "$gte" => l is { } lv4 ? (col, r) => col.Integers![r] >= lv4 : (col, r) => col.Integers![r] >= x,
+                _ => (col, r) => ints.Contains(col.Integers![r]),
+            };
+        }
+        if (negate)
+        {
+            var inner = exact;
+            exact = (col, r) => !inner(col, r);
+        }
+        return new ByteTableLeaf(a, table, exact);
+    }
+
+    private static byte InRange(double[] sorted, double min, double max)
+    {
+        int i = Array.BinarySearch(sorted, min);
+        if (i < 0) i = ~i;
+        if (i >= sorted.Length || sorted[i] > max) return FilterNode.False;
+        return min == max ? FilterNode.True : FilterNode.Maybe;
+    }
+}
+
+/// <summary>A filter compiled against one index: code-level evaluation, exact recheck and planner estimates.</summary>
+public sealed class CompiledFilter
+{
+    private readonly FilterNode _root;
+
+    internal CompiledFilter(FilterNode root, bool matchesAll)
+    {
+        _root = root;
+        MatchesAll = matchesAll;
+    }
+
+    /// <summary>True for the empty filter <c>{}</c>.</summary>
+    public bool MatchesAll { get; }
+
+    /// <summary>Per row: 0 = cannot match, 1 = may match (recheck), 2 = matches. Never 0 for a matching row.</summary>
+    public void EvaluateCodes(PartitionAttributes attributes, Span<byte> result)
+    {
+        if (result.Length != attributes.Count) throw new ArgumentException("result length must equal the partition size");
+        _root.EvaluateCodes(attributes, result);
+    }
+
+    /// <summary>The exact predicate on raw values.</summary>
+    public bool Matches(PartitionAttributes attributes, int row) => _root.Matches(attributes, row);
+
+    /// <summary>
+    /// From the partition's manifest statistics: the estimated number of matches (attributes assumed
+    /// independent), and an upper bound on the rows the code-level filter can pass (0: skip safely).
+    /// </summary>
+    public (double Estimate, long Upper) Estimate(PartitionEntry partition)
+    {
+        if (MatchesAll) return (partition.Count, partition.Count);
+        if (partition.AttributeStats is null) return (0, 0);
+        var (f, _, hi) = _root.Estimate(partition.AttributeStats, partition.Count);
+        return (Math.Clamp(f, 0, 1) * partition.Count, Math.Clamp(hi, 0, partition.Count));
+    }
+}

@@ -1,0 +1,69 @@
+namespace Squash.Cli.Tests;
+
+public class FilterCommandTests
+{
+    private static async Task<(TempDir Dir, string Queries)> BuildWithAttributes(string attributesName, Func<int, string> line, string? header = null)
+    {
+        var dir = new TempDir();
+        var rows = TempDir.Random(400, 8, 3).ToArray();
+        var vectors = dir.Fvecs("base.fvecs", rows);
+        var queries = dir.Fvecs("q.fvecs", rows.Take(4));
+        var text = (header is null ? "" : header + "\n") + string.Join("", Enumerable.Range(0, 400).Select(i => line(i) + "\n"));
+        File.WriteAllText(dir.File(attributesName), text);
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "4", "--attributes", dir.File(attributesName));
+        Assert.True(exit == 0, err);
+        return (dir, queries);
+    }
+
+    [Fact]
+    public async Task QueryWithAFilterPrintsOnlyMatchingStringIds()
+    {
+        var (dir, queries) = await BuildWithAttributes("a.jsonl", i => $"{{\"id\":\"item-{i}\",\"attributes\":{{\"label\":{i % 4},\"colour\":\"{(i % 3 == 0 ? "red" : "blue")}\"}}}}");
+        using (dir)
+        {
+            var (exit, output, err) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--k", "5",
+                "--filter", "{\"label\":{\"$in\":[1,2]},\"colour\":\"blue\"}");
+            Assert.True(exit == 0, err);
+            var lines = output.Trim().Split('\n');
+            Assert.Equal(4, lines.Length);
+            foreach (var l in lines)
+            {
+                var hits = l.Split(' ').Skip(1).ToArray();
+                Assert.Equal(5, hits.Length);
+                foreach (var h in hits)
+                {
+                    Assert.StartsWith("item-", h);
+                    int row = int.Parse(h[5..h.IndexOf(':')], System.Globalization.CultureInfo.InvariantCulture);
+                    Assert.True(row % 4 is 1 or 2 && row % 3 != 0, $"{h} violates the filter");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public async Task BadFilterIsOneErrorLineWithTheJsonPath()
+    {
+        var (dir, queries) = await BuildWithAttributes("a.csv", i => $"{i % 4},{i * 0.5}", header: "label,price");
+        using (dir)
+        {
+            var (exit, _, err) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--filter", "{\"$or\":[{\"label\":1},{\"price\":{\"$lt\":\"cheap\"}}]}");
+            Assert.Equal(1, exit);
+            Assert.Equal("error: filter $.$or[1].price.$lt: expected a number for number attribute 'price', got a string", err.Trim());
+        }
+    }
+
+    [Fact]
+    public async Task AttributeRowsMustMatchTheVectors()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(50, 4, 1));
+        File.WriteAllText(dir.File("a.csv"), "label\n1\n2\n");
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--attributes", dir.File("a.csv"));
+        Assert.Equal(1, exit);
+        Assert.Contains("has 2 rows but there are 50 vectors", err);
+        File.WriteAllText(dir.File("b.jsonl"), string.Join("", Enumerable.Range(0, 50).Select(i => i == 7 ? "{\"attributes\":{\"x\":\"seven\"}}\n" : $"{{\"attributes\":{{\"x\":{i}}}}}\n")));
+        (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--attributes", dir.File("b.jsonl"));
+        Assert.Equal(1, exit);
+        Assert.Equal("error: b.jsonl line 8, attribute 'x': a string where line 1 has a number", err.Trim());
+    }
+}
