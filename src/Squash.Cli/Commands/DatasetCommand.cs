@@ -77,6 +77,11 @@ public static class DatasetCommand
             DefaultValueFactory = _ => "l2",
         };
         var gtKOption = GroundTruthKOption();
+        var selectivityOption = new Option<string?>("--selectivities")
+        {
+            Description = "Also write attributes (u: integer 0..99,999, price: number, colour: category, tags) and, per selectivity "
+                        + "in percent (e.g. 50,10,1,0.1), filters.selS.jsonl (a random u range per query) with groundtruth.selS.ivecs.",
+        };
         var command = new Command(
             "generate",
             "Generate a rotated Gaussian-mixture data set with a decaying spectrum, plus exact ground truth.")
@@ -89,6 +94,7 @@ public static class DatasetCommand
             clustersOption,
             metricOption,
             gtKOption,
+            selectivityOption,
         };
 
         command.SetAction((ParseResult pr, CancellationToken ct) => RunGuarded(() => GenerateAsync(
@@ -100,7 +106,8 @@ public static class DatasetCommand
                 pr.GetValue(queriesOption),
                 pr.GetValue(clustersOption),
                 pr.GetValue(metricOption)!,
-                pr.GetValue(gtKOption)),
+                pr.GetValue(gtKOption),
+                ParseSelectivities(pr.GetValue(selectivityOption))),
             ct)));
         return command;
     }
@@ -111,7 +118,62 @@ public static class DatasetCommand
         DefaultValueFactory = _ => 100,
     };
 
-    private sealed record GenerateSettings(int N, int Dim, int Seed, string Out, int Queries, int? Clusters, string Metric, int GtK);
+    private sealed record GenerateSettings(int N, int Dim, int Seed, string Out, int Queries, int? Clusters, string Metric, int GtK, double[] Selectivities);
+
+    private static double[] ParseSelectivities(string? s)
+    {
+        if (string.IsNullOrWhiteSpace(s)) return [];
+        try
+        {
+            var values = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(x => double.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+            Require(values.All(v => v > 0 && v <= 100), $"--selectivities are percentages in (0, 100], got '{s}'");
+            return values;
+        }
+        catch (FormatException)
+        {
+            throw new UsageException($"--selectivities must be a comma-separated list of percentages, got '{s}'");
+        }
+    }
+
+    /// <summary>Range of the generated integer attribute u: a filter on u covering w values selects w/URange of the base.</summary>
+    private const int URange = 100_000;
+
+    /// <summary>
+    /// Attributes independent of the vectors (so a filter's matches spread over every partition) and, per
+    /// selectivity, one random u range per query with its exact filtered ground truth.
+    /// </summary>
+    private static async Task WriteAttributesAsync(ProgressContext ctx, VectorSet baseSet, VectorSet querySet, GenerateSettings s, Metric metric, CancellationToken ct)
+    {
+        var rng = new Random(s.Seed ^ 0x5eed);
+        var u = new int[baseSet.Count];
+        string[] colours = ["red", "orange", "yellow", "green", "blue", "indigo", "violet", "black", "white", "grey"];
+        AtomicFile.WriteText(Path.Combine(s.Out, BaseAttributesFile), w =>
+        {
+            for (int i = 0; i < baseSet.Count; i++)
+            {
+                u[i] = rng.Next(URange);
+                int t1 = rng.Next(20), t2 = (t1 + 1 + rng.Next(19)) % 20;
+                w.Write(string.Create(CultureInfo.InvariantCulture,
+                    $"{{\"id\":\"v{i}\",\"attributes\":{{\"u\":{u[i]},\"price\":{Math.Round(rng.NextDouble() * 1000, 2)},\"colour\":\"{colours[rng.Next(colours.Length)]}\",\"tags\":[\"t{t1}\",\"t{t2}\"]}}}}\n"));
+            }
+        });
+        foreach (double sel in s.Selectivities)
+        {
+            int width = Math.Max(1, (int)Math.Round(sel / 100 * URange));
+            var start = new int[querySet.Count];
+            for (int q = 0; q < start.Length; q++) start[q] = rng.Next(URange - width + 1);
+            string tag = sel.ToString(CultureInfo.InvariantCulture);
+            AtomicFile.WriteText(Path.Combine(s.Out, $"filters.sel{tag}.jsonl"), w =>
+            {
+                foreach (int a in start) w.Write(string.Create(CultureInfo.InvariantCulture, $"{{\"u\":{{\"$gte\":{a},\"$lt\":{a + width}}}}}\n"));
+            });
+            var task = ctx.AddTask($"filtered ground truth ({tag}%)", maxValue: querySet.Count);
+            var truth = await Task.Run(() => GroundTruth.Compute(baseSet, querySet, s.GtK, metric, new MonotonicProgress(task),
+                (qi, id) => u[id] >= start[qi] && u[id] < start[qi] + width, ct), ct);
+            VectorFile.WriteIvecs(Path.Combine(s.Out, $"groundtruth.sel{tag}.ivecs"), truth);
+        }
+    }
 
     private static async Task FashionMnistAsync(string outDir, string source, int? maxQueries, int gtK, CancellationToken ct)
     {
@@ -264,6 +326,7 @@ public static class DatasetCommand
                 ct);
 
             await GroundTruthAsync(ctx, baseSet, querySet, s.GtK, metric, s.Out, ct);
+            if (s.Selectivities.Length > 0) await WriteAttributesAsync(ctx, baseSet, querySet, s, metric, ct);
 
             new DatasetManifest
             {
