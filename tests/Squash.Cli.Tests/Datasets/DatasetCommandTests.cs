@@ -21,6 +21,38 @@ public sealed class DatasetCommandTests : IDisposable
     public void Dispose() => _dir.Dispose();
 
     [Fact]
+    public async Task Generate_with_selectivities_writes_attributes_range_filters_and_their_exact_ground_truth()
+    {
+        string outDir = _dir.File("gen-attrs");
+        var (code, stderr) = await Run("dataset", "generate", "--n", "3000", "--dim", "8", "--seed", "5", "--out", outDir, "--queries", "20", "--gt-k", "10", "--selectivities", "10,1");
+        Assert.True(code == 0, stderr);
+        var baseSet = VectorFile.Read(Path.Combine(outDir, "base.fvecs"));
+        var queries = VectorFile.Read(Path.Combine(outDir, "query.fvecs"));
+        var u = File.ReadLines(Path.Combine(outDir, "base.attributes.jsonl"))
+            .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("attributes").GetProperty("u").GetInt32()).ToArray();
+        Assert.Equal(3000, u.Length);
+        foreach (var (sel, tag) in new[] { (0.10, "10"), (0.01, "1") })
+        {
+            var filters = File.ReadAllLines(Path.Combine(outDir, $"filters.sel{tag}.jsonl"))
+                .Select(l => JsonDocument.Parse(l).RootElement.GetProperty("u"))
+                .Select(f => (Lo: f.GetProperty("$gte").GetInt32(), Hi: f.GetProperty("$lt").GetInt32())).ToArray();
+            Assert.Equal(20, filters.Length);
+            var truth = VectorFile.ReadIvecs(Path.Combine(outDir, $"groundtruth.sel{tag}.ivecs"));
+            double matched = 0;
+            for (int q = 0; q < 20; q++)
+            {
+                var (lo, hi) = filters[q];
+                Assert.Equal((int)Math.Round(sel * 100_000), hi - lo);
+                matched += u.Count(x => x >= lo && x < hi);
+                var expected = GroundTruth.Compute(baseSet, new VectorSet(queries.Row(q).ToArray(), 1, 8), 10, Metric.L2, accept: (_, id) => u[id] >= lo && u[id] < hi)[0];
+                Assert.Equal(expected, truth[q]);
+            }
+            // The range covers about sel of the base (uniform u).
+            Assert.InRange(matched / 20 / 3000, sel * 0.6, sel * 1.4 + 0.002);
+        }
+    }
+
+    [Fact]
     public async Task Generate_writes_vectors_ground_truth_and_manifest()
     {
         string outDir = _dir.File("gen");
