@@ -25,7 +25,8 @@ fi
 # The store holds one folder per index; the function app resolves /api/indexes/{name} to it.
 squash build --index "$work/store/$name" --vectors "$data/base.fvecs"
 
-squash serve --store "dir:$work/store" --port "$port" > "$work/serve.log" 2>&1 &
+# Started directly (not through the shell function) so that $! is the host process itself.
+dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "dir:$work/store" --port "$port" > "$work/serve.log" 2>&1 &
 serve_pid=$!
 trap 'kill $serve_pid 2>/dev/null; wait $serve_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 150); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
