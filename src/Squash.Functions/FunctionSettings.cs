@@ -3,8 +3,10 @@ namespace Squash.Functions;
 /// <summary>App settings (environment variables Squash__Store etc., or appsettings).</summary>
 public sealed class FunctionSettings
 {
-    /// <summary>Where indexes live: <c>dir:PATH</c> (the embedded default). Each index is a prefix named after it.</summary>
+    /// <summary>Where indexes live: <c>dir:PATH</c> (the embedded default) or <c>azure:CONNECTION_STRING|ACCOUNT_URL</c>. Each index is a prefix named after it.</summary>
     public string Store { get; set; } = "dir:data/indexes";
+    /// <summary>Blob container when <see cref="Store"/> is azure:….</summary>
+    public string Container { get; set; } = "squash";
     /// <summary>Branching factor b of the invocation tree.</summary>
     public int Branching { get; set; } = 4;
     /// <summary>Depth L of the invocation tree (0: the coordinator scans everything itself).</summary>

@@ -19,9 +19,7 @@ public sealed partial class IndexCatalog
 
     public IndexCatalog(IOptions<FunctionSettings> settings)
     {
-        var store = settings.Value.Store;
-        if (!store.StartsWith("dir:", StringComparison.Ordinal)) throw new InvalidOperationException($"unsupported store '{store}' (expected dir:PATH)");
-        _blobs = new FolderBlobStore(store["dir:".Length..]);
+        _blobs = BlobStores.Open(settings.Value.Store, settings.Value.Container);
     }
 
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]

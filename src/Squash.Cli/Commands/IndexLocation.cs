@@ -49,37 +49,16 @@ public static partial class IndexLocation
 
     private static IBlobStore OpenStore(string store, string container)
     {
-        if (store.StartsWith("dir:", StringComparison.Ordinal))
+        try
         {
-            var path = store["dir:".Length..];
-            if (string.IsNullOrWhiteSpace(path)) throw new UsageException("--store dir: needs a folder, as in dir:/data/indexes");
-            return new FolderBlobStore(path);
+            return BlobStores.Open(store, container);
         }
-        if (store.StartsWith("azure:", StringComparison.Ordinal))
+        catch (BlobStoreSpecException e)
         {
-            var target = store["azure:".Length..];
-            if (!ContainerName().IsMatch(container) || container.Contains("--"))
-                throw new UsageException($"--container: '{container}' is not a valid container name (3-63 lower-case letters, digits and single hyphens)");
-            try
-            {
-                var azure = target.StartsWith("https://", StringComparison.OrdinalIgnoreCase) || target.StartsWith("http://", StringComparison.OrdinalIgnoreCase)
-                    ? new AzureBlobStore(new Uri(target), container)
-                    : new AzureBlobStore(target, container);
-                // Remote storage throttles and drops connections; local folders do not need this.
-                return new ResilientBlobStore(azure);
-            }
-            catch (Exception e) when (e is FormatException or ArgumentException or UriFormatException or InvalidOperationException)
-            {
-                // The message names the flag but never echoes the value: it may hold an account key.
-                throw new UsageException($"--store azure:… is neither a valid Azure Storage connection string nor an account URL ({e.GetType().Name})");
-            }
+            throw new UsageException(e.IsContainer ? $"{ContainerFlag}: {e.Message}" : $"{StoreFlag} {e.Message}");
         }
-        throw new UsageException($"--store must be dir:PATH or azure:CONNECTION_STRING|ACCOUNT_URL, got '{(store.Length > 12 ? store[..12] + "…" : store)}'");
     }
 
     [GeneratedRegex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")]
     private static partial Regex IndexName();
-
-    [GeneratedRegex("^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")]
-    private static partial Regex ContainerName();
 }
