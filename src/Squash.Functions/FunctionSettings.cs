@@ -15,6 +15,10 @@ public sealed class FunctionSettings
     public string ScanUrl { get; set; } = "";
     /// <summary>Several processor pools, ';'-separated: a tree node goes to pool (node slot mod count), so a partition always reaches the same pool.</summary>
     public string ScanUrls { get; set; } = "";
+    /// <summary>Memory bound of the instance's segment cache (decoded partitions kept between invocations).</summary>
+    public int CacheMb { get; set; } = 1024;
+    /// <summary>Exact cache bound in bytes; overrides <see cref="CacheMb"/> when positive (tests use small bounds).</summary>
+    public long CacheBytes { get; set; }
     /// <summary>Memory billed per instance, for the cost estimate in query statistics.</summary>
     public int InstanceMemoryMb { get; set; } = 2048;
     /// <summary>Per-attempt timeout of a child call.</summary>

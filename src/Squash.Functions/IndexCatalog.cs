@@ -17,8 +17,11 @@ public sealed partial class IndexCatalog
     private readonly ConcurrentDictionary<(string, string), Lazy<Task<LoadedIndex>>> _open = new();
     private readonly ConcurrentDictionary<string, (string Version, DateTime Checked)> _current = new();
 
+    private readonly SegmentCache _cache;
+
     public IndexCatalog(IOptions<FunctionSettings> settings)
     {
+        _cache = new SegmentCache(new SegmentCacheOptions { CapacityBytes = settings.Value.CacheBytes > 0 ? settings.Value.CacheBytes : (long)settings.Value.CacheMb << 20 });
         _blobs = BlobStores.Open(settings.Value.Store, settings.Value.Container);
     }
 
@@ -26,6 +29,9 @@ public sealed partial class IndexCatalog
     private static partial Regex NamePattern();
 
     public static bool IsValidName(string name) => NamePattern().IsMatch(name);
+
+    /// <summary>The instance's segment cache (hits, misses, evictions, bytes).</summary>
+    public SegmentCacheStats CacheStats => _cache.Stats;
 
     public IndexStore StoreFor(string name) => new(_blobs, name);
 
@@ -46,7 +52,7 @@ public sealed partial class IndexCatalog
     public Task<LoadedIndex> OpenAsync(string name, string version, CancellationToken ct)
     {
         var lazy = _open.GetOrAdd((name, version), key => new Lazy<Task<LoadedIndex>>(() =>
-            LoadedIndex.OpenVersionAsync(StoreFor(key.Item1), key.Item2, loadAll: false, CancellationToken.None)));
+            LoadedIndex.OpenCachedAsync(StoreFor(key.Item1), key.Item2, _cache, CancellationToken.None)));
         return lazy.Value.WaitAsync(ct);
     }
 }

@@ -60,6 +60,46 @@ public sealed class LoadedIndex
     public static async Task<LoadedIndex> OpenVersionAsync(IndexStore store, string version, bool loadAll = true, CancellationToken ct = default) =>
         await Open(store, await store.ReadManifestAsync(version, ct).ConfigureAwait(false), loadAll, ct).ConfigureAwait(false);
 
+    /// <summary>
+    /// Opens one version whose partitions live in a memory-bounded <see cref="SegmentCache"/> shared by
+    /// every index of the process (a warm instance's data retention): partitions are fetched with
+    /// <see cref="GetPartitionAsync"/> and may be evicted between queries.
+    /// </summary>
+    public static async Task<LoadedIndex> OpenCachedAsync(IndexStore store, string version, SegmentCache cache, CancellationToken ct = default)
+    {
+        var index = await Open(store, await store.ReadManifestAsync(version, ct).ConfigureAwait(false), loadAll: false, ct).ConfigureAwait(false);
+        index._cache = cache;
+        return index;
+    }
+
+    private SegmentCache? _cache;
+
+    /// <summary>One partition's segments for a scan, through the cache when there is one. Miss tells whether this call read the store.</summary>
+    public async Task<(PartitionCodes Codes, PartitionVectors Vectors, bool Miss, long BytesRead)> GetPartitionAsync(int p, CancellationToken ct = default)
+    {
+        if (_cache is null)
+        {
+            bool miss = !IsLoaded(p);
+            long bytes = await EnsureLoadedAsync([p], ct).ConfigureAwait(false);
+            return (Codes(p), Vectors(p), miss, bytes);
+        }
+        var entry = Manifest.Partitions[p];
+        long read = 0;
+        var codes = await _cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Codes), async t =>
+        {
+            var c = await _store.ReadCodesAsync(Manifest, entry, t).ConfigureAwait(false);
+            Interlocked.Add(ref read, c.StoredBytes);
+            return c;
+        }, _ => entry.Codes.Bytes, ct).ConfigureAwait(false);
+        var vectors = await _cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Vectors), async t =>
+        {
+            var v = await _store.ReadVectorsAsync(Manifest, entry, t).ConfigureAwait(false);
+            Interlocked.Add(ref read, v.StoredBytes);
+            return v;
+        }, _ => entry.Vectors.Bytes, ct).ConfigureAwait(false);
+        return (codes, vectors, read > 0, read);
+    }
+
     private static async Task<LoadedIndex> Open(IndexStore store, IndexManifest manifest, bool loadAll, CancellationToken ct)
     {
         var routing = await store.ReadRoutingAsync(manifest, ct).ConfigureAwait(false);

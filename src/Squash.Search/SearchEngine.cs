@@ -1,3 +1,4 @@
+using Squash.Index.Model;
 using Squash.Core.Collections;
 using Squash.Core.Kernels;
 
@@ -81,6 +82,25 @@ public sealed class SearchEngine
     {
         var scanner = _scanner.Value!;
         foreach (int p in partitions) ScanUnlessFar(scanner, query, p, centroidDistances, top, options, stats);
+    }
+
+    /// <summary>The same for partitions the caller has fetched (e.g. from a segment cache), unfiltered queries only.</summary>
+    public void ScanPartitions(QueryContext query, ReadOnlySpan<int> partitions, float[] centroidDistances,
+        SearchOptions options, TopK top, QueryStats stats, Func<int, (PartitionCodes Codes, PartitionVectors Vectors)> partitionOf)
+    {
+        if (options.Filter is { MatchesAll: false }) throw new NotSupportedException("filtered scans read attributes through the index");
+        var scanner = _scanner.Value!;
+        foreach (int p in partitions)
+        {
+            float gap = centroidDistances[p] - Index.Routing.Radii[p];
+            if (gap > 0 && gap * gap > top.Threshold * (1 + 1e-5f))
+            {
+                stats.PartitionsSkippedByBound++;
+                continue;
+            }
+            var (codes, vectors) = partitionOf(p);
+            scanner.Scan(query, codes, vectors, null, top, options, stats);
+        }
     }
 
     /// <summary>Turns merged internal neighbours (squared L2) into the reported answer.</summary>

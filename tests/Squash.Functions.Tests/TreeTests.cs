@@ -38,6 +38,27 @@ public sealed class TreeTests(IndexFixture fx)
     }
 
     [Fact]
+    public async Task ACacheSmallerThanTheIndexEvictsButAnswersStayExact()
+    {
+        // About a third of the index fits: partitions are evicted and re-read, answers do not change.
+        using var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:CacheBytes"] = "150000" });
+        var client = app.CreateClient();
+        long misses = 0;
+        foreach (var q in fx.Queries.Take(60))
+        {
+            var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = q, k = 10 }));
+            response.EnsureSuccessStatusCode();
+            using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            Assert.Equal(fx.Engine.Search(q, new SearchOptions { K = 10 }).Ids, Read(doc.RootElement).Ids);
+            misses += doc.RootElement.GetProperty("stats").GetProperty("cacheMisses").GetInt32();
+        }
+        var catalog = (IndexCatalog)app.Services.GetService(typeof(IndexCatalog))!;
+        Assert.True(catalog.CacheStats.CurrentBytes <= 150_000, $"cache holds {catalog.CacheStats.CurrentBytes} bytes");
+        Assert.True(catalog.CacheStats.Evictions > 0);
+        Assert.True(misses > 12, $"only {misses} misses: nothing was evicted and re-read");
+    }
+
+    [Fact]
     public async Task ABatchEqualsTheSameQueriesSentOneByOne()
     {
         using var app = fx.App(2, 2);

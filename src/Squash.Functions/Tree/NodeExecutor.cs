@@ -31,9 +31,17 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         var stats = new QueryStats[queries];
         var own = request.Node.Partitions.ToHashSet();
         var needed = request.Plans.SelectMany(p => p).Where(own.Contains).Distinct().ToArray();
-        int hits = needed.Count(loaded.IsLoaded);
-        int misses = needed.Length - hits;
-        long bytesRead = await loaded.EnsureLoadedAsync(needed, ct).ConfigureAwait(false);
+        // Fetch this node's partitions (warm: from the instance's segment cache) before scanning.
+        var fetched = await Task.WhenAll(needed.Select(p => loaded.GetPartitionAsync(p, ct))).ConfigureAwait(false);
+        var partitions = new Dictionary<int, (Squash.Index.Model.PartitionCodes, Squash.Index.Model.PartitionVectors)>();
+        int hits = 0, misses = 0;
+        long bytesRead = 0;
+        for (int i = 0; i < needed.Length; i++)
+        {
+            partitions[needed[i]] = (fetched[i].Codes, fetched[i].Vectors);
+            if (fetched[i].Miss) misses++; else hits++;
+            bytesRead += fetched[i].BytesRead;
+        }
         int coldInstances = cold ? 1 : 0, warmInstances = cold ? 0 : 1;
         double childBusy = 0;
         for (int q = 0; q < queries; q++)
@@ -44,7 +52,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
             if (mine.Length == 0) continue;
             var ctx = new QueryContext(loaded, request.Vectors[q]);
             var (_, distances) = engine.RankPartitions(ctx);
-            engine.ScanPartitions(ctx, mine, distances, options, tops[q], stats[q]);
+            engine.ScanPartitions(ctx, mine, distances, options, tops[q], stats[q], p => partitions[p]);
         }
 
         var missing = new List<int>();
