@@ -51,6 +51,22 @@ builder.Services.AddHttpClient(ScanInvoker.ClientName)
     });
 
 var app = builder.Build();
+
+// Started by the local function host: exit when that host is gone, so no instance is ever orphaned.
+if (int.TryParse(Environment.GetEnvironmentVariable("SQUASH_PARENT_PID"), out int parentPid))
+{
+    _ = Task.Run(async () =>
+    {
+        while (true)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            bool alive;
+            try { using var parent = Process.GetProcessById(parentPid); alive = !parent.HasExited; }
+            catch (ArgumentException) { alive = false; }
+            if (!alive) Environment.Exit(0);
+        }
+    });
+}
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 

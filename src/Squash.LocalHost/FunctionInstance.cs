@@ -55,6 +55,8 @@ public sealed class FunctionInstance : IAsyncDisposable
         };
         psi.Environment["FUNCTIONS_CUSTOMHANDLER_PORT"] = port.ToString();
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
+        // The instance exits by itself if this host dies without stopping it (no orphans).
+        psi.Environment["SQUASH_PARENT_PID"] = Environment.ProcessId.ToString();
         foreach (var (k, v) in environment) psi.Environment[k] = v;
         var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start the function app");
         // Drain output so the child never blocks on a full pipe.

@@ -120,6 +120,8 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
     {
         FunctionInstance[] all;
         lock (_gate) { all = _instances.ToArray(); _instances.Clear(); }
-        foreach (var i in all) await i.DisposeAsync().ConfigureAwait(false);
+        // Kill everything first, then wait: a shutdown deadline must not leave half the pool running.
+        foreach (var i in all) i.Kill();
+        await Task.WhenAll(all.Select(i => i.DisposeAsync().AsTask())).ConfigureAwait(false);
     }
 }

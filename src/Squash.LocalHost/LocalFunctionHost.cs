@@ -126,8 +126,12 @@ public sealed class LocalFunctionHost : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         if (_recycler is not null) await _recycler.DisposeAsync().ConfigureAwait(false);
-        if (_app is not null) await _app.DisposeAsync().ConfigureAwait(false);
-        foreach (var p in _pools.Values) await p.DisposeAsync().ConfigureAwait(false);
+        // Instances first: they are separate processes and must never outlive the host.
+        await Task.WhenAll(_pools.Values.Select(p => p.DisposeAsync().AsTask())).ConfigureAwait(false);
+        if (_app is not null)
+        {
+            try { await _app.DisposeAsync().ConfigureAwait(false); } catch (OperationCanceledException) { }
+        }
         _forward.Dispose();
     }
 }
