@@ -92,12 +92,7 @@ public sealed class SearchEngine
         var scanner = _scanner.Value!;
         foreach (int p in partitions)
         {
-            float gap = centroidDistances[p] - Index.Routing.Radii[p];
-            if (gap > 0 && gap * gap > top.Threshold * (1 + 1e-5f))
-            {
-                stats.PartitionsSkippedByBound++;
-                continue;
-            }
+            if (CannotBeat(p, centroidDistances, top, stats)) continue;
             var (codes, vectors) = partitionOf(p);
             scanner.Scan(query, codes, vectors, null, top, options, stats);
         }
@@ -125,13 +120,17 @@ public sealed class SearchEngine
     /// <summary>Scans p unless nothing in it can beat the current k-th distance (centroid distance − radius).</summary>
     private void ScanUnlessFar(PartitionScanner scanner, QueryContext ctx, int p, float[] dist, TopK top, SearchOptions options, QueryStats stats)
     {
-        float gap = dist[p] - Index.Routing.Radii[p];
-        if (gap > 0 && gap * gap > top.Threshold * (1 + 1e-5f))
-        {
-            stats.PartitionsSkippedByBound++;
-            return;
-        }
+        if (CannotBeat(p, dist, top, stats)) return;
         scanner.Scan(ctx, Index.Codes(p), Index.Vectors(p), options.Filter is null ? null : Index.Attributes(p), top, options, stats);
+    }
+
+    /// <summary>Safe skip: nothing in p can be closer than (centroid distance − radius); counted in the stats.</summary>
+    private bool CannotBeat(int p, float[] dist, TopK top, QueryStats stats)
+    {
+        float gap = dist[p] - Index.Routing.Radii[p];
+        if (gap <= 0 || gap * gap <= top.Threshold * (1 + 1e-5f)) return false;
+        stats.PartitionsSkippedByBound++;
+        return true;
     }
 
     /// <summary>
