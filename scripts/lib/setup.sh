@@ -28,23 +28,26 @@ ensure_azurite() {
 }
 
 # Starts blob (10000) + queue (10001) on loopback with fresh storage; exports SQUASH_TEST_AZURITE.
+# AZURITE_BLOB_PORT / AZURITE_QUEUE_PORT move it, so two test runs can share a machine.
 start_azurite() {
+  local blob=${AZURITE_BLOB_PORT:-10000} queue=${AZURITE_QUEUE_PORT:-10001}
   AZURITE_DATA=$(mktemp -d)
   # --disableTelemetry: without it Azurite dials the cloud metadata endpoint and hangs on SIGTERM.
   "$AZURITE_DIR/node_modules/.bin/azurite" --silent --disableTelemetry --skipApiVersionCheck \
     --location "$AZURITE_DATA" --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 \
+    --blobPort "$blob" --queuePort "$queue" --tablePort $((queue + 1)) \
     >"$AZURITE_DATA.log" 2>&1 &
   AZURITE_PID=$!
   local i
   for i in $(seq 1 300); do
-    if (echo >/dev/tcp/127.0.0.1/10000) 2>/dev/null && (echo >/dev/tcp/127.0.0.1/10001) 2>/dev/null; then
-      export SQUASH_TEST_AZURITE="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_ACCOUNT_KEY;BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    if (echo >/dev/tcp/127.0.0.1/$blob) 2>/dev/null && (echo >/dev/tcp/127.0.0.1/$queue) 2>/dev/null; then
+      export SQUASH_TEST_AZURITE="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=$AZURITE_ACCOUNT_KEY;BlobEndpoint=http://127.0.0.1:$blob/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$queue/devstoreaccount1;"
       return 0
     fi
     kill -0 "$AZURITE_PID" 2>/dev/null || break
     sleep 0.1
   done
-  echo "Azurite did not open ports 10000/10001 (log: $AZURITE_DATA.log)" >&2
+  echo "Azurite did not open ports $blob/$queue (log: $AZURITE_DATA.log)" >&2
   cat "$AZURITE_DATA.log" >&2 || true
   stop_azurite
   return 1
