@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
@@ -99,8 +100,11 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
     var loaded = await catalog.OpenCurrentAsync(index, ct);
     if (loaded is null) return NotFound(index);
     var errors = RequestMapping.Validate(request!, loaded.Manifest.Dimensions, settings.Value.MaxBatch);
+    RequestMapping.ValidateAttributes(request!, loaded, errors);
     if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The query is not valid.");
 
+    if (request!.Filter is { } f && !loaded.Filters.Compile(f).MatchesAll)
+        return Results.Problem(statusCode: 501, title: "Filters are not executed by the tree yet", detail: "the filter is valid, but this build cannot run filtered queries through the invocation tree");
     int k = request!.K ?? 10;
     var options = RequestMapping.ToSearchOptions(k, request.Options);
     var vectors = request.Vectors ?? [request.Vector!];
@@ -114,19 +118,25 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
     int branching = request.Options?.Branching ?? s.Branching, depth = request.Options?.Depth ?? s.Depth;
     var roots = TreePlanner.Build(all, Math.Max(1, branching), depth);
     var root = depth < 1 ? new ScanNode(-1, all, []) : new ScanNode(-1, [], roots);
-    var scan = new ScanRequest { Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = request.Options ?? new QueryOptions(), Plans = plans, Node = root };
+    bool keys = loaded.Manifest.Attributes is { HasIds: true };
+    var scan = new ScanRequest
+    {
+        Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = request.Options ?? new QueryOptions(), Plans = plans, Node = root,
+        Include = request.Include is { Length: > 0 } inc ? inc : null, Keys = keys,
+    };
     var result = await executor.ExecuteAsync(index, loaded, scan, OwnAddress(server, http), ct);
 
     var answers = new List<QueryAnswer>();
     for (int q = 0; q < vectors.Length; q++)
     {
         result.Stats[q].PartitionsPlanned = plans[q].Length;
-        var best = result.Neighbours[q].Select(n => new Neighbor(n.Id, n.D)).ToArray();
-        var done = engine.Finish(best, contexts[q], result.Stats[q]);
+        var best = result.Neighbours[q];
         var planned = plans[q].ToHashSet();
         answers.Add(new QueryAnswer
         {
-            Results = done.Ids.Select((id, i) => new Hit(id, done.Distances[i])).ToArray(),
+            Results = best.Select(n => new Hit(
+                n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id,
+                loaded.Space.ToReported(n.D, contexts[q].InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
             Complete = !result.MissingPartitions.Any(planned.Contains),
             MissingPartitions = result.MissingPartitions.Where(planned.Contains).ToArray(),
             Stats = QueryStatsDto.From(result.Stats[q], result, root.Count() - 1, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),

@@ -14,6 +14,9 @@ namespace Squash.Functions.Tests;
 public sealed class IndexFixture : IDisposable
 {
     public const string IndexName = "test-index";
+    /// <summary>The same vectors with string ids and attributes (colour, price, tags), for filters and include.</summary>
+    public const string AttributedIndexName = "test-attrs";
+    public static readonly string[] Colours = ["red", "green", "blue", "black", "white"];
     public const int Count = 3000, Dims = 24;
 
     public IndexFixture()
@@ -30,6 +33,14 @@ public sealed class IndexFixture : IDisposable
         var store = new IndexStore(new FolderBlobStore(Root), IndexName);
         IndexPublisher.BuildAndPublishAsync(store, Data, Count, Dims, new IndexBuildOptions { Partitions = 12, Seed = 2 }).GetAwaiter().GetResult();
         Engine = new SearchEngine(LoadedIndex.OpenAsync(store).GetAwaiter().GetResult());
+        var lines = string.Join('\n', Enumerable.Range(0, Count).Select(i =>
+            $"{{\"id\":\"doc-{i}\",\"attributes\":{{\"colour\":\"{Colours[i % 5]}\",\"price\":{i % 1000}.5,\"tags\":[\"t{i % 7}\",\"t{i % 3 + 7}\"]}}}}"));
+        var attributed = new IndexStore(new FolderBlobStore(Root), AttributedIndexName);
+        IndexPublisher.BuildAndPublishAsync(attributed, Data, Count, Dims, new IndexBuildOptions
+        {
+            Partitions = 12, Seed = 2, Attributes = Squash.Index.Attributes.AttributeReader.ReadJsonLines(new StringReader(lines), "test.jsonl"),
+        }).GetAwaiter().GetResult();
+        AttributedEngine = new SearchEngine(LoadedIndex.OpenAsync(attributed).GetAwaiter().GetResult());
         Queries = Enumerable.Range(0, 200).Select(i => Enumerable.Range(0, Dims).Select(j => Data[(i * 7) % Count * Dims + j] + (float)(rng.NextDouble() - 0.5)).ToArray()).ToArray();
     }
 
@@ -38,6 +49,8 @@ public sealed class IndexFixture : IDisposable
     public float[][] Queries { get; }
     /// <summary>The in-process engine over the same index: the reference answers.</summary>
     public SearchEngine Engine { get; }
+    /// <summary>The reference engine for <see cref="AttributedIndexName"/>.</summary>
+    public SearchEngine AttributedEngine { get; }
 
     public void Dispose()
     {

@@ -68,7 +68,7 @@ public sealed class HandlerTests(IndexFixture fx)
     [InlineData("{\"vector\": [1, 2,", "vector[2]")]
     [InlineData("[1, 2]", "body")]
     [InlineData("{\"vector\": \"abc\"}", "vector")]
-    [InlineData("{\"filter\": {}}", "filter")]
+    [InlineData("{\"namespace\": \"x\"}", "namespace")]
     public async Task MalformedJsonAndUnknownFieldsNameThePath(string body, string field)
     {
         using var app = fx.App(2, 1);

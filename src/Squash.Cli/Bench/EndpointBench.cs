@@ -57,7 +57,7 @@ public static class EndpointBench
                 var (_, answer) = await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct);
                 latencies.Record(Stopwatch.GetTimestamp() - t0);
                 var truth = gt[i].Take(k).ToHashSet();
-                var ids = answer.GetProperty("results").EnumerateArray().Select(r => (int)r.GetProperty("id").GetInt64());
+                var ids = answer.GetProperty("results").EnumerateArray().Select(r => (int)r.GetProperty("row").GetInt64());
                 hits += ids.Count(truth.Contains);
                 total += Math.Min(k, gt[i].Length);
                 var s = answer.GetProperty("stats");

@@ -46,7 +46,7 @@ public static class QueryCommand
                     if (!response.IsSuccessStatusCode) throw new IOException($"query {i}: the endpoint answered {(int)response.StatusCode}: {text}");
                     if (pr.GetValue(json)) { Console.Out.WriteLine(text); continue; }
                     using var doc = JsonDocument.Parse(text);
-                    var hits = doc.RootElement.GetProperty("results").EnumerateArray().Select(e => $"{e.GetProperty("id").GetInt64()}:{e.GetProperty("distance").GetSingle():G6}");
+                    var hits = doc.RootElement.GetProperty("results").EnumerateArray().Select(e => $"{IdText(e.GetProperty("id"))}:{e.GetProperty("distance").GetSingle():G6}");
                     var st = doc.RootElement.GetProperty("stats");
                     Console.Out.WriteLine($"{i}: {string.Join(' ', hits)}");
                     Console.Out.WriteLine($"   complete={doc.RootElement.GetProperty("complete").GetBoolean()} invocations={st.GetProperty("invocations")} " +
@@ -87,4 +87,7 @@ public static class QueryCommand
         }));
         return cmd;
     }
+
+    /// <summary>An answer's id as printed: the user's string id, or the row number.</summary>
+    private static string IdText(JsonElement id) => id.ValueKind == JsonValueKind.String ? id.GetString()! : id.GetRawText();
 }

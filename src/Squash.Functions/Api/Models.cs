@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 using Squash.Search;
 
@@ -11,6 +12,10 @@ public sealed record QueryRequest
     /// <summary>A batch: answered together, sharing one invocation tree.</summary>
     public float[][]? Vectors { get; init; }
     public int? K { get; init; }
+    /// <summary>A filter in the Pinecone / S3 Vectors JSON convention; no result ever violates it.</summary>
+    public JsonElement? Filter { get; init; }
+    /// <summary>Attributes to return with each result (names from the index's schema).</summary>
+    public string[]? Include { get; init; }
     public QueryOptions? Options { get; init; }
 }
 
@@ -26,7 +31,15 @@ public sealed record QueryOptions
     public int? Depth { get; init; }
 }
 
-public sealed record Hit(long Id, float Distance);
+/// <summary>
+/// One result. <see cref="Id"/> is the id given at build time (a string) or, for an index built without ids, the
+/// row number; <see cref="Row"/> is always the row number (the position in the vectors file).
+/// </summary>
+public sealed record Hit(JsonNode Id, long Row, float Distance)
+{
+    /// <summary>The attributes named in the request's <c>include</c>; absent values are left out.</summary>
+    public JsonObject? Attributes { get; init; }
+}
 
 public sealed record QueryAnswer
 {
@@ -58,6 +71,15 @@ public sealed record QueryStatsDto
     public int WarmInstances { get; init; }
     public int CacheHits { get; init; }
     public int CacheMisses { get; init; }
+    /// <summary>Passes over the tree (a filtered query that came up short takes another).</summary>
+    public int Passes { get; init; }
+    /// <summary>"partitions", or for filters also "direct" (exact distances on the matching vectors) or "none".</summary>
+    public string? Strategy { get; init; }
+    public double? EstimatedMatches { get; init; }
+    public long FilterRejected { get; init; }
+    public long FilterRechecked { get; init; }
+    /// <summary>Time per tree level (0 = the coordinator): the slowest node's wall and own-work time.</summary>
+    public IReadOnlyList<LevelTiming> Levels { get; init; } = [];
     /// <summary>Flex Consumption estimate: Σ invocation seconds × instance GB × $/GB-s + invocations × $/execution (a batch shares it).</summary>
     public double EstimatedCostUsd { get; init; }
     public double Milliseconds { get; init; }
@@ -80,6 +102,12 @@ public sealed record QueryStatsDto
         BytesRead = r.BytesRead,
         Invocations = r.Invocations,
         TreeNodes = nodes,
+        Passes = Math.Max(1, s.Passes),
+        Strategy = s.Strategy,
+        EstimatedMatches = s.Strategy == "partitions" && s.EstimatedMatches == 0 ? null : Math.Round(s.EstimatedMatches, 1),
+        FilterRejected = s.FilterRejected,
+        FilterRechecked = s.FilterRechecked,
+        Levels = r.Levels,
         Milliseconds = Math.Round(ms, 3),
     };
 }
@@ -93,6 +121,14 @@ public sealed record ScanRequest
     public required float[][] Vectors { get; init; }
     public required int K { get; init; }
     public required QueryOptions Options { get; init; }
+    /// <summary>The query's filter as the client sent it; every node compiles it against the same index version.</summary>
+    public JsonElement? Filter { get; init; }
+    /// <summary>Per query, the filter strategy the coordinator chose ("direct" or "partitions"); nodes never re-decide.</summary>
+    public string[]? Strategies { get; init; }
+    /// <summary>Attributes to attach to the results (the node that found a result reads them).</summary>
+    public string[]? Include { get; init; }
+    /// <summary>Attach the user's string ids to results (the index was built with ids).</summary>
+    public bool Keys { get; init; }
     /// <summary>Per query, the partitions its plan visits (nodes scan the intersection with their own).</summary>
     public required int[][] Plans { get; init; }
     public required ScanNode Node { get; init; }
@@ -121,9 +157,30 @@ public sealed record ScanResponse
     public int CacheMisses { get; init; }
     /// <summary>Wall time of every invocation in the subtree, added up (what GB-s billing counts).</summary>
     public double BusyMilliseconds { get; init; }
+    /// <summary>Per tree level below and including this node: the slowest node's times.</summary>
+    public LevelTiming[] Levels { get; init; } = [];
 }
 
-public sealed record Neighbour(long Id, float D);
+/// <summary>One tree level: how many nodes ran there, the slowest wall time (children included) and the slowest own work (fetch + scan).</summary>
+public sealed record LevelTiming(int Level, int Nodes, double WallMs, double WorkMs, double FetchMs)
+{
+    public static LevelTiming[] Merge(LevelTiming[] into, IEnumerable<LevelTiming> more)
+    {
+        var byLevel = into.ToDictionary(l => l.Level);
+        foreach (var l in more)
+            byLevel[l.Level] = byLevel.TryGetValue(l.Level, out var e)
+                ? new LevelTiming(l.Level, e.Nodes + l.Nodes, Math.Max(e.WallMs, l.WallMs), Math.Max(e.WorkMs, l.WorkMs), Math.Max(e.FetchMs, l.FetchMs))
+                : l;
+        return byLevel.Values.OrderBy(l => l.Level).ToArray();
+    }
+}
+
+/// <summary>A partial result: internal squared distance, and what the node that found it knows (user id, attributes).</summary>
+public sealed record Neighbour(long Id, float D)
+{
+    public string? Key { get; init; }
+    public JsonObject? Attributes { get; init; }
+}
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
     DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]

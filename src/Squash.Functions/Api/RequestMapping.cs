@@ -1,4 +1,5 @@
 using Squash.Search;
+using Squash.Search.Filters;
 
 namespace Squash.Functions.Api;
 
@@ -31,6 +32,30 @@ public static class RequestMapping
         }
         return errors;
     }
+
+    /// <summary>
+    /// The parts checked against the index's schema: every <c>include</c> name must exist, and the filter must
+    /// compile (its errors are reported under <c>filter</c> plus the JSON path of the offending part).
+    /// </summary>
+    public static void ValidateAttributes(QueryRequest r, LoadedIndex index, Dictionary<string, string[]> errors)
+    {
+        if (r.Include is { } include)
+        {
+            if (include.Length > 64) errors["include"] = [$"at most 64 attributes can be included, got {include.Length}"];
+            foreach (var (i, name) in AttributeValues.Unknown(index.Manifest.Attributes, include))
+                errors[$"include[{i}]"] = [index.Manifest.Attributes is null
+                    ? $"the index has no attributes, so '{name}' cannot be included"
+                    : $"the index has no attribute '{name}' (it has: {string.Join(", ", index.Manifest.Attributes.Attributes.Select(a => a.Name))})"];
+        }
+        if (r.Filter is { } filter)
+        {
+            try { index.Filters.Compile(filter); }
+            catch (FilterException e) { errors[FilterField(e.Path)] = [e.Detail]; }
+        }
+    }
+
+    /// <summary>A filter's JSON path as a request field: <c>$.price.$lt</c> → <c>filter.price.$lt</c>.</summary>
+    public static string FilterField(string path) => path == "$" ? "filter" : "filter" + path[1..];
 
     private static void CheckVector(string field, float[]? v, int dimensions, Action<string, string> add)
     {

@@ -32,7 +32,9 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         var own = request.Node.Partitions.ToHashSet();
         var needed = request.Plans.SelectMany(p => p).Where(own.Contains).Distinct().ToArray();
         // Fetch this node's partitions (warm: from the instance's segment cache) before scanning.
+        var fetchClock = System.Diagnostics.Stopwatch.StartNew();
         var fetched = await Task.WhenAll(needed.Select(p => loaded.GetPartitionAsync(p, ct))).ConfigureAwait(false);
+        double fetchMs = fetchClock.Elapsed.TotalMilliseconds;
         var partitions = new Dictionary<int, (Squash.Index.Model.PartitionCodes, Squash.Index.Model.PartitionVectors)>();
         int hits = 0, misses = 0;
         long bytesRead = 0;
@@ -54,8 +56,12 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
             var (_, distances) = engine.RankPartitions(ctx);
             engine.ScanPartitions(ctx, mine, distances, options, tops[q], stats[q], p => partitions[p]);
         }
+        double workMs = clock.Elapsed.TotalMilliseconds;
+        // What this node found, with the user's id and the requested attributes read here, where the rows are.
+        var found = tops.Select(t => Describe(loaded, request, t.ToSortedArray(), needed, p => partitions[p].Item1)).ToArray();
 
         var missing = new List<int>();
+        var levels = Array.Empty<LevelTiming>();
         int invocations = 1;
         foreach (var (child, task) in childCalls)
         {
@@ -70,9 +76,14 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
                 warmInstances += r.WarmInstances;
                 childBusy += r.BusyMilliseconds;
                 missing.AddRange(r.MissingPartitions);
+                levels = LevelTiming.Merge(levels, r.Levels.Select(l => l with { Level = l.Level + 1 }));
                 for (int q = 0; q < queries; q++)
                 {
-                    foreach (var n in r.Neighbours[q]) tops[q].TryAdd(n.Id, n.D);
+                    foreach (var n in r.Neighbours[q])
+                    {
+                        tops[q].TryAdd(n.Id, n.D);
+                        found[q][n.Id] = n;
+                    }
                     stats[q].Add(r.Stats[q]);
                 }
             }
@@ -87,7 +98,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         }
         return new ScanResponse
         {
-            Neighbours = tops.Select(t => t.ToSortedArray().Select(n => new Neighbour(n.Id, n.Distance)).ToArray()).ToArray(),
+            Neighbours = tops.Select((t, q) => t.ToSortedArray().Select(n => found[q][n.Id]).ToArray()).ToArray(),
             Stats = stats,
             MissingPartitions = missing.Distinct().Order().ToArray(),
             Invocations = invocations,
@@ -97,6 +108,46 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
             ColdInstances = coldInstances,
             WarmInstances = warmInstances,
             BusyMilliseconds = childBusy + clock.Elapsed.TotalMilliseconds,
+            Levels = LevelTiming.Merge(levels, [new LevelTiming(0, 1, Math.Round(clock.Elapsed.TotalMilliseconds, 3), Math.Round(workMs, 3), Math.Round(fetchMs, 3))]),
         };
+    }
+
+    /// <summary>This node's own results by id, each with the user's id and the requested attributes when asked for.</summary>
+    private static Dictionary<long, Neighbour> Describe(LoadedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
+        Func<int, Squash.Index.Model.PartitionCodes> codesOf)
+    {
+        var result = new Dictionary<long, Neighbour>(own.Length);
+        var include = request.Include ?? [];
+        bool describe = (request.Keys || include.Length > 0) && loaded.Manifest.Attributes is not null;
+        var rows = describe ? RowsOf(own, partitions, codesOf) : null;
+        foreach (var n in own)
+        {
+            var neighbour = new Neighbour(n.Id, n.Distance);
+            if (rows is not null && rows.TryGetValue(n.Id, out var at))
+            {
+                var attributes = loaded.Attributes(at.Partition)!;
+                neighbour = neighbour with
+                {
+                    Key = request.Keys ? attributes.Keys?[at.Row] : null,
+                    Attributes = include.Length > 0 ? AttributeValues.Read(loaded.Manifest.Attributes!, attributes, at.Row, include) : null,
+                };
+            }
+            result[n.Id] = neighbour;
+        }
+        return result;
+    }
+
+    /// <summary>Where each result sits (partition, row) among this node's partitions.</summary>
+    private static Dictionary<long, (int Partition, int Row)> RowsOf(Neighbor[] own, int[] partitions, Func<int, Squash.Index.Model.PartitionCodes> codesOf)
+    {
+        var wanted = own.Select(n => n.Id).ToHashSet();
+        var rows = new Dictionary<long, (int, int)>(own.Length);
+        foreach (int p in partitions)
+        {
+            var ids = codesOf(p).Ids;
+            for (int i = 0; i < ids.Length && rows.Count < wanted.Count; i++)
+                if (wanted.Contains(ids[i])) rows[ids[i]] = (p, i);
+        }
+        return rows;
     }
 }

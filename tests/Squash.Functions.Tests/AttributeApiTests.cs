@@ -1,0 +1,108 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>String ids, <c>include</c> and per-level timings through the invocation tree.</summary>
+[Collection(nameof(IndexCollection))]
+public sealed class AttributeApiTests(IndexFixture fx)
+{
+    private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
+
+    private static string Vector(float[] v) => "[" + string.Join(',', v.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture))) + "]";
+
+    private static async Task<JsonElement> Post(HttpClient client, string index, string body)
+    {
+        var response = await client.PostAsync($"/api/indexes/{index}/query", Json(body));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        return JsonDocument.Parse(text).RootElement.Clone();
+    }
+
+    [Theory]
+    [InlineData(2, 2)]
+    [InlineData(1, 0)]
+    public async Task ResultsCarryTheUsersIdsAndTheIncludedAttributesReadWhereTheRowsAre(int branching, int depth)
+    {
+        using var app = fx.App(branching, depth);
+        var client = app.CreateClient();
+        for (int q = 0; q < 20; q++)
+        {
+            var answer = await Post(client, IndexFixture.AttributedIndexName,
+                "{\"vector\":" + Vector(fx.Queries[q]) + ",\"k\":10,\"include\":[\"colour\",\"price\",\"tags\"]}");
+            var expected = fx.AttributedEngine.Search(fx.Queries[q], new Squash.Search.SearchOptions { K = 10 });
+            var results = answer.GetProperty("results").EnumerateArray().ToArray();
+            Assert.Equal(expected.Ids, results.Select(r => r.GetProperty("row").GetInt64()).ToArray());
+            foreach (var r in results)
+            {
+                long row = r.GetProperty("row").GetInt64();
+                Assert.Equal($"doc-{row}", r.GetProperty("id").GetString());
+                var attributes = r.GetProperty("attributes");
+                Assert.Equal(IndexFixture.Colours[row % 5], attributes.GetProperty("colour").GetString());
+                Assert.Equal(row % 1000 + 0.5, attributes.GetProperty("price").GetDouble());
+                Assert.Equal(new[] { $"t{row % 7}", $"t{row % 3 + 7}" }.Order(), attributes.GetProperty("tags").EnumerateArray().Select(t => t.GetString()!).Order());
+            }
+        }
+    }
+
+    [Fact]
+    public async Task WithoutIncludeThereAreNoAttributesAndAnIndexWithoutIdsAnswersRowNumbers()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var named = await Post(client, IndexFixture.AttributedIndexName, "{\"vector\":" + Vector(fx.Queries[0]) + ",\"k\":3}");
+        foreach (var r in named.GetProperty("results").EnumerateArray())
+        {
+            Assert.False(r.TryGetProperty("attributes", out _));
+            Assert.Equal($"doc-{r.GetProperty("row").GetInt64()}", r.GetProperty("id").GetString());
+        }
+        var plain = await Post(client, IndexFixture.IndexName, "{\"vector\":" + Vector(fx.Queries[0]) + ",\"k\":3}");
+        foreach (var r in plain.GetProperty("results").EnumerateArray())
+            Assert.Equal(r.GetProperty("row").GetInt64(), r.GetProperty("id").GetInt64());
+    }
+
+    [Fact]
+    public async Task StatsReportTheTimeSpentAtEachTreeLevel()
+    {
+        using var app = fx.App(2, 2);
+        var answer = await Post(app.CreateClient(), IndexFixture.IndexName, "{\"vector\":" + Vector(fx.Queries[1]) + ",\"k\":10,\"options\":{\"exact\":true}}");
+        var levels = answer.GetProperty("stats").GetProperty("levels").EnumerateArray().ToArray();
+        // Exact mode visits all 12 partitions over 2 + 4 slots (empty subtrees are pruned): every node counted once.
+        Assert.Equal([0, 1, 2], levels.Select(l => l.GetProperty("level").GetInt32()));
+        var nodes = levels.Select(l => l.GetProperty("nodes").GetInt32()).ToArray();
+        Assert.Equal(1, nodes[0]);
+        Assert.InRange(nodes[1], 1, 2);
+        Assert.InRange(nodes[2], 1, 4);
+        Assert.Equal(answer.GetProperty("stats").GetProperty("treeNodes").GetInt32() + 1, nodes.Sum());
+        // A parent waits for its children, so its wall time covers theirs.
+        Assert.True(levels[0].GetProperty("wallMs").GetDouble() >= levels[1].GetProperty("wallMs").GetDouble());
+        Assert.True(levels[1].GetProperty("wallMs").GetDouble() >= levels[2].GetProperty("wallMs").GetDouble());
+        Assert.All(levels, l => Assert.True(l.GetProperty("workMs").GetDouble() <= l.GetProperty("wallMs").GetDouble() + 1e-3));
+    }
+
+    public static TheoryData<string, string, string> BadAttributeRequests => new()
+    {
+        { "\"include\":[\"colour\",\"size\"]", "include[1]", "the index has no attribute 'size' (it has: colour, price, tags)" },
+        { "\"filter\":{\"size\":{\"$lt\":3}}", "filter.size", "unknown attribute 'size'" },
+        { "\"filter\":{\"price\":{\"$lt\":\"cheap\"}}", "filter.price.$lt", "" },
+        { "\"filter\":{\"$or\":{}}", "filter.$or", "" },
+        { "\"filter\":[1]", "filter", "" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadAttributeRequests))]
+    public async Task BadIncludesAndFiltersAre400sNamingTheField(string part, string field, string message)
+    {
+        using var app = fx.App(2, 1);
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.AttributedIndexName}/query",
+            Json("{\"vector\":" + Vector(fx.Queries[0]) + "," + part + "}"));
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var errors = doc.RootElement.GetProperty("errors");
+        Assert.True(errors.TryGetProperty(field, out var messages), doc.RootElement.GetRawText());
+        if (message.Length > 0) Assert.Equal(message, messages[0].GetString());
+        else Assert.False(string.IsNullOrWhiteSpace(messages[0].GetString()));
+    }
+}
