@@ -25,8 +25,11 @@ fi
 # The store holds one folder per index; the function app resolves /api/indexes/{name} to it.
 squash build --index "$work/store/$name" --vectors "$data/base.fvecs"
 
+# The deployable function app (self-contained, ReadyToRun): what Azure runs, and faster cold starts here.
+bash scripts/publish.sh "$work/functionapp" >/dev/null
+
 # Started directly (not through the shell function) so that $! is the host process itself.
-dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "dir:$work/store" --port "$port" > "$work/serve.log" 2>&1 &
+dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "dir:$work/store" --app "$work/functionapp" --port "$port" > "$work/serve.log" 2>&1 &
 serve_pid=$!
 trap 'kill $serve_pid 2>/dev/null; wait $serve_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 150); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done

@@ -46,13 +46,12 @@ public sealed class FunctionInstance : IAsyncDisposable
     public static async Task<FunctionInstance> StartAsync(string appPath, string pool, IReadOnlyDictionary<string, string> environment, CancellationToken ct)
     {
         int port = FreePort();
-        var psi = new ProcessStartInfo("dotnet", [appPath])
-        {
-            WorkingDirectory = Path.GetDirectoryName(appPath)!,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
+        // A dll runs on the shared runtime; a published executable (self-contained, ReadyToRun) runs directly.
+        var psi = appPath.EndsWith(".dll", StringComparison.OrdinalIgnoreCase) ? new ProcessStartInfo("dotnet", [appPath]) : new ProcessStartInfo(appPath);
+        psi.WorkingDirectory = Path.GetDirectoryName(appPath)!;
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        psi.UseShellExecute = false;
         psi.Environment["FUNCTIONS_CUSTOMHANDLER_PORT"] = port.ToString();
         psi.Environment["Logging__LogLevel__Default"] = "Warning";
         // The instance exits by itself if this host dies without stopping it (no orphans).

@@ -31,14 +31,31 @@ public sealed class LocalFunctionHost : IAsyncDisposable
 
     public static string DefaultAppPath => Path.Combine(AppContext.BaseDirectory, "Squash.Functions.dll");
 
+    /// <summary>
+    /// The function app to start: a dll (run with dotnet), a published folder (its Squash.Functions executable,
+    /// e.g. the ReadyToRun output of scripts/publish.sh), or the executable itself.
+    /// </summary>
+    public static string ResolveApp(string? path)
+    {
+        path ??= DefaultAppPath;
+        if (Directory.Exists(path))
+        {
+            var executable = Path.Combine(path, "Squash.Functions");
+            var dll = Path.Combine(path, "Squash.Functions.dll");
+            path = File.Exists(executable) ? executable : dll;
+        }
+        if (!File.Exists(path)) throw new FileNotFoundException($"function app not found at {path}");
+        return Path.GetFullPath(path);
+    }
+
     public async Task StartAsync(CancellationToken ct = default)
     {
-        var appPath = _options.AppPath ?? DefaultAppPath;
-        if (!File.Exists(appPath)) throw new FileNotFoundException($"function app not found at {appPath}");
+        var appPath = ResolveApp(_options.AppPath);
         var scanUrls = string.Join(';', Enumerable.Range(0, _options.ProcessorPools).Select(i => $"{BaseAddress}pools/p{i}"));
         var env = new Dictionary<string, string>
         {
             ["Squash__Store"] = _options.Store,
+            ["Squash__Container"] = _options.Container,
             ["Squash__Branching"] = _options.Branching.ToString(),
             ["Squash__Depth"] = _options.Depth.ToString(),
             ["Squash__ScanUrls"] = scanUrls,

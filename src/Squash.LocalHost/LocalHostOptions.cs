@@ -4,8 +4,10 @@ public sealed record LocalHostOptions
 {
     /// <summary>The public port (the Functions front end's role).</summary>
     public int Port { get; init; } = 7071;
-    /// <summary>Store the instances read indexes from (<c>dir:PATH</c>).</summary>
+    /// <summary>Store the instances read indexes from (<c>dir:PATH</c>, or <c>azure:CONNECTION|ACCOUNT_URL</c>).</summary>
     public required string Store { get; init; }
+    /// <summary>Blob container for an azure: store.</summary>
+    public string Container { get; init; } = "squash";
     public int Branching { get; init; } = 4;
     public int Depth { get; init; } = 1;
     /// <summary>Processor pools: on Azure each is its own function app; partitions map to pools by tree slot.</summary>
@@ -18,7 +20,7 @@ public sealed record LocalHostOptions
     public TimeSpan KeepAlive { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>Memory billed per instance (Flex Consumption sizes: 512, 2048 or 4096 MB).</summary>
     public int InstanceMemoryMb { get; init; } = 2048;
-    /// <summary>The function app to run; default: Squash.Functions.dll beside this assembly.</summary>
+    /// <summary>The function app to run (dll, executable or published folder); default: Squash.Functions.dll beside this assembly.</summary>
     public string? AppPath { get; init; }
 }
 

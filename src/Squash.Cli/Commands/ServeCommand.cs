@@ -8,7 +8,9 @@ public static class ServeCommand
 {
     public static Command Create()
     {
-        var store = new Option<string>("--store") { Description = "Where indexes live: dir:PATH (each index is a folder named after it).", DefaultValueFactory = _ => "dir:data/indexes" };
+        var store = new Option<string>("--store") { Description = "Where indexes live: dir:PATH (each index is a folder named after it) or azure:CONNECTION_STRING|ACCOUNT_URL (Azurite or Azure).", DefaultValueFactory = _ => "dir:data/indexes" };
+        var container = new Option<string>("--container") { Description = "Blob container with an azure: store.", DefaultValueFactory = _ => "squash" };
+        var app = new Option<string?>("--app") { Description = "The function app to run: a published folder (scripts/publish.sh, ReadyToRun: faster cold starts), its executable, or a dll. Default: the build beside squash." };
         var port = new Option<int>("--port") { Description = "Public loopback port (the Functions front end).", DefaultValueFactory = _ => 7071 };
         var branching = new Option<int>("--branching") { Description = "Invocation tree branching factor b.", DefaultValueFactory = _ => 4 };
         var depth = new Option<int>("--depth") { Description = "Invocation tree depth L (0: the coordinator scans everything).", DefaultValueFactory = _ => 1 };
@@ -18,12 +20,19 @@ public static class ServeCommand
         var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => 120 };
         var cmd = new Command("serve", "Run the HTTP API and a local function host (coordinator and processor pools as OS processes) until Ctrl+C.")
         {
-            store, port, branching, depth, pools, instances, concurrency, keepAlive,
+            store, container, port, branching, depth, pools, instances, concurrency, keepAlive, app,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
             var s = pr.GetValue(store)!;
-            CliErrors.Require(s.StartsWith("dir:", StringComparison.Ordinal) && s.Length > 4, $"--store must be dir:PATH, got '{s}'");
+            CliErrors.Require((s.StartsWith("dir:", StringComparison.Ordinal) || s.StartsWith("azure:", StringComparison.Ordinal)) && s.Length > 6,
+                $"--store must be dir:PATH or azure:CONNECTION|ACCOUNT_URL, got '{s}'");
+            string? appPath = pr.GetValue(app);
+            if (appPath is not null)
+            {
+                try { appPath = LocalFunctionHost.ResolveApp(appPath); }
+                catch (FileNotFoundException) { throw new UsageException($"--app: no function app at '{appPath}' (expected a published folder, Squash.Functions or Squash.Functions.dll)"); }
+            }
             int p = pr.GetValue(port), b = pr.GetValue(branching), l = pr.GetValue(depth), np = pr.GetValue(pools),
                 mi = pr.GetValue(instances), c = pr.GetValue(concurrency), ka = pr.GetValue(keepAlive);
             CliErrors.Require(p is > 0 and < 65536, $"--port must be 1..65535, got {p}");
@@ -33,15 +42,20 @@ public static class ServeCommand
             CliErrors.Require(mi is >= 1 and <= 256, $"--max-instances must be 1..256, got {mi}");
             CliErrors.Require(c is >= 1 and <= 1000, $"--concurrency must be 1..1000, got {c}");
             CliErrors.Require(ka >= 1, $"--keep-alive must be ≥ 1 second, got {ka}");
-            var root = Path.GetFullPath(s[4..]);
-            Directory.CreateDirectory(root);
+            string root = s;
+            if (s.StartsWith("dir:", StringComparison.Ordinal))
+            {
+                root = Path.GetFullPath(s[4..]);
+                Directory.CreateDirectory(root);
+                s = "dir:" + root;
+            }
             await using var host = new LocalFunctionHost(new LocalHostOptions
             {
-                Store = "dir:" + root, Port = p, Branching = b, Depth = l, ProcessorPools = np,
+                Store = s, Container = pr.GetValue(container)!, AppPath = appPath, Port = p, Branching = b, Depth = l, ProcessorPools = np,
                 MaxInstancesPerPool = mi, InstanceConcurrency = c, KeepAlive = TimeSpan.FromSeconds(ka),
             });
             await host.StartAsync(ct);
-            Console.WriteLine($"squash is serving {root} at {host.BaseAddress} (tree b={b}, L={l}; {np} processor pools × ≤{mi} instances × {c} slots)");
+            Console.WriteLine($"squash is serving {(s.StartsWith("dir:") ? root : "an Azure store")} at {host.BaseAddress} (tree b={b}, L={l}; {np} processor pools × ≤{mi} instances × {c} slots)");
             Console.WriteLine($"  POST {host.BaseAddress}api/indexes/{{index}}/query   GET {host.BaseAddress}api/indexes/{{index}}   GET {host.BaseAddress}admin/instances");
             try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }
             var snap = host.Snapshot();
