@@ -19,10 +19,11 @@ public sealed partial class IndexCatalog
 
     private readonly SegmentCache _cache;
 
-    public IndexCatalog(IOptions<FunctionSettings> settings)
+    /// <param name="store">The blob store; by default opened from the Store/Container settings (tests pass a fault-injecting one).</param>
+    public IndexCatalog(IOptions<FunctionSettings> settings, IBlobStore? store = null)
     {
         _cache = new SegmentCache(new SegmentCacheOptions { CapacityBytes = settings.Value.CacheBytes > 0 ? settings.Value.CacheBytes : (long)settings.Value.CacheMb << 20 });
-        _blobs = BlobStores.Open(settings.Value.Store, settings.Value.Container);
+        _blobs = store ?? BlobStores.Open(settings.Value.Store, settings.Value.Container);
     }
 
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]

@@ -59,7 +59,7 @@ public sealed class IndexFixture : IDisposable
 
     /// <summary>A function app whose child calls go back into the same in-memory server, optionally through a fault injector.</summary>
     public WebApplicationFactory<Program> App(int branching, int depth, Func<HttpRequestMessage, int, HttpResponseMessage?>? fault = null,
-        Func<int, TimeSpan>? delay = null, IReadOnlyDictionary<string, string>? settings = null)
+        Func<int, TimeSpan>? delay = null, IReadOnlyDictionary<string, string>? settings = null, Func<IBlobStore, IBlobStore>? wrapStore = null)
     {
         WebApplicationFactory<Program>? app = null;
         app = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
@@ -71,8 +71,12 @@ public sealed class IndexFixture : IDisposable
             b.UseSetting("Squash:ChildTimeout", "00:00:02");
             b.UseSetting("Squash:HedgingDelay", "00:00:00.200");
             foreach (var (key, value) in settings ?? new Dictionary<string, string>()) b.UseSetting(key, value);
-            b.ConfigureTestServices(s => s.AddHttpClient(ScanInvoker.ClientName)
-                .ConfigurePrimaryHttpMessageHandler(() => new FaultInjector(fault, delay) { InnerHandler = app!.Server.CreateHandler() }));
+            b.ConfigureTestServices(s =>
+            {
+                s.AddHttpClient(ScanInvoker.ClientName)
+                    .ConfigurePrimaryHttpMessageHandler(() => new FaultInjector(fault, delay) { InnerHandler = app!.Server.CreateHandler() });
+                if (wrapStore is not null) s.AddSingleton(wrapStore(new FolderBlobStore(Root)));
+            });
         });
         return app;
     }

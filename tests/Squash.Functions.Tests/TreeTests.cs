@@ -107,6 +107,39 @@ public sealed class TreeTests(IndexFixture fx)
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(1.5), $"took {clock.Elapsed}: the hang was not hedged");
     }
 
+    [Theory]
+    [InlineData(2, 1)]
+    [InlineData(1, 0)]
+    public async Task ABlobThatCannotBeReadMakesItsPartitionMissingAndTheRestIsStillAnswered(int branching, int depth)
+    {
+        // Every read of partition 3's segments fails (a store that stays down after its retries).
+        using var app = fx.App(branching, depth, wrapStore: inner => new FailingReads(inner, name => name.Contains("p00003.")));
+        var q = fx.Queries[6];
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = q, k = 10, options = new { exact = true } }));
+        response.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        Assert.False(doc.RootElement.GetProperty("complete").GetBoolean());
+        Assert.Equal([3], doc.RootElement.GetProperty("missingPartitions").EnumerateArray().Select(e => e.GetInt32()));
+        // The answer is the exact top-10 of everything except partition 3.
+        var lost = fx.Engine.Index.Codes(3).Ids.Select(i => (long)i).ToHashSet();
+        var all = fx.Engine.Search(q, new SearchOptions { K = IndexFixture.Count, Exact = true });
+        Assert.Equal(all.Ids.Where(id => !lost.Contains(id)).Take(10).ToArray(), Read(doc.RootElement).Ids);
+    }
+
+    private sealed class FailingReads(Squash.Storage.IBlobStore inner, Func<string, bool> fails) : Squash.Storage.IBlobStore
+    {
+        public string Description => inner.Description;
+        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) =>
+            fails(name) ? throw new IOException($"injected: {name} cannot be read") : inner.ReadAllAsync(name, ct);
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) =>
+            fails(name) ? throw new IOException($"injected: {name} cannot be read") : inner.ReadRangeAsync(name, offset, length, ct);
+        public Task<Squash.Storage.BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, Squash.Storage.WriteCondition condition, CancellationToken ct = default) =>
+            inner.WriteAsync(name, data, condition, ct);
+        public Task<Squash.Storage.BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+        public IAsyncEnumerable<Squash.Storage.BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
+        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+    }
+
     [Fact]
     public async Task ABranchThatKeepsFailingMakesTheAnswerIncompleteAndNamesTheMissingPartitions()
     {

@@ -31,36 +31,68 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         var stats = new QueryStats[queries];
         var own = request.Node.Partitions.ToHashSet();
         var needed = request.Plans.SelectMany(p => p).Where(own.Contains).Distinct().ToArray();
-        // Fetch this node's partitions (warm: from the instance's segment cache) before scanning.
-        var fetchClock = System.Diagnostics.Stopwatch.StartNew();
-        var fetched = await Task.WhenAll(needed.Select(p => loaded.GetPartitionAsync(p, ct))).ConfigureAwait(false);
-        double fetchMs = fetchClock.Elapsed.TotalMilliseconds;
-        var partitions = new Dictionary<int, (Squash.Index.Model.PartitionCodes, Squash.Index.Model.PartitionVectors)>();
+        var missing = new List<int>();
         int hits = 0, misses = 0;
         long bytesRead = 0;
-        for (int i = 0; i < needed.Length; i++)
+        double fetchMs = 0;
+        var found = new Dictionary<long, Neighbour>[queries];
+        try
         {
-            partitions[needed[i]] = (fetched[i].Codes, fetched[i].Vectors);
-            if (fetched[i].Miss) misses++; else hits++;
-            bytesRead += fetched[i].BytesRead;
+            // Fetch this node's partitions (warm: from the instance's segment cache) before scanning.
+            var fetchClock = System.Diagnostics.Stopwatch.StartNew();
+            var fetched = await Task.WhenAll(needed.Select(async p =>
+            {
+                try { return (Partition: p, Data: await loaded.GetPartitionAsync(p, ct).ConfigureAwait(false), Error: (Exception?)null); }
+                catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException) { return (p, default, e); }
+            })).ConfigureAwait(false);
+            fetchMs = fetchClock.Elapsed.TotalMilliseconds;
+            var partitions = new Dictionary<int, (Squash.Index.Model.PartitionCodes, Squash.Index.Model.PartitionVectors)>();
+            foreach (var (p, data, error) in fetched)
+            {
+                if (error is not null)
+                {
+                    // A segment that cannot be read (store down after retries, checksum mismatch): the partition is
+                    // reported missing and the rest of the answer still counts.
+                    log.LogError(error, "partition {Partition} could not be read; it is reported missing", p);
+                    missing.Add(p);
+                    continue;
+                }
+                partitions[p] = (data.Codes, data.Vectors);
+                if (data.Miss) misses++; else hits++;
+                bytesRead += data.BytesRead;
+            }
+            var readable = partitions.Keys.ToArray();
+            for (int q = 0; q < queries; q++)
+            {
+                tops[q] = engine.NewTopK(options);
+                stats[q] = new QueryStats();
+                var mine = request.Plans[q].Where(partitions.ContainsKey).ToArray();
+                if (mine.Length == 0) continue;
+                var ctx = new QueryContext(loaded, request.Vectors[q]);
+                var (_, distances) = engine.RankPartitions(ctx);
+                engine.ScanPartitions(ctx, mine, distances, options, tops[q], stats[q], p => partitions[p]);
+            }
+            // What this node found, with the user's id and the requested attributes read here, where the rows are.
+            for (int q = 0; q < queries; q++) found[q] = Describe(loaded, request, tops[q].ToSortedArray(), readable, p => partitions[p].Item1);
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+        {
+            // Anything else that breaks this node's own scan: its partitions are reported missing, and what its
+            // children found still counts.
+            log.LogError(e, "tree node {Node} could not scan its partitions; they are reported missing", request.Node.Id);
+            missing.Clear();
+            missing.AddRange(needed);
+            for (int q = 0; q < queries; q++)
+            {
+                tops[q] = engine.NewTopK(options);
+                stats[q] = new QueryStats();
+                found[q] = [];
+            }
         }
         int coldInstances = cold ? 1 : 0, warmInstances = cold ? 0 : 1;
         double childBusy = 0;
-        for (int q = 0; q < queries; q++)
-        {
-            tops[q] = engine.NewTopK(options);
-            stats[q] = new QueryStats();
-            var mine = request.Plans[q].Where(own.Contains).ToArray();
-            if (mine.Length == 0) continue;
-            var ctx = new QueryContext(loaded, request.Vectors[q]);
-            var (_, distances) = engine.RankPartitions(ctx);
-            engine.ScanPartitions(ctx, mine, distances, options, tops[q], stats[q], p => partitions[p]);
-        }
         double workMs = clock.Elapsed.TotalMilliseconds;
-        // What this node found, with the user's id and the requested attributes read here, where the rows are.
-        var found = tops.Select(t => Describe(loaded, request, t.ToSortedArray(), needed, p => partitions[p].Item1)).ToArray();
 
-        var missing = new List<int>();
         var levels = Array.Empty<LevelTiming>();
         int invocations = 1;
         foreach (var (child, task) in childCalls)
