@@ -137,6 +137,39 @@ public sealed class PartitionScanner
         }
     }
 
+    /// <summary>
+    /// The direct strategy on one partition: exact distances to every row that passes the filter (codes first, then
+    /// the exact recheck where the codes only say "maybe"); no query rotation, bounds or re-rank cap, so the
+    /// partition contributes exactly its nearest matches.
+    /// </summary>
+    public void ScanMatching(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes? attributes,
+        Filters.CompiledFilter filter, TopK top, QueryStats stats)
+    {
+        if (attributes is null) throw new InvalidOperationException("a filtered scan needs the partition's attributes");
+        int n = attributes.Count;
+        stats.PartitionsScanned++;
+        stats.VectorsConsidered += n;
+        if (_filterCodes.Length < n) _filterCodes = new byte[n];
+        var filterCodes = _filterCodes.AsSpan(0, n);
+        filter.EvaluateCodes(attributes, filterCodes);
+        var q = query.Internal.AsSpan();
+        int d = vectors.Dimensions;
+        for (int row = 0; row < n; row++)
+        {
+            if (filterCodes[row] == 0) { stats.FilterRejected++; continue; }
+            if (filterCodes[row] == 1)
+            {
+                stats.FilterRechecked++;
+                if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+            }
+            float threshold = top.Threshold;
+            float dist = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(row * d, d), threshold);
+            stats.Reranked++;
+            stats.BytesTouched += d * sizeof(float);
+            if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
+        }
+    }
+
     private void ScanCandidatesExactly(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
         Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, int candidates, TopK top, QueryStats stats)
     {

@@ -5,8 +5,9 @@ using Squash.Core.Kernels;
 namespace Squash.Search;
 
 /// <summary>
-/// The query pipeline in one process: partition selection by centroid distance, then one
-/// <see cref="PartitionScanner"/> pass per partition, nearest partition first, all feeding one top-k.
+/// The query pipeline: a plan of passes over partitions in centroid-distance order (<see cref="Plan"/>,
+/// <see cref="NextPass"/>), each pass scanned partition by partition (<see cref="ScanPartitions(QueryContext, ReadOnlySpan{int}, float[], SearchOptions, TopK, QueryStats, Func{int, PartitionData})"/>)
+/// into a top-k — in one process (<see cref="Search"/>) or split over the nodes of an invocation tree.
 /// Thread-safe: each thread gets its own scanner.
 /// </summary>
 public sealed class SearchEngine
@@ -46,56 +47,200 @@ public sealed class SearchEngine
         return count;
     }
 
+    /// <summary>
+    /// One query in this process, run exactly as an invocation tree runs it: <see cref="Plan"/>, then each pass
+    /// through <see cref="ScanPartitions(QueryContext, ReadOnlySpan{int}, float[], SearchOptions, TopK, QueryStats)"/>,
+    /// then <see cref="NextPass"/> with the answer's size until it hands out nothing. Splitting a pass over many
+    /// nodes with their own top-k and merging gives the same answer (SearchEngine tests prove it).
+    /// </summary>
     public SearchResult Search(ReadOnlySpan<float> query, SearchOptions options)
     {
-        options.Validate();
         var ctx = new QueryContext(Index, query);
-        var stats = new QueryStats { Passes = 1 };
-        var top = new TopK(Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)));
-        var (order, dist) = RankPartitions(ctx);
-        if (options.Filter is { MatchesAll: false }) return SearchFiltered(ctx, order, dist, top, options, stats);
-        int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
-        stats.PartitionsPlanned = selected;
-        ScanPartitions(ctx, order.AsSpan(0, selected), dist, options, top, stats);
-        return Finish(top, ctx, stats);
+        var plan = Plan(ctx, options);
+        var top = NewTopK(options);
+        var nodeOptions = plan.NodeOptions(options);
+        for (var pass = plan.Partitions; pass.Length > 0; pass = NextPass(plan, top.Count))
+            ScanPartitions(ctx, pass, plan.CentroidDistances, nodeOptions, top, plan.Stats);
+        return Finish(top, ctx, plan.Stats);
     }
 
     public TopK NewTopK(SearchOptions options) => new(Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)));
 
-    /// <summary>The partitions an unfiltered query visits, nearest centroid first, with every partition's centroid distance.</summary>
+    /// <summary>
+    /// Plans a query, filtered or not: the first pass's partitions (nearest centroid first), every centroid
+    /// distance, the strategy and the state <see cref="NextPass"/> needs. Fills the plan's stats with the
+    /// estimated matches, the strategy and the partitions planned.
+    /// <list type="bullet">
+    /// <item>Unfiltered: the partitions within CF × the nearest centroid distance, extended until they hold K vectors.</item>
+    /// <item>Filtered, "partitions": in centroid-distance order until both the CF threshold is passed and the estimated
+    /// matches reach FilterMargin·K; the threshold is anchored on the nearest partition that holds a fair share of
+    /// matches (<see cref="AnchorDensity"/>).</item>
+    /// <item>Filtered, "direct": every partition that can match, scanned by exact distance on its matching vectors;
+    /// chosen by the cost rule (or forced by <see cref="SearchOptions.FilterStrategy"/>). One pass, exact.</item>
+    /// <item>"none": no partition can match; nothing to scan.</item>
+    /// </list>
+    /// Exact mode plans every partition that can match in the first pass.
+    /// </summary>
     public QueryPlan Plan(QueryContext query, SearchOptions options)
     {
-        if (options.Filter is { MatchesAll: false }) throw new NotSupportedException("filtered queries are planned inside Search; the invocation tree carries unfiltered plans only");
+        options.Validate();
         var (order, dist) = RankPartitions(query);
-        int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
-        return new QueryPlan(order[..selected], dist);
+        var manifest = Index.Manifest;
+        int p = order.Length;
+        int target = NewTopK(options).Capacity;
+        var stats = new QueryStats { Passes = 1 };
+        var est = new double[p];
+        var canMatch = new bool[p];
+
+        if (options.Filter is not { MatchesAll: false } filter)
+        {
+            var sizes = Index.Routing.PartitionSizes;
+            for (int i = 0; i < p; i++) { est[i] = sizes[i]; canMatch[i] = true; }
+            int selected = SelectCount(order, dist, sizes, options);
+            stats.PartitionsPlanned = selected;
+            return new QueryPlan(order[..selected], dist, "partitions", target, stats, order, est, canMatch, selected, options.CentroidFactor, options.FilterMargin);
+        }
+
+        double total = 0;
+        for (int i = 0; i < p; i++)
+        {
+            (est[i], long upper) = filter.Estimate(manifest.Partitions[i]);
+            canMatch[i] = upper > 0;
+            total += est[i];
+        }
+        stats.EstimatedMatches = total;
+        int firstMatching = Array.FindIndex(order, q => canMatch[q]);
+        if (firstMatching < 0)
+        {
+            stats.Strategy = "none";
+            return new QueryPlan([], dist, "none", target, stats, order, est, canMatch, p, options.CentroidFactor, options.FilterMargin);
+        }
+
+        // The CF threshold is anchored on the nearest partition whose estimated match density is at least
+        // AnchorDensity × the index-wide one, not on the nearest partition: when the filter is anti-correlated with
+        // the query (it asks for another class), nearby partitions hold a few stragglers and the true nearest
+        // matches sit where matches are dense, which a threshold anchored on the query's own cluster would miss.
+        double density = total / Math.Max(1, manifest.Count);
+        int anchor = firstMatching;
+        for (int i = firstMatching; i < p; i++)
+        {
+            int q = order[i];
+            if (canMatch[q] && est[q] >= AnchorDensity * density * manifest.Partitions[q].Count) { anchor = i; break; }
+        }
+        double limit = options.Exact ? double.PositiveInfinity : dist[order[anchor]] * options.CentroidFactor;
+        var plan = new List<int>();
+        double issued = 0, planCost = 0;
+        int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
+        int cursor = 0;
+        for (; cursor < p; cursor++)
+        {
+            int q = order[cursor];
+            if (!canMatch[q]) continue;
+            if (dist[q] > limit && issued >= options.FilterMargin * options.K) break;
+            plan.Add(q);
+            issued += est[q];
+            var e = manifest.Partitions[q];
+            planCost += (double)e.CodedDimensions * m + e.Count + est[q] * e.CodedDimensions + Math.Min(est[q], options.K * options.RerankFactor) * d;
+        }
+        // The direct scan reads codes only where something can match, like the plan.
+        double directCost = total * d;
+        for (int i = 0; i < p; i++) if (canMatch[i]) directCost += manifest.Partitions[i].Count;
+        if (options.FilterStrategy == FilterStrategy.Direct || (options.FilterStrategy == FilterStrategy.Auto && directCost <= planCost))
+        {
+            var all = order.Where(q => canMatch[q]).ToArray();
+            stats.Strategy = "direct";
+            stats.PartitionsPlanned = all.Length;
+            return new QueryPlan(all, dist, "direct", target, stats, order, est, canMatch, p, options.CentroidFactor, options.FilterMargin);
+        }
+        stats.PartitionsPlanned = plan.Count;
+        return new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, options.CentroidFactor, options.FilterMargin);
     }
 
     /// <summary>
-    /// Scans the given partitions in order into <paramref name="top"/>: the unit a tree node runs. Any
-    /// subset, in any grouping, gives the same final answer once the partial top-k lists are merged,
-    /// because a candidate's fate never depends on the running threshold except where it could not
-    /// have entered the answer anyway.
+    /// The partitions of the next pass, given only how many results the merged answer holds after the passes so
+    /// far (a tree merges partial top-k lists and only then knows that count). Empty when the answer is full
+    /// (≥ <see cref="QueryPlan.Target"/>), for the direct strategy (already exact), or once every partition that can
+    /// match was handed out — so the passes end, and an answer that ends short holds every match the scans kept:
+    /// min(k, matches) results.
+    /// <para>A pass continues down the centroid order from where the last one stopped, until the estimated
+    /// matches reach FilterMargin × (missing results) × 2^(passes − 1), and then, like the first pass, through
+    /// every partition within CF × the distance where that happened: stopping right where the count is predicted
+    /// to fill keeps whatever far matches came first. The doubling bounds the passes when the estimates are
+    /// optimistic (correlated attributes) to about log₂ of the partitions.</para>
+    /// Deterministic: the same calls on the same plan give the same passes.
+    /// </summary>
+    public int[] NextPass(QueryPlan plan, int resultsSoFar)
+    {
+        if (plan.Strategy != "partitions" || resultsSoFar >= plan.Target) return [];
+        var order = plan.Order;
+        var dist = plan.CentroidDistances;
+        double need = plan.Margin * (plan.Target - resultsSoFar) * Math.Pow(2, plan.Passes - 1);
+        double issued = 0, limit = double.PositiveInfinity;
+        var pass = new List<int>();
+        int i = plan.Cursor;
+        for (; i < order.Length; i++)
+        {
+            int q = order[i];
+            if (dist[q] > limit) break;
+            if (!plan.CanMatch[q]) continue;
+            pass.Add(q);
+            issued += plan.Estimates[q];
+            if (issued >= need && double.IsPositiveInfinity(limit)) limit = dist[q] * plan.CentroidFactor;
+        }
+        plan.Cursor = i;
+        if (pass.Count == 0) return [];
+        plan.Stats.Passes++;
+        plan.Stats.PartitionsPlanned += pass.Count;
+        return pass.ToArray();
+    }
+
+    /// <summary>
+    /// Scans the given partitions into <paramref name="top"/> from the index in this process; see the overload
+    /// with a partition source.
     /// </summary>
     public void ScanPartitions(QueryContext query, ReadOnlySpan<int> partitions, float[] centroidDistances,
         SearchOptions options, TopK top, QueryStats stats)
     {
-        var scanner = _scanner.Value!;
-        foreach (int p in partitions) ScanUnlessFar(scanner, query, p, centroidDistances, top, options, stats);
+        bool filtered = options.Filter is { MatchesAll: false };
+        ScanPartitions(query, partitions, centroidDistances, options, top, stats,
+            p => new PartitionData(Index.Codes(p), Index.Vectors(p), filtered ? Index.Attributes(p) : null));
     }
 
-    /// <summary>The same for partitions the caller has fetched (e.g. from a segment cache), unfiltered queries only.</summary>
+    /// <summary>
+    /// Scans the given partitions into <paramref name="top"/>: the unit a tree node runs, on partitions the caller
+    /// supplies (e.g. from a segment cache). Filtered queries need the attributes and an explicit
+    /// <see cref="SearchOptions.FilterStrategy"/> (<see cref="QueryPlan.NodeOptions"/>): Partitions (codes, bounds,
+    /// re-rank with the code-level filter inside) or Direct (exact distances on the matching vectors).
+    /// Any subset, in any grouping, gives the same final answer once the partial top-k lists are merged: a
+    /// candidate's fate depends on the running k-th distance only where it could not have entered the answer.
+    /// </summary>
     public void ScanPartitions(QueryContext query, ReadOnlySpan<int> partitions, float[] centroidDistances,
-        SearchOptions options, TopK top, QueryStats stats, Func<int, (PartitionCodes Codes, PartitionVectors Vectors)> partitionOf)
+        SearchOptions options, TopK top, QueryStats stats, Func<int, PartitionData> partitionOf)
     {
-        if (options.Filter is { MatchesAll: false }) throw new NotSupportedException("filtered scans read attributes through the index");
+        var filter = options.Filter is { MatchesAll: false } f ? f : null;
+        if (filter is not null && options.FilterStrategy == FilterStrategy.Auto)
+            throw new ArgumentException("a filtered scan needs the plan's strategy (QueryPlan.NodeOptions): scan nodes never choose one", nameof(options));
+        bool direct = filter is not null && options.FilterStrategy == FilterStrategy.Direct;
         var scanner = _scanner.Value!;
         foreach (int p in partitions)
         {
             if (CannotBeat(p, centroidDistances, top, stats)) continue;
-            var (codes, vectors) = partitionOf(p);
-            scanner.Scan(query, codes, vectors, null, top, options, stats);
+            var data = partitionOf(p);
+            if (direct) scanner.ScanMatching(query, data.Codes, data.Vectors, data.Attributes, filter!, top, stats);
+            else scanner.Scan(query, data.Codes, data.Vectors, data.Attributes, top, options, stats);
         }
+    }
+
+    /// <summary>The same for callers that hold codes and vectors only: unfiltered queries.</summary>
+    public void ScanPartitions(QueryContext query, ReadOnlySpan<int> partitions, float[] centroidDistances,
+        SearchOptions options, TopK top, QueryStats stats, Func<int, (PartitionCodes Codes, PartitionVectors Vectors)> partitionOf)
+    {
+        if (options.Filter is { MatchesAll: false }) throw new NotSupportedException("filtered scans need the partitions' attributes (the PartitionData overload)");
+        ScanPartitions(query, partitions, centroidDistances, options, top, stats, p =>
+        {
+            var (codes, vectors) = partitionOf(p);
+            return new PartitionData(codes, vectors, null);
+        });
     }
 
     /// <summary>Turns merged internal neighbours (squared L2) into the reported answer.</summary>
@@ -117,13 +262,6 @@ public sealed class SearchEngine
         return new SearchResult(ids, distances, stats) { Keys = keys };
     }
 
-    /// <summary>Scans p unless nothing in it can beat the current k-th distance (centroid distance − radius).</summary>
-    private void ScanUnlessFar(PartitionScanner scanner, QueryContext ctx, int p, float[] dist, TopK top, SearchOptions options, QueryStats stats)
-    {
-        if (CannotBeat(p, dist, top, stats)) return;
-        scanner.Scan(ctx, Index.Codes(p), Index.Vectors(p), options.Filter is null ? null : Index.Attributes(p), top, options, stats);
-    }
-
     /// <summary>Safe skip: nothing in p can be closer than (centroid distance − radius); counted in the stats.</summary>
     private bool CannotBeat(int p, float[] dist, TopK top, QueryStats stats)
     {
@@ -134,23 +272,6 @@ public sealed class SearchEngine
     }
 
     /// <summary>
-    /// Filtered search. Per partition the manifest statistics give an estimated match count (attributes taken
-    /// as independent) and an upper bound on what the code-level filter can pass; partitions whose bound is 0
-    /// are never read. Two strategies, chosen by estimated work (multiply-adds):
-    /// <list type="bullet">
-    /// <item><b>partitions</b>: partitions in centroid-distance order until both the CF threshold is passed and the
-    /// estimated matches reach FilterMargin·K. The threshold is CF × the distance of the nearest partition that
-    /// can match. If the answer is then short of K, a second pass continues down the same order until it is
-    /// full or every partition has been visited, so with ≥ K matching vectors the answer always has K.
-    /// Cost ≈ Σ over planned partitions of (m_p·m rotation + n_p code checks + est_p·m_p lower bounds
-    /// + min(est_p, K·R)·D exact distances).</item>
-    /// <item><b>direct</b>: every matching vector, exact distance (a brute force over the matching set).
-    /// Cost ≈ Σ n_p code checks over the partitions that can match + est_total·D. Chosen when it is the cheaper one: selective filters, where the
-    /// partition plan would wander over many partitions to find K matches.</item>
-    /// </list>
-    /// Both are exact in exact mode (the partition plan then visits every partition that can match).
-    /// </summary>
-    /// <summary>
     /// A partition anchors the CF threshold when its estimated match density is at least this share of the
     /// index-wide density. 1.0 sent independent filters (where every partition sits near the average, half of
     /// them below it) past the query's own partitions and visited ~100 of 1,000 partitions on 1M × 128;
@@ -158,123 +279,5 @@ public sealed class SearchEngine
     /// </summary>
     private const double AnchorDensity = 0.5;
 
-    private SearchResult SearchFiltered(QueryContext ctx, int[] order, float[] dist, TopK top, SearchOptions options, QueryStats stats)
-    {
-        var filter = options.Filter!;
-        var manifest = Index.Manifest;
-        int p = order.Length;
-        var est = new double[p];
-        var upper = new long[p];
-        double total = 0;
-        for (int i = 0; i < p; i++)
-        {
-            (est[i], upper[i]) = filter.Estimate(manifest.Partitions[i]);
-            total += est[i];
-        }
-        stats.EstimatedMatches = total;
-        int firstMatching = Array.FindIndex(order, q => upper[q] > 0);
-        if (firstMatching < 0)
-        {
-            stats.Strategy = "none";
-            return Finish(top, ctx, stats);
-        }
-
-        // The partition plan (everything that can match, in exact mode).
-        var plan = new List<int>();
-        // The CF threshold is anchored on the nearest partition whose estimated match density is at least half the
-        // index-wide one (AnchorDensity), not on the nearest partition: when the filter is anti-correlated with the query (it asks
-        // for another class), nearby partitions hold a few stragglers and the true nearest matches sit in the
-        // partitions where matches are dense, which a threshold anchored on the query's own cluster would miss.
-        double density = total / Math.Max(1, manifest.Count);
-        int anchor = firstMatching;
-        for (int i = firstMatching; i < p; i++)
-        {
-            int q = order[i];
-            if (upper[q] > 0 && est[q] >= AnchorDensity * density * manifest.Partitions[q].Count) { anchor = i; break; }
-        }
-        double limit = options.Exact ? double.PositiveInfinity : dist[order[anchor]] * options.CentroidFactor;
-        double issued = 0, planCost = 0;
-        int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
-        for (int i = 0; i < p; i++)
-        {
-            int q = order[i];
-            if (upper[q] == 0) continue;
-            if (dist[q] > limit && issued >= options.FilterMargin * options.K) break;
-            plan.Add(q);
-            issued += est[q];
-            var e = manifest.Partitions[q];
-            planCost += (double)e.CodedDimensions * m + e.Count + est[q] * e.CodedDimensions + Math.Min(est[q], options.K * options.RerankFactor) * d;
-        }
-        // The direct scan reads codes only where something can match (upper > 0), like the plan.
-        double directCost = total * d;
-        for (int i = 0; i < p; i++) if (upper[i] > 0) directCost += manifest.Partitions[i].Count;
-        stats.PartitionsPlanned = plan.Count;
-        if (options.FilterStrategy == FilterStrategy.Direct || (options.FilterStrategy == FilterStrategy.Auto && directCost <= planCost))
-        {
-            stats.Strategy = "direct";
-            ScanDirect(ctx, order, upper, top, filter, stats);
-            return Finish(top, ctx, stats);
-        }
-
-        var scanner = _scanner.Value!;
-        foreach (int q in plan) ScanUnlessFar(scanner, ctx, q, dist, top, options, stats);
-        if (top.Count < top.Capacity)
-        {
-            // Follow-up pass: the estimates were optimistic. Keep going in distance order until the answer is
-            // full, and then, as the first pass does, through every partition within CF × the distance at which
-            // it filled: stopping right at "full" kept whatever far matches came first (recall 0.43 at 0.1 %).
-            stats.Passes = 2;
-            var visited = new HashSet<int>(plan);
-            double fullAt = double.PositiveInfinity;
-            for (int i = 0; i < p; i++)
-            {
-                int q = order[i];
-                if (top.Count >= top.Capacity && double.IsPositiveInfinity(fullAt)) fullAt = dist[q] * options.CentroidFactor;
-                if (dist[q] > fullAt) break;
-                if (upper[q] == 0 || visited.Contains(q)) continue;
-                stats.PartitionsPlanned++;
-                ScanUnlessFar(scanner, ctx, q, dist, top, options, stats);
-            }
-        }
-        return Finish(top, ctx, stats);
-    }
-
-    /// <summary>Exact distances to every vector that passes the filter (nearest partitions first, so the bound tightens early).</summary>
-    private void ScanDirect(QueryContext ctx, int[] order, long[] upper, TopK top, Filters.CompiledFilter filter, QueryStats stats)
-    {
-        byte[] result = [];
-        var q = ctx.Internal.AsSpan();
-        foreach (int p in order)
-        {
-            if (upper[p] == 0) continue;
-            var attrs = Index.Attributes(p)!;
-            var vectors = Index.Vectors(p);
-            var ids = Index.Codes(p).Ids;
-            int n = attrs.Count, dims = vectors.Dimensions;
-            if (result.Length < n) result = new byte[n];
-            var codes = result.AsSpan(0, n);
-            filter.EvaluateCodes(attrs, codes);
-            stats.PartitionsScanned++;
-            stats.VectorsConsidered += n;
-            for (int i = 0; i < n; i++)
-            {
-                if (codes[i] == 0) { stats.FilterRejected++; continue; }
-                if (codes[i] == 1)
-                {
-                    stats.FilterRechecked++;
-                    if (!filter.Matches(attrs, i)) { stats.FilterRecheckRejected++; continue; }
-                }
-                float threshold = top.Threshold;
-                float distance = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(i * dims, dims), threshold);
-                stats.Reranked++;
-                stats.BytesTouched += dims * sizeof(float);
-                if (distance <= threshold) top.TryAdd(ids[i], distance);
-            }
-        }
-    }
-
     private SearchResult Finish(TopK top, QueryContext ctx, QueryStats stats) => Finish(top.ToSortedArray(), ctx, stats);
 }
-
-/// <summary>Partitions to visit (nearest centroid first) and the centroid distance of every partition.</summary>
-public sealed record QueryPlan(int[] Partitions, float[] CentroidDistances);

@@ -110,11 +110,11 @@ public class FilteredSearchTests
                 Assert.Equal(Math.Min(K, matches), got.Ids.Length);
                 foreach (long id in got.Ids) Assert.Contains((int)id, both);
                 for (int i = 0; i < got.Ids.Length; i++) Assert.Equal($"k{got.Ids[i]}", got.Keys![i]);
-                if (strategy == FilterStrategy.Partitions && !exact && matches > 0) Assert.Equal(2, got.Stats.Passes);
+                if (strategy == FilterStrategy.Partitions && !exact && matches > 0) Assert.True(got.Stats.Passes >= 2, $"passes {got.Stats.Passes}");
             }
     }
 
-    private static AttributeTable Table(HashSet<int> both, HashSet<int> far)
+    internal static AttributeTable Table(HashSet<int> both, HashSet<int> far)
     {
         var sb = new StringBuilder();
         for (int i = 0; i < N; i++)

@@ -1,0 +1,61 @@
+using Squash.Index.Model;
+
+namespace Squash.Search;
+
+/// <summary>
+/// A query's plan as a sequence of passes, so that an invocation tree can run it: the first pass is
+/// <see cref="Partitions"/>; after each pass the caller merges the partial top-k lists and asks
+/// <see cref="SearchEngine.NextPass"/> for more with the merged answer's size only.
+/// Mutable: <see cref="SearchEngine.NextPass"/> advances it, so one plan serves one query.
+/// </summary>
+public sealed class QueryPlan
+{
+    internal QueryPlan(int[] partitions, float[] centroidDistances, string strategy, int target, QueryStats stats,
+        int[] order, double[] estimates, bool[] canMatch, int cursor, double centroidFactor, double margin)
+    {
+        Partitions = partitions;
+        CentroidDistances = centroidDistances;
+        Strategy = strategy;
+        Target = target;
+        Stats = stats;
+        Order = order;
+        Estimates = estimates;
+        CanMatch = canMatch;
+        Cursor = cursor;
+        CentroidFactor = centroidFactor;
+        Margin = margin;
+    }
+
+    /// <summary>The first pass: partitions nearest centroid first.</summary>
+    public int[] Partitions { get; }
+    /// <summary>Centroid distance of every partition (internal space), as <see cref="SearchEngine.ScanPartitions(QueryContext, ReadOnlySpan{int}, float[], SearchOptions, TopK, QueryStats, Func{int, PartitionData})"/> takes it.</summary>
+    public float[] CentroidDistances { get; }
+    /// <summary>"partitions", "direct" (exact distances on every matching vector) or "none" (nothing can match).</summary>
+    public string Strategy { get; }
+    /// <summary>The answer size at which passes stop: min(k, vectors in the index).</summary>
+    public int Target { get; }
+    /// <summary>Planner figures (estimated matches, strategy, partitions planned, passes); scans add their own.</summary>
+    public QueryStats Stats { get; }
+    /// <summary>Passes handed out so far (1 after planning).</summary>
+    public int Passes => Stats.Passes;
+
+    /// <summary>Every partition, nearest centroid first.</summary>
+    internal int[] Order { get; }
+    /// <summary>Estimated matches per partition (its size without a filter).</summary>
+    internal double[] Estimates { get; }
+    /// <summary>False where the code-level filter can pass nothing: such partitions are never planned.</summary>
+    internal bool[] CanMatch { get; }
+    /// <summary>Position in <see cref="Order"/> up to which partitions were handed out.</summary>
+    internal int Cursor { get; set; }
+    internal double CentroidFactor { get; }
+    internal double Margin { get; }
+
+    /// <summary>The strategy as the scan nodes must receive it (they never choose one themselves).</summary>
+    public FilterStrategy FilterStrategy => Strategy == "direct" ? FilterStrategy.Direct : FilterStrategy.Partitions;
+
+    /// <summary>The options to send to the nodes that scan this plan's partitions.</summary>
+    public SearchOptions NodeOptions(SearchOptions options) => options with { FilterStrategy = FilterStrategy };
+}
+
+/// <summary>What a scan node needs of one partition: codes and raw vectors, and attributes for filtered queries.</summary>
+public sealed record PartitionData(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes);
