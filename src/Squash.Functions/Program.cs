@@ -39,6 +39,7 @@ builder.Services.AddOpenTelemetry().WithTracing(t =>
 builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
+builder.Services.AddSingleton<QueryCoordinator>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
 builder.Services.AddHttpClient(ScanInvoker.ClientName)
     .AddStandardHedgingHandler().Configure(o =>
@@ -90,7 +91,7 @@ app.MapGet("/api/indexes/{index}", async (string index, IndexCatalog catalog, Ca
     return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc), ApiJson.Default.IndexInfo);
 }).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem();
 
-app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http, IndexCatalog catalog, NodeExecutor executor,
+app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
 {
     var clock = Stopwatch.StartNew();
@@ -105,43 +106,27 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
     RequestMapping.ValidateAttributes(request!, loaded, errors);
     if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The query is not valid.");
 
-    if (request!.Filter is { } f && !loaded.Filters.Compile(f).MatchesAll)
-        return Results.Problem(statusCode: 501, title: "Filters are not executed by the tree yet", detail: "the filter is valid, but this build cannot run filtered queries through the invocation tree");
     int k = request!.K ?? 10;
-    var options = RequestMapping.ToSearchOptions(k, request.Options);
     var vectors = request.Vectors ?? [request.Vector!];
-    var engine = new SearchEngine(loaded);
-    var contexts = vectors.Select(v => new QueryContext(loaded, v)).ToArray();
-    var plans = contexts.Select(c => engine.Plan(c, options).Partitions).ToArray();
-    var all = plans.SelectMany(p => p).Distinct().ToArray();
-
-    // Level 1 of the tree are the coordinator's children; with depth 0 the coordinator scans everything itself.
+    var filter = request.Filter is { } f ? loaded.Filters.Compile(f) : null;
     var s = settings.Value;
     int branching = request.Options?.Branching ?? s.Branching, depth = request.Options?.Depth ?? s.Depth;
-    var roots = TreePlanner.Build(all, Math.Max(1, branching), depth);
-    var root = depth < 1 ? new ScanNode(-1, all, []) : new ScanNode(-1, [], roots);
-    bool keys = loaded.Manifest.Attributes is { HasIds: true };
-    var scan = new ScanRequest
-    {
-        Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = request.Options ?? new QueryOptions(), Plans = plans, Node = root,
-        Include = request.Include is { Length: > 0 } inc ? inc : null, Keys = keys,
-    };
-    var result = await executor.ExecuteAsync(index, loaded, scan, OwnAddress(server, http), ct);
+    var run = await coordinator.RunAsync(index, loaded, vectors, k, request.Options, request.Filter, filter, request.Include,
+        branching, depth, OwnAddress(server, http), ct);
 
     var answers = new List<QueryAnswer>();
     for (int q = 0; q < vectors.Length; q++)
     {
-        result.Stats[q].PartitionsPlanned = plans[q].Length;
-        var best = result.Neighbours[q];
-        var planned = plans[q].ToHashSet();
+        var one = run.Queries[q];
+        var inputNorm = new QueryContext(loaded, vectors[q]).InputSquaredNorm;
         answers.Add(new QueryAnswer
         {
-            Results = best.Select(n => new Hit(
+            Results = one.Results.Select(n => new Hit(
                 n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id,
-                loaded.Space.ToReported(n.D, contexts[q].InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
-            Complete = !result.MissingPartitions.Any(planned.Contains),
-            MissingPartitions = result.MissingPartitions.Where(planned.Contains).ToArray(),
-            Stats = QueryStatsDto.From(result.Stats[q], result, root.Count() - 1, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
+                loaded.Space.ToReported(n.D, inputNorm)) { Attributes = n.Attributes }).ToArray(),
+            Complete = one.MissingPartitions.Length == 0,
+            MissingPartitions = one.MissingPartitions,
+            Stats = QueryStatsDto.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
         });
     }
     return request.Vectors is null

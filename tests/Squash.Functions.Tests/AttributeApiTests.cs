@@ -106,3 +106,85 @@ public sealed class AttributeApiTests(IndexFixture fx)
         else Assert.False(string.IsNullOrWhiteSpace(messages[0].GetString()));
     }
 }
+
+/// <summary>Filtered queries through the invocation tree: the same passes, the same answer as the in-process engine.</summary>
+[Collection(nameof(IndexCollection))]
+public sealed class FilterApiTests(IndexFixture fx)
+{
+    private static readonly string[] Filters =
+    [
+        "{\"colour\":\"red\"}",
+        "{\"colour\":{\"$in\":[\"blue\",\"white\"]},\"price\":{\"$lt\":400}}",
+        "{\"price\":{\"$gte\":100,\"$lt\":130}}",
+        "{\"$or\":[{\"tags\":\"t1\"},{\"price\":{\"$gt\":990}}]}",
+        "{\"$not\":{\"colour\":{\"$in\":[\"red\",\"green\",\"blue\"]}},\"tags\":{\"$nin\":[\"t8\"]}}",
+        "{\"price\":{\"$eq\":999.5}}",
+        "{\"price\":{\"$lt\":3}}",
+        "{\"price\":{\"$lt\":0}}",
+    ];
+
+    private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
+
+    private static string Vector(float[] v) => "[" + string.Join(',', v.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture))) + "]";
+
+    [Theory]
+    [InlineData(2, 2, false)]
+    [InlineData(3, 1, true)]
+    [InlineData(1, 0, false)]
+    public async Task FilteredAnswersThroughTheTreeEqualTheInProcessEngine(int branching, int depth, bool exact)
+    {
+        using var app = fx.App(branching, depth);
+        var client = app.CreateClient();
+        var index = fx.AttributedEngine.Index;
+        for (int q = 0; q < 48; q++)
+        {
+            string filter = Filters[q % Filters.Length];
+            var response = await client.PostAsync($"/api/indexes/{IndexFixture.AttributedIndexName}/query",
+                Json("{\"vector\":" + Vector(fx.Queries[q]) + ",\"k\":10,\"filter\":" + filter + ",\"include\":[\"colour\",\"price\",\"tags\"],\"options\":{\"exact\":" + (exact ? "true" : "false") + "}}"));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+            var answer = JsonDocument.Parse(text).RootElement;
+            var expected = fx.AttributedEngine.Search(fx.Queries[q], new Squash.Search.SearchOptions { K = 10, Exact = exact, Filter = index.Filters.Compile(filter) });
+            var results = answer.GetProperty("results").EnumerateArray().ToArray();
+            Assert.Equal(expected.Ids, results.Select(r => r.GetProperty("row").GetInt64()).ToArray());
+            Assert.Equal(expected.Distances, results.Select(r => r.GetProperty("distance").GetSingle()).ToArray());
+            Assert.True(answer.GetProperty("complete").GetBoolean());
+            var stats = answer.GetProperty("stats");
+            Assert.Equal(expected.Stats.Strategy, stats.GetProperty("strategy").GetString());
+            Assert.Equal(expected.Stats.Passes, stats.GetProperty("passes").GetInt32());
+            // Every result satisfies the filter, judged on the attributes the API returned.
+            var compiled = index.Filters.Compile(filter);
+            foreach (var r in results)
+            {
+                long row = r.GetProperty("row").GetInt64();
+                var a = r.GetProperty("attributes");
+                Assert.Equal(IndexFixture.Colours[row % 5], a.GetProperty("colour").GetString());
+                Assert.Equal(row % 1000 + 0.5, a.GetProperty("price").GetDouble());
+            }
+            // Count guarantee: min(k, matches) results.
+            int matches = Enumerable.Range(0, IndexFixture.Count).Count(i => Matches(filter, i));
+            Assert.Equal(Math.Min(10, matches), results.Length);
+            Assert.All(results, r => Assert.True(Matches(filter, (int)r.GetProperty("row").GetInt64()), $"row {r.GetProperty("row")} violates {filter}"));
+        }
+    }
+
+    /// <summary>The fixture's attributes, evaluated independently of the engine (the brute-force predicate).</summary>
+    private static bool Matches(string filter, int i)
+    {
+        string colour = IndexFixture.Colours[i % 5];
+        double price = i % 1000 + 0.5;
+        var tags = new[] { $"t{i % 7}", $"t{i % 3 + 7}" };
+        return filter switch
+        {
+            "{\"colour\":\"red\"}" => colour == "red",
+            "{\"colour\":{\"$in\":[\"blue\",\"white\"]},\"price\":{\"$lt\":400}}" => colour is "blue" or "white" && price < 400,
+            "{\"price\":{\"$gte\":100,\"$lt\":130}}" => price is >= 100 and < 130,
+            "{\"$or\":[{\"tags\":\"t1\"},{\"price\":{\"$gt\":990}}]}" => tags.Contains("t1") || price > 990,
+            "{\"$not\":{\"colour\":{\"$in\":[\"red\",\"green\",\"blue\"]}},\"tags\":{\"$nin\":[\"t8\"]}}" => colour is not ("red" or "green" or "blue") && !tags.Contains("t8"),
+            "{\"price\":{\"$eq\":999.5}}" => price == 999.5,
+            "{\"price\":{\"$lt\":3}}" => price < 3,
+            "{\"price\":{\"$lt\":0}}" => false,
+            _ => throw new ArgumentException(filter),
+        };
+    }
+}

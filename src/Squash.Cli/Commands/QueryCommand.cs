@@ -30,7 +30,12 @@ public static class QueryCommand
             CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
             if (pr.GetValue(endpoint) is { } url)
             {
-                CliErrors.Require(pr.GetValue(filterOption) is null, "--filter is not supported with --endpoint yet: the HTTP API does not take filters (issue #5)");
+                JsonElement? filterBody = null;
+                if (pr.GetValue(filterOption) is { } filterText)
+                {
+                    try { filterBody = JsonDocument.Parse(filterText).RootElement.Clone(); }
+                    catch (JsonException e) { throw new UsageException($"--filter is not valid JSON: {e.Message}"); }
+                }
                 CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
                 var vs = VectorFile.Read(path, max > 0 ? max : null);
                 using var http = new HttpClient { BaseAddress = new Uri(uri!.ToString().TrimEnd('/') + "/"), Timeout = TimeSpan.FromMinutes(2) };
@@ -38,7 +43,7 @@ public static class QueryCommand
                 {
                     var body = new
                     {
-                        vector = vs.Row(i).ToArray(), k = options.K,
+                        vector = vs.Row(i).ToArray(), k = options.K, filter = filterBody,
                         options = new { exact = options.Exact, centroidFactor = options.CentroidFactor, hammingKeepPercent = options.HammingKeepPercent, rerankFactor = options.RerankFactor },
                     };
                     var response = await System.Net.Http.Json.HttpClientJsonExtensions.PostAsJsonAsync(http, $"api/indexes/{pr.GetValue(index)}/query", body, ct);

@@ -21,6 +21,9 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         span?.SetTag("squash.partitions", string.Join(',', request.Node.Partitions));
         bool cold = Interlocked.Increment(ref _served) == 1;
         var options = RequestMapping.ToSearchOptions(request.K, request.Options);
+        // The filter is compiled once per invocation; the strategy per query comes from the coordinator's plan.
+        var filter = request.Filter is { } json ? loaded.Filters.Compile(json) : null;
+        bool filtered = filter is { MatchesAll: false };
         var childCalls = request.Node.Children
             .Select(child => (child, task: invoker.ScanAsync(index, request with { Node = child }, ownAddress, ct)))
             .ToList();
@@ -70,7 +73,11 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
                 if (mine.Length == 0) continue;
                 var ctx = new QueryContext(loaded, request.Vectors[q]);
                 var (_, distances) = engine.RankPartitions(ctx);
-                engine.ScanPartitions(ctx, mine, distances, options, tops[q], stats[q], p => partitions[p]);
+                var queryOptions = filtered
+                    ? options with { Filter = filter, FilterStrategy = Enum.Parse<FilterStrategy>(request.Strategies![q]) }
+                    : options;
+                engine.ScanPartitions(ctx, mine, distances, queryOptions, tops[q], stats[q],
+                    p => new PartitionData(partitions[p].Item1, partitions[p].Item2, filtered ? loaded.Attributes(p) : null));
             }
             // What this node found, with the user's id and the requested attributes read here, where the rows are.
             for (int q = 0; q < queries; q++) found[q] = Describe(loaded, request, tops[q].ToSortedArray(), readable, p => partitions[p].Item1);

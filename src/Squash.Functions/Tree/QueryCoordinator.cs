@@ -1,0 +1,97 @@
+using System.Text.Json;
+using Squash.Core.Collections;
+using Squash.Functions.Api;
+using Squash.Search;
+using Squash.Search.Filters;
+
+namespace Squash.Functions.Tree;
+
+/// <summary>What the coordinator hands back per query after all passes.</summary>
+public sealed record CoordinatedQuery(Neighbour[] Results, QueryStats Stats, int[] MissingPartitions);
+
+/// <summary>The outcome of a coordinated request: per query results, and what the whole tree did.</summary>
+public sealed record CoordinatedAnswer(CoordinatedQuery[] Queries, ScanResponse Totals, int TreeNodes);
+
+/// <summary>
+/// The coordinator function: plans every query (filter-aware partition selection and strategy), lays each
+/// pass's partitions over the invocation tree, and merges. A filtered query whose merged answer is still short
+/// of k after a pass gets another (<see cref="SearchEngine.NextPass"/>, which needs only the merged count),
+/// so the tree runs exactly the passes the in-process engine runs and returns the same answer.
+/// </summary>
+public sealed class QueryCoordinator(NodeExecutor executor)
+{
+    /// <summary>Passes are bounded by the engine (they end when every partition that can match was handed out); this is a backstop.</summary>
+    private const int MaxPasses = 64;
+
+    public async Task<CoordinatedAnswer> RunAsync(string index, LoadedIndex loaded, float[][] vectors, int k, QueryOptions? requestOptions,
+        JsonElement? filterJson, CompiledFilter? filter, string[]? include, int branching, int depth, string? ownAddress, CancellationToken ct)
+    {
+        var options = RequestMapping.ToSearchOptions(k, requestOptions) with { Filter = filter };
+        var engine = new SearchEngine(loaded);
+        int n = vectors.Length;
+        var contexts = vectors.Select(v => new QueryContext(loaded, v)).ToArray();
+        var plans = contexts.Select(c => engine.Plan(c, options)).ToArray();
+        var tops = plans.Select(_ => engine.NewTopK(options)).ToArray();
+        var found = plans.Select(_ => new Dictionary<long, Neighbour>()).ToArray();
+        var nodeStats = plans.Select(_ => new QueryStats()).ToArray();
+        var missing = plans.Select(_ => new SortedSet<int>()).ToArray();
+        bool filtered = filter is { MatchesAll: false };
+        var strategies = filtered ? plans.Select(p => p.FilterStrategy.ToString()).ToArray() : null;
+
+        ScanResponse totals = new() { Neighbours = [], Stats = [], MissingPartitions = [], Invocations = 0 };
+        int treeNodes = 0;
+        var pass = plans.Select(p => p.Partitions).ToArray();
+        for (int round = 0; round < MaxPasses && pass.Any(p => p.Length > 0); round++)
+        {
+            var all = pass.SelectMany(p => p).Distinct().ToArray();
+            // Level 1 of the tree are the coordinator's children; with depth 0 the coordinator scans everything itself.
+            var roots = TreePlanner.Build(all, Math.Max(1, branching), depth);
+            var root = depth < 1 ? new ScanNode(-1, all, []) : new ScanNode(-1, [], roots);
+            treeNodes = Math.Max(treeNodes, root.Count() - 1);
+            var scan = new ScanRequest
+            {
+                Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = requestOptions ?? new QueryOptions(), Plans = pass, Node = root,
+                Filter = filtered ? filterJson : null, Strategies = strategies,
+                Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
+            };
+            var result = await executor.ExecuteAsync(index, loaded, scan, ownAddress, ct).ConfigureAwait(false);
+            totals = Accumulate(totals, result);
+            var next = new int[n][];
+            for (int q = 0; q < n; q++)
+            {
+                var planned = pass[q].ToHashSet();
+                foreach (int p in result.MissingPartitions) if (planned.Contains(p)) missing[q].Add(p);
+                foreach (var nb in result.Neighbours[q])
+                    if (tops[q].TryAdd(nb.Id, nb.D)) found[q][nb.Id] = nb;
+                nodeStats[q].Add(result.Stats[q]);
+                next[q] = pass[q].Length == 0 ? [] : engine.NextPass(plans[q], tops[q].Count);
+            }
+            pass = next;
+        }
+
+        var queries = new CoordinatedQuery[n];
+        for (int q = 0; q < n; q++)
+        {
+            var stats = plans[q].Stats;
+            stats.Add(nodeStats[q]);
+            queries[q] = new CoordinatedQuery(tops[q].ToSortedArray().Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray());
+        }
+        return new CoordinatedAnswer(queries, totals, treeNodes);
+    }
+
+    /// <summary>Adds one pass's tree-wide figures to the running totals (levels: the slowest per level over passes).</summary>
+    private static ScanResponse Accumulate(ScanResponse a, ScanResponse b) => new()
+    {
+        Neighbours = [],
+        Stats = [],
+        MissingPartitions = [.. a.MissingPartitions.Union(b.MissingPartitions).Order()],
+        Invocations = a.Invocations + b.Invocations,
+        BytesRead = a.BytesRead + b.BytesRead,
+        ColdInstances = a.ColdInstances + b.ColdInstances,
+        WarmInstances = a.WarmInstances + b.WarmInstances,
+        CacheHits = a.CacheHits + b.CacheHits,
+        CacheMisses = a.CacheMisses + b.CacheMisses,
+        BusyMilliseconds = a.BusyMilliseconds + b.BusyMilliseconds,
+        Levels = LevelTiming.Merge(a.Levels, b.Levels),
+    };
+}
