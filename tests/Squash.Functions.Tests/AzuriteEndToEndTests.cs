@@ -28,7 +28,10 @@ public sealed class AzuriteEndToEndTests(IndexFixture fx)
         try
         {
             var store = new IndexStore(new ResilientBlobStore(azure), IndexFixture.IndexName);
-            await IndexPublisher.BuildAndPublishAsync(store, fx.Data, IndexFixture.Count, IndexFixture.Dims, new IndexBuildOptions { Partitions = 12, Seed = 2 });
+            await IndexPublisher.BuildAndPublishAsync(store, fx.Data, IndexFixture.Count, IndexFixture.Dims, new IndexBuildOptions
+            {
+                Partitions = 12, Seed = 2, Attributes = Squash.Index.Attributes.AttributeReader.ReadJsonLines(new StringReader(fx.AttributeLines), "test.jsonl"),
+            });
             var engine = new SearchEngine(await LoadedIndex.OpenAsync(store));
 
             WebApplicationFactory<Program>? app = null;
@@ -44,15 +47,24 @@ public sealed class AzuriteEndToEndTests(IndexFixture fx)
             using (app)
             {
                 var client = app.CreateClient();
-                foreach (var q in fx.Queries)
+                // 200 queries, each unfiltered and with a filter (category, range, tags, a selective one).
+                string[] filters = ["{\"colour\":\"green\"}", "{\"price\":{\"$gte\":200,\"$lt\":260}}", "{\"tags\":{\"$in\":[\"t2\",\"t9\"]}}", "{\"price\":{\"$eq\":17.5}}"];
+                for (int i = 0; i < fx.Queries.Length; i++)
                 {
-                    var body = new StringContent(JsonSerializer.Serialize(new { vector = q, k = 10 }), Encoding.UTF8, "application/json");
-                    var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", body);
-                    response.EnsureSuccessStatusCode();
-                    using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
-                    var ids = doc.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("id").GetInt64()).ToArray();
-                    Assert.Equal(engine.Search(q, new SearchOptions { K = 10 }).Ids, ids);
-                    Assert.True(doc.RootElement.GetProperty("complete").GetBoolean());
+                    var q = fx.Queries[i];
+                    foreach (var filter in new[] { (string?)null, filters[i % filters.Length] })
+                    {
+                        var json = JsonSerializer.Serialize(new { vector = q, k = 10 });
+                        if (filter is not null) json = json[..^1] + ",\"filter\":" + filter + "}";
+                        var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", new StringContent(json, Encoding.UTF8, "application/json"));
+                        var text = await response.Content.ReadAsStringAsync();
+                        Assert.True(response.IsSuccessStatusCode, text);
+                        using var doc = JsonDocument.Parse(text);
+                        var rows = doc.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("row").GetInt64()).ToArray();
+                        var options = new SearchOptions { K = 10, Filter = filter is null ? null : engine.Index.Filters.Compile(filter) };
+                        Assert.Equal(engine.Search(q, options).Ids, rows);
+                        Assert.True(doc.RootElement.GetProperty("complete").GetBoolean());
+                    }
                 }
             }
         }

@@ -33,7 +33,7 @@ public sealed class IndexFixture : IDisposable
         var store = new IndexStore(new FolderBlobStore(Root), IndexName);
         IndexPublisher.BuildAndPublishAsync(store, Data, Count, Dims, new IndexBuildOptions { Partitions = 12, Seed = 2 }).GetAwaiter().GetResult();
         Engine = new SearchEngine(LoadedIndex.OpenAsync(store).GetAwaiter().GetResult());
-        var lines = string.Join('\n', Enumerable.Range(0, Count).Select(i =>
+        var lines = AttributeLines = string.Join('\n', Enumerable.Range(0, Count).Select(i =>
             $"{{\"id\":\"doc-{i}\",\"attributes\":{{\"colour\":\"{Colours[i % 5]}\",\"price\":{i % 1000}.5,\"tags\":[\"t{i % 7}\",\"t{i % 3 + 7}\"]}}}}"));
         var attributed = new IndexStore(new FolderBlobStore(Root), AttributedIndexName);
         IndexPublisher.BuildAndPublishAsync(attributed, Data, Count, Dims, new IndexBuildOptions
@@ -49,6 +49,8 @@ public sealed class IndexFixture : IDisposable
     public float[][] Queries { get; }
     /// <summary>The in-process engine over the same index: the reference answers.</summary>
     public SearchEngine Engine { get; }
+    /// <summary>The attributes of <see cref="AttributedIndexName"/> as JSON lines (id doc-i, colour, price, tags).</summary>
+    public string AttributeLines { get; }
     /// <summary>The reference engine for <see cref="AttributedIndexName"/>.</summary>
     public SearchEngine AttributedEngine { get; }
 
