@@ -22,10 +22,10 @@ public static class EndpointBench
     }
 
     public sealed record Row(Shape Shape, double Recall, double WarmP50, double WarmP99, double Qps, double Invocations, double BytesRead,
-        double HitRatio, double CostPerMillion, double MeteredCostPerMillion);
+        double HitRatio, double CostPerMillion, double MeteredCostPerMillion, double Passes = 1, double DirectShare = 0, int ShortAnswers = 0);
 
     public static async Task<int> RunAsync(Uri endpoint, string index, VectorSet q, int[][] gt, int k, int concurrency, int coldSamples,
-        IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct)
+        IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct, JsonElement[]? filters = null)
     {
         using var http = new HttpClient { BaseAddress = endpoint, Timeout = TimeSpan.FromMinutes(2) };
         var info = await http.GetAsync($"api/indexes/{index}", ct);
@@ -38,7 +38,7 @@ public static class EndpointBench
         {
             var recycle = await http.PostAsync("admin/recycle", null, ct);
             if (!recycle.IsSuccessStatusCode) { Console.Error.WriteLine("cold starts: the endpoint cannot recycle instances (not the local host); skipped"); break; }
-            var (ms, _) = await QueryAsync(http, index, q.Row(i % q.Count).ToArray(), k, shapes[0], ct);
+            var (ms, _) = await QueryAsync(http, index, q.Row(i % q.Count).ToArray(), k, shapes[0], ct, filters?[i % q.Count]);
             cold.Add(ms);
         }
 
@@ -46,26 +46,32 @@ public static class EndpointBench
         foreach (var shape in shapes)
         {
             // Warm-up pass over the queries, then a timed pass at concurrency 1.
-            for (int i = 0; i < Math.Min(q.Count, 50); i++) await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct);
+            for (int i = 0; i < Math.Min(q.Count, 50); i++) await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
             var meterBefore = await MeteredCostAsync(http, ct);
             var latencies = new LatencyRecorder();
             long hits = 0, total = 0;
-            double invocations = 0, bytes = 0, cacheHits = 0, cacheLookups = 0, cost = 0;
+            double invocations = 0, bytes = 0, cacheHits = 0, cacheLookups = 0, cost = 0, passes = 0, direct = 0;
+            int shortAnswers = 0;
             for (int i = 0; i < q.Count; i++)
             {
                 long t0 = Stopwatch.GetTimestamp();
-                var (_, answer) = await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct);
+                var (_, answer) = await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
                 latencies.Record(Stopwatch.GetTimestamp() - t0);
-                var truth = gt[i].Take(k).ToHashSet();
+                // Filtered ground truth pads with −1 when fewer than k vectors match.
+                var truth = gt[i].Take(k).Where(id => id >= 0).ToHashSet();
                 var ids = answer.GetProperty("results").EnumerateArray().Select(r => (int)r.GetProperty("row").GetInt64());
                 hits += ids.Count(truth.Contains);
-                total += Math.Min(k, gt[i].Length);
+                total += truth.Count;
                 var s = answer.GetProperty("stats");
                 invocations += s.GetProperty("invocations").GetInt32();
                 bytes += s.GetProperty("bytesRead").GetInt64();
                 cacheHits += s.GetProperty("cacheHits").GetInt32();
                 cacheLookups += s.GetProperty("cacheHits").GetInt32() + s.GetProperty("cacheMisses").GetInt32();
                 cost += s.GetProperty("estimatedCostUsd").GetDouble();
+                passes += s.GetProperty("passes").GetInt32();
+                if (s.TryGetProperty("strategy", out var strategy) && strategy.GetString() == "direct") direct++;
+                // Short: fewer results than the ground truth says exist (min(k, matches)).
+                if (answer.GetProperty("results").GetArrayLength() < Math.Min(k, gt[i].Count(id => id >= 0))) shortAnswers++;
             }
             var meterAfter = await MeteredCostAsync(http, ct);
 
@@ -75,24 +81,29 @@ public static class EndpointBench
             await Task.WhenAll(Enumerable.Range(0, concurrency).Select(async _ =>
             {
                 int i;
-                while ((i = Interlocked.Increment(ref next)) < q.Count) await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct);
+                while ((i = Interlocked.Increment(ref next)) < q.Count) await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
             }));
             double qps = q.Count / clock.Elapsed.TotalSeconds;
             double n = q.Count;
             rows.Add(new Row(shape, total == 0 ? 1 : hits / (double)total, latencies.PercentileMicros(50) / 1000, latencies.PercentileMicros(99) / 1000, qps,
                 invocations / n, bytes / n, cacheLookups == 0 ? 1 : cacheHits / cacheLookups, cost / n * 1e6,
-                meterAfter is { } a && meterBefore is { } b ? (a - b) / n * 1e6 : double.NaN));
+                meterAfter is { } a && meterBefore is { } b ? (a - b) / n * 1e6 : double.NaN, passes / n, direct / n, shortAnswers));
             Console.Error.WriteLine($"  {shape}: recall {rows[^1].Recall:F4}, warm p50 {rows[^1].WarmP50:F1} ms, {qps:F0} QPS at concurrency {concurrency}");
         }
 
         if (!AnsiConsole.Profile.Capabilities.Interactive) AnsiConsole.Profile.Width = 200;
         var table = new Table().Border(TableBorder.Simple);
-        foreach (var c in new[] { "tree", "recall", "warm p50 ms", "warm p99 ms", $"QPS (c={concurrency})", "invocations", "KB read", "cache hit", "$/M queries (est.)", "$/M queries (metered)" })
-            table.AddColumn(new TableColumn(c).RightAligned());
+        var columns = new List<string> { "tree", "recall", "warm p50 ms", "warm p99 ms", $"QPS (c={concurrency})", "invocations", "KB read", "cache hit", "$/M queries (est.)", "$/M queries (metered)" };
+        if (filters is not null) columns.AddRange(["passes", "direct", "short answers"]);
+        foreach (var c in columns) table.AddColumn(new TableColumn(c).RightAligned());
         foreach (var r in rows)
-            table.AddRow(r.Shape.ToString(), r.Recall.ToString("F4"), r.WarmP50.ToString("F1"), r.WarmP99.ToString("F1"), r.Qps.ToString("F0"),
+        {
+            var cells = new List<string> { r.Shape.ToString(), r.Recall.ToString("F4"), r.WarmP50.ToString("F1"), r.WarmP99.ToString("F1"), r.Qps.ToString("F0"),
                 r.Invocations.ToString("F1"), (r.BytesRead / 1024).ToString("F1"), r.HitRatio.ToString("P1"), r.CostPerMillion.ToString("F2"),
-                double.IsNaN(r.MeteredCostPerMillion) ? "-" : r.MeteredCostPerMillion.ToString("F2"));
+                double.IsNaN(r.MeteredCostPerMillion) ? "-" : r.MeteredCostPerMillion.ToString("F2") };
+            if (filters is not null) cells.AddRange([r.Passes.ToString("F2"), r.DirectShare.ToString("P0"), r.ShortAnswers.ToString()]);
+            table.AddRow(cells.ToArray());
+        }
         AnsiConsole.Write(table);
         if (cold.Count > 0)
         {
@@ -110,10 +121,11 @@ public static class EndpointBench
         return 0;
     }
 
-    private static async Task<(double Ms, JsonElement Answer)> QueryAsync(HttpClient http, string index, float[] v, int k, Shape shape, CancellationToken ct)
+    private static async Task<(double Ms, JsonElement Answer)> QueryAsync(HttpClient http, string index, float[] v, int k, Shape shape, CancellationToken ct,
+        JsonElement? filter = null)
     {
         var clock = Stopwatch.StartNew();
-        var response = await http.PostAsJsonAsync($"api/indexes/{index}/query", new { vector = v, k, options = new { branching = shape.Branching, depth = shape.Depth } }, ct);
+        var response = await http.PostAsJsonAsync($"api/indexes/{index}/query", new { vector = v, k, filter, options = new { branching = shape.Branching, depth = shape.Depth } }, ct);
         var body = await response.Content.ReadAsStringAsync(ct);
         if (!response.IsSuccessStatusCode) throw new IOException($"the endpoint answered {(int)response.StatusCode}: {body}");
         return (clock.Elapsed.TotalMilliseconds, JsonDocument.Parse(body).RootElement);

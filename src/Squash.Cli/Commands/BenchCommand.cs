@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
@@ -65,7 +66,6 @@ public static class BenchCommand
 
             if (pr.GetValue(endpoint) is { } url)
             {
-                CliErrors.Require(pr.GetValue(filtersOption) is null, "--filters is not supported with --endpoint yet: the HTTP API does not take filters (issue #5)");
                 CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
                 int c = pr.GetValue(concurrency);
                 CliErrors.Require(c >= 1 && c <= 256, $"--concurrency must be 1..256, got {c}");
@@ -75,7 +75,21 @@ public static class BenchCommand
                 var eq = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
                 var egt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
                 CliErrors.Require(egt.Length >= eq.Count, $"--ground-truth has {egt.Length} rows for {eq.Count} queries");
-                return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct);
+                JsonElement[]? endpointFilters = null;
+                if (pr.GetValue(filtersOption) is { } endpointFiltersPath)
+                {
+                    // Sent as they are: the function app compiles them and reports errors under "filter".
+                    CliErrors.Require(File.Exists(endpointFiltersPath), $"--filters: file '{endpointFiltersPath}' does not exist");
+                    var lines = File.ReadLines(endpointFiltersPath).Where(l => l.Trim().Length > 0).Take(eq.Count).ToArray();
+                    CliErrors.Require(lines.Length >= eq.Count, $"--filters has {lines.Length} filters for {eq.Count} queries");
+                    endpointFilters = new JsonElement[eq.Count];
+                    for (int i = 0; i < eq.Count; i++)
+                    {
+                        try { endpointFilters[i] = JsonDocument.Parse(lines[i]).RootElement.Clone(); }
+                        catch (JsonException e) { throw new UsageException($"--filters line {i + 1}: not valid JSON: {e.Message}"); }
+                    }
+                }
+                return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct, endpointFilters);
             }
             var store = IndexLocation.Open(pr, pr.GetValue(index));
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
