@@ -8,9 +8,10 @@ public sealed record RangedReadOptions
 {
     /// <summary>
     /// Two blocks whose byte ranges are at most this far apart are read by one request: a few KiB more on the
-    /// wire costs less than another round trip (Azurite on loopback: ~2 ms p50 per ranged read).
+    /// wire costs less than another round trip (Azurite on loopback: ~2 ms p50 per ranged read), but the gap
+    /// counts as bytes read, so it stays small.
     /// </summary>
-    public int CoalesceGapBytes { get; init; } = 8 << 10;
+    public int CoalesceGapBytes { get; init; } = 4 << 10;
     /// <summary>No single request grows past this.</summary>
     public int MaxRequestBytes { get; init; } = 4 << 20;
     /// <summary>Requests of one call in flight at once.</summary>
@@ -66,7 +67,7 @@ public sealed partial class IndexStore
         var groups = Coalesce(table, blocks);
         await Parallel.ForEachAsync(groups, new ParallelOptions { MaxDegreeOfParallelism = RangedReads.MaxConcurrency, CancellationToken = ct }, async (group, t) =>
         {
-            foreach (var (b, rows) in await ReadGroupAsync(table, group, t).ConfigureAwait(false)) result[b] = rows;
+            foreach (var (b, rows) in (await ReadGroupAsync(table, group, t).ConfigureAwait(false)).Blocks) result[b] = rows;
         }).ConfigureAwait(false);
         return result;
     }
@@ -78,44 +79,60 @@ public sealed partial class IndexStore
     /// </summary>
     public async Task<FetchedRows> ReadVectorRowsAsync(IndexManifest m, PartitionEntry p, IEnumerable<int> rows, SegmentCache? cache, CancellationToken ct = default)
     {
-        long before = BytesRead, requestsBefore = RangedRequests;
-        var table = cache is null
-            ? await ReadVectorBlockTableAsync(m, p, ct).ConfigureAwait(false)
-            : await ReadVectorBlockTableAsync(m, p, cache, ct).ConfigureAwait(false);
-        var blocks = new float[]?[table.BlockCount];
-        var wanted = rows.Select(table.BlockOf).Distinct().Order().ToList();
-        int fromCache = 0;
+        // Counted here rather than from the store-wide counters, which other partitions' reads move concurrently.
+        long bytes = 0;
+        int requests = 0;
+        VectorBlockTable table;
         if (cache is null)
         {
-            foreach (var (b, data) in await ReadVectorBlocksAsync(table, wanted, ct).ConfigureAwait(false)) blocks[b] = data;
+            table = await ReadVectorBlockTableAsync(m, p, ct).ConfigureAwait(false);
+            bytes += table.HeadBytes;
+            requests++;
         }
         else
         {
-            var missing = new List<int>();
-            foreach (int b in wanted)
+            table = await cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.VectorBlockTable), async t =>
             {
-                if (cache.TryGet<float[]>(BlockKey(m, p, b), out var data)) { blocks[b] = data; fromCache++; }
-                else missing.Add(b);
-            }
-            // One shared read per coalesced group, started by the first of its blocks the cache asks to load;
-            // a block another query is already loading is awaited, not read twice.
-            var reads = new Dictionary<int, Lazy<Task<Dictionary<int, float[]>>>>();
-            foreach (var group in Coalesce(table, missing))
-            {
-                var read = new Lazy<Task<Dictionary<int, float[]>>>(() => ReadGroupAsync(table, group, CancellationToken.None));
-                foreach (int b in group) reads[b] = read;
-            }
-            var loads = missing.Select(async b =>
-            {
-                blocks[b] = await cache.GetOrLoadAsync(BlockKey(m, p, b),
-                    async _ => (await reads[b].Value.ConfigureAwait(false))[b], data => data.Length * (long)sizeof(float) + 64, ct).ConfigureAwait(false);
-            });
-            await Task.WhenAll(loads).ConfigureAwait(false);
+                var loaded = await ReadVectorBlockTableAsync(m, p, t).ConfigureAwait(false);
+                Interlocked.Add(ref bytes, loaded.HeadBytes);
+                Interlocked.Increment(ref requests);
+                return loaded;
+            }, t => t.Hashes.Length * 8L + 128, ct).ConfigureAwait(false);
         }
+        var blocks = new float[]?[table.BlockCount];
+        var wanted = rows.Select(table.BlockOf).Distinct().Order().ToList();
+        var missing = new List<int>();
+        int fromCache = 0;
+        foreach (int b in wanted)
+        {
+            if (cache is not null && cache.TryGet<float[]>(BlockKey(m, p, b), out var data)) { blocks[b] = data; fromCache++; }
+            else missing.Add(b);
+        }
+        // One shared read per coalesced group, started by the first of its blocks that needs it; with a cache,
+        // a block another query is already loading is awaited, not read twice.
+        // Reads that other queries may be waiting on (through the cache) are not cancelled by this caller.
+        var readToken = cache is null ? ct : CancellationToken.None;
+        var reads = new Dictionary<int, Lazy<Task<Dictionary<int, float[]>>>>();
+        foreach (var group in Coalesce(table, missing))
+        {
+            var read = new Lazy<Task<Dictionary<int, float[]>>>(async () =>
+            {
+                var (result, groupBytes) = await ReadGroupAsync(table, group, readToken).ConfigureAwait(false);
+                Interlocked.Add(ref bytes, groupBytes);
+                Interlocked.Increment(ref requests);
+                return result;
+            });
+            foreach (int b in group) reads[b] = read;
+        }
+        await Task.WhenAll(missing.Select(async b =>
+        {
+            blocks[b] = cache is null
+                ? (await reads[b].Value.ConfigureAwait(false))[b]
+                : await cache.GetOrLoadAsync(BlockKey(m, p, b), async _ => (await reads[b].Value.ConfigureAwait(false))[b],
+                    data => data.Length * (long)sizeof(float) + 64, ct).ConfigureAwait(false);
+        })).ConfigureAwait(false);
         var vectors = PartitionVectors.Sparse(p.Count, m.InternalDimensions, table.RowsPerBlock, blocks);
-        // Other queries' reads on this store land in the same counters; callers that need exact per-query bytes
-        // use a store of their own (the CLI) or accept the overlap (a node's concurrent queries).
-        return new FetchedRows(vectors, BytesRead - before, (int)(RangedRequests - requestsBefore), fromCache, wanted.Count - fromCache);
+        return new FetchedRows(vectors, Interlocked.Read(ref bytes), requests, fromCache, wanted.Count - fromCache);
     }
 
     private SegmentKey BlockKey(IndexManifest m, PartitionEntry p, int block) => new(Name, m.Version, p.Id, SegmentKind.VectorBlock, block);
@@ -144,7 +161,7 @@ public sealed partial class IndexStore
     }
 
     /// <summary>One request covering a group's first to last block; each block of the group is verified.</summary>
-    private async Task<Dictionary<int, float[]>> ReadGroupAsync(VectorBlockTable table, int[] group, CancellationToken ct)
+    private async Task<(Dictionary<int, float[]> Blocks, long Bytes)> ReadGroupAsync(VectorBlockTable table, int[] group, CancellationToken ct)
     {
         long start = table.BlockRange(group[0]).Offset;
         var (lastOffset, lastLength) = table.BlockRange(group[^1]);
@@ -155,7 +172,7 @@ public sealed partial class IndexStore
             var (offset, length) = table.BlockRange(b);
             result[b] = table.Decode(b, bytes.AsSpan((int)(offset - start), length));
         }
-        return result;
+        return (result, bytes.LongLength);
     }
 
     private async Task<byte[]> ReadRangeCountedAsync(string name, long offset, int length, CancellationToken ct)

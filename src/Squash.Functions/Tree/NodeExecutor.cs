@@ -30,18 +30,13 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         var tops = new TopK[queries];
         var stats = new QueryStats[queries];
         var own = request.Node.Partitions.ToHashSet();
-        var needed = request.Plans.SelectMany(p => p).Where(own.Contains).Distinct().ToArray();
-        // Fetch this node's partitions (warm: from the instance's segment cache) before scanning.
-        var fetched = await Task.WhenAll(needed.Select(p => loaded.GetPartitionAsync(p, ct))).ConfigureAwait(false);
-        var partitions = new Dictionary<int, (Squash.Index.Model.PartitionCodes, Squash.Index.Model.PartitionVectors)>();
-        int hits = 0, misses = 0;
-        long bytesRead = 0;
-        for (int i = 0; i < needed.Length; i++)
-        {
-            partitions[needed[i]] = (fetched[i].Codes, fetched[i].Vectors);
-            if (fetched[i].Miss) misses++; else hits++;
-            bytesRead += fetched[i].BytesRead;
-        }
+        // Fetch what each query needs from this node's partitions: codes, then only the raw-vector rows its
+        // re-rank can touch (ranged reads), all through the instance's segment cache (warm: no reads).
+        var contexts = request.Vectors.Select(v => new QueryContext(loaded, v)).ToArray();
+        var fetches = await Task.WhenAll(Enumerable.Range(0, queries).Select(q =>
+            loaded.FetchForQueryAsync(contexts[q], request.Plans[q].Where(own.Contains).ToArray(), options, ct))).ConfigureAwait(false);
+        int hits = fetches.Sum(f => f.CacheHits), misses = fetches.Sum(f => f.CacheMisses);
+        long bytesRead = fetches.Sum(f => f.BytesRead);
         int coldInstances = cold ? 1 : 0, warmInstances = cold ? 0 : 1;
         double childBusy = 0;
         for (int q = 0; q < queries; q++)
@@ -50,9 +45,10 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
             stats[q] = new QueryStats();
             var mine = request.Plans[q].Where(own.Contains).ToArray();
             if (mine.Length == 0) continue;
-            var ctx = new QueryContext(loaded, request.Vectors[q]);
+            var ctx = contexts[q];
             var (_, distances) = engine.RankPartitions(ctx);
-            engine.ScanPartitions(ctx, mine, distances, options, tops[q], stats[q], p => partitions[p]);
+            var fetched = fetches[q];
+            engine.ScanPartitions(ctx, mine, distances, options, tops[q], stats[q], p => (fetched[p].Codes, fetched[p].Vectors));
         }
 
         var missing = new List<int>();

@@ -196,9 +196,6 @@ public sealed class SegmentView
         TotalLength = totalLength;
     }
 
-    /// <summary>The 64-byte header.</summary>
-    public ReadOnlySpan<byte> HeaderBytes => _file.AsSpan(0, SegmentFile.HeaderSize);
-
     /// <summary>Length of the whole segment (for a head view, more than the bytes it holds).</summary>
     public long TotalLength { get; }
 

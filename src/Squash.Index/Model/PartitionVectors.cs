@@ -119,7 +119,7 @@ public sealed class VectorBlockTable
     public required ulong[] Hashes { get; init; }
     /// <summary>Offset of the vector section (row 0) in the blob.</summary>
     public required long DataOffset { get; init; }
-    /// <summary>Bytes of the head (what a cold reader fetched to get this table).</summary>
+    /// <summary>Bytes a cold reader fetched to get this table (0 when it came with the whole segment).</summary>
     public int HeadBytes { get; init; }
 
     public int BlockCount => Hashes.Length;
@@ -155,10 +155,10 @@ public sealed class VectorBlockTable
         var v = SegmentFile.OpenHead(head, name, SegmentKind.Vectors);
         if (v.Rows != entry.Count || v.Columns != dims) throw new CorruptIndexException($"segment '{name}' does not match its manifest entry");
         if (v.TotalLength != entry.Vectors.Bytes) throw new CorruptIndexException($"segment '{name}' is {v.TotalLength} bytes by its header, {entry.Vectors.Bytes} by the manifest");
-        return FromView(v, entry, dims);
+        return FromView(v, entry, dims, head.Length);
     }
 
-    internal static VectorBlockTable FromView(SegmentView v, PartitionEntry entry, int dims)
+    internal static VectorBlockTable FromView(SegmentView v, PartitionEntry entry, int dims, int headBytes = 0)
     {
         var (blockSection, vectorSection) = PartitionVectors.Sections;
         var table = v.Section(blockSection);
@@ -171,7 +171,7 @@ public sealed class VectorBlockTable
         return new VectorBlockTable
         {
             Name = v.Name, Count = entry.Count, Dimensions = dims, RowsPerBlock = rowsPerBlock,
-            Hashes = MemoryMarshal.Cast<byte, ulong>(table[8..]).ToArray(), DataOffset = offset, HeadBytes = SegmentFile.HeadLength(v.HeaderBytes),
+            Hashes = MemoryMarshal.Cast<byte, ulong>(table[8..]).ToArray(), DataOffset = offset, HeadBytes = headBytes,
         };
     }
 }
