@@ -74,6 +74,101 @@ public sealed class LoadedIndex
 
     private SegmentCache? _cache;
 
+    /// <summary>
+    /// The same version (manifest and routing shared, nothing re-read) with no partition in memory and its
+    /// partitions fetched through <paramref name="cache"/>: a fresh instance for measuring cold queries, or one
+    /// with a cache of a chosen size.
+    /// </summary>
+    public LoadedIndex WithCache(SegmentCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        return new LoadedIndex(_store, Manifest, Routing) { _cache = cache };
+    }
+
+    /// <summary>Bytes of every segment of this version: routing, and each partition's codes, raw vectors and attributes.</summary>
+    public long StoredBytes => Manifest.Routing.Bytes + Manifest.Partitions.Sum(p => p.Codes.Bytes + p.Vectors.Bytes + (p.Attributes?.Bytes ?? 0));
+
+    /// <summary>The cache partitions are fetched through: the shared one, or (an index opened lazily on its own) a private unbounded one.</summary>
+    private SegmentCache FetchCache
+    {
+        get
+        {
+            if (_cache is { } c) return c;
+            lock (_codes) return _cache ??= new SegmentCache(new SegmentCacheOptions { CapacityBytes = long.MaxValue / 4 });
+        }
+    }
+
+    private readonly ThreadLocal<PartitionScanner> _collector = new(() => new PartitionScanner());
+
+    /// <summary>
+    /// Fetches what one query needs from the given partitions (DESIGN.md §4, cold start): the codes of each
+    /// (and its attributes when the query has a filter), then only the raw-vector rows its re-rank can touch,
+    /// by ranged reads of checksummed blocks — coalesced, issued in parallel — instead of whole vector segments.
+    /// Everything goes through the segment cache, so a warm instance answers repeated work from memory.
+    /// <para>The rows are those <see cref="PartitionScanner.CollectRerankRows"/> lists (a scan with any running
+    /// threshold re-ranks a subset of them), or for <see cref="FilterStrategy.Direct"/> every row that passes the
+    /// filter. A caller running the direct strategy must say so in <paramref name="options"/> (Auto is planned as
+    /// a partition scan); a row the scan then needs but was not fetched fails loudly (<see cref="MissingRowException"/>).</para>
+    /// Partitions already held in memory (an index opened with loadAll) are returned as they are, with no reads.
+    /// </summary>
+    public async Task<PartitionFetch> FetchForQueryAsync(QueryContext query, IReadOnlyList<int> partitions, SearchOptions options, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(query);
+        ArgumentNullException.ThrowIfNull(options);
+        var filter = options.Filter is { MatchesAll: false } f ? f : null;
+        if (filter is not null && Manifest.Attributes is null) throw new InvalidOperationException("a filtered query needs an index with attributes");
+        var fetch = new PartitionFetch();
+        await Parallel.ForEachAsync(partitions.Distinct(), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (p, t) =>
+        {
+            var (data, bytes, requests, rows) = await FetchPartitionAsync(query, p, options, filter, t).ConfigureAwait(false);
+            fetch.Add(p, data, bytes, requests, rows);
+        }).ConfigureAwait(false);
+        return fetch;
+    }
+
+    private async Task<(PartitionData Data, long Bytes, int Requests, int Rows)> FetchPartitionAsync(
+        QueryContext query, int p, SearchOptions options, Filters.CompiledFilter? filter, CancellationToken ct)
+    {
+        if (IsLoaded(p) && (filter is null || _attributes[p] is not null))
+            return (new PartitionData(_codes[p]!, _vectors[p]!, filter is null ? null : _attributes[p]), 0, 0, 0);
+        var cache = FetchCache;
+        var entry = Manifest.Partitions[p];
+        long read = 0;
+        int requests = 0;
+        var codes = await cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Codes), async t =>
+        {
+            var c = await _store.ReadCodesAsync(Manifest, entry, t).ConfigureAwait(false);
+            Interlocked.Add(ref read, c.StoredBytes);
+            Interlocked.Increment(ref requests);
+            return c;
+        }, _ => entry.Codes.Bytes, ct).ConfigureAwait(false);
+        PartitionAttributes? attributes = null;
+        if (filter is not null)
+        {
+            attributes = await cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Attributes), async t =>
+            {
+                var a = await _store.ReadAttributesAsync(Manifest, entry, t).ConfigureAwait(false);
+                Interlocked.Add(ref read, entry.Attributes!.Bytes);
+                Interlocked.Increment(ref requests);
+                return a;
+            }, _ => entry.Attributes!.Bytes, ct).ConfigureAwait(false);
+        }
+        var rows = new List<int>();
+        if (filter is not null && options.FilterStrategy == FilterStrategy.Direct) MatchingRows(filter, attributes!, rows);
+        else _collector.Value!.CollectRerankRows(query, codes, attributes, options, rows);
+        var fetched = await _store.ReadVectorRowsAsync(Manifest, entry, rows, cache, ct).ConfigureAwait(false);
+        return (new PartitionData(codes, fetched.Vectors, attributes), read + fetched.BytesRead, requests + fetched.Requests, rows.Count);
+    }
+
+    /// <summary>Rows the direct strategy computes exact distances for: code-level matches that pass the exact recheck.</summary>
+    private static void MatchingRows(Filters.CompiledFilter filter, PartitionAttributes attributes, List<int> rows)
+    {
+        var codes = new byte[attributes.Count];
+        filter.EvaluateCodes(attributes, codes);
+        for (int i = 0; i < codes.Length; i++)
+            if (codes[i] == 2 || (codes[i] == 1 && filter.Matches(attributes, i))) rows.Add(i);
+    }
+
     /// <summary>One partition's segments for a scan, through the cache when there is one. Miss tells whether this call read the store.</summary>
     public async Task<(PartitionCodes Codes, PartitionVectors Vectors, bool Miss, long BytesRead)> GetPartitionAsync(int p, CancellationToken ct = default)
     {
@@ -179,6 +274,52 @@ public sealed class LoadedIndex
         }
     }
 
+    /// <summary>A partition's attributes through the segment cache (null when the index has none); for results' ids and <c>include</c>.</summary>
+    public async Task<PartitionAttributes?> GetAttributesAsync(int p, CancellationToken ct = default)
+    {
+        if (Manifest.Attributes is null) return null;
+        if (_attributes[p] is { } loaded) return loaded;
+        var entry = Manifest.Partitions[p];
+        return await FetchCache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Attributes),
+            t => _store.ReadAttributesAsync(Manifest, entry, t), _ => entry.Attributes!.Bytes, ct).ConfigureAwait(false);
+    }
+
     /// <summary>Bytes of OSQ codes (sign bits included) per vector, averaged over the index.</summary>
     public double CodeBytesPerVector => Manifest.Partitions.Sum(p => (double)p.BitsPerVector * p.Count) / Math.Max(1, Manifest.Count) / 8;
+}
+
+/// <summary>
+/// What <see cref="LoadedIndex.FetchForQueryAsync"/> fetched for one query: each partition's data, and what it
+/// cost. A partition counts as a cache hit when nothing of it had to be read from the store.
+/// </summary>
+public sealed class PartitionFetch
+{
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, PartitionData> _data = new();
+    private long _bytesRead, _rows;
+    private int _hits, _misses, _requests;
+
+    /// <summary>The fetched data of partition p; a partition that was not asked for is an error.</summary>
+    public PartitionData this[int p] => _data.TryGetValue(p, out var d) ? d : throw new KeyNotFoundException($"partition {p} was not fetched for this query");
+
+    /// <summary>For the scan overloads that take a partition source.</summary>
+    public Func<int, PartitionData> PartitionOf => p => this[p];
+
+    public IReadOnlyCollection<int> Partitions => _data.Keys.ToArray();
+    /// <summary>Bytes this query read from the blob store (0 when everything was warm).</summary>
+    public long BytesRead => Interlocked.Read(ref _bytesRead);
+    public int CacheHits => Volatile.Read(ref _hits);
+    public int CacheMisses => Volatile.Read(ref _misses);
+    /// <summary>Blob requests issued (whole segments, heads and coalesced row ranges).</summary>
+    public int Requests => Volatile.Read(ref _requests);
+    /// <summary>Raw-vector rows the query asked for (fetched or already cached).</summary>
+    public long RowsRequested => Interlocked.Read(ref _rows);
+
+    internal void Add(int p, PartitionData data, long bytes, int requests, int rows)
+    {
+        _data[p] = data;
+        Interlocked.Add(ref _bytesRead, bytes);
+        Interlocked.Add(ref _requests, requests);
+        Interlocked.Add(ref _rows, rows);
+        if (bytes > 0) Interlocked.Increment(ref _misses); else Interlocked.Increment(ref _hits);
+    }
 }

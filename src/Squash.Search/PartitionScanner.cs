@@ -32,7 +32,25 @@ public sealed class PartitionScanner
     /// or lower-bound stages, and a row whose codes only say "maybe" is rechecked on raw values before it may
     /// enter the re-rank heap, so neither the heap's K·R slots nor the answer ever hold a violator.
     /// </summary>
-    public void Scan(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes? attributes, TopK top, SearchOptions options, QueryStats stats)
+    public void Scan(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes? attributes, TopK top, SearchOptions options, QueryStats stats) =>
+        ScanOrCollect(query, codes, vectors, attributes, top, options, stats, collect: null);
+
+    /// <summary>
+    /// The rows <see cref="Scan"/> could re-rank in this partition, found by running its filter, Hamming and
+    /// lower-bound stages with no running threshold (a fresh top-k): at most K·R rows picked by lower bound, or
+    /// the matching rows of a filtered partition scanned exactly. A later Scan with any threshold re-ranks a
+    /// subset of them — the rows that survive a tighter bar are a prefix, in (bound, row) order, of those that
+    /// survive no bar — so a cold reader can fetch exactly these rows before scanning.
+    /// </summary>
+    public void CollectRerankRows(QueryContext query, PartitionCodes codes, PartitionAttributes? attributes, SearchOptions options, List<int> rows)
+    {
+        ArgumentNullException.ThrowIfNull(rows);
+        ScanOrCollect(query, codes, null, attributes, new TopK(Math.Max(1, options.K)), options, new QueryStats(), rows);
+    }
+
+    /// <summary>Scan when <paramref name="collect"/> is null; otherwise stops before the re-rank and lists its candidate rows.</summary>
+    private void ScanOrCollect(QueryContext query, PartitionCodes codes, PartitionVectors? vectors, PartitionAttributes? attributes, TopK top, SearchOptions options,
+        QueryStats stats, List<int>? collect)
     {
         int n = codes.Count, md = codes.CodedDimensions, m = codes.GlobalDimensions;
         stats.PartitionsScanned++;
@@ -54,9 +72,14 @@ public sealed class PartitionScanner
             if (candidates == 0) return;
             // Few matches (a partition holding stragglers of a filter): exact distances on them cost less than
             // rotating the query into this partition's frame (m_p × m multiply-adds) before any bound is known.
-            if ((long)candidates * vectors.Dimensions <= (long)md * m)
+            if ((long)candidates * query.Internal.Length <= (long)md * m)
             {
-                ScanCandidatesExactly(query, codes, vectors, attributes, filter, filterCodes, candidates, top, stats);
+                if (collect is not null)
+                {
+                    for (int c = 0; c < candidates; c++) collect.Add(_candidates[c]);
+                    return;
+                }
+                ScanCandidatesExactly(query, codes, vectors!, attributes, filter, filterCodes, candidates, top, stats);
                 return;
             }
         }
@@ -123,14 +146,20 @@ public sealed class PartitionScanner
         stats.AfterLowerBound += completed;
         stats.BytesTouched += (long)(keep * codeBytes);
 
+        if (collect is not null)
+        {
+            foreach (var (_, row) in _heap.SortAscending()) collect.Add(row);
+            return;
+        }
+
         // Level 3: exact distances in lower-bound order until the bound passes the k-th best.
         var internalQuery = query.Internal.AsSpan();
-        int d = vectors.Dimensions;
+        int d = vectors!.Dimensions;
         foreach (var (bound, row) in _heap.SortAscending())
         {
             float threshold = top.Threshold;
             if (bound > threshold * (1 + Slack)) break;
-            float dist = SquaredL2Bounded.Distance(internalQuery, vectors.Data.AsSpan(row * d, d), threshold);
+            float dist = SquaredL2Bounded.Distance(internalQuery, vectors.Row(row), threshold);
             stats.Reranked++;
             stats.BytesTouched += d * sizeof(float);
             if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
@@ -185,7 +214,7 @@ public sealed class PartitionScanner
                 if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
             }
             float threshold = top.Threshold;
-            float dist = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(row * d, d), threshold);
+            float dist = SquaredL2Bounded.Distance(q, vectors.Row(row), threshold);
             stats.Reranked++;
             stats.BytesTouched += d * sizeof(float);
             if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);

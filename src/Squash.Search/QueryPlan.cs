@@ -56,6 +56,3 @@ public sealed class QueryPlan
     /// <summary>The options to send to the nodes that scan this plan's partitions.</summary>
     public SearchOptions NodeOptions(SearchOptions options) => options with { FilterStrategy = FilterStrategy };
 }
-
-/// <summary>What a scan node needs of one partition: codes and raw vectors, and attributes for filtered queries.</summary>
-public sealed record PartitionData(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes);

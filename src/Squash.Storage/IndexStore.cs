@@ -15,7 +15,7 @@ namespace Squash.Storage;
 /// A reader resolves current → manifest → segments, so an interrupted build leaves the previous
 /// version serving, and two concurrent builds cannot both win the pointer.
 /// </summary>
-public sealed class IndexStore
+public sealed partial class IndexStore
 {
     private long _bytesRead;
 
@@ -202,6 +202,10 @@ public sealed class IndexStore
     /// <summary>The partition's raw vectors through <paramref name="cache"/>.</summary>
     public Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
         cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Vectors), t => ReadVectorsAsync(m, p, t), _ => p.Vectors.Bytes, ct);
+
+    /// <summary>The partition's attributes through <paramref name="cache"/>.</summary>
+    public Task<PartitionAttributes> ReadAttributesAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Attributes), t => ReadAttributesAsync(m, p, t), _ => p.Attributes?.Bytes ?? 0, ct);
 
     /// <summary>The routing data through <paramref name="cache"/> (partition -1: it belongs to the whole version).</summary>
     public Task<RoutingData> ReadRoutingAsync(IndexManifest m, SegmentCache cache, CancellationToken ct = default) =>

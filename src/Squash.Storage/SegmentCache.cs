@@ -7,10 +7,17 @@ public enum SegmentKind
     Codes,
     Vectors,
     Attributes,
+    /// <summary>A raw-vector segment's head: the block checksums that ranged reads are verified against.</summary>
+    VectorBlockTable,
+    /// <summary>One checksummed block of raw-vector rows, fetched by a ranged read (<see cref="SegmentKey.Block"/>).</summary>
+    VectorBlock,
 }
 
-/// <summary>One decoded segment of one published version (versions are immutable, so keys never go stale).</summary>
-public readonly record struct SegmentKey(string Index, string Version, int Partition, SegmentKind Kind);
+/// <summary>
+/// One decoded segment (or, for <see cref="SegmentKind.VectorBlock"/>, one block of rows) of one published version
+/// (versions are immutable, so keys never go stale).
+/// </summary>
+public readonly record struct SegmentKey(string Index, string Version, int Partition, SegmentKind Kind, int Block = 0);
 
 public enum CacheEvictionPolicy
 {
@@ -83,6 +90,27 @@ public sealed class SegmentCache
         {
             lock (_gate) return new SegmentCacheStats(_hits, _misses, _evictions, _bytesLoaded, _currentBytes, _entries.Count);
         }
+    }
+
+    /// <summary>
+    /// The cached value if present (counted as a hit); on false nothing is counted, so a caller that then
+    /// asks <see cref="GetOrLoadAsync"/> is counted once (a hit if someone else's load is in flight, else a miss).
+    /// Lets a caller find out which of many small entries it must fetch, and fetch them in few requests.
+    /// </summary>
+    public bool TryGet<T>(SegmentKey key, [System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out T value) where T : class
+    {
+        lock (_gate)
+        {
+            if (_entries.TryGetValue(key, out var entry))
+            {
+                _hits++;
+                _policy.Touched(entry);
+                value = (T)entry.Value;
+                return true;
+            }
+        }
+        value = null;
+        return false;
     }
 
     /// <summary>

@@ -36,6 +36,26 @@ public class SegmentFileTests
     }
 
     [Fact]
+    public void AHeadReadOnItsOwnIsVerifiedAndLocatesTheSectionsAfterIt()
+    {
+        var file = SegmentFile.Write(SegmentKind.Vectors, 3, 2, [(7u, new byte[] { 9, 8, 7 }), (1u, SegmentFile.Bytes(new float[] { 1, 2, 3, 4, 5, 6 }))], headSections: 1);
+        int head = SegmentFile.HeadLength(file);
+        Assert.Equal(SegmentFile.HeadLengthFor(2, 3), head);
+        var v = SegmentFile.OpenHead(file[..head], "h.seg", SegmentKind.Vectors);
+        Assert.Equal(new byte[] { 9, 8, 7 }, v.Section(7).ToArray());
+        Assert.Equal((head, 24L), v.SectionRange(1));
+        Assert.Equal(file.Length, v.TotalLength);
+        Assert.Throws<InvalidOperationException>(() => v.Section(1).ToArray());
+        for (int i = 0; i < head; i++)
+        {
+            var copy = file[..head];
+            copy[i] ^= 0x20;
+            Assert.Contains("h.seg", Assert.Throws<CorruptIndexException>(() => SegmentFile.OpenHead(copy, "h.seg", SegmentKind.Vectors)).Message);
+        }
+        Assert.Contains("no head", Assert.Throws<CorruptIndexException>(() => SegmentFile.OpenHead(Sample(), "s.seg", SegmentKind.Vectors)).Message);
+    }
+
+    [Fact]
     public void TruncatedEmptyAndWrongKindAreRejected()
     {
         var s = Sample();

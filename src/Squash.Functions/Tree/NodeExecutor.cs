@@ -41,46 +41,41 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         var found = new Dictionary<long, Neighbour>[queries];
         try
         {
-            // Fetch this node's partitions (warm: from the instance's segment cache) before scanning.
+            var contexts = request.Vectors.Select(v => new QueryContext(loaded, v)).ToArray();
+            var queryOptions = Enumerable.Range(0, queries).Select(q => filtered
+                ? options with { Filter = filter, FilterStrategy = Enum.Parse<FilterStrategy>(request.Strategies![q]) }
+                : options).ToArray();
+            // Fetch what each query needs from this node's partitions: codes (and attributes for a filter), then only
+            // the raw-vector rows its re-rank can touch (ranged reads), all through the instance's segment cache.
             var fetchClock = System.Diagnostics.Stopwatch.StartNew();
-            var fetched = await Task.WhenAll(needed.Select(async p =>
-            {
-                try { return (Partition: p, Data: await loaded.GetPartitionAsync(p, ct).ConfigureAwait(false), Error: (Exception?)null); }
-                catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException) { return (p, default, e); }
-            })).ConfigureAwait(false);
+            var unreadable = new System.Collections.Concurrent.ConcurrentDictionary<int, Exception>();
+            var fetches = await Task.WhenAll(Enumerable.Range(0, queries).Select(q =>
+                FetchAsync(loaded, contexts[q], request.Plans[q].Where(own.Contains).ToArray(), queryOptions[q], unreadable, ct))).ConfigureAwait(false);
             fetchMs = fetchClock.Elapsed.TotalMilliseconds;
-            var partitions = new Dictionary<int, (Squash.Index.Model.PartitionCodes, Squash.Index.Model.PartitionVectors)>();
-            foreach (var (p, data, error) in fetched)
+            foreach (var (p, error) in unreadable)
             {
-                if (error is not null)
-                {
-                    // A segment that cannot be read (store down after retries, checksum mismatch): the partition is
-                    // reported missing and the rest of the answer still counts.
-                    log.LogError(error, "partition {Partition} could not be read; it is reported missing", p);
-                    missing.Add(p);
-                    continue;
-                }
-                partitions[p] = (data.Codes, data.Vectors);
-                if (data.Miss) misses++; else hits++;
-                bytesRead += data.BytesRead;
+                // A segment that cannot be read (store down after retries, checksum mismatch): the partition is
+                // reported missing and the rest of the answer still counts.
+                log.LogError(error, "partition {Partition} could not be read; it is reported missing", p);
+                missing.Add(p);
             }
-            var readable = partitions.Keys.ToArray();
+            hits = fetches.Sum(f => f.Hits);
+            misses = fetches.Sum(f => f.Misses);
+            bytesRead = fetches.Sum(f => f.BytesRead);
             for (int q = 0; q < queries; q++)
             {
                 tops[q] = engine.NewTopK(options);
                 stats[q] = new QueryStats();
-                var mine = request.Plans[q].Where(partitions.ContainsKey).ToArray();
-                if (mine.Length == 0) continue;
-                var ctx = new QueryContext(loaded, request.Vectors[q]);
-                var (_, distances) = engine.RankPartitions(ctx);
-                var queryOptions = filtered
-                    ? options with { Filter = filter, FilterStrategy = Enum.Parse<FilterStrategy>(request.Strategies![q]) }
-                    : options;
-                engine.ScanPartitions(ctx, mine, distances, queryOptions, tops[q], stats[q],
-                    p => new PartitionData(partitions[p].Item1, partitions[p].Item2, filtered ? loaded.Attributes(p) : null));
+                var fetched = fetches[q];
+                var mine = request.Plans[q].Where(p => own.Contains(p) && fetched.Data.ContainsKey(p)).ToArray();
+                if (mine.Length > 0)
+                {
+                    var (_, distances) = engine.RankPartitions(contexts[q]);
+                    engine.ScanPartitions(contexts[q], mine, distances, queryOptions[q], tops[q], stats[q], p => fetched.Data[p]);
+                }
+                // What this node found, with the user's id and the requested attributes read here, where the rows are.
+                found[q] = await DescribeAsync(loaded, request, tops[q].ToSortedArray(), mine, p => fetched.Data[p], ct).ConfigureAwait(false);
             }
-            // What this node found, with the user's id and the requested attributes read here, where the rows are.
-            for (int q = 0; q < queries; q++) found[q] = Describe(loaded, request, tops[q].ToSortedArray(), readable, p => partitions[p].Item1);
         }
         catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
         {
@@ -151,20 +146,51 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         };
     }
 
+    /// <summary>One query's partitions fetched, per partition: the data, and what it cost.</summary>
+    private sealed record Fetched(Dictionary<int, PartitionData> Data, int Hits, int Misses, long BytesRead);
+
+    /// <summary>
+    /// Fetches one query's partitions together; if that fails, partition by partition, so that one unreadable
+    /// partition (recorded in <paramref name="unreadable"/>) does not cost the others.
+    /// </summary>
+    private static async Task<Fetched> FetchAsync(LoadedIndex loaded, QueryContext ctx, int[] partitions, SearchOptions options,
+        System.Collections.Concurrent.ConcurrentDictionary<int, Exception> unreadable, CancellationToken ct)
+    {
+        try
+        {
+            var all = await loaded.FetchForQueryAsync(ctx, partitions, options, ct).ConfigureAwait(false);
+            return new Fetched(partitions.ToDictionary(p => p, p => all[p]), all.CacheHits, all.CacheMisses, all.BytesRead);
+        }
+        catch (Exception) when (!ct.IsCancellationRequested && partitions.Length > 0)
+        {
+            var one = await Task.WhenAll(partitions.Select(async p =>
+            {
+                try { return (p, Fetch: await loaded.FetchForQueryAsync(ctx, [p], options, ct).ConfigureAwait(false)); }
+                catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+                {
+                    unreadable[p] = e;
+                    return (p, Fetch: (PartitionFetch?)null);
+                }
+            })).ConfigureAwait(false);
+            var ok = one.Where(x => x.Fetch is not null).ToArray();
+            return new Fetched(ok.ToDictionary(x => x.p, x => x.Fetch![x.p]), ok.Sum(x => x.Fetch!.CacheHits), ok.Sum(x => x.Fetch!.CacheMisses), ok.Sum(x => x.Fetch!.BytesRead));
+        }
+    }
+
     /// <summary>This node's own results by id, each with the user's id and the requested attributes when asked for.</summary>
-    private static Dictionary<long, Neighbour> Describe(LoadedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
-        Func<int, Squash.Index.Model.PartitionCodes> codesOf)
+    private static async Task<Dictionary<long, Neighbour>> DescribeAsync(LoadedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
+        Func<int, PartitionData> dataOf, CancellationToken ct)
     {
         var result = new Dictionary<long, Neighbour>(own.Length);
         var include = request.Include ?? [];
         bool describe = (request.Keys || include.Length > 0) && loaded.Manifest.Attributes is not null;
-        var rows = describe ? RowsOf(own, partitions, codesOf) : null;
+        var rows = describe ? RowsOf(own, partitions, dataOf) : null;
         foreach (var n in own)
         {
             var neighbour = new Neighbour(n.Id, n.Distance);
             if (rows is not null && rows.TryGetValue(n.Id, out var at))
             {
-                var attributes = loaded.Attributes(at.Partition)!;
+                var attributes = dataOf(at.Partition).Attributes ?? (await loaded.GetAttributesAsync(at.Partition, ct).ConfigureAwait(false))!;
                 neighbour = neighbour with
                 {
                     Key = request.Keys ? attributes.Keys?[at.Row] : null,
@@ -177,13 +203,13 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
     }
 
     /// <summary>Where each result sits (partition, row) among this node's partitions.</summary>
-    private static Dictionary<long, (int Partition, int Row)> RowsOf(Neighbor[] own, int[] partitions, Func<int, Squash.Index.Model.PartitionCodes> codesOf)
+    private static Dictionary<long, (int Partition, int Row)> RowsOf(Neighbor[] own, int[] partitions, Func<int, PartitionData> dataOf)
     {
         var wanted = own.Select(n => n.Id).ToHashSet();
         var rows = new Dictionary<long, (int, int)>(own.Length);
         foreach (int p in partitions)
         {
-            var ids = codesOf(p).Ids;
+            var ids = dataOf(p).Codes.Ids;
             for (int i = 0; i < ids.Length && rows.Count < wanted.Count; i++)
                 if (wanted.Contains(ids[i])) rows[ids[i]] = (p, i);
         }

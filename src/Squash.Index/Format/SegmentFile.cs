@@ -27,23 +27,33 @@ public sealed class CorruptIndexException(string message) : Exception(message);
 /// header (64 bytes, little-endian)
 ///   0  magic "SQSHSEG1"          8  format version u32     12 kind u32
 ///   16 rows u64                 24 columns u32            28 section count u32
-///   32 payload length u64       40 payload XxHash3 u64    48 reserved (12 bytes)
-///   60 header CRC-32 of bytes 0..59
+///   32 payload length u64       40 payload XxHash3 u64    48 head length u32
+///   52 head XxHash3 u64         60 header CRC-32 of bytes 0..59
 /// table of contents: per section (id u32, reserved u32, offset u64, length u64), offsets from file start
 /// sections, each aligned to 64 bytes so that they can be used in place (SIMD loads, ranged reads)
 /// </code>
-/// The payload hash covers everything after the header, so a flipped byte anywhere is detected.
+/// The payload hash covers everything after the header, so a flipped byte anywhere is detected when the
+/// segment is read whole. Version 2 adds the <b>head</b>: the header, the table of contents and the first
+/// few sections (small metadata such as a table of block checksums), with its own hash, so that a reader
+/// can fetch the head by one ranged read, trust it, and then read (and verify) parts of the big sections
+/// that follow. A head length of 0 means the segment is only ever read whole.
 /// </summary>
 public static class SegmentFile
 {
     public const int HeaderSize = 64;
-    public const uint FormatVersion = 1;
+    /// <summary>2: head length and head hash in the header; raw-vector segments carry per-block checksums. Version 1 indexes must be rebuilt.</summary>
+    public const uint FormatVersion = 2;
     private const int Alignment = 64;
     private static ReadOnlySpan<byte> Magic => "SQSHSEG1"u8;
 
-    /// <summary>Lays out the sections and returns the whole segment.</summary>
-    public static byte[] Write(SegmentKind kind, long rows, int columns, IReadOnlyList<(uint Id, ReadOnlyMemory<byte> Data)> sections)
+    /// <summary>
+    /// Lays out the sections and returns the whole segment. The first <paramref name="headSections"/> sections
+    /// belong to the head (see the type's summary); 0 makes a segment that is read whole only.
+    /// </summary>
+    public static byte[] Write(SegmentKind kind, long rows, int columns, IReadOnlyList<(uint Id, ReadOnlyMemory<byte> Data)> sections, int headSections = 0)
     {
+        ArgumentOutOfRangeException.ThrowIfNegative(headSections);
+        if (headSections > 0 && headSections >= sections.Count) throw new ArgumentOutOfRangeException(nameof(headSections), "the head must leave at least one section outside it");
         int tocSize = sections.Count * 24;
         long offset = Align(HeaderSize + tocSize);
         var offsets = new long[sections.Count];
@@ -70,6 +80,12 @@ public static class SegmentFile
         BinaryPrimitives.WriteInt32LittleEndian(span[28..], sections.Count);
         BinaryPrimitives.WriteInt64LittleEndian(span[32..], file.Length - HeaderSize);
         BinaryPrimitives.WriteUInt64LittleEndian(span[40..], XxHash3.HashToUInt64(span[HeaderSize..]));
+        if (headSections > 0)
+        {
+            long head = offsets[headSections];
+            BinaryPrimitives.WriteInt32LittleEndian(span[48..], checked((int)head));
+            BinaryPrimitives.WriteUInt64LittleEndian(span[52..], XxHash3.HashToUInt64(span[HeaderSize..(int)head]));
+        }
         BinaryPrimitives.WriteUInt32LittleEndian(span[60..], Crc32.HashToUInt32(span[..60]));
         return file;
     }
@@ -78,32 +94,81 @@ public static class SegmentFile
     public static SegmentView Open(byte[] file, string name, SegmentKind expectedKind)
     {
         var span = file.AsSpan();
+        long total = CheckHeader(span, name, expectedKind);
+        if (total != span.Length)
+            throw new CorruptIndexException($"segment '{name}' is truncated or padded: header says {total} bytes, file has {span.Length}");
+        if (BinaryPrimitives.ReadUInt64LittleEndian(span[40..]) != XxHash3.HashToUInt64(span[HeaderSize..]))
+            throw new CorruptIndexException($"segment '{name}' failed its checksum: the file is corrupt");
+        return new SegmentView(file, name, expectedKind, BinaryPrimitives.ReadInt64LittleEndian(span[16..]), BinaryPrimitives.ReadInt32LittleEndian(span[24..]),
+            ReadSections(span, name, total), total);
+    }
+
+    /// <summary>
+    /// Validates a segment's head read on its own (the first <see cref="HeadLength"/> bytes, or more): header,
+    /// head hash and table of contents. Sections inside the head can be read from the view; the others are
+    /// only located (<see cref="SegmentView.SectionRange"/>) for ranged reads whose data the caller verifies.
+    /// </summary>
+    public static SegmentView OpenHead(byte[] head, string name, SegmentKind expectedKind)
+    {
+        var span = head.AsSpan();
+        long total = CheckHeader(span, name, expectedKind);
+        int headLength = HeadLength(span);
+        if (headLength == 0) throw new CorruptIndexException($"segment '{name}' has no head for ranged reads (it is read whole)");
+        if (headLength < HeaderSize || headLength > total) throw new CorruptIndexException($"segment '{name}' has a head length of {headLength} bytes outside the file");
+        if (span.Length < headLength) throw new CorruptIndexException($"segment '{name}': {span.Length} bytes read where its head has {headLength}");
+        if (BinaryPrimitives.ReadUInt64LittleEndian(span[52..]) != XxHash3.HashToUInt64(span[HeaderSize..headLength]))
+            throw new CorruptIndexException($"segment '{name}' failed its head checksum: the file is corrupt");
+        var sections = ReadSections(span[..headLength], name, total);
+        return new SegmentView(head[..headLength], name, expectedKind, BinaryPrimitives.ReadInt64LittleEndian(span[16..]), BinaryPrimitives.ReadInt32LittleEndian(span[24..]), sections, total);
+    }
+
+    /// <summary>The head length a header announces (0: none). Only meaningful after <see cref="OpenHead"/> or <see cref="Open"/> accepted it.</summary>
+    public static int HeadLength(ReadOnlySpan<byte> header) => header.Length < HeaderSize ? 0 : BinaryPrimitives.ReadInt32LittleEndian(header[48..]);
+
+    /// <summary>Checks magic, header CRC, version and kind; returns the segment's total length.</summary>
+    private static long CheckHeader(ReadOnlySpan<byte> span, string name, SegmentKind expectedKind)
+    {
         if (span.Length < HeaderSize) throw new CorruptIndexException($"segment '{name}' is truncated: {span.Length} bytes, less than its {HeaderSize}-byte header");
         if (!span[..8].SequenceEqual(Magic)) throw new CorruptIndexException($"segment '{name}' is not a Squash segment (bad magic)");
         if (BinaryPrimitives.ReadUInt32LittleEndian(span[60..]) != Crc32.HashToUInt32(span[..60]))
             throw new CorruptIndexException($"segment '{name}' has a corrupt header (CRC mismatch)");
         uint version = BinaryPrimitives.ReadUInt32LittleEndian(span[8..]);
-        if (version != FormatVersion) throw new CorruptIndexException($"segment '{name}' has format version {version}; this build reads version {FormatVersion}");
+        if (version != FormatVersion)
+            throw new CorruptIndexException($"segment '{name}' has format version {version}; this build reads version {FormatVersion} (rebuild the index)");
         var kind = (SegmentKind)BinaryPrimitives.ReadUInt32LittleEndian(span[12..]);
         if (kind != expectedKind) throw new CorruptIndexException($"segment '{name}' holds {kind} data where {expectedKind} was expected");
         long payload = BinaryPrimitives.ReadInt64LittleEndian(span[32..]);
-        if (payload != span.Length - HeaderSize)
-            throw new CorruptIndexException($"segment '{name}' is truncated or padded: header says {payload + HeaderSize} bytes, file has {span.Length}");
-        if (BinaryPrimitives.ReadUInt64LittleEndian(span[40..]) != XxHash3.HashToUInt64(span[HeaderSize..]))
-            throw new CorruptIndexException($"segment '{name}' failed its checksum: the file is corrupt");
+        if (payload < 0) throw new CorruptIndexException($"segment '{name}' has a negative payload length");
+        return payload + HeaderSize;
+    }
+
+    /// <summary>The table of contents, which must lie inside <paramref name="span"/>; sections must lie inside the file's <paramref name="total"/> length.</summary>
+    private static Dictionary<uint, (long Offset, long Length)> ReadSections(ReadOnlySpan<byte> span, string name, long total)
+    {
         int count = BinaryPrimitives.ReadInt32LittleEndian(span[28..]);
         if (count < 0 || HeaderSize + (long)count * 24 > span.Length) throw new CorruptIndexException($"segment '{name}' has a bad section table");
-        var sections = new Dictionary<uint, (int Offset, int Length)>();
+        var sections = new Dictionary<uint, (long Offset, long Length)>();
         for (int i = 0; i < count; i++)
         {
             var toc = span.Slice(HeaderSize + i * 24, 24);
             uint id = BinaryPrimitives.ReadUInt32LittleEndian(toc);
             long off = BinaryPrimitives.ReadInt64LittleEndian(toc[8..]);
             long len = BinaryPrimitives.ReadInt64LittleEndian(toc[16..]);
-            if (off < HeaderSize || len < 0 || off + len > span.Length) throw new CorruptIndexException($"segment '{name}' section {id} lies outside the file");
-            sections[id] = ((int)off, (int)len);
+            if (off < HeaderSize || len < 0 || off + len > total) throw new CorruptIndexException($"segment '{name}' section {id} lies outside the file");
+            sections[id] = (off, len);
         }
-        return new SegmentView(file, name, kind, BinaryPrimitives.ReadInt64LittleEndian(span[16..]), BinaryPrimitives.ReadInt32LittleEndian(span[24..]), sections);
+        return sections;
+    }
+
+    /// <summary>
+    /// The head length <see cref="Write"/> produces for <paramref name="sectionCount"/> sections whose first ones
+    /// have the given lengths: lets a ranged reader fetch header and head in one request.
+    /// </summary>
+    public static int HeadLengthFor(int sectionCount, params ReadOnlySpan<long> headSectionLengths)
+    {
+        long offset = Align(HeaderSize + sectionCount * 24L);
+        foreach (long length in headSectionLengths) offset = Align(offset + length);
+        return checked((int)offset);
     }
 
     private static long Align(long v) => (v + Alignment - 1) / Alignment * Alignment;
@@ -118,9 +183,9 @@ public static class SegmentFile
 public sealed class SegmentView
 {
     private readonly byte[] _file;
-    private readonly Dictionary<uint, (int Offset, int Length)> _sections;
+    private readonly Dictionary<uint, (long Offset, long Length)> _sections;
 
-    internal SegmentView(byte[] file, string name, SegmentKind kind, long rows, int columns, Dictionary<uint, (int, int)> sections)
+    internal SegmentView(byte[] file, string name, SegmentKind kind, long rows, int columns, Dictionary<uint, (long, long)> sections, long totalLength)
     {
         _file = file;
         Name = name;
@@ -128,7 +193,11 @@ public sealed class SegmentView
         Rows = rows;
         Columns = columns;
         _sections = sections;
+        TotalLength = totalLength;
     }
+
+    /// <summary>Length of the whole segment (for a head view, more than the bytes it holds).</summary>
+    public long TotalLength { get; }
 
     public string Name { get; }
     public SegmentKind Kind { get; }
@@ -138,7 +207,8 @@ public sealed class SegmentView
     public ReadOnlySpan<byte> Section(uint id)
     {
         if (!_sections.TryGetValue(id, out var s)) throw new CorruptIndexException($"segment '{Name}' lacks section {id}");
-        return _file.AsSpan(s.Offset, s.Length);
+        if (s.Offset + s.Length > _file.Length) throw new InvalidOperationException($"section {id} of segment '{Name}' lies outside the head that was read");
+        return _file.AsSpan((int)s.Offset, (int)s.Length);
     }
 
     /// <summary>Copies a section into a typed array, checking that its length is exactly <paramref name="count"/> items.</summary>
@@ -151,6 +221,6 @@ public sealed class SegmentView
         return MemoryMarshal.Cast<byte, T>(bytes).ToArray();
     }
 
-    public (int Offset, int Length) SectionRange(uint id) =>
+    public (long Offset, long Length) SectionRange(uint id) =>
         _sections.TryGetValue(id, out var s) ? s : throw new CorruptIndexException($"segment '{Name}' lacks section {id}");
 }

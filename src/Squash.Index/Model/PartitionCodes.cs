@@ -143,25 +143,3 @@ public sealed class PartitionCodes
         };
     }
 }
-
-/// <summary>One partition's raw vectors in the internal metric space, for exact re-ranking.</summary>
-public sealed class PartitionVectors
-{
-    private const uint VectorSection = 1;
-
-    public required int Count { get; init; }
-    public required int Dimensions { get; init; }
-    public required float[] Data { get; init; }
-    public long StoredBytes { get; init; }
-
-    public ReadOnlySpan<float> Row(int i) => Data.AsSpan(i * Dimensions, Dimensions);
-
-    public byte[] ToSegment() => SegmentFile.Write(SegmentKind.Vectors, Count, Dimensions, [(VectorSection, SegmentFile.Bytes(Data))]);
-
-    public static PartitionVectors FromSegment(byte[] file, string name, PartitionEntry entry, int dims)
-    {
-        var v = SegmentFile.Open(file, name, SegmentKind.Vectors);
-        if (v.Rows != entry.Count || v.Columns != dims) throw new CorruptIndexException($"segment '{name}' does not match its manifest entry");
-        return new PartitionVectors { Count = entry.Count, Dimensions = dims, Data = v.Array<float>(VectorSection, (long)entry.Count * dims), StoredBytes = file.LongLength };
-    }
-}
