@@ -192,7 +192,7 @@ public sealed class PartitionScanner
                 if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
             }
             float threshold = top.Threshold;
-            float dist = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(row * d, d), threshold);
+            float dist = SquaredL2Bounded.Distance(q, vectors.Row(row), threshold);
             stats.Reranked++;
             stats.BytesTouched += d * sizeof(float);
             if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
