@@ -16,6 +16,8 @@ public sealed class PartitionScanner
 {
     /// <summary>Relative slack on bound comparisons so float rounding can never prune a true neighbour.</summary>
     private const float Slack = 1e-5f;
+    /// <summary>The value index replaces the code pass when it gives at most 1/this of the partition's rows.</summary>
+    private const int IndexedShare = 4;
 
     private float[] _u = [];
     private float[] _z = [];
@@ -47,9 +49,18 @@ public sealed class PartitionScanner
         if (filter is not null)
         {
             if (attributes is null) throw new InvalidOperationException("a filtered scan needs the partition's attributes");
-            filter.EvaluateCodes(attributes, filterCodes);
-            candidates = 0;
-            for (int i = 0; i < n; i++) if (filterCodes[i] != 0) _candidates[candidates++] = i;
+            // A selective filter finds its rows in the value index (binary searches); every one is then rechecked.
+            if (filter.TryCandidates(attributes, ref _candidates, out candidates, n / IndexedShare))
+            {
+                filterCodes.Clear();
+                for (int c = 0; c < candidates; c++) filterCodes[_candidates[c]] = Filters.FilterNode.Maybe;
+            }
+            else
+            {
+                filter.EvaluateCodes(attributes, filterCodes);
+                candidates = 0;
+                for (int i = 0; i < n; i++) if (filterCodes[i] != 0) _candidates[candidates++] = i;
+            }
             stats.FilterRejected += n - candidates;
             if (candidates == 0) return;
             // Few matches (a partition holding stragglers of a filter): exact distances on them cost less than
@@ -149,11 +160,27 @@ public sealed class PartitionScanner
         int n = attributes.Count;
         stats.PartitionsScanned++;
         stats.VectorsConsidered += n;
+        var q = query.Internal.AsSpan();
+        int d = vectors.Dimensions;
+        if (filter.TryCandidates(attributes, ref _candidates, out int candidates))
+        {
+            stats.FilterRejected += n - candidates;
+            for (int c = 0; c < candidates; c++)
+            {
+                int row = _candidates[c];
+                stats.FilterRechecked++;
+                if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+                float threshold = top.Threshold;
+                float dist = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(row * d, d), threshold);
+                stats.Reranked++;
+                stats.BytesTouched += d * sizeof(float);
+                if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
+            }
+            return;
+        }
         if (_filterCodes.Length < n) _filterCodes = new byte[n];
         var filterCodes = _filterCodes.AsSpan(0, n);
         filter.EvaluateCodes(attributes, filterCodes);
-        var q = query.Internal.AsSpan();
-        int d = vectors.Dimensions;
         for (int row = 0; row < n; row++)
         {
             if (filterCodes[row] == 0) { stats.FilterRejected++; continue; }
