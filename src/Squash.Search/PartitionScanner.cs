@@ -50,10 +50,16 @@ public sealed class PartitionScanner
         {
             if (attributes is null) throw new InvalidOperationException("a filtered scan needs the partition's attributes");
             // A selective filter finds its rows in the value index (binary searches); every one is then rechecked.
-            if (filter.TryCandidates(attributes, ref _candidates, out candidates, n / IndexedShare))
+            bool indexed = filter.TryCandidates(attributes, ref _candidates, out candidates, n / IndexedShare);
+            if (indexed)
             {
-                filterCodes.Clear();
-                for (int c = 0; c < candidates; c++) filterCodes[_candidates[c]] = Filters.FilterNode.Maybe;
+                if (candidates == 0) { stats.FilterRejected += n; return; }
+                // Codes are only needed past the few-candidates shortcut below (every indexed row is rechecked).
+                if ((long)candidates * vectors.Dimensions > (long)md * m)
+                {
+                    filterCodes.Clear();
+                    for (int c = 0; c < candidates; c++) filterCodes[_candidates[c]] = Filters.FilterNode.Maybe;
+                }
             }
             else
             {
@@ -67,7 +73,7 @@ public sealed class PartitionScanner
             // rotating the query into this partition's frame (m_p × m multiply-adds) before any bound is known.
             if ((long)candidates * vectors.Dimensions <= (long)md * m)
             {
-                ScanCandidatesExactly(query, codes, vectors, attributes, filter, filterCodes, candidates, top, stats);
+                ScanCandidatesExactly(query, codes, vectors, attributes, filter, indexed ? default : filterCodes, candidates, top, stats);
                 return;
             }
         }
@@ -197,6 +203,7 @@ public sealed class PartitionScanner
         }
     }
 
+    /// <summary>Exact distances on the candidates; empty <paramref name="filterCodes"/>: recheck every one.</summary>
     private void ScanCandidatesExactly(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
         Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, int candidates, TopK top, QueryStats stats)
     {
@@ -206,7 +213,7 @@ public sealed class PartitionScanner
         for (int c = 0; c < candidates; c++)
         {
             int row = _candidates[c];
-            if (filterCodes[row] != 2)
+            if (filterCodes.IsEmpty || filterCodes[row] != Filters.FilterNode.True)
             {
                 stats.FilterRechecked++;
                 if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
