@@ -16,6 +16,8 @@ public sealed class PartitionScanner
 {
     /// <summary>Relative slack on bound comparisons so float rounding can never prune a true neighbour.</summary>
     private const float Slack = 1e-5f;
+    /// <summary>The value index replaces the code pass when it gives at most 1/this of the partition's rows.</summary>
+    private const int IndexedShare = 4;
 
     private float[] _u = [];
     private float[] _z = [];
@@ -65,9 +67,24 @@ public sealed class PartitionScanner
         if (filter is not null)
         {
             if (attributes is null) throw new InvalidOperationException("a filtered scan needs the partition's attributes");
-            filter.EvaluateCodes(attributes, filterCodes);
-            candidates = 0;
-            for (int i = 0; i < n; i++) if (filterCodes[i] != 0) _candidates[candidates++] = i;
+            // A selective filter finds its rows in the value index (binary searches); every one is then rechecked.
+            bool indexed = filter.TryCandidates(attributes, ref _candidates, out candidates, n / IndexedShare);
+            if (indexed)
+            {
+                if (candidates == 0) { stats.FilterRejected += n; return; }
+                // Codes are only needed past the few-candidates shortcut below (every indexed row is rechecked).
+                if ((long)candidates * query.Internal.Length > (long)md * m)
+                {
+                    filterCodes.Clear();
+                    for (int c = 0; c < candidates; c++) filterCodes[_candidates[c]] = Filters.FilterNode.Maybe;
+                }
+            }
+            else
+            {
+                filter.EvaluateCodes(attributes, filterCodes);
+                candidates = 0;
+                for (int i = 0; i < n; i++) if (filterCodes[i] != 0) _candidates[candidates++] = i;
+            }
             stats.FilterRejected += n - candidates;
             if (candidates == 0) return;
             // Few matches (a partition holding stragglers of a filter): exact distances on them cost less than
@@ -79,7 +96,7 @@ public sealed class PartitionScanner
                     for (int c = 0; c < candidates; c++) collect.Add(_candidates[c]);
                     return;
                 }
-                ScanCandidatesExactly(query, codes, vectors!, attributes, filter, filterCodes, candidates, top, stats);
+                ScanCandidatesExactly(query, codes, vectors!, attributes, filter, indexed ? default : filterCodes, candidates, top, stats);
                 return;
             }
         }
@@ -178,11 +195,27 @@ public sealed class PartitionScanner
         int n = attributes.Count;
         stats.PartitionsScanned++;
         stats.VectorsConsidered += n;
+        var q = query.Internal.AsSpan();
+        int d = vectors.Dimensions;
+        if (filter.TryCandidates(attributes, ref _candidates, out int candidates))
+        {
+            stats.FilterRejected += n - candidates;
+            for (int c = 0; c < candidates; c++)
+            {
+                int row = _candidates[c];
+                stats.FilterRechecked++;
+                if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+                float threshold = top.Threshold;
+                float dist = SquaredL2Bounded.Distance(q, vectors.Row(row), threshold);
+                stats.Reranked++;
+                stats.BytesTouched += d * sizeof(float);
+                if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
+            }
+            return;
+        }
         if (_filterCodes.Length < n) _filterCodes = new byte[n];
         var filterCodes = _filterCodes.AsSpan(0, n);
         filter.EvaluateCodes(attributes, filterCodes);
-        var q = query.Internal.AsSpan();
-        int d = vectors.Dimensions;
         for (int row = 0; row < n; row++)
         {
             if (filterCodes[row] == 0) { stats.FilterRejected++; continue; }
@@ -199,6 +232,7 @@ public sealed class PartitionScanner
         }
     }
 
+    /// <summary>Exact distances on the candidates; empty <paramref name="filterCodes"/>: recheck every one.</summary>
     private void ScanCandidatesExactly(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
         Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, int candidates, TopK top, QueryStats stats)
     {
@@ -208,7 +242,7 @@ public sealed class PartitionScanner
         for (int c = 0; c < candidates; c++)
         {
             int row = _candidates[c];
-            if (filterCodes[row] != 2)
+            if (filterCodes.IsEmpty || filterCodes[row] != Filters.FilterNode.True)
             {
                 stats.FilterRechecked++;
                 if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }

@@ -82,7 +82,7 @@ public sealed class FilterCompiler
                         if (e.ValueKind != JsonValueKind.Object) throw new FilterException(ep, $"expected a filter object, got {Kind(e)}");
                         children.Add(ParseFilter(e, ep, depth + 2));
                     }
-                    parts.Add(prop.Name == "$and" ? new AndNode(children.ToArray()) : new OrNode(children.ToArray()));
+                    parts.Add(prop.Name == "$and" ? All(children) : new OrNode(children.ToArray()));
                     break;
                 }
                 case "$not":
@@ -95,7 +95,23 @@ public sealed class FilterCompiler
                     break;
             }
         }
-        return parts.Count == 1 ? parts[0] : new AndNode(parts.ToArray());
+        return All(parts);
+    }
+
+    /// <summary>
+    /// The AND of some parts, with every interval on one attribute merged into one (so the planner estimates the
+    /// range, not the product of its two ends, and the value index finds it with one pair of binary searches).
+    /// </summary>
+    private static FilterNode All(List<FilterNode> parts)
+    {
+        var merged = new List<FilterNode>(parts.Count);
+        foreach (var part in parts)
+        {
+            int same = part is RangeLeaf r ? merged.FindIndex(m => m is RangeLeaf o && o.Attribute == r.Attribute) : -1;
+            if (same >= 0) merged[same] = ((RangeLeaf)merged[same]).Intersect((RangeLeaf)part);
+            else merged.Add(part);
+        }
+        return merged.Count == 1 ? merged[0] : new AndNode(merged.ToArray());
     }
 
     private FilterNode ParseField(string name, JsonElement value, string path, int depth)
@@ -122,7 +138,7 @@ public sealed class FilterCompiler
             }
         }
         if (parts.Count == 0) throw new FilterException(path, "expected at least one operator");
-        return parts.Count == 1 ? parts[0] : new AndNode(parts.ToArray());
+        return All(parts);
     }
 
     private static void CheckDepth(string path, int depth)
@@ -157,6 +173,7 @@ public sealed class FilterCompiler
             {
                 var xs = new double[items.Length];
                 var longs = new long?[items.Length];
+                var decimals = new decimal?[items.Length];
                 for (int i = 0; i < items.Length; i++)
                 {
                     var e = items[i];
@@ -164,8 +181,9 @@ public sealed class FilterCompiler
                         throw new FilterException(list ? $"{path}[{i}]" : path, $"expected a number for {typeName} attribute '{info.Name}', got {Kind(e)}");
                     xs[i] = e.GetDouble();
                     longs[i] = e.TryGetInt64(out long l) ? l : null;
+                    decimals[i] = e.TryGetDecimal(out decimal m) ? m : null;
                 }
-                return NumericLeaf.Create(a, info, op, xs, longs);
+                return NumericLeaf.Create(a, info, op, xs, longs, decimals);
             }
             case AttributeType.Bool:
             {
@@ -198,7 +216,8 @@ public sealed class FilterCompiler
                 }
                 var idSet = new IdSet(ids, dict.Count);
                 bool negate = op is "$ne" or "$nin";
-                return info.Type == AttributeType.Category ? new CategoryLeaf(a, idSet, negate) : new TagsLeaf(a, idSet, negate);
+                var distinct = ids.Distinct().Order().ToArray();
+                return info.Type == AttributeType.Category ? new CategoryLeaf(a, idSet, distinct, negate) : new TagsLeaf(a, idSet, distinct, negate);
             }
         }
     }
@@ -217,8 +236,9 @@ public sealed class FilterCompiler
 /// <summary>Number and integer leaves: a per-cell table from the manifest's cell ranges, and an exact comparison on raw values.</summary>
 internal static class NumericLeaf
 {
-    public static FilterNode Create(int a, AttributeInfo info, string op, double[] xs, long?[] longs)
+    public static FilterNode Create(int a, AttributeInfo info, string op, double[] xs, long?[] longs, decimal?[] decimals)
     {
+        if (op is "$eq" or "$lt" or "$lte" or "$gt" or "$gte") return RangeLeaf.Create(a, info, op, xs[0], longs[0], decimals[0]);
         bool negate = op is "$ne" or "$nin";
         string baseOp = op switch { "$ne" => "$eq", "$nin" => "$in", _ => op };
         // $in over many values: sorted, so a cell's [min, max] is checked with one binary search.
@@ -316,6 +336,58 @@ public sealed class CompiledFilter
 
     /// <summary>The exact predicate on raw values.</summary>
     public bool Matches(PartitionAttributes attributes, int row) => _root.Matches(attributes, row);
+
+    /// <summary>
+    /// <see cref="Estimate(PartitionEntry)"/> for every partition of an index at once (what the planner needs), from
+    /// the manifest's statistics rearranged cell-major on first use: a range costs O(1) per partition.
+    /// </summary>
+    public void EstimateAll(IReadOnlyList<PartitionEntry> partitions, Span<double> estimates, Span<long> upper)
+    {
+        int n = partitions.Count;
+        if (MatchesAll || n == 0 || partitions[0].AttributeStats is null)
+        {
+            for (int p = 0; p < n; p++) estimates[p] = upper[p] = MatchesAll ? partitions[p].Count : 0;
+            return;
+        }
+        var counts = PlannerCounts.For(partitions);
+        var lower = new long[n];
+        _root.EstimateAll(partitions, counts, estimates, lower, upper);
+        for (int p = 0; p < n; p++)
+        {
+            int size = partitions[p].Count;
+            estimates[p] = Math.Clamp(estimates[p], 0, 1) * size;
+            upper[p] = Math.Clamp(upper[p], 0, size);
+        }
+    }
+
+    /// <summary>
+    /// Whether <see cref="TryCandidates"/> can answer from the partitions' value indexes: ranges and equalities on
+    /// numbers and integers, $eq/$in on categories and tags (up to <see cref="FilterNode.MaxIndexedValues"/> values),
+    /// an AND with one such part, an OR of such parts. Negations and $exists cannot.
+    /// </summary>
+    public bool Indexable => !MatchesAll && _root.Indexable;
+
+    /// <summary>
+    /// The rows of one partition that may match, from its value indexes (binary searches, no pass over the rows):
+    /// a superset of the matches, ascending, without repeats, in <paramref name="rows"/>[0..count). Every one still
+    /// needs <see cref="Matches"/>. False (and nothing written) when the filter is not <see cref="Indexable"/> or
+    /// more than <paramref name="limit"/> rows would come back: evaluating the codes is then cheaper.
+    /// </summary>
+    public bool TryCandidates(PartitionAttributes attributes, ref int[] rows, out int count, int limit = int.MaxValue)
+    {
+        count = 0;
+        if (!Indexable) return false;
+        if (!_root.AddIndexed(attributes, ref rows, ref count, limit)) { count = 0; return false; }
+        if (count > 1)
+        {
+            var span = rows.AsSpan(0, count);
+            span.Sort();
+            int unique = 1;
+            for (int i = 1; i < span.Length; i++) if (span[i] != span[unique - 1]) span[unique++] = span[i];
+            count = unique;
+        }
+        return true;
+    }
 
     /// <summary>
     /// From the partition's manifest statistics: the estimated number of matches (attributes assumed

@@ -15,6 +15,9 @@ internal abstract class FilterNode
 {
     public const byte False = 0, Maybe = 1, True = 2;
 
+    /// <summary>$in lists longer than this evaluate codes instead of one binary search per value.</summary>
+    public const int MaxIndexedValues = 64;
+
     /// <summary>Code-level result for every row of the partition.</summary>
     public abstract void EvaluateCodes(PartitionAttributes pa, Span<byte> result);
 
@@ -23,6 +26,38 @@ internal abstract class FilterNode
 
     /// <summary>From manifest statistics alone: estimated matching fraction, and bounds on the code-level match count.</summary>
     public abstract (double Fraction, long Lower, long Upper) Estimate(IReadOnlyList<AttributeStats> stats, int n);
+
+    /// <summary>
+    /// <see cref="Estimate"/> for every partition at once (fraction, lower and upper bound per partition); nodes
+    /// that can use the cell-major <see cref="PlannerCounts"/> override it, the rest go partition by partition.
+    /// </summary>
+    public virtual void EstimateAll(IReadOnlyList<PartitionEntry> partitions, PlannerCounts counts, Span<double> fraction, Span<long> lower, Span<long> upper)
+    {
+        for (int p = 0; p < partitions.Count; p++)
+            (fraction[p], lower[p], upper[p]) = Estimate(partitions[p].AttributeStats!, partitions[p].Count);
+    }
+
+    /// <summary>Whether <see cref="IndexedCount"/>/<see cref="AddIndexed"/> work for this node (a property of the filter, not of the data).</summary>
+    public virtual bool Indexable => false;
+
+    /// <summary>
+    /// How many rows (with repeats) the partition's value indexes give this node: a superset of its matches,
+    /// found by binary search. Only when <see cref="Indexable"/>.
+    /// </summary>
+    public virtual int IndexedCount(PartitionAttributes pa) => throw new NotSupportedException();
+
+    /// <summary>
+    /// Appends those rows (possibly repeated, any order) to <paramref name="rows"/> from <paramref name="count"/> on;
+    /// false, with the buffer's tail undefined, when there would be more than <paramref name="limit"/>.
+    /// </summary>
+    public virtual bool AddIndexed(PartitionAttributes pa, ref int[] rows, ref int count, int limit) => throw new NotSupportedException();
+
+    protected static void Append(ReadOnlySpan<int> source, ref int[] rows, ref int count)
+    {
+        if (rows.Length < count + source.Length) Array.Resize(ref rows, Math.Max(count + source.Length, rows.Length * 2));
+        source.CopyTo(rows.AsSpan(count));
+        count += source.Length;
+    }
 }
 
 internal sealed class AndNode(FilterNode[] children) : FilterNode
@@ -68,6 +103,48 @@ internal sealed class AndNode(FilterNode[] children) : FilterNode
         lo = Math.Max(0, sumLo - (long)(children.Length - 1) * n);
         return (f, Math.Min(lo, hi), hi);
     }
+
+    public override void EstimateAll(IReadOnlyList<PartitionEntry> partitions, PlannerCounts counts, Span<double> fraction, Span<long> lower, Span<long> upper)
+    {
+        int p = partitions.Count;
+        var sizes = counts.Sizes;
+        for (int i = 0; i < p; i++) { fraction[i] = 1; lower[i] = 0; upper[i] = sizes[i]; }
+        if (children.Length == 0) { for (int i = 0; i < p; i++) lower[i] = sizes[i]; return; }
+        var f = new double[p];
+        var lo = new long[p];
+        var hi = new long[p];
+        foreach (var c in children)
+        {
+            c.EstimateAll(partitions, counts, f, lo, hi);
+            for (int i = 0; i < p; i++) { fraction[i] *= f[i]; lower[i] += lo[i]; upper[i] = Math.Min(upper[i], hi[i]); }
+        }
+        // Bonferroni, as in Estimate.
+        for (int i = 0; i < p; i++) lower[i] = Math.Min(Math.Max(0, lower[i] - (long)(children.Length - 1) * sizes[i]), upper[i]);
+    }
+
+    /// <summary>An AND is indexed through its most selective indexable child; the exact recheck applies the others.</summary>
+    public override bool Indexable => children.Any(c => c.Indexable);
+
+    public override int IndexedCount(PartitionAttributes pa) => Narrowest(pa).Count;
+
+    public override bool AddIndexed(PartitionAttributes pa, ref int[] rows, ref int count, int limit)
+    {
+        var (child, n) = Narrowest(pa);
+        return n <= limit && child!.AddIndexed(pa, ref rows, ref count, limit);
+    }
+
+    private (FilterNode? Child, int Count) Narrowest(PartitionAttributes pa)
+    {
+        FilterNode? best = null;
+        int bestCount = int.MaxValue;
+        foreach (var c in children)
+        {
+            if (!c.Indexable) continue;
+            int k = c.IndexedCount(pa);
+            if (k < bestCount) { best = c; bestCount = k; }
+        }
+        return (best, bestCount);
+    }
 }
 
 internal sealed class OrNode(FilterNode[] children) : FilterNode
@@ -107,6 +184,39 @@ internal sealed class OrNode(FilterNode[] children) : FilterNode
         }
         return (1 - miss, lo, Math.Min(hi, n));
     }
+
+    public override void EstimateAll(IReadOnlyList<PartitionEntry> partitions, PlannerCounts counts, Span<double> fraction, Span<long> lower, Span<long> upper)
+    {
+        int p = partitions.Count;
+        var sizes = counts.Sizes;
+        for (int i = 0; i < p; i++) { fraction[i] = 1; lower[i] = 0; upper[i] = 0; } // fraction holds the miss probability until the end
+        var f = new double[p];
+        var lo = new long[p];
+        var hi = new long[p];
+        foreach (var c in children)
+        {
+            c.EstimateAll(partitions, counts, f, lo, hi);
+            for (int i = 0; i < p; i++) { fraction[i] *= 1 - f[i]; lower[i] = Math.Max(lower[i], lo[i]); upper[i] += hi[i]; }
+        }
+        for (int i = 0; i < p; i++) { fraction[i] = 1 - fraction[i]; upper[i] = Math.Min(upper[i], sizes[i]); }
+    }
+
+    public override bool Indexable => children.All(c => c.Indexable);
+
+    public override int IndexedCount(PartitionAttributes pa)
+    {
+        int sum = 0;
+        foreach (var c in children) sum += c.IndexedCount(pa);
+        return sum;
+    }
+
+    public override bool AddIndexed(PartitionAttributes pa, ref int[] rows, ref int count, int limit)
+    {
+        int start = count;
+        foreach (var c in children)
+            if (!c.AddIndexed(pa, ref rows, ref count, limit - (count - start))) return false;
+        return true;
+    }
 }
 
 internal sealed class NotNode(FilterNode child) : FilterNode
@@ -123,6 +233,17 @@ internal sealed class NotNode(FilterNode child) : FilterNode
     {
         var (f, lo, hi) = child.Estimate(stats, n);
         return (1 - f, n - hi, n - lo);
+    }
+
+    public override void EstimateAll(IReadOnlyList<PartitionEntry> partitions, PlannerCounts counts, Span<double> fraction, Span<long> lower, Span<long> upper)
+    {
+        child.EstimateAll(partitions, counts, fraction, lower, upper);
+        var sizes = counts.Sizes;
+        for (int i = 0; i < partitions.Count; i++)
+        {
+            fraction[i] = 1 - fraction[i];
+            (lower[i], upper[i]) = (sizes[i] - upper[i], sizes[i] - lower[i]);
+        }
     }
 }
 
@@ -166,8 +287,15 @@ internal sealed class ByteTableLeaf(int attribute, byte[] table, Func<PartitionA
 }
 
 /// <summary>Category membership (exact at the code level): ids in a byte table, or a hash set for huge dictionaries.</summary>
-internal sealed class CategoryLeaf(int attribute, IdSet set, bool negate) : FilterNode
+internal sealed class CategoryLeaf(int attribute, IdSet set, int[] ids, bool negate) : FilterNode
 {
+    /// <summary>Membership in a handful of values: one binary search per value in the partition's value index.</summary>
+    public override bool Indexable => !negate && ids.Length <= MaxIndexedValues;
+
+    public override int IndexedCount(PartitionAttributes pa) => IndexedValues.Count(pa.Columns[attribute].ValueIndex, ids);
+
+    public override bool AddIndexed(PartitionAttributes pa, ref int[] rows, ref int count, int limit) => IndexedValues.Add(pa.Columns[attribute].ValueIndex, ids, ref rows, ref count, limit);
+
     public override void EvaluateCodes(PartitionAttributes pa, Span<byte> result)
     {
         var ids = pa.Columns[attribute].Ids!;
@@ -189,8 +317,15 @@ internal sealed class CategoryLeaf(int attribute, IdSet set, bool negate) : Filt
 }
 
 /// <summary>Tags: matches when the row holds any of the ids ($eq/$in), or none of them ($ne/$nin; also when missing).</summary>
-internal sealed class TagsLeaf(int attribute, IdSet set, bool negate) : FilterNode
+internal sealed class TagsLeaf(int attribute, IdSet set, int[] ids, bool negate) : FilterNode
 {
+    /// <summary>Holding any of a handful of tags: the union of their postings (a row may come once per tag it holds).</summary>
+    public override bool Indexable => !negate && ids.Length <= MaxIndexedValues;
+
+    public override int IndexedCount(PartitionAttributes pa) => IndexedValues.Count(pa.Columns[attribute].ValueIndex, ids);
+
+    public override bool AddIndexed(PartitionAttributes pa, ref int[] rows, ref int count, int limit) => IndexedValues.Add(pa.Columns[attribute].ValueIndex, ids, ref rows, ref count, limit);
+
     public override void EvaluateCodes(PartitionAttributes pa, Span<byte> result)
     {
         for (int i = 0; i < result.Length; i++) result[i] = Matches(pa, i) ? True : False;
@@ -254,4 +389,33 @@ internal sealed class IdSet
     }
 
     public bool Contains(int id) => _bits is not null ? (uint)(id >> 6) < (uint)_bits.Length && (_bits[id >> 6] >> (id & 63) & 1) != 0 : _hash!.Contains(id);
+}
+
+/// <summary>Rows holding any of a few keys (category ids, tag ids) in a value index.</summary>
+internal static class IndexedValues
+{
+    public static int Count(AttributeValueIndex index, int[] keys)
+    {
+        int sum = 0;
+        foreach (int k in keys)
+        {
+            var (start, end) = index.KeyRange(k);
+            sum += end - start;
+        }
+        return sum;
+    }
+
+    public static bool Add(AttributeValueIndex index, int[] keys, ref int[] rows, ref int count, int limit)
+    {
+        if (Count(index, keys) > limit) return false;
+        foreach (int k in keys)
+        {
+            var (start, end) = index.KeyRange(k);
+            var source = index.Rows.AsSpan(start, end - start);
+            if (rows.Length < count + source.Length) Array.Resize(ref rows, Math.Max(count + source.Length, rows.Length * 2));
+            source.CopyTo(rows.AsSpan(count));
+            count += source.Length;
+        }
+        return true;
+    }
 }

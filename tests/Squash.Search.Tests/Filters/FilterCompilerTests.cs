@@ -29,6 +29,18 @@ public class FilterCompilerTests
             if (codes[r] == 2) Assert.True(expected, $"{json}: row {r} is coded as a sure match but does not match");
             Assert.True(expected == filter.Matches(All, r), $"{json}: row {r} exact result {filter.Matches(All, r)}, reference {expected}");
         }
+        // The value index: a superset of the matches, ascending, no repeats.
+        if (filter.Indexable)
+        {
+            int[] rows = [];
+            Assert.True(filter.TryCandidates(All, ref rows, out int count), json);
+            var candidates = rows[..count];
+            for (int i = 1; i < count; i++) Assert.True(candidates[i - 1] < candidates[i], $"{json}: candidates not ascending and unique");
+            var set = candidates.ToHashSet();
+            for (int r = 0; r < N; r++)
+                if (FilterTestData.Reference(doc.RootElement, Table, r)) Assert.True(set.Contains(r), $"{json}: row {r} matches but the value index misses it");
+            if (count > 0) Assert.False(filter.TryCandidates(All, ref rows, out _, limit: count - 1), $"{json}: the limit was ignored");
+        }
         // The statistics' upper bound is a bound on code-level matches, so a bound on true matches too.
         var entry = new PartitionEntry { Id = 0, Count = N, CodedDimensions = 0, BitsPerVector = 0, Codes = new("c", 0), Vectors = new("v", 0), AttributeStats = All.Statistics() };
         var (_, upper) = filter.Estimate(entry);
@@ -60,6 +72,9 @@ public class FilterCompilerTests
         Check("{\"qty\":{\"$gte\":" + Table.Columns[2].Integers![7] + "}}");
         Check("{\"qty\":{\"$lt\":2.5}}");
         Check("{\"label\":{\"$eq\":2.5}}");
+        Check("{\"label\":{\"$eq\":3.0}}");
+        Check("{\"label\":3.0}");
+        Check("{\"qty\":{\"$gt\":-20.0,\"$lte\":1e1}}");
         Check("{\"label\":{\"$in\":[]}}");
         Check("{\"tags\":{\"$nin\":[]}}");
     }
@@ -69,6 +84,90 @@ public class FilterCompilerTests
     {
         var rng = new Random(12345);
         for (int i = 0; i < 300; i++) Check(FilterTestData.Nested(rng, 4));
+    }
+
+    [Fact]
+    public void EstimatesForAllPartitionsAtOnceEqualThePerPartitionOnesAndBoundTheMatches()
+    {
+        // Seven partitions of uneven size, rows dealt at random.
+        var rng = new Random(5);
+        var groups = Enumerable.Range(0, 7).Select(_ => new List<int>()).ToArray();
+        for (int r = 0; r < N; r++) groups[rng.Next(r % 3 == 0 ? 2 : 7)].Add(r);
+        var parts = groups.Select(g => PartitionAttributes.Encode(Table, Info, g.ToArray())).ToArray();
+        var entries = parts.Select((pa, i) => new PartitionEntry { Id = i, Count = pa.Count, CodedDimensions = 0, BitsPerVector = 0, Codes = new("c", 0), Vectors = new("v", 0), AttributeStats = pa.Statistics() }).ToArray();
+        var filters = Enumerable.Range(0, 200).Select(_ => FilterTestData.Nested(rng, 4))
+            .Concat(["{\"qty\":{\"$gte\":-20,\"$lt\":35}}", "{\"price\":{\"$gt\":100.5,\"$lte\":101}}", "{\"$and\":[{\"qty\":{\"$lt\":500}},{\"qty\":{\"$gt\":499}}]}"]);
+        foreach (var json in filters)
+        {
+            var filter = Compiler.Compile(json);
+            var est = new double[entries.Length];
+            var upper = new long[entries.Length];
+            filter.EstimateAll(entries, est, upper);
+            using var doc = JsonDocument.Parse(json);
+            for (int p = 0; p < entries.Length; p++)
+            {
+                var (e, u) = filter.Estimate(entries[p]);
+                Assert.True(Math.Abs(e - est[p]) <= 1e-9 * Math.Max(1, e), $"{json} partition {p}: estimate {est[p]} vs {e}");
+                Assert.Equal(u, upper[p]);
+                int matches = groups[p].Count(r => FilterTestData.Reference(doc.RootElement, Table, r));
+                Assert.True(upper[p] >= matches, $"{json} partition {p}: upper bound {upper[p]} below {matches} matches");
+            }
+        }
+    }
+
+    /// <summary>Integers past 2^53 (lossy cells) and at the ends of long: ranges, the value index and the recheck stay exact.</summary>
+    [Fact]
+    public void RangesOnHugeIntegersAreExact()
+    {
+        var rng = new Random(3);
+        long[] anchors = [long.MinValue, long.MinValue + 1, -(1L << 53) - 1, -5, 0, 7, (1L << 53) - 1, 1L << 53, (1L << 53) + 1, (1L << 62) + 3, long.MaxValue - 1, long.MaxValue];
+        int n = 600;
+        var values = Enumerable.Range(0, n).Select(i => i % 3 == 0 ? anchors[rng.Next(anchors.Length)] + rng.Next(-2, 3) : (long)(rng.NextDouble() * 2e18) * (rng.Next(2) * 2 - 1)).ToArray();
+        var jsonl = string.Join('\n', values.Select((v, i) => i % 17 == 0 ? "{\"attributes\":{}}" : $"{{\"attributes\":{{\"big\":{v}}}}}"));
+        var table = AttributeReader.ReadJsonLines(new StringReader(jsonl), "big.jsonl");
+        var info = AttributeEncoding.Fit(table);
+        var pa = PartitionAttributes.Encode(table, info, Enumerable.Range(0, n).ToArray());
+        var compiler = new FilterCompiler(info);
+        var ops = new[] { "$lt", "$lte", "$gt", "$gte", "$eq" };
+        for (int t = 0; t < 300; t++)
+        {
+            long a = values[rng.Next(n)] + rng.Next(-1, 2), b = values[rng.Next(n)];
+            string op1 = ops[rng.Next(ops.Length)], op2 = ops[rng.Next(4)];
+            string operand = rng.Next(5) == 0 ? $"{a}.5" : $"{a}";
+            var json = rng.Next(2) == 0 ? $"{{\"big\":{{\"{op1}\":{operand}}}}}" : $"{{\"big\":{{\"{op1}\":{operand},\"{op2}\":{b}}}}}";
+            var filter = compiler.Compile(json);
+            using var doc = JsonDocument.Parse(json);
+            int[] rows = [];
+            Assert.True(filter.TryCandidates(pa, ref rows, out int count), json);
+            var candidates = rows[..count].ToHashSet();
+            var codes = new byte[n];
+            filter.EvaluateCodes(pa, codes);
+            for (int r = 0; r < n; r++)
+            {
+                // Exact decimal arithmetic (FilterTestData.Reference reads operands as doubles, which round past 2^53).
+                bool expected = r % 17 != 0 && doc.RootElement.GetProperty("big").EnumerateObject().All(o =>
+                {
+                    decimal v = values[r], x = o.Value.GetDecimal();
+                    return o.Name switch { "$lt" => v < x, "$lte" => v <= x, "$gt" => v > x, "$gte" => v >= x, _ => v == x };
+                });
+                Assert.True(expected == filter.Matches(pa, r), $"{json}: row {r} ({(r % 17 == 0 ? "missing" : values[r].ToString())}) exact {filter.Matches(pa, r)}, reference {expected}");
+                if (expected) Assert.True(candidates.Contains(r) && codes[r] != 0, $"{json}: row {r} ({values[r]}) matches but the index or the codes miss it");
+            }
+        }
+    }
+
+    /// <summary>A range given as two operators on one attribute is one interval: estimated as a range, not as the product of its ends.</summary>
+    [Fact]
+    public void TwoEndsOfARangeAreEstimatedTogether()
+    {
+        var entry = new PartitionEntry { Id = 0, Count = N, CodedDimensions = 0, BitsPerVector = 0, Codes = new("c", 0), Vectors = new("v", 0), AttributeStats = All.Statistics() };
+        foreach (var (lo, hi) in new[] { (-1000, 1000), (-400, -300), (0, 40), (250, 270), (998, 999) })
+        {
+            var json = $"{{\"qty\":{{\"$gte\":{lo},\"$lt\":{hi}}}}}";
+            int matches = Enumerable.Range(0, N).Count(r => Table.Columns[2].IsPresent(r) && Table.Columns[2].Integers![r] >= lo && Table.Columns[2].Integers![r] < hi);
+            var (e, _) = Compiler.Compile(json).Estimate(entry);
+            Assert.True(e <= 2 * matches + 10 && e >= matches / 2.0 - 10, $"{json}: estimated {e:F1}, {matches} match");
+        }
     }
 
     [Fact]
