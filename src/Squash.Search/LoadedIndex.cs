@@ -23,6 +23,7 @@ public sealed class LoadedIndex
         _vectors = new PartitionVectors?[manifest.Partitions.Count];
         _attributes = new PartitionAttributes?[manifest.Partitions.Count];
         Filters = new FilterCompiler(manifest.Attributes);
+        _rowFetches = new int[manifest.Partitions.Count];
     }
 
     public IndexManifest Manifest { get; }
@@ -82,7 +83,7 @@ public sealed class LoadedIndex
     public LoadedIndex WithCache(SegmentCache cache)
     {
         ArgumentNullException.ThrowIfNull(cache);
-        return new LoadedIndex(_store, Manifest, Routing) { _cache = cache };
+        return new LoadedIndex(_store, Manifest, Routing) { _cache = cache, WholeVectorsAfter = WholeVectorsAfter };
     }
 
     /// <summary>Bytes of every segment of this version: routing, and each partition's codes, raw vectors and attributes.</summary>
@@ -99,6 +100,16 @@ public sealed class LoadedIndex
     }
 
     private readonly ThreadLocal<PartitionScanner> _collector = new(() => new PartitionScanner());
+    private readonly int[] _rowFetches = [];
+
+    /// <summary>
+    /// How many queries fetch a partition's raw vectors by rows before the next one reads the whole segment into
+    /// the cache (0: never, always rows). Rows keep a cold query cheap — a few KiB instead of the whole segment —
+    /// but a warm instance then misses on every query that re-ranks rows it has not seen; a partition that is
+    /// asked for again is likely to be asked for often (the tree sends it to the same instances), so from the
+    /// second query on it is held whole. Measured in bench/storage.md.
+    /// </summary>
+    public int WholeVectorsAfter { get; set; } = 1;
 
     /// <summary>
     /// Fetches what one query needs from the given partitions (DESIGN.md §4, cold start): the codes of each
@@ -152,6 +163,21 @@ public sealed class LoadedIndex
                 Interlocked.Increment(ref requests);
                 return a;
             }, _ => entry.Attributes!.Bytes, ct).ConfigureAwait(false);
+        }
+        // A partition already held whole needs no row selection and no reads.
+        var wholeKey = new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Vectors);
+        if (cache.TryGet<PartitionVectors>(wholeKey, out var held)) return (new PartitionData(codes, held, attributes), read, requests, 0);
+        if (WholeVectorsAfter > 0 && Interlocked.Increment(ref _rowFetches[p]) > WholeVectorsAfter)
+        {
+            // Asked for again: worth holding whole, so that later queries on this instance read nothing.
+            var whole = await cache.GetOrLoadAsync(wholeKey, async t =>
+            {
+                var v = await _store.ReadVectorsAsync(Manifest, entry, t).ConfigureAwait(false);
+                Interlocked.Add(ref read, v.StoredBytes);
+                Interlocked.Increment(ref requests);
+                return v;
+            }, _ => entry.Vectors.Bytes, ct).ConfigureAwait(false);
+            return (new PartitionData(codes, whole, attributes), read, requests, 0);
         }
         var rows = new List<int>();
         if (filter is not null && options.FilterStrategy == FilterStrategy.Direct) MatchingRows(filter, attributes!, rows);
