@@ -146,44 +146,39 @@ public sealed class LoadedIndex
         var entry = Manifest.Partitions[p];
         long read = 0;
         int requests = 0;
-        var codes = await cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Codes), async t =>
-        {
-            var c = await _store.ReadCodesAsync(Manifest, entry, t).ConfigureAwait(false);
-            Interlocked.Add(ref read, c.StoredBytes);
-            Interlocked.Increment(ref requests);
-            return c;
-        }, _ => entry.Codes.Bytes, ct).ConfigureAwait(false);
-        PartitionAttributes? attributes = null;
-        if (filter is not null)
-        {
-            attributes = await cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Attributes), async t =>
+        // Every load below counts its own bytes: the cache runs a loader once however many queries ask.
+        Task<T> Load<T>(SegmentKind kind, Func<CancellationToken, Task<T>> load, long charge, Func<T, long> bytes) where T : class =>
+            cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, kind), async t =>
             {
-                var a = await _store.ReadAttributesAsync(Manifest, entry, t).ConfigureAwait(false);
-                Interlocked.Add(ref read, entry.Attributes!.Bytes);
+                var value = await load(t).ConfigureAwait(false);
+                Interlocked.Add(ref read, bytes(value));
                 Interlocked.Increment(ref requests);
-                return a;
-            }, _ => entry.Attributes!.Bytes, ct).ConfigureAwait(false);
-        }
-        // A partition already held whole needs no row selection and no reads.
+                return value;
+            }, _ => charge, ct);
+
+        // What the raw vectors will take is known before the codes arrive, so its first read (the whole segment,
+        // or the head with the block checksums) runs alongside the codes read instead of after it.
         var wholeKey = new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Vectors);
-        if (cache.TryGet<PartitionVectors>(wholeKey, out var held)) return (new PartitionData(codes, held, attributes), read, requests, 0);
-        if (WholeVectorsAfter > 0 && Interlocked.Increment(ref _rowFetches[p]) > WholeVectorsAfter)
-        {
+        Task<PartitionVectors>? whole = null;
+        Task<VectorBlockTable>? blockTable = null;
+        if (cache.TryGet<PartitionVectors>(wholeKey, out var held)) whole = Task.FromResult(held);
+        else if (WholeVectorsAfter > 0 && Interlocked.Increment(ref _rowFetches[p]) > WholeVectorsAfter)
             // Asked for again: worth holding whole, so that later queries on this instance read nothing.
-            var whole = await cache.GetOrLoadAsync(wholeKey, async t =>
-            {
-                var v = await _store.ReadVectorsAsync(Manifest, entry, t).ConfigureAwait(false);
-                Interlocked.Add(ref read, v.StoredBytes);
-                Interlocked.Increment(ref requests);
-                return v;
-            }, _ => entry.Vectors.Bytes, ct).ConfigureAwait(false);
-            return (new PartitionData(codes, whole, attributes), read, requests, 0);
-        }
+            whole = Load(SegmentKind.Vectors, t => _store.ReadVectorsAsync(Manifest, entry, t), entry.Vectors.Bytes, v => v.StoredBytes);
+        else
+            blockTable = Load(SegmentKind.VectorBlockTable, t => _store.ReadVectorBlockTableAsync(Manifest, entry, t), VectorBlockTable.ExpectedHeadLength(entry.Count, Manifest.InternalDimensions), t => t.HeadBytes);
+        var codesTask = Load(SegmentKind.Codes, t => _store.ReadCodesAsync(Manifest, entry, t), entry.Codes.Bytes, c => c.StoredBytes);
+        var attributesTask = filter is null ? null
+            : Load(SegmentKind.Attributes, t => _store.ReadAttributesAsync(Manifest, entry, t), entry.Attributes!.Bytes, _ => entry.Attributes!.Bytes);
+        var codes = await codesTask.ConfigureAwait(false);
+        var attributes = attributesTask is null ? null : await attributesTask.ConfigureAwait(false);
+        if (whole is not null) return (new PartitionData(codes, await whole.ConfigureAwait(false), attributes), Interlocked.Read(ref read), requests, 0);
+
         var rows = new List<int>();
         if (filter is not null && options.FilterStrategy == FilterStrategy.Direct) MatchingRows(filter, attributes!, rows);
         else _collector.Value!.CollectRerankRows(query, codes, attributes, options, rows);
-        var fetched = await _store.ReadVectorRowsAsync(Manifest, entry, rows, cache, ct).ConfigureAwait(false);
-        return (new PartitionData(codes, fetched.Vectors, attributes), read + fetched.BytesRead, requests + fetched.Requests, rows.Count);
+        var fetched = await _store.ReadVectorRowsAsync(Manifest, entry, rows, cache, await blockTable!.ConfigureAwait(false), ct).ConfigureAwait(false);
+        return (new PartitionData(codes, fetched.Vectors, attributes), Interlocked.Read(ref read) + fetched.BytesRead, requests + fetched.Requests, rows.Count);
     }
 
     /// <summary>Rows the direct strategy computes exact distances for: code-level matches that pass the exact recheck.</summary>
