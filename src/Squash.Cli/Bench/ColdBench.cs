@@ -22,7 +22,7 @@ public static class ColdBench
 
     public sealed record Result(SearchOptions Options, double ColdP50Ms, double ColdP99Ms, double ColdBytesMean, double ColdBytesP50, double ColdBytesP99,
         double ColdFraction, double ColdRequests, double Partitions, double PartitionShare, double Recall,
-        double StreamHitRatio, double WarmHitRatio, double EntryHitRatio, double WarmP50Ms, double WarmP99Ms, double WarmBytesMean, long IndexBytes);
+        double StreamHitRatio, double WarmHitRatio, double EntryHitRatio, double WarmP50Ms, double WarmP99Ms, double WarmBytesMean, long IndexBytes, double WholeSegmentBytesMean);
 
     public static async Task<Result> RunAsync(LoadedIndex routing, VectorSet q, int[][] gt, SearchOptions options, Settings settings, CancellationToken ct)
     {
@@ -33,7 +33,7 @@ public static class ColdBench
         int coldCount = Math.Min(settings.ColdQueries, q.Count);
         var coldLatency = new LatencyRecorder();
         var bytes = new List<long>();
-        long requests = 0, partitions = 0;
+        long requests = 0, partitions = 0, wholeBytes = 0;
         var results = new List<SearchResult>();
         var truth = new List<int[]>();
         await Warm(routing, q, options, ct);
@@ -48,6 +48,7 @@ public static class ColdBench
             bytes.Add(answer.BytesRead);
             requests += answer.Requests;
             partitions += answer.Partitions;
+            wholeBytes += answer.WholeSegmentBytes;
             results.Add(answer.Result);
             truth.Add(gt[qi]);
         }
@@ -87,7 +88,8 @@ public static class ColdBench
             BenchRecall(results, truth, options.K),
             hits / (double)Math.Max(1, hits + misses), warmHits / (double)Math.Max(1, warmHits + warmMisses),
             entryRequests == 0 ? 0 : (end.Hits - entriesAtHalf.Hits) / (double)entryRequests,
-            warmLatency.PercentileMicros(50) / 1000, warmLatency.PercentileMicros(99) / 1000, warmBytes / (double)streamHalf, indexBytes);
+            warmLatency.PercentileMicros(50) / 1000, warmLatency.PercentileMicros(99) / 1000, warmBytes / (double)streamHalf, indexBytes,
+            coldCount == 0 ? 0 : wholeBytes / (double)coldCount);
     }
 
     /// <summary>JIT warm-up on a throwaway cache, so the first cold query does not pay for compilation.</summary>
@@ -118,7 +120,7 @@ public static class ColdBench
             $"{r.Partitions:F1} of {index.PartitionCount} partitions per query ({r.PartitionShare:P1}), recall@{r.Options.K} {r.Recall:F4}"));
         output.WriteLine(string.Create(inv, $"  cold ({s.ColdQueries} queries, fresh cache each): p50 {r.ColdP50Ms:F2} ms, p99 {r.ColdP99Ms:F2} ms; " +
             $"read {r.ColdBytesMean / 1024:F1} KiB/query (p50 {r.ColdBytesP50 / 1024:F1}, p99 {r.ColdBytesP99 / 1024:F1}) = {r.ColdFraction:P2} of the index " +
-            $"({r.IndexBytes / 1048576.0:F1} MiB); {r.ColdRequests:F1} requests/query"));
+            $"({r.IndexBytes / 1048576.0:F1} MiB); {r.ColdRequests:F1} requests/query; whole segments of the same partitions: {r.WholeSegmentBytesMean / 1024:F1} KiB/query"));
         output.WriteLine(string.Create(inv, $"  warm (Zipf s={s.ZipfExponent} over the queries, {s.Stream} requests, cache {s.CacheBytes >> 20} MiB, whole vectors after {index.WholeVectorsAfter} row fetch(es)): " +
             $"partition hit ratio {r.StreamHitRatio:F3} over the stream, {r.WarmHitRatio:F3} in its second half " +
             $"(cache entries {r.EntryHitRatio:F3}); second half p50 {r.WarmP50Ms:F3} ms, p99 {r.WarmP99Ms:F3} ms, {r.WarmBytesMean / 1024:F1} KiB/query read"));
@@ -128,9 +130,9 @@ public static class ColdBench
     {
         var inv = CultureInfo.InvariantCulture;
         using var w = new StreamWriter(path);
-        w.WriteLine("cf,h,r,partitions,partition_share,recall,cold_p50_ms,cold_p99_ms,cold_bytes_mean,cold_bytes_p50,cold_bytes_p99,cold_fraction_of_index,cold_requests,stream_hit_ratio,warm_hit_ratio,entry_hit_ratio,warm_p50_ms,warm_p99_ms,warm_bytes_mean,index_bytes");
+        w.WriteLine("cf,h,r,partitions,partition_share,recall,cold_p50_ms,cold_p99_ms,cold_bytes_mean,cold_bytes_p50,cold_bytes_p99,cold_fraction_of_index,cold_requests,stream_hit_ratio,warm_hit_ratio,entry_hit_ratio,warm_p50_ms,warm_p99_ms,warm_bytes_mean,index_bytes,whole_segment_bytes_mean");
         foreach (var r in results)
-            w.WriteLine(string.Create(inv, $"{r.Options.CentroidFactor},{r.Options.HammingKeepPercent},{r.Options.RerankFactor},{r.Partitions:F2},{r.PartitionShare:F4},{r.Recall:F4},{r.ColdP50Ms:F3},{r.ColdP99Ms:F3},{r.ColdBytesMean:F0},{r.ColdBytesP50:F0},{r.ColdBytesP99:F0},{r.ColdFraction:F5},{r.ColdRequests:F1},{r.StreamHitRatio:F4},{r.WarmHitRatio:F4},{r.EntryHitRatio:F4},{r.WarmP50Ms:F3},{r.WarmP99Ms:F3},{r.WarmBytesMean:F0},{r.IndexBytes}"));
+            w.WriteLine(string.Create(inv, $"{r.Options.CentroidFactor},{r.Options.HammingKeepPercent},{r.Options.RerankFactor},{r.Partitions:F2},{r.PartitionShare:F4},{r.Recall:F4},{r.ColdP50Ms:F3},{r.ColdP99Ms:F3},{r.ColdBytesMean:F0},{r.ColdBytesP50:F0},{r.ColdBytesP99:F0},{r.ColdFraction:F5},{r.ColdRequests:F1},{r.StreamHitRatio:F4},{r.WarmHitRatio:F4},{r.EntryHitRatio:F4},{r.WarmP50Ms:F3},{r.WarmP99Ms:F3},{r.WarmBytesMean:F0},{r.IndexBytes},{r.WholeSegmentBytesMean:F0}"));
     }
 
     /// <summary>Zipf over 0..n-1 (rank r+1 has weight 1/(r+1)^s), ranks mapped to items by a seeded shuffle.</summary>

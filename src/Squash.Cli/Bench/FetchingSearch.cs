@@ -3,7 +3,8 @@ using Squash.Search;
 namespace Squash.Cli.Bench;
 
 /// <summary>One answered query and what answering it read from the store.</summary>
-public sealed record FetchedAnswer(SearchResult Result, long BytesRead, int CacheHits, int CacheMisses, int Requests, int Partitions);
+/// <remarks><see cref="WholeSegmentBytes"/>: what reading the visited partitions' codes and raw vectors whole would have cost.</remarks>
+public sealed record FetchedAnswer(SearchResult Result, long BytesRead, int CacheHits, int CacheMisses, int Requests, int Partitions, long WholeSegmentBytes = 0);
 
 /// <summary>
 /// The in-process cold path: plan the partitions, fetch only what the query needs (codes, then the re-ranked
@@ -30,6 +31,7 @@ public static class FetchingSearch
         var top = engine.NewTopK(options);
         var stats = new QueryStats { Passes = 1, PartitionsPlanned = plan.Partitions.Length };
         engine.ScanPartitions(ctx, plan.Partitions, plan.CentroidDistances, options, top, stats, p => (fetch[p].Codes, fetch[p].Vectors));
-        return new FetchedAnswer(engine.Finish(top.ToSortedArray(), ctx, stats), fetch.BytesRead, fetch.CacheHits, fetch.CacheMisses, fetch.Requests, plan.Partitions.Length);
+        return new FetchedAnswer(engine.Finish(top.ToSortedArray(), ctx, stats), fetch.BytesRead, fetch.CacheHits, fetch.CacheMisses, fetch.Requests, plan.Partitions.Length,
+            plan.Partitions.Sum(p => index.Manifest.Partitions[p].Codes.Bytes + index.Manifest.Partitions[p].Vectors.Bytes));
     }
 }
