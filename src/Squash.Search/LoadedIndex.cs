@@ -23,6 +23,7 @@ public sealed class LoadedIndex
         _vectors = new PartitionVectors?[manifest.Partitions.Count];
         _attributes = new PartitionAttributes?[manifest.Partitions.Count];
         Filters = new FilterCompiler(manifest.Attributes);
+        _rowFetches = new int[manifest.Partitions.Count];
     }
 
     public IndexManifest Manifest { get; }
@@ -82,7 +83,7 @@ public sealed class LoadedIndex
     public LoadedIndex WithCache(SegmentCache cache)
     {
         ArgumentNullException.ThrowIfNull(cache);
-        return new LoadedIndex(_store, Manifest, Routing) { _cache = cache };
+        return new LoadedIndex(_store, Manifest, Routing) { _cache = cache, WholeVectorsAfter = WholeVectorsAfter };
     }
 
     /// <summary>Bytes of every segment of this version: routing, and each partition's codes, raw vectors and attributes.</summary>
@@ -99,6 +100,16 @@ public sealed class LoadedIndex
     }
 
     private readonly ThreadLocal<PartitionScanner> _collector = new(() => new PartitionScanner());
+    private readonly int[] _rowFetches = [];
+
+    /// <summary>
+    /// How many queries fetch a partition's raw vectors by rows before the next one reads the whole segment into
+    /// the cache (0: never, always rows). Rows keep a cold query cheap — a few KiB instead of the whole segment —
+    /// but a warm instance then misses on every query that re-ranks rows it has not seen; a partition that is
+    /// asked for again is likely to be asked for often (the tree sends it to the same instances), so from the
+    /// second query on it is held whole. Measured in bench/storage.md.
+    /// </summary>
+    public int WholeVectorsAfter { get; set; } = 1;
 
     /// <summary>
     /// Fetches what one query needs from the given partitions (DESIGN.md §4, cold start): the codes of each
@@ -135,29 +146,39 @@ public sealed class LoadedIndex
         var entry = Manifest.Partitions[p];
         long read = 0;
         int requests = 0;
-        var codes = await cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Codes), async t =>
-        {
-            var c = await _store.ReadCodesAsync(Manifest, entry, t).ConfigureAwait(false);
-            Interlocked.Add(ref read, c.StoredBytes);
-            Interlocked.Increment(ref requests);
-            return c;
-        }, _ => entry.Codes.Bytes, ct).ConfigureAwait(false);
-        PartitionAttributes? attributes = null;
-        if (filter is not null)
-        {
-            attributes = await cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Attributes), async t =>
+        // Every load below counts its own bytes: the cache runs a loader once however many queries ask.
+        Task<T> Load<T>(SegmentKind kind, Func<CancellationToken, Task<T>> load, long charge, Func<T, long> bytes) where T : class =>
+            cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, kind), async t =>
             {
-                var a = await _store.ReadAttributesAsync(Manifest, entry, t).ConfigureAwait(false);
-                Interlocked.Add(ref read, entry.Attributes!.Bytes);
+                var value = await load(t).ConfigureAwait(false);
+                Interlocked.Add(ref read, bytes(value));
                 Interlocked.Increment(ref requests);
-                return a;
-            }, _ => entry.Attributes!.Bytes, ct).ConfigureAwait(false);
-        }
+                return value;
+            }, _ => charge, ct);
+
+        // What the raw vectors will take is known before the codes arrive, so its first read (the whole segment,
+        // or the head with the block checksums) runs alongside the codes read instead of after it.
+        var wholeKey = new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Vectors);
+        Task<PartitionVectors>? whole = null;
+        Task<VectorBlockTable>? blockTable = null;
+        if (cache.TryGet<PartitionVectors>(wholeKey, out var held)) whole = Task.FromResult(held);
+        else if (WholeVectorsAfter > 0 && Interlocked.Increment(ref _rowFetches[p]) > WholeVectorsAfter)
+            // Asked for again: worth holding whole, so that later queries on this instance read nothing.
+            whole = Load(SegmentKind.Vectors, t => _store.ReadVectorsAsync(Manifest, entry, t), entry.Vectors.Bytes, v => v.StoredBytes);
+        else
+            blockTable = Load(SegmentKind.VectorBlockTable, t => _store.ReadVectorBlockTableAsync(Manifest, entry, t), VectorBlockTable.ExpectedHeadLength(entry.Count, Manifest.InternalDimensions), t => t.HeadBytes);
+        var codesTask = Load(SegmentKind.Codes, t => _store.ReadCodesAsync(Manifest, entry, t), entry.Codes.Bytes, c => c.StoredBytes);
+        var attributesTask = filter is null ? null
+            : Load(SegmentKind.Attributes, t => _store.ReadAttributesAsync(Manifest, entry, t), entry.Attributes!.Bytes, _ => entry.Attributes!.Bytes);
+        var codes = await codesTask.ConfigureAwait(false);
+        var attributes = attributesTask is null ? null : await attributesTask.ConfigureAwait(false);
+        if (whole is not null) return (new PartitionData(codes, await whole.ConfigureAwait(false), attributes), Interlocked.Read(ref read), requests, 0);
+
         var rows = new List<int>();
         if (filter is not null && options.FilterStrategy == FilterStrategy.Direct) MatchingRows(filter, attributes!, rows);
         else _collector.Value!.CollectRerankRows(query, codes, attributes, options, rows);
-        var fetched = await _store.ReadVectorRowsAsync(Manifest, entry, rows, cache, ct).ConfigureAwait(false);
-        return (new PartitionData(codes, fetched.Vectors, attributes), read + fetched.BytesRead, requests + fetched.Requests, rows.Count);
+        var fetched = await _store.ReadVectorRowsAsync(Manifest, entry, rows, cache, await blockTable!.ConfigureAwait(false), ct).ConfigureAwait(false);
+        return (new PartitionData(codes, fetched.Vectors, attributes), Interlocked.Read(ref read) + fetched.BytesRead, requests + fetched.Requests, rows.Count);
     }
 
     /// <summary>Rows the direct strategy computes exact distances for: code-level matches that pass the exact recheck.</summary>

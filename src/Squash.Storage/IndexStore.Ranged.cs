@@ -77,13 +77,21 @@ public sealed partial class IndexStore
     /// <paramref name="cache"/> (when given) are used as they are, the others are read (coalesced, parallel,
     /// verified) and put in the cache, so a warm instance ends up holding the rows its queries touch.
     /// </summary>
-    public async Task<FetchedRows> ReadVectorRowsAsync(IndexManifest m, PartitionEntry p, IEnumerable<int> rows, SegmentCache? cache, CancellationToken ct = default)
+    public Task<FetchedRows> ReadVectorRowsAsync(IndexManifest m, PartitionEntry p, IEnumerable<int> rows, SegmentCache? cache, CancellationToken ct = default) =>
+        ReadVectorRowsAsync(m, p, rows, cache, null, ct);
+
+    /// <summary>The same with the block table already at hand (the caller read it alongside other segments, and counted it).</summary>
+    public async Task<FetchedRows> ReadVectorRowsAsync(IndexManifest m, PartitionEntry p, IEnumerable<int> rows, SegmentCache? cache, VectorBlockTable? knownTable, CancellationToken ct = default)
     {
         // Counted here rather than from the store-wide counters, which other partitions' reads move concurrently.
         long bytes = 0;
         int requests = 0;
         VectorBlockTable table;
-        if (cache is null)
+        if (knownTable is not null)
+        {
+            table = knownTable;
+        }
+        else if (cache is null)
         {
             table = await ReadVectorBlockTableAsync(m, p, ct).ConfigureAwait(false);
             bytes += table.HeadBytes;

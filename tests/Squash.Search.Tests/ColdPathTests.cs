@@ -95,6 +95,7 @@ public sealed class ColdPathTests : IAsyncLifetime
     {
         var store = await Built("folder");
         var index = await LoadedIndex.OpenAsync(store, loadAll: false);
+        index.WholeVectorsAfter = 0; // rows only: the repeat must find every row it needs in the cache
         var engine = new SearchEngine(index);
         var options = new SearchOptions { K = 10 };
         var ctx = new QueryContext(index, Query(3));
@@ -105,6 +106,27 @@ public sealed class ColdPathTests : IAsyncLifetime
         Assert.Equal(0, again.BytesRead);
         Assert.Equal(plan.Partitions.Length, again.CacheHits);
         Assert.Equal(0, again.CacheMisses);
+    }
+
+    [Fact]
+    public async Task APartitionAskedForAgainIsReadWholeAndThenServedFromMemory()
+    {
+        var store = await Built("folder");
+        var index = await LoadedIndex.OpenAsync(store, loadAll: false);
+        var engine = new SearchEngine(index);
+        var options = new SearchOptions { K = 10 };
+        var manifest = index.Manifest;
+        var first = new QueryContext(index, Query(4));
+        var plan = engine.Plan(first, options);
+        var cold = await index.FetchForQueryAsync(first, plan.Partitions, options);
+        Assert.All(plan.Partitions, p => Assert.True(cold[p].Vectors.IsSparse));
+        // Another query on the same partitions: their vector segments are read whole, once.
+        var second = await index.FetchForQueryAsync(new QueryContext(index, Query(5)), plan.Partitions, options);
+        Assert.All(plan.Partitions, p => Assert.False(second[p].Vectors.IsSparse));
+        Assert.Equal(plan.Partitions.Sum(p => manifest.Partitions[p].Vectors.Bytes), second.BytesRead);
+        var third = await index.FetchForQueryAsync(new QueryContext(index, Query(6)), plan.Partitions, options);
+        Assert.Equal(0, third.BytesRead);
+        Assert.Equal(plan.Partitions.Length, third.CacheHits);
     }
 
     [Fact]
@@ -148,6 +170,7 @@ public sealed class ColdPathTests : IAsyncLifetime
             {
                 var q = Query(qi).ToArray();
                 var cold = await LoadedIndex.OpenAsync(store, loadAll: false);
+                cold.WholeVectorsAfter = 0; // two fetches per query below: both must pick rows
                 var ctx = new QueryContext(full, q);
                 var coldCtx = new QueryContext(cold, q);
                 var (order, _) = engine.RankPartitions(ctx);

@@ -40,10 +40,21 @@ public static class BenchCommand
         var limit = new Option<int>("--limit") { Description = "Use the first N queries (0: all).", DefaultValueFactory = _ => 0 };
         var bfQueries = new Option<int>("--brute-force-queries") { Description = "Queries timed for the brute-force baseline.", DefaultValueFactory = _ => 200 };
         var filtersOption = new Option<string?>("--filters") { Description = "Filter JSON per query, one per line (then --ground-truth must be the filtered one)." };
+        var coldMode = new Option<bool>("--cold")
+        {
+            Description = "Storage figures instead of the QPS sweep (needs --store): cold queries (each on a fresh, empty cache: latency, bytes read, "
+                        + "bytes as a fraction of the index) and warm queries over a skewed stream (cache hit ratio, latency), per CF/H/R point.",
+        };
+        var coldQueries = new Option<int>("--cold-queries") { Description = "With --cold: cold queries measured (spread over the query set).", DefaultValueFactory = _ => 200 };
+        var stream = new Option<int>("--stream") { Description = "With --cold: requests in the skewed warm stream (the second half is measured).", DefaultValueFactory = _ => 2000 };
+        var zipf = new Option<double>("--zipf") { Description = "With --cold: Zipf exponent of the warm stream over the query set.", DefaultValueFactory = _ => 1.0 };
+        var cacheMb = new Option<int>("--cache-mb") { Description = "With --cold: segment cache size for the warm stream, MiB.", DefaultValueFactory = _ => 256 };
+        var wholeAfter = new Option<int>("--whole-after") { Description = "With --cold: queries that fetch a partition's rows before the next reads its raw vectors whole into the cache (0: rows only).", DefaultValueFactory = _ => 1 };
         var outDir = new Option<string>("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
             index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold, filtersOption,
+            coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
@@ -92,6 +103,45 @@ public static class BenchCommand
                 return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct, endpointFilters);
             }
             var store = IndexLocation.Open(pr, pr.GetValue(index));
+            if (pr.GetValue(coldMode))
+            {
+                CliErrors.Require(pr.GetValue<string?>(IndexLocation.StoreFlag) is not null, "--cold needs --store (dir:PATH or azure:…): it measures reads from a blob store");
+                CliErrors.Require(pr.GetValue(filtersOption) is null, "--cold does not take --filters yet: filtered queries are planned inside the engine, which reads whole segments");
+                var settings = new ColdBench.Settings(pr.GetValue(coldQueries), pr.GetValue(stream), pr.GetValue(zipf), (long)pr.GetValue(cacheMb) << 20, 42);
+                CliErrors.Require(settings.ColdQueries >= 1, $"--cold-queries must be ≥ 1, got {settings.ColdQueries}");
+                CliErrors.Require(settings.Stream >= 2, $"--stream must be ≥ 2, got {settings.Stream}");
+                CliErrors.Require(settings.ZipfExponent >= 0 && double.IsFinite(settings.ZipfExponent), $"--zipf must be a finite number ≥ 0, got {settings.ZipfExponent}");
+                CliErrors.Require(settings.CacheBytes >= 0, "--cache-mb must be ≥ 0");
+                var openClock = Stopwatch.StartNew();
+                long before = store.BytesRead;
+                var routing = await LoadedIndex.OpenAsync(store, loadAll: false, ct);
+                CliErrors.Require(pr.GetValue(wholeAfter) >= 0, "--whole-after must be ≥ 0");
+                routing.WholeVectorsAfter = pr.GetValue(wholeAfter);
+                double openMs = openClock.Elapsed.TotalMilliseconds;
+                long openBytes = store.BytesRead - before;
+                var cq = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
+                CliErrors.Require(cq.Dimensions == routing.Manifest.Dimensions, $"--queries: {cq.Dimensions} dimensions, the index has {routing.Manifest.Dimensions}");
+                var cgt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
+                CliErrors.Require(cgt.Length >= cq.Count, $"--ground-truth has {cgt.Length} rows for {cq.Count} queries");
+                Console.WriteLine($"bench --cold: {routing.Manifest.Count:N0} vectors × {routing.Manifest.Dimensions} dims, {routing.PartitionCount} partitions, " +
+                                  $"index {routing.StoredBytes / 1048576.0:F1} MiB in {store.Blobs.Description}; open (manifest + routing) {openMs:F0} ms, {openBytes / 1024.0:F1} KiB; one thread");
+                var coldResults = new List<ColdBench.Result>();
+                foreach (var c in cfs)
+                    foreach (var hv in hs)
+                        foreach (var rv in rs)
+                        {
+                            var result = await ColdBench.RunAsync(routing, cq, cgt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = hbs[0] }, settings, ct);
+                            ColdBench.Print(result, settings, routing, Console.Out);
+                            coldResults.Add(result);
+                        }
+                var coldDir = pr.GetValue(outDir)!;
+                Directory.CreateDirectory(coldDir);
+                ColdBench.WriteCsv(Path.Combine(coldDir, "cold.csv"), coldResults);
+                Console.WriteLine($"wrote {Path.Combine(coldDir, "cold.csv")}");
+                Console.WriteLine($"reproduce: squash {string.Join(' ', Environment.GetCommandLineArgs().Skip(1).Select(a => a.StartsWith("azure:", StringComparison.Ordinal) && a.Contains("AccountKey=", StringComparison.Ordinal) ? "azure:\"$CONNECTION\"" : a))}");
+                return 0;
+            }
+            // Not --cold: the sweep measures the engine on data in memory, so everything is loaded first.
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
             var q = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
             CliErrors.Require(q.Dimensions == loaded.Manifest.Dimensions, $"--queries: {q.Dimensions} dimensions, the index has {loaded.Manifest.Dimensions}");

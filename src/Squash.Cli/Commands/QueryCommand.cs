@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text.Json;
+using Squash.Cli.Bench;
 using Squash.Cli.Datasets;
 using Squash.Search;
 
@@ -61,14 +62,30 @@ public static class QueryCommand
                 return 0;
             }
             var store = IndexLocation.Open(pr, pr.GetValue(index));
-            var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
+            // An index in a store (a folder or Azure) is opened lazily, as a function instance would: routing data
+            // now, then per query only what that query needs, and the bytes each query read are reported.
+            bool lazy = pr.GetValue<string?>(IndexLocation.StoreFlag) is not null;
+            var loaded = await LoadedIndex.OpenAsync(store, loadAll: !lazy, ct);
             var queries = VectorFile.Read(path, max > 0 ? max : null);
             CliErrors.Require(queries.Dimensions == loaded.Manifest.Dimensions,
                 $"--vectors: queries have {queries.Dimensions} dimensions but the index has {loaded.Manifest.Dimensions}");
             if (pr.GetValue(filterOption) is { } filterJson) options = options with { Filter = loaded.Filters.Compile(filterJson) };
             var engine = new SearchEngine(loaded);
             var results = new SearchResult[queries.Count];
-            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = ct }, i => results[i] = engine.Search(queries.Row(i), options));
+            var fetched = new FetchedAnswer[queries.Count];
+            if (lazy)
+            {
+                // One at a time, so that each query's bytes are its own (later queries find earlier ones' data cached).
+                for (int i = 0; i < queries.Count; i++)
+                {
+                    fetched[i] = await FetchingSearch.SearchAsync(engine, queries.Row(i).ToArray(), options, ct);
+                    results[i] = fetched[i].Result;
+                }
+            }
+            else
+            {
+                Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = ct }, i => results[i] = engine.Search(queries.Row(i), options));
+            }
             var stdout = Console.Out;
             for (int i = 0; i < results.Length; i++)
             {
@@ -80,12 +97,17 @@ public static class QueryCommand
                         query = i,
                         results = res.Ids.Select((id, j) => new { id, key = res.Keys?[j], distance = res.Distances[j] }),
                         stats = res.Stats,
+                        bytesRead = lazy ? fetched[i].BytesRead : (long?)null,
+                        cacheHits = lazy ? fetched[i].CacheHits : (int?)null,
+                        cacheMisses = lazy ? fetched[i].CacheMisses : (int?)null,
                     }));
                 }
                 else
                 {
                     // String ids when the index has them (row numbers for vectors without one).
                     stdout.WriteLine($"{i}: " + string.Join(' ', res.Ids.Select((id, j) => $"{res.Keys?[j] ?? id.ToString(System.Globalization.CultureInfo.InvariantCulture)}:{res.Distances[j]:G6}")));
+                    if (lazy)
+                        stdout.WriteLine($"   bytesRead={fetched[i].BytesRead} cacheHits={fetched[i].CacheHits} cacheMisses={fetched[i].CacheMisses} requests={fetched[i].Requests} partitions={fetched[i].Partitions}");
                 }
             }
             return 0;
