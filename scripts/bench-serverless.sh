@@ -33,7 +33,7 @@ run() { # name, data dir
   local name=$1 data=$2
   echo "== $name: building into Azurite"
   squash build --store "$store" --container bench --index "$name" --vectors "$data/base.fvecs"
-  dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "$store" --container bench --app "$work/functionapp" \
+  dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "$store" --container bench --app "$work/functionapp" --preload "$name" \
     --port "$port" > "$work/serve-$name.log" 2>&1 &
   serve_pid=$!
   for _ in $(seq 1 150); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done

@@ -29,7 +29,7 @@ squash build --index "$work/store/$name" --vectors "$data/base.fvecs"
 bash scripts/publish.sh "$work/functionapp" >/dev/null
 
 # Started directly (not through the shell function) so that $! is the host process itself.
-dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "dir:$work/store" --app "$work/functionapp" --port "$port" > "$work/serve.log" 2>&1 &
+dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "dir:$work/store" --app "$work/functionapp" --preload "$name" --port "$port" > "$work/serve.log" 2>&1 &
 serve_pid=$!
 trap 'kill $serve_pid 2>/dev/null; wait $serve_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 150); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done

@@ -27,6 +27,8 @@ public sealed class FunctionSettings
     public TimeSpan HedgingDelay { get; set; } = TimeSpan.FromMilliseconds(500);
     /// <summary>Largest request body accepted.</summary>
     public long MaxRequestBytes { get; set; } = 4 * 1024 * 1024;
+    /// <summary>Indexes (comma-separated names) opened in the background at start-up, to shorten cold starts.</summary>
+    public string Preload { get; set; } = "";
     /// <summary>Most vectors in one batch request.</summary>
     public int MaxBatch { get; set; } = 256;
 }

@@ -49,6 +49,9 @@ public sealed partial class IndexCatalog
         return await OpenAsync(name, cur.Version, ct).ConfigureAwait(false);
     }
 
+    /// <summary>Whether some version of the index is open (or opening) in this instance.</summary>
+    public bool IsOpen(string name) => _open.Keys.Any(k => k.Item1 == name);
+
     /// <summary>A specific version (tree nodes use the coordinator's version, so one query sees one index).</summary>
     public Task<LoadedIndex> OpenAsync(string name, string version, CancellationToken ct)
     {

@@ -71,6 +71,17 @@ if (int.TryParse(Environment.GetEnvironmentVariable("SQUASH_PARENT_PID"), out in
         }
     });
 }
+// Cold starts: open the configured indexes (pointer, manifest, routing) in the background while the
+// server starts, so the first query finds them open or half-way there instead of starting from nothing.
+foreach (var name in (app.Configuration["Squash:Preload"] ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+{
+    var catalog = app.Services.GetRequiredService<IndexCatalog>();
+    _ = Task.Run(async () =>
+    {
+        try { await catalog.OpenCurrentAsync(name, CancellationToken.None); }
+        catch (Exception e) { app.Logger.LogWarning(e, "preloading index {Index} failed; it opens on first use", name); }
+    });
+}
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 

@@ -56,6 +56,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         {
             ["Squash__Store"] = _options.Store,
             ["Squash__Container"] = _options.Container,
+            ["Squash__Preload"] = _options.Preload,
             ["Squash__Branching"] = _options.Branching.ToString(),
             ["Squash__Depth"] = _options.Depth.ToString(),
             ["Squash__ScanUrls"] = scanUrls,

@@ -20,6 +20,8 @@ public sealed record LocalHostOptions
     public TimeSpan KeepAlive { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>Memory billed per instance (Flex Consumption sizes: 512, 2048 or 4096 MB).</summary>
     public int InstanceMemoryMb { get; init; } = 2048;
+    /// <summary>Indexes every instance opens in the background as it starts (Squash__Preload).</summary>
+    public string Preload { get; init; } = "";
     /// <summary>The function app to run (dll, executable or published folder); default: Squash.Functions.dll beside this assembly.</summary>
     public string? AppPath { get; init; }
 }

@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Text;
 using System.Text.Json;
 using Squash.Search;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace Squash.Functions.Tests;
 
@@ -105,5 +106,22 @@ public sealed class HandlerTests(IndexFixture fx)
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         using var answer = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
         Assert.Equal(3, answer.RootElement.GetProperty("results").GetArrayLength());
+    }
+}
+
+[Collection(nameof(IndexCollection))]
+public sealed class PreloadTests(IndexFixture fx)
+{
+    [Fact]
+    public async Task PreloadedIndexesOpenAtStartUpWithoutAQueryAndAMissingOneDoesNotStopTheApp()
+    {
+        using var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:Preload"] = $"{IndexFixture.IndexName}, no-such-index" });
+        var client = app.CreateClient();
+        var catalog = app.Services.GetRequiredService<IndexCatalog>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(10);
+        while (!catalog.IsOpen(IndexFixture.IndexName) && DateTime.UtcNow < deadline) await Task.Delay(20);
+        Assert.True(catalog.IsOpen(IndexFixture.IndexName));
+        Assert.False(catalog.IsOpen(IndexFixture.AttributedIndexName));
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/health")).StatusCode);
     }
 }

@@ -10,6 +10,7 @@ public static class ServeCommand
     {
         var store = new Option<string>("--store") { Description = "Where indexes live: dir:PATH (each index is a folder named after it) or azure:CONNECTION_STRING|ACCOUNT_URL (Azurite or Azure).", DefaultValueFactory = _ => "dir:data/indexes" };
         var container = new Option<string>("--container") { Description = "Blob container with an azure: store.", DefaultValueFactory = _ => "squash" };
+        var preload = new Option<string>("--preload") { Description = "Index names (comma-separated) every instance opens in the background as it starts: shorter cold starts.", DefaultValueFactory = _ => "" };
         var app = new Option<string?>("--app") { Description = "The function app to run: a published folder (scripts/publish.sh, ReadyToRun: faster cold starts), its executable, or a dll. Default: the build beside squash." };
         var port = new Option<int>("--port") { Description = "Public loopback port (the Functions front end).", DefaultValueFactory = _ => 7071 };
         var branching = new Option<int>("--branching") { Description = "Invocation tree branching factor b.", DefaultValueFactory = _ => 4 };
@@ -20,7 +21,7 @@ public static class ServeCommand
         var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => 120 };
         var cmd = new Command("serve", "Run the HTTP API and a local function host (coordinator and processor pools as OS processes) until Ctrl+C.")
         {
-            store, container, port, branching, depth, pools, instances, concurrency, keepAlive, app,
+            store, container, port, branching, depth, pools, instances, concurrency, keepAlive, app, preload,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
         {
@@ -51,7 +52,7 @@ public static class ServeCommand
             }
             await using var host = new LocalFunctionHost(new LocalHostOptions
             {
-                Store = s, Container = pr.GetValue(container)!, AppPath = appPath, Port = p, Branching = b, Depth = l, ProcessorPools = np,
+                Store = s, Container = pr.GetValue(container)!, AppPath = appPath, Preload = pr.GetValue(preload)!, Port = p, Branching = b, Depth = l, ProcessorPools = np,
                 MaxInstancesPerPool = mi, InstanceConcurrency = c, KeepAlive = TimeSpan.FromSeconds(ka),
             });
             await host.StartAsync(ct);
