@@ -8,13 +8,9 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class AttributeApiTests(IndexFixture fx)
 {
-    private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
-
-    private static string Vector(float[] v) => "[" + string.Join(',', v.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture))) + "]";
-
     private static async Task<JsonElement> Post(HttpClient client, string index, string body)
     {
-        var response = await client.PostAsync($"/api/indexes/{index}/query", Json(body));
+        var response = await client.PostAsync($"/api/indexes/{index}/query", Bodies.Json(body));
         var text = await response.Content.ReadAsStringAsync();
         Assert.True(response.StatusCode == HttpStatusCode.OK, text);
         return JsonDocument.Parse(text).RootElement.Clone();
@@ -30,7 +26,7 @@ public sealed class AttributeApiTests(IndexFixture fx)
         for (int q = 0; q < 20; q++)
         {
             var answer = await Post(client, IndexFixture.AttributedIndexName,
-                "{\"vector\":" + Vector(fx.Queries[q]) + ",\"k\":10,\"include\":[\"colour\",\"price\",\"tags\"]}");
+                "{\"vector\":" + Bodies.Vector(fx.Queries[q]) + ",\"k\":10,\"include\":[\"colour\",\"price\",\"tags\"]}");
             var expected = fx.AttributedEngine.Search(fx.Queries[q], new Squash.Search.SearchOptions { K = 10 });
             var results = answer.GetProperty("results").EnumerateArray().ToArray();
             Assert.Equal(expected.Ids, results.Select(r => r.GetProperty("row").GetInt64()).ToArray());
@@ -51,13 +47,13 @@ public sealed class AttributeApiTests(IndexFixture fx)
     {
         using var app = fx.App(2, 1);
         var client = app.CreateClient();
-        var named = await Post(client, IndexFixture.AttributedIndexName, "{\"vector\":" + Vector(fx.Queries[0]) + ",\"k\":3}");
+        var named = await Post(client, IndexFixture.AttributedIndexName, "{\"vector\":" + Bodies.Vector(fx.Queries[0]) + ",\"k\":3}");
         foreach (var r in named.GetProperty("results").EnumerateArray())
         {
             Assert.False(r.TryGetProperty("attributes", out _));
             Assert.Equal($"doc-{r.GetProperty("row").GetInt64()}", r.GetProperty("id").GetString());
         }
-        var plain = await Post(client, IndexFixture.IndexName, "{\"vector\":" + Vector(fx.Queries[0]) + ",\"k\":3}");
+        var plain = await Post(client, IndexFixture.IndexName, "{\"vector\":" + Bodies.Vector(fx.Queries[0]) + ",\"k\":3}");
         foreach (var r in plain.GetProperty("results").EnumerateArray())
             Assert.Equal(r.GetProperty("row").GetInt64(), r.GetProperty("id").GetInt64());
     }
@@ -66,7 +62,7 @@ public sealed class AttributeApiTests(IndexFixture fx)
     public async Task StatsReportTheTimeSpentAtEachTreeLevel()
     {
         using var app = fx.App(2, 2);
-        var answer = await Post(app.CreateClient(), IndexFixture.IndexName, "{\"vector\":" + Vector(fx.Queries[1]) + ",\"k\":10,\"options\":{\"exact\":true}}");
+        var answer = await Post(app.CreateClient(), IndexFixture.IndexName, "{\"vector\":" + Bodies.Vector(fx.Queries[1]) + ",\"k\":10,\"options\":{\"exact\":true}}");
         var levels = answer.GetProperty("stats").GetProperty("levels").EnumerateArray().ToArray();
         // Exact mode visits all 12 partitions over 2 + 4 slots (empty subtrees are pruned): every node counted once.
         Assert.Equal([0, 1, 2], levels.Select(l => l.GetProperty("level").GetInt32()));
@@ -96,7 +92,7 @@ public sealed class AttributeApiTests(IndexFixture fx)
     {
         using var app = fx.App(2, 1);
         var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.AttributedIndexName}/query",
-            Json("{\"vector\":" + Vector(fx.Queries[0]) + "," + part + "}"));
+            Bodies.Json("{\"vector\":" + Bodies.Vector(fx.Queries[0]) + "," + part + "}"));
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
         using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
@@ -123,10 +119,6 @@ public sealed class FilterApiTests(IndexFixture fx)
         "{\"price\":{\"$lt\":0}}",
     ];
 
-    private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
-
-    private static string Vector(float[] v) => "[" + string.Join(',', v.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture))) + "]";
-
     [Theory]
     [InlineData(2, 2, false)]
     [InlineData(3, 1, true)]
@@ -140,7 +132,7 @@ public sealed class FilterApiTests(IndexFixture fx)
         {
             string filter = Filters[q % Filters.Length];
             var response = await client.PostAsync($"/api/indexes/{IndexFixture.AttributedIndexName}/query",
-                Json("{\"vector\":" + Vector(fx.Queries[q]) + ",\"k\":10,\"filter\":" + filter + ",\"include\":[\"colour\",\"price\",\"tags\"],\"options\":{\"exact\":" + (exact ? "true" : "false") + "}}"));
+                Bodies.Json("{\"vector\":" + Bodies.Vector(fx.Queries[q]) + ",\"k\":10,\"filter\":" + filter + ",\"include\":[\"colour\",\"price\",\"tags\"],\"options\":{\"exact\":" + (exact ? "true" : "false") + "}}"));
             var text = await response.Content.ReadAsStringAsync();
             Assert.True(response.StatusCode == HttpStatusCode.OK, text);
             var answer = JsonDocument.Parse(text).RootElement;

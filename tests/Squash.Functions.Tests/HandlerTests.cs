@@ -10,10 +10,6 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class HandlerTests(IndexFixture fx)
 {
-    private static StringContent Json(string body) => new(body, Encoding.UTF8, "application/json");
-
-    private static string Vector(float[] v) => "[" + string.Join(',', v.Select(x => x.ToString("R", System.Globalization.CultureInfo.InvariantCulture))) + "]";
-
     [Fact]
     public async Task HealthAndRootAnswer()
     {
@@ -45,9 +41,9 @@ public sealed class HandlerTests(IndexFixture fx)
     {
         { """{"k":5}""", "vector", "a query needs 'vector' (one query) or 'vectors' (a batch)" },
         { """{"vector":[1,2,3]}""", "vector", "has 3 dimensions; the index has 24" },
-        { "{\"vector\":" + Vector(new float[24]) + ",\"k\":0}", "k", "k must be between 1 and 10000, got 0" },
-        { "{\"vector\":" + Vector(new float[24]) + ",\"k\":10001}", "k", "k must be between 1 and 10000, got 10001" },
-        { "{\"vector\":" + Vector(new float[24]) + ",\"options\":{\"centroidFactor\":0.5}}", "options.centroidFactor", "must be a finite number ≥ 1, got 0.5" },
+        { "{\"vector\":" + Bodies.Vector(new float[24]) + ",\"k\":0}", "k", "k must be between 1 and 10000, got 0" },
+        { "{\"vector\":" + Bodies.Vector(new float[24]) + ",\"k\":10001}", "k", "k must be between 1 and 10000, got 10001" },
+        { "{\"vector\":" + Bodies.Vector(new float[24]) + ",\"options\":{\"centroidFactor\":0.5}}", "options.centroidFactor", "must be a finite number ≥ 1, got 0.5" },
         { "{\"vectors\":[]}", "vectors", "the batch is empty" },
     };
 
@@ -56,7 +52,7 @@ public sealed class HandlerTests(IndexFixture fx)
     public async Task InvalidQueriesAre400ProblemJsonNamingTheField(string body, string field, string message)
     {
         using var app = fx.App(2, 1);
-        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Json(body));
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json(body));
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
         using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
@@ -73,7 +69,7 @@ public sealed class HandlerTests(IndexFixture fx)
     public async Task MalformedJsonAndUnknownFieldsNameThePath(string body, string field)
     {
         using var app = fx.App(2, 1);
-        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Json(body));
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json(body));
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         using var problem = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
         Assert.True(problem.RootElement.GetProperty("errors").TryGetProperty(field, out _), await response.Content.ReadAsStringAsync());
@@ -84,9 +80,9 @@ public sealed class HandlerTests(IndexFixture fx)
     {
         using var app = fx.App(2, 1);
         var client = app.CreateClient();
-        var bad = await client.PostAsync("/api/indexes/Bad_Name/query", Json("{}"));
+        var bad = await client.PostAsync("/api/indexes/Bad_Name/query", Bodies.Json("{}"));
         Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
-        var huge = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Json("{\"vector\":[" + string.Join(',', Enumerable.Repeat("0", 3_000_000)) + "]}"));
+        var huge = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json("{\"vector\":[" + string.Join(',', Enumerable.Repeat("0", 3_000_000)) + "]}"));
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, huge.StatusCode);
     }
 
@@ -97,7 +93,7 @@ public sealed class HandlerTests(IndexFixture fx)
         using var app = fx.App(2, 1);
         var request = new HttpRequestMessage(HttpMethod.Post, $"/api/indexes/{IndexFixture.IndexName}/query")
         {
-            Content = Json("{\"vector\":" + Vector(fx.Queries[0]) + ",\"k\":3}"),
+            Content = Bodies.Json("{\"vector\":" + Bodies.Vector(fx.Queries[0]) + ",\"k\":3}"),
         };
         request.Headers.Add("X-Azure-Functions-InvocationId", Guid.NewGuid().ToString());
         request.Headers.Add("X-Azure-Functions-HostVersion", "4.1040.300.25317");
