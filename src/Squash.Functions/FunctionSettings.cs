@@ -27,6 +27,11 @@ public sealed class FunctionSettings
     public TimeSpan HedgingDelay { get; set; } = TimeSpan.FromMilliseconds(500);
     /// <summary>Largest request body accepted.</summary>
     public long MaxRequestBytes { get; set; } = 4 * 1024 * 1024;
+    /// <summary>
+    /// The coordinator's app sets this: on start-up it wakes the processor pools (a health call each) so that their
+    /// cold starts run alongside its own. Off for processor pools, which would only wake each other.
+    /// </summary>
+    public bool WakePoolsOnStart { get; set; }
     /// <summary>Indexes (comma-separated names) opened in the background at start-up, to shorten cold starts.</summary>
     public string Preload { get; set; } = "";
     /// <summary>Most vectors in one batch request.</summary>

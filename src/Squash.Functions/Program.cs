@@ -41,6 +41,9 @@ builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<QueryCoordinator>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
+// As early as possible: a cold coordinator wakes the processor pools now, so their start-up overlaps its own.
+if (tree.WakePoolsOnStart)
+    ScanInvoker.WakePools(tree, LoggerFactory.Create(l => l.AddConsole()).CreateLogger("Squash.Functions.Startup"));
 builder.Services.AddHttpClient(ScanInvoker.ClientName)
     .AddStandardHedgingHandler().Configure(o =>
     {

@@ -10,6 +10,8 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
     private readonly List<FunctionInstance> _instances = [];
     private readonly object _gate = new();
     private int _starting;
+    /// <summary>Invocations waiting for a starting instance's slots.</summary>
+    private int _waitingForStart;
     private double _retiredBusySeconds;
     private long _retiredExecutions;
 
@@ -22,39 +24,56 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
 
     public async Task<(FunctionInstance Instance, bool Cold)> AcquireAsync(CancellationToken ct)
     {
-        while (true)
+        // An invocation that arrives while an instance is starting waits for that instance's free slots, as
+        // Azure's front end queues it on the instance being allocated, instead of starting yet another one
+        // (several cold starts at once would also fight over the same cores).
+        bool waiting = false;
+        try
         {
-            bool start = false;
-            lock (_gate)
+            while (true)
             {
-                RemoveDead();
-                foreach (var i in _instances.OrderByDescending(i => i.Active))
-                    if (i.TryAcquire(options.InstanceConcurrency)) return (i, false);
-                if (_instances.Count + _starting < options.MaxInstancesPerPool)
-                {
-                    _starting++;
-                    start = true;
-                }
-            }
-            if (start)
-            {
-                FunctionInstance instance;
-                try
-                {
-                    instance = await FunctionInstance.StartAsync(appPath, Name, environment, ct).ConfigureAwait(false);
-                }
-                finally
-                {
-                    lock (_gate) _starting--;
-                }
+                bool start = false;
                 lock (_gate)
                 {
-                    _instances.Add(instance);
-                    ColdStarts++;
-                    if (instance.TryAcquire(options.InstanceConcurrency)) return (instance, true);
+                    RemoveDead();
+                    foreach (var i in _instances.OrderByDescending(i => i.Active))
+                        if (i.TryAcquire(options.InstanceConcurrency)) return (i, false);
+                    if (waiting && _starting == 0) { waiting = false; _waitingForStart--; }
+                    if (!waiting && _starting > 0 && _waitingForStart < _starting * (options.InstanceConcurrency - 1))
+                    {
+                        waiting = true;
+                        _waitingForStart++;
+                    }
+                    else if (!waiting && _instances.Count + _starting < options.MaxInstancesPerPool)
+                    {
+                        _starting++;
+                        start = true;
+                    }
                 }
+                if (start)
+                {
+                    FunctionInstance instance;
+                    try
+                    {
+                        instance = await FunctionInstance.StartAsync(appPath, Name, environment, ct).ConfigureAwait(false);
+                    }
+                    finally
+                    {
+                        lock (_gate) _starting--;
+                    }
+                    lock (_gate)
+                    {
+                        _instances.Add(instance);
+                        ColdStarts++;
+                        if (instance.TryAcquire(options.InstanceConcurrency)) return (instance, true);
+                    }
+                }
+                await Task.Delay(2, ct).ConfigureAwait(false);
             }
-            await Task.Delay(2, ct).ConfigureAwait(false);
+        }
+        finally
+        {
+            if (waiting) lock (_gate) _waitingForStart--;
         }
     }
 

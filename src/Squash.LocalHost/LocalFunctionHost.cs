@@ -62,7 +62,8 @@ public sealed class LocalFunctionHost : IAsyncDisposable
             ["Squash__ScanUrls"] = scanUrls,
             ["Squash__InstanceMemoryMb"] = _options.InstanceMemoryMb.ToString(),
         };
-        _pools["coordinator"] = new InstancePool("coordinator", appPath, env, _options);
+        // Only the coordinator wakes the processor pools as it starts (as its own function app would on Azure).
+        _pools["coordinator"] = new InstancePool("coordinator", appPath, new Dictionary<string, string>(env) { ["Squash__WakePoolsOnStart"] = "true" }, _options);
         for (int i = 0; i < _options.ProcessorPools; i++) _pools[$"p{i}"] = new InstancePool($"p{i}", appPath, env, _options);
 
         var builder = WebApplication.CreateSlimBuilder();

@@ -66,6 +66,48 @@ public sealed class LocalHostTests(IndexFixture fx)
     }
 
     /// <summary>
+    /// A cold query starts one instance per pool: the coordinator wakes the processor pools as it starts, and the
+    /// scans that arrive while a pool's instance is still starting wait for its slots instead of starting more.
+    /// </summary>
+    [Fact]
+    public async Task AColdQueryStartsOneInstancePerPoolAndTheCoordinatorWakesThePools()
+    {
+        await using var host = new LocalFunctionHost(new LocalHostOptions
+        {
+            Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 2, ProcessorPools = 2,
+            MaxInstancesPerPool = 4, InstanceConcurrency = 16,
+        });
+        await host.StartAsync();
+        using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(120) };
+        // Exact mode: all 12 partitions over up to 20 tree nodes, so each pool gets several scans at once.
+        var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = fx.Queries[7], k = 10, options = new { exact = true } }));
+        response.EnsureSuccessStatusCode();
+        var answer = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+        Assert.True(answer.GetProperty("complete").GetBoolean());
+        Assert.True(answer.GetProperty("stats").GetProperty("treeNodes").GetInt32() >= 4);
+        foreach (var pool in host.Pools.Values)
+            Assert.True(pool.ColdStarts == 1, $"pool {pool.Name} started {pool.ColdStarts} instances for one cold query");
+        // The wake-up call is an execution of each processor pool on top of the scans.
+        Assert.True(host.Pools.Values.Where(p => p.Name != "coordinator").All(p => p.Meter().Executions >= 2));
+    }
+
+    /// <summary>Invocations that arrive together on an empty pool share the one instance being started (up to its slots).</summary>
+    [Fact]
+    public async Task InvocationsArrivingDuringAColdStartWaitForThatInstanceInsteadOfStartingMore()
+    {
+        var options = new LocalHostOptions { Store = "dir:" + fx.Root, MaxInstancesPerPool = 4, InstanceConcurrency = 4 };
+        await using var pool = new InstancePool("p0", LocalFunctionHost.ResolveApp(null), new Dictionary<string, string> { ["Squash__Store"] = options.Store }, options);
+        var acquired = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => pool.AcquireAsync(CancellationToken.None)));
+        Assert.Equal(1, pool.ColdStarts);
+        Assert.Single(acquired.Select(a => a.Instance).Distinct());
+        Assert.Single(acquired, a => a.Cold);
+        // A fifth finds every slot taken and no instance starting: that one starts a second instance.
+        var fifth = await pool.AcquireAsync(CancellationToken.None);
+        Assert.True(fifth.Cold);
+        Assert.Equal(2, pool.ColdStarts);
+    }
+
+    /// <summary>
     /// Data retention: after a cold pass, 1,000 queries find their partitions already decoded in warm
     /// instances (hit ratio ≥ 0.9) and read less than 5 % of the bytes the cold pass read.
     /// </summary>

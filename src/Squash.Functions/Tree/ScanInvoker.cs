@@ -9,6 +9,36 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
 {
     public const string ClientName = "scan";
 
+    /// <summary>The processor pools' base URLs (empty: this app scans for itself).</summary>
+    public static string[] PoolUrls(FunctionSettings settings)
+    {
+        var pools = settings.ScanUrls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        return pools.Length > 0 ? pools : settings.ScanUrl is { Length: > 0 } u ? [u] : [];
+    }
+
+    /// <summary>
+    /// Wakes every processor pool with a health call, without waiting: a cold coordinator does this as it starts,
+    /// so the pools' cold starts overlap its own instead of following it when the first scan goes out.
+    /// </summary>
+    public static void WakePools(FunctionSettings settings, ILogger log)
+    {
+        foreach (var url in PoolUrls(settings))
+        {
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(30) };
+                    using var r = await http.GetAsync($"{url.TrimEnd('/')}/api/health").ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+                {
+                    log.LogInformation("waking pool {Pool} failed ({Error}); it starts on the first scan instead", url, e.Message);
+                }
+            });
+        }
+    }
+
     public async Task<ScanResponse> ScanAsync(string index, ScanRequest request, string? ownAddress, CancellationToken ct)
     {
         var client = clients.CreateClient(ClientName);
