@@ -41,7 +41,6 @@ public sealed class PartitionScanner
         stats.VectorsConsidered += n;
         if (n == 0) return;
         EnsureCapacity(m, md, n, codes.SignWords);
-        if (_table.Length < codes.Boundaries.Length) _table = new float[codes.Boundaries.Length];
 
         var filter = options.Filter is { MatchesAll: false } f ? f : null;
         int candidates = n;
@@ -73,11 +72,12 @@ public sealed class PartitionScanner
             // rotating the query into this partition's frame (m_p × m multiply-adds) before any bound is known.
             if ((long)candidates * vectors.Dimensions <= (long)md * m)
             {
-                ScanCandidatesExactly(query, codes, vectors, attributes, filter, indexed ? default : filterCodes, candidates, top, stats);
+                ScanCandidatesExactly(query, codes, vectors, attributes, filter, indexed ? default : filterCodes, indexed && filter.IndexedExactly, candidates, top, stats);
                 return;
             }
         }
 
+        if (_table.Length < codes.Boundaries.Length) _table = new float[codes.Boundaries.Length];
         var z = _z.AsSpan(0, md);
         float eq = ProjectQuery(query, codes, _u.AsSpan(0, m), z);
 
@@ -171,11 +171,15 @@ public sealed class PartitionScanner
         if (filter.TryCandidates(attributes, ref _candidates, out int candidates))
         {
             stats.FilterRejected += n - candidates;
+            bool exact = filter.IndexedExactly;
             for (int c = 0; c < candidates; c++)
             {
                 int row = _candidates[c];
-                stats.FilterRechecked++;
-                if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+                if (!exact)
+                {
+                    stats.FilterRechecked++;
+                    if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+                }
                 float threshold = top.Threshold;
                 float dist = SquaredL2Bounded.Distance(q, vectors.Data.AsSpan(row * d, d), threshold);
                 stats.Reranked++;
@@ -203,9 +207,12 @@ public sealed class PartitionScanner
         }
     }
 
-    /// <summary>Exact distances on the candidates; empty <paramref name="filterCodes"/>: recheck every one.</summary>
+    /// <summary>
+    /// Exact distances on the candidates: those the codes call sure matches and, with <paramref name="exact"/>, all
+    /// (the value index gave exactly the matches) skip the recheck; empty <paramref name="filterCodes"/>: recheck the rest.
+    /// </summary>
     private void ScanCandidatesExactly(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
-        Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, int candidates, TopK top, QueryStats stats)
+        Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, bool exact, int candidates, TopK top, QueryStats stats)
     {
         var q = query.Internal.AsSpan();
         int d = vectors.Dimensions;
@@ -213,7 +220,7 @@ public sealed class PartitionScanner
         for (int c = 0; c < candidates; c++)
         {
             int row = _candidates[c];
-            if (filterCodes.IsEmpty || filterCodes[row] != Filters.FilterNode.True)
+            if (!exact && (filterCodes.IsEmpty || filterCodes[row] != Filters.FilterNode.True))
             {
                 stats.FilterRechecked++;
                 if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
