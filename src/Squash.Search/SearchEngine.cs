@@ -89,17 +89,17 @@ public sealed class SearchEngine
         int p = order.Length;
         int target = NewTopK(options).Capacity;
         var stats = new QueryStats { Passes = 1 };
-        var est = new double[p];
-        var canMatch = new bool[p];
 
         if (options.Filter is not { MatchesAll: false } filter)
         {
-            var sizes = Index.Routing.PartitionSizes;
-            for (int i = 0; i < p; i++) { est[i] = sizes[i]; canMatch[i] = true; }
-            int selected = SelectCount(order, dist, sizes, options);
+            // No per-partition estimates: a later pass (rare without a filter) takes partition sizes.
+            int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
             stats.PartitionsPlanned = selected;
-            return new QueryPlan(order[..selected], dist, "partitions", target, stats, order, est, canMatch, selected, options.CentroidFactor, options.FilterMargin);
+            return new QueryPlan(order[..selected], dist, "partitions", target, stats, order, null, null, selected, options.CentroidFactor, options.FilterMargin);
         }
+
+        var est = new double[p];
+        var canMatch = new bool[p];
 
         double total = 0;
         var upper = new long[p];
@@ -198,9 +198,9 @@ public sealed class SearchEngine
         {
             int q = order[i];
             if (dist[q] > limit) break;
-            if (!plan.CanMatch[q]) continue;
+            if (plan.CanMatch is { } canMatch && !canMatch[q]) continue;
             pass.Add(q);
-            issued += plan.Estimates[q];
+            issued += plan.Estimates is { } est ? est[q] : Index.Routing.PartitionSizes[q];
             if (issued >= need && double.IsPositiveInfinity(limit)) limit = dist[q] * plan.CentroidFactor;
         }
         plan.Cursor = i;
