@@ -51,7 +51,7 @@ public sealed class SearchEngine
     /// One query in this process, run exactly as an invocation tree runs it: <see cref="Plan"/>, then each pass
     /// through <see cref="ScanPartitions(QueryContext, ReadOnlySpan{int}, float[], SearchOptions, TopK, QueryStats)"/>,
     /// then <see cref="NextPass"/> with the answer's size until it hands out nothing. Splitting a pass over many
-    /// nodes with their own top-k and merging gives the same answer (SearchEngine tests prove it).
+    /// nodes with their own top-k and merging gives the same answer (PassPlanTests prove it).
     /// </summary>
     public SearchResult Search(ReadOnlySpan<float> query, SearchOptions options)
     {
@@ -74,7 +74,7 @@ public sealed class SearchEngine
     /// <item>Unfiltered: the partitions within CF × the nearest centroid distance, extended until they hold K vectors.</item>
     /// <item>Filtered, "partitions": in centroid-distance order until both the CF threshold is passed and the estimated
     /// matches reach FilterMargin·K; the threshold is anchored on the nearest partition that holds a fair share of
-    /// matches (<see cref="AnchorDensity"/>).</item>
+    /// matches (<see cref="AnchorDensity"/>), and never nearer than where the estimated matches reach K.</item>
     /// <item>Filtered, "direct": every partition that can match, scanned by exact distance on its matching vectors;
     /// chosen by the cost rule (or forced by <see cref="SearchOptions.FilterStrategy"/>). One pass, exact.</item>
     /// <item>"none": no partition can match; nothing to scan.</item>
@@ -87,7 +87,7 @@ public sealed class SearchEngine
         var (order, dist) = RankPartitions(query);
         var manifest = Index.Manifest;
         int p = order.Length;
-        int target = NewTopK(options).Capacity;
+        int target = Math.Min(options.K, (int)Math.Max(1, manifest.Count)); // NewTopK's capacity
         var stats = new QueryStats { Passes = 1 };
 
         if (options.Filter is not { MatchesAll: false } filter)
