@@ -59,7 +59,6 @@ public sealed class PartitionScanner
         stats.VectorsConsidered += n;
         if (n == 0) return;
         EnsureCapacity(m, md, n, codes.SignWords);
-        if (_table.Length < codes.Boundaries.Length) _table = new float[codes.Boundaries.Length];
 
         var filter = options.Filter is { MatchesAll: false } f ? f : null;
         int candidates = n;
@@ -96,11 +95,12 @@ public sealed class PartitionScanner
                     for (int c = 0; c < candidates; c++) collect.Add(_candidates[c]);
                     return;
                 }
-                ScanCandidatesExactly(query, codes, vectors!, attributes, filter, indexed ? default : filterCodes, candidates, top, stats);
+                ScanCandidatesExactly(query, codes, vectors!, attributes, filter, indexed ? default : filterCodes, indexed && filter.IndexedExactly, candidates, top, stats);
                 return;
             }
         }
 
+        if (_table.Length < codes.Boundaries.Length) _table = new float[codes.Boundaries.Length];
         var z = _z.AsSpan(0, md);
         float eq = ProjectQuery(query, codes, _u.AsSpan(0, m), z);
 
@@ -200,11 +200,15 @@ public sealed class PartitionScanner
         if (filter.TryCandidates(attributes, ref _candidates, out int candidates))
         {
             stats.FilterRejected += n - candidates;
+            bool exact = filter.IndexedExactly;
             for (int c = 0; c < candidates; c++)
             {
                 int row = _candidates[c];
-                stats.FilterRechecked++;
-                if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+                if (!exact)
+                {
+                    stats.FilterRechecked++;
+                    if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
+                }
                 float threshold = top.Threshold;
                 float dist = SquaredL2Bounded.Distance(q, vectors.Row(row), threshold);
                 stats.Reranked++;
@@ -232,9 +236,12 @@ public sealed class PartitionScanner
         }
     }
 
-    /// <summary>Exact distances on the candidates; empty <paramref name="filterCodes"/>: recheck every one.</summary>
+    /// <summary>
+    /// Exact distances on the candidates: those the codes call sure matches and, with <paramref name="exact"/>, all
+    /// (the value index gave exactly the matches) skip the recheck; empty <paramref name="filterCodes"/>: recheck the rest.
+    /// </summary>
     private void ScanCandidatesExactly(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
-        Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, int candidates, TopK top, QueryStats stats)
+        Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, bool exact, int candidates, TopK top, QueryStats stats)
     {
         var q = query.Internal.AsSpan();
         int d = vectors.Dimensions;
@@ -242,7 +249,7 @@ public sealed class PartitionScanner
         for (int c = 0; c < candidates; c++)
         {
             int row = _candidates[c];
-            if (filterCodes.IsEmpty || filterCodes[row] != Filters.FilterNode.True)
+            if (!exact && (filterCodes.IsEmpty || filterCodes[row] != Filters.FilterNode.True))
             {
                 stats.FilterRechecked++;
                 if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }

@@ -11,7 +11,7 @@ namespace Squash.Search;
 public sealed class QueryPlan
 {
     internal QueryPlan(int[] partitions, float[] centroidDistances, string strategy, int target, QueryStats stats,
-        int[] order, double[] estimates, bool[] canMatch, int cursor, double centroidFactor, double margin)
+        int[] order, double[]? estimates, bool[]? canMatch, int cursor, double centroidFactor, double margin)
     {
         Partitions = partitions;
         CentroidDistances = centroidDistances;
@@ -41,10 +41,10 @@ public sealed class QueryPlan
 
     /// <summary>Every partition, nearest centroid first.</summary>
     internal int[] Order { get; }
-    /// <summary>Estimated matches per partition (its size without a filter).</summary>
-    internal double[] Estimates { get; }
-    /// <summary>False where the code-level filter can pass nothing: such partitions are never planned.</summary>
-    internal bool[] CanMatch { get; }
+    /// <summary>Estimated matches per partition; null without a filter (partition sizes then).</summary>
+    internal double[]? Estimates { get; }
+    /// <summary>False where the code-level filter can pass nothing: such partitions are never planned; null without a filter.</summary>
+    internal bool[]? CanMatch { get; }
     /// <summary>Position in <see cref="Order"/> up to which partitions were handed out.</summary>
     internal int Cursor { get; set; }
     internal double CentroidFactor { get; }

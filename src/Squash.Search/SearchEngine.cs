@@ -51,7 +51,7 @@ public sealed class SearchEngine
     /// One query in this process, run exactly as an invocation tree runs it: <see cref="Plan"/>, then each pass
     /// through <see cref="ScanPartitions(QueryContext, ReadOnlySpan{int}, float[], SearchOptions, TopK, QueryStats)"/>,
     /// then <see cref="NextPass"/> with the answer's size until it hands out nothing. Splitting a pass over many
-    /// nodes with their own top-k and merging gives the same answer (SearchEngine tests prove it).
+    /// nodes with their own top-k and merging gives the same answer (PassPlanTests prove it).
     /// </summary>
     public SearchResult Search(ReadOnlySpan<float> query, SearchOptions options)
     {
@@ -74,7 +74,7 @@ public sealed class SearchEngine
     /// <item>Unfiltered: the partitions within CF × the nearest centroid distance, extended until they hold K vectors.</item>
     /// <item>Filtered, "partitions": in centroid-distance order until both the CF threshold is passed and the estimated
     /// matches reach FilterMargin·K; the threshold is anchored on the nearest partition that holds a fair share of
-    /// matches (<see cref="AnchorDensity"/>).</item>
+    /// matches (<see cref="AnchorDensity"/>), and never nearer than where the estimated matches reach K.</item>
     /// <item>Filtered, "direct": every partition that can match, scanned by exact distance on its matching vectors;
     /// chosen by the cost rule (or forced by <see cref="SearchOptions.FilterStrategy"/>). One pass, exact.</item>
     /// <item>"none": no partition can match; nothing to scan.</item>
@@ -87,19 +87,19 @@ public sealed class SearchEngine
         var (order, dist) = RankPartitions(query);
         var manifest = Index.Manifest;
         int p = order.Length;
-        int target = NewTopK(options).Capacity;
+        int target = Math.Min(options.K, (int)Math.Max(1, manifest.Count)); // NewTopK's capacity
         var stats = new QueryStats { Passes = 1 };
-        var est = new double[p];
-        var canMatch = new bool[p];
 
         if (options.Filter is not { MatchesAll: false } filter)
         {
-            var sizes = Index.Routing.PartitionSizes;
-            for (int i = 0; i < p; i++) { est[i] = sizes[i]; canMatch[i] = true; }
-            int selected = SelectCount(order, dist, sizes, options);
+            // No per-partition estimates: a later pass (rare without a filter) takes partition sizes.
+            int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
             stats.PartitionsPlanned = selected;
-            return new QueryPlan(order[..selected], dist, "partitions", target, stats, order, est, canMatch, selected, options.CentroidFactor, options.FilterMargin);
+            return new QueryPlan(order[..selected], dist, "partitions", target, stats, order, null, null, selected, options.CentroidFactor, options.FilterMargin);
         }
+
+        var est = new double[p];
+        var canMatch = new bool[p];
 
         double total = 0;
         var upper = new long[p];
@@ -198,9 +198,9 @@ public sealed class SearchEngine
         {
             int q = order[i];
             if (dist[q] > limit) break;
-            if (!plan.CanMatch[q]) continue;
+            if (plan.CanMatch is { } canMatch && !canMatch[q]) continue;
             pass.Add(q);
-            issued += plan.Estimates[q];
+            issued += plan.Estimates is { } est ? est[q] : Index.Routing.PartitionSizes[q];
             if (issued >= need && double.IsPositiveInfinity(limit)) limit = dist[q] * plan.CentroidFactor;
         }
         plan.Cursor = i;

@@ -367,6 +367,9 @@ public sealed class CompiledFilter
     /// </summary>
     public bool Indexable => !MatchesAll && _root.Indexable;
 
+    /// <summary>Whether <see cref="TryCandidates"/> gives exactly the matches (a range, or $eq/$in on a category or tags, or an OR of such): no recheck needed.</summary>
+    public bool IndexedExactly => Indexable && _root.IndexedExactly;
+
     /// <summary>
     /// The rows of one partition that may match, from its value indexes (binary searches, no pass over the rows):
     /// a superset of the matches, ascending, without repeats, in <paramref name="rows"/>[0..count). Every one still

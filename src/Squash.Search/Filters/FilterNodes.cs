@@ -40,6 +40,9 @@ internal abstract class FilterNode
     /// <summary>Whether <see cref="IndexedCount"/>/<see cref="AddIndexed"/> work for this node (a property of the filter, not of the data).</summary>
     public virtual bool Indexable => false;
 
+    /// <summary>Whether the indexed rows are exactly the matches (then they need no recheck).</summary>
+    public virtual bool IndexedExactly => false;
+
     /// <summary>
     /// How many rows (with repeats) the partition's value indexes give this node: a superset of its matches,
     /// found by binary search. Only when <see cref="Indexable"/>.
@@ -125,6 +128,9 @@ internal sealed class AndNode(FilterNode[] children) : FilterNode
     /// <summary>An AND is indexed through its most selective indexable child; the exact recheck applies the others.</summary>
     public override bool Indexable => children.Any(c => c.Indexable);
 
+    /// <summary>Only with one part: the others are left to the recheck.</summary>
+    public override bool IndexedExactly => children.Length == 1 && children[0].IndexedExactly;
+
     public override int IndexedCount(PartitionAttributes pa) => Narrowest(pa).Count;
 
     public override bool AddIndexed(PartitionAttributes pa, ref int[] rows, ref int count, int limit)
@@ -202,6 +208,8 @@ internal sealed class OrNode(FilterNode[] children) : FilterNode
     }
 
     public override bool Indexable => children.All(c => c.Indexable);
+
+    public override bool IndexedExactly => children.All(c => c.IndexedExactly);
 
     public override int IndexedCount(PartitionAttributes pa)
     {
@@ -292,6 +300,8 @@ internal sealed class CategoryLeaf(int attribute, IdSet set, int[] ids, bool neg
     /// <summary>Membership in a handful of values: one binary search per value in the partition's value index.</summary>
     public override bool Indexable => !negate && ids.Length <= MaxIndexedValues;
 
+    public override bool IndexedExactly => Indexable;
+
     public override int IndexedCount(PartitionAttributes pa) => IndexedValues.Count(pa.Columns[attribute].ValueIndex, ids);
 
     public override bool AddIndexed(PartitionAttributes pa, ref int[] rows, ref int count, int limit) => IndexedValues.Add(pa.Columns[attribute].ValueIndex, ids, ref rows, ref count, limit);
@@ -321,6 +331,8 @@ internal sealed class TagsLeaf(int attribute, IdSet set, int[] ids, bool negate)
 {
     /// <summary>Holding any of a handful of tags: the union of their postings (a row may come once per tag it holds).</summary>
     public override bool Indexable => !negate && ids.Length <= MaxIndexedValues;
+
+    public override bool IndexedExactly => Indexable;
 
     public override int IndexedCount(PartitionAttributes pa) => IndexedValues.Count(pa.Columns[attribute].ValueIndex, ids);
 

@@ -235,6 +235,9 @@ internal sealed class RangeLeaf : FilterNode
 
     public override bool Indexable => true;
 
+    /// <summary>The value index holds raw values: the interval's positions are exactly its matches.</summary>
+    public override bool IndexedExactly => true;
+
     public override int IndexedCount(PartitionAttributes pa)
     {
         if (_first < 0) return 0;

@@ -24,6 +24,68 @@ public class AttributeEncodingTests
         return AttributeReader.ReadJsonLines(new StringReader(sb.ToString()), "s.jsonl");
     }
 
+    /// <summary>The value index against brute force: every row with a value once, sorted by value (ties by row), cells where the codes say.</summary>
+    [Fact]
+    public void ValueIndexSortsEveryRowWithAValueAndMarksCellStarts()
+    {
+        var table = Sample(3000, 11);
+        var info = AttributeEncoding.Fit(table);
+        var rows = Enumerable.Range(0, 3000).Where(i => i % 3 != 1).ToArray();
+        var pa = PartitionAttributes.Encode(table, info, rows);
+        for (int a = 0; a < pa.Columns.Length; a++)
+        {
+            var col = pa.Columns[a];
+            var index = col.ValueIndex;
+            // (key, row) pairs the index should hold, computed naively.
+            var expected = new List<(double Key, int Row)>();
+            for (int r = 0; r < pa.Count; r++)
+            {
+                if (!col.IsPresent(r)) continue;
+                switch (col.Type)
+                {
+                    case AttributeType.Number: expected.Add((col.Numbers![r], r)); break;
+                    case AttributeType.Integer: expected.Add((col.Integers![r], r)); break;
+                    case AttributeType.Bool: expected.Add((col.Codes![r], r)); break;
+                    case AttributeType.Category: expected.Add((col.Ids![r], r)); break;
+                    default: foreach (int t in col.Tags(r)) expected.Add((t, r)); break;
+                }
+            }
+            expected.Sort();
+            Assert.Equal(expected.Select(e => e.Row), index.Rows);
+            if (col.Type is AttributeType.Number or AttributeType.Integer)
+            {
+                var values = index.Numbers ?? index.Integers!.Select(v => (double)v).ToArray();
+                Assert.Equal(expected.Select(e => e.Key), values);
+                for (int c = 0; c < 256; c++)
+                    for (int i = index.CellStarts![c]; i < index.CellStarts[c + 1]; i++) Assert.Equal(c, col.Codes![index.Rows[i]]);
+                Assert.Equal(index.Rows.Length, index.CellStarts![256]);
+            }
+            else
+            {
+                Assert.Equal(expected.Select(e => (int)e.Key), index.Keys);
+                foreach (int key in expected.Select(e => (int)e.Key).Distinct().Append(999))
+                {
+                    var (start, end) = index.KeyRange(key);
+                    Assert.Equal(expected.Where(e => e.Key == key).Select(e => e.Row), index.Rows[start..end]);
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void CountInRangeEqualsTheSumOfTheCounts()
+    {
+        var stats = new AttributeStats { Missing = 3, Codes = [0, 2, 3, 7, 200, 254], Counts = [5, 1, 4, 9, 2, 6] };
+        for (int from = -1; from < 257; from += 1)
+            for (int to = from - 1; to < 257; to += 3)
+            {
+                long expected = stats.Codes.Select((c, j) => c >= from && c <= to ? stats.Counts[j] : 0).Sum();
+                Assert.Equal(expected, stats.CountInRange(from, to));
+            }
+        Assert.Equal(9, stats.CountOf(7));
+        Assert.Equal(0, stats.CountOf(8));
+    }
+
     [Fact]
     public void FewDistinctValuesGetOneCellEach()
     {

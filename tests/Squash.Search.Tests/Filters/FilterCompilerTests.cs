@@ -39,6 +39,9 @@ public class FilterCompilerTests
             var set = candidates.ToHashSet();
             for (int r = 0; r < N; r++)
                 if (FilterTestData.Reference(doc.RootElement, Table, r)) Assert.True(set.Contains(r), $"{json}: row {r} matches but the value index misses it");
+            if (filter.IndexedExactly)
+                for (int r = 0; r < N; r++)
+                    Assert.True(set.Contains(r) == FilterTestData.Reference(doc.RootElement, Table, r), $"{json}: the value index claims exactness but row {r} disagrees");
             if (count > 0) Assert.False(filter.TryCandidates(All, ref rows, out _, limit: count - 1), $"{json}: the limit was ignored");
         }
         // The statistics' upper bound is a bound on code-level matches, so a bound on true matches too.
