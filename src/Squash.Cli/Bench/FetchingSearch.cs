@@ -14,7 +14,9 @@ public sealed record FetchedAnswer(SearchResult Result, long BytesRead, int Cach
 /// </summary>
 public static class FetchingSearch
 {
-    public static async Task<FetchedAnswer> SearchAsync(SearchEngine engine, float[] query, SearchOptions options, CancellationToken ct)
+    /// <param name="visitShare">When above 0, visit exactly this share of the partitions (nearest centroids first) instead of the CF plan:
+    /// a fixed amount of work per query, for storage figures such as "bytes read by a query that visits 10 % of the partitions".</param>
+    public static async Task<FetchedAnswer> SearchAsync(SearchEngine engine, float[] query, SearchOptions options, CancellationToken ct, double visitShare = 0)
     {
         var index = engine.Index;
         if (options.Filter is { MatchesAll: false })
@@ -27,6 +29,11 @@ public static class FetchingSearch
         options.Validate();
         var ctx = new QueryContext(index, query);
         var plan = engine.Plan(ctx, options);
+        if (visitShare > 0)
+        {
+            var (order, distances) = engine.RankPartitions(ctx);
+            plan = new QueryPlan(order[..Math.Max(1, (int)Math.Round(visitShare * order.Length))], distances);
+        }
         var fetch = await index.FetchForQueryAsync(ctx, plan.Partitions, options, ct).ConfigureAwait(false);
         var top = engine.NewTopK(options);
         var stats = new QueryStats { Passes = 1, PartitionsPlanned = plan.Partitions.Length };
