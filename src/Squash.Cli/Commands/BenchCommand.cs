@@ -114,7 +114,8 @@ public static class BenchCommand
                 Console.WriteLine($"bench --cold: {routing.Manifest.Count:N0} vectors × {routing.Manifest.Dimensions} dims, {routing.PartitionCount} partitions, " +
                                   $"index {routing.StoredBytes / 1048576.0:F1} MiB in {store.Blobs.Description}; open (manifest + routing) {openMs:F0} ms, {openBytes / 1024.0:F1} KiB; one thread");
                 var coldResults = new List<ColdBench.Result>();
-                foreach (var c in cfs)
+                // --visit fixes the partitions, so CF does not matter: one point per H and R.
+                foreach (var c in settings.VisitShare > 0 ? cfs.Take(1) : cfs)
                     foreach (var hv in hs)
                         foreach (var rv in rs)
                         {
