@@ -14,8 +14,11 @@ public sealed record RangedReadOptions
     public int CoalesceGapBytes { get; init; } = 4 << 10;
     /// <summary>No single request grows past this.</summary>
     public int MaxRequestBytes { get; init; } = 4 << 20;
-    /// <summary>Requests of one call in flight at once.</summary>
-    public int MaxConcurrency { get; init; } = 16;
+    /// <summary>
+    /// Ranged requests in flight at once through one <see cref="IndexStore"/>, however many partitions and
+    /// queries ask: a query that visits 100 partitions would otherwise open thousands of connections at once.
+    /// </summary>
+    public int MaxConcurrency { get; init; } = 32;
 }
 
 /// <summary>Rows of one partition fetched for a query: a sparse <see cref="PartitionVectors"/> and what it cost.</summary>
@@ -26,6 +29,7 @@ public sealed record FetchedRows(PartitionVectors Vectors, long BytesRead, int R
 public sealed partial class IndexStore
 {
     private long _rangedRequests;
+    private SemaphoreSlim? _rangeGate;
 
     /// <summary>Ranged requests this instance issued (tests and statistics).</summary>
     public long RangedRequests => Interlocked.Read(ref _rangedRequests);
@@ -185,7 +189,9 @@ public sealed partial class IndexStore
 
     private async Task<byte[]> ReadRangeCountedAsync(string name, long offset, int length, CancellationToken ct)
     {
+        var gate = LazyInitializer.EnsureInitialized(ref _rangeGate, () => new SemaphoreSlim(Math.Max(1, RangedReads.MaxConcurrency)));
         byte[] bytes;
+        await gate.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             bytes = await Blobs.ReadRangeAsync(name, offset, length, ct).ConfigureAwait(false);
@@ -197,6 +203,10 @@ public sealed partial class IndexStore
         catch (ArgumentOutOfRangeException e)
         {
             throw new CorruptIndexException($"blob '{name}' is shorter than the index says: {e.Message}");
+        }
+        finally
+        {
+            gate.Release();
         }
         Interlocked.Add(ref _bytesRead, bytes.LongLength);
         Interlocked.Increment(ref _rangedRequests);

@@ -18,7 +18,7 @@ namespace Squash.Cli.Bench;
 /// </summary>
 public static class ColdBench
 {
-    public sealed record Settings(int ColdQueries, int Stream, double ZipfExponent, long CacheBytes, int Seed);
+    public sealed record Settings(int ColdQueries, int Stream, double ZipfExponent, long CacheBytes, int Seed, double VisitShare = 0);
 
     public sealed record Result(SearchOptions Options, double ColdP50Ms, double ColdP99Ms, double ColdBytesMean, double ColdBytesP50, double ColdBytesP99,
         double ColdFraction, double ColdRequests, double Partitions, double PartitionShare, double Recall,
@@ -43,7 +43,7 @@ public static class ColdBench
             var engine = new SearchEngine(routing.WithCache(new SegmentCache(new SegmentCacheOptions { CapacityBytes = long.MaxValue / 4 })));
             var query = q.Row(qi).ToArray();
             long t0 = Stopwatch.GetTimestamp();
-            var answer = await FetchingSearch.SearchAsync(engine, query, options, ct);
+            var answer = await FetchingSearch.SearchAsync(engine, query, options, ct, settings.VisitShare);
             coldLatency.Record(Stopwatch.GetTimestamp() - t0);
             bytes.Add(answer.BytesRead);
             requests += answer.Requests;
@@ -67,7 +67,7 @@ public static class ColdBench
             if (i == half) entriesAtHalf = cache.Stats;
             var query = q.Row(zipf.Next()).ToArray();
             long t0 = Stopwatch.GetTimestamp();
-            var answer = await FetchingSearch.SearchAsync(warmEngine, query, options, ct);
+            var answer = await FetchingSearch.SearchAsync(warmEngine, query, options, ct, settings.VisitShare);
             long dt = Stopwatch.GetTimestamp() - t0;
             hits += answer.CacheHits;
             misses += answer.CacheMisses;
@@ -116,7 +116,7 @@ public static class ColdBench
     public static void Print(Result r, Settings s, LoadedIndex index, TextWriter output)
     {
         var inv = CultureInfo.InvariantCulture;
-        output.WriteLine(string.Create(inv, $"CF {r.Options.CentroidFactor}, H {r.Options.HammingKeepPercent}, R {r.Options.RerankFactor}: " +
+        output.WriteLine(string.Create(inv, $"{(s.VisitShare > 0 ? $"nearest {s.VisitShare:P0} of the partitions (not CF)" : $"CF {r.Options.CentroidFactor}")}, H {r.Options.HammingKeepPercent}, R {r.Options.RerankFactor}: " +
             $"{r.Partitions:F1} of {index.PartitionCount} partitions per query ({r.PartitionShare:P1}), recall@{r.Options.K} {r.Recall:F4}"));
         output.WriteLine(string.Create(inv, $"  cold ({s.ColdQueries} queries, fresh cache each): p50 {r.ColdP50Ms:F2} ms, p99 {r.ColdP99Ms:F2} ms; " +
             $"read {r.ColdBytesMean / 1024:F1} KiB/query (p50 {r.ColdBytesP50 / 1024:F1}, p99 {r.ColdBytesP99 / 1024:F1}) = {r.ColdFraction:P2} of the index " +

@@ -7,31 +7,51 @@ namespace Squash.Cli.Bench;
 public sealed record FetchedAnswer(SearchResult Result, long BytesRead, int CacheHits, int CacheMisses, int Requests, int Partitions, long WholeSegmentBytes = 0);
 
 /// <summary>
-/// The in-process cold path: plan the partitions, fetch only what the query needs (codes, then the re-ranked
-/// rows by ranged reads, through the index's cache), then scan. Filtered queries are planned inside the
-/// engine, which reads whole segments on demand; their bytes come from the store's counter, so they are exact
-/// only when queries run one at a time.
+/// The in-process cold path, run as a tree node runs it: plan, then per pass fetch only what the query needs
+/// (codes and, for filters, attributes; then the re-ranked or matching rows by ranged reads, through the
+/// index's cache) and scan; a filtered query short of k takes the engine's next pass.
 /// </summary>
 public static class FetchingSearch
 {
-    public static async Task<FetchedAnswer> SearchAsync(SearchEngine engine, float[] query, SearchOptions options, CancellationToken ct)
+    /// <param name="visitShare">When above 0, visit exactly this share of the partitions (nearest centroids first) instead of the CF plan:
+    /// a fixed amount of work per query, for storage figures such as "bytes read by a query that visits 10 % of the partitions".</param>
+    public static async Task<FetchedAnswer> SearchAsync(SearchEngine engine, float[] query, SearchOptions options, CancellationToken ct, double visitShare = 0)
     {
         var index = engine.Index;
-        if (options.Filter is { MatchesAll: false })
-        {
-            long before = index.Store.BytesRead;
-            var filtered = engine.Search(query, options);
-            long read = index.Store.BytesRead - before;
-            return new FetchedAnswer(filtered, read, 0, 0, 0, filtered.Stats.PartitionsScanned);
-        }
         options.Validate();
         var ctx = new QueryContext(index, query);
-        var plan = engine.Plan(ctx, options);
-        var fetch = await index.FetchForQueryAsync(ctx, plan.Partitions, options, ct).ConfigureAwait(false);
+        QueryPlan? plan = null;
+        int[] pass;
+        float[] distances;
+        SearchOptions nodeOptions;
+        QueryStats stats;
+        if (visitShare > 0)
+        {
+            (var order, distances) = engine.RankPartitions(ctx);
+            pass = order[..Math.Max(1, (int)Math.Round(visitShare * order.Length))];
+            nodeOptions = options.Filter is { MatchesAll: false } ? options with { FilterStrategy = FilterStrategy.Partitions } : options;
+            stats = new QueryStats { Passes = 1, PartitionsPlanned = pass.Length };
+        }
+        else
+        {
+            plan = engine.Plan(ctx, options);
+            (pass, distances, nodeOptions, stats) = (plan.Partitions, plan.CentroidDistances, plan.NodeOptions(options), plan.Stats);
+        }
         var top = engine.NewTopK(options);
-        var stats = new QueryStats { Passes = 1, PartitionsPlanned = plan.Partitions.Length };
-        engine.ScanPartitions(ctx, plan.Partitions, plan.CentroidDistances, options, top, stats, p => (fetch[p].Codes, fetch[p].Vectors));
-        return new FetchedAnswer(engine.Finish(top.ToSortedArray(), ctx, stats), fetch.BytesRead, fetch.CacheHits, fetch.CacheMisses, fetch.Requests, plan.Partitions.Length,
-            plan.Partitions.Sum(p => index.Manifest.Partitions[p].Codes.Bytes + index.Manifest.Partitions[p].Vectors.Bytes));
+        long bytes = 0, whole = 0;
+        int hits = 0, misses = 0, requests = 0, partitions = 0;
+        while (pass.Length > 0)
+        {
+            var fetch = await index.FetchForQueryAsync(ctx, pass, nodeOptions, ct).ConfigureAwait(false);
+            engine.ScanPartitions(ctx, pass, distances, nodeOptions, top, stats, fetch.PartitionOf);
+            bytes += fetch.BytesRead;
+            hits += fetch.CacheHits;
+            misses += fetch.CacheMisses;
+            requests += fetch.Requests;
+            partitions += pass.Length;
+            whole += pass.Sum(p => index.Manifest.Partitions[p].Codes.Bytes + index.Manifest.Partitions[p].Vectors.Bytes);
+            pass = plan is null ? [] : engine.NextPass(plan, top.Count);
+        }
+        return new FetchedAnswer(engine.Finish(top.ToSortedArray(), ctx, stats), bytes, hits, misses, requests, partitions, whole);
     }
 }

@@ -50,11 +50,12 @@ public static class BenchCommand
         var zipf = new Option<double>("--zipf") { Description = "With --cold: Zipf exponent of the warm stream over the query set.", DefaultValueFactory = _ => 1.0 };
         var cacheMb = new Option<int>("--cache-mb") { Description = "With --cold: segment cache size for the warm stream, MiB.", DefaultValueFactory = _ => 256 };
         var wholeAfter = new Option<int>("--whole-after") { Description = "With --cold: queries that fetch a partition's rows before the next reads its raw vectors whole into the cache (0: rows only).", DefaultValueFactory = _ => 1 };
+        var visit = new Option<double>("--visit") { Description = "With --cold: visit exactly this percentage of the partitions (nearest first) instead of the CF plan, e.g. 10.", DefaultValueFactory = _ => 0 };
         var outDir = new Option<string>("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
             index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold, filtersOption,
-            coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter,
+            coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter, visit,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
@@ -107,7 +108,8 @@ public static class BenchCommand
             {
                 CliErrors.Require(pr.GetValue<string?>(IndexLocation.StoreFlag) is not null, "--cold needs --store (dir:PATH or azure:…): it measures reads from a blob store");
                 CliErrors.Require(pr.GetValue(filtersOption) is null, "--cold does not take --filters yet: filtered queries are planned inside the engine, which reads whole segments");
-                var settings = new ColdBench.Settings(pr.GetValue(coldQueries), pr.GetValue(stream), pr.GetValue(zipf), (long)pr.GetValue(cacheMb) << 20, 42);
+                var settings = new ColdBench.Settings(pr.GetValue(coldQueries), pr.GetValue(stream), pr.GetValue(zipf), (long)pr.GetValue(cacheMb) << 20, 42, pr.GetValue(visit) / 100);
+                CliErrors.Require(settings.VisitShare is >= 0 and <= 1, $"--visit must be a percentage in 0..100, got {pr.GetValue(visit)}");
                 CliErrors.Require(settings.ColdQueries >= 1, $"--cold-queries must be ≥ 1, got {settings.ColdQueries}");
                 CliErrors.Require(settings.Stream >= 2, $"--stream must be ≥ 2, got {settings.Stream}");
                 CliErrors.Require(settings.ZipfExponent >= 0 && double.IsFinite(settings.ZipfExponent), $"--zipf must be a finite number ≥ 0, got {settings.ZipfExponent}");
@@ -126,7 +128,8 @@ public static class BenchCommand
                 Console.WriteLine($"bench --cold: {routing.Manifest.Count:N0} vectors × {routing.Manifest.Dimensions} dims, {routing.PartitionCount} partitions, " +
                                   $"index {routing.StoredBytes / 1048576.0:F1} MiB in {store.Blobs.Description}; open (manifest + routing) {openMs:F0} ms, {openBytes / 1024.0:F1} KiB; one thread");
                 var coldResults = new List<ColdBench.Result>();
-                foreach (var c in cfs)
+                // --visit fixes the partitions, so CF does not matter: one point per H and R.
+                foreach (var c in settings.VisitShare > 0 ? cfs.Take(1) : cfs)
                     foreach (var hv in hs)
                         foreach (var rv in rs)
                         {
