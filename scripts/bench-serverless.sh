@@ -26,7 +26,7 @@ bash scripts/publish.sh "$work/functionapp" >/dev/null
 export AZURITE_BLOB_PORT=${AZURITE_BLOB_PORT:-24000} AZURITE_QUEUE_PORT=${AZURITE_QUEUE_PORT:-24001}
 ensure_azurite && start_azurite
 serve_pid=""
-trap '[ -n "$serve_pid" ] && kill $serve_pid 2>/dev/null; wait 2>/dev/null; stop_azurite' EXIT
+trap '[ -n "$serve_pid" ] && kill $serve_pid 2>/dev/null; stop_azurite' EXIT
 store="azure:$SQUASH_TEST_AZURITE"
 
 run() { # name, data dir

@@ -14,8 +14,8 @@ public sealed record LocalHostOptions
     public int ProcessorPools { get; init; } = 2;
     /// <summary>Instance cap per pool.</summary>
     public int MaxInstancesPerPool { get; init; } = 4;
-    /// <summary>Concurrent invocations one instance takes before another is started.</summary>
-    public int InstanceConcurrency { get; init; } = 4;
+    /// <summary>Concurrent invocations one instance takes before another is started (16: the HTTP concurrency Flex Consumption gives a 2,048 MB instance).</summary>
+    public int InstanceConcurrency { get; init; } = 16;
     /// <summary>An instance idle this long is recycled (the next call to its pool is a cold start).</summary>
     public TimeSpan KeepAlive { get; init; } = TimeSpan.FromMinutes(2);
     /// <summary>Memory billed per instance (Flex Consumption sizes: 512, 2048 or 4096 MB).</summary>
