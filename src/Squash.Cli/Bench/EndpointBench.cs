@@ -21,12 +21,16 @@ public static class EndpointBench
         public override string ToString() => $"b={Branching},L={Depth} ({Nodes} nodes)";
     }
 
+    /// <summary>Search options sent with every query (null: the function app's defaults).</summary>
+    public sealed record Options(double? CentroidFactor, double? HammingKeepPercent, int? RerankFactor);
+
     public sealed record Row(Shape Shape, double Recall, double WarmP50, double WarmP99, double Qps, double Invocations, double BytesRead,
         double HitRatio, double CostPerMillion, double MeteredCostPerMillion, double Passes = 1, double DirectShare = 0, int ShortAnswers = 0);
 
     public static async Task<int> RunAsync(Uri endpoint, string index, VectorSet q, int[][] gt, int k, int concurrency, int coldSamples,
-        IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct, JsonElement[]? filters = null)
+        IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct, JsonElement[]? filters = null, Options? options = null)
     {
+        var searchOptions = options ?? new Options(null, null, null);
         using var http = new HttpClient { BaseAddress = endpoint, Timeout = TimeSpan.FromMinutes(2) };
         var info = await http.GetAsync($"api/indexes/{index}", ct);
         if (info.StatusCode == HttpStatusCode.NotFound) throw new Commands.UsageException($"--index: the endpoint has no index named '{index}'");
@@ -38,7 +42,7 @@ public static class EndpointBench
         {
             var recycle = await http.PostAsync("admin/recycle", null, ct);
             if (!recycle.IsSuccessStatusCode) { Console.Error.WriteLine("cold starts: the endpoint cannot recycle instances (not the local host); skipped"); break; }
-            var (ms, _) = await QueryAsync(http, index, q.Row(i % q.Count).ToArray(), k, shapes[0], ct, filters?[i % q.Count]);
+            var (ms, _) = await QueryAsync(http, searchOptions, index, q.Row(i % q.Count).ToArray(), k, shapes[0], ct, filters?[i % q.Count]);
             cold.Add(ms);
         }
 
@@ -46,7 +50,7 @@ public static class EndpointBench
         foreach (var shape in shapes)
         {
             // Warm-up pass over the queries, then a timed pass at concurrency 1.
-            for (int i = 0; i < Math.Min(q.Count, 50); i++) await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
+            for (int i = 0; i < Math.Min(q.Count, 50); i++) await QueryAsync(http, searchOptions, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
             var meterBefore = await MeteredCostAsync(http, ct);
             var latencies = new LatencyRecorder();
             long hits = 0, total = 0;
@@ -55,7 +59,7 @@ public static class EndpointBench
             for (int i = 0; i < q.Count; i++)
             {
                 long t0 = Stopwatch.GetTimestamp();
-                var (_, answer) = await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
+                var (_, answer) = await QueryAsync(http, searchOptions, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
                 latencies.Record(Stopwatch.GetTimestamp() - t0);
                 // Filtered ground truth pads with −1 when fewer than k vectors match.
                 var truth = gt[i].Take(k).Where(id => id >= 0).ToHashSet();
@@ -81,7 +85,7 @@ public static class EndpointBench
             await Task.WhenAll(Enumerable.Range(0, concurrency).Select(async _ =>
             {
                 int i;
-                while ((i = Interlocked.Increment(ref next)) < q.Count) await QueryAsync(http, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
+                while ((i = Interlocked.Increment(ref next)) < q.Count) await QueryAsync(http, searchOptions, index, q.Row(i).ToArray(), k, shape, ct, filters?[i]);
             }));
             double qps = q.Count / clock.Elapsed.TotalSeconds;
             double n = q.Count;
@@ -121,11 +125,15 @@ public static class EndpointBench
         return 0;
     }
 
-    private static async Task<(double Ms, JsonElement Answer)> QueryAsync(HttpClient http, string index, float[] v, int k, Shape shape, CancellationToken ct,
+    private static async Task<(double Ms, JsonElement Answer)> QueryAsync(HttpClient http, Options o, string index, float[] v, int k, Shape shape, CancellationToken ct,
         JsonElement? filter = null)
     {
         var clock = Stopwatch.StartNew();
-        var response = await http.PostAsJsonAsync($"api/indexes/{index}/query", new { vector = v, k, filter, options = new { branching = shape.Branching, depth = shape.Depth } }, ct);
+        var response = await http.PostAsJsonAsync($"api/indexes/{index}/query", new
+        {
+            vector = v, k, filter,
+            options = new { branching = shape.Branching, depth = shape.Depth, centroidFactor = o.CentroidFactor, hammingKeepPercent = o.HammingKeepPercent, rerankFactor = o.RerankFactor },
+        }, ct);
         var body = await response.Content.ReadAsStringAsync(ct);
         if (!response.IsSuccessStatusCode) throw new IOException($"the endpoint answered {(int)response.StatusCode}: {body}");
         return (clock.Elapsed.TotalMilliseconds, JsonDocument.Parse(body).RootElement);

@@ -101,7 +101,12 @@ public static class BenchCommand
                         catch (JsonException e) { throw new UsageException($"--filters line {i + 1}: not valid JSON: {e.Message}"); }
                     }
                 }
-                return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct, endpointFilters);
+                // Search options go with every request when given (the first value of each list); else the app's defaults.
+                var searchOptions = new EndpointBench.Options(
+                    pr.GetResult(cf) is { Implicit: false } ? cfs[0] : null,
+                    pr.GetResult(h) is { Implicit: false } ? hs[0] : null,
+                    pr.GetResult(r) is { Implicit: false } ? rs[0] : null);
+                return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct, endpointFilters, searchOptions);
             }
             var store = IndexLocation.Open(pr, pr.GetValue(index));
             if (pr.GetValue(coldMode))
