@@ -32,9 +32,9 @@ public static class BenchCommand
         var queries = new Option<string>("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
         var truth = new Option<string>("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
         var flags = new SearchFlags();
-        var cf = new Option<string>("--cf") { Description = "Centroid factors to sweep (comma-separated).", DefaultValueFactory = _ => "1.1,1.2,1.3,1.4,1.6" };
-        var h = new Option<string>("--h") { Description = "Hamming keep percentages to sweep.", DefaultValueFactory = _ => "50,100" };
-        var r = new Option<string>("--r") { Description = "Re-rank factors to sweep.", DefaultValueFactory = _ => "2,4" };
+        var cf = new Option<string>("--cf") { Description = "Centroid factors to sweep (comma-separated); with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "1.1,1.2,1.3,1.4,1.6" };
+        var h = new Option<string>("--h") { Description = "Hamming keep percentages to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "50,100" };
+        var r = new Option<string>("--r") { Description = "Re-rank factors to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "2,4" };
         var hb = new Option<string>("--hamming-bits") { Description = "Sign bits compared by the Hamming prune (leading coded dimensions), to sweep.", DefaultValueFactory = _ => "64" };
         var runs = new Option<int>("--runs") { Description = "Timed runs per point; the median QPS is reported.", DefaultValueFactory = _ => 3 };
         var limit = new Option<int>("--limit") { Description = "Use the first N queries (0: all).", DefaultValueFactory = _ => 0 };
