@@ -43,7 +43,7 @@ builder.Services.AddSingleton<QueryCoordinator>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
 // As early as possible: a cold coordinator wakes the processor pools now, so their start-up overlaps its own.
 if (tree.WakePoolsOnStart)
-    ScanInvoker.WakePools(tree, LoggerFactory.Create(l => l.AddConsole()).CreateLogger("Squash.Functions.Startup"));
+    ScanInvoker.WakePools(tree, message => Console.Error.WriteLine(message));
 builder.Services.AddHttpClient(ScanInvoker.ClientName)
     .AddStandardHedgingHandler().Configure(o =>
     {
@@ -76,7 +76,7 @@ if (int.TryParse(Environment.GetEnvironmentVariable("SQUASH_PARENT_PID"), out in
 }
 // Cold starts: open the configured indexes (pointer, manifest, routing) in the background while the
 // server starts, so the first query finds them open or half-way there instead of starting from nothing.
-foreach (var name in (app.Configuration["Squash:Preload"] ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+foreach (var name in tree.Preload.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
 {
     var catalog = app.Services.GetRequiredService<IndexCatalog>();
     _ = Task.Run(async () =>
@@ -132,12 +132,11 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
     for (int q = 0; q < vectors.Length; q++)
     {
         var one = run.Queries[q];
-        var inputNorm = new QueryContext(loaded, vectors[q]).InputSquaredNorm;
         answers.Add(new QueryAnswer
         {
             Results = one.Results.Select(n => new Hit(
                 n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id,
-                loaded.Space.ToReported(n.D, inputNorm)) { Attributes = n.Attributes }).ToArray(),
+                loaded.Space.ToReported(n.D, one.InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
             Complete = one.MissingPartitions.Length == 0,
             MissingPartitions = one.MissingPartitions,
             Stats = QueryStatsDto.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),

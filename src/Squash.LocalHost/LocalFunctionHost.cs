@@ -1,3 +1,4 @@
+using Squash.Functions;
 using System.Net;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
@@ -139,7 +140,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
                 PriceTable.Cost(busy, _options.InstanceMemoryMb, executions));
         }).ToList();
         return new HostSnapshot(pools, pools.Sum(p => p.CostUsd), pools.Sum(p => p.Executions),
-            $"Flex Consumption on demand: ${PriceTable.PerGbSecond}/GB-s × {_options.InstanceMemoryMb} MB per busy instance + ${PriceTable.PerMillionExecutions}/million executions");
+            PriceTable.Describe(_options.InstanceMemoryMb));
     }
 
     public async ValueTask DisposeAsync()

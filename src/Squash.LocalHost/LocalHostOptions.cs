@@ -25,16 +25,3 @@ public sealed record LocalHostOptions
     /// <summary>The function app to run (dll, executable or published folder); default: Squash.Functions.dll beside this assembly.</summary>
     public string? AppPath { get; init; }
 }
-
-/// <summary>
-/// Azure Functions Flex Consumption list prices (on demand, East US, 2025; see ../shared/platform-notes.md §8).
-/// Billing is per instance: provisioned memory × seconds the instance is executing anything, plus executions.
-/// </summary>
-public static class PriceTable
-{
-    public const double PerGbSecond = 0.000026;
-    public const double PerMillionExecutions = 0.40;
-
-    public static double Cost(double busySeconds, int memoryMb, long executions) =>
-        busySeconds * memoryMb / 1024.0 * PerGbSecond + executions * PerMillionExecutions / 1e6;
-}

@@ -64,7 +64,7 @@ public sealed class LoadedIndex
     /// <summary>
     /// Opens one version whose partitions live in a memory-bounded <see cref="SegmentCache"/> shared by
     /// every index of the process (a warm instance's data retention): partitions are fetched with
-    /// <see cref="GetPartitionAsync"/> and may be evicted between queries.
+    /// <see cref="FetchForQueryAsync"/> and may be evicted between queries.
     /// </summary>
     public static async Task<LoadedIndex> OpenCachedAsync(IndexStore store, string version, SegmentCache cache, CancellationToken ct = default)
     {
@@ -190,32 +190,6 @@ public sealed class LoadedIndex
             if (codes[i] == 2 || (codes[i] == 1 && filter.Matches(attributes, i))) rows.Add(i);
     }
 
-    /// <summary>One partition's segments for a scan, through the cache when there is one. Miss tells whether this call read the store.</summary>
-    public async Task<(PartitionCodes Codes, PartitionVectors Vectors, bool Miss, long BytesRead)> GetPartitionAsync(int p, CancellationToken ct = default)
-    {
-        if (_cache is null)
-        {
-            bool miss = !IsLoaded(p);
-            long bytes = await EnsureLoadedAsync([p], ct).ConfigureAwait(false);
-            return (Codes(p), Vectors(p), miss, bytes);
-        }
-        var entry = Manifest.Partitions[p];
-        long read = 0;
-        var codes = await _cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Codes), async t =>
-        {
-            var c = await _store.ReadCodesAsync(Manifest, entry, t).ConfigureAwait(false);
-            Interlocked.Add(ref read, c.StoredBytes);
-            return c;
-        }, _ => entry.Codes.Bytes, ct).ConfigureAwait(false);
-        var vectors = await _cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Vectors), async t =>
-        {
-            var v = await _store.ReadVectorsAsync(Manifest, entry, t).ConfigureAwait(false);
-            Interlocked.Add(ref read, v.StoredBytes);
-            return v;
-        }, _ => entry.Vectors.Bytes, ct).ConfigureAwait(false);
-        return (codes, vectors, read > 0, read);
-    }
-
     private static async Task<LoadedIndex> Open(IndexStore store, IndexManifest manifest, bool loadAll, CancellationToken ct)
     {
         var routing = await store.ReadRoutingAsync(manifest, ct).ConfigureAwait(false);
@@ -231,43 +205,6 @@ public sealed class LoadedIndex
             }).ConfigureAwait(false);
         }
         return index;
-    }
-
-    /// <summary>
-    /// Loads the partitions that are not in memory yet, in parallel, one load per partition however many
-    /// callers ask; returns the bytes this call read from the store (0 when everything was warm).
-    /// </summary>
-    public async Task<long> EnsureLoadedAsync(IEnumerable<int> partitions, CancellationToken ct = default)
-    {
-        var pending = new List<Task<long>>();
-        foreach (int p in partitions.Distinct())
-        {
-            if (_codes[p] is not null && _vectors[p] is not null) continue;
-            pending.Add(_loads.GetOrAdd(p, key => new Lazy<Task<long>>(() => LoadAsync(key))).Value);
-        }
-        long bytes = 0;
-        foreach (var t in pending) bytes += await t.WaitAsync(ct).ConfigureAwait(false);
-        return bytes;
-    }
-
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<int, Lazy<Task<long>>> _loads = new();
-
-    private async Task<long> LoadAsync(int p)
-    {
-        try
-        {
-            var entry = Manifest.Partitions[p];
-            var codes = _store.ReadCodesAsync(Manifest, entry);
-            var vectors = _store.ReadVectorsAsync(Manifest, entry);
-            _codes[p] = await codes.ConfigureAwait(false);
-            _vectors[p] = await vectors.ConfigureAwait(false);
-            return _codes[p]!.StoredBytes + _vectors[p]!.StoredBytes;
-        }
-        catch
-        {
-            _loads.TryRemove(p, out _); // let a later query retry a failed load
-            throw;
-        }
     }
 
     public bool IsLoaded(int p) => _codes[p] is not null && _vectors[p] is not null;
@@ -300,9 +237,7 @@ public sealed class LoadedIndex
     {
         if (Manifest.Attributes is null) return null;
         if (_attributes[p] is { } loaded) return loaded;
-        var entry = Manifest.Partitions[p];
-        return await FetchCache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Attributes),
-            t => _store.ReadAttributesAsync(Manifest, entry, t), _ => entry.Attributes!.Bytes, ct).ConfigureAwait(false);
+        return await _store.ReadAttributesAsync(Manifest, Manifest.Partitions[p], FetchCache, ct).ConfigureAwait(false);
     }
 
     /// <summary>Bytes of OSQ codes (sign bits included) per vector, averaged over the index.</summary>

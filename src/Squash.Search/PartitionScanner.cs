@@ -195,45 +195,20 @@ public sealed class PartitionScanner
         int n = attributes.Count;
         stats.PartitionsScanned++;
         stats.VectorsConsidered += n;
-        var q = query.Internal.AsSpan();
-        int d = vectors.Dimensions;
         if (filter.TryCandidates(attributes, ref _candidates, out int candidates))
         {
             stats.FilterRejected += n - candidates;
-            bool exact = filter.IndexedExactly;
-            for (int c = 0; c < candidates; c++)
-            {
-                int row = _candidates[c];
-                if (!exact)
-                {
-                    stats.FilterRechecked++;
-                    if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
-                }
-                float threshold = top.Threshold;
-                float dist = SquaredL2Bounded.Distance(q, vectors.Row(row), threshold);
-                stats.Reranked++;
-                stats.BytesTouched += d * sizeof(float);
-                if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
-            }
+            ExactDistances(query, codes, vectors, attributes, filter, default, filter.IndexedExactly, candidates, top, stats);
             return;
         }
         if (_filterCodes.Length < n) _filterCodes = new byte[n];
+        if (_candidates.Length < n) _candidates = new int[n];
         var filterCodes = _filterCodes.AsSpan(0, n);
         filter.EvaluateCodes(attributes, filterCodes);
-        for (int row = 0; row < n; row++)
-        {
-            if (filterCodes[row] == 0) { stats.FilterRejected++; continue; }
-            if (filterCodes[row] == 1)
-            {
-                stats.FilterRechecked++;
-                if (!filter.Matches(attributes, row)) { stats.FilterRecheckRejected++; continue; }
-            }
-            float threshold = top.Threshold;
-            float dist = SquaredL2Bounded.Distance(q, vectors.Row(row), threshold);
-            stats.Reranked++;
-            stats.BytesTouched += d * sizeof(float);
-            if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
-        }
+        candidates = 0;
+        for (int row = 0; row < n; row++) if (filterCodes[row] != 0) _candidates[candidates++] = row;
+        stats.FilterRejected += n - candidates;
+        ExactDistances(query, codes, vectors, attributes, filter, filterCodes, false, candidates, top, stats);
     }
 
     /// <summary>
@@ -243,9 +218,16 @@ public sealed class PartitionScanner
     private void ScanCandidatesExactly(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
         Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, bool exact, int candidates, TopK top, QueryStats stats)
     {
+        stats.AfterHamming += candidates;
+        ExactDistances(query, codes, vectors, attributes, filter, filterCodes, exact, candidates, top, stats);
+    }
+
+    /// <summary>Exact distance to each of the first <paramref name="candidates"/> rows of the candidate list, rechecking the filter where needed (see above).</summary>
+    private void ExactDistances(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes,
+        Filters.CompiledFilter filter, ReadOnlySpan<byte> filterCodes, bool exact, int candidates, TopK top, QueryStats stats)
+    {
         var q = query.Internal.AsSpan();
         int d = vectors.Dimensions;
-        stats.AfterHamming += candidates;
         for (int c = 0; c < candidates; c++)
         {
             int row = _candidates[c];

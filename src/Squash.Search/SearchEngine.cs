@@ -247,18 +247,6 @@ public sealed class SearchEngine
         }
     }
 
-    /// <summary>The same for callers that hold codes and vectors only: unfiltered queries.</summary>
-    public void ScanPartitions(QueryContext query, ReadOnlySpan<int> partitions, float[] centroidDistances,
-        SearchOptions options, TopK top, QueryStats stats, Func<int, (PartitionCodes Codes, PartitionVectors Vectors)> partitionOf)
-    {
-        if (options.Filter is { MatchesAll: false }) throw new NotSupportedException("filtered scans need the partitions' attributes (the PartitionData overload)");
-        ScanPartitions(query, partitions, centroidDistances, options, top, stats, p =>
-        {
-            var (codes, vectors) = partitionOf(p);
-            return new PartitionData(codes, vectors, null);
-        });
-    }
-
     /// <summary>Turns merged internal neighbours (squared L2) into the reported answer.</summary>
     public SearchResult Finish(ReadOnlySpan<Neighbor> best, QueryContext query, QueryStats stats)
     {

@@ -19,18 +19,22 @@ public sealed class LocalHostTests(IndexFixture fx)
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
+    private static async Task<LocalFunctionHost> StartHostAsync(LocalHostOptions options)
+    {
+        var host = new LocalFunctionHost(options);
+        try { await host.StartAsync(); return host; }
+        catch { await host.DisposeAsync(); throw; }
+    }
+
+    private static HttpClient Client(LocalFunctionHost host) => new() { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(120) };
+
     private static StringContent Body(object o) => new(JsonSerializer.Serialize(o), Encoding.UTF8, "application/json");
 
     [Fact]
     public async Task QueriesThroughRealProcessesEqualTheEngineAndADeadInstanceIsReplaced()
     {
-        await using var host = new LocalFunctionHost(new LocalHostOptions
-        {
-            Store = "dir:" + fx.Root, Port = FreePort(), Branching = 2, Depth = 2, ProcessorPools = 2,
-            MaxInstancesPerPool = 2, InstanceConcurrency = 8,
-        });
-        await host.StartAsync();
-        using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(120) };
+        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 2, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 2, InstanceConcurrency = 8 });
+        using var client = Client(host);
 
         async Task<JsonElement> Query(float[] q)
         {
@@ -72,13 +76,8 @@ public sealed class LocalHostTests(IndexFixture fx)
     [Fact]
     public async Task AColdQueryStartsOneInstancePerPoolAndTheCoordinatorWakesThePools()
     {
-        await using var host = new LocalFunctionHost(new LocalHostOptions
-        {
-            Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 2, ProcessorPools = 2,
-            MaxInstancesPerPool = 4, InstanceConcurrency = 16,
-        });
-        await host.StartAsync();
-        using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(120) };
+        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 4, InstanceConcurrency = 16 });
+        using var client = Client(host);
         // Exact mode: all 12 partitions over up to 20 tree nodes, so each pool gets several scans at once.
         var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = fx.Queries[7], k = 10, options = new { exact = true } }));
         response.EnsureSuccessStatusCode();
@@ -114,13 +113,8 @@ public sealed class LocalHostTests(IndexFixture fx)
     [Fact]
     public async Task WarmInstancesServeAThousandQueriesFromMemory()
     {
-        await using var host = new LocalFunctionHost(new LocalHostOptions
-        {
-            Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 1, ProcessorPools = 2,
-            MaxInstancesPerPool = 2, InstanceConcurrency = 4,
-        });
-        await host.StartAsync();
-        using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(120) };
+        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 1, ProcessorPools = 2, MaxInstancesPerPool = 2, InstanceConcurrency = 4 });
+        using var client = Client(host);
 
         async Task<(long Bytes, long Hits, long Misses)> Pass(int repeat)
         {

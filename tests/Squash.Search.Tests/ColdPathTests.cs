@@ -54,7 +54,7 @@ public sealed class ColdPathTests : IAsyncLifetime
         var fetch = await index.FetchForQueryAsync(ctx, plan.Partitions, options);
         var top = engine.NewTopK(options);
         var stats = new QueryStats();
-        engine.ScanPartitions(ctx, plan.Partitions, plan.CentroidDistances, options, top, stats, p => (fetch[p].Codes, fetch[p].Vectors));
+        engine.ScanPartitions(ctx, plan.Partitions, plan.CentroidDistances, options, top, stats, fetch.PartitionOf);
         return (engine.Finish(top.ToSortedArray(), ctx, stats), fetch, plan.Partitions);
     }
 
@@ -142,7 +142,7 @@ public sealed class ColdPathTests : IAsyncLifetime
         // Re-ranking 200 rows where 1 was fetched per partition.
         var wide = new SearchOptions { K = 100, RerankFactor = 2 };
         Assert.Throws<MissingRowException>(() =>
-            engine.ScanPartitions(ctx, plan.Partitions, plan.CentroidDistances, wide, engine.NewTopK(wide), new QueryStats(), p => (fetch[p].Codes, fetch[p].Vectors)));
+            engine.ScanPartitions(ctx, plan.Partitions, plan.CentroidDistances, wide, engine.NewTopK(wide), new QueryStats(), fetch.PartitionOf));
     }
 
     /// <summary>

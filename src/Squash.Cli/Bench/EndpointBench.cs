@@ -114,7 +114,7 @@ public static class EndpointBench
             cold.Sort();
             Console.WriteLine($"cold queries (all instances stopped first, {shapes[0]}): p50 {cold[cold.Count / 2]:F0} ms, max {cold[^1]:F0} ms over {cold.Count} samples");
         }
-        Console.WriteLine($"prices: Flex Consumption on demand $0.000026/GB-s, $0.40/million executions, 2,048 MB instances (platform-notes.md §8)");
+        Console.WriteLine($"prices: {Squash.Functions.PriceTable.Describe(2048)}");
         Directory.CreateDirectory(outDir);
         var csv = Path.Combine(outDir, "endpoint-bench.csv");
         await File.WriteAllLinesAsync(csv, new[] { "branching,depth,nodes,recall,warm_p50_ms,warm_p99_ms,qps,invocations,bytes_read,cache_hit_ratio,cost_per_million_est,cost_per_million_metered" }

@@ -90,7 +90,7 @@ public sealed record QueryStatsDto
         WarmInstances = r.WarmInstances,
         CacheHits = r.CacheHits,
         CacheMisses = r.CacheMisses,
-        EstimatedCostUsd = r.BusyMilliseconds / 1000 * memoryMb / 1024.0 * 0.000026 + (r.Invocations) * 0.40 / 1e6,
+        EstimatedCostUsd = PriceTable.Cost(r.BusyMilliseconds / 1000, memoryMb, r.Invocations),
         PartitionsPlanned = s.PartitionsPlanned,
         PartitionsScanned = s.PartitionsScanned,
         PartitionsSkippedByBound = s.PartitionsSkippedByBound,

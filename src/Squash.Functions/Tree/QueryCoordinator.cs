@@ -7,7 +7,8 @@ using Squash.Search.Filters;
 namespace Squash.Functions.Tree;
 
 /// <summary>What the coordinator hands back per query after all passes.</summary>
-public sealed record CoordinatedQuery(Neighbour[] Results, QueryStats Stats, int[] MissingPartitions);
+/// <remarks><see cref="InputSquaredNorm"/> turns internal distances into reported ones (<c>MetricSpace.ToReported</c>).</remarks>
+public sealed record CoordinatedQuery(Neighbour[] Results, QueryStats Stats, int[] MissingPartitions, double InputSquaredNorm);
 
 /// <summary>The outcome of a coordinated request: per query results, and what the whole tree did.</summary>
 public sealed record CoordinatedAnswer(CoordinatedQuery[] Queries, ScanResponse Totals, int TreeNodes);
@@ -74,7 +75,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         {
             var stats = plans[q].Stats;
             stats.Add(nodeStats[q]);
-            queries[q] = new CoordinatedQuery(tops[q].ToSortedArray().Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray());
+            queries[q] = new CoordinatedQuery(tops[q].ToSortedArray().Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
         }
         return new CoordinatedAnswer(queries, totals, treeNodes);
     }

@@ -20,7 +20,7 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
     /// Wakes every processor pool with a health call, without waiting: a cold coordinator does this as it starts,
     /// so the pools' cold starts overlap its own instead of following it when the first scan goes out.
     /// </summary>
-    public static void WakePools(FunctionSettings settings, ILogger log)
+    public static void WakePools(FunctionSettings settings, Action<string> report)
     {
         foreach (var url in PoolUrls(settings))
         {
@@ -33,7 +33,7 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
                 }
                 catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
                 {
-                    log.LogInformation("waking pool {Pool} failed ({Error}); it starts on the first scan instead", url, e.Message);
+                    report($"waking pool {url} failed ({e.Message}); it starts on the first scan instead");
                 }
             });
         }
@@ -42,9 +42,8 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
     public async Task<ScanResponse> ScanAsync(string index, ScanRequest request, string? ownAddress, CancellationToken ct)
     {
         var client = clients.CreateClient(ClientName);
-        var pools = settings.Value.ScanUrls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var pools = PoolUrls(settings.Value);
         var baseUrl = pools.Length > 0 ? pools[request.Node.Id % pools.Length]
-            : settings.Value.ScanUrl is { Length: > 0 } u ? u
             : ownAddress ?? throw new InvalidOperationException("no scan URL configured and no own address known");
         using var message = new HttpRequestMessage(HttpMethod.Post, $"{baseUrl.TrimEnd('/')}/api/indexes/{index}/scan")
         {
