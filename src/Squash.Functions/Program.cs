@@ -96,7 +96,7 @@ app.MapGet("/", () => Results.Ok("squash function app"));
 app.MapGet("/api/health", () => Results.Json(new Dictionary<string, string> { ["status"] = "ok" }, ApiJson.Default.DictionaryStringString))
     .WithName("health").Produces<Dictionary<string, string>>();
 
-app.MapGet("/api/indexes/{index}", async (string index, IndexCatalog catalog, CancellationToken ct) =>
+app.MapGet("/api/indexes/{index}", async Task<IResult> (string index, IndexCatalog catalog, CancellationToken ct) =>
 {
     if (!IndexCatalog.IsValidName(index)) return BadName(index);
     var loaded = await catalog.OpenCurrentAsync(index, ct);
@@ -105,7 +105,7 @@ app.MapGet("/api/indexes/{index}", async (string index, IndexCatalog catalog, Ca
     return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc), ApiJson.Default.IndexInfo);
 }).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem();
 
-app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,
+app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
 {
     var clock = Stopwatch.StartNew();
@@ -148,7 +148,7 @@ app.MapPost("/api/indexes/{index}/query", async (string index, HttpContext http,
 }).WithName("query").Accepts<QueryRequest>("application/json").Produces<QueryAnswer>().Produces<BatchAnswer>()
   .ProducesValidationProblem().ProducesProblem(404).ProducesProblem(413);
 
-app.MapPost("/api/indexes/{index}/scan", async (string index, HttpContext http, IndexCatalog catalog, NodeExecutor executor,
+app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, NodeExecutor executor,
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
 {
     if (!IndexCatalog.IsValidName(index)) return BadName(index);

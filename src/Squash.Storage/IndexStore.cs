@@ -36,7 +36,7 @@ public sealed partial class IndexStore
 
     public string VersionPrefix(string version) => $"{Prefix}versions/{version}/";
 
-    private sealed record CurrentPointer(string Version, string Manifest);
+    internal sealed record CurrentPointer(string Version, string Manifest);
 
     /// <summary>The version the pointer names, with the pointer's ETag; null when nothing is published.</summary>
     public async Task<(string Version, string ETag)?> GetCurrentAsync(CancellationToken ct = default)
@@ -60,7 +60,7 @@ public sealed partial class IndexStore
     {
         try
         {
-            var p = JsonSerializer.Deserialize<CurrentPointer>(bytes, JsonOptions);
+            var p = JsonSerializer.Deserialize(bytes, PointerJson.Default.CurrentPointer);
             if (p is null || string.IsNullOrWhiteSpace(p.Version)) throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} names no version");
             return p;
         }
@@ -69,8 +69,6 @@ public sealed partial class IndexStore
             throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} is not valid JSON: {e.Message}");
         }
     }
-
-    private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
 
     /// <summary>A fresh version id that sorts after every existing one.</summary>
     public async Task<string> NewVersionIdAsync(CancellationToken ct = default)
@@ -99,7 +97,7 @@ public sealed partial class IndexStore
     {
         var manifestName = VersionPrefix(manifest.Version) + "manifest.json";
         await Blobs.WriteAsync(manifestName, manifest.ToJson(), WriteCondition.IfNotExists, ct).ConfigureAwait(false);
-        var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(manifest.Version, manifestName), JsonOptions);
+        var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(manifest.Version, manifestName), PointerJson.Default.CurrentPointer);
         var condition = expectedPrevious is { } prev ? WriteCondition.IfMatch(prev.ETag) : WriteCondition.IfNotExists;
         await Blobs.WriteAsync(CurrentName, pointer, condition, ct).ConfigureAwait(false);
     }
@@ -228,3 +226,8 @@ public sealed partial class IndexStore
 }
 
 public sealed class IndexNotFoundException(string message) : Exception(message);
+
+/// <summary>Source-generated (camelCase, as before) so the function app can be compiled ahead of time.</summary>
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[System.Text.Json.Serialization.JsonSerializable(typeof(IndexStore.CurrentPointer))]
+internal sealed partial class PointerJson : System.Text.Json.Serialization.JsonSerializerContext;
