@@ -51,11 +51,12 @@ public static class BenchCommand
         var cacheMb = new Option<int>("--cache-mb") { Description = "With --cold: segment cache size for the warm stream, MiB.", DefaultValueFactory = _ => 256 };
         var wholeAfter = new Option<int>("--whole-after") { Description = "With --cold: queries that fetch a partition's rows before the next reads its raw vectors whole into the cache (0: rows only).", DefaultValueFactory = _ => 1 };
         var visit = new Option<double>("--visit") { Description = "With --cold: visit exactly this percentage of the partitions (nearest first) instead of the CF plan, e.g. 10.", DefaultValueFactory = _ => 0 };
+        var strategy = new Option<FilterStrategy>("--filter-strategy") { Description = "With --filters (in-process engine): auto (the planner's cost rule), partitions or direct, to compare the strategies.", DefaultValueFactory = _ => FilterStrategy.Auto };
         var outDir = new Option<string>("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
             index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold, filtersOption,
-            coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter, visit,
+            coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter, visit, strategy,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
@@ -179,7 +180,7 @@ public static class BenchCommand
                         foreach (var bits in hbs)
                         {
                             ct.ThrowIfCancellationRequested();
-                            var p = Measure(engine, q, gt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits }, nRuns, filters);
+                            var p = Measure(engine, q, gt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(strategy) }, nRuns, filters);
                             points.Add(p);
                             Console.Error.WriteLine($"  cf={c} h={hv} r={rv} bits={bits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
                                 + (filters is null ? "" : $", passes {p.Passes:F2} (max {p.MaxPasses}), direct {p.DirectShare:P1}, short answers {p.Short}"));

@@ -168,6 +168,22 @@ public class PassPlanTests
     }
 
     [Fact]
+    public void TheMarginPastTheFillPointIsTheUnfilteredOneAndDoesNotGrowWithDistance()
+    {
+        var rng = new Random(5);
+        for (int i = 0; i < 1000; i++)
+        {
+            double nearest = rng.NextDouble() * 10, cf = 1 + rng.NextDouble(), fill = nearest * (1 + 3 * rng.NextDouble());
+            // Anchored on the nearest partition it is exactly the unfiltered CF threshold.
+            Assert.Equal(cf * nearest, SearchEngine.MarginPast(nearest, nearest, cf), 9);
+            // Past a farther anchor it never reaches less far, and adds no more than it adds past the nearest.
+            double limit = SearchEngine.MarginPast(fill, nearest, cf);
+            Assert.True(limit >= fill, $"{limit} < {fill}");
+            Assert.True(limit - fill <= (cf - 1) * nearest + 1e-9, $"margin {limit - fill} > {(cf - 1) * nearest}");
+        }
+    }
+
+    [Fact]
     public void FilteredScanNodesRefuseToChooseAStrategy()
     {
         var data = TestData.Clustered(300, 4, 3, 1);
