@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The serverless benchmark of issue #5: the local function host (`squash serve`, ReadyToRun app) with the
+# The serverless benchmark of issue #5: the local function host (`squash serve`, Native AOT app) with the
 # index in Azurite, driven over HTTP by `squash bench --endpoint`: cold and warm latency, throughput,
 # invocations, bytes read, cache hit ratio and cost per million queries for each tree shape.
 #

@@ -46,7 +46,7 @@ public sealed class FunctionInstance : IAsyncDisposable
     public static async Task<FunctionInstance> StartAsync(string appPath, string pool, IReadOnlyDictionary<string, string> environment, CancellationToken ct)
     {
         int port = FreePort();
-        // A dll runs on the shared runtime; a published executable (self-contained, ReadyToRun) runs directly.
+        // A dll runs on the shared runtime; a published executable (Native AOT, or self-contained ReadyToRun) runs directly.
         var psi = appPath.EndsWith(".dll", StringComparison.OrdinalIgnoreCase) ? new ProcessStartInfo("dotnet", [appPath]) : new ProcessStartInfo(appPath);
         psi.WorkingDirectory = Path.GetDirectoryName(appPath)!;
         psi.RedirectStandardOutput = true;

@@ -34,7 +34,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
 
     /// <summary>
     /// The function app to start: a dll (run with dotnet), a published folder (its Squash.Functions executable,
-    /// e.g. the ReadyToRun output of scripts/publish.sh), or the executable itself.
+    /// e.g. the Native AOT output of scripts/publish.sh), or the executable itself.
     /// </summary>
     public static string ResolveApp(string? path)
     {

@@ -28,6 +28,7 @@ public static class BenchCommand
         var endpoint = new Option<string?>("--endpoint") { Description = "Benchmark the HTTP API at this URL (e.g. http://127.0.0.1:7071 from squash serve) instead of the in-process engine." };
         var concurrency = new Option<int>("--concurrency") { Description = "With --endpoint: parallel clients for the throughput figure.", DefaultValueFactory = _ => 4 };
         var shapes = new Option<string>("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
+        var warmupOption = new Option<int?>("--warmup") { Description = "With --endpoint: warm-up queries per tree shape before the timed pass (default: each measured query once)." };
         var cold = new Option<int>("--cold-samples") { Description = "With --endpoint: cold queries measured (all instances stopped before each).", DefaultValueFactory = _ => 3 };
         var queries = new Option<string>("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
         var truth = new Option<string>("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
@@ -56,7 +57,7 @@ public static class BenchCommand
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
             index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold, filtersOption,
-            coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter, visit, strategy,
+            coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter, visit, strategy, warmupOption,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
@@ -85,6 +86,8 @@ public static class BenchCommand
                 int cs = pr.GetValue(cold);
                 CliErrors.Require(cs >= 0, $"--cold-samples must be ≥ 0, got {cs}");
                 var shapeList = ParseShapes(pr.GetValue(shapes)!);
+                int? warmupCount = pr.GetValue(warmupOption);
+                CliErrors.Require(warmupCount is null or >= 0, $"--warmup must be ≥ 0, got {warmupCount}");
                 var eq = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
                 var egt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
                 CliErrors.Require(egt.Length >= eq.Count, $"--ground-truth has {egt.Length} rows for {eq.Count} queries");
@@ -107,7 +110,7 @@ public static class BenchCommand
                     pr.GetResult(cf) is { Implicit: false } ? cfs[0] : null,
                     pr.GetResult(h) is { Implicit: false } ? hs[0] : null,
                     pr.GetResult(r) is { Implicit: false } ? rs[0] : null);
-                return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct, endpointFilters, searchOptions);
+                return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct, endpointFilters, searchOptions, warmupCount);
             }
             var store = IndexLocation.Open(pr, pr.GetValue(index));
             if (pr.GetValue(coldMode))
