@@ -7,7 +7,7 @@
 #
 # Env: SQUASH_BENCH_DIR (work folder, default data/bench-serverless), SQUASH_BENCH_LIMIT (queries per
 # shape, default 500), SQUASH_BENCH_SHAPES (default 1x1,10x1,4x2,4x3), SQUASH_BENCH_N (generated vectors,
-# default 1000000).
+# default 1000000), SQUASH_SERVE_CONCURRENCY (invocations per instance, default 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/setup.sh
@@ -18,6 +18,7 @@ limit=${SQUASH_BENCH_LIMIT:-500}
 shapes=${SQUASH_BENCH_SHAPES:-1x1,10x1,4x2,4x3}
 n=${SQUASH_BENCH_N:-1000000}
 port=${SQUASH_BENCH_PORT:-7081}
+slots=${SQUASH_SERVE_CONCURRENCY:-16}
 mkdir -p "$work"
 dotnet build src/Squash.Cli -c Release -nologo -clp:ErrorsOnly
 squash() { dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll "$@"; }
@@ -34,7 +35,7 @@ run() { # name, data dir, search flags
   echo "== $name: building into Azurite"
   squash build --store "$store" --container bench --index "$name" --vectors "$data/base.fvecs"
   dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "$store" --container bench --app "$work/functionapp" --preload "$name" \
-    --port "$port" > "$work/serve-$name.log" 2>&1 &
+    --port "$port" --concurrency "$slots" > "$work/serve-$name.log" 2>&1 &
   serve_pid=$!
   for _ in $(seq 1 150); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
   squash bench --endpoint "http://127.0.0.1:$port" --index "$name" --queries "$data/query.fvecs" \

@@ -55,14 +55,22 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
                     FunctionInstance instance;
                     try
                     {
-                        instance = await FunctionInstance.StartAsync(appPath, Name, environment, ct).ConfigureAwait(false);
+                        // Not bound to the invocation that triggered it: when that call is cancelled (a hedge won, the
+                        // client left) the instance still joins the pool for the invocations waiting on it, as Azure
+                        // finishes allocating an instance whatever became of the request that asked for it.
+                        instance = await FunctionInstance.StartAsync(appPath, Name, environment, CancellationToken.None).ConfigureAwait(false);
                     }
-                    finally
+                    catch
                     {
                         lock (_gate) _starting--;
+                        throw;
                     }
+                    // One step: the instance joins the pool as it stops counting as starting. Between two separate
+                    // steps a waiting invocation saw neither and started another instance while this one had 15
+                    // free slots (an 84-node tree on 1M × 128 then split its partitions over two instances).
                     lock (_gate)
                     {
+                        _starting--;
                         _instances.Add(instance);
                         ColdStarts++;
                         if (instance.TryAcquire(options.InstanceConcurrency)) return (instance, true);

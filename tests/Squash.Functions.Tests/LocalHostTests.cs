@@ -107,6 +107,28 @@ public sealed class LocalHostTests(IndexFixture fx)
     }
 
     /// <summary>
+    /// Many invocations spread over one instance's start (as a tree's calls arrive): all of them share it while it
+    /// has free slots — none starts a second instance as the first becomes ready, which would split the pool's
+    /// partitions over two caches.
+    /// </summary>
+    [Fact]
+    public async Task ABurstOfWaitingInvocationsNeverStartsASecondInstanceWhileTheFirstHasFreeSlots()
+    {
+        for (int round = 0; round < 3; round++)
+        {
+            var options = new LocalHostOptions { Store = "dir:" + fx.Root, MaxInstancesPerPool = 4, InstanceConcurrency = 64 };
+            await using var pool = new InstancePool("p0", LocalFunctionHost.ResolveApp(null), new Dictionary<string, string> { ["Squash__Store"] = options.Store }, options);
+            var acquired = await Task.WhenAll(Enumerable.Range(0, 48).Select(async i =>
+            {
+                await Task.Delay(i % 8); // arrivals spread over the start, as a tree's calls are
+                return await pool.AcquireAsync(CancellationToken.None);
+            }));
+            Assert.True(pool.ColdStarts == 1, $"round {round}: {pool.ColdStarts} instances started for 48 invocations on 64 slots");
+            Assert.Single(acquired.Select(a => a.Instance).Distinct());
+        }
+    }
+
+    /// <summary>
     /// Data retention: after a cold pass, 1,000 queries find their partitions already decoded in warm
     /// instances (hit ratio ≥ 0.9) and read less than 5 % of the bytes the cold pass read.
     /// </summary>

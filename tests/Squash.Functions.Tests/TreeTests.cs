@@ -169,5 +169,23 @@ public sealed class TreeTests(IndexFixture fx)
         Assert.Equal(full[7], subset.GetValueOrDefault(7, subset.Values.First()));
     }
 
+    [Fact]
+    public void NoTreeNodeOnlyRelaysToOneChild()
+    {
+        var rng = new Random(3);
+        for (int trial = 0; trial < 200; trial++)
+        {
+            var partitions = Enumerable.Range(0, 1000).OrderBy(_ => rng.Next()).Take(rng.Next(1, 20)).ToArray();
+            int b = rng.Next(1, 6), depth = rng.Next(1, 4);
+            var nodes = TreePlanner.Build(partitions, b, depth).SelectMany(Flatten).ToArray();
+            Assert.Equal(partitions.Order(), nodes.SelectMany(n => n.Partitions).Order());
+            Assert.All(nodes, n => Assert.True(n.Partitions.Length > 0 || n.Children.Length >= 2, $"node {n.Id} relays to {n.Children.Length} child"));
+            Assert.All(nodes, n => Assert.True(n.Children.Length <= b));
+            // Collapsing keeps every partition in its slot, so its pool and warm instance stay the same.
+            var slots = TreePlanner.SlotCount(b, depth);
+            Assert.All(nodes, n => Assert.All(n.Partitions, p => Assert.Equal(TreePlanner.Owner(p, slots), n.Id)));
+        }
+    }
+
     private static IEnumerable<Squash.Functions.Api.ScanNode> Flatten(Squash.Functions.Api.ScanNode n) => new[] { n }.Concat(n.Children.SelectMany(Flatten));
 }
