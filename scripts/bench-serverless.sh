@@ -7,7 +7,7 @@
 #
 # Env: SQUASH_BENCH_DIR (work folder, default data/bench-serverless), SQUASH_BENCH_LIMIT (queries per
 # shape, default 500), SQUASH_BENCH_SHAPES (default 1x1,10x1,4x2,4x3), SQUASH_BENCH_N (generated vectors,
-# default 1000000), SQUASH_SERVE_CONCURRENCY (invocations per instance, default 16).
+# default 1000000), SQUASH_SERVE_CONCURRENCY (invocations per instance, default 64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/setup.sh
@@ -18,7 +18,7 @@ limit=${SQUASH_BENCH_LIMIT:-500}
 shapes=${SQUASH_BENCH_SHAPES:-1x1,10x1,4x2,4x3}
 n=${SQUASH_BENCH_N:-1000000}
 port=${SQUASH_BENCH_PORT:-7081}
-slots=${SQUASH_SERVE_CONCURRENCY:-16}
+slots=${SQUASH_SERVE_CONCURRENCY:-64}
 mkdir -p "$work"
 dotnet build src/Squash.Cli -c Release -nologo -clp:ErrorsOnly
 squash() { dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll "$@"; }

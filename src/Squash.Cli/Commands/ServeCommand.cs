@@ -17,7 +17,7 @@ public static class ServeCommand
         var depth = new Option<int>("--depth") { Description = "Invocation tree depth L (0: the coordinator scans everything).", DefaultValueFactory = _ => 1 };
         var pools = new Option<int>("--pools") { Description = "Processor pools (separate function apps on Azure).", DefaultValueFactory = _ => 2 };
         var instances = new Option<int>("--max-instances") { Description = "Instance cap per pool.", DefaultValueFactory = _ => 4 };
-        var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance (HTTP concurrency; 16 as Flex Consumption sets for 2,048 MB instances).", DefaultValueFactory = _ => 16 };
+        var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance (Flex per-instance HTTP concurrency; 64 as a Squash deployment sets it, since tree nodes mostly wait on children and blob reads).", DefaultValueFactory = _ => 64 };
         var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => 120 };
         var cmd = new Command("serve", "Run the HTTP API and a local function host (coordinator and processor pools as OS processes) until Ctrl+C.")
         {
