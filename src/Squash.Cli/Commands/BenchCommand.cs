@@ -335,14 +335,19 @@ public static class BenchCommand
         if (!AnsiConsole.Profile.Capabilities.Interactive) AnsiConsole.Profile.Width = 200;
         AnsiConsole.Write(table);
         double raw = (double)index.Manifest.InternalDimensions * 4;
-        Console.WriteLine($"brute force (TensorPrimitives, one thread): {bfQps:F1} QPS, recall@{k} {bfRecall:F4}");
+        // --brute-force-queries 0 skips the baseline: say so rather than print 0 QPS and a ratio against it.
+        bool haveBaseline = bfQps > 0;
+        Console.WriteLine(haveBaseline
+            ? $"brute force (TensorPrimitives, one thread): {bfQps:F1} QPS, recall@{k} {bfRecall:F4}"
+            : "brute force: skipped (--brute-force-queries 0)");
         Console.WriteLine($"index: OSQ+sign codes {index.CodeBytesPerVector:F1} B/vector = {index.CodeBytesPerVector / raw:P2} of float32; build {index.Manifest.Build.BuildSeconds:F1} s");
         foreach (var target in new[] { 0.95, 0.99 })
         {
             var best = points.Where(p => p.Recall >= target).OrderByDescending(p => p.Qps).FirstOrDefault();
             Console.WriteLine(best is null
                 ? $"recall@{k} ≥ {target}: not reached in this sweep"
-                : $"recall@{k} ≥ {target}: best {best.Qps:F0} QPS (recall {best.Recall:F4}, CF {best.Cf}, H {best.H}, R {best.R}, p50 {best.P50:F0} µs, p99 {best.P99:F0} µs) = {best.Qps / Math.Max(1e-9, bfQps):F1}× brute force");
+                : $"recall@{k} ≥ {target}: best {best.Qps:F0} QPS (recall {best.Recall:F4}, CF {best.Cf}, H {best.H}, R {best.R}, p50 {best.P50:F0} µs, p99 {best.P99:F0} µs)"
+                    + (haveBaseline ? $" = {best.Qps / bfQps:F1}× brute force" : ""));
         }
     }
 
