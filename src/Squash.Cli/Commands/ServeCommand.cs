@@ -6,19 +6,22 @@ namespace Squash.Cli.Commands;
 /// <summary>Runs the local function host: the function app as real processes behind a front end on loopback.</summary>
 public static class ServeCommand
 {
+    // The host's own defaults, so that the CLI and LocalHostOptions cannot drift apart.
+    private static readonly LocalHostOptions Defaults = new() { Store = "" };
+
     public static Command Create()
     {
         var store = new Option<string>("--store") { Description = "Where indexes live: dir:PATH (each index is a folder named after it) or azure:CONNECTION_STRING|ACCOUNT_URL (Azurite or Azure).", DefaultValueFactory = _ => "dir:data/indexes" };
-        var container = new Option<string>("--container") { Description = "Blob container with an azure: store.", DefaultValueFactory = _ => "squash" };
+        var container = new Option<string>("--container") { Description = "Blob container with an azure: store.", DefaultValueFactory = _ => Defaults.Container };
         var preload = new Option<string>("--preload") { Description = "Index names (comma-separated) every instance opens in the background as it starts: shorter cold starts.", DefaultValueFactory = _ => "" };
         var app = new Option<string?>("--app") { Description = "The function app to run: a published folder (scripts/publish.sh, Native AOT: ~80 ms to listening), its executable, or a dll. Default: the build beside squash." };
-        var port = new Option<int>("--port") { Description = "Public loopback port (the Functions front end).", DefaultValueFactory = _ => 7071 };
-        var branching = new Option<int>("--branching") { Description = "Invocation tree branching factor b.", DefaultValueFactory = _ => 4 };
-        var depth = new Option<int>("--depth") { Description = "Invocation tree depth L (0: the coordinator scans everything).", DefaultValueFactory = _ => 1 };
-        var pools = new Option<int>("--pools") { Description = "Processor pools (separate function apps on Azure).", DefaultValueFactory = _ => 2 };
-        var instances = new Option<int>("--max-instances") { Description = "Instance cap per pool.", DefaultValueFactory = _ => 4 };
-        var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance (Flex per-instance HTTP concurrency; 64 as a Squash deployment sets it, since tree nodes mostly wait on children and blob reads).", DefaultValueFactory = _ => 64 };
-        var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => 120 };
+        var port = new Option<int>("--port") { Description = "Public loopback port (the Functions front end).", DefaultValueFactory = _ => Defaults.Port };
+        var branching = new Option<int>("--branching") { Description = "Invocation tree branching factor b.", DefaultValueFactory = _ => Defaults.Branching };
+        var depth = new Option<int>("--depth") { Description = "Invocation tree depth L (0: the coordinator scans everything).", DefaultValueFactory = _ => Defaults.Depth };
+        var pools = new Option<int>("--pools") { Description = "Processor pools (separate function apps on Azure).", DefaultValueFactory = _ => Defaults.ProcessorPools };
+        var instances = new Option<int>("--max-instances") { Description = "Instance cap per pool.", DefaultValueFactory = _ => Defaults.MaxInstancesPerPool };
+        var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance (Flex per-instance HTTP concurrency; the default is what a Squash deployment sets, since tree nodes mostly wait on children and blob reads).", DefaultValueFactory = _ => Defaults.InstanceConcurrency };
+        var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => (int)Defaults.KeepAlive.TotalSeconds };
         var cmd = new Command("serve", "Run the HTTP API and a local function host (coordinator and processor pools as OS processes) until Ctrl+C.")
         {
             store, container, port, branching, depth, pools, instances, concurrency, keepAlive, app, preload,
