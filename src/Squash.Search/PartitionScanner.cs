@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using Squash.Core.Bounds;
 using Squash.Core.Collections;
 using Squash.Core.Kernels;
@@ -256,7 +257,7 @@ public sealed class PartitionScanner
         double zNorm = 0;
         for (int i = 0; i < md; i++)
         {
-            float v = DotProduct.Compute(codes.Rotation.AsSpan(i * m, m), u[..m]);
+            float v = TensorPrimitives.Dot(codes.Rotation.AsSpan(i * m, m), u[..m]);
             z[i] = v;
             zNorm += (double)v * v;
         }
