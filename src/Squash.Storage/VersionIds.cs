@@ -28,6 +28,11 @@ public static class VersionIds
             ? new DateTimeOffset(t, TimeSpan.Zero)
             : null;
 
+    /// <summary>Whether <paramref name="id"/> has either form (for checking ids that arrive from outside, e.g. in a request).</summary>
+    public static bool IsWellFormed(string? id) =>
+        id is not null && (IsCounter(id) && id.Length <= 20
+            || StartedUtc(id) is not null && id.AsSpan(id.Length - 12).IndexOfAnyExcept("0123456789abcdef") < 0);
+
     /// <summary>An id of the counter form earlier releases wrote (v000042).</summary>
     public static bool IsCounter(string id) => id.Length > 1 && id[0] == 'v' && id.AsSpan(1).IndexOfAnyExceptInRange('0', '9') < 0;
 

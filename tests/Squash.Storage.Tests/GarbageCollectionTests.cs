@@ -133,6 +133,18 @@ public sealed class VersionIdTests
         Assert.True(VersionIds.Compare("v999999", id) < 0);
         Assert.True(VersionIds.Compare("v000099", "v1000000") < 0);
     }
+
+    [Theory]
+    [InlineData("v000042", true)]
+    [InlineData("v20250612-101530123-3f9a1c0b7e2d", true)]
+    [InlineData("v20250612-101530123-3F9A1C0B7E2D", false)]
+    [InlineData("v20251312-101530123-3f9a1c0b7e2d", false)]
+    [InlineData("v20250612-101530123-3f9a1c0b7e2", false)]
+    [InlineData("v", false)]
+    [InlineData("42", false)]
+    [InlineData("../v000001", false)]
+    [InlineData("", false)]
+    public void WellFormedIdsAreRecognised(string id, bool expected) => Assert.Equal(expected, VersionIds.IsWellFormed(id));
 }
 
 public sealed class CachedSegmentReadTests : IDisposable
