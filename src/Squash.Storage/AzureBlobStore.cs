@@ -31,7 +31,6 @@ public sealed class AzureBlobStore : IBlobStore
 
     private readonly BlobContainerClient _container;
     private readonly StorageTransferOptions _transfer;
-    private readonly Lazy<Task> _ensureContainer;
 
     /// <summary>Shared-key or SAS access from a connection string (Azurite, or a storage account's keys).</summary>
     public AzureBlobStore(string connectionString, string containerName, StorageTransferOptions? transfer = null)
@@ -47,13 +46,25 @@ public sealed class AzureBlobStore : IBlobStore
 
     public AzureBlobStore(BlobContainerClient container, StorageTransferOptions? transfer = null)
     {
+        // Constructors stay synchronous and offline. The container is created by the first write that
+        // finds it missing, so an instance that only reads never needs the right to create containers.
         _container = container;
         _transfer = transfer ?? DefaultTransfer;
-        // Created once per store on first use; constructors stay synchronous and offline.
-        _ensureContainer = new Lazy<Task>(() => _container.CreateIfNotExistsAsync());
     }
 
-    public static BlobClientOptions NewOptions() => new(PinnedServiceVersion);
+    /// <summary>
+    /// Client options with the SDK's own retries off: <see cref="ResilientBlobStore"/> is the one retry
+    /// layer. Retries inside it would multiply its attempts (4 × (1 + 3) requests per operation), escape
+    /// its per-attempt timeout and total budget, and hide a conditional write whose answer was lost: the
+    /// SDK's retry of a create-only write that had landed fails its condition, and only the outer layer
+    /// can tell that from a real conflict (it reads the blob back).
+    /// </summary>
+    public static BlobClientOptions NewOptions()
+    {
+        var options = new BlobClientOptions(PinnedServiceVersion);
+        options.Retry.MaxRetries = 0;
+        return options;
+    }
 
     private static Uri ContainerUri(Uri accountUrl, string containerName) =>
         new(accountUrl.ToString().TrimEnd('/') + "/" + Uri.EscapeDataString(containerName));
@@ -62,16 +73,17 @@ public sealed class AzureBlobStore : IBlobStore
 
     public BlobContainerClient Container => _container;
 
-    private async Task<BlobClient> BlobAsync(string name, CancellationToken ct)
+    private BlobClient Blob(string name)
     {
         BlobNames.Validate(name);
-        await _ensureContainer.Value.WaitAsync(ct).ConfigureAwait(false);
         return _container.GetBlobClient(name);
     }
 
+    private static bool IsContainerMissing(RequestFailedException e) => e.ErrorCode == BlobErrorCode.ContainerNotFound;
+
     public async Task<byte[]> ReadAllAsync(string name, CancellationToken cancellationToken = default)
     {
-        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        var blob = Blob(name);
         try
         {
             // Big segments (raw vectors) come down as parallel ranges; the SDK pins them to the first
@@ -90,7 +102,7 @@ public sealed class AzureBlobStore : IBlobStore
     {
         ArgumentOutOfRangeException.ThrowIfNegative(offset);
         ArgumentOutOfRangeException.ThrowIfNegative(length);
-        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        var blob = Blob(name);
         if (length == 0)
         {
             // HTTP has no empty byte range; an existence and size check gives the folder store's answer.
@@ -138,7 +150,22 @@ public sealed class AzureBlobStore : IBlobStore
 
     public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken cancellationToken = default)
     {
-        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        var blob = Blob(name);
+        try
+        {
+            return await UploadAsync(blob, data, condition, cancellationToken).ConfigureAwait(false);
+        }
+        catch (RequestFailedException e) when (IsContainerMissing(e))
+        {
+            // Nothing is cached: a failed create surfaces here and the next write tries again.
+            await _container.CreateIfNotExistsAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+            return await UploadAsync(blob, data, condition, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task<BlobInfo> UploadAsync(BlobClient blob, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken cancellationToken)
+    {
+        var name = blob.Name;
         var conditions = condition switch
         {
             WriteCondition.IfNotExistsCondition => new BlobRequestConditions { IfNoneMatch = ETag.All },
@@ -154,9 +181,9 @@ public sealed class AzureBlobStore : IBlobStore
                 Conditions = conditions,
                 TransferOptions = _transfer,
             }, cancellationToken).ConfigureAwait(false);
-            return new BlobInfo(name, data.Length, Tag(response.Value.ETag));
+            return new BlobInfo(name, data.Length, Tag(response.Value.ETag), response.Value.LastModified);
         }
-        catch (RequestFailedException e) when (e.Status is 409 or 412 || (e.Status == 404 && condition is WriteCondition.IfMatchCondition))
+        catch (RequestFailedException e) when (!IsContainerMissing(e) && (e.Status is 409 or 412 || (e.Status == 404 && condition is WriteCondition.IfMatchCondition)))
         {
             var reason = condition switch
             {
@@ -178,11 +205,11 @@ public sealed class AzureBlobStore : IBlobStore
 
     public async Task<BlobInfo?> GetInfoAsync(string name, CancellationToken cancellationToken = default)
     {
-        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        var blob = Blob(name);
         try
         {
             var props = await blob.GetPropertiesAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
-            return new BlobInfo(name, props.Value.ContentLength, Tag(props.Value.ETag));
+            return new BlobInfo(name, props.Value.ContentLength, Tag(props.Value.ETag), props.Value.LastModified);
         }
         catch (RequestFailedException e) when (e.Status == 404)
         {
@@ -192,17 +219,34 @@ public sealed class AzureBlobStore : IBlobStore
 
     public async IAsyncEnumerable<BlobInfo> ListAsync(string prefix, [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        await _ensureContainer.Value.WaitAsync(cancellationToken).ConfigureAwait(false);
         // The service lists in byte order of the UTF-8 names, which is ordinal order for the names we use.
-        await foreach (var item in _container.GetBlobsAsync(BlobTraits.None, BlobStates.None, prefix, cancellationToken).ConfigureAwait(false))
+        var items = _container.GetBlobsAsync(BlobTraits.None, BlobStates.None, prefix, cancellationToken).GetAsyncEnumerator(cancellationToken);
+        try
         {
-            yield return new BlobInfo(item.Name, item.Properties.ContentLength ?? 0, item.Properties.ETag is { } tag ? Tag(tag) : "");
+            while (true)
+            {
+                try
+                {
+                    if (!await items.MoveNextAsync().ConfigureAwait(false)) break;
+                }
+                catch (RequestFailedException e) when (IsContainerMissing(e))
+                {
+                    // A container nobody has written to yet holds nothing.
+                    break;
+                }
+                var item = items.Current;
+                yield return new BlobInfo(item.Name, item.Properties.ContentLength ?? 0, item.Properties.ETag is { } tag ? Tag(tag) : "", item.Properties.LastModified);
+            }
+        }
+        finally
+        {
+            await items.DisposeAsync().ConfigureAwait(false);
         }
     }
 
     public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken = default)
     {
-        var blob = await BlobAsync(name, cancellationToken).ConfigureAwait(false);
+        var blob = Blob(name);
         var response = await blob.DeleteIfExistsAsync(DeleteSnapshotsOption.IncludeSnapshots, cancellationToken: cancellationToken).ConfigureAwait(false);
         return response.Value;
     }

@@ -17,6 +17,8 @@ public static partial class BlobStores
         if (spec.StartsWith("azure:", StringComparison.Ordinal))
         {
             var target = spec["azure:".Length..];
+            // Read first: its error names the variable, and must not be mistaken for a bad connection string below.
+            var resilience = ResilienceOptions.FromEnvironment();
             if (!ContainerName().IsMatch(container) || container.Contains("--"))
                 throw new BlobStoreSpecException(true, $"'{container}' is not a valid container name (3-63 lower-case letters, digits and single hyphens)");
             try
@@ -25,7 +27,7 @@ public static partial class BlobStores
                     ? new AzureBlobStore(new Uri(target), container)
                     : new AzureBlobStore(target, container);
                 // Remote storage throttles and drops connections; local folders do not need this.
-                return new ResilientBlobStore(azure);
+                return new ResilientBlobStore(azure, resilience);
             }
             catch (Exception e) when (e is FormatException or ArgumentException or UriFormatException or InvalidOperationException)
             {

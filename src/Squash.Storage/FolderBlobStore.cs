@@ -105,6 +105,9 @@ public sealed class FolderBlobStore : IBlobStore
                     case WriteCondition.IfMatchCondition m when existing.ETag != m.ETag:
                         throw new BlobConditionFailedException(name, "it was changed by another writer (ETag mismatch)");
                 }
+                // File times tick coarsely (a kernel tick), so two same-sized writes in one tick could share
+                // an ETag and a stale compare-and-swap succeed. Under the lock, a fresh precise time differs.
+                File.SetLastWriteTimeUtc(temp, DateTime.UtcNow);
                 File.Move(temp, path, overwrite: true);
             }
         }
@@ -181,6 +184,6 @@ public sealed class FolderBlobStore : IBlobStore
         // Length + write time + inode-ish identity is enough to see a replaced file; hash it into an opaque tag.
         var tag = $"{fi.Length}:{fi.LastWriteTimeUtc.Ticks}:{fi.CreationTimeUtc.Ticks}";
         var hash = Convert.ToHexString(SHA256.HashData(System.Text.Encoding.UTF8.GetBytes(tag)))[..16];
-        return new BlobInfo(name, fi.Length, $"\"{hash}\"");
+        return new BlobInfo(name, fi.Length, $"\"{hash}\"", new DateTimeOffset(fi.LastWriteTimeUtc, TimeSpan.Zero));
     }
 }

@@ -1,7 +1,10 @@
 namespace Squash.Storage;
 
-/// <summary>Properties of a stored blob. The ETag changes whenever the content does.</summary>
-public sealed record BlobInfo(string Name, long Length, string ETag);
+/// <summary>
+/// Properties of a stored blob. The ETag changes whenever the content does. <see cref="LastModified"/>
+/// is the store's clock (null when a store cannot tell); garbage collection uses it to see builds in flight.
+/// </summary>
+public sealed record BlobInfo(string Name, long Length, string ETag, DateTimeOffset? LastModified = null);
 
 /// <summary>How a write treats an existing blob.</summary>
 public abstract record WriteCondition

@@ -3,27 +3,49 @@ using Squash.Index.Model;
 
 namespace Squash.Storage;
 
-/// <summary>Builds an index into a new version and publishes it; a failed build removes its partial version.</summary>
+/// <summary>Builds an index into a new version and publishes it; a failed build removes the blobs it wrote.</summary>
 public static class IndexPublisher
 {
+    /// <summary>
+    /// Builds a new version and moves <c>current</c> to it, unless a build with a newer version id was
+    /// published meanwhile (then this version stays complete but unpublished: compare the manifest's
+    /// version with <see cref="IndexStore.GetCurrentAsync"/>). Any number of builds of one index may run
+    /// at once, in any processes.
+    /// </summary>
     public static async Task<IndexManifest> BuildAndPublishAsync(
         IndexStore store, float[] vectors, int count, int dims, IndexBuildOptions options,
         IProgress<BuildProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         options.Validate(count, dims);
-        var previous = await store.GetCurrentAsync(cancellationToken).ConfigureAwait(false);
-        var version = await store.NewVersionIdAsync(cancellationToken).ConfigureAwait(false);
+        var sink = store.CreateSink(IndexStore.NewVersionId());
         try
         {
-            var manifest = await IndexBuilder.BuildAsync(vectors, count, dims, options, version, store.CreateSink(version), progress, cancellationToken).ConfigureAwait(false);
-            await store.PublishAsync(manifest, previous, cancellationToken).ConfigureAwait(false);
+            var manifest = await IndexBuilder.BuildAsync(vectors, count, dims, options, sink.Version, sink, progress, cancellationToken).ConfigureAwait(false);
+            await store.PublishAsync(sink, manifest, cancellationToken).ConfigureAwait(false);
             return manifest;
         }
         catch
         {
-            // Best effort: the pointer never moved, so readers are unaffected either way.
-            try { await store.DeleteVersionAsync(version, CancellationToken.None).ConfigureAwait(false); } catch (Exception) { }
+            await DeleteUnpublishedAsync(store, sink).ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Best effort, and only the blobs this build wrote. Skipped when the pointer may name this version:
+    /// a pointer write whose answer was lost can still have landed.
+    /// </summary>
+    private static async Task DeleteUnpublishedAsync(IndexStore store, IndexStore.VersionSink sink)
+    {
+        try
+        {
+            var current = await store.GetCurrentAsync(CancellationToken.None).ConfigureAwait(false);
+            if (current?.Version == sink.Version) return;
+            await sink.DeleteWrittenAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Leftovers are harmless: nothing names them, and gc removes them after the grace period.
         }
     }
 }

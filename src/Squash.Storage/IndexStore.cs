@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text.Json;
 using Squash.Index.Build;
 using Squash.Index.Format;
@@ -13,10 +14,35 @@ namespace Squash.Storage;
 /// {index}/current                                                               (last: a pointer moved by compare-and-swap)
 /// </code>
 /// A reader resolves current → manifest → segments, so an interrupted build leaves the previous
-/// version serving, and two concurrent builds cannot both win the pointer.
+/// version serving.
+/// <para>
+/// Version ids (<see cref="VersionIds"/>): <c>v</c> + build start time + random, e.g.
+/// <c>v20250612-101530123-3f9a1c0b7e2d</c>, so concurrent builds never share a version folder and
+/// ordinal order is age order; <c>v000042</c> ids from earlier releases are read and sort first.
+/// </para>
+/// <para>
+/// Concurrent builds: each writes only its own version folder, and a failed build deletes only the
+/// blobs it wrote. The pointer moves forward in version-id order only: a build publishes unless
+/// <c>current</c> already names a newer id (one started later), retrying the compare-and-swap when
+/// another build moved the pointer in between. So once every build is done, <c>current</c> names the
+/// newest id that finished, and an older build that finishes last leaves its version complete but
+/// unpublished (garbage collection removes it later).
+/// </para>
+/// <para>
+/// Garbage collection (<see cref="CollectGarbageAsync"/>) never deletes the version <c>current</c> names,
+/// a version a build may still be writing (one whose id time or newest blob is younger than the grace
+/// period), or a version that stopped being current less than the grace period ago. The last rule is
+/// how readers pin a version without writing anything: a reader that re-reads <c>current</c> at least
+/// once per grace period (the function app does every few seconds) never loses the version it uses.
+/// </para>
 /// </summary>
 public sealed partial class IndexStore
 {
+    public const string ManifestName = "manifest.json";
+
+    /// <summary>How many times a build retries the pointer's compare-and-swap when other builds keep moving it.</summary>
+    private const int MaxPublishAttempts = 50;
+
     private long _bytesRead;
 
     public IndexStore(IBlobStore blobs, string indexName = "")
@@ -30,11 +56,12 @@ public sealed partial class IndexStore
     public string Name { get; }
     private string Prefix { get; }
     private string CurrentName => Prefix + "current";
+    private string VersionsRoot => Prefix + "versions/";
 
     /// <summary>Bytes read from the blob store by this instance (for per-query statistics).</summary>
     public long BytesRead => Interlocked.Read(ref _bytesRead);
 
-    public string VersionPrefix(string version) => $"{Prefix}versions/{version}/";
+    public string VersionPrefix(string version) => $"{VersionsRoot}{version}/";
 
     internal sealed record CurrentPointer(string Version, string Manifest);
 
@@ -70,82 +97,234 @@ public sealed partial class IndexStore
         }
     }
 
-    /// <summary>A fresh version id that sorts after every existing one.</summary>
-    public async Task<string> NewVersionIdAsync(CancellationToken ct = default)
+    /// <summary>A fresh version id, unique without asking the store (see <see cref="VersionIds"/>).</summary>
+    public static string NewVersionId(TimeProvider? clock = null) => VersionIds.New((clock ?? TimeProvider.System).GetUtcNow());
+
+    /// <summary>A sink that writes the blobs of one version, create-only, and remembers which it wrote.</summary>
+    public VersionSink CreateSink(string version) => new(this, version);
+
+    /// <summary>
+    /// Writes one version's blobs and records their names, so that a failed build can delete exactly
+    /// what it wrote and nothing another writer put there.
+    /// </summary>
+    public sealed class VersionSink : ISegmentSink
     {
-        int max = 0;
-        await foreach (var b in Blobs.ListAsync(Prefix + "versions/", ct).ConfigureAwait(false))
+        private readonly IndexStore _store;
+        private readonly ConcurrentDictionary<string, byte> _written = new(StringComparer.Ordinal);
+
+        internal VersionSink(IndexStore store, string version)
         {
-            var rest = b.Name[(Prefix.Length + "versions/".Length)..];
-            var v = rest.Split('/')[0];
-            if (v.Length > 1 && v[0] == 'v' && int.TryParse(v.AsSpan(1), out int n)) max = Math.Max(max, n);
+            _store = store;
+            Version = version;
         }
-        return $"v{max + 1:D6}";
+
+        public string Version { get; }
+
+        /// <summary>Full names of the blobs this sink wrote (or tried to: a write whose answer was lost may have landed).</summary>
+        public IReadOnlyCollection<string> Written => [.. _written.Keys];
+
+        public async Task WriteAsync(string name, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+        {
+            var full = _store.VersionPrefix(Version) + name;
+            _written[full] = 0;
+            try
+            {
+                await _store.Blobs.WriteAsync(full, data, WriteCondition.IfNotExists, cancellationToken).ConfigureAwait(false);
+            }
+            catch (BlobConditionFailedException)
+            {
+                // Someone else's blob: never ours to delete.
+                _written.TryRemove(full, out _);
+                throw;
+            }
+        }
+
+        /// <summary>Deletes every blob this sink wrote; returns how many existed.</summary>
+        public async Task<int> DeleteWrittenAsync(CancellationToken ct = default)
+        {
+            int deleted = 0;
+            foreach (var name in Written)
+                if (await _store.Blobs.DeleteAsync(name, ct).ConfigureAwait(false)) deleted++;
+            return deleted;
+        }
     }
 
-    /// <summary>A sink that writes segments of one version, create-only.</summary>
-    public ISegmentSink CreateSink(string version) => new VersionSink(this, version);
+    /// <summary>What <see cref="PublishAsync"/> did.</summary>
+    /// <param name="Published">True when <c>current</c> now names this version; false when a newer one was already current.</param>
+    /// <param name="Current">The version <c>current</c> named when the publish finished.</param>
+    public sealed record PublishResult(bool Published, string Current);
 
-    private sealed class VersionSink(IndexStore store, string version) : ISegmentSink
+    /// <summary>
+    /// Writes the manifest through <paramref name="sink"/>, checks that every blob it names is in the
+    /// store, and moves <c>current</c> to the version unless <c>current</c> already names a newer one
+    /// (see the class comment for why publishing follows version-id order).
+    /// </summary>
+    public async Task<PublishResult> PublishAsync(VersionSink sink, IndexManifest manifest, CancellationToken ct = default)
     {
-        public Task WriteAsync(string name, ReadOnlyMemory<byte> data, CancellationToken cancellationToken) =>
-            store.Blobs.WriteAsync(store.VersionPrefix(version) + name, data, WriteCondition.IfNotExists, cancellationToken);
+        if (sink.Version != manifest.Version) throw new ArgumentException($"the sink writes version {sink.Version} but the manifest is version {manifest.Version}", nameof(manifest));
+        await sink.WriteAsync(ManifestName, manifest.ToJson(), ct).ConfigureAwait(false);
+        await VerifyCompleteAsync(manifest, ct).ConfigureAwait(false);
+        return await MovePointerForwardAsync(manifest.Version, ct).ConfigureAwait(false);
     }
 
-    /// <summary>Writes the manifest, then moves the current pointer from <paramref name="expectedPrevious"/> (null: none).</summary>
-    public async Task PublishAsync(IndexManifest manifest, (string Version, string ETag)? expectedPrevious, CancellationToken ct = default)
+    /// <summary>Blob names (inside the version folder) of every segment a manifest refers to, and the manifest itself.</summary>
+    public static IEnumerable<SegmentRef> BlobsNamedBy(IndexManifest m)
     {
-        var manifestName = VersionPrefix(manifest.Version) + "manifest.json";
-        await Blobs.WriteAsync(manifestName, manifest.ToJson(), WriteCondition.IfNotExists, ct).ConfigureAwait(false);
-        var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(manifest.Version, manifestName), PointerJson.Default.CurrentPointer);
-        var condition = expectedPrevious is { } prev ? WriteCondition.IfMatch(prev.ETag) : WriteCondition.IfNotExists;
-        await Blobs.WriteAsync(CurrentName, pointer, condition, ct).ConfigureAwait(false);
+        yield return m.Routing;
+        foreach (var p in m.Partitions)
+        {
+            yield return p.Codes;
+            yield return p.Vectors;
+            if (p.Attributes is not null) yield return p.Attributes;
+        }
     }
 
-    /// <summary>Removes every blob of a version (a failed build's leftovers, or garbage collection).</summary>
-    public async Task<int> DeleteVersionAsync(string version, CancellationToken ct = default)
+    /// <summary>
+    /// Throws <see cref="CorruptIndexException"/> unless every segment the manifest names is present with
+    /// its recorded size. A build checks this before it publishes, so a version damaged while it was
+    /// being written (say, by a gc run with a grace period shorter than the build) is never published.
+    /// </summary>
+    public async Task VerifyCompleteAsync(IndexManifest m, CancellationToken ct = default)
     {
-        var names = new List<string>();
-        await foreach (var b in Blobs.ListAsync(VersionPrefix(version), ct).ConfigureAwait(false)) names.Add(b.Name);
-        foreach (var n in names) await Blobs.DeleteAsync(n, ct).ConfigureAwait(false);
-        return names.Count;
+        var prefix = VersionPrefix(m.Version);
+        var present = new Dictionary<string, long>(StringComparer.Ordinal);
+        await foreach (var b in Blobs.ListAsync(prefix, ct).ConfigureAwait(false)) present[b.Name[prefix.Length..]] = b.Length;
+        foreach (var segment in BlobsNamedBy(m))
+        {
+            if (!present.TryGetValue(segment.Name, out long length))
+                throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{prefix}{segment.Name}' is missing");
+            if (length != segment.Bytes)
+                throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{prefix}{segment.Name}' has {length} bytes, the manifest says {segment.Bytes}");
+        }
+        if (!present.ContainsKey(ManifestName))
+            throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} has no {ManifestName}");
     }
 
-    /// <summary>Every version that has any blob (published, superseded or left by a failed build), oldest first.</summary>
-    public async Task<IReadOnlyList<string>> ListVersionsAsync(CancellationToken ct = default)
+    /// <summary>
+    /// Moves <c>current</c> to <paramref name="version"/> by compare-and-swap unless it already names a
+    /// newer id. A lost race is not an error: the pointer is read again and the decision repeated.
+    /// </summary>
+    public async Task<PublishResult> MovePointerForwardAsync(string version, CancellationToken ct = default)
     {
-        var root = Prefix + "versions/";
-        var versions = new SortedSet<string>(StringComparer.Ordinal);
+        var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(version, VersionPrefix(version) + ManifestName), PointerJson.Default.CurrentPointer);
+        for (int attempt = 1; ; attempt++)
+        {
+            var current = await GetCurrentAsync(ct).ConfigureAwait(false);
+            if (current is { } c)
+            {
+                // Our own write, retried after its answer was lost, or a newer build that got there first.
+                if (c.Version == version) return new PublishResult(true, version);
+                if (VersionIds.Compare(c.Version, version) > 0) return new PublishResult(false, c.Version);
+            }
+            try
+            {
+                var condition = current is { } prev ? WriteCondition.IfMatch(prev.ETag) : WriteCondition.IfNotExists;
+                await Blobs.WriteAsync(CurrentName, pointer, condition, ct).ConfigureAwait(false);
+                return new PublishResult(true, version);
+            }
+            catch (BlobConditionFailedException) when (attempt < MaxPublishAttempts)
+            {
+                // Another build moved the pointer between our read and our write: wait a moment (jittered,
+                // so that racing builds spread out) and decide again against the new value.
+                await Task.Delay(TimeSpan.FromMilliseconds(Random.Shared.Next(5, 20 + 10 * Math.Min(attempt, 20))), ct).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Every version that has any blob (published, superseded, in progress or left by a failed build), oldest first.</summary>
+    public async Task<IReadOnlyList<string>> ListVersionsAsync(CancellationToken ct = default) =>
+        (await ListVersionBlobsAsync(ct).ConfigureAwait(false)).Keys.ToList();
+
+    /// <summary>Blobs of every version, keyed by version id in <see cref="VersionIds.Order"/>.</summary>
+    private async Task<SortedDictionary<string, List<BlobInfo>>> ListVersionBlobsAsync(CancellationToken ct)
+    {
+        var root = VersionsRoot;
+        var versions = new SortedDictionary<string, List<BlobInfo>>(VersionIds.Order);
         await foreach (var b in Blobs.ListAsync(root, ct).ConfigureAwait(false))
         {
             var rest = b.Name[root.Length..];
             int slash = rest.IndexOf('/');
-            if (slash > 0) versions.Add(rest[..slash]);
+            if (slash <= 0) continue;
+            var v = rest[..slash];
+            if (!versions.TryGetValue(v, out var blobs)) versions[v] = blobs = [];
+            blobs.Add(b);
         }
-        // Ids are zero-padded (v000042), so ordinal order is age order.
-        return versions.ToList();
+        return versions;
     }
 
+    /// <summary>Why garbage collection left a version in place.</summary>
+    public enum KeptReason
+    {
+        /// <summary><c>current</c> names it.</summary>
+        Current,
+        /// <summary>One of the N newest the caller asked to keep.</summary>
+        Newest,
+        /// <summary>Its id time or newest blob is younger than the grace period: a build may still be writing it.</summary>
+        Recent,
+        /// <summary>It stopped being current less than the grace period ago: readers may still use it.</summary>
+        RecentlyCurrent,
+    }
+
+    public sealed record KeptVersion(string Version, KeptReason Reason);
+
+    /// <summary>What <see cref="CollectGarbageAsync"/> deleted and what it kept (oldest first), with the reason.</summary>
+    public sealed record GarbageCollection(IReadOnlyList<string> Deleted, IReadOnlyList<KeptVersion> Kept);
+
     /// <summary>
-    /// Deletes every version but the <paramref name="keep"/> newest and the one <c>current</c> names,
-    /// and returns the deleted ids. A reader that opened an older version before this ran may lose it,
-    /// which is why <paramref name="keep"/> exists: keep enough for in-flight queries.
+    /// Deletes every version except the one <c>current</c> names, the <paramref name="keep"/> newest, and
+    /// any version younger than <paramref name="grace"/> or superseded less than <paramref name="grace"/>
+    /// ago (see the class comment). Age comes from the newer of the id's time and the newest blob's
+    /// last-modified time (old counter ids have only the latter); a version stopped being current when the
+    /// first newer version wrote its manifest, since a build writes its manifest just before it moves the
+    /// pointer. Times are compared with <paramref name="clock"/>, so clocks that disagree by much less
+    /// than the grace period are harmless.
     /// </summary>
-    public async Task<IReadOnlyList<string>> CollectGarbageAsync(int keep, CancellationToken ct = default)
+    public async Task<GarbageCollection> CollectGarbageAsync(int keep, TimeSpan grace, TimeProvider? clock = null, CancellationToken ct = default)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(keep);
+        ArgumentOutOfRangeException.ThrowIfLessThan(grace, TimeSpan.Zero);
+        // Read before listing: a version published after this read is young, so the grace rules keep it.
         var current = await GetCurrentAsync(ct).ConfigureAwait(false);
-        var versions = await ListVersionsAsync(ct).ConfigureAwait(false);
-        var kept = new HashSet<string>(versions.Skip(Math.Max(0, versions.Count - keep)), StringComparer.Ordinal);
-        if (current is { } c) kept.Add(c.Version);
-        var deleted = new List<string>();
-        foreach (var v in versions)
+        var versions = await ListVersionBlobsAsync(ct).ConfigureAwait(false);
+        var now = (clock ?? TimeProvider.System).GetUtcNow();
+        var ids = versions.Keys.ToList();
+
+        // Newest to oldest: for each version that has a manifest (so may have been current), the earliest
+        // manifest among newer versions is when it stopped being current. One without a manifest never was.
+        var supersededAt = new DateTimeOffset?[ids.Count];
+        DateTimeOffset? earliestNewerManifest = null;
+        for (int i = ids.Count - 1; i >= 0; i--)
         {
-            if (kept.Contains(v)) continue;
-            await DeleteVersionAsync(v, ct).ConfigureAwait(false);
+            var manifest = versions[ids[i]].FirstOrDefault(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal));
+            if (manifest is null) continue;
+            supersededAt[i] = earliestNewerManifest;
+            var written = manifest.LastModified ?? VersionIds.StartedUtc(ids[i]);
+            if (written is { } w && (earliestNewerManifest is null || w < earliestNewerManifest)) earliestNewerManifest = w;
+        }
+
+        var deleted = new List<string>();
+        var kept = new List<KeptVersion>();
+        for (int i = 0; i < ids.Count; i++)
+        {
+            var v = ids[i];
+            var blobs = versions[v];
+            var lastActivity = blobs.Select(b => b.LastModified).Append(VersionIds.StartedUtc(v)).Max();
+            KeptReason? reason =
+                current is { } c && c.Version == v ? KeptReason.Current
+                : i >= ids.Count - keep ? KeptReason.Newest
+                : lastActivity is { } a && now - a < grace ? KeptReason.Recent
+                : supersededAt[i] is { } s && now - s < grace ? KeptReason.RecentlyCurrent
+                : null;
+            if (reason is { } r)
+            {
+                kept.Add(new KeptVersion(v, r));
+                continue;
+            }
+            // The names listed above: nothing writes into an old version folder (ids are never reused).
+            foreach (var b in blobs) await Blobs.DeleteAsync(b.Name, ct).ConfigureAwait(false);
             deleted.Add(v);
         }
-        return deleted;
+        return new GarbageCollection(deleted, kept);
     }
 
     public async Task<IndexManifest> ReadManifestAsync(string version, CancellationToken ct = default)

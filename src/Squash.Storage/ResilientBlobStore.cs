@@ -17,12 +17,31 @@ public sealed record ResilienceOptions
     /// <summary>First back-off; doubles per retry, with jitter so that many callers do not retry in lock-step.</summary>
     public TimeSpan BaseDelay { get; init; } = TimeSpan.FromMilliseconds(200);
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>Bound on one operation, every try and back-off included (null: only the per-try bounds).</summary>
+    public TimeSpan? TotalTimeout { get; init; }
+
+    /// <summary>
+    /// Environment variable that bounds every storage operation's total time (a duration such as 10s or 2m),
+    /// read by stores opened without explicit options. Tests set it so that a dead emulator fails fast.
+    /// </summary>
+    public const string TotalTimeoutVariable = "SQUASH_STORAGE_TIMEOUT";
+
+    /// <summary>The defaults, with <see cref="TotalTimeout"/> from <see cref="TotalTimeoutVariable"/> when it is set.</summary>
+    public static ResilienceOptions FromEnvironment(Func<string, string?>? getVariable = null)
+    {
+        var text = (getVariable ?? Environment.GetEnvironmentVariable)(TotalTimeoutVariable);
+        if (string.IsNullOrWhiteSpace(text)) return new ResilienceOptions();
+        if (!Durations.TryParse(text, out var total) || total <= TimeSpan.Zero)
+            throw new ArgumentException($"{TotalTimeoutVariable} must be a positive duration such as 10s or 2m, got '{text}'");
+        return new ResilienceOptions { TotalTimeout = total };
+    }
 
     public void Validate()
     {
         if (MaxAttempts < 1) throw new ArgumentOutOfRangeException(nameof(MaxAttempts), $"must be ≥ 1, got {MaxAttempts}");
         if (AttemptTimeout <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(AttemptTimeout), "must be positive");
         if (BaseDelay < TimeSpan.Zero || MaxDelay < BaseDelay) throw new ArgumentOutOfRangeException(nameof(BaseDelay), "need 0 ≤ BaseDelay ≤ MaxDelay");
+        if (TotalTimeout is { } t && t <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(TotalTimeout), "must be positive");
     }
 }
 
@@ -40,9 +59,11 @@ public sealed class ResilientBlobStore : IBlobStore
     public ResilientBlobStore(IBlobStore inner, ResilienceOptions? options = null)
     {
         _inner = inner;
-        Options = options ?? new ResilienceOptions();
+        Options = options ?? ResilienceOptions.FromEnvironment();
         Options.Validate();
         var builder = new ResiliencePipelineBuilder();
+        // Outermost, so it bounds the tries and the back-offs between them together.
+        if (Options.TotalTimeout is { } total) builder.AddTimeout(total);
         if (Options.MaxAttempts > 1)
         {
             builder.AddRetry(new RetryStrategyOptions
@@ -78,13 +99,18 @@ public sealed class ResilientBlobStore : IBlobStore
 
     private async Task<T> RunAsync<T>(string operation, string name, Func<CancellationToken, Task<T>> call, CancellationToken ct)
     {
+        int attempts = 0;
         try
         {
-            return await _pipeline.ExecuteAsync(async token => await call(token).ConfigureAwait(false), ct).ConfigureAwait(false);
+            return await _pipeline.ExecuteAsync(async token =>
+            {
+                Interlocked.Increment(ref attempts);
+                return await call(token).ConfigureAwait(false);
+            }, ct).ConfigureAwait(false);
         }
         catch (Exception e) when (IsTransient(e, ct))
         {
-            throw new IOException($"{operation} of blob '{name}' in {_inner.Description} failed after {Options.MaxAttempts} attempt(s): {e.Message}", e);
+            throw new IOException($"{operation} of blob '{name}' in {_inner.Description} failed after {Volatile.Read(ref attempts)} attempt(s): {e.Message}", e);
         }
     }
 

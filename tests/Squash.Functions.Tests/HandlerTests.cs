@@ -28,7 +28,7 @@ public sealed class HandlerTests(IndexFixture fx)
         Assert.Equal(IndexFixture.Dims, info.RootElement.GetProperty("dimensions").GetInt32());
         Assert.Equal(IndexFixture.Count, info.RootElement.GetProperty("count").GetInt64());
         Assert.Equal("l2", info.RootElement.GetProperty("metric").GetString());
-        Assert.Equal("v000001", info.RootElement.GetProperty("version").GetString());
+        Assert.Matches("^v[0-9]{8}-[0-9]{9}-[0-9a-f]{12}$", info.RootElement.GetProperty("version").GetString());
 
         var missing = await client.GetAsync("/api/indexes/nope");
         Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);

@@ -19,8 +19,9 @@ public sealed class DeterminismTests : IDisposable
         var blobs = new FolderBlobStore(Path.Combine(_root, folder));
         await IndexPublisher.BuildAndPublishAsync(new IndexStore(blobs), data, 2000, 24, new IndexBuildOptions { Partitions = 6, Seed = seed });
         var result = new Dictionary<string, byte[]>();
+        // Keyed by the name inside the version folder: version ids differ per build.
         await foreach (var b in blobs.ListAsync("versions/"))
-            if (b.Name.EndsWith(".seg", StringComparison.Ordinal)) result[b.Name] = await blobs.ReadAllAsync(b.Name);
+            if (b.Name.EndsWith(".seg", StringComparison.Ordinal)) result[b.Name[(b.Name.LastIndexOf('/') + 1)..]] = await blobs.ReadAllAsync(b.Name);
         return result;
     }
 

@@ -11,6 +11,12 @@ public sealed class GarbageCollectionTests : IDisposable
         try { Directory.Delete(_root, true); } catch (IOException) { }
     }
 
+    /// <summary>The system clock moved by a fixed amount: "two hours from now" without waiting.</summary>
+    private sealed class ShiftedClock(TimeSpan shift) : TimeProvider
+    {
+        public override DateTimeOffset GetUtcNow() => System.GetUtcNow() + shift;
+    }
+
     private static float[] Data(int n, int d, int seed)
     {
         var rng = new Random(seed);
@@ -24,6 +30,8 @@ public sealed class GarbageCollectionTests : IDisposable
         return names;
     }
 
+    private static readonly TimeSpan Hour = TimeSpan.FromHours(1);
+
     [Fact]
     public async Task KeepsTheNewestVersionsAndCurrentAndDeletesTheRest()
     {
@@ -35,21 +43,63 @@ public sealed class GarbageCollectionTests : IDisposable
         for (int i = 0; i < 4; i++)
             published.Add((await IndexPublisher.BuildAndPublishAsync(store, Data(100, 4, i), 100, 4, new IndexBuildOptions { Partitions = 2 })).Version);
         // A failed build's leftovers: a newer version that current does not name.
-        await folder.WriteAsync(store.VersionPrefix("v000099") + "p00000.codes.seg", new byte[] { 1 }, WriteCondition.IfNotExists);
-        Assert.Equal(published.Append("v000099"), await store.ListVersionsAsync());
+        var leftover = VersionIds.New(DateTimeOffset.UtcNow.AddMinutes(1));
+        await folder.WriteAsync(store.VersionPrefix(leftover) + "p00000.codes.seg", new byte[] { 1 }, WriteCondition.IfNotExists);
+        Assert.Equal(published.Append(leftover), await store.ListVersionsAsync());
 
-        var deleted = await store.CollectGarbageAsync(keep: 2);
-        // The two newest are v000004 and v000099; current (v000004) is among them.
-        Assert.Equal(published.Take(3), deleted);
-        Assert.Equal(new[] { published[3], "v000099" }, await store.ListVersionsAsync());
+        // Two hours on, nothing is within the grace period.
+        var later = new ShiftedClock(2 * Hour);
+        var result = await store.CollectGarbageAsync(keep: 2, grace: Hour, later);
+        // The two newest are published[3] (current) and the leftover.
+        Assert.Equal(published.Take(3), result.Deleted);
+        Assert.Equal([new(published[3], IndexStore.KeptReason.Current), new(leftover, IndexStore.KeptReason.Newest)], result.Kept);
+        Assert.Equal(new[] { published[3], leftover }, await store.ListVersionsAsync());
         Assert.Equal(published[3], (await store.OpenCurrentAsync()).Version);
         // Other indexes in the same store are untouched.
         Assert.Single(await other.ListVersionsAsync());
 
-        Assert.Equal(new[] { "v000099" }, await store.CollectGarbageAsync(keep: 0));
+        Assert.Equal(new[] { leftover }, (await store.CollectGarbageAsync(keep: 0, grace: Hour, later)).Deleted);
         Assert.Equal(new[] { published[3] }, await store.ListVersionsAsync());
         Assert.NotEmpty(await Names(folder, store.VersionPrefix(published[3])));
-        Assert.Empty(await store.CollectGarbageAsync(keep: 0));
+        Assert.Empty((await store.CollectGarbageAsync(keep: 0, grace: Hour, later)).Deleted);
+    }
+
+    [Fact]
+    public async Task VersionsBeingBuiltOrRecentlyCurrentAreKeptForTheGracePeriod()
+    {
+        var folder = new FolderBlobStore(_root);
+        var store = new IndexStore(folder, "products");
+        // v1 was built five hours ago (its id and its blobs say so) and stays current until v2 publishes now.
+        var v1 = VersionIds.New(DateTimeOffset.UtcNow.AddHours(-5));
+        var sink = store.CreateSink(v1);
+        var m1 = await IndexBuilder.BuildAsync(Data(100, 4, 1), 100, 4, new IndexBuildOptions { Partitions = 2 }, v1, sink);
+        Assert.True((await store.PublishAsync(sink, m1)).Published);
+        foreach (var f in Directory.EnumerateFiles(Path.Combine(_root, "products", "versions", v1)))
+            File.SetLastWriteTimeUtc(f, DateTime.UtcNow.AddHours(-5));
+        var v2 = (await IndexPublisher.BuildAndPublishAsync(store, Data(100, 4, 2), 100, 4, new IndexBuildOptions { Partitions = 2 })).Version;
+        // A build in flight: segments written, no manifest yet.
+        var building = IndexStore.NewVersionId();
+        await folder.WriteAsync(store.VersionPrefix(building) + "p00000.codes.seg", new byte[] { 1 }, WriteCondition.IfNotExists);
+
+        // Half an hour on: v1 stopped being current less than the grace period ago, so a reader may still use it.
+        var soon = await store.CollectGarbageAsync(keep: 0, grace: Hour, new ShiftedClock(TimeSpan.FromMinutes(30)));
+        Assert.Empty(soon.Deleted);
+        Assert.Equal([new(v1, IndexStore.KeptReason.RecentlyCurrent), new(v2, IndexStore.KeptReason.Current), new(building, IndexStore.KeptReason.Recent)], soon.Kept);
+
+        var later = await store.CollectGarbageAsync(keep: 0, grace: Hour, new ShiftedClock(2 * Hour));
+        Assert.Equal(new[] { v1, building }, later.Deleted);
+        Assert.Equal(v2, (await store.OpenCurrentAsync()).Version);
+    }
+
+    [Fact]
+    public async Task OldCounterIdsSortBeforeNewIdsAndByNumber()
+    {
+        var folder = new FolderBlobStore(_root);
+        var store = new IndexStore(folder);
+        var newer = IndexStore.NewVersionId();
+        foreach (var v in new[] { newer, "v1000000", "v000010", "v000009" })
+            await folder.WriteAsync(store.VersionPrefix(v) + "manifest.json", new byte[] { 1 }, WriteCondition.IfNotExists);
+        Assert.Equal(new[] { "v000009", "v000010", "v1000000", newer }, await store.ListVersionsAsync());
     }
 
     [Fact]
@@ -57,9 +107,44 @@ public sealed class GarbageCollectionTests : IDisposable
     {
         var store = new IndexStore(new FolderBlobStore(_root));
         Assert.Empty(await store.ListVersionsAsync());
-        Assert.Empty(await store.CollectGarbageAsync(3));
-        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(-1));
+        Assert.Empty((await store.CollectGarbageAsync(3, Hour)).Deleted);
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(-1, Hour));
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(1, TimeSpan.FromSeconds(-1)));
     }
+}
+
+public sealed class VersionIdTests
+{
+    [Fact]
+    public void NewIdsAreDistinctSortByStartTimeAndCarryIt()
+    {
+        var t0 = new DateTimeOffset(2025, 6, 12, 10, 15, 30, 123, TimeSpan.Zero);
+        var id = VersionIds.New(t0);
+        Assert.Matches("^v20250612-101530123-[0-9a-f]{12}$", id);
+        Assert.Equal(t0, VersionIds.StartedUtc(id));
+        Assert.Null(VersionIds.StartedUtc("v000042"));
+
+        // Same millisecond: still distinct (the random part).
+        var same = Enumerable.Range(0, 10_000).Select(_ => VersionIds.New(t0)).ToList();
+        Assert.Equal(same.Count, same.Distinct().Count());
+        // Later starts sort later, by plain ordinal order too.
+        var later = VersionIds.New(t0.AddMilliseconds(1));
+        Assert.All(same, s => Assert.True(string.CompareOrdinal(s, later) < 0 && VersionIds.Compare(s, later) < 0));
+        Assert.True(VersionIds.Compare("v999999", id) < 0);
+        Assert.True(VersionIds.Compare("v000099", "v1000000") < 0);
+    }
+
+    [Theory]
+    [InlineData("v000042", true)]
+    [InlineData("v20250612-101530123-3f9a1c0b7e2d", true)]
+    [InlineData("v20250612-101530123-3F9A1C0B7E2D", false)]
+    [InlineData("v20251312-101530123-3f9a1c0b7e2d", false)]
+    [InlineData("v20250612-101530123-3f9a1c0b7e2", false)]
+    [InlineData("v", false)]
+    [InlineData("42", false)]
+    [InlineData("../v000001", false)]
+    [InlineData("", false)]
+    public void WellFormedIdsAreRecognised(string id, bool expected) => Assert.Equal(expected, VersionIds.IsWellFormed(id));
 }
 
 public sealed class CachedSegmentReadTests : IDisposable

@@ -39,6 +39,7 @@ public sealed class PublishProtocolTests : IDisposable
     [InlineData(3)]
     [InlineData(7)]
     [InlineData(9)]
+    [InlineData(10)]
     public async Task AnInterruptedBuildLeavesThePreviousVersionServing(int failAfter)
     {
         var folder = new FolderBlobStore(_root);
@@ -63,17 +64,57 @@ public sealed class PublishProtocolTests : IDisposable
     }
 
     [Fact]
-    public async Task AConcurrentPublisherThatLostTheRaceCannotMoveThePointer()
+    public async Task AnOlderBuildThatFinishesLastLeavesTheNewerOneCurrent()
     {
         var store = new IndexStore(new FolderBlobStore(_root));
         await IndexPublisher.BuildAndPublishAsync(store, Data(200, 4, 1), 200, 4, new IndexBuildOptions { Partitions = 2 });
-        var seen = await store.GetCurrentAsync();
-        await IndexPublisher.BuildAndPublishAsync(store, Data(300, 4, 2), 300, 4, new IndexBuildOptions { Partitions = 2 });
-        // A third build that read the pointer before the second one published.
-        var version = await store.NewVersionIdAsync();
-        var manifest = await IndexBuilder.BuildAsync(Data(250, 4, 3), 250, 4, new IndexBuildOptions { Partitions = 2 }, version, store.CreateSink(version));
-        await Assert.ThrowsAsync<BlobConditionFailedException>(() => store.PublishAsync(manifest, seen));
+        // Two builds overlap: the one that started first (older id) finishes last.
+        var older = store.CreateSink(VersionIds.New(DateTimeOffset.UtcNow.AddSeconds(-1)));
+        var newer = store.CreateSink(IndexStore.NewVersionId());
+        var olderManifest = await IndexBuilder.BuildAsync(Data(250, 4, 3), 250, 4, new IndexBuildOptions { Partitions = 2 }, older.Version, older);
+        var newerManifest = await IndexBuilder.BuildAsync(Data(300, 4, 2), 300, 4, new IndexBuildOptions { Partitions = 2 }, newer.Version, newer);
+        Assert.Equal(new IndexStore.PublishResult(true, newer.Version), await store.PublishAsync(newer, newerManifest));
+        Assert.Equal(new IndexStore.PublishResult(false, newer.Version), await store.PublishAsync(older, olderManifest));
         Assert.Equal(300, (await store.OpenCurrentAsync()).Count);
+        // The older version is complete, just not current.
+        await store.VerifyCompleteAsync(await store.ReadManifestAsync(older.Version));
+    }
+
+    /// <summary>
+    /// Wraps a store: the first write into a version folder is preceded by another writer's blob in the
+    /// same folder (what two builds sharing a version id did), and writes fail after <c>allowed</c>.
+    /// </summary>
+    private sealed class SharedFolderStore(IBlobStore inner, int allowed) : IBlobStore
+    {
+        private int _writes;
+        public string? Foreign { get; private set; }
+        public string Description => inner.Description;
+        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
+        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
+        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+        public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
+        {
+            if (Foreign is null && name.StartsWith("versions/", StringComparison.Ordinal))
+            {
+                Foreign = name[..(name.LastIndexOf('/') + 1)] + "written-by-another-build.seg";
+                await inner.WriteAsync(Foreign, new byte[] { 42 }, WriteCondition.IfNotExists, ct);
+            }
+            if (Interlocked.Increment(ref _writes) > allowed) throw new IOException($"injected failure writing {name}");
+            return await inner.WriteAsync(name, data, condition, ct);
+        }
+    }
+
+    [Fact]
+    public async Task AFailedBuildDeletesOnlyTheBlobsItWrote()
+    {
+        var folder = new FolderBlobStore(_root);
+        var shared = new SharedFolderStore(folder, allowed: 5);
+        await Assert.ThrowsAsync<IOException>(() => IndexPublisher.BuildAndPublishAsync(new IndexStore(shared), Data(400, 6, 2), 400, 6, new IndexBuildOptions { Partitions = 4 }));
+        var left = new List<string>();
+        await foreach (var b in folder.ListAsync("versions/")) left.Add(b.Name);
+        Assert.Equal(new[] { shared.Foreign }, left);
     }
 
     [Fact]

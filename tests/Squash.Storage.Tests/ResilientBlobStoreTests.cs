@@ -152,6 +152,30 @@ public sealed class ResilientBlobStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task TheTotalTimeoutBoundsAllTriesTogether()
+    {
+        await _store.WriteAsync("slow", Bytes(10), WriteCondition.Overwrite);
+        // Every try hangs; alone, 100 tries of 30 s each would take 50 minutes.
+        var bounded = new ResilientBlobStore(_faulty, Fast with { MaxAttempts = 100, AttemptTimeout = TimeSpan.FromSeconds(30), TotalTimeout = TimeSpan.FromMilliseconds(300) });
+        _faulty.HangNext = 1000;
+        int before = _faulty.Calls;
+        var e = await Assert.ThrowsAsync<IOException>(() => bounded.ReadAllAsync("slow"));
+        _faulty.HangNext = 0;
+        Assert.Equal(1, _faulty.Calls - before);
+        Assert.Contains("after 1 attempt(s)", e.Message);
+    }
+
+    [Fact]
+    public void TheTotalTimeoutComesFromTheEnvironment()
+    {
+        Assert.Null(ResilienceOptions.FromEnvironment(_ => null).TotalTimeout);
+        Assert.Equal(TimeSpan.FromSeconds(90), ResilienceOptions.FromEnvironment(v => v == "SQUASH_STORAGE_TIMEOUT" ? "1m30s" : null).TotalTimeout);
+        var e = Assert.Throws<ArgumentException>(() => ResilienceOptions.FromEnvironment(_ => "soon"));
+        Assert.Equal("SQUASH_STORAGE_TIMEOUT must be a positive duration such as 10s or 2m, got 'soon'", e.Message);
+        Assert.Throws<ArgumentException>(() => ResilienceOptions.FromEnvironment(_ => "0"));
+    }
+
+    [Fact]
     public void TransientClassificationFollowsTheStatusCodes()
     {
         Assert.True(ResilientBlobStore.IsTransient(new Azure.RequestFailedException(503, "x")));
