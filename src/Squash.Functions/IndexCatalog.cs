@@ -124,15 +124,22 @@ public sealed partial class IndexCatalog
         }
     }
 
-    /// <summary>A store's message without where the store is: the store's description goes, and a blob name keeps only its last part.</summary>
+    /// <summary>
+    /// A store's message for a client: the store's description goes, a blob name keeps only its last part, and a .NET
+    /// type name (from a JSON parser's message) becomes "the expected type".
+    /// </summary>
     private string WithoutLocations(string message)
     {
         var text = message.Replace(_blobs.Description, "the store", StringComparison.Ordinal);
-        return QuotedBlobName().Replace(text, m => $"'{m.Groups[1].Value}'");
+        text = QuotedBlobName().Replace(text, m => $"'{m.Groups[1].Value}'");
+        return DotNetTypeName().Replace(text, "the expected type");
     }
 
     [GeneratedRegex("'[^']*/([^'/]*)'")]
     private static partial Regex QuotedBlobName();
+
+    [GeneratedRegex(@"\b(?:Squash|System|Microsoft)(?:\.\w+)+(?:`\d+)?(?:\[[^\]]*\])?")]
+    private static partial Regex DotNetTypeName();
 }
 
 /// <summary>An index that exists but cannot be opened now: damaged (a 500), or its store could not be read (a 503, worth retrying).</summary>
