@@ -13,7 +13,7 @@ public sealed class IndexUnavailableHandler(IProblemDetailsService problems, ILo
     public async ValueTask<bool> TryHandleAsync(HttpContext http, Exception exception, CancellationToken ct)
     {
         if (exception is not IndexUnavailableException e) return false;
-        log.LogError(exception, "index {Index} could not be opened: {Reason}", e.Index, e.Message);
+        log.LogError(exception, "{Problem}", e.Message);
         int status = e.Transient ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status500InternalServerError;
         http.Response.StatusCode = status;
         if (e.Transient) http.Response.Headers.RetryAfter = "1";
