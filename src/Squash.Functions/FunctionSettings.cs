@@ -11,6 +11,11 @@ public sealed class FunctionSettings
     public int Branching { get; set; } = 4;
     /// <summary>Depth L of the invocation tree (0: the coordinator scans everything itself).</summary>
     public int Depth { get; set; } = 1;
+    /// <summary>
+    /// Most scan nodes (b + b² + … + b^L) one request may ask for with its own branching and depth, and the most a
+    /// scan request may describe: every node is a billed invocation, so a caller must not choose thousands.
+    /// </summary>
+    public int MaxTreeNodes { get; set; } = 128;
     /// <summary>Base URL of the scan function (processor pool). Empty: this app itself.</summary>
     public string ScanUrl { get; set; } = "";
     /// <summary>Several processor pools, ';'-separated: a tree node goes to pool (node slot mod count), so a partition always reaches the same pool.</summary>

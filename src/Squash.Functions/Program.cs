@@ -1,7 +1,5 @@
 using System.Diagnostics;
-using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.Extensions.Http.Resilience;
@@ -25,6 +23,7 @@ if (!string.IsNullOrEmpty(handlerPort)) builder.WebHost.UseUrls($"http://127.0.0
 builder.Services.Configure<FunctionSettings>(builder.Configuration.GetSection("Squash"));
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default));
 builder.Services.AddProblemDetails();
+builder.Services.AddExceptionHandler<IndexUnavailableHandler>();
 builder.Services.AddOpenApi();
 
 // One query is one trace: spans for the coordinator, every tree node and every child call; the trace
@@ -103,7 +102,7 @@ app.MapGet("/api/indexes/{index}", async Task<IResult> (string index, IndexCatal
     if (loaded is null) return NotFound(index);
     var m = loaded.Manifest;
     return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc), ApiJson.Default.IndexInfo);
-}).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem();
+}).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem().ProducesProblem(500).ProducesProblem(503);
 
 app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
@@ -112,11 +111,11 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     using var span = Telemetry.Source.StartActivity("squash.query");
     span?.SetTag("squash.index", index);
     if (!IndexCatalog.IsValidName(index)) return BadName(index);
-    var (request, error) = await ReadJsonAsync(http.Request, ApiJson.Default.QueryRequest, settings.Value.MaxRequestBytes, ct);
+    var (request, error) = await JsonBody.ReadAsync(http.Request, ApiJson.Default.QueryRequest, settings.Value.MaxRequestBytes, ct);
     if (error is not null) return error;
     var loaded = await catalog.OpenCurrentAsync(index, ct);
     if (loaded is null) return NotFound(index);
-    var errors = RequestMapping.Validate(request!, loaded.Manifest.Dimensions, settings.Value.MaxBatch);
+    var errors = RequestMapping.Validate(request!, loaded.Manifest.Dimensions, settings.Value);
     RequestMapping.ValidateAttributes(request!, loaded, errors);
     if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The query is not valid.");
 
@@ -146,18 +145,25 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
         ? Results.Json(answers[0], ApiJson.Default.QueryAnswer)
         : Results.Json(new BatchAnswer(answers), ApiJson.Default.BatchAnswer);
 }).WithName("query").Accepts<QueryRequest>("application/json").Produces<QueryAnswer>().Produces<BatchAnswer>()
-  .ProducesValidationProblem().ProducesProblem(404).ProducesProblem(413);
+  .ProducesValidationProblem().ProducesProblem(404).ProducesProblem(413).ProducesProblem(500).ProducesProblem(503);
 
 app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, NodeExecutor executor,
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
 {
     if (!IndexCatalog.IsValidName(index)) return BadName(index);
-    var (request, error) = await ReadJsonAsync(http.Request, ApiJson.Default.ScanRequest, settings.Value.MaxRequestBytes, ct);
+    var (request, error) = await JsonBody.ReadAsync(http.Request, ApiJson.Default.ScanRequest, settings.Value.MaxRequestBytes, ct);
     if (error is not null) return error;
-    var loaded = await catalog.OpenAsync(index, request!.Version, ct);
+    if (request!.Version is not { } version || !IndexCatalog.IsValidVersion(version))
+        return Results.ValidationProblem(new Dictionary<string, string[]> { ["version"] = [$"must be a version id (letters, digits, '-' and '_', at most 80), got {(request.Version is null ? "null" : $"'{request.Version}'")}"] });
+    // Only a version that exists is opened (and then kept): an unknown one is a 404 and leaves nothing behind.
+    var loaded = await catalog.OpenAsync(index, version, ct);
+    if (loaded is null) return Results.Problem(statusCode: 404, title: "Index version not found", detail: $"index '{index}' has no version '{version}'");
+    var errors = RequestMapping.ValidateScan(request, loaded, settings.Value);
+    if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The scan request is not valid.");
     var response = await executor.ExecuteAsync(index, loaded, request, OwnAddress(server, http), ct);
     return Results.Json(response, ApiJson.Default.ScanResponse);
-}).WithName("scan").Accepts<ScanRequest>("application/json").Produces<ScanResponse>().ProducesValidationProblem();
+}).WithName("scan").Accepts<ScanRequest>("application/json").Produces<ScanResponse>().ProducesValidationProblem()
+  .ProducesProblem(404).ProducesProblem(413).ProducesProblem(500).ProducesProblem(503);
 
 // Cold-start figure for the logs: process start to listening.
 app.Lifetime.ApplicationStarted.Register(() => app.Logger.LogInformation("listening {Ms:F0} ms after the process started",
@@ -174,34 +180,6 @@ static IResult BadName(string index) => Results.ValidationProblem(
     new Dictionary<string, string[]> { ["index"] = [$"'{index}' is not a valid index name (lower-case letters, digits and '-', at most 63)"] });
 
 static IResult NotFound(string index) => Results.Problem(statusCode: 404, title: "Index not found", detail: $"no index named '{index}' is published");
-
-/// <summary>Reads a bounded JSON body; malformed JSON and unknown fields are 400s naming the JSON path.</summary>
-static async Task<(T? Value, IResult? Error)> ReadJsonAsync<T>(HttpRequest request, JsonTypeInfo<T> type, long maxBytes, CancellationToken ct) where T : class
-{
-    if (request.ContentLength > maxBytes)
-        return (null, Results.Problem(statusCode: 413, title: "Request too large", detail: $"the body is {request.ContentLength} bytes; at most {maxBytes} are accepted"));
-    using var buffer = new MemoryStream();
-    var chunk = new byte[81920];
-    int read;
-    while ((read = await request.Body.ReadAsync(chunk, ct)) > 0)
-    {
-        buffer.Write(chunk, 0, read);
-        if (buffer.Length > maxBytes)
-            return (null, Results.Problem(statusCode: 413, title: "Request too large", detail: $"at most {maxBytes} bytes are accepted"));
-    }
-    try
-    {
-        var value = JsonSerializer.Deserialize(buffer.GetBuffer().AsSpan(0, (int)buffer.Length), type);
-        return value is null
-            ? (null, Results.ValidationProblem(new Dictionary<string, string[]> { ["body"] = ["the body must be a JSON object"] }))
-            : (value, null);
-    }
-    catch (JsonException e)
-    {
-        var field = string.IsNullOrEmpty(e.Path) || e.Path == "$" ? "body" : e.Path.TrimStart('$', '.');
-        return (null, Results.ValidationProblem(new Dictionary<string, string[]> { [field] = [e.Message] }, title: "The request body is not valid JSON for this endpoint."));
-    }
-}
 
 /// <summary>Entry point type, public for WebApplicationFactory in tests.</summary>
 public partial class Program;

@@ -111,7 +111,7 @@ public sealed class PartitionScanner
         bool prune = !options.Exact && options.HammingKeepPercent < 100;
         if (prune)
         {
-            keep = Math.Min(candidates, Math.Max((int)Math.Ceiling(options.HammingKeepPercent / 100.0 * candidates), options.K * options.RerankFactor));
+            keep = Math.Min(candidates, Math.Max((int)Math.Ceiling(options.HammingKeepPercent / 100.0 * candidates), options.RerankCandidates));
             var qs = _querySigns.AsSpan(0, codes.SignWords);
             SignCodes.Encode(z, qs);
             var ham = _hamming.AsSpan(0, n);
@@ -134,7 +134,7 @@ public sealed class PartitionScanner
         stats.AfterHamming += keep;
 
         // Level 2: lower bounds, abandoned as soon as they pass the current bar.
-        int capacity = options.Exact ? int.MaxValue : options.K * options.RerankFactor;
+        int capacity = options.Exact ? int.MaxValue : options.RerankCandidates;
         _heap.Reset(capacity);
         var offsets = codes.BoundaryOffsets.AsSpan();
         var table = _table.AsSpan(0, codes.Boundaries.Length);

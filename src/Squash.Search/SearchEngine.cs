@@ -160,7 +160,7 @@ public sealed class SearchEngine
             // Few candidates take exact distances directly (PartitionScanner), many the rotation, bounds and re-rank.
             double work = est[q] * d <= (double)e.CodedDimensions * m
                 ? est[q] * d
-                : (double)e.CodedDimensions * m + est[q] * e.CodedDimensions + Math.Min(est[q], options.K * options.RerankFactor) * d;
+                : (double)e.CodedDimensions * m + est[q] * e.CodedDimensions + Math.Min(est[q], options.RerankCandidates) * d;
             planCost += PartitionVisitCost + (indexed ? 0 : e.Count) + work;
         }
         // The direct scan visits every partition that can match and takes an exact distance per match.

@@ -8,6 +8,10 @@ namespace Squash.Search;
 public sealed record SearchOptions
 {
     public const int MaxK = 10_000;
+    /// <summary>Largest CF accepted: far past the point where every partition is visited.</summary>
+    public const double MaxCentroidFactor = 1_000;
+    /// <summary>Largest R accepted; K·R then stays far inside 32 bits, and is computed in 64 anyway (<see cref="RerankCandidates"/>).</summary>
+    public const int MaxRerankFactor = 1_000;
 
     public int K { get; init; } = 10;
     /// <summary>CF: visit every partition whose centroid is within CF × the nearest centroid distance.</summary>
@@ -22,6 +26,8 @@ public sealed record SearchOptions
     public int HammingBits { get; init; } = 64;
     /// <summary>R: each partition re-ranks at most K·R candidates by exact distance, chosen by lower bound.</summary>
     public int RerankFactor { get; init; } = 2;
+    /// <summary>K·R, the re-rank cap per partition, computed in 64 bits and clamped to <see cref="int.MaxValue"/>.</summary>
+    public int RerankCandidates => (int)Math.Min((long)K * RerankFactor, int.MaxValue);
     /// <summary>Exact mode: every partition, no Hamming prune, no re-rank cap: the answer equals brute force.</summary>
     public bool Exact { get; init; }
     /// <summary>A filter compiled against this index (<see cref="LoadedIndex.Filters"/>); null: no filter.</summary>
@@ -37,11 +43,11 @@ public sealed record SearchOptions
     public void Validate()
     {
         if (K < 1 || K > MaxK) throw new ArgumentOutOfRangeException(nameof(K), K, $"k must be between 1 and {MaxK:N0}");
-        if (!(CentroidFactor >= 1) || double.IsInfinity(CentroidFactor)) throw new ArgumentOutOfRangeException(nameof(CentroidFactor), CentroidFactor, "the centroid factor must be a finite number ≥ 1");
+        if (!(CentroidFactor >= 1 && CentroidFactor <= MaxCentroidFactor)) throw new ArgumentOutOfRangeException(nameof(CentroidFactor), CentroidFactor, $"the centroid factor must be between 1 and {MaxCentroidFactor:N0}");
         if (!(HammingKeepPercent > 0 && HammingKeepPercent <= 100)) throw new ArgumentOutOfRangeException(nameof(HammingKeepPercent), HammingKeepPercent, "the Hamming keep percentage must be in (0, 100]");
         if (HammingBits < 1) throw new ArgumentOutOfRangeException(nameof(HammingBits), HammingBits, "the Hamming bit count must be ≥ 1");
         if (!(FilterMargin >= 1) || double.IsInfinity(FilterMargin)) throw new ArgumentOutOfRangeException(nameof(FilterMargin), FilterMargin, "the filter margin must be a finite number ≥ 1");
-        if (RerankFactor < 1) throw new ArgumentOutOfRangeException(nameof(RerankFactor), RerankFactor, "the re-rank factor must be ≥ 1");
+        if (RerankFactor < 1 || RerankFactor > MaxRerankFactor) throw new ArgumentOutOfRangeException(nameof(RerankFactor), RerankFactor, $"the re-rank factor must be between 1 and {MaxRerankFactor:N0}");
     }
 }
 

@@ -61,7 +61,8 @@ public sealed class IndexFixture : IDisposable
 
     /// <summary>A function app whose child calls go back into the same in-memory server, optionally through a fault injector.</summary>
     public WebApplicationFactory<Program> App(int branching, int depth, Func<HttpRequestMessage, int, HttpResponseMessage?>? fault = null,
-        Func<int, TimeSpan>? delay = null, IReadOnlyDictionary<string, string>? settings = null, Func<IBlobStore, IBlobStore>? wrapStore = null)
+        Func<int, TimeSpan>? delay = null, IReadOnlyDictionary<string, string>? settings = null, Func<IBlobStore, IBlobStore>? wrapStore = null,
+        Action<IServiceCollection>? services = null)
     {
         WebApplicationFactory<Program>? app = null;
         app = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>
@@ -78,6 +79,7 @@ public sealed class IndexFixture : IDisposable
                 s.AddHttpClient(ScanInvoker.ClientName)
                     .ConfigurePrimaryHttpMessageHandler(() => new FaultInjector(fault, delay) { InnerHandler = app!.Server.CreateHandler() });
                 if (wrapStore is not null) s.AddSingleton(wrapStore(new FolderBlobStore(Root)));
+                services?.Invoke(s);
             });
         });
         return app;

@@ -43,7 +43,7 @@ public sealed class HandlerTests(IndexFixture fx)
         { """{"vector":[1,2,3]}""", "vector", "has 3 dimensions; the index has 24" },
         { "{\"vector\":" + Bodies.Vector(new float[24]) + ",\"k\":0}", "k", "k must be between 1 and 10000, got 0" },
         { "{\"vector\":" + Bodies.Vector(new float[24]) + ",\"k\":10001}", "k", "k must be between 1 and 10000, got 10001" },
-        { "{\"vector\":" + Bodies.Vector(new float[24]) + ",\"options\":{\"centroidFactor\":0.5}}", "options.centroidFactor", "must be a finite number ≥ 1, got 0.5" },
+        { "{\"vector\":" + Bodies.Vector(new float[24]) + ",\"options\":{\"centroidFactor\":0.5}}", "options.centroidFactor", "must be a number between 1 and 1000, got 0.5" },
         { "{\"vectors\":[]}", "vectors", "the batch is empty" },
     };
 

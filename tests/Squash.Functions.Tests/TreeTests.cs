@@ -155,6 +155,25 @@ public sealed class TreeTests(IndexFixture fx)
     }
 
     [Fact]
+    public async Task ABugInAChildCallIsA500ProblemNotAnIncompleteAnswer()
+    {
+        // An InvalidOperationException is a defect, not an outage: it must not be reported as missing partitions.
+        using var app = fx.App(2, 1, (req, n) => throw new InvalidOperationException("injected: a bug on the way to a child"));
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = fx.Queries[7], k = 10 }));
+        var problem = await Problems.Read(response, System.Net.HttpStatusCode.InternalServerError);
+        Assert.DoesNotContain("injected", problem.ToString());
+    }
+
+    [Fact]
+    public async Task AChildThatRejectsTheScanRequestIsA500ProblemNotAnIncompleteAnswer()
+    {
+        // A 400 from a child means this node sent something wrong: a bug here, whatever the pipeline's retries do.
+        using var app = fx.App(2, 1, (req, n) => new System.Net.Http.HttpResponseMessage(System.Net.HttpStatusCode.BadRequest));
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = fx.Queries[7], k = 10 }));
+        await Problems.Read(response, System.Net.HttpStatusCode.InternalServerError);
+    }
+
+    [Fact]
     public void TheTreePlannerPlacesEveryPartitionOnceAndStably()
     {
         var partitions = Enumerable.Range(0, 50).ToArray();

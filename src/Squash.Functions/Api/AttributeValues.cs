@@ -7,13 +7,9 @@ namespace Squash.Functions.Api;
 /// <summary>Turns one stored row's raw attribute values back into JSON for <c>include</c>.</summary>
 public static class AttributeValues
 {
-    /// <summary>Attribute positions in the schema for the requested names; unknown names are reported by <see cref="Unknown"/>.</summary>
+    /// <summary>Attribute positions in the schema for the requested names; unknown names are -1.</summary>
     public static int[] Resolve(IndexAttributes? schema, IReadOnlyList<string> names) =>
         names.Select(n => schema?.IndexOf(n) ?? -1).ToArray();
-
-    /// <summary>The requested names the index does not have, with their position in the list.</summary>
-    public static IEnumerable<(int Position, string Name)> Unknown(IndexAttributes? schema, IReadOnlyList<string> names) =>
-        names.Select((n, i) => (i, n)).Where(x => (schema?.IndexOf(x.n) ?? -1) < 0);
 
     /// <summary>The requested attributes of one row; a missing value is left out of the object.</summary>
     public static JsonObject Read(IndexAttributes schema, PartitionAttributes partition, int row, IReadOnlyList<string> names)

@@ -25,7 +25,7 @@ public sealed record QueryOptions
     public double? CentroidFactor { get; init; }
     public double? HammingKeepPercent { get; init; }
     public int? RerankFactor { get; init; }
-    /// <summary>Overrides the app's tree branching factor b for this query (1..16).</summary>
+    /// <summary>Overrides the app's tree branching factor b for this query (1..16; the tree's b + … + b^L nodes at most Squash__MaxTreeNodes).</summary>
     public int? Branching { get; init; }
     /// <summary>Overrides the app's tree depth L for this query (0..4).</summary>
     public int? Depth { get; init; }
@@ -182,8 +182,9 @@ public sealed record Neighbour(long Id, float D)
     public JsonObject? Attributes { get; init; }
 }
 
+// Strict numbers: the web defaults would read "k":"5" as 5.
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
-    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+    DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, NumberHandling = JsonNumberHandling.Strict)]
 [JsonSerializable(typeof(QueryRequest))]
 [JsonSerializable(typeof(QueryAnswer))]
 [JsonSerializable(typeof(BatchAnswer))]

@@ -6,7 +6,7 @@ namespace Squash.Functions.Api;
 /// <summary>Checks a query request field by field; every problem is reported against the field's name.</summary>
 public static class RequestMapping
 {
-    public static Dictionary<string, string[]> Validate(QueryRequest r, int dimensions, int maxBatch)
+    public static Dictionary<string, string[]> Validate(QueryRequest r, int dimensions, FunctionSettings settings)
     {
         var errors = new Dictionary<string, string[]>();
         void Add(string field, string message) => errors[field] = [.. errors.GetValueOrDefault(field, []), message];
@@ -14,42 +14,156 @@ public static class RequestMapping
         if (r.Vector is null && r.Vectors is null) Add("vector", "a query needs 'vector' (one query) or 'vectors' (a batch)");
         if (r.Vector is not null && r.Vectors is not null) Add("vectors", "send either 'vector' or 'vectors', not both");
         if (r.Vector is not null) CheckVector("vector", r.Vector, dimensions, Add);
-        if (r.Vectors is not null)
-        {
-            if (r.Vectors.Length == 0) Add("vectors", "the batch is empty");
-            if (r.Vectors.Length > maxBatch) Add("vectors", $"a batch holds at most {maxBatch} vectors, got {r.Vectors.Length}");
-            for (int i = 0; i < r.Vectors.Length && errors.Count < 20; i++)
-                CheckVector($"vectors[{i}]", r.Vectors[i], dimensions, Add);
-        }
-        if (r.K is { } k && (k < 1 || k > SearchOptions.MaxK)) Add("k", $"k must be between 1 and {SearchOptions.MaxK}, got {k}");
+        if (r.Vectors is not null) CheckVectors("vectors", r.Vectors, dimensions, settings.MaxBatch, errors, Add);
+        if (r.K is { } k) CheckK("k", k, Add);
         if (r.Options is { } o)
         {
-            if (o.CentroidFactor is { } cf && !(cf >= 1 && double.IsFinite(cf))) Add("options.centroidFactor", $"must be a finite number ≥ 1, got {cf}");
-            if (o.HammingKeepPercent is { } h && !(h > 0 && h <= 100)) Add("options.hammingKeepPercent", $"must be in (0, 100], got {h}");
-            if (o.RerankFactor is { } rf && rf < 1) Add("options.rerankFactor", $"must be ≥ 1, got {rf}");
-            if (o.Branching is { } b && b is < 1 or > 16) Add("options.branching", $"must be between 1 and 16, got {b}");
-            if (o.Depth is { } l && l is < 0 or > 4) Add("options.depth", $"must be between 0 and 4, got {l}");
+            CheckOptions(o, Add);
+            // Every node of the tree is a billed invocation: a caller may not choose more of them than the app allows.
+            if ((o.Branching is not null || o.Depth is not null) && !errors.ContainsKey("options.branching") && !errors.ContainsKey("options.depth"))
+            {
+                int b = o.Branching ?? settings.Branching, l = o.Depth ?? settings.Depth;
+                long nodes = TreeNodes(b, l);
+                if (nodes > settings.MaxTreeNodes)
+                {
+                    var message = $"a tree with branching {b} and depth {l} has {nodes} nodes; this app allows at most {settings.MaxTreeNodes}";
+                    if (o.Branching is not null) Add("options.branching", message);
+                    if (o.Depth is not null) Add("options.depth", message);
+                }
+            }
         }
         return errors;
+    }
+
+    /// <summary>Scan nodes in a tree of branching b and depth L: b + b² + … + b^L (64 bits: 16 and 4 give 69,904).</summary>
+    public static long TreeNodes(int branching, int depth)
+    {
+        long total = 0, level = 1;
+        for (int l = 1; l <= depth; l++) { level *= branching; total += level; }
+        return total;
+    }
+
+    /// <summary>
+    /// Checks a scan request (the internal tree-node endpoint) as strictly as a query: it comes over HTTP too. The
+    /// tree it describes may hold at most the app's <see cref="FunctionSettings.MaxTreeNodes"/> (or its own configured tree's) nodes.
+    /// </summary>
+    public static Dictionary<string, string[]> ValidateScan(ScanRequest r, LoadedIndex index, FunctionSettings settings)
+    {
+        var errors = new Dictionary<string, string[]>();
+        void Add(string field, string message) => errors[field] = [.. errors.GetValueOrDefault(field, []), message];
+        int partitions = index.PartitionCount;
+
+        if (r.Vectors is null) Add("vectors", "is required");
+        else CheckVectors("vectors", r.Vectors, index.Manifest.Dimensions, settings.MaxBatch, errors, Add);
+        CheckK("k", r.K, Add);
+        if (r.Options is null) Add("options", "is required");
+        else CheckOptions(r.Options, Add);
+        int queries = r.Vectors?.Length ?? 0;
+        if (r.Plans is null) Add("plans", "is required");
+        else
+        {
+            if (r.Plans.Length != queries) Add("plans", $"needs one plan per vector ({queries}), got {r.Plans.Length}");
+            for (int q = 0; q < r.Plans.Length && errors.Count < JsonBody.MaxErrors; q++)
+                CheckPartitions($"plans[{q}]", r.Plans[q], partitions, Add);
+        }
+        if (r.Filter is not null)
+        {
+            if (r.Strategies is null) Add("strategies", "is required with a filter (one per vector)");
+            else if (r.Strategies.Length != queries) Add("strategies", $"needs one strategy per vector ({queries}), got {r.Strategies.Length}");
+        }
+        for (int q = 0; q < (r.Strategies?.Length ?? 0); q++)
+            if (r.Strategies![q] is not (nameof(FilterStrategy.Partitions) or nameof(FilterStrategy.Direct)))
+                Add($"strategies[{q}]", $"must be \"{nameof(FilterStrategy.Partitions)}\" or \"{nameof(FilterStrategy.Direct)}\"");
+        ValidateAttributes(r.Filter, r.Include, index, errors);
+
+        if (r.Node is null) Add("node", "is required");
+        else
+        {
+            long limit = Math.Max(settings.MaxTreeNodes, TreeNodes(settings.Branching, settings.Depth));
+            int nodes = 0;
+            CheckNode("node", r.Node, root: true);
+            if (nodes > limit + 1) Add("node", $"describes more than {limit + 1} nodes; at most {limit + 1} (the coordinator and {limit} scan nodes) are allowed");
+
+            void CheckNode(string field, ScanNode node, bool root)
+            {
+                // Counting stops past the limit, so a deep or wide body costs no more than a legal one.
+                if (++nodes > limit + 1 || errors.Count >= JsonBody.MaxErrors) return;
+                if (node.Id < (root ? -1 : 0) || node.Id >= limit) Add($"{field}.id", $"must be a tree slot between {(root ? -1 : 0)} and {limit - 1}, got {node.Id}");
+                if (node.Partitions is null) Add($"{field}.partitions", "is required");
+                else CheckPartitions($"{field}.partitions", node.Partitions, partitions, Add);
+                if (node.Children is null) Add($"{field}.children", "is required");
+                else
+                    for (int i = 0; i < node.Children.Length && nodes <= limit + 1; i++)
+                    {
+                        if (node.Children[i] is null) Add($"{field}.children[{i}]", "must be a node, got null");
+                        else CheckNode($"{field}.children[{i}]", node.Children[i], root: false);
+                    }
+            }
+        }
+        return errors;
+    }
+
+    private static void CheckK(string field, int k, Action<string, string> add)
+    {
+        if (k < 1 || k > SearchOptions.MaxK) add(field, $"k must be between 1 and {SearchOptions.MaxK}, got {k}");
+    }
+
+    /// <summary>The documented range of every query option (README, HTTP API).</summary>
+    private static void CheckOptions(QueryOptions o, Action<string, string> add)
+    {
+        if (o.CentroidFactor is { } cf && !(cf >= 1 && cf <= SearchOptions.MaxCentroidFactor))
+            add("options.centroidFactor", $"must be a number between 1 and {SearchOptions.MaxCentroidFactor}, got {cf}");
+        if (o.HammingKeepPercent is { } h && !(h > 0 && h <= 100)) add("options.hammingKeepPercent", $"must be in (0, 100], got {h}");
+        if (o.RerankFactor is { } rf && rf is < 1 or > SearchOptions.MaxRerankFactor)
+            add("options.rerankFactor", $"must be between 1 and {SearchOptions.MaxRerankFactor}, got {rf}");
+        if (o.Branching is { } b && b is < 1 or > MaxBranching) add("options.branching", $"must be between 1 and {MaxBranching}, got {b}");
+        if (o.Depth is { } l && l is < 0 or > MaxDepth) add("options.depth", $"must be between 0 and {MaxDepth}, got {l}");
+    }
+
+    public const int MaxBranching = 16, MaxDepth = 4;
+
+    private static void CheckVectors(string field, float[][] vectors, int dimensions, int maxBatch, Dictionary<string, string[]> errors, Action<string, string> add)
+    {
+        if (vectors.Length == 0) add(field, "the batch is empty");
+        if (vectors.Length > maxBatch) add(field, $"a batch holds at most {maxBatch} vectors, got {vectors.Length}");
+        for (int i = 0; i < vectors.Length && errors.Count < JsonBody.MaxErrors; i++)
+            CheckVector($"{field}[{i}]", vectors[i], dimensions, add);
+    }
+
+    private static void CheckPartitions(string field, int[]? list, int partitions, Action<string, string> add)
+    {
+        if (list is null) { add(field, "must be an array of partition numbers, got null"); return; }
+        if (list.Length > partitions) { add(field, $"lists {list.Length} partitions; the index has {partitions}"); return; }
+        foreach (int p in list)
+            if (p < 0 || p >= partitions) { add(field, $"partition numbers must be between 0 and {partitions - 1}, got {p}"); return; }
     }
 
     /// <summary>
     /// The parts checked against the index's schema: every <c>include</c> name must exist, and the filter must
     /// compile (its errors are reported under <c>filter</c> plus the JSON path of the offending part).
     /// </summary>
-    public static void ValidateAttributes(QueryRequest r, LoadedIndex index, Dictionary<string, string[]> errors)
+    public static void ValidateAttributes(QueryRequest r, LoadedIndex index, Dictionary<string, string[]> errors) =>
+        ValidateAttributes(r.Filter, r.Include, index, errors);
+
+    private static void ValidateAttributes(System.Text.Json.JsonElement? filter, string[]? include, LoadedIndex index, Dictionary<string, string[]> errors)
     {
-        if (r.Include is { } include)
+        if (include is not null)
         {
             if (include.Length > 64) errors["include"] = [$"at most 64 attributes can be included, got {include.Length}"];
-            foreach (var (i, name) in AttributeValues.Unknown(index.Manifest.Attributes, include))
-                errors[$"include[{i}]"] = [index.Manifest.Attributes is null
-                    ? $"the index has no attributes, so '{name}' cannot be included"
-                    : $"the index has no attribute '{name}' (it has: {string.Join(", ", index.Manifest.Attributes.Attributes.Select(a => a.Name))})"];
+            var schema = index.Manifest.Attributes;
+            for (int i = 0; i < include.Length && errors.Count < JsonBody.MaxErrors; i++)
+            {
+                var name = include[i];
+                if (name is null) errors[$"include[{i}]"] = ["must be an attribute name, got null"];
+                else if ((schema?.IndexOf(name) ?? -1) < 0)
+                    errors[$"include[{i}]"] = [schema is null
+                        ? $"the index has no attributes, so '{name}' cannot be included"
+                        : $"the index has no attribute '{name}' (it has: {string.Join(", ", schema.Attributes.Select(a => a.Name))})"];
+            }
         }
-        if (r.Filter is { } filter)
+        if (filter is { } f)
         {
-            try { index.Filters.Compile(filter); }
+            try { index.Filters.Compile(f); }
             catch (FilterException e) { errors[FilterField(e.Path)] = [e.Detail]; }
         }
     }

@@ -77,10 +77,10 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
                 found[q] = await DescribeAsync(loaded, request, tops[q].ToSortedArray(), mine, p => fetched.Data[p], ct).ConfigureAwait(false);
             }
         }
-        catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+        catch (Exception e) when (!ct.IsCancellationRequested && StoreFailures.IsReadFailure(e))
         {
-            // Anything else that breaks this node's own scan: its partitions are reported missing, and what its
-            // children found still counts.
+            // A read that breaks this node's own scan after its partitions were fetched (attributes for the results):
+            // its partitions are reported missing, and what its children found still counts. A bug is not caught here.
             log.LogError(e, "tree node {Node} could not scan its partitions; they are reported missing", request.Node.Id);
             missing.Clear();
             missing.AddRange(needed);
@@ -121,10 +121,8 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
                     stats[q].Add(r.Stats[q]);
                 }
             }
-            catch (Exception e) when (e is HttpRequestException or TaskCanceledException or TimeoutException or InvalidOperationException
-                                           or Polly.CircuitBreaker.BrokenCircuitException or Polly.Timeout.TimeoutRejectedException)
+            catch (Exception e) when (!ct.IsCancellationRequested && IsChildUnavailable(e))
             {
-                if (ct.IsCancellationRequested) throw;
                 log.LogWarning(e, "tree node {Node} failed after retries; its partitions are reported missing", child.Id);
                 var lost = child.AllPartitions().ToHashSet();
                 missing.AddRange(request.Plans.SelectMany(p => p).Where(lost.Contains).Distinct());
@@ -146,6 +144,22 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         };
     }
 
+    /// <summary>
+    /// Failures of the infrastructure between this node and a child, after the resilience pipeline's retries: the
+    /// connection (refused, dropped, an HTTP 5xx, 404, 408 or 429 answer), a timeout (the caller's own cancellation is
+    /// excluded by the caller), an open circuit. Anything else — a child rejecting the request as invalid, a body that
+    /// does not parse, an InvalidOperationException — is a bug and must fail the request loudly, not shorten the answer.
+    /// </summary>
+    private static bool IsChildUnavailable(Exception e) => e switch
+    {
+        HttpRequestException { StatusCode: null } => true,
+        HttpRequestException { StatusCode: { } status } => (int)status >= 500 || status is System.Net.HttpStatusCode.NotFound
+            or System.Net.HttpStatusCode.RequestTimeout or System.Net.HttpStatusCode.TooManyRequests,
+        OperationCanceledException or TimeoutException or IOException => true,
+        Polly.CircuitBreaker.BrokenCircuitException or Polly.Timeout.TimeoutRejectedException => true,
+        _ => false,
+    };
+
     /// <summary>One query's partitions fetched, per partition: the data, and what it cost.</summary>
     private sealed record Fetched(Dictionary<int, PartitionData> Data, int Hits, int Misses, long BytesRead);
 
@@ -166,7 +180,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
             var one = await Task.WhenAll(partitions.Select(async p =>
             {
                 try { return (p, Fetch: await loaded.FetchForQueryAsync(ctx, [p], options, ct).ConfigureAwait(false)); }
-                catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+                catch (Exception e) when (!ct.IsCancellationRequested && StoreFailures.IsReadFailure(e))
                 {
                     unreadable[p] = e;
                     return (p, Fetch: (PartitionFetch?)null);

@@ -57,6 +57,12 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
             m.Headers.TryAddWithoutValidation(key, value);
         });
         using var response = await client.SendAsync(message, ct).ConfigureAwait(false);
+        if (response.StatusCode is System.Net.HttpStatusCode.BadRequest or System.Net.HttpStatusCode.RequestEntityTooLarge)
+        {
+            // The child refused what this node sent: a bug here, not an outage there. Its problem text goes into the error.
+            var problem = await response.Content.ReadAsStringAsync(ct).ConfigureAwait(false);
+            throw new InvalidOperationException($"tree node {request.Node.Id} rejected the scan request ({(int)response.StatusCode}): {(problem.Length > 1000 ? problem[..1000] + "…" : problem)}");
+        }
         response.EnsureSuccessStatusCode();
         return await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)
             ?? throw new InvalidOperationException("empty scan response");

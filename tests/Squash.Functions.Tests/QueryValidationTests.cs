@@ -1,0 +1,132 @@
+using System.Net;
+using System.Text.Json;
+using Squash.Search;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>Every numeric option has a documented range, numbers are numbers, and every problem is named in JSON terms.</summary>
+[Collection(nameof(IndexCollection))]
+public sealed class QueryValidationTests(IndexFixture fx)
+{
+    private string Vector => Bodies.Vector(fx.Queries[1]);
+
+    private async Task<Dictionary<string, string[]>> BadQuery(string body, IReadOnlyDictionary<string, string>? settings = null)
+    {
+        using var app = fx.App(2, 1, settings: settings);
+        return await Problems.BadRequest(await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json(body)));
+    }
+
+    public static TheoryData<string, string, string> OutOfRange => new()
+    {
+        { "\"k\":0", "k", "k must be between 1 and 10000, got 0" },
+        { "\"k\":10001", "k", "k must be between 1 and 10000, got 10001" },
+        { "\"options\":{\"centroidFactor\":0.5}", "options.centroidFactor", "must be a number between 1 and 1000, got 0.5" },
+        { "\"options\":{\"centroidFactor\":1e308}", "options.centroidFactor", "must be a number between 1 and 1000, got 1E+308" },
+        { "\"options\":{\"hammingKeepPercent\":0}", "options.hammingKeepPercent", "must be in (0, 100], got 0" },
+        { "\"options\":{\"hammingKeepPercent\":100.5}", "options.hammingKeepPercent", "must be in (0, 100], got 100.5" },
+        { "\"options\":{\"rerankFactor\":0}", "options.rerankFactor", "must be between 1 and 1000, got 0" },
+        // k · rerankFactor overflowed 32 bits: the query was answered with no results and complete:true.
+        { "\"k\":10,\"options\":{\"rerankFactor\":2147483647}", "options.rerankFactor", "must be between 1 and 1000, got 2147483647" },
+        { "\"options\":{\"branching\":0}", "options.branching", "must be between 1 and 16, got 0" },
+        { "\"options\":{\"branching\":17}", "options.branching", "must be between 1 and 16, got 17" },
+        { "\"options\":{\"depth\":-1}", "options.depth", "must be between 0 and 4, got -1" },
+        { "\"options\":{\"depth\":5}", "options.depth", "must be between 0 and 4, got 5" },
+    };
+
+    [Theory]
+    [MemberData(nameof(OutOfRange))]
+    public async Task ANumericOptionOutsideItsRangeIs400NamingTheField(string fields, string field, string message)
+    {
+        var errors = await BadQuery("{\"vector\":" + Vector + "," + fields + "}");
+        Assert.Equal([field], errors.Keys);
+        Assert.Equal([message], errors[field]);
+    }
+
+    [Fact]
+    public async Task TheLargestKAndRerankFactorAreAnsweredExactlyLikeTheEngine()
+    {
+        using var app = fx.App(2, 1);
+        var q = fx.Queries[2];
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query",
+            Bodies.Json("{\"vector\":" + Bodies.Vector(q) + ",\"k\":10000,\"options\":{\"rerankFactor\":1000}}"));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        using var doc = JsonDocument.Parse(text);
+        Assert.True(doc.RootElement.GetProperty("complete").GetBoolean());
+        var expected = fx.Engine.Search(q, new SearchOptions { K = 10_000, RerankFactor = 1000 });
+        Assert.Equal(expected.Ids, doc.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("row").GetInt64()).ToArray());
+    }
+
+    [Fact]
+    public async Task ATreeLargerThanMaxTreeNodesIs400NamingBranchingAndDepth()
+    {
+        // 16 + 16² + 16³ + 16⁴ = 69,904 billed invocations for one exact query, if allowed.
+        var errors = await BadQuery("{\"vector\":" + Vector + ",\"options\":{\"branching\":16,\"depth\":4}}");
+        const string message = "a tree with branching 16 and depth 4 has 69904 nodes; this app allows at most 128";
+        Assert.Equal(["options.branching", "options.depth"], errors.Keys.Order());
+        Assert.Equal([message], errors["options.branching"]);
+        Assert.Equal([message], errors["options.depth"]);
+    }
+
+    [Fact]
+    public async Task MaxTreeNodesComesFromConfigurationAndNamesOnlyTheFieldsTheQuerySet()
+    {
+        var small = new Dictionary<string, string> { ["Squash:MaxTreeNodes"] = "10" };
+        // The app's branching is 2: depth 3 gives 2 + 4 + 8 = 14 nodes.
+        var errors = await BadQuery("{\"vector\":" + Vector + ",\"options\":{\"depth\":3}}", small);
+        Assert.Equal(["a tree with branching 2 and depth 3 has 14 nodes; this app allows at most 10"], errors["options.depth"]);
+        Assert.False(errors.ContainsKey("options.branching"));
+
+        using var app = fx.App(2, 1, settings: small);
+        var allowed = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query",
+            Bodies.Json("{\"vector\":" + Vector + ",\"options\":{\"branching\":3,\"depth\":1}}"));
+        Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+    }
+
+    public static TheoryData<string, string, string> WrongTypes => new()
+    {
+        { "\"k\":\"5\"", "k", "must be a whole number, got the string \"5\"" },
+        { "\"k\":5.5", "k", "must be a whole number between -2147483648 and 2147483647, got 5.5" },
+        { "\"options\":{\"rerankFactor\":\"2\"}", "options.rerankFactor", "must be a whole number, got the string \"2\"" },
+        { "\"options\":{\"centroidFactor\":\"1.5\"}", "options.centroidFactor", "must be a number, got the string \"1.5\"" },
+        { "\"options\":{\"exact\":\"yes\"}", "options.exact", "must be true or false, got the string \"yes\"" },
+        { "\"options\":[]", "options", "must be a JSON object, got an array" },
+        { "\"include\":\"colour\"", "include", "must be an array, got the string \"colour\"" },
+    };
+
+    [Theory]
+    [MemberData(nameof(WrongTypes))]
+    public async Task AValueOfTheWrongJsonTypeIs400SayingWhatTheFieldTakes(string fields, string field, string message)
+    {
+        var errors = await BadQuery("{\"vector\":" + Vector + "," + fields + "}");
+        Assert.Equal([field], errors.Keys);
+        Assert.Equal([message], errors[field]);
+    }
+
+    [Fact]
+    public async Task EveryUnknownFieldIsNamedWithTheFieldsThatExist()
+    {
+        var errors = await BadQuery("{\"vector\":" + Vector + ",\"topK\":5,\"namespace\":\"x\",\"options\":{\"nprobe\":3},\"k\":\"5\"}");
+        Assert.Equal(["k", "namespace", "options.nprobe", "topK"], errors.Keys.Order(StringComparer.Ordinal));
+        Assert.Equal(["is not a field of this request; the fields are: vector, vectors, k, filter, include, options"], errors["topK"]);
+        Assert.Equal(["is not a field here; the fields are: exact, centroidFactor, hammingKeepPercent, rerankFactor, branching, depth"], errors["options.nprobe"]);
+    }
+
+    [Theory]
+    [InlineData("{\"vector\":{}}", "vector", "must be an array, got an object")]
+    [InlineData("[1, 2]", "body", "must be a JSON object, got an array")]
+    [InlineData("\"text\"", "body", "must be a JSON object, got the string \"text\"")]
+    [InlineData("{\"vectors\":[[1,2],\"x\"]}", "vectors[1]", "must be an array, got the string \"x\"")]
+    public async Task MessagesSpeakJsonNotDotNet(string body, string field, string message)
+    {
+        var errors = await BadQuery(body);
+        Assert.Equal([message], errors[field]);
+    }
+
+    [Fact]
+    public async Task MalformedJsonNamesWhereItBroke()
+    {
+        var errors = await BadQuery("{\"vector\": [1, 2,");
+        Assert.StartsWith("is not valid JSON: ", Assert.Single(errors["vector[2]"]));
+    }
+}

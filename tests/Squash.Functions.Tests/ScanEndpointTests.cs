@@ -1,0 +1,126 @@
+using System.Net;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>The internal tree-node endpoint is reachable over HTTP like any other: it checks its body as strictly as /query.</summary>
+[Collection(nameof(IndexCollection))]
+public sealed class ScanEndpointTests(IndexFixture fx)
+{
+    private static async Task<string> VersionOf(HttpClient client, string index)
+    {
+        using var info = JsonDocument.Parse(await client.GetStringAsync($"/api/indexes/{index}"));
+        return info.RootElement.GetProperty("version").GetString()!;
+    }
+
+    /// <summary>What a coordinator sends: one query, the whole plan on one node without children.</summary>
+    private JsonObject ValidScan(string version) => new()
+    {
+        ["version"] = version,
+        ["vectors"] = new JsonArray(JsonNode.Parse(Bodies.Vector(fx.Queries[0]))),
+        ["k"] = 5,
+        ["options"] = new JsonObject(),
+        ["plans"] = new JsonArray(new JsonArray(0, 1, 2, 3)),
+        ["node"] = new JsonObject { ["id"] = 0, ["partitions"] = new JsonArray(0, 1, 2, 3), ["children"] = new JsonArray() },
+    };
+
+    private static Task<HttpResponseMessage> Scan(HttpClient client, string index, JsonNode body) =>
+        client.PostAsync($"/api/indexes/{index}/scan", Bodies.Json(body.ToJsonString()));
+
+    [Fact]
+    public async Task AValidScanIsAnswered()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var response = await Scan(client, IndexFixture.IndexName, ValidScan(await VersionOf(client, IndexFixture.IndexName)));
+        Assert.True(response.StatusCode == HttpStatusCode.OK, await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task AnUnknownIndexOrVersionIs404AndLeavesNothingInTheCatalog()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var catalog = app.Services.GetRequiredService<IndexCatalog>();
+        var version = await VersionOf(client, IndexFixture.IndexName);
+
+        var noIndex = await Problems.Read(await Scan(client, "no-such-index", ValidScan(version)), HttpStatusCode.NotFound);
+        Assert.Equal($"index 'no-such-index' has no version '{version}'", noIndex.GetProperty("detail").GetString());
+        Assert.False(catalog.IsOpen("no-such-index"));
+
+        var body = ValidScan("v999999");
+        var noVersion = await Problems.Read(await Scan(client, IndexFixture.AttributedIndexName, body), HttpStatusCode.NotFound);
+        Assert.Equal($"index '{IndexFixture.AttributedIndexName}' has no version 'v999999'", noVersion.GetProperty("detail").GetString());
+        Assert.False(catalog.IsOpen(IndexFixture.AttributedIndexName));
+    }
+
+    public static TheoryData<string, string, string> BadScans => new()
+    {
+        { "version", "\"../../etc\"", "must be a version id (letters, digits, '-' and '_', at most 80), got '../../etc'" },
+        { "k", "0", "k must be between 1 and 10000, got 0" },
+        { "k", "\"5\"", "must be a whole number, got the string \"5\"" },
+        { "vectors", "[]", "the batch is empty" },
+        { "vectors", "[[1,2,3]]", "has 3 dimensions; the index has 24" },
+        { "options", "{\"rerankFactor\":2147483647}", "must be between 1 and 1000, got 2147483647" },
+        { "plans", "[]", "needs one plan per vector (1), got 0" },
+        { "plans", "[[0,99]]", "partition numbers must be between 0 and 11, got 99" },
+        { "strategies", "[\"Sideways\"]", "must be \"Partitions\" or \"Direct\"" },
+        { "node", "{\"id\":0,\"partitions\":[-1],\"children\":[]}", "partition numbers must be between 0 and 11, got -1" },
+        { "node", "{\"id\":0,\"partitions\":[],\"children\":[{\"id\":-5,\"partitions\":[],\"children\":[]}]}", "must be a tree slot between 0 and 127, got -5" },
+        { "node", "{\"id\":0,\"partitions\":[]}", "is required" },
+        { "node", "null", "is required" },
+        { "version", "null", "must be a version id (letters, digits, '-' and '_', at most 80), got null" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadScans))]
+    public async Task AMalformedScanIs400NamingTheField(string field, string value, string message)
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var body = ValidScan(await VersionOf(client, IndexFixture.IndexName));
+        body[field] = JsonNode.Parse(value);
+        var errors = await Problems.BadRequest(await Scan(client, IndexFixture.IndexName, body));
+        Assert.Contains(message, errors.Where(e => e.Key.StartsWith(field, StringComparison.Ordinal)).SelectMany(e => e.Value));
+    }
+
+    [Fact]
+    public async Task MissingFieldsAreEachNamed()
+    {
+        using var app = fx.App(2, 1);
+        var errors = await Problems.BadRequest(await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/scan", Bodies.Json("{\"k\":5}")));
+        Assert.Equal(["node", "options", "plans", "vectors", "version"], errors.Keys.Order(StringComparer.Ordinal));
+        Assert.All(errors.Values, m => Assert.Equal(["is required"], m));
+    }
+
+    [Fact]
+    public async Task AFilterNeedsAStrategyPerVectorAndMustCompile()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var body = ValidScan(await VersionOf(client, IndexFixture.AttributedIndexName));
+        body["filter"] = JsonNode.Parse("{\"colour\":\"red\"}");
+        var errors = await Problems.BadRequest(await Scan(client, IndexFixture.AttributedIndexName, body));
+        Assert.Equal(["is required with a filter (one per vector)"], errors["strategies"]);
+
+        body["strategies"] = new JsonArray("Partitions");
+        body["filter"] = JsonNode.Parse("{\"weight\":{\"$lt\":3}}");
+        errors = await Problems.BadRequest(await Scan(client, IndexFixture.AttributedIndexName, body));
+        Assert.Contains(errors.Keys, k => k.StartsWith("filter", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task ATreeLargerThanTheAppAllowsIs400()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var body = ValidScan(await VersionOf(client, IndexFixture.IndexName));
+        // 200 leaves under one node: more than the 128 scan nodes the app allows.
+        var leaves = new JsonArray(Enumerable.Range(0, 200).Select(i => (JsonNode?)new JsonObject { ["id"] = i % 100, ["partitions"] = new JsonArray(), ["children"] = new JsonArray() }).ToArray());
+        body["node"] = new JsonObject { ["id"] = -1, ["partitions"] = new JsonArray(), ["children"] = leaves };
+        var errors = await Problems.BadRequest(await Scan(client, IndexFixture.IndexName, body));
+        Assert.Equal(["describes more than 129 nodes; at most 129 (the coordinator and 128 scan nodes) are allowed"], errors["node"]);
+    }
+}

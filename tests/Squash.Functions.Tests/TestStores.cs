@@ -1,0 +1,48 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Squash.Storage;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>A store whose reads can be made to fail or to return other bytes, switched on and off while an app runs.</summary>
+internal sealed class ScriptedStore(IBlobStore inner) : IBlobStore
+{
+    /// <summary>Blob name → an exception to throw instead of reading it (null: read it).</summary>
+    public Func<string, Exception?> Fails { get; set; } = _ => null;
+    /// <summary>Blob name → bytes returned instead of its content (null: its content).</summary>
+    public Func<string, byte[]?> Replaces { get; set; } = _ => null;
+
+    public string Description => inner.Description;
+
+    public async Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default)
+    {
+        if (Fails(name) is { } e) throw e;
+        return Replaces(name) ?? await inner.ReadAllAsync(name, ct);
+    }
+
+    public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) =>
+        Fails(name) is { } e ? throw e : inner.ReadRangeAsync(name, offset, length, ct);
+    public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
+    public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+    public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
+    public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+}
+
+/// <summary>Keeps every log entry at warning or above, to check that a failure left a trace.</summary>
+internal sealed class CapturingLoggerProvider : ILoggerProvider
+{
+    public ConcurrentQueue<(string Category, LogLevel Level, string Message, Exception? Exception)> Entries { get; } = new();
+
+    public ILogger CreateLogger(string categoryName) => new Logger(this, categoryName);
+    public void Dispose() { }
+
+    private sealed class Logger(CapturingLoggerProvider owner, string category) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Warning;
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (IsEnabled(logLevel)) owner.Entries.Enqueue((category, logLevel, formatter(state, exception), exception));
+        }
+    }
+}
