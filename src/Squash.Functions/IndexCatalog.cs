@@ -31,13 +31,10 @@ public sealed partial class IndexCatalog
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]
     private static partial Regex NamePattern();
 
-    // Letters, digits, '-' and '_': a version is one path segment of a blob name, so no '/', '.' or '..'.
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")]
-    private static partial Regex VersionPattern();
-
     public static bool IsValidName(string name) => NamePattern().IsMatch(name);
 
-    public static bool IsValidVersion(string version) => VersionPattern().IsMatch(version);
+    /// <summary>Only ids a build can write (so never a '/', '.' or '..' inside a blob name).</summary>
+    public static bool IsValidVersion(string version) => VersionIds.IsWellFormed(version);
 
     /// <summary>The instance's segment cache (hits, misses, evictions, bytes).</summary>
     public SegmentCacheStats CacheStats => _cache.Stats;

@@ -154,7 +154,7 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
     var (request, error) = await JsonBody.ReadAsync(http.Request, ApiJson.Default.ScanRequest, settings.Value.MaxRequestBytes, ct);
     if (error is not null) return error;
     if (request!.Version is not { } version || !IndexCatalog.IsValidVersion(version))
-        return Results.ValidationProblem(new Dictionary<string, string[]> { ["version"] = [$"must be a version id (letters, digits, '-' and '_', at most 80), got {(request.Version is null ? "null" : $"'{request.Version}'")}"] });
+        return Results.ValidationProblem(new Dictionary<string, string[]> { ["version"] = [$"must be a version id such as v20261203-121530123-3f9a1c0b7e2d (or v000042), got {(request.Version is null ? "null" : $"'{request.Version}'")}"] });
     // Only a version that exists is opened (and then kept): an unknown one is a 404 and leaves nothing behind.
     var loaded = await catalog.OpenAsync(index, version, ct);
     if (loaded is null) return Results.Problem(statusCode: 404, title: "Index version not found", detail: $"index '{index}' has no version '{version}'");

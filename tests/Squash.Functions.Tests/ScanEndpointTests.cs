@@ -58,7 +58,7 @@ public sealed class ScanEndpointTests(IndexFixture fx)
 
     public static TheoryData<string, string, string> BadScans => new()
     {
-        { "version", "\"../../etc\"", "must be a version id (letters, digits, '-' and '_', at most 80), got '../../etc'" },
+        { "version", "\"../../etc\"", "must be a version id such as v20261203-121530123-3f9a1c0b7e2d (or v000042), got '../../etc'" },
         { "k", "0", "k must be between 1 and 10000, got 0" },
         { "k", "\"5\"", "must be a whole number, got the string \"5\"" },
         { "vectors", "[]", "the batch is empty" },
@@ -71,7 +71,7 @@ public sealed class ScanEndpointTests(IndexFixture fx)
         { "node", "{\"id\":0,\"partitions\":[],\"children\":[{\"id\":-5,\"partitions\":[],\"children\":[]}]}", "must be a tree slot between 0 and 127, got -5" },
         { "node", "{\"id\":0,\"partitions\":[]}", "is required" },
         { "node", "null", "is required" },
-        { "version", "null", "must be a version id (letters, digits, '-' and '_', at most 80), got null" },
+        { "version", "null", "must be a version id such as v20261203-121530123-3f9a1c0b7e2d (or v000042), got null" },
     };
 
     [Theory]
