@@ -77,6 +77,17 @@ public sealed class CliErrorTests
                      + "cannot connect: Connection refused (127.0.0.1:9)", CliErrors.Describe(failure, parse));
     }
 
+    /// <summary>The same end to end: an account whose endpoint refuses connections (slow: the retries run out first).</summary>
+    [Fact]
+    public async Task AnUnreachableAzureStoreEndToEndIsOneLine()
+    {
+        int port = ClosedPort();
+        var store = $"azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0LWtleQ==;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1";
+        var (exit, _, err) = await CliRunner.RunAsync("inspect", "--store", store, "--index", "a").WaitAsync(TimeSpan.FromMinutes(3));
+        AssertOneErrorLine(exit, err, $"--store azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=***;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1: "
+                                      + $"cannot connect: Connection refused (127.0.0.1:{port})");
+    }
+
     [Fact]
     public void AnAzureRefusalIsOneLineWithItsStatus()
     {
