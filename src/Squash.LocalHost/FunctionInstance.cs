@@ -8,17 +8,30 @@ namespace Squash.LocalHost;
 public sealed class FunctionInstance : IAsyncDisposable
 {
     private readonly Process _process;
+    private readonly InstanceLog? _log;
     private readonly object _gate = new();
     private int _active;
     private long _busyStartTicks;
     private long _busyTicks;
+    /// <summary>Set once the host stops the process itself (recycle, discard, shutdown): its exit is then expected.</summary>
+    private volatile bool _stopping;
+    private volatile bool _ready;
 
-    private FunctionInstance(Process process, int port, string pool)
+    private FunctionInstance(Process process, int port, string pool, InstanceLog? log)
     {
         _process = process;
+        _log = log;
         Port = port;
         Pool = pool;
         LastUsed = DateTime.UtcNow;
+        process.EnableRaisingEvents = true;
+        process.Exited += (_, _) =>
+        {
+            if (_stopping) return;
+            int code;
+            try { code = _process.ExitCode; } catch (InvalidOperationException) { return; }
+            _log?.ReportExit(Pool, _process.Id, code, duringStartup: !_ready);
+        };
     }
 
     public int Port { get; }
@@ -42,8 +55,11 @@ public sealed class FunctionInstance : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts the process the way the Functions host does (FUNCTIONS_CUSTOMHANDLER_PORT) and waits until it answers.</summary>
-    public static async Task<FunctionInstance> StartAsync(string appPath, string pool, IReadOnlyDictionary<string, string> environment, CancellationToken ct)
+    /// <summary>
+    /// Starts the process the way the Functions host does (FUNCTIONS_CUSTOMHANDLER_PORT) and waits until it answers.
+    /// Its stdout and stderr go to <paramref name="log"/> (discarded without one); an exit the host did not ask for is reported there.
+    /// </summary>
+    public static async Task<FunctionInstance> StartAsync(string appPath, string pool, IReadOnlyDictionary<string, string> environment, CancellationToken ct, InstanceLog? log = null)
     {
         int port = FreePort();
         // A dll runs on the shared runtime; a published executable (Native AOT, or self-contained ReadyToRun) runs directly.
@@ -57,22 +73,29 @@ public sealed class FunctionInstance : IAsyncDisposable
         // The instance exits by itself if this host dies without stopping it (no orphans).
         psi.Environment["SQUASH_PARENT_PID"] = Environment.ProcessId.ToString();
         foreach (var (k, v) in environment) psi.Environment[k] = v;
-        var process = Process.Start(psi) ?? throw new InvalidOperationException("could not start the function app");
-        // Drain output so the child never blocks on a full pipe.
-        process.OutputDataReceived += (_, _) => { };
-        process.ErrorDataReceived += (_, _) => { };
+        var process = new Process { StartInfo = psi };
+        var instance = new FunctionInstance(process, port, pool, log);
+        // Always drained, so that the child never blocks on a full pipe; kept when there is a log.
+        process.OutputDataReceived += (_, e) => { if (e.Data is { } line) log?.Write(instance.ProcessId, "out", line); };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is { } line) log?.Write(instance.ProcessId, "err", line); };
+        if (!process.Start()) throw new InvalidOperationException("could not start the function app");
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
-        var instance = new FunctionInstance(process, port, pool);
         using var probe = new HttpClient { Timeout = TimeSpan.FromSeconds(1) };
         var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(60);
         while (true)
         {
             ct.ThrowIfCancellationRequested();
-            if (process.HasExited) throw new InvalidOperationException($"the function app exited during start-up with code {process.ExitCode}");
+            if (process.HasExited)
+            {
+                // Its last lines reach the log before anyone is told to look there.
+                try { await process.WaitForExitAsync(ct).WaitAsync(TimeSpan.FromSeconds(5), ct).ConfigureAwait(false); } catch (TimeoutException) { }
+                throw new InstanceStartException($"the function app exited during start-up with code {process.ExitCode}", log?.Path);
+            }
             try
             {
                 using var r = await probe.GetAsync(instance.BaseAddress, ct).ConfigureAwait(false);
+                instance._ready = true;
                 return instance; // any HTTP answer means ready, as for the Functions host
             }
             catch (HttpRequestException) { }
@@ -80,10 +103,20 @@ public sealed class FunctionInstance : IAsyncDisposable
             if (DateTime.UtcNow > deadline)
             {
                 await instance.DisposeAsync().ConfigureAwait(false);
-                throw new TimeoutException("the function app did not answer within 60 s");
+                throw new InstanceStartException("the function app did not answer within 60 s", log?.Path);
             }
             await Task.Delay(25, ct).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Where this instance's output goes (null: discarded).</summary>
+    public string? LogPath => _log?.Path;
+
+    /// <summary>The host gave up on this instance (it stopped answering): stop it and say so, with where its output is.</summary>
+    public void Discard(string reason)
+    {
+        if (!_stopping && !_process.HasExited) _log?.ReportDiscarded(Pool, ProcessId, reason);
+        Kill();
     }
 
     /// <summary>Takes a slot if one is free.</summary>
@@ -110,6 +143,7 @@ public sealed class FunctionInstance : IAsyncDisposable
 
     public void Kill()
     {
+        _stopping = true;
         try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
     }
 
@@ -126,4 +160,10 @@ public sealed class FunctionInstance : IAsyncDisposable
         l.Start();
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
+}
+
+/// <summary>An instance that could not start; <see cref="LogPath"/> holds what it wrote (the message leaves paths out: it may reach an HTTP client).</summary>
+public sealed class InstanceStartException(string message, string? logPath) : InvalidOperationException(message)
+{
+    public string? LogPath { get; } = logPath;
 }

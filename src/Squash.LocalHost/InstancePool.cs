@@ -3,9 +3,10 @@ namespace Squash.LocalHost;
 /// <summary>
 /// The instances of one function app (a pool). An invocation goes to any instance with a free slot — as
 /// Azure's front end does, with no partition affinity inside an app — and a new instance (a cold start)
-/// is started only when every running one is full and the pool is under its cap.
+/// is started only when every running one is full and the pool is under its cap. With a <paramref name="log"/>,
+/// what the instances write is kept there and an instance that dies is reported with the file's path.
 /// </summary>
-public sealed class InstancePool(string name, string appPath, IReadOnlyDictionary<string, string> environment, LocalHostOptions options) : IAsyncDisposable
+public sealed class InstancePool(string name, string appPath, IReadOnlyDictionary<string, string> environment, LocalHostOptions options, InstanceLog? log = null) : IAsyncDisposable
 {
     private readonly List<FunctionInstance> _instances = [];
     private readonly object _gate = new();
@@ -16,6 +17,8 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
     private long _retiredExecutions;
 
     public string Name { get; } = name;
+    /// <summary>The file this pool's instances write to (null: their output is discarded).</summary>
+    public string? LogPath => log?.Path;
     public int ColdStarts { get; private set; }
     public int Recycled { get; private set; }
     public int Replaced { get; private set; }
@@ -58,7 +61,7 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
                         // Not bound to the invocation that triggered it: when that call is cancelled (a hedge won, the
                         // client left) the instance still joins the pool for the invocations waiting on it, as Azure
                         // finishes allocating an instance whatever became of the request that asked for it.
-                        instance = await FunctionInstance.StartAsync(appPath, Name, environment, CancellationToken.None).ConfigureAwait(false);
+                        instance = await FunctionInstance.StartAsync(appPath, Name, environment, CancellationToken.None, log).ConfigureAwait(false);
                     }
                     catch
                     {
@@ -86,7 +89,7 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
     }
 
     /// <summary>Drops an instance that failed (crashed or stopped answering); the next call starts a replacement.</summary>
-    public void Discard(FunctionInstance instance)
+    public void Discard(FunctionInstance instance, string reason = "stopped answering")
     {
         lock (_gate)
         {
@@ -94,7 +97,7 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
             Retire(instance);
             Replaced++;
         }
-        instance.Kill();
+        instance.Discard(reason);
     }
 
     /// <summary>Recycles instances idle longer than the keep-alive.</summary>
@@ -150,5 +153,6 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
         // Kill everything first, then wait: a shutdown deadline must not leave half the pool running.
         foreach (var i in all) i.Kill();
         await Task.WhenAll(all.Select(i => i.DisposeAsync().AsTask())).ConfigureAwait(false);
+        log?.Dispose();
     }
 }

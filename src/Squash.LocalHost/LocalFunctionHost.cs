@@ -28,6 +28,8 @@ public sealed class LocalFunctionHost : IAsyncDisposable
     public LocalFunctionHost(LocalHostOptions options) => _options = options;
 
     public Uri BaseAddress => new($"http://127.0.0.1:{_options.Port}");
+    /// <summary>Where each pool's instances write their output (&lt;pool&gt;.log).</summary>
+    public string LogFolder => Path.GetFullPath(_options.LogFolder ?? Path.Combine(Path.GetTempPath(), $"squash-serve-{_options.Port}"));
     public IReadOnlyDictionary<string, InstancePool> Pools => _pools;
 
     public static string DefaultAppPath => Path.Combine(AppContext.BaseDirectory, "Squash.Functions.dll");
@@ -64,12 +66,15 @@ public sealed class LocalFunctionHost : IAsyncDisposable
             ["Squash__InstanceMemoryMb"] = _options.InstanceMemoryMb.ToString(),
         };
         // Only the coordinator wakes the processor pools as it starts (as its own function app would on Azure).
-        _pools["coordinator"] = new InstancePool("coordinator", appPath, new Dictionary<string, string>(env) { ["Squash__WakePoolsOnStart"] = "true" }, _options);
-        for (int i = 0; i < _options.ProcessorPools; i++) _pools[$"p{i}"] = new InstancePool($"p{i}", appPath, env, _options);
+        _pools["coordinator"] = new InstancePool("coordinator", appPath, new Dictionary<string, string>(env) { ["Squash__WakePoolsOnStart"] = "true" }, _options, PoolLog("coordinator"));
+        for (int i = 0; i < _options.ProcessorPools; i++) _pools[$"p{i}"] = new InstancePool($"p{i}", appPath, env, _options, PoolLog($"p{i}"));
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls(BaseAddress.ToString());
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        // A failed start (the port is taken) is thrown to the caller, who says it in one line; the hosting
+        // layer would also log it with a stack trace.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting", LogLevel.None);
         _app = builder.Build();
         _app.MapGet("/admin/instances", () => Results.Text(JsonSerializer.Serialize(Snapshot(), JsonOptions), "application/json"));
         // Stops every instance so that the next query meets only cold starts (benchmarks of cold latency).
@@ -83,14 +88,33 @@ public sealed class LocalFunctionHost : IAsyncDisposable
                 ? ForwardAsync(http, p, "/" + rest)
                 : Task.FromResult(Results.Problem(statusCode: 404, title: "Unknown pool", detail: $"no processor pool '{pool}'")));
         _app.Map("/{**rest}", (HttpContext http, string? rest) => ForwardAsync(http, _pools["coordinator"], "/" + rest));
-        await _app.StartAsync(ct).ConfigureAwait(false);
+        try
+        {
+            await _app.StartAsync(ct).ConfigureAwait(false);
+        }
+        catch (IOException e) when (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+        {
+            throw new PortInUseException(_options.Port, e);
+        }
         _recycler = new Timer(_ => { foreach (var p in _pools.Values) p.RecycleIdle(DateTime.UtcNow); }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
     }
 
     private async Task<IResult> ForwardAsync(HttpContext http, InstancePool pool, string path)
     {
         var ct = http.RequestAborted;
-        var (instance, cold) = await pool.AcquireAsync(ct).ConfigureAwait(false);
+        FunctionInstance instance;
+        bool cold;
+        try
+        {
+            (instance, cold) = await pool.AcquireAsync(ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is InstanceStartException or System.ComponentModel.Win32Exception)
+        {
+            // No instance could be started (the app crashed at start-up, or did not answer): the exit was reported with
+            // the log's path; the caller gets a problem, not a stack trace.
+            return Results.Problem(statusCode: (int)HttpStatusCode.ServiceUnavailable, title: "Instance failed to start",
+                detail: $"no instance of pool '{pool.Name}' could start: {e.Message}");
+        }
         try
         {
             using var request = new HttpRequestMessage(new HttpMethod(http.Request.Method), new Uri(instance.BaseAddress, path + http.Request.QueryString));
@@ -114,7 +138,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         catch (HttpRequestException e) when (!ct.IsCancellationRequested)
         {
             // The instance crashed or stopped answering: drop it; the caller's retry lands on a new one.
-            pool.Discard(instance);
+            pool.Discard(instance, e.Message);
             return Results.Problem(statusCode: (int)HttpStatusCode.ServiceUnavailable, title: "Instance failed", detail: e.Message);
         }
         finally
@@ -122,6 +146,9 @@ public sealed class LocalFunctionHost : IAsyncDisposable
             instance.Release();
         }
     }
+
+    private InstanceLog PoolLog(string pool) =>
+        new(Path.Combine(LogFolder, pool + ".log"), _options.Log ?? (line => Console.Error.WriteLine(line)), _options.MaxLogBytes);
 
     private static bool IsHopByHop(string header) => header.Equals("Connection", StringComparison.OrdinalIgnoreCase)
         || header.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase) || header.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase)
@@ -154,4 +181,10 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         }
         _forward.Dispose();
     }
+}
+
+/// <summary>The host's public port is taken (by another squash serve, or anything else).</summary>
+public sealed class PortInUseException(int port, Exception inner) : IOException($"port {port} on 127.0.0.1 is already in use", inner)
+{
+    public int Port { get; } = port;
 }

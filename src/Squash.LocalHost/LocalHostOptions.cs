@@ -28,4 +28,10 @@ public sealed record LocalHostOptions
     public string Preload { get; init; } = "";
     /// <summary>The function app to run (dll, executable or published folder); default: Squash.Functions.dll beside this assembly.</summary>
     public string? AppPath { get; init; }
+    /// <summary>Folder for the instances' output, one file per pool (see <see cref="InstanceLog"/>); default: squash-serve-PORT in the temp folder.</summary>
+    public string? LogFolder { get; init; }
+    /// <summary>Bytes one pool's log file may reach before it is rotated.</summary>
+    public long MaxLogBytes { get; init; } = InstanceLog.DefaultMaxBytes;
+    /// <summary>Where the host reports what happened to instances (an exit it did not ask for, with the log's path); default: stderr.</summary>
+    public Action<string>? Log { get; init; }
 }

@@ -15,7 +15,7 @@ public static class CliRunner
         {
             Console.SetOut(o);
             Console.SetError(e);
-            int exit = await Program.BuildRoot().Parse(args).InvokeAsync();
+            int exit = await Program.RunAsync(args);
             return (exit, o.ToString(), e.ToString());
         }
         finally

@@ -14,3 +14,50 @@ public sealed class ServeCommandTests
         Assert.Equal($"error: {expected}", err.Trim());
     }
 }
+
+/// <summary>`squash serve` checks its store before it starts: a folder that is not there is a typo, not an empty store.</summary>
+public sealed class ServeStoreTests
+{
+    /// <summary>A serve that wrongly started would run until Ctrl+C: the test fails instead of hanging.</summary>
+    private static Task<(int Exit, string Out, string Err)> Serve(params string[] args) =>
+        CliRunner.RunAsync(["serve", .. args]).WaitAsync(TimeSpan.FromSeconds(60));
+
+    [Fact]
+    public async Task AMissingStoreFolderIsAnErrorNamingTheFlagAndIsNotCreated()
+    {
+        using var dir = new TempDir();
+        var missing = dir.File("indxes");
+        var (exit, output, err) = await Serve("--store", "dir:" + missing, "--log-dir", dir.File("logs"));
+        Assert.Equal(1, exit);
+        Assert.Equal($"error: --store dir:{missing}: the folder does not exist (build an index there first: squash build --store dir:{missing} --index NAME --vectors FILE)", err.Trim());
+        Assert.Equal("", output);
+        Assert.False(Directory.Exists(missing));
+    }
+
+    [Fact]
+    public async Task AStoreThatIsAFileIsAnError()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("notes.txt"), "x");
+        var (exit, _, err) = await Serve("--store", "dir:" + dir.File("notes.txt"));
+        Assert.Equal(1, exit);
+        Assert.Equal($"error: --store dir:{dir.File("notes.txt")} is a file, not a folder of indexes", err.Trim());
+    }
+
+    /// <summary>A rejected spec is echoed without its credentials (a mistyped prefix in front of a connection string).</summary>
+    [Theory]
+    [InlineData("azur:DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0LWtleQ==;EndpointSuffix=core.windows.net",
+        "--store must be dir:PATH or azure:CONNECTION|ACCOUNT_URL, got 'azur:DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=***;EndpointSuffix=core.windows.net'")]
+    [InlineData("https://acct.blob.core.windows.net/squash?sv=2024-08-04&sp=r&sig=c2lnbmF0dXJl",
+        "--store must be dir:PATH or azure:CONNECTION|ACCOUNT_URL, got 'https://acct.blob.core.windows.net/squash?***'")]
+    [InlineData("azure:SharedAccessSignature=sv=2024-08-04&sig=c2lnbmF0dXJl",
+        "--store azure:… is neither a valid Azure Storage connection string nor an account URL")]
+    public async Task ARejectedStoreIsEchoedWithoutItsSecrets(string store, string expected)
+    {
+        var (exit, _, err) = await Serve("--store", store);
+        Assert.Equal(1, exit);
+        Assert.StartsWith($"error: {expected}", err.Trim());
+        Assert.DoesNotContain("c2Vj", err);
+        Assert.DoesNotContain("c2ln", err);
+    }
+}

@@ -9,6 +9,7 @@ using Squash.Cli.Datasets;
 using Squash.Core.Collections;
 using Squash.Search;
 using Squash.Search.Filters;
+using Squash.Storage;
 
 namespace Squash.Cli.Commands;
 
@@ -60,7 +61,7 @@ public static class BenchCommand
             coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter, visit, strategy, warmupOption,
         };
         IndexLocation.AddStoreOptions(cmd);
-        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             int k = SearchFlags.ValidateK(pr.GetValue(flags.K));
             var cfs = ParseList(pr.GetValue(cf)!, "--cf", double.Parse);
@@ -150,7 +151,7 @@ public static class BenchCommand
                 Directory.CreateDirectory(coldDir);
                 ColdBench.WriteCsv(Path.Combine(coldDir, "cold.csv"), coldResults);
                 Console.WriteLine($"wrote {Path.Combine(coldDir, "cold.csv")}");
-                Console.WriteLine($"reproduce: squash {string.Join(' ', Environment.GetCommandLineArgs().Skip(1).Select(a => a.StartsWith("azure:", StringComparison.Ordinal) && a.Contains("AccountKey=", StringComparison.Ordinal) ? "azure:\"$CONNECTION\"" : a))}");
+                Console.WriteLine(ReproduceLine(pr.Tokens.Select(t => t.Value)));
                 return 0;
             }
             // Not --cold: the sweep measures the engine on data in memory, so everything is loaded first.
@@ -196,11 +197,18 @@ public static class BenchCommand
             WriteCsv(Path.Combine(dir, "bench.csv"), points, bfQps);
             Plot.RecallQps(Path.Combine(dir, "recall-qps.png"), points, bfQps, $"{loaded.Manifest.Count:N0} × {loaded.Manifest.Dimensions}, k = {k}");
             Console.WriteLine($"wrote {Path.Combine(dir, "bench.csv")} and {Path.Combine(dir, "recall-qps.png")}");
-            Console.WriteLine($"reproduce: squash {string.Join(' ', Environment.GetCommandLineArgs().Skip(1))}");
+            Console.WriteLine(ReproduceLine(pr.Tokens.Select(t => t.Value)));
             return 0;
         }));
         return cmd;
     }
+
+    /// <summary>The command line that runs this again, quoted for a POSIX shell, with every credential redacted.</summary>
+    public static string ReproduceLine(IEnumerable<string> args) =>
+        "reproduce: squash " + string.Join(' ', args.Select(a => ShellQuote(SecretRedaction.Redact(a))));
+
+    private static string ShellQuote(string arg) =>
+        arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./:=,@%+".Contains(c)) ? arg : "'" + arg.Replace("'", "'\\''") + "'";
 
     private static EndpointBench.Shape[] ParseShapes(string s)
     {

@@ -28,7 +28,7 @@ public static class BuildCommand
             index, vectors, metric, partitions, bits, maxBits, energy, seed, attributes, schema,
         };
         IndexLocation.AddStoreOptions(cmd);
-        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var metricValue = ParseMetric(pr.GetValue(metric)!);
             int p = pr.GetValue(partitions);

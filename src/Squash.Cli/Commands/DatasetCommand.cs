@@ -55,7 +55,7 @@ public static class DatasetCommand
             gtKOption,
         };
 
-        command.SetAction((ParseResult pr, CancellationToken ct) => RunGuarded(() => FashionMnistAsync(
+        command.SetAction((ParseResult pr, CancellationToken ct) => RunGuarded(pr, () => FashionMnistAsync(
             pr.GetValue(outOption)!, pr.GetValue(sourceOption)!, pr.GetValue(queriesOption), pr.GetValue(gtKOption), ct)));
         return command;
     }
@@ -97,7 +97,7 @@ public static class DatasetCommand
             selectivityOption,
         };
 
-        command.SetAction((ParseResult pr, CancellationToken ct) => RunGuarded(() => GenerateAsync(
+        command.SetAction((ParseResult pr, CancellationToken ct) => RunGuarded(pr, () => GenerateAsync(
             new GenerateSettings(
                 pr.GetValue(nOption),
                 pr.GetValue(dimOption),
@@ -391,48 +391,12 @@ public static class DatasetCommand
         }
     }
 
-    /// <summary>
-    /// Turns user-facing failures into one "error: ..." line on stderr and exit code 1; anything else is a bug
-    /// and keeps its stack trace.
-    /// </summary>
-    private static async Task<int> RunGuarded(Func<Task> body)
+    /// <summary>Runs a generator: every failure is one "error: ..." line (see <see cref="CliErrors"/>).</summary>
+    private static Task<int> RunGuarded(ParseResult parse, Func<Task> body) => CliErrors.RunAsync(parse, async () =>
     {
-        try
-        {
-            await body();
-            return 0;
-        }
-        catch (UsageException e)
-        {
-            return Fail(e.Message);
-        }
-        catch (InvalidDataException e)
-        {
-            return Fail(e.Message);
-        }
-        catch (IOException e)
-        {
-            return Fail(e.Message);
-        }
-        catch (UnauthorizedAccessException e)
-        {
-            return Fail(e.Message);
-        }
-        catch (OperationCanceledException)
-        {
-            await Console.Error.WriteLineAsync("cancelled");
-            return 130;
-        }
-    }
-
-    private static int Fail(string message)
-    {
-        Console.Error.WriteLine($"error: {message}");
-        return 1;
-    }
-
-    /// <summary>A bad flag value or missing input: reported without a stack trace.</summary>
-    private sealed class UsageException(string message) : Exception(message);
+        await body();
+        return 0;
+    });
 
     /// <summary>
     /// Progress sink safe to call from worker threads: Progress&lt;T&gt; would post to the thread pool and could

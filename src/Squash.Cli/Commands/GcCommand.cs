@@ -24,7 +24,7 @@ public static class GcCommand
         };
         var cmd = new Command("gc", "Delete old versions of an index, keeping whatever 'current' names, the N newest, and versions within the grace period.") { index, keep, grace };
         IndexLocation.AddStoreOptions(cmd);
-        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             int n = pr.GetValue(keep);
             CliErrors.Require(n >= 0, $"--keep must be ≥ 0, got {n}");

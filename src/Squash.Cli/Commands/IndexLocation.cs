@@ -40,6 +40,7 @@ public static partial class IndexLocation
         if (string.IsNullOrWhiteSpace(store))
         {
             if (string.IsNullOrWhiteSpace(index)) throw new UsageException("--index is required: the folder that holds (or will hold) the index");
+            if (File.Exists(index)) throw new UsageException($"--index {index} is a file; without --store it names the folder that holds the index");
             return new IndexStore(new FolderBlobStore(index));
         }
         if (string.IsNullOrWhiteSpace(index) || !IndexName().IsMatch(index) || index.Split('/').Any(s => s is "." or ".."))
@@ -47,8 +48,11 @@ public static partial class IndexLocation
         return new IndexStore(OpenStore(store, container), index);
     }
 
-    private static IBlobStore OpenStore(string store, string container)
+    /// <summary>Opens a store spec; a bad spec or container is a usage error naming the flag, without echoing secrets.</summary>
+    public static IBlobStore OpenStore(string store, string container)
     {
+        if (store.StartsWith("dir:", StringComparison.Ordinal) && File.Exists(store[4..]))
+            throw new UsageException($"{StoreFlag} {store} is a file, not a folder of indexes");
         try
         {
             return BlobStores.Open(store, container);

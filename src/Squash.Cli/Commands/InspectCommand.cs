@@ -13,7 +13,7 @@ public static class InspectCommand
         var partitions = new Option<bool>("--partitions") { Description = "Also list every partition." };
         var cmd = new Command("inspect", "Describe an index: version, build parameters, spectrum, code widths, partitions.") { index, partitions };
         IndexLocation.AddStoreOptions(cmd);
-        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var store = IndexLocation.Open(pr, pr.GetValue(index));
             var loaded = await LoadedIndex.OpenAsync(store, loadAll: pr.GetValue(partitions), ct);

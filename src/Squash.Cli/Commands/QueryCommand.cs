@@ -14,7 +14,7 @@ public static class QueryCommand
         var endpoint = new Option<string?>("--endpoint") { Description = "Send the queries to the HTTP API at this URL (e.g. from squash serve) instead of searching in-process." };
         var vectors = new Option<string>("--vectors") { Description = "Query vectors: .fvecs, .bvecs or .npy.", Required = true };
         var flags = new SearchFlags();
-        var json = new Option<bool>("--json") { Description = "One JSON object per query (ids, distances, stats)." };
+        var json = new Option<bool>("--json") { Description = "One JSON object per query, in the HTTP API's words: {\"query\",\"results\":[{\"id\",\"row\",\"distance\"}],\"complete\",\"missingPartitions\",\"stats\"}." };
         var limit = new Option<int>("--limit") { Description = "Answer only the first N queries (0: all).", DefaultValueFactory = _ => 0 };
         var cf = new Option<double>("--cf") { Description = "Centroid factor CF.", DefaultValueFactory = _ => SearchFlags.DefaultCf };
         var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
@@ -22,7 +22,7 @@ public static class QueryCommand
         var filterOption = new Option<string?>("--filter") { Description = "Filter JSON, e.g. {\"label\":{\"$in\":[1,2]},\"price\":{\"$lt\":100}} (applies to every query)." };
         var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, cf, h, r, flags.Exact, endpoint, filterOption };
         IndexLocation.AddStoreOptions(cmd);
-        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var options = SearchFlags.Options(pr.GetValue(flags.K), pr.GetValue(cf), pr.GetValue(h), pr.GetValue(r), pr.GetValue(flags.Exact));
             int max = pr.GetValue(limit);
@@ -50,7 +50,7 @@ public static class QueryCommand
                     var response = await System.Net.Http.Json.HttpClientJsonExtensions.PostAsJsonAsync(http, $"api/indexes/{pr.GetValue(index)}/query", body, ct);
                     var text = await response.Content.ReadAsStringAsync(ct);
                     if (!response.IsSuccessStatusCode) throw new IOException($"query {i}: the endpoint answered {(int)response.StatusCode}: {text}");
-                    if (pr.GetValue(json)) { Console.Out.WriteLine(text); continue; }
+                    if (pr.GetValue(json)) { Console.Out.WriteLine(CliJson.WithQueryNumber(i, text)); continue; }
                     using var doc = JsonDocument.Parse(text);
                     var hits = doc.RootElement.GetProperty("results").EnumerateArray().Select(e => $"{IdText(e.GetProperty("id"))}:{e.GetProperty("distance").GetSingle():G6}");
                     var st = doc.RootElement.GetProperty("stats");
@@ -92,15 +92,7 @@ public static class QueryCommand
                 var res = results[i];
                 if (pr.GetValue(json))
                 {
-                    stdout.WriteLine(JsonSerializer.Serialize(new
-                    {
-                        query = i,
-                        results = res.Ids.Select((id, j) => new { id, key = res.Keys?[j], distance = res.Distances[j] }),
-                        stats = res.Stats,
-                        bytesRead = lazy ? fetched[i].BytesRead : (long?)null,
-                        cacheHits = lazy ? fetched[i].CacheHits : (int?)null,
-                        cacheMisses = lazy ? fetched[i].CacheMisses : (int?)null,
-                    }));
+                    stdout.WriteLine(CliJson.Answer(i, res, lazy ? fetched[i] : null));
                 }
                 else
                 {

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Squash.LocalHost;
+using Squash.Storage;
 
 namespace Squash.Cli.Commands;
 
@@ -21,16 +22,18 @@ public static class ServeCommand
         var pools = new Option<int>("--pools") { Description = "Processor pools (separate function apps on Azure).", DefaultValueFactory = _ => Defaults.ProcessorPools };
         var instances = new Option<int>("--max-instances") { Description = "Instance cap per pool.", DefaultValueFactory = _ => Defaults.MaxInstancesPerPool };
         var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance (Flex per-instance HTTP concurrency; the default is what a Squash deployment sets, since tree nodes mostly wait on children and blob reads).", DefaultValueFactory = _ => Defaults.InstanceConcurrency };
+        var logDir = new Option<string?>("--log-dir") { Description = "Folder for the instances' output, one file per pool (coordinator.log, p0.log, …; rotated at 4 MiB). Default: squash-serve-PORT in the temp folder." };
         var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => (int)Defaults.KeepAlive.TotalSeconds };
         var cmd = new Command("serve", "Run the HTTP API and a local function host (coordinator and processor pools as OS processes) until Ctrl+C.")
         {
-            store, container, port, branching, depth, pools, instances, concurrency, keepAlive, app, preload,
+            store, container, port, branching, depth, pools, instances, concurrency, keepAlive, app, preload, logDir,
         };
-        cmd.SetAction((pr, ct) => CliErrors.RunAsync(async () =>
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var s = pr.GetValue(store)!;
-            CliErrors.Require((s.StartsWith("dir:", StringComparison.Ordinal) || s.StartsWith("azure:", StringComparison.Ordinal)) && s.Length > 6,
-                $"--store must be dir:PATH or azure:CONNECTION|ACCOUNT_URL, got '{s}'");
+            // The spec is echoed redacted: a mistyped prefix must not print the account key that follows it.
+            CliErrors.Require(s.StartsWith("dir:", StringComparison.Ordinal) && s.Length > "dir:".Length || s.StartsWith("azure:", StringComparison.Ordinal) && s.Length > "azure:".Length,
+                $"--store must be dir:PATH or azure:CONNECTION|ACCOUNT_URL, got '{SecretRedaction.Redact(s)}'");
             string? appPath = pr.GetValue(app);
             if (appPath is not null)
             {
@@ -46,21 +49,39 @@ public static class ServeCommand
             CliErrors.Require(mi is >= 1 and <= 256, $"--max-instances must be 1..256, got {mi}");
             CliErrors.Require(c is >= 1 and <= 1000, $"--concurrency must be 1..1000, got {c}");
             CliErrors.Require(ka >= 1, $"--keep-alive must be ≥ 1 second, got {ka}");
-            string root = s;
+            string where;
             if (s.StartsWith("dir:", StringComparison.Ordinal))
             {
-                root = Path.GetFullPath(s[4..]);
-                Directory.CreateDirectory(root);
+                // Not created: a mistyped path would otherwise serve an empty store and answer 404 to every query.
+                var root = Path.GetFullPath(s[4..]);
+                if (File.Exists(root)) throw new UsageException($"--store dir:{root} is a file, not a folder of indexes");
+                CliErrors.Require(Directory.Exists(root),
+                    $"--store dir:{root}: the folder does not exist (build an index there first: squash build --store dir:{root} --index NAME --vectors FILE)");
                 s = "dir:" + root;
+                where = root;
+            }
+            else
+            {
+                // Checked here, where the error can name the flag, rather than in every instance as it starts.
+                where = IndexLocation.OpenStore(s, pr.GetValue(container)!).Description;
             }
             await using var host = new LocalFunctionHost(new LocalHostOptions
             {
                 Store = s, Container = pr.GetValue(container)!, AppPath = appPath, Preload = pr.GetValue(preload)!, Port = p, Branching = b, Depth = l, ProcessorPools = np,
-                MaxInstancesPerPool = mi, InstanceConcurrency = c, KeepAlive = TimeSpan.FromSeconds(ka),
+                MaxInstancesPerPool = mi, InstanceConcurrency = c, KeepAlive = TimeSpan.FromSeconds(ka), LogFolder = pr.GetValue(logDir),
+                Log = line => Console.Error.WriteLine(line),
             });
-            await host.StartAsync(ct);
-            Console.WriteLine($"squash is serving {(s.StartsWith("dir:") ? root : "an Azure store")} at {host.BaseAddress} (tree b={b}, L={l}; {np} processor pools × ≤{mi} instances × {c} slots)");
+            try
+            {
+                await host.StartAsync(ct);
+            }
+            catch (PortInUseException)
+            {
+                throw new UsageException($"--port {p}: 127.0.0.1:{p} is already in use (another squash serve?); choose a free port with --port");
+            }
+            Console.WriteLine($"squash is serving {where} at {host.BaseAddress} (tree b={b}, L={l}; {np} processor pools × ≤{mi} instances × {c} slots)");
             Console.WriteLine($"  POST {host.BaseAddress}api/indexes/{{index}}/query   GET {host.BaseAddress}api/indexes/{{index}}   GET {host.BaseAddress}admin/instances");
+            Console.WriteLine($"  instance logs: {host.LogFolder}{Path.DirectorySeparatorChar} (coordinator.log, p0.log, …)");
             try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }
             var snap = host.Snapshot();
             Console.WriteLine($"stopped: {snap.TotalExecutions} executions, estimated cost ${snap.TotalCostUsd:G4} ({snap.PriceTable})");

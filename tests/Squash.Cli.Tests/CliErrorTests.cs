@@ -1,0 +1,162 @@
+using System.Net;
+using System.Net.Sockets;
+using Azure;
+using Squash.Cli.Commands;
+
+namespace Squash.Cli.Tests;
+
+/// <summary>Every CLI failure is one "error: …" line on stderr and exit code 1: no stack traces, no help dumps.</summary>
+public sealed class CliErrorTests
+{
+    /// <summary>A loopback port with nothing listening on it (taken from the OS, then released).</summary>
+    private static int ClosedPort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    private static void AssertOneErrorLine(int exit, string err, string expected)
+    {
+        Assert.True(exit == 1, $"exit {exit}: {err}");
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, $"expected one line, got {lines.Length}:\n{err}");
+        Assert.Equal("error: " + expected, lines[0].TrimEnd('\r'));
+    }
+
+    [Theory]
+    [InlineData("query")]
+    [InlineData("bench")]
+    public async Task AnUnreachableEndpointIsOneLineNamingTheFlag(string command)
+    {
+        using var dir = new TempDir();
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
+        File.WriteAllBytes(dir.File("gt.ivecs"), [.. Enumerable.Range(0, 3).SelectMany(_ => BitConverter.GetBytes(1).Concat(BitConverter.GetBytes(0)))]);
+        int port = ClosedPort();
+        var endpoint = $"http://127.0.0.1:{port}";
+        string[] args = command == "query"
+            ? ["query", "--endpoint", endpoint, "--index", "x", "--vectors", queries]
+            : ["bench", "--endpoint", endpoint, "--index", "x", "--queries", queries, "--ground-truth", dir.File("gt.ivecs"), "--k", "1", "--cold-samples", "0"];
+        var (exit, _, err) = await CliRunner.RunAsync(args);
+        AssertOneErrorLine(exit, err, $"--endpoint {endpoint}: cannot connect: Connection refused (127.0.0.1:{port})");
+    }
+
+    /// <summary>Each command that takes a store, given a file where a folder of indexes belongs.</summary>
+    [Theory]
+    [InlineData("build")]
+    [InlineData("query")]
+    [InlineData("bench")]
+    [InlineData("inspect")]
+    [InlineData("gc")]
+    public async Task AStoreThatIsAFileIsOneLineNamingTheFlag(string command)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(20, 4, 2));
+        File.WriteAllText(dir.File("gt.ivecs"), "");
+        var store = "dir:" + vectors;
+        string[] args = command switch
+        {
+            "build" or "query" => [command, "--store", store, "--index", "a", "--vectors", vectors],
+            "bench" => [command, "--store", store, "--index", "a", "--queries", vectors, "--ground-truth", dir.File("gt.ivecs")],
+            _ => [command, "--store", store, "--index", "a"],
+        };
+        var (exit, _, err) = await CliRunner.RunAsync(args);
+        AssertOneErrorLine(exit, err, $"--store {store} is a file, not a folder of indexes");
+    }
+
+    /// <summary>The Azure SDK reports an unreachable account as an AggregateException of one failure per try.</summary>
+    [Fact]
+    public void AnUnreachableAzureStoreIsOneLineNamingTheStoreWithoutItsKey()
+    {
+        var store = "azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0LWtleQ==;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1";
+        var parse = Program.BuildRoot().Parse(["inspect", "--store", store, "--index", "a"]);
+        var refused = new HttpRequestException("Connection refused (127.0.0.1:9)", new SocketException((int)SocketError.ConnectionRefused));
+        var failure = new AggregateException("Retry failed after 6 tries. (Connection refused (127.0.0.1:9)) (Connection refused (127.0.0.1:9))",
+            new RequestFailedException("Connection refused (127.0.0.1:9)", refused), new RequestFailedException("Connection refused (127.0.0.1:9)", refused));
+        Assert.Equal("--store azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=***;BlobEndpoint=http://127.0.0.1:9/devstoreaccount1: "
+                     + "cannot connect: Connection refused (127.0.0.1:9)", CliErrors.Describe(failure, parse));
+    }
+
+    /// <summary>The same end to end: an account whose endpoint refuses connections (slow: the retries run out first).</summary>
+    [Fact]
+    public async Task AnUnreachableAzureStoreEndToEndIsOneLine()
+    {
+        int port = ClosedPort();
+        var store = $"azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0LWtleQ==;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1";
+        var (exit, _, err) = await CliRunner.RunAsync("inspect", "--store", store, "--index", "a").WaitAsync(TimeSpan.FromMinutes(3));
+        AssertOneErrorLine(exit, err, $"--store azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=***;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1: "
+                                      + $"cannot connect: Connection refused (127.0.0.1:{port})");
+    }
+
+    [Fact]
+    public void AnAzureRefusalIsOneLineWithItsStatus()
+    {
+        var parse = Program.BuildRoot().Parse(["gc", "--store", "azure:https://acct.blob.core.windows.net?sv=2024&sig=abc", "--index", "a"]);
+        var refused = new RequestFailedException(403, "Server failed to authenticate the request.\nRequestId:1\nTime:now", "AuthenticationFailed", null);
+        Assert.Equal("--store azure:https://acct.blob.core.windows.net?***: Azure Storage answered 403 AuthenticationFailed: Server failed to authenticate the request.",
+            CliErrors.Describe(refused, parse));
+    }
+
+    [Fact]
+    public async Task ServeOnAPortInUseIsOneLine()
+    {
+        using var dir = new TempDir();
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        int port = ((IPEndPoint)taken.LocalEndpoint).Port;
+        var (exit, _, err) = await CliRunner.RunAsync("serve", "--store", "dir:" + dir.Path, "--port", port.ToString(), "--log-dir", dir.File("logs"))
+            .WaitAsync(TimeSpan.FromSeconds(60)); // a serve that started would run until Ctrl+C
+        AssertOneErrorLine(exit, err, $"--port {port}: 127.0.0.1:{port} is already in use (another squash serve?); choose a free port with --port");
+    }
+
+    /// <summary>A bug is one line too: its message and type, and the stack only when SQUASH_DEBUG asks for it.</summary>
+    [Fact]
+    public void AnUnexpectedExceptionIsOneLineWithItsTypeAndTheStackOnlyUnderSquashDebug()
+    {
+        var old = Environment.GetEnvironmentVariable(CliErrors.DebugVariable);
+        var oldErr = Console.Error;
+        try
+        {
+            var bug = new NullReferenceException("Object reference not set to an instance of an object.");
+            Environment.SetEnvironmentVariable(CliErrors.DebugVariable, null);
+            var quiet = new StringWriter();
+            Console.SetError(quiet);
+            Assert.Equal(1, CliErrors.Report(bug));
+            AssertOneErrorLine(1, quiet.ToString(), "Object reference not set to an instance of an object. (NullReferenceException; run with SQUASH_DEBUG=1 for details)");
+
+            Environment.SetEnvironmentVariable(CliErrors.DebugVariable, "1");
+            var loud = new StringWriter();
+            Console.SetError(loud);
+            try { throw new InvalidOperationException("state is broken; AccountKey=c2VjcmV0"); }
+            catch (Exception e) { Assert.Equal(1, CliErrors.Report(e)); }
+            var lines = loud.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries);
+            Assert.Equal("error: state is broken; AccountKey=*** (InvalidOperationException)", lines[0].TrimEnd('\r'));
+            Assert.Contains(lines, l => l.TrimStart().StartsWith("at ", StringComparison.Ordinal));
+            Assert.DoesNotContain("c2VjcmV0", loud.ToString());
+        }
+        finally
+        {
+            Console.SetError(oldErr);
+            Environment.SetEnvironmentVariable(CliErrors.DebugVariable, old);
+        }
+    }
+
+    [Theory]
+    [InlineData(new[] { "query", "--vectors", "q.fvecs" }, "Option '--index' is required (squash query --help lists the options)")]
+    [InlineData(new[] { "query", "--index", "a", "--vectors", "q.fvecs", "--k", "many" }, "--k: 'many' is not an integer (squash query --help lists the options)")]
+    [InlineData(new string[0], "no command given (squash --help lists the commands)")]
+    public async Task ParseErrorsAreOneLine(string[] args, string expected)
+    {
+        var (exit, output, err) = await CliRunner.RunAsync(args);
+        AssertOneErrorLine(exit, err, expected);
+        Assert.Equal("", output);
+    }
+
+    [Fact]
+    public async Task HelpIsStillHelp()
+    {
+        var (exit, output, _) = await CliRunner.RunAsync("query", "--help");
+        Assert.Equal(0, exit);
+        Assert.Contains("--endpoint", output);
+    }
+}
