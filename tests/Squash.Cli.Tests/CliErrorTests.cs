@@ -41,6 +41,20 @@ public sealed class CliErrorTests
         AssertOneErrorLine(exit, err, $"--endpoint {endpoint}: cannot connect: Connection refused (127.0.0.1:{port})");
     }
 
+    /// <summary>The engine's bounds, checked as flags before anything is read (K·R must not overflow).</summary>
+    [Theory]
+    [InlineData("--cf", "1001", "--cf must be between 1 and 1,000, got 1001")]
+    [InlineData("--cf", "0.5", "--cf must be between 1 and 1,000, got 0.5")]
+    [InlineData("--r", "2147483647", "--r must be between 1 and 1,000, got 2147483647")]
+    [InlineData("--r", "0", "--r must be between 1 and 1,000, got 0")]
+    public async Task SearchFlagsOutsideTheEngineBoundsAreOneLine(string flag, string value, string expected)
+    {
+        using var dir = new TempDir();
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
+        var (exit, _, err) = await CliRunner.RunAsync(["query", "--index", dir.File("no-index"), "--vectors", queries, flag, value]);
+        AssertOneErrorLine(exit, err, expected);
+    }
+
     /// <summary>Each command that takes a store, given a file where a folder of indexes belongs.</summary>
     [Theory]
     [InlineData("build")]

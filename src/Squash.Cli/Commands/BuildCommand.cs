@@ -75,6 +75,9 @@ public static class BuildCommand
                 $"{manifest.Count:N0} vectors, {manifest.Partitions.Count} partitions, metric {manifest.Metric}, " +
                 $"{manifest.GlobalDimensions} global KLT dims, OSQ+sign codes {codeBytes / manifest.Count:F1} B/vector " +
                 $"({codeBytes / rawBytes:P1} of float32), {clock.Elapsed.TotalSeconds:F1} s");
+            // The pointer only moves to newer ids: a build that started before another one finished stays unpublished.
+            if (await store.GetCurrentAsync(ct) is { } current && current.Version != manifest.Version)
+                Console.Error.WriteLine($"note: version {manifest.Version} is not current: the newer build {current.Version} was published meanwhile (gc removes the older one)");
             return 0;
         }));
         return cmd;

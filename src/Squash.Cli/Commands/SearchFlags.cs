@@ -22,9 +22,9 @@ public sealed class SearchFlags
     public static SearchOptions Options(int k, double cf, double h, int r, bool exact)
     {
         ValidateK(k);
-        CliErrors.Require(cf >= 1 && double.IsFinite(cf), $"--cf must be a number ≥ 1, got {cf}");
+        CliErrors.Require(cf >= 1 && cf <= SearchOptions.MaxCentroidFactor, $"--cf must be between 1 and {SearchOptions.MaxCentroidFactor:N0}, got {cf}");
         CliErrors.Require(h > 0 && h <= 100, $"--h must be in (0, 100], got {h}");
-        CliErrors.Require(r >= 1, $"--r must be ≥ 1, got {r}");
+        CliErrors.Require(r >= 1 && r <= SearchOptions.MaxRerankFactor, $"--r must be between 1 and {SearchOptions.MaxRerankFactor:N0}, got {r}");
         return new SearchOptions { K = k, CentroidFactor = cf, HammingKeepPercent = h, RerankFactor = r, Exact = exact };
     }
 
