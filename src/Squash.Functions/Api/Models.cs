@@ -144,7 +144,7 @@ public sealed record ScanNode(int Id, int[] Partitions, ScanNode[] Children)
 public sealed record ScanResponse
 {
     /// <summary>Per query: the partial top-k, internal squared distances.</summary>
-    public required Neighbour[][] Neighbours { get; init; }
+    public required ScanHit[][] Neighbours { get; init; }
     public required QueryStats[] Stats { get; init; }
     public required int[] MissingPartitions { get; init; }
     public required int Invocations { get; init; }
@@ -175,8 +175,12 @@ public sealed record LevelTiming(int Level, int Nodes, double WallMs, double Wor
     }
 }
 
-/// <summary>A partial result: internal squared distance, and what the node that found it knows (user id, attributes).</summary>
-public sealed record Neighbour(long Id, float D)
+/// <summary>
+/// One entry of a /scan response's <c>neighbours</c> lists (<c>{"id","d","key","attributes"}</c>): a partial result with its
+/// internal squared distance and what the node that found it knows (user id, attributes). The engine's own result type is
+/// <see cref="Squash.Core.Collections.Neighbor"/>; this one only travels between tree nodes.
+/// </summary>
+public sealed record ScanHit(long Id, float D)
 {
     public string? Key { get; init; }
     public JsonObject? Attributes { get; init; }

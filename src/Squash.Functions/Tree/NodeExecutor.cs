@@ -38,7 +38,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         int hits = 0, misses = 0;
         long bytesRead = 0;
         double fetchMs = 0;
-        var found = new Dictionary<long, Neighbour>[queries];
+        var found = new Dictionary<long, ScanHit>[queries];
         try
         {
             var contexts = request.Vectors.Select(v => new QueryContext(loaded, v)).ToArray();
@@ -192,26 +192,26 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
     }
 
     /// <summary>This node's own results by id, each with the user's id and the requested attributes when asked for.</summary>
-    private static async Task<Dictionary<long, Neighbour>> DescribeAsync(LoadedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
+    private static async Task<Dictionary<long, ScanHit>> DescribeAsync(LoadedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
         Func<int, PartitionData> dataOf, CancellationToken ct)
     {
-        var result = new Dictionary<long, Neighbour>(own.Length);
+        var result = new Dictionary<long, ScanHit>(own.Length);
         var include = request.Include ?? [];
         bool describe = (request.Keys || include.Length > 0) && loaded.Manifest.Attributes is not null;
         var rows = describe ? RowsOf(own, partitions, dataOf) : null;
         foreach (var n in own)
         {
-            var neighbour = new Neighbour(n.Id, n.Distance);
+            var hit = new ScanHit(n.Id, n.Distance);
             if (rows is not null && rows.TryGetValue(n.Id, out var at))
             {
                 var attributes = dataOf(at.Partition).Attributes ?? (await loaded.GetAttributesAsync(at.Partition, ct).ConfigureAwait(false))!;
-                neighbour = neighbour with
+                hit = hit with
                 {
                     Key = request.Keys ? attributes.Keys?[at.Row] : null,
                     Attributes = include.Length > 0 ? AttributeValues.Read(loaded.Manifest.Attributes!, attributes, at.Row, include) : null,
                 };
             }
-            result[n.Id] = neighbour;
+            result[n.Id] = hit;
         }
         return result;
     }
