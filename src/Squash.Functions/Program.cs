@@ -138,7 +138,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
                 loaded.Space.ToReported(n.D, one.InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
             Complete = one.MissingPartitions.Length == 0,
             MissingPartitions = one.MissingPartitions,
-            Stats = QueryStatsDto.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
+            Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
         });
     }
     return request.Vectors is null
