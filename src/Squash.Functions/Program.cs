@@ -11,8 +11,8 @@ using Squash.Functions.Tree;
 using Squash.Search;
 using OpenTelemetry.Trace;
 
-// No file watchers on configuration: setting them up over the app folder cost ~0.6 s of every cold start
-// (measured), and a function instance never edits its settings in place.
+// No file watchers on configuration: setting them up over the app folder is a large share of a cold start
+// (bench/serverless.md), and a function instance never edits its settings in place.
 var builder = WebApplication.CreateSlimBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
 
 // Under the Azure Functions host the handler must listen on the port the host hands it (loopback only);

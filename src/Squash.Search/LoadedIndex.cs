@@ -107,7 +107,7 @@ public sealed class LoadedIndex
     /// the cache (0: never, always rows). Rows keep a cold query cheap — a few KiB instead of the whole segment —
     /// but a warm instance then misses on every query that re-ranks rows it has not seen; a partition that is
     /// asked for again is likely to be asked for often (the tree sends it to the same instances), so from the
-    /// second query on it is held whole. Measured in bench/storage.md.
+    /// second query on it is held whole (bench/storage.md compares the two).
     /// </summary>
     public int WholeVectorsAfter { get; set; } = 1;
 

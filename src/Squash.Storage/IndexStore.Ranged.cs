@@ -8,8 +8,7 @@ public sealed record RangedReadOptions
 {
     /// <summary>
     /// Two blocks whose byte ranges are at most this far apart are read by one request: a few KiB more on the
-    /// wire costs less than another round trip (Azurite on loopback: ~2 ms p50 per ranged read), but the gap
-    /// counts as bytes read, so it stays small.
+    /// wire cost less than another round trip (bench/storage.md), but the gap counts as bytes read, so it stays small.
     /// </summary>
     public int CoalesceGapBytes { get; init; } = 4 << 10;
     /// <summary>No single request grows past this.</summary>

@@ -406,7 +406,7 @@ public sealed partial class IndexStore
 
 public sealed class IndexNotFoundException(string message) : Exception(message);
 
-/// <summary>Source-generated (camelCase, as before) so the function app can be compiled ahead of time.</summary>
+/// <summary>Source-generated so the function app can be compiled ahead of time; camelCase, the form published pointers are in.</summary>
 [System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [System.Text.Json.Serialization.JsonSerializable(typeof(IndexStore.CurrentPointer))]
 internal sealed partial class PointerJson : System.Text.Json.Serialization.JsonSerializerContext;
