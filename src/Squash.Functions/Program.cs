@@ -11,8 +11,8 @@ using Squash.Functions.Tree;
 using Squash.Search;
 using OpenTelemetry.Trace;
 
-// No file watchers on configuration: setting them up over the app folder cost ~0.6 s of every cold start
-// (measured), and a function instance never edits its settings in place.
+// No file watchers on configuration: setting them up over the app folder is a large share of a cold start
+// (bench/serverless.md), and a function instance never edits its settings in place.
 var builder = WebApplication.CreateSlimBuilder([.. args, "--hostBuilder:reloadConfigOnChange=false"]);
 
 // Under the Azure Functions host the handler must listen on the port the host hands it (loopback only);
@@ -138,7 +138,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
                 loaded.Space.ToReported(n.D, one.InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
             Complete = one.MissingPartitions.Length == 0,
             MissingPartitions = one.MissingPartitions,
-            Stats = QueryStatsDto.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
+            Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
         });
     }
     return request.Vectors is null

@@ -107,7 +107,7 @@ public sealed class LoadedIndex
     /// the cache (0: never, always rows). Rows keep a cold query cheap — a few KiB instead of the whole segment —
     /// but a warm instance then misses on every query that re-ranks rows it has not seen; a partition that is
     /// asked for again is likely to be asked for often (the tree sends it to the same instances), so from the
-    /// second query on it is held whole. Measured in bench/storage.md.
+    /// second query on it is held whole (bench/storage.md compares the two).
     /// </summary>
     public int WholeVectorsAfter { get; set; } = 1;
 
@@ -147,7 +147,7 @@ public sealed class LoadedIndex
         long read = 0;
         int requests = 0;
         // Every load below counts its own bytes: the cache runs a loader once however many queries ask.
-        Task<T> Load<T>(SegmentKind kind, Func<CancellationToken, Task<T>> load, long charge, Func<T, long> bytes) where T : class =>
+        Task<T> Load<T>(CacheEntryKind kind, Func<CancellationToken, Task<T>> load, long charge, Func<T, long> bytes) where T : class =>
             cache.GetOrLoadAsync(new SegmentKey(_store.Name, Manifest.Version, p, kind), async t =>
             {
                 var value = await load(t).ConfigureAwait(false);
@@ -158,18 +158,18 @@ public sealed class LoadedIndex
 
         // What the raw vectors will take is known before the codes arrive, so its first read (the whole segment,
         // or the head with the block checksums) runs alongside the codes read instead of after it.
-        var wholeKey = new SegmentKey(_store.Name, Manifest.Version, p, SegmentKind.Vectors);
+        var wholeKey = new SegmentKey(_store.Name, Manifest.Version, p, CacheEntryKind.Vectors);
         Task<PartitionVectors>? whole = null;
         Task<VectorBlockTable>? blockTable = null;
         if (cache.TryGet<PartitionVectors>(wholeKey, out var held)) whole = Task.FromResult(held);
         else if (WholeVectorsAfter > 0 && Interlocked.Increment(ref _rowFetches[p]) > WholeVectorsAfter)
             // Asked for again: worth holding whole, so that later queries on this instance read nothing.
-            whole = Load(SegmentKind.Vectors, t => _store.ReadVectorsAsync(Manifest, entry, t), entry.Vectors.Bytes, v => v.StoredBytes);
+            whole = Load(CacheEntryKind.Vectors, t => _store.ReadVectorsAsync(Manifest, entry, t), entry.Vectors.Bytes, v => v.StoredBytes);
         else
-            blockTable = Load(SegmentKind.VectorBlockTable, t => _store.ReadVectorBlockTableAsync(Manifest, entry, t), VectorBlockTable.ExpectedHeadLength(entry.Count, Manifest.InternalDimensions), t => t.HeadBytes);
-        var codesTask = Load(SegmentKind.Codes, t => _store.ReadCodesAsync(Manifest, entry, t), entry.Codes.Bytes, c => c.StoredBytes);
+            blockTable = Load(CacheEntryKind.VectorBlockTable, t => _store.ReadVectorBlockTableAsync(Manifest, entry, t), VectorBlockTable.ExpectedHeadLength(entry.Count, Manifest.InternalDimensions), t => t.HeadBytes);
+        var codesTask = Load(CacheEntryKind.Codes, t => _store.ReadCodesAsync(Manifest, entry, t), entry.Codes.Bytes, c => c.StoredBytes);
         var attributesTask = filter is null ? null
-            : Load(SegmentKind.Attributes, t => _store.ReadAttributesAsync(Manifest, entry, t), entry.Attributes!.Bytes, _ => entry.Attributes!.Bytes);
+            : Load(CacheEntryKind.Attributes, t => _store.ReadAttributesAsync(Manifest, entry, t), entry.Attributes!.Bytes, _ => entry.Attributes!.Bytes);
         var codes = await codesTask.ConfigureAwait(false);
         var attributes = attributesTask is null ? null : await attributesTask.ConfigureAwait(false);
         if (whole is not null) return (new PartitionData(codes, await whole.ConfigureAwait(false), attributes), Interlocked.Read(ref read), requests, 0);

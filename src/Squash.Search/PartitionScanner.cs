@@ -280,8 +280,8 @@ public sealed class PartitionScanner
 
     /// <summary>
     /// The <paramref name="keep"/> rows with the smallest Hamming distances (ties: lower row first), listed in
-    /// storage order. Sequential reads of the cell rows beat visiting them closest-first (measured: random
-    /// order made the lower-bound pass ~2× slower), and a histogram over 0..maxDistance avoids sorting.
+    /// storage order: the lower-bound pass then reads the cell rows sequentially, which beats visiting them
+    /// closest-first (bench/README.md), and a histogram over 0..maxDistance avoids sorting.
     /// </summary>
     private static int SelectInStorageOrder(ReadOnlySpan<ushort> distances, int keep, int maxDistance, Span<int> rows)
     {

@@ -123,11 +123,11 @@ public sealed class SearchEngine
         //   partitions hold a few stragglers and the true nearest matches sit in the matching class's own region,
         //   which is searched like an unfiltered query whose nearest partition is that anchor: CF × its distance.
         // - The fill anchor: where the estimated matches first reach K, since the answer is only expected to fill
-        //   there (at 0.1 % a threshold anchored before it returned far matches: recall 0.60). Past it the plan
+        //   there (a threshold anchored before it returns far matches for a selective filter). Past it the plan
         //   grants the margin unfiltered search grants past the nearest partition, in squared distance
         //   (MarginPast): a partition's points lie about its spread beyond its centroid, and that spread does not grow
-        //   with distance. CF × the fill distance did grow with it and took in hundreds of partitions at 0.1 % on
-        //   1M × 128 (CF 1.7: 0.9997 recall at ~800 QPS, against 0.95 at ~3,000 now).
+        //   with distance; CF × the fill distance would grow with it and take in hundreds of partitions for a
+        //   selective filter on a large index (bench/filters.md).
         double density = total / Math.Max(1, manifest.Count);
         int dense = firstMatching, fill = p - 1;
         for (int i = firstMatching; i < p; i++)
@@ -286,16 +286,16 @@ public sealed class SearchEngine
 
     /// <summary>
     /// A partition anchors the CF threshold when its estimated match density is at least this share of the
-    /// index-wide density. 1.0 sent independent filters (where every partition sits near the average, half of
-    /// them below it) past the query's own partitions and visited ~100 of 1,000 partitions on 1M × 128;
-    /// 0.5 still skips the near-empty partitions an anti-correlated filter (Fashion-MNIST labels) leaves.
+    /// index-wide density. At 1.0 independent filters (where every partition sits near the average, half of
+    /// them below it) would anchor past the query's own partitions and visit many times more of them
+    /// (bench/filters.md); 0.5 still skips the near-empty partitions an anti-correlated filter (Fashion-MNIST labels) leaves.
     /// </summary>
     private const double AnchorDensity = 0.5;
 
     /// <summary>
     /// The cost rule's price of touching one partition at all (in multiply-adds): fetching its segments, the
-    /// value-index lookups, the bound check. Measured ≈ 1 µs per partition on the 1M × 128 index (the
-    /// partition's structures are cold in the cache), against ≈ 0.5 ns per multiply-add in the scans.
+    /// value-index lookups, the bound check. A visit finds the partition's structures cold in the cache, so it
+    /// costs as much as a few thousand multiply-adds in the scans (bench/filters.md has the figures).
     /// </summary>
     private const double PartitionVisitCost = 2000;
 

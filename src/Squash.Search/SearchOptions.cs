@@ -60,8 +60,11 @@ public enum FilterStrategy
     Direct,
 }
 
-/// <summary>What one query cost, level by level.</summary>
-public sealed class QueryStats
+/// <summary>
+/// What one query cost, level by level. Not sealed: the function app's answer stats extend it, so that a counter added
+/// here (and to <see cref="Add"/>) is reported by every front end without another edit.
+/// </summary>
+public class QueryStats
 {
     public int PartitionsPlanned { get; set; }
     public int PartitionsScanned { get; set; }
@@ -89,6 +92,7 @@ public sealed class QueryStats
     public long FilterRechecked { get; set; }
     public long FilterRecheckRejected { get; set; }
 
+    /// <summary>Adds every counter of <paramref name="o"/> (<see cref="Strategy"/> is a label, not a counter, and stays).</summary>
     public void Add(QueryStats o)
     {
         Passes += o.Passes;

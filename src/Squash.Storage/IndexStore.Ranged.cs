@@ -8,8 +8,7 @@ public sealed record RangedReadOptions
 {
     /// <summary>
     /// Two blocks whose byte ranges are at most this far apart are read by one request: a few KiB more on the
-    /// wire costs less than another round trip (Azurite on loopback: ~2 ms p50 per ranged read), but the gap
-    /// counts as bytes read, so it stays small.
+    /// wire cost less than another round trip (bench/storage.md), but the gap counts as bytes read, so it stays small.
     /// </summary>
     public int CoalesceGapBytes { get; init; } = 4 << 10;
     /// <summary>No single request grows past this.</summary>
@@ -57,7 +56,7 @@ public sealed partial class IndexStore
 
     /// <summary>The block table through <paramref name="cache"/>.</summary>
     public Task<VectorBlockTable> ReadVectorBlockTableAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
-        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.VectorBlockTable), t => ReadVectorBlockTableAsync(m, p, t),
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, CacheEntryKind.VectorBlockTable), t => ReadVectorBlockTableAsync(m, p, t),
             t => t.Hashes.Length * 8L + 128, ct);
 
     /// <summary>
@@ -103,7 +102,7 @@ public sealed partial class IndexStore
         }
         else
         {
-            table = await cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.VectorBlockTable), async t =>
+            table = await cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, CacheEntryKind.VectorBlockTable), async t =>
             {
                 var loaded = await ReadVectorBlockTableAsync(m, p, t).ConfigureAwait(false);
                 Interlocked.Add(ref bytes, loaded.HeadBytes);
@@ -147,7 +146,7 @@ public sealed partial class IndexStore
         return new FetchedRows(vectors, Interlocked.Read(ref bytes), requests, fromCache, wanted.Count - fromCache);
     }
 
-    private SegmentKey BlockKey(IndexManifest m, PartitionEntry p, int block) => new(Name, m.Version, p.Id, SegmentKind.VectorBlock, block);
+    private SegmentKey BlockKey(IndexManifest m, PartitionEntry p, int block) => new(Name, m.Version, p.Id, CacheEntryKind.VectorBlock, block);
 
     /// <summary>Sorted distinct blocks grouped into runs that one request reads.</summary>
     public List<int[]> Coalesce(VectorBlockTable table, IEnumerable<int> blocks)

@@ -374,19 +374,19 @@ public sealed partial class IndexStore
 
     /// <summary>The partition's codes through <paramref name="cache"/>: read and decoded once per instance.</summary>
     public Task<PartitionCodes> ReadCodesAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
-        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Codes), t => ReadCodesAsync(m, p, t), _ => p.Codes.Bytes, ct);
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, CacheEntryKind.Codes), t => ReadCodesAsync(m, p, t), _ => p.Codes.Bytes, ct);
 
     /// <summary>The partition's raw vectors through <paramref name="cache"/>.</summary>
     public Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
-        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Vectors), t => ReadVectorsAsync(m, p, t), _ => p.Vectors.Bytes, ct);
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, CacheEntryKind.Vectors), t => ReadVectorsAsync(m, p, t), _ => p.Vectors.Bytes, ct);
 
     /// <summary>The partition's attributes through <paramref name="cache"/>.</summary>
     public Task<PartitionAttributes> ReadAttributesAsync(IndexManifest m, PartitionEntry p, SegmentCache cache, CancellationToken ct = default) =>
-        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, SegmentKind.Attributes), t => ReadAttributesAsync(m, p, t), _ => p.Attributes?.Bytes ?? 0, ct);
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, p.Id, CacheEntryKind.Attributes), t => ReadAttributesAsync(m, p, t), _ => p.Attributes?.Bytes ?? 0, ct);
 
     /// <summary>The routing data through <paramref name="cache"/> (partition -1: it belongs to the whole version).</summary>
     public Task<RoutingData> ReadRoutingAsync(IndexManifest m, SegmentCache cache, CancellationToken ct = default) =>
-        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, -1, SegmentKind.Routing), t => ReadRoutingAsync(m, t), _ => m.Routing.Bytes, ct);
+        cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, -1, CacheEntryKind.Routing), t => ReadRoutingAsync(m, t), _ => m.Routing.Bytes, ct);
 
     private async Task<byte[]> ReadCountedAsync(string name, CancellationToken ct)
     {
@@ -406,7 +406,7 @@ public sealed partial class IndexStore
 
 public sealed class IndexNotFoundException(string message) : Exception(message);
 
-/// <summary>Source-generated (camelCase, as before) so the function app can be compiled ahead of time.</summary>
+/// <summary>Source-generated so the function app can be compiled ahead of time; camelCase, the form published pointers are in.</summary>
 [System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [System.Text.Json.Serialization.JsonSerializable(typeof(IndexStore.CurrentPointer))]
 internal sealed partial class PointerJson : System.Text.Json.Serialization.JsonSerializerContext;

@@ -1,7 +1,10 @@
 namespace Squash.Storage;
 
-/// <summary>What a cached segment holds; part of the key because one partition has several segments.</summary>
-public enum SegmentKind
+/// <summary>
+/// What a cache entry holds; part of the key because one partition has several entries. Not the segment file's own
+/// <see cref="Squash.Index.Format.SegmentKind"/>: the cache also keeps parts of a vector segment (its block table, single blocks).
+/// </summary>
+public enum CacheEntryKind
 {
     Routing,
     Codes,
@@ -14,10 +17,10 @@ public enum SegmentKind
 }
 
 /// <summary>
-/// One decoded segment (or, for <see cref="SegmentKind.VectorBlock"/>, one block of rows) of one published version
+/// One decoded segment (or, for <see cref="CacheEntryKind.VectorBlock"/>, one block of rows) of one published version
 /// (versions are immutable, so keys never go stale).
 /// </summary>
-public readonly record struct SegmentKey(string Index, string Version, int Partition, SegmentKind Kind, int Block = 0);
+public readonly record struct SegmentKey(string Index, string Version, int Partition, CacheEntryKind Kind, int Block = 0);
 
 public enum CacheEvictionPolicy
 {

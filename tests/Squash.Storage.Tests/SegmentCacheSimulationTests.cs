@@ -43,7 +43,7 @@ public sealed class SegmentCacheSimulationTests(ITestOutputHelper output)
         var one = Task.FromResult(new object());
         foreach (var k in stream)
         {
-            var t = cache.GetOrLoadAsync(new SegmentKey("sim", "v1", k, SegmentKind.Codes), _ => one, _ => 1);
+            var t = cache.GetOrLoadAsync(new SegmentKey("sim", "v1", k, CacheEntryKind.Codes), _ => one, _ => 1);
             // Loads complete synchronously, so every call has finished here.
             if (!t.IsCompletedSuccessfully) throw new InvalidOperationException("load did not complete synchronously");
         }

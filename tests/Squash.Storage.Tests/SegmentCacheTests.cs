@@ -2,7 +2,7 @@ namespace Squash.Storage.Tests;
 
 public sealed class SegmentCacheTests
 {
-    private static SegmentKey Key(int p, SegmentKind kind = SegmentKind.Codes) => new("idx", "v000001", p, kind);
+    private static SegmentKey Key(int p, CacheEntryKind kind = CacheEntryKind.Codes) => new("idx", "v000001", p, kind);
 
     private sealed class Blob(long size)
     {
@@ -43,10 +43,10 @@ public sealed class SegmentCacheTests
     public async Task DifferentKindsOfOnePartitionAreDifferentEntries()
     {
         var cache = new SegmentCache(new SegmentCacheOptions { CapacityBytes = 1000 });
-        var codes = await cache.GetOrLoadAsync(Key(3, SegmentKind.Codes), _ => Task.FromResult(new Blob(1)), b => b.Size);
-        var vectors = await cache.GetOrLoadAsync(Key(3, SegmentKind.Vectors), _ => Task.FromResult(new Blob(2)), b => b.Size);
+        var codes = await cache.GetOrLoadAsync(Key(3, CacheEntryKind.Codes), _ => Task.FromResult(new Blob(1)), b => b.Size);
+        var vectors = await cache.GetOrLoadAsync(Key(3, CacheEntryKind.Vectors), _ => Task.FromResult(new Blob(2)), b => b.Size);
         Assert.NotSame(codes, vectors);
-        var other = await cache.GetOrLoadAsync(new SegmentKey("idx", "v000002", 3, SegmentKind.Codes), _ => Task.FromResult(new Blob(4)), b => b.Size);
+        var other = await cache.GetOrLoadAsync(new SegmentKey("idx", "v000002", 3, CacheEntryKind.Codes), _ => Task.FromResult(new Blob(4)), b => b.Size);
         Assert.Equal(4, other.Size);
         Assert.Equal(3, cache.Stats.Misses);
     }

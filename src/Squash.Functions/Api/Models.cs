@@ -47,69 +47,57 @@ public sealed record QueryAnswer
     /// <summary>False when a branch of the tree failed after retries; <see cref="MissingPartitions"/> names what was not scanned.</summary>
     public required bool Complete { get; init; }
     public required IReadOnlyList<int> MissingPartitions { get; init; }
-    public required QueryStatsDto Stats { get; init; }
+    public required AnswerStats Stats { get; init; }
 }
 
 /// <summary>Batch answer: one entry per vector, in request order.</summary>
 public sealed record BatchAnswer(IReadOnlyList<QueryAnswer> Answers);
 
-public sealed record QueryStatsDto
+/// <summary>
+/// One answer's stats: every counter of the engine's <see cref="QueryStats"/>, inherited so that a new counter reaches
+/// the answer without an edit here, then what the invocation tree did (ordered after the engine's counters).
+/// </summary>
+public sealed class AnswerStats : QueryStats
 {
-    public int PartitionsPlanned { get; init; }
-    public int PartitionsScanned { get; init; }
-    public int PartitionsSkippedByBound { get; init; }
-    public long VectorsConsidered { get; init; }
-    public long AfterHamming { get; init; }
-    public long AfterLowerBound { get; init; }
-    public long Reranked { get; init; }
-    public long BytesTouched { get; init; }
-    public long BytesRead { get; init; }
+    /// <summary>The engine's estimate as reported: left out when no filter was estimated, and one decimal is all an estimate is worth.</summary>
+    [JsonPropertyOrder(1)]
+    public new double? EstimatedMatches { get; private init; }
+    [JsonPropertyOrder(2)] public long BytesRead { get; init; }
     /// <summary>Function invocations the query caused (the coordinator included).</summary>
-    public int Invocations { get; init; }
-    public int TreeNodes { get; init; }
-    public int ColdInstances { get; init; }
-    public int WarmInstances { get; init; }
-    public int CacheHits { get; init; }
-    public int CacheMisses { get; init; }
-    /// <summary>Passes over the tree (a filtered query that came up short takes another).</summary>
-    public int Passes { get; init; }
-    /// <summary>"partitions", or for filters also "direct" (exact distances on the matching vectors) or "none".</summary>
-    public string? Strategy { get; init; }
-    public double? EstimatedMatches { get; init; }
-    public long FilterRejected { get; init; }
-    public long FilterRechecked { get; init; }
+    [JsonPropertyOrder(2)] public int Invocations { get; init; }
+    [JsonPropertyOrder(2)] public int TreeNodes { get; init; }
+    [JsonPropertyOrder(2)] public int ColdInstances { get; init; }
+    [JsonPropertyOrder(2)] public int WarmInstances { get; init; }
+    [JsonPropertyOrder(2)] public int CacheHits { get; init; }
+    [JsonPropertyOrder(2)] public int CacheMisses { get; init; }
     /// <summary>Time per tree level (0 = the coordinator): the slowest node's wall and own-work time.</summary>
-    public IReadOnlyList<LevelTiming> Levels { get; init; } = [];
+    [JsonPropertyOrder(2)] public IReadOnlyList<LevelTiming> Levels { get; init; } = [];
     /// <summary>Flex Consumption estimate: Σ invocation seconds × instance GB × $/GB-s + invocations × $/execution (a batch shares it).</summary>
-    public double EstimatedCostUsd { get; init; }
-    public double Milliseconds { get; init; }
+    [JsonPropertyOrder(2)] public double EstimatedCostUsd { get; init; }
+    [JsonPropertyOrder(2)] public double Milliseconds { get; init; }
 
-    public static QueryStatsDto From(QueryStats s, ScanResponse r, int nodes, int memoryMb, double ms) => new()
+    /// <summary>The engine's figures for one query (<paramref name="engine"/>) with the tree's for the whole request (<paramref name="tree"/>).</summary>
+    public static AnswerStats From(QueryStats engine, ScanResponse tree, int nodes, int memoryMb, double ms)
     {
-        ColdInstances = r.ColdInstances,
-        WarmInstances = r.WarmInstances,
-        CacheHits = r.CacheHits,
-        CacheMisses = r.CacheMisses,
-        EstimatedCostUsd = PriceTable.Cost(r.BusyMilliseconds / 1000, memoryMb, r.Invocations),
-        PartitionsPlanned = s.PartitionsPlanned,
-        PartitionsScanned = s.PartitionsScanned,
-        PartitionsSkippedByBound = s.PartitionsSkippedByBound,
-        VectorsConsidered = s.VectorsConsidered,
-        AfterHamming = s.AfterHamming,
-        AfterLowerBound = s.AfterLowerBound,
-        Reranked = s.Reranked,
-        BytesTouched = s.BytesTouched,
-        BytesRead = r.BytesRead,
-        Invocations = r.Invocations,
-        TreeNodes = nodes,
-        Passes = Math.Max(1, s.Passes),
-        Strategy = s.Strategy,
-        EstimatedMatches = s.Strategy == "partitions" && s.EstimatedMatches == 0 ? null : Math.Round(s.EstimatedMatches, 1),
-        FilterRejected = s.FilterRejected,
-        FilterRechecked = s.FilterRechecked,
-        Levels = r.Levels,
-        Milliseconds = Math.Round(ms, 3),
-    };
+        var stats = new AnswerStats
+        {
+            Strategy = engine.Strategy,
+            EstimatedMatches = engine.Strategy == "partitions" && engine.EstimatedMatches == 0 ? null : Math.Round(engine.EstimatedMatches, 1),
+            BytesRead = tree.BytesRead,
+            Invocations = tree.Invocations,
+            TreeNodes = nodes,
+            ColdInstances = tree.ColdInstances,
+            WarmInstances = tree.WarmInstances,
+            CacheHits = tree.CacheHits,
+            CacheMisses = tree.CacheMisses,
+            Levels = tree.Levels,
+            EstimatedCostUsd = PriceTable.Cost(tree.BusyMilliseconds / 1000, memoryMb, tree.Invocations),
+            Milliseconds = Math.Round(ms, 3),
+        };
+        stats.Add(engine);
+        stats.Passes = Math.Max(1, stats.Passes);
+        return stats;
+    }
 }
 
 public sealed record IndexInfo(string Name, string Version, int Dimensions, string Metric, long Count, int Partitions, DateTimeOffset CreatedUtc);
@@ -144,7 +132,7 @@ public sealed record ScanNode(int Id, int[] Partitions, ScanNode[] Children)
 public sealed record ScanResponse
 {
     /// <summary>Per query: the partial top-k, internal squared distances.</summary>
-    public required Neighbour[][] Neighbours { get; init; }
+    public required ScanHit[][] Neighbours { get; init; }
     public required QueryStats[] Stats { get; init; }
     public required int[] MissingPartitions { get; init; }
     public required int Invocations { get; init; }
@@ -175,8 +163,12 @@ public sealed record LevelTiming(int Level, int Nodes, double WallMs, double Wor
     }
 }
 
-/// <summary>A partial result: internal squared distance, and what the node that found it knows (user id, attributes).</summary>
-public sealed record Neighbour(long Id, float D)
+/// <summary>
+/// One entry of a /scan response's <c>neighbours</c> lists (<c>{"id","d","key","attributes"}</c>): a partial result with its
+/// internal squared distance and what the node that found it knows (user id, attributes). The engine's own result type is
+/// <see cref="Squash.Core.Collections.Neighbor"/>; this one only travels between tree nodes.
+/// </summary>
+public sealed record ScanHit(long Id, float D)
 {
     public string? Key { get; init; }
     public JsonObject? Attributes { get; init; }

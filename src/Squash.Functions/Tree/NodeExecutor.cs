@@ -1,6 +1,7 @@
 using Squash.Core.Collections;
 using Squash.Functions.Api;
 using Squash.Search;
+using Squash.Search.Filters;
 
 namespace Squash.Functions.Tree;
 
@@ -23,125 +24,161 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         var options = RequestMapping.ToSearchOptions(request.K, request.Options);
         // The filter is compiled once per invocation; the strategy per query comes from the coordinator's plan.
         var filter = request.Filter is { } json ? loaded.Filters.Compile(json) : null;
-        bool filtered = filter is { MatchesAll: false };
-        var childCalls = request.Node.Children
-            .Select(child => (child, task: invoker.ScanAsync(index, request with { Node = child }, ownAddress, ct)))
+        var childCalls = StartChildren(index, request, ownAddress, ct);
+
+        var node = new NodeAnswer(request.Vectors.Length, cold);
+        await ScanOwnPartitionsAsync(loaded, request, options, filter, node, ct).ConfigureAwait(false);
+        double workMs = clock.Elapsed.TotalMilliseconds;
+        await MergeChildrenAsync(request, childCalls, node, ct).ConfigureAwait(false);
+        return node.ToResponse(clock.Elapsed.TotalMilliseconds, workMs);
+    }
+
+    /// <summary>
+    /// What this node has found so far, per query (top-k, stats, the results' descriptions by id), and the subtree's
+    /// figures: its own fetch and scan first, then each child's answer merged in.
+    /// </summary>
+    private sealed class NodeAnswer(int queries, bool cold)
+    {
+        public TopK[] Tops { get; } = new TopK[queries];
+        public QueryStats[] Stats { get; } = new QueryStats[queries];
+        public Dictionary<long, ScanHit>[] Found { get; } = new Dictionary<long, ScanHit>[queries];
+        public List<int> Missing { get; } = [];
+        public int CacheHits, CacheMisses, Invocations = 1, ColdInstances = cold ? 1 : 0, WarmInstances = cold ? 0 : 1;
+        public long BytesRead;
+        public double FetchMs, ChildBusyMs;
+        public LevelTiming[] Levels = [];
+
+        public ScanResponse ToResponse(double wallMs, double workMs) => new()
+        {
+            Neighbours = Tops.Select((t, q) => t.ToSortedArray().Select(n => Found[q][n.Id]).ToArray()).ToArray(),
+            Stats = Stats,
+            MissingPartitions = Missing.Distinct().Order().ToArray(),
+            Invocations = Invocations,
+            BytesRead = BytesRead,
+            CacheHits = CacheHits,
+            CacheMisses = CacheMisses,
+            ColdInstances = ColdInstances,
+            WarmInstances = WarmInstances,
+            BusyMilliseconds = ChildBusyMs + wallMs,
+            Levels = LevelTiming.Merge(Levels, [new LevelTiming(0, 1, Math.Round(wallMs, 3), Math.Round(workMs, 3), Math.Round(FetchMs, 3))]),
+        };
+    }
+
+    /// <summary>Fan-out: every child's invocation starts before this node's own work, so they overlap.</summary>
+    private List<(ScanNode Child, Task<ScanResponse> Call)> StartChildren(string index, ScanRequest request, string? ownAddress, CancellationToken ct) =>
+        request.Node.Children
+            .Select(child => (child, invoker.ScanAsync(index, request with { Node = child }, ownAddress, ct)))
             .ToList();
 
+    /// <summary>
+    /// Fetches and scans this node's own partitions for every query, and describes what it found. A read that breaks
+    /// the scan after the partitions were fetched (attributes for the results) reports all of them missing; what the
+    /// children find still counts. A bug is not caught here.
+    /// </summary>
+    private async Task ScanOwnPartitionsAsync(LoadedIndex loaded, ScanRequest request, SearchOptions options, CompiledFilter? filter,
+        NodeAnswer node, CancellationToken ct)
+    {
         int queries = request.Vectors.Length;
         var engine = new SearchEngine(loaded);
-        var tops = new TopK[queries];
-        var stats = new QueryStats[queries];
         var own = request.Node.Partitions.ToHashSet();
-        var needed = request.Plans.SelectMany(p => p).Where(own.Contains).Distinct().ToArray();
-        var missing = new List<int>();
-        int hits = 0, misses = 0;
-        long bytesRead = 0;
-        double fetchMs = 0;
-        var found = new Dictionary<long, Neighbour>[queries];
         try
         {
             var contexts = request.Vectors.Select(v => new QueryContext(loaded, v)).ToArray();
+            bool filtered = filter is { MatchesAll: false };
             var queryOptions = Enumerable.Range(0, queries).Select(q => filtered
                 ? options with { Filter = filter, FilterStrategy = Enum.Parse<FilterStrategy>(request.Strategies![q]) }
                 : options).ToArray();
-            // Fetch what each query needs from this node's partitions: codes (and attributes for a filter), then only
-            // the raw-vector rows its re-rank can touch (ranged reads), all through the instance's segment cache.
-            var fetchClock = System.Diagnostics.Stopwatch.StartNew();
-            var unreadable = new System.Collections.Concurrent.ConcurrentDictionary<int, Exception>();
-            var fetches = await Task.WhenAll(Enumerable.Range(0, queries).Select(q =>
-                FetchAsync(loaded, contexts[q], request.Plans[q].Where(own.Contains).ToArray(), queryOptions[q], unreadable, ct))).ConfigureAwait(false);
-            fetchMs = fetchClock.Elapsed.TotalMilliseconds;
-            foreach (var (p, error) in unreadable)
-            {
-                // A segment that cannot be read (store down after retries, checksum mismatch): the partition is
-                // reported missing and the rest of the answer still counts.
-                log.LogError(error, "partition {Partition} could not be read; it is reported missing", p);
-                missing.Add(p);
-            }
-            hits = fetches.Sum(f => f.Hits);
-            misses = fetches.Sum(f => f.Misses);
-            bytesRead = fetches.Sum(f => f.BytesRead);
+            var fetches = await FetchOwnPartitionsAsync(loaded, request, contexts, queryOptions, own, node, ct).ConfigureAwait(false);
             for (int q = 0; q < queries; q++)
             {
-                tops[q] = engine.NewTopK(options);
-                stats[q] = new QueryStats();
+                node.Tops[q] = engine.NewTopK(options);
+                node.Stats[q] = new QueryStats();
                 var fetched = fetches[q];
                 var mine = request.Plans[q].Where(p => own.Contains(p) && fetched.Data.ContainsKey(p)).ToArray();
                 if (mine.Length > 0)
                 {
                     var (_, distances) = engine.RankPartitions(contexts[q]);
-                    engine.ScanPartitions(contexts[q], mine, distances, queryOptions[q], tops[q], stats[q], p => fetched.Data[p]);
+                    engine.ScanPartitions(contexts[q], mine, distances, queryOptions[q], node.Tops[q], node.Stats[q], p => fetched.Data[p]);
                 }
                 // What this node found, with the user's id and the requested attributes read here, where the rows are.
-                found[q] = await DescribeAsync(loaded, request, tops[q].ToSortedArray(), mine, p => fetched.Data[p], ct).ConfigureAwait(false);
+                node.Found[q] = await DescribeAsync(loaded, request, node.Tops[q].ToSortedArray(), mine, p => fetched.Data[p], ct).ConfigureAwait(false);
             }
         }
         catch (Exception e) when (!ct.IsCancellationRequested && StoreFailures.IsReadFailure(e))
         {
-            // A read that breaks this node's own scan after its partitions were fetched (attributes for the results):
-            // its partitions are reported missing, and what its children found still counts. A bug is not caught here.
             log.LogError(e, "tree node {Node} could not scan its partitions; they are reported missing", request.Node.Id);
-            missing.Clear();
-            missing.AddRange(needed);
+            node.Missing.Clear();
+            node.Missing.AddRange(request.Plans.SelectMany(p => p).Where(own.Contains).Distinct());
             for (int q = 0; q < queries; q++)
             {
-                tops[q] = engine.NewTopK(options);
-                stats[q] = new QueryStats();
-                found[q] = [];
+                node.Tops[q] = engine.NewTopK(options);
+                node.Stats[q] = new QueryStats();
+                node.Found[q] = [];
             }
         }
-        int coldInstances = cold ? 1 : 0, warmInstances = cold ? 0 : 1;
-        double childBusy = 0;
-        double workMs = clock.Elapsed.TotalMilliseconds;
+    }
 
-        var levels = Array.Empty<LevelTiming>();
-        int invocations = 1;
-        foreach (var (child, task) in childCalls)
+    /// <summary>
+    /// Fetches what each query needs from this node's partitions: codes (and attributes for a filter), then only the
+    /// raw-vector rows its re-rank can touch (ranged reads), all through the instance's segment cache. A segment that
+    /// cannot be read (store down after retries, checksum mismatch) makes its partition missing; the rest still counts.
+    /// </summary>
+    private async Task<Fetched[]> FetchOwnPartitionsAsync(LoadedIndex loaded, ScanRequest request, QueryContext[] contexts, SearchOptions[] queryOptions,
+        HashSet<int> own, NodeAnswer node, CancellationToken ct)
+    {
+        var fetchClock = System.Diagnostics.Stopwatch.StartNew();
+        var unreadable = new System.Collections.Concurrent.ConcurrentDictionary<int, Exception>();
+        var fetches = await Task.WhenAll(contexts.Select((context, q) =>
+            FetchAsync(loaded, context, request.Plans[q].Where(own.Contains).ToArray(), queryOptions[q], unreadable, ct))).ConfigureAwait(false);
+        node.FetchMs = fetchClock.Elapsed.TotalMilliseconds;
+        foreach (var (p, error) in unreadable)
+        {
+            log.LogError(error, "partition {Partition} could not be read; it is reported missing", p);
+            node.Missing.Add(p);
+        }
+        node.CacheHits = fetches.Sum(f => f.Hits);
+        node.CacheMisses = fetches.Sum(f => f.Misses);
+        node.BytesRead = fetches.Sum(f => f.BytesRead);
+        return fetches;
+    }
+
+    /// <summary>
+    /// Merges each child's answer as it arrives. A child that still fails after its retries (<see cref="IsChildUnavailable"/>)
+    /// makes its whole subtree's planned partitions missing; any other failure fails the request.
+    /// </summary>
+    private async Task MergeChildrenAsync(ScanRequest request, List<(ScanNode Child, Task<ScanResponse> Call)> childCalls, NodeAnswer node, CancellationToken ct)
+    {
+        foreach (var (child, call) in childCalls)
         {
             try
             {
-                var r = await task.ConfigureAwait(false);
-                invocations += r.Invocations;
-                bytesRead += r.BytesRead;
-                hits += r.CacheHits;
-                misses += r.CacheMisses;
-                coldInstances += r.ColdInstances;
-                warmInstances += r.WarmInstances;
-                childBusy += r.BusyMilliseconds;
-                missing.AddRange(r.MissingPartitions);
-                levels = LevelTiming.Merge(levels, r.Levels.Select(l => l with { Level = l.Level + 1 }));
-                for (int q = 0; q < queries; q++)
+                var r = await call.ConfigureAwait(false);
+                node.Invocations += r.Invocations;
+                node.BytesRead += r.BytesRead;
+                node.CacheHits += r.CacheHits;
+                node.CacheMisses += r.CacheMisses;
+                node.ColdInstances += r.ColdInstances;
+                node.WarmInstances += r.WarmInstances;
+                node.ChildBusyMs += r.BusyMilliseconds;
+                node.Missing.AddRange(r.MissingPartitions);
+                node.Levels = LevelTiming.Merge(node.Levels, r.Levels.Select(l => l with { Level = l.Level + 1 }));
+                for (int q = 0; q < node.Tops.Length; q++)
                 {
                     foreach (var n in r.Neighbours[q])
                     {
-                        tops[q].TryAdd(n.Id, n.D);
-                        found[q][n.Id] = n;
+                        node.Tops[q].TryAdd(n.Id, n.D);
+                        node.Found[q][n.Id] = n;
                     }
-                    stats[q].Add(r.Stats[q]);
+                    node.Stats[q].Add(r.Stats[q]);
                 }
             }
             catch (Exception e) when (!ct.IsCancellationRequested && IsChildUnavailable(e))
             {
                 log.LogWarning(e, "tree node {Node} failed after retries; its partitions are reported missing", child.Id);
                 var lost = child.AllPartitions().ToHashSet();
-                missing.AddRange(request.Plans.SelectMany(p => p).Where(lost.Contains).Distinct());
+                node.Missing.AddRange(request.Plans.SelectMany(p => p).Where(lost.Contains).Distinct());
             }
         }
-        return new ScanResponse
-        {
-            Neighbours = tops.Select((t, q) => t.ToSortedArray().Select(n => found[q][n.Id]).ToArray()).ToArray(),
-            Stats = stats,
-            MissingPartitions = missing.Distinct().Order().ToArray(),
-            Invocations = invocations,
-            BytesRead = bytesRead,
-            CacheHits = hits,
-            CacheMisses = misses,
-            ColdInstances = coldInstances,
-            WarmInstances = warmInstances,
-            BusyMilliseconds = childBusy + clock.Elapsed.TotalMilliseconds,
-            Levels = LevelTiming.Merge(levels, [new LevelTiming(0, 1, Math.Round(clock.Elapsed.TotalMilliseconds, 3), Math.Round(workMs, 3), Math.Round(fetchMs, 3))]),
-        };
     }
 
     /// <summary>
@@ -192,26 +229,26 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
     }
 
     /// <summary>This node's own results by id, each with the user's id and the requested attributes when asked for.</summary>
-    private static async Task<Dictionary<long, Neighbour>> DescribeAsync(LoadedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
+    private static async Task<Dictionary<long, ScanHit>> DescribeAsync(LoadedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
         Func<int, PartitionData> dataOf, CancellationToken ct)
     {
-        var result = new Dictionary<long, Neighbour>(own.Length);
+        var result = new Dictionary<long, ScanHit>(own.Length);
         var include = request.Include ?? [];
         bool describe = (request.Keys || include.Length > 0) && loaded.Manifest.Attributes is not null;
         var rows = describe ? RowsOf(own, partitions, dataOf) : null;
         foreach (var n in own)
         {
-            var neighbour = new Neighbour(n.Id, n.Distance);
+            var hit = new ScanHit(n.Id, n.Distance);
             if (rows is not null && rows.TryGetValue(n.Id, out var at))
             {
                 var attributes = dataOf(at.Partition).Attributes ?? (await loaded.GetAttributesAsync(at.Partition, ct).ConfigureAwait(false))!;
-                neighbour = neighbour with
+                hit = hit with
                 {
                     Key = request.Keys ? attributes.Keys?[at.Row] : null,
                     Attributes = include.Length > 0 ? AttributeValues.Read(loaded.Manifest.Attributes!, attributes, at.Row, include) : null,
                 };
             }
-            result[n.Id] = neighbour;
+            result[n.Id] = hit;
         }
         return result;
     }

@@ -8,7 +8,7 @@ namespace Squash.Functions.Tree;
 
 /// <summary>What the coordinator hands back per query after all passes.</summary>
 /// <remarks><see cref="InputSquaredNorm"/> turns internal distances into reported ones (<c>MetricSpace.ToReported</c>).</remarks>
-public sealed record CoordinatedQuery(Neighbour[] Results, QueryStats Stats, int[] MissingPartitions, double InputSquaredNorm);
+public sealed record CoordinatedQuery(ScanHit[] Results, QueryStats Stats, int[] MissingPartitions, double InputSquaredNorm);
 
 /// <summary>The outcome of a coordinated request: per query results, and what the whole tree did.</summary>
 public sealed record CoordinatedAnswer(CoordinatedQuery[] Queries, ScanResponse Totals, int TreeNodes);
@@ -33,7 +33,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         var contexts = vectors.Select(v => new QueryContext(loaded, v)).ToArray();
         var plans = contexts.Select(c => engine.Plan(c, options)).ToArray();
         var tops = plans.Select(_ => engine.NewTopK(options)).ToArray();
-        var found = plans.Select(_ => new Dictionary<long, Neighbour>()).ToArray();
+        var found = plans.Select(_ => new Dictionary<long, ScanHit>()).ToArray();
         var nodeStats = plans.Select(_ => new QueryStats()).ToArray();
         var missing = plans.Select(_ => new SortedSet<int>()).ToArray();
         bool filtered = filter is { MatchesAll: false };

@@ -54,9 +54,9 @@ public static class TreePlanner
         var own = bySlot.TryGetValue(id, out var list) ? list.ToArray() : [];
         if (own.Length == 0 && children.Count == 0) return null;
         // A node with nothing of its own and one child would only relay: it costs an invocation, and it holds one
-        // of its instance's concurrency slots while it waits. On 1M × 128 in an 84-slot tree (≈ 6 partitions
-        // per query) such relays pushed a pool past its 16 slots, so a second, empty instance started and the
-        // warm hit ratio fell to 92 %. Its child takes its place (keeping its own slot, so its pool and cache).
+        // of its instance's concurrency slots while it waits, so relays can push a pool past its slots: a second,
+        // empty instance starts and fetches its partitions again (bench/serverless.md). Its child takes its place
+        // (keeping its own slot, so its pool and cache).
         if (own.Length == 0 && children.Count == 1) return children[0];
         return new ScanNode(id, own, children.ToArray());
     }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Numerics.Tensors;
 using Squash.Index.Attributes;
 using Squash.Index.Model;
 
@@ -20,6 +21,25 @@ internal abstract class FilterNode
 
     /// <summary>Code-level result for every row of the partition.</summary>
     public abstract void EvaluateCodes(PartitionAttributes pa, Span<byte> result);
+
+    /// <summary>Evaluates every child (at least one) into <paramref name="result"/>, folded by AND (min) or OR (max).</summary>
+    protected static void EvaluateAll(FilterNode[] children, PartitionAttributes pa, Span<byte> result, bool and)
+    {
+        children[0].EvaluateCodes(pa, result);
+        if (children.Length == 1) return;
+        var scratch = ArrayPool<byte>.Shared.Rent(result.Length);
+        try
+        {
+            var s = scratch.AsSpan(0, result.Length);
+            for (int c = 1; c < children.Length; c++)
+            {
+                children[c].EvaluateCodes(pa, s);
+                if (and) TensorPrimitives.Min(result, s, result);
+                else TensorPrimitives.Max(result, s, result);
+            }
+        }
+        finally { ArrayPool<byte>.Shared.Return(scratch); }
+    }
 
     /// <summary>Exact result for one row on raw values.</summary>
     public abstract bool Matches(PartitionAttributes pa, int row);
@@ -70,19 +90,7 @@ internal sealed class AndNode(FilterNode[] children) : FilterNode
     public override void EvaluateCodes(PartitionAttributes pa, Span<byte> result)
     {
         if (children.Length == 0) { result.Fill(True); return; }
-        children[0].EvaluateCodes(pa, result);
-        if (children.Length == 1) return;
-        var scratch = ArrayPool<byte>.Shared.Rent(result.Length);
-        try
-        {
-            for (int c = 1; c < children.Length; c++)
-            {
-                var s = scratch.AsSpan(0, result.Length);
-                children[c].EvaluateCodes(pa, s);
-                for (int i = 0; i < result.Length; i++) result[i] = Math.Min(result[i], s[i]);
-            }
-        }
-        finally { ArrayPool<byte>.Shared.Return(scratch); }
+        EvaluateAll(children, pa, result, and: true);
     }
 
     public override bool Matches(PartitionAttributes pa, int row)
@@ -157,18 +165,7 @@ internal sealed class OrNode(FilterNode[] children) : FilterNode
 {
     public override void EvaluateCodes(PartitionAttributes pa, Span<byte> result)
     {
-        children[0].EvaluateCodes(pa, result);
-        var scratch = ArrayPool<byte>.Shared.Rent(result.Length);
-        try
-        {
-            for (int c = 1; c < children.Length; c++)
-            {
-                var s = scratch.AsSpan(0, result.Length);
-                children[c].EvaluateCodes(pa, s);
-                for (int i = 0; i < result.Length; i++) result[i] = Math.Max(result[i], s[i]);
-            }
-        }
-        finally { ArrayPool<byte>.Shared.Return(scratch); }
+        EvaluateAll(children, pa, result, and: false);
     }
 
     public override bool Matches(PartitionAttributes pa, int row)
