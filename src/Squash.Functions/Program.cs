@@ -24,7 +24,9 @@ builder.Services.Configure<FunctionSettings>(builder.Configuration.GetSection("S
 builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default));
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<IndexUnavailableHandler>();
-builder.Services.AddOpenApi();
+// No `servers` entry: behind the Functions host the handler sees its own loopback port, which a client
+// cannot reach; without one, paths resolve against the host the document was fetched from.
+builder.Services.AddOpenApi(o => o.AddDocumentTransformer((doc, _, _) => { doc.Servers?.Clear(); return Task.CompletedTask; }));
 
 // One query is one trace: spans for the coordinator, every tree node and every child call; the trace
 // context travels down the tree in the traceparent header. Console export with Squash__TraceConsole=true,

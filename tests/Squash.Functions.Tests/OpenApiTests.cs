@@ -31,7 +31,11 @@ public sealed class OpenApiTests(IndexFixture fx)
             foreach (var m in trigger.GetProperty("methods").EnumerateArray())
                 declared.Add($"{m.GetString()!.ToUpperInvariant()} /api/{trigger.GetProperty("route").GetString()}");
         }
-        Assert.Equal(declared.Order().ToArray(), documented);
+        // The document itself is a function too (so it is routed on Azure), but not a path inside itself.
+        Assert.Contains("GET /api/openapi.json", declared);
+        Assert.Equal(declared.Where(d => d != "GET /api/openapi.json").Order().ToArray(), documented);
+        // A server URL would be the handler's loopback port behind the Functions host.
+        Assert.True(!doc.RootElement.TryGetProperty("servers", out var servers) || servers.GetArrayLength() == 0, doc.RootElement.ToString());
         var query = doc.RootElement.GetProperty("paths").GetProperty("/api/indexes/{index}/query").GetProperty("post");
         Assert.True(query.GetProperty("responses").TryGetProperty("400", out _));
         Assert.True(query.TryGetProperty("requestBody", out _));
