@@ -24,13 +24,13 @@ internal static class AzuriteTestStore
     public static string ConnectionString => Checked.Value;
 
     /// <summary>
-    /// A store over a fresh container. Stores made here take few SDK retries: a dead emulator must fail a test in
-    /// seconds, not after minutes of back-off.
+    /// A store over a fresh container. The tests' bound on retries is set here, in one place: a dead emulator must
+    /// fail a test in seconds, not after minutes of back-off (at most one SDK retry; never more than the store's own).
     /// </summary>
     public static AzureBlobStore NewStore(string prefix, StorageTransferOptions? transfer = null)
     {
         var options = AzureBlobStore.NewOptions();
-        options.Retry.MaxRetries = 1;
+        options.Retry.MaxRetries = Math.Min(options.Retry.MaxRetries, 1);
         options.Retry.NetworkTimeout = TimeSpan.FromSeconds(30);
         var container = $"{prefix}-{Guid.NewGuid():N}"[..Math.Min(63, prefix.Length + 33)];
         return new AzureBlobStore(new BlobContainerClient(ConnectionString, container, options), transfer);
