@@ -188,9 +188,7 @@ public class StoreAndGcCommandTests
     [Fact]
     public async Task AnAzureStoreWorksEndToEndThroughTheCli()
     {
-        var connection = Environment.GetEnvironmentVariable("SQUASH_TEST_AZURITE") is { Length: > 0 } cs
-            ? cs
-            : throw new InvalidOperationException("SQUASH_TEST_AZURITE is not set: run the tests through scripts/test.sh, which starts Azurite and sets it");
+        var connection = Squash.Testing.AzuriteTestStore.ConnectionString;
         using var dir = new TempDir();
         var rows = TempDir.Random(300, 8, 4).ToArray();
         var vectors = dir.Fvecs("base.fvecs", rows);

@@ -15,10 +15,7 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class AzuriteEndToEndTests(IndexFixture fx)
 {
-    private static string Connection =>
-        Environment.GetEnvironmentVariable("SQUASH_TEST_AZURITE") is { Length: > 0 } cs
-            ? cs
-            : throw new InvalidOperationException("SQUASH_TEST_AZURITE is not set: run the tests through scripts/test.sh, which starts Azurite and sets it");
+    private static string Connection => Squash.Testing.AzuriteTestStore.ConnectionString;
 
     [Fact]
     public async Task AnswersThroughATreeFromAzuriteEqualTheInProcessEngine()

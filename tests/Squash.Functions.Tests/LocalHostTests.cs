@@ -76,7 +76,10 @@ public sealed class LocalHostTests(IndexFixture fx)
     [Fact]
     public async Task AColdQueryStartsOneInstancePerPoolAndTheCoordinatorWakesThePools()
     {
-        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 4, InstanceConcurrency = 16 });
+        // 64 slots hold every call one query can send a pool while its instance starts, hedges included (a child that
+        // waits out a slow start past the hedging delay is sent again): one start per pool is then what the waiting
+        // rule guarantees, whatever the timing. Fewer slots let a slow start's hedges overflow into a second instance.
+        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 4, InstanceConcurrency = 64 });
         using var client = Client(host);
         // Exact mode: all 12 partitions over up to 20 tree nodes, so each pool gets several scans at once.
         var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = fx.Queries[7], k = 10, options = new { exact = true } }));

@@ -13,6 +13,84 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class PublishedAppTests(IndexFixture fx)
 {
+    /// <summary>
+    /// scripts/publish.sh under a deadline. It builds in the checkout's obj/ and bin/, so under scripts/test.sh it
+    /// holds the run's build lock (SQUASH_BUILD_LOCK): a second test run on the machine must not build the same
+    /// files at the same time.
+    /// </summary>
+    private static async Task<(int ExitCode, string Log)> PublishAsync(string root, string output)
+    {
+        var script = Path.Combine(root, "scripts", "publish.sh");
+        var buildLock = Environment.GetEnvironmentVariable("SQUASH_BUILD_LOCK");
+        var psi = buildLock is { Length: > 0 }
+            ? new ProcessStartInfo("flock", [buildLock, "bash", script, output])
+            : new ProcessStartInfo("bash", [script, output]);
+        psi.WorkingDirectory = root;
+        psi.RedirectStandardOutput = true;
+        psi.RedirectStandardError = true;
+        using var publish = Process.Start(psi)!;
+        // Both pipes at once: reading one to the end while the other fills would block the publish.
+        var stdout = publish.StandardOutput.ReadToEndAsync();
+        var stderr = publish.StandardError.ReadToEndAsync();
+        try
+        {
+            await publish.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(15));
+        }
+        catch (TimeoutException)
+        {
+            publish.Kill(entireProcessTree: true);
+            return (-1, "scripts/publish.sh did not finish within 15 minutes");
+        }
+        return (publish.ExitCode, await stdout + await stderr);
+    }
+
+    /// <summary>Polls until the app answers 2xx; fails with the last answer when it exits or the deadline passes.</summary>
+    private static async Task WaitUntilAnswersAsync(HttpClient client, Process app, TimeSpan limit, IEnumerable<string> appLog)
+    {
+        var deadline = DateTime.UtcNow + limit;
+        string last = "no answer yet";
+        while (true)
+        {
+            Assert.False(app.HasExited, $"the published app exited with code {(app.HasExited ? app.ExitCode : 0)} before answering ({last}): {string.Join('\n', appLog)}");
+            try
+            {
+                using var response = await client.GetAsync("/");
+                if (response.IsSuccessStatusCode) return;
+                last = $"HTTP {(int)response.StatusCode}";
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException) { last = e.Message; }
+            Assert.True(DateTime.UtcNow < deadline, $"the published app did not answer 2xx within {limit.TotalSeconds:0} s ({last}): {string.Join('\n', appLog)}");
+            await Task.Delay(100);
+        }
+    }
+
+    [Fact]
+    public async Task WaitingForAnAppThatOnlyAnswers503EndsAtTheDeadlineWithTheLastAnswer()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        using var stop = new CancellationTokenSource();
+        var server = Task.Run(async () =>
+        {
+            try
+            {
+                while (true)
+                {
+                    using var c = await listener.AcceptTcpClientAsync(stop.Token);
+                    var stream = c.GetStream();
+                    _ = await stream.ReadAsync(new byte[4096], stop.Token);
+                    await stream.WriteAsync("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"u8.ToArray(), stop.Token);
+                }
+            }
+            catch (OperationCanceledException) { }
+        });
+        using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{((IPEndPoint)listener.LocalEndpoint).Port}"), Timeout = TimeSpan.FromSeconds(5) };
+        var e = await Assert.ThrowsAnyAsync<Xunit.Sdk.XunitException>(() => WaitUntilAnswersAsync(client, Process.GetCurrentProcess(), TimeSpan.FromSeconds(1), []));
+        Assert.Contains("the published app did not answer 2xx within 1 s (HTTP 503)", e.Message);
+        stop.Cancel();
+        await server;
+    }
+
     [Fact]
     public async Task ThePublishedFolderStartsLikeTheFunctionsHostStartsItAndAnswersQueries()
     {
@@ -21,11 +99,8 @@ public sealed class PublishedAppTests(IndexFixture fx)
         var output = Path.Combine(Path.GetTempPath(), "squash-publish-" + Guid.NewGuid().ToString("N"));
         try
         {
-            var publish = Process.Start(new ProcessStartInfo("bash", [Path.Combine(root.FullName, "scripts", "publish.sh"), output])
-            { WorkingDirectory = root.FullName, RedirectStandardOutput = true, RedirectStandardError = true })!;
-            var log = await publish.StandardOutput.ReadToEndAsync() + await publish.StandardError.ReadToEndAsync();
-            await publish.WaitForExitAsync();
-            Assert.True(publish.ExitCode == 0, log);
+            var (exitCode, log) = await PublishAsync(root.FullName, output);
+            Assert.True(exitCode == 0, log);
 
             using var host = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "host.json")));
             var exe = host.RootElement.GetProperty("customHandler").GetProperty("description").GetProperty("defaultExecutablePath").GetString()!;
@@ -40,14 +115,16 @@ public sealed class PublishedAppTests(IndexFixture fx)
             psi.Environment["Squash__Store"] = "dir:" + fx.Root;
             psi.Environment["Squash__Depth"] = "0";
             using var app = Process.Start(psi)!;
+            // Drained, so that the app never blocks on a full pipe; kept for the failure message.
+            var appLog = new System.Collections.Concurrent.ConcurrentQueue<string>();
+            app.OutputDataReceived += (_, e) => { if (e.Data is not null) appLog.Enqueue(e.Data); };
+            app.ErrorDataReceived += (_, e) => { if (e.Data is not null) appLog.Enqueue(e.Data); };
+            app.BeginOutputReadLine();
+            app.BeginErrorReadLine();
             try
             {
                 using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(5) };
-                for (int i = 0; ; i++)
-                {
-                    try { if ((await client.GetAsync("/")).IsSuccessStatusCode) break; }
-                    catch (HttpRequestException) when (i < 300) { await Task.Delay(100); }
-                }
+                await WaitUntilAnswersAsync(client, app, TimeSpan.FromSeconds(60), appLog);
                 Assert.Equal("""{"status":"ok"}""", await client.GetStringAsync("/api/health"));
                 var body = new StringContent(JsonSerializer.Serialize(new { vector = fx.Queries[0], k = 5 }), Encoding.UTF8, "application/json");
                 var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", body);

@@ -1,5 +1,6 @@
 using Squash.Index.Build;
 using Squash.Storage;
+using Squash.Testing;
 
 namespace Squash.Search.Tests;
 
@@ -12,14 +13,9 @@ public sealed class AzureStoreSearchTests : IAsyncLifetime
     private readonly string _root = Path.Combine(Path.GetTempPath(), "squash-azsearch-" + Guid.NewGuid().ToString("N"));
     private AzureBlobStore? _azure;
 
-    private static string Connection =>
-        Environment.GetEnvironmentVariable("SQUASH_TEST_AZURITE") is { Length: > 0 } cs
-            ? cs
-            : throw new InvalidOperationException("SQUASH_TEST_AZURITE is not set: run the tests through scripts/test.sh, which starts Azurite and sets it");
-
     public Task InitializeAsync()
     {
-        _azure = new AzureBlobStore(Connection, "search-" + Guid.NewGuid().ToString("N"));
+        _azure = AzuriteTestStore.NewStore("search");
         return Task.CompletedTask;
     }
 

@@ -2,6 +2,7 @@ using Squash.Index.Build;
 using Squash.Index.Model;
 using Squash.Search.Tests.Filters;
 using Squash.Storage;
+using Squash.Testing;
 
 namespace Squash.Search.Tests;
 
@@ -17,11 +18,6 @@ public sealed class ColdPathTests : IAsyncLifetime
     private readonly float[] _data = TestData.Clustered(N, Dims, clusters: 12, seed: 31);
     private readonly float[] _queries = TestData.Clustered(25, Dims, clusters: 12, seed: 77);
 
-    private static string Connection =>
-        Environment.GetEnvironmentVariable("SQUASH_TEST_AZURITE") is { Length: > 0 } cs
-            ? cs
-            : throw new InvalidOperationException("SQUASH_TEST_AZURITE is not set: run the tests through scripts/test.sh, which starts Azurite and sets it");
-
     public Task InitializeAsync() => Task.CompletedTask;
 
     public async Task DisposeAsync()
@@ -33,7 +29,7 @@ public sealed class ColdPathTests : IAsyncLifetime
     private async Task<IndexStore> Built(string where)
     {
         IBlobStore blobs = where == "azure"
-            ? new ResilientBlobStore(_azure = new AzureBlobStore(Connection, "cold-" + Guid.NewGuid().ToString("N")))
+            ? new ResilientBlobStore(_azure = AzuriteTestStore.NewStore("cold"))
             : new FolderBlobStore(_root);
         // No read-through gaps: with 64 KiB partitions the default gap allowance would join most of the rows a query wants.
         var store = new IndexStore(blobs, "cold") { RangedReads = new RangedReadOptions { CoalesceGapBytes = 0 } };

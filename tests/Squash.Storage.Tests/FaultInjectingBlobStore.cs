@@ -38,7 +38,7 @@ public sealed class FaultInjectingBlobStore(IBlobStore inner) : IBlobStore
     private async Task BeforeAsync(string name, CancellationToken ct)
     {
         Interlocked.Increment(ref _calls);
-        if (Take(ref _hangNext)) await Task.Delay(Timeout.Infinite, ct);
+        if (Take(ref _hangNext)) { await Task.Delay(TimeSpan.FromMinutes(2), ct); throw new TimeoutException($"injected hang on '{name}' was never cancelled: the store under test has no timeout"); }
         if (Take(ref _failNext)) throw new RequestFailedException(503, $"injected: server busy reading '{name}'");
     }
 

@@ -27,7 +27,9 @@ public sealed class SegmentCacheTests
             .Select(_ => Task.Run(() => cache.GetOrLoadAsync(Key(1), Load, b => b.Size)))
             .ToArray();
         // Let every caller arrive while the one load is still running.
-        while (cache.Stats.Requests < 64) await Task.Delay(1);
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (cache.Stats.Requests < 64 && DateTime.UtcNow < deadline) await Task.Delay(1);
+        Assert.True(cache.Stats.Requests == 64, $"only {cache.Stats.Requests} of 64 callers reached the cache within 30 s");
         gate.SetResult();
         var results = await Task.WhenAll(callers);
         Assert.Equal(1, loads);
