@@ -5,6 +5,9 @@ namespace Squash.Storage.Tests;
 /// <summary>The Azurite that scripts/test.sh starts; tests fail (never skip) without it.</summary>
 public static class Azurite
 {
+    /// <summary>The emulator's connection string, once it has answered (see AzuriteTestStore).</summary>
+    public static string ConnectionString => Squash.Testing.AzuriteTestStore.ConnectionString;
+
     /// <summary>A store over a fresh container, with small blocks so that parallel block upload is exercised.</summary>
     public static AzureBlobStore NewStore(string prefix = "t") =>
         Squash.Testing.AzuriteTestStore.NewStore(prefix,
