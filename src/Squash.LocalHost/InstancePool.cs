@@ -69,8 +69,8 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
                         throw;
                     }
                     // One step: the instance joins the pool as it stops counting as starting. Between two separate
-                    // steps a waiting invocation saw neither and started another instance while this one had 15
-                    // free slots (an 84-node tree on 1M × 128 then split its partitions over two instances).
+                    // steps a waiting invocation would see neither and start another instance while this one has
+                    // free slots, and a tree's partitions would be split (and fetched twice) over two instances.
                     lock (_gate)
                     {
                         _starting--;

@@ -17,7 +17,7 @@ public sealed record LocalHostOptions
     /// <summary>Concurrent invocations one instance takes before another is started. 64, the per-instance HTTP
     /// concurrency a Squash deployment sets (Flex's own default for 2,048 MB is 16): tree nodes mostly wait, on
     /// children and blob reads, and a waiting parent holds a slot, so at 16 one query of an 84-slot tree could fill
-    /// a pool and start a second, empty instance (1M × 128: warm p99 77 ms at 16, 22 ms at 64). Flex bills an
+    /// a pool and start a second, empty instance that fetches its partitions again (bench/serverless.md). Flex bills an
     /// instance's memory once however many invocations share it, so more per instance is also cheaper.</summary>
     public int InstanceConcurrency { get; init; } = 64;
     /// <summary>An instance idle this long is recycled (the next call to its pool is a cold start).</summary>

@@ -52,8 +52,8 @@ public static class EndpointBench
             // Warm-up, then a timed pass at concurrency 1. By default the warm-up runs every measured query twice, so
             // the timed pass sees instances that already hold the partitions those queries visit: a partition's first
             // query fetches only its re-ranked rows and its second reads its vectors whole (LoadedIndex.WholeVectorsAfter).
-            // With one pass, or 50 queries as before, a 1M index (1,000 partitions, ~6 per query) was still being
-            // read in its "warm" pass (hit ratio 48–82 %). The timed pass's cache hit ratio is reported beside its latencies.
+            // A shorter warm-up leaves part of a large index unread, and the "warm" pass then measures reads
+            // (bench/serverless.md). The timed pass's cache hit ratio is reported beside its latencies.
             int warmupQueries = warmup ?? 2 * q.Count;
             for (int i = 0; i < warmupQueries; i++) await QueryAsync(http, searchOptions, index, q.Row(i % q.Count).ToArray(), k, shape, ct, filters?[i % q.Count]);
             var meterBefore = await MeteredCostAsync(http, ct);

@@ -5,8 +5,8 @@ using Squash.Storage;
 namespace Squash.Cli.Commands;
 
 /// <summary>
-/// Where an index lives. <c>--index DIR</c> alone is a folder holding one index (the embedded default,
-/// as before). With <c>--store dir:PATH</c> or <c>--store azure:CONNECTION_STRING|ACCOUNT_URL</c>
+/// Where an index lives. <c>--index DIR</c> alone is a folder holding one index (the default: nothing to
+/// set up). With <c>--store dir:PATH</c> or <c>--store azure:CONNECTION_STRING|ACCOUNT_URL</c>
 /// (and <c>--container</c>, default "squash"), <c>--index</c> names an index inside that store, so one
 /// store can hold many indexes.
 /// </summary>
