@@ -16,6 +16,8 @@ namespace Squash.Cli.Commands;
 /// <summary>
 /// Sweeps CF × H × R on one thread and reports recall@k, QPS, latency percentiles and the work done at
 /// each level, next to a brute-force scan of the same vectors; writes a CSV and a recall–QPS plot.
+/// With <c>--cold</c> it measures reads from a blob store instead (<see cref="ColdBench"/>), and with
+/// <c>--endpoint</c> the HTTP API through the function tree (<see cref="EndpointBench"/>).
 /// </summary>
 public static class BenchCommand
 {
@@ -23,184 +25,220 @@ public static class BenchCommand
         double Partitions, double Considered, double AfterHamming, double AfterLowerBound, double Reranked, double Bytes,
         double Passes = 1, int MaxPasses = 1, double DirectShare = 0, int Short = 0);
 
-    public static Command Create()
+    /// <summary>The bench command's flags; one set per command, since an option belongs to the command it is added to.</summary>
+    private sealed class Flags
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store; with --endpoint, the index name.", Required = true };
-        var endpoint = new Option<string?>("--endpoint") { Description = "Benchmark the HTTP API at this URL (e.g. http://127.0.0.1:7071 from squash serve) instead of the in-process engine." };
-        var concurrency = new Option<int>("--concurrency") { Description = "With --endpoint: parallel clients for the throughput figure.", DefaultValueFactory = _ => 4 };
-        var shapes = new Option<string>("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
-        var warmupOption = new Option<int?>("--warmup") { Description = "With --endpoint: warm-up queries per tree shape before the timed pass (default: each measured query twice: a partition's first query reads its rows, its second its vectors whole)." };
-        var cold = new Option<int>("--cold-samples") { Description = "With --endpoint: cold queries measured (all instances stopped before each).", DefaultValueFactory = _ => 3 };
-        var queries = new Option<string>("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
-        var truth = new Option<string>("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
-        var flags = new SearchFlags();
-        var cf = new Option<string>("--cf") { Description = "Centroid factors to sweep (comma-separated); with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "1.1,1.2,1.3,1.4,1.6" };
-        var h = new Option<string>("--h") { Description = "Hamming keep percentages to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "50,100" };
-        var r = new Option<string>("--r") { Description = "Re-rank factors to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "2,4" };
-        var hb = new Option<string>("--hamming-bits") { Description = "Sign bits compared by the Hamming prune (leading coded dimensions), to sweep.", DefaultValueFactory = _ => "64" };
-        var runs = new Option<int>("--runs") { Description = "Timed runs per point; the median QPS is reported.", DefaultValueFactory = _ => 3 };
-        var limit = new Option<int>("--limit") { Description = "Use the first N queries (0: all).", DefaultValueFactory = _ => 0 };
-        var bfQueries = new Option<int>("--brute-force-queries") { Description = "Queries timed for the brute-force baseline.", DefaultValueFactory = _ => 200 };
-        var filtersOption = new Option<string?>("--filters") { Description = "Filter JSON per query, one per line (then --ground-truth must be the filtered one)." };
-        var coldMode = new Option<bool>("--cold")
+        public readonly Option<string> Index = new("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store; with --endpoint, the index name.", Required = true };
+        public readonly Option<string?> Endpoint = new("--endpoint") { Description = "Benchmark the HTTP API at this URL (e.g. http://127.0.0.1:7071 from squash serve) instead of the in-process engine." };
+        public readonly Option<int> Concurrency = new("--concurrency") { Description = "With --endpoint: parallel clients for the throughput figure.", DefaultValueFactory = _ => 4 };
+        public readonly Option<string> Shapes = new("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
+        public readonly Option<int?> Warmup = new("--warmup") { Description = "With --endpoint: warm-up queries per tree shape before the timed pass (default: each measured query twice: a partition's first query reads its rows, its second its vectors whole)." };
+        public readonly Option<int> ColdSamples = new("--cold-samples") { Description = "With --endpoint: cold queries measured (all instances stopped before each).", DefaultValueFactory = _ => 3 };
+        public readonly Option<string> Queries = new("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
+        public readonly Option<string> Truth = new("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
+        public readonly SearchFlags Search = new();
+        public readonly Option<string> Cf = new("--cf") { Description = "Centroid factors to sweep (comma-separated); with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "1.1,1.2,1.3,1.4,1.6" };
+        public readonly Option<string> H = new("--h") { Description = "Hamming keep percentages to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "50,100" };
+        public readonly Option<string> R = new("--r") { Description = "Re-rank factors to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "2,4" };
+        public readonly Option<string> HammingBits = new("--hamming-bits") { Description = "Sign bits compared by the Hamming prune (leading coded dimensions), to sweep.", DefaultValueFactory = _ => "64" };
+        public readonly Option<int> Runs = new("--runs") { Description = "Timed runs per point; the median QPS is reported.", DefaultValueFactory = _ => 3 };
+        public readonly Option<int> Limit = new("--limit") { Description = "Use the first N queries (0: all).", DefaultValueFactory = _ => 0 };
+        public readonly Option<int> BruteForceQueries = new("--brute-force-queries") { Description = "Queries timed for the brute-force baseline.", DefaultValueFactory = _ => 200 };
+        public readonly Option<string?> Filters = new("--filters") { Description = "Filter JSON per query, one per line (then --ground-truth must be the filtered one)." };
+        public readonly Option<bool> Cold = new("--cold")
         {
             Description = "Storage figures instead of the QPS sweep (needs --store): cold queries (each on a fresh, empty cache: latency, bytes read, "
                         + "bytes as a fraction of the index) and warm queries over a skewed stream (cache hit ratio, latency), per CF/H/R point.",
         };
-        var coldQueries = new Option<int>("--cold-queries") { Description = "With --cold: cold queries measured (spread over the query set).", DefaultValueFactory = _ => 200 };
-        var stream = new Option<int>("--stream") { Description = "With --cold: requests in the skewed warm stream (the second half is measured).", DefaultValueFactory = _ => 2000 };
-        var zipf = new Option<double>("--zipf") { Description = "With --cold: Zipf exponent of the warm stream over the query set.", DefaultValueFactory = _ => 1.0 };
-        var cacheMb = new Option<int>("--cache-mb") { Description = "With --cold: segment cache size for the warm stream, MiB.", DefaultValueFactory = _ => 256 };
-        var wholeAfter = new Option<int>("--whole-after") { Description = "With --cold: queries that fetch a partition's rows before the next reads its raw vectors whole into the cache (0: rows only).", DefaultValueFactory = _ => 1 };
-        var visit = new Option<double>("--visit") { Description = "With --cold: visit exactly this percentage of the partitions (nearest first) instead of the CF plan, e.g. 10.", DefaultValueFactory = _ => 0 };
-        var strategy = new Option<FilterStrategy>("--filter-strategy") { Description = "With --filters (in-process engine): auto (the planner's cost rule), partitions or direct, to compare the strategies.", DefaultValueFactory = _ => FilterStrategy.Auto };
-        var outDir = new Option<string>("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
+        public readonly Option<int> ColdQueries = new("--cold-queries") { Description = "With --cold: cold queries measured (spread over the query set).", DefaultValueFactory = _ => 200 };
+        public readonly Option<int> Stream = new("--stream") { Description = "With --cold: requests in the skewed warm stream (the second half is measured).", DefaultValueFactory = _ => 2000 };
+        public readonly Option<double> Zipf = new("--zipf") { Description = "With --cold: Zipf exponent of the warm stream over the query set.", DefaultValueFactory = _ => 1.0 };
+        public readonly Option<int> CacheMb = new("--cache-mb") { Description = "With --cold: segment cache size for the warm stream, MiB.", DefaultValueFactory = _ => 256 };
+        public readonly Option<int> WholeAfter = new("--whole-after") { Description = "With --cold: queries that fetch a partition's rows before the next reads its raw vectors whole into the cache (0: rows only).", DefaultValueFactory = _ => 1 };
+        public readonly Option<double> Visit = new("--visit") { Description = "With --cold: visit exactly this percentage of the partitions (nearest first) instead of the CF plan, e.g. 10.", DefaultValueFactory = _ => 0 };
+        public readonly Option<FilterStrategy> Strategy = new("--filter-strategy") { Description = "With --filters (in-process engine): auto (the planner's cost rule), partitions or direct, to compare the strategies.", DefaultValueFactory = _ => FilterStrategy.Auto };
+        public readonly Option<string> Out = new("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
+    }
+
+    /// <summary>The values every benchmark checks first: k, the CF/H/R/bits lists to sweep, and the query counts.</summary>
+    private sealed record Sweep(int K, double[] Cfs, double[] Hs, int[] Rs, int[] HammingBits, int Runs, int Limit, int BruteForceQueries);
+
+    public static Command Create()
+    {
+        var f = new Flags();
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
-            index, queries, truth, flags.K, cf, h, r, hb, runs, limit, bfQueries, outDir, endpoint, concurrency, shapes, cold, filtersOption,
-            coldMode, coldQueries, stream, zipf, cacheMb, wholeAfter, visit, strategy, warmupOption,
+            f.Index, f.Queries, f.Truth, f.Search.K, f.Cf, f.H, f.R, f.HammingBits, f.Runs, f.Limit, f.BruteForceQueries, f.Out, f.Endpoint, f.Concurrency, f.Shapes, f.ColdSamples, f.Filters,
+            f.Cold, f.ColdQueries, f.Stream, f.Zipf, f.CacheMb, f.WholeAfter, f.Visit, f.Strategy, f.Warmup,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
-            int k = SearchFlags.ValidateK(pr.GetValue(flags.K));
-            var cfs = ParseList(pr.GetValue(cf)!, "--cf", double.Parse);
-            var hs = ParseList(pr.GetValue(h)!, "--h", double.Parse);
-            var rs = ParseList(pr.GetValue(r)!, "--r", int.Parse);
-            var hbs = ParseList(pr.GetValue(hb)!, "--hamming-bits", int.Parse);
-            CliErrors.Require(hbs.All(x => x >= 1), "--hamming-bits values must be ≥ 1");
-            int nRuns = pr.GetValue(runs);
-            CliErrors.Require(nRuns >= 1, $"--runs must be ≥ 1, got {nRuns}");
-            int max = pr.GetValue(limit);
-            CliErrors.Require(max >= 0, $"--limit must be ≥ 0, got {max}");
-            int bf = pr.GetValue(bfQueries);
-            CliErrors.Require(bf >= 0, $"--brute-force-queries must be ≥ 0, got {bf}");
-            foreach (var c in cfs) SearchFlags.Options(k, c, 100, 1, false);
-            foreach (var x in hs) SearchFlags.Options(k, 1, x, 1, false);
-            foreach (var x in rs) SearchFlags.Options(k, 1, 100, x, false);
-
-            if (pr.GetValue(endpoint) is { } url)
-            {
-                CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
-                int c = pr.GetValue(concurrency);
-                CliErrors.Require(c >= 1 && c <= 256, $"--concurrency must be 1..256, got {c}");
-                int cs = pr.GetValue(cold);
-                CliErrors.Require(cs >= 0, $"--cold-samples must be ≥ 0, got {cs}");
-                var shapeList = ParseShapes(pr.GetValue(shapes)!);
-                int? warmupCount = pr.GetValue(warmupOption);
-                CliErrors.Require(warmupCount is null or >= 0, $"--warmup must be ≥ 0, got {warmupCount}");
-                var eq = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
-                var egt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
-                CliErrors.Require(egt.Length >= eq.Count, $"--ground-truth has {egt.Length} rows for {eq.Count} queries");
-                JsonElement[]? endpointFilters = null;
-                if (pr.GetValue(filtersOption) is { } endpointFiltersPath)
-                {
-                    // Sent as they are: the function app compiles them and reports errors under "filter".
-                    CliErrors.Require(File.Exists(endpointFiltersPath), $"--filters: file '{endpointFiltersPath}' does not exist");
-                    var lines = File.ReadLines(endpointFiltersPath).Where(l => l.Trim().Length > 0).Take(eq.Count).ToArray();
-                    CliErrors.Require(lines.Length >= eq.Count, $"--filters has {lines.Length} filters for {eq.Count} queries");
-                    endpointFilters = new JsonElement[eq.Count];
-                    for (int i = 0; i < eq.Count; i++)
-                    {
-                        try { endpointFilters[i] = JsonDocument.Parse(lines[i]).RootElement.Clone(); }
-                        catch (JsonException e) { throw new UsageException($"--filters line {i + 1}: not valid JSON: {e.Message}"); }
-                    }
-                }
-                // Search options go with every request when given (the first value of each list); else the app's defaults.
-                var searchOptions = new EndpointBench.Options(
-                    pr.GetResult(cf) is { Implicit: false } ? cfs[0] : null,
-                    pr.GetResult(h) is { Implicit: false } ? hs[0] : null,
-                    pr.GetResult(r) is { Implicit: false } ? rs[0] : null);
-                return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(index)!, eq, egt, k, c, cs, shapeList, pr.GetValue(outDir)!, ct, endpointFilters, searchOptions, warmupCount);
-            }
-            var store = IndexLocation.Open(pr, pr.GetValue(index));
-            if (pr.GetValue(coldMode))
-            {
-                CliErrors.Require(pr.GetValue<string?>(IndexLocation.StoreFlag) is not null, "--cold needs --store (dir:PATH or azure:…): it measures reads from a blob store");
-                CliErrors.Require(pr.GetValue(filtersOption) is null, "--cold does not take --filters yet: filtered queries are planned inside the engine, which reads whole segments");
-                var settings = new ColdBench.Settings(pr.GetValue(coldQueries), pr.GetValue(stream), pr.GetValue(zipf), (long)pr.GetValue(cacheMb) << 20, 42, pr.GetValue(visit) / 100);
-                CliErrors.Require(settings.VisitShare is >= 0 and <= 1, $"--visit must be a percentage in 0..100, got {pr.GetValue(visit)}");
-                CliErrors.Require(settings.ColdQueries >= 1, $"--cold-queries must be ≥ 1, got {settings.ColdQueries}");
-                CliErrors.Require(settings.Stream >= 2, $"--stream must be ≥ 2, got {settings.Stream}");
-                CliErrors.Require(settings.ZipfExponent >= 0 && double.IsFinite(settings.ZipfExponent), $"--zipf must be a finite number ≥ 0, got {settings.ZipfExponent}");
-                CliErrors.Require(settings.CacheBytes >= 0, "--cache-mb must be ≥ 0");
-                var openClock = Stopwatch.StartNew();
-                long before = store.BytesRead;
-                var routing = await LoadedIndex.OpenAsync(store, loadAll: false, ct);
-                CliErrors.Require(pr.GetValue(wholeAfter) >= 0, "--whole-after must be ≥ 0");
-                routing.WholeVectorsAfter = pr.GetValue(wholeAfter);
-                double openMs = openClock.Elapsed.TotalMilliseconds;
-                long openBytes = store.BytesRead - before;
-                var cq = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
-                CliErrors.Require(cq.Dimensions == routing.Manifest.Dimensions, $"--queries: {cq.Dimensions} dimensions, the index has {routing.Manifest.Dimensions}");
-                var cgt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
-                CliErrors.Require(cgt.Length >= cq.Count, $"--ground-truth has {cgt.Length} rows for {cq.Count} queries");
-                Console.WriteLine($"bench --cold: {routing.Manifest.Count:N0} vectors × {routing.Manifest.Dimensions} dims, {routing.PartitionCount} partitions, " +
-                                  $"index {routing.StoredBytes / 1048576.0:F1} MiB in {store.Blobs.Description}; open (manifest + routing) {openMs:F0} ms, {openBytes / 1024.0:F1} KiB; one thread");
-                var coldResults = new List<ColdBench.Result>();
-                // --visit fixes the partitions, so CF does not matter: one point per H and R.
-                foreach (var c in settings.VisitShare > 0 ? cfs.Take(1) : cfs)
-                    foreach (var hv in hs)
-                        foreach (var rv in rs)
-                        {
-                            var result = await ColdBench.RunAsync(routing, cq, cgt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = hbs[0] }, settings, ct);
-                            ColdBench.Print(result, settings, routing, Console.Out);
-                            coldResults.Add(result);
-                        }
-                var coldDir = pr.GetValue(outDir)!;
-                Directory.CreateDirectory(coldDir);
-                ColdBench.WriteCsv(Path.Combine(coldDir, "cold.csv"), coldResults);
-                Console.WriteLine($"wrote {Path.Combine(coldDir, "cold.csv")}");
-                Console.WriteLine(ReproduceLine(pr.Tokens.Select(t => t.Value)));
-                return 0;
-            }
-            // Not --cold: the sweep measures the engine on data in memory, so everything is loaded first.
-            var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
-            var q = VectorFile.Read(pr.GetValue(queries)!, max > 0 ? max : null);
-            CliErrors.Require(q.Dimensions == loaded.Manifest.Dimensions, $"--queries: {q.Dimensions} dimensions, the index has {loaded.Manifest.Dimensions}");
-            var gt = VectorFile.ReadIvecs(pr.GetValue(truth)!);
-            CliErrors.Require(gt.Length >= q.Count, $"--ground-truth has {gt.Length} rows for {q.Count} queries");
-            CliErrors.Require(gt.Take(q.Count).All(row => row.Length >= k), $"--ground-truth rows must hold at least k = {k} ids");
-            CompiledFilter[]? filters = null;
-            if (pr.GetValue(filtersOption) is { } filtersPath)
-            {
-                CliErrors.Require(File.Exists(filtersPath), $"--filters: file '{filtersPath}' does not exist");
-                var lines = File.ReadLines(filtersPath).Where(l => l.Trim().Length > 0).Take(q.Count).ToArray();
-                CliErrors.Require(lines.Length >= q.Count, $"--filters has {lines.Length} filters for {q.Count} queries");
-                filters = new CompiledFilter[q.Count];
-                for (int i = 0; i < q.Count; i++)
-                {
-                    try { filters[i] = loaded.Filters.Compile(lines[i]); }
-                    catch (FilterException e) { throw new UsageException($"--filters line {i + 1}: {e.Message}"); }
-                }
-            }
-
-            var engine = new SearchEngine(loaded);
-            var points = new List<Point>();
-            AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {nRuns} runs per point, one thread");
-            foreach (var c in cfs)
-                foreach (var hv in hs)
-                    foreach (var rv in rs)
-                        foreach (var bits in hbs)
-                        {
-                            ct.ThrowIfCancellationRequested();
-                            var p = Measure(engine, q, gt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(strategy) }, nRuns, filters);
-                            points.Add(p);
-                            Console.Error.WriteLine($"  cf={c} h={hv} r={rv} bits={bits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
-                                + (filters is null ? "" : $", passes {p.Passes:F2} (max {p.MaxPasses}), direct {p.DirectShare:P1}, short answers {p.Short}"));
-                        }
-
-            var (bfQps, bfRecall) = BruteForce(loaded, q, gt, k, Math.Min(bf, q.Count), filters);
-            Report(points, bfQps, bfRecall, loaded, k);
-            var dir = pr.GetValue(outDir)!;
-            Directory.CreateDirectory(dir);
-            WriteCsv(Path.Combine(dir, "bench.csv"), points, bfQps);
-            Plot.RecallQps(Path.Combine(dir, "recall-qps.png"), points, bfQps, $"{loaded.Manifest.Count:N0} × {loaded.Manifest.Dimensions}, k = {k}");
-            Console.WriteLine($"wrote {Path.Combine(dir, "bench.csv")} and {Path.Combine(dir, "recall-qps.png")}");
-            Console.WriteLine(ReproduceLine(pr.Tokens.Select(t => t.Value)));
-            return 0;
+            var sweep = ReadSweep(pr, f);
+            if (pr.GetValue(f.Endpoint) is { } url) return await RunEndpointAsync(pr, f, sweep, url, ct);
+            return pr.GetValue(f.Cold) ? await RunColdAsync(pr, f, sweep, ct) : await RunInProcessAsync(pr, f, sweep, ct);
         }));
         return cmd;
+    }
+
+    private static Sweep ReadSweep(ParseResult pr, Flags f)
+    {
+        int k = SearchFlags.ValidateK(pr.GetValue(f.Search.K));
+        var cfs = ParseList(pr.GetValue(f.Cf)!, "--cf", double.Parse);
+        var hs = ParseList(pr.GetValue(f.H)!, "--h", double.Parse);
+        var rs = ParseList(pr.GetValue(f.R)!, "--r", int.Parse);
+        var hbs = ParseList(pr.GetValue(f.HammingBits)!, "--hamming-bits", int.Parse);
+        CliErrors.Require(hbs.All(x => x >= 1), "--hamming-bits values must be ≥ 1");
+        int runs = pr.GetValue(f.Runs);
+        CliErrors.Require(runs >= 1, $"--runs must be ≥ 1, got {runs}");
+        int limit = pr.GetValue(f.Limit);
+        CliErrors.Require(limit >= 0, $"--limit must be ≥ 0, got {limit}");
+        int bf = pr.GetValue(f.BruteForceQueries);
+        CliErrors.Require(bf >= 0, $"--brute-force-queries must be ≥ 0, got {bf}");
+        foreach (var c in cfs) SearchFlags.Options(k, c, 100, 1, false);
+        foreach (var x in hs) SearchFlags.Options(k, 1, x, 1, false);
+        foreach (var x in rs) SearchFlags.Options(k, 1, 100, x, false);
+        return new Sweep(k, cfs, hs, rs, hbs, runs, limit, bf);
+    }
+
+    /// <summary>The HTTP API through the function tree, per tree shape (<see cref="EndpointBench"/>).</summary>
+    private static async Task<int> RunEndpointAsync(ParseResult pr, Flags f, Sweep sweep, string url, CancellationToken ct)
+    {
+        CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
+        int concurrency = pr.GetValue(f.Concurrency);
+        CliErrors.Require(concurrency >= 1 && concurrency <= 256, $"--concurrency must be 1..256, got {concurrency}");
+        int coldSamples = pr.GetValue(f.ColdSamples);
+        CliErrors.Require(coldSamples >= 0, $"--cold-samples must be ≥ 0, got {coldSamples}");
+        var shapes = ParseShapes(pr.GetValue(f.Shapes)!);
+        int? warmup = pr.GetValue(f.Warmup);
+        CliErrors.Require(warmup is null or >= 0, $"--warmup must be ≥ 0, got {warmup}");
+        var (q, gt) = ReadQueries(pr, f, sweep, indexDimensions: null);
+        JsonElement[]? filters = null;
+        if (pr.GetValue(f.Filters) is { } filtersPath)
+        {
+            // Sent as they are: the function app compiles them and reports errors under "filter".
+            var lines = ReadFilterLines(filtersPath, q.Count);
+            filters = new JsonElement[q.Count];
+            for (int i = 0; i < q.Count; i++)
+            {
+                try { filters[i] = JsonDocument.Parse(lines[i]).RootElement.Clone(); }
+                catch (JsonException e) { throw new UsageException($"--filters line {i + 1}: not valid JSON: {e.Message}"); }
+            }
+        }
+        // Search options go with every request when given (the first value of each list); else the app's defaults.
+        var searchOptions = new EndpointBench.Options(
+            pr.GetResult(f.Cf) is { Implicit: false } ? sweep.Cfs[0] : null,
+            pr.GetResult(f.H) is { Implicit: false } ? sweep.Hs[0] : null,
+            pr.GetResult(f.R) is { Implicit: false } ? sweep.Rs[0] : null);
+        return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(f.Index)!, q, gt, sweep.K, concurrency, coldSamples, shapes,
+            pr.GetValue(f.Out)!, ct, filters, searchOptions, warmup);
+    }
+
+    /// <summary>Cold and warm reads from a blob store, per CF/H/R point (<see cref="ColdBench"/>).</summary>
+    private static async Task<int> RunColdAsync(ParseResult pr, Flags f, Sweep sweep, CancellationToken ct)
+    {
+        var store = IndexLocation.Open(pr, pr.GetValue(f.Index));
+        CliErrors.Require(pr.GetValue<string?>(IndexLocation.StoreFlag) is not null, "--cold needs --store (dir:PATH or azure:…): it measures reads from a blob store");
+        CliErrors.Require(pr.GetValue(f.Filters) is null, "--cold does not take --filters yet: filtered queries are planned inside the engine, which reads whole segments");
+        var settings = new ColdBench.Settings(pr.GetValue(f.ColdQueries), pr.GetValue(f.Stream), pr.GetValue(f.Zipf), (long)pr.GetValue(f.CacheMb) << 20, 42, pr.GetValue(f.Visit) / 100);
+        CliErrors.Require(settings.VisitShare is >= 0 and <= 1, $"--visit must be a percentage in 0..100, got {pr.GetValue(f.Visit)}");
+        CliErrors.Require(settings.ColdQueries >= 1, $"--cold-queries must be ≥ 1, got {settings.ColdQueries}");
+        CliErrors.Require(settings.Stream >= 2, $"--stream must be ≥ 2, got {settings.Stream}");
+        CliErrors.Require(settings.ZipfExponent >= 0 && double.IsFinite(settings.ZipfExponent), $"--zipf must be a finite number ≥ 0, got {settings.ZipfExponent}");
+        CliErrors.Require(settings.CacheBytes >= 0, "--cache-mb must be ≥ 0");
+        var openClock = Stopwatch.StartNew();
+        long before = store.BytesRead;
+        var routing = await LoadedIndex.OpenAsync(store, loadAll: false, ct);
+        CliErrors.Require(pr.GetValue(f.WholeAfter) >= 0, "--whole-after must be ≥ 0");
+        routing.WholeVectorsAfter = pr.GetValue(f.WholeAfter);
+        double openMs = openClock.Elapsed.TotalMilliseconds;
+        long openBytes = store.BytesRead - before;
+        var (q, gt) = ReadQueries(pr, f, sweep, routing.Manifest.Dimensions);
+        Console.WriteLine($"bench --cold: {routing.Manifest.Count:N0} vectors × {routing.Manifest.Dimensions} dims, {routing.PartitionCount} partitions, " +
+                          $"index {routing.StoredBytes / 1048576.0:F1} MiB in {store.Blobs.Description}; open (manifest + routing) {openMs:F0} ms, {openBytes / 1024.0:F1} KiB; one thread");
+        var results = new List<ColdBench.Result>();
+        // --visit fixes the partitions, so CF does not matter: one point per H and R.
+        foreach (var c in settings.VisitShare > 0 ? sweep.Cfs.Take(1) : sweep.Cfs)
+            foreach (var hv in sweep.Hs)
+                foreach (var rv in sweep.Rs)
+                {
+                    var result = await ColdBench.RunAsync(routing, q, gt, new SearchOptions { K = sweep.K, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = sweep.HammingBits[0] }, settings, ct);
+                    ColdBench.Print(result, settings, routing, Console.Out);
+                    results.Add(result);
+                }
+        var dir = pr.GetValue(f.Out)!;
+        Directory.CreateDirectory(dir);
+        ColdBench.WriteCsv(Path.Combine(dir, "cold.csv"), results);
+        Console.WriteLine($"wrote {Path.Combine(dir, "cold.csv")}");
+        Console.WriteLine(ReproduceLine(pr.Tokens.Select(t => t.Value)));
+        return 0;
+    }
+
+    /// <summary>The engine on one thread over the CF × H × R × bits sweep, against brute force.</summary>
+    private static async Task<int> RunInProcessAsync(ParseResult pr, Flags f, Sweep sweep, CancellationToken ct)
+    {
+        var store = IndexLocation.Open(pr, pr.GetValue(f.Index));
+        // The sweep measures the engine on data in memory, so everything is loaded first.
+        var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
+        var (q, gt) = ReadQueries(pr, f, sweep, loaded.Manifest.Dimensions);
+        int k = sweep.K;
+        CliErrors.Require(gt.Take(q.Count).All(row => row.Length >= k), $"--ground-truth rows must hold at least k = {k} ids");
+        CompiledFilter[]? filters = null;
+        if (pr.GetValue(f.Filters) is { } filtersPath)
+        {
+            var lines = ReadFilterLines(filtersPath, q.Count);
+            filters = new CompiledFilter[q.Count];
+            for (int i = 0; i < q.Count; i++)
+            {
+                try { filters[i] = loaded.Filters.Compile(lines[i]); }
+                catch (FilterException e) { throw new UsageException($"--filters line {i + 1}: {e.Message}"); }
+            }
+        }
+
+        var engine = new SearchEngine(loaded);
+        var points = new List<Point>();
+        AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {sweep.Runs} runs per point, one thread");
+        foreach (var c in sweep.Cfs)
+            foreach (var hv in sweep.Hs)
+                foreach (var rv in sweep.Rs)
+                    foreach (var bits in sweep.HammingBits)
+                    {
+                        ct.ThrowIfCancellationRequested();
+                        var p = Measure(engine, q, gt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(f.Strategy) }, sweep.Runs, filters);
+                        points.Add(p);
+                        Console.Error.WriteLine($"  cf={c} h={hv} r={rv} bits={bits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
+                            + (filters is null ? "" : $", passes {p.Passes:F2} (max {p.MaxPasses}), direct {p.DirectShare:P1}, short answers {p.Short}"));
+                    }
+
+        var (bfQps, bfRecall) = BruteForce(loaded, q, gt, k, Math.Min(sweep.BruteForceQueries, q.Count), filters);
+        Report(points, bfQps, bfRecall, loaded, k);
+        var dir = pr.GetValue(f.Out)!;
+        Directory.CreateDirectory(dir);
+        WriteCsv(Path.Combine(dir, "bench.csv"), points, bfQps);
+        Plot.RecallQps(Path.Combine(dir, "recall-qps.png"), points, bfQps, $"{loaded.Manifest.Count:N0} × {loaded.Manifest.Dimensions}, k = {k}");
+        Console.WriteLine($"wrote {Path.Combine(dir, "bench.csv")} and {Path.Combine(dir, "recall-qps.png")}");
+        Console.WriteLine(ReproduceLine(pr.Tokens.Select(t => t.Value)));
+        return 0;
+    }
+
+    /// <summary>The query vectors (the first --limit) and their ground truth; <paramref name="indexDimensions"/>, when known, must match the queries'.</summary>
+    private static (VectorSet Queries, int[][] Truth) ReadQueries(ParseResult pr, Flags f, Sweep sweep, int? indexDimensions)
+    {
+        var q = VectorFile.Read(pr.GetValue(f.Queries)!, sweep.Limit > 0 ? sweep.Limit : null);
+        if (indexDimensions is { } d)
+            CliErrors.Require(q.Dimensions == d, $"--queries: {q.Dimensions} dimensions, the index has {d}");
+        var gt = VectorFile.ReadIvecs(pr.GetValue(f.Truth)!);
+        CliErrors.Require(gt.Length >= q.Count, $"--ground-truth has {gt.Length} rows for {q.Count} queries");
+        return (q, gt);
+    }
+
+    /// <summary>The first <paramref name="count"/> non-blank lines of a --filters file: one filter per query.</summary>
+    private static string[] ReadFilterLines(string path, int count)
+    {
+        CliErrors.Require(File.Exists(path), $"--filters: file '{path}' does not exist");
+        var lines = File.ReadLines(path).Where(l => l.Trim().Length > 0).Take(count).ToArray();
+        CliErrors.Require(lines.Length >= count, $"--filters has {lines.Length} filters for {count} queries");
+        return lines;
     }
 
     /// <summary>The command line that runs this again, quoted for a POSIX shell, with every credential redacted.</summary>
