@@ -67,9 +67,26 @@ public static class DatasetCommand
         var seedOption = new Option<int>("--seed") { Description = "Random seed; the same seed gives identical files.", Required = true };
         var outOption = new Option<string>("--out") { Description = "Output directory (created if missing).", Required = true };
         var queriesOption = new Option<int>("--queries") { Description = "Number of query vectors.", DefaultValueFactory = _ => 1000 };
+        var modeOption = new Option<string>("--mode")
+        {
+            Description = "shared: every cluster has the same decaying spectrum under one global rotation; "
+                        + "separated: far-apart clusters, each with its own random rotation and a heavy-tailed spectrum "
+                        + "(global PCA truncation loses neighbours on it).",
+            DefaultValueFactory = _ => SharedMode,
+        };
         var clustersOption = new Option<int?>("--clusters")
         {
-            Description = "Mixture components (default max(16, n/2000)).",
+            Description = $"Mixture components (default max(16, n/2000) for shared, {SeparatedMixtureGenerator.DefaultClusters} for separated).",
+        };
+        var separationOption = new Option<double?>("--separation")
+        {
+            Description = "separated only: expected centre-to-centre distance in cluster RMS radii "
+                        + $"(default {SeparatedMixtureGenerator.DefaultSeparation.ToString(CultureInfo.InvariantCulture)}).",
+        };
+        var decayOption = new Option<double?>("--spectrum-decay")
+        {
+            Description = "separated only: within-cluster variance along principal axis i is i^-a "
+                        + $"(default a = {SeparatedMixtureGenerator.DefaultSpectrumDecay.ToString(CultureInfo.InvariantCulture)}).",
         };
         var metricOption = new Option<string>("--metric")
         {
@@ -91,7 +108,10 @@ public static class DatasetCommand
             seedOption,
             outOption,
             queriesOption,
+            modeOption,
             clustersOption,
+            separationOption,
+            decayOption,
             metricOption,
             gtKOption,
             selectivityOption,
@@ -104,7 +124,10 @@ public static class DatasetCommand
                 pr.GetValue(seedOption),
                 pr.GetValue(outOption)!,
                 pr.GetValue(queriesOption),
+                pr.GetValue(modeOption)!,
                 pr.GetValue(clustersOption),
+                pr.GetValue(separationOption),
+                pr.GetValue(decayOption),
                 pr.GetValue(metricOption)!,
                 pr.GetValue(gtKOption),
                 ParseSelectivities(pr.GetValue(selectivityOption))),
@@ -118,7 +141,12 @@ public static class DatasetCommand
         DefaultValueFactory = _ => 100,
     };
 
-    private sealed record GenerateSettings(int N, int Dim, int Seed, string Out, int Queries, int? Clusters, string Metric, int GtK, double[] Selectivities);
+    private const string SharedMode = "shared";
+    private const string SeparatedMode = "separated";
+
+    private sealed record GenerateSettings(
+        int N, int Dim, int Seed, string Out, int Queries, string Mode, int? Clusters, double? Separation, double? SpectrumDecay,
+        string Metric, int GtK, double[] Selectivities);
 
     private static double[] ParseSelectivities(string? s)
     {
@@ -303,14 +331,34 @@ public static class DatasetCommand
             (long)s.N * s.Dim <= Array.MaxLength && (long)s.Queries * s.Dim <= Array.MaxLength,
             $"--n x --dim = {(long)s.N * s.Dim} values is more than one in-memory array holds ({Array.MaxLength})");
 
+        Require(s.Mode is SharedMode or SeparatedMode, $"--mode must be {SharedMode} or {SeparatedMode} (got '{s.Mode}')");
+        bool separated = s.Mode == SeparatedMode;
+        Require(separated || s.Separation is null, "--separation applies only to --mode separated");
+        Require(separated || s.SpectrumDecay is null, "--spectrum-decay applies only to --mode separated");
+        double separation = s.Separation ?? SeparatedMixtureGenerator.DefaultSeparation;
+        double decay = s.SpectrumDecay ?? SeparatedMixtureGenerator.DefaultSpectrumDecay;
+        Require(double.IsFinite(separation) && separation > 0, $"--separation must be a positive number (got {separation})");
+        Require(double.IsFinite(decay) && decay >= 0, $"--spectrum-decay must be a number >= 0 (got {decay})");
+        int clusters = s.Clusters ?? (separated ? SeparatedMixtureGenerator.DefaultClusters : GaussianMixtureGenerator.DefaultClusters(s.N));
+        Require(
+            !separated || (long)clusters * s.Dim * s.Dim <= SeparatedMixtureGenerator.MaxRotationValues,
+            $"--clusters x --dim² = {(long)clusters * s.Dim * s.Dim} is more than the {SeparatedMixtureGenerator.MaxRotationValues} "
+            + "rotation values --mode separated holds (one rotation per cluster); lower --clusters or --dim");
+
         Directory.CreateDirectory(s.Out);
-        int clusters = s.Clusters ?? GaussianMixtureGenerator.DefaultClusters(s.N);
         var clock = Stopwatch.StartNew();
         await AnsiConsole.Progress().AutoClear(false).StartAsync(async ctx =>
         {
             var gen = ctx.AddTask($"generate {s.N:N0} x {s.Dim} (+{s.Queries:N0} queries)", maxValue: 1);
             gen.IsIndeterminate = true;
-            var (baseSet, querySet) = await Task.Run(() => GaussianMixtureGenerator.Generate(s.N, s.Dim, s.Queries, s.Seed, clusters), ct);
+            var (baseSet, querySet) = await Task.Run(
+                () =>
+                {
+                    if (!separated) return GaussianMixtureGenerator.Generate(s.N, s.Dim, s.Queries, s.Seed, clusters);
+                    var mixture = SeparatedMixtureGenerator.Generate(s.N, s.Dim, s.Queries, s.Seed, clusters, separation, decay);
+                    return (mixture.Base, mixture.Queries);
+                },
+                ct);
             gen.IsIndeterminate = false;
             gen.Value = 1;
 
@@ -330,7 +378,7 @@ public static class DatasetCommand
 
             new DatasetManifest
             {
-                Name = string.Create(CultureInfo.InvariantCulture, $"gmm-n{s.N}-d{s.Dim}-s{s.Seed}"),
+                Name = string.Create(CultureInfo.InvariantCulture, $"{(separated ? "separated" : "gmm")}-n{s.N}-d{s.Dim}-s{s.Seed}"),
                 Metric = metric,
                 Dimensions = s.Dim,
                 BaseCount = s.N,
@@ -342,12 +390,21 @@ public static class DatasetCommand
                     [DatasetManifest.Roles.Query] = QueryFile,
                     [DatasetManifest.Roles.GroundTruth] = GroundTruthFile,
                 },
-                Provenance = new Dictionary<string, string>
-                {
-                    ["generator"] = nameof(GaussianMixtureGenerator),
-                    ["seed"] = s.Seed.ToString(CultureInfo.InvariantCulture),
-                    ["clusters"] = clusters.ToString(CultureInfo.InvariantCulture),
-                },
+                Provenance = separated
+                    ? new Dictionary<string, string>
+                    {
+                        ["generator"] = nameof(SeparatedMixtureGenerator),
+                        ["seed"] = s.Seed.ToString(CultureInfo.InvariantCulture),
+                        ["clusters"] = clusters.ToString(CultureInfo.InvariantCulture),
+                        ["separation"] = separation.ToString(CultureInfo.InvariantCulture),
+                        ["spectrumDecay"] = decay.ToString(CultureInfo.InvariantCulture),
+                    }
+                    : new Dictionary<string, string>
+                    {
+                        ["generator"] = nameof(GaussianMixtureGenerator),
+                        ["seed"] = s.Seed.ToString(CultureInfo.InvariantCulture),
+                        ["clusters"] = clusters.ToString(CultureInfo.InvariantCulture),
+                    },
             }.Write(Path.Combine(s.Out, DatasetManifest.FileName));
         });
 

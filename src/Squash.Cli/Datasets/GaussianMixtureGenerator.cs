@@ -83,28 +83,13 @@ public static class GaussianMixtureGenerator
                 scale[j] = 1.0 / Math.Sqrt(j + 1);
             }
 
-            var gaussian = Matrix<double>.Build.Dense(dims, dims);
-            for (int col = 0; col < dims; col++)
-            {
-                for (int row = 0; row < dims; row++)
-                {
-                    gaussian[row, col] = rng.NextNormal();
-                }
-            }
-
-            var qr = gaussian.QR();
-            var q = qr.Q;
-            var r = qr.R;
+            var q = SeparatedMixtureGenerator.HaarRotation(dims, ref rng);
             var noiseMap = new float[dims * dims];
-            for (int col = 0; col < dims; col++)
+            for (int row = 0; row < dims; row++)
             {
-                // Without the sign fix QR's convention biases Q away from a uniform rotation.
-                double sign = r[col, col] < 0 ? -1.0 : 1.0;
-                for (int row = 0; row < dims; row++)
+                for (int col = 0; col < dims; col++)
                 {
-                    double rotation = q[row, col] * sign;
-                    q[row, col] = rotation;
-                    noiseMap[row * dims + col] = (float)(rotation * scale[col]);
+                    noiseMap[row * dims + col] = (float)(q[row, col] * scale[col]);
                 }
             }
 

@@ -90,6 +90,72 @@ public sealed class DatasetCommandTests : IDisposable
         Assert.Equal(GroundTruth.Compute(baseSet, queries, 4, Metric.Cosine), VectorFile.ReadIvecs(Path.Combine(outDir, "groundtruth.ivecs")));
     }
 
+    [Fact]
+    public async Task Generate_separated_writes_the_mixture_its_ground_truth_and_its_parameters()
+    {
+        string outDir = _dir.File("separated");
+        var (code, stderr) = await Run(
+            "dataset", "generate", "--mode", "separated", "--n", "900", "--dim", "10", "--seed", "4", "--out", outDir,
+            "--queries", "17", "--gt-k", "6", "--clusters", "5", "--separation", "5", "--spectrum-decay", "1.5", "--selectivities", "10");
+        Assert.True(code == 0, stderr);
+
+        var baseSet = VectorFile.Read(Path.Combine(outDir, "base.fvecs"));
+        var queries = VectorFile.Read(Path.Combine(outDir, "query.fvecs"));
+        Assert.Equal((900, 10), (baseSet.Count, baseSet.Dimensions));
+        Assert.Equal((17, 10), (queries.Count, queries.Dimensions));
+        Assert.Equal(GroundTruth.Compute(baseSet, queries, 6, Metric.L2), VectorFile.ReadIvecs(Path.Combine(outDir, "groundtruth.ivecs")));
+        Assert.Equal(17, VectorFile.ReadIvecs(Path.Combine(outDir, "groundtruth.sel10.ivecs")).Length);
+
+        var expected = SeparatedMixtureGenerator.Generate(900, 10, 17, seed: 4, clusters: 5, separation: 5, spectrumDecay: 1.5);
+        Assert.Equal(expected.Base.Data, baseSet.Data);
+        Assert.Equal(expected.Queries.Data, queries.Data);
+
+        var manifest = DatasetManifest.Read(Path.Combine(outDir, "dataset.json"));
+        Assert.Equal("separated-n900-d10-s4", manifest.Name);
+        Assert.Equal((900, 17, 10, 6), (manifest.BaseCount, manifest.QueryCount, manifest.Dimensions, manifest.GroundTruthK));
+        Assert.Equal(nameof(SeparatedMixtureGenerator), manifest.Provenance["generator"]);
+        Assert.Equal(("5", "5", "1.5"), (manifest.Provenance["clusters"], manifest.Provenance["separation"], manifest.Provenance["spectrumDecay"]));
+    }
+
+    [Fact]
+    public async Task Generate_separated_defaults_to_64_clusters()
+    {
+        string outDir = _dir.File("separated-defaults");
+        var (code, stderr) = await Run("dataset", "generate", "--mode", "separated", "--n", "300", "--dim", "6", "--seed", "2", "--out", outDir, "--queries", "3", "--gt-k", "3");
+        Assert.True(code == 0, stderr);
+        var manifest = DatasetManifest.Read(Path.Combine(outDir, "dataset.json"));
+        Assert.Equal("64", manifest.Provenance["clusters"]);
+        Assert.Equal(SeparatedMixtureGenerator.Generate(300, 6, 3, seed: 2).Base.Data, VectorFile.Read(Path.Combine(outDir, "base.fvecs")).Data);
+    }
+
+    [Theory]
+    [InlineData("--mode", "fancy", "separated")]
+    [InlineData("--separation", "0", "separated")]
+    [InlineData("--separation", "NaN", "separated")]
+    [InlineData("--spectrum-decay", "-1", "separated")]
+    [InlineData("--separation", "4", "shared")]
+    [InlineData("--spectrum-decay", "1", "shared")]
+    [InlineData("--clusters", "100000", "separated")]
+    public async Task Bad_generate_mode_flag_exits_1_and_names_the_flag(string flag, string value, string mode)
+    {
+        string outDir = _dir.File("bad-mode");
+        var args = new Dictionary<string, string>
+        {
+            ["--mode"] = mode,
+            ["--n"] = "100",
+            ["--dim"] = "64",
+            ["--seed"] = "1",
+            ["--out"] = outDir,
+            [flag] = value,
+        };
+        var (code, stderr) = await Run(["dataset", "generate", .. args.SelectMany(kv => new[] { kv.Key, kv.Value })]);
+
+        Assert.Equal(1, code);
+        Assert.Contains(flag, stderr);
+        Assert.DoesNotContain("   at ", stderr);
+        Assert.False(File.Exists(Path.Combine(outDir, "dataset.json")));
+    }
+
     [Theory]
     [InlineData("--n", "0")]
     [InlineData("--dim", "0")]

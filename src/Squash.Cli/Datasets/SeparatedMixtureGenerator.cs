@@ -1,0 +1,237 @@
+using System.Numerics.Tensors;
+using MathNet.Numerics.LinearAlgebra;
+
+namespace Squash.Cli.Datasets;
+
+/// <summary>
+/// Synthetic data on which a global principal-component truncation loses neighbours: a mixture of far-apart
+/// Gaussian clusters, each with a heavy-tailed spectrum of its own and its own random orientation.
+/// </summary>
+/// <remarks>
+/// Model, for K clusters in d dimensions, spectrum exponent a and separation S:
+/// <list type="bullet">
+/// <item>within-cluster variance along a cluster's i-th principal axis is λ_i = i^-a (i = 1..d), so the total
+/// within-cluster variance is W = Σ λ_i, the mean squared distance of a point from its centre;</item>
+/// <item>each cluster k has its own Haar-random rotation Q_k; a point of cluster k is c_k + Q_k·diag(√λ)·z with
+/// z ~ N(0, I);</item>
+/// <item>centres are c_k ~ N(0, σ²·I) with σ² = S²·W / (2d), so the expected distance between two centres is
+/// S times a cluster's RMS radius √W;</item>
+/// <item>clusters get weights drawn uniformly from [0.5, 1.5).</item>
+/// </list>
+/// The between-cluster variance S²·W/2 lies in the K − 1 directions the centres span and dominates the global
+/// variance once S is a few units, so a global PCA reaches 95 % of the energy in far fewer dimensions than a
+/// single cluster needs: the within-cluster directions, which decide who the nearest neighbours are, are spread
+/// over all d axes because every cluster is rotated differently. Queries come from the same mixture with an
+/// independent random stream, so they are not copies of base points. Rows are generated in fixed chunks, each with
+/// its own seeded stream, so the output for a seed does not depend on the thread count (on the same hardware).
+/// </remarks>
+public static class SeparatedMixtureGenerator
+{
+    /// <summary>Expected centre-to-centre distance in units of a cluster's RMS radius.</summary>
+    public const double DefaultSeparation = 8.0;
+
+    /// <summary>Exponent a of the within-cluster spectrum λ_i = i^-a.</summary>
+    public const double DefaultSpectrumDecay = 1.2;
+
+    public const int DefaultClusters = 64;
+
+    /// <summary>
+    /// Cap on clusters × dims², the floats held by the per-cluster rotations (512 MiB); above it the rotations
+    /// alone would crowd out the data.
+    /// </summary>
+    public const long MaxRotationValues = 1L << 27;
+
+    // Rows per independently seeded chunk; fixed so results never depend on scheduling.
+    private const int ChunkRows = 4096;
+
+    private const ulong ModelStream = 0;
+    private const ulong BaseStream = 1;
+    private const ulong QueryStream = 2;
+    private const ulong RotationStream = 3;
+
+    /// <summary>Base and query vectors with the cluster each row was drawn from.</summary>
+    public sealed record Result(VectorSet Base, VectorSet Queries, int[] BaseClusters, int[] QueryClusters);
+
+    public static Result Generate(
+        int n, int dims, int queries, int seed, int clusters = DefaultClusters,
+        double separation = DefaultSeparation, double spectrumDecay = DefaultSpectrumDecay)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(n, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(dims, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(dims, VectorFile.MaxDimensions);
+        ArgumentOutOfRangeException.ThrowIfNegative(queries);
+        ArgumentOutOfRangeException.ThrowIfLessThan(clusters, 1);
+        ArgumentOutOfRangeException.ThrowIfNegative(separation);
+        ArgumentOutOfRangeException.ThrowIfNegative(spectrumDecay);
+        if (!double.IsFinite(separation) || !double.IsFinite(spectrumDecay))
+        {
+            throw new ArgumentOutOfRangeException(nameof(separation), "separation and spectrum decay must be finite.");
+        }
+
+        if ((long)clusters * dims * dims > MaxRotationValues)
+        {
+            throw new ArgumentOutOfRangeException(
+                nameof(clusters), $"{clusters} rotations of {dims} x {dims} exceed {MaxRotationValues} values.");
+        }
+
+        if ((long)n * dims > Array.MaxLength || (long)queries * dims > Array.MaxLength)
+        {
+            throw new ArgumentOutOfRangeException(nameof(n), $"{n} x {dims} values do not fit in one array.");
+        }
+
+        var model = Model.Create(dims, clusters, separation, spectrumDecay, seed);
+        var (baseSet, baseClusters) = model.Sample(n, seed, BaseStream);
+        var (querySet, queryClusters) = model.Sample(queries, seed, QueryStream);
+        return new Result(baseSet, querySet, baseClusters, queryClusters);
+    }
+
+    /// <summary>
+    /// Haar-random orthogonal matrix: QR of a Gaussian matrix with R's diagonal signs folded into Q (without
+    /// the sign fix QR's convention biases Q away from a uniform rotation). Fills the Gaussian column by column.
+    /// </summary>
+    internal static Matrix<double> HaarRotation(int dims, ref Xoshiro256 rng)
+    {
+        var gaussian = Matrix<double>.Build.Dense(dims, dims);
+        for (int col = 0; col < dims; col++)
+        {
+            for (int row = 0; row < dims; row++)
+            {
+                gaussian[row, col] = rng.NextNormal();
+            }
+        }
+
+        var qr = gaussian.QR();
+        var q = qr.Q;
+        var r = qr.R;
+        for (int col = 0; col < dims; col++)
+        {
+            if (r[col, col] < 0)
+            {
+                for (int row = 0; row < dims; row++)
+                {
+                    q[row, col] = -q[row, col];
+                }
+            }
+        }
+
+        return q;
+    }
+
+    private sealed class Model
+    {
+        private readonly int _dims;
+
+        // Per cluster, row-major Q_k·diag(√λ): maps a standard normal vector straight to that cluster's noise.
+        private readonly float[][] _noiseMaps;
+
+        // Centres, row-major clusters × dims.
+        private readonly float[] _centres;
+
+        // Cumulative cluster weights, last entry 1.
+        private readonly double[] _cumulative;
+
+        private Model(int dims, float[][] noiseMaps, float[] centres, double[] cumulative)
+        {
+            _dims = dims;
+            _noiseMaps = noiseMaps;
+            _centres = centres;
+            _cumulative = cumulative;
+        }
+
+        public static Model Create(int dims, int clusters, double separation, double decay, int seed)
+        {
+            var stddev = new double[dims];
+            double withinVariance = 0;
+            for (int i = 0; i < dims; i++)
+            {
+                double variance = Math.Pow(i + 1, -decay);
+                stddev[i] = Math.Sqrt(variance);
+                withinVariance += variance;
+            }
+
+            // Each rotation has its own stream so they can be built in parallel and still depend only on the seed.
+            var noiseMaps = new float[clusters][];
+            Parallel.For(0, clusters, cluster =>
+            {
+                var rotationRng = new Xoshiro256(seed, RotationStream, (ulong)cluster);
+                var q = HaarRotation(dims, ref rotationRng);
+                var map = new float[dims * dims];
+                for (int row = 0; row < dims; row++)
+                {
+                    for (int col = 0; col < dims; col++)
+                    {
+                        map[row * dims + col] = (float)(q[row, col] * stddev[col]);
+                    }
+                }
+
+                noiseMaps[cluster] = map;
+            });
+
+            var rng = new Xoshiro256(seed, ModelStream, 0);
+            double centreStddev = separation * Math.Sqrt(withinVariance / (2.0 * dims));
+            var centres = new float[clusters * dims];
+            for (int i = 0; i < centres.Length; i++)
+            {
+                centres[i] = (float)(centreStddev * rng.NextNormal());
+            }
+
+            var cumulative = new double[clusters];
+            double total = 0;
+            for (int c = 0; c < clusters; c++)
+            {
+                total += 0.5 + rng.NextDouble();
+                cumulative[c] = total;
+            }
+
+            for (int c = 0; c < clusters; c++)
+            {
+                cumulative[c] /= total;
+            }
+
+            cumulative[^1] = 1.0;
+            return new Model(dims, noiseMaps, centres, cumulative);
+        }
+
+        public (VectorSet Vectors, int[] Clusters) Sample(int count, int seed, ulong stream)
+        {
+            int dims = _dims;
+            var data = new float[(long)count * dims];
+            var labels = new int[count];
+            int chunks = (count + ChunkRows - 1) / ChunkRows;
+            Parallel.For(0, chunks, chunk =>
+            {
+                var rng = new Xoshiro256(seed, stream, (ulong)chunk);
+                Span<float> z = dims <= 1024 ? stackalloc float[dims] : new float[dims];
+                int first = chunk * ChunkRows;
+                int end = Math.Min(count, first + ChunkRows);
+                for (int i = first; i < end; i++)
+                {
+                    int cluster = PickCluster(rng.NextDouble());
+                    labels[i] = cluster;
+                    for (int j = 0; j < dims; j++)
+                    {
+                        z[j] = (float)rng.NextNormal();
+                    }
+
+                    var row = data.AsSpan(i * dims, dims);
+                    var centre = _centres.AsSpan(cluster * dims, dims);
+                    var map = _noiseMaps[cluster];
+                    for (int j = 0; j < dims; j++)
+                    {
+                        row[j] = centre[j] + TensorPrimitives.Dot(map.AsSpan(j * dims, dims), z);
+                    }
+                }
+            });
+
+            return (new VectorSet(data, count, dims), labels);
+        }
+
+        private int PickCluster(double u)
+        {
+            int index = Array.BinarySearch(_cumulative, u);
+            // BinarySearch returns the complement of the first larger entry when u is not present.
+            index = index >= 0 ? index + 1 : ~index;
+            return Math.Min(index, _cumulative.Length - 1);
+        }
+    }
+}
