@@ -62,6 +62,9 @@ public sealed class AnswerStats : QueryStats
     /// <summary>The engine's estimate as reported: left out when no filter was estimated, and one decimal is all an estimate is worth.</summary>
     [JsonPropertyOrder(1)]
     public new double? EstimatedMatches { get; private init; }
+    /// <summary>Internal to the tree (scan nodes report it to the coordinator), so left out of the answer.</summary>
+    [JsonIgnore]
+    public new float? SkippedBound => base.SkippedBound;
     [JsonPropertyOrder(2)] public long BytesRead { get; init; }
     /// <summary>Function invocations the query caused (the coordinator included).</summary>
     [JsonPropertyOrder(2)] public int Invocations { get; init; }
@@ -82,6 +85,7 @@ public sealed class AnswerStats : QueryStats
         var stats = new AnswerStats
         {
             Strategy = engine.Strategy,
+            Certified = engine.Certified,
             EstimatedMatches = engine.Strategy == "partitions" && engine.EstimatedMatches == 0 ? null : Math.Round(engine.EstimatedMatches, 1),
             BytesRead = tree.BytesRead,
             Invocations = tree.Invocations,

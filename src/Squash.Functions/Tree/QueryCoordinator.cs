@@ -75,6 +75,8 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         {
             var stats = plans[q].Stats;
             stats.Add(nodeStats[q]);
+            // The nodes' skipped bounds arrived in their stats; the partitions never planned or lost are the coordinator's.
+            engine.Certify(plans[q], tops[q], missing[q]);
             queries[q] = new CoordinatedQuery(tops[q].ToSortedArray().Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
         }
         return new CoordinatedAnswer(queries, totals, treeNodes);
