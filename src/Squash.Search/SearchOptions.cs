@@ -100,9 +100,10 @@ public class QueryStats
     public bool Certified { get; set; }
     /// <summary>
     /// For <see cref="Certified"/>: the smallest lower bound (internal squared distance) on anything a scan passed over
-    /// without an exact distance (0 for rows dropped with no bound); null when it passed over nothing. Travels
-    /// through the invocation tree with the stats; not part of an answer.
+    /// without an exact distance (0 for rows dropped with no bound); null when it passed over nothing. Not part of an
+    /// answer: the invocation tree carries it beside the stats.
     /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
     public float? SkippedBound { get; set; }
 
     /// <summary>Records that something with this lower bound was passed over (keeps the smallest).</summary>

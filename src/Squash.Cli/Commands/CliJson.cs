@@ -29,7 +29,6 @@ public static class CliJson
             });
         }
         var stats = JsonSerializer.SerializeToNode(result.Stats, Web)!.AsObject();
-        stats.Remove("skippedBound"); // the tree's internal certification figure; the HTTP answer leaves it out too
         if (fetched is not null)
         {
             stats["bytesRead"] = fetched.BytesRead;

@@ -62,9 +62,6 @@ public sealed class AnswerStats : QueryStats
     /// <summary>The engine's estimate as reported: left out when no filter was estimated, and one decimal is all an estimate is worth.</summary>
     [JsonPropertyOrder(1)]
     public new double? EstimatedMatches { get; private init; }
-    /// <summary>Internal to the tree (scan nodes report it to the coordinator), so left out of the answer.</summary>
-    [JsonIgnore]
-    public new float? SkippedBound => base.SkippedBound;
     [JsonPropertyOrder(2)] public long BytesRead { get; init; }
     /// <summary>Function invocations the query caused (the coordinator included).</summary>
     [JsonPropertyOrder(2)] public int Invocations { get; init; }
@@ -138,6 +135,12 @@ public sealed record ScanResponse
     /// <summary>Per query: the partial top-k, internal squared distances.</summary>
     public required ScanHit[][] Neighbours { get; init; }
     public required QueryStats[] Stats { get; init; }
+    /// <summary>
+    /// Per query: the smallest lower bound (internal squared distance) on what the subtree's scans passed over without
+    /// an exact distance (<see cref="QueryStats.SkippedBound"/>), null when nothing; the coordinator decides
+    /// <c>certified</c> from it. Absent (an answer from a node that does not report it): nothing is certified.
+    /// </summary>
+    public float?[]? SkippedBounds { get; init; }
     public required int[] MissingPartitions { get; init; }
     public required int Invocations { get; init; }
     public long BytesRead { get; init; }
