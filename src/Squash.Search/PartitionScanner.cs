@@ -16,7 +16,7 @@ namespace Squash.Search;
 public sealed class PartitionScanner
 {
     /// <summary>Relative slack on bound comparisons so float rounding can never prune a true neighbour.</summary>
-    private const float Slack = 1e-5f;
+    internal const float Slack = 1e-5f;
     /// <summary>The value index replaces the code pass when it gives at most 1/this of the partition's rows.</summary>
     private const int IndexedShare = 4;
 
@@ -133,6 +133,10 @@ public sealed class PartitionScanner
         }
         stats.AfterHamming += keep;
 
+        // Certification: the smallest lower bound of a candidate row passed over without an exact distance. A row
+        // the Hamming prune drops has no bound but 0; rows the filter rejects are no candidates.
+        float skipped = keep < candidates ? 0 : float.PositiveInfinity;
+
         // Level 2: lower bounds, abandoned as soon as they pass the current bar.
         int capacity = options.Exact ? int.MaxValue : options.RerankCandidates;
         _heap.Reset(capacity);
@@ -150,15 +154,18 @@ public sealed class PartitionScanner
             bar *= 1 + Slack;
             float r = Math.Abs(residual[row] - eq) - Slack * (residual[row] + eq);
             float start = r > 0 ? r * r : 0;
-            if (start > bar) continue;
+            if (start > bar) { skipped = Math.Min(skipped, start); continue; }
             float lb = LowerBoundTable.LowerBound(codes.Cells.AsSpan(row * md, md), table, offsets, start, bar);
-            if (lb > bar) continue;
+            // An abandoned sum comes back as +∞; all that is known then is that the bound passed the bar.
+            if (lb > bar) { skipped = Math.Min(skipped, float.IsPositiveInfinity(lb) ? bar : lb); continue; }
             if (filter is not null && filterCodes[row] != 2)
             {
                 stats.FilterRechecked++;
                 if (!filter.Matches(attributes!, row)) { stats.FilterRecheckRejected++; continue; }
             }
             completed++;
+            // A full heap drops the larger of the newcomer and its maximum (the K·R cap).
+            if (_heap.IsFull) skipped = Math.Min(skipped, Math.Max(lb, _heap.Max));
             _heap.Push(lb, row);
         }
         stats.AfterLowerBound += completed;
@@ -176,12 +183,13 @@ public sealed class PartitionScanner
         foreach (var (bound, row) in _heap.SortAscending())
         {
             float threshold = top.Threshold;
-            if (bound > threshold * (1 + Slack)) break;
+            if (bound > threshold * (1 + Slack)) { skipped = Math.Min(skipped, bound); break; }
             float dist = SquaredL2Bounded.Distance(internalQuery, vectors.Row(row), threshold);
             stats.Reranked++;
             stats.BytesTouched += d * sizeof(float);
             if (dist <= threshold) top.TryAdd(codes.Ids[row], dist);
         }
+        stats.NoteSkipped(skipped);
     }
 
     /// <summary>

@@ -11,7 +11,7 @@ namespace Squash.Search;
 public sealed class QueryPlan
 {
     internal QueryPlan(int[] partitions, float[] centroidDistances, string strategy, int target, QueryStats stats,
-        int[] order, double[]? estimates, bool[]? canMatch, int cursor, double centroidFactor, double margin)
+        int[] order, double[]? estimates, bool[]? canMatch, int cursor, SearchOptions options)
     {
         Partitions = partitions;
         CentroidDistances = centroidDistances;
@@ -22,8 +22,9 @@ public sealed class QueryPlan
         Estimates = estimates;
         CanMatch = canMatch;
         Cursor = cursor;
-        CentroidFactor = centroidFactor;
-        Margin = margin;
+        CentroidFactor = options.CentroidFactor;
+        Margin = options.FilterMargin;
+        Exact = options.Exact;
     }
 
     /// <summary>The first pass: partitions nearest centroid first.</summary>
@@ -49,6 +50,8 @@ public sealed class QueryPlan
     internal int Cursor { get; set; }
     internal double CentroidFactor { get; }
     internal double Margin { get; }
+    /// <summary>Planned in exact mode: every partition that can match, no prune that lacks a bound.</summary>
+    internal bool Exact { get; }
 
     /// <summary>The strategy as the scan nodes must receive it (they never choose one themselves).</summary>
     public FilterStrategy FilterStrategy => Strategy == "direct" ? FilterStrategy.Direct : FilterStrategy.Partitions;

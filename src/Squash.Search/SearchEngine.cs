@@ -61,6 +61,7 @@ public sealed class SearchEngine
         var nodeOptions = plan.NodeOptions(options);
         for (var pass = plan.Partitions; pass.Length > 0; pass = NextPass(plan, top.Count))
             ScanPartitions(ctx, pass, plan.CentroidDistances, nodeOptions, top, plan.Stats);
+        Certify(plan, top);
         return Finish(top, ctx, plan.Stats);
     }
 
@@ -95,7 +96,7 @@ public sealed class SearchEngine
             // No per-partition estimates: a later pass (rare without a filter) takes partition sizes.
             int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
             stats.PartitionsPlanned = selected;
-            return new QueryPlan(order[..selected], dist, "partitions", target, stats, order, null, null, selected, options.CentroidFactor, options.FilterMargin);
+            return new QueryPlan(order[..selected], dist, "partitions", target, stats, order, null, null, selected, options);
         }
 
         var est = new double[p];
@@ -114,7 +115,7 @@ public sealed class SearchEngine
         if (firstMatching < 0)
         {
             stats.Strategy = "none";
-            return new QueryPlan([], dist, "none", target, stats, order, est, canMatch, p, options.CentroidFactor, options.FilterMargin);
+            return new QueryPlan([], dist, "none", target, stats, order, est, canMatch, p, options);
         }
 
         // Two anchors set the threshold, and it reaches as far as the farther of the two demands:
@@ -171,10 +172,10 @@ public sealed class SearchEngine
             var all = order.Where(q => canMatch[q]).ToArray();
             stats.Strategy = "direct";
             stats.PartitionsPlanned = all.Length;
-            return new QueryPlan(all, dist, "direct", target, stats, order, est, canMatch, p, options.CentroidFactor, options.FilterMargin);
+            return new QueryPlan(all, dist, "direct", target, stats, order, est, canMatch, p, options);
         }
         stats.PartitionsPlanned = plan.Count;
-        return new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, options.CentroidFactor, options.FilterMargin);
+        return new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, options);
     }
 
     /// <summary>
@@ -277,7 +278,55 @@ public sealed class SearchEngine
         float gap = dist[p] - Index.Routing.Radii[p];
         if (gap <= 0 || gap * gap <= top.Threshold * (1 + 1e-5f)) return false;
         stats.PartitionsSkippedByBound++;
+        stats.NoteSkipped(PartitionBound(p, dist));
         return true;
+    }
+
+    /// <summary>
+    /// A lower bound on the squared distance from the query to every vector of partition p: (centroid distance −
+    /// radius)², with the centroid distance shrunk by <see cref="RoundingMargin"/> since it was computed in float
+    /// (the radius is already rounded up at build time).
+    /// </summary>
+    private float PartitionBound(int p, float[] dist)
+    {
+        float gap = dist[p] * (1 - RoundingMargin) - Index.Routing.Radii[p];
+        return gap > 0 ? gap * gap : 0;
+    }
+
+    /// <summary>Relative margin on the float centroid distances in <see cref="PartitionBound"/> (well above their rounding error).</summary>
+    private const float RoundingMargin = 1e-5f;
+
+    /// <summary>
+    /// Decides <see cref="QueryStats.Certified"/> for a query whose passes are all scanned and merged into
+    /// <paramref name="top"/>, its scans' <see cref="QueryStats.SkippedBound"/> gathered in the plan's stats: certified
+    /// when the smallest lower bound on anything passed over — rows the scans did not re-rank, partitions skipped by
+    /// bound, partitions never planned and <paramref name="missing"/> ones (a tree branch that failed) — is at least
+    /// the k-th distance found (with the scans' relative slack for float rounding). An answer short of k is certified
+    /// only when nothing that could match was passed over. Partitions the filter's codes rule out hold no
+    /// candidate. Exact plans are certified unless partitions are missing.
+    /// </summary>
+    public bool Certify(QueryPlan plan, TopK top, IReadOnlyCollection<int>? missing = null)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(top);
+        var stats = plan.Stats;
+        var dist = plan.CentroidDistances;
+        float bound = stats.SkippedBound ?? float.PositiveInfinity;
+        for (int i = plan.Cursor; i < plan.Order.Length; i++)
+        {
+            int p = plan.Order[i];
+            if (plan.CanMatch is null || plan.CanMatch[p]) bound = Math.Min(bound, PartitionBound(p, dist));
+        }
+        if (missing is { Count: > 0 })
+        {
+            foreach (int p in missing) bound = Math.Min(bound, PartitionBound(p, dist));
+        }
+        else if (plan.Exact)
+        {
+            return stats.Certified = true;
+        }
+        // top.Threshold is +∞ while the answer is short: then only "nothing passed over" (bound +∞) certifies.
+        return stats.Certified = bound >= top.Threshold * (1 + PartitionScanner.Slack);
     }
 
     /// <summary>The centroid distance up to which partitions are visited past an anchor: √(anchor² + (CF² − 1)·nearest²).</summary>

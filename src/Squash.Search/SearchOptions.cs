@@ -91,10 +91,31 @@ public class QueryStats
     /// <summary>Rows the exact filter recheck examined, and those it rejected (code-level false positives).</summary>
     public long FilterRechecked { get; set; }
     public long FilterRecheckRejected { get; set; }
+    /// <summary>
+    /// True when the bounds prove the answer equals the exact one: everything the query passed over without an exact
+    /// distance — unvisited partitions, rows pruned by bound, the Hamming prune or the K·R cap — has a lower bound at
+    /// least the k-th distance found (<see cref="SearchEngine.Certify"/>). Exact answers always are.
+    /// A verdict on the finished answer, set once at the end: <see cref="Add"/> leaves it alone.
+    /// </summary>
+    public bool Certified { get; set; }
+    /// <summary>
+    /// For <see cref="Certified"/>: the smallest lower bound (internal squared distance) on anything a scan passed over
+    /// without an exact distance (0 for rows dropped with no bound); null when it passed over nothing. Not part of an
+    /// answer: the invocation tree carries it beside the stats.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore]
+    public float? SkippedBound { get; set; }
 
-    /// <summary>Adds every counter of <paramref name="o"/> (<see cref="Strategy"/> is a label, not a counter, and stays).</summary>
+    /// <summary>Records that something with this lower bound was passed over (keeps the smallest).</summary>
+    public void NoteSkipped(float bound)
+    {
+        if (bound < (SkippedBound ?? float.PositiveInfinity)) SkippedBound = bound;
+    }
+
+    /// <summary>Adds every counter of <paramref name="o"/> (<see cref="Strategy"/> is a label, not a counter, and stays; <see cref="Certified"/> a verdict).</summary>
     public void Add(QueryStats o)
     {
+        if (o.SkippedBound is { } skipped) NoteSkipped(skipped);
         Passes += o.Passes;
         EstimatedMatches += o.EstimatedMatches;
         FilterRejected += o.FilterRejected;

@@ -15,7 +15,7 @@ public sealed class WireFormatTests(IndexFixture fx)
     private static readonly string[] UnfilteredStats =
     [
         "partitionsPlanned", "partitionsScanned", "partitionsSkippedByBound", "vectorsConsidered", "afterHamming", "afterLowerBound",
-        "reranked", "bytesTouched", "strategy", "passes", "filterRejected", "filterRechecked", "filterRecheckRejected",
+        "reranked", "bytesTouched", "strategy", "passes", "filterRejected", "filterRechecked", "filterRecheckRejected", "certified",
         "bytesRead", "invocations", "treeNodes", "coldInstances", "warmInstances", "cacheHits", "cacheMisses", "levels", "estimatedCostUsd", "milliseconds",
     ];
 
@@ -71,7 +71,7 @@ public sealed class WireFormatTests(IndexFixture fx)
             ["node"] = new JsonObject { ["id"] = 0, ["partitions"] = new JsonArray(Enumerable.Range(0, 12).Select(p => (JsonNode)p).ToArray()), ["children"] = new JsonArray() },
         };
         var scan = await Post(client, $"/api/indexes/{IndexFixture.AttributedIndexName}/scan", body.ToJsonString());
-        AssertNames(["neighbours", "stats", "missingPartitions", "invocations", "bytesRead", "coldInstances", "warmInstances",
+        AssertNames(["neighbours", "stats", "skippedBounds", "missingPartitions", "invocations", "bytesRead", "coldInstances", "warmInstances",
             "cacheHits", "cacheMisses", "busyMilliseconds", "levels"], scan);
         var first = scan.GetProperty("neighbours")[0][0];
         AssertNames(["id", "d", "key", "attributes"], first);

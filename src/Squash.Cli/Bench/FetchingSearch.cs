@@ -52,6 +52,7 @@ public static class FetchingSearch
             whole += pass.Sum(p => index.Manifest.Partitions[p].Codes.Bytes + index.Manifest.Partitions[p].Vectors.Bytes);
             pass = plan is null ? [] : engine.NextPass(plan, top.Count);
         }
+        if (plan is not null) engine.Certify(plan, top);
         return new FetchedAnswer(engine.Finish(top.ToSortedArray(), ctx, stats), bytes, hits, misses, requests, partitions, whole);
     }
 }

@@ -82,6 +82,7 @@ public sealed class AnswerStats : QueryStats
         var stats = new AnswerStats
         {
             Strategy = engine.Strategy,
+            Certified = engine.Certified,
             EstimatedMatches = engine.Strategy == "partitions" && engine.EstimatedMatches == 0 ? null : Math.Round(engine.EstimatedMatches, 1),
             BytesRead = tree.BytesRead,
             Invocations = tree.Invocations,
@@ -134,6 +135,12 @@ public sealed record ScanResponse
     /// <summary>Per query: the partial top-k, internal squared distances.</summary>
     public required ScanHit[][] Neighbours { get; init; }
     public required QueryStats[] Stats { get; init; }
+    /// <summary>
+    /// Per query: the smallest lower bound (internal squared distance) on what the subtree's scans passed over without
+    /// an exact distance (<see cref="QueryStats.SkippedBound"/>), null when nothing; the coordinator decides
+    /// <c>certified</c> from it. Absent (an answer from a node that does not report it): nothing is certified.
+    /// </summary>
+    public float?[]? SkippedBounds { get; init; }
     public required int[] MissingPartitions { get; init; }
     public required int Invocations { get; init; }
     public long BytesRead { get; init; }

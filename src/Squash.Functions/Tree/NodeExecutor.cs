@@ -52,6 +52,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         {
             Neighbours = Tops.Select((t, q) => t.ToSortedArray().Select(n => Found[q][n.Id]).ToArray()).ToArray(),
             Stats = Stats,
+            SkippedBounds = Stats.Select(s => s.SkippedBound).ToArray(),
             MissingPartitions = Missing.Distinct().Order().ToArray(),
             Invocations = Invocations,
             BytesRead = BytesRead,
@@ -170,6 +171,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
                         node.Found[q][n.Id] = n;
                     }
                     node.Stats[q].Add(r.Stats[q]);
+                    node.Stats[q].NoteSkipped(SkippedBound(r, q));
                 }
             }
             catch (Exception e) when (!ct.IsCancellationRequested && IsChildUnavailable(e))
@@ -180,6 +182,10 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
             }
         }
     }
+
+    /// <summary>What a child's scans passed over for query q (+∞: nothing; 0 when the child did not say, so that nothing is certified).</summary>
+    internal static float SkippedBound(ScanResponse response, int q) =>
+        response.SkippedBounds is { } bounds ? bounds[q] ?? float.PositiveInfinity : 0;
 
     /// <summary>
     /// Failures of the infrastructure between this node and a child, after the resilience pipeline's retries: the

@@ -65,6 +65,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
                 foreach (var nb in result.Neighbours[q])
                     if (tops[q].TryAdd(nb.Id, nb.D)) found[q][nb.Id] = nb;
                 nodeStats[q].Add(result.Stats[q]);
+                nodeStats[q].NoteSkipped(NodeExecutor.SkippedBound(result, q));
                 next[q] = pass[q].Length == 0 ? [] : engine.NextPass(plans[q], tops[q].Count);
             }
             pass = next;
@@ -75,6 +76,8 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         {
             var stats = plans[q].Stats;
             stats.Add(nodeStats[q]);
+            // The nodes' bounds arrived beside their stats; the partitions never planned or lost are the coordinator's.
+            engine.Certify(plans[q], tops[q], missing[q]);
             queries[q] = new CoordinatedQuery(tops[q].ToSortedArray().Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
         }
         return new CoordinatedAnswer(queries, totals, treeNodes);
