@@ -35,6 +35,28 @@ public partial class BenchCommandTests
         Assert.DoesNotContain("× brute force", skipped);
     }
 
+    [Fact]
+    public async Task TheSweepReportsTheCertifiedShareAndCertifiedAnswersAreExact()
+    {
+        using var dir = new TempDir();
+        var (gexit, _, gerr) = await CliRunner.RunAsync("dataset", "generate", "--n", "2000", "--dim", "16", "--seed", "6", "--queries", "30", "--out", dir.File("data"));
+        Assert.True(gexit == 0, gerr);
+        var (bexit, _, berr) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", dir.File("data/base.fvecs"), "--partitions", "4");
+        Assert.True(bexit == 0, berr);
+        // Every partition planned and every candidate re-ranked: the bounds prove every answer, so all are certified,
+        // and a certified answer equals the exact one (recall 1 against the exact ground truth).
+        var (exit, _, err) = await CliRunner.RunAsync("bench", "--index", dir.File("idx"), "--queries", dir.File("data/query.fvecs"),
+            "--ground-truth", dir.File("data/groundtruth.ivecs"), "--cf", "1000", "--h", "100", "--r", "1000", "--runs", "1",
+            "--brute-force-queries", "0", "--out", dir.File("out"));
+        Assert.True(exit == 0, err);
+        var csv = File.ReadAllLines(dir.File("out/bench.csv"));
+        var header = csv[0].Split(',');
+        var row = csv[1].Split(',');
+        double Column(string name) => double.Parse(row[Array.IndexOf(header, name)], CultureInfo.InvariantCulture);
+        Assert.Equal(1.0, Column("certified_share"));
+        Assert.Equal(1.0, Column("recall"));
+    }
+
     [GeneratedRegex(@"brute force \(TensorPrimitives, one thread\): ([\d.]+) QPS, recall@10 ([\d.]+)")]
     private static partial Regex Baseline();
 }

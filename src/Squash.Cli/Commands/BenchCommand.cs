@@ -23,7 +23,7 @@ public static class BenchCommand
 {
     public sealed record Point(double Cf, double H, int R, double Recall, double Qps, double P50, double P99,
         double Partitions, double Considered, double AfterHamming, double AfterLowerBound, double Reranked, double Bytes,
-        double Passes = 1, int MaxPasses = 1, double DirectShare = 0, int Short = 0);
+        double Passes = 1, int MaxPasses = 1, double DirectShare = 0, int Short = 0, double Certified = 0);
 
     /// <summary>The bench command's flags; one set per command, since an option belongs to the command it is added to.</summary>
     private sealed class Flags
@@ -323,7 +323,8 @@ public static class BenchCommand
             s.PartitionsScanned / n, s.VectorsConsidered / n, s.AfterHamming / n, s.AfterLowerBound / n, s.Reranked / n, s.BytesTouched / n,
             s.Passes / n, results.Max(x => x.Stats.Passes), results.Count(x => x.Stats.Strategy == "direct") / n,
             // An answer is short when it has fewer results than the ground truth has valid ids (up to k).
-            Enumerable.Range(0, results.Length).Count(i => results[i].Ids.Length < gt[i].Take(options.K).Count(id => id >= 0)));
+            Enumerable.Range(0, results.Length).Count(i => results[i].Ids.Length < gt[i].Take(options.K).Count(id => id >= 0)),
+            results.Count(x => x.Stats.Certified) / n);
     }
 
     public static double Recall(IReadOnlyList<SearchResult> results, int[][] gt, int k)
@@ -371,13 +372,13 @@ public static class BenchCommand
     private static void Report(List<Point> points, double bfQps, double bfRecall, LoadedIndex index, int k)
     {
         var table = new Table().Border(TableBorder.Simple);
-        foreach (var c in new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched", "passes", "max passes", "direct", "short" })
+        foreach (var c in new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched", "passes", "max passes", "direct", "short", "certified" })
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (var p in points)
             table.AddRow(p.Cf.ToString("G3"), p.H.ToString("G3"), p.R.ToString(), p.Recall.ToString("F4"), p.Qps.ToString("F0"),
                 p.P50.ToString("F0"), p.P99.ToString("F0"), p.Partitions.ToString("F1"), p.Considered.ToString("F0"),
                 p.AfterHamming.ToString("F0"), p.AfterLowerBound.ToString("F0"), p.Reranked.ToString("F0"), (p.Bytes / 1024).ToString("F0"),
-                p.Passes.ToString("F2"), p.MaxPasses.ToString(), p.DirectShare.ToString("P1"), p.Short.ToString());
+                p.Passes.ToString("F2"), p.MaxPasses.ToString(), p.DirectShare.ToString("P1"), p.Short.ToString(), p.Certified.ToString("P1"));
         if (!AnsiConsole.Profile.Capabilities.Interactive) AnsiConsole.Profile.Width = 200;
         AnsiConsole.Write(table);
         double raw = (double)index.Manifest.InternalDimensions * 4;
@@ -400,9 +401,9 @@ public static class BenchCommand
     private static void WriteCsv(string path, List<Point> points, double bfQps)
     {
         using var w = new StreamWriter(path);
-        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers");
+        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers,certified_share");
         foreach (var p in points)
-            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short }
+            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short, p.Certified }
                 .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))));
     }
 }
