@@ -16,7 +16,7 @@ namespace Squash.Functions;
 public sealed partial class IndexCatalog
 {
     private readonly IBlobStore _blobs;
-    private readonly ConcurrentDictionary<(string, string), Lazy<Task<LoadedIndex?>>> _open = new();
+    private readonly ConcurrentDictionary<(string, string), Lazy<Task<OpenedIndex?>>> _open = new();
     private readonly ConcurrentDictionary<string, (string Version, DateTime Checked)> _current = new();
 
     private readonly SegmentCache _cache;
@@ -43,7 +43,7 @@ public sealed partial class IndexCatalog
 
     /// <summary>The current version of an index, or null when none is published.</summary>
     /// <exception cref="IndexUnavailableException">The index cannot be opened (damaged, or the store cannot be read).</exception>
-    public async Task<LoadedIndex?> OpenCurrentAsync(string name, CancellationToken ct)
+    public async Task<OpenedIndex?> OpenCurrentAsync(string name, CancellationToken ct)
     {
         for (int attempt = 0; ; attempt++)
         {
@@ -70,31 +70,31 @@ public sealed partial class IndexCatalog
     /// index has no such version. Concurrent requests share one open; a failed or missing one is not kept.
     /// </summary>
     /// <exception cref="IndexUnavailableException">The version cannot be opened (damaged, or the store cannot be read).</exception>
-    public async Task<LoadedIndex?> OpenAsync(string name, string version, CancellationToken ct)
+    public async Task<OpenedIndex?> OpenAsync(string name, string version, CancellationToken ct)
     {
         var key = (name, version);
-        var lazy = _open.GetOrAdd(key, k => new Lazy<Task<LoadedIndex?>>(() => OpenVersionAsync(k.Item1, k.Item2)));
+        var lazy = _open.GetOrAdd(key, k => new Lazy<Task<OpenedIndex?>>(() => OpenVersionAsync(k.Item1, k.Item2)));
         try
         {
             var opened = await lazy.Value.WaitAsync(ct).ConfigureAwait(false);
-            if (opened is null) _open.TryRemove(new KeyValuePair<(string, string), Lazy<Task<LoadedIndex?>>>(key, lazy));
+            if (opened is null) _open.TryRemove(new KeyValuePair<(string, string), Lazy<Task<OpenedIndex?>>>(key, lazy));
             return opened;
         }
         catch (Exception) when (lazy.Value.IsFaulted)
         {
             // Only this attempt's entry goes: a retry that has already replaced it stays.
-            _open.TryRemove(new KeyValuePair<(string, string), Lazy<Task<LoadedIndex?>>>(key, lazy));
+            _open.TryRemove(new KeyValuePair<(string, string), Lazy<Task<OpenedIndex?>>>(key, lazy));
             throw;
         }
     }
 
-    private Task<LoadedIndex?> OpenVersionAsync(string name, string version) => Guard(name, async () =>
+    private Task<OpenedIndex?> OpenVersionAsync(string name, string version) => Guard(name, async () =>
     {
         var store = StoreFor(name);
         try
         {
             // Not cancelled with the request that started it: other requests may be waiting for the same open.
-            return await LoadedIndex.OpenCachedAsync(store, version, _cache, CancellationToken.None).ConfigureAwait(false);
+            return await OpenedIndex.OpenCachedAsync(store, version, _cache, CancellationToken.None).ConfigureAwait(false);
         }
         catch (CorruptIndexException)
         {

@@ -8,7 +8,7 @@ namespace Squash.Search;
 /// </summary>
 public sealed class QueryContext
 {
-    public QueryContext(LoadedIndex index, ReadOnlySpan<float> query)
+    public QueryContext(OpenedIndex index, ReadOnlySpan<float> query)
     {
         var space = index.Space;
         if (query.Length != space.InputDimensions)

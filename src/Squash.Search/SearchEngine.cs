@@ -14,9 +14,9 @@ public sealed class SearchEngine
 {
     private readonly ThreadLocal<PartitionScanner> _scanner = new(() => new PartitionScanner());
 
-    public SearchEngine(LoadedIndex index) => Index = index;
+    public SearchEngine(OpenedIndex index) => Index = index;
 
-    public LoadedIndex Index { get; }
+    public OpenedIndex Index { get; }
 
     /// <summary>Partitions in ascending centroid distance with those distances (Euclidean, internal space).</summary>
     public (int[] Order, float[] Distances) RankPartitions(QueryContext query)

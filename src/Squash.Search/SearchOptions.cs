@@ -30,7 +30,7 @@ public sealed record SearchOptions
     public int RerankCandidates => (int)Math.Min((long)K * RerankFactor, int.MaxValue);
     /// <summary>Exact mode: every partition, no Hamming prune, no re-rank cap: the answer equals brute force.</summary>
     public bool Exact { get; init; }
-    /// <summary>A filter compiled against this index (<see cref="LoadedIndex.Filters"/>); null: no filter.</summary>
+    /// <summary>A filter compiled against this index (<see cref="OpenedIndex.Filters"/>); null: no filter.</summary>
     public CompiledFilter? Filter { get; init; }
     /// <summary>
     /// The planner's safety margin: partitions past the CF threshold keep being added until the estimated

@@ -29,7 +29,7 @@ public sealed class AzuriteEndToEndTests(IndexFixture fx)
             {
                 Partitions = 12, Seed = 2, Attributes = Squash.Index.Attributes.AttributeReader.ReadJsonLines(new StringReader(fx.AttributeLines), "test.jsonl"),
             });
-            var engine = new SearchEngine(await LoadedIndex.OpenAsync(store));
+            var engine = new SearchEngine(await OpenedIndex.OpenAsync(store));
 
             WebApplicationFactory<Program>? app = null;
             app = new WebApplicationFactory<Program>().WithWebHostBuilder(b =>

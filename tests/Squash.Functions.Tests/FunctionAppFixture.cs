@@ -32,7 +32,7 @@ public sealed class IndexFixture : IDisposable
         }
         var store = new IndexStore(new FolderBlobStore(Root), IndexName);
         IndexPublisher.BuildAndPublishAsync(store, Data, Count, Dims, new IndexBuildOptions { Partitions = 12, Seed = 2 }).GetAwaiter().GetResult();
-        Engine = new SearchEngine(LoadedIndex.OpenAsync(store).GetAwaiter().GetResult());
+        Engine = new SearchEngine(OpenedIndex.OpenAsync(store).GetAwaiter().GetResult());
         var lines = AttributeLines = string.Join('\n', Enumerable.Range(0, Count).Select(i =>
             $"{{\"id\":\"doc-{i}\",\"attributes\":{{\"colour\":\"{Colours[i % 5]}\",\"price\":{i % 1000}.5,\"tags\":[\"t{i % 7}\",\"t{i % 3 + 7}\"]}}}}"));
         var attributed = new IndexStore(new FolderBlobStore(Root), AttributedIndexName);
@@ -40,7 +40,7 @@ public sealed class IndexFixture : IDisposable
         {
             Partitions = 12, Seed = 2, Attributes = Squash.Index.Attributes.AttributeReader.ReadJsonLines(new StringReader(lines), "test.jsonl"),
         }).GetAwaiter().GetResult();
-        AttributedEngine = new SearchEngine(LoadedIndex.OpenAsync(attributed).GetAwaiter().GetResult());
+        AttributedEngine = new SearchEngine(OpenedIndex.OpenAsync(attributed).GetAwaiter().GetResult());
         Queries = Enumerable.Range(0, 200).Select(i => Enumerable.Range(0, Dims).Select(j => Data[(i * 7) % Count * Dims + j] + (float)(rng.NextDouble() - 0.5)).ToArray()).ToArray();
     }
 

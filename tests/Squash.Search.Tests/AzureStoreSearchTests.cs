@@ -44,8 +44,8 @@ public sealed class AzureStoreSearchTests : IAsyncLifetime
             Assert.Equal(await folder.Blobs.ReadAllAsync(b.Name), await azure.Blobs.ReadAllAsync(azure.VersionPrefix(ma.Version) + segment));
         }
 
-        var fromFolder = new SearchEngine(await LoadedIndex.OpenAsync(folder));
-        var fromAzure = new SearchEngine(await LoadedIndex.OpenAsync(azure));
+        var fromFolder = new SearchEngine(await OpenedIndex.OpenAsync(folder));
+        var fromAzure = new SearchEngine(await OpenedIndex.OpenAsync(azure));
         var queries = TestData.Clustered(40, dims, clusters: 10, seed: 99);
         foreach (var o in new[] { new SearchOptions { K = 10 }, new SearchOptions { K = 5, HammingKeepPercent = 30 }, new SearchOptions { K = 10, Exact = true } })
         {

@@ -43,7 +43,7 @@ public sealed class ColdPathTests : IAsyncLifetime
     /// <summary>A fresh index (empty cache, routing only) per query: plan → fetch → scan.</summary>
     private static async Task<(SearchResult Result, PartitionFetch Fetch, int[] Planned)> ColdSearch(IndexStore store, float[] query, SearchOptions options)
     {
-        var index = await LoadedIndex.OpenAsync(store, loadAll: false);
+        var index = await OpenedIndex.OpenAsync(store, loadAll: false);
         var engine = new SearchEngine(index);
         var ctx = new QueryContext(index, query);
         var plan = engine.Plan(ctx, options);
@@ -60,7 +60,7 @@ public sealed class ColdPathTests : IAsyncLifetime
     public async Task UnfilteredColdQueriesEqualTheLoadedEngineAndReadLessThanWholeSegments(string where)
     {
         var store = await Built(where);
-        var loaded = new SearchEngine(await LoadedIndex.OpenAsync(store));
+        var loaded = new SearchEngine(await OpenedIndex.OpenAsync(store));
         var manifest = loaded.Index.Manifest;
         foreach (var options in new[]
         {
@@ -90,7 +90,7 @@ public sealed class ColdPathTests : IAsyncLifetime
     public async Task AWarmIndexAnswersTheSameQueryWithoutReading()
     {
         var store = await Built("folder");
-        var index = await LoadedIndex.OpenAsync(store, loadAll: false);
+        var index = await OpenedIndex.OpenAsync(store, loadAll: false);
         index.WholeVectorsAfter = 0; // rows only: the repeat must find every row it needs in the cache
         var engine = new SearchEngine(index);
         var options = new SearchOptions { K = 10 };
@@ -108,7 +108,7 @@ public sealed class ColdPathTests : IAsyncLifetime
     public async Task APartitionAskedForAgainIsReadWholeAndThenServedFromMemory()
     {
         var store = await Built("folder");
-        var index = await LoadedIndex.OpenAsync(store, loadAll: false);
+        var index = await OpenedIndex.OpenAsync(store, loadAll: false);
         var engine = new SearchEngine(index);
         var options = new SearchOptions { K = 10 };
         var manifest = index.Manifest;
@@ -129,7 +129,7 @@ public sealed class ColdPathTests : IAsyncLifetime
     public async Task ARowTheScanNeedsButWasNotFetchedFailsLoudly()
     {
         var store = await Built("folder");
-        var index = await LoadedIndex.OpenAsync(store, loadAll: false);
+        var index = await OpenedIndex.OpenAsync(store, loadAll: false);
         var engine = new SearchEngine(index);
         var ctx = new QueryContext(index, Query(0));
         var narrow = new SearchOptions { K = 1, RerankFactor = 1 };
@@ -152,7 +152,7 @@ public sealed class ColdPathTests : IAsyncLifetime
     public async Task FilteredColdScansEqualLoadedScans(string where)
     {
         var store = await Built(where);
-        var full = await LoadedIndex.OpenAsync(store);
+        var full = await OpenedIndex.OpenAsync(store);
         var engine = new SearchEngine(full);
         var rng = new Random(12);
         var filters = new List<string> { "{\"label\":3}", "{\"price\":{\"$lt\":40}}", "{\"colour\":{\"$in\":[\"red\",\"blue\"]},\"ok\":true}", "{\"qty\":{\"$gt\":990}}" };
@@ -165,7 +165,7 @@ public sealed class ColdPathTests : IAsyncLifetime
             for (int qi = 0; qi < 6; qi++)
             {
                 var q = Query(qi).ToArray();
-                var cold = await LoadedIndex.OpenAsync(store, loadAll: false);
+                var cold = await OpenedIndex.OpenAsync(store, loadAll: false);
                 cold.WholeVectorsAfter = 0; // two fetches per query below: both must pick rows
                 var ctx = new QueryContext(full, q);
                 var coldCtx = new QueryContext(cold, q);

@@ -36,13 +36,13 @@ public static class TestData
             Folder = Path.Combine(Path.GetTempPath(), "squash-test-" + Guid.NewGuid().ToString("N"));
             Store = new IndexStore(new FolderBlobStore(Folder));
             IndexPublisher.BuildAndPublishAsync(Store, data, n, dims, options).GetAwaiter().GetResult();
-            Index = LoadedIndex.OpenAsync(Store).GetAwaiter().GetResult();
+            Index = OpenedIndex.OpenAsync(Store).GetAwaiter().GetResult();
             Engine = new SearchEngine(Index);
         }
 
         public string Folder { get; }
         public IndexStore Store { get; }
-        public LoadedIndex Index { get; }
+        public OpenedIndex Index { get; }
         public SearchEngine Engine { get; }
 
         public void Dispose()

@@ -24,7 +24,7 @@ public static class ColdBench
         double ColdFraction, double ColdRequests, double Partitions, double PartitionShare, double Recall,
         double StreamHitRatio, double WarmHitRatio, double EntryHitRatio, double WarmP50Ms, double WarmP99Ms, double WarmBytesMean, long IndexBytes, double WholeSegmentBytesMean);
 
-    public static async Task<Result> RunAsync(LoadedIndex routing, VectorSet q, int[][] gt, SearchOptions options, Settings settings, CancellationToken ct)
+    public static async Task<Result> RunAsync(OpenedIndex routing, VectorSet q, int[][] gt, SearchOptions options, Settings settings, CancellationToken ct)
     {
         long indexBytes = routing.StoredBytes;
         var rng = new Random(settings.Seed);
@@ -93,7 +93,7 @@ public static class ColdBench
     }
 
     /// <summary>JIT warm-up on a throwaway cache, so the first cold query does not pay for compilation.</summary>
-    private static async Task Warm(LoadedIndex routing, VectorSet q, SearchOptions options, CancellationToken ct)
+    private static async Task Warm(OpenedIndex routing, VectorSet q, SearchOptions options, CancellationToken ct)
     {
         var engine = new SearchEngine(routing.WithCache(new SegmentCache(new SegmentCacheOptions { CapacityBytes = 64L << 20 })));
         for (int i = 0; i < Math.Min(20, q.Count); i++) await FetchingSearch.SearchAsync(engine, q.Row(q.Count - 1 - i).ToArray(), options, ct);
@@ -113,7 +113,7 @@ public static class ColdBench
         return total == 0 ? 1 : found / (double)total;
     }
 
-    public static void Print(Result r, Settings s, LoadedIndex index, TextWriter output)
+    public static void Print(Result r, Settings s, OpenedIndex index, TextWriter output)
     {
         var inv = CultureInfo.InvariantCulture;
         output.WriteLine(string.Create(inv, $"{(s.VisitShare > 0 ? $"nearest {s.VisitShare:P0} of the partitions (not CF)" : $"CF {r.Options.CentroidFactor}")}, H {r.Options.HammingKeepPercent}, R {r.Options.RerankFactor}: " +

@@ -51,7 +51,7 @@ public static class EndpointBench
         {
             // Warm-up, then a timed pass at concurrency 1. By default the warm-up runs every measured query twice, so
             // the timed pass sees instances that already hold the partitions those queries visit: a partition's first
-            // query fetches only its re-ranked rows and its second reads its vectors whole (LoadedIndex.WholeVectorsAfter).
+            // query fetches only its re-ranked rows and its second reads its vectors whole (OpenedIndex.WholeVectorsAfter).
             // A shorter warm-up leaves part of a large index unread, and the "warm" pass then measures reads
             // (bench/serverless.md). The timed pass's cache hit ratio is reported beside its latencies.
             int warmupQueries = warmup ?? 2 * q.Count;

@@ -148,7 +148,7 @@ public static class BenchCommand
         CliErrors.Require(settings.CacheBytes >= 0, "--cache-mb must be ≥ 0");
         var openClock = Stopwatch.StartNew();
         long before = store.BytesRead;
-        var routing = await LoadedIndex.OpenAsync(store, loadAll: false, ct);
+        var routing = await OpenedIndex.OpenAsync(store, loadAll: false, ct);
         CliErrors.Require(pr.GetValue(f.WholeAfter) >= 0, "--whole-after must be ≥ 0");
         routing.WholeVectorsAfter = pr.GetValue(f.WholeAfter);
         double openMs = openClock.Elapsed.TotalMilliseconds;
@@ -179,7 +179,7 @@ public static class BenchCommand
     {
         var store = IndexLocation.Open(pr, pr.GetValue(f.Index));
         // The sweep measures the engine on data in memory, so everything is loaded first.
-        var loaded = await LoadedIndex.OpenAsync(store, loadAll: true, ct);
+        var loaded = await OpenedIndex.OpenAsync(store, loadAll: true, ct);
         var (q, gt) = ReadQueries(pr, f, sweep, loaded.Manifest.Dimensions);
         int k = sweep.K;
         CliErrors.Require(gt.Take(q.Count).All(row => row.Length >= k), $"--ground-truth rows must hold at least k = {k} ids");
@@ -341,7 +341,7 @@ public static class BenchCommand
     }
 
     /// <summary>A flat scan of every stored vector with TensorPrimitives, one thread: the baseline.</summary>
-    public static (double Qps, double Recall) BruteForce(LoadedIndex index, VectorSet q, int[][] gt, int k, int count, CompiledFilter[]? filters = null)
+    public static (double Qps, double Recall) BruteForce(OpenedIndex index, VectorSet q, int[][] gt, int k, int count, CompiledFilter[]? filters = null)
     {
         if (count == 0) return (0, 0);
         var space = index.Space;
@@ -369,7 +369,7 @@ public static class BenchCommand
         return (count / (total / (double)Stopwatch.Frequency), Recall(results, gt, k));
     }
 
-    private static void Report(List<Point> points, double bfQps, double bfRecall, LoadedIndex index, int k)
+    private static void Report(List<Point> points, double bfQps, double bfRecall, OpenedIndex index, int k)
     {
         var table = new Table().Border(TableBorder.Simple);
         foreach (var c in new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched", "passes", "max passes", "direct", "short", "certified" })

@@ -16,7 +16,7 @@ public static class InspectCommand
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var store = IndexLocation.Open(pr, pr.GetValue(index));
-            var loaded = await LoadedIndex.OpenAsync(store, loadAll: pr.GetValue(partitions), ct);
+            var loaded = await OpenedIndex.OpenAsync(store, loadAll: pr.GetValue(partitions), ct);
             var m = loaded.Manifest;
             Console.WriteLine($"version {m.Version} ({m.CreatedUtc:u}), {m.Count:N0} vectors × {m.Dimensions} dims, metric {m.Metric}");
             Console.WriteLine($"build: {m.Build.Partitions} partitions, budget {m.Build.BudgetBits} bits/vector ({m.Build.BitsPerDimension} per dim, ≤ {m.Build.MaxBitsPerDimension}), seed {m.Build.Seed}, {m.Build.BuildSeconds:F1} s");

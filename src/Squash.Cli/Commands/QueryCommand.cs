@@ -65,7 +65,7 @@ public static class QueryCommand
             // An index in a store (a folder or Azure) is opened lazily, as a function instance would: routing data
             // now, then per query only what that query needs, and the bytes each query read are reported.
             bool lazy = pr.GetValue<string?>(IndexLocation.StoreFlag) is not null;
-            var loaded = await LoadedIndex.OpenAsync(store, loadAll: !lazy, ct);
+            var loaded = await OpenedIndex.OpenAsync(store, loadAll: !lazy, ct);
             var queries = VectorFile.Read(path, max > 0 ? max : null);
             CliErrors.Require(queries.Dimensions == loaded.Manifest.Dimensions,
                 $"--vectors: queries have {queries.Dimensions} dimensions but the index has {loaded.Manifest.Dimensions}");

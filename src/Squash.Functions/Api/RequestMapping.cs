@@ -47,7 +47,7 @@ public static class RequestMapping
     /// Checks a scan request (the internal tree-node endpoint) as strictly as a query: it comes over HTTP too. The
     /// tree it describes may hold at most the app's <see cref="FunctionSettings.MaxTreeNodes"/> (or its own configured tree's) nodes.
     /// </summary>
-    public static Dictionary<string, string[]> ValidateScan(ScanRequest r, LoadedIndex index, FunctionSettings settings)
+    public static Dictionary<string, string[]> ValidateScan(ScanRequest r, OpenedIndex index, FunctionSettings settings)
     {
         var errors = new Dictionary<string, string[]>();
         void Add(string field, string message) => errors[field] = [.. errors.GetValueOrDefault(field, []), message];
@@ -142,10 +142,10 @@ public static class RequestMapping
     /// The parts checked against the index's schema: every <c>include</c> name must exist, and the filter must
     /// compile (its errors are reported under <c>filter</c> plus the JSON path of the offending part).
     /// </summary>
-    public static void ValidateAttributes(QueryRequest r, LoadedIndex index, Dictionary<string, string[]> errors) =>
+    public static void ValidateAttributes(QueryRequest r, OpenedIndex index, Dictionary<string, string[]> errors) =>
         ValidateAttributes(r.Filter, r.Include, index, errors);
 
-    private static void ValidateAttributes(System.Text.Json.JsonElement? filter, string[]? include, LoadedIndex index, Dictionary<string, string[]> errors)
+    private static void ValidateAttributes(System.Text.Json.JsonElement? filter, string[]? include, OpenedIndex index, Dictionary<string, string[]> errors)
     {
         if (include is not null)
         {

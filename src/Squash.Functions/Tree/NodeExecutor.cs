@@ -14,7 +14,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
 {
     private static int _served;
 
-    public async Task<ScanResponse> ExecuteAsync(string index, LoadedIndex loaded, ScanRequest request, string? ownAddress, CancellationToken ct)
+    public async Task<ScanResponse> ExecuteAsync(string index, OpenedIndex loaded, ScanRequest request, string? ownAddress, CancellationToken ct)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var span = Telemetry.Source.StartActivity("squash.scan-node");
@@ -76,7 +76,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
     /// the scan after the partitions were fetched (attributes for the results) reports all of them missing; what the
     /// children find still counts. A bug is not caught here.
     /// </summary>
-    private async Task ScanOwnPartitionsAsync(LoadedIndex loaded, ScanRequest request, SearchOptions options, CompiledFilter? filter,
+    private async Task ScanOwnPartitionsAsync(OpenedIndex loaded, ScanRequest request, SearchOptions options, CompiledFilter? filter,
         NodeAnswer node, CancellationToken ct)
     {
         int queries = request.Vectors.Length;
@@ -124,7 +124,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
     /// raw-vector rows its re-rank can touch (ranged reads), all through the instance's segment cache. A segment that
     /// cannot be read (store down after retries, checksum mismatch) makes its partition missing; the rest still counts.
     /// </summary>
-    private async Task<Fetched[]> FetchOwnPartitionsAsync(LoadedIndex loaded, ScanRequest request, QueryContext[] contexts, SearchOptions[] queryOptions,
+    private async Task<Fetched[]> FetchOwnPartitionsAsync(OpenedIndex loaded, ScanRequest request, QueryContext[] contexts, SearchOptions[] queryOptions,
         HashSet<int> own, NodeAnswer node, CancellationToken ct)
     {
         var fetchClock = System.Diagnostics.Stopwatch.StartNew();
@@ -210,7 +210,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
     /// Fetches one query's partitions together; if that fails, partition by partition, so that one unreadable
     /// partition (recorded in <paramref name="unreadable"/>) does not cost the others.
     /// </summary>
-    private static async Task<Fetched> FetchAsync(LoadedIndex loaded, QueryContext ctx, int[] partitions, SearchOptions options,
+    private static async Task<Fetched> FetchAsync(OpenedIndex loaded, QueryContext ctx, int[] partitions, SearchOptions options,
         System.Collections.Concurrent.ConcurrentDictionary<int, Exception> unreadable, CancellationToken ct)
     {
         try
@@ -235,7 +235,7 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
     }
 
     /// <summary>This node's own results by id, each with the user's id and the requested attributes when asked for.</summary>
-    private static async Task<Dictionary<long, ScanHit>> DescribeAsync(LoadedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
+    private static async Task<Dictionary<long, ScanHit>> DescribeAsync(OpenedIndex loaded, ScanRequest request, Neighbor[] own, int[] partitions,
         Func<int, PartitionData> dataOf, CancellationToken ct)
     {
         var result = new Dictionary<long, ScanHit>(own.Length);

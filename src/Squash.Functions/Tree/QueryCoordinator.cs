@@ -24,7 +24,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
     /// <summary>Passes are bounded by the engine (they end when every partition that can match was handed out); this is a backstop.</summary>
     private const int MaxPasses = 64;
 
-    public async Task<CoordinatedAnswer> RunAsync(string index, LoadedIndex loaded, float[][] vectors, int k, QueryOptions? requestOptions,
+    public async Task<CoordinatedAnswer> RunAsync(string index, OpenedIndex loaded, float[][] vectors, int k, QueryOptions? requestOptions,
         JsonElement? filterJson, CompiledFilter? filter, string[]? include, int branching, int depth, string? ownAddress, CancellationToken ct)
     {
         var options = RequestMapping.ToSearchOptions(k, requestOptions) with { Filter = filter };

@@ -5,15 +5,18 @@ using Squash.Storage;
 
 namespace Squash.Search;
 
-/// <summary>An index with its routing data and (lazily) its partitions in memory.</summary>
-public sealed class LoadedIndex
+/// <summary>
+/// An opened index version: manifest and routing data in memory; partitions are read when a query needs them
+/// (through the segment cache on warm instances), or all at once by <c>OpenAsync</c> for in-process benchmarks.
+/// </summary>
+public sealed class OpenedIndex
 {
     private readonly PartitionCodes?[] _codes;
     private readonly PartitionVectors?[] _vectors;
     private readonly PartitionAttributes?[] _attributes;
     private readonly IndexStore _store;
 
-    private LoadedIndex(IndexStore store, IndexManifest manifest, RoutingData routing)
+    private OpenedIndex(IndexStore store, IndexManifest manifest, RoutingData routing)
     {
         _store = store;
         Manifest = manifest;
@@ -54,11 +57,11 @@ public sealed class LoadedIndex
     }
 
     /// <summary>Opens the current version; with <paramref name="loadAll"/> every partition is read and validated now.</summary>
-    public static async Task<LoadedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default) =>
+    public static async Task<OpenedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default) =>
         await Open(store, await store.OpenCurrentAsync(ct).ConfigureAwait(false), loadAll, ct).ConfigureAwait(false);
 
     /// <summary>Opens one published version (tree nodes pin the coordinator's version).</summary>
-    public static async Task<LoadedIndex> OpenVersionAsync(IndexStore store, string version, bool loadAll = true, CancellationToken ct = default) =>
+    public static async Task<OpenedIndex> OpenVersionAsync(IndexStore store, string version, bool loadAll = true, CancellationToken ct = default) =>
         await Open(store, await store.ReadManifestAsync(version, ct).ConfigureAwait(false), loadAll, ct).ConfigureAwait(false);
 
     /// <summary>
@@ -66,7 +69,7 @@ public sealed class LoadedIndex
     /// every index of the process (a warm instance's data retention): partitions are fetched with
     /// <see cref="FetchForQueryAsync"/> and may be evicted between queries.
     /// </summary>
-    public static async Task<LoadedIndex> OpenCachedAsync(IndexStore store, string version, SegmentCache cache, CancellationToken ct = default)
+    public static async Task<OpenedIndex> OpenCachedAsync(IndexStore store, string version, SegmentCache cache, CancellationToken ct = default)
     {
         var index = await Open(store, await store.ReadManifestAsync(version, ct).ConfigureAwait(false), loadAll: false, ct).ConfigureAwait(false);
         index._cache = cache;
@@ -80,10 +83,10 @@ public sealed class LoadedIndex
     /// partitions fetched through <paramref name="cache"/>: a fresh instance for measuring cold queries, or one
     /// with a cache of a chosen size.
     /// </summary>
-    public LoadedIndex WithCache(SegmentCache cache)
+    public OpenedIndex WithCache(SegmentCache cache)
     {
         ArgumentNullException.ThrowIfNull(cache);
-        return new LoadedIndex(_store, Manifest, Routing) { _cache = cache, WholeVectorsAfter = WholeVectorsAfter };
+        return new OpenedIndex(_store, Manifest, Routing) { _cache = cache, WholeVectorsAfter = WholeVectorsAfter };
     }
 
     /// <summary>Bytes of every segment of this version: routing, and each partition's codes, raw vectors and attributes.</summary>
@@ -190,10 +193,10 @@ public sealed class LoadedIndex
             if (codes[i] == 2 || (codes[i] == 1 && filter.Matches(attributes, i))) rows.Add(i);
     }
 
-    private static async Task<LoadedIndex> Open(IndexStore store, IndexManifest manifest, bool loadAll, CancellationToken ct)
+    private static async Task<OpenedIndex> Open(IndexStore store, IndexManifest manifest, bool loadAll, CancellationToken ct)
     {
         var routing = await store.ReadRoutingAsync(manifest, ct).ConfigureAwait(false);
-        var index = new LoadedIndex(store, manifest, routing);
+        var index = new OpenedIndex(store, manifest, routing);
         if (loadAll)
         {
             await Parallel.ForEachAsync(Enumerable.Range(0, index.PartitionCount), ct, async (p, c) =>
@@ -245,7 +248,7 @@ public sealed class LoadedIndex
 }
 
 /// <summary>
-/// What <see cref="LoadedIndex.FetchForQueryAsync"/> fetched for one query: each partition's data, and what it
+/// What <see cref="OpenedIndex.FetchForQueryAsync"/> fetched for one query: each partition's data, and what it
 /// cost. A partition counts as a cache hit when nothing of it had to be read from the store.
 /// </summary>
 public sealed class PartitionFetch
