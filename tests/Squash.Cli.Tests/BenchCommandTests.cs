@@ -10,10 +10,7 @@ public partial class BenchCommandTests
     public async Task TheSweepReportsRecallAgainstTheBaselineAndSaysWhenTheBaselineIsSkipped()
     {
         using var dir = new TempDir();
-        var (gexit, _, gerr) = await CliRunner.RunAsync("dataset", "generate", "--n", "2000", "--dim", "16", "--seed", "5", "--queries", "30", "--out", dir.File("data"));
-        Assert.True(gexit == 0, gerr);
-        var (bexit, _, berr) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", dir.File("data/base.fvecs"), "--partitions", "4");
-        Assert.True(bexit == 0, berr);
+        await GenerateAndBuild(dir, seed: 5);
         string[] sweep = ["bench", "--index", dir.File("idx"), "--queries", dir.File("data/query.fvecs"), "--ground-truth", dir.File("data/groundtruth.ivecs"),
             "--cf", "100", "--h", "100", "--r", "8", "--runs", "1"];
 
@@ -39,10 +36,7 @@ public partial class BenchCommandTests
     public async Task TheSweepReportsTheCertifiedShareAndCertifiedAnswersAreExact()
     {
         using var dir = new TempDir();
-        var (gexit, _, gerr) = await CliRunner.RunAsync("dataset", "generate", "--n", "2000", "--dim", "16", "--seed", "6", "--queries", "30", "--out", dir.File("data"));
-        Assert.True(gexit == 0, gerr);
-        var (bexit, _, berr) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", dir.File("data/base.fvecs"), "--partitions", "4");
-        Assert.True(bexit == 0, berr);
+        await GenerateAndBuild(dir, seed: 6);
         // Every partition planned and every candidate re-ranked: the bounds prove every answer, so all are certified,
         // and a certified answer equals the exact one (recall 1 against the exact ground truth).
         var (exit, _, err) = await CliRunner.RunAsync("bench", "--index", dir.File("idx"), "--queries", dir.File("data/query.fvecs"),
@@ -55,6 +49,15 @@ public partial class BenchCommandTests
         double Column(string name) => double.Parse(row[Array.IndexOf(header, name)], CultureInfo.InvariantCulture);
         Assert.Equal(1.0, Column("certified_share"));
         Assert.Equal(1.0, Column("recall"));
+    }
+
+    /// <summary>2,000 generated vectors (16 dims, 30 queries with ground truth) in data/, built into idx/ with 4 partitions.</summary>
+    private static async Task GenerateAndBuild(TempDir dir, int seed)
+    {
+        var (gexit, _, gerr) = await CliRunner.RunAsync("dataset", "generate", "--n", "2000", "--dim", "16", "--seed", seed.ToString(CultureInfo.InvariantCulture), "--queries", "30", "--out", dir.File("data"));
+        Assert.True(gexit == 0, gerr);
+        var (bexit, _, berr) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", dir.File("data/base.fvecs"), "--partitions", "4");
+        Assert.True(bexit == 0, berr);
     }
 
     [GeneratedRegex(@"brute force \(TensorPrimitives, one thread\): ([\d.]+) QPS, recall@10 ([\d.]+)")]

@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using MathNet.Numerics.LinearAlgebra;
 
 namespace Squash.Cli.Datasets;
@@ -41,9 +40,6 @@ public static class SeparatedMixtureGenerator
     /// </summary>
     public const long MaxRotationValues = 1L << 27;
 
-    // Rows per independently seeded chunk; fixed so results never depend on scheduling.
-    private const int ChunkRows = 4096;
-
     private const ulong ModelStream = 0;
     private const ulong BaseStream = 1;
     private const ulong QueryStream = 2;
@@ -79,7 +75,7 @@ public static class SeparatedMixtureGenerator
             throw new ArgumentOutOfRangeException(nameof(n), $"{n} x {dims} values do not fit in one array.");
         }
 
-        var model = Model.Create(dims, clusters, separation, spectrumDecay, seed);
+        var model = CreateModel(dims, clusters, separation, spectrumDecay, seed);
         var (baseSet, baseClusters) = model.Sample(n, seed, BaseStream);
         var (querySet, queryClusters) = model.Sample(queries, seed, QueryStream);
         return new Result(baseSet, querySet, baseClusters, queryClusters);
@@ -117,121 +113,35 @@ public static class SeparatedMixtureGenerator
         return q;
     }
 
-    private sealed class Model
+    private static MixtureSampler CreateModel(int dims, int clusters, double separation, double decay, int seed)
     {
-        private readonly int _dims;
-
-        // Per cluster, row-major Q_k·diag(√λ): maps a standard normal vector straight to that cluster's noise.
-        private readonly float[][] _noiseMaps;
-
-        // Centres, row-major clusters × dims.
-        private readonly float[] _centres;
-
-        // Cumulative cluster weights, last entry 1.
-        private readonly double[] _cumulative;
-
-        private Model(int dims, float[][] noiseMaps, float[] centres, double[] cumulative)
+        var stddev = new double[dims];
+        double withinVariance = 0;
+        for (int i = 0; i < dims; i++)
         {
-            _dims = dims;
-            _noiseMaps = noiseMaps;
-            _centres = centres;
-            _cumulative = cumulative;
+            double variance = Math.Pow(i + 1, -decay);
+            stddev[i] = Math.Sqrt(variance);
+            withinVariance += variance;
         }
 
-        public static Model Create(int dims, int clusters, double separation, double decay, int seed)
+        // Each rotation has its own stream so they can be built in parallel and still depend only on the seed.
+        var noiseMaps = new float[clusters][];
+        Parallel.For(0, clusters, cluster =>
         {
-            var stddev = new double[dims];
-            double withinVariance = 0;
-            for (int i = 0; i < dims; i++)
-            {
-                double variance = Math.Pow(i + 1, -decay);
-                stddev[i] = Math.Sqrt(variance);
-                withinVariance += variance;
-            }
+            var rotationRng = new Xoshiro256(seed, RotationStream, (ulong)cluster);
+            var q = HaarRotation(dims, ref rotationRng);
+            noiseMaps[cluster] = MixtureSampler.NoiseMap(q, stddev);
+        });
 
-            // Each rotation has its own stream so they can be built in parallel and still depend only on the seed.
-            var noiseMaps = new float[clusters][];
-            Parallel.For(0, clusters, cluster =>
-            {
-                var rotationRng = new Xoshiro256(seed, RotationStream, (ulong)cluster);
-                var q = HaarRotation(dims, ref rotationRng);
-                var map = new float[dims * dims];
-                for (int row = 0; row < dims; row++)
-                {
-                    for (int col = 0; col < dims; col++)
-                    {
-                        map[row * dims + col] = (float)(q[row, col] * stddev[col]);
-                    }
-                }
-
-                noiseMaps[cluster] = map;
-            });
-
-            var rng = new Xoshiro256(seed, ModelStream, 0);
-            double centreStddev = separation * Math.Sqrt(withinVariance / (2.0 * dims));
-            var centres = new float[clusters * dims];
-            for (int i = 0; i < centres.Length; i++)
-            {
-                centres[i] = (float)(centreStddev * rng.NextNormal());
-            }
-
-            var cumulative = new double[clusters];
-            double total = 0;
-            for (int c = 0; c < clusters; c++)
-            {
-                total += 0.5 + rng.NextDouble();
-                cumulative[c] = total;
-            }
-
-            for (int c = 0; c < clusters; c++)
-            {
-                cumulative[c] /= total;
-            }
-
-            cumulative[^1] = 1.0;
-            return new Model(dims, noiseMaps, centres, cumulative);
+        var rng = new Xoshiro256(seed, ModelStream, 0);
+        double centreStddev = separation * Math.Sqrt(withinVariance / (2.0 * dims));
+        var centres = new float[clusters * dims];
+        for (int i = 0; i < centres.Length; i++)
+        {
+            centres[i] = (float)(centreStddev * rng.NextNormal());
         }
 
-        public (VectorSet Vectors, int[] Clusters) Sample(int count, int seed, ulong stream)
-        {
-            int dims = _dims;
-            var data = new float[(long)count * dims];
-            var labels = new int[count];
-            int chunks = (count + ChunkRows - 1) / ChunkRows;
-            Parallel.For(0, chunks, chunk =>
-            {
-                var rng = new Xoshiro256(seed, stream, (ulong)chunk);
-                Span<float> z = dims <= 1024 ? stackalloc float[dims] : new float[dims];
-                int first = chunk * ChunkRows;
-                int end = Math.Min(count, first + ChunkRows);
-                for (int i = first; i < end; i++)
-                {
-                    int cluster = PickCluster(rng.NextDouble());
-                    labels[i] = cluster;
-                    for (int j = 0; j < dims; j++)
-                    {
-                        z[j] = (float)rng.NextNormal();
-                    }
-
-                    var row = data.AsSpan(i * dims, dims);
-                    var centre = _centres.AsSpan(cluster * dims, dims);
-                    var map = _noiseMaps[cluster];
-                    for (int j = 0; j < dims; j++)
-                    {
-                        row[j] = centre[j] + TensorPrimitives.Dot(map.AsSpan(j * dims, dims), z);
-                    }
-                }
-            });
-
-            return (new VectorSet(data, count, dims), labels);
-        }
-
-        private int PickCluster(double u)
-        {
-            int index = Array.BinarySearch(_cumulative, u);
-            // BinarySearch returns the complement of the first larger entry when u is not present.
-            index = index >= 0 ? index + 1 : ~index;
-            return Math.Min(index, _cumulative.Length - 1);
-        }
+        var cumulative = MixtureSampler.CumulativeWeights(clusters, ref rng);
+        return new MixtureSampler(dims, noiseMaps, centres, cumulative);
     }
 }
