@@ -87,6 +87,7 @@ public sealed class PublishProtocolTests : IDisposable
     private sealed class SharedFolderStore(IBlobStore inner, int allowed) : IBlobStore
     {
         private int _writes;
+        private readonly SemaphoreSlim _foreignGate = new(1, 1);
         public string? Foreign { get; private set; }
         public string Description => inner.Description;
         public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
@@ -96,10 +97,20 @@ public sealed class PublishProtocolTests : IDisposable
         public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
         public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
         {
-            if (Foreign is null && name.StartsWith("versions/", StringComparison.Ordinal))
+            if (name.StartsWith("versions/", StringComparison.Ordinal))
             {
-                Foreign = name[..(name.LastIndexOf('/') + 1)] + "written-by-another-build.seg";
-                await inner.WriteAsync(Foreign, new byte[] { 42 }, WriteCondition.IfNotExists, ct);
+                // The build writes partitions in parallel: only the first writer plants the foreign blob.
+                await _foreignGate.WaitAsync(ct);
+                try
+                {
+                    if (Foreign is null)
+                    {
+                        var foreign = name[..(name.LastIndexOf('/') + 1)] + "written-by-another-build.seg";
+                        await inner.WriteAsync(foreign, new byte[] { 42 }, WriteCondition.IfNotExists, ct);
+                        Foreign = foreign;
+                    }
+                }
+                finally { _foreignGate.Release(); }
             }
             if (Interlocked.Increment(ref _writes) > allowed) throw new IOException($"injected failure writing {name}");
             return await inner.WriteAsync(name, data, condition, ct);
