@@ -48,12 +48,25 @@ public sealed class PartitionScanner
     public void CollectRerankRows(QueryContext query, PartitionCodes codes, PartitionAttributes? attributes, SearchOptions options, List<int> rows)
     {
         ArgumentNullException.ThrowIfNull(rows);
-        ScanOrCollect(query, codes, null, attributes, new TopK(Math.Max(1, options.K)), options, new QueryStats(), rows);
+        var bounded = new List<(float Bound, int Row)>();
+        ScanOrCollect(query, codes, null, attributes, new TopK(Math.Max(1, options.K)), options, new QueryStats(), bounded);
+        foreach (var (_, row) in bounded) rows.Add(row);
+    }
+
+    /// <summary>
+    /// <see cref="CollectRerankRows"/> with each row's lower bound (internal squared distance), in ascending
+    /// (bound, row) order, unfiltered: what recall calibration replays for every re-rank factor up to options.R at once.
+    /// </summary>
+    public void CollectRerankCandidates(QueryContext query, PartitionCodes codes, SearchOptions options, List<(float Bound, int Row)> candidates)
+    {
+        ArgumentNullException.ThrowIfNull(candidates);
+        if (options.Filter is { MatchesAll: false }) throw new ArgumentException("candidates are collected without a filter", nameof(options));
+        ScanOrCollect(query, codes, null, null, new TopK(Math.Max(1, options.K)), options, new QueryStats(), candidates);
     }
 
     /// <summary>Scan when <paramref name="collect"/> is null; otherwise stops before the re-rank and lists its candidate rows.</summary>
     private void ScanOrCollect(QueryContext query, PartitionCodes codes, PartitionVectors? vectors, PartitionAttributes? attributes, TopK top, SearchOptions options,
-        QueryStats stats, List<int>? collect)
+        QueryStats stats, List<(float Bound, int Row)>? collect)
     {
         int n = codes.Count, md = codes.CodedDimensions, m = codes.GlobalDimensions;
         stats.PartitionsScanned++;
@@ -93,7 +106,7 @@ public sealed class PartitionScanner
             {
                 if (collect is not null)
                 {
-                    for (int c = 0; c < candidates; c++) collect.Add(_candidates[c]);
+                    for (int c = 0; c < candidates; c++) collect.Add((0, _candidates[c]));
                     return;
                 }
                 ScanCandidatesExactly(query, codes, vectors!, attributes, filter, indexed ? default : filterCodes, indexed && filter.IndexedExactly, candidates, top, stats);
@@ -173,7 +186,7 @@ public sealed class PartitionScanner
 
         if (collect is not null)
         {
-            foreach (var (_, row) in _heap.SortAscending()) collect.Add(row);
+            foreach (var (bound, row) in _heap.SortAscending()) collect.Add((bound, row));
             return;
         }
 

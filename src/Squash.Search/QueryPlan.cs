@@ -22,6 +22,7 @@ public sealed class QueryPlan
         Estimates = estimates;
         CanMatch = canMatch;
         Cursor = cursor;
+        Options = options;
         CentroidFactor = options.CentroidFactor;
         Margin = options.FilterMargin;
         Exact = options.Exact;
@@ -56,6 +57,9 @@ public sealed class QueryPlan
     /// <summary>The strategy as the scan nodes must receive it (they never choose one themselves).</summary>
     public FilterStrategy FilterStrategy => Strategy == "direct" ? FilterStrategy.Direct : FilterStrategy.Partitions;
 
+    /// <summary>The options planned with: a recall target already turned into CF and R (or exact mode).</summary>
+    public SearchOptions Options { get; }
+
     /// <summary>The options to send to the nodes that scan this plan's partitions.</summary>
-    public SearchOptions NodeOptions(SearchOptions options) => options with { FilterStrategy = FilterStrategy };
+    public SearchOptions NodeOptions() => Options with { FilterStrategy = FilterStrategy };
 }

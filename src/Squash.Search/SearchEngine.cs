@@ -58,7 +58,7 @@ public sealed class SearchEngine
         var ctx = new QueryContext(Index, query);
         var plan = Plan(ctx, options);
         var top = NewTopK(options);
-        var nodeOptions = plan.NodeOptions(options);
+        var nodeOptions = plan.NodeOptions();
         for (var pass = plan.Partitions; pass.Length > 0; pass = NextPass(plan, top.Count))
             ScanPartitions(ctx, pass, plan.CentroidDistances, nodeOptions, top, plan.Stats);
         Certify(plan, top);
@@ -85,11 +85,20 @@ public sealed class SearchEngine
     public QueryPlan Plan(QueryContext query, SearchOptions options)
     {
         options.Validate();
+        double? recallTarget = options.Recall;
+        options = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted);
         var (order, dist) = RankPartitions(query);
         var manifest = Index.Manifest;
         int p = order.Length;
         int target = Math.Min(options.K, (int)Math.Max(1, manifest.Count)); // NewTopK's capacity
-        var stats = new QueryStats { Passes = 1 };
+        var stats = new QueryStats
+        {
+            Passes = 1,
+            RecallTarget = recallTarget,
+            PredictedRecall = predicted,
+            CentroidFactor = options.CentroidFactor,
+            RerankFactor = options.RerankFactor,
+        };
 
         if (options.Filter is not { MatchesAll: false } filter)
         {

@@ -13,7 +13,16 @@ public sealed record SearchOptions
     /// <summary>Largest R accepted; K·R then stays far inside 32 bits, and is computed in 64 anyway (<see cref="RerankCandidates"/>).</summary>
     public const int MaxRerankFactor = 1_000;
 
+    /// <summary>The recall target front ends ask for when the user sets neither a target nor CF and R.</summary>
+    public const double DefaultRecall = 0.95;
+
     public int K { get; init; } = 10;
+    /// <summary>
+    /// A recall@K target in (0, 1]: when set, the plan (CF and R) comes from the index's build-time calibration
+    /// (<see cref="RecallPlanner"/>) and <see cref="CentroidFactor"/> and <see cref="RerankFactor"/> are ignored; 1 means exact.
+    /// Null: the plan is CF and R as given.
+    /// </summary>
+    public double? Recall { get; init; }
     /// <summary>CF: visit every partition whose centroid is within CF × the nearest centroid distance.</summary>
     public double CentroidFactor { get; init; } = 1.3;
     /// <summary>
@@ -43,6 +52,7 @@ public sealed record SearchOptions
     public void Validate()
     {
         if (K < 1 || K > MaxK) throw new ArgumentOutOfRangeException(nameof(K), K, $"k must be between 1 and {MaxK:N0}");
+        if (Recall is { } target && !(target > 0 && target <= 1)) throw new ArgumentOutOfRangeException(nameof(Recall), target, "the recall target must be in (0, 1]");
         if (!(CentroidFactor >= 1 && CentroidFactor <= MaxCentroidFactor)) throw new ArgumentOutOfRangeException(nameof(CentroidFactor), CentroidFactor, $"the centroid factor must be between 1 and {MaxCentroidFactor:N0}");
         if (!(HammingKeepPercent > 0 && HammingKeepPercent <= 100)) throw new ArgumentOutOfRangeException(nameof(HammingKeepPercent), HammingKeepPercent, "the Hamming keep percentage must be in (0, 100]");
         if (HammingBits < 1) throw new ArgumentOutOfRangeException(nameof(HammingBits), HammingBits, "the Hamming bit count must be ≥ 1");
@@ -98,6 +108,13 @@ public class QueryStats
     /// A verdict on the finished answer, set once at the end: <see cref="Add"/> leaves it alone.
     /// </summary>
     public bool Certified { get; set; }
+    /// <summary>The recall target the plan was chosen for (null: CF and R were given).</summary>
+    public double? RecallTarget { get; set; }
+    /// <summary>The recall@K the build-time calibration measured for the chosen plan (1 for exact plans; null without a calibration).</summary>
+    public double? PredictedRecall { get; set; }
+    /// <summary>The plan's CF and R (whether chosen for a target or given).</summary>
+    public double CentroidFactor { get; set; }
+    public int RerankFactor { get; set; }
     /// <summary>
     /// For <see cref="Certified"/>: the smallest lower bound (internal squared distance) on anything a scan passed over
     /// without an exact distance (0 for rows dropped with no bound); null when it passed over nothing. Not part of an

@@ -23,6 +23,33 @@ public class BuildQueryCommandTests
         }
     }
 
+    [Fact]
+    public async Task ABuildCalibratesAndAQueryReportsItsTargetAndPlan()
+    {
+        using var dir = new TempDir();
+        var rows = TempDir.Random(1200, 8, 4).ToArray();
+        var vectors = dir.Fvecs("base.fvecs", rows);
+        var queries = dir.Fvecs("q.fvecs", rows.Take(2));
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "12");
+        Assert.True(exit == 0, err);
+        Assert.Contains("calibrated recall@10 on 300 base vectors (leave-one-out)", err);
+        var (qexit, output, qerr) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--json", "--recall", "0.9");
+        Assert.True(qexit == 0, qerr);
+        using var doc = System.Text.Json.JsonDocument.Parse(output.Trim().Split('\n')[0]);
+        var stats = doc.RootElement.GetProperty("stats");
+        Assert.Equal(0.9, stats.GetProperty("recallTarget").GetDouble());
+        Assert.InRange(stats.GetProperty("predictedRecall").GetDouble(), 0.9, 1);
+        // Without --recall the default target; with --cf the plan as given and no target.
+        (_, output, _) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--json");
+        using var byDefault = System.Text.Json.JsonDocument.Parse(output.Trim().Split('\n')[0]);
+        Assert.Equal(0.95, byDefault.RootElement.GetProperty("stats").GetProperty("recallTarget").GetDouble());
+        (_, output, _) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--json", "--cf", "1.7");
+        using var byHand = System.Text.Json.JsonDocument.Parse(output.Trim().Split('\n')[0]);
+        Assert.False(byHand.RootElement.GetProperty("stats").TryGetProperty("recallTarget", out var target) && target.ValueKind != System.Text.Json.JsonValueKind.Null,
+            "a plan set by hand has no target");
+        Assert.Equal(1.7, byHand.RootElement.GetProperty("stats").GetProperty("centroidFactor").GetDouble());
+    }
+
     public static TheoryData<string, string> BadVectorFiles => new()
     {
         { "mixed", "dimension" },

@@ -47,12 +47,36 @@ public sealed class CliErrorTests
     [InlineData("--cf", "0.5", "--cf must be between 1 and 1,000, got 0.5")]
     [InlineData("--r", "2147483647", "--r must be between 1 and 1,000, got 2147483647")]
     [InlineData("--r", "0", "--r must be between 1 and 1,000, got 0")]
+    [InlineData("--recall", "0", "--recall must be in (0, 1], got 0")]
+    [InlineData("--recall", "1.2", "--recall must be in (0, 1], got 1.2")]
     public async Task SearchFlagsOutsideTheEngineBoundsAreOneLine(string flag, string value, string expected)
     {
         using var dir = new TempDir();
         var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
         var (exit, _, err) = await CliRunner.RunAsync(["query", "--index", dir.File("no-index"), "--vectors", queries, flag, value]);
         AssertOneErrorLine(exit, err, expected);
+    }
+
+    [Theory]
+    [InlineData("--cf", "1.2")]
+    [InlineData("--r", "4")]
+    public async Task ARecallTargetAndAHandSetPlanAreOneLine(string flag, string value)
+    {
+        using var dir = new TempDir();
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
+        var (exit, _, err) = await CliRunner.RunAsync(["query", "--index", dir.File("no-index"), "--vectors", queries, "--recall", "0.9", flag, value]);
+        AssertOneErrorLine(exit, err, "--recall cannot be combined with --cf or --r: ask for a recall target, or set the plan yourself");
+    }
+
+    [Fact]
+    public async Task CalibrationQueriesOfAnotherDimensionAreOneLine()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(300, 4, 2));
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(5, 6, 3));
+        var (exit, _, err) = await CliRunner.RunAsync(["build", "--index", dir.File("idx"), "--vectors", vectors, "--calibration-queries", queries]);
+        AssertOneErrorLine(exit, err, $"--calibration-queries: '{queries}' has 6 dimensions; the vectors have 4");
+        Assert.False(Directory.Exists(dir.File("idx/versions")), "a rejected build wrote a version");
     }
 
     /// <summary>Each command that takes a store, given a file where a folder of indexes belongs.</summary>

@@ -16,6 +16,8 @@ public sealed class IndexFixture : IDisposable
     public const string IndexName = "test-index";
     /// <summary>The same vectors with string ids and attributes (colour, price, tags), for filters and include.</summary>
     public const string AttributedIndexName = "test-attrs";
+    /// <summary>The same vectors built with the recall calibration, in 30 partitions.</summary>
+    public const string CalibratedIndexName = "test-calibrated";
     public static readonly string[] Colours = ["red", "green", "blue", "black", "white"];
     public const int Count = 3000, Dims = 24;
 
@@ -41,6 +43,10 @@ public sealed class IndexFixture : IDisposable
             Partitions = 12, Seed = 2, Attributes = Squash.Index.Attributes.AttributeReader.ReadJsonLines(new StringReader(lines), "test.jsonl"),
         }).GetAwaiter().GetResult();
         AttributedEngine = new SearchEngine(OpenedIndex.OpenAsync(attributed).GetAwaiter().GetResult());
+        // Built as `squash build` builds: with the recall calibration, so that queries plan by a recall target.
+        var calibrated = new IndexStore(new FolderBlobStore(Root), CalibratedIndexName);
+        CalibratedBuild.BuildAndPublishAsync(calibrated, Data, Count, Dims, new IndexBuildOptions { Partitions = 30, Seed = 2 }).GetAwaiter().GetResult();
+        CalibratedEngine = new SearchEngine(OpenedIndex.OpenAsync(calibrated).GetAwaiter().GetResult());
         Queries = Enumerable.Range(0, 200).Select(i => Enumerable.Range(0, Dims).Select(j => Data[(i * 7) % Count * Dims + j] + (float)(rng.NextDouble() - 0.5)).ToArray()).ToArray();
     }
 
@@ -53,6 +59,8 @@ public sealed class IndexFixture : IDisposable
     public string AttributeLines { get; }
     /// <summary>The reference engine for <see cref="AttributedIndexName"/>.</summary>
     public SearchEngine AttributedEngine { get; }
+    /// <summary>The reference engine for <see cref="CalibratedIndexName"/>.</summary>
+    public SearchEngine CalibratedEngine { get; }
 
     public void Dispose()
     {

@@ -31,6 +31,10 @@ public sealed class QueryValidationTests(IndexFixture fx)
         { "\"options\":{\"branching\":17}", "options.branching", "must be between 1 and 16, got 17" },
         { "\"options\":{\"depth\":-1}", "options.depth", "must be between 0 and 4, got -1" },
         { "\"options\":{\"depth\":5}", "options.depth", "must be between 0 and 4, got 5" },
+        { "\"options\":{\"recall\":0}", "options.recall", "must be a number in (0, 1], got 0" },
+        { "\"options\":{\"recall\":1.5}", "options.recall", "must be a number in (0, 1], got 1.5" },
+        { "\"options\":{\"recall\":0.9,\"rerankFactor\":4}", "options.recall", "cannot be combined with centroidFactor or rerankFactor: ask for a recall target, or set the plan yourself" },
+        { "\"options\":{\"recall\":0.9,\"centroidFactor\":1.2}", "options.recall", "cannot be combined with centroidFactor or rerankFactor: ask for a recall target, or set the plan yourself" },
     };
 
     [Theory]
@@ -109,7 +113,7 @@ public sealed class QueryValidationTests(IndexFixture fx)
         var errors = await BadQuery("{\"vector\":" + Vector + ",\"topK\":5,\"namespace\":\"x\",\"options\":{\"nprobe\":3},\"k\":\"5\"}");
         Assert.Equal(["k", "namespace", "options.nprobe", "topK"], errors.Keys.Order(StringComparer.Ordinal));
         Assert.Equal(["is not a field of this request; the fields are: vector, vectors, k, filter, include, options"], errors["topK"]);
-        Assert.Equal(["is not a field here; the fields are: exact, centroidFactor, hammingKeepPercent, rerankFactor, branching, depth"], errors["options.nprobe"]);
+        Assert.Equal(["is not a field here; the fields are: exact, recall, centroidFactor, hammingKeepPercent, rerankFactor, branching, depth"], errors["options.nprobe"]);
     }
 
     [Theory]

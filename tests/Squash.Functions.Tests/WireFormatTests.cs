@@ -11,11 +11,12 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class WireFormatTests(IndexFixture fx)
 {
-    /// <summary>Every counter of the engine's QueryStats, then the tree's figures.</summary>
+    /// <summary>Every counter of the engine's QueryStats, the plan (an uncalibrated index predicts no recall), then the tree's figures.</summary>
     private static readonly string[] UnfilteredStats =
     [
         "partitionsPlanned", "partitionsScanned", "partitionsSkippedByBound", "vectorsConsidered", "afterHamming", "afterLowerBound",
         "reranked", "bytesTouched", "strategy", "passes", "filterRejected", "filterRechecked", "filterRecheckRejected", "certified",
+        "recallTarget", "centroidFactor", "rerankFactor",
         "bytesRead", "invocations", "treeNodes", "coldInstances", "warmInstances", "cacheHits", "cacheMisses", "levels", "estimatedCostUsd", "milliseconds",
     ];
 

@@ -35,7 +35,7 @@ public static class FetchingSearch
         else
         {
             plan = engine.Plan(ctx, options);
-            (pass, distances, nodeOptions, stats) = (plan.Partitions, plan.CentroidDistances, plan.NodeOptions(options), plan.Stats);
+            (pass, distances, nodeOptions, stats) = (plan.Partitions, plan.CentroidDistances, plan.NodeOptions(), plan.Stats);
         }
         var top = engine.NewTopK(options);
         long bytes = 0, whole = 0;

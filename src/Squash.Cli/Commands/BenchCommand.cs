@@ -23,7 +23,8 @@ public static class BenchCommand
 {
     public sealed record Point(double Cf, double H, int R, double Recall, double Qps, double P50, double P99,
         double Partitions, double Considered, double AfterHamming, double AfterLowerBound, double Reranked, double Bytes,
-        double Passes = 1, int MaxPasses = 1, double DirectShare = 0, int Short = 0, double Certified = 0);
+        double Passes = 1, int MaxPasses = 1, double DirectShare = 0, int Short = 0, double Certified = 0,
+        double? Target = null, double? Predicted = null);
 
     /// <summary>The bench command's flags; one set per command, since an option belongs to the command it is added to.</summary>
     private sealed class Flags
@@ -37,6 +38,7 @@ public static class BenchCommand
         public readonly Option<string> Queries = new("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
         public readonly Option<string> Truth = new("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
         public readonly SearchFlags Search = new();
+        public readonly Option<string?> Recall = new("--recall") { Description = "In-process: recall targets to sweep (comma-separated, e.g. 0.9,0.95,0.99) instead of CF × R: the index's calibration picks the plan for each; the table shows target, plan, predicted and achieved recall." };
         public readonly Option<string> Cf = new("--cf") { Description = "Centroid factors to sweep (comma-separated); with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "1.1,1.2,1.3,1.4,1.6" };
         public readonly Option<string> H = new("--h") { Description = "Hamming keep percentages to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "50,100" };
         public readonly Option<string> R = new("--r") { Description = "Re-rank factors to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "2,4" };
@@ -61,14 +63,14 @@ public static class BenchCommand
     }
 
     /// <summary>The values every benchmark checks first: k, the CF/H/R/bits lists to sweep, and the query counts.</summary>
-    private sealed record Sweep(int K, double[] Cfs, double[] Hs, int[] Rs, int[] HammingBits, int Runs, int Limit, int BruteForceQueries);
+    private sealed record Sweep(int K, double[] Cfs, double[] Hs, int[] Rs, int[] HammingBits, int Runs, int Limit, int BruteForceQueries, double[]? Targets = null);
 
     public static Command Create()
     {
         var f = new Flags();
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
-            f.Index, f.Queries, f.Truth, f.Search.K, f.Cf, f.H, f.R, f.HammingBits, f.Runs, f.Limit, f.BruteForceQueries, f.Out, f.Endpoint, f.Concurrency, f.Shapes, f.ColdSamples, f.Filters,
+            f.Index, f.Queries, f.Truth, f.Search.K, f.Recall, f.Cf, f.H, f.R, f.HammingBits, f.Runs, f.Limit, f.BruteForceQueries, f.Out, f.Endpoint, f.Concurrency, f.Shapes, f.ColdSamples, f.Filters,
             f.Cold, f.ColdQueries, f.Stream, f.Zipf, f.CacheMb, f.WholeAfter, f.Visit, f.Strategy, f.Warmup,
         };
         IndexLocation.AddStoreOptions(cmd);
@@ -98,7 +100,15 @@ public static class BenchCommand
         foreach (var c in cfs) SearchFlags.Options(k, c, 100, 1, false);
         foreach (var x in hs) SearchFlags.Options(k, 1, x, 1, false);
         foreach (var x in rs) SearchFlags.Options(k, 1, 100, x, false);
-        return new Sweep(k, cfs, hs, rs, hbs, runs, limit, bf);
+        double[]? targets = null;
+        if (pr.GetValue(f.Recall) is { } recallList)
+        {
+            targets = ParseList(recallList, "--recall", double.Parse);
+            CliErrors.Require(!SearchFlags.Given(pr, f.Cf) && !SearchFlags.Given(pr, f.R), "--recall cannot be combined with --cf or --r: it sweeps targets, whose plans the index chooses");
+            CliErrors.Require(pr.GetValue(f.Endpoint) is null && !pr.GetValue(f.Cold), "--recall sweeps the in-process engine: not with --endpoint or --cold");
+            foreach (var t in targets) SearchFlags.Options(k, 1, 100, 1, false, t, planGiven: false);
+        }
+        return new Sweep(k, cfs, hs, rs, hbs, runs, limit, bf, targets);
     }
 
     /// <summary>The HTTP API through the function tree, per tree shape (<see cref="EndpointBench"/>).</summary>
@@ -198,15 +208,19 @@ public static class BenchCommand
         var engine = new SearchEngine(loaded);
         var points = new List<Point>();
         AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {sweep.Runs} runs per point, one thread");
-        foreach (var c in sweep.Cfs)
-            foreach (var hv in sweep.Hs)
-                foreach (var rv in sweep.Rs)
-                    foreach (var bits in sweep.HammingBits)
+        // A recall sweep asks for targets; the plan (CF, R) of each comes from the index's calibration.
+        var settings = sweep.Targets is { } targets
+            ? targets.Select(t => new SearchOptions { K = k, Recall = t, HammingKeepPercent = sweep.Hs[0], HammingBits = sweep.HammingBits[0], FilterStrategy = pr.GetValue(f.Strategy) })
+            : from c in sweep.Cfs from hv in sweep.Hs from rv in sweep.Rs from bits in sweep.HammingBits
+              select new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(f.Strategy) };
+        if (sweep.Targets is not null && loaded.Manifest.Calibration is null)
+            Console.Error.WriteLine("note: this index has no recall calibration (built with --no-calibration or before calibration existed): targets plan with the default CF and R");
+        foreach (var options in settings)
                     {
                         ct.ThrowIfCancellationRequested();
-                        var p = Measure(engine, q, gt, new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(f.Strategy) }, sweep.Runs, filters);
+                        var p = Measure(engine, q, gt, options, sweep.Runs, filters);
                         points.Add(p);
-                        Console.Error.WriteLine($"  cf={c} h={hv} r={rv} bits={bits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
+                        Console.Error.WriteLine((p.Target is { } t ? $"  recall target {t} (predicted {p.Predicted:F4}) " : "  ") + $"cf={p.Cf} h={p.H} r={p.R} bits={options.HammingBits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
                             + (filters is null ? "" : $", passes {p.Passes:F2} (max {p.MaxPasses}), direct {p.DirectShare:P1}, short answers {p.Short}"));
                     }
 
@@ -318,13 +332,15 @@ public static class BenchCommand
         var s = new QueryStats();
         foreach (var res in results) s.Add(res.Stats);
         double n = q.Count;
-        return new Point(options.CentroidFactor, options.HammingKeepPercent, options.RerankFactor, recall, median.Qps,
+        // A recall target's plan is the calibration's choice, the same for every query of the run.
+        var planned = results.Length > 0 ? results[0].Stats : new QueryStats { CentroidFactor = options.CentroidFactor, RerankFactor = options.RerankFactor };
+        return new Point(planned.CentroidFactor, options.HammingKeepPercent, planned.RerankFactor, recall, median.Qps,
             medianLatency.PercentileMicros(50), medianLatency.PercentileMicros(99),
             s.PartitionsScanned / n, s.VectorsConsidered / n, s.AfterHamming / n, s.AfterLowerBound / n, s.Reranked / n, s.BytesTouched / n,
             s.Passes / n, results.Max(x => x.Stats.Passes), results.Count(x => x.Stats.Strategy == "direct") / n,
             // An answer is short when it has fewer results than the ground truth has valid ids (up to k).
             Enumerable.Range(0, results.Length).Count(i => results[i].Ids.Length < gt[i].Take(options.K).Count(id => id >= 0)),
-            results.Count(x => x.Stats.Certified) / n);
+            results.Count(x => x.Stats.Certified) / n, options.Recall, planned.PredictedRecall);
     }
 
     public static double Recall(IReadOnlyList<SearchResult> results, int[][] gt, int k)
@@ -372,13 +388,14 @@ public static class BenchCommand
     private static void Report(List<Point> points, double bfQps, double bfRecall, OpenedIndex index, int k)
     {
         var table = new Table().Border(TableBorder.Simple);
-        foreach (var c in new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched", "passes", "max passes", "direct", "short", "certified" })
+        bool targets = points.Any(p => p.Target is not null);
+        foreach (var c in (targets ? new[] { "target", "predicted" } : []).Concat(new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched", "passes", "max passes", "direct", "short", "certified" }))
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (var p in points)
-            table.AddRow(p.Cf.ToString("G3"), p.H.ToString("G3"), p.R.ToString(), p.Recall.ToString("F4"), p.Qps.ToString("F0"),
+            table.AddRow((targets ? new[] { p.Target?.ToString("G4") ?? "", p.Predicted?.ToString("F4") ?? "" } : []).Concat(new[] { p.Cf.ToString("G3"), p.H.ToString("G3"), p.R.ToString(), p.Recall.ToString("F4"), p.Qps.ToString("F0"),
                 p.P50.ToString("F0"), p.P99.ToString("F0"), p.Partitions.ToString("F1"), p.Considered.ToString("F0"),
                 p.AfterHamming.ToString("F0"), p.AfterLowerBound.ToString("F0"), p.Reranked.ToString("F0"), (p.Bytes / 1024).ToString("F0"),
-                p.Passes.ToString("F2"), p.MaxPasses.ToString(), p.DirectShare.ToString("P1"), p.Short.ToString(), p.Certified.ToString("P1"));
+                p.Passes.ToString("F2"), p.MaxPasses.ToString(), p.DirectShare.ToString("P1"), p.Short.ToString(), p.Certified.ToString("P1") }).ToArray());
         if (!AnsiConsole.Profile.Capabilities.Interactive) AnsiConsole.Profile.Width = 200;
         AnsiConsole.Write(table);
         double raw = (double)index.Manifest.InternalDimensions * 4;
@@ -401,9 +418,9 @@ public static class BenchCommand
     private static void WriteCsv(string path, List<Point> points, double bfQps)
     {
         using var w = new StreamWriter(path);
-        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers,certified_share");
+        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers,certified_share,recall_target,predicted_recall");
         foreach (var p in points)
-            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short, p.Certified }
+            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short, p.Certified, p.Target?.ToString(CultureInfo.InvariantCulture) ?? "", p.Predicted?.ToString(CultureInfo.InvariantCulture) ?? "" }
                 .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))));
     }
 }

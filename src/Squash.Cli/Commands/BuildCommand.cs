@@ -5,6 +5,7 @@ using Squash.Cli.Datasets;
 using Squash.Core;
 using Squash.Index.Attributes;
 using Squash.Index.Build;
+using Squash.Search;
 using Squash.Storage;
 
 namespace Squash.Cli.Commands;
@@ -23,9 +24,11 @@ public static class BuildCommand
         var attributes = new Option<string?>("--attributes") { Description = "Attributes beside the vectors, one row per vector by position: .jsonl ({\"id\":\"…\",\"attributes\":{…}}) or .csv (header row, optional id column)." };
         var schema = new Option<string?>("--schema") { Description = "Declared attribute types, e.g. \"price:number,label:integer,colour:category,tags:tags,ok:bool\" (default: inferred)." };
         var seed = new Option<int>("--seed") { Description = "Seed for k-means; a build is deterministic for a seed.", DefaultValueFactory = _ => 42 };
-        var cmd = new Command("build", "Build an index from a vector file and publish it as the index's current version.")
+        var calibrationQueries = new Option<string?>("--calibration-queries") { Description = "Queries like the ones the index will serve (.fvecs, .bvecs or .npy) to calibrate recall targets with; default: a sample of the base vectors, each searched without itself." };
+        var noCalibration = new Option<bool>("--no-calibration") { Description = "Skip the recall calibration: queries then plan with CF and R only (recall targets fall back to their defaults)." };
+        var cmd = new Command("build", "Build an index from a vector file, calibrate what each recall target needs, and publish it as the index's current version.")
         {
-            index, vectors, metric, partitions, bits, maxBits, energy, seed, attributes, schema,
+            index, vectors, metric, partitions, bits, maxBits, energy, seed, attributes, schema, calibrationQueries, noCalibration,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
@@ -65,22 +68,41 @@ public static class BuildCommand
             {
                 CliErrors.Require(pr.GetValue(schema) is null, "--schema needs --attributes");
             }
+            CalibrationQueries? calibration = null;
+            if (pr.GetValue(calibrationQueries) is { } queryPath)
+            {
+                CliErrors.Require(!pr.GetValue(noCalibration), "--calibration-queries cannot be combined with --no-calibration");
+                CliErrors.Require(File.Exists(queryPath), $"--calibration-queries: file '{queryPath}' does not exist");
+                var q = VectorFile.Read(queryPath);
+                CliErrors.Require(q.Dimensions == set.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the vectors have {set.Dimensions}");
+                int take = Math.Min(q.Count, RecallCalibrator.DefaultQueries);
+                calibration = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries");
+            }
             var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(seed), Attributes = table };
             Console.Error.WriteLine($"read {set.Count:N0} × {set.Dimensions} vectors from {path} in {clock.Elapsed.TotalSeconds:F1} s");
 
-            var manifest = await RunWithProgress(store, set, options, ct);
+            var manifest = await RunWithProgress(store, set, options, calibration, !pr.GetValue(noCalibration), ct);
             double rawBytes = (double)set.Count * set.Dimensions * 4;
             double codeBytes = manifest.Partitions.Sum(x => (double)x.BitsPerVector * x.Count) / 8;
             AnsiConsole.MarkupLine($"[green]built[/] {Markup.Escape(store.Blobs.Description)} version [bold]{manifest.Version}[/]: " +
                 $"{manifest.Count:N0} vectors, {manifest.Partitions.Count} partitions, metric {manifest.Metric}, " +
                 $"{manifest.GlobalDimensions} global KLT dims, OSQ+sign codes {codeBytes / manifest.Count:F1} B/vector " +
                 $"({codeBytes / rawBytes:P1} of float32), {clock.Elapsed.TotalSeconds:F1} s");
+            if (manifest.Calibration is { } cal)
+                Console.Error.WriteLine($"calibrated recall@{cal.K} on {cal.Queries} {(cal.Source == "queries" ? "of your queries" : "base vectors (leave-one-out)")} in {cal.Seconds:F1} s: " +
+                    string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t))));
             // The pointer only moves to newer ids: a build that started before another one finished stays unpublished.
             if (await store.GetCurrentAsync(ct) is { } current && current.Version != manifest.Version)
                 Console.Error.WriteLine($"note: version {manifest.Version} is not current: the newer build {current.Version} was published meanwhile (gc removes the older one)");
             return 0;
         }));
         return cmd;
+    }
+
+    private static string Describe(Squash.Index.Model.IndexManifest manifest, double target)
+    {
+        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted);
+        return plan.Exact ? $"{target} → exact" : $"{target} → CF {plan.CentroidFactor} R {plan.RerankFactor} ({predicted:F3})";
     }
 
     public static Metric ParseMetric(string s)
@@ -95,7 +117,8 @@ public static class BuildCommand
         }
     }
 
-    private static async Task<Squash.Index.Model.IndexManifest> RunWithProgress(IndexStore store, VectorSet set, IndexBuildOptions options, CancellationToken ct)
+    private static async Task<Squash.Index.Model.IndexManifest> RunWithProgress(IndexStore store, VectorSet set, IndexBuildOptions options,
+        CalibrationQueries? calibration, bool calibrate, CancellationToken ct)
     {
         if (!AnsiConsole.Profile.Capabilities.Interactive)
         {
@@ -105,7 +128,7 @@ public static class BuildCommand
             {
                 if (p.Stage != last) { Console.Error.WriteLine($"  {p.Stage}..."); last = p.Stage; }
             });
-            return await IndexPublisher.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, plain, ct);
+            return await CalibratedBuild.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, plain, ct, calibration, calibrate);
         }
         Squash.Index.Model.IndexManifest? result = null;
         await AnsiConsole.Progress()
@@ -125,7 +148,7 @@ public static class BuildCommand
                         t.Value = Math.Max(t.Value, p.Fraction);
                     }
                 });
-                result = await IndexPublisher.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, progress, ct);
+                result = await CalibratedBuild.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, progress, ct, calibration, calibrate);
                 foreach (var t in tasks.Values) t.Value = t.MaxValue;
             });
         return result!;

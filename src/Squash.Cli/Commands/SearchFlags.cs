@@ -19,14 +19,30 @@ public sealed class SearchFlags
         return k;
     }
 
-    public static SearchOptions Options(int k, double cf, double h, int r, bool exact)
+    /// <summary>
+    /// The query options from the flags: a recall target (<paramref name="recall"/>, or the default target when neither
+    /// it nor --cf/--r was given), or the plan --cf and --r set (<paramref name="planGiven"/>).
+    /// </summary>
+    public static SearchOptions Options(int k, double cf, double h, int r, bool exact, double? recall = null, bool planGiven = true)
     {
         ValidateK(k);
+        if (recall is { } target)
+        {
+            CliErrors.Require(target > 0 && target <= 1, $"--recall must be in (0, 1], got {target}");
+            CliErrors.Require(!planGiven, "--recall cannot be combined with --cf or --r: ask for a recall target, or set the plan yourself");
+        }
         CliErrors.Require(cf >= 1 && cf <= SearchOptions.MaxCentroidFactor, $"--cf must be between 1 and {SearchOptions.MaxCentroidFactor:N0}, got {cf}");
         CliErrors.Require(h > 0 && h <= 100, $"--h must be in (0, 100], got {h}");
         CliErrors.Require(r >= 1 && r <= SearchOptions.MaxRerankFactor, $"--r must be between 1 and {SearchOptions.MaxRerankFactor:N0}, got {r}");
-        return new SearchOptions { K = k, CentroidFactor = cf, HammingKeepPercent = h, RerankFactor = r, Exact = exact };
+        return new SearchOptions
+        {
+            K = k, CentroidFactor = cf, HammingKeepPercent = h, RerankFactor = r, Exact = exact,
+            Recall = planGiven ? null : recall ?? SearchOptions.DefaultRecall,
+        };
     }
+
+    /// <summary>Whether the user typed the option (not just its default).</summary>
+    public static bool Given(ParseResult pr, Option option) => pr.GetResult(option) is { Implicit: false };
 
     public static double DefaultCf => Defaults.CentroidFactor;
     public static double DefaultH => Defaults.HammingKeepPercent;

@@ -22,6 +22,8 @@ public sealed record QueryRequest
 public sealed record QueryOptions
 {
     public bool? Exact { get; init; }
+    /// <summary>Recall@k target in (0, 1] (default 0.95): the index's build-time calibration picks CF and R for it. Not with centroidFactor or rerankFactor.</summary>
+    public double? Recall { get; init; }
     public double? CentroidFactor { get; init; }
     public double? HammingKeepPercent { get; init; }
     public int? RerankFactor { get; init; }
@@ -83,6 +85,10 @@ public sealed class AnswerStats : QueryStats
         {
             Strategy = engine.Strategy,
             Certified = engine.Certified,
+            RecallTarget = engine.RecallTarget,
+            PredictedRecall = engine.PredictedRecall,
+            CentroidFactor = engine.CentroidFactor,
+            RerankFactor = engine.RerankFactor,
             EstimatedMatches = engine.Strategy == "partitions" && engine.EstimatedMatches == 0 ? null : Math.Round(engine.EstimatedMatches, 1),
             BytesRead = tree.BytesRead,
             Invocations = tree.Invocations,

@@ -111,6 +111,12 @@ public static class RequestMapping
     /// <summary>The documented range of every query option (README, HTTP API).</summary>
     private static void CheckOptions(QueryOptions o, Action<string, string> add)
     {
+        if (o.Recall is { } recall)
+        {
+            if (!(recall > 0 && recall <= 1)) add("options.recall", $"must be a number in (0, 1], got {recall}");
+            else if (o.CentroidFactor is not null || o.RerankFactor is not null)
+                add("options.recall", "cannot be combined with centroidFactor or rerankFactor: ask for a recall target, or set the plan yourself");
+        }
         if (o.CentroidFactor is { } cf && !(cf >= 1 && cf <= SearchOptions.MaxCentroidFactor))
             add("options.centroidFactor", $"must be a number between 1 and {SearchOptions.MaxCentroidFactor}, got {cf}");
         if (o.HammingKeepPercent is { } h && !(h > 0 && h <= 100)) add("options.hammingKeepPercent", $"must be in (0, 100], got {h}");
@@ -178,12 +184,18 @@ public static class RequestMapping
         else if (v.Any(x => !float.IsFinite(x))) add(field, "contains a value that is not a finite number");
     }
 
+    /// <summary>
+    /// The engine's options for a request: a recall target (the request's, or <see cref="SearchOptions.DefaultRecall"/>
+    /// when it sets neither a target nor CF and R), or CF and R as given (either one missing takes its default).
+    /// </summary>
     public static SearchOptions ToSearchOptions(int k, QueryOptions? o)
     {
         var d = new SearchOptions();
+        bool planGiven = o?.CentroidFactor is not null || o?.RerankFactor is not null;
         return new SearchOptions
         {
             K = k,
+            Recall = planGiven ? null : o?.Recall ?? SearchOptions.DefaultRecall,
             Exact = o?.Exact ?? false,
             CentroidFactor = o?.CentroidFactor ?? d.CentroidFactor,
             HammingKeepPercent = o?.HammingKeepPercent ?? d.HammingKeepPercent,

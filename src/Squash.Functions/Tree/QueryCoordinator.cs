@@ -42,6 +42,12 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         ScanResponse totals = new() { Neighbours = [], Stats = [], MissingPartitions = [], Invocations = 0 };
         int treeNodes = 0;
         var pass = plans.Select(p => p.Partitions).ToArray();
+        // The nodes scan with the plan, not the request: a recall target is turned into CF and R (or exact) here, once.
+        var planOptions = plans.Length > 0 ? plans[0].Options : options;
+        var nodeOptions = (requestOptions ?? new QueryOptions()) with
+        {
+            Recall = null, CentroidFactor = planOptions.CentroidFactor, RerankFactor = planOptions.RerankFactor, Exact = planOptions.Exact,
+        };
         for (int round = 0; round < MaxPasses && pass.Any(p => p.Length > 0); round++)
         {
             var all = pass.SelectMany(p => p).Distinct().ToArray();
@@ -51,7 +57,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
             treeNodes = Math.Max(treeNodes, root.Count() - 1);
             var scan = new ScanRequest
             {
-                Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = requestOptions ?? new QueryOptions(), Plans = pass, Node = root,
+                Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = nodeOptions, Plans = pass, Node = root,
                 Filter = filtered ? filterJson : null, Strategies = strategies,
                 Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
             };

@@ -33,6 +33,8 @@ public sealed record IndexManifest
     public required IReadOnlyList<PartitionEntry> Partitions { get; init; }
     /// <summary>Attribute schema and encoders; null when the index was built without attributes.</summary>
     public IndexAttributes? Attributes { get; init; }
+    /// <summary>Recall each plan reached at build time (null: built without calibration, e.g. too few vectors).</summary>
+    public RecallCalibration? Calibration { get; init; }
 
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, ManifestJson.Default.IndexManifest);
 
@@ -67,6 +69,7 @@ public sealed record IndexManifest
                     && (a.Boundaries is null || a.Cells is < 1 or > AttributeEncoding.MaxCells || a.CellMin?.Length != a.Cells || a.CellMax?.Length != a.Cells || a.CellCounts?.Length != a.Cells))
                     throw new CorruptIndexException($"manifest '{name}': attribute '{a.Name}' has inconsistent cells");
         }
+        m.Calibration?.Validate(name);
         return m;
     }
 }

@@ -18,7 +18,7 @@ public class PassPlanTests
     {
         var index = engine.Index;
         var plan = engine.Plan(ctx, options);
-        var nodeOptions = plan.NodeOptions(options);
+        var nodeOptions = plan.NodeOptions();
         var merged = engine.NewTopK(options);
         var handedOut = new HashSet<int>();
         for (var pass = plan.Partitions; pass.Length > 0; pass = engine.NextPass(plan, merged.Count))

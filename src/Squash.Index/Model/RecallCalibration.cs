@@ -1,0 +1,35 @@
+namespace Squash.Index.Model;
+
+/// <summary>
+/// What recall each query plan reached on this index, measured at build time (the manifest's record, read by the
+/// query planner to turn a recall target into a plan). Only the plans on the cost–recall frontier are kept: for
+/// any target the cheapest plan that reaches it is among them.
+/// </summary>
+public sealed record RecallCalibration
+{
+    /// <summary>Neighbours per calibration query (recall@K).</summary>
+    public required int K { get; init; }
+    /// <summary>Calibration queries searched.</summary>
+    public required int Queries { get; init; }
+    /// <summary>"base-sample": base vectors searched leave-one-out; "queries": a file of the user's queries.</summary>
+    public required string Source { get; init; }
+    public double Seconds { get; init; }
+    /// <summary>The frontier, by ascending cost (and so ascending recall).</summary>
+    public required IReadOnlyList<CalibratedPlan> Plans { get; init; }
+
+    /// <summary>Throws <see cref="Format.CorruptIndexException"/> when the record cannot have come from a calibration.</summary>
+    public void Validate(string manifestName)
+    {
+        if (K < 1 || Queries < 1 || Plans.Count == 0)
+            throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration is empty");
+        foreach (var p in Plans)
+            if (!(p.CentroidFactor >= 1) || p.RerankFactor < 1 || !(p.Recall is >= 0 and <= 1) || !(p.RecallStdError >= 0) || !(p.Cost >= 0))
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible plan ({p})");
+    }
+}
+
+/// <summary>
+/// One measured plan: CF and R, the mean recall@K over the calibration queries with its standard error, and the
+/// mean work per query as the bytes it reads (partition rotations and codes, re-ranked raw vectors).
+/// </summary>
+public sealed record CalibratedPlan(double CentroidFactor, int RerankFactor, double Recall, double RecallStdError, double Cost);

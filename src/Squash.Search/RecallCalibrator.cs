@@ -1,0 +1,246 @@
+using System.Diagnostics;
+using Squash.Core.Collections;
+using Squash.Core.Kernels;
+using Squash.Index.Model;
+
+namespace Squash.Search;
+
+/// <summary>Queries to calibrate with: rows in the user's space, and for base-sample queries the row each one is (left out of its own answer).</summary>
+public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions, long[]? SelfIds, string Source)
+{
+    /// <summary>
+    /// <paramref name="size"/> base rows drawn without replacement by a seeded shuffle; each is searched leave-one-out
+    /// (itself excluded from its exact neighbours and its candidates), which stands for a held-out query from the
+    /// same distribution without removing anything from the index.
+    /// </summary>
+    public static CalibrationQueries SampleBase(float[] vectors, int count, int dims, int size, int seed)
+    {
+        size = Math.Min(size, count);
+        var rows = Enumerable.Range(0, count).ToArray();
+        new Random(seed).Shuffle(rows);
+        var picked = rows[..size];
+        Array.Sort(picked);
+        var data = new float[(long)size * dims];
+        for (int i = 0; i < size; i++) Array.Copy(vectors, (long)picked[i] * dims, data, (long)i * dims, dims);
+        return new CalibrationQueries(data, size, dims, picked.Select(r => (long)r).ToArray(), "base-sample");
+    }
+}
+
+/// <summary>
+/// Measures, once per build, the recall@K and the work of every plan (CF on a grid × R in <see cref="RerankFactors"/>)
+/// against exact neighbours computed here, and keeps the cost–recall frontier for the planner
+/// (<see cref="RecallPlanner"/>). Each query is scanned once, partition by partition in centroid order, with the
+/// candidates of the largest R: a plan with a smaller R re-ranks a prefix of each partition's candidates (the K·R
+/// smallest lower bounds), and a plan with a smaller CF a prefix of the partitions, so every plan is replayed from
+/// one scan. Replayed answers equal what <see cref="SearchEngine.Search"/> returns for that plan: a row the real
+/// scan skips for its running threshold could not have entered the answer.
+/// </summary>
+public static class RecallCalibrator
+{
+    public const int DefaultQueries = 300;
+    public const int DefaultK = 10;
+    /// <summary>Indexes smaller than this are not calibrated: their queries are cheap at any plan.</summary>
+    public const int MinimumVectors = 200;
+    public static readonly int[] RerankFactors = [1, 2, 4, 8, 16];
+    /// <summary>CF grid: fine where recall climbs fastest, coarser further out; past the last point the planner goes exact.</summary>
+    public static readonly double[] CentroidFactors = Grid();
+    /// <summary>A query's scan stops here at the latest (its exact neighbours are usually all found much earlier).</summary>
+    private const int MaxPartitionsPerQuery = 512;
+
+    private static double[] Grid()
+    {
+        var g = new List<double>();
+        for (int i = 0; i <= 40; i++) g.Add(1 + i * 0.01);       // 1.00 … 1.40
+        for (int i = 1; i <= 30; i++) g.Add(1.4 + i * 0.02);     // … 2.00
+        for (int i = 1; i <= 40; i++) g.Add(2 + i * 0.05);       // … 4.00
+        for (int i = 1; i <= 16; i++) g.Add(4 + i * 0.25);       // … 8.00
+        return g.Select(x => Math.Round(x, 4)).ToArray();
+    }
+
+    /// <summary>Calibrates an opened index (every partition read); null when the index is too small to need it.</summary>
+    public static RecallCalibration? Calibrate(OpenedIndex index, CalibrationQueries queries, int k = DefaultK,
+        IProgress<double>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(index);
+        ArgumentNullException.ThrowIfNull(queries);
+        if (queries.Dimensions != index.Manifest.Dimensions)
+            throw new ArgumentException($"calibration queries have {queries.Dimensions} dimensions; the index has {index.Manifest.Dimensions}");
+        if (index.Manifest.Count < Math.Max(MinimumVectors, 2L * k) || queries.Count == 0) return null;
+        var clock = Stopwatch.StartNew();
+        var engine = new SearchEngine(index);
+        int partitions = index.PartitionCount;
+        var partitionOf = new int[index.Manifest.Count];
+        for (int p = 0; p < partitions; p++)
+            foreach (long id in index.Codes(p).Ids) partitionOf[id] = p;
+
+        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
+        var recall = new double[queries.Count, grid * rs];
+        var cost = new double[queries.Count, grid * rs];
+        int done = 0;
+        Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new PartitionScanner(), (qi, _, scanner) =>
+        {
+            long self = queries.SelfIds?[qi] ?? -1;
+            var vector = queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions);
+            var truth = ExactNeighbours(engine, vector, k, self);
+            if (truth.Count > 0) ReplayPlans(engine, scanner, vector, truth, self, k, partitionOf, qi, recall, cost);
+            else for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1;
+            progress?.Report(Interlocked.Increment(ref done) / (double)queries.Count);
+            return scanner;
+        }, _ => { });
+
+        var points = new List<CalibratedPlan>();
+        for (int r = 0; r < rs; r++)
+            for (int g = 0; g < grid; g++)
+            {
+                int j = r * grid + g;
+                double sum = 0, sq = 0, c = 0;
+                for (int q = 0; q < queries.Count; q++) { sum += recall[q, j]; sq += recall[q, j] * recall[q, j]; c += cost[q, j]; }
+                int n = queries.Count;
+                double mean = sum / n;
+                double se = n > 1 ? Math.Sqrt(Math.Max(0, (sq - n * mean * mean) / (n - 1)) / n) : 0;
+                points.Add(new CalibratedPlan(CentroidFactors[g], RerankFactors[r], Math.Round(mean, 5), Math.Round(se, 5), Math.Round(c / n)));
+            }
+        return new RecallCalibration
+        {
+            K = k,
+            Queries = queries.Count,
+            Source = queries.Source,
+            Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
+            Plans = Frontier(points),
+        };
+    }
+
+    /// <summary>
+    /// A base-sample query is held in the index, and its own partition's centroid was pulled towards it by 1/n of the
+    /// way: measured from the centroid of the other n − 1 rows instead, its partition ranks where a held-out query's
+    /// would (without this, small partitions make leave-one-out recall optimistic).
+    /// </summary>
+    private static void LeaveOutOfCentroid(OpenedIndex index, int p, long self, QueryContext ctx, ref int[] order, float[] dist)
+    {
+        int n = index.Routing.PartitionSizes[p];
+        if (n < 2) return;
+        int row = Array.IndexOf(index.Codes(p).Ids, (int)self);
+        var stored = index.Vectors(p).Row(row);
+        int d = index.Routing.InternalDimensions;
+        var centroid = index.Routing.Centroids.AsSpan(p * d, d);
+        double sum = 0;
+        for (int j = 0; j < d; j++)
+        {
+            double others = (n * (double)centroid[j] - stored[j]) / (n - 1);
+            double v = ctx.Internal[j] - others;
+            sum += v * v;
+        }
+        dist[p] = (float)Math.Sqrt(sum);
+        var resorted = (int[])order.Clone();
+        Array.Sort(resorted, (a, b) => dist[a] != dist[b] ? dist[a].CompareTo(dist[b]) : a.CompareTo(b));
+        order = resorted;
+    }
+
+    /// <summary>
+    /// The cost model, in bytes a query reads (its loops are bound by memory traffic): visiting a partition reads the
+    /// partition's rotation (m_p × m floats) and every row's codes.
+    /// </summary>
+    public static double VisitBytes(PartitionEntry entry, int globalDimensions) =>
+        4.0 * entry.CodedDimensions * globalDimensions + entry.Count * (entry.BitsPerVector / 8.0);
+
+    /// <summary>
+    /// A re-ranked row reads its raw vector; counted twice, for the lower bounds completed to choose it (a larger R
+    /// loosens the scan's bar, so both grow together).
+    /// </summary>
+    public static double RerankBytes(int internalDimensions) => 2 * 4.0 * internalDimensions;
+
+    /// <summary>The plans no cheaper plan matches in recall, by ascending cost.</summary>
+    public static IReadOnlyList<CalibratedPlan> Frontier(IEnumerable<CalibratedPlan> points)
+    {
+        var frontier = new List<CalibratedPlan>();
+        foreach (var p in points.OrderBy(p => p.Cost).ThenByDescending(p => p.Recall))
+            if (frontier.Count == 0 || p.Recall > frontier[^1].Recall) frontier.Add(p);
+        return frontier;
+    }
+
+    /// <summary>The exact k nearest ids, the query's own row left out.</summary>
+    private static HashSet<long> ExactNeighbours(SearchEngine engine, ReadOnlySpan<float> vector, int k, long self)
+    {
+        var exact = engine.Search(vector, new SearchOptions { K = self >= 0 ? k + 1 : k, Exact = true });
+        var truth = new HashSet<long>();
+        foreach (long id in exact.Ids)
+            if (id != self && truth.Count < k) truth.Add(id);
+        return truth;
+    }
+
+    /// <summary>Scans one query's partitions once and fills its recall and cost for every (R, CF) plan.</summary>
+    private static void ReplayPlans(SearchEngine engine, PartitionScanner scanner, ReadOnlySpan<float> vector, HashSet<long> truth, long self, int k,
+        int[] partitionOf, int qi, double[,] recall, double[,] cost)
+    {
+        var index = engine.Index;
+        var ctx = new QueryContext(index, vector);
+        var (order, dist) = engine.RankPartitions(ctx);
+        var sizes = index.Routing.PartitionSizes;
+        if (self >= 0) LeaveOutOfCentroid(index, partitionOf[self], self, ctx, ref order, dist);
+        int m = index.Manifest.GlobalDimensions, d = index.Manifest.InternalDimensions;
+
+        // Where each plan's partition prefix ends: SelectCount per grid CF.
+        int grid = CentroidFactors.Length, rs = RerankFactors.Length, rMax = RerankFactors[^1];
+        var prefix = new int[grid];
+        for (int g = 0; g < grid; g++)
+            prefix[g] = SearchEngine.SelectCount(order, dist, sizes, new SearchOptions { K = k, CentroidFactor = CentroidFactors[g] });
+        // Scanning stops once every true neighbour's partition is in (more partitions cannot raise recall further).
+        int needed = 0;
+        var rank = new int[order.Length];
+        for (int i = 0; i < order.Length; i++) rank[order[i]] = i;
+        foreach (long id in truth) needed = Math.Max(needed, rank[partitionOf[id]] + 1);
+        int scanned = Math.Min(Math.Max(needed, 1), Math.Min(prefix[^1], MaxPartitionsPerQuery));
+
+        var tops = new TopK[rs];
+        for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
+        var recallAt = new double[rs, order.Length + 1];
+        var rerankCostAt = new double[rs, order.Length + 1];
+        var visitCostAt = new double[order.Length + 1];
+        var candidates = new List<(float Bound, int Row)>();
+        var exact = new Dictionary<int, float>();
+        var options = new SearchOptions { K = k + 1, RerankFactor = rMax, CentroidFactor = 1 };
+        for (int c = 0; c < order.Length; c++)
+        {
+            int p = order[c];
+            var entry = index.Manifest.Partitions[p];
+            visitCostAt[c + 1] = visitCostAt[c] + VisitBytes(entry, m);
+            if (c >= scanned)
+            {
+                for (int r = 0; r < rs; r++) { recallAt[r, c + 1] = recallAt[r, c]; rerankCostAt[r, c + 1] = rerankCostAt[r, c]; }
+                continue;
+            }
+            var codes = index.Codes(p);
+            var vectors = index.Vectors(p);
+            candidates.Clear();
+            exact.Clear();
+            scanner.CollectRerankCandidates(ctx, codes, options, candidates);
+            if (self >= 0) candidates.RemoveAll(x => codes.Ids[x.Row] == self);
+            for (int r = 0; r < rs; r++)
+            {
+                var top = tops[r];
+                int take = Math.Min(candidates.Count, k * RerankFactors[r]);
+                long reranked = 0;
+                for (int i = 0; i < take; i++)
+                {
+                    var (bound, row) = candidates[i];
+                    if (bound > top.Threshold * (1 + PartitionScanner.Slack)) break;
+                    if (!exact.TryGetValue(row, out float distance))
+                        exact[row] = distance = SquaredL2.Distance(ctx.Internal, vectors.Row(row));
+                    reranked++;
+                    top.TryAdd(codes.Ids[row], distance);
+                }
+                rerankCostAt[r, c + 1] = rerankCostAt[r, c] + reranked * RerankBytes(d);
+                int hits = 0;
+                foreach (var nb in top.ToSortedArray()) if (truth.Contains(nb.Id)) hits++;
+                recallAt[r, c + 1] = hits / (double)truth.Count;
+            }
+        }
+        for (int r = 0; r < rs; r++)
+            for (int g = 0; g < grid; g++)
+            {
+                int c = prefix[g];
+                recall[qi, r * grid + g] = recallAt[r, c];
+                cost[qi, r * grid + g] = visitCostAt[c] + rerankCostAt[r, c];
+            }
+    }
+}

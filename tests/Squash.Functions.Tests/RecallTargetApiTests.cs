@@ -1,0 +1,59 @@
+using System.Text;
+using System.Text.Json;
+using Squash.Search;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>
+/// <c>options.recall</c> through the invocation tree: the coordinator turns the target (0.95 when the request sets
+/// no plan) into the calibrated CF and R, the scan nodes scan with that plan, and the answer and its stats equal the
+/// in-process engine's for the same target.
+/// </summary>
+[Collection(nameof(IndexCollection))]
+public sealed class RecallTargetApiTests(IndexFixture fx)
+{
+    private static StringContent Body(object o) => new(JsonSerializer.Serialize(o), Encoding.UTF8, "application/json");
+
+    [Theory]
+    [InlineData(2, 2)]
+    [InlineData(1, 0)]
+    public async Task TheTreeAnswersATargetWithThePlanTheEngineChooses(int branching, int depth)
+    {
+        using var app = fx.App(branching, depth);
+        var client = app.CreateClient();
+        Assert.NotNull(fx.CalibratedEngine.Index.Manifest.Calibration);
+        foreach (double? target in new double?[] { null, 0.9, 0.99, 1 })
+        {
+            foreach (var q in fx.Queries.Take(25))
+            {
+                object body = target is { } t ? new { vector = q, k = 10, options = new { recall = t } } : new { vector = q, k = 10 };
+                var response = await client.PostAsync($"/api/indexes/{IndexFixture.CalibratedIndexName}/query", Body(body));
+                var text = await response.Content.ReadAsStringAsync();
+                Assert.True(response.IsSuccessStatusCode, text);
+                using var doc = JsonDocument.Parse(text);
+                var stats = doc.RootElement.GetProperty("stats");
+                var expected = fx.CalibratedEngine.Search(q, new SearchOptions { K = 10, Recall = target ?? SearchOptions.DefaultRecall });
+                Assert.Equal(expected.Ids, doc.RootElement.GetProperty("results").EnumerateArray().Select(e => e.GetProperty("row").GetInt64()));
+                Assert.Equal(target ?? SearchOptions.DefaultRecall, stats.GetProperty("recallTarget").GetDouble());
+                Assert.Equal(expected.Stats.PredictedRecall, stats.GetProperty("predictedRecall").GetDouble());
+                Assert.Equal(expected.Stats.CentroidFactor, stats.GetProperty("centroidFactor").GetDouble());
+                Assert.Equal(expected.Stats.RerankFactor, stats.GetProperty("rerankFactor").GetInt32());
+                Assert.Equal(expected.Stats.Certified, stats.GetProperty("certified").GetBoolean());
+                if (target == 1) Assert.True(expected.Stats.Certified, "an exact target is certified");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task AGivenPlanIsUsedAsItIsAndReportsNoTarget()
+    {
+        using var app = fx.App(2, 1);
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.CalibratedIndexName}/query",
+            Body(new { vector = fx.Queries[0], k = 10, options = new { rerankFactor = 3 } }));
+        using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+        var stats = doc.RootElement.GetProperty("stats");
+        Assert.False(stats.TryGetProperty("recallTarget", out _), "a request that sets the plan has no target");
+        Assert.False(stats.TryGetProperty("predictedRecall", out _), "a plan set by hand has no calibrated prediction");
+        Assert.Equal((new SearchOptions().CentroidFactor, 3), (stats.GetProperty("centroidFactor").GetDouble(), stats.GetProperty("rerankFactor").GetInt32()));
+    }
+}

@@ -1,0 +1,161 @@
+using Squash.Core;
+using Squash.Index.Build;
+using Squash.Index.Format;
+using Squash.Index.Model;
+using Xunit.Abstractions;
+
+namespace Squash.Search.Tests;
+
+/// <summary>
+/// Recall targets: the build-time calibration's replay of every plan equals what the engine returns for that plan,
+/// the planner turns a target into the cheapest plan the calibration says reaches it, and on held-out queries
+/// (never in the index, never calibrated on) the achieved recall lands in [target, target + 0.02].
+/// </summary>
+public class RecallTargetTests(ITestOutputHelper output)
+{
+    private const int Dims = 24, Base = 6000, Held = 800, K = 10;
+
+    private static (float[] Base, float[] Queries) Split(int seed)
+    {
+        var all = TestData.Clustered(Base + Held, Dims, clusters: 25, seed: seed);
+        return (all[..(Base * Dims)], all[(Base * Dims)..]);
+    }
+
+    private static double MeanRecall(SearchEngine engine, float[] data, float[] queries, int count, SearchOptions options, out SearchResult first)
+    {
+        double sum = 0;
+        first = null!;
+        for (int i = 0; i < count; i++)
+        {
+            var q = queries.AsSpan(i * Dims, Dims);
+            var got = engine.Search(q, options);
+            if (i == 0) first = got;
+            var truth = TestData.BruteForce(data, Base, Dims, q, K, Metric.L2).Select(e => e.Id).ToHashSet();
+            sum += got.Ids.Count(truth.Contains) / (double)K;
+        }
+        return sum / count;
+    }
+
+    [Theory]
+    [InlineData(0.9)]
+    [InlineData(0.95)]
+    [InlineData(0.99)]
+    public void HeldOutRecallLandsInTheTargetBand(double target)
+    {
+        const int seed = 7;
+        var (data, queries) = Split(seed);
+        // Every dimension kept: with the default truncation this data's recall plateaus near 0.99, where the
+        // calibration's small optimism (a few thousandths) decides the band (the dims-selection part of the issue).
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 60, Seed = seed, EnergyKept = 1 }, calibrate: true,
+            CalibrationQueries.SampleBase(data, Base, Dims, 1000, seed));
+        Assert.NotNull(idx.Index.Manifest.Calibration);
+        double achieved = MeanRecall(idx.Engine, data, queries, Held, new SearchOptions { K = K, Recall = target }, out var first);
+        output.WriteLine($"seed {seed}: target {target}: plan CF {first.Stats.CentroidFactor} R {first.Stats.RerankFactor}, predicted {first.Stats.PredictedRecall}, achieved {achieved:F4}");
+        Assert.Equal(target, first.Stats.RecallTarget);
+        Assert.False(first.Stats.PredictedRecall is null, "a calibrated index predicts the recall of its plan");
+        Assert.InRange(achieved, target, target + 0.02);
+    }
+
+    [Fact]
+    public void ReplayedRecallEqualsTheEnginesForEveryFrontierPlan()
+    {
+        const int seed = 11;
+        var (data, queries) = Split(seed);
+        // User queries (no leave-one-out), so that each replayed plan can be run through the engine as it is.
+        var calibration = new CalibrationQueries(queries[..(150 * Dims)], 150, Dims, null, "queries");
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 40, Seed = seed }, calibrate: true, calibration);
+        var plans = idx.Index.Manifest.Calibration!.Plans;
+        Assert.True(plans.Count >= 5, $"the frontier has {plans.Count} plans");
+        foreach (var plan in plans)
+        {
+            double sum = 0;
+            for (int i = 0; i < calibration.Count; i++)
+            {
+                var q = calibration.Data.AsSpan(i * Dims, Dims);
+                var exact = idx.Engine.Search(q, new SearchOptions { K = K, Exact = true }).Ids.ToHashSet();
+                var got = idx.Engine.Search(q, new SearchOptions { K = K, CentroidFactor = plan.CentroidFactor, RerankFactor = plan.RerankFactor });
+                sum += got.Ids.Count(exact.Contains) / (double)K;
+            }
+            Assert.Equal(Math.Round(sum / calibration.Count, 5), plan.Recall, 5);
+        }
+        // The frontier is what the planner relies on: cost and recall both rise along it.
+        for (int i = 1; i < plans.Count; i++)
+        {
+            Assert.True(plans[i].Cost >= plans[i - 1].Cost, $"plan {i} is cheaper than plan {i - 1}");
+            Assert.True(plans[i].Recall > plans[i - 1].Recall, $"plan {i} adds no recall over plan {i - 1}");
+        }
+    }
+
+    private static RecallCalibration Calibration(params CalibratedPlan[] plans) => new() { K = 10, Queries = 300, Source = "base-sample", Plans = plans };
+
+    [Fact]
+    public void PlannerPicksTheCheapestPlanThatReachesTheTargetWithItsMargin()
+    {
+        var cal = Calibration(
+            new CalibratedPlan(1.1, 2, 0.90, 0.005, 100),
+            new CalibratedPlan(1.2, 2, 0.95, 0.005, 200),
+            new CalibratedPlan(1.3, 4, 0.965, 0.004, 300),
+            new CalibratedPlan(1.6, 8, 0.995, 0.001, 900));
+        var o = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.95 }, out var predicted);
+        // 0.95 − 2 × 0.005 < 0.95: the next plan, 0.965 − 0.008 ≥ 0.95.
+        Assert.Equal((1.3, 4, false, 0.965), (o.CentroidFactor, o.RerankFactor, o.Exact, predicted!.Value));
+        Assert.Null(o.Recall);
+        o = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.5 }, out predicted);
+        Assert.Equal((1.1, 2, 0.90), (o.CentroidFactor, o.RerankFactor, predicted!.Value));
+        // Beyond every plan, and 1 itself: exact.
+        o = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.999 }, out predicted);
+        Assert.True(o.Exact);
+        Assert.Equal(1, predicted);
+        o = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 1 }, out predicted);
+        Assert.True(o.Exact);
+        // No target: CF and R as given; no calibration: the given CF and R, no prediction.
+        o = RecallPlanner.Resolve(cal, new SearchOptions { CentroidFactor = 1.7, RerankFactor = 3 }, out predicted);
+        Assert.Equal((1.7, 3), (o.CentroidFactor, o.RerankFactor));
+        Assert.Null(predicted);
+        o = RecallPlanner.Resolve(null, new SearchOptions { Recall = 0.95, CentroidFactor = 1.4, RerankFactor = 5 }, out predicted);
+        Assert.Equal((1.4, 5, false), (o.CentroidFactor, o.RerankFactor, o.Exact));
+        Assert.Null(predicted);
+    }
+
+    [Fact]
+    public void TheEngineReportsTheTargetAndThePlanItChose()
+    {
+        var (data, queries) = Split(3);
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 30, Seed = 3 }, calibrate: true);
+        var cal = idx.Index.Manifest.Calibration!;
+        Assert.Equal(("base-sample", RecallCalibrator.DefaultQueries, RecallCalibrator.DefaultK), (cal.Source, cal.Queries, cal.K));
+        var expected = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.95 }, out var predicted);
+        var got = idx.Engine.Search(queries.AsSpan(0, Dims), new SearchOptions { Recall = 0.95 });
+        Assert.Equal((0.95, predicted, expected.CentroidFactor, expected.RerankFactor),
+            (got.Stats.RecallTarget!.Value, got.Stats.PredictedRecall, got.Stats.CentroidFactor, got.Stats.RerankFactor));
+        // The same answer as the plan given by hand.
+        var byHand = idx.Engine.Search(queries.AsSpan(0, Dims), new SearchOptions { CentroidFactor = expected.CentroidFactor, RerankFactor = expected.RerankFactor });
+        Assert.Equal(byHand.Ids, got.Ids);
+        // Exact target: certified, equal to brute force.
+        var exact = idx.Engine.Search(queries.AsSpan(0, Dims), new SearchOptions { Recall = 1 });
+        Assert.True(exact.Stats.Certified);
+        Assert.Equal(TestData.BruteForce(data, Base, Dims, queries.AsSpan(0, Dims), 10, Metric.L2).Select(e => e.Id), exact.Ids);
+    }
+
+    [Fact]
+    public void AnImpossibleCalibrationInAManifestIsACorruptIndex()
+    {
+        var (data, _) = Split(5);
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 10, Seed = 5 }, calibrate: true);
+        var bad = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Plans = [new CalibratedPlan(1.2, 2, 1.5, 0.01, 10)] } };
+        var e = Assert.Throws<CorruptIndexException>(() => IndexManifest.Parse(bad.ToJson(), "m.json"));
+        Assert.Contains("recall calibration", e.Message);
+    }
+
+    [Fact]
+    public void TinyIndexesAreNotCalibratedAndPlanWithTheDefaults()
+    {
+        var data = TestData.Clustered(150, 8, 3, 1);
+        using var idx = new TestData.TempIndex(data, 150, 8, new IndexBuildOptions { Partitions = 3 }, calibrate: true);
+        Assert.Null(idx.Index.Manifest.Calibration);
+        var got = idx.Engine.Search(data.AsSpan(0, 8), new SearchOptions { Recall = 0.95 });
+        var defaults = new SearchOptions();
+        Assert.Equal((defaults.CentroidFactor, defaults.RerankFactor), (got.Stats.CentroidFactor, got.Stats.RerankFactor));
+        Assert.Null(got.Stats.PredictedRecall);
+    }
+}
