@@ -72,38 +72,47 @@ public sealed class ConcurrentBuildTests : IAsyncLifetime
         var leftovers = kind == "folder" ? await PlantOldLeftoversAsync((FolderBlobStore)setup.Blobs, setup) : [];
 
         using var deadline = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-        var builds = Enumerable.Range(0, 2).Select(w => Task.Run(async () =>
+        // The builds start once gc and the reader have each finished a round, so that both race them even when a
+        // loaded machine schedules the racers late.
+        var gcStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var readerStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var all = Task.Run(async () =>
         {
-            var store = Open(kind);
-            var built = new List<IndexManifest>();
-            for (int j = 0; j < 3; j++) built.Add(await Build(store, 1 + w * 3 + j));
-            return built;
-        }, deadline.Token)).ToArray();
-        var all = Task.WhenAll(builds);
+            await Task.WhenAll(gcStarted.Task, readerStarted.Task).WaitAsync(deadline.Token);
+            return await Task.WhenAll(Enumerable.Range(0, 2).Select(w => Task.Run(async () =>
+            {
+                var store = Open(kind);
+                var built = new List<IndexManifest>();
+                for (int j = 0; j < 3; j++) built.Add(await Build(store, 1 + w * 3 + j));
+                return built;
+            }, deadline.Token)));
+        }, deadline.Token);
         int gcRuns = 0, reads = 0;
         var gc = Task.Run(async () =>
         {
             var store = Open(kind);
             // The CLI's default grace; keep 0 asks for everything gc may take.
-            while (!all.IsCompleted)
+            do
             {
                 await store.CollectGarbageAsync(keep: 0, grace: TimeSpan.FromHours(1), ct: deadline.Token);
                 gcRuns++;
-            }
+                gcStarted.TrySetResult();
+            } while (!all.IsCompleted);
         }, deadline.Token);
         var reader = Task.Run(async () =>
         {
             var store = Open(kind);
-            while (!all.IsCompleted)
+            do
             {
                 // A query's view: resolve current, then read every segment of that version.
                 await AssertCurrentAnswersAsync(store);
                 reads++;
-            }
+                readerStarted.TrySetResult();
+            } while (!all.IsCompleted);
         }, deadline.Token);
         await Task.WhenAll(all, gc, reader);
 
-        Assert.True(gcRuns > 0 && reads > 0, $"gc ran {gcRuns} times and the reader {reads} times while the builds ran");
+        Assert.True(gcRuns > 1 && reads > 1, $"gc ran {gcRuns} times and the reader {reads} times while the builds ran");
         var store = Open(kind);
         var newest = (await all).SelectMany(b => b).MaxBy(m => m.Version, VersionIds.Order)!;
         Assert.Equal(newest.Version, (await store.GetCurrentAsync())!.Value.Version);
