@@ -10,22 +10,28 @@ namespace Squash.Search;
 /// </summary>
 public static class CalibratedBuild
 {
-    /// <param name="calibration">Queries to calibrate with; null samples <see cref="RecallCalibrator.DefaultQueries"/> base vectors (leave-one-out).
+    /// <param name="calibration">Queries to calibrate with; null samples <paramref name="sampleSize"/> base vectors (at most a tenth), held out of the partitioning and searched leave-one-out.
     /// Pass <paramref name="calibrate"/> false to publish without a calibration (queries then plan with CF and R only).</param>
     public static Task<IndexManifest> BuildAndPublishAsync(
         IndexStore store, float[] vectors, int count, int dims, IndexBuildOptions options,
         IProgress<BuildProgress>? progress = null, CancellationToken cancellationToken = default,
-        CalibrationQueries? calibration = null, bool calibrate = true)
+        CalibrationQueries? calibration = null, bool calibrate = true, int sampleSize = RecallCalibrator.DefaultQueries)
     {
         if (!calibrate) return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken);
+        // Base-sample queries are held out of the partitioning: leave-one-out on rows the partitions were fitted to
+        // measured a recall real queries did not get.
+        int[]? heldOut = calibration is null && count >= RecallCalibrator.MinimumVectors
+            ? CalibrationQueries.SampleRows(count, Math.Min(sampleSize, count / 10), options.Seed)
+            : null;
+        if (heldOut is not null) options = options with { HeldOutRows = heldOut };
         return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken,
             async (manifest, ct) =>
             {
                 progress?.Report(new("calibrate", 0));
                 var started = DateTimeOffset.UtcNow;
                 var opened = await OpenedIndex.OpenUnpublishedAsync(store, manifest, ct).ConfigureAwait(false);
-                var queries = calibration ?? CalibrationQueries.SampleBase(vectors, count, dims, RecallCalibrator.DefaultQueries, options.Seed);
-                var fitted = RecallCalibrator.Calibrate(opened, queries, RecallCalibrator.DefaultK,
+                var queries = calibration ?? CalibrationQueries.FromRows(vectors, dims, heldOut ?? []);
+                var fitted = RecallCalibrator.Calibrate(opened, vectors, queries, RecallCalibrator.DefaultK,
                     progress is null ? null : new Progress<double>(f => progress.Report(new("calibrate", f))), ct);
                 progress?.Report(new("calibrate", 1));
                 double seconds = (DateTimeOffset.UtcNow - started).TotalSeconds;

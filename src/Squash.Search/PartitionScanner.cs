@@ -29,6 +29,8 @@ public sealed class PartitionScanner
     private byte[] _filterCodes = [];
     private int[] _candidates = [];
     private readonly BoundHeap _heap = new(16);
+    /// <summary>Scratch for <see cref="CollectRerankRows"/> (a scanner serves one thread).</summary>
+    private readonly List<(float Bound, int Row)> _collected = [];
 
     /// <summary>
     /// With a filter (<see cref="SearchOptions.Filter"/>), rows the code-level pass rejects never reach the Hamming
@@ -48,9 +50,9 @@ public sealed class PartitionScanner
     public void CollectRerankRows(QueryContext query, PartitionCodes codes, PartitionAttributes? attributes, SearchOptions options, List<int> rows)
     {
         ArgumentNullException.ThrowIfNull(rows);
-        var bounded = new List<(float Bound, int Row)>();
-        ScanOrCollect(query, codes, null, attributes, new TopK(Math.Max(1, options.K)), options, new QueryStats(), bounded);
-        foreach (var (_, row) in bounded) rows.Add(row);
+        _collected.Clear();
+        ScanOrCollect(query, codes, null, attributes, new TopK(Math.Max(1, options.K)), options, new QueryStats(), _collected);
+        foreach (var (_, row) in _collected) rows.Add(row);
     }
 
     /// <summary>

@@ -23,9 +23,6 @@ public sealed class QueryPlan
         CanMatch = canMatch;
         Cursor = cursor;
         Options = options;
-        CentroidFactor = options.CentroidFactor;
-        Margin = options.FilterMargin;
-        Exact = options.Exact;
     }
 
     /// <summary>The first pass: partitions nearest centroid first.</summary>
@@ -49,10 +46,10 @@ public sealed class QueryPlan
     internal bool[]? CanMatch { get; }
     /// <summary>Position in <see cref="Order"/> up to which partitions were handed out.</summary>
     internal int Cursor { get; set; }
-    internal double CentroidFactor { get; }
-    internal double Margin { get; }
+    internal double CentroidFactor => Options.CentroidFactor;
+    internal double Margin => Options.FilterMargin;
     /// <summary>Planned in exact mode: every partition that can match, no prune that lacks a bound.</summary>
-    internal bool Exact { get; }
+    internal bool Exact => Options.Exact;
 
     /// <summary>The strategy as the scan nodes must receive it (they never choose one themselves).</summary>
     public FilterStrategy FilterStrategy => Strategy == "direct" ? FilterStrategy.Direct : FilterStrategy.Partitions;

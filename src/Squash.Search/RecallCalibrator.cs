@@ -1,6 +1,8 @@
 using System.Diagnostics;
+using Squash.Core;
 using Squash.Core.Collections;
 using Squash.Core.Kernels;
+using Squash.Core.Vectors;
 using Squash.Index.Model;
 
 namespace Squash.Search;
@@ -13,13 +15,23 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
     /// (itself excluded from its exact neighbours and its candidates), which stands for a held-out query from the
     /// same distribution without removing anything from the index.
     /// </summary>
-    public static CalibrationQueries SampleBase(float[] vectors, int count, int dims, int size, int seed)
+    public static CalibrationQueries SampleBase(float[] vectors, int count, int dims, int size, int seed) =>
+        FromRows(vectors, dims, SampleRows(count, size, seed));
+
+    /// <summary><paramref name="size"/> distinct row numbers below <paramref name="count"/>, ascending, drawn by a seeded shuffle.</summary>
+    public static int[] SampleRows(int count, int size, int seed)
     {
-        size = Math.Min(size, count);
         var rows = Enumerable.Range(0, count).ToArray();
         new Random(seed).Shuffle(rows);
-        var picked = rows[..size];
+        var picked = rows[..Math.Min(size, count)];
         Array.Sort(picked);
+        return picked;
+    }
+
+    /// <summary>The given base rows as leave-one-out queries.</summary>
+    public static CalibrationQueries FromRows(float[] vectors, int dims, int[] picked)
+    {
+        int size = picked.Length;
         var data = new float[(long)size * dims];
         for (int i = 0; i < size; i++) Array.Copy(vectors, (long)picked[i] * dims, data, (long)i * dims, dims);
         return new CalibrationQueries(data, size, dims, picked.Select(r => (long)r).ToArray(), "base-sample");
@@ -57,11 +69,15 @@ public static class RecallCalibrator
         return g.Select(x => Math.Round(x, 4)).ToArray();
     }
 
-    /// <summary>Calibrates an opened index (every partition read); null when the index is too small to need it.</summary>
-    public static RecallCalibration? Calibrate(OpenedIndex index, CalibrationQueries queries, int k = DefaultK,
+    /// <summary>
+    /// Calibrates an opened index (every partition read) built from <paramref name="baseVectors"/> (the user's
+    /// vectors, row-major, as given to the build); null when the index is too small to need it.
+    /// </summary>
+    public static RecallCalibration? Calibrate(OpenedIndex index, float[] baseVectors, CalibrationQueries queries, int k = DefaultK,
         IProgress<double>? progress = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(index);
+        ArgumentNullException.ThrowIfNull(baseVectors);
         ArgumentNullException.ThrowIfNull(queries);
         if (queries.Dimensions != index.Manifest.Dimensions)
             throw new ArgumentException($"calibration queries have {queries.Dimensions} dimensions; the index has {index.Manifest.Dimensions}");
@@ -73,16 +89,23 @@ public static class RecallCalibrator
         for (int p = 0; p < partitions; p++)
             foreach (long id in index.Codes(p).Ids) partitionOf[id] = p;
 
+        // Exact neighbours by the blocked brute force every benchmark is measured against (a base-sample query left out of its own).
+        int dims = index.Manifest.Dimensions;
+        long stored = index.Manifest.Count * dims;
+        var baseSet = new VectorSet(baseVectors.LongLength == stored ? baseVectors : baseVectors[..(int)stored], (int)index.Manifest.Count, dims);
+        var self = queries.SelfIds;
+        var exact = GroundTruth.Compute(baseSet, new VectorSet(queries.Data, queries.Count, dims), k, MetricSpace.Parse(index.Manifest.Metric),
+            accept: self is null ? null : (q, id) => id != self[q], cancellationToken: cancellationToken);
+
         int grid = CentroidFactors.Length, rs = RerankFactors.Length;
         var recall = new double[queries.Count, grid * rs];
         var cost = new double[queries.Count, grid * rs];
         int done = 0;
         Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new PartitionScanner(), (qi, _, scanner) =>
         {
-            long self = queries.SelfIds?[qi] ?? -1;
             var vector = queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions);
-            var truth = ExactNeighbours(engine, vector, k, self);
-            if (truth.Count > 0) ReplayPlans(engine, scanner, vector, truth, self, k, partitionOf, qi, recall, cost);
+            var truth = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
+            if (truth.Count > 0) ReplayPlans(engine, scanner, vector, truth, self?[qi] ?? -1, k, partitionOf, qi, recall, cost);
             else for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1;
             progress?.Report(Interlocked.Increment(ref done) / (double)queries.Count);
             return scanner;
@@ -156,16 +179,6 @@ public static class RecallCalibrator
         foreach (var p in points.OrderBy(p => p.Cost).ThenByDescending(p => p.Recall))
             if (frontier.Count == 0 || p.Recall > frontier[^1].Recall) frontier.Add(p);
         return frontier;
-    }
-
-    /// <summary>The exact k nearest ids, the query's own row left out.</summary>
-    private static HashSet<long> ExactNeighbours(SearchEngine engine, ReadOnlySpan<float> vector, int k, long self)
-    {
-        var exact = engine.Search(vector, new SearchOptions { K = self >= 0 ? k + 1 : k, Exact = true });
-        var truth = new HashSet<long>();
-        foreach (long id in exact.Ids)
-            if (id != self && truth.Count < k) truth.Add(id);
-        return truth;
     }
 
     /// <summary>Scans one query's partitions once and fills its recall and cost for every (R, CF) plan.</summary>

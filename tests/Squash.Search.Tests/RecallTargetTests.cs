@@ -47,7 +47,7 @@ public class RecallTargetTests(ITestOutputHelper output)
         // Every dimension kept: with the default truncation this data's recall plateaus near 0.99, where the
         // calibration's small optimism (a few thousandths) decides the band (the dims-selection part of the issue).
         using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 60, Seed = seed, EnergyKept = 1 }, calibrate: true,
-            CalibrationQueries.SampleBase(data, Base, Dims, 1000, seed));
+            calibrationSize: 600);
         Assert.NotNull(idx.Index.Manifest.Calibration);
         double achieved = MeanRecall(idx.Engine, data, queries, Held, new SearchOptions { K = K, Recall = target }, out var first);
         output.WriteLine($"seed {seed}: target {target}: plan CF {first.Stats.CentroidFactor} R {first.Stats.RerankFactor}, predicted {first.Stats.PredictedRecall}, achieved {achieved:F4}");

@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;

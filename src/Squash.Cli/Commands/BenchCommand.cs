@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using System.Text.Json;
 using System.CommandLine;
 using System.Diagnostics;

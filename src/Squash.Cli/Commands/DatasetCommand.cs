@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;

@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using System.Buffers.Binary;
 using System.IO.Compression;
 using System.Numerics.Tensors;

@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using System.Numerics.Tensors;
 using MathNet.Numerics.LinearAlgebra;
 

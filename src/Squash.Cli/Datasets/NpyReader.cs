@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Numerics.Tensors;

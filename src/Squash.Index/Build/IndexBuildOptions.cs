@@ -21,6 +21,12 @@ public sealed record IndexBuildOptions
     public double EnergyKept { get; init; } = 0.95;
     /// <summary>Attributes of every vector (row i describes vector i), or null.</summary>
     public AttributeTable? Attributes { get; init; }
+    /// <summary>
+    /// Rows the partitioning is fitted without and that join their nearest partition afterwards, as a vector that
+    /// arrives after the build would: the recall calibration's queries, so that they are as new to the partitions
+    /// as real queries are (distinct row numbers; null: none).
+    /// </summary>
+    public int[]? HeldOutRows { get; init; }
 
     /// <summary>
     /// Default partition count: P = clamp(N / 1,000, 1, 4,096). A partition is the unit of work a function
@@ -42,6 +48,12 @@ public sealed record IndexBuildOptions
         if (Attributes is not null && Attributes.Count != count)
             throw new ArgumentException($"the attributes file has {Attributes.Count:N0} rows but there are {count:N0} vectors (rows are matched by position)");
         if (KMeansIterations < 1) throw new ArgumentException("k-means iterations must be ≥ 1");
+        if (HeldOutRows is { } held)
+        {
+            if (held.Any(r => r < 0 || r >= count) || held.Distinct().Count() != held.Length)
+                throw new ArgumentException("held-out rows must be distinct row numbers of the vectors");
+            if (count - held.Length < Math.Max(1, Partitions)) throw new ArgumentException("too many held-out rows: fewer rows than partitions are left to fit");
+        }
     }
 }
 

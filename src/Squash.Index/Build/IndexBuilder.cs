@@ -51,9 +51,11 @@ public static class IndexBuilder
         // 3. Balanced partitions (k-means in the global KLT space: same clusters, fewer dimensions).
         int partitions = options.Partitions > 0 ? options.Partitions : IndexBuildOptions.DefaultPartitions(count, dims);
         var kmeansProgress = progress is null ? null : new Progress<double>(f => progress.Report(new("k-means", f)));
-        var assignment = BalancedKMeans.Fit(y, count, m, partitions, options.Seed,
-            new BalancedKMeansOptions { MaxIterations = options.KMeansIterations, Balance = options.Balance }, kmeansProgress);
-        var members = GroupMembers(assignment.Labels, partitions);
+        var kmeansOptions = new BalancedKMeansOptions { MaxIterations = options.KMeansIterations, Balance = options.Balance };
+        var labels = options.HeldOutRows is { Length: > 0 } held
+            ? FitWithout(y, count, m, partitions, options.Seed, kmeansOptions, held, kmeansProgress)
+            : BalancedKMeans.Fit(y, count, m, partitions, options.Seed, kmeansOptions, kmeansProgress).Labels;
+        var members = GroupMembers(labels, partitions);
         cancellationToken.ThrowIfCancellationRequested();
 
         // Residual bookkeeping: ‖x − μ_g‖² − ‖y‖², the energy outside the global subspace.
@@ -174,6 +176,41 @@ public static class IndexBuilder
         var x = new float[(long)count * d];
         Parallel.For(0, count, i => space.MapStored(vectors.AsSpan(i * dims, dims), x.AsSpan(i * d, d)));
         return x;
+    }
+
+    /// <summary>
+    /// Balanced k-means on every row but <paramref name="held"/>, which then join their nearest centroid (a few rows
+    /// past a partition's balance bound do no harm). Labels for all rows.
+    /// </summary>
+    private static int[] FitWithout(float[] y, int count, int m, int partitions, int seed, BalancedKMeansOptions options, int[] held, IProgress<double>? progress)
+    {
+        var isHeld = new bool[count];
+        foreach (int r in held) isHeld[r] = true;
+        int fitted = count - held.Length;
+        var rows = new float[(long)fitted * m];
+        var fittedRows = new int[fitted];
+        for (int i = 0, j = 0; i < count; i++)
+        {
+            if (isHeld[i]) continue;
+            Array.Copy(y, (long)i * m, rows, (long)j * m, m);
+            fittedRows[j++] = i;
+        }
+        var assignment = BalancedKMeans.Fit(rows, fitted, m, partitions, seed, options, progress);
+        var labels = new int[count];
+        for (int j = 0; j < fitted; j++) labels[fittedRows[j]] = assignment.Labels[j];
+        foreach (int r in held)
+        {
+            var row = y.AsSpan(r * m, m);
+            int best = 0;
+            float bestDistance = float.PositiveInfinity;
+            for (int p = 0; p < partitions; p++)
+            {
+                float dist = Squash.Core.Kernels.SquaredL2.Distance(row, assignment.Centroids.AsSpan(p * m, m));
+                if (dist < bestDistance) (best, bestDistance) = (p, dist);
+            }
+            labels[r] = best;
+        }
+        return labels;
     }
 
     private static int[] EvenSample(int count, int size)

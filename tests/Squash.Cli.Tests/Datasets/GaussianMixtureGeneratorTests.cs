@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using MathNet.Numerics.LinearAlgebra;
 using Squash.Cli.Datasets;
 

@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using Squash.Cli.Datasets;
 using Squash.Core;
 

@@ -1,3 +1,4 @@
+using Squash.Core.Vectors;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;

@@ -1,4 +1,4 @@
-namespace Squash.Cli.Datasets;
+namespace Squash.Core.Vectors;
 
 /// <summary>
 /// A dense block of <see cref="Count"/> vectors of <see cref="Dimensions"/> floats, stored row-major in one

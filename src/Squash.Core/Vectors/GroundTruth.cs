@@ -4,7 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Squash.Core;
 
-namespace Squash.Cli.Datasets;
+namespace Squash.Core.Vectors;
 
 /// <summary>
 /// Exact top-k by brute force, the reference every recall number is measured against.
