@@ -64,6 +64,7 @@ public sealed class ScanEndpointTests(IndexFixture fx)
         { "vectors", "[]", "the batch is empty" },
         { "vectors", "[[1,2,3]]", "has 3 dimensions; the index has 24" },
         { "options", "{\"rerankFactor\":2147483647}", "must be between 1 and 1000, got 2147483647" },
+        { "options", "{\"recall\":0.9}", "is not taken by a scan node: send the plan's centroidFactor and rerankFactor" },
         { "plans", "[]", "needs one plan per vector (1), got 0" },
         { "plans", "[[0,99]]", "partition numbers must be between 0 and 11, got 99" },
         { "strategies", "[\"Sideways\"]", "must be \"Partitions\" or \"Direct\"" },

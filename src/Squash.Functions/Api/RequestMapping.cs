@@ -57,7 +57,12 @@ public static class RequestMapping
         else CheckVectors("vectors", r.Vectors, index.Manifest.Dimensions, settings.MaxBatch, errors, Add);
         CheckK("k", r.K, Add);
         if (r.Options is null) Add("options", "is required");
-        else CheckOptions(r.Options, Add);
+        else
+        {
+            CheckOptions(r.Options, Add);
+            // Nodes scan the coordinator's plan; a target is turned into CF and R before any node sees the query.
+            if (r.Options.Recall is not null) Add("options.recall", "is not taken by a scan node: send the plan's centroidFactor and rerankFactor");
+        }
         int queries = r.Vectors?.Length ?? 0;
         if (r.Plans is null) Add("plans", "is required");
         else
