@@ -30,6 +30,16 @@ public partial class ColdReadCommandTests
         Assert.Contains("partition hit ratio", cold);
         Assert.True(File.Exists(dir.File("out/cold.csv")));
 
+        // Every partition and an unbounded re-rank: each cold answer is certified, and the share says so.
+        var (fexit, full, ferr) = await CliRunner.RunAsync("bench", "--store", store, "--index", "gen", "--queries", dir.File("data/query.fvecs"),
+            "--ground-truth", dir.File("data/groundtruth.ivecs"), "--cold", "--cf", "1000", "--h", "100", "--r", "1000", "--cold-queries", "5", "--stream", "4",
+            "--out", dir.File("full"));
+        Assert.True(fexit == 0, ferr);
+        Assert.Contains("certified 100.0 % of the cold answers", full);
+        var csv = File.ReadAllLines(dir.File("full/cold.csv"));
+        Assert.EndsWith(",certified_share", csv[0]);
+        Assert.EndsWith(",1.0000", csv[1]);
+
         var (nexit, _, nerr) = await CliRunner.RunAsync("bench", "--index", dir.File("nowhere"), "--queries", dir.File("data/query.fvecs"),
             "--ground-truth", dir.File("data/groundtruth.ivecs"), "--cold");
         Assert.Equal(1, nexit);

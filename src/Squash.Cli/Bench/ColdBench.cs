@@ -23,7 +23,8 @@ public static class ColdBench
 
     public sealed record Result(SearchOptions Options, double ColdP50Ms, double ColdP99Ms, double ColdBytesMean, double ColdBytesP50, double ColdBytesP99,
         double ColdFraction, double ColdRequests, double Partitions, double PartitionShare, double Recall,
-        double StreamHitRatio, double WarmHitRatio, double EntryHitRatio, double WarmP50Ms, double WarmP99Ms, double WarmBytesMean, long IndexBytes, double WholeSegmentBytesMean);
+        double StreamHitRatio, double WarmHitRatio, double EntryHitRatio, double WarmP50Ms, double WarmP99Ms, double WarmBytesMean, long IndexBytes, double WholeSegmentBytesMean,
+        double CertifiedShare = 0);
 
     public static async Task<Result> RunAsync(OpenedIndex routing, VectorSet q, int[][] gt, SearchOptions options, Settings settings, CancellationToken ct)
     {
@@ -90,7 +91,7 @@ public static class ColdBench
             hits / (double)Math.Max(1, hits + misses), warmHits / (double)Math.Max(1, warmHits + warmMisses),
             entryRequests == 0 ? 0 : (end.Hits - entriesAtHalf.Hits) / (double)entryRequests,
             warmLatency.PercentileMicros(50) / 1000, warmLatency.PercentileMicros(99) / 1000, warmBytes / (double)streamHalf, indexBytes,
-            coldCount == 0 ? 0 : wholeBytes / (double)coldCount);
+            coldCount == 0 ? 0 : wholeBytes / (double)coldCount, coldCount == 0 ? 0 : results.Count(x => x.Stats.Certified) / (double)coldCount);
     }
 
     /// <summary>JIT warm-up on a throwaway cache, so the first cold query does not pay for compilation.</summary>
@@ -118,7 +119,7 @@ public static class ColdBench
     {
         var inv = CultureInfo.InvariantCulture;
         output.WriteLine(string.Create(inv, $"{(s.VisitShare > 0 ? $"nearest {s.VisitShare:P0} of the partitions (not CF)" : $"CF {r.Options.CentroidFactor}")}, H {r.Options.HammingKeepPercent}, R {r.Options.RerankFactor}: " +
-            $"{r.Partitions:F1} of {index.PartitionCount} partitions per query ({r.PartitionShare:P1}), recall@{r.Options.K} {r.Recall:F4}"));
+            $"{r.Partitions:F1} of {index.PartitionCount} partitions per query ({r.PartitionShare:P1}), recall@{r.Options.K} {r.Recall:F4}, certified {r.CertifiedShare:P1} of the cold answers"));
         output.WriteLine(string.Create(inv, $"  cold ({s.ColdQueries} queries, fresh cache each): p50 {r.ColdP50Ms:F2} ms, p99 {r.ColdP99Ms:F2} ms; " +
             $"read {r.ColdBytesMean / 1024:F1} KiB/query (p50 {r.ColdBytesP50 / 1024:F1}, p99 {r.ColdBytesP99 / 1024:F1}) = {r.ColdFraction:P2} of the index " +
             $"({r.IndexBytes / 1048576.0:F1} MiB); {r.ColdRequests:F1} requests/query; whole segments of the same partitions: {r.WholeSegmentBytesMean / 1024:F1} KiB/query"));
@@ -131,9 +132,9 @@ public static class ColdBench
     {
         var inv = CultureInfo.InvariantCulture;
         using var w = new StreamWriter(path);
-        w.WriteLine("cf,h,r,partitions,partition_share,recall,cold_p50_ms,cold_p99_ms,cold_bytes_mean,cold_bytes_p50,cold_bytes_p99,cold_fraction_of_index,cold_requests,stream_hit_ratio,warm_hit_ratio,entry_hit_ratio,warm_p50_ms,warm_p99_ms,warm_bytes_mean,index_bytes,whole_segment_bytes_mean");
+        w.WriteLine("cf,h,r,partitions,partition_share,recall,cold_p50_ms,cold_p99_ms,cold_bytes_mean,cold_bytes_p50,cold_bytes_p99,cold_fraction_of_index,cold_requests,stream_hit_ratio,warm_hit_ratio,entry_hit_ratio,warm_p50_ms,warm_p99_ms,warm_bytes_mean,index_bytes,whole_segment_bytes_mean,certified_share");
         foreach (var r in results)
-            w.WriteLine(string.Create(inv, $"{r.Options.CentroidFactor},{r.Options.HammingKeepPercent},{r.Options.RerankFactor},{r.Partitions:F2},{r.PartitionShare:F4},{r.Recall:F4},{r.ColdP50Ms:F3},{r.ColdP99Ms:F3},{r.ColdBytesMean:F0},{r.ColdBytesP50:F0},{r.ColdBytesP99:F0},{r.ColdFraction:F5},{r.ColdRequests:F1},{r.StreamHitRatio:F4},{r.WarmHitRatio:F4},{r.EntryHitRatio:F4},{r.WarmP50Ms:F3},{r.WarmP99Ms:F3},{r.WarmBytesMean:F0},{r.IndexBytes},{r.WholeSegmentBytesMean:F0}"));
+            w.WriteLine(string.Create(inv, $"{r.Options.CentroidFactor},{r.Options.HammingKeepPercent},{r.Options.RerankFactor},{r.Partitions:F2},{r.PartitionShare:F4},{r.Recall:F4},{r.ColdP50Ms:F3},{r.ColdP99Ms:F3},{r.ColdBytesMean:F0},{r.ColdBytesP50:F0},{r.ColdBytesP99:F0},{r.ColdFraction:F5},{r.ColdRequests:F1},{r.StreamHitRatio:F4},{r.WarmHitRatio:F4},{r.EntryHitRatio:F4},{r.WarmP50Ms:F3},{r.WarmP99Ms:F3},{r.WarmBytesMean:F0},{r.IndexBytes},{r.WholeSegmentBytesMean:F0},{r.CertifiedShare:F4}"));
     }
 
     /// <summary>Zipf over 0..n-1 (rank r+1 has weight 1/(r+1)^s), ranks mapped to items by a seeded shuffle.</summary>

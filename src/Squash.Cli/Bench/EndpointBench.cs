@@ -26,7 +26,7 @@ public static class EndpointBench
     public sealed record Options(double? CentroidFactor, double? HammingKeepPercent, int? RerankFactor);
 
     public sealed record Row(Shape Shape, double Recall, double WarmP50, double WarmP99, double Qps, double Invocations, double BytesRead,
-        double HitRatio, double CostPerMillion, double MeteredCostPerMillion, double Passes = 1, double DirectShare = 0, int ShortAnswers = 0);
+        double HitRatio, double CostPerMillion, double MeteredCostPerMillion, double Passes = 1, double DirectShare = 0, int ShortAnswers = 0, double CertifiedShare = 0);
 
     public static async Task<int> RunAsync(Uri endpoint, string index, VectorSet q, int[][] gt, int k, int concurrency, int coldSamples,
         IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct, JsonElement[]? filters = null, Options? options = null, int? warmup = null)
@@ -60,7 +60,7 @@ public static class EndpointBench
             var meterBefore = await MeteredCostAsync(http, ct);
             var latencies = new LatencyRecorder();
             long hits = 0, total = 0;
-            double invocations = 0, bytes = 0, cacheHits = 0, cacheLookups = 0, cost = 0, passes = 0, direct = 0;
+            double invocations = 0, bytes = 0, cacheHits = 0, cacheLookups = 0, cost = 0, passes = 0, direct = 0, certified = 0;
             int shortAnswers = 0;
             for (int i = 0; i < q.Count; i++)
             {
@@ -79,6 +79,7 @@ public static class EndpointBench
                 cacheLookups += s.GetProperty("cacheHits").GetInt32() + s.GetProperty("cacheMisses").GetInt32();
                 cost += s.GetProperty("estimatedCostUsd").GetDouble();
                 passes += s.GetProperty("passes").GetInt32();
+                if (s.GetProperty("certified").GetBoolean()) certified++;
                 if (s.TryGetProperty("strategy", out var strategy) && strategy.GetString() == "direct") direct++;
                 // Short: fewer results than the ground truth says exist (min(k, matches)).
                 if (answer.GetProperty("results").GetArrayLength() < Math.Min(k, gt[i].Count(id => id >= 0))) shortAnswers++;
@@ -97,20 +98,20 @@ public static class EndpointBench
             double n = q.Count;
             rows.Add(new Row(shape, total == 0 ? 1 : hits / (double)total, latencies.PercentileMicros(50) / 1000, latencies.PercentileMicros(99) / 1000, qps,
                 invocations / n, bytes / n, cacheLookups == 0 ? 1 : cacheHits / cacheLookups, cost / n * 1e6,
-                meterAfter is { } a && meterBefore is { } b ? (a - b) / n * 1e6 : double.NaN, passes / n, direct / n, shortAnswers));
+                meterAfter is { } a && meterBefore is { } b ? (a - b) / n * 1e6 : double.NaN, passes / n, direct / n, shortAnswers, certified / n));
             Console.Error.WriteLine($"  {shape}: recall {rows[^1].Recall:F4}, warm p50 {rows[^1].WarmP50:F1} ms, {qps:F0} QPS at concurrency {concurrency}");
         }
 
         if (!AnsiConsole.Profile.Capabilities.Interactive) AnsiConsole.Profile.Width = 200;
         var table = new Table().Border(TableBorder.Simple);
-        var columns = new List<string> { "tree", "recall", "warm p50 ms", "warm p99 ms", $"QPS (c={concurrency})", "invocations", "KB read", "cache hit", "$/M queries (est.)", "$/M queries (metered)" };
+        var columns = new List<string> { "tree", "recall", "warm p50 ms", "warm p99 ms", $"QPS (c={concurrency})", "invocations", "KB read", "cache hit", "$/M queries (est.)", "$/M queries (metered)", "certified" };
         if (filters is not null) columns.AddRange(["passes", "direct", "short answers"]);
         foreach (var c in columns) table.AddColumn(new TableColumn(c).RightAligned());
         foreach (var r in rows)
         {
             var cells = new List<string> { r.Shape.ToString(), r.Recall.ToString("F4"), r.WarmP50.ToString("F1"), r.WarmP99.ToString("F1"), r.Qps.ToString("F0"),
                 r.Invocations.ToString("F1"), (r.BytesRead / 1024).ToString("F1"), r.HitRatio.ToString("P1"), r.CostPerMillion.ToString("F2"),
-                double.IsNaN(r.MeteredCostPerMillion) ? "-" : r.MeteredCostPerMillion.ToString("F2") };
+                double.IsNaN(r.MeteredCostPerMillion) ? "-" : r.MeteredCostPerMillion.ToString("F2"), r.CertifiedShare.ToString("P1") };
             if (filters is not null) cells.AddRange([r.Passes.ToString("F2"), r.DirectShare.ToString("P0"), r.ShortAnswers.ToString()]);
             table.AddRow(cells.ToArray());
         }
@@ -123,8 +124,8 @@ public static class EndpointBench
         Console.WriteLine($"prices: {Squash.Functions.PriceTable.Describe(2048)}");
         Directory.CreateDirectory(outDir);
         var csv = Path.Combine(outDir, "endpoint-bench.csv");
-        await File.WriteAllLinesAsync(csv, new[] { "branching,depth,nodes,recall,warm_p50_ms,warm_p99_ms,qps,invocations,bytes_read,cache_hit_ratio,cost_per_million_est,cost_per_million_metered" }
-            .Concat(rows.Select(r => string.Join(',', new object[] { r.Shape.Branching, r.Shape.Depth, r.Shape.Nodes, r.Recall, r.WarmP50, r.WarmP99, r.Qps, r.Invocations, r.BytesRead, r.HitRatio, r.CostPerMillion, r.MeteredCostPerMillion }
+        await File.WriteAllLinesAsync(csv, new[] { "branching,depth,nodes,recall,warm_p50_ms,warm_p99_ms,qps,invocations,bytes_read,cache_hit_ratio,cost_per_million_est,cost_per_million_metered,certified_share" }
+            .Concat(rows.Select(r => string.Join(',', new object[] { r.Shape.Branching, r.Shape.Depth, r.Shape.Nodes, r.Recall, r.WarmP50, r.WarmP99, r.Qps, r.Invocations, r.BytesRead, r.HitRatio, r.CostPerMillion, r.MeteredCostPerMillion, r.CertifiedShare }
                 .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))))), ct);
         PlotShapes(Path.Combine(outDir, "tree-shapes.png"), rows);
         Console.WriteLine($"wrote {csv} and {Path.Combine(outDir, "tree-shapes.png")}");
