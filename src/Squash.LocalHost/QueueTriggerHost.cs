@@ -244,7 +244,7 @@ public sealed partial class QueueTriggerHost : IAsyncDisposable
     /// The function.json queueName, with %SETTING% taken from the app settings (the instances' environment, then this
     /// process's) as the host resolves binding expressions; lower-cased and checked against Azure's queue-name rules.
     /// </summary>
-    internal static string ResolveQueueName(FunctionDefinition f, IReadOnlyDictionary<string, string> appSettings, string appFolder)
+    public static string ResolveQueueName(FunctionDefinition f, IReadOnlyDictionary<string, string> appSettings, string appFolder)
     {
         var file = Path.Combine(appFolder, f.Name, "function.json");
         var raw = f.Trigger.QueueName ?? throw new InvalidDataException($"{file}: the queueTrigger binding has no \"queueName\"");
