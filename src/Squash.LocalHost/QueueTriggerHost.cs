@@ -149,8 +149,9 @@ public sealed partial class QueueTriggerHost : IAsyncDisposable
         {
             instance = await Pool.TryStartAsync().ConfigureAwait(false);
         }
-        catch (Exception e) when (e is InstanceStartException or System.ComponentModel.Win32Exception)
+        catch (Exception e)
         {
+            // Reported, not thrown: the scaler tries again on its next look while messages wait.
             Report($"queue triggers: a builder instance could not start: {e.Message}");
             return;
         }

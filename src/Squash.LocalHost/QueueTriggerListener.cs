@@ -36,14 +36,21 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
                 QueueMessage[] batch = [];
                 try
                 {
-                    batch = (await function.Queue.ReceiveMessagesAsync(host.Settings.BatchSize, host.Lease, ct).ConfigureAwait(false)).Value ?? [];
+                    // Not cancelled midway: a receive cut off after the service dequeued would hide its messages for a whole lease.
+                    batch = (await function.Queue.ReceiveMessagesAsync(host.Settings.BatchSize, host.Lease, CancellationToken.None).ConfigureAwait(false)).Value ?? [];
+                    if (ct.IsCancellationRequested)
+                    {
+                        // Stopped while receiving: the messages go back visible at once.
+                        foreach (var message in batch) processing.Add(CompleteAsync(() => GiveBackAsync(message.MessageId, message.PopReceipt)));
+                        break;
+                    }
                     // Each invocation takes its slot on the instance before this returns (the recycle check relies on it).
                     foreach (var message in batch) processing.Add(ProcessAsync(message));
                 }
-                catch (OperationCanceledException) when (ct.IsCancellationRequested) { break; }
                 catch (RequestFailedException e) when (e.Status == 404) { } // no queue yet: same as empty
-                catch (Exception e) when (e is RequestFailedException or HttpRequestException or AggregateException)
+                catch (Exception e) when (e is not OperationCanceledException)
                 {
+                    // Whatever it is, the listener keeps listening: a dead listener on a live instance would stall its queue.
                     host.Report($"queue {function.QueueName}: receive failed ({e.Message.Split('\n')[0]}); retrying");
                 }
                 finally
@@ -69,6 +76,19 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
     }
 
     private async Task ProcessAsync(QueueMessage message)
+    {
+        try
+        {
+            await InvokeAndCompleteAsync(message).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            // Never expected; the message reappears when its lease ends, and the listener goes on.
+            host.Report($"queue {function.QueueName}: message {message.MessageId} for {function.Function}: {e.GetType().Name}: {e.Message.Split('\n')[0]}");
+        }
+    }
+
+    private async Task InvokeAndCompleteAsync(QueueMessage message)
     {
         var instance = session.Instance;
         var settings = host.Settings;
