@@ -175,6 +175,32 @@ public sealed class QueueTriggerTests
         Assert.Equal(12, builder.Meter().Executions);
     }
 
+    /// <summary>
+    /// One instance never runs more than batchSize + newBatchThreshold invocations of a function at once (host.json: 2 + the
+    /// default 1): it takes a new batch only when no more than newBatchThreshold are left running. Without that rule it
+    /// would take every message of the queue at once.
+    /// </summary>
+    [Fact]
+    public async Task AnInstanceRunsAtMostBatchSizePlusNewBatchThresholdAtOnce()
+    {
+        await using var run = await ProbeRun.CreateAsync(startHost: false);
+        for (int i = 0; i < 8; i++) await run.SendAsync($$"""{"id":"c{{i}}","mode":"slow","ms":{{600 + 150 * i}}}""");
+        await run.StartHostAsync(maxBuilders: 1);
+
+        await run.UntilAsync(async () => run.Records().Count(r => r.Outcome == "succeeded") == 8 && await ProbeRun.CountAsync(run.Queue) == 0,
+            Deadline, "all 8 messages ran on the one instance");
+
+        // Each invocation's span on the instance: from its record to its outcome file.
+        var spans = Directory.EnumerateFiles(run.RecordFolder, "*.json").Select(file =>
+        {
+            var started = DateTime.Parse(JsonDocument.Parse(File.ReadAllText(file)).RootElement.GetProperty("startedUtc").GetString()!, null, System.Globalization.DateTimeStyles.RoundtripKind);
+            return (Start: started, End: File.GetLastWriteTimeUtc(Path.ChangeExtension(file, ".done")));
+        }).ToList();
+        int most = spans.Max(s => spans.Count(o => o.Start <= s.Start && s.Start < o.End));
+        Assert.InRange(most, 2, 3);
+        Assert.Single(run.Records().Select(r => r.Pid).Distinct());
+    }
+
     [Fact]
     public async Task AFolderStoreRunsNoQueueListener()
     {
