@@ -18,11 +18,11 @@ public static class RecallPlanner
 
     /// <summary>
     /// The calibrated recall a plan must show for <paramref name="target"/>: the middle of the band [target, target + 0.02]
-    /// a target promises, or 40 % of the way to 1 where the band is narrower. Calibration queries are base vectors, and
-    /// new queries miss more often than they do by a share of the misses (measured up to ×1.7 near 0.99), which a fixed
-    /// number of standard errors does not cover when misses are rare.
+    /// a target promises, or halfway to 1 where the band is narrower: at most half the misses the target allows.
+    /// Calibration queries are base vectors, and new queries miss more often than they do by a share of the misses
+    /// (measured up to ×1.75 near 0.99), which a fixed number of standard errors does not cover when misses are rare.
     /// </summary>
-    public static double Aim(double target) => target + Math.Min(0.01, 0.4 * (1 - target));
+    public static double Aim(double target) => target + Math.Min(0.01, 0.5 * (1 - target));
 
     /// <summary>The options to plan with (Recall cleared, CF and R set), and the calibration's predicted recall for them.</summary>
     public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted)
