@@ -46,9 +46,23 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
             if (_instances.Count + _starting >= options.MaxInstancesPerPool) return null;
             _starting++;
         }
+        return (await StartReservedAsync(acquire: false).ConfigureAwait(false)).Instance;
+    }
+
+    /// <summary>
+    /// Starts an instance whose place the caller reserved (<c>_starting</c> counted up) and adds it to the pool in the
+    /// same step as it stops counting as starting; with <paramref name="acquire"/>, takes one of its slots in that step too.
+    /// Between two separate steps a waiting invocation would see neither and start another instance while this one has
+    /// free slots, and a tree's partitions would be split (and fetched twice) over two instances.
+    /// </summary>
+    private async Task<(FunctionInstance Instance, bool Acquired)> StartReservedAsync(bool acquire)
+    {
         FunctionInstance instance;
         try
         {
+            // Not bound to the invocation that triggered it: when that call is cancelled (a hedge won, the client
+            // left) the instance still joins the pool for the invocations waiting on it, as Azure finishes allocating
+            // an instance whatever became of the request that asked for it.
             instance = await FunctionInstance.StartAsync(appPath, Name, environment, CancellationToken.None, log).ConfigureAwait(false);
         }
         catch
@@ -61,8 +75,8 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
             _starting--;
             _instances.Add(instance);
             ColdStarts++;
+            return (instance, acquire && instance.TryAcquire(options.InstanceConcurrency));
         }
-        return instance;
     }
 
     public async Task<(FunctionInstance Instance, bool Cold)> AcquireAsync(CancellationToken ct)
@@ -95,29 +109,8 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
                 }
                 if (start)
                 {
-                    FunctionInstance instance;
-                    try
-                    {
-                        // Not bound to the invocation that triggered it: when that call is cancelled (a hedge won, the
-                        // client left) the instance still joins the pool for the invocations waiting on it, as Azure
-                        // finishes allocating an instance whatever became of the request that asked for it.
-                        instance = await FunctionInstance.StartAsync(appPath, Name, environment, CancellationToken.None, log).ConfigureAwait(false);
-                    }
-                    catch
-                    {
-                        lock (_gate) _starting--;
-                        throw;
-                    }
-                    // One step: the instance joins the pool as it stops counting as starting. Between two separate
-                    // steps a waiting invocation would see neither and start another instance while this one has
-                    // free slots, and a tree's partitions would be split (and fetched twice) over two instances.
-                    lock (_gate)
-                    {
-                        _starting--;
-                        _instances.Add(instance);
-                        ColdStarts++;
-                        if (instance.TryAcquire(options.InstanceConcurrency)) return (instance, true);
-                    }
+                    var (instance, acquired) = await StartReservedAsync(acquire: true).ConfigureAwait(false);
+                    if (acquired) return (instance, true);
                 }
                 await Task.Delay(2, ct).ConfigureAwait(false);
             }
