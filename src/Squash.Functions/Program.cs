@@ -42,6 +42,14 @@ builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<QueryCoordinator>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
+if (ScanInvoker.CheckPools(tree) is { } poolProblem)
+{
+    Console.Error.WriteLine($"error: {poolProblem}");
+    Environment.Exit(1);
+}
+// On Azure (WEBSITE_SITE_NAME is set there) a tree without pools never leaves the instance that got the query.
+if (tree.Depth > 0 && ScanInvoker.PoolTargets(tree).Length == 0 && Environment.GetEnvironmentVariable("WEBSITE_SITE_NAME") is { Length: > 0 })
+    Console.Error.WriteLine("warning: no processor pools configured (Squash__Pools__<i>__Url/Key or Squash__ScanUrls): tree calls go back to this instance");
 // As early as possible: a cold coordinator wakes the processor pools now, so their start-up overlaps its own.
 if (tree.WakePoolsOnStart)
     ScanInvoker.WakePools(tree, message => Console.Error.WriteLine(message));
