@@ -79,7 +79,8 @@ public sealed class FunctionKeyCheck
         if (string.IsNullOrEmpty(given))
             return Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Function key required",
                 detail: $"function '{function.Name}' of app '{app}' needs a key: send it in the {KeyHeader} header or the {KeyQuery} query parameter");
-        if (!Same(given, _keys[app]))
+        // An app without a key of its own (one the host runs only for queue triggers) accepts no key.
+        if (!_keys.TryGetValue(app, out var key) || !Same(given, key))
             return Results.Problem(statusCode: StatusCodes.Status401Unauthorized, title: "Function key required",
                 detail: $"the key sent to function '{function.Name}' is not a key of app '{app}'");
         return null;
