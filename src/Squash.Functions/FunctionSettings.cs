@@ -20,6 +20,14 @@ public sealed class FunctionSettings
     public string ScanUrl { get; set; } = "";
     /// <summary>Several processor pools, ';'-separated: a tree node goes to pool (node slot mod count), so a partition always reaches the same pool.</summary>
     public string ScanUrls { get; set; } = "";
+    /// <summary>
+    /// Processor pools with their function keys (<c>Squash__Pools__0__Url</c>, <c>Squash__Pools__0__Key</c>, …), in pool
+    /// order; used instead of <see cref="ScanUrls"/>, which names pools without keys. A tree node's call to pool i carries
+    /// pool i's key in <c>x-functions-key</c>: on Azure the scan function has authLevel function, so a call without it gets 401.
+    /// One setting per pool, so that each key can be a Key Vault reference of its own. On Azure the pools must be set
+    /// (this or ScanUrls): with neither, child calls go back to the calling instance and the tree never leaves it.
+    /// </summary>
+    public List<PoolEndpoint> Pools { get; set; } = [];
     /// <summary>Memory bound of the instance's segment cache (decoded partitions kept between invocations).</summary>
     public int CacheMb { get; set; } = 1024;
     /// <summary>Exact cache bound in bytes; overrides <see cref="CacheMb"/> when positive (tests use small bounds).</summary>
@@ -41,4 +49,11 @@ public sealed class FunctionSettings
     public string Preload { get; set; } = "";
     /// <summary>Most vectors in one batch request.</summary>
     public int MaxBatch { get; set; } = 256;
+}
+
+/// <summary>One processor pool (function app): its base URL and the function key its scan function accepts (empty: none).</summary>
+public sealed class PoolEndpoint
+{
+    public string Url { get; set; } = "";
+    public string Key { get; set; } = "";
 }

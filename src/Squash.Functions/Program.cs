@@ -10,6 +10,7 @@ using Squash.Functions.Api;
 using Squash.Functions.Tree;
 using Squash.Search;
 using OpenTelemetry.Trace;
+using Azure.Monitor.OpenTelemetry.Exporter;
 
 // No file watchers on configuration: setting them up over the app folder is a large share of a cold start
 // (bench/serverless.md), and a function instance never edits its settings in place.
@@ -30,18 +31,33 @@ builder.Services.AddOpenApi(o => o.AddDocumentTransformer((doc, _, _) => { doc.S
 
 // One query is one trace: spans for the coordinator, every tree node and every child call; the trace
 // context travels down the tree in the traceparent header. Console export with Squash__TraceConsole=true,
-// OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+// OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is
+// (on Azure: sent with the app's managed identity, as APPLICATIONINSIGHTS_AUTHENTICATION_STRING says).
 builder.Services.AddOpenTelemetry().WithTracing(t =>
 {
     t.AddSource(Telemetry.SourceName).AddAspNetCoreInstrumentation().AddHttpClientInstrumentation();
     if (builder.Configuration.GetValue<bool>("Squash:TraceConsole")) t.AddConsoleExporter();
     if (!string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"])) t.AddOtlpExporter();
+    if (builder.Configuration["APPLICATIONINSIGHTS_CONNECTION_STRING"] is { Length: > 0 } appInsights)
+        t.AddAzureMonitorTraceExporter(o =>
+        {
+            o.ConnectionString = appInsights;
+            o.Credential = Telemetry.AppInsightsCredential(builder.Configuration["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]);
+        });
 });
 builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<QueryCoordinator>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
+if (ScanInvoker.CheckPools(tree) is { } poolProblem)
+{
+    Console.Error.WriteLine($"error: {poolProblem}");
+    Environment.Exit(1);
+}
+// On Azure (WEBSITE_SITE_NAME is set there) a tree without pools never leaves the instance that got the query.
+if (tree.Depth > 0 && ScanInvoker.PoolTargets(tree).Length == 0 && Environment.GetEnvironmentVariable("WEBSITE_SITE_NAME") is { Length: > 0 })
+    Console.Error.WriteLine("warning: no processor pools configured (Squash__Pools__<i>__Url/Key or Squash__ScanUrls): tree calls go back to this instance");
 // As early as possible: a cold coordinator wakes the processor pools now, so their start-up overlaps its own.
 if (tree.WakePoolsOnStart)
     ScanInvoker.WakePools(tree, message => Console.Error.WriteLine(message));

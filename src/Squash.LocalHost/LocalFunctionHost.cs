@@ -23,6 +23,8 @@ public sealed class LocalFunctionHost : IAsyncDisposable
     private readonly HttpClient _forward = new(new SocketsHttpHandler { PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30), UseProxy = false }) { Timeout = TimeSpan.FromMinutes(2) };
     private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
     private WebApplication? _app;
+    /// <summary>Function keys (null: not checked); see <see cref="FunctionKeyCheck"/>.</summary>
+    private FunctionKeyCheck? _keyCheck;
     private Timer? _recycler;
     private QueueTriggerHost? _queueTriggers;
 
@@ -72,6 +74,8 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         var queueAccount = QueueTriggerHost.ConnectionStringOf(_options.Store);
         if (queueAccount is not null) env["AzureWebJobsStorage"] = queueAccount;
         foreach (var (name, value) in _options.AppSettings ?? new Dictionary<string, string>()) env[name] = value;
+        _keyCheck = FunctionKeyCheck.Create(_options, appPath, ["coordinator", .. Enumerable.Range(0, _options.ProcessorPools).Select(i => $"p{i}")]);
+        FunctionKeyCheck.UsePoolKeys(env, _options);
         // Only the coordinator wakes the processor pools as it starts (as its own function app would on Azure).
         _pools["coordinator"] = new InstancePool("coordinator", appPath, new Dictionary<string, string>(env) { ["Squash__WakePoolsOnStart"] = "true" }, _options, PoolLog("coordinator"));
         for (int i = 0; i < _options.ProcessorPools; i++) _pools[$"p{i}"] = new InstancePool($"p{i}", appPath, env, _options, PoolLog($"p{i}"));
@@ -119,6 +123,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
 
     private async Task<IResult> ForwardAsync(HttpContext http, InstancePool pool, string path)
     {
+        if (_keyCheck?.Check(http, pool.Name, path) is { } refused) return refused;
         var ct = http.RequestAborted;
         FunctionInstance instance;
         bool cold;

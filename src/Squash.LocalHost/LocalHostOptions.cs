@@ -32,6 +32,12 @@ public sealed record LocalHostOptions
     public string? LogFolder { get; init; }
     /// <summary>Bytes one pool's log file may reach before it is rotated.</summary>
     public long MaxLogBytes { get; init; } = InstanceLog.DefaultMaxBytes;
+    /// <summary>
+    /// Function keys, one per app (coordinator, p0, p1, …), each standing for that app's default host key on Azure. Set:
+    /// an HTTP function with authLevel function or admin (function.json) needs its app's key (x-functions-key header or
+    /// code query parameter), else 401, and the instances call the pools with the pools' keys. Null: no keys are checked.
+    /// </summary>
+    public IReadOnlyDictionary<string, string>? FunctionKeys { get; init; }
     /// <summary>Where the host reports what happened to instances (an exit it did not ask for, with the log's path); default: stderr.</summary>
     public Action<string>? Log { get; init; }
     /// <summary>Instance cap of the "builder" pool that runs queue-triggered functions (the builder function app on Azure).</summary>

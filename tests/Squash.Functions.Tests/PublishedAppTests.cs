@@ -105,7 +105,13 @@ public sealed class PublishedAppTests(IndexFixture fx)
             using var host = JsonDocument.Parse(File.ReadAllText(Path.Combine(output, "host.json")));
             var exe = host.RootElement.GetProperty("customHandler").GetProperty("description").GetProperty("defaultExecutablePath").GetString()!;
             Assert.True(host.RootElement.GetProperty("customHandler").GetProperty("enableForwardingHttpRequest").GetBoolean());
-            foreach (var f in new[] { "query", "scan", "index-info", "health" }) Assert.True(File.Exists(Path.Combine(output, f, "function.json")), f);
+            // The package is what azd / az upload: every function of functions/ (byte for byte), host.json, the executable, no symbols.
+            var functions = Directory.GetDirectories(Path.Combine(root.FullName, "functions")).Select(Path.GetFileName).ToArray();
+            Assert.Contains("scan", functions);
+            foreach (var f in functions)
+                Assert.Equal(File.ReadAllBytes(Path.Combine(root.FullName, "functions", f!, "function.json")), File.ReadAllBytes(Path.Combine(output, f!, "function.json")));
+            Assert.True(File.Exists(Path.Combine(output, exe)), $"host.json names {exe}, which the package does not have");
+            Assert.Empty(Directory.GetFiles(output, "*.pdb").Concat(Directory.GetFiles(output, "*.dbg")));
 
             int port;
             using (var l = new TcpListener(IPAddress.Loopback, 0)) { l.Start(); port = ((IPEndPoint)l.LocalEndpoint).Port; }

@@ -8,12 +8,43 @@ namespace Squash.Functions.Tree;
 public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSettings> settings)
 {
     public const string ClientName = "scan";
+    /// <summary>The header the Functions host reads a function key from (the other place is the <c>code</c> query parameter).</summary>
+    public const string KeyHeader = "x-functions-key";
+
+    /// <summary>A processor pool as a tree node calls it: base URL, and the function key to send (null: none).</summary>
+    public sealed record PoolTarget(string Url, string? Key);
+
+    /// <summary>The processor pools in pool order (empty: this app scans for itself): <see cref="FunctionSettings.Pools"/>, else ScanUrls / ScanUrl.</summary>
+    public static PoolTarget[] PoolTargets(FunctionSettings settings)
+    {
+        if (settings.Pools.Count > 0)
+            return settings.Pools.Select(p => new PoolTarget(p.Url.Trim(), string.IsNullOrWhiteSpace(p.Key) ? null : p.Key.Trim())).ToArray();
+        var urls = settings.ScanUrls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (urls.Length == 0 && settings.ScanUrl is { Length: > 0 } single) urls = [single];
+        return urls.Select(u => new PoolTarget(u, null)).ToArray();
+    }
 
     /// <summary>The processor pools' base URLs (empty: this app scans for itself).</summary>
-    public static string[] PoolUrls(FunctionSettings settings)
+    public static string[] PoolUrls(FunctionSettings settings) => PoolTargets(settings).Select(p => p.Url).ToArray();
+
+    /// <summary>
+    /// What is wrong with the pool settings, in one line naming the setting (null: nothing). The app refuses to start
+    /// with a wrong one rather than send every tree call to the wrong place. Never echoes a key.
+    /// </summary>
+    public static string? CheckPools(FunctionSettings settings)
     {
-        var pools = settings.ScanUrls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        return pools.Length > 0 ? pools : settings.ScanUrl is { Length: > 0 } u ? [u] : [];
+        if (settings.Pools.Count > 0 && (settings.ScanUrls.Trim().Length > 0 || settings.ScanUrl.Trim().Length > 0))
+            return "Squash:Pools and Squash:ScanUrls (or ScanUrl) both name processor pools; set one of them";
+        for (int i = 0; i < settings.Pools.Count; i++)
+        {
+            var pool = settings.Pools[i];
+            if (!Uri.TryCreate(pool.Url.Trim(), UriKind.Absolute, out var url) || url.Scheme is not ("http" or "https"))
+                return $"Squash:Pools:{i}:Url must be an absolute http(s) URL, got '{pool.Url}'";
+            // On Azure a Key Vault reference the app could not resolve stays in the setting as written.
+            if (pool.Key.TrimStart().StartsWith("@Microsoft.KeyVault(", StringComparison.OrdinalIgnoreCase))
+                return $"Squash:Pools:{i}:Key is a Key Vault reference that was not resolved (can the app's identity read the vault?)";
+        }
+        return null;
     }
 
     /// <summary>
@@ -42,13 +73,15 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
     public async Task<ScanResponse> ScanAsync(string index, ScanRequest request, string? ownAddress, CancellationToken ct)
     {
         var client = clients.CreateClient(ClientName);
-        var pools = PoolUrls(settings.Value);
-        var baseUrl = pools.Length > 0 ? pools[request.Node.Id % pools.Length]
-            : ownAddress ?? throw new InvalidOperationException("no scan URL configured and no own address known");
-        using var message = new HttpRequestMessage(HttpMethod.Post, $"{baseUrl.TrimEnd('/')}/api/indexes/{index}/scan")
+        var pools = PoolTargets(settings.Value);
+        int poolIndex = pools.Length > 0 ? request.Node.Id % pools.Length : -1;
+        var target = poolIndex >= 0 ? pools[poolIndex]
+            : new PoolTarget(ownAddress ?? throw new InvalidOperationException("no scan URL configured and no own address known"), null);
+        using var message = new HttpRequestMessage(HttpMethod.Post, $"{target.Url.TrimEnd('/')}/api/indexes/{index}/scan")
         {
             Content = JsonContent.Create(request, ApiJson.Default.ScanRequest),
         };
+        if (target.Key is { } key) message.Headers.TryAddWithoutValidation(KeyHeader, key);
         // Carry the trace down the tree explicitly, whatever handler sits under the client.
         System.Diagnostics.DistributedContextPropagator.Current.Inject(System.Diagnostics.Activity.Current, message, static (carrier, key, value) =>
         {
@@ -62,6 +95,12 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
             // The child refused what this node sent: a bug here, not an outage there. Its problem text goes into the error.
             var problem = await response.Content.ReadAsStringAsync(ct).ConfigureAwait(false);
             throw new InvalidOperationException($"tree node {request.Node.Id} rejected the scan request ({(int)response.StatusCode}): {(problem.Length > 1000 ? problem[..1000] + "…" : problem)}");
+        }
+        if (response.StatusCode is System.Net.HttpStatusCode.Unauthorized or System.Net.HttpStatusCode.Forbidden)
+        {
+            // A configuration error, not an outage: a shorter answer marked incomplete would hide it on every query.
+            throw new InvalidOperationException($"processor pool {poolIndex} ({target.Url}) refused the scan call ({(int)response.StatusCode}): " +
+                (target.Key is null ? $"no function key is configured for it (Squash:Pools:{poolIndex}:Key)" : $"its key (Squash:Pools:{poolIndex}:Key) is not one of its keys"));
         }
         response.EnsureSuccessStatusCode();
         return await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)
