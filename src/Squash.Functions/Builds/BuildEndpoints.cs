@@ -262,9 +262,11 @@ public static class QueueInvocation
         try
         {
             using var doc = JsonDocument.Parse(text);
-            if (doc.RootElement.ValueKind == JsonValueKind.Object
-                && TryGet(doc.RootElement, "index", out var i) && i.ValueKind == JsonValueKind.String && IndexCatalog.IsValidName(i.GetString()!)
-                && TryGet(doc.RootElement, "buildId", out var b) && b.ValueKind == JsonValueKind.String && BuildJobStore.IsValidBuildId(b.GetString()))
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+                return (null, $"it must be a JSON object {{\"index\",\"buildId\",\"stage\",\"task\"}}, got {(root.ValueKind == JsonValueKind.Array ? "an array" : root.ValueKind.ToString().ToLowerInvariant())}", null);
+            if (TryGet(root, "index", out var i) && i.ValueKind == JsonValueKind.String && IndexCatalog.IsValidName(i.GetString()!)
+                && TryGet(root, "buildId", out var b) && b.ValueKind == JsonValueKind.String && BuildJobStore.IsValidBuildId(b.GetString()))
                 named = (i.GetString()!, b.GetString()!);
         }
         catch (JsonException e)
@@ -278,7 +280,9 @@ public static class QueueInvocation
         }
         catch (JsonException e)
         {
-            return (null, $"it is not a task message ({{\"index\",\"buildId\",\"stage\",\"task\"}}): {e.Message}", named);
+            // Described in JSON's terms, field by field, as request bodies are.
+            var errors = Api.JsonBody.Describe(System.Text.Encoding.UTF8.GetBytes(text), BuildJson.Default.BuildTaskMessage, e);
+            return (null, string.Join("; ", errors.Select(x => $"{x.Key}: {string.Join(", ", x.Value)}")), named);
         }
         if (m is null) return (null, "it is null", named);
         if (named is null) return (null, "its index or buildId is not a valid name", null);
