@@ -173,6 +173,16 @@ public sealed class BuildJobStore(IBlobStore blobs)
         }
     }
 
+    /// <summary>Whether the gate's owner finished what the gate guards (sent the next stage's messages).</summary>
+    public async Task<bool> IsGateSentAsync(string index, string buildId, string gate, CancellationToken ct = default) =>
+        await Blobs.GetInfoAsync(GateName(index, buildId, gate) + ".sent", ct).ConfigureAwait(false) is not null;
+
+    public async Task MarkGateSentAsync(string index, string buildId, string gate, CancellationToken ct = default)
+    {
+        try { await Blobs.WriteAsync(GateName(index, buildId, gate) + ".sent", Array.Empty<byte>(), WriteCondition.IfNotExists, ct).ConfigureAwait(false); }
+        catch (BlobConditionFailedException) { }
+    }
+
     /// <summary>Deletes a job's work blobs (best effort: leftovers are only storage, nothing reads them).</summary>
     public async Task DeleteWorkAsync(string index, string buildId, CancellationToken ct = default)
     {

@@ -174,11 +174,14 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         if (await Jobs.CountDoneAsync(job.Index, job.BuildId, stage, ct).ConfigureAwait(false) < total) return;
         var next = BuildStages.All[Array.IndexOf(BuildStages.All, stage) + 1];
         if (!await Jobs.ClaimGateAsync(job.Index, job.BuildId, "start-" + next, $"{stage}-{task}", ct).ConfigureAwait(false)) return;
+        // The owner's own redelivery sends again only if the first delivery stopped before it had sent everything.
+        if (await Jobs.IsGateSentAsync(job.Index, job.BuildId, "start-" + next, ct).ConfigureAwait(false)) return;
         var (now, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) ? null
             : j.WithStage(stage, s => s with { Done = s.Total }) with { Status = BuildStages.StatusOf(next) }, ct).ConfigureAwait(false);
         if (BuildStatus.IsTerminal(now.Status)) return;
         for (int t = 0; t < now.TaskCount(next); t++)
             await queue.SendAsync(new BuildTaskMessage { Index = job.Index, BuildId = job.BuildId, Stage = next, Task = t }, ct).ConfigureAwait(false);
+        await Jobs.MarkGateSentAsync(job.Index, job.BuildId, "start-" + next, ct).ConfigureAwait(false);
     }
 
     private async Task<TaskOutcome> PublishAsync(BuildTaskContext context, CancellationToken ct)
