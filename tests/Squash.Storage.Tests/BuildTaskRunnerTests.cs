@@ -30,6 +30,7 @@ public sealed class BuildTaskRunnerTests
             return new StageResult(10, 100);
         }
 
+        public Task<int> PrepareStageAsync(BuildTaskContext c, string stage) => Task.FromResult(c.Job.TaskCount(stage));
         public Task<StageResult> TrainAsync(BuildTaskContext c) => Run("train", 0);
         public Task<StageResult> AssignAsync(BuildTaskContext c, int chunk) => Run("assign", chunk);
         public Task<StageResult> EncodeAsync(BuildTaskContext c, int partition) => Run("encode", partition);

@@ -212,8 +212,14 @@ public static class QueueInvocation
         if (root.ValueKind != JsonValueKind.Object) return new(null, 1, null, "the payload is not a JSON object");
         if (!TryGet(root, "Data", out var data) || data.ValueKind != JsonValueKind.Object) return new(null, 1, null, "the payload has no \"Data\" object");
         if (!TryGet(data, bindingName, out var value)) return new(null, 1, null, $"\"Data\" has no \"{bindingName}\" binding");
-        // The host sends the message text as a JSON string; tolerate an object or array given as JSON itself.
+        // The host JSON-encodes a string message a second time ("\"{\\\"index\\\":…}\""): unwrap it. A string that is the
+        // message itself, or an object or array given as JSON, is accepted too.
         string text = value.ValueKind == JsonValueKind.String ? value.GetString()! : value.GetRawText();
+        if (text.Length >= 2 && text[0] == '"')
+        {
+            try { text = JsonSerializer.Deserialize(text, InvocationStringJson.Default.String) ?? text; }
+            catch (JsonException) { }
+        }
         int dequeue = 1;
         string? id = null;
         if (TryGet(root, "Metadata", out var meta) && meta.ValueKind == JsonValueKind.Object)

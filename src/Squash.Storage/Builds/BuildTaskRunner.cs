@@ -30,6 +30,11 @@ public readonly record struct StageResult(long Vectors, long Bytes);
 /// <summary>The work of each stage; the runner around it handles delivery, idempotency, progress and fan-in.</summary>
 public interface IBuildStageWork
 {
+    /// <summary>
+    /// Called once, by the task that starts <paramref name="stage"/>, before its messages are sent: returns how many
+    /// tasks the stage has (the encode stage learns only now which partitions some row chose).
+    /// </summary>
+    Task<int> PrepareStageAsync(BuildTaskContext context, string stage);
     /// <summary>Validates what could not be checked at submission and fits what every later task shares; writes it under the work prefix.</summary>
     Task<StageResult> TrainAsync(BuildTaskContext context);
     /// <summary>Routes one chunk of the source to the partitions.</summary>
@@ -176,8 +181,13 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         if (!await Jobs.ClaimGateAsync(job.Index, job.BuildId, "start-" + next, $"{stage}-{task}", ct).ConfigureAwait(false)) return;
         // The owner's own redelivery sends again only if the first delivery stopped before it had sent everything.
         if (await Jobs.IsGateSentAsync(job.Index, job.BuildId, "start-" + next, ct).ConfigureAwait(false)) return;
+        int tasks = await work.PrepareStageAsync(new BuildTaskContext(job, Jobs, new IndexStore(Jobs.Blobs, job.Index), $"{stage}[{task}]", ct), next).ConfigureAwait(false);
         var (now, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) ? null
-            : j.WithStage(stage, s => s with { Done = s.Total }) with { Status = BuildStages.StatusOf(next) }, ct).ConfigureAwait(false);
+            : j.WithStage(stage, s => s with { Done = s.Total }).WithStage(next, s => s with { Total = tasks }) with
+            {
+                Status = BuildStages.StatusOf(next),
+                Partitions = next == BuildStages.Encode ? tasks : j.Partitions,
+            }, ct).ConfigureAwait(false);
         if (BuildStatus.IsTerminal(now.Status)) return;
         for (int t = 0; t < now.TaskCount(next); t++)
             await queue.SendAsync(new BuildTaskMessage { Index = job.Index, BuildId = job.BuildId, Stage = next, Task = t }, ct).ConfigureAwait(false);

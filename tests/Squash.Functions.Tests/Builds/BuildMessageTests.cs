@@ -25,6 +25,15 @@ public sealed class BuildMessageTests
     }
 
     [Fact]
+    public void TheHostsSecondJsonEncodingOfAStringMessageIsUndone()
+    {
+        // What the host sends for the message text {"index":"x"}: Data.task holds "\"{\\\"index\\\":\\\"x\\\"}\"".
+        var payload = JsonSerializer.Serialize(new Dictionary<string, object> { ["Data"] = new Dictionary<string, string> { ["task"] = JsonSerializer.Serialize("""{"index":"x"}""") } });
+        using var doc = JsonDocument.Parse(payload);
+        Assert.Equal("""{"index":"x"}""", QueueInvocation.Parse(doc.RootElement, "task").MessageText);
+    }
+
+    [Fact]
     public void AMessageGivenAsAnObjectRatherThanAStringIsReadToo()
     {
         using var doc = JsonDocument.Parse("""{"Data":{"task":{"index":"x","buildId":"b1","stage":"train","task":0}},"Metadata":{}}""");

@@ -52,7 +52,7 @@ public sealed class BuildTestApp : IDisposable
     /// <summary>Returns a response to use instead of the handler's (a worker that fails), or null to deliver normally.</summary>
     public Func<HttpRequestMessage, HttpResponseMessage?>? Intercept { get; set; }
     /// <summary>Every invocation delivered, with its answer's status.</summary>
-    public List<(string Function, string Message, int DequeueCount, int Status)> Deliveries { get; } = [];
+    public List<(string Function, string Message, int DequeueCount, int Status, string Log)> Deliveries { get; } = [];
 
     public static async Task<BuildTestApp> StartAsync(Func<HttpRequestMessage, HttpResponseMessage?>? intercept = null)
     {
@@ -153,7 +153,8 @@ public sealed class BuildTestApp : IDisposable
         request.Headers.UserAgent.ParseAdd("Azure-Functions-Host/4.1040.0");
         var response = Intercept?.Invoke(request) ?? await Client.SendAsync(request);
         int status = (int)response.StatusCode;
-        lock (Deliveries) Deliveries.Add((function, m.Body.ToString(), (int)m.DequeueCount, status));
+        var log = await response.Content.ReadAsStringAsync();
+        lock (Deliveries) Deliveries.Add((function, m.Body.ToString(), (int)m.DequeueCount, status, log));
         if (status is >= 200 and < 300) await queue.DeleteMessageAsync(m.MessageId, m.PopReceipt);
         else if (m.DequeueCount >= MaxDequeueCount)
         {
@@ -172,7 +173,7 @@ public sealed class BuildTestApp : IDisposable
         while (true)
         {
             if (await until()) return;
-            Assert.True(clock.Elapsed < deadline, $"the build did not finish within {deadline.TotalSeconds:0} s; deliveries: {string.Join("; ", Deliveries.Select(d => $"{d.Function} #{d.DequeueCount} → {d.Status}"))}");
+            Assert.True(clock.Elapsed < deadline, $"the build did not finish within {deadline.TotalSeconds:0} s; deliveries: {string.Join("; ", Deliveries.Select(d => $"{d.Function} #{d.DequeueCount} → {d.Status} {d.Log}"))}");
             bool any = false;
             foreach (var stage in BuildStages.All)
             {
