@@ -75,6 +75,8 @@ public sealed record HostSettings
 {
     public string RoutePrefix { get; init; } = "api";
     public QueueSettings Queues { get; init; } = new();
+    /// <summary>host.json <c>functionTimeout</c>: an invocation running longer fails (Flex Consumption's default: 30 minutes).</summary>
+    public TimeSpan FunctionTimeout { get; init; } = TimeSpan.FromMinutes(30);
 
     public static HostSettings Parse(string path)
     {
@@ -82,6 +84,8 @@ public sealed record HostSettings
         {
             using var doc = JsonDocument.Parse(File.ReadAllText(path));
             var settings = new HostSettings();
+            if (doc.RootElement.TryGetProperty("functionTimeout", out var timeout) && timeout.ValueKind == JsonValueKind.String)
+                settings = settings with { FunctionTimeout = TimeSpan.Parse(timeout.GetString()!, System.Globalization.CultureInfo.InvariantCulture) };
             if (!doc.RootElement.TryGetProperty("extensions", out var ext)) return settings;
             if (ext.TryGetProperty("http", out var http) && http.TryGetProperty("routePrefix", out var prefix))
                 settings = settings with { RoutePrefix = prefix.GetString() ?? "" };

@@ -25,6 +25,46 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
 
     public IReadOnlyList<FunctionInstance> Instances { get { lock (_gate) return _instances.ToArray(); } }
 
+    /// <summary>
+    /// Asked (under the pool's lock) before an idle instance is recycled or stopped; false keeps it. The queue
+    /// listeners use it so that an instance is never stopped between taking messages and starting their invocations.
+    /// </summary>
+    public Func<FunctionInstance, bool>? CanRecycle { get; set; }
+
+    /// <summary>Instances running plus starting (what counts against the cap).</summary>
+    public int Allocated { get { lock (_gate) { RemoveDead(); return _instances.Count + _starting; } } }
+
+    /// <summary>
+    /// Starts one more instance (a cold start) if the pool is under its cap, for triggers that are not HTTP: the queue
+    /// scaler adds instances by queue length, not by waiting invocations. Null at the cap.
+    /// </summary>
+    public async Task<FunctionInstance?> TryStartAsync()
+    {
+        lock (_gate)
+        {
+            RemoveDead();
+            if (_instances.Count + _starting >= options.MaxInstancesPerPool) return null;
+            _starting++;
+        }
+        FunctionInstance instance;
+        try
+        {
+            instance = await FunctionInstance.StartAsync(appPath, Name, environment, CancellationToken.None, log).ConfigureAwait(false);
+        }
+        catch
+        {
+            lock (_gate) _starting--;
+            throw;
+        }
+        lock (_gate)
+        {
+            _starting--;
+            _instances.Add(instance);
+            ColdStarts++;
+        }
+        return instance;
+    }
+
     public async Task<(FunctionInstance Instance, bool Cold)> AcquireAsync(CancellationToken ct)
     {
         // An invocation that arrives while an instance is starting waits for that instance's free slots, as
@@ -106,7 +146,7 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
         List<FunctionInstance> idle;
         lock (_gate)
         {
-            idle = _instances.Where(i => i.Active == 0 && now - i.LastUsed > options.KeepAlive).ToList();
+            idle = _instances.Where(i => i.Active == 0 && now - i.LastUsed > options.KeepAlive && (CanRecycle?.Invoke(i) ?? true)).ToList();
             foreach (var i in idle) { _instances.Remove(i); Retire(i); Recycled++; }
         }
         foreach (var i in idle) i.Kill();
@@ -140,7 +180,7 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
         List<FunctionInstance> idle;
         lock (_gate)
         {
-            idle = _instances.Where(i => i.Active == 0).ToList();
+            idle = _instances.Where(i => i.Active == 0 && (CanRecycle?.Invoke(i) ?? true)).ToList();
             foreach (var i in idle) { _instances.Remove(i); Retire(i); Recycled++; }
         }
         foreach (var i in idle) await i.DisposeAsync().ConfigureAwait(false);

@@ -24,6 +24,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
     private static readonly JsonSerializerOptions JsonOptions = new(JsonSerializerDefaults.Web);
     private WebApplication? _app;
     private Timer? _recycler;
+    private QueueTriggerHost? _queueTriggers;
 
     public LocalFunctionHost(LocalHostOptions options) => _options = options;
 
@@ -31,6 +32,8 @@ public sealed class LocalFunctionHost : IAsyncDisposable
     /// <summary>Where each pool's instances write their output (&lt;pool&gt;.log).</summary>
     public string LogFolder => Path.GetFullPath(_options.LogFolder ?? Path.Combine(Path.GetTempPath(), $"squash-serve-{_options.Port}"));
     public IReadOnlyDictionary<string, InstancePool> Pools => _pools;
+    /// <summary>The queue-triggered functions' runtime (null with a dir: store, or when the app has none).</summary>
+    public QueueTriggerHost? QueueTriggers => _queueTriggers;
 
     public static string DefaultAppPath => Path.Combine(AppContext.BaseDirectory, "Squash.Functions.dll");
 
@@ -65,9 +68,23 @@ public sealed class LocalFunctionHost : IAsyncDisposable
             ["Squash__ScanUrls"] = scanUrls,
             ["Squash__InstanceMemoryMb"] = _options.InstanceMemoryMb.ToString(),
         };
+        // Queues live in the store's account, as AzureWebJobsStorage names it on Azure; a folder store has none.
+        var queueAccount = QueueTriggerHost.ConnectionStringOf(_options.Store);
+        if (queueAccount is not null) env["AzureWebJobsStorage"] = queueAccount;
+        foreach (var (name, value) in _options.AppSettings ?? new Dictionary<string, string>()) env[name] = value;
         // Only the coordinator wakes the processor pools as it starts (as its own function app would on Azure).
         _pools["coordinator"] = new InstancePool("coordinator", appPath, new Dictionary<string, string>(env) { ["Squash__WakePoolsOnStart"] = "true" }, _options, PoolLog("coordinator"));
         for (int i = 0; i < _options.ProcessorPools; i++) _pools[$"p{i}"] = new InstancePool($"p{i}", appPath, env, _options, PoolLog($"p{i}"));
+        if (queueAccount is not null)
+        {
+            var appFolder = Path.GetDirectoryName(appPath)!;
+            var definitions = FunctionDefinitions.Load(appFolder);
+            if (definitions.Functions.Any(f => f.IsQueue))
+            {
+                _queueTriggers = new QueueTriggerHost(definitions, queueAccount, appPath, env, _options, PoolLog("builder"), _options.Log ?? (line => Console.Error.WriteLine(line)), appFolder);
+                _pools["builder"] = _queueTriggers.Pool;
+            }
+        }
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.WebHost.UseUrls(BaseAddress.ToString());
@@ -84,7 +101,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
             return Results.NoContent();
         });
         _app.Map("/pools/{pool}/{**rest}", (HttpContext http, string pool, string? rest) =>
-            _pools.TryGetValue(pool, out var p) && pool != "coordinator"
+            _pools.TryGetValue(pool, out var p) && pool is not ("coordinator" or "builder")
                 ? ForwardAsync(http, p, "/" + rest)
                 : Task.FromResult(Results.Problem(statusCode: 404, title: "Unknown pool", detail: $"no processor pool '{pool}'")));
         _app.Map("/{**rest}", (HttpContext http, string? rest) => ForwardAsync(http, _pools["coordinator"], "/" + rest));
@@ -97,6 +114,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
             throw new PortInUseException(_options.Port, e);
         }
         _recycler = new Timer(_ => { foreach (var p in _pools.Values) p.RecycleIdle(DateTime.UtcNow); }, null, TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(1));
+        _queueTriggers?.Start();
     }
 
     private async Task<IResult> ForwardAsync(HttpContext http, InstancePool pool, string path)
@@ -173,6 +191,8 @@ public sealed class LocalFunctionHost : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         if (_recycler is not null) await _recycler.DisposeAsync().ConfigureAwait(false);
+        // Listeners stop first and give their messages back; then the builder pool goes with the others.
+        if (_queueTriggers is not null) await _queueTriggers.DisposeAsync().ConfigureAwait(false);
         // Instances first: they are separate processes and must never outlive the host.
         await Task.WhenAll(_pools.Values.Select(p => p.DisposeAsync().AsTask())).ConfigureAwait(false);
         if (_app is not null)

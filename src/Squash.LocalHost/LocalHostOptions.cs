@@ -34,4 +34,12 @@ public sealed record LocalHostOptions
     public long MaxLogBytes { get; init; } = InstanceLog.DefaultMaxBytes;
     /// <summary>Where the host reports what happened to instances (an exit it did not ask for, with the log's path); default: stderr.</summary>
     public Action<string>? Log { get; init; }
+    /// <summary>Instance cap of the "builder" pool that runs queue-triggered functions (the builder function app on Azure).</summary>
+    public int MaxBuilderInstances { get; init; } = 4;
+    /// <summary>Caps host.json maxPollingInterval (the longest wait between polls of an empty queue); tests shorten it.</summary>
+    public TimeSpan? QueueMaxPollingInterval { get; init; }
+    /// <summary>How long a received queue message stays invisible, renewed at half-time while its invocation runs (the Functions host: 10 minutes).</summary>
+    public TimeSpan QueueMessageLease { get; init; } = TimeSpan.FromMinutes(10);
+    /// <summary>App settings given to every instance as environment variables (and read by %NAME% in function.json queue names).</summary>
+    public IReadOnlyDictionary<string, string>? AppSettings { get; init; }
 }

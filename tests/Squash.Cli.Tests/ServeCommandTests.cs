@@ -7,6 +7,7 @@ public sealed class ServeCommandTests
     [InlineData("--store", "s3:bucket", "--store must be dir:PATH or azure:CONNECTION|ACCOUNT_URL, got 's3:bucket'")]
     [InlineData("--app", "/nonexistent/functionapp", "--app: no function app at '/nonexistent/functionapp' (expected a published folder, Squash.Functions or Squash.Functions.dll)")]
     [InlineData("--port", "70000", "--port must be 1..65535, got 70000")]
+    [InlineData("--max-builders", "0", "--max-builders must be 1..256, got 0")]
     public async Task BadServeFlagsAreNamed(string flag, string value, string expected)
     {
         var (exit, _, err) = await CliRunner.RunAsync("serve", flag, value);

@@ -55,6 +55,8 @@ public sealed class IndexFixture : IDisposable
     public float[][] Queries { get; }
     /// <summary>The in-process engine over the same index: the reference answers.</summary>
     public SearchEngine Engine { get; }
+    /// <summary>Partitions the test indexes have: the 12 asked for less any that no vector chose as its nearest.</summary>
+    public int Partitions => Engine.Index.PartitionCount;
     /// <summary>The attributes of <see cref="AttributedIndexName"/> as JSON lines (id doc-i, colour, price, tags).</summary>
     public string AttributeLines { get; }
     /// <summary>The reference engine for <see cref="AttributedIndexName"/>.</summary>

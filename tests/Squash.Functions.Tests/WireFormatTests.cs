@@ -68,8 +68,8 @@ public sealed class WireFormatTests(IndexFixture fx)
             ["options"] = new JsonObject(),
             ["include"] = new JsonArray("colour"),
             ["keys"] = true,
-            ["plans"] = new JsonArray(new JsonArray(Enumerable.Range(0, 12).Select(p => (JsonNode)p).ToArray())),
-            ["node"] = new JsonObject { ["id"] = 0, ["partitions"] = new JsonArray(Enumerable.Range(0, 12).Select(p => (JsonNode)p).ToArray()), ["children"] = new JsonArray() },
+            ["plans"] = new JsonArray(new JsonArray(Enumerable.Range(0, fx.Partitions).Select(p => (JsonNode)p).ToArray())),
+            ["node"] = new JsonObject { ["id"] = 0, ["partitions"] = new JsonArray(Enumerable.Range(0, fx.Partitions).Select(p => (JsonNode)p).ToArray()), ["children"] = new JsonArray() },
         };
         var scan = await Post(client, $"/api/indexes/{IndexFixture.AttributedIndexName}/scan", body.ToJsonString());
         AssertNames(["neighbours", "stats", "skippedBounds", "missingPartitions", "invocations", "bytesRead", "coldInstances", "warmInstances",

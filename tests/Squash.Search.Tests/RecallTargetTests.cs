@@ -100,6 +100,13 @@ public class RecallTargetTests(ITestOutputHelper output)
         // 0.95 − 2 × 0.005 < 0.95: the next plan, 0.965 − 0.008 ≥ 0.95.
         Assert.Equal((1.3, 4, false, 0.965), (o.CentroidFactor, o.RerankFactor, o.Exact, predicted!.Value));
         Assert.Null(o.Recall);
+        // A plan that clears its standard errors but not the aim inside the band is passed over: 0.9935 − 2 × 0.0005
+        // ≥ 0.99, yet it would allow more than half the misses 0.99 allows (aim 0.995).
+        var high = Calibration(new CalibratedPlan(1.3, 4, 0.9935, 0.0005, 500), new CalibratedPlan(1.5, 4, 0.9952, 0.0004, 700));
+        o = RecallPlanner.Resolve(high, new SearchOptions { Recall = 0.99 }, out predicted);
+        Assert.Equal((1.5, 0.9952), (o.CentroidFactor, predicted!.Value));
+        Assert.Equal(0.995, RecallPlanner.Aim(0.99), 12);
+        Assert.Equal(0.96, RecallPlanner.Aim(0.95), 12);
         o = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.5 }, out predicted);
         Assert.Equal((1.1, 2, 0.90), (o.CentroidFactor, o.RerankFactor, predicted!.Value));
         // Beyond every plan, and 1 itself: exact.

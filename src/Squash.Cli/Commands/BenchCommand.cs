@@ -211,7 +211,7 @@ public static class BenchCommand
         AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {sweep.Runs} runs per point, one thread");
         // A recall sweep asks for targets; the plan (CF, R) of each comes from the index's calibration.
         var settings = sweep.Targets is { } targets
-            ? targets.Select(t => new SearchOptions { K = k, Recall = t, HammingKeepPercent = sweep.Hs[0], HammingBits = sweep.HammingBits[0], FilterStrategy = pr.GetValue(f.Strategy) })
+            ? targets.Select(t => new SearchOptions { K = k, Recall = t, HammingKeepPercent = SearchFlags.Given(pr, f.H) ? sweep.Hs[0] : SearchFlags.DefaultH, HammingBits = sweep.HammingBits[0], FilterStrategy = pr.GetValue(f.Strategy) })
             : from c in sweep.Cfs from hv in sweep.Hs from rv in sweep.Rs from bits in sweep.HammingBits
               select new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(f.Strategy) };
         if (sweep.Targets is not null && loaded.Manifest.Calibration is null)

@@ -20,7 +20,7 @@ public static class BuildCommand
         var metric = new Option<string>("--metric") { Description = "Distance: l2, cosine or ip.", DefaultValueFactory = _ => "l2" };
         var partitions = new Option<int>("--partitions") { Description = "Partition count (0: clamp(N / 1000, 1, 4096)).", DefaultValueFactory = _ => 0 };
         var bits = new Option<double>("--bits-per-dim") { Description = "Average OSQ bits per kept KLT dimension, sign bits included (the code budget).", DefaultValueFactory = _ => 4.0 };
-        var energy = new Option<double>("--energy") { Description = "Fraction of the variance the global KLT keeps (the rest goes to a residual norm).", DefaultValueFactory = _ => new IndexBuildOptions().EnergyKept };
+        var energy = new Option<double>("--energy") { Description = "Fraction of the within-partition variance (offsets from partition means) the codes keep; the rest goes to a residual norm.", DefaultValueFactory = _ => new IndexBuildOptions().EnergyKept };
         var maxBits = new Option<int>("--max-bits") { Description = "Most bits one dimension may get (1..8).", DefaultValueFactory = _ => 8 };
         var attributes = new Option<string?>("--attributes") { Description = "Attributes beside the vectors, one row per vector by position: .jsonl ({\"id\":\"…\",\"attributes\":{…}}) or .csv (header row, optional id column)." };
         var schema = new Option<string?>("--schema") { Description = "Declared attribute types, e.g. \"price:number,label:integer,colour:category,tags:tags,ok:bool\" (default: inferred)." };

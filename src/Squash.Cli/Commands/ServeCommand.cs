@@ -23,10 +23,11 @@ public static class ServeCommand
         var instances = new Option<int>("--max-instances") { Description = "Instance cap per pool.", DefaultValueFactory = _ => Defaults.MaxInstancesPerPool };
         var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance (Flex per-instance HTTP concurrency; the default is what a Squash deployment sets, since tree nodes mostly wait on children and blob reads).", DefaultValueFactory = _ => Defaults.InstanceConcurrency };
         var logDir = new Option<string?>("--log-dir") { Description = "Folder for the instances' output, one file per pool (coordinator.log, p0.log, …; rotated at 4 MiB). Default: squash-serve-PORT in the temp folder." };
+        var builders = new Option<int>("--max-builders") { Description = "Instance cap of the builder pool, which runs the queue-triggered functions (index builds) with an azure: store.", DefaultValueFactory = _ => Defaults.MaxBuilderInstances };
         var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => (int)Defaults.KeepAlive.TotalSeconds };
         var cmd = new Command("serve", "Run the HTTP API and a local function host (coordinator and processor pools as OS processes) until Ctrl+C.")
         {
-            store, container, port, branching, depth, pools, instances, concurrency, keepAlive, app, preload, logDir,
+            store, container, port, branching, depth, pools, instances, builders, concurrency, keepAlive, app, preload, logDir,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
@@ -41,7 +42,7 @@ public static class ServeCommand
                 catch (FileNotFoundException) { throw new UsageException($"--app: no function app at '{appPath}' (expected a published folder, Squash.Functions or Squash.Functions.dll)"); }
             }
             int p = pr.GetValue(port), b = pr.GetValue(branching), l = pr.GetValue(depth), np = pr.GetValue(pools),
-                mi = pr.GetValue(instances), c = pr.GetValue(concurrency), ka = pr.GetValue(keepAlive);
+                mi = pr.GetValue(instances), c = pr.GetValue(concurrency), ka = pr.GetValue(keepAlive), mb = pr.GetValue(builders);
             CliErrors.Require(p is > 0 and < 65536, $"--port must be 1..65535, got {p}");
             CliErrors.Require(b is >= 1 and <= 64, $"--branching must be 1..64, got {b}");
             CliErrors.Require(l is >= 0 and <= 6, $"--depth must be 0..6, got {l}");
@@ -49,6 +50,7 @@ public static class ServeCommand
             CliErrors.Require(mi is >= 1 and <= 256, $"--max-instances must be 1..256, got {mi}");
             CliErrors.Require(c is >= 1 and <= 1000, $"--concurrency must be 1..1000, got {c}");
             CliErrors.Require(ka >= 1, $"--keep-alive must be ≥ 1 second, got {ka}");
+            CliErrors.Require(mb is >= 1 and <= 256, $"--max-builders must be 1..256, got {mb}");
             string where;
             if (s.StartsWith("dir:", StringComparison.Ordinal))
             {
@@ -68,7 +70,7 @@ public static class ServeCommand
             await using var host = new LocalFunctionHost(new LocalHostOptions
             {
                 Store = s, Container = pr.GetValue(container)!, AppPath = appPath, Preload = pr.GetValue(preload)!, Port = p, Branching = b, Depth = l, ProcessorPools = np,
-                MaxInstancesPerPool = mi, InstanceConcurrency = c, KeepAlive = TimeSpan.FromSeconds(ka), LogFolder = pr.GetValue(logDir),
+                MaxInstancesPerPool = mi, MaxBuilderInstances = mb, InstanceConcurrency = c, KeepAlive = TimeSpan.FromSeconds(ka), LogFolder = pr.GetValue(logDir),
                 Log = line => Console.Error.WriteLine(line),
             });
             try
@@ -79,9 +81,18 @@ public static class ServeCommand
             {
                 throw new UsageException($"--port {p}: 127.0.0.1:{p} is already in use (another squash serve?); choose a free port with --port");
             }
+            catch (InvalidDataException e)
+            {
+                // A function.json or host.json the Functions host would refuse (a bad queue name or queue setting).
+                throw new UsageException($"--app: {e.Message}");
+            }
             Console.WriteLine($"squash is serving {where} at {host.BaseAddress} (tree b={b}, L={l}; {np} processor pools × ≤{mi} instances × {c} slots)");
             Console.WriteLine($"  POST {host.BaseAddress}api/indexes/{{index}}/query   GET {host.BaseAddress}api/indexes/{{index}}   GET {host.BaseAddress}admin/instances");
             Console.WriteLine($"  instance logs: {host.LogFolder}{Path.DirectorySeparatorChar} (coordinator.log, p0.log, …)");
+            if (host.QueueTriggers is { } queues)
+                Console.WriteLine($"  queue-triggered functions run on the builder pool (≤{mb} instances): {string.Join(", ", queues.Queues.Select(q => $"{q.Function} ← {q.Queue}"))}");
+            else if (QueueTriggerHost.ConnectionStringOf(s) is null)
+                Console.WriteLine($"  builds need a queue store: serve with --store azure:CONNECTION_STRING (Azurite or Azure) to run queue-triggered functions; a {(s.StartsWith("dir:", StringComparison.Ordinal) ? "folder" : "account URL")} store has none here");
             try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }
             var snap = host.Snapshot();
             Console.WriteLine($"stopped: {snap.TotalExecutions} executions, estimated cost ${snap.TotalCostUsd:G4} ({snap.PriceTable})");

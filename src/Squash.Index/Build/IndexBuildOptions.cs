@@ -15,10 +15,14 @@ public sealed record IndexBuildOptions
     public double Balance { get; init; } = 0.10;
     public int KMeansIterations { get; init; } = 25;
     /// <summary>
-    /// Fraction of the variance the global KLT keeps; later components are left to the residual norm.
-    /// Fewer kept components make every query's rotations cheaper (m × d once, m_p × m per partition).
+    /// Fraction of the variance inside partitions (each vector's offset from its partition's mean) that the codes'
+    /// global subspace keeps; the rest goes to each vector's residual norm. Within-partition variance is what tells
+    /// neighbours apart, so the same fraction keeps the same share of it whatever the spread between clusters; fewer
+    /// kept components make every query's rotations cheaper (m × d once, m_p × m per partition).
     /// </summary>
-    public double EnergyKept { get; init; } = 0.95;
+    public double EnergyKept { get; init; } = 0.90;
+    /// <summary>Fraction of the total variance kept by the space k-means clusters in (the axes that separate partitions).</summary>
+    public const double ClusteringEnergy = 0.95;
     /// <summary>Attributes of every vector (row i describes vector i), or null.</summary>
     public AttributeTable? Attributes { get; init; }
     /// <summary>

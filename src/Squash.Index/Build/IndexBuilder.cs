@@ -9,15 +9,16 @@ using Squash.Index.Model;
 namespace Squash.Index.Build;
 
 /// <summary>
-/// Builds an index from vectors held in memory: metric mapping → global KLT → balanced k-means →
-/// per-partition KLT + OSQ encoding. Segments go to the sink as soon as they are ready; the returned
+/// Builds an index from vectors held in memory: metric mapping → training on a bounded sample (KLT of the total
+/// variance, balanced k-means in it, the subspace of the within-partition variance: <see cref="PartitionTraining"/>) →
+/// every row to its nearest centroid → per-partition KLT + OSQ encoding. Segments go to the sink as soon as they are ready; the returned
 /// manifest is for the caller to publish last (a reader never sees a half-written index).
 /// Deterministic for a given seed.
 /// </summary>
 public static class IndexBuilder
 {
-    /// <summary>Rows used to estimate the global covariance; more adds time, not accuracy.</summary>
-    private const int CovarianceSample = 200_000;
+    /// <summary>Rows projected and assigned at a time: the unit an assign task of a distributed build handles.</summary>
+    public const int AssignChunkRows = 65_536;
 
     public static async Task<IndexManifest> BuildAsync(
         float[] vectors, int count, int dims, IndexBuildOptions options, string version,
@@ -35,27 +36,32 @@ public static class IndexBuilder
         float[] x = MapAll(vectors, count, dims, space);
         cancellationToken.ThrowIfCancellationRequested();
 
-        // 2. Global KLT, truncated to the dimensions a greedy allocation of the budget would code.
+        // 2. Training (bounded sample): clustering space, centroids, and the subspace the codes keep.
         progress?.Report(new("global klt", 0));
-        int[] sample = count > CovarianceSample ? EvenSample(count, CovarianceSample) : [];
-        var full = Klt.Fit(x, count, d, d, sample);
-        int m = ComponentsFor(full.Eigenvalues, options.EnergyKept);
-        // The budget is spent on the kept components: bits-per-dim on average over them, at most max-bits each.
-        int budget = Math.Max(1, (int)Math.Round(options.BitsPerDimension * m));
-        var global = Klt.FromParts(full.Mean, full.Basis.AsSpan(0, m * d).ToArray(), full.Eigenvalues, d, m);
-        var y = new float[(long)count * m];
-        global.ProjectMany(x.AsSpan(0, count * d), count, y);
+        int partitions = options.Partitions > 0 ? options.Partitions : IndexBuildOptions.DefaultPartitions(count, dims);
+        var trainingRows = PartitionTraining.TrainingRows(count, d, partitions, options.HeldOutRows);
+        var training = new float[(long)trainingRows.Length * d];
+        for (int i = 0; i < trainingRows.Length; i++) Array.Copy(x, (long)trainingRows[i] * d, training, (long)i * d, d);
+        var kmeansProgress = progress is null ? null : new Progress<double>(f => progress.Report(new("k-means", f)));
+        var trained = PartitionTraining.Fit(training, trainingRows.Length, d, partitions, options, kmeansProgress, cancellationToken);
+        training = [];
+        var global = trained.Global;
+        int m = global.OutputDims, budget = trained.BudgetBits;
         progress?.Report(new("global klt", 1));
         cancellationToken.ThrowIfCancellationRequested();
 
-        // 3. Balanced partitions (k-means in the global KLT space: same clusters, fewer dimensions).
-        int partitions = options.Partitions > 0 ? options.Partitions : IndexBuildOptions.DefaultPartitions(count, dims);
-        var kmeansProgress = progress is null ? null : new Progress<double>(f => progress.Report(new("k-means", f)));
-        var kmeansOptions = new BalancedKMeansOptions { MaxIterations = options.KMeansIterations, Balance = options.Balance };
-        var labels = options.HeldOutRows is { Length: > 0 } held
-            ? FitWithout(y, count, m, partitions, options.Seed, kmeansOptions, held, kmeansProgress)
-            : BalancedKMeans.Fit(y, count, m, partitions, options.Seed, kmeansOptions, kmeansProgress).Labels;
+        // 3. Every row joins its nearest centroid (chunk by chunk, as a distributed build's assign tasks do); partitions
+        //    no row chose are dropped.
+        var labels = new int[count];
+        for (int start = 0; start < count; start += AssignChunkRows)
+        {
+            int n = Math.Min(AssignChunkRows, count - start);
+            trained.Assign(x.AsSpan(start * d, n * d), n, labels.AsSpan(start, n));
+        }
+        partitions = DropEmpty(labels, partitions);
         var members = GroupMembers(labels, partitions);
+        var y = new float[(long)count * m];
+        global.ProjectMany(x.AsSpan(0, count * d), count, y);
         cancellationToken.ThrowIfCancellationRequested();
 
         // Residual bookkeeping: ‖x − μ_g‖² − ‖y‖², the energy outside the global subspace.
@@ -178,46 +184,17 @@ public static class IndexBuilder
         return x;
     }
 
-    /// <summary>
-    /// Balanced k-means on every row but <paramref name="held"/>, which then join their nearest centroid (a few rows
-    /// past a partition's balance bound do no harm). Labels for all rows.
-    /// </summary>
-    private static int[] FitWithout(float[] y, int count, int m, int partitions, int seed, BalancedKMeansOptions options, int[] held, IProgress<double>? progress)
+    /// <summary>Renumbers labels so that only partitions some row chose remain, in their order; the new partition count.</summary>
+    public static int DropEmpty(int[] labels, int partitions)
     {
-        var isHeld = new bool[count];
-        foreach (int r in held) isHeld[r] = true;
-        int fitted = count - held.Length;
-        var rows = new float[(long)fitted * m];
-        var fittedRows = new int[fitted];
-        for (int i = 0, j = 0; i < count; i++)
-        {
-            if (isHeld[i]) continue;
-            Array.Copy(y, (long)i * m, rows, (long)j * m, m);
-            fittedRows[j++] = i;
-        }
-        var assignment = BalancedKMeans.Fit(rows, fitted, m, partitions, seed, options, progress);
-        var labels = new int[count];
-        for (int j = 0; j < fitted; j++) labels[fittedRows[j]] = assignment.Labels[j];
-        foreach (int r in held)
-        {
-            var row = y.AsSpan(r * m, m);
-            int best = 0;
-            float bestDistance = float.PositiveInfinity;
-            for (int p = 0; p < partitions; p++)
-            {
-                float dist = Squash.Core.Kernels.SquaredL2.Distance(row, assignment.Centroids.AsSpan(p * m, m));
-                if (dist < bestDistance) (best, bestDistance) = (p, dist);
-            }
-            labels[r] = best;
-        }
-        return labels;
-    }
-
-    private static int[] EvenSample(int count, int size)
-    {
-        var s = new int[size];
-        for (int i = 0; i < size; i++) s[i] = (int)((long)i * count / size);
-        return s;
+        var sizes = new int[partitions];
+        foreach (int l in labels) sizes[l]++;
+        var renumber = new int[partitions];
+        int kept = 0;
+        for (int p = 0; p < partitions; p++) renumber[p] = sizes[p] > 0 ? kept++ : -1;
+        if (kept == partitions) return partitions;
+        for (int i = 0; i < labels.Length; i++) labels[i] = renumber[labels[i]];
+        return kept;
     }
 
     private static int[][] GroupMembers(int[] labels, int partitions)

@@ -19,6 +19,9 @@ public static class PartitionEncoder
         var (meanD, cov) = Covariance.Compute(y, y.Length / m, m, rows);
         var (values, vectors) = SymmetricEigen.Decompose(cov, m);
         var widths = BitAllocation.Allocate(values, budgetBits, maxBits, Math.Max(1, n));
+        // A partition without spread (one row, or copies of one vector) gets no bits from the allocation; it keeps one
+        // coded dimension so that its codes have the shape every other partition's have.
+        if (widths.Length > 0 && widths[0] == 0) widths[0] = 1;
         int md = widths.Count(w => w > 0);
         for (int j = 0; j < md; j++)
             if (widths[j] == 0) throw new InvalidOperationException("bit allocation is not a prefix of the eigenvalue order");
