@@ -32,8 +32,8 @@ public sealed class QueueStageWork : IBuildStageWork
     private static string RunPrefix(BuildTaskContext c, int trained) => $"{c.WorkPrefix}runs/p{trained:D5}/";
     private static string SummaryName(BuildTaskContext c, int partition) => $"{c.WorkPrefix}parts/p{partition:D5}.json";
 
-    /// <summary>The in-process build's options for this job (the same defaults as <c>squash build</c>).</summary>
-    public static IndexBuildOptions Options(BuildJob job) => new()
+    /// <summary>The in-process build's options for this job (the same defaults as <c>squash build</c>); the held-out rows only when asked (they cost a pass over N row numbers).</summary>
+    public static IndexBuildOptions Options(BuildJob job, bool heldOut = true) => new()
     {
         Metric = MetricSpace.Parse(job.Options.Metric),
         Partitions = job.Options.Partitions,
@@ -41,7 +41,7 @@ public sealed class QueueStageWork : IBuildStageWork
         MaxBitsPerDimension = job.Options.MaxBits,
         EnergyKept = job.Options.Energy,
         Seed = job.Options.Seed,
-        HeldOutRows = HeldOutRows(job),
+        HeldOutRows = heldOut ? HeldOutRows(job) : null,
     };
 
     /// <summary>The calibration's base-sample rows, chosen as <see cref="CalibratedBuild"/> chooses them; null without calibration.</summary>
@@ -194,7 +194,7 @@ public sealed class QueueStageWork : IBuildStageWork
         }
         IndexAttributes? info = null;
         if (job.AttributesBlob is not null) info = AttributeEncoding.Fit(await ReadAttributesAsync(c).ConfigureAwait(false));
-        var options = Options(job);
+        var options = Options(job, heldOut: false);
         double seconds = job.StartedUtc is { } s ? (DateTimeOffset.UtcNow - s).TotalSeconds : 0;
         var (routing, manifest) = IndexBuildStages.Finish(plan, summaries, job.Count, job.Version, options, info, seconds);
         await WriteSegmentAsync(c, c.Index.VersionPrefix(job.Version) + IndexBuildStages.RoutingName, routing).ConfigureAwait(false);

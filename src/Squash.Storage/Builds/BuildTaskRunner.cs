@@ -231,7 +231,13 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
     /// <summary>Fails the job (unless it already finished or the publish committed) and removes its work blobs.</summary>
     public async Task<BuildJob> FailAsync(BuildJob job, BuildError error, CancellationToken ct)
     {
-        var (now, changed) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) || j.PublishCommitted ? null
+        // After the commit only the publisher itself fails the job (the one task that could still be writing), and only
+        // while the pointer does not name the version: a publish that moved it has succeeded, whatever came after.
+        var store = new IndexStore(Jobs.Blobs, job.Index);
+        bool published = error.Task == "publish[0]"
+            && await Jobs.Blobs.GetInfoAsync(store.VersionPrefix(job.Version) + IndexStore.ManifestName, ct).ConfigureAwait(false) is not null
+            && (await store.GetCurrentAsync(ct).ConfigureAwait(false)) is { } current && VersionIds.Compare(current.Version, job.Version) >= 0;
+        var (now, changed) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) || (j.PublishCommitted && (published || error.Task != "publish[0]")) ? null
             : j with { Status = BuildStatus.Failed, FinishedUtc = DateTimeOffset.UtcNow, Error = error }, ct).ConfigureAwait(false);
         if (changed) await CleanUpAsync(now, ct).ConfigureAwait(false);
         return now;
