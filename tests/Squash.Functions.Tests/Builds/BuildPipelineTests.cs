@@ -233,3 +233,29 @@ public sealed class BuildPipelineTests
         Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
     }
 }
+
+/// <summary>What only a pass over all the data can find fails the job in the train task, naming the blob and row.</summary>
+[Collection(nameof(BuildQueueCollection))]
+public sealed class BuildBadDataTests
+{
+    [Fact]
+    public async Task ANaNRowAndAnAttributesFileOfTheWrongLengthFailTheJobWithTheReason()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        const int dims = 6;
+        var data = Enumerable.Range(0, 500 * dims).Select(i => (float)(i % 13)).ToArray();
+        data[321 * dims + 4] = float.NaN;
+        await app.UploadAsync("bad.fvecs", BuildTestApp.Fvecs(data, dims));
+        await app.UploadAsync("good.fvecs", BuildTestApp.Fvecs(Enumerable.Range(0, 500 * dims).Select(i => (float)(i % 13)).ToArray(), dims));
+        await app.UploadAsync("short.csv", Encoding.UTF8.GetBytes("price\n" + string.Join('\n', Enumerable.Range(0, 499))));
+
+        var nan = await app.SubmitOkAsync("products", """{"source":{"vectors":"bad.fvecs"},"options":{"partitions":2,"chunkRows":100}}""");
+        var view = await app.RunToEndAsync("products", nan);
+        Assert.Equal(("bad-source", "bad.fvecs: NaN at row 321, column 4", "train[0]"), BuildMessageTests.Error(view));
+
+        var rows = await app.SubmitOkAsync("products", """{"source":{"vectors":"good.fvecs","attributes":"short.csv"},"options":{"partitions":2}}""");
+        view = await app.RunToEndAsync("products", rows);
+        Assert.Equal(("bad-input", "the attributes blob 'short.csv' has 499 rows but there are 500 vectors (rows are matched by position)", "train[0]"), BuildMessageTests.Error(view));
+        Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
+    }
+}
