@@ -52,7 +52,7 @@ public sealed class BuildTestApp : IDisposable
     /// <summary>Returns a response to use instead of the handler's (a worker that fails), or null to deliver normally.</summary>
     public Func<HttpRequestMessage, HttpResponseMessage?>? Intercept { get; set; }
     /// <summary>Every invocation delivered, with its answer's status.</summary>
-    public List<(string Function, string Message, int DequeueCount, int Status, string Log)> Deliveries { get; } = [];
+    public List<(string Function, string Message, int DequeueCount, int Status, string Log, double Ms)> Deliveries { get; } = [];
 
     public static async Task<BuildTestApp> StartAsync(Func<HttpRequestMessage, HttpResponseMessage?>? intercept = null)
     {
@@ -151,10 +151,11 @@ public sealed class BuildTestApp : IDisposable
         request.Headers.Add("X-Azure-Functions-InvocationId", Guid.NewGuid().ToString());
         request.Headers.Add("X-Azure-Functions-HostVersion", "4.1040.0");
         request.Headers.UserAgent.ParseAdd("Azure-Functions-Host/4.1040.0");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
         var response = Intercept?.Invoke(request) ?? await Client.SendAsync(request);
         int status = (int)response.StatusCode;
         var log = await response.Content.ReadAsStringAsync();
-        lock (Deliveries) Deliveries.Add((function, m.Body.ToString(), (int)m.DequeueCount, status, log));
+        lock (Deliveries) Deliveries.Add((function, m.Body.ToString(), (int)m.DequeueCount, status, log, clock.Elapsed.TotalMilliseconds));
         if (status is >= 200 and < 300) await queue.DeleteMessageAsync(m.MessageId, m.PopReceipt);
         else if (m.DequeueCount >= MaxDequeueCount)
         {
