@@ -7,6 +7,7 @@ using Microsoft.Extensions.Options;
 using Squash.Core.Collections;
 using Squash.Functions;
 using Squash.Functions.Api;
+using Squash.Functions.Builds;
 using Squash.Functions.Tree;
 using Squash.Search;
 using OpenTelemetry.Trace;
@@ -49,6 +50,7 @@ builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<QueryCoordinator>();
+builder.Services.AddBuilds();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
 if (ScanInvoker.CheckPools(tree) is { } poolProblem)
 {
@@ -182,6 +184,8 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
     return Results.Json(response, ApiJson.Default.ScanResponse);
 }).WithName("scan").Accepts<ScanRequest>("application/json").Produces<ScanResponse>().ProducesValidationProblem()
   .ProducesProblem(404).ProducesProblem(413).ProducesProblem(500).ProducesProblem(503);
+
+app.MapBuilds();
 
 // Cold-start figure for the logs: process start to listening.
 app.Lifetime.ApplicationStarted.Register(() => app.Logger.LogInformation("listening {Ms:F0} ms after the process started",

@@ -83,12 +83,6 @@ public static class RecallCalibrator
             throw new ArgumentException($"calibration queries have {queries.Dimensions} dimensions; the index has {index.Manifest.Dimensions}");
         if (index.Manifest.Count < Math.Max(MinimumVectors, 2L * k) || queries.Count == 0) return null;
         var clock = Stopwatch.StartNew();
-        var engine = new SearchEngine(index);
-        int partitions = index.PartitionCount;
-        var partitionOf = new int[index.Manifest.Count];
-        for (int p = 0; p < partitions; p++)
-            foreach (long id in index.Codes(p).Ids) partitionOf[id] = p;
-
         // Exact neighbours by the blocked brute force every benchmark is measured against (a base-sample query left out of its own).
         int dims = index.Manifest.Dimensions;
         long stored = index.Manifest.Count * dims;
@@ -96,6 +90,33 @@ public static class RecallCalibrator
         var self = queries.SelfIds;
         var exact = GroundTruth.Compute(baseSet, new VectorSet(queries.Data, queries.Count, dims), k, MetricSpace.Parse(index.Manifest.Metric),
             accept: self is null ? null : (q, id) => id != self[q], cancellationToken: cancellationToken);
+        return CalibrateWith(index, exact, queries, k, clock, progress, cancellationToken);
+    }
+
+    /// <summary>
+    /// <see cref="Calibrate(OpenedIndex, float[], CalibrationQueries, int, IProgress{double}?, CancellationToken)"/> with
+    /// the exact neighbours already known (a queue build computes them chunk by chunk, never holding every vector).
+    /// </summary>
+    public static RecallCalibration? Calibrate(OpenedIndex index, int[][] exact, CalibrationQueries queries, int k = DefaultK,
+        IProgress<double>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(index);
+        ArgumentNullException.ThrowIfNull(exact);
+        ArgumentNullException.ThrowIfNull(queries);
+        if (index.Manifest.Count < Math.Max(MinimumVectors, 2L * k) || queries.Count == 0) return null;
+        if (exact.Length != queries.Count) throw new ArgumentException($"{exact.Length} exact answers for {queries.Count} queries");
+        return CalibrateWith(index, exact, queries, k, Stopwatch.StartNew(), progress, cancellationToken);
+    }
+
+    private static RecallCalibration CalibrateWith(OpenedIndex index, int[][] exact, CalibrationQueries queries, int k, Stopwatch clock,
+        IProgress<double>? progress, CancellationToken cancellationToken)
+    {
+        var self = queries.SelfIds;
+        var engine = new SearchEngine(index);
+        int partitions = index.PartitionCount;
+        var partitionOf = new int[index.Manifest.Count];
+        for (int p = 0; p < partitions; p++)
+            foreach (long id in index.Codes(p).Ids) partitionOf[id] = p;
 
         int grid = CentroidFactors.Length, rs = RerankFactors.Length;
         var recall = new double[queries.Count, grid * rs];

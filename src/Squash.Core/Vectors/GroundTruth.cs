@@ -38,6 +38,21 @@ public static class GroundTruth
         Metric metric,
         IProgress<int>? progress = null,
         Func<int, int, bool>? accept = null,
+        CancellationToken cancellationToken = default) =>
+        ComputeWithDistances(baseSet, queries, k, metric, progress, accept, cancellationToken).Ids;
+
+    /// <summary>
+    /// <see cref="Compute"/> with each neighbour's distance (+∞ beside a −1 pad). A pair's distance does not depend on
+    /// which other base rows are in the set, so results over consecutive blocks of a base set merge, by (distance, id),
+    /// into exactly the result over the whole set: how a build that never holds all vectors gets the same reference.
+    /// </summary>
+    public static (int[][] Ids, float[][] Distances) ComputeWithDistances(
+        VectorSet baseSet,
+        VectorSet queries,
+        int k,
+        Metric metric,
+        IProgress<int>? progress = null,
+        Func<int, int, bool>? accept = null,
         CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(baseSet);
@@ -60,9 +75,10 @@ public static class GroundTruth
 
         int nq = queries.Count;
         var results = new int[nq][];
+        var distances = new float[nq][];
         if (nq == 0)
         {
-            return results;
+            return (results, distances);
         }
 
         // Cosine scores dot products and scales by precomputed inverse norms.
@@ -90,12 +106,12 @@ public static class GroundTruth
                 job.Run<DotProduct>(tile, cancellationToken);
             }
 
-            job.WriteResults(results);
+            job.WriteResults(results, distances);
             int done = Interlocked.Add(ref finished, end - first);
             progress?.Report(done);
         });
 
-        return results;
+        return (results, distances);
     }
 
     private static int RoundUp4(int n) => (n + 3) & ~3;
@@ -164,11 +180,11 @@ public static class GroundTruth
             }
         }
 
-        public void WriteResults(int[][] results)
+        public void WriteResults(int[][] results, float[][] distances)
         {
             for (int i = 0; i < _heaps.Length; i++)
             {
-                results[first + i] = _heaps[i].ToSortedIds();
+                (results[first + i], distances[first + i]) = _heaps[i].ToSorted();
             }
         }
 
@@ -367,7 +383,7 @@ public static class GroundTruth
             _ids[pos] = id;
         }
 
-        public int[] ToSortedIds()
+        public (int[] Ids, float[] Distances) ToSorted()
         {
             var order = new (float Distance, int Id)[_count];
             for (int i = 0; i < _count; i++)
@@ -377,12 +393,14 @@ public static class GroundTruth
 
             Array.Sort(order, static (a, b) => a.Distance != b.Distance ? a.Distance.CompareTo(b.Distance) : a.Id.CompareTo(b.Id));
             var ids = new int[_dist.Length];
+            var distances = new float[_dist.Length];
             for (int i = 0; i < ids.Length; i++)
             {
                 ids[i] = i < order.Length ? order[i].Id : -1;
+                distances[i] = i < order.Length ? order[i].Distance : float.PositiveInfinity;
             }
 
-            return ids;
+            return (ids, distances);
         }
 
         /// <summary>True when (d1, id1) ranks strictly ahead of (d2, id2).</summary>

@@ -1,24 +1,24 @@
 using System.Diagnostics;
 using Squash.Core;
-using Squash.Core.Linalg;
-using Squash.Core.Partitioning;
-using Squash.Core.Quantization;
 using Squash.Index.Attributes;
+using Squash.Index.Build.Stages;
 using Squash.Index.Model;
 
 namespace Squash.Index.Build;
 
 /// <summary>
-/// Builds an index from vectors held in memory: metric mapping → training on a bounded sample (KLT of the total
-/// variance, balanced k-means in it, the subspace of the within-partition variance: <see cref="PartitionTraining"/>) →
-/// every row to its nearest centroid → per-partition KLT + OSQ encoding. Segments go to the sink as soon as they are ready; the returned
-/// manifest is for the caller to publish last (a reader never sees a half-written index).
+/// Builds an index from vectors held in memory by running the build's four steps (<see cref="IndexBuildStages"/>) one
+/// after the other: train on a bounded sample (KLT of the total variance, balanced k-means in it, the subspace of the
+/// within-partition variance: <see cref="PartitionTraining"/>) → assign every row to its nearest centroid, chunk by
+/// chunk → encode each partition (per-partition KLT + OSQ) → finish (routing, manifest). A distributed build runs the
+/// same steps as queue tasks, so both write byte-identical segments. Segments go to the sink as soon as they are
+/// ready; the returned manifest is for the caller to publish last (a reader never sees a half-written index).
 /// Deterministic for a given seed.
 /// </summary>
 public static class IndexBuilder
 {
-    /// <summary>Rows projected and assigned at a time: the unit an assign task of a distributed build handles.</summary>
-    public const int AssignChunkRows = 65_536;
+    /// <summary>Rows mapped and assigned at a time (labels do not depend on it).</summary>
+    public const int AssignChunkRows = IndexBuildStages.AssignChunkRows;
 
     public static async Task<IndexManifest> BuildAsync(
         float[] vectors, int count, int dims, IndexBuildOptions options, string version,
@@ -28,136 +28,68 @@ public static class IndexBuilder
         if (vectors.LongLength < (long)count * dims) throw new ArgumentException("vector buffer is shorter than count × dims");
         var clock = Stopwatch.StartNew();
 
-        // 1. Map into the internal squared-L2 space.
-        progress?.Report(new("map", 0));
-        double maxNorm = options.Metric == Metric.InnerProduct ? MetricSpace.MaxRowNorm(vectors.AsSpan(0, count * dims), dims) : 0;
-        var space = new MetricSpace(options.Metric, dims, maxNorm);
-        int d = space.InternalDimensions;
-        float[] x = MapAll(vectors, count, dims, space);
-        cancellationToken.ThrowIfCancellationRequested();
-
-        // 2. Training (bounded sample): clustering space, centroids, and the subspace the codes keep.
+        // 1. Train on a bounded sample (the inner-product mapping needs the largest norm of all rows first).
         progress?.Report(new("global klt", 0));
-        int partitions = options.Partitions > 0 ? options.Partitions : IndexBuildOptions.DefaultPartitions(count, dims);
-        var trainingRows = PartitionTraining.TrainingRows(count, d, partitions, options.HeldOutRows);
-        var training = new float[(long)trainingRows.Length * d];
-        for (int i = 0; i < trainingRows.Length; i++) Array.Copy(x, (long)trainingRows[i] * d, training, (long)i * d, d);
+        double maxNorm = options.Metric == Metric.InnerProduct ? MetricSpace.MaxRowNorm(vectors.AsSpan(0, count * dims), dims) : 0;
+        int d = new MetricSpace(options.Metric, dims, maxNorm).InternalDimensions;
+        int target = IndexBuildStages.TargetPartitions(options, count, dims);
+        var trainingRows = PartitionTraining.TrainingRows(count, d, target, options.HeldOutRows);
+        var sample = new float[(long)trainingRows.Length * dims];
+        for (int i = 0; i < trainingRows.Length; i++) Array.Copy(vectors, (long)trainingRows[i] * dims, sample, (long)i * dims, dims);
         var kmeansProgress = progress is null ? null : new Progress<double>(f => progress.Report(new("k-means", f)));
-        var trained = PartitionTraining.Fit(training, trainingRows.Length, d, partitions, options, kmeansProgress, cancellationToken);
-        training = [];
-        var global = trained.Global;
-        int m = global.OutputDims, budget = trained.BudgetBits;
+        var plan = IndexBuildStages.Train(sample, trainingRows.Length, dims, maxNorm, target, options, kmeansProgress, cancellationToken);
+        sample = [];
         progress?.Report(new("global klt", 1));
         cancellationToken.ThrowIfCancellationRequested();
 
-        // 3. Every row joins its nearest centroid (chunk by chunk, as a distributed build's assign tasks do); partitions
-        //    no row chose are dropped.
+        // 2. Assign, chunk by chunk as a distributed build's assign tasks do.
+        progress?.Report(new("assign", 0));
+        var x = new float[(long)count * d];
         var labels = new int[count];
         for (int start = 0; start < count; start += AssignChunkRows)
         {
             int n = Math.Min(AssignChunkRows, count - start);
-            trained.Assign(x.AsSpan(start * d, n * d), n, labels.AsSpan(start, n));
+            var (chunk, chunkLabels) = IndexBuildStages.Assign(plan, vectors.AsSpan(start * dims, n * dims), n);
+            chunk.CopyTo(x, (long)start * d);
+            chunkLabels.CopyTo(labels, start);
+            progress?.Report(new("assign", (start + n) / (double)count));
+            cancellationToken.ThrowIfCancellationRequested();
         }
-        partitions = DropEmpty(labels, partitions);
-        var members = GroupMembers(labels, partitions);
-        var y = new float[(long)count * m];
-        global.ProjectMany(x.AsSpan(0, count * d), count, y);
-        cancellationToken.ThrowIfCancellationRequested();
+        // Partitions no row chose are dropped; the rest keep their order.
+        var sizes = new long[plan.Partitions];
+        foreach (int l in labels) sizes[l]++;
+        var kept = IndexBuildStages.KeptPartitions(sizes);
+        var final = new int[plan.Partitions];
+        for (int t = 0; t < kept.Length; t++) final[kept[t]] = t;
+        var members = kept.Select(p => new int[sizes[p]]).ToArray();
+        var fill = new int[kept.Length];
+        for (int i = 0; i < count; i++) { int t = final[labels[i]]; members[t][fill[t]++] = i; }
 
-        // Residual bookkeeping: ‖x − μ_g‖² − ‖y‖², the energy outside the global subspace.
-        var outsideGlobal = new double[count];
-        Parallel.For(0, count, i =>
-        {
-            double s = 0, t = 0;
-            var row = x.AsSpan(i * d, d);
-            for (int j = 0; j < d; j++) { double v = row[j] - (double)global.Mean[j]; s += v * v; }
-            foreach (float v in y.AsSpan(i * m, m)) t += (double)v * v;
-            outsideGlobal[i] = s - t;
-        });
-
+        // 3. Encode each partition from its own rows; each writes its segments as soon as it is done.
         var attributeInfo = options.Attributes is null ? null : AttributeEncoding.Fit(options.Attributes);
-
-        // 4. Encode partitions in parallel; each writes its two segments as soon as it is done.
-        var centroids = new float[(long)partitions * d];
-        var radii = new float[partitions];
-        var entries = new PartitionEntry[partitions];
+        var summaries = new PartitionSummary[kept.Length];
         int done = 0;
         progress?.Report(new("encode", 0));
-        await Parallel.ForEachAsync(Enumerable.Range(0, partitions),
+        await Parallel.ForEachAsync(Enumerable.Range(0, kept.Length),
             new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancellationToken },
-            async (p, ct) =>
+            async (t, ct) =>
             {
-                var encoded = PartitionEncoder.Encode(p, members[p], x, d, y, m, outsideGlobal, budget, options.MaxBitsPerDimension);
-                CentroidAndRadius(x, d, members[p], centroids.AsSpan(p * d, d), out radii[p]);
-                var codesName = $"p{p:D5}.codes.seg";
-                var vectorsName = $"p{p:D5}.vectors.seg";
-                var codesBytes = encoded.Codes.ToSegment();
-                var vectorBytes = encoded.Vectors.ToSegment();
-                await sink.WriteAsync(codesName, codesBytes, ct).ConfigureAwait(false);
-                await sink.WriteAsync(vectorsName, vectorBytes, ct).ConfigureAwait(false);
-                SegmentRef? attributesRef = null;
-                AttributeStats[]? stats = null;
-                if (attributeInfo is not null)
-                {
-                    var attrs = PartitionAttributes.Encode(options.Attributes!, attributeInfo, members[p]);
-                    var attributesName = $"p{p:D5}.attributes.seg";
-                    var attributeBytes = attrs.ToSegment();
-                    await sink.WriteAsync(attributesName, attributeBytes, ct).ConfigureAwait(false);
-                    attributesRef = new SegmentRef(attributesName, attributeBytes.LongLength);
-                    stats = attrs.Statistics();
-                }
-                entries[p] = new PartitionEntry
-                {
-                    Id = p,
-                    Count = encoded.Codes.Count,
-                    CodedDimensions = encoded.Codes.CodedDimensions,
-                    BitsPerVector = encoded.Codes.BitsPerVector,
-                    Codes = new SegmentRef(codesName, codesBytes.LongLength),
-                    Vectors = new SegmentRef(vectorsName, vectorBytes.LongLength),
-                    Attributes = attributesRef,
-                    AttributeStats = stats,
-                };
-                progress?.Report(new("encode", Interlocked.Increment(ref done) / (double)partitions));
+                var ids = members[t];
+                var rows = new float[(long)ids.Length * d];
+                for (int i = 0; i < ids.Length; i++) Array.Copy(x, (long)ids[i] * d, rows, (long)i * d, d);
+                var encoded = IndexBuildStages.Encode(plan, t, ids, rows, options.MaxBitsPerDimension, options.Attributes, attributeInfo);
+                await sink.WriteAsync(encoded.Entry.Codes.Name, encoded.Codes, ct).ConfigureAwait(false);
+                await sink.WriteAsync(encoded.Entry.Vectors.Name, encoded.Vectors, ct).ConfigureAwait(false);
+                if (encoded.Attributes is { } attributes) await sink.WriteAsync(encoded.Entry.Attributes!.Name, attributes, ct).ConfigureAwait(false);
+                summaries[t] = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius);
+                progress?.Report(new("encode", Interlocked.Increment(ref done) / (double)kept.Length));
             }).ConfigureAwait(false);
 
-        var routing = new RoutingData
-        {
-            GlobalTransform = global,
-            Centroids = centroids,
-            Radii = radii,
-            PartitionSizes = members.Select(a => a.Length).ToArray(),
-        };
-        var routingBytes = routing.ToSegment();
-        const string routingName = "routing.seg";
-        await sink.WriteAsync(routingName, routingBytes, cancellationToken).ConfigureAwait(false);
+        // 4. Finish: the routing data now, the manifest for the caller to publish last.
+        var (routing, manifest) = IndexBuildStages.Finish(plan, summaries, count, version, options, attributeInfo, clock.Elapsed.TotalSeconds);
+        await sink.WriteAsync(IndexBuildStages.RoutingName, routing, cancellationToken).ConfigureAwait(false);
         progress?.Report(new("done", 1));
-
-        return new IndexManifest
-        {
-            Version = version,
-            CreatedUtc = DateTimeOffset.UtcNow,
-            Dimensions = dims,
-            InternalDimensions = d,
-            Metric = MetricSpace.Name(options.Metric),
-            MaxNorm = maxNorm,
-            Count = count,
-            GlobalDimensions = m,
-            Build = new BuildParameters
-            {
-                Partitions = partitions,
-                BitsPerDimension = options.BitsPerDimension,
-                BudgetBits = budget,
-                MaxBitsPerDimension = options.MaxBitsPerDimension,
-                Seed = options.Seed,
-                Balance = options.Balance,
-                KMeansIterations = options.KMeansIterations,
-                EnergyKept = options.EnergyKept,
-                BuildSeconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
-            },
-            Routing = new SegmentRef(routingName, routingBytes.LongLength),
-            Partitions = entries,
-            Attributes = attributeInfo,
-        };
+        return manifest;
     }
 
     /// <summary>The fewest leading components whose eigenvalues hold <paramref name="fraction"/> of the variance.</summary>
@@ -175,15 +107,6 @@ public static class IndexBuilder
         return eigenvalues.Length;
     }
 
-    private static float[] MapAll(float[] vectors, int count, int dims, MetricSpace space)
-    {
-        if (space.Metric == Metric.L2) return vectors;
-        int d = space.InternalDimensions;
-        var x = new float[(long)count * d];
-        Parallel.For(0, count, i => space.MapStored(vectors.AsSpan(i * dims, dims), x.AsSpan(i * d, d)));
-        return x;
-    }
-
     /// <summary>Renumbers labels so that only partitions some row chose remain, in their order; the new partition count.</summary>
     public static int DropEmpty(int[] labels, int partitions)
     {
@@ -195,37 +118,5 @@ public static class IndexBuilder
         if (kept == partitions) return partitions;
         for (int i = 0; i < labels.Length; i++) labels[i] = renumber[labels[i]];
         return kept;
-    }
-
-    private static int[][] GroupMembers(int[] labels, int partitions)
-    {
-        var sizes = new int[partitions];
-        foreach (int l in labels) sizes[l]++;
-        var members = new int[partitions][];
-        for (int p = 0; p < partitions; p++) members[p] = new int[sizes[p]];
-        var fill = new int[partitions];
-        for (int i = 0; i < labels.Length; i++) members[labels[i]][fill[labels[i]]++] = i;
-        return members;
-    }
-
-    private static void CentroidAndRadius(float[] x, int d, int[] rows, Span<float> centroid, out float radius)
-    {
-        var sum = new double[d];
-        foreach (int r in rows)
-        {
-            var row = x.AsSpan(r * d, d);
-            for (int j = 0; j < d; j++) sum[j] += row[j];
-        }
-        for (int j = 0; j < d; j++) centroid[j] = rows.Length == 0 ? 0 : (float)(sum[j] / rows.Length);
-        double max = 0;
-        foreach (int r in rows)
-        {
-            var row = x.AsSpan(r * d, d);
-            double s = 0;
-            for (int j = 0; j < d; j++) { double v = row[j] - (double)centroid[j]; s += v * v; }
-            max = Math.Max(max, s);
-        }
-        // Rounded up a little so that the radius stays a true bound after float conversion.
-        radius = (float)(Math.Sqrt(max) * (1 + 1e-6) + 1e-6);
     }
 }

@@ -13,7 +13,8 @@ public static class PartitionEncoder
     /// <param name="x">All vectors in the internal space (n × d).</param>
     /// <param name="y">All vectors in global KLT coordinates (n × m).</param>
     /// <param name="outsideGlobal">‖x − μ_g‖² − ‖y‖² per row.</param>
-    public static Result Encode(int id, int[] rows, float[] x, int d, float[] y, int m, double[] outsideGlobal, int budgetBits, int maxBits)
+    /// <param name="ids">The rows' ids when they are not <paramref name="rows"/> themselves (a partition encoded from its own rows only).</param>
+    public static Result Encode(int id, int[] rows, float[] x, int d, float[] y, int m, double[] outsideGlobal, int budgetBits, int maxBits, int[]? ids = null)
     {
         int n = rows.Length;
         var (meanD, cov) = Covariance.Compute(y, y.Length / m, m, rows);
@@ -88,7 +89,7 @@ public static class PartitionEncoder
             SignWords = words,
             Cells = cells,
             ResidualNorms = residual,
-            Ids = rows,
+            Ids = ids ?? rows,
         };
         return new Result(codes, new PartitionVectors { Count = n, Dimensions = d, Data = raw });
     }

@@ -16,6 +16,8 @@ public enum SegmentKind : uint
     Vectors = 3,
     /// <summary>One partition's attribute codes, raw values for the exact filter recheck, and string ids.</summary>
     Attributes = 4,
+    /// <summary>Build-internal, never part of an index: one source chunk's rows of one partition (ids and internal-space vectors).</summary>
+    BuildRun = 5,
 }
 
 /// <summary>Thrown when a segment or manifest fails validation; the message names the file.</summary>

@@ -1,0 +1,242 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Squash.Core;
+using Squash.Core.Linalg;
+using Squash.Index.Attributes;
+using Squash.Index.Format;
+using Squash.Index.Model;
+
+namespace Squash.Index.Build.Stages;
+
+/// <summary>What training fitted, shared by every later task: the metric mapping and the partition training.</summary>
+public sealed record BuildPlan(Metric Metric, int Dimensions, double MaxNorm, PartitionTraining Training)
+{
+    private const uint HeadSection = 1, ClusteringMean = 2, ClusteringBasis = 3, ClusteringEigen = 4, CentroidSection = 5,
+        GlobalMean = 6, GlobalBasis = 7, GlobalEigen = 8;
+
+    public MetricSpace Space => new(Metric, Dimensions, MaxNorm);
+    public int InternalDimensions => Space.InternalDimensions;
+    public int Partitions => Training.Partitions;
+
+    /// <summary>A checksummed blob, so that every task reads the plan exactly as training wrote it.</summary>
+    public byte[] ToBytes()
+    {
+        var t = Training;
+        long[] head = [(long)Metric, Dimensions, BitConverter.DoubleToInt64Bits(MaxNorm), t.Partitions, t.BudgetBits,
+            t.Clustering.InputDims, t.Clustering.OutputDims, t.Clustering.Eigenvalues.Length, t.Global.OutputDims, t.Global.Eigenvalues.Length];
+        return SegmentFile.Write(SegmentKind.BuildRun, t.Partitions, InternalDimensions,
+        [
+            (HeadSection, SegmentFile.Bytes(head)),
+            (ClusteringMean, SegmentFile.Bytes(t.Clustering.Mean)), (ClusteringBasis, SegmentFile.Bytes(t.Clustering.Basis)),
+            (ClusteringEigen, SegmentFile.Bytes(t.Clustering.Eigenvalues)), (CentroidSection, SegmentFile.Bytes(t.Centroids)),
+            (GlobalMean, SegmentFile.Bytes(t.Global.Mean)), (GlobalBasis, SegmentFile.Bytes(t.Global.Basis)), (GlobalEigen, SegmentFile.Bytes(t.Global.Eigenvalues)),
+        ]);
+    }
+
+    public static BuildPlan FromBytes(byte[] bytes, string name)
+    {
+        var v = SegmentFile.Open(bytes, name, SegmentKind.BuildRun);
+        var h = v.Array<long>(HeadSection, 10);
+        int d = v.Columns, partitions = (int)h[3], cd = (int)h[6], m = (int)h[8];
+        var clustering = Klt.FromParts(v.Array<float>(ClusteringMean, d), v.Array<float>(ClusteringBasis, (long)cd * d), v.Array<double>(ClusteringEigen, h[7]), d, cd);
+        var global = Klt.FromParts(v.Array<float>(GlobalMean, d), v.Array<float>(GlobalBasis, (long)m * d), v.Array<double>(GlobalEigen, h[9]), d, m);
+        var training = new PartitionTraining(clustering, v.Array<float>(CentroidSection, (long)partitions * cd), partitions, global, (int)h[4]);
+        return new BuildPlan((Metric)h[0], (int)h[1], BitConverter.Int64BitsToDouble(h[2]), training);
+    }
+}
+
+/// <summary>One encoded partition: its segments, its manifest entry, and its centroid and radius for the routing data.</summary>
+public sealed record EncodedPartition(PartitionEntry Entry, byte[] Codes, byte[] Vectors, byte[]? Attributes, float[] Centroid, float Radius);
+
+/// <summary>An encoded partition without its segments (written already): what the finishing step needs.</summary>
+public sealed record PartitionSummary(PartitionEntry Entry, float[] Centroid, float Radius)
+{
+    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, StageJson.Default.PartitionSummary);
+
+    public static PartitionSummary Parse(byte[] json, string name) =>
+        JsonSerializer.Deserialize(json, StageJson.Default.PartitionSummary) ?? throw new CorruptIndexException($"'{name}' is empty");
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSerializable(typeof(PartitionSummary))]
+internal sealed partial class StageJson : JsonSerializerContext;
+
+/// <summary>
+/// The build as four steps that hold only their own share of the data: train (a bounded sample), assign (one chunk of
+/// rows), encode (one partition's rows) and finish (routing and manifest). The in-process build runs them one after
+/// the other over vectors in memory and a distributed build runs them as queue tasks over blobs; the same steps on the
+/// same rows give byte-identical segments either way. Every step depends only on its inputs (row order included), never
+/// on how the rest of the data was split.
+/// </summary>
+public static class IndexBuildStages
+{
+    /// <summary>Rows per assign chunk in the in-process build (a distributed build's chunk size is its own; labels do not depend on it).</summary>
+    public const int AssignChunkRows = 65_536;
+
+    /// <summary>The partition count a build aims for (before partitions no row chose are dropped).</summary>
+    public static int TargetPartitions(IndexBuildOptions options, long count, int dims) =>
+        options.Partitions > 0 ? options.Partitions : IndexBuildOptions.DefaultPartitions(count, dims);
+
+    /// <summary>Maps user-space rows into the internal space.</summary>
+    public static float[] Map(MetricSpace space, ReadOnlySpan<float> rows, int count)
+    {
+        int dims = space.InputDimensions, d = space.InternalDimensions;
+        var x = new float[(long)count * d];
+        if (space.Metric == Metric.L2) { rows[..(count * dims)].CopyTo(x); return x; }
+        for (int i = 0; i < count; i++) space.MapStored(rows.Slice(i * dims, dims), x.AsSpan(i * d, d));
+        return x;
+    }
+
+    /// <summary>
+    /// Train: fits the partitioning on the training rows (user space, at <see cref="PartitionTraining.TrainingRows"/>);
+    /// <paramref name="maxNorm"/> is the largest row norm of the whole source (inner product only, else 0).
+    /// </summary>
+    public static BuildPlan Train(float[] trainingRows, int count, int dims, double maxNorm, int partitions, IndexBuildOptions options,
+        IProgress<double>? kmeansProgress = null, CancellationToken cancellationToken = default)
+    {
+        var space = new MetricSpace(options.Metric, dims, maxNorm);
+        var x = Map(space, trainingRows, count);
+        var training = PartitionTraining.Fit(x, count, space.InternalDimensions, partitions, options, kmeansProgress, cancellationToken);
+        return new BuildPlan(options.Metric, dims, space.MaxNorm, training);
+    }
+
+    /// <summary>Assign: one chunk's rows (user space) mapped into the internal space, and each row's nearest partition.</summary>
+    public static (float[] Internal, int[] Labels) Assign(BuildPlan plan, ReadOnlySpan<float> rows, int count)
+    {
+        var x = Map(plan.Space, rows, count);
+        var labels = new int[count];
+        plan.Training.Assign(x, count, labels);
+        return (x, labels);
+    }
+
+    /// <summary>
+    /// Renumbers partitions so that only those some row chose remain, in their order: for each kept partition, the
+    /// trained partition it was (what the encode steps are numbered by).
+    /// </summary>
+    public static int[] KeptPartitions(IReadOnlyList<long> sizes) => Enumerable.Range(0, sizes.Count).Where(p => sizes[p] > 0).ToArray();
+
+    /// <summary>
+    /// Encode: partition <paramref name="id"/> from its rows' ids (ascending) and internal-space vectors
+    /// (<paramref name="x"/>, in the same order); attributes when the index has them.
+    /// </summary>
+    public static EncodedPartition Encode(BuildPlan plan, int id, int[] ids, float[] x, int maxBits,
+        AttributeTable? attributes = null, IndexAttributes? attributeInfo = null)
+    {
+        int n = ids.Length, d = plan.InternalDimensions;
+        var global = plan.Training.Global;
+        int m = global.OutputDims;
+        var y = new float[(long)n * m];
+        global.ProjectMany(x.AsSpan(0, n * d), n, y);
+        // Residual bookkeeping: ‖x − μ_g‖² − ‖y‖², the energy outside the global subspace.
+        var outsideGlobal = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            double s = 0, t = 0;
+            var row = x.AsSpan(i * d, d);
+            for (int j = 0; j < d; j++) { double v = row[j] - (double)global.Mean[j]; s += v * v; }
+            foreach (float v in y.AsSpan(i * m, m)) t += (double)v * v;
+            outsideGlobal[i] = s - t;
+        }
+        var local = Enumerable.Range(0, n).ToArray();
+        var encoded = PartitionEncoder.Encode(id, local, x, d, y, m, outsideGlobal, plan.Training.BudgetBits, maxBits, ids);
+        var centroid = new float[d];
+        CentroidAndRadius(x, d, n, centroid, out float radius);
+        var codes = encoded.Codes.ToSegment();
+        var vectors = encoded.Vectors.ToSegment();
+        byte[]? attributeBytes = null;
+        AttributeStats[]? stats = null;
+        if (attributes is not null && attributeInfo is not null)
+        {
+            var encodedAttributes = PartitionAttributes.Encode(attributes, attributeInfo, ids);
+            attributeBytes = encodedAttributes.ToSegment();
+            stats = encodedAttributes.Statistics();
+        }
+        var entry = new PartitionEntry
+        {
+            Id = id,
+            Count = encoded.Codes.Count,
+            CodedDimensions = encoded.Codes.CodedDimensions,
+            BitsPerVector = encoded.Codes.BitsPerVector,
+            Codes = new SegmentRef(CodesName(id), codes.LongLength),
+            Vectors = new SegmentRef(VectorsName(id), vectors.LongLength),
+            Attributes = attributeBytes is null ? null : new SegmentRef(AttributesName(id), attributeBytes.LongLength),
+            AttributeStats = stats,
+        };
+        return new EncodedPartition(entry, codes, vectors, attributeBytes, centroid, radius);
+    }
+
+    public static string CodesName(int p) => $"p{p:D5}.codes.seg";
+    public static string VectorsName(int p) => $"p{p:D5}.vectors.seg";
+    public static string AttributesName(int p) => $"p{p:D5}.attributes.seg";
+    public const string RoutingName = "routing.seg";
+
+    /// <summary>Finish: the routing data (write it before the manifest) and the manifest to publish, from every partition in id order.</summary>
+    public static (byte[] Routing, IndexManifest Manifest) Finish(BuildPlan plan, IReadOnlyList<PartitionSummary> partitions, long count,
+        string version, IndexBuildOptions options, IndexAttributes? attributeInfo, double buildSeconds)
+    {
+        int d = plan.InternalDimensions, p = partitions.Count;
+        var centroids = new float[(long)p * d];
+        var radii = new float[p];
+        for (int i = 0; i < p; i++)
+        {
+            if (partitions[i].Entry.Id != i) throw new ArgumentException($"partition {i} is missing (found {partitions[i].Entry.Id} in its place)");
+            partitions[i].Centroid.CopyTo(centroids, (long)i * d);
+            radii[i] = partitions[i].Radius;
+        }
+        var routing = new RoutingData
+        {
+            GlobalTransform = plan.Training.Global,
+            Centroids = centroids,
+            Radii = radii,
+            PartitionSizes = partitions.Select(x => x.Entry.Count).ToArray(),
+        }.ToSegment();
+        var manifest = new IndexManifest
+        {
+            Version = version,
+            CreatedUtc = DateTimeOffset.UtcNow,
+            Dimensions = plan.Dimensions,
+            InternalDimensions = d,
+            Metric = MetricSpace.Name(plan.Metric),
+            MaxNorm = plan.MaxNorm,
+            Count = count,
+            GlobalDimensions = plan.Training.Global.OutputDims,
+            Build = new BuildParameters
+            {
+                Partitions = p,
+                BitsPerDimension = options.BitsPerDimension,
+                BudgetBits = plan.Training.BudgetBits,
+                MaxBitsPerDimension = options.MaxBitsPerDimension,
+                Seed = options.Seed,
+                Balance = options.Balance,
+                KMeansIterations = options.KMeansIterations,
+                EnergyKept = options.EnergyKept,
+                BuildSeconds = Math.Round(buildSeconds, 3),
+            },
+            Routing = new SegmentRef(RoutingName, routing.LongLength),
+            Partitions = partitions.Select(x => x.Entry).ToArray(),
+            Attributes = attributeInfo,
+        };
+        return (routing, manifest);
+    }
+
+    private static void CentroidAndRadius(float[] x, int d, int n, Span<float> centroid, out float radius)
+    {
+        var sum = new double[d];
+        for (int r = 0; r < n; r++)
+        {
+            var row = x.AsSpan(r * d, d);
+            for (int j = 0; j < d; j++) sum[j] += row[j];
+        }
+        for (int j = 0; j < d; j++) centroid[j] = n == 0 ? 0 : (float)(sum[j] / n);
+        double max = 0;
+        for (int r = 0; r < n; r++)
+        {
+            var row = x.AsSpan(r * d, d);
+            double s = 0;
+            for (int j = 0; j < d; j++) { double v = row[j] - (double)centroid[j]; s += v * v; }
+            max = Math.Max(max, s);
+        }
+        // Rounded up a little so that the radius stays a true bound after float conversion.
+        radius = (float)(Math.Sqrt(max) * (1 + 1e-6) + 1e-6);
+    }
+}

@@ -1,0 +1,77 @@
+using System.Collections.Concurrent;
+using Azure.Identity;
+using Azure.Storage.Queues;
+
+namespace Squash.Storage.Builds;
+
+/// <summary>Where build tasks are sent: the stage queues on Azure, or straight to the stage code in one process.</summary>
+public interface IBuildQueue
+{
+    Task SendAsync(BuildTaskMessage message, CancellationToken ct);
+}
+
+/// <summary>
+/// The four stage queues of the storage account named by the Functions app setting <c>AzureWebJobsStorage</c>:
+/// either a connection string (Azurite, or an account's keys) or the identity-based form
+/// (<c>AzureWebJobsStorage__queueServiceUri</c> or <c>__accountName</c>, with <c>__credential=managedidentity</c>
+/// and <c>__clientId</c> for a user-assigned identity). Messages are base64 on the wire, as the queue trigger expects.
+/// </summary>
+public sealed class StorageBuildQueues : IBuildQueue
+{
+    /// <summary>Pinned so that the SDK's default (newer than Azurite 3.37 accepts) works against the emulator too.</summary>
+    public const QueueClientOptions.ServiceVersion PinnedServiceVersion = QueueClientOptions.ServiceVersion.V2026_06_06;
+
+    private readonly Func<string, QueueClient> _create;
+    private readonly ConcurrentDictionary<string, Lazy<Task<QueueClient>>> _queues = new();
+
+    private StorageBuildQueues(Func<string, QueueClient> create, string description)
+    {
+        _create = create;
+        Description = description;
+    }
+
+    /// <summary>Which account, without secrets.</summary>
+    public string Description { get; }
+
+    public static QueueClientOptions NewOptions() => new(PinnedServiceVersion) { MessageEncoding = QueueMessageEncoding.Base64 };
+
+    /// <summary>
+    /// The queues from the app settings (<paramref name="setting"/> reads one by its configuration key, with ':' for
+    /// the environment's '__'); null when no queue account is configured.
+    /// </summary>
+    public static StorageBuildQueues? FromSettings(Func<string, string?> setting)
+    {
+        var connection = setting("AzureWebJobsStorage");
+        if (!string.IsNullOrWhiteSpace(connection))
+        {
+            // Parsed now so that a malformed setting fails at start-up, not on the first build.
+            var service = new QueueServiceClient(connection, NewOptions());
+            return new StorageBuildQueues(name => service.GetQueueClient(name), $"queues of account {service.AccountName}");
+        }
+        var uri = setting("AzureWebJobsStorage:queueServiceUri");
+        if (string.IsNullOrWhiteSpace(uri) && setting("AzureWebJobsStorage:accountName") is { Length: > 0 } account)
+            uri = $"https://{account}.queue.core.windows.net";
+        if (string.IsNullOrWhiteSpace(uri)) return null;
+        Azure.Core.TokenCredential credential = string.Equals(setting("AzureWebJobsStorage:credential"), "managedidentity", StringComparison.OrdinalIgnoreCase)
+            ? new ManagedIdentityCredential(setting("AzureWebJobsStorage:clientId") is { Length: > 0 } clientId
+                ? ManagedIdentityId.FromUserAssignedClientId(clientId) : ManagedIdentityId.SystemAssigned)
+            : new DefaultAzureCredential();
+        var identityService = new QueueServiceClient(new Uri(uri), credential, NewOptions());
+        return new StorageBuildQueues(name => identityService.GetQueueClient(name), $"queues of account {identityService.AccountName}");
+    }
+
+    /// <summary>The stage's queue, created on first use (the Functions host also creates it when it starts listening).</summary>
+    public Task<QueueClient> QueueAsync(string stage, CancellationToken ct) =>
+        _queues.GetOrAdd(stage, s => new Lazy<Task<QueueClient>>(async () =>
+        {
+            var q = _create(BuildStages.QueueName(s));
+            await q.CreateIfNotExistsAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
+            return q;
+        })).Value.WaitAsync(ct);
+
+    public async Task SendAsync(BuildTaskMessage message, CancellationToken ct)
+    {
+        var queue = await QueueAsync(message.Stage, ct).ConfigureAwait(false);
+        await queue.SendMessageAsync(message.ToJson(), ct).ConfigureAwait(false);
+    }
+}

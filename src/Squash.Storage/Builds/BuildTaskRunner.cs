@@ -1,0 +1,260 @@
+using Squash.Index.Attributes;
+using Squash.Index.Format;
+using Squash.Index.Model;
+
+namespace Squash.Storage.Builds;
+
+/// <summary>What one task needs: its job, the stores, and a check that the job has not been cancelled or failed meanwhile.</summary>
+public sealed class BuildTaskContext(BuildJob job, BuildJobStore jobs, IndexStore index, string task, CancellationToken ct)
+{
+    public BuildJob Job { get; } = job;
+    public BuildJobStore Jobs { get; } = jobs;
+    public IndexStore Index { get; } = index;
+    public IBlobStore Blobs => Jobs.Blobs;
+    /// <summary>The task's name in errors and logs, e.g. <c>assign[3]</c>.</summary>
+    public string Task { get; } = task;
+    public CancellationToken CancellationToken { get; } = ct;
+    public string WorkPrefix => BuildJobStore.WorkPrefix(Job.Index, Job.BuildId);
+
+    /// <summary>Throws <see cref="BuildStoppedException"/> when the job was cancelled or failed since the task began (checked before writes).</summary>
+    public async Task ThrowIfStoppedAsync()
+    {
+        var now = await Jobs.GetAsync(Job.Index, Job.BuildId, CancellationToken).ConfigureAwait(false);
+        if (now is null || BuildStatus.IsTerminal(now.Value.Job.Status)) throw new BuildStoppedException(now?.Job.Status ?? "deleted");
+    }
+}
+
+/// <summary>How much a task did, for the job's progress figures.</summary>
+public readonly record struct StageResult(long Vectors, long Bytes);
+
+/// <summary>The work of each stage; the runner around it handles delivery, idempotency, progress and fan-in.</summary>
+public interface IBuildStageWork
+{
+    /// <summary>
+    /// Called once, by the task that starts <paramref name="stage"/>, before its messages are sent: returns how many
+    /// tasks the stage has (the encode stage learns only now which partitions some row chose).
+    /// </summary>
+    Task<int> PrepareStageAsync(BuildTaskContext context, string stage);
+    /// <summary>Validates what could not be checked at submission and fits what every later task shares; writes it under the work prefix.</summary>
+    Task<StageResult> TrainAsync(BuildTaskContext context);
+    /// <summary>Routes one chunk of the source to the partitions.</summary>
+    Task<StageResult> AssignAsync(BuildTaskContext context, int chunk);
+    /// <summary>Encodes one partition and writes its segments into the version folder (create-only).</summary>
+    Task<StageResult> EncodeAsync(BuildTaskContext context, int partition);
+    /// <summary>Writes what belongs to the whole version (routing) and returns the manifest to publish (calibrated, when asked).</summary>
+    Task<IndexManifest> PrepareManifestAsync(BuildTaskContext context);
+}
+
+/// <summary>The job stopped (cancelled or failed) while a task ran: the task ends without effect.</summary>
+public sealed class BuildStoppedException(string status) : Exception($"the build is {status}")
+{
+    public string Status { get; } = status;
+}
+
+/// <summary>Input the build cannot use (bad rows, a bad attributes file, options that do not fit the data): no retry can help.</summary>
+public sealed class BuildInputException(string message) : Exception(message);
+
+/// <summary>What the queue function answers: success (the host deletes the message) or a failure worth retrying.</summary>
+public sealed record TaskOutcome(bool Success, string Log)
+{
+    public static TaskOutcome Done(string log) => new(true, log);
+    public static TaskOutcome Retry(string log) => new(false, log);
+}
+
+/// <summary>
+/// Runs one delivered task message: at-least-once delivery, so every step can be repeated. A finished task leaves a
+/// create-only marker, and a redelivered one only repeats the fan-in check. The last task of a stage to finish moves the
+/// job on: a create-only gate blob decides which one (even when several finish together), and only it enqueues the next
+/// stage (again on its own redelivery, which is harmless: tasks are no-ops once done). Exactly one publisher: there is one
+/// publish task, and it commits in the job record (compare-and-swap) before it writes the manifest, which is how a
+/// cancel and a publish never both win.
+/// </summary>
+public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuildStageWork work)
+{
+    public BuildJobStore Jobs { get; } = jobs;
+
+    /// <param name="dequeueCount">How many times the message has been delivered (1 the first time).</param>
+    /// <param name="maxDequeueCount">The host's limit (host.json): a failure on the last delivery fails the job.</param>
+    public async Task<TaskOutcome> RunAsync(BuildTaskMessage message, int dequeueCount, int maxDequeueCount, CancellationToken ct)
+    {
+        var task = message.Describe();
+        var found = await Jobs.GetAsync(message.Index, message.BuildId, ct).ConfigureAwait(false);
+        if (found is null) return TaskOutcome.Done($"dropped message {task}: index '{message.Index}' has no build '{message.BuildId}'");
+        var job = found.Value.Job;
+        int total = job.TaskCount(message.Stage);
+        if (message.Task < 0 || message.Task >= total)
+        {
+            await FailAsync(job, new BuildError("bad-message", $"the queue message on {BuildStages.QueueName(message.Stage)} names task {message.Task}; the build has {total} {message.Stage} task{(total == 1 ? "" : "s")} (0..{total - 1})", task), ct).ConfigureAwait(false);
+            return TaskOutcome.Done($"build {job.BuildId} failed: bad message {task}");
+        }
+        if (BuildStatus.IsTerminal(job.Status)) return TaskOutcome.Done($"build {job.BuildId} is {job.Status}: {task} skipped");
+
+        var context = new BuildTaskContext(job, Jobs, new IndexStore(Jobs.Blobs, job.Index), task, ct);
+        try
+        {
+            if (!await Jobs.IsDoneAsync(job.Index, job.BuildId, message.Stage, message.Task, ct).ConfigureAwait(false))
+            {
+                job = await EnterStageAsync(job, message.Stage, ct).ConfigureAwait(false);
+                if (BuildStatus.IsTerminal(job.Status)) return TaskOutcome.Done($"build {job.BuildId} is {job.Status}: {task} skipped");
+                if (message.Stage == BuildStages.Publish) return await PublishAsync(new BuildTaskContext(job, Jobs, context.Index, task, ct), ct).ConfigureAwait(false);
+                var result = message.Stage switch
+                {
+                    BuildStages.Train => await work.TrainAsync(context).ConfigureAwait(false),
+                    BuildStages.Assign => await work.AssignAsync(context, message.Task).ConfigureAwait(false),
+                    _ => await work.EncodeAsync(context, message.Task).ConfigureAwait(false),
+                };
+                if (await Jobs.MarkDoneAsync(job.Index, job.BuildId, message.Stage, message.Task, ct).ConfigureAwait(false))
+                    await RecordProgressAsync(job, message.Stage, result, ct).ConfigureAwait(false);
+            }
+            else if (message.Stage == BuildStages.Publish)
+            {
+                return TaskOutcome.Done($"{task} of build {job.BuildId} was already done");
+            }
+            await AdvanceAsync(job, message.Stage, message.Task, ct).ConfigureAwait(false);
+            return TaskOutcome.Done($"{task} of build {job.BuildId} done");
+        }
+        catch (BuildStoppedException e)
+        {
+            return TaskOutcome.Done($"{task} of build {job.BuildId} stopped: {e.Message}");
+        }
+        catch (Exception e) when (Permanent(e, task) is { } error)
+        {
+            await FailAsync(job, error, ct).ConfigureAwait(false);
+            return TaskOutcome.Done($"build {job.BuildId} failed in {task}: {error.Message}");
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !ct.IsCancellationRequested)
+        {
+            if (dequeueCount >= maxDequeueCount)
+                await FailAsync(job, new BuildError("task-failed", $"{e.Message} (failed on all {dequeueCount} deliveries)", task), ct).ConfigureAwait(false);
+            return TaskOutcome.Retry($"{task} of build {job.BuildId} failed on delivery {dequeueCount} of {maxDequeueCount}: {e.GetType().Name}: {e.Message}");
+        }
+    }
+
+    private static BuildError? Permanent(Exception e, string task) => e switch
+    {
+        SourceChangedException => new BuildError("source-changed", e.Message, task),
+        InvalidDataException or AttributeFormatException => new BuildError("bad-source", e.Message, task),
+        BuildInputException => new BuildError("bad-input", e.Message, task),
+        _ => null,
+    };
+
+    /// <summary>Moves the job's status forward to the stage's (never back), stamping the start time on the first task.</summary>
+    private async Task<BuildJob> EnterStageAsync(BuildJob job, string stage, CancellationToken ct)
+    {
+        var status = BuildStages.StatusOf(stage);
+        int rank = Array.IndexOf(BuildStages.All, stage);
+        var (now, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j =>
+        {
+            if (BuildStatus.IsTerminal(j.Status)) return null;
+            int current = j.Status == BuildStatus.Queued ? -1 : Array.IndexOf(BuildStages.All, StageOf(j.Status));
+            if (current >= rank && j.StartedUtc is not null) return null;
+            return j with { Status = current >= rank ? j.Status : status, StartedUtc = j.StartedUtc ?? DateTimeOffset.UtcNow };
+        }, ct).ConfigureAwait(false);
+        return now;
+    }
+
+    private static string StageOf(string status) => status switch
+    {
+        BuildStatus.Training => BuildStages.Train,
+        BuildStatus.Assigning => BuildStages.Assign,
+        BuildStatus.Encoding => BuildStages.Encode,
+        _ => BuildStages.Publish,
+    };
+
+    private async Task RecordProgressAsync(BuildJob job, string stage, StageResult result, CancellationToken ct)
+    {
+        int done = await Jobs.CountDoneAsync(job.Index, job.BuildId, stage, ct).ConfigureAwait(false);
+        await Jobs.UpdateAsync(job.Index, job.BuildId, j => j.WithStage(stage, s => s with { Done = Math.Max(s.Done, Math.Min(done, s.Total)) }) with
+        {
+            VectorsAssigned = j.VectorsAssigned + (stage == BuildStages.Assign ? result.Vectors : 0),
+            VectorsEncoded = j.VectorsEncoded + (stage == BuildStages.Encode ? result.Vectors : 0),
+            BytesWritten = j.BytesWritten + result.Bytes,
+        }, ct).ConfigureAwait(false);
+    }
+
+    /// <summary>When every task of <paramref name="stage"/> is done, the one task that claims the gate starts the next stage.</summary>
+    private async Task AdvanceAsync(BuildJob job, string stage, int task, CancellationToken ct)
+    {
+        int total = job.TaskCount(stage);
+        if (await Jobs.CountDoneAsync(job.Index, job.BuildId, stage, ct).ConfigureAwait(false) < total) return;
+        var next = BuildStages.All[Array.IndexOf(BuildStages.All, stage) + 1];
+        if (!await Jobs.ClaimGateAsync(job.Index, job.BuildId, "start-" + next, $"{stage}-{task}", ct).ConfigureAwait(false)) return;
+        // The owner's own redelivery sends again only if the first delivery stopped before it had sent everything.
+        if (await Jobs.IsGateSentAsync(job.Index, job.BuildId, "start-" + next, ct).ConfigureAwait(false)) return;
+        int tasks = await work.PrepareStageAsync(new BuildTaskContext(job, Jobs, new IndexStore(Jobs.Blobs, job.Index), $"{stage}[{task}]", ct), next).ConfigureAwait(false);
+        var (now, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) ? null
+            : j.WithStage(stage, s => s with { Done = s.Total }).WithStage(next, s => s with { Total = tasks }) with
+            {
+                Status = BuildStages.StatusOf(next),
+                Partitions = next == BuildStages.Encode ? tasks : j.Partitions,
+            }, ct).ConfigureAwait(false);
+        if (BuildStatus.IsTerminal(now.Status)) return;
+        for (int t = 0; t < now.TaskCount(next); t++)
+            await queue.SendAsync(new BuildTaskMessage { Index = job.Index, BuildId = job.BuildId, Stage = next, Task = t }, ct).ConfigureAwait(false);
+        await Jobs.MarkGateSentAsync(job.Index, job.BuildId, "start-" + next, ct).ConfigureAwait(false);
+    }
+
+    private async Task<TaskOutcome> PublishAsync(BuildTaskContext context, CancellationToken ct)
+    {
+        var job = context.Job;
+        var manifest = await work.PrepareManifestAsync(context).ConfigureAwait(false);
+        // The commit point: from here on a cancel is refused, and before it a cancel stops the publish.
+        var (committed, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) || j.PublishCommitted ? null
+            : j with { PublishCommitted = true }, ct).ConfigureAwait(false);
+        if (!committed.PublishCommitted) return TaskOutcome.Done($"build {job.BuildId} is {committed.Status}: not published");
+        var store = context.Index;
+        IndexStore.PublishResult result;
+        try
+        {
+            result = await store.PublishAsync(store.CreateSink(job.Version), manifest, ct).ConfigureAwait(false);
+        }
+        catch (BlobConditionFailedException)
+        {
+            // Our own manifest from an earlier delivery that stopped before the pointer moved: finish that publish.
+            var written = await store.ReadManifestAsync(job.Version, ct).ConfigureAwait(false);
+            await store.VerifyCompleteAsync(written, ct).ConfigureAwait(false);
+            result = await store.MovePointerForwardAsync(job.Version, ct).ConfigureAwait(false);
+        }
+        await Jobs.MarkDoneAsync(job.Index, job.BuildId, BuildStages.Publish, 0, ct).ConfigureAwait(false);
+        await Jobs.UpdateAsync(job.Index, job.BuildId, j => j.Status == BuildStatus.Succeeded ? null
+            : j.WithStage(BuildStages.Publish, s => s with { Done = 1 }) with
+            {
+                Status = BuildStatus.Succeeded,
+                FinishedUtc = DateTimeOffset.UtcNow,
+                Current = result.Published,
+                BytesWritten = j.BytesWritten + manifest.Routing.Bytes,
+            }, ct).ConfigureAwait(false);
+        await Jobs.DeleteWorkAsync(job.Index, job.BuildId, ct).ConfigureAwait(false);
+        return TaskOutcome.Done($"build {job.BuildId} published version {job.Version}{(result.Published ? "" : $" (not current: {result.Current} is newer)")}");
+    }
+
+    /// <summary>Fails the job (unless it already finished or the publish committed) and removes its work blobs.</summary>
+    public async Task<BuildJob> FailAsync(BuildJob job, BuildError error, CancellationToken ct)
+    {
+        // After the commit only the publisher itself fails the job (the one task that could still be writing), and only
+        // while the pointer does not name the version: a publish that moved it has succeeded, whatever came after.
+        var store = new IndexStore(Jobs.Blobs, job.Index);
+        bool published = error.Task == "publish[0]"
+            && await Jobs.Blobs.GetInfoAsync(store.VersionPrefix(job.Version) + IndexStore.ManifestName, ct).ConfigureAwait(false) is not null
+            && (await store.GetCurrentAsync(ct).ConfigureAwait(false)) is { } current && VersionIds.Compare(current.Version, job.Version) >= 0;
+        var (now, changed) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) || (j.PublishCommitted && (published || error.Task != "publish[0]")) ? null
+            : j with { Status = BuildStatus.Failed, FinishedUtc = DateTimeOffset.UtcNow, Error = error }, ct).ConfigureAwait(false);
+        if (changed) await CleanUpAsync(now, ct).ConfigureAwait(false);
+        return now;
+    }
+
+    /// <summary>Best effort: the work blobs and the unpublished version's segments (gc would remove those later anyway).</summary>
+    public async Task CleanUpAsync(BuildJob job, CancellationToken ct)
+    {
+        try
+        {
+            await Jobs.DeleteWorkAsync(job.Index, job.BuildId, ct).ConfigureAwait(false);
+            if (job.PublishCommitted) return;
+            var prefix = new IndexStore(Jobs.Blobs, job.Index).VersionPrefix(job.Version);
+            var names = new List<string>();
+            await foreach (var b in Jobs.Blobs.ListAsync(prefix, ct).ConfigureAwait(false)) names.Add(b.Name);
+            foreach (var n in names) await Jobs.Blobs.DeleteAsync(n, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException and not CorruptIndexException) { }
+    }
+}

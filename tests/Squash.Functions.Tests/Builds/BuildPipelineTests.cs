@@ -1,0 +1,261 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Squash.Index.Attributes;
+using Squash.Index.Build;
+using Squash.Search;
+using Squash.Storage;
+using Squash.Storage.Builds;
+
+namespace Squash.Functions.Tests.Builds;
+
+/// <summary>
+/// Builds through the four queue functions, delivered from the Azurite queues with the host's invocation payloads:
+/// the result equals the in-process build byte for byte, and the faults of at-least-once delivery, failures,
+/// cancels, concurrent builds and changing sources end as they must.
+/// </summary>
+[Collection(nameof(BuildQueueCollection))]
+public sealed class BuildPipelineTests
+{
+    private const int Count = 2400, Dims = 16, Seed = 7;
+    private static readonly string[] Colours = ["red", "green", "blue"];
+
+    /// <summary>A 12-cluster mixture (seeded), so partitions are real clusters.</summary>
+    private static float[] Data(int seed = Seed)
+    {
+        var rng = new Random(seed);
+        var centres = Enumerable.Range(0, 12 * Dims).Select(_ => (float)(rng.NextDouble() * 20)).ToArray();
+        var data = new float[Count * Dims];
+        for (int i = 0; i < Count; i++)
+        {
+            int c = rng.Next(12);
+            for (int j = 0; j < Dims; j++) data[i * Dims + j] = centres[c * Dims + j] + (float)(rng.NextDouble() * 2 - 1);
+        }
+        return data;
+    }
+
+    private static string AttributeLines() =>
+        string.Join('\n', Enumerable.Range(0, Count).Select(i => $"{{\"id\":\"doc-{i}\",\"attributes\":{{\"colour\":\"{Colours[i % 3]}\",\"price\":{i % 97}}}}}"));
+
+    /// <summary>The source as two blobs under a prefix (an .fvecs and an .npy, split mid-chunk) and the attributes.</summary>
+    private static async Task UploadSourceAsync(BuildTestApp app, float[] data)
+    {
+        const int split = 1000;
+        await app.UploadAsync("src/part-0.fvecs", BuildTestApp.Fvecs(data[..(split * Dims)], Dims));
+        await app.UploadAsync("src/part-1.npy", BuildTestApp.Npy(data[(split * Dims)..], Dims));
+        await app.UploadAsync("attrs.jsonl", Encoding.UTF8.GetBytes(AttributeLines()));
+    }
+
+    private const string Request = """{"source":{"vectors":"src","attributes":"attrs.jsonl"},"options":{"partitions":10,"seed":7,"chunkRows":700}}""";
+
+    private static async Task<IndexStore> InProcessAsync(float[] data)
+    {
+        var store = new IndexStore(new FolderBlobStore(Path.Combine(Path.GetTempPath(), "squash-inproc-" + Guid.NewGuid().ToString("N"))), "products");
+        var table = AttributeReader.ReadJsonLines(new StringReader(AttributeLines()), "attrs.jsonl");
+        await CalibratedBuild.BuildAndPublishAsync(store, data, Count, Dims, new IndexBuildOptions { Partitions = 10, Seed = Seed, Attributes = table });
+        return store;
+    }
+
+    [Fact]
+    public async Task AQueueBuildEqualsTheInProcessBuildByteForByteAndAnswersTheSame()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        var data = Data();
+        await UploadSourceAsync(app, data);
+        var buildId = await app.SubmitOkAsync("products", Request);
+        // At-least-once delivery: the first assign message is delivered again after it finished.
+        bool resent = false;
+        var view = default(JsonElement);
+        await app.DriveAsync(async () =>
+        {
+            view = await app.ShowAsync("products", buildId);
+            return BuildStatus.IsTerminal(view.GetProperty("status").GetString()!);
+        }, TimeSpan.FromSeconds(180), async stage =>
+        {
+            var first = app.Deliveries.FirstOrDefault(d => d.Function == "build-assign" && d.Status == 200);
+            if (!resent && first.Function is not null)
+            {
+                resent = true;
+                await BuildTestApp.Queue("squash-build-assign").SendMessageAsync(first.Message);
+            }
+        });
+        Assert.True(view.GetProperty("status").GetString() == "succeeded", view.ToString());
+        Assert.Equal(2, app.Deliveries.Count(d => d.Function == "build-assign" && d.Message == app.Deliveries.First(x => x.Function == "build-assign").Message));
+        // The redelivered task counted once.
+        Assert.Equal(Count, view.GetProperty("vectors").GetProperty("assigned").GetInt64());
+        Assert.Equal(Count, view.GetProperty("vectors").GetProperty("encoded").GetInt64());
+        Assert.True(view.GetProperty("current").GetBoolean());
+        var version = view.GetProperty("version").GetString()!;
+
+        var queued = new IndexStore(app.Store, "products");
+        Assert.Equal(version, (await queued.GetCurrentAsync())!.Value.Version);
+        var reference = await InProcessAsync(data);
+        var a = await queued.ReadManifestAsync(version);
+        var b = await reference.OpenCurrentAsync();
+        Assert.Equal(b.Partitions.Count, a.Partitions.Count);
+        foreach (var segment in IndexStore.BlobsNamedBy(b))
+        {
+            var queuedBytes = await app.Store.ReadAllAsync(queued.VersionPrefix(version) + segment.Name);
+            var referenceBytes = await reference.Blobs.ReadAllAsync(reference.VersionPrefix(b.Version) + segment.Name);
+            Assert.True(queuedBytes.AsSpan().SequenceEqual(referenceBytes), $"segment {segment.Name} differs (seed {Seed})");
+        }
+        Assert.Equal(JsonSerializer.Serialize(b.Calibration!.Plans), JsonSerializer.Serialize(a.Calibration!.Plans));
+
+        var queuedEngine = new SearchEngine(await OpenedIndex.OpenAsync(queued));
+        var referenceEngine = new SearchEngine(await OpenedIndex.OpenAsync(reference));
+        var rng = new Random(11);
+        for (int q = 0; q < 40; q++)
+        {
+            var query = data.AsSpan(rng.Next(Count) * Dims, Dims).ToArray().Select(v => v + (float)rng.NextDouble()).ToArray();
+            var options = new SearchOptions { K = 10, Recall = SearchOptions.DefaultRecall };
+            var x = queuedEngine.Search(query, options);
+            var y = referenceEngine.Search(query, options);
+            Assert.Equal(y.Ids, x.Ids);
+            Assert.Equal(y.Distances, x.Distances);
+        }
+        // The work blobs are gone; the job record stays.
+        await foreach (var blob in app.Store.ListAsync($"products/build-work/{buildId}/")) Assert.Fail($"left behind: {blob.Name}");
+    }
+
+    [Fact]
+    public async Task ATaskThatAlwaysFailsEndsInThePoisonQueueAndFailsTheJobNamingIt()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        await UploadSourceAsync(app, Data());
+        var buildId = await app.SubmitOkAsync("products", Request);
+        // Once the assign stage is done, every run of trained partition 0 is damaged: encoding it fails on every delivery.
+        bool damaged = false;
+        var view = default(JsonElement);
+        await app.DriveAsync(async () =>
+        {
+            view = await app.ShowAsync("products", buildId);
+            return BuildStatus.IsTerminal(view.GetProperty("status").GetString()!);
+        }, TimeSpan.FromSeconds(180), async stage =>
+        {
+            if (damaged || stage != "encode" || (await app.ShowAsync("products", buildId)).GetProperty("status").GetString() != "encoding") return;
+            damaged = true;
+            await foreach (var run in app.Store.ListAsync($"products/build-work/{buildId}/runs/p00000/"))
+                await app.Store.WriteAsync(run.Name, new byte[100], WriteCondition.Overwrite);
+        });
+        Assert.Equal("failed", view.GetProperty("status").GetString());
+        var error = view.GetProperty("error");
+        Assert.Equal("task-failed", error.GetProperty("code").GetString());
+        Assert.Equal("encode[0]", error.GetProperty("task").GetString());
+        Assert.EndsWith($"(failed on all {BuildTestApp.MaxDequeueCount} deliveries)", error.GetProperty("message").GetString());
+        Assert.Contains("p00000/c000000.run", error.GetProperty("message").GetString());
+        var poisoned = (await BuildTestApp.Queue("squash-build-encode-poison").PeekMessagesAsync(10)).Value;
+        Assert.Equal($$"""{"index":"products","buildId":"{{buildId}}","stage":"encode","task":0}""", Assert.Single(poisoned).Body.ToString());
+        Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
+    }
+
+    [Fact]
+    public async Task ACancelMidBuildPublishesNothing()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        await UploadSourceAsync(app, Data());
+        var buildId = await app.SubmitOkAsync("products", Request);
+        bool cancelled = false;
+        await app.DriveAsync(async () =>
+        {
+            if (!cancelled && app.Deliveries.Count(d => d.Function == "build-encode" && d.Status == 200) >= 2)
+            {
+                using var response = await app.Client.DeleteAsync($"/api/indexes/products/builds/{buildId}");
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+                cancelled = true;
+            }
+            // Done when cancelled and every queue is empty (the rest of the messages were delivered and skipped).
+            if (!cancelled) return false;
+            foreach (var stage in BuildStages.All)
+                if ((await BuildTestApp.Queue(BuildStages.QueueName(stage)).PeekMessagesAsync(1)).Value.Length > 0) return false;
+            return true;
+        }, TimeSpan.FromSeconds(180));
+        var view = await app.ShowAsync("products", buildId);
+        Assert.Equal("cancelled", view.GetProperty("status").GetString());
+        var store = new IndexStore(app.Store, "products");
+        Assert.Null(await store.GetCurrentAsync());
+        var version = JsonDocument.Parse((await app.Store.ReadAllAsync(BuildJobStore.JobName("products", buildId)))).RootElement.GetProperty("version").GetString()!;
+        await foreach (var blob in app.Store.ListAsync(store.VersionPrefix(version)))
+            Assert.False(blob.Name.EndsWith("manifest.json", StringComparison.Ordinal), "a cancelled build wrote a manifest");
+    }
+
+    [Fact]
+    public async Task TwoBuildsOfOneIndexAtOnceBothFinishAndTheNewerVersionIsCurrent()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        await UploadSourceAsync(app, Data());
+        var first = await app.SubmitOkAsync("products", Request);
+        var second = await app.SubmitOkAsync("products", Request.Replace("\"seed\":7", "\"seed\":8"));
+        JsonElement a = default, b = default;
+        await app.DriveAsync(async () =>
+        {
+            a = await app.ShowAsync("products", first);
+            b = await app.ShowAsync("products", second);
+            return BuildStatus.IsTerminal(a.GetProperty("status").GetString()!) && BuildStatus.IsTerminal(b.GetProperty("status").GetString()!);
+        }, TimeSpan.FromSeconds(240));
+        Assert.Equal("succeeded", a.GetProperty("status").GetString());
+        Assert.Equal("succeeded", b.GetProperty("status").GetString());
+        var store = new IndexStore(app.Store, "products");
+        var versions = new[] { a.GetProperty("version").GetString()!, b.GetProperty("version").GetString()! };
+        // Both versions are whole; the pointer names the newer id (version ids order builds by submission).
+        foreach (var v in versions) await store.VerifyCompleteAsync(await store.ReadManifestAsync(v));
+        var newest = versions.Max(StringComparer.Ordinal)!;
+        Assert.Equal(newest, (await store.GetCurrentAsync())!.Value.Version);
+        Assert.True((newest == versions[1] ? b : a).GetProperty("current").GetBoolean());
+    }
+
+    [Fact]
+    public async Task ASourceThatChangesMidBuildFailsTheJobWithTheReason()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        var data = Data();
+        await UploadSourceAsync(app, data);
+        var buildId = await app.SubmitOkAsync("products", Request);
+        bool changed = false;
+        var view = default(JsonElement);
+        await app.DriveAsync(async () =>
+        {
+            view = await app.ShowAsync("products", buildId);
+            return BuildStatus.IsTerminal(view.GetProperty("status").GetString()!);
+        }, TimeSpan.FromSeconds(180), async stage =>
+        {
+            if (changed || stage != "assign" || (await app.ShowAsync("products", buildId)).GetProperty("status").GetString() != "assigning") return;
+            changed = true;
+            var other = (float[])data.Clone();
+            other[5 * Dims] += 1;
+            await app.UploadAsync("src/part-1.npy", BuildTestApp.Npy(other[(1000 * Dims)..], Dims));
+        });
+        Assert.Equal("failed", view.GetProperty("status").GetString());
+        var error = view.GetProperty("error");
+        Assert.Equal("source-changed", error.GetProperty("code").GetString());
+        Assert.StartsWith("assign[", error.GetProperty("task").GetString());
+        Assert.StartsWith("source blob 'src/part-1.npy' changed after the build was submitted (ETag ", error.GetProperty("message").GetString());
+        Assert.EndsWith("now); submit the build again", error.GetProperty("message").GetString());
+        Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
+    }
+}
+
+/// <summary>What only a pass over all the data can find fails the job in the train task, naming the blob and row.</summary>
+[Collection(nameof(BuildQueueCollection))]
+public sealed class BuildBadDataTests
+{
+    [Fact]
+    public async Task ANaNRowAndAnAttributesFileOfTheWrongLengthFailTheJobWithTheReason()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        const int dims = 6;
+        var data = Enumerable.Range(0, 500 * dims).Select(i => (float)(i % 13)).ToArray();
+        data[321 * dims + 4] = float.NaN;
+        await app.UploadAsync("bad.fvecs", BuildTestApp.Fvecs(data, dims));
+        await app.UploadAsync("good.fvecs", BuildTestApp.Fvecs(Enumerable.Range(0, 500 * dims).Select(i => (float)(i % 13)).ToArray(), dims));
+        await app.UploadAsync("short.csv", Encoding.UTF8.GetBytes("price\n" + string.Join('\n', Enumerable.Range(0, 499))));
+
+        var nan = await app.SubmitOkAsync("products", """{"source":{"vectors":"bad.fvecs"},"options":{"partitions":2,"chunkRows":100}}""");
+        var view = await app.RunToEndAsync("products", nan);
+        Assert.Equal(("bad-source", "bad.fvecs: NaN at row 321, column 4", "train[0]"), BuildMessageTests.Error(view));
+
+        var rows = await app.SubmitOkAsync("products", """{"source":{"vectors":"good.fvecs","attributes":"short.csv"},"options":{"partitions":2}}""");
+        view = await app.RunToEndAsync("products", rows);
+        Assert.Equal(("bad-input", "the attributes blob 'short.csv' has 499 rows but there are 500 vectors (rows are matched by position)", "train[0]"), BuildMessageTests.Error(view));
+        Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
+    }
+}
