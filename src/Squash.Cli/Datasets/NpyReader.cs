@@ -1,10 +1,10 @@
 using Squash.Core.Vectors;
+using Squash.Index.Build.Sources;
 using System.Buffers.Binary;
 using System.Globalization;
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 using System.Text;
-using System.Text.RegularExpressions;
 
 namespace Squash.Cli.Datasets;
 
@@ -13,7 +13,7 @@ namespace Squash.Cli.Datasets;
 /// Python-dict header such as <c>{'descr': '&lt;f4', 'fortran_order': False, 'shape': (60000, 784), }</c>,
 /// followed by the raw array. Only 2-D little-endian C-order float32 / float64 / uint8 arrays are read.
 /// </summary>
-internal static partial class NpyReader
+internal static class NpyReader
 {
     // 0x93 followed by "NUMPY".
     private static ReadOnlySpan<byte> Magic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
@@ -33,92 +33,13 @@ internal static partial class NpyReader
             throw VectorFile.Bad(path, "empty file");
         }
 
-        Span<byte> preamble = stackalloc byte[12];
-        if (length < 10)
-        {
-            throw VectorFile.Bad(path, $"truncated .npy header: file has only {length} bytes");
-        }
-
-        fs.ReadExactly(preamble[..10]);
-        if (!preamble[..6].SequenceEqual(Magic))
-        {
-            throw VectorFile.Bad(path, "not a NumPy .npy file (missing \\x93NUMPY magic)");
-        }
-
-        byte major = preamble[6];
-        int preambleBytes;
-        long headerBytes;
-        switch (major)
-        {
-            case 1:
-                preambleBytes = 10;
-                headerBytes = BinaryPrimitives.ReadUInt16LittleEndian(preamble[8..]);
-                break;
-            case 2 or 3:
-                preambleBytes = 12;
-                if (length < 12)
-                {
-                    throw VectorFile.Bad(path, $"truncated .npy header: file has only {length} bytes");
-                }
-
-                fs.ReadExactly(preamble[10..12]);
-                headerBytes = BinaryPrimitives.ReadUInt32LittleEndian(preamble[8..]);
-                break;
-            default:
-                throw VectorFile.Bad(path, $"unsupported .npy format version {major}.{preamble[7]} (supported: 1, 2, 3)");
-        }
-
-        if (headerBytes > MaxHeaderBytes || preambleBytes + headerBytes > length)
-        {
-            throw VectorFile.Bad(path, $"truncated .npy header: it declares {headerBytes} header bytes, file has {length} bytes in total");
-        }
-
-        byte[] headerRaw = new byte[headerBytes];
-        fs.ReadExactly(headerRaw);
-        // Version 3 only differs by allowing UTF-8 in the header.
-        string header = major == 3 ? Encoding.UTF8.GetString(headerRaw) : Encoding.Latin1.GetString(headerRaw);
-
-        var (descr, fortran, shape) = ParseHeader(path, header);
-        if (fortran)
-        {
-            throw VectorFile.Bad(path, "Fortran-order (column-major) arrays are not supported; save a C-order array (np.ascontiguousarray)");
-        }
-
-        int itemSize = descr switch
-        {
-            "<f4" => sizeof(float),
-            "<f8" => sizeof(double),
-            "|u1" or "<u1" or "u1" => sizeof(byte),
-            _ => throw VectorFile.Bad(path, $"unsupported dtype '{descr}' (supported: '<f4', '<f8', '|u1')"),
-        };
-
-        if (shape.Length != 2)
-        {
-            throw VectorFile.Bad(path, $"expected a 2-D array (rows, dimensions), found shape ({string.Join(", ", shape)})");
-        }
-
-        long rows = shape[0];
-        long dims = shape[1];
-        VectorFile.RequireDimensions(path, dims, "array has");
-        if (rows <= 0)
-        {
-            throw VectorFile.Bad(path, $"empty array: shape ({rows}, {dims}) has no vectors");
-        }
-
-        long dataOffset = preambleBytes + headerBytes;
-        long rowBytes = dims * itemSize;
-        long available = length - dataOffset;
-        // Compare row counts, not byte counts: a corrupt shape could overflow rows × rowBytes.
-        long completeRows = available / rowBytes;
-        if (rows > completeRows)
-        {
-            throw VectorFile.Bad(path, $"truncated data: row {completeRows} of {rows} is incomplete ({available} data bytes present, {rowBytes} per row)");
-        }
-
-        if (available > rows * rowBytes)
-        {
-            throw VectorFile.Bad(path, $"{available - rows * rowBytes} unexpected bytes after the {rows} x {dims} array");
-        }
+        // The header is checked by the same code that reads .npy blobs for queue builds; the CLI then reads the data.
+        var start = new byte[(int)Math.Min(length, 12 + MaxHeaderBytes)];
+        fs.ReadExactly(start);
+        var layout = VectorSourceFormat.ReadLayout(path, start, length);
+        fs.Position = layout.DataOffset;
+        long rows = layout.Rows, dims = layout.Dimensions, rowBytes = layout.RowBytes;
+        int itemSize = layout.ElementBytes;
 
         long count = maxCount is { } m && m < rows ? m : rows;
         if (count * dims > Array.MaxLength)
@@ -180,38 +101,4 @@ internal static partial class NpyReader
         Encoding.Latin1.GetBytes(text, header.AsSpan(10));
         return header;
     }
-
-    private static (string Descr, bool Fortran, long[] Shape) ParseHeader(string path, string header)
-    {
-        var descr = DescrPattern().Match(header);
-        var fortran = FortranPattern().Match(header);
-        var shape = ShapePattern().Match(header);
-        if (!descr.Success || !fortran.Success || !shape.Success)
-        {
-            throw VectorFile.Bad(path, $"malformed .npy header (needs 'descr', 'fortran_order' and 'shape'): {header.Trim()}");
-        }
-
-        var dims = new List<long>();
-        foreach (string part in shape.Groups[1].Value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-        {
-            // NumPy may write Python longs with an L suffix in old files.
-            if (!long.TryParse(part.TrimEnd('L'), NumberStyles.Integer, CultureInfo.InvariantCulture, out long value))
-            {
-                throw VectorFile.Bad(path, $"malformed .npy shape '({shape.Groups[1].Value})'");
-            }
-
-            dims.Add(value);
-        }
-
-        return (descr.Groups[1].Value, fortran.Groups[1].Value == "True", dims.ToArray());
-    }
-
-    [GeneratedRegex(@"['""]descr['""]\s*:\s*['""]([^'""]*)['""]")]
-    private static partial Regex DescrPattern();
-
-    [GeneratedRegex(@"['""]fortran_order['""]\s*:\s*(True|False)")]
-    private static partial Regex FortranPattern();
-
-    [GeneratedRegex(@"['""]shape['""]\s*:\s*\(([^)]*)\)")]
-    private static partial Regex ShapePattern();
 }
