@@ -141,9 +141,10 @@ public sealed class QueueTriggerTests
     [Fact]
     public async Task AnInvocationLongerThanTheLeaseIsNotDeliveredTwiceWhileItRuns()
     {
-        // Leased for 1.5 s, renewed at half-time; the invocation takes 4.5 s (three leases).
-        await using var run = await ProbeRun.CreateAsync(lease: TimeSpan.FromSeconds(1.5));
-        await run.SendAsync("""{"id":"long","mode":"slow","ms":4500}""");
+        // Leased for 3 s, renewed at half-time; the invocation takes 7.5 s (2.5 leases). A renewal may come up to 1.5 s
+        // late (a loaded machine, another copy of the suite) before the message would reappear.
+        await using var run = await ProbeRun.CreateAsync(lease: TimeSpan.FromSeconds(3));
+        await run.SendAsync("""{"id":"long","mode":"slow","ms":7500}""");
 
         await run.UntilAsync(async () => run.Records("long") is [{ Outcome: "succeeded" }] && await ProbeRun.CountAsync(run.Queue) == 0,
             Deadline, "the long invocation finished and its message was deleted");
