@@ -7,9 +7,15 @@ ensure_fashion_mnist() {
   command -v apt-get >/dev/null || return 1
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  echo "installing dataset-fashion-mnist (Debian package)..." >&2
-  $sudo apt-get update -qq >/dev/null 2>&1 || true
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || return 1
+  # One install at a time on the machine (a second run waits, then finds the files): apt-get fails at once
+  # when another apt holds the dpkg lock, so it also waits for a foreign apt (DPkg::Lock::Timeout).
+  (
+    command -v flock >/dev/null && flock 9
+    [ -f "$FASHION_MNIST_DIR/train-images-idx3-ubyte.gz" ] && exit 0
+    echo "installing dataset-fashion-mnist (Debian package)..." >&2
+    $sudo apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=300 install -y -qq dataset-fashion-mnist >/dev/null 2>&1
+  ) 9>"${TMPDIR:-/tmp}/squash-apt.lock" || return 1
   [ -f "$FASHION_MNIST_DIR/train-images-idx3-ubyte.gz" ]
 }
 

@@ -66,6 +66,22 @@ public sealed class PartitionScanner
         ScanOrCollect(query, codes, null, null, new TopK(Math.Max(1, options.K)), options, new QueryStats(), candidates);
     }
 
+    /// <summary>
+    /// <see cref="CollectRerankCandidates"/> for a filtered scan: the matching rows Scan could re-rank, by lower bound.
+    /// True when the partition holds so few candidates that Scan takes an exact distance for each (no K·R cap): the
+    /// rows are then listed with bound 0 and are not yet rechecked against the filter.
+    /// </summary>
+    public bool CollectFilteredCandidates(QueryContext query, PartitionCodes codes, PartitionAttributes attributes, SearchOptions options,
+        List<(float Bound, int Row)> candidates)
+    {
+        ArgumentNullException.ThrowIfNull(candidates);
+        _collectedEveryCandidate = false;
+        ScanOrCollect(query, codes, null, attributes, new TopK(Math.Max(1, options.K)), options, new QueryStats(), candidates);
+        return _collectedEveryCandidate;
+    }
+
+    private bool _collectedEveryCandidate;
+
     /// <summary>Scan when <paramref name="collect"/> is null; otherwise stops before the re-rank and lists its candidate rows.</summary>
     private void ScanOrCollect(QueryContext query, PartitionCodes codes, PartitionVectors? vectors, PartitionAttributes? attributes, TopK top, SearchOptions options,
         QueryStats stats, List<(float Bound, int Row)>? collect)
@@ -108,6 +124,7 @@ public sealed class PartitionScanner
             {
                 if (collect is not null)
                 {
+                    _collectedEveryCandidate = true;
                     for (int c = 0; c < candidates; c++) collect.Add((0, _candidates[c]));
                     return;
                 }

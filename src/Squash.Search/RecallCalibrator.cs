@@ -144,6 +144,7 @@ public static class RecallCalibrator
                 double se = n > 1 ? Math.Sqrt(Math.Max(0, (sq - n * mean * mean) / (n - 1)) / n) : 0;
                 points.Add(new CalibratedPlan(CentroidFactors[g], RerankFactors[r], Math.Round(mean, 5), Math.Round(se, 5), Math.Round(c / n)));
             }
+        var filtered = FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken);
         return new RecallCalibration
         {
             K = k,
@@ -151,6 +152,7 @@ public static class RecallCalibrator
             Source = queries.Source,
             Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
             Plans = Frontier(points),
+            Filtered = filtered,
         };
     }
 
@@ -159,7 +161,7 @@ public static class RecallCalibrator
     /// way: measured from the centroid of the other n − 1 rows instead, its partition ranks where a held-out query's
     /// would (without this, small partitions make leave-one-out recall optimistic).
     /// </summary>
-    private static void LeaveOutOfCentroid(OpenedIndex index, int p, long self, QueryContext ctx, ref int[] order, float[] dist)
+    internal static void LeaveOutOfCentroid(OpenedIndex index, int p, long self, QueryContext ctx, ref int[] order, float[] dist)
     {
         int n = index.Routing.PartitionSizes[p];
         if (n < 2) return;

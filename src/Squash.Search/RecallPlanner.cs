@@ -24,8 +24,12 @@ public static class RecallPlanner
     /// </summary>
     public static double Aim(double target) => target + Math.Min(0.01, 0.5 * (1 - target));
 
-    /// <summary>The options to plan with (Recall cleared, CF and R set), and the calibration's predicted recall for them.</summary>
-    public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted)
+    /// <summary>
+    /// The options to plan with (Recall cleared, CF and R set), and the calibration's predicted recall for them. A filtered
+    /// query passes its estimated <paramref name="selectivity"/>: it plans with the frontier of the filtered band that holds
+    /// it (the nearest band on a log scale when none does), or the unfiltered frontier on an index without filtered bands.
+    /// </summary>
+    public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted, double? selectivity = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         predicted = options.Exact ? 1 : null;
@@ -36,7 +40,8 @@ public static class RecallPlanner
             return options with { Recall = null, Exact = true };
         }
         if (calibration is null) return options with { Recall = null };
-        foreach (var plan in calibration.Plans)
+        var plans = selectivity is { } s && BandFor(calibration.Filtered, s) is { } band ? band.Plans : calibration.Plans;
+        foreach (var plan in plans)
         {
             if (plan.Recall - StdErrors * plan.RecallStdError < target || plan.Recall < Aim(target)) continue;
             predicted = plan.Recall;
@@ -44,5 +49,21 @@ public static class RecallPlanner
         }
         predicted = 1;
         return options with { Recall = null, Exact = true };
+    }
+
+    /// <summary>The band holding <paramref name="selectivity"/>, else the nearest one in log(selectivity); null without bands.</summary>
+    public static FilteredCalibration? BandFor(IReadOnlyList<FilteredCalibration>? bands, double selectivity)
+    {
+        if (bands is not { Count: > 0 }) return null;
+        double s = Math.Clamp(selectivity, 1e-9, 1);
+        FilteredCalibration? nearest = null;
+        double best = double.PositiveInfinity;
+        foreach (var band in bands)
+        {
+            if (s >= band.MinSelectivity && (s < band.MaxSelectivity || band.MaxSelectivity >= 1)) return band;
+            double gap = s < band.MinSelectivity ? Math.Log(band.MinSelectivity / s) : Math.Log(s / band.MaxSelectivity);
+            if (gap < best) { best = gap; nearest = band; }
+        }
+        return nearest;
     }
 }

@@ -85,40 +85,38 @@ public sealed class SearchEngine
     public QueryPlan Plan(QueryContext query, SearchOptions options)
     {
         options.Validate();
-        double? recallTarget = options.Recall;
-        options = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted);
         var (order, dist) = RankPartitions(query);
         var manifest = Index.Manifest;
-        int p = order.Length;
-        int target = Math.Min(options.K, (int)Math.Max(1, manifest.Count)); // NewTopK's capacity
-        var stats = new QueryStats
-        {
-            Passes = 1,
-            RecallTarget = recallTarget,
-            PredictedRecall = predicted,
-            CentroidFactor = options.CentroidFactor,
-            RerankFactor = options.RerankFactor,
-        };
-
         if (options.Filter is not { MatchesAll: false } filter)
         {
+            double? target = options.Recall;
+            var resolved = RecallPlanner.Resolve(manifest.Calibration, options, out double? predicted);
+            var stats = NewStats(target, predicted, resolved);
             // No per-partition estimates: a later pass (rare without a filter) takes partition sizes.
-            int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, options);
+            int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, resolved);
             stats.PartitionsPlanned = selected;
-            return new QueryPlan(order[..selected], dist, "partitions", target, stats, order, null, null, selected, options);
+            return new QueryPlan(order[..selected], dist, "partitions", TargetOf(resolved), stats, order, null, null, selected, resolved);
         }
+        var estimates = FilterEstimates.Of(filter, manifest);
+        return PlanFiltered(order, dist, estimates, options);
+    }
 
-        var est = new double[p];
-        var canMatch = new bool[p];
-
-        double total = 0;
-        var upper = new long[p];
-        filter.EstimateAll(manifest.Partitions, est, upper);
-        for (int i = 0; i < p; i++)
-        {
-            canMatch[i] = upper[i] > 0;
-            total += est[i];
-        }
+    /// <summary>
+    /// The filtered part of <see cref="Plan"/>, from the ranked partitions and the filter's estimates: the recall target
+    /// resolves with the filtered calibration of the query's estimated selectivity. Recall calibration calls it once per
+    /// replayed plan with estimates computed once per query.
+    /// </summary>
+    public QueryPlan PlanFiltered(int[] order, float[] dist, FilterEstimates estimates, SearchOptions options)
+    {
+        var manifest = Index.Manifest;
+        double? recallTarget = options.Recall;
+        options = RecallPlanner.Resolve(manifest.Calibration, options, out double? predicted, estimates.Total / Math.Max(1, manifest.Count));
+        var stats = NewStats(recallTarget, predicted, options);
+        int p = order.Length;
+        int target = TargetOf(options);
+        var est = estimates.PerPartition;
+        var canMatch = estimates.CanMatch;
+        double total = estimates.Total;
         stats.EstimatedMatches = total;
         int firstMatching = Array.FindIndex(order, q => canMatch[q]);
         if (firstMatching < 0)
@@ -157,7 +155,7 @@ public sealed class SearchEngine
         var plan = new List<int>();
         double issued = 0, planCost = 0;
         int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
-        bool indexed = filter.Indexable;
+        bool indexed = estimates.Indexable;
         int cursor = 0;
         for (; cursor < p; cursor++)
         {
@@ -186,6 +184,17 @@ public sealed class SearchEngine
         stats.PartitionsPlanned = plan.Count;
         return new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, options);
     }
+
+    private int TargetOf(SearchOptions options) => Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)); // NewTopK's capacity
+
+    private static QueryStats NewStats(double? recallTarget, double? predicted, SearchOptions resolved) => new()
+    {
+        Passes = 1,
+        RecallTarget = recallTarget,
+        PredictedRecall = predicted,
+        CentroidFactor = resolved.CentroidFactor,
+        RerankFactor = resolved.RerankFactor,
+    };
 
     /// <summary>
     /// The partitions of the next pass, given only how many results the merged answer holds after the passes so

@@ -16,6 +16,11 @@ public sealed record RecallCalibration
     public double Seconds { get; init; }
     /// <summary>The frontier, by ascending cost (and so ascending recall).</summary>
     public required IReadOnlyList<CalibratedPlan> Plans { get; init; }
+    /// <summary>
+    /// Frontiers for filtered queries, one per band of selectivity (a filter's estimated matches / vectors); null
+    /// when the index has no attributes to filter on (or was calibrated before filtered calibration existed).
+    /// </summary>
+    public IReadOnlyList<FilteredCalibration>? Filtered { get; init; }
 
     /// <summary>Throws <see cref="Format.CorruptIndexException"/> when the record cannot have come from a calibration.</summary>
     public void Validate(string manifestName)
@@ -25,7 +30,33 @@ public sealed record RecallCalibration
         foreach (var p in Plans)
             if (!(p.CentroidFactor >= 1) || p.RerankFactor < 1 || !(p.Recall is >= 0 and <= 1) || !(p.RecallStdError >= 0) || !(p.Cost >= 0))
                 throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible plan ({p})");
+        foreach (var band in Filtered ?? [])
+        {
+            if (!(band.MinSelectivity >= 0 && band.MinSelectivity < band.MaxSelectivity && band.MaxSelectivity <= 1) || band.Queries < 1
+                || band.Plans is not { Count: > 0 } || band.Families is not { Count: > 0 })
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible band");
+            foreach (var p in band.Plans)
+                if (!(p.CentroidFactor >= 1) || p.RerankFactor < 1 || !(p.Recall is >= 0 and <= 1) || !(p.RecallStdError >= 0) || !(p.Cost >= 0))
+                    throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible plan ({p})");
+        }
     }
+}
+
+/// <summary>
+/// The frontier for filtered queries whose estimated selectivity lies in [<see cref="MinSelectivity"/>,
+/// <see cref="MaxSelectivity"/>): each plan's recall is the lowest over the filter families calibrated in the band
+/// (e.g. ranges independent of the vectors, equality on another value than the query's own), with that family's
+/// standard error, so a target holds for each kind of filter measured, not just on their average.
+/// </summary>
+public sealed record FilteredCalibration
+{
+    public required double MinSelectivity { get; init; }
+    public required double MaxSelectivity { get; init; }
+    /// <summary>Filtered calibration queries in the band (over all families).</summary>
+    public required int Queries { get; init; }
+    /// <summary>The families measured, as "name: median selectivity".</summary>
+    public required IReadOnlyList<string> Families { get; init; }
+    public required IReadOnlyList<CalibratedPlan> Plans { get; init; }
 }
 
 /// <summary>

@@ -1,0 +1,129 @@
+using System.Globalization;
+using System.Text;
+using Squash.Index.Attributes;
+using Squash.Index.Build;
+using Squash.Search.Filters;
+using Xunit.Abstractions;
+
+namespace Squash.Search.Tests;
+
+/// <summary>
+/// Recall targets for filtered queries: the filtered calibration's replay of a plan equals what the engine returns for
+/// it with the same filters, and held-out queries with filters of each calibrated kind (a class label other than the
+/// query's own, ranges independent of the vectors at 10 % and 1 %) reach their target.
+/// </summary>
+public class FilteredRecallTargetTests(ITestOutputHelper output)
+{
+    private const int Dims = 24, Base = 6000, Held = 400, K = 10, Classes = 10, URange = 100_000;
+
+    /// <summary>Clustered vectors; "label" is the nearest of ten fixed base rows (so it follows the vectors), "u" is independent.</summary>
+    private static (float[] Base, float[] Queries, int[] Labels, AttributeTable Table) Data(int seed)
+    {
+        var all = TestData.Clustered(Base + Held, Dims, clusters: 25, seed: seed);
+        var labels = new int[Base + Held];
+        for (int i = 0; i < labels.Length; i++)
+        {
+            double best = double.PositiveInfinity;
+            for (int c = 0; c < Classes; c++)
+            {
+                double d = 0;
+                for (int j = 0; j < Dims; j++) { double x = all[i * Dims + j] - all[c * 97 * Dims + j]; d += x * x; }
+                if (d < best) { best = d; labels[i] = c; }
+            }
+        }
+        var rng = new Random(seed ^ 0x7ab1e);
+        var jsonl = new StringBuilder();
+        for (int i = 0; i < Base; i++)
+            jsonl.Append(CultureInfo.InvariantCulture, $"{{\"attributes\":{{\"label\":{labels[i]},\"u\":{rng.Next(URange)}}}}}\n");
+        var table = AttributeReader.ReadJsonLines(new StringReader(jsonl.ToString()), "labels.jsonl");
+        return (all[..(Base * Dims)], all[(Base * Dims)..], labels, table);
+    }
+
+    private static double Recall(SearchEngine engine, ReadOnlySpan<float> q, CompiledFilter filter, SearchOptions options)
+    {
+        var exact = engine.Search(q, new SearchOptions { K = K, Exact = true, Filter = filter }).Ids.ToHashSet();
+        if (exact.Count == 0) return 1;
+        return engine.Search(q, options with { K = K, Filter = filter }).Ids.Count(exact.Contains) / (double)exact.Count;
+    }
+
+    [Fact]
+    public void ReplayedFilteredRecallEqualsTheEnginesForGridPlans()
+    {
+        const int seed = 13;
+        var (data, queries, _, table) = Data(seed);
+        var calibration = new CalibrationQueries(queries[..(120 * Dims)], 120, Dims, null, "queries");
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 40, Seed = seed, Attributes = table }, calibrate: true, calibration);
+        var families = FilteredRecallCalibrator.Measure(idx.Index, calibration, K);
+        Assert.Equal(["range 10%", "range 1%", "other value"], families.Select(f => f.Name));
+        int grid = RecallCalibrator.CentroidFactors.Length;
+        foreach (var family in families)
+            foreach (double cf in new[] { 1.0, 1.1, 1.3, 2.0 })
+                foreach (int r in new[] { 1, 4 })
+                {
+                    int j = Array.IndexOf(RecallCalibrator.RerankFactors, r) * grid + Array.IndexOf(RecallCalibrator.CentroidFactors, cf);
+                    double sum = 0;
+                    int used = 0;
+                    for (int i = 0; i < calibration.Count; i++)
+                    {
+                        if (family.Filters[i] is not { } filter) continue;
+                        sum += Recall(idx.Engine, calibration.Data.AsSpan(i * Dims, Dims), filter, new SearchOptions { CentroidFactor = cf, RerankFactor = r });
+                        used++;
+                    }
+                    var (replayed, _, _, counted) = family.Mean(j);
+                    Assert.True(used == counted, $"{family.Name}: {used} filtered queries, the calibration counted {counted}");
+                    Assert.True(Math.Abs(sum / used - replayed) < 1e-9,
+                        $"seed {seed}, {family.Name}, CF {cf}, R {r}: engine {sum / used:F6}, replay {replayed:F6}");
+                }
+        var bands = idx.Index.Manifest.Calibration!.Filtered;
+        Assert.NotNull(bands);
+        // 10 % ranges and other-label equality (about 9 %) share the top band; 1 % ranges have their own.
+        Assert.Equal([(0.05, 1.0), (0.005, 0.05)], bands!.Select(b => (b.MinSelectivity, b.MaxSelectivity)).OrderByDescending(b => b.MinSelectivity));
+    }
+
+    [Theory]
+    [InlineData(0.9)]
+    [InlineData(0.99)]
+    public void HeldOutFilteredRecallReachesTheTarget(double target)
+    {
+        const int seed = 17;
+        var (data, queries, labels, table) = Data(seed);
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 60, Seed = seed, Attributes = table }, calibrate: true,
+            calibrationSize: 600);
+        var compiler = new FilterCompiler(idx.Index.Manifest.Attributes);
+        var rng = new Random(seed);
+        var kinds = new (string Name, Func<int, string> Filter)[]
+        {
+            ("other label", q => $"{{\"label\":{{\"$eq\":{(labels[Base + q] + 1) % Classes}}}}}"),
+            ("random other label", q => $"{{\"label\":{{\"$eq\":{(labels[Base + q] + 1 + rng.Next(Classes - 1)) % Classes}}}}}"),
+            ("range 10%", _ => Range(rng, URange / 10)),
+            ("range 1%", _ => Range(rng, URange / 100)),
+            ("own label", q => $"{{\"label\":{{\"$eq\":{labels[Base + q]}}}}}"),
+        };
+        double lowest = 1;
+        foreach (var (name, make) in kinds)
+        {
+            double sum = 0;
+            SearchResult? first = null;
+            for (int q = 0; q < Held; q++)
+            {
+                var vector = queries.AsSpan(q * Dims, Dims);
+                var filter = compiler.Compile(make(q));
+                first ??= idx.Engine.Search(vector, new SearchOptions { K = K, Recall = target, Filter = filter });
+                sum += Recall(idx.Engine, vector, filter, new SearchOptions { Recall = target });
+            }
+            double achieved = sum / Held;
+            output.WriteLine($"seed {seed}, target {target}, {name}: plan CF {first!.Stats.CentroidFactor} R {first.Stats.RerankFactor} " +
+                $"({first.Stats.Strategy}), predicted {first.Stats.PredictedRecall}, achieved {achieved:F4}");
+            Assert.True(achieved >= target, $"seed {seed}, target {target}, {name}: achieved {achieved:F4}");
+            lowest = Math.Min(lowest, achieved);
+        }
+        // A band's plan holds for its hardest family, which lands in [target, target + 0.02]; easier ones overshoot.
+        Assert.InRange(lowest, target, target + 0.02);
+    }
+
+    private static string Range(Random rng, int width)
+    {
+        int start = rng.Next(URange - width);
+        return $"{{\"u\":{{\"$gte\":{start},\"$lt\":{start + width}}}}}";
+    }
+}
