@@ -19,8 +19,8 @@ namespace Squash.Search;
 /// a value other than the query's own, drawn by frequency: when the attribute follows the vectors (a class label)
 /// the matches sit away from the query, the hardest case for a partition plan.</item>
 /// </list>
-/// Each family lands in a selectivity band by its median estimated selectivity; a band's recall for a plan is the
-/// lowest of its families', so a target holds for each kind measured.
+/// Each replayed query counts in the band of the selectivity the planner estimates for it (which it sees at query time
+/// too); a band's recall for a plan is the lowest among its families, so a target holds for each kind measured.
 /// </summary>
 public static class FilteredRecallCalibrator
 {
@@ -29,6 +29,7 @@ public static class FilteredRecallCalibrator
     public static readonly double[] RangeSelectivities = [0.1, 0.01, 0.001];
     /// <summary>Band edges in selectivity: [0, 0.005), [0.005, 0.05), [0.05, 1].</summary>
     public static readonly double[] BandEdges = [0, 0.005, 0.05, 1];
+
     /// <summary>An equality family needs an attribute with at most this many distinct values.</summary>
     private const int MaxEqualityValues = 256;
 
@@ -256,7 +257,7 @@ public static class FilteredRecallCalibrator
 
     /// <summary>
     /// Replays every plan of the grid for one filtered query into <paramref name="recall"/> and <paramref name="cost"/>
-    /// (row <paramref name="q"/>); returns the filter's estimated selectivity.
+    /// (row <paramref name="q"/>); returns the filter's estimated selectivity, as the planner sees it.
     /// </summary>
     private static double Replay(SearchEngine engine, PartitionScanner scanner, CalibrationQueries queries, int q, CompiledFilter filter, int k,
         int[] partitionOf, double[,] recall, double[,] cost)
@@ -270,21 +271,32 @@ public static class FilteredRecallCalibrator
         var estimates = FilterEstimates.Of(filter, manifest);
         double selectivity = estimates.Total / Math.Max(1, manifest.Count);
 
-        // Exact filtered neighbours, and the matches each partition holds (what later passes are decided on).
+        // Exact filtered neighbours, the matches each partition holds (what later passes are decided on) and every
+        // match's exact distance (NaN for rows that do not match), which the replay's re-rank reuses.
         int p = order.Length;
         var matches = new int[p];
+        var rowDistance = new float[p][];
         var truthTop = new TopK(k);
-        var rows = new List<int>();
+        int[] rows = [];
         for (int part = 0; part < p; part++)
         {
             if (!estimates.CanMatch[part] || index.Attributes(part) is not { } attrs) continue;
             var ids = index.Codes(part).Ids;
             var vectors = index.Vectors(part);
-            for (int row = 0; row < attrs.Count; row++)
+            var distances = rowDistance[part] = new float[attrs.Count];
+            Array.Fill(distances, float.NaN);
+            if (!filter.TryCandidates(attrs, ref rows, out int indexed))
             {
+                if (rows.Length < attrs.Count) rows = new int[attrs.Count];
+                for (int row = 0; row < attrs.Count; row++) rows[row] = row;
+                indexed = attrs.Count;
+            }
+            for (int c = 0; c < indexed; c++)
+            {
+                int row = rows[c];
                 if (ids[row] == self || !filter.Matches(attrs, row)) continue;
                 matches[part]++;
-                truthTop.TryAdd(ids[row], SquaredL2.Distance(ctx.Internal, vectors.Row(row)));
+                truthTop.TryAdd(ids[row], distances[row] = SquaredL2.Distance(ctx.Internal, vectors.Row(row)));
             }
         }
         var truth = truthTop.ToSortedArray().Select(x => x.Id).ToHashSet();
@@ -329,7 +341,6 @@ public static class FilteredRecallCalibrator
         var rerankCostAt = new double[rs, p + 1];
         var visitCostAt = new double[p + 1];
         var candidates = new List<(float Bound, int Row)>();
-        var exact = new Dictionary<int, float>();
         var collect = new SearchOptions { K = k + 1, RerankFactor = RecallCalibrator.RerankFactors[^1], CentroidFactor = 1, Filter = filter };
         for (int c = 0; c < p; c++)
         {
@@ -342,11 +353,11 @@ public static class FilteredRecallCalibrator
                 continue;
             }
             var codes = index.Codes(part);
-            var vectors = index.Vectors(part);
+            var distances = rowDistance[part];
             candidates.Clear();
-            exact.Clear();
             bool every = scanner.CollectFilteredCandidates(ctx, codes, attrs, collect, candidates);
-            candidates.RemoveAll(x => codes.Ids[x.Row] == self || (every && !filter.Matches(attrs, x.Row)));
+            // NaN marks a row that is no match (or the query itself): the exhaustive path lists rows before their recheck.
+            candidates.RemoveAll(x => float.IsNaN(distances[x.Row]));
             for (int r = 0; r < rs; r++)
             {
                 var top = tops[r];
@@ -356,10 +367,8 @@ public static class FilteredRecallCalibrator
                 {
                     var (bound, row) = candidates[i];
                     if (!every && bound > top.Threshold * (1 + PartitionScanner.Slack)) break;
-                    if (!exact.TryGetValue(row, out float distance))
-                        exact[row] = distance = SquaredL2.Distance(ctx.Internal, vectors.Row(row));
                     reranked++;
-                    top.TryAdd(codes.Ids[row], distance);
+                    top.TryAdd(codes.Ids[row], distances[row]);
                 }
                 rerankCostAt[r, c + 1] = rerankCostAt[r, c] + reranked * RecallCalibrator.RerankBytes(d);
                 int hits = 0;

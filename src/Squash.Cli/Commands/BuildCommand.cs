@@ -92,6 +92,9 @@ public static class BuildCommand
             if (manifest.Calibration is { } cal)
                 Console.Error.WriteLine($"calibrated recall@{cal.K} on {cal.Queries} {(cal.Source == "queries" ? "of your queries" : "base vectors (leave-one-out)")} in {cal.Seconds:F1} s: " +
                     string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t))));
+            foreach (var band in manifest.Calibration?.Filtered ?? [])
+                Console.Error.WriteLine($"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###} ({string.Join("; ", band.Families)}): " +
+                    string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band))));
             // The pointer only moves to newer ids: a build that started before another one finished stays unpublished.
             if (await store.GetCurrentAsync(ct) is { } current && current.Version != manifest.Version)
                 Console.Error.WriteLine($"note: version {manifest.Version} is not current: the newer build {current.Version} was published meanwhile (gc removes the older one)");
@@ -100,9 +103,11 @@ public static class BuildCommand
         return cmd;
     }
 
-    private static string Describe(Squash.Index.Model.IndexManifest manifest, double target)
+    private static string Describe(Squash.Index.Model.IndexManifest manifest, double target, Squash.Index.Model.FilteredCalibration? band = null)
     {
-        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted);
+        // A band is named by a point inside it (its geometric middle, the open end clipped).
+        double? selectivity = band is null ? null : Math.Sqrt(Math.Max(band.MinSelectivity, 1e-4) * band.MaxSelectivity);
+        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted, selectivity);
         return plan.Exact ? $"{target} → exact" : $"{target} → CF {plan.CentroidFactor} R {plan.RerankFactor} ({predicted:F3})";
     }
 
