@@ -9,6 +9,7 @@ using Squash.Functions;
 using Squash.Functions.Api;
 using Squash.Functions.Builds;
 using Squash.Functions.Tree;
+using Squash.Functions.Writes;
 using Squash.Search;
 using OpenTelemetry.Trace;
 using Azure.Monitor.OpenTelemetry.Exporter;
@@ -23,7 +24,11 @@ var handlerPort = Environment.GetEnvironmentVariable("FUNCTIONS_CUSTOMHANDLER_PO
 if (!string.IsNullOrEmpty(handlerPort)) builder.WebHost.UseUrls($"http://127.0.0.1:{handlerPort}");
 
 builder.Services.Configure<FunctionSettings>(builder.Configuration.GetSection("Squash"));
-builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default));
+builder.Services.ConfigureHttpJsonOptions(o =>
+{
+    o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default);
+    o.SerializerOptions.TypeInfoResolverChain.Insert(1, WriteApiJson.Default);
+});
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<IndexUnavailableHandler>();
 // No `servers` entry: behind the Functions host the handler sees its own loopback port, which a client
@@ -121,7 +126,14 @@ app.MapGet("/api/indexes/{index}", async Task<IResult> (string index, IndexCatal
     var loaded = await catalog.OpenCurrentAsync(index, ct);
     if (loaded is null) return NotFound(index);
     var m = loaded.Manifest;
-    return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc), ApiJson.Default.IndexInfo);
+    // The log's end and the age of its oldest batch not yet indexed: what a reader of the eventual version is missing.
+    var log = WriteEndpoints.LogFor(catalog, index);
+    long latest = await log.LatestSequenceAsync(m.IndexedSequence, ct);
+    double? lagSeconds = null;
+    if (latest > m.IndexedSequence && await log.WrittenAtAsync(m.IndexedSequence + 1, ct) is { } oldest)
+        lagSeconds = Math.Round(Math.Max(0, (DateTimeOffset.UtcNow - oldest).TotalSeconds), 3);
+    return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc,
+        m.IndexedSequence, latest, Math.Max(0, latest - m.IndexedSequence), lagSeconds), ApiJson.Default.IndexInfo);
 }).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem().ProducesProblem(500).ProducesProblem(503);
 
 app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,
@@ -186,6 +198,7 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
   .ProducesProblem(404).ProducesProblem(413).ProducesProblem(500).ProducesProblem(503);
 
 app.MapBuilds();
+app.MapWrites();
 
 // Cold-start figure for the logs: process start to listening.
 app.Lifetime.ApplicationStarted.Register(() => app.Logger.LogInformation("listening {Ms:F0} ms after the process started",

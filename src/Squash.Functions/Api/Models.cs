@@ -107,7 +107,13 @@ public sealed class AnswerStats : QueryStats
     }
 }
 
-public sealed record IndexInfo(string Name, string Version, int Dimensions, string Metric, long Count, int Partitions, DateTimeOffset CreatedUtc);
+/// <summary>
+/// GET /api/indexes/{index}. <see cref="IndexedSequence"/> is the write-ahead log's watermark in the current version,
+/// <see cref="LatestSequence"/> the newest acknowledged write, <see cref="Lag"/> the batches between them and
+/// <see cref="LagSeconds"/> the age of the oldest of those (absent when nothing waits).
+/// </summary>
+public sealed record IndexInfo(string Name, string Version, int Dimensions, string Metric, long Count, int Partitions, DateTimeOffset CreatedUtc,
+    long IndexedSequence = 0, long LatestSequence = 0, long Lag = 0, double? LagSeconds = null);
 
 /// <summary>Internal: what a tree node is asked to do. Carries the query, options and plan only — never segment data.</summary>
 public sealed record ScanRequest
