@@ -55,6 +55,7 @@ builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<QueryCoordinator>();
+builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
 if (ScanInvoker.CheckPools(tree) is { } poolProblem)
@@ -137,7 +138,7 @@ app.MapGet("/api/indexes/{index}", async Task<IResult> (string index, IndexCatal
 }).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem().ProducesProblem(500).ProducesProblem(503);
 
 app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,
-    IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
+    Squash.Search.Writes.TailReader tails, IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
 {
     var clock = Stopwatch.StartNew();
     using var span = Telemetry.Source.StartActivity("squash.query");
@@ -156,8 +157,12 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     var filter = request.Filter is { } f ? loaded.Filters.Compile(f) : null;
     var s = settings.Value;
     int branching = request.Options?.Branching ?? s.Branching, depth = request.Options?.Depth ?? s.Depth;
+    // Strong: the version plus every batch acknowledged before this point (read-your-writes).
+    var tail = request.Options?.Consistency == "strong"
+        ? await tails.ReadAsync(WriteEndpoints.LogFor(catalog, index), loaded.Manifest.IndexedSequence, loaded.Manifest.Attributes, ct)
+        : null;
     var run = await coordinator.RunAsync(index, loaded, vectors, k, request.Options, request.Filter, filter, request.Include,
-        branching, depth, OwnAddress(server, http), ct);
+        branching, depth, OwnAddress(server, http), ct, tail);
 
     var answers = new List<QueryAnswer>();
     for (int q = 0; q < vectors.Length; q++)
@@ -166,10 +171,12 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
         answers.Add(new QueryAnswer
         {
             Results = one.Results.Select(n => new Hit(
-                n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id,
+                n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id < 0 ? -1 : n.Id,
                 loaded.Space.ToReported(n.D, one.InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
             Complete = one.MissingPartitions.Length == 0,
             MissingPartitions = one.MissingPartitions,
+            IndexedSequence = loaded.Manifest.IndexedSequence,
+            TailItems = tail?.Items,
             Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
         });
     }

@@ -44,6 +44,7 @@ public static class WriteValidation
             if (u.Vector is null) Add(at + ".vector", "is required");
             else if (u.Vector.Length != manifest.Dimensions) Add(at + ".vector", $"has {u.Vector.Length} dimensions; the index has {manifest.Dimensions}");
             else if (Array.FindIndex(u.Vector, x => !float.IsFinite(x)) is int bad and >= 0) Add($"{at}.vector[{bad}]", "is not a finite number");
+            else if (manifest.Metric == "cosine" && u.Vector.All(x => x == 0)) Add(at + ".vector", "is all zeros, which has no direction (the index uses cosine)");
             if (u.Attributes is { } attributes) CheckAttributes(attributes, manifest.Attributes, at + ".attributes", Add);
         }
         for (int i = 0; i < deletes && errors.Count < JsonBody.MaxErrors; i++)

@@ -221,9 +221,12 @@ public sealed class WriteLog
     /// <paramref name="knownSequence"/> (both exist or were collected, and every sequence above the end is free),
     /// doubling the step and then halving it: a few existence checks however long the log.
     /// </summary>
-    public async Task<long> LatestSequenceAsync(long knownSequence = 0, CancellationToken ct = default)
+    public Task<long> LatestSequenceAsync(long knownSequence = 0, CancellationToken ct = default) => LatestSequenceAsync(knownSequence, readHint: true, ct);
+
+    /// <summary>As above; without <paramref name="readHint"/> the probe starts at <paramref name="knownSequence"/> alone (one check when nothing was appended since).</summary>
+    public async Task<long> LatestSequenceAsync(long knownSequence, bool readHint, CancellationToken ct = default)
     {
-        long low = Math.Max(knownSequence, await ReadHintAsync(ct).ConfigureAwait(false)); // exists (or 0)
+        long low = Math.Max(knownSequence, readHint ? await ReadHintAsync(ct).ConfigureAwait(false) : 0); // exists (or 0)
         long step = 1;
         long high;
         while (true)
