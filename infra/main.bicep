@@ -113,7 +113,7 @@ var appInsightsName = 'appi-${token}'
 var poolKeySecretPrefix = 'scan-key-'
 
 // Which functions each app runs (the package holds them all).
-var coordinatorFunctions = ['health', 'index-info', 'openapi', 'query', 'builds']
+var coordinatorFunctions = ['health', 'index-info', 'openapi', 'query', 'builds', 'vectors']
 var poolFunctions = ['health', 'scan']
 var builderFunctions = ['health', 'build-train', 'build-assign', 'build-encode', 'build-publish']
 
@@ -192,7 +192,8 @@ module builderIdentity 'modules/identity.bicep' = {
   }
 }
 
-// Coordinator: reads indexes; the builds API stages build sources and sends the first build message.
+// Coordinator: reads indexes and appends to their write-ahead logs (the vectors API; {index}/log/ in the index
+// container, so contributor there); the builds API stages build sources and sends the first build message.
 module coordinatorRoles 'modules/storageRoles.bicep' = {
   scope: rg
   name: 'roles-coordinator'
@@ -201,7 +202,7 @@ module coordinatorRoles 'modules/storageRoles.bicep' = {
     assignmentSeed: coordinatorIdentityName
     principalId: coordinatorIdentity.outputs.principalId
     containerRoles: [
-      { container: indexContainer, role: storageBlobDataReader }
+      { container: indexContainer, role: storageBlobDataContributor }
       { container: buildSourcesContainer, role: storageBlobDataContributor }
       { container: 'deploy-coord', role: storageBlobDataContributor }
       { container: hostContainers[0], role: storageBlobDataContributor }

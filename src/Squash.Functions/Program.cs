@@ -9,6 +9,7 @@ using Squash.Functions;
 using Squash.Functions.Api;
 using Squash.Functions.Builds;
 using Squash.Functions.Tree;
+using Squash.Functions.Writes;
 using Squash.Search;
 using OpenTelemetry.Trace;
 using Azure.Monitor.OpenTelemetry.Exporter;
@@ -23,7 +24,11 @@ var handlerPort = Environment.GetEnvironmentVariable("FUNCTIONS_CUSTOMHANDLER_PO
 if (!string.IsNullOrEmpty(handlerPort)) builder.WebHost.UseUrls($"http://127.0.0.1:{handlerPort}");
 
 builder.Services.Configure<FunctionSettings>(builder.Configuration.GetSection("Squash"));
-builder.Services.ConfigureHttpJsonOptions(o => o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default));
+builder.Services.ConfigureHttpJsonOptions(o =>
+{
+    o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default);
+    o.SerializerOptions.TypeInfoResolverChain.Insert(1, WriteApiJson.Default);
+});
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<IndexUnavailableHandler>();
 // No `servers` entry: behind the Functions host the handler sees its own loopback port, which a client
@@ -50,6 +55,7 @@ builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<QueryCoordinator>();
+builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
 if (ScanInvoker.CheckPools(tree) is { } poolProblem)
@@ -121,11 +127,18 @@ app.MapGet("/api/indexes/{index}", async Task<IResult> (string index, IndexCatal
     var loaded = await catalog.OpenCurrentAsync(index, ct);
     if (loaded is null) return NotFound(index);
     var m = loaded.Manifest;
-    return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc), ApiJson.Default.IndexInfo);
+    // The log's end and the age of its oldest batch not yet indexed: what a reader of the eventual version is missing.
+    var log = WriteEndpoints.LogFor(catalog, index);
+    long latest = await log.LatestSequenceAsync(m.IndexedSequence, ct);
+    double? lagSeconds = null;
+    if (latest > m.IndexedSequence && await log.WrittenAtAsync(m.IndexedSequence + 1, ct) is { } oldest)
+        lagSeconds = Math.Round(Math.Max(0, (DateTimeOffset.UtcNow - oldest).TotalSeconds), 3);
+    return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc,
+        m.IndexedSequence, latest, Math.Max(0, latest - m.IndexedSequence), lagSeconds), ApiJson.Default.IndexInfo);
 }).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem().ProducesProblem(500).ProducesProblem(503);
 
 app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,
-    IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
+    Squash.Search.Writes.TailReader tails, IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
 {
     var clock = Stopwatch.StartNew();
     using var span = Telemetry.Source.StartActivity("squash.query");
@@ -144,8 +157,12 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     var filter = request.Filter is { } f ? loaded.Filters.Compile(f) : null;
     var s = settings.Value;
     int branching = request.Options?.Branching ?? s.Branching, depth = request.Options?.Depth ?? s.Depth;
+    // Strong: the version plus every batch acknowledged before this point (read-your-writes).
+    var tail = request.Options?.Consistency == "strong"
+        ? await tails.ReadAsync(WriteEndpoints.LogFor(catalog, index), loaded.Manifest.IndexedSequence, loaded.Manifest.Attributes, ct)
+        : null;
     var run = await coordinator.RunAsync(index, loaded, vectors, k, request.Options, request.Filter, filter, request.Include,
-        branching, depth, OwnAddress(server, http), ct);
+        branching, depth, OwnAddress(server, http), ct, tail);
 
     var answers = new List<QueryAnswer>();
     for (int q = 0; q < vectors.Length; q++)
@@ -154,10 +171,12 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
         answers.Add(new QueryAnswer
         {
             Results = one.Results.Select(n => new Hit(
-                n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id,
+                n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id < 0 ? -1 : n.Id,
                 loaded.Space.ToReported(n.D, one.InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
             Complete = one.MissingPartitions.Length == 0,
             MissingPartitions = one.MissingPartitions,
+            IndexedSequence = loaded.Manifest.IndexedSequence,
+            TailItems = tail?.Items,
             Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
         });
     }
@@ -186,6 +205,7 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
   .ProducesProblem(404).ProducesProblem(413).ProducesProblem(500).ProducesProblem(503);
 
 app.MapBuilds();
+app.MapWrites();
 
 // Cold-start figure for the logs: process start to listening.
 app.Lifetime.ApplicationStarted.Register(() => app.Logger.LogInformation("listening {Ms:F0} ms after the process started",

@@ -56,6 +56,55 @@ public sealed class OpenedIndex
         return _keys[row];
     }
 
+    private Task<Dictionary<string, long>>? _rowById;
+
+    /// <summary>
+    /// The row numbers of the given user ids in this version (ids it does not hold are left out). With string ids the
+    /// first call reads every partition's codes and attributes (through the cache) to build the map, once per opened
+    /// version; without them the id of a row is its number.
+    /// </summary>
+    public async Task<HashSet<long>> RowsOfAsync(IEnumerable<string> ids, CancellationToken ct = default)
+    {
+        var rows = new HashSet<long>();
+        if (Manifest.Attributes is not { HasIds: true })
+        {
+            foreach (var id in ids)
+                if (long.TryParse(id, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long row)
+                    && row < Manifest.Count && row.ToString(System.Globalization.CultureInfo.InvariantCulture) == id) rows.Add(row);
+            return rows;
+        }
+        Task<Dictionary<string, long>> load;
+        lock (_codes) load = _rowById ??= LoadRowMapAsync();
+        Dictionary<string, long> map;
+        try
+        {
+            map = await load.WaitAsync(ct).ConfigureAwait(false);
+        }
+        catch (Exception) when (load.IsFaulted)
+        {
+            lock (_codes) if (_rowById == load) _rowById = null; // the next call tries again
+            throw;
+        }
+        foreach (var id in ids) if (map.TryGetValue(id, out long row)) rows.Add(row);
+        return rows;
+    }
+
+    private async Task<Dictionary<string, long>> LoadRowMapAsync()
+    {
+        var map = new Dictionary<string, long>(StringComparer.Ordinal);
+        var parts = new (int[] Ids, string?[] Keys)[PartitionCount];
+        await Parallel.ForEachAsync(Enumerable.Range(0, PartitionCount), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (p, t) =>
+        {
+            var codes = _codes[p] ?? await _store.ReadCodesAsync(Manifest, Manifest.Partitions[p], FetchCache, t).ConfigureAwait(false);
+            var attributes = (await GetAttributesAsync(p, t).ConfigureAwait(false))!;
+            parts[p] = (codes.Ids, attributes.Keys!);
+        }).ConfigureAwait(false);
+        foreach (var (ids, keys) in parts)
+            for (int i = 0; i < ids.Length; i++)
+                if (keys[i] is { } key) map[key] = ids[i];
+        return map;
+    }
+
     /// <summary>Opens the current version; with <paramref name="loadAll"/> every partition is read and validated now.</summary>
     public static async Task<OpenedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default) =>
         await Open(store, await store.OpenCurrentAsync(ct).ConfigureAwait(false), loadAll, ct).ConfigureAwait(false);

@@ -93,8 +93,23 @@ public sealed class PartitionScanner
         EnsureCapacity(m, md, n, codes.SignWords);
 
         var filter = options.Filter is { MatchesAll: false } f ? f : null;
+        var excluded = options.Excluded is { Count: > 0 } x ? x : null;
+        // Candidates are restricted to a list (and filterCodes says who is in) under a filter or an exclusion.
+        bool restricted = filter is not null || excluded is not null;
         int candidates = n;
         var filterCodes = _filterCodes.AsSpan(0, n);
+        if (filter is null && excluded is not null)
+        {
+            candidates = 0;
+            for (int i = 0; i < n; i++)
+            {
+                bool live = !excluded.Contains(codes.Ids[i]);
+                filterCodes[i] = live ? Filters.FilterNode.True : (byte)0;
+                if (live) _candidates[candidates++] = i;
+            }
+            stats.ExcludedRows += n - candidates;
+            if (candidates == 0) return;
+        }
         if (filter is not null)
         {
             if (attributes is null) throw new InvalidOperationException("a filtered scan needs the partition's attributes");
@@ -117,6 +132,11 @@ public sealed class PartitionScanner
                 for (int i = 0; i < n; i++) if (filterCodes[i] != 0) _candidates[candidates++] = i;
             }
             stats.FilterRejected += n - candidates;
+            if (excluded is not null)
+            {
+                bool coded = !indexed || (long)candidates * query.Internal.Length > (long)md * m;
+                candidates = Exclude(codes, excluded, candidates, coded ? filterCodes : default, stats);
+            }
             if (candidates == 0) return;
             // Few matches (a partition holding stragglers of a filter): exact distances on them cost less than
             // rotating the query into this partition's frame (m_p × m multiply-adds) before any bound is known.
@@ -150,12 +170,12 @@ public sealed class PartitionScanner
             int words = Math.Min(codes.SignWords, (options.HammingBits + 63) / 64);
             HammingPrefix(qs[..words], codes.Signs, codes.SignWords, n, ham);
             // Filtered-out rows get a distance past every real one, so the selection never reaches them (keep ≤ candidates).
-            if (filter is not null)
+            if (restricted)
                 for (int i = 0; i < n; i++) if (filterCodes[i] == 0) ham[i] = (ushort)(words * 64 + 1);
             keep = SelectInStorageOrder(ham, keep, words * 64 + 1, order);
             stats.BytesTouched += (long)n * words * 8;
         }
-        else if (filter is not null)
+        else if (restricted)
         {
             _candidates.AsSpan(0, candidates).CopyTo(order);
         }
@@ -230,15 +250,17 @@ public sealed class PartitionScanner
     /// partition contributes exactly its nearest matches.
     /// </summary>
     public void ScanMatching(QueryContext query, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes? attributes,
-        Filters.CompiledFilter filter, TopK top, QueryStats stats)
+        Filters.CompiledFilter filter, TopK top, QueryStats stats, SearchOptions? options = null)
     {
         if (attributes is null) throw new InvalidOperationException("a filtered scan needs the partition's attributes");
         int n = attributes.Count;
         stats.PartitionsScanned++;
         stats.VectorsConsidered += n;
+        var excluded = options?.Excluded is { Count: > 0 } x ? x : null;
         if (filter.TryCandidates(attributes, ref _candidates, out int candidates))
         {
             stats.FilterRejected += n - candidates;
+            if (excluded is not null) candidates = Exclude(codes, excluded, candidates, default, stats);
             ExactDistances(query, codes, vectors, attributes, filter, default, filter.IndexedExactly, candidates, top, stats);
             return;
         }
@@ -249,7 +271,29 @@ public sealed class PartitionScanner
         candidates = 0;
         for (int row = 0; row < n; row++) if (filterCodes[row] != 0) _candidates[candidates++] = row;
         stats.FilterRejected += n - candidates;
+        if (excluded is not null) candidates = Exclude(codes, excluded, candidates, filterCodes, stats);
         ExactDistances(query, codes, vectors, attributes, filter, filterCodes, false, candidates, top, stats);
+    }
+
+    /// <summary>
+    /// Drops excluded rows from the first <paramref name="candidates"/> of the candidate list (and marks them out in
+    /// <paramref name="filterCodes"/> when the scan reads it); returns how many remain.
+    /// </summary>
+    private int Exclude(PartitionCodes codes, IReadOnlySet<long> excluded, int candidates, Span<byte> filterCodes, QueryStats stats)
+    {
+        int kept = 0;
+        for (int c = 0; c < candidates; c++)
+        {
+            int row = _candidates[c];
+            if (excluded.Contains(codes.Ids[row]))
+            {
+                if (!filterCodes.IsEmpty) filterCodes[row] = 0;
+                continue;
+            }
+            _candidates[kept++] = row;
+        }
+        stats.ExcludedRows += candidates - kept;
+        return kept;
     }
 
     /// <summary>

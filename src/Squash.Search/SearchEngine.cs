@@ -266,7 +266,7 @@ public sealed class SearchEngine
         {
             if (CannotBeat(p, centroidDistances, top, stats)) continue;
             var data = partitionOf(p);
-            if (direct) scanner.ScanMatching(query, data.Codes, data.Vectors, data.Attributes, filter!, top, stats);
+            if (direct) scanner.ScanMatching(query, data.Codes, data.Vectors, data.Attributes, filter!, top, stats, options);
             else scanner.Scan(query, data.Codes, data.Vectors, data.Attributes, top, options, stats);
         }
     }

@@ -48,6 +48,11 @@ public sealed record SearchOptions
     public double FilterMargin { get; init; } = 2;
     /// <summary>Filtered queries: let the cost rule choose (Auto), or force a strategy (tests, benchmarks).</summary>
     public FilterStrategy FilterStrategy { get; init; } = FilterStrategy.Auto;
+    /// <summary>
+    /// Row numbers no scan may return (null: none): a strong read's rows that the log tail replaced or deleted. They are
+    /// dropped before any stage, like rows a filter rejects, so they never take a re-rank slot or a place in the answer.
+    /// </summary>
+    public IReadOnlySet<long>? Excluded { get; init; }
 
     public void Validate()
     {
@@ -101,6 +106,9 @@ public class QueryStats
     /// <summary>Rows the exact filter recheck examined, and those it rejected (code-level false positives).</summary>
     public long FilterRechecked { get; set; }
     public long FilterRecheckRejected { get; set; }
+    /// <summary>Rows a strong read excluded because the log tail replaced or deleted them (absent from answers when 0).</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public long ExcludedRows { get; set; }
     /// <summary>
     /// True when the bounds prove the answer equals the exact one: everything the query passed over without an exact
     /// distance — unvisited partitions, rows pruned by bound, the Hamming prune or the K·R cap — has a lower bound at
@@ -138,6 +146,7 @@ public class QueryStats
         FilterRejected += o.FilterRejected;
         FilterRechecked += o.FilterRechecked;
         FilterRecheckRejected += o.FilterRecheckRejected;
+        ExcludedRows += o.ExcludedRows;
         PartitionsPlanned += o.PartitionsPlanned;
         PartitionsScanned += o.PartitionsScanned;
         PartitionsSkippedByBound += o.PartitionsSkippedByBound;

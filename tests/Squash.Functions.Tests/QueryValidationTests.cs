@@ -113,7 +113,7 @@ public sealed class QueryValidationTests(IndexFixture fx)
         var errors = await BadQuery("{\"vector\":" + Vector + ",\"topK\":5,\"namespace\":\"x\",\"options\":{\"nprobe\":3},\"k\":\"5\"}");
         Assert.Equal(["k", "namespace", "options.nprobe", "topK"], errors.Keys.Order(StringComparer.Ordinal));
         Assert.Equal(["is not a field of this request; the fields are: vector, vectors, k, filter, include, options"], errors["topK"]);
-        Assert.Equal(["is not a field here; the fields are: exact, recall, centroidFactor, hammingKeepPercent, rerankFactor, branching, depth"], errors["options.nprobe"]);
+        Assert.Equal(["is not a field here; the fields are: exact, recall, centroidFactor, hammingKeepPercent, rerankFactor, branching, depth, consistency"], errors["options.nprobe"]);
     }
 
     [Theory]

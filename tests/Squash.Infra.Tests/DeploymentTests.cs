@@ -250,7 +250,7 @@ public sealed class DeploymentTests
         var builder = FunctionsOf(Site(t, "func-build-"));
         var pools = Sites(t).Where(s => s.Name.StartsWith("func-pool", StringComparison.Ordinal)).Select(FunctionsOf).ToList();
         Assert.All(pools, p => Assert.Equal(["health", "scan"], p));
-        Assert.Equal(["health", "index-info", "openapi", "query", "builds"], coordinator);
+        Assert.Equal(["health", "index-info", "openapi", "query", "builds", "vectors"], coordinator);
         var running = coordinator.Concat(builder).Concat(pools.SelectMany(p => p)).ToHashSet();
         foreach (var name in package.Keys) Assert.True(running.Contains(name), $"functions/{name} runs on no app");
         foreach (var name in running)
@@ -305,7 +305,8 @@ public sealed class DeploymentTests
         const string reader = "Storage Blob Data Reader", contributor = "Storage Blob Data Contributor";
         Assert.Equal(new[] { $"{reader} on container:squash", $"{contributor} on container:deploy-pool0", $"{contributor} on container:deploy-pool1" }
             .Concat(Host(contributor)).Order(StringComparer.Ordinal), roles["pools"]);
-        Assert.Equal(new[] { $"{reader} on container:squash", $"{contributor} on container:build-sources", $"{contributor} on container:deploy-coord",
+        // The coordinator appends to the indexes' write-ahead logs ({index}/log/), so it writes the index container.
+        Assert.Equal(new[] { $"{contributor} on container:squash", $"{contributor} on container:build-sources", $"{contributor} on container:deploy-coord",
             "Storage Queue Data Message Sender on queue:squash-build-train" }.Concat(Host(contributor)).Order(StringComparer.Ordinal), roles["coordinator"]);
         var queues = new[] { "train", "assign", "encode", "publish" }.SelectMany(s => new[] { $"squash-build-{s}", $"squash-build-{s}-poison" });
         Assert.Equal(new[] { $"{contributor} on container:squash", $"{contributor} on container:build-sources", $"{contributor} on container:deploy-build" }

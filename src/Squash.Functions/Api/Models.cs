@@ -31,6 +31,11 @@ public sealed record QueryOptions
     public int? Branching { get; init; }
     /// <summary>Overrides the app's tree depth L for this query (0..4).</summary>
     public int? Depth { get; init; }
+    /// <summary>
+    /// "eventual" (default): the published version. "strong": that version plus the write-ahead log past its watermark,
+    /// so the answer sees every write acknowledged before the query.
+    /// </summary>
+    public string? Consistency { get; init; }
 }
 
 /// <summary>
@@ -49,6 +54,10 @@ public sealed record QueryAnswer
     /// <summary>False when a branch of the tree failed after retries; <see cref="MissingPartitions"/> names what was not scanned.</summary>
     public required bool Complete { get; init; }
     public required IReadOnlyList<int> MissingPartitions { get; init; }
+    /// <summary>The write-ahead log's watermark in the version that answered (0 for a version built from files).</summary>
+    public long IndexedSequence { get; init; }
+    /// <summary>Strong reads: the items (upserts, deletes, deleteWheres) of the log tail read past the watermark.</summary>
+    public int? TailItems { get; init; }
     public required AnswerStats Stats { get; init; }
 }
 
@@ -107,7 +116,13 @@ public sealed class AnswerStats : QueryStats
     }
 }
 
-public sealed record IndexInfo(string Name, string Version, int Dimensions, string Metric, long Count, int Partitions, DateTimeOffset CreatedUtc);
+/// <summary>
+/// GET /api/indexes/{index}. <see cref="IndexedSequence"/> is the write-ahead log's watermark in the current version,
+/// <see cref="LatestSequence"/> the newest acknowledged write, <see cref="Lag"/> the batches between them and
+/// <see cref="LagSeconds"/> the age of the oldest of those (absent when nothing waits).
+/// </summary>
+public sealed record IndexInfo(string Name, string Version, int Dimensions, string Metric, long Count, int Partitions, DateTimeOffset CreatedUtc,
+    long IndexedSequence = 0, long LatestSequence = 0, long Lag = 0, double? LagSeconds = null);
 
 /// <summary>Internal: what a tree node is asked to do. Carries the query, options and plan only — never segment data.</summary>
 public sealed record ScanRequest
@@ -124,6 +139,8 @@ public sealed record ScanRequest
     public string[]? Include { get; init; }
     /// <summary>Attach the user's string ids to results (the index was built with ids).</summary>
     public bool Keys { get; init; }
+    /// <summary>Row numbers no node may return: a strong read's rows that the log tail replaced or deleted.</summary>
+    public long[]? Excluded { get; init; }
     /// <summary>Per query, the partitions its plan visits (nodes scan the intersection with their own).</summary>
     public required int[][] Plans { get; init; }
     public required ScanNode Node { get; init; }
@@ -197,4 +214,5 @@ public sealed record ScanHit(long Id, float D)
 [JsonSerializable(typeof(ScanRequest))]
 [JsonSerializable(typeof(ScanResponse))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
+[JsonSerializable(typeof(JsonObject))]
 public sealed partial class ApiJson : JsonSerializerContext;

@@ -62,6 +62,7 @@ public static class RequestMapping
             CheckOptions(r.Options, Add);
             // Nodes scan the coordinator's plan; a target is turned into CF and R before any node sees the query.
             if (r.Options.Recall is not null) Add("options.recall", "is not taken by a scan node: send the plan's centroidFactor and rerankFactor");
+            if (r.Options.Consistency is not null) Add("options.consistency", "is not taken by a scan node: the coordinator reads the log tail and sends the rows it excludes");
         }
         int queries = r.Vectors?.Length ?? 0;
         if (r.Plans is null) Add("plans", "is required");
@@ -129,6 +130,7 @@ public static class RequestMapping
             add("options.rerankFactor", $"must be between 1 and {SearchOptions.MaxRerankFactor}, got {rf}");
         if (o.Branching is { } b && b is < 1 or > MaxBranching) add("options.branching", $"must be between 1 and {MaxBranching}, got {b}");
         if (o.Depth is { } l && l is < 0 or > MaxDepth) add("options.depth", $"must be between 0 and {MaxDepth}, got {l}");
+        if (o.Consistency is { } c && c is not ("strong" or "eventual")) add("options.consistency", $"must be \"strong\" or \"eventual\", got \"{c}\"");
     }
 
     public const int MaxBranching = 16, MaxDepth = 4;

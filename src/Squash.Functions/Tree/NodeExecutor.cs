@@ -21,7 +21,10 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         span?.SetTag("squash.node", request.Node.Id);
         span?.SetTag("squash.partitions", string.Join(',', request.Node.Partitions));
         bool cold = Interlocked.Increment(ref _served) == 1;
-        var options = RequestMapping.ToSearchOptions(request.K, request.Options);
+        var options = RequestMapping.ToSearchOptions(request.K, request.Options) with
+        {
+            Excluded = request.Excluded is { Length: > 0 } excluded ? excluded.ToHashSet() : null,
+        };
         // The filter is compiled once per invocation; the strategy per query comes from the coordinator's plan.
         var filter = request.Filter is { } json ? loaded.Filters.Compile(json) : null;
         var childCalls = StartChildren(index, request, ownAddress, ct);

@@ -1,8 +1,10 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Squash.Core.Collections;
 using Squash.Functions.Api;
 using Squash.Search;
 using Squash.Search.Filters;
+using Squash.Search.Writes;
 
 namespace Squash.Functions.Tree;
 
@@ -24,10 +26,25 @@ public sealed class QueryCoordinator(NodeExecutor executor)
     /// <summary>Passes are bounded by the engine (they end when every partition that can match was handed out); this is a backstop.</summary>
     private const int MaxPasses = 64;
 
+    /// <param name="tail">A strong read's log tail past the version's watermark (null: eventual). Rows it replaced or deleted are
+    /// excluded by every node, its deleteWhere filters are added to the query's filter as a negation, and its live upserts
+    /// are ranked here by exact distance and merged with what the tree found.</param>
     public async Task<CoordinatedAnswer> RunAsync(string index, OpenedIndex loaded, float[][] vectors, int k, QueryOptions? requestOptions,
-        JsonElement? filterJson, CompiledFilter? filter, string[]? include, int branching, int depth, string? ownAddress, CancellationToken ct)
+        JsonElement? filterJson, CompiledFilter? filter, string[]? include, int branching, int depth, string? ownAddress, CancellationToken ct,
+        LogTail? tail = null)
     {
-        var options = RequestMapping.ToSearchOptions(k, requestOptions) with { Filter = filter };
+        var userFilter = filterJson;
+        HashSet<long>? excluded = null;
+        if (tail is not null)
+        {
+            excluded = await loaded.RowsOfAsync(tail.TouchedIds, ct).ConfigureAwait(false);
+            if (tail.DeleteWheres.Count > 0)
+            {
+                filterJson = WithoutDeleted(filterJson, tail.DeleteWheres);
+                filter = loaded.Filters.Compile(filterJson.Value);
+            }
+        }
+        var options = RequestMapping.ToSearchOptions(k, requestOptions) with { Filter = filter, Excluded = excluded };
         var engine = new SearchEngine(loaded);
         int n = vectors.Length;
         var contexts = vectors.Select(v => new QueryContext(loaded, v)).ToArray();
@@ -47,6 +64,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         var nodeOptions = (requestOptions ?? new QueryOptions()) with
         {
             Recall = null, CentroidFactor = planOptions.CentroidFactor, RerankFactor = planOptions.RerankFactor, Exact = planOptions.Exact,
+            Consistency = null,
         };
         for (int round = 0; round < MaxPasses && pass.Any(p => p.Length > 0); round++)
         {
@@ -60,6 +78,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
                 Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = nodeOptions, Plans = pass, Node = root,
                 Filter = filtered ? filterJson : null, Strategies = strategies,
                 Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
+                Excluded = excluded is { Count: > 0 } ? [.. excluded.Order()] : null,
             };
             var result = await executor.ExecuteAsync(index, loaded, scan, ownAddress, ct).ConfigureAwait(false);
             totals = Accumulate(totals, result);
@@ -84,9 +103,50 @@ public sealed class QueryCoordinator(NodeExecutor executor)
             stats.Add(nodeStats[q]);
             // The nodes' bounds arrived beside their stats; the partitions never planned or lost are the coordinator's.
             engine.Certify(plans[q], tops[q], missing[q]);
-            queries[q] = new CoordinatedQuery(tops[q].ToSortedArray().Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
+            var best = tops[q].ToSortedArray();
+            if (tail is { Rows.Count: > 0 }) best = MergeTail(loaded, tail, contexts[q], userFilter, include, k, best, found[q]);
+            queries[q] = new CoordinatedQuery(best.Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
         }
         return new CoordinatedAnswer(queries, totals, treeNodes);
+    }
+
+    /// <summary>
+    /// The tree's answer merged with the tail's live upserts that pass the query's filter (exact distances: the tail is
+    /// small and unindexed). A tail row gets the result id −1 − i (row numbers are never negative) and reports row −1.
+    /// </summary>
+    private static Neighbor[] MergeTail(OpenedIndex loaded, LogTail tail, QueryContext context, JsonElement? filter, string[]? include, int k,
+        Neighbor[] tree, Dictionary<long, ScanHit> found)
+    {
+        var top = new TopK(Math.Max(1, (int)Math.Min(k, loaded.Manifest.Count + tail.Rows.Count)));
+        foreach (var n in tree) top.TryAdd(n.Id, n.Distance);
+        var schema = loaded.Manifest.Attributes;
+        int i = 0;
+        foreach (var row in tail.Rows.Values.OrderBy(r => r.Id, StringComparer.Ordinal))
+        {
+            long id = -1 - i++;
+            if (filter is { } f && !TailFilter.Matches(f, row.Attributes, schema)) continue;
+            float d = LogTail.InternalDistance(loaded.Space, context, row.Vector);
+            if (top.TryAdd(id, d)) found[id] = new ScanHit(id, d) { Key = row.Id, Attributes = include is { Length: > 0 } ? TailAttributes(row, include) : null };
+        }
+        return top.ToSortedArray();
+    }
+
+    private static JsonObject TailAttributes(TailRow row, string[] include)
+    {
+        var o = new JsonObject();
+        if (row.Attributes is { ValueKind: JsonValueKind.Object } a)
+            foreach (var name in include)
+                if (a.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null) o[name] = JsonNode.Parse(v.GetRawText());
+        return o;
+    }
+
+    /// <summary>The query's filter AND NOT (any of the tail's deleteWhere filters): what an indexed row must pass to be live.</summary>
+    private static JsonElement WithoutDeleted(JsonElement? filter, IReadOnlyList<JsonElement> deleteWheres)
+    {
+        var deleted = new JsonObject { ["$or"] = new JsonArray([.. deleteWheres.Select(d => JsonNode.Parse(d.GetRawText()))]) };
+        var live = new JsonObject { ["$not"] = deleted };
+        var all = filter is { } f ? new JsonObject { ["$and"] = new JsonArray(JsonNode.Parse(f.GetRawText()), live) } : live;
+        return JsonSerializer.SerializeToElement(all, ApiJson.Default.JsonObject);
     }
 
     /// <summary>Adds one pass's tree-wide figures to the running totals (levels: the slowest per level over passes).</summary>

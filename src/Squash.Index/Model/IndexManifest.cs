@@ -35,6 +35,12 @@ public sealed record IndexManifest
     public IndexAttributes? Attributes { get; init; }
     /// <summary>Recall each plan reached at build time (null: built without calibration, e.g. too few vectors).</summary>
     public RecallCalibration? Calibration { get; init; }
+    /// <summary>
+    /// The write-ahead log's watermark: every batch up to this sequence is in this version (0, and left out of the JSON,
+    /// for a version built from files: a strong read or an ingest then starts at the log's first batch).
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long IndexedSequence { get; init; }
 
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, ManifestJson.Default.IndexManifest);
 

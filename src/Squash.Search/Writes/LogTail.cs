@@ -1,0 +1,151 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Squash.Index.Attributes;
+using Squash.Storage.Writes;
+
+namespace Squash.Search.Writes;
+
+/// <summary>A write in the log tail that is still live: the user's id, the vector as sent, its attributes and where it was logged.</summary>
+public sealed record TailRow(string Id, float[] Vector, JsonElement? Attributes, long Sequence);
+
+/// <summary>
+/// What the log past a version's watermark changes, in sequence order: the live upserts (<see cref="Rows"/>), the ids
+/// whose older rows the tail replaced or deleted (<see cref="TouchedIds"/>), and the deleteWhere filters, which delete
+/// every indexed row they match (tail rows they matched are already gone from <see cref="Rows"/>). Immutable: a newer
+/// tail is a copy with more batches applied.
+/// </summary>
+public sealed class LogTail
+{
+    private readonly Dictionary<string, TailRow> _rows;
+    private readonly HashSet<string> _touched;
+    private readonly List<JsonElement> _deleteWheres;
+
+    private LogTail(long watermark, long to, int items, Dictionary<string, TailRow> rows, HashSet<string> touched, List<JsonElement> deleteWheres)
+    {
+        Watermark = watermark;
+        To = to;
+        Items = items;
+        _rows = rows;
+        _touched = touched;
+        _deleteWheres = deleteWheres;
+    }
+
+    public static LogTail Empty(long watermark) => new(watermark, watermark, 0, new(StringComparer.Ordinal), new(StringComparer.Ordinal), []);
+
+    /// <summary>The version's watermark: the tail starts after it.</summary>
+    public long Watermark { get; }
+    /// <summary>The last sequence applied.</summary>
+    public long To { get; }
+    /// <summary>Items in the counted batches (upserts + deletes + deleteWheres): the tail a strong read had to look at.</summary>
+    public int Items { get; }
+    public IReadOnlyDictionary<string, TailRow> Rows => _rows;
+    public IReadOnlySet<string> TouchedIds => _touched;
+    public IReadOnlyList<JsonElement> DeleteWheres => _deleteWheres;
+
+    /// <summary>
+    /// The internal squared distance from a query to a tail vector, on the scale the index's scans report: squared L2
+    /// (cosine: of the normalised vectors); inner product ‖q‖² + M² − 2q·x with the version's M, which orders by −q·x
+    /// even for a vector longer than M (its augmented form would not exist).
+    /// </summary>
+    public static float InternalDistance(Squash.Core.MetricSpace space, QueryContext query, float[] vector)
+    {
+        if (space.Metric == Squash.Core.Metric.InnerProduct)
+        {
+            double dot = System.Numerics.Tensors.TensorPrimitives.Dot(query.Internal.AsSpan(0, vector.Length), vector);
+            return (float)Math.Max(0, query.InputSquaredNorm + space.MaxNorm * space.MaxNorm - 2 * dot);
+        }
+        var mapped = new float[space.InternalDimensions];
+        space.MapStored(vector, mapped);
+        return System.Numerics.Tensors.TensorPrimitives.SumOfSquares<float>(Subtract(query.Internal, mapped));
+    }
+
+    private static float[] Subtract(float[] a, float[] b)
+    {
+        var d = new float[a.Length];
+        System.Numerics.Tensors.TensorPrimitives.Subtract(a, b, d);
+        return d;
+    }
+
+    /// <summary>This tail with the given batches (ascending sequences, each after <see cref="To"/>, counted ones only) applied.</summary>
+    public LogTail Apply(IEnumerable<(long Sequence, WriteBatch Batch)> batches, IndexAttributes? schema)
+    {
+        var rows = new Dictionary<string, TailRow>(_rows, StringComparer.Ordinal);
+        var touched = new HashSet<string>(_touched, StringComparer.Ordinal);
+        var deleteWheres = new List<JsonElement>(_deleteWheres);
+        long to = To;
+        int items = Items;
+        foreach (var (sequence, batch) in batches)
+        {
+            if (sequence <= to) throw new ArgumentException($"batch {sequence} is not after {to}", nameof(batches));
+            to = sequence;
+            items += batch.ItemCount;
+            if (batch.DeleteWhere is { } where)
+            {
+                deleteWheres.Add(where);
+                foreach (var row in rows.Values.Where(r => TailFilter.Matches(where, r.Attributes, schema)).ToArray()) rows.Remove(row.Id);
+            }
+            foreach (var id in batch.Deletes ?? [])
+            {
+                rows.Remove(id);
+                touched.Add(id);
+            }
+            foreach (var u in batch.Upserts ?? [])
+            {
+                rows[u.Id] = new TailRow(u.Id, u.Vector, u.Attributes, sequence);
+                touched.Add(u.Id);
+            }
+        }
+        return new LogTail(Watermark, to, items, rows, touched, deleteWheres);
+    }
+}
+
+/// <summary>
+/// Reads log tails for strong reads, cached for the life of an instance: batches are immutable, so a warm instance
+/// reads each one once and, per query, only checks whether the log grew (one existence check past the last sequence it
+/// has). The tail of each index is kept for the watermark it was read against; a newer version starts a new one from
+/// the batches still held.
+/// </summary>
+public sealed class TailReader
+{
+    private readonly ConcurrentDictionary<string, LogTail> _tails = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<(string Index, long Sequence), WriteBatch?> _batches = new();
+
+    /// <summary>The tail of <paramref name="log"/> past <paramref name="watermark"/>, including every batch acknowledged before this call.</summary>
+    public async Task<LogTail> ReadAsync(WriteLog log, long watermark, IndexAttributes? schema, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(log);
+        var tail = _tails.TryGetValue(log.Index, out var held) && held.Watermark == watermark ? held : LogTail.Empty(watermark);
+        // The cached end exists, so the probe can start there without reading the hint.
+        long latest = await log.LatestSequenceAsync(tail.To, readHint: tail.To == watermark, ct).ConfigureAwait(false);
+        if (latest > tail.To)
+        {
+            var sequences = Enumerable.Range(0, checked((int)(latest - tail.To))).Select(i => tail.To + 1 + i).ToArray();
+            var read = new WriteBatch?[sequences.Length];
+            await Parallel.ForEachAsync(Enumerable.Range(0, sequences.Length), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (i, t) =>
+            {
+                read[i] = await CountedBatchAsync(log, sequences[i], t).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+            tail = tail.Apply(sequences.Select((s, i) => (s, read[i])).Where(x => x.Item2 is not null).Select(x => (x.s, x.Item2!)), schema);
+            _tails.AddOrUpdate(log.Index, tail, (_, old) => old.Watermark != tail.Watermark || old.To < tail.To ? tail : old);
+        }
+        else
+        {
+            _tails.TryAdd(log.Index, tail);
+        }
+        // Batches at or below the watermark are in the version now; a reader never needs them again.
+        foreach (var key in _batches.Keys)
+            if (key.Index == log.Index && key.Sequence <= watermark) _batches.TryRemove(key, out _);
+        return tail;
+    }
+
+    /// <summary>The batch at a sequence if it counts (a keyed batch another attempt superseded does not: null).</summary>
+    private async Task<WriteBatch?> CountedBatchAsync(WriteLog log, long sequence, CancellationToken ct)
+    {
+        if (_batches.TryGetValue((log.Index, sequence), out var known)) return known;
+        var batch = await log.TryReadBatchAsync(sequence, ct).ConfigureAwait(false)
+            ?? throw new InvalidDataException($"log batch {sequence} of index '{log.Index}' is missing although a later one exists");
+        var counted = await log.CountsAsync(batch, sequence, ct).ConfigureAwait(false) ? batch : null;
+        _batches[(log.Index, sequence)] = counted;
+        return counted;
+    }
+}

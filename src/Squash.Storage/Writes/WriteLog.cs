@@ -1,0 +1,272 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+
+namespace Squash.Storage.Writes;
+
+/// <summary>
+/// An index's write-ahead log: immutable, sequence-numbered batch blobs beside the index.
+/// <code>
+/// {index}/log/batches/{sequence:D12}.json   one acknowledged request (create-only; sequences start at 1)
+/// {index}/log/head                          a hint: a sequence that exists (overwritten after each append; only a lower bound)
+/// {index}/log/keys/{sha256(key)}            an Idempotency-Key's record (created before its batch; its sequence set once)
+/// </code>
+/// <para>Sequences are dense: a writer claims n + 1 only after seeing n exist (listing the hint, probing, or losing the
+/// create-only race for n), so batch n + 1 exists only once batch n does, and the end of the log is found by probing
+/// forward from any sequence known to exist. Concurrent writers never overwrite each other: the loser of a race for n
+/// tries n + 1.</para>
+/// <para>Idempotency: a request with a key first creates the key's record (create-only) holding the request's hash and
+/// a sequence below every batch it may write (<see cref="KeyRecord.From"/>); its batch carries the key's hash; then the
+/// record's sequence is set by compare-and-swap. A retry reads the record: a sequence there is the answer; a record
+/// still without one means an earlier attempt stopped (or is still running) somewhere between — the retry searches
+/// only the batches after <see cref="KeyRecord.From"/> (not the whole log) for one carrying the key, and appends only
+/// if there is none. Should two attempts both land, the record decides: a keyed batch counts only when the record
+/// names its sequence, and a reader meeting a keyed batch whose record names none yet sets it to that batch (readers
+/// go in sequence order, so the first landed attempt wins). Either way the request is applied exactly once.</para>
+/// </summary>
+public sealed class WriteLog
+{
+    public const int SequenceDigits = 12;
+    /// <summary>How often an append retries after losing the race for a sequence before giving up.</summary>
+    private const int MaxClaimAttempts = 1000;
+
+    public WriteLog(IBlobStore blobs, string index)
+    {
+        Blobs = blobs;
+        Index = index;
+        Root = index + "/log/";
+    }
+
+    public IBlobStore Blobs { get; }
+    public string Index { get; }
+    private string Root { get; }
+    private string HeadName => Root + "head";
+    public string BatchPrefix => Root + "batches/";
+    public string KeyPrefix => Root + "keys/";
+
+    public string BatchName(long sequence) => BatchPrefix + sequence.ToString("D" + SequenceDigits, CultureInfo.InvariantCulture);
+
+    public static string HashKey(string key) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(key)));
+
+    public string KeyName(string keyHash) => KeyPrefix + keyHash;
+
+    /// <summary>The sequence a batch blob's name carries, or null for a name that is not a batch.</summary>
+    public long? SequenceOf(string blobName) =>
+        blobName.StartsWith(BatchPrefix, StringComparison.Ordinal) && blobName.Length == BatchPrefix.Length + SequenceDigits
+        && long.TryParse(blobName.AsSpan(BatchPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out long s) ? s : null;
+
+    /// <summary>What an append did: the sequence that carries the request, and whether an earlier attempt with the same key had already put it there.</summary>
+    public sealed record AppendResult(long Sequence, bool Replayed);
+
+    /// <summary>
+    /// Appends a batch and returns once it is durable (the create-only write has succeeded). With an idempotency key,
+    /// a request already logged under that key returns its sequence instead (see the class comment); a key used for a
+    /// different request (another <paramref name="requestHash"/>) is a <see cref="WriteKeyConflictException"/>.
+    /// </summary>
+    /// <param name="knownSequence">A sequence known to exist or to have been garbage-collected (the index's watermark): the end of the log is searched above it.</param>
+    public async Task<AppendResult> AppendAsync(WriteBatch batch, string? idempotencyKey, string requestHash, long knownSequence, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        if (idempotencyKey is null) return new AppendResult(await ClaimAsync(batch with { KeyHash = null }, knownSequence, ct).ConfigureAwait(false), false);
+
+        string hash = HashKey(idempotencyKey);
+        var keyName = KeyName(hash);
+        while (true)
+        {
+            var record = await ReadKeyAsync(hash, ct).ConfigureAwait(false);
+            bool createdNow = false;
+            if (record is null)
+            {
+                long from = await LatestSequenceAsync(knownSequence, ct).ConfigureAwait(false);
+                var fresh = new KeyRecord(requestHash, from, null, DateTimeOffset.UtcNow);
+                try
+                {
+                    var created = await Blobs.WriteAsync(keyName, JsonSerializer.SerializeToUtf8Bytes(fresh, WriteLogJson.Default.KeyRecord), WriteCondition.IfNotExists, ct).ConfigureAwait(false);
+                    record = (fresh, created.ETag);
+                    createdNow = true;
+                }
+                catch (BlobConditionFailedException)
+                {
+                    continue; // a concurrent attempt with the same key created it: decide on its record
+                }
+            }
+            var rec = record.Value.Record;
+            if (rec.RequestHash != requestHash) throw new WriteKeyConflictException(idempotencyKey, rec.Sequence);
+            if (rec.Sequence is { } done) return new AppendResult(done, true);
+
+            // An earlier attempt may have landed its batch without recording it (it stopped, or is still running).
+            long? landed = createdNow ? null : await FindKeyedBatchAsync(hash, rec.From, knownSequence, ct).ConfigureAwait(false);
+            long sequence = landed ?? await ClaimAsync(batch with { KeyHash = hash }, Math.Max(knownSequence, rec.From), ct).ConfigureAwait(false);
+            long settled = await SettleKeyAsync(hash, sequence, ct).ConfigureAwait(false);
+            return new AppendResult(settled, landed is not null || settled != sequence);
+        }
+    }
+
+    /// <summary>
+    /// Sets the key's record to <paramref name="sequence"/> unless it already names one; returns the sequence the record
+    /// names afterwards (the one that counts). Writers call it after their batch landed; readers for a keyed batch they
+    /// meet in sequence order.
+    /// </summary>
+    public async Task<long> SettleKeyAsync(string keyHash, long sequence, CancellationToken ct = default)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            var record = await ReadKeyAsync(keyHash, ct).ConfigureAwait(false);
+            // No record: removed by gc long after its batch was indexed (or never written by a foreign tool); the batch stands.
+            if (record is null) return sequence;
+            var (rec, etag) = record.Value;
+            if (rec.Sequence is { } named) return named;
+            try
+            {
+                await Blobs.WriteAsync(KeyName(keyHash), JsonSerializer.SerializeToUtf8Bytes(rec with { Sequence = sequence }, WriteLogJson.Default.KeyRecord),
+                    WriteCondition.IfMatch(etag), ct).ConfigureAwait(false);
+                return sequence;
+            }
+            catch (BlobConditionFailedException) when (attempt < 20)
+            {
+                // Another attempt or a reader settled it first: read what it chose.
+            }
+        }
+    }
+
+    /// <summary>Whether a batch read at <paramref name="sequence"/> counts (unkeyed batches always do; see the class comment).</summary>
+    public async Task<bool> CountsAsync(WriteBatch batch, long sequence, CancellationToken ct = default) =>
+        batch.KeyHash is not { } hash || await SettleKeyAsync(hash, sequence, ct).ConfigureAwait(false) == sequence;
+
+    public async Task<(KeyRecord Record, string ETag)?> ReadKeyAsync(string keyHash, CancellationToken ct)
+    {
+        var name = KeyName(keyHash);
+        var info = await Blobs.GetInfoAsync(name, ct).ConfigureAwait(false);
+        if (info is null) return null;
+        byte[] bytes;
+        try
+        {
+            bytes = await Blobs.ReadAllAsync(name, ct).ConfigureAwait(false);
+        }
+        catch (BlobNotFoundException)
+        {
+            return null;
+        }
+        // The ETag read before the content may be older than it; a compare-and-swap against it then fails and is retried.
+        var rec = JsonSerializer.Deserialize(bytes, WriteLogJson.Default.KeyRecord) ?? throw new InvalidDataException($"'{name}' is empty");
+        return (rec, info.ETag);
+    }
+
+    /// <summary>The first batch above <paramref name="from"/> that carries the key, or null.</summary>
+    private async Task<long?> FindKeyedBatchAsync(string keyHash, long from, long knownSequence, CancellationToken ct)
+    {
+        long latest = await LatestSequenceAsync(Math.Max(from, knownSequence), ct).ConfigureAwait(false);
+        for (long s = from + 1; s <= latest; s++)
+        {
+            var batch = await TryReadBatchAsync(s, ct).ConfigureAwait(false);
+            if (batch?.KeyHash == keyHash) return s;
+        }
+        return null;
+    }
+
+    /// <summary>Writes the batch at the first free sequence above the end of the log (create-only) and moves the hint.</summary>
+    private async Task<long> ClaimAsync(WriteBatch batch, long knownSequence, CancellationToken ct)
+    {
+        var bytes = (batch.CreatedUtc == default ? batch with { CreatedUtc = DateTimeOffset.UtcNow } : batch).ToJson();
+        long next = await LatestSequenceAsync(knownSequence, ct).ConfigureAwait(false) + 1;
+        for (int attempt = 0; attempt < MaxClaimAttempts; attempt++, next++)
+        {
+            try
+            {
+                await Blobs.WriteAsync(BatchName(next), bytes, WriteCondition.IfNotExists, ct).ConfigureAwait(false);
+            }
+            catch (BlobConditionFailedException)
+            {
+                continue; // another writer has n: it exists now, so n + 1 may be claimed
+            }
+            await MoveHintAsync(next, ct).ConfigureAwait(false);
+            return next;
+        }
+        throw new InvalidOperationException($"could not claim a log sequence for index '{Index}' after {MaxClaimAttempts} attempts");
+    }
+
+    /// <summary>Best effort: the hint is only a lower bound, so a lost or out-of-order write is harmless (the end is probed).</summary>
+    private async Task MoveHintAsync(long sequence, CancellationToken ct)
+    {
+        try
+        {
+            await Blobs.WriteAsync(HeadName, JsonSerializer.SerializeToUtf8Bytes(new HeadHint(sequence), WriteLogJson.Default.HeadHint), WriteCondition.Overwrite, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // The batch is durable; the next writer probes a little further.
+        }
+    }
+
+    private async Task<long> ReadHintAsync(CancellationToken ct)
+    {
+        try
+        {
+            var hint = JsonSerializer.Deserialize(await Blobs.ReadAllAsync(HeadName, ct).ConfigureAwait(false), WriteLogJson.Default.HeadHint);
+            return Math.Max(0, hint?.Sequence ?? 0);
+        }
+        catch (BlobNotFoundException)
+        {
+            return 0;
+        }
+        catch (JsonException)
+        {
+            return 0; // a damaged hint costs a longer probe, nothing else
+        }
+    }
+
+    /// <summary>
+    /// The newest sequence in the log (0: empty). Probes forward from the larger of the hint and
+    /// <paramref name="knownSequence"/> (both exist or were collected, and every sequence above the end is free),
+    /// doubling the step and then halving it: a few existence checks however long the log.
+    /// </summary>
+    public Task<long> LatestSequenceAsync(long knownSequence = 0, CancellationToken ct = default) => LatestSequenceAsync(knownSequence, readHint: true, ct);
+
+    /// <summary>As above; without <paramref name="readHint"/> the probe starts at <paramref name="knownSequence"/> alone (one check when nothing was appended since).</summary>
+    public async Task<long> LatestSequenceAsync(long knownSequence, bool readHint, CancellationToken ct = default)
+    {
+        long low = Math.Max(knownSequence, readHint ? await ReadHintAsync(ct).ConfigureAwait(false) : 0); // exists (or 0)
+        long step = 1;
+        long high;
+        while (true)
+        {
+            long probe = low + step;
+            if (await Blobs.GetInfoAsync(BatchName(probe), ct).ConfigureAwait(false) is null) { high = probe; break; }
+            low = probe;
+            step *= 2;
+        }
+        // low exists, high does not; sequences are dense in between.
+        while (high - low > 1)
+        {
+            long mid = low + (high - low) / 2;
+            if (await Blobs.GetInfoAsync(BatchName(mid), ct).ConfigureAwait(false) is null) high = mid; else low = mid;
+        }
+        return low;
+    }
+
+    /// <summary>The batch at a sequence, or null when it does not exist (not written yet, or collected).</summary>
+    public async Task<WriteBatch?> TryReadBatchAsync(long sequence, CancellationToken ct = default)
+    {
+        var name = BatchName(sequence);
+        try
+        {
+            return WriteBatch.Parse(await Blobs.ReadAllAsync(name, ct).ConfigureAwait(false), name);
+        }
+        catch (BlobNotFoundException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>When the batch at a sequence was written (the store's clock), or null when it does not exist.</summary>
+    public async Task<DateTimeOffset?> WrittenAtAsync(long sequence, CancellationToken ct = default) =>
+        (await Blobs.GetInfoAsync(BatchName(sequence), ct).ConfigureAwait(false))?.LastModified;
+}
+
+/// <summary>An Idempotency-Key reused for a different request.</summary>
+public sealed class WriteKeyConflictException(string key, long? sequence)
+    : Exception($"Idempotency-Key '{key}' was first used for a different request{(sequence is { } s ? $" (sequence {s})" : "")}")
+{
+    public long? Sequence { get; } = sequence;
+}

@@ -1,0 +1,150 @@
+using System.Net;
+using System.Text.Json;
+using Squash.Index.Attributes;
+using Squash.Index.Build;
+using Squash.Storage;
+using Squash.Storage.Writes;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>
+/// POST /api/indexes/{index}/vectors: what is refused (one 400 naming every bad item, nothing written), what is
+/// acknowledged (a sequence, only once the batch blob is in the store), idempotent retries, and the lag that
+/// GET /api/indexes/{index} reports. Each test writes to its own index, so the shared fixture's indexes stay as built.
+/// </summary>
+[Collection(nameof(IndexCollection))]
+public sealed class WriteApiTests(IndexFixture fx)
+{
+    private const int Dims = 4;
+
+    /// <summary>A small index with ids and one attribute of every type, in the fixture's store.</summary>
+    private string NewIndex()
+    {
+        var name = "writes-" + Guid.NewGuid().ToString("N")[..12];
+        var lines = string.Join('\n', Enumerable.Range(0, 60).Select(i =>
+            $"{{\"id\":\"doc-{i}\",\"attributes\":{{\"colour\":\"{(i % 2 == 0 ? "red" : "blue")}\",\"price\":{i}.5,\"n\":{i},\"ok\":true,\"tags\":[\"t{i % 3}\"]}}}}"));
+        var rng = new Random(3);
+        var data = Enumerable.Range(0, 60 * Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+        IndexPublisher.BuildAndPublishAsync(new IndexStore(new FolderBlobStore(fx.Root), name), data, 60, Dims, new IndexBuildOptions
+        {
+            Partitions = 3, Seed = 1, Attributes = AttributeReader.ReadJsonLines(new StringReader(lines), "w.jsonl"),
+        }).GetAwaiter().GetResult();
+        return name;
+    }
+
+    private WriteLog Log(string index) => new(new FolderBlobStore(fx.Root), index);
+
+    private static async Task<HttpResponseMessage> Post(HttpClient client, string index, string body, string? key = null)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, $"/api/indexes/{index}/vectors") { Content = Bodies.Json(body) };
+        if (key is not null) request.Headers.Add("Idempotency-Key", key);
+        return await client.SendAsync(request);
+    }
+
+    [Fact]
+    public async Task EveryBadItemIsNamedInOne400AndNothingIsWritten()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var body = """
+            {"upserts":[
+              {"id":"a","vector":[1,2,3,4],"attributes":{"colour":"red","price":1.5}},
+              {"id":"","vector":[1,2,3]},
+              {"id":"a","vector":[1,2,3,4],"attributes":{"colour":7,"size":3,"n":1.5,"ok":"yes","tags":["x",1]}},
+              {"vector":[1,2,3,4]}
+            ],
+            "deletes":["b","a",""],
+            "deleteWhere":{"price":{"$lt":"cheap"}}}
+            """;
+        var errors = await Problems.BadRequest(await Post(client, index, body));
+        var expected = new Dictionary<string, string[]>
+        {
+            ["upserts[1].id"] = ["must not be empty"],
+            ["upserts[1].vector"] = ["has 3 dimensions; the index has 4"],
+            ["upserts[2].id"] = ["'a' appears twice in this request (also upserts[0].id)"],
+            ["upserts[2].attributes.colour"] = ["must be a string (attribute type category), got the number 7"],
+            ["upserts[2].attributes.size"] = ["is not an attribute of the index (it has: colour, price, n, ok, tags)"],
+            ["upserts[2].attributes.n"] = ["must be a whole number (attribute type integer), got the number 1.5"],
+            ["upserts[2].attributes.ok"] = ["must be true or false (attribute type bool), got a string"],
+            ["upserts[2].attributes.tags"] = ["must be an array of strings (attribute type tags), got an array holding a value that is not a string"],
+            ["upserts[3].id"] = ["is required (a string)"],
+            ["deletes[1]"] = ["'a' appears twice in this request (also upserts[0].id)"],
+            ["deletes[2]"] = ["must not be empty"],
+            ["deleteWhere.price.$lt"] = ["expected a number for number attribute 'price', got a string"],
+        };
+        Assert.Equal(expected.OrderBy(e => e.Key), errors.OrderBy(e => e.Key));
+        Assert.Equal(0, await Log(index).LatestSequenceAsync());
+        Assert.Empty(await new FolderBlobStore(fx.Root).ListAsync(index + "/log/").ToListAsync());
+    }
+
+    [Fact]
+    public async Task TheBodyIsCheckedAsAWholeToo()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        Assert.Equal(["names nothing to write: give upserts, deletes or deleteWhere"], (await Problems.BadRequest(await Post(client, index, "{}")))["body"]);
+        var many = "{\"deletes\":[" + string.Join(',', Enumerable.Range(0, 1001).Select(i => $"\"d{i}\"")) + "]}";
+        Assert.Equal(["at most 1,000 items per request (upserts + deletes), got 1,001; split it into several requests"], (await Problems.BadRequest(await Post(client, index, many)))["body"]);
+        Assert.Equal(["is not a field of this request; the fields are: upserts, deletes, deleteWhere"], (await Problems.BadRequest(await Post(client, index, """{"inserts":[]}""")))["inserts"]);
+        Assert.Equal(["must be a number, got the string \"1\""], (await Problems.BadRequest(await Post(client, index, """{"upserts":[{"id":"a","vector":["1",2,3,4]}]}""")))["upserts[0].vector[0]"]);
+        Assert.Equal(["must be 1 to 200 visible ASCII characters"], (await Problems.BadRequest(await Post(client, index, """{"deletes":["a"]}""", key: "has space")))["Idempotency-Key"]);
+        var unknown = await Problems.Read(await Post(client, "no-such-index", """{"deletes":["a"]}"""), HttpStatusCode.NotFound);
+        Assert.Equal("no index named 'no-such-index' is published (build it first: writes need its schema and partitions)", unknown.GetProperty("detail").GetString());
+        Assert.Equal(0, await Log(index).LatestSequenceAsync());
+    }
+
+    [Fact]
+    public async Task AnAcknowledgedWriteIsInTheLogAndTheIndexReportsItsLag()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        using (var info = JsonDocument.Parse(await client.GetStringAsync($"/api/indexes/{index}")))
+        {
+            Assert.Equal(0, info.RootElement.GetProperty("indexedSequence").GetInt64());
+            Assert.Equal(0, info.RootElement.GetProperty("latestSequence").GetInt64());
+            Assert.Equal(0, info.RootElement.GetProperty("lag").GetInt64());
+            Assert.False(info.RootElement.TryGetProperty("lagSeconds", out _));
+        }
+        var body = """{"upserts":[{"id":"new-1","vector":[0.5,0.5,0.5,0.5],"attributes":{"colour":"green","tags":["t9"],"price":null}}],"deletes":["doc-3"],"deleteWhere":{"n":{"$gte":50}}}""";
+        var response = await Post(client, index, body);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("""{"sequence":1,"replayed":false}""", await response.Content.ReadAsStringAsync());
+        response = await Post(client, index, """{"deletes":["doc-4"]}""");
+        Assert.Equal("""{"sequence":2,"replayed":false}""", await response.Content.ReadAsStringAsync());
+
+        // What the log holds is what was sent: the acknowledgement came after the batch was durable.
+        var batch = (await Log(index).TryReadBatchAsync(1))!;
+        Assert.Equal("new-1", batch.Upserts![0].Id);
+        Assert.Equal([0.5f, 0.5f, 0.5f, 0.5f], batch.Upserts[0].Vector);
+        Assert.Equal("green", batch.Upserts[0].Attributes!.Value.GetProperty("colour").GetString());
+        Assert.Equal(["doc-3"], batch.Deletes);
+        Assert.Equal(50, batch.DeleteWhere!.Value.GetProperty("n").GetProperty("$gte").GetInt32());
+
+        using var after = JsonDocument.Parse(await client.GetStringAsync($"/api/indexes/{index}"));
+        Assert.Equal(0, after.RootElement.GetProperty("indexedSequence").GetInt64());
+        Assert.Equal(2, after.RootElement.GetProperty("latestSequence").GetInt64());
+        Assert.Equal(2, after.RootElement.GetProperty("lag").GetInt64());
+        Assert.InRange(after.RootElement.GetProperty("lagSeconds").GetDouble(), 0, 60);
+    }
+
+    [Fact]
+    public async Task ARetryWithTheSameIdempotencyKeyIsAppliedOnceAndAReusedKeyIs409()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        const string body = """{"upserts":[{"id":"x","vector":[1,1,1,1]}]}""";
+        Assert.Equal("""{"sequence":1,"replayed":false}""", await (await Post(client, index, body, "order-77")).Content.ReadAsStringAsync());
+        await Post(client, index, """{"deletes":["doc-1"]}""");
+        // The same request again (spacing differs: it is the same request) gets the first sequence; nothing is appended.
+        var again = await Post(client, index, body.Replace(",", ", "), "order-77");
+        Assert.Equal(HttpStatusCode.OK, again.StatusCode);
+        Assert.Equal("""{"sequence":1,"replayed":true}""", await again.Content.ReadAsStringAsync());
+        Assert.Equal(2, await Log(index).LatestSequenceAsync());
+        var reused = await Problems.Read(await Post(client, index, """{"deletes":["x"]}""", "order-77"), HttpStatusCode.Conflict);
+        Assert.Equal("Idempotency-Key 'order-77' was first used for a different request (sequence 1); use a new key for a new request", reused.GetProperty("detail").GetString());
+    }
+}
