@@ -45,7 +45,6 @@ public sealed class BuildsApi : IDisposable
 
     public BuildsApi(Uri endpoint, string? functionKey, string index, int maxRetries = 5, TimeSpan? firstRetryDelay = null)
     {
-        Endpoint = endpoint;
         Index = index;
         // The deadline is the pipeline's, per attempt; the client's own would also cut the retries short.
         _http = EndpointFlags.Client(endpoint, functionKey, Timeout.InfiniteTimeSpan);
@@ -67,7 +66,6 @@ public sealed class BuildsApi : IDisposable
             .Build();
     }
 
-    public Uri Endpoint { get; }
     public string Index { get; }
 
     private string BuildsPath => $"api/indexes/{Uri.EscapeDataString(Index)}/builds";
