@@ -99,8 +99,11 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         using var dir = new TempDir();
         var vectors = dir.Fvecs("base.fvecs", TempDir.Random(Count, Dims, 11));
         var queries = dir.Fvecs("q.fvecs", TempDir.Random(25, Dims, 12));
+        var attributes = dir.File("labels.csv");
+        File.WriteAllLines(attributes, ["label", .. Enumerable.Range(0, Count).Select(i => (i % 5).ToString())]);
+        string[] options = ["--partitions", "6", "--seed", "3", "--attributes", attributes, "--schema", "label:integer"];
 
-        var (exit, output, err) = await Run(Upload("build", "--index", "same", "--vectors", vectors, "--partitions", "6", "--seed", "3", "--chunk-rows", "1000"));
+        var (exit, output, err) = await Run(Upload(["build", "--index", "same", "--vectors", vectors, "--chunk-rows", "1000", .. options]));
         Assert.True(exit == 0, err);
         var built = Regex.Match(output, @"^built same version (v\S+) \(current\) through the queue: 3,000 × 16 vectors, 6 partitions, build (b\S+): ");
         Assert.True(built.Success, output);
@@ -111,18 +114,27 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         var stored = await new BlobContainerClient(AzuriteTestStore.ConnectionString, service.Container).GetBlobClient(blob).DownloadContentAsync();
         Assert.Equal(File.ReadAllBytes(vectors), stored.Value.Content.ToArray());
 
-        var (inExit, _, inErr) = await Run("build", "--index", dir.File("inproc"), "--vectors", vectors, "--partitions", "6", "--seed", "3");
+        Assert.Contains($"uploaded {attributes} as blob {BlobFor("same", attributes)}: ", err);
+
+        var (inExit, _, inErr) = await Run(["build", "--index", dir.File("inproc"), "--vectors", vectors, .. options]);
         Assert.True(inExit == 0, inErr);
-        var (qExit, viaQueue, qErr) = await Run(Endpoint("query", "--index", "same", "--vectors", queries, "--json"));
-        Assert.True(qExit == 0, qErr);
-        var (lExit, inProcess, lErr) = await Run("query", "--index", dir.File("inproc"), "--vectors", queries, "--json");
-        Assert.True(lExit == 0, lErr);
-        var (a, b) = (Answers(viaQueue), Answers(inProcess));
-        Assert.Equal(25, a.Count);
-        for (int q = 0; q < a.Count; q++)
+        // The same answers: at the default recall target, with the sparsest plan (one partition's nearest rows: answers that
+        // depend on the partitions and codes, not only on the data), and filtered on the uploaded attributes.
+        foreach (var (filter, plan) in new[] { ("{}", new string[0]), ("{}", ["--cf", "1", "--r", "1"]), ("""{"label":{"$in":[1,2]}}""", []) })
         {
-            Assert.Equal(b[q].Select(x => x.Row), a[q].Select(x => x.Row));
-            for (int j = 0; j < a[q].Length; j++) Assert.Equal(b[q][j].Distance, a[q][j].Distance, 1e-5f);
+            var (qExit, viaQueue, qErr) = await Run(Endpoint(["query", "--index", "same", "--vectors", queries, "--json", "--filter", filter, .. plan]));
+            Assert.True(qExit == 0, qErr);
+            var (lExit, inProcess, lErr) = await Run(["query", "--index", dir.File("inproc"), "--vectors", queries, "--json", "--filter", filter, .. plan]);
+            Assert.True(lExit == 0, lErr);
+            var (a, b) = (Answers(viaQueue), Answers(inProcess));
+            Assert.Equal(25, a.Count);
+            for (int q = 0; q < a.Count; q++)
+            {
+                Assert.Equal(10, a[q].Length);
+                if (filter != "{}") Assert.All(a[q], x => Assert.True(x.Row % 5 is 1 or 2, $"row {x.Row} does not match {filter}"));
+                Assert.Equal(b[q].Select(x => x.Row), a[q].Select(x => x.Row));
+                for (int j = 0; j < a[q].Length; j++) Assert.Equal(b[q][j].Distance, a[q][j].Distance, 1e-5f);
+            }
         }
 
         // builds show / list report the same build; cancelling a finished build is refused by the service.
