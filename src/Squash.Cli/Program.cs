@@ -13,7 +13,10 @@ public static partial class Program
     /// Parses and runs a command line. Every failure is one <c>error: …</c> line and exit code 1: a parse error
     /// (with a pointer to --help instead of the whole help text), a failed command, and a bug that escaped a command.
     /// </summary>
-    public static async Task<int> RunAsync(string[] args)
+    public static Task<int> RunAsync(string[] args) => RunAsync(args, CancellationToken.None);
+
+    /// <summary>As <see cref="RunAsync(string[])"/>; cancelling <paramref name="cancellationToken"/> is what Ctrl+C does.</summary>
+    public static async Task<int> RunAsync(string[] args, CancellationToken cancellationToken)
     {
         var parse = BuildRoot().Parse(args);
         if (parse.Action is ParseErrorAction)
@@ -25,7 +28,7 @@ public static partial class Program
         }
         try
         {
-            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false }).ConfigureAwait(false);
+            return await parse.InvokeAsync(new InvocationConfiguration { EnableDefaultExceptionHandler = false }, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception e)
         {
@@ -38,6 +41,7 @@ public static partial class Program
     {
         var root = new RootCommand("squash: serverless vector similarity search (OSQ segments, exact filters).");
         root.Subcommands.Add(BuildCommand.Create());
+        root.Subcommands.Add(BuildsCommand.Create());
         root.Subcommands.Add(QueryCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(InspectCommand.Create());

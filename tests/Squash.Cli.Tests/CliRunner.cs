@@ -5,17 +5,23 @@ public static class CliRunner
 {
     private static readonly SemaphoreSlim Gate = new(1, 1);
 
-    public static async Task<(int Exit, string Out, string Err)> RunAsync(params string[] args)
+    public static Task<(int Exit, string Out, string Err)> RunAsync(params string[] args) => RunAsync(args, interruptAfter: null);
+
+    /// <summary>
+    /// Runs a command; with <paramref name="interruptAfter"/>, cancels it as Ctrl+C does once its stderr holds that text.
+    /// </summary>
+    public static async Task<(int Exit, string Out, string Err)> RunAsync(string[] args, string? interruptAfter)
     {
         // Console redirection is process-wide: one command at a time.
         await Gate.WaitAsync();
         var (oldOut, oldErr) = (Console.Out, Console.Error);
-        var (o, e) = (new StringWriter(), new StringWriter());
+        using var interrupt = new CancellationTokenSource();
+        var (o, e) = (new StringWriter(), new WatchingWriter(interruptAfter, interrupt));
         try
         {
             Console.SetOut(o);
             Console.SetError(e);
-            int exit = await Program.RunAsync(args);
+            int exit = await Program.RunAsync(args, interrupt.Token);
             return (exit, o.ToString(), e.ToString());
         }
         finally
@@ -24,6 +30,41 @@ public static class CliRunner
             Console.SetError(oldErr);
             Gate.Release();
         }
+    }
+}
+
+/// <summary>Collects what is written and cancels <paramref name="interrupt"/> (off the writing thread) once the text holds <paramref name="marker"/>.</summary>
+internal sealed class WatchingWriter(string? marker, CancellationTokenSource interrupt) : StringWriter
+{
+    private bool _fired;
+
+    public override void Write(char value)
+    {
+        base.Write(value);
+        Check();
+    }
+
+    public override void Write(string? value)
+    {
+        base.Write(value);
+        Check();
+    }
+
+    public override void Write(char[] buffer, int index, int count)
+    {
+        base.Write(buffer, index, count);
+        Check();
+    }
+
+    private void Check()
+    {
+        if (marker is null || _fired || !ToString().Contains(marker, StringComparison.Ordinal)) return;
+        _fired = true;
+        ThreadPool.QueueUserWorkItem(_ =>
+        {
+            try { interrupt.Cancel(); }
+            catch (ObjectDisposedException) { } // the command had already ended
+        });
     }
 }
 

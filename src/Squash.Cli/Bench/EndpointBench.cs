@@ -29,10 +29,10 @@ public static class EndpointBench
         double HitRatio, double CostPerMillion, double MeteredCostPerMillion, double Passes = 1, double DirectShare = 0, int ShortAnswers = 0, double CertifiedShare = 0);
 
     public static async Task<int> RunAsync(Uri endpoint, string index, VectorSet q, int[][] gt, int k, int concurrency, int coldSamples,
-        IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct, JsonElement[]? filters = null, Options? options = null, int? warmup = null)
+        IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct, JsonElement[]? filters = null, Options? options = null, int? warmup = null, string? functionKey = null)
     {
         var searchOptions = options ?? new Options(null, null, null);
-        using var http = new HttpClient { BaseAddress = endpoint, Timeout = TimeSpan.FromMinutes(2) };
+        using var http = Commands.EndpointFlags.Client(endpoint, functionKey, TimeSpan.FromMinutes(2));
         var info = await http.GetAsync($"api/indexes/{index}", ct);
         if (info.StatusCode == HttpStatusCode.NotFound) throw new Commands.UsageException($"--index: the endpoint has no index named '{index}'");
         info.EnsureSuccessStatusCode();

@@ -61,6 +61,7 @@ public static class BenchCommand
         public readonly Option<double> Visit = new("--visit") { Description = "With --cold: visit exactly this percentage of the partitions (nearest first) instead of the CF plan, e.g. 10.", DefaultValueFactory = _ => 0 };
         public readonly Option<FilterStrategy> Strategy = new("--filter-strategy") { Description = "With --filters (in-process engine): auto (the planner's cost rule), partitions or direct, to compare the strategies.", DefaultValueFactory = _ => FilterStrategy.Auto };
         public readonly Option<string> Out = new("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
+        public readonly Option<string?> FunctionKey = EndpointFlags.FunctionKey();
     }
 
     /// <summary>The values every benchmark checks first: k, the CF/H/R/bits lists to sweep, and the query counts.</summary>
@@ -72,7 +73,7 @@ public static class BenchCommand
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
             f.Index, f.Queries, f.Truth, f.Search.K, f.Recall, f.Cf, f.H, f.R, f.HammingBits, f.Runs, f.Limit, f.BruteForceQueries, f.Out, f.Endpoint, f.Concurrency, f.Shapes, f.ColdSamples, f.Filters,
-            f.Cold, f.ColdQueries, f.Stream, f.Zipf, f.CacheMb, f.WholeAfter, f.Visit, f.Strategy, f.Warmup,
+            f.Cold, f.ColdQueries, f.Stream, f.Zipf, f.CacheMb, f.WholeAfter, f.Visit, f.Strategy, f.Warmup, f.FunctionKey,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
@@ -115,7 +116,8 @@ public static class BenchCommand
     /// <summary>The HTTP API through the function tree, per tree shape (<see cref="EndpointBench"/>).</summary>
     private static async Task<int> RunEndpointAsync(ParseResult pr, Flags f, Sweep sweep, string url, CancellationToken ct)
     {
-        CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
+        var endpoint = EndpointFlags.ParseEndpoint(url);
+        var key = EndpointFlags.Key(pr, f.FunctionKey);
         int concurrency = pr.GetValue(f.Concurrency);
         CliErrors.Require(concurrency >= 1 && concurrency <= 256, $"--concurrency must be 1..256, got {concurrency}");
         int coldSamples = pr.GetValue(f.ColdSamples);
@@ -141,8 +143,8 @@ public static class BenchCommand
             pr.GetResult(f.Cf) is { Implicit: false } ? sweep.Cfs[0] : null,
             pr.GetResult(f.H) is { Implicit: false } ? sweep.Hs[0] : null,
             pr.GetResult(f.R) is { Implicit: false } ? sweep.Rs[0] : null);
-        return await EndpointBench.RunAsync(new Uri(uri!.ToString().TrimEnd('/') + "/"), pr.GetValue(f.Index)!, q, gt, sweep.K, concurrency, coldSamples, shapes,
-            pr.GetValue(f.Out)!, ct, filters, searchOptions, warmup);
+        return await EndpointBench.RunAsync(endpoint, pr.GetValue(f.Index)!, q, gt, sweep.K, concurrency, coldSamples, shapes,
+            pr.GetValue(f.Out)!, ct, filters, searchOptions, warmup, key);
     }
 
     /// <summary>Cold and warm reads from a blob store, per CF/H/R point (<see cref="ColdBench"/>).</summary>
@@ -256,9 +258,17 @@ public static class BenchCommand
         return lines;
     }
 
-    /// <summary>The command line that runs this again, quoted for a POSIX shell, with every credential redacted.</summary>
-    public static string ReproduceLine(IEnumerable<string> args) =>
-        "reproduce: squash " + string.Join(' ', args.Select(a => ShellQuote(SecretRedaction.Redact(a))));
+    /// <summary>The command line that runs this again, quoted for a POSIX shell, with every credential redacted (a function key too).</summary>
+    public static string ReproduceLine(IEnumerable<string> args)
+    {
+        var list = args.ToList();
+        for (int i = 0; i < list.Count; i++)
+        {
+            if (list[i] == EndpointFlags.FunctionKeyFlag && i + 1 < list.Count) list[++i] = SecretRedaction.Mask;
+            else if (list[i].StartsWith(EndpointFlags.FunctionKeyFlag + "=", StringComparison.Ordinal)) list[i] = EndpointFlags.FunctionKeyFlag + "=" + SecretRedaction.Mask;
+        }
+        return "reproduce: squash " + string.Join(' ', list.Select(a => ShellQuote(SecretRedaction.Redact(a))));
+    }
 
     private static string ShellQuote(string arg) =>
         arg.Length > 0 && arg.All(c => char.IsAsciiLetterOrDigit(c) || "-_./:=,@%+".Contains(c)) ? arg : "'" + arg.Replace("'", "'\\''") + "'";

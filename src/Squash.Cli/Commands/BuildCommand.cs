@@ -11,96 +11,129 @@ using Squash.Storage;
 
 namespace Squash.Cli.Commands;
 
-public static class BuildCommand
+public static partial class BuildCommand
 {
+    /// <summary>The build command's flags: the in-process build's, and those of a build through the queue (--endpoint).</summary>
+    internal sealed class Flags
+    {
+        public readonly Option<string> Index = new("--index") { Description = "Folder that holds the index (created if missing); with --store, the index's name inside the store; with --endpoint, the index's name in the service.", Required = true };
+        public readonly Option<string?> Vectors = new("--vectors") { Description = "Vectors to index: .fvecs, .bvecs or .npy (float32). With --endpoint it is uploaded into --store first." };
+        public readonly Option<string> Metric = new("--metric") { Description = "Distance: l2, cosine or ip.", DefaultValueFactory = _ => "l2" };
+        public readonly Option<int> Partitions = new("--partitions") { Description = "Partition count (0: clamp(N / 1000, 1, 4096)).", DefaultValueFactory = _ => 0 };
+        public readonly Option<double> Bits = new("--bits-per-dim") { Description = "Average OSQ bits per kept KLT dimension, sign bits included (the code budget).", DefaultValueFactory = _ => 4.0 };
+        public readonly Option<double> Energy = new("--energy") { Description = "Fraction of the within-partition variance (offsets from partition means) the codes keep; the rest goes to a residual norm.", DefaultValueFactory = _ => new IndexBuildOptions().EnergyKept };
+        public readonly Option<int> MaxBits = new("--max-bits") { Description = "Most bits one dimension may get (1..8).", DefaultValueFactory = _ => 8 };
+        public readonly Option<string?> Attributes = new("--attributes") { Description = "Attributes beside the vectors, one row per vector by position: .jsonl ({\"id\":\"…\",\"attributes\":{…}}) or .csv (header row, optional id column). With --endpoint and --vectors a local file (uploaded too); with --source a blob in the service's store." };
+        public readonly Option<string?> Schema = new("--schema") { Description = "Declared attribute types, e.g. \"price:number,label:integer,colour:category,tags:tags,ok:bool\" (default: inferred)." };
+        public readonly Option<int> Seed = new("--seed") { Description = "Seed for k-means; a build is deterministic for a seed (the same index in process and through the queue).", DefaultValueFactory = _ => 42 };
+        public readonly Option<string?> CalibrationQueries = new("--calibration-queries") { Description = "Queries like the ones the index will serve (.fvecs, .bvecs or .npy) to calibrate recall targets with; default: a sample of the base vectors, each searched without itself. In-process builds only." };
+        public readonly Option<bool> NoCalibration = new("--no-calibration") { Description = "Skip the recall calibration: queries then plan with CF and R only (recall targets fall back to their defaults)." };
+        public readonly Option<string?> Endpoint = new(CliErrors.EndpointFlag) { Description = "Build through the queue of the service at this URL (e.g. http://127.0.0.1:7071 from squash serve --store azure:…): upload --vectors into --store (or name a blob with --source), submit, and follow the build until it is published." };
+        public readonly Option<string?> Source = new("--source") { Description = "With --endpoint: build from a blob already in the service's store (a .fvecs/.bvecs/.npy blob, or a prefix: every blob under it in name order) instead of uploading --vectors." };
+        public readonly Option<int> ChunkRows = new("--chunk-rows") { Description = "With --endpoint: vectors per assign task (0: about 32 MB of float32 each).", DefaultValueFactory = _ => 0 };
+        public readonly Option<string?> IdempotencyKey = new("--idempotency-key") { Description = "With --endpoint: the submission's Idempotency-Key (default: a new one per run). The same key and the same request return the same build, so a rerun follows the build it started." };
+        public readonly Option<bool> NoWait = new("--no-wait") { Description = "With --endpoint: print the build id once the service has accepted the build, and exit without following it." };
+        public readonly Option<string?> FunctionKey = EndpointFlags.FunctionKey();
+    }
+
     public static Command Create()
     {
-        var index = new Option<string>("--index") { Description = "Folder that holds the index (created if missing); with --store, the index's name inside the store.", Required = true };
-        var vectors = new Option<string>("--vectors") { Description = "Vectors to index: .fvecs, .bvecs or .npy (float32).", Required = true };
-        var metric = new Option<string>("--metric") { Description = "Distance: l2, cosine or ip.", DefaultValueFactory = _ => "l2" };
-        var partitions = new Option<int>("--partitions") { Description = "Partition count (0: clamp(N / 1000, 1, 4096)).", DefaultValueFactory = _ => 0 };
-        var bits = new Option<double>("--bits-per-dim") { Description = "Average OSQ bits per kept KLT dimension, sign bits included (the code budget).", DefaultValueFactory = _ => 4.0 };
-        var energy = new Option<double>("--energy") { Description = "Fraction of the within-partition variance (offsets from partition means) the codes keep; the rest goes to a residual norm.", DefaultValueFactory = _ => new IndexBuildOptions().EnergyKept };
-        var maxBits = new Option<int>("--max-bits") { Description = "Most bits one dimension may get (1..8).", DefaultValueFactory = _ => 8 };
-        var attributes = new Option<string?>("--attributes") { Description = "Attributes beside the vectors, one row per vector by position: .jsonl ({\"id\":\"…\",\"attributes\":{…}}) or .csv (header row, optional id column)." };
-        var schema = new Option<string?>("--schema") { Description = "Declared attribute types, e.g. \"price:number,label:integer,colour:category,tags:tags,ok:bool\" (default: inferred)." };
-        var seed = new Option<int>("--seed") { Description = "Seed for k-means; a build is deterministic for a seed.", DefaultValueFactory = _ => 42 };
-        var calibrationQueries = new Option<string?>("--calibration-queries") { Description = "Queries like the ones the index will serve (.fvecs, .bvecs or .npy) to calibrate recall targets with; default: a sample of the base vectors, each searched without itself." };
-        var noCalibration = new Option<bool>("--no-calibration") { Description = "Skip the recall calibration: queries then plan with CF and R only (recall targets fall back to their defaults)." };
-        var cmd = new Command("build", "Build an index from a vector file, calibrate what each recall target needs, and publish it as the index's current version.")
+        var f = new Flags();
+        var cmd = new Command("build", "Build an index from a vector file, calibrate what each recall target needs, and publish it as the index's current version; "
+            + "in this process, or with --endpoint through the service's queue.")
         {
-            index, vectors, metric, partitions, bits, maxBits, energy, seed, attributes, schema, calibrationQueries, noCalibration,
+            f.Index, f.Vectors, f.Metric, f.Partitions, f.Bits, f.MaxBits, f.Energy, f.Seed, f.Attributes, f.Schema, f.CalibrationQueries, f.NoCalibration,
+            f.Endpoint, f.Source, f.ChunkRows, f.IdempotencyKey, f.NoWait, f.FunctionKey,
         };
         IndexLocation.AddStoreOptions(cmd);
-        cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
-        {
-            var metricValue = ParseMetric(pr.GetValue(metric)!);
-            int p = pr.GetValue(partitions);
-            double b = pr.GetValue(bits);
-            CliErrors.Require(p >= 0, $"--partitions must be ≥ 0 (0 picks a default), got {p}");
-            CliErrors.Require(b > 0 && b <= 8, $"--bits-per-dim must be > 0 and ≤ 8, got {b}");
-            CliErrors.Require(b <= pr.GetValue(maxBits), $"--bits-per-dim ({b}) cannot exceed --max-bits ({pr.GetValue(maxBits)})");
-            int mb = pr.GetValue(maxBits);
-            CliErrors.Require(mb is >= 1 and <= 8, $"--max-bits must be between 1 and 8, got {mb}");
-            double e = pr.GetValue(energy);
-            CliErrors.Require(e > 0 && e <= 1, $"--energy must be in (0, 1], got {e}");
-            var store = IndexLocation.Open(pr, pr.GetValue(index));
-            var path = pr.GetValue(vectors)!;
-            CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
-
-            var clock = Stopwatch.StartNew();
-            var set = VectorFile.Read(path);
-            CliErrors.Require(p <= set.Count, $"--partitions ({p}) cannot exceed the number of vectors ({set.Count})");
-            AttributeTable? table = null;
-            if (pr.GetValue(attributes) is { } attrPath)
-            {
-                CliErrors.Require(File.Exists(attrPath), $"--attributes: file '{attrPath}' does not exist");
-                AttributeSchema? declared = null;
-                if (pr.GetValue(schema) is { } schemaText)
-                {
-                    try { declared = AttributeSchema.Parse(schemaText); }
-                    catch (ArgumentException ex) { throw new UsageException($"--schema: {ex.Message}"); }
-                }
-                table = AttributeReader.ReadFile(attrPath, declared);
-                CliErrors.Require(table.Count == set.Count, $"--attributes: '{attrPath}' has {table.Count:N0} rows but there are {set.Count:N0} vectors (rows are matched by position)");
-                Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
-            }
-            else
-            {
-                CliErrors.Require(pr.GetValue(schema) is null, "--schema needs --attributes");
-            }
-            CalibrationQueries? calibration = null;
-            if (pr.GetValue(calibrationQueries) is { } queryPath)
-            {
-                CliErrors.Require(!pr.GetValue(noCalibration), "--calibration-queries cannot be combined with --no-calibration");
-                CliErrors.Require(File.Exists(queryPath), $"--calibration-queries: file '{queryPath}' does not exist");
-                var q = VectorFile.Read(queryPath);
-                CliErrors.Require(q.Dimensions == set.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the vectors have {set.Dimensions}");
-                int take = Math.Min(q.Count, RecallCalibrator.DefaultQueries);
-                calibration = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries");
-            }
-            var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(seed), Attributes = table };
-            Console.Error.WriteLine($"read {set.Count:N0} × {set.Dimensions} vectors from {path} in {clock.Elapsed.TotalSeconds:F1} s");
-
-            var manifest = await RunWithProgress(store, set, options, calibration, !pr.GetValue(noCalibration), ct);
-            double rawBytes = (double)set.Count * set.Dimensions * 4;
-            double codeBytes = manifest.Partitions.Sum(x => (double)x.BitsPerVector * x.Count) / 8;
-            AnsiConsole.MarkupLine($"[green]built[/] {Markup.Escape(store.Blobs.Description)} version [bold]{manifest.Version}[/]: " +
-                $"{manifest.Count:N0} vectors, {manifest.Partitions.Count} partitions, metric {manifest.Metric}, " +
-                $"{manifest.GlobalDimensions} global KLT dims, OSQ+sign codes {codeBytes / manifest.Count:F1} B/vector " +
-                $"({codeBytes / rawBytes:P1} of float32), {clock.Elapsed.TotalSeconds:F1} s");
-            if (manifest.Calibration is { } cal)
-                Console.Error.WriteLine($"calibrated recall@{cal.K} on {cal.Queries} {(cal.Source == "queries" ? "of your queries" : "base vectors (leave-one-out)")} in {cal.Seconds:F1} s: " +
-                    string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t))));
-            foreach (var band in manifest.Calibration?.Filtered ?? [])
-                Console.Error.WriteLine($"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###} ({string.Join("; ", band.Families)}): " +
-                    string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band))));
-            // The pointer only moves to newer ids: a build that started before another one finished stays unpublished.
-            if (await store.GetCurrentAsync(ct) is { } current && current.Version != manifest.Version)
-                Console.Error.WriteLine($"note: version {manifest.Version} is not current: the newer build {current.Version} was published meanwhile (gc removes the older one)");
-            return 0;
-        }));
+        var store = cmd.Options.First(o => o.Name == IndexLocation.StoreFlag);
+        store.Description += " With --endpoint: the service's azure: store, which --vectors (and --attributes) are uploaded into.";
+        cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, () => pr.GetValue(f.Endpoint) is { } endpoint
+            ? RunThroughQueueAsync(pr, f, endpoint, ct)
+            : RunInProcessAsync(pr, f, ct)));
         return cmd;
+    }
+
+    /// <summary>The options both builds share, checked as the in-process build checks them.</summary>
+    private static (Metric Metric, int Partitions, double Bits, int MaxBits, double Energy) CheckedOptions(ParseResult pr, Flags f)
+    {
+        var metricValue = ParseMetric(pr.GetValue(f.Metric)!);
+        int p = pr.GetValue(f.Partitions);
+        double b = pr.GetValue(f.Bits);
+        int mb = pr.GetValue(f.MaxBits);
+        CliErrors.Require(p >= 0, $"--partitions must be ≥ 0 (0 picks a default), got {p}");
+        CliErrors.Require(b > 0 && b <= 8, $"--bits-per-dim must be > 0 and ≤ 8, got {b}");
+        CliErrors.Require(b <= mb, $"--bits-per-dim ({b}) cannot exceed --max-bits ({mb})");
+        CliErrors.Require(mb is >= 1 and <= 8, $"--max-bits must be between 1 and 8, got {mb}");
+        double e = pr.GetValue(f.Energy);
+        CliErrors.Require(e > 0 && e <= 1, $"--energy must be in (0, 1], got {e}");
+        return (metricValue, p, b, mb, e);
+    }
+
+    private static async Task<int> RunInProcessAsync(ParseResult pr, Flags f, CancellationToken ct)
+    {
+        foreach (var queueOnly in new Option[] { f.Source, f.ChunkRows, f.IdempotencyKey, f.NoWait, f.FunctionKey })
+            CliErrors.Require(pr.GetResult(queueOnly) is null or { Implicit: true }, $"{queueOnly.Name} is for a build through the queue: it needs --endpoint");
+        var (metricValue, p, b, mb, e) = CheckedOptions(pr, f);
+        var store = IndexLocation.Open(pr, pr.GetValue(f.Index));
+        var path = pr.GetValue(f.Vectors);
+        CliErrors.Require(path is not null, "--vectors is required: the vector file to index (.fvecs, .bvecs or .npy)");
+        CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
+
+        var clock = Stopwatch.StartNew();
+        var set = VectorFile.Read(path!);
+        CliErrors.Require(p <= set.Count, $"--partitions ({p}) cannot exceed the number of vectors ({set.Count})");
+        AttributeTable? table = null;
+        if (pr.GetValue(f.Attributes) is { } attrPath)
+        {
+            CliErrors.Require(File.Exists(attrPath), $"--attributes: file '{attrPath}' does not exist");
+            var declared = ParseSchema(pr.GetValue(f.Schema));
+            table = AttributeReader.ReadFile(attrPath, declared);
+            CliErrors.Require(table.Count == set.Count, $"--attributes: '{attrPath}' has {table.Count:N0} rows but there are {set.Count:N0} vectors (rows are matched by position)");
+            Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
+        }
+        else
+        {
+            CliErrors.Require(pr.GetValue(f.Schema) is null, "--schema needs --attributes");
+        }
+        CalibrationQueries? calibration = null;
+        if (pr.GetValue(f.CalibrationQueries) is { } queryPath)
+        {
+            CliErrors.Require(!pr.GetValue(f.NoCalibration), "--calibration-queries cannot be combined with --no-calibration");
+            CliErrors.Require(File.Exists(queryPath), $"--calibration-queries: file '{queryPath}' does not exist");
+            var q = VectorFile.Read(queryPath);
+            CliErrors.Require(q.Dimensions == set.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the vectors have {set.Dimensions}");
+            int take = Math.Min(q.Count, RecallCalibrator.DefaultQueries);
+            calibration = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries");
+        }
+        var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(f.Seed), Attributes = table };
+        Console.Error.WriteLine($"read {set.Count:N0} × {set.Dimensions} vectors from {path} in {clock.Elapsed.TotalSeconds:F1} s");
+
+        var manifest = await RunWithProgress(store, set, options, calibration, !pr.GetValue(f.NoCalibration), ct);
+        double rawBytes = (double)set.Count * set.Dimensions * 4;
+        double codeBytes = manifest.Partitions.Sum(x => (double)x.BitsPerVector * x.Count) / 8;
+        AnsiConsole.MarkupLine($"[green]built[/] {Markup.Escape(store.Blobs.Description)} version [bold]{manifest.Version}[/]: " +
+            $"{manifest.Count:N0} vectors, {manifest.Partitions.Count} partitions, metric {manifest.Metric}, " +
+            $"{manifest.GlobalDimensions} global KLT dims, OSQ+sign codes {codeBytes / manifest.Count:F1} B/vector " +
+            $"({codeBytes / rawBytes:P1} of float32), {clock.Elapsed.TotalSeconds:F1} s");
+        if (manifest.Calibration is { } cal)
+            Console.Error.WriteLine($"calibrated recall@{cal.K} on {cal.Queries} {(cal.Source == "queries" ? "of your queries" : "base vectors (leave-one-out)")} in {cal.Seconds:F1} s: " +
+                string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t))));
+        foreach (var band in manifest.Calibration?.Filtered ?? [])
+            Console.Error.WriteLine($"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###} ({string.Join("; ", band.Families)}): " +
+                string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band))));
+        // The pointer only moves to newer ids: a build that started before another one finished stays unpublished.
+        if (await store.GetCurrentAsync(ct) is { } current && current.Version != manifest.Version)
+            Console.Error.WriteLine($"note: version {manifest.Version} is not current: the newer build {current.Version} was published meanwhile (gc removes the older one)");
+        return 0;
+    }
+
+    /// <summary>--schema as the in-process build reads it (null: inferred).</summary>
+    private static AttributeSchema? ParseSchema(string? text)
+    {
+        if (text is null) return null;
+        try { return AttributeSchema.Parse(text); }
+        catch (ArgumentException ex) { throw new UsageException($"--schema: {ex.Message}"); }
     }
 
     private static string Describe(Squash.Index.Model.IndexManifest manifest, double target, Squash.Index.Model.FilteredCalibration? band = null)

@@ -20,8 +20,9 @@ public static class QueryCommand
         var cf = new Option<double>("--cf") { Description = "Centroid factor CF (expert: sets the plan instead of a recall target).", DefaultValueFactory = _ => SearchFlags.DefaultCf };
         var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
         var r = new Option<int>("--r") { Description = "Re-rank factor R, K·R exact distances per partition at most (expert: sets the plan instead of a recall target).", DefaultValueFactory = _ => SearchFlags.DefaultR };
+        var functionKey = EndpointFlags.FunctionKey();
         var filterOption = new Option<string?>("--filter") { Description = "Filter JSON, e.g. {\"label\":{\"$in\":[1,2]},\"price\":{\"$lt\":100}} (applies to every query)." };
-        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, recall, cf, h, r, flags.Exact, endpoint, filterOption };
+        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, recall, cf, h, r, flags.Exact, endpoint, filterOption, functionKey };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
@@ -39,9 +40,10 @@ public static class QueryCommand
                     try { filterBody = JsonDocument.Parse(filterText).RootElement.Clone(); }
                     catch (JsonException e) { throw new UsageException($"--filter is not valid JSON: {e.Message}"); }
                 }
-                CliErrors.Require(Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https", $"--endpoint must be an http(s) URL, got '{url}'");
+                var baseAddress = EndpointFlags.ParseEndpoint(url);
+                var key = EndpointFlags.Key(pr, functionKey);
                 var vs = VectorFile.Read(path, max > 0 ? max : null);
-                using var http = new HttpClient { BaseAddress = new Uri(uri!.ToString().TrimEnd('/') + "/"), Timeout = TimeSpan.FromMinutes(2) };
+                using var http = EndpointFlags.Client(baseAddress, key, TimeSpan.FromMinutes(2));
                 for (int i = 0; i < vs.Count; i++)
                 {
                     var body = new
@@ -65,6 +67,7 @@ public static class QueryCommand
                 }
                 return 0;
             }
+            CliErrors.Require(pr.GetValue(functionKey) is null, $"{EndpointFlags.FunctionKeyFlag} is for --endpoint");
             var store = IndexLocation.Open(pr, pr.GetValue(index));
             // An index in a store (a folder or Azure) is opened lazily, as a function instance would: routing data
             // now, then per query only what that query needs, and the bytes each query read are reported.

@@ -90,7 +90,10 @@ public static class ServeCommand
             Console.WriteLine($"  POST {host.BaseAddress}api/indexes/{{index}}/query   GET {host.BaseAddress}api/indexes/{{index}}   GET {host.BaseAddress}admin/instances");
             Console.WriteLine($"  instance logs: {host.LogFolder}{Path.DirectorySeparatorChar} (coordinator.log, p0.log, …)");
             if (host.QueueTriggers is { } queues)
+            {
                 Console.WriteLine($"  queue-triggered functions run on the builder pool (≤{mb} instances): {string.Join(", ", queues.Queues.Select(q => $"{q.Function} ← {q.Queue}"))}");
+                Console.WriteLine($"  build an index through them: squash build --endpoint {host.BaseAddress.ToString().TrimEnd('/')} --index NAME --vectors FILE --store azure:… (this store)");
+            }
             else if (QueueTriggerHost.ConnectionStringOf(s) is null)
                 Console.WriteLine($"  builds need a queue store: serve with --store azure:CONNECTION_STRING (Azurite or Azure) to run queue-triggered functions; a {(s.StartsWith("dir:", StringComparison.Ordinal) ? "folder" : "account URL")} store has none here");
             try { await Task.Delay(Timeout.Infinite, ct); } catch (OperationCanceledException) { }

@@ -14,9 +14,12 @@ using Squash.Testing;
 
 namespace Squash.Functions.Tests.Builds;
 
-/// <summary>Build tests share the four stage queues of one Azurite: they run one at a time and start from empty queues.</summary>
+/// <summary>
+/// Build tests share the four stage queues of one Azurite: they run one at a time and start from empty queues, and hold
+/// the queues against other test processes (<see cref="BuildQueueLock"/>) while they run.
+/// </summary>
 [CollectionDefinition(nameof(BuildQueueCollection), DisableParallelization = true)]
-public sealed class BuildQueueCollection;
+public sealed class BuildQueueCollection : ICollectionFixture<BuildQueueLock>;
 
 /// <summary>
 /// The function app over a fresh Azurite container with the queue account set (AzureWebJobsStorage), plus a stand-in
