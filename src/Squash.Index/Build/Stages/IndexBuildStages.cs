@@ -55,10 +55,26 @@ public sealed record PartitionSummary(PartitionEntry Entry, float[] Centroid, fl
 
     public static PartitionSummary Parse(byte[] json, string name) =>
         JsonSerializer.Deserialize(json, StageJson.Default.PartitionSummary) ?? throw new CorruptIndexException($"'{name}' is empty");
+
+    /// <summary>Several partitions' summaries in one blob (what one encode task wrote).</summary>
+    public static byte[] ToJson(PartitionSummary[] summaries) => JsonSerializer.SerializeToUtf8Bytes(summaries, StageJson.Default.PartitionSummaryArray);
+
+    public static PartitionSummary[] ParseMany(byte[] json, string name)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, StageJson.Default.PartitionSummaryArray) ?? throw new CorruptIndexException($"'{name}' is empty");
+        }
+        catch (JsonException e)
+        {
+            throw new CorruptIndexException($"'{name}' is not valid: {e.Message}");
+        }
+    }
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(PartitionSummary))]
+[JsonSerializable(typeof(PartitionSummary[]))]
 internal sealed partial class StageJson : JsonSerializerContext;
 
 /// <summary>
