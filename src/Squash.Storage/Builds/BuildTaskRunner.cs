@@ -24,8 +24,26 @@ public sealed class BuildTaskContext(BuildJob job, BuildJobStore jobs, IndexStor
     }
 }
 
-/// <summary>How much a task did, for the job's progress figures.</summary>
-public readonly record struct StageResult(long Vectors, long Bytes);
+/// <summary>How much a task did, for the job's progress figures; <paramref name="Detail"/> says where its time went (for the log).</summary>
+public readonly record struct StageResult(long Vectors, long Bytes, string? Detail = null);
+
+/// <summary>Times the phases of one task (read, compute, write…) for its log line: "read 1.2 s, assign 0.4 s, write 0.3 s".</summary>
+public sealed class PhaseClock
+{
+    private readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
+    private readonly List<(string Phase, double Seconds)> _laps = [];
+    private double _last;
+
+    /// <summary>Ends the phase that ran since the previous lap (or the start).</summary>
+    public void Lap(string phase)
+    {
+        double now = _clock.Elapsed.TotalSeconds;
+        _laps.Add((phase, now - _last));
+        _last = now;
+    }
+
+    public override string ToString() => string.Join(", ", _laps.Select(l => $"{l.Phase} {l.Seconds.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture)} s"));
+}
 
 /// <summary>A stage about to start: how many tasks it has, and for the encode stage how many partitions they make.</summary>
 public readonly record struct StagePlan(int Tasks, int? Partitions = null);
@@ -95,6 +113,8 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         var context = new BuildTaskContext(job, Jobs, new IndexStore(Jobs.Blobs, job.Index), task, ct);
         try
         {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string? detail = null;
             var seen = await Jobs.ReadTallyAsync(job.Index, job.BuildId, message.Stage, ct).ConfigureAwait(false);
             var tally = seen.Tally;
             if (!tally.IsDone(message.Task))
@@ -109,13 +129,14 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
                     _ => await work.EncodeAsync(context, message.Task).ConfigureAwait(false),
                 };
                 (tally, _) = await Jobs.RecordTaskAsync(job.Index, job.BuildId, message.Stage, message.Task, result.Vectors, result.Bytes, seen, ct).ConfigureAwait(false);
+                detail = result.Detail;
             }
             else if (message.Stage == BuildStages.Publish)
             {
                 return TaskOutcome.Done($"{task} of build {job.BuildId} was already done");
             }
             await AdvanceAsync(job, message.Stage, message.Task, tally, ct).ConfigureAwait(false);
-            return TaskOutcome.Done($"{task} of build {job.BuildId} done");
+            return TaskOutcome.Done($"{task} of build {job.BuildId} done in {clock.Elapsed.TotalSeconds:0.00} s{(detail is null ? "" : $" ({detail})")}; {Memory()}");
         }
         catch (BuildStoppedException e)
         {
@@ -132,6 +153,13 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
                 await FailAsync(job, new BuildError("task-failed", $"{e.Message} (failed on all {dequeueCount} deliveries)", task), ct).ConfigureAwait(false);
             return TaskOutcome.Retry($"{task} of build {job.BuildId} failed on delivery {dequeueCount} of {maxDequeueCount}: {e.GetType().Name}: {e.Message}");
         }
+    }
+
+    /// <summary>The worker's memory after a task, for its log line: the process's peak resident set so far and the managed heap now.</summary>
+    private static string Memory()
+    {
+        using var self = System.Diagnostics.Process.GetCurrentProcess();
+        return $"peak RSS {self.PeakWorkingSet64 / 1048576} MB, heap {GC.GetTotalMemory(false) / 1048576} MB";
     }
 
     private static BuildError? Permanent(Exception e, string task) => e switch
@@ -201,7 +229,9 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
     private async Task<TaskOutcome> PublishAsync(BuildTaskContext context, CancellationToken ct)
     {
         var job = context.Job;
+        var clock = new PhaseClock();
         var manifest = await work.PrepareManifestAsync(context).ConfigureAwait(false);
+        clock.Lap(manifest.Calibration is null ? "routing" : "routing and calibration");
         // The commit point: from here on a cancel is refused, and before it a cancel stops the publish.
         var (committed, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) || j.PublishCommitted ? null
             : j with { PublishCommitted = true }, ct).ConfigureAwait(false);
@@ -228,8 +258,10 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
                 Current = result.Published,
                 BytesWritten = j.BytesWritten + manifest.Routing.Bytes,
             }, ct).ConfigureAwait(false);
+        clock.Lap("publish");
         await Jobs.DeleteWorkAsync(job.Index, job.BuildId, ct).ConfigureAwait(false);
-        return TaskOutcome.Done($"build {job.BuildId} published version {job.Version}{(result.Published ? "" : $" (not current: {result.Current} is newer)")}");
+        clock.Lap("clean-up");
+        return TaskOutcome.Done($"build {job.BuildId} published version {job.Version}{(result.Published ? "" : $" (not current: {result.Current} is newer)")} ({clock}); {Memory()}");
     }
 
     /// <summary>Fails the job (unless it already finished or the publish committed) and removes its work blobs.</summary>

@@ -111,7 +111,8 @@ public static class IndexBuildStages
         IProgress<double>? kmeansProgress = null, CancellationToken cancellationToken = default)
     {
         var space = new MetricSpace(options.Metric, dims, maxNorm);
-        var x = Map(space, trainingRows, count);
+        // L2 needs no mapping: the rows are used as they are (Fit only reads them), which saves a copy of the whole sample.
+        var x = space.Metric == Metric.L2 && trainingRows.LongLength == (long)count * dims ? trainingRows : Map(space, trainingRows, count);
         var training = PartitionTraining.Fit(x, count, space.InternalDimensions, partitions, options, kmeansProgress, cancellationToken);
         return new BuildPlan(options.Metric, dims, space.MaxNorm, training);
     }
