@@ -21,9 +21,27 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
     /// <summary><paramref name="size"/> distinct row numbers below <paramref name="count"/>, ascending, drawn by a seeded shuffle.</summary>
     public static int[] SampleRows(int count, int size, int seed)
     {
-        var rows = Enumerable.Range(0, count).ToArray();
-        new Random(seed).Shuffle(rows);
-        var picked = rows[..Math.Min(size, count)];
+        if (size >= count - 1)
+        {
+            var rows = Enumerable.Range(0, count).ToArray();
+            new Random(seed).Shuffle(rows);
+            var all = rows[..Math.Min(size, count)];
+            Array.Sort(all);
+            return all;
+        }
+        // The same draws as Random.Shuffle over 0..count−1 (a forward Fisher–Yates: step i swaps i with Next(i, count)),
+        // stopped after the first `size` steps, which are all the picked prefix depends on; the swapped positions are kept
+        // in a map, so memory is O(size), not O(count) (a queue build's train task samples 10^7 rows and more).
+        var rng = new Random(seed);
+        var moved = new Dictionary<int, int>(2 * size);
+        var picked = new int[size];
+        for (int i = 0; i < size; i++)
+        {
+            int j = rng.Next(i, count);
+            int atI = moved.TryGetValue(i, out int a) ? a : i, atJ = moved.TryGetValue(j, out int b) ? b : j;
+            moved[j] = atI;
+            picked[i] = atJ;
+        }
         Array.Sort(picked);
         return picked;
     }
