@@ -58,7 +58,8 @@ public sealed record BuildJobOptions
     public int Partitions { get; init; }
     public double BitsPerDim { get; init; } = 4;
     public int MaxBits { get; init; } = 8;
-    public double Energy { get; init; } = 0.95;
+    /// <summary>The in-process build's default (it was 0.95 here, so a job made without the API built another index).</summary>
+    public double Energy { get; init; } = new Squash.Index.Build.IndexBuildOptions().EnergyKept;
     public int Seed { get; init; } = 42;
     public bool Calibrate { get; init; } = true;
     /// <summary>Rows per assign task (0: chosen from the dimensions, about 32 MB of float32 per chunk).</summary>
