@@ -217,11 +217,11 @@ public sealed class BuildJobStore(IBlobStore blobs)
     {
         var names = new List<string>();
         await foreach (var b in Blobs.ListAsync(WorkPrefix(index, buildId), ct).ConfigureAwait(false)) names.Add(b.Name);
-        foreach (var name in names)
+        await Parallel.ForEachAsync(names, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (name, t) =>
         {
-            try { await Blobs.DeleteAsync(name, ct).ConfigureAwait(false); }
+            try { await Blobs.DeleteAsync(name, t).ConfigureAwait(false); }
             catch (Exception e) when (e is not OperationCanceledException) { }
-        }
+        }).ConfigureAwait(false);
     }
 }
 
