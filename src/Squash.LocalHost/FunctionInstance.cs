@@ -36,6 +36,56 @@ public sealed class FunctionInstance : IAsyncDisposable
 
     public int Port { get; }
     public string Pool { get; }
+    private long _peakRssBytes;
+
+    /// <summary>
+    /// The process's peak resident set so far (Linux VmHWM), as last read: after each invocation and before the host stops
+    /// it, so that a recycled or killed instance keeps its figure. 0 where /proc is not available.
+    /// </summary>
+    public long PeakRssBytes
+    {
+        get
+        {
+            SamplePeakRss();
+            return Interlocked.Read(ref _peakRssBytes);
+        }
+    }
+
+    /// <summary>Reads VmHWM of the running process into <see cref="PeakRssBytes"/> (a high-water mark: it only grows).</summary>
+    private void SamplePeakRss()
+    {
+        long bytes;
+        try
+        {
+            if (_process.HasExited) return;
+            bytes = ReadPeakRss(_process.Id);
+        }
+        catch (Exception e) when (e is InvalidOperationException or IOException or UnauthorizedAccessException)
+        {
+            return;
+        }
+        long seen = Interlocked.Read(ref _peakRssBytes);
+        while (bytes > seen)
+        {
+            long was = Interlocked.CompareExchange(ref _peakRssBytes, bytes, seen);
+            if (was == seen) break;
+            seen = was;
+        }
+    }
+
+    /// <summary>VmHWM of a process from /proc/PID/status, in bytes (0 when the line is missing or there is no /proc).</summary>
+    public static long ReadPeakRss(int pid)
+    {
+        var path = $"/proc/{pid}/status";
+        if (!File.Exists(path)) return 0;
+        foreach (var line in File.ReadLines(path))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+            {
+                var parts = line["VmHWM:".Length..].Trim().Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                return parts.Length > 0 && long.TryParse(parts[0], out long kb) ? kb * 1024 : 0;
+            }
+        return 0;
+    }
     public int Active { get { lock (_gate) return _active; } }
     public long Executions { get; private set; }
     public DateTime LastUsed { get; private set; }
@@ -139,10 +189,12 @@ public sealed class FunctionInstance : IAsyncDisposable
             if (--_active == 0) _busyTicks += Stopwatch.GetTimestamp() - _busyStartTicks;
             LastUsed = DateTime.UtcNow;
         }
+        SamplePeakRss();
     }
 
     public void Kill()
     {
+        SamplePeakRss();
         _stopping = true;
         try { if (!_process.HasExited) _process.Kill(entireProcessTree: true); } catch (InvalidOperationException) { }
     }

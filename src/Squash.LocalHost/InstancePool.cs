@@ -15,6 +15,7 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
     private int _waitingForStart;
     private double _retiredBusySeconds;
     private long _retiredExecutions;
+    private readonly List<InstanceRecord> _retired = [];
 
     public string Name { get; } = name;
     /// <summary>The file this pool's instances write to (null: their output is discarded).</summary>
@@ -159,6 +160,13 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
     {
         _retiredBusySeconds += i.BusySeconds;
         _retiredExecutions += i.Executions;
+        _retired.Add(InstanceRecord.Of(i, running: false));
+    }
+
+    /// <summary>Every instance this pool has run (the retired ones as they were when they left), oldest first.</summary>
+    public IReadOnlyList<InstanceRecord> History()
+    {
+        lock (_gate) return [.. _retired, .. _instances.Select(i => InstanceRecord.Of(i, running: !i.HasExited))];
     }
 
     public (double BusySeconds, long Executions) Meter()
@@ -188,4 +196,11 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
         await Task.WhenAll(all.Select(i => i.DisposeAsync().AsTask())).ConfigureAwait(false);
         log?.Dispose();
     }
+}
+
+/// <summary>One instance as the meter saw it: process id, executions, busy seconds and peak resident memory.</summary>
+public sealed record InstanceRecord(int ProcessId, bool Running, long Executions, double BusySeconds, double PeakRssMb)
+{
+    public static InstanceRecord Of(FunctionInstance i, bool running) =>
+        new(i.ProcessId, running, i.Executions, Math.Round(i.BusySeconds, 3), Math.Round(i.PeakRssBytes / 1048576.0, 1));
 }

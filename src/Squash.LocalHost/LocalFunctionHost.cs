@@ -177,7 +177,10 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         || header.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase) || header.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase)
         || header.Equals("Host", StringComparison.OrdinalIgnoreCase) || header.Equals("Upgrade", StringComparison.OrdinalIgnoreCase);
 
-    public sealed record PoolSnapshot(string Pool, int Instances, int ColdStarts, int Recycled, int Replaced, long Executions, double BusySeconds, double CostUsd);
+    /// <param name="PeakRssMb">The largest peak resident memory of any instance the pool has run (Linux VmHWM; 0 elsewhere).</param>
+    /// <param name="History">Every instance the pool has run, with its own figures.</param>
+    public sealed record PoolSnapshot(string Pool, int Instances, int ColdStarts, int Recycled, int Replaced, long Executions, double BusySeconds, double CostUsd,
+        double PeakRssMb, IReadOnlyList<InstanceRecord> History);
 
     public sealed record HostSnapshot(IReadOnlyList<PoolSnapshot> Pools, double TotalCostUsd, long TotalExecutions, string PriceTable);
 
@@ -186,8 +189,9 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         var pools = _pools.Values.Select(p =>
         {
             var (busy, executions) = p.Meter();
+            var history = p.History();
             return new PoolSnapshot(p.Name, p.Instances.Count, p.ColdStarts, p.Recycled, p.Replaced, executions, Math.Round(busy, 3),
-                PriceTable.Cost(busy, _options.InstanceMemoryMb, executions));
+                PriceTable.Cost(busy, _options.InstanceMemoryMb, executions), history.Count == 0 ? 0 : history.Max(h => h.PeakRssMb), history);
         }).ToList();
         return new HostSnapshot(pools, pools.Sum(p => p.CostUsd), pools.Sum(p => p.Executions),
             PriceTable.Describe(_options.InstanceMemoryMb));

@@ -267,7 +267,11 @@ public static class FilteredRecallCalibrator
         long self = queries.SelfIds?[q] ?? -1;
         var ctx = new QueryContext(index, queries.Data.AsSpan(q * queries.Dimensions, queries.Dimensions));
         var (order, dist) = engine.RankPartitions(ctx);
-        if (self >= 0) RecallCalibrator.LeaveOutOfCentroid(index, partitionOf[self], self, ctx, ref order, dist);
+        if (self >= 0)
+        {
+            int own = partitionOf[self];
+            RecallCalibrator.LeaveOutOfCentroid(index, own, index.Vectors(own).Row(Array.IndexOf(index.Codes(own).Ids, (int)self)), ctx, ref order, dist);
+        }
         var estimates = FilterEstimates.Of(filter, manifest);
         double selectivity = estimates.Total / Math.Max(1, manifest.Count);
 

@@ -113,9 +113,12 @@ public sealed class OpenedIndex
     public static async Task<OpenedIndex> OpenVersionAsync(IndexStore store, string version, bool loadAll = true, CancellationToken ct = default) =>
         await Open(store, await store.ReadManifestAsync(version, ct).ConfigureAwait(false), loadAll, ct).ConfigureAwait(false);
 
-    /// <summary>A version whose segments are written but whose manifest is not yet (a build calibrating before it publishes), every partition read.</summary>
-    public static Task<OpenedIndex> OpenUnpublishedAsync(IndexStore store, IndexManifest manifest, CancellationToken ct = default) =>
-        Open(store, manifest, loadAll: true, ct);
+    /// <summary>
+    /// A version whose segments are written but whose manifest is not yet (a build calibrating before it publishes): every
+    /// partition read, or with <paramref name="loadAll"/> false only the manifest and routing data.
+    /// </summary>
+    public static Task<OpenedIndex> OpenUnpublishedAsync(IndexStore store, IndexManifest manifest, CancellationToken ct = default, bool loadAll = true) =>
+        Open(store, manifest, loadAll, ct);
 
     /// <summary>
     /// Opens one version whose partitions live in a memory-bounded <see cref="SegmentCache"/> shared by

@@ -21,9 +21,27 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
     /// <summary><paramref name="size"/> distinct row numbers below <paramref name="count"/>, ascending, drawn by a seeded shuffle.</summary>
     public static int[] SampleRows(int count, int size, int seed)
     {
-        var rows = Enumerable.Range(0, count).ToArray();
-        new Random(seed).Shuffle(rows);
-        var picked = rows[..Math.Min(size, count)];
+        if (size >= count - 1)
+        {
+            var rows = Enumerable.Range(0, count).ToArray();
+            new Random(seed).Shuffle(rows);
+            var all = rows[..Math.Min(size, count)];
+            Array.Sort(all);
+            return all;
+        }
+        // The same draws as Random.Shuffle over 0..count−1 (a forward Fisher–Yates: step i swaps i with Next(i, count)),
+        // stopped after the first `size` steps, which are all the picked prefix depends on; the swapped positions are kept
+        // in a map, so memory is O(size), not O(count) (a queue build's train task samples 10^7 rows and more).
+        var rng = new Random(seed);
+        var moved = new Dictionary<int, int>(2 * size);
+        var picked = new int[size];
+        for (int i = 0; i < size; i++)
+        {
+            int j = rng.Next(i, count);
+            int atI = moved.TryGetValue(i, out int a) ? a : i, atJ = moved.TryGetValue(j, out int b) ? b : j;
+            moved[j] = atI;
+            picked[i] = atJ;
+        }
         Array.Sort(picked);
         return picked;
     }
@@ -126,12 +144,116 @@ public static class RecallCalibrator
         {
             var vector = queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions);
             var truth = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
-            if (truth.Count > 0) ReplayPlans(engine, scanner, vector, truth, self?[qi] ?? -1, k, partitionOf, qi, recall, cost);
+            if (truth.Count > 0)
+            {
+                long selfId = self?[qi] ?? -1;
+                var ctx = new QueryContext(index, vector);
+                float[]? stored = null;
+                if (selfId >= 0)
+                {
+                    int p = partitionOf[selfId];
+                    stored = index.Vectors(p).Row(Array.IndexOf(index.Codes(p).Ids, (int)selfId)).ToArray();
+                }
+                var scan = PlanScan(engine, ctx, truth, selfId, stored, k, id => partitionOf[id]);
+                var buffer = new List<(float Bound, int Row)>();
+                Replay(index, scan, truth, k, p => Candidates(scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, buffer), qi, recall, cost);
+            }
             else for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1;
             progress?.Report(Interlocked.Increment(ref done) / (double)queries.Count);
             return scanner;
         }, _ => { });
+        return Summarise(recall, cost, queries, k, clock, FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken));
+    }
 
+    /// <summary>
+    /// <see cref="Calibrate(OpenedIndex, int[][], CalibrationQueries, int, IProgress{double}?, CancellationToken)"/> with memory
+    /// bounded by one partition instead of the whole index (a queue build's publish task): the same numbers, computed
+    /// partition by partition. First every query's scan is planned from the routing data alone (which partitions, in which
+    /// order, where each plan's prefix ends); then each partition some query scans is read once, and every such query's
+    /// re-rank candidates in it (at most K·R_max, with their exact distances) are kept; then each query's plans are replayed
+    /// from those lists exactly as the in-memory calibration replays them.
+    /// </summary>
+    /// <param name="index">The version's manifest and routing data (no partition needs to be loaded).</param>
+    /// <param name="partitionOf">The partition of every exact neighbour and of every base-sample query's own row.</param>
+    /// <param name="selfStored">For a base-sample query, its own row as stored (internal space, <c>Count × InternalDimensions</c>); else null.</param>
+    /// <param name="readPartition">Reads one partition's codes and raw vectors (called once per partition some query scans, one at a time).</param>
+    public static async Task<RecallCalibration?> CalibrateByPartitionAsync(OpenedIndex index, int[][] exact, CalibrationQueries queries,
+        IReadOnlyDictionary<long, int> partitionOf, float[]? selfStored,
+        Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors)>> readPartition, int k = DefaultK,
+        IProgress<double>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(index);
+        ArgumentNullException.ThrowIfNull(exact);
+        ArgumentNullException.ThrowIfNull(queries);
+        ArgumentNullException.ThrowIfNull(partitionOf);
+        ArgumentNullException.ThrowIfNull(readPartition);
+        if (index.Manifest.Count < Math.Max(MinimumVectors, 2L * k) || queries.Count == 0) return null;
+        if (exact.Length != queries.Count) throw new ArgumentException($"{exact.Length} exact answers for {queries.Count} queries");
+        var clock = Stopwatch.StartNew();
+        var self = queries.SelfIds;
+        int d = index.Manifest.InternalDimensions;
+        var engine = new SearchEngine(index);
+        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
+        var recall = new double[queries.Count, grid * rs];
+        var cost = new double[queries.Count, grid * rs];
+
+        // 1. Plan every query's scan from the routing data.
+        var contexts = new QueryContext[queries.Count];
+        var truths = new HashSet<long>[queries.Count];
+        var scans = new QueryScan?[queries.Count];
+        Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+        {
+            truths[qi] = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
+            if (truths[qi].Count == 0) { for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1; return; }
+            contexts[qi] = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
+            long selfId = self?[qi] ?? -1;
+            float[]? stored = selfId >= 0 ? (selfStored ?? throw new ArgumentNullException(nameof(selfStored))).AsSpan(qi * d, d).ToArray() : null;
+            scans[qi] = PlanScan(engine, contexts[qi], truths[qi], selfId, stored, k, id => partitionOf.TryGetValue(id, out int p) ? p
+                : throw new ArgumentException($"no partition given for row {id}", nameof(partitionOf)));
+        });
+
+        // 2. Each partition some query scans, read once: the candidates of every query that scans it.
+        var visitors = new List<int>?[index.PartitionCount];
+        for (int qi = 0; qi < queries.Count; qi++)
+            if (scans[qi] is { } scan)
+                for (int c = 0; c < scan.Scanned; c++) (visitors[scan.Order[c]] ??= []).Add(qi);
+        var found = new Dictionary<int, CandidateList>[queries.Count];
+        for (int qi = 0; qi < queries.Count; qi++) found[qi] = [];
+        var wanted = Enumerable.Range(0, index.PartitionCount).Where(p => visitors[p] is not null).ToArray();
+        int done = 0;
+        // One partition is read ahead while the one before is scanned.
+        Task<(PartitionCodes Codes, PartitionVectors Vectors)>? next = wanted.Length > 0 ? readPartition(wanted[0], cancellationToken) : null;
+        for (int w = 0; w < wanted.Length; w++)
+        {
+            var (codes, vectors) = await next!.ConfigureAwait(false);
+            next = w + 1 < wanted.Length ? readPartition(wanted[w + 1], cancellationToken) : null;
+            int p = wanted[w];
+            Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken }, () => (new PartitionScanner(), new List<(float Bound, int Row)>()), (qi, _, local) =>
+            {
+                var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, k, local.Item2);
+                lock (found[qi]) found[qi][p] = list;
+                return local;
+            }, _ => { });
+            progress?.Report(0.9 * ++done / wanted.Length);
+        }
+
+        // 3. Replay every query's plans from its lists.
+        Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+        {
+            if (scans[qi] is not { } scan) return;
+            Replay(index, scan, truths[qi], k, p => found[qi][p], qi, recall, cost);
+            found[qi].Clear();
+        });
+        progress?.Report(1);
+        // The filtered part replays whole partitions through the opened index, which then holds what it read: an index
+        // with attributes is the one case where this task's memory still follows the index (docs/builds.md).
+        return Summarise(recall, cost, queries, k, clock, FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken));
+    }
+
+    private static RecallCalibration Summarise(double[,] recall, double[,] cost, CalibrationQueries queries, int k, Stopwatch clock,
+        IReadOnlyList<FilteredCalibration>? filtered)
+    {
+        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
         var points = new List<CalibratedPlan>();
         for (int r = 0; r < rs; r++)
             for (int g = 0; g < grid; g++)
@@ -144,7 +266,6 @@ public static class RecallCalibrator
                 double se = n > 1 ? Math.Sqrt(Math.Max(0, (sq - n * mean * mean) / (n - 1)) / n) : 0;
                 points.Add(new CalibratedPlan(CentroidFactors[g], RerankFactors[r], Math.Round(mean, 5), Math.Round(se, 5), Math.Round(c / n)));
             }
-        var filtered = FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken);
         return new RecallCalibration
         {
             K = k,
@@ -161,12 +282,10 @@ public static class RecallCalibrator
     /// way: measured from the centroid of the other n − 1 rows instead, its partition ranks where a held-out query's
     /// would (without this, small partitions make leave-one-out recall optimistic).
     /// </summary>
-    internal static void LeaveOutOfCentroid(OpenedIndex index, int p, long self, QueryContext ctx, ref int[] order, float[] dist)
+    internal static void LeaveOutOfCentroid(OpenedIndex index, int p, ReadOnlySpan<float> stored, QueryContext ctx, ref int[] order, float[] dist)
     {
         int n = index.Routing.PartitionSizes[p];
         if (n < 2) return;
-        int row = Array.IndexOf(index.Codes(p).Ids, (int)self);
-        var stored = index.Vectors(p).Row(row);
         int d = index.Routing.InternalDimensions;
         var centroid = index.Routing.Centroids.AsSpan(p * d, d);
         double sum = 0;
@@ -204,19 +323,24 @@ public static class RecallCalibrator
         return frontier;
     }
 
-    /// <summary>Scans one query's partitions once and fills its recall and cost for every (R, CF) plan.</summary>
-    private static void ReplayPlans(SearchEngine engine, PartitionScanner scanner, ReadOnlySpan<float> vector, HashSet<long> truth, long self, int k,
-        int[] partitionOf, int qi, double[,] recall, double[,] cost)
+    /// <summary>One query's scan: partitions in the order it visits them, where each grid CF's prefix ends, and how many it scans.</summary>
+    private sealed record QueryScan(int[] Order, int[] Prefix, int Scanned);
+
+    /// <summary>A query's re-rank candidates in one partition, in the scanner's order (at most K·R_max, itself left out), with exact distances.</summary>
+    private sealed record CandidateList(float[] Bounds, int[] Ids, float[] Distances);
+
+    /// <summary>
+    /// Plans one query's scan from the routing data: partition order (a base-sample query's own partition measured without
+    /// it, from <paramref name="stored"/>), each grid CF's prefix, and how far the scan must go for every true neighbour's partition.
+    /// </summary>
+    private static QueryScan PlanScan(SearchEngine engine, QueryContext ctx, HashSet<long> truth, long self, float[]? stored, int k, Func<long, int> partitionOf)
     {
         var index = engine.Index;
-        var ctx = new QueryContext(index, vector);
         var (order, dist) = engine.RankPartitions(ctx);
         var sizes = index.Routing.PartitionSizes;
-        if (self >= 0) LeaveOutOfCentroid(index, partitionOf[self], self, ctx, ref order, dist);
-        int m = index.Manifest.GlobalDimensions, d = index.Manifest.InternalDimensions;
-
+        if (self >= 0) LeaveOutOfCentroid(index, partitionOf(self), stored!, ctx, ref order, dist);
         // Where each plan's partition prefix ends: SelectCount per grid CF.
-        int grid = CentroidFactors.Length, rs = RerankFactors.Length, rMax = RerankFactors[^1];
+        int grid = CentroidFactors.Length;
         var prefix = new int[grid];
         for (int g = 0; g < grid; g++)
             prefix[g] = SearchEngine.SelectCount(order, dist, sizes, new SearchOptions { K = k, CentroidFactor = CentroidFactors[g] });
@@ -224,46 +348,63 @@ public static class RecallCalibrator
         int needed = 0;
         var rank = new int[order.Length];
         for (int i = 0; i < order.Length; i++) rank[order[i]] = i;
-        foreach (long id in truth) needed = Math.Max(needed, rank[partitionOf[id]] + 1);
+        foreach (long id in truth) needed = Math.Max(needed, rank[partitionOf(id)] + 1);
         int scanned = Math.Min(Math.Max(needed, 1), Math.Min(prefix[^1], MaxPartitionsPerQuery));
+        return new QueryScan(order, prefix, scanned);
+    }
 
+    /// <summary>The candidates a scan with the largest R would re-rank in one partition: a plan with R re-ranks a prefix of them.</summary>
+    private static CandidateList Candidates(PartitionScanner scanner, QueryContext ctx, PartitionCodes codes, PartitionVectors vectors, long self, int k,
+        List<(float Bound, int Row)> buffer)
+    {
+        buffer.Clear();
+        scanner.CollectRerankCandidates(ctx, codes, new SearchOptions { K = k + 1, RerankFactor = RerankFactors[^1], CentroidFactor = 1 }, buffer);
+        if (self >= 0) buffer.RemoveAll(x => codes.Ids[x.Row] == self);
+        int n = Math.Min(buffer.Count, k * RerankFactors[^1]);
+        var list = new CandidateList(new float[n], new int[n], new float[n]);
+        for (int i = 0; i < n; i++)
+        {
+            var (bound, row) = buffer[i];
+            list.Bounds[i] = bound;
+            list.Ids[i] = codes.Ids[row];
+            list.Distances[i] = SquaredL2.Distance(ctx.Internal, vectors.Row(row));
+        }
+        return list;
+    }
+
+    /// <summary>Replays one query's scan from its candidate lists and fills its recall and cost for every (R, CF) plan.</summary>
+    private static void Replay(OpenedIndex index, QueryScan scan, HashSet<long> truth, int k, Func<int, CandidateList> candidatesOf,
+        int qi, double[,] recall, double[,] cost)
+    {
+        var order = scan.Order;
+        int m = index.Manifest.GlobalDimensions, d = index.Manifest.InternalDimensions;
+        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
         var tops = new TopK[rs];
         for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
         var recallAt = new double[rs, order.Length + 1];
         var rerankCostAt = new double[rs, order.Length + 1];
         var visitCostAt = new double[order.Length + 1];
-        var candidates = new List<(float Bound, int Row)>();
-        var exact = new Dictionary<int, float>();
-        var options = new SearchOptions { K = k + 1, RerankFactor = rMax, CentroidFactor = 1 };
         for (int c = 0; c < order.Length; c++)
         {
             int p = order[c];
             var entry = index.Manifest.Partitions[p];
             visitCostAt[c + 1] = visitCostAt[c] + VisitBytes(entry, m);
-            if (c >= scanned)
+            if (c >= scan.Scanned)
             {
                 for (int r = 0; r < rs; r++) { recallAt[r, c + 1] = recallAt[r, c]; rerankCostAt[r, c + 1] = rerankCostAt[r, c]; }
                 continue;
             }
-            var codes = index.Codes(p);
-            var vectors = index.Vectors(p);
-            candidates.Clear();
-            exact.Clear();
-            scanner.CollectRerankCandidates(ctx, codes, options, candidates);
-            if (self >= 0) candidates.RemoveAll(x => codes.Ids[x.Row] == self);
+            var candidates = candidatesOf(p);
             for (int r = 0; r < rs; r++)
             {
                 var top = tops[r];
-                int take = Math.Min(candidates.Count, k * RerankFactors[r]);
+                int take = Math.Min(candidates.Ids.Length, k * RerankFactors[r]);
                 long reranked = 0;
                 for (int i = 0; i < take; i++)
                 {
-                    var (bound, row) = candidates[i];
-                    if (bound > top.Threshold * (1 + PartitionScanner.Slack)) break;
-                    if (!exact.TryGetValue(row, out float distance))
-                        exact[row] = distance = SquaredL2.Distance(ctx.Internal, vectors.Row(row));
+                    if (candidates.Bounds[i] > top.Threshold * (1 + PartitionScanner.Slack)) break;
                     reranked++;
-                    top.TryAdd(codes.Ids[row], distance);
+                    top.TryAdd(candidates.Ids[i], candidates.Distances[i]);
                 }
                 rerankCostAt[r, c + 1] = rerankCostAt[r, c] + reranked * RerankBytes(d);
                 int hits = 0;
@@ -274,7 +415,7 @@ public static class RecallCalibrator
         for (int r = 0; r < rs; r++)
             for (int g = 0; g < grid; g++)
             {
-                int c = prefix[g];
+                int c = scan.Prefix[g];
                 recall[qi, r * grid + g] = recallAt[r, c];
                 cost[qi, r * grid + g] = visitCostAt[c] + rerankCostAt[r, c];
             }

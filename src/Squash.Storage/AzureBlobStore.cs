@@ -203,6 +203,21 @@ public sealed class AzureBlobStore : IBlobStore
         return s.StartsWith('"') ? s : $"\"{s}\"";
     }
 
+    /// <summary>One request: the content and its ETag come from the same response.</summary>
+    public async Task<(byte[] Bytes, BlobInfo Info)?> ReadWithInfoAsync(string name, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            var result = (await Blob(name).DownloadContentAsync(cancellationToken).ConfigureAwait(false)).Value;
+            var bytes = result.Content.ToArray();
+            return (bytes, new BlobInfo(name, bytes.Length, Tag(result.Details.ETag), result.Details.LastModified));
+        }
+        catch (RequestFailedException e) when (e.Status == 404)
+        {
+            return null;
+        }
+    }
+
     public async Task<BlobInfo?> GetInfoAsync(string name, CancellationToken cancellationToken = default)
     {
         var blob = Blob(name);

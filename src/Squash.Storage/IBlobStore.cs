@@ -53,6 +53,25 @@ public interface IBlobStore
     /// <summary>Null when the blob does not exist.</summary>
     Task<BlobInfo?> GetInfoAsync(string name, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// A small blob's bytes with the ETag of exactly those bytes (for a compare-and-swap), or null when it does not
+    /// exist. Stores that can answer both in one request override this; the fallback reads the ETag first, so a
+    /// blob changed in between fails the caller's next compare-and-swap instead of passing it.
+    /// </summary>
+    async Task<(byte[] Bytes, BlobInfo Info)?> ReadWithInfoAsync(string name, CancellationToken cancellationToken = default)
+    {
+        var info = await GetInfoAsync(name, cancellationToken).ConfigureAwait(false);
+        if (info is null) return null;
+        try
+        {
+            return (await ReadAllAsync(name, cancellationToken).ConfigureAwait(false), info);
+        }
+        catch (BlobNotFoundException)
+        {
+            return null;
+        }
+    }
+
     IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken cancellationToken = default);
 
     /// <summary>Deletes if present; returns whether it was.</summary>

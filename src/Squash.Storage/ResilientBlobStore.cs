@@ -153,6 +153,9 @@ public sealed class ResilientBlobStore : IBlobStore
         }
     }
 
+    public Task<(byte[] Bytes, BlobInfo Info)?> ReadWithInfoAsync(string name, CancellationToken cancellationToken = default) =>
+        RunAsync("read", name, t => _inner.ReadWithInfoAsync(name, t), cancellationToken);
+
     public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken cancellationToken = default) =>
         RunAsync("get properties", name, t => _inner.GetInfoAsync(name, t), cancellationToken);
 

@@ -30,7 +30,7 @@ public sealed class BuildTaskRunnerTests
             return new StageResult(10, 100);
         }
 
-        public Task<int> PrepareStageAsync(BuildTaskContext c, string stage) => Task.FromResult(c.Job.TaskCount(stage));
+        public Task<StagePlan> PrepareStageAsync(BuildTaskContext c, string stage) => Task.FromResult(new StagePlan(c.Job.TaskCount(stage)));
         public Task<StageResult> TrainAsync(BuildTaskContext c) => Run("train", 0);
         public Task<StageResult> AssignAsync(BuildTaskContext c, int chunk) => Run("assign", chunk);
         public Task<StageResult> EncodeAsync(BuildTaskContext c, int partition) => Run("encode", partition);
@@ -74,15 +74,22 @@ public sealed class BuildTaskRunnerTests
         Assert.Equal(Enumerable.Range(0, 6).Select(t => $"assign[{t}]"), queue.Sent.Select(m => m.Describe()));
         queue.Sent.Clear();
 
-        // Every assign task at once: several see the stage complete, one starts the next.
+        // Half the stage: the record is not touched by finishing tasks; a reader sees their figures through the stage's tally.
+        foreach (int t in new[] { 0, 2, 5 }) Assert.True((await runner.RunAsync(Message(job, "assign", t), 1, 5, default)).Success);
+        var half = await jobs.WithLiveProgressAsync((await jobs.GetAsync(job.Index, job.BuildId))!.Value.Job);
+        Assert.Equal((3, 30L, 400L), (half.Stage("assign").Done, half.VectorsAssigned, half.BytesWritten));
+        Assert.Empty(queue.Sent);
+
+        // Every assign task at once (three of them again): several see the stage complete, one starts the next.
         var deliveries = Enumerable.Range(0, 6).Select(t => runner.RunAsync(Message(job, "assign", t), 1, 5, default));
         Assert.All(await Task.WhenAll(deliveries), o => Assert.True(o.Success, o.Log));
         Assert.Equal(["encode[0]", "encode[1]", "encode[2]"], queue.Sent.Select(m => m.Describe()).ToArray());
         var (now, _) = (await jobs.GetAsync(job.Index, job.BuildId))!.Value;
         Assert.Equal(BuildStatus.Encoding, now.Status);
         Assert.Equal(6, now.Stage("assign").Done);
-        // Counters count each task once, however often it was delivered.
+        // Counters count each task once, however often it was delivered (train's bytes, then six assign tasks').
         Assert.Equal(60, now.VectorsAssigned);
+        Assert.Equal(700, now.BytesWritten);
 
         // Later redeliveries of finished tasks (together) run no work and start nothing.
         int before = work.Runs.Values.Sum();

@@ -125,8 +125,10 @@ public static class BuildEndpoints
         if (builds.Queues is null) return NoQueue();
         if (CheckNames(index, null) is { } bad) return bad;
         var jobs = await builds.Jobs.ListAsync(index, ListLimit, ct);
+        var live = new List<BuildJob>(jobs.Count);
+        foreach (var j in jobs) live.Add(await builds.Jobs.WithLiveProgressAsync(j, ct));
         var now = DateTimeOffset.UtcNow;
-        return Results.Json(new BuildList(jobs.Select(j => BuildView.From(j, now)).ToArray()), BuildApiJson.Default.BuildList);
+        return Results.Json(new BuildList(live.Select(j => BuildView.From(j, now)).ToArray()), BuildApiJson.Default.BuildList);
     }
 
     private static async Task<IResult> Show(string index, string buildId, BuildServices builds, CancellationToken ct)
@@ -134,7 +136,9 @@ public static class BuildEndpoints
         if (builds.Queues is null) return NoQueue();
         if (CheckNames(index, buildId) is { } bad) return bad;
         var found = await builds.Jobs.GetAsync(index, buildId, ct);
-        return found is { } f ? Results.Json(BuildView.From(f.Job, DateTimeOffset.UtcNow), BuildApiJson.Default.BuildView) : BuildNotFound(index, buildId);
+        if (found is not { } f) return BuildNotFound(index, buildId);
+        var job = await builds.Jobs.WithLiveProgressAsync(f.Job, ct);
+        return Results.Json(BuildView.From(job, DateTimeOffset.UtcNow), BuildApiJson.Default.BuildView);
     }
 
     private static async Task<IResult> Cancel(string index, string buildId, BuildServices builds, CancellationToken ct)

@@ -22,18 +22,21 @@ public sealed record PartitionTraining(Klt Clustering, float[] Centroids, int Pa
     /// </summary>
     public static int[] TrainingRows(int count, int dims, int partitions, int[]? heldOut)
     {
-        var held = heldOut is { Length: > 0 } ? new HashSet<int>(heldOut) : null;
-        int available = count - (held?.Count ?? 0);
+        var held = heldOut is { Length: > 0 } ? heldOut.Distinct().Order().ToArray() : [];
+        int available = count - held.Length;
         long cap = Math.Max(4L * partitions, Math.Min(MaxTrainingRows, MaxTrainingFloats / Math.Max(1, dims)));
         int size = (int)Math.Min(available, cap);
         var rows = new int[size];
-        if (held is null)
+        // Row i is the (i·available/size)-th row that is not held out. Those positions only grow, so one walk along the
+        // sorted held-out rows finds them all without listing the eligible rows (N ints).
+        int skipped = 0;
+        for (int i = 0; i < size; i++)
         {
-            for (int i = 0; i < size; i++) rows[i] = (int)((long)i * count / size);
-            return rows;
+            long k = (long)i * available / size;
+            long row = k + skipped;
+            while (skipped < held.Length && held[skipped] <= row) row = k + ++skipped;
+            rows[i] = (int)row;
         }
-        var eligible = Enumerable.Range(0, count).Where(r => !held.Contains(r)).ToArray();
-        for (int i = 0; i < size; i++) rows[i] = eligible[(long)i * eligible.Length / size];
         return rows;
     }
 

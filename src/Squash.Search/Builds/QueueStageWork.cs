@@ -15,24 +15,44 @@ namespace Squash.Search.Builds;
 /// The build stages as queue tasks over blobs (<see cref="IndexBuildStages"/> does the work; this class moves it in and
 /// out of the store). What the stages hand each other lives under the job's work prefix:
 /// <code>
-/// plan.seg                         train: the fitted partitioning (and global subspace)
-/// queries.run                      train: the calibration's held-out rows (user space)
-/// runs/pPPPPP/cCCCCC.run           assign: chunk C's rows of trained partition P (ids ascending, internal space)
-/// partitions.json                  start of encode: the trained partitions some row chose, in order (encode task t = entry t)
-/// parts/pTTTTT.json                encode: partition t's manifest entry, centroid and radius
+/// plan.seg                 train: the fitted partitioning (and global subspace)
+/// queries.run              train: the calibration's held-out rows (user space)
+/// runs/cCCCCCC.run         assign: chunk C's rows, one run per trained partition (ids ascending, internal space), back to back
+/// runs/cCCCCCC.idx         assign: where each partition's run lies in it (<see cref="ChunkRunIndex"/>)
+/// calib/cCCCCCC.seg        assign: chunk C's share of the calibration (<see cref="CalibrationPartial"/>), when calibrating
+/// encode/kept.seg          start of encode: the trained partitions some row chose, in order (kept partition t = entry t)
+/// encode/tTTTTTT.seg       start of encode: task T's consecutive partitions and where their runs lie (<see cref="EncodeTaskLayout"/>)
+/// parts/tTTTTTT.json       encode: task T's partitions' manifest entries, centroids and radii
 /// </code>
-/// Memory per task: train holds the training sample (at most ~256 MB of floats) and one chunk; assign one chunk;
-/// encode one partition; publish the calibration (which reads the whole index, like the in-process calibration).
+/// Memory per task: train holds the training sample (at most ~256 MB of floats) and one chunk; assign one chunk; encode
+/// its partitions' runs (about <see cref="MaxEncodeTaskBytes"/>) and one partition being encoded; publish one partition at
+/// a time (the calibration, <see cref="RecallCalibrator.CalibrateByPartitionAsync"/>) plus per-query candidate lists.
 /// Every blob here is a deterministic function of the job, so a repeated task rewrites the same bytes.
 /// </summary>
 public sealed class QueueStageWork : IBuildStageWork
 {
-    private const string PlanName = "plan.seg", QueriesName = "queries.run", KeptName = "partitions.json";
+    private const string PlanName = "plan.seg", QueriesName = "queries.run", KeptName = "encode/kept.seg";
 
-    private static string RunPrefix(BuildTaskContext c, int trained) => $"{c.WorkPrefix}runs/p{trained:D5}/";
-    private static string SummaryName(BuildTaskContext c, int partition) => $"{c.WorkPrefix}parts/p{partition:D5}.json";
+    /// <summary>Run bytes one encode task reads at most (unless one partition alone is larger): its memory bound.</summary>
+    public const long MaxEncodeTaskBytes = 32L << 20;
+    /// <summary>Encode tasks a build is split into at least (when it has that many partitions), so that this many workers share the stage.</summary>
+    public const int MinEncodeTasks = 16;
+    /// <summary>Ranged reads or writes one task keeps in flight.</summary>
+    private const int Parallelism = 8;
 
-    /// <summary>The in-process build's options for this job (the same defaults as <c>squash build</c>); the held-out rows only when asked (they cost a pass over N row numbers).</summary>
+    private static string RunsName(BuildTaskContext c, int chunk) => $"{c.WorkPrefix}runs/c{chunk:D6}.run";
+    private static string RunIndexName(BuildTaskContext c, int chunk) => $"{c.WorkPrefix}runs/c{chunk:D6}.idx";
+    private static string PartialName(BuildTaskContext c, int chunk) => $"{c.WorkPrefix}calib/c{chunk:D6}.seg";
+    private static string LayoutName(BuildTaskContext c, int task) => $"{c.WorkPrefix}encode/t{task:D6}.seg";
+    private static string SummaryName(BuildTaskContext c, int task) => $"{c.WorkPrefix}parts/t{task:D6}.json";
+
+    /// <summary>
+    /// Blobs every task of a build reads and nobody changes once written (the plan, the held-out rows): kept by the instance
+    /// for its next tasks of the same build. A few entries, so a warm instance serving several builds stays small.
+    /// </summary>
+    private readonly ImmutableBlobCache _cache = new(capacity: 4);
+
+    /// <summary>The in-process build's options for this job (the same defaults as <c>squash build</c>); the held-out rows only when asked.</summary>
     public static IndexBuildOptions Options(BuildJob job, bool heldOut = true) => new()
     {
         Metric = MetricSpace.Parse(job.Options.Metric),
@@ -50,16 +70,22 @@ public sealed class QueueStageWork : IBuildStageWork
             ? CalibrationQueries.SampleRows((int)job.Count, Math.Min(RecallCalibrator.DefaultQueries, (int)job.Count / 10), job.Options.Seed)
             : null;
 
-    public Task<int> PrepareStageAsync(BuildTaskContext c, string stage) => stage switch
+    /// <summary>Whether the build calibrates (as <see cref="CalibratedBuild"/> decides) with these held-out rows.</summary>
+    private static bool Calibrates(BuildJob job, int queries) =>
+        job.Options.Calibrate && queries > 0 && job.Count >= Math.Max(RecallCalibrator.MinimumVectors, 2L * RecallCalibrator.DefaultK);
+
+    public async Task<StagePlan> PrepareStageAsync(BuildTaskContext c, string stage) => stage switch
     {
-        BuildStages.Assign => Task.FromResult(c.Job.Chunks),
-        BuildStages.Encode => KeepPartitionsAsync(c),
-        _ => Task.FromResult(1),
+        BuildStages.Assign => new StagePlan(c.Job.Chunks),
+        BuildStages.Encode => await PlanEncodeAsync(c).ConfigureAwait(false),
+        _ => new StagePlan(1),
     };
 
     public async Task<StageResult> TrainAsync(BuildTaskContext c)
     {
+        FreeMemory();
         var job = c.Job;
+        var clock = new PhaseClock();
         var options = Options(job);
         try { options.Validate(job.Count, job.Dimensions); }
         catch (ArgumentException e) { throw new BuildInputException(e.Message); }
@@ -92,77 +118,150 @@ public sealed class QueueStageWork : IBuildStageWork
             for (; nextHeld < held.Length && held[nextHeld] < first + n; nextHeld++)
                 Array.Copy(chunk, (held[nextHeld] - first) * dims, queries, (long)nextHeld * dims, dims);
         }
+        chunk = [];
+        clock.Lap("read");
+        FreeMemory();
         var plan = IndexBuildStages.Train(training, trainingRows.Length, dims, maxNorm, target, options, null, c.CancellationToken);
+        clock.Lap("fit");
         await c.ThrowIfStoppedAsync().ConfigureAwait(false);
         var planBytes = plan.ToBytes();
         await c.Blobs.WriteAsync(c.WorkPrefix + PlanName, planBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
         var queryBytes = new PartitionRun(held, queries, dims).ToBytes();
         await c.Blobs.WriteAsync(c.WorkPrefix + QueriesName, queryBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
-        return new StageResult(0, planBytes.LongLength + queryBytes.LongLength);
+        clock.Lap("write");
+        return new StageResult(0, planBytes.LongLength + queryBytes.LongLength, clock.ToString());
     }
 
     public async Task<StageResult> AssignAsync(BuildTaskContext c, int chunk)
     {
+        FreeMemory();
         var job = c.Job;
+        var clock = new PhaseClock();
         var plan = await ReadPlanAsync(c).ConfigureAwait(false);
         long first = (long)chunk * job.ChunkRows;
         int n = (int)Math.Min(job.ChunkRows, job.Count - first), d = plan.InternalDimensions;
         var rows = new float[(long)n * job.Dimensions];
         await BlobVectorSource.ReadRowsAsync(c.Blobs, job.Blobs, first, n, rows, c.CancellationToken).ConfigureAwait(false);
+        clock.Lap("read");
         var (x, labels) = IndexBuildStages.Assign(plan, rows, n);
-        var members = new Dictionary<int, List<int>>();
-        for (int i = 0; i < n; i++)
+        clock.Lap("assign");
+
+        // Rows grouped by partition (ascending), each group in row order: a counting sort.
+        var start = new int[plan.Partitions + 1];
+        foreach (int l in labels) start[l + 1]++;
+        for (int p = 0; p < plan.Partitions; p++) start[p + 1] += start[p];
+        var order = new int[n];
+        var fill = start[..^1].ToArray();
+        for (int i = 0; i < n; i++) order[fill[labels[i]]++] = i;
+        var runs = new List<(int, PartitionRun)>();
+        for (int p = 0; p < plan.Partitions; p++)
         {
-            if (!members.TryGetValue(labels[i], out var list)) members[labels[i]] = list = [];
-            list.Add(i);
+            int count = start[p + 1] - start[p];
+            if (count == 0) continue;
+            var ids = new int[count];
+            var vectors = new float[(long)count * d];
+            for (int j = 0; j < count; j++)
+            {
+                int i = order[start[p] + j];
+                ids[j] = checked((int)(first + i));
+                Array.Copy(x, (long)i * d, vectors, (long)j * d, d);
+            }
+            runs.Add((p, new PartitionRun(ids, vectors, d)));
+        }
+        var (runBytes, index) = ChunkRuns.Write(runs);
+        runs.Clear();
+        clock.Lap("runs");
+
+        byte[]? partial = null;
+        var queries = await ReadQueriesAsync(c).ConfigureAwait(false);
+        if (Calibrates(job, queries.Count))
+        {
+            var best = StreamingGroundTruth.BlockBest(queries, RecallCalibrator.DefaultK, plan.Metric, rows, n, (int)first, c.CancellationToken);
+            var labelIds = best.SelectMany(b => b.Select(x => x.Id)).Distinct().Order().ToArray();
+            var heldIds = queries.SelfIds!.Where(r => r >= first && r < first + n).Select(r => (int)r).ToArray();
+            var stored = new float[(long)heldIds.Length * d];
+            for (int i = 0; i < heldIds.Length; i++) Array.Copy(x, (heldIds[i] - first) * d, stored, (long)i * d, d);
+            partial = new CalibrationPartial(best, labelIds, labelIds.Select(id => labels[(int)(id - first)]).ToArray(),
+                heldIds, heldIds.Select(id => labels[(int)(id - first)]).ToArray(), stored, d).ToBytes();
+            clock.Lap("exact neighbours");
         }
         await c.ThrowIfStoppedAsync().ConfigureAwait(false);
-        long bytes = 0;
-        foreach (var (p, local) in members.OrderBy(m => m.Key))
-        {
-            var ids = local.Select(i => checked((int)(first + i))).ToArray();
-            var vectors = new float[(long)local.Count * d];
-            for (int i = 0; i < local.Count; i++) Array.Copy(x, (long)local[i] * d, vectors, (long)i * d, d);
-            var run = new PartitionRun(ids, vectors, d).ToBytes();
-            await c.Blobs.WriteAsync($"{RunPrefix(c, p)}c{chunk:D6}.run", run, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
-            bytes += run.LongLength;
-        }
-        return new StageResult(n, bytes);
+        var indexBytes = index.ToBytes();
+        await c.Blobs.WriteAsync(RunsName(c, chunk), runBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
+        await c.Blobs.WriteAsync(RunIndexName(c, chunk), indexBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
+        if (partial is not null) await c.Blobs.WriteAsync(PartialName(c, chunk), partial, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
+        clock.Lap("write");
+        return new StageResult(n, runBytes.LongLength + indexBytes.LongLength + (partial?.LongLength ?? 0), clock.ToString());
     }
 
-    /// <summary>The trained partitions some chunk wrote rows for, in order: encode task t encodes entry t as partition t.</summary>
-    private static async Task<int> KeepPartitionsAsync(BuildTaskContext c)
-    {
-        var prefix = c.WorkPrefix + "runs/p";
-        var kept = new SortedSet<int>();
-        await foreach (var b in c.Blobs.ListAsync(prefix, c.CancellationToken).ConfigureAwait(false))
-            kept.Add(int.Parse(b.Name.AsSpan(prefix.Length, 5), System.Globalization.CultureInfo.InvariantCulture));
-        await c.Blobs.WriteAsync(c.WorkPrefix + KeptName, JsonSerializer.SerializeToUtf8Bytes(kept.ToArray(), StageWorkJson.Default.Int32Array),
-            WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
-        return kept.Count;
-    }
-
-    public async Task<StageResult> EncodeAsync(BuildTaskContext c, int partition)
+    /// <summary>
+    /// Starts the encode stage: keeps the trained partitions some chunk wrote rows for (in order: kept partition t is entry t)
+    /// and splits them into tasks of consecutive partitions, at most <see cref="MaxEncodeTaskBytes"/> of runs each and at
+    /// least <see cref="MinEncodeTasks"/> tasks, writing each task's layout.
+    /// </summary>
+    private async Task<StagePlan> PlanEncodeAsync(BuildTaskContext c)
     {
         var job = c.Job;
         var plan = await ReadPlanAsync(c).ConfigureAwait(false);
-        var kept = JsonSerializer.Deserialize(await c.Blobs.ReadAllAsync(c.WorkPrefix + KeptName, c.CancellationToken).ConfigureAwait(false), StageWorkJson.Default.Int32Array)!;
-        int trained = kept[partition], d = plan.InternalDimensions;
-        var runs = new List<PartitionRun>();
-        await foreach (var b in c.Blobs.ListAsync(RunPrefix(c, trained), c.CancellationToken).ConfigureAwait(false))
-            runs.Add(PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(b.Name, c.CancellationToken).ConfigureAwait(false), b.Name));
-        // Listing is in name order, which is chunk order, so ids stay ascending as in the in-process build.
-        int n = runs.Sum(r => r.Count);
-        var ids = new int[n];
-        var x = new float[(long)n * d];
-        int at = 0;
-        foreach (var r in runs)
+        int chunks = job.Chunks;
+        var indexes = new ChunkRunIndex[chunks];
+        await Parallel.ForEachAsync(Enumerable.Range(0, chunks), new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = c.CancellationToken }, async (k, ct) =>
         {
-            r.Ids.CopyTo(ids, at);
-            r.Vectors.CopyTo(x, (long)at * d);
-            at += r.Count;
-        }
-        runs.Clear();
+            var name = RunIndexName(c, k);
+            indexes[k] = ChunkRunIndex.FromBytes(await c.Blobs.ReadAllAsync(name, ct).ConfigureAwait(false), name);
+        }).ConfigureAwait(false);
+        var bytes = new long[plan.Partitions];
+        foreach (var index in indexes)
+            for (int i = 0; i < index.Runs; i++)
+            {
+                if (index.Partitions[i] >= plan.Partitions) throw new Squash.Index.Format.CorruptIndexException($"a run index names partition {index.Partitions[i]}; the plan has {plan.Partitions}");
+                bytes[index.Partitions[i]] += index.Offsets[i + 1] - index.Offsets[i];
+            }
+        var kept = Enumerable.Range(0, plan.Partitions).Where(p => bytes[p] > 0).ToArray();
+        long total = kept.Sum(p => bytes[p]);
+        long target = Math.Clamp((total + MinEncodeTasks - 1) / MinEncodeTasks, 1, MaxEncodeTaskBytes);
+        var groups = EncodeTaskLayout.Group(kept.Select(p => bytes[p]).ToArray(), target);
+        await c.ThrowIfStoppedAsync().ConfigureAwait(false);
+        await c.Blobs.WriteAsync(c.WorkPrefix + KeptName, new PartitionRun(kept, [], 0).ToBytes(), WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
+        await Parallel.ForEachAsync(Enumerable.Range(0, groups.Count), new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = c.CancellationToken }, async (g, ct) =>
+        {
+            var (firstPartition, count) = groups[g];
+            var offsets = new long[(long)count * chunks];
+            var lengths = new long[(long)count * chunks];
+            for (int i = 0; i < count; i++)
+            {
+                int trained = kept[firstPartition + i];
+                for (int k = 0; k < chunks; k++)
+                {
+                    int at = Array.BinarySearch(indexes[k].Partitions, trained);
+                    if (at < 0) continue;
+                    offsets[(long)i * chunks + k] = indexes[k].Offsets[at];
+                    lengths[(long)i * chunks + k] = indexes[k].Offsets[at + 1] - indexes[k].Offsets[at];
+                }
+            }
+            var layout = new EncodeTaskLayout(firstPartition, kept[firstPartition..(firstPartition + count)], chunks, offsets, lengths);
+            await c.Blobs.WriteAsync(LayoutName(c, g), layout.ToBytes(), WriteCondition.Overwrite, ct).ConfigureAwait(false);
+        }).ConfigureAwait(false);
+        return new StagePlan(groups.Count, kept.Length);
+    }
+
+    public async Task<StageResult> EncodeAsync(BuildTaskContext c, int task)
+    {
+        FreeMemory();
+        var job = c.Job;
+        var clock = new PhaseClock();
+        var plan = await ReadPlanAsync(c).ConfigureAwait(false);
+        var layoutName = LayoutName(c, task);
+        var layout = EncodeTaskLayout.FromBytes(await c.Blobs.ReadAllAsync(layoutName, c.CancellationToken).ConfigureAwait(false), layoutName);
+        int d = plan.InternalDimensions, chunks = layout.Chunks;
+        // One ranged read per chunk covers this task's runs in it (consecutive partitions have consecutive runs).
+        var pieces = new (long Start, byte[] Bytes)[chunks];
+        await Parallel.ForEachAsync(Enumerable.Range(0, chunks), new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = c.CancellationToken }, async (k, ct) =>
+        {
+            var (offset, length) = layout.Range(k);
+            if (length > 0) pieces[k] = (offset, await c.Blobs.ReadRangeAsync(RunsName(c, k), offset, checked((int)length), ct).ConfigureAwait(false));
+        }).ConfigureAwait(false);
+
         AttributeTable? table = null;
         IndexAttributes? info = null;
         if (job.AttributesBlob is not null)
@@ -170,55 +269,108 @@ public sealed class QueueStageWork : IBuildStageWork
             table = await ReadAttributesAsync(c).ConfigureAwait(false);
             info = AttributeEncoding.Fit(table);
         }
-        var encoded = IndexBuildStages.Encode(plan, partition, ids, x, job.Options.MaxBits, table, info);
         await c.ThrowIfStoppedAsync().ConfigureAwait(false);
-        long bytes = 0;
+        clock.Lap("read");
         var folder = c.Index.VersionPrefix(job.Version);
-        bytes += await WriteSegmentAsync(c, folder + encoded.Entry.Codes.Name, encoded.Codes).ConfigureAwait(false);
-        bytes += await WriteSegmentAsync(c, folder + encoded.Entry.Vectors.Name, encoded.Vectors).ConfigureAwait(false);
-        if (encoded.Attributes is { } attributes) bytes += await WriteSegmentAsync(c, folder + encoded.Entry.Attributes!.Name, attributes).ConfigureAwait(false);
-        var summary = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius).ToJson();
-        await c.Blobs.WriteAsync(SummaryName(c, partition), summary, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
-        return new StageResult(n, bytes);
+        var summaries = new PartitionSummary[layout.Partitions];
+        long vectors = 0, bytes = 0;
+        var writes = new List<Task<long>>();
+        for (int i = 0; i < layout.Partitions; i++)
+        {
+            // Chunk order is row order, so ids stay ascending as in the in-process build.
+            var runs = new List<PartitionRun>();
+            for (int k = 0; k < chunks; k++)
+            {
+                var (offset, length) = layout.Run(i, k);
+                if (length > 0) runs.Add(ChunkRuns.Slice(pieces[k].Bytes, pieces[k].Start, offset, length, d, RunsName(c, k)));
+            }
+            int n = runs.Sum(r => r.Count);
+            var ids = new int[n];
+            var x = new float[(long)n * d];
+            int at = 0;
+            foreach (var r in runs)
+            {
+                r.Ids.CopyTo(ids, at);
+                r.Vectors.CopyTo(x, (long)at * d);
+                at += r.Count;
+            }
+            var encoded = IndexBuildStages.Encode(plan, layout.First + i, ids, x, job.Options.MaxBits, table, info);
+            // Written while the next partition is encoded; a few writes in flight at most.
+            writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Codes.Name, encoded.Codes));
+            writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Vectors.Name, encoded.Vectors));
+            if (encoded.Attributes is { } attributes) writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Attributes!.Name, attributes));
+            summaries[i] = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius);
+            vectors += n;
+            while (writes.Count > Parallelism)
+            {
+                var finished = await Task.WhenAny(writes).ConfigureAwait(false);
+                bytes += await finished.ConfigureAwait(false);
+                writes.Remove(finished);
+            }
+        }
+        clock.Lap($"encode {layout.Partitions} partitions");
+        foreach (var w in writes) bytes += await w.ConfigureAwait(false);
+        await c.Blobs.WriteAsync(SummaryName(c, task), PartitionSummary.ToJson(summaries), WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
+        clock.Lap("write");
+        return new StageResult(vectors, bytes, clock.ToString());
     }
 
     public async Task<IndexManifest> PrepareManifestAsync(BuildTaskContext c)
     {
+        FreeMemory();
         var job = c.Job;
         var plan = await ReadPlanAsync(c).ConfigureAwait(false);
-        var summaries = new List<PartitionSummary>();
-        for (int p = 0; p < job.Partitions; p++)
+        int tasks = job.TaskCount(BuildStages.Encode);
+        var parts = new PartitionSummary[tasks][];
+        await Parallel.ForEachAsync(Enumerable.Range(0, tasks), new ParallelOptions { MaxDegreeOfParallelism = Parallelism, CancellationToken = c.CancellationToken }, async (t, ct) =>
         {
-            var name = SummaryName(c, p);
-            summaries.Add(PartitionSummary.Parse(await c.Blobs.ReadAllAsync(name, c.CancellationToken).ConfigureAwait(false), name));
-        }
+            var name = SummaryName(c, t);
+            parts[t] = PartitionSummary.ParseMany(await c.Blobs.ReadAllAsync(name, ct).ConfigureAwait(false), name);
+        }).ConfigureAwait(false);
+        var summaries = parts.SelectMany(p => p).ToArray();
         IndexAttributes? info = null;
         if (job.AttributesBlob is not null) info = AttributeEncoding.Fit(await ReadAttributesAsync(c).ConfigureAwait(false));
         var options = Options(job, heldOut: false);
         double seconds = job.StartedUtc is { } s ? (DateTimeOffset.UtcNow - s).TotalSeconds : 0;
         var (routing, manifest) = IndexBuildStages.Finish(plan, summaries, job.Count, job.Version, options, info, seconds);
         await WriteSegmentAsync(c, c.Index.VersionPrefix(job.Version) + IndexBuildStages.RoutingName, routing).ConfigureAwait(false);
-        if (!job.Options.Calibrate) return manifest;
+        var queries = await ReadQueriesAsync(c).ConfigureAwait(false);
+        if (!Calibrates(job, queries.Count)) return manifest;
 
-        // The calibration, as CalibratedBuild does it in one process: the same held-out rows, and exact neighbours merged
-        // chunk by chunk (equal to the whole-set brute force), so the same plans are chosen.
+        // The calibration, as CalibratedBuild does it in one process, with the same numbers: the same held-out rows, their
+        // exact neighbours merged from the assign tasks' chunks (equal to the whole-set brute force), and the plans replayed
+        // partition by partition, one partition in memory at a time.
         var clock = Stopwatch.StartNew();
-        var held = PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + QueriesName, c.CancellationToken).ConfigureAwait(false), QueriesName);
-        var queries = new CalibrationQueries(held.Vectors, held.Count, job.Dimensions, held.Ids.Select(r => (long)r).ToArray(), "base-sample");
-        RecallCalibration? fitted = null;
-        if (job.Count >= Math.Max(RecallCalibrator.MinimumVectors, 2L * RecallCalibrator.DefaultK) && queries.Count > 0)
+        var keptRun = PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + KeptName, c.CancellationToken).ConfigureAwait(false), KeptName);
+        var final = new Dictionary<int, int>();
+        for (int t = 0; t < keptRun.Ids.Length; t++) final[keptRun.Ids[t]] = t;
+        var exact = new StreamingGroundTruth(queries, RecallCalibrator.DefaultK, plan.Metric);
+        var partitionOf = new Dictionary<long, int>();
+        int d = plan.InternalDimensions;
+        var selfStored = new float[(long)queries.Count * d];
+        var heldAt = new Dictionary<long, int>();
+        for (int q = 0; q < queries.Count; q++) heldAt[queries.SelfIds![q]] = q;
+        for (int chunk = 0; chunk < job.Chunks; chunk++)
         {
-            var exact = new StreamingGroundTruth(queries, RecallCalibrator.DefaultK, plan.Metric);
-            var chunk = new float[(long)job.ChunkRows * job.Dimensions];
-            for (long first = 0; first < job.Count; first += job.ChunkRows)
+            var name = PartialName(c, chunk);
+            var partial = CalibrationPartial.FromBytes(await c.Blobs.ReadAllAsync(name, c.CancellationToken).ConfigureAwait(false), name);
+            exact.Merge(partial.Best);
+            for (int i = 0; i < partial.LabelIds.Length; i++) partitionOf[partial.LabelIds[i]] = final[partial.Labels[i]];
+            for (int i = 0; i < partial.HeldIds.Length; i++)
             {
-                int n = (int)Math.Min(job.ChunkRows, job.Count - first);
-                await BlobVectorSource.ReadRowsAsync(c.Blobs, job.Blobs, first, n, chunk, c.CancellationToken).ConfigureAwait(false);
-                exact.Add(chunk, n, (int)first, c.CancellationToken);
+                partitionOf[partial.HeldIds[i]] = final[partial.HeldLabels[i]];
+                Array.Copy(partial.HeldStored, (long)i * d, selfStored, (long)heldAt[partial.HeldIds[i]] * d, d);
             }
-            var opened = await OpenedIndex.OpenUnpublishedAsync(c.Index, manifest, c.CancellationToken).ConfigureAwait(false);
-            fitted = RecallCalibrator.Calibrate(opened, exact.Result(), queries, RecallCalibrator.DefaultK, null, c.CancellationToken);
         }
+        var opened = await OpenedIndex.OpenUnpublishedAsync(c.Index, manifest, c.CancellationToken, loadAll: false).ConfigureAwait(false);
+        var fitted = await RecallCalibrator.CalibrateByPartitionAsync(opened, exact.Result(), queries, partitionOf, selfStored,
+            async (p, ct) =>
+            {
+                var entry = manifest.Partitions[p];
+                var codes = c.Index.ReadCodesAsync(manifest, entry, ct);
+                var vectors = c.Index.ReadVectorsAsync(manifest, entry, ct);
+                return (await codes.ConfigureAwait(false), await vectors.ConfigureAwait(false));
+            }, RecallCalibrator.DefaultK, null, c.CancellationToken).ConfigureAwait(false);
         return manifest with
         {
             Calibration = fitted,
@@ -226,8 +378,28 @@ public sealed class QueueStageWork : IBuildStageWork
         };
     }
 
-    private static async Task<BuildPlan> ReadPlanAsync(BuildTaskContext c) =>
-        BuildPlan.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + PlanName, c.CancellationToken).ConfigureAwait(false), PlanName);
+    /// <summary>
+    /// A full, compacting collection before a task (and between its phases), so that a worker's memory is what the task
+    /// holds rather than that plus the large buffers of earlier tasks: they live on the large-object heap, which is
+    /// collected only in full collections, and a worker runs many tasks one after another. Costs tens of milliseconds.
+    /// </summary>
+    private static void FreeMemory()
+    {
+        System.Runtime.GCSettings.LargeObjectHeapCompactionMode = System.Runtime.GCLargeObjectHeapCompactionMode.CompactOnce;
+        GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+    }
+
+    private Task<BuildPlan> ReadPlanAsync(BuildTaskContext c) =>
+        _cache.GetAsync(c.WorkPrefix + PlanName, async () =>
+            BuildPlan.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + PlanName, c.CancellationToken).ConfigureAwait(false), PlanName));
+
+    /// <summary>The calibration's held-out rows as leave-one-out queries (none without calibration).</summary>
+    private Task<CalibrationQueries> ReadQueriesAsync(BuildTaskContext c) =>
+        _cache.GetAsync(c.WorkPrefix + QueriesName, async () =>
+        {
+            var held = PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + QueriesName, c.CancellationToken).ConfigureAwait(false), QueriesName);
+            return new CalibrationQueries(held.Vectors, held.Count, c.Job.Dimensions, held.Ids.Select(r => (long)r).ToArray(), "base-sample");
+        });
 
     /// <summary>Create-only, as every segment of a version is written; the same bytes already there (a repeated task) are fine.</summary>
     private static async Task<long> WriteSegmentAsync(BuildTaskContext c, string name, byte[] bytes)
@@ -261,5 +433,39 @@ public sealed class QueueStageWork : IBuildStageWork
     }
 }
 
-[System.Text.Json.Serialization.JsonSerializable(typeof(int[]))]
-internal sealed partial class StageWorkJson : System.Text.Json.Serialization.JsonSerializerContext;
+/// <summary>
+/// A few values parsed from blobs that never change once written (a build's plan, its held-out rows), by blob name: the
+/// least recently used goes when a new one arrives. A failed read is not kept.
+/// </summary>
+internal sealed class ImmutableBlobCache(int capacity)
+{
+    private readonly LinkedList<(string Name, Task<object> Value)> _entries = new();
+
+    public async Task<T> GetAsync<T>(string name, Func<Task<T>> load) where T : class
+    {
+        Task<object> task;
+        lock (_entries)
+        {
+            var node = _entries.First;
+            while (node is not null && node.Value.Name != name) node = node.Next;
+            if (node is not null) _entries.Remove(node);
+            else node = new LinkedListNode<(string, Task<object>)>((name, LoadAsync(load)));
+            _entries.AddFirst(node);
+            while (_entries.Count > capacity) _entries.RemoveLast();
+            task = node.Value.Value;
+        }
+        try
+        {
+            return (T)await task.ConfigureAwait(false);
+        }
+        catch
+        {
+            lock (_entries)
+                for (var n = _entries.First; n is not null; n = n.Next)
+                    if (n.Value.Value == task) { _entries.Remove(n); break; }
+            throw;
+        }
+    }
+
+    private static async Task<object> LoadAsync<T>(Func<Task<T>> load) where T : class => await load().ConfigureAwait(false);
+}

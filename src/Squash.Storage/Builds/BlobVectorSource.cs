@@ -98,16 +98,17 @@ public static class BlobVectorSource
                 long localFirst = from - blobStart;
                 int rows = (int)(to - from);
                 await CheckUnchangedAsync(blobs, blob.Name, blob.ETag, ct).ConfigureAwait(false);
-                // Ranged reads of at most 16 MB each: large enough to amortise a request, far below a span's limit.
-                int perRead = (int)Math.Max(1, (16L << 20) / layout.RowBytes);
-                for (int done = 0; done < rows; done += perRead)
+                // Ranged reads of at most 8 MB each, a few in flight: one decodes while the next downloads.
+                int perRead = (int)Math.Max(1, (8L << 20) / layout.RowBytes);
+                int pieces = (rows + perRead - 1) / perRead, at = written;
+                await Parallel.ForEachAsync(Enumerable.Range(0, pieces), new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (piece, t) =>
                 {
-                    int n = Math.Min(perRead, rows - done);
+                    int done = piece * perRead, n = Math.Min(perRead, rows - done);
                     byte[] bytes;
-                    try { bytes = await blobs.ReadRangeAsync(blob.Name, layout.OffsetOf(localFirst + done), (int)(n * layout.RowBytes), ct).ConfigureAwait(false); }
+                    try { bytes = await blobs.ReadRangeAsync(blob.Name, layout.OffsetOf(localFirst + done), (int)(n * layout.RowBytes), t).ConfigureAwait(false); }
                     catch (BlobNotFoundException) { throw new SourceChangedException(blob.Name, blob.ETag, null); }
-                    VectorSourceFormat.DecodeRows(blob.Name, layout, localFirst + done, n, bytes, destination.AsSpan((written + done) * dims, n * dims));
-                }
+                    VectorSourceFormat.DecodeRows(blob.Name, layout, localFirst + done, n, bytes, destination.AsSpan((at + done) * dims, n * dims));
+                }).ConfigureAwait(false);
                 await CheckUnchangedAsync(blobs, blob.Name, blob.ETag, ct).ConfigureAwait(false);
                 written += rows;
             }

@@ -58,7 +58,8 @@ public sealed record BuildJobOptions
     public int Partitions { get; init; }
     public double BitsPerDim { get; init; } = 4;
     public int MaxBits { get; init; } = 8;
-    public double Energy { get; init; } = 0.95;
+    /// <summary>The in-process build's default (it was 0.95 here, so a job made without the API built another index).</summary>
+    public double Energy { get; init; } = new Squash.Index.Build.IndexBuildOptions().EnergyKept;
     public int Seed { get; init; } = 42;
     public bool Calibrate { get; init; } = true;
     /// <summary>Rows per assign task (0: chosen from the dimensions, about 32 MB of float32 per chunk).</summary>
@@ -94,7 +95,7 @@ public sealed record BuildJob
     public required int Dimensions { get; init; }
     /// <summary>Rows per assign task; the last chunk may be shorter.</summary>
     public required int ChunkRows { get; init; }
-    /// <summary>Partitions (encode tasks), resolved at submission.</summary>
+    /// <summary>Partitions: the target at submission, then (once the encode stage starts) those some row chose.</summary>
     public required int Partitions { get; init; }
     public required IReadOnlyList<StageProgress> Stages { get; init; }
     /// <summary>Vectors routed to their partitions so far, and vectors encoded.</summary>
@@ -158,11 +159,53 @@ public sealed record BuildTaskMessage
     public string ToJson() => JsonSerializer.Serialize(this, BuildJson.Default.BuildTaskMessage);
 }
 
+/// <summary>
+/// A stage's finished tasks (one bit per task, so a redelivered task is recognised) and the sums of what they did. One
+/// small blob per stage, changed by compare-and-swap: a finishing task costs one write instead of a marker, a listing
+/// and an update of the job record, and the swap that sets the last bit tells its task that the stage is complete.
+/// </summary>
+public sealed record StageTally
+{
+    public static readonly StageTally Empty = new() { Done = [] };
+
+    /// <summary>Bit t (byte t / 8, bit t % 8) is set once task t has finished.</summary>
+    public required byte[] Done { get; init; }
+    public int Count { get; init; }
+    public long Vectors { get; init; }
+    public long Bytes { get; init; }
+
+    public bool IsDone(int task) => task >> 3 < Done.Length && (Done[task >> 3] & (1 << (task & 7))) != 0;
+
+    public StageTally With(int task, long vectors, long bytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(task);
+        var done = new byte[Math.Max(Done.Length, (task >> 3) + 1)];
+        Done.CopyTo(done, 0);
+        done[task >> 3] |= (byte)(1 << (task & 7));
+        return new StageTally { Done = done, Count = Count + 1, Vectors = Vectors + vectors, Bytes = Bytes + bytes };
+    }
+
+    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, BuildJson.Default.StageTally);
+
+    public static StageTally Parse(byte[] bytes, string name)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(bytes, BuildJson.Default.StageTally) ?? throw new InvalidDataException($"stage tally '{name}' is null");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"stage tally '{name}' is not valid: {e.Message}");
+        }
+    }
+}
+
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
     UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow, NumberHandling = JsonNumberHandling.Strict)]
 [JsonSerializable(typeof(BuildJob))]
 [JsonSerializable(typeof(BuildTaskMessage))]
 [JsonSerializable(typeof(IdempotencyRecord))]
+[JsonSerializable(typeof(StageTally))]
 public sealed partial class BuildJson : JsonSerializerContext;
 
 /// <summary>What an Idempotency-Key maps to: the job, and a hash of the request it was first sent with.</summary>

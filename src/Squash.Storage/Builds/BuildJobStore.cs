@@ -9,7 +9,7 @@ namespace Squash.Storage.Builds;
 /// <code>
 /// {index}/builds/{buildId}/job.json         the job record (compare-and-swap on its ETag)
 /// {index}/build-keys/{sha256(key)}          Idempotency-Key → build id (create-only)
-/// {index}/build-work/{buildId}/done/...     one create-only marker per finished task (a redelivered task sees it)
+/// {index}/build-work/{buildId}/tally/{stage} the stage's finished tasks (a bit each) and what they did, by compare-and-swap
 /// {index}/build-work/{buildId}/gates/...    create-only blobs that decide who starts the next stage
 /// {index}/build-work/{buildId}/...          what the stages hand each other (plan, runs, partition entries)
 /// </code>
@@ -25,7 +25,7 @@ public sealed class BuildJobStore(IBlobStore blobs)
     public static string JobName(string index, string buildId) => $"{index}/builds/{buildId}/job.json";
     public static string WorkPrefix(string index, string buildId) => $"{index}/build-work/{buildId}/";
     private static string KeyName(string index, string key) => $"{index}/build-keys/{Hash(key)}";
-    private static string MarkerName(string index, string buildId, string stage, int task) => $"{WorkPrefix(index, buildId)}done/{stage}-{task:D6}";
+    private static string TallyName(string index, string buildId, string stage) => $"{WorkPrefix(index, buildId)}tally/{stage}";
     private static string GateName(string index, string buildId, string gate) => $"{WorkPrefix(index, buildId)}gates/{gate}";
 
     /// <summary>A build id: <c>b</c> + the submission time + random digits, so ids sort by submission (like version ids).</summary>
@@ -76,18 +76,9 @@ public sealed class BuildJobStore(IBlobStore blobs)
     public async Task<(BuildJob Job, string ETag)?> GetAsync(string index, string buildId, CancellationToken ct = default)
     {
         var name = JobName(index, buildId);
-        var info = await Blobs.GetInfoAsync(name, ct).ConfigureAwait(false);
-        if (info is null) return null;
-        try
-        {
-            // The ETag is read first: a record changed in between fails the caller's next compare-and-swap, never passes it.
-            var bytes = await Blobs.ReadAllAsync(name, ct).ConfigureAwait(false);
-            return (BuildJob.Parse(bytes, name), info.ETag);
-        }
-        catch (BlobNotFoundException)
-        {
-            return null;
-        }
+        // One request: the ETag belongs to exactly the bytes read, so a compare-and-swap based on it is sound.
+        if (await Blobs.ReadWithInfoAsync(name, ct).ConfigureAwait(false) is not { } read) return null;
+        return (BuildJob.Parse(read.Bytes, name), read.Info.ETag);
     }
 
     /// <summary>The most recent jobs of an index, newest first.</summary>
@@ -130,29 +121,67 @@ public sealed class BuildJobStore(IBlobStore blobs)
         }
     }
 
-    /// <summary>Records that a task finished; false when it already had (a redelivered message).</summary>
-    public async Task<bool> MarkDoneAsync(string index, string buildId, string stage, int task, CancellationToken ct = default)
+    /// <summary>What is recorded of a stage's finished tasks (empty before the first finishes), with the ETag to swap it against.</summary>
+    public async Task<(StageTally Tally, string? ETag)> ReadTallyAsync(string index, string buildId, string stage, CancellationToken ct = default)
     {
-        try
-        {
-            await Blobs.WriteAsync(MarkerName(index, buildId, stage, task), Array.Empty<byte>(), WriteCondition.IfNotExists, ct).ConfigureAwait(false);
-            return true;
-        }
-        catch (BlobConditionFailedException)
-        {
-            return false;
-        }
+        var name = TallyName(index, buildId, stage);
+        if (await Blobs.ReadWithInfoAsync(name, ct).ConfigureAwait(false) is not { } read) return (StageTally.Empty, null);
+        return (StageTally.Parse(read.Bytes, name), read.Info.ETag);
     }
 
-    public async Task<bool> IsDoneAsync(string index, string buildId, string stage, int task, CancellationToken ct = default) =>
-        await Blobs.GetInfoAsync(MarkerName(index, buildId, stage, task), ct).ConfigureAwait(false) is not null;
-
-    /// <summary>How many tasks of a stage have finished (markers are the truth; the record's counters follow them).</summary>
-    public async Task<int> CountDoneAsync(string index, string buildId, string stage, CancellationToken ct = default)
+    /// <summary>
+    /// The job as a reader should see it: the record holds the figures of finished stages (the starter of each stage copies
+    /// them in), and the running stage's come from its tally, so that a finishing task never has to update the record.
+    /// </summary>
+    public async Task<BuildJob> WithLiveProgressAsync(BuildJob job, CancellationToken ct = default)
     {
-        int n = 0;
-        await foreach (var _ in Blobs.ListAsync($"{WorkPrefix(index, buildId)}done/{stage}-", ct).ConfigureAwait(false)) n++;
-        return n;
+        var stage = job.Status switch
+        {
+            BuildStatus.Training => BuildStages.Train,
+            BuildStatus.Assigning => BuildStages.Assign,
+            BuildStatus.Encoding => BuildStages.Encode,
+            BuildStatus.Publishing => BuildStages.Publish,
+            _ => null,
+        };
+        if (stage is null) return job;
+        StageTally tally;
+        try { (tally, _) = await ReadTallyAsync(job.Index, job.BuildId, stage, ct).ConfigureAwait(false); }
+        catch (InvalidDataException) { return job; }
+        if (tally.Count == 0) return job;
+        return job.WithStage(stage, s => s with { Done = Math.Max(s.Done, Math.Min(tally.Count, s.Total)) }) with
+        {
+            VectorsAssigned = job.VectorsAssigned + (stage == BuildStages.Assign ? tally.Vectors : 0),
+            VectorsEncoded = job.VectorsEncoded + (stage == BuildStages.Encode ? tally.Vectors : 0),
+            BytesWritten = job.BytesWritten + tally.Bytes,
+        };
+    }
+
+    /// <summary>
+    /// Records that task <paramref name="task"/> of <paramref name="stage"/> finished, with what it did, by compare-and-swap
+    /// on the stage's tally (starting from <paramref name="seen"/>, the tally the task read when it began, so that an
+    /// uncontended finish costs one write). Added is false when the task was already recorded (a redelivered message):
+    /// its figures then count once. The tally after the swap tells the caller whether the stage is complete.
+    /// </summary>
+    public async Task<(StageTally Tally, bool Added)> RecordTaskAsync(string index, string buildId, string stage, int task, long vectors, long bytes,
+        (StageTally Tally, string? ETag)? seen = null, CancellationToken ct = default)
+    {
+        var name = TallyName(index, buildId, stage);
+        var (tally, etag) = seen ?? await ReadTallyAsync(index, buildId, stage, ct).ConfigureAwait(false);
+        for (int attempt = 1; ; attempt++)
+        {
+            if (tally.IsDone(task)) return (tally, false);
+            var next = tally.With(task, vectors, bytes);
+            try
+            {
+                await Blobs.WriteAsync(name, next.ToJson(), etag is null ? WriteCondition.IfNotExists : WriteCondition.IfMatch(etag), ct).ConfigureAwait(false);
+                return (next, true);
+            }
+            catch (BlobConditionFailedException) when (attempt < MaxUpdateAttempts)
+            {
+                await Task.Delay(TimeSpan.FromMilliseconds(Random.Shared.Next(1, 5 + 2 * Math.Min(attempt, 20))), ct).ConfigureAwait(false);
+                (tally, etag) = await ReadTallyAsync(index, buildId, stage, ct).ConfigureAwait(false);
+            }
+        }
     }
 
     /// <summary>
@@ -188,11 +217,11 @@ public sealed class BuildJobStore(IBlobStore blobs)
     {
         var names = new List<string>();
         await foreach (var b in Blobs.ListAsync(WorkPrefix(index, buildId), ct).ConfigureAwait(false)) names.Add(b.Name);
-        foreach (var name in names)
+        await Parallel.ForEachAsync(names, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (name, t) =>
         {
-            try { await Blobs.DeleteAsync(name, ct).ConfigureAwait(false); }
+            try { await Blobs.DeleteAsync(name, t).ConfigureAwait(false); }
             catch (Exception e) when (e is not OperationCanceledException) { }
-        }
+        }).ConfigureAwait(false);
     }
 }
 

@@ -24,23 +24,44 @@ public sealed class BuildTaskContext(BuildJob job, BuildJobStore jobs, IndexStor
     }
 }
 
-/// <summary>How much a task did, for the job's progress figures.</summary>
-public readonly record struct StageResult(long Vectors, long Bytes);
+/// <summary>How much a task did, for the job's progress figures; <paramref name="Detail"/> says where its time went (for the log).</summary>
+public readonly record struct StageResult(long Vectors, long Bytes, string? Detail = null);
+
+/// <summary>Times the phases of one task (read, compute, write…) for its log line: "read 1.2 s, assign 0.4 s, write 0.3 s".</summary>
+public sealed class PhaseClock
+{
+    private readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
+    private readonly List<(string Phase, double Seconds)> _laps = [];
+    private double _last;
+
+    /// <summary>Ends the phase that ran since the previous lap (or the start).</summary>
+    public void Lap(string phase)
+    {
+        double now = _clock.Elapsed.TotalSeconds;
+        _laps.Add((phase, now - _last));
+        _last = now;
+    }
+
+    public override string ToString() => string.Join(", ", _laps.Select(l => $"{l.Phase} {l.Seconds.ToString("0.00", System.Globalization.CultureInfo.InvariantCulture)} s"));
+}
+
+/// <summary>A stage about to start: how many tasks it has, and for the encode stage how many partitions they make.</summary>
+public readonly record struct StagePlan(int Tasks, int? Partitions = null);
 
 /// <summary>The work of each stage; the runner around it handles delivery, idempotency, progress and fan-in.</summary>
 public interface IBuildStageWork
 {
     /// <summary>
     /// Called once, by the task that starts <paramref name="stage"/>, before its messages are sent: returns how many
-    /// tasks the stage has (the encode stage learns only now which partitions some row chose).
+    /// tasks the stage has (the encode stage learns only now which partitions some row chose, and how to group them into tasks).
     /// </summary>
-    Task<int> PrepareStageAsync(BuildTaskContext context, string stage);
+    Task<StagePlan> PrepareStageAsync(BuildTaskContext context, string stage);
     /// <summary>Validates what could not be checked at submission and fits what every later task shares; writes it under the work prefix.</summary>
     Task<StageResult> TrainAsync(BuildTaskContext context);
     /// <summary>Routes one chunk of the source to the partitions.</summary>
     Task<StageResult> AssignAsync(BuildTaskContext context, int chunk);
-    /// <summary>Encodes one partition and writes its segments into the version folder (create-only).</summary>
-    Task<StageResult> EncodeAsync(BuildTaskContext context, int partition);
+    /// <summary>Encodes one task's partitions and writes their segments into the version folder (create-only).</summary>
+    Task<StageResult> EncodeAsync(BuildTaskContext context, int task);
     /// <summary>Writes what belongs to the whole version (routing) and returns the manifest to publish (calibrated, when asked).</summary>
     Task<IndexManifest> PrepareManifestAsync(BuildTaskContext context);
 }
@@ -92,7 +113,11 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         var context = new BuildTaskContext(job, Jobs, new IndexStore(Jobs.Blobs, job.Index), task, ct);
         try
         {
-            if (!await Jobs.IsDoneAsync(job.Index, job.BuildId, message.Stage, message.Task, ct).ConfigureAwait(false))
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string? detail = null;
+            var seen = await Jobs.ReadTallyAsync(job.Index, job.BuildId, message.Stage, ct).ConfigureAwait(false);
+            var tally = seen.Tally;
+            if (!tally.IsDone(message.Task))
             {
                 job = await EnterStageAsync(job, message.Stage, ct).ConfigureAwait(false);
                 if (BuildStatus.IsTerminal(job.Status)) return TaskOutcome.Done($"build {job.BuildId} is {job.Status}: {task} skipped");
@@ -103,15 +128,15 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
                     BuildStages.Assign => await work.AssignAsync(context, message.Task).ConfigureAwait(false),
                     _ => await work.EncodeAsync(context, message.Task).ConfigureAwait(false),
                 };
-                if (await Jobs.MarkDoneAsync(job.Index, job.BuildId, message.Stage, message.Task, ct).ConfigureAwait(false))
-                    await RecordProgressAsync(job, message.Stage, result, ct).ConfigureAwait(false);
+                (tally, _) = await Jobs.RecordTaskAsync(job.Index, job.BuildId, message.Stage, message.Task, result.Vectors, result.Bytes, seen, ct).ConfigureAwait(false);
+                detail = result.Detail;
             }
             else if (message.Stage == BuildStages.Publish)
             {
                 return TaskOutcome.Done($"{task} of build {job.BuildId} was already done");
             }
-            await AdvanceAsync(job, message.Stage, message.Task, ct).ConfigureAwait(false);
-            return TaskOutcome.Done($"{task} of build {job.BuildId} done");
+            await AdvanceAsync(job, message.Stage, message.Task, tally, ct).ConfigureAwait(false);
+            return TaskOutcome.Done($"{task} of build {job.BuildId} done in {clock.Elapsed.TotalSeconds:0.00} s{(detail is null ? "" : $" ({detail})")}; {Memory()}");
         }
         catch (BuildStoppedException e)
         {
@@ -130,6 +155,13 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         }
     }
 
+    /// <summary>The worker's memory after a task, for its log line: the process's peak resident set so far and the managed heap now.</summary>
+    private static string Memory()
+    {
+        using var self = System.Diagnostics.Process.GetCurrentProcess();
+        return $"peak RSS {self.PeakWorkingSet64 / 1048576} MB, heap {GC.GetTotalMemory(false) / 1048576} MB";
+    }
+
     private static BuildError? Permanent(Exception e, string task) => e switch
     {
         SourceChangedException => new BuildError("source-changed", e.Message, task),
@@ -143,10 +175,13 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
     {
         var status = BuildStages.StatusOf(stage);
         int rank = Array.IndexOf(BuildStages.All, stage);
+        static int RankOf(BuildJob j) => j.Status == BuildStatus.Queued ? -1 : Array.IndexOf(BuildStages.All, StageOf(j.Status));
+        // The starter of a stage moves the status before it sends the stage's messages, so a task usually has nothing to change.
+        if (!BuildStatus.IsTerminal(job.Status) && RankOf(job) >= rank && job.StartedUtc is not null) return job;
         var (now, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j =>
         {
             if (BuildStatus.IsTerminal(j.Status)) return null;
-            int current = j.Status == BuildStatus.Queued ? -1 : Array.IndexOf(BuildStages.All, StageOf(j.Status));
+            int current = RankOf(j);
             if (current >= rank && j.StartedUtc is not null) return null;
             return j with { Status = current >= rank ? j.Status : status, StartedUtc = j.StartedUtc ?? DateTimeOffset.UtcNow };
         }, ct).ConfigureAwait(false);
@@ -161,32 +196,29 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         _ => BuildStages.Publish,
     };
 
-    private async Task RecordProgressAsync(BuildJob job, string stage, StageResult result, CancellationToken ct)
+    /// <summary>
+    /// When every task of <paramref name="stage"/> is done (its tally is full), the one task that claims the gate starts the
+    /// next stage: it copies the stage's figures into the job record and sends the next stage's messages.
+    /// </summary>
+    private async Task AdvanceAsync(BuildJob job, string stage, int task, StageTally tally, CancellationToken ct)
     {
-        int done = await Jobs.CountDoneAsync(job.Index, job.BuildId, stage, ct).ConfigureAwait(false);
-        await Jobs.UpdateAsync(job.Index, job.BuildId, j => j.WithStage(stage, s => s with { Done = Math.Max(s.Done, Math.Min(done, s.Total)) }) with
-        {
-            VectorsAssigned = j.VectorsAssigned + (stage == BuildStages.Assign ? result.Vectors : 0),
-            VectorsEncoded = j.VectorsEncoded + (stage == BuildStages.Encode ? result.Vectors : 0),
-            BytesWritten = j.BytesWritten + result.Bytes,
-        }, ct).ConfigureAwait(false);
-    }
-
-    /// <summary>When every task of <paramref name="stage"/> is done, the one task that claims the gate starts the next stage.</summary>
-    private async Task AdvanceAsync(BuildJob job, string stage, int task, CancellationToken ct)
-    {
-        int total = job.TaskCount(stage);
-        if (await Jobs.CountDoneAsync(job.Index, job.BuildId, stage, ct).ConfigureAwait(false) < total) return;
+        if (tally.Count < job.TaskCount(stage)) return;
         var next = BuildStages.All[Array.IndexOf(BuildStages.All, stage) + 1];
         if (!await Jobs.ClaimGateAsync(job.Index, job.BuildId, "start-" + next, $"{stage}-{task}", ct).ConfigureAwait(false)) return;
         // The owner's own redelivery sends again only if the first delivery stopped before it had sent everything.
         if (await Jobs.IsGateSentAsync(job.Index, job.BuildId, "start-" + next, ct).ConfigureAwait(false)) return;
-        int tasks = await work.PrepareStageAsync(new BuildTaskContext(job, Jobs, new IndexStore(Jobs.Blobs, job.Index), $"{stage}[{task}]", ct), next).ConfigureAwait(false);
+        var plan = await work.PrepareStageAsync(new BuildTaskContext(job, Jobs, new IndexStore(Jobs.Blobs, job.Index), $"{stage}[{task}]", ct), next).ConfigureAwait(false);
+        // Only the gate's owner gets here, and only once per stage (until its messages are sent), so the figures are added once.
+        int nextRank = Array.IndexOf(BuildStages.All, next);
         var (now, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) ? null
-            : j.WithStage(stage, s => s with { Done = s.Total }).WithStage(next, s => s with { Total = tasks }) with
+            : j.Status != BuildStatus.Queued && Array.IndexOf(BuildStages.All, StageOf(j.Status)) >= nextRank ? null
+            : j.WithStage(stage, s => s with { Done = s.Total }).WithStage(next, s => s with { Total = plan.Tasks }) with
             {
                 Status = BuildStages.StatusOf(next),
-                Partitions = next == BuildStages.Encode ? tasks : j.Partitions,
+                Partitions = plan.Partitions ?? j.Partitions,
+                VectorsAssigned = j.VectorsAssigned + (stage == BuildStages.Assign ? tally.Vectors : 0),
+                VectorsEncoded = j.VectorsEncoded + (stage == BuildStages.Encode ? tally.Vectors : 0),
+                BytesWritten = j.BytesWritten + tally.Bytes,
             }, ct).ConfigureAwait(false);
         if (BuildStatus.IsTerminal(now.Status)) return;
         for (int t = 0; t < now.TaskCount(next); t++)
@@ -197,7 +229,9 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
     private async Task<TaskOutcome> PublishAsync(BuildTaskContext context, CancellationToken ct)
     {
         var job = context.Job;
+        var clock = new PhaseClock();
         var manifest = await work.PrepareManifestAsync(context).ConfigureAwait(false);
+        clock.Lap(manifest.Calibration is null ? "routing" : "routing and calibration");
         // The commit point: from here on a cancel is refused, and before it a cancel stops the publish.
         var (committed, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) || j.PublishCommitted ? null
             : j with { PublishCommitted = true }, ct).ConfigureAwait(false);
@@ -215,7 +249,7 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
             await store.VerifyCompleteAsync(written, ct).ConfigureAwait(false);
             result = await store.MovePointerForwardAsync(job.Version, ct).ConfigureAwait(false);
         }
-        await Jobs.MarkDoneAsync(job.Index, job.BuildId, BuildStages.Publish, 0, ct).ConfigureAwait(false);
+        await Jobs.RecordTaskAsync(job.Index, job.BuildId, BuildStages.Publish, 0, 0, 0, ct: ct).ConfigureAwait(false);
         await Jobs.UpdateAsync(job.Index, job.BuildId, j => j.Status == BuildStatus.Succeeded ? null
             : j.WithStage(BuildStages.Publish, s => s with { Done = 1 }) with
             {
@@ -224,8 +258,10 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
                 Current = result.Published,
                 BytesWritten = j.BytesWritten + manifest.Routing.Bytes,
             }, ct).ConfigureAwait(false);
+        clock.Lap("publish");
         await Jobs.DeleteWorkAsync(job.Index, job.BuildId, ct).ConfigureAwait(false);
-        return TaskOutcome.Done($"build {job.BuildId} published version {job.Version}{(result.Published ? "" : $" (not current: {result.Current} is newer)")}");
+        clock.Lap("clean-up");
+        return TaskOutcome.Done($"build {job.BuildId} published version {job.Version}{(result.Published ? "" : $" (not current: {result.Current} is newer)")} ({clock}); {Memory()}");
     }
 
     /// <summary>Fails the job (unless it already finished or the publish committed) and removes its work blobs.</summary>

@@ -123,7 +123,7 @@ public sealed class BuildPipelineTests
         using var app = await BuildTestApp.StartAsync();
         await UploadSourceAsync(app, Data());
         var buildId = await app.SubmitOkAsync("products", Request);
-        // Once the assign stage is done, every run of trained partition 0 is damaged: encoding it fails on every delivery.
+        // Once the assign stage is done, partition 0's rows are damaged: encoding them fails on every delivery.
         bool damaged = false;
         var view = default(JsonElement);
         await app.DriveAsync(async () =>
@@ -134,15 +134,19 @@ public sealed class BuildPipelineTests
         {
             if (damaged || stage != "encode" || (await app.ShowAsync("products", buildId)).GetProperty("status").GetString() != "encoding") return;
             damaged = true;
-            await foreach (var run in app.Store.ListAsync($"products/build-work/{buildId}/runs/p00000/"))
-                await app.Store.WriteAsync(run.Name, new byte[100], WriteCondition.Overwrite);
+            // The first run of chunk 0's runs blob (trained partition 0's rows) gets a flipped byte: only the task that
+            // encodes partition 0 reads it.
+            var name = $"products/build-work/{buildId}/runs/c000000.run";
+            var bytes = await app.Store.ReadAllAsync(name);
+            bytes[80] ^= 0xff;
+            await app.Store.WriteAsync(name, bytes, WriteCondition.Overwrite);
         });
         Assert.Equal("failed", view.GetProperty("status").GetString());
         var error = view.GetProperty("error");
         Assert.Equal("task-failed", error.GetProperty("code").GetString());
         Assert.Equal("encode[0]", error.GetProperty("task").GetString());
         Assert.EndsWith($"(failed on all {BuildTestApp.MaxDequeueCount} deliveries)", error.GetProperty("message").GetString());
-        Assert.Contains("p00000/c000000.run", error.GetProperty("message").GetString());
+        Assert.Contains("runs/c000000.run", error.GetProperty("message").GetString());
         var poisoned = (await BuildTestApp.Queue("squash-build-encode-poison").PeekMessagesAsync(10)).Value;
         Assert.Equal($$"""{"index":"products","buildId":"{{buildId}}","stage":"encode","task":0}""", Assert.Single(poisoned).Body.ToString());
         Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());

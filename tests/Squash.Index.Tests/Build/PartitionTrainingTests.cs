@@ -156,4 +156,26 @@ public class PartitionTrainingTests
         var routing = RoutingData.FromSegment(sink.Segments[manifest.Routing.Name], manifest.Routing.Name, manifest);
         Assert.Equal(Enumerable.Range(0, kept).Select(p => labels.Count(l => l == p)).ToArray(), routing.PartitionSizes);
     }
+
+    /// <summary>The sample as first written: every eligible row listed (N ints), then picked evenly.</summary>
+    private static int[] ListedTrainingRows(int count, int dims, int partitions, int[] heldOut)
+    {
+        var held = new HashSet<int>(heldOut);
+        long cap = Math.Max(4L * partitions, Math.Min(PartitionTraining.MaxTrainingRows, (64L << 20) / dims));
+        var eligible = Enumerable.Range(0, count).Where(r => !held.Contains(r)).ToArray();
+        int size = (int)Math.Min(eligible.Length, cap);
+        return Enumerable.Range(0, size).Select(i => eligible[(long)i * eligible.Length / size]).ToArray();
+    }
+
+    [Theory]
+    [InlineData(1_000, 8, 3)]
+    [InlineData(250_000, 16, 5)]
+    [InlineData(900_000, 128, 7)]
+    public void TheSampleIsFoundWithoutListingTheEligibleRows(int count, int dims, int seed)
+    {
+        var rng = new Random(seed);
+        // Held-out rows in no order, clustered at both ends and spread in between.
+        var held = new[] { 0, 1, 2, count - 1, count - 2 }.Concat(Enumerable.Range(0, 300).Select(_ => rng.Next(count))).Distinct().OrderBy(_ => rng.Next()).ToArray();
+        Assert.Equal(ListedTrainingRows(count, dims, 10, held), PartitionTraining.TrainingRows(count, dims, 10, held));
+    }
 }

@@ -55,10 +55,26 @@ public sealed record PartitionSummary(PartitionEntry Entry, float[] Centroid, fl
 
     public static PartitionSummary Parse(byte[] json, string name) =>
         JsonSerializer.Deserialize(json, StageJson.Default.PartitionSummary) ?? throw new CorruptIndexException($"'{name}' is empty");
+
+    /// <summary>Several partitions' summaries in one blob (what one encode task wrote).</summary>
+    public static byte[] ToJson(PartitionSummary[] summaries) => JsonSerializer.SerializeToUtf8Bytes(summaries, StageJson.Default.PartitionSummaryArray);
+
+    public static PartitionSummary[] ParseMany(byte[] json, string name)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, StageJson.Default.PartitionSummaryArray) ?? throw new CorruptIndexException($"'{name}' is empty");
+        }
+        catch (JsonException e)
+        {
+            throw new CorruptIndexException($"'{name}' is not valid: {e.Message}");
+        }
+    }
 }
 
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(PartitionSummary))]
+[JsonSerializable(typeof(PartitionSummary[]))]
 internal sealed partial class StageJson : JsonSerializerContext;
 
 /// <summary>
@@ -95,7 +111,8 @@ public static class IndexBuildStages
         IProgress<double>? kmeansProgress = null, CancellationToken cancellationToken = default)
     {
         var space = new MetricSpace(options.Metric, dims, maxNorm);
-        var x = Map(space, trainingRows, count);
+        // L2 needs no mapping: the rows are used as they are (Fit only reads them), which saves a copy of the whole sample.
+        var x = space.Metric == Metric.L2 && trainingRows.LongLength == (long)count * dims ? trainingRows : Map(space, trainingRows, count);
         var training = PartitionTraining.Fit(x, count, space.InternalDimensions, partitions, options, kmeansProgress, cancellationToken);
         return new BuildPlan(options.Metric, dims, space.MaxNorm, training);
     }

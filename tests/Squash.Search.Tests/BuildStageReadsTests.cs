@@ -1,0 +1,154 @@
+using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Squash.Index.Build;
+using Squash.Search.Builds;
+using Squash.Storage;
+using Squash.Storage.Builds;
+
+namespace Squash.Search.Tests;
+
+/// <summary>
+/// What each stage of a queue build reads, recorded at the blob store: train and assign read the source once between them
+/// each (assign exactly its own chunk), encode reads every run byte once and never the source, publish never the source
+/// (the assign tasks' exact neighbours stand for it) and each partition's segments at most once. The stages run through the
+/// real task runner over a folder store, messages delivered in order; the result still equals the in-process build.
+/// </summary>
+public sealed class BuildStageReadsTests
+{
+    private sealed record Read(string Task, string Op, string Name, long Length);
+
+    /// <summary>Records every read and listing with the task it was made for.</summary>
+    private sealed class RecordingStore(IBlobStore inner) : IBlobStore
+    {
+        public List<Read> Reads { get; } = [];
+        public string Task { get; set; } = "test";
+        public string Description => inner.Description;
+
+        private void Add(string op, string name, long length) { lock (Reads) Reads.Add(new Read(Task, op, name, length)); }
+
+        public async Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default)
+        {
+            var bytes = await inner.ReadAllAsync(name, ct);
+            Add("all", name, bytes.Length);
+            return bytes;
+        }
+
+        public async Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default)
+        {
+            var bytes = await inner.ReadRangeAsync(name, offset, length, ct);
+            Add("range", name, length);
+            return bytes;
+        }
+
+        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) =>
+            inner.WriteAsync(name, data, condition, ct);
+
+        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+
+        public async IAsyncEnumerable<BlobInfo> ListAsync(string prefix, [EnumeratorCancellation] CancellationToken ct = default)
+        {
+            Add("list", prefix, 0);
+            await foreach (var b in inner.ListAsync(prefix, ct)) yield return b;
+        }
+
+        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+    }
+
+    private sealed class InOrderQueue : IBuildQueue
+    {
+        public Queue<BuildTaskMessage> Pending { get; } = new();
+        public Task SendAsync(BuildTaskMessage message, CancellationToken ct) { lock (Pending) Pending.Enqueue(message); return Task.CompletedTask; }
+    }
+
+    private static byte[] Fvecs(float[] data, int dims)
+    {
+        int n = data.Length / dims;
+        var bytes = new byte[n * (4 + dims * 4)];
+        for (int i = 0; i < n; i++)
+        {
+            BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(i * (4 + dims * 4)), dims);
+            MemoryMarshal.AsBytes(data.AsSpan(i * dims, dims)).CopyTo(bytes.AsSpan(i * (4 + dims * 4) + 4));
+        }
+        return bytes;
+    }
+
+    [Fact]
+    public async Task EachStageReadsOnlyItsShare()
+    {
+        const int n = 5000, dims = 16, seed = 9, chunkRows = 700, partitions = 40;
+        var data = TestData.Clustered(n, dims, clusters: 20, seed: seed);
+        var folder = Path.Combine(Path.GetTempPath(), "squash-stage-reads-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var store = new RecordingStore(new FolderBlobStore(folder));
+            await store.WriteAsync("src/base.fvecs", Fvecs(data, dims), WriteCondition.Overwrite);
+            var blobs = await BlobVectorSource.ResolveAsync(store, "src/base.fvecs");
+            var jobs = new BuildJobStore(store);
+            var now = DateTimeOffset.UtcNow;
+            var job = new BuildJob
+            {
+                BuildId = BuildJobStore.NewBuildId(now), Index = "reads", Status = BuildStatus.Queued, CreatedUtc = now, Version = VersionIds.New(now),
+                Source = new BuildSourceSpec { Vectors = "src/base.fvecs" }, Options = new BuildJobOptions { Partitions = partitions, Seed = seed, ChunkRows = chunkRows },
+                Blobs = blobs, Count = n, Dimensions = dims, ChunkRows = chunkRows, Partitions = partitions,
+                Stages = [new("train", 0, 1), new("assign", 0, (n + chunkRows - 1) / chunkRows), new("encode", 0, partitions), new("publish", 0, 1)],
+            };
+            await jobs.CreateAsync(job, null, "h");
+            var queue = new InOrderQueue();
+            var runner = new BuildTaskRunner(jobs, queue, new QueueStageWork());
+            queue.Pending.Enqueue(new BuildTaskMessage { Index = job.Index, BuildId = job.BuildId, Stage = "train", Task = 0 });
+            long runBytes = 0;
+            while (queue.Pending.TryDequeue(out var message))
+            {
+                store.Task = message.Describe();
+                // The runs as they stand before the encode stage starts, for the byte count below.
+                if (message.Stage == "encode" && runBytes == 0)
+                    await foreach (var b in new FolderBlobStore(folder).ListAsync($"reads/build-work/{job.BuildId}/runs/"))
+                        if (b.Name.EndsWith(".run", StringComparison.Ordinal)) runBytes += b.Length;
+                var outcome = await runner.RunAsync(message, 1, 5, default);
+                Assert.True(outcome.Success, outcome.Log);
+            }
+            var done = (await jobs.GetAsync(job.Index, job.BuildId))!.Value.Job;
+            Assert.True(done.Status == BuildStatus.Succeeded, done.Error?.Message);
+
+            long rowBytes = 4 + dims * 4;
+            bool IsSource(Read r) => r.Name == "src/base.fvecs";
+            IEnumerable<Read> Of(string stage) => store.Reads.Where(r => r.Task.StartsWith(stage + "[", StringComparison.Ordinal));
+            // Train: the whole source once (by ranges), nothing of it whole.
+            Assert.Equal(n * rowBytes, Of("train").Where(IsSource).Sum(r => r.Length));
+            // Assign: each task exactly its own chunk's rows.
+            foreach (var task in Of("assign").Select(r => r.Task).Distinct())
+            {
+                int chunk = int.Parse(task["assign[".Length..^1]);
+                int rows = Math.Min(chunkRows, n - chunk * chunkRows);
+                Assert.Equal(rows * rowBytes, Of("assign").Where(r => r.Task == task && IsSource(r)).Sum(r => r.Length));
+            }
+            // Encode: never the source, never a runs blob whole, and every run byte exactly once over the stage.
+            Assert.DoesNotContain(Of("encode"), IsSource);
+            Assert.DoesNotContain(Of("encode"), r => r.Op == "all" && r.Name.EndsWith(".run", StringComparison.Ordinal));
+            Assert.Equal(runBytes, Of("encode").Where(r => r.Op == "range" && r.Name.EndsWith(".run", StringComparison.Ordinal)).Sum(r => r.Length));
+            // Publish: never the source, no listing of partitions, each segment at most once.
+            Assert.DoesNotContain(Of("publish"), IsSource);
+            var segments = Of("publish").Where(r => r.Name.EndsWith(".seg", StringComparison.Ordinal) && r.Name.Contains("/versions/")).GroupBy(r => r.Name);
+            Assert.All(segments, g => Assert.True(g.Count() == 1, $"{g.Key} read {g.Count()} times by publish"));
+            Assert.DoesNotContain(store.Reads, r => r.Op == "list" && r.Task != "test" && !r.Task.StartsWith("publish", StringComparison.Ordinal));
+
+            // And the index is the in-process build's.
+            var queued = new Squash.Storage.IndexStore(new FolderBlobStore(folder), "reads");
+            var reference = new Squash.Storage.IndexStore(new FolderBlobStore(folder + "-ref"), "reads");
+            await CalibratedBuild.BuildAndPublishAsync(reference, data, n, dims, new IndexBuildOptions { Partitions = partitions, Seed = seed });
+            var a = await reference.OpenCurrentAsync();
+            foreach (var segment in Squash.Storage.IndexStore.BlobsNamedBy(a))
+            {
+                var expected = await reference.Blobs.ReadAllAsync(reference.VersionPrefix(a.Version) + segment.Name);
+                var actual = await queued.Blobs.ReadAllAsync(queued.VersionPrefix(done.Version) + segment.Name);
+                Assert.True(expected.AsSpan().SequenceEqual(actual), $"segment {segment.Name} differs (seed {seed})");
+            }
+        }
+        finally
+        {
+            foreach (var f in new[] { folder, folder + "-ref" })
+                if (Directory.Exists(f)) Directory.Delete(f, recursive: true);
+        }
+    }
+}
