@@ -171,7 +171,11 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
         answers.Add(new QueryAnswer
         {
             Results = one.Results.Select(n => new Hit(
-                n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id < 0 ? -1 : n.Id,
+                // A tail row of an index without ids is named by its row number, as its indexed rows are (a number, not a string).
+                n.Key is { } key
+                    ? (loaded.Manifest.Attributes is not { HasIds: true } && long.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long named)
+                        ? JsonValue.Create(named) : JsonValue.Create(key))
+                    : JsonValue.Create(n.Id), n.Id < 0 ? -1 : n.Id,
                 loaded.Space.ToReported(n.D, one.InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
             Complete = one.MissingPartitions.Length == 0,
             MissingPartitions = one.MissingPartitions,

@@ -44,6 +44,7 @@ public static class GcCommand
         IndexStore.KeptReason.Current => "current",
         IndexStore.KeptReason.Newest => $"one of the {keep} newest",
         IndexStore.KeptReason.Recent => $"younger than --grace {Durations.Format(grace)}: a build may be writing it",
+        IndexStore.KeptReason.Referenced => "a kept version references its segments",
         _ => $"current less than --grace {Durations.Format(grace)} ago: queries may still read it",
     };
 }
