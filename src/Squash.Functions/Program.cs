@@ -57,6 +57,7 @@ builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<QueryCoordinator>();
 builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
+builder.Services.AddSingleton<Squash.Functions.Writes.IngestTrigger>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
 if (ScanInvoker.CheckPools(tree) is { } poolProblem)
 {
@@ -210,6 +211,7 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
 
 app.MapBuilds();
 app.MapWrites();
+app.MapIngest();
 
 // Cold-start figure for the logs: process start to listening.
 app.Lifetime.ApplicationStarted.Register(() => app.Logger.LogInformation("listening {Ms:F0} ms after the process started",
