@@ -284,7 +284,12 @@ public sealed partial class IndexStore
     public sealed record KeptVersion(string Version, KeptReason Reason);
 
     /// <summary>What <see cref="CollectGarbageAsync"/> deleted and what it kept (oldest first), with the reason.</summary>
-    public sealed record GarbageCollection(IReadOnlyList<string> Deleted, IReadOnlyList<KeptVersion> Kept);
+    /// <param name="LogIndexedByAllKept">
+    /// The smallest write-log watermark among the kept versions: every kept version has indexed the log up to here, so no
+    /// reader of them needs those batches (null when some kept version has no readable manifest yet, such as a build in
+    /// progress, whose watermark is unknown).
+    /// </param>
+    public sealed record GarbageCollection(IReadOnlyList<string> Deleted, IReadOnlyList<KeptVersion> Kept, long? LogIndexedByAllKept = null);
 
     /// <summary>
     /// Deletes every version except the one <c>current</c> names, the <paramref name="keep"/> newest, and
@@ -332,9 +337,11 @@ public sealed partial class IndexStore
         }
         // Segments a kept version references in older folders: an ingest's manifest names them instead of copying.
         var referenced = new HashSet<string>(StringComparer.Ordinal);
+        long? logIndexed = long.MaxValue;
         for (int i = 0; i < ids.Count; i++)
         {
-            if (reasons[i] is null || !versions[ids[i]].Any(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal))) continue;
+            if (reasons[i] is null) continue;
+            if (!versions[ids[i]].Any(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal))) { logIndexed = null; continue; }
             IndexManifest m;
             try
             {
@@ -342,10 +349,13 @@ public sealed partial class IndexStore
             }
             catch (CorruptIndexException)
             {
-                continue; // a damaged manifest is never published, so it pins nothing
+                logIndexed = null;
+                continue; // a damaged manifest is never published, so it pins no segments
             }
             referenced.UnionWith(ReferencedVersions(m));
+            if (logIndexed is { } floor) logIndexed = Math.Min(floor, m.IndexedSequence);
         }
+        if (logIndexed == long.MaxValue) logIndexed = null;
         var deleted = new List<string>();
         var kept = new List<KeptVersion>();
         for (int i = 0; i < ids.Count; i++)
@@ -362,7 +372,7 @@ public sealed partial class IndexStore
             foreach (var b in blobs) await Blobs.DeleteAsync(b.Name, ct).ConfigureAwait(false);
             deleted.Add(v);
         }
-        return new GarbageCollection(deleted, kept);
+        return new GarbageCollection(deleted, kept, logIndexed);
     }
 
     public async Task<IndexManifest> ReadManifestAsync(string version, CancellationToken ct = default)

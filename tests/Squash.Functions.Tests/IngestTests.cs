@@ -337,6 +337,18 @@ public sealed class IngestTests(IndexFixture fx)
         var rng = new Random(13);
         for (int q = 0; q < 5; q++)
             await AssertAnswer(h, Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray(), null, "eventual", model, 2, $"after gc, query {q}");
+
+        // The log: every kept version has indexed through 2; batch 1 goes, the newest (2) stays; writing and ingesting go on.
+        Assert.Equal(2, gc.LogIndexedByAllKept);
+        Assert.Equal(1, await h.Log.DeleteBatchesThroughAsync(gc.LogIndexedByAllKept!.Value));
+        Assert.Null(await h.Log.TryReadBatchAsync(1));
+        var next = await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("""{"deletes":["doc-5"]}"""));
+        Assert.Contains("\"sequence\":3", await next.Content.ReadAsStringAsync());
+        model.Remove("doc-5");
+        var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+        await AssertAnswer(h, query, null, "strong", model, 2, "after log gc, strong");
+        Assert.Equal(3, (await LogIngest.RunAsync(store, h.Log)).ToSequence);
+        await AssertAnswer(h, query, null, "eventual", model, 3, "after log gc, ingested");
     }
 
     private sealed class ManualClock(DateTimeOffset now) : TimeProvider
