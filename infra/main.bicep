@@ -100,6 +100,9 @@ var buildSourcesContainer = 'build-sources'
 var hostContainers = ['azure-webjobs-hosts', 'azure-webjobs-secrets']
 // The build pipeline's queues (the builder's queue-triggered functions); their -poison twins are created beside them.
 var buildQueues = ['squash-build-train', 'squash-build-assign', 'squash-build-encode', 'squash-build-publish']
+// Writes: the coordinator's vectors function asks for an ingest here; the builder's ingest function applies the log.
+var ingestQueue = 'squash-ingest'
+var builderQueues = concat(buildQueues, [ingestQueue])
 
 var coordinatorName = 'func-coord-${token}'
 var builderName = 'func-build-${token}'
@@ -115,7 +118,7 @@ var poolKeySecretPrefix = 'scan-key-'
 // Which functions each app runs (the package holds them all).
 var coordinatorFunctions = ['health', 'index-info', 'openapi', 'query', 'builds', 'vectors']
 var poolFunctions = ['health', 'scan']
-var builderFunctions = ['health', 'build-train', 'build-assign', 'build-encode', 'build-publish']
+var builderFunctions = ['health', 'build-train', 'build-assign', 'build-encode', 'build-publish', 'ingest']
 
 // Built-in role definition ids.
 var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'
@@ -158,7 +161,7 @@ module storage 'modules/storage.bicep' = {
     buildSourcesContainer: buildSourcesContainer
     hostContainers: hostContainers
     deploymentContainers: concat(['deploy-coord', 'deploy-build'], map(range(0, poolCount), i => 'deploy-pool${i}'))
-    queueNames: buildQueues
+    queueNames: builderQueues
   }
 }
 
@@ -210,6 +213,7 @@ module coordinatorRoles 'modules/storageRoles.bicep' = {
     ]
     queueRoles: [
       { queue: buildQueues[0], role: storageQueueDataMessageSender }
+      { queue: ingestQueue, role: storageQueueDataMessageSender }
     ]
   }
   dependsOn: [storage]
@@ -235,7 +239,7 @@ module poolRoles 'modules/storageRoles.bicep' = {
   dependsOn: [storage]
 }
 
-// Builder: writes indexes, reads and writes build sources, works the build queues (their poison queues included).
+// Builder: writes indexes, reads and writes build sources, works the build and ingest queues (their poison queues included).
 module builderRoles 'modules/storageRoles.bicep' = {
   scope: rg
   name: 'roles-builder'
@@ -250,7 +254,7 @@ module builderRoles 'modules/storageRoles.bicep' = {
       { container: hostContainers[0], role: storageBlobDataContributor }
       { container: hostContainers[1], role: storageBlobDataContributor }
     ]
-    queueRoles: map(concat(buildQueues, map(buildQueues, q => '${q}-poison')), q => {
+    queueRoles: map(concat(builderQueues, map(builderQueues, q => '${q}-poison')), q => {
       queue: q
       role: storageQueueDataContributor
     })

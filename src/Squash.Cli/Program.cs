@@ -48,6 +48,7 @@ public static partial class Program
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(GcCommand.Create());
+        root.Subcommands.Add(IngestCommand.Create());
         root.Subcommands.Add(DatasetCommand.Create());
         return root;
     }

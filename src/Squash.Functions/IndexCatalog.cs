@@ -20,12 +20,14 @@ public sealed partial class IndexCatalog
     private readonly ConcurrentDictionary<string, (string Version, DateTime Checked)> _current = new();
 
     private readonly SegmentCache _cache;
+    private readonly TimeSpan _currentRecheck;
 
     /// <param name="store">The blob store; by default opened from the Store/Container settings (tests pass a fault-injecting one).</param>
     public IndexCatalog(IOptions<FunctionSettings> settings, IBlobStore? store = null)
     {
         _cache = new SegmentCache(new SegmentCacheOptions { CapacityBytes = settings.Value.CacheBytes > 0 ? settings.Value.CacheBytes : (long)settings.Value.CacheMb << 20 });
         _blobs = store ?? BlobStores.Open(settings.Value.Store, settings.Value.Container);
+        _currentRecheck = settings.Value.CurrentRecheck;
     }
 
     [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -47,7 +49,7 @@ public sealed partial class IndexCatalog
     {
         for (int attempt = 0; ; attempt++)
         {
-            if (!_current.TryGetValue(name, out var cur) || DateTime.UtcNow - cur.Checked > TimeSpan.FromSeconds(5) || attempt > 0)
+            if (!_current.TryGetValue(name, out var cur) || DateTime.UtcNow - cur.Checked >= _currentRecheck || attempt > 0)
             {
                 var pointer = await Guard(name, () => StoreFor(name).GetCurrentAsync(ct), ct).ConfigureAwait(false);
                 if (pointer is null) return null;

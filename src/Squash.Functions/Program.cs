@@ -57,6 +57,7 @@ builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<QueryCoordinator>();
 builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
+builder.Services.AddSingleton<Squash.Functions.Writes.IngestTrigger>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
 if (ScanInvoker.CheckPools(tree) is { } poolProblem)
 {
@@ -171,7 +172,11 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
         answers.Add(new QueryAnswer
         {
             Results = one.Results.Select(n => new Hit(
-                n.Key is { } key ? JsonValue.Create(key) : JsonValue.Create(n.Id), n.Id < 0 ? -1 : n.Id,
+                // A tail row of an index without ids is named by its row number, as its indexed rows are (a number, not a string).
+                n.Key is { } key
+                    ? (loaded.Manifest.Attributes is not { HasIds: true } && long.TryParse(key, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long named)
+                        ? JsonValue.Create(named) : JsonValue.Create(key))
+                    : JsonValue.Create(n.Id), n.Id < 0 ? -1 : n.Id,
                 loaded.Space.ToReported(n.D, one.InputSquaredNorm)) { Attributes = n.Attributes }).ToArray(),
             Complete = one.MissingPartitions.Length == 0,
             MissingPartitions = one.MissingPartitions,
@@ -206,6 +211,7 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
 
 app.MapBuilds();
 app.MapWrites();
+app.MapIngest();
 
 // Cold-start figure for the logs: process start to listening.
 app.Lifetime.ApplicationStarted.Register(() => app.Logger.LogInformation("listening {Ms:F0} ms after the process started",

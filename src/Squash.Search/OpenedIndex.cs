@@ -44,7 +44,7 @@ public sealed class OpenedIndex
         if (Manifest.Attributes is not { HasIds: true }) return null;
         if (_keys is null)
         {
-            var keys = new string?[Manifest.Count];
+            var keys = new string?[Manifest.RowLimit];
             for (int p = 0; p < PartitionCount; p++)
             {
                 var ids = Codes(p).Ids;
@@ -70,7 +70,7 @@ public sealed class OpenedIndex
         {
             foreach (var id in ids)
                 if (long.TryParse(id, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long row)
-                    && row < Manifest.Count && row.ToString(System.Globalization.CultureInfo.InvariantCulture) == id) rows.Add(row);
+                    && row < Manifest.RowLimit && row.ToString(System.Globalization.CultureInfo.InvariantCulture) == id) rows.Add(row);
             return rows;
         }
         Task<Dictionary<string, long>> load;

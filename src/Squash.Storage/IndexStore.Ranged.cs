@@ -37,7 +37,7 @@ public sealed partial class IndexStore
 
     /// <summary>A vector segment's block table, by one ranged read of its head (two if the head is not where this build expects it).</summary>
     public Task<VectorBlockTable> ReadVectorBlockTableAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default) =>
-        ReadVectorBlockTableAsync(VersionPrefix(m.Version) + p.Vectors.Name, p, m.InternalDimensions, ct);
+        ReadVectorBlockTableAsync(BlobName(m, p.Vectors), p, m.InternalDimensions, ct);
 
     /// <summary>The same for a segment blob named directly (<paramref name="dims"/>: floats per row).</summary>
     public async Task<VectorBlockTable> ReadVectorBlockTableAsync(string name, PartitionEntry p, int dims, CancellationToken ct = default)

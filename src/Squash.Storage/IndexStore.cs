@@ -63,6 +63,13 @@ public sealed partial class IndexStore
 
     public string VersionPrefix(string version) => $"{VersionsRoot}{version}/";
 
+    /// <summary>The full blob name of a segment of <paramref name="m"/> (in an earlier version's folder when it references one).</summary>
+    public string BlobName(IndexManifest m, SegmentRef segment) => VersionPrefix(segment.Version ?? m.Version) + segment.Name;
+
+    /// <summary>The earlier versions whose segments <paramref name="m"/> references (gc keeps them while it is kept).</summary>
+    public static IEnumerable<string> ReferencedVersions(IndexManifest m) =>
+        BlobsNamedBy(m).Select(s => s.Version).Where(v => v is not null && v != m.Version).Select(v => v!).Distinct(StringComparer.Ordinal);
+
     internal sealed record CurrentPointer(string Version, string Manifest);
 
     /// <summary>The version the pointer names, with the pointer's ETag; null when nothing is published.</summary>
@@ -191,6 +198,13 @@ public sealed partial class IndexStore
         await foreach (var b in Blobs.ListAsync(prefix, ct).ConfigureAwait(false)) present[b.Name[prefix.Length..]] = b.Length;
         foreach (var segment in BlobsNamedBy(m))
         {
+            if (segment.Version is { } other && other != m.Version)
+            {
+                var info = await Blobs.GetInfoAsync(BlobName(m, segment), ct).ConfigureAwait(false);
+                if (info is null || info.Length != segment.Bytes)
+                    throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{BlobName(m, segment)}' it references is {(info is null ? "missing" : $"{info.Length} bytes, the manifest says {segment.Bytes}")}");
+                continue;
+            }
             if (!present.TryGetValue(segment.Name, out long length))
                 throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{prefix}{segment.Name}' is missing");
             if (length != segment.Bytes)
@@ -263,12 +277,19 @@ public sealed partial class IndexStore
         Recent,
         /// <summary>It stopped being current less than the grace period ago: readers may still use it.</summary>
         RecentlyCurrent,
+        /// <summary>A kept version's manifest references some of its segments (an ingest copies none it did not touch).</summary>
+        Referenced,
     }
 
     public sealed record KeptVersion(string Version, KeptReason Reason);
 
     /// <summary>What <see cref="CollectGarbageAsync"/> deleted and what it kept (oldest first), with the reason.</summary>
-    public sealed record GarbageCollection(IReadOnlyList<string> Deleted, IReadOnlyList<KeptVersion> Kept);
+    /// <param name="LogIndexedByAllKept">
+    /// The smallest write-log watermark among the kept versions: every kept version has indexed the log up to here, so no
+    /// reader of them needs those batches (null when some kept version has no readable manifest yet, such as a build in
+    /// progress, whose watermark is unknown).
+    /// </param>
+    public sealed record GarbageCollection(IReadOnlyList<string> Deleted, IReadOnlyList<KeptVersion> Kept, long? LogIndexedByAllKept = null);
 
     /// <summary>
     /// Deletes every version except the one <c>current</c> names, the <paramref name="keep"/> newest, and
@@ -302,19 +323,46 @@ public sealed partial class IndexStore
             if (written is { } w && (earliestNewerManifest is null || w < earliestNewerManifest)) earliestNewerManifest = w;
         }
 
+        var reasons = new KeptReason?[ids.Count];
+        for (int i = 0; i < ids.Count; i++)
+        {
+            var v = ids[i];
+            var lastActivity = versions[v].Select(b => b.LastModified).Append(VersionIds.StartedUtc(v)).Max();
+            reasons[i] =
+                current is { } c && c.Version == v ? KeptReason.Current
+                : i >= ids.Count - keep ? KeptReason.Newest
+                : lastActivity is { } a && now - a < grace ? KeptReason.Recent
+                : supersededAt[i] is { } s && now - s < grace ? KeptReason.RecentlyCurrent
+                : null;
+        }
+        // Segments a kept version references in older folders: an ingest's manifest names them instead of copying.
+        var referenced = new HashSet<string>(StringComparer.Ordinal);
+        long? logIndexed = long.MaxValue;
+        for (int i = 0; i < ids.Count; i++)
+        {
+            if (reasons[i] is null) continue;
+            if (!versions[ids[i]].Any(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal))) { logIndexed = null; continue; }
+            IndexManifest m;
+            try
+            {
+                m = await ReadManifestAsync(ids[i], ct).ConfigureAwait(false);
+            }
+            catch (CorruptIndexException)
+            {
+                logIndexed = null;
+                continue; // a damaged manifest is never published, so it pins no segments
+            }
+            referenced.UnionWith(ReferencedVersions(m));
+            if (logIndexed is { } floor) logIndexed = Math.Min(floor, m.IndexedSequence);
+        }
+        if (logIndexed == long.MaxValue) logIndexed = null;
         var deleted = new List<string>();
         var kept = new List<KeptVersion>();
         for (int i = 0; i < ids.Count; i++)
         {
             var v = ids[i];
             var blobs = versions[v];
-            var lastActivity = blobs.Select(b => b.LastModified).Append(VersionIds.StartedUtc(v)).Max();
-            KeptReason? reason =
-                current is { } c && c.Version == v ? KeptReason.Current
-                : i >= ids.Count - keep ? KeptReason.Newest
-                : lastActivity is { } a && now - a < grace ? KeptReason.Recent
-                : supersededAt[i] is { } s && now - s < grace ? KeptReason.RecentlyCurrent
-                : null;
+            var reason = reasons[i] ?? (referenced.Contains(v) ? KeptReason.Referenced : null);
             if (reason is { } r)
             {
                 kept.Add(new KeptVersion(v, r));
@@ -324,7 +372,7 @@ public sealed partial class IndexStore
             foreach (var b in blobs) await Blobs.DeleteAsync(b.Name, ct).ConfigureAwait(false);
             deleted.Add(v);
         }
-        return new GarbageCollection(deleted, kept);
+        return new GarbageCollection(deleted, kept, logIndexed);
     }
 
     public async Task<IndexManifest> ReadManifestAsync(string version, CancellationToken ct = default)
@@ -346,26 +394,26 @@ public sealed partial class IndexStore
 
     public async Task<RoutingData> ReadRoutingAsync(IndexManifest m, CancellationToken ct = default)
     {
-        var name = VersionPrefix(m.Version) + m.Routing.Name;
+        var name = BlobName(m, m.Routing);
         return RoutingData.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, m);
     }
 
     public async Task<PartitionCodes> ReadCodesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
-        var name = VersionPrefix(m.Version) + p.Codes.Name;
+        var name = BlobName(m, p.Codes);
         return PartitionCodes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.GlobalDimensions);
     }
 
     public async Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
-        var name = VersionPrefix(m.Version) + p.Vectors.Name;
+        var name = BlobName(m, p.Vectors);
         return PartitionVectors.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.InternalDimensions);
     }
 
     public async Task<PartitionAttributes> ReadAttributesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
         if (m.Attributes is null || p.Attributes is null) throw new CorruptIndexException($"index version {m.Version} has no attributes");
-        var name = VersionPrefix(m.Version) + p.Attributes.Name;
+        var name = BlobName(m, p.Attributes);
         return PartitionAttributes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.Attributes);
     }
 

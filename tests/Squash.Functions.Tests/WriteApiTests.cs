@@ -79,6 +79,33 @@ public sealed class WriteApiTests(IndexFixture fx)
     }
 
     [Fact]
+    public async Task AnIndexWithoutIdsTakesRowNumbersAndAnInnerProductIndexNoVectorLongerThanItsLargest()
+    {
+        var rng = new Random(4);
+        var data = Enumerable.Range(0, 60 * Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+        double maxNorm = Enumerable.Range(0, 60).Max(i => Math.Sqrt(data.AsSpan(i * Dims, Dims).ToArray().Sum(x => (double)x * x)));
+        var index = "writes-ip-" + Guid.NewGuid().ToString("N")[..8];
+        await IndexPublisher.BuildAndPublishAsync(new IndexStore(new FolderBlobStore(fx.Root), index), data, 60, Dims,
+            new IndexBuildOptions { Partitions = 3, Seed = 1, Metric = Squash.Core.Metric.InnerProduct });
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        float far = (float)(maxNorm * 1.5 / 2); // a vector (far, far, far, far) has norm 1.5 × the largest
+        var errors = await Problems.BadRequest(await Post(client, index, $$"""
+            {"upserts":[{"id":"17","vector":[0.1,0.1,0.1,0.1]},{"id":"sku-1","vector":[0.1,0.1,0.1,0.1]},{"id":"017","vector":[0.1,0.1,0.1,0.1]},
+              {"id":"60","vector":{{Bodies.Vector([far, far, far, far])}}}]}
+            """));
+        Assert.Equal(["'sku-1' is not a row number; this index was built without ids, so its rows are named 0, 1, … (at most 2147483646)"], errors["upserts[1].id"]);
+        Assert.Equal(["'017' is not a row number; this index was built without ids, so its rows are named 0, 1, … (at most 2147483646)"], errors["upserts[2].id"]);
+        Assert.StartsWith($"has norm {Math.Sqrt(4.0 * far * far):G6}, above the index's largest norm", errors["upserts[3].vector"].Single());
+        Assert.Equal(3, errors.Count);
+        Assert.Equal(0, await Log(index).LatestSequenceAsync());
+        // Row numbers and a vector as long as the longest are fine.
+        var longest = Enumerable.Range(0, 60).MaxBy(i => data.AsSpan(i * Dims, Dims).ToArray().Sum(x => (double)x * x));
+        var ok = await Post(client, index, $$"""{"upserts":[{"id":"17","vector":[0.1,0.1,0.1,0.1]},{"id":"60","vector":{{Bodies.Vector(data.AsSpan(longest * Dims, Dims).ToArray())}}}]}""");
+        Assert.True(ok.StatusCode == HttpStatusCode.OK, await ok.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
     public async Task TheBodyIsCheckedAsAWholeToo()
     {
         var index = NewIndex();

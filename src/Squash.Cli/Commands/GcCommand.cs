@@ -22,7 +22,12 @@ public static class GcCommand
                         + $"less than this ago (queries may still read it): a duration such as {Durations.Examples}.",
             DefaultValueFactory = _ => DefaultGrace,
         };
-        var cmd = new Command("gc", "Delete old versions of an index, keeping whatever 'current' names, the N newest, and versions within the grace period.") { index, keep, grace };
+        var log = new Option<bool>("--log")
+        {
+            Description = "Also delete the write-log batches every kept version has already indexed (never the newest batch). "
+                        + "A later rebuild from files re-applies only the batches left, so leave this off while you may rebuild from the original files.",
+        };
+        var cmd = new Command("gc", "Delete old versions of an index, keeping whatever 'current' names, the N newest, versions within the grace period and versions whose segments a kept one references.") { index, keep, grace, log };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
@@ -34,6 +39,21 @@ public static class GcCommand
             var result = await store.CollectGarbageAsync(n, gracePeriod, ct: ct);
             Console.WriteLine(result.Deleted.Count == 0 ? "nothing to delete" : $"deleted {result.Deleted.Count} version(s): {string.Join(' ', result.Deleted)}");
             Console.WriteLine($"kept {result.Kept.Count}: " + string.Join(' ', result.Kept.Select(k => $"{k.Version} ({Explain(k.Reason, n, gracePeriod)})")));
+            if (pr.GetValue(log))
+            {
+                CliErrors.Require(store.Name.Length > 0, "--log needs --store and the index's name in it (the write log lives beside the index's versions in the store)");
+                if (result.LogIndexedByAllKept is { } through and > 0)
+                {
+                    int batches = await new Squash.Storage.Writes.WriteLog(store.Blobs, store.Name).DeleteBatchesThroughAsync(through, ct);
+                    Console.WriteLine($"write log: deleted {batches} batch(es) at or below sequence {through}, which every kept version has indexed");
+                }
+                else
+                {
+                    Console.WriteLine(result.LogIndexedByAllKept is null
+                        ? "write log: kept whole (a kept version has no manifest yet, so what it will need is unknown)"
+                        : "write log: kept whole (a kept version has indexed none of it)");
+                }
+            }
             return 0;
         }));
         return cmd;
@@ -44,6 +64,7 @@ public static class GcCommand
         IndexStore.KeptReason.Current => "current",
         IndexStore.KeptReason.Newest => $"one of the {keep} newest",
         IndexStore.KeptReason.Recent => $"younger than --grace {Durations.Format(grace)}: a build may be writing it",
+        IndexStore.KeptReason.Referenced => "a kept version references its segments",
         _ => $"current less than --grace {Durations.Format(grace)} ago: queries may still read it",
     };
 }

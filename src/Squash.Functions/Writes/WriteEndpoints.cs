@@ -20,7 +20,7 @@ public static class WriteEndpoints
 
     public static WriteLog LogFor(IndexCatalog catalog, string index) => new(catalog.StoreFor("").Blobs, index);
 
-    private static async Task<IResult> Write(string index, HttpContext http, IndexCatalog catalog, IOptions<FunctionSettings> settings, CancellationToken ct)
+    private static async Task<IResult> Write(string index, HttpContext http, IndexCatalog catalog, IngestTrigger ingest, IOptions<FunctionSettings> settings, CancellationToken ct)
     {
         if (!IndexCatalog.IsValidName(index))
             return Results.ValidationProblem(new Dictionary<string, string[]> { ["index"] = [$"'{index}' is not a valid index name (lower-case letters, digits and '-', at most 63)"] });
@@ -51,6 +51,7 @@ public static class WriteEndpoints
         try
         {
             var result = await LogFor(catalog, index).AppendAsync(batch, key, requestHash, loaded.Manifest.IndexedSequence, ct);
+            await ingest.RequestAsync(index, ct);
             return Results.Json(new WriteAccepted(result.Sequence, result.Replayed), WriteApiJson.Default.WriteAccepted);
         }
         catch (WriteKeyConflictException e)

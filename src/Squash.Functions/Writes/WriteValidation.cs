@@ -41,10 +41,14 @@ public static class WriteValidation
             if (u is null) { Add(at, "must be an object {\"id\", \"vector\", \"attributes\"}, got null"); continue; }
             if (CheckId(u.Id) is { } idProblem) Add(at + ".id", idProblem);
             else if (!seen.TryAdd(u.Id!, at + ".id")) Add(at + ".id", $"'{u.Id}' appears twice in this request (also {seen[u.Id!]})");
+            else if (manifest.Attributes is not { HasIds: true } && !IsRowNumber(u.Id!))
+                Add(at + ".id", $"'{u.Id}' is not a row number; this index was built without ids, so its rows are named 0, 1, … (at most {MaxRowNumber:D})");
             if (u.Vector is null) Add(at + ".vector", "is required");
             else if (u.Vector.Length != manifest.Dimensions) Add(at + ".vector", $"has {u.Vector.Length} dimensions; the index has {manifest.Dimensions}");
             else if (Array.FindIndex(u.Vector, x => !float.IsFinite(x)) is int bad and >= 0) Add($"{at}.vector[{bad}]", "is not a finite number");
             else if (manifest.Metric == "cosine" && u.Vector.All(x => x == 0)) Add(at + ".vector", "is all zeros, which has no direction (the index uses cosine)");
+            else if (manifest.Metric == "ip" && Math.Sqrt(u.Vector.Sum(x => (double)x * x)) > manifest.MaxNorm * (1 + 1e-6))
+                Add(at + ".vector", $"has norm {Math.Sqrt(u.Vector.Sum(x => (double)x * x)):G6}, above the index's largest norm {manifest.MaxNorm:G6} (inner-product indexes store vectors up to the norm they were built with; rebuild with the longer vectors)");
             if (u.Attributes is { } attributes) CheckAttributes(attributes, manifest.Attributes, at + ".attributes", Add);
         }
         for (int i = 0; i < deletes && errors.Count < JsonBody.MaxErrors; i++)
@@ -67,6 +71,14 @@ public static class WriteValidation
         }
         return errors.ToDictionary(e => e.Key, e => e.Value.ToArray());
     }
+
+    /// <summary>The largest row number an index without ids takes as an id (row numbers are int).</summary>
+    public const int MaxRowNumber = int.MaxValue - 1;
+
+    /// <summary>A canonical decimal row number ("17", not "017" or "+17"): how an index built without ids names its rows.</summary>
+    public static bool IsRowNumber(string id) =>
+        int.TryParse(id, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int row)
+        && row <= MaxRowNumber && row.ToString(System.Globalization.CultureInfo.InvariantCulture) == id;
 
     private static string? CheckId(string? id) => id switch
     {

@@ -41,6 +41,16 @@ public sealed record IndexManifest
     /// </summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public long IndexedSequence { get; init; }
+    /// <summary>
+    /// The row number the next ingested row with a string id gets (0, and left out of the JSON, for a version built
+    /// from files: its rows are 0 … Count − 1). Row numbers are never reused, so they can exceed Count after deletes.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long NextRow { get; init; }
+
+    /// <summary>One past the largest row number this version can hold: what row-indexed arrays are sized by.</summary>
+    [JsonIgnore]
+    public long RowLimit => Math.Max(NextRow, Count);
 
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, ManifestJson.Default.IndexManifest);
 
@@ -94,7 +104,15 @@ public sealed record BuildParameters
 }
 
 /// <summary>A segment blob named by the manifest, with its size and checksum for cheap verification.</summary>
-public sealed record SegmentRef(string Name, long Bytes);
+public sealed record SegmentRef(string Name, long Bytes)
+{
+    /// <summary>
+    /// The version folder the blob is in when it is not the manifest's own (an ingest references the segments of
+    /// partitions it did not touch instead of copying them); null, and left out of the JSON, for the manifest's own.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Version { get; init; }
+}
 
 public sealed record PartitionEntry
 {

@@ -61,10 +61,13 @@ public sealed class StorageBuildQueues : IBuildQueue
     }
 
     /// <summary>The stage's queue, created on first use (the Functions host also creates it when it starts listening).</summary>
-    public Task<QueueClient> QueueAsync(string stage, CancellationToken ct) =>
-        _queues.GetOrAdd(stage, s => new Lazy<Task<QueueClient>>(async () =>
+    public Task<QueueClient> QueueAsync(string stage, CancellationToken ct) => QueueNamedAsync(BuildStages.QueueName(stage), ct);
+
+    /// <summary>Any queue of the account by its name (the ingest queue shares the account and its settings), created on first use.</summary>
+    public Task<QueueClient> QueueNamedAsync(string queueName, CancellationToken ct) =>
+        _queues.GetOrAdd(queueName, name => new Lazy<Task<QueueClient>>(async () =>
         {
-            var q = _create(BuildStages.QueueName(s));
+            var q = _create(name);
             await q.CreateIfNotExistsAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
             return q;
         })).Value.WaitAsync(ct);

@@ -245,6 +245,23 @@ public sealed class WriteLog
         return low;
     }
 
+    /// <summary>
+    /// Deletes the batches at or below <paramref name="sequence"/> (ones every kept version has indexed); returns how many.
+    /// The newest batch stays whatever the bound, so the log's end can still be found from it and from the hint.
+    /// </summary>
+    public async Task<int> DeleteBatchesThroughAsync(long sequence, CancellationToken ct = default)
+    {
+        var names = new List<(long Sequence, string Name)>();
+        await foreach (var b in Blobs.ListAsync(BatchPrefix, ct).ConfigureAwait(false))
+            if (SequenceOf(b.Name) is { } s) names.Add((s, b.Name));
+        if (names.Count == 0) return 0;
+        long newest = names.Max(n => n.Sequence);
+        int deleted = 0;
+        foreach (var (s, name) in names)
+            if (s <= sequence && s < newest && await Blobs.DeleteAsync(name, ct).ConfigureAwait(false)) deleted++;
+        return deleted;
+    }
+
     /// <summary>The batch at a sequence, or null when it does not exist (not written yet, or collected).</summary>
     public async Task<WriteBatch?> TryReadBatchAsync(long sequence, CancellationToken ct = default)
     {

@@ -1,0 +1,137 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Squash.Functions.Builds;
+using Squash.Search.Writes;
+using Squash.Storage;
+
+namespace Squash.Functions.Writes;
+
+/// <summary>The ingest queue's message: which index has acknowledged writes waiting.</summary>
+public sealed record IngestMessage(string Index);
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(IngestMessage))]
+internal sealed partial class IngestJson : JsonSerializerContext;
+
+/// <summary>
+/// Asks for an ingest after an acknowledged write: one small message per index on <see cref="QueueName"/>, sent invisible for
+/// <see cref="Delay"/>. While that message is still invisible, later writes on this instance send nothing: the ingest it
+/// starts reads the log's end after it becomes visible, so it covers them. A failed send does not fail the write (it is
+/// durable already); the next write asks again.
+/// </summary>
+public sealed class IngestTrigger(BuildServices builds, ILogger<IngestTrigger> log)
+{
+    public const string QueueName = "squash-ingest";
+    public const string FunctionName = "ingest";
+    /// <summary>How long a write waits for company before its ingest starts (batches of writes become one version).</summary>
+    public static readonly TimeSpan Delay = TimeSpan.FromSeconds(1);
+    /// <summary>Slack for the queue service's clock against this instance's.</summary>
+    private static readonly TimeSpan ClockMargin = TimeSpan.FromMilliseconds(250);
+
+    private readonly ConcurrentDictionary<string, DateTimeOffset> _invisibleUntil = new(StringComparer.Ordinal);
+
+    /// <summary>Messages this instance sent (tests check the deduplication).</summary>
+    public int Sent => _sent;
+    private int _sent;
+
+    public async Task RequestAsync(string index, CancellationToken ct)
+    {
+        if (builds.Queues is null) return; // a folder store has no queues: `squash ingest` applies the log by hand
+        var now = DateTimeOffset.UtcNow;
+        if (_invisibleUntil.TryGetValue(index, out var until) && now < until - ClockMargin) return;
+        _invisibleUntil[index] = now + Delay;
+        try
+        {
+            await SendAsync(builds.Queues, index, Delay, ct).ConfigureAwait(false);
+            Interlocked.Increment(ref _sent);
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested && StoreFailures.IsUnreachable(e))
+        {
+            _invisibleUntil.TryRemove(index, out _);
+            log.LogWarning("could not queue an ingest of index {Index}: {Message}; the next write asks again", index, e.Message);
+        }
+    }
+
+    internal static async Task SendAsync(Squash.Storage.Builds.StorageBuildQueues queues, string index, TimeSpan delay, CancellationToken ct)
+    {
+        var queue = await queues.QueueNamedAsync(QueueName, ct).ConfigureAwait(false);
+        await queue.SendMessageAsync(JsonSerializer.Serialize(new IngestMessage(index), IngestJson.Default.IngestMessage), visibilityTimeout: delay, cancellationToken: ct).ConfigureAwait(false);
+    }
+}
+
+/// <summary>The queue-triggered <c>ingest</c> function: a thin adapter over <see cref="LogIngest.RunLeasedAsync"/>.</summary>
+public static class IngestEndpoints
+{
+    /// <summary>When another ingest holds the lease, the message comes back after this (the holder may have read the log's end before the write).</summary>
+    public static readonly TimeSpan BusyRetry = TimeSpan.FromSeconds(2);
+
+    public static void MapIngest(this WebApplication app) =>
+        app.MapPost("/" + IngestTrigger.FunctionName, Run).ExcludeFromDescription();
+
+    private static async Task<IResult> Run(HttpContext http, IndexCatalog catalog, BuildServices builds, ILoggerFactory logs, CancellationToken ct)
+    {
+        var log = logs.CreateLogger("Squash.Ingest");
+        var lines = new List<string>();
+        IResult Answer(bool success, string line)
+        {
+            lines.Add(line);
+            if (success) log.LogInformation("{Line}", line); else log.LogWarning("{Line}", line);
+            return Results.Json(new InvocationResult([], lines, null), InvocationJson.Default.InvocationResult, statusCode: success ? 200 : 500);
+        }
+
+        JsonDocument payload;
+        try
+        {
+            using var buffer = new MemoryStream();
+            await http.Request.Body.CopyToAsync(buffer, ct);
+            payload = JsonDocument.Parse(buffer.ToArray());
+        }
+        catch (JsonException e)
+        {
+            return Answer(true, $"dropped an invocation of ingest whose body is not JSON: {e.Message}");
+        }
+        string index;
+        using (payload)
+        {
+            var invocation = QueueInvocation.Parse(payload.RootElement, "message");
+            if (invocation.MessageText is null) return Answer(true, $"dropped an invocation of ingest: {invocation.Problem}");
+            IngestMessage? message;
+            try
+            {
+                message = JsonSerializer.Deserialize(invocation.MessageText, IngestJson.Default.IngestMessage);
+            }
+            catch (JsonException e)
+            {
+                return Answer(true, $"dropped a message on {IngestTrigger.QueueName} that is not JSON {{\"index\": …}}: {e.Message}");
+            }
+            if (message?.Index is not { } named || !IndexCatalog.IsValidName(named))
+                return Answer(true, $"dropped a message on {IngestTrigger.QueueName} that names no valid index: {invocation.MessageText}");
+            index = named;
+        }
+
+        try
+        {
+            var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct);
+            if (run.Busy)
+            {
+                if (builds.Queues is not null) await IngestTrigger.SendAsync(builds.Queues, index, BusyRetry, ct);
+                return Answer(true, $"ingest {index}: another ingest holds the lease; asked again in {BusyRetry.TotalSeconds:0} s");
+            }
+            if (run.Rounds.Count == 0) return Answer(true, $"ingest {index}: nothing past the watermark");
+            foreach (var r in run.Rounds)
+                lines.Add($"ingest {index}: batches {r.FromSequence + 1}–{r.ToSequence} ({r.Upserts} upserts, {r.Deleted} rows removed) → version {r.Version}, " +
+                    $"{r.TouchedPartitions} of {r.Partitions} partitions rewritten{(r.Published ? "" : ", not published: a newer version is current")}");
+            return Answer(true, $"ingest {index}: watermark {run.Rounds[^1].ToSequence}");
+        }
+        catch (IndexNotFoundException e)
+        {
+            return Answer(true, $"ingest {index}: {e.Message}; nothing to apply the log to");
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            // The host delivers the message again (and moves it to the poison queue after its dequeue limit).
+            return Answer(false, $"ingest {index} failed: {e.GetType().Name}: {SecretRedaction.Redact(e.Message)}");
+        }
+    }
+}

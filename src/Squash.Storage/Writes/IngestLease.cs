@@ -1,0 +1,109 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace Squash.Storage.Writes;
+
+/// <summary>
+/// The lease that lets one ingest at a time work on an index: a small blob naming its holder and when the hold ends,
+/// taken create-only when absent and by compare-and-swap when expired, renewed by compare-and-swap and released by
+/// writing it expired. A holder that dies simply lets it expire; a holder whose renewal fails has lost it and stops.
+/// Ingest stays correct without it (every run starts from the published version and the pointer moves forward only);
+/// the lease only keeps two triggers from doing the same work twice.
+/// </summary>
+public sealed class IngestLease
+{
+    private readonly IBlobStore _blobs;
+    private readonly TimeProvider _clock;
+    private string _etag;
+
+    private IngestLease(IBlobStore blobs, string name, string holder, TimeSpan duration, TimeProvider clock, string etag)
+    {
+        _blobs = blobs;
+        Name = name;
+        Holder = holder;
+        Duration = duration;
+        _clock = clock;
+        _etag = etag;
+    }
+
+    public string Name { get; }
+    public string Holder { get; }
+    public TimeSpan Duration { get; }
+
+    public static string NameFor(string index) => $"{index.Trim('/')}/log/ingest.lease";
+
+    internal sealed record LeaseRecord(string Holder, DateTimeOffset ExpiresUtc);
+
+    /// <summary>Takes the index's lease for <paramref name="duration"/>, or returns null while someone else holds it.</summary>
+    public static async Task<IngestLease?> TryAcquireAsync(IBlobStore blobs, string index, TimeSpan duration, TimeProvider? clock = null, CancellationToken ct = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(duration, TimeSpan.Zero);
+        clock ??= TimeProvider.System;
+        var name = NameFor(index);
+        var holder = Guid.NewGuid().ToString("N");
+        var info = await blobs.GetInfoAsync(name, ct).ConfigureAwait(false);
+        WriteCondition condition = WriteCondition.IfNotExists;
+        if (info is not null)
+        {
+            LeaseRecord? held;
+            try
+            {
+                held = JsonSerializer.Deserialize(await blobs.ReadAllAsync(name, ct).ConfigureAwait(false), LeaseJson.Default.LeaseRecord);
+            }
+            catch (JsonException)
+            {
+                held = null; // a damaged lease holds nothing
+            }
+            catch (BlobNotFoundException)
+            {
+                held = null;
+                info = null;
+            }
+            if (held is not null && held.ExpiresUtc > clock.GetUtcNow()) return null;
+            if (info is not null) condition = WriteCondition.IfMatch(info.ETag);
+        }
+        try
+        {
+            var written = await blobs.WriteAsync(name, Serialize(holder, clock.GetUtcNow() + duration), condition, ct).ConfigureAwait(false);
+            return new IngestLease(blobs, name, holder, duration, clock, written.ETag);
+        }
+        catch (BlobConditionFailedException)
+        {
+            return null; // another trigger took it between our read and our write
+        }
+    }
+
+    /// <summary>Extends the hold by <see cref="Duration"/> from now; false when the lease was lost (expired and taken).</summary>
+    public async Task<bool> RenewAsync(CancellationToken ct = default)
+    {
+        try
+        {
+            var written = await _blobs.WriteAsync(Name, Serialize(Holder, _clock.GetUtcNow() + Duration), WriteCondition.IfMatch(_etag), ct).ConfigureAwait(false);
+            _etag = written.ETag;
+            return true;
+        }
+        catch (Exception e) when (e is BlobConditionFailedException or BlobNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Lets the next trigger take the lease at once (a no-op when it was lost meanwhile).</summary>
+    public async Task ReleaseAsync(CancellationToken ct = default)
+    {
+        try
+        {
+            await _blobs.WriteAsync(Name, Serialize(Holder, DateTimeOffset.UnixEpoch), WriteCondition.IfMatch(_etag), ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is BlobConditionFailedException or BlobNotFoundException)
+        {
+        }
+    }
+
+    private static byte[] Serialize(string holder, DateTimeOffset expires) =>
+        JsonSerializer.SerializeToUtf8Bytes(new LeaseRecord(holder, expires), LeaseJson.Default.LeaseRecord);
+}
+
+[JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+[JsonSerializable(typeof(IngestLease.LeaseRecord))]
+internal sealed partial class LeaseJson : JsonSerializerContext;

@@ -1,0 +1,118 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using System.Text.Json;
+using Squash.Functions.Writes;
+using Squash.Index.Attributes;
+using Squash.Index.Build;
+using Squash.LocalHost;
+using Squash.Storage;
+using Squash.Testing;
+
+namespace Squash.Functions.Tests.Builds;
+
+/// <summary>
+/// Writes through the local host (`squash serve --store azure:…`) on Azurite: every acknowledged write queues an ingest,
+/// the queue-triggered <c>ingest</c> function applies the log, and the published version's watermark reaches the last
+/// acknowledged sequence; eventual exact queries then equal brute force over the written data.
+/// </summary>
+[Collection(nameof(BuildQueueCollection))]
+public sealed class LocalHostIngestTests
+{
+    private const int Rows = 200, Dims = 6, Writes = 30;
+
+    private static int FreePort()
+    {
+        using var l = new TcpListener(IPAddress.Loopback, 0);
+        l.Start();
+        return ((IPEndPoint)l.LocalEndpoint).Port;
+    }
+
+    [Fact]
+    public async Task WritesThroughTheLocalHostAreIngestedByTheQueueFunctionAndVisibleToEventualQueries()
+    {
+        const int seed = 17;
+        var rng = new Random(seed);
+        var blobs = AzuriteTestStore.NewStore("ingest");
+        var container = blobs.Description[(blobs.Description.LastIndexOf('/') + 1)..];
+        var model = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        var data = new float[Rows * Dims];
+        var lines = new StringBuilder();
+        for (int i = 0; i < Rows; i++)
+        {
+            var v = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+            v.CopyTo(data, i * Dims);
+            model[$"item-{i}"] = v;
+            lines.AppendLine($"{{\"id\":\"item-{i}\",\"attributes\":{{\"shelf\":\"s{i % 3}\"}}}}");
+        }
+        await IndexPublisher.BuildAndPublishAsync(new IndexStore(blobs, "items"), data, Rows, Dims, new IndexBuildOptions
+        {
+            Partitions = 5, Seed = seed, Attributes = AttributeReader.ReadJsonLines(new StringReader(lines.ToString()), "a.jsonl"),
+        });
+        var queue = BuildTestApp.Queue(IngestTrigger.QueueName);
+        await queue.CreateIfNotExistsAsync();
+        await queue.ClearMessagesAsync();
+
+        await using var host = new LocalFunctionHost(new LocalHostOptions
+        {
+            Store = "azure:" + AzuriteTestStore.ConnectionString, Container = container, Port = FreePort(),
+            ProcessorPools = 1, MaxInstancesPerPool = 1, MaxBuilderInstances = 1, QueueMaxPollingInterval = TimeSpan.FromMilliseconds(200),
+            Log = _ => { },
+        });
+        await host.StartAsync();
+        using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+
+        int fresh = 0;
+        for (int w = 0; w < Writes; w++)
+        {
+            string body;
+            if (rng.Next(4) == 0)
+            {
+                var id = model.Keys.ElementAt(rng.Next(model.Count));
+                model.Remove(id);
+                body = $"{{\"deletes\":[\"{id}\"]}}";
+            }
+            else
+            {
+                var items = new List<string>();
+                for (int u = 0; u < 5; u++)
+                {
+                    var id = rng.Next(2) == 0 ? model.Keys.ElementAt(rng.Next(model.Count)) : $"new-{fresh++}";
+                    if (items.Any(x => x.Contains($"\"{id}\"", StringComparison.Ordinal))) continue;
+                    var v = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+                    model[id] = v;
+                    items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)},\"attributes\":{{\"shelf\":\"s{rng.Next(5)}\"}}}}");
+                }
+                body = "{\"upserts\":[" + string.Join(',', items) + "]}";
+            }
+            using var written = await client.PostAsync("/api/indexes/items/vectors", new StringContent(body, Encoding.UTF8, "application/json"));
+            Assert.True(written.StatusCode == HttpStatusCode.OK, $"write {w}: {await written.Content.ReadAsStringAsync()}");
+        }
+
+        // The queue function catches up: the watermark reaches the last acknowledged sequence (deadline: 120 s).
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(120);
+        JsonElement info;
+        while (true)
+        {
+            info = JsonDocument.Parse(await client.GetStringAsync("/api/indexes/items")).RootElement.Clone();
+            if (info.GetProperty("indexedSequence").GetInt64() == Writes) break;
+            Assert.True(DateTime.UtcNow < deadline, $"ingest did not catch up: {info}");
+            await Task.Delay(200);
+        }
+        Assert.Equal(Writes, info.GetProperty("latestSequence").GetInt64());
+
+        for (int q = 0; q < 8; q++)
+        {
+            var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+            using var response = await client.PostAsync("/api/indexes/items/query", new StringContent(
+                $"{{\"vector\":{Bodies.Vector(query)},\"k\":10,\"options\":{{\"exact\":true}}}}", Encoding.UTF8, "application/json"));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+            var answer = JsonDocument.Parse(text).RootElement;
+            Assert.Equal(Writes, answer.GetProperty("indexedSequence").GetInt64());
+            var expected = model.OrderBy(e => e.Value.Select((x, j) => (double)(x - query[j]) * (x - query[j])).Sum()).Take(10).Select(e => e.Key);
+            Assert.Equal(expected, answer.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("id").GetString()));
+        }
+    }
+}

@@ -1,0 +1,360 @@
+using System.Globalization;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using Squash.Index.Attributes;
+using Squash.Index.Build;
+using Squash.Search.Writes;
+using Squash.Storage;
+using Squash.Storage.Writes;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>
+/// Ingest against a plain in-memory model: random writes through the HTTP API (upserts that add or replace, with category
+/// values and numbers the build never saw; deletes; deletes by filter) interleaved with ingest runs. After every step an
+/// exact strong query equals brute force over the model; after every ingest an exact eventual query does too, its answer
+/// reports the ingested watermark, and the version holds exactly the model's rows (nothing lost, nothing applied twice).
+/// </summary>
+[Collection(nameof(IndexCollection))]
+public sealed class IngestTests(IndexFixture fx)
+{
+    private const int Dims = 4, Rows = 60;
+    private static readonly string[] BuiltColours = ["red", "blue"];
+    private static readonly string[] Colours = ["red", "blue", "green", "purple"];
+
+    private sealed record Item(float[] Vector, string? Colour, double? Price, long? N);
+
+    private sealed record Filter(string Json, Func<Item, bool> Matches);
+
+    private static string F(double x) => x.ToString("R", CultureInfo.InvariantCulture);
+
+    // Prices were built in [0.5, 59.5]; writes go up to 150 and below 0, past the edge cells.
+    private static Filter RandomFilter(Random rng) => rng.Next(6) switch
+    {
+        0 => new("""{"colour":"green"}""", i => i.Colour == "green"),
+        1 => new("""{"colour":{"$in":["red","purple"]}}""", i => i.Colour is "red" or "purple"),
+        2 => rng.NextDouble() is var p ? new($"{{\"price\":{{\"$lt\":{F(p * 160 - 10)}}}}}", i => i.Price < p * 160 - 10) : null!,
+        3 => rng.Next(60) is var n ? new($"{{\"$or\":[{{\"n\":{{\"$gte\":{n}}}}},{{\"colour\":{{\"$exists\":false}}}}]}}", i => i.N >= n || i.Colour is null) : null!,
+        4 => rng.NextDouble() is var q ? new($"{{\"price\":{{\"$gt\":{F(q * 160 - 10)}}}}}", i => i.Price > q * 160 - 10) : null!,
+        _ => new("""{"$not":{"colour":"blue"}}""", i => i.Colour != "blue"),
+    };
+
+    private sealed class Harness(string index, IndexStore store, HttpClient client, bool withIds)
+    {
+        public string Index { get; } = index;
+        public IndexStore Store { get; } = store;
+        public HttpClient Client { get; } = client;
+        public bool WithIds { get; } = withIds;
+        public WriteLog Log => new(Store.Blobs, Index);
+    }
+
+    private static string IdOf(bool withIds, int i) => withIds ? $"doc-{i}" : i.ToString(CultureInfo.InvariantCulture);
+
+    private async Task<(Dictionary<string, Item> Model, IndexStore Store)> BuildAsync(string index, int seed, bool withIds, int partitions = 4)
+    {
+        var rng = new Random(seed);
+        var model = new Dictionary<string, Item>(StringComparer.Ordinal);
+        var data = new float[Rows * Dims];
+        var lines = new StringBuilder();
+        for (int i = 0; i < Rows; i++)
+        {
+            var v = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+            v.CopyTo(data, i * Dims);
+            var item = new Item(v, BuiltColours[i % 2], i + 0.5, i);
+            model[IdOf(withIds, i)] = item;
+            var id = withIds ? $"\"id\":\"doc-{i}\"," : "";
+            lines.AppendLine($"{{{id}\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}}}");
+        }
+        var store = new IndexStore(new FolderBlobStore(fx.Root), index);
+        await IndexPublisher.BuildAndPublishAsync(store, data, Rows, Dims, new IndexBuildOptions
+        {
+            Partitions = partitions, Seed = seed, Attributes = AttributeReader.ReadJsonLines(new StringReader(lines.ToString()), "s.jsonl"),
+        });
+        return (model, store);
+    }
+
+    /// <summary>One random write through the API, applied to the model too.</summary>
+    private static async Task WriteAsync(Harness h, Random rng, Dictionary<string, Item> model, Func<string> newId, string context)
+    {
+        var body = new StringBuilder("{");
+        int kind = rng.Next(5);
+        if (kind == 0)
+        {
+            var where = RandomFilter(rng);
+            body.Append($"\"deleteWhere\":{where.Json}");
+            foreach (var id in model.Where(e => where.Matches(e.Value)).Select(e => e.Key).ToArray()) model.Remove(id);
+        }
+        else if (kind == 1)
+        {
+            var ids = Enumerable.Range(0, rng.Next(1, 4))
+                .Select(_ => rng.Next(3) == 0 ? newId() : model.Keys.ElementAtOrDefault(rng.Next(Math.Max(1, model.Count))) ?? newId()).Distinct().ToArray();
+            body.Append("\"deletes\":[" + string.Join(',', ids.Select(id => $"\"{id}\"")) + "]");
+            foreach (var id in ids) model.Remove(id);
+        }
+        else
+        {
+            var items = new List<string>();
+            var used = new HashSet<string>();
+            for (int u = rng.Next(1, 8); u > 0; u--)
+            {
+                var id = rng.Next(2) == 0 && model.Count > 0 ? model.Keys.ElementAt(rng.Next(model.Count)) : newId();
+                if (!used.Add(id)) continue;
+                // Some vectors far outside the built data (past the partitions' radii and outer code cells).
+                double scale = rng.Next(6) == 0 ? 4 : 1;
+                var v = Enumerable.Range(0, Dims).Select(_ => (float)((rng.NextDouble() - (scale > 1 ? 0.5 : 0)) * scale)).ToArray();
+                Item item = rng.Next(5) == 0 ? new Item(v, null, null, null) : new Item(v, Colours[rng.Next(Colours.Length)], Math.Round(rng.NextDouble() * 160 - 10, 2), rng.Next(80));
+                model[id] = item;
+                var attributes = item.Colour is null ? "" : $",\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}";
+                items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)}{attributes}}}");
+            }
+            body.Append("\"upserts\":[" + string.Join(',', items) + "]");
+        }
+        body.Append('}');
+        var written = await h.Client.PostAsync($"/api/indexes/{h.Index}/vectors", Bodies.Json(body.ToString()));
+        Assert.True(written.StatusCode == HttpStatusCode.OK, $"{context}: {await written.Content.ReadAsStringAsync()}");
+    }
+
+    [Theory]
+    [InlineData(1, 1, true)]
+    [InlineData(2, 0, true)]
+    [InlineData(3, 2, false)]
+    [InlineData(4, 0, false)]
+    public async Task StrongAndEventualQueriesEqualBruteForceAcrossIngests(int seed, int depth, bool withIds)
+    {
+        var rng = new Random(seed * 7919);
+        var index = "ingest-" + Guid.NewGuid().ToString("N")[..12];
+        var (model, store) = await BuildAsync(index, seed, withIds);
+        var published = model.ToDictionary(e => e.Key, e => e.Value);
+        using var app = fx.App(2, depth, settings: new Dictionary<string, string> { ["Squash:CurrentRecheck"] = "00:00:00" });
+        var h = new Harness(index, store, app.CreateClient(), withIds);
+        int fresh = 0;
+        string NewId() => withIds ? $"new-{fresh++}" : (Rows + fresh++).ToString(CultureInfo.InvariantCulture);
+        long sequence = 0, watermark = 0;
+        int ingests = 0;
+
+        for (int step = 0; step < 40; step++)
+        {
+            var context = $"seed {seed} step {step}";
+            await WriteAsync(h, rng, model, NewId, context);
+            sequence++;
+            if (rng.Next(4) == 0 || step == 39)
+            {
+                var run = await LogIngest.RunAsync(store, h.Log);
+                Assert.True(run.Published, $"{context}: ingest did not publish");
+                Assert.Equal(watermark, run.FromSequence);
+                Assert.Equal(sequence, run.ToSequence);
+                watermark = sequence;
+                published = model.ToDictionary(e => e.Key, e => e.Value);
+                ingests++;
+                var m = await store.OpenCurrentAsync();
+                Assert.Equal(sequence, m.IndexedSequence);
+                Assert.True(model.Count == m.Count, $"{context}: the version holds {m.Count} rows, the model {model.Count}");
+                Assert.True(m.Partitions.Count(p => p.Codes.Version is null) == run.TouchedPartitions, $"{context}: only touched partitions are rewritten");
+            }
+            var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+            var filter = rng.Next(2) == 0 ? RandomFilter(rng) : null;
+            await AssertAnswer(h, query, filter, "strong", model, watermark, $"{context} strong {filter?.Json}");
+            await AssertAnswer(h, query, filter, "eventual", published, watermark, $"{context} eventual {filter?.Json}");
+        }
+        Assert.True(ingests >= 2, $"seed {seed}: only {ingests} ingests ran");
+        // Nothing left to apply: a further run writes no version.
+        Assert.Null((await LogIngest.RunAsync(store, h.Log)).Version);
+    }
+
+    private static async Task AssertAnswer(Harness h, float[] query, Filter? filter, string consistency, Dictionary<string, Item> model, long watermark, string context)
+    {
+        const int k = 10;
+        var filterPart = filter is null ? "" : $",\"filter\":{filter.Json}";
+        var response = await h.Client.PostAsync($"/api/indexes/{h.Index}/query",
+            Bodies.Json($"{{\"vector\":{Bodies.Vector(query)},\"k\":{k}{filterPart},\"include\":[\"colour\",\"price\"],\"options\":{{\"exact\":true,\"consistency\":\"{consistency}\"}}}}"));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"{context}: {text}");
+        using var doc = JsonDocument.Parse(text);
+        var expected = model.Where(e => filter is null || filter.Matches(e.Value))
+            .Select(e => (Id: e.Key, D: Math.Sqrt(e.Value.Vector.Select((x, j) => (double)(x - query[j]) * (x - query[j])).Sum()), e.Value.Colour, e.Value.Price))
+            .OrderBy(x => x.D).Take(k).ToArray();
+        var results = doc.RootElement.GetProperty("results").EnumerateArray().ToArray();
+        // An index with ids names rows by string; one without by row number (a JSON number, tail rows included).
+        string IdOf(JsonElement r)
+        {
+            var id = r.GetProperty("id");
+            Assert.True(id.ValueKind == (h.WithIds ? JsonValueKind.String : JsonValueKind.Number), $"{context}: id {id.GetRawText()}");
+            return h.WithIds ? id.GetString()! : id.GetInt64().ToString(CultureInfo.InvariantCulture);
+        }
+        Assert.True(expected.Select(e => e.Id).SequenceEqual(results.Select(IdOf)),
+            $"{context}: expected [{string.Join(", ", expected.Select(e => $"{e.Id} {e.D:F5}"))}] got [{string.Join(", ", results.Select(r => $"{r.GetProperty("id").GetRawText()} {r.GetProperty("distance").GetSingle():F5}"))}]");
+        for (int i = 0; i < results.Length; i++)
+        {
+            Assert.Equal(expected[i].D, results[i].GetProperty("distance").GetSingle(), 4);
+            var attributes = results[i].GetProperty("attributes");
+            var colour = attributes.TryGetProperty("colour", out var c) ? c.GetString() : null;
+            double? price = attributes.TryGetProperty("price", out var pr) && pr.ValueKind == JsonValueKind.Number ? pr.GetDouble() : null;
+            Assert.True(expected[i].Colour == colour && expected[i].Price == price,
+                $"{context}: {expected[i].Id} has colour {expected[i].Colour} price {expected[i].Price}, the answer says {colour} {price}");
+        }
+        Assert.Equal(watermark, doc.RootElement.GetProperty("indexedSequence").GetInt64());
+    }
+
+    /// <summary>A store that fails the first write of a blob whose name ends with <paramref name="suffix"/>, as a worker killed at that moment would.</summary>
+    private sealed class FailOnce(IBlobStore inner, string suffix) : IBlobStore
+    {
+        private int _failed;
+        public string Description => inner.Description;
+        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
+        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
+        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) =>
+            name.EndsWith(suffix, StringComparison.Ordinal) && Interlocked.Exchange(ref _failed, 1) == 0
+                ? Task.FromException<BlobInfo>(new IOException($"worker killed while writing {name}"))
+                : inner.WriteAsync(name, data, condition, ct);
+    }
+
+    [Theory]
+    [InlineData(".codes.seg")]
+    [InlineData("/routing.seg")]
+    [InlineData("/manifest.json")]
+    [InlineData("/current")]
+    public async Task IngestKilledMidPublishIsFinishedByTheNextRunWithNothingLostOrAppliedTwice(string killedAt)
+    {
+        var index = "ingest-kill-" + Guid.NewGuid().ToString("N")[..8];
+        var (model, store) = await BuildAsync(index, 11, withIds: true);
+        using var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:CurrentRecheck"] = "00:00:00" });
+        var h = new Harness(index, store, app.CreateClient(), true);
+        var rng = new Random(11);
+        int fresh = 0;
+        for (int i = 0; i < 12; i++) await WriteAsync(h, rng, model, () => $"new-{fresh++}", $"write {i}");
+        var before = await store.GetCurrentAsync();
+
+        var killed = new IndexStore(new FailOnce(store.Blobs, killedAt), index);
+        await Assert.ThrowsAsync<IOException>(() => LogIngest.RunAsync(killed, new WriteLog(killed.Blobs, index)));
+        Assert.Equal(before!.Value.Version, (await store.GetCurrentAsync())!.Value.Version);
+
+        var run = await LogIngest.RunAsync(store, h.Log);
+        Assert.True(run.Published);
+        Assert.Equal(12, run.ToSequence);
+        var m = await store.OpenCurrentAsync();
+        Assert.Equal(model.Count, m.Count);
+        Assert.Equal(12, m.IndexedSequence);
+        // Every id once: the id of each stored row, read back from the version, is the model's key set exactly.
+        var keys = new List<string>();
+        foreach (var p in m.Partitions) keys.AddRange((await store.ReadAttributesAsync(m, p)).Keys!.Select(k => k!));
+        Assert.Equal(model.Keys.Order(StringComparer.Ordinal), keys.Order(StringComparer.Ordinal));
+        for (int q = 0; q < 5; q++)
+        {
+            var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+            await AssertAnswer(h, query, null, "eventual", model, 12, $"killed at {killedAt}, query {q}");
+        }
+    }
+
+    [Fact]
+    public async Task ASecondTriggerFindsTheLeaseHeldAndAnExpiredLeaseIsTakenOver()
+    {
+        var index = "ingest-lease-" + Guid.NewGuid().ToString("N")[..8];
+        var (model, store) = await BuildAsync(index, 5, withIds: true);
+        using var app = fx.App(2, 0);
+        var h = new Harness(index, store, app.CreateClient(), true);
+        var rng = new Random(5);
+        int fresh = 0;
+        for (int i = 0; i < 4; i++) await WriteAsync(h, rng, model, () => $"new-{fresh++}", $"write {i}");
+
+        var clock = new ManualClock(DateTimeOffset.Parse("2026-12-03T12:00:00Z", CultureInfo.InvariantCulture));
+        var first = await IngestLease.TryAcquireAsync(store.Blobs, index, TimeSpan.FromMinutes(1), clock);
+        Assert.NotNull(first);
+        var busy = await LogIngest.RunLeasedAsync(store, h.Log, TimeSpan.FromMinutes(1), clock: clock);
+        Assert.True(busy.Busy);
+        Assert.Equal(0, (await store.OpenCurrentAsync()).IndexedSequence);
+
+        // Two triggers at once: exactly one gets the lease.
+        var both = await Task.WhenAll(Enumerable.Range(0, 2).Select(_ => IngestLease.TryAcquireAsync(store.Blobs, index, TimeSpan.FromMinutes(1), clock)));
+        Assert.All(both, Assert.Null);
+
+        clock.Advance(TimeSpan.FromMinutes(2)); // the holder died: its lease expires
+        var racing = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => IngestLease.TryAcquireAsync(store.Blobs, index, TimeSpan.FromMinutes(1), clock)));
+        Assert.Single(racing, l => l is not null);
+        Assert.False(await first!.RenewAsync());
+        await racing.Single(l => l is not null)!.ReleaseAsync();
+
+        var ran = await LogIngest.RunLeasedAsync(store, h.Log, TimeSpan.FromMinutes(1), clock: clock);
+        Assert.False(ran.Busy);
+        Assert.Equal(4, ran.Rounds.Single().ToSequence);
+        Assert.Equal(model.Count, (await store.OpenCurrentAsync()).Count);
+        // Released: the next trigger gets the lease and finds nothing to do.
+        var idle = await LogIngest.RunLeasedAsync(store, h.Log, TimeSpan.FromMinutes(1), clock: clock);
+        Assert.False(idle.Busy);
+        Assert.Empty(idle.Rounds);
+    }
+
+    [Fact]
+    public async Task DeletingEveryRowThenRefillingKeepsAnswersExact()
+    {
+        var index = "ingest-empty-" + Guid.NewGuid().ToString("N")[..8];
+        var (model, store) = await BuildAsync(index, 9, withIds: true);
+        using var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:CurrentRecheck"] = "00:00:00" });
+        var h = new Harness(index, store, app.CreateClient(), true);
+        Assert.Equal(HttpStatusCode.OK, (await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("""{"deleteWhere":{}}"""))).StatusCode);
+        model.Clear();
+        await LogIngest.RunAsync(store, h.Log);
+        Assert.Equal(0, (await store.OpenCurrentAsync()).Count);
+        var query = new float[] { 0.5f, 0.5f, 0.5f, 0.5f };
+        await AssertAnswer(h, query, null, "eventual", model, 1, "emptied");
+
+        var rng = new Random(9);
+        int fresh = 0;
+        for (int i = 0; i < 3; i++) await WriteAsync(h, rng, model, () => $"new-{fresh++}", $"refill {i}");
+        await AssertAnswer(h, query, null, "strong", model, 1, "refilled, strong");
+        await LogIngest.RunAsync(store, h.Log);
+        await AssertAnswer(h, query, null, "eventual", model, 4, "refilled, eventual");
+    }
+
+    [Fact]
+    public async Task GcKeepsTheVersionsWhoseSegmentsAKeptVersionReferences()
+    {
+        var index = "ingest-gc-" + Guid.NewGuid().ToString("N")[..8];
+        var (model, store) = await BuildAsync(index, 13, withIds: true, partitions: 6);
+        var built = (await store.GetCurrentAsync())!.Value.Version;
+        using var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:CurrentRecheck"] = "00:00:00" });
+        var h = new Harness(index, store, app.CreateClient(), true);
+        // One upsert touches one partition: the others stay in the built version's folder.
+        Assert.Equal(HttpStatusCode.OK, (await h.Client.PostAsync($"/api/indexes/{index}/vectors",
+            Bodies.Json("""{"upserts":[{"id":"doc-3","vector":[0.1,0.2,0.3,0.4],"attributes":{"colour":"green","price":7,"n":1}}]}"""))).StatusCode);
+        model["doc-3"] = new Item([0.1f, 0.2f, 0.3f, 0.4f], "green", 7, 1);
+        var first = await LogIngest.RunAsync(store, h.Log);
+        Assert.Equal(1, first.TouchedPartitions);
+        Assert.Equal(HttpStatusCode.OK, (await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("""{"deletes":["doc-4"]}"""))).StatusCode);
+        model.Remove("doc-4");
+        var second = await LogIngest.RunAsync(store, h.Log);
+
+        var gc = await store.CollectGarbageAsync(keep: 0, grace: TimeSpan.Zero);
+        Assert.Equal([first.Version!], gc.Deleted.ToArray());
+        Assert.Contains(gc.Kept, k => k.Version == built && k.Reason == IndexStore.KeptReason.Referenced);
+        Assert.Contains(gc.Kept, k => k.Version == second.Version && k.Reason == IndexStore.KeptReason.Current);
+        var m = await store.OpenCurrentAsync();
+        await store.VerifyCompleteAsync(m);
+        Assert.Contains(m.Partitions, p => p.Codes.Version == built);
+        var rng = new Random(13);
+        for (int q = 0; q < 5; q++)
+            await AssertAnswer(h, Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray(), null, "eventual", model, 2, $"after gc, query {q}");
+
+        // The log: every kept version has indexed through 2; batch 1 goes, the newest (2) stays; writing and ingesting go on.
+        Assert.Equal(2, gc.LogIndexedByAllKept);
+        Assert.Equal(1, await h.Log.DeleteBatchesThroughAsync(gc.LogIndexedByAllKept!.Value));
+        Assert.Null(await h.Log.TryReadBatchAsync(1));
+        var next = await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("""{"deletes":["doc-5"]}"""));
+        Assert.Contains("\"sequence\":3", await next.Content.ReadAsStringAsync());
+        model.Remove("doc-5");
+        var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+        await AssertAnswer(h, query, null, "strong", model, 2, "after log gc, strong");
+        Assert.Equal(3, (await LogIngest.RunAsync(store, h.Log)).ToSequence);
+        await AssertAnswer(h, query, null, "eventual", model, 3, "after log gc, ingested");
+    }
+
+    private sealed class ManualClock(DateTimeOffset now) : TimeProvider
+    {
+        private DateTimeOffset _now = now;
+        public override DateTimeOffset GetUtcNow() => _now;
+        public void Advance(TimeSpan by) => _now += by;
+    }
+}
