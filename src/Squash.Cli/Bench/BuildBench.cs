@@ -54,10 +54,11 @@ public static class BuildBench
         var noCalibration = new Option<bool>("--no-calibration") { Description = "Build without the recall calibration (both builds)." };
         var app = new Option<string?>("--app") { Description = "The function app the builder instances run (published folder, executable or dll). Default: the build beside squash." };
         var timeout = new Option<int>("--timeout") { Description = "Minutes one build may take before the bench gives up on it.", DefaultValueFactory = _ => 240 };
+        var noMeter = new Option<bool>("--no-meter") { Description = "Let the host reach Azurite directly: no storage figures, but none of the meter's own CPU on the machine (to see what metering costs)." };
         var output = new Option<string>("--out") { Description = "Folder for builds.csv and the in-process index.", DefaultValueFactory = _ => "bench-results/builds" };
         var cmd = new Command("bench-builds", "Benchmark index builds through the queue (local function host + Azurite, 1/2/4 workers) against squash build in one process.")
         {
-            vectors, store, container, workers, inProcess, partitions, seed, chunkRows, noCalibration, app, timeout, output,
+            vectors, store, container, workers, inProcess, partitions, seed, chunkRows, noCalibration, app, timeout, noMeter, output,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
@@ -78,14 +79,14 @@ public static class BuildBench
                 catch (FileNotFoundException) { throw new UsageException($"--app: no function app at '{appPath}'"); }
             }
             var settings = new Settings(source, connection!, pr.GetValue(container)!, p, pr.GetValue(seed), c, !pr.GetValue(noCalibration), appPath,
-                TimeSpan.FromMinutes(minutes), Path.GetFullPath(pr.GetValue(output)!));
+                TimeSpan.FromMinutes(minutes), Path.GetFullPath(pr.GetValue(output)!), !pr.GetValue(noMeter));
             return await RunAsync(settings, counts, !pr.GetValue(inProcess), ct);
         }));
         return cmd;
     }
 
     private sealed record Settings(string Vectors, string Connection, string Container, int Partitions, int Seed, int ChunkRows, bool Calibrate,
-        string? App, TimeSpan Timeout, string Out);
+        string? App, TimeSpan Timeout, string Out, bool Meter);
 
     private static int[] ParseCounts(string text)
     {
@@ -119,7 +120,7 @@ public static class BuildBench
         }
 
         var runs = new List<Run>();
-        await using var meter = await StorageMeter.StartAsync(s.Connection, ct);
+        await using var meter = s.Meter ? await StorageMeter.StartAsync(s.Connection, ct) : null;
         foreach (int w in workerCounts)
         {
             var run = await BuildThroughQueueAsync(s, meter, direct, blobName, w, reference, ct);
@@ -175,10 +176,10 @@ public static class BuildBench
         return (seconds, peak / 1048576.0);
     }
 
-    private static async Task<Run> BuildThroughQueueAsync(Settings s, StorageMeter meter, AzureBlobStore direct, string source, int workers, string? reference, CancellationToken ct)
+    private static async Task<Run> BuildThroughQueueAsync(Settings s, StorageMeter? meter, AzureBlobStore direct, string source, int workers, string? reference, CancellationToken ct)
     {
         var index = $"bench-w{workers}";
-        var metered = meter.ConnectionString(s.Connection);
+        var metered = meter?.ConnectionString(s.Connection) ?? s.Connection;
         await using var host = new LocalFunctionHost(new LocalHostOptions
         {
             Store = "azure:" + metered, Container = s.Container, AppPath = s.App, Port = FreePort(), ProcessorPools = 1, MaxInstancesPerPool = 1,
@@ -187,7 +188,7 @@ public static class BuildBench
         });
         await host.StartAsync(ct);
         using var http = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromMinutes(5) };
-        meter.Reset();
+        meter?.Reset();
         var options = new Dictionary<string, object> { ["seed"] = s.Seed, ["calibrate"] = s.Calibrate };
         if (s.Partitions > 0) options["partitions"] = s.Partitions;
         if (s.ChunkRows > 0) options["chunkRows"] = s.ChunkRows;
@@ -212,7 +213,7 @@ public static class BuildBench
         }
         double seconds = clock.Elapsed.TotalSeconds;
         if (job.Status != BuildStatus.Succeeded) throw new InvalidOperationException($"build {buildId} with {workers} workers ended {job.Status}: {job.Error?.Message}");
-        var storage = meter.Snapshot();
+        var storage = meter?.Snapshot() ?? new Dictionary<string, (long, long, long)>();
         var snapshot = host.Snapshot();
         var builder = snapshot.Pools.Single(p => p.Pool == "builder");
 
@@ -256,6 +257,11 @@ public static class BuildBench
         Console.WriteLine("  stages: " + string.Join(", ", r.Stages.Select(x => $"{x.Stage} {x.Seconds:N1} s ({x.Tasks} task{(x.Tasks == 1 ? "" : "s")})")));
         Console.WriteLine($"  workers (peak RSS MB / executions / busy s): " + string.Join(", ", r.Instances.Select(i => $"pid {i.ProcessId}: {i.PeakRssMb:N0} / {i.Executions} / {i.BusySeconds:N1}"))
             + $"; max {(r.Instances.Count == 0 ? 0 : r.Instances.Max(i => i.PeakRssMb)):N0} MB");
+        if (r.Storage.Count == 0)
+        {
+            Console.WriteLine($"  messages {r.Messages}, deliveries {r.Deliveries}; storage not metered (--no-meter); estimated compute cost ${r.ComputeCost:F5}");
+            return;
+        }
         long requests = r.Storage.Sum(kv => kv.Value.Requests);
         Console.WriteLine($"  messages {r.Messages}, deliveries {r.Deliveries}; storage requests {requests:N0} ("
             + string.Join(", ", r.Storage.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key} {kv.Value.Requests:N0}")) + ")");

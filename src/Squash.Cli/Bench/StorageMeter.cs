@@ -67,7 +67,13 @@ public sealed partial class StorageMeter : IAsyncDisposable
         builder.Services.AddHttpForwarder();
         var app = builder.Build();
         var meter = new StorageMeter(app, new Uri($"http://127.0.0.1:{blobPort}/"), new Uri($"http://127.0.0.1:{queuePort}/"));
-        var client = new HttpMessageInvoker(new SocketsHttpHandler { UseProxy = false, AllowAutoRedirect = false, AutomaticDecompression = DecompressionMethods.None, UseCookies = false });
+        // Idle connections are dropped after 2 s: Azurite (Node.js) closes its side after 5 s idle, and a request sent on a
+        // connection it is closing fails with "connection reset" (the client's retry then sends it again, counted twice).
+        var client = new HttpMessageInvoker(new SocketsHttpHandler
+        {
+            UseProxy = false, AllowAutoRedirect = false, AutomaticDecompression = DecompressionMethods.None, UseCookies = false,
+            PooledConnectionIdleTimeout = TimeSpan.FromSeconds(2),
+        });
         var forwarder = app.Services.GetRequiredService<IHttpForwarder>();
         app.Map("/{**rest}", async (HttpContext http) =>
         {

@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Text;
-using System.Text.Json;
 using Squash.Core;
 using Squash.Index.Attributes;
 using Squash.Index.Build;
