@@ -97,48 +97,58 @@ public static class AttributeEncoding
     /// <summary>The byte code of a missing number, integer or bool (so numbers get at most 255 cells).</summary>
     public const byte MissingCode = 255;
     public const int MaxCells = 255;
-    private const double ExactIntegerLimit = 9007199254740992d; // 2^53
+    internal const double ExactIntegerLimit = 9007199254740992d; // 2^53
 
     public static IndexAttributes Fit(AttributeTable table)
     {
-        var infos = new AttributeInfo[table.Columns.Length];
+        var encoders = FitEncoders(table.Columns.Select(c => c.Definition).ToArray(), table.Columns.Select(c => c.Dictionary).ToArray(),
+            table.Ids is not null, table.Count, (a, fit) =>
+            {
+                var col = table.Columns[a];
+                for (int r = 0; r < col.Count; r++)
+                    if (col.IsPresent(r)) fit.Add(r, col.Numbers is not null ? col.Numbers[r] : col.Integers![r]);
+            });
+        var infos = encoders.Attributes.ToArray();
         for (int a = 0; a < infos.Length; a++)
         {
             var col = table.Columns[a];
-            var def = col.Definition;
+            if (infos[a].Boundaries is not { } b) continue;
+            var cells = new CellRanges(b.Length - 1);
+            for (int r = 0; r < col.Count; r++)
+                if (col.IsPresent(r))
+                {
+                    double v = col.Numbers is not null ? col.Numbers[r] : col.Integers![r];
+                    cells.Add(Encode(b, v), v);
+                }
+            infos[a] = cells.Complete(infos[a]);
+        }
+        return encoders with { Attributes = infos };
+    }
+
+    /// <summary>
+    /// The encoders without the per-cell figures (<see cref="AttributeInfo.CellMin"/>, <see cref="AttributeInfo.CellMax"/>,
+    /// <see cref="AttributeInfo.CellCounts"/>, which <see cref="CellRanges"/> adds): boundaries and dictionaries. What a
+    /// distributed build fits in one streaming pass; <paramref name="feed"/> hands column a's present values in row order.
+    /// </summary>
+    public static IndexAttributes FitEncoders(IReadOnlyList<AttributeDefinition> definitions, IReadOnlyList<string[]?> dictionaries, bool hasIds,
+        long rows, Action<int, NumericCellFit> feed)
+    {
+        var infos = new AttributeInfo[definitions.Count];
+        for (int a = 0; a < infos.Length; a++)
+        {
+            var def = definitions[a];
             if (def.Type is AttributeType.Number or AttributeType.Integer)
             {
-                var values = new List<double>();
-                bool lossy = false;
-                for (int r = 0; r < col.Count; r++)
-                {
-                    if (!col.IsPresent(r)) continue;
-                    double v = col.Numbers is not null ? col.Numbers[r] : col.Integers![r];
-                    lossy |= col.Integers is not null && Math.Abs(v) >= ExactIntegerLimit;
-                    values.Add(v);
-                }
-                var sorted = values.ToArray();
-                Array.Sort(sorted);
-                var b = FitBoundaries(sorted);
-                int cells = b.Length - 1;
-                var min = new double[cells];
-                var max = new double[cells];
-                var counts = new long[cells];
-                for (int c = 0; c < cells; c++) { min[c] = b[c]; max[c] = b[c]; }
-                foreach (double v in sorted)
-                {
-                    int c = Encode(b, v);
-                    if (counts[c]++ == 0) { min[c] = v; max[c] = v; }
-                    else { min[c] = Math.Min(min[c], v); max[c] = Math.Max(max[c], v); }
-                }
-                infos[a] = new AttributeInfo { Name = def.Name, Type = def.Type, Boundaries = b, CellMin = min, CellMax = max, CellCounts = counts, Lossy = lossy };
+                var fit = new NumericCellFit(rows, def.Type == AttributeType.Integer);
+                feed(a, fit);
+                infos[a] = new AttributeInfo { Name = def.Name, Type = def.Type, Boundaries = fit.Boundaries(), Lossy = fit.Lossy };
             }
             else
             {
-                infos[a] = new AttributeInfo { Name = def.Name, Type = def.Type, Values = col.Dictionary };
+                infos[a] = new AttributeInfo { Name = def.Name, Type = def.Type, Values = dictionaries[a] };
             }
         }
-        return new IndexAttributes { Attributes = infos, HasIds = table.Ids is not null };
+        return new IndexAttributes { Attributes = infos, HasIds = hasIds };
     }
 
     /// <summary>
@@ -155,13 +165,21 @@ public static class AttributeEncoding
             if (distinct.Count == 0 || distinct[^1] != v) distinct.Add(v);
             if (distinct.Count > MaxCells) break;
         }
-        if (distinct.Count <= MaxCells)
-        {
-            // The top boundary only closes the last cell; keep it finite so the manifest stays valid JSON.
-            double top = Math.BitIncrement(distinct[^1]);
-            distinct.Add(double.IsFinite(top) ? top : distinct[^1]);
-            return distinct.ToArray();
-        }
+        return distinct.Count <= MaxCells ? ExactBoundaries(distinct) : LloydCells(sorted);
+    }
+
+    /// <summary>One cell per value (ascending, distinct, at most <see cref="MaxCells"/>): the code is then exact.</summary>
+    internal static double[] ExactBoundaries(List<double> distinct)
+    {
+        // The top boundary only closes the last cell; keep it finite so the manifest stays valid JSON.
+        double top = Math.BitIncrement(distinct[^1]);
+        distinct.Add(double.IsFinite(top) ? top : distinct[^1]);
+        return distinct.ToArray();
+    }
+
+    /// <summary>Lloyd cells (or equal-frequency ones beyond float range) for more distinct values than cells.</summary>
+    internal static double[] LloydCells(ReadOnlySpan<double> sorted)
+    {
         double[] b;
         if (Math.Abs(sorted[0]) < 1e37 && Math.Abs(sorted[^1]) < 1e37)
         {
@@ -195,5 +213,84 @@ public static class AttributeEncoding
             else len = half;
         }
         return lo - 1;
+    }
+}
+
+/// <summary>
+/// One number or integer column's cell boundaries, fitted from its values streamed in row order with bounded memory:
+/// whether there are at most <see cref="AttributeEncoding.MaxCells"/> distinct values (then one cell each, exact), else
+/// Lloyd cells fitted on the values of at most <see cref="MaxSample"/> evenly spaced rows (all rows up to that many, so
+/// smaller indexes fit on every value).
+/// </summary>
+public sealed class NumericCellFit(long rows, bool integer, int maxSample = NumericCellFit.MaxSample)
+{
+    public const int MaxSample = 1 << 20;
+
+    private readonly HashSet<double> _distinct = [];
+    private bool _many;
+    private readonly List<double> _sample = [];
+
+    /// <summary>True when some integer is beyond ±2^53 (<see cref="AttributeInfo.Lossy"/>).</summary>
+    public bool Lossy { get; private set; }
+
+    /// <summary>Row <paramref name="row"/> (of <c>rows</c>) has value <paramref name="value"/>; rows arrive in ascending order.</summary>
+    public void Add(long row, double value)
+    {
+        Lossy |= integer && Math.Abs(value) >= AttributeEncoding.ExactIntegerLimit;
+        if (!_many && _distinct.Add(value) && _distinct.Count > AttributeEncoding.MaxCells) { _many = true; _distinct.Clear(); }
+        if (Sampled(row)) _sample.Add(value);
+    }
+
+    /// <summary>Rows ⌊i·rows/maxSample⌋ for i below maxSample (every row when there are no more).</summary>
+    private bool Sampled(long row)
+    {
+        if (rows <= maxSample) return true;
+        long i = (row * maxSample + rows - 1) / rows;
+        return i < maxSample && i * rows / maxSample == row;
+    }
+
+    public double[] Boundaries()
+    {
+        if (!_many)
+        {
+            if (_distinct.Count == 0) return [0, 1];
+            var distinct = _distinct.ToList();
+            distinct.Sort();
+            return AttributeEncoding.ExactBoundaries(distinct);
+        }
+        var sorted = _sample.ToArray();
+        Array.Sort(sorted);
+        return sorted.Length == 0 ? [0, 1] : AttributeEncoding.LloydCells(sorted);
+    }
+}
+
+/// <summary>
+/// Per-cell figures of one number or integer column (<see cref="AttributeInfo.CellMin"/>, <see cref="AttributeInfo.CellMax"/>,
+/// <see cref="AttributeInfo.CellCounts"/>): from values, or merged from parts (partitions) in any order with the same result.
+/// </summary>
+public sealed class CellRanges(int cells)
+{
+    public long[] Counts { get; } = new long[cells];
+    public double[] Min { get; } = new double[cells];
+    public double[] Max { get; } = new double[cells];
+
+    public void Add(int cell, double value) => Add(cell, value, value, 1);
+
+    public void Add(int cell, double min, double max, long count)
+    {
+        if (count == 0) return;
+        if (Counts[cell] == 0) { Min[cell] = min; Max[cell] = max; }
+        else { Min[cell] = Math.Min(Min[cell], min); Max[cell] = Math.Max(Max[cell], max); }
+        Counts[cell] += count;
+    }
+
+    /// <summary>The column's info with these figures; an empty cell's min and max are its lower boundary.</summary>
+    public AttributeInfo Complete(AttributeInfo info)
+    {
+        var b = info.Boundaries!;
+        var min = (double[])Min.Clone();
+        var max = (double[])Max.Clone();
+        for (int c = 0; c < Counts.Length; c++) if (Counts[c] == 0) { min[c] = b[c]; max[c] = b[c]; }
+        return info with { CellMin = min, CellMax = max, CellCounts = (long[])Counts.Clone() };
     }
 }

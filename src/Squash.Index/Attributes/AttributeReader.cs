@@ -12,7 +12,7 @@ namespace Squash.Index.Attributes;
 /// category; array of strings → tags. CSV cells: all true/false → bool, all integers → integer, all
 /// numbers → number, otherwise category (tags only when declared; values separated by '|').
 /// </summary>
-public static class AttributeReader
+public static partial class AttributeReader
 {
     private enum Kind : byte { Missing, Number, Bool, String, Strings }
 
@@ -57,47 +57,59 @@ public static class AttributeReader
             if (string.IsNullOrWhiteSpace(text)) { blankRun++; continue; }
             // Rows are matched to vectors by position, so a blank line in the middle would shift every later row.
             if (blankRun > 0) throw new AttributeFormatException($"{name} line {lineNo - 1}: blank line inside the file (rows are matched to vectors by position)");
-            JsonDocument doc;
-            try { doc = JsonDocument.Parse(text); }
-            catch (JsonException e) { throw new AttributeFormatException($"{name} line {lineNo}: not valid JSON: {e.Message}"); }
-            using (doc)
+            var (id, attributes) = ParseJsonRow(text, name, lineNo, declared);
+            var row = new Dictionary<int, Raw>();
+            foreach (var (attribute, value) in attributes)
             {
-                var root = doc.RootElement;
-                if (root.ValueKind != JsonValueKind.Object) throw new AttributeFormatException($"{name} line {lineNo}: expected a JSON object");
-                string? id = null;
-                var row = new Dictionary<int, Raw>();
-                foreach (var prop in root.EnumerateObject())
+                if (!index.TryGetValue(attribute, out int ai))
                 {
-                    if (prop.Name == "id")
-                    {
-                        if (prop.Value.ValueKind == JsonValueKind.Null) continue;
-                        if (prop.Value.ValueKind != JsonValueKind.String) throw new AttributeFormatException($"{name} line {lineNo}: \"id\" must be a string");
-                        id = prop.Value.GetString();
-                        anyId = true;
-                    }
-                    else if (prop.Name == "attributes")
-                    {
-                        if (prop.Value.ValueKind == JsonValueKind.Null) continue;
-                        if (prop.Value.ValueKind != JsonValueKind.Object) throw new AttributeFormatException($"{name} line {lineNo}: \"attributes\" must be an object");
-                        foreach (var a in prop.Value.EnumerateObject())
-                        {
-                            if (!index.TryGetValue(a.Name, out int ai))
-                            {
-                                if (declared is not null && declared.IndexOf(a.Name) < 0)
-                                    throw new AttributeFormatException($"{name} line {lineNo}, attribute '{a.Name}': not in the declared schema");
-                                ai = index[a.Name] = names.Count;
-                                names.Add(a.Name);
-                            }
-                            row[ai] = FromJson(a.Value, name, lineNo, a.Name);
-                        }
-                    }
+                    ai = index[attribute] = names.Count;
+                    names.Add(attribute);
                 }
-                rows.Add(row);
-                ids.Add(id);
-                lines.Add(lineNo);
+                row[ai] = value;
             }
+            anyId |= id is not null;
+            rows.Add(row);
+            ids.Add(id);
+            lines.Add(lineNo);
         }
         return Build(name, names, index, rows, anyId ? ids.ToArray() : null, lines, declared);
+    }
+
+    /// <summary>One JSON line: its id (null: none) and its attributes in the order written.</summary>
+    private static (string? Id, List<(string Name, Raw Value)> Attributes) ParseJsonRow(string text, string name, int lineNo, AttributeSchema? declared)
+    {
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(text); }
+        catch (JsonException e) { throw new AttributeFormatException($"{name} line {lineNo}: not valid JSON: {e.Message}"); }
+        using (doc)
+        {
+            var root = doc.RootElement;
+            if (root.ValueKind != JsonValueKind.Object) throw new AttributeFormatException($"{name} line {lineNo}: expected a JSON object");
+            string? id = null;
+            var attributes = new List<(string, Raw)>();
+            foreach (var prop in root.EnumerateObject())
+            {
+                if (prop.Name == "id")
+                {
+                    if (prop.Value.ValueKind == JsonValueKind.Null) continue;
+                    if (prop.Value.ValueKind != JsonValueKind.String) throw new AttributeFormatException($"{name} line {lineNo}: \"id\" must be a string");
+                    id = prop.Value.GetString();
+                }
+                else if (prop.Name == "attributes")
+                {
+                    if (prop.Value.ValueKind == JsonValueKind.Null) continue;
+                    if (prop.Value.ValueKind != JsonValueKind.Object) throw new AttributeFormatException($"{name} line {lineNo}: \"attributes\" must be an object");
+                    foreach (var a in prop.Value.EnumerateObject())
+                    {
+                        if (declared is not null && declared.IndexOf(a.Name) < 0)
+                            throw new AttributeFormatException($"{name} line {lineNo}, attribute '{a.Name}': not in the declared schema");
+                        attributes.Add((a.Name, FromJson(a.Value, name, lineNo, a.Name)));
+                    }
+                }
+            }
+            return (id, attributes);
+        }
     }
 
     private static Raw FromJson(JsonElement v, string file, int line, string attr)

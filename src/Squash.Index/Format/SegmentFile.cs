@@ -206,6 +206,8 @@ public sealed class SegmentView
     public long Rows { get; }
     public int Columns { get; }
 
+    public bool HasSection(uint id) => _sections.ContainsKey(id);
+
     public ReadOnlySpan<byte> Section(uint id)
     {
         if (!_sections.TryGetValue(id, out var s)) throw new CorruptIndexException($"segment '{Name}' lacks section {id}");

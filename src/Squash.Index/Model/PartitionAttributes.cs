@@ -256,6 +256,67 @@ public sealed class PartitionAttributes
         return new PartitionAttributes { Count = n, Columns = columns, Keys = keys };
     }
 
+    /// <summary>
+    /// The rows of several parts one after the other (a distributed build's chunks of one partition, in row order): the
+    /// same as <see cref="Encode"/> of all their rows at once.
+    /// </summary>
+    public static PartitionAttributes Concat(IReadOnlyList<PartitionAttributes> parts, IndexAttributes info)
+    {
+        int n = parts.Sum(p => p.Count);
+        var columns = new PartitionAttributeColumn[info.Attributes.Count];
+        for (int a = 0; a < columns.Length; a++)
+        {
+            var type = info.Attributes[a].Type;
+            if (type == AttributeType.Tags)
+            {
+                var offsets = new int[n + 1];
+                var tagIds = new List<int>();
+                int row = 0;
+                foreach (var part in parts)
+                {
+                    var c = part.Columns[a];
+                    for (int i = 0; i < part.Count; i++) offsets[row++] = tagIds.Count + c.TagOffsets![i];
+                    tagIds.AddRange(c.TagIds!);
+                }
+                offsets[n] = tagIds.Count;
+                columns[a] = new PartitionAttributeColumn { Type = type, Present = parts.SelectMany(p => p.Columns[a].Present!).ToArray(), TagOffsets = offsets, TagIds = tagIds.ToArray() };
+                continue;
+            }
+            columns[a] = new PartitionAttributeColumn
+            {
+                Type = type,
+                Codes = type is AttributeType.Number or AttributeType.Integer or AttributeType.Bool ? parts.SelectMany(p => p.Columns[a].Codes!).ToArray() : null,
+                Numbers = type == AttributeType.Number ? parts.SelectMany(p => p.Columns[a].Numbers!).ToArray() : null,
+                Integers = type == AttributeType.Integer ? parts.SelectMany(p => p.Columns[a].Integers!).ToArray() : null,
+                Ids = type == AttributeType.Category ? parts.SelectMany(p => p.Columns[a].Ids!).ToArray() : null,
+            };
+        }
+        var keys = info.HasIds ? parts.SelectMany(p => p.Keys ?? new string?[p.Count]).ToArray() : null;
+        return new PartitionAttributes { Count = n, Columns = columns, Keys = keys };
+    }
+
+    /// <summary>
+    /// For each number or integer attribute (null for the others): the smallest and largest value in each cell this
+    /// partition uses, in the order of <see cref="Statistics"/>' codes: what the index-wide <see cref="AttributeInfo.CellMin"/>
+    /// and <see cref="AttributeInfo.CellMax"/> are merged from.
+    /// </summary>
+    public (double[]?[] Min, double[]?[] Max) CellRanges(IndexAttributes info, IReadOnlyList<AttributeStats> stats)
+    {
+        var min = new double[]?[Columns.Length];
+        var max = new double[]?[Columns.Length];
+        for (int a = 0; a < Columns.Length; a++)
+        {
+            var c = Columns[a];
+            if (c.Type is not (AttributeType.Number or AttributeType.Integer)) continue;
+            var ranges = new CellRanges(info.Attributes[a].Cells);
+            for (int i = 0; i < Count; i++)
+                if (c.Codes![i] != AttributeEncoding.MissingCode) ranges.Add(c.Codes[i], c.Numbers is not null ? c.Numbers[i] : c.Integers![i]);
+            min[a] = stats[a].Codes.Select(code => ranges.Min[code]).ToArray();
+            max[a] = stats[a].Codes.Select(code => ranges.Max[code]).ToArray();
+        }
+        return (min, max);
+    }
+
     /// <summary>Per-attribute code counts for the manifest (the planner's view of this partition).</summary>
     public AttributeStats[] Statistics()
     {
@@ -320,10 +381,13 @@ public sealed class PartitionAttributes
     }
 
     /// <summary>Reads and validates against the manifest (row count, attribute count, code ranges).</summary>
-    public static PartitionAttributes FromSegment(byte[] file, string name, PartitionEntry entry, IndexAttributes info)
+    public static PartitionAttributes FromSegment(byte[] file, string name, PartitionEntry entry, IndexAttributes info) =>
+        FromSegment(file, name, entry.Count, info);
+
+    /// <summary>Reads and validates a segment of <paramref name="n"/> rows against the index-wide encoders.</summary>
+    public static PartitionAttributes FromSegment(byte[] file, string name, int n, IndexAttributes info)
     {
         var v = SegmentFile.Open(file, name, SegmentKind.Attributes);
-        int n = entry.Count;
         if (v.Rows != n || v.Columns != info.Attributes.Count) throw new CorruptIndexException($"segment '{name}' does not match its manifest entry (rows or attribute count)");
         string?[]? keys = null;
         if (info.HasIds)

@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text;
 using Squash.Core;
 using Squash.Index.Attributes;
 using Squash.Index.Build;
@@ -15,22 +14,24 @@ namespace Squash.Search.Builds;
 /// out of the store). What the stages hand each other lives under the job's work prefix:
 /// <code>
 /// plan.seg                 train: the fitted partitioning (and global subspace)
+/// attributes.json          train: the attribute encoders (boundaries, dictionaries) and where each chunk's rows start in the attributes blob
 /// queries.run              train: the calibration's held-out rows (user space)
-/// runs/cCCCCCC.run         assign: chunk C's rows, one run per trained partition (ids ascending, internal space), back to back
+/// runs/cCCCCCC.run         assign: chunk C's rows, one run per trained partition (ids ascending, internal space, their attributes encoded), back to back
 /// runs/cCCCCCC.idx         assign: where each partition's run lies in it (<see cref="ChunkRunIndex"/>)
 /// calib/cCCCCCC.seg        assign: chunk C's share of the calibration (<see cref="CalibrationPartial"/>), when calibrating
 /// encode/kept.seg          start of encode: the trained partitions some row chose, in order (kept partition t = entry t)
 /// encode/tTTTTTT.seg       start of encode: task T's consecutive partitions and where their runs lie (<see cref="EncodeTaskLayout"/>)
 /// parts/tTTTTTT.json       encode: task T's partitions' manifest entries, centroids and radii
 /// </code>
-/// Memory per task: train holds the training sample (at most ~256 MB of floats) and one chunk; assign one chunk; encode
+/// Memory per task: train holds the training sample (at most ~256 MB of floats) and one chunk (and, with attributes, their
+/// dictionaries and at most <see cref="NumericCellFit.MaxSample"/> values per number column); assign one chunk; encode
 /// its partitions' runs (about <see cref="MaxEncodeTaskBytes"/>) and one partition being encoded; publish one partition at
 /// a time (the calibration, <see cref="RecallCalibrator.CalibrateByPartitionAsync"/>) plus per-query candidate lists.
 /// Every blob here is a deterministic function of the job, so a repeated task rewrites the same bytes.
 /// </summary>
 public sealed class QueueStageWork : IBuildStageWork
 {
-    private const string PlanName = "plan.seg", QueriesName = "queries.run", KeptName = "encode/kept.seg";
+    private const string PlanName = "plan.seg", QueriesName = "queries.run", KeptName = "encode/kept.seg", AttributesName = "attributes.json";
 
     /// <summary>Run bytes one encode task reads at most (unless one partition alone is larger): its memory bound.</summary>
     public const long MaxEncodeTaskBytes = 32L << 20;
@@ -46,10 +47,10 @@ public sealed class QueueStageWork : IBuildStageWork
     private static string SummaryName(BuildTaskContext c, int task) => $"{c.WorkPrefix}parts/t{task:D6}.json";
 
     /// <summary>
-    /// Blobs every task of a build reads and nobody changes once written (the plan, the held-out rows): kept by the instance
+    /// Blobs every task of a build reads and nobody changes once written (the plan, the held-out rows, the attribute layout): kept by the instance
     /// for its next tasks of the same build. A few entries, so a warm instance serving several builds stays small.
     /// </summary>
-    private readonly ImmutableBlobCache _cache = new(capacity: 4);
+    private readonly ImmutableBlobCache _cache = new(capacity: 6);
 
     /// <summary>The in-process build's options for this job (the same defaults as <c>squash build</c>); the held-out rows only when asked.</summary>
     public static IndexBuildOptions Options(BuildJob job, bool heldOut = true) => new()
@@ -88,11 +89,15 @@ public sealed class QueueStageWork : IBuildStageWork
         var options = Options(job);
         try { options.Validate(job.Count, job.Dimensions); }
         catch (ArgumentException e) { throw new BuildInputException(e.Message); }
+        byte[]? layoutBytes = null;
         if (job.AttributesBlob is not null)
         {
-            var table = await ReadAttributesAsync(c).ConfigureAwait(false);
-            if (table.Count != job.Count)
-                throw new BuildInputException($"the attributes blob '{job.AttributesBlob.Name}' has {table.Count:N0} rows but there are {job.Count:N0} vectors (rows are matched by position)");
+            // Two streaming passes over the attributes blob: it is checked and the encoders fitted without holding it.
+            var layout = await ScanAttributesAsync(c).ConfigureAwait(false);
+            if (layout.Rows != job.Count)
+                throw new BuildInputException($"the attributes blob '{job.AttributesBlob.Name}' has {layout.Rows:N0} rows but there are {job.Count:N0} vectors (rows are matched by position)");
+            layoutBytes = layout.ToJson();
+            clock.Lap("attributes");
         }
 
         // One pass over the source, chunk by chunk: every row is checked (NaN, dimensions), the largest norm found (ip), and the
@@ -127,8 +132,9 @@ public sealed class QueueStageWork : IBuildStageWork
         await c.Blobs.WriteAsync(c.WorkPrefix + PlanName, planBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
         var queryBytes = new PartitionRun(held, queries, dims).ToBytes();
         await c.Blobs.WriteAsync(c.WorkPrefix + QueriesName, queryBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
+        if (layoutBytes is not null) await c.Blobs.WriteAsync(c.WorkPrefix + AttributesName, layoutBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
         clock.Lap("write");
-        return new StageResult(0, planBytes.LongLength + queryBytes.LongLength, clock.ToString());
+        return new StageResult(0, planBytes.LongLength + queryBytes.LongLength + (layoutBytes?.LongLength ?? 0), clock.ToString());
     }
 
     public async Task<StageResult> AssignAsync(BuildTaskContext c, int chunk)
@@ -144,6 +150,15 @@ public sealed class QueueStageWork : IBuildStageWork
         clock.Lap("read");
         var (x, labels) = IndexBuildStages.Assign(plan, rows, n);
         clock.Lap("assign");
+        // The chunk's attribute rows, read by range (train noted where the chunk starts) and encoded into each run.
+        AttributeTable? attributes = null;
+        AttributeLayout? layout = null;
+        if (job.AttributesBlob is not null)
+        {
+            layout = await ReadLayoutAsync(c).ConfigureAwait(false);
+            attributes = await ReadAttributeChunkAsync(c, layout, chunk, first, n).ConfigureAwait(false);
+            clock.Lap("attributes");
+        }
 
         // Rows grouped by partition (ascending), each group in row order: a counting sort.
         var start = new int[plan.Partitions + 1];
@@ -165,7 +180,9 @@ public sealed class QueueStageWork : IBuildStageWork
                 ids[j] = checked((int)(first + i));
                 Array.Copy(x, (long)i * d, vectors, (long)j * d, d);
             }
-            runs.Add((p, new PartitionRun(ids, vectors, d)));
+            var attributeBytes = attributes is null ? null
+                : PartitionAttributes.Encode(attributes, layout!.Encoders, order[start[p]..start[p + 1]]).ToSegment();
+            runs.Add((p, new PartitionRun(ids, vectors, d, attributeBytes)));
         }
         var (runBytes, index) = ChunkRuns.Write(runs);
         runs.Clear();
@@ -261,13 +278,7 @@ public sealed class QueueStageWork : IBuildStageWork
             if (length > 0) pieces[k] = (offset, await c.Blobs.ReadRangeAsync(RunsName(c, k), offset, checked((int)length), ct).ConfigureAwait(false));
         }).ConfigureAwait(false);
 
-        AttributeTable? table = null;
-        IndexAttributes? info = null;
-        if (job.AttributesBlob is not null)
-        {
-            table = await ReadAttributesAsync(c).ConfigureAwait(false);
-            info = AttributeEncoding.Fit(table);
-        }
+        var encoders = job.AttributesBlob is null ? null : (await ReadLayoutAsync(c).ConfigureAwait(false)).Encoders;
         await c.ThrowIfStoppedAsync().ConfigureAwait(false);
         clock.Lap("read");
         var folder = c.Index.VersionPrefix(job.Version);
@@ -293,12 +304,18 @@ public sealed class QueueStageWork : IBuildStageWork
                 r.Vectors.CopyTo(x, (long)at * d);
                 at += r.Count;
             }
-            var encoded = IndexBuildStages.Encode(plan, layout.First + i, ids, x, job.Options.MaxBits, table, info);
+            PartitionAttributes? joined = null;
+            if (encoders is not null)
+                joined = PartitionAttributes.Concat(runs.Select((r, k) => PartitionAttributes.FromSegment(
+                    r.Attributes ?? throw new Squash.Index.Format.CorruptIndexException($"a run of partition {layout.First + i} has no attributes"),
+                    $"attributes of a run of partition {layout.First + i}", r.Count, encoders)).ToArray(), encoders);
+            var encoded = IndexBuildStages.Encode(plan, layout.First + i, ids, x, job.Options.MaxBits, encodedAttributes: joined);
             // Written while the next partition is encoded; a few writes in flight at most.
             writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Codes.Name, encoded.Codes));
             writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Vectors.Name, encoded.Vectors));
             if (encoded.Attributes is { } attributes) writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Attributes!.Name, attributes));
-            summaries[i] = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius);
+            var (cellMin, cellMax) = joined is null ? (null, null) : joined.CellRanges(encoders!, encoded.Entry.AttributeStats!);
+            summaries[i] = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius, cellMin, cellMax);
             vectors += n;
             while (writes.Count > Parallelism)
             {
@@ -328,7 +345,7 @@ public sealed class QueueStageWork : IBuildStageWork
         }).ConfigureAwait(false);
         var summaries = parts.SelectMany(p => p).ToArray();
         IndexAttributes? info = null;
-        if (job.AttributesBlob is not null) info = AttributeEncoding.Fit(await ReadAttributesAsync(c).ConfigureAwait(false));
+        if (job.AttributesBlob is not null) info = IndexBuildStages.MergeCells((await ReadLayoutAsync(c).ConfigureAwait(false)).Encoders, summaries);
         var options = Options(job, heldOut: false);
         double seconds = job.StartedUtc is { } s ? (DateTimeOffset.UtcNow - s).TotalSeconds : 0;
         var (routing, manifest) = IndexBuildStages.Finish(plan, summaries, job.Count, job.Version, options, info, seconds);
@@ -415,21 +432,42 @@ public sealed class QueueStageWork : IBuildStageWork
         return bytes.LongLength;
     }
 
-    /// <summary>The attributes blob, checked against its ETag at submission, read with the declared schema (or inferred, as the CLI does).</summary>
-    private static async Task<AttributeTable> ReadAttributesAsync(BuildTaskContext c)
+    /// <summary>
+    /// Train's scan of the attributes blob (checked against its ETag at submission before and after), with the declared schema
+    /// or inferred as the CLI infers it, chunked as the source is.
+    /// </summary>
+    private static async Task<AttributeLayout> ScanAttributesAsync(BuildTaskContext c)
     {
         var blob = c.Job.AttributesBlob!;
+        var info = await c.Blobs.GetInfoAsync(blob.Name, c.CancellationToken).ConfigureAwait(false);
+        if (info is null || info.ETag != blob.ETag) throw new SourceChangedException(blob.Name, blob.ETag, info?.ETag);
+        var declared = c.Job.Source.Schema is { } text ? AttributeSchema.Parse(text) : null;
+        var layout = await AttributeReader.ScanAsync(blob.Name, info.Length, async (offset, length, ct) =>
+        {
+            try { return await c.Blobs.ReadRangeAsync(blob.Name, offset, length, ct).ConfigureAwait(false); }
+            catch (BlobNotFoundException) { throw new SourceChangedException(blob.Name, blob.ETag, null); }
+        }, declared, c.Job.ChunkRows, c.CancellationToken).ConfigureAwait(false);
         await BlobVectorSource.CheckUnchangedAsync(c.Blobs, blob.Name, blob.ETag, c.CancellationToken).ConfigureAwait(false);
+        return layout;
+    }
+
+    /// <summary>Rows [first, first + n) of the attributes blob: one ranged read of where train found chunk <paramref name="chunk"/>.</summary>
+    private static async Task<AttributeTable> ReadAttributeChunkAsync(BuildTaskContext c, AttributeLayout layout, int chunk, long first, int n)
+    {
+        var blob = c.Job.AttributesBlob!;
+        if (layout.ChunkRows != c.Job.ChunkRows || layout.Chunks != c.Job.Chunks)
+            throw new Squash.Index.Format.CorruptIndexException($"'{AttributesName}' has {layout.Chunks} chunks of {layout.ChunkRows} rows; the job has {c.Job.Chunks} of {c.Job.ChunkRows}");
+        var (offset, length) = layout.ChunkRange(chunk);
         byte[] bytes;
-        try { bytes = await c.Blobs.ReadAllAsync(blob.Name, c.CancellationToken).ConfigureAwait(false); }
+        try { bytes = await c.Blobs.ReadRangeAsync(blob.Name, offset, checked((int)length), c.CancellationToken).ConfigureAwait(false); }
         catch (BlobNotFoundException) { throw new SourceChangedException(blob.Name, blob.ETag, null); }
         await BlobVectorSource.CheckUnchangedAsync(c.Blobs, blob.Name, blob.ETag, c.CancellationToken).ConfigureAwait(false);
-        var declared = c.Job.Source.Schema is { } text ? AttributeSchema.Parse(text) : null;
-        using var reader = new StreamReader(new MemoryStream(bytes), Encoding.UTF8);
-        return Path.GetExtension(blob.Name).Equals(".csv", StringComparison.OrdinalIgnoreCase)
-            ? AttributeReader.ReadCsv(reader, blob.Name, declared)
-            : AttributeReader.ReadJsonLines(reader, blob.Name, declared);
+        return AttributeReader.ReadChunk(bytes, blob.Name, layout, first, n);
     }
+
+    private Task<AttributeLayout> ReadLayoutAsync(BuildTaskContext c) =>
+        _cache.GetAsync(c.WorkPrefix + AttributesName, async () =>
+            AttributeLayout.FromJson(await c.Blobs.ReadAllAsync(c.WorkPrefix + AttributesName, c.CancellationToken).ConfigureAwait(false), AttributesName));
 }
 
 /// <summary>

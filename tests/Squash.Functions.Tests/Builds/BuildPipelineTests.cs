@@ -100,6 +100,8 @@ public sealed class BuildPipelineTests
             Assert.True(queuedBytes.AsSpan().SequenceEqual(referenceBytes), $"segment {segment.Name} differs (seed {Seed})");
         }
         Assert.Equal(JsonSerializer.Serialize(b.Calibration!.Plans), JsonSerializer.Serialize(a.Calibration!.Plans));
+        Assert.Equal(JsonSerializer.Serialize(b.Calibration.Filtered), JsonSerializer.Serialize(a.Calibration.Filtered));
+        Assert.Equal(JsonSerializer.Serialize(b.Attributes), JsonSerializer.Serialize(a.Attributes));
 
         var queuedEngine = new SearchEngine(await OpenedIndex.OpenAsync(queued));
         var referenceEngine = new SearchEngine(await OpenedIndex.OpenAsync(reference));

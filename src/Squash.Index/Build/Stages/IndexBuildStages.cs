@@ -49,7 +49,11 @@ public sealed record BuildPlan(Metric Metric, int Dimensions, double MaxNorm, Pa
 public sealed record EncodedPartition(PartitionEntry Entry, byte[] Codes, byte[] Vectors, byte[]? Attributes, float[] Centroid, float Radius);
 
 /// <summary>An encoded partition without its segments (written already): what the finishing step needs.</summary>
-public sealed record PartitionSummary(PartitionEntry Entry, float[] Centroid, float Radius)
+/// <remarks>
+/// <see cref="CellMin"/> and <see cref="CellMax"/>: per number or integer attribute, the partition's smallest and largest
+/// value in each cell it uses (in the order of its <see cref="AttributeStats.Codes"/>), for <see cref="IndexBuildStages.MergeCells"/>.
+/// </remarks>
+public sealed record PartitionSummary(PartitionEntry Entry, float[] Centroid, float Radius, double[]?[]? CellMin = null, double[]?[]? CellMax = null)
 {
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, StageJson.Default.PartitionSummary);
 
@@ -136,8 +140,9 @@ public static class IndexBuildStages
     /// Encode: partition <paramref name="id"/> from its rows' ids (ascending) and internal-space vectors
     /// (<paramref name="x"/>, in the same order); attributes when the index has them.
     /// </summary>
+    /// <param name="encodedAttributes">The partition's attributes already encoded (a distributed build's, joined from its chunks); else encoded from <paramref name="attributes"/>.</param>
     public static EncodedPartition Encode(BuildPlan plan, int id, int[] ids, float[] x, int maxBits,
-        AttributeTable? attributes = null, IndexAttributes? attributeInfo = null)
+        AttributeTable? attributes = null, IndexAttributes? attributeInfo = null, PartitionAttributes? encodedAttributes = null)
     {
         int n = ids.Length, d = plan.InternalDimensions;
         var global = plan.Training.Global;
@@ -162,9 +167,10 @@ public static class IndexBuildStages
         var vectors = encoded.Vectors.ToSegment();
         byte[]? attributeBytes = null;
         AttributeStats[]? stats = null;
-        if (attributes is not null && attributeInfo is not null)
+        if (encodedAttributes is not null || (attributes is not null && attributeInfo is not null))
         {
-            var encodedAttributes = PartitionAttributes.Encode(attributes, attributeInfo, ids);
+            encodedAttributes ??= PartitionAttributes.Encode(attributes!, attributeInfo!, ids);
+            if (encodedAttributes.Count != n) throw new ArgumentException($"{encodedAttributes.Count} attribute rows for {n} vectors", nameof(encodedAttributes));
             attributeBytes = encodedAttributes.ToSegment();
             stats = encodedAttributes.Statistics();
         }
@@ -180,6 +186,29 @@ public static class IndexBuildStages
             AttributeStats = stats,
         };
         return new EncodedPartition(entry, codes, vectors, attributeBytes, centroid, radius);
+    }
+
+    /// <summary>
+    /// The index-wide attribute info from the encoders (boundaries and dictionaries) and every partition's cell figures:
+    /// equal to <see cref="AttributeEncoding.Fit"/> of the whole table (counts add up; minima and maxima are order-free).
+    /// </summary>
+    public static IndexAttributes MergeCells(IndexAttributes encoders, IReadOnlyList<PartitionSummary> partitions)
+    {
+        var infos = encoders.Attributes.ToArray();
+        for (int a = 0; a < infos.Length; a++)
+        {
+            if (infos[a].Boundaries is null) continue;
+            var cells = new CellRanges(infos[a].Cells);
+            foreach (var part in partitions)
+            {
+                var stats = part.Entry.AttributeStats?[a] ?? throw new ArgumentException($"partition {part.Entry.Id} has no attribute figures");
+                var min = part.CellMin?[a] ?? throw new ArgumentException($"partition {part.Entry.Id} has no cell ranges for attribute {a}");
+                var max = part.CellMax![a]!;
+                for (int i = 0; i < stats.Codes.Length; i++) cells.Add(stats.Codes[i], min[i], max[i], stats.Counts[i]);
+            }
+            infos[a] = cells.Complete(infos[a]);
+        }
+        return encoders with { Attributes = infos };
     }
 
     public static string CodesName(int p) => $"p{p:D5}.codes.seg";
