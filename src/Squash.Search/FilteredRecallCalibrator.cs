@@ -22,7 +22,7 @@ namespace Squash.Search;
 /// Each replayed query counts in the band of the selectivity the planner estimates for it (which it sees at query time
 /// too); a band's recall for a plan is the lowest among its families, so a target holds for each kind measured.
 /// </summary>
-public static class FilteredRecallCalibrator
+public static partial class FilteredRecallCalibrator
 {
     /// <summary>Queries per family: the first calibration queries.</summary>
     public const int QueriesPerFamily = 300;
@@ -162,26 +162,28 @@ public static class FilteredRecallCalibrator
             if (attributes.Attributes[a].Type is AttributeType.Number or AttributeType.Integer or AttributeType.Category)
                 Array.Fill(columns[a] = new double[n], double.NaN);
         for (int p = 0; p < index.PartitionCount; p++)
+            if (index.Attributes(p) is { } part) FillColumns(columns, index.Codes(p).Ids, part);
+        return columns;
+    }
+
+    /// <summary>One partition's share of <see cref="ReadColumns"/>: its rows' values, placed by id.</summary>
+    private static void FillColumns(double[]?[] columns, int[] ids, PartitionAttributes part)
+    {
+        for (int a = 0; a < columns.Length; a++)
         {
-            if (index.Attributes(p) is not { } part) continue;
-            var ids = index.Codes(p).Ids;
-            for (int a = 0; a < columns.Length; a++)
+            if (columns[a] is not { } values) continue;
+            var col = part.Columns[a];
+            for (int row = 0; row < part.Count; row++)
             {
-                if (columns[a] is not { } values) continue;
-                var col = part.Columns[a];
-                for (int row = 0; row < part.Count; row++)
+                if (!col.IsPresent(row)) continue;
+                values[ids[row]] = col.Type switch
                 {
-                    if (!col.IsPresent(row)) continue;
-                    values[ids[row]] = col.Type switch
-                    {
-                        AttributeType.Number => col.Numbers![row],
-                        AttributeType.Integer => col.Integers![row],
-                        _ => col.Ids![row],
-                    };
-                }
+                    AttributeType.Number => col.Numbers![row],
+                    AttributeType.Integer => col.Integers![row],
+                    _ => col.Ids![row],
+                };
             }
         }
-        return columns;
     }
 
     private static List<Family> DrawFamilies(IndexAttributes attributes, double[]?[] columns, CalibrationQueries queries, int count, int n, int k)

@@ -177,10 +177,16 @@ public static class RecallCalibrator
     /// <param name="partitionOf">The partition of every exact neighbour and of every base-sample query's own row.</param>
     /// <param name="selfStored">For a base-sample query, its own row as stored (internal space, <c>Count × InternalDimensions</c>); else null.</param>
     /// <param name="readPartition">Reads one partition's codes and raw vectors (called once per partition some query scans, one at a time).</param>
+    /// <param name="readAttributes">
+    /// Reads one partition's codes (for its ids) and attributes, for an index that has them: the filtered calibration then streams too
+    /// (<see cref="FilteredRecallCalibrator.ByPartition"/>). Without it, the filtered part replays through <paramref name="index"/>,
+    /// which loads every partition it touches.
+    /// </param>
     public static async Task<RecallCalibration?> CalibrateByPartitionAsync(OpenedIndex index, int[][] exact, CalibrationQueries queries,
         IReadOnlyDictionary<long, int> partitionOf, float[]? selfStored,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors)>> readPartition, int k = DefaultK,
-        IProgress<double>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<double>? progress = null, CancellationToken cancellationToken = default,
+        Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionAttributes Attributes)>>? readAttributes = null)
     {
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(exact);
@@ -212,22 +218,37 @@ public static class RecallCalibrator
                 : throw new ArgumentException($"no partition given for row {id}", nameof(partitionOf)));
         });
 
-        // 2. Each partition some query scans, read once: the candidates of every query that scans it.
+        // The filtered calibration's families, drawn from the attributes read partition by partition.
+        FilteredRecallCalibrator.ByPartition? filtered = null;
+        if (index.Manifest.Attributes is not null && readAttributes is not null)
+            filtered = await FilteredRecallCalibrator.ByPartition.StartAsync(index, queries, partitionOf, selfStored, readAttributes, k, cancellationToken).ConfigureAwait(false);
+
+        // 2. Each partition some query scans, read once: the candidates of every query that scans it; and each partition a
+        // filtered query can match, for its exact filtered neighbours.
         var visitors = new List<int>?[index.PartitionCount];
         for (int qi = 0; qi < queries.Count; qi++)
             if (scans[qi] is { } scan)
                 for (int c = 0; c < scan.Scanned; c++) (visitors[scan.Order[c]] ??= []).Add(qi);
         var found = new Dictionary<int, CandidateList>[queries.Count];
         for (int qi = 0; qi < queries.Count; qi++) found[qi] = [];
-        var wanted = Enumerable.Range(0, index.PartitionCount).Where(p => visitors[p] is not null).ToArray();
+        var wanted = Enumerable.Range(0, index.PartitionCount).Where(p => visitors[p] is not null || filtered?.Wants(p) == true).ToArray();
         int done = 0;
+        async Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes)> ReadAsync(int p, CancellationToken ct)
+        {
+            var both = readPartition(p, ct);
+            var attributes = filtered?.Wants(p) == true ? readAttributes!(p, ct) : null;
+            var (codes, vectors) = await both.ConfigureAwait(false);
+            return (codes, vectors, attributes is null ? null : (await attributes.ConfigureAwait(false)).Attributes);
+        }
         // One partition is read ahead while the one before is scanned.
-        Task<(PartitionCodes Codes, PartitionVectors Vectors)>? next = wanted.Length > 0 ? readPartition(wanted[0], cancellationToken) : null;
+        var next = wanted.Length > 0 ? ReadAsync(wanted[0], cancellationToken) : null;
         for (int w = 0; w < wanted.Length; w++)
         {
-            var (codes, vectors) = await next!.ConfigureAwait(false);
-            next = w + 1 < wanted.Length ? readPartition(wanted[w + 1], cancellationToken) : null;
+            var (codes, vectors, partAttributes) = await next!.ConfigureAwait(false);
+            next = w + 1 < wanted.Length ? ReadAsync(wanted[w + 1], cancellationToken) : null;
             int p = wanted[w];
+            if (partAttributes is not null) filtered!.Truth(p, codes, vectors, partAttributes, cancellationToken);
+            if (visitors[p] is null) continue;
             Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken }, () => (new PartitionScanner(), new List<(float Bound, int Row)>()), (qi, _, local) =>
             {
                 var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, k, local.Item2);
@@ -245,9 +266,17 @@ public static class RecallCalibrator
             found[qi].Clear();
         });
         progress?.Report(1);
-        // The filtered part replays whole partitions through the opened index, which then holds what it read: an index
-        // with attributes is the one case where this task's memory still follows the index (docs/builds.md).
-        return Summarise(recall, cost, queries, k, clock, FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken));
+        // 4. The filtered part: streamed when the partitions' attributes can be read one at a time, else through the opened index.
+        var bands = filtered is not null
+            ? await filtered.FinishAsync(async (p, ct) =>
+            {
+                var both = readPartition(p, ct);
+                var attributes = readAttributes!(p, ct);
+                var (codes, vectors) = await both.ConfigureAwait(false);
+                return (codes, vectors, (await attributes.ConfigureAwait(false)).Attributes);
+            }, cancellationToken).ConfigureAwait(false)
+            : readAttributes is not null ? null : FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken);
+        return Summarise(recall, cost, queries, k, clock, bands);
     }
 
     private static RecallCalibration Summarise(double[,] recall, double[,] cost, CalibrationQueries queries, int k, Stopwatch clock,

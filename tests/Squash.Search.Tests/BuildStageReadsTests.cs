@@ -162,8 +162,14 @@ public sealed class BuildStageReadsTests
             // Publish: never the source, no listing of partitions, each segment at most once.
             Assert.DoesNotContain(Of("publish"), IsSource);
             var segments = Of("publish").Where(r => r.Name.EndsWith(".seg", StringComparison.Ordinal) && r.Name.Contains("/versions/")).GroupBy(r => r.Name);
-            // (With attributes the filtered calibration still reads partitions again through the opened index.)
-            if (!withAttributes) Assert.All(segments, g => Assert.True(g.Count() == 1, $"{g.Key} read {g.Count()} times by publish"));
+            // Without attributes each segment at most once. With them the filtered calibration streams too, in three passes: the
+            // codes and attributes for its filters; every partition for the exact neighbours (with the unfiltered pass); those
+            // its replays scan. Codes come with each read of vectors and of attributes.
+            Assert.All(segments, g =>
+            {
+                int most = !withAttributes ? 1 : g.Key.EndsWith(".codes.seg", StringComparison.Ordinal) ? 5 : g.Key.EndsWith(".vectors.seg", StringComparison.Ordinal) ? 2 : 3;
+                Assert.True(g.Count() <= most, $"{g.Key} read {g.Count()} times by publish");
+            });
             Assert.DoesNotContain(store.Reads, r => r.Op == "list" && r.Task != "test" && !r.Task.StartsWith("publish", StringComparison.Ordinal));
 
             // And the index is the in-process build's.

@@ -44,6 +44,7 @@ public static class BuildBench
     public static Command Create()
     {
         var vectors = new Option<string>("--vectors") { Description = "Source vectors (.fvecs, .bvecs, .npy): uploaded once into the container, then built.", Required = true };
+        var attributes = new Option<string?>("--attributes") { Description = "Attributes (.jsonl or .csv, one row per vector): uploaded once, built by both builds (types inferred)." };
         var store = new Option<string>("--store") { Description = "azure:CONNECTION_STRING of an Azurite account (blobs and queues; the meter sits in front of both).", Required = true };
         var container = new Option<string>("--container") { Description = "Blob container for the source and the indexes.", DefaultValueFactory = _ => "bench-builds" };
         var workers = new Option<string>("--workers") { Description = "Builder worker counts to run, comma-separated (the builder pool's instance cap).", DefaultValueFactory = _ => "1,2,4" };
@@ -58,12 +59,14 @@ public static class BuildBench
         var output = new Option<string>("--out") { Description = "Folder for builds.csv and the in-process index.", DefaultValueFactory = _ => "bench-results/builds" };
         var cmd = new Command("bench-builds", "Benchmark index builds through the queue (local function host + Azurite, 1/2/4 workers) against squash build in one process.")
         {
-            vectors, store, container, workers, inProcess, partitions, seed, chunkRows, noCalibration, app, timeout, noMeter, output,
+            vectors, attributes, store, container, workers, inProcess, partitions, seed, chunkRows, noCalibration, app, timeout, noMeter, output,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var source = pr.GetValue(vectors)!;
             CliErrors.Require(File.Exists(source), $"--vectors: no file '{source}'");
+            var attributeFile = pr.GetValue(attributes);
+            CliErrors.Require(attributeFile is null || File.Exists(attributeFile), $"--attributes: no file '{attributeFile}'");
             var spec = pr.GetValue(store)!;
             var connection = QueueTriggerHost.ConnectionStringOf(spec);
             CliErrors.Require(connection is not null, $"--store must be azure:CONNECTION_STRING (an Azurite account), got '{SecretRedaction.Redact(spec)}'");
@@ -78,14 +81,14 @@ public static class BuildBench
                 try { appPath = LocalFunctionHost.ResolveApp(appPath); }
                 catch (FileNotFoundException) { throw new UsageException($"--app: no function app at '{appPath}'"); }
             }
-            var settings = new Settings(source, connection!, pr.GetValue(container)!, p, pr.GetValue(seed), c, !pr.GetValue(noCalibration), appPath,
+            var settings = new Settings(source, attributeFile, connection!, pr.GetValue(container)!, p, pr.GetValue(seed), c, !pr.GetValue(noCalibration), appPath,
                 TimeSpan.FromMinutes(minutes), Path.GetFullPath(pr.GetValue(output)!), !pr.GetValue(noMeter));
             return await RunAsync(settings, counts, !pr.GetValue(inProcess), ct);
         }));
         return cmd;
     }
 
-    private sealed record Settings(string Vectors, string Connection, string Container, int Partitions, int Seed, int ChunkRows, bool Calibrate,
+    private sealed record Settings(string Vectors, string? Attributes, string Connection, string Container, int Partitions, int Seed, int ChunkRows, bool Calibrate,
         string? App, TimeSpan Timeout, string Out, bool Meter);
 
     private static int[] ParseCounts(string text)
@@ -109,6 +112,13 @@ public static class BuildBench
         var blobName = sourceName + Path.GetExtension(s.Vectors).ToLowerInvariant();
         await UploadAsync(direct, s.Vectors, blobName, ct);
         Console.WriteLine($"source: {s.Vectors} ({new FileInfo(s.Vectors).Length / 1048576.0:N0} MiB) as {s.Container}/{blobName}");
+        string? attributesName = null;
+        if (s.Attributes is not null)
+        {
+            attributesName = "source/attributes" + Path.GetExtension(s.Attributes).ToLowerInvariant();
+            await UploadAsync(direct, s.Attributes, attributesName, ct);
+            Console.WriteLine($"attributes: {s.Attributes} ({new FileInfo(s.Attributes).Length / 1048576.0:N0} MiB) as {s.Container}/{attributesName}");
+        }
 
         string? reference = null;
         (double Seconds, double PeakRssMb)? inProcessFigures = null;
@@ -123,7 +133,7 @@ public static class BuildBench
         await using var meter = s.Meter ? await StorageMeter.StartAsync(s.Connection, ct) : null;
         foreach (int w in workerCounts)
         {
-            var run = await BuildThroughQueueAsync(s, meter, direct, blobName, w, reference, ct);
+            var run = await BuildThroughQueueAsync(s, meter, direct, blobName, attributesName, w, reference, ct);
             runs.Add(run);
             Print(run, inProcessFigures);
         }
@@ -158,6 +168,7 @@ public static class BuildBench
         foreach (var a in new[] { "build", "--index", index, "--vectors", s.Vectors, "--seed", s.Seed.ToString(CultureInfo.InvariantCulture) }) psi.ArgumentList.Add(a);
         if (s.Partitions > 0) { psi.ArgumentList.Add("--partitions"); psi.ArgumentList.Add(s.Partitions.ToString(CultureInfo.InvariantCulture)); }
         if (!s.Calibrate) psi.ArgumentList.Add("--no-calibration");
+        if (s.Attributes is not null) { psi.ArgumentList.Add("--attributes"); psi.ArgumentList.Add(s.Attributes); }
         psi.RedirectStandardOutput = true;
         psi.RedirectStandardError = true;
         var clock = Stopwatch.StartNew();
@@ -176,7 +187,8 @@ public static class BuildBench
         return (seconds, peak / 1048576.0);
     }
 
-    private static async Task<Run> BuildThroughQueueAsync(Settings s, StorageMeter? meter, AzureBlobStore direct, string source, int workers, string? reference, CancellationToken ct)
+    private static async Task<Run> BuildThroughQueueAsync(Settings s, StorageMeter? meter, AzureBlobStore direct, string source, string? attributes, int workers,
+        string? reference, CancellationToken ct)
     {
         var index = $"bench-w{workers}";
         var metered = meter?.ConnectionString(s.Connection) ?? s.Connection;
@@ -192,7 +204,9 @@ public static class BuildBench
         var options = new Dictionary<string, object> { ["seed"] = s.Seed, ["calibrate"] = s.Calibrate };
         if (s.Partitions > 0) options["partitions"] = s.Partitions;
         if (s.ChunkRows > 0) options["chunkRows"] = s.ChunkRows;
-        var body = JsonSerializer.Serialize(new Dictionary<string, object> { ["source"] = new Dictionary<string, string> { ["vectors"] = source }, ["options"] = options });
+        var sourceSpec = new Dictionary<string, string> { ["vectors"] = source };
+        if (attributes is not null) sourceSpec["attributes"] = attributes;
+        var body = JsonSerializer.Serialize(new Dictionary<string, object> { ["source"] = sourceSpec, ["options"] = options });
         var clock = Stopwatch.StartNew();
         using var submit = await http.PostAsync($"/api/indexes/{index}/builds", new StringContent(body, Encoding.UTF8, "application/json"), ct);
         var answer = await submit.Content.ReadAsStringAsync(ct);
@@ -246,8 +260,11 @@ public static class BuildBench
             var y = await queued.Blobs.ReadAllAsync(queued.VersionPrefix(version) + segment.Name, ct);
             if (!x.AsSpan().SequenceEqual(y)) differ++;
         }
-        bool sameCalibration = JsonSerializer.Serialize(a.Calibration?.Plans) == JsonSerializer.Serialize(b.Calibration?.Plans);
-        return differ == 0 && sameCalibration ? "yes" : $"no: {differ} of {total} segments differ{(sameCalibration ? "" : ", calibration differs")}";
+        bool sameCalibration = JsonSerializer.Serialize(a.Calibration?.Plans) == JsonSerializer.Serialize(b.Calibration?.Plans)
+            && JsonSerializer.Serialize(a.Calibration?.Filtered) == JsonSerializer.Serialize(b.Calibration?.Filtered);
+        bool sameAttributes = JsonSerializer.Serialize(a.Attributes) == JsonSerializer.Serialize(b.Attributes);
+        return differ == 0 && sameCalibration && sameAttributes ? "yes"
+            : $"no: {differ} of {total} segments differ{(sameCalibration ? "" : ", calibration differs")}{(sameAttributes ? "" : ", manifest attributes differ")}";
     }
 
     private static void Print(Run r, (double Seconds, double PeakRssMb)? inProcess)

@@ -26,7 +26,8 @@ namespace Squash.Search.Builds;
 /// Memory per task: train holds the training sample (at most ~256 MB of floats) and one chunk (and, with attributes, their
 /// dictionaries and at most <see cref="NumericCellFit.MaxSample"/> values per number column); assign one chunk; encode
 /// its partitions' runs (about <see cref="MaxEncodeTaskBytes"/>) and one partition being encoded; publish one partition at
-/// a time (the calibration, <see cref="RecallCalibrator.CalibrateByPartitionAsync"/>) plus per-query candidate lists.
+/// a time (the calibration, <see cref="RecallCalibrator.CalibrateByPartitionAsync"/>, filtered too) plus per-query candidate lists
+/// (and, with attributes, one value per vector of each number, integer and category attribute, to draw the filters from).
 /// Every blob here is a deterministic function of the job, so a repeated task rewrites the same bytes.
 /// </summary>
 public sealed class QueueStageWork : IBuildStageWork
@@ -355,7 +356,7 @@ public sealed class QueueStageWork : IBuildStageWork
 
         // The calibration, as CalibratedBuild does it in one process, with the same numbers: the same held-out rows, their
         // exact neighbours merged from the assign tasks' chunks (equal to the whole-set brute force), and the plans replayed
-        // partition by partition, one partition in memory at a time.
+        // partition by partition, one partition in memory at a time; the filtered calibration the same way.
         var clock = Stopwatch.StartNew();
         var keptRun = PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + KeptName, c.CancellationToken).ConfigureAwait(false), KeptName);
         var final = new Dictionary<int, int>();
@@ -386,7 +387,14 @@ public sealed class QueueStageWork : IBuildStageWork
                 var codes = c.Index.ReadCodesAsync(manifest, entry, ct);
                 var vectors = c.Index.ReadVectorsAsync(manifest, entry, ct);
                 return (await codes.ConfigureAwait(false), await vectors.ConfigureAwait(false));
-            }, RecallCalibrator.DefaultK, null, c.CancellationToken).ConfigureAwait(false);
+            }, RecallCalibrator.DefaultK, null, c.CancellationToken, async (p, ct) =>
+            {
+                // The filtered calibration's reads, one partition at a time (the manifest has attributes when these are asked for).
+                var entry = manifest.Partitions[p];
+                var codes = c.Index.ReadCodesAsync(manifest, entry, ct);
+                var attributes = c.Index.ReadAttributesAsync(manifest, entry, ct);
+                return (await codes.ConfigureAwait(false), await attributes.ConfigureAwait(false));
+            }).ConfigureAwait(false);
         return manifest with
         {
             Calibration = fitted,

@@ -1,0 +1,315 @@
+using Squash.Core.Collections;
+using Squash.Core.Kernels;
+using Squash.Index.Attributes;
+using Squash.Index.Model;
+using Squash.Search.Filters;
+
+namespace Squash.Search;
+
+public static partial class FilteredRecallCalibrator
+{
+    /// <summary>
+    /// <see cref="Calibrate"/> with the partitions read one at a time instead of held by the opened index (a queue build's
+    /// publish task): the same families, the same replay, the same bands. It runs in passes over the partitions:
+    /// <list type="number">
+    /// <item><see cref="StartAsync"/>: every partition's attributes and ids, for the columns the families are drawn from
+    /// (one value per vector for each number, integer and category attribute: 8 bytes a vector per such attribute).</item>
+    /// <item><see cref="Wants"/>/<see cref="Truth"/>: each partition a filtered query can match, for its exact filtered
+    /// neighbours and match counts (the caller reads them in ascending order, alongside the unfiltered calibration's own pass).</item>
+    /// <item><see cref="FinishAsync"/>: plans every query from the counts, reads each partition some replay scans once,
+    /// keeping each such query's re-rank candidates there (at most K·R_max, or every match when the scan is exhaustive), and
+    /// replays every plan from those lists.</item>
+    /// </list>
+    /// </summary>
+    public sealed class ByPartition
+    {
+        private readonly OpenedIndex _index;
+        private readonly SearchEngine _engine;
+        private readonly int _k;
+        private readonly List<(string Name, CompiledFilter?[] Filters)> _families;
+        private readonly FilteredQuery[] _queries;
+        private readonly bool[] _wanted;
+
+        /// <summary>One family's query: its filter, planning state, exact neighbours so far and, later, its candidate lists.</summary>
+        private sealed class FilteredQuery
+        {
+            public required int Family, Query;
+            public required CompiledFilter Filter;
+            public required long Self;
+            public required QueryContext Context;
+            public required int[] Order;
+            public required float[] Dist;
+            public required FilterEstimates Estimates;
+            public required double Selectivity;
+            public required int[] Matches;
+            public required TopK Truth;
+            /// <summary>The partition of every row the exact top-K took in (what the truth's partitions are looked up in).</summary>
+            public Dictionary<long, int> TruthPartition { get; } = [];
+            public HashSet<long> TruthIds = [];
+            public int ScanTo;
+            public int[] End = [];
+            public bool[] Direct = [];
+            /// <summary>Per scanned partition: whether every match was listed, and the candidates (bound, id, exact distance).</summary>
+            public Dictionary<int, (bool Every, (float Bound, long Id, float Distance)[] List)> Candidates { get; } = [];
+        }
+
+        private ByPartition(OpenedIndex index, int k, List<(string, CompiledFilter?[])> families, FilteredQuery[] queries)
+        {
+            _index = index;
+            _engine = new SearchEngine(index);
+            _k = k;
+            _families = families;
+            _queries = queries;
+            _wanted = new bool[index.PartitionCount];
+            foreach (var fq in queries)
+                for (int p = 0; p < _wanted.Length; p++) _wanted[p] |= fq.Estimates.CanMatch[p];
+        }
+
+        private int QueryCount { get; init; }
+
+        /// <summary>
+        /// Draws the families from the index's attributes (read partition by partition) and plans nothing yet; null when the
+        /// index has no attributes or no family can be drawn (then there is no filtered calibration, as with <see cref="Calibrate"/>).
+        /// </summary>
+        /// <param name="partitionOf">The partition of every base-sample query's own row.</param>
+        /// <param name="selfStored">Base-sample queries' own rows as stored (internal space, <c>Count × InternalDimensions</c>).</param>
+        /// <param name="readAttributes">One partition's codes (for its ids) and attributes.</param>
+        public static async Task<ByPartition?> StartAsync(OpenedIndex index, CalibrationQueries queries, IReadOnlyDictionary<long, int> partitionOf,
+            float[]? selfStored, Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionAttributes Attributes)>> readAttributes, int k,
+            CancellationToken cancellationToken = default)
+        {
+            var attributes = index.Manifest.Attributes;
+            if (attributes is null || queries.Count == 0) return null;
+            int n = (int)index.Manifest.Count, count = Math.Min(QueriesPerFamily, queries.Count);
+            var columns = new double[]?[attributes.Attributes.Count];
+            for (int a = 0; a < columns.Length; a++)
+                if (attributes.Attributes[a].Type is AttributeType.Number or AttributeType.Integer or AttributeType.Category)
+                    Array.Fill(columns[a] = new double[n], double.NaN);
+            var next = index.PartitionCount > 0 ? readAttributes(0, cancellationToken) : null;
+            for (int p = 0; p < index.PartitionCount; p++)
+            {
+                var (codes, part) = await next!.ConfigureAwait(false);
+                next = p + 1 < index.PartitionCount ? readAttributes(p + 1, cancellationToken) : null;
+                FillColumns(columns, codes.Ids, part);
+            }
+            var drawn = DrawFamilies(attributes, columns, queries, count, n, k);
+            if (drawn.Count == 0) return null;
+
+            var engine = new SearchEngine(index);
+            var manifest = index.Manifest;
+            int d = manifest.InternalDimensions;
+            var list = new List<FilteredQuery>();
+            for (int f = 0; f < drawn.Count; f++)
+                for (int q = 0; q < count; q++)
+                {
+                    if (drawn[f].Filters[q] is not { } filter) continue;
+                    long self = queries.SelfIds?[q] ?? -1;
+                    var ctx = new QueryContext(index, queries.Data.AsSpan(q * queries.Dimensions, queries.Dimensions));
+                    var (order, dist) = engine.RankPartitions(ctx);
+                    if (self >= 0)
+                    {
+                        int own = partitionOf.TryGetValue(self, out int o) ? o : throw new ArgumentException($"no partition given for row {self}", nameof(partitionOf));
+                        RecallCalibrator.LeaveOutOfCentroid(index, own, (selfStored ?? throw new ArgumentNullException(nameof(selfStored))).AsSpan(q * d, d), ctx, ref order, dist);
+                    }
+                    var estimates = FilterEstimates.Of(filter, manifest);
+                    list.Add(new FilteredQuery
+                    {
+                        Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Order = order, Dist = dist, Estimates = estimates,
+                        Selectivity = estimates.Total / Math.Max(1, manifest.Count), Matches = new int[index.PartitionCount], Truth = new TopK(k),
+                    });
+                }
+            return new ByPartition(index, k, drawn.Select(x => (x.Name, x.Filters)).ToList(), list.ToArray()) { QueryCount = count };
+        }
+
+        /// <summary>Whether some filtered query can match partition <paramref name="p"/> (then <see cref="Truth"/> needs it).</summary>
+        public bool Wants(int p) => _wanted[p];
+
+        /// <summary>Partition <paramref name="p"/>'s share of every filtered query's exact neighbours; call in ascending partition order.</summary>
+        public void Truth(int p, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes, CancellationToken cancellationToken = default)
+        {
+            Parallel.ForEach(_queries.Where(fq => fq.Estimates.CanMatch[p]), new ParallelOptions { CancellationToken = cancellationToken },
+                () => Array.Empty<int>(), (fq, _, rows) =>
+                {
+                    var ids = codes.Ids;
+                    var (candidates, indexed) = CandidateRows(fq.Filter, attributes, ref rows);
+                    for (int c = 0; c < indexed; c++)
+                    {
+                        int row = candidates[c];
+                        if (ids[row] == fq.Self || !fq.Filter.Matches(attributes, row)) continue;
+                        fq.Matches[p]++;
+                        if (fq.Truth.TryAdd(ids[row], SquaredL2.Distance(fq.Context.Internal, vectors.Row(row)))) fq.TruthPartition[ids[row]] = p;
+                    }
+                    return rows;
+                }, _ => { });
+        }
+
+        /// <summary>The rows a filter's exact check looks at, as the in-memory replay takes them: its index candidates, or every row.</summary>
+        private static (int[] Rows, int Count) CandidateRows(CompiledFilter filter, PartitionAttributes attributes, ref int[] rows)
+        {
+            if (filter.TryCandidates(attributes, ref rows, out int indexed)) return (rows, indexed);
+            if (rows.Length < attributes.Count) rows = new int[attributes.Count];
+            for (int row = 0; row < attributes.Count; row++) rows[row] = row;
+            return (rows, attributes.Count);
+        }
+
+        /// <summary>
+        /// Plans every query from its match counts, reads each partition some replay scans (ascending, one at a time, the
+        /// next read ahead), and replays: the bands, as <see cref="Calibrate"/> gives them.
+        /// </summary>
+        public async Task<IReadOnlyList<FilteredCalibration>?> FinishAsync(
+            Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes Attributes)>> readPartition,
+            CancellationToken cancellationToken = default)
+        {
+            int partitions = _index.PartitionCount;
+            int grid = RecallCalibrator.CentroidFactors.Length, rs = RecallCalibrator.RerankFactors.Length;
+            // 1. Each query's plans from its counts (the engine's planner and passes), and how far its replay scans.
+            Parallel.ForEach(_queries, new ParallelOptions { CancellationToken = cancellationToken }, fq =>
+            {
+                fq.TruthIds = fq.Truth.ToSortedArray().Select(x => x.Id).ToHashSet();
+                if (fq.TruthIds.Count == 0) return;
+                var rank = new int[partitions];
+                for (int i = 0; i < partitions; i++) rank[fq.Order[i]] = i;
+                int needed = 0;
+                foreach (long id in fq.TruthIds) needed = Math.Max(needed, rank[fq.TruthPartition[id]] + 1);
+                var matchesBefore = new int[partitions + 1];
+                for (int i = 0; i < partitions; i++) matchesBefore[i + 1] = matchesBefore[i] + fq.Matches[fq.Order[i]];
+                fq.End = new int[grid * rs];
+                fq.Direct = new bool[grid * rs];
+                int scanTo = 0;
+                for (int r = 0; r < rs; r++)
+                    for (int g = 0; g < grid; g++)
+                    {
+                        int j = r * grid + g;
+                        var plan = _engine.PlanFiltered(fq.Order, fq.Dist, fq.Estimates, new SearchOptions
+                        {
+                            K = _k, CentroidFactor = RecallCalibrator.CentroidFactors[g], RerankFactor = RecallCalibrator.RerankFactors[r], Filter = fq.Filter,
+                        });
+                        if (plan.Strategy != "partitions") { fq.Direct[j] = true; continue; }
+                        while (_engine.NextPass(plan, Math.Min(plan.Target, matchesBefore[plan.Cursor])).Length > 0) { }
+                        fq.End[j] = plan.Cursor;
+                        scanTo = Math.Max(scanTo, fq.End[j]);
+                    }
+                fq.ScanTo = Math.Min(scanTo, Math.Max(needed, 1));
+            });
+
+            // 2. Each partition some replay scans, read once: every such query's candidates there.
+            var visitors = new List<FilteredQuery>?[partitions];
+            foreach (var fq in _queries)
+                if (fq.TruthIds.Count > 0)
+                    for (int c = 0; c < fq.ScanTo; c++)
+                        if (fq.Estimates.CanMatch[fq.Order[c]]) (visitors[fq.Order[c]] ??= []).Add(fq);
+            var wanted = Enumerable.Range(0, partitions).Where(p => visitors[p] is not null).ToArray();
+            var collectR = RecallCalibrator.RerankFactors[^1];
+            var next = wanted.Length > 0 ? readPartition(wanted[0], cancellationToken) : null;
+            for (int w = 0; w < wanted.Length; w++)
+            {
+                var (codes, vectors, attributes) = await next!.ConfigureAwait(false);
+                next = w + 1 < wanted.Length ? readPartition(wanted[w + 1], cancellationToken) : null;
+                int p = wanted[w];
+                Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken },
+                    () => (new PartitionScanner(), new List<(float Bound, int Row)>(), Array.Empty<int>(), Array.Empty<bool>()), (fq, _, local) =>
+                    {
+                        var (scanner, candidates, rows, examined) = local;
+                        // A row counts only if the exact check looked at it, matched, and is not the query itself (NaN in the in-memory replay).
+                        var (checkedRows, indexed) = CandidateRows(fq.Filter, attributes, ref rows);
+                        if (examined.Length < attributes.Count) examined = new bool[attributes.Count];
+                        Array.Clear(examined, 0, attributes.Count);
+                        for (int c = 0; c < indexed; c++) examined[checkedRows[c]] = true;
+                        candidates.Clear();
+                        bool every = scanner.CollectFilteredCandidates(fq.Context, codes, attributes,
+                            new SearchOptions { K = _k + 1, RerankFactor = collectR, CentroidFactor = 1, Filter = fq.Filter }, candidates);
+                        var kept = new List<(float, long, float)>();
+                        foreach (var (bound, row) in candidates)
+                        {
+                            if (!examined[row] || codes.Ids[row] == fq.Self || !fq.Filter.Matches(attributes, row)) continue;
+                            kept.Add((bound, codes.Ids[row], SquaredL2.Distance(fq.Context.Internal, vectors.Row(row))));
+                            if (!every && kept.Count == _k * collectR) break;
+                        }
+                        lock (fq.Candidates) fq.Candidates[p] = (every, kept.ToArray());
+                        return (scanner, candidates, rows, examined);
+                    }, _ => { });
+            }
+
+            // 3. Every query's plans replayed from its lists.
+            var measured = new List<FamilyMeasurement>();
+            int m = _index.Manifest.GlobalDimensions, d = _index.Manifest.InternalDimensions;
+            for (int f = 0; f < _families.Count; f++)
+            {
+                var recall = new double[QueryCount, grid * rs];
+                var cost = new double[QueryCount, grid * rs];
+                var selectivity = new double[QueryCount];
+                Array.Fill(selectivity, double.NaN);
+                Parallel.ForEach(_queries.Where(fq => fq.Family == f), new ParallelOptions { CancellationToken = cancellationToken }, fq =>
+                {
+                    selectivity[fq.Query] = fq.Selectivity;
+                    Replay(fq, recall, cost, m, d);
+                    fq.Candidates.Clear();
+                });
+                measured.Add(new FamilyMeasurement(_families[f].Name, _families[f].Filters, selectivity, recall, cost));
+            }
+            return Bands(measured);
+        }
+
+        /// <summary>The in-memory replay's scan and plan read-out, over the candidate lists.</summary>
+        private void Replay(FilteredQuery fq, double[,] recall, double[,] cost, int m, int d)
+        {
+            int q = fq.Query, k = _k;
+            int grid = RecallCalibrator.CentroidFactors.Length, rs = RecallCalibrator.RerankFactors.Length;
+            var manifest = _index.Manifest;
+            if (fq.TruthIds.Count == 0)
+            {
+                for (int j = 0; j < grid * rs; j++) recall[q, j] = 1;
+                return;
+            }
+            int partitions = fq.Order.Length;
+            var tops = new TopK[rs];
+            for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
+            var recallAt = new double[rs, partitions + 1];
+            var rerankCostAt = new double[rs, partitions + 1];
+            var visitCostAt = new double[partitions + 1];
+            for (int c = 0; c < partitions; c++)
+            {
+                int part = fq.Order[c];
+                bool visit = fq.Estimates.CanMatch[part];
+                visitCostAt[c + 1] = visitCostAt[c] + (visit ? RecallCalibrator.VisitBytes(manifest.Partitions[part], m) : 0);
+                if (!visit || c >= fq.ScanTo)
+                {
+                    for (int r = 0; r < rs; r++) { recallAt[r, c + 1] = recallAt[r, c]; rerankCostAt[r, c + 1] = rerankCostAt[r, c]; }
+                    continue;
+                }
+                var (every, list) = fq.Candidates[part];
+                for (int r = 0; r < rs; r++)
+                {
+                    var top = tops[r];
+                    int take = every ? list.Length : Math.Min(list.Length, k * RecallCalibrator.RerankFactors[r]);
+                    long reranked = 0;
+                    for (int i = 0; i < take; i++)
+                    {
+                        var (bound, id, distance) = list[i];
+                        if (!every && bound > top.Threshold * (1 + PartitionScanner.Slack)) break;
+                        reranked++;
+                        top.TryAdd(id, distance);
+                    }
+                    rerankCostAt[r, c + 1] = rerankCostAt[r, c] + reranked * RecallCalibrator.RerankBytes(d);
+                    int hits = 0;
+                    foreach (var nb in top.ToSortedArray()) if (fq.TruthIds.Contains(nb.Id)) hits++;
+                    recallAt[r, c + 1] = hits / (double)fq.TruthIds.Count;
+                }
+            }
+            double directCost = fq.Estimates.Total * 4.0 * d;
+            for (int r = 0; r < rs; r++)
+                for (int g = 0; g < grid; g++)
+                {
+                    int j = r * grid + g;
+                    if (fq.Direct[j])
+                    {
+                        recall[q, j] = 1;
+                        cost[q, j] = directCost;
+                        continue;
+                    }
+                    recall[q, j] = recallAt[r, fq.End[j]];
+                    cost[q, j] = visitCostAt[fq.End[j]] + rerankCostAt[r, fq.End[j]];
+                }
+        }
+    }
+}
