@@ -8,6 +8,8 @@ public sealed class ServeCommandTests
     [InlineData("--app", "/nonexistent/functionapp", "--app: no function app at '/nonexistent/functionapp' (expected a published folder, Squash.Functions or Squash.Functions.dll)")]
     [InlineData("--port", "70000", "--port must be 1..65535, got 70000")]
     [InlineData("--max-builders", "0", "--max-builders must be 1..256, got 0")]
+    [InlineData("--function-key", "a key", "--function-key must be visible ASCII characters (a function key has no spaces or control characters)")]
+    [InlineData("--function-key", "", "--function-key must be visible ASCII characters (a function key has no spaces or control characters)")]
     public async Task BadServeFlagsAreNamed(string flag, string value, string expected)
     {
         var (exit, _, err) = await CliRunner.RunAsync("serve", flag, value);

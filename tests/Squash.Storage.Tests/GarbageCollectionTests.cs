@@ -111,6 +111,50 @@ public sealed class GarbageCollectionTests : IDisposable
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(-1, Hour));
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(1, TimeSpan.FromSeconds(-1)));
     }
+
+    private static async Task SubmitJobAsync(IBlobStore store, string index, string status, string vectors, string? attributes)
+    {
+        var now = DateTimeOffset.UtcNow;
+        var job = new Squash.Storage.Builds.BuildJob
+        {
+            BuildId = Squash.Storage.Builds.BuildJobStore.NewBuildId(now), Index = index, Status = status, CreatedUtc = now, Version = VersionIds.New(now),
+            Source = new Squash.Storage.Builds.BuildSourceSpec { Vectors = vectors, Attributes = attributes }, Options = new Squash.Storage.Builds.BuildJobOptions(),
+            Blobs = [new Squash.Storage.Builds.BuildSourceBlob(vectors, "\"e\"", 8, "fvecs", "float32", 1, 1, 0, 4)],
+            AttributesBlob = attributes is null ? null : new Squash.Storage.Builds.BuildAttributesBlob(attributes, "\"e\"", 1),
+            Count = 1, Dimensions = 1, ChunkRows = 1, Partitions = 1, Stages = [],
+        };
+        await new Squash.Storage.Builds.BuildJobStore(store).CreateAsync(job, null, "h");
+    }
+
+    /// <summary>
+    /// Uploads for builds: those an unfinished build reads stay, whatever their age; those only finished builds (or none)
+    /// read go once older than the grace period; other indexes' uploads and versions are not touched.
+    /// </summary>
+    [Fact]
+    public async Task UploadsNoUnfinishedBuildReadsAreCollectedAfterTheGracePeriod()
+    {
+        var folder = new FolderBlobStore(_root);
+        string[] names = ["products/uploads/a1/base.fvecs", "products/uploads/b2/base.fvecs", "products/uploads/b2/attrs.jsonl", "products/uploads/c3/old.fvecs", "other/uploads/d4/x.fvecs"];
+        foreach (var name in names) await folder.WriteAsync(name, new byte[] { 1 }, WriteCondition.IfNotExists);
+        await SubmitJobAsync(folder, "products", Squash.Storage.Builds.BuildStatus.Encoding, names[1], names[2]);
+        await SubmitJobAsync(folder, "products", Squash.Storage.Builds.BuildStatus.Succeeded, names[3], null);
+        await SubmitJobAsync(folder, "products", Squash.Storage.Builds.BuildStatus.Queued, "products/elsewhere.fvecs", null);
+
+        // Within the grace period nothing goes.
+        var young = await Squash.Storage.Builds.UploadCollection.CollectAsync(folder, "products", Hour);
+        Assert.Empty(young.Deleted);
+        Assert.Equal([names[2], names[1]], young.InUse);
+        Assert.Equal([names[0], names[3]], young.Recent);
+
+        var result = await Squash.Storage.Builds.UploadCollection.CollectAsync(folder, "products", Hour, new ShiftedClock(2 * Hour));
+        Assert.Equal([names[0], names[3]], result.Deleted);
+        Assert.Equal([names[2], names[1]], result.InUse);
+        Assert.Empty(result.Recent);
+        Assert.Equal([names[2], names[1]], await Names(folder, "products/uploads/"));
+        Assert.Equal([names[4]], await Names(folder, "other/uploads/"));
+        // The job records are not uploads.
+        Assert.Equal(3, (await Names(folder, "products/builds/")).Count);
+    }
 }
 
 public sealed class VersionIdTests

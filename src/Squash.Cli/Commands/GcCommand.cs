@@ -27,7 +27,8 @@ public static class GcCommand
             Description = "Also delete the write-log batches every kept version has already indexed (never the newest batch). "
                         + "A later rebuild from files re-applies only the batches left, so leave this off while you may rebuild from the original files.",
         };
-        var cmd = new Command("gc", "Delete old versions of an index, keeping whatever 'current' names, the N newest, versions within the grace period and versions whose segments a kept one references.") { index, keep, grace, log };
+        var cmd = new Command("gc", "Delete old versions of an index, keeping whatever 'current' names, the N newest, versions within the grace period and versions whose segments a kept one references; "
+            + "with --store, also the build uploads ({index}/uploads/) that no unfinished build reads and that are older than the grace period.") { index, keep, grace, log };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
@@ -39,6 +40,14 @@ public static class GcCommand
             var result = await store.CollectGarbageAsync(n, gracePeriod, ct: ct);
             Console.WriteLine(result.Deleted.Count == 0 ? "nothing to delete" : $"deleted {result.Deleted.Count} version(s): {string.Join(' ', result.Deleted)}");
             Console.WriteLine($"kept {result.Kept.Count}: " + string.Join(' ', result.Kept.Select(k => $"{k.Version} ({Explain(k.Reason, n, gracePeriod)})")));
+            if (store.Name.Length > 0)
+            {
+                // Files `squash build --endpoint` uploaded for builds: kept while an unfinished build reads them, and for the grace period.
+                var uploads = await Squash.Storage.Builds.UploadCollection.CollectAsync(store.Blobs, store.Name, gracePeriod, ct: ct);
+                if (uploads.Deleted.Count + uploads.InUse.Count + uploads.Recent.Count > 0)
+                    Console.WriteLine($"uploads: deleted {uploads.Deleted.Count}, kept {uploads.InUse.Count} that unfinished builds read and "
+                        + $"{uploads.Recent.Count} younger than --grace {Durations.Format(gracePeriod)}");
+            }
             if (pr.GetValue(log))
             {
                 CliErrors.Require(store.Name.Length > 0, "--log needs --store and the index's name in it (the write log lives beside the index's versions in the store)");

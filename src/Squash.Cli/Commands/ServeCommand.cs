@@ -24,10 +24,15 @@ public static class ServeCommand
         var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance (Flex per-instance HTTP concurrency; the default is what a Squash deployment sets, since tree nodes mostly wait on children and blob reads).", DefaultValueFactory = _ => Defaults.InstanceConcurrency };
         var logDir = new Option<string?>("--log-dir") { Description = "Folder for the instances' output, one file per pool (coordinator.log, p0.log, …; rotated at 4 MiB). Default: squash-serve-PORT in the temp folder." };
         var builders = new Option<int>("--max-builders") { Description = "Instance cap of the builder pool, which runs the queue-triggered functions (index builds) with an azure: store.", DefaultValueFactory = _ => Defaults.MaxBuilderInstances };
+        var functionKey = new Option<string?>(EndpointFlags.FunctionKeyFlag)
+        {
+            Description = "Check function keys as Azure does: the functions with authLevel function (query, index info, builds) answer 401 "
+                        + $"without this key in the {EndpointFlags.KeyHeader} header or the code query parameter (what --function-key of the other commands sends). Default: no keys checked.",
+        };
         var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => (int)Defaults.KeepAlive.TotalSeconds };
         var cmd = new Command("serve", "Run the HTTP API and a local function host (coordinator and processor pools as OS processes) until Ctrl+C.")
         {
-            store, container, port, branching, depth, pools, instances, builders, concurrency, keepAlive, app, preload, logDir,
+            store, container, port, branching, depth, pools, instances, builders, concurrency, keepAlive, app, preload, logDir, functionKey,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
@@ -51,6 +56,12 @@ public static class ServeCommand
             CliErrors.Require(c is >= 1 and <= 1000, $"--concurrency must be 1..1000, got {c}");
             CliErrors.Require(ka >= 1, $"--keep-alive must be ≥ 1 second, got {ka}");
             CliErrors.Require(mb is >= 1 and <= 256, $"--max-builders must be 1..256, got {mb}");
+            var key = pr.GetValue(functionKey);
+            CliErrors.Require(key is null || key.Length > 0 && key.All(ch => ch is >= '!' and <= '~'),
+                $"{EndpointFlags.FunctionKeyFlag} must be visible ASCII characters (a function key has no spaces or control characters)");
+            // One key stands for every app's default host key: the coordinator's is the one callers send; the processor pools'
+            // are used only by the instances among themselves.
+            var keys = key is null ? null : new[] { "coordinator" }.Concat(Enumerable.Range(0, np).Select(i => $"p{i}")).ToDictionary(app => app, _ => key);
             string where;
             if (s.StartsWith("dir:", StringComparison.Ordinal))
             {
@@ -71,7 +82,7 @@ public static class ServeCommand
             {
                 Store = s, Container = pr.GetValue(container)!, AppPath = appPath, Preload = pr.GetValue(preload)!, Port = p, Branching = b, Depth = l, ProcessorPools = np,
                 MaxInstancesPerPool = mi, MaxBuilderInstances = mb, InstanceConcurrency = c, KeepAlive = TimeSpan.FromSeconds(ka), LogFolder = pr.GetValue(logDir),
-                Log = line => Console.Error.WriteLine(line),
+                FunctionKeys = keys, Log = line => Console.Error.WriteLine(line),
             });
             try
             {
@@ -89,6 +100,7 @@ public static class ServeCommand
             Console.WriteLine($"squash is serving {where} at {host.BaseAddress} (tree b={b}, L={l}; {np} processor pools × ≤{mi} instances × {c} slots)");
             Console.WriteLine($"  POST {host.BaseAddress}api/indexes/{{index}}/query   GET {host.BaseAddress}api/indexes/{{index}}   GET {host.BaseAddress}admin/instances");
             Console.WriteLine($"  instance logs: {host.LogFolder}{Path.DirectorySeparatorChar} (coordinator.log, p0.log, …)");
+            if (keys is not null) Console.WriteLine($"  function keys are checked: send {EndpointFlags.FunctionKeyFlag} (the {EndpointFlags.KeyHeader} header) to the query, index and builds functions");
             if (host.QueueTriggers is { } queues)
             {
                 Console.WriteLine($"  queue-triggered functions run on the builder pool (≤{mb} instances): {string.Join(", ", queues.Queues.Select(q => $"{q.Function} ← {q.Queue}"))}");
