@@ -169,37 +169,23 @@ public static class BuildEndpoints
         }
         if (builds.Runner is null) return Answer(false, $"{BuildStages.FunctionName(stage)}: no queue account is configured (AzureWebJobsStorage)");
 
-        JsonDocument payload;
-        try
+        // Dropped (2xx): the host sent something that is not an invocation, and no delivery of it can succeed.
+        var invocation = await QueueInvocation.ReadAsync(http.Request, "task", ct);
+        if (invocation.MessageText is null)
+            return Answer(true, $"dropped an invocation of {BuildStages.FunctionName(stage)}: {invocation.Problem}");
+        var (message, problem, named) = QueueInvocation.ParseMessage(invocation.MessageText, stage);
+        if (message is null)
         {
-            using var buffer = new MemoryStream();
-            await http.Request.Body.CopyToAsync(buffer, ct);
-            payload = JsonDocument.Parse(buffer.ToArray());
-        }
-        catch (JsonException e)
-        {
-            // The host sent something that is not an invocation: no delivery of it can succeed.
-            return Answer(true, $"dropped an invocation of {BuildStages.FunctionName(stage)} whose body is not JSON: {e.Message}");
-        }
-        using (payload)
-        {
-            var invocation = QueueInvocation.Parse(payload.RootElement, "task");
-            if (invocation.MessageText is null)
-                return Answer(true, $"dropped an invocation of {BuildStages.FunctionName(stage)}: {invocation.Problem}");
-            var (message, problem, named) = QueueInvocation.ParseMessage(invocation.MessageText, stage);
-            if (message is null)
+            var queueName = BuildStages.QueueName(stage);
+            if (named is { } n && await builds.Jobs.GetAsync(n.Index, n.BuildId, ct) is { } found)
             {
-                var queueName = BuildStages.QueueName(stage);
-                if (named is { } n && await builds.Jobs.GetAsync(n.Index, n.BuildId, ct) is { } found)
-                {
-                    await builds.Runner.FailAsync(found.Job, new BuildError("bad-message", $"a queue message on {queueName} is not valid: {problem}", $"{stage}[?]"), ct);
-                    return Answer(true, $"build {n.BuildId} failed: a queue message on {queueName} is not valid: {problem}");
-                }
-                return Answer(true, $"dropped a queue message on {queueName} (message id {invocation.MessageId ?? "unknown"}) that names no build: {problem}");
+                await builds.Runner.FailAsync(found.Job, new BuildError("bad-message", $"a queue message on {queueName} is not valid: {problem}", $"{stage}[?]"), ct);
+                return Answer(true, $"build {n.BuildId} failed: a queue message on {queueName} is not valid: {problem}");
             }
-            var outcome = await builds.Runner.RunAsync(message, invocation.DequeueCount, builds.MaxDequeueCount, ct);
-            return Answer(outcome.Success, outcome.Log);
+            return Answer(true, $"dropped a queue message on {queueName} (message id {invocation.MessageId ?? "unknown"}) that names no build: {problem}");
         }
+        var outcome = await builds.Runner.RunAsync(message, invocation.DequeueCount, builds.MaxDequeueCount, ct);
+        return Answer(outcome.Success, outcome.Log);
     }
 }
 
@@ -210,6 +196,22 @@ public static class QueueInvocation
 
     /// <summary>Most bytes a task message may have (a Storage queue message holds at most 64 KB).</summary>
     public const int MaxMessageBytes = 64 * 1024;
+
+    /// <summary>Reads and parses an invocation's body; a body that is not JSON is a problem, as a payload of the wrong shape is.</summary>
+    public static async Task<Parsed> ReadAsync(HttpRequest request, string bindingName, CancellationToken ct)
+    {
+        using var buffer = new MemoryStream();
+        await request.Body.CopyToAsync(buffer, ct).ConfigureAwait(false);
+        try
+        {
+            using var payload = JsonDocument.Parse(buffer.ToArray());
+            return Parse(payload.RootElement, bindingName);
+        }
+        catch (JsonException e)
+        {
+            return new(null, 1, null, $"the body is not JSON: {e.Message}");
+        }
+    }
 
     public static Parsed Parse(JsonElement root, string bindingName)
     {

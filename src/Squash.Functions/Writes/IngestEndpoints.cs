@@ -80,21 +80,9 @@ public static class IngestEndpoints
             return Results.Json(new InvocationResult([], lines, null), InvocationJson.Default.InvocationResult, statusCode: success ? 200 : 500);
         }
 
-        JsonDocument payload;
-        try
-        {
-            using var buffer = new MemoryStream();
-            await http.Request.Body.CopyToAsync(buffer, ct);
-            payload = JsonDocument.Parse(buffer.ToArray());
-        }
-        catch (JsonException e)
-        {
-            return Answer(true, $"dropped an invocation of ingest whose body is not JSON: {e.Message}");
-        }
         string index;
-        using (payload)
         {
-            var invocation = QueueInvocation.Parse(payload.RootElement, "message");
+            var invocation = await QueueInvocation.ReadAsync(http.Request, "message", ct);
             if (invocation.MessageText is null) return Answer(true, $"dropped an invocation of ingest: {invocation.Problem}");
             IngestMessage? message;
             try
