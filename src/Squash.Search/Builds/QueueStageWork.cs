@@ -90,16 +90,9 @@ public sealed class QueueStageWork : IBuildStageWork
         var options = Options(job);
         try { options.Validate(job.Count, job.Dimensions); }
         catch (ArgumentException e) { throw new BuildInputException(e.Message); }
-        byte[]? layoutBytes = null;
-        if (job.AttributesBlob is not null)
-        {
-            // Two streaming passes over the attributes blob: it is checked and the encoders fitted without holding it.
-            var layout = await ScanAttributesAsync(c).ConfigureAwait(false);
-            if (layout.Rows != job.Count)
-                throw new BuildInputException($"the attributes blob '{job.AttributesBlob.Name}' has {layout.Rows:N0} rows but there are {job.Count:N0} vectors (rows are matched by position)");
-            layoutBytes = layout.ToJson();
-            clock.Lap("attributes");
-        }
+        // The attributes blob is scanned (two streaming passes: checked, encoders fitted, without holding it) while the source is
+        // read: the two are independent, and train is the one task of its stage. Its errors come first, as if it ran first.
+        var scan = job.AttributesBlob is null ? null : Task.Run(() => ScanAttributesAsync(c), c.CancellationToken);
 
         // One pass over the source, chunk by chunk: every row is checked (NaN, dimensions), the largest norm found (ip), and the
         // training and calibration rows picked out.
@@ -113,18 +106,35 @@ public sealed class QueueStageWork : IBuildStageWork
         double maxNorm = 0;
         int nextTraining = 0, nextHeld = 0;
         var chunk = new float[(long)job.ChunkRows * dims];
-        for (long first = 0; first < job.Count; first += job.ChunkRows)
+        Exception? readError = null;
+        try
         {
-            int n = (int)Math.Min(job.ChunkRows, job.Count - first);
-            await BlobVectorSource.ReadRowsAsync(c.Blobs, job.Blobs, first, n, chunk, c.CancellationToken).ConfigureAwait(false);
-            if (options.Metric == Metric.InnerProduct) maxNorm = Math.Max(maxNorm, MetricSpace.MaxRowNorm(chunk.AsSpan(0, n * dims), dims));
-            for (; nextTraining < trainingRows.Length && trainingRows[nextTraining] < first + n; nextTraining++)
-                Array.Copy(chunk, (trainingRows[nextTraining] - first) * dims, training, (long)nextTraining * dims, dims);
-            for (; nextHeld < held.Length && held[nextHeld] < first + n; nextHeld++)
-                Array.Copy(chunk, (held[nextHeld] - first) * dims, queries, (long)nextHeld * dims, dims);
+            for (long first = 0; first < job.Count; first += job.ChunkRows)
+            {
+                int n = (int)Math.Min(job.ChunkRows, job.Count - first);
+                await BlobVectorSource.ReadRowsAsync(c.Blobs, job.Blobs, first, n, chunk, c.CancellationToken).ConfigureAwait(false);
+                if (options.Metric == Metric.InnerProduct) maxNorm = Math.Max(maxNorm, MetricSpace.MaxRowNorm(chunk.AsSpan(0, n * dims), dims));
+                for (; nextTraining < trainingRows.Length && trainingRows[nextTraining] < first + n; nextTraining++)
+                    Array.Copy(chunk, (trainingRows[nextTraining] - first) * dims, training, (long)nextTraining * dims, dims);
+                for (; nextHeld < held.Length && held[nextHeld] < first + n; nextHeld++)
+                    Array.Copy(chunk, (held[nextHeld] - first) * dims, queries, (long)nextHeld * dims, dims);
+            }
         }
+        catch (Exception e) when (scan is not null)
+        {
+            readError = e;
+        }
+        byte[]? layoutBytes = null;
+        if (scan is not null)
+        {
+            var layout = await scan.ConfigureAwait(false);
+            if (layout.Rows != job.Count)
+                throw new BuildInputException($"the attributes blob '{job.AttributesBlob!.Name}' has {layout.Rows:N0} rows but there are {job.Count:N0} vectors (rows are matched by position)");
+            layoutBytes = layout.ToJson();
+        }
+        if (readError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(readError);
         chunk = [];
-        clock.Lap("read");
+        clock.Lap(scan is null ? "read" : "read and attributes");
         FreeMemory();
         var plan = IndexBuildStages.Train(training, trainingRows.Length, dims, maxNorm, target, options, null, c.CancellationToken);
         clock.Lap("fit");
