@@ -131,7 +131,9 @@ public sealed class IngestTests(IndexFixture fx)
         int fresh = 0;
         string NewId() => withIds ? $"new-{fresh++}" : (Rows + fresh++).ToString(CultureInfo.InvariantCulture);
         long sequence = 0, watermark = 0;
-        int ingests = 0;
+        int ingests = 0, extended = 0, masked = 0, rewritten = 0;
+        static int OwnSegments(Squash.Index.Model.PartitionEntry p) =>
+            new[] { p.Codes, p.Vectors, p.Attributes, p.Deleted }.Concat(p.Appended?.Select(a => a.Codes) ?? []).Count(x => x is { Version: null });
 
         for (int step = 0; step < 40; step++)
         {
@@ -150,7 +152,19 @@ public sealed class IngestTests(IndexFixture fx)
                 var m = await store.OpenCurrentAsync();
                 Assert.Equal(sequence, m.IndexedSequence);
                 Assert.True(model.Count == m.Count, $"{context}: the version holds {m.Count} rows, the model {model.Count}");
-                Assert.True(m.Partitions.Count(p => p.Codes.Version is null) == run.TouchedPartitions, $"{context}: only touched partitions are rewritten");
+                // A touched partition is rewritten (new base segments) or extended (an appended segment and/or a new mask,
+                // its base referenced); an untouched one references everything.
+                Assert.True(m.Partitions.Count(p => p.Codes.Version is null) == run.RewrittenPartitions, $"{context}: rewritten partitions");
+                Assert.True(m.Partitions.Count(p => OwnSegments(p) > 0) == run.TouchedPartitions, $"{context}: only touched partitions have new segments");
+                foreach (var p in m.Partitions.Where(p => p.IsComposite))
+                {
+                    Assert.True(p.Codes.Version is not null, $"{context}: partition {p.Id} is extended, its base is an earlier version's");
+                    Assert.True(p.StoredRows - p.Count == (await store.ReadDeletionMaskAsync(m, p) ?? []).Count(x => x), $"{context}: partition {p.Id}'s mask");
+                    Assert.True((p.Appended?.Count ?? 0) <= LogIngest.MaxAppendedSegments, $"{context}: partition {p.Id} has {p.Appended?.Count} appended segments");
+                }
+                extended += m.Partitions.Count(p => p.IsComposite && OwnSegments(p) > 0);
+                masked += m.Partitions.Count(p => p.Deleted is { Version: null });
+                rewritten += run.RewrittenPartitions;
             }
             var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
             var filter = rng.Next(2) == 0 ? RandomFilter(rng) : null;
@@ -158,6 +172,8 @@ public sealed class IngestTests(IndexFixture fx)
             await AssertAnswer(h, query, filter, "eventual", published, watermark, $"{context} eventual {filter?.Json}");
         }
         Assert.True(ingests >= 2, $"seed {seed}: only {ingests} ingests ran");
+        // Both ways of applying the log ran: partitions extended (appended rows, masks) and partitions rewritten whole.
+        Assert.True(extended > 0 && masked > 0 && rewritten > 0, $"seed {seed}: {extended} partitions extended, {masked} masks written, {rewritten} rewritten");
         // Nothing left to apply: a further run writes no version.
         Assert.Null((await LogIngest.RunAsync(store, h.Log)).Version);
     }
@@ -214,6 +230,8 @@ public sealed class IngestTests(IndexFixture fx)
 
     [Theory]
     [InlineData(".codes.seg")]
+    [InlineData(".appended.seg")]
+    [InlineData(".deleted.seg")]
     [InlineData("/routing.seg")]
     [InlineData("/manifest.json")]
     [InlineData("/current")]
@@ -226,6 +244,17 @@ public sealed class IngestTests(IndexFixture fx)
         var rng = new Random(11);
         int fresh = 0;
         for (int i = 0; i < 12; i++) await WriteAsync(h, rng, model, () => $"new-{fresh++}", $"write {i}");
+        long last = 12;
+        if (killedAt is ".appended.seg" or ".deleted.seg")
+        {
+            // A run that extends a partition: the log applied once, then one row replaced (an appended row and a mask).
+            await LogIngest.RunAsync(store, h.Log);
+            var id = model.Keys.Order(StringComparer.Ordinal).First();
+            var replaced = await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json($$"""{"upserts":[{"id":"{{id}}","vector":[0.5,0.5,0.5,0.5]}]}"""));
+            Assert.Equal(HttpStatusCode.OK, replaced.StatusCode);
+            model[id] = new Item([0.5f, 0.5f, 0.5f, 0.5f], null, null, null);
+            last = 13;
+        }
         var before = await store.GetCurrentAsync();
 
         var killed = new IndexStore(new FailOnce(store.Blobs, killedAt), index);
@@ -234,10 +263,11 @@ public sealed class IngestTests(IndexFixture fx)
 
         var run = await LogIngest.RunAsync(store, h.Log);
         Assert.True(run.Published);
-        Assert.Equal(12, run.ToSequence);
+        Assert.Equal(last, run.ToSequence);
         var m = await store.OpenCurrentAsync();
         Assert.Equal(model.Count, m.Count);
-        Assert.Equal(12, m.IndexedSequence);
+        Assert.Equal(last, m.IndexedSequence);
+        if (last == 13) Assert.Contains(m.Partitions, p => p.Appended is { Count: > 0 } && p.Deleted is not null);
         // Every id once: the id of each stored row, read back from the version, is the model's key set exactly.
         var keys = new List<string>();
         foreach (var p in m.Partitions) keys.AddRange((await store.ReadAttributesAsync(m, p)).Keys!.Select(k => k!));
@@ -245,7 +275,7 @@ public sealed class IngestTests(IndexFixture fx)
         for (int q = 0; q < 5; q++)
         {
             var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
-            await AssertAnswer(h, query, null, "eventual", model, 12, $"killed at {killedAt}, query {q}");
+            await AssertAnswer(h, query, null, "eventual", model, last, $"killed at {killedAt}, query {q}");
         }
     }
 
@@ -327,8 +357,13 @@ public sealed class IngestTests(IndexFixture fx)
         model.Remove("doc-4");
         var second = await LogIngest.RunAsync(store, h.Log);
 
+        var current = await store.OpenCurrentAsync();
+        // The built version holds the untouched partitions' segments; the first ingest's folder holds what it appended or
+        // rewrote, which the second still names unless the second rewrote it or masked nothing there.
+        var referenced = IndexStore.ReferencedVersions(current).ToHashSet();
+        Assert.Contains(built, referenced);
         var gc = await store.CollectGarbageAsync(keep: 0, grace: TimeSpan.Zero);
-        Assert.Equal([first.Version!], gc.Deleted.ToArray());
+        Assert.Equal(referenced.Contains(first.Version!) ? [] : [first.Version!], gc.Deleted.ToArray());
         Assert.Contains(gc.Kept, k => k.Version == built && k.Reason == IndexStore.KeptReason.Referenced);
         Assert.Contains(gc.Kept, k => k.Version == second.Version && k.Reason == IndexStore.KeptReason.Current);
         var m = await store.OpenCurrentAsync();

@@ -256,6 +256,72 @@ public sealed class PartitionAttributes
         return new PartitionAttributes { Count = n, Columns = columns, Keys = keys };
     }
 
+    /// <summary>
+    /// Rows copied from encoded partitions, as they are (codes, raw values, dictionary ids and ids stay valid: dictionaries
+    /// only grow and number cells never move): row i is row <c>rows[i].Row</c> of <c>parts[rows[i].Part]</c>.
+    /// </summary>
+    public static PartitionAttributes Gather(IReadOnlyList<PartitionAttributes> parts, IReadOnlyList<(int Part, int Row)> rows, long storedBytes = 0)
+    {
+        int n = rows.Count;
+        var first = parts[0];
+        var columns = new PartitionAttributeColumn[first.Columns.Length];
+        for (int a = 0; a < columns.Length; a++)
+        {
+            var type = first.Columns[a].Type;
+            switch (type)
+            {
+                case AttributeType.Number:
+                case AttributeType.Integer:
+                case AttributeType.Bool:
+                {
+                    var codes = new byte[n];
+                    double[]? numbers = type == AttributeType.Number ? new double[n] : null;
+                    long[]? integers = type == AttributeType.Integer ? new long[n] : null;
+                    for (int i = 0; i < n; i++)
+                    {
+                        var c = parts[rows[i].Part].Columns[a];
+                        int r = rows[i].Row;
+                        codes[i] = c.Codes![r];
+                        if (numbers is not null) numbers[i] = c.Numbers![r];
+                        if (integers is not null) integers[i] = c.Integers![r];
+                    }
+                    columns[a] = new PartitionAttributeColumn { Type = type, Codes = codes, Numbers = numbers, Integers = integers };
+                    break;
+                }
+                case AttributeType.Category:
+                {
+                    var ids = new int[n];
+                    for (int i = 0; i < n; i++) ids[i] = parts[rows[i].Part].Columns[a].Ids![rows[i].Row];
+                    columns[a] = new PartitionAttributeColumn { Type = type, Ids = ids };
+                    break;
+                }
+                default:
+                {
+                    var present = new byte[n];
+                    var offsets = new int[n + 1];
+                    var tags = new List<int>();
+                    for (int i = 0; i < n; i++)
+                    {
+                        var c = parts[rows[i].Part].Columns[a];
+                        offsets[i] = tags.Count;
+                        present[i] = c.Present![rows[i].Row];
+                        if (present[i] != 0) foreach (int t in c.Tags(rows[i].Row)) tags.Add(t);
+                    }
+                    offsets[n] = tags.Count;
+                    columns[a] = new PartitionAttributeColumn { Type = type, Present = present, TagOffsets = offsets, TagIds = tags.ToArray() };
+                    break;
+                }
+            }
+        }
+        string?[]? keys = null;
+        if (first.Keys is not null)
+        {
+            keys = new string?[n];
+            for (int i = 0; i < n; i++) keys[i] = parts[rows[i].Part].Keys![rows[i].Row];
+        }
+        return new PartitionAttributes { Count = n, Columns = columns, Keys = keys, StoredBytes = storedBytes };
+    }
+
     /// <summary>Per-attribute code counts for the manifest (the planner's view of this partition).</summary>
     public AttributeStats[] Statistics()
     {
