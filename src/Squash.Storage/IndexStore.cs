@@ -442,7 +442,7 @@ public sealed partial class IndexStore
         if (p.IsComposite)
         {
             var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadAttributesAsync(m, e, t), e => e.Attributes?.Bytes ?? 0, ct).ConfigureAwait(false);
-            return PartitionComposition.Attributes(parts, rows, bytes);
+            return PartitionComposition.Attributes(m.Attributes, parts, rows, bytes);
         }
         var name = BlobName(m, p.Attributes);
         return PartitionAttributes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.Attributes);

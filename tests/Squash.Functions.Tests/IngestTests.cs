@@ -7,6 +7,7 @@ using Squash.Index.Build;
 using Squash.Search.Writes;
 using Squash.Storage;
 using Squash.Storage.Writes;
+using static Squash.Functions.Tests.WriteModel;
 
 namespace Squash.Functions.Tests;
 
@@ -19,26 +20,7 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class IngestTests(IndexFixture fx)
 {
-    private const int Dims = 4, Rows = 60;
-    private static readonly string[] BuiltColours = ["red", "blue"];
-    private static readonly string[] Colours = ["red", "blue", "green", "purple"];
-
-    private sealed record Item(float[] Vector, string? Colour, double? Price, long? N);
-
-    private sealed record Filter(string Json, Func<Item, bool> Matches);
-
-    private static string F(double x) => x.ToString("R", CultureInfo.InvariantCulture);
-
-    // Prices were built in [0.5, 59.5]; writes go up to 150 and below 0, past the edge cells.
-    private static Filter RandomFilter(Random rng) => rng.Next(6) switch
-    {
-        0 => new("""{"colour":"green"}""", i => i.Colour == "green"),
-        1 => new("""{"colour":{"$in":["red","purple"]}}""", i => i.Colour is "red" or "purple"),
-        2 => rng.NextDouble() is var p ? new($"{{\"price\":{{\"$lt\":{F(p * 160 - 10)}}}}}", i => i.Price < p * 160 - 10) : null!,
-        3 => rng.Next(60) is var n ? new($"{{\"$or\":[{{\"n\":{{\"$gte\":{n}}}}},{{\"colour\":{{\"$exists\":false}}}}]}}", i => i.N >= n || i.Colour is null) : null!,
-        4 => rng.NextDouble() is var q ? new($"{{\"price\":{{\"$gt\":{F(q * 160 - 10)}}}}}", i => i.Price > q * 160 - 10) : null!,
-        _ => new("""{"$not":{"colour":"blue"}}""", i => i.Colour != "blue"),
-    };
+    private const int Dims = WriteModel.Dims, Rows = WriteModel.Rows;
 
     private sealed class Harness(string index, IndexStore store, HttpClient client, bool withIds)
     {
@@ -49,71 +31,14 @@ public sealed class IngestTests(IndexFixture fx)
         public WriteLog Log => new(Store.Blobs, Index);
     }
 
-    private static string IdOf(bool withIds, int i) => withIds ? $"doc-{i}" : i.ToString(CultureInfo.InvariantCulture);
+    private Task<(Dictionary<string, Item> Model, IndexStore Store)> BuildAsync(string index, int seed, bool withIds, int partitions = 4) =>
+        WriteModel.BuildAsync(fx.Root, index, seed, withIds, partitions);
 
-    private async Task<(Dictionary<string, Item> Model, IndexStore Store)> BuildAsync(string index, int seed, bool withIds, int partitions = 4)
-    {
-        var rng = new Random(seed);
-        var model = new Dictionary<string, Item>(StringComparer.Ordinal);
-        var data = new float[Rows * Dims];
-        var lines = new StringBuilder();
-        for (int i = 0; i < Rows; i++)
-        {
-            var v = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
-            v.CopyTo(data, i * Dims);
-            var item = new Item(v, BuiltColours[i % 2], i + 0.5, i);
-            model[IdOf(withIds, i)] = item;
-            var id = withIds ? $"\"id\":\"doc-{i}\"," : "";
-            lines.AppendLine($"{{{id}\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}}}");
-        }
-        var store = new IndexStore(new FolderBlobStore(fx.Root), index);
-        await IndexPublisher.BuildAndPublishAsync(store, data, Rows, Dims, new IndexBuildOptions
-        {
-            Partitions = partitions, Seed = seed, Attributes = AttributeReader.ReadJsonLines(new StringReader(lines.ToString()), "s.jsonl"),
-        });
-        return (model, store);
-    }
+    private static Task WriteAsync(Harness h, Random rng, Dictionary<string, Item> model, Func<string> newId, string context) =>
+        WriteModel.WriteAsync(h.Client, h.Index, rng, model, newId, context);
 
-    /// <summary>One random write through the API, applied to the model too.</summary>
-    private static async Task WriteAsync(Harness h, Random rng, Dictionary<string, Item> model, Func<string> newId, string context)
-    {
-        var body = new StringBuilder("{");
-        int kind = rng.Next(5);
-        if (kind == 0)
-        {
-            var where = RandomFilter(rng);
-            body.Append($"\"deleteWhere\":{where.Json}");
-            foreach (var id in model.Where(e => where.Matches(e.Value)).Select(e => e.Key).ToArray()) model.Remove(id);
-        }
-        else if (kind == 1)
-        {
-            var ids = Enumerable.Range(0, rng.Next(1, 4))
-                .Select(_ => rng.Next(3) == 0 ? newId() : model.Keys.ElementAtOrDefault(rng.Next(Math.Max(1, model.Count))) ?? newId()).Distinct().ToArray();
-            body.Append("\"deletes\":[" + string.Join(',', ids.Select(id => $"\"{id}\"")) + "]");
-            foreach (var id in ids) model.Remove(id);
-        }
-        else
-        {
-            var items = new List<string>();
-            var used = new HashSet<string>();
-            for (int u = rng.Next(1, 8); u > 0; u--)
-            {
-                var id = rng.Next(2) == 0 && model.Count > 0 ? model.Keys.ElementAt(rng.Next(model.Count)) : newId();
-                if (!used.Add(id)) continue;
-                // Some vectors far outside the built data (past the partitions' radii and outer code cells).
-                double scale = rng.Next(6) == 0 ? 4 : 1;
-                var v = Enumerable.Range(0, Dims).Select(_ => (float)((rng.NextDouble() - (scale > 1 ? 0.5 : 0)) * scale)).ToArray();
-                Item item = rng.Next(5) == 0 ? new Item(v, null, null, null) : new Item(v, Colours[rng.Next(Colours.Length)], Math.Round(rng.NextDouble() * 160 - 10, 2), rng.Next(80));
-                model[id] = item;
-                var attributes = item.Colour is null ? "" : $",\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}";
-                items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)}{attributes}}}");
-            }
-            body.Append("\"upserts\":[" + string.Join(',', items) + "]");
-        }
-        body.Append('}');
-        var written = await h.Client.PostAsync($"/api/indexes/{h.Index}/vectors", Bodies.Json(body.ToString()));
-        Assert.True(written.StatusCode == HttpStatusCode.OK, $"{context}: {await written.Content.ReadAsStringAsync()}");
-    }
+    private static Task AssertAnswer(Harness h, float[] query, Filter? filter, string consistency, Dictionary<string, Item> model, long watermark, string context) =>
+        WriteModel.AssertAnswer(h.Client, h.Index, h.WithIds, query, filter, consistency, model, watermark, context);
 
     [Theory]
     [InlineData(1, 1, true)]
@@ -176,40 +101,6 @@ public sealed class IngestTests(IndexFixture fx)
         Assert.True(extended > 0 && masked > 0 && rewritten > 0, $"seed {seed}: {extended} partitions extended, {masked} masks written, {rewritten} rewritten");
         // Nothing left to apply: a further run writes no version.
         Assert.Null((await LogIngest.RunAsync(store, h.Log)).Version);
-    }
-
-    private static async Task AssertAnswer(Harness h, float[] query, Filter? filter, string consistency, Dictionary<string, Item> model, long watermark, string context)
-    {
-        const int k = 10;
-        var filterPart = filter is null ? "" : $",\"filter\":{filter.Json}";
-        var response = await h.Client.PostAsync($"/api/indexes/{h.Index}/query",
-            Bodies.Json($"{{\"vector\":{Bodies.Vector(query)},\"k\":{k}{filterPart},\"include\":[\"colour\",\"price\"],\"options\":{{\"exact\":true,\"consistency\":\"{consistency}\"}}}}"));
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == HttpStatusCode.OK, $"{context}: {text}");
-        using var doc = JsonDocument.Parse(text);
-        var expected = model.Where(e => filter is null || filter.Matches(e.Value))
-            .Select(e => (Id: e.Key, D: Math.Sqrt(e.Value.Vector.Select((x, j) => (double)(x - query[j]) * (x - query[j])).Sum()), e.Value.Colour, e.Value.Price))
-            .OrderBy(x => x.D).Take(k).ToArray();
-        var results = doc.RootElement.GetProperty("results").EnumerateArray().ToArray();
-        // An index with ids names rows by string; one without by row number (a JSON number, tail rows included).
-        string IdOf(JsonElement r)
-        {
-            var id = r.GetProperty("id");
-            Assert.True(id.ValueKind == (h.WithIds ? JsonValueKind.String : JsonValueKind.Number), $"{context}: id {id.GetRawText()}");
-            return h.WithIds ? id.GetString()! : id.GetInt64().ToString(CultureInfo.InvariantCulture);
-        }
-        Assert.True(expected.Select(e => e.Id).SequenceEqual(results.Select(IdOf)),
-            $"{context}: expected [{string.Join(", ", expected.Select(e => $"{e.Id} {e.D:F5}"))}] got [{string.Join(", ", results.Select(r => $"{r.GetProperty("id").GetRawText()} {r.GetProperty("distance").GetSingle():F5}"))}]");
-        for (int i = 0; i < results.Length; i++)
-        {
-            Assert.Equal(expected[i].D, results[i].GetProperty("distance").GetSingle(), 4);
-            var attributes = results[i].GetProperty("attributes");
-            var colour = attributes.TryGetProperty("colour", out var c) ? c.GetString() : null;
-            double? price = attributes.TryGetProperty("price", out var pr) && pr.ValueKind == JsonValueKind.Number ? pr.GetDouble() : null;
-            Assert.True(expected[i].Colour == colour && expected[i].Price == price,
-                $"{context}: {expected[i].Id} has colour {expected[i].Colour} price {expected[i].Price}, the answer says {colour} {price}");
-        }
-        Assert.Equal(watermark, doc.RootElement.GetProperty("indexedSequence").GetInt64());
     }
 
     /// <summary>A store that fails the first write of a blob whose name ends with <paramref name="suffix"/>, as a worker killed at that moment would.</summary>

@@ -1,3 +1,4 @@
+using Squash.Index.Attributes;
 using Squash.Index.Format;
 
 namespace Squash.Index.Model;
@@ -77,6 +78,6 @@ public static class PartitionComposition
         return new PartitionVectors { Count = rows.Length, Dimensions = d, Data = data, StoredBytes = storedBytes, RowsPerBlock = PartitionVectors.RowsPerBlockFor(d) };
     }
 
-    public static PartitionAttributes Attributes(IReadOnlyList<PartitionAttributes> parts, (int Part, int Row)[] rows, long storedBytes) =>
-        PartitionAttributes.Gather(parts, rows, storedBytes);
+    public static PartitionAttributes Attributes(IndexAttributes info, IReadOnlyList<PartitionAttributes> parts, (int Part, int Row)[] rows, long storedBytes) =>
+        PartitionAttributes.Gather(info, parts, rows, storedBytes);
 }

@@ -346,7 +346,7 @@ public static class LogIngest
             for (int i = 0; i < live.Count; i++) if (deleted is null || !deleted[i]) rows.Add((0, i));
             for (int j = 0; j < k; j++) rows.Add((1, j));
             var parts = newAttributes is null ? new[] { liveAttributes } : new[] { liveAttributes, newAttributes };
-            stats = PartitionAttributes.Gather(parts, rows).Statistics();
+            stats = PartitionAttributes.Gather(m.Attributes!, parts, rows).Statistics();
         }
         return entry with
         {
@@ -628,101 +628,48 @@ public static class LogIngest
         }
 
         /// <summary>A partition's attributes from its surviving rows (position in <paramref name="old"/>) and new rows (JSON), in order.</summary>
-        public PartitionAttributes Encode(PartitionAttributes old, (int Source, UpsertItem? Item)[] rows)
+        public PartitionAttributes Encode(PartitionAttributes old, (int Source, UpsertItem? Item)[] rows) => PartitionAttributes.Encode(_info, new Rows(this, old, rows));
+
+        /// <summary>Surviving rows copied as they are; new rows' JSON values, with new dictionary values interned and number cells widened.</summary>
+        private sealed class Rows(SchemaGrowth growth, PartitionAttributes old, (int Source, UpsertItem? Item)[] rows) : AttributeRowSource
         {
-            int n = rows.Length;
-            var columns = new PartitionAttributeColumn[_info.Attributes.Count];
-            for (int a = 0; a < columns.Length; a++)
+            public override int Count => rows.Length;
+            public override (PartitionAttributes Part, int Row)? Stored(int i) => rows[i].Source >= 0 ? (old, rows[i].Source) : null;
+            public override string? Key(int i) => rows[i].Item!.Id;
+
+            private JsonElement? Value(int i, int a) =>
+                rows[i].Item!.Attributes is { ValueKind: JsonValueKind.Object } o && o.TryGetProperty(growth._info.Attributes[a].Name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+            public override bool TryNumber(int i, int a, out double value)
             {
-                var def = _info.Attributes[a];
-                var was = old.Columns[a];
-                JsonElement? Value(UpsertItem u) =>
-                    u.Attributes is { ValueKind: JsonValueKind.Object } o && o.TryGetProperty(def.Name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
-                switch (def.Type)
-                {
-                    case AttributeType.Number:
-                    case AttributeType.Integer:
-                    {
-                        var codes = new byte[n];
-                        double[]? numbers = def.Type == AttributeType.Number ? new double[n] : null;
-                        long[]? integers = def.Type == AttributeType.Integer ? new long[n] : null;
-                        for (int i = 0; i < n; i++)
-                        {
-                            var (source, item) = rows[i];
-                            if (source >= 0)
-                            {
-                                codes[i] = was.Codes![source];
-                                if (numbers is not null) numbers[i] = was.Numbers![source]; else integers![i] = was.Integers![source];
-                                continue;
-                            }
-                            if (Value(item!) is not { } v) { codes[i] = AttributeEncoding.MissingCode; continue; }
-                            double x;
-                            if (numbers is not null) x = numbers[i] = v.GetDouble();
-                            else
-                            {
-                                x = integers![i] = v.GetInt64();
-                                _lossy[a] |= Math.Abs(x) >= 9007199254740992d;
-                            }
-                            codes[i] = NumberCode(a, x);
-                        }
-                        columns[a] = new PartitionAttributeColumn { Type = def.Type, Codes = codes, Numbers = numbers, Integers = integers };
-                        break;
-                    }
-                    case AttributeType.Bool:
-                    {
-                        var codes = new byte[n];
-                        for (int i = 0; i < n; i++)
-                        {
-                            var (source, item) = rows[i];
-                            codes[i] = source >= 0 ? was.Codes![source] : Value(item!) is { } v ? (byte)(v.GetBoolean() ? 1 : 0) : AttributeEncoding.MissingCode;
-                        }
-                        columns[a] = new PartitionAttributeColumn { Type = def.Type, Codes = codes };
-                        break;
-                    }
-                    case AttributeType.Category:
-                    {
-                        var ids = new int[n];
-                        for (int i = 0; i < n; i++)
-                        {
-                            var (source, item) = rows[i];
-                            ids[i] = source >= 0 ? was.Ids![source] : Value(item!) is { } v ? Intern(a, v.GetString()!) : -1;
-                        }
-                        columns[a] = new PartitionAttributeColumn { Type = def.Type, Ids = ids };
-                        break;
-                    }
-                    default:
-                    {
-                        var present = new byte[n];
-                        var offsets = new int[n + 1];
-                        var tags = new List<int>();
-                        for (int i = 0; i < n; i++)
-                        {
-                            offsets[i] = tags.Count;
-                            var (source, item) = rows[i];
-                            if (source >= 0)
-                            {
-                                present[i] = was.Present![source];
-                                if (present[i] != 0) tags.AddRange(was.Tags(source).ToArray());
-                            }
-                            else if (Value(item!) is { } v)
-                            {
-                                present[i] = 1;
-                                tags.AddRange(new SortedSet<int>(v.EnumerateArray().Select(t => Intern(a, t.GetString()!))));
-                            }
-                        }
-                        offsets[n] = tags.Count;
-                        columns[a] = new PartitionAttributeColumn { Type = def.Type, Present = present, TagOffsets = offsets, TagIds = tags.ToArray() };
-                        break;
-                    }
-                }
+                value = Value(i, a) is { } v ? v.GetDouble() : 0;
+                return Value(i, a) is not null;
             }
-            string?[]? keys = null;
-            if (old.Keys is not null)
+
+            public override bool TryInteger(int i, int a, out long value)
             {
-                keys = new string?[n];
-                for (int i = 0; i < n; i++) keys[i] = rows[i].Source >= 0 ? old.Keys[rows[i].Source] : rows[i].Item!.Id;
+                value = Value(i, a) is { } v ? v.GetInt64() : 0;
+                // Beyond 2^53 the cell codes (doubles) no longer tell integers apart: the recheck must use the raw values.
+                growth._lossy[a] |= Math.Abs((double)value) >= 9007199254740992d;
+                return Value(i, a) is not null;
             }
-            return new PartitionAttributes { Count = n, Columns = columns, Keys = keys };
+
+            public override bool TryBool(int i, int a, out bool value)
+            {
+                value = Value(i, a) is { } v && v.GetBoolean();
+                return Value(i, a) is not null;
+            }
+
+            public override int Category(int i, int a) => Value(i, a) is { } v ? growth.Intern(a, v.GetString()!) : -1;
+
+            public override bool Tags(int i, int a, List<int> into)
+            {
+                if (Value(i, a) is not { } v) return false;
+                into.AddRange(new SortedSet<int>(v.EnumerateArray().Select(t => growth.Intern(a, t.GetString()!))));
+                return true;
+            }
+
+            public override byte NumberCode(int a, AttributeInfo def, double value) => growth.NumberCode(a, value);
         }
     }
 }
