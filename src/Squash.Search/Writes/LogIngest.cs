@@ -38,6 +38,11 @@ public static class LogIngest
 {
     /// <summary>Batches one run applies at most (a larger backlog takes several runs, each publishing).</summary>
     public const int DefaultMaxBatches = 2_000;
+    /// <summary>
+    /// Codes, attributes and masks this process read or wrote: a warm ingest instance's next run reads every partition's
+    /// again, and most of them are unchanged or its own (bench/writes.md: blob requests, not bytes, are a run's cost).
+    /// </summary>
+    public static SegmentBlobCache Segments { get; } = new(256L << 20);
     /// <summary>How long an ingest holds the index's lease between renewals (a run renews after each version it publishes).</summary>
     public static readonly TimeSpan DefaultLease = TimeSpan.FromMinutes(2);
 
@@ -75,6 +80,7 @@ public static class LogIngest
         CancellationToken ct = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatches, 1);
+        store = new IndexStore(Segments.Over(store.Blobs), store.Name);
         var m = await store.OpenCurrentAsync(ct).ConfigureAwait(false);
         long from = m.IndexedSequence;
         long latest = await log.LatestSequenceAsync(from, ct).ConfigureAwait(false);
