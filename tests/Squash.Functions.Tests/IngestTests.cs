@@ -87,6 +87,7 @@ public sealed class IngestTests(IndexFixture fx)
                     Assert.True(p.StoredRows - p.Count == (await store.ReadDeletionMaskAsync(m, p) ?? []).Count(x => x), $"{context}: partition {p.Id}'s mask");
                     Assert.True((p.Appended?.Count ?? 0) <= LogIngest.MaxAppendedSegments, $"{context}: partition {p.Id} has {p.Appended?.Count} appended segments");
                 }
+                Assert.Equal(m.Partitions.Any(p => p.IsComposite) ? 2 : 1, m.FormatVersion);
                 extended += m.Partitions.Count(p => p.IsComposite && OwnSegments(p) > 0);
                 masked += m.Partitions.Count(p => p.Deleted is { Version: null });
                 rewritten += run.RewrittenPartitions;

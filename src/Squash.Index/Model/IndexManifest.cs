@@ -13,6 +13,11 @@ public sealed record IndexManifest
 {
     public const string FormatName = "squash-index";
     public const int CurrentFormatVersion = 1;
+    /// <summary>
+    /// A manifest in which some partition has appended segments or a deletion mask (written by ingest). Its own number so
+    /// that a build that knows only format 1 refuses it rather than reading those partitions' base segments alone.
+    /// </summary>
+    public const int ExtendedFormatVersion = 2;
 
     public string Format { get; init; } = FormatName;
     public int FormatVersion { get; init; } = CurrentFormatVersion;
@@ -68,8 +73,10 @@ public sealed record IndexManifest
         }
         if (m is null) throw new CorruptIndexException($"manifest '{name}' is empty");
         if (m.Format != FormatName) throw new CorruptIndexException($"manifest '{name}' is not a Squash index manifest");
-        if (m.FormatVersion != CurrentFormatVersion)
-            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion}");
+        if (m.FormatVersion is not (CurrentFormatVersion or ExtendedFormatVersion))
+            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion} and {ExtendedFormatVersion}");
+        if (m.FormatVersion == CurrentFormatVersion && m.Partitions.Any(p => p.IsComposite))
+            throw new CorruptIndexException($"manifest '{name}' has appended segments or deletion masks but format version {CurrentFormatVersion}");
         if (m.Dimensions < 1 || m.InternalDimensions < m.Dimensions || m.GlobalDimensions < 0 || m.GlobalDimensions > m.InternalDimensions)
             throw new CorruptIndexException($"manifest '{name}' has inconsistent dimensions");
         if (m.Partitions.Count == 0 && m.Count > 0) throw new CorruptIndexException($"manifest '{name}' lists no partitions");

@@ -229,6 +229,7 @@ public static class LogIngest
                 Attributes = schema?.Result() ?? m.Attributes,
                 IndexedSequence = to,
                 NextRow = state.NextRow,
+                FormatVersion = entries.Any(e => e.IsComposite) ? IndexManifest.ExtendedFormatVersion : IndexManifest.CurrentFormatVersion,
             };
             var published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
             Lap("publish");
