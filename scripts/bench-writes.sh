@@ -26,7 +26,8 @@ serve_pid=""
 trap '[ -n "$serve_pid" ] && kill $serve_pid 2>/dev/null; stop_azurite' EXIT
 store="azure:$SQUASH_TEST_AZURITE"
 squash build --store "$store" --container bench --index writes --vectors "$data/built.fvecs"
-squash serve --store "$store" --container bench --app "$work/functionapp" --preload writes --port "$port" > "$work/serve.log" 2>&1 &
+# dotnet itself in the background (not the shell function), so that the trap's kill reaches the server.
+dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "$store" --container bench --app "$work/functionapp" --preload writes --port "$port" > "$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 150); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
 squash bench-writes --endpoint "http://127.0.0.1:$port" --store "$store" --container bench --index writes \
