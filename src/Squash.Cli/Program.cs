@@ -45,6 +45,7 @@ public static partial class Program
         root.Subcommands.Add(QueryCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(Bench.BuildBench.Create());
+        root.Subcommands.Add(Bench.WriteBench.Create());
         root.Subcommands.Add(InspectCommand.Create());
         root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(GcCommand.Create());

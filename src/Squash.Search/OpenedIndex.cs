@@ -146,7 +146,7 @@ public sealed class OpenedIndex
     }
 
     /// <summary>Bytes of every segment of this version: routing, and each partition's codes, raw vectors and attributes.</summary>
-    public long StoredBytes => Manifest.Routing.Bytes + Manifest.Partitions.Sum(p => p.Codes.Bytes + p.Vectors.Bytes + (p.Attributes?.Bytes ?? 0));
+    public long StoredBytes => IndexStore.BlobsNamedBy(Manifest).Sum(s => s.Bytes);
 
     /// <summary>The cache partitions are fetched through: the shared one, or (an index opened lazily on its own) a private unbounded one.</summary>
     private SegmentCache FetchCache
@@ -221,7 +221,8 @@ public sealed class OpenedIndex
         Task<PartitionVectors>? whole = null;
         Task<VectorBlockTable>? blockTable = null;
         if (cache.TryGet<PartitionVectors>(wholeKey, out var held)) whole = Task.FromResult(held);
-        else if (WholeVectorsAfter > 0 && Interlocked.Increment(ref _rowFetches[p]) > WholeVectorsAfter)
+        // A partition ingest extended (appended rows, a deletion mask) is read whole: its rows span several segments.
+        else if (entry.IsComposite || (WholeVectorsAfter > 0 && Interlocked.Increment(ref _rowFetches[p]) > WholeVectorsAfter))
             // Asked for again: worth holding whole, so that later queries on this instance read nothing.
             whole = Load(CacheEntryKind.Vectors, t => _store.ReadVectorsAsync(Manifest, entry, t), entry.Vectors.Bytes, v => v.StoredBytes);
         else

@@ -42,6 +42,7 @@ public sealed partial class IndexStore
     /// <summary>The same for a segment blob named directly (<paramref name="dims"/>: floats per row).</summary>
     public async Task<VectorBlockTable> ReadVectorBlockTableAsync(string name, PartitionEntry p, int dims, CancellationToken ct = default)
     {
+        if (p.IsComposite) throw new InvalidOperationException($"partition {p.Id} has appended rows or a deletion mask: its vectors are read whole, not by rows");
         int guess = (int)Math.Min(VectorBlockTable.ExpectedHeadLength(p.Count, dims), p.Vectors.Bytes);
         var head = await ReadRangeCountedAsync(name, 0, guess, ct).ConfigureAwait(false);
         int announced = SegmentFile.HeadLength(head);

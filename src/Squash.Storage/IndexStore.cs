@@ -183,6 +183,13 @@ public sealed partial class IndexStore
             yield return p.Codes;
             yield return p.Vectors;
             if (p.Attributes is not null) yield return p.Attributes;
+            foreach (var a in p.Appended ?? [])
+            {
+                yield return a.Codes;
+                yield return a.Vectors;
+                if (a.Attributes is not null) yield return a.Attributes;
+            }
+            if (p.Deleted is not null) yield return p.Deleted;
         }
     }
 
@@ -196,13 +203,22 @@ public sealed partial class IndexStore
         var prefix = VersionPrefix(m.Version);
         var present = new Dictionary<string, long>(StringComparer.Ordinal);
         await foreach (var b in Blobs.ListAsync(prefix, ct).ConfigureAwait(false)) present[b.Name[prefix.Length..]] = b.Length;
+        // Referenced folders are listed once each (an ingest's manifest can name thousands of earlier segments).
+        var others = new ConcurrentDictionary<string, Dictionary<string, long>>(StringComparer.Ordinal);
+        await Parallel.ForEachAsync(ReferencedVersions(m), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (v, t) =>
+        {
+            var folder = VersionPrefix(v);
+            var blobs = new Dictionary<string, long>(StringComparer.Ordinal);
+            await foreach (var b in Blobs.ListAsync(folder, t).ConfigureAwait(false)) blobs[b.Name[folder.Length..]] = b.Length;
+            others[v] = blobs;
+        }).ConfigureAwait(false);
         foreach (var segment in BlobsNamedBy(m))
         {
             if (segment.Version is { } other && other != m.Version)
             {
-                var info = await Blobs.GetInfoAsync(BlobName(m, segment), ct).ConfigureAwait(false);
-                if (info is null || info.Length != segment.Bytes)
-                    throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{BlobName(m, segment)}' it references is {(info is null ? "missing" : $"{info.Length} bytes, the manifest says {segment.Bytes}")}");
+                bool found = others[other].TryGetValue(segment.Name, out long bytes);
+                if (!found || bytes != segment.Bytes)
+                    throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{BlobName(m, segment)}' it references is {(!found ? "missing" : $"{bytes} bytes, the manifest says {segment.Bytes}")}");
                 continue;
             }
             if (!present.TryGetValue(segment.Name, out long length))
@@ -400,12 +416,22 @@ public sealed partial class IndexStore
 
     public async Task<PartitionCodes> ReadCodesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
+        if (p.IsComposite)
+        {
+            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadCodesAsync(m, e, t), e => e.Codes.Bytes, ct).ConfigureAwait(false);
+            return PartitionComposition.Codes(parts, rows, bytes);
+        }
         var name = BlobName(m, p.Codes);
         return PartitionCodes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.GlobalDimensions);
     }
 
     public async Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
+        if (p.IsComposite)
+        {
+            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadVectorsAsync(m, e, t), e => e.Vectors.Bytes, ct).ConfigureAwait(false);
+            return PartitionComposition.Vectors(parts, rows, bytes);
+        }
         var name = BlobName(m, p.Vectors);
         return PartitionVectors.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.InternalDimensions);
     }
@@ -413,8 +439,37 @@ public sealed partial class IndexStore
     public async Task<PartitionAttributes> ReadAttributesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
         if (m.Attributes is null || p.Attributes is null) throw new CorruptIndexException($"index version {m.Version} has no attributes");
+        if (p.IsComposite)
+        {
+            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadAttributesAsync(m, e, t), e => e.Attributes?.Bytes ?? 0, ct).ConfigureAwait(false);
+            return PartitionComposition.Attributes(m.Attributes, parts, rows, bytes);
+        }
         var name = BlobName(m, p.Attributes);
         return PartitionAttributes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.Attributes);
+    }
+
+    /// <summary>
+    /// A composite partition's deletion mask over its stored rows (base, then appended), or null when none is masked.
+    /// </summary>
+    public async Task<bool[]?> ReadDeletionMaskAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
+    {
+        if (p.Deleted is null) return null;
+        var name = BlobName(m, p.Deleted);
+        return PartitionComposition.MaskFromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p);
+    }
+
+    /// <summary>The segments of a composite partition (base, then appended, read in parallel), the rows its mask leaves, and their stored bytes.</summary>
+    private async Task<(T[] Parts, (int Part, int Row)[] Rows, long Bytes)> ReadCompositeAsync<T>(IndexManifest m, PartitionEntry p,
+        Func<PartitionEntry, CancellationToken, Task<T>> read, Func<PartitionEntry, long> bytesOf, CancellationToken ct)
+    {
+        var entries = new List<PartitionEntry> { p.BaseEntry() };
+        foreach (var a in p.Appended ?? []) entries.Add(a.EntryOf(p));
+        var maskTask = ReadDeletionMaskAsync(m, p, ct);
+        var parts = await Task.WhenAll(entries.Select(e => read(e, ct))).ConfigureAwait(false);
+        var mask = await maskTask.ConfigureAwait(false);
+        var rows = PartitionComposition.LiveRows(entries.Select(e => e.Count).ToArray(), mask);
+        if (rows.Length != p.Count) throw new CorruptIndexException($"partition {p.Id} of version {m.Version} has {rows.Length} live rows; the manifest says {p.Count}");
+        return (parts, rows, entries.Sum(bytesOf) + (p.Deleted?.Bytes ?? 0));
     }
 
     // Cached reads for warm instances. A segment's decoded size is close to its stored size (the

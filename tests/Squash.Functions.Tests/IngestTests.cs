@@ -7,6 +7,7 @@ using Squash.Index.Build;
 using Squash.Search.Writes;
 using Squash.Storage;
 using Squash.Storage.Writes;
+using static Squash.Functions.Tests.WriteModel;
 
 namespace Squash.Functions.Tests;
 
@@ -19,26 +20,7 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class IngestTests(IndexFixture fx)
 {
-    private const int Dims = 4, Rows = 60;
-    private static readonly string[] BuiltColours = ["red", "blue"];
-    private static readonly string[] Colours = ["red", "blue", "green", "purple"];
-
-    private sealed record Item(float[] Vector, string? Colour, double? Price, long? N);
-
-    private sealed record Filter(string Json, Func<Item, bool> Matches);
-
-    private static string F(double x) => x.ToString("R", CultureInfo.InvariantCulture);
-
-    // Prices were built in [0.5, 59.5]; writes go up to 150 and below 0, past the edge cells.
-    private static Filter RandomFilter(Random rng) => rng.Next(6) switch
-    {
-        0 => new("""{"colour":"green"}""", i => i.Colour == "green"),
-        1 => new("""{"colour":{"$in":["red","purple"]}}""", i => i.Colour is "red" or "purple"),
-        2 => rng.NextDouble() is var p ? new($"{{\"price\":{{\"$lt\":{F(p * 160 - 10)}}}}}", i => i.Price < p * 160 - 10) : null!,
-        3 => rng.Next(60) is var n ? new($"{{\"$or\":[{{\"n\":{{\"$gte\":{n}}}}},{{\"colour\":{{\"$exists\":false}}}}]}}", i => i.N >= n || i.Colour is null) : null!,
-        4 => rng.NextDouble() is var q ? new($"{{\"price\":{{\"$gt\":{F(q * 160 - 10)}}}}}", i => i.Price > q * 160 - 10) : null!,
-        _ => new("""{"$not":{"colour":"blue"}}""", i => i.Colour != "blue"),
-    };
+    private const int Dims = WriteModel.Dims, Rows = WriteModel.Rows;
 
     private sealed class Harness(string index, IndexStore store, HttpClient client, bool withIds)
     {
@@ -49,71 +31,14 @@ public sealed class IngestTests(IndexFixture fx)
         public WriteLog Log => new(Store.Blobs, Index);
     }
 
-    private static string IdOf(bool withIds, int i) => withIds ? $"doc-{i}" : i.ToString(CultureInfo.InvariantCulture);
+    private Task<(Dictionary<string, Item> Model, IndexStore Store)> BuildAsync(string index, int seed, bool withIds, int partitions = 4) =>
+        WriteModel.BuildAsync(fx.Root, index, seed, withIds, partitions);
 
-    private async Task<(Dictionary<string, Item> Model, IndexStore Store)> BuildAsync(string index, int seed, bool withIds, int partitions = 4)
-    {
-        var rng = new Random(seed);
-        var model = new Dictionary<string, Item>(StringComparer.Ordinal);
-        var data = new float[Rows * Dims];
-        var lines = new StringBuilder();
-        for (int i = 0; i < Rows; i++)
-        {
-            var v = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
-            v.CopyTo(data, i * Dims);
-            var item = new Item(v, BuiltColours[i % 2], i + 0.5, i);
-            model[IdOf(withIds, i)] = item;
-            var id = withIds ? $"\"id\":\"doc-{i}\"," : "";
-            lines.AppendLine($"{{{id}\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}}}");
-        }
-        var store = new IndexStore(new FolderBlobStore(fx.Root), index);
-        await IndexPublisher.BuildAndPublishAsync(store, data, Rows, Dims, new IndexBuildOptions
-        {
-            Partitions = partitions, Seed = seed, Attributes = AttributeReader.ReadJsonLines(new StringReader(lines.ToString()), "s.jsonl"),
-        });
-        return (model, store);
-    }
+    private static Task WriteAsync(Harness h, Random rng, Dictionary<string, Item> model, Func<string> newId, string context) =>
+        WriteModel.WriteAsync(h.Client, h.Index, rng, model, newId, context);
 
-    /// <summary>One random write through the API, applied to the model too.</summary>
-    private static async Task WriteAsync(Harness h, Random rng, Dictionary<string, Item> model, Func<string> newId, string context)
-    {
-        var body = new StringBuilder("{");
-        int kind = rng.Next(5);
-        if (kind == 0)
-        {
-            var where = RandomFilter(rng);
-            body.Append($"\"deleteWhere\":{where.Json}");
-            foreach (var id in model.Where(e => where.Matches(e.Value)).Select(e => e.Key).ToArray()) model.Remove(id);
-        }
-        else if (kind == 1)
-        {
-            var ids = Enumerable.Range(0, rng.Next(1, 4))
-                .Select(_ => rng.Next(3) == 0 ? newId() : model.Keys.ElementAtOrDefault(rng.Next(Math.Max(1, model.Count))) ?? newId()).Distinct().ToArray();
-            body.Append("\"deletes\":[" + string.Join(',', ids.Select(id => $"\"{id}\"")) + "]");
-            foreach (var id in ids) model.Remove(id);
-        }
-        else
-        {
-            var items = new List<string>();
-            var used = new HashSet<string>();
-            for (int u = rng.Next(1, 8); u > 0; u--)
-            {
-                var id = rng.Next(2) == 0 && model.Count > 0 ? model.Keys.ElementAt(rng.Next(model.Count)) : newId();
-                if (!used.Add(id)) continue;
-                // Some vectors far outside the built data (past the partitions' radii and outer code cells).
-                double scale = rng.Next(6) == 0 ? 4 : 1;
-                var v = Enumerable.Range(0, Dims).Select(_ => (float)((rng.NextDouble() - (scale > 1 ? 0.5 : 0)) * scale)).ToArray();
-                Item item = rng.Next(5) == 0 ? new Item(v, null, null, null) : new Item(v, Colours[rng.Next(Colours.Length)], Math.Round(rng.NextDouble() * 160 - 10, 2), rng.Next(80));
-                model[id] = item;
-                var attributes = item.Colour is null ? "" : $",\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}";
-                items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)}{attributes}}}");
-            }
-            body.Append("\"upserts\":[" + string.Join(',', items) + "]");
-        }
-        body.Append('}');
-        var written = await h.Client.PostAsync($"/api/indexes/{h.Index}/vectors", Bodies.Json(body.ToString()));
-        Assert.True(written.StatusCode == HttpStatusCode.OK, $"{context}: {await written.Content.ReadAsStringAsync()}");
-    }
+    private static Task AssertAnswer(Harness h, float[] query, Filter? filter, string consistency, Dictionary<string, Item> model, long watermark, string context) =>
+        WriteModel.AssertAnswer(h.Client, h.Index, h.WithIds, query, filter, consistency, model, watermark, context);
 
     [Theory]
     [InlineData(1, 1, true)]
@@ -131,7 +56,9 @@ public sealed class IngestTests(IndexFixture fx)
         int fresh = 0;
         string NewId() => withIds ? $"new-{fresh++}" : (Rows + fresh++).ToString(CultureInfo.InvariantCulture);
         long sequence = 0, watermark = 0;
-        int ingests = 0;
+        int ingests = 0, extended = 0, masked = 0, rewritten = 0;
+        static int OwnSegments(Squash.Index.Model.PartitionEntry p) =>
+            new[] { p.Codes, p.Vectors, p.Attributes, p.Deleted }.Concat(p.Appended?.Select(a => a.Codes) ?? []).Count(x => x is { Version: null });
 
         for (int step = 0; step < 40; step++)
         {
@@ -150,7 +77,20 @@ public sealed class IngestTests(IndexFixture fx)
                 var m = await store.OpenCurrentAsync();
                 Assert.Equal(sequence, m.IndexedSequence);
                 Assert.True(model.Count == m.Count, $"{context}: the version holds {m.Count} rows, the model {model.Count}");
-                Assert.True(m.Partitions.Count(p => p.Codes.Version is null) == run.TouchedPartitions, $"{context}: only touched partitions are rewritten");
+                // A touched partition is rewritten (new base segments) or extended (an appended segment and/or a new mask,
+                // its base referenced); an untouched one references everything.
+                Assert.True(m.Partitions.Count(p => p.Codes.Version is null) == run.RewrittenPartitions, $"{context}: rewritten partitions");
+                Assert.True(m.Partitions.Count(p => OwnSegments(p) > 0) == run.TouchedPartitions, $"{context}: only touched partitions have new segments");
+                foreach (var p in m.Partitions.Where(p => p.IsComposite))
+                {
+                    Assert.True(p.Codes.Version is not null, $"{context}: partition {p.Id} is extended, its base is an earlier version's");
+                    Assert.True(p.StoredRows - p.Count == (await store.ReadDeletionMaskAsync(m, p) ?? []).Count(x => x), $"{context}: partition {p.Id}'s mask");
+                    Assert.True((p.Appended?.Count ?? 0) <= LogIngest.MaxAppendedSegments, $"{context}: partition {p.Id} has {p.Appended?.Count} appended segments");
+                }
+                Assert.Equal(m.Partitions.Any(p => p.IsComposite) ? 2 : 1, m.FormatVersion);
+                extended += m.Partitions.Count(p => p.IsComposite && OwnSegments(p) > 0);
+                masked += m.Partitions.Count(p => p.Deleted is { Version: null });
+                rewritten += run.RewrittenPartitions;
             }
             var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
             var filter = rng.Next(2) == 0 ? RandomFilter(rng) : null;
@@ -158,42 +98,10 @@ public sealed class IngestTests(IndexFixture fx)
             await AssertAnswer(h, query, filter, "eventual", published, watermark, $"{context} eventual {filter?.Json}");
         }
         Assert.True(ingests >= 2, $"seed {seed}: only {ingests} ingests ran");
+        // Both ways of applying the log ran: partitions extended (appended rows, masks) and partitions rewritten whole.
+        Assert.True(extended > 0 && masked > 0 && rewritten > 0, $"seed {seed}: {extended} partitions extended, {masked} masks written, {rewritten} rewritten");
         // Nothing left to apply: a further run writes no version.
         Assert.Null((await LogIngest.RunAsync(store, h.Log)).Version);
-    }
-
-    private static async Task AssertAnswer(Harness h, float[] query, Filter? filter, string consistency, Dictionary<string, Item> model, long watermark, string context)
-    {
-        const int k = 10;
-        var filterPart = filter is null ? "" : $",\"filter\":{filter.Json}";
-        var response = await h.Client.PostAsync($"/api/indexes/{h.Index}/query",
-            Bodies.Json($"{{\"vector\":{Bodies.Vector(query)},\"k\":{k}{filterPart},\"include\":[\"colour\",\"price\"],\"options\":{{\"exact\":true,\"consistency\":\"{consistency}\"}}}}"));
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == HttpStatusCode.OK, $"{context}: {text}");
-        using var doc = JsonDocument.Parse(text);
-        var expected = model.Where(e => filter is null || filter.Matches(e.Value))
-            .Select(e => (Id: e.Key, D: Math.Sqrt(e.Value.Vector.Select((x, j) => (double)(x - query[j]) * (x - query[j])).Sum()), e.Value.Colour, e.Value.Price))
-            .OrderBy(x => x.D).Take(k).ToArray();
-        var results = doc.RootElement.GetProperty("results").EnumerateArray().ToArray();
-        // An index with ids names rows by string; one without by row number (a JSON number, tail rows included).
-        string IdOf(JsonElement r)
-        {
-            var id = r.GetProperty("id");
-            Assert.True(id.ValueKind == (h.WithIds ? JsonValueKind.String : JsonValueKind.Number), $"{context}: id {id.GetRawText()}");
-            return h.WithIds ? id.GetString()! : id.GetInt64().ToString(CultureInfo.InvariantCulture);
-        }
-        Assert.True(expected.Select(e => e.Id).SequenceEqual(results.Select(IdOf)),
-            $"{context}: expected [{string.Join(", ", expected.Select(e => $"{e.Id} {e.D:F5}"))}] got [{string.Join(", ", results.Select(r => $"{r.GetProperty("id").GetRawText()} {r.GetProperty("distance").GetSingle():F5}"))}]");
-        for (int i = 0; i < results.Length; i++)
-        {
-            Assert.Equal(expected[i].D, results[i].GetProperty("distance").GetSingle(), 4);
-            var attributes = results[i].GetProperty("attributes");
-            var colour = attributes.TryGetProperty("colour", out var c) ? c.GetString() : null;
-            double? price = attributes.TryGetProperty("price", out var pr) && pr.ValueKind == JsonValueKind.Number ? pr.GetDouble() : null;
-            Assert.True(expected[i].Colour == colour && expected[i].Price == price,
-                $"{context}: {expected[i].Id} has colour {expected[i].Colour} price {expected[i].Price}, the answer says {colour} {price}");
-        }
-        Assert.Equal(watermark, doc.RootElement.GetProperty("indexedSequence").GetInt64());
     }
 
     /// <summary>A store that fails the first write of a blob whose name ends with <paramref name="suffix"/>, as a worker killed at that moment would.</summary>
@@ -214,6 +122,8 @@ public sealed class IngestTests(IndexFixture fx)
 
     [Theory]
     [InlineData(".codes.seg")]
+    [InlineData(".appended.seg")]
+    [InlineData(".deleted.seg")]
     [InlineData("/routing.seg")]
     [InlineData("/manifest.json")]
     [InlineData("/current")]
@@ -226,6 +136,17 @@ public sealed class IngestTests(IndexFixture fx)
         var rng = new Random(11);
         int fresh = 0;
         for (int i = 0; i < 12; i++) await WriteAsync(h, rng, model, () => $"new-{fresh++}", $"write {i}");
+        long last = 12;
+        if (killedAt is ".appended.seg" or ".deleted.seg")
+        {
+            // A run that extends a partition: the log applied once, then one row replaced (an appended row and a mask).
+            await LogIngest.RunAsync(store, h.Log);
+            var id = model.Keys.Order(StringComparer.Ordinal).First();
+            var replaced = await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json($$"""{"upserts":[{"id":"{{id}}","vector":[0.5,0.5,0.5,0.5]}]}"""));
+            Assert.Equal(HttpStatusCode.OK, replaced.StatusCode);
+            model[id] = new Item([0.5f, 0.5f, 0.5f, 0.5f], null, null, null);
+            last = 13;
+        }
         var before = await store.GetCurrentAsync();
 
         var killed = new IndexStore(new FailOnce(store.Blobs, killedAt), index);
@@ -234,10 +155,11 @@ public sealed class IngestTests(IndexFixture fx)
 
         var run = await LogIngest.RunAsync(store, h.Log);
         Assert.True(run.Published);
-        Assert.Equal(12, run.ToSequence);
+        Assert.Equal(last, run.ToSequence);
         var m = await store.OpenCurrentAsync();
         Assert.Equal(model.Count, m.Count);
-        Assert.Equal(12, m.IndexedSequence);
+        Assert.Equal(last, m.IndexedSequence);
+        if (last == 13) Assert.Contains(m.Partitions, p => p.Appended is { Count: > 0 } && p.Deleted is not null);
         // Every id once: the id of each stored row, read back from the version, is the model's key set exactly.
         var keys = new List<string>();
         foreach (var p in m.Partitions) keys.AddRange((await store.ReadAttributesAsync(m, p)).Keys!.Select(k => k!));
@@ -245,7 +167,7 @@ public sealed class IngestTests(IndexFixture fx)
         for (int q = 0; q < 5; q++)
         {
             var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
-            await AssertAnswer(h, query, null, "eventual", model, 12, $"killed at {killedAt}, query {q}");
+            await AssertAnswer(h, query, null, "eventual", model, last, $"killed at {killedAt}, query {q}");
         }
     }
 
@@ -327,8 +249,13 @@ public sealed class IngestTests(IndexFixture fx)
         model.Remove("doc-4");
         var second = await LogIngest.RunAsync(store, h.Log);
 
+        var current = await store.OpenCurrentAsync();
+        // The built version holds the untouched partitions' segments; the first ingest's folder holds what it appended or
+        // rewrote, which the second still names unless the second rewrote it or masked nothing there.
+        var referenced = IndexStore.ReferencedVersions(current).ToHashSet();
+        Assert.Contains(built, referenced);
         var gc = await store.CollectGarbageAsync(keep: 0, grace: TimeSpan.Zero);
-        Assert.Equal([first.Version!], gc.Deleted.ToArray());
+        Assert.Equal(referenced.Contains(first.Version!) ? [] : [first.Version!], gc.Deleted.ToArray());
         Assert.Contains(gc.Kept, k => k.Version == built && k.Reason == IndexStore.KeptReason.Referenced);
         Assert.Contains(gc.Kept, k => k.Version == second.Version && k.Reason == IndexStore.KeptReason.Current);
         var m = await store.OpenCurrentAsync();

@@ -18,6 +18,8 @@ public enum SegmentKind : uint
     Attributes = 4,
     /// <summary>Build-internal, never part of an index: one source chunk's rows of one partition (ids and internal-space vectors).</summary>
     BuildRun = 5,
+    /// <summary>A partition's deletion mask: one bit per stored row (base rows, then appended rows), set when the row is gone.</summary>
+    DeletionMask = 6,
 }
 
 /// <summary>Thrown when a segment or manifest fails validation; the message names the file.</summary>

@@ -13,6 +13,11 @@ public sealed record IndexManifest
 {
     public const string FormatName = "squash-index";
     public const int CurrentFormatVersion = 1;
+    /// <summary>
+    /// A manifest in which some partition has appended segments or a deletion mask (written by ingest). Its own number so
+    /// that a build that knows only format 1 refuses it rather than reading those partitions' base segments alone.
+    /// </summary>
+    public const int ExtendedFormatVersion = 2;
 
     public string Format { get; init; } = FormatName;
     public int FormatVersion { get; init; } = CurrentFormatVersion;
@@ -68,8 +73,10 @@ public sealed record IndexManifest
         }
         if (m is null) throw new CorruptIndexException($"manifest '{name}' is empty");
         if (m.Format != FormatName) throw new CorruptIndexException($"manifest '{name}' is not a Squash index manifest");
-        if (m.FormatVersion != CurrentFormatVersion)
-            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion}");
+        if (m.FormatVersion is not (CurrentFormatVersion or ExtendedFormatVersion))
+            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion} and {ExtendedFormatVersion}");
+        if (m.FormatVersion == CurrentFormatVersion && m.Partitions.Any(p => p.IsComposite))
+            throw new CorruptIndexException($"manifest '{name}' has appended segments or deletion masks but format version {CurrentFormatVersion}");
         if (m.Dimensions < 1 || m.InternalDimensions < m.Dimensions || m.GlobalDimensions < 0 || m.GlobalDimensions > m.InternalDimensions)
             throw new CorruptIndexException($"manifest '{name}' has inconsistent dimensions");
         if (m.Partitions.Count == 0 && m.Count > 0) throw new CorruptIndexException($"manifest '{name}' lists no partitions");
@@ -128,6 +135,49 @@ public sealed record PartitionEntry
     public SegmentRef? Attributes { get; init; }
     /// <summary>Per-attribute code counts, in schema order: what the filter planner estimates from.</summary>
     public IReadOnlyList<AttributeStats>? AttributeStats { get; init; }
+
+    /// <summary>
+    /// Rows ingest appended after the base segments (<see cref="Codes"/>, <see cref="Vectors"/>, <see cref="Attributes"/>)
+    /// instead of rewriting them, oldest first; null when there are none. Such a partition's stored rows are the base rows,
+    /// then each appended segment's, in order; <see cref="Deleted"/> masks some of them, and <see cref="Count"/> is the rows
+    /// left.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<AppendedRows>? Appended { get; init; }
+    /// <summary>The deletion mask over the stored rows (a bit per row: replaced or deleted); null when no row is masked.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SegmentRef? Deleted { get; init; }
+    /// <summary>Rows in the base segments of a composite partition (<see cref="Count"/> counts the live rows); null otherwise.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? BaseCount { get; init; }
+
+    /// <summary>True when the partition is more than its base segments: appended rows or a deletion mask.</summary>
+    [JsonIgnore]
+    public bool IsComposite => Appended is not null || Deleted is not null;
+    /// <summary>Rows in the base segments.</summary>
+    [JsonIgnore]
+    public int BaseRows => BaseCount ?? Count;
+    /// <summary>Rows stored in all its segments, masked ones included (the mask's length).</summary>
+    [JsonIgnore]
+    public int StoredRows => BaseRows + (Appended?.Sum(a => a.Count) ?? 0);
+    /// <summary>The entry describing only the base segments (what their headers must match).</summary>
+    public PartitionEntry BaseEntry() => IsComposite ? this with { Count = BaseRows, Appended = null, Deleted = null, BaseCount = null } : this;
+}
+
+/// <summary>Rows one ingest appended to a partition, encoded with the partition's quantizer (its outer cell boundaries possibly widened).</summary>
+public sealed record AppendedRows
+{
+    public required int Count { get; init; }
+    public required SegmentRef Codes { get; init; }
+    public required SegmentRef Vectors { get; init; }
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public SegmentRef? Attributes { get; init; }
+
+    /// <summary>A partition entry for just these rows (what their segments' headers must match).</summary>
+    public PartitionEntry EntryOf(PartitionEntry partition) => partition with
+    {
+        Count = Count, Codes = Codes, Vectors = Vectors, Attributes = Attributes, Appended = null, Deleted = null, BaseCount = null,
+    };
 }
 
 [JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]

@@ -2,6 +2,7 @@ using System.Runtime.InteropServices;
 using System.Text;
 using Squash.Index.Attributes;
 using Squash.Index.Format;
+using System.Diagnostics;
 
 namespace Squash.Index.Model;
 
@@ -190,13 +191,31 @@ public sealed class PartitionAttributes
     public long StoredBytes { get; init; }
 
     /// <summary>Encodes the given rows (ascending row numbers) of the table with the index-wide encoders.</summary>
-    public static PartitionAttributes Encode(AttributeTable table, IndexAttributes info, int[] rows)
+    public static PartitionAttributes Encode(AttributeTable table, IndexAttributes info, int[] rows) => Encode(info, new TableRows(table, rows));
+
+    /// <summary>
+    /// Rows copied from encoded partitions, as they are (codes, raw values, dictionary ids and ids stay valid: dictionaries
+    /// only grow and number cells never move): row i is row <c>rows[i].Row</c> of <c>parts[rows[i].Part]</c>.
+    /// </summary>
+    public static PartitionAttributes Gather(IndexAttributes info, IReadOnlyList<PartitionAttributes> parts, IReadOnlyList<(int Part, int Row)> rows, long storedBytes = 0)
     {
-        int n = rows.Length;
-        var columns = new PartitionAttributeColumn[table.Columns.Length];
+        var gathered = Encode(info, new StoredRows(parts, rows));
+        return storedBytes == 0 ? gathered : new PartitionAttributes { Count = gathered.Count, Columns = gathered.Columns, Keys = gathered.Keys, StoredBytes = storedBytes };
+    }
+
+    /// <summary>
+    /// The one attribute encoder: each row's values from <paramref name="rows"/> — copied as they are from an encoded row,
+    /// or encoded here (numbers into their cells, categories and tags as dictionary ids the source gives).
+    /// </summary>
+    public static PartitionAttributes Encode(IndexAttributes info, AttributeRowSource rows)
+    {
+        int n = rows.Count;
+        var stored = new (PartitionAttributes Part, int Row)?[n];
+        for (int i = 0; i < n; i++) stored[i] = rows.Stored(i);
+        var columns = new PartitionAttributeColumn[info.Attributes.Count];
+        var tagBuffer = new List<int>();
         for (int a = 0; a < columns.Length; a++)
         {
-            var col = table.Columns[a];
             var def = info.Attributes[a];
             switch (def.Type)
             {
@@ -208,10 +227,15 @@ public sealed class PartitionAttributes
                     long[]? integers = def.Type == AttributeType.Integer ? new long[n] : null;
                     for (int i = 0; i < n; i++)
                     {
-                        int r = rows[i];
-                        if (!col.IsPresent(r)) { codes[i] = AttributeEncoding.MissingCode; continue; }
-                        double v = numbers is not null ? numbers[i] = col.Numbers![r] : integers![i] = col.Integers![r];
-                        codes[i] = (byte)AttributeEncoding.Encode(def.Boundaries, v);
+                        if (stored[i] is var (part, row))
+                        {
+                            var was = part.Columns[a];
+                            codes[i] = was.Codes![row];
+                            if (numbers is not null) numbers[i] = was.Numbers![row]; else integers![i] = was.Integers![row];
+                        }
+                        else if (numbers is not null && rows.TryNumber(i, a, out double x)) codes[i] = rows.NumberCode(a, def, numbers[i] = x);
+                        else if (integers is not null && rows.TryInteger(i, a, out long z)) codes[i] = rows.NumberCode(a, def, integers[i] = z);
+                        else codes[i] = AttributeEncoding.MissingCode;
                     }
                     columns[a] = new PartitionAttributeColumn { Type = def.Type, Codes = codes, Numbers = numbers, Integers = integers };
                     break;
@@ -219,14 +243,16 @@ public sealed class PartitionAttributes
                 case AttributeType.Bool:
                 {
                     var codes = new byte[n];
-                    for (int i = 0; i < n; i++) codes[i] = col.IsPresent(rows[i]) ? (byte)col.Ids![rows[i]] : AttributeEncoding.MissingCode;
+                    for (int i = 0; i < n; i++)
+                        codes[i] = stored[i] is var (part, row) ? part.Columns[a].Codes![row]
+                            : rows.TryBool(i, a, out bool b) ? (byte)(b ? 1 : 0) : AttributeEncoding.MissingCode;
                     columns[a] = new PartitionAttributeColumn { Type = def.Type, Codes = codes };
                     break;
                 }
                 case AttributeType.Category:
                 {
                     var ids = new int[n];
-                    for (int i = 0; i < n; i++) ids[i] = col.IsPresent(rows[i]) ? col.Ids![rows[i]] : -1;
+                    for (int i = 0; i < n; i++) ids[i] = stored[i] is var (part, row) ? part.Columns[a].Ids![row] : rows.Category(i, a);
                     columns[a] = new PartitionAttributeColumn { Type = def.Type, Ids = ids };
                     break;
                 }
@@ -234,66 +260,40 @@ public sealed class PartitionAttributes
                 {
                     var present = new byte[n];
                     var offsets = new int[n + 1];
-                    var ids = new List<int>();
+                    var tags = new List<int>();
                     for (int i = 0; i < n; i++)
                     {
-                        offsets[i] = ids.Count;
-                        present[i] = col.Present[rows[i]];
-                        if (present[i] != 0) foreach (int t in col.Tags(rows[i])) ids.Add(t);
+                        offsets[i] = tags.Count;
+                        if (stored[i] is var (part, row))
+                        {
+                            var was = part.Columns[a];
+                            present[i] = was.Present![row];
+                            if (present[i] != 0) foreach (int t in was.Tags(row)) tags.Add(t);
+                        }
+                        else
+                        {
+                            tagBuffer.Clear();
+                            if (rows.Tags(i, a, tagBuffer)) { present[i] = 1; tags.AddRange(tagBuffer); }
+                        }
                     }
-                    offsets[n] = ids.Count;
-                    columns[a] = new PartitionAttributeColumn { Type = def.Type, Present = present, TagOffsets = offsets, TagIds = ids.ToArray() };
+                    offsets[n] = tags.Count;
+                    columns[a] = new PartitionAttributeColumn { Type = def.Type, Present = present, TagOffsets = offsets, TagIds = tags.ToArray() };
                     break;
                 }
             }
         }
         string?[]? keys = null;
-        if (table.Ids is not null)
+        if (info.HasIds)
         {
             keys = new string?[n];
-            for (int i = 0; i < n; i++) keys[i] = table.Ids[rows[i]];
+            for (int i = 0; i < n; i++) keys[i] = stored[i] is var (part, row) ? part.Keys![row] : rows.Key(i);
         }
         return new PartitionAttributes { Count = n, Columns = columns, Keys = keys };
     }
 
-    /// <summary>
-    /// The rows of several parts one after the other (a distributed build's chunks of one partition, in row order): the
-    /// same as <see cref="Encode"/> of all their rows at once.
-    /// </summary>
-    public static PartitionAttributes Concat(IReadOnlyList<PartitionAttributes> parts, IndexAttributes info)
-    {
-        int n = parts.Sum(p => p.Count);
-        var columns = new PartitionAttributeColumn[info.Attributes.Count];
-        for (int a = 0; a < columns.Length; a++)
-        {
-            var type = info.Attributes[a].Type;
-            if (type == AttributeType.Tags)
-            {
-                var offsets = new int[n + 1];
-                var tagIds = new List<int>();
-                int row = 0;
-                foreach (var part in parts)
-                {
-                    var c = part.Columns[a];
-                    for (int i = 0; i < part.Count; i++) offsets[row++] = tagIds.Count + c.TagOffsets![i];
-                    tagIds.AddRange(c.TagIds!);
-                }
-                offsets[n] = tagIds.Count;
-                columns[a] = new PartitionAttributeColumn { Type = type, Present = parts.SelectMany(p => p.Columns[a].Present!).ToArray(), TagOffsets = offsets, TagIds = tagIds.ToArray() };
-                continue;
-            }
-            columns[a] = new PartitionAttributeColumn
-            {
-                Type = type,
-                Codes = type is AttributeType.Number or AttributeType.Integer or AttributeType.Bool ? parts.SelectMany(p => p.Columns[a].Codes!).ToArray() : null,
-                Numbers = type == AttributeType.Number ? parts.SelectMany(p => p.Columns[a].Numbers!).ToArray() : null,
-                Integers = type == AttributeType.Integer ? parts.SelectMany(p => p.Columns[a].Integers!).ToArray() : null,
-                Ids = type == AttributeType.Category ? parts.SelectMany(p => p.Columns[a].Ids!).ToArray() : null,
-            };
-        }
-        var keys = info.HasIds ? parts.SelectMany(p => p.Keys ?? new string?[p.Count]).ToArray() : null;
-        return new PartitionAttributes { Count = n, Columns = columns, Keys = keys };
-    }
+    /// <summary>The rows of several parts one after the other (a distributed build's chunks of one partition, in row order).</summary>
+    public static PartitionAttributes Concat(IReadOnlyList<PartitionAttributes> parts, IndexAttributes info) =>
+        Gather(info, parts, parts.SelectMany((p, k) => Enumerable.Range(0, p.Count).Select(row => (k, row))).ToArray());
 
     /// <summary>
     /// For each number or integer attribute (null for the others): the smallest and largest value in each cell this
@@ -315,6 +315,37 @@ public sealed class PartitionAttributes
             max[a] = stats[a].Codes.Select(code => ranges.Max[code]).ToArray();
         }
         return (min, max);
+    }
+
+    /// <summary>Rows of an attribute table (a build's input): values already parsed, categories and tags already dictionary ids.</summary>
+    private sealed class TableRows(AttributeTable table, int[] rows) : AttributeRowSource
+    {
+        public override int Count => rows.Length;
+        public override string? Key(int i) => table.Ids?[rows[i]];
+        private AttributeColumn? Present(int i, int a) => table.Columns[a] is var c && c.IsPresent(rows[i]) ? c : null;
+        public override bool TryNumber(int i, int a, out double value) { value = Present(i, a)?.Numbers![rows[i]] ?? 0; return Present(i, a) is not null; }
+        public override bool TryInteger(int i, int a, out long value) { value = Present(i, a)?.Integers![rows[i]] ?? 0; return Present(i, a) is not null; }
+        public override bool TryBool(int i, int a, out bool value) { value = Present(i, a)?.Ids![rows[i]] == 1; return Present(i, a) is not null; }
+        public override int Category(int i, int a) => Present(i, a)?.Ids![rows[i]] ?? -1;
+        public override bool Tags(int i, int a, List<int> into)
+        {
+            if (Present(i, a) is not { } c) return false;
+            foreach (int t in c.Tags(rows[i])) into.Add(t);
+            return true;
+        }
+    }
+
+    /// <summary>Rows of encoded partitions, every one copied as it is.</summary>
+    private sealed class StoredRows(IReadOnlyList<PartitionAttributes> parts, IReadOnlyList<(int Part, int Row)> rows) : AttributeRowSource
+    {
+        public override int Count => rows.Count;
+        public override (PartitionAttributes Part, int Row)? Stored(int i) => (parts[rows[i].Part], rows[i].Row);
+        public override string? Key(int i) => throw new UnreachableException();
+        public override bool TryNumber(int i, int a, out double value) => throw new UnreachableException();
+        public override bool TryInteger(int i, int a, out long value) => throw new UnreachableException();
+        public override bool TryBool(int i, int a, out bool value) => throw new UnreachableException();
+        public override int Category(int i, int a) => throw new UnreachableException();
+        public override bool Tags(int i, int a, List<int> into) => throw new UnreachableException();
     }
 
     /// <summary>Per-attribute code counts for the manifest (the planner's view of this partition).</summary>
@@ -448,4 +479,26 @@ public sealed class PartitionAttributes
         }
         return new PartitionAttributes { Count = n, Columns = columns, Keys = keys, StoredBytes = file.LongLength };
     }
+}
+
+/// <summary>
+/// Where <see cref="PartitionAttributes.Encode(IndexAttributes, AttributeRowSource)"/> takes row i's values from: an encoded
+/// row to copy as it is (<see cref="Stored"/>), or values to encode. The Try methods answer false for a missing value.
+/// </summary>
+public abstract class AttributeRowSource
+{
+    public abstract int Count { get; }
+    /// <summary>An encoded row to copy as it is, or null when row i's values are to be encoded.</summary>
+    public virtual (PartitionAttributes Part, int Row)? Stored(int i) => null;
+    /// <summary>Row i's user id (asked only when the index has ids).</summary>
+    public abstract string? Key(int i);
+    public abstract bool TryNumber(int i, int a, out double value);
+    public abstract bool TryInteger(int i, int a, out long value);
+    public abstract bool TryBool(int i, int a, out bool value);
+    /// <summary>Row i's category as a dictionary id, −1 when it has none.</summary>
+    public abstract int Category(int i, int a);
+    /// <summary>Adds row i's tags as dictionary ids, ascending and distinct; false when it has none.</summary>
+    public abstract bool Tags(int i, int a, List<int> into);
+    /// <summary>The cell a number is coded in: the index-wide encoder (a source that grows the schema also widens the cell's min/max).</summary>
+    public virtual byte NumberCode(int a, AttributeInfo def, double value) => (byte)AttributeEncoding.Encode(def.Boundaries, value);
 }

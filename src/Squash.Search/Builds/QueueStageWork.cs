@@ -317,9 +317,12 @@ public sealed class QueueStageWork : IBuildStageWork
             }
             PartitionAttributes? joined = null;
             if (encoders is not null)
-                joined = PartitionAttributes.Concat(runs.Select((r, k) => PartitionAttributes.FromSegment(
+            {
+                var parts = runs.Select(r => PartitionAttributes.FromSegment(
                     r.Attributes ?? throw new Squash.Index.Format.CorruptIndexException($"a run of partition {layout.First + i} has no attributes"),
-                    $"attributes of a run of partition {layout.First + i}", r.Count, encoders)).ToArray(), encoders);
+                    $"attributes of a run of partition {layout.First + i}", r.Count, encoders)).ToArray();
+                joined = PartitionAttributes.Concat(parts, encoders);
+            }
             var encoded = IndexBuildStages.Encode(plan, layout.First + i, ids, x, job.Options.MaxBits, encodedAttributes: joined);
             // Written while the next partition is encoded; a few writes in flight at most.
             writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Codes.Name, encoded.Codes));

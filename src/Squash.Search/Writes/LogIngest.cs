@@ -16,8 +16,13 @@ namespace Squash.Search.Writes;
 /// <summary>What one ingest run did.</summary>
 /// <param name="Version">The version it wrote (null when the log had nothing past the watermark).</param>
 /// <param name="Published">True when <c>current</c> names <paramref name="Version"/> (false: a newer version got there first).</param>
+/// <param name="Seconds">Where the run's time went, by phase (log, read, apply, write, publish), for the ingest function's log line.</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
-    int TouchedPartitions, int Partitions);
+    int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0)
+{
+    /// <summary>The phases as "log 0.12 s, read 0.40 s, …".</summary>
+    public string Timings => Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s"));
+}
 
 /// <summary>
 /// Applies the write-ahead log past the current version's watermark, in sequence order, and publishes a new version that
@@ -33,6 +38,11 @@ public static class LogIngest
 {
     /// <summary>Batches one run applies at most (a larger backlog takes several runs, each publishing).</summary>
     public const int DefaultMaxBatches = 2_000;
+    /// <summary>
+    /// Codes, attributes and masks this process read or wrote: a warm ingest instance's next run reads every partition's
+    /// again, and most of them are unchanged or its own (bench/writes.md: blob requests, not bytes, are a run's cost).
+    /// </summary>
+    public static SegmentBlobCache Segments { get; } = new(256L << 20);
     /// <summary>How long an ingest holds the index's lease between renewals (a run renews after each version it publishes).</summary>
     public static readonly TimeSpan DefaultLease = TimeSpan.FromMinutes(2);
 
@@ -70,11 +80,15 @@ public static class LogIngest
         CancellationToken ct = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatches, 1);
+        store = new IndexStore(Segments.Over(store.Blobs), store.Name);
         var m = await store.OpenCurrentAsync(ct).ConfigureAwait(false);
         long from = m.IndexedSequence;
         long latest = await log.LatestSequenceAsync(from, ct).ConfigureAwait(false);
         if (latest <= from) return new IngestResult(null, false, from, from, 0, 0, 0, 0, m.Partitions.Count);
         long to = Math.Min(latest, from + maxBatches);
+        var phases = new List<(string, double)>();
+        var phase = System.Diagnostics.Stopwatch.StartNew();
+        void Lap(string name) { phases.Add((name, phase.Elapsed.TotalSeconds)); phase.Restart(); }
 
         var batches = new WriteBatch?[to - from];
         await Parallel.ForEachAsync(Enumerable.Range(0, batches.Length), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (i, t) =>
@@ -84,18 +98,20 @@ public static class LogIngest
                 ?? throw new InvalidDataException($"log batch {s} of index '{log.Index}' is missing although a later one exists");
             batches[i] = await log.CountsAsync(batch, s, t).ConfigureAwait(false) ? batch : null;
         }).ConfigureAwait(false);
+        Lap("log");
 
         var routing = await store.ReadRoutingAsync(m, ct).ConfigureAwait(false);
         int partitions = m.Partitions.Count;
         var codes = new PartitionCodes[partitions];
         var vectors = new PartitionVectors?[partitions];
         var attributes = new PartitionAttributes?[partitions];
-        await Parallel.ForEachAsync(Enumerable.Range(0, partitions), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (p, t) =>
+        await Parallel.ForEachAsync(Enumerable.Range(0, partitions), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (p, t) =>
         {
             codes[p] = await store.ReadCodesAsync(m, m.Partitions[p], t).ConfigureAwait(false);
             if (m.Attributes is not null) attributes[p] = await store.ReadAttributesAsync(m, m.Partitions[p], t).ConfigureAwait(false);
         }).ConfigureAwait(false);
 
+        Lap("read");
         var state = new State(m, codes, attributes);
         int upserts = 0;
         foreach (var batch in batches)
@@ -120,6 +136,7 @@ public static class LogIngest
         }
         var addedRows = state.RowNumbers(added);
 
+        Lap("apply");
         var touched = new bool[partitions];
         for (int p = 0; p < partitions; p++) touched[p] = state.Deleted[p] is not null;
         foreach (int p in addedPartition) touched[p] = true;
@@ -134,40 +151,72 @@ public static class LogIngest
         var entries = new PartitionEntry[partitions];
         var radii = (float[])routing.Radii.Clone();
         var sizes = (int[])routing.PartitionSizes.Clone();
+        int rewrites = 0;
         try
         {
+            // What each touched partition needs read first: its raw vectors when it is rewritten, its mask when it is extended.
+            var mineOf = new int[partitions][];
+            var rewrite = new bool[partitions];
+            var masks = new bool[]?[partitions];
+            var byPartition = addedPartition.Select((q, i) => (q, i)).ToLookup(x => x.q, x => x.i);
+            for (int p = 0; p < partitions; p++)
+            {
+                if (!touched[p]) continue;
+                mineOf[p] = byPartition[p].ToArray();
+                rewrite[p] = ShouldRewrite(m.Partitions[p], state.Deleted[p]?.Count(x => x) ?? 0, mineOf[p].Length);
+            }
+            await Parallel.ForEachAsync(Enumerable.Range(0, partitions).Where(p => touched[p]), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (p, t) =>
+            {
+                if (rewrite[p]) vectors[p] = await store.ReadVectorsAsync(m, m.Partitions[p], t).ConfigureAwait(false);
+                else masks[p] = await store.ReadDeletionMaskAsync(m, m.Partitions[p], t).ConfigureAwait(false);
+            }).ConfigureAwait(false);
+            Lap("read touched");
+
+            // Encoding runs in partition order (the attribute dictionaries grow as it goes); the writes run together after it.
+            var writes = new List<(string Name, byte[] Bytes)>();
             for (int p = 0; p < partitions; p++)
             {
                 var entry = m.Partitions[p];
                 if (!touched[p])
                 {
-                    entries[p] = entry with
-                    {
-                        Codes = Referenced(entry.Codes, m), Vectors = Referenced(entry.Vectors, m),
-                        Attributes = entry.Attributes is null ? null : Referenced(entry.Attributes, m),
-                    };
+                    entries[p] = Referenced(entry, m);
                     continue;
                 }
                 ct.ThrowIfCancellationRequested();
-                vectors[p] = await store.ReadVectorsAsync(m, entry, ct).ConfigureAwait(false);
-                var mine = Enumerable.Range(0, added.Length).Where(i => addedPartition[i] == p).ToArray();
-                var rewritten = Rewrite(m, routing, p, codes[p], vectors[p]!, attributes[p], state.Deleted[p], mine, added, addedX, addedRows, schema, ref radii[p]);
-                sizes[p] = rewritten.Codes.Count;
-                var codeBytes = rewritten.Codes.ToSegment();
-                var vectorBytes = rewritten.Vectors.ToSegment();
-                await sink.WriteAsync(IndexBuildStages.CodesName(p), codeBytes, ct).ConfigureAwait(false);
-                await sink.WriteAsync(IndexBuildStages.VectorsName(p), vectorBytes, ct).ConfigureAwait(false);
-                byte[]? attributeBytes = rewritten.Attributes?.ToSegment();
-                if (attributeBytes is not null) await sink.WriteAsync(IndexBuildStages.AttributesName(p), attributeBytes, ct).ConfigureAwait(false);
-                entries[p] = entry with
+                var mine = mineOf[p];
+                var encoded = EncodeNew(m, routing, p, codes[p], mine, addedX, ref radii[p]);
+                var deleted = state.Deleted[p];
+                if (rewrite[p])
                 {
-                    Count = rewritten.Codes.Count,
-                    Codes = new SegmentRef(IndexBuildStages.CodesName(p), codeBytes.LongLength),
-                    Vectors = new SegmentRef(IndexBuildStages.VectorsName(p), vectorBytes.LongLength),
-                    Attributes = attributeBytes is null ? null : new SegmentRef(IndexBuildStages.AttributesName(p), attributeBytes.LongLength),
-                    AttributeStats = rewritten.Attributes?.Statistics() ?? entry.AttributeStats,
-                };
+                    var rewritten = Rewrite(m, codes[p], vectors[p]!, attributes[p], deleted, mine, encoded, added, addedX, addedRows, schema);
+                    vectors[p] = null;
+                    var codeBytes = rewritten.Codes.ToSegment();
+                    var vectorBytes = rewritten.Vectors.ToSegment();
+                    writes.Add((IndexBuildStages.CodesName(p), codeBytes));
+                    writes.Add((IndexBuildStages.VectorsName(p), vectorBytes));
+                    byte[]? attributeBytes = rewritten.Attributes?.ToSegment();
+                    if (attributeBytes is not null) writes.Add((IndexBuildStages.AttributesName(p), attributeBytes));
+                    entries[p] = entry with
+                    {
+                        Count = rewritten.Codes.Count,
+                        Codes = new SegmentRef(IndexBuildStages.CodesName(p), codeBytes.LongLength),
+                        Vectors = new SegmentRef(IndexBuildStages.VectorsName(p), vectorBytes.LongLength),
+                        Attributes = attributeBytes is null ? null : new SegmentRef(IndexBuildStages.AttributesName(p), attributeBytes.LongLength),
+                        AttributeStats = rewritten.Attributes?.Statistics() ?? entry.AttributeStats,
+                        Appended = null, Deleted = null, BaseCount = null,
+                    };
+                    rewrites++;
+                }
+                else
+                {
+                    entries[p] = Append(m, entry, p, codes[p], attributes[p], masks[p], deleted, mine, encoded, added, addedX, addedRows, schema, writes);
+                }
+                sizes[p] = entries[p].Count;
             }
+            Lap("encode");
+            await Parallel.ForEachAsync(writes, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct },
+                async (w, t) => await sink.WriteAsync(w.Name, w.Bytes, t).ConfigureAwait(false)).ConfigureAwait(false);
+            Lap("write");
             var routingBytes = new RoutingData { GlobalTransform = routing.GlobalTransform, Centroids = routing.Centroids, Radii = radii, PartitionSizes = sizes }.ToSegment();
             await sink.WriteAsync(IndexBuildStages.RoutingName, routingBytes, ct).ConfigureAwait(false);
             var manifest = m with
@@ -180,10 +229,12 @@ public static class LogIngest
                 Attributes = schema?.Result() ?? m.Attributes,
                 IndexedSequence = to,
                 NextRow = state.NextRow,
+                FormatVersion = entries.Any(e => e.IsComposite) ? IndexManifest.ExtendedFormatVersion : IndexManifest.CurrentFormatVersion,
             };
             var published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
+            Lap("publish");
             return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
-                touched.Count(t => t), partitions);
+                touched.Count(t => t), partitions, phases, rewrites);
         }
         catch (Exception) when (!ct.IsCancellationRequested)
         {
@@ -194,6 +245,126 @@ public static class LogIngest
     }
 
     private static SegmentRef Referenced(SegmentRef s, IndexManifest m) => s with { Version = s.Version ?? m.Version };
+
+    /// <summary>The entry with every segment it names (base, appended, mask) referenced in the folder it lives in.</summary>
+    private static PartitionEntry Referenced(PartitionEntry e, IndexManifest m) => e with
+    {
+        Codes = Referenced(e.Codes, m), Vectors = Referenced(e.Vectors, m), Attributes = e.Attributes is null ? null : Referenced(e.Attributes, m),
+        Appended = e.Appended?.Select(a => a with
+        {
+            Codes = Referenced(a.Codes, m), Vectors = Referenced(a.Vectors, m), Attributes = a.Attributes is null ? null : Referenced(a.Attributes, m),
+        }).ToArray(),
+        Deleted = e.Deleted is null ? null : Referenced(e.Deleted, m),
+    };
+
+    /// <summary>Appended segments a partition may carry; the next ingest that touches it rewrites it whole (reads stay one segment or a few).</summary>
+    public const int MaxAppendedSegments = 8;
+
+    /// <summary>
+    /// Whether a touched partition is rewritten whole rather than extended by an appended segment and its mask: when it
+    /// would carry more than <see cref="MaxAppendedSegments"/>, or its appended or masked rows would pass half its base rows
+    /// (then reads pay for too many rows that are not the base's, and the rewrite costs about what the partition holds anyway).
+    /// </summary>
+    private static bool ShouldRewrite(PartitionEntry entry, int removed, int appended)
+    {
+        int segments = (entry.Appended?.Count ?? 0) + (appended > 0 ? 1 : 0);
+        int appendedRows = (entry.Appended?.Sum(a => a.Count) ?? 0) + appended;
+        int masked = entry.StoredRows - entry.Count + removed;
+        return segments > MaxAppendedSegments || 2L * appendedRows > entry.BaseRows || 2L * masked > entry.BaseRows;
+    }
+
+    private static string AppendedName(string segmentName) => segmentName.Replace(".seg", ".appended.seg", StringComparison.Ordinal);
+
+    /// <summary>
+    /// Extends a partition without rewriting it: the new rows as one appended segment (codes, vectors, attributes) and the
+    /// deletion mask with the removed rows set (added to <paramref name="writes"/>); the base and earlier appended segments
+    /// are referenced where they are.
+    /// </summary>
+    private static PartitionEntry Append(IndexManifest m, PartitionEntry entry, int p, PartitionCodes live, PartitionAttributes? liveAttributes, bool[]? oldMask,
+        bool[]? deleted, int[] mine, Encoded encoded, UpsertItem[] added, float[] addedX, long[] addedRows, SchemaGrowth? schema, List<(string Name, byte[] Bytes)> writes)
+    {
+        int d = m.InternalDimensions, k = mine.Length;
+        int removed = deleted?.Count(x => x) ?? 0;
+        var appended = (Referenced(entry, m).Appended ?? []).ToList();
+        PartitionAttributes? newAttributes = null;
+        if (k > 0)
+        {
+            var ids = new int[k];
+            var raw = new float[(long)k * d];
+            for (int j = 0; j < k; j++)
+            {
+                ids[j] = checked((int)addedRows[mine[j]]);
+                addedX.AsSpan(mine[j] * d, d).CopyTo(raw.AsSpan(j * d, d));
+            }
+            var codes = new PartitionCodes
+            {
+                Id = live.Id, Count = k, GlobalDimensions = live.GlobalDimensions, CodedDimensions = live.CodedDimensions, Mean = live.Mean, Rotation = live.Rotation,
+                Eigenvalues = live.Eigenvalues, Widths = live.Widths, Boundaries = encoded.Boundaries, BoundaryOffsets = live.BoundaryOffsets, Signs = encoded.Signs,
+                SignWords = live.SignWords, Cells = encoded.Cells, ResidualNorms = encoded.ResidualNorms, Ids = ids,
+            };
+            var codeBytes = codes.ToSegment();
+            var vectorBytes = new PartitionVectors { Count = k, Dimensions = d, Data = raw }.ToSegment();
+            writes.Add((AppendedName(IndexBuildStages.CodesName(p)), codeBytes));
+            writes.Add((AppendedName(IndexBuildStages.VectorsName(p)), vectorBytes));
+            SegmentRef? attributeRef = null;
+            if (liveAttributes is not null && schema is not null)
+            {
+                newAttributes = schema.Encode(liveAttributes, mine.Select(j => (-1, (UpsertItem?)added[j])).ToArray());
+                var attributeBytes = newAttributes.ToSegment();
+                writes.Add((AppendedName(IndexBuildStages.AttributesName(p)), attributeBytes));
+                attributeRef = new SegmentRef(AppendedName(IndexBuildStages.AttributesName(p)), attributeBytes.LongLength);
+            }
+            appended.Add(new AppendedRows
+            {
+                Count = k,
+                Codes = new SegmentRef(AppendedName(IndexBuildStages.CodesName(p)), codeBytes.LongLength),
+                Vectors = new SegmentRef(AppendedName(IndexBuildStages.VectorsName(p)), vectorBytes.LongLength),
+                Attributes = attributeRef,
+            });
+        }
+
+        // The mask covers every stored row (the appended ones join it unmasked). Live row i is the i-th unmasked stored row.
+        SegmentRef? maskRef = entry.Deleted is null ? null : Referenced(entry.Deleted, m);
+        if (removed > 0 || (oldMask is not null && k > 0))
+        {
+            var old = oldMask ?? new bool[entry.StoredRows];
+            var mask = new bool[entry.StoredRows + k];
+            old.CopyTo(mask, 0);
+            if (deleted is not null)
+            {
+                int liveRow = 0;
+                for (int stored = 0; stored < old.Length; stored++)
+                {
+                    if (old[stored]) continue;
+                    if (deleted[liveRow]) mask[stored] = true;
+                    liveRow++;
+                }
+            }
+            var maskBytes = PartitionComposition.MaskToSegment(mask);
+            writes.Add((IndexBuildStages.DeletionMaskName(p), maskBytes));
+            maskRef = new SegmentRef(IndexBuildStages.DeletionMaskName(p), maskBytes.LongLength);
+        }
+
+        IReadOnlyList<AttributeStats>? stats = entry.AttributeStats;
+        if (liveAttributes is not null)
+        {
+            // The planner's counts over what readers will see: the live rows kept, then the new ones.
+            var rows = new List<(int, int)>(live.Count - removed + k);
+            for (int i = 0; i < live.Count; i++) if (deleted is null || !deleted[i]) rows.Add((0, i));
+            for (int j = 0; j < k; j++) rows.Add((1, j));
+            var parts = newAttributes is null ? new[] { liveAttributes } : new[] { liveAttributes, newAttributes };
+            stats = PartitionAttributes.Gather(m.Attributes!, parts, rows).Statistics();
+        }
+        return entry with
+        {
+            Count = live.Count - removed + k,
+            BaseCount = entry.BaseRows,
+            Codes = Referenced(entry.Codes, m), Vectors = Referenced(entry.Vectors, m), Attributes = entry.Attributes is null ? null : Referenced(entry.Attributes, m),
+            Appended = appended.Count == 0 ? null : appended,
+            Deleted = maskRef,
+            AttributeStats = stats,
+        };
+    }
 
     private static int Nearest(float[] centroids, int partitions, int d, ReadOnlySpan<float> x)
     {
@@ -209,9 +380,14 @@ public static class LogIngest
 
     private sealed record Rewritten(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes);
 
-    /// <summary>One partition: its surviving rows, then the new rows encoded with its quantizer, in ascending row number.</summary>
-    private static Rewritten Rewrite(IndexManifest m, RoutingData routing, int p, PartitionCodes old, PartitionVectors oldVectors, PartitionAttributes? oldAttributes,
-        bool[]? deleted, int[] mine, UpsertItem[] added, float[] addedX, long[] addedRows, SchemaGrowth? schema, ref float radius)
+    /// <summary>New rows encoded with a partition's quantizer; <see cref="Boundaries"/> are its cell boundaries, the outer ones widened to hold them.</summary>
+    private sealed record Encoded(byte[] Cells, ulong[] Signs, float[] ResidualNorms, float[] Boundaries);
+
+    /// <summary>
+    /// Encodes the partition's new rows with its KLT, widths and cells; a coordinate beyond an outer cell boundary moves that
+    /// boundary out (every stored code stays valid and each cell's lower bound a true bound). Grows the partition's radius to reach them.
+    /// </summary>
+    private static Encoded EncodeNew(IndexManifest m, RoutingData routing, int p, PartitionCodes old, int[] mine, float[] addedX, ref float radius)
     {
         int d = m.InternalDimensions, gm = old.GlobalDimensions, md = old.CodedDimensions, words = old.SignWords;
         var boundaries = (float[])old.Boundaries.Clone();
@@ -248,6 +424,16 @@ public static class LogIngest
             float reach = System.Numerics.Tensors.TensorPrimitives.Distance(centroid, x);
             radius = Math.Max(radius, (float)(reach * (1 + 1e-6) + 1e-6));
         }
+        return new Encoded(newCells, newSigns, newResidual, boundaries);
+    }
+
+    /// <summary>One partition: its surviving rows, then the new rows encoded with its quantizer, in ascending row number.</summary>
+    private static Rewritten Rewrite(IndexManifest m, PartitionCodes old, PartitionVectors oldVectors, PartitionAttributes? oldAttributes,
+        bool[]? deleted, int[] mine, Encoded encoded, UpsertItem[] added, float[] addedX, long[] addedRows, SchemaGrowth? schema)
+    {
+        int d = m.InternalDimensions, gm = old.GlobalDimensions, md = old.CodedDimensions, words = old.SignWords;
+        int k = mine.Length;
+        var (newCells, newSigns, newResidual, boundaries) = encoded;
 
         // Rows in the new partition: (row number, old position or −1 − new index), ascending by row number.
         var order = new List<(long Row, int Source)>(old.Count + k);
@@ -449,101 +635,48 @@ public static class LogIngest
         }
 
         /// <summary>A partition's attributes from its surviving rows (position in <paramref name="old"/>) and new rows (JSON), in order.</summary>
-        public PartitionAttributes Encode(PartitionAttributes old, (int Source, UpsertItem? Item)[] rows)
+        public PartitionAttributes Encode(PartitionAttributes old, (int Source, UpsertItem? Item)[] rows) => PartitionAttributes.Encode(_info, new Rows(this, old, rows));
+
+        /// <summary>Surviving rows copied as they are; new rows' JSON values, with new dictionary values interned and number cells widened.</summary>
+        private sealed class Rows(SchemaGrowth growth, PartitionAttributes old, (int Source, UpsertItem? Item)[] rows) : AttributeRowSource
         {
-            int n = rows.Length;
-            var columns = new PartitionAttributeColumn[_info.Attributes.Count];
-            for (int a = 0; a < columns.Length; a++)
+            public override int Count => rows.Length;
+            public override (PartitionAttributes Part, int Row)? Stored(int i) => rows[i].Source >= 0 ? (old, rows[i].Source) : null;
+            public override string? Key(int i) => rows[i].Item!.Id;
+
+            private JsonElement? Value(int i, int a) =>
+                rows[i].Item!.Attributes is { ValueKind: JsonValueKind.Object } o && o.TryGetProperty(growth._info.Attributes[a].Name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
+
+            public override bool TryNumber(int i, int a, out double value)
             {
-                var def = _info.Attributes[a];
-                var was = old.Columns[a];
-                JsonElement? Value(UpsertItem u) =>
-                    u.Attributes is { ValueKind: JsonValueKind.Object } o && o.TryGetProperty(def.Name, out var v) && v.ValueKind != JsonValueKind.Null ? v : null;
-                switch (def.Type)
-                {
-                    case AttributeType.Number:
-                    case AttributeType.Integer:
-                    {
-                        var codes = new byte[n];
-                        double[]? numbers = def.Type == AttributeType.Number ? new double[n] : null;
-                        long[]? integers = def.Type == AttributeType.Integer ? new long[n] : null;
-                        for (int i = 0; i < n; i++)
-                        {
-                            var (source, item) = rows[i];
-                            if (source >= 0)
-                            {
-                                codes[i] = was.Codes![source];
-                                if (numbers is not null) numbers[i] = was.Numbers![source]; else integers![i] = was.Integers![source];
-                                continue;
-                            }
-                            if (Value(item!) is not { } v) { codes[i] = AttributeEncoding.MissingCode; continue; }
-                            double x;
-                            if (numbers is not null) x = numbers[i] = v.GetDouble();
-                            else
-                            {
-                                x = integers![i] = v.GetInt64();
-                                _lossy[a] |= Math.Abs(x) >= 9007199254740992d;
-                            }
-                            codes[i] = NumberCode(a, x);
-                        }
-                        columns[a] = new PartitionAttributeColumn { Type = def.Type, Codes = codes, Numbers = numbers, Integers = integers };
-                        break;
-                    }
-                    case AttributeType.Bool:
-                    {
-                        var codes = new byte[n];
-                        for (int i = 0; i < n; i++)
-                        {
-                            var (source, item) = rows[i];
-                            codes[i] = source >= 0 ? was.Codes![source] : Value(item!) is { } v ? (byte)(v.GetBoolean() ? 1 : 0) : AttributeEncoding.MissingCode;
-                        }
-                        columns[a] = new PartitionAttributeColumn { Type = def.Type, Codes = codes };
-                        break;
-                    }
-                    case AttributeType.Category:
-                    {
-                        var ids = new int[n];
-                        for (int i = 0; i < n; i++)
-                        {
-                            var (source, item) = rows[i];
-                            ids[i] = source >= 0 ? was.Ids![source] : Value(item!) is { } v ? Intern(a, v.GetString()!) : -1;
-                        }
-                        columns[a] = new PartitionAttributeColumn { Type = def.Type, Ids = ids };
-                        break;
-                    }
-                    default:
-                    {
-                        var present = new byte[n];
-                        var offsets = new int[n + 1];
-                        var tags = new List<int>();
-                        for (int i = 0; i < n; i++)
-                        {
-                            offsets[i] = tags.Count;
-                            var (source, item) = rows[i];
-                            if (source >= 0)
-                            {
-                                present[i] = was.Present![source];
-                                if (present[i] != 0) tags.AddRange(was.Tags(source).ToArray());
-                            }
-                            else if (Value(item!) is { } v)
-                            {
-                                present[i] = 1;
-                                tags.AddRange(new SortedSet<int>(v.EnumerateArray().Select(t => Intern(a, t.GetString()!))));
-                            }
-                        }
-                        offsets[n] = tags.Count;
-                        columns[a] = new PartitionAttributeColumn { Type = def.Type, Present = present, TagOffsets = offsets, TagIds = tags.ToArray() };
-                        break;
-                    }
-                }
+                value = Value(i, a) is { } v ? v.GetDouble() : 0;
+                return Value(i, a) is not null;
             }
-            string?[]? keys = null;
-            if (old.Keys is not null)
+
+            public override bool TryInteger(int i, int a, out long value)
             {
-                keys = new string?[n];
-                for (int i = 0; i < n; i++) keys[i] = rows[i].Source >= 0 ? old.Keys[rows[i].Source] : rows[i].Item!.Id;
+                value = Value(i, a) is { } v ? v.GetInt64() : 0;
+                // Beyond 2^53 the cell codes (doubles) no longer tell integers apart: the recheck must use the raw values.
+                growth._lossy[a] |= Math.Abs((double)value) >= 9007199254740992d;
+                return Value(i, a) is not null;
             }
-            return new PartitionAttributes { Count = n, Columns = columns, Keys = keys };
+
+            public override bool TryBool(int i, int a, out bool value)
+            {
+                value = Value(i, a) is { } v && v.GetBoolean();
+                return Value(i, a) is not null;
+            }
+
+            public override int Category(int i, int a) => Value(i, a) is { } v ? growth.Intern(a, v.GetString()!) : -1;
+
+            public override bool Tags(int i, int a, List<int> into)
+            {
+                if (Value(i, a) is not { } v) return false;
+                into.AddRange(new SortedSet<int>(v.EnumerateArray().Select(t => growth.Intern(a, t.GetString()!))));
+                return true;
+            }
+
+            public override byte NumberCode(int a, AttributeInfo def, double value) => growth.NumberCode(a, value);
         }
     }
 }

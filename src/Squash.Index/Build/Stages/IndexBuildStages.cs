@@ -214,6 +214,8 @@ public static class IndexBuildStages
     public static string CodesName(int p) => $"p{p:D5}.codes.seg";
     public static string VectorsName(int p) => $"p{p:D5}.vectors.seg";
     public static string AttributesName(int p) => $"p{p:D5}.attributes.seg";
+    /// <summary>A partition's deletion mask (written by ingest, never by a build).</summary>
+    public static string DeletionMaskName(int p) => $"p{p:D5}.deleted.seg";
     public const string RoutingName = "routing.seg";
 
     /// <summary>Finish: the routing data (write it before the manifest) and the manifest to publish, from every partition in id order.</summary>

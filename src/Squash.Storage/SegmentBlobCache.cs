@@ -1,0 +1,80 @@
+using System.Collections.Concurrent;
+
+namespace Squash.Storage;
+
+/// <summary>
+/// The bytes of segment blobs a process has read or written, kept up to a byte budget (oldest out first). Only blobs inside
+/// version folders whose names <see cref="Keeps"/> accepts: those are written create-only and never changed, so a copy
+/// stays true for as long as the blob exists (a blob gc removed is noticed when a version naming it is published: that
+/// check lists the folders). For a warm ingest instance: each run reads the codes and masks of every partition, most of
+/// which the previous run read or wrote itself.
+/// </summary>
+public sealed class SegmentBlobCache(long capacityBytes)
+{
+    private readonly ConcurrentDictionary<string, byte[]> _blobs = new(StringComparer.Ordinal);
+    private readonly ConcurrentQueue<string> _order = new();
+    private long _bytes;
+
+    public long CapacityBytes { get; } = capacityBytes;
+    public long Bytes => Interlocked.Read(ref _bytes);
+    public long Hits => Interlocked.Read(ref _hits);
+    private long _hits;
+
+    /// <summary>Codes, attributes and deletion masks inside version folders (raw vectors stay out: ingest rarely reads them back).</summary>
+    public static bool Keeps(string name) =>
+        name.Contains("/versions/", StringComparison.Ordinal) &&
+        (name.Contains(".codes.", StringComparison.Ordinal) || name.Contains(".attributes.", StringComparison.Ordinal) || name.EndsWith(".deleted.seg", StringComparison.Ordinal));
+
+    /// <summary><paramref name="inner"/> with reads of kept blobs answered from this cache when it can, and their reads and writes kept.</summary>
+    public IBlobStore Over(IBlobStore inner) => new Caching(inner, this);
+
+    private void Add(string key, byte[] bytes)
+    {
+        if (bytes.LongLength > CapacityBytes / 4 || !_blobs.TryAdd(key, bytes)) return;
+        _order.Enqueue(key);
+        Interlocked.Add(ref _bytes, bytes.LongLength);
+        while (Interlocked.Read(ref _bytes) > CapacityBytes && _order.TryDequeue(out var oldest))
+            if (_blobs.TryRemove(oldest, out var dropped)) Interlocked.Add(ref _bytes, -dropped.LongLength);
+    }
+
+    private sealed class Caching(IBlobStore inner, SegmentBlobCache cache) : IBlobStore
+    {
+        public string Description => inner.Description;
+        // One cache may serve several stores: the key names the store too.
+        private string Key(string name) => inner.Description + "\n" + name;
+
+        public async Task<byte[]> ReadAllAsync(string name, CancellationToken cancellationToken = default)
+        {
+            if (!Keeps(name)) return await inner.ReadAllAsync(name, cancellationToken).ConfigureAwait(false);
+            if (cache._blobs.TryGetValue(Key(name), out var held))
+            {
+                Interlocked.Increment(ref cache._hits);
+                return held;
+            }
+            var bytes = await inner.ReadAllAsync(name, cancellationToken).ConfigureAwait(false);
+            cache.Add(Key(name), bytes);
+            return bytes;
+        }
+
+        public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken cancellationToken = default)
+        {
+            var info = await inner.WriteAsync(name, data, condition, cancellationToken).ConfigureAwait(false);
+            // Create-only writes are the segments' (a version is written once); anything else is not a segment.
+            if (condition == WriteCondition.IfNotExists && Keeps(name)) cache.Add(Key(name), data.ToArray());
+            return info;
+        }
+
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken cancellationToken = default) =>
+            inner.ReadRangeAsync(name, offset, length, cancellationToken);
+        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken cancellationToken = default) => inner.GetInfoAsync(name, cancellationToken);
+        public Task<(byte[] Bytes, BlobInfo Info)?> ReadWithInfoAsync(string name, CancellationToken cancellationToken = default) =>
+            inner.ReadWithInfoAsync(name, cancellationToken);
+        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken cancellationToken = default) => inner.ListAsync(prefix, cancellationToken);
+
+        public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken = default)
+        {
+            if (cache._blobs.TryRemove(Key(name), out var dropped)) Interlocked.Add(ref cache._bytes, -dropped.LongLength);
+            return await inner.DeleteAsync(name, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}

@@ -1,0 +1,72 @@
+namespace Squash.Storage.Tests;
+
+/// <summary>The ingest's cache of immutable segment blobs: what it keeps, what it answers, what it forgets.</summary>
+public sealed class SegmentBlobCacheTests : IDisposable
+{
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "squash-segcache-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
+    }
+
+    private sealed class CountingStore(IBlobStore inner) : IBlobStore
+    {
+        public int Reads;
+        public string Description => inner.Description;
+        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) { Interlocked.Increment(ref Reads); return inner.ReadAllAsync(name, ct); }
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
+        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
+        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
+    }
+
+    private const string Codes = "idx/versions/v1/p00001.codes.seg", Vectors = "idx/versions/v1/p00001.vectors.seg", Current = "idx/current";
+
+    [Fact]
+    public async Task SegmentsReadOrWrittenOnceAreAnsweredFromMemoryAndOthersAlwaysFromTheStore()
+    {
+        var counting = new CountingStore(new FolderBlobStore(_root));
+        var cache = new SegmentBlobCache(1 << 20);
+        var store = cache.Over(counting);
+        await store.WriteAsync(Codes, new byte[] { 1, 2, 3 }, WriteCondition.IfNotExists);
+        await store.WriteAsync(Vectors, new byte[] { 4 }, WriteCondition.IfNotExists);
+        await store.WriteAsync(Current, new byte[] { 5 }, WriteCondition.Overwrite);
+
+        Assert.Equal([1, 2, 3], await store.ReadAllAsync(Codes));
+        Assert.Equal(0, counting.Reads); // written through the cache: never read back
+        Assert.Equal([4], await store.ReadAllAsync(Vectors));
+        Assert.Equal([4], await store.ReadAllAsync(Vectors));
+        Assert.Equal([5], await store.ReadAllAsync(Current));
+        Assert.Equal(3, counting.Reads); // raw vectors and the pointer are not kept
+
+        // Another process's segment: read from the store once.
+        await new FolderBlobStore(_root).WriteAsync("idx/versions/v2/p00001.deleted.seg", new byte[] { 6 }, WriteCondition.IfNotExists);
+        Assert.Equal([6], await store.ReadAllAsync("idx/versions/v2/p00001.deleted.seg"));
+        Assert.Equal([6], await store.ReadAllAsync("idx/versions/v2/p00001.deleted.seg"));
+        Assert.Equal(4, counting.Reads);
+        Assert.Equal(2, cache.Hits);
+    }
+
+    [Fact]
+    public async Task ADeletedSegmentIsForgottenAndTheBudgetHolds()
+    {
+        var counting = new CountingStore(new FolderBlobStore(_root));
+        var cache = new SegmentBlobCache(4096);
+        var store = cache.Over(counting);
+        await store.WriteAsync(Codes, new byte[100], WriteCondition.IfNotExists);
+        Assert.True(await store.DeleteAsync(Codes));
+        Assert.Equal(0, cache.Bytes);
+        await Assert.ThrowsAsync<BlobNotFoundException>(() => store.ReadAllAsync(Codes));
+
+        for (int p = 0; p < 100; p++) await store.WriteAsync($"idx/versions/v1/p{p:D5}.attributes.seg", new byte[500], WriteCondition.IfNotExists);
+        Assert.InRange(cache.Bytes, 1, 4096);
+        // The newest is held, the oldest went out.
+        int before = counting.Reads;
+        await store.ReadAllAsync("idx/versions/v1/p00099.attributes.seg");
+        Assert.Equal(before, counting.Reads);
+        await store.ReadAllAsync("idx/versions/v1/p00000.attributes.seg");
+        Assert.Equal(before + 1, counting.Reads);
+    }
+}
