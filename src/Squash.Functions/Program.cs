@@ -54,6 +54,7 @@ builder.Services.AddOpenTelemetry().WithTracing(t =>
 builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
+builder.Services.AddSingleton<InstanceActivity>();
 builder.Services.AddSingleton<QueryCoordinator>();
 builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
@@ -113,6 +114,22 @@ foreach (var name in tree.Preload.Split(',', StringSplitOptions.RemoveEmptyEntri
 }
 app.UseExceptionHandler();
 app.UseStatusCodePages();
+// Every invocation is activity of this instance (what Flex bills) and gets its own storage-operation counter; what it
+// counted goes back in a header, which the local host's meter reads (Azure's front end ignores it).
+var activity = app.Services.GetRequiredService<InstanceActivity>();
+app.Use(async (http, next) =>
+{
+    var ops = new Squash.Storage.StorageOperationCounter();
+    Squash.Storage.StorageOperationCounter.Current = ops;
+    activity.Begin();
+    http.Response.OnStarting(() =>
+    {
+        http.Response.Headers[StorageOperationsHeader.Name] = ops.Read().ToHeader();
+        return Task.CompletedTask;
+    });
+    try { await next(http); }
+    finally { activity.End(); }
+});
 
 // The API description, generated from the endpoints below (kept true by a test against functions/*/function.json).
 app.MapOpenApi("/api/openapi.json");
@@ -165,6 +182,8 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     var run = await coordinator.RunAsync(index, loaded, vectors, k, request.Options, request.Filter, filter, request.Include,
         branching, depth, OwnAddress(server, http), ct, tail);
 
+    // Storage operations of this invocation that no tree node reported (opening the index, reading the log tail).
+    var outsideTree = Squash.Storage.StorageOperationCounter.Current is { } counted ? counted.Read() - counted.Reported : default;
     var answers = new List<QueryAnswer>();
     for (int q = 0; q < vectors.Length; q++)
     {
@@ -182,7 +201,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
             MissingPartitions = one.MissingPartitions,
             IndexedSequence = loaded.Manifest.IndexedSequence,
             TailItems = tail?.Items,
-            Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
+            Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds, outsideTree),
         });
     }
     return request.Vectors is null

@@ -162,6 +162,8 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         CacheHits = a.CacheHits + b.CacheHits,
         CacheMisses = a.CacheMisses + b.CacheMisses,
         BusyMilliseconds = a.BusyMilliseconds + b.BusyMilliseconds,
+        BilledMilliseconds = a.BilledMilliseconds + b.BilledMilliseconds,
+        StorageOperations = a.StorageOperations + b.StorageOperations,
         Levels = LevelTiming.Merge(a.Levels, b.Levels),
     };
 }

@@ -1,0 +1,65 @@
+namespace Squash.Functions;
+
+/// <summary>
+/// This instance's activity as Flex Consumption bills it, seen from inside: an activity period runs from the first
+/// invocation starting on an idle instance to the last one ending, and is billed at least 1,000 ms, else rounded up to
+/// 100 ms (<see cref="PriceTable.BilledMilliseconds"/>). <see cref="Attribute"/> hands each invocation the billed time
+/// it added to the period so far: the first one in a period gets the minimum (waking costs 1 s), one that ends inside
+/// time already billed gets nothing (reusing an active instance is free but for its execution), one that runs past it
+/// gets the extra 100 ms steps. Over a period the attributions add up to exactly what the period is billed (as far as
+/// invocations ask; the host's meter, which sees every invocation from outside, is the bill).
+/// </summary>
+public sealed class InstanceActivity(TimeProvider? clock = null)
+{
+    private readonly TimeProvider _clock = clock ?? TimeProvider.System;
+    private readonly object _gate = new();
+    private int _active;
+    private long _periodStart;
+    private double _attributedMs;
+
+    public int Active { get { lock (_gate) return _active; } }
+
+    /// <summary>An invocation starts (opens a period when the instance was idle).</summary>
+    public void Begin()
+    {
+        lock (_gate)
+        {
+            if (_active++ == 0)
+            {
+                _periodStart = _clock.GetTimestamp();
+                _attributedMs = 0;
+            }
+        }
+    }
+
+    /// <summary>
+    /// The billed milliseconds the period has grown by since the last attribution, charged to the caller (0 outside an
+    /// invocation). Called once per invocation as it finishes its work.
+    /// </summary>
+    public double Attribute()
+    {
+        lock (_gate)
+        {
+            if (_active == 0) return 0;
+            double elapsed = _clock.GetElapsedTime(_periodStart).TotalMilliseconds;
+            double billed = PriceTable.BilledMilliseconds(Math.Max(elapsed, 0));
+            double added = billed - _attributedMs;
+            if (added <= 0) return 0;
+            _attributedMs = billed;
+            return added;
+        }
+    }
+
+    /// <summary>An invocation ends (closes the period when it was the last).</summary>
+    public void End()
+    {
+        lock (_gate)
+            if (_active > 0) _active--;
+    }
+}
+
+/// <summary>The response header in which an instance says what storage operations an invocation performed (six counts).</summary>
+public static class StorageOperationsHeader
+{
+    public const string Name = "x-squash-storage-ops";
+}
