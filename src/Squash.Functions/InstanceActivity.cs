@@ -6,7 +6,8 @@ namespace Squash.Functions;
 /// 100 ms (<see cref="PriceTable.BilledMilliseconds"/>). <see cref="Attribute"/> hands each invocation the billed time
 /// it added to the period so far: the first one in a period gets the minimum (waking costs 1 s), one that ends inside
 /// time already billed gets nothing (reusing an active instance is free but for its execution), one that runs past it
-/// gets the extra 100 ms steps. Over a period the attributions add up to exactly what the period is billed (as far as
+/// gets the extra 100 ms steps. An invocation that starts on an idle instance inside time already billed for its last
+/// period continues that period (no millisecond is billed twice). Over a period the attributions add up to exactly what the period is billed (as far as
 /// invocations ask; the host's meter, which sees every invocation from outside, is the bill).
 /// </summary>
 public sealed class InstanceActivity(TimeProvider? clock = null)
@@ -15,6 +16,8 @@ public sealed class InstanceActivity(TimeProvider? clock = null)
     private readonly object _gate = new();
     private int _active;
     private long _periodStart;
+    private long _lastEnd;
+    private bool _hadPeriod;
     private double _attributedMs;
 
     public int Active { get { lock (_gate) return _active; } }
@@ -26,8 +29,17 @@ public sealed class InstanceActivity(TimeProvider? clock = null)
         {
             if (_active++ == 0)
             {
-                _periodStart = _clock.GetTimestamp();
-                _attributedMs = 0;
+                long now = _clock.GetTimestamp();
+                // Inside the time already billed for the last period (its 1 s minimum, its rounding): the period goes on,
+                // as the host's meter counts it; else a new one starts.
+                double sinceStart = _clock.GetElapsedTime(_periodStart, now).TotalMilliseconds;
+                double billedSoFar = _hadPeriod ? PriceTable.BilledMilliseconds(Math.Max(0, _clock.GetElapsedTime(_periodStart, _lastEnd).TotalMilliseconds)) : 0;
+                if (!_hadPeriod || sinceStart >= billedSoFar)
+                {
+                    _periodStart = now;
+                    _attributedMs = 0;
+                    _hadPeriod = true;
+                }
             }
         }
     }
@@ -54,7 +66,10 @@ public sealed class InstanceActivity(TimeProvider? clock = null)
     public void End()
     {
         lock (_gate)
-            if (_active > 0) _active--;
+        {
+            if (_active == 0) return;
+            if (--_active == 0) _lastEnd = _clock.GetTimestamp();
+        }
     }
 }
 

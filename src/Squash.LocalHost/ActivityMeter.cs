@@ -7,6 +7,15 @@ public readonly record struct ActivityPeriod(double StartMs, double EndMs)
 {
     public double LengthMs => EndMs - StartMs;
     public double BilledMs => PriceTable.BilledMilliseconds(LengthMs);
+    /// <summary>Where the time billed for the period ends (its start + <see cref="BilledMs"/>).</summary>
+    public double BilledEndMs => StartMs + BilledMs;
+
+    /// <summary>
+    /// Whether an invocation starting at <paramref name="atMs"/> belongs to this period: it starts before the period's
+    /// activity ended or inside the time already billed for it (the 1 s minimum, the 100 ms rounding), so that no
+    /// millisecond of an instance is billed twice.
+    /// </summary>
+    public bool Continues(double atMs) => atMs <= EndMs || atMs < BilledEndMs;
 }
 
 /// <summary>One invocation as the meter logged it (ms on the meter's clock).</summary>
@@ -14,8 +23,8 @@ public readonly record struct InvocationSpan(double StartMs, double EndMs);
 
 /// <summary>
 /// An instance's meter, as Flex Consumption bills it: activity periods (the first invocation starting on an idle instance
-/// to the last one ending, overlapping invocations merged into one period), each billed at least 1,000 ms, else rounded
-/// up to 100 ms, × the instance's memory; plus one execution per invocation and the storage operations the instance said
+/// to the last one ending, overlapping invocations merged into one period, and an invocation that starts inside time
+/// already billed for the period joins it), each billed at least 1,000 ms, else rounded up to 100 ms, × the instance's memory; plus one execution per invocation and the storage operations the instance said
 /// it performed. It also keeps the log of every invocation, from which <see cref="Recompute"/> derives the same bill
 /// independently (a test holds the two equal). Times are milliseconds on a clock the caller supplies.
 /// </summary>
@@ -43,8 +52,8 @@ public sealed class ActivityMeter
             atMs = Monotonic(atMs);
             if (_running.Count == 0)
             {
-                // Starting as the last one ended: the instance was never idle, so the period goes on.
-                if (_closed.Count > 0 && atMs <= _closed[^1].EndMs)
+                // Starting inside the time billed for the last period (or as it ended): the period goes on.
+                if (_closed.Count > 0 && _closed[^1].Continues(atMs))
                 {
                     _periodStart = _closed[^1].StartMs;
                     _closed.RemoveAt(_closed.Count - 1);
@@ -100,23 +109,23 @@ public sealed class ActivityMeter
     public double ActiveMs(double nowMs) => Periods(nowMs).Sum(p => p.LengthMs);
 
     /// <summary>
-    /// The billed milliseconds of a log of invocations, derived from the log alone: sort by start, merge spans that overlap
-    /// or touch, bill each merged period.
+    /// The billed milliseconds of a log of invocations, derived from the log alone: sort by start; a span that starts before
+    /// the current period's activity or billed time ends joins it; bill each period.
     /// </summary>
     public static double Recompute(IEnumerable<InvocationSpan> log)
     {
-        double billed = 0, start = double.NaN, end = double.NaN;
+        double billed = 0;
+        ActivityPeriod? current = null;
         foreach (var span in log.OrderBy(s => s.StartMs))
         {
-            if (!double.IsNaN(start) && span.StartMs <= end)
+            if (current is { } p && p.Continues(span.StartMs))
             {
-                end = Math.Max(end, span.EndMs);
+                current = p with { EndMs = Math.Max(p.EndMs, span.EndMs) };
                 continue;
             }
-            if (!double.IsNaN(start)) billed += PriceTable.BilledMilliseconds(end - start);
-            (start, end) = (span.StartMs, span.EndMs);
+            billed += current?.BilledMs ?? 0;
+            current = new ActivityPeriod(span.StartMs, span.EndMs);
         }
-        if (!double.IsNaN(start)) billed += PriceTable.BilledMilliseconds(end - start);
-        return billed;
+        return billed + (current?.BilledMs ?? 0);
     }
 }

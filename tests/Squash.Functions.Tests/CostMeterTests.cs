@@ -65,6 +65,19 @@ public sealed class CostMeterTests(IndexFixture fx)
         touching.Start(600);
         touching.Stop(1200);
         Assert.Equal(1200, touching.BilledMs(2000));
+        // An invocation that starts on an idle instance inside time already billed (the first period's 1 s minimum) joins
+        // that period: no millisecond is billed twice.
+        var inside = new ActivityMeter();
+        inside.Start(0);
+        inside.Stop(3);
+        inside.Start(500);
+        inside.Stop(503);
+        Assert.Single(inside.Periods(2000));
+        Assert.Equal(1000, inside.BilledMs(2000));
+        inside.Start(1000);                          // at the billed end: a new period
+        inside.Stop(1001);
+        Assert.Equal(2, inside.Periods(2000).Count);
+        Assert.Equal(2000, inside.BilledMs(2000));
     }
 
     [Fact]
@@ -106,23 +119,32 @@ public sealed class CostMeterTests(IndexFixture fx)
             for (int ms = s; ms < e; ms++) busy[ms] = true;
             if (s == e) instants.Add(s);
         }
-        double expected = 0;
-        int periods = 0;
+        // Runs of busy milliseconds (an instant invocation is a run of length 0 unless it touches one)...
+        var runs = new List<(double Start, double End)>();
         for (int ms = 0; ms <= end;)
         {
             if (busy[ms])
             {
                 int start = ms;
                 while (ms <= end && busy[ms]) ms++;
-                expected += PriceTable.BilledMilliseconds(ms - start);
-                periods++;
-                // An instant invocation where the run ends touches it: the same period.
+                runs.Add((start, ms));
                 instants.Remove(ms);
                 continue;
             }
-            if (instants.Contains(ms)) { expected += PriceTable.BilledMilliseconds(0); periods++; }
+            if (instants.Contains(ms)) runs.Add((ms, ms));
             ms++;
         }
+        // ...then a run that starts inside the time billed for the period before it joins that period.
+        double expected = 0;
+        int periods = 0;
+        (double Start, double End)? period = null;
+        foreach (var run in runs)
+        {
+            if (period is { } p && run.Start < p.Start + PriceTable.BilledMilliseconds(p.End - p.Start)) { period = (p.Start, run.End); continue; }
+            if (period is { } done) { expected += PriceTable.BilledMilliseconds(done.End - done.Start); periods++; }
+            period = run;
+        }
+        if (period is { } last) { expected += PriceTable.BilledMilliseconds(last.End - last.Start); periods++; }
         Assert.True(meter.Periods(end).Count == periods, $"seed {seed}: {meter.Periods(end).Count} periods, model {periods}");
         Assert.True(expected == meter.BilledMs(end), $"seed {seed}: meter {meter.BilledMs(end)} ms, model {expected} ms");
         Assert.Equal(meter.BilledMs(end), ActivityMeter.Recompute(meter.Log()));
@@ -151,8 +173,13 @@ public sealed class CostMeterTests(IndexFixture fx)
         clock.Ticks = 1050;
         Assert.Equal(100, activity.Attribute());     // ran past it: one more 100 ms step
         activity.End();
-        clock.Ticks = 5000;                          // idle, then a new period
+        clock.Ticks = 1080;                          // idle, but inside the 1,100 ms already billed: the same period
         Assert.Equal(0, activity.Attribute());       // nothing runs: nothing to charge
+        activity.Begin();
+        clock.Ticks = 1090;
+        Assert.Equal(0, activity.Attribute());
+        activity.End();
+        clock.Ticks = 5000;                          // past the billed time: a new period
         activity.Begin();
         clock.Ticks = 5001;
         Assert.Equal(1000, activity.Attribute());
