@@ -198,6 +198,8 @@ public static class LoadBench
         plot.XLabel("queries per second (log)");
         plot.YLabel("$ per million queries, metered (log)");
         plot.ShowLegend();
+        // The curves fall to the right: the upper right corner is where they are not.
+        plot.Legend.Alignment = ScottPlot.Alignment.UpperRight;
         plot.SavePng(path, 900, 600);
     }
 }
