@@ -17,7 +17,7 @@ public sealed class WireFormatTests(IndexFixture fx)
         "partitionsPlanned", "partitionsScanned", "partitionsSkippedByBound", "vectorsConsidered", "afterHamming", "afterLowerBound",
         "reranked", "bytesTouched", "strategy", "passes", "filterRejected", "filterRechecked", "filterRecheckRejected", "certified",
         "recallTarget", "centroidFactor", "rerankFactor",
-        "bytesRead", "invocations", "treeNodes", "coldInstances", "warmInstances", "cacheHits", "cacheMisses", "levels", "estimatedCostUsd", "cost", "milliseconds",
+        "bytesRead", "invocations", "treeNodes", "coldInstances", "warmInstances", "cacheHits", "cacheMisses", "levels", "estimatedCostUsd", "cost", "shape", "milliseconds",
     ];
 
     /// <summary>A filtered query also reports the planner's estimate.</summary>

@@ -25,7 +25,7 @@ public static class LoadBench
 
     public sealed record Row(EndpointBench.Shape Shape, Rate Rate, int Queries, double Seconds, double AchievedQps, double Recall, double P50, double P99,
         double MeteredPerMillion, double ComputePerMillion, double ExecutionsPerMillion, double StoragePerMillion, double EstimatedPerMillion,
-        int Instances, int Periods, int Failures);
+        int Instances, int Periods, int Failures, string Chosen = "");
 
     /// <summary>Parses "0.1,1,10,saturation" (also "sat"); every rate must be positive and finite.</summary>
     public static Rate[] ParseRates(string text)
@@ -62,7 +62,7 @@ public static class LoadBench
             {
                 var row = await RunRateAsync(http, index, q, gt, k, shape, rate, duration, minQueries, concurrency, options, random, ct);
                 rows.Add(row);
-                Console.Error.WriteLine($"  {shape} at {rate} QPS: {row.Queries} queries in {row.Seconds:F1} s, ${row.MeteredPerMillion:F2}/M metered, p50 {row.P50:F1} ms, p99 {row.P99:F1} ms");
+                Console.Error.WriteLine($"  {shape} at {rate} QPS: {row.Queries} queries in {row.Seconds:F1} s, ${row.MeteredPerMillion:F2}/M metered, p50 {row.P50:F1} ms, p99 {row.P99:F1} ms; shapes run: {row.Chosen}");
             }
         }
         Print(rows);
@@ -70,7 +70,7 @@ public static class LoadBench
         var csv = Path.Combine(outDir, "load.csv");
         await File.WriteAllLinesAsync(csv, new[] { "branching,depth,nodes,rate,queries,seconds,achieved_qps,recall,p50_ms,p99_ms,metered_per_million,compute_per_million,executions_per_million,storage_per_million,estimated_per_million,instances,activity_periods,failures" }
             .Concat(rows.Select(r => string.Join(',', new object[] { r.Shape.Branching, r.Shape.Depth, r.Shape.Nodes, r.Rate.ToString(), r.Queries, r.Seconds, r.AchievedQps, r.Recall, r.P50, r.P99,
-                r.MeteredPerMillion, r.ComputePerMillion, r.ExecutionsPerMillion, r.StoragePerMillion, r.EstimatedPerMillion, r.Instances, r.Periods, r.Failures }
+                r.MeteredPerMillion, r.ComputePerMillion, r.ExecutionsPerMillion, r.StoragePerMillion, r.EstimatedPerMillion, r.Instances, r.Periods, r.Failures, r.Chosen }
                 .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))))), ct);
         var png = Path.Combine(outDir, "cost-vs-load.png");
         PlotCurves(png, rows);
@@ -84,6 +84,7 @@ public static class LoadBench
     {
         var before = (await MeterAsync(http, ct))!.Value;
         var latencies = new ConcurrentBag<double>();
+        var chosen = new ConcurrentDictionary<string, int>();
         long hits = 0, truthTotal = 0, failures = 0;
         double estimated = 0;
         var gate = new object();
@@ -97,7 +98,10 @@ public static class LoadBench
                 latencies.Add(Stopwatch.GetElapsedTime(t0).TotalMilliseconds);
                 var truth = gt[i % q.Count].Take(k).Where(id => id >= 0).ToHashSet();
                 int found = answer.GetProperty("results").EnumerateArray().Count(r => truth.Contains((int)r.GetProperty("row").GetInt64()));
-                double cost = answer.GetProperty("stats").GetProperty("estimatedCostUsd").GetDouble();
+                var stats = answer.GetProperty("stats");
+                double cost = stats.GetProperty("estimatedCostUsd").GetDouble();
+                if (stats.TryGetProperty("shape", out var used))
+                    chosen.AddOrUpdate($"b={used.GetProperty("branching").GetInt32()},L={used.GetProperty("depth").GetInt32()}", 1, (_, c) => c + 1);
                 lock (gate) { hits += found; truthTotal += truth.Count; estimated += cost; }
             }
             catch (Exception e) when (e is IOException or HttpRequestException or TaskCanceledException && !ct.IsCancellationRequested)
@@ -138,7 +142,8 @@ public static class LoadBench
         double Pct(double p) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p / 100 * sorted.Length) - 1)];
         return new Row(shape, rate, sent, seconds, sent / seconds, truthTotal == 0 ? 1 : hits / (double)truthTotal, Pct(50), Pct(99),
             (after.Total - before.Total) / n * 1e6, (after.Compute - before.Compute) / n * 1e6, (after.Executions - before.Executions) / n * 1e6,
-            (after.Storage - before.Storage) / n * 1e6, estimated / n * 1e6, after.Instances, after.Periods - before.Periods, (int)failures);
+            (after.Storage - before.Storage) / n * 1e6, estimated / n * 1e6, after.Instances, after.Periods - before.Periods, (int)failures,
+            string.Join(' ', chosen.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}×{kv.Value}")));
     }
 
     private static async Task<JsonElement> SendAsync(HttpClient http, string index, float[] v, int k, EndpointBench.Shape shape, EndpointBench.Options o, CancellationToken ct)
@@ -146,7 +151,7 @@ public static class LoadBench
         using var response = await http.PostAsJsonAsync($"api/indexes/{index}/query", new
         {
             vector = v, k,
-            options = new { branching = shape.Branching, depth = shape.Depth, centroidFactor = o.CentroidFactor, hammingKeepPercent = o.HammingKeepPercent, rerankFactor = o.RerankFactor },
+            options = new { branching = shape.SentBranching, depth = shape.SentDepth, centroidFactor = o.CentroidFactor, hammingKeepPercent = o.HammingKeepPercent, rerankFactor = o.RerankFactor },
         }, ct);
         var body = await response.Content.ReadAsStringAsync(ct);
         if (!response.IsSuccessStatusCode) throw new IOException($"the endpoint answered {(int)response.StatusCode}: {body}");

@@ -33,7 +33,7 @@ public static class BenchCommand
         public readonly Option<string> Index = new("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store; with --endpoint, the index name.", Required = true };
         public readonly Option<string?> Endpoint = new("--endpoint") { Description = "Benchmark the HTTP API at this URL (e.g. http://127.0.0.1:7071 from squash serve) instead of the in-process engine." };
         public readonly Option<int> Concurrency = new("--concurrency") { Description = "With --endpoint: parallel clients for the throughput figure.", DefaultValueFactory = _ => 4 };
-        public readonly Option<string> Shapes = new("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
+        public readonly Option<string> Shapes = new("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84; b×0 = the coordinator alone; auto = the app's own choice, its planner with Squash__Objective).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
         public readonly Option<int?> Warmup = new("--warmup") { Description = "With --endpoint: warm-up queries per tree shape before the timed pass (default: each measured query twice: a partition's first query reads its rows, its second its vectors whole)." };
         public readonly Option<int> ColdSamples = new("--cold-samples") { Description = "With --endpoint: cold queries measured (all instances stopped before each).", DefaultValueFactory = _ => 3 };
         public readonly Option<string> Queries = new("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
@@ -295,6 +295,8 @@ public static class BenchCommand
         {
             var shapes = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x =>
             {
+                // The app's own choice (its planner with Squash__Objective, else its configured shape): no branching or depth sent.
+                if (x == "auto") return EndpointBench.Shape.Auto;
                 var parts = x.Split('x');
                 var shape = new EndpointBench.Shape(int.Parse(parts[0], CultureInfo.InvariantCulture), int.Parse(parts[1], CultureInfo.InvariantCulture));
                 CliErrors.Require(shape.Branching is >= 1 and <= 16 && shape.Depth is >= 0 and <= 4, $"--tree-shapes: '{x}' needs 1 ≤ b ≤ 16 and 0 ≤ L ≤ 4");

@@ -87,11 +87,14 @@ public sealed class AnswerStats : QueryStats
     [JsonPropertyOrder(2)] public double EstimatedCostUsd { get; init; }
     /// <summary>What <see cref="EstimatedCostUsd"/> is made of.</summary>
     [JsonPropertyOrder(2)] public QueryCost Cost { get; init; } = new();
+    /// <summary>The tree shape the query ran with and who chose it; with Squash__Objective, the planner's predicted cost and time.</summary>
+    [JsonPropertyOrder(2)] public ShapeStats? Shape { get; init; }
     [JsonPropertyOrder(2)] public double Milliseconds { get; init; }
 
     /// <summary>The engine's figures for one query (<paramref name="engine"/>) with the tree's for the whole request (<paramref name="tree"/>).</summary>
     /// <param name="outsideTree">Storage operations of the request that no tree node reported (opening the index, a log tail).</param>
-    public static AnswerStats From(QueryStats engine, ScanResponse tree, int nodes, int memoryMb, double ms, Squash.Storage.StorageOperations outsideTree = default)
+    public static AnswerStats From(QueryStats engine, ScanResponse tree, int nodes, int memoryMb, double ms, Squash.Storage.StorageOperations outsideTree = default,
+        Tree.TreeShapeChoice? shape = null)
     {
         var cost = QueryCost.Of(tree.BilledMilliseconds, memoryMb, tree.Invocations, tree.StorageOperations + outsideTree);
         var stats = new AnswerStats
@@ -113,6 +116,7 @@ public sealed class AnswerStats : QueryStats
             Levels = tree.Levels,
             EstimatedCostUsd = cost.TotalUsd,
             Cost = cost,
+            Shape = shape is null ? null : new ShapeStats(shape.Branching, shape.Depth, shape.ChosenBy, shape.PredictedCostUsd, shape.PredictedMs),
             Milliseconds = Math.Round(ms, 3),
         };
         stats.Add(engine);
@@ -120,6 +124,9 @@ public sealed class AnswerStats : QueryStats
         return stats;
     }
 }
+
+/// <summary>A query's tree shape: branching, depth (0: the coordinator scanned by itself), who chose it, and the planner's predictions.</summary>
+public sealed record ShapeStats(int Branching, int Depth, string ChosenBy, double? PredictedCostUsd, double? PredictedMs);
 
 /// <summary>
 /// The marginal cost of one request at the current load, in its parts: compute is the billed time the request's invocations
