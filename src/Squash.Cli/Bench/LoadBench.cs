@@ -53,14 +53,14 @@ public static class LoadBench
             throw new Commands.UsageException("--load needs the local host's meter (GET /admin/instances): run it against `squash serve`");
 
         var rows = new List<Row>();
-        var random = new Random(42);
         foreach (var shape in shapes)
         {
             // Warm-up at concurrency 1: the instances hold what the queries visit, so the rates compare billing, not reads.
             for (int i = 0; i < warmup; i++) await SendAsync(http, index, q.Row(i % q.Count).ToArray(), k, shape, options, ct);
             foreach (var rate in rates)
             {
-                var row = await RunRateAsync(http, index, q, gt, k, shape, rate, duration, minQueries, concurrency, options, random, ct);
+                // The same arrivals (seed 42) for every shape at a rate, so that shapes are compared on one sequence.
+                var row = await RunRateAsync(http, index, q, gt, k, shape, rate, duration, minQueries, concurrency, options, new Random(42), ct);
                 rows.Add(row);
                 Console.Error.WriteLine($"  {shape} at {rate} QPS: {row.Queries} queries in {row.Seconds:F1} s, ${row.MeteredPerMillion:F2}/M metered, p50 {row.P50:F1} ms, p99 {row.P99:F1} ms; shapes run: {row.Chosen}");
             }
