@@ -49,6 +49,20 @@ public sealed class FunctionSettings
     public bool WakePoolsOnStart { get; set; }
     /// <summary>Indexes (comma-separated names) opened in the background at start-up, to shorten cold starts.</summary>
     public string Preload { get; set; } = "";
+    /// <summary>
+    /// Cost-budgeted planning: empty (default) runs every query on the fixed shape of <see cref="Branching"/> and
+    /// <see cref="Depth"/>; "cost" picks per query the cheapest shape whose predicted p99 is within <see cref="P99TargetMs"/>;
+    /// "latency" the fastest whose predicted cost is within <see cref="CostCapUsd"/>. A request's branching/depth override it.
+    /// </summary>
+    public string Objective { get; set; } = "";
+    /// <summary>The p99 target of the "cost" objective, in milliseconds.</summary>
+    public double P99TargetMs { get; set; } = 100;
+    /// <summary>The cost cap per query of the "latency" objective, in dollars.</summary>
+    public double CostCapUsd { get; set; } = 0.00001;
+    /// <summary>The planner's time for one tree level (an HTTP hop through the front end), in milliseconds.</summary>
+    public double HopMs { get; set; } = 2;
+    /// <summary>The planner's time to scan one partition in memory, in milliseconds.</summary>
+    public double PartitionScanMs { get; set; } = 0.1;
     /// <summary>Most vectors in one batch request.</summary>
     public int MaxBatch { get; set; } = 256;
 }

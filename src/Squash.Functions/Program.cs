@@ -54,12 +54,13 @@ builder.Services.AddOpenTelemetry().WithTracing(t =>
 builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
+builder.Services.AddSingleton<InstanceActivity>();
 builder.Services.AddSingleton<QueryCoordinator>();
 builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
 builder.Services.AddSingleton<Squash.Functions.Writes.IngestTrigger>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
-if (ScanInvoker.CheckPools(tree) is { } poolProblem)
+if ((ScanInvoker.CheckPools(tree) ?? ShapePlanner.Check(tree)) is { } poolProblem)
 {
     Console.Error.WriteLine($"error: {poolProblem}");
     Environment.Exit(1);
@@ -113,6 +114,22 @@ foreach (var name in tree.Preload.Split(',', StringSplitOptions.RemoveEmptyEntri
 }
 app.UseExceptionHandler();
 app.UseStatusCodePages();
+// Every invocation is activity of this instance (what Flex bills) and gets its own storage-operation counter; what it
+// counted goes back in a header, which the local host's meter reads (Azure's front end ignores it).
+var activity = app.Services.GetRequiredService<InstanceActivity>();
+app.Use(async (http, next) =>
+{
+    var ops = new Squash.Storage.StorageOperationCounter();
+    Squash.Storage.StorageOperationCounter.Current = ops;
+    activity.Begin();
+    http.Response.OnStarting(() =>
+    {
+        http.Response.Headers[StorageOperationsHeader.Name] = ops.Read().ToHeader();
+        return Task.CompletedTask;
+    });
+    try { await next(http); }
+    finally { activity.End(); }
+});
 
 // The API description, generated from the endpoints below (kept true by a test against functions/*/function.json).
 app.MapOpenApi("/api/openapi.json");
@@ -158,13 +175,21 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     var filter = request.Filter is { } f ? loaded.Filters.Compile(f) : null;
     var s = settings.Value;
     int branching = request.Options?.Branching ?? s.Branching, depth = request.Options?.Depth ?? s.Depth;
+    // Fixed shapes stay overrides: the planner chooses only when the request names neither branching nor depth.
+    bool plan = s.Objective.Length > 0 && request.Options?.Branching is null && request.Options?.Depth is null;
+    int pools = ScanInvoker.PoolTargets(s).Length;
+    Func<int, TreeShapeChoice>? chooseShape = plan ? partitions => ShapePlanner.Choose(s, partitions, pools, PoolActivity.IsActive) : null;
+    var chosenBy = request.Options?.Branching is not null || request.Options?.Depth is not null ? "request" : "settings";
     // Strong: the version plus every batch acknowledged before this point (read-your-writes).
     var tail = request.Options?.Consistency == "strong"
         ? await tails.ReadAsync(WriteEndpoints.LogFor(catalog, index), loaded.Manifest.IndexedSequence, loaded.Manifest.Attributes, ct)
         : null;
     var run = await coordinator.RunAsync(index, loaded, vectors, k, request.Options, request.Filter, filter, request.Include,
-        branching, depth, OwnAddress(server, http), ct, tail);
+        branching, depth, OwnAddress(server, http), ct, tail, chooseShape);
+    var shape = run.Shape ?? new TreeShapeChoice(branching, depth, chosenBy);
 
+    // Storage operations of this invocation that no tree node reported (opening the index, reading the log tail).
+    var outsideTree = Squash.Storage.StorageOperationCounter.Current is { } counted ? counted.Read() - counted.Reported : default;
     var answers = new List<QueryAnswer>();
     for (int q = 0; q < vectors.Length; q++)
     {
@@ -182,7 +207,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
             MissingPartitions = one.MissingPartitions,
             IndexedSequence = loaded.Manifest.IndexedSequence,
             TailItems = tail?.Items,
-            Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds),
+            Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds, outsideTree, shape),
         });
     }
     return request.Vectors is null

@@ -11,8 +11,9 @@ public sealed class FunctionInstance : IAsyncDisposable
     private readonly InstanceLog? _log;
     private readonly object _gate = new();
     private int _active;
-    private long _busyStartTicks;
-    private long _busyTicks;
+    /// <summary>Billing: activity periods, executions, storage operations (times in ms since <see cref="_born"/>).</summary>
+    private readonly ActivityMeter _meter = new();
+    private readonly long _born = Stopwatch.GetTimestamp();
     /// <summary>Set once the host stops the process itself (recycle, discard, shutdown): its exit is then expected.</summary>
     private volatile bool _stopping;
     private volatile bool _ready;
@@ -51,6 +52,9 @@ public sealed class FunctionInstance : IAsyncDisposable
         }
     }
 
+    /// <summary>Reads the peak resident memory now (before the host stops the process, so that a retired instance keeps its figure).</summary>
+    public void SamplePeakRssNow() => SamplePeakRss();
+
     /// <summary>Reads VmHWM of the running process into <see cref="PeakRssBytes"/> (a high-water mark: it only grows).</summary>
     private void SamplePeakRss()
     {
@@ -87,23 +91,23 @@ public sealed class FunctionInstance : IAsyncDisposable
         return 0;
     }
     public int Active { get { lock (_gate) return _active; } }
-    public long Executions { get; private set; }
+    public long Executions => _meter.Executions;
+    /// <summary>This instance's meter (activity periods, the invocation log, storage operations).</summary>
+    public ActivityMeter Meter => _meter;
+    /// <summary>Milliseconds on the meter's clock now.</summary>
+    public double MeterNowMs => Stopwatch.GetElapsedTime(_born).TotalMilliseconds;
     public DateTime LastUsed { get; private set; }
     public bool HasExited => _process.HasExited;
-    public int ProcessId => _process.Id;
+    /// <summary>Kept once the process started: a retired instance's record still names it after the process object is disposed.</summary>
+    public int ProcessId => _pid != 0 ? _pid : _process.Id;
+    private int _pid;
     public Uri BaseAddress => new($"http://127.0.0.1:{Port}");
 
-    public double BusySeconds
-    {
-        get
-        {
-            lock (_gate)
-            {
-                long ticks = _busyTicks + (_active > 0 ? Stopwatch.GetTimestamp() - _busyStartTicks : 0);
-                return ticks / (double)Stopwatch.Frequency;
-            }
-        }
-    }
+    /// <summary>Active time so far (activity periods not rounded), in seconds.</summary>
+    public double BusySeconds => _meter.ActiveMs(MeterNowMs) / 1000;
+
+    /// <summary>Billed time so far (each activity period ≥ 1 s, rounded up to 100 ms), in seconds.</summary>
+    public double BilledSeconds => _meter.BilledMs(MeterNowMs) / 1000;
 
     /// <summary>
     /// Starts the process the way the Functions host does (FUNCTIONS_CUSTOMHANDLER_PORT) and waits until it answers.
@@ -129,6 +133,7 @@ public sealed class FunctionInstance : IAsyncDisposable
         process.OutputDataReceived += (_, e) => { if (e.Data is { } line) log?.Write(instance.ProcessId, "out", line); };
         process.ErrorDataReceived += (_, e) => { if (e.Data is { } line) log?.Write(instance.ProcessId, "err", line); };
         if (!process.Start()) throw new InvalidOperationException("could not start the function app");
+        instance._pid = process.Id;
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         using var probe = new HttpClient { Timeout = TimeSpan.FromSeconds(1) };
@@ -175,18 +180,27 @@ public sealed class FunctionInstance : IAsyncDisposable
         lock (_gate)
         {
             if (_active >= concurrency || _process.HasExited) return false;
-            if (_active++ == 0) _busyStartTicks = Stopwatch.GetTimestamp();
-            Executions++;
+            _active++;
+            _meter.Start(MeterNowMs);
             LastUsed = DateTime.UtcNow;
             return true;
         }
+    }
+
+    /// <summary>Adds what an invocation's answer said it did in storage (the app's <c>x-squash-storage-ops</c> header; ignored when absent or malformed).</summary>
+    public void AddStorage(System.Net.Http.Headers.HttpResponseHeaders headers)
+    {
+        if (headers.TryGetValues(Squash.Functions.StorageOperationsHeader.Name, out var values)
+            && Squash.Storage.StorageOperations.ParseHeader(values.FirstOrDefault()) is { } ops)
+            _meter.AddStorage(ops);
     }
 
     public void Release()
     {
         lock (_gate)
         {
-            if (--_active == 0) _busyTicks += Stopwatch.GetTimestamp() - _busyStartTicks;
+            _active--;
+            _meter.Stop(MeterNowMs);
             LastUsed = DateTime.UtcNow;
         }
         SamplePeakRss();

@@ -13,9 +13,8 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
     private int _starting;
     /// <summary>Invocations waiting for a starting instance's slots.</summary>
     private int _waitingForStart;
-    private double _retiredBusySeconds;
-    private long _retiredExecutions;
-    private readonly List<InstanceRecord> _retired = [];
+    /// <summary>Instances that left the pool, kept for their meters (an invocation still running on one stops its meter later).</summary>
+    private readonly List<FunctionInstance> _retired = [];
 
     public string Name { get; } = name;
     /// <summary>The file this pool's instances write to (null: their output is discarded).</summary>
@@ -158,21 +157,37 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
 
     private void Retire(FunctionInstance i)
     {
-        _retiredBusySeconds += i.BusySeconds;
-        _retiredExecutions += i.Executions;
-        _retired.Add(InstanceRecord.Of(i, running: false));
+        i.SamplePeakRssNow();
+        _retired.Add(i);
     }
 
     /// <summary>Every instance this pool has run (the retired ones as they were when they left), oldest first.</summary>
-    public IReadOnlyList<InstanceRecord> History()
+    /// <param name="withLog">Include each instance's invocation log (large after a long run).</param>
+    public IReadOnlyList<InstanceRecord> History(bool withLog = false)
     {
-        lock (_gate) return [.. _retired, .. _instances.Select(i => InstanceRecord.Of(i, running: !i.HasExited))];
+        lock (_gate) return [.. _retired.Select(i => InstanceRecord.Of(i, running: false, withLog)), .. _instances.Select(i => InstanceRecord.Of(i, running: !i.HasExited, withLog))];
     }
 
-    public (double BusySeconds, long Executions) Meter()
+    /// <summary>Every instance's meter this pool has run, added up (<see cref="PoolMeter"/>).</summary>
+    public PoolMeter Meter()
     {
-        lock (_gate)
-            return (_retiredBusySeconds + _instances.Sum(i => i.BusySeconds), _retiredExecutions + _instances.Sum(i => i.Executions));
+        FunctionInstance[] all;
+        lock (_gate) all = [.. _retired, .. _instances];
+        double active = 0, billed = 0;
+        long executions = 0;
+        int periods = 0;
+        var storage = default(Squash.Storage.StorageOperations);
+        foreach (var i in all)
+        {
+            double now = i.MeterNowMs;
+            var p = i.Meter.Periods(now);
+            periods += p.Count;
+            active += p.Sum(x => x.LengthMs);
+            billed += p.Sum(x => x.BilledMs);
+            executions += i.Executions;
+            storage += i.Meter.Storage;
+        }
+        return new PoolMeter(active / 1000, billed / 1000, executions, periods, storage);
     }
 
     /// <summary>Stops every idle instance now (busy ones finish and are recycled later).</summary>
@@ -198,9 +213,22 @@ public sealed class InstancePool(string name, string appPath, IReadOnlyDictionar
     }
 }
 
-/// <summary>One instance as the meter saw it: process id, executions, busy seconds and peak resident memory.</summary>
-public sealed record InstanceRecord(int ProcessId, bool Running, long Executions, double BusySeconds, double PeakRssMb)
+/// <summary>A pool's meter: active seconds (periods as they ran), billed seconds (each period ≥ 1 s, rounded up to 100 ms), executions, periods, storage operations.</summary>
+public sealed record PoolMeter(double BusySeconds, double BilledSeconds, long Executions, int ActivityPeriods, Squash.Storage.StorageOperations Storage);
+
+/// <summary>
+/// One instance as the meter saw it: process id, executions, active and billed seconds, its activity periods, storage
+/// operations and peak resident memory; with a log, every invocation (start and end, ms since the instance started).
+/// </summary>
+public sealed record InstanceRecord(int ProcessId, bool Running, long Executions, double BusySeconds, double PeakRssMb,
+    double BilledSeconds = 0, int ActivityPeriods = 0, Squash.Storage.StorageOperations Storage = default,
+    IReadOnlyList<ActivityPeriod>? Periods = null, IReadOnlyList<InvocationSpan>? Invocations = null)
 {
-    public static InstanceRecord Of(FunctionInstance i, bool running) =>
-        new(i.ProcessId, running, i.Executions, Math.Round(i.BusySeconds, 3), Math.Round(i.PeakRssBytes / 1048576.0, 1));
+    public static InstanceRecord Of(FunctionInstance i, bool running, bool withLog = false)
+    {
+        double now = i.MeterNowMs;
+        var periods = i.Meter.Periods(now);
+        return new(i.ProcessId, running, i.Executions, Math.Round(periods.Sum(p => p.LengthMs) / 1000, 3), Math.Round(i.PeakRssBytes / 1048576.0, 1),
+            periods.Sum(p => p.BilledMs) / 1000, periods.Count, i.Meter.Storage, withLog ? periods : null, withLog ? i.Meter.Log() : null);
+    }
 }

@@ -97,7 +97,9 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         // layer would also log it with a stack trace.
         builder.Logging.AddFilter("Microsoft.Extensions.Hosting", LogLevel.None);
         _app = builder.Build();
-        _app.MapGet("/admin/instances", () => Results.Text(JsonSerializer.Serialize(Snapshot(), JsonOptions), "application/json"));
+        // ?log=true adds every instance's activity periods and invocation log.
+        _app.MapGet("/admin/instances", (HttpContext http) => Results.Text(JsonSerializer.Serialize(
+            Snapshot(withLog: string.Equals(http.Request.Query["log"], "true", StringComparison.OrdinalIgnoreCase)), JsonOptions), "application/json"));
         // Stops every instance so that the next query meets only cold starts (benchmarks of cold latency).
         _app.MapPost("/admin/recycle", async () =>
         {
@@ -150,6 +152,7 @@ public sealed class LocalFunctionHost : IAsyncDisposable
                 if (!IsHopByHop(h.Key) && !h.Key.StartsWith("Content-", StringComparison.OrdinalIgnoreCase))
                     request.Headers.TryAddWithoutValidation(h.Key, h.Value.ToArray());
             using var response = await _forward.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct).ConfigureAwait(false);
+            instance.AddStorage(response.Headers);
             http.Response.StatusCode = (int)response.StatusCode;
             foreach (var h in response.Headers.Concat(response.Content.Headers))
                 if (!IsHopByHop(h.Key)) http.Response.Headers[h.Key] = h.Value.ToArray();
@@ -177,24 +180,37 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         || header.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase) || header.Equals("Keep-Alive", StringComparison.OrdinalIgnoreCase)
         || header.Equals("Host", StringComparison.OrdinalIgnoreCase) || header.Equals("Upgrade", StringComparison.OrdinalIgnoreCase);
 
+    /// <param name="BusySeconds">Activity as it ran (periods not rounded).</param>
+    /// <param name="BilledSeconds">Activity as Flex bills it: each period at least 1 s, else rounded up to 100 ms.</param>
+    /// <param name="CostUsd">Compute (billed seconds × instance memory) + executions + storage operations.</param>
     /// <param name="PeakRssMb">The largest peak resident memory of any instance the pool has run (Linux VmHWM; 0 elsewhere).</param>
     /// <param name="History">Every instance the pool has run, with its own figures.</param>
     public sealed record PoolSnapshot(string Pool, int Instances, int ColdStarts, int Recycled, int Replaced, long Executions, double BusySeconds, double CostUsd,
-        double PeakRssMb, IReadOnlyList<InstanceRecord> History);
+        double PeakRssMb, IReadOnlyList<InstanceRecord> History, double BilledSeconds = 0, int ActivityPeriods = 0,
+        double ComputeCostUsd = 0, double ExecutionsCostUsd = 0, double StorageCostUsd = 0, Squash.Storage.StorageOperations StorageOperations = default);
 
-    public sealed record HostSnapshot(IReadOnlyList<PoolSnapshot> Pools, double TotalCostUsd, long TotalExecutions, string PriceTable);
+    /// <param name="TotalCostUsd">Everything metered: compute + executions + storage, all pools.</param>
+    public sealed record HostSnapshot(IReadOnlyList<PoolSnapshot> Pools, double TotalCostUsd, long TotalExecutions, string PriceTable,
+        double TotalComputeUsd = 0, double TotalExecutionsUsd = 0, double TotalStorageUsd = 0, int TotalActivityPeriods = 0,
+        double TotalBilledSeconds = 0, Squash.Storage.StorageOperations TotalStorageOperations = default);
 
-    public HostSnapshot Snapshot()
+    /// <param name="withLog">Include every instance's activity periods and invocation log (to recompute the bill from them).</param>
+    public HostSnapshot Snapshot(bool withLog = false)
     {
         var pools = _pools.Values.Select(p =>
         {
-            var (busy, executions) = p.Meter();
-            var history = p.History();
-            return new PoolSnapshot(p.Name, p.Instances.Count, p.ColdStarts, p.Recycled, p.Replaced, executions, Math.Round(busy, 3),
-                PriceTable.Cost(busy, _options.InstanceMemoryMb, executions), history.Count == 0 ? 0 : history.Max(h => h.PeakRssMb), history);
+            var meter = p.Meter();
+            var history = p.History(withLog);
+            double compute = PriceTable.ComputeCost(meter.BilledSeconds * 1000, _options.InstanceMemoryMb);
+            double executions = PriceTable.ExecutionsCost(meter.Executions);
+            double storage = PriceTable.StorageCost(meter.Storage);
+            return new PoolSnapshot(p.Name, p.Instances.Count, p.ColdStarts, p.Recycled, p.Replaced, meter.Executions, Math.Round(meter.BusySeconds, 3),
+                compute + executions + storage, history.Count == 0 ? 0 : history.Max(h => h.PeakRssMb), history, meter.BilledSeconds, meter.ActivityPeriods,
+                compute, executions, storage, meter.Storage);
         }).ToList();
-        return new HostSnapshot(pools, pools.Sum(p => p.CostUsd), pools.Sum(p => p.Executions),
-            PriceTable.Describe(_options.InstanceMemoryMb));
+        return new HostSnapshot(pools, pools.Sum(p => p.CostUsd), pools.Sum(p => p.Executions), PriceTable.Describe(_options.InstanceMemoryMb),
+            pools.Sum(p => p.ComputeCostUsd), pools.Sum(p => p.ExecutionsCostUsd), pools.Sum(p => p.StorageCostUsd), pools.Sum(p => p.ActivityPeriods),
+            pools.Sum(p => p.BilledSeconds), pools.Aggregate(default(Squash.Storage.StorageOperations), (a, p) => a + p.StorageOperations));
     }
 
     public async ValueTask DisposeAsync()

@@ -116,6 +116,7 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
             using var request = QueueInvocation.Request(instance.BaseAddress, function.Function,
                 QueueInvocation.Body(function.Function, function.BindingName, message, DateTime.UtcNow, Guid.NewGuid()), invocationId);
             using var response = await host.Http.SendAsync(request, deadline.Token).ConfigureAwait(false);
+            instance.AddStorage(response.Headers);
             var text = await response.Content.ReadAsStringAsync(deadline.Token).ConfigureAwait(false);
             succeeded = response.IsSuccessStatusCode;
             outcome = $"HTTP {(int)response.StatusCode}";

@@ -12,7 +12,8 @@ public static partial class BlobStores
         {
             var path = spec["dir:".Length..];
             if (string.IsNullOrWhiteSpace(path)) throw new BlobStoreSpecException(false, "dir: needs a folder, as in dir:/data/indexes");
-            return new FolderBlobStore(path);
+            // Counted like a blob store's operations, so that a folder deployment's stats say what Azure would bill.
+            return new CountingBlobStore(new FolderBlobStore(path));
         }
         if (spec.StartsWith("azure:", StringComparison.Ordinal))
         {
@@ -27,7 +28,8 @@ public static partial class BlobStores
                     ? new AzureBlobStore(new Uri(target), container)
                     : new AzureBlobStore(target, container);
                 // Remote storage throttles and drops connections; local folders do not need this.
-                return new ResilientBlobStore(azure, resilience);
+                // Counted under the retries: a retried request is billed again.
+                return new ResilientBlobStore(new CountingBlobStore(azure), resilience);
             }
             catch (Exception e) when (e is FormatException or ArgumentException or UriFormatException or InvalidOperationException)
             {

@@ -17,7 +17,7 @@ public sealed class WireFormatTests(IndexFixture fx)
         "partitionsPlanned", "partitionsScanned", "partitionsSkippedByBound", "vectorsConsidered", "afterHamming", "afterLowerBound",
         "reranked", "bytesTouched", "strategy", "passes", "filterRejected", "filterRechecked", "filterRecheckRejected", "certified",
         "recallTarget", "centroidFactor", "rerankFactor",
-        "bytesRead", "invocations", "treeNodes", "coldInstances", "warmInstances", "cacheHits", "cacheMisses", "levels", "estimatedCostUsd", "milliseconds",
+        "bytesRead", "invocations", "treeNodes", "coldInstances", "warmInstances", "cacheHits", "cacheMisses", "levels", "estimatedCostUsd", "cost", "shape", "milliseconds",
     ];
 
     /// <summary>A filtered query also reports the planner's estimate.</summary>
@@ -73,7 +73,7 @@ public sealed class WireFormatTests(IndexFixture fx)
         };
         var scan = await Post(client, $"/api/indexes/{IndexFixture.AttributedIndexName}/scan", body.ToJsonString());
         AssertNames(["neighbours", "stats", "skippedBounds", "missingPartitions", "invocations", "bytesRead", "coldInstances", "warmInstances",
-            "cacheHits", "cacheMisses", "busyMilliseconds", "levels"], scan);
+            "cacheHits", "cacheMisses", "busyMilliseconds", "billedMilliseconds", "storageOperations", "levels"], scan);
         var first = scan.GetProperty("neighbours")[0][0];
         AssertNames(["id", "d", "key", "attributes"], first);
         Assert.Equal($"doc-{first.GetProperty("id").GetInt64()}", first.GetProperty("key").GetString());

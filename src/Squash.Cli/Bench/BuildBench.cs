@@ -29,10 +29,8 @@ public static class BuildBench
     /// Queue: $0.0004 per 10,000 operations (GPv2 LRS), as quoted in 2025 by a third-party cost comparison (not checked
     /// against Azure's page; queue operations are well under 1 % of a build's storage cost at any price near it).
     /// </summary>
-    public static readonly IReadOnlyDictionary<string, double> PricePer10k = new Dictionary<string, double>
-    {
-        ["blob write"] = 0.055, ["blob list"] = 0.055, ["blob read"] = 0.0044, ["blob other"] = 0.0044, ["blob delete"] = 0, ["queue"] = 0.0004,
-    };
+    /// <summary>Storage prices per 10,000 operations by the wire meter's classes (<see cref="PriceTable"/>).</summary>
+    public static readonly IReadOnlyDictionary<string, double> PricePer10k = Squash.Storage.StorageOperations.Classes.ToDictionary(c => c, PriceTable.Per10k);
 
     /// <summary>Flex Consumption instance size the cost assumes (the smallest above the 1 GB a worker may use).</summary>
     public const int InstanceMemoryMb = 2048;
@@ -139,7 +137,7 @@ public static class BuildBench
         }
         WriteCsv(Path.Combine(s.Out, "builds.csv"), runs, inProcessFigures);
         Console.WriteLine($"prices: {PriceTable.Describe(InstanceMemoryMb)}; storage per 10,000: "
-            + string.Join(", ", PricePer10k.Select(kv => $"{kv.Key} ${kv.Value}")) + " (blob: hot LRS list prices; see BuildBench.PricePer10k)");
+            + string.Join(", ", PricePer10k.Select(kv => $"{kv.Key} ${kv.Value}")) + " (hot LRS list prices; docs/cost.md)");
         Console.WriteLine($"wrote {Path.Combine(s.Out, "builds.csv")}");
         return runs.All(r => r.Identical is "yes" or "not compared") ? 0 : 1;
     }
@@ -242,7 +240,8 @@ public static class BuildBench
         double storageCost = storage.Sum(kv => kv.Value.Requests * PricePer10k.GetValueOrDefault(kv.Key) / 10_000);
         string identical = reference is null ? "not compared" : await CompareAsync(reference, new IndexStore(direct, index), job.Version, ct);
         return new Run(index, workers, seconds, stages, builder.History, job.Stages.Sum(x => x.Total), builder.Executions, storage,
-            builder.CostUsd, storageCost, identical);
+            // Storage comes from the wire meter (it also sees the host's queue traffic), so the host's own storage figure is left out.
+            builder.ComputeCostUsd + builder.ExecutionsCostUsd, storageCost, identical);
     }
 
     /// <summary>"yes" when every segment of the queue build equals the in-process build's byte for byte and the calibrations agree.</summary>

@@ -18,8 +18,13 @@ public static class EndpointBench
 {
     public sealed record Shape(int Branching, int Depth)
     {
-        public int Nodes => Depth == 0 ? 0 : (int)Enumerable.Range(1, Depth).Sum(l => Math.Pow(Branching, l));
-        public override string ToString() => $"b={Branching},L={Depth} ({Nodes} nodes)";
+        public int Nodes => Depth == 0 || IsAuto ? 0 : (int)Enumerable.Range(1, Depth).Sum(l => Math.Pow(Branching, l));
+        /// <summary>No shape sent: the app chooses (its planner, or its configured b and L).</summary>
+        public static readonly Shape Auto = new(0, 0);
+        public bool IsAuto => Branching == 0;
+        public int? SentBranching => IsAuto ? null : Branching;
+        public int? SentDepth => IsAuto ? null : Depth;
+        public override string ToString() => IsAuto ? "auto (the app's choice)" : $"b={Branching},L={Depth} ({Nodes} nodes)";
     }
 
     /// <summary>Search options sent with every query (null: the function app's defaults).</summary>
@@ -139,7 +144,7 @@ public static class EndpointBench
         var response = await http.PostAsJsonAsync($"api/indexes/{index}/query", new
         {
             vector = v, k, filter,
-            options = new { branching = shape.Branching, depth = shape.Depth, centroidFactor = o.CentroidFactor, hammingKeepPercent = o.HammingKeepPercent, rerankFactor = o.RerankFactor },
+            options = new { branching = shape.SentBranching, depth = shape.SentDepth, centroidFactor = o.CentroidFactor, hammingKeepPercent = o.HammingKeepPercent, rerankFactor = o.RerankFactor },
         }, ct);
         var body = await response.Content.ReadAsStringAsync(ct);
         if (!response.IsSuccessStatusCode) throw new IOException($"the endpoint answered {(int)response.StatusCode}: {body}");

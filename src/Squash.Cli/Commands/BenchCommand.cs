@@ -33,7 +33,7 @@ public static class BenchCommand
         public readonly Option<string> Index = new("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store; with --endpoint, the index name.", Required = true };
         public readonly Option<string?> Endpoint = new("--endpoint") { Description = "Benchmark the HTTP API at this URL (e.g. http://127.0.0.1:7071 from squash serve) instead of the in-process engine." };
         public readonly Option<int> Concurrency = new("--concurrency") { Description = "With --endpoint: parallel clients for the throughput figure.", DefaultValueFactory = _ => 4 };
-        public readonly Option<string> Shapes = new("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
+        public readonly Option<string> Shapes = new("--tree-shapes") { Description = "With --endpoint: tree shapes b×L to sweep (1×1 = 1 node, 10×1 = 10, 4×2 = 20, 4×3 = 84; b×0 = the coordinator alone; auto = the app's own choice, its planner with Squash__Objective).", DefaultValueFactory = _ => "1x1,10x1,4x2,4x3" };
         public readonly Option<int?> Warmup = new("--warmup") { Description = "With --endpoint: warm-up queries per tree shape before the timed pass (default: each measured query twice: a partition's first query reads its rows, its second its vectors whole)." };
         public readonly Option<int> ColdSamples = new("--cold-samples") { Description = "With --endpoint: cold queries measured (all instances stopped before each).", DefaultValueFactory = _ => 3 };
         public readonly Option<string> Queries = new("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
@@ -62,6 +62,9 @@ public static class BenchCommand
         public readonly Option<FilterStrategy> Strategy = new("--filter-strategy") { Description = "With --filters (in-process engine): auto (the planner's cost rule), partitions or direct, to compare the strategies.", DefaultValueFactory = _ => FilterStrategy.Auto };
         public readonly Option<string> Out = new("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
         public readonly Option<string?> FunctionKey = EndpointFlags.FunctionKey();
+        public readonly Option<string?> Load = new("--load") { Description = "With --endpoint: cost against load instead of the shape sweep: open-loop Poisson arrival rates in QPS and 'saturation' (--concurrency clients), e.g. 0.1,1,10,100,saturation; per rate and tree shape, $ per million queries from the host's meter, p50/p99, instances, activity periods (load.csv, cost-vs-load.png)." };
+        public readonly Option<double> Duration = new("--duration") { Description = "With --load: seconds per rate (a rate sends max(rate × duration, --min-queries) queries).", DefaultValueFactory = _ => 20 };
+        public readonly Option<int> MinQueries = new("--min-queries") { Description = "With --load: queries sent at least per rate (the low rates need few).", DefaultValueFactory = _ => 5 };
     }
 
     /// <summary>The values every benchmark checks first: k, the CF/H/R/bits lists to sweep, and the query counts.</summary>
@@ -73,7 +76,7 @@ public static class BenchCommand
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
             f.Index, f.Queries, f.Truth, f.Search.K, f.Recall, f.Cf, f.H, f.R, f.HammingBits, f.Runs, f.Limit, f.BruteForceQueries, f.Out, f.Endpoint, f.Concurrency, f.Shapes, f.ColdSamples, f.Filters,
-            f.Cold, f.ColdQueries, f.Stream, f.Zipf, f.CacheMb, f.WholeAfter, f.Visit, f.Strategy, f.Warmup, f.FunctionKey,
+            f.Cold, f.ColdQueries, f.Stream, f.Zipf, f.CacheMb, f.WholeAfter, f.Visit, f.Strategy, f.Warmup, f.FunctionKey, f.Load, f.Duration, f.MinQueries,
         };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
@@ -143,6 +146,19 @@ public static class BenchCommand
             pr.GetResult(f.Cf) is { Implicit: false } ? sweep.Cfs[0] : null,
             pr.GetResult(f.H) is { Implicit: false } ? sweep.Hs[0] : null,
             pr.GetResult(f.R) is { Implicit: false } ? sweep.Rs[0] : null);
+        if (pr.GetValue(f.Load) is { } load)
+        {
+            var rates = LoadBench.ParseRates(load);
+            double seconds = pr.GetValue(f.Duration);
+            CliErrors.Require(double.IsFinite(seconds) && seconds > 0 && seconds <= 3600, $"--duration must be 0 < seconds ≤ 3600, got {seconds}");
+            int minQueries = pr.GetValue(f.MinQueries);
+            CliErrors.Require(minQueries >= 1, $"--min-queries must be ≥ 1, got {minQueries}");
+            CliErrors.Require(filters is null, "--load does not take --filters yet");
+            // Shapes sweep only when asked for: by default the app's own shape (1x1 is what serve's defaults give).
+            var loadShapes = SearchFlags.Given(pr, f.Shapes) ? shapes : [new EndpointBench.Shape(1, 1)];
+            return await LoadBench.RunAsync(endpoint, pr.GetValue(f.Index)!, q, gt, sweep.K, loadShapes, rates, TimeSpan.FromSeconds(seconds), minQueries,
+                concurrency, warmup ?? Math.Min(2 * q.Count, 400), searchOptions, pr.GetValue(f.Out)!, key, ct);
+        }
         return await EndpointBench.RunAsync(endpoint, pr.GetValue(f.Index)!, q, gt, sweep.K, concurrency, coldSamples, shapes,
             pr.GetValue(f.Out)!, ct, filters, searchOptions, warmup, key);
     }
@@ -279,6 +295,8 @@ public static class BenchCommand
         {
             var shapes = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(x =>
             {
+                // The app's own choice (its planner with Squash__Objective, else its configured shape): no branching or depth sent.
+                if (x == "auto") return EndpointBench.Shape.Auto;
                 var parts = x.Split('x');
                 var shape = new EndpointBench.Shape(int.Parse(parts[0], CultureInfo.InvariantCulture), int.Parse(parts[1], CultureInfo.InvariantCulture));
                 CliErrors.Require(shape.Branching is >= 1 and <= 16 && shape.Depth is >= 0 and <= 4, $"--tree-shapes: '{x}' needs 1 ≤ b ≤ 16 and 0 ≤ L ≤ 4");

@@ -83,13 +83,20 @@ public sealed class AnswerStats : QueryStats
     [JsonPropertyOrder(2)] public int CacheMisses { get; init; }
     /// <summary>Time per tree level (0 = the coordinator): the slowest node's wall and own-work time.</summary>
     [JsonPropertyOrder(2)] public IReadOnlyList<LevelTiming> Levels { get; init; } = [];
-    /// <summary>Flex Consumption estimate: Σ invocation seconds × instance GB × $/GB-s + invocations × $/execution (a batch shares it).</summary>
+    /// <summary>The marginal cost of the request at the current load (<see cref="QueryCost"/>'s total; a batch shares it).</summary>
     [JsonPropertyOrder(2)] public double EstimatedCostUsd { get; init; }
+    /// <summary>What <see cref="EstimatedCostUsd"/> is made of.</summary>
+    [JsonPropertyOrder(2)] public QueryCost Cost { get; init; } = new();
+    /// <summary>The tree shape the query ran with and who chose it; with Squash__Objective, the planner's predicted cost and time.</summary>
+    [JsonPropertyOrder(2)] public ShapeStats? Shape { get; init; }
     [JsonPropertyOrder(2)] public double Milliseconds { get; init; }
 
     /// <summary>The engine's figures for one query (<paramref name="engine"/>) with the tree's for the whole request (<paramref name="tree"/>).</summary>
-    public static AnswerStats From(QueryStats engine, ScanResponse tree, int nodes, int memoryMb, double ms)
+    /// <param name="outsideTree">Storage operations of the request that no tree node reported (opening the index, a log tail).</param>
+    public static AnswerStats From(QueryStats engine, ScanResponse tree, int nodes, int memoryMb, double ms, Squash.Storage.StorageOperations outsideTree = default,
+        Tree.TreeShapeChoice? shape = null)
     {
+        var cost = QueryCost.Of(tree.BilledMilliseconds, memoryMb, tree.Invocations, tree.StorageOperations + outsideTree);
         var stats = new AnswerStats
         {
             Strategy = engine.Strategy,
@@ -107,12 +114,49 @@ public sealed class AnswerStats : QueryStats
             CacheHits = tree.CacheHits,
             CacheMisses = tree.CacheMisses,
             Levels = tree.Levels,
-            EstimatedCostUsd = PriceTable.Cost(tree.BusyMilliseconds / 1000, memoryMb, tree.Invocations),
+            EstimatedCostUsd = cost.TotalUsd,
+            Cost = cost,
+            Shape = shape is null ? null : new ShapeStats(shape.Branching, shape.Depth, shape.ChosenBy, shape.PredictedCostUsd, shape.PredictedMs),
             Milliseconds = Math.Round(ms, 3),
         };
         stats.Add(engine);
         stats.Passes = Math.Max(1, stats.Passes);
         return stats;
+    }
+}
+
+/// <summary>A query's tree shape: branching, depth (0: the coordinator scanned by itself), who chose it, and the planner's predictions.</summary>
+public sealed record ShapeStats(int Branching, int Depth, string ChosenBy, double? PredictedCostUsd, double? PredictedMs);
+
+/// <summary>
+/// The marginal cost of one request at the current load, in its parts: compute is the billed time the request's invocations
+/// added to their instances' activity periods (an invocation that woke an idle instance: its 1,000 ms minimum; one on an
+/// instance already active: only the 100 ms steps it ran past what was billed), executions are its invocations, storage its
+/// blob (and queue) operations, each at <see cref="PriceTable"/>'s prices.
+/// </summary>
+public sealed record QueryCost
+{
+    public double ComputeUsd { get; init; }
+    public double ExecutionsUsd { get; init; }
+    public double StorageUsd { get; init; }
+    public double TotalUsd { get; init; }
+    /// <summary>Billed instance time the request added, in milliseconds (× the instance memory gives the GB-s).</summary>
+    public double BilledMilliseconds { get; init; }
+    public int Executions { get; init; }
+    public long BlobReads { get; init; }
+    public long BlobWrites { get; init; }
+    public long BlobLists { get; init; }
+    public long BlobOther { get; init; }
+
+    public static QueryCost Of(double billedMs, int memoryMb, int executions, Squash.Storage.StorageOperations storage)
+    {
+        double compute = PriceTable.ComputeCost(billedMs, memoryMb), runs = PriceTable.ExecutionsCost(executions), stored = PriceTable.StorageCost(storage);
+        return new QueryCost
+        {
+            ComputeUsd = compute, ExecutionsUsd = runs, StorageUsd = stored, TotalUsd = compute + runs + stored,
+            BilledMilliseconds = Math.Round(billedMs, 3), Executions = executions,
+            BlobReads = storage.BlobReads, BlobWrites = storage.BlobWrites, BlobLists = storage.BlobLists, BlobOther = storage.BlobOther,
+        };
     }
 }
 
@@ -173,8 +217,15 @@ public sealed record ScanResponse
     /// <summary>Partitions found already decoded in memory, and partitions read from the store.</summary>
     public int CacheHits { get; init; }
     public int CacheMisses { get; init; }
-    /// <summary>Wall time of every invocation in the subtree, added up (what GB-s billing counts).</summary>
+    /// <summary>Wall time of every invocation in the subtree, added up.</summary>
     public double BusyMilliseconds { get; init; }
+    /// <summary>
+    /// What the subtree's invocations added to their instances' billed activity periods (<see cref="InstanceActivity.Attribute"/>):
+    /// 1,000 ms for one that woke an idle instance, 0 for one inside time already billed.
+    /// </summary>
+    public double BilledMilliseconds { get; init; }
+    /// <summary>Storage operations of the subtree's invocations, by billing class.</summary>
+    public Squash.Storage.StorageOperations StorageOperations { get; init; }
     /// <summary>Per tree level below and including this node: the slowest node's times.</summary>
     public LevelTiming[] Levels { get; init; } = [];
 }
@@ -213,6 +264,7 @@ public sealed record ScanHit(long Id, float D)
 [JsonSerializable(typeof(IndexInfo))]
 [JsonSerializable(typeof(ScanRequest))]
 [JsonSerializable(typeof(ScanResponse))]
+[JsonSerializable(typeof(QueryCost))]
 [JsonSerializable(typeof(Dictionary<string, string>))]
 [JsonSerializable(typeof(JsonObject))]
 public sealed partial class ApiJson : JsonSerializerContext;

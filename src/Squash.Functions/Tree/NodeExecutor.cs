@@ -10,7 +10,7 @@ namespace Squash.Functions.Tree;
 /// merges the partial top-k lists. A child that still fails after its retries makes its whole subtree's
 /// partitions "missing" — the answer then says it is incomplete rather than being silently shorter.
 /// </summary>
-public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
+public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log, InstanceActivity activity)
 {
     private static int _served;
 
@@ -21,6 +21,9 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         span?.SetTag("squash.node", request.Node.Id);
         span?.SetTag("squash.partitions", string.Join(',', request.Node.Partitions));
         bool cold = Interlocked.Increment(ref _served) == 1;
+        // The invocation's counter (set by the app for every request; a direct caller gets its own).
+        var storage = Squash.Storage.StorageOperationCounter.Current ??= new Squash.Storage.StorageOperationCounter();
+        var storageAtStart = storage.Read();
         var options = RequestMapping.ToSearchOptions(request.K, request.Options) with
         {
             Excluded = request.Excluded is { Length: > 0 } excluded ? excluded.ToHashSet() : null,
@@ -33,6 +36,10 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         await ScanOwnPartitionsAsync(loaded, request, options, filter, node, ct).ConfigureAwait(false);
         double workMs = clock.Elapsed.TotalMilliseconds;
         await MergeChildrenAsync(request, childCalls, node, ct).ConfigureAwait(false);
+        var own = storage.Read() - storageAtStart;
+        storage.MarkReported(own);
+        node.Storage += own;
+        node.BilledMs += activity.Attribute();
         return node.ToResponse(clock.Elapsed.TotalMilliseconds, workMs);
     }
 
@@ -48,7 +55,8 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
         public List<int> Missing { get; } = [];
         public int CacheHits, CacheMisses, Invocations = 1, ColdInstances = cold ? 1 : 0, WarmInstances = cold ? 0 : 1;
         public long BytesRead;
-        public double FetchMs, ChildBusyMs;
+        public double FetchMs, ChildBusyMs, BilledMs;
+        public Squash.Storage.StorageOperations Storage;
         public LevelTiming[] Levels = [];
 
         public ScanResponse ToResponse(double wallMs, double workMs) => new()
@@ -64,6 +72,8 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
             ColdInstances = ColdInstances,
             WarmInstances = WarmInstances,
             BusyMilliseconds = ChildBusyMs + wallMs,
+            BilledMilliseconds = BilledMs,
+            StorageOperations = Storage,
             Levels = LevelTiming.Merge(Levels, [new LevelTiming(0, 1, Math.Round(wallMs, 3), Math.Round(workMs, 3), Math.Round(FetchMs, 3))]),
         };
     }
@@ -164,6 +174,8 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log)
                 node.ColdInstances += r.ColdInstances;
                 node.WarmInstances += r.WarmInstances;
                 node.ChildBusyMs += r.BusyMilliseconds;
+                node.BilledMs += r.BilledMilliseconds;
+                node.Storage += r.StorageOperations;
                 node.Missing.AddRange(r.MissingPartitions);
                 node.Levels = LevelTiming.Merge(node.Levels, r.Levels.Select(l => l with { Level = l.Level + 1 }));
                 for (int q = 0; q < node.Tops.Length; q++)

@@ -13,7 +13,7 @@ namespace Squash.Functions.Tree;
 public sealed record CoordinatedQuery(ScanHit[] Results, QueryStats Stats, int[] MissingPartitions, double InputSquaredNorm);
 
 /// <summary>The outcome of a coordinated request: per query results, and what the whole tree did.</summary>
-public sealed record CoordinatedAnswer(CoordinatedQuery[] Queries, ScanResponse Totals, int TreeNodes);
+public sealed record CoordinatedAnswer(CoordinatedQuery[] Queries, ScanResponse Totals, int TreeNodes, TreeShapeChoice? Shape = null);
 
 /// <summary>
 /// The coordinator function: plans every query (filter-aware partition selection and strategy), lays each
@@ -31,7 +31,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
     /// are ranked here by exact distance and merged with what the tree found.</param>
     public async Task<CoordinatedAnswer> RunAsync(string index, OpenedIndex loaded, float[][] vectors, int k, QueryOptions? requestOptions,
         JsonElement? filterJson, CompiledFilter? filter, string[]? include, int branching, int depth, string? ownAddress, CancellationToken ct,
-        LogTail? tail = null)
+        LogTail? tail = null, Func<int, TreeShapeChoice>? chooseShape = null)
     {
         var userFilter = filterJson;
         HashSet<long>? excluded = null;
@@ -59,6 +59,13 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         ScanResponse totals = new() { Neighbours = [], Stats = [], MissingPartitions = [], Invocations = 0 };
         int treeNodes = 0;
         var pass = plans.Select(p => p.Partitions).ToArray();
+        // Cost-budgeted planning picks the shape once, from the first pass's partitions; later passes keep it.
+        TreeShapeChoice? shape = null;
+        if (chooseShape is not null)
+        {
+            shape = chooseShape(pass.SelectMany(p => p).Distinct().Count());
+            (branching, depth) = (shape.Branching, shape.Depth);
+        }
         // The nodes scan with the plan, not the request: a recall target is turned into CF and R (or exact) here, once.
         var planOptions = plans.Length > 0 ? plans[0].Options : options;
         var nodeOptions = (requestOptions ?? new QueryOptions()) with
@@ -107,7 +114,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
             if (tail is { Rows.Count: > 0 }) best = MergeTail(loaded, tail, contexts[q], userFilter, include, k, best, found[q]);
             queries[q] = new CoordinatedQuery(best.Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
         }
-        return new CoordinatedAnswer(queries, totals, treeNodes);
+        return new CoordinatedAnswer(queries, totals, treeNodes, shape);
     }
 
     /// <summary>
@@ -162,6 +169,8 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         CacheHits = a.CacheHits + b.CacheHits,
         CacheMisses = a.CacheMisses + b.CacheMisses,
         BusyMilliseconds = a.BusyMilliseconds + b.BusyMilliseconds,
+        BilledMilliseconds = a.BilledMilliseconds + b.BilledMilliseconds,
+        StorageOperations = a.StorageOperations + b.StorageOperations,
         Levels = LevelTiming.Merge(a.Levels, b.Levels),
     };
 }

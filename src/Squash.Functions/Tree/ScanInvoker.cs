@@ -103,6 +103,7 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
                 (target.Key is null ? $"no function key is configured for it (Squash:Pools:{poolIndex}:Key)" : $"its key (Squash:Pools:{poolIndex}:Key) is not one of its keys"));
         }
         response.EnsureSuccessStatusCode();
+        if (poolIndex >= 0) PoolActivity.Answered(poolIndex);
         return await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)
             ?? throw new InvalidOperationException("empty scan response");
     }
