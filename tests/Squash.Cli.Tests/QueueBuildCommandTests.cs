@@ -87,10 +87,16 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
     }
 
     /// <summary>(row, distance) of every answer in <c>query --json</c> output, query by query.</summary>
+    /// <summary>Each answer's results; an answer the endpoint marks incomplete (a branch failed) fails here, with its body.</summary>
     private static List<(long Row, float Distance)[]> Answers(string json) =>
         json.Split('\n', StringSplitOptions.RemoveEmptyEntries)
-            .Select(line => JsonDocument.Parse(line).RootElement.GetProperty("results").EnumerateArray()
-                .Select(r => (r.GetProperty("row").GetInt64(), r.GetProperty("distance").GetSingle())).ToArray())
+            .Select(line =>
+            {
+                var root = JsonDocument.Parse(line).RootElement;
+                if (root.TryGetProperty("complete", out var complete) && !complete.GetBoolean()) Assert.Fail($"an incomplete answer: {line}");
+                return root.GetProperty("results").EnumerateArray()
+                    .Select(r => (r.GetProperty("row").GetInt64(), r.GetProperty("distance").GetSingle())).ToArray();
+            })
             .ToList();
 
     [Fact]

@@ -179,6 +179,11 @@ public sealed class DeploymentTests
             ["MaxBatch"] = "the default (256) bounds a request's work",
             ["CurrentRecheck"] = "the default (5 s) bounds how long a new version waits to be seen; tests set 0",
             ["WakePoolsOnStart"] = "true on the coordinator only (checked below)",
+            ["Objective"] = "empty: the fixed Branching/Depth shape, until a deployment opts into the cost planner (docs/cost.md)",
+            ["P99TargetMs"] = "read only with Objective=cost",
+            ["CostCapUsd"] = "read only with Objective=latency",
+            ["HopMs"] = "the planner's model constant, read only with an Objective",
+            ["PartitionScanMs"] = "the planner's model constant, read only with an Objective",
         };
         Assert.Equal(properties.Order(), setOnQueryApps.Concat(leftAtDefault.Keys).Order());
 
