@@ -16,14 +16,6 @@ public sealed class CliErrorTests
         return ((IPEndPoint)l.LocalEndpoint).Port;
     }
 
-    private static void AssertOneErrorLine(int exit, string err, string expected)
-    {
-        Assert.True(exit == 1, $"exit {exit}: {err}");
-        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.True(lines.Length == 1, $"expected one line, got {lines.Length}:\n{err}");
-        Assert.Equal("error: " + expected, lines[0].TrimEnd('\r'));
-    }
-
     [Theory]
     [InlineData("query")]
     [InlineData("bench")]
@@ -38,7 +30,7 @@ public sealed class CliErrorTests
             ? ["query", "--endpoint", endpoint, "--index", "x", "--vectors", queries]
             : ["bench", "--endpoint", endpoint, "--index", "x", "--queries", queries, "--ground-truth", dir.File("gt.ivecs"), "--k", "1", "--cold-samples", "0"];
         var (exit, _, err) = await CliRunner.RunAsync(args);
-        AssertOneErrorLine(exit, err, $"--endpoint {endpoint}: cannot connect: Connection refused (127.0.0.1:{port})");
+        CliRunner.AssertOneErrorLine(exit, err, $"--endpoint {endpoint}: cannot connect: Connection refused (127.0.0.1:{port})");
     }
 
     /// <summary>The engine's bounds, checked as flags before anything is read (K·R must not overflow).</summary>
@@ -54,7 +46,7 @@ public sealed class CliErrorTests
         using var dir = new TempDir();
         var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
         var (exit, _, err) = await CliRunner.RunAsync(["query", "--index", dir.File("no-index"), "--vectors", queries, flag, value]);
-        AssertOneErrorLine(exit, err, expected);
+        CliRunner.AssertOneErrorLine(exit, err, expected);
     }
 
     [Theory]
@@ -65,7 +57,7 @@ public sealed class CliErrorTests
         using var dir = new TempDir();
         var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
         var (exit, _, err) = await CliRunner.RunAsync(["query", "--index", dir.File("no-index"), "--vectors", queries, "--recall", "0.9", flag, value]);
-        AssertOneErrorLine(exit, err, "--recall cannot be combined with --cf or --r: ask for a recall target, or set the plan yourself");
+        CliRunner.AssertOneErrorLine(exit, err, "--recall cannot be combined with --cf or --r: ask for a recall target, or set the plan yourself");
     }
 
     [Fact]
@@ -75,7 +67,7 @@ public sealed class CliErrorTests
         var vectors = dir.Fvecs("v.fvecs", TempDir.Random(300, 4, 2));
         var queries = dir.Fvecs("q.fvecs", TempDir.Random(5, 6, 3));
         var (exit, _, err) = await CliRunner.RunAsync(["build", "--index", dir.File("idx"), "--vectors", vectors, "--calibration-queries", queries]);
-        AssertOneErrorLine(exit, err, $"--calibration-queries: '{queries}' has 6 dimensions; the vectors have 4");
+        CliRunner.AssertOneErrorLine(exit, err, $"--calibration-queries: '{queries}' has 6 dimensions; the vectors have 4");
         Assert.False(Directory.Exists(dir.File("idx/versions")), "a rejected build wrote a version");
     }
 
@@ -99,7 +91,7 @@ public sealed class CliErrorTests
             _ => [command, "--store", store, "--index", "a"],
         };
         var (exit, _, err) = await CliRunner.RunAsync(args);
-        AssertOneErrorLine(exit, err, $"--store {store} is a file, not a folder of indexes");
+        CliRunner.AssertOneErrorLine(exit, err, $"--store {store} is a file, not a folder of indexes");
     }
 
     /// <summary>The Azure SDK reports an unreachable account as an AggregateException of one failure per try.</summary>
@@ -122,7 +114,7 @@ public sealed class CliErrorTests
         int port = ClosedPort();
         var store = $"azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=c2VjcmV0LWtleQ==;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1";
         var (exit, _, err) = await CliRunner.RunAsync("inspect", "--store", store, "--index", "a").WaitAsync(TimeSpan.FromMinutes(3));
-        AssertOneErrorLine(exit, err, $"--store azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=***;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1: "
+        CliRunner.AssertOneErrorLine(exit, err, $"--store azure:DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=***;BlobEndpoint=http://127.0.0.1:{port}/devstoreaccount1: "
                                       + $"cannot connect: Connection refused (127.0.0.1:{port})");
     }
 
@@ -144,7 +136,7 @@ public sealed class CliErrorTests
         int port = ((IPEndPoint)taken.LocalEndpoint).Port;
         var (exit, _, err) = await CliRunner.RunAsync("serve", "--store", "dir:" + dir.Path, "--port", port.ToString(), "--log-dir", dir.File("logs"))
             .WaitAsync(TimeSpan.FromSeconds(60)); // a serve that started would run until Ctrl+C
-        AssertOneErrorLine(exit, err, $"--port {port}: 127.0.0.1:{port} is already in use (another squash serve?); choose a free port with --port");
+        CliRunner.AssertOneErrorLine(exit, err, $"--port {port}: 127.0.0.1:{port} is already in use (another squash serve?); choose a free port with --port");
     }
 
     /// <summary>A bug is one line too: its message and type, and the stack only when SQUASH_DEBUG asks for it.</summary>
@@ -160,7 +152,7 @@ public sealed class CliErrorTests
             var quiet = new StringWriter();
             Console.SetError(quiet);
             Assert.Equal(1, CliErrors.Report(bug));
-            AssertOneErrorLine(1, quiet.ToString(), "Object reference not set to an instance of an object. (NullReferenceException; run with SQUASH_DEBUG=1 for details)");
+            CliRunner.AssertOneErrorLine(1, quiet.ToString(), "Object reference not set to an instance of an object. (NullReferenceException; run with SQUASH_DEBUG=1 for details)");
 
             Environment.SetEnvironmentVariable(CliErrors.DebugVariable, "1");
             var loud = new StringWriter();
@@ -186,7 +178,7 @@ public sealed class CliErrorTests
     public async Task ParseErrorsAreOneLine(string[] args, string expected)
     {
         var (exit, output, err) = await CliRunner.RunAsync(args);
-        AssertOneErrorLine(exit, err, expected);
+        CliRunner.AssertOneErrorLine(exit, err, expected);
         Assert.Equal("", output);
     }
 

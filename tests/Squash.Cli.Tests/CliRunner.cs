@@ -5,6 +5,15 @@ public static class CliRunner
 {
     private static readonly SemaphoreSlim Gate = new(1, 1);
 
+    /// <summary>A CLI failure as users must see it: exit 1 and exactly one line, <c>error: </c> and the message.</summary>
+    public static void AssertOneErrorLine(int exit, string err, string expected)
+    {
+        Assert.True(exit == 1, $"exit {exit}: {err}");
+        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.True(lines.Length == 1, $"expected one line, got {lines.Length}:\n{err}");
+        Assert.Equal("error: " + expected, lines[0].TrimEnd('\r'));
+    }
+
     public static Task<(int Exit, string Out, string Err)> RunAsync(params string[] args) => RunAsync(args, interruptAfter: null);
 
     /// <summary>

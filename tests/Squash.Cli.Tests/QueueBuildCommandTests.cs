@@ -78,14 +78,6 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
     private static string BlobFor(string index, string path) =>
         $"{index}/uploads/{Convert.ToHexStringLower(SHA256.HashData(File.ReadAllBytes(path)))[..32]}/{Path.GetFileName(path)}";
 
-    private static void AssertOneErrorLine(int exit, string err, string expected)
-    {
-        Assert.True(exit == 1, $"exit {exit}: {err}");
-        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.True(lines.Length == 1, $"expected one line, got {lines.Length}:\n{err}");
-        Assert.Equal("error: " + expected, lines[0].TrimEnd('\r'));
-    }
-
     /// <summary>(row, distance) of every answer in <c>query --json</c> output, query by query.</summary>
     /// <summary>Each answer's results; an answer the endpoint marks incomplete (a branch failed) fails here, with its body.</summary>
     private static List<(long Row, float Distance)[]> Answers(string json) =>
@@ -158,22 +150,22 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         Assert.True(listExit == 0, listErr);
         Assert.Equal(new[] { buildId }, JsonDocument.Parse(list).RootElement.GetProperty("builds").EnumerateArray().Select(x => x.GetProperty("buildId").GetString()!));
         var (cExit, _, cErr) = await Run(Endpoint("builds", "cancel", buildId, "--index", "same"));
-        AssertOneErrorLine(cExit, cErr, $"The build cannot be cancelled (409): build {buildId} has already succeeded");
+        CliRunner.AssertOneErrorLine(cExit, cErr, $"The build cannot be cancelled (409): build {buildId} has already succeeded");
 
         // A 400 names the flag that set the field.
         var (pExit, _, pErr) = await Run(Endpoint("build", "--index", "same", "--source", blob, "--partitions", "5000"));
-        AssertOneErrorLine(pExit, pErr, "--partitions: (5000) cannot exceed the number of vectors (3,000)");
+        CliRunner.AssertOneErrorLine(pExit, pErr, "--partitions: (5000) cannot exceed the number of vectors (3,000)");
         var (mExit, _, mErr) = await Run(Endpoint("build", "--index", "same", "--source", "same/uploads/nothing.fvecs"));
-        AssertOneErrorLine(mExit, mErr, "--source: no blob named 'same/uploads/nothing.fvecs' and no blobs under 'same/uploads/nothing.fvecs/' in the store");
+        CliRunner.AssertOneErrorLine(mExit, mErr, "--source: no blob named 'same/uploads/nothing.fvecs' and no blobs under 'same/uploads/nothing.fvecs/' in the store");
     }
 
     [Fact]
     public async Task AnUnknownBuildIsA404Line()
     {
         var (exit, _, err) = await Run(Endpoint("builds", "show", "b20261203-121530123-000000000000", "--index", "same"));
-        AssertOneErrorLine(exit, err, "Build not found (404): index 'same' has no build 'b20261203-121530123-000000000000'");
+        CliRunner.AssertOneErrorLine(exit, err, "Build not found (404): index 'same' has no build 'b20261203-121530123-000000000000'");
         (exit, _, err) = await Run(Endpoint("builds", "cancel", "not-an-id", "--index", "same"));
-        AssertOneErrorLine(exit, err, "ID: 'not-an-id' is not a build id (such as b20261203-121530123-3f9a1c0b7e2d)");
+        CliRunner.AssertOneErrorLine(exit, err, "ID: 'not-an-id' is not a build id (such as b20261203-121530123-3f9a1c0b7e2d)");
     }
 
     [Fact]
@@ -237,14 +229,6 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
 /// <summary>What a build through the queue refuses before it sends anything, and the endpoint flags' errors.</summary>
 public sealed class QueueBuildFlagTests
 {
-    private static void AssertOneErrorLine(int exit, string err, string expected)
-    {
-        Assert.True(exit == 1, $"exit {exit}: {err}");
-        var lines = err.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.True(lines.Length == 1, $"expected one line, got {lines.Length}:\n{err}");
-        Assert.Equal("error: " + expected, lines[0].TrimEnd('\r'));
-    }
-
     [Theory]
     [InlineData(new[] { "--vectors", "V" }, "--vectors with --endpoint needs --store: the service's blob store (azure:CONNECTION_STRING or azure:https://ACCOUNT.blob.core.windows.net) to upload the file into; or name a blob already there with --source")]
     [InlineData(new[] { "--vectors", "V", "--store", "dir:/tmp" }, "--store must be the service's azure:… store to upload --vectors into: builds through the queue read their source from it (a dir: store has no queue)")]
@@ -264,14 +248,14 @@ public sealed class QueueBuildFlagTests
         // Nothing listens there: a check that let the command through would fail with "cannot connect" instead.
         string[] args = ["build", "--endpoint", $"http://127.0.0.1:{QueueBuildCommandTests.FreePort()}", "--index", "x", .. flags.Select(a => a == "V" ? vectors : a)];
         var (exit, _, err) = await CliRunner.RunAsync(args);
-        AssertOneErrorLine(exit, err, expected);
+        CliRunner.AssertOneErrorLine(exit, err, expected);
     }
 
     [Fact]
     public async Task AnIndexNameTheServiceCannotTakeIsRefusedBeforeTheUpload()
     {
         var (exit, _, err) = await CliRunner.RunAsync("build", "--endpoint", "http://127.0.0.1:9", "--index", "My_Index", "--source", "a.fvecs");
-        AssertOneErrorLine(exit, err, "--index: with --endpoint it names an index of the service (lower-case letters, digits and '-', at most 63 characters), got 'My_Index'");
+        CliRunner.AssertOneErrorLine(exit, err, "--index: with --endpoint it names an index of the service (lower-case letters, digits and '-', at most 63 characters), got 'My_Index'");
     }
 
     [Theory]
@@ -284,7 +268,7 @@ public sealed class QueueBuildFlagTests
         using var dir = new TempDir();
         var vectors = dir.Fvecs("base.fvecs", TempDir.Random(10, 4, 1));
         var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, flag, "5");
-        AssertOneErrorLine(exit, err, $"{flag} is for a build through the queue: it needs --endpoint");
+        CliRunner.AssertOneErrorLine(exit, err, $"{flag} is for a build through the queue: it needs --endpoint");
     }
 
     [Theory]
@@ -296,7 +280,7 @@ public sealed class QueueBuildFlagTests
         int port = QueueBuildCommandTests.FreePort();
         var endpoint = $"http://127.0.0.1:{port}";
         var (exit, _, err) = await CliRunner.RunAsync([.. command, "--endpoint", endpoint, "--index", "x"]);
-        AssertOneErrorLine(exit, err, $"--endpoint {endpoint}: cannot connect: Connection refused (127.0.0.1:{port})");
+        CliRunner.AssertOneErrorLine(exit, err, $"--endpoint {endpoint}: cannot connect: Connection refused (127.0.0.1:{port})");
     }
 
     [Fact]
