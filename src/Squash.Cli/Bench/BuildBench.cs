@@ -129,8 +129,7 @@ public static class BuildBench
             Print(run, inProcessFigures);
         }
         WriteCsv(Path.Combine(s.Out, "builds.csv"), runs, inProcessFigures);
-        Console.WriteLine($"prices: {PriceTable.Describe(InstanceMemoryMb)}; storage per 10,000: "
-            + string.Join(", ", PricePer10k.Select(kv => $"{kv.Key} ${kv.Value}")) + " (hot LRS list prices; docs/cost.md)");
+        Console.WriteLine($"prices: {PriceTable.Describe(InstanceMemoryMb)}; blob deletes are free");
         Console.WriteLine($"wrote {Path.Combine(s.Out, "builds.csv")}");
         return runs.All(r => r.Identical is "yes" or "not compared") ? 0 : 1;
     }
