@@ -9,11 +9,13 @@ namespace Squash.Search;
 public static partial class FilteredRecallCalibrator
 {
     /// <summary>
-    /// <see cref="Calibrate"/> with the partitions read one at a time instead of held by the opened index (a queue build's
-    /// publish task): the same families, the same replay, the same bands. It runs in passes over the partitions:
+    /// The filtered replay, run over the partitions in passes, one partition's data at a time: a queue build's publish task
+    /// reads each from the store, <see cref="Measure"/> (the in-process build) hands over the partitions it holds, so that the
+    /// two builds run the same code and get the same bands.
     /// <list type="number">
-    /// <item><see cref="StartAsync"/>: every partition's attributes and ids, for the columns the families are drawn from
-    /// (one value per vector for each number, integer and category attribute: 8 bytes a vector per such attribute).</item>
+    /// <item><see cref="StartAsync"/>: every partition's attributes and ids, for the values the families are drawn from
+    /// (<see cref="ColumnSample"/>: at most <see cref="NumericCellFit.MaxSample"/> rows' values per number, integer and
+    /// category attribute, whatever the index's size).</item>
     /// <item><see cref="Wants"/>/<see cref="Truth"/>: each partition a filtered query can match, for its exact filtered
     /// neighbours and match counts (the caller reads them in ascending order, alongside the unfiltered calibration's own pass).</item>
     /// <item><see cref="FinishAsync"/>: plans every query from the counts, reads each partition some replay scans once,
@@ -69,7 +71,7 @@ public static partial class FilteredRecallCalibrator
 
         /// <summary>
         /// Draws the families from the index's attributes (read partition by partition) and plans nothing yet; null when the
-        /// index has no attributes or no family can be drawn (then there is no filtered calibration, as with <see cref="Calibrate"/>).
+        /// index has no attributes or no family can be drawn (then there is no filtered calibration).
         /// </summary>
         /// <param name="partitionOf">The partition of every base-sample query's own row.</param>
         /// <param name="selfStored">Base-sample queries' own rows as stored (internal space, <c>Count × InternalDimensions</c>).</param>
@@ -80,19 +82,16 @@ public static partial class FilteredRecallCalibrator
         {
             var attributes = index.Manifest.Attributes;
             if (attributes is null || queries.Count == 0) return null;
-            int n = (int)index.Manifest.Count, count = Math.Min(QueriesPerFamily, queries.Count);
-            var columns = new double[]?[attributes.Attributes.Count];
-            for (int a = 0; a < columns.Length; a++)
-                if (attributes.Attributes[a].Type is AttributeType.Number or AttributeType.Integer or AttributeType.Category)
-                    Array.Fill(columns[a] = new double[n], double.NaN);
+            int count = Math.Min(QueriesPerFamily, queries.Count);
+            var sample = new ColumnSample(attributes, index.Manifest.Count, queries, count);
             var next = index.PartitionCount > 0 ? readAttributes(0, cancellationToken) : null;
             for (int p = 0; p < index.PartitionCount; p++)
             {
                 var (codes, part) = await next!.ConfigureAwait(false);
                 next = p + 1 < index.PartitionCount ? readAttributes(p + 1, cancellationToken) : null;
-                FillColumns(columns, codes.Ids, part);
+                sample.Add(codes.Ids, part);
             }
-            var drawn = DrawFamilies(attributes, columns, queries, count, n, k);
+            var drawn = DrawFamilies(attributes, sample, queries, count, k);
             if (drawn.Count == 0) return null;
 
             var engine = new SearchEngine(index);
@@ -143,7 +142,7 @@ public static partial class FilteredRecallCalibrator
                 }, _ => { });
         }
 
-        /// <summary>The rows a filter's exact check looks at, as the in-memory replay takes them: its index candidates, or every row.</summary>
+        /// <summary>The rows a filter's exact check looks at: its index candidates, or every row.</summary>
         private static (int[] Rows, int Count) CandidateRows(CompiledFilter filter, PartitionAttributes attributes, ref int[] rows)
         {
             if (filter.TryCandidates(attributes, ref rows, out int indexed)) return (rows, indexed);
@@ -152,11 +151,17 @@ public static partial class FilteredRecallCalibrator
             return (rows, attributes.Count);
         }
 
+        /// <summary><see cref="MeasureAsync"/> summed up into the bands (<see cref="Bands"/>), as <see cref="Calibrate"/> gives them.</summary>
+        public async Task<IReadOnlyList<FilteredCalibration>?> FinishAsync(
+            Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes Attributes)>> readPartition,
+            CancellationToken cancellationToken = default) =>
+            Bands(await MeasureAsync(readPartition, cancellationToken).ConfigureAwait(false));
+
         /// <summary>
         /// Plans every query from its match counts, reads each partition some replay scans (ascending, one at a time, the
-        /// next read ahead), and replays: the bands, as <see cref="Calibrate"/> gives them.
+        /// next read ahead), and replays every plan: each family's measurement.
         /// </summary>
-        public async Task<IReadOnlyList<FilteredCalibration>?> FinishAsync(
+        public async Task<IReadOnlyList<FamilyMeasurement>> MeasureAsync(
             Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes Attributes)>> readPartition,
             CancellationToken cancellationToken = default)
         {
@@ -210,7 +215,7 @@ public static partial class FilteredRecallCalibrator
                     () => (new PartitionScanner(), new List<(float Bound, int Row)>(), Array.Empty<int>(), Array.Empty<bool>()), (fq, _, local) =>
                     {
                         var (scanner, candidates, rows, examined) = local;
-                        // A row counts only if the exact check looked at it, matched, and is not the query itself (NaN in the in-memory replay).
+                        // A row counts only if the exact check looked at it, matched, and is not the query itself.
                         var (checkedRows, indexed) = CandidateRows(fq.Filter, attributes, ref rows);
                         if (examined.Length < attributes.Count) examined = new bool[attributes.Count];
                         Array.Clear(examined, 0, attributes.Count);
@@ -247,10 +252,10 @@ public static partial class FilteredRecallCalibrator
                 });
                 measured.Add(new FamilyMeasurement(_families[f].Name, _families[f].Filters, selectivity, recall, cost));
             }
-            return Bands(measured);
+            return measured;
         }
 
-        /// <summary>The in-memory replay's scan and plan read-out, over the candidate lists.</summary>
+        /// <summary>One query's scan in centroid order over its candidate lists, and every plan's recall and cost read off it.</summary>
         private void Replay(FilteredQuery fq, double[,] recall, double[,] cost, int m, int d)
         {
             int q = fq.Query, k = _k;

@@ -1,7 +1,5 @@
 using System.Globalization;
 using System.Text.Json;
-using Squash.Core.Collections;
-using Squash.Core.Kernels;
 using Squash.Index.Attributes;
 using Squash.Index.Model;
 using Squash.Search.Filters;
@@ -71,45 +69,42 @@ public static partial class FilteredRecallCalibrator
         return measured.Count == 0 ? null : Bands(measured);
     }
 
-    /// <summary>Every family drawn from the index's attributes, replayed over the first <see cref="QueriesPerFamily"/> queries.</summary>
+    /// <summary>
+    /// Every family drawn from the index's attributes, replayed over the first <see cref="QueriesPerFamily"/> queries: the
+    /// partition-by-partition replay (<see cref="ByPartition"/>) over partitions this index holds, so that the in-process
+    /// build and a queue build's publish task run one replay.
+    /// </summary>
     public static IReadOnlyList<FamilyMeasurement> Measure(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(queries);
-        var attributes = index.Manifest.Attributes;
-        if (attributes is null || queries.Count == 0) return [];
-        int n = (int)index.Manifest.Count;
-        int count = Math.Min(QueriesPerFamily, queries.Count);
-        var columns = ReadColumns(index, attributes);
-        var families = DrawFamilies(attributes, columns, queries, count, n, k);
-        if (families.Count == 0) return [];
-
-        var engine = new SearchEngine(index);
-        var partitionOf = new int[n];
-        for (int p = 0; p < index.PartitionCount; p++)
-            foreach (long id in index.Codes(p).Ids) partitionOf[id] = p;
-        int plans = RecallCalibrator.CentroidFactors.Length * RecallCalibrator.RerankFactors.Length;
-
-        var measured = new List<FamilyMeasurement>();
-        foreach (var family in families)
+        if (index.Manifest.Attributes is null || queries.Count == 0) return [];
+        // Base-sample queries leave their own row out of its centroid: where that row lies and how it is stored.
+        var partitionOf = new Dictionary<long, int>();
+        float[]? selfStored = null;
+        if (queries.SelfIds is { } self)
         {
-            var recall = new double[count, plans];
-            var cost = new double[count, plans];
-            var selectivity = new double[count];
-            var used = new bool[count];
-            Parallel.For(0, count, new ParallelOptions { CancellationToken = cancellationToken }, () => new PartitionScanner(), (q, _, scanner) =>
+            int d = index.Manifest.InternalDimensions;
+            var wanted = self.ToHashSet();
+            var rowOf = new Dictionary<long, int>();
+            for (int p = 0; p < index.PartitionCount; p++)
             {
-                if (family.Filters[q] is { } filter)
-                {
-                    used[q] = true;
-                    selectivity[q] = Replay(engine, scanner, queries, q, filter, k, partitionOf, recall, cost);
-                }
-                return scanner;
-            }, _ => { });
-            for (int q = 0; q < count; q++) if (!used[q]) selectivity[q] = double.NaN;
-            measured.Add(new FamilyMeasurement(family.Name, family.Filters, selectivity, recall, cost));
+                var ids = index.Codes(p).Ids;
+                for (int i = 0; i < ids.Length; i++)
+                    if (wanted.Contains(ids[i])) { partitionOf[ids[i]] = p; rowOf[ids[i]] = i; }
+            }
+            selfStored = new float[(long)queries.Count * d];
+            for (int q = 0; q < queries.Count; q++)
+                if (partitionOf.TryGetValue(self[q], out int p)) index.Vectors(p).Row(rowOf[self[q]]).CopyTo(selfStored.AsSpan(q * d, d));
         }
-        return measured;
+        // Every read below is of a partition the index holds (or loads on demand), so each task is complete when returned.
+        PartitionAttributes AttributesOf(int p) => index.Attributes(p) ?? throw new InvalidOperationException($"partition {p} has no attributes");
+        var replay = ByPartition.StartAsync(index, queries, partitionOf, selfStored, (p, _) => Task.FromResult((index.Codes(p), AttributesOf(p))), k,
+            cancellationToken).GetAwaiter().GetResult();
+        if (replay is null) return [];
+        for (int p = 0; p < index.PartitionCount; p++)
+            if (replay.Wants(p)) replay.Truth(p, index.Codes(p), index.Vectors(p), AttributesOf(p), cancellationToken);
+        return replay.MeasureAsync((p, _) => Task.FromResult((index.Codes(p), index.Vectors(p), AttributesOf(p))), cancellationToken).GetAwaiter().GetResult();
     }
 
     /// <summary>
@@ -153,42 +148,73 @@ public static partial class FilteredRecallCalibrator
         return bands.Count > 0 ? bands : null;
     }
 
-    /// <summary>Each attribute as one value per vector (by id): numbers, integers, category ids; NaN where missing. Null for other types.</summary>
-    private static double[]?[] ReadColumns(OpenedIndex index, IndexAttributes attributes)
+    /// <summary>
+    /// What the families are drawn from, in memory bounded whatever the index's size: per number, integer and category
+    /// attribute, the values of at most <see cref="NumericCellFit.MaxSample"/> evenly spaced rows (every row up to that many;
+    /// the rule the build's number cells are fitted by, <see cref="NumericCellFit.SampleSlot"/>, so that any process that
+    /// reads the partitions draws the same sample), NaN where missing; and each base-sample query's own value.
+    /// </summary>
+    private sealed class ColumnSample
     {
-        int n = (int)index.Manifest.Count;
-        var columns = new double[]?[attributes.Attributes.Count];
-        for (int a = 0; a < columns.Length; a++)
-            if (attributes.Attributes[a].Type is AttributeType.Number or AttributeType.Integer or AttributeType.Category)
-                Array.Fill(columns[a] = new double[n], double.NaN);
-        for (int p = 0; p < index.PartitionCount; p++)
-            if (index.Attributes(p) is { } part) FillColumns(columns, index.Codes(p).Ids, part);
-        return columns;
-    }
+        private readonly long _rows;
+        private readonly Dictionary<long, List<int>> _queriesOfRow = [];
 
-    /// <summary>One partition's share of <see cref="ReadColumns"/>: its rows' values, placed by id.</summary>
-    private static void FillColumns(double[]?[] columns, int[] ids, PartitionAttributes part)
-    {
-        for (int a = 0; a < columns.Length; a++)
+        /// <summary>Per attribute (null for types no family is drawn from): the sampled rows' values, by sample slot.</summary>
+        public double[]?[] Columns { get; }
+        /// <summary>Per attribute: each of the first <c>count</c> queries' own row's value (NaN without one).</summary>
+        public double[]?[] Own { get; }
+        public int Slots { get; }
+
+        public ColumnSample(IndexAttributes attributes, long rows, CalibrationQueries queries, int count)
         {
-            if (columns[a] is not { } values) continue;
-            var col = part.Columns[a];
-            for (int row = 0; row < part.Count; row++)
-            {
-                if (!col.IsPresent(row)) continue;
-                values[ids[row]] = col.Type switch
+            _rows = rows;
+            Slots = (int)Math.Min(rows, NumericCellFit.MaxSample);
+            Columns = new double[]?[attributes.Attributes.Count];
+            Own = new double[]?[Columns.Length];
+            for (int a = 0; a < Columns.Length; a++)
+                if (attributes.Attributes[a].Type is AttributeType.Number or AttributeType.Integer or AttributeType.Category)
                 {
-                    AttributeType.Number => col.Numbers![row],
-                    AttributeType.Integer => col.Integers![row],
-                    _ => col.Ids![row],
-                };
+                    Array.Fill(Columns[a] = new double[Slots], double.NaN);
+                    Array.Fill(Own[a] = new double[count], double.NaN);
+                }
+            if (queries.SelfIds is { } self)
+                for (int q = 0; q < count; q++)
+                {
+                    if (!_queriesOfRow.TryGetValue(self[q], out var list)) _queriesOfRow[self[q]] = list = [];
+                    list.Add(q);
+                }
+        }
+
+        /// <summary>One partition's share: its sampled rows' values and its base-sample queries' own values.</summary>
+        public void Add(int[] ids, PartitionAttributes part)
+        {
+            for (int a = 0; a < Columns.Length; a++)
+            {
+                if (Columns[a] is not { } values) continue;
+                var col = part.Columns[a];
+                for (int row = 0; row < part.Count; row++)
+                {
+                    if (!col.IsPresent(row)) continue;
+                    long slot = NumericCellFit.SampleSlot(ids[row], _rows);
+                    bool own = _queriesOfRow.TryGetValue(ids[row], out var queries);
+                    if (slot < 0 && !own) continue;
+                    double value = col.Type switch
+                    {
+                        AttributeType.Number => col.Numbers![row],
+                        AttributeType.Integer => col.Integers![row],
+                        _ => col.Ids![row],
+                    };
+                    if (slot >= 0) values[slot] = value;
+                    if (own) foreach (int q in queries!) Own[a]![q] = value;
+                }
             }
         }
     }
 
-    private static List<Family> DrawFamilies(IndexAttributes attributes, double[]?[] columns, CalibrationQueries queries, int count, int n, int k)
+    private static List<Family> DrawFamilies(IndexAttributes attributes, ColumnSample sample, CalibrationQueries queries, int count, int k)
     {
         var compiler = new FilterCompiler(attributes);
+        var columns = sample.Columns;
         var families = new List<Family>();
         int rangeColumn = -1, equalityColumn = -1, mostDistinct = 0;
         var sortedValues = new double[]?[columns.Length];
@@ -196,7 +222,7 @@ public static partial class FilteredRecallCalibrator
         {
             if (columns[a] is not { } values) continue;
             var sorted = values.Where(v => !double.IsNaN(v)).Order().ToArray();
-            if (sorted.Length < n / 2) continue; // mostly missing: filters on it say little about the others
+            if (sorted.Length < sample.Slots / 2) continue; // mostly missing: filters on it say little about the others
             sortedValues[a] = sorted;
             int distinct = 1;
             for (int i = 1; i < sorted.Length; i++) if (sorted[i] != sorted[i - 1]) distinct++;
@@ -234,7 +260,7 @@ public static partial class FilteredRecallCalibrator
         if (equalityColumn >= 0)
         {
             var info = attributes.Attributes[equalityColumn];
-            var values = columns[equalityColumn]!;
+            var ownValues = sample.Own[equalityColumn]!;
             var distinct = sortedValues[equalityColumn]!.Distinct().ToArray();
             string name = JsonEncodedText.Encode(info.Name).ToString();
             string Filter(double v) => $"{{\"{name}\":{{\"$eq\":{(info.Type == AttributeType.Category
@@ -246,7 +272,7 @@ public static partial class FilteredRecallCalibrator
             var own = new CompiledFilter?[count];
             for (int q = 0; q < count; q++)
             {
-                double mine = queries.SelfIds is { } self ? values[self[q]] : double.NaN;
+                double mine = ownValues[q];
                 var choices = distinct.Where(v => v != mine).ToArray();
                 if (choices.Length > 0) other[q] = compiler.Compile(Filter(choices[rng.Next(choices.Length)]));
                 if (!double.IsNaN(mine)) own[q] = compiler.Compile(Filter(mine));
@@ -255,148 +281,5 @@ public static partial class FilteredRecallCalibrator
             if (queries.SelfIds is not null) families.Add(new Family("own value", own));
         }
         return families;
-    }
-
-    /// <summary>
-    /// Replays every plan of the grid for one filtered query into <paramref name="recall"/> and <paramref name="cost"/>
-    /// (row <paramref name="q"/>); returns the filter's estimated selectivity, as the planner sees it.
-    /// </summary>
-    private static double Replay(SearchEngine engine, PartitionScanner scanner, CalibrationQueries queries, int q, CompiledFilter filter, int k,
-        int[] partitionOf, double[,] recall, double[,] cost)
-    {
-        var index = engine.Index;
-        var manifest = index.Manifest;
-        long self = queries.SelfIds?[q] ?? -1;
-        var ctx = new QueryContext(index, queries.Data.AsSpan(q * queries.Dimensions, queries.Dimensions));
-        var (order, dist) = engine.RankPartitions(ctx);
-        if (self >= 0)
-        {
-            int own = partitionOf[self];
-            RecallCalibrator.LeaveOutOfCentroid(index, own, index.Vectors(own).Row(Array.IndexOf(index.Codes(own).Ids, (int)self)), ctx, ref order, dist);
-        }
-        var estimates = FilterEstimates.Of(filter, manifest);
-        double selectivity = estimates.Total / Math.Max(1, manifest.Count);
-
-        // Exact filtered neighbours, the matches each partition holds (what later passes are decided on) and every
-        // match's exact distance (NaN for rows that do not match), which the replay's re-rank reuses.
-        int p = order.Length;
-        var matches = new int[p];
-        var rowDistance = new float[p][];
-        var truthTop = new TopK(k);
-        int[] rows = [];
-        for (int part = 0; part < p; part++)
-        {
-            if (!estimates.CanMatch[part] || index.Attributes(part) is not { } attrs) continue;
-            var ids = index.Codes(part).Ids;
-            var vectors = index.Vectors(part);
-            var distances = rowDistance[part] = new float[attrs.Count];
-            Array.Fill(distances, float.NaN);
-            if (!filter.TryCandidates(attrs, ref rows, out int indexed))
-            {
-                if (rows.Length < attrs.Count) rows = new int[attrs.Count];
-                for (int row = 0; row < attrs.Count; row++) rows[row] = row;
-                indexed = attrs.Count;
-            }
-            for (int c = 0; c < indexed; c++)
-            {
-                int row = rows[c];
-                if (ids[row] == self || !filter.Matches(attrs, row)) continue;
-                matches[part]++;
-                truthTop.TryAdd(ids[row], distances[row] = SquaredL2.Distance(ctx.Internal, vectors.Row(row)));
-            }
-        }
-        var truth = truthTop.ToSortedArray().Select(x => x.Id).ToHashSet();
-        int grid = RecallCalibrator.CentroidFactors.Length, rs = RecallCalibrator.RerankFactors.Length;
-        if (truth.Count == 0)
-        {
-            for (int j = 0; j < grid * rs; j++) recall[q, j] = 1;
-            return selectivity;
-        }
-
-        var rank = new int[p];
-        for (int i = 0; i < p; i++) rank[order[i]] = i;
-        int needed = 0;
-        foreach (long id in truth) needed = Math.Max(needed, rank[partitionOf[id]] + 1);
-        var matchesBefore = new int[p + 1];
-        for (int i = 0; i < p; i++) matchesBefore[i + 1] = matchesBefore[i] + matches[order[i]];
-
-        // Each plan's strategy and where its passes end (the engine's own planner and pass logic).
-        var end = new int[grid * rs];
-        var direct = new bool[grid * rs];
-        int scanTo = 0;
-        for (int r = 0; r < rs; r++)
-            for (int g = 0; g < grid; g++)
-            {
-                int j = r * grid + g;
-                var plan = engine.PlanFiltered(order, dist, estimates, new SearchOptions
-                {
-                    K = k, CentroidFactor = RecallCalibrator.CentroidFactors[g], RerankFactor = RecallCalibrator.RerankFactors[r], Filter = filter,
-                });
-                if (plan.Strategy != "partitions") { direct[j] = true; continue; }
-                while (engine.NextPass(plan, Math.Min(plan.Target, matchesBefore[plan.Cursor])).Length > 0) { }
-                end[j] = plan.Cursor;
-                scanTo = Math.Max(scanTo, end[j]);
-            }
-        scanTo = Math.Min(scanTo, Math.Max(needed, 1));
-
-        // One scan in centroid order over the partitions that can match, replaying every R.
-        int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
-        var tops = new TopK[rs];
-        for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
-        var recallAt = new double[rs, p + 1];
-        var rerankCostAt = new double[rs, p + 1];
-        var visitCostAt = new double[p + 1];
-        var candidates = new List<(float Bound, int Row)>();
-        var collect = new SearchOptions { K = k + 1, RerankFactor = RecallCalibrator.RerankFactors[^1], CentroidFactor = 1, Filter = filter };
-        for (int c = 0; c < p; c++)
-        {
-            int part = order[c];
-            bool visit = estimates.CanMatch[part];
-            visitCostAt[c + 1] = visitCostAt[c] + (visit ? RecallCalibrator.VisitBytes(manifest.Partitions[part], m) : 0);
-            if (!visit || c >= scanTo || index.Attributes(part) is not { } attrs)
-            {
-                for (int r = 0; r < rs; r++) { recallAt[r, c + 1] = recallAt[r, c]; rerankCostAt[r, c + 1] = rerankCostAt[r, c]; }
-                continue;
-            }
-            var codes = index.Codes(part);
-            var distances = rowDistance[part];
-            candidates.Clear();
-            bool every = scanner.CollectFilteredCandidates(ctx, codes, attrs, collect, candidates);
-            // NaN marks a row that is no match (or the query itself): the exhaustive path lists rows before their recheck.
-            candidates.RemoveAll(x => float.IsNaN(distances[x.Row]));
-            for (int r = 0; r < rs; r++)
-            {
-                var top = tops[r];
-                int take = every ? candidates.Count : Math.Min(candidates.Count, k * RecallCalibrator.RerankFactors[r]);
-                long reranked = 0;
-                for (int i = 0; i < take; i++)
-                {
-                    var (bound, row) = candidates[i];
-                    if (!every && bound > top.Threshold * (1 + PartitionScanner.Slack)) break;
-                    reranked++;
-                    top.TryAdd(codes.Ids[row], distances[row]);
-                }
-                rerankCostAt[r, c + 1] = rerankCostAt[r, c] + reranked * RecallCalibrator.RerankBytes(d);
-                int hits = 0;
-                foreach (var nb in top.ToSortedArray()) if (truth.Contains(nb.Id)) hits++;
-                recallAt[r, c + 1] = hits / (double)truth.Count;
-            }
-        }
-
-        double directCost = estimates.Total * 4.0 * d;
-        for (int r = 0; r < rs; r++)
-            for (int g = 0; g < grid; g++)
-            {
-                int j = r * grid + g;
-                if (direct[j])
-                {
-                    recall[q, j] = 1;
-                    cost[q, j] = directCost;
-                    continue;
-                }
-                recall[q, j] = recallAt[r, end[j]];
-                cost[q, j] = visitCostAt[end[j]] + rerankCostAt[r, end[j]];
-            }
-        return selectivity;
     }
 }

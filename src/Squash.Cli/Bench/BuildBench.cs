@@ -22,14 +22,7 @@ namespace Squash.Cli.Bench;
 /// </summary>
 public static class BuildBench
 {
-    /// <summary>
-    /// Storage transaction prices, USD per 10,000 operations. Blob (hot tier, LRS): the sample prices of Microsoft Learn's
-    /// "Estimate the cost of using Azure Blob Storage" (articles/storage/blobs/blob-storage-estimate-costs.md, dated
-    /// 2024-07-26), which that page calls examples; they are the list prices of hot LRS in East US as of 2024. Deletes are free.
-    /// Queue: $0.0004 per 10,000 operations (GPv2 LRS), as quoted in 2025 by a third-party cost comparison (not checked
-    /// against Azure's page; queue operations are well under 1 % of a build's storage cost at any price near it).
-    /// </summary>
-    /// <summary>Storage prices per 10,000 operations by the wire meter's classes (<see cref="PriceTable"/>).</summary>
+    /// <summary>Storage prices per 10,000 operations by the wire meter's classes: <see cref="PriceTable"/>'s (sources in docs/cost.md).</summary>
     public static readonly IReadOnlyDictionary<string, double> PricePer10k = Squash.Storage.StorageOperations.Classes.ToDictionary(c => c, PriceTable.Per10k);
 
     /// <summary>Flex Consumption instance size the cost assumes (the smallest above the 1 GB a worker may use).</summary>
@@ -37,7 +30,7 @@ public static class BuildBench
 
     public sealed record Run(string Name, int Workers, double Seconds, IReadOnlyList<(string Stage, double Seconds, int Tasks)> Stages,
         IReadOnlyList<InstanceRecord> Instances, long Messages, long Deliveries, IReadOnlyDictionary<string, (long Requests, long BytesSent, long BytesReceived)> Storage,
-        double ComputeCost, double StorageCost, string Identical);
+        double ComputeCost, double StorageCost, string Identical, double BilledSeconds = 0, int ActivityPeriods = 0);
 
     public static Command Create()
     {
@@ -136,8 +129,7 @@ public static class BuildBench
             Print(run, inProcessFigures);
         }
         WriteCsv(Path.Combine(s.Out, "builds.csv"), runs, inProcessFigures);
-        Console.WriteLine($"prices: {PriceTable.Describe(InstanceMemoryMb)}; storage per 10,000: "
-            + string.Join(", ", PricePer10k.Select(kv => $"{kv.Key} ${kv.Value}")) + " (hot LRS list prices; docs/cost.md)");
+        Console.WriteLine($"prices: {PriceTable.Describe(InstanceMemoryMb)}; blob deletes are free");
         Console.WriteLine($"wrote {Path.Combine(s.Out, "builds.csv")}");
         return runs.All(r => r.Identical is "yes" or "not compared") ? 0 : 1;
     }
@@ -241,7 +233,7 @@ public static class BuildBench
         string identical = reference is null ? "not compared" : await CompareAsync(reference, new IndexStore(direct, index), job.Version, ct);
         return new Run(index, workers, seconds, stages, builder.History, job.Stages.Sum(x => x.Total), builder.Executions, storage,
             // Storage comes from the wire meter (it also sees the host's queue traffic), so the host's own storage figure is left out.
-            builder.ComputeCostUsd + builder.ExecutionsCostUsd, storageCost, identical);
+            builder.ComputeCostUsd + builder.ExecutionsCostUsd, storageCost, identical, builder.BilledSeconds, builder.ActivityPeriods);
     }
 
     /// <summary>"yes" when every segment of the queue build equals the in-process build's byte for byte and the calibrations agree.</summary>
@@ -282,7 +274,8 @@ public static class BuildBench
         Console.WriteLine($"  messages {r.Messages}, deliveries {r.Deliveries}; storage requests {requests:N0} ("
             + string.Join(", ", r.Storage.OrderBy(kv => kv.Key).Select(kv => $"{kv.Key} {kv.Value.Requests:N0}")) + ")");
         Console.WriteLine($"  bytes written {r.Storage.Sum(kv => kv.Value.BytesSent) / 1048576.0:N1} MiB, read {r.Storage.Sum(kv => kv.Value.BytesReceived) / 1048576.0:N1} MiB");
-        Console.WriteLine($"  estimated cost ${r.ComputeCost + r.StorageCost:F5} (compute ${r.ComputeCost:F5}, storage transactions ${r.StorageCost:F5})");
+        Console.WriteLine($"  estimated cost ${r.ComputeCost + r.StorageCost:F5} (compute ${r.ComputeCost:F5} for {r.BilledSeconds:N1} billed s in {r.ActivityPeriods} activity periods, "
+            + $"storage transactions ${r.StorageCost:F5})");
     }
 
     private static void WriteCsv(string path, IReadOnlyList<Run> runs, (double Seconds, double PeakRssMb)? inProcess)

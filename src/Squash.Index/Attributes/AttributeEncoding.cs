@@ -238,15 +238,19 @@ public sealed class NumericCellFit(long rows, bool integer, int maxSample = Nume
     {
         Lossy |= integer && Math.Abs(value) >= AttributeEncoding.ExactIntegerLimit;
         if (!_many && _distinct.Add(value) && _distinct.Count > AttributeEncoding.MaxCells) { _many = true; _distinct.Clear(); }
-        if (Sampled(row)) _sample.Add(value);
+        if (SampleSlot(row, rows, maxSample) >= 0) _sample.Add(value);
     }
 
-    /// <summary>Rows ⌊i·rows/maxSample⌋ for i below maxSample (every row when there are no more).</summary>
-    private bool Sampled(long row)
+    /// <summary>
+    /// Which of the evenly spaced sample rows ⌊i·rows/maxSample⌋ (i below maxSample; every row when there are no more)
+    /// <paramref name="row"/> is: its i, or -1 when it is not one of them. The same rule wherever a build samples rows by
+    /// position, so that samples taken in different processes agree.
+    /// </summary>
+    public static long SampleSlot(long row, long rows, int maxSample = MaxSample)
     {
-        if (rows <= maxSample) return true;
+        if (rows <= maxSample) return row;
         long i = (row * maxSample + rows - 1) / rows;
-        return i < maxSample && i * rows / maxSample == row;
+        return i < maxSample && i * rows / maxSample == row ? i : -1;
     }
 
     public double[] Boundaries()

@@ -121,6 +121,24 @@ public class AttributeScanTests
     }
 
     [Theory]
+    [InlineData(10_000, 1000)]
+    [InlineData(1001, 1000)]
+    [InlineData(7919, 1024)]
+    [InlineData(1000, 1000)]
+    [InlineData(17, 1000)]
+    public void TheSampleSlotOfARowIsItsPlaceAmongTheEvenlySpacedRows(long rows, int cap)
+    {
+        // The evenly spaced rows, listed directly: ⌊i·rows/cap⌋ for i below cap, or every row when there are no more.
+        var expected = rows <= cap ? Enumerable.Range(0, (int)rows).Select(r => (long)r).ToArray()
+            : Enumerable.Range(0, cap).Select(i => (long)i * rows / cap).ToArray();
+        var slots = new List<(long Row, long Slot)>();
+        for (long r = 0; r < rows; r++)
+            if (NumericCellFit.SampleSlot(r, rows, cap) is var slot and >= 0) slots.Add((r, slot));
+        Assert.Equal(expected, slots.Select(x => x.Row));
+        Assert.Equal(Enumerable.Range(0, expected.Length).Select(i => (long)i), slots.Select(x => x.Slot));
+    }
+
+    [Theory]
     [InlineData("x.jsonl", "{\"attributes\":{\"a\":1}}\n{\"attributes\":{\"a\":\"s\"}}\n{\"attributes\":{\"b\":true}}\n{\"attributes\":{\"b\":2}}\n", null)]
     [InlineData("x.jsonl", "{\"attributes\":{\"a\":1}}\n\n{\"attributes\":{\"a\":2}}\n", null)]
     [InlineData("x.jsonl", "{\"attributes\":{\"a\":1}}\n{\"attributes\":{\"a\":2.5}}\n{\"attributes\":{\"b\":\"x\"}}\n", "b:bool,a:integer")]
