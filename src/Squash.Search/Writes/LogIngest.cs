@@ -231,7 +231,8 @@ public static class LogIngest
                 NextRow = state.NextRow,
                 FormatVersion = entries.Any(e => e.IsComposite) ? IndexManifest.ExtendedFormatVersion : IndexManifest.CurrentFormatVersion,
             };
-            (manifest, bool recalibrated) = await CalibrationAfterAsync(store, manifest, upserts + state.DeletedCount, addedRows, ct).ConfigureAwait(false);
+            // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
+            (manifest, bool recalibrated) = await CalibrationAfterAsync(store, manifest, Math.Max(addedRows.Length, state.DeletedCount), addedRows, ct).ConfigureAwait(false);
             if (recalibrated) Lap("calibrate");
             var published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
             Lap("publish");
