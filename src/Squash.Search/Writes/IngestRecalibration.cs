@@ -8,9 +8,8 @@ namespace Squash.Search.Writes;
 /// <summary>
 /// Measures the recall calibration again on a version ingest has written, before it publishes. The build's calibration
 /// measured plans on the rows it partitioned and coded; ingest codes new rows with quantizers fitted to other rows and
-/// widens cells to hold them, so a plan's recall moves as writes accumulate (bench/writes.md: after half the rows were
-/// replaced the stale calibration kept CF 1.3 R 2, predicted 0.960, where a fresh build of the same data chose R 4).
-/// The queries are rows ingest wrote, searched leave-one-out: like the build's held-out rows, they took no part in
+/// widens cells to hold them, so a plan's recall can move as writes accumulate, most when writes move the data's
+/// distribution (bench/writes.md has what it measured on replacements from the data's own distribution). The queries are rows ingest wrote, searched leave-one-out: like the build's held-out rows, they took no part in
 /// fitting the partitions or the quantizers. Filtered bands are kept from the old calibration.
 /// </summary>
 public static class IngestRecalibration
