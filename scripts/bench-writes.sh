@@ -3,7 +3,8 @@
 # (the published app, with its queue-triggered ingest), then `squash bench-writes` through the HTTP API: sustained
 # ingest while replacing 10 % and 50 %, recall against fresh builds, ack latency, lag at a fixed rate, strong-read overhead.
 #   bash scripts/bench-writes.sh [bench-writes flags]
-#   Env: SQUASH_BENCH_N (default 100000), SQUASH_BENCH_DIR (default data/bench-writes), SQUASH_BENCH_PORT (default: a free one)
+#   Env: SQUASH_BENCH_N (default 100000), SQUASH_BENCH_DIR (default data/bench-writes), SQUASH_BENCH_PORT (default: a free one),
+#   SQUASH_BENCH_APP=build: serve the Release build beside squash instead of publishing the Native AOT app (no AOT compile)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/setup.sh
@@ -13,7 +14,11 @@ port=${SQUASH_BENCH_PORT:-$(free_ports 1)}
 mkdir -p "$work"
 dotnet build src/Squash.Cli -c Release -nologo -clp:ErrorsOnly
 squash() { dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll "$@"; }
-[ -x "$work/functionapp/Squash.Functions" ] || bash scripts/publish.sh "$work/functionapp" >/dev/null
+app=()
+if [ "${SQUASH_BENCH_APP:-}" != build ]; then
+  [ -x "$work/functionapp/Squash.Functions" ] || bash scripts/publish.sh "$work/functionapp" >/dev/null
+  app=(--app "$work/functionapp")
+fi
 # 2N vectors from one mixture: the first N are built, the rest replace rows (fvecs rows are 4 + 4 × 128 bytes).
 data="$work/data-$n"
 if [ ! -f "$data/pool.fvecs" ]; then
@@ -27,7 +32,7 @@ trap '[ -n "$serve_pid" ] && kill $serve_pid 2>/dev/null; stop_azurite' EXIT
 store="azure:$SQUASH_TEST_AZURITE"
 squash build --store "$store" --container bench --index writes --vectors "$data/built.fvecs"
 # dotnet itself in the background (not the shell function), so that the trap's kill reaches the server.
-dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "$store" --container bench --app "$work/functionapp" --preload writes --port "$port" > "$work/serve.log" 2>&1 &
+dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "$store" --container bench "${app[@]}" --preload writes --port "$port" > "$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 150); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
 squash bench-writes --endpoint "http://127.0.0.1:$port" --store "$store" --container bench --index writes \

@@ -115,24 +115,26 @@ public static class RecallCalibrator
     /// <see cref="Calibrate(OpenedIndex, float[], CalibrationQueries, int, IProgress{double}?, CancellationToken)"/> with
     /// the exact neighbours already known (a queue build computes them chunk by chunk, never holding every vector).
     /// </summary>
+    /// <param name="filtered">False: the unfiltered frontier only (<see cref="RecallCalibration.Filtered"/> null), for a caller that keeps its filtered bands.</param>
     public static RecallCalibration? Calibrate(OpenedIndex index, int[][] exact, CalibrationQueries queries, int k = DefaultK,
-        IProgress<double>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<double>? progress = null, CancellationToken cancellationToken = default, bool filtered = true)
     {
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(exact);
         ArgumentNullException.ThrowIfNull(queries);
         if (index.Manifest.Count < Math.Max(MinimumVectors, 2L * k) || queries.Count == 0) return null;
         if (exact.Length != queries.Count) throw new ArgumentException($"{exact.Length} exact answers for {queries.Count} queries");
-        return CalibrateWith(index, exact, queries, k, Stopwatch.StartNew(), progress, cancellationToken);
+        return CalibrateWith(index, exact, queries, k, Stopwatch.StartNew(), progress, cancellationToken, filtered);
     }
 
     private static RecallCalibration CalibrateWith(OpenedIndex index, int[][] exact, CalibrationQueries queries, int k, Stopwatch clock,
-        IProgress<double>? progress, CancellationToken cancellationToken)
+        IProgress<double>? progress, CancellationToken cancellationToken, bool filtered = true)
     {
         var self = queries.SelfIds;
         var engine = new SearchEngine(index);
         int partitions = index.PartitionCount;
-        var partitionOf = new int[index.Manifest.Count];
+        // Row numbers reach past Count once ingest has deleted rows or named new ones.
+        var partitionOf = new int[index.Manifest.RowLimit];
         for (int p = 0; p < partitions; p++)
             foreach (long id in index.Codes(p).Ids) partitionOf[id] = p;
 
@@ -162,7 +164,7 @@ public static class RecallCalibrator
             progress?.Report(Interlocked.Increment(ref done) / (double)queries.Count);
             return scanner;
         }, _ => { });
-        return Summarise(recall, cost, queries, k, clock, FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken));
+        return Summarise(recall, cost, queries, k, clock, filtered ? FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken) : null);
     }
 
     /// <summary>

@@ -49,14 +49,18 @@ public static class WriteBench
         var fresh = new Option<bool>("--no-fresh") { Description = "Skip the fresh builds (recall of the ingested index only)." };
         var timeout = new Option<int>("--timeout") { Description = "Minutes to wait for the watermark to reach the last write, per phase.", DefaultValueFactory = _ => 20 };
         var seed = new Option<int>("--seed") { Description = "Seed of the replaced rows' order.", DefaultValueFactory = _ => 15 };
+        var phases = new Option<string>("--phases") { Description = "Phases to run, comma-separated, in this order: replace (10 %, 50 %, recall), ack, lag, strong.", DefaultValueFactory = _ => "replace,ack,lag,strong" };
         var cmd = new Command("bench-writes", "Benchmark writes through the HTTP API of squash serve: sustained ingest, ack latency, lag to indexed, strong-read overhead, recall after replacing 10 % and 50 %.")
         {
-            endpoint, store, container, index, baseFile, pool, queries, k, batch, concurrency, ackBatches, ackBatch, rate, lagSeconds, tail, readQueries, fresh, timeout, seed,
+            endpoint, store, container, index, baseFile, pool, queries, k, batch, concurrency, ackBatches, ackBatch, rate, lagSeconds, tail, readQueries, fresh, timeout, seed, phases,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var settings = new Settings(pr.GetValue(index)!, pr.GetValue(k), pr.GetValue(batch), pr.GetValue(concurrency), pr.GetValue(ackBatches), pr.GetValue(ackBatch),
-                pr.GetValue(rate), pr.GetValue(lagSeconds), pr.GetValue(tail), pr.GetValue(readQueries), !pr.GetValue(fresh), TimeSpan.FromMinutes(pr.GetValue(timeout)), pr.GetValue(seed));
+                pr.GetValue(rate), pr.GetValue(lagSeconds), pr.GetValue(tail), pr.GetValue(readQueries), !pr.GetValue(fresh), TimeSpan.FromMinutes(pr.GetValue(timeout)), pr.GetValue(seed),
+                pr.GetValue(phases)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal));
+            var unknown = settings.Phases.Except(["replace", "ack", "lag", "strong"]).ToArray();
+            CliErrors.Require(settings.Phases.Count > 0 && unknown.Length == 0, $"--phases: expected some of replace, ack, lag, strong, got '{pr.GetValue(phases)}'");
             CliErrors.Require(settings.K is >= 1 and <= 100, $"--k must be 1..100, got {settings.K}");
             CliErrors.Require(settings.Batch is >= 1 and <= 1000, $"--batch must be 1..1000, got {settings.Batch}");
             CliErrors.Require(settings.AckBatch is >= 1 and <= 1000, $"--ack-batch must be 1..1000, got {settings.AckBatch}");
@@ -80,7 +84,7 @@ public static class WriteBench
     }
 
     private sealed record Settings(string Index, int K, int Batch, int Concurrency, int AckBatches, int AckBatch, int Rate, int LagSeconds, int Tail, int ReadQueries,
-        bool Fresh, TimeSpan Timeout, int Seed);
+        bool Fresh, TimeSpan Timeout, int Seed, IReadOnlySet<string> Phases);
 
     private sealed class Runner(HttpClient http, IBlobStore blobs, Settings s, VectorSet data, VectorSet pool, VectorSet queries)
     {
@@ -98,13 +102,18 @@ public static class WriteBench
             var order = Enumerable.Range(0, data.Count).ToArray();
             new Random(s.Seed).Shuffle(order);
             int tenth = data.Count / 10, half = data.Count / 2;
-            await ReplaceAsync("replace 10 %", order[..tenth], ct);
-            await RecallAsync("after 10 % replaced", "fresh10", ct);
-            await ReplaceAsync("replace 10 → 50 %", order[tenth..half], ct);
-            await RecallAsync("after 50 % replaced", "fresh50", ct);
-            await AckLatencyAsync(ct);
-            await LagAsync(ct);
-            await StrongOverheadAsync(ct);
+            if (s.Phases.Contains("replace"))
+            {
+                var truth = GroundTruth.Compute(data, queries, s.K, Metric.L2, cancellationToken: ct);
+                Console.WriteLine($"recall@{s.K} as built ({queries.Count} queries, default options): {await EndpointRecallAsync(s.Index, truth, null, ct)}");
+                await ReplaceAsync("replace 10 %", order[..tenth], ct);
+                await RecallAsync("after 10 % replaced", "fresh10", ct);
+                await ReplaceAsync("replace 10 → 50 %", order[tenth..half], ct);
+                await RecallAsync("after 50 % replaced", "fresh50", ct);
+            }
+            if (s.Phases.Contains("ack")) await AckLatencyAsync(ct);
+            if (s.Phases.Contains("lag")) await LagAsync(ct);
+            if (s.Phases.Contains("strong")) await StrongOverheadAsync(ct);
         }
 
         /// <summary>Upserts of existing row ids with pool vectors, as JSON; the expected data follows them.</summary>
@@ -196,37 +205,57 @@ public static class WriteBench
         {
             var final = new VectorSet(_current, data.Count, _dims);
             var truth = GroundTruth.Compute(final, queries, s.K, Metric.L2, cancellationToken: ct);
-            double ingested = await EndpointRecallAsync(s.Index, truth, ct);
-            string line = $"recall@{s.K} {name} ({queries.Count} queries, default options, eventual): ingested {ingested:F4}";
+            var ingested = await EndpointRecallAsync(s.Index, truth, null, ct);
+            string line = $"recall@{s.K} {name} ({queries.Count} queries, default options, eventual): ingested {ingested}";
             if (s.Fresh)
             {
                 var freshName = $"{s.Index}-{freshSuffix}";
                 var clock = Stopwatch.StartNew();
                 await CalibratedBuild.BuildAndPublishAsync(new IndexStore(blobs, freshName), (float[])_current.Clone(), data.Count, _dims, new IndexBuildOptions(), cancellationToken: ct);
                 double built = clock.Elapsed.TotalSeconds;
-                double freshRecall = await EndpointRecallAsync(freshName, truth, ct);
-                line += $", fresh build {freshRecall:F4} (built in {built:F0} s), difference {ingested - freshRecall:+0.0000;-0.0000}";
+                var fresh = await EndpointRecallAsync(freshName, truth, null, ct);
+                // The same plan on both separates the index (clustering, codes) from the calibration that chose the plan.
+                var ingestedAtFreshPlan = await EndpointRecallAsync(s.Index, truth, (fresh.CentroidFactor, fresh.RerankFactor), ct);
+                line += $"; fresh build {fresh} (built in {built:F0} s), difference {ingested.Recall - fresh.Recall:+0.0000;-0.0000}; " +
+                    $"ingested at the fresh build's plan {ingestedAtFreshPlan.Recall:F4}";
             }
             Console.WriteLine(line);
         }
 
-        private async Task<double> EndpointRecallAsync(string index, int[][] truth, CancellationToken ct)
+        private sealed record RecallFigure(double Recall, double CentroidFactor, int RerankFactor, double? Predicted, double Partitions)
         {
-            long hits = 0, total = 0;
-            for (int i = 0; i < queries.Count; i++)
-            {
-                var (_, answer) = await QueryAsync(index, queries.Row(i).ToArray(), "eventual", s.K, ct);
-                var expected = truth[i].ToHashSet();
-                foreach (var r in answer.GetProperty("results").EnumerateArray()) if (expected.Contains((int)r.GetProperty("row").GetInt64())) hits++;
-                total += expected.Count;
-            }
-            return (double)hits / total;
+            public override string ToString() =>
+                $"{Recall:F4} (plan CF {CentroidFactor:0.###} R {RerankFactor}, predicted {(Predicted is { } p ? p.ToString("F3", CultureInfo.InvariantCulture) : "—")}, {Partitions:F1} partitions/query)";
         }
 
-        private async Task<(double Ms, JsonElement Answer)> QueryAsync(string index, float[] vector, string consistency, int k, CancellationToken ct, int? depth = null)
+        /// <summary>Recall@k of eventual queries against <paramref name="truth"/>, with the plan the index chose (and the mean partitions scanned), or a given CF and R.</summary>
+        private async Task<RecallFigure> EndpointRecallAsync(string index, int[][] truth, (double Cf, int R)? plan, CancellationToken ct)
+        {
+            long hits = 0, total = 0, scanned = 0;
+            double cf = 0, predicted = 0;
+            int r = 0;
+            bool anyPredicted = false;
+            for (int i = 0; i < queries.Count; i++)
+            {
+                var (_, answer) = await QueryAsync(index, queries.Row(i).ToArray(), "eventual", s.K, ct, plan: plan);
+                var expected = truth[i].ToHashSet();
+                foreach (var row in answer.GetProperty("results").EnumerateArray()) if (expected.Contains((int)row.GetProperty("row").GetInt64())) hits++;
+                total += expected.Count;
+                var stats = answer.GetProperty("stats");
+                cf = stats.GetProperty("centroidFactor").GetDouble();
+                r = stats.GetProperty("rerankFactor").GetInt32();
+                scanned += stats.GetProperty("partitionsScanned").GetInt64();
+                if (stats.TryGetProperty("predictedRecall", out var p) && p.ValueKind == JsonValueKind.Number) { predicted = p.GetDouble(); anyPredicted = true; }
+            }
+            return new RecallFigure((double)hits / total, cf, r, anyPredicted ? predicted : null, (double)scanned / queries.Count);
+        }
+
+        private async Task<(double Ms, JsonElement Answer)> QueryAsync(string index, float[] vector, string consistency, int k, CancellationToken ct, int? depth = null,
+            (double Cf, int R)? plan = null)
         {
             long t0 = Stopwatch.GetTimestamp();
-            using var response = await http.PostAsync($"api/indexes/{index}/query", JsonContent(new { vector, k, options = new { consistency, depth } }), ct);
+            var options = new { consistency, depth, centroidFactor = plan?.Cf, rerankFactor = plan?.R };
+            using var response = await http.PostAsync($"api/indexes/{index}/query", JsonContent(new { vector, k, options }), ct);
             var text = await response.Content.ReadAsStringAsync(ct);
             if (!response.IsSuccessStatusCode) throw new IOException($"a query of {index} was answered {(int)response.StatusCode}: {text}");
             return (Stopwatch.GetElapsedTime(t0).TotalMilliseconds, JsonDocument.Parse(text).RootElement);

@@ -34,10 +34,12 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         LogTail? tail = null, Func<int, TreeShapeChoice>? chooseShape = null)
     {
         var userFilter = filterJson;
-        HashSet<long>? excluded = null;
+        PreparedTail? prepared = null;
+        IReadOnlySet<long>? excluded = null;
         if (tail is not null)
         {
-            excluded = await loaded.RowsOfAsync(tail.TouchedIds, ct).ConfigureAwait(false);
+            prepared = await tail.PrepareAsync(loaded, ct).ConfigureAwait(false);
+            excluded = prepared.Excluded;
             if (tail.DeleteWheres.Count > 0)
             {
                 filterJson = WithoutDeleted(filterJson, tail.DeleteWheres);
@@ -85,7 +87,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
                 Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = nodeOptions, Plans = pass, Node = root,
                 Filter = filtered ? filterJson : null, Strategies = strategies,
                 Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
-                Excluded = excluded is { Count: > 0 } ? [.. excluded.Order()] : null,
+                Excluded = prepared is { Excluded.Count: > 0 } ? prepared.ExcludedAscending : null,
             };
             var result = await executor.ExecuteAsync(index, loaded, scan, ownAddress, ct).ConfigureAwait(false);
             totals = Accumulate(totals, result);
@@ -111,7 +113,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
             // The nodes' bounds arrived beside their stats; the partitions never planned or lost are the coordinator's.
             engine.Certify(plans[q], tops[q], missing[q]);
             var best = tops[q].ToSortedArray();
-            if (tail is { Rows.Count: > 0 }) best = MergeTail(loaded, tail, contexts[q], userFilter, include, k, best, found[q]);
+            if (prepared is { Rows.Count: > 0 }) best = MergeTail(loaded, prepared, contexts[q], userFilter, include, k, best, found[q]);
             queries[q] = new CoordinatedQuery(best.Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
         }
         return new CoordinatedAnswer(queries, totals, treeNodes, shape);
@@ -121,18 +123,19 @@ public sealed class QueryCoordinator(NodeExecutor executor)
     /// The tree's answer merged with the tail's live upserts that pass the query's filter (exact distances: the tail is
     /// small and unindexed). A tail row gets the result id −1 − i (row numbers are never negative) and reports row −1.
     /// </summary>
-    private static Neighbor[] MergeTail(OpenedIndex loaded, LogTail tail, QueryContext context, JsonElement? filter, string[]? include, int k,
+    private static Neighbor[] MergeTail(OpenedIndex loaded, PreparedTail tail, QueryContext context, JsonElement? filter, string[]? include, int k,
         Neighbor[] tree, Dictionary<long, ScanHit> found)
     {
         var top = new TopK(Math.Max(1, (int)Math.Min(k, loaded.Manifest.Count + tail.Rows.Count)));
         foreach (var n in tree) top.TryAdd(n.Id, n.Distance);
         var schema = loaded.Manifest.Attributes;
-        int i = 0;
-        foreach (var row in tail.Rows.Values.OrderBy(r => r.Id, StringComparer.Ordinal))
+        var scratch = new float[tail.ScratchLength];
+        for (int i = 0; i < tail.Rows.Count; i++)
         {
-            long id = -1 - i++;
+            var row = tail.Rows[i];
+            long id = -1 - i;
             if (filter is { } f && !TailFilter.Matches(f, row.Attributes, schema)) continue;
-            float d = LogTail.InternalDistance(loaded.Space, context, row.Vector);
+            float d = tail.Distance(context, i, scratch);
             if (top.TryAdd(id, d)) found[id] = new ScanHit(id, d) { Key = row.Id, Attributes = include is { Length: > 0 } ? TailAttributes(row, include) : null };
         }
         return top.ToSortedArray();

@@ -21,6 +21,13 @@ public sealed record RecallCalibration
     /// when the index has no attributes to filter on (or was calibrated before filtered calibration existed).
     /// </summary>
     public IReadOnlyList<FilteredCalibration>? Filtered { get; init; }
+    /// <summary>
+    /// Rows ingest upserted or deleted since these plans were measured (0, and left out of the JSON, for a calibration that
+    /// has seen every row): ingest measures the plans again once this passes a share of the index, since new rows are coded
+    /// with quantizers fitted to other data and the recall a plan reaches moves with them.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
+    public long RowsChangedSince { get; init; }
 
     /// <summary>Throws <see cref="Format.CorruptIndexException"/> when the record cannot have come from a calibration.</summary>
     public void Validate(string manifestName)

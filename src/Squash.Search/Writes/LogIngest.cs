@@ -231,6 +231,9 @@ public static class LogIngest
                 NextRow = state.NextRow,
                 FormatVersion = entries.Any(e => e.IsComposite) ? IndexManifest.ExtendedFormatVersion : IndexManifest.CurrentFormatVersion,
             };
+            // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
+            (manifest, bool recalibrated) = await CalibrationAfterAsync(store, manifest, Math.Max(addedRows.Length, state.DeletedCount), addedRows, ct).ConfigureAwait(false);
+            if (recalibrated) Lap("calibrate");
             var published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
             Lap("publish");
             return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
@@ -364,6 +367,21 @@ public static class LogIngest
             Deleted = maskRef,
             AttributeStats = stats,
         };
+    }
+
+    /// <summary>
+    /// The new version's calibration: the old one with this run's changes counted, or measured again on the new version
+    /// once the changes since the last measurement reach <see cref="IngestRecalibration.DefaultShare"/> of its rows.
+    /// </summary>
+    private static async Task<(IndexManifest Manifest, bool Recalibrated)> CalibrationAfterAsync(IndexStore store, IndexManifest manifest, long changed,
+        long[] freshRows, CancellationToken ct)
+    {
+        if (manifest.Calibration is not { } old) return (manifest, false);
+        long since = old.RowsChangedSince + changed;
+        if (since >= IngestRecalibration.DefaultShare * manifest.Count
+            && await IngestRecalibration.MeasureAsync(store, manifest, freshRows, unchecked((int)manifest.IndexedSequence), ct).ConfigureAwait(false) is { } measured)
+            return (manifest with { Calibration = measured }, true);
+        return (manifest with { Calibration = old with { RowsChangedSince = since } }, false);
     }
 
     private static int Nearest(float[] centroids, int partitions, int d, ReadOnlySpan<float> x)

@@ -66,6 +66,33 @@ public sealed class LogTail
         return d;
     }
 
+    private readonly object _gate = new();
+    private Task<PreparedTail>? _prepared;
+
+    /// <summary>
+    /// This tail made ready for strong reads of <paramref name="index"/>: computed once per tail and version (the tail is
+    /// immutable, and a warm instance hands every strong query the same tail until the log grows), recomputed for another version.
+    /// </summary>
+    public Task<PreparedTail> PrepareAsync(OpenedIndex index, CancellationToken ct = default)
+    {
+        lock (_gate)
+        {
+            if (_prepared is { IsFaulted: false, IsCanceled: false } held && (!held.IsCompletedSuccessfully || held.Result.Index == index))
+            {
+                if (held.IsCompletedSuccessfully) return held;
+                return Wait(held, index, ct);
+            }
+            return _prepared = PreparedTail.CreateAsync(this, index, CancellationToken.None);
+        }
+    }
+
+    // A preparation still running may be for another version: wait for it, then take it or prepare this one.
+    private async Task<PreparedTail> Wait(Task<PreparedTail> running, OpenedIndex index, CancellationToken ct)
+    {
+        var done = await running.WaitAsync(ct).ConfigureAwait(false);
+        return done.Index == index ? done : await PreparedTail.CreateAsync(this, index, ct).ConfigureAwait(false);
+    }
+
     /// <summary>This tail with the given batches (ascending sequences, each after <see cref="To"/>, counted ones only) applied.</summary>
     public LogTail Apply(IEnumerable<(long Sequence, WriteBatch Batch)> batches, IndexAttributes? schema)
     {

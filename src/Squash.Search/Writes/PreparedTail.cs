@@ -1,0 +1,72 @@
+using System.Numerics.Tensors;
+using Squash.Core;
+
+namespace Squash.Search.Writes;
+
+/// <summary>
+/// A log tail made ready for the strong reads of one index version: the row numbers its writes mask, ascending and as a
+/// set, and its live upserts in id order with their vectors mapped to the index's internal space in one block. A tail and
+/// a version are both immutable, so every strong query on a warm instance between two writes shares one of these
+/// (<see cref="LogTail.PrepareAsync"/>) instead of parsing ids, sorting and mapping 10⁴ rows per query.
+/// </summary>
+public sealed class PreparedTail
+{
+    private readonly float[] _vectors;
+    private readonly int _width;
+    private readonly MetricSpace _space;
+
+    private PreparedTail(OpenedIndex index, HashSet<long> excluded, TailRow[] rows)
+    {
+        Index = index;
+        Excluded = excluded;
+        ExcludedAscending = [.. excluded.Order()];
+        Rows = rows;
+        _space = index.Space;
+        // Inner product ranks by the dot product with the vector as sent (its augmented form may not exist); the others by
+        // the squared distance to the stored form (cosine: normalised), as the scans do.
+        _width = _space.Metric == Metric.InnerProduct ? index.Manifest.Dimensions : _space.InternalDimensions;
+        _vectors = new float[(long)rows.Length * _width];
+        for (int i = 0; i < rows.Length; i++)
+        {
+            var target = _vectors.AsSpan(i * _width, _width);
+            if (_space.Metric == Metric.InnerProduct) rows[i].Vector.CopyTo(target);
+            else _space.MapStored(rows[i].Vector, target);
+        }
+    }
+
+    public static async Task<PreparedTail> CreateAsync(LogTail tail, OpenedIndex index, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(tail);
+        ArgumentNullException.ThrowIfNull(index);
+        var excluded = await index.RowsOfAsync(tail.TouchedIds, ct).ConfigureAwait(false);
+        var rows = tail.Rows.Values.OrderBy(r => r.Id, StringComparer.Ordinal).ToArray();
+        return new PreparedTail(index, excluded, rows);
+    }
+
+    /// <summary>The version these rows were resolved against.</summary>
+    public OpenedIndex Index { get; }
+    /// <summary>Indexed rows the tail replaced or deleted.</summary>
+    public IReadOnlySet<long> Excluded { get; }
+    public long[] ExcludedAscending { get; }
+    /// <summary>The tail's live upserts, ordered by id (ordinal).</summary>
+    public IReadOnlyList<TailRow> Rows { get; }
+
+    /// <summary>
+    /// The internal squared distance from <paramref name="query"/> to row <paramref name="i"/>, equal to
+    /// <see cref="LogTail.InternalDistance"/> for that row (<paramref name="scratch"/>: at least the internal dimensions).
+    /// </summary>
+    public float Distance(QueryContext query, int i, Span<float> scratch)
+    {
+        var row = _vectors.AsSpan(i * _width, _width);
+        if (_space.Metric == Metric.InnerProduct)
+        {
+            double dot = TensorPrimitives.Dot(query.Internal.AsSpan(0, _width), row);
+            return (float)Math.Max(0, query.InputSquaredNorm + _space.MaxNorm * _space.MaxNorm - 2 * dot);
+        }
+        var diff = scratch[.._width];
+        TensorPrimitives.Subtract(query.Internal, row, diff);
+        return TensorPrimitives.SumOfSquares<float>(diff);
+    }
+
+    public int ScratchLength => _width;
+}

@@ -1,0 +1,77 @@
+using System.Globalization;
+using Squash.Index.Build;
+using Squash.Search;
+using Squash.Search.Writes;
+using Squash.Storage;
+using Squash.Storage.Writes;
+
+namespace Squash.Functions.Tests;
+
+/// <summary>
+/// Ingest keeps the build's recall calibration while the rows changed since it stay under a tenth of the index (counting
+/// them in the manifest), then measures it again on the new version with rows that run wrote as the queries — also when
+/// deletes and new rows have moved row numbers past the row count.
+/// </summary>
+public sealed class IngestRecalibrationTests : IDisposable
+{
+    private const int Rows = 1_200, Dims = 8;
+    private readonly string _root = Path.Combine(Path.GetTempPath(), "squash-recal-" + Guid.NewGuid().ToString("N"));
+
+    public void Dispose()
+    {
+        if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
+    }
+
+    private static float[] Clustered(Random rng, int n)
+    {
+        var data = new float[n * Dims];
+        for (int i = 0; i < n; i++)
+            for (int t = 0; t < Dims; t++) data[i * Dims + t] = 10 * (i % 6 == t % 6 ? 1 : 0) + (float)(rng.NextDouble() - 0.5) * 4;
+        return data;
+    }
+
+    private static WriteBatch Upserts(float[] vectors, IEnumerable<int> ids, IEnumerable<string>? deletes = null) => new()
+    {
+        CreatedUtc = DateTimeOffset.UtcNow,
+        Upserts = ids.Select((id, j) => new UpsertItem(id.ToString(CultureInfo.InvariantCulture), vectors.AsSpan(j * Dims, Dims).ToArray())).ToArray(),
+        Deletes = deletes?.ToArray(),
+    };
+
+    [Fact]
+    public async Task TheCalibrationIsKeptBelowATenthChangedAndMeasuredAgainOnIngestedRowsPastIt()
+    {
+        const int seed = 15;
+        var rng = new Random(seed);
+        var store = new IndexStore(new FolderBlobStore(_root), "recal");
+        var built = await CalibratedBuild.BuildAndPublishAsync(store, Clustered(rng, Rows), Rows, Dims, new IndexBuildOptions { Partitions = 8, Seed = seed });
+        var before = built.Calibration ?? throw new Xunit.Sdk.XunitException($"seed {seed}: the build published no calibration");
+        var log = new WriteLog(store.Blobs, "recal");
+
+        // 5 %: counted, not measured.
+        await log.AppendAsync(Upserts(Clustered(rng, 60), Enumerable.Range(0, 60)), null, "a", 0);
+        await LogIngest.RunAsync(store, log);
+        var counted = (await store.OpenCurrentAsync()).Calibration!;
+        Assert.Equal(60, counted.RowsChangedSince);
+        Assert.Equal(before.Source, counted.Source);
+        Assert.Equal(before.Plans, counted.Plans);
+
+        // Past a tenth: 100 deletes at the end and 150 new rows past the row count (row numbers reach 1,350 with 1,250 rows).
+        var fresh = Enumerable.Range(Rows, 150).ToArray();
+        await log.AppendAsync(Upserts(Clustered(rng, fresh.Length), fresh, Enumerable.Range(Rows - 100, 100).Select(i => i.ToString(CultureInfo.InvariantCulture))), null, "b", 1);
+        var run = await LogIngest.RunAsync(store, log);
+        Assert.Contains(run.Seconds!, s => s.Phase == "calibrate");
+        var m = await store.OpenCurrentAsync();
+        Assert.Equal(Rows - 100 + 150, m.Count);
+        Assert.True(m.RowLimit > m.Count, $"seed {seed}: row numbers should pass the row count (limit {m.RowLimit}, count {m.Count})");
+        var measured = m.Calibration!;
+        Assert.Equal(0, measured.RowsChangedSince);
+        Assert.Equal("ingested-sample", measured.Source);
+        Assert.Equal(fresh.Length, measured.Queries); // every row this run wrote, fewer than the 300 a calibration takes
+        Assert.NotEmpty(measured.Plans);
+
+        // The re-measured calibration plans queries on the published version like any other.
+        var opened = await OpenedIndex.OpenAsync(store);
+        var answer = new SearchEngine(opened).Search(Clustered(rng, 1), new SearchOptions { K = 10, Recall = 0.95 });
+        Assert.Equal(10, answer.Ids.Length);
+    }
+}
