@@ -55,6 +55,7 @@ builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<InstanceActivity>();
+builder.Services.AddSingleton(ShapeCalibration.Shared);
 builder.Services.AddSingleton<QueryCoordinator>();
 builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
@@ -178,7 +179,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     // Fixed shapes stay overrides: the planner chooses only when the request names neither branching nor depth.
     bool plan = s.Objective.Length > 0 && request.Options?.Branching is null && request.Options?.Depth is null;
     int pools = ScanInvoker.PoolTargets(s).Length;
-    Func<int, TreeShapeChoice>? chooseShape = plan ? partitions => ShapePlanner.Choose(s, partitions, pools, PoolActivity.IsActive) : null;
+    Func<int, TreeShapeChoice>? chooseShape = plan ? partitions => ShapePlanner.Choose(s, partitions, pools, PoolActivity.IsActive, ShapeCalibration.Shared.Current(s)) : null;
     var chosenBy = request.Options?.Branching is not null || request.Options?.Depth is not null ? "request" : "settings";
     // Strong: the version plus every batch acknowledged before this point (read-your-writes).
     var tail = request.Options?.Consistency == "strong"
