@@ -67,13 +67,13 @@ public sealed class ShapePlannerTests
     {
         var s = Settings("cost", p99: 100);
         var calibration = new ShapeCalibration();
-        // The priors (2 ms a hop, 0.1 ms a partition): 200 partitions alone are 22 ms typical, 66 ms p99: within the target.
+        // The priors (2 ms a hop, 0.1 ms a partition): 200 partitions alone are 2 + 20 ms typical, 66 ms p99: within the target.
         var before = ShapePlanner.Choose(s, 200, 2, _ => false, calibration.Current(s));
         Assert.Equal((1, 0), (before.Branching, before.Depth));
         Assert.Equal(0, calibration.Current(s).Samples);
 
         // The coordinator measures 1 ms per partition on its own queries (200 partitions in 200 ms).
-        for (int i = 0; i < ShapeCalibration.MinSamples; i++) calibration.Observe(0, 200, Alone(200));
+        for (int i = 0; i < ShapeCalibration.MinSamples; i++) calibration.Observe(200, false, Alone(200));
         var measured = calibration.Current(s);
         Assert.Equal(1.0, measured.PartitionScanMs, 9);
         Assert.Equal(s.HopMs, measured.HopMs); // no tree ran yet: the prior
@@ -100,11 +100,11 @@ public sealed class ShapePlannerTests
         var calibration = new ShapeCalibration();
         // Measured: 0.5 ms per partition, and trees whose level-1 node finished 1 ms before the coordinator did (a 1 ms hop).
         for (int i = 0; i < ShapeCalibration.MinSamples; i++)
-            calibration.Observe(1, 10, [new LevelTiming(0, 1, 6, 0, 0), new LevelTiming(1, 1, 5, 5, 0)]);
+            calibration.Observe(10, false, [new LevelTiming(0, 1, 6, 0, 0), new LevelTiming(1, 1, 5, 5, 0)]);
         var c = calibration.Current(s);
         Assert.Equal(0.5, c.PartitionScanMs, 9);
         Assert.Equal(1.0, c.HopMs, 9);
-        // 8 partitions: alone 1 + 4 = 5 ms; a tree of 8 nodes 2 + 0.5 = 2.5 ms (or less with more nodes): a tree is faster.
+        // 8 partitions: alone 2 (the call in) + 4 = 6 ms; a tree of 8 slots 2 + 1 + 0.5 × 2 = 4 ms: a tree is faster.
         var many = ShapePlanner.Choose(s, 8, 2, _ => true, c);
         Assert.NotEqual(0, many.Depth);
         // One partition: nothing to split, a hop only adds time.
@@ -118,15 +118,16 @@ public sealed class ShapePlannerTests
         var s = Settings("cost", p99: 100);
         var calibration = new ShapeCalibration();
         // 20 samples set the scan time (0.1 ms per partition); then 100 queries, two of them 60 ms instead of 1 ms.
-        for (int i = 0; i < ShapeCalibration.MinSamples; i++) calibration.Observe(0, 10, Alone(1));
+        for (int i = 0; i < ShapeCalibration.MinSamples; i++) calibration.Observe(10, false, Alone(1));
         Assert.Null(calibration.Current(s).TailMs);
-        for (int i = 0; i < 100; i++) calibration.Observe(0, 10, Alone(i % 50 == 7 ? 60 : 1));
+        for (int i = 0; i < 100; i++) calibration.Observe(10, false, Alone(i % 50 == 7 ? 60 : 1));
         var c = calibration.Current(s);
-        // Residuals: 99 × 0 ms and 2 × 59 ms; the 99th percentile of 101 is the 100th: 59.
+        // Residuals (from the 21st query on, once the scan time is known): 98 × 0 ms and 2 × 59 ms; the 99th percentile of 100
+        // is the 99th: 59.
         Assert.Equal(59, c.TailMs!.Value, 6);
         var choice = ShapePlanner.Choose(s, 10, 2, _ => false, c);
         Assert.Equal((1, 0), (choice.Branching, choice.Depth));
-        Assert.Equal(c.HopMs + 10 * c.PartitionScanMs + 59, choice.PredictedP99Ms!.Value, 3);
+        Assert.Equal(c.FrontMs + 10 * c.PartitionScanMs + 59, choice.PredictedP99Ms!.Value, 3);
         // A target below the tail: nothing meets it, so the fastest shape (still the coordinator alone for 10 partitions).
         var tight = ShapePlanner.Choose(Settings("cost", p99: 30), 10, 2, _ => false, c);
         Assert.Equal(0, tight.Depth);
@@ -137,13 +138,39 @@ public sealed class ShapePlannerTests
     {
         var s = Settings("cost");
         var calibration = new ShapeCalibration();
-        for (int i = 0; i < ShapeCalibration.Window; i++) calibration.Observe(0, 100, Alone(100));
+        for (int i = 0; i < ShapeCalibration.Window; i++) calibration.Observe(100, false, Alone(100));
         Assert.Equal(1.0, calibration.Current(s).PartitionScanMs, 9);
         // The instance gets faster (or the index smaller partitions): a window later the estimate is the new figure.
-        for (int i = 0; i < ShapeCalibration.Window; i++) calibration.Observe(0, 100, Alone(10));
+        for (int i = 0; i < ShapeCalibration.Window; i++) calibration.Observe(100, false, Alone(10));
         Assert.Equal(0.1, calibration.Current(s).PartitionScanMs, 9);
-        calibration.Observe(0, 0, Alone(10));   // nothing scanned: no sample
-        calibration.Observe(0, 5, []);          // no timings: no sample
+        calibration.Observe(0, false, Alone(10));   // nothing scanned: no sample
+        calibration.Observe(5, false, []);          // no timings: no sample
         Assert.Equal(ShapeCalibration.Window, calibration.Current(s).Samples);
+    }
+
+    /// <summary>A clock the test moves by hand (1 tick = 1 ms).</summary>
+    private sealed class ManualClock : TimeProvider
+    {
+        public long NowMs = 1_000_000;
+        public override long GetTimestamp() => NowMs;
+        public override long TimestampFrequency => 1000;
+    }
+
+    [Fact]
+    public void StaleSamplesAndStoreReadsDoNotSetTheConstants()
+    {
+        var s = Settings("cost");
+        var clock = new ManualClock();
+        var calibration = new ShapeCalibration(clock);
+        // Queries that read from the store time the reads: no scan or hop sample from them.
+        for (int i = 0; i < 50; i++) calibration.Observe(10, true, [new LevelTiming(0, 1, 300, 0, 0), new LevelTiming(1, 1, 100, 100, 90)]);
+        Assert.Equal((s.HopMs, s.PartitionScanMs, 0), (calibration.Current(s).HopMs, calibration.Current(s).PartitionScanMs, calibration.Current(s).Samples));
+        // Warm trees: a 3 ms hop, 0.2 ms a partition.
+        for (int i = 0; i < 30; i++) calibration.Observe(10, false, [new LevelTiming(0, 1, 5, 0, 0), new LevelTiming(1, 1, 2, 2, 0)]);
+        Assert.Equal((3.0, 0.2), (calibration.Current(s).HopMs, calibration.Current(s).PartitionScanMs));
+        // A minute later with no tree run since (the planner stopped choosing trees): back to the priors, not a stale hop.
+        clock.NowMs += (long)ShapeCalibration.MaxAge.TotalMilliseconds + 1;
+        var later = calibration.Current(s);
+        Assert.Equal((s.HopMs, s.PartitionScanMs, 0, (double?)null), (later.HopMs, later.PartitionScanMs, later.Samples, later.TailMs));
     }
 }

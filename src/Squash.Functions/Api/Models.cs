@@ -94,9 +94,9 @@ public sealed class AnswerStats : QueryStats
     /// <summary>The engine's figures for one query (<paramref name="engine"/>) with the tree's for the whole request (<paramref name="tree"/>).</summary>
     /// <param name="outsideTree">Storage operations of the request that no tree node reported (opening the index, a log tail).</param>
     public static AnswerStats From(QueryStats engine, ScanResponse tree, int nodes, int memoryMb, double ms, Squash.Storage.StorageOperations outsideTree = default,
-        Tree.TreeShapeChoice? shape = null)
+        Tree.TreeShapeChoice? shape = null, bool storageBilled = true)
     {
-        var cost = QueryCost.Of(tree.BilledMilliseconds, memoryMb, tree.Invocations, tree.StorageOperations + outsideTree);
+        var cost = QueryCost.Of(tree.BilledMilliseconds, memoryMb, tree.Invocations, tree.StorageOperations + outsideTree, storageBilled);
         var stats = new AnswerStats
         {
             Strategy = engine.Strategy,
@@ -161,13 +161,16 @@ public sealed record QueryCost
     public long BlobWrites { get; init; }
     public long BlobLists { get; init; }
     public long BlobOther { get; init; }
+    /// <summary>False for a folder store (dir:): its operations are counted as Blob Storage would bill them, but priced at $0.</summary>
+    public bool StorageBilled { get; init; } = true;
 
-    public static QueryCost Of(double billedMs, int memoryMb, int executions, Squash.Storage.StorageOperations storage)
+    public static QueryCost Of(double billedMs, int memoryMb, int executions, Squash.Storage.StorageOperations storage, bool storageBilled = true)
     {
-        double compute = PriceTable.ComputeCost(billedMs, memoryMb), runs = PriceTable.ExecutionsCost(executions), stored = PriceTable.StorageCost(storage);
+        double compute = PriceTable.ComputeCost(billedMs, memoryMb), runs = PriceTable.ExecutionsCost(executions);
+        double stored = storageBilled ? PriceTable.StorageCost(storage) : 0;
         return new QueryCost
         {
-            ComputeUsd = compute, ExecutionsUsd = runs, StorageUsd = stored, TotalUsd = compute + runs + stored,
+            ComputeUsd = compute, ExecutionsUsd = runs, StorageUsd = stored, TotalUsd = compute + runs + stored, StorageBilled = storageBilled,
             BilledMilliseconds = Math.Round(billedMs, 3), Executions = executions,
             BlobReads = storage.BlobReads, BlobWrites = storage.BlobWrites, BlobLists = storage.BlobLists, BlobOther = storage.BlobOther,
         };

@@ -3,103 +3,113 @@ using Squash.Functions.Api;
 namespace Squash.Functions.Tree;
 
 /// <summary>The planner's time constants: a hop per tree level, the scan time of one partition, and the tail above the typical time.</summary>
+/// <param name="FrontMs">The call into the coordinator (not measured by it: Squash__HopMs, the prior).</param>
 /// <param name="TailMs">What p99 adds to the typical time (null: not measured yet; the planner then takes 2 × typical).</param>
-/// <param name="Samples">How many of this coordinator's own queries the figures come from (0: the configured priors).</param>
-public sealed record PlannerConstants(double HopMs, double PartitionScanMs, double? TailMs, int Samples)
+/// <param name="Samples">How many of this coordinator's recent queries the figures come from (0: the configured priors).</param>
+public sealed record PlannerConstants(double HopMs, double PartitionScanMs, double? TailMs, int Samples, double FrontMs)
 {
     /// <summary>The configured priors (Squash__HopMs, Squash__PartitionScanMs), before anything is measured.</summary>
-    public static PlannerConstants Priors(FunctionSettings s) => new(s.HopMs, s.PartitionScanMs, null, 0);
+    public static PlannerConstants Priors(FunctionSettings s) => new(s.HopMs, s.PartitionScanMs, null, 0, s.HopMs);
 
     /// <summary>The predicted p99 for a typical time: typical + the measured tail, or 3 × typical before it is measured.</summary>
     public double P99(double typicalMs) => typicalMs + (TailMs ?? 2 * typicalMs);
 }
 
 /// <summary>
-/// The coordinator's running estimate of the planner's constants, from its own invocations: every single-vector, one-pass
-/// query on warm instances reports its tree's level timings (<see cref="LevelTiming"/>), from which come the scan time per
-/// partition (the busiest node's own work ÷ its partitions), the hop time (how much longer a level's slowest node took than
-/// the slowest node one level down, which runs inside it) and the residual (the tree's measured time − the model's). The
-/// planner uses the medians of the last <see cref="Window"/> samples of each, and for the tail the 99th percentile of the
-/// residuals, once it has <see cref="MinSamples"/> of them; before, the configured priors. Nothing is assumed about the data:
-/// a new index, a slower instance or a busier machine moves the figures within a window of queries.
+/// The coordinator's running estimate of the planner's constants, from its own invocations. Every single-vector, one-pass
+/// query on warm instances reports its tree's level timings (<see cref="LevelTiming"/>); from those come
+/// <list type="bullet">
+/// <item>the scan time per partition: the busiest node's own work ÷ its partitions;</item>
+/// <item>the hop time: how much longer a level's slowest node took than the slowest node one level down, which runs inside it;</item>
+/// <item>the residual: the coordinator's tree time − what the model predicts for it with the current constants.</item>
+/// </list>
+/// Queries that read from the store (cache misses) give no scan or hop sample (they time the reads, not the scan), but do
+/// give a residual: a tail that reads cause is a real tail. The planner uses the medians of the scan and hop samples and
+/// the 99th percentile of the residuals, over the last <see cref="Window"/> samples of each that are younger than
+/// <see cref="MaxAge"/>, once there are <see cref="MinSamples"/> of them; else the configured priors. So the figures follow
+/// this instance, this index and this load, and a constant the planner stopped measuring (a hop, once it stops choosing
+/// trees) returns to its prior after <see cref="MaxAge"/> instead of holding a stale value for ever.
 /// </summary>
-public sealed class ShapeCalibration
+public sealed class ShapeCalibration(TimeProvider? clock = null)
 {
     public const int Window = 256;
     public const int MinSamples = 20;
+    public static readonly TimeSpan MaxAge = TimeSpan.FromSeconds(60);
 
     /// <summary>The coordinator app's estimate (one per process: an instance's own measurements).</summary>
     public static ShapeCalibration Shared { get; } = new();
 
+    private readonly TimeProvider _clock = clock ?? TimeProvider.System;
     private readonly object _gate = new();
     private readonly Ring _scanMsPerPartition = new(Window), _hopMs = new(Window), _residualMs = new(Window);
 
     /// <summary>
-    /// One query's tree as it ran: its depth, the partitions of its busiest node (all of them at depth 0), and the level
-    /// timings the nodes reported (level 0 = the coordinator's scan node).
+    /// One query's tree as it ran: the partitions of its busiest node (all of them at depth 0), whether any were read from
+    /// the store, and the level timings the nodes reported (level 0 = the coordinator's scan node).
     /// </summary>
-    public void Observe(int depth, int busiestNodePartitions, IReadOnlyList<LevelTiming> levels)
+    public void Observe(int busiestNodePartitions, bool readFromStore, IReadOnlyList<LevelTiming> levels)
     {
         if (levels.Count == 0 || busiestNodePartitions <= 0) return;
+        long now = _clock.GetTimestamp();
         lock (_gate)
         {
-            // The busiest node's own work: at depth 0 the coordinator's; in a tree the slowest leaf-level work.
-            double work = levels.Max(l => l.WorkMs);
-            _scanMsPerPartition.Add(work / busiestNodePartitions);
-            for (int i = 0; i + 1 < levels.Count; i++)
-                _hopMs.Add(Math.Max(0, levels[i].WallMs - levels[i + 1].WallMs));
             // The residual against the model as it stands (once the scan time is measured; a hop too when the tree had levels).
             bool hopsNeeded = levels.Count > 1;
-            if (_scanMsPerPartition.Count >= MinSamples && (!hopsNeeded || _hopMs.Count >= MinSamples))
+            if (Fresh(_scanMsPerPartition, now) is { } scan && (!hopsNeeded || Fresh(_hopMs, now) is not null))
             {
-                double modelled = (hopsNeeded ? _hopMs.Quantile(0.5) * (levels.Count - 1) : 0) + _scanMsPerPartition.Quantile(0.5) * busiestNodePartitions;
-                _residualMs.Add(Math.Max(0, levels[0].WallMs - modelled));
+                double modelled = (hopsNeeded ? Fresh(_hopMs, now)!.Value * (levels.Count - 1) : 0) + scan * busiestNodePartitions;
+                _residualMs.Add(Math.Max(0, levels[0].WallMs - modelled), now);
             }
+            if (readFromStore) return;
+            // The busiest node's own work: at depth 0 the coordinator's; in a tree the slowest node's work.
+            _scanMsPerPartition.Add(levels.Max(l => l.WorkMs) / busiestNodePartitions, now);
+            for (int i = 0; i + 1 < levels.Count; i++)
+                _hopMs.Add(Math.Max(0, levels[i].WallMs - levels[i + 1].WallMs), now);
         }
     }
 
-    /// <summary>The constants the planner uses now: measured where there are enough samples, else the priors.</summary>
+    /// <summary>The constants the planner uses now: measured where there are enough recent samples, else the priors.</summary>
     public PlannerConstants Current(FunctionSettings s)
     {
+        long now = _clock.GetTimestamp();
         lock (_gate)
         {
-            bool scanKnown = _scanMsPerPartition.Count >= MinSamples, hopKnown = _hopMs.Count >= MinSamples;
             // A figure measured at 0 (the clock's resolution) would make a tree, or a scan, look free.
-            double hop = hopKnown ? Math.Max(0.05, _hopMs.Quantile(0.5)) : s.HopMs;
-            double scan = scanKnown ? Math.Max(0.0005, _scanMsPerPartition.Quantile(0.5)) : s.PartitionScanMs;
-            double? tail = _residualMs.Count >= MinSamples ? _residualMs.Quantile(0.99) : null;
-            return new PlannerConstants(hop, scan, tail, Math.Max(_scanMsPerPartition.Count, _hopMs.Count));
+            double hop = Fresh(_hopMs, now) is { } h ? Math.Max(0.05, h) : s.HopMs;
+            double scan = Fresh(_scanMsPerPartition, now) is { } p ? Math.Max(0.0005, p) : s.PartitionScanMs;
+            double? tail = _residualMs.Quantile(0.99, MinAgeTimestamp(now));
+            int samples = Math.Max(_scanMsPerPartition.CountSince(MinAgeTimestamp(now)), _hopMs.CountSince(MinAgeTimestamp(now)));
+            return new PlannerConstants(hop, scan, tail, samples, s.HopMs);
         }
     }
 
-    /// <summary>Forgets every sample (tests).</summary>
-    public void Reset()
-    {
-        lock (_gate) { _scanMsPerPartition.Clear(); _hopMs.Clear(); _residualMs.Clear(); }
-    }
+    private double? Fresh(Ring ring, long now) => ring.Quantile(0.5, MinAgeTimestamp(now));
 
-    /// <summary>The last <c>capacity</c> values.</summary>
+    private long MinAgeTimestamp(long now) => now - (long)(MaxAge.TotalSeconds * _clock.TimestampFrequency);
+
+    /// <summary>The last <c>capacity</c> values with the time each was added.</summary>
     private sealed class Ring(int capacity)
     {
-        private readonly double[] _values = new double[capacity];
-        private int _next;
-        public int Count { get; private set; }
+        private readonly (double Value, long At)[] _values = new (double, long)[capacity];
+        private int _next, _count;
 
-        public void Add(double v)
+        public void Add(double v, long at)
         {
             if (!double.IsFinite(v)) return;
-            _values[_next] = v;
+            _values[_next] = (v, at);
             _next = (_next + 1) % _values.Length;
-            Count = Math.Min(Count + 1, _values.Length);
+            _count = Math.Min(_count + 1, _values.Length);
         }
 
-        public void Clear() { _next = 0; Count = 0; }
+        public int CountSince(long since) => _values.AsSpan(0, _count).ToArray().Count(x => x.At >= since);
 
-        public double Quantile(double q)
+        /// <summary>The q-quantile of the values added since <paramref name="since"/> (null: fewer than <see cref="MinSamples"/>).</summary>
+        public double? Quantile(double q, long since)
         {
-            var sorted = _values.AsSpan(0, Count).ToArray();
-            Array.Sort(sorted);
-            return sorted[Math.Clamp((int)Math.Ceiling(q * sorted.Length) - 1, 0, sorted.Length - 1)];
+            var recent = _values.AsSpan(0, _count).ToArray().Where(x => x.At >= since).Select(x => x.Value).ToArray();
+            if (recent.Length < MinSamples) return null;
+            Array.Sort(recent);
+            return recent[Math.Clamp((int)Math.Ceiling(q * recent.Length) - 1, 0, recent.Length - 1)];
         }
     }
 }

@@ -59,7 +59,7 @@ public static class ShapePlanner
     /// Marginal cost and typical time of one shape. Nodes: the slots the partitions are expected to occupy (rendezvous
     /// hashing spreads p partitions over S slots: S·(1 − (1 − 1/S)^p)); executions: the coordinator plus each node; compute:
     /// 1 s of instance memory for each pool the nodes reach that is not active (the coordinator runs this query already);
-    /// time: a hop per level plus the partitions scanned by the busiest node, the nodes working in parallel.
+    /// time: the call into the coordinator, a hop per level, plus the partitions scanned by the busiest node, the nodes working in parallel.
     /// </summary>
     public static (double CostUsd, double Ms) Predict(FunctionSettings s, int b, int l, int partitions, int pools, Func<int, bool> poolIsActive,
         PlannerConstants? constants = null)
@@ -71,7 +71,7 @@ public static class ShapePlanner
         int woken = Enumerable.Range(0, reached).Count(p => !poolIsActive(p));
         double cost = PriceTable.ComputeCost(woken * PriceTable.MinimumPeriodMs, s.InstanceMemoryMb) + PriceTable.ExecutionsCost(1 + (long)Math.Ceiling(nodes));
         double perNode = nodes == 0 ? partitions : Math.Ceiling(partitions / nodes);
-        double ms = c.HopMs * (1 + l) + c.PartitionScanMs * perNode;
+        double ms = c.FrontMs + c.HopMs * l + c.PartitionScanMs * perNode;
         return (cost, ms);
     }
 }
