@@ -23,7 +23,7 @@ public sealed record PlannerConstants(double HopMs, double PartitionScanMs, doub
 /// <item>the hop time: how much longer a level's slowest node took than the slowest node one level down, which runs inside it;</item>
 /// <item>the residual: the coordinator's tree time − what the model predicts for it with the current constants.</item>
 /// </list>
-/// Queries that read from the store (cache misses) give no scan or hop sample (they time the reads, not the scan), but do
+/// Queries that read from the store (cache misses, ranged reads of re-ranked rows) give no scan or hop sample (they time the reads, not the scan), but do
 /// give a residual: a tail that reads cause is a real tail. The planner uses the medians of the scan and hop samples and
 /// the 99th percentile of the residuals, over the last <see cref="Window"/> samples of each that are younger than
 /// <see cref="MaxAge"/>, once there are <see cref="MinSamples"/> of them; else the configured priors. So the figures follow
