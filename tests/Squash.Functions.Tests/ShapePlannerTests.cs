@@ -98,11 +98,15 @@ public sealed class ShapePlannerTests
     {
         var s = Settings("latency", cap: 1);
         var calibration = new ShapeCalibration();
-        // Measured: 0.5 ms per partition, and trees whose level-1 node finished 1 ms before the coordinator did (a 1 ms hop).
+        // Measured: 0.5 ms per partition alone and in trees, whose level-1 node finished 1 ms before the coordinator did (a 1 ms hop).
         for (int i = 0; i < ShapeCalibration.MinSamples; i++)
+        {
             calibration.Observe(10, false, [new LevelTiming(0, 1, 6, 0, 0), new LevelTiming(1, 1, 5, 5, 0)]);
+            calibration.Observe(10, false, Alone(5));
+        }
         var c = calibration.Current(s);
         Assert.Equal(0.5, c.PartitionScanMs, 9);
+        Assert.Equal(0.5, c.TreePartitionScanMs!.Value, 9);
         Assert.Equal(1.0, c.HopMs, 9);
         // 8 partitions: alone 2 (the call in) + 4 = 6 ms; a tree of 8 slots 2 + 1 + 0.5 × 2 = 4 ms: a tree is faster.
         var many = ShapePlanner.Choose(s, 8, 2, _ => true, c);
@@ -157,20 +161,25 @@ public sealed class ShapePlannerTests
     }
 
     [Fact]
-    public void StaleSamplesAndStoreReadsDoNotSetTheConstants()
+    public void StoreReadsGiveNoScanSampleAndRecentSamplesOutweighOldOnes()
     {
         var s = Settings("cost");
         var clock = new ManualClock();
         var calibration = new ShapeCalibration(clock);
-        // Queries that read from the store time the reads: no scan or hop sample from them.
+        // Queries that read partitions from the store time the reads: no scan sample (their hops still count).
         for (int i = 0; i < 50; i++) calibration.Observe(10, true, [new LevelTiming(0, 1, 300, 0, 0), new LevelTiming(1, 1, 100, 100, 90)]);
-        Assert.Equal((s.HopMs, s.PartitionScanMs, 0), (calibration.Current(s).HopMs, calibration.Current(s).PartitionScanMs, calibration.Current(s).Samples));
-        // Warm trees: a 3 ms hop, 0.2 ms a partition.
-        for (int i = 0; i < 30; i++) calibration.Observe(10, false, [new LevelTiming(0, 1, 5, 0, 0), new LevelTiming(1, 1, 2, 2, 0)]);
-        Assert.Equal((3.0, 0.2), (calibration.Current(s).HopMs, calibration.Current(s).PartitionScanMs));
-        // A minute later with no tree run since (the planner stopped choosing trees): back to the priors, not a stale hop.
+        var reading = calibration.Current(s);
+        Assert.Equal((s.PartitionScanMs, (double?)null, 0), (reading.PartitionScanMs, reading.TreePartitionScanMs, reading.Samples));
+        Assert.Equal(200, reading.HopMs, 9);
+        // A minute later, warm trees: a 3 ms hop, 0.2 ms a partition. Only 30 recent samples, but they are the ones used.
         clock.NowMs += (long)ShapeCalibration.MaxAge.TotalMilliseconds + 1;
-        var later = calibration.Current(s);
-        Assert.Equal((s.HopMs, s.PartitionScanMs, 0, (double?)null), (later.HopMs, later.PartitionScanMs, later.Samples, later.TailMs));
+        for (int i = 0; i < 30; i++) calibration.Observe(10, false, [new LevelTiming(0, 1, 5, 0, 0), new LevelTiming(1, 1, 2, 2, 0)]);
+        var warm = calibration.Current(s);
+        Assert.Equal((3.0, 0.2), (warm.HopMs, warm.TreePartitionScanMs!.Value));
+        // The coordinator alone was never measured: its prior (so the planner still tries it).
+        Assert.Equal(s.PartitionScanMs, warm.PartitionScanMs);
+        // Much later with no tree run since: the last known figures hold (nothing newer replaced them).
+        clock.NowMs += 10 * (long)ShapeCalibration.MaxAge.TotalMilliseconds;
+        Assert.Equal((3.0, 0.2), (calibration.Current(s).HopMs, calibration.Current(s).TreePartitionScanMs!.Value));
     }
 }

@@ -6,10 +6,15 @@ namespace Squash.Functions.Tree;
 /// <param name="FrontMs">The call into the coordinator (not measured by it: Squash__HopMs, the prior).</param>
 /// <param name="TailMs">What p99 adds to the typical time (null: not measured yet; the planner then takes 2 × typical).</param>
 /// <param name="Samples">How many of this coordinator's recent queries the figures come from (0: the configured priors).</param>
-public sealed record PlannerConstants(double HopMs, double PartitionScanMs, double? TailMs, int Samples, double FrontMs)
+/// <param name="PartitionScanMs">A partition scanned by the coordinator itself (L = 0).</param>
+/// <param name="TreePartitionScanMs">A partition scanned by a tree node (its cache and its share of the cores are its own; null: as the coordinator).</param>
+public sealed record PlannerConstants(double HopMs, double PartitionScanMs, double? TailMs, int Samples, double FrontMs, double? TreePartitionScanMs = null)
 {
     /// <summary>The configured priors (Squash__HopMs, Squash__PartitionScanMs), before anything is measured.</summary>
     public static PlannerConstants Priors(FunctionSettings s) => new(s.HopMs, s.PartitionScanMs, null, 0, s.HopMs);
+
+    /// <summary>The scan time per partition of a shape of depth <paramref name="depth"/>.</summary>
+    public double ScanMs(int depth) => depth == 0 ? PartitionScanMs : TreePartitionScanMs ?? PartitionScanMs;
 
     /// <summary>The predicted p99 for a typical time: typical + the measured tail, or 3 × typical before it is measured.</summary>
     public double P99(double typicalMs) => typicalMs + (TailMs ?? 2 * typicalMs);
@@ -41,7 +46,7 @@ public sealed class ShapeCalibration(TimeProvider? clock = null)
 
     private readonly TimeProvider _clock = clock ?? TimeProvider.System;
     private readonly object _gate = new();
-    private readonly Ring _scanMsPerPartition = new(Window), _hopMs = new(Window), _residualMs = new(Window);
+    private readonly Ring _scanMsPerPartition = new(Window), _treeScanMsPerPartition = new(Window), _hopMs = new(Window), _residualMs = new(Window);
 
     /// <summary>
     /// One query's tree as it ran: the partitions of its busiest node (all of them at depth 0), whether any were read from
@@ -53,18 +58,20 @@ public sealed class ShapeCalibration(TimeProvider? clock = null)
         long now = _clock.GetTimestamp();
         lock (_gate)
         {
+            bool tree = levels.Count > 1;
+            var scanRing = tree ? _treeScanMsPerPartition : _scanMsPerPartition;
             // The residual against the model as it stands (once the scan time is measured; a hop too when the tree had levels).
-            bool hopsNeeded = levels.Count > 1;
-            if (Fresh(_scanMsPerPartition, now) is { } scan && (!hopsNeeded || Fresh(_hopMs, now) is not null))
+            if (Recent(scanRing, 0.5, now) is { } scan && (!tree || Recent(_hopMs, 0.5, now) is not null))
             {
-                double modelled = (hopsNeeded ? Fresh(_hopMs, now)!.Value * (levels.Count - 1) : 0) + scan * busiestNodePartitions;
+                double modelled = (tree ? Recent(_hopMs, 0.5, now)!.Value * (levels.Count - 1) : 0) + scan * busiestNodePartitions;
                 _residualMs.Add(Math.Max(0, levels[0].WallMs - modelled), now);
             }
-            if (readFromStore) return;
-            // The busiest node's own work: at depth 0 the coordinator's; in a tree the slowest node's work.
-            _scanMsPerPartition.Add(levels.Max(l => l.WorkMs) / busiestNodePartitions, now);
+            // The hop is the wall time between levels: a child's reads are inside its own wall time, so every tree gives one.
             for (int i = 0; i + 1 < levels.Count; i++)
                 _hopMs.Add(Math.Max(0, levels[i].WallMs - levels[i + 1].WallMs), now);
+            if (readFromStore) return;
+            // The busiest node's own work: at depth 0 the coordinator's; in a tree the slowest node's work.
+            scanRing.Add(levels.Max(l => l.WorkMs) / busiestNodePartitions, now);
         }
     }
 
@@ -75,17 +82,24 @@ public sealed class ShapeCalibration(TimeProvider? clock = null)
         lock (_gate)
         {
             // A figure measured at 0 (the clock's resolution) would make a tree, or a scan, look free.
-            double hop = Fresh(_hopMs, now) is { } h ? Math.Max(0.05, h) : s.HopMs;
-            double scan = Fresh(_scanMsPerPartition, now) is { } p ? Math.Max(0.0005, p) : s.PartitionScanMs;
-            double? tail = _residualMs.Quantile(0.99, MinAgeTimestamp(now));
-            int samples = Math.Max(_scanMsPerPartition.CountSince(MinAgeTimestamp(now)), _hopMs.CountSince(MinAgeTimestamp(now)));
-            return new PlannerConstants(hop, scan, tail, samples, s.HopMs);
+            double? alone = Recent(_scanMsPerPartition, 0.5, now), inTree = Recent(_treeScanMsPerPartition, 0.5, now);
+            double hop = Recent(_hopMs, 0.5, now) is { } h ? Math.Max(0.05, h) : s.HopMs;
+            // Unmeasured, the coordinator's scan is the prior (so that the planner tries it, and measures it); a tree node's
+            // is the coordinator's.
+            double scan = Math.Max(0.0005, alone ?? s.PartitionScanMs);
+            double? treeScan = inTree is { } t ? Math.Max(0.0005, t) : null;
+            double? tail = Recent(_residualMs, 0.99, now);
+            int samples = _scanMsPerPartition.Count + _treeScanMsPerPartition.Count;
+            return new PlannerConstants(hop, scan, tail, samples, s.HopMs, treeScan);
         }
     }
 
-    private double? Fresh(Ring ring, long now) => ring.Quantile(0.5, MinAgeTimestamp(now));
-
-    private long MinAgeTimestamp(long now) => now - (long)(MaxAge.TotalSeconds * _clock.TimestampFrequency);
+    /// <summary>
+    /// The q-quantile of the samples younger than <see cref="MaxAge"/> when there are enough of them; else of the newest
+    /// <see cref="MinSamples"/> (the last known figure holds until new samples replace it); null with fewer than that.
+    /// </summary>
+    private double? Recent(Ring ring, double q, long now) =>
+        ring.Quantile(q, now - (long)(MaxAge.TotalSeconds * _clock.TimestampFrequency)) ?? ring.NewestQuantile(q, MinSamples);
 
     /// <summary>The last <c>capacity</c> values with the time each was added.</summary>
     private sealed class Ring(int capacity)
@@ -101,7 +115,16 @@ public sealed class ShapeCalibration(TimeProvider? clock = null)
             _count = Math.Min(_count + 1, _values.Length);
         }
 
-        public int CountSince(long since) => _values.AsSpan(0, _count).ToArray().Count(x => x.At >= since);
+        public int Count => _count;
+
+        /// <summary>The q-quantile of the newest <paramref name="n"/> values (null: fewer than n).</summary>
+        public double? NewestQuantile(double q, int n)
+        {
+            if (_count < n) return null;
+            var newest = Enumerable.Range(1, n).Select(i => _values[((_next - i) % _values.Length + _values.Length) % _values.Length].Value).ToArray();
+            Array.Sort(newest);
+            return newest[Math.Clamp((int)Math.Ceiling(q * n) - 1, 0, n - 1)];
+        }
 
         /// <summary>The q-quantile of the values added since <paramref name="since"/> (null: fewer than <see cref="MinSamples"/>).</summary>
         public double? Quantile(double q, long since)

@@ -71,7 +71,7 @@ public static class ShapePlanner
         int woken = Enumerable.Range(0, reached).Count(p => !poolIsActive(p));
         double cost = PriceTable.ComputeCost(woken * PriceTable.MinimumPeriodMs, s.InstanceMemoryMb) + PriceTable.ExecutionsCost(1 + (long)Math.Ceiling(nodes));
         double perNode = nodes == 0 ? partitions : Math.Ceiling(partitions / nodes);
-        double ms = c.FrontMs + c.HopMs * l + c.PartitionScanMs * perNode;
+        double ms = c.FrontMs + c.HopMs * l + c.ScanMs(l) * perNode;
         return (cost, ms);
     }
 }
