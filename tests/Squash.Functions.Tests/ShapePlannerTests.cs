@@ -182,4 +182,20 @@ public sealed class ShapePlannerTests
         clock.NowMs += 10 * (long)ShapeCalibration.MaxAge.TotalMilliseconds;
         Assert.Equal((3.0, 0.2), (calibration.Current(s).HopMs, calibration.Current(s).TreePartitionScanMs!.Value));
     }
+
+    [Fact]
+    public void WhenNothingMeetsTheTargetAShapeNearlyAsFastAsTheFastestButCheaperWins()
+    {
+        var s = Settings("cost", p99: 100);
+        // Measured: 0.034 ms a partition, a 12.7 ms hop, a 433 ms tail (nothing meets 100 ms). 400 partitions alone:
+        // 2 + 13.6 = 15.6 ms; 16 nodes: 2 + 12.7 + 0.034 × 25 = 15.55 ms, a hair faster at 17 executions and two woken pools.
+        var c = new PlannerConstants(12.7, 0.034, 433, 100, 2);
+        var choice = ShapePlanner.Choose(s, 400, 2, _ => false, c);
+        Assert.Equal((1, 0), (choice.Branching, choice.Depth));
+        // Recomputed: the fastest is a tree, and the coordinator alone is within 10 % of it and cheaper.
+        var (_, fastestMs) = Trees.Select(t => ShapePlanner.Predict(s, t.B, t.L, 400, 2, _ => false, c)).MinBy(p => p.Ms);
+        var (aloneCost, aloneMs) = ShapePlanner.Predict(s, 1, 0, 400, 2, _ => false, c);
+        Assert.True(fastestMs < aloneMs && aloneMs <= 1.1 * fastestMs, $"fastest tree {fastestMs} ms, alone {aloneMs} ms");
+        Assert.Equal(aloneCost, choice.PredictedCostUsd!.Value, 15);
+    }
 }
