@@ -59,9 +59,9 @@ public sealed class FunctionSettings
     public double P99TargetMs { get; set; } = 100;
     /// <summary>The cost cap per query of the "latency" objective, in dollars.</summary>
     public double CostCapUsd { get; set; } = 0.00001;
-    /// <summary>The planner's time for one tree level (an HTTP hop through the front end), in milliseconds.</summary>
+    /// <summary>The planner's time for the call into the coordinator, and its prior for one tree level until the coordinator has measured hops (ShapeCalibration), in milliseconds.</summary>
     public double HopMs { get; set; } = 2;
-    /// <summary>The planner's time to scan one partition in memory, in milliseconds.</summary>
+    /// <summary>The planner's prior for scanning one partition, until the coordinator has measured its own scans (ShapeCalibration), in milliseconds.</summary>
     public double PartitionScanMs { get; set; } = 0.1;
     /// <summary>Most vectors in one batch request.</summary>
     public int MaxBatch { get; set; } = 256;

@@ -55,6 +55,7 @@ builder.Services.AddSingleton<IndexCatalog>();
 builder.Services.AddSingleton<ScanInvoker>();
 builder.Services.AddSingleton<NodeExecutor>();
 builder.Services.AddSingleton<InstanceActivity>();
+builder.Services.AddSingleton(ShapeCalibration.Shared);
 builder.Services.AddSingleton<QueryCoordinator>();
 builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
@@ -71,8 +72,8 @@ if (tree.Depth > 0 && ScanInvoker.PoolTargets(tree).Length == 0 && Environment.G
 // As early as possible: a cold coordinator wakes the processor pools now, so their start-up overlaps its own.
 if (tree.WakePoolsOnStart)
     ScanInvoker.WakePools(tree, message => Console.Error.WriteLine(message));
-builder.Services.AddHttpClient(ScanInvoker.ClientName)
-    .AddStandardHedgingHandler().Configure(o =>
+var scanClient = builder.Services.AddHttpClient(ScanInvoker.ClientName);
+scanClient.AddStandardHedgingHandler().Configure(o =>
     {
         // Scans are read-only, so a slow child is raced by a second call after HedgingDelay; failed calls
         // are re-sent the same way (the hedging strategy doubles as the retry), each attempt has its own
@@ -83,6 +84,8 @@ builder.Services.AddHttpClient(ScanInvoker.ClientName)
         o.TotalRequestTimeout.Timeout = tree.ChildTimeout * 3;
         o.Endpoint.CircuitBreaker.SamplingDuration = tree.ChildTimeout * 2 + TimeSpan.FromSeconds(1);
     });
+// Below the hedging handler, so once per attempt: a hedge that lost its race, or a retry, is an execution billed too.
+scanClient.AddHttpMessageHandler(() => new ScanAttempts.Counter());
 
 var app = builder.Build();
 
@@ -178,7 +181,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     // Fixed shapes stay overrides: the planner chooses only when the request names neither branching nor depth.
     bool plan = s.Objective.Length > 0 && request.Options?.Branching is null && request.Options?.Depth is null;
     int pools = ScanInvoker.PoolTargets(s).Length;
-    Func<int, TreeShapeChoice>? chooseShape = plan ? partitions => ShapePlanner.Choose(s, partitions, pools, PoolActivity.IsActive) : null;
+    Func<int, TreeShapeChoice>? chooseShape = plan ? partitions => ShapePlanner.Choose(s, partitions, pools, PoolActivity.IsActive, ShapeCalibration.Shared.Current(s)) : null;
     var chosenBy = request.Options?.Branching is not null || request.Options?.Depth is not null ? "request" : "settings";
     // Strong: the version plus every batch acknowledged before this point (read-your-writes).
     var tail = request.Options?.Consistency == "strong"
@@ -207,7 +210,8 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
             MissingPartitions = one.MissingPartitions,
             IndexedSequence = loaded.Manifest.IndexedSequence,
             TailItems = tail?.Items,
-            Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds, outsideTree, shape),
+            Stats = AnswerStats.From(one.Stats, run.Totals, run.TreeNodes, s.InstanceMemoryMb, clock.Elapsed.TotalMilliseconds, outsideTree, shape,
+                storageBilled: !s.Store.StartsWith("dir:", StringComparison.Ordinal)),
         });
     }
     return request.Vectors is null

@@ -189,28 +189,38 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         double PeakRssMb, IReadOnlyList<InstanceRecord> History, double BilledSeconds = 0, int ActivityPeriods = 0,
         double ComputeCostUsd = 0, double ExecutionsCostUsd = 0, double StorageCostUsd = 0, Squash.Storage.StorageOperations StorageOperations = default);
 
-    /// <param name="TotalCostUsd">Everything metered: compute + executions + storage, all pools.</param>
+    /// <param name="TotalCostUsd">Everything metered: compute + executions + storage (the listeners' queue operations included), all pools.</param>
+    /// <param name="QueueListenerOperations">Requests the host's queue listeners and scale controller sent (receive, update, delete, length, poison).</param>
+    /// <param name="StoragePricing">How storage operations are priced: Azure Blob/Queue Storage, or a folder store, which no one bills.</param>
     public sealed record HostSnapshot(IReadOnlyList<PoolSnapshot> Pools, double TotalCostUsd, long TotalExecutions, string PriceTable,
         double TotalComputeUsd = 0, double TotalExecutionsUsd = 0, double TotalStorageUsd = 0, int TotalActivityPeriods = 0,
-        double TotalBilledSeconds = 0, Squash.Storage.StorageOperations TotalStorageOperations = default);
+        double TotalBilledSeconds = 0, Squash.Storage.StorageOperations TotalStorageOperations = default,
+        long QueueListenerOperations = 0, double QueueListenerCostUsd = 0, string StoragePricing = "");
 
     /// <param name="withLog">Include every instance's activity periods and invocation log (to recompute the bill from them).</param>
     public HostSnapshot Snapshot(bool withLog = false)
     {
+        // A folder store stands in for Blob Storage here: its operations are counted, but nothing bills them.
+        bool storageBilled = !_options.Store.StartsWith("dir:", StringComparison.Ordinal);
+        long listenerOps = _queueTriggers?.QueueRequests.Requests ?? 0;
+        double listenerCost = PriceTable.StorageCost(new Squash.Storage.StorageOperations { QueueOperations = listenerOps });
         var pools = _pools.Values.Select(p =>
         {
             var meter = p.Meter();
             var history = p.History(withLog);
             double compute = PriceTable.ComputeCost(meter.BilledSeconds * 1000, _options.InstanceMemoryMb);
             double executions = PriceTable.ExecutionsCost(meter.Executions);
-            double storage = PriceTable.StorageCost(meter.Storage);
+            double storage = storageBilled ? PriceTable.StorageCost(meter.Storage) : 0;
             return new PoolSnapshot(p.Name, p.Instances.Count, p.ColdStarts, p.Recycled, p.Replaced, meter.Executions, Math.Round(meter.BusySeconds, 3),
                 compute + executions + storage, history.Count == 0 ? 0 : history.Max(h => h.PeakRssMb), history, meter.BilledSeconds, meter.ActivityPeriods,
                 compute, executions, storage, meter.Storage);
         }).ToList();
-        return new HostSnapshot(pools, pools.Sum(p => p.CostUsd), pools.Sum(p => p.Executions), PriceTable.Describe(_options.InstanceMemoryMb),
-            pools.Sum(p => p.ComputeCostUsd), pools.Sum(p => p.ExecutionsCostUsd), pools.Sum(p => p.StorageCostUsd), pools.Sum(p => p.ActivityPeriods),
-            pools.Sum(p => p.BilledSeconds), pools.Aggregate(default(Squash.Storage.StorageOperations), (a, p) => a + p.StorageOperations));
+        return new HostSnapshot(pools, pools.Sum(p => p.CostUsd) + listenerCost, pools.Sum(p => p.Executions), PriceTable.Describe(_options.InstanceMemoryMb),
+            pools.Sum(p => p.ComputeCostUsd), pools.Sum(p => p.ExecutionsCostUsd), pools.Sum(p => p.StorageCostUsd) + listenerCost, pools.Sum(p => p.ActivityPeriods),
+            pools.Sum(p => p.BilledSeconds), pools.Aggregate(default(Squash.Storage.StorageOperations), (a, p) => a + p.StorageOperations),
+            listenerOps, listenerCost,
+            storageBilled ? "Azure Storage (blob hot LRS, queue LRS) list prices"
+                : "folder store (dir:): operations counted as Blob Storage would bill them, priced at $0 (nothing bills a local folder)");
     }
 
     public async ValueTask DisposeAsync()

@@ -32,6 +32,9 @@ public sealed partial class QueueTriggerHost : IAsyncDisposable
     private readonly InstanceLog? _log;
     private Task? _scaler;
 
+    /// <summary>Every request the listeners and the scale controller send to the queues (billed as queue operations).</summary>
+    public RequestCountingPolicy QueueRequests { get; } = new();
+
     public QueueTriggerHost(FunctionDefinitions definitions, string connectionString, string appPath, IReadOnlyDictionary<string, string> environment,
         LocalHostOptions options, InstanceLog? log, Action<string> report, string appFolder)
     {
@@ -45,6 +48,7 @@ public sealed partial class QueueTriggerHost : IAsyncDisposable
             MessageEncoding = Settings.MessageEncoding == "none" ? QueueMessageEncoding.None : QueueMessageEncoding.Base64,
         };
         clientOptions.Retry.MaxRetries = 2;
+        clientOptions.AddPolicy(QueueRequests, Azure.Core.HttpPipelinePosition.PerRetry);
         clientOptions.Retry.NetworkTimeout = TimeSpan.FromSeconds(30);
         // A message that is not valid base64 is not the app's: the host moves it to the poison queue untouched.
         clientOptions.MessageDecodingFailed += OnMessageDecodingFailedAsync;

@@ -45,6 +45,11 @@ public sealed class LocalHostTests(IndexFixture fx)
 
         var first = await Query(fx.Queries[0]);
         Assert.True(first.GetProperty("stats").GetProperty("coldInstances").GetInt32() >= 1);
+        // A folder store: the cold query's reads are counted as Blob Storage would bill them, but priced at $0.
+        var firstCost = first.GetProperty("stats").GetProperty("cost");
+        Assert.True(firstCost.GetProperty("blobReads").GetInt64() > 0);
+        Assert.False(firstCost.GetProperty("storageBilled").GetBoolean());
+        Assert.Equal(0, firstCost.GetProperty("storageUsd").GetDouble());
         foreach (var q in fx.Queries.Take(30))
         {
             var answer = await Query(q);
@@ -67,6 +72,9 @@ public sealed class LocalHostTests(IndexFixture fx)
         var snapshot = host.Snapshot();
         Assert.True(snapshot.TotalCostUsd > 0);
         Assert.True(snapshot.TotalExecutions >= 33);
+        Assert.True(snapshot.TotalStorageOperations.BlobReads > 0);
+        Assert.Equal(0, snapshot.TotalStorageUsd);
+        Assert.Contains("folder store", snapshot.StoragePricing, StringComparison.Ordinal);
     }
 
     /// <summary>

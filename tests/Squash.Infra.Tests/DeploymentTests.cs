@@ -182,8 +182,8 @@ public sealed class DeploymentTests
             ["Objective"] = "empty: the fixed Branching/Depth shape, until a deployment opts into the cost planner (docs/cost.md)",
             ["P99TargetMs"] = "read only with Objective=cost",
             ["CostCapUsd"] = "read only with Objective=latency",
-            ["HopMs"] = "the planner's model constant, read only with an Objective",
-            ["PartitionScanMs"] = "the planner's model constant, read only with an Objective",
+            ["HopMs"] = "the planner's prior until the coordinator has measured its hops, read only with an Objective",
+            ["PartitionScanMs"] = "the planner's prior until the coordinator has measured its scans, read only with an Objective",
         };
         Assert.Equal(properties.Order(), setOnQueryApps.Concat(leftAtDefault.Keys).Order());
 

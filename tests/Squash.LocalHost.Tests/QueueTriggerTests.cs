@@ -1,3 +1,4 @@
+using Squash.Functions;
 using System.Diagnostics;
 using System.Text.Json;
 
@@ -96,7 +97,14 @@ public sealed class QueueTriggerTests
         Assert.Equal([failing], poisoned.Select(m => m.MessageText));
         Assert.Empty((await run.Queue.PeekMessagesAsync(32)).Value);
         Assert.Contains(run.Reports, line => line.Contains($"moved to {run.QueueName}-poison", StringComparison.Ordinal) && line.Contains("HTTP 500", StringComparison.Ordinal));
-        Assert.Equal(4, run.Host.Snapshot().Pools.Single(p => p.Pool == "builder").Executions);
+        var snapshot = run.Host.Snapshot();
+        Assert.Equal(4, snapshot.Pools.Single(p => p.Pool == "builder").Executions);
+        // The listeners' own queue requests are billed: at least a receive, two retry delays (update), a send to the poison
+        // queue and two deletes; priced as queue operations and part of the total.
+        Assert.True(snapshot.QueueListenerOperations >= 6, $"{snapshot.QueueListenerOperations} queue requests");
+        Assert.Equal(snapshot.QueueListenerOperations * PriceTable.QueuePer10k / 10_000, snapshot.QueueListenerCostUsd, 15);
+        Assert.Equal(snapshot.Pools.Sum(p => p.CostUsd) + snapshot.QueueListenerCostUsd, snapshot.TotalCostUsd, 15);
+        Assert.Contains("Azure Storage", snapshot.StoragePricing, StringComparison.Ordinal);
     }
 
     [Fact]

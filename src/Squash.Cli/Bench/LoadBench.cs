@@ -25,7 +25,7 @@ public static class LoadBench
 
     public sealed record Row(EndpointBench.Shape Shape, Rate Rate, int Queries, double Seconds, double AchievedQps, double Recall, double P50, double P99,
         double MeteredPerMillion, double ComputePerMillion, double ExecutionsPerMillion, double StoragePerMillion, double EstimatedPerMillion,
-        int Instances, int Periods, int Failures, string Chosen = "");
+        int Instances, int Periods, int Failures, string Chosen = "", double TailServerMs = double.NaN, int TailCold = 0);
 
     /// <summary>Parses "0.1,1,10,saturation" (also "sat"); every rate must be positive and finite.</summary>
     public static Rate[] ParseRates(string text)
@@ -62,15 +62,15 @@ public static class LoadBench
                 // The same arrivals (seed 42) for every shape at a rate, so that shapes are compared on one sequence.
                 var row = await RunRateAsync(http, index, q, gt, k, shape, rate, duration, minQueries, concurrency, options, new Random(42), ct);
                 rows.Add(row);
-                Console.Error.WriteLine($"  {shape} at {rate} QPS: {row.Queries} queries in {row.Seconds:F1} s, ${row.MeteredPerMillion:F2}/M metered, p50 {row.P50:F1} ms, p99 {row.P99:F1} ms; shapes run: {row.Chosen}");
+                Console.Error.WriteLine($"  {shape} at {rate} QPS: {row.Queries} queries in {row.Seconds:F1} s, ${row.MeteredPerMillion:F2}/M metered, p50 {row.P50:F1} ms, p99 {row.P99:F1} ms (slowest 1 %: {row.TailServerMs:F1} ms of it in the coordinator, {row.TailCold} cold); shapes run: {row.Chosen}");
             }
         }
         Print(rows);
         Directory.CreateDirectory(outDir);
         var csv = Path.Combine(outDir, "load.csv");
-        await File.WriteAllLinesAsync(csv, new[] { "branching,depth,nodes,rate,queries,seconds,achieved_qps,recall,p50_ms,p99_ms,metered_per_million,compute_per_million,executions_per_million,storage_per_million,estimated_per_million,instances,activity_periods,failures" }
+        await File.WriteAllLinesAsync(csv, new[] { "branching,depth,nodes,rate,queries,seconds,achieved_qps,recall,p50_ms,p99_ms,metered_per_million,compute_per_million,executions_per_million,storage_per_million,estimated_per_million,instances,activity_periods,failures,shapes_run,slowest_1pct_server_ms,slowest_1pct_cold" }
             .Concat(rows.Select(r => string.Join(',', new object[] { r.Shape.Branching, r.Shape.Depth, r.Shape.Nodes, r.Rate.ToString(), r.Queries, r.Seconds, r.AchievedQps, r.Recall, r.P50, r.P99,
-                r.MeteredPerMillion, r.ComputePerMillion, r.ExecutionsPerMillion, r.StoragePerMillion, r.EstimatedPerMillion, r.Instances, r.Periods, r.Failures, r.Chosen }
+                r.MeteredPerMillion, r.ComputePerMillion, r.ExecutionsPerMillion, r.StoragePerMillion, r.EstimatedPerMillion, r.Instances, r.Periods, r.Failures, r.Chosen, r.TailServerMs, r.TailCold }
                 .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))))), ct);
         var png = Path.Combine(outDir, "cost-vs-load.png");
         PlotCurves(png, rows);
@@ -84,6 +84,9 @@ public static class LoadBench
     {
         var before = (await MeterAsync(http, ct))!.Value;
         var latencies = new ConcurrentBag<double>();
+        // Per query: the time seen here and inside the coordinator (stats.milliseconds), and whether it met a cold instance,
+        // to tell where a p99 went: in the app, or outside it (the host's front end, this client, the machine).
+        var timed = new ConcurrentBag<(double ClientMs, double ServerMs, bool Cold)>();
         var chosen = new ConcurrentDictionary<string, int>();
         long hits = 0, truthTotal = 0, failures = 0;
         double estimated = 0;
@@ -99,6 +102,7 @@ public static class LoadBench
                 var truth = gt[i % q.Count].Take(k).Where(id => id >= 0).ToHashSet();
                 int found = answer.GetProperty("results").EnumerateArray().Count(r => truth.Contains((int)r.GetProperty("row").GetInt64()));
                 var stats = answer.GetProperty("stats");
+                timed.Add((Stopwatch.GetElapsedTime(t0).TotalMilliseconds, stats.GetProperty("milliseconds").GetDouble(), stats.GetProperty("coldInstances").GetInt32() > 0));
                 double cost = stats.GetProperty("estimatedCostUsd").GetDouble();
                 if (stats.TryGetProperty("shape", out var used))
                     chosen.AddOrUpdate($"b={used.GetProperty("branching").GetInt32()},L={used.GetProperty("depth").GetInt32()}", 1, (_, c) => c + 1);
@@ -140,10 +144,13 @@ public static class LoadBench
         int n = Math.Max(1, sent - (int)failures);
         var sorted = latencies.Order().ToArray();
         double Pct(double p) => sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p / 100 * sorted.Length) - 1)];
+        // The slowest 1 % (at least one query): their mean time inside the coordinator, and how many met a cold instance.
+        var tail = timed.OrderByDescending(t => t.ClientMs).Take(Math.Max(1, timed.Count / 100)).ToArray();
         return new Row(shape, rate, sent, seconds, sent / seconds, truthTotal == 0 ? 1 : hits / (double)truthTotal, Pct(50), Pct(99),
             (after.Total - before.Total) / n * 1e6, (after.Compute - before.Compute) / n * 1e6, (after.Executions - before.Executions) / n * 1e6,
             (after.Storage - before.Storage) / n * 1e6, estimated / n * 1e6, after.Instances, after.Periods - before.Periods, (int)failures,
-            string.Join(' ', chosen.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}×{kv.Value}")));
+            string.Join(' ', chosen.OrderByDescending(kv => kv.Value).Select(kv => $"{kv.Key}×{kv.Value}")),
+            tail.Length == 0 ? double.NaN : tail.Average(t => t.ServerMs), tail.Count(t => t.Cold));
     }
 
     private static async Task<JsonElement> SendAsync(HttpClient http, string index, float[] v, int k, EndpointBench.Shape shape, EndpointBench.Options o, CancellationToken ct)

@@ -94,9 +94,9 @@ public sealed class AnswerStats : QueryStats
     /// <summary>The engine's figures for one query (<paramref name="engine"/>) with the tree's for the whole request (<paramref name="tree"/>).</summary>
     /// <param name="outsideTree">Storage operations of the request that no tree node reported (opening the index, a log tail).</param>
     public static AnswerStats From(QueryStats engine, ScanResponse tree, int nodes, int memoryMb, double ms, Squash.Storage.StorageOperations outsideTree = default,
-        Tree.TreeShapeChoice? shape = null)
+        Tree.TreeShapeChoice? shape = null, bool storageBilled = true)
     {
-        var cost = QueryCost.Of(tree.BilledMilliseconds, memoryMb, tree.Invocations, tree.StorageOperations + outsideTree);
+        var cost = QueryCost.Of(tree.BilledMilliseconds, memoryMb, tree.Invocations, tree.StorageOperations + outsideTree, storageBilled);
         var stats = new AnswerStats
         {
             Strategy = engine.Strategy,
@@ -116,7 +116,12 @@ public sealed class AnswerStats : QueryStats
             Levels = tree.Levels,
             EstimatedCostUsd = cost.TotalUsd,
             Cost = cost,
-            Shape = shape is null ? null : new ShapeStats(shape.Branching, shape.Depth, shape.ChosenBy, shape.PredictedCostUsd, shape.PredictedMs),
+            Shape = shape is null ? null : new ShapeStats(shape.Branching, shape.Depth, shape.ChosenBy, shape.PredictedCostUsd, shape.PredictedMs)
+            {
+                PredictedP99Ms = shape.PredictedP99Ms,
+                Model = shape.Constants is { } c ? new PlannerModelStats(Math.Round(c.HopMs, 4), Math.Round(c.PartitionScanMs, 5),
+                    c.TailMs is { } t ? Math.Round(t, 3) : null, c.Samples) : null,
+            },
             Milliseconds = Math.Round(ms, 3),
         };
         stats.Add(engine);
@@ -126,7 +131,16 @@ public sealed class AnswerStats : QueryStats
 }
 
 /// <summary>A query's tree shape: branching, depth (0: the coordinator scanned by itself), who chose it, and the planner's predictions.</summary>
-public sealed record ShapeStats(int Branching, int Depth, string ChosenBy, double? PredictedCostUsd, double? PredictedMs);
+public sealed record ShapeStats(int Branching, int Depth, string ChosenBy, double? PredictedCostUsd, double? PredictedMs)
+{
+    /// <summary>The planner's p99 for the chosen shape (its typical time + the measured tail).</summary>
+    public double? PredictedP99Ms { get; init; }
+    /// <summary>The constants the planner used: measured by the coordinator instance (samples &gt; 0) or the configured priors.</summary>
+    public PlannerModelStats? Model { get; init; }
+}
+
+/// <summary>The planner's time constants as it used them: hop per level, scan per partition, the p99 tail (null: not measured yet), and the samples.</summary>
+public sealed record PlannerModelStats(double HopMs, double PartitionScanMs, double? TailMs, int Samples);
 
 /// <summary>
 /// The marginal cost of one request at the current load, in its parts: compute is the billed time the request's invocations
@@ -147,13 +161,16 @@ public sealed record QueryCost
     public long BlobWrites { get; init; }
     public long BlobLists { get; init; }
     public long BlobOther { get; init; }
+    /// <summary>False for a folder store (dir:): its operations are counted as Blob Storage would bill them, but priced at $0.</summary>
+    public bool StorageBilled { get; init; } = true;
 
-    public static QueryCost Of(double billedMs, int memoryMb, int executions, Squash.Storage.StorageOperations storage)
+    public static QueryCost Of(double billedMs, int memoryMb, int executions, Squash.Storage.StorageOperations storage, bool storageBilled = true)
     {
-        double compute = PriceTable.ComputeCost(billedMs, memoryMb), runs = PriceTable.ExecutionsCost(executions), stored = PriceTable.StorageCost(storage);
+        double compute = PriceTable.ComputeCost(billedMs, memoryMb), runs = PriceTable.ExecutionsCost(executions);
+        double stored = storageBilled ? PriceTable.StorageCost(storage) : 0;
         return new QueryCost
         {
-            ComputeUsd = compute, ExecutionsUsd = runs, StorageUsd = stored, TotalUsd = compute + runs + stored,
+            ComputeUsd = compute, ExecutionsUsd = runs, StorageUsd = stored, TotalUsd = compute + runs + stored, StorageBilled = storageBilled,
             BilledMilliseconds = Math.Round(billedMs, 3), Executions = executions,
             BlobReads = storage.BlobReads, BlobWrites = storage.BlobWrites, BlobLists = storage.BlobLists, BlobOther = storage.BlobOther,
         };

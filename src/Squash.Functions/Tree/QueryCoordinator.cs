@@ -21,7 +21,7 @@ public sealed record CoordinatedAnswer(CoordinatedQuery[] Queries, ScanResponse 
 /// of k after a pass gets another (<see cref="SearchEngine.NextPass"/>, which needs only the merged count),
 /// so the tree runs exactly the passes the in-process engine runs and returns the same answer.
 /// </summary>
-public sealed class QueryCoordinator(NodeExecutor executor)
+public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration calibration)
 {
     /// <summary>Passes are bounded by the engine (they end when every partition that can match was handed out); this is a backstop.</summary>
     private const int MaxPasses = 64;
@@ -59,7 +59,7 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         var strategies = filtered ? plans.Select(p => p.FilterStrategy.ToString()).ToArray() : null;
 
         ScanResponse totals = new() { Neighbours = [], Stats = [], MissingPartitions = [], Invocations = 0 };
-        int treeNodes = 0;
+        int treeNodes = 0, rounds = 0, busiest = 0;
         var pass = plans.Select(p => p.Partitions).ToArray();
         // Cost-budgeted planning picks the shape once, from the first pass's partitions; later passes keep it.
         TreeShapeChoice? shape = null;
@@ -82,6 +82,8 @@ public sealed class QueryCoordinator(NodeExecutor executor)
             var roots = TreePlanner.Build(all, Math.Max(1, branching), depth);
             var root = depth < 1 ? new ScanNode(-1, all, []) : new ScanNode(-1, [], roots);
             treeNodes = Math.Max(treeNodes, root.Count() - 1);
+            busiest = MostPartitions(root);
+            rounds++;
             var scan = new ScanRequest
             {
                 Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = nodeOptions, Plans = pass, Node = root,
@@ -105,6 +107,11 @@ public sealed class QueryCoordinator(NodeExecutor executor)
             pass = next;
         }
 
+        // The planner's constants are measured on single-vector, one-pass queries on warm instances: a batch scans n vectors
+        // per partition, a second pass adds a round trip, a cold start is not the steady state the model describes.
+        if (n == 1 && rounds == 1 && totals.ColdInstances == 0 && totals.MissingPartitions.Length == 0)
+            calibration.Observe(busiest, totals.CacheMisses > 0 || totals.BytesRead > 0, totals.Levels);
+
         var queries = new CoordinatedQuery[n];
         for (int q = 0; q < n; q++)
         {
@@ -118,6 +125,9 @@ public sealed class QueryCoordinator(NodeExecutor executor)
         }
         return new CoordinatedAnswer(queries, totals, treeNodes, shape);
     }
+
+    /// <summary>The most partitions any one node of the tree scans itself.</summary>
+    private static int MostPartitions(ScanNode node) => node.Children.Aggregate(node.Partitions.Length, (most, c) => Math.Max(most, MostPartitions(c)));
 
     /// <summary>
     /// The tree's answer merged with the tail's live upserts that pass the query's filter (exact distances: the tail is

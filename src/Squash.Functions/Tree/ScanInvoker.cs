@@ -89,6 +89,7 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
             m.Headers.Remove(key);
             m.Headers.TryAddWithoutValidation(key, value);
         });
+        var attempts = ScanAttempts.Begin();
         using var response = await client.SendAsync(message, ct).ConfigureAwait(false);
         if (response.StatusCode is System.Net.HttpStatusCode.BadRequest or System.Net.HttpStatusCode.RequestEntityTooLarge)
         {
@@ -104,7 +105,37 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
         }
         response.EnsureSuccessStatusCode();
         if (poolIndex >= 0) PoolActivity.Answered(poolIndex);
-        return await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)
+        var answer = await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)
             ?? throw new InvalidOperationException("empty scan response");
+        // The attempts whose answers were dropped (a hedge that lost, a failed try) were invocations too: their executions
+        // count; their compute is known only to the host's meter (the caller never saw their answers).
+        int dropped = Math.Max(0, attempts.Count - 1);
+        return dropped == 0 ? answer : answer with { Invocations = answer.Invocations + dropped };
+    }
+}
+
+/// <summary>Counts the HTTP attempts of one scan call (the hedging handler may send two or more).</summary>
+public static class ScanAttempts
+{
+    public sealed class Tally
+    {
+        private int _count;
+        public int Count => Volatile.Read(ref _count);
+        internal void Add() => Interlocked.Increment(ref _count);
+    }
+
+    private static readonly AsyncLocal<Tally?> Current = new();
+
+    /// <summary>A new tally for the scan call about to be sent (the attempts run in its execution context).</summary>
+    public static Tally Begin() => Current.Value = new Tally();
+
+    /// <summary>The per-attempt handler under the hedging handler.</summary>
+    public sealed class Counter : DelegatingHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            Current.Value?.Add();
+            return base.SendAsync(request, cancellationToken);
+        }
     }
 }
