@@ -143,10 +143,9 @@ public static partial class BuildCommand
         switch (view.Status)
         {
             case BuildStatus.Succeeded:
-                var encode = view.Stages.FirstOrDefault(s => s.Stage == BuildStages.Encode);
                 var current = view.Current == false ? "not current: a newer build was published meanwhile" : "current";
                 Console.Out.WriteLine($"built {view.Index} version {view.Version} ({current}) through the queue: {view.Vectors.Total:N0} × {view.Vectors.Dimensions} vectors, " +
-                    $"{encode?.Total ?? 0} partitions, build {view.BuildId}: {view.ElapsedSeconds ?? 0:F1} s on the service, {elapsed.TotalSeconds:F1} s with the upload");
+                    $"{view.Partitions:N0} partitions, build {view.BuildId}: {view.ElapsedSeconds ?? 0:F1} s on the service, {elapsed.TotalSeconds:F1} s with the upload");
                 return 0;
             case BuildStatus.Failed:
                 var error = view.Error;

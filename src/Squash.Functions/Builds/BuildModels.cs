@@ -58,6 +58,8 @@ public sealed record BuildView
     /// <summary>Whether the version was current when the build finished (false: a newer build was already published).</summary>
     public bool? Current { get; init; }
     public required IReadOnlyList<StageProgress> Stages { get; init; }
+    /// <summary>The index's partitions: the target at submission, then those some row chose (encode tasks each take a group of them).</summary>
+    public int Partitions { get; init; }
     public required BuildVectors Vectors { get; init; }
     public long BytesWritten { get; init; }
     public required BuildSourceView Source { get; init; }
@@ -83,6 +85,7 @@ public sealed record BuildView
             Version = j.Status == BuildStatus.Succeeded ? j.Version : null,
             Current = j.Current,
             Stages = j.Stages,
+            Partitions = j.Partitions,
             Vectors = new BuildVectors(j.Count, j.Dimensions, j.VectorsAssigned, j.VectorsEncoded),
             BytesWritten = j.BytesWritten,
             Source = new BuildSourceView(j.Source.Vectors, j.Blobs.Count, j.Source.Attributes),

@@ -32,6 +32,7 @@ public sealed class BuildViewTests
         Assert.Equal(12, view.ElapsedSeconds);
         Assert.Equal(28, view.EstimatedRemainingSeconds);
         Assert.Equal(12345, view.BytesWritten);
+        Assert.Equal(4, view.Partitions);
         Assert.Equal(new BuildVectors(1000, 8, 0, 0), view.Vectors);
     }
 
