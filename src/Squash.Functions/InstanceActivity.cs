@@ -14,33 +14,27 @@ public sealed class InstanceActivity(TimeProvider? clock = null)
 {
     private readonly TimeProvider _clock = clock ?? TimeProvider.System;
     private readonly object _gate = new();
+    private readonly long _origin = (clock ?? TimeProvider.System).GetTimestamp();
     private int _active;
-    private long _periodStart;
-    private long _lastEnd;
-    private bool _hadPeriod;
+    private double _periodStartMs;
+    /// <summary>The last period that ended (null before the first): the host's meter rule decides whether a new invocation continues it.</summary>
+    private ActivityPeriod? _last;
     private double _attributedMs;
 
     public int Active { get { lock (_gate) return _active; } }
 
-    /// <summary>An invocation starts (opens a period when the instance was idle).</summary>
+    private double NowMs() => _clock.GetElapsedTime(_origin).TotalMilliseconds;
+
+    /// <summary>An invocation starts (opens a period when the instance was idle, unless it continues the last one).</summary>
     public void Begin()
     {
         lock (_gate)
         {
-            if (_active++ == 0)
-            {
-                long now = _clock.GetTimestamp();
-                // Inside the time already billed for the last period (its 1 s minimum, its rounding): the period goes on,
-                // as the host's meter counts it; else a new one starts.
-                double sinceStart = _clock.GetElapsedTime(_periodStart, now).TotalMilliseconds;
-                double billedSoFar = _hadPeriod ? PriceTable.BilledMilliseconds(Math.Max(0, _clock.GetElapsedTime(_periodStart, _lastEnd).TotalMilliseconds)) : 0;
-                if (!_hadPeriod || sinceStart >= billedSoFar)
-                {
-                    _periodStart = now;
-                    _attributedMs = 0;
-                    _hadPeriod = true;
-                }
-            }
+            if (_active++ > 0) return;
+            double now = NowMs();
+            if (_last is { } last && last.Continues(now)) return; // the period's start and attributions carry on
+            _periodStartMs = now;
+            _attributedMs = 0;
         }
     }
 
@@ -53,7 +47,7 @@ public sealed class InstanceActivity(TimeProvider? clock = null)
         lock (_gate)
         {
             if (_active == 0) return 0;
-            double elapsed = _clock.GetElapsedTime(_periodStart).TotalMilliseconds;
+            double elapsed = NowMs() - _periodStartMs;
             double billed = PriceTable.BilledMilliseconds(Math.Max(elapsed, 0));
             double added = billed - _attributedMs;
             if (added <= 0) return 0;
@@ -68,7 +62,7 @@ public sealed class InstanceActivity(TimeProvider? clock = null)
         lock (_gate)
         {
             if (_active == 0) return;
-            if (--_active == 0) _lastEnd = _clock.GetTimestamp();
+            if (--_active == 0) _last = new ActivityPeriod(_periodStartMs, Math.Max(_periodStartMs, NowMs()));
         }
     }
 }

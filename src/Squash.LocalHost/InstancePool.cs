@@ -1,3 +1,5 @@
+using Squash.Functions;
+
 namespace Squash.LocalHost;
 
 /// <summary>
