@@ -247,8 +247,8 @@ public static partial class AttributeReader
     {
         public List<string> Columns { get; private set; } = [];
         private int[] _map = [];
-        private readonly List<string> _names = [];
-        private (bool Bool, bool Long, bool Number, bool Any)[] _seen = [];
+        private List<string> _names = [];
+        private CsvTypeSeen[] _seen = [];
         private int _lineNo;
         private bool _pendingEmpty;
 
@@ -264,21 +264,9 @@ public static partial class AttributeReader
 
         private void Header(string header)
         {
-            Columns = SplitCsv(header, name, 1);
-            int idColumn = Columns.IndexOf("id");
+            (Columns, int idColumn, _names, _, _map) = CsvHeader(header, name, declared);
             HasIds = idColumn >= 0;
-            _map = new int[Columns.Count];
-            var index = new HashSet<string>(StringComparer.Ordinal);
-            for (int c = 0; c < Columns.Count; c++)
-            {
-                if (c == idColumn) { _map[c] = -1; continue; }
-                if (Columns[c].Length == 0) throw new AttributeFormatException($"{name} line 1: column {c + 1} has no name");
-                if (declared is not null && declared.IndexOf(Columns[c]) < 0) throw new AttributeFormatException($"{name} line 1, attribute '{Columns[c]}': not in the declared schema");
-                if (!index.Add(Columns[c])) throw new AttributeFormatException($"{name} line 1: column '{Columns[c]}' appears twice");
-                _map[c] = _names.Count;
-                _names.Add(Columns[c]);
-            }
-            _seen = Enumerable.Repeat((true, true, true, false), _names.Count).ToArray();
+            _seen = new CsvTypeSeen[_names.Count];
         }
 
         private void Row(string text, int lineNo)
@@ -289,20 +277,14 @@ public static partial class AttributeReader
             for (int c = 0; c < fields.Count; c++)
             {
                 if (_map[c] < 0 || fields[c].Length == 0) continue;
-                var s = fields[c];
-                ref var seen = ref _seen[_map[c]];
-                seen.Any = true;
-                seen.Bool &= s.Equals("true", StringComparison.OrdinalIgnoreCase) || s.Equals("false", StringComparison.OrdinalIgnoreCase);
-                seen.Long &= long.TryParse(s, System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out _);
-                seen.Number &= double.TryParse(s, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double d) && double.IsFinite(d);
+                _seen[_map[c]].Observe(fields[c]);
             }
         }
 
         public override AttributeSchema Finish()
         {
             if (_lineNo == 0) throw new AttributeFormatException($"{name} is empty (a CSV file needs a header row)");
-            return declared ?? new AttributeSchema(_names.Select((n, a) => new AttributeDefinition(n, !_seen[a].Any ? AttributeType.Category
-                : _seen[a].Bool ? AttributeType.Bool : _seen[a].Long ? AttributeType.Integer : _seen[a].Number ? AttributeType.Number : AttributeType.Category)).ToList());
+            return declared ?? new AttributeSchema(_names.Select((n, a) => new AttributeDefinition(n, _seen[a].Type)).ToList());
         }
     }
 

@@ -139,20 +139,7 @@ public static partial class AttributeReader
     public static AttributeTable ReadCsv(TextReader reader, string name, AttributeSchema? declared = null)
     {
         var header = reader.ReadLine() ?? throw new AttributeFormatException($"{name} is empty (a CSV file needs a header row)");
-        var columns = SplitCsv(header, name, 1);
-        int idColumn = columns.IndexOf("id");
-        var names = new List<string>();
-        var index = new Dictionary<string, int>(StringComparer.Ordinal);
-        var map = new int[columns.Count];
-        for (int c = 0; c < columns.Count; c++)
-        {
-            if (c == idColumn) { map[c] = -1; continue; }
-            if (columns[c].Length == 0) throw new AttributeFormatException($"{name} line 1: column {c + 1} has no name");
-            if (declared is not null && declared.IndexOf(columns[c]) < 0) throw new AttributeFormatException($"{name} line 1, attribute '{columns[c]}': not in the declared schema");
-            if (!index.TryAdd(columns[c], names.Count)) throw new AttributeFormatException($"{name} line 1: column '{columns[c]}' appears twice");
-            map[c] = names.Count;
-            names.Add(columns[c]);
-        }
+        var (columns, idColumn, names, index, map) = CsvHeader(header, name, declared);
         var cells = new List<string?[]>();
         var ids = new List<string?>();
         var lines = new List<int>();
@@ -196,20 +183,53 @@ public static partial class AttributeReader
         return Build(name, names, index, rows, idColumn >= 0 ? ids.ToArray() : null, lines, schema);
     }
 
+    /// <summary>
+    /// A CSV header: its columns, the id column (−1 when none), the attribute names in column order, their positions and each
+    /// column's attribute (−1 for the id). Checks every name against <paramref name="declared"/>.
+    /// </summary>
+    private static (List<string> Columns, int IdColumn, List<string> Names, Dictionary<string, int> Index, int[] Map) CsvHeader(
+        string header, string name, AttributeSchema? declared)
+    {
+        var columns = SplitCsv(header, name, 1);
+        int idColumn = columns.IndexOf("id");
+        var names = new List<string>();
+        var index = new Dictionary<string, int>(StringComparer.Ordinal);
+        var map = new int[columns.Count];
+        for (int c = 0; c < columns.Count; c++)
+        {
+            if (c == idColumn) { map[c] = -1; continue; }
+            if (columns[c].Length == 0) throw new AttributeFormatException($"{name} line 1: column {c + 1} has no name");
+            if (declared is not null && declared.IndexOf(columns[c]) < 0) throw new AttributeFormatException($"{name} line 1, attribute '{columns[c]}': not in the declared schema");
+            if (!index.TryAdd(columns[c], names.Count)) throw new AttributeFormatException($"{name} line 1: column '{columns[c]}' appears twice");
+            map[c] = names.Count;
+            names.Add(columns[c]);
+        }
+        return (columns, idColumn, names, index, map);
+    }
+
     private static AttributeType InferCsv(List<string?[]> cells, int a)
     {
-        bool allBool = true, allLong = true, allNumber = true, any = false;
+        var seen = new CsvTypeSeen();
         foreach (var row in cells)
+            if (row[a] is { } s) seen.Observe(s);
+        return seen.Type;
+    }
+
+    /// <summary>CSV cells are text: the narrowest type every value of a column seen so far fits (bool, integer, number, else category).</summary>
+    private struct CsvTypeSeen
+    {
+        private bool _notBool, _notLong, _notNumber, _any;
+
+        public void Observe(string s)
         {
-            var s = row[a];
-            if (s is null) continue;
-            any = true;
-            allBool &= s.Equals("true", StringComparison.OrdinalIgnoreCase) || s.Equals("false", StringComparison.OrdinalIgnoreCase);
-            allLong &= long.TryParse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out _);
-            allNumber &= double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d);
+            _any = true;
+            _notBool |= !(s.Equals("true", StringComparison.OrdinalIgnoreCase) || s.Equals("false", StringComparison.OrdinalIgnoreCase));
+            _notLong |= !long.TryParse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out _);
+            _notNumber |= !(double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d));
         }
-        if (!any) return AttributeType.Category;
-        return allBool ? AttributeType.Bool : allLong ? AttributeType.Integer : allNumber ? AttributeType.Number : AttributeType.Category;
+
+        public readonly AttributeType Type => !_any ? AttributeType.Category
+            : !_notBool ? AttributeType.Bool : !_notLong ? AttributeType.Integer : !_notNumber ? AttributeType.Number : AttributeType.Category;
     }
 
     private static Raw FromCsv(string s, AttributeType type, string file, int line, string attr)
