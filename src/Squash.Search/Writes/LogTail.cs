@@ -42,30 +42,6 @@ public sealed class LogTail
     public IReadOnlySet<string> TouchedIds => _touched;
     public IReadOnlyList<JsonElement> DeleteWheres => _deleteWheres;
 
-    /// <summary>
-    /// The internal squared distance from a query to a tail vector, on the scale the index's scans report: squared L2
-    /// (cosine: of the normalised vectors); inner product ‖q‖² + M² − 2q·x with the version's M, which orders by −q·x
-    /// even for a vector longer than M (its augmented form would not exist).
-    /// </summary>
-    public static float InternalDistance(Squash.Core.MetricSpace space, QueryContext query, float[] vector)
-    {
-        if (space.Metric == Squash.Core.Metric.InnerProduct)
-        {
-            double dot = System.Numerics.Tensors.TensorPrimitives.Dot(query.Internal.AsSpan(0, vector.Length), vector);
-            return (float)Math.Max(0, query.InputSquaredNorm + space.MaxNorm * space.MaxNorm - 2 * dot);
-        }
-        var mapped = new float[space.InternalDimensions];
-        space.MapStored(vector, mapped);
-        return System.Numerics.Tensors.TensorPrimitives.SumOfSquares<float>(Subtract(query.Internal, mapped));
-    }
-
-    private static float[] Subtract(float[] a, float[] b)
-    {
-        var d = new float[a.Length];
-        System.Numerics.Tensors.TensorPrimitives.Subtract(a, b, d);
-        return d;
-    }
-
     private readonly object _gate = new();
     private Task<PreparedTail>? _prepared;
 

@@ -52,8 +52,10 @@ public sealed class PreparedTail
     public IReadOnlyList<TailRow> Rows { get; }
 
     /// <summary>
-    /// The internal squared distance from <paramref name="query"/> to row <paramref name="i"/>, equal to
-    /// <see cref="LogTail.InternalDistance"/> for that row (<paramref name="scratch"/>: at least the internal dimensions).
+    /// The internal squared distance from <paramref name="query"/> to row <paramref name="i"/>, on the scale the index's
+    /// scans report: squared L2 (cosine: of the normalised vectors); inner product ‖q‖² + M² − 2q·x with the version's M,
+    /// which orders by −q·x even for a vector longer than M (its augmented form would not exist).
+    /// <paramref name="scratch"/>: at least the internal dimensions.
     /// </summary>
     public float Distance(QueryContext query, int i, Span<float> scratch)
     {
