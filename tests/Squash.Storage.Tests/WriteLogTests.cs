@@ -163,6 +163,29 @@ public sealed class WriteLogTests : IAsyncLifetime
         Assert.Equal(2, await log.LatestSequenceAsync());
     }
 
+    [Theory]
+    [InlineData("folder")]
+    [InlineData("azure")]
+    public async Task KeyGcDeletesOnlySettledRecordsAtOrBelowTheBoundAndOlderThanTheCutoff(string kind)
+    {
+        var log = Log(kind);
+        for (int i = 1; i <= 3; i++) Assert.Equal(i, (await log.AppendAsync(Upsert("k", i), $"key-{i}", $"req-{i}", 0)).Sequence);
+        // A writer that created its record and stopped before its batch: the record is never settled.
+        var unsettled = WriteLog.HashKey("stopped");
+        await Store(kind).WriteAsync(log.KeyName(unsettled), System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(
+            new KeyRecord("req", 3, null, DateTimeOffset.UtcNow)), WriteCondition.IfNotExists);
+
+        Assert.Equal(0, await log.DeleteSettledKeysAsync(3, DateTimeOffset.UtcNow.AddHours(-1))); // all younger than the cutoff
+        var later = DateTimeOffset.UtcNow.AddMinutes(1);
+        Assert.Equal(2, await log.DeleteSettledKeysAsync(2, later)); // key-3's batch is above the bound
+        Assert.Null(await log.ReadKeyAsync(WriteLog.HashKey("key-1"), default));
+        Assert.Null(await log.ReadKeyAsync(WriteLog.HashKey("key-2"), default));
+        Assert.Equal(3, (await log.ReadKeyAsync(WriteLog.HashKey("key-3"), default))!.Value.Record.Sequence);
+        Assert.NotNull(await log.ReadKeyAsync(unsettled, default));
+        // A reader meeting a batch whose record was collected counts it.
+        Assert.True(await log.CountsAsync((await log.TryReadBatchAsync(1))!, 1));
+    }
+
     /// <summary>Records the names of whole reads.</summary>
     private sealed class CountingStore(IBlobStore inner) : IBlobStore
     {

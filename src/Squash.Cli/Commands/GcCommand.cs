@@ -7,6 +7,7 @@ namespace Squash.Cli.Commands;
 public static class GcCommand
 {
     public const string DefaultGrace = "1h";
+    public const string DefaultKeyRetention = "24h";
 
     public static Command Create()
     {
@@ -27,8 +28,14 @@ public static class GcCommand
             Description = "Also delete the write-log batches every kept version has already indexed (never the newest batch). "
                         + "A later rebuild from files re-applies only the batches left, so leave this off while you may rebuild from the original files.",
         };
+        var keyRetention = new Option<string>("--key-retention")
+        {
+            Description = "With --log: also delete the Idempotency-Key records of requests in the trimmed batches once they are older than this "
+                        + $"(a retry with the same key after that is applied again): a duration such as {Durations.Examples}.",
+            DefaultValueFactory = _ => DefaultKeyRetention,
+        };
         var cmd = new Command("gc", "Delete old versions of an index, keeping whatever 'current' names, the N newest, versions within the grace period and versions whose segments a kept one references; "
-            + "with --store, also the build uploads ({index}/uploads/) that no unfinished build reads and that are older than the grace period.") { index, keep, grace, log };
+            + "with --store, also the build uploads ({index}/uploads/) that no unfinished build reads and that are older than the grace period.") { index, keep, grace, log, keyRetention };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
@@ -36,6 +43,8 @@ public static class GcCommand
             CliErrors.Require(n >= 0, $"--keep must be ≥ 0, got {n}");
             var graceText = pr.GetValue(grace);
             CliErrors.Require(Durations.TryParse(graceText, out var gracePeriod), $"--grace must be a duration such as {Durations.Examples}, got '{graceText}'");
+            var retentionText = pr.GetValue(keyRetention);
+            CliErrors.Require(Durations.TryParse(retentionText, out var retention), $"--key-retention must be a duration such as {Durations.Examples}, got '{retentionText}'");
             var store = IndexLocation.Open(pr, pr.GetValue(index));
             var result = await store.CollectGarbageAsync(n, gracePeriod, ct: ct);
             Console.WriteLine(result.Deleted.Count == 0 ? "nothing to delete" : $"deleted {result.Deleted.Count} version(s): {string.Join(' ', result.Deleted)}");
@@ -53,8 +62,11 @@ public static class GcCommand
                 CliErrors.Require(store.Name.Length > 0, "--log needs --store and the index's name in it (the write log lives beside the index's versions in the store)");
                 if (result.LogIndexedByAllKept is { } through and > 0)
                 {
-                    int batches = await new Squash.Storage.Writes.WriteLog(store.Blobs, store.Name).DeleteBatchesThroughAsync(through, ct);
+                    var writeLog = new Squash.Storage.Writes.WriteLog(store.Blobs, store.Name);
+                    int batches = await writeLog.DeleteBatchesThroughAsync(through, ct);
                     Console.WriteLine($"write log: deleted {batches} batch(es) at or below sequence {through}, which every kept version has indexed");
+                    int keys = await writeLog.DeleteSettledKeysAsync(through, DateTimeOffset.UtcNow - retention, ct);
+                    Console.WriteLine($"idempotency keys: deleted {keys} record(s) of requests at or below sequence {through} older than --key-retention {Durations.Format(retention)}");
                 }
                 else
                 {

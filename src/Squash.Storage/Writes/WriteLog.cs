@@ -262,6 +262,36 @@ public sealed class WriteLog
         return deleted;
     }
 
+    /// <summary>
+    /// Deletes the Idempotency-Key records of requests settled at or below <paramref name="indexedThrough"/> (batches every
+    /// kept version has indexed, so no reader consults the record again) and created before <paramref name="createdBefore"/>;
+    /// returns how many. A retry with a deleted key is a new request; records not yet settled stay (an attempt may still
+    /// be landing its batch), as does any record that cannot be read as one.
+    /// </summary>
+    public async Task<int> DeleteSettledKeysAsync(long indexedThrough, DateTimeOffset createdBefore, CancellationToken ct = default)
+    {
+        var names = new List<string>();
+        await foreach (var b in Blobs.ListAsync(KeyPrefix, ct).ConfigureAwait(false))
+            if (b.LastModified is not { } written || written < createdBefore) names.Add(b.Name);
+        int deleted = 0;
+        foreach (var name in names)
+        {
+            KeyRecord? rec;
+            try
+            {
+                rec = JsonSerializer.Deserialize(await Blobs.ReadAllAsync(name, ct).ConfigureAwait(false), WriteLogJson.Default.KeyRecord);
+            }
+            catch (Exception e) when (e is BlobNotFoundException or JsonException)
+            {
+                continue;
+            }
+            // A settled record never changes again, so deleting it cannot lose a concurrent settle.
+            if (rec is { Sequence: { } s } && s <= indexedThrough && rec.CreatedUtc < createdBefore
+                && await Blobs.DeleteAsync(name, ct).ConfigureAwait(false)) deleted++;
+        }
+        return deleted;
+    }
+
     /// <summary>The batch at a sequence, or null when it does not exist (not written yet, or collected).</summary>
     public async Task<WriteBatch?> TryReadBatchAsync(long sequence, CancellationToken ct = default)
     {
