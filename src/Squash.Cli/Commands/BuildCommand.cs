@@ -129,7 +129,7 @@ public static partial class BuildCommand
     }
 
     /// <summary>--schema as the in-process build reads it (null: inferred).</summary>
-    private static AttributeSchema? ParseSchema(string? text)
+    internal static AttributeSchema? ParseSchema(string? text)
     {
         if (text is null) return null;
         try { return AttributeSchema.Parse(text); }
