@@ -46,7 +46,7 @@ public static partial class FilteredRecallCalibrator
             public required int[] Matches;
             public required TopK Truth;
             /// <summary>The partition of every row the exact top-K took in (what the truth's partitions are looked up in).</summary>
-            public Dictionary<long, int> TruthPartition { get; } = [];
+            public required Dictionary<long, int> TruthPartition { get; init; }
             public HashSet<long> TruthIds = [];
             public int ScanTo;
             public int[] End = [];
@@ -68,6 +68,9 @@ public static partial class FilteredRecallCalibrator
         }
 
         private int QueryCount { get; init; }
+
+        /// <summary>A query's map of where its top-K rows lie is pruned to them once it holds this many times K.</summary>
+        private const int TruthMapPrunedAt = 4;
 
         /// <summary>
         /// Draws the families from the index's attributes (read partition by partition) and plans nothing yet; null when the
@@ -97,24 +100,33 @@ public static partial class FilteredRecallCalibrator
             var engine = new SearchEngine(index);
             var manifest = index.Manifest;
             int d = manifest.InternalDimensions;
+            // Every family filters the same first queries: each query's context and partition ranking serve all of them (read only).
+            var ranked = new (QueryContext Context, int[] Order, float[] Dist)?[count];
+            Parallel.For(0, count, new ParallelOptions { CancellationToken = cancellationToken }, q =>
+            {
+                if (!drawn.Any(family => family.Filters[q] is not null)) return;
+                long self = queries.SelfIds?[q] ?? -1;
+                var ctx = new QueryContext(index, queries.Data.AsSpan(q * queries.Dimensions, queries.Dimensions));
+                var (order, dist) = engine.RankPartitions(ctx);
+                if (self >= 0)
+                {
+                    int own = partitionOf.TryGetValue(self, out int o) ? o : throw new ArgumentException($"no partition given for row {self}", nameof(partitionOf));
+                    RecallCalibrator.LeaveOutOfCentroid(index, own, (selfStored ?? throw new ArgumentNullException(nameof(selfStored))).AsSpan(q * d, d), ctx, ref order, dist);
+                }
+                ranked[q] = (ctx, order, dist);
+            });
             var list = new List<FilteredQuery>();
             for (int f = 0; f < drawn.Count; f++)
                 for (int q = 0; q < count; q++)
                 {
                     if (drawn[f].Filters[q] is not { } filter) continue;
-                    long self = queries.SelfIds?[q] ?? -1;
-                    var ctx = new QueryContext(index, queries.Data.AsSpan(q * queries.Dimensions, queries.Dimensions));
-                    var (order, dist) = engine.RankPartitions(ctx);
-                    if (self >= 0)
-                    {
-                        int own = partitionOf.TryGetValue(self, out int o) ? o : throw new ArgumentException($"no partition given for row {self}", nameof(partitionOf));
-                        RecallCalibrator.LeaveOutOfCentroid(index, own, (selfStored ?? throw new ArgumentNullException(nameof(selfStored))).AsSpan(q * d, d), ctx, ref order, dist);
-                    }
+                    var (ctx, order, dist) = ranked[q]!.Value;
                     var estimates = FilterEstimates.Of(filter, manifest);
                     list.Add(new FilteredQuery
                     {
-                        Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Order = order, Dist = dist, Estimates = estimates,
+                        Family = f, Query = q, Filter = filter, Self = queries.SelfIds?[q] ?? -1, Context = ctx, Order = order, Dist = dist, Estimates = estimates,
                         Selectivity = estimates.Total / Math.Max(1, manifest.Count), Matches = new int[index.PartitionCount], Truth = new TopK(k),
+                        TruthPartition = new Dictionary<long, int>(2 * TruthMapPrunedAt * k),
                     });
                 }
             return new ByPartition(index, k, drawn.Select(x => (x.Name, x.Filters)).ToList(), list.ToArray()) { QueryCount = count };
@@ -126,29 +138,38 @@ public static partial class FilteredRecallCalibrator
         /// <summary>Partition <paramref name="p"/>'s share of every filtered query's exact neighbours; call in ascending partition order.</summary>
         public void Truth(int p, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes, CancellationToken cancellationToken = default)
         {
-            Parallel.ForEach(_queries.Where(fq => fq.Estimates.CanMatch[p]), new ParallelOptions { CancellationToken = cancellationToken },
+            // An array, not a lazy sequence: the loop then hands out ranges instead of taking a lock for every item.
+            Parallel.ForEach(_queries.Where(fq => fq.Estimates.CanMatch[p]).ToArray(), new ParallelOptions { CancellationToken = cancellationToken },
                 () => Array.Empty<int>(), (fq, _, rows) =>
                 {
                     var ids = codes.Ids;
-                    var (candidates, indexed) = CandidateRows(fq.Filter, attributes, ref rows);
+                    // Rows the value index gives exactly need no recheck.
+                    var (candidates, indexed, exact) = CandidateRows(fq.Filter, attributes, ref rows);
                     for (int c = 0; c < indexed; c++)
                     {
                         int row = candidates[c];
-                        if (ids[row] == fq.Self || !fq.Filter.Matches(attributes, row)) continue;
+                        if (ids[row] == fq.Self || (!exact && !fq.Filter.Matches(attributes, row))) continue;
                         fq.Matches[p]++;
                         if (fq.Truth.TryAdd(ids[row], SquaredL2.Distance(fq.Context.Internal, vectors.Row(row)))) fq.TruthPartition[ids[row]] = p;
+                    }
+                    // Rows pushed out of the top-K need no partition: the map stays within the capacity it was made with.
+                    if (fq.TruthPartition.Count > TruthMapPrunedAt * _k)
+                    {
+                        var kept = fq.Truth.ToSortedArray().Select(n => n.Id).ToHashSet();
+                        foreach (long id in fq.TruthPartition.Keys.ToArray())
+                            if (!kept.Contains(id)) fq.TruthPartition.Remove(id);
                     }
                     return rows;
                 }, _ => { });
         }
 
-        /// <summary>The rows a filter's exact check looks at: its index candidates, or every row.</summary>
-        private static (int[] Rows, int Count) CandidateRows(CompiledFilter filter, PartitionAttributes attributes, ref int[] rows)
+        /// <summary>The rows a filter's exact check looks at, in any order: its index candidates, or every row; and whether they are exactly its matches.</summary>
+        private static (int[] Rows, int Count, bool Exact) CandidateRows(CompiledFilter filter, PartitionAttributes attributes, ref int[] rows)
         {
-            if (filter.TryCandidates(attributes, ref rows, out int indexed)) return (rows, indexed);
+            if (filter.TryCandidates(attributes, ref rows, out int indexed, ascending: false)) return (rows, indexed, filter.IndexedExactly);
             if (rows.Length < attributes.Count) rows = new int[attributes.Count];
             for (int row = 0; row < attributes.Count; row++) rows[row] = row;
-            return (rows, attributes.Count);
+            return (rows, attributes.Count, false);
         }
 
         /// <summary><see cref="MeasureAsync"/> summed up into the bands (<see cref="Bands"/>), as <see cref="Calibrate"/> gives them.</summary>
@@ -181,19 +202,22 @@ public static partial class FilteredRecallCalibrator
                 fq.End = new int[grid * rs];
                 fq.Direct = new bool[grid * rs];
                 int scanTo = 0;
+                // The anchors are found once per query, and each R's CF grid is planned in one walk down the partitions.
+                var anchors = SearchEngine.FilteredAnchors.Of(_index.Manifest, fq.Order, fq.Dist, fq.Estimates, _k);
                 for (int r = 0; r < rs; r++)
+                {
+                    var plans = _engine.PlanFiltered(anchors, new SearchOptions { K = _k, RerankFactor = RecallCalibrator.RerankFactors[r], Filter = fq.Filter },
+                        RecallCalibrator.CentroidFactors);
                     for (int g = 0; g < grid; g++)
                     {
                         int j = r * grid + g;
-                        var plan = _engine.PlanFiltered(fq.Order, fq.Dist, fq.Estimates, new SearchOptions
-                        {
-                            K = _k, CentroidFactor = RecallCalibrator.CentroidFactors[g], RerankFactor = RecallCalibrator.RerankFactors[r], Filter = fq.Filter,
-                        });
+                        var plan = plans[g];
                         if (plan.Strategy != "partitions") { fq.Direct[j] = true; continue; }
                         while (_engine.NextPass(plan, Math.Min(plan.Target, matchesBefore[plan.Cursor])).Length > 0) { }
                         fq.End[j] = plan.Cursor;
                         scanTo = Math.Max(scanTo, fq.End[j]);
                     }
+                }
                 fq.ScanTo = Math.Min(scanTo, Math.Max(needed, 1));
             });
 
@@ -216,7 +240,7 @@ public static partial class FilteredRecallCalibrator
                     {
                         var (scanner, candidates, rows, examined) = local;
                         // A row counts only if the exact check looked at it, matched, and is not the query itself.
-                        var (checkedRows, indexed) = CandidateRows(fq.Filter, attributes, ref rows);
+                        var (checkedRows, indexed, _) = CandidateRows(fq.Filter, attributes, ref rows);
                         if (examined.Length < attributes.Count) examined = new bool[attributes.Count];
                         Array.Clear(examined, 0, attributes.Count);
                         for (int c = 0; c < indexed; c++) examined[checkedRows[c]] = true;

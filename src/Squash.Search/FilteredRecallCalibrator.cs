@@ -221,7 +221,8 @@ public static partial class FilteredRecallCalibrator
         for (int a = 0; a < columns.Length; a++)
         {
             if (columns[a] is not { } values) continue;
-            var sorted = values.Where(v => !double.IsNaN(v)).Order().ToArray();
+            var sorted = values.Where(v => !double.IsNaN(v)).ToArray();
+            Array.Sort(sorted);
             if (sorted.Length < sample.Slots / 2) continue; // mostly missing: filters on it say little about the others
             sortedValues[a] = sorted;
             int distinct = 1;

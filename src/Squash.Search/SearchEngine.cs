@@ -103,65 +103,113 @@ public sealed class SearchEngine
 
     /// <summary>
     /// The filtered part of <see cref="Plan"/>, from the ranked partitions and the filter's estimates: the recall target
-    /// resolves with the filtered calibration of the query's estimated selectivity. Recall calibration calls it once per
-    /// replayed plan with estimates computed once per query.
+    /// resolves with the filtered calibration of the query's estimated selectivity.
     /// </summary>
     public QueryPlan PlanFiltered(int[] order, float[] dist, FilterEstimates estimates, SearchOptions options)
     {
-        var manifest = Index.Manifest;
+        ArgumentNullException.ThrowIfNull(options);
+        return PlanFiltered(FilteredAnchors.Of(Index.Manifest, order, dist, estimates, options.K), options);
+    }
+
+    /// <summary>
+    /// <see cref="PlanFiltered(int[], float[], FilterEstimates, SearchOptions)"/> with the query's anchors already found.
+    /// </summary>
+    public QueryPlan PlanFiltered(FilteredAnchors anchors, SearchOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(anchors);
+        ArgumentNullException.ThrowIfNull(options);
         double? recallTarget = options.Recall;
-        options = RecallPlanner.Resolve(manifest.Calibration, options, out double? predicted, estimates.Total / Math.Max(1, manifest.Count));
-        var stats = NewStats(recallTarget, predicted, options);
+        var resolved = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted, anchors.Estimates.Total / Math.Max(1, Index.Manifest.Count));
+        return PlanFilteredSweep(anchors, resolved, [resolved.CentroidFactor], recallTarget, predicted)[0];
+    }
+
+    /// <summary>
+    /// The plans <see cref="PlanFiltered(FilteredAnchors, SearchOptions)"/> gives for each of <paramref name="centroidFactors"/>
+    /// (ascending) with the rest of <paramref name="options"/>, from one walk down the partitions instead of one each: a larger
+    /// CF only moves the threshold further, so each plan's partitions extend the one before. The recall calibration plans its
+    /// whole CF grid this way.
+    /// </summary>
+    public QueryPlan[] PlanFiltered(FilteredAnchors anchors, SearchOptions options, IReadOnlyList<double> centroidFactors)
+    {
+        ArgumentNullException.ThrowIfNull(anchors);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(centroidFactors);
+        if (options.Recall is not null) throw new ArgumentException("a recall target picks its own CF: plan a grid of CFs without one", nameof(options));
+        for (int i = 0; i < centroidFactors.Count; i++)
+            if (!(centroidFactors[i] >= 1) || (i > 0 && centroidFactors[i] < centroidFactors[i - 1]))
+                throw new ArgumentException("centroid factors must be ≥ 1 and ascending", nameof(centroidFactors));
+        return PlanFilteredSweep(anchors, options, centroidFactors, null, options.Exact ? 1 : null);
+    }
+
+    private QueryPlan[] PlanFilteredSweep(FilteredAnchors anchors, SearchOptions options, IReadOnlyList<double> centroidFactors,
+        double? recallTarget, double? predicted)
+    {
+        var manifest = Index.Manifest;
+        if (options.K != anchors.K) throw new ArgumentException($"anchors found for k = {anchors.K}, planned with k = {options.K}", nameof(anchors));
+        var estimates = anchors.Estimates;
+        var order = anchors.Order;
+        var dist = anchors.Distances;
         int p = order.Length;
         int target = TargetOf(options);
         var est = estimates.PerPartition;
         var canMatch = estimates.CanMatch;
-        double total = estimates.Total;
-        stats.EstimatedMatches = total;
-        int firstMatching = Array.FindIndex(order, q => canMatch[q]);
-        if (firstMatching < 0)
+        var plans = new QueryPlan[centroidFactors.Count];
+        int next = 0;
+        SearchOptions OptionsAt(int i) => centroidFactors.Count == 1 && centroidFactors[0] == options.CentroidFactor ? options : options with { CentroidFactor = centroidFactors[i] };
+        QueryStats StatsOf(SearchOptions o)
         {
-            stats.Strategy = "none";
-            return new QueryPlan([], dist, "none", target, stats, order, est, canMatch, p, options);
+            var stats = NewStats(recallTarget, predicted, o);
+            stats.EstimatedMatches = estimates.Total;
+            return stats;
+        }
+        if (anchors.FirstMatching < 0)
+        {
+            for (; next < plans.Length; next++)
+            {
+                var o = OptionsAt(next);
+                var stats = StatsOf(o);
+                stats.Strategy = "none";
+                plans[next] = new QueryPlan([], dist, "none", target, stats, order, est, canMatch, p, o);
+            }
+            return plans;
         }
 
-        // Two anchors set the threshold, and it reaches as far as the farther of the two demands:
-        // - The dense anchor: the nearest partition whose estimated match density is at least AnchorDensity × the
-        //   index-wide one. When the filter is anti-correlated with the query (it asks for another class), nearby
-        //   partitions hold a few stragglers and the true nearest matches sit in the matching class's own region,
-        //   which is searched like an unfiltered query whose nearest partition is that anchor: CF × its distance.
-        // - The fill anchor: where the estimated matches first reach K, since the answer is only expected to fill
-        //   there (a threshold anchored before it returns far matches for a selective filter). Past it the plan
-        //   grants the margin unfiltered search grants past the nearest partition, in squared distance
-        //   (MarginPast): a partition's points lie about its spread beyond its centroid, and that spread does not grow
-        //   with distance; CF × the fill distance would grow with it and take in hundreds of partitions for a
-        //   selective filter on a large index (bench/filters.md).
-        double density = total / Math.Max(1, manifest.Count);
-        int dense = firstMatching, fill = p - 1;
-        for (int i = firstMatching; i < p; i++)
-        {
-            int q = order[i];
-            if (canMatch[q] && est[q] >= AnchorDensity * density * manifest.Partitions[q].Count) { dense = i; break; }
-        }
-        double filled = 0;
-        for (int i = firstMatching; i < p; i++)
-        {
-            filled += est[order[i]];
-            if (filled >= options.K) { fill = i; break; }
-        }
-        double limit = options.Exact ? double.PositiveInfinity : Math.Max(
-            dist[order[dense]] * options.CentroidFactor,
-            MarginPast(dist[order[fill]], dist[order[0]], options.CentroidFactor));
+        double Limit(double centroidFactor) => options.Exact ? double.PositiveInfinity : Math.Max(
+            dist[order[anchors.Dense]] * centroidFactor,
+            MarginPast(dist[order[anchors.Fill]], dist[order[0]], centroidFactor));
+        // Each plan's partition list is a prefix of the next one's: the walk adds partitions in centroid order and hands
+        // out a plan wherever its CF's threshold stops it (or at the end).
         var plan = new List<int>();
         double issued = 0, planCost = 0;
         int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
         bool indexed = estimates.Indexable;
-        int cursor = 0;
-        for (; cursor < p; cursor++)
+        int[]? direct = null; // every partition that can match: one array for all of the grid's direct plans (read only)
+        void Emit(int cursor)
+        {
+            var o = OptionsAt(next);
+            var stats = StatsOf(o);
+            if (o.FilterStrategy == FilterStrategy.Direct || (o.FilterStrategy == FilterStrategy.Auto && anchors.DirectCost <= planCost))
+            {
+                var all = direct ??= order.Where(q => canMatch[q]).ToArray();
+                stats.Strategy = "direct";
+                stats.PartitionsPlanned = all.Length;
+                plans[next++] = new QueryPlan(all, dist, "direct", target, stats, order, est, canMatch, p, o);
+                return;
+            }
+            stats.PartitionsPlanned = plan.Count;
+            plans[next++] = new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, o);
+        }
+        double limit = plans.Length > 0 ? Limit(centroidFactors[0]) : 0;
+        for (int cursor = 0; cursor < p && next < plans.Length; cursor++)
         {
             int q = order[cursor];
             if (!canMatch[q]) continue;
-            if (dist[q] > limit && issued >= options.FilterMargin * options.K) break;
+            while (next < plans.Length && dist[q] > limit && issued >= options.FilterMargin * options.K)
+            {
+                Emit(cursor);
+                if (next < plans.Length) limit = Limit(centroidFactors[next]);
+            }
+            if (next == plans.Length) break;
             plan.Add(q);
             issued += est[q];
             var e = manifest.Partitions[q];
@@ -171,18 +219,85 @@ public sealed class SearchEngine
                 : (double)e.CodedDimensions * m + est[q] * e.CodedDimensions + Math.Min(est[q], options.RerankCandidates) * d;
             planCost += PartitionVisitCost + (indexed ? 0 : e.Count) + work;
         }
-        // The direct scan visits every partition that can match and takes an exact distance per match.
-        double directCost = total * d;
-        for (int i = 0; i < p; i++) if (canMatch[i]) directCost += PartitionVisitCost + (indexed ? 0 : manifest.Partitions[i].Count);
-        if (options.FilterStrategy == FilterStrategy.Direct || (options.FilterStrategy == FilterStrategy.Auto && directCost <= planCost))
+        while (next < plans.Length) Emit(p);
+        return plans;
+    }
+
+    /// <summary>
+    /// What a filtered plan takes from the query and its filter alone, whatever its CF and R: the ranked partitions, the
+    /// estimates, the two anchors the CF threshold is set from, and the direct scan's cost.
+    /// <list type="bullet">
+    /// <item>The dense anchor: the nearest partition whose estimated match density is at least <see cref="AnchorDensity"/> × the
+    /// index-wide one. When the filter is anti-correlated with the query (it asks for another class), nearby
+    /// partitions hold a few stragglers and the true nearest matches sit in the matching class's own region,
+    /// which is searched like an unfiltered query whose nearest partition is that anchor: CF × its distance.</item>
+    /// <item>The fill anchor: where the estimated matches first reach K, since the answer is only expected to fill
+    /// there (a threshold anchored before it returns far matches for a selective filter). Past it the plan
+    /// grants the margin unfiltered search grants past the nearest partition, in squared distance
+    /// (<see cref="MarginPast"/>): a partition's points lie about its spread beyond its centroid, and that spread does not grow
+    /// with distance; CF × the fill distance would grow with it and take in hundreds of partitions for a
+    /// selective filter on a large index (bench/filters.md).</item>
+    /// </list>
+    /// The threshold reaches as far as the farther of the two demands.
+    /// </summary>
+    public sealed class FilteredAnchors
+    {
+        private FilteredAnchors(int[] order, float[] distances, FilterEstimates estimates, int k, int firstMatching, int dense, int fill, double directCost)
         {
-            var all = order.Where(q => canMatch[q]).ToArray();
-            stats.Strategy = "direct";
-            stats.PartitionsPlanned = all.Length;
-            return new QueryPlan(all, dist, "direct", target, stats, order, est, canMatch, p, options);
+            Order = order;
+            Distances = distances;
+            Estimates = estimates;
+            K = k;
+            FirstMatching = firstMatching;
+            Dense = dense;
+            Fill = fill;
+            DirectCost = directCost;
         }
-        stats.PartitionsPlanned = plan.Count;
-        return new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, options);
+
+        public int[] Order { get; }
+        public float[] Distances { get; }
+        public FilterEstimates Estimates { get; }
+        public int K { get; }
+        /// <summary>Position in <see cref="Order"/> of the first partition that can match; −1 when none can.</summary>
+        public int FirstMatching { get; }
+        /// <summary>Positions in <see cref="Order"/> of the dense and the fill anchor.</summary>
+        public int Dense { get; }
+        public int Fill { get; }
+        /// <summary>The direct scan's cost: it visits every partition that can match and takes an exact distance per match.</summary>
+        public double DirectCost { get; }
+
+        public static FilteredAnchors Of(IndexManifest manifest, int[] order, float[] dist, FilterEstimates estimates, int k)
+        {
+            ArgumentNullException.ThrowIfNull(manifest);
+            ArgumentNullException.ThrowIfNull(order);
+            ArgumentNullException.ThrowIfNull(dist);
+            ArgumentNullException.ThrowIfNull(estimates);
+            int p = order.Length;
+            var est = estimates.PerPartition;
+            var canMatch = estimates.CanMatch;
+            double total = estimates.Total;
+            int firstMatching = Array.FindIndex(order, q => canMatch[q]);
+            double density = total / Math.Max(1, manifest.Count);
+            int dense = firstMatching, fill = p - 1;
+            if (firstMatching >= 0)
+            {
+                for (int i = firstMatching; i < p; i++)
+                {
+                    int q = order[i];
+                    if (canMatch[q] && est[q] >= AnchorDensity * density * manifest.Partitions[q].Count) { dense = i; break; }
+                }
+                double filled = 0;
+                for (int i = firstMatching; i < p; i++)
+                {
+                    filled += est[order[i]];
+                    if (filled >= k) { fill = i; break; }
+                }
+            }
+            bool indexed = estimates.Indexable;
+            double directCost = total * manifest.InternalDimensions;
+            for (int i = 0; i < p; i++) if (canMatch[i]) directCost += PartitionVisitCost + (indexed ? 0 : manifest.Partitions[i].Count);
+            return new FilteredAnchors(order, dist, estimates, k, firstMatching, dense, fill, directCost);
+        }
     }
 
     private int TargetOf(SearchOptions options) => Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)); // NewTopK's capacity

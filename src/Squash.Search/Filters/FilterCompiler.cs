@@ -375,13 +375,15 @@ public sealed class CompiledFilter
     /// a superset of the matches, ascending, without repeats, in <paramref name="rows"/>[0..count). Every one still
     /// needs <see cref="Matches"/>. False (and nothing written) when the filter is not <see cref="Indexable"/> or
     /// more than <paramref name="limit"/> rows would come back: evaluating the codes is then cheaper.
+    /// With <paramref name="ascending"/> false the rows may come in any order (still without repeats), which saves a sort
+    /// where the value index gives each row once.
     /// </summary>
-    public bool TryCandidates(PartitionAttributes attributes, ref int[] rows, out int count, int limit = int.MaxValue)
+    public bool TryCandidates(PartitionAttributes attributes, ref int[] rows, out int count, int limit = int.MaxValue, bool ascending = true)
     {
         count = 0;
         if (!Indexable) return false;
         if (!_root.AddIndexed(attributes, ref rows, ref count, limit)) { count = 0; return false; }
-        if (count > 1)
+        if (count > 1 && (ascending || !_root.IndexedDistinct))
         {
             var span = rows.AsSpan(0, count);
             span.Sort();

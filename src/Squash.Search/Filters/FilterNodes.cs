@@ -63,6 +63,9 @@ internal abstract class FilterNode
     /// <summary>Whether the indexed rows are exactly the matches (then they need no recheck).</summary>
     public virtual bool IndexedExactly => false;
 
+    /// <summary>Whether <see cref="AddIndexed"/> never gives a row twice (then a caller that needs no order needs no sort either).</summary>
+    public virtual bool IndexedDistinct => false;
+
     /// <summary>
     /// How many rows (with repeats) the partition's value indexes give this node: a superset of its matches,
     /// found by binary search. Only when <see cref="Indexable"/>.
@@ -138,6 +141,9 @@ internal sealed class AndNode(FilterNode[] children) : FilterNode
 
     /// <summary>Only with one part: the others are left to the recheck.</summary>
     public override bool IndexedExactly => children.Length == 1 && children[0].IndexedExactly;
+
+    /// <summary>The rows come from one child, whichever is narrowest in the partition.</summary>
+    public override bool IndexedDistinct => children.Where(c => c.Indexable).All(c => c.IndexedDistinct);
 
     public override int IndexedCount(PartitionAttributes pa) => Narrowest(pa).Count;
 
@@ -298,6 +304,9 @@ internal sealed class CategoryLeaf(int attribute, IdSet set, int[] ids, bool neg
     public override bool Indexable => !negate && ids.Length <= MaxIndexedValues;
 
     public override bool IndexedExactly => Indexable;
+
+    /// <summary>A row holds one value, so distinct values give distinct rows.</summary>
+    public override bool IndexedDistinct => ids.Distinct().Count() == ids.Length;
 
     public override int IndexedCount(PartitionAttributes pa) => IndexedValues.Count(pa.Columns[attribute].ValueIndex, ids);
 

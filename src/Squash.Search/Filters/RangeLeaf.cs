@@ -238,6 +238,9 @@ internal sealed class RangeLeaf : FilterNode
     /// <summary>The value index holds raw values: the interval's positions are exactly its matches.</summary>
     public override bool IndexedExactly => true;
 
+    /// <summary>One interval of the value index: each row once.</summary>
+    public override bool IndexedDistinct => true;
+
     public override int IndexedCount(PartitionAttributes pa)
     {
         if (_first < 0) return 0;

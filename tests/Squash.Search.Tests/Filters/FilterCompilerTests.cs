@@ -45,6 +45,12 @@ public class FilterCompilerTests
                 for (int r = 0; r < N; r++)
                     Assert.True(set.Contains(r) == FilterTestData.Reference(doc.RootElement, Table, r), $"{where}: the value index claims exactness but row {r} disagrees");
             if (count > 0) Assert.False(filter.TryCandidates(All, ref rows, out _, limit: count - 1), $"{where}: the limit was ignored");
+            // In any order: the same rows, still each once.
+            int[] anyOrder = [];
+            Assert.True(filter.TryCandidates(All, ref anyOrder, out int anyCount, ascending: false), where);
+            var unordered = anyOrder[..anyCount];
+            Assert.True(unordered.Length == unordered.Distinct().Count(), $"{where}: candidates in any order repeat a row");
+            Assert.True(set.SetEquals(unordered), $"{where}: candidates in any order are not the ascending ones");
         }
         // The statistics' upper bound is a bound on code-level matches, so a bound on true matches too.
         var entry = new PartitionEntry { Id = 0, Count = N, CodedDimensions = 0, BitsPerVector = 0, Codes = new("c", 0), Vectors = new("v", 0), AttributeStats = All.Statistics() };
