@@ -40,6 +40,8 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         {
             prepared = await tail.PrepareAsync(loaded, ct).ConfigureAwait(false);
             excluded = prepared.Excluded;
+            // This instance's own node (the coordinator scans at depth 0, and children may land here) takes the prepared set.
+            if (excluded.Count > 0) RowSetCache.Shared.Remember(prepared.ExcludedText, excluded);
             if (tail.DeleteWheres.Count > 0)
             {
                 filterJson = WithoutDeleted(filterJson, tail.DeleteWheres);
@@ -89,7 +91,7 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
                 Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = nodeOptions, Plans = pass, Node = root,
                 Filter = filtered ? filterJson : null, Strategies = strategies,
                 Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
-                Excluded = prepared is { Excluded.Count: > 0 } ? prepared.ExcludedAscending : null,
+                ExcludedRows = prepared is { Excluded.Count: > 0 } ? prepared.ExcludedText : null,
             };
             var result = await executor.ExecuteAsync(index, loaded, scan, ownAddress, ct).ConfigureAwait(false);
             totals = Accumulate(totals, result);
