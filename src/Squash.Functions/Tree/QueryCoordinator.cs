@@ -128,6 +128,47 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         return new CoordinatedAnswer(queries, totals, treeNodes, shape);
     }
 
+    /// <summary>
+    /// A strong read: every batch acknowledged before this call is seen. The scan starts at once with the tail this instance
+    /// already holds for the version, while the log's end is checked past it (the one blob request read-your-writes needs
+    /// per query); only when that check finds batches the held tail lacks does the query run again, with them. A cold
+    /// instance (no tail held for this version) reads the tail first. Returns the answer and the tail it reflects.
+    /// </summary>
+    public async Task<(CoordinatedAnswer Answer, LogTail Tail)> RunStrongAsync(TailReader tails, Squash.Storage.Writes.WriteLog log, string index,
+        OpenedIndex loaded, float[][] vectors, int k, QueryOptions? requestOptions, JsonElement? filterJson, CompiledFilter? filter, string[]? include,
+        int branching, int depth, string? ownAddress, CancellationToken ct, Func<int, TreeShapeChoice>? chooseShape = null)
+    {
+        ArgumentNullException.ThrowIfNull(tails);
+        ArgumentNullException.ThrowIfNull(log);
+        long watermark = loaded.Manifest.IndexedSequence;
+        var schema = loaded.Manifest.Attributes;
+        if (tails.Known(log.Index, watermark) is not { } held)
+        {
+            var tail = await tails.ReadAsync(log, watermark, schema, ct).ConfigureAwait(false);
+            return (await RunAsync(index, loaded, vectors, k, requestOptions, filterJson, filter, include, branching, depth, ownAddress, ct, tail, chooseShape)
+                .ConfigureAwait(false), tail);
+        }
+        var checking = tails.ReadAsync(log, watermark, schema, ct);
+        CoordinatedAnswer first;
+        try
+        {
+            first = await RunAsync(index, loaded, vectors, k, requestOptions, filterJson, filter, include, branching, depth, ownAddress, ct, held, chooseShape)
+                .ConfigureAwait(false);
+        }
+        catch
+        {
+            _ = checking.ContinueWith(static t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            throw;
+        }
+        var latest = await checking.ConfigureAwait(false);
+        // Same watermark and same last sequence: the same batches, so the answer already reflects every acknowledged write.
+        if (latest.To == held.To) return (first, held);
+        var again = await RunAsync(index, loaded, vectors, k, requestOptions, filterJson, filter, include, branching, depth, ownAddress, ct, latest, chooseShape)
+            .ConfigureAwait(false);
+        // Both runs were invocations the request paid for.
+        return (again with { Totals = Accumulate(first.Totals, again.Totals), TreeNodes = Math.Max(first.TreeNodes, again.TreeNodes) }, latest);
+    }
+
     /// <summary>The most partitions any one node of the tree scans itself.</summary>
     private static int MostPartitions(ScanNode node) => node.Children.Aggregate(node.Partitions.Length, (most, c) => Math.Max(most, MostPartitions(c)));
 
