@@ -1,10 +1,12 @@
 using System.Buffers;
+using System.Buffers.Text;
 
 namespace Squash.Search.Writes;
 
 /// <summary>
 /// A set of row numbers as compact text, for the strong read's excluded rows on their way down the tree: ascending,
-/// the first number and then each gap minus one as LEB128 varints, base64. Rows a tail masks are a few per partition
+/// the first number and then each gap minus one as LEB128 varints, base64url without padding (RFC 4648 §5: JSON writers
+/// escape the '+' of plain base64, six bytes each). Rows a tail masks are a few per partition
 /// spread over the index, so most gaps fit in one or two bytes: 10⁴ rows of a 10⁵-row index take ~13 KB instead of
 /// ~70 KB of JSON numbers, and decode without a JSON parser.
 /// </summary>
@@ -22,7 +24,7 @@ public static class RowNumberCodec
             WriteVarint(bytes, (ulong)(row - previous - 1));
             previous = row;
         }
-        return Convert.ToBase64String(bytes.WrittenSpan);
+        return Base64Url.EncodeToString(bytes.WrittenSpan);
     }
 
     private static void WriteVarint(ArrayBufferWriter<byte> into, ulong value)
@@ -40,7 +42,7 @@ public static class RowNumberCodec
 
     /// <summary>
     /// The rows <paramref name="text"/> holds, ascending; or null and <paramref name="problem"/> saying what is wrong
-    /// (not base64, a number cut off, a row number past 2⁶³ − 1), phrased to follow the field's name.
+    /// (not base64url, a number cut off, a row number past 2⁶³ − 1), phrased to follow the field's name.
     /// </summary>
     public static long[]? TryDecode(string text, out string? problem)
     {
@@ -48,11 +50,11 @@ public static class RowNumberCodec
         byte[] bytes;
         try
         {
-            bytes = Convert.FromBase64String(text);
+            bytes = Base64Url.DecodeFromChars(text);
         }
         catch (FormatException)
         {
-            problem = "is not base64 text";
+            problem = "is not base64url text";
             return null;
         }
         var rows = new List<long>(bytes.Length);
