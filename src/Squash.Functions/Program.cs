@@ -194,7 +194,8 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
             branching, depth, OwnAddress(server, http), ct, chooseShape: chooseShape);
     var shape = run.Shape ?? new TreeShapeChoice(branching, depth, chosenBy);
 
-    // Storage operations of this invocation that no tree node reported (opening the index, reading the log tail).
+    // Storage operations of this invocation that no tree node reported (opening the index, reading the log tail; a strong
+    // read's check of the log that overlaps this instance's own node is counted by that node instead, never twice).
     var outsideTree = Squash.Storage.StorageOperationCounter.Current is { } counted ? counted.Read() - counted.Reported : default;
     var answers = new List<QueryAnswer>();
     for (int q = 0; q < vectors.Length; q++)
