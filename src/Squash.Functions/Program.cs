@@ -184,14 +184,18 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     Func<int, TreeShapeChoice>? chooseShape = plan ? partitions => ShapePlanner.Choose(s, partitions, pools, PoolActivity.IsActive, ShapeCalibration.Shared.Current(s)) : null;
     var chosenBy = request.Options?.Branching is not null || request.Options?.Depth is not null ? "request" : "settings";
     // Strong: the version plus every batch acknowledged before this point (read-your-writes).
-    var tail = request.Options?.Consistency == "strong"
-        ? await tails.ReadAsync(WriteEndpoints.LogFor(catalog, index), loaded.Manifest.IndexedSequence, loaded.Manifest.Attributes, ct)
-        : null;
-    var run = await coordinator.RunAsync(index, loaded, vectors, k, request.Options, request.Filter, filter, request.Include,
-        branching, depth, OwnAddress(server, http), ct, tail, chooseShape);
+    Squash.Search.Writes.LogTail? tail = null;
+    CoordinatedAnswer run;
+    if (request.Options?.Consistency == "strong")
+        (run, tail) = await coordinator.RunStrongAsync(tails, WriteEndpoints.LogFor(catalog, index), index, loaded, vectors, k, request.Options,
+            request.Filter, filter, request.Include, branching, depth, OwnAddress(server, http), ct, chooseShape);
+    else
+        run = await coordinator.RunAsync(index, loaded, vectors, k, request.Options, request.Filter, filter, request.Include,
+            branching, depth, OwnAddress(server, http), ct, chooseShape: chooseShape);
     var shape = run.Shape ?? new TreeShapeChoice(branching, depth, chosenBy);
 
-    // Storage operations of this invocation that no tree node reported (opening the index, reading the log tail).
+    // Storage operations of this invocation that no tree node reported (opening the index, reading the log tail; a strong
+    // read's check of the log that overlaps this instance's own node is counted by that node instead, never twice).
     var outsideTree = Squash.Storage.StorageOperationCounter.Current is { } counted ? counted.Read() - counted.Reported : default;
     var answers = new List<QueryAnswer>();
     for (int q = 0; q < vectors.Length; q++)

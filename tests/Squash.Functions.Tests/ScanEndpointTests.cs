@@ -73,6 +73,10 @@ public sealed class ScanEndpointTests(IndexFixture fx)
         { "node", "{\"id\":0,\"partitions\":[]}", "is required" },
         { "node", "null", "is required" },
         { "version", "null", "must be a version id such as v20261203-121530123-3f9a1c0b7e2d (or v000042), got null" },
+        { "excludedRows", "\"###\"", "is not base64url text" },
+        { "excludedRows", "\"gA\"", "ends inside the varint that starts at byte 0" },
+        { "excludedRows", "\"gICAgICAgICAgAE\"", "holds a varint past 64 bits at byte 0" },
+        { "excludedRows", "\"__________9_AA\"", "holds a row number past 9223372036854775807 (row 1)" },
     };
 
     [Theory]
@@ -86,6 +90,32 @@ public sealed class ScanEndpointTests(IndexFixture fx)
         var errors = await Problems.BadRequest(await Scan(client, IndexFixture.IndexName, body));
         message = message.Replace("{last}", (fx.Partitions - 1).ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
         Assert.Contains(message, errors.Where(e => e.Key.StartsWith(field, StringComparison.Ordinal)).SelectMany(e => e.Value));
+    }
+
+    [Fact]
+    public async Task ExcludedRowsAreLeftOutOfTheAnswer()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var body = ValidScan(await VersionOf(client, IndexFixture.IndexName));
+        body["options"] = new JsonObject { ["exact"] = true };
+        var all = await Ids(await Scan(client, IndexFixture.IndexName, body));
+        Assert.Equal(5, all.Length);
+
+        // The best and the third: an exact scan then answers the others in the same order, and more behind them.
+        body["excludedRows"] = Squash.Search.Writes.RowNumberCodec.Encode([.. new[] { all[0], all[2] }.Order()]);
+        var rest = await Ids(await Scan(client, IndexFixture.IndexName, body));
+        Assert.Equal([all[1], all[3], all[4]], rest[..3]);
+        Assert.DoesNotContain(all[0], rest);
+        Assert.DoesNotContain(all[2], rest);
+
+        static async Task<long[]> Ids(HttpResponseMessage response)
+        {
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+            using var doc = JsonDocument.Parse(text);
+            return doc.RootElement.GetProperty("neighbours")[0].EnumerateArray().Select(n => n.GetProperty("id").GetInt64()).ToArray();
+        }
     }
 
     [Fact]

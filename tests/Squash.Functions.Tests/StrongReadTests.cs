@@ -35,6 +35,44 @@ public sealed class StrongReadTests(IndexFixture fx)
         }
     }
 
+    /// <summary>
+    /// A warm instance starts a strong query's scan with the tail it already holds and checks the log's end meanwhile: a
+    /// write acknowledged after that tail was read (here by the same instance, through the API) must still be in the
+    /// answer — the query runs again with it — and so must a delete of it.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 1)]
+    [InlineData(5, 0)]
+    public async Task AWriteAfterTheHeldTailIsSeenByTheNextStrongQuery(int seed, int depth)
+    {
+        var rng = new Random(seed);
+        var index = "strong-late-" + Guid.NewGuid().ToString("N")[..12];
+        var (model, _) = await WriteModel.BuildAsync(fx.Root, index, seed, withIds: true);
+        using var app = fx.App(2, depth);
+        var client = app.CreateClient();
+        var context = $"seed {seed} depth {depth}";
+        // A first write and a strong query: the instance now holds the tail up to that write.
+        int newIds = 0;
+        await WriteModel.WriteAsync(client, index, rng, model, () => $"first-{newIds++}", context);
+        var query = Enumerable.Range(0, WriteModel.Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+        await WriteModel.AssertAnswer(client, index, true, query, null, "strong", model, 0, $"{context} warm");
+
+        // The query's own vector under a new id: the next strong answer must start with it, at distance 0.
+        await Write(client, index, $"{{\"upserts\":[{{\"id\":\"late\",\"vector\":{Bodies.Vector(query)}}}]}}", context);
+        model["late"] = new WriteModel.Item(query, null, null, null);
+        await WriteModel.AssertAnswer(client, index, true, query, null, "strong", model, 0, $"{context} after the upsert");
+
+        await Write(client, index, "{\"deletes\":[\"late\"]}", context);
+        model.Remove("late");
+        await WriteModel.AssertAnswer(client, index, true, query, null, "strong", model, 0, $"{context} after the delete");
+
+        static async Task Write(HttpClient client, string index, string body, string context)
+        {
+            var response = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(body));
+            Assert.True(response.StatusCode == System.Net.HttpStatusCode.OK, $"{context}: {await response.Content.ReadAsStringAsync()}");
+        }
+    }
+
     [Fact]
     public async Task ConsistencyIsValidatedAndScanNodesRefuseIt()
     {

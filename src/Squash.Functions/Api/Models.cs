@@ -200,8 +200,11 @@ public sealed record ScanRequest
     public string[]? Include { get; init; }
     /// <summary>Attach the user's string ids to results (the index was built with ids).</summary>
     public bool Keys { get; init; }
-    /// <summary>Row numbers no node may return: a strong read's rows that the log tail replaced or deleted.</summary>
-    public long[]? Excluded { get; init; }
+    /// <summary>
+    /// Row numbers no node may return (a strong read's rows that the log tail replaced or deleted), as
+    /// <see cref="Squash.Search.Writes.RowNumberCodec"/> text: base64url (no padding) of LEB128 varints, the first row and then each gap − 1.
+    /// </summary>
+    public string? ExcludedRows { get; init; }
     /// <summary>Per query, the partitions its plan visits (nodes scan the intersection with their own).</summary>
     public required int[][] Plans { get; init; }
     public required ScanNode Node { get; init; }

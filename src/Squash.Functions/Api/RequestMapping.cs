@@ -81,6 +81,8 @@ public static class RequestMapping
             if (r.Strategies![q] is not (nameof(FilterStrategy.Partitions) or nameof(FilterStrategy.Direct)))
                 Add($"strategies[{q}]", $"must be \"{nameof(FilterStrategy.Partitions)}\" or \"{nameof(FilterStrategy.Direct)}\"");
         ValidateAttributes(r.Filter, r.Include, index, errors);
+        if (r.ExcludedRows is { } excludedRows && Squash.Search.Writes.RowSetCache.Shared.Get(excludedRows, out var excludedProblem) is null)
+            Add("excludedRows", excludedProblem!);
 
         if (r.Node is null) Add("node", "is required");
         else

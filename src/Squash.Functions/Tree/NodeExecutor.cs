@@ -2,6 +2,7 @@ using Squash.Core.Collections;
 using Squash.Functions.Api;
 using Squash.Search;
 using Squash.Search.Filters;
+using Squash.Search.Writes;
 
 namespace Squash.Functions.Tree;
 
@@ -26,7 +27,10 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
         var storageAtStart = storage.Read();
         var options = RequestMapping.ToSearchOptions(request.K, request.Options) with
         {
-            Excluded = request.Excluded is { Length: > 0 } excluded ? excluded.ToHashSet() : null,
+            // Checked by the scan endpoint (and held by the coordinator): a warm node finds the set decoded already.
+            Excluded = request.ExcludedRows is { Length: > 0 } excluded
+                ? RowSetCache.Shared.Get(excluded, out var problem) ?? throw new ArgumentException($"excludedRows {problem}", nameof(request))
+                : null,
         };
         // The filter is compiled once per invocation; the strategy per query comes from the coordinator's plan.
         var filter = request.Filter is { } json ? loaded.Filters.Compile(json) : null;

@@ -40,6 +40,8 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         {
             prepared = await tail.PrepareAsync(loaded, ct).ConfigureAwait(false);
             excluded = prepared.Excluded;
+            // This instance's own node (the coordinator scans at depth 0, and children may land here) takes the prepared set.
+            if (excluded.Count > 0) RowSetCache.Shared.Remember(prepared.ExcludedText, excluded);
             if (tail.DeleteWheres.Count > 0)
             {
                 filterJson = WithoutDeleted(filterJson, tail.DeleteWheres);
@@ -57,6 +59,10 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         var missing = plans.Select(_ => new SortedSet<int>()).ToArray();
         bool filtered = filter is { MatchesAll: false };
         var strategies = filtered ? plans.Select(p => p.FilterStrategy.ToString()).ToArray() : null;
+        // The tail's live upserts need nothing from the tree: they are ranked on another thread while it scans.
+        var tailRanking = prepared is { Rows.Count: > 0 } ready
+            ? Task.Run(() => contexts.Select(c => RankTail(loaded, ready, c, userFilter, include, k)).ToArray(), ct)
+            : null;
 
         ScanResponse totals = new() { Neighbours = [], Stats = [], MissingPartitions = [], Invocations = 0 };
         int treeNodes = 0, rounds = 0, busiest = 0;
@@ -89,7 +95,7 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
                 Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = nodeOptions, Plans = pass, Node = root,
                 Filter = filtered ? filterJson : null, Strategies = strategies,
                 Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
-                Excluded = prepared is { Excluded.Count: > 0 } ? prepared.ExcludedAscending : null,
+                ExcludedRows = prepared is { Excluded.Count: > 0 } ? prepared.ExcludedText : null,
             };
             var result = await executor.ExecuteAsync(index, loaded, scan, ownAddress, ct).ConfigureAwait(false);
             totals = Accumulate(totals, result);
@@ -120,34 +126,92 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             // The nodes' bounds arrived beside their stats; the partitions never planned or lost are the coordinator's.
             engine.Certify(plans[q], tops[q], missing[q]);
             var best = tops[q].ToSortedArray();
-            if (prepared is { Rows.Count: > 0 }) best = MergeTail(loaded, prepared, contexts[q], userFilter, include, k, best, found[q]);
+            if (tailRanking is not null) best = MergeTail(loaded, prepared!, (await tailRanking.ConfigureAwait(false))[q], k, best, found[q]);
             queries[q] = new CoordinatedQuery(best.Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
         }
         return new CoordinatedAnswer(queries, totals, treeNodes, shape);
+    }
+
+    /// <summary>
+    /// A strong read: every batch acknowledged before this call is seen. The scan starts at once with the tail this instance
+    /// already holds for the version, while the log's end is checked past it (the one blob request read-your-writes needs
+    /// per query); only when that check finds batches the held tail lacks does the query run again, with them. A cold
+    /// instance (no tail held for this version) reads the tail first. Returns the answer and the tail it reflects.
+    /// </summary>
+    public async Task<(CoordinatedAnswer Answer, LogTail Tail)> RunStrongAsync(TailReader tails, Squash.Storage.Writes.WriteLog log, string index,
+        OpenedIndex loaded, float[][] vectors, int k, QueryOptions? requestOptions, JsonElement? filterJson, CompiledFilter? filter, string[]? include,
+        int branching, int depth, string? ownAddress, CancellationToken ct, Func<int, TreeShapeChoice>? chooseShape = null)
+    {
+        ArgumentNullException.ThrowIfNull(tails);
+        ArgumentNullException.ThrowIfNull(log);
+        long watermark = loaded.Manifest.IndexedSequence;
+        var schema = loaded.Manifest.Attributes;
+        if (tails.Known(log.Index, watermark) is not { } held)
+        {
+            var tail = await tails.ReadAsync(log, watermark, schema, ct).ConfigureAwait(false);
+            return (await RunAsync(index, loaded, vectors, k, requestOptions, filterJson, filter, include, branching, depth, ownAddress, ct, tail, chooseShape)
+                .ConfigureAwait(false), tail);
+        }
+        var checking = tails.ReadAsync(log, watermark, schema, ct);
+        CoordinatedAnswer first;
+        try
+        {
+            first = await RunAsync(index, loaded, vectors, k, requestOptions, filterJson, filter, include, branching, depth, ownAddress, ct, held, chooseShape)
+                .ConfigureAwait(false);
+        }
+        catch
+        {
+            _ = checking.ContinueWith(static t => t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+            throw;
+        }
+        var latest = await checking.ConfigureAwait(false);
+        // Same watermark and same last sequence: the same batches, so the answer already reflects every acknowledged write.
+        if (latest.To == held.To) return (first, held);
+        var again = await RunAsync(index, loaded, vectors, k, requestOptions, filterJson, filter, include, branching, depth, ownAddress, ct, latest, chooseShape)
+            .ConfigureAwait(false);
+        // Both runs were invocations the request paid for.
+        return (again with { Totals = Accumulate(first.Totals, again.Totals), TreeNodes = Math.Max(first.TreeNodes, again.TreeNodes) }, latest);
     }
 
     /// <summary>The most partitions any one node of the tree scans itself.</summary>
     private static int MostPartitions(ScanNode node) => node.Children.Aggregate(node.Partitions.Length, (most, c) => Math.Max(most, MostPartitions(c)));
 
     /// <summary>
-    /// The tree's answer merged with the tail's live upserts that pass the query's filter (exact distances: the tail is
-    /// small and unindexed). A tail row gets the result id −1 − i (row numbers are never negative) and reports row −1.
+    /// The tail's k nearest live upserts that pass the query's filter (exact distances: the tail is small and unindexed),
+    /// with their descriptions. A tail row gets the result id −1 − i (row numbers are never negative) and reports row −1.
     /// </summary>
-    private static Neighbor[] MergeTail(OpenedIndex loaded, PreparedTail tail, QueryContext context, JsonElement? filter, string[]? include, int k,
-        Neighbor[] tree, Dictionary<long, ScanHit> found)
+    private static (Neighbor[] Best, Dictionary<long, ScanHit> Hits) RankTail(OpenedIndex loaded, PreparedTail tail, QueryContext context,
+        JsonElement? filter, string[]? include, int k)
     {
-        var top = new TopK(Math.Max(1, (int)Math.Min(k, loaded.Manifest.Count + tail.Rows.Count)));
-        foreach (var n in tree) top.TryAdd(n.Id, n.Distance);
+        var top = new TopK(TailMergeCapacity(loaded, tail, k));
         var schema = loaded.Manifest.Attributes;
         var scratch = new float[tail.ScratchLength];
         for (int i = 0; i < tail.Rows.Count; i++)
         {
-            var row = tail.Rows[i];
-            long id = -1 - i;
-            if (filter is { } f && !TailFilter.Matches(f, row.Attributes, schema)) continue;
-            float d = tail.Distance(context, i, scratch);
-            if (top.TryAdd(id, d)) found[id] = new ScanHit(id, d) { Key = row.Id, Attributes = include is { Length: > 0 } ? TailAttributes(row, include) : null };
+            if (filter is { } f && !TailFilter.Matches(f, tail.Rows[i].Attributes, schema)) continue;
+            top.TryAdd(-1 - i, tail.Distance(context, i, scratch));
         }
+        var best = top.ToSortedArray();
+        var hits = new Dictionary<long, ScanHit>(best.Length);
+        foreach (var n in best)
+        {
+            var row = tail.Rows[(int)(-1 - n.Id)];
+            hits[n.Id] = new ScanHit(n.Id, n.Distance) { Key = row.Id, Attributes = include is { Length: > 0 } ? TailAttributes(row, include) : null };
+        }
+        return (best, hits);
+    }
+
+    private static int TailMergeCapacity(OpenedIndex loaded, PreparedTail tail, int k) =>
+        Math.Max(1, (int)Math.Min(k, loaded.Manifest.Count + tail.Rows.Count));
+
+    /// <summary>The tree's answer merged with the tail's best (<see cref="RankTail"/>): the k nearest of both.</summary>
+    private static Neighbor[] MergeTail(OpenedIndex loaded, PreparedTail tail, (Neighbor[] Best, Dictionary<long, ScanHit> Hits) ranked, int k,
+        Neighbor[] tree, Dictionary<long, ScanHit> found)
+    {
+        var top = new TopK(TailMergeCapacity(loaded, tail, k));
+        foreach (var n in tree) top.TryAdd(n.Id, n.Distance);
+        foreach (var n in ranked.Best)
+            if (top.TryAdd(n.Id, n.Distance)) found[n.Id] = ranked.Hits[n.Id];
         return top.ToSortedArray();
     }
 

@@ -113,6 +113,14 @@ public sealed class TailReader
     private readonly ConcurrentDictionary<string, LogTail> _tails = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<(string Index, long Sequence), WriteBatch?> _batches = new();
 
+    /// <summary>
+    /// The tail of <paramref name="index"/> past <paramref name="watermark"/> as this instance last read it, without a request
+    /// (null: none read yet for that watermark). It may miss batches acknowledged since: a strong read that starts its scan
+    /// with it must still <see cref="ReadAsync"/> and run again if the log grew.
+    /// </summary>
+    public LogTail? Known(string index, long watermark) =>
+        _tails.TryGetValue(index, out var held) && held.Watermark == watermark ? held : null;
+
     /// <summary>The tail of <paramref name="log"/> past <paramref name="watermark"/>, including every batch acknowledged before this call.</summary>
     public async Task<LogTail> ReadAsync(WriteLog log, long watermark, IndexAttributes? schema, CancellationToken ct = default)
     {

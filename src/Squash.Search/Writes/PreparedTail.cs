@@ -19,7 +19,7 @@ public sealed class PreparedTail
     {
         Index = index;
         Excluded = excluded;
-        ExcludedAscending = [.. excluded.Order()];
+        ExcludedText = RowNumberCodec.Encode([.. excluded.Order()]);
         Rows = rows;
         _space = index.Space;
         // Inner product ranks by the dot product with the vector as sent (its augmented form may not exist); the others by
@@ -47,7 +47,8 @@ public sealed class PreparedTail
     public OpenedIndex Index { get; }
     /// <summary>Indexed rows the tail replaced or deleted.</summary>
     public IReadOnlySet<long> Excluded { get; }
-    public long[] ExcludedAscending { get; }
+    /// <summary><see cref="Excluded"/> as the tree's nodes receive it (<see cref="RowNumberCodec"/>), encoded once per tail and version.</summary>
+    public string ExcludedText { get; }
     /// <summary>The tail's live upserts, ordered by id (ordinal).</summary>
     public IReadOnlyList<TailRow> Rows { get; }
 
