@@ -175,6 +175,38 @@ public sealed partial class IndexStore
     }
 
     /// <summary>
+    /// Publishes <paramref name="manifest"/> only as the direct successor of <paramref name="expectedCurrent"/>: the pointer
+    /// moves by compare-and-swap from that version alone, so a version derived from it (the same rows, say with a calibration
+    /// measured on it) never replaces a newer version another writer published meanwhile. Not published when
+    /// <c>current</c> names anything else; the manifest written for it is then removed.
+    /// </summary>
+    public async Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, string expectedCurrent, CancellationToken ct = default)
+    {
+        if (sink.Version != manifest.Version) throw new ArgumentException($"the sink writes version {sink.Version} but the manifest is version {manifest.Version}", nameof(manifest));
+        if (VersionIds.Compare(manifest.Version, expectedCurrent) <= 0) throw new ArgumentException($"version {manifest.Version} is not newer than {expectedCurrent}", nameof(manifest));
+        await sink.WriteAsync(ManifestName, manifest.ToJson(), ct).ConfigureAwait(false);
+        await VerifyCompleteAsync(manifest, ct).ConfigureAwait(false);
+        var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(manifest.Version, VersionPrefix(manifest.Version) + ManifestName), PointerJson.Default.CurrentPointer);
+        var current = await GetCurrentAsync(ct).ConfigureAwait(false);
+        if (current is { } c && c.Version == expectedCurrent)
+        {
+            try
+            {
+                await Blobs.WriteAsync(CurrentName, pointer, WriteCondition.IfMatch(c.ETag), ct).ConfigureAwait(false);
+                return new PublishResult(true, manifest.Version);
+            }
+            catch (BlobConditionFailedException)
+            {
+                // Moved between the read and the write: by someone else, so this version is stale.
+            }
+        }
+        var now = await GetCurrentAsync(ct).ConfigureAwait(false);
+        if (now?.Version == manifest.Version) return new PublishResult(true, manifest.Version); // our write landed, its answer was lost
+        await sink.DeleteWrittenAsync(CancellationToken.None).ConfigureAwait(false);
+        return new PublishResult(false, now?.Version ?? "");
+    }
+
+    /// <summary>
     /// Every segment a manifest refers to (names inside their version folders): routing, then each partition's. A pack
     /// holds several, so its blob name comes once per segment in it.
     /// </summary>

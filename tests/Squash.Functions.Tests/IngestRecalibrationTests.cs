@@ -60,7 +60,22 @@ public sealed class IngestRecalibrationTests : IDisposable
         await log.AppendAsync(Upserts(Clustered(rng, fresh.Length), fresh, Enumerable.Range(Rows - 100, 100).Select(i => i.ToString(CultureInfo.InvariantCulture))), null, "b", 1);
         var run = await LogIngest.RunAsync(store, log);
         Assert.Contains(run.Seconds!, s => s.Phase == "calibrate");
+        Assert.Null(run.CalibrationFailure);
+        // Published first with the changes counted (the rows visible before the measurement), then a manifest-only
+        // successor with the measured calibration that names exactly the rows' version's segments.
+        var rows = await store.ReadManifestAsync(run.Version!);
+        Assert.Equal(60 + 150, rows.Calibration!.RowsChangedSince);
+        Assert.Equal(before.Plans, rows.Calibration.Plans);
         var m = await store.OpenCurrentAsync();
+        Assert.Equal(run.CalibrationVersion, m.Version);
+        Assert.True(VersionIds.Compare(m.Version, rows.Version) > 0);
+        Assert.Equal([rows.Version], IndexStore.ReferencedVersions(m).Where(v => v == rows.Version));
+        Assert.All(IndexStore.BlobsNamedBy(m), s => Assert.NotNull(s.Version));
+        Assert.Equal(rows.IndexedSequence, m.IndexedSequence);
+        Assert.Equal(rows.Count, m.Count);
+        var folder = new List<string>();
+        await foreach (var b in store.Blobs.ListAsync(store.VersionPrefix(m.Version))) folder.Add(b.Name);
+        Assert.Equal([store.VersionPrefix(m.Version) + IndexStore.ManifestName], folder);
         Assert.Equal(Rows - 100 + 150, m.Count);
         Assert.True(m.RowLimit > m.Count, $"seed {seed}: row numbers should pass the row count (limit {m.RowLimit}, count {m.Count})");
         var measured = m.Calibration!;

@@ -146,4 +146,33 @@ public sealed class PackedSegmentTests : IDisposable
         await store.VerifyCompleteAsync(repacked);
         Assert.Equal(codes.Cells, (await store.ReadCodesAsync(repacked, repacked.Partitions[0])).Cells);
     }
+
+    [Fact]
+    public async Task ASuccessorPublishedIfCurrentNeverReplacesANewerVersion()
+    {
+        var (store, built, packed) = await BuiltAndPacked();
+        // A successor of the packed version (as ingest publishes a measured calibration): moves the pointer from it.
+        IndexManifest Successor(IndexManifest of) => of with
+        {
+            Version = IndexStore.NewVersionId(),
+            Routing = of.Routing with { Version = of.Routing.Version ?? of.Version },
+            Partitions = of.Partitions.Select(p => p with
+            {
+                Codes = p.Codes with { Version = p.Codes.Version ?? of.Version }, Vectors = p.Vectors with { Version = p.Vectors.Version ?? of.Version },
+            }).ToArray(),
+        };
+        var first = Successor(packed);
+        Assert.True((await store.PublishIfCurrentAsync(store.CreateSink(first.Version), first, packed.Version)).Published);
+        Assert.Equal(first.Version, (await store.GetCurrentAsync())!.Value.Version);
+
+        // Derived from a version that is no longer current: refused, its manifest removed, the newer version stays.
+        var stale = Successor(packed);
+        var refused = await store.PublishIfCurrentAsync(store.CreateSink(stale.Version), stale, packed.Version);
+        Assert.False(refused.Published);
+        Assert.Equal(first.Version, refused.Current);
+        Assert.Equal(first.Version, (await store.GetCurrentAsync())!.Value.Version);
+        Assert.Empty(await Names(store.Blobs, store.VersionPrefix(stale.Version)));
+        // And one that is not newer than what it follows is a caller's error.
+        await Assert.ThrowsAsync<ArgumentException>(() => store.PublishIfCurrentAsync(store.CreateSink(built.Version), built, first.Version));
+    }
 }

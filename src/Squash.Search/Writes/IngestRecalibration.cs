@@ -6,7 +6,8 @@ using Squash.Storage;
 namespace Squash.Search.Writes;
 
 /// <summary>
-/// Measures the recall calibration again on a version ingest has written, before it publishes. The build's calibration
+/// Measures the recall calibration again on a version ingest has published; the run then publishes the measured calibration
+/// as a manifest-only successor that names the same segments (so the measurement does not delay the rows' visibility). The build's calibration
 /// measured plans on the rows it partitioned and coded; ingest codes new rows with quantizers fitted to other rows and
 /// widens cells to hold them, so a plan's recall can move as writes accumulate, most when writes move the data's
 /// distribution (bench/writes.md has what it measured on replacements from the data's own distribution). The queries are rows ingest wrote, searched leave-one-out: like the build's held-out rows, they took no part in

@@ -17,11 +17,19 @@ namespace Squash.Search.Writes;
 /// <param name="Version">The version it wrote (null when the log had nothing past the watermark).</param>
 /// <param name="Published">True when <c>current</c> names <paramref name="Version"/> (false: a newer version got there first).</param>
 /// <param name="Seconds">Where the run's time went, by phase (log, read, apply, write, publish), for the ingest function's log line.</param>
+/// <param name="CalibrationVersion">
+/// The manifest-only version the run published after <paramref name="Version"/> with the recall calibration measured on it
+/// (null when none was due, or a newer version got there first).
+/// </param>
+/// <param name="CalibrationFailure">Why measuring the calibration after the publish failed (the rows are published regardless).</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
-    int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0)
+    int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0,
+    string? CalibrationVersion = null, string? CalibrationFailure = null)
 {
-    /// <summary>The phases as "log 0.12 s, read 0.40 s, …".</summary>
-    public string Timings => Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s"));
+    /// <summary>The phases as "log 0.12 s, read 0.40 s, …", and what became of a calibration that was due.</summary>
+    public string Timings => (Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s")))
+        + (CalibrationVersion is null ? "" : $"; calibration measured again → version {CalibrationVersion}")
+        + (CalibrationFailure is null ? "" : $"; calibration not measured: {CalibrationFailure}");
 }
 
 /// <summary>
@@ -141,17 +149,16 @@ public static class LogIngest
         for (int p = 0; p < partitions; p++) touched[p] = state.Deleted[p] is not null;
         foreach (int p in addedPartition) touched[p] = true;
 
-        // Newer than the version it extends even when this machine's clock is behind the one that wrote it: the pointer
-        // moves forward in id order only, so an older id would never publish.
-        var now = (clock ?? TimeProvider.System).GetUtcNow();
-        if (VersionIds.StartedUtc(m.Version) is { } based && based.AddMilliseconds(1) > now) now = based.AddMilliseconds(1);
-        var version = VersionIds.New(now);
+        var version = NewerVersion(m.Version, clock);
         var sink = store.CreateSink(version);
         var schema = m.Attributes is null ? null : new SchemaGrowth(m.Attributes);
         var entries = new PartitionEntry[partitions];
         var radii = (float[])routing.Radii.Clone();
         var sizes = (int[])routing.PartitionSizes.Clone();
         int rewrites = 0;
+        IndexManifest manifest;
+        IndexStore.PublishResult published;
+        bool calibrationDue;
         try
         {
             // What each touched partition needs read first: its raw vectors when it is rewritten, its mask when it is extended.
@@ -213,7 +220,7 @@ public static class LogIngest
             await Task.WhenAll(new[] { packs.Index, packs.Vectors }.Where(pack => pack.Count > 0)
                 .Select(pack => sink.WriteAsync(pack.Name, pack.ToBytes(), ct))).ConfigureAwait(false);
             Lap("write");
-            var manifest = m with
+            manifest = m with
             {
                 Version = version,
                 CreatedUtc = (clock ?? TimeProvider.System).GetUtcNow(),
@@ -226,12 +233,9 @@ public static class LogIngest
                 FormatVersion = IndexManifest.FormatVersionFor(routingRef, entries),
             };
             // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
-            (manifest, bool recalibrated) = await CalibrationAfterAsync(store, manifest, Math.Max(addedRows.Length, state.DeletedCount), addedRows, ct).ConfigureAwait(false);
-            if (recalibrated) Lap("calibrate");
-            var published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
+            (manifest, calibrationDue) = Counted(manifest, Math.Max(addedRows.Length, state.DeletedCount));
+            published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
             Lap("publish");
-            return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
-                touched.Count(t => t), partitions, phases, rewrites);
         }
         catch (Exception) when (!ct.IsCancellationRequested)
         {
@@ -239,6 +243,24 @@ public static class LogIngest
             try { await sink.DeleteWrittenAsync(CancellationToken.None).ConfigureAwait(false); } catch (Exception) { /* gc removes it */ }
             throw;
         }
+
+        // The rows are visible now; measuring the calibration again (seconds: every raw vector read, exact neighbours) comes
+        // after, so it no longer holds back the watermark of the writes this run indexed.
+        string? calibrationVersion = null, calibrationFailure = null;
+        if (published.Published && calibrationDue)
+        {
+            try
+            {
+                calibrationVersion = await PublishCalibrationAsync(store, manifest, addedRows, clock, ct).ConfigureAwait(false);
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+            {
+                calibrationFailure = e.Message; // the counted calibration stays due: the next run measures
+            }
+            Lap("calibrate");
+        }
+        return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
+            touched.Count(t => t), partitions, phases, rewrites, calibrationVersion, calibrationFailure);
     }
 
     private static SegmentRef Referenced(SegmentRef s, IndexManifest m) => s with { Version = s.Version ?? m.Version };
@@ -353,18 +375,46 @@ public static class LogIngest
     }
 
     /// <summary>
-    /// The new version's calibration: the old one with this run's changes counted, or measured again on the new version
-    /// once the changes since the last measurement reach <see cref="IngestRecalibration.DefaultShare"/> of its rows.
+    /// The new version's calibration: the old one with this run's changes counted, and whether it is due to be measured
+    /// again (the changes since the last measurement reach <see cref="IngestRecalibration.DefaultShare"/> of the rows).
     /// </summary>
-    private static async Task<(IndexManifest Manifest, bool Recalibrated)> CalibrationAfterAsync(IndexStore store, IndexManifest manifest, long changed,
-        long[] freshRows, CancellationToken ct)
+    private static (IndexManifest Manifest, bool Due) Counted(IndexManifest manifest, long changed)
     {
         if (manifest.Calibration is not { } old) return (manifest, false);
         long since = old.RowsChangedSince + changed;
-        if (since >= IngestRecalibration.DefaultShare * manifest.Count
-            && await IngestRecalibration.MeasureAsync(store, manifest, freshRows, unchecked((int)manifest.IndexedSequence), ct).ConfigureAwait(false) is { } measured)
-            return (manifest with { Calibration = measured }, true);
-        return (manifest with { Calibration = old with { RowsChangedSince = since } }, false);
+        return (manifest with { Calibration = old with { RowsChangedSince = since } }, since >= IngestRecalibration.DefaultShare * manifest.Count);
+    }
+
+    /// <summary>
+    /// Measures the calibration on the version this run published and publishes it as a manifest-only successor naming the
+    /// same segments, only if that version is still current (a newer one has newer rows: its own run measures). Returns the
+    /// successor's id, or null when there were too few fresh rows to measure with or a newer version got there first.
+    /// </summary>
+    private static async Task<string?> PublishCalibrationAsync(IndexStore store, IndexManifest published, long[] freshRows, TimeProvider? clock, CancellationToken ct)
+    {
+        var measured = await IngestRecalibration.MeasureAsync(store, published, freshRows, unchecked((int)published.IndexedSequence), ct).ConfigureAwait(false);
+        if (measured is null) return null;
+        var successor = published with
+        {
+            Version = NewerVersion(published.Version, clock),
+            CreatedUtc = (clock ?? TimeProvider.System).GetUtcNow(),
+            Routing = Referenced(published.Routing, published),
+            Partitions = published.Partitions.Select(e => Referenced(e, published)).ToArray(),
+            Calibration = measured,
+        };
+        var result = await store.PublishIfCurrentAsync(store.CreateSink(successor.Version), successor, published.Version, ct).ConfigureAwait(false);
+        return result.Published ? successor.Version : null;
+    }
+
+    /// <summary>
+    /// A fresh version id newer than <paramref name="based"/> even when this machine's clock is behind the one that wrote it:
+    /// the pointer moves forward in id order only, so an older id would never publish.
+    /// </summary>
+    private static string NewerVersion(string based, TimeProvider? clock)
+    {
+        var now = (clock ?? TimeProvider.System).GetUtcNow();
+        if (VersionIds.StartedUtc(based) is { } at && at.AddMilliseconds(1) > now) now = at.AddMilliseconds(1);
+        return VersionIds.New(now);
     }
 
     private static int Nearest(float[] centroids, int partitions, int d, ReadOnlySpan<float> x)
