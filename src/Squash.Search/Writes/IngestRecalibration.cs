@@ -20,6 +20,11 @@ public static class IngestRecalibration
     /// calibration. Each time costs reading every partition's raw vectors and an exact search of the calibration queries.
     /// </summary>
     public const double DefaultShare = 0.1;
+    /// <summary>
+    /// A due calibration waits while more of the log waits to be applied (runs follow each other at once then), but not past
+    /// this share of the rows changed since the last measurement.
+    /// </summary>
+    public const double MeasureAtOnceShare = 0.2;
     /// <summary>Fewer fresh rows than this in one run: the calibration waits for a run with more (too few queries to measure with).</summary>
     public const int MinimumQueries = 100;
 

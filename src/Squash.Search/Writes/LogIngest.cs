@@ -22,14 +22,16 @@ namespace Squash.Search.Writes;
 /// (null when none was due, or a newer version got there first).
 /// </param>
 /// <param name="CalibrationFailure">Why measuring the calibration after the publish failed (the rows are published regardless).</param>
+/// <param name="CalibrationDeferred">A calibration was due but more log waited: the next run (which follows at once) measures.</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
     int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0,
-    string? CalibrationVersion = null, string? CalibrationFailure = null)
+    string? CalibrationVersion = null, string? CalibrationFailure = null, bool CalibrationDeferred = false)
 {
     /// <summary>The phases as "log 0.12 s, read 0.40 s, …", and what became of a calibration that was due.</summary>
     public string Timings => (Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s")))
         + (CalibrationVersion is null ? "" : $"; calibration measured again → version {CalibrationVersion}")
-        + (CalibrationFailure is null ? "" : $"; calibration not measured: {CalibrationFailure}");
+        + (CalibrationFailure is null ? "" : $"; calibration not measured: {CalibrationFailure}")
+        + (CalibrationDeferred ? "; calibration due, deferred: more log waits" : "");
 }
 
 /// <summary>
@@ -40,7 +42,9 @@ public sealed record IngestResult(string? Version, bool Published, long FromSequ
 /// partition's outer cell boundaries moves that boundary out, which keeps every stored code and keeps the cell's lower
 /// bound a true bound. Attribute values the index has never seen extend the category dictionaries and widen the edge cells
 /// of numbers (raw values stay for the exact recheck). The new version starts from the published one, so a run that dies
-/// before its pointer moves leaves nothing behind that counts: the next run applies the same batches again.
+/// before its pointer moves leaves nothing behind that counts: the next run applies the same batches again. Every segment
+/// a run writes goes into two packs (<see cref="SegmentPack"/>), so a run costs two segment writes however many
+/// partitions it touches; a due recall calibration is measured after the publish (docs/writes.md).
 /// </summary>
 public static class LogIngest
 {
@@ -247,7 +251,13 @@ public static class LogIngest
         // The rows are visible now; measuring the calibration again (seconds: every raw vector read, exact neighbours) comes
         // after, so it no longer holds back the watermark of the writes this run indexed.
         string? calibrationVersion = null, calibrationFailure = null;
-        if (published.Published && calibrationDue)
+        bool deferred = false;
+        // While more log waits, the next run follows at once and measuring now would hold it back by the measurement's
+        // seconds: the calibration stays due (the count only grows) until the log is drained, or until the changes reach
+        // IngestRecalibration.MeasureAtOnceShare, so that a steady stream of writes cannot keep it from ever being measured.
+        if (published.Published && calibrationDue && manifest.Calibration!.RowsChangedSince < IngestRecalibration.MeasureAtOnceShare * manifest.Count)
+            deferred = await log.LatestSequenceAsync(to, ct).ConfigureAwait(false) > to;
+        if (published.Published && calibrationDue && !deferred)
         {
             try
             {
@@ -260,7 +270,7 @@ public static class LogIngest
             Lap("calibrate");
         }
         return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
-            touched.Count(t => t), partitions, phases, rewrites, calibrationVersion, calibrationFailure);
+            touched.Count(t => t), partitions, phases, rewrites, calibrationVersion, calibrationFailure, deferred);
     }
 
     private static SegmentRef Referenced(SegmentRef s, IndexManifest m) => s with { Version = s.Version ?? m.Version };
