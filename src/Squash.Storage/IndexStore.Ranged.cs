@@ -39,20 +39,25 @@ public sealed partial class IndexStore
     public Task<VectorBlockTable> ReadVectorBlockTableAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default) =>
         ReadVectorBlockTableAsync(BlobName(m, p.Vectors), p, m.InternalDimensions, ct);
 
-    /// <summary>The same for a segment blob named directly (<paramref name="dims"/>: floats per row).</summary>
+    /// <summary>
+    /// The same for a segment blob named directly (<paramref name="dims"/>: floats per row); when the segment is packed
+    /// (<see cref="SegmentRef.Offset"/>), the table's block ranges are positions in the pack.
+    /// </summary>
     public async Task<VectorBlockTable> ReadVectorBlockTableAsync(string name, PartitionEntry p, int dims, CancellationToken ct = default)
     {
         if (p.IsComposite) throw new InvalidOperationException($"partition {p.Id} has appended rows or a deletion mask: its vectors are read whole, not by rows");
+        long start = p.Vectors.Offset ?? 0;
+        var described = p.Vectors.Offset is { } o ? PackedName(name, o, p.Vectors.Bytes) : name;
         int guess = (int)Math.Min(VectorBlockTable.ExpectedHeadLength(p.Count, dims), p.Vectors.Bytes);
-        var head = await ReadRangeCountedAsync(name, 0, guess, ct).ConfigureAwait(false);
+        var head = await ReadRangeCountedAsync(name, start, guess, ct).ConfigureAwait(false);
         int announced = SegmentFile.HeadLength(head);
         if (announced > head.Length && announced <= p.Vectors.Bytes)
         {
             // Written with another block size: fetch the rest of the head (FromHead validates it all).
-            var rest = await ReadRangeCountedAsync(name, head.Length, announced - head.Length, ct).ConfigureAwait(false);
+            var rest = await ReadRangeCountedAsync(name, start + head.Length, announced - head.Length, ct).ConfigureAwait(false);
             head = [.. head, .. rest];
         }
-        return VectorBlockTable.FromHead(head, name, p, dims);
+        return VectorBlockTable.FromHead(head, described, p, dims, name, start);
     }
 
     /// <summary>The block table through <paramref name="cache"/>.</summary>
@@ -177,7 +182,7 @@ public sealed partial class IndexStore
     {
         long start = table.BlockRange(group[0]).Offset;
         var (lastOffset, lastLength) = table.BlockRange(group[^1]);
-        var bytes = await ReadRangeCountedAsync(table.Name, start, checked((int)(lastOffset + lastLength - start)), ct).ConfigureAwait(false);
+        var bytes = await ReadRangeCountedAsync(table.Blob, start, checked((int)(lastOffset + lastLength - start)), ct).ConfigureAwait(false);
         var result = new Dictionary<int, float[]>(group.Length);
         foreach (int b in group)
         {

@@ -174,24 +174,43 @@ public sealed partial class IndexStore
         return await MovePointerForwardAsync(manifest.Version, ct).ConfigureAwait(false);
     }
 
-    /// <summary>Blob names (inside the version folder) of every segment a manifest refers to, and the manifest itself.</summary>
-    public static IEnumerable<SegmentRef> BlobsNamedBy(IndexManifest m)
+    /// <summary>
+    /// Publishes <paramref name="manifest"/> only as the direct successor of <paramref name="expectedCurrent"/>: the pointer
+    /// moves by compare-and-swap from that version alone, so a version derived from it (the same rows, say with a calibration
+    /// measured on it) never replaces a newer version another writer published meanwhile. Not published when
+    /// <c>current</c> names anything else; the manifest written for it is then removed.
+    /// </summary>
+    public async Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, string expectedCurrent, CancellationToken ct = default)
     {
-        yield return m.Routing;
-        foreach (var p in m.Partitions)
+        if (sink.Version != manifest.Version) throw new ArgumentException($"the sink writes version {sink.Version} but the manifest is version {manifest.Version}", nameof(manifest));
+        if (VersionIds.Compare(manifest.Version, expectedCurrent) <= 0) throw new ArgumentException($"version {manifest.Version} is not newer than {expectedCurrent}", nameof(manifest));
+        await sink.WriteAsync(ManifestName, manifest.ToJson(), ct).ConfigureAwait(false);
+        await VerifyCompleteAsync(manifest, ct).ConfigureAwait(false);
+        var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(manifest.Version, VersionPrefix(manifest.Version) + ManifestName), PointerJson.Default.CurrentPointer);
+        var current = await GetCurrentAsync(ct).ConfigureAwait(false);
+        if (current is { } c && c.Version == expectedCurrent)
         {
-            yield return p.Codes;
-            yield return p.Vectors;
-            if (p.Attributes is not null) yield return p.Attributes;
-            foreach (var a in p.Appended ?? [])
+            try
             {
-                yield return a.Codes;
-                yield return a.Vectors;
-                if (a.Attributes is not null) yield return a.Attributes;
+                await Blobs.WriteAsync(CurrentName, pointer, WriteCondition.IfMatch(c.ETag), ct).ConfigureAwait(false);
+                return new PublishResult(true, manifest.Version);
             }
-            if (p.Deleted is not null) yield return p.Deleted;
+            catch (BlobConditionFailedException)
+            {
+                // Moved between the read and the write: by someone else, so this version is stale.
+            }
         }
+        var now = await GetCurrentAsync(ct).ConfigureAwait(false);
+        if (now?.Version == manifest.Version) return new PublishResult(true, manifest.Version); // our write landed, its answer was lost
+        await sink.DeleteWrittenAsync(CancellationToken.None).ConfigureAwait(false);
+        return new PublishResult(false, now?.Version ?? "");
     }
+
+    /// <summary>
+    /// Every segment a manifest refers to (names inside their version folders): routing, then each partition's. A pack
+    /// holds several, so its blob name comes once per segment in it.
+    /// </summary>
+    public static IEnumerable<SegmentRef> BlobsNamedBy(IndexManifest m) => m.Partitions.SelectMany(p => p.Segments()).Prepend(m.Routing);
 
     /// <summary>
     /// Throws <see cref="CorruptIndexException"/> unless every segment the manifest names is present with
@@ -214,17 +233,13 @@ public sealed partial class IndexStore
         }).ConfigureAwait(false);
         foreach (var segment in BlobsNamedBy(m))
         {
-            if (segment.Version is { } other && other != m.Version)
-            {
-                bool found = others[other].TryGetValue(segment.Name, out long bytes);
-                if (!found || bytes != segment.Bytes)
-                    throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{BlobName(m, segment)}' it references is {(!found ? "missing" : $"{bytes} bytes, the manifest says {segment.Bytes}")}");
-                continue;
-            }
-            if (!present.TryGetValue(segment.Name, out long length))
-                throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{prefix}{segment.Name}' is missing");
-            if (length != segment.Bytes)
-                throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{prefix}{segment.Name}' has {length} bytes, the manifest says {segment.Bytes}");
+            bool referenced = segment.Version is { } other && other != m.Version;
+            bool found = (referenced ? others[segment.Version!] : present).TryGetValue(segment.Name, out long length);
+            // A whole-blob segment must have its exact size; a packed one must lie inside its pack.
+            bool fits = segment.Offset is { } offset ? length >= offset + segment.Bytes : length == segment.Bytes;
+            if (!found || !fits)
+                throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} is incomplete: blob '{BlobName(m, segment)}'{(referenced ? " it references" : "")} "
+                    + (!found ? "is missing" : segment.Offset is { } o ? $"has {length} bytes, the manifest places a segment at {o}..{o + segment.Bytes}" : $"has {length} bytes, the manifest says {segment.Bytes}"));
         }
         if (!present.ContainsKey(ManifestName))
             throw new CorruptIndexException($"version {m.Version} in {Blobs.Description} has no {ManifestName}");
@@ -410,8 +425,8 @@ public sealed partial class IndexStore
 
     public async Task<RoutingData> ReadRoutingAsync(IndexManifest m, CancellationToken ct = default)
     {
-        var name = BlobName(m, m.Routing);
-        return RoutingData.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, m);
+        var (bytes, name) = await ReadSegmentAsync(m, m.Routing, ct).ConfigureAwait(false);
+        return RoutingData.FromSegment(bytes, name, m);
     }
 
     public async Task<PartitionCodes> ReadCodesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
@@ -421,8 +436,8 @@ public sealed partial class IndexStore
             var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadCodesAsync(m, e, t), e => e.Codes.Bytes, ct).ConfigureAwait(false);
             return PartitionComposition.Codes(parts, rows, bytes);
         }
-        var name = BlobName(m, p.Codes);
-        return PartitionCodes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.GlobalDimensions);
+        var (segment, name) = await ReadSegmentAsync(m, p.Codes, ct).ConfigureAwait(false);
+        return PartitionCodes.FromSegment(segment, name, p, m.GlobalDimensions);
     }
 
     public async Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
@@ -432,8 +447,8 @@ public sealed partial class IndexStore
             var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadVectorsAsync(m, e, t), e => e.Vectors.Bytes, ct).ConfigureAwait(false);
             return PartitionComposition.Vectors(parts, rows, bytes);
         }
-        var name = BlobName(m, p.Vectors);
-        return PartitionVectors.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.InternalDimensions);
+        var (segment, name) = await ReadSegmentAsync(m, p.Vectors, ct).ConfigureAwait(false);
+        return PartitionVectors.FromSegment(segment, name, p, m.InternalDimensions);
     }
 
     public async Task<PartitionAttributes> ReadAttributesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
@@ -444,8 +459,8 @@ public sealed partial class IndexStore
             var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadAttributesAsync(m, e, t), e => e.Attributes?.Bytes ?? 0, ct).ConfigureAwait(false);
             return PartitionComposition.Attributes(m.Attributes, parts, rows, bytes);
         }
-        var name = BlobName(m, p.Attributes);
-        return PartitionAttributes.FromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p, m.Attributes);
+        var (segment, name) = await ReadSegmentAsync(m, p.Attributes, ct).ConfigureAwait(false);
+        return PartitionAttributes.FromSegment(segment, name, p, m.Attributes);
     }
 
     /// <summary>
@@ -454,8 +469,8 @@ public sealed partial class IndexStore
     public async Task<bool[]?> ReadDeletionMaskAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
         if (p.Deleted is null) return null;
-        var name = BlobName(m, p.Deleted);
-        return PartitionComposition.MaskFromSegment(await ReadCountedAsync(name, ct).ConfigureAwait(false), name, p);
+        var (bytes, name) = await ReadSegmentAsync(m, p.Deleted, ct).ConfigureAwait(false);
+        return PartitionComposition.MaskFromSegment(bytes, name, p);
     }
 
     /// <summary>The segments of a composite partition (base, then appended, read in parallel), the rows its mask leaves, and their stored bytes.</summary>
@@ -490,6 +505,22 @@ public sealed partial class IndexStore
     /// <summary>The routing data through <paramref name="cache"/> (partition -1: it belongs to the whole version).</summary>
     public Task<RoutingData> ReadRoutingAsync(IndexManifest m, SegmentCache cache, CancellationToken ct = default) =>
         cache.GetOrLoadAsync(new SegmentKey(Name, m.Version, -1, CacheEntryKind.Routing), t => ReadRoutingAsync(m, t), _ => m.Routing.Bytes, ct);
+
+    /// <summary>
+    /// One segment's bytes: the whole blob, or its range of a pack by one ranged read. The name returned is what errors
+    /// about the segment say (a packed one's names the pack and the range, so a corrupt section is found).
+    /// </summary>
+    private async Task<(byte[] Bytes, string Name)> ReadSegmentAsync(IndexManifest m, SegmentRef segment, CancellationToken ct)
+    {
+        var blob = BlobName(m, segment);
+        if (segment.Offset is not { } offset) return (await ReadCountedAsync(blob, ct).ConfigureAwait(false), blob);
+        var name = PackedName(blob, offset, segment.Bytes);
+        if (segment.Bytes > int.MaxValue) throw new CorruptIndexException($"segment {name} is larger than a ranged read can fetch");
+        return (await ReadRangeCountedAsync(blob, offset, (int)segment.Bytes, ct).ConfigureAwait(false), name);
+    }
+
+    /// <summary>How errors name a segment inside a pack: the blob and the byte range.</summary>
+    public static string PackedName(string blob, long offset, long bytes) => $"{blob}[{offset}..{offset + bytes})";
 
     private async Task<byte[]> ReadCountedAsync(string name, CancellationToken ct)
     {

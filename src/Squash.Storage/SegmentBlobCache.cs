@@ -7,7 +7,8 @@ namespace Squash.Storage;
 /// version folders whose names <see cref="Keeps"/> accepts: those are written create-only and never changed, so a copy
 /// stays true for as long as the blob exists (a blob gc removed is noticed when a version naming it is published: that
 /// check lists the folders). For a warm ingest instance: each run reads the codes and masks of every partition, most of
-/// which the previous run read or wrote itself.
+/// which the previous run read or wrote itself. Segments packed in a shared blob (<see cref="SegmentPack"/>) are read by
+/// ranged reads: a kept pack this process wrote answers them from its bytes, and a range read from the store is kept as read.
 /// </summary>
 public sealed class SegmentBlobCache(long capacityBytes)
 {
@@ -20,10 +21,14 @@ public sealed class SegmentBlobCache(long capacityBytes)
     public long Hits => Interlocked.Read(ref _hits);
     private long _hits;
 
-    /// <summary>Codes, attributes and deletion masks inside version folders (raw vectors stay out: ingest rarely reads them back).</summary>
+    /// <summary>
+    /// Codes, attributes and deletion masks inside version folders, and the index pack that holds them for an ingest run (raw
+    /// vectors stay out: ingest rarely reads them back).
+    /// </summary>
     public static bool Keeps(string name) =>
         name.Contains("/versions/", StringComparison.Ordinal) &&
-        (name.Contains(".codes.", StringComparison.Ordinal) || name.Contains(".attributes.", StringComparison.Ordinal) || name.EndsWith(".deleted.seg", StringComparison.Ordinal));
+        (name.Contains(".codes.", StringComparison.Ordinal) || name.Contains(".attributes.", StringComparison.Ordinal) || name.EndsWith(".deleted.seg", StringComparison.Ordinal)
+         || name.EndsWith("/" + SegmentPack.IndexName, StringComparison.Ordinal));
 
     /// <summary><paramref name="inner"/> with reads of kept blobs answered from this cache when it can, and their reads and writes kept.</summary>
     public IBlobStore Over(IBlobStore inner) => new Caching(inner, this);
@@ -64,8 +69,25 @@ public sealed class SegmentBlobCache(long capacityBytes)
             return info;
         }
 
-        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken cancellationToken = default) =>
-            inner.ReadRangeAsync(name, offset, length, cancellationToken);
+        public async Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken cancellationToken = default)
+        {
+            if (!Keeps(name)) return await inner.ReadRangeAsync(name, offset, length, cancellationToken).ConfigureAwait(false);
+            // The whole blob when this process wrote or read it, else this very range read before.
+            if (cache._blobs.TryGetValue(Key(name), out var whole) && offset >= 0 && offset + length <= whole.LongLength)
+            {
+                Interlocked.Increment(ref cache._hits);
+                return whole.AsSpan((int)offset, length).ToArray();
+            }
+            var rangeKey = Key(name) + $"\n{offset}+{length}";
+            if (cache._blobs.TryGetValue(rangeKey, out var held))
+            {
+                Interlocked.Increment(ref cache._hits);
+                return held;
+            }
+            var bytes = await inner.ReadRangeAsync(name, offset, length, cancellationToken).ConfigureAwait(false);
+            cache.Add(rangeKey, bytes);
+            return bytes;
+        }
         public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken cancellationToken = default) => inner.GetInfoAsync(name, cancellationToken);
         public Task<(byte[] Bytes, BlobInfo Info)?> ReadWithInfoAsync(string name, CancellationToken cancellationToken = default) =>
             inner.ReadWithInfoAsync(name, cancellationToken);
@@ -74,6 +96,9 @@ public sealed class SegmentBlobCache(long capacityBytes)
         public async Task<bool> DeleteAsync(string name, CancellationToken cancellationToken = default)
         {
             if (cache._blobs.TryRemove(Key(name), out var dropped)) Interlocked.Add(ref cache._bytes, -dropped.LongLength);
+            // Ranges kept from it (a pack's sections): a blob name is never reused, but a deleted one must not be served.
+            foreach (var key in cache._blobs.Keys.Where(k => k.StartsWith(Key(name) + "\n", StringComparison.Ordinal)).ToList())
+                if (cache._blobs.TryRemove(key, out var range)) Interlocked.Add(ref cache._bytes, -range.LongLength);
             return await inner.DeleteAsync(name, cancellationToken).ConfigureAwait(false);
         }
     }

@@ -60,7 +60,22 @@ public sealed class IngestRecalibrationTests : IDisposable
         await log.AppendAsync(Upserts(Clustered(rng, fresh.Length), fresh, Enumerable.Range(Rows - 100, 100).Select(i => i.ToString(CultureInfo.InvariantCulture))), null, "b", 1);
         var run = await LogIngest.RunAsync(store, log);
         Assert.Contains(run.Seconds!, s => s.Phase == "calibrate");
+        Assert.Null(run.CalibrationFailure);
+        // Published first with the changes counted (the rows visible before the measurement), then a manifest-only
+        // successor with the measured calibration that names exactly the rows' version's segments.
+        var rows = await store.ReadManifestAsync(run.Version!);
+        Assert.Equal(60 + 150, rows.Calibration!.RowsChangedSince);
+        Assert.Equal(before.Plans, rows.Calibration.Plans);
         var m = await store.OpenCurrentAsync();
+        Assert.Equal(run.CalibrationVersion, m.Version);
+        Assert.True(VersionIds.Compare(m.Version, rows.Version) > 0);
+        Assert.Equal([rows.Version], IndexStore.ReferencedVersions(m).Where(v => v == rows.Version));
+        Assert.All(IndexStore.BlobsNamedBy(m), s => Assert.NotNull(s.Version));
+        Assert.Equal(rows.IndexedSequence, m.IndexedSequence);
+        Assert.Equal(rows.Count, m.Count);
+        var folder = new List<string>();
+        await foreach (var b in store.Blobs.ListAsync(store.VersionPrefix(m.Version))) folder.Add(b.Name);
+        Assert.Equal([store.VersionPrefix(m.Version) + IndexStore.ManifestName], folder);
         Assert.Equal(Rows - 100 + 150, m.Count);
         Assert.True(m.RowLimit > m.Count, $"seed {seed}: row numbers should pass the row count (limit {m.RowLimit}, count {m.Count})");
         var measured = m.Calibration!;
@@ -73,5 +88,42 @@ public sealed class IngestRecalibrationTests : IDisposable
         var opened = await OpenedIndex.OpenAsync(store);
         var answer = new SearchEngine(opened).Search(Clustered(rng, 1), new SearchOptions { K = 10, Recall = 0.95 });
         Assert.Equal(10, answer.Ids.Length);
+    }
+
+    [Fact]
+    public async Task ADueCalibrationWaitsWhileMoreLogWaitsButNotPastAFifthChanged()
+    {
+        const int seed = 16;
+        var rng = new Random(seed);
+        var store = new IndexStore(new FolderBlobStore(_root), "defer");
+        var built = await CalibratedBuild.BuildAndPublishAsync(store, Clustered(rng, Rows), Rows, Dims, new IndexBuildOptions { Partitions = 8, Seed = seed });
+        var source = built.Calibration?.Source ?? throw new Xunit.Sdk.XunitException($"seed {seed}: the build published no calibration");
+        var log = new WriteLog(store.Blobs, "defer");
+        // Three batches of 160 new rows (over a tenth of the index each), applied one per run.
+        for (int b = 0; b < 3; b++)
+            await log.AppendAsync(Upserts(Clustered(rng, 160), Enumerable.Range(Rows + 160 * b, 160)), null, $"h{b}", b);
+
+        // Due after the first, but two batches wait: published with the count, not measured.
+        var first = await LogIngest.RunAsync(store, log, maxBatches: 1);
+        Assert.True(first.CalibrationDeferred);
+        Assert.Null(first.CalibrationVersion);
+        Assert.DoesNotContain(first.Seconds!, s => s.Phase == "calibrate");
+        var m = await store.OpenCurrentAsync();
+        Assert.Equal(first.Version, m.Version);
+        Assert.Equal((160, source), (m.Calibration!.RowsChangedSince, m.Calibration.Source));
+
+        // Past a fifth changed: measured although a batch still waits.
+        var second = await LogIngest.RunAsync(store, log, maxBatches: 1);
+        Assert.False(second.CalibrationDeferred);
+        Assert.NotNull(second.CalibrationVersion);
+        m = await store.OpenCurrentAsync();
+        Assert.Equal(second.CalibrationVersion, m.Version);
+        Assert.Equal((0, "ingested-sample"), (m.Calibration!.RowsChangedSince, m.Calibration.Source));
+
+        // The last batch: due again only at a tenth since, which 160 rows of 1,680 are not.
+        var third = await LogIngest.RunAsync(store, log, maxBatches: 1);
+        Assert.False(third.CalibrationDeferred);
+        Assert.Null(third.CalibrationVersion);
+        Assert.Equal(160, (await store.OpenCurrentAsync()).Calibration!.RowsChangedSince);
     }
 }

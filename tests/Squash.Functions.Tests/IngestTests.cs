@@ -87,7 +87,14 @@ public sealed class IngestTests(IndexFixture fx)
                     Assert.True(p.StoredRows - p.Count == (await store.ReadDeletionMaskAsync(m, p) ?? []).Count(x => x), $"{context}: partition {p.Id}'s mask");
                     Assert.True((p.Appended?.Count ?? 0) <= LogIngest.MaxAppendedSegments, $"{context}: partition {p.Id} has {p.Appended?.Count} appended segments");
                 }
-                Assert.Equal(m.Partitions.Any(p => p.IsComposite) ? 2 : 1, m.FormatVersion);
+                // One run, two blobs: every segment it wrote (routing included) is a range of its index pack or its vector pack.
+                Assert.Equal(Squash.Index.Model.IndexManifest.PackedFormatVersion, m.FormatVersion);
+                Assert.All(IndexStore.BlobsNamedBy(m).Where(s => s.Version is null), s => Assert.True(s.Offset is not null && s.Name is SegmentPack.IndexName or SegmentPack.VectorsName,
+                    $"{context}: segment '{s.Name}' of the run is not in a pack"));
+                var written = new List<string>();
+                await foreach (var b in store.Blobs.ListAsync(store.VersionPrefix(m.Version))) written.Add(b.Name[store.VersionPrefix(m.Version).Length..]);
+                Assert.True(written.Contains(SegmentPack.IndexName) && written.Contains(IndexStore.ManifestName)
+                    && written.All(n => n is SegmentPack.IndexName or SegmentPack.VectorsName or IndexStore.ManifestName), $"{context}: the run wrote {string.Join(", ", written)}");
                 extended += m.Partitions.Count(p => p.IsComposite && OwnSegments(p) > 0);
                 masked += m.Partitions.Count(p => p.Deleted is { Version: null });
                 rewritten += run.RewrittenPartitions;
@@ -121,13 +128,13 @@ public sealed class IngestTests(IndexFixture fx)
     }
 
     [Theory]
-    [InlineData(".codes.seg")]
-    [InlineData(".appended.seg")]
-    [InlineData(".deleted.seg")]
-    [InlineData("/routing.seg")]
-    [InlineData("/manifest.json")]
-    [InlineData("/current")]
-    public async Task IngestKilledMidPublishIsFinishedByTheNextRunWithNothingLostOrAppliedTwice(string killedAt)
+    [InlineData("/" + SegmentPack.IndexName, false)]
+    [InlineData("/" + SegmentPack.VectorsName, false)]
+    [InlineData("/" + SegmentPack.IndexName, true)]
+    [InlineData("/" + SegmentPack.VectorsName, true)]
+    [InlineData("/manifest.json", false)]
+    [InlineData("/current", false)]
+    public async Task IngestKilledMidPublishIsFinishedByTheNextRunWithNothingLostOrAppliedTwice(string killedAt, bool extending)
     {
         var index = "ingest-kill-" + Guid.NewGuid().ToString("N")[..8];
         var (model, store) = await BuildAsync(index, 11, withIds: true);
@@ -137,7 +144,7 @@ public sealed class IngestTests(IndexFixture fx)
         int fresh = 0;
         for (int i = 0; i < 12; i++) await WriteAsync(h, rng, model, () => $"new-{fresh++}", $"write {i}");
         long last = 12;
-        if (killedAt is ".appended.seg" or ".deleted.seg")
+        if (extending)
         {
             // A run that extends a partition: the log applied once, then one row replaced (an appended row and a mask).
             await LogIngest.RunAsync(store, h.Log);
@@ -256,6 +263,9 @@ public sealed class IngestTests(IndexFixture fx)
         Assert.Contains(built, referenced);
         var gc = await store.CollectGarbageAsync(keep: 0, grace: TimeSpan.Zero);
         Assert.Equal(referenced.Contains(first.Version!) ? [] : [first.Version!], gc.Deleted.ToArray());
+        // The first run's pack stays exactly while the current version names a segment in it.
+        var firstPack = store.VersionPrefix(first.Version!) + SegmentPack.IndexName;
+        Assert.Equal(referenced.Contains(first.Version!), await store.Blobs.GetInfoAsync(firstPack) is not null);
         Assert.Contains(gc.Kept, k => k.Version == built && k.Reason == IndexStore.KeptReason.Referenced);
         Assert.Contains(gc.Kept, k => k.Version == second.Version && k.Reason == IndexStore.KeptReason.Current);
         var m = await store.OpenCurrentAsync();

@@ -80,4 +80,35 @@ public class SegmentFileTests
         Assert.Contains("not a Squash index manifest", Assert.Throws<CorruptIndexException>(() => IndexManifest.Parse(
             """{"format":"other","version":"v1","dimensions":2,"internalDimensions":2,"metric":"l2","count":0,"globalDimensions":1,"build":{"partitions":1,"bitsPerDimension":4,"budgetBits":8,"maxBitsPerDimension":8,"seed":1,"balance":0.1,"kMeansIterations":1},"routing":{"name":"r","bytes":1},"partitions":[]}"""u8, "m.json")).Message);
     }
+
+    [Fact]
+    public void ManifestFormatVersionsOneToThreeOpenAndEachMustCoverWhatItsPartitionsUse()
+    {
+        const string Head = """{"format":"squash-index","version":"v1","dimensions":2,"internalDimensions":2,"metric":"l2","count":3,"globalDimensions":1,"build":{"partitions":1,"bitsPerDimension":4,"budgetBits":8,"maxBitsPerDimension":8,"seed":1,"balance":0.1,"kMeansIterations":1},""";
+        static string Partition(string codes, string appended) =>
+            $$$"""{"id":0,"count":3,"codedDimensions":1,"bitsPerVector":2,"codes":{{{codes}}},"vectors":{"name":"p00000.vectors.seg","bytes":640}{{{appended}}}}""";
+        const string Appended = ""","baseCount":2,"appended":[{"count":1,"codes":{"name":"p00000.codes.appended.seg","bytes":512},"vectors":{"name":"p00000.vectors.appended.seg","bytes":256}}]""";
+        const string PackedAppended = ""","baseCount":2,"appended":[{"count":1,"codes":{"name":"index.pack","bytes":512,"offset":1024,"version":"v0"},"vectors":{"name":"vectors.pack","bytes":256,"offset":0}}]""";
+        const string Plain = """{"name":"p00000.codes.seg","bytes":768}""";
+        IndexManifest Parse(int format, string partition, string routing = """{"name":"routing.seg","bytes":640}""") =>
+            IndexManifest.Parse(System.Text.Encoding.UTF8.GetBytes(Head + $$"""
+                "formatVersion":{{format}},"routing":{{routing}},"partitions":[{{partition}}]}
+                """), "m.json");
+
+        Assert.Equal(1, IndexManifest.FormatVersionFor(Parse(1, Partition(Plain, "")).Routing, Parse(1, Partition(Plain, "")).Partitions));
+        // Format 2 (appended segments in blobs of their own, as ingest wrote them before packs) still opens.
+        var extended = Parse(2, Partition(Plain, Appended));
+        Assert.Equal(IndexManifest.ExtendedFormatVersion, IndexManifest.FormatVersionFor(extended.Routing, extended.Partitions));
+        Assert.Null(extended.Partitions[0].Appended![0].Codes.Offset);
+        var packed = Parse(3, Partition(Plain, PackedAppended), """{"name":"index.pack","bytes":640,"offset":0}""");
+        Assert.Equal(1024, packed.Partitions[0].Appended![0].Codes.Offset);
+        Assert.Equal(IndexManifest.PackedFormatVersion, IndexManifest.FormatVersionFor(packed.Routing, packed.Partitions));
+
+        Assert.Contains("appended segments or deletion masks", Assert.Throws<CorruptIndexException>(() => Parse(1, Partition(Plain, Appended))).Message);
+        Assert.Contains("packed", Assert.Throws<CorruptIndexException>(() => Parse(2, Partition(Plain, PackedAppended))).Message);
+        Assert.Contains("packed", Assert.Throws<CorruptIndexException>(() => Parse(1, Partition(Plain, ""), """{"name":"index.pack","bytes":640,"offset":0}""")).Message);
+        Assert.Contains("format version 4", Assert.Throws<CorruptIndexException>(() => Parse(4, Partition(Plain, ""))).Message);
+        Assert.Contains("impossible range", Assert.Throws<CorruptIndexException>(() =>
+            Parse(3, Partition("""{"name":"index.pack","bytes":10,"offset":0}""", ""))).Message);
+    }
 }

@@ -12,10 +12,10 @@ public sealed class SegmentBlobCacheTests : IDisposable
 
     private sealed class CountingStore(IBlobStore inner) : IBlobStore
     {
-        public int Reads;
+        public int Reads, RangedReads;
         public string Description => inner.Description;
         public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) { Interlocked.Increment(ref Reads); return inner.ReadAllAsync(name, ct); }
-        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) { Interlocked.Increment(ref RangedReads); return inner.ReadRangeAsync(name, offset, length, ct); }
         public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
         public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
         public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
@@ -47,6 +47,38 @@ public sealed class SegmentBlobCacheTests : IDisposable
         Assert.Equal([6], await store.ReadAllAsync("idx/versions/v2/p00001.deleted.seg"));
         Assert.Equal(4, counting.Reads);
         Assert.Equal(2, cache.Hits);
+    }
+
+    [Fact]
+    public async Task RangesOfAnIndexPackComeFromTheWrittenPackOrFromTheRangeReadBeforeAndVectorPacksAreNotKept()
+    {
+        var counting = new CountingStore(new FolderBlobStore(_root));
+        var cache = new SegmentBlobCache(1 << 20);
+        var store = cache.Over(counting);
+        const string Own = "idx/versions/v1/index.pack", Others = "idx/versions/v2/index.pack", Raw = "idx/versions/v1/vectors.pack";
+        var bytes = Enumerable.Range(0, 256).Select(i => (byte)i).ToArray();
+        await store.WriteAsync(Own, bytes, WriteCondition.IfNotExists);
+        await store.WriteAsync(Raw, bytes, WriteCondition.IfNotExists);
+        await new FolderBlobStore(_root).WriteAsync(Others, bytes, WriteCondition.IfNotExists);
+
+        Assert.Equal(bytes[10..30], await store.ReadRangeAsync(Own, 10, 20));
+        Assert.Equal(bytes[200..256], await store.ReadRangeAsync(Own, 200, 56));
+        Assert.Equal(0, counting.RangedReads); // sliced from the pack this process wrote
+        Assert.Equal(bytes[64..128], await store.ReadRangeAsync(Others, 64, 64));
+        Assert.Equal(bytes[64..128], await store.ReadRangeAsync(Others, 64, 64));
+        Assert.Equal(bytes[64..96], await store.ReadRangeAsync(Others, 64, 32)); // another range: read
+        Assert.Equal(2, counting.RangedReads);
+        Assert.Equal(bytes[0..8], await store.ReadRangeAsync(Raw, 0, 8));
+        Assert.Equal(bytes[0..8], await store.ReadRangeAsync(Raw, 0, 8));
+        Assert.Equal(4, counting.RangedReads); // raw vectors are not kept
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.ReadRangeAsync(Own, 250, 10)); // past the end: the store's error
+
+        // Deleted: neither the pack nor ranges read from one are served again.
+        Assert.True(await store.DeleteAsync(Others));
+        await Assert.ThrowsAsync<BlobNotFoundException>(() => store.ReadRangeAsync(Others, 64, 64));
+        Assert.True(await store.DeleteAsync(Own));
+        await Assert.ThrowsAsync<BlobNotFoundException>(() => store.ReadRangeAsync(Own, 10, 20));
+        Assert.Equal(0, cache.Bytes);
     }
 
     [Fact]

@@ -18,6 +18,17 @@ public sealed record IndexManifest
     /// that a build that knows only format 1 refuses it rather than reading those partitions' base segments alone.
     /// </summary>
     public const int ExtendedFormatVersion = 2;
+    /// <summary>
+    /// A manifest in which some segment is a byte range of a shared blob (<see cref="SegmentRef.Offset"/>: an ingest run
+    /// writes every partition it touched into one pack). Its own number so that a build that reads whole blobs only refuses it.
+    /// </summary>
+    public const int PackedFormatVersion = 3;
+
+    /// <summary>The lowest format version that describes these partitions and routing: 1 plain, 2 extended, 3 packed.</summary>
+    public static int FormatVersionFor(SegmentRef routing, IReadOnlyList<PartitionEntry> partitions) =>
+        routing.Offset is not null || partitions.Any(p => p.Segments().Any(s => s.Offset is not null)) ? PackedFormatVersion
+        : partitions.Any(p => p.IsComposite) ? ExtendedFormatVersion
+        : CurrentFormatVersion;
 
     public string Format { get; init; } = FormatName;
     public int FormatVersion { get; init; } = CurrentFormatVersion;
@@ -73,10 +84,13 @@ public sealed record IndexManifest
         }
         if (m is null) throw new CorruptIndexException($"manifest '{name}' is empty");
         if (m.Format != FormatName) throw new CorruptIndexException($"manifest '{name}' is not a Squash index manifest");
-        if (m.FormatVersion is not (CurrentFormatVersion or ExtendedFormatVersion))
-            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion} and {ExtendedFormatVersion}");
-        if (m.FormatVersion == CurrentFormatVersion && m.Partitions.Any(p => p.IsComposite))
-            throw new CorruptIndexException($"manifest '{name}' has appended segments or deletion masks but format version {CurrentFormatVersion}");
+        if (m.FormatVersion is not (CurrentFormatVersion or ExtendedFormatVersion or PackedFormatVersion))
+            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion} to {PackedFormatVersion}");
+        if (m.FormatVersion < FormatVersionFor(m.Routing, m.Partitions))
+            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion} but uses {(FormatVersionFor(m.Routing, m.Partitions) == PackedFormatVersion ? "segments packed into shared blobs" : "appended segments or deletion masks")}");
+        foreach (var s in m.Partitions.SelectMany(p => p.Segments()).Prepend(m.Routing))
+            if (s.Offset is not null && (s.Offset < 0 || s.Bytes < SegmentFile.HeaderSize))
+                throw new CorruptIndexException($"manifest '{name}': segment '{s.Name}'{(s.Offset is { } o ? $" at offset {o}" : "")} has an impossible range ({s.Bytes} bytes)");
         if (m.Dimensions < 1 || m.InternalDimensions < m.Dimensions || m.GlobalDimensions < 0 || m.GlobalDimensions > m.InternalDimensions)
             throw new CorruptIndexException($"manifest '{name}' has inconsistent dimensions");
         if (m.Partitions.Count == 0 && m.Count > 0) throw new CorruptIndexException($"manifest '{name}' lists no partitions");
@@ -110,9 +124,19 @@ public sealed record BuildParameters
     public double BuildSeconds { get; init; }
 }
 
-/// <summary>A segment blob named by the manifest, with its size and checksum for cheap verification.</summary>
+/// <summary>
+/// A segment named by the manifest, with its size for cheap verification: the whole blob <see cref="Name"/>, or, when
+/// <see cref="Offset"/> is set, the bytes [Offset, Offset + Bytes) of that blob (a pack of several segments).
+/// </summary>
 public sealed record SegmentRef(string Name, long Bytes)
 {
+    /// <summary>
+    /// Where the segment starts inside the blob when the blob packs several (an ingest run writes every segment of the
+    /// partitions it touched into one pack per kind); null, and left out of the JSON, when the segment is the whole blob.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public long? Offset { get; init; }
+
     /// <summary>
     /// The version folder the blob is in when it is not the manifest's own (an ingest references the segments of
     /// partitions it did not touch instead of copying them); null, and left out of the JSON, for the manifest's own.
@@ -160,6 +184,21 @@ public sealed record PartitionEntry
     /// <summary>Rows stored in all its segments, masked ones included (the mask's length).</summary>
     [JsonIgnore]
     public int StoredRows => BaseRows + (Appended?.Sum(a => a.Count) ?? 0);
+    /// <summary>Every segment the entry names: base, appended, mask.</summary>
+    public IEnumerable<SegmentRef> Segments()
+    {
+        yield return Codes;
+        yield return Vectors;
+        if (Attributes is not null) yield return Attributes;
+        foreach (var a in Appended ?? [])
+        {
+            yield return a.Codes;
+            yield return a.Vectors;
+            if (a.Attributes is not null) yield return a.Attributes;
+        }
+        if (Deleted is not null) yield return Deleted;
+    }
+
     /// <summary>The entry describing only the base segments (what their headers must match).</summary>
     public PartitionEntry BaseEntry() => IsComposite ? this with { Count = BaseRows, Appended = null, Deleted = null, BaseCount = null } : this;
 }

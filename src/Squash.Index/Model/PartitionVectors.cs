@@ -112,12 +112,16 @@ public sealed class MissingRowException(int row) : InvalidOperationException($"r
 /// </summary>
 public sealed class VectorBlockTable
 {
+    /// <summary>What errors call the segment (a packed one's blob and range).</summary>
     public required string Name { get; init; }
+    /// <summary>The blob the block ranges are read from (the segment's own, or the pack holding it).</summary>
+    public string Blob { get => _blob ?? Name; init => _blob = value; }
+    private readonly string? _blob;
     public required int Count { get; init; }
     public required int Dimensions { get; init; }
     public required int RowsPerBlock { get; init; }
     public required ulong[] Hashes { get; init; }
-    /// <summary>Offset of the vector section (row 0) in the blob.</summary>
+    /// <summary>Offset of the vector section (row 0) in <see cref="Blob"/>.</summary>
     public required long DataOffset { get; init; }
     /// <summary>Bytes a cold reader fetched to get this table (0 when it came with the whole segment).</summary>
     public int HeadBytes { get; init; }
@@ -149,13 +153,21 @@ public sealed class VectorBlockTable
     public static int ExpectedHeadLength(int count, int dims) =>
         SegmentFile.HeadLengthFor(2, 8 + 8L * PartitionVectors.BlockCount(count, PartitionVectors.RowsPerBlockFor(dims)));
 
-    /// <summary>Parses and validates a head read by a ranged read (<see cref="SegmentFile.OpenHead"/>).</summary>
-    public static VectorBlockTable FromHead(byte[] head, string name, PartitionEntry entry, int dims)
+    /// <summary>
+    /// Parses and validates a head read by a ranged read (<see cref="SegmentFile.OpenHead"/>). A segment packed in a larger
+    /// blob gives that <paramref name="blob"/> and where the segment starts in it (<paramref name="segmentOffset"/>).
+    /// </summary>
+    public static VectorBlockTable FromHead(byte[] head, string name, PartitionEntry entry, int dims, string? blob = null, long segmentOffset = 0)
     {
         var v = SegmentFile.OpenHead(head, name, SegmentKind.Vectors);
         if (v.Rows != entry.Count || v.Columns != dims) throw new CorruptIndexException($"segment '{name}' does not match its manifest entry");
         if (v.TotalLength != entry.Vectors.Bytes) throw new CorruptIndexException($"segment '{name}' is {v.TotalLength} bytes by its header, {entry.Vectors.Bytes} by the manifest");
-        return FromView(v, entry, dims, head.Length);
+        var table = FromView(v, entry, dims, head.Length);
+        return segmentOffset == 0 && blob is null ? table : new VectorBlockTable
+        {
+            Name = table.Name, Blob = blob ?? name, Count = table.Count, Dimensions = dims, RowsPerBlock = table.RowsPerBlock, Hashes = table.Hashes,
+            DataOffset = segmentOffset + table.DataOffset, HeadBytes = table.HeadBytes,
+        };
     }
 
     internal static VectorBlockTable FromView(SegmentView v, PartitionEntry entry, int dims, int headBytes = 0)

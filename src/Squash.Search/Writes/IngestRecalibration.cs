@@ -6,7 +6,8 @@ using Squash.Storage;
 namespace Squash.Search.Writes;
 
 /// <summary>
-/// Measures the recall calibration again on a version ingest has written, before it publishes. The build's calibration
+/// Measures the recall calibration again on a version ingest has published; the run then publishes the measured calibration
+/// as a manifest-only successor that names the same segments (so the measurement does not delay the rows' visibility). The build's calibration
 /// measured plans on the rows it partitioned and coded; ingest codes new rows with quantizers fitted to other rows and
 /// widens cells to hold them, so a plan's recall can move as writes accumulate, most when writes move the data's
 /// distribution (bench/writes.md has what it measured on replacements from the data's own distribution). The queries are rows ingest wrote, searched leave-one-out: like the build's held-out rows, they took no part in
@@ -19,6 +20,11 @@ public static class IngestRecalibration
     /// calibration. Each time costs reading every partition's raw vectors and an exact search of the calibration queries.
     /// </summary>
     public const double DefaultShare = 0.1;
+    /// <summary>
+    /// A due calibration waits while more of the log waits to be applied (runs follow each other at once then), but not past
+    /// this share of the rows changed since the last measurement.
+    /// </summary>
+    public const double MeasureAtOnceShare = 0.2;
     /// <summary>Fewer fresh rows than this in one run: the calibration waits for a run with more (too few queries to measure with).</summary>
     public const int MinimumQueries = 100;
 

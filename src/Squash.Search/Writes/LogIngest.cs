@@ -17,11 +17,21 @@ namespace Squash.Search.Writes;
 /// <param name="Version">The version it wrote (null when the log had nothing past the watermark).</param>
 /// <param name="Published">True when <c>current</c> names <paramref name="Version"/> (false: a newer version got there first).</param>
 /// <param name="Seconds">Where the run's time went, by phase (log, read, apply, write, publish), for the ingest function's log line.</param>
+/// <param name="CalibrationVersion">
+/// The manifest-only version the run published after <paramref name="Version"/> with the recall calibration measured on it
+/// (null when none was due, or a newer version got there first).
+/// </param>
+/// <param name="CalibrationFailure">Why measuring the calibration after the publish failed (the rows are published regardless).</param>
+/// <param name="CalibrationDeferred">A calibration was due but more log waited: the next run (which follows at once) measures.</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
-    int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0)
+    int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0,
+    string? CalibrationVersion = null, string? CalibrationFailure = null, bool CalibrationDeferred = false)
 {
-    /// <summary>The phases as "log 0.12 s, read 0.40 s, …".</summary>
-    public string Timings => Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s"));
+    /// <summary>The phases as "log 0.12 s, read 0.40 s, …", and what became of a calibration that was due.</summary>
+    public string Timings => (Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s")))
+        + (CalibrationVersion is null ? "" : $"; calibration measured again → version {CalibrationVersion}")
+        + (CalibrationFailure is null ? "" : $"; calibration not measured: {CalibrationFailure}")
+        + (CalibrationDeferred ? "; calibration due, deferred: more log waits" : "");
 }
 
 /// <summary>
@@ -32,7 +42,9 @@ public sealed record IngestResult(string? Version, bool Published, long FromSequ
 /// partition's outer cell boundaries moves that boundary out, which keeps every stored code and keeps the cell's lower
 /// bound a true bound. Attribute values the index has never seen extend the category dictionaries and widen the edge cells
 /// of numbers (raw values stay for the exact recheck). The new version starts from the published one, so a run that dies
-/// before its pointer moves leaves nothing behind that counts: the next run applies the same batches again.
+/// before its pointer moves leaves nothing behind that counts: the next run applies the same batches again. Every segment
+/// a run writes goes into two packs (<see cref="SegmentPack"/>), so a run costs two segment writes however many
+/// partitions it touches; a due recall calibration is measured after the publish (docs/writes.md).
 /// </summary>
 public static class LogIngest
 {
@@ -141,17 +153,16 @@ public static class LogIngest
         for (int p = 0; p < partitions; p++) touched[p] = state.Deleted[p] is not null;
         foreach (int p in addedPartition) touched[p] = true;
 
-        // Newer than the version it extends even when this machine's clock is behind the one that wrote it: the pointer
-        // moves forward in id order only, so an older id would never publish.
-        var now = (clock ?? TimeProvider.System).GetUtcNow();
-        if (VersionIds.StartedUtc(m.Version) is { } based && based.AddMilliseconds(1) > now) now = based.AddMilliseconds(1);
-        var version = VersionIds.New(now);
+        var version = NewerVersion(m.Version, clock);
         var sink = store.CreateSink(version);
         var schema = m.Attributes is null ? null : new SchemaGrowth(m.Attributes);
         var entries = new PartitionEntry[partitions];
         var radii = (float[])routing.Radii.Clone();
         var sizes = (int[])routing.PartitionSizes.Clone();
         int rewrites = 0;
+        IndexManifest manifest;
+        IndexStore.PublishResult published;
+        bool calibrationDue;
         try
         {
             // What each touched partition needs read first: its raw vectors when it is rewritten, its mask when it is extended.
@@ -172,8 +183,9 @@ public static class LogIngest
             }).ConfigureAwait(false);
             Lap("read touched");
 
-            // Encoding runs in partition order (the attribute dictionaries grow as it goes); the writes run together after it.
-            var writes = new List<(string Name, byte[] Bytes)>();
+            // Encoding runs in partition order (the attribute dictionaries grow as it goes). Every new segment goes into one of
+            // two packs, written after it: two blob requests per run, not ~3 per touched partition (bench/writes.md).
+            var packs = new Packs(new SegmentPack(SegmentPack.IndexName), new SegmentPack(SegmentPack.VectorsName));
             for (int p = 0; p < partitions; p++)
             {
                 var entry = m.Partitions[p];
@@ -190,18 +202,12 @@ public static class LogIngest
                 {
                     var rewritten = Rewrite(m, codes[p], vectors[p]!, attributes[p], deleted, mine, encoded, added, addedX, addedRows, schema);
                     vectors[p] = null;
-                    var codeBytes = rewritten.Codes.ToSegment();
-                    var vectorBytes = rewritten.Vectors.ToSegment();
-                    writes.Add((IndexBuildStages.CodesName(p), codeBytes));
-                    writes.Add((IndexBuildStages.VectorsName(p), vectorBytes));
-                    byte[]? attributeBytes = rewritten.Attributes?.ToSegment();
-                    if (attributeBytes is not null) writes.Add((IndexBuildStages.AttributesName(p), attributeBytes));
                     entries[p] = entry with
                     {
                         Count = rewritten.Codes.Count,
-                        Codes = new SegmentRef(IndexBuildStages.CodesName(p), codeBytes.LongLength),
-                        Vectors = new SegmentRef(IndexBuildStages.VectorsName(p), vectorBytes.LongLength),
-                        Attributes = attributeBytes is null ? null : new SegmentRef(IndexBuildStages.AttributesName(p), attributeBytes.LongLength),
+                        Codes = packs.Index.Add(rewritten.Codes.ToSegment()),
+                        Vectors = packs.Vectors.Add(rewritten.Vectors.ToSegment()),
+                        Attributes = rewritten.Attributes is null ? null : packs.Index.Add(rewritten.Attributes.ToSegment()),
                         AttributeStats = rewritten.Attributes?.Statistics() ?? entry.AttributeStats,
                         Appended = null, Deleted = null, BaseCount = null,
                     };
@@ -209,35 +215,31 @@ public static class LogIngest
                 }
                 else
                 {
-                    entries[p] = Append(m, entry, p, codes[p], attributes[p], masks[p], deleted, mine, encoded, added, addedX, addedRows, schema, writes);
+                    entries[p] = Append(m, entry, codes[p], attributes[p], masks[p], deleted, mine, encoded, added, addedX, addedRows, schema, packs);
                 }
                 sizes[p] = entries[p].Count;
             }
+            var routingRef = packs.Index.Add(new RoutingData { GlobalTransform = routing.GlobalTransform, Centroids = routing.Centroids, Radii = radii, PartitionSizes = sizes }.ToSegment());
             Lap("encode");
-            await Parallel.ForEachAsync(writes, new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct },
-                async (w, t) => await sink.WriteAsync(w.Name, w.Bytes, t).ConfigureAwait(false)).ConfigureAwait(false);
+            await Task.WhenAll(new[] { packs.Index, packs.Vectors }.Where(pack => pack.Count > 0)
+                .Select(pack => sink.WriteAsync(pack.Name, pack.ToBytes(), ct))).ConfigureAwait(false);
             Lap("write");
-            var routingBytes = new RoutingData { GlobalTransform = routing.GlobalTransform, Centroids = routing.Centroids, Radii = radii, PartitionSizes = sizes }.ToSegment();
-            await sink.WriteAsync(IndexBuildStages.RoutingName, routingBytes, ct).ConfigureAwait(false);
-            var manifest = m with
+            manifest = m with
             {
                 Version = version,
                 CreatedUtc = (clock ?? TimeProvider.System).GetUtcNow(),
                 Count = entries.Sum(e => (long)e.Count),
-                Routing = new SegmentRef(IndexBuildStages.RoutingName, routingBytes.LongLength),
+                Routing = routingRef,
                 Partitions = entries,
                 Attributes = schema?.Result() ?? m.Attributes,
                 IndexedSequence = to,
                 NextRow = state.NextRow,
-                FormatVersion = entries.Any(e => e.IsComposite) ? IndexManifest.ExtendedFormatVersion : IndexManifest.CurrentFormatVersion,
+                FormatVersion = IndexManifest.FormatVersionFor(routingRef, entries),
             };
             // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
-            (manifest, bool recalibrated) = await CalibrationAfterAsync(store, manifest, Math.Max(addedRows.Length, state.DeletedCount), addedRows, ct).ConfigureAwait(false);
-            if (recalibrated) Lap("calibrate");
-            var published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
+            (manifest, calibrationDue) = Counted(manifest, Math.Max(addedRows.Length, state.DeletedCount));
+            published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
             Lap("publish");
-            return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
-                touched.Count(t => t), partitions, phases, rewrites);
         }
         catch (Exception) when (!ct.IsCancellationRequested)
         {
@@ -245,6 +247,30 @@ public static class LogIngest
             try { await sink.DeleteWrittenAsync(CancellationToken.None).ConfigureAwait(false); } catch (Exception) { /* gc removes it */ }
             throw;
         }
+
+        // The rows are visible now; measuring the calibration again (seconds: every raw vector read, exact neighbours) comes
+        // after, so it no longer holds back the watermark of the writes this run indexed.
+        string? calibrationVersion = null, calibrationFailure = null;
+        bool deferred = false;
+        // While more log waits, the next run follows at once and measuring now would hold it back by the measurement's
+        // seconds: the calibration stays due (the count only grows) until the log is drained, or until the changes reach
+        // IngestRecalibration.MeasureAtOnceShare, so that a steady stream of writes cannot keep it from ever being measured.
+        if (published.Published && calibrationDue && manifest.Calibration!.RowsChangedSince < IngestRecalibration.MeasureAtOnceShare * manifest.Count)
+            deferred = await log.LatestSequenceAsync(to, ct).ConfigureAwait(false) > to;
+        if (published.Published && calibrationDue && !deferred)
+        {
+            try
+            {
+                calibrationVersion = await PublishCalibrationAsync(store, manifest, addedRows, clock, ct).ConfigureAwait(false);
+            }
+            catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+            {
+                calibrationFailure = e.Message; // the counted calibration stays due: the next run measures
+            }
+            Lap("calibrate");
+        }
+        return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
+            touched.Count(t => t), partitions, phases, rewrites, calibrationVersion, calibrationFailure, deferred);
     }
 
     private static SegmentRef Referenced(SegmentRef s, IndexManifest m) => s with { Version = s.Version ?? m.Version };
@@ -276,15 +302,16 @@ public static class LogIngest
         return segments > MaxAppendedSegments || 2L * appendedRows > entry.BaseRows || 2L * masked > entry.BaseRows;
     }
 
-    private static string AppendedName(string segmentName) => segmentName.Replace(".seg", ".appended.seg", StringComparison.Ordinal);
+    /// <summary>The two blobs a run writes its segments into: codes, attributes, masks and routing; raw vectors.</summary>
+    private sealed record Packs(SegmentPack Index, SegmentPack Vectors);
 
     /// <summary>
     /// Extends a partition without rewriting it: the new rows as one appended segment (codes, vectors, attributes) and the
-    /// deletion mask with the removed rows set (added to <paramref name="writes"/>); the base and earlier appended segments
+    /// deletion mask with the removed rows set (added to <paramref name="packs"/>); the base and earlier appended segments
     /// are referenced where they are.
     /// </summary>
-    private static PartitionEntry Append(IndexManifest m, PartitionEntry entry, int p, PartitionCodes live, PartitionAttributes? liveAttributes, bool[]? oldMask,
-        bool[]? deleted, int[] mine, Encoded encoded, UpsertItem[] added, float[] addedX, long[] addedRows, SchemaGrowth? schema, List<(string Name, byte[] Bytes)> writes)
+    private static PartitionEntry Append(IndexManifest m, PartitionEntry entry, PartitionCodes live, PartitionAttributes? liveAttributes, bool[]? oldMask,
+        bool[]? deleted, int[] mine, Encoded encoded, UpsertItem[] added, float[] addedX, long[] addedRows, SchemaGrowth? schema, Packs packs)
     {
         int d = m.InternalDimensions, k = mine.Length;
         int removed = deleted?.Count(x => x) ?? 0;
@@ -305,25 +332,15 @@ public static class LogIngest
                 Eigenvalues = live.Eigenvalues, Widths = live.Widths, Boundaries = encoded.Boundaries, BoundaryOffsets = live.BoundaryOffsets, Signs = encoded.Signs,
                 SignWords = live.SignWords, Cells = encoded.Cells, ResidualNorms = encoded.ResidualNorms, Ids = ids,
             };
-            var codeBytes = codes.ToSegment();
-            var vectorBytes = new PartitionVectors { Count = k, Dimensions = d, Data = raw }.ToSegment();
-            writes.Add((AppendedName(IndexBuildStages.CodesName(p)), codeBytes));
-            writes.Add((AppendedName(IndexBuildStages.VectorsName(p)), vectorBytes));
+            var codesRef = packs.Index.Add(codes.ToSegment());
+            var vectorsRef = packs.Vectors.Add(new PartitionVectors { Count = k, Dimensions = d, Data = raw }.ToSegment());
             SegmentRef? attributeRef = null;
             if (liveAttributes is not null && schema is not null)
             {
                 newAttributes = schema.Encode(liveAttributes, mine.Select(j => (-1, (UpsertItem?)added[j])).ToArray());
-                var attributeBytes = newAttributes.ToSegment();
-                writes.Add((AppendedName(IndexBuildStages.AttributesName(p)), attributeBytes));
-                attributeRef = new SegmentRef(AppendedName(IndexBuildStages.AttributesName(p)), attributeBytes.LongLength);
+                attributeRef = packs.Index.Add(newAttributes.ToSegment());
             }
-            appended.Add(new AppendedRows
-            {
-                Count = k,
-                Codes = new SegmentRef(AppendedName(IndexBuildStages.CodesName(p)), codeBytes.LongLength),
-                Vectors = new SegmentRef(AppendedName(IndexBuildStages.VectorsName(p)), vectorBytes.LongLength),
-                Attributes = attributeRef,
-            });
+            appended.Add(new AppendedRows { Count = k, Codes = codesRef, Vectors = vectorsRef, Attributes = attributeRef });
         }
 
         // The mask covers every stored row (the appended ones join it unmasked). Live row i is the i-th unmasked stored row.
@@ -343,9 +360,7 @@ public static class LogIngest
                     liveRow++;
                 }
             }
-            var maskBytes = PartitionComposition.MaskToSegment(mask);
-            writes.Add((IndexBuildStages.DeletionMaskName(p), maskBytes));
-            maskRef = new SegmentRef(IndexBuildStages.DeletionMaskName(p), maskBytes.LongLength);
+            maskRef = packs.Index.Add(PartitionComposition.MaskToSegment(mask));
         }
 
         IReadOnlyList<AttributeStats>? stats = entry.AttributeStats;
@@ -370,18 +385,46 @@ public static class LogIngest
     }
 
     /// <summary>
-    /// The new version's calibration: the old one with this run's changes counted, or measured again on the new version
-    /// once the changes since the last measurement reach <see cref="IngestRecalibration.DefaultShare"/> of its rows.
+    /// The new version's calibration: the old one with this run's changes counted, and whether it is due to be measured
+    /// again (the changes since the last measurement reach <see cref="IngestRecalibration.DefaultShare"/> of the rows).
     /// </summary>
-    private static async Task<(IndexManifest Manifest, bool Recalibrated)> CalibrationAfterAsync(IndexStore store, IndexManifest manifest, long changed,
-        long[] freshRows, CancellationToken ct)
+    private static (IndexManifest Manifest, bool Due) Counted(IndexManifest manifest, long changed)
     {
         if (manifest.Calibration is not { } old) return (manifest, false);
         long since = old.RowsChangedSince + changed;
-        if (since >= IngestRecalibration.DefaultShare * manifest.Count
-            && await IngestRecalibration.MeasureAsync(store, manifest, freshRows, unchecked((int)manifest.IndexedSequence), ct).ConfigureAwait(false) is { } measured)
-            return (manifest with { Calibration = measured }, true);
-        return (manifest with { Calibration = old with { RowsChangedSince = since } }, false);
+        return (manifest with { Calibration = old with { RowsChangedSince = since } }, since >= IngestRecalibration.DefaultShare * manifest.Count);
+    }
+
+    /// <summary>
+    /// Measures the calibration on the version this run published and publishes it as a manifest-only successor naming the
+    /// same segments, only if that version is still current (a newer one has newer rows: its own run measures). Returns the
+    /// successor's id, or null when there were too few fresh rows to measure with or a newer version got there first.
+    /// </summary>
+    private static async Task<string?> PublishCalibrationAsync(IndexStore store, IndexManifest published, long[] freshRows, TimeProvider? clock, CancellationToken ct)
+    {
+        var measured = await IngestRecalibration.MeasureAsync(store, published, freshRows, unchecked((int)published.IndexedSequence), ct).ConfigureAwait(false);
+        if (measured is null) return null;
+        var successor = published with
+        {
+            Version = NewerVersion(published.Version, clock),
+            CreatedUtc = (clock ?? TimeProvider.System).GetUtcNow(),
+            Routing = Referenced(published.Routing, published),
+            Partitions = published.Partitions.Select(e => Referenced(e, published)).ToArray(),
+            Calibration = measured,
+        };
+        var result = await store.PublishIfCurrentAsync(store.CreateSink(successor.Version), successor, published.Version, ct).ConfigureAwait(false);
+        return result.Published ? successor.Version : null;
+    }
+
+    /// <summary>
+    /// A fresh version id newer than <paramref name="based"/> even when this machine's clock is behind the one that wrote it:
+    /// the pointer moves forward in id order only, so an older id would never publish.
+    /// </summary>
+    private static string NewerVersion(string based, TimeProvider? clock)
+    {
+        var now = (clock ?? TimeProvider.System).GetUtcNow();
+        if (VersionIds.StartedUtc(based) is { } at && at.AddMilliseconds(1) > now) now = at.AddMilliseconds(1);
+        return VersionIds.New(now);
     }
 
     private static int Nearest(float[] centroids, int partitions, int d, ReadOnlySpan<float> x)
