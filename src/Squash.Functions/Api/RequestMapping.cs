@@ -89,6 +89,7 @@ public static class RequestMapping
         {
             long limit = Math.Max(settings.MaxTreeNodes, TreeNodes(settings.Branching, settings.Depth));
             int nodes = 0;
+            var inTree = new HashSet<int>();
             CheckNode("node", r.Node, root: true);
             if (nodes > limit + 1) Add("node", $"describes more than {limit + 1} nodes; at most {limit + 1} (the coordinator and {limit} scan nodes) are allowed");
 
@@ -98,7 +99,13 @@ public static class RequestMapping
                 if (++nodes > limit + 1 || errors.Count >= JsonBody.MaxErrors) return;
                 if (node.Id < (root ? -1 : 0) || node.Id >= limit) Add($"{field}.id", $"must be a tree slot between {(root ? -1 : 0)} and {limit - 1}, got {node.Id}");
                 if (node.Partitions is null) Add($"{field}.partitions", "is required");
-                else CheckPartitions($"{field}.partitions", node.Partitions, partitions, Add);
+                else
+                {
+                    CheckPartitions($"{field}.partitions", node.Partitions, partitions, Add);
+                    // Each partition has one node: two would both scan it and the merge would hold its rows twice.
+                    foreach (int p in node.Partitions)
+                        if (p >= 0 && p < partitions && !inTree.Add(p)) { Add($"{field}.partitions", $"partition {p} is also another node's"); break; }
+                }
                 if (node.Children is null) Add($"{field}.children", "is required");
                 else
                     for (int i = 0; i < node.Children.Length && nodes <= limit + 1; i++)
@@ -149,8 +156,14 @@ public static class RequestMapping
     {
         if (list is null) { add(field, "must be an array of partition numbers, got null"); return; }
         if (list.Length > partitions) { add(field, $"lists {list.Length} partitions; the index has {partitions}"); return; }
+        // A partition listed twice would be scanned twice and its rows merged twice into one top-k.
+        var seen = new bool[partitions];
         foreach (int p in list)
+        {
             if (p < 0 || p >= partitions) { add(field, $"partition numbers must be between 0 and {partitions - 1}, got {p}"); return; }
+            if (seen[p]) { add(field, $"lists partition {p} twice"); return; }
+            seen[p] = true;
+        }
     }
 
     /// <summary>
