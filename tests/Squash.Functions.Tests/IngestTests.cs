@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Squash.Index.Attributes;
 using Squash.Index.Build;
+using Squash.Search;
 using Squash.Search.Writes;
 using Squash.Storage;
 using Squash.Storage.Writes;
@@ -79,8 +80,9 @@ public sealed class IngestTests(IndexFixture fx)
                 Assert.True(model.Count == m.Count, $"{context}: the version holds {m.Count} rows, the model {model.Count}");
                 // A touched partition is rewritten (new base segments) or extended (an appended segment and/or a new mask,
                 // its base referenced); an untouched one references everything.
-                Assert.True(m.Partitions.Count(p => p.Codes.Version is null) == run.RewrittenPartitions, $"{context}: rewritten partitions");
-                Assert.True(m.Partitions.Count(p => OwnSegments(p) > 0) == run.TouchedPartitions, $"{context}: only touched partitions have new segments");
+                // A split rewrites one partition into two.
+                Assert.True(m.Partitions.Count(p => p.Codes.Version is null) == run.RewrittenPartitions + run.NewPartitions, $"{context}: rewritten partitions");
+                Assert.True(m.Partitions.Count(p => OwnSegments(p) > 0) == run.TouchedPartitions + run.NewPartitions, $"{context}: only touched partitions have new segments");
                 foreach (var p in m.Partitions.Where(p => p.IsComposite))
                 {
                     Assert.True(p.Codes.Version is not null, $"{context}: partition {p.Id} is extended, its base is an earlier version's");
@@ -214,6 +216,93 @@ public sealed class IngestTests(IndexFixture fx)
         var idle = await LogIngest.RunLeasedAsync(store, h.Log, TimeSpan.FromMinutes(1), clock: clock);
         Assert.False(idle.Busy);
         Assert.Empty(idle.Rounds);
+    }
+
+    [Theory]
+    [InlineData(5, true)]
+    [InlineData(6, false)]
+    public async Task APartitionGrownPastTwiceItsTargetIsSplitAndAnswersStayExact(int seed, bool withIds)
+    {
+        var index = "ingest-split-" + Guid.NewGuid().ToString("N")[..8];
+        var (model, store) = await BuildAsync(index, seed, withIds, partitions: 3);
+        var built = await store.OpenCurrentAsync();
+        int target = built.Build.PartitionTarget;
+        Assert.Equal(20, target); // 60 rows, 3 partitions
+        using var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:CurrentRecheck"] = "00:00:00" });
+        var h = new Harness(index, store, app.CreateClient(), withIds);
+        var rng = new Random(seed);
+        int fresh = 0;
+        string NewId() => withIds ? $"new-{fresh++}" : (Rows + fresh++).ToString(CultureInfo.InvariantCulture);
+
+        // 60 new rows in a small ball around one built row: they all land in that row's partition, which passes 2 × 20.
+        var centre = model.First().Value.Vector;
+        for (int request = 0; request < 3; request++)
+        {
+            var items = new List<string>();
+            for (int i = 0; i < 20; i++)
+            {
+                var v = centre.Select(x => x + (float)((rng.NextDouble() - 0.5) * 0.1)).ToArray();
+                var item = new Item(v, i % 3 == 0 ? "green" : "red", Math.Round(rng.NextDouble() * 100, 2), i);
+                var id = NewId();
+                model[id] = item;
+                items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)},\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}}}");
+            }
+            var written = await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("{\"upserts\":[" + string.Join(',', items) + "]}"));
+            Assert.Equal(HttpStatusCode.OK, written.StatusCode);
+        }
+        var run = await LogIngest.RunAsync(store, h.Log);
+        Assert.True(run.SplitPartitions >= 1, $"seed {seed}: nothing was split ({run.Partitions} partitions)");
+        var m = await store.OpenCurrentAsync();
+        Assert.Equal(3 + run.NewPartitions, m.Partitions.Count);
+        Assert.True(run.NewPartitions >= 2, $"seed {seed}: ~80 rows around one point make ~4 parts of the target 20, got {run.NewPartitions + 1}");
+        Assert.Equal(target, m.Build.PartitionTarget);
+        Assert.Equal(Enumerable.Range(0, m.Partitions.Count), m.Partitions.Select(p => p.Id));
+        Assert.Equal(model.Count, m.Count);
+        Assert.All(m.Partitions, p => Assert.True(p.Count <= LogIngest.SplitFactor * target, $"seed {seed}: partition {p.Id} holds {p.Count} rows"));
+        // The split halves are encoded from scratch: each has its own quantizer.
+        Assert.True(m.Partitions.Count(p => p.Codes.Version is null) >= 1 + run.NewPartitions, $"seed {seed}: the parts are not all new segments");
+
+        // Exact answers (plain and filtered) equal brute force, through the tree; then writes into the new partitions.
+        for (int round = 0; round < 2; round++)
+        {
+            for (int q = 0; q < 12; q++)
+            {
+                var query = q % 2 == 0 ? centre.Select(x => x + (float)((rng.NextDouble() - 0.5) * 0.2)).ToArray()
+                    : Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+                var filter = q % 3 == 0 ? RandomFilter(rng) : null;
+                await AssertAnswer(h, query, filter, "eventual", model, run.ToSequence, $"seed {seed} round {round} query {q} {filter?.Json}");
+            }
+            if (round == 1) break;
+            for (int i = 0; i < 4; i++) await WriteAsync(h, rng, model, NewId, $"seed {seed} after split {i}");
+            run = await LogIngest.RunAsync(store, h.Log);
+            Assert.True(run.Published);
+        }
+
+        // The routing bound holds for every partition (split parts included): each row lies within its partition's radius.
+        m = await store.OpenCurrentAsync();
+        var routing = await store.ReadRoutingAsync(m);
+        int d = m.InternalDimensions;
+        foreach (var p in m.Partitions)
+        {
+            var vectors = await store.ReadVectorsAsync(m, p);
+            var mask = await store.ReadDeletionMaskAsync(m, p);
+            for (int i = 0; i < vectors.Count; i++)
+                if (mask is null || !mask[i])
+                    Assert.True(System.Numerics.Tensors.TensorPrimitives.Distance(routing.Centroids.AsSpan(p.Id * d, d), vectors.Row(i)) <= routing.Radii[p.Id],
+                        $"seed {seed}: row {i} of partition {p.Id} lies outside its radius");
+        }
+        // Every answer the bounds certify (plans from one partition to all, not exact) equals the exact one.
+        var engine = new SearchEngine(await OpenedIndex.OpenAsync(store));
+        int certified = 0;
+        for (int q = 0; q < 60; q++)
+        {
+            var query = centre.Select(x => x + (float)((rng.NextDouble() - 0.5) * 0.3)).ToArray();
+            var answer = engine.Search(query, new SearchOptions { K = 5, CentroidFactor = new[] { 1, 1.5, 3, 1000 }[q % 4], RerankFactor = new[] { 1, 2, 10 }[q % 3] });
+            if (!answer.Stats.Certified) continue;
+            certified++;
+            Assert.Equal(engine.Search(query, new SearchOptions { K = 5, Exact = true }).Ids, answer.Ids);
+        }
+        Assert.True(certified > 0, $"seed {seed}: no answer was certified");
     }
 
     [Fact]

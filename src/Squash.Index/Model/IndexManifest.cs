@@ -122,6 +122,12 @@ public sealed record BuildParameters
     public required int KMeansIterations { get; init; }
     public double EnergyKept { get; init; } = 1;
     public double BuildSeconds { get; init; }
+    /// <summary>
+    /// Rows per partition the index was built around (rows ÷ partitions); ingest splits a partition past twice this. 0, and
+    /// left out of the JSON, for an index built before it was recorded (the first ingest records the mean size then).
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public int PartitionTarget { get; init; }
 }
 
 /// <summary>

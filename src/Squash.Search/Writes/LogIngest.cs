@@ -25,7 +25,8 @@ namespace Squash.Search.Writes;
 /// <param name="CalibrationDeferred">A calibration was due but more log waited: the next run (which follows at once) measures.</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
     int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0,
-    string? CalibrationVersion = null, string? CalibrationFailure = null, bool CalibrationDeferred = false)
+    string? CalibrationVersion = null, string? CalibrationFailure = null, bool CalibrationDeferred = false, int SplitPartitions = 0,
+    int NewPartitions = 0)
 {
     /// <summary>The phases as "log 0.12 s, read 0.40 s, …", and what became of a calibration that was due.</summary>
     public string Timings => (Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s")))
@@ -46,7 +47,7 @@ public sealed record IngestResult(string? Version, bool Published, long FromSequ
 /// a run writes goes into two packs (<see cref="SegmentPack"/>), so a run costs two segment writes however many
 /// partitions it touches; a due recall calibration is measured after the publish (docs/writes.md).
 /// </summary>
-public static class LogIngest
+public static partial class LogIngest
 {
     /// <summary>Batches one run applies at most (a larger backlog takes several runs, each publishing).</summary>
     public const int DefaultMaxBatches = 2_000;
@@ -156,10 +157,12 @@ public static class LogIngest
         var version = NewerVersion(m.Version, clock);
         var sink = store.CreateSink(version);
         var schema = m.Attributes is null ? null : new SchemaGrowth(m.Attributes);
-        var entries = new PartitionEntry[partitions];
-        var radii = (float[])routing.Radii.Clone();
-        var sizes = (int[])routing.PartitionSizes.Clone();
-        int rewrites = 0;
+        var entries = new List<PartitionEntry>(m.Partitions);
+        var radii = new List<float>(routing.Radii);
+        var sizes = new List<int>(routing.PartitionSizes);
+        var centroids = new List<float>(routing.Centroids);
+        int rewrites = 0, splits = 0, newPartitions = 0;
+        long moved = 0;
         IndexManifest manifest;
         IndexStore.PublishResult published;
         bool calibrationDue;
@@ -174,7 +177,9 @@ public static class LogIngest
             {
                 if (!touched[p]) continue;
                 mineOf[p] = byPartition[p].ToArray();
-                rewrite[p] = ShouldRewrite(m.Partitions[p], state.Deleted[p]?.Count(x => x) ?? 0, mineOf[p].Length);
+                int removed = state.Deleted[p]?.Count(x => x) ?? 0;
+                // A partition that will be split is rewritten first (the split starts from its rows in one piece).
+                rewrite[p] = ShouldRewrite(m.Partitions[p], removed, mineOf[p].Length) || ShouldSplit(m, (long)m.Partitions[p].Count - removed + mineOf[p].Length);
             }
             await Parallel.ForEachAsync(Enumerable.Range(0, partitions).Where(p => touched[p]), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (p, t) =>
             {
@@ -196,21 +201,32 @@ public static class LogIngest
                 }
                 ct.ThrowIfCancellationRequested();
                 var mine = mineOf[p];
-                var encoded = EncodeNew(m, routing, p, codes[p], mine, addedX, ref radii[p]);
+                float radius = radii[p];
+                var encoded = EncodeNew(m, routing, p, codes[p], mine, addedX, ref radius);
+                radii[p] = radius;
                 var deleted = state.Deleted[p];
                 if (rewrite[p])
                 {
                     var rewritten = Rewrite(m, codes[p], vectors[p]!, attributes[p], deleted, mine, encoded, added, addedX, addedRows, schema);
                     vectors[p] = null;
-                    entries[p] = entry with
+                    if (ShouldSplit(m, rewritten.Codes.Count))
                     {
-                        Count = rewritten.Codes.Count,
-                        Codes = packs.Index.Add(rewritten.Codes.ToSegment()),
-                        Vectors = packs.Vectors.Add(rewritten.Vectors.ToSegment()),
-                        Attributes = rewritten.Attributes is null ? null : packs.Index.Add(rewritten.Attributes.ToSegment()),
-                        AttributeStats = rewritten.Attributes?.Statistics() ?? entry.AttributeStats,
-                        Appended = null, Deleted = null, BaseCount = null,
-                    };
+                        var parts = Split(m, routing, rewritten, entries.Count, m.Attributes);
+                        entries[p] = Whole(entry, parts[0].Rows, packs);
+                        parts[0].Centroid.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(centroids).Slice(p * d, d));
+                        radii[p] = parts[0].Radius;
+                        foreach (var part in parts.Skip(1))
+                        {
+                            entries.Add(Whole(entry with { Id = entries.Count }, part.Rows, packs));
+                            centroids.AddRange(part.Centroid);
+                            radii.Add(part.Radius);
+                            sizes.Add(part.Rows.Codes.Count);
+                        }
+                        splits++;
+                        newPartitions += parts.Length - 1;
+                        moved += rewritten.Codes.Count;
+                    }
+                    else entries[p] = Whole(entry, rewritten, packs);
                     rewrites++;
                 }
                 else
@@ -219,7 +235,7 @@ public static class LogIngest
                 }
                 sizes[p] = entries[p].Count;
             }
-            var routingRef = packs.Index.Add(new RoutingData { GlobalTransform = routing.GlobalTransform, Centroids = routing.Centroids, Radii = radii, PartitionSizes = sizes }.ToSegment());
+            var routingRef = packs.Index.Add(new RoutingData { GlobalTransform = routing.GlobalTransform, Centroids = [.. centroids], Radii = [.. radii], PartitionSizes = [.. sizes] }.ToSegment());
             Lap("encode");
             await Task.WhenAll(new[] { packs.Index, packs.Vectors }.Where(pack => pack.Count > 0)
                 .Select(pack => sink.WriteAsync(pack.Name, pack.ToBytes(), ct))).ConfigureAwait(false);
@@ -231,13 +247,15 @@ public static class LogIngest
                 Count = entries.Sum(e => (long)e.Count),
                 Routing = routingRef,
                 Partitions = entries,
+                Build = m.Build with { PartitionTarget = PartitionTarget(m) },
                 Attributes = schema?.Result() ?? m.Attributes,
                 IndexedSequence = to,
                 NextRow = state.NextRow,
                 FormatVersion = IndexManifest.FormatVersionFor(routingRef, entries),
             };
             // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
-            (manifest, calibrationDue) = Counted(manifest, Math.Max(addedRows.Length, state.DeletedCount));
+            // A split re-encodes and moves its rows (new quantizers, new partitions): they count as changed too.
+            (manifest, calibrationDue) = Counted(manifest, Math.Max(addedRows.Length, state.DeletedCount) + moved);
             published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
             Lap("publish");
         }
@@ -270,8 +288,21 @@ public static class LogIngest
             Lap("calibrate");
         }
         return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
-            touched.Count(t => t), partitions, phases, rewrites, calibrationVersion, calibrationFailure, deferred);
+            touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions);
     }
+
+    /// <summary>The entry of a partition written whole (no appended segments, no mask) from <paramref name="rows"/>, into the packs.</summary>
+    private static PartitionEntry Whole(PartitionEntry entry, Rewritten rows, Packs packs) => entry with
+    {
+        Count = rows.Codes.Count,
+        CodedDimensions = rows.Codes.CodedDimensions,
+        BitsPerVector = rows.Codes.BitsPerVector,
+        Codes = packs.Index.Add(rows.Codes.ToSegment()),
+        Vectors = packs.Vectors.Add(rows.Vectors.ToSegment()),
+        Attributes = rows.Attributes is null ? null : packs.Index.Add(rows.Attributes.ToSegment()),
+        AttributeStats = rows.Attributes?.Statistics() ?? entry.AttributeStats,
+        Appended = null, Deleted = null, BaseCount = null,
+    };
 
     private static SegmentRef Referenced(SegmentRef s, IndexManifest m) => s with { Version = s.Version ?? m.Version };
 

@@ -259,6 +259,7 @@ public static class IndexBuildStages
                 KMeansIterations = options.KMeansIterations,
                 EnergyKept = options.EnergyKept,
                 BuildSeconds = Math.Round(buildSeconds, 3),
+                PartitionTarget = (int)Math.Max(1, (count + p - 1) / p),
             },
             Routing = new SegmentRef(RoutingName, routing.LongLength),
             Partitions = partitions.Select(x => x.Entry).ToArray(),
