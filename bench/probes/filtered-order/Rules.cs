@@ -42,6 +42,7 @@ internal static class Rules
         // "max dense" at each CF, split by the dense anchor's key over the nearest centroid distance: a signal the planner could band by.
         double[] ratioEdges = [1.02, 1.1, 1.25, double.PositiveInfinity];
         var byRatio = new double[2, cfs.Length, ratioEdges.Length]; var inRatio = new int[2, cfs.Length, ratioEdges.Length];
+        var byRatioNow = new double[2, cfs.Length, ratioEdges.Length]; var inRatioNow = new int[2, cfs.Length, ratioEdges.Length];
         Parallel.For(0, nq, qi =>
         {
             var ctx = new QueryContext(index, queries[qi]);
@@ -69,7 +70,12 @@ internal static class Rules
                     var set = new HashSet<int>(plan.Partitions);
                     if (plan.Strategy == "partitions") { int Found() => (int)Math.Min(plan.Target, set.Sum(x => (long)cnt[x * L + label])); for (var pass = engine.NextPass(plan, Found()); pass.Length > 0; pass = engine.NextPass(plan, Found())) foreach (var x in pass) set.Add(x); }
                     else set = Enumerable.Range(0, P).ToHashSet();
-                    var sets = new HashSet<int>[7]; sets[0] = set; sets[3] = ordV.Take(set.Count(x => cnt[x * L + label] > 0)).ToHashSet();
+                    {
+                // the same split for the current rule: its dense anchor's centroid distance over the nearest one
+                int bucketNow = Array.FindIndex(ratioEdges, e => dist[order[Math.Max(0, anchors.Dense)]] / d0 < e);
+                lock (lockObj) { byRatioNow[fam, g, bucketNow] += truthParts.Count(set.Contains) / (double)K; inRatioNow[fam, g, bucketNow]++; }
+            }
+            var sets = new HashSet<int>[7]; sets[0] = set; sets[3] = ordV.Take(set.Count(x => cnt[x * L + label] > 0)).ToHashSet();
                     for (int rule = 1; rule < 3; rule++)
                     {
                         double limit = rule == 1 ? cfs[g] * dv[ordV[0]] : Math.Sqrt(dv[ordV[0]] * dv[ordV[0]] + (cfs[g] * cfs[g] - 1) * d0 * d0);
@@ -110,6 +116,13 @@ internal static class Rules
         {
             Console.Write($"{rules[rule],-13}");
             for (int g = 0; g < cfs.Length; g++) Console.Write($" | CF {cfs[g]}: own {cov[0, rule, g] / nq:F4} ({vis[0, rule, g] / nq:F1}) +1 {cov[1, rule, g] / nq:F4} ({vis[1, rule, g] / nq:F1})");
+            Console.WriteLine();
+        }
+        foreach (int g in new[] { 1, 2 })
+        {
+            Console.Write($"current, CF {cfs[g]}, by dense anchor / nearest centroid distance:");
+            for (int b = 0; b < ratioEdges.Length; b++)
+                Console.Write($" | < {ratioEdges[b]}: own {byRatioNow[0, g, b] / Math.Max(1, inRatioNow[0, g, b]):F4} ({inRatioNow[0, g, b]}) +1 {byRatioNow[1, g, b] / Math.Max(1, inRatioNow[1, g, b]):F4} ({inRatioNow[1, g, b]})");
             Console.WriteLine();
         }
         foreach (int g in new[] { 1, 2 })
