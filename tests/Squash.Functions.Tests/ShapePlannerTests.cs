@@ -73,7 +73,7 @@ public sealed class ShapePlannerTests
         Assert.Equal(0, calibration.Current(s).Samples);
 
         // The coordinator measures 1 ms per partition on its own queries (200 partitions in 200 ms).
-        for (int i = 0; i < ShapeCalibration.MinSamples; i++) calibration.Observe(200, false, Alone(200));
+        for (int i = 0; i < ShapeCalibration.MinSamples; i++) calibration.Observe((1, 0), 200, false, Alone(200));
         var measured = calibration.Current(s);
         Assert.Equal(1.0, measured.PartitionScanMs, 9);
         Assert.Equal(s.HopMs, measured.HopMs); // no tree ran yet: the prior
@@ -81,6 +81,9 @@ public sealed class ShapePlannerTests
         Assert.NotEqual(0, after.Depth);
         Assert.True(after.PredictedP99Ms <= 100, $"{after}");
         Assert.Same(measured, after.Constants);
+        // The only measured shape (alone) misses the target on its typical time by itself, so a shape never run may be tried.
+        Assert.True(measured.Measured(1, 0));
+        Assert.False(measured.Measured(after.Branching, after.Depth));
         // Brute force over the same candidates with the same constants: alone misses the target, and no tree that meets
         // it is cheaper than the one chosen.
         var (_, aloneMs) = ShapePlanner.Predict(s, 1, 0, 200, 2, _ => false, measured);
@@ -101,8 +104,8 @@ public sealed class ShapePlannerTests
         // Measured: 0.5 ms per partition alone and in trees, whose level-1 node finished 1 ms before the coordinator did (a 1 ms hop).
         for (int i = 0; i < ShapeCalibration.MinSamples; i++)
         {
-            calibration.Observe(10, false, [new LevelTiming(0, 1, 6, 0, 0), new LevelTiming(1, 1, 5, 5, 0)]);
-            calibration.Observe(10, false, Alone(5));
+            calibration.Observe((4, 1), 10, false, [new LevelTiming(0, 1, 6, 0, 0), new LevelTiming(1, 1, 5, 5, 0)]);
+            calibration.Observe((1, 0), 10, false, Alone(5));
         }
         var c = calibration.Current(s);
         Assert.Equal(0.5, c.PartitionScanMs, 9);
@@ -122,9 +125,9 @@ public sealed class ShapePlannerTests
         var s = Settings("cost", p99: 100);
         var calibration = new ShapeCalibration();
         // 20 samples set the scan time (0.1 ms per partition); then 100 queries, two of them 60 ms instead of 1 ms.
-        for (int i = 0; i < ShapeCalibration.MinSamples; i++) calibration.Observe(10, false, Alone(1));
+        for (int i = 0; i < ShapeCalibration.MinSamples; i++) calibration.Observe((1, 0), 10, false, Alone(1));
         Assert.Null(calibration.Current(s).TailMs);
-        for (int i = 0; i < 100; i++) calibration.Observe(10, false, Alone(i % 50 == 7 ? 60 : 1));
+        for (int i = 0; i < 100; i++) calibration.Observe((1, 0), 10, false, Alone(i % 50 == 7 ? 60 : 1));
         var c = calibration.Current(s);
         // Residuals (from the 21st query on, once the scan time is known): 98 × 0 ms and 2 × 59 ms; the 99th percentile of 100
         // is the 99th: 59.
@@ -142,13 +145,13 @@ public sealed class ShapePlannerTests
     {
         var s = Settings("cost");
         var calibration = new ShapeCalibration();
-        for (int i = 0; i < ShapeCalibration.Window; i++) calibration.Observe(100, false, Alone(100));
+        for (int i = 0; i < ShapeCalibration.Window; i++) calibration.Observe((1, 0), 100, false, Alone(100));
         Assert.Equal(1.0, calibration.Current(s).PartitionScanMs, 9);
         // The instance gets faster (or the index smaller partitions): a window later the estimate is the new figure.
-        for (int i = 0; i < ShapeCalibration.Window; i++) calibration.Observe(100, false, Alone(10));
+        for (int i = 0; i < ShapeCalibration.Window; i++) calibration.Observe((1, 0), 100, false, Alone(10));
         Assert.Equal(0.1, calibration.Current(s).PartitionScanMs, 9);
-        calibration.Observe(0, false, Alone(10));   // nothing scanned: no sample
-        calibration.Observe(5, false, []);          // no timings: no sample
+        calibration.Observe((1, 0), 0, false, Alone(10));   // nothing scanned: no sample
+        calibration.Observe((4, 1), 5, false, []);          // no timings: no sample
         Assert.Equal(ShapeCalibration.Window, calibration.Current(s).Samples);
     }
 
@@ -167,13 +170,13 @@ public sealed class ShapePlannerTests
         var clock = new ManualClock();
         var calibration = new ShapeCalibration(clock);
         // Queries that read partitions from the store time the reads: no scan sample (their hops still count).
-        for (int i = 0; i < 50; i++) calibration.Observe(10, true, [new LevelTiming(0, 1, 300, 0, 0), new LevelTiming(1, 1, 100, 100, 90)]);
+        for (int i = 0; i < 50; i++) calibration.Observe((4, 1), 10, true, [new LevelTiming(0, 1, 300, 0, 0), new LevelTiming(1, 1, 100, 100, 90)]);
         var reading = calibration.Current(s);
         Assert.Equal((s.PartitionScanMs, (double?)null, 0), (reading.PartitionScanMs, reading.TreePartitionScanMs, reading.Samples));
         Assert.Equal(200, reading.HopMs, 9);
         // A minute later, warm trees: a 3 ms hop, 0.2 ms a partition. Only 30 recent samples, but they are the ones used.
         clock.NowMs += (long)ShapeCalibration.MaxAge.TotalMilliseconds + 1;
-        for (int i = 0; i < 30; i++) calibration.Observe(10, false, [new LevelTiming(0, 1, 5, 0, 0), new LevelTiming(1, 1, 2, 2, 0)]);
+        for (int i = 0; i < 30; i++) calibration.Observe((4, 1), 10, false, [new LevelTiming(0, 1, 5, 0, 0), new LevelTiming(1, 1, 2, 2, 0)]);
         var warm = calibration.Current(s);
         Assert.Equal((3.0, 0.2), (warm.HopMs, warm.TreePartitionScanMs!.Value));
         // The coordinator alone was never measured: its prior (so the planner still tries it).
@@ -197,5 +200,69 @@ public sealed class ShapePlannerTests
         var (aloneCost, aloneMs) = ShapePlanner.Predict(s, 1, 0, 400, 2, _ => false, c);
         Assert.True(fastestMs < aloneMs && aloneMs <= 1.1 * fastestMs, $"fastest tree {fastestMs} ms, alone {aloneMs} ms");
         Assert.Equal(aloneCost, choice.PredictedCostUsd!.Value, 15);
+    }
+
+    /// <summary>The planner's choice recomputed with the rule before the measured-shapes one: all shapes considered.</summary>
+    private static (int B, int L) ChoiceOverAllShapes(FunctionSettings s, int partitions, PlannerConstants c)
+    {
+        var all = new[] { (1, 0) }.Concat(Trees).Where(t => t.Item2 == 0 || t.Item1 <= partitions)
+            .Select(t => (t.Item1, t.Item2, P: ShapePlanner.Predict(s, t.Item1, t.Item2, partitions, 2, _ => false, c))).ToList();
+        var meets = all.Where(o => c.P99(o.P.Ms) <= s.P99TargetMs).ToList();
+        if (meets.Count > 0) { var m = meets.MinBy(o => (o.P.CostUsd, o.P.Ms)); return (m.Item1, m.Item2); }
+        double fastest = all.Min(o => o.P.Ms);
+        var f = all.Where(o => o.P.Ms <= 1.1 * fastest).MinBy(o => (o.P.CostUsd, o.P.Ms));
+        return (f.Item1, f.Item2);
+    }
+
+    [Theory]
+    // A burst whose queries take 150 ms: the tail (110 ms) puts every shape over the target, and "nearly the fastest"
+    // was a tree of 16 nodes (run 5 at saturation, bench/serverless.md).
+    [InlineData(150)]
+    // A milder one (110 ms, a 70 ms tail): the coordinator alone misses the target, a predicted 2-node tree meets it.
+    [InlineData(110)]
+    public void ABurstDoesNotSendQueriesToATreeThatWasNeverMeasured(double burstWallMs)
+    {
+        var s = Settings("cost", p99: 100);
+        var calibration = new ShapeCalibration();
+        // Steady state: the coordinator alone scans 400 partitions in 14 ms (0.035 ms each), nothing above the model.
+        for (int i = 0; i < 100; i++) calibration.Observe((1, 0), 400, false, Alone(14));
+        // The burst: every query's scan is inflated (40 ms of work, 0.1 ms a partition) and it waits besides, for two
+        // windows of samples (the second one's residuals are all against the burst's scan time).
+        for (int i = 0; i < 2 * ShapeCalibration.Window; i++) calibration.Observe((1, 0), 400, false, [new LevelTiming(0, 1, burstWallMs, 40, 0)]);
+        var c = calibration.Current(s);
+        Assert.Equal(0.1, c.PartitionScanMs, 9);
+        Assert.Equal(burstWallMs - 40, c.TailMs!.Value, 6);
+        Assert.Null(c.TreePartitionScanMs);
+        Assert.Equal(new[] { (1, 0) }, c.MeasuredShapes!.ToArray());
+        // The rule before: a tree, on a prediction derived from the coordinator's own samples (its scan ÷ the nodes).
+        Assert.NotEqual(0, ChoiceOverAllShapes(s, 400, c).L);
+        // Now: the coordinator alone, the shape that was measured and runs within the target but for the tail.
+        var choice = ShapePlanner.Choose(s, 400, 2, _ => false, c);
+        Assert.Equal((1, 0), (choice.Branching, choice.Depth));
+        Assert.True(choice.PredictedMs <= 100 && choice.PredictedP99Ms > 100, $"{choice}");
+    }
+
+    [Fact]
+    public void AMeasuredTreeThatMeetsTheTargetStillWinsOverTheCoordinatorAlone()
+    {
+        var s = Settings("cost", p99: 100);
+        var calibration = new ShapeCalibration();
+        // Trees of 8 nodes measured: a 1 ms hop, 50 partitions a node at 0.1 ms each.
+        for (int i = 0; i < ShapeCalibration.MinSamples; i++)
+            calibration.Observe((8, 1), 50, false, [new LevelTiming(0, 1, 7, 0, 0), new LevelTiming(1, 8, 6, 5, 0)]);
+        // The coordinator alone measured at the same 0.1 ms a partition (400 in 40 ms) but 70 ms more on the wall.
+        for (int i = 0; i < 2 * ShapeCalibration.MinSamples; i++) calibration.Observe((1, 0), 400, false, [new LevelTiming(0, 1, 110, 40, 0)]);
+        var c = calibration.Current(s);
+        Assert.True(c.Measured(8, 1) && c.Measured(1, 0) && !c.Measured(2, 1), string.Join(' ', c.MeasuredShapes!));
+        Assert.Equal((1.0, 0.1, 0.1), (c.HopMs, c.PartitionScanMs, c.TreePartitionScanMs!.Value));
+        Assert.Equal(70, c.TailMs!.Value, 6);
+        // Alone: 2 + 40 + 70 = 112 ms p99, over; 8 nodes: 2 + 1 + 5 + 70 = 78 ms, within: the measured tree runs.
+        var choice = ShapePlanner.Choose(s, 400, 2, _ => false, c);
+        Assert.Equal((8, 1), (choice.Branching, choice.Depth));
+        Assert.True(choice.PredictedP99Ms <= 100, $"{choice}");
+        // A 2-node tree, never run, is predicted cheaper and within the target (2 + 1 + 20 + 70 = 93 ms); it is not tried,
+        // the measured tree that meets the target is.
+        var (twoCost, twoMs) = ShapePlanner.Predict(s, 2, 1, 400, 2, _ => false, c);
+        Assert.True(twoCost < choice.PredictedCostUsd && c.P99(twoMs) <= 100, $"{twoCost} {twoMs}");
     }
 }

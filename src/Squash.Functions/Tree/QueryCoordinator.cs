@@ -116,7 +116,7 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         // The planner's constants are measured on single-vector, one-pass queries on warm instances: a batch scans n vectors
         // per partition, a second pass adds a round trip, a cold start is not the steady state the model describes.
         if (n == 1 && rounds == 1 && totals.ColdInstances == 0 && totals.MissingPartitions.Length == 0)
-            calibration.Observe(busiest, totals.CacheMisses > 0 || totals.BytesRead > 0, totals.Levels);
+            calibration.Observe((branching, depth), busiest, totals.CacheMisses > 0 || totals.BytesRead > 0, totals.Levels);
 
         var queries = new CoordinatedQuery[n];
         for (int q = 0; q < n; q++)

@@ -8,8 +8,14 @@ namespace Squash.Functions.Tree;
 /// <param name="Samples">How many of this coordinator's recent queries the figures come from (0: the configured priors).</param>
 /// <param name="PartitionScanMs">A partition scanned by the coordinator itself (L = 0).</param>
 /// <param name="TreePartitionScanMs">A partition scanned by a tree node (its cache and its share of the cores are its own; null: as the coordinator).</param>
-public sealed record PlannerConstants(double HopMs, double PartitionScanMs, double? TailMs, int Samples, double FrontMs, double? TreePartitionScanMs = null)
+/// <param name="MeasuredShapes">The shapes (b, L; the coordinator alone is (1, 0)) this coordinator has run at least
+/// <see cref="ShapeCalibration.MinSamples"/> sampled queries on (null or empty: none; every prediction is then a model's guess).</param>
+public sealed record PlannerConstants(double HopMs, double PartitionScanMs, double? TailMs, int Samples, double FrontMs, double? TreePartitionScanMs = null,
+    IReadOnlySet<(int B, int L)>? MeasuredShapes = null)
 {
+    /// <summary>Whether this coordinator has measured shape (b, L) on its own queries.</summary>
+    public bool Measured(int b, int l) => MeasuredShapes?.Contains(ShapeCalibration.Key(b, l)) == true;
+
     /// <summary>The configured priors (Squash__HopMs, Squash__PartitionScanMs), before anything is measured.</summary>
     public static PlannerConstants Priors(FunctionSettings s) => new(s.HopMs, s.PartitionScanMs, null, 0, s.HopMs);
 
@@ -48,16 +54,24 @@ public sealed class ShapeCalibration(TimeProvider? clock = null)
     private readonly object _gate = new();
     private readonly Ring _scanMsPerPartition = new(Window), _treeScanMsPerPartition = new(Window), _hopMs = new(Window), _residualMs = new(Window);
 
+    /// <summary>Sampled queries per shape run (never forgotten: a shape measured once stays known, as its last figures do).</summary>
+    private readonly Dictionary<(int B, int L), int> _runs = [];
+
+    /// <summary>A shape as the calibration names it: at depth 0 the branching is meaningless, so the coordinator alone is (1, 0).</summary>
+    public static (int B, int L) Key(int branching, int depth) => depth <= 0 ? (1, 0) : (branching, depth);
+
     /// <summary>
-    /// One query's tree as it ran: the partitions of its busiest node (all of them at depth 0), whether any were read from
-    /// the store, and the level timings the nodes reported (level 0 = the coordinator's scan node).
+    /// One query's tree as it ran: its shape (b, L), the partitions of its busiest node (all of them at depth 0), whether
+    /// any were read from the store, and the level timings the nodes reported (level 0 = the coordinator's scan node).
     /// </summary>
-    public void Observe(int busiestNodePartitions, bool readFromStore, IReadOnlyList<LevelTiming> levels)
+    public void Observe((int Branching, int Depth) shape, int busiestNodePartitions, bool readFromStore, IReadOnlyList<LevelTiming> levels)
     {
         if (levels.Count == 0 || busiestNodePartitions <= 0) return;
         long now = _clock.GetTimestamp();
         lock (_gate)
         {
+            var key = Key(shape.Branching, shape.Depth);
+            _runs[key] = _runs.GetValueOrDefault(key) + 1;
             bool tree = levels.Count > 1;
             var scanRing = tree ? _treeScanMsPerPartition : _scanMsPerPartition;
             // The residual against the model as it stands (once the scan time is measured; a hop too when the tree had levels).
@@ -90,7 +104,8 @@ public sealed class ShapeCalibration(TimeProvider? clock = null)
             double? treeScan = inTree is { } t ? Math.Max(0.0005, t) : null;
             double? tail = Recent(_residualMs, 0.99, now);
             int samples = _scanMsPerPartition.Count + _treeScanMsPerPartition.Count;
-            return new PlannerConstants(hop, scan, tail, samples, s.HopMs, treeScan);
+            var measured = _runs.Where(r => r.Value >= MinSamples).Select(r => r.Key).ToHashSet();
+            return new PlannerConstants(hop, scan, tail, samples, s.HopMs, treeScan, measured);
         }
     }
 

@@ -48,11 +48,32 @@ public static class ShapePlanner
             var (cost, ms) = Predict(s, b, l, partitions, pools, poolIsActive, c);
             options.Add((b, l, cost, ms));
         }
-        (int B, int L, double Cost, double Ms) best = s.Objective == Latency
-            ? options.Where(o => o.Cost <= s.CostCapUsd).DefaultIfEmpty(options.MinBy(o => o.Cost)).MinBy(o => (o.Ms, o.Cost))
-            : options.Where(o => c.P99(o.Ms) <= s.P99TargetMs).DefaultIfEmpty(NearlyFastest(options)).MinBy(o => (o.Cost, o.Ms));
+        (int B, int L, double Cost, double Ms) best;
+        if (s.Objective == Latency)
+            best = options.Where(o => o.Cost <= s.CostCapUsd).DefaultIfEmpty(options.MinBy(o => o.Cost)).MinBy(o => (o.Ms, o.Cost));
+        else
+        {
+            var considered = Considered(s, options, c);
+            best = considered.Where(o => c.P99(o.Ms) <= s.P99TargetMs).DefaultIfEmpty(NearlyFastest(considered)).MinBy(o => (o.Cost, o.Ms));
+        }
         return new TreeShapeChoice(best.B, best.L, "objective:" + (s.Objective == Latency ? Latency : Cost), best.Cost, Math.Round(best.Ms, 3),
             Math.Round(c.P99(best.Ms), 3), c);
+    }
+
+    /// <summary>
+    /// The shapes the cost objective chooses among. When a shape this coordinator has measured runs within the target on
+    /// its typical time, only the measured shapes: whatever then puts them over the target is the tail, a residual measured
+    /// on the shapes that ran and added to every shape alike, which a shape never run cannot be shown to escape (a tree's time
+    /// is its slowest node's, so fanning out widens a tail rather than narrows it). Without this a burst's tail and
+    /// burst-inflated scan times made a 16-node tree, never measured, the "fastest" on a prediction derived from the
+    /// coordinator's own samples, and it woke both pools (bench/serverless.md). Otherwise (nothing measured yet, or every
+    /// measured shape too slow by itself) all shapes: trying another is then the only way to the target.
+    /// </summary>
+    private static List<(int B, int L, double Cost, double Ms)> Considered(FunctionSettings s, List<(int B, int L, double Cost, double Ms)> options,
+        PlannerConstants c)
+    {
+        var measured = options.Where(o => c.Measured(o.B, o.L)).ToList();
+        return measured.Any(o => o.Ms <= s.P99TargetMs) ? measured : options;
     }
 
     /// <summary>
