@@ -133,7 +133,7 @@ public static class WriteBench
                     v.CopyTo(_current.AsSpan(row * _dims, _dims));
                     w.WriteStartObject();
                     w.WriteString("id", row.ToString(CultureInfo.InvariantCulture));
-                    if (s.Base64) w.WriteBase64String("vector", System.Runtime.InteropServices.MemoryMarshal.AsBytes(v));
+                    if (s.Base64 && BitConverter.IsLittleEndian) w.WriteBase64String("vector", System.Runtime.InteropServices.MemoryMarshal.AsBytes(v));
                     else
                     {
                         w.WriteStartArray("vector");
