@@ -38,8 +38,12 @@ public sealed class FunctionSettings
     public TimeSpan ChildTimeout { get; set; } = TimeSpan.FromSeconds(10);
     /// <summary>A child slower than this gets a hedged second call.</summary>
     public TimeSpan HedgingDelay { get; set; } = TimeSpan.FromMilliseconds(500);
-    /// <summary>How long an instance answers from the version it last saw before it reads <c>current</c> again (a newer build or ingest shows after at most this).</summary>
-    public TimeSpan CurrentRecheck { get; set; } = TimeSpan.FromSeconds(5);
+    /// <summary>
+    /// How long an instance answers from the version it last saw before it reads <c>current</c> again (a newer build or
+    /// ingest shows after at most this). It bounds how soon eventual reads see ingested writes, so it is short: the
+    /// price is one read of a tiny blob per index per second on an instance that is being asked.
+    /// </summary>
+    public TimeSpan CurrentRecheck { get; set; } = TimeSpan.FromSeconds(1);
     /// <summary>Largest request body accepted.</summary>
     public long MaxRequestBytes { get; set; } = 4 * 1024 * 1024;
     /// <summary>

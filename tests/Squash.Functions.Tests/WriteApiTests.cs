@@ -174,4 +174,76 @@ public sealed class WriteApiTests(IndexFixture fx)
         var reused = await Problems.Read(await Post(client, index, """{"deletes":["x"]}""", "order-77"), HttpStatusCode.Conflict);
         Assert.Equal("Idempotency-Key 'order-77' was first used for a different request (sequence 1); use a new key for a new request", reused.GetProperty("detail").GetString());
     }
+
+    private static string Base64(params float[] v) => Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(v.AsSpan()));
+
+    [Fact]
+    public async Task AVectorMayBeBase64OfLittleEndianFloat32AndIsTheSameRequestAsTheArray()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        float[] v = [0.5f, -0.25f, 1e-3f, 3.0000002f];
+        var response = await Post(client, index, $$$"""{"upserts":[{"id":"b64","vector":"{{{Base64(v)}}}","attributes":{"colour":"red"}}]}""", "b64-1");
+        Assert.Equal("""{"sequence":1,"replayed":false}""", await response.Content.ReadAsStringAsync());
+        var batch = (await Log(index).TryReadBatchAsync(1))!;
+        Assert.Equal(v, batch.Upserts![0].Vector);
+        Assert.Equal("red", batch.Upserts[0].Attributes!.Value.GetProperty("colour").GetString());
+        // The same vector as an array, with the same key: the same request, replayed.
+        var again = await Post(client, index, $$$"""{"upserts":[{"id":"b64","vector":{{{Bodies.Vector(v)}}},"attributes":{"colour":"red"}}]}""", "b64-1");
+        Assert.Equal("""{"sequence":1,"replayed":true}""", await again.Content.ReadAsStringAsync());
+        Assert.Equal(1, await Log(index).LatestSequenceAsync());
+        // A JSON writer may escape base64's '/' or '+': the escaped string is the same vector.
+        float[] w = [BitConverter.Int32BitsToSingle(0x3F7FFFFF), 1, 2, 3];
+        var escaped = Base64(w).Replace("/", "\\/");
+        Assert.Contains("\\/", escaped);
+        var third = await Post(client, index, $$$"""{"upserts":[{"id":"esc","vector":"{{{escaped}}}"}]}""");
+        Assert.Equal("""{"sequence":2,"replayed":false}""", await third.Content.ReadAsStringAsync());
+        Assert.Equal(w, (await Log(index).TryReadBatchAsync(2))!.Upserts![0].Vector);
+    }
+
+    [Fact]
+    public async Task ABase64VectorOfTheWrongLengthOrNotBase64IsA400NamingIt()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        async Task<Dictionary<string, string[]>> Bad(string body) => await Problems.BadRequest(await Post(client, index, body));
+        Assert.Equal(new Dictionary<string, string[]> { ["upserts[1].vector"] = ["decodes to 5 bytes, not a whole number of float32 values (4 bytes each, little-endian)"] },
+            await Bad($$"""{"upserts":[{"id":"a","vector":"{{Base64(1, 2, 3, 4)}}"},{"id":"b","vector":"AAAAAAA="}]}"""));
+        Assert.Equal(new Dictionary<string, string[]> { ["upserts[0].vector"] = ["is a string but not base64 (RFC 4648, with padding) of little-endian float32 values"] },
+            await Bad("""{"upserts":[{"id":"a","vector":"not base64!"}]}"""));
+        Assert.Equal(new Dictionary<string, string[]> { ["upserts[0].vector"] = ["must be an array of numbers or a base64 string of little-endian float32 values"] },
+            await Bad("""{"upserts":[{"id":"a","vector":5}]}"""));
+        // Decoded, the dimensions and values are checked as an array's are; every bad item is named at once.
+        Assert.Equal(new Dictionary<string, string[]>
+            {
+                ["upserts[0].vector"] = ["has 3 dimensions; the index has 4"],
+                ["upserts[1].vector[2]"] = ["is not a finite number"],
+            },
+            await Bad($$"""{"upserts":[{"id":"a","vector":"{{Base64(1, 2, 3)}}"},{"id":"b","vector":"{{Base64(1, 2, float.NaN, 4)}}"}]}"""));
+        // A good base64 vector beside a body error elsewhere is not mistaken for a bad array.
+        Assert.Equal(new Dictionary<string, string[]> { ["upserts[1].vector[0]"] = ["must be a number, got the string \"x\""] },
+            await Bad($$"""{"upserts":[{"id":"a","vector":"{{Base64(1, 2, 3, 4)}}"},{"id":"b","vector":["x",1,2,3]}]}"""));
+        Assert.Equal(0, await Log(index).LatestSequenceAsync());
+    }
+
+    [Fact]
+    public async Task ARetryOfARequestAnEarlierBuildLoggedIsStillReplayed()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        const string body = """{"upserts":[{"id":"x","vector":[1,2,3,4.5]}],"deletes":["doc-2"]}""";
+        // What a build before the binary log did: the request re-serialised as JSON, hashed, and the batch logged under the key.
+        var request = JsonSerializer.Deserialize(body, Squash.Functions.Writes.WriteApiJson.Default.WriteRequest)!;
+        var earlierHash = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(
+            JsonSerializer.SerializeToUtf8Bytes(request, Squash.Functions.Writes.WriteApiJson.Default.WriteRequest)));
+        var first = await Log(index).AppendAsync(new WriteBatch { Upserts = [new UpsertItem("x", [1, 2, 3, 4.5f])], Deletes = ["doc-2"] }, "old-1", earlierHash, 0);
+        Assert.Equal(1, first.Sequence);
+        var retry = await Post(client, index, body.Replace(",", " , "), "old-1");
+        Assert.Equal("""{"sequence":1,"replayed":true}""", await retry.Content.ReadAsStringAsync());
+        await Problems.Read(await Post(client, index, """{"upserts":[{"id":"x","vector":[1,2,3,4.25]}],"deletes":["doc-2"]}""", "old-1"), HttpStatusCode.Conflict);
+        Assert.Equal(1, await Log(index).LatestSequenceAsync());
+    }
 }

@@ -177,7 +177,7 @@ public sealed class DeploymentTests
             ["HedgingDelay"] = "the default (500 ms) is the measured setting",
             ["MaxRequestBytes"] = "the default (4 MB) is below the Functions host's own limit",
             ["MaxBatch"] = "the default (256) bounds a request's work",
-            ["CurrentRecheck"] = "the default (5 s) bounds how long a new version waits to be seen; tests set 0",
+            ["CurrentRecheck"] = "the default (1 s) bounds how long a new version waits to be seen; tests set 0",
             ["WakePoolsOnStart"] = "true on the coordinator only (checked below)",
             ["Objective"] = "empty: the fixed Branching/Depth shape, until a deployment opts into the cost planner (docs/cost.md)",
             ["P99TargetMs"] = "read only with Objective=cost",

@@ -50,15 +50,18 @@ public static class WriteBench
         var timeout = new Option<int>("--timeout") { Description = "Minutes to wait for the watermark to reach the last write, per phase.", DefaultValueFactory = _ => 20 };
         var seed = new Option<int>("--seed") { Description = "Seed of the replaced rows' order.", DefaultValueFactory = _ => 15 };
         var phases = new Option<string>("--phases") { Description = "Phases to run, comma-separated, in this order: replace (10 %, 50 %, recall), ack, lag, strong.", DefaultValueFactory = _ => "replace,ack,lag,strong" };
+        var encoding = new Option<string>("--vector-encoding") { Description = "How upserts carry their vectors: base64 (little-endian float32) or json (arrays of numbers).", DefaultValueFactory = _ => "base64" };
         var cmd = new Command("bench-writes", "Benchmark writes through the HTTP API of squash serve: sustained ingest, ack latency, lag to indexed, strong-read overhead, recall after replacing 10 % and 50 %.")
         {
-            endpoint, store, container, index, baseFile, pool, queries, k, batch, concurrency, ackBatches, ackBatch, rate, lagSeconds, tail, readQueries, fresh, timeout, seed, phases,
+            endpoint, store, container, index, baseFile, pool, queries, k, batch, concurrency, ackBatches, ackBatch, rate, lagSeconds, tail, readQueries, fresh, timeout, seed, phases, encoding,
         };
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var settings = new Settings(pr.GetValue(index)!, pr.GetValue(k), pr.GetValue(batch), pr.GetValue(concurrency), pr.GetValue(ackBatches), pr.GetValue(ackBatch),
                 pr.GetValue(rate), pr.GetValue(lagSeconds), pr.GetValue(tail), pr.GetValue(readQueries), !pr.GetValue(fresh), TimeSpan.FromMinutes(pr.GetValue(timeout)), pr.GetValue(seed),
-                pr.GetValue(phases)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal));
+                pr.GetValue(phases)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal),
+                pr.GetValue(encoding) == "base64");
+            CliErrors.Require(pr.GetValue(encoding) is "base64" or "json", $"--vector-encoding: expected base64 or json, got '{pr.GetValue(encoding)}'");
             var unknown = settings.Phases.Except(["replace", "ack", "lag", "strong"]).ToArray();
             CliErrors.Require(settings.Phases.Count > 0 && unknown.Length == 0, $"--phases: expected some of replace, ack, lag, strong, got '{pr.GetValue(phases)}'");
             CliErrors.Require(settings.K is >= 1 and <= 100, $"--k must be 1..100, got {settings.K}");
@@ -84,7 +87,7 @@ public static class WriteBench
     }
 
     private sealed record Settings(string Index, int K, int Batch, int Concurrency, int AckBatches, int AckBatch, int Rate, int LagSeconds, int Tail, int ReadQueries,
-        bool Fresh, TimeSpan Timeout, int Seed, IReadOnlySet<string> Phases);
+        bool Fresh, TimeSpan Timeout, int Seed, IReadOnlySet<string> Phases, bool Base64);
 
     private sealed class Runner(HttpClient http, IBlobStore blobs, Settings s, VectorSet data, VectorSet pool, VectorSet queries)
     {
@@ -116,7 +119,7 @@ public static class WriteBench
             if (s.Phases.Contains("strong")) await StrongOverheadAsync(ct);
         }
 
-        /// <summary>Upserts of existing row ids with pool vectors, as JSON; the expected data follows them.</summary>
+        /// <summary>Upserts of existing row ids with pool vectors, as JSON (vectors in base64 or as arrays); the expected data follows them.</summary>
         private byte[] Body(ReadOnlySpan<int> rows)
         {
             var buffer = new ArrayBufferWriter<byte>(rows.Length * _dims * 12 + 64);
@@ -130,9 +133,13 @@ public static class WriteBench
                     v.CopyTo(_current.AsSpan(row * _dims, _dims));
                     w.WriteStartObject();
                     w.WriteString("id", row.ToString(CultureInfo.InvariantCulture));
-                    w.WriteStartArray("vector");
-                    foreach (float x in v) w.WriteNumberValue(x);
-                    w.WriteEndArray();
+                    if (s.Base64 && BitConverter.IsLittleEndian) w.WriteBase64String("vector", System.Runtime.InteropServices.MemoryMarshal.AsBytes(v));
+                    else
+                    {
+                        w.WriteStartArray("vector");
+                        foreach (float x in v) w.WriteNumberValue(x);
+                        w.WriteEndArray();
+                    }
                     w.WriteEndObject();
                 }
                 w.WriteEndArray();

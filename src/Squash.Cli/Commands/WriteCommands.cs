@@ -2,6 +2,7 @@ using System.Buffers;
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Net;
 using System.Text.Json;
 using Spectre.Console;
@@ -205,9 +206,14 @@ public static class WriteCommands
             w.Reset(item);
             w.WriteStartObject();
             w.WriteString("id", ids[row]);
-            w.WriteStartArray("vector");
-            foreach (float x in data.Row(row)) w.WriteNumberValue(x);
-            w.WriteEndArray();
+            // base64 of little-endian float32: the server parses no numbers, and the body is a third the size.
+            if (BitConverter.IsLittleEndian) w.WriteBase64String("vector", MemoryMarshal.AsBytes(data.Row(row)));
+            else
+            {
+                w.WriteStartArray("vector");
+                foreach (float x in data.Row(row)) w.WriteNumberValue(x);
+                w.WriteEndArray();
+            }
             if (table is not null) WriteAttributes(w, table, row);
             w.WriteEndObject();
             w.Flush();

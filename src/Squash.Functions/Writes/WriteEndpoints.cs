@@ -46,11 +46,14 @@ public static class WriteEndpoints
                 ? u.Select(x => new UpsertItem(x.Id!, x.Vector!, x.Attributes is { ValueKind: JsonValueKind.Object } a ? a : null)).ToArray()
                 : null,
         };
-        // The request as parsed, not its bytes: a retry that differs only in spacing is the same request.
-        var requestHash = Convert.ToHexStringLower(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request, WriteApiJson.Default.WriteRequest)));
+        // The request as parsed, not its bytes: a retry that differs only in spacing (or sends its vectors in the other form) is the same request.
+        var requestHash = batch.ContentHash();
+        // Builds before the binary log hashed the request re-serialised as JSON: a retry across an upgrade is still recognised.
+        bool EarlierHashMatches(string stored) => !stored.StartsWith(WriteBatch.ContentHashPrefix, StringComparison.Ordinal)
+            && stored == Convert.ToHexStringLower(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request, WriteApiJson.Default.WriteRequest)));
         try
         {
-            var result = await LogFor(catalog, index).AppendAsync(batch, key, requestHash, loaded.Manifest.IndexedSequence, ct);
+            var result = await LogFor(catalog, index).AppendAsync(batch, key, requestHash, loaded.Manifest.IndexedSequence, ct, EarlierHashMatches);
             await ingest.RequestAsync(index, ct);
             return Results.Json(new WriteAccepted(result.Sequence, result.Replayed), WriteApiJson.Default.WriteAccepted);
         }

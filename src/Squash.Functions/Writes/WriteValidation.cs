@@ -45,10 +45,10 @@ public static class WriteValidation
                 Add(at + ".id", $"'{u.Id}' is not a row number; this index was built without ids, so its rows are named 0, 1, … (at most {MaxRowNumber:D})");
             if (u.Vector is null) Add(at + ".vector", "is required");
             else if (u.Vector.Length != manifest.Dimensions) Add(at + ".vector", $"has {u.Vector.Length} dimensions; the index has {manifest.Dimensions}");
-            else if (Array.FindIndex(u.Vector, x => !float.IsFinite(x)) is int bad and >= 0) Add($"{at}.vector[{bad}]", "is not a finite number");
-            else if (manifest.Metric == "cosine" && u.Vector.All(x => x == 0)) Add(at + ".vector", "is all zeros, which has no direction (the index uses cosine)");
-            else if (manifest.Metric == "ip" && Math.Sqrt(u.Vector.Sum(x => (double)x * x)) > manifest.MaxNorm * (1 + 1e-6))
-                Add(at + ".vector", $"has norm {Math.Sqrt(u.Vector.Sum(x => (double)x * x)):G6}, above the index's largest norm {manifest.MaxNorm:G6} (inner-product indexes store vectors up to the norm they were built with; rebuild with the longer vectors)");
+            else if (Scan(u.Vector) is var (bad, squares) && bad >= 0) Add($"{at}.vector[{bad}]", "is not a finite number");
+            else if (manifest.Metric == "cosine" && squares == 0) Add(at + ".vector", "is all zeros, which has no direction (the index uses cosine)");
+            else if (manifest.Metric == "ip" && Math.Sqrt(squares) > manifest.MaxNorm * (1 + 1e-6))
+                Add(at + ".vector", $"has norm {Math.Sqrt(squares):G6}, above the index's largest norm {manifest.MaxNorm:G6} (inner-product indexes store vectors up to the norm they were built with; rebuild with the longer vectors)");
             if (u.Attributes is { } attributes) CheckAttributes(attributes, manifest.Attributes, at + ".attributes", Add);
         }
         for (int i = 0; i < deletes && errors.Count < JsonBody.MaxErrors; i++)
@@ -70,6 +70,19 @@ public static class WriteValidation
             }
         }
         return errors.ToDictionary(e => e.Key, e => e.Value.ToArray());
+    }
+
+    /// <summary>The first value that is not finite (-1: none) and the sum of squares, in one pass (1,000 vectors a request).</summary>
+    private static (int FirstNonFinite, double SumOfSquares) Scan(float[] vector)
+    {
+        double squares = 0;
+        for (int i = 0; i < vector.Length; i++)
+        {
+            float x = vector[i];
+            if (!float.IsFinite(x)) return (i, double.NaN);
+            squares += (double)x * x;
+        }
+        return (-1, squares);
     }
 
     /// <summary>The largest row number an index without ids takes as an id (row numbers are int).</summary>

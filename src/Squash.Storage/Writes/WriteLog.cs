@@ -8,7 +8,7 @@ namespace Squash.Storage.Writes;
 /// <summary>
 /// An index's write-ahead log: immutable, sequence-numbered batch blobs beside the index.
 /// <code>
-/// {index}/log/batches/{sequence:D12}.json   one acknowledged request (create-only; sequences start at 1)
+/// {index}/log/batches/{sequence:D12}        one acknowledged request, a WriteBatch in binary (create-only; sequences start at 1)
 /// {index}/log/head                          a hint: a sequence that exists (overwritten after each append; only a lower bound)
 /// {index}/log/keys/{sha256(key)}            an Idempotency-Key's record (created before its batch; its sequence set once)
 /// </code>
@@ -65,7 +65,9 @@ public sealed class WriteLog
     /// different request (another <paramref name="requestHash"/>) is a <see cref="WriteKeyConflictException"/>.
     /// </summary>
     /// <param name="knownSequence">A sequence known to exist or to have been garbage-collected (the index's watermark): the end of the log is searched above it.</param>
-    public async Task<AppendResult> AppendAsync(WriteBatch batch, string? idempotencyKey, string requestHash, long knownSequence, CancellationToken ct = default)
+    /// <param name="earlierHashMatches">Whether a record's hash, unequal to <paramref name="requestHash"/>, is this request's as an earlier build hashed it (so a retry across an upgrade is still a retry).</param>
+    public async Task<AppendResult> AppendAsync(WriteBatch batch, string? idempotencyKey, string requestHash, long knownSequence, CancellationToken ct = default,
+        Func<string, bool>? earlierHashMatches = null)
     {
         ArgumentNullException.ThrowIfNull(batch);
         if (idempotencyKey is null) return new AppendResult(await ClaimAsync(batch with { KeyHash = null }, knownSequence, ct).ConfigureAwait(false), false);
@@ -92,7 +94,7 @@ public sealed class WriteLog
                 }
             }
             var rec = record.Value.Record;
-            if (rec.RequestHash != requestHash) throw new WriteKeyConflictException(idempotencyKey, rec.Sequence);
+            if (rec.RequestHash != requestHash && earlierHashMatches?.Invoke(rec.RequestHash) != true) throw new WriteKeyConflictException(idempotencyKey, rec.Sequence);
             if (rec.Sequence is { } done) return new AppendResult(done, true);
 
             // An earlier attempt may have landed its batch without recording it (it stopped, or is still running).
@@ -168,7 +170,7 @@ public sealed class WriteLog
     /// <summary>Writes the batch at the first free sequence above the end of the log (create-only) and moves the hint.</summary>
     private async Task<long> ClaimAsync(WriteBatch batch, long knownSequence, CancellationToken ct)
     {
-        var bytes = (batch.CreatedUtc == default ? batch with { CreatedUtc = DateTimeOffset.UtcNow } : batch).ToJson();
+        var bytes = (batch.CreatedUtc == default ? batch with { CreatedUtc = DateTimeOffset.UtcNow } : batch).ToBinary();
         long next = await LatestSequenceAsync(knownSequence, ct).ConfigureAwait(false) + 1;
         for (int attempt = 0; attempt < MaxClaimAttempts; attempt++, next++)
         {
