@@ -252,6 +252,8 @@ public sealed class IngestTests(IndexFixture fx)
         }
         var run = await LogIngest.RunAsync(store, h.Log);
         Assert.True(run.SplitPartitions >= 1, $"seed {seed}: nothing was split ({run.Partitions} partitions)");
+        Assert.Equal($"{run.TouchedPartitions} of 3 partitions touched, {run.RewrittenPartitions} of them rewritten ({run.SplitPartitions} split into {run.SplitPartitions + run.NewPartitions}: {3 + run.NewPartitions} partitions now)",
+            run.PartitionSummary);
         var m = await store.OpenCurrentAsync();
         Assert.Equal(3 + run.NewPartitions, m.Partitions.Count);
         Assert.True(run.NewPartitions >= 2, $"seed {seed}: ~80 rows around one point make ~4 parts of the target 20, got {run.NewPartitions + 1}");

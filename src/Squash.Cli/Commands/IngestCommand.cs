@@ -36,7 +36,7 @@ public static class IngestCommand
             if (run.Rounds.Count == 0) Console.WriteLine("nothing past the watermark");
             foreach (var r in run.Rounds)
                 Console.WriteLine($"batches {r.FromSequence + 1}–{r.ToSequence}: {r.Upserts:N0} upserts, {r.Deleted:N0} rows removed → version {r.Version} " +
-                    $"({r.TouchedPartitions} of {r.Partitions} partitions touched, {r.RewrittenPartitions} of them rewritten{(r.Published ? "" : "; not published: a newer version is current")}; {r.Timings})");
+                    $"({r.PartitionSummary}{(r.Published ? "" : "; not published: a newer version is current")}; {r.Timings})");
             return 0;
         }));
         return cmd;

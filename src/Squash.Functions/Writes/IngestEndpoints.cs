@@ -109,7 +109,7 @@ public static class IngestEndpoints
             if (run.Rounds.Count == 0) return Answer(true, $"ingest {index}: nothing past the watermark");
             foreach (var r in run.Rounds)
                 lines.Add($"ingest {index}: batches {r.FromSequence + 1}–{r.ToSequence} ({r.Upserts} upserts, {r.Deleted} rows removed) → version {r.Version}, " +
-                    $"{r.TouchedPartitions} of {r.Partitions} partitions touched, {r.RewrittenPartitions} of them rewritten{(r.Published ? "" : ", not published: a newer version is current")} ({r.Timings})");
+                    $"{r.PartitionSummary}{(r.Published ? "" : ", not published: a newer version is current")} ({r.Timings})");
             return Answer(true, $"ingest {index}: watermark {run.Rounds[^1].ToSequence}");
         }
         catch (IndexNotFoundException e)

@@ -28,6 +28,10 @@ public sealed record IngestResult(string? Version, bool Published, long FromSequ
     string? CalibrationVersion = null, string? CalibrationFailure = null, bool CalibrationDeferred = false, int SplitPartitions = 0,
     int NewPartitions = 0)
 {
+    /// <summary>"19 of 60 partitions touched, 7 of them rewritten" and, when partitions were split, "(7 split into 18: 71 partitions now)".</summary>
+    public string PartitionSummary => $"{TouchedPartitions} of {Partitions - NewPartitions} partitions touched, {RewrittenPartitions} of them rewritten"
+        + (SplitPartitions == 0 ? "" : $" ({SplitPartitions} split into {SplitPartitions + NewPartitions}: {Partitions} partitions now)");
+
     /// <summary>The phases as "log 0.12 s, read 0.40 s, …", and what became of a calibration that was due.</summary>
     public string Timings => (Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s")))
         + (CalibrationVersion is null ? "" : $"; calibration measured again → version {CalibrationVersion}")
