@@ -196,24 +196,23 @@ public sealed record WriteBatch
             return n;
         }
 
-        private ReadOnlySpan<byte> Bytes(string what)
+        /// <summary>A length-prefixed run of bytes; false for the null marker (-1).</summary>
+        private bool TryBytes(string what, out ReadOnlySpan<byte> slice)
         {
             int n = Length(what);
             if (n < -1 || n > _bytes.Length - At) Fail(At - 4, $"a length of {n} for {what}");
-            if (n < 0) return default;
-            var slice = _bytes.Slice(At, n);
-            At += n;
-            return slice;
+            slice = n < 0 ? default : _bytes.Slice(At, n);
+            At += Math.Max(0, n);
+            return n >= 0;
         }
 
         public string? String(string what)
         {
             int start = At;
-            var b = Bytes(what);
-            if (At - start == 4 && BinaryPrimitives.ReadInt32LittleEndian(_bytes[start..]) < 0) return null;
+            if (!TryBytes(what, out var b)) return null;
             try
             {
-                return new UTF8Encoding(false, true).GetString(b);
+                return StrictUtf8.GetString(b);
             }
             catch (DecoderFallbackException)
             {
@@ -225,8 +224,7 @@ public sealed record WriteBatch
         public JsonElement? Json(string what)
         {
             int start = At;
-            var b = Bytes(what);
-            if (At - start == 4 && BinaryPrimitives.ReadInt32LittleEndian(_bytes[start..]) < 0) return null;
+            if (!TryBytes(what, out var b)) return null;
             try
             {
                 using var doc = JsonDocument.Parse(b.ToArray());
@@ -251,6 +249,9 @@ public sealed record WriteBatch
             return values;
         }
     }
+
+    /// <summary>UTF-8 that throws on invalid bytes instead of replacing them.</summary>
+    private static readonly UTF8Encoding StrictUtf8 = new(false, true);
 
     private static byte[] Compact(JsonElement e)
     {
