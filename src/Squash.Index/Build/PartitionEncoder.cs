@@ -9,6 +9,54 @@ public static class PartitionEncoder
 {
     public sealed record Result(PartitionCodes Codes, PartitionVectors Vectors);
 
+    /// <summary>
+    /// A partition from its own rows: <paramref name="x"/> holds them in the internal space (n × d, in the order of
+    /// <paramref name="ids"/>, ascending). Projects them into the global subspace, keeps the energy outside it for the
+    /// residual norms, encodes them (<see cref="Encode"/>), and gives the routing centroid (their mean) and radius (the
+    /// farthest row). What a build does for each partition, and ingest for each part of a partition it splits.
+    /// </summary>
+    public static (Result Encoded, float[] Centroid, float Radius) EncodeRows(int id, int[] ids, float[] x, int d, Klt global, int budgetBits, int maxBits)
+    {
+        int n = ids.Length, m = global.OutputDims;
+        var y = new float[(long)n * m];
+        global.ProjectMany(x.AsSpan(0, n * d), n, y);
+        // Residual bookkeeping: ‖x − μ_g‖² − ‖y‖², the energy outside the global subspace.
+        var outsideGlobal = new double[n];
+        for (int i = 0; i < n; i++)
+        {
+            double s = 0, t = 0;
+            var row = x.AsSpan(i * d, d);
+            for (int j = 0; j < d; j++) { double v = row[j] - (double)global.Mean[j]; s += v * v; }
+            foreach (float v in y.AsSpan(i * m, m)) t += (double)v * v;
+            outsideGlobal[i] = s - t;
+        }
+        var encoded = Encode(id, Enumerable.Range(0, n).ToArray(), x, d, y, m, outsideGlobal, budgetBits, maxBits, ids);
+        var centroid = new float[d];
+        CentroidAndRadius(x, d, n, centroid, out float radius);
+        return (encoded, centroid, radius);
+    }
+
+    private static void CentroidAndRadius(float[] x, int d, int n, Span<float> centroid, out float radius)
+    {
+        var sum = new double[d];
+        for (int r = 0; r < n; r++)
+        {
+            var row = x.AsSpan(r * d, d);
+            for (int j = 0; j < d; j++) sum[j] += row[j];
+        }
+        for (int j = 0; j < d; j++) centroid[j] = n == 0 ? 0 : (float)(sum[j] / n);
+        double max = 0;
+        for (int r = 0; r < n; r++)
+        {
+            var row = x.AsSpan(r * d, d);
+            double s = 0;
+            for (int j = 0; j < d; j++) { double v = row[j] - (double)centroid[j]; s += v * v; }
+            max = Math.Max(max, s);
+        }
+        // Rounded up a little so that the radius stays a true bound after float conversion.
+        radius = (float)(Math.Sqrt(max) * (1 + 1e-6) + 1e-6);
+    }
+
     /// <param name="rows">Member row numbers, ascending.</param>
     /// <param name="x">All vectors in the internal space (n × d).</param>
     /// <param name="y">All vectors in global KLT coordinates (n × m).</param>

@@ -54,36 +54,9 @@ public static partial class LogIngest
             var hx = new float[(long)k * d];
             for (int i = 0; i < k; i++) x.AsSpan(members[i] * d, d).CopyTo(hx.AsSpan(i * d, d));
 
-            // What PartitionEncoder needs of every row: global KLT coordinates and the energy outside them.
-            var global = routing.GlobalTransform;
-            int gm = global.OutputDims;
-            var y = new float[(long)k * gm];
-            var outside = new double[k];
-            for (int i = 0; i < k; i++)
-            {
-                var xi = hx.AsSpan(i * d, d);
-                var yi = y.AsSpan(i * gm, gm);
-                global.Project(xi, yi);
-                double o = 0;
-                for (int t = 0; t < d; t++) { double v = xi[t] - (double)global.Mean[t]; o += v * v; }
-                foreach (float v in yi) o -= (double)v * v;
-                outside[i] = o;
-            }
             var ids = members.Select(i => whole.Codes.Ids[i]).ToArray();
-            var encoded = PartitionEncoder.Encode(h == 0 ? whole.Codes.Id : firstNewId + h - 1, [.. Enumerable.Range(0, k)], hx, d, y, gm, outside,
-                m.Build.BudgetBits, m.Build.MaxBitsPerDimension, ids);
-
-            // Routing: the members' mean, and the farthest member (with the margin ingest gives every radius).
-            var centroid = new float[d];
-            for (int i = 0; i < k; i++)
-                for (int t = 0; t < d; t++) centroid[t] += hx[i * d + t];
-            for (int t = 0; t < d; t++) centroid[t] /= k;
-            float radius = 0;
-            for (int i = 0; i < k; i++)
-            {
-                float reach = System.Numerics.Tensors.TensorPrimitives.Distance(centroid, hx.AsSpan(i * d, d));
-                radius = Math.Max(radius, (float)(reach * (1 + 1e-6) + 1e-6));
-            }
+            var (encoded, centroid, radius) = PartitionEncoder.EncodeRows(h == 0 ? whole.Codes.Id : firstNewId + h - 1, ids, hx, d,
+                routing.GlobalTransform, m.Build.BudgetBits, m.Build.MaxBitsPerDimension);
             var attributes = whole.Attributes is null || attributeInfo is null ? null
                 : PartitionAttributes.Gather(attributeInfo, [whole.Attributes], members.Select(i => (0, i)).ToArray());
             split[h] = new SplitPart(new Rewritten(encoded.Codes, encoded.Vectors, attributes), centroid, radius);

@@ -144,25 +144,8 @@ public static class IndexBuildStages
     public static EncodedPartition Encode(BuildPlan plan, int id, int[] ids, float[] x, int maxBits,
         AttributeTable? attributes = null, IndexAttributes? attributeInfo = null, PartitionAttributes? encodedAttributes = null)
     {
-        int n = ids.Length, d = plan.InternalDimensions;
-        var global = plan.Training.Global;
-        int m = global.OutputDims;
-        var y = new float[(long)n * m];
-        global.ProjectMany(x.AsSpan(0, n * d), n, y);
-        // Residual bookkeeping: ‖x − μ_g‖² − ‖y‖², the energy outside the global subspace.
-        var outsideGlobal = new double[n];
-        for (int i = 0; i < n; i++)
-        {
-            double s = 0, t = 0;
-            var row = x.AsSpan(i * d, d);
-            for (int j = 0; j < d; j++) { double v = row[j] - (double)global.Mean[j]; s += v * v; }
-            foreach (float v in y.AsSpan(i * m, m)) t += (double)v * v;
-            outsideGlobal[i] = s - t;
-        }
-        var local = Enumerable.Range(0, n).ToArray();
-        var encoded = PartitionEncoder.Encode(id, local, x, d, y, m, outsideGlobal, plan.Training.BudgetBits, maxBits, ids);
-        var centroid = new float[d];
-        CentroidAndRadius(x, d, n, centroid, out float radius);
+        int n = ids.Length;
+        var (encoded, centroid, radius) = PartitionEncoder.EncodeRows(id, ids, x, plan.InternalDimensions, plan.Training.Global, plan.Training.BudgetBits, maxBits);
         var codes = encoded.Codes.ToSegment();
         var vectors = encoded.Vectors.ToSegment();
         byte[]? attributeBytes = null;
@@ -268,24 +251,4 @@ public static class IndexBuildStages
         return (routing, manifest);
     }
 
-    private static void CentroidAndRadius(float[] x, int d, int n, Span<float> centroid, out float radius)
-    {
-        var sum = new double[d];
-        for (int r = 0; r < n; r++)
-        {
-            var row = x.AsSpan(r * d, d);
-            for (int j = 0; j < d; j++) sum[j] += row[j];
-        }
-        for (int j = 0; j < d; j++) centroid[j] = n == 0 ? 0 : (float)(sum[j] / n);
-        double max = 0;
-        for (int r = 0; r < n; r++)
-        {
-            var row = x.AsSpan(r * d, d);
-            double s = 0;
-            for (int j = 0; j < d; j++) { double v = row[j] - (double)centroid[j]; s += v * v; }
-            max = Math.Max(max, s);
-        }
-        // Rounded up a little so that the radius stays a true bound after float conversion.
-        radius = (float)(Math.Sqrt(max) * (1 + 1e-6) + 1e-6);
-    }
 }
