@@ -280,8 +280,16 @@ public sealed class IngestTests(IndexFixture fx)
             Assert.True(run.Published);
         }
 
-        // The routing bound holds for every partition (split parts included): each row lies within its partition's radius.
-        m = await store.OpenCurrentAsync();
+        await AssertBoundsHold(store, centre, rng, $"seed {seed}");
+    }
+
+    /// <summary>
+    /// Every live row lies within its partition's routing radius (split and re-fitted partitions included), and every
+    /// answer the bounds certify (plans from one partition to all, not exact) equals the exact one.
+    /// </summary>
+    private static async Task AssertBoundsHold(IndexStore store, float[] centre, Random rng, string context)
+    {
+        var m = await store.OpenCurrentAsync();
         var routing = await store.ReadRoutingAsync(m);
         int d = m.InternalDimensions;
         foreach (var p in m.Partitions)
@@ -291,9 +299,8 @@ public sealed class IngestTests(IndexFixture fx)
             for (int i = 0; i < vectors.Count; i++)
                 if (mask is null || !mask[i])
                     Assert.True(System.Numerics.Tensors.TensorPrimitives.Distance(routing.Centroids.AsSpan(p.Id * d, d), vectors.Row(i)) <= routing.Radii[p.Id],
-                        $"seed {seed}: row {i} of partition {p.Id} lies outside its radius");
+                        $"{context}: row {i} of partition {p.Id} lies outside its radius");
         }
-        // Every answer the bounds certify (plans from one partition to all, not exact) equals the exact one.
         var engine = new SearchEngine(await OpenedIndex.OpenAsync(store));
         int certified = 0;
         for (int q = 0; q < 60; q++)
@@ -304,7 +311,68 @@ public sealed class IngestTests(IndexFixture fx)
             certified++;
             Assert.Equal(engine.Search(query, new SearchOptions { K = 5, Exact = true }).Ids, answer.Ids);
         }
-        Assert.True(certified > 0, $"seed {seed}: no answer was certified");
+        Assert.True(certified > 0, $"{context}: no answer was certified");
+    }
+
+    [Theory]
+    [InlineData(11, true)]
+    [InlineData(12, false)]
+    public async Task RowsThatDriftFromAPartitionsQuantizerGetItReFittedAndAnswersStayExact(int seed, bool withIds)
+    {
+        var index = "ingest-refit-" + Guid.NewGuid().ToString("N")[..8];
+        var (model, store) = await BuildAsync(index, seed, withIds, partitions: 3);
+        using var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:CurrentRecheck"] = "00:00:00" });
+        var h = new Harness(index, store, app.CreateClient(), withIds);
+        var rng = new Random(seed);
+        int fresh = 0;
+        string NewId() => withIds ? $"new-{fresh++}" : (Rows + fresh++).ToString(CultureInfo.InvariantCulture);
+
+        // Fourteen rows in a small ball well outside the unit cube the index was built from: they all land in one partition
+        // (~20 rows), which they make rewrite (more than half its base appended) but not split (under twice the target of
+        // 20), and its quantizer, fitted inside the cube, holds them only in outer cells widened far out.
+        var centre = model.First().Value.Vector.Select(x => x + 3).ToArray();
+        var items = new List<string>();
+        for (int i = 0; i < 14; i++)
+        {
+            var v = centre.Select(x => x + (float)((rng.NextDouble() - 0.5) * 0.5)).ToArray();
+            var item = new Item(v, "red", 10 + i, i);
+            var id = NewId();
+            model[id] = item;
+            items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)},\"attributes\":{{\"colour\":\"red\",\"price\":{F(item.Price!.Value)},\"n\":{i}}}}}");
+        }
+        var built = await store.OpenCurrentAsync();
+        Assert.Equal(HttpStatusCode.OK, (await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("{\"upserts\":[" + string.Join(',', items) + "]}"))).StatusCode);
+        var run = await LogIngest.RunAsync(store, h.Log);
+        Assert.True(run.RefittedPartitions >= 1, $"seed {seed}: nothing was re-fitted ({run.PartitionSummary})");
+        Assert.Equal(0, run.SplitPartitions);
+        Assert.Contains($"({run.RefittedPartitions} re-fitted: carried quantizer's error up to ", run.PartitionSummary);
+        Assert.True(run.LargestErrorRatio > LogIngest.RefitRatio, $"seed {seed}: largest ratio {run.LargestErrorRatio}");
+
+        // After the run no rewritten partition carries a quantizer beyond the bound: each one's expected error is within
+        // RefitRatio of a fresh fit to the rows it holds (computed here, as a build would fit them).
+        var m = await store.OpenCurrentAsync();
+        var routing = await store.ReadRoutingAsync(m);
+        Assert.Equal(built.Partitions.Count, m.Partitions.Count);
+        Assert.All(built.Partitions, p => Assert.True(p.FitError > 0, $"seed {seed}: the build recorded no fit error for partition {p.Id}"));
+        foreach (var p in m.Partitions.Where(p => p.Codes.Version is null))
+        {
+            var codes = await store.ReadCodesAsync(m, p);
+            var vectors = await store.ReadVectorsAsync(m, p);
+            var (refit, _, _) = PartitionEncoder.EncodeRows(p.Id, codes.Ids, vectors.Data[..(codes.Count * m.InternalDimensions)], m.InternalDimensions,
+                routing.GlobalTransform, m.Build.BudgetBits, m.Build.MaxBitsPerDimension);
+            double carried = codes.ExpectedError(), fitted = refit.Codes.ExpectedError();
+            Assert.True(carried <= LogIngest.RefitRatio * fitted * (1 + 1e-9), $"seed {seed}: partition {p.Id} carries error {carried}, a fresh fit {fitted}");
+            Assert.Equal(fitted, p.FitError!.Value, 9); // the re-fit recorded the error of the fit it wrote
+        }
+
+        for (int q = 0; q < 12; q++)
+        {
+            var query = q % 2 == 0 ? centre.Select(x => x + (float)((rng.NextDouble() - 0.5) * 0.6)).ToArray()
+                : Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+            var filter = q % 3 == 0 ? RandomFilter(rng) : null;
+            await AssertAnswer(h, query, filter, "eventual", model, run.ToSequence, $"seed {seed} query {q} {filter?.Json}");
+        }
+        await AssertBoundsHold(store, centre, rng, $"seed {seed}");
     }
 
     [Fact]

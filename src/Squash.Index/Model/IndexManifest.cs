@@ -165,6 +165,13 @@ public sealed record PartitionEntry
     public SegmentRef? Attributes { get; init; }
     /// <summary>Per-attribute code counts, in schema order: what the filter planner estimates from.</summary>
     public IReadOnlyList<AttributeStats>? AttributeStats { get; init; }
+    /// <summary>
+    /// <see cref="PartitionCodes.ExpectedError"/> of a quantizer fitted afresh to the partition's rows, when one was last
+    /// fitted (build, split, re-fit) or compared with the carried one; ingest re-fits only a partition whose carried error
+    /// grew past that. Null in versions written before it was recorded.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public double? FitError { get; init; }
 
     /// <summary>
     /// Rows ingest appended after the base segments (<see cref="Codes"/>, <see cref="Vectors"/>, <see cref="Attributes"/>)

@@ -50,16 +50,7 @@ public static partial class LogIngest
         {
             var members = Enumerable.Range(0, n).Where(i => fit.Labels[i] == h).ToArray();
             if (members.Length == 0) throw new InvalidOperationException($"splitting partition {whole.Codes.Id} left part {h} of {parts} empty");
-            int k = members.Length;
-            var hx = new float[(long)k * d];
-            for (int i = 0; i < k; i++) x.AsSpan(members[i] * d, d).CopyTo(hx.AsSpan(i * d, d));
-
-            var ids = members.Select(i => whole.Codes.Ids[i]).ToArray();
-            var (encoded, centroid, radius) = PartitionEncoder.EncodeRows(h == 0 ? whole.Codes.Id : firstNewId + h - 1, ids, hx, d,
-                routing.GlobalTransform, m.Build.BudgetBits, m.Build.MaxBitsPerDimension);
-            var attributes = whole.Attributes is null || attributeInfo is null ? null
-                : PartitionAttributes.Gather(attributeInfo, [whole.Attributes], members.Select(i => (0, i)).ToArray());
-            split[h] = new SplitPart(new Rewritten(encoded.Codes, encoded.Vectors, attributes), centroid, radius);
+            split[h] = EncodeFresh(m, routing, h == 0 ? whole.Codes.Id : firstNewId + h - 1, whole, members, attributeInfo);
         }
         return split;
     }

@@ -167,6 +167,7 @@ public static class IndexBuildStages
             Vectors = new SegmentRef(VectorsName(id), vectors.LongLength),
             Attributes = attributeBytes is null ? null : new SegmentRef(AttributesName(id), attributeBytes.LongLength),
             AttributeStats = stats,
+            FitError = encoded.Codes.ExpectedError(),
         };
         return new EncodedPartition(entry, codes, vectors, attributeBytes, centroid, radius);
     }
