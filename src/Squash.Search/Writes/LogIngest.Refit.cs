@@ -15,25 +15,24 @@ public static partial class LogIngest
     /// </summary>
     public const double RefitRatio = 1.2;
 
-    /// <summary>What the drift check found for a rewritten partition: the re-fitted partition (or null), the ratio it judged by, the error to record.</summary>
-    private sealed record DriftCheck(SplitPart? Refitted, double Ratio, double? FitError);
+    /// <summary>What the drift check found for a rewritten partition: whether it drifted, the ratio it judged by, the error to record.</summary>
+    private sealed record DriftCheck(bool Drifted, double Ratio, double? FitError);
 
     /// <summary>
     /// Whether a rewritten partition's rows drifted from the quantizer it carries (<see cref="RefitRatio"/>), by
     /// <see cref="PartitionCodes.ExpectedError"/>. A carried error within the ratio of the last fresh fit's
     /// (<see cref="PartitionEntry.FitError"/>) needs no fit: most rewrites stop there, and a fit costs a KLT and Lloyd cells
-    /// per partition. Otherwise the partition is fitted afresh, as a build would fit these rows (same id, routing centroid
-    /// moved to their mean, radius measured from it), and the fresh fit is kept when the carried error is past the ratio of it.
+    /// per partition. Otherwise the rows are fitted afresh, as a build would fit them, and they drifted when the carried
+    /// error is past the ratio of the fresh one's (rows that are only noisier raise both alike).
     /// </summary>
     private static DriftCheck CheckDrift(IndexManifest m, RoutingData routing, PartitionEntry entry, Rewritten rows)
     {
-        if (rows.Codes.Count < 2) return new(null, 1, entry.FitError);
+        if (rows.Codes.Count < 2) return new(false, 1, entry.FitError);
         double carried = rows.Codes.ExpectedError();
-        if (entry.FitError is { } last && carried <= RefitRatio * last) return new(null, last > 0 ? carried / last : 1, last);
-        var part = EncodeFresh(m, routing, rows.Codes.Id, rows, Enumerable.Range(0, rows.Codes.Count).ToArray(), m.Attributes);
-        double fresh = part.Rows.Codes.ExpectedError();
+        if (entry.FitError is { } last && carried <= RefitRatio * last) return new(false, last > 0 ? carried / last : 1, last);
+        var fresh = EncodeFresh(m, routing, rows.Codes.Id, rows, Enumerable.Range(0, rows.Codes.Count).ToArray(), m.Attributes).Rows.Codes.ExpectedError();
         double ratio = fresh <= 0 ? (carried > 0 ? double.PositiveInfinity : 1) : carried / fresh;
-        return new(ratio > RefitRatio ? part : null, ratio, fresh);
+        return new(ratio > RefitRatio, ratio, fresh);
     }
 
     /// <summary>

@@ -23,20 +23,20 @@ namespace Squash.Search.Writes;
 /// </param>
 /// <param name="CalibrationFailure">Why measuring the calibration after the publish failed (the rows are published regardless).</param>
 /// <param name="CalibrationDeferred">A calibration was due but more log waited: the next run (which follows at once) measures.</param>
-/// <param name="RefittedPartitions">Rewritten partitions whose quantizer was fitted again because their rows drifted from it (<see cref="LogIngest.RefitRatio"/>).</param>
-/// <param name="LargestErrorRatio">The largest ratio, over the re-fitted partitions, of the carried quantizer's expected error to the fresh fit's (1 when none).</param>
+/// <param name="DriftSplits">Of the split partitions, those split because their rows drifted from their quantizer (<see cref="LogIngest.RefitRatio"/>), not for size.</param>
+/// <param name="LargestErrorRatio">The largest ratio, over those, of the carried quantizer's expected error to a fresh fit's (1 when none).</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
     int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0,
     string? CalibrationVersion = null, string? CalibrationFailure = null, bool CalibrationDeferred = false, int SplitPartitions = 0,
-    int NewPartitions = 0, int RefittedPartitions = 0, double LargestErrorRatio = 1)
+    int NewPartitions = 0, int DriftSplits = 0, double LargestErrorRatio = 1)
 {
     /// <summary>
     /// "19 of 60 partitions touched, 7 of them rewritten"; when partitions were split, "(7 split into 18: 71 partitions now)";
-    /// when some were re-fitted, "(2 re-fitted: carried quantizer's error up to 1.31 × a fresh fit's)".
+    /// when some of those splits were for drift, "(2 of them for drift: carried quantizer's error up to 1.39 × a fresh fit's)".
     /// </summary>
     public string PartitionSummary => $"{TouchedPartitions} of {Partitions - NewPartitions} partitions touched, {RewrittenPartitions} of them rewritten"
         + (SplitPartitions == 0 ? "" : $" ({SplitPartitions} split into {SplitPartitions + NewPartitions}: {Partitions} partitions now)")
-        + (RefittedPartitions == 0 ? "" : $" ({RefittedPartitions} re-fitted: carried quantizer's error up to {LargestErrorRatio:F2} × a fresh fit's)");
+        + (DriftSplits == 0 ? "" : $" ({DriftSplits} of them for drift: carried quantizer's error up to {LargestErrorRatio:F2} × a fresh fit's)");
 
     /// <summary>The phases as "log 0.12 s, read 0.40 s, …", and what became of a calibration that was due.</summary>
     public string Timings => (Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s")))
@@ -171,7 +171,7 @@ public static partial class LogIngest
         var radii = new List<float>(routing.Radii);
         var sizes = new List<int>(routing.PartitionSizes);
         var centroids = new List<float>(routing.Centroids);
-        int rewrites = 0, splits = 0, newPartitions = 0, refits = 0;
+        int rewrites = 0, splits = 0, newPartitions = 0, driftSplits = 0;
         double maxDrift = 1;
         long moved = 0;
         IndexManifest manifest;
@@ -220,7 +220,10 @@ public static partial class LogIngest
                 {
                     var rewritten = Rewrite(m, codes[p], vectors[p]!, attributes[p], deleted, mine, encoded, added, addedX, addedRows, schema);
                     vectors[p] = null;
-                    if (ShouldSplit(m, rewritten.Codes.Count))
+                    // Too large, or holding rows its quantizer no longer fits (a second mode has grown in it): split. A fresh
+                    // quantizer alone would leave the routing centroid between the modes, where it ranks both late.
+                    var drift = ShouldSplit(m, rewritten.Codes.Count) ? null : CheckDrift(m, routing, entry, rewritten);
+                    if (drift is null || drift.Drifted)
                     {
                         var parts = Split(m, routing, rewritten, entries.Count, m.Attributes);
                         entries[p] = Whole(entry, parts[0].Rows, packs) with { FitError = parts[0].Rows.Codes.ExpectedError() };
@@ -236,21 +239,9 @@ public static partial class LogIngest
                         splits++;
                         newPartitions += parts.Length - 1;
                         moved += rewritten.Codes.Count;
+                        if (drift is not null) { driftSplits++; maxDrift = Math.Max(maxDrift, drift.Ratio); }
                     }
-                    else
-                    {
-                        var (refitted, ratio, fitError) = CheckDrift(m, routing, entry, rewritten);
-                        if (refitted is null) entries[p] = Whole(entry, rewritten, packs) with { FitError = fitError };
-                        else
-                        {
-                            maxDrift = Math.Max(maxDrift, ratio);
-                            entries[p] = Whole(entry, refitted.Rows, packs) with { FitError = fitError };
-                            refitted.Centroid.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(centroids).Slice(p * d, d));
-                            radii[p] = refitted.Radius;
-                            refits++;
-                            moved += rewritten.Codes.Count;
-                        }
-                    }
+                    else entries[p] = Whole(entry, rewritten, packs) with { FitError = drift.FitError };
                     rewrites++;
                 }
                 else
@@ -312,7 +303,7 @@ public static partial class LogIngest
             Lap("calibrate");
         }
         return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
-            touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, refits, maxDrift);
+            touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift);
     }
 
     /// <summary>The entry of a partition written whole (no appended segments, no mask) from <paramref name="rows"/>, into the packs.</summary>
