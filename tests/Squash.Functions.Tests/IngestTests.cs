@@ -347,10 +347,10 @@ public sealed class IngestTests(IndexFixture fx)
         Assert.True(run.DriftSplits >= 1, $"seed {seed}: nothing was split for drift ({run.PartitionSummary})");
         Assert.Equal(run.SplitPartitions, run.DriftSplits); // none of them was large enough to split by size
         Assert.Contains($"({run.DriftSplits} of them for drift: carried quantizer's error up to ", run.PartitionSummary);
-        Assert.True(run.LargestErrorRatio > LogIngest.RefitRatio, $"seed {seed}: largest ratio {run.LargestErrorRatio}");
+        Assert.True(run.LargestErrorRatio > LogIngest.DriftRatio, $"seed {seed}: largest ratio {run.LargestErrorRatio}");
 
         // After the run no partition it wrote carries a quantizer beyond the bound: each one's expected error is within
-        // RefitRatio of a fresh fit to the rows it holds (computed here, as a build would fit them).
+        // DriftRatio of a fresh fit to the rows it holds (computed here, as a build would fit them).
         var m = await store.OpenCurrentAsync();
         var routing = await store.ReadRoutingAsync(m);
         Assert.Equal(built.Partitions.Count + run.NewPartitions, m.Partitions.Count);
@@ -362,7 +362,7 @@ public sealed class IngestTests(IndexFixture fx)
             var (refit, _, _) = PartitionEncoder.EncodeRows(p.Id, codes.Ids, vectors.Data[..(codes.Count * m.InternalDimensions)], m.InternalDimensions,
                 routing.GlobalTransform, m.Build.BudgetBits, m.Build.MaxBitsPerDimension);
             double carried = codes.ExpectedError(), fitted = refit.Codes.ExpectedError();
-            Assert.True(carried <= LogIngest.RefitRatio * fitted * (1 + 1e-9), $"seed {seed}: partition {p.Id} carries error {carried}, a fresh fit {fitted}");
+            Assert.True(carried <= LogIngest.DriftRatio * fitted * (1 + 1e-9), $"seed {seed}: partition {p.Id} carries error {carried}, a fresh fit {fitted}");
             Assert.Equal(fitted, p.FitError!.Value, 9); // the split recorded the error of the fit it wrote
         }
 

@@ -23,7 +23,7 @@ namespace Squash.Search.Writes;
 /// </param>
 /// <param name="CalibrationFailure">Why measuring the calibration after the publish failed (the rows are published regardless).</param>
 /// <param name="CalibrationDeferred">A calibration was due but more log waited: the next run (which follows at once) measures.</param>
-/// <param name="DriftSplits">Of the split partitions, those split because their rows drifted from their quantizer (<see cref="LogIngest.RefitRatio"/>), not for size.</param>
+/// <param name="DriftSplits">Of the split partitions, those split because their rows drifted from their quantizer (<see cref="LogIngest.DriftRatio"/>), not for size.</param>
 /// <param name="LargestErrorRatio">The largest ratio, over those, of the carried quantizer's expected error to a fresh fit's (1 when none).</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
     int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0,

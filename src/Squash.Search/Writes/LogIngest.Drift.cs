@@ -7,19 +7,19 @@ namespace Squash.Search.Writes;
 public static partial class LogIngest
 {
     /// <summary>
-    /// A rewritten partition is re-fitted (its own KLT, bit allocation and Lloyd cells fitted again to the rows it holds now)
-    /// when the quantizer it carries has an expected error this many times that of a fresh fit to the same rows. Rows that
-    /// ingest appended with the old quantizer, and outer cells it widened to hold them, raise the error; a fresh fit measured
-    /// on the rows it was fitted to is a little optimistic, so the ratio sits a little above 1 even when the writes come from
-    /// the data's own distribution, and the bound leaves room for that (bench/writes.md has the ratios measured).
+    /// A rewritten partition drifted, and is split (each part fitted afresh, with its own centroid), when the quantizer it
+    /// carries has an expected error this many times that of a fresh fit to the same rows. Rows that ingest appended with
+    /// the old quantizer, and outer cells it widened to hold them, raise the error; a fresh fit measured on the rows it was
+    /// fitted to is a little optimistic, so the ratio sits a little above 1 even when the writes come from the data's own
+    /// distribution, and the bound leaves room for that (bench/writes.md has the ratios measured).
     /// </summary>
-    public const double RefitRatio = 1.2;
+    public const double DriftRatio = 1.2;
 
     /// <summary>What the drift check found for a rewritten partition: whether it drifted, the ratio it judged by, the error to record.</summary>
     private sealed record DriftCheck(bool Drifted, double Ratio, double? FitError);
 
     /// <summary>
-    /// Whether a rewritten partition's rows drifted from the quantizer it carries (<see cref="RefitRatio"/>), by
+    /// Whether a rewritten partition's rows drifted from the quantizer it carries (<see cref="DriftRatio"/>), by
     /// <see cref="PartitionCodes.ExpectedError"/>. A carried error within the ratio of the last fresh fit's
     /// (<see cref="PartitionEntry.FitError"/>) needs no fit: most rewrites stop there, and a fit costs a KLT and Lloyd cells
     /// per partition. Otherwise the rows are fitted afresh, as a build would fit them, and they drifted when the carried
@@ -29,10 +29,10 @@ public static partial class LogIngest
     {
         if (rows.Codes.Count < 2) return new(false, 1, entry.FitError);
         double carried = rows.Codes.ExpectedError();
-        if (entry.FitError is { } last && carried <= RefitRatio * last) return new(false, last > 0 ? carried / last : 1, last);
+        if (entry.FitError is { } last && carried <= DriftRatio * last) return new(false, last > 0 ? carried / last : 1, last);
         var fresh = EncodeFresh(m, routing, rows.Codes.Id, rows, Enumerable.Range(0, rows.Codes.Count).ToArray(), m.Attributes).Rows.Codes.ExpectedError();
         double ratio = fresh <= 0 ? (carried > 0 ? double.PositiveInfinity : 1) : carried / fresh;
-        return new(ratio > RefitRatio, ratio, fresh);
+        return new(ratio > DriftRatio, ratio, fresh);
     }
 
     /// <summary>
