@@ -24,7 +24,12 @@ public sealed record RebuildSettings(double Share, BuildJobStore? Jobs = null, I
 }
 
 /// <summary>What ingest did about the full rebuild in a run: queued one, published one, saw one running, or found one due.</summary>
-public sealed record RebuildReport(string Message, RebuildRecord? Record = null, string? Queued = null, string? Published = null);
+public sealed record RebuildReport(string Message, RebuildRecord? Record = null, string? Queued = null, string? Published = null)
+{
+    /// <summary>A run that published one rebuild and then queued the next says both.</summary>
+    public static RebuildReport? Join(RebuildReport? first, RebuildReport? then) => first is null ? then : then is null ? first
+        : new RebuildReport($"{first.Message}; {then.Message}", then.Record ?? first.Record, then.Queued ?? first.Queued, then.Published ?? first.Published);
+}
 
 public static partial class LogIngest
 {
@@ -97,7 +102,7 @@ public static partial class LogIngest
     /// <summary>
     /// Under the lease, after applying the log: once the rows changed since the current version's build reach the share,
     /// queues one full rebuild of the current version's live rows (unless one is running, or the last one failed and not
-    /// enough rows have changed since: half the share more), or says that one is due when there is no build queue.
+    /// enough rows have changed since: the share again), or says that one is due when there is no build queue.
     /// </summary>
     private static async Task<RebuildReport?> ConsiderRebuildAsync(IndexStore store, RebuildSettings settings, TimeProvider? clock, CancellationToken ct)
     {
@@ -109,8 +114,8 @@ public static partial class LogIngest
         if (read is { Record.IsActive: true }) return null; // reported by the adoption pass
         string due = $"{m.RowsChangedSinceBuild:N0} of {m.Count:N0} rows changed since the index was built (rebuild share {settings.Share:0.##})";
         if (read is { Record: { Outcome: RebuildRecord.Failed or RebuildRecord.Cancelled } last } && last.Lineage == m.Lineage
-            && m.RowsChangedSinceBuild < last.ChangedAtSubmission + threshold / 2)
-            return new RebuildReport($"{due}; the last full rebuild ({last.BuildId}) {last.Outcome}, so the next waits until {last.ChangedAtSubmission + (long)Math.Ceiling(threshold / 2):N0} have changed", last);
+            && m.RowsChangedSinceBuild < last.ChangedAtSubmission + threshold)
+            return new RebuildReport($"{due}; the last full rebuild ({last.BuildId}) {last.Outcome}, so the next waits until {last.ChangedAtSubmission + (long)Math.Ceiling(threshold):N0} have changed", last);
         if (settings.Jobs is null || settings.Queue is null)
             return new RebuildReport($"{due}: a full rebuild is due, and this ingest has no build queue to run it (serve with --store azure:… and a queue account, or build again from files)");
         if (store.Name.Length == 0) return null;

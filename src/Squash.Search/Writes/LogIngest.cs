@@ -91,7 +91,7 @@ public static partial class LogIngest
                 rounds.Add(result);
                 if (!await held.RenewAsync(ct).ConfigureAwait(false)) break; // lost it: the new holder carries on
             }
-            if (rebuild is not null) report = await ConsiderRebuildAsync(store, rebuild, clock, ct).ConfigureAwait(false) ?? report;
+            if (rebuild is not null) report = RebuildReport.Join(report, await ConsiderRebuildAsync(store, rebuild, clock, ct).ConfigureAwait(false));
         }
         finally
         {
