@@ -252,7 +252,9 @@ public static class WriteBench
             int sixty = data.Count * 6 / 10;
             var clock = Stopwatch.StartNew();
             await ReplaceAsync($"replace {100L * start / data.Count} → 60 %", order[start..sixty], ct);
+            // The run that indexed the last write queues the rebuild after its publish (it writes the rows' snapshot first).
             var queued = await RebuildStatusAsync(ct);
+            for (var wait = Stopwatch.StartNew(); queued is null && wait.Elapsed < TimeSpan.FromMinutes(2); queued = await RebuildStatusAsync(ct)) await Task.Delay(250, ct);
             Console.WriteLine(queued is { } q0 ? $"full rebuild {q0.BuildId}: {q0.Status}, covers sequence {q0.Covers}" : "no full rebuild was queued (is Squash:RebuildShare off or above 0.6?)");
             if (queued is null) return;
             var before = await RecallAsync("after 60 % replaced, before the rebuild is published", null, ct);
