@@ -154,8 +154,9 @@ app.MapGet("/api/indexes/{index}", async Task<IResult> (string index, IndexCatal
     double? lagSeconds = null;
     if (latest > m.IndexedSequence && await log.WrittenAtAsync(m.IndexedSequence + 1, ct) is { } oldest)
         lagSeconds = Math.Round(Math.Max(0, (DateTimeOffset.UtcNow - oldest).TotalSeconds), 3);
+    var rebuild = await Squash.Functions.Writes.RebuildReporting.InfoAsync(catalog.StoreFor(index), ct);
     return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc,
-        m.IndexedSequence, latest, Math.Max(0, latest - m.IndexedSequence), lagSeconds), ApiJson.Default.IndexInfo);
+        m.IndexedSequence, latest, Math.Max(0, latest - m.IndexedSequence), lagSeconds, rebuild), ApiJson.Default.IndexInfo);
 }).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem().ProducesProblem(500).ProducesProblem(503);
 
 app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,

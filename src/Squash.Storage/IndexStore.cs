@@ -310,6 +310,8 @@ public sealed partial class IndexStore
         RecentlyCurrent,
         /// <summary>A kept version's manifest references some of its segments (an ingest copies none it did not touch).</summary>
         Referenced,
+        /// <summary>A full rebuild that ingest has not published yet writes it, or was built from it.</summary>
+        Rebuild,
     }
 
     public sealed record KeptVersion(string Version, KeptReason Reason);
@@ -354,6 +356,9 @@ public sealed partial class IndexStore
             if (written is { } w && (earliestNewerManifest is null || w < earliestNewerManifest)) earliestNewerManifest = w;
         }
 
+        // A rebuild not yet published needs the version it writes, its base, and the log past its position (Writes/RebuildRecord.cs).
+        var rebuild = Name.Length == 0 ? null : await Writes.RebuildRecord.ReadAsync(Blobs, Name, ct).ConfigureAwait(false);
+        var pinned = rebuild is { Record.IsActive: true } open ? new[] { open.Record.Version, open.Record.BaseVersion } : [];
         var reasons = new KeptReason?[ids.Count];
         for (int i = 0; i < ids.Count; i++)
         {
@@ -364,6 +369,7 @@ public sealed partial class IndexStore
                 : i >= ids.Count - keep ? KeptReason.Newest
                 : lastActivity is { } a && now - a < grace ? KeptReason.Recent
                 : supersededAt[i] is { } s && now - s < grace ? KeptReason.RecentlyCurrent
+                : pinned.Contains(v) ? KeptReason.Rebuild
                 : null;
         }
         // Segments a kept version references in older folders: an ingest's manifest names them instead of copying.
@@ -387,6 +393,7 @@ public sealed partial class IndexStore
             if (logIndexed is { } floor) logIndexed = Math.Min(floor, m.IndexedSequence);
         }
         if (logIndexed == long.MaxValue) logIndexed = null;
+        if (rebuild is { Record.IsActive: true } active && logIndexed is { } through) logIndexed = Math.Min(through, active.Record.CoversSequence);
         var deleted = new List<string>();
         var kept = new List<KeptVersion>();
         for (int i = 0; i < ids.Count; i++)

@@ -49,7 +49,7 @@ public static class WriteBench
         var fresh = new Option<bool>("--no-fresh") { Description = "Skip the fresh builds (recall of the ingested index only)." };
         var timeout = new Option<int>("--timeout") { Description = "Minutes to wait for the watermark to reach the last write, per phase.", DefaultValueFactory = _ => 20 };
         var seed = new Option<int>("--seed") { Description = "Seed of the replaced rows' order.", DefaultValueFactory = _ => 15 };
-        var phases = new Option<string>("--phases") { Description = "Phases to run, comma-separated, in this order: replace (10 %, 50 %, recall), ack, lag, strong.", DefaultValueFactory = _ => "replace,ack,lag,strong" };
+        var phases = new Option<string>("--phases") { Description = "Phases to run, comma-separated, in this order: replace (10 %, 50 %, recall), rebuild (up to 60 %, the full rebuild ingest queues, writes while it runs, recall before and after), ack, lag, strong.", DefaultValueFactory = _ => "replace,ack,lag,strong" };
         var encoding = new Option<string>("--vector-encoding") { Description = "How upserts carry their vectors: base64 (little-endian float32) or json (arrays of numbers).", DefaultValueFactory = _ => "base64" };
         var cmd = new Command("bench-writes", "Benchmark writes through the HTTP API of squash serve: sustained ingest, ack latency, lag to indexed, strong-read overhead, recall after replacing 10 % and 50 %.")
         {
@@ -62,8 +62,8 @@ public static class WriteBench
                 pr.GetValue(phases)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal),
                 pr.GetValue(encoding) == "base64");
             CliErrors.Require(pr.GetValue(encoding) is "base64" or "json", $"--vector-encoding: expected base64 or json, got '{pr.GetValue(encoding)}'");
-            var unknown = settings.Phases.Except(["replace", "ack", "lag", "strong"]).ToArray();
-            CliErrors.Require(settings.Phases.Count > 0 && unknown.Length == 0, $"--phases: expected some of replace, ack, lag, strong, got '{pr.GetValue(phases)}'");
+            var unknown = settings.Phases.Except(["replace", "rebuild", "ack", "lag", "strong"]).ToArray();
+            CliErrors.Require(settings.Phases.Count > 0 && unknown.Length == 0, $"--phases: expected some of replace, rebuild, ack, lag, strong, got '{pr.GetValue(phases)}'");
             CliErrors.Require(settings.K is >= 1 and <= 100, $"--k must be 1..100, got {settings.K}");
             CliErrors.Require(settings.Batch is >= 1 and <= 1000, $"--batch must be 1..1000, got {settings.Batch}");
             CliErrors.Require(settings.AckBatch is >= 1 and <= 1000, $"--ack-batch must be 1..1000, got {settings.AckBatch}");
@@ -114,6 +114,7 @@ public static class WriteBench
                 await ReplaceAsync("replace 10 → 50 %", order[tenth..half], ct);
                 await RecallAsync("after 50 % replaced", "fresh50", ct);
             }
+            if (s.Phases.Contains("rebuild")) await RebuildAsync(order, s.Phases.Contains("replace") ? half : 0, ct);
             if (s.Phases.Contains("ack")) await AckLatencyAsync(ct);
             if (s.Phases.Contains("lag")) await LagAsync(ct);
             if (s.Phases.Contains("strong")) await StrongOverheadAsync(ct);
@@ -208,13 +209,13 @@ public static class WriteBench
                 $"indexed after {indexed:F1} s ({rows.Length / indexed:N0} vectors/s sustained)");
         }
 
-        private async Task RecallAsync(string name, string freshSuffix, CancellationToken ct)
+        private async Task<RecallFigure> RecallAsync(string name, string? freshSuffix, CancellationToken ct)
         {
             var final = new VectorSet(_current, data.Count, _dims);
             var truth = GroundTruth.Compute(final, queries, s.K, Metric.L2, cancellationToken: ct);
             var ingested = await EndpointRecallAsync(s.Index, truth, null, ct);
             string line = $"recall@{s.K} {name} ({queries.Count} queries, default options, eventual): ingested {ingested}";
-            if (s.Fresh)
+            if (s.Fresh && freshSuffix is not null)
             {
                 var freshName = $"{s.Index}-{freshSuffix}";
                 var clock = Stopwatch.StartNew();
@@ -227,6 +228,107 @@ public static class WriteBench
                     $"ingested at the fresh build's plan {ingestedAtFreshPlan.Recall:F4}";
             }
             Console.WriteLine(line);
+            return ingested;
+        }
+
+        /// <summary>The index's last full rebuild as GET /api/indexes/{index} reports it: build id, status and the log position it covers.</summary>
+        private async Task<(string BuildId, string Status, long Covers)?> RebuildStatusAsync(CancellationToken ct)
+        {
+            using var response = await http.GetAsync($"api/indexes/{s.Index}", ct);
+            var text = await response.Content.ReadAsStringAsync(ct);
+            if (!response.IsSuccessStatusCode) throw new IOException($"GET api/indexes/{s.Index} was answered {(int)response.StatusCode}: {text}");
+            using var doc = JsonDocument.Parse(text);
+            if (!doc.RootElement.TryGetProperty("rebuild", out var r)) return null;
+            return (r.GetProperty("buildId").GetString()!, r.GetProperty("status").GetString()!, r.GetProperty("coversSequence").GetInt64());
+        }
+
+        /// <summary>
+        /// Replaces rows up to 60 % (past the server's Squash:RebuildShare), measures recall before the rebuild ingest then
+        /// queues is published, writes at --rate in requests of --ack-batch while it runs (the lag of each: ack → indexed),
+        /// and measures recall once it is published, next to a fresh build of the same rows.
+        /// </summary>
+        private async Task RebuildAsync(int[] order, int start, CancellationToken ct)
+        {
+            int sixty = data.Count * 6 / 10;
+            var clock = Stopwatch.StartNew();
+            await ReplaceAsync($"replace {100L * start / data.Count} → 60 %", order[start..sixty], ct);
+            // The run that indexed the last write queues the rebuild after its publish (it writes the rows' snapshot first).
+            var queued = await RebuildStatusAsync(ct);
+            for (var wait = Stopwatch.StartNew(); queued is null && wait.Elapsed < TimeSpan.FromMinutes(2); queued = await RebuildStatusAsync(ct)) await Task.Delay(250, ct);
+            Console.WriteLine(queued is { } q0 ? $"full rebuild {q0.BuildId}: {q0.Status}, covers sequence {q0.Covers}" : "no full rebuild was queued (is Squash:RebuildShare off or above 0.6?)");
+            if (queued is null) return;
+            var before = await RecallAsync("after 60 % replaced, before the rebuild is published", null, ct);
+            var stillBefore = await RebuildStatusAsync(ct);
+            if (stillBefore?.Status == "published") Console.WriteLine("(the rebuild was published before that measurement ended: the figure may mix both)");
+
+            // Writes at fixed times while the rebuild runs, until it is published (or ends otherwise), and a little after.
+            var random = new Random(s.Seed + 4);
+            double interval = (double)s.AckBatch / s.Rate;
+            var acked = new List<(long Sequence, double At)>();
+            var indexedAt = new SortedList<long, double>();
+            var lag = Stopwatch.StartNew();
+            double? publishedAt = null;
+            string status = stillBefore?.Status ?? queued.Value.Status;
+            using var gate = new SemaphoreSlim(8);
+            var writes = new List<Task>();
+            var poller = Task.Run(async () =>
+            {
+                long seen = -1;
+                while (lag.Elapsed < s.Timeout)
+                {
+                    var (indexed, _) = await SequencesAsync(s.Index, ct);
+                    if (indexed > seen) { lock (indexedAt) indexedAt[indexed] = lag.Elapsed.TotalSeconds; seen = indexed; }
+                    var now = await RebuildStatusAsync(ct);
+                    status = now?.Status ?? status;
+                    if (status is "published" or "failed" or "cancelled" or "superseded")
+                    {
+                        publishedAt ??= lag.Elapsed.TotalSeconds;
+                        if (lag.Elapsed.TotalSeconds > publishedAt + 5) return;
+                    }
+                    await Task.Delay(50, ct);
+                }
+                throw new TimeoutException($"the rebuild stayed {status} for {s.Timeout.TotalMinutes:0} min");
+            }, ct);
+            for (int i = 0; !poller.IsCompleted; i++)
+            {
+                var due = TimeSpan.FromSeconds(i * interval) - lag.Elapsed;
+                if (due > TimeSpan.Zero) await Task.Delay(due, ct);
+                if (poller.IsCompleted) break;
+                await gate.WaitAsync(ct);
+                var body = Body(RandomRows(random, s.AckBatch));
+                writes.Add(Task.Run(async () =>
+                {
+                    try
+                    {
+                        var (sequence, _) = await WriteAsync(body, ct);
+                        lock (acked) acked.Add((sequence, lag.Elapsed.TotalSeconds));
+                    }
+                    finally { gate.Release(); }
+                }, ct));
+            }
+            await poller;
+            await Task.WhenAll(writes);
+            long last = acked.Count == 0 ? 0 : acked.Max(a => a.Sequence);
+            await WaitIndexedAsync(last, lag, ct);
+            var (indexedNow, _) = await SequencesAsync(s.Index, ct);
+            lock (indexedAt) indexedAt[indexedNow] = lag.Elapsed.TotalSeconds;
+            var lags = acked.Select(a => indexedAt.First(w => w.Key >= a.Sequence).Value - a.At).ToArray();
+            string times = "";
+            using (var response = await http.GetAsync($"api/indexes/{s.Index}/builds/{queued.Value.BuildId}", ct))
+            {
+                if (response.IsSuccessStatusCode)
+                {
+                    using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync(ct));
+                    var job = doc.RootElement;
+                    if (job.TryGetProperty("finishedUtc", out var f) && job.TryGetProperty("createdUtc", out var c))
+                        times = $"job queued → built {(f.GetDateTimeOffset() - c.GetDateTimeOffset()).TotalSeconds:F1} s";
+                }
+            }
+            Console.WriteLine($"full rebuild {queued.Value.BuildId} {status}: {times}; seen published {publishedAt:F1} s after the writes below began " +
+                $"({clock.Elapsed.TotalSeconds:F1} s after this phase began); lag ack → indexed meanwhile at {s.Rate:N0} upserts/s ({acked.Count} requests of {s.AckBatch}): " +
+                $"p50 {Percentile(lags, 0.5):F2} s, p99 {Percentile(lags, 0.99):F2} s, max {(lags.Length == 0 ? double.NaN : lags.Max()):F2} s");
+            var after = await RecallAsync("after the rebuild", "fresh60", ct);
+            Console.WriteLine($"recall@{s.K} before the rebuild {before.Recall:F4}, after {after.Recall:F4}");
         }
 
         private sealed record RecallFigure(double Recall, double CentroidFactor, int RerankFactor, double? Predicted, double Partitions)

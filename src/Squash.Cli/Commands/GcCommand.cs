@@ -86,6 +86,7 @@ public static class GcCommand
         IndexStore.KeptReason.Newest => $"one of the {keep} newest",
         IndexStore.KeptReason.Recent => $"younger than --grace {Durations.Format(grace)}: a build may be writing it",
         IndexStore.KeptReason.Referenced => "a kept version references its segments",
+        IndexStore.KeptReason.Rebuild => "a full rebuild not yet published writes it or was built from it",
         _ => $"current less than --grace {Durations.Format(grace)} ago: queries may still read it",
     };
 }

@@ -27,7 +27,9 @@ public static class IngestCommand
             CliErrors.Require(!string.IsNullOrWhiteSpace(pr.GetValue<string?>(IndexLocation.StoreFlag)),
                 "--store is required: the write log lives beside the index's versions in a store (dir:PATH or azure:…)");
             var store = IndexLocation.Open(pr, pr.GetValue(index));
-            var run = await LogIngest.RunLeasedAsync(store, new WriteLog(store.Blobs, store.Name), maxRounds: max, ct: ct);
+            // No build queue here: past the share it says that a full rebuild is due; one the service queued is published by it too.
+            var run = await LogIngest.RunLeasedAsync(store, new WriteLog(store.Blobs, store.Name), maxRounds: max, ct: ct,
+                rebuild: new RebuildSettings(RebuildSettings.DefaultShare));
             if (run.Busy)
             {
                 Console.WriteLine($"another ingest holds the lease of '{store.Name}'; it is applying the log");
@@ -37,6 +39,7 @@ public static class IngestCommand
             foreach (var r in run.Rounds)
                 Console.WriteLine($"batches {r.FromSequence + 1}–{r.ToSequence}: {r.Upserts:N0} upserts, {r.Deleted:N0} rows removed → version {r.Version} " +
                     $"({r.PartitionSummary}{(r.Published ? "" : "; not published: a newer version is current")}; {r.Timings})");
+            if (run.Rebuild is { } rebuild) Console.WriteLine(rebuild.Message);
             return 0;
         }));
         return cmd;

@@ -183,7 +183,14 @@ public sealed record QueryCost
 /// <see cref="LagSeconds"/> the age of the oldest of those (absent when nothing waits).
 /// </summary>
 public sealed record IndexInfo(string Name, string Version, int Dimensions, string Metric, long Count, int Partitions, DateTimeOffset CreatedUtc,
-    long IndexedSequence = 0, long LatestSequence = 0, long Lag = 0, double? LagSeconds = null);
+    long IndexedSequence = 0, long LatestSequence = 0, long Lag = 0, double? LagSeconds = null, RebuildInfo? Rebuild = null);
+
+/// <summary>
+/// The index's last full rebuild (absent when it never had one): its job, its status (the job's while it runs, "built" while
+/// its version waits for ingest, then published, failed, cancelled or superseded), the log position it covers, and the
+/// version ingest published from it.
+/// </summary>
+public sealed record RebuildInfo(string BuildId, string Status, long CoversSequence, string? PublishedVersion = null, string? Reason = null);
 
 /// <summary>Internal: what a tree node is asked to do. Carries the query, options and plan only — never segment data.</summary>
 public sealed record ScanRequest
@@ -282,6 +289,7 @@ public sealed record ScanHit(long Id, float D)
 [JsonSerializable(typeof(QueryAnswer))]
 [JsonSerializable(typeof(BatchAnswer))]
 [JsonSerializable(typeof(IndexInfo))]
+[JsonSerializable(typeof(RebuildInfo))]
 [JsonSerializable(typeof(ScanRequest))]
 [JsonSerializable(typeof(ScanResponse))]
 [JsonSerializable(typeof(QueryCost))]

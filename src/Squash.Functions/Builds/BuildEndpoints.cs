@@ -12,11 +12,28 @@ public sealed class BuildServices
     {
         Jobs = new BuildJobStore(catalog.StoreFor("").Blobs);
         Queues = StorageBuildQueues.FromSettings(key => configuration[key]);
-        Runner = Queues is null ? null : new BuildTaskRunner(Jobs, Queues, work);
+        var queues = Queues;
+        // A rebuild's version waits for ingest to publish it: ask for an ingest as soon as it is written.
+        Runner = queues is null ? null : new BuildTaskRunner(Jobs, queues, work)
+        {
+            RebuildWritten = (job, ct) => Squash.Functions.Writes.IngestTrigger.SendAsync(queues, job.Index, TimeSpan.Zero, ct),
+        };
+        RebuildShare = RebuildShareSetting(configuration["Squash:RebuildShare"]);
         MaxDequeueCount = configuration.GetValue<int?>("Squash:MaxDequeueCount") ?? HostMaxDequeueCount();
     }
 
     public BuildJobStore Jobs { get; }
+    /// <summary>Squash:RebuildShare: ingest queues a full rebuild once this share of the rows changed since the build (0 or "off": never).</summary>
+    public double RebuildShare { get; }
+
+    public static double RebuildShareSetting(string? text)
+    {
+        if (string.IsNullOrWhiteSpace(text)) return Squash.Search.Writes.RebuildSettings.DefaultShare;
+        if (text.Trim().Equals("off", StringComparison.OrdinalIgnoreCase)) return 0;
+        if (double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out double share) && share is >= 0 and <= 1)
+            return share;
+        throw new InvalidOperationException($"Squash:RebuildShare must be a share of the rows between 0 and 1, or \"off\"; got '{text}'");
+    }
     /// <summary>Null when the app has no queue account (a folder store): builds are then refused with 503.</summary>
     public StorageBuildQueues? Queues { get; }
     public BuildTaskRunner? Runner { get; }

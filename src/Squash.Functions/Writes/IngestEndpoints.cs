@@ -100,7 +100,9 @@ public static class IngestEndpoints
 
         try
         {
-            var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct);
+            var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct,
+                rebuild: new RebuildSettings(builds.RebuildShare, builds.Jobs, builds.Queues));
+            if (run.Rebuild is { } rebuild) lines.Add($"ingest {index}: {rebuild.Message}");
             if (run.Busy)
             {
                 if (builds.Queues is not null) await IngestTrigger.SendAsync(builds.Queues, index, BusyRetry, ct);

@@ -63,6 +63,21 @@ public sealed record IndexManifest
     /// </summary>
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
     public long NextRow { get; init; }
+    /// <summary>
+    /// Rows ingest has changed since the build this version descends from (what the full-rebuild trigger compares with the
+    /// row count; 0, and left out of the JSON, for a version a build wrote).
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)]
+    public long RowsChangedSinceBuild { get; init; }
+    /// <summary>
+    /// The version of the build this version descends from by ingest (null for a build's own version): a rebuild is applied
+    /// only to the line of versions it was built from, never over a later build from files.
+    /// </summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? BuiltFrom { get; init; }
+    /// <summary>The build this version descends from: <see cref="BuiltFrom"/>, or this version itself when a build wrote it.</summary>
+    [JsonIgnore]
+    public string Lineage => BuiltFrom ?? Version;
 
     /// <summary>One past the largest row number this version can hold: what row-indexed arrays are sized by.</summary>
     [JsonIgnore]

@@ -70,20 +70,26 @@ public static partial class LogIngest
     public static readonly TimeSpan DefaultLease = TimeSpan.FromMinutes(2);
 
     /// <summary>What a triggered ingest did: nothing when another held the lease (<paramref name="Busy"/>), else one result per version it wrote.</summary>
-    public sealed record LeasedRun(bool Busy, IReadOnlyList<IngestResult> Rounds);
+    /// <param name="Rebuild">What the run did about the full rebuild (LogIngest.Rebuild.cs): null when nothing.</param>
+    public sealed record LeasedRun(bool Busy, IReadOnlyList<IngestResult> Rounds, RebuildReport? Rebuild = null);
 
     /// <summary>
     /// Takes the index's lease (or returns <c>Busy</c> at once: the holder is applying the log), then ingests until the log is
     /// applied up to where it ended when the last round started, at most <paramref name="maxRounds"/> versions; releases it.
     /// </summary>
     public static async Task<LeasedRun> RunLeasedAsync(IndexStore store, WriteLog log, TimeSpan? lease = null, int maxRounds = 10,
-        int maxBatches = DefaultMaxBatches, TimeProvider? clock = null, CancellationToken ct = default)
+        int maxBatches = DefaultMaxBatches, TimeProvider? clock = null, CancellationToken ct = default, RebuildSettings? rebuild = null)
     {
         var held = await IngestLease.TryAcquireAsync(store.Blobs, log.Index, lease ?? DefaultLease, clock, ct).ConfigureAwait(false);
         if (held is null) return new LeasedRun(true, []);
         var rounds = new List<IngestResult>();
+        RebuildReport? report = null;
         try
         {
+            // A finished rebuild is published first (with the log past it applied), so the rounds below continue from it.
+            var (adopted, adoption) = await AdoptRebuildAsync(store, log, clock, ct).ConfigureAwait(false);
+            report = adoption;
+            if (adopted?.Version is not null) rounds.Add(adopted);
             for (int round = 0; round < maxRounds; round++)
             {
                 var result = await RunAsync(store, log, maxBatches, clock, ct).ConfigureAwait(false);
@@ -91,24 +97,29 @@ public static partial class LogIngest
                 rounds.Add(result);
                 if (!await held.RenewAsync(ct).ConfigureAwait(false)) break; // lost it: the new holder carries on
             }
+            if (rebuild is not null) report = RebuildReport.Join(report, await ConsiderRebuildAsync(store, rebuild, clock, ct).ConfigureAwait(false));
         }
         finally
         {
             await held.ReleaseAsync(CancellationToken.None).ConfigureAwait(false);
         }
-        return new LeasedRun(false, rounds);
+        return new LeasedRun(false, rounds, report);
     }
 
-    public static async Task<IngestResult> RunAsync(IndexStore store, WriteLog log, int maxBatches = DefaultMaxBatches, TimeProvider? clock = null,
-        CancellationToken ct = default)
+    public static Task<IngestResult> RunAsync(IndexStore store, WriteLog log, int maxBatches = DefaultMaxBatches, TimeProvider? clock = null,
+        CancellationToken ct = default) => RunAsync(store, log, maxBatches, clock, onto: null, ct);
+
+    /// <param name="onto">Null: apply the log onto the current version. Else a finished rebuild to apply the log onto instead (LogIngest.Rebuild.cs).</param>
+    private static async Task<IngestResult> RunAsync(IndexStore store, WriteLog log, int maxBatches, TimeProvider? clock, Rebase? onto, CancellationToken ct)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatches, 1);
         store = new IndexStore(Segments.Over(store.Blobs), store.Name);
-        var m = await store.OpenCurrentAsync(ct).ConfigureAwait(false);
+        var m = onto?.Rebuilt ?? await store.OpenCurrentAsync(ct).ConfigureAwait(false);
         long from = m.IndexedSequence;
         long latest = await log.LatestSequenceAsync(from, ct).ConfigureAwait(false);
-        if (latest <= from) return new IngestResult(null, false, from, from, 0, 0, 0, 0, m.Partitions.Count);
-        long to = Math.Min(latest, from + maxBatches);
+        if (latest <= from && onto is null) return new IngestResult(null, false, from, from, 0, 0, 0, 0, m.Partitions.Count);
+        // A rebuild's successor covers at least what the current version covers, or the watermark would move back.
+        long to = Math.Max(Math.Min(latest, from + maxBatches), onto?.CurrentIndexed ?? 0);
         var phases = new List<(string, double)>();
         var phase = System.Diagnostics.Stopwatch.StartNew();
         void Lap(string name) { phases.Add((name, phase.Elapsed.TotalSeconds)); phase.Restart(); }
@@ -164,7 +175,7 @@ public static partial class LogIngest
         for (int p = 0; p < partitions; p++) touched[p] = state.Deleted[p] is not null;
         foreach (int p in addedPartition) touched[p] = true;
 
-        var version = NewerVersion(m.Version, clock);
+        var version = NewerVersion(onto is null || VersionIds.Compare(m.Version, onto.CurrentVersion) > 0 ? m.Version : onto.CurrentVersion, clock);
         var sink = store.CreateSink(version);
         var schema = m.Attributes is null ? null : new SchemaGrowth(m.Attributes);
         var entries = new List<PartitionEntry>(m.Partitions);
@@ -270,8 +281,11 @@ public static partial class LogIngest
             };
             // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
             // A split re-encodes and moves its rows (new quantizers, new partitions): they count as changed too.
-            (manifest, calibrationDue) = Counted(manifest, Math.Max(addedRows.Length, state.DeletedCount) + moved);
-            published = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
+            long changed = Math.Max(addedRows.Length, state.DeletedCount) + moved;
+            (manifest, calibrationDue) = Counted(manifest with { RowsChangedSinceBuild = m.RowsChangedSinceBuild + changed, BuiltFrom = m.Lineage }, changed);
+            // Onto a rebuild: only over the version the run read (compare-and-swap), so no newer version is ever replaced.
+            published = onto is null ? await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false)
+                : await store.PublishIfCurrentAsync(sink, manifest, onto.CurrentVersion, ct).ConfigureAwait(false);
             Lap("publish");
         }
         catch (Exception) when (!ct.IsCancellationRequested)

@@ -66,6 +66,12 @@ public sealed record BuildJobOptions
     public int ChunkRows { get; init; }
 }
 
+/// <summary>
+/// What a rebuild job rebuilds: the version whose live rows are its source, and the log position that version covers. Its
+/// publish task writes the version with that watermark and leaves the pointer to ingest, which applies the log past it.
+/// </summary>
+public sealed record RebuildOf(string BaseVersion, long CoversSequence);
+
 /// <summary>Tasks done and total for one stage.</summary>
 public sealed record StageProgress(string Stage, int Done, int Total);
 
@@ -107,6 +113,8 @@ public sealed record BuildJob
     /// <summary>Whether <c>current</c> named this build's version when it finished (false: a newer version was already current).</summary>
     public bool? Current { get; init; }
     public BuildError? Error { get; init; }
+    /// <summary>Set when ingest queued this job to rebuild the index from a version's live rows (docs/writes.md, "Full rebuild").</summary>
+    public RebuildOf? Rebuild { get; init; }
 
     public int Chunks => (int)((Count + ChunkRows - 1) / ChunkRows);
 

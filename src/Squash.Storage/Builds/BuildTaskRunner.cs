@@ -93,6 +93,8 @@ public sealed record TaskOutcome(bool Success, string Log)
 public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuildStageWork work)
 {
     public BuildJobStore Jobs { get; } = jobs;
+    /// <summary>Called after a rebuild job wrote its version (unpublished): asks ingest to take it over (the Functions app queues an ingest).</summary>
+    public Func<BuildJob, CancellationToken, Task>? RebuildWritten { get; init; }
 
     /// <param name="dequeueCount">How many times the message has been delivered (1 the first time).</param>
     /// <param name="maxDequeueCount">The host's limit (host.json): a failure on the last delivery fails the job.</param>
@@ -237,6 +239,7 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
             : j with { PublishCommitted = true }, ct).ConfigureAwait(false);
         if (!committed.PublishCommitted) return TaskOutcome.Done($"build {job.BuildId} is {committed.Status}: not published");
         var store = context.Index;
+        if (job.Rebuild is { } rebuild) return await WriteRebuildAsync(context, manifest with { IndexedSequence = rebuild.CoversSequence }, clock, ct).ConfigureAwait(false);
         IndexStore.PublishResult result;
         try
         {
@@ -262,6 +265,39 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         await Jobs.DeleteWorkAsync(job.Index, job.BuildId, ct).ConfigureAwait(false);
         clock.Lap("clean-up");
         return TaskOutcome.Done($"build {job.BuildId} published version {job.Version}{(result.Published ? "" : $" (not current: {result.Current} is newer)")} ({clock}); {Memory()}");
+    }
+
+    /// <summary>
+    /// A rebuild's publish: the version is written complete (manifest and all) but the pointer is not moved. Writes may have
+    /// been indexed since its base, so only ingest, under its lease, publishes it, with the log past its watermark applied.
+    /// </summary>
+    private async Task<TaskOutcome> WriteRebuildAsync(BuildTaskContext context, IndexManifest manifest, PhaseClock clock, CancellationToken ct)
+    {
+        var job = context.Job;
+        var store = context.Index;
+        try
+        {
+            await store.CreateSink(job.Version).WriteAsync(IndexStore.ManifestName, manifest.ToJson(), ct).ConfigureAwait(false);
+        }
+        catch (BlobConditionFailedException)
+        {
+            // Written by an earlier delivery of this task.
+        }
+        await store.VerifyCompleteAsync(await store.ReadManifestAsync(job.Version, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
+        await Jobs.RecordTaskAsync(job.Index, job.BuildId, BuildStages.Publish, 0, 0, 0, ct: ct).ConfigureAwait(false);
+        await Jobs.UpdateAsync(job.Index, job.BuildId, j => j.Status == BuildStatus.Succeeded ? null
+            : j.WithStage(BuildStages.Publish, s => s with { Done = 1 }) with
+            {
+                Status = BuildStatus.Succeeded,
+                FinishedUtc = DateTimeOffset.UtcNow,
+                Current = false,
+                BytesWritten = j.BytesWritten + manifest.Routing.Bytes,
+            }, ct).ConfigureAwait(false);
+        clock.Lap("write");
+        await Jobs.DeleteWorkAsync(job.Index, job.BuildId, ct).ConfigureAwait(false);
+        if (RebuildWritten is not null) await RebuildWritten(job, ct).ConfigureAwait(false);
+        clock.Lap("clean-up");
+        return TaskOutcome.Done($"rebuild {job.BuildId} wrote version {job.Version} covering log sequence {manifest.IndexedSequence}; ingest publishes it ({clock}); {Memory()}");
     }
 
     /// <summary>Fails the job (unless it already finished or the publish committed) and removes its work blobs.</summary>

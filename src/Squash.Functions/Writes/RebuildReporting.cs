@@ -1,0 +1,20 @@
+using Squash.Functions.Api;
+using Squash.Storage;
+using Squash.Storage.Builds;
+using Squash.Storage.Writes;
+
+namespace Squash.Functions.Writes;
+
+/// <summary>The index's last full rebuild as <c>GET /api/indexes/{index}</c> reports it.</summary>
+public static class RebuildReporting
+{
+    public static async Task<RebuildInfo?> InfoAsync(IndexStore store, CancellationToken ct)
+    {
+        if (store.Name.Length == 0 || await RebuildRecord.ReadAsync(store.Blobs, store.Name, ct).ConfigureAwait(false) is not { } read) return null;
+        var r = read.Record;
+        string status = r.Outcome ?? "queued";
+        if (r.IsActive && await new BuildJobStore(store.Blobs).GetAsync(store.Name, r.BuildId, ct).ConfigureAwait(false) is { } job)
+            status = job.Job.Status == BuildStatus.Succeeded ? "built" : job.Job.Status;
+        return new RebuildInfo(r.BuildId, status, r.CoversSequence, r.PublishedVersion, r.Reason);
+    }
+}
