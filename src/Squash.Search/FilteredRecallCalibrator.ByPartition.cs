@@ -41,6 +41,9 @@ public static partial class FilteredRecallCalibrator
             public required QueryContext Context;
             public required int[] Order;
             public required float[] Dist;
+            /// <summary>What the plan ranks by: the value key (<see cref="SearchEngine.ValueOrder"/>, own row left out), else <see cref="Dist"/>.</summary>
+            public required float[] Keys;
+            public double AnchorRatio = 1;
             public required FilterEstimates Estimates;
             public required double Selectivity;
             public required int[] Matches;
@@ -122,9 +125,17 @@ public static partial class FilteredRecallCalibrator
                     if (drawn[f].Filters[q] is not { } filter) continue;
                     var (ctx, order, dist) = ranked[q]!.Value;
                     var estimates = FilterEstimates.Of(filter, manifest);
+                    // The planner's value order, with a base-sample query's own row left out of its value centroid too.
+                    (int, int, float[])? leaveOut = null;
+                    long self = queries.SelfIds?[q] ?? -1;
+                    if (self >= 0 && filter.ValueTerm(a => index.Routing.ValueCentroidsOf(a) is not null) is { } term
+                        && sample.Own[term.Attribute]?[q] is { } own && !double.IsNaN(own))
+                        leaveOut = (partitionOf[self], ValueCentroids.SlotOf(attributes.Attributes[term.Attribute], own), selfStored!.AsSpan(q * d, d).ToArray());
+                    var keyed = engine.ValueOrder(ctx.Internal, order, dist, filter, leaveOut);
                     list.Add(new FilteredQuery
                     {
-                        Family = f, Query = q, Filter = filter, Self = queries.SelfIds?[q] ?? -1, Context = ctx, Order = order, Dist = dist, Estimates = estimates,
+                        Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
+                        Estimates = estimates,
                         Selectivity = estimates.Total / Math.Max(1, manifest.Count), Matches = new int[index.PartitionCount], Truth = new TopK(k),
                         TruthPartition = new Dictionary<long, int>(2 * TruthMapPrunedAt * k),
                     });
@@ -203,7 +214,8 @@ public static partial class FilteredRecallCalibrator
                 fq.Direct = new bool[grid * rs];
                 int scanTo = 0;
                 // The anchors are found once per query, and each R's CF grid is planned in one walk down the partitions.
-                var anchors = SearchEngine.FilteredAnchors.Of(_index.Manifest, fq.Order, fq.Dist, fq.Estimates, _k);
+                var anchors = SearchEngine.FilteredAnchors.Of(_index.Manifest, fq.Order, fq.Dist, fq.Estimates, _k, fq.Keys);
+                fq.AnchorRatio = anchors.AnchorRatio;
                 for (int r = 0; r < rs; r++)
                 {
                     var plans = _engine.PlanFiltered(anchors, new SearchOptions { K = _k, RerankFactor = RecallCalibrator.RerankFactors[r], Filter = fq.Filter },
@@ -267,14 +279,16 @@ public static partial class FilteredRecallCalibrator
                 var recall = new double[QueryCount, grid * rs];
                 var cost = new double[QueryCount, grid * rs];
                 var selectivity = new double[QueryCount];
+                var ratio = new double[QueryCount];
                 Array.Fill(selectivity, double.NaN);
                 Parallel.ForEach(_queries.Where(fq => fq.Family == f), new ParallelOptions { CancellationToken = cancellationToken }, fq =>
                 {
                     selectivity[fq.Query] = fq.Selectivity;
+                    ratio[fq.Query] = fq.AnchorRatio;
                     Replay(fq, recall, cost, m, d);
                     fq.Candidates.Clear();
                 });
-                measured.Add(new FamilyMeasurement(_families[f].Name, _families[f].Filters, selectivity, recall, cost));
+                measured.Add(new FamilyMeasurement(_families[f].Name, _families[f].Filters, selectivity, recall, cost) { AnchorRatio = ratio });
             }
             return measured;
         }

@@ -39,6 +39,11 @@ public static partial class FilteredRecallCalibrator
     /// </summary>
     public sealed record FamilyMeasurement(string Name, CompiledFilter?[] Filters, double[] Selectivity, double[,] Recall, double[,] Cost)
     {
+        /// <summary>Each query's <see cref="SearchEngine.FilteredAnchors.AnchorRatio"/> (null: 1 for all).</summary>
+        public double[]? AnchorRatio { get; init; }
+
+        public double RatioOf(int q) => AnchorRatio?[q] ?? 1;
+
         /// <summary>Mean recall, its standard error and mean cost of plan <paramref name="j"/> over the queries <paramref name="include"/> accepts.</summary>
         public (double Recall, double StdError, double Cost, int Queries) Mean(int j, Func<int, bool>? include = null)
         {
@@ -61,6 +66,15 @@ public static partial class FilteredRecallCalibrator
 
     /// <summary>A family takes part in a band's frontier with at least this many of its queries in the band.</summary>
     public const int MinQueriesInBand = 30;
+
+    /// <summary>
+    /// Where a selectivity band splits in two by anchor ratio (the dense anchor's value key over the nearest centroid
+    /// distance): above it the filter's matches lie away from the query (another class), and such queries get a frontier
+    /// measured on them alone (bench/recall.md). Below it the band keeps the frontier of all its queries, as unsplit: a
+    /// family with too few queries on that side to take part (a small class's own label) must still be covered by it.
+    /// Split only when the side above has a family with <see cref="MinQueriesInBand"/> queries, and the band has others.
+    /// </summary>
+    public const double SplitAnchorRatio = 1.25;
 
     /// <summary>The bands, or null when the index has no attribute a family can be drawn from.</summary>
     public static IReadOnlyList<FilteredCalibration>? Calibrate(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default)
@@ -114,20 +128,41 @@ public static partial class FilteredRecallCalibrator
     /// </summary>
     public static IReadOnlyList<FilteredCalibration>? Bands(IReadOnlyList<FamilyMeasurement> measured)
     {
-        int grid = RecallCalibrator.CentroidFactors.Length;
-        int plans = grid * RecallCalibrator.RerankFactors.Length;
         var bands = new List<FilteredCalibration>();
         for (int b = 0; b + 1 < BandEdges.Length; b++)
         {
             double lo = BandEdges[b], hi = BandEdges[b + 1];
+            bool Sided(double rlo, double rhi) => measured.Any(f => Enumerable.Range(0, f.Selectivity.Length).Count(q =>
+                f.Selectivity[q] >= lo && (f.Selectivity[q] < hi || hi >= 1) && f.RatioOf(q) >= rlo && f.RatioOf(q) < rhi) >= MinQueriesInBand);
+            if (Sided(0, SplitAnchorRatio) && Sided(SplitAnchorRatio, double.PositiveInfinity))
+            {
+                AddBand(bands, measured, lo, hi, null, (0, SplitAnchorRatio));
+                AddBand(bands, measured, lo, hi, SplitAnchorRatio, (SplitAnchorRatio, null));
+            }
+            else AddBand(bands, measured, lo, hi, null, (null, null));
+        }
+        return bands.Count > 0 ? bands : null;
+    }
+
+    /// <summary>
+    /// One band's frontier over the queries in [<paramref name="lo"/>, <paramref name="hi"/>) of selectivity and, when
+    /// given, an anchor ratio of at least <paramref name="ratioLo"/>; the band answers for the <paramref name="holds"/> ratios.
+    /// </summary>
+    private static void AddBand(List<FilteredCalibration> bands, IReadOnlyList<FamilyMeasurement> measured, double lo, double hi, double? ratioLo,
+        (double? Min, double? Max) holds)
+    {
+        int grid = RecallCalibrator.CentroidFactors.Length;
+        int plans = grid * RecallCalibrator.RerankFactors.Length;
+        {
             var inBand = new List<(FamilyMeasurement Family, Func<int, bool> Include, int Queries, double Median)>();
             foreach (var f in measured)
             {
-                Func<int, bool> include = q => f.Selectivity[q] >= lo && (f.Selectivity[q] < hi || hi >= 1);
+                Func<int, bool> include = q => f.Selectivity[q] >= lo && (f.Selectivity[q] < hi || hi >= 1)
+                    && (ratioLo is not { } rl || f.RatioOf(q) >= rl);
                 var selected = Enumerable.Range(0, f.Selectivity.Length).Where(q => !double.IsNaN(f.Selectivity[q]) && include(q)).Select(q => f.Selectivity[q]).Order().ToArray();
                 if (selected.Length >= MinQueriesInBand) inBand.Add((f, include, selected.Length, selected[selected.Length / 2]));
             }
-            if (inBand.Count == 0) continue;
+            if (inBand.Count == 0) return;
             var points = new List<CalibratedPlan>();
             for (int j = 0; j < plans; j++)
             {
@@ -143,9 +178,10 @@ public static partial class FilteredRecallCalibrator
                 Queries = inBand.Sum(f => f.Queries),
                 Families = inBand.Select(f => string.Create(CultureInfo.InvariantCulture, $"{f.Family.Name}: {f.Queries} queries, median selectivity {f.Median:0.####}")).ToArray(),
                 Plans = RecallCalibrator.Frontier(points),
+                MinAnchorRatio = holds.Min,
+                MaxAnchorRatio = holds.Max,
             });
         }
-        return bands.Count > 0 ? bands : null;
     }
 
     /// <summary>

@@ -11,8 +11,9 @@ namespace Squash.Search;
 public sealed class QueryPlan
 {
     internal QueryPlan(int[] partitions, float[] centroidDistances, string strategy, int target, QueryStats stats,
-        int[] order, double[]? estimates, bool[]? canMatch, int cursor, SearchOptions options)
+        int[] order, double[]? estimates, bool[]? canMatch, int cursor, SearchOptions options, float[]? keys = null)
     {
+        Keys = keys ?? centroidDistances;
         Partitions = partitions;
         CentroidDistances = centroidDistances;
         Strategy = strategy;
@@ -38,8 +39,10 @@ public sealed class QueryPlan
     /// <summary>Passes handed out so far (1 after planning).</summary>
     public int Passes => Stats.Passes;
 
-    /// <summary>Every partition, nearest centroid first.</summary>
+    /// <summary>Every partition, in ascending <see cref="Keys"/>.</summary>
     internal int[] Order { get; }
+    /// <summary>What later passes rank and threshold by: a filter's value key (<see cref="SearchEngine.ValueOrder"/>), else the centroid distances.</summary>
+    internal float[] Keys { get; }
     /// <summary>Estimated matches per partition; null without a filter (partition sizes then).</summary>
     internal double[]? Estimates { get; }
     /// <summary>False where the code-level filter can pass nothing: such partitions are never planned; null without a filter.</summary>

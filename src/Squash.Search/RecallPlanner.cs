@@ -29,7 +29,8 @@ public static class RecallPlanner
     /// query passes its estimated <paramref name="selectivity"/>: it plans with the frontier of the filtered band that holds
     /// it (the nearest band on a log scale when none does), or the unfiltered frontier on an index without filtered bands.
     /// </summary>
-    public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted, double? selectivity = null)
+    /// <param name="anchorRatio">A filtered query's <see cref="SearchEngine.FilteredAnchors.AnchorRatio"/>: picks between bands split by it.</param>
+    public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted, double? selectivity = null, double anchorRatio = 1)
     {
         ArgumentNullException.ThrowIfNull(options);
         predicted = options.Exact ? 1 : null;
@@ -40,7 +41,7 @@ public static class RecallPlanner
             return options with { Recall = null, Exact = true };
         }
         if (calibration is null) return options with { Recall = null };
-        var plans = selectivity is { } s && BandFor(calibration.Filtered, s) is { } band ? band.Plans : calibration.Plans;
+        var plans = selectivity is { } s && BandFor(calibration.Filtered, s, anchorRatio) is { } band ? band.Plans : calibration.Plans;
         foreach (var plan in plans)
         {
             if (plan.Recall - StdErrors * plan.RecallStdError < target || plan.Recall < Aim(target)) continue;
@@ -51,8 +52,11 @@ public static class RecallPlanner
         return options with { Recall = null, Exact = true };
     }
 
-    /// <summary>The band holding <paramref name="selectivity"/>, else the nearest one in log(selectivity); null without bands.</summary>
-    public static FilteredCalibration? BandFor(IReadOnlyList<FilteredCalibration>? bands, double selectivity)
+    /// <summary>
+    /// The band holding <paramref name="selectivity"/>, else the nearest one in log(selectivity); among bands of one
+    /// selectivity split by anchor ratio, the one holding <paramref name="anchorRatio"/>. Null without bands.
+    /// </summary>
+    public static FilteredCalibration? BandFor(IReadOnlyList<FilteredCalibration>? bands, double selectivity, double anchorRatio = 1)
     {
         if (bands is not { Count: > 0 }) return null;
         double s = Math.Clamp(selectivity, 1e-9, 1);
@@ -60,9 +64,9 @@ public static class RecallPlanner
         double best = double.PositiveInfinity;
         foreach (var band in bands)
         {
-            if (s >= band.MinSelectivity && (s < band.MaxSelectivity || band.MaxSelectivity >= 1)) return band;
-            double gap = s < band.MinSelectivity ? Math.Log(band.MinSelectivity / s) : Math.Log(s / band.MaxSelectivity);
-            if (gap < best) { best = gap; nearest = band; }
+            double gap = s >= band.MinSelectivity && (s < band.MaxSelectivity || band.MaxSelectivity >= 1) ? 0
+                : s < band.MinSelectivity ? Math.Log(band.MinSelectivity / s) : Math.Log(s / band.MaxSelectivity);
+            if (gap < best || (gap == best && band.HoldsRatio(anchorRatio) && nearest?.HoldsRatio(anchorRatio) != true)) { best = gap; nearest = band; }
         }
         return nearest;
     }

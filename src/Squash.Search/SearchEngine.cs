@@ -1,4 +1,5 @@
 using Squash.Index.Model;
+using Squash.Search.Filters;
 using Squash.Core.Collections;
 using Squash.Core.Kernels;
 
@@ -98,7 +99,57 @@ public sealed class SearchEngine
             return new QueryPlan(order[..selected], dist, "partitions", TargetOf(resolved), stats, order, null, null, selected, resolved);
         }
         var estimates = FilterEstimates.Of(filter, manifest);
-        return PlanFiltered(order, dist, estimates, options);
+        // A filter on an attribute with value centroids ranks partitions by the value key (ValueOrder); others by centroid.
+        var keyed = ValueOrder(query.Internal, order, dist, filter);
+        return PlanFiltered(FilteredAnchors.Of(manifest, keyed?.Order ?? order, dist, estimates, options.K, keyed?.Keys), options);
+    }
+
+    /// <summary>A filter's value term is used for the key while it names at most this many values (each costs a pass over the partitions).</summary>
+    public const int MaxKeyValues = 8;
+
+    /// <summary>
+    /// The filtered ranking by value key, or null when <paramref name="filter"/> has no $eq/$in (alone or in an AND) on an
+    /// attribute with value centroids: partition p's key is max(its centroid distance, the distance to the nearest centroid of
+    /// its rows holding one of the filter's values), its centroid distance where it has no such centroid. A partition's
+    /// matching rows may sit far from its centroid (the matching class's stragglers in another class's cell); the key puts
+    /// it later without moving the cell a neighbour lies in (rows are assigned to the nearest partition centroid), so the
+    /// own-class filter keeps the unfiltered order (bench/recall.md, "Where the anti-correlated family's misses lie").
+    /// </summary>
+    /// <param name="leaveOut">A base-sample calibration query: its own row (as stored, in this partition, with this value) is left out of its value centroid.</param>
+    public (int[] Order, float[] Keys)? ValueOrder(ReadOnlySpan<float> query, int[] order, float[] dist, CompiledFilter filter, (int Partition, int Value, float[] Row)? leaveOut = null)
+    {
+        ArgumentNullException.ThrowIfNull(order);
+        ArgumentNullException.ThrowIfNull(dist);
+        ArgumentNullException.ThrowIfNull(filter);
+        var routing = Index.Routing;
+        if (routing.ValueCentroids.Count == 0) return null;
+        if (filter.ValueTerm(a => routing.ValueCentroidsOf(a) is not null) is not { } term || term.Ids.Length > MaxKeyValues) return null;
+        var vc = routing.ValueCentroidsOf(term.Attribute)!;
+        int p = dist.Length, d = routing.InternalDimensions;
+        var keys = new float[p];
+        float[]? without = null;
+        for (int q = 0; q < p; q++)
+        {
+            float best = float.PositiveInfinity;
+            foreach (int v in term.Ids)
+            {
+                int n = vc.CountOf(q, v);
+                if (n == 0) continue;
+                var c = vc.CentroidOf(q, v, d);
+                if (leaveOut is { } own && own.Partition == q && own.Value == v)
+                {
+                    if (n == 1) continue; // the query's own row was this value's only row here
+                    without ??= new float[d];
+                    for (int j = 0; j < d; j++) without[j] = (float)((n * (double)c[j] - own.Row[j]) / (n - 1));
+                    c = without;
+                }
+                best = Math.Min(best, SquaredL2.Distance(query, c));
+            }
+            keys[q] = float.IsPositiveInfinity(best) ? dist[q] : Math.Max(dist[q], MathF.Sqrt(best));
+        }
+        var ranked = (int[])order.Clone();
+        Array.Sort(ranked, (a, b) => keys[a] != keys[b] ? keys[a].CompareTo(keys[b]) : a.CompareTo(b));
+        return (ranked, keys);
     }
 
     /// <summary>
@@ -119,7 +170,7 @@ public sealed class SearchEngine
         ArgumentNullException.ThrowIfNull(anchors);
         ArgumentNullException.ThrowIfNull(options);
         double? recallTarget = options.Recall;
-        var resolved = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted, anchors.Estimates.Total / Math.Max(1, Index.Manifest.Count));
+        var resolved = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted, anchors.Estimates.Total / Math.Max(1, Index.Manifest.Count), anchors.AnchorRatio);
         return PlanFilteredSweep(anchors, resolved, [resolved.CentroidFactor], recallTarget, predicted)[0];
     }
 
@@ -149,6 +200,7 @@ public sealed class SearchEngine
         var estimates = anchors.Estimates;
         var order = anchors.Order;
         var dist = anchors.Distances;
+        var keys = anchors.Keys;
         int p = order.Length;
         int target = TargetOf(options);
         var est = estimates.PerPartition;
@@ -169,14 +221,14 @@ public sealed class SearchEngine
                 var o = OptionsAt(next);
                 var stats = StatsOf(o);
                 stats.Strategy = "none";
-                plans[next] = new QueryPlan([], dist, "none", target, stats, order, est, canMatch, p, o);
+                plans[next] = new QueryPlan([], dist, "none", target, stats, order, est, canMatch, p, o, keys);
             }
             return plans;
         }
 
         double Limit(double centroidFactor) => options.Exact ? double.PositiveInfinity : Math.Max(
-            dist[order[anchors.Dense]] * centroidFactor,
-            MarginPast(dist[order[anchors.Fill]], dist[order[0]], centroidFactor));
+            keys[order[anchors.Dense]] * centroidFactor,
+            MarginPast(keys[order[anchors.Fill]], keys[order[0]], centroidFactor));
         // Each plan's partition list is a prefix of the next one's: the walk adds partitions in centroid order and hands
         // out a plan wherever its CF's threshold stops it (or at the end).
         var plan = new List<int>();
@@ -193,18 +245,18 @@ public sealed class SearchEngine
                 var all = direct ??= order.Where(q => canMatch[q]).ToArray();
                 stats.Strategy = "direct";
                 stats.PartitionsPlanned = all.Length;
-                plans[next++] = new QueryPlan(all, dist, "direct", target, stats, order, est, canMatch, p, o);
+                plans[next++] = new QueryPlan(all, dist, "direct", target, stats, order, est, canMatch, p, o, keys);
                 return;
             }
             stats.PartitionsPlanned = plan.Count;
-            plans[next++] = new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, o);
+            plans[next++] = new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, o, keys);
         }
         double limit = plans.Length > 0 ? Limit(centroidFactors[0]) : 0;
         for (int cursor = 0; cursor < p && next < plans.Length; cursor++)
         {
             int q = order[cursor];
             if (!canMatch[q]) continue;
-            while (next < plans.Length && dist[q] > limit && issued >= options.FilterMargin * options.K)
+            while (next < plans.Length && keys[q] > limit && issued >= options.FilterMargin * options.K)
             {
                 Emit(cursor);
                 if (next < plans.Length) limit = Limit(centroidFactors[next]);
@@ -242,10 +294,11 @@ public sealed class SearchEngine
     /// </summary>
     public sealed class FilteredAnchors
     {
-        private FilteredAnchors(int[] order, float[] distances, FilterEstimates estimates, int k, int firstMatching, int dense, int fill, double directCost)
+        private FilteredAnchors(int[] order, float[] distances, float[] keys, FilterEstimates estimates, int k, int firstMatching, int dense, int fill, double directCost)
         {
             Order = order;
             Distances = distances;
+            Keys = keys;
             Estimates = estimates;
             K = k;
             FirstMatching = firstMatching;
@@ -254,8 +307,26 @@ public sealed class SearchEngine
             DirectCost = directCost;
         }
 
+        /// <summary>The partitions in ascending <see cref="Keys"/>.</summary>
         public int[] Order { get; }
+        /// <summary>Centroid distances (what the scans' bounds use).</summary>
         public float[] Distances { get; }
+        /// <summary>What the plan ranks and thresholds by: the value key (<see cref="ValueOrder"/>), or the centroid distances.</summary>
+        public float[] Keys { get; }
+        /// <summary>
+        /// The dense anchor's key over the nearest centroid distance (1 with no partition that can match): large when the
+        /// filter's matches lie away from the query. The filtered calibration bands by it.
+        /// </summary>
+        public double AnchorRatio
+        {
+            get
+            {
+                if (Dense < 0) return 1;
+                float nearest = float.PositiveInfinity;
+                foreach (float x in Distances) nearest = Math.Min(nearest, x);
+                return nearest > 0 ? Keys[Order[Dense]] / nearest : 1;
+            }
+        }
         public FilterEstimates Estimates { get; }
         public int K { get; }
         /// <summary>Position in <see cref="Order"/> of the first partition that can match; −1 when none can.</summary>
@@ -266,7 +337,9 @@ public sealed class SearchEngine
         /// <summary>The direct scan's cost: it visits every partition that can match and takes an exact distance per match.</summary>
         public double DirectCost { get; }
 
-        public static FilteredAnchors Of(IndexManifest manifest, int[] order, float[] dist, FilterEstimates estimates, int k)
+        /// <param name="order">The partitions in ascending <paramref name="keys"/> (or <paramref name="dist"/> without keys).</param>
+        /// <param name="keys">The value keys (<see cref="ValueOrder"/>); null: the centroid distances.</param>
+        public static FilteredAnchors Of(IndexManifest manifest, int[] order, float[] dist, FilterEstimates estimates, int k, float[]? keys = null)
         {
             ArgumentNullException.ThrowIfNull(manifest);
             ArgumentNullException.ThrowIfNull(order);
@@ -296,7 +369,7 @@ public sealed class SearchEngine
             bool indexed = estimates.Indexable;
             double directCost = total * manifest.InternalDimensions;
             for (int i = 0; i < p; i++) if (canMatch[i]) directCost += PartitionVisitCost + (indexed ? 0 : manifest.Partitions[i].Count);
-            return new FilteredAnchors(order, dist, estimates, k, firstMatching, dense, fill, directCost);
+            return new FilteredAnchors(order, dist, keys ?? dist, estimates, k, firstMatching, dense, fill, directCost);
         }
     }
 
@@ -328,7 +401,7 @@ public sealed class SearchEngine
     {
         if (plan.Strategy != "partitions" || resultsSoFar >= plan.Target) return [];
         var order = plan.Order;
-        var dist = plan.CentroidDistances;
+        var dist = plan.Keys;
         double need = plan.Margin * (plan.Target - resultsSoFar) * Math.Pow(2, plan.Passes - 1);
         double issued = 0, limit = double.PositiveInfinity;
         var pass = new List<int>();

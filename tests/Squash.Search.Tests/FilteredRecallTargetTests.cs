@@ -77,7 +77,14 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
         var bands = idx.Index.Manifest.Calibration!.Filtered;
         Assert.NotNull(bands);
         // 10 % ranges and other-label equality (about 9 %) share the top band; 1 % ranges have their own.
-        Assert.Equal([(0.05, 1.0), (0.005, 0.05)], bands!.Select(b => (b.MinSelectivity, b.MaxSelectivity)).OrderByDescending(b => b.MinSelectivity));
+        Assert.Equal([(0.05, 1.0), (0.005, 0.05)], bands!.Select(b => (b.MinSelectivity, b.MaxSelectivity)).Distinct().OrderByDescending(b => b.MinSelectivity));
+        // The top band splits by anchor ratio: other-label queries (matches away from the query) get a band of their own, and
+        // the band below the split keeps the frontier of every query in the selectivity band.
+        var top = bands!.Where(b => b.MinSelectivity == 0.05).OrderBy(b => b.MinAnchorRatio).ToArray();
+        Assert.Equal([(0.0, FilteredRecallCalibrator.SplitAnchorRatio), (FilteredRecallCalibrator.SplitAnchorRatio, (double?)null)],
+            top.Select(b => (b.MinAnchorRatio!.Value, b.MaxAnchorRatio)));
+        Assert.Equal(["other value"], top[1].Families.Select(f => f[..f.IndexOf(':')]));
+        Assert.Contains(top[0].Families, f => f.StartsWith("other value", StringComparison.Ordinal));
     }
 
     [Theory]

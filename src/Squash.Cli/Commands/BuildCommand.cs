@@ -120,7 +120,9 @@ public static partial class BuildCommand
             Console.Error.WriteLine($"calibrated recall@{cal.K} on {cal.Queries} {(cal.Source == "queries" ? "of your queries" : "base vectors (leave-one-out)")} in {cal.Seconds:F1} s: " +
                 string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t))));
         foreach (var band in manifest.Calibration?.Filtered ?? [])
-            Console.Error.WriteLine($"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###} ({string.Join("; ", band.Families)}): " +
+            Console.Error.WriteLine($"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###}" +
+                (band.MinAnchorRatio is null && band.MaxAnchorRatio is null ? "" : $", anchor ratio {band.MinAnchorRatio ?? 0:0.##}–{(band.MaxAnchorRatio is { } r ? r.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture) : "")}") +
+                $" ({string.Join("; ", band.Families)}): " +
                 string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band))));
         // The pointer only moves to newer ids: a build that started before another one finished stays unpublished.
         if (await store.GetCurrentAsync(ct) is { } current && current.Version != manifest.Version)
@@ -140,7 +142,7 @@ public static partial class BuildCommand
     {
         // A band is named by a point inside it (its geometric middle, the open end clipped).
         double? selectivity = band is null ? null : Math.Sqrt(Math.Max(band.MinSelectivity, 1e-4) * band.MaxSelectivity);
-        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted, selectivity);
+        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted, selectivity, band?.MinAnchorRatio ?? 1);
         return plan.Exact ? $"{target} → exact" : $"{target} → CF {plan.CentroidFactor} R {plan.RerankFactor} ({predicted:F3})";
     }
 

@@ -81,7 +81,7 @@ public static class IndexBuilder
                 await sink.WriteAsync(encoded.Entry.Codes.Name, encoded.Codes, ct).ConfigureAwait(false);
                 await sink.WriteAsync(encoded.Entry.Vectors.Name, encoded.Vectors, ct).ConfigureAwait(false);
                 if (encoded.Attributes is { } attributes) await sink.WriteAsync(encoded.Entry.Attributes!.Name, attributes, ct).ConfigureAwait(false);
-                summaries[t] = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius);
+                summaries[t] = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius, Values: encoded.Values);
                 progress?.Report(new("encode", Interlocked.Increment(ref done) / (double)kept.Length));
             }).ConfigureAwait(false);
 

@@ -42,6 +42,8 @@ public sealed record RecallCalibration
             if (!(band.MinSelectivity >= 0 && band.MinSelectivity < band.MaxSelectivity && band.MaxSelectivity <= 1) || band.Queries < 1
                 || band.Plans is not { Count: > 0 } || band.Families is not { Count: > 0 })
                 throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible band");
+            if ((band.MinAnchorRatio is { } lo && !(lo >= 0)) || (band.MaxAnchorRatio is { } hi && !(hi > (band.MinAnchorRatio ?? 0))))
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible anchor-ratio range");
             foreach (var p in band.Plans)
                 if (!(p.CentroidFactor >= 1) || p.RerankFactor < 1 || !(p.Recall is >= 0 and <= 1) || !(p.RecallStdError >= 0) || !(p.Cost >= 0))
                     throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible plan ({p})");
@@ -64,6 +66,19 @@ public sealed record FilteredCalibration
     /// <summary>The families measured, as "name: median selectivity".</summary>
     public required IReadOnlyList<string> Families { get; init; }
     public required IReadOnlyList<CalibratedPlan> Plans { get; init; }
+    /// <summary>
+    /// With both set, the band holds only queries whose anchor ratio (the dense anchor's key over the nearest centroid
+    /// distance) lies in [<see cref="MinAnchorRatio"/>, <see cref="MaxAnchorRatio"/>): a selectivity band split where filters
+    /// whose matches lie away from the query need their own frontier. Null (left out of the JSON): any ratio.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public double? MinAnchorRatio { get; init; }
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public double? MaxAnchorRatio { get; init; }
+
+    /// <summary>Whether <paramref name="ratio"/> falls in this band's anchor-ratio range (always, without one).</summary>
+    public bool HoldsRatio(double ratio) =>
+        (MinAnchorRatio is not { } lo || ratio >= lo) && (MaxAnchorRatio is not { } hi || ratio < hi);
 }
 
 /// <summary>

@@ -323,13 +323,13 @@ public sealed class QueueStageWork : IBuildStageWork
                     $"attributes of a run of partition {layout.First + i}", r.Count, encoders)).ToArray();
                 joined = PartitionAttributes.Concat(parts, encoders);
             }
-            var encoded = IndexBuildStages.Encode(plan, layout.First + i, ids, x, job.Options.MaxBits, encodedAttributes: joined);
+            var encoded = IndexBuildStages.Encode(plan, layout.First + i, ids, x, job.Options.MaxBits, attributeInfo: encoders, encodedAttributes: joined);
             // Written while the next partition is encoded; a few writes in flight at most.
             writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Codes.Name, encoded.Codes));
             writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Vectors.Name, encoded.Vectors));
             if (encoded.Attributes is { } attributes) writes.Add(WriteSegmentAsync(c, folder + encoded.Entry.Attributes!.Name, attributes));
             var (cellMin, cellMax) = joined is null ? (null, null) : joined.CellRanges(encoders!, encoded.Entry.AttributeStats!);
-            summaries[i] = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius, cellMin, cellMax);
+            summaries[i] = new PartitionSummary(encoded.Entry, encoded.Centroid, encoded.Radius, cellMin, cellMax, encoded.Values);
             vectors += n;
             while (writes.Count > Parallelism)
             {

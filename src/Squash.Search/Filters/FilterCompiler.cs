@@ -338,6 +338,16 @@ public sealed class CompiledFilter
     public bool Matches(PartitionAttributes attributes, int row) => _root.Matches(attributes, row);
 
     /// <summary>
+    /// The category values every match holds, on an attribute <paramref name="usable"/> accepts (an $eq/$in on it, alone or
+    /// as one part of an AND): the filtered planner ranks partitions by where those values' rows lie. Null when there is none.
+    /// </summary>
+    public (int Attribute, int[] Ids)? ValueTerm(Func<int, bool> usable)
+    {
+        ArgumentNullException.ThrowIfNull(usable);
+        return MatchesAll ? null : _root.ValueTerm(usable);
+    }
+
+    /// <summary>
     /// <see cref="Estimate(PartitionEntry)"/> for every partition of an index at once (what the planner needs), from
     /// the manifest's statistics rearranged cell-major on first use: a range costs O(1) per partition.
     /// </summary>

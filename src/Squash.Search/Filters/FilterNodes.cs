@@ -57,6 +57,12 @@ internal abstract class FilterNode
             (fraction[p], lower[p], upper[p]) = Estimate(partitions[p].AttributeStats!, partitions[p].Count);
     }
 
+    /// <summary>
+    /// A category equality or membership every match must satisfy, on an attribute <paramref name="usable"/> accepts: the
+    /// node itself, or one part of an AND (the AND's matches are among its rows). Null when there is none.
+    /// </summary>
+    public virtual (int Attribute, int[] Ids)? ValueTerm(Func<int, bool> usable) => null;
+
     /// <summary>Whether <see cref="IndexedCount"/>/<see cref="AddIndexed"/> work for this node (a property of the filter, not of the data).</summary>
     public virtual bool Indexable => false;
 
@@ -89,6 +95,13 @@ internal abstract class FilterNode
 internal sealed class AndNode(FilterNode[] children) : FilterNode
 {
     public FilterNode[] Children => children;
+
+    public override (int Attribute, int[] Ids)? ValueTerm(Func<int, bool> usable)
+    {
+        foreach (var c in children)
+            if (c.ValueTerm(usable) is { } term) return term;
+        return null;
+    }
 
     public override void EvaluateCodes(PartitionAttributes pa, Span<byte> result)
     {
@@ -304,6 +317,8 @@ internal sealed class CategoryLeaf(int attribute, IdSet set, int[] ids, bool neg
     public override bool Indexable => !negate && ids.Length <= MaxIndexedValues;
 
     public override bool IndexedExactly => Indexable;
+
+    public override (int Attribute, int[] Ids)? ValueTerm(Func<int, bool> usable) => !negate && ids.Length > 0 && usable(attribute) ? (attribute, ids) : null;
 
     /// <summary>A row holds one value, so distinct values give distinct rows.</summary>
     public override bool IndexedDistinct => ids.Distinct().Count() == ids.Length;

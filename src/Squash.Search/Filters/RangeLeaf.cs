@@ -168,6 +168,22 @@ internal sealed class RangeLeaf : FilterNode
         return Math.Clamp((Math.Min(max, _hi) - Math.Max(min, _lo)) / (max - min), 0, 1);
     }
 
+    /// <summary>
+    /// The cells a match can lie in, when the code decides every cell (one value per cell, as on an attribute with value
+    /// centroids): an $eq, or a range over a few values.
+    /// </summary>
+    public override (int Attribute, int[] Ids)? ValueTerm(Func<int, bool> usable)
+    {
+        if (_empty || !usable(_attribute)) return null;
+        var cells = new List<int>();
+        for (int c = 0; c < _info.Cells; c++)
+        {
+            if (_table[c] == Maybe) return null;
+            if (_table[c] == True) cells.Add(c);
+        }
+        return cells.Count > 0 ? (_attribute, cells.ToArray()) : null;
+    }
+
     public override void EvaluateCodes(PartitionAttributes pa, Span<byte> result)
     {
         var codes = pa.Columns[_attribute].Codes!;

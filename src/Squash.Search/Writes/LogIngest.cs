@@ -182,6 +182,9 @@ public static partial class LogIngest
         var radii = new List<float>(routing.Radii);
         var sizes = new List<int>(routing.PartitionSizes);
         var centroids = new List<float>(routing.Centroids);
+        // Value centroids stay with the partition they describe (rows ingested into it leave them slightly stale); a split's
+        // parts have none, and their filtered ranking falls back to the partition centroid.
+        var valueKeep = Enumerable.Range(0, partitions).ToList();
         int rewrites = 0, splits = 0, newPartitions = 0, driftSplits = 0;
         double maxDrift = 1;
         long moved = 0;
@@ -239,6 +242,7 @@ public static partial class LogIngest
                         var parts = Split(m, routing, rewritten, entries.Count, m.Attributes);
                         entries[p] = Whole(entry, parts[0].Rows, packs) with { FitError = parts[0].Rows.Codes.ExpectedError() };
                         parts[0].Centroid.CopyTo(System.Runtime.InteropServices.CollectionsMarshal.AsSpan(centroids).Slice(p * d, d));
+                        valueKeep[p] = -1;
                         radii[p] = parts[0].Radius;
                         foreach (var part in parts.Skip(1))
                         {
@@ -246,6 +250,7 @@ public static partial class LogIngest
                             centroids.AddRange(part.Centroid);
                             radii.Add(part.Radius);
                             sizes.Add(part.Rows.Codes.Count);
+                            valueKeep.Add(-1);
                         }
                         splits++;
                         newPartitions += parts.Length - 1;
@@ -261,7 +266,11 @@ public static partial class LogIngest
                 }
                 sizes[p] = entries[p].Count;
             }
-            var routingRef = packs.Index.Add(new RoutingData { GlobalTransform = routing.GlobalTransform, Centroids = [.. centroids], Radii = [.. radii], PartitionSizes = [.. sizes] }.ToSegment());
+            var routingRef = packs.Index.Add(new RoutingData
+            {
+                GlobalTransform = routing.GlobalTransform, Centroids = [.. centroids], Radii = [.. radii], PartitionSizes = [.. sizes],
+                ValueCentroids = [.. routing.ValueCentroids.Select(v => v.Carried(valueKeep, d))],
+            }.ToSegment());
             Lap("encode");
             await Task.WhenAll(new[] { packs.Index, packs.Vectors }.Where(pack => pack.Count > 0)
                 .Select(pack => sink.WriteAsync(pack.Name, pack.ToBytes(), ct))).ConfigureAwait(false);

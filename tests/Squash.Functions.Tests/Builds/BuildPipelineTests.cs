@@ -99,6 +99,8 @@ public sealed class BuildPipelineTests
             var referenceBytes = await reference.Blobs.ReadAllAsync(reference.VersionPrefix(b.Version) + segment.Name);
             Assert.True(queuedBytes.AsSpan().SequenceEqual(referenceBytes), $"segment {segment.Name} differs (seed {Seed})");
         }
+        // The routing compared above holds the colour's per-partition value centroids (the queue build's encode tasks wrote them too).
+        Assert.Equal([b.Attributes!.IndexOf("colour")], (await queued.ReadRoutingAsync(a)).ValueCentroids.Select(v => v.Attribute));
         Assert.Equal(JsonSerializer.Serialize(b.Calibration!.Plans), JsonSerializer.Serialize(a.Calibration!.Plans));
         Assert.Equal(JsonSerializer.Serialize(b.Calibration.Filtered), JsonSerializer.Serialize(a.Calibration.Filtered));
         Assert.Equal(JsonSerializer.Serialize(b.Attributes), JsonSerializer.Serialize(a.Attributes));

@@ -42,7 +42,9 @@ public class GridPlanTests
             {
                 var filter = compiler.Compile(json);
                 if (filter.MatchesAll) continue;
-                var anchors = SearchEngine.FilteredAnchors.Of(idx.Index.Manifest, order, dist, FilterEstimates.Of(filter, idx.Index.Manifest), K);
+                // Ranked as the engine ranks it: by value key where the filter has one (the colour equalities here).
+                var keyed = engine.ValueOrder(ctx.Internal, order, dist, filter);
+                var anchors = SearchEngine.FilteredAnchors.Of(idx.Index.Manifest, keyed?.Order ?? order, dist, FilterEstimates.Of(filter, idx.Index.Manifest), K, keyed?.Keys);
                 foreach (int r in RecallCalibrator.RerankFactors)
                     foreach (var strategy in new[] { FilterStrategy.Auto, FilterStrategy.Partitions })
                     {

@@ -46,14 +46,20 @@ public sealed record BuildPlan(Metric Metric, int Dimensions, double MaxNorm, Pa
 }
 
 /// <summary>One encoded partition: its segments, its manifest entry, and its centroid and radius for the routing data.</summary>
-public sealed record EncodedPartition(PartitionEntry Entry, byte[] Codes, byte[] Vectors, byte[]? Attributes, float[] Centroid, float Radius);
+public sealed record EncodedPartition(PartitionEntry Entry, byte[] Codes, byte[] Vectors, byte[]? Attributes, float[] Centroid, float Radius, ValueMeans? Values = null);
+
+/// <summary>
+/// One partition's per-value means for the routing data's <see cref="ValueCentroids"/>: for each chosen attribute (ascending)
+/// with its dictionary size, counts (Σ values) and means (Σ values × internal dimensions).
+/// </summary>
+public sealed record ValueMeans(int[] Attributes, int[] Values, int[] Counts, float[] Means);
 
 /// <summary>An encoded partition without its segments (written already): what the finishing step needs.</summary>
 /// <remarks>
 /// <see cref="CellMin"/> and <see cref="CellMax"/>: per number or integer attribute, the partition's smallest and largest
 /// value in each cell it uses (in the order of its <see cref="AttributeStats.Codes"/>), for <see cref="IndexBuildStages.MergeCells"/>.
 /// </remarks>
-public sealed record PartitionSummary(PartitionEntry Entry, float[] Centroid, float Radius, double[]?[]? CellMin = null, double[]?[]? CellMax = null)
+public sealed record PartitionSummary(PartitionEntry Entry, float[] Centroid, float Radius, double[]?[]? CellMin = null, double[]?[]? CellMax = null, ValueMeans? Values = null)
 {
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, StageJson.Default.PartitionSummary);
 
@@ -157,6 +163,14 @@ public static class IndexBuildStages
             attributeBytes = encodedAttributes.ToSegment();
             stats = encodedAttributes.Statistics();
         }
+        ValueMeans? values = null;
+        if (encodedAttributes is not null && attributeInfo is not null
+            && ValueCentroids.Chosen(attributeInfo, plan.Partitions, plan.InternalDimensions) is { Length: > 0 } chosen)
+        {
+            var sizes = chosen.Select(a => ValueCentroids.SlotsOf(attributeInfo.Attributes[a])).ToArray();
+            var (counts, means) = ValueCentroids.Of(encodedAttributes, x, plan.InternalDimensions, chosen, sizes);
+            values = new ValueMeans(chosen, sizes, counts, means);
+        }
         var entry = new PartitionEntry
         {
             Id = id,
@@ -169,7 +183,7 @@ public static class IndexBuildStages
             AttributeStats = stats,
             FitError = encoded.Codes.ExpectedError(),
         };
-        return new EncodedPartition(entry, codes, vectors, attributeBytes, centroid, radius);
+        return new EncodedPartition(entry, codes, vectors, attributeBytes, centroid, radius, values);
     }
 
     /// <summary>
@@ -193,6 +207,33 @@ public static class IndexBuildStages
             infos[a] = cells.Complete(infos[a]);
         }
         return encoders with { Attributes = infos };
+    }
+
+    /// <summary>Every partition's <see cref="ValueMeans"/> laid out per attribute (partition-major); all partitions must agree on the attributes.</summary>
+    private static ValueCentroids[] ValueCentroidsOf(IReadOnlyList<PartitionSummary> partitions, int d)
+    {
+        if (partitions.Count == 0 || partitions[0].Values is not { } first) return [];
+        int p = partitions.Count;
+        var result = new ValueCentroids[first.Attributes.Length];
+        int at = 0;
+        for (int i = 0; i < result.Length; i++)
+        {
+            int values = first.Values[i];
+            var counts = new int[p * values];
+            var centroids = new float[(long)p * values * d];
+            for (int q = 0; q < p; q++)
+            {
+                var v = partitions[q].Values;
+                if (v is null || !v.Attributes.AsSpan().SequenceEqual(first.Attributes) || !v.Values.AsSpan().SequenceEqual(first.Values)
+                    || v.Counts.Length != first.Counts.Length || v.Means.LongLength != (long)first.Counts.Length * d)
+                    throw new ArgumentException($"partition {q}'s value means do not match partition 0's");
+                v.Counts.AsSpan(at, values).CopyTo(counts.AsSpan(q * values, values));
+                v.Means.AsSpan(at * d, values * d).CopyTo(centroids.AsSpan(q * values * d, values * d));
+            }
+            result[i] = new ValueCentroids(first.Attributes[i], values, counts, centroids);
+            at += values;
+        }
+        return result;
     }
 
     public static string CodesName(int p) => $"p{p:D5}.codes.seg";
@@ -221,6 +262,7 @@ public static class IndexBuildStages
             Centroids = centroids,
             Radii = radii,
             PartitionSizes = partitions.Select(x => x.Entry.Count).ToArray(),
+            ValueCentroids = ValueCentroidsOf(partitions, d),
         }.ToSegment();
         var manifest = new IndexManifest
         {
