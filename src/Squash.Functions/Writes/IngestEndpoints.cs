@@ -100,7 +100,9 @@ public static class IngestEndpoints
 
         try
         {
-            var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct);
+            // A due recall calibration goes to the calibrate function (its own lease): this run and the next never wait for it.
+            Func<CancellationToken, Task>? calibrate = builds.Queues is { } queues ? t => CalibrationEndpoints.SendAsync(queues, index, TimeSpan.Zero, t) : null;
+            var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct, requestCalibration: calibrate);
             if (run.Busy)
             {
                 if (builds.Queues is not null) await IngestTrigger.SendAsync(builds.Queues, index, BusyRetry, ct);
