@@ -15,10 +15,12 @@ namespace Squash.Search.Writes;
 /// uniformly (base and ingested alike, not only the rows just written, which would measure the write stream's own region),
 /// each searched leave-one-out. Leave-one-out stands for a held-out query only while the row is independent of the others;
 /// a row with a near-copy in the index (a write that re-sends a stored vector with noise) still has itself, in effect, in
-/// the index, and such queries flatter every plan (bench/writes.md, hot spot). So a drawn row whose nearest other row lies
-/// within <see cref="NearCopyRatio"/> of its K-th is left out of the queries, like a held-out query, which has no copy in
-/// the index; for data of intrinsic dimension m a genuine held-out row is that close to its nearest neighbour with
-/// probability about K·ratio^m, so on ordinary data almost none are left out and the estimate is the build's.
+/// the index, and such queries flatter every plan (bench/writes.md, hot spot). So each query is held out with its group:
+/// the rows within <see cref="NearCopyRatio"/> of its K-th nearest are left out of its exact answer and of its candidates
+/// too (leave-one-group-out, as cross-validation does with dependent samples). Leaving such queries out instead would
+/// leave out the region the copies crowd, which is where recall drops. For data of intrinsic dimension m a genuine
+/// neighbour is that close with probability about K·ratio^m, so on ordinary data almost no query has a group and the
+/// estimate is the build's.
 /// </para>
 /// Filtered bands are kept from the old calibration.
 /// </summary>
@@ -34,15 +36,15 @@ public static class IngestRecalibration
     /// (runs follow each other at once then), but not past this share of the rows changed since the last measurement.
     /// </summary>
     public const double MeasureAtOnceShare = 0.2;
-    /// <summary>Fewer live rows than this (or held-out-like queries, with copies filling up to it): the version keeps the old calibration.</summary>
+    /// <summary>Fewer live rows than this: the version keeps the old calibration.</summary>
     public const int MinimumQueries = 100;
-    /// <summary>A drawn row whose nearest other row is closer than this fraction of its K-th nearest is a near-copy's twin, not a held-out query.</summary>
+    /// <summary>A row closer to a query than this fraction of the query's K-th nearest (the near-copies aside) is the query's near-copy.</summary>
     public const double NearCopyRatio = 0.5;
-    /// <summary>Rows searched at most to find the queries (near-copies left out): this many times the queries wanted.</summary>
-    private const int DrawFactor = 4;
+    /// <summary>Near-copies of a query left out with it at most (a row with more keeps the rest as neighbours).</summary>
+    public const int MaxNearCopies = 10;
 
-    /// <summary>What a measurement used: the queries kept, and the drawn rows left out as near-copies.</summary>
-    public sealed record Measurement(RecallCalibration Calibration, int Searched, int NearCopies);
+    /// <summary>What a measurement used: its queries, and how many of them had near-copies left out with them.</summary>
+    public sealed record Measurement(RecallCalibration Calibration, int Queries, int WithNearCopies);
 
     /// <summary>The new calibration, or null when the version is too small to calibrate (the caller keeps the old one).</summary>
     public static async Task<Measurement?> MeasureAsync(IndexStore store, IndexManifest manifest, int seed, CancellationToken ct)
@@ -57,53 +59,35 @@ public static class IngestRecalibration
         // A draw of live rows, by position in partition order (seeded: the same version and seed draw the same queries).
         var start = new int[partitions + 1];
         for (int p = 0; p < partitions; p++) start[p + 1] = start[p] + opened.Codes(p).Ids.Length;
-        int wanted = Math.Min(RecallCalibrator.DefaultQueries, (int)count - 1);
-        int[] drawn = CalibrationQueries.SampleRows((int)count, Math.Min((int)count, DrawFactor * wanted), seed);
-        new Random(seed).Shuffle(drawn); // SampleRows sorts: the order searched must not favour low positions
+        int[] drawn = CalibrationQueries.SampleRows((int)count, Math.Min(RecallCalibrator.DefaultQueries, (int)count - 1), seed);
+        int n = drawn.Length;
 
         var bounds = new PartitionBounds(opened);
-        var kept = new List<(int Position, float[] User, float[] Inner, int[] Exact)>(wanted);
-        var copies = new List<(int Position, float[] User, float[] Inner, int[] Exact)>();
-        int searched = 0;
-        for (int from = 0; from < drawn.Length && kept.Count < wanted; from += wanted)
-        {
-            var block = drawn[from..Math.Min(drawn.Length, from + wanted)];
-            var found = new (float[] User, float[] Inner, int[] Exact, bool Copy)[block.Length];
-            Parallel.For(0, block.Length, new ParallelOptions { CancellationToken = ct }, i =>
-            {
-                int position = block[i];
-                int p = PartitionAt(start, position);
-                int row = position - start[p];
-                // A stored row as a query in the user's space: L2 and cosine store the vector (cosine normalised, the same
-                // direction), inner product the vector followed by the augmented coordinate.
-                var user = opened.Vectors(p).Row(row)[..dims].ToArray();
-                var inner = new QueryContext(opened, user).Internal;
-                var (ids, squared) = bounds.Nearest(inner, k, p, row);
-                // Squared distances: the ratio squared. A query with fewer than K others has no K-th to compare with.
-                bool copy = squared[^1] > 0 && float.IsFinite(squared[^1]) && squared[0] < NearCopyRatio * NearCopyRatio * squared[^1];
-                found[i] = (user, inner, ids, copy);
-            });
-            searched += block.Length;
-            for (int i = 0; i < block.Length; i++)
-                (found[i].Copy ? copies : kept).Add((block[i], found[i].User, found[i].Inner, found[i].Exact));
-        }
-        // Too few held-out-like rows (an index made mostly of near-copies): fill up with copies rather than never measuring.
-        var queries = kept.Count >= Math.Min(MinimumQueries, wanted) ? kept.Take(wanted).ToList() : kept.Concat(copies).Take(wanted).ToList();
-        if (queries.Count < Math.Min(MinimumQueries, wanted)) return null;
-
-        int n = queries.Count;
-        var userData = new float[(long)n * dims];
+        var user = new float[(long)n * dims];
         var selfIds = new long[n];
         var exact = new int[n][];
-        for (int q = 0; q < n; q++)
+        var leftOut = new long[n][];
+        Parallel.For(0, n, new ParallelOptions { CancellationToken = ct }, q =>
         {
-            queries[q].User.CopyTo(userData, (long)q * dims);
-            selfIds[q] = bounds.RowNumber(queries[q].Position);
-            exact[q] = queries[q].Exact;
-        }
-        var set = new CalibrationQueries(userData, n, dims, selfIds, "live-sample");
+            int p = PartitionAt(start, drawn[q]);
+            int row = drawn[q] - start[p];
+            // A stored row as a query in the user's space: L2 and cosine store the vector (cosine normalised, the same
+            // direction), inner product the vector followed by the augmented coordinate.
+            opened.Vectors(p).Row(row)[..dims].CopyTo(user.AsSpan(q * dims, dims));
+            var inner = new QueryContext(opened, user.AsSpan(q * dims, dims)).Internal;
+            selfIds[q] = opened.Codes(p).Ids[row];
+            var (ids, squared) = bounds.Nearest(inner, k + MaxNearCopies, p, row);
+            // Near-copies: closer than NearCopyRatio of the K-th distance among the rest (squared distances: the ratio squared).
+            int copies = 0;
+            while (copies < MaxNearCopies && ids[copies + k - 1] >= 0 && squared[copies] < NearCopyRatio * NearCopyRatio * squared[copies + k - 1])
+                copies++;
+            leftOut[q] = ids[..copies].Select(id => (long)id).ToArray();
+            exact[q] = ids[copies..(copies + k)];
+        });
+        int grouped = leftOut.Count(g => g.Length > 0);
+        var set = new CalibrationQueries(user, n, dims, selfIds, "live-sample", leftOut);
         var measured = RecallCalibrator.Calibrate(opened, exact, set, k, cancellationToken: ct, filtered: false);
-        return measured is null ? null : new Measurement(measured with { Filtered = manifest.Calibration?.Filtered }, searched, copies.Count);
+        return measured is null ? null : new Measurement(measured with { Filtered = manifest.Calibration?.Filtered }, n, grouped);
     }
 
     /// <summary>The partition holding a position in partition order: the last p with start[p] ≤ position (empty partitions skipped).</summary>

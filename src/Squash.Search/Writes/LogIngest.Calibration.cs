@@ -96,7 +96,7 @@ public static partial class LogIngest
         {
             Seconds = watch.Elapsed.TotalSeconds,
             Detail = run.Status == CalibrationStatus.Published
-                ? $"{measured.Calibration.Queries} queries, {measured.NearCopies} near-copies of {measured.Searched} rows drawn left out"
+                ? $"{measured.Queries} queries, {measured.WithNearCopies} of them held out with their near-copies"
                 : run.Detail,
         };
     }
