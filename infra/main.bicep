@@ -102,7 +102,9 @@ var hostContainers = ['azure-webjobs-hosts', 'azure-webjobs-secrets']
 var buildQueues = ['squash-build-train', 'squash-build-assign', 'squash-build-encode', 'squash-build-publish']
 // Writes: the coordinator's vectors function asks for an ingest here; the builder's ingest function applies the log.
 var ingestQueue = 'squash-ingest'
-var builderQueues = concat(buildQueues, [ingestQueue])
+// The builder's ingest function asks its calibrate function to measure the recall calibration again here.
+var calibrateQueue = 'squash-calibrate'
+var builderQueues = concat(buildQueues, [ingestQueue, calibrateQueue])
 
 var coordinatorName = 'func-coord-${token}'
 var builderName = 'func-build-${token}'
@@ -118,7 +120,7 @@ var poolKeySecretPrefix = 'scan-key-'
 // Which functions each app runs (the package holds them all).
 var coordinatorFunctions = ['health', 'index-info', 'openapi', 'query', 'builds', 'vectors']
 var poolFunctions = ['health', 'scan']
-var builderFunctions = ['health', 'build-train', 'build-assign', 'build-encode', 'build-publish', 'ingest']
+var builderFunctions = ['health', 'build-train', 'build-assign', 'build-encode', 'build-publish', 'ingest', 'calibrate']
 
 // Built-in role definition ids.
 var storageBlobDataReader = '2a2b9908-6ea1-4ae2-8e65-a410df84e7d1'

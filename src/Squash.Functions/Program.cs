@@ -246,6 +246,7 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
 app.MapBuilds();
 app.MapWrites();
 app.MapIngest();
+app.MapCalibrate();
 
 // Cold-start figure for the logs: process start to listening.
 app.Lifetime.ApplicationStarted.Register(() => app.Logger.LogInformation("listening {Ms:F0} ms after the process started",

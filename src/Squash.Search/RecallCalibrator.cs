@@ -8,7 +8,8 @@ using Squash.Index.Model;
 namespace Squash.Search;
 
 /// <summary>Queries to calibrate with: rows in the user's space, and for base-sample queries the row each one is (left out of its own answer).</summary>
-public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions, long[]? SelfIds, string Source)
+/// <param name="LeftOut">Per query, further rows left out with it (its near-copies: held out as a group), or null.</param>
+public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions, long[]? SelfIds, string Source, IReadOnlyList<long[]?>? LeftOut = null)
 {
     /// <summary>
     /// <paramref name="size"/> base rows drawn without replacement by a seeded shuffle; each is searched leave-one-out
@@ -158,7 +159,8 @@ public static class RecallCalibrator
                 }
                 var scan = PlanScan(engine, ctx, truth, selfId, stored, k, id => partitionOf[id]);
                 var buffer = new List<(float Bound, int Row)>();
-                Replay(index, scan, truth, k, p => Candidates(scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, buffer), qi, recall, cost);
+                var leftOut = queries.LeftOut?[qi];
+                Replay(index, scan, truth, k, p => Candidates(scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, buffer, leftOut), qi, recall, cost);
             }
             else for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1;
             progress?.Report(Interlocked.Increment(ref done) / (double)queries.Count);
@@ -386,11 +388,13 @@ public static class RecallCalibrator
 
     /// <summary>The candidates a scan with the largest R would re-rank in one partition: a plan with R re-ranks a prefix of them.</summary>
     private static CandidateList Candidates(PartitionScanner scanner, QueryContext ctx, PartitionCodes codes, PartitionVectors vectors, long self, int k,
-        List<(float Bound, int Row)> buffer)
+        List<(float Bound, int Row)> buffer, long[]? leftOut = null)
     {
         buffer.Clear();
-        scanner.CollectRerankCandidates(ctx, codes, new SearchOptions { K = k + 1, RerankFactor = RerankFactors[^1], CentroidFactor = 1 }, buffer);
+        int extra = leftOut?.Length ?? 0;
+        scanner.CollectRerankCandidates(ctx, codes, new SearchOptions { K = k + 1 + extra, RerankFactor = RerankFactors[^1], CentroidFactor = 1 }, buffer);
         if (self >= 0) buffer.RemoveAll(x => codes.Ids[x.Row] == self);
+        if (extra > 0) buffer.RemoveAll(x => Array.IndexOf(leftOut!, (long)codes.Ids[x.Row]) >= 0);
         int n = Math.Min(buffer.Count, k * RerankFactors[^1]);
         var list = new CandidateList(new float[n], new int[n], new float[n]);
         for (int i = 0; i < n; i++)

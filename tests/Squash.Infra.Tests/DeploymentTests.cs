@@ -110,7 +110,7 @@ public sealed class DeploymentTests
         Assert.Superset(new HashSet<string> { "squash", "build-sources", "azure-webjobs-hosts", "azure-webjobs-secrets", "deploy-coord", "deploy-build", "deploy-pool0", "deploy-pool1" }, containers);
         Assert.All(all.Where(r => r.Type == "Microsoft.Storage/storageAccounts/blobServices/containers"), c => Assert.Equal("None", c.At("publicAccess")));
         var queues = all.Where(r => r.Type == "Microsoft.Storage/storageAccounts/queueServices/queues").Select(r => r.Name.Split('/')[^1]).Order().ToArray();
-        var contract = new[] { "squash-build-train", "squash-build-assign", "squash-build-encode", "squash-build-publish", "squash-ingest" };
+        var contract = new[] { "squash-build-train", "squash-build-assign", "squash-build-encode", "squash-build-publish", "squash-ingest", "squash-calibrate" };
         Assert.Equal(contract.Concat(contract.Select(q => q + "-poison")).Order(), queues);
     }
 
@@ -314,7 +314,7 @@ public sealed class DeploymentTests
         // The coordinator appends to the indexes' write-ahead logs ({index}/log/), so it writes the index container.
         Assert.Equal(new[] { $"{contributor} on container:squash", $"{contributor} on container:build-sources", $"{contributor} on container:deploy-coord",
             "Storage Queue Data Message Sender on queue:squash-build-train", "Storage Queue Data Message Sender on queue:squash-ingest" }.Concat(Host(contributor)).Order(StringComparer.Ordinal), roles["coordinator"]);
-        var queues = new[] { "build-train", "build-assign", "build-encode", "build-publish", "ingest" }.SelectMany(s => new[] { $"squash-{s}", $"squash-{s}-poison" });
+        var queues = new[] { "build-train", "build-assign", "build-encode", "build-publish", "ingest", "calibrate" }.SelectMany(s => new[] { $"squash-{s}", $"squash-{s}-poison" });
         Assert.Equal(new[] { $"{contributor} on container:squash", $"{contributor} on container:build-sources", $"{contributor} on container:deploy-build" }
             .Concat(Host(contributor)).Concat(queues.Select(q => $"Storage Queue Data Contributor on queue:{q}")).Order(StringComparer.Ordinal), roles["builder"]);
         Assert.Equal([$"{contributor} on container:build-sources", $"{contributor} on container:squash"], roles["deployer"]);

@@ -100,8 +100,10 @@ public static class IngestEndpoints
 
         try
         {
+            // A due recall calibration goes to the calibrate function (its own lease): this run and the next never wait for it.
+            Func<CancellationToken, Task>? calibrate = builds.Queues is { } queues ? t => CalibrationEndpoints.SendAsync(queues, index, TimeSpan.Zero, t) : null;
             var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct,
-                rebuild: new RebuildSettings(builds.RebuildShare, builds.Jobs, builds.Queues));
+                rebuild: new RebuildSettings(builds.RebuildShare, builds.Jobs, builds.Queues), requestCalibration: calibrate);
             if (run.Rebuild is { } rebuild) lines.Add($"ingest {index}: {rebuild.Message}");
             if (run.Busy)
             {

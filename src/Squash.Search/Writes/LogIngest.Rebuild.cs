@@ -90,7 +90,7 @@ public static partial class LogIngest
         if (rebuilt.IndexedSequence != record.CoversSequence)
             return (null, await CloseAsync(RebuildRecord.Failed, $"its version {record.Version} covers sequence {rebuilt.IndexedSequence}, not {record.CoversSequence}").ConfigureAwait(false));
 
-        var round = await RunAsync(store, log, DefaultMaxBatches, clock, new Rebase(rebuilt, current.Version, current.IndexedSequence), ct).ConfigureAwait(false);
+        var round = await RunAsync(store, log, DefaultMaxBatches, clock, new Rebase(rebuilt, current.Version, current.IndexedSequence), requestCalibration: null, ct).ConfigureAwait(false);
         if (!round.Published)
             return (round, new RebuildReport($"full rebuild {record.BuildId}: version {current.Version} was replaced while the log was applied onto the rebuild; the next run tries again", record));
         var done = record with { Outcome = RebuildRecord.Published, PublishedVersion = round.Version, FinishedUtc = now };

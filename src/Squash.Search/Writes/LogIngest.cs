@@ -25,10 +25,11 @@ namespace Squash.Search.Writes;
 /// <param name="CalibrationDeferred">A calibration was due but more log waited: the next run (which follows at once) measures.</param>
 /// <param name="DriftSplits">Of the split partitions, those split because their rows drifted from their quantizer (<see cref="LogIngest.DriftRatio"/>), not for size.</param>
 /// <param name="LargestErrorRatio">The largest ratio, over those, of the carried quantizer's expected error to a fresh fit's (1 when none).</param>
+/// <param name="CalibrationRequested">A calibration was due and the calibration job was asked to measure it (off this run's lease).</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
     int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0,
     string? CalibrationVersion = null, string? CalibrationFailure = null, bool CalibrationDeferred = false, int SplitPartitions = 0,
-    int NewPartitions = 0, int DriftSplits = 0, double LargestErrorRatio = 1)
+    int NewPartitions = 0, int DriftSplits = 0, double LargestErrorRatio = 1, bool CalibrationRequested = false)
 {
     /// <summary>
     /// "19 of 60 partitions touched, 7 of them rewritten"; when partitions were split, "(7 split into 18: 71 partitions now)";
@@ -42,7 +43,8 @@ public sealed record IngestResult(string? Version, bool Published, long FromSequ
     public string Timings => (Seconds is null ? "" : string.Join(", ", Seconds.Select(x => $"{x.Phase} {x.Seconds:F2} s")))
         + (CalibrationVersion is null ? "" : $"; calibration measured again → version {CalibrationVersion}")
         + (CalibrationFailure is null ? "" : $"; calibration not measured: {CalibrationFailure}")
-        + (CalibrationDeferred ? "; calibration due, deferred: more log waits" : "");
+        + (CalibrationDeferred ? "; calibration due, deferred: more log waits" : "")
+        + (CalibrationRequested ? "; calibration due: the calibration job asked to measure it" : "");
 }
 
 /// <summary>
@@ -77,8 +79,13 @@ public static partial class LogIngest
     /// Takes the index's lease (or returns <c>Busy</c> at once: the holder is applying the log), then ingests until the log is
     /// applied up to where it ended when the last round started, at most <paramref name="maxRounds"/> versions; releases it.
     /// </summary>
+    /// <param name="requestCalibration">
+    /// Asks the calibration job to measure a due calibration (the queue host sends it a message); null: the run measures it
+    /// itself after its publish (<c>squash ingest</c>, a store without queues).
+    /// </param>
     public static async Task<LeasedRun> RunLeasedAsync(IndexStore store, WriteLog log, TimeSpan? lease = null, int maxRounds = 10,
-        int maxBatches = DefaultMaxBatches, TimeProvider? clock = null, CancellationToken ct = default, RebuildSettings? rebuild = null)
+        int maxBatches = DefaultMaxBatches, TimeProvider? clock = null, CancellationToken ct = default, RebuildSettings? rebuild = null,
+        Func<CancellationToken, Task>? requestCalibration = null)
     {
         var held = await IngestLease.TryAcquireAsync(store.Blobs, log.Index, lease ?? DefaultLease, clock, ct).ConfigureAwait(false);
         if (held is null) return new LeasedRun(true, []);
@@ -92,7 +99,7 @@ public static partial class LogIngest
             if (adopted?.Version is not null) rounds.Add(adopted);
             for (int round = 0; round < maxRounds; round++)
             {
-                var result = await RunAsync(store, log, maxBatches, clock, ct).ConfigureAwait(false);
+                var result = await RunAsync(store, log, maxBatches, clock, ct, requestCalibration).ConfigureAwait(false);
                 if (result.Version is null) break;
                 rounds.Add(result);
                 if (!await held.RenewAsync(ct).ConfigureAwait(false)) break; // lost it: the new holder carries on
@@ -107,10 +114,12 @@ public static partial class LogIngest
     }
 
     public static Task<IngestResult> RunAsync(IndexStore store, WriteLog log, int maxBatches = DefaultMaxBatches, TimeProvider? clock = null,
-        CancellationToken ct = default) => RunAsync(store, log, maxBatches, clock, onto: null, ct);
+        CancellationToken ct = default, Func<CancellationToken, Task>? requestCalibration = null) =>
+        RunAsync(store, log, maxBatches, clock, onto: null, requestCalibration, ct);
 
     /// <param name="onto">Null: apply the log onto the current version. Else a finished rebuild to apply the log onto instead (LogIngest.Rebuild.cs).</param>
-    private static async Task<IngestResult> RunAsync(IndexStore store, WriteLog log, int maxBatches, TimeProvider? clock, Rebase? onto, CancellationToken ct)
+    private static async Task<IngestResult> RunAsync(IndexStore store, WriteLog log, int maxBatches, TimeProvider? clock, Rebase? onto,
+        Func<CancellationToken, Task>? requestCalibration, CancellationToken ct)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatches, 1);
         store = new IndexStore(Segments.Over(store.Blobs), store.Name);
@@ -293,8 +302,9 @@ public static partial class LogIngest
             long changed = Math.Max(addedRows.Length, state.DeletedCount) + moved;
             (manifest, calibrationDue) = Counted(manifest with { RowsChangedSinceBuild = m.RowsChangedSinceBuild + changed, BuiltFrom = m.Lineage }, changed);
             // Onto a rebuild: only over the version the run read (compare-and-swap), so no newer version is ever replaced.
-            published = onto is null ? await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false)
-                : await store.PublishIfCurrentAsync(sink, manifest, onto.CurrentVersion, ct).ConfigureAwait(false);
+            // Otherwise onto the current version, or on top of a calibration the calibration job published meanwhile.
+            if (onto is null) (published, manifest, calibrationDue) = await PublishRebasingAsync(store, sink, manifest, m, calibrationDue, clock, ct).ConfigureAwait(false);
+            else published = await store.PublishIfCurrentAsync(sink, manifest, onto.CurrentVersion, ct).ConfigureAwait(false);
             Lap("publish");
         }
         catch (Exception) when (!ct.IsCancellationRequested)
@@ -304,29 +314,45 @@ public static partial class LogIngest
             throw;
         }
 
-        // The rows are visible now; measuring the calibration again (seconds: every raw vector read, exact neighbours) comes
-        // after, so it no longer holds back the watermark of the writes this run indexed.
+        // The rows are visible now. A due calibration (seconds: every raw vector read, exact neighbours) is measured by the
+        // calibration job under its own lease when there is one to ask, so it holds back neither these rows nor the next run.
         string? calibrationVersion = null, calibrationFailure = null;
-        bool deferred = false;
-        // While more log waits, the next run follows at once and measuring now would hold it back by the measurement's
-        // seconds: the calibration stays due (the count only grows) until the log is drained, or until the changes reach
-        // IngestRecalibration.MeasureAtOnceShare, so that a steady stream of writes cannot keep it from ever being measured.
-        if (published.Published && calibrationDue && manifest.Calibration!.RowsChangedSince < IngestRecalibration.MeasureAtOnceShare * manifest.Count)
-            deferred = await log.LatestSequenceAsync(to, ct).ConfigureAwait(false) > to;
-        if (published.Published && calibrationDue && !deferred)
+        bool deferred = false, requested = false;
+        if (published.Published && calibrationDue && requestCalibration is not null)
         {
             try
             {
-                calibrationVersion = await PublishCalibrationAsync(store, manifest, addedRows, clock, ct).ConfigureAwait(false);
+                await requestCalibration(ct).ConfigureAwait(false);
+                requested = true;
             }
-            catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+            catch (Exception e) when (!ct.IsCancellationRequested)
             {
-                calibrationFailure = e.Message; // the counted calibration stays due: the next run measures
+                calibrationFailure = $"could not ask the calibration job: {e.Message}"; // still due: the next run asks again
             }
-            Lap("calibrate");
         }
-        return new IngestResult(version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
-            touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift);
+        else if (published.Published && calibrationDue)
+        {
+            // Measured here, after the publish: while more log waits, the next run follows at once and measuring now would hold
+            // it back, so the calibration stays due (the count only grows) until the log is drained, or until the changes reach
+            // IngestRecalibration.MeasureAtOnceShare, so that a steady stream of writes cannot keep it from ever being measured.
+            if (manifest.Calibration!.RowsChangedSince < IngestRecalibration.MeasureAtOnceShare * manifest.Count)
+                deferred = await log.LatestSequenceAsync(to, ct).ConfigureAwait(false) > to;
+            if (!deferred)
+            {
+                try
+                {
+                    var run = await CalibrateVersionAsync(store, manifest, clock, ct).ConfigureAwait(false);
+                    calibrationVersion = run.PublishedVersion;
+                }
+                catch (Exception e) when (!ct.IsCancellationRequested && e is not OutOfMemoryException)
+                {
+                    calibrationFailure = e.Message; // the counted calibration stays due: the next run measures
+                }
+                Lap("calibrate");
+            }
+        }
+        return new IngestResult(manifest.Version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
+            touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift, requested);
     }
 
     /// <summary>The entry of a partition written whole (no appended segments, no mask) from <paramref name="rows"/>, into the packs.</summary>
@@ -462,27 +488,6 @@ public static partial class LogIngest
         if (manifest.Calibration is not { } old) return (manifest, false);
         long since = old.RowsChangedSince + changed;
         return (manifest with { Calibration = old with { RowsChangedSince = since } }, since >= IngestRecalibration.DefaultShare * manifest.Count);
-    }
-
-    /// <summary>
-    /// Measures the calibration on the version this run published and publishes it as a manifest-only successor naming the
-    /// same segments, only if that version is still current (a newer one has newer rows: its own run measures). Returns the
-    /// successor's id, or null when there were too few fresh rows to measure with or a newer version got there first.
-    /// </summary>
-    private static async Task<string?> PublishCalibrationAsync(IndexStore store, IndexManifest published, long[] freshRows, TimeProvider? clock, CancellationToken ct)
-    {
-        var measured = await IngestRecalibration.MeasureAsync(store, published, freshRows, unchecked((int)published.IndexedSequence), ct).ConfigureAwait(false);
-        if (measured is null) return null;
-        var successor = published with
-        {
-            Version = NewerVersion(published.Version, clock),
-            CreatedUtc = (clock ?? TimeProvider.System).GetUtcNow(),
-            Routing = Referenced(published.Routing, published),
-            Partitions = published.Partitions.Select(e => Referenced(e, published)).ToArray(),
-            Calibration = measured,
-        };
-        var result = await store.PublishIfCurrentAsync(store.CreateSink(successor.Version), successor, published.Version, ct).ConfigureAwait(false);
-        return result.Published ? successor.Version : null;
     }
 
     /// <summary>

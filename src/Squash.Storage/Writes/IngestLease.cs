@@ -32,14 +32,26 @@ public sealed class IngestLease
 
     public static string NameFor(string index) => $"{index.Trim('/')}/log/ingest.lease";
 
-    internal sealed record LeaseRecord(string Holder, DateTimeOffset ExpiresUtc);
+    /// <summary>The lease of the recall calibration job (its own: a calibration never holds back an ingest run).</summary>
+    public static string CalibrationNameFor(string index) => $"{index.Trim('/')}/log/calibrate.lease";
+
+    /// <param name="Failures">Failed holds in a row (a job that failed keeps the lease, expired later, as its back-off).</param>
+    internal sealed record LeaseRecord(string Holder, DateTimeOffset ExpiresUtc,
+        [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingDefault)] int Failures = 0);
+
+    /// <summary>Failures recorded by earlier holders in a row (0 after a hold ended by <see cref="ReleaseAsync"/>).</summary>
+    public int PriorFailures { get; private init; }
 
     /// <summary>Takes the index's lease for <paramref name="duration"/>, or returns null while someone else holds it.</summary>
-    public static async Task<IngestLease?> TryAcquireAsync(IBlobStore blobs, string index, TimeSpan duration, TimeProvider? clock = null, CancellationToken ct = default)
+    public static Task<IngestLease?> TryAcquireAsync(IBlobStore blobs, string index, TimeSpan duration, TimeProvider? clock = null, CancellationToken ct = default) =>
+        TryAcquireNamedAsync(blobs, NameFor(index), duration, clock, ct);
+
+    /// <summary>Takes the lease blob <paramref name="name"/> for <paramref name="duration"/>, or returns null while someone else holds it.</summary>
+    public static async Task<IngestLease?> TryAcquireNamedAsync(IBlobStore blobs, string name, TimeSpan duration, TimeProvider? clock = null, CancellationToken ct = default)
     {
         ArgumentOutOfRangeException.ThrowIfLessThanOrEqual(duration, TimeSpan.Zero);
         clock ??= TimeProvider.System;
-        var name = NameFor(index);
+        int failures = 0;
         var holder = Guid.NewGuid().ToString("N");
         var info = await blobs.GetInfoAsync(name, ct).ConfigureAwait(false);
         WriteCondition condition = WriteCondition.IfNotExists;
@@ -60,12 +72,13 @@ public sealed class IngestLease
                 info = null;
             }
             if (held is not null && held.ExpiresUtc > clock.GetUtcNow()) return null;
+            failures = held?.Failures ?? 0;
             if (info is not null) condition = WriteCondition.IfMatch(info.ETag);
         }
         try
         {
             var written = await blobs.WriteAsync(name, Serialize(holder, clock.GetUtcNow() + duration), condition, ct).ConfigureAwait(false);
-            return new IngestLease(blobs, name, holder, duration, clock, written.ETag);
+            return new IngestLease(blobs, name, holder, duration, clock, written.ETag) { PriorFailures = failures };
         }
         catch (BlobConditionFailedException)
         {
@@ -100,8 +113,23 @@ public sealed class IngestLease
         }
     }
 
-    private static byte[] Serialize(string holder, DateTimeOffset expires) =>
-        JsonSerializer.SerializeToUtf8Bytes(new LeaseRecord(holder, expires), LeaseJson.Default.LeaseRecord);
+    /// <summary>
+    /// Ends the hold after a failure: the lease stays taken for <paramref name="backOff"/> (no other holder starts the same
+    /// failing work before then) and records <paramref name="failures"/> in a row for the next holder's back-off.
+    /// </summary>
+    public async Task HoldAfterFailureAsync(TimeSpan backOff, int failures, CancellationToken ct = default)
+    {
+        try
+        {
+            await _blobs.WriteAsync(Name, Serialize(Holder, _clock.GetUtcNow() + backOff, failures), WriteCondition.IfMatch(_etag), ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is BlobConditionFailedException or BlobNotFoundException)
+        {
+        }
+    }
+
+    private static byte[] Serialize(string holder, DateTimeOffset expires, int failures = 0) =>
+        JsonSerializer.SerializeToUtf8Bytes(new LeaseRecord(holder, expires, failures), LeaseJson.Default.LeaseRecord);
 }
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]

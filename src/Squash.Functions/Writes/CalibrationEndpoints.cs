@@ -1,0 +1,78 @@
+using System.Text.Json;
+using Squash.Functions.Builds;
+using Squash.Search.Writes;
+using Squash.Storage;
+
+namespace Squash.Functions.Writes;
+
+/// <summary>
+/// The queue-triggered <c>calibrate</c> function: measures an index's recall calibration again once ingest has changed a
+/// tenth of its rows (<see cref="LogIngest.RunCalibrationLeasedAsync"/>), under its own lease, so an ingest run never waits
+/// for it. Ingest sends its message (<c>{"index":"…"}</c>, the ingest message's form) after a run that made the calibration due.
+/// </summary>
+public static class CalibrationEndpoints
+{
+    public const string QueueName = "squash-calibrate";
+    public const string FunctionName = "calibrate";
+    /// <summary>When the published calibration is due again already (writes kept coming while it measured), the next job starts after this.</summary>
+    public static readonly TimeSpan AgainDelay = TimeSpan.FromSeconds(1);
+
+    public static void MapCalibrate(this WebApplication app) =>
+        app.MapPost("/" + FunctionName, Run).ExcludeFromDescription();
+
+    internal static async Task SendAsync(Squash.Storage.Builds.StorageBuildQueues queues, string index, TimeSpan delay, CancellationToken ct)
+    {
+        var queue = await queues.QueueNamedAsync(QueueName, ct).ConfigureAwait(false);
+        await queue.SendMessageAsync(JsonSerializer.Serialize(new IngestMessage(index), IngestJson.Default.IngestMessage), visibilityTimeout: delay, cancellationToken: ct).ConfigureAwait(false);
+    }
+
+    /// <summary>The index a message names, or why the message is dropped (named in the function's log line).</summary>
+    public static (string? Index, string? Problem) Parse(string? text)
+    {
+        if (text is null) return (null, "no message text");
+        IngestMessage? message;
+        try
+        {
+            message = JsonSerializer.Deserialize(text, IngestJson.Default.IngestMessage);
+        }
+        catch (JsonException e)
+        {
+            return (null, $"a message on {QueueName} that is not JSON {{\"index\": …}}: {e.Message}");
+        }
+        if (message?.Index is not { } named || !IndexCatalog.IsValidName(named))
+            return (null, $"a message on {QueueName} that names no valid index: {text}");
+        return (named, null);
+    }
+
+    private static async Task<IResult> Run(HttpContext http, IndexCatalog catalog, BuildServices builds, ILoggerFactory logs, CancellationToken ct)
+    {
+        var log = logs.CreateLogger("Squash.Calibrate");
+        IResult Answer(bool success, string line)
+        {
+            if (success) log.LogInformation("{Line}", line); else log.LogWarning("{Line}", line);
+            return Results.Json(new InvocationResult([], [line], null), InvocationJson.Default.InvocationResult, statusCode: success ? 200 : 500);
+        }
+
+        var invocation = await QueueInvocation.ReadAsync(http.Request, "message", ct);
+        if (invocation.MessageText is null) return Answer(true, $"dropped an invocation of calibrate: {invocation.Problem}");
+        var (index, problem) = Parse(invocation.MessageText);
+        if (index is null) return Answer(true, $"dropped {problem}");
+        try
+        {
+            var run = await LogIngest.RunCalibrationLeasedAsync(catalog.StoreFor(index), ct: ct);
+            // A failure holds the lease for its back-off: ask again once it has passed (the message is not failed, so
+            // the queue does not deliver it again at once, nor move it to the poison queue after a few tries).
+            var again = run.Status == CalibrationStatus.Failed ? run.RetryAfter : run.StillDue ? AgainDelay : null;
+            if (again is { } delay && builds.Queues is not null) await SendAsync(builds.Queues, index, delay + TimeSpan.FromSeconds(1), ct);
+            return Answer(true, $"calibrate {index}: {run.Summary}");
+        }
+        catch (IndexNotFoundException e)
+        {
+            return Answer(true, $"calibrate {index}: {e.Message}; nothing to calibrate");
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested)
+        {
+            return Answer(false, $"calibrate {index} failed: {e.GetType().Name}: {SecretRedaction.Redact(e.Message)}");
+        }
+    }
+}
