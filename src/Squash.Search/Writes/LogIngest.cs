@@ -245,8 +245,10 @@ public static partial class LogIngest
                     vectors[p] = null;
                     // Too large, or holding rows its quantizer no longer fits (a second mode has grown in it): split. A fresh
                     // quantizer alone would leave the routing centroid between the modes, where it ranks both late.
-                    var drift = ShouldSplit(m, rewritten.Codes.Count) ? null : CheckDrift(m, routing, entry, rewritten);
-                    if (drift is null || drift.Drifted)
+                    // Only a partition of the target size or more is split for drift: its parts are then at least about half
+                    // the target, and small partitions, whose fresh fits flatter themselves most, are not split again and again.
+                    var drift = ShouldSplit(m, rewritten.Codes.Count) || rewritten.Codes.Count < PartitionTarget(m) ? null : CheckDrift(m, routing, entry, rewritten);
+                    if (ShouldSplit(m, rewritten.Codes.Count) || drift is { Drifted: true })
                     {
                         var parts = Split(m, routing, rewritten, entries.Count, m.Attributes);
                         entries[p] = Whole(entry, parts[0].Rows, packs) with { FitError = parts[0].Rows.Codes.ExpectedError() };
@@ -266,7 +268,7 @@ public static partial class LogIngest
                         moved += rewritten.Codes.Count;
                         if (drift is not null) { driftSplits++; maxDrift = Math.Max(maxDrift, drift.Ratio); }
                     }
-                    else entries[p] = Whole(entry, rewritten, packs) with { FitError = drift.FitError };
+                    else entries[p] = Whole(entry, rewritten, packs) with { FitError = drift?.FitError ?? entry.FitError };
                     rewrites++;
                 }
                 else
@@ -300,7 +302,9 @@ public static partial class LogIngest
             // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
             // A split re-encodes and moves its rows (new quantizers, new partitions): they count as changed too.
             long changed = Math.Max(addedRows.Length, state.DeletedCount) + moved;
-            (manifest, calibrationDue) = Counted(manifest with { RowsChangedSinceBuild = m.RowsChangedSinceBuild + changed, BuiltFrom = m.Lineage }, changed);
+            // The rebuild trigger counts the writes only: rows a split moved were fitted afresh, the very thing a rebuild would do.
+            long written = Math.Max(addedRows.Length, state.DeletedCount);
+            (manifest, calibrationDue) = Counted(manifest with { RowsChangedSinceBuild = m.RowsChangedSinceBuild + written, BuiltFrom = m.Lineage }, changed);
             // Onto a rebuild: only over the version the run read (compare-and-swap), so no newer version is ever replaced.
             // Otherwise onto the current version, or on top of a calibration the calibration job published meanwhile.
             if (onto is null) (published, manifest, calibrationDue) = await PublishRebasingAsync(store, sink, manifest, m, calibrationDue, clock, ct).ConfigureAwait(false);
