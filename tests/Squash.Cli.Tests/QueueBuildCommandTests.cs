@@ -38,7 +38,7 @@ public sealed class QueueBuildHost : IAsyncLifetime
             }
         Host = new LocalFunctionHost(new LocalHostOptions
         {
-            Store = Store, Container = Container, Port = QueueBuildCommandTests.FreePort(),
+            Store = Store, Container = Container, Port = FreePorts.Next(),
             ProcessorPools = 1, MaxInstancesPerPool = 1, MaxBuilderInstances = 2, QueueMaxPollingInterval = TimeSpan.FromMilliseconds(200),
             Log = _ => { },
         });
@@ -61,13 +61,6 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
     private const int Count = 3000, Dims = 16;
     /// <summary>A command that outlives this has hung (the builds here take seconds).</summary>
     private static readonly TimeSpan Deadline = TimeSpan.FromMinutes(4);
-
-    public static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     private static Task<(int Exit, string Out, string Err)> Run(params string[] args) => CliRunner.RunAsync(args).WaitAsync(Deadline);
 
@@ -246,7 +239,7 @@ public sealed class QueueBuildFlagTests
         using var dir = new TempDir();
         var vectors = dir.Fvecs("base.fvecs", TempDir.Random(10, 4, 1));
         // Nothing listens there: a check that let the command through would fail with "cannot connect" instead.
-        string[] args = ["build", "--endpoint", $"http://127.0.0.1:{QueueBuildCommandTests.FreePort()}", "--index", "x", .. flags.Select(a => a == "V" ? vectors : a)];
+        string[] args = ["build", "--endpoint", $"http://127.0.0.1:{FreePorts.Next()}", "--index", "x", .. flags.Select(a => a == "V" ? vectors : a)];
         var (exit, _, err) = await CliRunner.RunAsync(args);
         CliRunner.AssertOneErrorLine(exit, err, expected);
     }
@@ -277,7 +270,7 @@ public sealed class QueueBuildFlagTests
     [InlineData("builds", "show", "b20261203-121530123-3f9a1c0b7e2d")]
     public async Task AnUnreachableEndpointIsOneLineNamingTheFlag(params string[] command)
     {
-        int port = QueueBuildCommandTests.FreePort();
+        int port = FreePorts.Next();
         var endpoint = $"http://127.0.0.1:{port}";
         var (exit, _, err) = await CliRunner.RunAsync([.. command, "--endpoint", endpoint, "--index", "x"]);
         CliRunner.AssertOneErrorLine(exit, err, $"--endpoint {endpoint}: cannot connect: Connection refused (127.0.0.1:{port})");
@@ -303,7 +296,7 @@ public sealed class EndpointKeyTests
         var queries = dir.Fvecs("q.fvecs", TempDir.Random(1, 4, 1));
         await using var host = new LocalFunctionHost(new LocalHostOptions
         {
-            Store = "dir:" + dir.File("store"), Port = QueueBuildCommandTests.FreePort(), ProcessorPools = 1, MaxInstancesPerPool = 1,
+            Store = "dir:" + dir.File("store"), Port = FreePorts.Next(), ProcessorPools = 1, MaxInstancesPerPool = 1,
             FunctionKeys = new Dictionary<string, string> { ["coordinator"] = "coordinator-key", ["p0"] = "pool-key" }, Log = _ => { },
         });
         await host.StartAsync();

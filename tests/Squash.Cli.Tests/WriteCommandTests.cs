@@ -3,6 +3,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using Squash.LocalHost;
+using Squash.Testing;
 
 namespace Squash.Cli.Tests;
 
@@ -38,7 +39,7 @@ public sealed class WriteCommandTests
 
         await using var host = new LocalFunctionHost(new LocalHostOptions
         {
-            Store = "dir:" + dir.File("store"), Port = QueueBuildCommandTests.FreePort(), ProcessorPools = 1, MaxInstancesPerPool = 1, Log = _ => { },
+            Store = "dir:" + dir.File("store"), Port = FreePorts.Next(), ProcessorPools = 1, MaxInstancesPerPool = 1, Log = _ => { },
         });
         await host.StartAsync();
         var endpoint = host.BaseAddress.ToString().TrimEnd('/');

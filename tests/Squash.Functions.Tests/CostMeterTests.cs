@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using Squash.LocalHost;
 using Squash.Storage;
+using Squash.Testing;
 
 namespace Squash.Functions.Tests;
 
@@ -198,12 +199,6 @@ public sealed class CostMeterTests(IndexFixture fx)
         Assert.Equal(PriceTable.BlobListPer10k / 10_000, PriceTable.StorageCost(new StorageOperations(0, 0, 1, 0, 0, 0)), 15);
     }
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     /// <summary>
     /// Queries through the real host, sequential and concurrent: every instance's billed time equals a recomputation from its
@@ -212,7 +207,7 @@ public sealed class CostMeterTests(IndexFixture fx)
     [Fact]
     public async Task AHostRunsBillEqualsARecomputationFromItsOwnInvocationLog()
     {
-        await using var host = new LocalFunctionHost(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 2, Depth = 1, ProcessorPools = 2, MaxInstancesPerPool = 2, InstanceConcurrency = 8 });
+        await using var host = new LocalFunctionHost(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePorts.Next(), Branching = 2, Depth = 1, ProcessorPools = 2, MaxInstancesPerPool = 2, InstanceConcurrency = 8 });
         await host.StartAsync();
         using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(120) };
         async Task<JsonElement> Query(float[] q)

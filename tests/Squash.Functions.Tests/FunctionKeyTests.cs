@@ -8,6 +8,7 @@ using Squash.Functions.Api;
 using Squash.Functions.Tree;
 using Squash.LocalHost;
 using Squash.Search;
+using Squash.Testing;
 
 namespace Squash.Functions.Tests;
 
@@ -18,12 +19,6 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class FunctionKeyTests(IndexFixture fx)
 {
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     private static StringContent Body(object o) => new(JsonSerializer.Serialize(o), Encoding.UTF8, "application/json");
 
@@ -47,7 +42,7 @@ public sealed class FunctionKeyTests(IndexFixture fx)
         var keys = NewKeys();
         var host = new LocalFunctionHost(new LocalHostOptions
         {
-            Store = "dir:" + fx.Root, Port = FreePort(), Branching = 2, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 2,
+            Store = "dir:" + fx.Root, Port = FreePorts.Next(), Branching = 2, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 2,
             InstanceConcurrency = 16, FunctionKeys = keys,
         });
         await using var _ = host;
@@ -116,7 +111,7 @@ public sealed class FunctionKeyTests(IndexFixture fx)
     {
         var keys = NewKeys();
         keys.Remove("p1");
-        await using var host = new LocalFunctionHost(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), ProcessorPools = 2, FunctionKeys = keys });
+        await using var host = new LocalFunctionHost(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePorts.Next(), ProcessorPools = 2, FunctionKeys = keys });
         var e = await Assert.ThrowsAsync<ArgumentException>(() => host.StartAsync());
         Assert.Equal("LocalHostOptions.FunctionKeys has no key for app 'p1' (each of coordinator, p0, p1, … needs one)", e.Message);
     }

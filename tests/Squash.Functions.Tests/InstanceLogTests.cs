@@ -4,6 +4,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text.Json;
 using Squash.LocalHost;
+using Squash.Testing;
 
 namespace Squash.Functions.Tests;
 
@@ -20,12 +21,6 @@ public sealed class InstanceLogTests : IDisposable
         try { Directory.Delete(_dir, true); } catch (IOException) { }
     }
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     /// <summary>A function "app" that says why it cannot start, on both streams, and exits with code 3.</summary>
     private string CrashingApp()
@@ -59,7 +54,7 @@ public sealed class InstanceLogTests : IDisposable
         var logs = Path.Combine(_dir, "logs");
         await using var host = new LocalFunctionHost(new LocalHostOptions
         {
-            Store = "dir:" + _dir, AppPath = CrashingApp(), Port = FreePort(), ProcessorPools = 1, LogFolder = logs, Log = _reports.Enqueue,
+            Store = "dir:" + _dir, AppPath = CrashingApp(), Port = FreePorts.Next(), ProcessorPools = 1, LogFolder = logs, Log = _reports.Enqueue,
         });
         await host.StartAsync();
         Assert.Equal(Path.GetFullPath(logs), host.LogFolder);

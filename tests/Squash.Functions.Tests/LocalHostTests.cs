@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json;
 using Squash.LocalHost;
 using Squash.Search;
+using Squash.Testing;
 
 namespace Squash.Functions.Tests;
 
@@ -12,12 +13,6 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class LocalHostTests(IndexFixture fx)
 {
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     private static async Task<LocalFunctionHost> StartHostAsync(LocalHostOptions options)
     {
@@ -33,7 +28,7 @@ public sealed class LocalHostTests(IndexFixture fx)
     [Fact]
     public async Task QueriesThroughRealProcessesEqualTheEngineAndADeadInstanceIsReplaced()
     {
-        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 2, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 2, InstanceConcurrency = 8 });
+        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePorts.Next(), Branching = 2, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 2, InstanceConcurrency = 8 });
         using var client = Client(host);
 
         async Task<JsonElement> Query(float[] q)
@@ -87,7 +82,7 @@ public sealed class LocalHostTests(IndexFixture fx)
         // 64 slots hold every call one query can send a pool while its instance starts, hedges included (a child that
         // waits out a slow start past the hedging delay is sent again): one start per pool is then what the waiting
         // rule guarantees, whatever the timing. Fewer slots let a slow start's hedges overflow into a second instance.
-        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 4, InstanceConcurrency = 64 });
+        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePorts.Next(), Branching = 4, Depth = 2, ProcessorPools = 2, MaxInstancesPerPool = 4, InstanceConcurrency = 64 });
         using var client = Client(host);
         // Exact mode: all 12 partitions over up to 20 tree nodes, so each pool gets several scans at once.
         var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = fx.Queries[7], k = 10, options = new { exact = true } }));
@@ -146,7 +141,7 @@ public sealed class LocalHostTests(IndexFixture fx)
     [Fact]
     public async Task WarmInstancesServeAThousandQueriesFromMemory()
     {
-        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePort(), Branching = 4, Depth = 1, ProcessorPools = 2, MaxInstancesPerPool = 2, InstanceConcurrency = 4 });
+        await using var host = await StartHostAsync(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePorts.Next(), Branching = 4, Depth = 1, ProcessorPools = 2, MaxInstancesPerPool = 2, InstanceConcurrency = 4 });
         using var client = Client(host);
 
         async Task<(long Bytes, long Hits, long Misses)> Pass(int repeat)

@@ -55,7 +55,7 @@ internal sealed class ProbeRun : IAsyncDisposable
         Host = new LocalFunctionHost(new LocalHostOptions
         {
             Store = "azure:" + AzuriteTestStore.ConnectionString,
-            Port = FreePort(),
+            Port = FreePorts.Next(),
             AppPath = ProbeApp,
             AppSettings = new Dictionary<string, string> { ["PROBE_QUEUE"] = QueueName, ["PROBE_RECORDS"] = RecordFolder },
             MaxBuilderInstances = maxBuilders,
@@ -106,12 +106,6 @@ internal sealed class ProbeRun : IAsyncDisposable
 
     public Task UntilAsync(Func<bool> condition, TimeSpan deadline, string what) => UntilAsync(() => Task.FromResult(condition()), deadline, what);
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     public async ValueTask DisposeAsync()
     {

@@ -1,6 +1,7 @@
 using Squash.Functions;
 using System.Diagnostics;
 using System.Text.Json;
+using Squash.Testing;
 
 namespace Squash.LocalHost.Tests;
 
@@ -218,7 +219,7 @@ public sealed class QueueTriggerTests
         {
             await using var host = new LocalFunctionHost(new LocalHostOptions
             {
-                Store = "dir:" + folder.FullName, Port = FreePort(), AppPath = ProbeRun.ProbeApp, LogFolder = Path.Combine(folder.FullName, "logs"),
+                Store = "dir:" + folder.FullName, Port = FreePorts.Next(), AppPath = ProbeRun.ProbeApp, LogFolder = Path.Combine(folder.FullName, "logs"),
                 AppSettings = new Dictionary<string, string> { ["PROBE_QUEUE"] = "unused", ["PROBE_RECORDS"] = folder.FullName },
             });
             await host.StartAsync();
@@ -226,13 +227,6 @@ public sealed class QueueTriggerTests
             Assert.DoesNotContain("builder", host.Pools.Keys);
         }
         finally { folder.Delete(true); }
-    }
-
-    private static int FreePort()
-    {
-        using var l = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        l.Start();
-        return ((System.Net.IPEndPoint)l.LocalEndpoint).Port;
     }
 
     /// <summary>A metadata value sent as the JSON text of a string: parsed twice.</summary>

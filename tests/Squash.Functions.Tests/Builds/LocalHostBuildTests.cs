@@ -21,12 +21,6 @@ public sealed class LocalHostBuildTests
 {
     private const int Count = 3000, Dims = 8;
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     [Fact]
     public async Task ABuildSubmittedToTheLocalHostSurvivesKilledBuildersAndAnswersAsTheInProcessBuild()
@@ -37,7 +31,7 @@ public sealed class LocalHostBuildTests
         await app.UploadAsync("base.fvecs", BuildTestApp.Fvecs(data, Dims));
         await using var host = new LocalFunctionHost(new LocalHostOptions
         {
-            Store = "azure:" + AzuriteTestStore.ConnectionString, Container = app.Container, Port = FreePort(),
+            Store = "azure:" + AzuriteTestStore.ConnectionString, Container = app.Container, Port = FreePorts.Next(),
             ProcessorPools = 1, MaxInstancesPerPool = 1, MaxBuilderInstances = 2, QueueMaxPollingInterval = TimeSpan.FromMilliseconds(200),
             Log = _ => { },
         });

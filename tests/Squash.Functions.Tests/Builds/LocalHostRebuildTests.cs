@@ -23,46 +23,17 @@ public sealed class LocalHostRebuildTests
 {
     private const int Rows = 200, Dims = 6;
 
-    private static int FreePort()
-    {
-        using var l = new TcpListener(IPAddress.Loopback, 0);
-        l.Start();
-        return ((IPEndPoint)l.LocalEndpoint).Port;
-    }
 
     [Fact]
     public async Task ReplacingMoreThanHalfTheRowsRebuildsThroughTheQueueWithWritesAppliedOnTop()
     {
         const int seed = 23;
         var rng = new Random(seed);
-        var blobs = AzuriteTestStore.NewStore("rebuild");
-        var container = blobs.Description[(blobs.Description.LastIndexOf('/') + 1)..];
-        var model = new Dictionary<string, float[]>(StringComparer.Ordinal);
-        var data = new float[Rows * Dims];
-        var lines = new StringBuilder();
-        for (int i = 0; i < Rows; i++)
-        {
-            var v = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
-            v.CopyTo(data, i * Dims);
-            model[$"item-{i}"] = v;
-            lines.AppendLine($"{{\"id\":\"item-{i}\",\"attributes\":{{\"shelf\":\"s{i % 3}\"}}}}");
-        }
-        var store = new IndexStore(blobs, "items");
-        await IndexPublisher.BuildAndPublishAsync(store, data, Rows, Dims, new IndexBuildOptions
-        {
-            Partitions = 5, Seed = seed, Attributes = AttributeReader.ReadJsonLines(new StringReader(lines.ToString()), "a.jsonl"),
-        });
+        var index = await LocalHostWriteIndex.BuildAsync("rebuild", rng, seed, Rows, Dims);
+        var (blobs, store, model) = (index.Blobs, index.Store, index.Model);
         var built = (await store.GetCurrentAsync())!.Value.Version;
-        var queue = BuildTestApp.Queue(IngestTrigger.QueueName);
-        await queue.CreateIfNotExistsAsync();
-        await queue.ClearMessagesAsync();
 
-        await using var host = new LocalFunctionHost(new LocalHostOptions
-        {
-            Store = "azure:" + AzuriteTestStore.ConnectionString, Container = container, Port = FreePort(),
-            ProcessorPools = 1, MaxInstancesPerPool = 1, MaxBuilderInstances = 1, QueueMaxPollingInterval = TimeSpan.FromMilliseconds(200),
-            Log = _ => { },
-        });
+        await using var host = index.Host();
         await host.StartAsync();
         using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
 

@@ -1,0 +1,50 @@
+using System.Text;
+using Squash.Functions.Writes;
+using Squash.Index.Attributes;
+using Squash.Index.Build;
+using Squash.LocalHost;
+using Squash.Storage;
+using Squash.Testing;
+
+namespace Squash.Functions.Tests.Builds;
+
+/// <summary>
+/// The index the local-host write tests start from: <c>items</c> in a fresh Azurite container, random vectors with ids
+/// item-0, item-1, … and a <c>shelf</c> category, with the model of its rows; and the local host serving that container
+/// (one pool of one instance, one builder, queues polled every 200 ms).
+/// </summary>
+internal sealed record LocalHostWriteIndex(AzureBlobStore Blobs, string Container, IndexStore Store, Dictionary<string, float[]> Model)
+{
+    /// <summary>Builds and publishes the index from <paramref name="rng"/>'s vectors, and empties the ingest queue.</summary>
+    public static async Task<LocalHostWriteIndex> BuildAsync(string prefix, Random rng, int seed, int rows, int dims)
+    {
+        var blobs = AzuriteTestStore.NewStore(prefix);
+        var container = blobs.Description[(blobs.Description.LastIndexOf('/') + 1)..];
+        var model = new Dictionary<string, float[]>(StringComparer.Ordinal);
+        var data = new float[rows * dims];
+        var lines = new StringBuilder();
+        for (int i = 0; i < rows; i++)
+        {
+            var v = Enumerable.Range(0, dims).Select(_ => (float)rng.NextDouble()).ToArray();
+            v.CopyTo(data, i * dims);
+            model[$"item-{i}"] = v;
+            lines.AppendLine($"{{\"id\":\"item-{i}\",\"attributes\":{{\"shelf\":\"s{i % 3}\"}}}}");
+        }
+        var store = new IndexStore(blobs, "items");
+        await IndexPublisher.BuildAndPublishAsync(store, data, rows, dims, new IndexBuildOptions
+        {
+            Partitions = 5, Seed = seed, Attributes = AttributeReader.ReadJsonLines(new StringReader(lines.ToString()), "a.jsonl"),
+        });
+        var queue = BuildTestApp.Queue(IngestTrigger.QueueName);
+        await queue.CreateIfNotExistsAsync();
+        await queue.ClearMessagesAsync();
+        return new LocalHostWriteIndex(blobs, container, store, model);
+    }
+
+    public LocalFunctionHost Host() => new(new LocalHostOptions
+    {
+        Store = "azure:" + AzuriteTestStore.ConnectionString, Container = Container, Port = FreePorts.Next(),
+        ProcessorPools = 1, MaxInstancesPerPool = 1, MaxBuilderInstances = 1, QueueMaxPollingInterval = TimeSpan.FromMilliseconds(200),
+        Log = _ => { },
+    });
+}
