@@ -250,6 +250,7 @@ public sealed class IngestTests(IndexFixture fx)
             var written = await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("{\"upserts\":[" + string.Join(',', items) + "]}"));
             Assert.Equal(HttpStatusCode.OK, written.StatusCode);
         }
+        var builtRouting = await store.ReadRoutingAsync(built);
         var run = await LogIngest.RunAsync(store, h.Log);
         Assert.True(run.SplitPartitions >= 1, $"seed {seed}: nothing was split ({run.Partitions} partitions)");
         Assert.Equal($"{run.TouchedPartitions} of 3 partitions touched, {run.RewrittenPartitions} of them rewritten ({run.SplitPartitions} split into {run.SplitPartitions + run.NewPartitions}: {3 + run.NewPartitions} partitions now)",
@@ -261,6 +262,7 @@ public sealed class IngestTests(IndexFixture fx)
         Assert.Equal(Enumerable.Range(0, m.Partitions.Count), m.Partitions.Select(p => p.Id));
         Assert.Equal(model.Count, m.Count);
         Assert.All(m.Partitions, p => Assert.True(p.Count <= LogIngest.SplitFactor * target, $"seed {seed}: partition {p.Id} holds {p.Count} rows"));
+        await AssertValueCentroidsCarried(store, built, builtRouting, m, $"seed {seed}");
         // The split halves are encoded from scratch: each has its own quantizer.
         Assert.True(m.Partitions.Count(p => p.Codes.Version is null) >= 1 + run.NewPartitions, $"seed {seed}: the parts are not all new segments");
 
@@ -281,6 +283,37 @@ public sealed class IngestTests(IndexFixture fx)
         }
 
         await AssertBoundsHold(store, centre, rng, $"seed {seed}");
+    }
+
+    /// <summary>
+    /// The per-value centroids (the filtered planner's ranking) after a run that split partitions: a partition that kept its
+    /// routing centroid keeps the build's value centroids, row counts and all; a split partition's parts (the first keeps
+    /// the partition's id, the rest are new) have none, so their filtered ranking falls back to the partition centroid.
+    /// </summary>
+    private static async Task AssertValueCentroidsCarried(IndexStore store, Squash.Index.Model.IndexManifest built, Squash.Index.Model.RoutingData before,
+        Squash.Index.Model.IndexManifest after, string context)
+    {
+        Assert.NotEmpty(before.ValueCentroids); // the colour category has a few values: the build keeps its centroids
+        var routing = await store.ReadRoutingAsync(after);
+        int d = after.InternalDimensions;
+        Assert.Equal(before.ValueCentroids.Select(v => (v.Attribute, v.Values)), routing.ValueCentroids.Select(v => (v.Attribute, v.Values)));
+        int kept = 0, dropped = 0;
+        for (int p = 0; p < after.Partitions.Count; p++)
+        {
+            bool same = p < built.Partitions.Count && routing.Centroids.AsSpan(p * d, d).SequenceEqual(before.Centroids.AsSpan(p * d, d));
+            foreach (var (old, now) in before.ValueCentroids.Zip(routing.ValueCentroids))
+                for (int value = 0; value < old.Values; value++)
+                {
+                    if (same)
+                    {
+                        Assert.Equal(old.CountOf(p, value), now.CountOf(p, value));
+                        Assert.True(old.CentroidOf(p, value, d).SequenceEqual(now.CentroidOf(p, value, d)), $"{context}: partition {p} value {value} moved");
+                    }
+                    else Assert.True(now.CountOf(p, value) == 0, $"{context}: split part {p} has a centroid for value {value}");
+                }
+            if (same) kept++; else dropped++;
+        }
+        Assert.True(kept > 0 && dropped > 0, $"{context}: {kept} partitions kept their value centroids, {dropped} had none");
     }
 
     /// <summary>
