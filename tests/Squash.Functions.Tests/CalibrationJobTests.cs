@@ -27,13 +27,7 @@ public sealed class CalibrationJobTests : IDisposable
         if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
     }
 
-    private static float[] Clustered(Random rng, int n)
-    {
-        var data = new float[n * Dims];
-        for (int i = 0; i < n; i++)
-            for (int t = 0; t < Dims; t++) data[i * Dims + t] = 10 * (i % 6 == t % 6 ? 1 : 0) + (float)(rng.NextDouble() - 0.5) * 4;
-        return data;
-    }
+    private static float[] Clustered(Random rng, int n) => IngestRecalibrationTests.Clustered(rng, n);
 
     private static WriteBatch Upserts(float[] vectors, IEnumerable<int> ids) => new()
     {

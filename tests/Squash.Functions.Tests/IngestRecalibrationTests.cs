@@ -23,7 +23,8 @@ public sealed class IngestRecalibrationTests : IDisposable
         if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
     }
 
-    private static float[] Clustered(Random rng, int n)
+    /// <summary>Six clusters of <see cref="Dims"/>-dimensional rows (shared with the calibration job's tests).</summary>
+    internal static float[] Clustered(Random rng, int n)
     {
         var data = new float[n * Dims];
         for (int i = 0; i < n; i++)

@@ -27,22 +27,7 @@ public static class CalibrationEndpoints
     }
 
     /// <summary>The index a message names, or why the message is dropped (named in the function's log line).</summary>
-    public static (string? Index, string? Problem) Parse(string? text)
-    {
-        if (text is null) return (null, "no message text");
-        IngestMessage? message;
-        try
-        {
-            message = JsonSerializer.Deserialize(text, IngestJson.Default.IngestMessage);
-        }
-        catch (JsonException e)
-        {
-            return (null, $"a message on {QueueName} that is not JSON {{\"index\": …}}: {e.Message}");
-        }
-        if (message?.Index is not { } named || !IndexCatalog.IsValidName(named))
-            return (null, $"a message on {QueueName} that names no valid index: {text}");
-        return (named, null);
-    }
+    public static (string? Index, string? Problem) Parse(string? text) => IngestMessage.Parse(text, QueueName);
 
     private static async Task<IResult> Run(HttpContext http, IndexCatalog catalog, BuildServices builds, ILoggerFactory logs, CancellationToken ct)
     {

@@ -8,7 +8,29 @@ using Squash.Storage;
 namespace Squash.Functions.Writes;
 
 /// <summary>The ingest queue's message: which index has acknowledged writes waiting.</summary>
-public sealed record IngestMessage(string Index);
+public sealed record IngestMessage(string Index)
+{
+    /// <summary>
+    /// The index a message on <paramref name="queueName"/> names (the ingest and calibrate queues carry this form), or why it
+    /// is dropped (named in the function's log line).
+    /// </summary>
+    public static (string? Index, string? Problem) Parse(string? text, string queueName)
+    {
+        if (text is null) return (null, "no message text");
+        IngestMessage? message;
+        try
+        {
+            message = JsonSerializer.Deserialize(text, IngestJson.Default.IngestMessage);
+        }
+        catch (JsonException e)
+        {
+            return (null, $"a message on {queueName} that is not JSON {{\"index\": …}}: {e.Message}");
+        }
+        if (message?.Index is not { } named || !IndexCatalog.IsValidName(named))
+            return (null, $"a message on {queueName} that names no valid index: {text}");
+        return (named, null);
+    }
+}
 
 [JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
 [JsonSerializable(typeof(IngestMessage))]
@@ -80,23 +102,10 @@ public static class IngestEndpoints
             return Results.Json(new InvocationResult([], lines, null), InvocationJson.Default.InvocationResult, statusCode: success ? 200 : 500);
         }
 
-        string index;
-        {
-            var invocation = await QueueInvocation.ReadAsync(http.Request, "message", ct);
-            if (invocation.MessageText is null) return Answer(true, $"dropped an invocation of ingest: {invocation.Problem}");
-            IngestMessage? message;
-            try
-            {
-                message = JsonSerializer.Deserialize(invocation.MessageText, IngestJson.Default.IngestMessage);
-            }
-            catch (JsonException e)
-            {
-                return Answer(true, $"dropped a message on {IngestTrigger.QueueName} that is not JSON {{\"index\": …}}: {e.Message}");
-            }
-            if (message?.Index is not { } named || !IndexCatalog.IsValidName(named))
-                return Answer(true, $"dropped a message on {IngestTrigger.QueueName} that names no valid index: {invocation.MessageText}");
-            index = named;
-        }
+        var invocation = await QueueInvocation.ReadAsync(http.Request, "message", ct);
+        if (invocation.MessageText is null) return Answer(true, $"dropped an invocation of ingest: {invocation.Problem}");
+        var (parsed, problem) = IngestMessage.Parse(invocation.MessageText, IngestTrigger.QueueName);
+        if (parsed is not { } index) return Answer(true, $"dropped {problem}");
 
         try
         {

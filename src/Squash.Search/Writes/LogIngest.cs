@@ -247,8 +247,9 @@ public static partial class LogIngest
                     // quantizer alone would leave the routing centroid between the modes, where it ranks both late.
                     // Only a partition of the target size or more is split for drift: its parts are then at least about half
                     // the target, and small partitions, whose fresh fits flatter themselves most, are not split again and again.
-                    var drift = ShouldSplit(m, rewritten.Codes.Count) || rewritten.Codes.Count < PartitionTarget(m) ? null : CheckDrift(m, routing, entry, rewritten);
-                    if (ShouldSplit(m, rewritten.Codes.Count) || drift is { Drifted: true })
+                    bool tooLarge = ShouldSplit(m, rewritten.Codes.Count);
+                    var drift = tooLarge || rewritten.Codes.Count < PartitionTarget(m) ? null : CheckDrift(m, routing, entry, rewritten);
+                    if (tooLarge || drift is { Drifted: true })
                     {
                         var parts = Split(m, routing, rewritten, entries.Count, m.Attributes);
                         entries[p] = Whole(entry, parts[0].Rows, packs) with { FitError = parts[0].Rows.Codes.ExpectedError() };

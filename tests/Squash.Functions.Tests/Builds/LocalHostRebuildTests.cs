@@ -95,17 +95,6 @@ public sealed class LocalHostRebuildTests
         // Exactly one rebuild.
         Assert.Single(await new BuildJobStore(blobs).ListAsync("items", 10));
 
-        for (int q = 0; q < 8; q++)
-        {
-            var query = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
-            using var response = await client.PostAsync("/api/indexes/items/query", new StringContent(
-                $"{{\"vector\":{Bodies.Vector(query)},\"k\":10,\"options\":{{\"exact\":true}}}}", Encoding.UTF8, "application/json"));
-            var text = await response.Content.ReadAsStringAsync();
-            Assert.True(response.StatusCode == HttpStatusCode.OK, text);
-            var answer = JsonDocument.Parse(text).RootElement;
-            Assert.Equal(latest, answer.GetProperty("indexedSequence").GetInt64());
-            var expected = model.OrderBy(e => e.Value.Select((x, j) => (double)(x - query[j]) * (x - query[j])).Sum()).Take(10).Select(e => e.Key);
-            Assert.Equal(expected, answer.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("id").GetString()));
-        }
+        await index.AssertExactAnswersAsync(client, rng, latest);
     }
 }

@@ -1,4 +1,6 @@
+using System.Net;
 using System.Text;
+using System.Text.Json;
 using Squash.Functions.Writes;
 using Squash.Index.Attributes;
 using Squash.Index.Build;
@@ -39,6 +41,27 @@ internal sealed record LocalHostWriteIndex(AzureBlobStore Blobs, string Containe
         await queue.CreateIfNotExistsAsync();
         await queue.ClearMessagesAsync();
         return new LocalHostWriteIndex(blobs, container, store, model);
+    }
+
+    /// <summary>
+    /// Eight random exact queries through the host: each answer reports <paramref name="watermark"/> as indexed and equals
+    /// brute force over <see cref="Model"/>.
+    /// </summary>
+    public async Task AssertExactAnswersAsync(HttpClient client, Random rng, long watermark)
+    {
+        int dims = Model.Values.First().Length;
+        for (int q = 0; q < 8; q++)
+        {
+            var query = Enumerable.Range(0, dims).Select(_ => (float)rng.NextDouble()).ToArray();
+            using var response = await client.PostAsync("/api/indexes/items/query", new StringContent(
+                $"{{\"vector\":{Bodies.Vector(query)},\"k\":10,\"options\":{{\"exact\":true}}}}", Encoding.UTF8, "application/json"));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+            var answer = JsonDocument.Parse(text).RootElement;
+            Assert.Equal(watermark, answer.GetProperty("indexedSequence").GetInt64());
+            var expected = Model.OrderBy(e => e.Value.Select((x, j) => (double)(x - query[j]) * (x - query[j])).Sum()).Take(10).Select(e => e.Key);
+            Assert.Equal(expected, answer.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("id").GetString()));
+        }
     }
 
     public LocalFunctionHost Host() => new(new LocalHostOptions
