@@ -265,6 +265,8 @@ public sealed class CalibrationJobTests : IDisposable
         Assert.Null(index);
         Assert.StartsWith(problem, why);
         Assert.Equal(("docs", (string?)null), CalibrationEndpoints.Parse("{\"index\":\"docs\"}"));
+        // The ingest queue's messages have the same form and go through the same parser, named by their own queue.
+        Assert.StartsWith(problem.Replace("squash-calibrate", IngestTrigger.QueueName), IngestMessage.Parse(text, IngestTrigger.QueueName).Problem);
     }
 
     [Fact]
