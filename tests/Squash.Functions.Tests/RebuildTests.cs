@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Squash.Search;
 using Squash.Search.Builds;
 using Squash.Search.Writes;
@@ -181,6 +182,23 @@ public sealed class RebuildTests(IndexFixture fx)
             await AssertExactAsync(s, rng, published, watermark, $"later {step}");
         }
         Assert.Equal(1, s.Queue.Trains);
+    }
+
+    [Fact]
+    public async Task ADamagedRebuildRecordIsReportedAsUnreadableAndTheIndexInfoStillAnswers()
+    {
+        var s = await SetUpAsync(31);
+        using var _ = s.App;
+        await s.Store.Blobs.WriteAsync(RebuildRecord.NameFor(s.Index), "{\"buildId\": tru"u8.ToArray(), WriteCondition.Overwrite);
+        using var response = await s.Client.GetAsync($"/api/indexes/{s.Index}");
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == System.Net.HttpStatusCode.OK, text);
+        var rebuild = JsonDocument.Parse(text).RootElement.GetProperty("rebuild");
+        Assert.Equal("unreadable", rebuild.GetProperty("status").GetString());
+        Assert.StartsWith($"rebuild record '{RebuildRecord.NameFor(s.Index)}' is not valid: ", rebuild.GetProperty("reason").GetString());
+        // Ingest names the blob instead of guessing past it.
+        var failure = await Assert.ThrowsAsync<InvalidDataException>(() => LogIngest.RunLeasedAsync(s.Store, s.Log, rebuild: s.Settings));
+        Assert.Contains(RebuildRecord.NameFor(s.Index), failure.Message);
     }
 
     [Fact]
