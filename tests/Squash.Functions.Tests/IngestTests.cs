@@ -208,14 +208,22 @@ public sealed class IngestTests(IndexFixture fx)
         Assert.False(await first!.RenewAsync());
         await racing.Single(l => l is not null)!.ReleaseAsync();
 
+        // A run that stops short of the log's end (here its cap: one round of one batch) says so after releasing the
+        // lease: the ingest function then triggers the next run, since busy triggers no longer come back soon.
+        var capped = await LogIngest.RunLeasedAsync(store, h.Log, TimeSpan.FromMinutes(1), maxRounds: 1, maxBatches: 1, clock: clock);
+        Assert.Equal(1, capped.Rounds.Single().ToSequence);
+        Assert.True(capped.MorePastWatermark);
+
         var ran = await LogIngest.RunLeasedAsync(store, h.Log, TimeSpan.FromMinutes(1), clock: clock);
         Assert.False(ran.Busy);
+        Assert.False(ran.MorePastWatermark);
         Assert.Equal(4, ran.Rounds.Single().ToSequence);
         Assert.Equal(model.Count, (await store.OpenCurrentAsync()).Count);
         // Released: the next trigger gets the lease and finds nothing to do.
         var idle = await LogIngest.RunLeasedAsync(store, h.Log, TimeSpan.FromMinutes(1), clock: clock);
         Assert.False(idle.Busy);
         Assert.Empty(idle.Rounds);
+        Assert.False(idle.MorePastWatermark);
     }
 
     [Theory]

@@ -85,8 +85,13 @@ public sealed class IngestTrigger(BuildServices builds, ILogger<IngestTrigger> l
 /// <summary>The queue-triggered <c>ingest</c> function: a thin adapter over <see cref="LogIngest.RunLeasedAsync"/>.</summary>
 public static class IngestEndpoints
 {
-    /// <summary>When another ingest holds the lease, the message comes back after this (the holder may have read the log's end before the write).</summary>
-    public static readonly TimeSpan BusyRetry = TimeSpan.FromSeconds(2);
+    /// <summary>
+    /// When another ingest holds the lease, the message comes back after the lease's length: the holder looks at the log
+    /// again after releasing and triggers the next run itself, so this copy matters only when the holder died. (Coming back
+    /// every few seconds instead, one message per write circulated while a long run held the lease: tens of invocations a
+    /// second competing with the run for the same cores and storage.)
+    /// </summary>
+    public static readonly TimeSpan BusyRetry = LogIngest.DefaultLease;
 
     public static void MapIngest(this WebApplication app) =>
         app.MapPost("/" + IngestTrigger.FunctionName, Run).ExcludeFromDescription();
@@ -117,7 +122,12 @@ public static class IngestEndpoints
             if (run.Busy)
             {
                 if (builds.Queues is not null) await IngestTrigger.SendAsync(builds.Queues, index, BusyRetry, ct);
-                return Answer(true, $"ingest {index}: another ingest holds the lease; asked again in {BusyRetry.TotalSeconds:0} s");
+                return Answer(true, $"ingest {index}: another ingest holds the lease and looks at the log again when it releases it; asked again in {BusyRetry.TotalSeconds:0} s in case it dies");
+            }
+            if (run.MorePastWatermark && builds.Queues is not null)
+            {
+                await IngestTrigger.SendAsync(builds.Queues, index, TimeSpan.Zero, ct);
+                lines.Add($"ingest {index}: the log moved past what this run applied; asked again");
             }
             if (run.Rounds.Count == 0) return Answer(true, $"ingest {index}: nothing past the watermark");
             foreach (var r in run.Rounds)

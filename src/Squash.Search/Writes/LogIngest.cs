@@ -73,7 +73,12 @@ public static partial class LogIngest
 
     /// <summary>What a triggered ingest did: nothing when another held the lease (<paramref name="Busy"/>), else one result per version it wrote.</summary>
     /// <param name="Rebuild">What the run did about the full rebuild (LogIngest.Rebuild.cs): null when nothing.</param>
-    public sealed record LeasedRun(bool Busy, IReadOnlyList<IngestResult> Rounds, RebuildReport? Rebuild = null);
+    /// <param name="MorePastWatermark">
+    /// The log held batches past what the run applied when it looked again after releasing the lease (written during its
+    /// last round, or past its round cap): the caller triggers another run, so a trigger that found the lease busy need not
+    /// come back soon.
+    /// </param>
+    public sealed record LeasedRun(bool Busy, IReadOnlyList<IngestResult> Rounds, RebuildReport? Rebuild = null, bool MorePastWatermark = false);
 
     /// <summary>
     /// Takes the index's lease (or returns <c>Busy</c> at once: the holder is applying the log), then ingests until the log is
@@ -91,6 +96,7 @@ public static partial class LogIngest
         if (held is null) return new LeasedRun(true, []);
         var rounds = new List<IngestResult>();
         RebuildReport? report = null;
+        long? reached = null;
         try
         {
             // A finished rebuild is published first (with the log past it applied), so the rounds below continue from it.
@@ -100,6 +106,7 @@ public static partial class LogIngest
             for (int round = 0; round < maxRounds; round++)
             {
                 var result = await RunAsync(store, log, maxBatches, clock, ct, requestCalibration).ConfigureAwait(false);
+                reached = result.ToSequence;
                 if (result.Version is null) break;
                 rounds.Add(result);
                 if (!await held.RenewAsync(ct).ConfigureAwait(false)) break; // lost it: the new holder carries on
@@ -110,7 +117,9 @@ public static partial class LogIngest
         {
             await held.ReleaseAsync(CancellationToken.None).ConfigureAwait(false);
         }
-        return new LeasedRun(false, rounds, report);
+        // Looked at after the release: a trigger that found the lease held did so before this, so its write is seen here.
+        bool more = reached is { } w && await log.LatestSequenceAsync(w, ct).ConfigureAwait(false) > w;
+        return new LeasedRun(false, rounds, report, more);
     }
 
     public static Task<IngestResult> RunAsync(IndexStore store, WriteLog log, int maxBatches = DefaultMaxBatches, TimeProvider? clock = null,
