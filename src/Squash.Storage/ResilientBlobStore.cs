@@ -14,6 +14,12 @@ public sealed record ResilienceOptions
     public int MaxAttempts { get; init; } = 4;
     /// <summary>Each try is cancelled after this long (a hung connection becomes a retry, not a stuck query).</summary>
     public TimeSpan AttemptTimeout { get; init; } = TimeSpan.FromSeconds(30);
+    /// <summary>
+    /// A try that moves a known number of bytes (a write, a ranged read) gets this much longer per byte, at this
+    /// rate: a 100 MB pack written in 4 MiB blocks to a busy emulator may take longer than <see cref="AttemptTimeout"/>
+    /// while every block progresses, and cancelling it only starts the same upload again (and the run behind it grows).
+    /// </summary>
+    public double SlowestBytesPerSecond { get; init; } = 1 << 20;
     /// <summary>First back-off; doubles per retry, with jitter so that many callers do not retry in lock-step.</summary>
     public TimeSpan BaseDelay { get; init; } = TimeSpan.FromMilliseconds(200);
     public TimeSpan MaxDelay { get; init; } = TimeSpan.FromSeconds(10);
@@ -42,7 +48,11 @@ public sealed record ResilienceOptions
         if (AttemptTimeout <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(AttemptTimeout), "must be positive");
         if (BaseDelay < TimeSpan.Zero || MaxDelay < BaseDelay) throw new ArgumentOutOfRangeException(nameof(BaseDelay), "need 0 ≤ BaseDelay ≤ MaxDelay");
         if (TotalTimeout is { } t && t <= TimeSpan.Zero) throw new ArgumentOutOfRangeException(nameof(TotalTimeout), "must be positive");
+        if (!(SlowestBytesPerSecond > 0)) throw new ArgumentOutOfRangeException(nameof(SlowestBytesPerSecond), "must be positive");
     }
+
+    /// <summary>The bound on one try that moves <paramref name="bytes"/> bytes.</summary>
+    public TimeSpan AttemptTimeoutFor(long bytes) => AttemptTimeout + TimeSpan.FromSeconds(Math.Max(0, bytes) / SlowestBytesPerSecond);
 }
 
 /// <summary>
@@ -77,7 +87,10 @@ public sealed class ResilientBlobStore : IBlobStore
             });
         }
         // Added after the retry, so it sits inside it: the timeout applies to each attempt, not the total.
-        builder.AddTimeout(Options.AttemptTimeout);
+        builder.AddTimeout(new TimeoutStrategyOptions
+        {
+            TimeoutGenerator = args => ValueTask.FromResult(args.Context.Properties.GetValue(AttemptBudget, Options.AttemptTimeout)),
+        });
         _pipeline = builder.Build();
     }
 
@@ -97,20 +110,29 @@ public sealed class ResilientBlobStore : IBlobStore
         _ => false,
     };
 
-    private async Task<T> RunAsync<T>(string operation, string name, Func<CancellationToken, Task<T>> call, CancellationToken ct)
+    private static readonly ResiliencePropertyKey<TimeSpan> AttemptBudget = new("squash.attempt-timeout");
+
+    /// <param name="bytes">What one try moves, when known: its timeout grows with it (<see cref="ResilienceOptions.AttemptTimeoutFor"/>).</param>
+    private async Task<T> RunAsync<T>(string operation, string name, Func<CancellationToken, Task<T>> call, CancellationToken ct, long bytes = 0)
     {
         int attempts = 0;
+        var context = ResilienceContextPool.Shared.Get(ct);
+        context.Properties.Set(AttemptBudget, Options.AttemptTimeoutFor(bytes));
         try
         {
-            return await _pipeline.ExecuteAsync(async token =>
+            return await _pipeline.ExecuteAsync(async (c, _) =>
             {
                 Interlocked.Increment(ref attempts);
-                return await call(token).ConfigureAwait(false);
-            }, ct).ConfigureAwait(false);
+                return await call(c.CancellationToken).ConfigureAwait(false);
+            }, context, 0).ConfigureAwait(false);
         }
         catch (Exception e) when (IsTransient(e, ct))
         {
             throw new IOException($"{operation} of blob '{name}' in {_inner.Description} failed after {Volatile.Read(ref attempts)} attempt(s): {e.Message}", e);
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
         }
     }
 
@@ -124,7 +146,7 @@ public sealed class ResilientBlobStore : IBlobStore
             // A short answer is a dropped connection that the store did not notice: read again.
             if (bytes.Length != length) throw new IOException($"ranged read of blob '{name}' returned {bytes.Length} of {length} bytes");
             return bytes;
-        }, cancellationToken);
+        }, cancellationToken, length);
 
     /// <summary>
     /// Retried like the rest. A write whose try landed but whose answer was lost fails its own
@@ -141,7 +163,7 @@ public sealed class ResilientBlobStore : IBlobStore
             {
                 Interlocked.Increment(ref attempts);
                 return _inner.WriteAsync(name, data, condition, t);
-            }, cancellationToken).ConfigureAwait(false);
+            }, cancellationToken, data.Length).ConfigureAwait(false);
         }
         catch (BlobConditionFailedException) when (Volatile.Read(ref attempts) > 1 && condition is not WriteCondition.OverwriteCondition)
         {

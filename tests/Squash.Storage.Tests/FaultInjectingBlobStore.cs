@@ -9,7 +9,11 @@ namespace Squash.Storage.Tests;
 /// </summary>
 public sealed class FaultInjectingBlobStore(IBlobStore inner) : IBlobStore
 {
-    private int _failNext, _hangNext, _truncateNext, _loseNext, _calls;
+    private int _failNext, _hangNext, _truncateNext, _loseNext, _slowNext, _calls;
+
+    /// <summary>The next N calls take <see cref="SlowBy"/> before they proceed (a busy service that still makes progress).</summary>
+    public int SlowNext { get => Volatile.Read(ref _slowNext); set => Volatile.Write(ref _slowNext, value); }
+    public TimeSpan SlowBy { get; set; }
 
     /// <summary>The next N writes happen but their answer is lost (a 503 after the fact).</summary>
     public int LoseAnswerNext { get => Volatile.Read(ref _loseNext); set => Volatile.Write(ref _loseNext, value); }
@@ -40,6 +44,7 @@ public sealed class FaultInjectingBlobStore(IBlobStore inner) : IBlobStore
         Interlocked.Increment(ref _calls);
         if (Take(ref _hangNext)) { await Task.Delay(TimeSpan.FromMinutes(2), ct); throw new TimeoutException($"injected hang on '{name}' was never cancelled: the store under test has no timeout"); }
         if (Take(ref _failNext)) throw new RequestFailedException(503, $"injected: server busy reading '{name}'");
+        if (Take(ref _slowNext)) await Task.Delay(SlowBy, ct);
     }
 
     private byte[] MaybeTruncate(byte[] bytes) =>

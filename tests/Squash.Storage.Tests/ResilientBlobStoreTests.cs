@@ -67,6 +67,31 @@ public sealed class ResilientBlobStoreTests : IDisposable
     }
 
     [Fact]
+    public async Task ATryThatMovesMoreBytesGetsLongerBeforeItIsCancelled()
+    {
+        // 0.5 s a try, plus 1 s per 1,000 bytes moved: a 3,000-byte write may take 3.5 s, a whole read of unknown size 0.5 s.
+        var store = new ResilientBlobStore(_faulty, Fast with { AttemptTimeout = TimeSpan.FromMilliseconds(500), SlowestBytesPerSecond = 1000 });
+        Assert.Equal(TimeSpan.FromMilliseconds(3500), store.Options.AttemptTimeoutFor(3000));
+        var data = Bytes(3000);
+        _faulty.SlowBy = TimeSpan.FromMilliseconds(1500);
+
+        _faulty.SlowNext = 1;
+        var before = _faulty.Calls;
+        await store.WriteAsync("slow", data, WriteCondition.IfNotExists);
+        Assert.Equal(1, _faulty.Calls - before); // slow but within its budget: not cancelled and tried again
+
+        _faulty.SlowNext = 1;
+        before = _faulty.Calls;
+        Assert.Equal(data[..2000], await store.ReadRangeAsync("slow", 0, 2000));
+        Assert.Equal(1, _faulty.Calls - before);
+
+        _faulty.SlowNext = 1;
+        before = _faulty.Calls;
+        Assert.Equal(data, await store.ReadAllAsync("slow"));
+        Assert.Equal(2, _faulty.Calls - before); // size unknown: the plain timeout cancelled the slow try
+    }
+
+    [Fact]
     public async Task ATruncatedRangedReadIsDetectedAndRetried()
     {
         var data = Bytes(4000);
