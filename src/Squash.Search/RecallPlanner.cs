@@ -94,11 +94,13 @@ public static class RecallPlanner
     /// <summary>
     /// The cheapest way to aim a target with <paramref name="plans"/> (a frontier): a single plan B whose recall reaches
     /// <see cref="Aim"/> and whose recall less <see cref="StdErrors"/> standard errors reaches the target (the plan chosen
-    /// before mixes existed: the first such), or a pair A below the aim and B at or above it, B run on the share
-    /// p = (aim − r_A) / (r_B − r_A) of queries so that the mix predicts the aim exactly, whose mean cost is least (an edge
-    /// of the frontier's lower convex hull) and whose <see cref="PlanMix.StdError"/> keeps the same margin. A discrete
-    /// frontier's single plan often lies well above the aim, and achieved recall then overshoots the band. Null: no plan
-    /// reaches the target (the query goes exact).
+    /// before mixes existed: the first such), or a pair A below the aim and B at or above it, B run on a share p of the
+    /// queries: p = (aim − r_A) / (r_B − r_A), so that the mix predicts the aim exactly, or more where the mix's
+    /// <see cref="PlanMix.StdError"/> needs it to keep the same margin (both the mix's recall and its recall less the
+    /// margin are linear in p, so the shares that satisfy both form an interval and the cheapest is its end); of all, the
+    /// least mean cost (an edge of the frontier's lower convex hull where the margin does not bind). A discrete frontier's
+    /// single plan often lies well above the aim, and achieved recall then overshoots the band. Null: no plan reaches the
+    /// target (the query goes exact).
     /// </summary>
     public static PlanMix? Mix(IReadOnlyList<CalibratedPlan> plans, double target)
     {
@@ -108,14 +110,19 @@ public static class RecallPlanner
         foreach (var b in plans)
         {
             if (b.Recall < aim) continue;
-            if (b.Recall - StdErrors * b.RecallStdError >= target && (best is null || b.Cost < best.Cost))
+            double bMargin = b.Recall - StdErrors * b.RecallStdError;
+            if (bMargin >= target && (best is null || b.Cost < best.Cost))
                 best = new PlanMix(b, b, 1);
             foreach (var a in plans)
             {
                 if (a.Recall >= aim) continue;
-                double p = (aim - a.Recall) / (b.Recall - a.Recall);
-                var mix = new PlanMix(a, b, p);
-                if (aim - StdErrors * mix.StdError < target) continue;
+                double lo = (aim - a.Recall) / (b.Recall - a.Recall), hi = 1;
+                double aMargin = a.Recall - StdErrors * a.RecallStdError, slope = bMargin - aMargin;
+                if (slope > 0) lo = Math.Max(lo, (target - aMargin) / slope);
+                else if (slope < 0) hi = Math.Min(hi, (target - aMargin) / slope);
+                else if (aMargin < target) continue;
+                if (lo > hi) continue;
+                var mix = new PlanMix(a, b, b.Cost >= a.Cost ? lo : hi);
                 if (best is null || mix.Cost < best.Cost) best = mix;
             }
         }

@@ -48,19 +48,26 @@ public class MixedPlanTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void AMixWhoseErrorLeavesNoMarginFallsBackToTheSinglePlan()
+    public void WhereTheMarginBindsTheMixRunsTheHigherPlanOnMoreQueries()
     {
-        // The mix of A and B aims at 0.96 but its (conservative) standard error, 2/3 · 0.001 + 1/3 · 0.02 = 0.0073, leaves
-        // 0.96 − 2 · 0.0073 < 0.95; B alone clears its margin: B on every query, as before mixes.
+        // At the aim's share (2/3) the mix's conservative standard error, 2/3 · 0.001 + 1/3 · 0.02 = 0.0073, leaves
+        // 0.96 − 2 · 0.0073 < 0.95: the share rises until recall less two errors is 0.95 again, p = 0.04 / 0.053.
         var a = new CalibratedPlan(1.2, 2, 0.95, 0.02, 200);
         var b = new CalibratedPlan(1.3, 4, 0.965, 0.001, 300);
         var mix = RecallPlanner.Mix([a, b], 0.95)!;
-        Assert.Equal((b, b, 1.0, false), (mix.Low, mix.High, mix.HighShare, mix.Mixed));
-        var o = RecallPlanner.Resolve(Calibration(a, b), new SearchOptions { Recall = 0.95 }, out var predicted, out var share, draw: 0.99);
-        Assert.Equal((1.3, 4, 0.965), (o.CentroidFactor, o.RerankFactor, predicted!.Value));
-        Assert.Null(share);
+        Assert.Equal((a, b), (mix.Low, mix.High));
+        Assert.Equal(0.04 / 0.053, mix.HighShare, 9);
+        Assert.Equal(0.95, mix.HighShare * 0.963 + (1 - mix.HighShare) * 0.91, 9);
+        Assert.True(mix.Predicted > RecallPlanner.Aim(0.95));
+        Assert.True(mix.Cost < b.Cost);
+        // The single plan, as before mixes, where the plan below the aim has no room to share: it alone keeps no margin
+        // and the plan above has none to spare.
+        var tight = new CalibratedPlan(1.3, 4, 0.97, 0.01, 300);
+        mix = RecallPlanner.Mix([a, tight], tight.Recall - RecallPlanner.StdErrors * tight.RecallStdError)!;
+        Assert.False(mix.Mixed);
+        Assert.Same(tight, mix.High);
         // Nothing reaches the target with its margin: exact, as before.
-        o = RecallPlanner.Resolve(Calibration(a, b), new SearchOptions { Recall = 0.97 }, out predicted, out share, draw: 0.5);
+        var o = RecallPlanner.Resolve(Calibration(a, b), new SearchOptions { Recall = 0.97 }, out var predicted, out var share, draw: 0.5);
         Assert.True(o.Exact);
         Assert.Equal(1, predicted);
         Assert.Null(share);
@@ -117,8 +124,7 @@ public class MixedPlanTests(ITestOutputHelper output)
             // What the chosen mix promises: the aim (or more, for a single plan) with its margin.
             double aim = RecallPlanner.Aim(target);
             double mean = got.HighShare * got.High.Recall + (1 - got.HighShare) * got.Low.Recall;
-            if (got.Mixed) Assert.Equal(aim, mean, 9);
-            else Assert.True(got.High.Recall >= aim);
+            Assert.True(mean >= aim - 1e-9, $"trial {trial}: the mix predicts {mean}, below the aim {aim}");
             Assert.True(mean - RecallPlanner.StdErrors * got.StdError >= target - 1e-12, $"trial {trial}: the mix keeps no margin");
             Assert.InRange(got.HighShare, 0, 1);
             // Never costlier than the plan chosen before mixes: the first single plan that clears both rules.
@@ -127,23 +133,29 @@ public class MixedPlanTests(ITestOutputHelper output)
             if (got.Mixed) mixed++; else single++;
         }
         output.WriteLine($"mixed {mixed}, single {single}, none {none}");
-        Assert.True(mixed > 500 && single > 100 && none > 50, $"the random frontiers cover too few cases: mixed {mixed}, single {single}, none {none}");
+        Assert.True(mixed > 500 && single > 20 && none > 50, $"the random frontiers cover too few cases: mixed {mixed}, single {single}, none {none}");
     }
 
-    /// <summary>Least mean cost over single plans and every pair below / at-or-above the aim, each keeping the margin.</summary>
+    /// <summary>
+    /// Least mean cost over single plans and every pair below / at-or-above the aim, each keeping the aim and the margin:
+    /// per pair a linear programme in the share p, solved by trying its vertices (the aim's share, the margin's, 0 and 1).
+    /// </summary>
     private static double? BruteForce(List<CalibratedPlan> plans, double target)
     {
         double aim = RecallPlanner.Aim(target);
         double? best = null;
-        void Offer(double cost) { if (best is null || cost < best) best = cost; }
         foreach (var b in plans.Where(p => p.Recall >= aim))
         {
-            if (b.Recall - 2 * b.RecallStdError >= target) Offer(b.Cost);
+            if (b.Recall - 2 * b.RecallStdError >= target - 1e-12) best = Math.Min(best ?? double.MaxValue, b.Cost);
             foreach (var a in plans.Where(p => p.Recall < aim))
             {
-                double p = (aim - a.Recall) / (b.Recall - a.Recall);
-                double se = p * b.RecallStdError + (1 - p) * a.RecallStdError;
-                if (aim - 2 * se >= target) Offer(p * b.Cost + (1 - p) * a.Cost);
+                double ma = a.Recall - 2 * a.RecallStdError, mb = b.Recall - 2 * b.RecallStdError;
+                foreach (double p in new[] { (aim - a.Recall) / (b.Recall - a.Recall), (target - ma) / (mb - ma), 0, 1 })
+                {
+                    if (!(p >= 0 && p <= 1)) continue;
+                    double mean = p * b.Recall + (1 - p) * a.Recall, se = p * b.RecallStdError + (1 - p) * a.RecallStdError;
+                    if (mean >= aim - 1e-12 && mean - 2 * se >= target - 1e-12) best = Math.Min(best ?? double.MaxValue, p * b.Cost + (1 - p) * a.Cost);
+                }
             }
         }
         return best;
