@@ -6,7 +6,9 @@
 #   bash scripts/bench-recall-targets.sh [SEEDS]      (default: 1 2 3 4 5)
 #
 # Env: SQUASH_BENCH_DIR (work folder, default data/bench-recall), SQUASH_BENCH_TARGETS (default 0.9,0.95,0.99),
-# SQUASH_BENCH_RUNS (timed runs per point, median QPS; default 3).
+# SQUASH_BENCH_RUNS (timed runs per point, median QPS; default 3), SQUASH_CLI (a squash.dll to run instead of building
+# this checkout's: before/after comparisons run a copy of the old bin folder), SQUASH_BENCH_REUSE=1 (keep an index
+# already built in the work folder: the second binary of a query-time comparison benches the same builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/setup.sh
@@ -16,16 +18,22 @@ work=${SQUASH_BENCH_DIR:-data/bench-recall}
 targets=${SQUASH_BENCH_TARGETS:-0.9,0.95,0.99}
 runs=${SQUASH_BENCH_RUNS:-3}
 mkdir -p "$work"
-dotnet build src/Squash.Cli -c Release -nologo -clp:ErrorsOnly
-squash() { dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll "$@"; }
+cli=${SQUASH_CLI:-}
+if [ -z "$cli" ]; then
+  dotnet build src/Squash.Cli -c Release -nologo -clp:ErrorsOnly
+  cli=src/Squash.Cli/bin/Release/net10.0/squash.dll
+fi
+squash() { dotnet "$cli" "$@"; }
 ensure_fashion_mnist
 [ -f "$work/fm/base.fvecs" ] || squash dataset fashion-mnist --out "$work/fm"
 
 summary="$work/summary.csv"
-echo "seed,filtered,recall_target,predicted,recall,qps,cf,r,build_s,calibration_s" > "$summary"
+echo "seed,filtered,recall_target,predicted,recall,qps,cf,r,build_s,calibration_s,plans" > "$summary"
 for seed in $seeds; do
-  rm -rf "$work/idx-$seed"
-  squash build --index "$work/idx-$seed" --vectors "$work/fm/base.fvecs" --attributes "$work/fm/base.attributes.jsonl" --seed "$seed" 2>&1 | tail -2
+  if [ "${SQUASH_BENCH_REUSE:-0}" != 1 ] || [ ! -d "$work/idx-$seed/versions" ]; then
+    rm -rf "$work/idx-$seed"
+    squash build --index "$work/idx-$seed" --vectors "$work/fm/base.fvecs" --attributes "$work/fm/base.attributes.jsonl" --seed "$seed" 2>&1 | tail -2
+  fi
   build_s=$(python3 -c "import json,glob,sys; m=json.load(open(sorted(glob.glob('$work/idx-$seed/versions/*/manifest.json'))[-1])); print(m['build']['buildSeconds'], m['calibration']['seconds'])")
   for filtered in no yes; do
     extra=()
@@ -38,7 +46,7 @@ for seed in $seeds; do
 import csv, sys
 path, seed, filtered, build_s, cal_s = sys.argv[1:6]
 for row in csv.DictReader(open(path)):
-    print(f"{seed},{filtered},{row['recall_target']},{float(row['predicted_recall']):.4f},{float(row['recall']):.4f},{float(row['qps']):.0f},{row['cf']},{row['r']},{build_s},{cal_s}")
+    print(f"{seed},{filtered},{row['recall_target']},{float(row['predicted_recall']):.4f},{float(row['recall']):.4f},{float(row['qps']):.0f},{row['cf']},{row['r']},{build_s},{cal_s},{row.get('plans') or '-'}")
 PY
   done
 done

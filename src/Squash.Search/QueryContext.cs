@@ -15,6 +15,7 @@ public sealed class QueryContext
             throw new ArgumentException($"the query has {query.Length} dimensions; the index has {space.InputDimensions}");
         foreach (float v in query)
             if (!float.IsFinite(v)) throw new ArgumentException("the query contains NaN or an infinite value");
+        VectorHash = RecallPlanner.VectorHash(query);
         Internal = new float[space.InternalDimensions];
         space.MapQuery(query, Internal);
         double qn = 0;
@@ -30,6 +31,8 @@ public sealed class QueryContext
         OutsideGlobal = Math.Max(0, centered - inside);
     }
 
+    /// <summary>A hash of the query vector's bytes: with the filter's key it picks the plan of a mixed recall target (<see cref="RecallPlanner.Draw"/>).</summary>
+    public ulong VectorHash { get; }
     public float[] Internal { get; }
     public float[] Global { get; }
     public double OutsideGlobal { get; }

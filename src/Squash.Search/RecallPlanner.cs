@@ -5,8 +5,8 @@ namespace Squash.Search;
 /// <summary>
 /// Turns a recall target into a plan with the index's build-time calibration: the cheapest calibrated plan whose
 /// measured recall, less <see cref="StdErrors"/> standard errors, reaches the target and that aims inside the promised
-/// band (<see cref="Aim"/>). A target no calibrated plan reaches, or 1, is answered exactly. An index without a
-/// calibration keeps the given CF and R.
+/// band (<see cref="Aim"/>), or a mix of two adjacent plans that aims there exactly at less cost (<see cref="Mix"/>). A
+/// target no calibrated plan reaches, or 1, is answered exactly. An index without a calibration keeps the given CF and R.
 /// </summary>
 public static class RecallPlanner
 {
@@ -28,12 +28,18 @@ public static class RecallPlanner
     /// The options to plan with (Recall cleared, CF and R set), and the calibration's predicted recall for them. A filtered
     /// query passes its estimated <paramref name="selectivity"/>: it plans with the frontier of the filtered band that holds
     /// it (the nearest band on a log scale when none does), or the unfiltered frontier on an index without filtered bands.
+    /// A target between two frontier plans is met by a mix of them (<see cref="Mix"/>): <paramref name="draw"/>, the query's
+    /// place in [0, 1) (<see cref="Draw"/>), picks which plan this query runs; <paramref name="share"/> is the share of
+    /// queries the mix sends to that plan (null when one plan serves every query), and <paramref name="predicted"/> the
+    /// mix's predicted recall.
     /// </summary>
     /// <param name="anchorRatio">A filtered query's <see cref="SearchEngine.FilteredAnchors.AnchorRatio"/>: picks between bands split by it.</param>
-    public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted, double? selectivity = null, double anchorRatio = 1)
+    public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted, out double? share,
+        double? selectivity = null, double anchorRatio = 1, double draw = 0)
     {
         ArgumentNullException.ThrowIfNull(options);
         predicted = options.Exact ? 1 : null;
+        share = null;
         if (options.Recall is not { } target || options.Exact) return options with { Recall = null };
         if (target >= 1)
         {
@@ -42,14 +48,108 @@ public static class RecallPlanner
         }
         if (calibration is null) return options with { Recall = null };
         var plans = selectivity is { } s && BandFor(calibration.Filtered, s, anchorRatio) is { } band ? band.Plans : calibration.Plans;
-        foreach (var plan in plans)
+        if (MixFor(plans, target) is not { } mix)
         {
-            if (plan.Recall - StdErrors * plan.RecallStdError < target || plan.Recall < Aim(target)) continue;
-            predicted = plan.Recall;
-            return options with { Recall = null, CentroidFactor = plan.CentroidFactor, RerankFactor = plan.RerankFactor };
+            predicted = 1;
+            return options with { Recall = null, Exact = true };
         }
-        predicted = 1;
-        return options with { Recall = null, Exact = true };
+        var plan = mix.PlanFor(draw);
+        predicted = mix.Predicted;
+        share = mix.Mixed ? (ReferenceEquals(plan, mix.High) ? mix.HighShare : 1 - mix.HighShare) : null;
+        return options with { Recall = null, CentroidFactor = plan.CentroidFactor, RerankFactor = plan.RerankFactor };
+    }
+
+    /// <summary><see cref="Resolve(RecallCalibration?, SearchOptions, out double?, out double?, double?, double, double)"/> without the share.</summary>
+    public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted, double? selectivity = null,
+        double anchorRatio = 1, double draw = 0) =>
+        Resolve(calibration, options, out predicted, out _, selectivity, anchorRatio, draw);
+
+    /// <summary>
+    /// Two frontier plans run on complementary shares of the queries: <see cref="High"/> on <see cref="HighShare"/> of them,
+    /// <see cref="Low"/> on the rest (one plan when they are the same).
+    /// </summary>
+    public sealed record PlanMix(CalibratedPlan Low, CalibratedPlan High, double HighShare)
+    {
+        public bool Mixed => !ReferenceEquals(Low, High) && HighShare < 1;
+        /// <summary>The mean recall the calibration predicts over queries drawn like its own.</summary>
+        public double Predicted => Math.Round(HighShare * High.Recall + (1 - HighShare) * Low.Recall, 5);
+        /// <summary>
+        /// A standard error no smaller than the mix's: the share-weighted sum of the two plans' (their errors are measured on
+        /// the same queries and correlated, so the sum is the bound that holds whatever the correlation).
+        /// </summary>
+        public double StdError => HighShare * High.RecallStdError + (1 - HighShare) * Low.RecallStdError;
+        /// <summary>The mean cost per query.</summary>
+        public double Cost => HighShare * High.Cost + (1 - HighShare) * Low.Cost;
+        /// <summary>The plan a query at <paramref name="draw"/> in [0, 1) runs.</summary>
+        public CalibratedPlan PlanFor(double draw) => draw < HighShare ? High : Low;
+    }
+
+    // The choice depends only on the frontier and the target: memoised per frontier (frontiers are immutable manifest
+    // records), so a query pays for it once per index and target.
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<IReadOnlyList<CalibratedPlan>, System.Collections.Concurrent.ConcurrentDictionary<double, PlanMix?>> Mixes = new();
+
+    private static PlanMix? MixFor(IReadOnlyList<CalibratedPlan> plans, double target) =>
+        Mixes.GetValue(plans, _ => new()).GetOrAdd(target, t => Mix(plans, t));
+
+    /// <summary>
+    /// The cheapest way to aim a target with <paramref name="plans"/> (a frontier): a single plan B whose recall reaches
+    /// <see cref="Aim"/> and whose recall less <see cref="StdErrors"/> standard errors reaches the target (the plan chosen
+    /// before mixes existed: the first such), or a pair A below the aim and B at or above it, B run on a share p of the
+    /// queries: p = (aim − r_A) / (r_B − r_A), so that the mix predicts the aim exactly, or more where the mix's
+    /// <see cref="PlanMix.StdError"/> needs it to keep the same margin (both the mix's recall and its recall less the
+    /// margin are linear in p, so the shares that satisfy both form an interval and the cheapest is its end); of all, the
+    /// least mean cost (an edge of the frontier's lower convex hull where the margin does not bind). A discrete frontier's
+    /// single plan often lies well above the aim, and achieved recall then overshoots the band. Null: no plan reaches the
+    /// target (the query goes exact).
+    /// </summary>
+    public static PlanMix? Mix(IReadOnlyList<CalibratedPlan> plans, double target)
+    {
+        ArgumentNullException.ThrowIfNull(plans);
+        double aim = Aim(target);
+        PlanMix? best = null;
+        foreach (var b in plans)
+        {
+            if (b.Recall < aim) continue;
+            double bMargin = b.Recall - StdErrors * b.RecallStdError;
+            if (bMargin >= target && (best is null || b.Cost < best.Cost))
+                best = new PlanMix(b, b, 1);
+            foreach (var a in plans)
+            {
+                if (a.Recall >= aim) continue;
+                double lo = (aim - a.Recall) / (b.Recall - a.Recall), hi = 1;
+                double aMargin = a.Recall - StdErrors * a.RecallStdError, slope = bMargin - aMargin;
+                if (slope > 0) lo = Math.Max(lo, (target - aMargin) / slope);
+                else if (slope < 0) hi = Math.Min(hi, (target - aMargin) / slope);
+                else if (aMargin < target) continue;
+                if (lo > hi) continue;
+                var mix = new PlanMix(a, b, b.Cost >= a.Cost ? lo : hi);
+                if (best is null || mix.Cost < best.Cost) best = mix;
+            }
+        }
+        return best;
+    }
+
+    /// <summary>
+    /// A query's place in [0, 1) for <see cref="PlanMix.PlanFor"/>, from <see cref="VectorHash"/> of its vector and its
+    /// filter's <see cref="Filters.CompiledFilter.Key"/> (0: none): the same query (a retry, a test, another instance) always
+    /// runs the same plan, while queries drawn like the data spread evenly and realise the mix's shares on average.
+    /// </summary>
+    public static double Draw(ulong vectorHash, ulong filterKey = 0)
+    {
+        ulong h = filterKey == 0 ? vectorHash : Scramble(vectorHash ^ Scramble(filterKey));
+        return (h >> 11) * (1.0 / (1UL << 53));
+    }
+
+    /// <summary>A hash of the query vector's bytes as sent.</summary>
+    public static ulong VectorHash(ReadOnlySpan<float> query) =>
+        System.IO.Hashing.XxHash3.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(query));
+
+    // SplitMix64's finaliser: every input bit moves every output bit.
+    private static ulong Scramble(ulong z)
+    {
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
     }
 
     /// <summary>

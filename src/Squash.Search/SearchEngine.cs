@@ -91,8 +91,9 @@ public sealed class SearchEngine
         if (options.Filter is not { MatchesAll: false } filter)
         {
             double? target = options.Recall;
-            var resolved = RecallPlanner.Resolve(manifest.Calibration, options, out double? predicted);
-            var stats = NewStats(target, predicted, resolved);
+            var resolved = RecallPlanner.Resolve(manifest.Calibration, options, out double? predicted, out double? share,
+                draw: RecallPlanner.Draw(query.VectorHash));
+            var stats = NewStats(target, predicted, resolved, share);
             // No per-partition estimates: a later pass (rare without a filter) takes partition sizes.
             int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, resolved);
             stats.PartitionsPlanned = selected;
@@ -101,7 +102,8 @@ public sealed class SearchEngine
         var estimates = FilterEstimates.Of(filter, manifest);
         // A filter on an attribute with value centroids ranks partitions by the value key (ValueOrder); others by centroid.
         var keyed = ValueOrder(query.Internal, order, dist, filter);
-        return PlanFiltered(FilteredAnchors.Of(manifest, keyed?.Order ?? order, dist, estimates, options.K, keyed?.Keys), options);
+        return PlanFiltered(FilteredAnchors.Of(manifest, keyed?.Order ?? order, dist, estimates, options.K, keyed?.Keys), options,
+            RecallPlanner.Draw(query.VectorHash, filter.Key));
     }
 
     /// <summary>A filter's value term is used for the key while it names at most this many values (each costs a pass over the partitions).</summary>
@@ -154,24 +156,26 @@ public sealed class SearchEngine
 
     /// <summary>
     /// The filtered part of <see cref="Plan"/>, from the ranked partitions and the filter's estimates: the recall target
-    /// resolves with the filtered calibration of the query's estimated selectivity.
+    /// resolves with the filtered calibration of the query's estimated selectivity; <paramref name="draw"/> is the query's
+    /// place for a mixed plan (<see cref="RecallPlanner.Draw"/>; 0 runs a mix's higher plan).
     /// </summary>
-    public QueryPlan PlanFiltered(int[] order, float[] dist, FilterEstimates estimates, SearchOptions options)
+    public QueryPlan PlanFiltered(int[] order, float[] dist, FilterEstimates estimates, SearchOptions options, double draw = 0)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return PlanFiltered(FilteredAnchors.Of(Index.Manifest, order, dist, estimates, options.K), options);
+        return PlanFiltered(FilteredAnchors.Of(Index.Manifest, order, dist, estimates, options.K), options, draw);
     }
 
     /// <summary>
     /// <see cref="PlanFiltered(int[], float[], FilterEstimates, SearchOptions)"/> with the query's anchors already found.
     /// </summary>
-    public QueryPlan PlanFiltered(FilteredAnchors anchors, SearchOptions options)
+    public QueryPlan PlanFiltered(FilteredAnchors anchors, SearchOptions options, double draw = 0)
     {
         ArgumentNullException.ThrowIfNull(anchors);
         ArgumentNullException.ThrowIfNull(options);
         double? recallTarget = options.Recall;
-        var resolved = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted, anchors.Estimates.Total / Math.Max(1, Index.Manifest.Count), anchors.AnchorRatio);
-        return PlanFilteredSweep(anchors, resolved, [resolved.CentroidFactor], recallTarget, predicted)[0];
+        var resolved = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted, out double? share,
+            anchors.Estimates.Total / Math.Max(1, Index.Manifest.Count), anchors.AnchorRatio, draw);
+        return PlanFilteredSweep(anchors, resolved, [resolved.CentroidFactor], recallTarget, predicted, share)[0];
     }
 
     /// <summary>
@@ -193,7 +197,7 @@ public sealed class SearchEngine
     }
 
     private QueryPlan[] PlanFilteredSweep(FilteredAnchors anchors, SearchOptions options, IReadOnlyList<double> centroidFactors,
-        double? recallTarget, double? predicted)
+        double? recallTarget, double? predicted, double? share = null)
     {
         var manifest = Index.Manifest;
         if (options.K != anchors.K) throw new ArgumentException($"anchors found for k = {anchors.K}, planned with k = {options.K}", nameof(anchors));
@@ -210,7 +214,7 @@ public sealed class SearchEngine
         SearchOptions OptionsAt(int i) => centroidFactors.Count == 1 && centroidFactors[0] == options.CentroidFactor ? options : options with { CentroidFactor = centroidFactors[i] };
         QueryStats StatsOf(SearchOptions o)
         {
-            var stats = NewStats(recallTarget, predicted, o);
+            var stats = NewStats(recallTarget, predicted, o, share);
             stats.EstimatedMatches = estimates.Total;
             return stats;
         }
@@ -375,11 +379,12 @@ public sealed class SearchEngine
 
     private int TargetOf(SearchOptions options) => Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)); // NewTopK's capacity
 
-    private static QueryStats NewStats(double? recallTarget, double? predicted, SearchOptions resolved) => new()
+    private static QueryStats NewStats(double? recallTarget, double? predicted, SearchOptions resolved, double? share = null) => new()
     {
         Passes = 1,
         RecallTarget = recallTarget,
         PredictedRecall = predicted,
+        PlanShare = share is { } p ? Math.Round(p, 4) : null,
         CentroidFactor = resolved.CentroidFactor,
         RerankFactor = resolved.RerankFactor,
     };

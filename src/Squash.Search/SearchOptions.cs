@@ -118,9 +118,18 @@ public class QueryStats
     public bool Certified { get; set; }
     /// <summary>The recall target the plan was chosen for (null: CF and R were given).</summary>
     public double? RecallTarget { get; set; }
-    /// <summary>The recall@K the build-time calibration measured for the chosen plan (1 for exact plans; null without a calibration).</summary>
+    /// <summary>
+    /// The recall@K the build-time calibration measured for the chosen plan (1 for exact plans; null without a calibration);
+    /// for a mix of two plans (<see cref="PlanShare"/>), the mix's mean over queries.
+    /// </summary>
     public double? PredictedRecall { get; set; }
-    /// <summary>The plan's CF and R (whether chosen for a target or given).</summary>
+    /// <summary>
+    /// A recall target met by mixing two frontier plans: the share of queries that run this query's plan (the other plan runs
+    /// on the rest; which one a query runs follows from a hash of its vector and filter). Null (left out) for a single plan.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public double? PlanShare { get; set; }
+    /// <summary>The CF and R of the plan this query ran (whether chosen for a target or given).</summary>
     public double CentroidFactor { get; set; }
     public int RerankFactor { get; set; }
     /// <summary>

@@ -45,6 +45,41 @@ public sealed class RecallTargetApiTests(IndexFixture fx)
     }
 
     [Fact]
+    public async Task ABatchWhoseQueriesRunDifferentPlansOfAMixGetsEachQuerysPlan()
+    {
+        // Targets met by mixing two plans send each query of one batch through its own plan: the nodes must re-rank each
+        // with its own R (one request, one tree). The coordinator alone (depth 0) scans as the engine does, so even the count
+        // of re-ranked rows, which follows R, must match.
+        using var app = fx.App(1, 0);
+        var client = app.CreateClient();
+        var batch = fx.Queries.Take(60).ToArray();
+        bool anyMixedBatch = false;
+        foreach (double target in new[] { 0.9, 0.95, 0.99 })
+        {
+            var response = await client.PostAsync($"/api/indexes/{IndexFixture.CalibratedIndexName}/query",
+                Body(new { vectors = batch, k = 10, options = new { recall = target } }));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.IsSuccessStatusCode, text);
+            using var doc = JsonDocument.Parse(text);
+            var answers = doc.RootElement.GetProperty("answers").EnumerateArray().ToArray();
+            var rerank = new HashSet<int>();
+            for (int i = 0; i < batch.Length; i++)
+            {
+                var expected = fx.CalibratedEngine.Search(batch[i], new SearchOptions { K = 10, Recall = target });
+                var stats = answers[i].GetProperty("stats");
+                Assert.Equal(expected.Ids, answers[i].GetProperty("results").EnumerateArray().Select(e => e.GetProperty("row").GetInt64()));
+                Assert.Equal((expected.Stats.CentroidFactor, expected.Stats.RerankFactor, expected.Stats.PredictedRecall),
+                    (stats.GetProperty("centroidFactor").GetDouble(), stats.GetProperty("rerankFactor").GetInt32(), stats.GetProperty("predictedRecall").GetDouble()));
+                Assert.Equal(expected.Stats.PlanShare, stats.TryGetProperty("planShare", out var share) ? share.GetDouble() : null);
+                Assert.Equal(expected.Stats.Reranked, stats.GetProperty("reranked").GetInt64());
+                rerank.Add(expected.Stats.RerankFactor);
+            }
+            anyMixedBatch |= rerank.Count > 1;
+        }
+        Assert.True(anyMixedBatch, "no target mixed plans of different R on this index: the test proves nothing");
+    }
+
+    [Fact]
     public async Task AGivenPlanIsUsedAsItIsAndReportsNoTarget()
     {
         using var app = fx.App(2, 1);

@@ -97,14 +97,16 @@ public class RecallTargetTests(ITestOutputHelper output)
             new CalibratedPlan(1.3, 4, 0.965, 0.004, 300),
             new CalibratedPlan(1.6, 8, 0.995, 0.001, 900));
         var o = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.95 }, out var predicted);
-        // 0.95 − 2 × 0.005 < 0.95: the next plan, 0.965 − 0.008 ≥ 0.95.
-        Assert.Equal((1.3, 4, false, 0.965), (o.CentroidFactor, o.RerankFactor, o.Exact, predicted!.Value));
+        // 0.95 − 2 × 0.005 < 0.95: the next plan, 0.965 − 0.008 ≥ 0.95, mixed with the one below it to aim at 0.96
+        // (MixedPlanTests); a draw of 0 runs the higher plan.
+        Assert.Equal((1.3, 4, false, 0.96), (o.CentroidFactor, o.RerankFactor, o.Exact, predicted!.Value));
         Assert.Null(o.Recall);
         // A plan that clears its standard errors but not the aim inside the band is passed over: 0.9935 − 2 × 0.0005
-        // ≥ 0.99, yet it would allow more than half the misses 0.99 allows (aim 0.995).
+        // ≥ 0.99, yet it would allow more than half the misses 0.99 allows (aim 0.995): alone it never serves the target,
+        // only mixed with the plan above the aim so that the mix predicts the aim.
         var high = Calibration(new CalibratedPlan(1.3, 4, 0.9935, 0.0005, 500), new CalibratedPlan(1.5, 4, 0.9952, 0.0004, 700));
         o = RecallPlanner.Resolve(high, new SearchOptions { Recall = 0.99 }, out predicted);
-        Assert.Equal((1.5, 0.9952), (o.CentroidFactor, predicted!.Value));
+        Assert.Equal((1.5, 0.995), (o.CentroidFactor, predicted!.Value));
         Assert.Equal(0.995, RecallPlanner.Aim(0.99), 12);
         Assert.Equal(0.96, RecallPlanner.Aim(0.95), 12);
         o = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.5 }, out predicted);
@@ -131,7 +133,9 @@ public class RecallTargetTests(ITestOutputHelper output)
         using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 30, Seed = 3 }, calibrate: true);
         var cal = idx.Index.Manifest.Calibration!;
         Assert.Equal(("base-sample", RecallCalibrator.DefaultQueries, RecallCalibrator.DefaultK), (cal.Source, cal.Queries, cal.K));
-        var expected = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.95 }, out var predicted);
+        // The plan for this query: a mix's plan follows from the query's bytes.
+        var expected = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.95 }, out var predicted,
+            draw: RecallPlanner.Draw(RecallPlanner.VectorHash(queries.AsSpan(0, Dims))));
         var got = idx.Engine.Search(queries.AsSpan(0, Dims), new SearchOptions { Recall = 0.95 });
         Assert.Equal((0.95, predicted, expected.CentroidFactor, expected.RerankFactor),
             (got.Stats.RecallTarget!.Value, got.Stats.PredictedRecall, got.Stats.CentroidFactor, got.Stats.RerankFactor));

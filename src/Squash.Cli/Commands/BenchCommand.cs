@@ -25,7 +25,7 @@ public static class BenchCommand
     public sealed record Point(double Cf, double H, int R, double Recall, double Qps, double P50, double P99,
         double Partitions, double Considered, double AfterHamming, double AfterLowerBound, double Reranked, double Bytes,
         double Passes = 1, int MaxPasses = 1, double DirectShare = 0, int Short = 0, double Certified = 0,
-        double? Target = null, double? Predicted = null);
+        double? Target = null, double? Predicted = null, string? Plans = null);
 
     /// <summary>The bench command's flags; one set per command, since an option belongs to the command it is added to.</summary>
     private sealed class Flags
@@ -239,7 +239,7 @@ public static class BenchCommand
                         ct.ThrowIfCancellationRequested();
                         var p = Measure(engine, q, gt, options, sweep.Runs, filters);
                         points.Add(p);
-                        Console.Error.WriteLine((p.Target is { } t ? $"  recall target {t} (predicted {p.Predicted:F4}) " : "  ") + $"cf={p.Cf} h={p.H} r={p.R} bits={options.HammingBits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
+                        Console.Error.WriteLine((p.Target is { } t ? $"  recall target {t} (predicted {p.Predicted:F4}) " : "  ") + $"cf={p.Cf} h={p.H} r={p.R}{(p.Plans is { } mixed ? $" (plans CF/R:share {mixed})" : "")} bits={options.HammingBits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
                             + (filters is null ? "" : $", passes {p.Passes:F2} (max {p.MaxPasses}), direct {p.DirectShare:P1}, short answers {p.Short}"));
                     }
 
@@ -361,15 +361,22 @@ public static class BenchCommand
         var s = new QueryStats();
         foreach (var res in results) s.Add(res.Stats);
         double n = q.Count;
-        // A recall target's plan is the calibration's choice, the same for every query of the run.
-        var planned = results.Length > 0 ? results[0].Stats : new QueryStats { CentroidFactor = options.CentroidFactor, RerankFactor = options.RerankFactor };
+        // A recall target's plan is the calibration's choice: one plan, or a mix of two run on shares of the queries (and
+        // filtered queries plan per band). CF and R report the plan most queries ran, Plans every plan with its share.
+        var ran = results.GroupBy(x => (x.Stats.CentroidFactor, x.Stats.RerankFactor)).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).ToArray();
+        var planned = ran.Length > 0 ? ran[0].First().Stats : new QueryStats { CentroidFactor = options.CentroidFactor, RerankFactor = options.RerankFactor };
+        string? plans = ran.Length > 1
+            ? string.Join(' ', ran.OrderBy(g => g.Key).Select(g => string.Create(CultureInfo.InvariantCulture, $"{g.Key.CentroidFactor}/{g.Key.RerankFactor}:{g.Count() / n:0.###}")))
+            : null;
+        var predictions = results.Where(x => x.Stats.PredictedRecall is not null).Select(x => x.Stats.PredictedRecall!.Value).ToArray();
+        double? predicted = predictions.Length > 0 ? predictions.Average() : null;
         return new Point(planned.CentroidFactor, options.HammingKeepPercent, planned.RerankFactor, recall, median.Qps,
             medianLatency.PercentileMicros(50), medianLatency.PercentileMicros(99),
             s.PartitionsScanned / n, s.VectorsConsidered / n, s.AfterHamming / n, s.AfterLowerBound / n, s.Reranked / n, s.BytesTouched / n,
             s.Passes / n, results.Max(x => x.Stats.Passes), results.Count(x => x.Stats.Strategy == "direct") / n,
             // An answer is short when it has fewer results than the ground truth has valid ids (up to k).
             Enumerable.Range(0, results.Length).Count(i => results[i].Ids.Length < gt[i].Take(options.K).Count(id => id >= 0)),
-            results.Count(x => x.Stats.Certified) / n, options.Recall, planned.PredictedRecall);
+            results.Count(x => x.Stats.Certified) / n, options.Recall, predicted, plans);
     }
 
     public static double Recall(IReadOnlyList<SearchResult> results, int[][] gt, int k)
@@ -447,9 +454,9 @@ public static class BenchCommand
     private static void WriteCsv(string path, List<Point> points, double bfQps)
     {
         using var w = new StreamWriter(path);
-        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers,certified_share,recall_target,predicted_recall");
+        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers,certified_share,recall_target,predicted_recall,plans");
         foreach (var p in points)
-            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short, p.Certified, p.Target?.ToString(CultureInfo.InvariantCulture) ?? "", p.Predicted?.ToString(CultureInfo.InvariantCulture) ?? "" }
+            w.WriteLine(string.Join(',', new object[] { p.Cf, p.H, p.R, p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short, p.Certified, p.Target?.ToString(CultureInfo.InvariantCulture) ?? "", p.Predicted?.ToString(CultureInfo.InvariantCulture) ?? "", p.Plans ?? "" }
                 .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))));
     }
 }

@@ -142,8 +142,14 @@ public static partial class BuildCommand
     {
         // A band is named by a point inside it (its geometric middle, the open end clipped).
         double? selectivity = band is null ? null : Math.Sqrt(Math.Max(band.MinSelectivity, 1e-4) * band.MaxSelectivity);
-        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted, selectivity, band?.MinAnchorRatio ?? 1);
-        return plan.Exact ? $"{target} → exact" : $"{target} → CF {plan.CentroidFactor} R {plan.RerankFactor} ({predicted:F3})";
+        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted, out double? share,
+            selectivity, band?.MinAnchorRatio ?? 1);
+        if (plan.Exact) return $"{target} → exact";
+        if (share is null) return $"{target} → CF {plan.CentroidFactor} R {plan.RerankFactor} ({predicted:F3})";
+        // A mix: draw 0 runs the higher plan, a draw just under 1 the lower one.
+        var low = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out _, out double? lowShare, selectivity,
+            band?.MinAnchorRatio ?? 1, Math.BitDecrement(1.0));
+        return $"{target} → CF {low.CentroidFactor} R {low.RerankFactor} on {lowShare:P0} + CF {plan.CentroidFactor} R {plan.RerankFactor} on {share:P0} ({predicted:F3})";
     }
 
     public static Metric ParseMetric(string s)

@@ -103,6 +103,7 @@ public sealed class AnswerStats : QueryStats
             Certified = engine.Certified,
             RecallTarget = engine.RecallTarget,
             PredictedRecall = engine.PredictedRecall,
+            PlanShare = engine.PlanShare,
             CentroidFactor = engine.CentroidFactor,
             RerankFactor = engine.RerankFactor,
             EstimatedMatches = engine.Strategy == "partitions" && engine.EstimatedMatches == 0 ? null : Math.Round(engine.EstimatedMatches, 1),
@@ -203,6 +204,12 @@ public sealed record ScanRequest
     public JsonElement? Filter { get; init; }
     /// <summary>Per query, the filter strategy the coordinator chose ("direct" or "partitions"); nodes never re-decide.</summary>
     public string[]? Strategies { get; init; }
+    /// <summary>
+    /// Per query, the re-rank factor and exact mode of the plan the coordinator chose for it (a recall target's queries in one
+    /// batch may run different plans: a mix of two, or filtered bands); absent: <see cref="Options"/>' for every query.
+    /// </summary>
+    public int[]? RerankFactors { get; init; }
+    public bool[]? ExactPlans { get; init; }
     /// <summary>Attributes to attach to the results (the node that found a result reads them).</summary>
     public string[]? Include { get; init; }
     /// <summary>Attach the user's string ids to results (the index was built with ids).</summary>

@@ -77,6 +77,13 @@ public static class RequestMapping
             if (r.Strategies is null) Add("strategies", "is required with a filter (one per vector)");
             else if (r.Strategies.Length != queries) Add("strategies", $"needs one strategy per vector ({queries}), got {r.Strategies.Length}");
         }
+        if (r.RerankFactors is { } rerank)
+        {
+            if (rerank.Length != queries) Add("rerankFactors", $"needs one re-rank factor per vector ({queries}), got {rerank.Length}");
+            for (int q = 0; q < rerank.Length && errors.Count < JsonBody.MaxErrors; q++)
+                if (rerank[q] is < 1 or > SearchOptions.MaxRerankFactor) Add($"rerankFactors[{q}]", $"must be between 1 and {SearchOptions.MaxRerankFactor:N0}");
+        }
+        if (r.ExactPlans is { } exact && exact.Length != queries) Add("exactPlans", $"needs one entry per vector ({queries}), got {exact.Length}");
         for (int q = 0; q < (r.Strategies?.Length ?? 0); q++)
             if (r.Strategies![q] is not (nameof(FilterStrategy.Partitions) or nameof(FilterStrategy.Direct)))
                 Add($"strategies[{q}]", $"must be \"{nameof(FilterStrategy.Partitions)}\" or \"{nameof(FilterStrategy.Direct)}\"");

@@ -103,9 +103,14 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
         {
             var contexts = request.Vectors.Select(v => new QueryContext(loaded, v)).ToArray();
             bool filtered = filter is { MatchesAll: false };
-            var queryOptions = Enumerable.Range(0, queries).Select(q => filtered
-                ? options with { Filter = filter, FilterStrategy = Enum.Parse<FilterStrategy>(request.Strategies![q]) }
-                : options).ToArray();
+            var queryOptions = Enumerable.Range(0, queries).Select(q =>
+            {
+                var o = filtered ? options with { Filter = filter, FilterStrategy = Enum.Parse<FilterStrategy>(request.Strategies![q]) } : options;
+                // The coordinator's plan for this query, where the batch's queries run different plans.
+                if (request.RerankFactors is { } r) o = o with { RerankFactor = r[q] };
+                if (request.ExactPlans is { } e) o = o with { Exact = e[q] };
+                return o;
+            }).ToArray();
             var fetches = await FetchOwnPartitionsAsync(loaded, request, contexts, queryOptions, own, node, ct).ConfigureAwait(false);
             for (int q = 0; q < queries; q++)
             {

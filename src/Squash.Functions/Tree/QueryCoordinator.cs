@@ -74,13 +74,17 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             shape = chooseShape(pass.SelectMany(p => p).Distinct().Count());
             (branching, depth) = (shape.Branching, shape.Depth);
         }
-        // The nodes scan with the plan, not the request: a recall target is turned into CF and R (or exact) here, once.
+        // The nodes scan with the plan, not the request: a recall target is turned into CF and R (or exact) here, once per
+        // query; queries of one batch may differ (a mixed target, filtered bands), so each query's R and exact mode go along.
         var planOptions = plans.Length > 0 ? plans[0].Options : options;
         var nodeOptions = (requestOptions ?? new QueryOptions()) with
         {
             Recall = null, CentroidFactor = planOptions.CentroidFactor, RerankFactor = planOptions.RerankFactor, Exact = planOptions.Exact,
             Consistency = null,
         };
+        bool perQuery = plans.Any(p => p.Options.RerankFactor != planOptions.RerankFactor || p.Options.Exact != planOptions.Exact);
+        var rerankFactors = perQuery ? plans.Select(p => p.Options.RerankFactor).ToArray() : null;
+        var exactPlans = perQuery ? plans.Select(p => p.Options.Exact).ToArray() : null;
         for (int round = 0; round < MaxPasses && pass.Any(p => p.Length > 0); round++)
         {
             var all = pass.SelectMany(p => p).Distinct().ToArray();
@@ -93,7 +97,7 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             var scan = new ScanRequest
             {
                 Version = loaded.Manifest.Version, Vectors = vectors, K = k, Options = nodeOptions, Plans = pass, Node = root,
-                Filter = filtered ? filterJson : null, Strategies = strategies,
+                Filter = filtered ? filterJson : null, Strategies = strategies, RerankFactors = rerankFactors, ExactPlans = exactPlans,
                 Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
                 ExcludedRows = prepared is { Excluded.Count: > 0 } ? prepared.ExcludedText : null,
             };

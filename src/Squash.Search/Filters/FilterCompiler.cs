@@ -57,7 +57,8 @@ public sealed class FilterCompiler
     {
         if (filter.ValueKind != JsonValueKind.Object) throw new FilterException("$", $"a filter must be a JSON object, got {Kind(filter)}");
         var root = ParseFilter(filter, "$", 1);
-        return new CompiledFilter(root, root is AndNode { Children.Length: 0 });
+        return new CompiledFilter(root, root is AndNode { Children.Length: 0 },
+            System.IO.Hashing.XxHash3.HashToUInt64(System.Text.Encoding.UTF8.GetBytes(filter.GetRawText())));
     }
 
     private FilterNode ParseFilter(JsonElement obj, string path, int depth)
@@ -318,11 +319,15 @@ public sealed class CompiledFilter
 {
     private readonly FilterNode _root;
 
-    internal CompiledFilter(FilterNode root, bool matchesAll)
+    internal CompiledFilter(FilterNode root, bool matchesAll, ulong key = 0)
     {
         _root = root;
         MatchesAll = matchesAll;
+        Key = key;
     }
+
+    /// <summary>A hash of the filter's JSON text as sent: with the query vector it picks the plan of a mixed recall target (<see cref="RecallPlanner.Draw"/>).</summary>
+    public ulong Key { get; }
 
     /// <summary>True for the empty filter <c>{}</c>.</summary>
     public bool MatchesAll { get; }
