@@ -298,7 +298,8 @@ public static partial class LogIngest
                 Attributes = schema?.Result() ?? m.Attributes,
                 IndexedSequence = to,
                 NextRow = state.NextRow,
-                FormatVersion = IndexManifest.FormatVersionFor(routingRef, entries),
+                // Appended codes are written without the quantizer (PartitionCodes.ToAppendedSegment): a version holding them is format 4.
+                FormatVersion = entries.Any(e => e.Appended is not null) ? IndexManifest.LeanAppendedFormatVersion : IndexManifest.FormatVersionFor(routingRef, entries),
             };
             // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
             // A split re-encodes and moves its rows (new quantizers, new partitions): they count as changed too.
@@ -432,7 +433,7 @@ public static partial class LogIngest
                 Eigenvalues = live.Eigenvalues, Widths = live.Widths, Boundaries = encoded.Boundaries, BoundaryOffsets = live.BoundaryOffsets, Signs = encoded.Signs,
                 SignWords = live.SignWords, Cells = encoded.Cells, ResidualNorms = encoded.ResidualNorms, Ids = ids,
             };
-            var codesRef = packs.Index.Add(codes.ToSegment());
+            var codesRef = packs.Index.Add(codes.ToAppendedSegment());
             var vectorsRef = packs.Vectors.Add(new PartitionVectors { Count = k, Dimensions = d, Data = raw }.ToSegment());
             SegmentRef? attributeRef = null;
             if (liveAttributes is not null && schema is not null)
