@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using Squash.Core;
 using Squash.Core.Linalg;
+using Squash.Core.Partitioning;
 using Squash.Core.Quantization;
 using Squash.Index.Attributes;
 using Squash.Index.Build.Stages;
@@ -171,12 +172,9 @@ public static partial class LogIngest
         var added = state.Pending.Values.ToArray();
         var addedX = new float[(long)added.Length * d];
         var addedPartition = new int[added.Length];
-        for (int i = 0; i < added.Length; i++)
-        {
-            var x = addedX.AsSpan(i * d, d);
-            space.MapStored(added[i].Vector, x);
-            addedPartition[i] = Nearest(routing.Centroids, partitions, d, x);
-        }
+        for (int i = 0; i < added.Length; i++) space.MapStored(added[i].Vector, addedX.AsSpan(i * d, d));
+        // All new rows against all centroids in one blocked pass (the build's assignment kernel), not a distance call per pair.
+        NearestCentroid.Assign(addedX, added.Length, d, routing.Centroids, partitions, addedPartition);
         var addedRows = state.RowNumbers(added);
 
         Lap("apply");
@@ -507,18 +505,6 @@ public static partial class LogIngest
         return VersionIds.New(now);
     }
 
-    private static int Nearest(float[] centroids, int partitions, int d, ReadOnlySpan<float> x)
-    {
-        int best = 0;
-        float bestDistance = float.PositiveInfinity;
-        for (int p = 0; p < partitions; p++)
-        {
-            float dist = System.Numerics.Tensors.TensorPrimitives.Distance(centroids.AsSpan(p * d, d), x);
-            if (dist < bestDistance) { bestDistance = dist; best = p; }
-        }
-        return best;
-    }
-
     private sealed record Rewritten(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes);
 
     /// <summary>New rows encoded with a partition's quantizer; <see cref="Boundaries"/> are its cell boundaries, the outer ones widened to hold them.</summary>
@@ -627,7 +613,10 @@ public static partial class LogIngest
         private readonly IndexManifest _m;
         private readonly PartitionCodes[] _codes;
         private readonly PartitionAttributes?[] _attributes;
-        private readonly Dictionary<string, (int P, int Pos)> _where = new(StringComparer.Ordinal);
+        // With ids: where each id lives. Without: by row number (an id is its row number), two arrays, not 10^6 strings
+        // printed and hashed every run (most of the "apply" phase at 10^6 rows, bench/writes.md); −1: no live row.
+        private readonly Dictionary<string, (int P, int Pos)>? _where;
+        private readonly int[]? _partitionOf, _positionOf;
         private readonly FilterCompiler _filters;
 
         public State(IndexManifest m, PartitionCodes[] codes, PartitionAttributes?[] attributes)
@@ -638,13 +627,27 @@ public static partial class LogIngest
             _filters = new FilterCompiler(m.Attributes);
             Deleted = new bool[]?[codes.Length];
             NextRow = m.RowLimit;
-            bool hasIds = m.Attributes is { HasIds: true };
-            for (int p = 0; p < codes.Length; p++)
-                for (int i = 0; i < codes[p].Count; i++)
+            if (m.Attributes is { HasIds: true })
+            {
+                _where = new Dictionary<string, (int P, int Pos)>(StringComparer.Ordinal);
+                for (int p = 0; p < codes.Length; p++)
                 {
-                    string? key = hasIds ? attributes[p]!.Keys![i] : codes[p].Ids[i].ToString(CultureInfo.InvariantCulture);
-                    if (key is not null) _where[key] = (p, i);
+                    var keys = attributes[p]!.Keys!;
+                    for (int i = 0; i < codes[p].Count; i++)
+                        if (keys[i] is { } key) _where[key] = (p, i);
                 }
+                return;
+            }
+            int rows = 0;
+            foreach (var c in codes) foreach (int row in c.Ids) rows = Math.Max(rows, row + 1);
+            _partitionOf = new int[rows];
+            _positionOf = new int[rows];
+            Array.Fill(_partitionOf, -1);
+            for (int p = 0; p < codes.Length; p++)
+            {
+                var ids = codes[p].Ids;
+                for (int i = 0; i < ids.Length; i++) { _partitionOf[ids[i]] = p; _positionOf[ids[i]] = i; }
+            }
         }
 
         public bool[]?[] Deleted { get; }
@@ -659,10 +662,25 @@ public static partial class LogIngest
             if (!mask[pos]) { mask[pos] = true; DeletedCount++; }
         }
 
+        /// <summary>The row number an id names in an index without ids: its canonical decimal form only ("17", not "017").</summary>
+        private int RowOf(string id) =>
+            int.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out int row) && (id.Length == 1 || id[0] != '0') && row < _partitionOf!.Length ? row : -1;
+
+        /// <summary>Takes the id's live stored row out of the map, if it has one.</summary>
+        private bool TryTake(string id, out (int P, int Pos) at)
+        {
+            if (_where is not null) return _where.Remove(id, out at);
+            int row = RowOf(id);
+            if (row < 0 || _partitionOf![row] < 0) { at = default; return false; }
+            at = (_partitionOf[row], _positionOf![row]);
+            _partitionOf[row] = -1;
+            return true;
+        }
+
         public void Delete(string id)
         {
             Pending.Remove(id);
-            if (_where.Remove(id, out var at)) Remove(at.P, at.Pos);
+            if (TryTake(id, out var at)) Remove(at.P, at.Pos);
         }
 
         public void Upsert(UpsertItem u)
@@ -674,10 +692,20 @@ public static partial class LogIngest
         public void DeleteWhere(JsonElement where)
         {
             var filter = _filters.Compile(where);
-            foreach (var (id, at) in _where.ToArray())
+            bool Match((int P, int Pos) at) => filter.MatchesAll || (_attributes[at.P] is { } a && filter.Matches(a, at.Pos));
+            if (_where is not null)
             {
-                bool match = filter.MatchesAll || (_attributes[at.P] is { } a && filter.Matches(a, at.Pos));
-                if (match) { _where.Remove(id); Remove(at.P, at.Pos); }
+                foreach (var (id, at) in _where.ToArray())
+                    if (Match(at)) { _where.Remove(id); Remove(at.P, at.Pos); }
+            }
+            else
+            {
+                for (int row = 0; row < _partitionOf!.Length; row++)
+                {
+                    if (_partitionOf[row] < 0) continue;
+                    var at = (_partitionOf[row], _positionOf![row]);
+                    if (Match(at)) { _partitionOf[row] = -1; Remove(at.Item1, at.Item2); }
+                }
             }
             foreach (var u in Pending.Values.ToArray())
                 if (TailFilter.Matches(where, u.Attributes, _m.Attributes)) Pending.Remove(u.Id);
