@@ -144,6 +144,7 @@ public static partial class LogIngest
         }).ConfigureAwait(false);
         Lap("log");
 
+        await PrefetchPacksAsync(store, m, ct).ConfigureAwait(false);
         var routing = await store.ReadRoutingAsync(m, ct).ConfigureAwait(false);
         int partitions = m.Partitions.Count;
         var codes = new PartitionCodes[partitions];
@@ -357,6 +358,27 @@ public static partial class LogIngest
         }
         return new IngestResult(manifest.Version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
             touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift, requested);
+    }
+
+    /// <summary>Ranges of one index pack past which a run reads the whole pack first (<see cref="PrefetchPacksAsync"/>).</summary>
+    private const int PrefetchRanges = 16;
+
+    /// <summary>
+    /// On an instance that has not read them yet, reads whole every index pack that the version's partitions name many ranges
+    /// of, into <see cref="Segments"/>: a run's pack holds the appended codes and masks of every partition it touched, and
+    /// one request for it answers the ~10^3 ranged reads the run would send to it (bench/writes.md: "read" on a cold instance).
+    /// A pack the cache would not keep is left to its ranged reads.
+    /// </summary>
+    private static async Task PrefetchPacksAsync(IndexStore store, IndexManifest m, CancellationToken ct)
+    {
+        var packs = IndexStore.BlobsNamedBy(m).Where(s => s.Offset is not null && s.Name == SegmentPack.IndexName)
+            .GroupBy(s => store.BlobName(m, s)).Where(g => g.Count() >= PrefetchRanges && g.Sum(s => s.Bytes) <= Segments.MaxBlobBytes)
+            .Select(g => g.Key).Where(name => !Segments.Holds(store.Blobs, name)).ToArray();
+        await Parallel.ForEachAsync(packs, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (name, t) =>
+        {
+            if (await store.Blobs.GetInfoAsync(name, t).ConfigureAwait(false) is { } info && info.Length <= Segments.MaxBlobBytes)
+                await store.Blobs.ReadAllAsync(name, t).ConfigureAwait(false);
+        }).ConfigureAwait(false);
     }
 
     /// <summary>The entry of a partition written whole (no appended segments, no mask) from <paramref name="rows"/>, into the packs.</summary>
