@@ -440,18 +440,24 @@ public sealed partial class IndexStore
     {
         if (p.IsComposite)
         {
-            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadCodesAsync(m, e, t), e => e.Codes.Bytes, ct).ConfigureAwait(false);
+            // Appended rows may leave the quantizer to the base segment (PartitionCodes.ToAppendedSegment): the composition takes the base's.
+            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, appended, t) => ReadCodesPartAsync(m, e, appended, t), e => e.Codes.Bytes, ct).ConfigureAwait(false);
             return PartitionComposition.Codes(parts, rows, bytes);
         }
+        return await ReadCodesPartAsync(m, p, appended: false, ct).ConfigureAwait(false);
+    }
+
+    private async Task<PartitionCodes> ReadCodesPartAsync(IndexManifest m, PartitionEntry p, bool appended, CancellationToken ct)
+    {
         var (segment, name) = await ReadSegmentAsync(m, p.Codes, ct).ConfigureAwait(false);
-        return PartitionCodes.FromSegment(segment, name, p, m.GlobalDimensions);
+        return PartitionCodes.FromSegment(segment, name, p, m.GlobalDimensions, appended);
     }
 
     public async Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
         if (p.IsComposite)
         {
-            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadVectorsAsync(m, e, t), e => e.Vectors.Bytes, ct).ConfigureAwait(false);
+            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, _, t) => ReadVectorsAsync(m, e, t), e => e.Vectors.Bytes, ct).ConfigureAwait(false);
             return PartitionComposition.Vectors(parts, rows, bytes);
         }
         var (segment, name) = await ReadSegmentAsync(m, p.Vectors, ct).ConfigureAwait(false);
@@ -463,7 +469,7 @@ public sealed partial class IndexStore
         if (m.Attributes is null || p.Attributes is null) throw new CorruptIndexException($"index version {m.Version} has no attributes");
         if (p.IsComposite)
         {
-            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, t) => ReadAttributesAsync(m, e, t), e => e.Attributes?.Bytes ?? 0, ct).ConfigureAwait(false);
+            var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, _, t) => ReadAttributesAsync(m, e, t), e => e.Attributes?.Bytes ?? 0, ct).ConfigureAwait(false);
             return PartitionComposition.Attributes(m.Attributes, parts, rows, bytes);
         }
         var (segment, name) = await ReadSegmentAsync(m, p.Attributes, ct).ConfigureAwait(false);
@@ -482,12 +488,12 @@ public sealed partial class IndexStore
 
     /// <summary>The segments of a composite partition (base, then appended, read in parallel), the rows its mask leaves, and their stored bytes.</summary>
     private async Task<(T[] Parts, (int Part, int Row)[] Rows, long Bytes)> ReadCompositeAsync<T>(IndexManifest m, PartitionEntry p,
-        Func<PartitionEntry, CancellationToken, Task<T>> read, Func<PartitionEntry, long> bytesOf, CancellationToken ct)
+        Func<PartitionEntry, bool, CancellationToken, Task<T>> read, Func<PartitionEntry, long> bytesOf, CancellationToken ct)
     {
         var entries = new List<PartitionEntry> { p.BaseEntry() };
         foreach (var a in p.Appended ?? []) entries.Add(a.EntryOf(p));
         var maskTask = ReadDeletionMaskAsync(m, p, ct);
-        var parts = await Task.WhenAll(entries.Select(e => read(e, ct))).ConfigureAwait(false);
+        var parts = await Task.WhenAll(entries.Select((e, i) => read(e, i > 0, ct))).ConfigureAwait(false);
         var mask = await maskTask.ConfigureAwait(false);
         var rows = PartitionComposition.LiveRows(entries.Select(e => e.Count).ToArray(), mask);
         if (rows.Length != p.Count) throw new CorruptIndexException($"partition {p.Id} of version {m.Version} has {rows.Length} live rows; the manifest says {p.Count}");

@@ -30,12 +30,18 @@ public sealed class SegmentBlobCache(long capacityBytes)
         (name.Contains(".codes.", StringComparison.Ordinal) || name.Contains(".attributes.", StringComparison.Ordinal) || name.EndsWith(".deleted.seg", StringComparison.Ordinal)
          || name.EndsWith("/" + SegmentPack.IndexName, StringComparison.Ordinal));
 
+    /// <summary>The largest blob the cache keeps (a quarter of its capacity, so one blob cannot empty it).</summary>
+    public long MaxBlobBytes => CapacityBytes / 4;
+
+    /// <summary>Whether the whole blob <paramref name="name"/> of a store that <see cref="Over"/> wraps is held now.</summary>
+    public bool Holds(IBlobStore over, string name) => _blobs.ContainsKey(over.Description + "\n" + name);
+
     /// <summary><paramref name="inner"/> with reads of kept blobs answered from this cache when it can, and their reads and writes kept.</summary>
     public IBlobStore Over(IBlobStore inner) => new Caching(inner, this);
 
     private void Add(string key, byte[] bytes)
     {
-        if (bytes.LongLength > CapacityBytes / 4 || !_blobs.TryAdd(key, bytes)) return;
+        if (bytes.LongLength > MaxBlobBytes || !_blobs.TryAdd(key, bytes)) return;
         _order.Enqueue(key);
         Interlocked.Add(ref _bytes, bytes.LongLength);
         while (Interlocked.Read(ref _bytes) > CapacityBytes && _order.TryDequeue(out var oldest))

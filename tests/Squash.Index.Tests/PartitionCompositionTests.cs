@@ -64,4 +64,57 @@ public class PartitionCompositionTests
             [new PartitionVectors { Count = 2, Dimensions = 2, Data = [1, 2, 3, 4] }, new PartitionVectors { Count = 1, Dimensions = 2, Data = [5, 6] }], rows, 99);
         Assert.Equal([3f, 4, 5, 6], vectors.Data);
     }
+
+    [Fact]
+    public void AppendedCodesWithoutTheQuantizerComposeWithTheBasesAndABaseWithoutOneIsCorrupt()
+    {
+        // 3 coded of 4 global dims: the rotation is 12 floats, which the appended segment leaves to the base.
+        PartitionCodes Codes(int[] ids, float top) => new()
+        {
+            Id = 3, Count = ids.Length, GlobalDimensions = 4, CodedDimensions = 3, Mean = [1, 2, 3, 4],
+            Rotation = Enumerable.Range(0, 12).Select(i => (float)i).ToArray(), Eigenvalues = [4, 3, 2, 1], Widths = [2, 1, 1],
+            Boundaries = [-top, -1, 0, 1, top, -1, 0, 1, -1, 0, 1], BoundaryOffsets = [0, 5, 8], SignWords = 1,
+            // A cell's top bit is its sign bit (the segment stores them apart).
+            Signs = ids.Select(i => (ulong)((i % 4) >> 1 | (i >> 1 & 1) << 1 | (i >> 2 & 1) << 2)).ToArray(),
+            Cells = ids.SelectMany(i => new[] { (byte)(i % 4), (byte)(i >> 1 & 1), (byte)(i >> 2 & 1) }).ToArray(),
+            ResidualNorms = ids.Select(i => (float)i).ToArray(), Ids = ids,
+        };
+        var based = Codes([10, 12], 2);
+        var appended = Codes([21, 22, 23], 5);
+        var entry = new PartitionEntry { Id = 3, Count = 3, CodedDimensions = 3, BitsPerVector = 4, Codes = new SegmentRef("a", 1), Vectors = new SegmentRef("v", 1) };
+        byte[] lean = appended.ToAppendedSegment(), full = appended.ToSegment();
+        Assert.True(full.Length - lean.Length >= (4 + 12) * sizeof(float) + 4 * sizeof(double), $"lean {lean.Length} B, full {full.Length} B");
+
+        var read = PartitionCodes.FromSegment(lean, "index.pack[0..9)", entry, 4, appended: true);
+        Assert.False(read.HasQuantizer);
+        Assert.Empty(read.Rotation);
+        Assert.Equal(appended.Cells, read.Cells);
+        Assert.Equal(appended.Signs, read.Signs);
+        // Only the outer boundaries, lowest and highest per coded dimension: ingest moves no inner one.
+        Assert.Empty(read.Boundaries);
+        Assert.Equal([-5f, 5, -1, 1, -1, 1], read.OuterBoundaries!);
+        Assert.Equal(appended.Ids, read.Ids);
+        // A full appended segment (as ingest wrote before format 4) still reads, quantizer and all.
+        Assert.True(PartitionCodes.FromSegment(full, "old", entry, 4, appended: true).HasQuantizer);
+
+        // Composed, the rows take the base's quantizer and the last segment's boundaries.
+        var codes = PartitionComposition.Codes([based, read], [(0, 1), (1, 0), (1, 2)], 99);
+        Assert.Equal([12, 21, 23], codes.Ids);
+        Assert.Equal(based.Rotation, codes.Rotation);
+        Assert.Equal(based.Mean, codes.Mean);
+        Assert.Equal(based.Eigenvalues, codes.Eigenvalues);
+        Assert.Equal(appended.Boundaries, codes.Boundaries);
+        Assert.Equal(appended.Cells.AsSpan(0, 3).ToArray(), codes.Cells.AsSpan(3, 3).ToArray());
+
+        // A later lean segment's outer boundaries win; the inner ones stay the base's.
+        var wider = PartitionCodes.FromSegment(Codes([31], 9).ToAppendedSegment(), "index.pack[9..99)", entry with { Count = 1 }, 4, appended: true);
+        var three = PartitionComposition.Codes([based, read, wider], [(0, 0), (1, 1), (2, 0)], 99);
+        Assert.Equal([10, 22, 31], three.Ids);
+        Assert.Equal([-9f, -1, 0, 1, 9, -1, 0, 1, -1, 0, 1], three.Boundaries);
+        Assert.Equal([-2f, -1, 0, 1, 2, -1, 0, 1, -1, 0, 1], based.Boundaries); // not changed in place
+
+        // Read as a base (or whole) segment it is corrupt, named: the quantizer is not somewhere else.
+        var error = Assert.Throws<CorruptIndexException>(() => PartitionCodes.FromSegment(lean, "p00003.codes.seg", entry, 4));
+        Assert.Contains("segment 'p00003.codes.seg' has no quantizer", error.Message);
+    }
 }

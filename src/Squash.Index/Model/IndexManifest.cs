@@ -23,6 +23,13 @@ public sealed record IndexManifest
     /// writes every partition it touched into one pack). Its own number so that a build that reads whole blobs only refuses it.
     /// </summary>
     public const int PackedFormatVersion = 3;
+    /// <summary>
+    /// A manifest whose appended codes segments may leave the partition's quantizer (mean, rotation, eigenvalues, inner cell
+    /// boundaries) to its base segment (<see cref="PartitionCodes.ToAppendedSegment"/>). Its own number so that a build that expects the
+    /// quantizer in every codes segment refuses the version instead of failing on a segment. Ingest writes it for every
+    /// version with appended segments.
+    /// </summary>
+    public const int LeanAppendedFormatVersion = 4;
 
     /// <summary>The lowest format version that describes these partitions and routing: 1 plain, 2 extended, 3 packed.</summary>
     public static int FormatVersionFor(SegmentRef routing, IReadOnlyList<PartitionEntry> partitions) =>
@@ -99,8 +106,8 @@ public sealed record IndexManifest
         }
         if (m is null) throw new CorruptIndexException($"manifest '{name}' is empty");
         if (m.Format != FormatName) throw new CorruptIndexException($"manifest '{name}' is not a Squash index manifest");
-        if (m.FormatVersion is not (CurrentFormatVersion or ExtendedFormatVersion or PackedFormatVersion))
-            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion} to {PackedFormatVersion}");
+        if (m.FormatVersion is not (CurrentFormatVersion or ExtendedFormatVersion or PackedFormatVersion or LeanAppendedFormatVersion))
+            throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion}; this build reads {CurrentFormatVersion} to {LeanAppendedFormatVersion}");
         if (m.FormatVersion < FormatVersionFor(m.Routing, m.Partitions))
             throw new CorruptIndexException($"manifest '{name}' has format version {m.FormatVersion} but uses {(FormatVersionFor(m.Routing, m.Partitions) == PackedFormatVersion ? "segments packed into shared blobs" : "appended segments or deletion masks")}");
         foreach (var s in m.Partitions.SelectMany(p => p.Segments()).Prepend(m.Routing))

@@ -18,7 +18,8 @@ namespace Squash.Index.Model;
 public sealed class PartitionCodes
 {
     private const uint MeanSection = 1, RotationSection = 2, WidthSection = 3, BoundarySection = 4,
-        SignSection = 5, PlaneSection = 6, ResidualSection = 7, IdSection = 8, EigenSection = 9;
+        SignSection = 5, PlaneSection = 6, ResidualSection = 7, IdSection = 8, EigenSection = 9,
+        OuterBoundarySection = 10;
 
     public required int Id { get; init; }
     public required int Count { get; init; }
@@ -76,6 +77,36 @@ public sealed class PartitionCodes
         return Count == 0 ? 0 : sum / Count;
     }
 
+    /// <summary>Each coded dimension's lowest and highest cell boundary.</summary>
+    private float[] Outer()
+    {
+        var outer = new float[2 * CodedDimensions];
+        for (int d = 0; d < CodedDimensions; d++)
+        {
+            outer[2 * d] = Boundaries[BoundaryOffsets[d]];
+            outer[2 * d + 1] = Boundaries[BoundaryOffsets[d] + (1 << Widths[d])];
+        }
+        return outer;
+    }
+
+    /// <summary>
+    /// <paramref name="boundaries"/> (a partition's, laid out by <see cref="BoundaryOffsets"/>) as these appended rows left
+    /// them: all of this segment's, or only the outer ones of a lean segment.
+    /// </summary>
+    public void ApplyBoundaries(float[] boundaries)
+    {
+        if (OuterBoundaries is not { } outer)
+        {
+            Boundaries.CopyTo(boundaries, 0);
+            return;
+        }
+        for (int d = 0; d < CodedDimensions; d++)
+        {
+            boundaries[BoundaryOffsets[d]] = outer[2 * d];
+            boundaries[BoundaryOffsets[d] + (1 << Widths[d])] = outer[2 * d + 1];
+        }
+    }
+
     /// <summary>Lays out boundary offsets for the given widths.</summary>
     public static int[] OffsetsFor(ReadOnlySpan<byte> widths, out int total)
     {
@@ -89,8 +120,29 @@ public sealed class PartitionCodes
         return offsets;
     }
 
+    /// <summary>
+    /// False for rows decoded from an appended segment written without the quantizer (<see cref="ToAppendedSegment"/>):
+    /// <see cref="Mean"/>, <see cref="Rotation"/> and <see cref="Eigenvalues"/> are then empty and the base segment's hold.
+    /// </summary>
+    public bool HasQuantizer { get; init; } = true;
+    /// <summary>
+    /// For rows decoded from a lean appended segment (<see cref="HasQuantizer"/> false): each coded dimension's outer cell
+    /// boundaries (lowest, highest; 2 × <see cref="CodedDimensions"/>) as these rows left them, and <see cref="Boundaries"/>
+    /// is empty. Ingest only ever moves the outer boundaries out, so the base segment's inner ones hold.
+    /// </summary>
+    public float[]? OuterBoundaries { get; init; }
+
     /// <summary>Serialises: the cells are stored as sign words plus bit planes of the low w−1 bits.</summary>
-    public byte[] ToSegment()
+    public byte[] ToSegment() => ToSegment(withQuantizer: true);
+
+    /// <summary>
+    /// Serialises rows appended to a partition without its KLT (mean, rotation, eigenvalues) and with only the outer cell
+    /// boundaries: the rest are the base segment's (ingest moves only the outer boundaries out). At 10^6 × 128 the KLT was
+    /// ~30 KB a partition and the boundaries ~7 KB, most of an ingest run's index pack (bench/writes.md).
+    /// </summary>
+    public byte[] ToAppendedSegment() => ToSegment(withQuantizer: false);
+
+    private byte[] ToSegment(bool withQuantizer)
     {
         int n = Count, md = CodedDimensions;
         var lowWidths = new int[md];
@@ -104,13 +156,14 @@ public sealed class PartitionCodes
         }
         var planes = new byte[(long)layout.SegmentCount * n];
         layout.Pack(low, n, planes);
+        (uint, ReadOnlyMemory<byte>)[] quantizer = withQuantizer
+            ? [(MeanSection, SegmentFile.Bytes(Mean)), (RotationSection, SegmentFile.Bytes(Rotation)), (EigenSection, SegmentFile.Bytes(Eigenvalues))]
+            : [];
         return SegmentFile.Write(SegmentKind.Codes, n, md,
         [
-            (MeanSection, SegmentFile.Bytes(Mean)),
-            (RotationSection, SegmentFile.Bytes(Rotation)),
-            (EigenSection, SegmentFile.Bytes(Eigenvalues)),
+            .. quantizer,
             (WidthSection, Widths),
-            (BoundarySection, SegmentFile.Bytes(Boundaries)),
+            withQuantizer ? (BoundarySection, SegmentFile.Bytes(Boundaries)) : (OuterBoundarySection, SegmentFile.Bytes(Outer())),
             (SignSection, SegmentFile.Bytes(Signs)),
             (PlaneSection, planes),
             (ResidualSection, SegmentFile.Bytes(ResidualNorms)),
@@ -118,9 +171,19 @@ public sealed class PartitionCodes
         ]);
     }
 
-    public static PartitionCodes FromSegment(byte[] file, string name, PartitionEntry entry, int globalDims)
+    /// <param name="appended">
+    /// The segment holds rows appended to a partition: it may leave the quantizer to the base segment
+    /// (<see cref="HasQuantizer"/> false). A base or whole segment without one is corrupt.
+    /// </param>
+    public static PartitionCodes FromSegment(byte[] file, string name, PartitionEntry entry, int globalDims, bool appended = false)
     {
         var v = SegmentFile.Open(file, name, SegmentKind.Codes);
+        int present = (v.HasSection(MeanSection) ? 1 : 0) + (v.HasSection(RotationSection) ? 1 : 0) + (v.HasSection(EigenSection) ? 1 : 0);
+        if (present is 1 or 2) throw new CorruptIndexException($"segment '{name}' holds only part of its quantizer (mean, rotation, eigenvalues)");
+        bool hasQuantizer = present == 3;
+        if (!hasQuantizer && !appended) throw new CorruptIndexException($"segment '{name}' has no quantizer (mean, rotation, eigenvalues); only appended rows may leave it to their base segment");
+        // A lean appended segment holds the outer boundaries only; one written with its quantizer, all of them.
+        bool outerOnly = !hasQuantizer && v.HasSection(OuterBoundarySection) && !v.HasSection(BoundarySection);
         int n = entry.Count, md = entry.CodedDimensions, m = globalDims;
         if (v.Rows != n || v.Columns != md) throw new CorruptIndexException($"segment '{name}' does not match its manifest entry (rows or coded dimensions)");
         var widths = v.Section(WidthSection).ToArray();
@@ -155,11 +218,13 @@ public sealed class PartitionCodes
             Count = n,
             GlobalDimensions = m,
             CodedDimensions = md,
-            Mean = v.Array<float>(MeanSection, m),
-            Rotation = v.Array<float>(RotationSection, (long)md * m),
-            Eigenvalues = v.Array<double>(EigenSection, m),
+            Mean = hasQuantizer ? v.Array<float>(MeanSection, m) : [],
+            Rotation = hasQuantizer ? v.Array<float>(RotationSection, (long)md * m) : [],
+            Eigenvalues = hasQuantizer ? v.Array<double>(EigenSection, m) : [],
+            HasQuantizer = hasQuantizer,
             Widths = widths,
-            Boundaries = v.Array<float>(BoundarySection, totalBoundaries),
+            Boundaries = outerOnly ? [] : v.Array<float>(BoundarySection, totalBoundaries),
+            OuterBoundaries = outerOnly ? v.Array<float>(OuterBoundarySection, 2L * md) : null,
             BoundaryOffsets = offsets,
             Signs = signs,
             SignWords = signWords,

@@ -62,10 +62,18 @@ public static class PartitionComposition
             residual[i] = c.ResidualNorms[row];
             ids[i] = c.Ids[row];
         }
+        // The base's boundaries as each appended segment in turn left them (a lean one carries the outer ones only).
+        var boundaries = (float[])first.Boundaries.Clone();
+        for (int part = 1; part < parts.Count; part++)
+        {
+            if (parts[part].Widths.Length != first.Widths.Length || !parts[part].Widths.AsSpan().SequenceEqual(first.Widths))
+                throw new CorruptIndexException($"appended codes of partition {first.Id} have other code widths than its base segment");
+            parts[part].ApplyBoundaries(boundaries);
+        }
         return new PartitionCodes
         {
             Id = first.Id, Count = n, GlobalDimensions = first.GlobalDimensions, CodedDimensions = md, Mean = first.Mean, Rotation = first.Rotation,
-            Eigenvalues = first.Eigenvalues, Widths = first.Widths, Boundaries = parts[^1].Boundaries, BoundaryOffsets = first.BoundaryOffsets,
+            Eigenvalues = first.Eigenvalues, Widths = first.Widths, Boundaries = boundaries, BoundaryOffsets = first.BoundaryOffsets,
             Signs = signs, SignWords = words, Cells = cells, ResidualNorms = residual, Ids = ids, StoredBytes = storedBytes,
         };
     }

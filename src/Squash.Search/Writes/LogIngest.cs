@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using Squash.Core;
 using Squash.Core.Linalg;
+using Squash.Core.Partitioning;
 using Squash.Core.Quantization;
 using Squash.Index.Attributes;
 using Squash.Index.Build.Stages;
@@ -152,6 +153,7 @@ public static partial class LogIngest
         }).ConfigureAwait(false);
         Lap("log");
 
+        await PrefetchPacksAsync(store, m, ct).ConfigureAwait(false);
         var routing = await store.ReadRoutingAsync(m, ct).ConfigureAwait(false);
         int partitions = m.Partitions.Count;
         var codes = new PartitionCodes[partitions];
@@ -180,12 +182,9 @@ public static partial class LogIngest
         var added = state.Pending.Values.ToArray();
         var addedX = new float[(long)added.Length * d];
         var addedPartition = new int[added.Length];
-        for (int i = 0; i < added.Length; i++)
-        {
-            var x = addedX.AsSpan(i * d, d);
-            space.MapStored(added[i].Vector, x);
-            addedPartition[i] = Nearest(routing.Centroids, partitions, d, x);
-        }
+        for (int i = 0; i < added.Length; i++) space.MapStored(added[i].Vector, addedX.AsSpan(i * d, d));
+        // All new rows against all centroids in one blocked pass (the build's assignment kernel), not a distance call per pair.
+        NearestCentroid.Assign(addedX, added.Length, d, routing.Centroids, partitions, addedPartition);
         var addedRows = state.RowNumbers(added);
 
         Lap("apply");
@@ -307,7 +306,8 @@ public static partial class LogIngest
                 Attributes = schema?.Result() ?? m.Attributes,
                 IndexedSequence = to,
                 NextRow = state.NextRow,
-                FormatVersion = IndexManifest.FormatVersionFor(routingRef, entries),
+                // Appended codes are written without the quantizer (PartitionCodes.ToAppendedSegment): a version holding them is format 4.
+                FormatVersion = entries.Any(e => e.Appended is not null) ? IndexManifest.LeanAppendedFormatVersion : IndexManifest.FormatVersionFor(routingRef, entries),
             };
             // Rows changed: the larger of rows written and rows removed (a replacement is one change, not two).
             // A split re-encodes and moves its rows (new quantizers, new partitions): they count as changed too.
@@ -367,6 +367,27 @@ public static partial class LogIngest
         }
         return new IngestResult(manifest.Version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
             touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift, requested);
+    }
+
+    /// <summary>Ranges of one index pack past which a run reads the whole pack first (<see cref="PrefetchPacksAsync"/>).</summary>
+    private const int PrefetchRanges = 16;
+
+    /// <summary>
+    /// On an instance that has not read them yet, reads whole every index pack that the version's partitions name many ranges
+    /// of, into <see cref="Segments"/>: a run's pack holds the appended codes and masks of every partition it touched, and
+    /// one request for it answers the ~10^3 ranged reads the run would send to it (bench/writes.md: "read" on a cold instance).
+    /// A pack the cache would not keep is left to its ranged reads.
+    /// </summary>
+    private static async Task PrefetchPacksAsync(IndexStore store, IndexManifest m, CancellationToken ct)
+    {
+        var packs = IndexStore.BlobsNamedBy(m).Where(s => s.Offset is not null && s.Name == SegmentPack.IndexName)
+            .GroupBy(s => store.BlobName(m, s)).Where(g => g.Count() >= PrefetchRanges && g.Sum(s => s.Bytes) <= Segments.MaxBlobBytes)
+            .Select(g => g.Key).Where(name => !Segments.Holds(store.Blobs, name)).ToArray();
+        await Parallel.ForEachAsync(packs, new ParallelOptions { MaxDegreeOfParallelism = 4, CancellationToken = ct }, async (name, t) =>
+        {
+            if (await store.Blobs.GetInfoAsync(name, t).ConfigureAwait(false) is { } info && info.Length <= Segments.MaxBlobBytes)
+                await store.Blobs.ReadAllAsync(name, t).ConfigureAwait(false);
+        }).ConfigureAwait(false);
     }
 
     /// <summary>The entry of a partition written whole (no appended segments, no mask) from <paramref name="rows"/>, into the packs.</summary>
@@ -441,7 +462,7 @@ public static partial class LogIngest
                 Eigenvalues = live.Eigenvalues, Widths = live.Widths, Boundaries = encoded.Boundaries, BoundaryOffsets = live.BoundaryOffsets, Signs = encoded.Signs,
                 SignWords = live.SignWords, Cells = encoded.Cells, ResidualNorms = encoded.ResidualNorms, Ids = ids,
             };
-            var codesRef = packs.Index.Add(codes.ToSegment());
+            var codesRef = packs.Index.Add(codes.ToAppendedSegment());
             var vectorsRef = packs.Vectors.Add(new PartitionVectors { Count = k, Dimensions = d, Data = raw }.ToSegment());
             SegmentRef? attributeRef = null;
             if (liveAttributes is not null && schema is not null)
@@ -513,18 +534,6 @@ public static partial class LogIngest
         var now = (clock ?? TimeProvider.System).GetUtcNow();
         if (VersionIds.StartedUtc(based) is { } at && at.AddMilliseconds(1) > now) now = at.AddMilliseconds(1);
         return VersionIds.New(now);
-    }
-
-    private static int Nearest(float[] centroids, int partitions, int d, ReadOnlySpan<float> x)
-    {
-        int best = 0;
-        float bestDistance = float.PositiveInfinity;
-        for (int p = 0; p < partitions; p++)
-        {
-            float dist = System.Numerics.Tensors.TensorPrimitives.Distance(centroids.AsSpan(p * d, d), x);
-            if (dist < bestDistance) { bestDistance = dist; best = p; }
-        }
-        return best;
     }
 
     private sealed record Rewritten(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes);
@@ -635,7 +644,10 @@ public static partial class LogIngest
         private readonly IndexManifest _m;
         private readonly PartitionCodes[] _codes;
         private readonly PartitionAttributes?[] _attributes;
-        private readonly Dictionary<string, (int P, int Pos)> _where = new(StringComparer.Ordinal);
+        // With ids: where each id lives. Without: by row number (an id is its row number), two arrays, not 10^6 strings
+        // printed and hashed every run (most of the "apply" phase at 10^6 rows, bench/writes.md); −1: no live row.
+        private readonly Dictionary<string, (int P, int Pos)>? _where;
+        private readonly int[]? _partitionOf, _positionOf;
         private readonly FilterCompiler _filters;
 
         public State(IndexManifest m, PartitionCodes[] codes, PartitionAttributes?[] attributes)
@@ -646,13 +658,27 @@ public static partial class LogIngest
             _filters = new FilterCompiler(m.Attributes);
             Deleted = new bool[]?[codes.Length];
             NextRow = m.RowLimit;
-            bool hasIds = m.Attributes is { HasIds: true };
-            for (int p = 0; p < codes.Length; p++)
-                for (int i = 0; i < codes[p].Count; i++)
+            if (m.Attributes is { HasIds: true })
+            {
+                _where = new Dictionary<string, (int P, int Pos)>(StringComparer.Ordinal);
+                for (int p = 0; p < codes.Length; p++)
                 {
-                    string? key = hasIds ? attributes[p]!.Keys![i] : codes[p].Ids[i].ToString(CultureInfo.InvariantCulture);
-                    if (key is not null) _where[key] = (p, i);
+                    var keys = attributes[p]!.Keys!;
+                    for (int i = 0; i < codes[p].Count; i++)
+                        if (keys[i] is { } key) _where[key] = (p, i);
                 }
+                return;
+            }
+            int rows = 0;
+            foreach (var c in codes) foreach (int row in c.Ids) rows = Math.Max(rows, row + 1);
+            _partitionOf = new int[rows];
+            _positionOf = new int[rows];
+            Array.Fill(_partitionOf, -1);
+            for (int p = 0; p < codes.Length; p++)
+            {
+                var ids = codes[p].Ids;
+                for (int i = 0; i < ids.Length; i++) { _partitionOf[ids[i]] = p; _positionOf[ids[i]] = i; }
+            }
         }
 
         public bool[]?[] Deleted { get; }
@@ -667,10 +693,25 @@ public static partial class LogIngest
             if (!mask[pos]) { mask[pos] = true; DeletedCount++; }
         }
 
+        /// <summary>The row number an id names in an index without ids: its canonical decimal form only ("17", not "017").</summary>
+        private int RowOf(string id) =>
+            int.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out int row) && (id.Length == 1 || id[0] != '0') && row < _partitionOf!.Length ? row : -1;
+
+        /// <summary>Takes the id's live stored row out of the map, if it has one.</summary>
+        private bool TryTake(string id, out (int P, int Pos) at)
+        {
+            if (_where is not null) return _where.Remove(id, out at);
+            int row = RowOf(id);
+            if (row < 0 || _partitionOf![row] < 0) { at = default; return false; }
+            at = (_partitionOf[row], _positionOf![row]);
+            _partitionOf[row] = -1;
+            return true;
+        }
+
         public void Delete(string id)
         {
             Pending.Remove(id);
-            if (_where.Remove(id, out var at)) Remove(at.P, at.Pos);
+            if (TryTake(id, out var at)) Remove(at.P, at.Pos);
         }
 
         public void Upsert(UpsertItem u)
@@ -682,10 +723,20 @@ public static partial class LogIngest
         public void DeleteWhere(JsonElement where)
         {
             var filter = _filters.Compile(where);
-            foreach (var (id, at) in _where.ToArray())
+            bool Match((int P, int Pos) at) => filter.MatchesAll || (_attributes[at.P] is { } a && filter.Matches(a, at.Pos));
+            if (_where is not null)
             {
-                bool match = filter.MatchesAll || (_attributes[at.P] is { } a && filter.Matches(a, at.Pos));
-                if (match) { _where.Remove(id); Remove(at.P, at.Pos); }
+                foreach (var (id, at) in _where.ToArray())
+                    if (Match(at)) { _where.Remove(id); Remove(at.P, at.Pos); }
+            }
+            else
+            {
+                for (int row = 0; row < _partitionOf!.Length; row++)
+                {
+                    if (_partitionOf[row] < 0) continue;
+                    var at = (_partitionOf[row], _positionOf![row]);
+                    if (Match(at)) { _partitionOf[row] = -1; Remove(at.Item1, at.Item2); }
+                }
             }
             foreach (var u in Pending.Values.ToArray())
                 if (TailFilter.Matches(where, u.Attributes, _m.Attributes)) Pending.Remove(u.Id);
