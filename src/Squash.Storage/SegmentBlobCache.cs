@@ -34,7 +34,10 @@ public sealed class SegmentBlobCache(long capacityBytes)
     public long MaxBlobBytes => CapacityBytes / 4;
 
     /// <summary>Whether the whole blob <paramref name="name"/> of a store that <see cref="Over"/> wraps is held now.</summary>
-    public bool Holds(IBlobStore over, string name) => _blobs.ContainsKey(over.Description + "\n" + name);
+    public bool Holds(IBlobStore over, string name) => _blobs.ContainsKey(KeyOf(over, name));
+
+    // One cache may serve several stores: the key names the store too.
+    private static string KeyOf(IBlobStore store, string name) => store.Description + "\n" + name;
 
     /// <summary><paramref name="inner"/> with reads of kept blobs answered from this cache when it can, and their reads and writes kept.</summary>
     public IBlobStore Over(IBlobStore inner) => new Caching(inner, this);
@@ -51,8 +54,7 @@ public sealed class SegmentBlobCache(long capacityBytes)
     private sealed class Caching(IBlobStore inner, SegmentBlobCache cache) : IBlobStore
     {
         public string Description => inner.Description;
-        // One cache may serve several stores: the key names the store too.
-        private string Key(string name) => inner.Description + "\n" + name;
+        private string Key(string name) => KeyOf(inner, name);
 
         public async Task<byte[]> ReadAllAsync(string name, CancellationToken cancellationToken = default)
         {
