@@ -4,7 +4,8 @@
 # ingest while replacing 10 % and 50 %, recall against fresh builds, ack latency, lag at a fixed rate, strong-read overhead.
 #   bash scripts/bench-writes.sh [bench-writes flags]
 #   Env: SQUASH_BENCH_N (default 100000), SQUASH_BENCH_DIR (default data/bench-writes), SQUASH_BENCH_PORT (default: a free one),
-#   SQUASH_BENCH_APP=build: serve the Release build beside squash instead of publishing the Native AOT app (no AOT compile)
+#   SQUASH_BENCH_APP=build: serve the Release build beside squash instead of publishing the Native AOT app (no AOT compile),
+#   SQUASH_CLI: the squash.dll to run (e.g. a copy of an earlier Release bin folder, for before/after; default: this checkout's, built first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/setup.sh
@@ -12,8 +13,9 @@ work=${SQUASH_BENCH_DIR:-data/bench-writes}
 n=${SQUASH_BENCH_N:-100000}
 port=${SQUASH_BENCH_PORT:-$(free_ports 1)}
 mkdir -p "$work"
-dotnet build src/Squash.Cli -c Release -nologo -clp:ErrorsOnly
-squash() { dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll "$@"; }
+cli=${SQUASH_CLI:-src/Squash.Cli/bin/Release/net10.0/squash.dll}
+[ -n "${SQUASH_CLI:-}" ] || dotnet build src/Squash.Cli -c Release -nologo -clp:ErrorsOnly
+squash() { dotnet "$cli" "$@"; }
 app=()
 if [ "${SQUASH_BENCH_APP:-}" != build ]; then
   [ -x "$work/functionapp/Squash.Functions" ] || bash scripts/publish.sh "$work/functionapp" >/dev/null
@@ -32,7 +34,7 @@ trap '[ -n "$serve_pid" ] && kill $serve_pid 2>/dev/null; stop_azurite' EXIT
 store="azure:$SQUASH_TEST_AZURITE"
 squash build --store "$store" --container bench --index writes --vectors "$data/built.fvecs"
 # dotnet itself in the background (not the shell function), so that the trap's kill reaches the server.
-dotnet src/Squash.Cli/bin/Release/net10.0/squash.dll serve --store "$store" --container bench "${app[@]}" --preload writes --port "$port" > "$work/serve.log" 2>&1 &
+dotnet "$cli" serve --store "$store" --container bench "${app[@]}" --preload writes --port "$port" > "$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 150); do (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.2; done
 squash bench-writes --endpoint "http://127.0.0.1:$port" --store "$store" --container bench --index writes \

@@ -27,16 +27,19 @@ namespace Squash.Search.Writes;
 /// <param name="DriftSplits">Of the split partitions, those split because their rows drifted from their quantizer (<see cref="LogIngest.DriftRatio"/>), not for size.</param>
 /// <param name="LargestErrorRatio">The largest ratio, over those, of the carried quantizer's expected error to a fresh fit's (1 when none).</param>
 /// <param name="CalibrationRequested">A calibration was due and the calibration job was asked to measure it (off this run's lease).</param>
+/// <param name="CompactedPartitions">Of the touched partitions, those extended whose newest appended segments were merged into one (<see cref="LogIngest.CompactFrom"/>).</param>
 public sealed record IngestResult(string? Version, bool Published, long FromSequence, long ToSequence, int Batches, int Upserts, int Deleted,
     int TouchedPartitions, int Partitions, IReadOnlyList<(string Phase, double Seconds)>? Seconds = null, int RewrittenPartitions = 0,
     string? CalibrationVersion = null, string? CalibrationFailure = null, bool CalibrationDeferred = false, int SplitPartitions = 0,
-    int NewPartitions = 0, int DriftSplits = 0, double LargestErrorRatio = 1, bool CalibrationRequested = false)
+    int NewPartitions = 0, int DriftSplits = 0, double LargestErrorRatio = 1, bool CalibrationRequested = false, int CompactedPartitions = 0)
 {
     /// <summary>
-    /// "19 of 60 partitions touched, 7 of them rewritten"; when partitions were split, "(7 split into 18: 71 partitions now)";
+    /// "19 of 60 partitions touched, 7 of them rewritten"; when some had their appended segments merged, ", 5 compacted";
+    /// when partitions were split, "(7 split into 18: 71 partitions now)";
     /// when some of those splits were for drift, "(2 of them for drift: carried quantizer's error up to 1.39 × a fresh fit's)".
     /// </summary>
     public string PartitionSummary => $"{TouchedPartitions} of {Partitions - NewPartitions} partitions touched, {RewrittenPartitions} of them rewritten"
+        + (CompactedPartitions == 0 ? "" : $", {CompactedPartitions} compacted")
         + (SplitPartitions == 0 ? "" : $" ({SplitPartitions} split into {SplitPartitions + NewPartitions}: {Partitions} partitions now)")
         + (DriftSplits == 0 ? "" : $" ({DriftSplits} of them for drift: carried quantizer's error up to {LargestErrorRatio:F2} × a fresh fit's)");
 
@@ -202,7 +205,7 @@ public static partial class LogIngest
         // Value centroids stay with the partition they describe (rows ingested into it leave them slightly stale); a split's
         // parts have none, and their filtered ranking falls back to the partition centroid.
         var valueKeep = Enumerable.Range(0, partitions).ToList();
-        int rewrites = 0, splits = 0, newPartitions = 0, driftSplits = 0;
+        int rewrites = 0, compactions = 0, splits = 0, newPartitions = 0, driftSplits = 0;
         double maxDrift = 1;
         long moved = 0;
         IndexManifest manifest;
@@ -213,6 +216,8 @@ public static partial class LogIngest
             // What each touched partition needs read first: its raw vectors when it is rewritten, its mask when it is extended.
             var mineOf = new int[partitions][];
             var rewrite = new bool[partitions];
+            // Per partition, the first appended segment this run merges (compaction), or their count when it merges none.
+            var mergeFrom = new int[partitions];
             var masks = new bool[]?[partitions];
             var byPartition = addedPartition.Select((q, i) => (q, i)).ToLookup(x => x.q, x => x.i);
             for (int p = 0; p < partitions; p++)
@@ -222,12 +227,20 @@ public static partial class LogIngest
                 int removed = state.Deleted[p]?.Count(x => x) ?? 0;
                 // A partition that will be split is rewritten first (the split starts from its rows in one piece).
                 rewrite[p] = ShouldRewrite(m.Partitions[p], removed, mineOf[p].Length) || ShouldSplit(m, (long)m.Partitions[p].Count - removed + mineOf[p].Length);
+                var segments = m.Partitions[p].Appended?.Select(a => a.Count).ToArray() ?? [];
+                mergeFrom[p] = rewrite[p] ? segments.Length : CompactFrom(segments, mineOf[p].Length);
             }
+            // The raw vectors of the segments a compaction merges: ranges of earlier runs' vector packs, read together.
+            var mergedParts = Enumerable.Range(0, partitions).Where(p => touched[p] && !rewrite[p])
+                .SelectMany(p => m.Partitions[p].Appended?.Skip(mergeFrom[p]).Select(a => (P: p, Entry: a.EntryOf(m.Partitions[p]))) ?? []).ToArray();
+            var mergedRead = store.ReadVectorSegmentsAsync(m, mergedParts.Select(x => x.Entry).ToArray(), ct);
             await Parallel.ForEachAsync(Enumerable.Range(0, partitions).Where(p => touched[p]), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (p, t) =>
             {
                 if (rewrite[p]) vectors[p] = await store.ReadVectorsAsync(m, m.Partitions[p], t).ConfigureAwait(false);
                 else masks[p] = await store.ReadDeletionMaskAsync(m, m.Partitions[p], t).ConfigureAwait(false);
             }).ConfigureAwait(false);
+            var mergedVectors = await mergedRead.ConfigureAwait(false);
+            var merged = mergedParts.Select((x, i) => (x.P, Vectors: mergedVectors[i])).ToLookup(x => x.P, x => x.Vectors);
             Lap("read touched");
 
             // Encoding runs in partition order (the attribute dictionaries grow as it goes). Every new segment goes into one of
@@ -282,7 +295,9 @@ public static partial class LogIngest
                 }
                 else
                 {
-                    entries[p] = Append(m, entry, codes[p], attributes[p], masks[p], deleted, mine, encoded, added, addedX, addedRows, schema, packs);
+                    entries[p] = Append(m, entry, codes[p], attributes[p], masks[p], deleted, mine, encoded, added, addedX, addedRows, schema, packs,
+                        mergeFrom[p], merged[p].ToArray());
+                    if (mergeFrom[p] < (entry.Appended?.Count ?? 0)) compactions++;
                 }
                 sizes[p] = entries[p].Count;
             }
@@ -366,7 +381,8 @@ public static partial class LogIngest
             }
         }
         return new IngestResult(manifest.Version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
-            touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift, requested);
+            touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift, requested,
+            compactions);
     }
 
     /// <summary>Ranges of one index pack past which a run reads the whole pack first (<see cref="PrefetchPacksAsync"/>).</summary>
@@ -416,20 +432,44 @@ public static partial class LogIngest
         Deleted = e.Deleted is null ? null : Referenced(e.Deleted, m),
     };
 
-    /// <summary>Appended segments a partition may carry; the next ingest that touches it rewrites it whole (reads stay one segment or a few).</summary>
+    /// <summary>
+    /// Appended segments a partition may carry (reads compose one segment or a few). A run that would pass it merges the
+    /// newest of them into one (<see cref="CompactFrom"/>) instead of rewriting the partition.
+    /// </summary>
     public const int MaxAppendedSegments = 8;
 
     /// <summary>
-    /// Whether a touched partition is rewritten whole rather than extended by an appended segment and its mask: when it
-    /// would carry more than <see cref="MaxAppendedSegments"/>, or its appended or masked rows would pass half its base rows
-    /// (then reads pay for too many rows that are not the base's, and the rewrite costs about what the partition holds anyway).
+    /// Whether a touched partition is rewritten whole rather than extended by an appended segment and its mask: when its
+    /// appended or masked rows would pass half its base rows (then reads pay for too many rows that are not the base's, and
+    /// the rewrite costs about what the partition holds anyway). Too many appended segments alone is not a reason: those are
+    /// compacted (<see cref="CompactFrom"/>), which reads and writes only the appended rows.
     /// </summary>
     private static bool ShouldRewrite(PartitionEntry entry, int removed, int appended)
     {
-        int segments = (entry.Appended?.Count ?? 0) + (appended > 0 ? 1 : 0);
         int appendedRows = (entry.Appended?.Sum(a => a.Count) ?? 0) + appended;
         int masked = entry.StoredRows - entry.Count + removed;
-        return segments > MaxAppendedSegments || 2L * appendedRows > entry.BaseRows || 2L * masked > entry.BaseRows;
+        return 2L * appendedRows > entry.BaseRows || 2L * masked > entry.BaseRows;
+    }
+
+    /// <summary>
+    /// The first of a partition's appended segments (stored rows each, oldest first) that a run adding <paramref name="added"/>
+    /// rows merges, with those rows, into one appended segment: <paramref name="segments"/>.Count when the run appends a
+    /// segment without merging (it stays within <paramref name="limit"/>). Size-tiered, as an LSM tree's levels: the merge
+    /// takes the newest segment it must to get back within the limit, then each older neighbour up to twice what it holds so
+    /// far, so a large old segment stays put while the small new ones merge, a merged row lands in a segment at least 1.5
+    /// times its old one (copied a few times, not once per run), and a merge leaves room for several runs before the next.
+    /// </summary>
+    public static int CompactFrom(IReadOnlyList<int> segments, int added, int limit = MaxAppendedSegments)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(limit, 1);
+        int n = segments.Count;
+        if (n + (added > 0 ? 1 : 0) <= limit) return n;
+        long merged = added;
+        int from = n;
+        // Forced: after the merge, the segments before it and the merged one fit the limit.
+        while (from > limit - 1) merged += segments[--from];
+        while (from > 0 && segments[from - 1] <= 2 * merged) merged += segments[--from];
+        return from;
     }
 
     /// <summary>The two blobs a run writes its segments into: codes, attributes, masks and routing; raw vectors.</summary>
@@ -438,78 +478,121 @@ public static partial class LogIngest
     /// <summary>
     /// Extends a partition without rewriting it: the new rows as one appended segment (codes, vectors, attributes) and the
     /// deletion mask with the removed rows set (added to <paramref name="packs"/>); the base and earlier appended segments
-    /// are referenced where they are.
+    /// are referenced where they are. With <paramref name="mergeFrom"/> below the count of appended segments, the segments
+    /// from there on are compacted: their rows still live (masked and removed ones left out), then the new rows, become that
+    /// one appended segment, in the same order, so the rows readers see are exactly those extending alone would give.
     /// </summary>
+    /// <param name="merged">The raw vectors of the appended segments from <paramref name="mergeFrom"/> on, in order.</param>
     private static PartitionEntry Append(IndexManifest m, PartitionEntry entry, PartitionCodes live, PartitionAttributes? liveAttributes, bool[]? oldMask,
-        bool[]? deleted, int[] mine, Encoded encoded, UpsertItem[] added, float[] addedX, long[] addedRows, SchemaGrowth? schema, Packs packs)
+        bool[]? deleted, int[] mine, Encoded encoded, UpsertItem[] added, float[] addedX, long[] addedRows, SchemaGrowth? schema, Packs packs,
+        int mergeFrom, PartitionVectors[] merged)
     {
-        int d = m.InternalDimensions, k = mine.Length;
+        int d = m.InternalDimensions, k = mine.Length, md = live.CodedDimensions, words = live.SignWords;
         int removed = deleted?.Count(x => x) ?? 0;
-        var appended = (Referenced(entry, m).Appended ?? []).ToList();
-        PartitionAttributes? newAttributes = null;
-        if (k > 0)
+        var old = Referenced(entry, m).Appended ?? [];
+        var appended = old.Take(mergeFrom).ToList();
+        int keptStored = entry.BaseRows + appended.Sum(a => a.Count);
+
+        // One pass over the stored rows (base, then each appended segment): the new mask over the rows that stay where they
+        // are, and the rows the merged segment carries over (live position in the composition, segment and row for the vector).
+        var mask = new bool[keptStored];
+        bool anyMasked = false;
+        var keptLive = new List<int>(live.Count);
+        var carried = new List<(int Live, int Segment, int Row)>();
+        int liveRow = 0, stored = 0;
+        for (int segment = -1; segment < old.Count; segment++)
         {
-            var ids = new int[k];
-            var raw = new float[(long)k * d];
+            int rows = segment < 0 ? entry.BaseRows : old[segment].Count;
+            for (int r = 0; r < rows; r++, stored++)
+            {
+                bool gone = oldMask?[stored] ?? false;
+                int at = -1;
+                if (!gone)
+                {
+                    at = liveRow++;
+                    gone = deleted?[at] ?? false;
+                }
+                if (stored < keptStored)
+                {
+                    mask[stored] = gone;
+                    anyMasked |= gone;
+                    if (!gone) keptLive.Add(at);
+                }
+                else if (!gone) carried.Add((at, segment - mergeFrom, r));
+            }
+        }
+        if (liveRow != live.Count) throw new InvalidDataException($"partition {entry.Id}: its mask leaves {liveRow} rows, its codes hold {live.Count}");
+
+        PartitionAttributes? newAttributes = null;
+        int c = carried.Count, n = c + k;
+        if (n > 0)
+        {
+            var ids = new int[n];
+            var raw = new float[(long)n * d];
+            var cells = new byte[(long)n * md];
+            var signs = new ulong[(long)n * words];
+            var residual = new float[n];
+            for (int i = 0; i < c; i++)
+            {
+                var (at, segment, row) = carried[i];
+                ids[i] = live.Ids[at];
+                live.Cells.AsSpan(at * md, md).CopyTo(cells.AsSpan(i * md, md));
+                live.Signs.AsSpan(at * words, words).CopyTo(signs.AsSpan(i * words, words));
+                residual[i] = live.ResidualNorms[at];
+                merged[segment].Row(row).CopyTo(raw.AsSpan(i * d, d));
+            }
             for (int j = 0; j < k; j++)
             {
-                ids[j] = checked((int)addedRows[mine[j]]);
-                addedX.AsSpan(mine[j] * d, d).CopyTo(raw.AsSpan(j * d, d));
+                ids[c + j] = checked((int)addedRows[mine[j]]);
+                addedX.AsSpan(mine[j] * d, d).CopyTo(raw.AsSpan((c + j) * d, d));
             }
+            encoded.Cells.CopyTo(cells.AsSpan(c * md));
+            encoded.Signs.CopyTo(signs.AsSpan(c * words));
+            encoded.ResidualNorms.CopyTo(residual.AsSpan(c));
+            // The widest outer boundaries yet (this run's): they hold for every row of the partition.
             var codes = new PartitionCodes
             {
-                Id = live.Id, Count = k, GlobalDimensions = live.GlobalDimensions, CodedDimensions = live.CodedDimensions, Mean = live.Mean, Rotation = live.Rotation,
-                Eigenvalues = live.Eigenvalues, Widths = live.Widths, Boundaries = encoded.Boundaries, BoundaryOffsets = live.BoundaryOffsets, Signs = encoded.Signs,
-                SignWords = live.SignWords, Cells = encoded.Cells, ResidualNorms = encoded.ResidualNorms, Ids = ids,
+                Id = live.Id, Count = n, GlobalDimensions = live.GlobalDimensions, CodedDimensions = md, Mean = live.Mean, Rotation = live.Rotation,
+                Eigenvalues = live.Eigenvalues, Widths = live.Widths, Boundaries = encoded.Boundaries, BoundaryOffsets = live.BoundaryOffsets, Signs = signs,
+                SignWords = words, Cells = cells, ResidualNorms = residual, Ids = ids,
             };
             var codesRef = packs.Index.Add(codes.ToAppendedSegment());
-            var vectorsRef = packs.Vectors.Add(new PartitionVectors { Count = k, Dimensions = d, Data = raw }.ToSegment());
+            var vectorsRef = packs.Vectors.Add(new PartitionVectors { Count = n, Dimensions = d, Data = raw }.ToSegment());
             SegmentRef? attributeRef = null;
             if (liveAttributes is not null && schema is not null)
             {
-                newAttributes = schema.Encode(liveAttributes, mine.Select(j => (-1, (UpsertItem?)added[j])).ToArray());
+                newAttributes = schema.Encode(liveAttributes, carried.Select(x => (x.Live, (UpsertItem?)null)).Concat(mine.Select(j => (-1, (UpsertItem?)added[j]))).ToArray());
                 attributeRef = packs.Index.Add(newAttributes.ToSegment());
             }
-            appended.Add(new AppendedRows { Count = k, Codes = codesRef, Vectors = vectorsRef, Attributes = attributeRef });
+            appended.Add(new AppendedRows { Count = n, Codes = codesRef, Vectors = vectorsRef, Attributes = attributeRef });
         }
 
-        // The mask covers every stored row (the appended ones join it unmasked). Live row i is the i-th unmasked stored row.
-        SegmentRef? maskRef = entry.Deleted is null ? null : Referenced(entry.Deleted, m);
-        if (removed > 0 || (oldMask is not null && k > 0))
+        // The mask covers every stored row; the merged (or new) segment's rows are all live. No masked row left: no mask.
+        SegmentRef? maskRef = null;
+        if (anyMasked)
         {
-            var old = oldMask ?? new bool[entry.StoredRows];
-            var mask = new bool[entry.StoredRows + k];
-            old.CopyTo(mask, 0);
-            if (deleted is not null)
-            {
-                int liveRow = 0;
-                for (int stored = 0; stored < old.Length; stored++)
-                {
-                    if (old[stored]) continue;
-                    if (deleted[liveRow]) mask[stored] = true;
-                    liveRow++;
-                }
-            }
-            maskRef = packs.Index.Add(PartitionComposition.MaskToSegment(mask));
+            var full = new bool[keptStored + n];
+            mask.CopyTo(full, 0);
+            maskRef = packs.Index.Add(PartitionComposition.MaskToSegment(full));
         }
 
         IReadOnlyList<AttributeStats>? stats = entry.AttributeStats;
         if (liveAttributes is not null)
         {
-            // The planner's counts over what readers will see: the live rows kept, then the new ones.
-            var rows = new List<(int, int)>(live.Count - removed + k);
-            for (int i = 0; i < live.Count; i++) if (deleted is null || !deleted[i]) rows.Add((0, i));
-            for (int j = 0; j < k; j++) rows.Add((1, j));
+            // The planner's counts over what readers will see: the live rows that stay where they are, then the appended segment's.
+            var rows = new List<(int, int)>(keptLive.Count + n);
+            foreach (int at in keptLive) rows.Add((0, at));
+            for (int j = 0; j < n; j++) rows.Add((1, j));
             var parts = newAttributes is null ? new[] { liveAttributes } : new[] { liveAttributes, newAttributes };
             stats = PartitionAttributes.Gather(m.Attributes!, parts, rows).Statistics();
         }
         return entry with
         {
             Count = live.Count - removed + k,
-            BaseCount = entry.BaseRows,
             Codes = Referenced(entry.Codes, m), Vectors = Referenced(entry.Vectors, m), Attributes = entry.Attributes is null ? null : Referenced(entry.Attributes, m),
             Appended = appended.Count == 0 ? null : appended,
             Deleted = maskRef,
+            BaseCount = appended.Count == 0 && maskRef is null ? null : entry.BaseRows,
             AttributeStats = stats,
         };
     }
