@@ -220,13 +220,20 @@ public static partial class LogIngest
             var mergeFrom = new int[partitions];
             var masks = new bool[]?[partitions];
             var byPartition = addedPartition.Select((q, i) => (q, i)).ToLookup(x => x.q, x => x.i);
+            var pressure = new double[partitions];
             for (int p = 0; p < partitions; p++)
             {
                 if (!touched[p]) continue;
                 mineOf[p] = byPartition[p].ToArray();
                 int removed = state.Deleted[p]?.Count(x => x) ?? 0;
+                pressure[p] = RewritePressure(m.Partitions[p], removed, mineOf[p].Length);
                 // A partition that will be split is rewritten first (the split starts from its rows in one piece).
-                rewrite[p] = ShouldRewrite(m.Partitions[p], removed, mineOf[p].Length) || ShouldSplit(m, (long)m.Partitions[p].Count - removed + mineOf[p].Length);
+                if (ShouldSplit(m, (long)m.Partitions[p].Count - removed + mineOf[p].Length)) pressure[p] = double.PositiveInfinity;
+            }
+            foreach (int p in ChooseRewrites(pressure, RewriteBudget(partitions))) rewrite[p] = true;
+            for (int p = 0; p < partitions; p++)
+            {
+                if (!touched[p]) continue;
                 var segments = m.Partitions[p].Appended?.Select(a => a.Count).ToArray() ?? [];
                 mergeFrom[p] = rewrite[p] ? segments.Length : CompactFrom(segments, mineOf[p].Length);
             }
@@ -439,16 +446,49 @@ public static partial class LogIngest
     public const int MaxAppendedSegments = 8;
 
     /// <summary>
-    /// Whether a touched partition is rewritten whole rather than extended by an appended segment and its mask: when its
-    /// appended or masked rows would pass half its base rows (then reads pay for too many rows that are not the base's, and
-    /// the rewrite costs about what the partition holds anyway). Too many appended segments alone is not a reason: those are
-    /// compacted (<see cref="CompactFrom"/>), which reads and writes only the appended rows.
+    /// How far a touched partition has moved from its base: the larger of its appended rows and its masked rows (this run's
+    /// included) over its base rows. Past <see cref="RewriteShare"/> it is due to be rewritten whole (reads pay for too many
+    /// rows that are not the base's, and the rewrite costs about what the partition holds anyway). Too many appended segments
+    /// alone is not a reason: those are compacted (<see cref="CompactFrom"/>), which reads and writes only the appended rows.
     /// </summary>
-    private static bool ShouldRewrite(PartitionEntry entry, int removed, int appended)
+    private static double RewritePressure(PartitionEntry entry, int removed, int appended)
     {
         int appendedRows = (entry.Appended?.Sum(a => a.Count) ?? 0) + appended;
         int masked = entry.StoredRows - entry.Count + removed;
-        return 2L * appendedRows > entry.BaseRows || 2L * masked > entry.BaseRows;
+        return (double)Math.Max(appendedRows, masked) / Math.Max(1, entry.BaseRows);
+    }
+
+    /// <summary>The share of its base rows past which a partition is due to be rewritten (<see cref="ChooseRewrites"/>).</summary>
+    public const double RewriteShare = 0.5;
+
+    /// <summary>The share past which a due partition is rewritten whatever the run's budget.</summary>
+    public const double ForcedRewriteShare = 1.0;
+
+    /// <summary>
+    /// Due rewrites a run takes on (a 32nd of the partitions, at least 8): uniform writes bring every partition to
+    /// <see cref="RewriteShare"/> within a few runs of each other, and rewriting them all in those runs stalls the index for
+    /// the time of a rewrite of the whole index. The rest append (and compact) until a later run's budget reaches them.
+    /// </summary>
+    public static int RewriteBudget(int partitions) => Math.Max(8, partitions / 32);
+
+    /// <summary>
+    /// The partitions a run rewrites whole, given each one's <see cref="RewritePressure"/> (0 for untouched ones; infinity
+    /// for one that must be split): every one past <see cref="ForcedRewriteShare"/>, and of those past
+    /// <see cref="RewriteShare"/> the <paramref name="budget"/> furthest gone (ties to the lower partition number).
+    /// </summary>
+    public static int[] ChooseRewrites(IReadOnlyList<double> pressure, int budget)
+    {
+        ArgumentNullException.ThrowIfNull(pressure);
+        ArgumentOutOfRangeException.ThrowIfNegative(budget);
+        var forced = new List<int>();
+        var due = new List<int>();
+        for (int p = 0; p < pressure.Count; p++)
+        {
+            if (pressure[p] > ForcedRewriteShare) forced.Add(p);
+            else if (pressure[p] > RewriteShare) due.Add(p);
+        }
+        due.Sort((a, b) => pressure[b] != pressure[a] ? pressure[b].CompareTo(pressure[a]) : a.CompareTo(b));
+        return [.. forced.Concat(due.Take(budget)).Order()];
     }
 
     /// <summary>

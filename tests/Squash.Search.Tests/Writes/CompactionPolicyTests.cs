@@ -59,4 +59,53 @@ public class CompactionPolicyTests
         Assert.True(maxCopies <= 16, $"a row was copied {maxCopies} times");
         Assert.True(merges <= runs / 4, $"{merges} merges in {runs} runs");
     }
+
+    [Fact]
+    public void ForcedRewritesIgnoreTheBudgetAndDueOnesTakeItFurthestFirst()
+    {
+        double[] pressure = [0, 0.5, 0.51, 1.01, 0.9, 0.7, double.PositiveInfinity, 0.9, 0.2];
+        // Forced: 3 (past the whole base) and 6 (a split); due: 4 and 7 (0.9, lower number first on the tie), 5, 2.
+        Assert.Equal([3, 4, 6, 7], LogIngest.ChooseRewrites(pressure, 2));
+        Assert.Equal([3, 6], LogIngest.ChooseRewrites(pressure, 0));
+        Assert.Equal([2, 3, 4, 5, 6, 7], LogIngest.ChooseRewrites(pressure, 100));
+        Assert.Equal(8, LogIngest.RewriteBudget(10));
+        Assert.Equal(31, LogIngest.RewriteBudget(1000));
+    }
+
+    /// <summary>
+    /// Uniform writes (each run adds a row or two to every partition and replaces as many base rows) bring every partition to
+    /// half its base within a few runs of each other: no run may then rewrite more than its budget, and none may let a
+    /// partition reach the forced share, i.e. the budget keeps up.
+    /// </summary>
+    [Theory]
+    [InlineData(1000, 1000, 1)]
+    [InlineData(200, 300, 2)]
+    [InlineData(64, 50, 3)]
+    public void UniformWritesSpreadTheirRewritesWithinTheBudget(int partitions, int baseRows, int seed)
+    {
+        var rng = new Random(seed);
+        var appended = new int[partitions];
+        var masked = new int[partitions];
+        int budget = LogIngest.RewriteBudget(partitions), runs = 6 * baseRows, rewrites = 0, busiest = 0;
+        for (int run = 0; run < runs; run++)
+        {
+            var pressure = new double[partitions];
+            for (int p = 0; p < partitions; p++)
+            {
+                int added = rng.Next(1, 3);
+                appended[p] += added;
+                masked[p] = Math.Min(baseRows, masked[p] + added);
+                pressure[p] = (double)Math.Max(appended[p], masked[p]) / baseRows;
+                Assert.True(pressure[p] <= LogIngest.ForcedRewriteShare, $"seed {seed}, run {run}: partition {p} reached {pressure[p]:F2} of its base");
+            }
+            var chosen = LogIngest.ChooseRewrites(pressure, budget);
+            Assert.True(chosen.Length <= budget, $"seed {seed}, run {run}: {chosen.Length} rewrites, budget {budget}");
+            foreach (int p in chosen) { appended[p] = 0; masked[p] = 0; }
+            rewrites += chosen.Length;
+            busiest = Math.Max(busiest, chosen.Length);
+        }
+        // Every partition was rewritten several times over the runs, i.e. the budget did not starve them.
+        Assert.True(rewrites >= 3 * partitions, $"seed {seed}: {rewrites} rewrites of {partitions} partitions in {runs} runs");
+        Assert.Equal(budget, busiest);
+    }
 }
