@@ -18,7 +18,8 @@ public static class JsonBody
     {
         if (request.ContentLength > maxBytes)
             return (null, Results.Problem(statusCode: 413, title: "Request too large", detail: $"the body is {request.ContentLength} bytes; at most {maxBytes} are accepted"));
-        using var buffer = new MemoryStream();
+        // Sized from Content-Length when it is given: a 1,000-vector write is ~0.7 MB, which growing by doubling copies twice over.
+        using var buffer = new MemoryStream(request.ContentLength is long n and > 0 and < int.MaxValue ? (int)n + 1 : 0);
         var chunk = new byte[81920];
         int read;
         while ((read = await request.Body.ReadAsync(chunk, ct)) > 0)

@@ -47,7 +47,8 @@ public static class WriteEndpoints
                 : null,
         };
         // The request as parsed, not its bytes: a retry that differs only in spacing (or sends its vectors in the other form) is the same request.
-        var requestHash = batch.ContentHash();
+        // Only a keyed request is compared with an earlier one (the hash encodes and hashes the whole batch once more).
+        var requestHash = key is null ? "" : batch.ContentHash();
         // Builds before the binary log hashed the request re-serialised as JSON: a retry across an upgrade is still recognised.
         bool EarlierHashMatches(string stored) => !stored.StartsWith(WriteBatch.ContentHashPrefix, StringComparison.Ordinal)
             && stored == Convert.ToHexStringLower(SHA256.HashData(JsonSerializer.SerializeToUtf8Bytes(request, WriteApiJson.Default.WriteRequest)));

@@ -250,6 +250,15 @@ public static partial class LogIngest
             var merged = mergedParts.Select((x, i) => (x.P, Vectors: mergedVectors[i])).ToLookup(x => x.P, x => x.Vectors);
             Lap("read touched");
 
+            // The new rows' codes first, on every core: each partition's depend only on its own quantizer and rows (the
+            // projections are most of the encoding's arithmetic), unlike the attribute dictionaries the loop below grows.
+            var encodedNew = new Encoded?[partitions];
+            var grownRadii = radii.ToArray();
+            Parallel.For(0, partitions, new ParallelOptions { CancellationToken = ct }, p =>
+            {
+                if (touched[p]) encodedNew[p] = EncodeNew(m, routing, p, codes[p], mineOf[p], addedX, ref grownRadii[p]);
+            });
+
             // Encoding runs in partition order (the attribute dictionaries grow as it goes). Every new segment goes into one of
             // two packs, written after it: two blob requests per run, not ~3 per touched partition (bench/writes.md).
             var packs = new Packs(new SegmentPack(SegmentPack.IndexName), new SegmentPack(SegmentPack.VectorsName));
@@ -263,9 +272,9 @@ public static partial class LogIngest
                 }
                 ct.ThrowIfCancellationRequested();
                 var mine = mineOf[p];
-                float radius = radii[p];
-                var encoded = EncodeNew(m, routing, p, codes[p], mine, addedX, ref radius);
-                radii[p] = radius;
+                var encoded = encodedNew[p]!;
+                encodedNew[p] = null;
+                radii[p] = grownRadii[p];
                 var deleted = state.Deleted[p];
                 if (rewrite[p])
                 {

@@ -1,4 +1,6 @@
+using System.Collections.Concurrent;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -12,8 +14,8 @@ namespace Squash.Storage.Writes;
 /// {index}/log/head                          a hint: a sequence that exists (overwritten after each append; only a lower bound)
 /// {index}/log/keys/{sha256(key)}            an Idempotency-Key's record (created before its batch; its sequence set once)
 /// </code>
-/// <para>Sequences are dense: a writer claims n + 1 only after seeing n exist (listing the hint, probing, or losing the
-/// create-only race for n), so batch n + 1 exists only once batch n does, and the end of the log is found by probing
+/// <para>Sequences are dense: a writer claims n + 1 only after seeing n exist (listing the hint, probing, losing the
+/// create-only race for n, or having written n itself earlier in this process), so batch n + 1 exists only once batch n does, and the end of the log is found by probing
 /// forward from any sequence known to exist. Concurrent writers never overwrite each other: the loser of a race for n
 /// tries n + 1.</para>
 /// <para>Idempotency: a request with a key first creates the key's record (create-only) holding the request's hash and
@@ -167,25 +169,59 @@ public sealed class WriteLog
         return null;
     }
 
+    /// <summary>
+    /// This process's claims on one index through one store object: one at a time, starting just past the newest sequence
+    /// this process saw exist. Concurrent requests in one instance would otherwise all probe the same end and race for the
+    /// same sequence, and a lost create-only write costs the store as much as a won one (the body is sent and stored before
+    /// the condition fails; Azurite even hashes it): at 4 requests in flight, about as many lost writes as won ones. The
+    /// create-only write still decides: another instance's writer may take a sequence first, and the loser probes on.
+    /// </summary>
+    private sealed class ClaimState
+    {
+        public readonly SemaphoreSlim Gate = new(1, 1);
+        /// <summary>A sequence this process saw exist (it wrote it, or lost the race for it); 0: none yet.</summary>
+        public long Known;
+    }
+
+    private static readonly ConditionalWeakTable<IBlobStore, ConcurrentDictionary<string, ClaimState>> Claims = new();
+
+    private ClaimState ClaimStateFor() => Claims.GetValue(Blobs, _ => new ConcurrentDictionary<string, ClaimState>(StringComparer.Ordinal)).GetOrAdd(Index, _ => new ClaimState());
+
     /// <summary>Writes the batch at the first free sequence above the end of the log (create-only) and moves the hint.</summary>
     private async Task<long> ClaimAsync(WriteBatch batch, long knownSequence, CancellationToken ct)
     {
         var bytes = (batch.CreatedUtc == default ? batch with { CreatedUtc = DateTimeOffset.UtcNow } : batch).ToBinary();
-        long next = await LatestSequenceAsync(knownSequence, ct).ConfigureAwait(false) + 1;
-        for (int attempt = 0; attempt < MaxClaimAttempts; attempt++, next++)
+        var state = ClaimStateFor();
+        long claimed = 0;
+        await state.Gate.WaitAsync(ct).ConfigureAwait(false);
+        try
         {
-            try
+            // Past a sequence this process saw exist, the first try needs no probe (sequences are dense, so it is free or just taken).
+            long next = (state.Known > 0 ? Math.Max(state.Known, knownSequence) : await LatestSequenceAsync(knownSequence, ct).ConfigureAwait(false)) + 1;
+            for (int attempt = 0; attempt < MaxClaimAttempts; attempt++)
             {
-                await Blobs.WriteAsync(BatchName(next), bytes, WriteCondition.IfNotExists, ct).ConfigureAwait(false);
+                try
+                {
+                    await Blobs.WriteAsync(BatchName(next), bytes, WriteCondition.IfNotExists, ct).ConfigureAwait(false);
+                    claimed = next;
+                    break;
+                }
+                catch (BlobConditionFailedException)
+                {
+                    // Another writer has n: it exists now, so the end is at or past it; one probe skips every sequence taken meanwhile.
+                    next = await LatestSequenceAsync(next, readHint: false, ct).ConfigureAwait(false) + 1;
+                }
             }
-            catch (BlobConditionFailedException)
-            {
-                continue; // another writer has n: it exists now, so n + 1 may be claimed
-            }
-            await MoveHintAsync(next, ct).ConfigureAwait(false);
-            return next;
+            if (claimed > 0) state.Known = Math.Max(state.Known, claimed);
+            else state.Known = Math.Max(state.Known, next - 1);
         }
-        throw new InvalidOperationException($"could not claim a log sequence for index '{Index}' after {MaxClaimAttempts} attempts");
+        finally
+        {
+            state.Gate.Release();
+        }
+        if (claimed == 0) throw new InvalidOperationException($"could not claim a log sequence for index '{Index}' after {MaxClaimAttempts} attempts");
+        await MoveHintAsync(claimed, ct).ConfigureAwait(false);
+        return claimed;
     }
 
     /// <summary>Best effort: the hint is only a lower bound, so a lost or out-of-order write is harmless (the end is probed).</summary>
