@@ -58,15 +58,16 @@ public sealed partial class WarmIngestTests : IDisposable
         var upserts = new List<UpsertItem>();
         for (int i = 0; i < 24; i++)
         {
-            // Replacements of built rows, rows new to the index, and now and then a colour or tag the dictionaries lack.
-            string id = rng.Next(3) == 0 ? $"new-{run}-{i}" : $"v{rng.Next(N)}";
+            // Replacements of built rows and of rows earlier runs appended, rows new to the index, and now and then a colour
+            // or tag the dictionaries lack.
+            string id = rng.Next(3) switch { 0 => $"new-{run}-{i}", 1 when run > 0 => $"new-{rng.Next(run)}-{rng.Next(24)}", _ => $"v{rng.Next(N)}" };
             var v = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
             string colour = rng.Next(5) == 0 ? $"shade-{rng.Next(4)}" : FilterTestData.Colours[rng.Next(FilterTestData.Colours.Length)];
             var attributes = JsonDocument.Parse(string.Create(CultureInfo.InvariantCulture,
                 $"{{\"price\":{Math.Round(rng.NextDouble() * 900, 2)},\"label\":{rng.Next(10)},\"colour\":\"{colour}\",\"tags\":[\"{(char)('a' + rng.Next(8))}\"]}}")).RootElement;
             upserts.Add(new UpsertItem(id, v, attributes));
         }
-        var deletes = Enumerable.Range(0, 3).Select(_ => $"v{rng.Next(N)}").ToArray();
+        var deletes = Enumerable.Range(0, 3).Select(i => i == 0 && run > 0 ? $"new-{rng.Next(run)}-{rng.Next(24)}" : $"v{rng.Next(N)}").ToArray();
         return new WriteBatch { CreatedUtc = DateTimeOffset.UnixEpoch, Upserts = upserts, Deletes = deletes };
     }
 
