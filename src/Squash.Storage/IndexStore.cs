@@ -54,6 +54,11 @@ public sealed partial class IndexStore
 
     public IBlobStore Blobs { get; }
     public string Name { get; }
+    /// <summary>
+    /// Where decoded codes and attributes of single segments are kept across reads (an ingest instance's, which reads every
+    /// partition each run); null: every read decodes. Composed partitions are always built afresh from them.
+    /// </summary>
+    public DecodedSegmentCache? Decoded { get; init; }
     private string Prefix { get; }
     private string CurrentName => Prefix + "current";
     private string VersionsRoot => Prefix + "versions/";
@@ -449,9 +454,21 @@ public sealed partial class IndexStore
 
     private async Task<PartitionCodes> ReadCodesPartAsync(IndexManifest m, PartitionEntry p, bool appended, CancellationToken ct)
     {
-        var (segment, name) = await ReadSegmentAsync(m, p.Codes, ct).ConfigureAwait(false);
-        return PartitionCodes.FromSegment(segment, name, p, m.GlobalDimensions, appended);
+        async Task<PartitionCodes> Decode(CancellationToken t)
+        {
+            var (segment, name) = await ReadSegmentAsync(m, p.Codes, t).ConfigureAwait(false);
+            return PartitionCodes.FromSegment(segment, name, p, m.GlobalDimensions, appended);
+        }
+        if (Decoded is not { } cache) return await Decode(ct).ConfigureAwait(false);
+        // The decoding depends on the entry's shape and on whether the rows are appended ones, besides the bytes.
+        var key = DecodedSegmentCache.KeyOf(Blobs, BlobName(m, p.Codes), p.Codes.Offset, p.Codes.Bytes,
+            $"codes {p.Id} {p.Count}x{p.CodedDimensions} of {m.GlobalDimensions}{(appended ? " appended" : "")}");
+        return await cache.GetOrDecodeAsync(key, Decode, DecodedBytes, ct).ConfigureAwait(false);
     }
+
+    private static long DecodedBytes(PartitionCodes c) =>
+        c.Cells.LongLength + 8L * c.Signs.LongLength + 4L * (c.ResidualNorms.LongLength + c.Ids.LongLength + c.Mean.LongLength + c.Rotation.LongLength
+            + c.Boundaries.LongLength + (c.OuterBoundaries?.LongLength ?? 0) + c.BoundaryOffsets.LongLength) + 8L * c.Eigenvalues.LongLength + c.Widths.LongLength;
 
     public async Task<PartitionVectors> ReadVectorsAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
@@ -523,8 +540,17 @@ public sealed partial class IndexStore
             var (parts, rows, bytes) = await ReadCompositeAsync(m, p, (e, _, t) => ReadAttributesAsync(m, e, t), e => e.Attributes?.Bytes ?? 0, ct).ConfigureAwait(false);
             return PartitionComposition.Attributes(m.Attributes, parts, rows, bytes);
         }
-        var (segment, name) = await ReadSegmentAsync(m, p.Attributes, ct).ConfigureAwait(false);
-        return PartitionAttributes.FromSegment(segment, name, p, m.Attributes);
+        async Task<PartitionAttributes> Decode(CancellationToken t)
+        {
+            var (segment, name) = await ReadSegmentAsync(m, p.Attributes, t).ConfigureAwait(false);
+            return PartitionAttributes.FromSegment(segment, name, p, m.Attributes);
+        }
+        if (Decoded is not { } cache) return await Decode(ct).ConfigureAwait(false);
+        // Decoding takes the attributes' names, types and cell counts. Dictionary sizes are left out: ingest only grows them,
+        // so ids valid against a smaller dictionary stay valid (a rebuild's new dictionaries come with new segments).
+        var key = DecodedSegmentCache.KeyOf(Blobs, BlobName(m, p.Attributes), p.Attributes.Offset, p.Attributes.Bytes,
+            $"attributes {p.Count} ids {m.Attributes.HasIds} " + string.Join(",", m.Attributes.Attributes.Select(a => $"{a.Name}:{a.Type}:{a.Cells}")));
+        return await cache.GetOrDecodeAsync(key, Decode, a => 2 * a.StoredBytes + (a.Keys is null ? 0 : 40L * a.Count), ct).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -72,6 +72,11 @@ public static partial class LogIngest
     /// again, and most of them are unchanged or its own (bench/writes.md: blob requests, not bytes, are a run's cost).
     /// </summary>
     public static SegmentBlobCache Segments { get; } = new(256L << 20);
+    /// <summary>
+    /// The same segments decoded (codes, attributes): a warm run composes each partition from them instead of unpacking
+    /// every bit plane again (bench/writes.md). Sized for 10^6 × 128, whose base codes decode to ~160 MB.
+    /// </summary>
+    public static DecodedSegmentCache Decoded { get; } = new(512L << 20);
     /// <summary>How long an ingest holds the index's lease between renewals (a run renews after each version it publishes).</summary>
     public static readonly TimeSpan DefaultLease = TimeSpan.FromMinutes(2);
 
@@ -135,7 +140,7 @@ public static partial class LogIngest
         Func<CancellationToken, Task>? requestCalibration, CancellationToken ct)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatches, 1);
-        store = new IndexStore(Segments.Over(store.Blobs), store.Name);
+        store = new IndexStore(Segments.Over(store.Blobs), store.Name) { Decoded = Decoded };
         var m = onto?.Rebuilt ?? await store.OpenCurrentAsync(ct).ConfigureAwait(false);
         long from = m.IndexedSequence;
         long latest = await log.LatestSequenceAsync(from, ct).ConfigureAwait(false);
