@@ -77,7 +77,7 @@ public static partial class LogIngest
     /// every bit plane again (bench/writes.md). Sized for 10^6 × 128, whose base codes decode to ~160 MB.
     /// </summary>
     public static DecodedSegmentCache Decoded { get; } = new(512L << 20);
-    /// <summary>How long an ingest holds the index's lease between renewals (a run renews after each version it publishes).</summary>
+    /// <summary>How long an ingest holds the index's lease between renewals (a run renews it every third of this while it works, and after each version it publishes).</summary>
     public static readonly TimeSpan DefaultLease = TimeSpan.FromMinutes(2);
 
     /// <summary>What a triggered ingest did: nothing when another held the lease (<paramref name="Busy"/>), else one result per version it wrote.</summary>
@@ -106,24 +106,36 @@ public static partial class LogIngest
         var rounds = new List<IngestResult>();
         RebuildReport? report = null;
         long? reached = null;
+        // Renewed in the background as well as after each round: a round can outlast the lease (hundreds of partitions
+        // rewritten at 10⁶ rows), and a lease that expires mid-round lets a second trigger redo the same round beside it.
+        using var lost = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        using var stopKeepAlive = new CancellationTokenSource();
+        var keepAlive = held.KeepAliveAsync(lost, stopKeepAlive.Token);
         try
         {
+            var work = lost.Token;
             // A finished rebuild is published first (with the log past it applied), so the rounds below continue from it.
-            var (adopted, adoption) = await AdoptRebuildAsync(store, log, clock, ct).ConfigureAwait(false);
+            var (adopted, adoption) = await AdoptRebuildAsync(store, log, clock, work).ConfigureAwait(false);
             report = adoption;
             if (adopted?.Version is not null) rounds.Add(adopted);
             for (int round = 0; round < maxRounds; round++)
             {
-                var result = await RunAsync(store, log, maxBatches, clock, ct, requestCalibration).ConfigureAwait(false);
+                var result = await RunAsync(store, log, maxBatches, clock, work, requestCalibration).ConfigureAwait(false);
                 reached = result.ToSequence;
                 if (result.Version is null) break;
                 rounds.Add(result);
-                if (!await held.RenewAsync(ct).ConfigureAwait(false)) break; // lost it: the new holder carries on
+                if (!await held.RenewAsync(work).ConfigureAwait(false)) break; // lost it: the new holder carries on
             }
-            if (rebuild is not null) report = RebuildReport.Join(report, await ConsiderRebuildAsync(store, rebuild, clock, ct).ConfigureAwait(false));
+            if (rebuild is not null) report = RebuildReport.Join(report, await ConsiderRebuildAsync(store, rebuild, clock, work).ConfigureAwait(false));
+        }
+        catch (OperationCanceledException) when (lost.IsCancellationRequested && !ct.IsCancellationRequested)
+        {
+            // Lost the lease mid-round: the new holder starts from the published version, so stopping loses nothing.
         }
         finally
         {
+            await stopKeepAlive.CancelAsync().ConfigureAwait(false);
+            await keepAlive.ConfigureAwait(false);
             await held.ReleaseAsync(CancellationToken.None).ConfigureAwait(false);
         }
         // Looked at after the release: a trigger that found the lease held did so before this, so its write is seen here.

@@ -14,6 +14,8 @@ public sealed class IngestLease
 {
     private readonly IBlobStore _blobs;
     private readonly TimeProvider _clock;
+    /// <summary>One write of the lease blob at a time: a keep-alive and the holder's own renewals share the ETag.</summary>
+    private readonly SemaphoreSlim _writing = new(1, 1);
     private string _etag;
 
     private IngestLease(IBlobStore blobs, string name, string holder, TimeSpan duration, TimeProvider clock, string etag)
@@ -89,6 +91,7 @@ public sealed class IngestLease
     /// <summary>Extends the hold by <see cref="Duration"/> from now; false when the lease was lost (expired and taken).</summary>
     public async Task<bool> RenewAsync(CancellationToken ct = default)
     {
+        await _writing.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             var written = await _blobs.WriteAsync(Name, Serialize(Holder, _clock.GetUtcNow() + Duration), WriteCondition.IfMatch(_etag), ct).ConfigureAwait(false);
@@ -99,17 +102,56 @@ public sealed class IngestLease
         {
             return false;
         }
+        finally
+        {
+            _writing.Release();
+        }
+    }
+
+    /// <summary>
+    /// Renews the hold every third of <see cref="Duration"/> until <paramref name="stop"/> is cancelled, so work longer than
+    /// the lease (an ingest round at 10⁶ rows that rewrites many partitions) keeps it; cancels <paramref name="lost"/> and
+    /// returns when a renewal finds the lease taken. A renewal that fails for another reason (the store unreachable) is
+    /// tried again at the next tick: the hold lasts until its expiry meanwhile.
+    /// </summary>
+    public async Task KeepAliveAsync(CancellationTokenSource lost, CancellationToken stop)
+    {
+        ArgumentNullException.ThrowIfNull(lost);
+        var period = Duration / 3;
+        while (!stop.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(period, _clock, stop).ConfigureAwait(false);
+                if (await RenewAsync(stop).ConfigureAwait(false)) continue;
+                await lost.CancelAsync().ConfigureAwait(false);
+                return;
+            }
+            catch (OperationCanceledException) when (stop.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                // Transient: the next tick tries again.
+            }
+        }
     }
 
     /// <summary>Lets the next trigger take the lease at once (a no-op when it was lost meanwhile).</summary>
     public async Task ReleaseAsync(CancellationToken ct = default)
     {
+        await _writing.WaitAsync(ct).ConfigureAwait(false);
         try
         {
             await _blobs.WriteAsync(Name, Serialize(Holder, DateTimeOffset.UnixEpoch), WriteCondition.IfMatch(_etag), ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is BlobConditionFailedException or BlobNotFoundException)
         {
+        }
+        finally
+        {
+            _writing.Release();
         }
     }
 
