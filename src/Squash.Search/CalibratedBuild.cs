@@ -10,18 +10,19 @@ namespace Squash.Search;
 /// </summary>
 public static class CalibratedBuild
 {
-    /// <param name="calibration">Queries to calibrate with; null samples <paramref name="sampleSize"/> base vectors (at most a tenth), held out of the partitioning and searched leave-one-out.
+    /// <param name="calibration">Queries to calibrate with; null samples <paramref name="sampleSize"/> base vectors (at most a tenth), held out of the partitioning and searched leave-one-out
+    /// (the first <see cref="RecallCalibrator.DefaultQueries"/> against exact neighbours, the rest against the index's deep answer).
     /// Pass <paramref name="calibrate"/> false to publish without a calibration (queries then plan with CF and R only).</param>
     public static Task<IndexManifest> BuildAndPublishAsync(
         IndexStore store, float[] vectors, int count, int dims, IndexBuildOptions options,
         IProgress<BuildProgress>? progress = null, CancellationToken cancellationToken = default,
-        CalibrationQueries? calibration = null, bool calibrate = true, int sampleSize = RecallCalibrator.DefaultQueries)
+        CalibrationQueries? calibration = null, bool calibrate = true, int sampleSize = RecallCalibrator.BuildQueries)
     {
         if (!calibrate) return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken);
         // Base-sample queries are held out of the partitioning: leave-one-out on rows the partitions were fitted to
         // measured a recall real queries did not get.
         int[]? heldOut = calibration is null && count >= RecallCalibrator.MinimumVectors
-            ? CalibrationQueries.SampleRows(count, Math.Min(sampleSize, count / 10), options.Seed)
+            ? CalibrationQueries.CalibrationRows(count, Math.Min(sampleSize, count / 10), FilteredRecallCalibrator.QueriesPerFamily, options.Seed)
             : null;
         if (heldOut is not null) options = options with { HeldOutRows = heldOut };
         return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken,

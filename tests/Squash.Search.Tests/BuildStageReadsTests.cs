@@ -176,7 +176,9 @@ public sealed class BuildStageReadsTests
             var queued = new Squash.Storage.IndexStore(new FolderBlobStore(folder), "reads");
             var reference = new Squash.Storage.IndexStore(new FolderBlobStore(folder + "-ref"), "reads");
             var table = withAttributes ? Squash.Index.Attributes.AttributeReader.ReadJsonLines(new StringReader(attributeText), "attrs.jsonl") : null;
-            await CalibratedBuild.BuildAndPublishAsync(reference, data, n, dims, new IndexBuildOptions { Partitions = partitions, Seed = seed, Attributes = table });
+            // A queue build calibrates on DefaultQueries exact queries only (no reference replays): the in-process build with that sample.
+            await CalibratedBuild.BuildAndPublishAsync(reference, data, n, dims, new IndexBuildOptions { Partitions = partitions, Seed = seed, Attributes = table },
+                sampleSize: RecallCalibrator.DefaultQueries);
             var a = await reference.OpenCurrentAsync();
             var m = await queued.ReadManifestAsync(done.Version);
             Assert.Equal(System.Text.Json.JsonSerializer.Serialize(a.Attributes), System.Text.Json.JsonSerializer.Serialize(m.Attributes));
