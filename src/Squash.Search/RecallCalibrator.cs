@@ -30,9 +30,19 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
             Array.Sort(all);
             return all;
         }
-        // The same draws as Random.Shuffle over 0..count−1 (a forward Fisher–Yates: step i swaps i with Next(i, count)),
-        // stopped after the first `size` steps, which are all the picked prefix depends on; the swapped positions are kept
-        // in a map, so memory is O(size), not O(count) (a queue build's train task samples 10^7 rows and more).
+        var picked = Draw(count, size, seed);
+        Array.Sort(picked);
+        return picked;
+    }
+
+    /// <summary>
+    /// The first <paramref name="size"/> rows of the same draws as Random.Shuffle over 0..count−1 (a forward Fisher–Yates:
+    /// step i swaps i with Next(i, count)), in the order drawn, stopped after the first `size` steps, which are all the
+    /// picked prefix depends on; the swapped positions are kept in a map, so memory is O(size), not O(count) (a queue
+    /// build's train task samples 10^7 rows and more).
+    /// </summary>
+    private static int[] Draw(int count, int size, int seed)
+    {
         var rng = new Random(seed);
         var moved = new Dictionary<int, int>(2 * size);
         var picked = new int[size];
@@ -43,7 +53,6 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
             moved[j] = atI;
             picked[i] = atJ;
         }
-        Array.Sort(picked);
         return picked;
     }
 
@@ -55,16 +64,7 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
     public static int[] CalibrationRows(int count, int size, int head, int seed)
     {
         if (size >= count - 1 || head >= size) return SampleRows(count, size, seed);
-        var rng = new Random(seed);
-        var moved = new Dictionary<int, int>(2 * size);
-        var picked = new int[size];
-        for (int i = 0; i < size; i++)
-        {
-            int j = rng.Next(i, count);
-            int atI = moved.TryGetValue(i, out int a) ? a : i, atJ = moved.TryGetValue(j, out int b) ? b : j;
-            moved[j] = atI;
-            picked[i] = atJ;
-        }
+        var picked = Draw(count, size, seed);
         Array.Sort(picked, 0, head);
         return picked;
     }
