@@ -4,12 +4,12 @@ namespace Squash.Storage.Tests;
 
 /// <summary>
 /// The ingest lease's keep-alive: work longer than the lease keeps it while the keep-alive runs, and a keep-alive that
-/// finds the lease taken says so by cancelling the work. Real time with short leases (fractions of a second), so each
-/// wait has a deadline several times the lease.
+/// finds the lease taken says so by cancelling the work. Real time with short leases (3 s: a renewal every second leaves
+/// two seconds of slack for a machine running another copy of the suite), and each wait has a deadline.
 /// </summary>
 public sealed class IngestLeaseTests : IDisposable
 {
-    private static readonly TimeSpan Lease = TimeSpan.FromMilliseconds(600);
+    private static readonly TimeSpan Lease = TimeSpan.FromSeconds(3);
     private readonly string _root = Path.Combine(Path.GetTempPath(), "squash-lease-" + Guid.NewGuid().ToString("N"));
 
     public void Dispose()
@@ -29,7 +29,7 @@ public sealed class IngestLeaseTests : IDisposable
         using var stop = new CancellationTokenSource();
         var keepAlive = kept!.KeepAliveAsync(lost, stop.Token);
 
-        await Task.Delay(3 * Lease);
+        await Task.Delay(2 * Lease);
         Assert.Null(await IngestLease.TryAcquireAsync(blobs, "kept", Lease));       // still held: renewed meanwhile
         Assert.NotNull(await IngestLease.TryAcquireAsync(blobs, "unkept", Lease));  // expired: another trigger takes it
         Assert.False(lost.IsCancellationRequested);
