@@ -93,6 +93,10 @@ public static class IngestEndpoints
     /// </summary>
     public static readonly TimeSpan BusyRetry = LogIngest.DefaultLease;
 
+    private static string RoundLine(string index, IngestResult r) =>
+        $"ingest {index}: batches {r.FromSequence + 1}–{r.ToSequence} ({r.Upserts} upserts, {r.Deleted} rows removed) → version {r.Version}, " +
+        $"{r.PartitionSummary}{(r.Published ? "" : ", not published: a newer version is current")} ({r.Timings})";
+
     public static void MapIngest(this WebApplication app) =>
         app.MapPost("/" + IngestTrigger.FunctionName, Run).ExcludeFromDescription();
 
@@ -116,8 +120,11 @@ public static class IngestEndpoints
         {
             // A due recall calibration goes to the calibrate function (its own lease): this run and the next never wait for it.
             Func<CancellationToken, Task>? calibrate = builds.Queues is { } queues ? t => CalibrationEndpoints.SendAsync(queues, index, TimeSpan.Zero, t) : null;
+            // Each round is logged as it lands as well: an invocation can run ten rounds and then write a rebuild's source,
+            // and its answer (which carries the same lines) comes only at the end.
             var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct,
-                rebuild: new RebuildSettings(builds.RebuildShare, builds.Jobs, builds.Queues), requestCalibration: calibrate);
+                rebuild: new RebuildSettings(builds.RebuildShare, builds.Jobs, builds.Queues), requestCalibration: calibrate,
+                onRound: r => log.LogInformation("{Line}", RoundLine(index, r)));
             if (run.Rebuild is { } rebuild) lines.Add($"ingest {index}: {rebuild.Message}");
             if (run.Busy)
             {
@@ -130,9 +137,7 @@ public static class IngestEndpoints
                 lines.Add($"ingest {index}: the log moved past what this run applied; asked again");
             }
             if (run.Rounds.Count == 0) return Answer(true, $"ingest {index}: nothing past the watermark");
-            foreach (var r in run.Rounds)
-                lines.Add($"ingest {index}: batches {r.FromSequence + 1}–{r.ToSequence} ({r.Upserts} upserts, {r.Deleted} rows removed) → version {r.Version}, " +
-                    $"{r.PartitionSummary}{(r.Published ? "" : ", not published: a newer version is current")} ({r.Timings})");
+            foreach (var r in run.Rounds) lines.Add(RoundLine(index, r));
             return Answer(true, $"ingest {index}: watermark {run.Rounds[^1].ToSequence}");
         }
         catch (IndexNotFoundException e)

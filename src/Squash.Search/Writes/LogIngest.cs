@@ -99,7 +99,7 @@ public static partial class LogIngest
     /// </param>
     public static async Task<LeasedRun> RunLeasedAsync(IndexStore store, WriteLog log, TimeSpan? lease = null, int maxRounds = 10,
         int maxBatches = DefaultMaxBatches, TimeProvider? clock = null, CancellationToken ct = default, RebuildSettings? rebuild = null,
-        Func<CancellationToken, Task>? requestCalibration = null)
+        Func<CancellationToken, Task>? requestCalibration = null, Action<IngestResult>? onRound = null)
     {
         var held = await IngestLease.TryAcquireAsync(store.Blobs, log.Index, lease ?? DefaultLease, clock, ct).ConfigureAwait(false);
         if (held is null) return new LeasedRun(true, []);
@@ -124,6 +124,7 @@ public static partial class LogIngest
                 reached = result.ToSequence;
                 if (result.Version is null) break;
                 rounds.Add(result);
+                onRound?.Invoke(result);
                 if (!await held.RenewAsync(work).ConfigureAwait(false)) break; // lost it: the new holder carries on
             }
             if (rebuild is not null) report = RebuildReport.Join(report, await ConsiderRebuildAsync(store, rebuild, clock, work).ConfigureAwait(false));
