@@ -184,6 +184,50 @@ public sealed class RebuildTests(IndexFixture fx)
         Assert.Equal(1, s.Queue.Trains);
     }
 
+    /// <summary>
+    /// Queuing a rebuild writes every live row as its source (~40 s at 10⁶ rows): the run does it after releasing the lease
+    /// and after asking for the next run, so writes meanwhile are ingested by another run instead of waiting for it.
+    /// </summary>
+    [Fact]
+    public async Task ARebuildIsQueuedOnlyAfterTheLeaseIsReleasedAndTheNextRunAskedFor()
+    {
+        var s = await SetUpAsync(13);
+        using var _ = s.App;
+        var rng = new Random(13);
+        int fresh = 0;
+        string NewId() => $"new-{fresh++}";
+        string? queued = null;
+        for (int step = 0; queued is null; step++)
+        {
+            Assert.True(step < 200, "no rebuild was queued");
+            // Two writes, and a run capped at one batch: the log is past it when it ends.
+            await SmallWriteAsync(s, rng, NewId, $"step {step} a");
+            await SmallWriteAsync(s, rng, NewId, $"step {step} b");
+            int asked = 0;
+            bool leaseFree = false, recordClaimed = true;
+            var run = await LogIngest.RunLeasedAsync(s.Store, s.Log, maxRounds: 1, maxBatches: 1, rebuild: s.Settings, requestIngest: async ct =>
+            {
+                asked++;
+                var lease = await IngestLease.TryAcquireAsync(s.Store.Blobs, s.Index, TimeSpan.FromSeconds(30), ct: ct);
+                leaseFree = lease is not null;
+                if (lease is not null) await lease.ReleaseAsync(ct);
+                recordClaimed = await RebuildRecord.ReadAsync(s.Store.Blobs, s.Index, ct) is { Record.IsActive: true };
+            });
+            Assert.True(run.MorePastWatermark, $"step {step}: the log was not past the run");
+            Assert.True(run.Requested, $"step {step}: the next run was not asked for");
+            Assert.Equal(1, asked);
+            Assert.True(leaseFree, $"step {step}: the lease was still held when the next run was asked for");
+            Assert.False(recordClaimed, $"step {step}: a rebuild was claimed before the next run was asked for");
+            queued = run.Rebuild?.Queued;
+            // The second batch, by a run that neither asks for more nor considers a rebuild (the capped run is the one that queues).
+            var rest = await LogIngest.RunLeasedAsync(s.Store, s.Log);
+            Assert.False(rest.MorePastWatermark);
+            Assert.False(rest.Requested);
+        }
+        Assert.Equal(queued, (await RebuildRecord.ReadAsync(s.Store.Blobs, s.Index))!.Value.Record.BuildId);
+        Assert.Equal(1, s.Queue.Trains);
+    }
+
     [Fact]
     public async Task ADamagedRebuildRecordIsReportedAsUnreadableAndTheIndexInfoStillAnswers()
     {

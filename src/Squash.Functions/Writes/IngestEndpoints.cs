@@ -124,18 +124,15 @@ public static class IngestEndpoints
             // and its answer (which carries the same lines) comes only at the end.
             var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct,
                 rebuild: new RebuildSettings(builds.RebuildShare, builds.Jobs, builds.Queues), requestCalibration: calibrate,
-                onRound: r => log.LogInformation("{Line}", RoundLine(index, r)));
+                onRound: r => log.LogInformation("{Line}", RoundLine(index, r)),
+                requestIngest: builds.Queues is { } q ? t => IngestTrigger.SendAsync(q, index, TimeSpan.Zero, t) : null);
             if (run.Rebuild is { } rebuild) lines.Add($"ingest {index}: {rebuild.Message}");
             if (run.Busy)
             {
                 if (builds.Queues is not null) await IngestTrigger.SendAsync(builds.Queues, index, BusyRetry, ct);
                 return Answer(true, $"ingest {index}: another ingest holds the lease and looks at the log again when it releases it; asked again in {BusyRetry.TotalSeconds:0} s in case it dies");
             }
-            if (run.MorePastWatermark && builds.Queues is not null)
-            {
-                await IngestTrigger.SendAsync(builds.Queues, index, TimeSpan.Zero, ct);
-                lines.Add($"ingest {index}: the log moved past what this run applied; asked again");
-            }
+            if (run.Requested) lines.Add($"ingest {index}: the log moved past what this run applied; asked again");
             if (run.Rounds.Count == 0) return Answer(true, $"ingest {index}: nothing past the watermark");
             foreach (var r in run.Rounds) lines.Add(RoundLine(index, r));
             return Answer(true, $"ingest {index}: watermark {run.Rounds[^1].ToSequence}");

@@ -100,7 +100,7 @@ public static partial class LogIngest
     }
 
     /// <summary>
-    /// Under the lease, after applying the log: once the rows changed since the current version's build reach the share,
+    /// After a run has applied the log and released the lease (a second run may be applying more meanwhile): once the rows changed since the current version's build reach the share,
     /// queues one full rebuild of the current version's live rows (unless one is running, or the last one failed and not
     /// enough rows have changed since: the share again), or says that one is due when there is no build queue.
     /// </summary>

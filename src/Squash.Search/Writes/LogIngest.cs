@@ -87,7 +87,8 @@ public static partial class LogIngest
     /// last round, or past its round cap): the caller triggers another run, so a trigger that found the lease busy need not
     /// come back soon.
     /// </param>
-    public sealed record LeasedRun(bool Busy, IReadOnlyList<IngestResult> Rounds, RebuildReport? Rebuild = null, bool MorePastWatermark = false);
+    /// <param name="Requested">The next run was asked for (MorePastWatermark, with a requestIngest callback) before the run ended.</param>
+    public sealed record LeasedRun(bool Busy, IReadOnlyList<IngestResult> Rounds, RebuildReport? Rebuild = null, bool MorePastWatermark = false, bool Requested = false);
 
     /// <summary>
     /// Takes the index's lease (or returns <c>Busy</c> at once: the holder is applying the log), then ingests until the log is
@@ -97,9 +98,12 @@ public static partial class LogIngest
     /// Asks the calibration job to measure a due calibration (the queue host sends it a message); null: the run measures it
     /// itself after its publish (<c>squash ingest</c>, a store without queues).
     /// </param>
+    /// <param name="onRound">Told of each published round as it lands (the function logs it; its answer comes at the end).</param>
+    /// <param name="requestIngest">Asks for the next run when the log moved past this one, before a due rebuild is queued.</param>
     public static async Task<LeasedRun> RunLeasedAsync(IndexStore store, WriteLog log, TimeSpan? lease = null, int maxRounds = 10,
         int maxBatches = DefaultMaxBatches, TimeProvider? clock = null, CancellationToken ct = default, RebuildSettings? rebuild = null,
-        Func<CancellationToken, Task>? requestCalibration = null, Action<IngestResult>? onRound = null)
+        Func<CancellationToken, Task>? requestCalibration = null, Action<IngestResult>? onRound = null,
+        Func<CancellationToken, Task>? requestIngest = null)
     {
         var held = await IngestLease.TryAcquireAsync(store.Blobs, log.Index, lease ?? DefaultLease, clock, ct).ConfigureAwait(false);
         if (held is null) return new LeasedRun(true, []);
@@ -127,7 +131,6 @@ public static partial class LogIngest
                 onRound?.Invoke(result);
                 if (!await held.RenewAsync(work).ConfigureAwait(false)) break; // lost it: the new holder carries on
             }
-            if (rebuild is not null) report = RebuildReport.Join(report, await ConsiderRebuildAsync(store, rebuild, clock, work).ConfigureAwait(false));
         }
         catch (OperationCanceledException) when (lost.IsCancellationRequested && !ct.IsCancellationRequested)
         {
@@ -141,7 +144,12 @@ public static partial class LogIngest
         }
         // Looked at after the release: a trigger that found the lease held did so before this, so its write is seen here.
         bool more = reached is { } w && await log.LatestSequenceAsync(w, ct).ConfigureAwait(false) > w;
-        return new LeasedRun(false, rounds, report, more);
+        if (more && requestIngest is not null) await requestIngest(ct).ConfigureAwait(false);
+        // After the release, and after asking for the next run: queuing a rebuild writes its source (every live row; ~40 s at
+        // 10⁶ rows on a busy Azurite), which under the lease held every write back that long. The rebuild record is claimed by
+        // compare-and-swap, so two runs considering it at once queue one, and gc keeps the base version it names.
+        if (rebuild is not null) report = RebuildReport.Join(report, await ConsiderRebuildAsync(store, rebuild, clock, ct).ConfigureAwait(false));
+        return new LeasedRun(false, rounds, report, more, Requested: more && requestIngest is not null);
     }
 
     public static Task<IngestResult> RunAsync(IndexStore store, WriteLog log, int maxBatches = DefaultMaxBatches, TimeProvider? clock = null,
