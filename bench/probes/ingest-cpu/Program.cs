@@ -44,15 +44,19 @@ for (int r = 0; r < rounds; r++)
     var cpu0 = proc.TotalProcessorTime;
     long alloc0 = GC.GetTotalAllocatedBytes(true);
     int g0 = GC.CollectionCount(0), g1 = GC.CollectionCount(1), g2 = GC.CollectionCount(2);
+    var jit0 = System.Runtime.JitInfo.GetCompilationTime();
+    long methods0 = System.Runtime.JitInfo.GetCompiledMethodCount();
     var sw = Stopwatch.StartNew();
     // A due calibration is "requested" (nothing happens): the rounds measure ingest only, as the queue host runs it.
     var res = await LogIngest.RunAsync(store, log, requestCalibration: _ => Task.CompletedTask);
     sw.Stop();
     proc.Refresh();
     double cpu = (proc.TotalProcessorTime - cpu0).TotalSeconds;
+    double jit = (System.Runtime.JitInfo.GetCompilationTime() - jit0).TotalSeconds;
+    long methods = System.Runtime.JitInfo.GetCompiledMethodCount() - methods0;
     long alloc = GC.GetTotalAllocatedBytes(true) - alloc0;
     Console.WriteLine($"round {r + 1}: {res.Upserts} upserts, wall {sw.Elapsed.TotalSeconds:F2} s, cpu {cpu:F2} s ({cpu / Math.Max(1, res.Upserts) * 1e6:F1} µs/upsert), "
-        + $"alloc {alloc / 1e6:F0} MB, gc {GC.CollectionCount(0) - g0}/{GC.CollectionCount(1) - g1}/{GC.CollectionCount(2) - g2}; {res.Timings}; {res.PartitionSummary}");
+        + $"jit {jit:F2} s ({methods} methods), alloc {alloc / 1e6:F0} MB, gc {GC.CollectionCount(0) - g0}/{GC.CollectionCount(1) - g1}/{GC.CollectionCount(2) - g2}; {res.Timings}; {res.PartitionSummary}");
     if (costs?.GetValue(res) is System.Collections.IEnumerable list)
         Console.WriteLine("  cpu/alloc: " + string.Join(", ", list.Cast<System.Runtime.CompilerServices.ITuple>()
             .Select(t => $"{t[0]} {(double)t[1]!:F2} s {(long)t[2]! / 1e6:F0} MB")));
