@@ -22,6 +22,39 @@ public class SegmentFileTests
         Assert.Equal(0, v.SectionRange(1).Offset % 64);
     }
 
+    /// <summary>
+    /// <see cref="SegmentFile.Bytes{T}"/> is a view of the array, not a copy: it must still hold exactly the array's bytes
+    /// (little-endian, every element, nothing past them), pin to the right address, and give a file byte for byte the one a
+    /// copied section gives.
+    /// </summary>
+    [Fact]
+    public void TypedSectionsAreTheArraysBytesAndWriteAsCopiesDo()
+    {
+        var floats = new float[] { 1.5f, -2, float.Epsilon, 3e30f, 0, -0f, 7 };
+        var longs = new ulong[] { 1, ulong.MaxValue, 0x0102030405060708 };
+        var ints = new int[] { -1, 2, int.MinValue };
+        var expected = System.Runtime.InteropServices.MemoryMarshal.AsBytes(floats.AsSpan()).ToArray();
+        var view = SegmentFile.Bytes(floats);
+        Assert.Equal(expected, view.ToArray());
+        Assert.Equal(new byte[] { 0, 0, 0xC0, 0x3F }, view.Span[..4].ToArray()); // 1.5f, little-endian
+        unsafe
+        {
+            using var pin = view[4..].Pin();
+            Assert.Equal(-2f, *(float*)pin.Pointer);
+        }
+        var bytes = new byte[] { 4, 5, 6 };
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray(SegmentFile.Bytes(bytes), out var same) && same.Array == bytes);
+        Assert.Empty(SegmentFile.Bytes(Array.Empty<double>()).ToArray());
+
+        byte[] Copy<T>(T[] a) where T : unmanaged => System.Runtime.InteropServices.MemoryMarshal.AsBytes(a.AsSpan()).ToArray();
+        var viewed = SegmentFile.Write(SegmentKind.Codes, 3, 2, [(1u, SegmentFile.Bytes(floats)), (2u, SegmentFile.Bytes(longs)), (3u, SegmentFile.Bytes(ints))], headSections: 1);
+        var copied = SegmentFile.Write(SegmentKind.Codes, 3, 2, [(1u, Copy(floats)), (2u, Copy(longs)), (3u, Copy(ints))], headSections: 1);
+        Assert.Equal(copied, viewed);
+        var v = SegmentFile.Open(viewed, "c.seg", SegmentKind.Codes);
+        Assert.Equal(longs, v.Array<ulong>(2, longs.Length));
+        Assert.Equal(ints, v.Array<int>(3, ints.Length));
+    }
+
     [Fact]
     public void EveryFlippedByteIsDetectedAndTheErrorNamesTheFile()
     {

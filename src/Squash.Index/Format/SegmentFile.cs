@@ -178,7 +178,29 @@ public static class SegmentFile
     private static long Align(long v) => (v + Alignment - 1) / Alignment * Alignment;
 
     /// <summary>Section payload helpers: typed arrays as little-endian bytes (this code runs on little-endian hosts only).</summary>
-    public static ReadOnlyMemory<byte> Bytes<T>(T[] values) where T : unmanaged => MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+    /// <remarks>
+    /// A view, not a copy: <see cref="Write"/> copies each section into the file once, and a copy here first doubled the bytes
+    /// an ingest run allocates and moves for its segments (bench/writes.md). The view reads <paramref name="values"/> as they
+    /// are when it is read: callers pass it straight to <see cref="Write"/>.
+    /// </remarks>
+    public static ReadOnlyMemory<byte> Bytes<T>(T[] values) where T : unmanaged =>
+        values is byte[] bytes ? bytes : new ArrayBytes<T>(values).Memory;
+
+    /// <summary>A typed array's memory as bytes (<see cref="Bytes{T}"/>).</summary>
+    private sealed class ArrayBytes<T>(T[] values) : System.Buffers.MemoryManager<byte> where T : unmanaged
+    {
+        public override Span<byte> GetSpan() => MemoryMarshal.AsBytes(values.AsSpan());
+
+        public override unsafe System.Buffers.MemoryHandle Pin(int elementIndex = 0)
+        {
+            var handle = GCHandle.Alloc(values, GCHandleType.Pinned);
+            return new System.Buffers.MemoryHandle((byte*)handle.AddrOfPinnedObject() + elementIndex, handle, this);
+        }
+
+        public override void Unpin() { }
+
+        protected override void Dispose(bool disposing) { }
+    }
 
     public static ReadOnlyMemory<byte> Utf8(string s) => Encoding.UTF8.GetBytes(s);
 }

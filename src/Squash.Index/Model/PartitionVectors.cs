@@ -79,7 +79,7 @@ public sealed class PartitionVectors
             int first = b * rowsPerBlock, rows = Math.Min(rowsPerBlock, Count - first);
             BinaryPrimitives.WriteUInt64LittleEndian(table.AsSpan(8 + 8 * b), XxHash3.HashToUInt64(raw.Slice(first * rowBytes, rows * rowBytes)));
         }
-        return SegmentFile.Write(SegmentKind.Vectors, Count, Dimensions, [(BlockSection, table), (VectorSection, raw.ToArray())], headSections: 1);
+        return SegmentFile.Write(SegmentKind.Vectors, Count, Dimensions, [(BlockSection, table), (VectorSection, SegmentFile.Bytes(Data))], headSections: 1);
     }
 
     internal static int BlockCount(int count, int rowsPerBlock) => (count + rowsPerBlock - 1) / rowsPerBlock;

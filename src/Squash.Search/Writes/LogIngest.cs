@@ -34,6 +34,12 @@ public sealed record IngestResult(string? Version, bool Published, long FromSequ
     int NewPartitions = 0, int DriftSplits = 0, double LargestErrorRatio = 1, bool CalibrationRequested = false, int CompactedPartitions = 0)
 {
     /// <summary>
+    /// Per phase, as <see cref="Seconds"/>: the process's CPU seconds (every thread, so other work in the process counts too)
+    /// and the bytes it allocated, for measuring what a run costs (bench/writes.md).
+    /// </summary>
+    public IReadOnlyList<(string Phase, double CpuSeconds, long AllocatedBytes)>? Costs { get; init; }
+
+    /// <summary>
     /// "19 of 60 partitions touched, 7 of them rewritten"; when some had their appended segments merged, ", 5 compacted";
     /// when partitions were split, "(7 split into 18: 71 partitions now)";
     /// when some of those splits were for drift, "(2 of them for drift: carried quantizer's error up to 1.39 × a fresh fit's)".
@@ -169,8 +175,19 @@ public static partial class LogIngest
         // A rebuild's successor covers at least what the current version covers, or the watermark would move back.
         long to = Math.Max(Math.Min(latest, from + maxBatches), onto?.CurrentIndexed ?? 0);
         var phases = new List<(string, double)>();
+        var costs = new List<(string, double, long)>();
         var phase = System.Diagnostics.Stopwatch.StartNew();
-        void Lap(string name) { phases.Add((name, phase.Elapsed.TotalSeconds)); phase.Restart(); }
+        var cpu = Environment.CpuUsage.TotalTime;
+        long allocated = GC.GetTotalAllocatedBytes();
+        void Lap(string name)
+        {
+            phases.Add((name, phase.Elapsed.TotalSeconds));
+            var cpuNow = Environment.CpuUsage.TotalTime;
+            long allocatedNow = GC.GetTotalAllocatedBytes();
+            costs.Add((name, (cpuNow - cpu).TotalSeconds, allocatedNow - allocated));
+            (cpu, allocated) = (cpuNow, allocatedNow);
+            phase.Restart();
+        }
 
         var batches = new WriteBatch?[to - from];
         await Parallel.ForEachAsync(Enumerable.Range(0, batches.Length), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (i, t) =>
@@ -424,7 +441,7 @@ public static partial class LogIngest
         }
         return new IngestResult(manifest.Version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
             touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift, requested,
-            compactions);
+            compactions) { Costs = costs };
     }
 
     /// <summary>Ranges of one index pack past which a run reads the whole pack first (<see cref="PrefetchPacksAsync"/>).</summary>
