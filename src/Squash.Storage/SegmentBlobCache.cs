@@ -23,12 +23,20 @@ public sealed class SegmentBlobCache(long capacityBytes)
 
     /// <summary>
     /// Codes, attributes and deletion masks inside version folders, and the index pack that holds them for an ingest run (raw
-    /// vectors stay out: ingest rarely reads them back).
+    /// vectors stay out, but for the vector packs this process wrote: <see cref="KeepsWritten"/>).
     /// </summary>
     public static bool Keeps(string name) =>
         name.Contains("/versions/", StringComparison.Ordinal) &&
         (name.Contains(".codes.", StringComparison.Ordinal) || name.Contains(".attributes.", StringComparison.Ordinal) || name.EndsWith(".deleted.seg", StringComparison.Ordinal)
          || name.EndsWith("/" + SegmentPack.IndexName, StringComparison.Ordinal));
+
+    /// <summary>
+    /// What a write keeps besides <see cref="Keeps"/>: the vector pack this process wrote. The next runs' compactions merge
+    /// the newest appended segments of a partition and read their rows back from the last few runs' vector packs (bench/writes.md,
+    /// "read touched"); a vector pack only read is not kept (each range of it is read once).
+    /// </summary>
+    private static bool KeepsWritten(string name) =>
+        Keeps(name) || (name.Contains("/versions/", StringComparison.Ordinal) && name.EndsWith("/" + SegmentPack.VectorsName, StringComparison.Ordinal));
 
     /// <summary>The largest blob the cache keeps (a quarter of its capacity, so one blob cannot empty it).</summary>
     public long MaxBlobBytes => CapacityBytes / 4;
@@ -58,12 +66,13 @@ public sealed class SegmentBlobCache(long capacityBytes)
 
         public async Task<byte[]> ReadAllAsync(string name, CancellationToken cancellationToken = default)
         {
-            if (!Keeps(name)) return await inner.ReadAllAsync(name, cancellationToken).ConfigureAwait(false);
+            if (!KeepsWritten(name)) return await inner.ReadAllAsync(name, cancellationToken).ConfigureAwait(false);
             if (cache._blobs.TryGetValue(Key(name), out var held))
             {
                 Interlocked.Increment(ref cache._hits);
                 return held;
             }
+            if (!Keeps(name)) return await inner.ReadAllAsync(name, cancellationToken).ConfigureAwait(false);
             var bytes = await inner.ReadAllAsync(name, cancellationToken).ConfigureAwait(false);
             cache.Add(Key(name), bytes);
             return bytes;
@@ -73,19 +82,20 @@ public sealed class SegmentBlobCache(long capacityBytes)
         {
             var info = await inner.WriteAsync(name, data, condition, cancellationToken).ConfigureAwait(false);
             // Create-only writes are the segments' (a version is written once); anything else is not a segment.
-            if (condition == WriteCondition.IfNotExists && Keeps(name)) cache.Add(Key(name), data.ToArray());
+            if (condition == WriteCondition.IfNotExists && KeepsWritten(name)) cache.Add(Key(name), data.ToArray());
             return info;
         }
 
         public async Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken cancellationToken = default)
         {
-            if (!Keeps(name)) return await inner.ReadRangeAsync(name, offset, length, cancellationToken).ConfigureAwait(false);
+            if (!KeepsWritten(name)) return await inner.ReadRangeAsync(name, offset, length, cancellationToken).ConfigureAwait(false);
             // The whole blob when this process wrote or read it, else this very range read before.
             if (cache._blobs.TryGetValue(Key(name), out var whole) && offset >= 0 && offset + length <= whole.LongLength)
             {
                 Interlocked.Increment(ref cache._hits);
                 return whole.AsSpan((int)offset, length).ToArray();
             }
+            if (!Keeps(name)) return await inner.ReadRangeAsync(name, offset, length, cancellationToken).ConfigureAwait(false);
             var rangeKey = Key(name) + $"\n{offset}+{length}";
             if (cache._blobs.TryGetValue(rangeKey, out var held))
             {

@@ -50,12 +50,13 @@ public sealed class SegmentBlobCacheTests : IDisposable
     }
 
     [Fact]
-    public async Task RangesOfAnIndexPackComeFromTheWrittenPackOrFromTheRangeReadBeforeAndVectorPacksAreNotKept()
+    public async Task RangesOfAnIndexPackComeFromTheWrittenPackOrFromTheRangeReadBeforeAndOnlyWrittenVectorPacksAreKept()
     {
         var counting = new CountingStore(new FolderBlobStore(_root));
         var cache = new SegmentBlobCache(1 << 20);
         var store = cache.Over(counting);
-        const string Own = "idx/versions/v1/index.pack", Others = "idx/versions/v2/index.pack", Raw = "idx/versions/v1/vectors.pack";
+        const string Own = "idx/versions/v1/index.pack", Others = "idx/versions/v2/index.pack", Raw = "idx/versions/v1/vectors.pack",
+            OthersRaw = "idx/versions/v2/vectors.pack";
         var bytes = Enumerable.Range(0, 256).Select(i => (byte)i).ToArray();
         await store.WriteAsync(Own, bytes, WriteCondition.IfNotExists);
         await store.WriteAsync(Raw, bytes, WriteCondition.IfNotExists);
@@ -69,8 +70,16 @@ public sealed class SegmentBlobCacheTests : IDisposable
         Assert.Equal(bytes[64..96], await store.ReadRangeAsync(Others, 64, 32)); // another range: read
         Assert.Equal(2, counting.RangedReads);
         Assert.Equal(bytes[0..8], await store.ReadRangeAsync(Raw, 0, 8));
-        Assert.Equal(bytes[0..8], await store.ReadRangeAsync(Raw, 0, 8));
-        Assert.Equal(4, counting.RangedReads); // raw vectors are not kept
+        Assert.Equal(bytes, await store.ReadAllAsync(Raw));
+        Assert.Equal(2, counting.RangedReads); // the vector pack this process wrote: sliced from its bytes
+        Assert.Equal(0, counting.Reads);
+        await new FolderBlobStore(_root).WriteAsync(OthersRaw, bytes, WriteCondition.IfNotExists);
+        Assert.Equal(bytes[0..8], await store.ReadRangeAsync(OthersRaw, 0, 8));
+        Assert.Equal(bytes[0..8], await store.ReadRangeAsync(OthersRaw, 0, 8));
+        Assert.Equal(bytes, await store.ReadAllAsync(OthersRaw));
+        Assert.Equal(bytes, await store.ReadAllAsync(OthersRaw));
+        Assert.Equal(4, counting.RangedReads); // another's vector pack is not kept, whole or in ranges
+        Assert.Equal(2, counting.Reads);
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.ReadRangeAsync(Own, 250, 10)); // past the end: the store's error
 
         // Deleted: neither the pack nor ranges read from one are served again.
@@ -78,6 +87,8 @@ public sealed class SegmentBlobCacheTests : IDisposable
         await Assert.ThrowsAsync<BlobNotFoundException>(() => store.ReadRangeAsync(Others, 64, 64));
         Assert.True(await store.DeleteAsync(Own));
         await Assert.ThrowsAsync<BlobNotFoundException>(() => store.ReadRangeAsync(Own, 10, 20));
+        Assert.True(await store.DeleteAsync(Raw));
+        await Assert.ThrowsAsync<BlobNotFoundException>(() => store.ReadRangeAsync(Raw, 0, 8));
         Assert.Equal(0, cache.Bytes);
     }
 
