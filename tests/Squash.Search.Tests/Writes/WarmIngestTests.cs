@@ -30,7 +30,7 @@ public sealed partial class WarmIngestTests : IDisposable
     [GeneratedRegex(@"v\d{8}-\d{9}-[0-9a-f]{12}")]
     private static partial Regex VersionId();
 
-    [GeneratedRegex("\"createdUtc\": \"[^\"]*\"")]
+    [GeneratedRegex("\"createdUtc\":\\s*\"[^\"]*\"")]
     private static partial Regex Created();
 
     /// <summary>A version as its content: the manifest with version ids and time taken out, and a hash of every segment it names.</summary>
