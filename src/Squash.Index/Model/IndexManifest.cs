@@ -254,8 +254,6 @@ public sealed record AppendedRows
     };
 }
 
-// Not indented: an ingested index's manifest names every appended segment of every partition, is written by every ingest
-// run and read by every reader of the version, and indentation made it ~75 % larger (`squash inspect` summarises it for people).
-[JsonSourceGenerationOptions(WriteIndented = false, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
 [JsonSerializable(typeof(IndexManifest))]
 internal sealed partial class ManifestJson : JsonSerializerContext;
