@@ -1,6 +1,6 @@
 // Ingest CPU probe (issue #15): rounds of LogIngest.RunAsync on a folder store, each after `batches` log batches of
 // `size` upserts replacing random existing rows with vectors from a pool file. Prints per round: wall, process CPU,
-// bytes allocated, collections, and the run's own phase line (and per-phase CPU when the build reports it).
+// bytes allocated, collections, the run's own phase line, and its per-phase CPU and allocations (IngestResult.Costs).
 // Usage: ingest-cpu STORE_DIR|SPEC INDEX POOL.fvecs ROUNDS BATCHES SIZE SEED
 using System.Diagnostics;
 using Squash.Search.Writes;
@@ -29,7 +29,6 @@ using (var f = File.OpenRead(poolPath))
 var rng = new Random(seed);
 long known = m.IndexedSequence;
 var proc = Process.GetCurrentProcess();
-var costs = typeof(IngestResult).GetProperty("Costs");
 Console.WriteLine($"index {index}: {m.Count} rows, {m.Partitions.Count} partitions, watermark {known}; {rounds} rounds of {batches} × {size}");
 for (int r = 0; r < rounds; r++)
 {
@@ -57,7 +56,6 @@ for (int r = 0; r < rounds; r++)
     long alloc = GC.GetTotalAllocatedBytes(true) - alloc0;
     Console.WriteLine($"round {r + 1}: {res.Upserts} upserts, wall {sw.Elapsed.TotalSeconds:F2} s, cpu {cpu:F2} s ({cpu / Math.Max(1, res.Upserts) * 1e6:F1} µs/upsert), "
         + $"jit {jit:F2} s ({methods} methods), alloc {alloc / 1e6:F0} MB, gc {GC.CollectionCount(0) - g0}/{GC.CollectionCount(1) - g1}/{GC.CollectionCount(2) - g2}; {res.Timings}; {res.PartitionSummary}");
-    if (costs?.GetValue(res) is System.Collections.IEnumerable list)
-        Console.WriteLine("  cpu/alloc: " + string.Join(", ", list.Cast<System.Runtime.CompilerServices.ITuple>()
-            .Select(t => $"{t[0]} {(double)t[1]!:F2} s {(long)t[2]! / 1e6:F0} MB")));
+    if (res.Costs is { } costs)
+        Console.WriteLine("  cpu/alloc: " + string.Join(", ", costs.Select(c => $"{c.Phase} {c.CpuSeconds:F2} s {c.AllocatedBytes / 1e6:F0} MB")));
 }
