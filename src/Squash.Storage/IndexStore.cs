@@ -171,11 +171,19 @@ public sealed partial class IndexStore
     /// store, and moves <c>current</c> to the version unless <c>current</c> already names a newer one
     /// (see the class comment for why publishing follows version-id order).
     /// </summary>
-    public async Task<PublishResult> PublishAsync(VersionSink sink, IndexManifest manifest, CancellationToken ct = default)
+    public Task<PublishResult> PublishAsync(VersionSink sink, IndexManifest manifest, CancellationToken ct = default) =>
+        PublishAsync(sink, manifest, verifiedBase: null, ct);
+
+    /// <summary>
+    /// <see cref="PublishAsync(VersionSink, IndexManifest, CancellationToken)"/> for a version derived from
+    /// <paramref name="verifiedBase"/>, a published version the caller read as current just before: the segments it names
+    /// where the base names them are not listed again (<see cref="VerifyCompleteAsync(IndexManifest, IndexManifest?, CancellationToken)"/>).
+    /// </summary>
+    public async Task<PublishResult> PublishAsync(VersionSink sink, IndexManifest manifest, IndexManifest? verifiedBase, CancellationToken ct = default)
     {
         if (sink.Version != manifest.Version) throw new ArgumentException($"the sink writes version {sink.Version} but the manifest is version {manifest.Version}", nameof(manifest));
         await sink.WriteAsync(ManifestName, manifest.ToJson(), ct).ConfigureAwait(false);
-        await VerifyCompleteAsync(manifest, ct).ConfigureAwait(false);
+        await VerifyCompleteAsync(manifest, verifiedBase, ct).ConfigureAwait(false);
         return await MovePointerForwardAsync(manifest.Version, ct).ConfigureAwait(false);
     }
 
@@ -185,12 +193,22 @@ public sealed partial class IndexStore
     /// measured on it) never replaces a newer version another writer published meanwhile. Not published when
     /// <c>current</c> names anything else; the manifest written for it is then removed.
     /// </summary>
-    public async Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, string expectedCurrent, CancellationToken ct = default)
+    public Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, string expectedCurrent, CancellationToken ct = default) =>
+        PublishIfCurrentAsync(sink, manifest, expectedCurrent, verifiedBase: null, ct);
+
+    /// <summary>
+    /// <see cref="PublishIfCurrentAsync(VersionSink, IndexManifest, string, CancellationToken)"/> from <paramref name="expectedCurrent"/>'s
+    /// manifest, read from the store: the segments the successor names where it names them are not listed again.
+    /// </summary>
+    public Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, IndexManifest expectedCurrent, CancellationToken ct = default) =>
+        PublishIfCurrentAsync(sink, manifest, expectedCurrent.Version, expectedCurrent, ct);
+
+    private async Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, string expectedCurrent, IndexManifest? verifiedBase, CancellationToken ct)
     {
         if (sink.Version != manifest.Version) throw new ArgumentException($"the sink writes version {sink.Version} but the manifest is version {manifest.Version}", nameof(manifest));
         if (VersionIds.Compare(manifest.Version, expectedCurrent) <= 0) throw new ArgumentException($"version {manifest.Version} is not newer than {expectedCurrent}", nameof(manifest));
         await sink.WriteAsync(ManifestName, manifest.ToJson(), ct).ConfigureAwait(false);
-        await VerifyCompleteAsync(manifest, ct).ConfigureAwait(false);
+        await VerifyCompleteAsync(manifest, verifiedBase, ct).ConfigureAwait(false);
         var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(manifest.Version, VersionPrefix(manifest.Version) + ManifestName), PointerJson.Default.CurrentPointer);
         var current = await GetCurrentAsync(ct).ConfigureAwait(false);
         if (current is { } c && c.Version == expectedCurrent)
@@ -222,21 +240,35 @@ public sealed partial class IndexStore
     /// its recorded size. A build checks this before it publishes, so a version damaged while it was
     /// being written (say, by a gc run with a grace period shorter than the build) is never published.
     /// </summary>
-    public async Task VerifyCompleteAsync(IndexManifest m, CancellationToken ct = default)
+    public Task VerifyCompleteAsync(IndexManifest m, CancellationToken ct = default) => VerifyCompleteAsync(m, verifiedBase: null, ct);
+
+    /// <summary>
+    /// <see cref="VerifyCompleteAsync(IndexManifest, CancellationToken)"/>, except for the segments <paramref name="m"/> names
+    /// exactly where <paramref name="verifiedBase"/> names them (folder, blob, offset and size): those were checked when the
+    /// base was published, blobs are never rewritten, and gc keeps every segment of the current version and of one current
+    /// less than its grace period ago. So for a version derived from the one current when the caller looked (an ingest run,
+    /// a calibration) only what it wrote, and anything it names that the base does not, is listed: at 10⁶ rows the base
+    /// build's folder alone holds thousands of blobs, and listing it took most of an ingest run's publish.
+    /// </summary>
+    public async Task VerifyCompleteAsync(IndexManifest m, IndexManifest? verifiedBase, CancellationToken ct = default)
     {
         var prefix = VersionPrefix(m.Version);
         var present = new Dictionary<string, long>(StringComparer.Ordinal);
         await foreach (var b in Blobs.ListAsync(prefix, ct).ConfigureAwait(false)) present[b.Name[prefix.Length..]] = b.Length;
+        var vouched = verifiedBase is null ? null
+            : BlobsNamedBy(verifiedBase).Select(s => s with { Version = s.Version ?? verifiedBase.Version }).ToHashSet();
+        var toCheck = BlobsNamedBy(m).Where(s => vouched is null || s.Version is null || s.Version == m.Version || !vouched.Contains(s)).ToList();
         // Referenced folders are listed once each (an ingest's manifest can name thousands of earlier segments).
         var others = new ConcurrentDictionary<string, Dictionary<string, long>>(StringComparer.Ordinal);
-        await Parallel.ForEachAsync(ReferencedVersions(m), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (v, t) =>
+        var folders = toCheck.Select(s => s.Version).Where(v => v is not null && v != m.Version).Select(v => v!).Distinct(StringComparer.Ordinal);
+        await Parallel.ForEachAsync(folders, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (v, t) =>
         {
             var folder = VersionPrefix(v);
             var blobs = new Dictionary<string, long>(StringComparer.Ordinal);
             await foreach (var b in Blobs.ListAsync(folder, t).ConfigureAwait(false)) blobs[b.Name[folder.Length..]] = b.Length;
             others[v] = blobs;
         }).ConfigureAwait(false);
-        foreach (var segment in BlobsNamedBy(m))
+        foreach (var segment in toCheck)
         {
             bool referenced = segment.Version is { } other && other != m.Version;
             bool found = (referenced ? others[segment.Version!] : present).TryGetValue(segment.Name, out long length);

@@ -175,4 +175,63 @@ public sealed class PackedSegmentTests : IDisposable
         // And one that is not newer than what it follows is a caller's error.
         await Assert.ThrowsAsync<ArgumentException>(() => store.PublishIfCurrentAsync(store.CreateSink(built.Version), built, first.Version));
     }
+    /// <summary>Records the prefixes listed through it.</summary>
+    private sealed class ListingStore(IBlobStore inner) : IBlobStore
+    {
+        public readonly System.Collections.Concurrent.ConcurrentQueue<string> Listed = new();
+        public string Description => inner.Description;
+        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
+        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) { Listed.Enqueue(prefix); return inner.ListAsync(prefix, ct); }
+        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
+    }
+
+    /// <summary>A manifest-only successor of <paramref name="of"/> naming its segments where they are, with <paramref name="change"/> applied.</summary>
+    private static IndexManifest Derived(IndexManifest of, Func<PartitionEntry, PartitionEntry>? change = null)
+    {
+        SegmentRef Ref(SegmentRef s) => s with { Version = s.Version ?? of.Version };
+        var partitions = of.Partitions.Select(p => p with { Codes = Ref(p.Codes), Vectors = Ref(p.Vectors), Attributes = p.Attributes is null ? null : Ref(p.Attributes) }).ToArray();
+        if (change is not null) partitions[0] = change(partitions[0]);
+        return of with { Version = IndexStore.NewVersionId(), Routing = Ref(of.Routing), Partitions = partitions };
+    }
+
+    [Fact]
+    public async Task AVersionDerivedFromTheCurrentOneListsOnlyItsOwnFolderForWhatItsBaseAlreadyNames()
+    {
+        var listing = new ListingStore(new FolderBlobStore(_root));
+        var store = new IndexStore(listing, "packed");
+        var built = await IndexPublisher.BuildAndPublishAsync(store, Data(3), N, Dims, new IndexBuildOptions { Partitions = 4, Seed = 3 });
+
+        var derived = Derived(built);
+        listing.Listed.Clear();
+        Assert.True((await store.PublishAsync(store.CreateSink(derived.Version), derived, verifiedBase: built)).Published);
+        Assert.Equal([store.VersionPrefix(derived.Version)], listing.Listed);
+        Assert.Equal(derived.Version, (await store.OpenCurrentAsync()).Version);
+
+        // Without a base to vouch for them, the folder they are in is listed (and its blobs checked).
+        listing.Listed.Clear();
+        await store.VerifyCompleteAsync(derived);
+        Assert.Equal([store.VersionPrefix(derived.Version), store.VersionPrefix(built.Version)], listing.Listed);
+    }
+
+    [Fact]
+    public async Task ASegmentItsBaseDoesNotNameTheSameWayIsCheckedAndRefused()
+    {
+        var store = new IndexStore(new FolderBlobStore(_root), "packed");
+        var built = await IndexPublisher.BuildAndPublishAsync(store, Data(3), N, Dims, new IndexBuildOptions { Partitions = 4, Seed = 3 });
+        long bytes = built.Partitions[0].Codes.Bytes;
+
+        // The base's blob with a size the base does not give it: not vouched for, so listed and found wrong.
+        var resized = Derived(built, p => p with { Codes = p.Codes with { Bytes = bytes + 1 } });
+        var wrong = await Assert.ThrowsAsync<CorruptIndexException>(() => store.PublishAsync(store.CreateSink(resized.Version), resized, verifiedBase: built));
+        Assert.Equal($"version {resized.Version} in {store.Blobs.Description} is incomplete: blob '{store.BlobName(resized, resized.Partitions[0].Codes)}' it references has {bytes} bytes, the manifest says {bytes + 1}", wrong.Message);
+
+        // A segment of its own folder that was never written.
+        var missing = Derived(built, p => p with { Codes = new SegmentRef("p00000.codes.seg", bytes) });
+        var absent = await Assert.ThrowsAsync<CorruptIndexException>(() => store.PublishAsync(store.CreateSink(missing.Version), missing, verifiedBase: built));
+        Assert.Equal($"version {missing.Version} in {store.Blobs.Description} is incomplete: blob '{store.VersionPrefix(missing.Version)}p00000.codes.seg' is missing", absent.Message);
+        Assert.Equal(built.Version, (await store.GetCurrentAsync())!.Value.Version);
+    }
 }

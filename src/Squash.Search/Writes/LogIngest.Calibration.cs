@@ -131,7 +131,7 @@ public static partial class LogIngest
                 Partitions = current.Partitions.Select(e => Referenced(e, current)).ToArray(),
                 Calibration = measured with { RowsChangedSince = since, Filtered = current.Calibration.Filtered },
             };
-            var result = await store.PublishIfCurrentAsync(store.CreateSink(successor.Version), successor, current.Version, ct).ConfigureAwait(false);
+            var result = await store.PublishIfCurrentAsync(store.CreateSink(successor.Version), successor, current, ct).ConfigureAwait(false);
             if (result.Published)
                 return new CalibrationRun(CalibrationStatus.Published, measuredAt.Version, successor.Version, current.Version, StillDue: CalibrationDue(successor));
         }
@@ -161,7 +161,7 @@ public static partial class LogIngest
         var pointer = await store.GetCurrentAsync(ct).ConfigureAwait(false);
         if (pointer is null || pointer.Value.Version == based.Version || !OnBase(await store.ReadManifestAsync(pointer.Value.Version, ct).ConfigureAwait(false)))
         {
-            var result = await store.PublishAsync(sink, manifest, ct).ConfigureAwait(false);
+            var result = await store.PublishAsync(sink, manifest, verifiedBase: based, ct).ConfigureAwait(false);
             if (result.Published || !OnBase(await store.OpenCurrentAsync(ct).ConfigureAwait(false))) return (result, manifest, due);
         }
         else await sink.WriteAsync(IndexStore.ManifestName, manifest.ToJson(), ct).ConfigureAwait(false); // the rebased version references this folder
@@ -177,7 +177,7 @@ public static partial class LogIngest
                 Partitions = manifest.Partitions.Select(e => Referenced(e, manifest)).ToArray(),
                 Calibration = current.Calibration! with { RowsChangedSince = current.Calibration.RowsChangedSince + changed },
             };
-            var published = await store.PublishIfCurrentAsync(store.CreateSink(rebased.Version), rebased, current.Version, ct).ConfigureAwait(false);
+            var published = await store.PublishIfCurrentAsync(store.CreateSink(rebased.Version), rebased, current, ct).ConfigureAwait(false);
             if (published.Published) return (published, rebased, CalibrationDue(rebased));
         }
         return (new IndexStore.PublishResult(false, ""), manifest, due);
