@@ -77,7 +77,8 @@ public sealed class CalibrationJobTests : IDisposable
         Assert.Equal(150L, rows.Calibration!.RowsChangedSince);
         Assert.Equal(built.Plans, rows.Calibration.Plans);
 
-        var job = await LogIngest.RunCalibrationLeasedAsync(store);
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var job = await LogIngest.RunCalibrationLeasedAsync(store, clock);
         Assert.Equal(CalibrationStatus.Published, job.Status);
         Assert.Equal(rows.Version, job.MeasuredVersion);
         var published = await store.OpenCurrentAsync();
@@ -89,8 +90,9 @@ public sealed class CalibrationJobTests : IDisposable
         Assert.Equal((inProcess.Calibration.Queries, "live-sample", 0L), (published.Calibration.Queries, published.Calibration.Source, published.Calibration.RowsChangedSince));
         Assert.NotEqual(built.Plans, published.Calibration.Plans);
 
-        // Measured: the next job has nothing to do.
-        Assert.Equal(CalibrationStatus.NotDue, (await LogIngest.RunCalibrationLeasedAsync(store)).Status);
+        // Measured: the next job, once the rest has passed, has nothing to do.
+        clock.Advance(job.RetryAfter!.Value + TimeSpan.FromSeconds(1));
+        Assert.Equal(CalibrationStatus.NotDue, (await LogIngest.RunCalibrationLeasedAsync(store, clock)).Status);
     }
 
     [Fact]
@@ -250,8 +252,36 @@ public sealed class CalibrationJobTests : IDisposable
         clock.Advance(2 * LogIngest.CalibrationBackOff + TimeSpan.FromSeconds(1));
         var third = await LogIngest.RunCalibrationLeasedAsync(store, clock);
         Assert.Equal(CalibrationStatus.Published, third.Status);
+        clock.Advance(third.RetryAfter!.Value + TimeSpan.FromSeconds(1)); // its rest
         var lease = await IngestLease.TryAcquireNamedAsync(store.Blobs, IngestLease.CalibrationNameFor("fail"), TimeSpan.FromSeconds(1), clock);
         Assert.Equal(0, lease!.PriorFailures);
+    }
+
+    [Fact]
+    public async Task AJobThatMeasuredRestsThreeTimesItsMeasurementBeforeTheNextOneMeasures()
+    {
+        var (store, log, _) = await BuildAsync("rest", 26);
+        var rng = new Random(26);
+        await IngestAsync(store, log, rng, Rows, 150);
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+        var first = await LogIngest.RunCalibrationLeasedAsync(store, clock);
+        Assert.Equal(CalibrationStatus.Published, first.Status);
+        var rest = first.RetryAfter!.Value;
+        Assert.Equal(TimeSpan.FromSeconds(first.Seconds * LogIngest.CalibrationRestRatio), rest);
+        Assert.EndsWith($"; the next measurement in {rest.TotalSeconds:0.#} s at the earliest", first.Summary);
+
+        // Due again at once, but resting: turned away until the rest has passed, then measured.
+        await IngestAsync(store, log, rng, Rows + 150, 150);
+        var due = await store.OpenCurrentAsync();
+        Assert.True(LogIngest.CalibrationDue(due));
+        Assert.Equal(CalibrationStatus.Busy, (await LogIngest.RunCalibrationLeasedAsync(store, clock)).Status);
+        clock.Advance(rest - TimeSpan.FromTicks(Math.Min(rest.Ticks, TimeSpan.TicksPerMillisecond)));
+        Assert.Equal(CalibrationStatus.Busy, (await LogIngest.RunCalibrationLeasedAsync(store, clock)).Status);
+        Assert.Equal(due.Version, (await store.OpenCurrentAsync()).Version);
+        clock.Advance(TimeSpan.FromMilliseconds(2));
+        var second = await LogIngest.RunCalibrationLeasedAsync(store, clock);
+        Assert.Equal(CalibrationStatus.Published, second.Status);
+        Assert.Equal(due.Version, second.MeasuredVersion);
     }
 
     [Theory]

@@ -14,7 +14,7 @@ public static class CalibrationEndpoints
 {
     public const string QueueName = "squash-calibrate";
     public const string FunctionName = "calibrate";
-    /// <summary>When the published calibration is due again already (writes kept coming while it measured), the next job starts after this.</summary>
+    /// <summary>When the published calibration is due again already (writes kept coming while it measured), the next job starts this long after the lease's rest ends.</summary>
     public static readonly TimeSpan AgainDelay = TimeSpan.FromSeconds(1);
 
     public static void MapCalibrate(this WebApplication app) =>
@@ -45,9 +45,9 @@ public static class CalibrationEndpoints
         try
         {
             var run = await LogIngest.RunCalibrationLeasedAsync(catalog.StoreFor(index), ct: ct);
-            // A failure holds the lease for its back-off: ask again once it has passed (the message is not failed, so
-            // the queue does not deliver it again at once, nor move it to the poison queue after a few tries).
-            var again = run.Status == CalibrationStatus.Failed ? run.RetryAfter : run.StillDue ? AgainDelay : null;
+            // A failure holds the lease for its back-off, a measurement for its rest: ask again once it has passed (the
+            // message is not failed, so the queue does not deliver it again at once, nor move it to the poison queue).
+            var again = run.Status == CalibrationStatus.Failed ? run.RetryAfter : run.StillDue ? (run.RetryAfter ?? TimeSpan.Zero) + AgainDelay : null;
             if (again is { } delay && builds.Queues is not null) await SendAsync(builds.Queues, index, delay + TimeSpan.FromSeconds(1), ct);
             return Answer(true, $"calibrate {index}: {run.Summary}");
         }

@@ -25,6 +25,7 @@ public enum CalibrationStatus
 /// <param name="PublishedVersion">The manifest-only successor published (of <paramref name="OntoVersion"/>).</param>
 /// <param name="OntoVersion">The version current when publishing: the measured one, or a newer one whose later changes stay counted.</param>
 /// <param name="StillDue">The published version is due again already (changes since the measured version reach the share).</param>
+/// <param name="RetryAfter">How long the calibration lease stays held: a failure's back-off, or the rest after a measurement (<see cref="LogIngest.CalibrationRestRatio"/>).</param>
 public sealed record CalibrationRun(CalibrationStatus Status, string? MeasuredVersion = null, string? PublishedVersion = null, string? OntoVersion = null,
     string? Detail = null, TimeSpan? RetryAfter = null, double Seconds = 0, bool StillDue = false)
 {
@@ -33,10 +34,12 @@ public sealed record CalibrationRun(CalibrationStatus Status, string? MeasuredVe
         CalibrationStatus.Busy => "another calibration holds the lease",
         CalibrationStatus.NotDue => "not due",
         CalibrationStatus.TooFew => $"version {MeasuredVersion}: too few rows to measure with",
-        CalibrationStatus.Published => $"measured version {MeasuredVersion} in {Seconds:F2} s ({Detail}) → version {PublishedVersion} on {OntoVersion}" + (StillDue ? "; due again" : ""),
-        CalibrationStatus.Superseded => $"measured version {MeasuredVersion} in {Seconds:F2} s, not published: {Detail}",
+        CalibrationStatus.Published => $"measured version {MeasuredVersion} in {Seconds:F2} s ({Detail}) → version {PublishedVersion} on {OntoVersion}" + (StillDue ? "; due again" : "") + Rest,
+        CalibrationStatus.Superseded => $"measured version {MeasuredVersion} in {Seconds:F2} s, not published: {Detail}" + Rest,
         _ => $"failed: {Detail}; retried in {RetryAfter?.TotalSeconds:0} s at the earliest",
     };
+
+    private string Rest => RetryAfter is { } r ? $"; the next measurement in {r.TotalSeconds:0.#} s at the earliest" : "";
 }
 
 public static partial class LogIngest
@@ -46,6 +49,16 @@ public static partial class LogIngest
     /// <summary>Back-off after a first failed calibration; doubled for each failure in a row, up to <see cref="MaxCalibrationBackOff"/>.</summary>
     public static readonly TimeSpan CalibrationBackOff = TimeSpan.FromSeconds(30);
     public static readonly TimeSpan MaxCalibrationBackOff = TimeSpan.FromMinutes(30);
+
+    /// <summary>
+    /// After a measurement that took S seconds the calibration lease stays held for this many times S, so measurements take at
+    /// most a quarter of the time however fast writes make calibrations due. A measurement reads every raw vector of the index
+    /// (half a gigabyte at 10⁶ × 128) through the same store the ingest reads and writes; measured back to back under 1,000
+    /// writes/s it held the ingest's reads and writes back for most of every minute (bench/writes.md). Proportional to the
+    /// measurement's own time, not a fixed interval, so a small index is measured again within seconds and a large one rests
+    /// longer only because its measurement costs more.
+    /// </summary>
+    public const double CalibrationRestRatio = 3;
 
     /// <summary>Whether a version's calibration is due to be measured again (see <see cref="IngestRecalibration.DefaultShare"/>).</summary>
     public static bool CalibrationDue(IndexManifest m) =>
@@ -72,6 +85,13 @@ public static partial class LogIngest
             var backOff = TimeSpan.FromTicks(Math.Min(MaxCalibrationBackOff.Ticks, CalibrationBackOff.Ticks << Math.Min(failures - 1, 20)));
             await held.HoldAfterFailureAsync(backOff, failures, CancellationToken.None).ConfigureAwait(false);
             return new CalibrationRun(CalibrationStatus.Failed, Detail: $"{e.GetType().Name}: {e.Message}", RetryAfter: backOff);
+        }
+        if (run.Seconds > 0)
+        {
+            // Measured (or tried to): rest before the next measurement, so that calibrating takes at most a share of the time.
+            var rest = TimeSpan.FromSeconds(run.Seconds * CalibrationRestRatio);
+            await held.RestAsync(rest, CancellationToken.None).ConfigureAwait(false);
+            return run with { RetryAfter = rest };
         }
         await held.ReleaseAsync(CancellationToken.None).ConfigureAwait(false);
         return run;

@@ -159,11 +159,19 @@ public sealed class IngestLease
     /// Ends the hold after a failure: the lease stays taken for <paramref name="backOff"/> (no other holder starts the same
     /// failing work before then) and records <paramref name="failures"/> in a row for the next holder's back-off.
     /// </summary>
-    public async Task HoldAfterFailureAsync(TimeSpan backOff, int failures, CancellationToken ct = default)
+    public Task HoldAfterFailureAsync(TimeSpan backOff, int failures, CancellationToken ct = default) => HoldAsync(backOff, failures, ct);
+
+    /// <summary>
+    /// Ends the hold after work that succeeded, but keeps the lease taken for <paramref name="rest"/>: no holder starts the
+    /// work again before then (what spaces out a background job that would otherwise run back to back).
+    /// </summary>
+    public Task RestAsync(TimeSpan rest, CancellationToken ct = default) => HoldAsync(rest, failures: 0, ct);
+
+    private async Task HoldAsync(TimeSpan hold, int failures, CancellationToken ct)
     {
         try
         {
-            await _blobs.WriteAsync(Name, Serialize(Holder, _clock.GetUtcNow() + backOff, failures), WriteCondition.IfMatch(_etag), ct).ConfigureAwait(false);
+            await _blobs.WriteAsync(Name, Serialize(Holder, _clock.GetUtcNow() + hold, failures), WriteCondition.IfMatch(_etag), ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is BlobConditionFailedException or BlobNotFoundException)
         {
