@@ -181,7 +181,8 @@ public static partial class LogIngest
         var pointer = await store.GetCurrentAsync(ct).ConfigureAwait(false);
         if (pointer is null || pointer.Value.Version == based.Version || !OnBase(await store.ReadManifestAsync(pointer.Value.Version, ct).ConfigureAwait(false)))
         {
-            var result = await store.PublishAsync(sink, manifest, verifiedBase: based, ct).ConfigureAwait(false);
+            // The base vouches for its segments only while it is current (gc keeps them then): not when nothing is published.
+            var result = await store.PublishAsync(sink, manifest, verifiedBase: pointer?.Version == based.Version ? based : null, ct).ConfigureAwait(false);
             if (result.Published || !OnBase(await store.OpenCurrentAsync(ct).ConfigureAwait(false))) return (result, manifest, due);
         }
         else await sink.WriteAsync(IndexStore.ManifestName, manifest.ToJson(), ct).ConfigureAwait(false); // the rebased version references this folder
