@@ -72,8 +72,11 @@ public sealed partial class IndexStore
     public string BlobName(IndexManifest m, SegmentRef segment) => VersionPrefix(segment.Version ?? m.Version) + segment.Name;
 
     /// <summary>The earlier versions whose segments <paramref name="m"/> references (gc keeps them while it is kept).</summary>
-    public static IEnumerable<string> ReferencedVersions(IndexManifest m) =>
-        BlobsNamedBy(m).Select(s => s.Version).Where(v => v is not null && v != m.Version).Select(v => v!).Distinct(StringComparer.Ordinal);
+    public static IEnumerable<string> ReferencedVersions(IndexManifest m) => FoldersReferenced(BlobsNamedBy(m), m.Version);
+
+    /// <summary>The other versions' folders <paramref name="segments"/> of version <paramref name="version"/> are in, each once.</summary>
+    private static IEnumerable<string> FoldersReferenced(IEnumerable<SegmentRef> segments, string version) =>
+        segments.Select(s => s.Version).Where(v => v is not null && v != version).Select(v => v!).Distinct(StringComparer.Ordinal);
 
     internal sealed record CurrentPointer(string Version, string Manifest);
 
@@ -260,8 +263,7 @@ public sealed partial class IndexStore
         var toCheck = BlobsNamedBy(m).Where(s => vouched is null || s.Version is null || s.Version == m.Version || !vouched.Contains(s)).ToList();
         // Referenced folders are listed once each (an ingest's manifest can name thousands of earlier segments).
         var others = new ConcurrentDictionary<string, Dictionary<string, long>>(StringComparer.Ordinal);
-        var folders = toCheck.Select(s => s.Version).Where(v => v is not null && v != m.Version).Select(v => v!).Distinct(StringComparer.Ordinal);
-        await Parallel.ForEachAsync(folders, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (v, t) =>
+        await Parallel.ForEachAsync(FoldersReferenced(toCheck, m.Version), new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct }, async (v, t) =>
         {
             var folder = VersionPrefix(v);
             var blobs = new Dictionary<string, long>(StringComparer.Ordinal);
