@@ -256,15 +256,44 @@ public sealed class OpenedIndex
         var index = new OpenedIndex(store, manifest, routing);
         if (loadAll)
         {
-            await Parallel.ForEachAsync(Enumerable.Range(0, index.PartitionCount), ct, async (p, c) =>
+            // Neighbouring partitions' segments are fetched together (a few requests per pack, not one per segment), a
+            // bounded run of partitions at a time so that the fetched bytes held beside the decoded ones stay bounded.
+            var sizes = manifest.Partitions.Select(e => e.Segments().Sum(s => s.Bytes)).ToArray();
+            foreach (var run in RunsOfPartitions(sizes, LoadAllFetchBytes))
             {
-                index._codes[p] = await store.ReadCodesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
-                index._vectors[p] = await store.ReadVectorsAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
-                if (manifest.Attributes is not null)
-                    index._attributes[p] = await store.ReadAttributesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
-            }).ConfigureAwait(false);
+                var fetched = await store.PrefetchedAsync(manifest, run.SelectMany(p => manifest.Partitions[p].Segments()), ct).ConfigureAwait(false);
+                await Parallel.ForEachAsync(run, ct, async (p, c) =>
+                {
+                    index._codes[p] = await fetched.ReadCodesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
+                    index._vectors[p] = await fetched.ReadVectorsAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
+                    if (manifest.Attributes is not null)
+                        index._attributes[p] = await fetched.ReadAttributesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
+                }).ConfigureAwait(false);
+            }
         }
         return index;
+    }
+
+    /// <summary>Stored bytes a whole-index open fetches at a time (<see cref="RunsOfPartitions"/>).</summary>
+    public const long LoadAllFetchBytes = 64L << 20;
+
+    /// <summary>Consecutive partitions (of the given stored sizes) in runs of at most <paramref name="bytes"/> each (a larger partition alone).</summary>
+    public static IEnumerable<int[]> RunsOfPartitions(IReadOnlyList<long> sizes, long bytes)
+    {
+        var run = new List<int>();
+        long held = 0;
+        for (int p = 0; p < sizes.Count; p++)
+        {
+            if (run.Count > 0 && held + sizes[p] > bytes)
+            {
+                yield return [.. run];
+                run.Clear();
+                held = 0;
+            }
+            run.Add(p);
+            held += sizes[p];
+        }
+        if (run.Count > 0) yield return [.. run];
     }
 
     public bool IsLoaded(int p) => _codes[p] is not null && _vectors[p] is not null;

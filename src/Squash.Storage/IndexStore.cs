@@ -515,57 +515,6 @@ public sealed partial class IndexStore
         return PartitionVectors.FromSegment(segment, name, p, m.InternalDimensions);
     }
 
-    /// <summary>Gap between two wanted ranges of one pack up to which <see cref="ReadVectorSegmentsAsync"/> reads across it.</summary>
-    private const long CoalesceGap = 256 << 10;
-    /// <summary>The longest range <see cref="ReadVectorSegmentsAsync"/> sends in one request.</summary>
-    private const long CoalesceSpan = 32 << 20;
-
-    /// <summary>
-    /// The raw vectors of many plain (not composite) entries at once, as <see cref="ReadVectorsAsync(IndexManifest, PartitionEntry, CancellationToken)"/>
-    /// reads each: ranges of one pack lying near each other are read by one request (an ingest run's vector pack holds the
-    /// appended rows of every partition it touched, so compacting them reads each pack in a few requests, not one per segment).
-    /// </summary>
-    public async Task<PartitionVectors[]> ReadVectorSegmentsAsync(IndexManifest m, IReadOnlyList<PartitionEntry> entries, CancellationToken ct = default)
-    {
-        var result = new PartitionVectors[entries.Count];
-        var spans = new List<(string Blob, long Start, long End, List<int> Members)>();
-        foreach (var group in Enumerable.Range(0, entries.Count).Where(i => entries[i].Vectors.Offset is not null)
-                     .GroupBy(i => BlobName(m, entries[i].Vectors), StringComparer.Ordinal))
-        {
-            (string Blob, long Start, long End, List<int> Members)? span = null;
-            foreach (int i in group.OrderBy(i => entries[i].Vectors.Offset))
-            {
-                var s = entries[i].Vectors;
-                long start = s.Offset!.Value, end = start + s.Bytes;
-                if (span is { } open && start - open.End <= CoalesceGap && end - open.Start <= CoalesceSpan)
-                {
-                    open.Members.Add(i);
-                    span = open with { End = Math.Max(open.End, end) };
-                    continue;
-                }
-                if (span is { } done) spans.Add(done);
-                span = (group.Key, start, end, [i]);
-            }
-            if (span is { } last) spans.Add(last);
-        }
-        var options = new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = ct };
-        await Parallel.ForEachAsync(spans, options, async (span, t) =>
-        {
-            var bytes = await ReadRangeCountedAsync(span.Blob, span.Start, checked((int)(span.End - span.Start)), t).ConfigureAwait(false);
-            if (bytes.LongLength != span.End - span.Start)
-                throw new CorruptIndexException($"blob '{span.Blob}' is shorter than the index says: {bytes.LongLength} bytes at {span.Start}, {span.End - span.Start} named");
-            foreach (int i in span.Members)
-            {
-                var s = entries[i].Vectors;
-                var slice = bytes.AsSpan((int)(s.Offset!.Value - span.Start), checked((int)s.Bytes)).ToArray();
-                result[i] = PartitionVectors.FromSegment(slice, PackedName(span.Blob, s.Offset.Value, s.Bytes), entries[i], m.InternalDimensions);
-            }
-        }).ConfigureAwait(false);
-        await Parallel.ForEachAsync(Enumerable.Range(0, entries.Count).Where(i => entries[i].Vectors.Offset is null), options, async (i, t) =>
-            result[i] = await ReadVectorsAsync(m, entries[i], t).ConfigureAwait(false)).ConfigureAwait(false);
-        return result;
-    }
-
     public async Task<PartitionAttributes> ReadAttributesAsync(IndexManifest m, PartitionEntry p, CancellationToken ct = default)
     {
         if (m.Attributes is null || p.Attributes is null) throw new CorruptIndexException($"index version {m.Version} has no attributes");
@@ -637,6 +586,7 @@ public sealed partial class IndexStore
     private async Task<(byte[] Bytes, string Name)> ReadSegmentAsync(IndexManifest m, SegmentRef segment, CancellationToken ct)
     {
         var blob = BlobName(m, segment);
+        if (TryPrefetched(blob, segment, out var prefetched)) return (prefetched, segment.Offset is { } at ? PackedName(blob, at, segment.Bytes) : blob);
         if (segment.Offset is not { } offset) return (await ReadCountedAsync(blob, ct).ConfigureAwait(false), blob);
         var name = PackedName(blob, offset, segment.Bytes);
         if (segment.Bytes > int.MaxValue) throw new CorruptIndexException($"segment {name} is larger than a ranged read can fetch");

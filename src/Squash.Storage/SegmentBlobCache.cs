@@ -38,6 +38,13 @@ public sealed class SegmentBlobCache(long capacityBytes)
     private static bool KeepsWritten(string name) =>
         Keeps(name) || (name.Contains("/versions/", StringComparison.Ordinal) && name.EndsWith("/" + SegmentPack.VectorsName, StringComparison.Ordinal));
 
+    /// <summary>
+    /// The largest range read from the store that the cache keeps: a segment's range (a partition's codes, attributes or
+    /// mask inside a pack, which the next run reads again by the same range) is far smaller; a larger one is a bulk read of
+    /// many segments at once, which nothing reads again by that range and which would push out what is read again.
+    /// </summary>
+    public const int MaxKeptRangeBytes = 1 << 20;
+
     /// <summary>The largest blob the cache keeps (a quarter of its capacity, so one blob cannot empty it).</summary>
     public long MaxBlobBytes => CapacityBytes / 4;
 
@@ -95,7 +102,8 @@ public sealed class SegmentBlobCache(long capacityBytes)
                 Interlocked.Increment(ref cache._hits);
                 return whole.AsSpan((int)offset, length).ToArray();
             }
-            if (!Keeps(name)) return await inner.ReadRangeAsync(name, offset, length, cancellationToken).ConfigureAwait(false);
+            // A range past MaxKeptRangeBytes spans many segments (IndexStore.PrefetchedAsync): no later read asks for it again.
+            if (!Keeps(name) || length > MaxKeptRangeBytes) return await inner.ReadRangeAsync(name, offset, length, cancellationToken).ConfigureAwait(false);
             var rangeKey = Key(name) + $"\n{offset}+{length}";
             if (cache._blobs.TryGetValue(rangeKey, out var held))
             {

@@ -93,6 +93,34 @@ public sealed class SegmentBlobCacheTests : IDisposable
     }
 
     [Fact]
+    public async Task ARangeSpanningManySegmentsIsNotKeptButAHeldPackStillAnswersIt()
+    {
+        var counting = new CountingStore(new FolderBlobStore(_root));
+        var cache = new SegmentBlobCache(64L << 20);
+        var store = cache.Over(counting);
+        const string Others = "idx/versions/v2/index.pack", Own = "idx/versions/v1/index.pack";
+        int large = SegmentBlobCache.MaxKeptRangeBytes + 1;
+        var bytes = Enumerable.Range(0, large + 100).Select(i => (byte)(i * 7)).ToArray();
+        await new FolderBlobStore(_root).WriteAsync(Others, bytes, WriteCondition.IfNotExists);
+
+        // A bulk read (IndexStore.PrefetchedAsync's) goes to the store each time and leaves the budget alone.
+        Assert.Equal(bytes[50..(50 + large)], await store.ReadRangeAsync(Others, 50, large));
+        Assert.Equal(bytes[50..(50 + large)], await store.ReadRangeAsync(Others, 50, large));
+        Assert.Equal(2, counting.RangedReads);
+        Assert.Equal(0, cache.Bytes);
+        // A segment-sized range is still kept.
+        int kept = SegmentBlobCache.MaxKeptRangeBytes;
+        Assert.Equal(bytes[0..kept], await store.ReadRangeAsync(Others, 0, kept));
+        Assert.Equal(bytes[0..kept], await store.ReadRangeAsync(Others, 0, kept));
+        Assert.Equal(3, counting.RangedReads);
+        Assert.Equal(kept, cache.Bytes);
+        // A pack held whole answers a large range from memory.
+        await store.WriteAsync(Own, bytes, WriteCondition.IfNotExists);
+        Assert.Equal(bytes[10..(10 + large)], await store.ReadRangeAsync(Own, 10, large));
+        Assert.Equal(3, counting.RangedReads);
+    }
+
+    [Fact]
     public async Task ADeletedSegmentIsForgottenAndTheBudgetHolds()
     {
         var counting = new CountingStore(new FolderBlobStore(_root));

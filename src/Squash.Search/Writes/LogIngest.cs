@@ -283,13 +283,19 @@ public static partial class LogIngest
             // The raw vectors of the segments a compaction merges: ranges of earlier runs' vector packs, read together.
             var mergedParts = Enumerable.Range(0, partitions).Where(p => touched[p] && !rewrite[p])
                 .SelectMany(p => m.Partitions[p].Appended?.Skip(mergeFrom[p]).Select(a => (P: p, Entry: a.EntryOf(m.Partitions[p]))) ?? []).ToArray();
-            var mergedRead = store.ReadVectorSegmentsAsync(m, mergedParts.Select(x => x.Entry).ToArray(), ct);
+            // Raw vectors fetched together (IndexStore.PrefetchedAsync): the appended rows of a run's partitions lie side by side
+            // in the vector packs of the runs before, so a few requests per pack, not one per segment. Masks are read one by
+            // one: they sit in index packs, which a warm instance holds (SegmentBlobCache) and answers from memory.
+            var wanted = Enumerable.Range(0, partitions).Where(p => touched[p] && rewrite[p])
+                .SelectMany(p => m.Partitions[p].VectorSegments().Where(s => s != m.Partitions[p].Deleted))
+                .Concat(mergedParts.Select(x => x.Entry.Vectors));
+            var ahead = await store.PrefetchedAsync(m, wanted, ct).ConfigureAwait(false);
             await Parallel.ForEachAsync(Enumerable.Range(0, partitions).Where(p => touched[p]), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (p, t) =>
             {
-                if (rewrite[p]) vectors[p] = await store.ReadVectorsAsync(m, m.Partitions[p], t).ConfigureAwait(false);
+                if (rewrite[p]) vectors[p] = await ahead.ReadVectorsAsync(m, m.Partitions[p], t).ConfigureAwait(false);
                 else masks[p] = await store.ReadDeletionMaskAsync(m, m.Partitions[p], t).ConfigureAwait(false);
             }).ConfigureAwait(false);
-            var mergedVectors = await mergedRead.ConfigureAwait(false);
+            var mergedVectors = await Task.WhenAll(mergedParts.Select(x => ahead.ReadVectorsAsync(m, x.Entry, ct))).ConfigureAwait(false);
             var merged = mergedParts.Select((x, i) => (x.P, Vectors: mergedVectors[i])).ToLookup(x => x.P, x => x.Vectors);
             Lap("read touched");
 

@@ -6,11 +6,11 @@ using Squash.Testing;
 namespace Squash.Storage.Tests;
 
 /// <summary>
-/// Many vector segments of one pack read together (what an ingest run's compaction reads): one request for neighbouring
-/// ranges, the same rows as reading each segment alone, and a pack shorter than the manifest says or a damaged segment
-/// is a named <see cref="CorruptIndexException"/>.
+/// Many segments of one pack fetched together (<see cref="IndexStore.PrefetchedAsync"/>, what an ingest run's compaction
+/// and a whole-version open read): one request for neighbouring ranges, the same rows as reading each segment alone, and a
+/// pack shorter than the manifest says or a damaged segment is a named <see cref="CorruptIndexException"/>.
 /// </summary>
-public sealed class VectorSegmentsReadTests : IDisposable
+public sealed class SegmentPrefetchTests : IDisposable
 {
     private const int N = 1200, Dims = 16;
     private readonly string _root = Path.Combine(Path.GetTempPath(), "squash-vector-segments-" + Guid.NewGuid().ToString("N"));
@@ -53,7 +53,10 @@ public sealed class VectorSegmentsReadTests : IDisposable
         counting.RangedReads = 0;
         // Every other partition, in no particular order: the gaps between them are small, so still one request.
         var wanted = m.Partitions.Where(p => p.Id % 2 == 1).Reverse().ToArray();
-        var together = await store.ReadVectorSegmentsAsync(m, wanted);
+        var ahead = await store.PrefetchedAsync(m, wanted.Select(e => e.Vectors));
+        Assert.Equal(1, counting.RangedReads);
+        var together = new List<Squash.Index.Model.PartitionVectors>();
+        foreach (var entry in wanted) together.Add(await ahead.ReadVectorsAsync(m, entry));
         Assert.Equal(1, counting.RangedReads);
         for (int i = 0; i < wanted.Length; i++)
         {
@@ -61,7 +64,17 @@ public sealed class VectorSegmentsReadTests : IDisposable
             Assert.Equal(alone.Count, together[i].Count);
             Assert.Equal(alone.Data, together[i].Data);
         }
-        Assert.Empty(await store.ReadVectorSegmentsAsync(m, []));
+        // A segment the view did not fetch is read from the store.
+        var other = m.Partitions.First(p => p.Id % 2 == 0);
+        int before = counting.RangedReads;
+        var direct = await store.ReadVectorsAsync(m, other);
+        int directReads = counting.RangedReads - before;
+        Assert.True(directReads > 0);
+        Assert.Equal(direct.Data, (await ahead.ReadVectorsAsync(m, other)).Data);
+        Assert.Equal(before + 2 * directReads, counting.RangedReads);
+        counting.RangedReads = 0;
+        await store.PrefetchedAsync(m, []);
+        Assert.Equal(0, counting.RangedReads);
     }
 
     [Fact]
@@ -73,14 +86,15 @@ public sealed class VectorSegmentsReadTests : IDisposable
 
         var last = m.Partitions.MaxBy(p => p.Vectors.Offset)!;
         await store.Blobs.WriteAsync(pack, bytes.AsMemory(0, (int)(last.Vectors.Offset!.Value + last.Vectors.Bytes / 2)), WriteCondition.Overwrite);
-        var shortPack = await Assert.ThrowsAsync<CorruptIndexException>(() => store.ReadVectorSegmentsAsync(m, m.Partitions.ToArray()));
+        var shortPack = await Assert.ThrowsAsync<CorruptIndexException>(() => store.PrefetchedAsync(m, m.Partitions.Select(p => p.Vectors)));
         Assert.Contains(pack, shortPack.Message);
 
         var damaged = (byte[])bytes.Clone();
         var first = m.Partitions[0].Vectors;
         damaged[first.Offset!.Value + first.Bytes - 5] ^= 0x40;
         await store.Blobs.WriteAsync(pack, damaged, WriteCondition.Overwrite);
-        var flipped = await Assert.ThrowsAsync<CorruptIndexException>(() => store.ReadVectorSegmentsAsync(m, m.Partitions.ToArray()));
+        var ahead = await store.PrefetchedAsync(m, m.Partitions.Select(p => p.Vectors));
+        var flipped = await Assert.ThrowsAsync<CorruptIndexException>(() => ahead.ReadVectorsAsync(m, m.Partitions[0]));
         Assert.Contains(IndexStore.PackedName(pack, first.Offset.Value, first.Bytes), flipped.Message);
     }
 }
