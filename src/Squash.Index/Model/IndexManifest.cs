@@ -234,13 +234,8 @@ public sealed record PartitionEntry
         if (Deleted is not null) yield return Deleted;
     }
 
-    /// <summary>The segments reading the entry's raw vectors takes: base, appended, and the mask that leaves the live rows.</summary>
-    public IEnumerable<SegmentRef> VectorSegments()
-    {
-        yield return Vectors;
-        foreach (var a in Appended ?? []) yield return a.Vectors;
-        if (Deleted is not null) yield return Deleted;
-    }
+    /// <summary>The entry's raw-vector segments: base, then appended (the mask that leaves the live rows is <see cref="Deleted"/>).</summary>
+    public IEnumerable<SegmentRef> VectorSegments() => (Appended ?? []).Select(a => a.Vectors).Prepend(Vectors);
 
     /// <summary>The entry describing only the base segments (what their headers must match).</summary>
     public PartitionEntry BaseEntry() => IsComposite ? this with { Count = BaseRows, Appended = null, Deleted = null, BaseCount = null } : this;

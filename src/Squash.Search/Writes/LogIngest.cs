@@ -287,7 +287,7 @@ public static partial class LogIngest
             // in the vector packs of the runs before, so a few requests per pack, not one per segment. Masks are read one by
             // one: they sit in index packs, which a warm instance holds (SegmentBlobCache) and answers from memory.
             var wanted = Enumerable.Range(0, partitions).Where(p => touched[p] && rewrite[p])
-                .SelectMany(p => m.Partitions[p].VectorSegments().Where(s => s != m.Partitions[p].Deleted))
+                .SelectMany(p => m.Partitions[p].VectorSegments())
                 .Concat(mergedParts.Select(x => x.Entry.Vectors));
             var ahead = await store.PrefetchedAsync(m, wanted, ct).ConfigureAwait(false);
             await Parallel.ForEachAsync(Enumerable.Range(0, partitions).Where(p => touched[p]), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (p, t) =>
