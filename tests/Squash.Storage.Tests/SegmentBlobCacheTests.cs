@@ -1,3 +1,5 @@
+using Squash.Testing;
+
 namespace Squash.Storage.Tests;
 
 /// <summary>The ingest's cache of immutable segment blobs: what it keeps, what it answers, what it forgets.</summary>
@@ -10,24 +12,12 @@ public sealed class SegmentBlobCacheTests : IDisposable
         if (Directory.Exists(_root)) Directory.Delete(_root, recursive: true);
     }
 
-    private sealed class CountingStore(IBlobStore inner) : IBlobStore
-    {
-        public int Reads, RangedReads;
-        public string Description => inner.Description;
-        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) { Interlocked.Increment(ref Reads); return inner.ReadAllAsync(name, ct); }
-        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) { Interlocked.Increment(ref RangedReads); return inner.ReadRangeAsync(name, offset, length, ct); }
-        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
-        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
-        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
-        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
-    }
-
     private const string Codes = "idx/versions/v1/p00001.codes.seg", Vectors = "idx/versions/v1/p00001.vectors.seg", Current = "idx/current";
 
     [Fact]
     public async Task SegmentsReadOrWrittenOnceAreAnsweredFromMemoryAndOthersAlwaysFromTheStore()
     {
-        var counting = new CountingStore(new FolderBlobStore(_root));
+        var counting = new RequestCountingStore(new FolderBlobStore(_root));
         var cache = new SegmentBlobCache(1 << 20);
         var store = cache.Over(counting);
         await store.WriteAsync(Codes, new byte[] { 1, 2, 3 }, WriteCondition.IfNotExists);
@@ -52,7 +42,7 @@ public sealed class SegmentBlobCacheTests : IDisposable
     [Fact]
     public async Task RangesOfAnIndexPackComeFromTheWrittenPackOrFromTheRangeReadBeforeAndOnlyWrittenVectorPacksAreKept()
     {
-        var counting = new CountingStore(new FolderBlobStore(_root));
+        var counting = new RequestCountingStore(new FolderBlobStore(_root));
         var cache = new SegmentBlobCache(1 << 20);
         var store = cache.Over(counting);
         const string Own = "idx/versions/v1/index.pack", Others = "idx/versions/v2/index.pack", Raw = "idx/versions/v1/vectors.pack",
@@ -95,7 +85,7 @@ public sealed class SegmentBlobCacheTests : IDisposable
     [Fact]
     public async Task ARangeSpanningManySegmentsIsNotKeptButAHeldPackStillAnswersIt()
     {
-        var counting = new CountingStore(new FolderBlobStore(_root));
+        var counting = new RequestCountingStore(new FolderBlobStore(_root));
         var cache = new SegmentBlobCache(64L << 20);
         var store = cache.Over(counting);
         const string Others = "idx/versions/v2/index.pack", Own = "idx/versions/v1/index.pack";
@@ -123,7 +113,7 @@ public sealed class SegmentBlobCacheTests : IDisposable
     [Fact]
     public async Task ADeletedSegmentIsForgottenAndTheBudgetHolds()
     {
-        var counting = new CountingStore(new FolderBlobStore(_root));
+        var counting = new RequestCountingStore(new FolderBlobStore(_root));
         var cache = new SegmentBlobCache(4096);
         var store = cache.Over(counting);
         await store.WriteAsync(Codes, new byte[100], WriteCondition.IfNotExists);

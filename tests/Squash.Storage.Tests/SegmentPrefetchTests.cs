@@ -20,27 +20,11 @@ public sealed class SegmentPrefetchTests : IDisposable
         try { Directory.Delete(_root, true); } catch (IOException) { }
     }
 
-    private sealed class CountingStore(IBlobStore inner) : IBlobStore
-    {
-        public int RangedReads;
-        public string Description => inner.Description;
-        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
-        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default)
-        {
-            if (name.EndsWith(SegmentPack.VectorsName, StringComparison.Ordinal)) Interlocked.Increment(ref RangedReads);
-            return inner.ReadRangeAsync(name, offset, length, ct);
-        }
-        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
-        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
-        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
-        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
-    }
-
-    private async Task<(IndexStore Store, CountingStore Counting, IndexManifest Packed)> PackedAsync()
+    private async Task<(IndexStore Store, RequestCountingStore Counting, IndexManifest Packed)> PackedAsync()
     {
         var rng = new Random(3);
         var data = Enumerable.Range(0, N * Dims).Select(_ => (float)rng.NextDouble()).ToArray();
-        var counting = new CountingStore(new FolderBlobStore(_root));
+        var counting = new RequestCountingStore(new FolderBlobStore(_root), name => name.EndsWith(SegmentPack.VectorsName, StringComparison.Ordinal));
         var store = new IndexStore(counting, "segments");
         await IndexPublisher.BuildAndPublishAsync(store, data, N, Dims, new IndexBuildOptions { Partitions = 12, Seed = 5 });
         return (store, counting, await PackedVersion.RepackCurrentAsync(store));
