@@ -12,7 +12,7 @@ namespace Squash.Functions.Tests;
 /// Many small ingest runs into one partition, past <see cref="LogIngest.MaxAppendedSegments"/>: the runs merge the newest
 /// appended segments into one instead of rewriting the partition, every row readers see stays what it was (codes, raw
 /// vector, attributes, in the same order), answers equal brute force over the model, gc after every run leaves every version
-/// it keeps complete, and the run whose appended rows pass half the base still rewrites the partition whole.
+/// it keeps complete, and the run whose appended rows pass its share of the base still rewrites the partition whole.
 /// </summary>
 [Collection(nameof(IndexCollection))]
 public sealed class IngestCompactionTests(IndexFixture fx)
@@ -30,7 +30,8 @@ public sealed class IngestCompactionTests(IndexFixture fx)
     public async Task RunsPastTheSegmentLimitCompactRowForRowAndAnswersStayExact(int seed)
     {
         var index = "ingest-compact-" + Guid.NewGuid().ToString("N")[..8];
-        // One partition of 60 rows: every write lands in it, and it is rewritten only once its appended rows pass 30.
+        // One partition of 60 rows: every write lands in it, and it is rewritten only once its appended rows pass its share
+        // of the base (15–45 rows).
         var (model, store) = await WriteModel.BuildAsync(fx.Root, index, seed, withIds: true, partitions: 1);
         using var app = fx.App(2, 0, settings: new Dictionary<string, string> { ["Squash:CurrentRecheck"] = "00:00:00" });
         var client = app.CreateClient();
@@ -73,23 +74,24 @@ public sealed class IngestCompactionTests(IndexFixture fx)
             var entry = before.Partitions[0];
             int appendedRows = (entry.Appended?.Sum(a => a.Count) ?? 0) + upserts.Count;
             int masked = entry.StoredRows - entry.Count + gone.Count;
-            bool pastHalf = 2 * appendedRows > entry.BaseRows || 2 * masked > entry.BaseRows;
+            // The partition's own share (LogIngest.RewriteThreshold: a quarter to three quarters of its base, by a hash).
+            bool pastShare = Math.Max(appendedRows, masked) > LogIngest.RewriteThreshold(before, 0) * entry.BaseRows;
             var run = await LogIngest.RunAsync(store, log);
             Assert.True(run.Published, $"{context}: not published");
             var m = await store.OpenCurrentAsync();
             var p = m.Partitions[0];
             Assert.True((p.Appended?.Count ?? 0) <= LogIngest.MaxAppendedSegments, $"{context}: {p.Appended?.Count} appended segments");
-            if (pastHalf)
+            if (pastShare)
             {
-                // Past half the base: rewritten whole (then perhaps split), compaction or not; the last step.
+                // Past its share of the base: rewritten whole (then perhaps split), compaction or not; the last step.
                 Assert.True(run.RewrittenPartitions == 1 && run.CompactedPartitions == 0 && m.Partitions.All(x => !x.IsComposite && x.Codes.Version is null),
-                    $"{context}: past half the base, not rewritten whole");
+                    $"{context}: past its share of the base, not rewritten whole");
                 rewrites++;
             }
             else
             {
                 Assert.True(m.Partitions.Count == 1, $"{context}: the partition was split");
-                Assert.True(run.RewrittenPartitions == 0, $"{context}: rewritten although its appended and masked rows are under half its base");
+                Assert.True(run.RewrittenPartitions == 0, $"{context}: rewritten although its appended and masked rows are under its share of its base");
                 bool wouldPass = (entry.Appended?.Count ?? 0) + 1 > LogIngest.MaxAppendedSegments;
                 await AssertRowForRowAsync(store, before, m, rowsBefore, gone, upserts, run, wouldPass, context);
                 if (wouldPass) compactions++; else extensions++;
@@ -104,7 +106,9 @@ public sealed class IngestCompactionTests(IndexFixture fx)
                 await AssertAnswer(client, index, true, query, filter, "eventual", model, sequence, $"{context} query {q} {filter?.Json}");
             }
         }
-        Assert.True(compactions >= 2 && extensions >= 3 && rewrites >= 1, $"seed {seed}: {compactions} compactions, {extensions} plain extensions, {rewrites} rewrites");
+        // One compaction at least: the ninth appended segment (~11 rows) comes before the lowest share of the base (15 rows);
+        // a higher share leaves room for more.
+        Assert.True(compactions >= 1 && extensions >= 3 && rewrites >= 1, $"seed {seed}: {compactions} compactions, {extensions} plain extensions, {rewrites} rewrites");
     }
 
     private static async Task AssertRowForRowAsync(IndexStore store, IndexManifest before, IndexManifest m, Rows rowsBefore, HashSet<string> gone,

@@ -370,13 +370,13 @@ public sealed class IngestTests(IndexFixture fx)
         int fresh = 0;
         string NewId() => withIds ? $"new-{fresh++}" : (Rows + fresh++).ToString(CultureInfo.InvariantCulture);
 
-        // Fourteen rows in a small ball well outside the unit cube the index was built from: they all land in one partition
-        // (~20 rows), which they make rewrite (more than half its base appended) but not large enough to split by size
-        // (under twice the target of 20); its quantizer, fitted inside the cube, holds them only in outer cells widened far
-        // out, so the drift check splits it: the ball and the partition's old rows get centroids and quantizers of their own.
+        // Seventeen rows in a small ball well outside the unit cube the index was built from: they all land in one partition
+        // (~20 rows), which they make rewrite (more than three quarters of its base appended: past its threshold, whatever
+        // the hash made it, LogIngest.RewriteThreshold) but not large enough to split by size (under twice the target of
+        // 20); its quantizer, fitted inside the cube, holds them only in outer cells widened far out, so the drift check splits it: the ball and the partition's old rows get centroids and quantizers of their own.
         var centre = model.First().Value.Vector.Select(x => x + 3).ToArray();
         var items = new List<string>();
-        for (int i = 0; i < 14; i++)
+        for (int i = 0; i < 17; i++)
         {
             var v = centre.Select(x => x + (float)((rng.NextDouble() - 0.5) * 0.5)).ToArray();
             var item = new Item(v, "red", 10 + i, i);

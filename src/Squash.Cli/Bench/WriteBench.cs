@@ -331,16 +331,18 @@ public static class WriteBench
             Console.WriteLine($"recall@{s.K} before the rebuild {before.Recall:F4}, after {after.Recall:F4}");
         }
 
-        private sealed record RecallFigure(double Recall, double CentroidFactor, int RerankFactor, double? Predicted, double Partitions)
+        private sealed record RecallFigure(double Recall, double CentroidFactor, int RerankFactor, double? Predicted, double Partitions, int Incomplete)
         {
             public override string ToString() =>
-                $"{Recall:F4} (plan CF {CentroidFactor:0.###} R {RerankFactor}, predicted {(Predicted is { } p ? p.ToString("F3", CultureInfo.InvariantCulture) : "—")}, {Partitions:F1} partitions/query)";
+                $"{Recall:F4} (plan CF {CentroidFactor:0.###} R {RerankFactor}, predicted {(Predicted is { } p ? p.ToString("F3", CultureInfo.InvariantCulture) : "—")}, {Partitions:F1} partitions/query" +
+                (Incomplete > 0 ? $"; {Incomplete} answers incomplete (a branch of the tree failed)" : "") + ")";
         }
 
         /// <summary>Recall@k of eventual queries against <paramref name="truth"/>, with the plan the index chose (and the mean partitions scanned), or a given CF and R.</summary>
         private async Task<RecallFigure> EndpointRecallAsync(string index, int[][] truth, (double Cf, int R)? plan, CancellationToken ct)
         {
             long hits = 0, total = 0, scanned = 0;
+            int incomplete = 0;
             double cf = 0, predicted = 0;
             int r = 0;
             bool anyPredicted = false;
@@ -350,13 +352,15 @@ public static class WriteBench
                 var expected = truth[i].ToHashSet();
                 foreach (var row in answer.GetProperty("results").EnumerateArray()) if (expected.Contains((int)row.GetProperty("row").GetInt64())) hits++;
                 total += expected.Count;
+                // A partial answer (a branch failed) lowers recall for a reason that is not the index's: counted, so it shows.
+                if (!answer.GetProperty("complete").GetBoolean()) incomplete++;
                 var stats = answer.GetProperty("stats");
                 cf = stats.GetProperty("centroidFactor").GetDouble();
                 r = stats.GetProperty("rerankFactor").GetInt32();
                 scanned += stats.GetProperty("partitionsScanned").GetInt64();
                 if (stats.TryGetProperty("predictedRecall", out var p) && p.ValueKind == JsonValueKind.Number) { predicted = p.GetDouble(); anyPredicted = true; }
             }
-            return new RecallFigure((double)hits / total, cf, r, anyPredicted ? predicted : null, (double)scanned / queries.Count);
+            return new RecallFigure((double)hits / total, cf, r, anyPredicted ? predicted : null, (double)scanned / queries.Count, incomplete);
         }
 
         private async Task<(double Ms, JsonElement Answer)> QueryAsync(string index, float[] vector, string consistency, int k, CancellationToken ct, int? depth = null,

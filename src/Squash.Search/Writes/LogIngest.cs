@@ -273,7 +273,8 @@ public static partial class LogIngest
                 // A partition that will be split is rewritten first (the split starts from its rows in one piece).
                 if (ShouldSplit(m, (long)m.Partitions[p].Count - removed + mineOf[p].Length)) pressure[p] = double.PositiveInfinity;
             }
-            foreach (int p in ChooseRewrites(pressure, RewriteBudget(partitions))) rewrite[p] = true;
+            var thresholds = Enumerable.Range(0, partitions).Select(p => RewriteThreshold(m, p)).ToArray();
+            foreach (int p in ChooseRewrites(pressure, thresholds, RewriteBudget(partitions))) rewrite[p] = true;
             for (int p = 0; p < partitions; p++)
             {
                 if (!touched[p]) continue;
@@ -516,8 +517,30 @@ public static partial class LogIngest
         return (double)Math.Max(appendedRows, masked) / Math.Max(1, entry.BaseRows);
     }
 
-    /// <summary>The share of its base rows past which a partition is due to be rewritten (<see cref="ChooseRewrites"/>).</summary>
+    /// <summary>The mean share of its base rows past which a partition is due to be rewritten (<see cref="RewriteThreshold"/>).</summary>
     public const double RewriteShare = 0.5;
+
+    /// <summary>
+    /// The share of its base rows past which partition <paramref name="p"/> of <paramref name="m"/> is due to be rewritten:
+    /// <see cref="RewriteShare"/> times a factor in [0.5, 1.5) drawn from a hash of where its base codes live (the same on every
+    /// instance and in every run; new once it is rewritten). With one share for all, uniform writes bring every partition to
+    /// it within a few runs of each other, and the budgeted wave of rewrites that follows holds runs long for minutes and
+    /// comes back each time the partitions reach the share again; spread shares spread the rewrites over time, at the rate
+    /// the writes need, with the same mean.
+    /// </summary>
+    public static double RewriteThreshold(IndexManifest m, int p) => RewriteThreshold(m.Partitions[p].Codes, m.Version, p);
+
+    /// <param name="codes">The partition's base codes segment.</param>
+    /// <param name="manifestVersion">The version of the manifest naming it (where a segment without a version lives).</param>
+    /// <param name="p">The partition's number.</param>
+    public static double RewriteThreshold(SegmentRef codes, string manifestVersion, int p)
+    {
+        var key = System.Text.Encoding.UTF8.GetBytes($"{codes.Version ?? manifestVersion}/{codes.Name}@{codes.Offset}#{p}");
+        return RewriteShare * (0.5 + UnitInterval(System.IO.Hashing.XxHash3.HashToUInt64(key)));
+    }
+
+    /// <summary>A 64-bit hash as a number in [0, 1) (its top 53 bits).</summary>
+    public static double UnitInterval(ulong hash) => (hash >> 11) * (1.0 / (1UL << 53));
 
     /// <summary>The share past which a due partition is rewritten whatever the run's budget.</summary>
     public const double ForcedRewriteShare = 1.0;
@@ -531,21 +554,25 @@ public static partial class LogIngest
 
     /// <summary>
     /// The partitions a run rewrites whole, given each one's <see cref="RewritePressure"/> (0 for untouched ones; infinity
-    /// for one that must be split): every one past <see cref="ForcedRewriteShare"/>, and of those past
-    /// <see cref="RewriteShare"/> the <paramref name="budget"/> furthest gone (ties to the lower partition number).
+    /// for one that must be split) and its <see cref="RewriteThreshold"/>: every one past <see cref="ForcedRewriteShare"/>,
+    /// and of those past their threshold the <paramref name="budget"/> furthest past it (pressure over threshold; ties to the
+    /// lower partition number).
     /// </summary>
-    public static int[] ChooseRewrites(IReadOnlyList<double> pressure, int budget)
+    public static int[] ChooseRewrites(IReadOnlyList<double> pressure, IReadOnlyList<double> thresholds, int budget)
     {
         ArgumentNullException.ThrowIfNull(pressure);
+        ArgumentNullException.ThrowIfNull(thresholds);
         ArgumentOutOfRangeException.ThrowIfNegative(budget);
+        if (thresholds.Count != pressure.Count) throw new ArgumentException($"{thresholds.Count} thresholds for {pressure.Count} partitions", nameof(thresholds));
         var forced = new List<int>();
         var due = new List<int>();
         for (int p = 0; p < pressure.Count; p++)
         {
             if (pressure[p] > ForcedRewriteShare) forced.Add(p);
-            else if (pressure[p] > RewriteShare) due.Add(p);
+            else if (pressure[p] > thresholds[p]) due.Add(p);
         }
-        due.Sort((a, b) => pressure[b] != pressure[a] ? pressure[b].CompareTo(pressure[a]) : a.CompareTo(b));
+        double Over(int p) => pressure[p] / thresholds[p];
+        due.Sort((a, b) => Over(b) != Over(a) ? Over(b).CompareTo(Over(a)) : a.CompareTo(b));
         return [.. forced.Concat(due.Take(budget)).Order()];
     }
 
