@@ -506,7 +506,7 @@ public static partial class LogIngest
 
     /// <summary>
     /// How far a touched partition has moved from its base: the larger of its appended rows and its masked rows (this run's
-    /// included) over its base rows. Past <see cref="RewriteShare"/> it is due to be rewritten whole (reads pay for too many
+    /// included) over its base rows. Past its <see cref="RewriteThreshold"/> it is due to be rewritten whole (reads pay for too many
     /// rows that are not the base's, and the rewrite costs about what the partition holds anyway). Too many appended segments
     /// alone is not a reason: those are compacted (<see cref="CompactFrom"/>), which reads and writes only the appended rows.
     /// </summary>
@@ -546,9 +546,9 @@ public static partial class LogIngest
     public const double ForcedRewriteShare = 1.0;
 
     /// <summary>
-    /// Due rewrites a run takes on (a 32nd of the partitions, at least 8): uniform writes bring every partition to
-    /// <see cref="RewriteShare"/> within a few runs of each other, and rewriting them all in those runs stalls the index for
-    /// the time of a rewrite of the whole index. The rest append (and compact) until a later run's budget reaches them.
+    /// Due rewrites a run takes on (a 32nd of the partitions, at least 8): writes that bring many partitions past their
+    /// thresholds within a few runs (a burst, or a run that waited long) would otherwise stall the index for the time of
+    /// rewriting all of them. The rest append (and compact) until a later run's budget reaches them.
     /// </summary>
     public static int RewriteBudget(int partitions) => Math.Max(8, partitions / 32);
 
