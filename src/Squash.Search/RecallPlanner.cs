@@ -137,7 +137,7 @@ public static class RecallPlanner
     public static double Draw(ulong vectorHash, ulong filterKey = 0)
     {
         ulong h = filterKey == 0 ? vectorHash : Scramble(vectorHash ^ Scramble(filterKey));
-        return (h >> 11) * (1.0 / (1UL << 53));
+        return HashDraw.UnitInterval(h);
     }
 
     /// <summary>A hash of the query vector's bytes as sent.</summary>

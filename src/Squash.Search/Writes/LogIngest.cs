@@ -536,11 +536,8 @@ public static partial class LogIngest
     public static double RewriteThreshold(SegmentRef codes, string manifestVersion, int p)
     {
         var key = System.Text.Encoding.UTF8.GetBytes($"{codes.Version ?? manifestVersion}/{codes.Name}@{codes.Offset}#{p}");
-        return RewriteShare * (0.5 + UnitInterval(System.IO.Hashing.XxHash3.HashToUInt64(key)));
+        return RewriteShare * (0.5 + HashDraw.UnitInterval(System.IO.Hashing.XxHash3.HashToUInt64(key)));
     }
-
-    /// <summary>A 64-bit hash as a number in [0, 1) (its top 53 bits).</summary>
-    public static double UnitInterval(ulong hash) => (hash >> 11) * (1.0 / (1UL << 53));
 
     /// <summary>The share past which a due partition is rewritten whatever the run's budget.</summary>
     public const double ForcedRewriteShare = 1.0;
