@@ -11,19 +11,30 @@ namespace Squash.Search;
 public static class CalibratedBuild
 {
     /// <param name="calibration">Queries to calibrate with; null samples <paramref name="sampleSize"/> base vectors (at most a tenth), held out of the partitioning and searched leave-one-out
-    /// (the first <see cref="RecallCalibrator.DefaultQueries"/> against exact neighbours, the rest against the index's deep answer).
+    /// (the first <see cref="RecallCalibrator.DefaultQueries"/> against exact neighbours, the rest against the index's deep answer).</param>
+    /// <param name="sampleSize">Base-sample rows; null: <see cref="RecallCalibrator.BuildQueries"/> for <paramref name="count"/>.
     /// Pass <paramref name="calibrate"/> false to publish without a calibration (queries then plan with CF and R only).</param>
+    /// <summary>
+    /// The base-sample rows a build of <paramref name="count"/> vectors calibrates on (null below
+    /// <see cref="RecallCalibrator.MinimumVectors"/>): <see cref="RecallCalibrator.BuildQueries"/> of them (at most a
+    /// tenth), the first <see cref="RecallCalibrator.DefaultQueries"/> ascending, the rest in the order drawn. A queue
+    /// build holds out the same rows, so the same file and seed give the same index either way.
+    /// </summary>
+    public static int[]? CalibrationRows(int count, int seed, int? sampleSize = null) =>
+        count >= RecallCalibrator.MinimumVectors
+            ? CalibrationQueries.CalibrationRows(count, Math.Min(sampleSize ?? RecallCalibrator.BuildQueries(count), count / 10),
+                FilteredRecallCalibrator.QueriesPerFamily, seed)
+            : null;
+
     public static Task<IndexManifest> BuildAndPublishAsync(
         IndexStore store, float[] vectors, int count, int dims, IndexBuildOptions options,
         IProgress<BuildProgress>? progress = null, CancellationToken cancellationToken = default,
-        CalibrationQueries? calibration = null, bool calibrate = true, int sampleSize = RecallCalibrator.BuildQueries)
+        CalibrationQueries? calibration = null, bool calibrate = true, int? sampleSize = null)
     {
         if (!calibrate) return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken);
         // Base-sample queries are held out of the partitioning: leave-one-out on rows the partitions were fitted to
         // measured a recall real queries did not get.
-        int[]? heldOut = calibration is null && count >= RecallCalibrator.MinimumVectors
-            ? CalibrationQueries.CalibrationRows(count, Math.Min(sampleSize, count / 10), FilteredRecallCalibrator.QueriesPerFamily, options.Seed)
-            : null;
+        int[]? heldOut = calibration is null ? CalibrationRows(count, options.Seed, sampleSize) : null;
         if (heldOut is not null) options = options with { HeldOutRows = heldOut };
         return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken,
             async (manifest, ct) =>

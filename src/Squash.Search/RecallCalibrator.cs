@@ -116,14 +116,22 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
 public static class RecallCalibrator
 {
     public const int DefaultQueries = 300;
+    /// <summary>Vectors per calibration row past the first <see cref="DefaultQueries"/>: see <see cref="BuildQueries"/>.</summary>
+    public const int VectorsPerCalibrationRow = 400;
+    /// <summary>The most base-sample rows a build calibrates with (measured at 10⁶ × 128: bench/recall.md).</summary>
+    public const int MaxBuildQueries = 1200;
+
     /// <summary>
-    /// Base-sample queries of an in-process build. More than <see cref="DefaultQueries"/> are measured by a two-phase
-    /// estimate: the first DefaultQueries against exact neighbours (a brute force, N·d per query), all of them against the
-    /// reference plan's answer (a replay of a few partitions), combined in <see cref="Summarise"/>. Kept at DefaultQueries:
-    /// 600 (standard error 0.006 instead of 0.008 near 0.9) landed no more Fashion-MNIST seeds in the band, whose misses
-    /// come from the gap between base-sample and real queries, and added about a fifth to the build's CPU (bench/recall.md).
+    /// Base-sample queries of an in-process build of <paramref name="count"/> vectors: one per
+    /// <see cref="VectorsPerCalibrationRow"/>, at least <see cref="DefaultQueries"/> and at most
+    /// <see cref="MaxBuildQueries"/>. The first DefaultQueries are measured against exact neighbours (a brute force,
+    /// N·d per query), the rest against the reference plan's answer (a replay of a few partitions, whose size does not
+    /// grow with N), combined in <see cref="Summarise"/>. So the extra rows' share of the build falls like 1/N, and rows
+    /// in proportion to N keep it flat: at 60,000 × 784 (Fashion-MNIST) the sample stays at 300, where 600 had added a
+    /// fifth to the build; at 10⁶ × 128, 1,200 halved the per-build recall error at no measurable build cost.
     /// </summary>
-    public const int BuildQueries = DefaultQueries;
+    public static int BuildQueries(long count) =>
+        (int)Math.Clamp(count / VectorsPerCalibrationRow, DefaultQueries, MaxBuildQueries);
     /// <summary>The reference plan: R 16 at the smallest grid CF whose recall on the exact queries reaches this.</summary>
     public const double ReferenceRecall = 0.999;
     public const int DefaultK = 10;
@@ -317,77 +325,75 @@ public static class RecallCalibrator
         ArgumentNullException.ThrowIfNull(partitionOf);
         ArgumentNullException.ThrowIfNull(readPartition);
         if (index.Manifest.Count < Math.Max(MinimumVectors, 2L * k) || queries.Count == 0) return null;
-        if (exact.Length != queries.Count) throw new ArgumentException($"{exact.Length} exact answers for {queries.Count} queries");
+        if (exact.Length == 0 || exact.Length > queries.Count) throw new ArgumentException($"{exact.Length} exact answers for {queries.Count} queries");
         var clock = Stopwatch.StartNew();
         var self = queries.SelfIds;
         int d = index.Manifest.InternalDimensions;
         var engine = new SearchEngine(index);
         int grid = CentroidFactors.Length, rs = RerankFactors.Length;
-        var recall = new double[queries.Count, grid * rs];
-        var cost = new double[queries.Count, grid * rs];
+        int measured = exact.Length;
+        var recall = new double[measured, grid * rs];
+        var cost = new double[measured, grid * rs];
+        int Partition(long id) => partitionOf.TryGetValue(id, out int p) ? p
+            : throw new ArgumentException($"no partition given for row {id}", nameof(partitionOf));
+        float[]? Stored(int qi) => self?[qi] is >= 0 ? (selfStored ?? throw new ArgumentNullException(nameof(selfStored))).AsSpan(qi * d, d).ToArray() : null;
 
-        // 1. Plan every query's scan from the routing data.
+        // 1. Plan every exactly measured query's scan from the routing data.
         var contexts = new QueryContext[queries.Count];
-        var truths = new HashSet<long>[queries.Count];
-        var scans = new QueryScan?[queries.Count];
-        Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+        for (int qi = 0; qi < queries.Count; qi++) contexts[qi] = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
+        var truths = new HashSet<long>[measured];
+        var scans = new QueryScan?[measured];
+        Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
         {
             truths[qi] = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
             if (truths[qi].Count == 0) { for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1; return; }
-            contexts[qi] = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
-            long selfId = self?[qi] ?? -1;
-            float[]? stored = selfId >= 0 ? (selfStored ?? throw new ArgumentNullException(nameof(selfStored))).AsSpan(qi * d, d).ToArray() : null;
-            scans[qi] = PlanScan(engine, contexts[qi], truths[qi], selfId, stored, k, id => partitionOf.TryGetValue(id, out int p) ? p
-                : throw new ArgumentException($"no partition given for row {id}", nameof(partitionOf)));
+            scans[qi] = PlanScan(engine, contexts[qi], truths[qi], self?[qi] ?? -1, Stored(qi), k, Partition);
         });
 
         // The filtered calibration's families, drawn from the attributes read partition by partition.
+        // They take their first queries in row order, as the in-memory calibration does.
+        var (inRowOrder, storedInRowOrder) = InRowOrder(queries, selfStored, d);
         FilteredRecallCalibrator.ByPartition? filtered = null;
         if (index.Manifest.Attributes is not null && readAttributes is not null)
-            filtered = await FilteredRecallCalibrator.ByPartition.StartAsync(index, queries, partitionOf, selfStored, readAttributes, k, cancellationToken).ConfigureAwait(false);
+            filtered = await FilteredRecallCalibrator.ByPartition.StartAsync(index, inRowOrder, partitionOf, storedInRowOrder, readAttributes, k, cancellationToken).ConfigureAwait(false);
 
         // 2. Each partition some query scans, read once: the candidates of every query that scans it; and each partition a
         // filtered query can match, for its exact filtered neighbours.
-        var visitors = new List<int>?[index.PartitionCount];
-        for (int qi = 0; qi < queries.Count; qi++)
-            if (scans[qi] is { } scan)
-                for (int c = 0; c < scan.Scanned; c++) (visitors[scan.Order[c]] ??= []).Add(qi);
-        var found = new Dictionary<int, CandidateList>[queries.Count];
-        for (int qi = 0; qi < queries.Count; qi++) found[qi] = [];
-        var wanted = Enumerable.Range(0, index.PartitionCount).Where(p => visitors[p] is not null || filtered?.Wants(p) == true).ToArray();
-        int done = 0;
-        async Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes)> ReadAsync(int p, CancellationToken ct)
-        {
-            var both = readPartition(p, ct);
-            var attributes = filtered?.Wants(p) == true ? readAttributes!(p, ct) : null;
-            var (codes, vectors) = await both.ConfigureAwait(false);
-            return (codes, vectors, attributes is null ? null : (await attributes.ConfigureAwait(false)).Attributes);
-        }
-        // One partition is read ahead while the one before is scanned.
-        var next = wanted.Length > 0 ? ReadAsync(wanted[0], cancellationToken) : null;
-        for (int w = 0; w < wanted.Length; w++)
-        {
-            var (codes, vectors, partAttributes) = await next!.ConfigureAwait(false);
-            next = w + 1 < wanted.Length ? ReadAsync(wanted[w + 1], cancellationToken) : null;
-            int p = wanted[w];
-            if (partAttributes is not null) filtered!.Truth(p, codes, vectors, partAttributes, cancellationToken);
-            if (visitors[p] is null) continue;
-            Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken }, () => (new PartitionScanner(), new List<(float Bound, int Row)>()), (qi, _, local) =>
-            {
-                var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, k, local.Item2);
-                lock (found[qi]) found[qi][p] = list;
-                return local;
-            }, _ => { });
-            progress?.Report(0.9 * ++done / wanted.Length);
-        }
+        double passes = measured == queries.Count ? 1 : 2;
+        var found = await CandidatesByPartitionAsync(index, scans, contexts, self, k, readPartition, readAttributes, filtered,
+            progress is null ? null : new Progress<double>(f => progress.Report(0.9 * f / passes)), cancellationToken).ConfigureAwait(false);
 
         // 3. Replay every query's plans from its lists.
-        Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+        Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
         {
             if (scans[qi] is not { } scan) return;
             Replay(index, scan, truths[qi], k, p => found[qi][p], qi, recall, cost);
             found[qi].Clear();
         });
+
+        // 3b. Past the exact queries, every query is replayed against the reference plan's answer as the in-memory
+        // calibration does it (CalibrateWith): a second pass over the partitions the reference plan scans.
+        double[,]? reference = null;
+        if (measured < queries.Count)
+        {
+            int top = (rs - 1) * grid, g = 0;
+            while (g + 1 < grid && Mean(recall, top + g) < ReferenceRecall) g++;
+            var deep = new QueryScan?[queries.Count];
+            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+                deep[qi] = PlanScan(engine, contexts[qi], null, self?[qi] ?? -1, Stored(qi), k, Partition, g));
+            var lists = await CandidatesByPartitionAsync(index, deep, contexts, self, k, readPartition, null, null,
+                progress is null ? null : new Progress<double>(f => progress.Report(0.45 + 0.45 * f)), cancellationToken).ConfigureAwait(false);
+            reference = new double[queries.Count, grid * rs];
+            var scratch = new double[queries.Count, grid * rs];
+            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+            {
+                var scan = deep[qi]!;
+                var answer = ReferenceAnswer(scan, k, p => lists[qi][p]);
+                if (answer.Count > 0) Replay(index, scan, answer, k, p => lists[qi][p], qi, reference, scratch);
+                else for (int j = 0; j < grid * rs; j++) reference[qi, j] = 1;
+                lists[qi].Clear();
+            });
+        }
         progress?.Report(1);
         // 4. The filtered part: streamed when the partitions' attributes can be read one at a time, else through the opened index.
         var bands = filtered is not null
@@ -398,8 +404,63 @@ public static class RecallCalibrator
                 var (codes, vectors) = await both.ConfigureAwait(false);
                 return (codes, vectors, (await attributes.ConfigureAwait(false)).Attributes);
             }, cancellationToken).ConfigureAwait(false)
-            : readAttributes is not null ? null : FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken);
-        return Summarise(recall, cost, queries, k, clock, bands);
+            : readAttributes is not null ? null : FilteredRecallCalibrator.Calibrate(index, inRowOrder, k, cancellationToken);
+        return Summarise(recall, cost, queries, k, clock, bands, reference);
+    }
+
+    /// <summary>Base-sample queries sorted by their rows, with their stored rows moved alike (others as they are).</summary>
+    private static (CalibrationQueries Queries, float[]? Stored) InRowOrder(CalibrationQueries queries, float[]? stored, int d)
+    {
+        var sorted = queries.InRowOrder();
+        if (ReferenceEquals(sorted, queries) || stored is null) return (sorted, stored);
+        var at = new Dictionary<long, int>(queries.Count);
+        for (int q = 0; q < queries.Count; q++) at[queries.SelfIds![q]] = q;
+        var moved = new float[stored.LongLength];
+        for (int i = 0; i < sorted.Count; i++) Array.Copy(stored, (long)at[sorted.SelfIds![i]] * d, moved, (long)i * d, d);
+        return (sorted, moved);
+    }
+
+    /// <summary>
+    /// Reads each partition some scan in <paramref name="scans"/> visits (or <paramref name="filtered"/> wants) once, one
+    /// read ahead while the one before is scanned, and keeps every visiting query's re-rank candidates in it.
+    /// </summary>
+    private static async Task<Dictionary<int, CandidateList>[]> CandidatesByPartitionAsync(OpenedIndex index, QueryScan?[] scans,
+        QueryContext[] contexts, long[]? self, int k,
+        Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors)>> readPartition,
+        Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionAttributes Attributes)>>? readAttributes,
+        FilteredRecallCalibrator.ByPartition? filtered, IProgress<double>? progress, CancellationToken cancellationToken)
+    {
+        var visitors = new List<int>?[index.PartitionCount];
+        for (int qi = 0; qi < scans.Length; qi++)
+            if (scans[qi] is { } scan)
+                for (int c = 0; c < scan.Scanned; c++) (visitors[scan.Order[c]] ??= []).Add(qi);
+        var found = new Dictionary<int, CandidateList>[scans.Length];
+        for (int qi = 0; qi < scans.Length; qi++) found[qi] = [];
+        var wanted = Enumerable.Range(0, index.PartitionCount).Where(p => visitors[p] is not null || filtered?.Wants(p) == true).ToArray();
+        async Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes)> ReadAsync(int p, CancellationToken ct)
+        {
+            var both = readPartition(p, ct);
+            var attributes = filtered?.Wants(p) == true ? readAttributes!(p, ct) : null;
+            var (codes, vectors) = await both.ConfigureAwait(false);
+            return (codes, vectors, attributes is null ? null : (await attributes.ConfigureAwait(false)).Attributes);
+        }
+        var next = wanted.Length > 0 ? ReadAsync(wanted[0], cancellationToken) : null;
+        for (int w = 0; w < wanted.Length; w++)
+        {
+            var (codes, vectors, partAttributes) = await next!.ConfigureAwait(false);
+            next = w + 1 < wanted.Length ? ReadAsync(wanted[w + 1], cancellationToken) : null;
+            int p = wanted[w];
+            if (partAttributes is not null) filtered!.Truth(p, codes, vectors, partAttributes, cancellationToken);
+            if (visitors[p] is not null)
+                Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken }, () => (new PartitionScanner(), new List<(float Bound, int Row)>()), (qi, _, local) =>
+                {
+                    var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, k, local.Item2);
+                    lock (found[qi]) found[qi][p] = list;
+                    return local;
+                }, _ => { });
+            progress?.Report((w + 1) / (double)wanted.Length);
+        }
+        return found;
     }
 
     /// <summary>

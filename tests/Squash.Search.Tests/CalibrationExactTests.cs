@@ -88,4 +88,20 @@ public sealed class CalibrationExactTests
         new Random(seed).Shuffle(shuffled);
         Assert.Equal(shuffled[head..size], rows[head..]);
     }
+
+    [Theory]
+    [InlineData(199, null)]
+    [InlineData(2_000, 200)]
+    [InlineData(60_000, 300)]
+    [InlineData(120_000, 300)]
+    [InlineData(240_000, 600)]
+    [InlineData(1_000_000, 1_200)]
+    [InlineData(50_000_000, 1_200)]
+    public void ABuildCalibratesOnOneRowPerFourHundredVectorsBetweenThreeHundredAndTwelveHundredAndAtMostATenth(int count, int? expected)
+    {
+        var rows = CalibratedBuild.CalibrationRows(count, seed: 42);
+        Assert.Equal(expected, rows?.Length);
+        if (rows is null) return;
+        Assert.Equal(CalibrationQueries.SampleRows(count, Math.Min(rows.Length, RecallCalibrator.DefaultQueries), 42), rows[..Math.Min(rows.Length, RecallCalibrator.DefaultQueries)]);
+    }
 }

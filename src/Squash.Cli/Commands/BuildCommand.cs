@@ -103,7 +103,7 @@ public static partial class BuildCommand
             CliErrors.Require(File.Exists(queryPath), $"--calibration-queries: file '{queryPath}' does not exist");
             var q = VectorFile.Read(queryPath);
             CliErrors.Require(q.Dimensions == set.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the vectors have {set.Dimensions}");
-            int take = Math.Min(q.Count, RecallCalibrator.BuildQueries);
+            int take = Math.Min(q.Count, RecallCalibrator.BuildQueries(set.Count));
             calibration = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries");
         }
         var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(f.Seed), Attributes = table };

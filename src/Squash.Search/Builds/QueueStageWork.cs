@@ -67,9 +67,7 @@ public sealed class QueueStageWork : IBuildStageWork
 
     /// <summary>The calibration's base-sample rows, chosen as <see cref="CalibratedBuild"/> chooses them; null without calibration.</summary>
     public static int[]? HeldOutRows(BuildJob job) =>
-        job.Options.Calibrate && job.Count >= RecallCalibrator.MinimumVectors
-            ? CalibrationQueries.SampleRows((int)job.Count, Math.Min(RecallCalibrator.DefaultQueries, (int)job.Count / 10), job.Options.Seed)
-            : null;
+        job.Options.Calibrate ? CalibratedBuild.CalibrationRows((int)job.Count, job.Options.Seed) : null;
 
     /// <summary>Whether the build calibrates (as <see cref="CalibratedBuild"/> decides) with these held-out rows.</summary>
     private static bool Calibrates(BuildJob job, int queries) =>
@@ -100,7 +98,9 @@ public sealed class QueueStageWork : IBuildStageWork
         int target = IndexBuildStages.TargetPartitions(options, job.Count, dims);
         int internalDims = new MetricSpace(options.Metric, dims).InternalDimensions;
         var trainingRows = PartitionTraining.TrainingRows((int)job.Count, internalDims, target, options.HeldOutRows);
-        var held = options.HeldOutRows ?? [];
+        // Read in row order; written in the draw's order (its head is what the exact neighbours and filtered families use).
+        var drawn = options.HeldOutRows ?? [];
+        var held = drawn.Order().ToArray();
         var training = new float[(long)trainingRows.Length * dims];
         var queries = new float[(long)held.Length * dims];
         double maxNorm = 0;
@@ -141,7 +141,11 @@ public sealed class QueueStageWork : IBuildStageWork
         await c.ThrowIfStoppedAsync().ConfigureAwait(false);
         var planBytes = plan.ToBytes();
         await c.Blobs.WriteAsync(c.WorkPrefix + PlanName, planBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
-        var queryBytes = new PartitionRun(held, queries, dims).ToBytes();
+        var position = new Dictionary<int, int>(held.Length);
+        for (int i = 0; i < held.Length; i++) position[held[i]] = i;
+        var inDrawOrder = new float[queries.LongLength];
+        for (int i = 0; i < drawn.Length; i++) Array.Copy(queries, (long)position[drawn[i]] * dims, inDrawOrder, (long)i * dims, dims);
+        var queryBytes = new PartitionRun(drawn, inDrawOrder, dims).ToBytes();
         await c.Blobs.WriteAsync(c.WorkPrefix + QueriesName, queryBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
         if (layoutBytes is not null) await c.Blobs.WriteAsync(c.WorkPrefix + AttributesName, layoutBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
         clock.Lap("write");
@@ -203,7 +207,8 @@ public sealed class QueueStageWork : IBuildStageWork
         var queries = await ReadQueriesAsync(c).ConfigureAwait(false);
         if (Calibrates(job, queries.Count))
         {
-            var best = StreamingGroundTruth.BlockBest(queries, RecallCalibrator.DefaultK, plan.Metric, rows, n, (int)first, c.CancellationToken);
+            // Exact neighbours for the first DefaultQueries only; the calibration measures the rest against its reference plan.
+            var best = StreamingGroundTruth.BlockBest(ExactlyMeasured(queries), RecallCalibrator.DefaultK, plan.Metric, rows, n, (int)first, c.CancellationToken);
             var labelIds = best.SelectMany(b => b.Select(x => x.Id)).Distinct().Order().ToArray();
             var heldIds = queries.SelfIds!.Where(r => r >= first && r < first + n).Select(r => (int)r).ToArray();
             var stored = new float[(long)heldIds.Length * d];
@@ -374,7 +379,7 @@ public sealed class QueueStageWork : IBuildStageWork
         var keptRun = PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + KeptName, c.CancellationToken).ConfigureAwait(false), KeptName);
         var final = new Dictionary<int, int>();
         for (int t = 0; t < keptRun.Ids.Length; t++) final[keptRun.Ids[t]] = t;
-        var exact = new StreamingGroundTruth(queries, RecallCalibrator.DefaultK, plan.Metric);
+        var exact = new StreamingGroundTruth(ExactlyMeasured(queries), RecallCalibrator.DefaultK, plan.Metric);
         var partitionOf = new Dictionary<long, int>();
         int d = plan.InternalDimensions;
         var selfStored = new float[(long)queries.Count * d];
@@ -429,6 +434,9 @@ public sealed class QueueStageWork : IBuildStageWork
     private Task<BuildPlan> ReadPlanAsync(BuildTaskContext c) =>
         _cache.GetAsync(c.WorkPrefix + PlanName, async () =>
             BuildPlan.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + PlanName, c.CancellationToken).ConfigureAwait(false), PlanName));
+
+    /// <summary>The queries measured against exact neighbours, as <see cref="RecallCalibrator"/> takes them.</summary>
+    private static CalibrationQueries ExactlyMeasured(CalibrationQueries queries) => queries.Take(RecallCalibrator.DefaultQueries);
 
     /// <summary>The calibration's held-out rows as leave-one-out queries (none without calibration).</summary>
     private Task<CalibrationQueries> ReadQueriesAsync(BuildTaskContext c) =>
