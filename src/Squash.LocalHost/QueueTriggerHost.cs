@@ -33,7 +33,7 @@ public sealed partial class QueueTriggerHost : IAsyncDisposable
     private Task? _scaler;
 
     /// <summary>Every request the listeners and the scale controller send to the queues (billed as queue operations).</summary>
-    public RequestCountingPolicy QueueRequests { get; } = new();
+    public Squash.Storage.QueueRequestCountingPolicy QueueRequests { get; } = new();
 
     public QueueTriggerHost(FunctionDefinitions definitions, string connectionString, string appPath, IReadOnlyDictionary<string, string> environment,
         LocalHostOptions options, InstanceLog? log, Action<string> report, string appFolder)

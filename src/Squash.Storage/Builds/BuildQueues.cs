@@ -36,6 +36,17 @@ public sealed class StorageBuildQueues : IBuildQueue
     public static QueueClientOptions NewOptions() => new(PinnedServiceVersion) { MessageEncoding = QueueMessageEncoding.Base64 };
 
     /// <summary>
+    /// The app's options: <see cref="NewOptions"/> with every request counted per retry (each try is a billed queue
+    /// operation), into the queue count of the invocation that sends it.
+    /// </summary>
+    private static QueueClientOptions CountedOptions()
+    {
+        var options = NewOptions();
+        options.AddPolicy(new QueueRequestCountingPolicy(), Azure.Core.HttpPipelinePosition.PerRetry);
+        return options;
+    }
+
+    /// <summary>
     /// The queues from the app settings (<paramref name="setting"/> reads one by its configuration key, with ':' for
     /// the environment's '__'); null when no queue account is configured.
     /// </summary>
@@ -45,7 +56,7 @@ public sealed class StorageBuildQueues : IBuildQueue
         if (!string.IsNullOrWhiteSpace(connection))
         {
             // Parsed now so that a malformed setting fails at start-up, not on the first build.
-            var service = new QueueServiceClient(connection, NewOptions());
+            var service = new QueueServiceClient(connection, CountedOptions());
             return new StorageBuildQueues(name => service.GetQueueClient(name), $"queues of account {service.AccountName}");
         }
         var uri = setting("AzureWebJobsStorage:queueServiceUri");
@@ -56,7 +67,7 @@ public sealed class StorageBuildQueues : IBuildQueue
             ? new ManagedIdentityCredential(setting("AzureWebJobsStorage:clientId") is { Length: > 0 } clientId
                 ? ManagedIdentityId.FromUserAssignedClientId(clientId) : ManagedIdentityId.SystemAssigned)
             : new DefaultAzureCredential();
-        var identityService = new QueueServiceClient(new Uri(uri), credential, NewOptions());
+        var identityService = new QueueServiceClient(new Uri(uri), credential, CountedOptions());
         return new StorageBuildQueues(name => identityService.GetQueueClient(name), $"queues of account {identityService.AccountName}");
     }
 
