@@ -76,4 +76,43 @@ public sealed class LocalHostIngestTests
 
         await index.AssertExactAnswersAsync(client, rng, Writes);
     }
+
+    /// <summary>
+    /// The app's own queue requests are storage operations of the invocation that sends them: an upsert's ingest trigger
+    /// (the queue's creation on the instance's first use, then the send), the SDK's retry of a refused request included,
+    /// comes back in the queue count of <c>x-squash-storage-ops</c>, equal to what reached the queue service, and the
+    /// host's meter bills exactly that many queue operations to the pool that ran it.
+    /// </summary>
+    [Fact]
+    public async Task AnUpsertReportsEveryQueueRequestItSentRetriesIncludedAndTheMeterBillsThem()
+    {
+        const int seed = 29;
+        var rng = new Random(seed);
+        var index = await LocalHostWriteIndex.BuildAsync("queueops", rng, seed, Rows, Dims);
+        // Only the app's instances talk to the queues through the proxy; the host's listeners go straight to Azurite.
+        await using var proxy = await CountingQueueProxy.StartAsync(AzuriteTestStore.ConnectionString);
+        await using var host = index.Host(new Dictionary<string, string> { ["AzureWebJobsStorage"] = proxy.ConnectionString });
+        await host.StartAsync();
+        using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+        // A warm coordinator first: its start-up is not the upsert's.
+        (await client.GetAsync("/api/indexes/items")).EnsureSuccessStatusCode();
+        long QueueOperationsMetered() => host.Snapshot().Pools.Single(p => p.Pool == "coordinator").StorageOperations.QueueOperations;
+        long wireBefore = proxy.Requests, meteredBefore = QueueOperationsMetered();
+        Assert.Equal(0, wireBefore);
+
+        proxy.RefuseNext(1);
+        var v = Enumerable.Range(0, Dims).Select(_ => (float)rng.NextDouble()).ToArray();
+        using var written = await client.PostAsync("/api/indexes/items/vectors", new StringContent(
+            $"{{\"upserts\":[{{\"id\":\"new-0\",\"vector\":{Bodies.Vector(v)},\"attributes\":{{\"shelf\":\"s1\"}}}}]}}", Encoding.UTF8, "application/json"));
+        Assert.True(written.StatusCode == HttpStatusCode.OK, await written.Content.ReadAsStringAsync());
+        // Read at once: the ingest it asked for is invisible for a second, so nothing else has reached the queues yet.
+        long wire = proxy.Requests - wireBefore, metered = QueueOperationsMetered() - meteredBefore;
+
+        var reported = StorageOperations.ParseHeader(written.Headers.GetValues(StorageOperationsHeader.Name).Single());
+        Assert.NotNull(reported);
+        // Create Queue refused, its retry, Put Message.
+        Assert.Equal(3, wire);
+        Assert.Equal(wire, reported.Value.QueueOperations);
+        Assert.Equal(wire, metered);
+    }
 }

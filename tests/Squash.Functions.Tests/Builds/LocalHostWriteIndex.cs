@@ -64,10 +64,11 @@ internal sealed record LocalHostWriteIndex(AzureBlobStore Blobs, string Containe
         }
     }
 
-    public LocalFunctionHost Host() => new(new LocalHostOptions
+    /// <param name="appSettings">Settings of the app's instances on top of the host's (such as their own AzureWebJobsStorage).</param>
+    public LocalFunctionHost Host(IReadOnlyDictionary<string, string>? appSettings = null) => new(new LocalHostOptions
     {
         Store = "azure:" + AzuriteTestStore.ConnectionString, Container = Container, Port = FreePorts.Next(),
         ProcessorPools = 1, MaxInstancesPerPool = 1, MaxBuilderInstances = 1, QueueMaxPollingInterval = TimeSpan.FromMilliseconds(200),
-        Log = _ => { },
+        Log = _ => { }, AppSettings = appSettings,
     });
 }
