@@ -121,6 +121,52 @@ public sealed class BuildPipelineTests
         await foreach (var blob in app.Store.ListAsync($"products/build-work/{buildId}/")) Assert.Fail($"left behind: {blob.Name}");
     }
 
+    /// <summary>
+    /// Past 120,000 vectors the calibration takes more than 300 rows (one per 400): the assign tasks find exact neighbours
+    /// for the first 300 only and the publish task measures the rest against the reference plan in a second pass over the
+    /// partitions. The result still equals the in-process build's.
+    /// </summary>
+    [Fact]
+    public async Task AQueueBuildWithMoreThanThreeHundredCalibrationRowsEqualsTheInProcessBuild()
+    {
+        const int count = 160_000, dims = 4, seed = 5;
+        var rng = new Random(seed);
+        var centres = Enumerable.Range(0, 40 * dims).Select(_ => (float)(rng.NextDouble() * 20)).ToArray();
+        var data = new float[count * dims];
+        for (int i = 0; i < count; i++)
+        {
+            int c = rng.Next(40);
+            for (int j = 0; j < dims; j++) data[i * dims + j] = centres[c * dims + j] + (float)(rng.NextDouble() * 2 - 1);
+        }
+        Assert.Equal(400, CalibratedBuild.CalibrationRows(count, seed)!.Length);
+        using var app = await BuildTestApp.StartAsync();
+        await app.UploadAsync("big.fvecs", BuildTestApp.Fvecs(data, dims));
+        var buildId = await app.SubmitOkAsync("big", $$$"""{"source":{"vectors":"big.fvecs"},"options":{"seed":{{{seed}}},"chunkRows":50000}}""");
+        var view = default(JsonElement);
+        await app.DriveAsync(async () =>
+        {
+            view = await app.ShowAsync("big", buildId);
+            return BuildStatus.IsTerminal(view.GetProperty("status").GetString()!);
+        }, TimeSpan.FromSeconds(300));
+        Assert.True(view.GetProperty("status").GetString() == "succeeded", view.ToString());
+        var queued = new IndexStore(app.Store, "big");
+        var a = await queued.ReadManifestAsync(view.GetProperty("version").GetString()!);
+
+        var reference = new IndexStore(new FolderBlobStore(Path.Combine(Path.GetTempPath(), "squash-inproc-" + Guid.NewGuid().ToString("N"))), "big");
+        await CalibratedBuild.BuildAndPublishAsync(reference, data, count, dims, new IndexBuildOptions { Seed = seed });
+        var b = await reference.OpenCurrentAsync();
+        Assert.Equal(400, b.Calibration!.Queries);
+        Assert.Equal(400, a.Calibration!.Queries);
+        Assert.Equal(JsonSerializer.Serialize(b.Calibration.Plans), JsonSerializer.Serialize(a.Calibration.Plans));
+        Assert.Equal(b.Partitions.Count, a.Partitions.Count);
+        foreach (var segment in IndexStore.BlobsNamedBy(b))
+        {
+            var queuedBytes = await app.Store.ReadAllAsync(queued.VersionPrefix(a.Version) + segment.Name);
+            var referenceBytes = await reference.Blobs.ReadAllAsync(reference.VersionPrefix(b.Version) + segment.Name);
+            Assert.True(queuedBytes.AsSpan().SequenceEqual(referenceBytes), $"segment {segment.Name} differs (seed {seed})");
+        }
+    }
+
     [Fact]
     public async Task ATaskThatAlwaysFailsEndsInThePoisonQueueAndFailsTheJobNamingIt()
     {
