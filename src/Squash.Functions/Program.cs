@@ -84,7 +84,8 @@ scanClient.AddStandardHedgingHandler().Configure(o =>
         o.TotalRequestTimeout.Timeout = tree.ChildTimeout * 3;
         o.Endpoint.CircuitBreaker.SamplingDuration = tree.ChildTimeout * 2 + TimeSpan.FromSeconds(1);
     });
-// Below the hedging handler, so once per attempt: a hedge that lost its race, or a retry, is an execution billed too.
+// Below the hedging handler, so once per attempt: a hedge that lost its race, or a retry, is an execution billed too, and
+// its start and end give the estimate of its compute (ScanAttempts).
 scanClient.AddHttpMessageHandler(() => new ScanAttempts.Counter());
 
 var app = builder.Build();

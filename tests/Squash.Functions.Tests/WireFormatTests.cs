@@ -43,6 +43,8 @@ public sealed class WireFormatTests(IndexFixture fx)
         var plain = await Post(client, $"/api/indexes/{IndexFixture.IndexName}/query", "{\"vector\":" + Bodies.Vector(fx.Queries[0]) + ",\"k\":5}");
         AssertNames(UnfilteredStats, plain.GetProperty("stats"));
         AssertNames(["level", "nodes", "wallMs", "workMs", "fetchMs"], plain.GetProperty("stats").GetProperty("levels")[0]);
+        AssertNames(["computeUsd", "droppedComputeUsd", "executionsUsd", "storageUsd", "totalUsd", "billedMilliseconds", "droppedAttempts",
+            "droppedBilledMilliseconds", "executions", "blobReads", "blobWrites", "blobLists", "blobOther", "storageBilled"], plain.GetProperty("stats").GetProperty("cost"));
         Assert.Equal(1, plain.GetProperty("stats").GetProperty("passes").GetInt32());
 
         var filtered = await Post(client, $"/api/indexes/{IndexFixture.AttributedIndexName}/query",
@@ -73,7 +75,7 @@ public sealed class WireFormatTests(IndexFixture fx)
         };
         var scan = await Post(client, $"/api/indexes/{IndexFixture.AttributedIndexName}/scan", body.ToJsonString());
         AssertNames(["neighbours", "stats", "skippedBounds", "missingPartitions", "invocations", "bytesRead", "coldInstances", "warmInstances",
-            "cacheHits", "cacheMisses", "busyMilliseconds", "billedMilliseconds", "storageOperations", "levels"], scan);
+            "cacheHits", "cacheMisses", "busyMilliseconds", "billedMilliseconds", "droppedAttempts", "droppedBilledMilliseconds", "storageOperations", "levels"], scan);
         var first = scan.GetProperty("neighbours")[0][0];
         AssertNames(["id", "d", "key", "attributes"], first);
         Assert.Equal($"doc-{first.GetProperty("id").GetInt64()}", first.GetProperty("key").GetString());

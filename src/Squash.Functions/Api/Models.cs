@@ -96,7 +96,8 @@ public sealed class AnswerStats : QueryStats
     public static AnswerStats From(QueryStats engine, ScanResponse tree, int nodes, int memoryMb, double ms, Squash.Storage.StorageOperations outsideTree = default,
         Tree.TreeShapeChoice? shape = null, bool storageBilled = true)
     {
-        var cost = QueryCost.Of(tree.BilledMilliseconds, memoryMb, tree.Invocations, tree.StorageOperations + outsideTree, storageBilled);
+        var cost = QueryCost.Of(tree.BilledMilliseconds, memoryMb, tree.Invocations, tree.StorageOperations + outsideTree, storageBilled)
+            .WithDropped(tree.DroppedAttempts, tree.DroppedBilledMilliseconds, memoryMb);
         var stats = new AnswerStats
         {
             Strategy = engine.Strategy,
@@ -147,16 +148,25 @@ public sealed record PlannerModelStats(double HopMs, double PartitionScanMs, dou
 /// The marginal cost of one request at the current load, in its parts: compute is the billed time the request's invocations
 /// added to their instances' activity periods (an invocation that woke an idle instance: its 1,000 ms minimum; one on an
 /// instance already active: only the 100 ms steps it ran past what was billed), executions are its invocations, storage its
-/// blob (and queue) operations, each at <see cref="PriceTable"/>'s prices.
+/// blob (and queue) operations, each at <see cref="PriceTable"/>'s prices. The compute of scan attempts whose answers were
+/// dropped is not measured but estimated (<see cref="DroppedComputeUsd"/>), and kept apart; the total includes it.
 /// </summary>
 public sealed record QueryCost
 {
+    /// <summary>Measured: the compute the answered invocations added (<see cref="BilledMilliseconds"/>).</summary>
     public double ComputeUsd { get; init; }
+    /// <summary>Estimated: the compute of the dropped attempts (<see cref="DroppedBilledMilliseconds"/>).</summary>
+    public double DroppedComputeUsd { get; init; }
     public double ExecutionsUsd { get; init; }
     public double StorageUsd { get; init; }
+    /// <summary>Compute, dropped attempts' compute, executions and storage.</summary>
     public double TotalUsd { get; init; }
     /// <summary>Billed instance time the request added, in milliseconds (× the instance memory gives the GB-s).</summary>
     public double BilledMilliseconds { get; init; }
+    /// <summary>Scan attempts whose answers were dropped (a hedge that lost, a failed try); each is also one of <see cref="Executions"/>.</summary>
+    public int DroppedAttempts { get; init; }
+    /// <summary>Their estimated billed time: each one's elapsed time as a period of its own (≥ 1,000 ms, rounded up to 100 ms).</summary>
+    public double DroppedBilledMilliseconds { get; init; }
     public int Executions { get; init; }
     public long BlobReads { get; init; }
     public long BlobWrites { get; init; }
@@ -174,6 +184,17 @@ public sealed record QueryCost
             ComputeUsd = compute, ExecutionsUsd = runs, StorageUsd = stored, TotalUsd = compute + runs + stored, StorageBilled = storageBilled,
             BilledMilliseconds = Math.Round(billedMs, 3), Executions = executions,
             BlobReads = storage.BlobReads, BlobWrites = storage.BlobWrites, BlobLists = storage.BlobLists, BlobOther = storage.BlobOther,
+        };
+    }
+
+    /// <summary>This cost with the estimated compute of <paramref name="attempts"/> dropped attempts added (and in the total).</summary>
+    public QueryCost WithDropped(int attempts, double billedMs, int memoryMb)
+    {
+        double dropped = PriceTable.ComputeCost(billedMs, memoryMb);
+        return this with
+        {
+            DroppedAttempts = attempts, DroppedBilledMilliseconds = Math.Round(billedMs, 3), DroppedComputeUsd = dropped,
+            TotalUsd = ComputeUsd + dropped + ExecutionsUsd + StorageUsd,
         };
     }
 }
@@ -258,6 +279,13 @@ public sealed record ScanResponse
     /// 1,000 ms for one that woke an idle instance, 0 for one inside time already billed.
     /// </summary>
     public double BilledMilliseconds { get; init; }
+    /// <summary>
+    /// Scan attempts in the subtree whose answers were dropped (a hedge that lost, a failed try): counted in
+    /// <see cref="Invocations"/> too, but their billed time never reached anyone (<see cref="Tree.ScanAttempts"/>).
+    /// </summary>
+    public int DroppedAttempts { get; init; }
+    /// <summary>The estimated billed time of <see cref="DroppedAttempts"/>: each one's elapsed time as an activity period of its own (≥ 1,000 ms).</summary>
+    public double DroppedBilledMilliseconds { get; init; }
     /// <summary>Storage operations of the subtree's invocations, by billing class.</summary>
     public Squash.Storage.StorageOperations StorageOperations { get; init; }
     /// <summary>Per tree level below and including this node: the slowest node's times.</summary>

@@ -57,9 +57,9 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
         public QueryStats[] Stats { get; } = new QueryStats[queries];
         public Dictionary<long, ScanHit>[] Found { get; } = new Dictionary<long, ScanHit>[queries];
         public List<int> Missing { get; } = [];
-        public int CacheHits, CacheMisses, Invocations = 1, ColdInstances = cold ? 1 : 0, WarmInstances = cold ? 0 : 1;
+        public int CacheHits, CacheMisses, DroppedAttempts, Invocations = 1, ColdInstances = cold ? 1 : 0, WarmInstances = cold ? 0 : 1;
         public long BytesRead;
-        public double FetchMs, ChildBusyMs, BilledMs;
+        public double FetchMs, ChildBusyMs, BilledMs, DroppedBilledMs;
         public Squash.Storage.StorageOperations Storage;
         public LevelTiming[] Levels = [];
 
@@ -77,6 +77,8 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
             WarmInstances = WarmInstances,
             BusyMilliseconds = ChildBusyMs + wallMs,
             BilledMilliseconds = BilledMs,
+            DroppedAttempts = DroppedAttempts,
+            DroppedBilledMilliseconds = DroppedBilledMs,
             StorageOperations = Storage,
             Levels = LevelTiming.Merge(Levels, [new LevelTiming(0, 1, Math.Round(wallMs, 3), Math.Round(workMs, 3), Math.Round(FetchMs, 3))]),
         };
@@ -184,6 +186,8 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
                 node.WarmInstances += r.WarmInstances;
                 node.ChildBusyMs += r.BusyMilliseconds;
                 node.BilledMs += r.BilledMilliseconds;
+                node.DroppedAttempts += r.DroppedAttempts;
+                node.DroppedBilledMs += r.DroppedBilledMilliseconds;
                 node.Storage += r.StorageOperations;
                 node.Missing.AddRange(r.MissingPartitions);
                 node.Levels = LevelTiming.Merge(node.Levels, r.Levels.Select(l => l with { Level = l.Level + 1 }));

@@ -251,6 +251,8 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         CacheMisses = a.CacheMisses + b.CacheMisses,
         BusyMilliseconds = a.BusyMilliseconds + b.BusyMilliseconds,
         BilledMilliseconds = a.BilledMilliseconds + b.BilledMilliseconds,
+        DroppedAttempts = a.DroppedAttempts + b.DroppedAttempts,
+        DroppedBilledMilliseconds = a.DroppedBilledMilliseconds + b.DroppedBilledMilliseconds,
         StorageOperations = a.StorageOperations + b.StorageOperations,
         Levels = LevelTiming.Merge(a.Levels, b.Levels),
     };

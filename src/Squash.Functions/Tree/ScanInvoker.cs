@@ -91,6 +91,9 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
         });
         var attempts = ScanAttempts.Begin();
         using var response = await client.SendAsync(message, ct).ConfigureAwait(false);
+        // The attempts other than the one whose response this is (a hedge that lost, a failed try) were dropped; one still
+        // running was cancelled as this answer came back, so it ends now.
+        var dropped = attempts.DroppedBesides(response, TimeProvider.System.GetTimestamp());
         if (response.StatusCode is System.Net.HttpStatusCode.BadRequest or System.Net.HttpStatusCode.RequestEntityTooLarge)
         {
             // The child refused what this node sent: a bug here, not an outage there. Its problem text goes into the error.
@@ -107,35 +110,136 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
         if (poolIndex >= 0) PoolActivity.Answered(poolIndex);
         var answer = await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)
             ?? throw new InvalidOperationException("empty scan response");
-        // The attempts whose answers were dropped (a hedge that lost, a failed try) were invocations too: their executions
-        // count; their compute is known only to the host's meter (the caller never saw their answers).
-        int dropped = Math.Max(0, attempts.Count - 1);
-        return dropped == 0 ? answer : answer with { Invocations = answer.Invocations + dropped };
+        // An internal boundary, but what a child reports is added into every answer's cost: a wrong figure is a defect
+        // (a 500 naming it in the log), not a number to pass on.
+        if (CheckCostFigures(answer) is { } wrong)
+            throw new InvalidOperationException($"tree node {request.Node.Id} answered with {wrong}");
+        // The attempts whose answers were dropped were invocations too: their executions count, and their compute is
+        // estimated (the caller never saw their billed time) as each one waking an instance (ScanAttempts.EstimatedBilledMilliseconds).
+        return dropped.Attempts == 0 ? answer : answer with
+        {
+            Invocations = answer.Invocations + dropped.Attempts,
+            DroppedAttempts = answer.DroppedAttempts + dropped.Attempts,
+            DroppedBilledMilliseconds = answer.DroppedBilledMilliseconds + dropped.BilledMilliseconds,
+        };
+    }
+
+    /// <summary>The longest a dropped attempt is believed to have run: past this a child's figure is taken as wrong, not as cost.</summary>
+    public static readonly TimeSpan LongestAttempt = TimeSpan.FromHours(1);
+
+    /// <summary>
+    /// What is wrong with the cost figures of a child's answer, in words naming the field (null: nothing). Each dropped
+    /// attempt is one of the subtree's invocations (and at least one invocation answered), and is estimated at 1,000 ms
+    /// to <see cref="LongestAttempt"/>.
+    /// </summary>
+    public static string? CheckCostFigures(ScanResponse answer)
+    {
+        if (!(double.IsFinite(answer.BilledMilliseconds) && answer.BilledMilliseconds >= 0))
+            return $"billedMilliseconds {answer.BilledMilliseconds}: must be a finite number ≥ 0";
+        if (answer.DroppedAttempts < 0 || answer.DroppedAttempts >= answer.Invocations)
+            return $"droppedAttempts {answer.DroppedAttempts}: must be ≥ 0 and fewer than its invocations ({answer.Invocations})";
+        double min = answer.DroppedAttempts * PriceTable.MinimumPeriodMs, max = answer.DroppedAttempts * LongestAttempt.TotalMilliseconds;
+        if (!(answer.DroppedBilledMilliseconds >= min && answer.DroppedBilledMilliseconds <= max))
+            return $"droppedBilledMilliseconds {answer.DroppedBilledMilliseconds}: for {answer.DroppedAttempts} dropped attempt(s) it must be within [{min}, {max}]";
+        return null;
     }
 }
 
-/// <summary>Counts the HTTP attempts of one scan call (the hedging handler may send two or more).</summary>
+/// <summary>
+/// The HTTP attempts of one scan call (the hedging handler may send two or more): when each started and ended, and
+/// which response it got, so that the attempts whose answers were dropped can be told from the one that answered.
+/// </summary>
 public static class ScanAttempts
 {
+    /// <summary>What a dropped attempt is estimated to have billed, and how many were dropped.</summary>
+    public readonly record struct Dropped(int Attempts, double BilledMilliseconds);
+
+    /// <summary>One attempt: timestamps of <see cref="TimeProvider.System"/>; Ended 0 while it runs.</summary>
+    public sealed class Attempt
+    {
+        public long Started { get; internal set; }
+        public long Ended { get; internal set; }
+        public HttpResponseMessage? Response { get; internal set; }
+    }
+
     public sealed class Tally
     {
-        private int _count;
-        public int Count => Volatile.Read(ref _count);
-        internal void Add() => Interlocked.Increment(ref _count);
+        private readonly List<Attempt> _attempts = [];
+
+        public int Count { get { lock (_attempts) return _attempts.Count; } }
+
+        public Attempt Start(long timestamp)
+        {
+            var attempt = new Attempt { Started = timestamp };
+            lock (_attempts) _attempts.Add(attempt);
+            return attempt;
+        }
+
+        /// <summary>The attempt came back (<paramref name="response"/>) or failed or was cancelled (null).</summary>
+        public void End(Attempt attempt, long timestamp, HttpResponseMessage? response)
+        {
+            lock (_attempts)
+            {
+                attempt.Ended = timestamp;
+                attempt.Response = response;
+            }
+        }
+
+        /// <summary>
+        /// The attempts other than the one that returned <paramref name="answer"/>, each estimated by
+        /// <see cref="EstimatedBilledMilliseconds"/> over its elapsed time (one still running ends at <paramref name="now"/>).
+        /// If no attempt returned that response (not expected: the counter sits right under the hedging handler), the one
+        /// that came back with a response last is taken as the answer's, so that the answer's own attempt is never counted.
+        /// </summary>
+        public Dropped DroppedBesides(HttpResponseMessage answer, long now)
+        {
+            lock (_attempts)
+            {
+                var winner = _attempts.FirstOrDefault(a => ReferenceEquals(a.Response, answer))
+                    ?? _attempts.Where(a => a.Response is not null).MaxBy(a => a.Ended);
+                int count = 0;
+                double billed = 0;
+                foreach (var a in _attempts)
+                {
+                    if (ReferenceEquals(a, winner)) continue;
+                    long end = a.Ended == 0 || a.Ended > now ? now : a.Ended;
+                    count++;
+                    billed += EstimatedBilledMilliseconds(TimeProvider.System.GetElapsedTime(a.Started, Math.Max(end, a.Started)).TotalMilliseconds);
+                }
+                return new Dropped(count, billed);
+            }
+        }
     }
+
+    /// <summary>
+    /// A dropped attempt's compute, estimated as if it woke an instance: its elapsed time billed by the Flex rule (at least
+    /// 1,000 ms, else rounded up to 100 ms). A hedge fires only past the hedging delay, which in practice means a cold start;
+    /// a failed try may have landed on an instance already active, so the estimate leans to the upper bound (docs/cost.md).
+    /// </summary>
+    public static double EstimatedBilledMilliseconds(double elapsedMs) => PriceTable.BilledMilliseconds(Math.Max(0, elapsedMs));
 
     private static readonly AsyncLocal<Tally?> Current = new();
 
     /// <summary>A new tally for the scan call about to be sent (the attempts run in its execution context).</summary>
     public static Tally Begin() => Current.Value = new Tally();
 
-    /// <summary>The per-attempt handler under the hedging handler.</summary>
+    /// <summary>The per-attempt handler under the hedging handler: times each attempt and keeps its response.</summary>
     public sealed class Counter : DelegatingHandler
     {
-        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
         {
-            Current.Value?.Add();
-            return base.SendAsync(request, cancellationToken);
+            var tally = Current.Value;
+            var attempt = tally?.Start(TimeProvider.System.GetTimestamp());
+            HttpResponseMessage? response = null;
+            try
+            {
+                response = await base.SendAsync(request, cancellationToken).ConfigureAwait(false);
+                return response;
+            }
+            finally
+            {
+                if (attempt is not null) tally!.End(attempt, TimeProvider.System.GetTimestamp(), response);
+            }
         }
     }
 }
