@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Sockets;
 using System.Text;
 using System.Text.Json;
+using Squash.Functions.Tree;
 using Squash.LocalHost;
 using Squash.Storage;
 using Squash.Testing;
@@ -199,6 +200,77 @@ public sealed class CostMeterTests(IndexFixture fx)
         Assert.Equal(PriceTable.BlobListPer10k / 10_000, PriceTable.StorageCost(new StorageOperations(0, 0, 1, 0, 0, 0)), 15);
     }
 
+
+    /// <summary>A timestamp of <see cref="TimeProvider.System"/> <paramref name="ms"/> milliseconds after its zero.</summary>
+    private static long At(double ms) => (long)Math.Round(ms * TimeProvider.System.TimestampFrequency / 1000);
+
+    [Fact]
+    public void ADroppedAttemptIsBilledAsAPeriodOfItsOwnAndTheAnswersAttemptIsNot()
+    {
+        var tally = new ScanAttempts.Tally();
+        using var failed = new HttpResponseMessage(HttpStatusCode.ServiceUnavailable);
+        using var answer = new HttpResponseMessage(HttpStatusCode.OK);
+        var retried = tally.Start(At(0));
+        tally.End(retried, At(3), failed);          // a failed try back in 3 ms: 1,000 ms
+        var hedged = tally.Start(At(10));           // still running when the answer came: cancelled then, 1,001 ms → 1,100
+        var won = tally.Start(At(20));
+        tally.End(won, At(1011), answer);           // the answer's own attempt (991 ms): not counted
+        Assert.Equal(new ScanAttempts.Dropped(2, 2100), tally.DroppedBesides(answer, At(1011)));
+        // An attempt cancelled after the answer came back ends when it came back.
+        tally.End(hedged, At(5000), null);
+        Assert.Equal(new ScanAttempts.Dropped(2, 2100), tally.DroppedBesides(answer, At(1011)));
+
+        // One attempt that answered: nothing dropped.
+        var single = new ScanAttempts.Tally();
+        single.End(single.Start(At(0)), At(3), answer);
+        Assert.Equal(new ScanAttempts.Dropped(0, 0), single.DroppedBesides(answer, At(3)));
+        // The rule itself: the Flex minimum and its rounding.
+        Assert.Equal(1000, ScanAttempts.EstimatedBilledMilliseconds(3));
+        Assert.Equal(1100, ScanAttempts.EstimatedBilledMilliseconds(1001));
+        Assert.Equal(2400, ScanAttempts.EstimatedBilledMilliseconds(2345));
+    }
+
+    [Fact]
+    public void WhenNoAttemptReturnedTheAnswerTheLastOneThatCameBackIsTakenAsItsOwn()
+    {
+        var tally = new ScanAttempts.Tally();
+        using var failed = new HttpResponseMessage(HttpStatusCode.ServiceUnavailable);
+        using var last = new HttpResponseMessage(HttpStatusCode.OK);
+        using var elsewhere = new HttpResponseMessage(HttpStatusCode.OK);
+        tally.End(tally.Start(At(0)), At(2500), failed);
+        tally.End(tally.Start(At(100)), At(2600), last);
+        Assert.Equal(new ScanAttempts.Dropped(1, 2500), tally.DroppedBesides(elsewhere, At(2600)));
+    }
+
+    [Fact]
+    public void AChildsDroppedAttemptFiguresAreCheckedBeforeTheyAreAddedUp()
+    {
+        static Api.ScanResponse Answer(int invocations, int dropped, double droppedMs, double billedMs = 0) => new()
+        {
+            Neighbours = [], Stats = [], MissingPartitions = [], Invocations = invocations,
+            DroppedAttempts = dropped, DroppedBilledMilliseconds = droppedMs, BilledMilliseconds = billedMs,
+        };
+        Assert.Null(Tree.ScanInvoker.CheckCostFigures(Answer(1, 0, 0)));
+        Assert.Null(Tree.ScanInvoker.CheckCostFigures(Answer(3, 2, 2100, 1000)));
+        foreach (var (bad, field) in new[]
+        {
+            (Answer(2, -1, 0), "droppedAttempts"),
+            (Answer(2, 2, 2000), "droppedAttempts"),                    // every invocation dropped: none answered
+            (Answer(2, 1, 999), "droppedBilledMilliseconds"),           // under the 1,000 ms minimum
+            (Answer(2, 1, -5), "droppedBilledMilliseconds"),
+            (Answer(2, 1, double.NaN), "droppedBilledMilliseconds"),
+            (Answer(2, 1, double.PositiveInfinity), "droppedBilledMilliseconds"),
+            (Answer(2, 1, 1e12), "droppedBilledMilliseconds"),          // 31 years
+            (Answer(1, 0, 1000), "droppedBilledMilliseconds"),          // billed time without an attempt
+            (Answer(1, 0, 0, -1), "billedMilliseconds"),
+            (Answer(1, 0, 0, double.NaN), "billedMilliseconds"),
+        })
+        {
+            var problem = Tree.ScanInvoker.CheckCostFigures(bad);
+            Assert.NotNull(problem);
+            Assert.StartsWith(field + " ", problem);
+        }
+    }
 
     /// <summary>
     /// Queries through the real host, sequential and concurrent: every instance's billed time equals a recomputation from its

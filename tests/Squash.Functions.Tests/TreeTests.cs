@@ -116,6 +116,87 @@ public sealed class TreeTests(IndexFixture fx)
         Assert.True(hedgedWhileFirstPending == 1, "the second call came after the first had finished: a retry, not a hedge");
     }
 
+    [Fact]
+    public async Task AHedgeThatLostIsOneDroppedAttemptAndItsEstimatedComputeIsInTheTotal()
+    {
+        // The first child call hangs past the hedging delay; the hedge answers and the first is cancelled. The delay is
+        // 1 s here (not the fixture's 200 ms) so that a busy machine answers the hedge well inside it: a third attempt
+        // would be a second dropped one.
+        int calls = 0;
+        using var app = fx.App(1, 1,
+            delay: n => { Interlocked.Increment(ref calls); return n == 1 ? TimeSpan.FromSeconds(20) : TimeSpan.Zero; },
+            settings: new Dictionary<string, string> { ["Squash:ChildTimeout"] = "00:00:30", ["Squash:HedgingDelay"] = "00:00:01" });
+        var client = app.CreateClient();
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        async Task<JsonElement> Query(float[] q)
+        {
+            var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = q, k = 10 }), deadline.Token);
+            response.EnsureSuccessStatusCode();
+            using var doc = JsonDocument.Parse(await response.Content.ReadAsStringAsync(deadline.Token));
+            Assert.True(doc.RootElement.GetProperty("complete").GetBoolean());
+            Assert.Equal(fx.Engine.Search(q, new SearchOptions { K = 10 }).Ids, Read(doc.RootElement).Ids);
+            return doc.RootElement.GetProperty("stats").Clone();
+        }
+        static void AssertTotalIsTheSumOfItsParts(JsonElement stats)
+        {
+            var cost = stats.GetProperty("cost");
+            double parts = cost.GetProperty("computeUsd").GetDouble() + cost.GetProperty("droppedComputeUsd").GetDouble()
+                + cost.GetProperty("executionsUsd").GetDouble() + cost.GetProperty("storageUsd").GetDouble();
+            Assert.Equal(parts, cost.GetProperty("totalUsd").GetDouble(), 15);
+            Assert.Equal(cost.GetProperty("totalUsd").GetDouble(), stats.GetProperty("estimatedCostUsd").GetDouble(), 15);
+            Assert.Equal(stats.GetProperty("invocations").GetInt32(), cost.GetProperty("executions").GetInt32());
+        }
+
+        var hedged = await Query(fx.Queries[8]);
+        Assert.Equal(2, calls);
+        var cost = hedged.GetProperty("cost");
+        Assert.True(cost.GetProperty("droppedAttempts").GetInt32() == 1, cost.ToString());
+        // The coordinator, the child's answer, and the dropped attempt.
+        Assert.Equal(3, hedged.GetProperty("invocations").GetInt32());
+        // The dropped attempt ran from its start to the hedge's answer (a little over the 1 s delay), billed as a period
+        // of its own: at least 1,000 ms, in 100 ms steps, and no longer than the whole query took.
+        double droppedMs = cost.GetProperty("droppedBilledMilliseconds").GetDouble();
+        Assert.True(droppedMs >= PriceTable.MinimumPeriodMs, cost.ToString());
+        Assert.Equal(0, droppedMs % PriceTable.PeriodRoundingMs);
+        Assert.True(droppedMs <= PriceTable.BilledMilliseconds(hedged.GetProperty("milliseconds").GetDouble()), hedged.ToString());
+        double droppedUsd = cost.GetProperty("droppedComputeUsd").GetDouble();
+        Assert.Equal(PriceTable.ComputeCost(droppedMs, 2048), droppedUsd, 15);
+        Assert.True(droppedUsd >= PriceTable.ComputeCost(PriceTable.MinimumPeriodMs, 2048), cost.ToString());
+        AssertTotalIsTheSumOfItsParts(hedged);
+
+        // The next query is not hedged: nothing dropped, nothing estimated.
+        var plain = await Query(fx.Queries[9]);
+        Assert.Equal(3, calls);
+        Assert.Equal(0, plain.GetProperty("cost").GetProperty("droppedAttempts").GetInt32());
+        Assert.Equal(0, plain.GetProperty("cost").GetProperty("droppedComputeUsd").GetDouble());
+        Assert.Equal(2, plain.GetProperty("invocations").GetInt32());
+        AssertTotalIsTheSumOfItsParts(plain);
+    }
+
+    [Theory]
+    [InlineData(0, 0, System.Net.HttpStatusCode.OK)]
+    [InlineData(-1, 0, System.Net.HttpStatusCode.InternalServerError)]
+    [InlineData(1, 5, System.Net.HttpStatusCode.InternalServerError)]
+    public async Task AChildsWrongDroppedAttemptFiguresAreA500ProblemNotACost(int dropped, double droppedMs, System.Net.HttpStatusCode expected)
+    {
+        // The child answers an empty scan with the given figures: well-formed otherwise, so only they decide.
+        string body = $"{{\"neighbours\":[[]],\"stats\":[{{}}],\"missingPartitions\":[],\"levels\":[],\"invocations\":2,\"droppedAttempts\":{dropped},\"droppedBilledMilliseconds\":{droppedMs}}}";
+        using var app = fx.App(1, 1, (req, n) => new System.Net.Http.HttpResponseMessage(System.Net.HttpStatusCode.OK)
+        {
+            Content = new StringContent(body, Encoding.UTF8, "application/json"),
+        });
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = fx.Queries[7], k = 10 }), deadline.Token);
+        if (expected == System.Net.HttpStatusCode.OK)
+        {
+            var text = await response.Content.ReadAsStringAsync(deadline.Token);
+            Assert.True(response.StatusCode == expected, text);
+            // The child's two invocations per pass are counted (the empty answer sends the coordinator on more passes).
+            Assert.True(JsonDocument.Parse(text).RootElement.GetProperty("stats").GetProperty("invocations").GetInt32() >= 2 + 1, text);
+        }
+        else await Problems.Read(response, expected);
+    }
+
     [Theory]
     [InlineData(2, 1)]
     [InlineData(1, 0)]
