@@ -10,10 +10,6 @@ namespace Squash.Search;
 /// </summary>
 public static class CalibratedBuild
 {
-    /// <param name="calibration">Queries to calibrate with; null samples <paramref name="sampleSize"/> base vectors (at most a tenth), held out of the partitioning and searched leave-one-out
-    /// (the first <see cref="RecallCalibrator.DefaultQueries"/> against exact neighbours, the rest against the index's deep answer).</param>
-    /// <param name="sampleSize">Base-sample rows; null: <see cref="RecallCalibrator.BuildQueries"/> for <paramref name="count"/>.
-    /// Pass <paramref name="calibrate"/> false to publish without a calibration (queries then plan with CF and R only).</param>
     /// <summary>
     /// The base-sample rows a build of <paramref name="count"/> vectors calibrates on (null below
     /// <see cref="RecallCalibrator.MinimumVectors"/>): <see cref="RecallCalibrator.BuildQueries"/> of them (at most a
@@ -26,6 +22,10 @@ public static class CalibratedBuild
                 FilteredRecallCalibrator.QueriesPerFamily, seed)
             : null;
 
+    /// <param name="calibration">Queries to calibrate with; null samples <paramref name="sampleSize"/> base vectors (at most a tenth), held out of the partitioning and searched leave-one-out
+    /// (the first <see cref="RecallCalibrator.DefaultQueries"/> against exact neighbours, the rest against the index's deep answer).</param>
+    /// <param name="sampleSize">Base-sample rows; null: <see cref="RecallCalibrator.BuildQueries"/> for <paramref name="count"/>.</param>
+    /// <param name="calibrate">False: publish without a calibration (queries then plan with CF and R only).</param>
     public static Task<IndexManifest> BuildAndPublishAsync(
         IndexStore store, float[] vectors, int count, int dims, IndexBuildOptions options,
         IProgress<BuildProgress>? progress = null, CancellationToken cancellationToken = default,
