@@ -74,14 +74,28 @@ public sealed class StorageBuildQueues : IBuildQueue
     /// <summary>The stage's queue, created on first use (the Functions host also creates it when it starts listening).</summary>
     public Task<QueueClient> QueueAsync(string stage, CancellationToken ct) => QueueNamedAsync(BuildStages.QueueName(stage), ct);
 
-    /// <summary>Any queue of the account by its name (the ingest queue shares the account and its settings), created on first use.</summary>
-    public Task<QueueClient> QueueNamedAsync(string queueName, CancellationToken ct) =>
-        _queues.GetOrAdd(queueName, name => new Lazy<Task<QueueClient>>(async () =>
+    /// <summary>
+    /// Any queue of the account by its name (the ingest queue shares the account and its settings), created on first use.
+    /// A creation that failed is not kept: the next call tries again, so one outage does not fail this instance's sends for good.
+    /// </summary>
+    public async Task<QueueClient> QueueNamedAsync(string queueName, CancellationToken ct)
+    {
+        var entry = _queues.GetOrAdd(queueName, name => new Lazy<Task<QueueClient>>(async () =>
         {
             var q = _create(name);
             await q.CreateIfNotExistsAsync(cancellationToken: CancellationToken.None).ConfigureAwait(false);
             return q;
-        })).Value.WaitAsync(ct);
+        }));
+        try
+        {
+            return await entry.Value.WaitAsync(ct).ConfigureAwait(false);
+        }
+        catch when (entry.Value.IsFaulted || entry.Value.IsCanceled)
+        {
+            _queues.TryRemove(new KeyValuePair<string, Lazy<Task<QueueClient>>>(queueName, entry));
+            throw;
+        }
+    }
 
     public async Task SendAsync(BuildTaskMessage message, CancellationToken ct)
     {
