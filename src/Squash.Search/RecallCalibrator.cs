@@ -302,7 +302,8 @@ public static class RecallCalibrator
     /// partition by partition. First every query's scan is planned from the routing data alone (which partitions, in which
     /// order, where each plan's prefix ends); then each partition some query scans is read once, and every such query's
     /// re-rank candidates in it (at most K·R_max, with their exact distances) are kept; then each query's plans are replayed
-    /// from those lists exactly as the in-memory calibration replays them.
+    /// from those lists exactly as the in-memory calibration replays them. With more queries than exact answers (the
+    /// two-phase estimate) a partition the reference plan adds to what the routing data predicted is read a second time.
     /// </summary>
     /// <param name="index">The version's manifest and routing data (no partition needs to be loaded).</param>
     /// <param name="partitionOf">The partition of every exact neighbour and of every base-sample query's own row.</param>
@@ -357,41 +358,56 @@ public static class RecallCalibrator
         if (index.Manifest.Attributes is not null && readAttributes is not null)
             filtered = await FilteredRecallCalibrator.ByPartition.StartAsync(index, inRowOrder, partitionOf, storedInRowOrder, readAttributes, k, cancellationToken).ConfigureAwait(false);
 
+        // Past the exact queries every query is also replayed against the reference plan's answer, as the in-memory
+        // calibration does (CalibrateWith). That plan is known only after the exact replay, so the read below already
+        // takes each query to the depth the routing data alone predicts for it: the smallest grid CF whose partitions hold
+        // ReferenceRecall of the exact queries' true neighbours. The reference plan is never shallower (a plan finds no
+        // neighbour outside its partitions), so a second read is needed only for the partitions it adds, usually none.
+        bool twoPhase = measured < queries.Count;
+        var deep = new QueryScan?[queries.Count];
+        int guess = twoPhase ? CoveringGrid(scans, truths, Partition) : -1;
+        if (twoPhase)
+            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+                deep[qi] = PlanScan(engine, contexts[qi], null, self?[qi] ?? -1, Stored(qi), k, Partition, guess));
+
         // 2. Each partition some query scans, read once: the candidates of every query that scans it; and each partition a
         // filtered query can match, for its exact filtered neighbours.
-        double passes = measured == queries.Count ? 1 : 2;
-        var found = await CandidatesByPartitionAsync(index, scans, contexts, self, k, readPartition, readAttributes, filtered,
-            progress is null ? null : new Progress<double>(f => progress.Report(0.9 * f / passes)), cancellationToken).ConfigureAwait(false);
+        var found = new Dictionary<int, CandidateList>[queries.Count];
+        for (int qi = 0; qi < queries.Count; qi++) found[qi] = [];
+        var both = new QueryScan?[2 * queries.Count];
+        Array.Copy(scans, both, measured);
+        Array.Copy(deep, 0, both, queries.Count, queries.Count);
+        await CandidatesByPartitionAsync(index, Wanted(both, queries.Count, found), found, contexts, self, k, readPartition,
+            readAttributes, filtered, progress is null ? null : new Progress<double>(f => progress.Report(0.9 * f)), cancellationToken).ConfigureAwait(false);
 
         // 3. Replay every query's plans from its lists.
         Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
         {
             if (scans[qi] is not { } scan) return;
             Replay(index, scan, truths[qi], k, p => found[qi][p], qi, recall, cost);
-            found[qi].Clear();
         });
 
-        // 3b. Past the exact queries, every query is replayed against the reference plan's answer as the in-memory
-        // calibration does it (CalibrateWith): a second pass over the partitions the reference plan scans.
+        // 3b. The reference plan, and every query's replay against its answer.
         double[,]? reference = null;
-        if (measured < queries.Count)
+        if (twoPhase)
         {
             int top = (rs - 1) * grid, g = 0;
             while (g + 1 < grid && Mean(recall, top + g) < ReferenceRecall) g++;
-            var deep = new QueryScan?[queries.Count];
-            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
-                deep[qi] = PlanScan(engine, contexts[qi], null, self?[qi] ?? -1, Stored(qi), k, Partition, g));
-            var lists = await CandidatesByPartitionAsync(index, deep, contexts, self, k, readPartition, null, null,
-                progress is null ? null : new Progress<double>(f => progress.Report(0.45 + 0.45 * f)), cancellationToken).ConfigureAwait(false);
+            if (g != guess)
+            {
+                Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+                    deep[qi] = PlanScan(engine, contexts[qi], null, self?[qi] ?? -1, Stored(qi), k, Partition, g));
+                await CandidatesByPartitionAsync(index, Wanted(deep, queries.Count, found), found, contexts, self, k, readPartition,
+                    null, null, null, cancellationToken).ConfigureAwait(false);
+            }
             reference = new double[queries.Count, grid * rs];
             var scratch = new double[queries.Count, grid * rs];
             Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
             {
                 var scan = deep[qi]!;
-                var answer = ReferenceAnswer(scan, k, p => lists[qi][p]);
-                if (answer.Count > 0) Replay(index, scan, answer, k, p => lists[qi][p], qi, reference, scratch);
+                var answer = ReferenceAnswer(scan, k, p => found[qi][p]);
+                if (answer.Count > 0) Replay(index, scan, answer, k, p => found[qi][p], qi, reference, scratch);
                 else for (int j = 0; j < grid * rs; j++) reference[qi, j] = 1;
-                lists[qi].Clear();
             });
         }
         progress?.Report(1);
@@ -421,21 +437,54 @@ public static class RecallCalibrator
     }
 
     /// <summary>
-    /// Reads each partition some scan in <paramref name="scans"/> visits (or <paramref name="filtered"/> wants) once, one
-    /// read ahead while the one before is scanned, and keeps every visiting query's re-rank candidates in it.
+    /// The grid index of the smallest CF whose partition prefix holds <see cref="ReferenceRecall"/> of the exact queries'
+    /// true neighbours (a query without any counts as fully held), from the routing data alone; the last when none does.
     /// </summary>
-    private static async Task<Dictionary<int, CandidateList>[]> CandidatesByPartitionAsync(OpenedIndex index, QueryScan?[] scans,
+    private static int CoveringGrid(QueryScan?[] scans, HashSet<long>[] truths, Func<long, int> partitionOf)
+    {
+        int grid = CentroidFactors.Length;
+        var held = new double[grid];
+        for (int qi = 0; qi < scans.Length; qi++)
+        {
+            if (scans[qi] is not { } scan) { for (int g = 0; g < grid; g++) held[g] += 1; continue; }
+            var rank = new int[scan.Order.Length];
+            for (int i = 0; i < scan.Order.Length; i++) rank[scan.Order[i]] = i;
+            var ranks = truths[qi].Select(id => rank[partitionOf(id)]).ToArray();
+            for (int g = 0; g < grid; g++) held[g] += ranks.Count(r => r < scan.Prefix[g]) / (double)ranks.Length;
+        }
+        for (int g = 0; g < grid; g++)
+            if (held[g] / scans.Length >= ReferenceRecall) return g;
+        return grid - 1;
+    }
+
+    /// <summary>Per query, the partitions its scans visit that <paramref name="found"/> does not hold yet (scans i and count + i are query i's).</summary>
+    private static List<int>[] Wanted(QueryScan?[] scans, int count, Dictionary<int, CandidateList>[] found)
+    {
+        var wanted = new List<int>[count];
+        for (int qi = 0; qi < count; qi++) wanted[qi] = [];
+        for (int i = 0; i < scans.Length; i++)
+            if (scans[i] is { } scan)
+            {
+                int qi = i % count;
+                for (int c = 0; c < scan.Scanned; c++)
+                    if (!found[qi].ContainsKey(scan.Order[c]) && !wanted[qi].Contains(scan.Order[c])) wanted[qi].Add(scan.Order[c]);
+            }
+        return wanted;
+    }
+
+    /// <summary>
+    /// Reads each partition some query wants (or <paramref name="filtered"/> wants) once, one read ahead while the one
+    /// before is scanned, and adds every wanting query's re-rank candidates in it to <paramref name="found"/>.
+    /// </summary>
+    private static async Task CandidatesByPartitionAsync(OpenedIndex index, List<int>[] wantedBy, Dictionary<int, CandidateList>[] found,
         QueryContext[] contexts, long[]? self, int k,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors)>> readPartition,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionAttributes Attributes)>>? readAttributes,
         FilteredRecallCalibrator.ByPartition? filtered, IProgress<double>? progress, CancellationToken cancellationToken)
     {
         var visitors = new List<int>?[index.PartitionCount];
-        for (int qi = 0; qi < scans.Length; qi++)
-            if (scans[qi] is { } scan)
-                for (int c = 0; c < scan.Scanned; c++) (visitors[scan.Order[c]] ??= []).Add(qi);
-        var found = new Dictionary<int, CandidateList>[scans.Length];
-        for (int qi = 0; qi < scans.Length; qi++) found[qi] = [];
+        for (int qi = 0; qi < wantedBy.Length; qi++)
+            foreach (int p in wantedBy[qi]) (visitors[p] ??= []).Add(qi);
         var wanted = Enumerable.Range(0, index.PartitionCount).Where(p => visitors[p] is not null || filtered?.Wants(p) == true).ToArray();
         async Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes)> ReadAsync(int p, CancellationToken ct)
         {
@@ -460,7 +509,6 @@ public static class RecallCalibrator
                 }, _ => { });
             progress?.Report((w + 1) / (double)wanted.Length);
         }
-        return found;
     }
 
     /// <summary>
