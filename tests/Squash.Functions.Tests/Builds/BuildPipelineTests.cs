@@ -20,16 +20,16 @@ public sealed class BuildPipelineTests
     private const int Count = 2400, Dims = 16, Seed = 7;
     private static readonly string[] Colours = ["red", "green", "blue"];
 
-    /// <summary>A 12-cluster mixture (seeded), so partitions are real clusters.</summary>
-    private static float[] Data(int seed = Seed)
+    /// <summary>A mixture of <paramref name="clusters"/> clusters (seeded), so partitions are real clusters.</summary>
+    private static float[] Data(int seed = Seed, int count = Count, int dims = Dims, int clusters = 12)
     {
         var rng = new Random(seed);
-        var centres = Enumerable.Range(0, 12 * Dims).Select(_ => (float)(rng.NextDouble() * 20)).ToArray();
-        var data = new float[Count * Dims];
-        for (int i = 0; i < Count; i++)
+        var centres = Enumerable.Range(0, clusters * dims).Select(_ => (float)(rng.NextDouble() * 20)).ToArray();
+        var data = new float[count * dims];
+        for (int i = 0; i < count; i++)
         {
-            int c = rng.Next(12);
-            for (int j = 0; j < Dims; j++) data[i * Dims + j] = centres[c * Dims + j] + (float)(rng.NextDouble() * 2 - 1);
+            int c = rng.Next(clusters);
+            for (int j = 0; j < dims; j++) data[i * dims + j] = centres[c * dims + j] + (float)(rng.NextDouble() * 2 - 1);
         }
         return data;
     }
@@ -130,14 +130,7 @@ public sealed class BuildPipelineTests
     public async Task AQueueBuildWithMoreThanThreeHundredCalibrationRowsEqualsTheInProcessBuild()
     {
         const int count = 160_000, dims = 4, seed = 5;
-        var rng = new Random(seed);
-        var centres = Enumerable.Range(0, 40 * dims).Select(_ => (float)(rng.NextDouble() * 20)).ToArray();
-        var data = new float[count * dims];
-        for (int i = 0; i < count; i++)
-        {
-            int c = rng.Next(40);
-            for (int j = 0; j < dims; j++) data[i * dims + j] = centres[c * dims + j] + (float)(rng.NextDouble() * 2 - 1);
-        }
+        var data = Data(seed, count, dims, clusters: 40);
         Assert.Equal(400, CalibratedBuild.CalibrationRows(count, seed)!.Length);
         using var app = await BuildTestApp.StartAsync();
         await app.UploadAsync("big.fvecs", BuildTestApp.Fvecs(data, dims));
