@@ -128,7 +128,7 @@ public static class RecallCalibrator
     /// N·d per query), the rest against the reference plan's answer (a replay of a few partitions, whose size does not
     /// grow with N), combined in <see cref="Summarise"/>. So the extra rows' share of the build falls like 1/N, and rows
     /// in proportion to N keep it flat: at 60,000 × 784 (Fashion-MNIST) the sample stays at 300, where 600 had added a
-    /// fifth to the build; at 10⁶ × 128, 1,200 halved the per-build recall error at no measurable build cost.
+    /// fifth to the build; at 10⁶ × 128, 1,200 halved the per-build recall error at target 0.95 (bench/recall.md).
     /// </summary>
     public static int BuildQueries(long count) =>
         (int)Math.Clamp(count / VectorsPerCalibrationRow, DefaultQueries, MaxBuildQueries);
