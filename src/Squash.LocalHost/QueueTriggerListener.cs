@@ -37,6 +37,8 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
                 try
                 {
                     // Not cancelled midway: a receive cut off after the service dequeued would hide its messages for a whole lease.
+                    // Their leases run from no earlier than this moment.
+                    long leasedFrom = System.Diagnostics.Stopwatch.GetTimestamp();
                     batch = (await function.Queue.ReceiveMessagesAsync(host.Settings.BatchSize, host.Lease, CancellationToken.None).ConfigureAwait(false)).Value ?? [];
                     if (ct.IsCancellationRequested)
                     {
@@ -45,7 +47,7 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
                         break;
                     }
                     // Each invocation takes its slot on the instance before this returns (the recycle check relies on it).
-                    foreach (var message in batch) processing.Add(ProcessAsync(message));
+                    foreach (var message in batch) processing.Add(ProcessAsync(message, leasedFrom));
                 }
                 catch (RequestFailedException e) when (e.Status == 404) { } // no queue yet: same as empty
                 catch (Exception e) when (e is not OperationCanceledException)
@@ -75,11 +77,11 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
         }
     }
 
-    private async Task ProcessAsync(QueueMessage message)
+    private async Task ProcessAsync(QueueMessage message, long leasedFrom)
     {
         try
         {
-            await InvokeAndCompleteAsync(message).ConfigureAwait(false);
+            await InvokeAndCompleteAsync(message, leasedFrom).ConfigureAwait(false);
         }
         catch (Exception e)
         {
@@ -88,7 +90,7 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
         }
     }
 
-    private async Task InvokeAndCompleteAsync(QueueMessage message)
+    private async Task InvokeAndCompleteAsync(QueueMessage message, long leasedFrom)
     {
         var instance = session.Instance;
         var settings = host.Settings;
@@ -105,7 +107,7 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
         }
         var receipt = new Receipt(message.PopReceipt);
         using var renewing = new CancellationTokenSource();
-        var renewal = RenewAsync(message.MessageId, receipt, renewing.Token);
+        var renewal = RenewAsync(message.MessageId, receipt, leasedFrom, renewing.Token);
         bool succeeded = false;
         string outcome;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(session.Stopping);
@@ -192,25 +194,33 @@ internal sealed class QueueTriggerListener(QueueTriggerHost host, QueueFunction 
         }
     }
 
-    /// <summary>Keeps the message invisible while its invocation runs: the lease is extended at half-time.</summary>
-    private async Task RenewAsync(string id, Receipt receipt, CancellationToken ct)
+    /// <summary>
+    /// Keeps the message invisible while its invocation runs: the lease is extended at half-time, counted from when the
+    /// lease being extended began (the receive, then each update as it was sent), so that a late start or a slow call
+    /// does not eat into the half lease of margin.
+    /// </summary>
+    private async Task RenewAsync(string id, Receipt receipt, long leasedFrom, CancellationToken ct)
     {
-        var interval = host.Lease / 2;
+        var retry = TimeSpan.Zero;
         while (true)
         {
             try
             {
-                await Task.Delay(interval, ct).ConfigureAwait(false);
+                var wait = retry > TimeSpan.Zero ? retry : host.Lease / 2 - System.Diagnostics.Stopwatch.GetElapsedTime(leasedFrom);
+                if (wait > TimeSpan.Zero) await Task.Delay(wait, ct).ConfigureAwait(false);
+                long sent = System.Diagnostics.Stopwatch.GetTimestamp();
                 var updated = await function.Queue.UpdateMessageAsync(id, receipt.PopReceipt, visibilityTimeout: host.Lease, cancellationToken: ct).ConfigureAwait(false);
                 receipt.PopReceipt = updated.Value.PopReceipt;
-                interval = host.Lease / 2;
+                leasedFrom = sent;
+                retry = TimeSpan.Zero;
             }
             catch (OperationCanceledException) { return; }
             catch (RequestFailedException e) when (e.Status == 404 || e.ErrorCode == "PopReceiptMismatch") { return; } // gone or taken over
             catch (Exception e) when (e is RequestFailedException or HttpRequestException)
             {
                 // Try again sooner: the lease is running out.
-                interval = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerMillisecond * 100, interval.Ticks / 2));
+                var last = retry > TimeSpan.Zero ? retry : host.Lease / 2;
+                retry = TimeSpan.FromTicks(Math.Max(TimeSpan.TicksPerMillisecond * 100, last.Ticks / 2));
             }
         }
     }
