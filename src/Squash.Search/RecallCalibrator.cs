@@ -70,19 +70,29 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
     }
 
     /// <summary>Base-sample queries sorted by their rows (others as they are).</summary>
-    public CalibrationQueries InRowOrder()
+    public CalibrationQueries InRowOrder() => InRowOrder(null, 0, out _);
+
+    /// <summary><see cref="InRowOrder()"/>, with a per-query array of <paramref name="width"/> floats (each query's stored row) moved alike.</summary>
+    public CalibrationQueries InRowOrder(float[]? alongside, int width, out float[]? movedAlongside)
     {
+        movedAlongside = alongside;
         if (SelfIds is not { } self) return this;
         var order = Enumerable.Range(0, Count).OrderBy(q => self[q]).ToArray();
         if (order.Select((q, i) => q == i).All(x => x)) return this;
-        var data = new float[Data.Length];
-        for (int i = 0; i < Count; i++) Array.Copy(Data, (long)order[i] * Dimensions, data, (long)i * Dimensions, Dimensions);
+        if (alongside is not null) movedAlongside = Gather(alongside, width, order);
         return this with
         {
-            Data = data,
+            Data = Gather(Data, Dimensions, order),
             SelfIds = order.Select(q => self[q]).ToArray(),
             LeftOut = LeftOut is null ? null : order.Select(q => LeftOut[q]).ToArray(),
         };
+    }
+
+    private static float[] Gather(float[] rows, int width, int[] order)
+    {
+        var gathered = new float[rows.LongLength];
+        for (int i = 0; i < order.Length; i++) Array.Copy(rows, (long)order[i] * width, gathered, (long)i * width, width);
+        return gathered;
     }
 
     /// <summary>The first <paramref name="count"/> queries.</summary>
@@ -245,8 +255,7 @@ public static class RecallCalibrator
         {
             // The reference: R 16 at the smallest grid CF whose recall on the exact queries reaches ReferenceRecall (else
             // the largest grid CF). Every query, exact ones included, is replayed against that plan's own answer.
-            int top = (rs - 1) * grid, g = 0;
-            while (g + 1 < grid && Mean(recall, top + g) < ReferenceRecall) g++;
+            int g = ReferenceGrid(recall);
             reference = new double[queries.Count, grid * rs];
             var scratch = new double[queries.Count, grid * rs];
             Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new PartitionScanner(), (qi, _, scanner) =>
@@ -259,9 +268,7 @@ public static class RecallCalibrator
                 var lists = new Dictionary<int, CandidateList>();
                 CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
                     : lists[p] = Candidates(scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, buffer, leftOut);
-                var answer = ReferenceAnswer(scan, k, Of);
-                if (answer.Count > 0) Replay(index, scan, answer, k, Of, qi, reference, scratch);
-                else for (int j = 0; j < grid * rs; j++) reference[qi, j] = 1;
+                ReplayAgainstReference(index, scan, k, Of, qi, reference, scratch);
                 progress?.Report(Interlocked.Increment(ref done) / (double)total);
                 return scanner;
             }, _ => { });
@@ -277,6 +284,23 @@ public static class RecallCalibrator
         int n = values.GetLength(0);
         for (int q = 0; q < n; q++) sum += values[q, j];
         return sum / n;
+    }
+
+    /// <summary>The reference plan: R 16 at the smallest grid CF whose recall on the exact queries reaches <see cref="ReferenceRecall"/> (else the largest).</summary>
+    private static int ReferenceGrid(double[,] recall)
+    {
+        int grid = CentroidFactors.Length, top = (RerankFactors.Length - 1) * grid, g = 0;
+        while (g + 1 < grid && Mean(recall, top + g) < ReferenceRecall) g++;
+        return g;
+    }
+
+    /// <summary>Replays one query's plans against the reference plan's own answer (every plan 1 when that answer is empty).</summary>
+    private static void ReplayAgainstReference(OpenedIndex index, QueryScan scan, int k, Func<int, CandidateList> candidatesOf, int qi,
+        double[,] reference, double[,] scratch)
+    {
+        var answer = ReferenceAnswer(scan, k, candidatesOf);
+        if (answer.Count > 0) Replay(index, scan, answer, k, candidatesOf, qi, reference, scratch);
+        else for (int j = 0; j < reference.GetLength(1); j++) reference[qi, j] = 1;
     }
 
     /// <summary>The answer of the largest R on the partitions <paramref name="scan"/> scans, as <see cref="Replay"/> builds it.</summary>
@@ -353,7 +377,7 @@ public static class RecallCalibrator
 
         // The filtered calibration's families, drawn from the attributes read partition by partition.
         // They take their first queries in row order, as the in-memory calibration does.
-        var (inRowOrder, storedInRowOrder) = InRowOrder(queries, selfStored, d);
+        var inRowOrder = queries.InRowOrder(selfStored, d, out var storedInRowOrder);
         FilteredRecallCalibrator.ByPartition? filtered = null;
         if (index.Manifest.Attributes is not null && readAttributes is not null)
             filtered = await FilteredRecallCalibrator.ByPartition.StartAsync(index, inRowOrder, partitionOf, storedInRowOrder, readAttributes, k, cancellationToken).ConfigureAwait(false);
@@ -391,8 +415,7 @@ public static class RecallCalibrator
         double[,]? reference = null;
         if (twoPhase)
         {
-            int top = (rs - 1) * grid, g = 0;
-            while (g + 1 < grid && Mean(recall, top + g) < ReferenceRecall) g++;
+            int g = ReferenceGrid(recall);
             if (g != guess)
             {
                 Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
@@ -404,10 +427,7 @@ public static class RecallCalibrator
             var scratch = new double[queries.Count, grid * rs];
             Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
             {
-                var scan = deep[qi]!;
-                var answer = ReferenceAnswer(scan, k, p => found[qi][p]);
-                if (answer.Count > 0) Replay(index, scan, answer, k, p => found[qi][p], qi, reference, scratch);
-                else for (int j = 0; j < grid * rs; j++) reference[qi, j] = 1;
+                ReplayAgainstReference(index, deep[qi]!, k, p => found[qi][p], qi, reference, scratch);
             });
         }
         progress?.Report(1);
@@ -422,18 +442,6 @@ public static class RecallCalibrator
             }, cancellationToken).ConfigureAwait(false)
             : readAttributes is not null ? null : FilteredRecallCalibrator.Calibrate(index, inRowOrder, k, cancellationToken);
         return Summarise(recall, cost, queries, k, clock, bands, reference);
-    }
-
-    /// <summary>Base-sample queries sorted by their rows, with their stored rows moved alike (others as they are).</summary>
-    private static (CalibrationQueries Queries, float[]? Stored) InRowOrder(CalibrationQueries queries, float[]? stored, int d)
-    {
-        var sorted = queries.InRowOrder();
-        if (ReferenceEquals(sorted, queries) || stored is null) return (sorted, stored);
-        var at = new Dictionary<long, int>(queries.Count);
-        for (int q = 0; q < queries.Count; q++) at[queries.SelfIds![q]] = q;
-        var moved = new float[stored.LongLength];
-        for (int i = 0; i < sorted.Count; i++) Array.Copy(stored, (long)at[sorted.SelfIds![i]] * d, moved, (long)i * d, d);
-        return (sorted, moved);
     }
 
     /// <summary>
@@ -458,16 +466,16 @@ public static class RecallCalibrator
     }
 
     /// <summary>Per query, the partitions its scans visit that <paramref name="found"/> does not hold yet (scans i and count + i are query i's).</summary>
-    private static List<int>[] Wanted(QueryScan?[] scans, int count, Dictionary<int, CandidateList>[] found)
+    private static HashSet<int>[] Wanted(QueryScan?[] scans, int count, Dictionary<int, CandidateList>[] found)
     {
-        var wanted = new List<int>[count];
+        var wanted = new HashSet<int>[count];
         for (int qi = 0; qi < count; qi++) wanted[qi] = [];
         for (int i = 0; i < scans.Length; i++)
             if (scans[i] is { } scan)
             {
                 int qi = i % count;
                 for (int c = 0; c < scan.Scanned; c++)
-                    if (!found[qi].ContainsKey(scan.Order[c]) && !wanted[qi].Contains(scan.Order[c])) wanted[qi].Add(scan.Order[c]);
+                    if (!found[qi].ContainsKey(scan.Order[c])) wanted[qi].Add(scan.Order[c]);
             }
         return wanted;
     }
@@ -476,7 +484,7 @@ public static class RecallCalibrator
     /// Reads each partition some query wants (or <paramref name="filtered"/> wants) once, one read ahead while the one
     /// before is scanned, and adds every wanting query's re-rank candidates in it to <paramref name="found"/>.
     /// </summary>
-    private static async Task CandidatesByPartitionAsync(OpenedIndex index, List<int>[] wantedBy, Dictionary<int, CandidateList>[] found,
+    private static async Task CandidatesByPartitionAsync(OpenedIndex index, HashSet<int>[] wantedBy, Dictionary<int, CandidateList>[] found,
         QueryContext[] contexts, long[]? self, int k,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors)>> readPartition,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionAttributes Attributes)>>? readAttributes,
