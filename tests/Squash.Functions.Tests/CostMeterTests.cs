@@ -272,6 +272,40 @@ public sealed class CostMeterTests(IndexFixture fx)
         }
     }
 
+    [Fact]
+    public void AChildsAnswerOfTheWrongShapeIsNamedBeforeItIsMerged()
+    {
+        var stats = new Squash.Search.QueryStats();
+        Api.ScanResponse Good() => new()
+        {
+            Neighbours = [[new Api.ScanHit(4, 1.5f)], []], Stats = [stats, stats], MissingPartitions = [], Invocations = 1,
+            SkippedBounds = [null, 2f], Levels = [new Api.LevelTiming(0, 1, 2, 1, 0)],
+        };
+        Assert.Null(Tree.ScanInvoker.CheckShape(Good(), 2));
+        Assert.Null(Tree.ScanInvoker.CheckShape(Good() with { SkippedBounds = null }, 2));   // an older node: nothing certified
+        foreach (var (bad, queries, field) in new[]
+        {
+            (Good(), 3, "neighbours:"),                                                      // two lists for three queries
+            (Good() with { Neighbours = null! }, 2, "neighbours:"),
+            (Good() with { Neighbours = [[new Api.ScanHit(4, 1.5f)], null!] }, 2, "neighbours[1]:"),
+            (Good() with { Neighbours = [[new Api.ScanHit(4, float.NaN)], []] }, 2, "neighbours[0][0]:"),
+            (Good() with { Neighbours = [[null!], []] }, 2, "neighbours[0][0]:"),
+            (Good() with { Stats = [stats] }, 2, "stats:"),
+            (Good() with { Stats = [stats, null!] }, 2, "stats:"),
+            (Good() with { SkippedBounds = [1f] }, 2, "skippedBounds:"),
+            (Good() with { MissingPartitions = null! }, 2, "missingPartitions:"),
+            (Good() with { MissingPartitions = [3, -1] }, 2, "missingPartitions:"),
+            (Good() with { Levels = null! }, 2, "levels:"),
+            (Good() with { Levels = [null!] }, 2, "levels:"),
+            (Good() with { Invocations = 0 }, 2, "invocations "),
+        })
+        {
+            var problem = Tree.ScanInvoker.CheckShape(bad, queries);
+            Assert.NotNull(problem);
+            Assert.StartsWith(field, problem);
+        }
+    }
+
     /// <summary>
     /// Queries through the real host, sequential and concurrent: every instance's billed time equals a recomputation from its
     /// own invocation log, the host's total equals the prices applied to that, and the answers' stats give the cost in parts.

@@ -124,7 +124,7 @@ public sealed class FunctionKeyTests(IndexFixture fx)
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken ct)
         {
             lock (Sent) Sent.Add((request.RequestUri!, request.Headers.TryGetValues("x-functions-key", out var v) ? v.Single() : null));
-            var body = """{"neighbours":[[]],"stats":[{}],"missingPartitions":[],"invocations":1}""";
+            var body = """{"neighbours":[[]],"stats":[{}],"missingPartitions":[],"invocations":1,"levels":[]}""";
             return Task.FromResult(new HttpResponseMessage(status) { Content = new StringContent(body, Encoding.UTF8, "application/json") });
         }
     }

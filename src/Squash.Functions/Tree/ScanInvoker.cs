@@ -110,9 +110,9 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
         if (poolIndex >= 0) PoolActivity.Answered(poolIndex);
         var answer = await response.Content.ReadFromJsonAsync(ApiJson.Default.ScanResponse, ct).ConfigureAwait(false)
             ?? throw new InvalidOperationException("empty scan response");
-        // An internal boundary, but what a child reports is added into every answer's cost: a wrong figure is a defect
-        // (a 500 naming it in the log), not a number to pass on.
-        if (CheckCostFigures(answer) is { } wrong)
+        // An internal boundary, but what a child reports is merged into every answer and added into its cost: a wrong
+        // shape or figure is a defect (a 500 naming the field in the log), not something to merge or pass on.
+        if ((CheckShape(answer, request.Vectors.Length) ?? CheckCostFigures(answer)) is { } wrong)
             throw new InvalidOperationException($"tree node {request.Node.Id} answered with {wrong}");
         // The attempts whose answers were dropped were invocations too: their executions count, and their compute is
         // estimated (the caller never saw their billed time) as each one waking an instance (ScanAttempts.EstimatedBilledMilliseconds).
@@ -122,6 +122,33 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
             DroppedAttempts = answer.DroppedAttempts + dropped.Attempts,
             DroppedBilledMilliseconds = answer.DroppedBilledMilliseconds + dropped.BilledMilliseconds,
         };
+    }
+
+    /// <summary>
+    /// What is wrong with the shape of a child's answer to <paramref name="queries"/> queries, in words naming the field
+    /// (null: nothing): one neighbour list and one stats entry per query (and one skipped bound when given), finite
+    /// distances, partition numbers ≥ 0, level timings present, at least one invocation. The merge indexes them per query.
+    /// </summary>
+    public static string? CheckShape(ScanResponse answer, int queries)
+    {
+        if (answer.Neighbours is null || answer.Neighbours.Length != queries)
+            return $"neighbours: {answer.Neighbours?.Length.ToString() ?? "null"} lists for {queries} queries";
+        for (int q = 0; q < queries; q++)
+        {
+            if (answer.Neighbours[q] is not { } list) return $"neighbours[{q}]: null";
+            for (int i = 0; i < list.Length; i++)
+                if (list[i] is null || !float.IsFinite(list[i].D)) return $"neighbours[{q}][{i}]: {(list[i] is null ? "null" : $"distance {list[i].D}")}, must be a finite number";
+        }
+        if (answer.Stats is null || answer.Stats.Length != queries || answer.Stats.Any(x => x is null))
+            return $"stats: {answer.Stats?.Count(x => x is not null).ToString() ?? "null"} entries for {queries} queries";
+        if (answer.SkippedBounds is { } bounds && bounds.Length != queries)
+            return $"skippedBounds: {bounds.Length} bounds for {queries} queries";
+        if (answer.MissingPartitions is null || answer.MissingPartitions.Any(p => p < 0))
+            return $"missingPartitions: {(answer.MissingPartitions is null ? "null" : "a negative partition number")}";
+        if (answer.Levels is null || answer.Levels.Any(l => l is null))
+            return $"levels: {(answer.Levels is null ? "null" : "a null level")}";
+        if (answer.Invocations < 1) return $"invocations {answer.Invocations}: must be ≥ 1";
+        return null;
     }
 
     /// <summary>The longest a dropped attempt is believed to have run: past this a child's figure is taken as wrong, not as cost.</summary>
