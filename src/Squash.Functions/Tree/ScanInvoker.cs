@@ -137,7 +137,8 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
         {
             if (answer.Neighbours[q] is not { } list) return $"neighbours[{q}]: null";
             for (int i = 0; i < list.Length; i++)
-                if (list[i] is null || !float.IsFinite(list[i].D)) return $"neighbours[{q}][{i}]: {(list[i] is null ? "null" : $"distance {list[i].D}")}, must be a finite number";
+                if (list[i] is null) return $"neighbours[{q}][{i}]: null";
+                else if (!float.IsFinite(list[i].D)) return $"neighbours[{q}][{i}]: distance {list[i].D}, must be a finite number";
         }
         if (answer.Stats is null || answer.Stats.Length != queries || answer.Stats.Any(x => x is null))
             return $"stats: {answer.Stats?.Count(x => x is not null).ToString() ?? "null"} entries for {queries} queries";
