@@ -198,7 +198,7 @@ public static partial class FilteredRecallCalibrator
             CancellationToken cancellationToken = default)
         {
             int partitions = _index.PartitionCount;
-            int grid = RecallCalibrator.CentroidFactors.Length, rs = RecallCalibrator.RerankFactors.Length;
+            int grid = Columns, cfs = RecallCalibrator.CentroidFactors.Length, rs = RecallCalibrator.RerankFactors.Length;
             // 1. Each query's plans from its counts (the engine's planner and passes), and how far its replay scans.
             Parallel.ForEach(_queries, new ParallelOptions { CancellationToken = cancellationToken }, fq =>
             {
@@ -218,12 +218,13 @@ public static partial class FilteredRecallCalibrator
                 fq.AnchorRatio = anchors.AnchorRatio;
                 for (int r = 0; r < rs; r++)
                 {
-                    var plans = _engine.PlanFiltered(anchors, new SearchOptions { K = _k, RerankFactor = RecallCalibrator.RerankFactors[r], Filter = fq.Filter },
-                        RecallCalibrator.CentroidFactors);
+                    var options = new SearchOptions { K = _k, RerankFactor = RecallCalibrator.RerankFactors[r], Filter = fq.Filter };
+                    var plans = _engine.PlanFiltered(anchors, options, RecallCalibrator.CentroidFactors);
                     for (int g = 0; g < grid; g++)
                     {
                         int j = r * grid + g;
-                        var plan = plans[g];
+                        var plan = g < cfs ? plans[g]
+                            : _engine.PlanFiltered(anchors, options with { FilterMargin = Column(g).FilterMargin!.Value }, [Column(g).CentroidFactor])[0];
                         if (plan.Strategy != "partitions") { fq.Direct[j] = true; continue; }
                         while (_engine.NextPass(plan, Math.Min(plan.Target, matchesBefore[plan.Cursor])).Length > 0) { }
                         fq.End[j] = plan.Cursor;
@@ -297,7 +298,7 @@ public static partial class FilteredRecallCalibrator
         private void Replay(FilteredQuery fq, double[,] recall, double[,] cost, int m, int d)
         {
             int q = fq.Query, k = _k;
-            int grid = RecallCalibrator.CentroidFactors.Length, rs = RecallCalibrator.RerankFactors.Length;
+            int grid = Columns, rs = RecallCalibrator.RerankFactors.Length;
             var manifest = _index.Manifest;
             if (fq.TruthIds.Count == 0)
             {

@@ -24,6 +24,20 @@ public static partial class FilteredRecallCalibrator
 {
     /// <summary>Queries per family: the first calibration queries.</summary>
     public const int QueriesPerFamily = 300;
+    /// <summary>
+    /// Filter margins measured besides the default 2, each at CF 1 (the cheapest CF): where a partition or two already hold
+    /// 2·K estimated matches (a 1 % filter at 10⁶), every CF gives the same plan, and only a smaller margin is cheaper.
+    /// Below 1 nothing changes (a second pass tops a short answer up to K).
+    /// </summary>
+    public static readonly double[] ExtraFilterMargins = [1, 1.5];
+    /// <summary>The filtered grid's columns: every CF of <see cref="RecallCalibrator.CentroidFactors"/> at the default margin, then CF 1 at each <see cref="ExtraFilterMargins"/>.</summary>
+    public static int Columns => RecallCalibrator.CentroidFactors.Length + ExtraFilterMargins.Length;
+    /// <summary>Column <paramref name="g"/>'s CF and margin (null: the default).</summary>
+    public static (double CentroidFactor, double? FilterMargin) Column(int g)
+    {
+        int grid = RecallCalibrator.CentroidFactors.Length;
+        return g < grid ? (RecallCalibrator.CentroidFactors[g], null) : (1, ExtraFilterMargins[g - grid]);
+    }
     public static readonly double[] RangeSelectivities = [0.1, 0.01, 0.001];
     /// <summary>Band edges in selectivity: [0, 0.005), [0.005, 0.05), [0.05, 1].</summary>
     public static readonly double[] BandEdges = [0, 0.005, 0.05, 1];
@@ -151,7 +165,7 @@ public static partial class FilteredRecallCalibrator
     private static void AddBand(List<FilteredCalibration> bands, IReadOnlyList<FamilyMeasurement> measured, double lo, double hi, double? ratioLo,
         (double? Min, double? Max) holds)
     {
-        int grid = RecallCalibrator.CentroidFactors.Length;
+        int grid = Columns;
         int plans = grid * RecallCalibrator.RerankFactors.Length;
         {
             var inBand = new List<(FamilyMeasurement Family, Func<int, bool> Include, int Queries, double Median)>();
@@ -168,8 +182,9 @@ public static partial class FilteredRecallCalibrator
             {
                 var means = inBand.Select(f => f.Family.Mean(j, f.Include)).ToArray();
                 var worst = means.MinBy(x => x.Recall);
-                points.Add(new CalibratedPlan(RecallCalibrator.CentroidFactors[j % grid], RecallCalibrator.RerankFactors[j / grid],
-                    Math.Round(worst.Recall, 5), Math.Round(worst.StdError, 5), Math.Round(means.Max(x => x.Cost))));
+                var (cf, margin) = Column(j % grid);
+                points.Add(new CalibratedPlan(cf, RecallCalibrator.RerankFactors[j / grid],
+                    Math.Round(worst.Recall, 5), Math.Round(worst.StdError, 5), Math.Round(means.Max(x => x.Cost)), margin));
             }
             bands.Add(new FilteredCalibration
             {

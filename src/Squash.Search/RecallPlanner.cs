@@ -25,7 +25,8 @@ public static class RecallPlanner
     public static double Aim(double target) => target + Math.Min(0.01, 0.5 * (1 - target));
 
     /// <summary>
-    /// The options to plan with (Recall cleared, CF and R set), and the calibration's predicted recall for them. A filtered
+    /// The options to plan with (Recall cleared, CF and R set, and a filtered plan's margin when it has its own), and the
+    /// calibration's predicted recall for them. A filtered
     /// query passes its estimated <paramref name="selectivity"/>: it plans with the frontier of the filtered band that holds
     /// it (the nearest band on a log scale when none does), or the unfiltered frontier on an index without filtered bands.
     /// A target between two frontier plans is met by a mix of them (<see cref="Mix"/>): <paramref name="draw"/>, the query's
@@ -56,7 +57,8 @@ public static class RecallPlanner
         var plan = mix.PlanFor(draw);
         predicted = mix.Predicted;
         share = mix.Mixed ? (ReferenceEquals(plan, mix.High) ? mix.HighShare : 1 - mix.HighShare) : null;
-        return options with { Recall = null, CentroidFactor = plan.CentroidFactor, RerankFactor = plan.RerankFactor };
+        return options with { Recall = null, CentroidFactor = plan.CentroidFactor, RerankFactor = plan.RerankFactor,
+            FilterMargin = plan.FilterMargin ?? options.FilterMargin };
     }
 
     /// <summary><see cref="Resolve(RecallCalibration?, SearchOptions, out double?, out double?, double?, double, double)"/> without the share.</summary>

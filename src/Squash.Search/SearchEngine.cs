@@ -387,6 +387,7 @@ public sealed class SearchEngine
         PlanShare = share is { } p ? Math.Round(p, 4) : null,
         CentroidFactor = resolved.CentroidFactor,
         RerankFactor = resolved.RerankFactor,
+        FilterMargin = resolved.FilterMargin == SearchOptions.DefaultFilterMargin ? null : resolved.FilterMargin,
     };
 
     /// <summary>

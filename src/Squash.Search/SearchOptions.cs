@@ -45,7 +45,8 @@ public sealed record SearchOptions
     /// The planner's safety margin: partitions past the CF threshold keep being added until the estimated
     /// matches reach this × K.
     /// </summary>
-    public double FilterMargin { get; init; } = 2;
+    public double FilterMargin { get; init; } = DefaultFilterMargin;
+    public const double DefaultFilterMargin = 2;
     /// <summary>Filtered queries: let the cost rule choose (Auto), or force a strategy (tests, benchmarks).</summary>
     public FilterStrategy FilterStrategy { get; init; } = FilterStrategy.Auto;
     /// <summary>
@@ -132,6 +133,12 @@ public class QueryStats
     /// <summary>The CF and R of the plan this query ran (whether chosen for a target or given).</summary>
     public double CentroidFactor { get; set; }
     public int RerankFactor { get; set; }
+    /// <summary>
+    /// The filter margin of the plan this query ran when it is not the default 2: a filtered band's cheapest calibrated
+    /// plans walk partitions until the estimated matches reach this × K. Null (left out) at the default.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public double? FilterMargin { get; set; }
     /// <summary>
     /// For <see cref="Certified"/>: the smallest lower bound (internal squared distance) on anything a scan passed over
     /// without an exact distance (0 for rows dropped with no bound); null when it passed over nothing. Not part of an

@@ -55,24 +55,30 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
         using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 40, Seed = seed, Attributes = table }, calibrate: true, calibration);
         var families = FilteredRecallCalibrator.Measure(idx.Index, calibration, K);
         Assert.Equal(["range 10%", "range 1%", "other value"], families.Select(f => f.Name));
-        int grid = RecallCalibrator.CentroidFactors.Length;
+        // The filtered grid's columns: the CF grid at the default margin, then CF 1 at each smaller margin.
+        int grid = FilteredRecallCalibrator.Columns, cfs = RecallCalibrator.CentroidFactors.Length;
+        var columns = new[] { 1.0, 1.1, 1.3, 2.0 }.Select(cf => Array.IndexOf(RecallCalibrator.CentroidFactors, cf))
+            .Concat(Enumerable.Range(cfs, FilteredRecallCalibrator.ExtraFilterMargins.Length)).ToArray();
+        Assert.Equal((1.0, (double?)1.0), FilteredRecallCalibrator.Column(cfs));
         foreach (var family in families)
-            foreach (double cf in new[] { 1.0, 1.1, 1.3, 2.0 })
+            foreach (int g in columns)
                 foreach (int r in new[] { 1, 4 })
                 {
-                    int j = Array.IndexOf(RecallCalibrator.RerankFactors, r) * grid + Array.IndexOf(RecallCalibrator.CentroidFactors, cf);
+                    var (cf, margin) = FilteredRecallCalibrator.Column(g);
+                    int j = Array.IndexOf(RecallCalibrator.RerankFactors, r) * grid + g;
+                    var options = new SearchOptions { CentroidFactor = cf, RerankFactor = r, FilterMargin = margin ?? SearchOptions.DefaultFilterMargin };
                     double sum = 0;
                     int used = 0;
                     for (int i = 0; i < calibration.Count; i++)
                     {
                         if (family.Filters[i] is not { } filter) continue;
-                        sum += Recall(idx.Engine, calibration.Data.AsSpan(i * Dims, Dims), filter, new SearchOptions { CentroidFactor = cf, RerankFactor = r });
+                        sum += Recall(idx.Engine, calibration.Data.AsSpan(i * Dims, Dims), filter, options);
                         used++;
                     }
                     var (replayed, _, _, counted) = family.Mean(j);
                     Assert.True(used == counted, $"{family.Name}: {used} filtered queries, the calibration counted {counted}");
                     Assert.True(Math.Abs(sum / used - replayed) < 1e-9,
-                        $"seed {seed}, {family.Name}, CF {cf}, R {r}: engine {sum / used:F6}, replay {replayed:F6}");
+                        $"seed {seed}, {family.Name}, CF {cf}, margin {margin}, R {r}: engine {sum / used:F6}, replay {replayed:F6}");
                 }
         var bands = idx.Index.Manifest.Calibration!.Filtered;
         Assert.NotNull(bands);

@@ -74,6 +74,28 @@ public class MixedPlanTests(ITestOutputHelper output)
     }
 
     [Fact]
+    public void AFilteredBandsMarginPlansCarryTheirMarginIntoTheQuery()
+    {
+        // A 1 % band where CF cannot go below its cheapest plan: smaller filter margins are its cheaper plans.
+        var m1 = new CalibratedPlan(1, 1, 0.87, 0.005, 50, FilterMargin: 1);
+        var m15 = new CalibratedPlan(1, 1, 0.95, 0.004, 70, FilterMargin: 1.5);
+        var cf1 = new CalibratedPlan(1, 1, 0.985, 0.002, 90);
+        var cal = Calibration(new CalibratedPlan(1.1, 2, 0.90, 0.005, 100), new CalibratedPlan(1.3, 4, 0.999, 0.0005, 300)) with
+        {
+            Filtered = [new FilteredCalibration { MinSelectivity = 0.005, MaxSelectivity = 0.05, Queries = 300, Families = ["range 1%"], Plans = [m1, m15, cf1] }],
+        };
+        // 0.9 aims at 0.91: half the queries at margin 1 (0.87), half at 1.5 (0.95).
+        var high = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.9 }, out var predicted, out var share, selectivity: 0.01, draw: 0.1);
+        Assert.Equal((1.0, 1, 1.5, 0.91), (high.CentroidFactor, high.RerankFactor, high.FilterMargin, predicted!.Value));
+        Assert.Equal(0.5, share!.Value, 9);
+        var low = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.9 }, out _, out _, selectivity: 0.01, draw: 0.9);
+        Assert.Equal(1.0, low.FilterMargin);
+        // The default margin's plan keeps the default; unfiltered plans have none of their own.
+        Assert.Equal(SearchOptions.DefaultFilterMargin, RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.97 }, out _, selectivity: 0.01).FilterMargin);
+        Assert.Equal(SearchOptions.DefaultFilterMargin, RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.9 }, out _).FilterMargin);
+    }
+
+    [Fact]
     public void TargetOneAndIndexesWithoutCalibrationAreUnchanged()
     {
         var cal = Calibration(new CalibratedPlan(1.1, 2, 0.90, 0.005, 100), new CalibratedPlan(1.3, 4, 0.999, 0.0005, 300));

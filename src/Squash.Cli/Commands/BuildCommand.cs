@@ -145,11 +145,13 @@ public static partial class BuildCommand
         var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted, out double? share,
             selectivity, band?.MinAnchorRatio ?? 1);
         if (plan.Exact) return $"{target} → exact";
-        if (share is null) return $"{target} → CF {plan.CentroidFactor} R {plan.RerankFactor} ({predicted:F3})";
+        static string Name(SearchOptions o) => $"CF {o.CentroidFactor}" +
+            (o.FilterMargin == SearchOptions.DefaultFilterMargin ? "" : FormattableString.Invariant($" margin {o.FilterMargin}")) + $" R {o.RerankFactor}";
+        if (share is null) return $"{target} → {Name(plan)} ({predicted:F3})";
         // A mix: draw 0 runs the higher plan, a draw just under 1 the lower one.
         var low = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out _, out double? lowShare, selectivity,
             band?.MinAnchorRatio ?? 1, Math.BitDecrement(1.0));
-        return $"{target} → CF {low.CentroidFactor} R {low.RerankFactor} on {lowShare:P0} + CF {plan.CentroidFactor} R {plan.RerankFactor} on {share:P0} ({predicted:F3})";
+        return $"{target} → {Name(low)} on {lowShare:P0} + {Name(plan)} on {share:P0} ({predicted:F3})";
     }
 
     public static Metric ParseMetric(string s)

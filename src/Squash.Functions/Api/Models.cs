@@ -107,6 +107,7 @@ public sealed class AnswerStats : QueryStats
             PlanShare = engine.PlanShare,
             CentroidFactor = engine.CentroidFactor,
             RerankFactor = engine.RerankFactor,
+            FilterMargin = engine.FilterMargin,
             EstimatedMatches = engine.Strategy == "partitions" && engine.EstimatedMatches == 0 ? null : Math.Round(engine.EstimatedMatches, 1),
             BytesRead = tree.BytesRead,
             Invocations = tree.Invocations,

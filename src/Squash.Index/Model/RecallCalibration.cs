@@ -85,4 +85,9 @@ public sealed record FilteredCalibration
 /// One measured plan: CF and R, the mean recall@K over the calibration queries with its standard error, and the
 /// mean work per query as the bytes it reads (partition rotations and codes, re-ranked raw vectors).
 /// </summary>
-public sealed record CalibratedPlan(double CentroidFactor, int RerankFactor, double Recall, double RecallStdError, double Cost);
+/// <param name="FilterMargin">A filtered plan's margin (estimated matches to walk to, in K) when not the default 2; null
+/// (left out of the JSON): the default. Only filtered bands have such plans: they are cheaper than any CF where a few
+/// partitions already hold 2·K matches (bench/recall.md).</param>
+public sealed record CalibratedPlan(double CentroidFactor, int RerankFactor, double Recall, double RecallStdError, double Cost,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    double? FilterMargin = null);
