@@ -198,7 +198,7 @@ public static partial class FilteredRecallCalibrator
             CancellationToken cancellationToken = default)
         {
             int partitions = _index.PartitionCount;
-            int grid = Columns, cfs = RecallCalibrator.CentroidFactors.Length, rs = RecallCalibrator.RerankFactors.Length;
+            int grid = Columns, rs = RecallCalibrator.RerankFactors.Length;
             // 1. Each query's plans from its counts (the engine's planner and passes), and how far its replay scans.
             Parallel.ForEach(_queries, new ParallelOptions { CancellationToken = cancellationToken }, fq =>
             {
@@ -223,8 +223,8 @@ public static partial class FilteredRecallCalibrator
                     for (int g = 0; g < grid; g++)
                     {
                         int j = r * grid + g;
-                        var plan = g < cfs ? plans[g]
-                            : _engine.PlanFiltered(anchors, options with { FilterMargin = Column(g).FilterMargin!.Value }, [Column(g).CentroidFactor])[0];
+                        var (cf, margin) = Column(g);
+                        var plan = margin is not { } m ? plans[g] : _engine.PlanFiltered(anchors, options with { FilterMargin = m }, [cf])[0];
                         if (plan.Strategy != "partitions") { fq.Direct[j] = true; continue; }
                         while (_engine.NextPass(plan, Math.Min(plan.Target, matchesBefore[plan.Cursor])).Length > 0) { }
                         fq.End[j] = plan.Cursor;

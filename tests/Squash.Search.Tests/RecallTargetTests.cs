@@ -156,6 +156,23 @@ public class RecallTargetTests(ITestOutputHelper output)
         var bad = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Plans = [new CalibratedPlan(1.2, 2, 1.5, 0.01, 10)] } };
         var e = Assert.Throws<CorruptIndexException>(() => IndexManifest.Parse(bad.ToJson(), "m.json"));
         Assert.Contains("recall calibration", e.Message);
+        // A filter margin the query options would refuse (JSON carries no infinity: below 1 is what a file can hold), or on an unfiltered plan, is as impossible.
+        foreach (var (plans, bandPlans) in new (CalibratedPlan[], CalibratedPlan[])[]
+        {
+            ([new CalibratedPlan(1, 1, 0.9, 0.01, 10, FilterMargin: 1)], [new CalibratedPlan(1, 1, 0.9, 0.01, 10)]),
+            ([new CalibratedPlan(1, 1, 0.9, 0.01, 10)], [new CalibratedPlan(1, 1, 0.9, 0.01, 10, FilterMargin: 0.5)]),
+            ([new CalibratedPlan(1, 1, 0.9, 0.01, 10)], [new CalibratedPlan(1, 1, 0.9, 0.01, 10, FilterMargin: 0)]),
+        })
+        {
+            var band = new FilteredCalibration { MinSelectivity = 0.005, MaxSelectivity = 0.05, Queries = 300, Families = ["range 1%"], Plans = bandPlans };
+            var wrong = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Plans = plans, Filtered = [band] } };
+            Assert.Throws<CorruptIndexException>(() => IndexManifest.Parse(wrong.ToJson(), "m.json"));
+        }
+        // The margins a build writes are accepted.
+        var good = new FilteredCalibration { MinSelectivity = 0.005, MaxSelectivity = 0.05, Queries = 300, Families = ["range 1%"],
+            Plans = [new CalibratedPlan(1, 1, 0.87, 0.01, 10, FilterMargin: 1), new CalibratedPlan(1, 1, 0.95, 0.01, 12, FilterMargin: 1.5)] };
+        var ok = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Filtered = [good] } };
+        Assert.Equal(1.5, IndexManifest.Parse(ok.ToJson(), "m.json").Calibration!.Filtered![0].Plans[1].FilterMargin);
     }
 
     [Fact]

@@ -35,7 +35,7 @@ public sealed record RecallCalibration
         if (K < 1 || Queries < 1 || Plans.Count == 0)
             throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration is empty");
         foreach (var p in Plans)
-            if (!(p.CentroidFactor >= 1) || p.RerankFactor < 1 || !(p.Recall is >= 0 and <= 1) || !(p.RecallStdError >= 0) || !(p.Cost >= 0))
+            if (!p.IsPossible(filtered: false))
                 throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible plan ({p})");
         foreach (var band in Filtered ?? [])
         {
@@ -45,7 +45,7 @@ public sealed record RecallCalibration
             if ((band.MinAnchorRatio is { } lo && !(lo >= 0)) || (band.MaxAnchorRatio is { } hi && !(hi > (band.MinAnchorRatio ?? 0))))
                 throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible anchor-ratio range");
             foreach (var p in band.Plans)
-                if (!(p.CentroidFactor >= 1) || p.RerankFactor < 1 || !(p.Recall is >= 0 and <= 1) || !(p.RecallStdError >= 0) || !(p.Cost >= 0))
+                if (!p.IsPossible(filtered: true))
                     throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible plan ({p})");
         }
     }
@@ -90,4 +90,13 @@ public sealed record FilteredCalibration
 /// partitions already hold 2·K matches (bench/recall.md).</param>
 public sealed record CalibratedPlan(double CentroidFactor, int RerankFactor, double Recall, double RecallStdError, double Cost,
     [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
-    double? FilterMargin = null);
+    double? FilterMargin = null)
+{
+    /// <summary>
+    /// Whether a calibration could have measured this plan: CF ≥ 1, R ≥ 1, recall in [0, 1], a standard error and a cost ≥ 0,
+    /// and a filter margin only on a filtered band's plan, finite and ≥ 1 (what a query's options accept).
+    /// </summary>
+    public bool IsPossible(bool filtered) =>
+        CentroidFactor >= 1 && RerankFactor >= 1 && Recall is >= 0 and <= 1 && RecallStdError >= 0 && Cost >= 0
+        && (FilterMargin is not { } m || (filtered && m >= 1 && double.IsFinite(m)));
+}
