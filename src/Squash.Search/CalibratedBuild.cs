@@ -23,13 +23,14 @@ public static class CalibratedBuild
             : null;
 
     /// <param name="calibration">Queries to calibrate with; null samples <paramref name="sampleSize"/> base vectors (at most a tenth), held out of the partitioning and searched leave-one-out
-    /// (the first <see cref="RecallCalibrator.DefaultQueries"/> against exact neighbours, the rest against the index's deep answer).</param>
+    /// (the first <see cref="RecallCalibrator.ExactQueries"/> against exact neighbours, the rest against the index's deep answer).</param>
     /// <param name="sampleSize">Base-sample rows; null: <see cref="RecallCalibrator.BuildQueries"/> for <paramref name="count"/>.</param>
     /// <param name="calibrate">False: publish without a calibration (queries then plan with CF and R only).</param>
+    /// <param name="exactQueries">Queries measured against exact neighbours; null: <see cref="RecallCalibrator.ExactQueries"/>.</param>
     public static Task<IndexManifest> BuildAndPublishAsync(
         IndexStore store, float[] vectors, int count, int dims, IndexBuildOptions options,
         IProgress<BuildProgress>? progress = null, CancellationToken cancellationToken = default,
-        CalibrationQueries? calibration = null, bool calibrate = true, int? sampleSize = null)
+        CalibrationQueries? calibration = null, bool calibrate = true, int? sampleSize = null, int? exactQueries = null)
     {
         if (!calibrate) return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken);
         // Base-sample queries are held out of the partitioning: leave-one-out on rows the partitions were fitted to
@@ -44,7 +45,7 @@ public static class CalibratedBuild
                 var opened = await OpenedIndex.OpenUnpublishedAsync(store, manifest, ct).ConfigureAwait(false);
                 var queries = calibration ?? CalibrationQueries.FromRows(vectors, dims, heldOut ?? []);
                 var fitted = RecallCalibrator.Calibrate(opened, vectors, queries, RecallCalibrator.DefaultK,
-                    progress is null ? null : new Progress<double>(f => progress.Report(new("calibrate", f))), ct);
+                    progress is null ? null : new Progress<double>(f => progress.Report(new("calibrate", f))), ct, exactQueries);
                 progress?.Report(new("calibrate", 1));
                 double seconds = (DateTimeOffset.UtcNow - started).TotalSeconds;
                 return manifest with

@@ -125,23 +125,38 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
 /// </summary>
 public static class RecallCalibrator
 {
+    /// <summary>The fewest calibration rows a build measures against exact neighbours, and the sample of an ingest recalibration.</summary>
     public const int DefaultQueries = 300;
-    /// <summary>Vectors per calibration row past the first <see cref="DefaultQueries"/>: see <see cref="BuildQueries"/>.</summary>
-    public const int VectorsPerCalibrationRow = 400;
+    /// <summary>Vectors per base-sample calibration row: see <see cref="BuildQueries"/>.</summary>
+    public const int VectorsPerCalibrationRow = 80;
     /// <summary>The most base-sample rows a build calibrates with (measured at 10⁶ × 128: bench/recall.md).</summary>
     public const int MaxBuildQueries = 1200;
+    /// <summary>Query rows × base rows a build brute-forces for its calibration beyond the first <see cref="DefaultQueries"/>: see <see cref="ExactQueries"/>.</summary>
+    public const long ExactRowPairs = 120_000_000;
 
     /// <summary>
-    /// Base-sample queries of an in-process build of <paramref name="count"/> vectors: one per
+    /// Base-sample queries of an in-process or queue build of <paramref name="count"/> vectors: one per
     /// <see cref="VectorsPerCalibrationRow"/>, at least <see cref="DefaultQueries"/> and at most
-    /// <see cref="MaxBuildQueries"/>. The first DefaultQueries are measured against exact neighbours (a brute force,
-    /// N·d per query), the rest against the reference plan's answer (a replay of a few partitions, whose size does not
-    /// grow with N), combined in <see cref="Summarise"/>. So the extra rows' share of the build falls like 1/N, and rows
-    /// in proportion to N keep it flat: at 60,000 × 784 (Fashion-MNIST) the sample stays at 300, where 600 had added a
-    /// fifth to the build; at 10⁶ × 128, 1,200 halved the per-build recall error at target 0.95 (bench/recall.md).
+    /// <see cref="MaxBuildQueries"/> (and at most a tenth of the vectors, <see cref="CalibratedBuild.CalibrationRows"/>).
+    /// The calibration's error falls with its rows (a plan's standard error near recall 0.9 is about 0.008 with 300, half
+    /// the width of a target's band); each row costs a replay of the partitions its plans visit and, for the rows
+    /// <see cref="ExactQueries"/> measures exactly, a brute force (N·d, as the build itself costs about N·d). Rows in
+    /// proportion to N keep that cost's share of the build bounded (bench/recall.md).
     /// </summary>
     public static int BuildQueries(long count) =>
         (int)Math.Clamp(count / VectorsPerCalibrationRow, DefaultQueries, MaxBuildQueries);
+
+    /// <summary>
+    /// How many of a sample of <paramref name="queries"/> rows (the first ones) are measured against exact neighbours in
+    /// an index of <paramref name="count"/> vectors: <see cref="ExactRowPairs"/> / N, at least <see cref="DefaultQueries"/>.
+    /// The rest are measured against the reference plan's answer (<see cref="Summarise"/>). A brute force costs N·d a
+    /// row and a reference replay about (rows it visits)·d, so which is cheaper depends on N, not d: on Fashion-MNIST
+    /// (60,000) an exact row costs less than a replayed one, at 10⁶ a replay costs a third of it (bench/recall.md). So
+    /// below 100,000 vectors every row of a full sample is exact, and past 400,000 the first 300 are.
+    /// </summary>
+    public static int ExactQueries(long count, int queries) =>
+        (int)Math.Min(queries, Math.Max(DefaultQueries, ExactRowPairs / Math.Max(1, count)));
+
     /// <summary>The reference plan: R 16 at the smallest grid CF whose recall on the exact queries reaches this.</summary>
     public const double ReferenceRecall = 0.999;
     public const int DefaultK = 10;
@@ -167,8 +182,10 @@ public static class RecallCalibrator
     /// Calibrates an opened index (every partition read) built from <paramref name="baseVectors"/> (the user's
     /// vectors, row-major, as given to the build); null when the index is too small to need it.
     /// </summary>
+    /// <param name="exactQueries">How many of the first queries to measure against exact neighbours; null:
+    /// <see cref="ExactQueries"/> (a test sets it to exercise the two-phase estimate on a small index).</param>
     public static RecallCalibration? Calibrate(OpenedIndex index, float[] baseVectors, CalibrationQueries queries, int k = DefaultK,
-        IProgress<double>? progress = null, CancellationToken cancellationToken = default)
+        IProgress<double>? progress = null, CancellationToken cancellationToken = default, int? exactQueries = null)
     {
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(baseVectors);
@@ -182,9 +199,9 @@ public static class RecallCalibrator
         long stored = index.Manifest.Count * dims;
         var baseSet = new VectorSet(baseVectors.LongLength == stored ? baseVectors : baseVectors[..(int)stored], (int)index.Manifest.Count, dims);
         var self = queries.SelfIds;
-        // The brute force costs N·d per query, the replay a few partitions: past DefaultQueries the rest are measured
+        // The brute force costs N·d per query, the replay a few partitions: past ExactQueries the rest are measured
         // against the index's deep answer instead (CalibrateWith).
-        var measured = queries.Take(Math.Min(queries.Count, DefaultQueries));
+        var measured = queries.Take(Math.Min(queries.Count, exactQueries ?? ExactQueries(index.Manifest.Count, queries.Count)));
         var exact = GroundTruth.Compute(baseSet, new VectorSet(measured.Data, measured.Count, dims), k, MetricSpace.Parse(index.Manifest.Metric),
             accept: self is null ? null : (q, id) => id != self[q], cancellationToken: cancellationToken);
         return CalibrateWith(index, exact, queries, k, clock, progress, cancellationToken);

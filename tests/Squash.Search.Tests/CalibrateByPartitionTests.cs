@@ -23,7 +23,8 @@ public sealed class CalibrateByPartitionTests
     {
         const int n = 4000, dims = 12, k = RecallCalibrator.DefaultK;
         var data = TestData.Clustered(n, dims, clusters: 15, seed: seed);
-        using var idx = new TestData.TempIndex(data, n, dims, new IndexBuildOptions { Partitions = 40, Seed = seed }, calibrate: true, calibrationSize: sample);
+        using var idx = new TestData.TempIndex(data, n, dims, new IndexBuildOptions { Partitions = 40, Seed = seed }, calibrate: true, calibrationSize: sample,
+            exactQueries: RecallCalibrator.DefaultQueries);
         var built = idx.Index.Manifest.Calibration!;
         Assert.Equal("base-sample", built.Source);
         Assert.Equal(sample, built.Queries);

@@ -17,7 +17,8 @@ public sealed class CalibrationExactTests
         var all = TestData.Clustered(Base + Queries, Dims, clusters: 25, seed: 13);
         var data = all[..(Base * Dims)];
         var calibration = new CalibrationQueries(all[(Base * Dims)..], Queries, Dims, null, "queries");
-        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 40, Seed = 5 }, calibrate: true, calibration);
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 40, Seed = 5 }, calibrate: true, calibration,
+            exactQueries: RecallCalibrator.DefaultQueries);
         var cal = idx.Index.Manifest.Calibration!;
         Assert.Equal(Queries, cal.Queries);
         var truth = new HashSet<long>[Queries];
@@ -90,18 +91,21 @@ public sealed class CalibrationExactTests
     }
 
     [Theory]
-    [InlineData(199, null)]
-    [InlineData(2_000, 200)]
-    [InlineData(60_000, 300)]
-    [InlineData(120_000, 300)]
-    [InlineData(240_000, 600)]
-    [InlineData(1_000_000, 1_200)]
-    [InlineData(50_000_000, 1_200)]
-    public void ABuildCalibratesOnOneRowPerFourHundredVectorsBetweenThreeHundredAndTwelveHundredAndAtMostATenth(int count, int? expected)
+    [InlineData(199, null, 0)]
+    [InlineData(2_000, 200, 200)]
+    [InlineData(20_000, 300, 300)]
+    [InlineData(60_000, 750, 750)]
+    [InlineData(120_000, 1_200, 1_000)]
+    [InlineData(240_000, 1_200, 500)]
+    [InlineData(1_000_000, 1_200, 300)]
+    [InlineData(50_000_000, 1_200, 300)]
+    public void ABuildCalibratesOnOneRowPerEightyVectorsBetweenThreeHundredAndTwelveHundredAndAtMostATenthExactWhileABruteForceIsCheap(
+        int count, int? expected, int exact)
     {
         var rows = CalibratedBuild.CalibrationRows(count, seed: 42);
         Assert.Equal(expected, rows?.Length);
         if (rows is null) return;
         Assert.Equal(CalibrationQueries.SampleRows(count, Math.Min(rows.Length, RecallCalibrator.DefaultQueries), 42), rows[..Math.Min(rows.Length, RecallCalibrator.DefaultQueries)]);
+        Assert.Equal(exact, RecallCalibrator.ExactQueries(count, rows.Length));
     }
 }

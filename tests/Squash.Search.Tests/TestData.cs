@@ -33,11 +33,11 @@ public static class TestData
     {
         /// <param name="calibrate">Build as <c>squash build</c> does, with the recall calibration (on <paramref name="calibration"/>, or a base sample).</param>
         public TempIndex(float[] data, int n, int dims, IndexBuildOptions options, bool calibrate = false, CalibrationQueries? calibration = null,
-            int calibrationSize = RecallCalibrator.DefaultQueries)
+            int calibrationSize = RecallCalibrator.DefaultQueries, int? exactQueries = null)
         {
             Folder = Path.Combine(Path.GetTempPath(), "squash-test-" + Guid.NewGuid().ToString("N"));
             Store = new IndexStore(new FolderBlobStore(Folder));
-            CalibratedBuild.BuildAndPublishAsync(Store, data, n, dims, options, calibration: calibration, calibrate: calibrate, sampleSize: calibrationSize).GetAwaiter().GetResult();
+            CalibratedBuild.BuildAndPublishAsync(Store, data, n, dims, options, calibration: calibration, calibrate: calibrate, sampleSize: calibrationSize, exactQueries: exactQueries).GetAwaiter().GetResult();
             Index = OpenedIndex.OpenAsync(Store).GetAwaiter().GetResult();
             Engine = new SearchEngine(Index);
         }

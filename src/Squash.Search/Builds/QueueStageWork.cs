@@ -207,8 +207,8 @@ public sealed class QueueStageWork : IBuildStageWork
         var queries = await ReadQueriesAsync(c).ConfigureAwait(false);
         if (Calibrates(job, queries.Count))
         {
-            // Exact neighbours for the first DefaultQueries only; the calibration measures the rest against its reference plan.
-            var best = StreamingGroundTruth.BlockBest(ExactlyMeasured(queries), RecallCalibrator.DefaultK, plan.Metric, rows, n, (int)first, c.CancellationToken);
+            // Exact neighbours for the first ExactQueries only; the calibration measures the rest against its reference plan.
+            var best = StreamingGroundTruth.BlockBest(ExactlyMeasured(queries, job), RecallCalibrator.DefaultK, plan.Metric, rows, n, (int)first, c.CancellationToken);
             var labelIds = best.SelectMany(b => b.Select(x => x.Id)).Distinct().Order().ToArray();
             var heldIds = queries.SelfIds!.Where(r => r >= first && r < first + n).Select(r => (int)r).ToArray();
             var stored = new float[(long)heldIds.Length * d];
@@ -379,7 +379,7 @@ public sealed class QueueStageWork : IBuildStageWork
         var keptRun = PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + KeptName, c.CancellationToken).ConfigureAwait(false), KeptName);
         var final = new Dictionary<int, int>();
         for (int t = 0; t < keptRun.Ids.Length; t++) final[keptRun.Ids[t]] = t;
-        var exact = new StreamingGroundTruth(ExactlyMeasured(queries), RecallCalibrator.DefaultK, plan.Metric);
+        var exact = new StreamingGroundTruth(ExactlyMeasured(queries, job), RecallCalibrator.DefaultK, plan.Metric);
         var partitionOf = new Dictionary<long, int>();
         int d = plan.InternalDimensions;
         var selfStored = new float[(long)queries.Count * d];
@@ -436,7 +436,8 @@ public sealed class QueueStageWork : IBuildStageWork
             BuildPlan.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + PlanName, c.CancellationToken).ConfigureAwait(false), PlanName));
 
     /// <summary>The queries measured against exact neighbours, as <see cref="RecallCalibrator"/> takes them.</summary>
-    private static CalibrationQueries ExactlyMeasured(CalibrationQueries queries) => queries.Take(RecallCalibrator.DefaultQueries);
+    private static CalibrationQueries ExactlyMeasured(CalibrationQueries queries, BuildJob job) =>
+        queries.Take(RecallCalibrator.ExactQueries(job.Count, queries.Count));
 
     /// <summary>The calibration's held-out rows as leave-one-out queries (none without calibration).</summary>
     private Task<CalibrationQueries> ReadQueriesAsync(BuildTaskContext c) =>
