@@ -131,7 +131,7 @@ public static class RecallCalibrator
     public const int VectorsPerCalibrationRow = 80;
     /// <summary>The most base-sample rows a build calibrates with (measured at 10⁶ × 128: bench/recall.md).</summary>
     public const int MaxBuildQueries = 1200;
-    /// <summary>Query rows × base rows a build brute-forces for its calibration beyond the first <see cref="DefaultQueries"/>: see <see cref="ExactQueries"/>.</summary>
+    /// <summary>Query rows × base rows the calibration's brute force may take (it takes <see cref="DefaultQueries"/> rows at least): see <see cref="ExactQueries"/>.</summary>
     public const long ExactRowPairs = 120_000_000;
 
     /// <summary>
@@ -151,8 +151,9 @@ public static class RecallCalibrator
     /// an index of <paramref name="count"/> vectors: <see cref="ExactRowPairs"/> / N, at least <see cref="DefaultQueries"/>.
     /// The rest are measured against the reference plan's answer (<see cref="Summarise"/>). A brute force costs N·d a
     /// row and a reference replay about (rows it visits)·d, so which is cheaper depends on N, not d: on Fashion-MNIST
-    /// (60,000) an exact row costs less than a replayed one, at 10⁶ a replay costs a third of it (bench/recall.md). So
-    /// below 100,000 vectors every row of a full sample is exact, and past 400,000 the first 300 are.
+    /// (60,000) an exact row cost less than a replayed one, at 10⁶ × 128 a replay took under a millisecond against a
+    /// brute force of 128 million multiply-adds (bench/recall.md). So below 100,000 vectors every row of a full sample is
+    /// exact, and past 400,000 the first 300 are.
     /// </summary>
     public static int ExactQueries(long count, int queries) =>
         (int)Math.Min(queries, Math.Max(DefaultQueries, ExactRowPairs / Math.Max(1, count)));
