@@ -39,6 +39,19 @@ public sealed class IngestRecalibrationTests : IDisposable
         Deletes = deletes?.ToArray(),
     };
 
+    [Theory]
+    [InlineData(1_250, 300)]
+    [InlineData(60_000, 750)]
+    [InlineData(100_000, 1_200)]
+    [InlineData(160_000, 750)]
+    [InlineData(1_000_000, 300)]
+    public void AMeasurementDrawsAsManyRowsAsABuildOfThatSizeMeasuresExactly(long count, int expected)
+    {
+        Assert.Equal(expected, IngestRecalibration.Queries(count));
+        var sample = RecallCalibrator.BuildQueries(count);
+        Assert.Equal(RecallCalibrator.ExactQueries(count, sample), IngestRecalibration.Queries(count));
+    }
+
     [Fact]
     public async Task TheCalibrationIsKeptBelowATenthChangedAndMeasuredAgainOnIngestedRowsPastIt()
     {
@@ -82,9 +95,9 @@ public sealed class IngestRecalibrationTests : IDisposable
         Assert.True(m.RowLimit > m.Count, $"seed {seed}: row numbers should pass the row count (limit {m.RowLimit}, count {m.Count})");
         var measured = m.Calibration!;
         Assert.Equal(0, measured.RowsChangedSince);
-        // Live rows drawn uniformly (base and ingested alike), near-copies left out: up to the 300 a calibration takes.
+        // Live rows drawn uniformly (base and ingested alike), near-copies left out: as many as a build of this size measures exactly.
         Assert.Equal("live-sample", measured.Source);
-        Assert.InRange(measured.Queries, IngestRecalibration.MinimumQueries, RecallCalibrator.DefaultQueries);
+        Assert.Equal(IngestRecalibration.Queries(m.Count), measured.Queries);
         Assert.NotEmpty(measured.Plans);
 
         // The re-measured calibration plans queries on the published version like any other.

@@ -59,7 +59,7 @@ public static class IngestRecalibration
         // A draw of live rows, by position in partition order (seeded: the same version and seed draw the same queries).
         var start = new int[partitions + 1];
         for (int p = 0; p < partitions; p++) start[p + 1] = start[p] + opened.Codes(p).Ids.Length;
-        int[] drawn = CalibrationQueries.SampleRows((int)count, Math.Min(RecallCalibrator.DefaultQueries, (int)count - 1), seed);
+        int[] drawn = CalibrationQueries.SampleRows((int)count, Math.Min(Queries(count), (int)count - 1), seed);
         int n = drawn.Length;
 
         var bounds = new PartitionBounds(opened);
@@ -89,6 +89,14 @@ public static class IngestRecalibration
         var measured = RecallCalibrator.Calibrate(opened, exact, set, k, cancellationToken: ct, filtered: false);
         return measured is null ? null : new Measurement(measured with { Filtered = manifest.Calibration?.Filtered }, n, grouped);
     }
+
+    /// <summary>
+    /// Live rows a measurement draws for <paramref name="count"/> live rows: as many as a build of that size measures against
+    /// exact neighbours (<see cref="RecallCalibrator.ExactQueries"/> of its <see cref="RecallCalibrator.BuildQueries"/>
+    /// sample), so a re-measured calibration is as precise as the build's where that costs no more than the build's did:
+    /// every row here is measured exactly (each needs its near-copies found anyway).
+    /// </summary>
+    public static int Queries(long count) => RecallCalibrator.ExactQueries(count, RecallCalibrator.BuildQueries(count));
 
     /// <summary>The partition holding a position in partition order: the last p with start[p] ≤ position (empty partitions skipped).</summary>
     private static int PartitionAt(int[] start, int position)
