@@ -13,7 +13,8 @@ public static class CalibratedBuild
     /// <summary>
     /// The base-sample rows a build of <paramref name="count"/> vectors calibrates on (null below
     /// <see cref="RecallCalibrator.MinimumVectors"/>): <see cref="RecallCalibrator.BuildQueries"/> of them (at most a
-    /// tenth), the first <see cref="RecallCalibrator.DefaultQueries"/> ascending, the rest in the order drawn. A queue
+    /// tenth), the first <see cref="FilteredRecallCalibrator.QueriesPerFamily"/> ascending (the filtered families' queries),
+    /// the rest in the order drawn. A queue
     /// build holds out the same rows, so the same file and seed give the same index either way.
     /// </summary>
     public static int[]? CalibrationRows(int count, int seed, int? sampleSize = null) =>
