@@ -26,7 +26,6 @@ public static partial class FilteredRecallCalibrator
     public sealed class ByPartition
     {
         private readonly OpenedIndex _index;
-        private readonly SearchEngine _engine;
         private readonly int _k;
         private readonly List<(string Name, CompiledFilter?[] Filters)> _families;
         private readonly FilteredQuery[] _queries;
@@ -61,7 +60,6 @@ public static partial class FilteredRecallCalibrator
         private ByPartition(OpenedIndex index, int k, List<(string, CompiledFilter?[])> families, FilteredQuery[] queries)
         {
             _index = index;
-            _engine = new SearchEngine(index);
             _k = k;
             _families = families;
             _queries = queries;
@@ -199,6 +197,9 @@ public static partial class FilteredRecallCalibrator
         {
             int partitions = _index.PartitionCount;
             int grid = Columns, rs = RecallCalibrator.RerankFactors.Length;
+            var manifest = _index.Manifest;
+            int target = SearchEngine.TargetOf(manifest, _k);
+            var rerankCandidates = RecallCalibrator.RerankFactors.Select(r => new SearchOptions { K = _k, RerankFactor = r }.RerankCandidates).ToArray();
             // 1. Each query's plans from its counts (the engine's planner and passes), and how far its replay scans.
             Parallel.ForEach(_queries, new ParallelOptions { CancellationToken = cancellationToken }, fq =>
             {
@@ -213,23 +214,47 @@ public static partial class FilteredRecallCalibrator
                 fq.End = new int[grid * rs];
                 fq.Direct = new bool[grid * rs];
                 int scanTo = 0;
-                // The anchors are found once per query, and each R's CF grid is planned in one walk down the partitions.
-                var anchors = SearchEngine.FilteredAnchors.Of(_index.Manifest, fq.Order, fq.Dist, fq.Estimates, _k, fq.Keys);
+                // The anchors are found once per query, and the whole grid is planned in one walk down the partitions per
+                // margin: where each plan stops does not depend on R, only whether the direct scan is cheaper does.
+                var anchors = SearchEngine.FilteredAnchors.Of(manifest, fq.Order, fq.Dist, fq.Estimates, _k, fq.Keys);
                 fq.AnchorRatio = anchors.AnchorRatio;
-                for (int r = 0; r < rs; r++)
+                if (anchors.FirstMatching < 0) Array.Fill(fq.Direct, true);
+                else
                 {
-                    var options = new SearchOptions { K = _k, RerankFactor = RecallCalibrator.RerankFactors[r], Filter = fq.Filter };
-                    var plans = _engine.PlanFiltered(anchors, options, RecallCalibrator.CentroidFactors);
-                    for (int g = 0; g < grid; g++)
+                    var est = fq.Estimates.PerPartition;
+                    var canMatch = fq.Estimates.CanMatch;
+                    // Later passes as the engine hands them out (NextPass), each told how many matches the scans so far hold.
+                    int AfterPasses(int cursor, double margin, double cf)
                     {
-                        int j = r * grid + g;
-                        var (cf, margin) = Column(g);
-                        var plan = margin is not { } m ? plans[g] : _engine.PlanFiltered(anchors, options with { FilterMargin = m }, [cf])[0];
-                        if (plan.Strategy != "partitions") { fq.Direct[j] = true; continue; }
-                        while (_engine.NextPass(plan, Math.Min(plan.Target, matchesBefore[plan.Cursor])).Length > 0) { }
-                        fq.End[j] = plan.Cursor;
-                        scanTo = Math.Max(scanTo, fq.End[j]);
+                        for (int passes = 1; ; passes++)
+                        {
+                            int results = Math.Min(target, matchesBefore[cursor]);
+                            if (results >= target) return cursor;
+                            cursor = SearchEngine.WalkPass(fq.Order, fq.Keys, canMatch, est, null, cursor, margin * (target - results) * Math.Pow(2, passes - 1),
+                                cf, null, out int handedOut);
+                            if (handedOut == 0) return cursor;
+                        }
                     }
+                    void Walk(IReadOnlyList<double> cfs, double margin, int firstColumn)
+                    {
+                        int g = firstColumn;
+                        SearchEngine.WalkFiltered(manifest, anchors, cfs, margin, _k, exact: false, rerankCandidates, null, (cursor, planCost) =>
+                        {
+                            int end = -1;
+                            for (int r = 0; r < rs; r++)
+                            {
+                                int j = r * grid + g;
+                                if (anchors.DirectCost <= planCost[r]) { fq.Direct[j] = true; continue; }
+                                if (end < 0) end = AfterPasses(cursor, margin, cfs[g - firstColumn]);
+                                fq.End[j] = end;
+                                scanTo = Math.Max(scanTo, end);
+                            }
+                            g++;
+                        });
+                    }
+                    Walk(RecallCalibrator.CentroidFactors, SearchOptions.DefaultFilterMargin, 0);
+                    for (int x = 0; x < ExtraFilterMargins.Length; x++) Walk([Column(RecallCalibrator.CentroidFactors.Length + x).CentroidFactor],
+                        ExtraFilterMargins[x], RecallCalibrator.CentroidFactors.Length + x);
                 }
                 fq.ScanTo = Math.Min(scanTo, Math.Max(needed, 1));
             });

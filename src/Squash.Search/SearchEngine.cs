@@ -230,21 +230,14 @@ public sealed class SearchEngine
             return plans;
         }
 
-        double Limit(double centroidFactor) => options.Exact ? double.PositiveInfinity : Math.Max(
-            keys[order[anchors.Dense]] * centroidFactor,
-            MarginPast(keys[order[anchors.Fill]], keys[order[0]], centroidFactor));
-        // Each plan's partition list is a prefix of the next one's: the walk adds partitions in centroid order and hands
-        // out a plan wherever its CF's threshold stops it (or at the end).
+        // Each plan's partition list is a prefix of the next one's (WalkFiltered).
         var plan = new List<int>();
-        double issued = 0, planCost = 0;
-        int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
-        bool indexed = estimates.Indexable;
         int[]? direct = null; // every partition that can match: one array for all of the grid's direct plans (read only)
-        void Emit(int cursor)
+        WalkFiltered(manifest, anchors, centroidFactors, options.FilterMargin, options.K, options.Exact, [options.RerankCandidates], plan, (cursor, planCost) =>
         {
             var o = OptionsAt(next);
             var stats = StatsOf(o);
-            if (o.FilterStrategy == FilterStrategy.Direct || (o.FilterStrategy == FilterStrategy.Auto && anchors.DirectCost <= planCost))
+            if (o.FilterStrategy == FilterStrategy.Direct || (o.FilterStrategy == FilterStrategy.Auto && anchors.DirectCost <= planCost[0]))
             {
                 var all = direct ??= order.Where(q => canMatch[q]).ToArray();
                 stats.Strategy = "direct";
@@ -254,29 +247,56 @@ public sealed class SearchEngine
             }
             stats.PartitionsPlanned = plan.Count;
             plans[next++] = new QueryPlan(plan.ToArray(), dist, "partitions", target, stats, order, est, canMatch, cursor, o, keys);
-        }
-        double limit = plans.Length > 0 ? Limit(centroidFactors[0]) : 0;
-        for (int cursor = 0; cursor < p && next < plans.Length; cursor++)
+        });
+        return plans;
+    }
+
+    /// <summary>
+    /// The filtered planner's walk down the partitions, shared by the query planner and the recall calibration (which plans
+    /// a grid of CFs and Rs for every query it replays): partitions that can match are added in key order, and wherever
+    /// the threshold of the next CF (ascending) stops the walk, or at the end, <paramref name="emit"/> gets the cursor there
+    /// and the cost of the partitions added so far for each of <paramref name="rerankCandidates"/> (an array the walk goes
+    /// on writing). A larger CF only moves the threshold further, so each CF's partitions extend the one before (read off
+    /// <paramref name="plan"/> when given). Call only when some partition can match (<see cref="FilteredAnchors.FirstMatching"/>).
+    /// </summary>
+    internal static void WalkFiltered(IndexManifest manifest, FilteredAnchors anchors, IReadOnlyList<double> centroidFactors, double filterMargin,
+        int k, bool exact, ReadOnlySpan<int> rerankCandidates, List<int>? plan, Action<int, double[]> emit)
+    {
+        var order = anchors.Order;
+        var keys = anchors.Keys;
+        var est = anchors.Estimates.PerPartition;
+        var canMatch = anchors.Estimates.CanMatch;
+        int p = order.Length, cfs = centroidFactors.Count, next = 0;
+        double Limit(double centroidFactor) => exact ? double.PositiveInfinity : Math.Max(
+            keys[order[anchors.Dense]] * centroidFactor,
+            MarginPast(keys[order[anchors.Fill]], keys[order[0]], centroidFactor));
+        double issued = 0;
+        var planCost = new double[rerankCandidates.Length];
+        int m = manifest.GlobalDimensions, d = manifest.InternalDimensions;
+        bool indexed = anchors.Estimates.Indexable;
+        double limit = cfs > 0 ? Limit(centroidFactors[0]) : 0;
+        for (int cursor = 0; cursor < p && next < cfs; cursor++)
         {
             int q = order[cursor];
             if (!canMatch[q]) continue;
-            while (next < plans.Length && keys[q] > limit && issued >= options.FilterMargin * options.K)
+            while (next < cfs && keys[q] > limit && issued >= filterMargin * k)
             {
-                Emit(cursor);
-                if (next < plans.Length) limit = Limit(centroidFactors[next]);
+                emit(cursor, planCost);
+                if (++next < cfs) limit = Limit(centroidFactors[next]);
             }
-            if (next == plans.Length) break;
-            plan.Add(q);
+            if (next == cfs) break;
+            plan?.Add(q);
             issued += est[q];
             var e = manifest.Partitions[q];
             // Few candidates take exact distances directly (PartitionScanner), many the rotation, bounds and re-rank.
-            double work = est[q] * d <= (double)e.CodedDimensions * m
-                ? est[q] * d
-                : (double)e.CodedDimensions * m + est[q] * e.CodedDimensions + Math.Min(est[q], options.RerankCandidates) * d;
-            planCost += PartitionVisitCost + (indexed ? 0 : e.Count) + work;
+            bool coded = est[q] * d > (double)e.CodedDimensions * m;
+            double visit = PartitionVisitCost + (indexed ? 0 : e.Count);
+            for (int r = 0; r < planCost.Length; r++)
+                planCost[r] += visit + (coded
+                    ? (double)e.CodedDimensions * m + est[q] * e.CodedDimensions + Math.Min(est[q], rerankCandidates[r]) * d
+                    : est[q] * d);
         }
-        while (next < plans.Length) Emit(p);
-        return plans;
+        for (; next < cfs; next++) emit(p, planCost);
     }
 
     /// <summary>
@@ -377,7 +397,9 @@ public sealed class SearchEngine
         }
     }
 
-    private int TargetOf(SearchOptions options) => Math.Min(options.K, (int)Math.Max(1, Index.Manifest.Count)); // NewTopK's capacity
+    private int TargetOf(SearchOptions options) => TargetOf(Index.Manifest, options.K);
+    /// <summary>The answer size passes stop at (<see cref="QueryPlan.Target"/>): NewTopK's capacity.</summary>
+    internal static int TargetOf(IndexManifest manifest, int k) => Math.Min(k, (int)Math.Max(1, manifest.Count));
 
     private static QueryStats NewStats(double? recallTarget, double? predicted, SearchOptions resolved, double? share = null) => new()
     {
@@ -406,26 +428,38 @@ public sealed class SearchEngine
     public int[] NextPass(QueryPlan plan, int resultsSoFar)
     {
         if (plan.Strategy != "partitions" || resultsSoFar >= plan.Target) return [];
-        var order = plan.Order;
-        var dist = plan.Keys;
         double need = plan.Margin * (plan.Target - resultsSoFar) * Math.Pow(2, plan.Passes - 1);
-        double issued = 0, limit = double.PositiveInfinity;
         var pass = new List<int>();
-        int i = plan.Cursor;
-        for (; i < order.Length; i++)
-        {
-            int q = order[i];
-            if (dist[q] > limit) break;
-            if (plan.CanMatch is { } canMatch && !canMatch[q]) continue;
-            pass.Add(q);
-            issued += plan.Estimates is { } est ? est[q] : Index.Routing.PartitionSizes[q];
-            if (issued >= need && double.IsPositiveInfinity(limit)) limit = MarginPast(dist[q], dist[order[0]], plan.CentroidFactor);
-        }
-        plan.Cursor = i;
+        plan.Cursor = WalkPass(plan.Order, plan.Keys, plan.CanMatch, plan.Estimates, Index.Routing.PartitionSizes, plan.Cursor, need, plan.CentroidFactor, pass, out _);
         if (pass.Count == 0) return [];
         plan.Stats.Passes++;
         plan.Stats.PartitionsPlanned += pass.Count;
         return pass.ToArray();
+    }
+
+    /// <summary>
+    /// One later pass's walk (<see cref="NextPass"/>) from <paramref name="cursor"/> in <paramref name="order"/>: the
+    /// partitions it hands out (added to <paramref name="pass"/> when given) until the estimated matches reach
+    /// <paramref name="need"/> and then through the CF margin past that point; returns the cursor after it.
+    /// </summary>
+    /// <param name="estimates">Estimated matches per partition; null: <paramref name="sizes"/> (an unfiltered plan).</param>
+    internal static int WalkPass(int[] order, float[] keys, bool[]? canMatch, double[]? estimates, int[]? sizes, int cursor, double need,
+        double centroidFactor, List<int>? pass, out int handedOut)
+    {
+        double issued = 0, limit = double.PositiveInfinity;
+        handedOut = 0;
+        int i = cursor;
+        for (; i < order.Length; i++)
+        {
+            int q = order[i];
+            if (keys[q] > limit) break;
+            if (canMatch is not null && !canMatch[q]) continue;
+            pass?.Add(q);
+            handedOut++;
+            issued += estimates is not null ? estimates[q] : sizes![q];
+            if (issued >= need && double.IsPositiveInfinity(limit)) limit = MarginPast(keys[q], keys[order[0]], centroidFactor);
+        }
+        return i;
     }
 
     /// <summary>
