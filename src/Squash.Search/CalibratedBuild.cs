@@ -13,15 +13,16 @@ public static class CalibratedBuild
     /// <summary>
     /// The base-sample rows a build of <paramref name="count"/> vectors calibrates on (null below
     /// <see cref="RecallCalibrator.MinimumVectors"/>): <see cref="RecallCalibrator.BuildQueries"/> of them (at most a
-    /// tenth), the first <see cref="FilteredRecallCalibrator.QueriesPerFamily"/> ascending (the filtered families' queries),
-    /// the rest in the order drawn. A queue
-    /// build holds out the same rows, so the same file and seed give the same index either way.
+    /// tenth), the first <see cref="RecallCalibrator.ExactQueries"/> (or <paramref name="exactQueries"/>) ascending: the
+    /// rows measured exactly, which most filtered families filter too; the rest in the order drawn. A queue build holds
+    /// out the same rows, so the same file and seed give the same index either way.
     /// </summary>
-    public static int[]? CalibrationRows(int count, int seed, int? sampleSize = null) =>
-        count >= RecallCalibrator.MinimumVectors
-            ? CalibrationQueries.CalibrationRows(count, Math.Min(sampleSize ?? RecallCalibrator.BuildQueries(count), count / 10),
-                FilteredRecallCalibrator.QueriesPerFamily, seed)
-            : null;
+    public static int[]? CalibrationRows(int count, int seed, int? sampleSize = null, int? exactQueries = null)
+    {
+        if (count < RecallCalibrator.MinimumVectors) return null;
+        int size = Math.Min(sampleSize ?? RecallCalibrator.BuildQueries(count), count / 10);
+        return CalibrationQueries.CalibrationRows(count, size, exactQueries ?? RecallCalibrator.ExactQueries(count, size), seed);
+    }
 
     /// <param name="calibration">Queries to calibrate with; null samples <paramref name="sampleSize"/> base vectors (at most a tenth), held out of the partitioning and searched leave-one-out
     /// (the first <see cref="RecallCalibrator.ExactQueries"/> against exact neighbours, the rest against the index's deep answer).</param>
@@ -36,7 +37,7 @@ public static class CalibratedBuild
         if (!calibrate) return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken);
         // Base-sample queries are held out of the partitioning: leave-one-out on rows the partitions were fitted to
         // measured a recall real queries did not get.
-        int[]? heldOut = calibration is null ? CalibrationRows(count, options.Seed, sampleSize) : null;
+        int[]? heldOut = calibration is null ? CalibrationRows(count, options.Seed, sampleSize, exactQueries) : null;
         if (heldOut is not null) options = options with { HeldOutRows = heldOut };
         return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken,
             async (manifest, ct) =>

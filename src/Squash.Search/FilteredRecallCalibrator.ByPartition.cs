@@ -82,11 +82,11 @@ public static partial class FilteredRecallCalibrator
         /// <param name="readAttributes">One partition's codes (for its ids) and attributes.</param>
         public static async Task<ByPartition?> StartAsync(OpenedIndex index, CalibrationQueries queries, IReadOnlyDictionary<long, int> partitionOf,
             float[]? selfStored, Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionAttributes Attributes)>> readAttributes, int k,
-            CancellationToken cancellationToken = default)
+            CancellationToken cancellationToken = default, int? denseQueries = null)
         {
             var attributes = index.Manifest.Attributes;
             if (attributes is null || queries.Count == 0) return null;
-            int count = Math.Min(QueriesPerFamily, queries.Count);
+            int count = queries.Count;
             var sample = new ColumnSample(attributes, index.Manifest.Count, queries, count);
             var next = index.PartitionCount > 0 ? readAttributes(0, cancellationToken) : null;
             for (int p = 0; p < index.PartitionCount; p++)
@@ -95,7 +95,7 @@ public static partial class FilteredRecallCalibrator
                 next = p + 1 < index.PartitionCount ? readAttributes(p + 1, cancellationToken) : null;
                 sample.Add(codes.Ids, part);
             }
-            var drawn = DrawFamilies(attributes, sample, queries, count, k);
+            var drawn = DrawFamilies(attributes, sample, queries, count, Math.Min(count, denseQueries ?? count), k);
             if (drawn.Count == 0) return null;
 
             var engine = new SearchEngine(index);
@@ -116,11 +116,12 @@ public static partial class FilteredRecallCalibrator
                 }
                 ranked[q] = (ctx, order, dist);
             });
-            var list = new List<FilteredQuery>();
-            for (int f = 0; f < drawn.Count; f++)
-                for (int q = 0; q < count; q++)
+            // Family-major, in query order: the replay's order, whichever thread planned which query.
+            var slots = new FilteredQuery?[drawn.Count * count];
+            Parallel.For(0, slots.Length, new ParallelOptions { CancellationToken = cancellationToken }, i =>
                 {
-                    if (drawn[f].Filters[q] is not { } filter) continue;
+                    int f = i / count, q = i % count;
+                    if (drawn[f].Filters[q] is not { } filter) return;
                     var (ctx, order, dist) = ranked[q]!.Value;
                     var estimates = FilterEstimates.Of(filter, manifest);
                     // The planner's value order, with a base-sample query's own row left out of its value centroid too.
@@ -130,15 +131,15 @@ public static partial class FilteredRecallCalibrator
                         && sample.Own[term.Attribute]?[q] is { } own && !double.IsNaN(own))
                         leaveOut = (partitionOf[self], ValueCentroids.SlotOf(attributes.Attributes[term.Attribute], own), selfStored!.AsSpan(q * d, d).ToArray());
                     var keyed = engine.ValueOrder(ctx.Internal, order, dist, filter, leaveOut);
-                    list.Add(new FilteredQuery
+                    slots[i] = new FilteredQuery
                     {
                         Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
                         Estimates = estimates,
                         Selectivity = estimates.Total / Math.Max(1, manifest.Count), Matches = new int[index.PartitionCount], Truth = new TopK(k),
                         TruthPartition = new Dictionary<long, int>(2 * TruthMapPrunedAt * k),
-                    });
-                }
-            return new ByPartition(index, k, drawn.Select(x => (x.Name, x.Filters)).ToList(), list.ToArray()) { QueryCount = count };
+                    };
+                });
+            return new ByPartition(index, k, drawn.Select(x => (x.Name, x.Filters)).ToList(), slots.OfType<FilteredQuery>().ToArray()) { QueryCount = count };
         }
 
         /// <summary>Whether some filtered query can match partition <paramref name="p"/> (then <see cref="Truth"/> needs it).</summary>

@@ -22,8 +22,6 @@ namespace Squash.Search;
 /// </summary>
 public static partial class FilteredRecallCalibrator
 {
-    /// <summary>Queries per family: the first calibration queries.</summary>
-    public const int QueriesPerFamily = 300;
     /// <summary>
     /// Filter margins measured besides the default 2, each at CF 1 (the cheapest CF): where a partition or two already hold
     /// 2·K estimated matches (a 1 % filter at 10⁶), every CF gives the same plan, and only a smaller margin is cheaper.
@@ -39,6 +37,14 @@ public static partial class FilteredRecallCalibrator
         return g < grid ? (RecallCalibrator.CentroidFactors[g], null) : (1, ExtraFilterMargins[g - grid]);
     }
     public static readonly double[] RangeSelectivities = [0.1, 0.01, 0.001];
+    /// <summary>
+    /// Range families at or below this selectivity filter every calibration query, the others only the ones measured
+    /// exactly (<c>denseQueries</c>, <see cref="RecallCalibrator.ExactQueries"/>: every row of a sample below 100,000
+    /// vectors, 300 from 400,000 on). A filtered query's exact neighbours cost its matches, about its selectivity times a
+    /// brute force, so the budget that bounds the brute force bounds the dense families too; at 1 % and below a family's
+    /// whole sample (1,200 at 10⁶) costs about as much as 120 queries of a 10 % family.
+    /// </summary>
+    public const double SparseSelectivity = 0.01;
     /// <summary>Band edges in selectivity: [0, 0.005), [0.005, 0.05), [0.05, 1].</summary>
     public static readonly double[] BandEdges = [0, 0.005, 0.05, 1];
 
@@ -91,18 +97,24 @@ public static partial class FilteredRecallCalibrator
     public const double SplitAnchorRatio = 1.25;
 
     /// <summary>The bands, or null when the index has no attribute a family can be drawn from.</summary>
-    public static IReadOnlyList<FilteredCalibration>? Calibrate(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default)
+    /// <param name="denseQueries">How many of the first queries the families above <see cref="SparseSelectivity"/> filter; null: all.</param>
+    public static IReadOnlyList<FilteredCalibration>? Calibrate(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default,
+        int? denseQueries = null)
     {
-        var measured = Measure(index, queries, k, cancellationToken);
+        var measured = Measure(index, queries, k, cancellationToken, denseQueries);
         return measured.Count == 0 ? null : Bands(measured);
     }
 
     /// <summary>
-    /// Every family drawn from the index's attributes, replayed over the first <see cref="QueriesPerFamily"/> queries: the
-    /// partition-by-partition replay (<see cref="ByPartition"/>) over partitions this index holds, so that the in-process
-    /// build and a queue build's publish task run one replay.
+    /// Every family drawn from the index's attributes, replayed over <paramref name="queries"/>: ranges at
+    /// <see cref="SparseSelectivity"/> and below over all of them, the other families over the first
+    /// <paramref name="denseQueries"/> (a build passes the ones it measures exactly): the partition-by-partition replay
+    /// (<see cref="ByPartition"/>) over partitions this index holds, so that the in-process build and a queue build's
+    /// publish task run one replay.
     /// </summary>
-    public static IReadOnlyList<FamilyMeasurement> Measure(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default)
+    /// <param name="denseQueries">How many of the first queries the families above <see cref="SparseSelectivity"/> filter; null: all.</param>
+    public static IReadOnlyList<FamilyMeasurement> Measure(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default,
+        int? denseQueries = null)
     {
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(queries);
@@ -128,7 +140,7 @@ public static partial class FilteredRecallCalibrator
         // Every read below is of a partition the index holds (or loads on demand), so each task is complete when returned.
         PartitionAttributes AttributesOf(int p) => index.Attributes(p) ?? throw new InvalidOperationException($"partition {p} has no attributes");
         var replay = ByPartition.StartAsync(index, queries, partitionOf, selfStored, (p, _) => Task.FromResult((index.Codes(p), AttributesOf(p))), k,
-            cancellationToken).GetAwaiter().GetResult();
+            cancellationToken, denseQueries).GetAwaiter().GetResult();
         if (replay is null) return [];
         for (int p = 0; p < index.PartitionCount; p++)
             if (replay.Wants(p)) replay.Truth(p, index.Codes(p), index.Vectors(p), AttributesOf(p), cancellationToken);
@@ -262,9 +274,17 @@ public static partial class FilteredRecallCalibrator
         }
     }
 
-    private static List<Family> DrawFamilies(IndexAttributes attributes, ColumnSample sample, CalibrationQueries queries, int count, int k)
+    /// <param name="dense">Queries the families above <see cref="SparseSelectivity"/> filter (the first ones).</param>
+    private static List<Family> DrawFamilies(IndexAttributes attributes, ColumnSample sample, CalibrationQueries queries, int count, int dense, int k)
     {
         var compiler = new FilterCompiler(attributes);
+        // Drawn in order (one seeded sequence), compiled in parallel (the compiler only reads).
+        CompiledFilter?[] Compile(string?[] texts)
+        {
+            var filters = new CompiledFilter?[texts.Length];
+            Parallel.For(0, texts.Length, q => { if (texts[q] is { } text) filters[q] = compiler.Compile(text); });
+            return filters;
+        }
         var columns = sample.Columns;
         var families = new List<Family>();
         int rangeColumn = -1, equalityColumn = -1, mostDistinct = 0;
@@ -298,14 +318,14 @@ public static partial class FilteredRecallCalibrator
                 int width = (int)Math.Round(s * sorted.Length);
                 if (width < 3 * k) continue; // too few matches to measure recall@k on
                 var rng = new Random(unchecked(0x5eed + (int)(s * 1e6)));
-                var filters = new CompiledFilter?[count];
-                for (int q = 0; q < count; q++)
+                var texts = new string?[count];
+                for (int q = 0; q < (s <= SparseSelectivity ? count : dense); q++)
                 {
                     int start = rng.Next(sorted.Length - width);
                     double lo = sorted[start], hi = sorted[start + width];
-                    if (lo < hi) filters[q] = compiler.Compile(string.Create(CultureInfo.InvariantCulture, $"{{\"{name}\":{{\"$gte\":{lo:R},\"$lt\":{hi:R}}}}}"));
+                    if (lo < hi) texts[q] = string.Create(CultureInfo.InvariantCulture, $"{{\"{name}\":{{\"$gte\":{lo:R},\"$lt\":{hi:R}}}}}");
                 }
-                families.Add(new Family(string.Create(CultureInfo.InvariantCulture, $"range {s * 100:0.###}%"), filters));
+                families.Add(new Family(string.Create(CultureInfo.InvariantCulture, $"range {s * 100:0.###}%"), Compile(texts)));
             }
         }
 
@@ -320,17 +340,17 @@ public static partial class FilteredRecallCalibrator
                 : ((long)v).ToString(CultureInfo.InvariantCulture))}}}}}";
             // A user names a value, not a row: other values are drawn uniformly, so rare ones are measured too.
             var rng = new Random(0x07e5);
-            var other = new CompiledFilter?[count];
-            var own = new CompiledFilter?[count];
-            for (int q = 0; q < count; q++)
+            var other = new string?[count];
+            var own = new string?[count];
+            for (int q = 0; q < dense; q++)
             {
                 double mine = ownValues[q];
                 var choices = distinct.Where(v => v != mine).ToArray();
-                if (choices.Length > 0) other[q] = compiler.Compile(Filter(choices[rng.Next(choices.Length)]));
-                if (!double.IsNaN(mine)) own[q] = compiler.Compile(Filter(mine));
+                if (choices.Length > 0) other[q] = Filter(choices[rng.Next(choices.Length)]);
+                if (!double.IsNaN(mine)) own[q] = Filter(mine);
             }
-            families.Add(new Family("other value", other));
-            if (queries.SelfIds is not null) families.Add(new Family("own value", own));
+            families.Add(new Family("other value", Compile(other)));
+            if (queries.SelfIds is not null) families.Add(new Family("own value", Compile(own)));
         }
         return families;
     }

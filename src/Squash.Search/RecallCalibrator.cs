@@ -69,32 +69,6 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
         return picked;
     }
 
-    /// <summary>Base-sample queries sorted by their rows (others as they are).</summary>
-    public CalibrationQueries InRowOrder() => InRowOrder(null, 0, out _);
-
-    /// <summary><see cref="InRowOrder()"/>, with a per-query array of <paramref name="width"/> floats (each query's stored row) moved alike.</summary>
-    public CalibrationQueries InRowOrder(float[]? alongside, int width, out float[]? movedAlongside)
-    {
-        movedAlongside = alongside;
-        if (SelfIds is not { } self) return this;
-        var order = Enumerable.Range(0, Count).OrderBy(q => self[q]).ToArray();
-        if (order.Select((q, i) => q == i).All(x => x)) return this;
-        if (alongside is not null) movedAlongside = Gather(alongside, width, order);
-        return this with
-        {
-            Data = Gather(Data, Dimensions, order),
-            SelfIds = order.Select(q => self[q]).ToArray(),
-            LeftOut = LeftOut is null ? null : order.Select(q => LeftOut[q]).ToArray(),
-        };
-    }
-
-    private static float[] Gather(float[] rows, int width, int[] order)
-    {
-        var gathered = new float[rows.LongLength];
-        for (int i = 0; i < order.Length; i++) Array.Copy(rows, (long)order[i] * width, gathered, (long)i * width, width);
-        return gathered;
-    }
-
     /// <summary>The first <paramref name="count"/> queries.</summary>
     public CalibrationQueries Take(int count) => count >= Count ? this : this with
     {
@@ -291,8 +265,8 @@ public static class RecallCalibrator
                 return scanner;
             }, _ => { });
         }
-        // The filtered families take their first queries in row order, as they did when every build's sample was sorted.
-        return Summarise(recall, cost, queries, k, clock, filtered ? FilteredRecallCalibrator.Calibrate(index, queries.InRowOrder(), k, cancellationToken) : null,
+        // Most filtered families filter the first exactly measured queries, the sparse ranges every one.
+        return Summarise(recall, cost, queries, k, clock, filtered ? FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken, measured) : null,
             reference);
     }
 
@@ -394,11 +368,10 @@ public static class RecallCalibrator
         });
 
         // The filtered calibration's families, drawn from the attributes read partition by partition.
-        // They take their first queries in row order, as the in-memory calibration does.
-        var inRowOrder = queries.InRowOrder(selfStored, d, out var storedInRowOrder);
+        // Most of them filter the first exactly measured queries, the sparse ranges every one, as in the in-memory calibration.
         FilteredRecallCalibrator.ByPartition? filtered = null;
         if (index.Manifest.Attributes is not null && readAttributes is not null)
-            filtered = await FilteredRecallCalibrator.ByPartition.StartAsync(index, inRowOrder, partitionOf, storedInRowOrder, readAttributes, k, cancellationToken).ConfigureAwait(false);
+            filtered = await FilteredRecallCalibrator.ByPartition.StartAsync(index, queries, partitionOf, selfStored, readAttributes, k, cancellationToken, measured).ConfigureAwait(false);
 
         // Past the exact queries every query is also replayed against the reference plan's answer, as the in-memory
         // calibration does (CalibrateWith). That plan is known only after the exact replay, so the read below already
@@ -458,7 +431,7 @@ public static class RecallCalibrator
                 var (codes, vectors) = await both.ConfigureAwait(false);
                 return (codes, vectors, (await attributes.ConfigureAwait(false)).Attributes);
             }, cancellationToken).ConfigureAwait(false)
-            : readAttributes is not null ? null : FilteredRecallCalibrator.Calibrate(index, inRowOrder, k, cancellationToken);
+            : readAttributes is not null ? null : FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken, measured);
         return Summarise(recall, cost, queries, k, clock, bands, reference);
     }
 

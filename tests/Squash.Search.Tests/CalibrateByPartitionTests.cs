@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Squash.Core;
 using Squash.Core.Vectors;
+using Squash.Index.Attributes;
 using Squash.Index.Build;
 using Squash.Index.Model;
 using Squash.Search.Builds;
@@ -15,20 +16,27 @@ public sealed class CalibrateByPartitionTests
 {
     /// <param name="sample">Base-sample rows: past <see cref="RecallCalibrator.DefaultQueries"/> the rest are measured
     /// against the reference plan (the two-phase estimate), which the partition-by-partition calibration does in a second pass.</param>
+    /// <param name="attributes">With attributes: the filtered bands agree too (a sparse range filters every query, the others the exactly measured ones).</param>
     [Theory]
-    [InlineData(3, 200)]
-    [InlineData(11, 200)]
-    [InlineData(5, 400)]
-    public async Task ItEqualsTheInMemoryCalibrationAndReadsEachPartitionOncePerPass(int seed, int sample)
+    [InlineData(3, 200, false)]
+    [InlineData(11, 200, false)]
+    [InlineData(5, 400, false)]
+    [InlineData(5, 400, true)]
+    public async Task ItEqualsTheInMemoryCalibrationAndReadsEachPartitionOncePerPass(int seed, int sample, bool attributes)
     {
         const int n = 4000, dims = 12, k = RecallCalibrator.DefaultK;
         var data = TestData.Clustered(n, dims, clusters: 15, seed: seed);
-        using var idx = new TestData.TempIndex(data, n, dims, new IndexBuildOptions { Partitions = 40, Seed = seed }, calibrate: true, calibrationSize: sample,
-            exactQueries: RecallCalibrator.DefaultQueries);
+        var rng = new Random(seed);
+        var table = attributes
+            ? AttributeReader.ReadJsonLines(new StringReader(string.Concat(Enumerable.Range(0, n).Select(i =>
+                $"{{\"attributes\":{{\"label\":{i % 7},\"u\":{rng.Next(100_000)}}}}}\n"))), "attrs.jsonl")
+            : null;
+        using var idx = new TestData.TempIndex(data, n, dims, new IndexBuildOptions { Partitions = 40, Seed = seed, Attributes = table }, calibrate: true,
+            calibrationSize: sample, exactQueries: RecallCalibrator.DefaultQueries);
         var built = idx.Index.Manifest.Calibration!;
         Assert.Equal("base-sample", built.Source);
         Assert.Equal(sample, built.Queries);
-        var rows = CalibratedBuild.CalibrationRows(n, seed, sample)!;
+        var rows = CalibratedBuild.CalibrationRows(n, seed, sample, RecallCalibrator.DefaultQueries)!;
         var queries = CalibrationQueries.FromRows(data, dims, rows);
 
         // What the queue build's assign tasks would hand over: exact neighbours of the first DefaultQueries (here merged from
@@ -57,12 +65,19 @@ public sealed class CalibrateByPartitionTests
             lock (reads) reads[p] = reads.GetValueOrDefault(p) + 1;
             var entry = lazy.Manifest.Partitions[p];
             return (await idx.Store.ReadCodesAsync(lazy.Manifest, entry, ct), await idx.Store.ReadVectorsAsync(lazy.Manifest, entry, ct));
+        }, readAttributes: !attributes ? null : async (p, ct) =>
+        {
+            var entry = lazy.Manifest.Partitions[p];
+            return (await idx.Store.ReadCodesAsync(lazy.Manifest, entry, ct), await idx.Store.ReadAttributesAsync(lazy.Manifest, entry, ct));
         });
 
         Assert.NotNull(fitted);
         Assert.Equal(JsonSerializer.Serialize(built.Plans), JsonSerializer.Serialize(fitted.Plans));
         Assert.Equal((built.K, built.Queries, built.Source), (fitted.K, fitted.Queries, fitted.Source));
-        int passes = sample > RecallCalibrator.DefaultQueries ? 2 : 1;
+        Assert.Equal(attributes, built.Filtered is not null);
+        Assert.Equal(JsonSerializer.Serialize(built.Filtered), JsonSerializer.Serialize(fitted.Filtered));
+        // The filtered replay's reads go through readAttributes and the vectors read above (its third pass).
+        int passes = (sample > RecallCalibrator.DefaultQueries ? 2 : 1) + (attributes ? 1 : 0);
         Assert.All(reads, r => Assert.InRange(r.Value, 1, passes));
         Assert.False(lazy.IsLoaded(0), "the lazily opened index was never loaded whole");
         // The in-memory entry point on the same inputs agrees too (one replay serves both).

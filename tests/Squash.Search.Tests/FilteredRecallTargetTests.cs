@@ -93,6 +93,30 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
         Assert.Contains(top[0].Families, f => f.StartsWith("other value", StringComparison.Ordinal));
     }
 
+    /// <summary>A 1 % range filters every calibration query; the denser families the ones measured exactly.</summary>
+    [Theory]
+    [InlineData(400)]
+    [InlineData(250)]
+    public void DenseFamiliesFilterTheExactRowsAndSparseRangesTheWholeSample(int exact)
+    {
+        int dense = exact;
+        const int seed = 5, sample = 500;
+        var (data, _, _, table) = Data(seed);
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 40, Seed = seed, Attributes = table }, calibrate: true,
+            calibrationSize: sample, exactQueries: exact);
+        Assert.Equal(sample, idx.Index.Manifest.Calibration!.Queries);
+        // Every 10 % range falls in the top band, whose lower half counts all of its queries; the label families lose the
+        // queries whose class is small to the band below.
+        var all = idx.Index.Manifest.Calibration.Filtered!.Single(b => b.MinSelectivity == 0.05 && b.MinAnchorRatio is null or 0);
+        var counts = all.Families.ToDictionary(f => f[..f.IndexOf(':')], f => int.Parse(f[(f.IndexOf(':') + 2)..f.IndexOf(" queries", StringComparison.Ordinal)], CultureInfo.InvariantCulture));
+        output.WriteLine(string.Join("; ", all.Families));
+        Assert.Equal(dense, counts["range 10%"]);
+        Assert.InRange(counts["own value"], FilteredRecallCalibrator.MinQueriesInBand, dense);
+        var sparse = idx.Index.Manifest.Calibration.Filtered!.Single(b => b.MinSelectivity == 0.005 && b.MinAnchorRatio is null or 0);
+        output.WriteLine(string.Join("; ", sparse.Families));
+        Assert.Contains($"range 1%: {sample} queries", sparse.Families.Select(f => f[..f.IndexOf(',')]));
+    }
+
     [Theory]
     [InlineData(0.9)]
     [InlineData(0.99)]
