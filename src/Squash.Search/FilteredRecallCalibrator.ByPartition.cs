@@ -231,7 +231,7 @@ public static partial class FilteredRecallCalibrator
                         {
                             int results = Math.Min(target, matchesBefore[cursor]);
                             if (results >= target) return cursor;
-                            cursor = SearchEngine.WalkPass(fq.Order, fq.Keys, canMatch, est, null, cursor, margin * (target - results) * Math.Pow(2, passes - 1),
+                            cursor = SearchEngine.WalkPass(fq.Order, fq.Keys, canMatch, est, null, cursor, SearchEngine.PassNeed(margin, target, results, passes),
                                 cf, null, out int handedOut);
                             if (handedOut == 0) return cursor;
                         }

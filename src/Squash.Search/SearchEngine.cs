@@ -428,7 +428,7 @@ public sealed class SearchEngine
     public int[] NextPass(QueryPlan plan, int resultsSoFar)
     {
         if (plan.Strategy != "partitions" || resultsSoFar >= plan.Target) return [];
-        double need = plan.Margin * (plan.Target - resultsSoFar) * Math.Pow(2, plan.Passes - 1);
+        double need = PassNeed(plan.Margin, plan.Target, resultsSoFar, plan.Passes);
         var pass = new List<int>();
         plan.Cursor = WalkPass(plan.Order, plan.Keys, plan.CanMatch, plan.Estimates, Index.Routing.PartitionSizes, plan.Cursor, need, plan.CentroidFactor, pass, out _);
         if (pass.Count == 0) return [];
@@ -436,6 +436,10 @@ public sealed class SearchEngine
         plan.Stats.PartitionsPlanned += pass.Count;
         return pass.ToArray();
     }
+
+    /// <summary>The estimated matches a later pass walks to: margin × missing results × 2^(passes so far − 1).</summary>
+    internal static double PassNeed(double margin, int target, int resultsSoFar, int passes) =>
+        margin * (target - resultsSoFar) * Math.Pow(2, passes - 1);
 
     /// <summary>
     /// One later pass's walk (<see cref="NextPass"/>) from <paramref name="cursor"/> in <paramref name="order"/>: the
