@@ -3,6 +3,7 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using Squash.Core;
+using Squash.Core.Kernels;
 
 namespace Squash.Core.Vectors;
 
@@ -13,8 +14,8 @@ namespace Squash.Core.Vectors;
 /// </summary>
 /// <remarks>
 /// Work is split into blocks of queries run in parallel; each block walks the base set in cache-sized tiles
-/// and scores four queries against each base row at once, so a base row is loaded from memory once per block
-/// and once per four queries from cache. L2 is accumulated as Σ(x−q)² rather than ‖x‖²+‖q‖²−2x·q: the
+/// and scores four queries against three base rows at a time (<see cref="BlockKernels"/>), so a base row is loaded
+/// from memory once per block and once per four queries from cache. L2 is accumulated as Σ(x−q)² rather than ‖x‖²+‖q‖²−2x·q: the
 /// expansion cancels catastrophically for near-duplicates (Fashion-MNIST has exact duplicates), which would
 /// scramble exactly the ties this reference is meant to get right.
 /// </remarks>
@@ -99,11 +100,11 @@ public static class GroundTruth
             var job = new Block(baseSet, queries, k, metric, baseScale, queryScale, accept, first, end);
             if (metric == Metric.L2)
             {
-                job.Run<SquaredL2>(tile, cancellationToken);
+                job.Run<BlockKernels.SquaredDifference>(tile, cancellationToken);
             }
             else
             {
-                job.Run<DotProduct>(tile, cancellationToken);
+                job.Run<BlockKernels.Product>(tile, cancellationToken);
             }
 
             job.WriteResults(results, distances);
@@ -144,13 +145,14 @@ public static class GroundTruth
         private readonly TopK[] _heaps = CreateHeaps(end - first, k);
 
         public void Run<TAcc>(int tile, CancellationToken ct)
-            where TAcc : struct, IAccumulator
+            where TAcc : struct, BlockKernels.IAccumulator
         {
             int dims = baseSet.Dimensions;
             int nb = baseSet.Count;
             ref float baseRef = ref MemoryMarshal.GetArrayDataReference(baseSet.Data);
             ref float queryRef = ref MemoryMarshal.GetArrayDataReference(queries.Data);
             Span<float> scores = stackalloc float[4];
+            Span<float> grid = stackalloc float[12];
             for (int t0 = 0; t0 < nb; t0 += tile)
             {
                 ct.ThrowIfCancellationRequested();
@@ -159,9 +161,23 @@ public static class GroundTruth
                 for (; q + 4 <= end; q += 4)
                 {
                     ref float q0 = ref Unsafe.Add(ref queryRef, (nint)q * dims);
-                    for (int x = t0; x < t1; x++)
+                    int x = t0;
+                    for (; x + 3 <= t1; x += 3)
                     {
-                        Score4<TAcc>(ref Unsafe.Add(ref baseRef, (nint)x * dims), ref q0, dims, scores);
+                        ref float x0 = ref Unsafe.Add(ref baseRef, (nint)x * dims);
+                        BlockKernels.Score4x3<TAcc>(ref q0, ref x0, ref Unsafe.Add(ref x0, dims), ref Unsafe.Add(ref x0, 2 * dims), dims, grid);
+                        for (int r = 0; r < 3; r++)
+                        {
+                            Offer(q, x + r, grid[4 * r]);
+                            Offer(q + 1, x + r, grid[4 * r + 1]);
+                            Offer(q + 2, x + r, grid[4 * r + 2]);
+                            Offer(q + 3, x + r, grid[4 * r + 3]);
+                        }
+                    }
+
+                    for (; x < t1; x++)
+                    {
+                        BlockKernels.Score4x1<TAcc>(ref q0, ref Unsafe.Add(ref baseRef, (nint)x * dims), dims, scores);
                         Offer(q, x, scores[0]);
                         Offer(q + 1, x, scores[1]);
                         Offer(q + 2, x, scores[2]);
@@ -174,7 +190,7 @@ public static class GroundTruth
                     ref float q0 = ref Unsafe.Add(ref queryRef, (nint)q * dims);
                     for (int x = t0; x < t1; x++)
                     {
-                        Offer(q, x, Score1<TAcc>(ref Unsafe.Add(ref baseRef, (nint)x * dims), ref q0, dims));
+                        Offer(q, x, BlockKernels.Score1<TAcc>(ref q0, ref Unsafe.Add(ref baseRef, (nint)x * dims), dims));
                     }
                 }
             }
@@ -215,97 +231,6 @@ public static class GroundTruth
 
             return heaps;
         }
-    }
-
-    /// <summary>Scores one base row against four consecutive query rows, reusing each loaded base vector four times.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Score4<TAcc>(ref float x, ref float q0, int dims, Span<float> scores)
-        where TAcc : struct, IAccumulator
-    {
-        ref float q1 = ref Unsafe.Add(ref q0, dims);
-        ref float q2 = ref Unsafe.Add(ref q1, dims);
-        ref float q3 = ref Unsafe.Add(ref q2, dims);
-        var a0 = Vector<float>.Zero;
-        var a1 = Vector<float>.Zero;
-        var a2 = Vector<float>.Zero;
-        var a3 = Vector<float>.Zero;
-        int width = Vector<float>.Count;
-        int i = 0;
-        for (; i <= dims - width; i += width)
-        {
-            var xv = Vector.LoadUnsafe(ref x, (nuint)i);
-            a0 = TAcc.Step(a0, xv, Vector.LoadUnsafe(ref q0, (nuint)i));
-            a1 = TAcc.Step(a1, xv, Vector.LoadUnsafe(ref q1, (nuint)i));
-            a2 = TAcc.Step(a2, xv, Vector.LoadUnsafe(ref q2, (nuint)i));
-            a3 = TAcc.Step(a3, xv, Vector.LoadUnsafe(ref q3, (nuint)i));
-        }
-
-        float s0 = Vector.Sum(a0), s1 = Vector.Sum(a1), s2 = Vector.Sum(a2), s3 = Vector.Sum(a3);
-        for (; i < dims; i++)
-        {
-            float xs = Unsafe.Add(ref x, i);
-            s0 = TAcc.Step(s0, xs, Unsafe.Add(ref q0, i));
-            s1 = TAcc.Step(s1, xs, Unsafe.Add(ref q1, i));
-            s2 = TAcc.Step(s2, xs, Unsafe.Add(ref q2, i));
-            s3 = TAcc.Step(s3, xs, Unsafe.Add(ref q3, i));
-        }
-
-        scores[0] = s0;
-        scores[1] = s1;
-        scores[2] = s2;
-        scores[3] = s3;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Score1<TAcc>(ref float x, ref float q, int dims)
-        where TAcc : struct, IAccumulator
-    {
-        var a = Vector<float>.Zero;
-        int width = Vector<float>.Count;
-        int i = 0;
-        for (; i <= dims - width; i += width)
-        {
-            a = TAcc.Step(a, Vector.LoadUnsafe(ref x, (nuint)i), Vector.LoadUnsafe(ref q, (nuint)i));
-        }
-
-        float s = Vector.Sum(a);
-        for (; i < dims; i++)
-        {
-            s = TAcc.Step(s, Unsafe.Add(ref x, i), Unsafe.Add(ref q, i));
-        }
-
-        return s;
-    }
-
-    /// <summary>Per-element accumulation step; a struct type parameter so the JIT specialises each kernel.</summary>
-    private interface IAccumulator
-    {
-        static abstract Vector<float> Step(Vector<float> acc, Vector<float> x, Vector<float> q);
-
-        static abstract float Step(float acc, float x, float q);
-    }
-
-    private readonly struct SquaredL2 : IAccumulator
-    {
-        public static Vector<float> Step(Vector<float> acc, Vector<float> x, Vector<float> q)
-        {
-            var d = x - q;
-            return Vector.MultiplyAddEstimate(d, d, acc);
-        }
-
-        public static float Step(float acc, float x, float q)
-        {
-            float d = x - q;
-            return acc + d * d;
-        }
-    }
-
-    private readonly struct DotProduct : IAccumulator
-    {
-        public static Vector<float> Step(Vector<float> acc, Vector<float> x, Vector<float> q) =>
-            Vector.MultiplyAddEstimate(x, q, acc);
-
-        public static float Step(float acc, float x, float q) => acc + x * q;
     }
 
     /// <summary>Bounded max-heap on (distance, id): the root is the current k-th best, the first to be evicted.</summary>
