@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Squash.Core.Collections;
 using Squash.Core.Kernels;
 using Squash.Index.Attributes;
@@ -29,6 +31,8 @@ public static partial class FilteredRecallCalibrator
         private readonly int _k;
         private readonly List<(string Name, CompiledFilter?[] Filters)> _families;
         private readonly FilteredQuery[] _queries;
+        /// <summary>The queries by filter kind and place: equal filters and overlapping ranges next to each other.</summary>
+        private readonly FilteredQuery[] _byPlace;
         private readonly bool[] _wanted;
 
         /// <summary>One family's query: its filter, planning state, exact neighbours so far and, later, its candidate lists.</summary>
@@ -36,6 +40,9 @@ public static partial class FilteredRecallCalibrator
         {
             public required int Family, Query;
             public required CompiledFilter Filter;
+            /// <summary>The filter's kind and place in its family (<see cref="Family"/>).</summary>
+            public required string Kind;
+            public required double Place;
             public required long Self;
             public required QueryContext Context;
             public required int[] Order;
@@ -63,6 +70,7 @@ public static partial class FilteredRecallCalibrator
             _k = k;
             _families = families;
             _queries = queries;
+            _byPlace = queries.OrderBy(fq => fq.Kind, StringComparer.Ordinal).ThenBy(fq => fq.Place).ThenBy(fq => fq.Filter.Key).ThenBy(fq => fq.Family).ThenBy(fq => fq.Query).ToArray();
             _wanted = new bool[index.PartitionCount];
             foreach (var fq in queries)
                 for (int p = 0; p < _wanted.Length; p++) _wanted[p] |= fq.Estimates.CanMatch[p];
@@ -133,7 +141,7 @@ public static partial class FilteredRecallCalibrator
                     var keyed = engine.ValueOrder(ctx.Internal, order, dist, filter, leaveOut);
                     slots[i] = new FilteredQuery
                     {
-                        Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
+                        Family = f, Query = q, Filter = filter, Kind = drawn[f].Kind, Place = drawn[f].Places[q], Self = self, Context = ctx, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
                         Estimates = estimates,
                         Selectivity = estimates.Total / Math.Max(1, manifest.Count), Matches = new int[index.PartitionCount], Truth = new TopK(k),
                         TruthPartition = new Dictionary<long, int>(2 * TruthMapPrunedAt * k),
@@ -146,31 +154,161 @@ public static partial class FilteredRecallCalibrator
         public bool Wants(int p) => _wanted[p];
 
         /// <summary>Partition <paramref name="p"/>'s share of every filtered query's exact neighbours; call in ascending partition order.</summary>
+        /// <remarks>
+        /// Queries go in blocks of neighbours by filter (<see cref="_byPlace"/>, <see cref="Blocks"/>). A block scores the
+        /// union of its members' matches four queries against three rows at a time, a tile of rows at a time, so each row
+        /// is read from memory once per block. The value families' queries with one value share every match, so their
+        /// union is each one's matches; nearly equal ranges make it hardly larger.
+        /// </remarks>
         public void Truth(int p, PartitionCodes codes, PartitionVectors vectors, PartitionAttributes attributes, CancellationToken cancellationToken = default)
         {
-            // An array, not a lazy sequence: the loop then hands out ranges instead of taking a lock for every item.
-            Parallel.ForEach(_queries.Where(fq => fq.Estimates.CanMatch[p]).ToArray(), new ParallelOptions { CancellationToken = cancellationToken },
-                () => Array.Empty<int>(), (fq, _, rows) =>
-                {
-                    var ids = codes.Ids;
-                    // Rows the value index gives exactly need no recheck.
-                    var (candidates, indexed, exact) = CandidateRows(fq.Filter, attributes, ref rows);
-                    for (int c = 0; c < indexed; c++)
-                    {
-                        int row = candidates[c];
-                        if (ids[row] == fq.Self || (!exact && !fq.Filter.Matches(attributes, row))) continue;
-                        fq.Matches[p]++;
-                        if (fq.Truth.TryAdd(ids[row], SquaredL2.Distance(fq.Context.Internal, vectors.Row(row)))) fq.TruthPartition[ids[row]] = p;
-                    }
-                    // Rows pushed out of the top-K need no partition: the map stays within the capacity it was made with.
+            var wanting = _byPlace.Where(fq => fq.Estimates.CanMatch[p]).ToArray();
+            var blocks = Blocks(wanting);
+            int d = _index.Manifest.InternalDimensions;
+            // Rows per tile: about 192 KiB, which stays in L2 while every four members of the block score it.
+            int tile = 3 * Math.Max(4, (192 << 10) / (3 * d * sizeof(float)));
+            var ids = codes.Ids;
+            Parallel.For(0, blocks.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new TruthScratch(), (b, _, s) =>
+            {
+                var members = wanting.AsSpan(blocks[b].Start, blocks[b].Count);
+                s.Fit(attributes.Count);
+                ScoreBlock(p, members, ids, vectors, attributes, tile, d, s);
+
+                // Rows pushed out of the top-K need no partition: the map stays within the capacity it was made with.
+                foreach (var fq in members)
                     if (fq.TruthPartition.Count > TruthMapPrunedAt * _k)
                     {
                         var kept = fq.Truth.ToSortedArray().Select(n => n.Id).ToHashSet();
                         foreach (long id in fq.TruthPartition.Keys.ToArray())
                             if (!kept.Contains(id)) fq.TruthPartition.Remove(id);
                     }
-                    return rows;
-                }, _ => { });
+                return s;
+            }, _ => { });
+        }
+
+        /// <summary>
+        /// One block's share of partition <paramref name="p"/>: every member's matches, and their distances to the members
+        /// they match. Optimized from the first call: a build runs it for a second or less, too short for tiered compilation
+        /// to replace the unoptimized first version of these loops (they took twice as long).
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        private static void ScoreBlock(int p, ReadOnlySpan<FilteredQuery> members, int[] ids, PartitionVectors vectors, PartitionAttributes attributes,
+            int tile, int d, TruthScratch s)
+        {
+            int union = 0;
+            for (int i = 0, j; i < members.Length; i = j)
+            {
+                // Members i … j − 1 hold one filter (one instance): its matches are listed once for all of them.
+                var filter = members[i].Filter;
+                for (j = i + 1; j < members.Length && ReferenceEquals(members[j].Filter, filter); j++) { }
+                int run = (1 << j) - (1 << i);
+                // Rows the value index gives exactly need no recheck.
+                var (candidates, indexed, exact) = CandidateRows(filter, attributes, ref s.Rows);
+                int matched = 0;
+                for (int c = 0; c < indexed; c++)
+                {
+                    int row = candidates[c];
+                    if (!exact && !filter.Matches(attributes, row)) continue;
+                    matched++;
+                    if (s.Members[row] == 0) s.Union[union++] = row;
+                    s.Members[row] |= run;
+                    // A base-sample query's own row is not its match.
+                    for (int m = i; m < j; m++)
+                        if (members[m].Self == ids[row])
+                        {
+                            s.Members[row] &= ~(1 << m);
+                            members[m].Matches[p]--;
+                        }
+                }
+                for (int m = i; m < j; m++) members[m].Matches[p] += matched;
+            }
+
+            var scores = s.Scores;
+            for (int t0 = 0; t0 < union; t0 += tile)
+            {
+                int t1 = Math.Min(union, t0 + tile);
+                for (int m = 0; m < members.Length; m += 4)
+                {
+                    // A quad short of four scores its first member in the empty places (never read).
+                    var quad = members[m..Math.Min(members.Length, m + 4)];
+                    ref float q0 = ref Query(quad, 0);
+                    ref float q1 = ref Query(quad, 1);
+                    ref float q2 = ref Query(quad, 2);
+                    ref float q3 = ref Query(quad, 3);
+                    int u = t0;
+                    for (; u + 3 <= t1; u += 3)
+                    {
+                        BlockKernels.Score4x3<BlockKernels.SquaredDifference>(ref q0, ref q1, ref q2, ref q3,
+                            ref Row(vectors, s.Union[u]), ref Row(vectors, s.Union[u + 1]), ref Row(vectors, s.Union[u + 2]), d, scores);
+                        for (int r = 0; r < 3; r++) Offer(p, quad, m, ids, s.Members[s.Union[u + r]], s.Union[u + r], scores.AsSpan(4 * r, 4));
+                    }
+                    for (; u < t1; u++)
+                    {
+                        BlockKernels.Score4x1<BlockKernels.SquaredDifference>(ref q0, ref q1, ref q2, ref q3, ref Row(vectors, s.Union[u]), d, scores);
+                        Offer(p, quad, m, ids, s.Members[s.Union[u]], s.Union[u], scores.AsSpan(0, 4));
+                    }
+                }
+            }
+            for (int u = 0; u < union; u++) s.Members[s.Union[u]] = 0;
+        }
+
+        /// <summary>
+        /// Every filtered query's exact neighbours and match count over the partitions <see cref="Truth"/> has seen (after
+        /// all of them: what the replay measures against), by family and query number.
+        /// </summary>
+        public IEnumerable<(int Family, int Query, CompiledFilter Filter, long[] Neighbours, long Matches)> ExactNeighbours() =>
+            _queries.Select(fq => (fq.Family, fq.Query, fq.Filter, fq.Truth.ToSortedArray().Select(n => n.Id).ToArray(), fq.Matches.Sum(x => (long)x)));
+
+        /// <summary>At most this many queries share a block of <see cref="Truth"/> (one bit each in a row's membership).</summary>
+        private const int MaxBlock = 16;
+
+        /// <summary>
+        /// Consecutive runs of <paramref name="wanting"/> (in <see cref="_byPlace"/> order): queries with one filter (one
+        /// compiled instance) share a block of up to <see cref="MaxBlock"/>; a block holds at least four queries where there
+        /// are that many, so that a quad of distinct ranges still reads each row once for four.
+        /// </summary>
+        private static List<(int Start, int Count)> Blocks(FilteredQuery[] wanting)
+        {
+            var blocks = new List<(int, int)>();
+            for (int start = 0; start < wanting.Length;)
+            {
+                int end = start + 1;
+                while (end < wanting.Length && end - start < MaxBlock
+                    && (end - start < 4 || ReferenceEquals(wanting[end].Filter, wanting[start].Filter)))
+                    end++;
+                blocks.Add((start, end - start));
+                start = end;
+            }
+            return blocks;
+        }
+
+        private static ref float Row(PartitionVectors vectors, int row) => ref MemoryMarshal.GetReference(vectors.Row(row));
+
+        private static ref float Query(ReadOnlySpan<FilteredQuery> quad, int i) =>
+            ref MemoryMarshal.GetArrayDataReference(quad[i < quad.Length ? i : 0].Context.Internal);
+
+        /// <summary>One row's distances to the quad's queries it matches (<paramref name="members"/>: its membership in the block, the quad from bit <paramref name="first"/>).</summary>
+        private static void Offer(int p, ReadOnlySpan<FilteredQuery> quad, int first, int[] ids, int members, int row, ReadOnlySpan<float> scores)
+        {
+            for (int i = 0; i < quad.Length; i++)
+                if ((members & (1 << (first + i))) != 0 && quad[i].Truth.TryAdd(ids[row], scores[i])) quad[i].TruthPartition[ids[row]] = p;
+        }
+
+        /// <summary>One worker's buffers for <see cref="Truth"/>.</summary>
+        private sealed class TruthScratch
+        {
+            public int[] Rows = [];
+            public int[] Union = [];
+            /// <summary>Per row of the partition: which of the block's members it matches (bit i: member i); zero between blocks.</summary>
+            public int[] Members = [];
+            public readonly float[] Scores = new float[12];
+
+            public void Fit(int rows)
+            {
+                if (Members.Length >= rows) return;
+                Members = new int[rows];
+                Union = new int[rows];
+            }
         }
 
         /// <summary>The rows a filter's exact check looks at, in any order: its index candidates, or every row; and whether they are exactly its matches.</summary>

@@ -51,7 +51,12 @@ public static partial class FilteredRecallCalibrator
     /// <summary>An equality family needs an attribute with at most this many distinct values.</summary>
     private const int MaxEqualityValues = 256;
 
-    private sealed record Family(string Name, CompiledFilter?[] Filters);
+    /// <summary>
+    /// A family's filters, and where each sits among the filters that can share matches: <paramref name="Kind"/> names
+    /// the attribute and operator (the two value families share one), <paramref name="Places"/> holds each query's value
+    /// or range start. Sorted by both, equal filters and overlapping ranges come together (<see cref="ByPartition.Truth"/>).
+    /// </summary>
+    private sealed record Family(string Name, CompiledFilter?[] Filters, string Kind, double[] Places);
 
     /// <summary>
     /// One family's replay, per query (rows of <see cref="Recall"/> and <see cref="Cost"/>; grid plans R-major, as the
@@ -278,12 +283,16 @@ public static partial class FilteredRecallCalibrator
     private static List<Family> DrawFamilies(IndexAttributes attributes, ColumnSample sample, CalibrationQueries queries, int count, int dense, int k)
     {
         var compiler = new FilterCompiler(attributes);
-        // Drawn in order (one seeded sequence), compiled in parallel (the compiler only reads).
+        // Drawn in order (one seeded sequence), compiled in parallel (the compiler only reads). One text, in any family,
+        // compiles once: queries holding the same filter instance share their matches (ByPartition.Truth).
+        var compiled = new Dictionary<string, CompiledFilter>(StringComparer.Ordinal);
         CompiledFilter?[] Compile(string?[] texts)
         {
-            var filters = new CompiledFilter?[texts.Length];
-            Parallel.For(0, texts.Length, q => { if (texts[q] is { } text) filters[q] = compiler.Compile(text); });
-            return filters;
+            var fresh = texts.OfType<string>().Distinct(StringComparer.Ordinal).Where(t => !compiled.ContainsKey(t)).ToArray();
+            var made = new CompiledFilter[fresh.Length];
+            Parallel.For(0, fresh.Length, i => made[i] = compiler.Compile(fresh[i]));
+            for (int i = 0; i < fresh.Length; i++) compiled[fresh[i]] = made[i];
+            return texts.Select(t => t is null ? null : compiled[t]).ToArray();
         }
         var columns = sample.Columns;
         var families = new List<Family>();
@@ -319,13 +328,15 @@ public static partial class FilteredRecallCalibrator
                 if (width < 3 * k) continue; // too few matches to measure recall@k on
                 var rng = new Random(unchecked(0x5eed + (int)(s * 1e6)));
                 var texts = new string?[count];
+                var starts = new double[count];
                 for (int q = 0; q < (s <= SparseSelectivity ? count : dense); q++)
                 {
                     int start = rng.Next(sorted.Length - width);
                     double lo = sorted[start], hi = sorted[start + width];
+                    starts[q] = lo;
                     if (lo < hi) texts[q] = string.Create(CultureInfo.InvariantCulture, $"{{\"{name}\":{{\"$gte\":{lo:R},\"$lt\":{hi:R}}}}}");
                 }
-                families.Add(new Family(string.Create(CultureInfo.InvariantCulture, $"range {s * 100:0.###}%"), Compile(texts)));
+                families.Add(new Family(string.Create(CultureInfo.InvariantCulture, $"range {s * 100:0.###}%"), Compile(texts), string.Create(CultureInfo.InvariantCulture, $"range {rangeColumn} {s}"), starts));
             }
         }
 
@@ -342,15 +353,17 @@ public static partial class FilteredRecallCalibrator
             var rng = new Random(0x07e5);
             var other = new string?[count];
             var own = new string?[count];
+            var otherValues = new double[count];
             for (int q = 0; q < dense; q++)
             {
                 double mine = ownValues[q];
                 var choices = distinct.Where(v => v != mine).ToArray();
-                if (choices.Length > 0) other[q] = Filter(choices[rng.Next(choices.Length)]);
+                if (choices.Length > 0) other[q] = Filter(otherValues[q] = choices[rng.Next(choices.Length)]);
                 if (!double.IsNaN(mine)) own[q] = Filter(mine);
             }
-            families.Add(new Family("other value", Compile(other)));
-            if (queries.SelfIds is not null) families.Add(new Family("own value", Compile(own)));
+            string kind = $"value {equalityColumn}";
+            families.Add(new Family("other value", Compile(other), kind, otherValues));
+            if (queries.SelfIds is not null) families.Add(new Family("own value", Compile(own), kind, ownValues));
         }
         return families;
     }

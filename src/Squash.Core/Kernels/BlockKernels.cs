@@ -4,7 +4,7 @@ using System.Runtime.CompilerServices;
 namespace Squash.Core.Kernels;
 
 /// <summary>
-/// Many-pair distance kernels for brute force: four query rows (consecutive, <c>dims</c> apart) scored against one or
+/// Many-pair distance kernels for brute force: four query rows scored against one or
 /// three base rows at a time, so a loaded base vector serves four queries and, with three rows, twelve independent sums
 /// keep both FMA pipes busy where four would wait on the FMA's latency. Every pair is summed in the same order whichever
 /// kernel scores it (one <see cref="Vector{T}"/> sum per pair, reduced, then the scalar tail), so a distance does not
@@ -45,14 +45,12 @@ public static class BlockKernels
         public static float Step(float acc, float x, float q) => acc + x * q;
     }
 
-    /// <summary>Scores base rows <paramref name="x0"/>, <paramref name="x1"/>, <paramref name="x2"/> against four query rows from <paramref name="q0"/>: scores[4·row + query].</summary>
+    /// <summary>Scores base rows <paramref name="x0"/>, <paramref name="x1"/>, <paramref name="x2"/> against query rows <paramref name="q0"/> … <paramref name="q3"/>: scores[4·row + query].</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Score4x3<TAcc>(ref float q0, ref float x0, ref float x1, ref float x2, int dims, Span<float> scores)
+    public static void Score4x3<TAcc>(ref float q0, ref float q1, ref float q2, ref float q3, ref float x0, ref float x1, ref float x2, int dims,
+        Span<float> scores)
         where TAcc : struct, IAccumulator
     {
-        ref float q1 = ref Unsafe.Add(ref q0, dims);
-        ref float q2 = ref Unsafe.Add(ref q1, dims);
-        ref float q3 = ref Unsafe.Add(ref q2, dims);
         Vector<float> a0 = Vector<float>.Zero, a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
         int width = Vector<float>.Count;
         int i = 0;
@@ -94,24 +92,27 @@ public static class BlockKernels
         for (; i < dims; i++)
         {
             float xs = Unsafe.Add(ref x0, i), xt = Unsafe.Add(ref x1, i), xu = Unsafe.Add(ref x2, i);
-            for (int j = 0; j < 4; j++)
-            {
-                float v = Unsafe.Add(ref q0, i + j * dims);
-                scores[j] = TAcc.Step(scores[j], xs, v);
-                scores[4 + j] = TAcc.Step(scores[4 + j], xt, v);
-                scores[8 + j] = TAcc.Step(scores[8 + j], xu, v);
-            }
+            float v0 = Unsafe.Add(ref q0, i), v1 = Unsafe.Add(ref q1, i), v2 = Unsafe.Add(ref q2, i), v3 = Unsafe.Add(ref q3, i);
+            scores[0] = TAcc.Step(scores[0], xs, v0);
+            scores[1] = TAcc.Step(scores[1], xs, v1);
+            scores[2] = TAcc.Step(scores[2], xs, v2);
+            scores[3] = TAcc.Step(scores[3], xs, v3);
+            scores[4] = TAcc.Step(scores[4], xt, v0);
+            scores[5] = TAcc.Step(scores[5], xt, v1);
+            scores[6] = TAcc.Step(scores[6], xt, v2);
+            scores[7] = TAcc.Step(scores[7], xt, v3);
+            scores[8] = TAcc.Step(scores[8], xu, v0);
+            scores[9] = TAcc.Step(scores[9], xu, v1);
+            scores[10] = TAcc.Step(scores[10], xu, v2);
+            scores[11] = TAcc.Step(scores[11], xu, v3);
         }
     }
 
-    /// <summary>Scores base row <paramref name="x"/> against four query rows from <paramref name="q0"/>.</summary>
+    /// <summary>Scores base row <paramref name="x"/> against query rows <paramref name="q0"/> … <paramref name="q3"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Score4x1<TAcc>(ref float q0, ref float x, int dims, Span<float> scores)
+    public static void Score4x1<TAcc>(ref float q0, ref float q1, ref float q2, ref float q3, ref float x, int dims, Span<float> scores)
         where TAcc : struct, IAccumulator
     {
-        ref float q1 = ref Unsafe.Add(ref q0, dims);
-        ref float q2 = ref Unsafe.Add(ref q1, dims);
-        ref float q3 = ref Unsafe.Add(ref q2, dims);
         var a0 = Vector<float>.Zero;
         var a1 = Vector<float>.Zero;
         var a2 = Vector<float>.Zero;

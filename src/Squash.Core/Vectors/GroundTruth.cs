@@ -161,11 +161,14 @@ public static class GroundTruth
                 for (; q + 4 <= end; q += 4)
                 {
                     ref float q0 = ref Unsafe.Add(ref queryRef, (nint)q * dims);
+                    ref float q1 = ref Unsafe.Add(ref q0, dims);
+                    ref float q2 = ref Unsafe.Add(ref q1, dims);
+                    ref float q3 = ref Unsafe.Add(ref q2, dims);
                     int x = t0;
                     for (; x + 3 <= t1; x += 3)
                     {
                         ref float x0 = ref Unsafe.Add(ref baseRef, (nint)x * dims);
-                        BlockKernels.Score4x3<TAcc>(ref q0, ref x0, ref Unsafe.Add(ref x0, dims), ref Unsafe.Add(ref x0, 2 * dims), dims, grid);
+                        BlockKernels.Score4x3<TAcc>(ref q0, ref q1, ref q2, ref q3, ref x0, ref Unsafe.Add(ref x0, dims), ref Unsafe.Add(ref x0, 2 * dims), dims, grid);
                         for (int r = 0; r < 3; r++)
                         {
                             Offer(q, x + r, grid[4 * r]);
@@ -177,7 +180,7 @@ public static class GroundTruth
 
                     for (; x < t1; x++)
                     {
-                        BlockKernels.Score4x1<TAcc>(ref q0, ref Unsafe.Add(ref baseRef, (nint)x * dims), dims, scores);
+                        BlockKernels.Score4x1<TAcc>(ref q0, ref q1, ref q2, ref q3, ref Unsafe.Add(ref baseRef, (nint)x * dims), dims, scores);
                         Offer(q, x, scores[0]);
                         Offer(q + 1, x, scores[1]);
                         Offer(q + 2, x, scores[2]);

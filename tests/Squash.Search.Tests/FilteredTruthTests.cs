@@ -1,0 +1,84 @@
+using Squash.Index.Attributes;
+using Squash.Index.Build;
+using Squash.Search.Filters;
+
+namespace Squash.Search.Tests;
+
+/// <summary>
+/// The filtered calibration's exact neighbours (scored in blocks of queries that share a filter, matches listed once per
+/// filter) are those of a brute force over every matching row but the query's own, and its match counts leave that row out.
+/// </summary>
+public sealed class FilteredTruthTests
+{
+    [Theory]
+    [InlineData(3)]
+    [InlineData(8)]
+    public async Task ExactFilteredNeighboursAreTheBruteForceOnesWithoutTheQuerysOwnRow(int seed)
+    {
+        const int n = 4000, dims = 12, k = 10, sample = 150, dense = 110;
+        var data = TestData.Clustered(n, dims, clusters: 15, seed: seed);
+        var rng = new Random(seed);
+        var table = AttributeReader.ReadJsonLines(new StringReader(string.Concat(Enumerable.Range(0, n).Select(i =>
+            $"{{\"attributes\":{{\"label\":{i % 7},\"u\":{rng.Next(100_000)}}}}}\n"))), "attrs.jsonl");
+        using var idx = new TestData.TempIndex(data, n, dims, new IndexBuildOptions { Partitions = 30, Seed = seed, Attributes = table });
+        var index = idx.Index;
+        var rows = CalibratedBuild.CalibrationRows(n, seed, sample, dense)!;
+        var queries = CalibrationQueries.FromRows(data, dims, rows);
+        int d = index.Manifest.InternalDimensions;
+        var partitionOf = new Dictionary<long, int>();
+        var stored = new float[queries.Count * d];
+        for (int p = 0; p < index.PartitionCount; p++)
+        {
+            var ids = index.Codes(p).Ids;
+            for (int i = 0; i < ids.Length; i++)
+            {
+                partitionOf[ids[i]] = p;
+                int q = Array.IndexOf(rows, ids[i]);
+                if (q >= 0) index.Vectors(p).Row(i).CopyTo(stored.AsSpan(q * d, d));
+            }
+        }
+
+        var replay = await FilteredRecallCalibrator.ByPartition.StartAsync(index, queries, partitionOf, stored,
+            (p, _) => Task.FromResult((index.Codes(p), index.Attributes(p)!)), k, denseQueries: dense);
+        Assert.NotNull(replay);
+        for (int p = 0; p < index.PartitionCount; p++)
+            if (replay.Wants(p)) replay.Truth(p, index.Codes(p), index.Vectors(p), index.Attributes(p)!);
+
+        var measured = replay.ExactNeighbours().ToList();
+        // Both value families and the 10 % and 1 % ranges (0.1 % of 4,000 rows is too few for recall@10).
+        Assert.Equal(4, measured.Select(m => m.Family).Distinct().Count());
+        Assert.Equal(3 * dense + sample, measured.Count);
+        foreach (var (family, query, filter, neighbours, matches) in measured)
+        {
+            var ctx = new QueryContext(index, queries.Data.AsSpan(query * dims, dims));
+            var scored = new List<(double Distance, long Id)>();
+            for (int p = 0; p < index.PartitionCount; p++)
+            {
+                var ids = index.Codes(p).Ids;
+                var attributes = index.Attributes(p)!;
+                for (int row = 0; row < ids.Length; row++)
+                    if (ids[row] != rows[query] && filter.Matches(attributes, row))
+                        scored.Add((Distance(ctx.Internal, index.Vectors(p).Row(row)), ids[row]));
+            }
+            string where = $"seed {seed}, family {family}, query {query} (row {rows[query]})";
+            Assert.True(scored.Count == matches, $"{where}: {matches} matches counted, {scored.Count} by brute force");
+            var expected = scored.OrderBy(x => x.Distance).ThenBy(x => x.Id).Take(k).ToArray();
+            Assert.True(expected.Length == neighbours.Length, $"{where}: {neighbours.Length} neighbours, {expected.Length} by brute force");
+            var distanceOf = scored.ToDictionary(x => x.Id, x => x.Distance);
+            for (int i = 0; i < expected.Length; i++)
+            {
+                // The block kernel sums in float, the reference in double: ids may swap only where distances agree to float precision.
+                Assert.True(distanceOf.TryGetValue(neighbours[i], out double got), $"{where}: neighbour {neighbours[i]} does not match or is the query's own row");
+                Assert.True(Math.Abs(got - expected[i].Distance) <= 1e-5 * Math.Max(1, expected[i].Distance),
+                    $"{where}, rank {i}: expected row {expected[i].Id} at {expected[i].Distance}, got row {neighbours[i]} at {got}");
+            }
+        }
+    }
+
+    private static double Distance(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        double sum = 0;
+        for (int i = 0; i < a.Length; i++) { double x = (double)a[i] - b[i]; sum += x * x; }
+        return sum;
+    }
+}
