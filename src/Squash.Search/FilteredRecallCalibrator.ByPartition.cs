@@ -189,7 +189,7 @@ public static partial class FilteredRecallCalibrator
         /// <summary>
         /// One block's share of partition <paramref name="p"/>: every member's matches, and their distances to the members
         /// they match. Optimized from the first call: a build runs it for a second or less, too short for tiered compilation
-        /// to replace the unoptimized first version of these loops (they took twice as long).
+        /// to replace the unoptimized first version of these loops (bench/recall.md). The query path never calls it.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private static void ScoreBlock(int p, ReadOnlySpan<FilteredQuery> members, int[] ids, PartitionVectors vectors, PartitionAttributes attributes,

@@ -53,8 +53,8 @@ public static partial class FilteredRecallCalibrator
 
     /// <summary>
     /// A family's filters, and where each sits among the filters that can share matches: <paramref name="Kind"/> names
-    /// the attribute and operator (the two value families share one), <paramref name="Places"/> holds each query's value
-    /// or range start. Sorted by both, equal filters and overlapping ranges come together (<see cref="ByPartition.Truth"/>).
+    /// the attribute, the operator and a range's width (the two value families share one), <paramref name="Places"/>
+    /// holds each query's value or range start. Sorted by both, equal filters and overlapping ranges come together (<see cref="ByPartition.Truth"/>).
     /// </summary>
     private sealed record Family(string Name, CompiledFilter?[] Filters, string Kind, double[] Places);
 
