@@ -29,7 +29,7 @@ public static partial class FilteredRecallCalibrator
     {
         private readonly OpenedIndex _index;
         private readonly int _k;
-        private readonly List<(string Name, CompiledFilter?[] Filters)> _families;
+        private readonly List<Family> _families;
         private readonly FilteredQuery[] _queries;
         /// <summary>The queries by filter kind and place: equal filters and overlapping ranges next to each other.</summary>
         private readonly FilteredQuery[] _byPlace;
@@ -40,9 +40,6 @@ public static partial class FilteredRecallCalibrator
         {
             public required int Family, Query;
             public required CompiledFilter Filter;
-            /// <summary>The filter's kind and place in its family (<see cref="Family"/>).</summary>
-            public required string Kind;
-            public required double Place;
             public required long Self;
             public required QueryContext Context;
             public required int[] Order;
@@ -64,13 +61,13 @@ public static partial class FilteredRecallCalibrator
             public Dictionary<int, (bool Every, (float Bound, long Id, float Distance)[] List)> Candidates { get; } = [];
         }
 
-        private ByPartition(OpenedIndex index, int k, List<(string, CompiledFilter?[])> families, FilteredQuery[] queries)
+        private ByPartition(OpenedIndex index, int k, List<Family> families, FilteredQuery[] queries)
         {
             _index = index;
             _k = k;
             _families = families;
             _queries = queries;
-            _byPlace = queries.OrderBy(fq => fq.Kind, StringComparer.Ordinal).ThenBy(fq => fq.Place).ThenBy(fq => fq.Filter.Key).ThenBy(fq => fq.Family).ThenBy(fq => fq.Query).ToArray();
+            _byPlace = queries.OrderBy(fq => families[fq.Family].Kind, StringComparer.Ordinal).ThenBy(fq => families[fq.Family].Places[fq.Query]).ThenBy(fq => fq.Filter.Key).ThenBy(fq => fq.Family).ThenBy(fq => fq.Query).ToArray();
             _wanted = new bool[index.PartitionCount];
             foreach (var fq in queries)
                 for (int p = 0; p < _wanted.Length; p++) _wanted[p] |= fq.Estimates.CanMatch[p];
@@ -141,13 +138,13 @@ public static partial class FilteredRecallCalibrator
                     var keyed = engine.ValueOrder(ctx.Internal, order, dist, filter, leaveOut);
                     slots[i] = new FilteredQuery
                     {
-                        Family = f, Query = q, Filter = filter, Kind = drawn[f].Kind, Place = drawn[f].Places[q], Self = self, Context = ctx, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
+                        Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
                         Estimates = estimates,
                         Selectivity = estimates.Total / Math.Max(1, manifest.Count), Matches = new int[index.PartitionCount], Truth = new TopK(k),
                         TruthPartition = new Dictionary<long, int>(2 * TruthMapPrunedAt * k),
                     };
                 });
-            return new ByPartition(index, k, drawn.Select(x => (x.Name, x.Filters)).ToList(), slots.OfType<FilteredQuery>().ToArray()) { QueryCount = count };
+            return new ByPartition(index, k, drawn, slots.OfType<FilteredQuery>().ToArray()) { QueryCount = count };
         }
 
         /// <summary>Whether some filtered query can match partition <paramref name="p"/> (then <see cref="Truth"/> needs it).</summary>
