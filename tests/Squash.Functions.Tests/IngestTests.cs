@@ -378,7 +378,7 @@ public sealed class IngestTests(IndexFixture fx)
         var items = new List<string>();
         for (int i = 0; i < 17; i++)
         {
-            var v = centre.Select(x => x + (float)((rng.NextDouble() - 0.5) * 0.5)).ToArray();
+            var v = centre.Select(x => x + (float)((rng.NextDouble() - 0.5) * 0.05)).ToArray();
             var item = new Item(v, "red", 10 + i, i);
             var id = NewId();
             model[id] = item;
@@ -387,6 +387,7 @@ public sealed class IngestTests(IndexFixture fx)
         var built = await store.OpenCurrentAsync();
         Assert.Equal(HttpStatusCode.OK, (await h.Client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("{\"upserts\":[" + string.Join(',', items) + "]}"))).StatusCode);
         var run = await LogIngest.RunAsync(store, h.Log);
+        Assert.True(run.TouchedPartitions == 1, $"seed {seed}: the ball's rows landed in more than one partition ({run.PartitionSummary})");
         Assert.True(run.DriftSplits >= 1, $"seed {seed}: nothing was split for drift ({run.PartitionSummary})");
         Assert.Equal(run.SplitPartitions, run.DriftSplits); // none of them was large enough to split by size
         Assert.Contains($"({run.DriftSplits} of them for drift: carried quantizer's error up to ", run.PartitionSummary);
