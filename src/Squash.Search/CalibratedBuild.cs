@@ -29,25 +29,34 @@ public static class CalibratedBuild
     /// <param name="sampleSize">Base-sample rows; null: <see cref="RecallCalibrator.BuildQueries"/> for <paramref name="count"/>.</param>
     /// <param name="calibrate">False: publish without a calibration (queries then plan with CF and R only).</param>
     /// <param name="exactQueries">Queries measured against exact neighbours; null: <see cref="RecallCalibrator.ExactQueries"/>.</param>
-    public static Task<IndexManifest> BuildAndPublishAsync(
+    public static async Task<IndexManifest> BuildAndPublishAsync(
         IndexStore store, float[] vectors, int count, int dims, IndexBuildOptions options,
         IProgress<BuildProgress>? progress = null, CancellationToken cancellationToken = default,
         CalibrationQueries? calibration = null, bool calibrate = true, int? sampleSize = null, int? exactQueries = null)
     {
-        if (!calibrate) return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken);
+        if (!calibrate) return await IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken).ConfigureAwait(false);
+        // Checked before the build starts, since the exact neighbours start with it.
+        options.Validate(count, dims);
+        if (vectors.LongLength < (long)count * dims) throw new ArgumentException("vector buffer is shorter than count × dims");
+        if (calibration is not null && calibration.Dimensions != dims)
+            throw new ArgumentException($"calibration queries have {calibration.Dimensions} dimensions; the index has {dims}", nameof(calibration));
         // Base-sample queries are held out of the partitioning: leave-one-out on rows the partitions were fitted to
         // measured a recall real queries did not get.
         int[]? heldOut = calibration is null ? CalibrationRows(count, options.Seed, sampleSize, exactQueries) : null;
         if (heldOut is not null) options = options with { HeldOutRows = heldOut };
-        return IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken,
-            async (manifest, ct) =>
+        var queries = calibration ?? CalibrationQueries.FromRows(vectors, dims, heldOut ?? []);
+        const int k = RecallCalibrator.DefaultK;
+        using var exact = count < Math.Max(RecallCalibrator.MinimumVectors, 2 * k) || queries.Count == 0 ? null
+            : StartExactNeighbours(vectors, count, dims, options.Metric, queries.Take(exactQueries ?? RecallCalibrator.ExactQueries(count, queries.Count)), k, cancellationToken);
+        return await IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken,
+            async (manifest, written, ct) =>
             {
+                if (exact is null) return manifest;
                 progress?.Report(new("calibrate", 0));
                 var started = DateTimeOffset.UtcNow;
-                var opened = await OpenedIndex.OpenUnpublishedAsync(store, manifest, ct).ConfigureAwait(false);
-                var queries = calibration ?? CalibrationQueries.FromRows(vectors, dims, heldOut ?? []);
-                var fitted = RecallCalibrator.Calibrate(opened, vectors, queries, RecallCalibrator.DefaultK,
-                    progress is null ? null : new Progress<double>(f => progress.Report(new("calibrate", f))), ct, exactQueries);
+                var opened = await OpenedIndex.OpenUnpublishedAsync(written, manifest, ct).ConfigureAwait(false);
+                var fitted = RecallCalibrator.Calibrate(opened, await exact.FinishAsync(ct).ConfigureAwait(false), queries, k,
+                    progress is null ? null : new Progress<double>(f => progress.Report(new("calibrate", f))), ct);
                 progress?.Report(new("calibrate", 1));
                 double seconds = (DateTimeOffset.UtcNow - started).TotalSeconds;
                 return manifest with
@@ -55,6 +64,15 @@ public static class CalibratedBuild
                     Calibration = fitted,
                     Build = manifest.Build with { BuildSeconds = Math.Round(manifest.Build.BuildSeconds + seconds, 3) },
                 };
-            });
+            }).ConfigureAwait(false);
+    }
+
+    /// <summary>The measured queries' exact neighbours (each base-sample query left out of its own), begun as the build begins.</summary>
+    private static ExactNeighboursDuringBuild StartExactNeighbours(float[] vectors, int count, int dims, Squash.Core.Metric metric,
+        CalibrationQueries measured, int k, CancellationToken cancellationToken)
+    {
+        long stored = (long)count * dims;
+        var baseSet = new Squash.Core.Vectors.VectorSet(vectors.LongLength == stored ? vectors : vectors[..(int)stored], count, dims);
+        return new ExactNeighboursDuringBuild(baseSet, new(measured.Data, measured.Count, dims), k, metric, measured.SelfIds, cancellationToken);
     }
 }

@@ -154,37 +154,11 @@ public static class RecallCalibrator
     }
 
     /// <summary>
-    /// Calibrates an opened index (every partition read) built from <paramref name="baseVectors"/> (the user's
-    /// vectors, row-major, as given to the build); null when the index is too small to need it.
-    /// </summary>
-    /// <param name="exactQueries">How many of the first queries to measure against exact neighbours; null:
-    /// <see cref="ExactQueries"/> (a test sets it to exercise the two-phase estimate on a small index).</param>
-    public static RecallCalibration? Calibrate(OpenedIndex index, float[] baseVectors, CalibrationQueries queries, int k = DefaultK,
-        IProgress<double>? progress = null, CancellationToken cancellationToken = default, int? exactQueries = null)
-    {
-        ArgumentNullException.ThrowIfNull(index);
-        ArgumentNullException.ThrowIfNull(baseVectors);
-        ArgumentNullException.ThrowIfNull(queries);
-        if (queries.Dimensions != index.Manifest.Dimensions)
-            throw new ArgumentException($"calibration queries have {queries.Dimensions} dimensions; the index has {index.Manifest.Dimensions}");
-        if (index.Manifest.Count < Math.Max(MinimumVectors, 2L * k) || queries.Count == 0) return null;
-        var clock = Stopwatch.StartNew();
-        // Exact neighbours by the blocked brute force every benchmark is measured against (a base-sample query left out of its own).
-        int dims = index.Manifest.Dimensions;
-        long stored = index.Manifest.Count * dims;
-        var baseSet = new VectorSet(baseVectors.LongLength == stored ? baseVectors : baseVectors[..(int)stored], (int)index.Manifest.Count, dims);
-        var self = queries.SelfIds;
-        // The brute force costs N·d per query, the replay a few partitions: past ExactQueries the rest are measured
-        // against the index's deep answer instead (CalibrateWith).
-        var measured = queries.Take(Math.Min(queries.Count, exactQueries ?? ExactQueries(index.Manifest.Count, queries.Count)));
-        var exact = GroundTruth.Compute(baseSet, new VectorSet(measured.Data, measured.Count, dims), k, MetricSpace.Parse(index.Manifest.Metric),
-            accept: self is null ? null : (q, id) => id != self[q], cancellationToken: cancellationToken);
-        return CalibrateWith(index, exact, queries, k, clock, progress, cancellationToken);
-    }
-
-    /// <summary>
-    /// <see cref="Calibrate(OpenedIndex, float[], CalibrationQueries, int, IProgress{double}?, CancellationToken)"/> with
-    /// the exact neighbours already known (a queue build computes them chunk by chunk, never holding every vector).
+    /// Calibrates an opened index (every partition read); null when the index is too small to need it.
+    /// <paramref name="exact"/> holds the first queries' exact neighbours (a base-sample query left out of its own): an
+    /// in-process build computes them while it builds (<see cref="ExactNeighboursDuringBuild"/>), a queue build chunk by
+    /// chunk, never holding every vector. The brute force costs N·d per query, the replay a few partitions, so past
+    /// <see cref="ExactQueries"/> the rest are measured against the index's deep answer instead.
     /// </summary>
     /// <param name="filtered">False: the unfiltered frontier only (<see cref="RecallCalibration.Filtered"/> null), for a caller that keeps its filtered bands.</param>
     public static RecallCalibration? Calibrate(OpenedIndex index, int[][] exact, CalibrationQueries queries, int k = DefaultK,

@@ -31,6 +31,7 @@ public static class GroundTruth
     /// Optional filter: only base ids with <c>accept(queryIndex, baseId)</c> true are candidates. Rows with fewer than
     /// <paramref name="k"/> accepted ids are padded with −1 so the result stays rectangular.
     /// </param>
+    /// <param name="workers">Threads to use; 0: one per core.</param>
     /// <returns>One array of <paramref name="k"/> base ids per query, nearest first.</returns>
     public static int[][] Compute(
         VectorSet baseSet,
@@ -39,8 +40,9 @@ public static class GroundTruth
         Metric metric,
         IProgress<int>? progress = null,
         Func<int, int, bool>? accept = null,
-        CancellationToken cancellationToken = default) =>
-        ComputeWithDistances(baseSet, queries, k, metric, progress, accept, cancellationToken).Ids;
+        CancellationToken cancellationToken = default,
+        int workers = 0) =>
+        ComputeWithDistances(baseSet, queries, k, metric, progress, accept, cancellationToken, workers).Ids;
 
     /// <summary>
     /// <see cref="Compute"/> with each neighbour's distance (+∞ beside a −1 pad). A pair's distance does not depend on
@@ -54,7 +56,8 @@ public static class GroundTruth
         Metric metric,
         IProgress<int>? progress = null,
         Func<int, int, bool>? accept = null,
-        CancellationToken cancellationToken = default)
+        CancellationToken cancellationToken = default,
+        int workers = 0)
     {
         ArgumentNullException.ThrowIfNull(baseSet);
         ArgumentNullException.ThrowIfNull(queries);
@@ -69,6 +72,7 @@ public static class GroundTruth
             throw new ArgumentOutOfRangeException(nameof(k), k, $"k must be between 1 and the base size {baseSet.Count}.");
         }
 
+        ArgumentOutOfRangeException.ThrowIfNegative(workers);
         if (!Enum.IsDefined(metric))
         {
             throw new ArgumentOutOfRangeException(nameof(metric), metric, "unknown metric.");
@@ -86,7 +90,7 @@ public static class GroundTruth
         float[]? baseScale = metric == Metric.Cosine ? InverseNorms(baseSet) : null;
         float[]? queryScale = metric == Metric.Cosine ? InverseNorms(queries) : null;
 
-        int workers = Environment.ProcessorCount;
+        if (workers == 0) workers = Environment.ProcessorCount;
         int queryBlock = Math.Clamp(RoundUp4((nq + 4 * workers - 1) / (4 * workers)), 4, MaxQueryBlock);
         int tile = Math.Max(8, TileBytes / (baseSet.Dimensions * sizeof(float)));
         int blocks = (nq + queryBlock - 1) / queryBlock;

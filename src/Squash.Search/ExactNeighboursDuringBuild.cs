@@ -1,0 +1,87 @@
+using Squash.Core;
+using Squash.Core.Vectors;
+
+namespace Squash.Search;
+
+/// <summary>
+/// The calibration's exact neighbours (<see cref="GroundTruth"/>), computed on one thread while the index is being built:
+/// they depend only on the vectors, and a build leaves a core idle for much of its time (the KLT's and k-means' serial
+/// steps). <see cref="FinishAsync"/> computes whatever the background thread has not reached on every core, so a build too
+/// short to hide them costs no more than computing them afterwards. Results are the same either way: each query's
+/// neighbours do not depend on which other queries shared its pass.
+/// </summary>
+public sealed class ExactNeighboursDuringBuild : IDisposable
+{
+    // Queries per unit of work: few enough units to share out at the end, enough queries per unit that each pass over the base serves many.
+    private const int ChunkQueries = 256;
+
+    private readonly VectorSet _base;
+    private readonly VectorSet _queries;
+    private readonly int _k;
+    private readonly Metric _metric;
+    private readonly long[]? _self;
+    private readonly int[][] _ids;
+    private readonly int _chunks;
+    private readonly CancellationTokenSource _stop;
+    private readonly Task _background;
+    private int _claimed;
+
+    /// <param name="self">Per query, the base row it is (left out of its own neighbours), or null.</param>
+    public ExactNeighboursDuringBuild(VectorSet baseSet, VectorSet queries, int k, Metric metric, long[]? self, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(baseSet);
+        ArgumentNullException.ThrowIfNull(queries);
+        if (baseSet.Dimensions != queries.Dimensions)
+            throw new ArgumentException($"base vectors have {baseSet.Dimensions} dimensions but queries have {queries.Dimensions}", nameof(queries));
+        if (self is not null && self.Length < queries.Count) throw new ArgumentException($"{self.Length} self rows for {queries.Count} queries", nameof(self));
+        _base = baseSet;
+        _queries = queries;
+        _k = k;
+        _metric = metric;
+        _self = self;
+        _ids = new int[queries.Count][];
+        _chunks = (queries.Count + ChunkQueries - 1) / ChunkQueries;
+        _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        _background = Task.Factory.StartNew(() =>
+        {
+            while (!_stop.IsCancellationRequested && RunNextChunk(workers: 1, _stop.Token)) { }
+        }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    /// <summary>Every query's neighbours: the chunks not yet started run now on every core; the background's last one is awaited.</summary>
+    public async Task<int[][]> FinishAsync(CancellationToken cancellationToken = default)
+    {
+        while (RunNextChunk(workers: 0, cancellationToken)) { }
+        await _background.WaitAsync(cancellationToken).ConfigureAwait(false);
+        return _ids;
+    }
+
+    private bool RunNextChunk(int workers, CancellationToken cancellationToken)
+    {
+        int chunk = Interlocked.Increment(ref _claimed) - 1;
+        if (chunk >= _chunks) return false;
+        int first = chunk * ChunkQueries, count = Math.Min(ChunkQueries, _queries.Count - first);
+        int dims = _queries.Dimensions;
+        var part = new VectorSet(_queries.Data.AsMemory(first * dims, count * dims).ToArray(), count, dims);
+        var self = _self;
+        var ids = GroundTruth.Compute(_base, part, _k, _metric, accept: self is null ? null : (q, id) => id != self[first + q],
+            cancellationToken: cancellationToken, workers: workers);
+        ids.CopyTo(_ids, first);
+        return true;
+    }
+
+    /// <summary>Stops the background thread (a build that failed or was cancelled does not wait for it).</summary>
+    public void Dispose()
+    {
+        _stop.Cancel();
+        try
+        {
+            _background.Wait(TimeSpan.FromSeconds(30));
+        }
+        catch (AggregateException)
+        {
+            // Cancelled or failed: nothing waits for its result.
+        }
+        _stop.Dispose();
+    }
+}
