@@ -49,12 +49,12 @@ public static class CalibratedBuild
         using var exact = count < Math.Max(RecallCalibrator.MinimumVectors, 2 * k) || queries.Count == 0 ? null
             : StartExactNeighbours(vectors, count, dims, options.Metric, queries.Take(exactQueries ?? RecallCalibrator.ExactQueries(count, queries.Count)), k, cancellationToken);
         return await IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken,
-            async (manifest, written, ct) =>
+            async (manifest, ct) =>
             {
                 if (exact is null) return manifest;
                 progress?.Report(new("calibrate", 0));
                 var started = DateTimeOffset.UtcNow;
-                var opened = await OpenedIndex.OpenUnpublishedAsync(written, manifest, ct).ConfigureAwait(false);
+                var opened = await OpenedIndex.OpenUnpublishedAsync(store, manifest, ct).ConfigureAwait(false);
                 var fitted = RecallCalibrator.Calibrate(opened, await exact.FinishAsync(ct).ConfigureAwait(false), queries, k,
                     progress is null ? null : new Progress<double>(f => progress.Report(new("calibrate", f))), ct);
                 progress?.Report(new("calibrate", 1));

@@ -6,9 +6,11 @@ namespace Squash.Search;
 /// <summary>
 /// The calibration's exact neighbours (<see cref="GroundTruth"/>), computed on one thread while the index is being built:
 /// they depend only on the vectors, and a build leaves a core idle for much of its time (the KLT's and k-means' serial
-/// steps). <see cref="FinishAsync"/> computes whatever the background thread has not reached on every core, so a build too
-/// short to hide them costs no more than computing them afterwards. Results are the same either way: each query's
-/// neighbours do not depend on which other queries shared its pass.
+/// steps). The thread runs at the lowest priority, so it takes only what the build leaves idle (at normal priority it
+/// slowed the build's parallel steps by about as much as it saved: bench/recall.md). <see cref="FinishAsync"/> computes
+/// whatever the background thread has not reached on every core, so a build too short to hide them costs little more
+/// than computing them afterwards. Results are the same either way: each query's neighbours do not depend on which other
+/// queries shared its pass.
 /// </summary>
 public sealed class ExactNeighboursDuringBuild : IDisposable
 {
@@ -44,6 +46,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _background = Task.Factory.StartNew(() =>
         {
+            BackgroundPriority.Lower();
             while (!_stop.IsCancellationRequested && RunNextChunk(workers: 1, _stop.Token)) { }
         }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
@@ -84,4 +87,34 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         }
         _stop.Dispose();
     }
+}
+
+/// <summary>
+/// Puts the calling thread below every normal thread, so that it runs on what the build leaves idle instead of taking
+/// a share of a core the build is using. Linux ignores <see cref="Thread.Priority"/>, so there it is the thread's nice
+/// value (raising one's own is always allowed).
+/// </summary>
+internal static partial class BackgroundPriority
+{
+    private const int PrioProcess = 0, Nicest = 19, SysGettid = 186;
+
+    public static void Lower()
+    {
+        try
+        {
+            Thread.CurrentThread.Priority = ThreadPriority.Lowest;
+            if (OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64)
+                _ = SetPriority(PrioProcess, (int)Syscall(SysGettid), Nicest);
+        }
+        catch (Exception e) when (e is PlatformNotSupportedException or ThreadStateException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            // Only slower to hide: the neighbours come out the same.
+        }
+    }
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "setpriority")]
+    private static partial int SetPriority(int which, int who, int priority);
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "syscall")]
+    private static partial long Syscall(long number);
 }

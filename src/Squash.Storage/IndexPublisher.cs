@@ -13,19 +13,18 @@ public static class IndexPublisher
     /// at once, in any processes.
     /// </summary>
     /// <param name="beforePublish">Runs on the built, still unpublished version (its segments written, its manifest
-    /// not) and returns the manifest to publish: how the search layer adds its recall calibration. Its store is a view
-    /// that serves the segments just written from memory, once each (<see cref="IndexStore.VersionSink.ReadingWritten"/>).</param>
+    /// not) and returns the manifest to publish: how the search layer adds its recall calibration.</param>
     public static async Task<IndexManifest> BuildAndPublishAsync(
         IndexStore store, float[] vectors, int count, int dims, IndexBuildOptions options,
         IProgress<BuildProgress>? progress = null, CancellationToken cancellationToken = default,
-        Func<IndexManifest, IndexStore, CancellationToken, Task<IndexManifest>>? beforePublish = null)
+        Func<IndexManifest, CancellationToken, Task<IndexManifest>>? beforePublish = null)
     {
         options.Validate(count, dims);
-        var sink = store.CreateSink(IndexStore.NewVersionId(), keepWritten: beforePublish is not null);
+        var sink = store.CreateSink(IndexStore.NewVersionId());
         try
         {
             var manifest = await IndexBuilder.BuildAsync(vectors, count, dims, options, sink.Version, sink, progress, cancellationToken).ConfigureAwait(false);
-            if (beforePublish is not null) manifest = await beforePublish(manifest, sink.ReadingWritten(), cancellationToken).ConfigureAwait(false);
+            if (beforePublish is not null) manifest = await beforePublish(manifest, cancellationToken).ConfigureAwait(false);
             await store.PublishAsync(sink, manifest, cancellationToken).ConfigureAwait(false);
             return manifest;
         }

@@ -14,7 +14,7 @@ public sealed partial class IndexStore
     private const int PrefetchConcurrency = 8;
 
     /// <summary>Segments read ahead, by (blob, offset or null for a whole blob, bytes); a view's reads of them come from here.</summary>
-    private ConcurrentDictionary<(string Blob, long? Offset, long Bytes), byte[]>? _prefetched;
+    private IReadOnlyDictionary<(string Blob, long? Offset, long Bytes), byte[]>? _prefetched;
 
     /// <summary>
     /// A view of this store whose reads of <paramref name="segments"/> (of version <paramref name="m"/>) are served from
@@ -31,9 +31,6 @@ public sealed partial class IndexStore
         ArgumentNullException.ThrowIfNull(segments);
         var wanted = segments.Select(s => (Blob: BlobName(m, s), s.Offset, s.Bytes)).Distinct().ToList();
         var held = new ConcurrentDictionary<(string Blob, long? Offset, long Bytes), byte[]>();
-        // Segments this view already holds move to the new one (read once: see VersionSink.ReadingWritten).
-        if (_prefetched is { } mine)
-            wanted.RemoveAll(w => mine.TryRemove(w, out var bytes) && held.TryAdd(w, bytes));
         var spans = new List<(string Blob, long Start, long End, List<(string Blob, long? Offset, long Bytes)> Members)>();
         foreach (var group in wanted.Where(w => w.Offset is not null).GroupBy(w => w.Blob, StringComparer.Ordinal))
         {

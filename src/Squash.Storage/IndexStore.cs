@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using Squash.Index.Build;
 using Squash.Index.Format;
@@ -117,8 +116,7 @@ public sealed partial class IndexStore
     public static string NewVersionId(TimeProvider? clock = null) => VersionIds.New((clock ?? TimeProvider.System).GetUtcNow());
 
     /// <summary>A sink that writes the blobs of one version, create-only, and remembers which it wrote.</summary>
-    /// <param name="keepWritten">Also hold each written blob's bytes, for <see cref="VersionSink.ReadingWritten"/>.</param>
-    public VersionSink CreateSink(string version, bool keepWritten = false) => new(this, version, keepWritten);
+    public VersionSink CreateSink(string version) => new(this, version);
 
     /// <summary>
     /// Writes one version's blobs and records their names, so that a failed build can delete exactly
@@ -128,13 +126,11 @@ public sealed partial class IndexStore
     {
         private readonly IndexStore _store;
         private readonly ConcurrentDictionary<string, byte> _written = new(StringComparer.Ordinal);
-        private ConcurrentDictionary<(string Blob, long? Offset, long Bytes), byte[]>? _kept;
 
-        internal VersionSink(IndexStore store, string version, bool keepWritten)
+        internal VersionSink(IndexStore store, string version)
         {
             _store = store;
             Version = version;
-            if (keepWritten) _kept = new();
         }
 
         public string Version { get; }
@@ -149,9 +145,6 @@ public sealed partial class IndexStore
             try
             {
                 await _store.Blobs.WriteAsync(full, data, WriteCondition.IfNotExists, cancellationToken).ConfigureAwait(false);
-                if (_kept is { } kept)
-                    kept[(full, null, data.Length)] = MemoryMarshal.TryGetArray(data, out var whole) && whole.Offset == 0 && whole.Count == whole.Array!.Length
-                        ? whole.Array : data.ToArray();
             }
             catch (BlobConditionFailedException)
             {
@@ -159,18 +152,6 @@ public sealed partial class IndexStore
                 _written.TryRemove(full, out _);
                 throw;
             }
-        }
-
-        /// <summary>
-        /// A view of the store whose reads of the blobs this sink wrote (created with keepWritten) come from the bytes it
-        /// wrote, with no read from the store: a build that opens its version right away (to calibrate it) decodes what it
-        /// has just written. The sink lets go of the bytes; a whole-version open lets go of each run of partitions once
-        /// decoded (<see cref="PrefetchedAsync"/>), so they are not held beside the decoded index.
-        /// </summary>
-        public IndexStore ReadingWritten()
-        {
-            var kept = Interlocked.Exchange(ref _kept, null) ?? throw new InvalidOperationException("this sink keeps no written bytes (or gave them away)");
-            return new IndexStore(_store.Blobs, _store.Name) { Decoded = _store.Decoded, RangedReads = _store.RangedReads, _prefetched = kept };
         }
 
         /// <summary>Deletes every blob this sink wrote; returns how many existed.</summary>

@@ -54,4 +54,38 @@ public sealed class ExactNeighboursDuringBuildTests
         var disposed = Task.Run(exact.Dispose);
         Assert.Same(disposed, await Task.WhenAny(disposed, Task.Delay(TimeSpan.FromMinutes(1))));
     }
+
+    [Fact]
+    public async Task OnLinuxTheBackgroundThreadRunsAtTheLowestPriority()
+    {
+        if (!OperatingSystem.IsLinux()) return; // elsewhere Thread.Priority does it, which the runtime applies itself
+        const int n = 40_000, dims = 128, queries = 2048;
+        var rng = new Random(6);
+        var data = new float[n * dims];
+        for (int i = 0; i < data.Length; i++) data[i] = (float)rng.NextDouble();
+        using var exact = new ExactNeighboursDuringBuild(new VectorSet(data, n, dims), new VectorSet(data[..(queries * dims)], queries, dims), 10, Metric.L2,
+            null, CancellationToken.None);
+        var niceValues = new List<int>();
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(20);
+        while (DateTime.UtcNow < deadline && !niceValues.Contains(19))
+        {
+            niceValues.Clear();
+            foreach (var task in Directory.GetDirectories("/proc/self/task"))
+            {
+                try
+                {
+                    // Fields after the command name (which may hold spaces): state is the first, nice the 17th.
+                    var stat = File.ReadAllText(Path.Combine(task, "stat"));
+                    niceValues.Add(int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[16], System.Globalization.CultureInfo.InvariantCulture));
+                }
+                catch (IOException)
+                {
+                    // The thread ended while being read.
+                }
+            }
+            await Task.Delay(5);
+        }
+        Assert.Contains(19, niceValues);
+        Assert.Equal(queries, (await exact.FinishAsync().WaitAsync(TimeSpan.FromMinutes(2))).Length);
+    }
 }
