@@ -54,6 +54,8 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     /// <summary>Every query's neighbours: the chunks not yet started run now on every core; the background's last one is awaited.</summary>
     public async Task<int[][]> FinishAsync(CancellationToken cancellationToken = default)
     {
+        // A cancelled build says so, even when the background thread had already done every chunk.
+        cancellationToken.ThrowIfCancellationRequested();
         while (RunNextChunk(workers: 0, cancellationToken)) { }
         await _background.WaitAsync(cancellationToken).ConfigureAwait(false);
         return _ids;
