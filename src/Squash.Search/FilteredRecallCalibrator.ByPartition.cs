@@ -34,6 +34,8 @@ public static partial class FilteredRecallCalibrator
         /// <summary>The queries by filter kind and place: equal filters and overlapping ranges next to each other.</summary>
         private readonly FilteredQuery[] _byPlace;
         private readonly bool[] _wanted;
+        /// <summary>Workers' buffers, kept from partition to partition (each is as long as the largest partition it has seen).</summary>
+        private readonly System.Collections.Concurrent.ConcurrentBag<TruthScratch> _scratch = [];
 
         /// <summary>One family's query: its filter, planning state, exact neighbours so far and, later, its candidate lists.</summary>
         private sealed class FilteredQuery
@@ -165,22 +167,21 @@ public static partial class FilteredRecallCalibrator
             // Rows per tile: about 192 KiB, which stays in L2 while every four members of the block score it.
             int tile = 3 * Math.Max(4, (192 << 10) / (3 * d * sizeof(float)));
             var ids = codes.Ids;
-            Parallel.For(0, blocks.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new TruthScratch(), (b, _, s) =>
+            Parallel.For(0, blocks.Count, new ParallelOptions { CancellationToken = cancellationToken },
+                () => _scratch.TryTake(out var kept) ? kept : new TruthScratch(), (b, _, s) =>
             {
                 var members = wanting.AsSpan(blocks[b].Start, blocks[b].Count);
                 s.Fit(attributes.Count);
                 ScoreBlock(p, members, ids, vectors, attributes, tile, d, s);
 
                 // Rows pushed out of the top-K need no partition: the map stays within the capacity it was made with.
+                // (Removing while enumerating is allowed: Dictionary.Remove leaves its enumerators valid.)
                 foreach (var fq in members)
                     if (fq.TruthPartition.Count > TruthMapPrunedAt * _k)
-                    {
-                        var kept = fq.Truth.ToSortedArray().Select(n => n.Id).ToHashSet();
-                        foreach (long id in fq.TruthPartition.Keys.ToArray())
-                            if (!kept.Contains(id)) fq.TruthPartition.Remove(id);
-                    }
+                        foreach (long id in fq.TruthPartition.Keys)
+                            if (!fq.Truth.Contains(id)) fq.TruthPartition.Remove(id);
                 return s;
-            }, _ => { });
+            }, _scratch.Add);
         }
 
         /// <summary>
@@ -466,25 +467,29 @@ public static partial class FilteredRecallCalibrator
                 for (int j = 0; j < grid * rs; j++) recall[q, j] = 1;
                 return;
             }
-            int partitions = fq.Order.Length;
+            // As in the unfiltered replay, recall and re-rank cost are tracked over the scanned prefix only: they stay put past it.
+            int scanned = fq.ScanTo, deepest = scanned;
+            for (int j = 0; j < grid * rs; j++) if (!fq.Direct[j]) deepest = Math.Max(deepest, fq.End[j]);
             var tops = new TopK[rs];
             for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
-            var recallAt = new double[rs, partitions + 1];
-            var rerankCostAt = new double[rs, partitions + 1];
-            var visitCostAt = new double[partitions + 1];
-            for (int c = 0; c < partitions; c++)
+            var recallAt = new double[rs * (scanned + 1)];
+            var rerankCostAt = new double[rs * (scanned + 1)];
+            var visitCostAt = new double[deepest + 1];
+            for (int c = 0; c < deepest; c++)
+                visitCostAt[c + 1] = visitCostAt[c] + (fq.Estimates.CanMatch[fq.Order[c]] ? RecallCalibrator.VisitBytes(manifest.Partitions[fq.Order[c]], m) : 0);
+            for (int c = 0; c < scanned; c++)
             {
                 int part = fq.Order[c];
-                bool visit = fq.Estimates.CanMatch[part];
-                visitCostAt[c + 1] = visitCostAt[c] + (visit ? RecallCalibrator.VisitBytes(manifest.Partitions[part], m) : 0);
-                if (!visit || c >= fq.ScanTo)
-                {
-                    for (int r = 0; r < rs; r++) { recallAt[r, c + 1] = recallAt[r, c]; rerankCostAt[r, c + 1] = rerankCostAt[r, c]; }
-                    continue;
-                }
-                var (every, list) = fq.Candidates[part];
                 for (int r = 0; r < rs; r++)
                 {
+                    int at = r * (scanned + 1) + c + 1;
+                    if (!fq.Estimates.CanMatch[part])
+                    {
+                        recallAt[at] = recallAt[at - 1];
+                        rerankCostAt[at] = rerankCostAt[at - 1];
+                        continue;
+                    }
+                    var (every, list) = fq.Candidates[part];
                     var top = tops[r];
                     int take = every ? list.Length : Math.Min(list.Length, k * RecallCalibrator.RerankFactors[r]);
                     long reranked = 0;
@@ -495,10 +500,10 @@ public static partial class FilteredRecallCalibrator
                         reranked++;
                         top.TryAdd(id, distance);
                     }
-                    rerankCostAt[r, c + 1] = rerankCostAt[r, c] + reranked * RecallCalibrator.RerankBytes(d);
+                    rerankCostAt[at] = rerankCostAt[at - 1] + reranked * RecallCalibrator.RerankBytes(d);
                     int hits = 0;
-                    foreach (var nb in top.ToSortedArray()) if (fq.TruthIds.Contains(nb.Id)) hits++;
-                    recallAt[r, c + 1] = hits / (double)fq.TruthIds.Count;
+                    foreach (var nb in top.Items) if (fq.TruthIds.Contains(nb.Id)) hits++;
+                    recallAt[at] = hits / (double)fq.TruthIds.Count;
                 }
             }
             double directCost = fq.Estimates.Total * 4.0 * d;
@@ -512,8 +517,9 @@ public static partial class FilteredRecallCalibrator
                         cost[q, j] = directCost;
                         continue;
                     }
-                    recall[q, j] = recallAt[r, fq.End[j]];
-                    cost[q, j] = visitCostAt[fq.End[j]] + rerankCostAt[r, fq.End[j]];
+                    int at = r * (scanned + 1) + Math.Min(fq.End[j], scanned);
+                    recall[q, j] = recallAt[at];
+                    cost[q, j] = visitCostAt[fq.End[j]] + rerankCostAt[at];
                 }
         }
     }

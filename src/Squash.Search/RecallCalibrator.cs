@@ -198,7 +198,7 @@ public static class RecallCalibrator
             int p = partitionOf[selfId];
             return index.Vectors(p).Row(Array.IndexOf(index.Codes(p).Ids, (int)selfId)).ToArray();
         }
-        Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, () => new PartitionScanner(), (qi, _, scanner) =>
+        Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
         {
             var vector = queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions);
             var truth = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
@@ -207,13 +207,12 @@ public static class RecallCalibrator
                 long selfId = self?[qi] ?? -1;
                 var ctx = new QueryContext(index, vector);
                 var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), k, id => partitionOf[id]);
-                var buffer = new List<(float Bound, int Row)>();
                 var leftOut = queries.LeftOut?[qi];
-                Replay(index, scan, truth, k, p => Candidates(scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, buffer, leftOut), qi, recall, cost);
+                Replay(index, scan, truth, k, p => Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, scratch.Buffer, leftOut), qi, recall, cost);
             }
             else for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1;
             progress?.Report(Interlocked.Increment(ref done) / (double)total);
-            return scanner;
+            return scratch;
         }, _ => { });
 
         double[,]? reference = null;
@@ -224,19 +223,18 @@ public static class RecallCalibrator
             int g = ReferenceGrid(recall);
             reference = new double[queries.Count, grid * rs];
             var scratch = new double[queries.Count, grid * rs];
-            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new PartitionScanner(), (qi, _, scanner) =>
+            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, local) =>
             {
                 var ctx = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
                 long selfId = self?[qi] ?? -1;
                 var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, id => partitionOf[id], g);
-                var buffer = new List<(float Bound, int Row)>();
                 var leftOut = queries.LeftOut?[qi];
                 var lists = new Dictionary<int, CandidateList>();
                 CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
-                    : lists[p] = Candidates(scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, buffer, leftOut);
+                    : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, local.Buffer, leftOut);
                 ReplayAgainstReference(index, scan, k, Of, qi, reference, scratch);
                 progress?.Report(Interlocked.Increment(ref done) / (double)total);
-                return scanner;
+                return local;
             }, _ => { });
         }
         // Most filtered families filter the first exactly measured queries, the sparse ranges every one.
@@ -603,6 +601,13 @@ public static class RecallCalibrator
     /// <summary>One query's scan: partitions in the order it visits them, where each grid CF's prefix ends, and how many it scans.</summary>
     private sealed record QueryScan(int[] Order, int[] Prefix, int Scanned);
 
+    /// <summary>One worker's scanner and candidate buffer, reused from query to query.</summary>
+    private sealed class CandidateScratch
+    {
+        public readonly PartitionScanner Scanner = new();
+        public readonly List<(float Bound, int Row)> Buffer = [];
+    }
+
     /// <summary>A query's re-rank candidates in one partition, in the scanner's order (at most K·R_max, itself left out), with exact distances.</summary>
     private sealed record CandidateList(float[] Bounds, int[] Ids, float[] Distances);
 
@@ -658,28 +663,27 @@ public static class RecallCalibrator
     }
 
     /// <summary>Replays one query's scan from its candidate lists and fills its recall and cost for every (R, CF) plan.</summary>
+    /// <remarks>
+    /// Past the scanned partitions recall and re-rank cost stay where they are, so only the scanned prefix is tracked
+    /// per R: a few partitions, where arrays as long as the index's partition count made the replay allocation-bound.
+    /// </remarks>
     private static void Replay(OpenedIndex index, QueryScan scan, HashSet<long> truth, int k, Func<int, CandidateList> candidatesOf,
         int qi, double[,] recall, double[,] cost)
     {
         var order = scan.Order;
         int m = index.Manifest.GlobalDimensions, d = index.Manifest.InternalDimensions;
         int grid = CentroidFactors.Length, rs = RerankFactors.Length;
+        int scanned = scan.Scanned, deepest = Math.Max(scanned, scan.Prefix.Max());
         var tops = new TopK[rs];
         for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
-        var recallAt = new double[rs, order.Length + 1];
-        var rerankCostAt = new double[rs, order.Length + 1];
-        var visitCostAt = new double[order.Length + 1];
-        for (int c = 0; c < order.Length; c++)
+        // Per R: recall and re-rank cost after the first c partitions, c = 0 … scanned.
+        var recallAt = new double[rs * (scanned + 1)];
+        var rerankCostAt = new double[rs * (scanned + 1)];
+        var visitCostAt = new double[deepest + 1];
+        for (int c = 0; c < deepest; c++) visitCostAt[c + 1] = visitCostAt[c] + VisitBytes(index.Manifest.Partitions[order[c]], m);
+        for (int c = 0; c < scanned; c++)
         {
-            int p = order[c];
-            var entry = index.Manifest.Partitions[p];
-            visitCostAt[c + 1] = visitCostAt[c] + VisitBytes(entry, m);
-            if (c >= scan.Scanned)
-            {
-                for (int r = 0; r < rs; r++) { recallAt[r, c + 1] = recallAt[r, c]; rerankCostAt[r, c + 1] = rerankCostAt[r, c]; }
-                continue;
-            }
-            var candidates = candidatesOf(p);
+            var candidates = candidatesOf(order[c]);
             for (int r = 0; r < rs; r++)
             {
                 var top = tops[r];
@@ -691,18 +695,19 @@ public static class RecallCalibrator
                     reranked++;
                     top.TryAdd(candidates.Ids[i], candidates.Distances[i]);
                 }
-                rerankCostAt[r, c + 1] = rerankCostAt[r, c] + reranked * RerankBytes(d);
+                int at = r * (scanned + 1) + c + 1;
+                rerankCostAt[at] = rerankCostAt[at - 1] + reranked * RerankBytes(d);
                 int hits = 0;
-                foreach (var nb in top.ToSortedArray()) if (truth.Contains(nb.Id)) hits++;
-                recallAt[r, c + 1] = hits / (double)truth.Count;
+                foreach (var nb in top.Items) if (truth.Contains(nb.Id)) hits++;
+                recallAt[at] = hits / (double)truth.Count;
             }
         }
         for (int r = 0; r < rs; r++)
             for (int g = 0; g < grid; g++)
             {
-                int c = scan.Prefix[g];
-                recall[qi, r * grid + g] = recallAt[r, c];
-                cost[qi, r * grid + g] = visitCostAt[c] + rerankCostAt[r, c];
+                int c = scan.Prefix[g], at = r * (scanned + 1) + Math.Min(c, scanned);
+                recall[qi, r * grid + g] = recallAt[at];
+                cost[qi, r * grid + g] = visitCostAt[c] + rerankCostAt[at];
             }
     }
 }

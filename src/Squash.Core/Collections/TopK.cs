@@ -72,6 +72,16 @@ public sealed class TopK
         _heap[i] = item;
     }
 
+    /// <summary>The items in no particular order (valid until the next change).</summary>
+    public ReadOnlySpan<Neighbor> Items => _heap.AsSpan(0, _count);
+
+    /// <summary>Whether <paramref name="id"/> is among the items (a scan of at most k).</summary>
+    public bool Contains(long id)
+    {
+        foreach (var item in Items) if (item.Id == id) return true;
+        return false;
+    }
+
     /// <summary>The items, best first.</summary>
     public Neighbor[] ToSortedArray()
     {

@@ -60,75 +60,135 @@ public sealed class AttributeValueIndex
     public long[]? Integers { get; init; }
     public int[]? Keys { get; init; }
 
+    /// <summary>Built once per column a filter looks at (a build's calibration builds thousands): sized arrays, no lists.</summary>
     public static AttributeValueIndex Build(PartitionAttributeColumn c)
     {
-        var rows = new List<int>();
         switch (c.Type)
         {
             case AttributeType.Number:
-            {
-                for (int i = 0; i < c.Codes!.Length; i++) if (c.Codes[i] != AttributeEncoding.MissingCode) rows.Add(i);
-                var r = rows.ToArray();
-                var values = r.Select(i => c.Numbers![i]).ToArray();
-                Array.Sort(values, r); // introsort is unstable: re-sort equal values by row below
-                SortTiesByRow(values, r);
-                return new AttributeValueIndex { Rows = r, Numbers = values, CellStarts = CellStartsOf(c.Codes, r) };
-            }
             case AttributeType.Integer:
             {
-                for (int i = 0; i < c.Codes!.Length; i++) if (c.Codes[i] != AttributeEncoding.MissingCode) rows.Add(i);
-                var r = rows.ToArray();
-                var values = r.Select(i => c.Integers![i]).ToArray();
-                Array.Sort(values, r);
-                SortTiesByRow(values, r);
-                return new AttributeValueIndex { Rows = r, Integers = values, CellStarts = CellStartsOf(c.Codes, r) };
+                // Cells are ranges of values in ascending order, so rows bucketed by cell (rows ascending within each)
+                // and then ordered by value inside their cell are sorted by (value, row): a few values per cell to sort
+                // instead of the whole column.
+                var codes = c.Codes!;
+                var starts = new int[257];
+                foreach (byte code in codes) if (code != AttributeEncoding.MissingCode) starts[code + 1]++;
+                for (int cell = 0; cell < 256; cell++) starts[cell + 1] += starts[cell];
+                var r = new int[starts[256]];
+                Span<int> next = stackalloc int[256];
+                starts.AsSpan(0, 256).CopyTo(next);
+                for (int i = 0; i < codes.Length; i++) if (codes[i] != AttributeEncoding.MissingCode) r[next[codes[i]]++] = i;
+                if (c.Type == AttributeType.Number)
+                {
+                    var numbers = new double[r.Length];
+                    for (int i = 0; i < r.Length; i++) numbers[i] = c.Numbers![r[i]];
+                    SortCells(numbers, r, starts);
+                    return new AttributeValueIndex { Rows = r, Numbers = numbers, CellStarts = starts };
+                }
+                var integers = new long[r.Length];
+                for (int i = 0; i < r.Length; i++) integers[i] = c.Integers![r[i]];
+                SortCells(integers, r, starts);
+                return new AttributeValueIndex { Rows = r, Integers = integers, CellStarts = starts };
             }
             case AttributeType.Bool:
             case AttributeType.Category:
             {
-                int n = c.Codes?.Length ?? c.Ids!.Length;
-                var keys = new List<int>();
-                for (int i = 0; i < n; i++)
+                int n = c.Codes?.Length ?? c.Ids!.Length, present = 0;
+                for (int i = 0; i < n; i++) if (c.IsPresent(i)) present++;
+                var r = new int[present];
+                var k = new int[present];
+                for (int i = 0, at = 0; i < n; i++)
                 {
-                    int key = c.Type == AttributeType.Bool ? (c.Codes![i] == AttributeEncoding.MissingCode ? -1 : c.Codes[i]) : c.Ids![i];
-                    if (key >= 0) { rows.Add(i); keys.Add(key); }
+                    if (!c.IsPresent(i)) continue;
+                    r[at] = i;
+                    k[at++] = c.Type == AttributeType.Bool ? c.Codes![i] : c.Ids![i];
                 }
-                var r = rows.ToArray();
-                var k = keys.ToArray();
-                Array.Sort(k, r);
-                SortTiesByRow(k, r);
+                SortKeys(k, r);
                 return new AttributeValueIndex { Rows = r, Keys = k };
             }
             default:
             {
-                var keys = new List<int>();
-                for (int i = 0; i < c.Present!.Length; i++)
+                int pairs = 0;
+                for (int i = 0; i < c.Present!.Length; i++) if (c.Present[i] != 0) pairs += c.Tags(i).Length;
+                var r = new int[pairs];
+                var k = new int[pairs];
+                for (int i = 0, at = 0; i < c.Present.Length; i++)
                     if (c.Present[i] != 0)
-                        foreach (int t in c.Tags(i)) { rows.Add(i); keys.Add(t); }
-                var r = rows.ToArray();
-                var k = keys.ToArray();
-                Array.Sort(k, r);
-                SortTiesByRow(k, r);
+                        foreach (int t in c.Tags(i)) { r[at] = i; k[at++] = t; }
+                SortKeys(k, r);
                 return new AttributeValueIndex { Rows = r, Keys = k };
             }
         }
     }
 
-    private static int[] CellStartsOf(byte[] codes, int[] sortedRows)
+    /// <summary>
+    /// Sorts (key, row) pairs given in ascending row order by key, ties keeping their rows ascending: a counting sort when
+    /// the keys (dictionary ids, bool codes) span not much more than there are pairs, else a comparison sort.
+    /// </summary>
+    private static void SortKeys(int[] keys, int[] rows)
     {
-        var starts = new int[257];
-        foreach (int row in sortedRows) starts[codes[row] + 1]++;
-        for (int c = 0; c < 256; c++) starts[c + 1] += starts[c];
-        return starts;
+        int max = keys.Length == 0 ? -1 : keys.Max();
+        if (max > 4 * keys.Length + 1024 || (keys.Length > 0 && keys.Min() < 0))
+        {
+            Array.Sort(keys, rows);
+            SortTiesByRow(keys, rows);
+            return;
+        }
+        var starts = new int[max + 2];
+        foreach (int key in keys) starts[key + 1]++;
+        for (int key = 0; key <= max; key++) starts[key + 1] += starts[key];
+        var sortedRows = new int[rows.Length];
+        for (int i = 0; i < keys.Length; i++) sortedRows[starts[keys[i]]++] = rows[i];
+        sortedRows.CopyTo(rows, 0);
+        for (int key = 0, at = 0; key <= max; key++)
+            while (at < starts[key]) keys[at++] = key;
+    }
+
+    /// <summary>
+    /// Orders each cell's entries by value, ties keeping their ascending rows; then checks the whole column is sorted and,
+    /// should a value lie outside its cell's range (a bug upstream), sorts the whole column instead.
+    /// </summary>
+    private static void SortCells<T>(T[] values, int[] rows, int[] cellStarts) where T : struct, IComparable<T>, IEquatable<T>
+    {
+        for (int cell = 0; cell < 256; cell++)
+        {
+            int start = cellStarts[cell], end = cellStarts[cell + 1];
+            if (end - start <= 16)
+            {
+                // Insertion sort: stable, so equal values keep their rows ascending.
+                for (int i = start + 1; i < end; i++)
+                {
+                    T value = values[i];
+                    int row = rows[i], j = i - 1;
+                    for (; j >= start && values[j].CompareTo(value) > 0; j--) { values[j + 1] = values[j]; rows[j + 1] = rows[j]; }
+                    values[j + 1] = value;
+                    rows[j + 1] = row;
+                }
+            }
+            else
+            {
+                Array.Sort(values, rows, start, end - start); // introsort is unstable: equal values re-sorted by row below
+                SortTiesByRow(values, rows, start, end);
+            }
+        }
+        for (int i = 1; i < values.Length; i++)
+            if (values[i - 1].CompareTo(values[i]) > 0)
+            {
+                Array.Sort(values, rows);
+                SortTiesByRow(values, rows, 0, values.Length);
+                return;
+            }
     }
 
     /// <summary>Within each run of equal keys, rows ascending (so the order is fully determined by the data).</summary>
-    private static void SortTiesByRow<T>(T[] keys, int[] rows) where T : IEquatable<T>
+    private static void SortTiesByRow<T>(T[] keys, int[] rows, int from = 0, int to = -1) where T : IEquatable<T>
     {
-        for (int start = 0; start < keys.Length;)
+        if (to < 0) to = keys.Length;
+        for (int start = from; start < to;)
         {
             int end = start + 1;
-            while (end < keys.Length && keys[end].Equals(keys[start])) end++;
+            while (end < to && keys[end].Equals(keys[start])) end++;
             if (end - start > 1) Array.Sort(rows, start, end - start);
             start = end;
         }

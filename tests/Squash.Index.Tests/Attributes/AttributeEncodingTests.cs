@@ -32,42 +32,76 @@ public class AttributeEncodingTests
         var info = AttributeEncoding.Fit(table);
         var rows = Enumerable.Range(0, 3000).Where(i => i % 3 != 1).ToArray();
         var pa = PartitionAttributes.Encode(table, info, rows);
-        for (int a = 0; a < pa.Columns.Length; a++)
+        for (int a = 0; a < pa.Columns.Length; a++) AssertValueIndexIsNaiveSort(pa.Columns[a], pa.Count);
+    }
+
+    /// <summary>
+    /// Columns the encoder would not write: a cell holding many equal and unequal values, small cells with equal values, values outside their cells
+    /// (the index must still come out sorted), and dictionary ids far above the row count (the comparison sort).
+    /// </summary>
+    [Fact]
+    public void ValueIndexSortsColumnsWhateverTheirCellsAndIds()
+    {
+        var rng = new Random(5);
+        int n = 400;
+        var crowded = new double[n];
+        var crowdedCodes = new byte[n];
+        var misplaced = new long[n];
+        var misplacedCodes = new byte[n];
+        var ids = new int[n];
+        var tied = new long[n];
+        var tiedCodes = new byte[n];
+        for (int i = 0; i < n; i++)
         {
-            var col = pa.Columns[a];
-            var index = col.ValueIndex;
-            // (key, row) pairs the index should hold, computed naively.
-            var expected = new List<(double Key, int Row)>();
-            for (int r = 0; r < pa.Count; r++)
+            tied[i] = rng.Next(200);
+            tiedCodes[i] = (byte)(tied[i] / 4);
+            crowded[i] = rng.Next(3) == 0 ? 7 : rng.NextDouble();
+            crowdedCodes[i] = (byte)(i % 5 == 0 ? AttributeEncoding.MissingCode : crowded[i] >= 7 ? 1 : 0);
+            misplaced[i] = rng.Next(50);
+            misplacedCodes[i] = (byte)rng.Next(4);
+            ids[i] = rng.Next(4) == 0 ? -1 : rng.Next(3) * 1_000_000;
+        }
+        AssertValueIndexIsNaiveSort(new PartitionAttributeColumn { Type = AttributeType.Number, Codes = crowdedCodes, Numbers = crowded }, n);
+        AssertValueIndexIsNaiveSort(new PartitionAttributeColumn { Type = AttributeType.Integer, Codes = tiedCodes, Integers = tied }, n);
+        AssertValueIndexIsNaiveSort(new PartitionAttributeColumn { Type = AttributeType.Integer, Codes = misplacedCodes, Integers = misplaced }, n, valuesInTheirCells: false);
+        AssertValueIndexIsNaiveSort(new PartitionAttributeColumn { Type = AttributeType.Category, Ids = ids }, n);
+    }
+
+    private static void AssertValueIndexIsNaiveSort(PartitionAttributeColumn col, int count, bool valuesInTheirCells = true)
+    {
+        var index = col.ValueIndex;
+        // (key, row) pairs the index should hold, computed naively.
+        var expected = new List<(double Key, int Row)>();
+        for (int r = 0; r < count; r++)
+        {
+            if (!col.IsPresent(r)) continue;
+            switch (col.Type)
             {
-                if (!col.IsPresent(r)) continue;
-                switch (col.Type)
-                {
-                    case AttributeType.Number: expected.Add((col.Numbers![r], r)); break;
-                    case AttributeType.Integer: expected.Add((col.Integers![r], r)); break;
-                    case AttributeType.Bool: expected.Add((col.Codes![r], r)); break;
-                    case AttributeType.Category: expected.Add((col.Ids![r], r)); break;
-                    default: foreach (int t in col.Tags(r)) expected.Add((t, r)); break;
-                }
+                case AttributeType.Number: expected.Add((col.Numbers![r], r)); break;
+                case AttributeType.Integer: expected.Add((col.Integers![r], r)); break;
+                case AttributeType.Bool: expected.Add((col.Codes![r], r)); break;
+                case AttributeType.Category: expected.Add((col.Ids![r], r)); break;
+                default: foreach (int t in col.Tags(r)) expected.Add((t, r)); break;
             }
-            expected.Sort();
-            Assert.Equal(expected.Select(e => e.Row), index.Rows);
-            if (col.Type is AttributeType.Number or AttributeType.Integer)
-            {
-                var values = index.Numbers ?? index.Integers!.Select(v => (double)v).ToArray();
-                Assert.Equal(expected.Select(e => e.Key), values);
+        }
+        expected.Sort();
+        Assert.Equal(expected.Select(e => e.Row), index.Rows);
+        if (col.Type is AttributeType.Number or AttributeType.Integer)
+        {
+            var values = index.Numbers ?? index.Integers!.Select(v => (double)v).ToArray();
+            Assert.Equal(expected.Select(e => e.Key), values);
+            if (valuesInTheirCells)
                 for (int c = 0; c < 256; c++)
                     for (int i = index.CellStarts![c]; i < index.CellStarts[c + 1]; i++) Assert.Equal(c, col.Codes![index.Rows[i]]);
-                Assert.Equal(index.Rows.Length, index.CellStarts![256]);
-            }
-            else
+            Assert.Equal(index.Rows.Length, index.CellStarts![256]);
+        }
+        else
+        {
+            Assert.Equal(expected.Select(e => (int)e.Key), index.Keys);
+            foreach (int key in expected.Select(e => (int)e.Key).Distinct().Append(999))
             {
-                Assert.Equal(expected.Select(e => (int)e.Key), index.Keys);
-                foreach (int key in expected.Select(e => (int)e.Key).Distinct().Append(999))
-                {
-                    var (start, end) = index.KeyRange(key);
-                    Assert.Equal(expected.Where(e => e.Key == key).Select(e => e.Row), index.Rows[start..end]);
-                }
+                var (start, end) = index.KeyRange(key);
+                Assert.Equal(expected.Where(e => e.Key == key).Select(e => e.Row), index.Rows[start..end]);
             }
         }
     }
