@@ -1,3 +1,4 @@
+using Squash.Core;
 using Squash.Index.Build;
 using Squash.Index.Model;
 using Squash.Storage;
@@ -54,7 +55,10 @@ public static class CalibratedBuild
                 if (exact is null) return manifest;
                 progress?.Report(new("calibrate", 0));
                 var started = DateTimeOffset.UtcNow;
-                var opened = await OpenedIndex.OpenUnpublishedAsync(store, manifest, ct).ConfigureAwait(false);
+                // The raw vectors are this build's input, mapped as the build mapped them: only codes and attributes are read back.
+                var space = new MetricSpace(MetricSpace.Parse(manifest.Metric), manifest.Dimensions, manifest.MaxNorm);
+                var opened = await OpenedIndex.OpenUnpublishedAsync(store, manifest, ct, vectorsOf: codes => InputVectors(codes, vectors, space))
+                    .ConfigureAwait(false);
                 var fitted = RecallCalibrator.Calibrate(opened, await exact.FinishAsync(ct).ConfigureAwait(false), queries, k,
                     progress is null ? null : new Progress<double>(f => progress.Report(new("calibrate", f))), ct);
                 progress?.Report(new("calibrate", 1));
@@ -65,6 +69,20 @@ public static class CalibratedBuild
                     Build = manifest.Build with { BuildSeconds = Math.Round(manifest.Build.BuildSeconds + seconds, 3) },
                 };
             }).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A partition's raw vectors from the build's input: its rows (by the codes' row ids) in the index's internal space,
+    /// which under L2 is the input itself (a view, nothing copied).
+    /// </summary>
+    public static PartitionVectors InputVectors(PartitionCodes codes, float[] vectors, MetricSpace space)
+    {
+        int dims = space.InputDimensions, d = space.InternalDimensions;
+        if (space.Metric == Metric.L2) return PartitionVectors.View(vectors, codes.Ids, dims);
+        var data = new float[(long)codes.Count * d];
+        for (int i = 0; i < codes.Count; i++)
+            space.MapStored(vectors.AsSpan(codes.Ids[i] * dims, dims), data.AsSpan(i * d, d));
+        return new PartitionVectors { Count = codes.Count, Dimensions = d, Data = data, RowsPerBlock = PartitionVectors.RowsPerBlockFor(d) };
     }
 
     /// <summary>The measured queries' exact neighbours (each base-sample query left out of its own), begun as the build begins.</summary>

@@ -117,8 +117,13 @@ public sealed class OpenedIndex
     /// A version whose segments are written but whose manifest is not yet (a build calibrating before it publishes): every
     /// partition read, or with <paramref name="loadAll"/> false only the manifest and routing data.
     /// </summary>
-    public static Task<OpenedIndex> OpenUnpublishedAsync(IndexStore store, IndexManifest manifest, CancellationToken ct = default, bool loadAll = true) =>
-        Open(store, manifest, loadAll, ct);
+    /// <param name="vectorsOf">
+    /// When given, each partition's raw vectors come from it (given the partition's codes, for their row ids) instead of
+    /// the version's vector segments, which are then not read: a build still holding its input.
+    /// </param>
+    public static Task<OpenedIndex> OpenUnpublishedAsync(IndexStore store, IndexManifest manifest, CancellationToken ct = default, bool loadAll = true,
+        Func<PartitionCodes, PartitionVectors>? vectorsOf = null) =>
+        Open(store, manifest, loadAll, ct, vectorsOf);
 
     /// <summary>
     /// Opens one version whose partitions live in a memory-bounded <see cref="SegmentCache"/> shared by
@@ -250,7 +255,8 @@ public sealed class OpenedIndex
             if (codes[i] == 2 || (codes[i] == 1 && filter.Matches(attributes, i))) rows.Add(i);
     }
 
-    private static async Task<OpenedIndex> Open(IndexStore store, IndexManifest manifest, bool loadAll, CancellationToken ct)
+    private static async Task<OpenedIndex> Open(IndexStore store, IndexManifest manifest, bool loadAll, CancellationToken ct,
+        Func<PartitionCodes, PartitionVectors>? vectorsOf = null)
     {
         var routing = await store.ReadRoutingAsync(manifest, ct).ConfigureAwait(false);
         var index = new OpenedIndex(store, manifest, routing);
@@ -258,14 +264,16 @@ public sealed class OpenedIndex
         {
             // Neighbouring partitions' segments are fetched together (a few requests per pack, not one per segment), a
             // bounded run of partitions at a time so that the fetched bytes held beside the decoded ones stay bounded.
-            var sizes = manifest.Partitions.Select(e => e.Segments().Sum(s => s.Bytes)).ToArray();
+            IEnumerable<SegmentRef> Read(PartitionEntry e) => vectorsOf is null ? e.Segments() : e.Segments().Except(e.VectorSegments());
+            var sizes = manifest.Partitions.Select(e => Read(e).Sum(s => s.Bytes)).ToArray();
             foreach (var run in RunsOfPartitions(sizes, LoadAllFetchBytes))
             {
-                var fetched = await store.PrefetchedAsync(manifest, run.SelectMany(p => manifest.Partitions[p].Segments()), ct).ConfigureAwait(false);
+                var fetched = await store.PrefetchedAsync(manifest, run.SelectMany(p => Read(manifest.Partitions[p])), ct).ConfigureAwait(false);
                 await Parallel.ForEachAsync(run, ct, async (p, c) =>
                 {
                     index._codes[p] = await fetched.ReadCodesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
-                    index._vectors[p] = await fetched.ReadVectorsAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
+                    index._vectors[p] = vectorsOf is not null ? vectorsOf(index._codes[p]!)
+                        : await fetched.ReadVectorsAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
                     if (manifest.Attributes is not null)
                         index._attributes[p] = await fetched.ReadAttributesAsync(manifest, manifest.Partitions[p], c).ConfigureAwait(false);
                 }).ConfigureAwait(false);

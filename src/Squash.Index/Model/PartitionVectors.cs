@@ -26,6 +26,9 @@ public sealed class PartitionVectors
 
     private readonly float[]? _data;
     private readonly float[]?[]? _blocks;
+    /// <summary>A view's source (row-major, <see cref="Dimensions"/> per row) and, per row of the partition, its row there.</summary>
+    private readonly float[]? _source;
+    private readonly int[]? _sourceRows;
 
     public required int Count { get; init; }
     public required int Dimensions { get; init; }
@@ -33,7 +36,8 @@ public sealed class PartitionVectors
     /// <summary>Every row, row-major. Only a dense instance has it: a sparse one throws.</summary>
     public float[] Data
     {
-        get => _data ?? throw new InvalidOperationException("this partition's vectors were fetched by rows (sparse); use Row(i)");
+        get => _data ?? throw new InvalidOperationException(_source is not null
+            ? "this partition's vectors are a view of other rows; use Row(i)" : "this partition's vectors were fetched by rows (sparse); use Row(i)");
         init => _data = value;
     }
 
@@ -42,25 +46,39 @@ public sealed class PartitionVectors
     /// <summary>Rows per checksummed block in this partition's segment.</summary>
     public int RowsPerBlock { get; init; }
 
-    public bool IsSparse => _data is null;
+    public bool IsSparse => _data is null && _source is null;
 
     /// <summary>A sparse view: <paramref name="blocks"/>[b] holds block b's rows, or null when it was not fetched.</summary>
     public static PartitionVectors Sparse(int count, int dimensions, int rowsPerBlock, float[]?[] blocks) =>
         new(blocks) { Count = count, Dimensions = dimensions, RowsPerBlock = rowsPerBlock };
 
+    /// <summary>
+    /// Rows of another row-major array, nothing copied: row i is <paramref name="source"/>'s row <paramref name="rows"/>[i]
+    /// (a build's calibration reads its input this way instead of the vector segments it has just written).
+    /// </summary>
+    public static PartitionVectors View(float[] source, int[] rows, int dimensions)
+    {
+        foreach (int row in rows)
+            if (row < 0 || (long)(row + 1) * dimensions > source.LongLength) throw new ArgumentOutOfRangeException(nameof(rows), $"row {row} is outside the source");
+        return new(source, rows) { Count = rows.Length, Dimensions = dimensions, RowsPerBlock = RowsPerBlockFor(dimensions) };
+    }
+
     public PartitionVectors() { }
 
     private PartitionVectors(float[]?[] blocks) => _blocks = blocks;
 
+    private PartitionVectors(float[] source, int[] rows) => (_source, _sourceRows) = (source, rows);
+
     public static int RowsPerBlockFor(int dimensions) => Math.Max(1, TargetBlockBytes / (dimensions * sizeof(float)));
 
-    public bool HasRow(int i) => _data is not null || _blocks![i / RowsPerBlock] is not null;
+    public bool HasRow(int i) => _data is not null || _source is not null || _blocks![i / RowsPerBlock] is not null;
 
     /// <summary>Row i; on a sparse instance a row that was not fetched is an error, never a silent zero.</summary>
     public ReadOnlySpan<float> Row(int i)
     {
         int d = Dimensions;
         if (_data is not null) return _data.AsSpan(i * d, d);
+        if (_source is not null) return _source.AsSpan(_sourceRows![i] * d, d);
         var block = _blocks![i / RowsPerBlock] ?? throw new MissingRowException(i);
         return block.AsSpan(i % RowsPerBlock * d, d);
     }
