@@ -118,8 +118,8 @@ public sealed class OpenedIndex
     /// partition read, or with <paramref name="loadAll"/> false only the manifest and routing data.
     /// </summary>
     /// <param name="vectorsOf">
-    /// When given, each partition's raw vectors come from it (given the partition's codes, for their row ids) instead of
-    /// the version's vector segments, which are then not read: a build still holding its input.
+    /// With <paramref name="loadAll"/>: each partition's raw vectors come from it (given the partition's codes, for their
+    /// row ids) instead of the version's vector segments, which are then not read: a build still holding its input.
     /// </param>
     public static Task<OpenedIndex> OpenUnpublishedAsync(IndexStore store, IndexManifest manifest, CancellationToken ct = default, bool loadAll = true,
         Func<PartitionCodes, PartitionVectors>? vectorsOf = null) =>
