@@ -4,9 +4,9 @@ using Squash.Core.Vectors;
 namespace Squash.Search;
 
 /// <summary>
-/// The calibration's exact neighbours (<see cref="GroundTruth"/>), computed on one thread while the index is being built:
-/// they depend only on the vectors, and a build leaves a core idle for much of its time (the KLT's and k-means' serial
-/// steps). The thread runs at the lowest priority, so it takes only what the build leaves idle (at normal priority it
+/// The calibration's exact neighbours (<see cref="GroundTruth"/>), computed on one thread while the input's attributes are
+/// read and the index is built: they depend only on the vectors, and reading (one thread) and a build (the KLT's and
+/// k-means' serial steps) leave a core idle for much of their time. The thread runs at the lowest priority, so it takes only what the build leaves idle (at normal priority it
 /// slowed the build's parallel steps by about as much as it saved: bench/recall.md). <see cref="FinishAsync"/> computes
 /// whatever the background thread has not reached on every core, so a build too short to hide them costs little more
 /// than computing them afterwards. Results are the same either way: each query's neighbours do not depend on which other
@@ -94,7 +94,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
 /// <summary>
 /// Puts the calling thread below every normal thread, so that it runs on what the build leaves idle instead of taking
 /// a share of a core the build is using. Linux ignores <see cref="Thread.Priority"/>, so there it is the thread's nice
-/// value (raising one's own is always allowed).
+/// value (raising one's own is always allowed) and the idle scheduling policy (lowering one's own is allowed too).
 /// </summary>
 internal static partial class BackgroundPriority
 {
@@ -106,7 +106,14 @@ internal static partial class BackgroundPriority
         {
             Thread.CurrentThread.Priority = ThreadPriority.Lowest;
             if (OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64)
-                _ = SetPriority(PrioProcess, (int)Syscall(SysGettid), Nicest);
+            {
+                int tid = (int)Syscall(SysGettid);
+                _ = SetPriority(PrioProcess, tid, Nicest);
+                // A nice-19 thread can keep its core for the rest of its slice when a build thread wakes; an idle-policy
+                // thread gives it up at once (bench/recall.md). Where the policy is refused, nice 19 stays.
+                int priority = 0;
+                unsafe { _ = SetScheduler(tid, SchedIdle, &priority); }
+            }
         }
         catch (Exception e) when (e is PlatformNotSupportedException or ThreadStateException or DllNotFoundException or EntryPointNotFoundException)
         {
@@ -116,6 +123,11 @@ internal static partial class BackgroundPriority
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "setpriority")]
     private static partial int SetPriority(int which, int who, int priority);
+
+    private const int SchedIdle = 5;
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "sched_setscheduler")]
+    private static unsafe partial int SetScheduler(int pid, int policy, int* param);
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "syscall")]
     private static partial long Syscall(long number);

@@ -38,11 +38,8 @@ public static partial class FilteredRecallCalibrator
         private readonly System.Collections.Concurrent.ConcurrentBag<TruthScratch> _scratch = [];
 
         /// <summary>One family's query: its filter, planning state, exact neighbours so far and, later, its candidate lists.</summary>
-        private sealed class FilteredQuery
+        private sealed class FilteredQuery : TruthQuery
         {
-            public required int Family, Query;
-            public required CompiledFilter Filter;
-            public required long Self;
             public required QueryContext Context;
             public required int[] Order;
             public required float[] Dist;
@@ -51,10 +48,6 @@ public static partial class FilteredRecallCalibrator
             public double AnchorRatio = 1;
             public required FilterEstimates Estimates;
             public required double Selectivity;
-            public required int[] Matches;
-            public required TopK Truth;
-            /// <summary>The partition of every row the exact top-K took in (what the truth's partitions are looked up in).</summary>
-            public required Dictionary<long, int> TruthPartition { get; init; }
             public HashSet<long> TruthIds = [];
             public int ScanTo;
             public int[] End = [];
@@ -69,7 +62,7 @@ public static partial class FilteredRecallCalibrator
             _k = k;
             _families = families;
             _queries = queries;
-            _byPlace = queries.OrderBy(fq => families[fq.Family].Kind, StringComparer.Ordinal).ThenBy(fq => families[fq.Family].Places[fq.Query]).ThenBy(fq => fq.Filter.Key).ThenBy(fq => fq.Family).ThenBy(fq => fq.Query).ToArray();
+            _byPlace = ByPlace(queries, families);
             _wanted = new bool[index.PartitionCount];
             foreach (var fq in queries)
                 for (int p = 0; p < _wanted.Length; p++) _wanted[p] |= fq.Estimates.CanMatch[p];
@@ -103,8 +96,28 @@ public static partial class FilteredRecallCalibrator
                 sample.Add(codes.Ids, part);
             }
             var drawn = DrawFamilies(attributes, sample, queries, count, Math.Min(count, denseQueries ?? count), k);
-            if (drawn.Count == 0) return null;
+            return drawn.Count == 0 ? null : Plan(index, queries, partitionOf, selfStored, drawn, sample.Own, null, k, cancellationToken);
+        }
 
+        /// <summary>
+        /// The families drawn and their exact neighbours found during the build (<see cref="NeighboursDuringBuild"/>), planned
+        /// on the built index: nothing is left for <see cref="Truth"/>. Null when no family was drawn.
+        /// </summary>
+        /// <param name="partitionOfRow">The partition of every row.</param>
+        internal static ByPartition? StartFrom(OpenedIndex index, CalibrationQueries queries, IReadOnlyDictionary<long, int> partitionOf,
+            float[]? selfStored, int[] partitionOfRow, DrawnNeighbours drawn, int k, CancellationToken cancellationToken = default)
+        {
+            if (drawn.Families.Count == 0) return null;
+            drawn.Distribute(partitionOfRow, index.PartitionCount, cancellationToken);
+            return Plan(index, queries, partitionOf, selfStored, drawn.Families, drawn.Own, drawn.Queries, k, cancellationToken);
+        }
+
+        /// <summary>Every drawn query's context, partition order and filter estimates; <paramref name="found"/>: exact neighbours already found (family-major), else none yet.</summary>
+        private static ByPartition Plan(OpenedIndex index, CalibrationQueries queries, IReadOnlyDictionary<long, int> partitionOf,
+            float[]? selfStored, List<Family> drawn, double[]?[] ownValues, TruthQuery?[]? found, int k, CancellationToken cancellationToken)
+        {
+            var attributes = index.Manifest.Attributes!;
+            int count = queries.Count;
             var engine = new SearchEngine(index);
             var manifest = index.Manifest;
             int d = manifest.InternalDimensions;
@@ -135,15 +148,17 @@ public static partial class FilteredRecallCalibrator
                     (int, int, float[])? leaveOut = null;
                     long self = queries.SelfIds?[q] ?? -1;
                     if (self >= 0 && filter.ValueTerm(a => index.Routing.ValueCentroidsOf(a) is not null) is { } term
-                        && sample.Own[term.Attribute]?[q] is { } own && !double.IsNaN(own))
+                        && ownValues[term.Attribute]?[q] is { } own && !double.IsNaN(own))
                         leaveOut = (partitionOf[self], ValueCentroids.SlotOf(attributes.Attributes[term.Attribute], own), selfStored!.AsSpan(q * d, d).ToArray());
                     var keyed = engine.ValueOrder(ctx.Internal, order, dist, filter, leaveOut);
+                    var truth = found?[i];
                     slots[i] = new FilteredQuery
                     {
-                        Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
+                        Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Internal = ctx.Internal, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
                         Estimates = estimates,
-                        Selectivity = estimates.Total / Math.Max(1, manifest.Count), Matches = new int[index.PartitionCount], Truth = new TopK(k),
-                        TruthPartition = new Dictionary<long, int>(2 * TruthMapPrunedAt * k),
+                        Selectivity = estimates.Total / Math.Max(1, manifest.Count),
+                        Matches = truth?.Matches ?? new int[index.PartitionCount], Truth = truth?.Truth ?? new TopK(k),
+                        TruthPartition = truth?.TruthPartition ?? new Dictionary<long, int>(2 * TruthMapPrunedAt * k),
                     };
                 });
             return new ByPartition(index, k, drawn, slots.OfType<FilteredQuery>().ToArray()) { QueryCount = count };
@@ -177,9 +192,9 @@ public static partial class FilteredRecallCalibrator
                 // Rows pushed out of the top-K need no partition: the map stays within the capacity it was made with.
                 // (Removing while enumerating is allowed: Dictionary.Remove leaves its enumerators valid.)
                 foreach (var fq in members)
-                    if (fq.TruthPartition.Count > TruthMapPrunedAt * _k)
-                        foreach (long id in fq.TruthPartition.Keys)
-                            if (!fq.Truth.Contains(id)) fq.TruthPartition.Remove(id);
+                    if (fq.TruthPartition is { } map && map.Count > TruthMapPrunedAt * _k)
+                        foreach (long id in map.Keys)
+                            if (!fq.Truth.Contains(id)) map.Remove(id);
                 return s;
             }, _scratch.Add);
         }
@@ -190,7 +205,7 @@ public static partial class FilteredRecallCalibrator
         /// to replace the unoptimized first version of these loops (bench/recall.md). The query path never calls it.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        private static void ScoreBlock(int p, ReadOnlySpan<FilteredQuery> members, int[] ids, PartitionVectors vectors, PartitionAttributes attributes,
+        internal static void ScoreBlock(int p, ReadOnlySpan<TruthQuery> members, int[] ids, PartitionVectors vectors, PartitionAttributes attributes,
             int tile, int d, TruthScratch s)
         {
             int union = 0;
@@ -208,8 +223,9 @@ public static partial class FilteredRecallCalibrator
                     int row = candidates[c];
                     if (!exact && !filter.Matches(attributes, row)) continue;
                     matched++;
-                    if (s.Members[row] == 0) s.Union[union++] = row;
-                    s.Members[row] |= run;
+                    // Listed once, even where the members that matched it so far have all left it out (their own row).
+                    if ((s.Members[row] & TruthScratch.Listed) == 0) s.Union[union++] = row;
+                    s.Members[row] |= run | TruthScratch.Listed;
                     // A base-sample query's own row is not its match.
                     for (int m = i; m < j; m++)
                         if (members[m].Self == ids[row])
@@ -265,7 +281,7 @@ public static partial class FilteredRecallCalibrator
         /// compiled instance) share a block of up to <see cref="MaxBlock"/>; a block holds at least four queries where there
         /// are that many, so that a quad of distinct ranges still reads each row once for four.
         /// </summary>
-        private static List<(int Start, int Count)> Blocks(FilteredQuery[] wanting)
+        internal static List<(int Start, int Count)> Blocks(TruthQuery[] wanting)
         {
             var blocks = new List<(int, int)>();
             for (int start = 0; start < wanting.Length;)
@@ -282,23 +298,25 @@ public static partial class FilteredRecallCalibrator
 
         private static ref float Row(PartitionVectors vectors, int row) => ref MemoryMarshal.GetReference(vectors.Row(row));
 
-        private static ref float Query(ReadOnlySpan<FilteredQuery> quad, int i) =>
-            ref MemoryMarshal.GetArrayDataReference(quad[i < quad.Length ? i : 0].Context.Internal);
+        private static ref float Query(ReadOnlySpan<TruthQuery> quad, int i) =>
+            ref MemoryMarshal.GetArrayDataReference(quad[i < quad.Length ? i : 0].Internal);
 
         /// <summary>One row's distances to the quad's queries it matches (<paramref name="members"/>: its membership in the block, the quad from bit <paramref name="first"/>).</summary>
-        private static void Offer(int p, ReadOnlySpan<FilteredQuery> quad, int first, int[] ids, int members, int row, ReadOnlySpan<float> scores)
+        private static void Offer(int p, ReadOnlySpan<TruthQuery> quad, int first, int[] ids, int members, int row, ReadOnlySpan<float> scores)
         {
             for (int i = 0; i < quad.Length; i++)
-                if ((members & (1 << (first + i))) != 0 && quad[i].Truth.TryAdd(ids[row], scores[i])) quad[i].TruthPartition[ids[row]] = p;
+                if ((members & (1 << (first + i))) != 0 && quad[i].Truth.TryAdd(ids[row], scores[i]) && quad[i].TruthPartition is { } where) where[ids[row]] = p;
         }
 
         /// <summary>One worker's buffers for <see cref="Truth"/>.</summary>
-        private sealed class TruthScratch
+        internal sealed class TruthScratch
         {
             public int[] Rows = [];
             public int[] Union = [];
-            /// <summary>Per row of the partition: which of the block's members it matches (bit i: member i); zero between blocks.</summary>
+            /// <summary>Per row of the partition: which of the block's members it matches (bit i: member i) and whether it is in the union (<see cref="Listed"/>); zero between blocks.</summary>
             public int[] Members = [];
+            /// <summary>The bit of <see cref="Members"/> that says the row is in the union (above every member's: <see cref="MaxBlock"/>).</summary>
+            public const int Listed = 1 << 30;
             public readonly float[] Scores = new float[12];
 
             public void Fit(int rows)
@@ -310,7 +328,7 @@ public static partial class FilteredRecallCalibrator
         }
 
         /// <summary>The rows a filter's exact check looks at, in any order: its index candidates, or every row; and whether they are exactly its matches.</summary>
-        private static (int[] Rows, int Count, bool Exact) CandidateRows(CompiledFilter filter, PartitionAttributes attributes, ref int[] rows)
+        internal static (int[] Rows, int Count, bool Exact) CandidateRows(CompiledFilter filter, PartitionAttributes attributes, ref int[] rows)
         {
             if (filter.TryCandidates(attributes, ref rows, out int indexed, ascending: false)) return (rows, indexed, filter.IndexedExactly);
             if (rows.Length < attributes.Count) rows = new int[attributes.Count];
@@ -345,7 +363,7 @@ public static partial class FilteredRecallCalibrator
                 var rank = new int[partitions];
                 for (int i = 0; i < partitions; i++) rank[fq.Order[i]] = i;
                 int needed = 0;
-                foreach (long id in fq.TruthIds) needed = Math.Max(needed, rank[fq.TruthPartition[id]] + 1);
+                foreach (long id in fq.TruthIds) needed = Math.Max(needed, rank[fq.TruthPartition![id]] + 1);
                 var matchesBefore = new int[partitions + 1];
                 for (int i = 0; i < partitions; i++) matchesBefore[i + 1] = matchesBefore[i] + fq.Matches[fq.Order[i]];
                 fq.End = new int[grid * rs];

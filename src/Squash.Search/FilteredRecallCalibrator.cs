@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using Squash.Core.Collections;
 using Squash.Index.Attributes;
 using Squash.Index.Model;
 using Squash.Search.Filters;
@@ -56,7 +57,7 @@ public static partial class FilteredRecallCalibrator
     /// the attribute, the operator and a range's width (the two value families share one), <paramref name="Places"/>
     /// holds each query's value or range start. Sorted by both, equal filters and overlapping ranges come together (<see cref="ByPartition.Truth"/>).
     /// </summary>
-    private sealed record Family(string Name, CompiledFilter?[] Filters, string Kind, double[] Places);
+    internal sealed record Family(string Name, CompiledFilter?[] Filters, string Kind, double[] Places);
 
     /// <summary>
     /// One family's replay, per query (rows of <see cref="Recall"/> and <see cref="Cost"/>; grid plans R-major, as the
@@ -89,6 +90,27 @@ public static partial class FilteredRecallCalibrator
         }
     }
 
+    /// <summary>
+    /// One filtered query's exact search: its filter, its own row (left out of its matches), its vector in the index's
+    /// internal space; its match count per partition and its exact top-K so far.
+    /// </summary>
+    internal class TruthQuery
+    {
+        public required int Family, Query;
+        public required CompiledFilter Filter;
+        public required long Self;
+        public required float[] Internal;
+        public required int[] Matches;
+        public required TopK Truth;
+        /// <summary>The partition of every row the exact top-K took in; null while there are no partitions (the pass over a build's input).</summary>
+        public Dictionary<long, int>? TruthPartition { get; set; }
+    }
+
+    /// <summary>The queries by filter kind and place: equal filters and overlapping ranges next to each other (what <see cref="ByPartition.Blocks"/> groups).</summary>
+    private static T[] ByPlace<T>(IEnumerable<T> queries, List<Family> families) where T : TruthQuery =>
+        queries.OrderBy(fq => families[fq.Family].Kind, StringComparer.Ordinal).ThenBy(fq => families[fq.Family].Places[fq.Query])
+            .ThenBy(fq => fq.Filter.Key).ThenBy(fq => fq.Family).ThenBy(fq => fq.Query).ToArray();
+
     /// <summary>A family takes part in a band's frontier with at least this many of its queries in the band.</summary>
     public const int MinQueriesInBand = 30;
 
@@ -103,10 +125,11 @@ public static partial class FilteredRecallCalibrator
 
     /// <summary>The bands, or null when the index has no attribute a family can be drawn from.</summary>
     /// <param name="denseQueries">How many of the first queries the families above <see cref="SparseSelectivity"/> filter; null: all.</param>
+    /// <param name="drawn">The families and their exact neighbours found during the build (<see cref="NeighboursDuringBuild"/>); null: found here.</param>
     public static IReadOnlyList<FilteredCalibration>? Calibrate(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default,
-        int? denseQueries = null)
+        int? denseQueries = null, DrawnNeighbours? drawn = null)
     {
-        var measured = Measure(index, queries, k, cancellationToken, denseQueries);
+        var measured = Measure(index, queries, k, cancellationToken, denseQueries, drawn);
         return measured.Count == 0 ? null : Bands(measured);
     }
 
@@ -118,32 +141,44 @@ public static partial class FilteredRecallCalibrator
     /// publish task run one replay.
     /// </summary>
     /// <param name="denseQueries">How many of the first queries the families above <see cref="SparseSelectivity"/> filter; null: all.</param>
+    /// <param name="drawn">The families and their exact neighbours found during the build, used when drawn for this index and these queries (else found here).</param>
     public static IReadOnlyList<FamilyMeasurement> Measure(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default,
-        int? denseQueries = null)
+        int? denseQueries = null, DrawnNeighbours? drawn = null)
     {
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(queries);
         if (index.Manifest.Attributes is null || queries.Count == 0) return [];
-        // Base-sample queries leave their own row out of its centroid: where that row lies and how it is stored.
+        // Where every row lies (-1: in no partition), for the base-sample queries, which leave their own row out of its
+        // centroid (where it lies and how it is stored), and for the neighbours found during the build.
+        var partitionOfRow = new int[index.Manifest.RowLimit];
+        var rowInPartition = new int[partitionOfRow.Length];
+        Array.Fill(partitionOfRow, -1);
+        Parallel.For(0, index.PartitionCount, new ParallelOptions { CancellationToken = cancellationToken }, p =>
+        {
+            var ids = index.Codes(p).Ids;
+            for (int i = 0; i < ids.Length; i++) (partitionOfRow[ids[i]], rowInPartition[ids[i]]) = (p, i);
+        });
         var partitionOf = new Dictionary<long, int>();
         float[]? selfStored = null;
         if (queries.SelfIds is { } self)
         {
             int d = index.Manifest.InternalDimensions;
-            var wanted = self.ToHashSet();
-            var rowOf = new Dictionary<long, int>();
-            for (int p = 0; p < index.PartitionCount; p++)
-            {
-                var ids = index.Codes(p).Ids;
-                for (int i = 0; i < ids.Length; i++)
-                    if (wanted.Contains(ids[i])) { partitionOf[ids[i]] = p; rowOf[ids[i]] = i; }
-            }
             selfStored = new float[(long)queries.Count * d];
             for (int q = 0; q < queries.Count; q++)
-                if (partitionOf.TryGetValue(self[q], out int p)) index.Vectors(p).Row(rowOf[self[q]]).CopyTo(selfStored.AsSpan(q * d, d));
+                if (self[q] >= 0 && self[q] < partitionOfRow.Length && partitionOfRow[self[q]] is var p and >= 0)
+                {
+                    partitionOf[self[q]] = p;
+                    index.Vectors(p).Row(rowInPartition[self[q]]).CopyTo(selfStored.AsSpan(q * d, d));
+                }
         }
         // Every read below is of a partition the index holds (or loads on demand), so each task is complete when returned.
         PartitionAttributes AttributesOf(int p) => index.Attributes(p) ?? throw new InvalidOperationException($"partition {p} has no attributes");
+        if (drawn is not null && drawn.DrawnFor(index, queries, Math.Min(queries.Count, denseQueries ?? queries.Count)))
+        {
+            var found = ByPartition.StartFrom(index, queries, partitionOf, selfStored, partitionOfRow, drawn, k, cancellationToken);
+            return found is null ? []
+                : found.MeasureAsync((p, _) => Task.FromResult((index.Codes(p), index.Vectors(p), AttributesOf(p))), cancellationToken).GetAwaiter().GetResult();
+        }
         var replay = ByPartition.StartAsync(index, queries, partitionOf, selfStored, (p, _) => Task.FromResult((index.Codes(p), AttributesOf(p))), k,
             cancellationToken, denseQueries).GetAwaiter().GetResult();
         if (replay is null) return [];

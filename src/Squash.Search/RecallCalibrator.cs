@@ -161,15 +161,17 @@ public static class RecallCalibrator
     /// <see cref="ExactQueries"/> the rest are measured against the index's deep answer instead.
     /// </summary>
     /// <param name="filtered">False: the unfiltered frontier only (<see cref="RecallCalibration.Filtered"/> null), for a caller that keeps its filtered bands.</param>
+    /// <param name="drawn">The filtered families' exact neighbours found during the build (<see cref="FilteredRecallCalibrator.NeighboursDuringBuild"/>); null: found here.</param>
     public static RecallCalibration? Calibrate(OpenedIndex index, int[][] exact, CalibrationQueries queries, int k = DefaultK,
-        IProgress<double>? progress = null, CancellationToken cancellationToken = default, bool filtered = true)
+        IProgress<double>? progress = null, CancellationToken cancellationToken = default, bool filtered = true,
+        FilteredRecallCalibrator.DrawnNeighbours? drawn = null)
     {
         ArgumentNullException.ThrowIfNull(index);
         ArgumentNullException.ThrowIfNull(exact);
         ArgumentNullException.ThrowIfNull(queries);
         if (index.Manifest.Count < Math.Max(MinimumVectors, 2L * k) || queries.Count == 0) return null;
         if (exact.Length == 0 || exact.Length > queries.Count) throw new ArgumentException($"{exact.Length} exact answers for {queries.Count} queries");
-        return CalibrateWith(index, exact, queries, k, Stopwatch.StartNew(), progress, cancellationToken, filtered);
+        return CalibrateWith(index, exact, queries, k, Stopwatch.StartNew(), progress, cancellationToken, filtered, drawn);
     }
 
     /// <summary>
@@ -177,7 +179,7 @@ public static class RecallCalibrator
     /// queries, every query is also replayed against a reference answer (<see cref="Summarise"/>).
     /// </summary>
     private static RecallCalibration CalibrateWith(OpenedIndex index, int[][] exact, CalibrationQueries queries, int k, Stopwatch clock,
-        IProgress<double>? progress, CancellationToken cancellationToken, bool filtered = true)
+        IProgress<double>? progress, CancellationToken cancellationToken, bool filtered = true, FilteredRecallCalibrator.DrawnNeighbours? drawn = null)
     {
         var self = queries.SelfIds;
         var engine = new SearchEngine(index);
@@ -238,7 +240,7 @@ public static class RecallCalibrator
             }, _ => { });
         }
         // Most filtered families filter the first exactly measured queries, the sparse ranges every one.
-        return Summarise(recall, cost, queries, k, clock, filtered ? FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken, measured) : null,
+        return Summarise(recall, cost, queries, k, clock, filtered ? FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken, measured, drawn) : null,
             reference);
     }
 

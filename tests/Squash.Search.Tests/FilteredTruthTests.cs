@@ -1,3 +1,4 @@
+using Squash.Core;
 using Squash.Index.Attributes;
 using Squash.Index.Build;
 using Squash.Search.Filters;
@@ -61,6 +62,7 @@ public sealed class FilteredTruthTests
                         scored.Add((Distance(ctx.Internal, index.Vectors(p).Row(row)), ids[row]));
             }
             string where = $"seed {seed}, family {family}, query {query} (row {rows[query]})";
+            Assert.True(neighbours.Distinct().Count() == neighbours.Length, $"{where}: a row is among the neighbours twice");
             Assert.True(scored.Count == matches, $"{where}: {matches} matches counted, {scored.Count} by brute force");
             var expected = scored.OrderBy(x => x.Distance).ThenBy(x => x.Id).Take(k).ToArray();
             Assert.True(expected.Length == neighbours.Length, $"{where}: {neighbours.Length} neighbours, {expected.Length} by brute force");
@@ -72,6 +74,22 @@ public sealed class FilteredTruthTests
                 Assert.True(Math.Abs(got - expected[i].Distance) <= 1e-5 * Math.Max(1, expected[i].Distance),
                     $"{where}, rank {i}: expected row {expected[i].Id} at {expected[i].Distance}, got row {neighbours[i]} at {got}");
             }
+        }
+
+        // The same from the build's input, in chunks of rows before there are partitions, once the replay has placed them.
+        using var during = new FilteredRecallCalibrator.NeighboursDuringBuild(table, data, n, dims, Metric.L2, queries, dense, k, CancellationToken.None);
+        var drawn = await during.FinishAsync();
+        Assert.NotNull(drawn);
+        Assert.True(drawn.DrawnFor(index, queries, dense), $"seed {seed}: drawn for another index or other queries");
+        FilteredRecallCalibrator.Measure(index, queries, k, denseQueries: dense, drawn: drawn);
+        var fromInput = drawn.ExactNeighbours().ToDictionary(x => (x.Family, x.Query));
+        Assert.Equal(measured.Count, fromInput.Count);
+        foreach (var (family, query, filter, neighbours, matches) in measured)
+        {
+            var other = fromInput[(family, query)];
+            Assert.Equal(filter.Key, other.Filter.Key);
+            Assert.True(neighbours.SequenceEqual(other.Neighbours), $"seed {seed}, family {family}, query {query}: other neighbours from the input");
+            Assert.True(matches == other.Matches, $"seed {seed}, family {family}, query {query}: {other.Matches} matches from the input, {matches} by partition");
         }
     }
 

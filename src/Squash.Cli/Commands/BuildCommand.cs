@@ -83,19 +83,14 @@ public static partial class BuildCommand
         var clock = Stopwatch.StartNew();
         var set = VectorFile.Read(path!);
         CliErrors.Require(p <= set.Count, $"--partitions ({p}) cannot exceed the number of vectors ({set.Count})");
-        AttributeTable? table = null;
-        if (pr.GetValue(f.Attributes) is { } attrPath)
+        var attrPath = pr.GetValue(f.Attributes);
+        AttributeSchema? declared = null;
+        if (attrPath is not null)
         {
             CliErrors.Require(File.Exists(attrPath), $"--attributes: file '{attrPath}' does not exist");
-            var declared = ParseSchema(pr.GetValue(f.Schema));
-            table = AttributeReader.ReadFile(attrPath, declared);
-            CliErrors.Require(table.Count == set.Count, $"--attributes: '{attrPath}' has {table.Count:N0} rows but there are {set.Count:N0} vectors (rows are matched by position)");
-            Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
+            declared = ParseSchema(pr.GetValue(f.Schema));
         }
-        else
-        {
-            CliErrors.Require(pr.GetValue(f.Schema) is null, "--schema needs --attributes");
-        }
+        else CliErrors.Require(pr.GetValue(f.Schema) is null, "--schema needs --attributes");
         CalibrationQueries? calibration = null;
         if (pr.GetValue(f.CalibrationQueries) is { } queryPath)
         {
@@ -106,10 +101,20 @@ public static partial class BuildCommand
             int take = Math.Min(q.Count, RecallCalibrator.BuildQueries(set.Count));
             calibration = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries");
         }
+        // The calibration's exact neighbours need only the vectors: they start now, on the core the attributes' parsing leaves idle.
+        bool calibrate = !pr.GetValue(f.NoCalibration);
+        using var started = calibrate ? CalibratedBuild.StartCalibration(set.Data, set.Count, set.Dimensions, metricValue, pr.GetValue(f.Seed), calibration, cancellationToken: ct) : null;
+        AttributeTable? table = null;
+        if (attrPath is not null)
+        {
+            table = AttributeReader.ReadFile(attrPath, declared);
+            CliErrors.Require(table.Count == set.Count, $"--attributes: '{attrPath}' has {table.Count:N0} rows but there are {set.Count:N0} vectors (rows are matched by position)");
+            Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
+        }
         var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(f.Seed), Attributes = table };
         Console.Error.WriteLine($"read {set.Count:N0} × {set.Dimensions} vectors from {path} in {clock.Elapsed.TotalSeconds:F1} s");
 
-        var manifest = await RunWithProgress(store, set, options, calibration, !pr.GetValue(f.NoCalibration), ct);
+        var manifest = await RunWithProgress(store, set, options, started, calibrate, ct);
         double rawBytes = (double)set.Count * set.Dimensions * 4;
         double codeBytes = manifest.Partitions.Sum(x => (double)x.BitsPerVector * x.Count) / 8;
         AnsiConsole.MarkupLine($"[green]built[/] {Markup.Escape(store.Blobs.Description)} version [bold]{manifest.Version}[/]: " +
@@ -167,7 +172,7 @@ public static partial class BuildCommand
     }
 
     private static async Task<Squash.Index.Model.IndexManifest> RunWithProgress(IndexStore store, VectorSet set, IndexBuildOptions options,
-        CalibrationQueries? calibration, bool calibrate, CancellationToken ct)
+        CalibrationStart? started, bool calibrate, CancellationToken ct)
     {
         if (!AnsiConsole.Profile.Capabilities.Interactive)
         {
@@ -177,7 +182,7 @@ public static partial class BuildCommand
             {
                 if (p.Stage != last) { Console.Error.WriteLine($"  {p.Stage}..."); last = p.Stage; }
             });
-            return await CalibratedBuild.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, plain, ct, calibration, calibrate);
+            return await CalibratedBuild.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, plain, ct, calibrate: calibrate, started: started);
         }
         Squash.Index.Model.IndexManifest? result = null;
         await AnsiConsole.Progress()
@@ -197,7 +202,7 @@ public static partial class BuildCommand
                         t.Value = Math.Max(t.Value, p.Fraction);
                     }
                 });
-                result = await CalibratedBuild.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, progress, ct, calibration, calibrate);
+                result = await CalibratedBuild.BuildAndPublishAsync(store, set.Data, set.Count, set.Dimensions, options, progress, ct, calibrate: calibrate, started: started);
                 foreach (var t in tasks.Values) t.Value = t.MaxValue;
             });
         return result!;
