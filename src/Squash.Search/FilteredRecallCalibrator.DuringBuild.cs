@@ -115,7 +115,7 @@ public static partial class FilteredRecallCalibrator
         /// <summary>The families, drawn as from the built index's partitions, and one query per family and query to score.</summary>
         private DrawnNeighbours Draw(bool parallel, CancellationToken cancellationToken)
         {
-            var info = AttributeEncoding.Fit(_table);
+            var info = _table.Encoding;
             // As the build maps them (its largest norm too, under inner product).
             double maxNorm = _metric == Metric.InnerProduct ? MetricSpace.MaxRowNorm(_vectors.AsSpan(0, _count * _dims), _dims) : 0;
             var space = new MetricSpace(_metric, _dims, maxNorm);

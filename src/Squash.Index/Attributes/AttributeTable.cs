@@ -26,9 +26,19 @@ public sealed class AttributeColumn
 /// <summary>The attributes of every vector (row = vector number) plus optional string ids.</summary>
 public sealed class AttributeTable
 {
+    private readonly Lazy<IndexAttributes> _encoding;
+
+    public AttributeTable() => _encoding = new(() => AttributeEncoding.Fit(this));
+
     public required AttributeSchema Schema { get; init; }
     public required int Count { get; init; }
     public required AttributeColumn[] Columns { get; init; }
     /// <summary>User ids per row (null entries: none given); null when the input had no ids at all.</summary>
     public string?[]? Ids { get; init; }
+
+    /// <summary>
+    /// <see cref="AttributeEncoding.Fit"/> of this table, fitted once by whichever caller asks first (a calibrated build's
+    /// filtered families and the build both need it; the others wait for it). A table is not changed once read.
+    /// </summary>
+    public IndexAttributes Encoding => _encoding.Value;
 }

@@ -66,7 +66,7 @@ public static class IndexBuilder
         for (int i = 0; i < count; i++) { int t = final[labels[i]]; members[t][fill[t]++] = i; }
 
         // 3. Encode each partition from its own rows; each writes its segments as soon as it is done.
-        var attributeInfo = options.Attributes is null ? null : AttributeEncoding.Fit(options.Attributes);
+        var attributeInfo = options.Attributes?.Encoding;
         var summaries = new PartitionSummary[kept.Length];
         int done = 0;
         progress?.Report(new("encode", 0));
