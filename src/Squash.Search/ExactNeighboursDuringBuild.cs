@@ -76,19 +76,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     }
 
     /// <summary>Stops the background thread (a build that failed or was cancelled does not wait for it).</summary>
-    public void Dispose()
-    {
-        _stop.Cancel();
-        try
-        {
-            _background.Wait(TimeSpan.FromSeconds(30));
-        }
-        catch (AggregateException)
-        {
-            // Cancelled or failed: nothing waits for its result.
-        }
-        _stop.Dispose();
-    }
+    public void Dispose() => BackgroundPriority.Stop(_stop, _background);
 }
 
 /// <summary>
@@ -119,6 +107,21 @@ internal static partial class BackgroundPriority
         {
             // Only slower to hide: the neighbours come out the same.
         }
+    }
+
+    /// <summary>Cancels a background thread's work and waits a while for it to end; a cancelled or failed thread's result is not wanted.</summary>
+    public static void Stop(CancellationTokenSource stop, Task background)
+    {
+        stop.Cancel();
+        try
+        {
+            background.Wait(TimeSpan.FromSeconds(30));
+        }
+        catch (AggregateException)
+        {
+            // Cancelled or failed: nothing waits for its result.
+        }
+        stop.Dispose();
     }
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "setpriority")]

@@ -179,8 +179,7 @@ public static partial class FilteredRecallCalibrator
             var wanting = _byPlace.Where(fq => fq.Estimates.CanMatch[p]).ToArray();
             var blocks = Blocks(wanting);
             int d = _index.Manifest.InternalDimensions;
-            // Rows per tile: about 192 KiB, which stays in L2 while every four members of the block score it.
-            int tile = 3 * Math.Max(4, (192 << 10) / (3 * d * sizeof(float)));
+            int tile = TileRows(d);
             var ids = codes.Ids;
             Parallel.For(0, blocks.Count, new ParallelOptions { CancellationToken = cancellationToken },
                 () => _scratch.TryTake(out var kept) ? kept : new TruthScratch(), (b, _, s) =>
@@ -272,6 +271,9 @@ public static partial class FilteredRecallCalibrator
         /// </summary>
         public IEnumerable<(int Family, int Query, CompiledFilter Filter, long[] Neighbours, long Matches)> ExactNeighbours() =>
             _queries.Select(fq => (fq.Family, fq.Query, fq.Filter, fq.Truth.ToSortedArray().Select(n => n.Id).ToArray(), fq.Matches.Sum(x => (long)x)));
+
+        /// <summary>Rows per tile of <see cref="ScoreBlock"/>: about 192 KiB, which stays in L2 while every four members of the block score it.</summary>
+        internal static int TileRows(int d) => 3 * Math.Max(4, (192 << 10) / (3 * d * sizeof(float)));
 
         /// <summary>At most this many queries share a block of <see cref="Truth"/> (one bit each in a row's membership).</summary>
         private const int MaxBlock = 16;

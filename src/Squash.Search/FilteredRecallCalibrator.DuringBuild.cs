@@ -12,11 +12,11 @@ public static partial class FilteredRecallCalibrator
     /// The filtered families' exact neighbours, found from the build's input while the index is being built, as
     /// <see cref="ExactNeighboursDuringBuild"/> finds the unfiltered ones: families, matches and distances depend only on
     /// the input's vectors and attributes, and the attribute encoding (<see cref="AttributeEncoding.Fit"/>) the build
-    /// writes into the manifest. One unit of work draws the families (the same <see cref="ColumnSample"/> and draw as
-    /// <see cref="ByPartition.StartAsync"/>, over every row at once), each further unit scores one block of queries
-    /// (<see cref="ByPartition.ScoreBlock"/>) over every row. A lowest-priority thread runs units as the build leaves a
-    /// core idle; <see cref="FinishAsync"/> runs the rest on every core. Only the match counts per partition wait for the
-    /// partitions (<see cref="DrawnNeighbours.Distribute"/>). The neighbours are the ones the partition-by-partition pass
+    /// writes into the manifest. A lowest-priority thread draws the families (the same <see cref="ColumnSample"/> and draw
+    /// as <see cref="ByPartition.StartAsync"/>, over every row), then scores chunks of consecutive rows, one at a time,
+    /// every block of queries (<see cref="ByPartition.ScoreBlock"/>) against each, as the build leaves a core idle;
+    /// <see cref="FinishAsync"/> scores the chunks it has not reached on every core. Only the match counts per partition
+    /// wait for the partitions (<see cref="DrawnNeighbours.Distribute"/>). The neighbours are the ones the partition-by-partition pass
     /// finds: a top-K does not depend on the order its rows were offered in, and each distance is the same sum.
     /// </summary>
     public sealed class NeighboursDuringBuild : IDisposable
@@ -61,6 +61,7 @@ public static partial class FilteredRecallCalibrator
             _background = Task.Factory.StartNew(() =>
             {
                 BackgroundPriority.Lower();
+                if (_finishing) return;
                 _drawn = Draw(parallel: false, _stop.Token);
                 while (!_finishing && ScoreNextChunk(parallel: false, _stop.Token)) { }
             }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
@@ -75,7 +76,7 @@ public static partial class FilteredRecallCalibrator
             cancellationToken.ThrowIfCancellationRequested();
             _finishing = true;
             await _background.WaitAsync(cancellationToken).ConfigureAwait(false);
-            // A background thread cancelled before it drew (or a build too short for it to start) leaves the draw to here.
+            // A build that ended before the background thread began leaves the draw to here.
             _drawn ??= Draw(parallel: true, cancellationToken);
             while (ScoreNextChunk(parallel: true, cancellationToken)) { }
             return _drawn!.Families.Count == 0 ? null : _drawn;
@@ -155,11 +156,9 @@ public static partial class FilteredRecallCalibrator
                     };
                 }
             var byPlace = ByPlace(queries.OfType<TruthQuery>(), families);
-            // Rows per tile as the partition-by-partition pass takes them: about 192 KiB.
-            int tile = 3 * Math.Max(4, (192 << 10) / (3 * d * sizeof(float)));
             return new DrawnNeighbours(info, families, sample.Own, queries, chunks, _count)
             {
-                Source = _queries, Dense = _dense, ByPlace = byPlace, Blocks = ByPartition.Blocks(byPlace), Tile = tile, Space = space,
+                Source = _queries, Dense = _dense, ByPlace = byPlace, Blocks = ByPartition.Blocks(byPlace), Tile = ByPartition.TileRows(d), Space = space,
             };
         }
 
@@ -172,19 +171,7 @@ public static partial class FilteredRecallCalibrator
         }
 
         /// <summary>Stops the background thread (a build that failed or was cancelled does not wait for it).</summary>
-        public void Dispose()
-        {
-            _stop.Cancel();
-            try
-            {
-                _background.Wait(TimeSpan.FromSeconds(30));
-            }
-            catch (AggregateException)
-            {
-                // Cancelled or failed: nothing waits for its result.
-            }
-            _stop.Dispose();
-        }
+        public void Dispose() => BackgroundPriority.Stop(_stop, _background);
     }
 
     /// <summary>
@@ -217,14 +204,16 @@ public static partial class FilteredRecallCalibrator
         internal CalibrationQueries Source { get; init; } = null!;
         internal int Dense { get; init; }
 
-        /// <summary>Whether these are the families <see cref="ByPartition.StartAsync"/> would draw from <paramref name="index"/> for <paramref name="queries"/>.</summary>
-        public bool DrawnFor(OpenedIndex index, CalibrationQueries queries, int dense) =>
-            ReferenceEquals(Source, queries) && Dense == dense && RowCount == index.Manifest.Count
-            && index.Manifest.ToJson().AsSpan().SequenceEqual((index.Manifest with { Attributes = Attributes }).ToJson());
+        /// <summary>The queries in <see cref="ByPlace"/> order, in blocks that share a filter (<see cref="ByPartition.Blocks"/>).</summary>
         internal TruthQuery[] ByPlace { get; init; } = null!;
         internal List<(int Start, int Count)> Blocks { get; init; } = null!;
         internal MetricSpace Space { get; init; } = null!;
         internal int Tile { get; init; }
+
+        /// <summary>Whether these are the families <see cref="ByPartition.StartAsync"/> would draw from <paramref name="index"/> for <paramref name="queries"/>.</summary>
+        public bool DrawnFor(OpenedIndex index, CalibrationQueries queries, int dense) =>
+            ReferenceEquals(Source, queries) && Dense == dense && RowCount == index.Manifest.Count
+            && index.Manifest.ToJson().AsSpan().SequenceEqual((index.Manifest with { Attributes = Attributes }).ToJson());
 
         /// <summary>
         /// Each query's matches counted per partition (its own row left out), and the partition of each row its top-K holds:
