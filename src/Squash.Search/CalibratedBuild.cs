@@ -123,7 +123,7 @@ public static class CalibratedBuild
         return new PartitionVectors { Count = codes.Count, Dimensions = d, Data = data, RowsPerBlock = PartitionVectors.RowsPerBlockFor(d) };
     }
 
-    /// <summary>The measured queries' exact neighbours (each base-sample query left out of its own), begun as the build begins.</summary>
+    /// <summary>The measured queries' exact neighbours (each base-sample query left out of its own), begun before the build.</summary>
     private static ExactNeighboursDuringBuild StartExactNeighbours(float[] vectors, int count, int dims, Metric metric,
         CalibrationQueries measured, int k, CancellationToken cancellationToken)
     {
