@@ -82,9 +82,11 @@ public static class CalibratedBuild
         var queries = begun.Queries;
         var exact = begun.Exact;
         const int k = RecallCalibrator.DefaultK;
-        // The filtered families' neighbours too: they depend on the input's attributes and the encoding the build fits to them.
+        // The filtered families' neighbours too: they depend on the input's attributes and the encoding the build fits to
+        // them, fitted here at the build's priority (the build then takes the same one).
         using var filtered = exact is null || options.Attributes is null ? null
-            : new FilteredRecallCalibrator.NeighboursDuringBuild(options.Attributes, vectors, count, dims, options.Metric, queries, begun.Measured, k, cancellationToken);
+            : new FilteredRecallCalibrator.NeighboursDuringBuild(options.Attributes, options.Attributes.Encoding, vectors, count, dims, options.Metric, queries,
+                begun.Measured, k, cancellationToken);
         return await IndexPublisher.BuildAndPublishAsync(store, vectors, count, dims, options, progress, cancellationToken,
             async (manifest, ct) =>
             {

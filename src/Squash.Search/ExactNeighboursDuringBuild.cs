@@ -26,6 +26,8 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     private readonly int _chunks;
     private readonly CancellationTokenSource _stop;
     private readonly Task _background;
+    /// <summary>Per chunk: its neighbours are written.</summary>
+    private readonly bool[] _done;
     private int _claimed;
 
     /// <param name="self">Per query, the base row it is (left out of its own neighbours), or null.</param>
@@ -43,6 +45,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         _self = self;
         _ids = new int[queries.Count][];
         _chunks = (queries.Count + ChunkQueries - 1) / ChunkQueries;
+        _done = new bool[_chunks];
         _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _background = Task.Factory.StartNew(() =>
         {
@@ -51,13 +54,20 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
-    /// <summary>Every query's neighbours: the chunks not yet started run now on every core; the background's last one is awaited.</summary>
+    /// <summary>
+    /// Every query's neighbours: the chunks not yet started run now on every core. The background's last one is awaited
+    /// for at most <see cref="BackgroundPriority.Handover"/>, then computed here as well (the same neighbours): on a busy
+    /// machine a lowest-priority thread can wait minutes for a core.
+    /// </summary>
     public async Task<int[][]> FinishAsync(CancellationToken cancellationToken = default)
     {
         // A cancelled build says so, even when the background thread had already done every chunk.
         cancellationToken.ThrowIfCancellationRequested();
         while (RunNextChunk(workers: 0, cancellationToken)) { }
-        await _background.WaitAsync(cancellationToken).ConfigureAwait(false);
+        if (await BackgroundPriority.HandedOverAsync(_background, cancellationToken).ConfigureAwait(false)) return _ids;
+        _stop.Cancel();
+        for (int chunk = 0; chunk < _chunks; chunk++)
+            if (!Volatile.Read(ref _done[chunk])) RunChunk(chunk, workers: 0, cancellationToken);
         return _ids;
     }
 
@@ -65,6 +75,13 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     {
         int chunk = Interlocked.Increment(ref _claimed) - 1;
         if (chunk >= _chunks) return false;
+        RunChunk(chunk, workers, cancellationToken);
+        return true;
+    }
+
+    /// <summary>One chunk's neighbours (a chunk computed twice writes equal arrays).</summary>
+    private void RunChunk(int chunk, int workers, CancellationToken cancellationToken)
+    {
         int first = chunk * ChunkQueries, count = Math.Min(ChunkQueries, _queries.Count - first);
         int dims = _queries.Dimensions;
         var part = new VectorSet(_queries.Data.AsMemory(first * dims, count * dims).ToArray(), count, dims);
@@ -72,7 +89,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         var ids = GroundTruth.Compute(_base, part, _k, _metric, accept: self is null ? null : (q, id) => id != self[first + q],
             cancellationToken: cancellationToken, workers: workers);
         ids.CopyTo(_ids, first);
-        return true;
+        Volatile.Write(ref _done[chunk], true);
     }
 
     /// <summary>Stops the background thread (a build that failed or was cancelled does not wait for it).</summary>
@@ -109,19 +126,32 @@ internal static partial class BackgroundPriority
         }
     }
 
-    /// <summary>Cancels a background thread's work and waits a while for it to end; a cancelled or failed thread's result is not wanted.</summary>
+    /// <summary>How long a finishing build waits for a background thread's unit of work before doing it itself.</summary>
+    public static readonly TimeSpan Handover = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// Whether <paramref name="background"/> ended within <see cref="Handover"/> (its failure, if it failed, is thrown);
+    /// false: it is still running, and the caller does its work instead.
+    /// </summary>
+    public static async Task<bool> HandedOverAsync(Task background, CancellationToken cancellationToken)
+    {
+        if (await Task.WhenAny(background, Task.Delay(Handover, cancellationToken)).ConfigureAwait(false) != background)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            return false;
+        }
+        await background.ConfigureAwait(false);
+        return true;
+    }
+
+    /// <summary>
+    /// Cancels a background thread's work without waiting for it: its result is not wanted, and a lowest-priority thread
+    /// on a busy machine may take long to notice. Its token source is disposed when it ends.
+    /// </summary>
     public static void Stop(CancellationTokenSource stop, Task background)
     {
         stop.Cancel();
-        try
-        {
-            background.Wait(TimeSpan.FromSeconds(30));
-        }
-        catch (AggregateException)
-        {
-            // Cancelled or failed: nothing waits for its result.
-        }
-        stop.Dispose();
+        background.ContinueWith(_ => stop.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
     }
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "setpriority")]

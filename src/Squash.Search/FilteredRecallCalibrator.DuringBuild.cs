@@ -28,6 +28,7 @@ public static partial class FilteredRecallCalibrator
         private const int ChunkBytes = 4 << 20;
 
         private readonly AttributeTable _table;
+        private readonly IndexAttributes _encoding;
         private readonly float[] _vectors;
         private readonly int _count, _dims, _dense, _k;
         private readonly Metric _metric;
@@ -36,20 +37,24 @@ public static partial class FilteredRecallCalibrator
         private readonly Task _background;
         /// <summary>Set by <see cref="FinishAsync"/>: the background thread stops after its chunk.</summary>
         private volatile bool _finishing;
+        /// <summary>The background thread's draw, once drawn.</summary>
         private DrawnNeighbours? _drawn;
-        private int _nextChunk;
 
+        /// <param name="encoding">The attribute encoding the build writes (<see cref="AttributeTable.Encoding"/>), fitted by the
+        /// caller: fitted on the background thread, the build would wait for it there.</param>
         /// <param name="vectors">The build's input, <paramref name="count"/> × <paramref name="dims"/>.</param>
         /// <param name="queries">The calibration's queries; the first <paramref name="dense"/> are the ones every family filters.</param>
-        public NeighboursDuringBuild(AttributeTable table, float[] vectors, int count, int dims, Metric metric, CalibrationQueries queries, int dense, int k,
+        public NeighboursDuringBuild(AttributeTable table, IndexAttributes encoding, float[] vectors, int count, int dims, Metric metric, CalibrationQueries queries, int dense, int k,
             CancellationToken cancellationToken)
         {
             ArgumentNullException.ThrowIfNull(table);
+            ArgumentNullException.ThrowIfNull(encoding);
             ArgumentNullException.ThrowIfNull(vectors);
             ArgumentNullException.ThrowIfNull(queries);
             if (table.Count != count) throw new ArgumentException($"{table.Count} attribute rows for {count} vectors", nameof(table));
             if (queries.Dimensions != dims) throw new ArgumentException($"queries have {queries.Dimensions} dimensions; the vectors have {dims}", nameof(queries));
             _table = table;
+            _encoding = encoding;
             _vectors = vectors;
             _count = count;
             _dims = dims;
@@ -62,31 +67,34 @@ public static partial class FilteredRecallCalibrator
             {
                 BackgroundPriority.Lower();
                 if (_finishing) return;
-                _drawn = Draw(parallel: false, _stop.Token);
-                while (!_finishing && ScoreNextChunk(parallel: false, _stop.Token)) { }
+                var drawn = _drawn = Draw(parallel: false, _stop.Token);
+                while (!_finishing && ScoreNextChunk(drawn, parallel: false, _stop.Token)) { }
             }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         }
 
         /// <summary>
         /// Every family's exact neighbours (null when none can be drawn): the background thread ends its chunk, and the
-        /// chunks it has not reached are scored now on every core.
+        /// chunks it has not reached are scored now on every core. A background thread that has not ended within
+        /// <see cref="BackgroundPriority.Handover"/> (on a busy machine it can wait minutes for a core) is left, with
+        /// its draw, and everything is drawn and scored here.
         /// </summary>
         public async Task<DrawnNeighbours?> FinishAsync(CancellationToken cancellationToken = default)
         {
             cancellationToken.ThrowIfCancellationRequested();
             _finishing = true;
-            await _background.WaitAsync(cancellationToken).ConfigureAwait(false);
-            // A build that ended before the background thread began leaves the draw to here.
-            _drawn ??= Draw(parallel: true, cancellationToken);
-            while (ScoreNextChunk(parallel: true, cancellationToken)) { }
-            return _drawn!.Families.Count == 0 ? null : _drawn;
+            DrawnNeighbours? drawn = null;
+            if (await BackgroundPriority.HandedOverAsync(_background, cancellationToken).ConfigureAwait(false)) drawn = _drawn;
+            else _stop.Cancel();
+            // A build that ended before the background thread began, or without it, draws here.
+            drawn ??= Draw(parallel: true, cancellationToken);
+            while (ScoreNextChunk(drawn, parallel: true, cancellationToken)) { }
+            return drawn.Families.Count == 0 ? null : drawn;
         }
 
         /// <summary>Every block's share of the next chunk of rows; false when none is left. One chunk at a time: blocks share queries.</summary>
-        private bool ScoreNextChunk(bool parallel, CancellationToken cancellationToken)
+        private bool ScoreNextChunk(DrawnNeighbours drawn, bool parallel, CancellationToken cancellationToken)
         {
-            var drawn = _drawn!;
-            int c = _nextChunk;
+            int c = drawn.ScoredChunks;
             if (c >= drawn.Chunks.Length || drawn.Families.Count == 0) return false;
             var (rows, attributes) = drawn.Chunks[c];
             var vectors = _metric == Metric.L2 ? PartitionVectors.View(_vectors, rows, _dims) : Mapped(drawn.Space, rows);
@@ -109,14 +117,14 @@ public static partial class FilteredRecallCalibrator
                     Score(b, scratch);
                 }
             }
-            _nextChunk = c + 1;
+            drawn.ScoredChunks = c + 1;
             return true;
         }
 
         /// <summary>The families, drawn as from the built index's partitions, and one query per family and query to score.</summary>
         private DrawnNeighbours Draw(bool parallel, CancellationToken cancellationToken)
         {
-            var info = _table.Encoding;
+            var info = _encoding;
             // As the build maps them (its largest norm too, under inner product).
             double maxNorm = _metric == Metric.InnerProduct ? MetricSpace.MaxRowNorm(_vectors.AsSpan(0, _count * _dims), _dims) : 0;
             var space = new MetricSpace(_metric, _dims, maxNorm);
@@ -209,6 +217,8 @@ public static partial class FilteredRecallCalibrator
         internal List<(int Start, int Count)> Blocks { get; init; } = null!;
         internal MetricSpace Space { get; init; } = null!;
         internal int Tile { get; init; }
+        /// <summary>How many of <see cref="Chunks"/> every block has scored.</summary>
+        internal int ScoredChunks { get; set; }
 
         /// <summary>Whether these are the families <see cref="ByPartition.StartAsync"/> would draw from <paramref name="index"/> for <paramref name="queries"/>.</summary>
         public bool DrawnFor(OpenedIndex index, CalibrationQueries queries, int dense) =>

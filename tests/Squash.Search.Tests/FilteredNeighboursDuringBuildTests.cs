@@ -31,7 +31,7 @@ public sealed class FilteredNeighboursDuringBuildTests
         using var idx = new TestData.TempIndex(data, n, dims, new IndexBuildOptions { Partitions = 40, Seed = seed, Metric = metric, Attributes = table, HeldOutRows = rows });
         var queries = CalibrationQueries.FromRows(data, dims, rows);
 
-        using var during = new FilteredRecallCalibrator.NeighboursDuringBuild(table, data, n, dims, metric, queries, dense, k, CancellationToken.None);
+        using var during = new FilteredRecallCalibrator.NeighboursDuringBuild(table, table.Encoding, data, n, dims, metric, queries, dense, k, CancellationToken.None);
         var drawn = await during.FinishAsync();
         Assert.NotNull(drawn);
         Assert.True(drawn.DrawnFor(idx.Index, queries, dense), $"seed {seed}: drawn for another index or other queries");

@@ -77,7 +77,7 @@ public sealed class FilteredTruthTests
         }
 
         // The same from the build's input, in chunks of rows before there are partitions, once the replay has placed them.
-        using var during = new FilteredRecallCalibrator.NeighboursDuringBuild(table, data, n, dims, Metric.L2, queries, dense, k, CancellationToken.None);
+        using var during = new FilteredRecallCalibrator.NeighboursDuringBuild(table, table.Encoding, data, n, dims, Metric.L2, queries, dense, k, CancellationToken.None);
         var drawn = await during.FinishAsync();
         Assert.NotNull(drawn);
         Assert.True(drawn.DrawnFor(index, queries, dense), $"seed {seed}: drawn for another index or other queries");

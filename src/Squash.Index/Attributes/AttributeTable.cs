@@ -38,7 +38,8 @@ public sealed class AttributeTable
 
     /// <summary>
     /// <see cref="AttributeEncoding.Fit"/> of this table, fitted once by whichever caller asks first (a calibrated build's
-    /// filtered families and the build both need it; the others wait for it). A table is not changed once read.
+    /// filtered families and the build both need it; the others wait for it, so a lowest-priority thread must not be the
+    /// first to ask). A table is not changed once read.
     /// </summary>
     public IndexAttributes Encoding => _encoding.Value;
 }
