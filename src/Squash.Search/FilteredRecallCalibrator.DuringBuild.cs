@@ -223,7 +223,7 @@ public static partial class FilteredRecallCalibrator
         /// <summary>Whether these are the families <see cref="ByPartition.StartAsync"/> would draw from <paramref name="index"/> for <paramref name="queries"/>.</summary>
         public bool DrawnFor(OpenedIndex index, CalibrationQueries queries, int dense) =>
             ReferenceEquals(Source, queries) && Dense == dense && RowCount == index.Manifest.Count
-            && index.Manifest.ToJson().AsSpan().SequenceEqual((index.Manifest with { Attributes = Attributes }).ToJson());
+            && index.Manifest.Attributes is { } encoding && encoding.EncodesAs(Attributes);
 
         /// <summary>
         /// Each query's matches counted per partition (its own row left out), and the partition of each row its top-K holds:

@@ -200,48 +200,77 @@ public static class RecallCalibrator
             int p = partitionOf[selfId];
             return index.Vectors(p).Row(Array.IndexOf(index.Codes(p).Ids, (int)selfId)).ToArray();
         }
-        Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
+        // The filtered families need nothing from the unfiltered replays, and both leave cores idle between their
+        // parallel loops: run side by side, they fill each other's gaps. Most filtered families filter the first exactly
+        // measured queries, the sparse ranges every one.
+        using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var filteredBands = filtered
+            ? Task.Run(() => FilteredRecallCalibrator.Calibrate(index, queries, k, failed.Token, measured, drawn), failed.Token)
+            : Task.FromResult<IReadOnlyList<FilteredCalibration>?>(null);
+        try
         {
-            var vector = queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions);
-            var truth = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
-            if (truth.Count > 0)
-            {
-                long selfId = self?[qi] ?? -1;
-                var ctx = new QueryContext(index, vector);
-                var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), k, id => partitionOf[id]);
-                var leftOut = queries.LeftOut?[qi];
-                Replay(index, scan, truth, k, p => Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, scratch.Buffer, leftOut), qi, recall, cost);
-            }
-            else for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1;
-            progress?.Report(Interlocked.Increment(ref done) / (double)total);
-            return scratch;
-        }, _ => { });
-
-        double[,]? reference = null;
-        if (measured < queries.Count)
-        {
-            // The reference: R 16 at the smallest grid CF whose recall on the exact queries reaches ReferenceRecall (else
-            // the largest grid CF). Every query, exact ones included, is replayed against that plan's own answer.
-            int g = ReferenceGrid(recall);
-            reference = new double[queries.Count, grid * rs];
-            var scratch = new double[queries.Count, grid * rs];
-            Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, local) =>
-            {
-                var ctx = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
-                long selfId = self?[qi] ?? -1;
-                var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, id => partitionOf[id], g);
-                var leftOut = queries.LeftOut?[qi];
-                var lists = new Dictionary<int, CandidateList>();
-                CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
-                    : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, local.Buffer, leftOut);
-                ReplayAgainstReference(index, scan, k, Of, qi, reference, scratch);
-                progress?.Report(Interlocked.Increment(ref done) / (double)total);
-                return local;
-            }, _ => { });
+            var reference = UnfilteredReplays();
+            return Summarise(recall, cost, queries, k, clock, filteredBands.GetAwaiter().GetResult(), reference);
         }
-        // Most filtered families filter the first exactly measured queries, the sparse ranges every one.
-        return Summarise(recall, cost, queries, k, clock, filtered ? FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken, measured, drawn) : null,
-            reference);
+        catch
+        {
+            // Stopped and awaited, so that no replay outlives the calibration that failed.
+            failed.Cancel();
+            try { filteredBands.Wait(CancellationToken.None); } catch (AggregateException) { }
+            throw;
+        }
+
+        // Every plan's recall and cost on the exact queries; every query against the reference plan's answer when some are not exact.
+        double[,]? UnfilteredReplays()
+        {
+            // An exact query's candidate lists, kept for its reference replay (which scans the same partitions and usually a few more).
+            var kept = measured < queries.Count ? new Dictionary<int, CandidateList>?[measured] : null;
+            Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
+            {
+                var vector = queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions);
+                var truth = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
+                if (truth.Count > 0)
+                {
+                    long selfId = self?[qi] ?? -1;
+                    var ctx = new QueryContext(index, vector);
+                    var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), k, id => partitionOf[id]);
+                    var leftOut = queries.LeftOut?[qi];
+                    var lists = new Dictionary<int, CandidateList>();
+                    CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
+                        : lists[p] = Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, scratch.Buffer, leftOut);
+                    Replay(index, scan, truth, k, Of, qi, recall, cost);
+                    if (kept is not null) kept[qi] = lists;
+                }
+                else for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1;
+                progress?.Report(Interlocked.Increment(ref done) / (double)total);
+                return scratch;
+            }, _ => { });
+
+            if (measured < queries.Count)
+            {
+                // The reference: R 16 at the smallest grid CF whose recall on the exact queries reaches ReferenceRecall (else
+                // the largest grid CF). Every query, exact ones included, is replayed against that plan's own answer.
+                int g = ReferenceGrid(recall);
+                var reference = new double[queries.Count, grid * rs];
+                var scratch = new double[queries.Count, grid * rs];
+                Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, local) =>
+                {
+                    var ctx = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
+                    long selfId = self?[qi] ?? -1;
+                    var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, id => partitionOf[id], g);
+                    var leftOut = queries.LeftOut?[qi];
+                    var lists = (qi < measured ? kept![qi] : null) ?? new Dictionary<int, CandidateList>();
+                    CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
+                        : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, local.Buffer, leftOut);
+                    ReplayAgainstReference(index, scan, k, Of, qi, reference, scratch);
+                    if (qi < measured) kept![qi] = null;
+                    progress?.Report(Interlocked.Increment(ref done) / (double)total);
+                    return local;
+                }, _ => { });
+                return reference;
+            }
+            return null;
+        }
     }
 
     private static double Mean(double[,] values, int j)
@@ -628,8 +657,7 @@ public static class RecallCalibrator
         // Where each plan's partition prefix ends: SelectCount per grid CF.
         int grid = CentroidFactors.Length;
         var prefix = new int[grid];
-        for (int g = 0; g < grid; g++)
-            prefix[g] = SearchEngine.SelectCount(order, dist, sizes, new SearchOptions { K = k, CentroidFactor = CentroidFactors[g] });
+        SearchEngine.SelectCounts(order, dist, sizes, k, CentroidFactors, prefix);
         // Scanning stops once every true neighbour's partition is in (more partitions cannot raise recall further).
         int needed = 0;
         if (truth is null) needed = prefix[through];

@@ -41,11 +41,31 @@ public sealed class SearchEngine
     public static int SelectCount(ReadOnlySpan<int> order, ReadOnlySpan<float> distances, ReadOnlySpan<int> sizes, SearchOptions options)
     {
         if (options.Exact || order.Length == 0) return order.Length;
-        double limit = distances[order[0]] * options.CentroidFactor;
-        long held = sizes[order[0]];
-        int count = 1;
-        while (count < order.Length && (distances[order[count]] <= limit || held < options.K)) held += sizes[order[count++]];
-        return count;
+        Span<int> count = stackalloc int[1];
+        SelectCounts(order, distances, sizes, options.K, [options.CentroidFactor], count);
+        return count[0];
+    }
+
+    /// <summary>
+    /// <see cref="SelectCount"/> for each of ascending <paramref name="centroidFactors"/> (not exact) in one walk: a larger
+    /// factor keeps every partition a smaller one kept, so each count resumes where the one before stopped.
+    /// </summary>
+    public static void SelectCounts(ReadOnlySpan<int> order, ReadOnlySpan<float> distances, ReadOnlySpan<int> sizes, int k,
+        ReadOnlySpan<double> centroidFactors, Span<int> counts)
+    {
+        if (counts.Length < centroidFactors.Length) throw new ArgumentException("fewer counts than centroid factors", nameof(counts));
+        int count = Math.Min(1, order.Length);
+        long held = order.Length == 0 ? 0 : sizes[order[0]];
+        for (int g = 0; g < centroidFactors.Length; g++)
+        {
+            if (g > 0 && centroidFactors[g] < centroidFactors[g - 1]) throw new ArgumentException("centroid factors must ascend", nameof(centroidFactors));
+            if (order.Length > 0)
+            {
+                double limit = distances[order[0]] * centroidFactors[g];
+                while (count < order.Length && (distances[order[count]] <= limit || held < k)) held += sizes[order[count++]];
+            }
+            counts[g] = count;
+        }
     }
 
     /// <summary>

@@ -1,3 +1,5 @@
+using System.Text.Json;
+using Squash.Index.Model;
 using Squash.Core.Quantization;
 
 namespace Squash.Index.Attributes;
@@ -40,6 +42,14 @@ public sealed record IndexAttributes
         for (int i = 0; i < Attributes.Count; i++) if (Attributes[i].Name == name) return i;
         return -1;
     }
+
+    /// <summary>
+    /// True when <paramref name="other"/> encodes every value as this does: the same schema and encoders, as a manifest
+    /// writes them (the records hold arrays, so their own equality compares references).
+    /// </summary>
+    public bool EncodesAs(IndexAttributes other) =>
+        ReferenceEquals(this, other) || JsonSerializer.SerializeToUtf8Bytes(this, ManifestJson.Default.IndexAttributes).AsSpan()
+            .SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(other, ManifestJson.Default.IndexAttributes));
 }
 
 /// <summary>
