@@ -50,7 +50,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         _background = Task.Factory.StartNew(() =>
         {
             BackgroundPriority.Lower();
-            while (!_stop.IsCancellationRequested && RunNextChunk(workers: 1, _stop.Token)) { }
+            while (!_stop.IsCancellationRequested && RunNextChunk(workers: 1, _stop.Token, background: true)) { }
         }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
@@ -71,10 +71,11 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         return _ids;
     }
 
-    private bool RunNextChunk(int workers, CancellationToken cancellationToken)
+    private bool RunNextChunk(int workers, CancellationToken cancellationToken, bool background = false)
     {
         int chunk = Interlocked.Increment(ref _claimed) - 1;
         if (chunk >= _chunks) return false;
+        if (background) BackgroundPriority.Reached(BackgroundPriority.Point.ChunkClaimed);
         RunChunk(chunk, workers, cancellationToken);
         return true;
     }
@@ -105,8 +106,10 @@ internal static partial class BackgroundPriority
 {
     private const int PrioProcess = 0, Nicest = 19, SysGettid = 186;
 
+    /// <summary>Lowers the calling background thread's priority (first <see cref="Reached"/> <see cref="Point.Started"/>).</summary>
     public static void Lower()
     {
+        Reached(Point.Started);
         try
         {
             Thread.CurrentThread.Priority = ThreadPriority.Lowest;
@@ -125,6 +128,17 @@ internal static partial class BackgroundPriority
             // Only slower to hide: the neighbours come out the same.
         }
     }
+
+    /// <summary>Where a background thread can be held (<see cref="Hold"/>).</summary>
+    public enum Point { Started, ChunkClaimed }
+
+    /// <summary>
+    /// Called by the background threads started in this async flow at each <see cref="Point"/>: a test holds one there to
+    /// stand for a thread that gets no core for minutes (no load a test can put on a machine does that reliably).
+    /// </summary>
+    public static readonly AsyncLocal<Action<Point>?> Hold = new();
+
+    public static void Reached(Point point) => Hold.Value?.Invoke(point);
 
     /// <summary>How long a finishing build waits for a background thread's unit of work before doing it itself.</summary>
     public static readonly TimeSpan Handover = TimeSpan.FromSeconds(2);

@@ -1,0 +1,107 @@
+using System.Diagnostics;
+using Squash.Core;
+using Squash.Core.Vectors;
+using Squash.Index.Attributes;
+
+namespace Squash.Search.Tests;
+
+/// <summary>
+/// A calibration's background thread that gets no core (a lowest-priority thread on a busy machine) is waited for at most
+/// <see cref="BackgroundPriority.Handover"/>: the finishing build then does the thread's work itself and gets what the
+/// thread would have given. The thread is held at a point of its work to stand for one that is never scheduled.
+/// </summary>
+public sealed class BackgroundHandoverTests
+{
+    [Theory]
+    [InlineData(false, 1)]
+    [InlineData(true, 2)]
+    public async Task ExactNeighboursOfAHeldThreadAreComputedByTheFinish(bool afterClaimingAChunk, int seed)
+    {
+        // Held as it starts, the finish claims every chunk itself; held on a chunk it claimed, the finish computes that one too.
+        var point = afterClaimingAChunk ? BackgroundPriority.Point.ChunkClaimed : BackgroundPriority.Point.Started;
+        const int n = 2500, dims = 20, k = 10, queries = 700; // three chunks
+        var rng = new Random(seed);
+        var data = new float[n * dims];
+        for (int i = 0; i < data.Length; i++) data[i] = (float)rng.NextDouble();
+        var rows = Enumerable.Range(0, n).OrderBy(_ => rng.Next()).Take(queries).ToArray();
+        var querySet = new float[queries * dims];
+        for (int q = 0; q < queries; q++) data.AsSpan(rows[q] * dims, dims).CopyTo(querySet.AsSpan(q * dims));
+        var baseSet = new VectorSet(data, n, dims);
+        var expected = GroundTruth.Compute(baseSet, new VectorSet(querySet, queries, dims), k, Metric.L2, accept: (q, id) => id != rows[q]);
+
+        using var release = new ManualResetEventSlim(false);
+        var held = Held(point, release, out var reached);
+        ExactNeighboursDuringBuild exact;
+        try { exact = new ExactNeighboursDuringBuild(baseSet, new VectorSet(querySet, queries, dims), k, Metric.L2, rows.Select(r => (long)r).ToArray(), CancellationToken.None); }
+        finally { BackgroundPriority.Hold.Value = null; }
+        using (exact)
+        {
+            Assert.True(reached.Wait(TimeSpan.FromMinutes(1)), $"seed {seed}: the background thread never reached {point}");
+            var clock = Stopwatch.StartNew();
+            var ids = await exact.FinishAsync().WaitAsync(TimeSpan.FromMinutes(2));
+            // It waited for the held thread's unit, then did it itself.
+            Assert.True(clock.Elapsed >= BackgroundPriority.Handover * 0.9, $"seed {seed}: finished after {clock.Elapsed.TotalSeconds:F2} s, before the hand-over");
+            Assert.Equal(queries, ids.Length);
+            for (int q = 0; q < queries; q++)
+                Assert.True(expected[q].SequenceEqual(ids[q]), $"seed {seed}, {point}, query {q}: [{string.Join(",", ids[q])}], the brute force [{string.Join(",", expected[q])}]");
+            release.Set();
+            Assert.Equal(1, held());
+        }
+    }
+
+    [Fact]
+    public async Task FilteredNeighboursOfAHeldThreadAreDrawnAndScoredByTheFinish()
+    {
+        const int n = 3000, dims = 16, k = RecallCalibrator.DefaultK, sample = 300, dense = 200, seed = 7;
+        var data = TestData.Clustered(n, dims, clusters: 10, seed: seed);
+        var rng = new Random(seed);
+        var table = AttributeReader.ReadJsonLines(new StringReader(string.Concat(Enumerable.Range(0, n).Select(i =>
+            $"{{\"attributes\":{{\"label\":{i % 7},\"u\":{rng.Next(100_000)}}}}}\n"))), "attrs.jsonl");
+        var queries = CalibrationQueries.FromRows(data, dims, CalibratedBuild.CalibrationRows(n, seed, sample, dense)!);
+
+        using var free = new FilteredRecallCalibrator.NeighboursDuringBuild(table, table.Encoding, data, n, dims, Metric.L2, queries, dense, k, CancellationToken.None);
+        var expected = (await free.FinishAsync().WaitAsync(TimeSpan.FromMinutes(2)))!.ExactNeighbours().ToList();
+
+        using var release = new ManualResetEventSlim(false);
+        var held = Held(BackgroundPriority.Point.Started, release, out var reached);
+        FilteredRecallCalibrator.NeighboursDuringBuild during;
+        try { during = new FilteredRecallCalibrator.NeighboursDuringBuild(table, table.Encoding, data, n, dims, Metric.L2, queries, dense, k, CancellationToken.None); }
+        finally { BackgroundPriority.Hold.Value = null; }
+        using (during)
+        {
+            Assert.True(reached.Wait(TimeSpan.FromMinutes(1)), "the background thread never started");
+            var clock = Stopwatch.StartNew();
+            var drawn = await during.FinishAsync().WaitAsync(TimeSpan.FromMinutes(2));
+            Assert.True(clock.Elapsed >= BackgroundPriority.Handover * 0.9, $"finished after {clock.Elapsed.TotalSeconds:F2} s, before the hand-over");
+            Assert.NotNull(drawn);
+            var found = drawn.ExactNeighbours().ToList();
+            Assert.Equal(expected.Count, found.Count);
+            Assert.True(expected.Count > sample, $"only {expected.Count} filtered queries");
+            for (int i = 0; i < expected.Count; i++)
+            {
+                var (family, query, filter, neighbours, matches) = found[i];
+                Assert.True(expected[i].Family == family && expected[i].Query == query && expected[i].Matches == matches
+                    && expected[i].Neighbours.SequenceEqual(neighbours),
+                    $"filtered query {i} (family {family}, query {query}): {matches} matches, [{string.Join(",", neighbours)}]; " +
+                    $"unheld: {expected[i].Matches} matches, [{string.Join(",", expected[i].Neighbours)}]");
+            }
+            release.Set();
+            Assert.Equal(1, held());
+        }
+    }
+
+    /// <summary>Holds this flow's background threads at <paramref name="point"/> until <paramref name="release"/>; the result counts the holds.</summary>
+    private static Func<int> Held(BackgroundPriority.Point point, ManualResetEventSlim release, out ManualResetEventSlim reached)
+    {
+        int holds = 0;
+        var signal = reached = new ManualResetEventSlim(false);
+        BackgroundPriority.Hold.Value = p =>
+        {
+            if (p != point) return;
+            Interlocked.Increment(ref holds);
+            signal.Set();
+            release.Wait(TimeSpan.FromMinutes(5));
+        };
+        return () => Volatile.Read(ref holds);
+    }
+}
