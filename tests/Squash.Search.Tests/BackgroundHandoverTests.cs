@@ -20,12 +20,7 @@ public sealed class BackgroundHandoverTests
         // Held as it starts, the finish claims every chunk itself; held on a chunk it claimed, the finish computes that one too.
         var point = afterClaimingAChunk ? BackgroundPriority.Point.ChunkClaimed : BackgroundPriority.Point.Started;
         const int n = 2500, dims = 20, k = 10, queries = 700; // three chunks
-        var rng = new Random(seed);
-        var data = new float[n * dims];
-        for (int i = 0; i < data.Length; i++) data[i] = (float)rng.NextDouble();
-        var rows = Enumerable.Range(0, n).OrderBy(_ => rng.Next()).Take(queries).ToArray();
-        var querySet = new float[queries * dims];
-        for (int q = 0; q < queries; q++) data.AsSpan(rows[q] * dims, dims).CopyTo(querySet.AsSpan(q * dims));
+        var (data, rows, querySet) = TestData.UniformWithRowQueries(n, dims, queries, seed);
         var baseSet = new VectorSet(data, n, dims);
         var expected = GroundTruth.Compute(baseSet, new VectorSet(querySet, queries, dims), k, Metric.L2, accept: (q, id) => id != rows[q]);
 

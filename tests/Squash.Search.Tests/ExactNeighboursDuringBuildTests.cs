@@ -16,12 +16,7 @@ public sealed class ExactNeighboursDuringBuildTests
     public async Task ChunkedNeighboursAreTheWholeBruteForcesWithoutEachQuerysOwnRow(int seed, Metric metric, int backgroundMilliseconds)
     {
         const int n = 2500, dims = 20, k = 10, queries = 700; // three chunks, the last one short
-        var rng = new Random(seed);
-        var data = new float[n * dims];
-        for (int i = 0; i < data.Length; i++) data[i] = (float)rng.NextDouble();
-        var rows = Enumerable.Range(0, n).OrderBy(_ => rng.Next()).Take(queries).ToArray();
-        var querySet = new float[queries * dims];
-        for (int q = 0; q < queries; q++) data.AsSpan(rows[q] * dims, dims).CopyTo(querySet.AsSpan(q * dims));
+        var (data, rows, querySet) = TestData.UniformWithRowQueries(n, dims, queries, seed);
         var self = rows.Select(r => (long)r).ToArray();
         var baseSet = new VectorSet(data, n, dims);
         var expected = GroundTruth.Compute(baseSet, new VectorSet(querySet, queries, dims), k, metric, accept: (q, id) => id != rows[q]);

@@ -23,6 +23,18 @@ public static class TestData
         return data;
     }
 
+    /// <summary>Uniform vectors in [0, 1), and <paramref name="queries"/> distinct rows of them (drawn by the seed) copied out as base-sample queries.</summary>
+    public static (float[] Data, int[] Rows, float[] Queries) UniformWithRowQueries(int n, int dims, int queries, int seed)
+    {
+        var rng = new Random(seed);
+        var data = new float[n * dims];
+        for (int i = 0; i < data.Length; i++) data[i] = (float)rng.NextDouble();
+        var rows = Enumerable.Range(0, n).OrderBy(_ => rng.Next()).Take(queries).ToArray();
+        var querySet = new float[queries * dims];
+        for (int q = 0; q < queries; q++) data.AsSpan(rows[q] * dims, dims).CopyTo(querySet.AsSpan(q * dims));
+        return (data, rows, querySet);
+    }
+
     public static double Gaussian(Random rng)
     {
         double u1 = 1 - rng.NextDouble(), u2 = rng.NextDouble();
