@@ -15,8 +15,10 @@ namespace Squash.Search;
 /// <item>"range s%": a range over the numeric attribute with the most distinct values, placed at random, selecting
 /// about s % of the vectors (10, 1, 0.1): matches spread independently of the vectors.</item>
 /// <item>"other value": equality on a low-cardinality attribute (a category, or an integer with few values) with
-/// a value other than the query's own, drawn by frequency: when the attribute follows the vectors (a class label)
-/// the matches sit away from the query, the hardest case for a partition plan.</item>
+/// a value other than the query's own, drawn uniformly (a user names a value, not a row): when the attribute follows
+/// the vectors (a class label) the matches sit away from the query, the hardest case for a partition plan.</item>
+/// <item>"own value": the same attribute equal to the query's own value (base-sample queries, which have one): the
+/// matches sit around the query.</item>
 /// </list>
 /// Each replayed query counts in the band of the selectivity the planner estimates for it (which it sees at query time
 /// too); a band's recall for a plan is the lowest among its families, so a target holds for each kind measured.
