@@ -49,10 +49,14 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         _background = Task.Factory.StartNew(() =>
         {
-            BackgroundPriority.Lower();
+            if (!_priority.Lower()) return;
             while (!_stop.IsCancellationRequested && RunNextChunk(workers: 1, _stop.Token, background: true)) { }
         }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
+
+    /// <summary>The background thread's priority, lowered while the build runs and restored once it ends.</summary>
+    internal BackgroundPriority.Lowering Priority => _priority;
+    private readonly BackgroundPriority.Lowering _priority = new();
 
     /// <summary>
     /// Every query's neighbours: the chunks not yet started run now on every core. The background's last one is awaited
@@ -63,6 +67,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     {
         // A cancelled build says so, even when the background thread had already done every chunk.
         cancellationToken.ThrowIfCancellationRequested();
+        _priority.Restore();
         while (RunNextChunk(workers: 0, cancellationToken)) { }
         if (await BackgroundPriority.HandedOverAsync(_background, cancellationToken).ConfigureAwait(false)) return _ids;
         _stop.Cancel();
@@ -94,7 +99,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     }
 
     /// <summary>Stops the background thread (a build that failed or was cancelled does not wait for it).</summary>
-    public void Dispose() => BackgroundPriority.Stop(_stop, _background);
+    public void Dispose() => BackgroundPriority.Stop(_stop, _background, _priority);
 }
 
 /// <summary>
@@ -106,10 +111,48 @@ internal static partial class BackgroundPriority
 {
     private const int PrioProcess = 0, Nicest = 19, SysGettid = 186;
 
-    /// <summary>Lowers the calling background thread's priority (first <see cref="Reached"/> <see cref="Point.Started"/>).</summary>
-    public static void Lower()
+    /// <summary>
+    /// One background thread's priority: lowered by the thread itself as it starts, restored by the build once the build
+    /// has ended. A thread at the idle policy that is in managed code but off the CPU holds up every GC until the kernel
+    /// gives it a core, which on a busy machine can take a quarter of a second per GC (bench/recall.md), and a thread the
+    /// finish no longer waits for must get a core to see that it is cancelled.
+    /// </summary>
+    internal sealed class Lowering
     {
-        Reached(Point.Started);
+        private readonly object _gate = new();
+        private Thread? _thread;
+        private bool _restored;
+
+        /// <summary>The lowered thread's kernel id (0: not lowered, or not on Linux x64).</summary>
+        public int ThreadId { get; private set; }
+
+        /// <summary>Lowers the calling thread (first <see cref="Reached"/> <see cref="Point.Started"/>); false when the build has already ended.</summary>
+        public bool Lower()
+        {
+            Reached(Point.Started);
+            lock (_gate)
+            {
+                if (_restored) return false;
+                _thread = Thread.CurrentThread;
+                ThreadId = LowerCurrent();
+                return true;
+            }
+        }
+
+        /// <summary>Back to the normal policy (and, where the process may, the normal nice value); a thread that starts later does nothing.</summary>
+        public void Restore()
+        {
+            lock (_gate)
+            {
+                if (_restored) return;
+                _restored = true;
+                if (_thread is not null) Raise(_thread, ThreadId);
+            }
+        }
+    }
+
+    private static int LowerCurrent()
+    {
         try
         {
             Thread.CurrentThread.Priority = ThreadPriority.Lowest;
@@ -121,11 +164,32 @@ internal static partial class BackgroundPriority
                 // thread gives it up at once (bench/recall.md). Where the policy is refused, nice 19 stays.
                 int priority = 0;
                 unsafe { _ = SetScheduler(tid, SchedIdle, &priority); }
+                return tid;
             }
         }
         catch (Exception e) when (e is PlatformNotSupportedException or ThreadStateException or DllNotFoundException or EntryPointNotFoundException)
         {
             // Only slower to hide: the neighbours come out the same.
+        }
+        return 0;
+    }
+
+    private static void Raise(Thread thread, int tid)
+    {
+        try
+        {
+            thread.Priority = ThreadPriority.Normal;
+            if (tid > 0)
+            {
+                // Leaving the idle policy is allowed to any process; going back to nice 0 only where RLIMIT_NICE (or root) allows.
+                int priority = 0;
+                unsafe { _ = SetScheduler(tid, SchedOther, &priority); }
+                _ = SetPriority(PrioProcess, tid, 0);
+            }
+        }
+        catch (Exception e) when (e is PlatformNotSupportedException or ThreadStateException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            // The thread ended, or priorities cannot be set here: nothing to restore.
         }
     }
 
@@ -162,8 +226,9 @@ internal static partial class BackgroundPriority
     /// Cancels a background thread's work without waiting for it: its result is not wanted, and a lowest-priority thread
     /// on a busy machine may take long to notice. Its token source is disposed when it ends.
     /// </summary>
-    public static void Stop(CancellationTokenSource stop, Task background)
+    public static void Stop(CancellationTokenSource stop, Task background, Lowering priority)
     {
+        priority.Restore();
         stop.Cancel();
         background.ContinueWith(_ => stop.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
     }
@@ -171,7 +236,7 @@ internal static partial class BackgroundPriority
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "setpriority")]
     private static partial int SetPriority(int which, int who, int priority);
 
-    private const int SchedIdle = 5;
+    private const int SchedOther = 0, SchedIdle = 5;
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "sched_setscheduler")]
     private static unsafe partial int SetScheduler(int pid, int policy, int* param);

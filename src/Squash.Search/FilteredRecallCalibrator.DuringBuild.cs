@@ -65,8 +65,7 @@ public static partial class FilteredRecallCalibrator
             _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             _background = Task.Factory.StartNew(() =>
             {
-                BackgroundPriority.Lower();
-                if (_finishing) return;
+                if (!_priority.Lower() || _finishing) return;
                 var drawn = _drawn = Draw(parallel: false, _stop.Token);
                 while (!_finishing && ScoreNextChunk(drawn, parallel: false, _stop.Token)) { }
             }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
@@ -82,6 +81,7 @@ public static partial class FilteredRecallCalibrator
         {
             cancellationToken.ThrowIfCancellationRequested();
             _finishing = true;
+            _priority.Restore();
             DrawnNeighbours? drawn = null;
             if (await BackgroundPriority.HandedOverAsync(_background, cancellationToken).ConfigureAwait(false)) drawn = _drawn;
             else _stop.Cancel();
@@ -179,7 +179,11 @@ public static partial class FilteredRecallCalibrator
         }
 
         /// <summary>Stops the background thread (a build that failed or was cancelled does not wait for it).</summary>
-        public void Dispose() => BackgroundPriority.Stop(_stop, _background);
+        public void Dispose() => BackgroundPriority.Stop(_stop, _background, _priority);
+
+        /// <summary>The background thread's priority, lowered while the build runs and restored once it ends.</summary>
+        internal BackgroundPriority.Lowering Priority => _priority;
+        private readonly BackgroundPriority.Lowering _priority = new();
     }
 
     /// <summary>

@@ -85,6 +85,48 @@ public sealed class BackgroundHandoverTests
         }
     }
 
+    /// <summary>
+    /// Once the build has ended, a background thread leaves the idle policy: off the CPU at that policy it would hold up
+    /// every GC of the finish on a busy machine, and one the finish abandons would not get a core to end.
+    /// </summary>
+    [Fact]
+    public async Task TheFinishRestoresTheBackgroundThreadsPolicy()
+    {
+        if (!OperatingSystem.IsLinux() || System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture != System.Runtime.InteropServices.Architecture.X64)
+            return; // the policies are set on Linux x64 only
+        const int n = 2500, dims = 20, queries = 700;
+        var (data, rows, querySet) = TestData.UniformWithRowQueries(n, dims, queries, seed: 4);
+        using var release = new ManualResetEventSlim(false);
+        var held = Held(BackgroundPriority.Point.ChunkClaimed, release, out var reached);
+        ExactNeighboursDuringBuild exact;
+        try { exact = new ExactNeighboursDuringBuild(new VectorSet(data, n, dims), new VectorSet(querySet, queries, dims), 10, Metric.L2, null, CancellationToken.None); }
+        finally { BackgroundPriority.Hold.Value = null; }
+        using (exact)
+        {
+            Assert.True(reached.Wait(TimeSpan.FromMinutes(1)), "the background thread never claimed a chunk");
+            int tid = exact.Priority.ThreadId;
+            Assert.True(tid > 0, "the background thread was not lowered");
+            Assert.Equal(SchedIdle, Policy(tid));
+            var finish = exact.FinishAsync();
+            // The finish restores the policy before it computes anything.
+            var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+            while (Policy(tid) != SchedOther && DateTime.UtcNow < deadline) await Task.Delay(10);
+            Assert.Equal(SchedOther, Policy(tid));
+            release.Set();
+            Assert.Equal(queries, (await finish.WaitAsync(TimeSpan.FromMinutes(2))).Length);
+            Assert.Equal(1, held());
+        }
+    }
+
+    private const int SchedOther = 0, SchedIdle = 5;
+
+    /// <summary>A thread's scheduling policy: the 41st field of its stat line (the fields after the command name start at the 3rd).</summary>
+    private static int Policy(int tid)
+    {
+        var stat = File.ReadAllText($"/proc/self/task/{tid}/stat");
+        return int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[38], System.Globalization.CultureInfo.InvariantCulture);
+    }
+
     /// <summary>Holds this flow's background threads at <paramref name="point"/> until <paramref name="release"/>; the result counts the holds.</summary>
     private static Func<int> Held(BackgroundPriority.Point point, ManualResetEventSlim release, out ManualResetEventSlim reached)
     {
