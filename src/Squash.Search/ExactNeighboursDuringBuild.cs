@@ -24,8 +24,7 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     private readonly long[]? _self;
     private readonly int[][] _ids;
     private readonly int _chunks;
-    private readonly CancellationTokenSource _stop;
-    private readonly Task _background;
+    private readonly BackgroundWork _background;
     /// <summary>Per chunk: its neighbours are written.</summary>
     private readonly bool[] _done;
     private int _claimed;
@@ -46,17 +45,14 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
         _ids = new int[queries.Count][];
         _chunks = (queries.Count + ChunkQueries - 1) / ChunkQueries;
         _done = new bool[_chunks];
-        _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        _background = Task.Factory.StartNew(() =>
+        _background = new BackgroundWork(stop =>
         {
-            if (!_priority.Lower()) return;
-            while (!_stop.IsCancellationRequested && RunNextChunk(workers: 1, _stop.Token, background: true)) { }
-        }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+            while (!stop.IsCancellationRequested && RunNextChunk(workers: 1, stop, background: true)) { }
+        }, cancellationToken);
     }
 
     /// <summary>The background thread's priority, lowered while the build runs and restored once it ends.</summary>
-    internal BackgroundPriority.Lowering Priority => _priority;
-    private readonly BackgroundPriority.Lowering _priority = new();
+    internal BackgroundPriority.Lowering Priority => _background.Priority;
 
     /// <summary>
     /// Every query's neighbours: the chunks not yet started run now on every core. The background's last one is awaited
@@ -67,10 +63,9 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     {
         // A cancelled build says so, even when the background thread had already done every chunk.
         cancellationToken.ThrowIfCancellationRequested();
-        _priority.Restore();
+        _background.Priority.Restore();
         while (RunNextChunk(workers: 0, cancellationToken)) { }
-        if (await BackgroundPriority.HandedOverAsync(_background, cancellationToken).ConfigureAwait(false)) return _ids;
-        _stop.Cancel();
+        if (await _background.HandedOverAsync(cancellationToken).ConfigureAwait(false)) return _ids;
         for (int chunk = 0; chunk < _chunks; chunk++)
             if (!Volatile.Read(ref _done[chunk])) RunChunk(chunk, workers: 0, cancellationToken);
         return _ids;
@@ -99,7 +94,53 @@ public sealed class ExactNeighboursDuringBuild : IDisposable
     }
 
     /// <summary>Stops the background thread (a build that failed or was cancelled does not wait for it).</summary>
-    public void Dispose() => BackgroundPriority.Stop(_stop, _background, _priority);
+    public void Dispose() => _background.Dispose();
+}
+
+/// <summary>
+/// A calibration's work beside the build: one thread that lowers itself (<see cref="BackgroundPriority.Lowering"/>) and
+/// runs the body with a token that <see cref="HandedOverAsync"/> and <see cref="Dispose"/> cancel. The body does
+/// nothing when the build has ended before the thread started.
+/// </summary>
+internal sealed class BackgroundWork : IDisposable
+{
+    private readonly CancellationTokenSource _stop;
+    private readonly Task _thread;
+
+    public BackgroundWork(Action<CancellationToken> body, CancellationToken cancellationToken)
+    {
+        _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var stop = _stop.Token;
+        _thread = Task.Factory.StartNew(() =>
+        {
+            if (Priority.Lower()) body(stop);
+        }, stop, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+    }
+
+    public BackgroundPriority.Lowering Priority { get; } = new();
+
+    /// <summary>
+    /// The build has ended: the thread's priority is restored, and whether it ends within <see cref="BackgroundPriority.Handover"/>
+    /// (its failure, if it failed, is thrown). False: it is cancelled and left, and the caller does its work instead.
+    /// </summary>
+    public async Task<bool> HandedOverAsync(CancellationToken cancellationToken)
+    {
+        Priority.Restore();
+        if (await BackgroundPriority.HandedOverAsync(_thread, cancellationToken).ConfigureAwait(false)) return true;
+        _stop.Cancel();
+        return false;
+    }
+
+    /// <summary>
+    /// Cancels the work without waiting for it: its result is not wanted, and a lowest-priority thread on a busy machine
+    /// may take long to notice. The token source is disposed when the thread ends.
+    /// </summary>
+    public void Dispose()
+    {
+        Priority.Restore();
+        _stop.Cancel();
+        _thread.ContinueWith(_ => _stop.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
+    }
 }
 
 /// <summary>
@@ -220,17 +261,6 @@ internal static partial class BackgroundPriority
         }
         await background.ConfigureAwait(false);
         return true;
-    }
-
-    /// <summary>
-    /// Cancels a background thread's work without waiting for it: its result is not wanted, and a lowest-priority thread
-    /// on a busy machine may take long to notice. Its token source is disposed when it ends.
-    /// </summary>
-    public static void Stop(CancellationTokenSource stop, Task background, Lowering priority)
-    {
-        priority.Restore();
-        stop.Cancel();
-        background.ContinueWith(_ => stop.Dispose(), CancellationToken.None, TaskContinuationOptions.None, TaskScheduler.Default);
     }
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "setpriority")]

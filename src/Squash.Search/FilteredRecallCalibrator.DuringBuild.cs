@@ -33,8 +33,7 @@ public static partial class FilteredRecallCalibrator
         private readonly int _count, _dims, _dense, _k;
         private readonly Metric _metric;
         private readonly CalibrationQueries _queries;
-        private readonly CancellationTokenSource _stop;
-        private readonly Task _background;
+        private readonly BackgroundWork _background;
         /// <summary>Set by <see cref="FinishAsync"/>: the background thread stops after its chunk.</summary>
         private volatile bool _finishing;
         /// <summary>The background thread's draw, once drawn.</summary>
@@ -62,13 +61,12 @@ public static partial class FilteredRecallCalibrator
             _queries = queries;
             _dense = Math.Min(queries.Count, dense);
             _k = k;
-            _stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            _background = Task.Factory.StartNew(() =>
+            _background = new BackgroundWork(stop =>
             {
-                if (!_priority.Lower() || _finishing) return;
-                var drawn = _drawn = Draw(parallel: false, _stop.Token);
-                while (!_finishing && ScoreNextChunk(drawn, parallel: false, _stop.Token)) { }
-            }, _stop.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                if (_finishing) return;
+                var drawn = _drawn = Draw(parallel: false, stop);
+                while (!_finishing && ScoreNextChunk(drawn, parallel: false, stop)) { }
+            }, cancellationToken);
         }
 
         /// <summary>
@@ -81,10 +79,7 @@ public static partial class FilteredRecallCalibrator
         {
             cancellationToken.ThrowIfCancellationRequested();
             _finishing = true;
-            _priority.Restore();
-            DrawnNeighbours? drawn = null;
-            if (await BackgroundPriority.HandedOverAsync(_background, cancellationToken).ConfigureAwait(false)) drawn = _drawn;
-            else _stop.Cancel();
+            var drawn = await _background.HandedOverAsync(cancellationToken).ConfigureAwait(false) ? _drawn : null;
             // A build that ended before the background thread began, or without it, draws here.
             drawn ??= Draw(parallel: true, cancellationToken);
             while (ScoreNextChunk(drawn, parallel: true, cancellationToken)) { }
@@ -179,11 +174,7 @@ public static partial class FilteredRecallCalibrator
         }
 
         /// <summary>Stops the background thread (a build that failed or was cancelled does not wait for it).</summary>
-        public void Dispose() => BackgroundPriority.Stop(_stop, _background, _priority);
-
-        /// <summary>The background thread's priority, lowered while the build runs and restored once it ends.</summary>
-        internal BackgroundPriority.Lowering Priority => _priority;
-        private readonly BackgroundPriority.Lowering _priority = new();
+        public void Dispose() => _background.Dispose();
     }
 
     /// <summary>
