@@ -113,7 +113,9 @@ internal sealed class BackgroundWork : IDisposable
         var stop = _stop.Token;
         _thread = Task.Factory.StartNew(() =>
         {
-            if (Priority.Lower()) body(stop);
+            if (!Priority.Lower()) return;
+            try { body(stop); }
+            finally { Priority.Ended(); }
         }, stop, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
@@ -156,13 +158,32 @@ internal static partial class BackgroundPriority
     /// One background thread's priority: lowered by the thread itself as it starts, restored by the build once the build
     /// has ended. A thread at the idle policy that is in managed code but off the CPU holds up every GC until the kernel
     /// gives it a core, which on a busy machine can take a quarter of a second per GC (bench/recall.md), and a thread the
-    /// finish no longer waits for must get a core to see that it is cancelled.
+    /// finish no longer waits for must get a core to see that it is cancelled. So while it is lowered, a timer watches how
+    /// much CPU other processes take: from <see cref="BusyCores"/> of theirs the thread runs at the normal policy (the
+    /// idle core it was to use is not there, and at its fair share it never waits long for one), and below
+    /// <see cref="FreeCores"/> it goes back to the idle policy. The process's own threads do not count: a build's
+    /// parallel steps leave it no core either, but their GCs free the cores it waits for. Leaving the idle policy needs
+    /// root or an RLIMIT_NICE that allows nice 0; where refused, the thread stays at the idle policy as before.
     /// </summary>
     internal sealed class Lowering
     {
+        /// <summary>Cores of other processes' CPU from which a lowered thread runs at the normal policy, and below which it goes back.</summary>
+        public const double BusyCores = 0.5, FreeCores = 0.25;
+
         private readonly object _gate = new();
+        private readonly Func<double?> _othersCores;
+        private readonly TimeSpan _period;
         private Thread? _thread;
-        private bool _restored;
+        private Timer? _watch;
+        private bool _restored, _raised;
+
+        /// <param name="othersCores">Samples the cores other processes used since its last call (null: not known); default <see cref="OtherProcesses"/>.</param>
+        /// <param name="period">How often the load is sampled.</param>
+        public Lowering(Func<double?>? othersCores = null, TimeSpan? period = null)
+        {
+            _othersCores = othersCores ?? new OtherProcesses().CoresSinceLast;
+            _period = period ?? TimeSpan.FromMilliseconds(250);
+        }
 
         /// <summary>The lowered thread's kernel id (0: not lowered, or not on Linux x64).</summary>
         public int ThreadId { get; private set; }
@@ -176,6 +197,11 @@ internal static partial class BackgroundPriority
                 if (_restored) return false;
                 _thread = Thread.CurrentThread;
                 ThreadId = LowerCurrent();
+                if (ThreadId > 0)
+                {
+                    _othersCores(); // the first sample only starts the count
+                    _watch = new Timer(_ => Watch(), null, _period, _period);
+                }
                 return true;
             }
         }
@@ -187,7 +213,78 @@ internal static partial class BackgroundPriority
             {
                 if (_restored) return;
                 _restored = true;
+                _watch?.Dispose();
                 if (_thread is not null) Raise(_thread, ThreadId);
+            }
+        }
+
+        /// <summary>The lowered thread is done: its priority is left alone from now on (its kernel id may go to another thread).</summary>
+        public void Ended()
+        {
+            lock (_gate)
+            {
+                _restored = true;
+                _watch?.Dispose();
+            }
+        }
+
+        private void Watch()
+        {
+            lock (_gate)
+            {
+                if (_restored || _othersCores() is not { } others) return;
+                if (!_raised && others >= BusyCores)
+                {
+                    Raise(_thread!, ThreadId);
+                    _raised = true;
+                }
+                else if (_raised && others < FreeCores)
+                {
+                    _raised = !LowerAgain(ThreadId);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The CPU other processes take: the machine's busy time (<c>/proc/stat</c>) less this process's own
+    /// (<see cref="Environment.CpuUsage"/>), in cores over the wall time since the last sample.
+    /// </summary>
+    internal sealed class OtherProcesses
+    {
+        // The kernel reports /proc/stat in USER_HZ ticks, 100 a second on every Linux ABI .NET runs on.
+        private const double TicksPerSecond = 100;
+        private double _busy, _own;
+        private long _at;
+
+        /// <summary>Cores used by other processes since the last call (null on the first call, or where /proc/stat cannot be read).</summary>
+        public double? CoresSinceLast()
+        {
+            if (MachineBusySeconds() is not { } busy) return null;
+            double own = Environment.CpuUsage.TotalTime.TotalSeconds;
+            long at = System.Diagnostics.Stopwatch.GetTimestamp();
+            double? cores = _at == 0 ? null
+                : Math.Max(0, (busy - _busy) - (own - _own)) / System.Diagnostics.Stopwatch.GetElapsedTime(_at, at).TotalSeconds;
+            (_busy, _own, _at) = (busy, own, at);
+            return cores;
+        }
+
+        /// <summary>The machine's CPU time spent outside idle and I/O wait, from the first line of /proc/stat.</summary>
+        private static double? MachineBusySeconds()
+        {
+            try
+            {
+                using var reader = new StreamReader("/proc/stat");
+                var fields = reader.ReadLine()?.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                if (fields is not { Length: >= 9 } || fields[0] != "cpu") return null;
+                // user nice system idle iowait irq softirq steal
+                long busy = 0;
+                foreach (int i in (ReadOnlySpan<int>)[1, 2, 3, 6, 7, 8]) busy += long.Parse(fields[i], System.Globalization.CultureInfo.InvariantCulture);
+                return busy / TicksPerSecond;
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or OverflowException)
+            {
+                return null;
             }
         }
     }
@@ -200,11 +297,14 @@ internal static partial class BackgroundPriority
             if (OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64)
             {
                 int tid = (int)Syscall(SysGettid);
-                _ = SetPriority(PrioProcess, tid, Nicest);
                 // A nice-19 thread can keep its core for the rest of its slice when a build thread wakes; an idle-policy
-                // thread gives it up at once (bench/recall.md). Where the policy is refused, nice 19 stays.
+                // thread gives it up at once (bench/recall.md). Where the policy is refused, nice 19 instead. The nice value
+                // stays 0 under the idle policy (which ignores it), so that the thread can be raised to the normal policy.
                 int priority = 0;
-                unsafe { _ = SetScheduler(tid, SchedIdle, &priority); }
+                unsafe
+                {
+                    if (SetScheduler(tid, SchedIdle, &priority) != 0) _ = SetPriority(PrioProcess, tid, Nicest);
+                }
                 return tid;
             }
         }
@@ -222,7 +322,7 @@ internal static partial class BackgroundPriority
             thread.Priority = ThreadPriority.Normal;
             if (tid > 0)
             {
-                // Leaving the idle policy is allowed to any process; going back to nice 0 only where RLIMIT_NICE (or root) allows.
+                // Leaving the idle policy, like going from nice 19 back to 0, needs CAP_SYS_NICE or an RLIMIT_NICE that allows nice 0.
                 int priority = 0;
                 unsafe { _ = SetScheduler(tid, SchedOther, &priority); }
                 _ = SetPriority(PrioProcess, tid, 0);
@@ -232,6 +332,14 @@ internal static partial class BackgroundPriority
         {
             // The thread ended, or priorities cannot be set here: nothing to restore.
         }
+    }
+
+    /// <summary>Back to the idle policy (always allowed); false when refused or the thread has ended.</summary>
+    private static bool LowerAgain(int tid)
+    {
+        int priority = 0;
+        try { unsafe { return SetScheduler(tid, SchedIdle, &priority) == 0; } }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException) { return false; }
     }
 
     /// <summary>Where a background thread can be held (<see cref="Hold"/>).</summary>

@@ -118,6 +118,59 @@ public sealed class BackgroundHandoverTests
         }
     }
 
+    [Fact]
+    public void ALoweredThreadRunsAtTheNormalPolicyWhileOtherProcessesTakeTheCpu()
+    {
+        if (!OperatingSystem.IsLinux() || System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture != System.Runtime.InteropServices.Architecture.X64
+            || !Environment.IsPrivilegedProcess)
+            return; // the policies are set on Linux x64 only, and leaving the idle policy needs RLIMIT_NICE or root
+        double load = 0;
+        int samples = 0;
+        var lowering = new BackgroundPriority.Lowering(() => { Interlocked.Increment(ref samples); return Volatile.Read(ref load); }, TimeSpan.FromMilliseconds(10));
+        using var lowered = new ManualResetEventSlim(false);
+        using var release = new ManualResetEventSlim(false);
+        var thread = new Thread(() =>
+        {
+            if (lowering.Lower()) lowered.Set();
+            release.Wait(TimeSpan.FromMinutes(2));
+            lowering.Ended();
+        });
+        thread.Start();
+        try
+        {
+            Assert.True(lowered.Wait(TimeSpan.FromSeconds(30)), "the thread was not lowered");
+            int tid = lowering.ThreadId;
+            Assert.True(tid > 0, "no thread id");
+            // Each step sets the other processes' load, lets the watch sample it a few times, and reads the policy.
+            int After(double cores)
+            {
+                Volatile.Write(ref load, cores);
+                int target = Volatile.Read(ref samples) + 3;
+                var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+                while (Volatile.Read(ref samples) < target && DateTime.UtcNow < deadline) Thread.Sleep(5);
+                Assert.True(Volatile.Read(ref samples) >= target, "the watch stopped sampling");
+                return Policy(tid);
+            }
+            Assert.Equal(SchedIdle, After(0));
+            Assert.Equal(SchedIdle, After(BackgroundPriority.Lowering.BusyCores - 0.01)); // below the raise: stays idle
+            Assert.Equal(SchedOther, After(BackgroundPriority.Lowering.BusyCores));
+            Assert.Equal(SchedOther, After(BackgroundPriority.Lowering.FreeCores)); // between the two: stays raised
+            Assert.Equal(SchedIdle, After(BackgroundPriority.Lowering.FreeCores - 0.01));
+            Assert.Equal(SchedOther, After(2));
+            release.Set();
+            Assert.True(thread.Join(TimeSpan.FromSeconds(30)), "the thread did not end");
+            // Once the thread has ended, neither the watch nor the finish touches its kernel id again.
+            int sampled = Volatile.Read(ref samples);
+            lowering.Restore();
+            Thread.Sleep(100);
+            Assert.Equal(sampled, Volatile.Read(ref samples));
+        }
+        finally
+        {
+            release.Set();
+        }
+    }
+
     private const int SchedOther = 0, SchedIdle = 5;
 
     /// <summary>A thread's scheduling policy: the 41st field of its stat line (the fields after the command name start at the 3rd).</summary>
