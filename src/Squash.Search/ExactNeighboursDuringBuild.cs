@@ -119,7 +119,7 @@ internal sealed class BackgroundWork : IDisposable
         }, stop, TaskCreationOptions.LongRunning, TaskScheduler.Default);
     }
 
-    public BackgroundPriority.Lowering Priority { get; } = new();
+    public BackgroundPriority.Lowering Priority { get; } = BackgroundPriority.NewLowering.Value?.Invoke() ?? new();
 
     /// <summary>
     /// The build has ended: the thread's priority is restored, and whether it ends within <see cref="BackgroundPriority.Handover"/>
@@ -163,7 +163,7 @@ internal static partial class BackgroundPriority
     /// idle core it was to use is not there, and at its fair share it never waits long for one), and below
     /// <see cref="FreeCores"/> it goes back to the idle policy. The process's own threads do not count: a build's
     /// parallel steps leave it no core either, but their GCs free the cores it waits for. Leaving the idle policy needs
-    /// root or an RLIMIT_NICE that allows nice 0; where refused, the thread stays at the idle policy as before.
+    /// root or an RLIMIT_NICE that allows nice 0; without either, nothing is watched and the thread stays lowered.
     /// </summary>
     internal sealed class Lowering
     {
@@ -174,7 +174,7 @@ internal static partial class BackgroundPriority
         private readonly Func<double?> _othersCores;
         private readonly TimeSpan _period;
         private Thread? _thread;
-        private Timer? _watch;
+        private readonly Timer _watch;
         private bool _restored, _raised;
 
         /// <param name="othersCores">Samples the cores other processes used since its last call (null: not known); default <see cref="OtherProcesses"/>.</param>
@@ -183,6 +183,10 @@ internal static partial class BackgroundPriority
         {
             _othersCores = othersCores ?? new OtherProcesses().CoresSinceLast;
             _period = period ?? TimeSpan.FromMilliseconds(250);
+            // Started here, on the build's thread, not by the lowered thread: a thread inherits the policy of the thread that
+            // creates it, and the first timer of a process creates the runtime's timer thread, which creates pool threads.
+            // From the lowered thread they all ran at the idle policy, and under load the build's parallel steps starved.
+            _watch = new Timer(_ => Watch(), null, _period, _period);
         }
 
         /// <summary>The lowered thread's kernel id (0: not lowered, or not on Linux x64).</summary>
@@ -196,12 +200,9 @@ internal static partial class BackgroundPriority
             {
                 if (_restored) return false;
                 _thread = Thread.CurrentThread;
-                ThreadId = LowerCurrent();
-                if (ThreadId > 0)
-                {
-                    _othersCores(); // the first sample only starts the count
-                    _watch = new Timer(_ => Watch(), null, _period, _period);
-                }
+                bool mayRaise = MayLeaveIdlePolicy();
+                ThreadId = LowerCurrent(mayRaise);
+                if (ThreadId == 0 || !mayRaise) _watch.Dispose(); // nothing to watch for, or nothing to do about it
                 return true;
             }
         }
@@ -213,7 +214,7 @@ internal static partial class BackgroundPriority
             {
                 if (_restored) return;
                 _restored = true;
-                _watch?.Dispose();
+                _watch.Dispose();
                 if (_thread is not null) Raise(_thread, ThreadId);
             }
         }
@@ -224,7 +225,7 @@ internal static partial class BackgroundPriority
             lock (_gate)
             {
                 _restored = true;
-                _watch?.Dispose();
+                _watch.Dispose();
             }
         }
 
@@ -232,11 +233,12 @@ internal static partial class BackgroundPriority
         {
             lock (_gate)
             {
-                if (_restored || _othersCores() is not { } others) return;
+                // Not lowered yet: the samples only start the count.
+                if (_restored || _othersCores() is not { } others || ThreadId == 0) return;
                 if (!_raised && others >= BusyCores)
                 {
-                    Raise(_thread!, ThreadId);
-                    _raised = true;
+                    // Refused, the thread stays at the idle policy, and the next sample tries again.
+                    _raised = Raise(_thread!, ThreadId);
                 }
                 else if (_raised && others < FreeCores)
                 {
@@ -289,7 +291,26 @@ internal static partial class BackgroundPriority
         }
     }
 
-    private static int LowerCurrent()
+    /// <summary>Whether the process may take a thread from the idle policy back to the normal one: root, or an RLIMIT_NICE that allows nice 0.</summary>
+    private static bool MayLeaveIdlePolicy()
+    {
+        if (Environment.IsPrivilegedProcess) return true;
+        try
+        {
+            Span<ulong> limit = stackalloc ulong[2]; // struct rlimit: current, maximum
+            unsafe
+            {
+                fixed (ulong* l = limit) return GetResourceLimit(RlimitNice, l) == 0 && limit[0] >= 20;
+            }
+        }
+        catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException)
+        {
+            return false;
+        }
+    }
+
+    /// <param name="keepNice">Leave the nice value at 0 under the idle policy (which ignores it), so that the thread can be raised again.</param>
+    private static int LowerCurrent(bool keepNice)
     {
         try
         {
@@ -298,12 +319,12 @@ internal static partial class BackgroundPriority
             {
                 int tid = (int)Syscall(SysGettid);
                 // A nice-19 thread can keep its core for the rest of its slice when a build thread wakes; an idle-policy
-                // thread gives it up at once (bench/recall.md). Where the policy is refused, nice 19 instead. The nice value
-                // stays 0 under the idle policy (which ignores it), so that the thread can be raised to the normal policy.
+                // thread gives it up at once (bench/recall.md). Where the policy is refused, nice 19 stays.
+                if (!keepNice) _ = SetPriority(PrioProcess, tid, Nicest);
                 int priority = 0;
                 unsafe
                 {
-                    if (SetScheduler(tid, SchedIdle, &priority) != 0) _ = SetPriority(PrioProcess, tid, Nicest);
+                    if (SetScheduler(tid, SchedIdle, &priority) != 0 && keepNice) _ = SetPriority(PrioProcess, tid, Nicest);
                 }
                 return tid;
             }
@@ -315,7 +336,8 @@ internal static partial class BackgroundPriority
         return 0;
     }
 
-    private static void Raise(Thread thread, int tid)
+    /// <summary>Back to the normal policy; false when the kernel refused it.</summary>
+    private static bool Raise(Thread thread, int tid)
     {
         try
         {
@@ -324,13 +346,16 @@ internal static partial class BackgroundPriority
             {
                 // Leaving the idle policy, like going from nice 19 back to 0, needs CAP_SYS_NICE or an RLIMIT_NICE that allows nice 0.
                 int priority = 0;
-                unsafe { _ = SetScheduler(tid, SchedOther, &priority); }
-                _ = SetPriority(PrioProcess, tid, 0);
+                bool raised;
+                unsafe { raised = SetScheduler(tid, SchedOther, &priority) == 0; }
+                return SetPriority(PrioProcess, tid, 0) == 0 && raised;
             }
+            return true;
         }
         catch (Exception e) when (e is PlatformNotSupportedException or ThreadStateException or DllNotFoundException or EntryPointNotFoundException)
         {
             // The thread ended, or priorities cannot be set here: nothing to restore.
+            return true;
         }
     }
 
@@ -353,6 +378,9 @@ internal static partial class BackgroundPriority
 
     public static void Reached(Point point) => Hold.Value?.Invoke(point);
 
+    /// <summary>Makes the <see cref="Lowering"/> of the background threads started in this async flow: a test's load.</summary>
+    public static readonly AsyncLocal<Func<Lowering>?> NewLowering = new();
+
     /// <summary>How long a finishing build waits for a background thread's unit of work before doing it itself.</summary>
     public static readonly TimeSpan Handover = TimeSpan.FromSeconds(2);
 
@@ -374,7 +402,10 @@ internal static partial class BackgroundPriority
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "setpriority")]
     private static partial int SetPriority(int which, int who, int priority);
 
-    private const int SchedOther = 0, SchedIdle = 5;
+    private const int SchedOther = 0, SchedIdle = 5, RlimitNice = 13;
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "getrlimit")]
+    private static unsafe partial int GetResourceLimit(int resource, ulong* limit);
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "sched_setscheduler")]
     private static unsafe partial int SetScheduler(int pid, int policy, int* param);

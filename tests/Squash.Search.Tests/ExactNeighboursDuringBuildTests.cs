@@ -58,8 +58,16 @@ public sealed class ExactNeighboursDuringBuildTests
         var rng = new Random(6);
         var data = new float[n * dims];
         for (int i = 0; i < data.Length; i++) data[i] = (float)rng.NextDouble();
-        using var exact = new ExactNeighboursDuringBuild(new VectorSet(data, n, dims), new VectorSet(data[..(queries * dims)], queries, dims), 10, Metric.L2,
-            null, CancellationToken.None);
+        // Other tests beside this one would raise the thread to the normal policy (BackgroundPriority.Lowering).
+        BackgroundPriority.NewLowering.Value = BackgroundHandoverTests.FreeMachine;
+        ExactNeighboursDuringBuild exact;
+        try
+        {
+            exact = new ExactNeighboursDuringBuild(new VectorSet(data, n, dims), new VectorSet(data[..(queries * dims)], queries, dims), 10, Metric.L2,
+                null, CancellationToken.None);
+        }
+        finally { BackgroundPriority.NewLowering.Value = null; }
+        using var owned = exact;
         // The idle policy, or nice 19 where the policy is refused.
         var lowest = new List<(int Nice, int Policy)>();
         bool Lowered() => lowest.Any(t => t.Policy == 5 || t.Nice == 19);
