@@ -172,7 +172,6 @@ internal static partial class BackgroundPriority
 
         private readonly object _gate = new();
         private readonly Func<double?> _othersCores;
-        private readonly TimeSpan _period;
         private Thread? _thread;
         private readonly Timer _watch;
         private bool _restored, _raised;
@@ -182,11 +181,11 @@ internal static partial class BackgroundPriority
         public Lowering(Func<double?>? othersCores = null, TimeSpan? period = null)
         {
             _othersCores = othersCores ?? new OtherProcesses().CoresSinceLast;
-            _period = period ?? TimeSpan.FromMilliseconds(250);
+            var every = period ?? TimeSpan.FromMilliseconds(250);
             // Started here, on the build's thread, not by the lowered thread: a thread inherits the policy of the thread that
             // creates it, and the first timer of a process creates the runtime's timer thread, which creates pool threads.
             // From the lowered thread they all ran at the idle policy, and under load the build's parallel steps starved.
-            _watch = new Timer(_ => Watch(), null, _period, _period);
+            _watch = new Timer(_ => Watch(), null, every, every);
         }
 
         /// <summary>The lowered thread's kernel id (0: not lowered, or not on Linux x64).</summary>
