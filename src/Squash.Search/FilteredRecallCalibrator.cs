@@ -350,8 +350,22 @@ public static partial class FilteredRecallCalibrator
             for (int i = 0; i < fresh.Length; i++) compiled[fresh[i]] = made[i];
             return texts.Select(t => t is null ? null : compiled[t]).ToArray();
         }
-        var columns = sample.Columns;
         var families = new List<Family>();
+        if (queries.Filters is { } given)
+        {
+            // The user's own kinds of filter, each a family as given; a text's place is its rank among the family's
+            // distinct texts, so equal filters sit together for the exact neighbours' blocks.
+            for (int f = 0; f < given.Count; f++)
+            {
+                var texts = new string?[count];
+                for (int q = 0; q < Math.Min(dense, given[f].Texts.Length); q++) texts[q] = given[f].Texts[q];
+                var rank = texts.OfType<string>().Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal)
+                    .Select((t, i) => (t, i)).ToDictionary(x => x.t, x => (double)x.i, StringComparer.Ordinal);
+                families.Add(new Family(given[f].Name, Compile(texts), $"given {f}", texts.Select(t => t is null ? 0 : rank[t]).ToArray()));
+            }
+            return families;
+        }
+        var columns = sample.Columns;
         int rangeColumn = -1, equalityColumn = -1, mostDistinct = 0;
         var sortedValues = new double[]?[columns.Length];
         for (int a = 0; a < columns.Length; a++)

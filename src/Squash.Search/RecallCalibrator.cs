@@ -9,7 +9,9 @@ namespace Squash.Search;
 
 /// <summary>Queries to calibrate with: rows in the user's space, and for base-sample queries the row each one is (left out of its own answer).</summary>
 /// <param name="LeftOut">Per query, further rows left out with it (its near-copies: held out as a group), or null.</param>
-public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions, long[]? SelfIds, string Source, IReadOnlyList<long[]?>? LeftOut = null)
+/// <param name="Filters">The user's filter families, each a filter (JSON text, or null: none) per query: the filtered calibration measures these instead of drawing its own.</param>
+public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions, long[]? SelfIds, string Source, IReadOnlyList<long[]?>? LeftOut = null,
+    IReadOnlyList<CalibrationFilters>? Filters = null)
 {
     /// <summary>
     /// <paramref name="size"/> base rows drawn without replacement by a seeded shuffle; each is searched leave-one-out
@@ -76,6 +78,7 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
         Count = count,
         SelfIds = SelfIds?[..count],
         LeftOut = LeftOut?.Take(count).ToArray(),
+        Filters = Filters?.Select(f => f with { Texts = f.Texts[..Math.Min(count, f.Texts.Length)] }).ToArray(),
     };
 
     /// <summary>The given base rows as leave-one-out queries.</summary>
@@ -87,6 +90,9 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
         return new CalibrationQueries(data, size, dims, picked.Select(r => (long)r).ToArray(), "base-sample");
     }
 }
+
+/// <summary>One family of the user's filters: <paramref name="Texts"/>[q] is calibration query q's filter (JSON), or null for none.</summary>
+public sealed record CalibrationFilters(string Name, string?[] Texts);
 
 /// <summary>
 /// Measures, once per build, the recall@K and the work of every plan (CF on a grid × R in <see cref="RerankFactors"/>)

@@ -71,6 +71,38 @@ public sealed class CliErrorTests
         Assert.False(Directory.Exists(dir.File("idx/versions")), "a rejected build wrote a version");
     }
 
+    /// <summary>--calibration-filters: a file per kind of filter, a filter per calibration query, each checked against the attributes before the build starts.</summary>
+    [Theory]
+    [InlineData("no-queries", "--calibration-filters needs --calibration-queries (line i is the filter of query i)")]
+    [InlineData("no-attributes", "--calibration-filters needs --attributes: the filters name attributes")]
+    [InlineData("missing", "--calibration-filters: file 'DIR/none.jsonl' does not exist")]
+    [InlineData("short", "--calibration-filters: 'DIR/f.jsonl' has 4 filters; --calibration-queries has 5 queries (one filter per query, null for none)")]
+    [InlineData("unknown", "--calibration-filters: 'DIR/f.jsonl' line 4: filter $.colour: unknown attribute 'colour'")]
+    [InlineData("not-json", "--calibration-filters: 'DIR/f.jsonl' line 4: filter $: not valid JSON: '}' is an invalid start of a value. LineNumber: 0 | BytePositionInLine: 0.")]
+    public async Task CalibrationFiltersThatCannotBeUsedAreOneLine(string kind, string expected)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(300, 4, 2));
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(5, 4, 3));
+        File.WriteAllText(dir.File("a.jsonl"), string.Concat(Enumerable.Range(0, 300).Select(i => $"{{\"attributes\":{{\"label\":{i % 3}}}}}\n")));
+        // Where line 3 is blank (skipped), the bad third filter is named by its line: 4.
+        string[] lines = kind switch
+        {
+            "short" => ["{\"label\":1}", "null", "{\"label\":2}", "{\"label\":0}"],
+            "unknown" => ["{\"label\":1}", "null", "", "{\"colour\":\"red\"}", "{\"label\":0}", "{\"label\":2}"],
+            "not-json" => ["{\"label\":1}", "null", "", "}", "{\"label\":0}", "{\"label\":2}"],
+            _ => ["{\"label\":1}", "null", "{\"label\":2}", "{\"label\":0}", "{\"label\":1}"],
+        };
+        File.WriteAllText(dir.File("f.jsonl"), string.Join("\n", lines) + "\n");
+        string filters = kind == "missing" ? dir.File("none.jsonl") : dir.File("f.jsonl");
+        var args = new List<string> { "build", "--index", dir.File("idx"), "--vectors", vectors, "--calibration-filters", filters };
+        if (kind != "no-queries") args.AddRange(["--calibration-queries", queries]);
+        if (kind != "no-attributes") args.AddRange(["--attributes", dir.File("a.jsonl")]);
+        var (exit, _, err) = await CliRunner.RunAsync([.. args]);
+        CliRunner.AssertOneErrorLine(exit, err, expected.Replace("DIR", dir.Path, StringComparison.Ordinal));
+        Assert.False(Directory.Exists(dir.File("idx/versions")), "a rejected build wrote a version");
+    }
+
     /// <summary>Each command that takes a store, given a file where a folder of indexes belongs.</summary>
     [Theory]
     [InlineData("build")]

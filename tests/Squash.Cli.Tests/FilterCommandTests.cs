@@ -52,6 +52,27 @@ public class FilterCommandTests
         }
     }
 
+    /// <summary>A build given the user's queries and their filters calibrates its filtered bands on those filters, named by their file, instead of drawing filters of its own.</summary>
+    [Fact]
+    public async Task CalibrationFiltersAreTheFamiliesTheBuildMeasures()
+    {
+        using var dir = new TempDir();
+        var rows = TempDir.Random(1000, 8, 3).ToArray();
+        var vectors = dir.Fvecs("base.fvecs", rows);
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(100, 8, 4));
+        File.WriteAllText(dir.File("a.jsonl"), string.Concat(Enumerable.Range(0, rows.Length).Select(i => $"{{\"attributes\":{{\"label\":{i % 3},\"price\":{i}}}}}\n")));
+        File.WriteAllText(dir.File("labels.jsonl"), string.Concat(Enumerable.Range(0, 100).Select(i => i % 10 == 0 ? "null\n" : $"{{\"label\":{i % 3}}}\n")));
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--attributes", dir.File("a.jsonl"),
+            "--calibration-queries", queries, "--calibration-filters", dir.File("labels.jsonl"));
+        Assert.True(exit == 0, err);
+        Assert.Contains("calibrated recall@10 on 100 of your queries", err);
+        var bands = err.Split('\n').Where(l => l.TrimStart().StartsWith("filtered,", StringComparison.Ordinal)).ToArray();
+        Assert.NotEmpty(bands);
+        // Only the given family: no drawn range over "price" and no drawn label value; nine queries in ten carry a filter.
+        Assert.All(bands, b => Assert.Contains("(labels.jsonl: 90 queries", b));
+        Assert.DoesNotContain(bands, b => b.Contains("range", StringComparison.Ordinal) || b.Contains("other value", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task AttributeRowsMustMatchTheVectors()
     {

@@ -229,6 +229,7 @@ public sealed class QueueBuildFlagTests
     [InlineData(new string[0], "--endpoint needs --vectors FILE (uploaded into --store) or --source BLOB (a blob already in the service's store)")]
     [InlineData(new[] { "--vectors", "V", "--source", "a.fvecs" }, "--vectors and --source cannot be combined: upload a file, or name a blob already in the store")]
     [InlineData(new[] { "--source", "a.fvecs", "--calibration-queries", "V" }, "--calibration-queries is not supported by a build through the queue (it calibrates on a sample of the base vectors); drop it, or build in process (without --endpoint)")]
+    [InlineData(new[] { "--source", "a.fvecs", "--calibration-filters", "V" }, "--calibration-filters is not supported by a build through the queue (it calibrates on a sample of the base vectors); drop it, or build in process (without --endpoint)")]
     [InlineData(new[] { "--source", "a.fvecs", "--schema", "price:number" }, "--schema needs --attributes")]
     [InlineData(new[] { "--source", "a.fvecs", "--chunk-rows", "-1" }, "--chunk-rows must be ≥ 0 (0 picks about 32 MB of vectors per task), got -1")]
     [InlineData(new[] { "--source", "a.fvecs", "--max-bits", "9" }, "--max-bits must be between 1 and 8, got 9")]

@@ -55,11 +55,57 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
         using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 40, Seed = seed, Attributes = table }, calibrate: true, calibration);
         var families = FilteredRecallCalibrator.Measure(idx.Index, calibration, K);
         Assert.Equal(["range 10%", "range 1%", "other value"], families.Select(f => f.Name));
+        Assert.Equal((1.0, (double?)1.0), FilteredRecallCalibrator.Column(RecallCalibrator.CentroidFactors.Length));
+        AssertReplayEqualsEngine(idx, calibration, families, seed);
+        var bands = idx.Index.Manifest.Calibration!.Filtered;
+        Assert.NotNull(bands);
+        // 10 % ranges and other-label equality (about 9 %) share the top band; 1 % ranges have their own.
+        Assert.Equal([(0.05, 1.0), (0.005, 0.05)], bands!.Select(b => (b.MinSelectivity, b.MaxSelectivity)).Distinct().OrderByDescending(b => b.MinSelectivity));
+        // The top band splits by anchor ratio: other-label queries (matches away from the query) get a band of their own, and
+        // the band below the split keeps the frontier of every query in the selectivity band.
+        var top = bands!.Where(b => b.MinSelectivity == 0.05).OrderBy(b => b.MinAnchorRatio).ToArray();
+        Assert.Equal([(0.0, FilteredRecallCalibrator.SplitAnchorRatio), (FilteredRecallCalibrator.SplitAnchorRatio, (double?)null)],
+            top.Select(b => (b.MinAnchorRatio!.Value, b.MaxAnchorRatio)));
+        Assert.Equal(["other value"], top[1].Families.Select(f => f[..f.IndexOf(':')]));
+        Assert.Contains(top[0].Families, f => f.StartsWith("other value", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// The user's own filters (<see cref="CalibrationQueries.Filters"/>, `build --calibration-filters`): each given family is
+    /// measured as given, at the queries it filters, instead of the families drawn from the attributes, and its replay
+    /// equals the engine's recall; the bands name only the given families.
+    /// </summary>
+    [Fact]
+    public void GivenFilterFamiliesAreMeasuredInsteadOfDrawnOnes()
+    {
+        const int seed = 29, queries = 120;
+        var (data, held, labels, table) = Data(seed);
+        // Every third query has no filter in the first family; the second family filters each query to the next label.
+        var own = Enumerable.Range(0, queries).Select(q => q % 3 == 0 ? null : $"{{\"label\":{labels[Base + q]}}}").ToArray();
+        var next = Enumerable.Range(0, queries).Select(q => $"{{\"label\":{{\"$eq\":{(labels[Base + q] + 1) % Classes}}}}}").ToArray();
+        var calibration = new CalibrationQueries(held[..(queries * Dims)], queries, Dims, null, "queries",
+            Filters: [new CalibrationFilters("own.jsonl", own), new CalibrationFilters("next.jsonl", next)]);
+        using var idx = new TestData.TempIndex(data, Base, Dims, new IndexBuildOptions { Partitions = 40, Seed = seed, Attributes = table }, calibrate: true, calibration);
+        var families = FilteredRecallCalibrator.Measure(idx.Index, calibration, K);
+        Assert.Equal(["own.jsonl", "next.jsonl"], families.Select(f => f.Name));
+        Assert.Equal(own.Select(t => t is not null), families[0].Filters.Select(f => f is not null));
+        Assert.All(families[1].Filters, f => Assert.NotNull(f));
+        AssertReplayEqualsEngine(idx, calibration, families, seed);
+        var named = idx.Index.Manifest.Calibration!.Filtered!.SelectMany(b => b.Families).Select(f => f[..f.IndexOf(':')]).Distinct().Order();
+        Assert.Equal(["next.jsonl", "own.jsonl"], named);
+        // Taking fewer queries takes each family's first filters with them.
+        var first = calibration.Take(50);
+        Assert.All(first.Filters!, f => Assert.Equal(50, f.Texts.Length));
+        Assert.Equal(own[..50], first.Filters![0].Texts);
+    }
+
+    /// <summary>Each family's replayed mean recall equals the engine's, with the same filters, at grid plans of several CFs, margins and R.</summary>
+    private static void AssertReplayEqualsEngine(TestData.TempIndex idx, CalibrationQueries calibration, IReadOnlyList<FilteredRecallCalibrator.FamilyMeasurement> families, int seed)
+    {
         // The filtered grid's columns: the CF grid at the default margin, then CF 1 at each smaller margin.
         int grid = FilteredRecallCalibrator.Columns, cfs = RecallCalibrator.CentroidFactors.Length;
         var columns = new[] { 1.0, 1.1, 1.3, 2.0 }.Select(cf => Array.IndexOf(RecallCalibrator.CentroidFactors, cf))
             .Concat(Enumerable.Range(cfs, FilteredRecallCalibrator.ExtraFilterMargins.Length)).ToArray();
-        Assert.Equal((1.0, (double?)1.0), FilteredRecallCalibrator.Column(cfs));
         foreach (var family in families)
             foreach (int g in columns)
                 foreach (int r in new[] { 1, 4 })
@@ -80,17 +126,6 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
                     Assert.True(Math.Abs(sum / used - replayed) < 1e-9,
                         $"seed {seed}, {family.Name}, CF {cf}, margin {margin}, R {r}: engine {sum / used:F6}, replay {replayed:F6}");
                 }
-        var bands = idx.Index.Manifest.Calibration!.Filtered;
-        Assert.NotNull(bands);
-        // 10 % ranges and other-label equality (about 9 %) share the top band; 1 % ranges have their own.
-        Assert.Equal([(0.05, 1.0), (0.005, 0.05)], bands!.Select(b => (b.MinSelectivity, b.MaxSelectivity)).Distinct().OrderByDescending(b => b.MinSelectivity));
-        // The top band splits by anchor ratio: other-label queries (matches away from the query) get a band of their own, and
-        // the band below the split keeps the frontier of every query in the selectivity band.
-        var top = bands!.Where(b => b.MinSelectivity == 0.05).OrderBy(b => b.MinAnchorRatio).ToArray();
-        Assert.Equal([(0.0, FilteredRecallCalibrator.SplitAnchorRatio), (FilteredRecallCalibrator.SplitAnchorRatio, (double?)null)],
-            top.Select(b => (b.MinAnchorRatio!.Value, b.MaxAnchorRatio)));
-        Assert.Equal(["other value"], top[1].Families.Select(f => f[..f.IndexOf(':')]));
-        Assert.Contains(top[0].Families, f => f.StartsWith("other value", StringComparison.Ordinal));
     }
 
     /// <summary>A 1 % range filters every calibration query; the denser families the ones measured exactly.</summary>

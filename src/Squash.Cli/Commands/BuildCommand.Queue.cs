@@ -48,6 +48,8 @@ public static partial class BuildCommand
             $"--index: with --endpoint it names an index of the service (lower-case letters, digits and '-', at most 63 characters), got '{index}'");
         CliErrors.Require(pr.GetValue(f.CalibrationQueries) is null,
             "--calibration-queries is not supported by a build through the queue (it calibrates on a sample of the base vectors); drop it, or build in process (without --endpoint)");
+        CliErrors.Require(pr.GetValue(f.CalibrationFilters) is not { Length: > 0 },
+            "--calibration-filters is not supported by a build through the queue (it calibrates on a sample of the base vectors); drop it, or build in process (without --endpoint)");
         var (metric, partitions, bits, maxBits, energy) = CheckedOptions(pr, f);
         int chunkRows = pr.GetValue(f.ChunkRows);
         CliErrors.Require(chunkRows >= 0, $"--chunk-rows must be ≥ 0 (0 picks about 32 MB of vectors per task), got {chunkRows}");

@@ -27,6 +27,7 @@ public static partial class BuildCommand
         public readonly Option<string?> Schema = new("--schema") { Description = "Declared attribute types, e.g. \"price:number,label:integer,colour:category,tags:tags,ok:bool\" (default: inferred)." };
         public readonly Option<int> Seed = new("--seed") { Description = "Seed for k-means; a build is deterministic for a seed (the same index in process and through the queue).", DefaultValueFactory = _ => 42 };
         public readonly Option<string?> CalibrationQueries = new("--calibration-queries") { Description = "Queries like the ones the index will serve (.fvecs, .bvecs or .npy) to calibrate recall targets with; default: a sample of the base vectors, each searched without itself. In-process builds only." };
+        public readonly Option<string[]> CalibrationFilters = new("--calibration-filters") { Description = "With --calibration-queries: filters like the ones the index will serve, one JSON filter per line, line i for calibration query i (null: none), as many as the query file has queries; the filtered calibration measures these instead of filters it draws from the attributes. Give it once per kind of filter: each file is measured as its own family, and a recall target holds for each. In-process builds only.", Arity = ArgumentArity.ZeroOrMore };
         public readonly Option<bool> NoCalibration = new("--no-calibration") { Description = "Skip the recall calibration: queries then plan with CF and R only (recall targets fall back to their defaults)." };
         public readonly Option<string?> Endpoint = new(CliErrors.EndpointFlag) { Description = "Build through the queue of the service at this URL (e.g. http://127.0.0.1:7071 from squash serve --store azure:…): upload --vectors into --store (or name a blob with --source), submit, and follow the build until it is published." };
         public readonly Option<string?> Source = new("--source") { Description = "With --endpoint: build from a blob already in the service's store (a .fvecs/.bvecs/.npy blob, or a prefix: every blob under it in name order) instead of uploading --vectors." };
@@ -42,7 +43,7 @@ public static partial class BuildCommand
         var cmd = new Command("build", "Build an index from a vector file, calibrate what each recall target needs, and publish it as the index's current version; "
             + "in this process, or with --endpoint through the service's queue.")
         {
-            f.Index, f.Vectors, f.Metric, f.Partitions, f.Bits, f.MaxBits, f.Energy, f.Seed, f.Attributes, f.Schema, f.CalibrationQueries, f.NoCalibration,
+            f.Index, f.Vectors, f.Metric, f.Partitions, f.Bits, f.MaxBits, f.Energy, f.Seed, f.Attributes, f.Schema, f.CalibrationQueries, f.CalibrationFilters, f.NoCalibration,
             f.Endpoint, f.Source, f.ChunkRows, f.IdempotencyKey, f.NoWait, f.FunctionKey,
         };
         IndexLocation.AddStoreOptions(cmd);
@@ -92,6 +93,7 @@ public static partial class BuildCommand
         }
         else CliErrors.Require(pr.GetValue(f.Schema) is null, "--schema needs --attributes");
         CalibrationQueries? calibration = null;
+        List<GivenFilters>? givenFilters = null;
         if (pr.GetValue(f.CalibrationQueries) is { } queryPath)
         {
             CliErrors.Require(!pr.GetValue(f.NoCalibration), "--calibration-queries cannot be combined with --no-calibration");
@@ -99,8 +101,11 @@ public static partial class BuildCommand
             var q = VectorFile.Read(queryPath);
             CliErrors.Require(q.Dimensions == set.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the vectors have {set.Dimensions}");
             int take = Math.Min(q.Count, RecallCalibrator.BuildQueries(set.Count));
-            calibration = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries");
+            givenFilters = ReadCalibrationFilters(pr.GetValue(f.CalibrationFilters) ?? [], q.Count, take, attrPath);
+            calibration = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries",
+                Filters: givenFilters?.Select(g => g.Family).ToArray());
         }
+        else CliErrors.Require(pr.GetValue(f.CalibrationFilters) is not { Length: > 0 }, "--calibration-filters needs --calibration-queries (line i is the filter of query i)");
         // The calibration's exact neighbours need only the vectors: they start now, on the core the attributes' parsing leaves idle.
         bool calibrate = !pr.GetValue(f.NoCalibration);
         using var started = calibrate ? CalibratedBuild.StartCalibration(set.Data, set.Count, set.Dimensions, metricValue, pr.GetValue(f.Seed), calibration, cancellationToken: ct) : null;
@@ -109,6 +114,7 @@ public static partial class BuildCommand
         {
             table = AttributeReader.ReadFile(attrPath, declared);
             CliErrors.Require(table.Count == set.Count, $"--attributes: '{attrPath}' has {table.Count:N0} rows but there are {set.Count:N0} vectors (rows are matched by position)");
+            if (givenFilters is not null) CheckCalibrationFilters(givenFilters, table);
             Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
         }
         var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(f.Seed), Attributes = table };
@@ -142,6 +148,43 @@ public static partial class BuildCommand
         try { return AttributeSchema.Parse(text); }
         catch (ArgumentException ex) { throw new UsageException($"--schema: {ex.Message}"); }
     }
+
+    /// <summary>
+    /// Each --calibration-filters file as a family: one filter per non-blank line, one per query of the
+    /// --calibration-queries file (<paramref name="queries"/>), the first <paramref name="take"/> kept; "null" is no filter.
+    /// </summary>
+    private static List<GivenFilters>? ReadCalibrationFilters(string[] paths, int queries, int take, string? attributes)
+    {
+        if (paths.Length == 0) return null;
+        CliErrors.Require(attributes is not null, "--calibration-filters needs --attributes: the filters name attributes");
+        var families = new List<GivenFilters>();
+        foreach (string path in paths)
+        {
+            CliErrors.Require(File.Exists(path), $"--calibration-filters: file '{path}' does not exist");
+            var lines = File.ReadLines(path).Select((text, i) => (Text: text.Trim(), Line: i + 1)).Where(l => l.Text.Length > 0).ToArray();
+            CliErrors.Require(lines.Length == queries,
+                $"--calibration-filters: '{path}' has {lines.Length:N0} filters; --calibration-queries has {queries:N0} queries (one filter per query, null for none)");
+            families.Add(new GivenFilters(path, lines.Take(take).Select(l => l.Line).ToArray(),
+                new CalibrationFilters(Path.GetFileName(path), lines.Take(take).Select(l => l.Text == "null" ? null : l.Text).ToArray())));
+        }
+        return families;
+    }
+
+    /// <summary>Compiles every calibration filter against the attributes read, so that a bad one stops the build before it starts, naming its file and line.</summary>
+    private static void CheckCalibrationFilters(List<GivenFilters> files, AttributeTable table)
+    {
+        var compiler = new Squash.Search.Filters.FilterCompiler(table.Encoding);
+        foreach (var (path, lines, family) in files)
+            for (int i = 0; i < family.Texts.Length; i++)
+            {
+                if (family.Texts[i] is not { } text) continue;
+                try { compiler.Compile(text); }
+                catch (Squash.Search.Filters.FilterException e) { throw new UsageException($"--calibration-filters: '{path}' line {lines[i]}: {e.Message}"); }
+            }
+    }
+
+    /// <summary>One --calibration-filters file: its path, the line each kept filter came from, and the family it gives.</summary>
+    private sealed record GivenFilters(string Path, int[] Lines, CalibrationFilters Family);
 
     private static string Describe(Squash.Index.Model.IndexManifest manifest, double target, Squash.Index.Model.FilteredCalibration? band = null)
     {
