@@ -175,6 +175,8 @@ internal static partial class BackgroundPriority
         private Thread? _thread;
         private readonly Timer _watch;
         private bool _restored, _raised;
+        /// <summary>The lowered thread's nice value before it was lowered: what raising it goes back to (a build run under nice stays there).</summary>
+        private int _nice;
 
         /// <param name="othersCores">Samples the cores other processes used since its last call (null: not known); default <see cref="OtherProcesses"/>.</param>
         /// <param name="period">How often the load is sampled.</param>
@@ -200,13 +202,13 @@ internal static partial class BackgroundPriority
                 if (_restored) return false;
                 _thread = Thread.CurrentThread;
                 bool mayRaise = MayLeaveIdlePolicy();
-                ThreadId = LowerCurrent(mayRaise);
+                ThreadId = LowerCurrent(mayRaise, out _nice);
                 if (ThreadId == 0 || !mayRaise) _watch.Dispose(); // nothing to watch for, or nothing to do about it
                 return true;
             }
         }
 
-        /// <summary>Back to the normal policy (and, where the process may, the normal nice value); a thread that starts later does nothing.</summary>
+        /// <summary>Back to the normal policy (and, where the process may, the nice value it had before); a thread that starts later does nothing.</summary>
         public void Restore()
         {
             lock (_gate)
@@ -214,7 +216,7 @@ internal static partial class BackgroundPriority
                 if (_restored) return;
                 _restored = true;
                 _watch.Dispose();
-                if (_thread is not null) Raise(_thread, ThreadId);
+                if (_thread is not null) Raise(_thread, ThreadId, _nice);
             }
         }
 
@@ -237,7 +239,7 @@ internal static partial class BackgroundPriority
                 if (!_raised && others >= BusyCores)
                 {
                     // Refused, the thread stays at the idle policy, and the next sample tries again.
-                    _raised = Raise(_thread!, ThreadId);
+                    _raised = Raise(_thread!, ThreadId, _nice);
                 }
                 else if (_raised && others < FreeCores)
                 {
@@ -308,15 +310,17 @@ internal static partial class BackgroundPriority
         }
     }
 
-    /// <param name="keepNice">Leave the nice value at 0 under the idle policy (which ignores it), so that the thread can be raised again.</param>
-    private static int LowerCurrent(bool keepNice)
+    /// <param name="keepNice">Leave the nice value as it is under the idle policy (which ignores it), so that the thread can be raised again.</param>
+    private static int LowerCurrent(bool keepNice, out int nice)
     {
+        nice = 0;
         try
         {
             Thread.CurrentThread.Priority = ThreadPriority.Lowest;
             if (OperatingSystem.IsLinux() && System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture == System.Runtime.InteropServices.Architecture.X64)
             {
                 int tid = (int)Syscall(SysGettid);
+                nice = NiceOf(tid);
                 // A nice-19 thread can keep its core for the rest of its slice when a build thread wakes; an idle-policy
                 // thread gives it up at once (bench/recall.md). Where the policy is refused, nice 19 stays.
                 if (!keepNice) _ = SetPriority(PrioProcess, tid, Nicest);
@@ -335,8 +339,8 @@ internal static partial class BackgroundPriority
         return 0;
     }
 
-    /// <summary>Back to the normal policy; false when the kernel refused it.</summary>
-    private static bool Raise(Thread thread, int tid)
+    /// <summary>Back to the normal policy at nice <paramref name="nice"/>; false when the kernel refused it.</summary>
+    private static bool Raise(Thread thread, int tid, int nice)
     {
         try
         {
@@ -347,7 +351,7 @@ internal static partial class BackgroundPriority
                 int priority = 0;
                 bool raised;
                 unsafe { raised = SetScheduler(tid, SchedOther, &priority) == 0; }
-                return SetPriority(PrioProcess, tid, 0) == 0 && raised;
+                return SetPriority(PrioProcess, tid, nice) == 0 && raised;
             }
             return true;
         }
@@ -400,6 +404,17 @@ internal static partial class BackgroundPriority
 
     [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "setpriority")]
     private static partial int SetPriority(int which, int who, int priority);
+
+    [System.Runtime.InteropServices.LibraryImport("libc", EntryPoint = "getpriority", SetLastError = true)]
+    private static partial int GetPriority(int which, int who);
+
+    /// <summary>A thread's nice value (0 where it cannot be read: -1 is a nice value, so only errno tells a failure).</summary>
+    private static int NiceOf(int tid)
+    {
+        System.Runtime.InteropServices.Marshal.SetLastPInvokeError(0);
+        int nice = GetPriority(PrioProcess, tid);
+        return nice == -1 && System.Runtime.InteropServices.Marshal.GetLastPInvokeError() != 0 ? 0 : nice;
+    }
 
     private const int SchedOther = 0, SchedIdle = 5, RlimitNice = 13;
 

@@ -142,7 +142,7 @@ public static partial class FilteredRecallCalibrator
                 sample.Add(rows, attributes);
                 cancellationToken.ThrowIfCancellationRequested();
             }
-            var families = DrawFamilies(info, sample, _queries, count, _dense, _k);
+            var families = DrawFamilies(info, sample, _queries, count, _dense, _k, parallel);
 
             var queries = new TruthQuery?[families.Count * count];
             var internals = new float[count][];

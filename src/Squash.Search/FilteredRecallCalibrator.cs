@@ -336,7 +336,8 @@ public static partial class FilteredRecallCalibrator
     }
 
     /// <param name="dense">Queries the families above <see cref="SparseSelectivity"/> filter (the first ones).</param>
-    private static List<Family> DrawFamilies(IndexAttributes attributes, ColumnSample sample, CalibrationQueries queries, int count, int dense, int k)
+    /// <param name="parallel">False on a lowered thread: it must not hand work to the pool (a pool thread it started would inherit its priority).</param>
+    private static List<Family> DrawFamilies(IndexAttributes attributes, ColumnSample sample, CalibrationQueries queries, int count, int dense, int k, bool parallel = true)
     {
         var compiler = new FilterCompiler(attributes);
         // Drawn in order (one seeded sequence), compiled in parallel (the compiler only reads). One text, in any family,
@@ -346,7 +347,8 @@ public static partial class FilteredRecallCalibrator
         {
             var fresh = texts.OfType<string>().Distinct(StringComparer.Ordinal).Where(t => !compiled.ContainsKey(t)).ToArray();
             var made = new CompiledFilter[fresh.Length];
-            Parallel.For(0, fresh.Length, i => made[i] = compiler.Compile(fresh[i]));
+            if (parallel) Parallel.For(0, fresh.Length, i => made[i] = compiler.Compile(fresh[i]));
+            else for (int i = 0; i < fresh.Length; i++) made[i] = compiler.Compile(fresh[i]);
             for (int i = 0; i < fresh.Length; i++) compiled[fresh[i]] = made[i];
             return texts.Select(t => t is null ? null : compiled[t]).ToArray();
         }

@@ -96,8 +96,7 @@ public static class GroundTruth
         int blocks = (nq + queryBlock - 1) / queryBlock;
         int finished = 0;
 
-        var options = new ParallelOptions { CancellationToken = cancellationToken, MaxDegreeOfParallelism = workers };
-        Parallel.For(0, blocks, options, block =>
+        void RunBlock(int block)
         {
             int first = block * queryBlock;
             int end = Math.Min(nq, first + queryBlock);
@@ -114,7 +113,19 @@ public static class GroundTruth
             job.WriteResults(results, distances);
             int done = Interlocked.Add(ref finished, end - first);
             progress?.Report(done);
-        });
+        }
+
+        // One worker runs on the calling thread: Parallel.For would queue to the pool even then, and a pool thread
+        // started by a lowered caller (a build's background calibration) would inherit its priority for good.
+        if (workers == 1)
+        {
+            for (int block = 0; block < blocks; block++)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                RunBlock(block);
+            }
+        }
+        else Parallel.For(0, blocks, new ParallelOptions { CancellationToken = cancellationToken, MaxDegreeOfParallelism = workers }, RunBlock);
 
         return (results, distances);
     }
