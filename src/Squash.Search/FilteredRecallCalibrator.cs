@@ -340,8 +340,8 @@ public static partial class FilteredRecallCalibrator
     private static List<Family> DrawFamilies(IndexAttributes attributes, ColumnSample sample, CalibrationQueries queries, int count, int dense, int k, bool parallel = true)
     {
         var compiler = new FilterCompiler(attributes);
-        // Drawn in order (one seeded sequence), compiled in parallel (the compiler only reads). One text, in any family,
-        // compiles once: queries holding the same filter instance share their matches (ByPartition.Truth).
+        // Drawn in order (one seeded sequence), compiled in parallel off a lowered thread (the compiler only reads). One
+        // text, in any family, compiles once: queries holding the same filter instance share their matches (ByPartition.Truth).
         var compiled = new Dictionary<string, CompiledFilter>(StringComparer.Ordinal);
         CompiledFilter?[] Compile(string?[] texts)
         {
