@@ -71,6 +71,20 @@ public class FilterCommandTests
         // Only the given family: no drawn range over "price" and no drawn label value; nine queries in ten carry a filter.
         Assert.All(bands, b => Assert.Contains("(labels.jsonl: 90 queries", b));
         Assert.DoesNotContain(bands, b => b.Contains("range", StringComparison.Ordinal) || b.Contains("other value", StringComparison.Ordinal));
+        // inspect shows the same calibration, read back from the index: the line on the queries and every band's line.
+        var (iexit, shown, ierr) = await CliRunner.RunAsync("inspect", "--index", dir.File("idx"));
+        Assert.True(iexit == 0, ierr);
+        var calibrated = err.Split('\n').Single(l => l.StartsWith("calibrated recall@10", StringComparison.Ordinal));
+        int seconds = calibrated.IndexOf(" in ", StringComparison.Ordinal), plans = calibrated.IndexOf(" s: ", StringComparison.Ordinal);
+        Assert.Contains(calibrated[..seconds], shown); // the seconds aside
+        Assert.Contains(calibrated[plans..], shown);
+        Assert.All(bands, b => Assert.Contains(b, shown));
+        // An index built without calibration says so.
+        (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("plain"), "--vectors", vectors, "--no-calibration");
+        Assert.True(exit == 0, err);
+        (iexit, shown, ierr) = await CliRunner.RunAsync("inspect", "--index", dir.File("plain"));
+        Assert.True(iexit == 0, ierr);
+        Assert.Contains("calibration: none (built with --no-calibration, or too small to calibrate): recall targets plan with the default CF and R", shown);
     }
 
     [Fact]

@@ -127,14 +127,8 @@ public static partial class BuildCommand
             $"{manifest.Count:N0} vectors, {manifest.Partitions.Count} partitions, metric {manifest.Metric}, " +
             $"{manifest.GlobalDimensions} global KLT dims, OSQ+sign codes {codeBytes / manifest.Count:F1} B/vector " +
             $"({codeBytes / rawBytes:P1} of float32), {clock.Elapsed.TotalSeconds:F1} s");
-        if (manifest.Calibration is { } cal)
-            Console.Error.WriteLine($"calibrated recall@{cal.K} on {cal.Queries} {(cal.Source == "queries" ? "of your queries" : "base vectors (leave-one-out)")} in {cal.Seconds:F1} s: " +
-                string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t))));
-        foreach (var band in manifest.Calibration?.Filtered ?? [])
-            Console.Error.WriteLine($"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###}" +
-                (band.MinAnchorRatio is null && band.MaxAnchorRatio is null ? "" : $", anchor ratio {band.MinAnchorRatio ?? 0:0.##}–{(band.MaxAnchorRatio is { } r ? r.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture) : "")}") +
-                $" ({string.Join("; ", band.Families)}): " +
-                string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band))));
+        if (manifest.Calibration is not null)
+            foreach (var line in CalibrationLines(manifest)) Console.Error.WriteLine(line);
         // The pointer only moves to newer ids: a build that started before another one finished stays unpublished.
         if (await store.GetCurrentAsync(ct) is { } current && current.Version != manifest.Version)
             Console.Error.WriteLine($"note: version {manifest.Version} is not current: the newer build {current.Version} was published meanwhile (gc removes the older one)");
@@ -185,6 +179,32 @@ public static partial class BuildCommand
 
     /// <summary>One --calibration-filters file: its path, the line each kept filter came from, and the family it gives.</summary>
     private sealed record GivenFilters(string Path, int[] Lines, CalibrationFilters Family);
+
+    /// <summary>
+    /// What the calibration holds, as `build` prints it and `inspect` shows it: what it measured on, and the plan each
+    /// target gets, unfiltered and in each filtered band (with the families the band was measured on).
+    /// </summary>
+    internal static IEnumerable<string> CalibrationLines(Squash.Index.Model.IndexManifest manifest)
+    {
+        if (manifest.Calibration is not { } cal)
+        {
+            yield return "calibration: none (built with --no-calibration, or too small to calibrate): recall targets plan with the default CF and R";
+            yield break;
+        }
+        string on = cal.Source switch
+        {
+            "queries" => "of your queries",
+            "live-sample" => "live rows, measured again after writes (leave-one-out)",
+            _ => "base vectors (leave-one-out)",
+        };
+        yield return $"calibrated recall@{cal.K} on {cal.Queries} {on} in {cal.Seconds:F1} s: " +
+            string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t)));
+        foreach (var band in cal.Filtered ?? [])
+            yield return $"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###}" +
+                (band.MinAnchorRatio is null && band.MaxAnchorRatio is null ? "" : $", anchor ratio {band.MinAnchorRatio ?? 0:0.##}–{(band.MaxAnchorRatio is { } r ? r.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture) : "")}") +
+                $" ({string.Join("; ", band.Families)}): " +
+                string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band)));
+    }
 
     private static string Describe(Squash.Index.Model.IndexManifest manifest, double target, Squash.Index.Model.FilteredCalibration? band = null)
     {

@@ -4,14 +4,14 @@ using Squash.Search;
 
 namespace Squash.Cli.Commands;
 
-/// <summary>Prints what an index holds: manifest, energy spectrum, code widths, partition sizes.</summary>
+/// <summary>Prints what an index holds: manifest, energy spectrum, code widths, partition sizes, recall calibration.</summary>
 public static class InspectCommand
 {
     public static Command Create()
     {
         var index = new Option<string>("--index") { Description = "Folder that holds the index; with --store, the index's name inside the store.", Required = true };
         var partitions = new Option<bool>("--partitions") { Description = "Also list every partition." };
-        var cmd = new Command("inspect", "Describe an index: version, build parameters, spectrum, code widths, partitions.") { index, partitions };
+        var cmd = new Command("inspect", "Describe an index: version, build parameters, spectrum, code widths, partitions, the recall calibration.") { index, partitions };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
@@ -41,6 +41,7 @@ public static class InspectCommand
             Console.WriteLine($"coded dims per partition: min {coded.Min()}, mean {coded.Average():F0}, max {coded.Max()}; code bytes per vector {loaded.CodeBytesPerVector:F1}");
             var sizes = m.Partitions.Select(p => p.Count).ToArray();
             Console.WriteLine($"partition sizes: min {sizes.Min():N0}, mean {sizes.Average():N0}, max {sizes.Max():N0}");
+            foreach (var line in BuildCommand.CalibrationLines(m)) Console.WriteLine(line);
             if (pr.GetValue(partitions))
             {
                 var table = new Table().AddColumns("id", "vectors", "coded dims", "bits/vector", "width histogram (1..8 bits)", "radius", "codes KB", "vectors KB");

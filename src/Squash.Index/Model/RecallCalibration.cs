@@ -11,7 +11,7 @@ public sealed record RecallCalibration
     public required int K { get; init; }
     /// <summary>Calibration queries searched.</summary>
     public required int Queries { get; init; }
-    /// <summary>"base-sample": base vectors searched leave-one-out; "queries": a file of the user's queries.</summary>
+    /// <summary>"base-sample": base vectors searched leave-one-out; "queries": a file of the user's queries; "live-sample": live rows searched leave-one-out, measured again after writes.</summary>
     public required string Source { get; init; }
     public double Seconds { get; init; }
     /// <summary>The frontier, by ascending cost (and so ascending recall).</summary>
