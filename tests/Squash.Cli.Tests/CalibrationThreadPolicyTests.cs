@@ -1,5 +1,5 @@
 using System.Diagnostics;
-using System.Globalization;
+using Squash.Testing;
 
 namespace Squash.Cli.Tests;
 
@@ -10,8 +10,6 @@ namespace Squash.Cli.Tests;
 /// </summary>
 public class CalibrationThreadPolicyTests
 {
-    private const int SchedIdle = 5;
-
     [Fact]
     public async Task OnlyTheCalibrationsOwnThreadsEverRunLowered()
     {
@@ -43,7 +41,7 @@ public class CalibrationThreadPolicyTests
                 foreach (var task in Directory.EnumerateDirectories($"/proc/{process.Id}/task").ToArray())
                     if (Sample(task) is { } s)
                     {
-                        if (!seen.TryGetValue((s.Tid, s.Name), out var set)) seen[(s.Tid, s.Name)] = set = [];
+                        if (!seen.TryGetValue((s.Id, s.Name), out var set)) seen[(s.Id, s.Name)] = set = [];
                         set.Add((s.Nice, s.Policy));
                     }
                 await Task.Delay(10, deadline.Token);
@@ -75,27 +73,18 @@ public class CalibrationThreadPolicyTests
         Assert.True(mainNice == Math.Min(19, OwnNice() + 3), $"the build's main thread ran at nice {mainNice}; the test runs at nice {OwnNice()}");
         var raised = seen.Where(t => t.Value.Any(v => v.Nice < mainNice)).Select(t => t.Key).ToArray();
         Assert.True(raised.Length == 0, "threads ran above the build's nice value: " + string.Join(", ", raised.Select(t => $"{t.Tid} '{t.Name}'")) + " — " + Seen());
-        var lowered = seen.Where(t => t.Value.Any(v => v.Policy == SchedIdle || v.Nice > mainNice)).Select(t => t.Key).ToArray();
+        var lowered = seen.Where(t => t.Value.Any(v => v.Policy == ThreadStat.SchedIdle || v.Nice > mainNice)).Select(t => t.Key).ToArray();
         Assert.True(lowered.All(t => t.Name.StartsWith(".NET Long Runn", StringComparison.Ordinal)),
             "threads other than the calibration's ran lowered: " + string.Join(", ", lowered.Select(t => $"{t.Tid} '{t.Name}'")) + " — " + Seen());
     }
 
-    /// <summary>This process's nice value (field 19 of its stat line).</summary>
-    private static int OwnNice()
-    {
-        var stat = File.ReadAllText("/proc/self/stat");
-        return int.Parse(stat[(stat.LastIndexOf(')') + 2)..].Split(' ')[16], CultureInfo.InvariantCulture);
-    }
+    /// <summary>This process's nice value.</summary>
+    private static int OwnNice() => ThreadStat.Read("/proc/self/stat").Nice;
 
-    /// <summary>One thread's id, name, nice value and policy from its stat line (fields 19 and 41; the name, which may hold spaces, is in brackets).</summary>
-    private static (int Tid, string Name, int Nice, int Policy)? Sample(string task)
+    /// <summary>One thread's id, name, nice value and policy (null: the thread has ended).</summary>
+    private static ThreadStat? Sample(string task)
     {
-        string stat;
-        try { stat = File.ReadAllText(Path.Combine(task, "stat")); }
-        catch (IOException) { return null; } // the thread ended
-        int open = stat.IndexOf('('), close = stat.LastIndexOf(')');
-        var fields = stat[(close + 2)..].Split(' ');
-        return (int.Parse(stat[..open], CultureInfo.InvariantCulture), stat[(open + 1)..close],
-            int.Parse(fields[16], CultureInfo.InvariantCulture), int.Parse(fields[38], CultureInfo.InvariantCulture));
+        try { return ThreadStat.Read(Path.Combine(task, "stat")); }
+        catch (IOException) { return null; }
     }
 }

@@ -184,15 +184,11 @@ public sealed class BackgroundHandoverTests
     /// <summary>A thread's scheduling policy (<see cref="Scheduling"/>).</summary>
     private static int Policy(int tid) => Scheduling(tid).Policy;
 
-    /// <summary>
-    /// A thread of this process's nice value and scheduling policy: the 19th and 41st fields of its stat line (the fields
-    /// after the command name, which may hold spaces, start at the 3rd).
-    /// </summary>
+    /// <summary>A thread of this process's nice value and scheduling policy.</summary>
     internal static (int Nice, int Policy) Scheduling(int tid)
     {
-        var stat = File.ReadAllText($"/proc/self/task/{tid}/stat");
-        var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
-        return (int.Parse(fields[16], System.Globalization.CultureInfo.InvariantCulture), int.Parse(fields[38], System.Globalization.CultureInfo.InvariantCulture));
+        var stat = Squash.Testing.ThreadStat.Read($"/proc/self/task/{tid}/stat");
+        return (stat.Nice, stat.Policy);
     }
 
     /// <summary>Holds this flow's background threads at <paramref name="point"/> until <paramref name="release"/>; the result counts the holds.</summary>
