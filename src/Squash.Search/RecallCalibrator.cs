@@ -95,6 +95,44 @@ public sealed record CalibrationQueries(float[] Data, int Count, int Dimensions,
 public sealed record CalibrationFilters(string Name, string?[] Texts);
 
 /// <summary>
+/// A calibration filter file as <c>squash build --calibration-filters</c> and a queue build's
+/// <c>source.calibrationFilters</c> read it: one JSON filter per non-blank line, line i for calibration query i,
+/// <c>null</c> for none. <see cref="Lines"/>[i] is the line filter i came from (1-based), for errors.
+/// </summary>
+public sealed record CalibrationFilterFile(string Name, string?[] Texts, int[] Lines)
+{
+    /// <summary>The file's non-blank lines, trimmed; <paramref name="name"/> names the family (a file name).</summary>
+    public static CalibrationFilterFile Parse(string name, IEnumerable<string> lines)
+    {
+        var kept = lines.Select((text, i) => (Text: text.Trim(), Line: i + 1)).Where(l => l.Text.Length > 0).ToArray();
+        return new CalibrationFilterFile(name, kept.Select(l => l.Text == "null" ? null : l.Text).ToArray(), kept.Select(l => l.Line).ToArray());
+    }
+
+    /// <summary>The family of the first <paramref name="take"/> filters (the calibration queries kept).</summary>
+    public CalibrationFilters Family(int take) => new(Name, Texts[..Math.Min(take, Texts.Length)]);
+
+    /// <summary>The first of the first <paramref name="take"/> filters that does not compile against <paramref name="attributes"/>: its line and why; null when all do.</summary>
+    public (int Line, string Message)? FirstError(Squash.Index.Attributes.IndexAttributes attributes, int take)
+    {
+        // Encoders fitted before the rows are encoded (a queue build's train task) have no cell figures yet; what a filter may
+        // name and compare does not depend on them, so empty cells stand in.
+        var checkable = attributes with
+        {
+            Attributes = attributes.Attributes.Select(a => a.Cells == 0 || a.CellCounts is not null ? a
+                : a with { CellCounts = new long[a.Cells], CellMin = new double[a.Cells], CellMax = new double[a.Cells] }).ToArray(),
+        };
+        var compiler = new Filters.FilterCompiler(checkable);
+        for (int i = 0; i < Math.Min(take, Texts.Length); i++)
+        {
+            if (Texts[i] is not { } text) continue;
+            try { compiler.Compile(text); }
+            catch (Filters.FilterException e) { return (Lines[i], e.Message); }
+        }
+        return null;
+    }
+}
+
+/// <summary>
 /// Measures, once per build, the recall@K and the work of every plan (CF on a grid × R in <see cref="RerankFactors"/>)
 /// against exact neighbours computed here, and keeps the cost–recall frontier for the planner
 /// (<see cref="RecallPlanner"/>). Each query is scanned once, partition by partition in centroid order, with the

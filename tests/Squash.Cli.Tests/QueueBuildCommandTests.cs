@@ -92,7 +92,12 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         var queries = dir.Fvecs("q.fvecs", TempDir.Random(25, Dims, 12));
         var attributes = dir.File("labels.csv");
         File.WriteAllLines(attributes, ["label", .. Enumerable.Range(0, Count).Select(i => (i % 5).ToString())]);
-        string[] options = ["--partitions", "6", "--seed", "3", "--attributes", attributes, "--schema", "label:integer"];
+        // Calibrated on the user's own queries and one family of their filters, uploaded beside the vectors.
+        var calibration = dir.Fvecs("cal.fvecs", TempDir.Random(40, Dims, 13));
+        var filters = dir.File("labels.jsonl");
+        File.WriteAllLines(filters, Enumerable.Range(0, 40).Select(q => q % 5 == 0 ? "null" : $"{{\"label\":{q % 5}}}"));
+        string[] options = ["--partitions", "6", "--seed", "3", "--attributes", attributes, "--schema", "label:integer",
+            "--calibration-queries", calibration, "--calibration-filters", filters];
 
         var (exit, output, err) = await Run(Upload(["build", "--index", "same", "--vectors", vectors, "--chunk-rows", "1000", .. options]));
         Assert.True(exit == 0, err);
@@ -106,6 +111,8 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         Assert.Equal(File.ReadAllBytes(vectors), stored.Value.Content.ToArray());
 
         Assert.Contains($"uploaded {attributes} as blob {BlobFor("same", attributes)}: ", err);
+        Assert.Contains($"uploaded {calibration} as blob {BlobFor("same", calibration)}: ", err);
+        Assert.Contains($"uploaded {filters} as blob {BlobFor("same", filters)}: ", err);
 
         var (inExit, _, inErr) = await Run(["build", "--index", dir.File("inproc"), "--vectors", vectors, .. options]);
         Assert.True(inExit == 0, inErr);
@@ -136,6 +143,8 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         Assert.Equal(version, view.GetProperty("version").GetString());
         Assert.True(view.GetProperty("current").GetBoolean());
         Assert.Equal(blob, view.GetProperty("source").GetProperty("vectors").GetString());
+        Assert.Equal(BlobFor("same", calibration), view.GetProperty("source").GetProperty("calibrationQueries").GetString());
+        Assert.Equal([BlobFor("same", filters)], view.GetProperty("source").GetProperty("calibrationFilters").EnumerateArray().Select(x => x.GetString()));
         var (tExit, table, tErr) = await Run(Endpoint("builds", "show", buildId, "--index", "same"));
         Assert.True(tExit == 0, tErr);
         Assert.Matches($@"(?m)^version\s+{version} \(current\)\s*$", table);
@@ -150,6 +159,11 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         CliRunner.AssertOneErrorLine(pExit, pErr, "--partitions: (5000) cannot exceed the number of vectors (3,000)");
         var (mExit, _, mErr) = await Run(Endpoint("build", "--index", "same", "--source", "same/uploads/nothing.fvecs"));
         CliRunner.AssertOneErrorLine(mExit, mErr, "--source: no blob named 'same/uploads/nothing.fvecs' and no blobs under 'same/uploads/nothing.fvecs/' in the store");
+        var (cqExit, _, cqErr) = await Run(Endpoint("build", "--index", "same", "--source", blob, "--calibration-queries", "same/uploads/none.fvecs"));
+        CliRunner.AssertOneErrorLine(cqExit, cqErr, "--calibration-queries: no blob named 'same/uploads/none.fvecs' in the store");
+        var (fExit, _, fErr) = await Run(Endpoint("build", "--index", "same", "--source", blob, "--attributes", BlobFor("same", attributes),
+            "--calibration-queries", BlobFor("same", calibration), "--calibration-filters", BlobFor("same", filters), "--calibration-filters", "same/uploads/none.jsonl"));
+        CliRunner.AssertOneErrorLine(fExit, fErr, "--calibration-filters (the second one): no blob named 'same/uploads/none.jsonl' in the store");
     }
 
     [Fact]
@@ -228,8 +242,12 @@ public sealed class QueueBuildFlagTests
     [InlineData(new[] { "--source", "a.fvecs", "--store", "dir:/tmp" }, "--store is only used to upload --vectors: with --source the service reads the blob from its own store")]
     [InlineData(new string[0], "--endpoint needs --vectors FILE (uploaded into --store) or --source BLOB (a blob already in the service's store)")]
     [InlineData(new[] { "--vectors", "V", "--source", "a.fvecs" }, "--vectors and --source cannot be combined: upload a file, or name a blob already in the store")]
-    [InlineData(new[] { "--source", "a.fvecs", "--calibration-queries", "V" }, "--calibration-queries is not supported by a build through the queue (it calibrates on a sample of the base vectors); drop it, or build in process (without --endpoint)")]
-    [InlineData(new[] { "--source", "a.fvecs", "--calibration-filters", "V" }, "--calibration-filters is not supported by a build through the queue (it calibrates on a sample of the base vectors); drop it, or build in process (without --endpoint)")]
+    [InlineData(new[] { "--source", "a.fvecs", "--calibration-queries", "V", "--no-calibration" }, "--calibration-queries cannot be combined with --no-calibration")]
+    [InlineData(new[] { "--source", "a.fvecs", "--calibration-filters", "V" }, "--calibration-filters needs --calibration-queries (line i is the filter of query i)")]
+    [InlineData(new[] { "--source", "a.fvecs", "--calibration-queries", "q.fvecs", "--calibration-filters", "f.jsonl" }, "--calibration-filters needs --attributes: the filters name attributes")]
+    [InlineData(new[] { "--vectors", "V", "--calibration-queries", "missing.fvecs" }, "--calibration-queries: file 'missing.fvecs' does not exist")]
+    [InlineData(new[] { "--vectors", "V", "--attributes", "V", "--calibration-queries", "V", "--calibration-filters", "missing.jsonl" }, "--calibration-filters: file 'missing.jsonl' does not exist")]
+    [InlineData(new[] { "--vectors", "V", "--attributes", "V", "--calibration-queries", "V", "--calibration-filters", "F" }, "--calibration-filters: 'F' has 3 filters; --calibration-queries has 10 queries (one filter per query, null for none)")]
     [InlineData(new[] { "--source", "a.fvecs", "--schema", "price:number" }, "--schema needs --attributes")]
     [InlineData(new[] { "--source", "a.fvecs", "--chunk-rows", "-1" }, "--chunk-rows must be ≥ 0 (0 picks about 32 MB of vectors per task), got -1")]
     [InlineData(new[] { "--source", "a.fvecs", "--max-bits", "9" }, "--max-bits must be between 1 and 8, got 9")]
@@ -239,10 +257,12 @@ public sealed class QueueBuildFlagTests
     {
         using var dir = new TempDir();
         var vectors = dir.Fvecs("base.fvecs", TempDir.Random(10, 4, 1));
+        var filters = dir.File("three.jsonl");
+        File.WriteAllLines(filters, ["null", "", """{"label":1}""", "null"]);
         // Nothing listens there: a check that let the command through would fail with "cannot connect" instead.
-        string[] args = ["build", "--endpoint", $"http://127.0.0.1:{FreePorts.Next()}", "--index", "x", .. flags.Select(a => a == "V" ? vectors : a)];
+        string[] args = ["build", "--endpoint", $"http://127.0.0.1:{FreePorts.Next()}", "--index", "x", .. flags.Select(a => a switch { "V" => vectors, "F" => filters, _ => a })];
         var (exit, _, err) = await CliRunner.RunAsync(args);
-        CliRunner.AssertOneErrorLine(exit, err, expected);
+        CliRunner.AssertOneErrorLine(exit, err, expected.Replace("'F'", $"'{filters}'"));
     }
 
     [Fact]

@@ -20,10 +20,14 @@ namespace Squash.Cli.Commands;
 public static partial class BuildCommand
 {
     /// <summary>The flag behind each field of a build request, so that a 400 names what the user typed.</summary>
-    private static string? FlagOf(string field, string? uploadedVectors, string? uploadedAttributes) => field switch
+    private static string? FlagOf(string field, IReadOnlyDictionary<string, string> uploaded) => field switch
     {
-        "source.vectors" => uploadedVectors is null ? "--source" : $"--vectors (uploaded as blob '{uploadedVectors}')",
-        "source.attributes" => uploadedAttributes is null ? "--attributes" : $"--attributes (uploaded as blob '{uploadedAttributes}')",
+        "source.vectors" => uploaded.TryGetValue(field, out var v) ? $"--vectors (uploaded as blob '{v}')" : "--source",
+        "source.attributes" or "source.calibrationQueries" => (field == "source.attributes" ? "--attributes" : "--calibration-queries")
+            + (uploaded.TryGetValue(field, out var a) ? $" (uploaded as blob '{a}')" : ""),
+        "source.calibrationFilters" => "--calibration-filters",
+        _ when field.StartsWith("source.calibrationFilters[", StringComparison.Ordinal) =>
+            "--calibration-filters" + (uploaded.TryGetValue(field, out var cf) ? $" (uploaded as blob '{cf}')" : $" (the {OrdinalOf(field)} one)"),
         "source.schema" => "--schema",
         _ when field.StartsWith("source.schema.", StringComparison.Ordinal) => $"--schema {field["source.schema.".Length..]}",
         "options.metric" => "--metric",
@@ -46,10 +50,11 @@ public static partial class BuildCommand
         var index = pr.GetValue(f.Index)!;
         CliErrors.Require(IndexCatalog.IsValidName(index),
             $"--index: with --endpoint it names an index of the service (lower-case letters, digits and '-', at most 63 characters), got '{index}'");
-        CliErrors.Require(pr.GetValue(f.CalibrationQueries) is null,
-            "--calibration-queries is not supported by a build through the queue (it calibrates on a sample of the base vectors); drop it, or build in process (without --endpoint)");
-        CliErrors.Require(pr.GetValue(f.CalibrationFilters) is not { Length: > 0 },
-            "--calibration-filters is not supported by a build through the queue (it calibrates on a sample of the base vectors); drop it, or build in process (without --endpoint)");
+        string? calibrationQueries = pr.GetValue(f.CalibrationQueries);
+        string[] calibrationFilters = pr.GetValue(f.CalibrationFilters) ?? [];
+        CliErrors.Require(calibrationQueries is null || !pr.GetValue(f.NoCalibration), "--calibration-queries cannot be combined with --no-calibration");
+        CliErrors.Require(calibrationFilters.Length == 0 || calibrationQueries is not null, "--calibration-filters needs --calibration-queries (line i is the filter of query i)");
+        CliErrors.Require(calibrationFilters.Length == 0 || pr.GetValue(f.Attributes) is not null, "--calibration-filters needs --attributes: the filters name attributes");
         var (metric, partitions, bits, maxBits, energy) = CheckedOptions(pr, f);
         int chunkRows = pr.GetValue(f.ChunkRows);
         CliErrors.Require(chunkRows >= 0, $"--chunk-rows must be ≥ 0 (0 picks about 32 MB of vectors per task), got {chunkRows}");
@@ -70,6 +75,13 @@ public static partial class BuildCommand
         {
             CliErrors.Require(File.Exists(vectors), $"--vectors: file '{vectors}' does not exist");
             CliErrors.Require(attributes is null || File.Exists(attributes), $"--attributes: file '{attributes}' does not exist");
+            if (calibrationQueries is not null)
+            {
+                // Local files are checked as the in-process build checks them, before anything is uploaded; the service checks the dimensions.
+                CliErrors.Require(File.Exists(calibrationQueries), $"--calibration-queries: file '{calibrationQueries}' does not exist");
+                int queries = Squash.Cli.Datasets.VectorFile.Read(calibrationQueries).Count;
+                foreach (var filterPath in calibrationFilters) ReadCalibrationFilterFile(filterPath, queries);
+            }
             CliErrors.Require(storeSpec is not null,
                 "--vectors with --endpoint needs --store: the service's blob store (azure:CONNECTION_STRING or azure:https://ACCOUNT.blob.core.windows.net) to upload the file into; or name a blob already there with --source");
             IndexLocation.OpenStore(storeSpec!, container);
@@ -87,15 +99,27 @@ public static partial class BuildCommand
         await api.ListAsync(retry: false, ct);
 
         var clock = Stopwatch.StartNew();
-        string? uploadedVectors = null, uploadedAttributes = null;
+        // Request field → the blob a local file was uploaded as (with --source, the flags name blobs already in the store).
+        var uploaded = new Dictionary<string, string>();
         if (uploads is not null)
         {
-            uploadedVectors = await UploadWithProgressAsync(uploads, index, vectors!, ct);
-            if (attributes is not null) uploadedAttributes = await UploadWithProgressAsync(uploads, index, attributes, ct);
+            uploaded["source.vectors"] = await UploadWithProgressAsync(uploads, index, vectors!, ct);
+            if (attributes is not null) uploaded["source.attributes"] = await UploadWithProgressAsync(uploads, index, attributes, ct);
+            if (calibrationQueries is not null) uploaded["source.calibrationQueries"] = await UploadWithProgressAsync(uploads, index, calibrationQueries, ct);
+            for (int i = 0; i < calibrationFilters.Length; i++)
+                uploaded[$"source.calibrationFilters[{i}]"] = await UploadWithProgressAsync(uploads, index, calibrationFilters[i], ct);
         }
         var request = new BuildRequest
         {
-            Source = new BuildSourceRequest { Vectors = uploadedVectors ?? source, Attributes = uploadedAttributes ?? attributes, Schema = schema },
+            Source = new BuildSourceRequest
+            {
+                Vectors = uploaded.GetValueOrDefault("source.vectors") ?? source,
+                Attributes = uploaded.GetValueOrDefault("source.attributes") ?? attributes,
+                Schema = schema,
+                CalibrationQueries = uploaded.GetValueOrDefault("source.calibrationQueries") ?? calibrationQueries,
+                CalibrationFilters = calibrationFilters.Length == 0 ? null
+                    : calibrationFilters.Select((path, i) => uploaded.GetValueOrDefault($"source.calibrationFilters[{i}]") ?? path).ToArray(),
+            },
             Options = new BuildOptionsRequest
             {
                 Metric = MetricSpace.Name(metric), Partitions = partitions, BitsPerDim = bits, MaxBits = maxBits, Energy = energy,
@@ -109,7 +133,7 @@ public static partial class BuildCommand
         }
         catch (EndpointProblemException e) when (e.Errors is { Count: > 0 })
         {
-            throw new UsageException(e.Describe(field => FlagOf(field, uploadedVectors, uploadedAttributes)));
+            throw new UsageException(e.Describe(field => FlagOf(field, uploaded)));
         }
         var follow = $"squash builds show {accepted.BuildId} --endpoint {url} --index {index}";
         var cancel = $"squash builds cancel {accepted.BuildId} --endpoint {url} --index {index}";
@@ -137,6 +161,13 @@ public static partial class BuildCommand
             throw new UsageException($"{CliErrors.Describe(e, pr)}; build {accepted.BuildId} may still be running on the service (see: {follow})");
         }
         return Finish(view, clock.Elapsed);
+    }
+
+    /// <summary>"first", "second", … for <c>source.calibrationFilters[i]</c>: which --calibration-filters flag.</summary>
+    private static string OrdinalOf(string field)
+    {
+        int i = int.TryParse(field["source.calibrationFilters[".Length..].TrimEnd(']'), out int n) ? n : -1;
+        return i switch { 0 => "first", 1 => "second", 2 => "third", _ => $"#{i + 1}" };
     }
 
     /// <summary>Exit 0 with the published version, or 1 with the job's error naming the task.</summary>

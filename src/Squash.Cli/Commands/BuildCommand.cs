@@ -26,8 +26,8 @@ public static partial class BuildCommand
         public readonly Option<string?> Attributes = new("--attributes") { Description = "Attributes beside the vectors, one row per vector by position: .jsonl ({\"id\":\"…\",\"attributes\":{…}}) or .csv (header row, optional id column). With --endpoint and --vectors a local file (uploaded too); with --source a blob in the service's store." };
         public readonly Option<string?> Schema = new("--schema") { Description = "Declared attribute types, e.g. \"price:number,label:integer,colour:category,tags:tags,ok:bool\" (default: inferred)." };
         public readonly Option<int> Seed = new("--seed") { Description = "Seed for k-means; a build is deterministic for a seed (the same index in process and through the queue).", DefaultValueFactory = _ => 42 };
-        public readonly Option<string?> CalibrationQueries = new("--calibration-queries") { Description = "Queries like the ones the index will serve (.fvecs, .bvecs or .npy) to calibrate recall targets with; default: a sample of the base vectors, each searched without itself. In-process builds only." };
-        public readonly Option<string[]> CalibrationFilters = new("--calibration-filters") { Description = "With --calibration-queries: filters like the ones the index will serve, one JSON filter per line, line i for calibration query i (null: none), as many as the query file has queries; the filtered calibration measures these instead of filters it draws from the attributes. Give it once per kind of filter: each file is measured as its own family, and a recall target holds for each. In-process builds only.", Arity = ArgumentArity.ZeroOrMore };
+        public readonly Option<string?> CalibrationQueries = new("--calibration-queries") { Description = "Queries like the ones the index will serve (.fvecs, .bvecs or .npy) to calibrate recall targets with; default: a sample of the base vectors, each searched without itself. With --endpoint, a local file is uploaded beside --vectors (with --source, a blob in the service's store)." };
+        public readonly Option<string[]> CalibrationFilters = new("--calibration-filters") { Description = "With --calibration-queries: filters like the ones the index will serve, one JSON filter per line, line i for calibration query i (null: none), as many as the query file has queries; the filtered calibration measures these instead of filters it draws from the attributes. Give it once per kind of filter: each file is measured as its own family, and a recall target holds for each. With --endpoint, uploaded as --calibration-queries is (with --source, blobs in the service's store).", Arity = ArgumentArity.ZeroOrMore };
         public readonly Option<bool> NoCalibration = new("--no-calibration") { Description = "Skip the recall calibration: queries then plan with CF and R only (recall targets fall back to their defaults)." };
         public readonly Option<string?> Endpoint = new(CliErrors.EndpointFlag) { Description = "Build through the queue of the service at this URL (e.g. http://127.0.0.1:7071 from squash serve --store azure:…): upload --vectors into --store (or name a blob with --source), submit, and follow the build until it is published." };
         public readonly Option<string?> Source = new("--source") { Description = "With --endpoint: build from a blob already in the service's store (a .fvecs/.bvecs/.npy blob, or a prefix: every blob under it in name order) instead of uploading --vectors." };
@@ -154,31 +154,35 @@ public static partial class BuildCommand
         var families = new List<GivenFilters>();
         foreach (string path in paths)
         {
-            CliErrors.Require(File.Exists(path), $"--calibration-filters: file '{path}' does not exist");
-            var lines = File.ReadLines(path).Select((text, i) => (Text: text.Trim(), Line: i + 1)).Where(l => l.Text.Length > 0).ToArray();
-            CliErrors.Require(lines.Length == queries,
-                $"--calibration-filters: '{path}' has {lines.Length:N0} filters; --calibration-queries has {queries:N0} queries (one filter per query, null for none)");
-            families.Add(new GivenFilters(path, lines.Take(take).Select(l => l.Line).ToArray(),
-                new CalibrationFilters(Path.GetFileName(path), lines.Take(take).Select(l => l.Text == "null" ? null : l.Text).ToArray())));
+            var file = ReadCalibrationFilterFile(path, queries);
+            families.Add(new GivenFilters(path, file, take));
         }
         return families;
+    }
+
+    /// <summary>One --calibration-filters file, checked to hold one filter per calibration query (<paramref name="queries"/>).</summary>
+    internal static CalibrationFilterFile ReadCalibrationFilterFile(string path, int queries)
+    {
+        CliErrors.Require(File.Exists(path), $"--calibration-filters: file '{path}' does not exist");
+        var file = CalibrationFilterFile.Parse(Path.GetFileName(path), File.ReadLines(path));
+        CliErrors.Require(file.Texts.Length == queries,
+            $"--calibration-filters: '{path}' has {file.Texts.Length:N0} filters; --calibration-queries has {queries:N0} queries (one filter per query, null for none)");
+        return file;
     }
 
     /// <summary>Compiles every calibration filter against the attributes read, so that a bad one stops the build before it starts, naming its file and line.</summary>
     private static void CheckCalibrationFilters(List<GivenFilters> files, AttributeTable table)
     {
-        var compiler = new Squash.Search.Filters.FilterCompiler(table.Encoding);
-        foreach (var (path, lines, family) in files)
-            for (int i = 0; i < family.Texts.Length; i++)
-            {
-                if (family.Texts[i] is not { } text) continue;
-                try { compiler.Compile(text); }
-                catch (Squash.Search.Filters.FilterException e) { throw new UsageException($"--calibration-filters: '{path}' line {lines[i]}: {e.Message}"); }
-            }
+        foreach (var (path, file, take) in files)
+            if (file.FirstError(table.Encoding, take) is { } error)
+                throw new UsageException($"--calibration-filters: '{path}' line {error.Line}: {error.Message}");
     }
 
-    /// <summary>One --calibration-filters file: its path, the line each kept filter came from, and the family it gives.</summary>
-    private sealed record GivenFilters(string Path, int[] Lines, CalibrationFilters Family);
+    /// <summary>One --calibration-filters file: its path, its filters, and how many the build keeps (one per calibration query kept).</summary>
+    private sealed record GivenFilters(string Path, CalibrationFilterFile File, int Take)
+    {
+        public CalibrationFilters Family => File.Family(Take);
+    }
 
     /// <summary>
     /// What the calibration holds, as `build` prints it and `inspect` shows it: what it measured on, and the plan each

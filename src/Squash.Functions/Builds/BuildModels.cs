@@ -19,6 +19,10 @@ public sealed record BuildSourceRequest
     public string? Attributes { get; init; }
     /// <summary>Declared attribute types: <c>{"price":"number","label":"integer"}</c> (default: inferred).</summary>
     public JsonElement? Schema { get; init; }
+    /// <summary>A vector blob of queries like the ones the index will serve, to calibrate recall targets with (default: a sample of the base vectors).</summary>
+    public string? CalibrationQueries { get; init; }
+    /// <summary>With <see cref="CalibrationQueries"/>: blobs of one JSON filter per line (line i for query i, null: none), each measured as its own family.</summary>
+    public IReadOnlyList<string>? CalibrationFilters { get; init; }
 }
 
 /// <summary>The options of <c>squash build</c>.</summary>
@@ -39,7 +43,7 @@ public sealed record BuildAccepted(string BuildId, string Status);
 
 public sealed record BuildVectors(long Total, int Dimensions, long Assigned, long Encoded);
 
-public sealed record BuildSourceView(string Vectors, int Blobs, string? Attributes);
+public sealed record BuildSourceView(string Vectors, int Blobs, string? Attributes, string? CalibrationQueries = null, IReadOnlyList<string>? CalibrationFilters = null);
 
 /// <summary>GET /api/indexes/{index}/builds/{buildId}: where a job stands.</summary>
 public sealed record BuildView
@@ -88,7 +92,7 @@ public sealed record BuildView
             Partitions = j.Partitions,
             Vectors = new BuildVectors(j.Count, j.Dimensions, j.VectorsAssigned, j.VectorsEncoded),
             BytesWritten = j.BytesWritten,
-            Source = new BuildSourceView(j.Source.Vectors, j.Blobs.Count, j.Source.Attributes),
+            Source = new BuildSourceView(j.Source.Vectors, j.Blobs.Count, j.Source.Attributes, j.Source.CalibrationQueries, j.Source.CalibrationFilters),
             Options = j.Options,
             Error = j.Error,
         };

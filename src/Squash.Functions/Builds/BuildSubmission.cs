@@ -21,6 +21,10 @@ public static class BuildSubmission
     public const long DefaultChunkBytes = 32L << 20;
 
     public static readonly string[] AttributeExtensions = [".jsonl", ".json", ".ndjson", ".csv"];
+    /// <summary>Most calibration filter blobs (families) one build measures.</summary>
+    public const int MaxCalibrationFilters = 16;
+    /// <summary>Largest calibration filter blob: the train and publish tasks read each one whole.</summary>
+    public const long MaxCalibrationFilterBytes = 64L << 20;
 
     /// <summary>Field checks that need no I/O; errors by field name.</summary>
     public static Dictionary<string, string[]> ValidateFields(BuildRequest r, out string? schemaText)
@@ -39,6 +43,23 @@ public static class BuildSubmission
                 if (NameProblem(a, allowTrailingSlash: false) is { } p2) Add("source.attributes", p2);
                 else if (!AttributeExtensions.Contains(Path.GetExtension(a).ToLowerInvariant()))
                     Add("source.attributes", $"'{a}' must be a .jsonl or .csv blob");
+            }
+            if (s.CalibrationQueries is { } q)
+            {
+                if (NameProblem(q, allowTrailingSlash: false) is { } p3) Add("source.calibrationQueries", p3);
+                else if (Squash.Index.Build.Sources.VectorSourceFormat.FormatOf(q) is null) Add("source.calibrationQueries", $"'{q}' must be a vector blob (.fvecs, .bvecs or .npy)");
+                if (r.Options?.Calibrate == false) Add("source.calibrationQueries", "cannot be combined with options.calibrate: false");
+            }
+            if (s.CalibrationFilters is { Count: > 0 } filters)
+            {
+                if (s.CalibrationQueries is null) Add("source.calibrationFilters", "needs source.calibrationQueries (line i is the filter of query i)");
+                if (s.Attributes is null) Add("source.calibrationFilters", "needs source.attributes: the filters name attributes");
+                if (filters.Count > MaxCalibrationFilters) Add("source.calibrationFilters", $"at most {MaxCalibrationFilters} blobs (one per kind of filter), got {filters.Count}");
+                for (int i = 0; i < filters.Count; i++)
+                    if (filters[i] is null) Add($"source.calibrationFilters[{i}]", "must be a blob name, got null");
+                    else if (NameProblem(filters[i], allowTrailingSlash: false) is { } p4) Add($"source.calibrationFilters[{i}]", p4);
+                if (filters.Where(f => f is not null).Distinct(StringComparer.Ordinal).Count() < filters.Count(f => f is not null))
+                    Add("source.calibrationFilters", "names a blob twice (each blob is one family)");
             }
             if (s.Schema is { } schema && schema.ValueKind != JsonValueKind.Null)
             {
@@ -120,6 +141,29 @@ public static class BuildSubmission
         }
         long count = source.Sum(b => b.Rows);
         int dims = source[0].Dimensions;
+        BuildSourceBlob? queries = null;
+        if (r.Source.CalibrationQueries is { } q)
+        {
+            try
+            {
+                queries = await BlobVectorSource.ResolveOneAsync(blobs, q, "source.calibrationQueries", ct);
+                if (queries.Dimensions != dims) errors["source.calibrationQueries"] = [$"'{q}' has {queries.Dimensions} dimensions; the vectors have {dims}"];
+            }
+            catch (BuildSourceException e)
+            {
+                errors[e.Field] = [e.Message];
+            }
+        }
+        var filters = new List<BuildAttributesBlob>();
+        for (int i = 0; i < (r.Source.CalibrationFilters?.Count ?? 0); i++)
+        {
+            var name = r.Source.CalibrationFilters![i];
+            var info = await blobs.GetInfoAsync(name, ct);
+            if (info is null) errors[$"source.calibrationFilters[{i}]"] = [$"no blob named '{name}' in the store"];
+            else if (info.Length > MaxCalibrationFilterBytes)
+                errors[$"source.calibrationFilters[{i}]"] = [$"'{name}' is {info.Length / 1048576.0:N1} MB; a filter blob holds at most {MaxCalibrationFilterBytes >> 20} MB (the build reads it whole)"];
+            else filters.Add(new BuildAttributesBlob(info.Name, info.ETag, info.Length));
+        }
         var o = r.Options ?? new BuildOptionsRequest();
         if (o.Partitions is { } p && p > count) errors["options.partitions"] = [$"({p}) cannot exceed the number of vectors ({count:N0})"];
         int chunkRows = o.ChunkRows is { } c and > 0 ? c : (int)Math.Max(1, DefaultChunkBytes / (dims * 4L));
@@ -147,10 +191,16 @@ public static class BuildSubmission
             CreatedUtc = now,
             IdempotencyKey = idempotencyKey,
             Version = VersionIds.New(now),
-            Source = new BuildSourceSpec { Vectors = r.Source.Vectors!, Attributes = r.Source.Attributes, Schema = schemaText },
+            Source = new BuildSourceSpec
+            {
+                Vectors = r.Source.Vectors!, Attributes = r.Source.Attributes, Schema = schemaText,
+                CalibrationQueries = r.Source.CalibrationQueries, CalibrationFilters = filters.Count > 0 ? r.Source.CalibrationFilters : null,
+            },
             Options = options,
             Blobs = source,
             AttributesBlob = attributes,
+            CalibrationQueriesBlob = queries,
+            CalibrationFilterBlobs = filters.Count > 0 ? filters : null,
             Count = count,
             Dimensions = dims,
             ChunkRows = chunkRows,

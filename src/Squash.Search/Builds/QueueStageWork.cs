@@ -15,7 +15,7 @@ namespace Squash.Search.Builds;
 /// <code>
 /// plan.seg                 train: the fitted partitioning (and global subspace)
 /// attributes.json          train: the attribute encoders (boundaries, dictionaries) and where each chunk's rows start in the attributes blob
-/// queries.run              train: the calibration's held-out rows (user space)
+/// queries.run              train: the calibration's held-out rows, or the user's calibration queries kept (user space)
 /// runs/cCCCCCC.run         assign: chunk C's rows, one run per trained partition (ids ascending, internal space, their attributes encoded), back to back
 /// runs/cCCCCCC.idx         assign: where each partition's run lies in it (<see cref="ChunkRunIndex"/>)
 /// calib/cCCCCCC.seg        assign: chunk C's share of the calibration (<see cref="CalibrationPartial"/>), when calibrating
@@ -65,9 +65,16 @@ public sealed class QueueStageWork : IBuildStageWork
         HeldOutRows = heldOut ? HeldOutRows(job) : null,
     };
 
-    /// <summary>The calibration's base-sample rows, chosen as <see cref="CalibratedBuild"/> chooses them; null without calibration.</summary>
+    /// <summary>
+    /// The calibration's base-sample rows, chosen as <see cref="CalibratedBuild"/> chooses them; null without calibration, or
+    /// when the job calibrates on the user's queries (nothing is held out then, as in process).
+    /// </summary>
     public static int[]? HeldOutRows(BuildJob job) =>
-        job.Options.Calibrate ? CalibratedBuild.CalibrationRows((int)job.Count, job.Options.Seed) : null;
+        job.Options.Calibrate && job.CalibrationQueriesBlob is null ? CalibratedBuild.CalibrationRows((int)job.Count, job.Options.Seed) : null;
+
+    /// <summary>The user's calibration queries a job keeps: as many as the base sample would hold (what the in-process build takes).</summary>
+    private static int UserQueriesKept(BuildJob job) =>
+        (int)Math.Min(job.CalibrationQueriesBlob!.Rows, RecallCalibrator.BuildQueries(job.Count));
 
     /// <summary>Whether the build calibrates (as <see cref="CalibratedBuild"/> decides) with these held-out rows.</summary>
     private static bool Calibrates(BuildJob job, int queries) =>
@@ -134,6 +141,22 @@ public sealed class QueueStageWork : IBuildStageWork
         }
         if (readError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(readError);
         chunk = [];
+        // The user's calibration queries (rows checked as the source's are) and filters (each compiled against the attributes'
+        // encoders, so a bad one fails the job here, naming its blob and line, rather than after the whole build).
+        float[]? userQueries = null;
+        if (job.Options.Calibrate && job.CalibrationQueriesBlob is { } queryBlob)
+        {
+            userQueries = new float[(long)UserQueriesKept(job) * dims];
+            await BlobVectorSource.ReadRowsAsync(c.Blobs, [queryBlob], 0, UserQueriesKept(job), userQueries, c.CancellationToken).ConfigureAwait(false);
+            if (job.CalibrationFilterBlobs is { } filterBlobs)
+            {
+                if (layoutBytes is null) throw new BuildInputException("calibration filters need an attributes blob: the filters name attributes");
+                var encoders = AttributeLayout.FromJson(layoutBytes, AttributesName).Encoders;
+                foreach (var blob in filterBlobs)
+                    if ((await ReadFilterFileAsync(c, blob).ConfigureAwait(false)).FirstError(encoders, UserQueriesKept(job)) is { } error)
+                        throw new BuildInputException($"calibration filter blob '{blob.Name}' line {error.Line}: {error.Message}");
+            }
+        }
         clock.Lap(scan is null ? "read" : "read and attributes");
         FreeMemory();
         var plan = IndexBuildStages.Train(training, trainingRows.Length, dims, maxNorm, target, options, null, c.CancellationToken);
@@ -145,7 +168,9 @@ public sealed class QueueStageWork : IBuildStageWork
         for (int i = 0; i < held.Length; i++) position[held[i]] = i;
         var inDrawOrder = new float[queries.LongLength];
         for (int i = 0; i < drawn.Length; i++) Array.Copy(queries, (long)position[drawn[i]] * dims, inDrawOrder, (long)i * dims, dims);
-        var queryBytes = new PartitionRun(drawn, inDrawOrder, dims).ToBytes();
+        // The user's queries in their file's order, numbered (they are no rows of the index).
+        var queryBytes = (userQueries is null ? new PartitionRun(drawn, inDrawOrder, dims)
+            : new PartitionRun(Enumerable.Range(0, UserQueriesKept(job)).ToArray(), userQueries, dims)).ToBytes();
         await c.Blobs.WriteAsync(c.WorkPrefix + QueriesName, queryBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
         if (layoutBytes is not null) await c.Blobs.WriteAsync(c.WorkPrefix + AttributesName, layoutBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
         clock.Lap("write");
@@ -210,7 +235,7 @@ public sealed class QueueStageWork : IBuildStageWork
             // Exact neighbours for the first ExactQueries only; the calibration measures the rest against its reference plan.
             var best = StreamingGroundTruth.BlockBest(ExactlyMeasured(queries, job), RecallCalibrator.DefaultK, plan.Metric, rows, n, (int)first, c.CancellationToken);
             var labelIds = best.SelectMany(b => b.Select(x => x.Id)).Distinct().Order().ToArray();
-            var heldIds = queries.SelfIds!.Where(r => r >= first && r < first + n).Select(r => (int)r).ToArray();
+            var heldIds = queries.SelfIds?.Where(r => r >= first && r < first + n).Select(r => (int)r).ToArray() ?? [];
             var stored = new float[(long)heldIds.Length * d];
             for (int i = 0; i < heldIds.Length; i++) Array.Copy(x, (heldIds[i] - first) * d, stored, (long)i * d, d);
             partial = new CalibrationPartial(best, labelIds, labelIds.Select(id => labels[(int)(id - first)]).ToArray(),
@@ -384,7 +409,7 @@ public sealed class QueueStageWork : IBuildStageWork
         int d = plan.InternalDimensions;
         var selfStored = new float[(long)queries.Count * d];
         var heldAt = new Dictionary<long, int>();
-        for (int q = 0; q < queries.Count; q++) heldAt[queries.SelfIds![q]] = q;
+        for (int q = 0; q < (queries.SelfIds?.Length ?? 0); q++) heldAt[queries.SelfIds![q]] = q;
         for (int chunk = 0; chunk < job.Chunks; chunk++)
         {
             var name = PartialName(c, chunk);
@@ -398,7 +423,7 @@ public sealed class QueueStageWork : IBuildStageWork
             }
         }
         var opened = await OpenedIndex.OpenUnpublishedAsync(c.Index, manifest, c.CancellationToken, loadAll: false).ConfigureAwait(false);
-        var fitted = await RecallCalibrator.CalibrateByPartitionAsync(opened, exact.Result(), queries, partitionOf, selfStored,
+        var fitted = await RecallCalibrator.CalibrateByPartitionAsync(opened, exact.Result(), queries, partitionOf, queries.SelfIds is null ? null : selfStored,
             async (p, ct) =>
             {
                 var entry = manifest.Partitions[p];
@@ -439,13 +464,39 @@ public sealed class QueueStageWork : IBuildStageWork
     private static CalibrationQueries ExactlyMeasured(CalibrationQueries queries, BuildJob job) =>
         queries.Take(RecallCalibrator.ExactQueries(job.Count, queries.Count));
 
-    /// <summary>The calibration's held-out rows as leave-one-out queries (none without calibration).</summary>
+    /// <summary>
+    /// The calibration's held-out rows as leave-one-out queries (none without calibration), or the user's queries with
+    /// their filter families, as the in-process build takes them.
+    /// </summary>
     private Task<CalibrationQueries> ReadQueriesAsync(BuildTaskContext c) =>
         _cache.GetAsync(c.WorkPrefix + QueriesName, async () =>
         {
             var held = PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + QueriesName, c.CancellationToken).ConfigureAwait(false), QueriesName);
-            return new CalibrationQueries(held.Vectors, held.Count, c.Job.Dimensions, held.Ids.Select(r => (long)r).ToArray(), "base-sample");
+            if (c.Job.CalibrationQueriesBlob is null)
+                return new CalibrationQueries(held.Vectors, held.Count, c.Job.Dimensions, held.Ids.Select(r => (long)r).ToArray(), "base-sample");
+            var families = new List<CalibrationFilters>();
+            foreach (var blob in c.Job.CalibrationFilterBlobs ?? [])
+                families.Add((await ReadFilterFileAsync(c, blob).ConfigureAwait(false)).Family(held.Count));
+            return new CalibrationQueries(held.Vectors, held.Count, c.Job.Dimensions, null, "queries", Filters: families.Count > 0 ? families : null);
         });
+
+    /// <summary>
+    /// One calibration filter blob, checked against its ETag at submission and to hold one filter per calibration query
+    /// (the whole query blob, as the CLI checks a file); named as the CLI names a file's family, by its file name.
+    /// </summary>
+    private static async Task<CalibrationFilterFile> ReadFilterFileAsync(BuildTaskContext c, BuildAttributesBlob blob)
+    {
+        byte[] bytes;
+        try { bytes = await c.Blobs.ReadAllAsync(blob.Name, c.CancellationToken).ConfigureAwait(false); }
+        catch (BlobNotFoundException) { throw new SourceChangedException(blob.Name, blob.ETag, null); }
+        await BlobVectorSource.CheckUnchangedAsync(c.Blobs, blob.Name, blob.ETag, c.CancellationToken).ConfigureAwait(false);
+        var text = System.Text.Encoding.UTF8.GetString(bytes);
+        var file = CalibrationFilterFile.Parse(Path.GetFileName(blob.Name), text.Split('\n'));
+        long queries = c.Job.CalibrationQueriesBlob!.Rows;
+        if (file.Texts.Length != queries)
+            throw new BuildInputException($"calibration filter blob '{blob.Name}' has {file.Texts.Length:N0} filters; the calibration queries blob '{c.Job.CalibrationQueriesBlob.Name}' has {queries:N0} queries (one filter per query, null for none)");
+        return file;
+    }
 
     /// <summary>Create-only, as every segment of a version is written; the same bytes already there (a repeated task) are fine.</summary>
     private static async Task<long> WriteSegmentAsync(BuildTaskContext c, string name, byte[] bytes)

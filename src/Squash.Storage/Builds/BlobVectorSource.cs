@@ -52,23 +52,41 @@ public static class BlobVectorSource
         long total = 0;
         foreach (var info in infos)
         {
-            if (VectorSourceFormat.FormatOf(info.Name) is null)
-                throw new BuildSourceException(field, $"blob '{info.Name}' is not a vector file (.fvecs, .bvecs or .npy)");
-            if (info.Length == 0) throw new BuildSourceException(field, $"{info.Name}: empty file");
-            int probe = (int)Math.Min(info.Length, VectorSourceFormat.HeaderProbeBytes);
-            byte[] start;
-            try { start = await blobs.ReadRangeAsync(info.Name, 0, probe, ct).ConfigureAwait(false); }
-            catch (BlobNotFoundException) { throw new BuildSourceException(field, $"blob '{info.Name}' was deleted while the source was read"); }
-            SourceLayout layout;
-            try { layout = VectorSourceFormat.ReadLayout(info.Name, start, info.Length); }
-            catch (InvalidDataException e) { throw new BuildSourceException(field, e.Message); }
-            if (result.Count > 0 && layout.Dimensions != result[0].Dimensions)
-                throw new BuildSourceException(field, $"blob '{info.Name}' has {layout.Dimensions} dimensions; '{result[0].Name}' has {result[0].Dimensions} (every blob of a source must agree)");
-            total += layout.Rows;
+            var blob = await ReadLayoutAsync(blobs, info, field, ct).ConfigureAwait(false);
+            if (result.Count > 0 && blob.Dimensions != result[0].Dimensions)
+                throw new BuildSourceException(field, $"blob '{info.Name}' has {blob.Dimensions} dimensions; '{result[0].Name}' has {result[0].Dimensions} (every blob of a source must agree)");
+            total += blob.Rows;
             if (total > int.MaxValue) throw new BuildSourceException(field, $"the source holds more than {int.MaxValue:N0} vectors, the most one index can hold");
-            result.Add(new BuildSourceBlob(info.Name, info.ETag, info.Length, layout.Format, layout.Element.ToString(), layout.Rows, layout.Dimensions, layout.DataOffset, layout.RecordPrefix));
+            result.Add(blob);
         }
         return result;
+    }
+
+    /// <summary>
+    /// One vector blob named exactly <paramref name="name"/> (no prefix), as <see cref="ResolveAsync"/> reads each of a
+    /// source's blobs; errors name <paramref name="field"/>.
+    /// </summary>
+    public static async Task<BuildSourceBlob> ResolveOneAsync(IBlobStore blobs, string name, string field, CancellationToken ct = default)
+    {
+        var info = await blobs.GetInfoAsync(name, ct).ConfigureAwait(false) ?? throw new BuildSourceException(field, $"no blob named '{name}' in the store");
+        var blob = await ReadLayoutAsync(blobs, info, field, ct).ConfigureAwait(false);
+        if (blob.Rows == 0) throw new BuildSourceException(field, $"{name}: holds no vectors");
+        return blob;
+    }
+
+    private static async Task<BuildSourceBlob> ReadLayoutAsync(IBlobStore blobs, BlobInfo info, string field, CancellationToken ct)
+    {
+        if (VectorSourceFormat.FormatOf(info.Name) is null)
+            throw new BuildSourceException(field, $"blob '{info.Name}' is not a vector file (.fvecs, .bvecs or .npy)");
+        if (info.Length == 0) throw new BuildSourceException(field, $"{info.Name}: empty file");
+        int probe = (int)Math.Min(info.Length, VectorSourceFormat.HeaderProbeBytes);
+        byte[] start;
+        try { start = await blobs.ReadRangeAsync(info.Name, 0, probe, ct).ConfigureAwait(false); }
+        catch (BlobNotFoundException) { throw new BuildSourceException(field, $"blob '{info.Name}' was deleted while the source was read"); }
+        SourceLayout layout;
+        try { layout = VectorSourceFormat.ReadLayout(info.Name, start, info.Length); }
+        catch (InvalidDataException e) { throw new BuildSourceException(field, e.Message); }
+        return new BuildSourceBlob(info.Name, info.ETag, info.Length, layout.Format, layout.Element.ToString(), layout.Rows, layout.Dimensions, layout.DataOffset, layout.RecordPrefix);
     }
 
     /// <summary>Throws <see cref="SourceChangedException"/> unless the blob still has the ETag recorded at submission.</summary>

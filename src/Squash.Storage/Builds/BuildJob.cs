@@ -38,6 +38,10 @@ public sealed record BuildSourceSpec
     public string? Attributes { get; init; }
     /// <summary>Declared attribute types in the CLI's text form (<c>price:number,label:integer</c>), or null to infer.</summary>
     public string? Schema { get; init; }
+    /// <summary>A vector blob of queries like the ones the index will serve, to calibrate recall targets with (null: a sample of the base vectors).</summary>
+    public string? CalibrationQueries { get; init; }
+    /// <summary>With <see cref="CalibrationQueries"/>: filter blobs, one JSON filter per line (line i for query i), each a family the calibration measures.</summary>
+    public IReadOnlyList<string>? CalibrationFilters { get; init; }
 }
 
 /// <summary>One vector blob as it was at submission: its ETag (a change fails the build) and its layout.</summary>
@@ -47,7 +51,7 @@ public sealed record BuildSourceBlob(string Name, string ETag, long Bytes, strin
         new(Format, Enum.Parse<Squash.Index.Build.Sources.SourceElement>(Element), Rows, Dimensions, DataOffset, RecordPrefix);
 }
 
-/// <summary>The attributes blob as it was at submission.</summary>
+/// <summary>An attributes or calibration-filter blob as it was at submission.</summary>
 public sealed record BuildAttributesBlob(string Name, string ETag, long Bytes);
 
 /// <summary>The build options the job runs with (the same as <c>squash build</c>'s).</summary>
@@ -97,6 +101,10 @@ public sealed record BuildJob
     public required BuildJobOptions Options { get; init; }
     public required IReadOnlyList<BuildSourceBlob> Blobs { get; init; }
     public BuildAttributesBlob? AttributesBlob { get; init; }
+    /// <summary>The calibration queries' blob as it was at submission (null: the build calibrates on held-out base rows).</summary>
+    public BuildSourceBlob? CalibrationQueriesBlob { get; init; }
+    /// <summary>The calibration filters' blobs as they were at submission, in the order given.</summary>
+    public IReadOnlyList<BuildAttributesBlob>? CalibrationFilterBlobs { get; init; }
     public required long Count { get; init; }
     public required int Dimensions { get; init; }
     /// <summary>Rows per assign task; the last chunk may be shorter.</summary>

@@ -28,6 +28,8 @@ public static class UploadCollection
             if (BuildStatus.IsTerminal(job.Status)) continue;
             foreach (var source in job.Blobs) inUse.Add(source.Name);
             if (job.AttributesBlob is { } attributes) inUse.Add(attributes.Name);
+            if (job.CalibrationQueriesBlob is { } queries) inUse.Add(queries.Name);
+            foreach (var filters in job.CalibrationFilterBlobs ?? []) inUse.Add(filters.Name);
         }
         var now = (clock ?? TimeProvider.System).GetUtcNow();
         List<string> deleted = [], used = [], recent = [];

@@ -83,6 +83,38 @@ public sealed class BuildApiTests
     }
 
     [Fact]
+    public async Task CalibrationQueriesAndFiltersAreCheckedBeforeTheJobIsAccepted()
+    {
+        using var app = await AppWithSourcesAsync();
+        await app.UploadAsync("cal/q.fvecs", BuildTestApp.Fvecs(Vectors(20, 5), Dims));
+        await app.UploadAsync("cal/f.jsonl", Encoding.UTF8.GetBytes(string.Join('\n', Enumerable.Repeat("""{"n":{"$lt":9}}""", 20))));
+        const string withAttributes = "\"vectors\":\"data/base.fvecs\",\"attributes\":\"data/attrs.jsonl\"";
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.txt"}}"""), "source.calibrationQueries",
+            "'cal/q.txt' must be a vector blob (.fvecs, .bvecs or .npy)");
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.fvecs"},"options":{"calibrate":false}}"""), "source.calibrationQueries",
+            "cannot be combined with options.calibrate: false");
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationFilters":["cal/f.jsonl"]}}"""), "source.calibrationFilters",
+            "needs source.calibrationQueries (line i is the filter of query i)");
+        Only(await BadRequest(app, """{"source":{"vectors":"data/base.fvecs","calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl"]}}"""), "source.calibrationFilters",
+            "needs source.attributes: the filters name attributes");
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl","cal/f.jsonl"]}}"""), "source.calibrationFilters",
+            "names a blob twice (each blob is one family)");
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl",null]}}"""), "source.calibrationFilters[1]",
+            "must be a blob name, got null");
+        // Then the blobs: the queries' header and dimensions, each filter blob's existence.
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/none.fvecs"}}"""), "source.calibrationQueries", "no blob named 'cal/none.fvecs' in the store");
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"data/cut.fvecs"}}"""), "source.calibrationQueries", "data/cut.fvecs: truncated record 3: has 10 of 52 bytes");
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"parts/b.fvecs"}}"""), "source.calibrationQueries", "'parts/b.fvecs' has 8 dimensions; the vectors have 12");
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl","cal/g.jsonl"]}}"""), "source.calibrationFilters[1]",
+            "no blob named 'cal/g.jsonl' in the store");
+        Assert.Empty(JsonDocument.Parse(await app.Client.GetStringAsync("/api/indexes/products/builds")).RootElement.GetProperty("builds").EnumerateArray());
+        // Accepted, the job shows what it calibrates on.
+        var id = await app.SubmitOkAsync("products", $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl"]}}""");
+        var source = (await app.ShowAsync("products", id)).GetProperty("source");
+        Assert.Equal("""{"vectors":"data/base.fvecs","blobs":1,"attributes":"data/attrs.jsonl","calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl"]}""", source.GetRawText());
+    }
+
+    [Fact]
     public async Task AnAcceptedBuildIsQueuedWithItsTrainTaskAndCanBeShownListedAndCancelled()
     {
         using var app = await AppWithSourcesAsync();

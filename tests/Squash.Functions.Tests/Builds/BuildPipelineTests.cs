@@ -124,6 +124,63 @@ public sealed class BuildPipelineTests
     }
 
     /// <summary>
+    /// A queue build that calibrates on the user's queries and filter families (blobs named in the request) equals the
+    /// in-process build given the same files: the same held-out nothing, the same exact neighbours, the same families in the
+    /// same bands. 320 queries: both keep the first 300 (the sample a build of 2,400 vectors takes), and each filter blob
+    /// holds one line per query of the whole file, blank lines and "null" included.
+    /// </summary>
+    [Fact]
+    public async Task AQueueBuildCalibratedOnTheUsersQueriesAndFiltersEqualsTheInProcessBuild()
+    {
+        const int queries = 320, querySeed = 19;
+        var data = Data();
+        var rng = new Random(querySeed);
+        var query = new float[queries * Dims];
+        for (int q = 0; q < queries; q++)
+        {
+            int row = rng.Next(Count);
+            for (int j = 0; j < Dims; j++) query[q * Dims + j] = data[row * Dims + j] + (float)(rng.NextDouble() - 0.5);
+        }
+        var colour = Enumerable.Range(0, queries).Select(q => q % 4 == 0 ? "null" : $"{{\"colour\":\"{Colours[q % 3]}\"}}").ToArray();
+        var price = Enumerable.Range(0, queries).Select(q => $"{{\"price\":{{\"$lt\":{10 + q % 30}}}}}").ToArray();
+        string File(string[] lines) => string.Join('\n', lines.Select((l, i) => i == 7 ? "\n" + l : l)) + "\n";
+
+        using var app = await BuildTestApp.StartAsync();
+        await UploadSourceAsync(app, data);
+        await app.UploadAsync("cal/queries.fvecs", BuildTestApp.Fvecs(query, Dims));
+        await app.UploadAsync("cal/colour.jsonl", Encoding.UTF8.GetBytes(File(colour)));
+        await app.UploadAsync("cal/price.jsonl", Encoding.UTF8.GetBytes(File(price)));
+        var buildId = await app.SubmitOkAsync("products", """{"source":{"vectors":"src","attributes":"attrs.jsonl","calibrationQueries":"cal/queries.fvecs","calibrationFilters":["cal/colour.jsonl","cal/price.jsonl"]},"options":{"partitions":10,"seed":7,"chunkRows":700}}""");
+        var view = await app.RunToEndAsync("products", buildId);
+        Assert.True(view.GetProperty("status").GetString() == "succeeded", view.ToString());
+        Assert.Equal("cal/queries.fvecs", view.GetProperty("source").GetProperty("calibrationQueries").GetString());
+        var queued = new IndexStore(app.Store, "products");
+        var a = await queued.ReadManifestAsync(view.GetProperty("version").GetString()!);
+
+        var reference = new IndexStore(new FolderBlobStore(Path.Combine(Path.GetTempPath(), "squash-inproc-" + Guid.NewGuid().ToString("N"))), "products");
+        var table = AttributeReader.ReadJsonLines(new StringReader(AttributeLines()), "attrs.jsonl");
+        const int kept = 300;
+        var given = new[] { ("colour.jsonl", colour), ("price.jsonl", price) }
+            .Select(f => CalibrationFilterFile.Parse(f.Item1, File(f.Item2).Split('\n')).Family(kept)).ToArray();
+        var calibration = new CalibrationQueries(query[..(kept * Dims)], kept, Dims, null, "queries", Filters: given);
+        await CalibratedBuild.BuildAndPublishAsync(reference, data, Count, Dims, new IndexBuildOptions { Partitions = 10, Seed = Seed, Attributes = table },
+            calibration: calibration);
+        var b = await reference.OpenCurrentAsync();
+        Assert.Equal("queries", b.Calibration!.Source);
+        Assert.Equal(kept, b.Calibration.Queries);
+        // Nothing held out: every base row is in the index, in both.
+        Assert.Equal(Count, a.Count);
+        Assert.Equal(JsonSerializer.Serialize(b.Calibration), JsonSerializer.Serialize(a.Calibration! with { Seconds = b.Calibration.Seconds }));
+        Assert.Equal(["colour.jsonl", "price.jsonl"], a.Calibration.Filtered!.SelectMany(band => band.Families).Select(f => f[..f.IndexOf(':')]).Distinct().Order());
+        foreach (var segment in IndexStore.BlobsNamedBy(b))
+        {
+            var queuedBytes = await app.Store.ReadAllAsync(queued.VersionPrefix(a.Version) + segment.Name);
+            var referenceBytes = await reference.Blobs.ReadAllAsync(reference.VersionPrefix(b.Version) + segment.Name);
+            Assert.True(queuedBytes.AsSpan().SequenceEqual(referenceBytes), $"segment {segment.Name} differs (seed {Seed}, query seed {querySeed})");
+        }
+    }
+
+    /// <summary>
     /// Past 100,000 vectors the calibration measures fewer rows than its sample against exact neighbours (here 750 of
     /// 1,200): the assign tasks find exact neighbours for those only and the publish task measures the rest against the
     /// reference plan in a second pass over the partitions. The result still equals the in-process build's.
@@ -282,6 +339,34 @@ public sealed class BuildPipelineTests
         Assert.EndsWith("now); submit the build again", error.GetProperty("message").GetString());
         Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
     }
+
+    /// <summary>The user's calibration queries and filters are read whole by the train task: a bad one fails the job there, naming the blob and the row or line.</summary>
+    [Fact]
+    public async Task BadCalibrationQueriesOrFiltersFailTheJobInTrainNamingTheBlob()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        const int dims = 6, queries = 4;
+        await app.UploadAsync("base.fvecs", BuildTestApp.Fvecs(Enumerable.Range(0, 500 * dims).Select(i => (float)(i % 13)).ToArray(), dims));
+        await app.UploadAsync("attrs.csv", Encoding.UTF8.GetBytes("price\n" + string.Join('\n', Enumerable.Range(0, 500))));
+        var query = Enumerable.Range(0, queries * dims).Select(i => (float)(i % 7)).ToArray();
+        await app.UploadAsync("q.fvecs", BuildTestApp.Fvecs(query, dims));
+        query[2 * dims + 3] = float.NaN;
+        await app.UploadAsync("nan.fvecs", BuildTestApp.Fvecs(query, dims));
+        await app.UploadAsync("three.jsonl", Encoding.UTF8.GetBytes("null\n{\"price\":1}\n\n{\"price\":2}\n"));
+        await app.UploadAsync("bad.jsonl", Encoding.UTF8.GetBytes("null\n{\"price\":1}\n\n{\"colour\":\"red\"}\nnull\n"));
+
+        async Task<(string?, string?, string?)> Fails(string source)
+        {
+            var id = await app.SubmitOkAsync("products", $$$"""{"source":{"vectors":"base.fvecs","attributes":"attrs.csv",{{{source}}}},"options":{"partitions":2}}""");
+            return BuildMessageTests.Error(await app.RunToEndAsync("products", id));
+        }
+        Assert.Equal(("bad-source", "nan.fvecs: NaN at row 2, column 3", "train[0]"), await Fails("\"calibrationQueries\":\"nan.fvecs\""));
+        Assert.Equal(("bad-input", "calibration filter blob 'three.jsonl' has 3 filters; the calibration queries blob 'q.fvecs' has 4 queries (one filter per query, null for none)", "train[0]"),
+            await Fails("\"calibrationQueries\":\"q.fvecs\",\"calibrationFilters\":[\"three.jsonl\"]"));
+        Assert.Equal(("bad-input", "calibration filter blob 'bad.jsonl' line 4: filter $.colour: unknown attribute 'colour'", "train[0]"),
+            await Fails("\"calibrationQueries\":\"q.fvecs\",\"calibrationFilters\":[\"bad.jsonl\"]"));
+        Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
+    }
 }
 
 /// <summary>What only a pass over all the data can find fails the job in the train task, naming the blob and row.</summary>
@@ -306,6 +391,34 @@ public sealed class BuildBadDataTests
         var rows = await app.SubmitOkAsync("products", """{"source":{"vectors":"good.fvecs","attributes":"short.csv"},"options":{"partitions":2}}""");
         view = await app.RunToEndAsync("products", rows);
         Assert.Equal(("bad-input", "the attributes blob 'short.csv' has 499 rows but there are 500 vectors (rows are matched by position)", "train[0]"), BuildMessageTests.Error(view));
+        Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
+    }
+
+    /// <summary>The user's calibration queries and filters are read whole by the train task: a bad one fails the job there, naming the blob and the row or line.</summary>
+    [Fact]
+    public async Task BadCalibrationQueriesOrFiltersFailTheJobInTrainNamingTheBlob()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        const int dims = 6, queries = 4;
+        await app.UploadAsync("base.fvecs", BuildTestApp.Fvecs(Enumerable.Range(0, 500 * dims).Select(i => (float)(i % 13)).ToArray(), dims));
+        await app.UploadAsync("attrs.csv", Encoding.UTF8.GetBytes("price\n" + string.Join('\n', Enumerable.Range(0, 500))));
+        var query = Enumerable.Range(0, queries * dims).Select(i => (float)(i % 7)).ToArray();
+        await app.UploadAsync("q.fvecs", BuildTestApp.Fvecs(query, dims));
+        query[2 * dims + 3] = float.NaN;
+        await app.UploadAsync("nan.fvecs", BuildTestApp.Fvecs(query, dims));
+        await app.UploadAsync("three.jsonl", Encoding.UTF8.GetBytes("null\n{\"price\":1}\n\n{\"price\":2}\n"));
+        await app.UploadAsync("bad.jsonl", Encoding.UTF8.GetBytes("null\n{\"price\":1}\n\n{\"colour\":\"red\"}\nnull\n"));
+
+        async Task<(string?, string?, string?)> Fails(string source)
+        {
+            var id = await app.SubmitOkAsync("products", $$$"""{"source":{"vectors":"base.fvecs","attributes":"attrs.csv",{{{source}}}},"options":{"partitions":2}}""");
+            return BuildMessageTests.Error(await app.RunToEndAsync("products", id));
+        }
+        Assert.Equal(("bad-source", "nan.fvecs: NaN at row 2, column 3", "train[0]"), await Fails("\"calibrationQueries\":\"nan.fvecs\""));
+        Assert.Equal(("bad-input", "calibration filter blob 'three.jsonl' has 3 filters; the calibration queries blob 'q.fvecs' has 4 queries (one filter per query, null for none)", "train[0]"),
+            await Fails("\"calibrationQueries\":\"q.fvecs\",\"calibrationFilters\":[\"three.jsonl\"]"));
+        Assert.Equal(("bad-input", "calibration filter blob 'bad.jsonl' line 4: filter $.colour: unknown attribute 'colour'", "train[0]"),
+            await Fails("\"calibrationQueries\":\"q.fvecs\",\"calibrationFilters\":[\"bad.jsonl\"]"));
         Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
     }
 }
