@@ -112,7 +112,8 @@ public sealed class GarbageCollectionTests : IDisposable
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(1, TimeSpan.FromSeconds(-1)));
     }
 
-    private static async Task SubmitJobAsync(IBlobStore store, string index, string status, string vectors, string? attributes)
+    private static async Task SubmitJobAsync(IBlobStore store, string index, string status, string vectors, string? attributes,
+        string? calibrationQueries = null, string[]? calibrationFilters = null)
     {
         var now = DateTimeOffset.UtcNow;
         var job = new Squash.Storage.Builds.BuildJob
@@ -121,6 +122,8 @@ public sealed class GarbageCollectionTests : IDisposable
             Source = new Squash.Storage.Builds.BuildSourceSpec { Vectors = vectors, Attributes = attributes }, Options = new Squash.Storage.Builds.BuildJobOptions(),
             Blobs = [new Squash.Storage.Builds.BuildSourceBlob(vectors, "\"e\"", 8, "fvecs", "float32", 1, 1, 0, 4)],
             AttributesBlob = attributes is null ? null : new Squash.Storage.Builds.BuildAttributesBlob(attributes, "\"e\"", 1),
+            CalibrationQueriesBlob = calibrationQueries is null ? null : new Squash.Storage.Builds.BuildSourceBlob(calibrationQueries, "\"e\"", 8, "fvecs", "float32", 1, 1, 0, 4),
+            CalibrationFilterBlobs = calibrationFilters?.Select(f => new Squash.Storage.Builds.BuildAttributesBlob(f, "\"e\"", 1)).ToArray(),
             Count = 1, Dimensions = 1, ChunkRows = 1, Partitions = 1, Stages = [],
         };
         await new Squash.Storage.Builds.BuildJobStore(store).CreateAsync(job, null, "h");
@@ -134,23 +137,24 @@ public sealed class GarbageCollectionTests : IDisposable
     public async Task UploadsNoUnfinishedBuildReadsAreCollectedAfterTheGracePeriod()
     {
         var folder = new FolderBlobStore(_root);
-        string[] names = ["products/uploads/a1/base.fvecs", "products/uploads/b2/base.fvecs", "products/uploads/b2/attrs.jsonl", "products/uploads/c3/old.fvecs", "other/uploads/d4/x.fvecs"];
+        string[] names = ["products/uploads/a1/base.fvecs", "products/uploads/b2/base.fvecs", "products/uploads/b2/attrs.jsonl", "products/uploads/c3/old.fvecs", "other/uploads/d4/x.fvecs",
+            "products/uploads/e5/cal.fvecs", "products/uploads/f6/own.jsonl", "products/uploads/f7/done.fvecs"];
         foreach (var name in names) await folder.WriteAsync(name, new byte[] { 1 }, WriteCondition.IfNotExists);
-        await SubmitJobAsync(folder, "products", Squash.Storage.Builds.BuildStatus.Encoding, names[1], names[2]);
-        await SubmitJobAsync(folder, "products", Squash.Storage.Builds.BuildStatus.Succeeded, names[3], null);
+        await SubmitJobAsync(folder, "products", Squash.Storage.Builds.BuildStatus.Encoding, names[1], names[2], names[5], [names[6]]);
+        await SubmitJobAsync(folder, "products", Squash.Storage.Builds.BuildStatus.Succeeded, names[3], null, names[7]);
         await SubmitJobAsync(folder, "products", Squash.Storage.Builds.BuildStatus.Queued, "products/elsewhere.fvecs", null);
 
-        // Within the grace period nothing goes.
+        // Within the grace period nothing goes; an unfinished build's calibration queries and filters are in use as its source is.
         var young = await Squash.Storage.Builds.UploadCollection.CollectAsync(folder, "products", Hour);
         Assert.Empty(young.Deleted);
-        Assert.Equal([names[2], names[1]], young.InUse);
-        Assert.Equal([names[0], names[3]], young.Recent);
+        Assert.Equal([names[2], names[1], names[5], names[6]], young.InUse);
+        Assert.Equal([names[0], names[3], names[7]], young.Recent);
 
         var result = await Squash.Storage.Builds.UploadCollection.CollectAsync(folder, "products", Hour, new ShiftedClock(2 * Hour));
-        Assert.Equal([names[0], names[3]], result.Deleted);
-        Assert.Equal([names[2], names[1]], result.InUse);
+        Assert.Equal([names[0], names[3], names[7]], result.Deleted);
+        Assert.Equal([names[2], names[1], names[5], names[6]], result.InUse);
         Assert.Empty(result.Recent);
-        Assert.Equal([names[2], names[1]], await Names(folder, "products/uploads/"));
+        Assert.Equal([names[2], names[1], names[5], names[6]], await Names(folder, "products/uploads/"));
         Assert.Equal([names[4]], await Names(folder, "other/uploads/"));
         // The job records are not uploads.
         Assert.Equal(3, (await Names(folder, "products/builds/")).Count);
