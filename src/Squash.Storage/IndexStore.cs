@@ -236,7 +236,11 @@ public sealed partial class IndexStore
     /// Every segment a manifest refers to (names inside their version folders): routing, then each partition's. A pack
     /// holds several, so its blob name comes once per segment in it.
     /// </summary>
-    public static IEnumerable<SegmentRef> BlobsNamedBy(IndexManifest m) => m.Partitions.SelectMany(p => p.Segments()).Prepend(m.Routing);
+    public static IEnumerable<SegmentRef> BlobsNamedBy(IndexManifest m)
+    {
+        var segments = m.Partitions.SelectMany(p => p.Segments()).Prepend(m.Routing);
+        return m.Calibration?.QueriesBlob is { } queries ? segments.Append(queries) : segments;
+    }
 
     /// <summary>
     /// Throws <see cref="CorruptIndexException"/> unless every segment the manifest names is present with

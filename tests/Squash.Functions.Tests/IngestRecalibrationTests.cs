@@ -106,6 +106,94 @@ public sealed class IngestRecalibrationTests : IDisposable
         Assert.Equal(10, answer.Ids.Length);
     }
 
+    /// <summary>
+    /// An index calibrated on the user's queries keeps them (an .fvecs blob in the build's folder), and the measurement after
+    /// writes measures those queries again, against their exact neighbours among the live rows (here a brute force over
+    /// every live row), writing them into its own version's folder.
+    /// </summary>
+    [Fact]
+    public async Task AnIndexCalibratedOnTheUsersQueriesMeasuresThemAgainAfterWrites()
+    {
+        const int seed = 17, queries = 200, k = 10;
+        var rng = new Random(seed);
+        var store = new IndexStore(new FolderBlobStore(_root), "users");
+        var user = Clustered(rng, queries);
+        var built = await CalibratedBuild.BuildAndPublishAsync(store, Clustered(rng, Rows), Rows, Dims, new IndexBuildOptions { Partitions = 8, Seed = seed },
+            calibration: new CalibrationQueries(user, queries, Dims, null, "queries"));
+        Assert.Equal(("queries", queries), (built.Calibration!.Source, built.Calibration.Queries));
+        Assert.Equal(built.Version, built.Calibration.QueriesBlob!.Version);
+        Assert.Equal(user, (await KeptCalibrationQueries.ReadAsync(store, built, default))!.Data);
+
+        var log = new WriteLog(store.Blobs, "users");
+        var fresh = Enumerable.Range(Rows, 200).ToArray();
+        await log.AppendAsync(Upserts(Clustered(rng, fresh.Length), fresh, Enumerable.Range(0, 50).Select(i => i.ToString(CultureInfo.InvariantCulture))), null, "u", 0);
+        var run = await LogIngest.RunAsync(store, log);
+        Assert.Null(run.CalibrationFailure);
+        var m = await store.OpenCurrentAsync();
+        Assert.Equal(run.CalibrationVersion, m.Version);
+        var measured = m.Calibration!;
+        Assert.Equal(("queries", queries, 0L), (measured.Source, measured.Queries, measured.RowsChangedSince));
+        Assert.Equal(m.Version, measured.QueriesBlob!.Version);
+        Assert.Equal(user, (await KeptCalibrationQueries.ReadAsync(store, m, default))!.Data);
+
+        // The same plans from exact neighbours found by brute force over the version's live rows.
+        var opened = await OpenedIndex.OpenAsync(store);
+        var rows = new List<(int Id, float[] Vector)>();
+        for (int p = 0; p < opened.PartitionCount; p++)
+            for (int i = 0; i < opened.Codes(p).Ids.Length; i++)
+                rows.Add((opened.Codes(p).Ids[i], opened.Vectors(p).Row(i)[..Dims].ToArray()));
+        Assert.Equal(m.Count, rows.Count);
+        var exact = new int[queries][];
+        for (int q = 0; q < queries; q++)
+        {
+            var query = user.AsSpan(q * Dims, Dims).ToArray();
+            exact[q] = rows.OrderBy(r => System.Numerics.Tensors.TensorPrimitives.Distance(query, r.Vector)).ThenBy(r => r.Id).Take(k).Select(r => r.Id).ToArray();
+        }
+        var reference = RecallCalibrator.Calibrate(opened, exact, new CalibrationQueries(user, queries, Dims, null, "queries"), k, filtered: false)!;
+        Assert.Equal(reference.Plans, measured.Plans);
+    }
+
+    private sealed class ListQueue : Squash.Storage.Builds.IBuildQueue
+    {
+        public Queue<Squash.Storage.Builds.BuildTaskMessage> Pending { get; } = new();
+        public Task SendAsync(Squash.Storage.Builds.BuildTaskMessage message, CancellationToken ct)
+        {
+            lock (Pending) Pending.Enqueue(message);
+            return Task.CompletedTask;
+        }
+    }
+
+    /// <summary>A full rebuild of an index calibrated on the user's queries calibrates the rebuilt version on them too.</summary>
+    [Fact]
+    public async Task ARebuildOfAnIndexCalibratedOnTheUsersQueriesCalibratesOnThem()
+    {
+        const int seed = 18, queries = 150;
+        var rng = new Random(seed);
+        var store = new IndexStore(new FolderBlobStore(_root), "rebuilt");
+        var user = Clustered(rng, queries);
+        await CalibratedBuild.BuildAndPublishAsync(store, Clustered(rng, Rows), Rows, Dims, new IndexBuildOptions { Partitions = 8, Seed = seed },
+            calibration: new CalibrationQueries(user, queries, Dims, null, "queries"));
+        var log = new WriteLog(store.Blobs, "rebuilt");
+        // Over half the rows replaced (row numbers kept): a rebuild is due.
+        await log.AppendAsync(Upserts(Clustered(rng, 700), Enumerable.Range(0, 700)), null, "r", 0);
+        var jobs = new Squash.Storage.Builds.BuildJobStore(store.Blobs);
+        var queue = new ListQueue();
+        var run = await LogIngest.RunLeasedAsync(store, log, rebuild: new RebuildSettings(0.5, jobs, queue));
+        var buildId = run.Rebuild?.Queued ?? throw new Xunit.Sdk.XunitException($"seed {seed}: no rebuild was queued ({run.Rebuild?.Message})");
+        var runner = new Squash.Storage.Builds.BuildTaskRunner(jobs, queue, new Squash.Search.Builds.QueueStageWork());
+        while (queue.Pending.TryDequeue(out var message))
+        {
+            var outcome = await runner.RunAsync(message, 1, 5, CancellationToken.None);
+            Assert.True(outcome.Success, outcome.Log);
+        }
+        var job = (await jobs.GetAsync("rebuilt", buildId))!.Value.Job;
+        Assert.Equal(Squash.Storage.Builds.BuildStatus.Succeeded, job.Status);
+        var rebuilt = await store.ReadManifestAsync(job.Version);
+        Assert.Equal(("queries", queries), (rebuilt.Calibration!.Source, rebuilt.Calibration.Queries));
+        Assert.Equal(job.Version, rebuilt.Calibration.QueriesBlob!.Version);
+        Assert.Equal(user, (await KeptCalibrationQueries.ReadAsync(store, rebuilt, default))!.Data);
+    }
+
     [Fact]
     public async Task ADueCalibrationWaitsWhileMoreLogWaitsButNotPastAFifthChanged()
     {

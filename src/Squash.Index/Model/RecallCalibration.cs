@@ -28,12 +28,25 @@ public sealed record RecallCalibration
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault)]
     public long RowsChangedSince { get; init; }
+    /// <summary>
+    /// The user's calibration queries (an .fvecs blob, <see cref="QueriesBlobName"/>), kept with the index when it was
+    /// calibrated on them, so that a calibration measured again after writes measures the same queries rather than a
+    /// sample of the rows; its <see cref="SegmentRef.Version"/> is always set (versions after it reference it where it
+    /// was written). Null for a base-sample calibration.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public SegmentRef? QueriesBlob { get; init; }
+
+    /// <summary>The name the user's calibration queries are kept under in a version's folder.</summary>
+    public const string QueriesBlobName = "calibration-queries.fvecs";
 
     /// <summary>Throws <see cref="Format.CorruptIndexException"/> when the record cannot have come from a calibration.</summary>
     public void Validate(string manifestName)
     {
         if (K < 1 || Queries < 1 || Plans.Count == 0)
             throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration is empty");
+        if (QueriesBlob is { } kept && (kept.Name != QueriesBlobName || kept.Version is null || kept.Offset is not null || kept.Bytes < 8))
+            throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration names its queries as an impossible blob ('{kept.Name}', {kept.Bytes} bytes)");
         foreach (var p in Plans)
             if (!p.IsPossible(filtered: false))
                 throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible plan ({p})");

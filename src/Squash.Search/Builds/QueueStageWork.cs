@@ -438,6 +438,8 @@ public sealed class QueueStageWork : IBuildStageWork
                 var attributes = c.Index.ReadAttributesAsync(manifest, entry, ct);
                 return (await codes.ConfigureAwait(false), await attributes.ConfigureAwait(false));
             }).ConfigureAwait(false);
+        if (fitted is not null && queries.SelfIds is null)
+            fitted = fitted with { QueriesBlob = await KeptCalibrationQueries.WriteAsync(c.Index, job.Version, queries, c.CancellationToken).ConfigureAwait(false) };
         return manifest with
         {
             Calibration = fitted,

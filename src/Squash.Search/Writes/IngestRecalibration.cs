@@ -22,7 +22,8 @@ namespace Squash.Search.Writes;
 /// neighbour is that close with probability about K·ratio^m, so on ordinary data almost no query has a group and the
 /// estimate is the build's.
 /// </para>
-/// Filtered bands are kept from the old calibration.
+/// Filtered bands are kept from the old calibration. An index calibrated on the user's queries
+/// (<see cref="RecallCalibration.QueriesBlob"/>) measures those again instead: they are what the user said its queries are like.
 /// </summary>
 public static class IngestRecalibration
 {
@@ -55,6 +56,18 @@ public static class IngestRecalibration
         long count = 0;
         for (int p = 0; p < partitions; p++) count += opened.Codes(p).Ids.Length;
         if (count < Math.Max(MinimumQueries, RecallCalibrator.MinimumVectors) || count > int.MaxValue) return null;
+
+        // An index calibrated on the user's queries measures them again, against their exact neighbours among the live rows.
+        if (await KeptCalibrationQueries.ReadAsync(store, manifest, ct).ConfigureAwait(false) is { } kept)
+        {
+            var nearest = new PartitionBounds(opened);
+            var truth = new int[kept.Count][];
+            Parallel.For(0, kept.Count, new ParallelOptions { CancellationToken = ct }, q =>
+                truth[q] = nearest.Nearest(new QueryContext(opened, kept.Data.AsSpan(q * dims, dims)).Internal, k).Ids);
+            var again = RecallCalibrator.Calibrate(opened, truth, kept, k, cancellationToken: ct, filtered: false);
+            return again is null ? null
+                : new Measurement(again with { Filtered = manifest.Calibration!.Filtered, QueriesBlob = manifest.Calibration.QueriesBlob }, kept.Count, 0);
+        }
 
         // A draw of live rows, by position in partition order (seeded: the same version and seed draw the same queries).
         var start = new int[partitions + 1];

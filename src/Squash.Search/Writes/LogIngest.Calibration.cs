@@ -143,9 +143,13 @@ public static partial class LogIngest
                 : null;
             if (stale is not null) return new CalibrationRun(CalibrationStatus.Superseded, measuredAt.Version, Detail: stale);
             var since = current.Calibration!.RowsChangedSince - old.RowsChangedSince;
+            var version = NewerVersion(current.Version, clock);
+            // Kept queries are written again into the successor's folder: a reference would keep an old folder for them alone.
+            if (measured.QueriesBlob is not null)
+                measured = measured with { QueriesBlob = await KeptCalibrationQueries.CopyAsync(store, measuredAt, version, ct).ConfigureAwait(false) };
             var successor = current with
             {
-                Version = NewerVersion(current.Version, clock),
+                Version = version,
                 CreatedUtc = (clock ?? TimeProvider.System).GetUtcNow(),
                 Routing = Referenced(current.Routing, current),
                 Partitions = current.Partitions.Select(e => Referenced(e, current)).ToArray(),

@@ -196,19 +196,29 @@ public static partial class LogIngest
             attributesBlob = new BuildAttributesBlob(name, written.ETag, written.Length);
             if (info.Attributes.Count > 0) schema = string.Join(',', info.Attributes.Select(a => $"{a.Name}:{AttributeSchema.TypeName(a.Type)}"));
         }
+        // An index calibrated on the user's queries is rebuilt calibrated on them (their filter families are not kept: the
+        // rebuild draws its families from the attributes).
+        BuildSourceBlob? queriesBlob = null;
+        if (await KeptCalibrationQueries.ReadAsync(store, m, ct).ConfigureAwait(false) is not null)
+        {
+            var name = prefix + RecallCalibration.QueriesBlobName;
+            await store.Blobs.WriteAsync(name, await store.Blobs.ReadAllAsync(store.BlobName(m, m.Calibration!.QueriesBlob!), ct).ConfigureAwait(false),
+                WriteCondition.Overwrite, ct).ConfigureAwait(false);
+            queriesBlob = await BlobVectorSource.ResolveOneAsync(store.Blobs, name, "calibration queries", ct).ConfigureAwait(false);
+        }
         int chunkRows = (int)Math.Max(1, (32L << 20) / (dims * 4L)); // the API's default chunk (BuildSubmission.DefaultChunkBytes)
         int target = m.Build.PartitionTarget > 0 ? m.Build.PartitionTarget : (int)Math.Max(1, m.Count / Math.Max(1, m.Build.Partitions));
         int partitions = (int)Math.Clamp((long)Math.Round(m.Count / (double)target), 1, Math.Max(1, m.Count));
         var job = new BuildJob
         {
             BuildId = record.BuildId, Index = store.Name, Status = BuildStatus.Queued, CreatedUtc = record.SubmittedUtc, Version = record.Version,
-            Source = new BuildSourceSpec { Vectors = prefix + "vectors", Attributes = attributesBlob?.Name, Schema = schema },
+            Source = new BuildSourceSpec { Vectors = prefix + "vectors", Attributes = attributesBlob?.Name, Schema = schema, CalibrationQueries = queriesBlob?.Name },
             Options = new BuildJobOptions
             {
                 Metric = m.Metric, Partitions = partitions, BitsPerDim = m.Build.BitsPerDimension, MaxBits = m.Build.MaxBitsPerDimension,
                 Energy = m.Build.EnergyKept, Seed = m.Build.Seed, Calibrate = m.Calibration is not null,
             },
-            Blobs = blobs, AttributesBlob = attributesBlob, Count = order.Length, Dimensions = dims, ChunkRows = chunkRows, Partitions = partitions,
+            Blobs = blobs, AttributesBlob = attributesBlob, CalibrationQueriesBlob = queriesBlob, Count = order.Length, Dimensions = dims, ChunkRows = chunkRows, Partitions = partitions,
             Stages = [],
             Rebuild = new RebuildOf(m.Version, m.IndexedSequence),
         };
