@@ -173,6 +173,22 @@ public class RecallTargetTests(ITestOutputHelper output)
             Plans = [new CalibratedPlan(1, 1, 0.87, 0.01, 10, FilterMargin: 1), new CalibratedPlan(1, 1, 0.95, 0.01, 12, FilterMargin: 1.5)] };
         var ok = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Filtered = [good] } };
         Assert.Equal(1.5, IndexManifest.Parse(ok.ToJson(), "m.json").Calibration!.Filtered![0].Plans[1].FilterMargin);
+        // Kept calibration queries: only the one blob name, always with its version, a whole blob of at least one row's header.
+        var m = idx.Index.Manifest;
+        foreach (var kept in new[]
+        {
+            new SegmentRef("../manifest.json", 100) { Version = m.Version },
+            new SegmentRef(RecallCalibration.QueriesBlobName, 100),
+            new SegmentRef(RecallCalibration.QueriesBlobName, 100) { Version = m.Version, Offset = 8 },
+            new SegmentRef(RecallCalibration.QueriesBlobName, 4) { Version = m.Version },
+        })
+        {
+            var keptWrong = m with { Calibration = m.Calibration! with { QueriesBlob = kept } };
+            var error = Assert.Throws<CorruptIndexException>(() => IndexManifest.Parse(keptWrong.ToJson(), "m.json"));
+            Assert.Equal($"manifest 'm.json': the recall calibration names its queries as an impossible blob ('{kept.Name}', {kept.Bytes} bytes)", error.Message);
+        }
+        var keptOk = m with { Calibration = m.Calibration! with { QueriesBlob = new SegmentRef(RecallCalibration.QueriesBlobName, 100) { Version = m.Version } } };
+        Assert.Equal(m.Version, IndexManifest.Parse(keptOk.ToJson(), "m.json").Calibration!.QueriesBlob!.Version);
     }
 
     [Fact]
