@@ -341,34 +341,6 @@ public sealed class BuildPipelineTests
         Assert.EndsWith("now); submit the build again", error.GetProperty("message").GetString());
         Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
     }
-
-    /// <summary>The user's calibration queries and filters are read whole by the train task: a bad one fails the job there, naming the blob and the row or line.</summary>
-    [Fact]
-    public async Task BadCalibrationQueriesOrFiltersFailTheJobInTrainNamingTheBlob()
-    {
-        using var app = await BuildTestApp.StartAsync();
-        const int dims = 6, queries = 4;
-        await app.UploadAsync("base.fvecs", BuildTestApp.Fvecs(Enumerable.Range(0, 500 * dims).Select(i => (float)(i % 13)).ToArray(), dims));
-        await app.UploadAsync("attrs.csv", Encoding.UTF8.GetBytes("price\n" + string.Join('\n', Enumerable.Range(0, 500))));
-        var query = Enumerable.Range(0, queries * dims).Select(i => (float)(i % 7)).ToArray();
-        await app.UploadAsync("q.fvecs", BuildTestApp.Fvecs(query, dims));
-        query[2 * dims + 3] = float.NaN;
-        await app.UploadAsync("nan.fvecs", BuildTestApp.Fvecs(query, dims));
-        await app.UploadAsync("three.jsonl", Encoding.UTF8.GetBytes("null\n{\"price\":1}\n\n{\"price\":2}\n"));
-        await app.UploadAsync("bad.jsonl", Encoding.UTF8.GetBytes("null\n{\"price\":1}\n\n{\"colour\":\"red\"}\nnull\n"));
-
-        async Task<(string?, string?, string?)> Fails(string source)
-        {
-            var id = await app.SubmitOkAsync("products", $$$"""{"source":{"vectors":"base.fvecs","attributes":"attrs.csv",{{{source}}}},"options":{"partitions":2}}""");
-            return BuildMessageTests.Error(await app.RunToEndAsync("products", id));
-        }
-        Assert.Equal(("bad-source", "nan.fvecs: NaN at row 2, column 3", "train[0]"), await Fails("\"calibrationQueries\":\"nan.fvecs\""));
-        Assert.Equal(("bad-input", "calibration filter blob 'three.jsonl' has 3 filters; the calibration queries blob 'q.fvecs' has 4 queries (one filter per query, null for none)", "train[0]"),
-            await Fails("\"calibrationQueries\":\"q.fvecs\",\"calibrationFilters\":[\"three.jsonl\"]"));
-        Assert.Equal(("bad-input", "calibration filter blob 'bad.jsonl' line 4: filter $.colour: unknown attribute 'colour'", "train[0]"),
-            await Fails("\"calibrationQueries\":\"q.fvecs\",\"calibrationFilters\":[\"bad.jsonl\"]"));
-        Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
-    }
 }
 
 /// <summary>What only a pass over all the data can find fails the job in the train task, naming the blob and row.</summary>
