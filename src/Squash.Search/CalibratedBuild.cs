@@ -103,7 +103,7 @@ public static class CalibratedBuild
                     progress is null ? null : new Progress<double>(f => progress.Report(new("calibrate", f))), ct, drawn: drawn);
                 // The user's queries stay with the index, for the recalibration after writes.
                 if (fitted is not null && queries.SelfIds is null)
-                    fitted = fitted with { QueriesBlob = await KeptCalibrationQueries.WriteAsync(store, manifest.Version, queries, ct).ConfigureAwait(false) };
+                    fitted = await KeptCalibrationQueries.KeepAsync(store, manifest.Version, queries, fitted, ct).ConfigureAwait(false);
                 progress?.Report(new("calibrate", 1));
                 double seconds = (DateTimeOffset.UtcNow - calibrating).TotalSeconds;
                 return manifest with

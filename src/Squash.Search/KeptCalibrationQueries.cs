@@ -5,47 +5,58 @@ using Squash.Storage;
 namespace Squash.Search;
 
 /// <summary>
-/// The user's calibration queries kept with an index (<see cref="RecallCalibration.QueriesBlob"/>): written as an .fvecs
-/// blob into the version's folder by the build that calibrated on them, read back by the recalibration after writes (which
-/// writes them into its own version's folder, so that an old folder is not kept for this blob alone).
+/// The user's calibration queries and filter families kept with an index (<see cref="RecallCalibration.QueriesBlob"/>,
+/// <see cref="RecallCalibration.FilterBlobs"/>): written into the version's folder by the build that calibrated on them (the
+/// queries as .fvecs, each family as a filter file of one line per query, named as its file was), read back by the
+/// recalibration after writes and by a full rebuild. A recalibration writes them again into its own version's folder, so
+/// that an old folder is not kept for these blobs alone.
 /// </summary>
 public static class KeptCalibrationQueries
 {
     /// <summary>
-    /// Writes <paramref name="queries"/> (the user's, as calibrated on) into <paramref name="version"/>'s folder, create-only
-    /// (the same bytes already there, as from a repeated queue task, are fine); returns the reference a manifest keeps.
+    /// Writes <paramref name="queries"/> (the user's, as calibrated on, with their filter families) into
+    /// <paramref name="version"/>'s folder, create-only (the same bytes already there, as from a repeated queue task, are
+    /// fine), and returns <paramref name="calibration"/> naming them.
     /// </summary>
-    public static async Task<SegmentRef> WriteAsync(IndexStore store, string version, CalibrationQueries queries, CancellationToken ct)
+    public static async Task<RecallCalibration> KeepAsync(IndexStore store, string version, CalibrationQueries queries, RecallCalibration calibration, CancellationToken ct)
     {
         ArgumentNullException.ThrowIfNull(queries);
-        var bytes = ToFvecs(queries.Data, queries.Count, queries.Dimensions);
-        var name = store.VersionPrefix(version) + RecallCalibration.QueriesBlobName;
-        try
+        ArgumentNullException.ThrowIfNull(calibration);
+        var kept = await WriteAsync(store, version, RecallCalibration.QueriesBlobName, ToFvecs(queries.Data, queries.Count, queries.Dimensions), ct).ConfigureAwait(false);
+        SegmentRef[]? filters = null;
+        if (queries.Filters is { Count: > 0 } families)
         {
-            await store.Blobs.WriteAsync(name, bytes, WriteCondition.IfNotExists, ct).ConfigureAwait(false);
+            filters = new SegmentRef[families.Count];
+            for (int f = 0; f < families.Count; f++)
+            {
+                if (families[f].Texts.Length != queries.Count) throw new ArgumentException($"family '{families[f].Name}' has {families[f].Texts.Length} filters for {queries.Count} queries", nameof(queries));
+                var text = string.Concat(families[f].Texts.Select(t => (t ?? "null") + "\n"));
+                filters[f] = await WriteAsync(store, version, RecallCalibration.FilterBlobName(f, families[f].Name), System.Text.Encoding.UTF8.GetBytes(text), ct).ConfigureAwait(false);
+            }
         }
-        catch (BlobConditionFailedException)
-        {
-            if (!(await store.Blobs.ReadAllAsync(name, ct).ConfigureAwait(false)).AsSpan().SequenceEqual(bytes))
-                throw new InvalidOperationException($"blob '{name}' already exists with other content");
-        }
-        return new SegmentRef(RecallCalibration.QueriesBlobName, bytes.LongLength) { Version = version };
+        return calibration with { QueriesBlob = kept, FilterBlobs = filters };
     }
 
-    /// <summary>The blob <paramref name="m"/>'s calibration keeps, written again into <paramref name="version"/>'s folder (create-only).</summary>
-    public static async Task<SegmentRef> CopyAsync(IndexStore store, IndexManifest m, string version, CancellationToken ct)
+    /// <summary>
+    /// <paramref name="calibration"/> (measured again on <paramref name="m"/>'s kept queries) naming copies of <paramref name="m"/>'s
+    /// kept blobs written into <paramref name="version"/>'s folder (create-only).
+    /// </summary>
+    public static async Task<RecallCalibration> CopyAsync(IndexStore store, IndexManifest m, string version, RecallCalibration calibration, CancellationToken ct)
     {
-        var queries = await ReadAsync(store, m, ct).ConfigureAwait(false) ?? throw new ArgumentException($"version {m.Version} keeps no calibration queries", nameof(m));
-        return await WriteAsync(store, version, queries, ct).ConfigureAwait(false);
+        var queries = m.Calibration?.QueriesBlob ?? throw new ArgumentException($"version {m.Version} keeps no calibration queries", nameof(m));
+        async Task<SegmentRef> Copy(SegmentRef s) =>
+            await WriteAsync(store, version, s.Name, await ReadBlobAsync(store, m, s, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
+        var filters = new List<SegmentRef>();
+        foreach (var f in m.Calibration.FilterBlobs ?? []) filters.Add(await Copy(f).ConfigureAwait(false));
+        return calibration with { QueriesBlob = await Copy(queries).ConfigureAwait(false), FilterBlobs = filters.Count > 0 ? filters : null };
     }
 
-    /// <summary>The queries <paramref name="m"/>'s calibration keeps, as the build calibrated on them (no filters: ingest keeps the filtered bands); null when it keeps none.</summary>
+    /// <summary>The queries <paramref name="m"/>'s calibration keeps, as the build calibrated on them (without their filters: ingest keeps the filtered bands); null when it keeps none.</summary>
     public static async Task<CalibrationQueries?> ReadAsync(IndexStore store, IndexManifest m, CancellationToken ct)
     {
         if (m.Calibration?.QueriesBlob is not { } kept) return null;
         var name = store.BlobName(m, kept);
-        var bytes = await store.Blobs.ReadAllAsync(name, ct).ConfigureAwait(false);
-        if (bytes.LongLength != kept.Bytes) throw new Squash.Index.Format.CorruptIndexException($"'{name}' has {bytes.LongLength} bytes; the manifest says {kept.Bytes}");
+        var bytes = await ReadBlobAsync(store, m, kept, ct).ConfigureAwait(false);
         SourceLayout layout;
         try { layout = VectorSourceFormat.ReadLayout(name, bytes, bytes.LongLength); }
         catch (InvalidDataException e) { throw new Squash.Index.Format.CorruptIndexException(e.Message); }
@@ -56,6 +67,30 @@ public static class KeptCalibrationQueries
         try { VectorSourceFormat.DecodeRows(name, layout, 0, n, bytes.AsSpan(checked((int)layout.OffsetOf(0)), checked((int)(n * layout.RowBytes))), data); }
         catch (InvalidDataException e) { throw new Squash.Index.Format.CorruptIndexException(e.Message); }
         return new CalibrationQueries(data, n, layout.Dimensions, null, "queries");
+    }
+
+    /// <summary>A kept blob's bytes, checked against the size the manifest records.</summary>
+    public static async Task<byte[]> ReadBlobAsync(IndexStore store, IndexManifest m, SegmentRef kept, CancellationToken ct)
+    {
+        var name = store.BlobName(m, kept);
+        var bytes = await store.Blobs.ReadAllAsync(name, ct).ConfigureAwait(false);
+        if (bytes.LongLength != kept.Bytes) throw new Squash.Index.Format.CorruptIndexException($"'{name}' has {bytes.LongLength} bytes; the manifest says {kept.Bytes}");
+        return bytes;
+    }
+
+    private static async Task<SegmentRef> WriteAsync(IndexStore store, string version, string blob, byte[] bytes, CancellationToken ct)
+    {
+        var name = store.VersionPrefix(version) + blob;
+        try
+        {
+            await store.Blobs.WriteAsync(name, bytes, WriteCondition.IfNotExists, ct).ConfigureAwait(false);
+        }
+        catch (BlobConditionFailedException)
+        {
+            if (!(await store.Blobs.ReadAllAsync(name, ct).ConfigureAwait(false)).AsSpan().SequenceEqual(bytes))
+                throw new InvalidOperationException($"blob '{name}' already exists with other content");
+        }
+        return new SegmentRef(blob, bytes.LongLength) { Version = version };
     }
 
     private static byte[] ToFvecs(float[] data, int count, int dims)

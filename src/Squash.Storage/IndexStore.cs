@@ -239,7 +239,7 @@ public sealed partial class IndexStore
     public static IEnumerable<SegmentRef> BlobsNamedBy(IndexManifest m)
     {
         var segments = m.Partitions.SelectMany(p => p.Segments()).Prepend(m.Routing);
-        return m.Calibration?.QueriesBlob is { } queries ? segments.Append(queries) : segments;
+        return m.Calibration?.QueriesBlob is { } queries ? segments.Append(queries).Concat(m.Calibration.FilterBlobs ?? []) : segments;
     }
 
     /// <summary>

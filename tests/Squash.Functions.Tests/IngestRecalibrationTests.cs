@@ -163,23 +163,41 @@ public sealed class IngestRecalibrationTests : IDisposable
         }
     }
 
-    /// <summary>A full rebuild of an index calibrated on the user's queries calibrates the rebuilt version on them too.</summary>
+    /// <summary>
+    /// The user's filter families are kept beside the queries (one line per kept query, named as the file was); the
+    /// recalibration after writes writes both again into its own folder, and a full rebuild calibrates on both again.
+    /// </summary>
     [Fact]
-    public async Task ARebuildOfAnIndexCalibratedOnTheUsersQueriesCalibratesOnThem()
+    public async Task ARebuildOfAnIndexCalibratedOnTheUsersQueriesAndFiltersCalibratesOnThem()
     {
         const int seed = 18, queries = 150;
         var rng = new Random(seed);
         var store = new IndexStore(new FolderBlobStore(_root), "rebuilt");
         var user = Clustered(rng, queries);
-        await CalibratedBuild.BuildAndPublishAsync(store, Clustered(rng, Rows), Rows, Dims, new IndexBuildOptions { Partitions = 8, Seed = seed },
-            calibration: new CalibrationQueries(user, queries, Dims, null, "queries"));
+        var own = Enumerable.Range(0, queries).Select(q => q % 5 == 0 ? null : $"{{\"c\":{q % 6}}}").ToArray();
+        var table = Squash.Index.Attributes.AttributeReader.ReadJsonLines(
+            new StringReader(string.Join('\n', Enumerable.Range(0, Rows).Select(i => $"{{\"attributes\":{{\"c\":{i % 6}}}}}"))), "c.jsonl");
+        var built = await CalibratedBuild.BuildAndPublishAsync(store, Clustered(rng, Rows), Rows, Dims, new IndexBuildOptions { Partitions = 8, Seed = seed, Attributes = table },
+            calibration: new CalibrationQueries(user, queries, Dims, null, "queries", Filters: [new CalibrationFilters("own.jsonl", own)]));
+        var kept = Assert.Single(built.Calibration!.FilterBlobs!);
+        Assert.Equal(("calibration-filters/0/own.jsonl", built.Version), (kept.Name, kept.Version));
+        Assert.Equal(string.Concat(own.Select(t => (t ?? "null") + "\n")), System.Text.Encoding.UTF8.GetString(await store.Blobs.ReadAllAsync(store.BlobName(built, kept))));
+        static string[] Families(Squash.Index.Model.IndexManifest m) =>
+            m.Calibration!.Filtered!.SelectMany(b => b.Families).Select(f => f[..f.IndexOf(':')]).Distinct().ToArray();
+        Assert.Equal(["own.jsonl"], Families(built));
+
         var log = new WriteLog(store.Blobs, "rebuilt");
-        // Over half the rows replaced (row numbers kept): a rebuild is due.
+        // Over half the rows replaced (row numbers kept): the calibration is due, and so is a rebuild.
         await log.AppendAsync(Upserts(Clustered(rng, 700), Enumerable.Range(0, 700)), null, "r", 0);
         var jobs = new Squash.Storage.Builds.BuildJobStore(store.Blobs);
         var queue = new ListQueue();
         var run = await LogIngest.RunLeasedAsync(store, log, rebuild: new RebuildSettings(0.5, jobs, queue));
         var buildId = run.Rebuild?.Queued ?? throw new Xunit.Sdk.XunitException($"seed {seed}: no rebuild was queued ({run.Rebuild?.Message})");
+        var measured = await store.OpenCurrentAsync();
+        Assert.Equal("queries", measured.Calibration!.Source);
+        Assert.Equal([measured.Version, measured.Version], new[] { measured.Calibration.QueriesBlob!, Assert.Single(measured.Calibration.FilterBlobs!) }.Select(b => b.Version));
+        Assert.Equal(kept.Bytes, (await store.Blobs.ReadAllAsync(store.BlobName(measured, measured.Calibration.FilterBlobs![0]))).LongLength);
+
         var runner = new Squash.Storage.Builds.BuildTaskRunner(jobs, queue, new Squash.Search.Builds.QueueStageWork());
         while (queue.Pending.TryDequeue(out var message))
         {
@@ -192,6 +210,8 @@ public sealed class IngestRecalibrationTests : IDisposable
         Assert.Equal(("queries", queries), (rebuilt.Calibration!.Source, rebuilt.Calibration.Queries));
         Assert.Equal(job.Version, rebuilt.Calibration.QueriesBlob!.Version);
         Assert.Equal(user, (await KeptCalibrationQueries.ReadAsync(store, rebuilt, default))!.Data);
+        Assert.Equal(("calibration-filters/0/own.jsonl", job.Version), (rebuilt.Calibration.FilterBlobs!.Single().Name, rebuilt.Calibration.FilterBlobs!.Single().Version));
+        Assert.Equal(["own.jsonl"], Families(rebuilt));
     }
 
     [Fact]

@@ -189,6 +189,22 @@ public class RecallTargetTests(ITestOutputHelper output)
         }
         var keptOk = m with { Calibration = m.Calibration! with { QueriesBlob = new SegmentRef(RecallCalibration.QueriesBlobName, 100) { Version = m.Version } } };
         Assert.Equal(m.Version, IndexManifest.Parse(keptOk.ToJson(), "m.json").Calibration!.QueriesBlob!.Version);
+        // Kept filter families: family f's file under calibration-filters/f/, with the queries kept too.
+        foreach (var (filters, queries) in new (SegmentRef, SegmentRef?)[]
+        {
+            (new SegmentRef("calibration-filters/0/own.jsonl", 10) { Version = m.Version }, null),
+            (new SegmentRef("calibration-filters/1/own.jsonl", 10) { Version = m.Version }, keptOk.Calibration!.QueriesBlob),
+            (new SegmentRef("calibration-filters/0/a/own.jsonl", 10) { Version = m.Version }, keptOk.Calibration!.QueriesBlob),
+            (new SegmentRef("calibration-filters/0/..", 10) { Version = m.Version }, keptOk.Calibration!.QueriesBlob),
+            (new SegmentRef("calibration-filters/0/own.jsonl", 10), keptOk.Calibration!.QueriesBlob),
+        })
+        {
+            var wrongFilters = m with { Calibration = m.Calibration! with { QueriesBlob = queries, FilterBlobs = [filters] } };
+            var error = Assert.Throws<CorruptIndexException>(() => IndexManifest.Parse(wrongFilters.ToJson(), "m.json"));
+            Assert.Equal($"manifest 'm.json': the recall calibration names its filter family 0 as an impossible blob ('{filters.Name}', 10 bytes)", error.Message);
+        }
+        var filtersOk = keptOk with { Calibration = keptOk.Calibration! with { FilterBlobs = [new SegmentRef("calibration-filters/0/own.jsonl", 10) { Version = m.Version }] } };
+        Assert.Equal("calibration-filters/0/own.jsonl", IndexManifest.Parse(filtersOk.ToJson(), "m.json").Calibration!.FilterBlobs!.Single().Name);
     }
 
     [Fact]

@@ -37,8 +37,18 @@ public sealed record RecallCalibration
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public SegmentRef? QueriesBlob { get; init; }
 
+    /// <summary>
+    /// With <see cref="QueriesBlob"/>: the user's filter families calibrated on, each a filter file of one line per kept
+    /// query (<see cref="FilterBlobName"/>), kept for a full rebuild (which calibrates on them again); null without.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<SegmentRef>? FilterBlobs { get; init; }
+
     /// <summary>The name the user's calibration queries are kept under in a version's folder.</summary>
     public const string QueriesBlobName = "calibration-queries.fvecs";
+
+    /// <summary>Where family <paramref name="index"/> (its file named <paramref name="family"/>) is kept in a version's folder: the file name stays the family's name.</summary>
+    public static string FilterBlobName(int index, string family) => $"calibration-filters/{index}/{family}";
 
     /// <summary>Throws <see cref="Format.CorruptIndexException"/> when the record cannot have come from a calibration.</summary>
     public void Validate(string manifestName)
@@ -47,6 +57,14 @@ public sealed record RecallCalibration
             throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration is empty");
         if (QueriesBlob is { } kept && (kept.Name != QueriesBlobName || kept.Version is null || kept.Offset is not null || kept.Bytes < 8))
             throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration names its queries as an impossible blob ('{kept.Name}', {kept.Bytes} bytes)");
+        for (int f = 0; f < (FilterBlobs?.Count ?? 0); f++)
+        {
+            var filters = FilterBlobs![f];
+            string prefix = FilterBlobName(f, "");
+            if (QueriesBlob is null || !filters.Name.StartsWith(prefix, StringComparison.Ordinal) || filters.Name.Length == prefix.Length
+                || filters.Name.IndexOf('/', prefix.Length) >= 0 || filters.Name.EndsWith('.') || filters.Version is null || filters.Offset is not null || filters.Bytes < 1)
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration names its filter family {f} as an impossible blob ('{filters.Name}', {filters.Bytes} bytes)");
+        }
         foreach (var p in Plans)
             if (!p.IsPossible(filtered: false))
                 throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible plan ({p})");

@@ -439,7 +439,7 @@ public sealed class QueueStageWork : IBuildStageWork
                 return (await codes.ConfigureAwait(false), await attributes.ConfigureAwait(false));
             }).ConfigureAwait(false);
         if (fitted is not null && queries.SelfIds is null)
-            fitted = fitted with { QueriesBlob = await KeptCalibrationQueries.WriteAsync(c.Index, job.Version, queries, c.CancellationToken).ConfigureAwait(false) };
+            fitted = await KeptCalibrationQueries.KeepAsync(c.Index, job.Version, queries, fitted, c.CancellationToken).ConfigureAwait(false);
         return manifest with
         {
             Calibration = fitted,

@@ -66,7 +66,8 @@ public static class IngestRecalibration
                 truth[q] = nearest.Nearest(new QueryContext(opened, kept.Data.AsSpan(q * dims, dims)).Internal, k).Ids);
             var again = RecallCalibrator.Calibrate(opened, truth, kept, k, cancellationToken: ct, filtered: false);
             return again is null ? null
-                : new Measurement(again with { Filtered = manifest.Calibration!.Filtered, QueriesBlob = manifest.Calibration.QueriesBlob }, kept.Count, 0);
+                : new Measurement(again with { Filtered = manifest.Calibration!.Filtered, QueriesBlob = manifest.Calibration.QueriesBlob, FilterBlobs = manifest.Calibration.FilterBlobs },
+                    kept.Count, 0);
         }
 
         // A draw of live rows, by position in partition order (seeded: the same version and seed draw the same queries).

@@ -146,7 +146,7 @@ public static partial class LogIngest
             var version = NewerVersion(current.Version, clock);
             // Kept queries are written again into the successor's folder: a reference would keep an old folder for them alone.
             if (measured.QueriesBlob is not null)
-                measured = measured with { QueriesBlob = await KeptCalibrationQueries.CopyAsync(store, measuredAt, version, ct).ConfigureAwait(false) };
+                measured = await KeptCalibrationQueries.CopyAsync(store, measuredAt, version, measured, ct).ConfigureAwait(false);
             var successor = current with
             {
                 Version = version,

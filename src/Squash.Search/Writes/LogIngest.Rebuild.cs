@@ -196,15 +196,20 @@ public static partial class LogIngest
             attributesBlob = new BuildAttributesBlob(name, written.ETag, written.Length);
             if (info.Attributes.Count > 0) schema = string.Join(',', info.Attributes.Select(a => $"{a.Name}:{AttributeSchema.TypeName(a.Type)}"));
         }
-        // An index calibrated on the user's queries is rebuilt calibrated on them (their filter families are not kept: the
-        // rebuild draws its families from the attributes).
+        // An index calibrated on the user's queries and filter families is rebuilt calibrated on them.
         BuildSourceBlob? queriesBlob = null;
-        if (await KeptCalibrationQueries.ReadAsync(store, m, ct).ConfigureAwait(false) is not null)
+        List<BuildAttributesBlob>? filterBlobs = null;
+        if (m.Calibration?.QueriesBlob is { } keptQueries)
         {
             var name = prefix + RecallCalibration.QueriesBlobName;
-            await store.Blobs.WriteAsync(name, await store.Blobs.ReadAllAsync(store.BlobName(m, m.Calibration!.QueriesBlob!), ct).ConfigureAwait(false),
-                WriteCondition.Overwrite, ct).ConfigureAwait(false);
+            await store.Blobs.WriteAsync(name, await KeptCalibrationQueries.ReadBlobAsync(store, m, keptQueries, ct).ConfigureAwait(false), WriteCondition.Overwrite, ct).ConfigureAwait(false);
             queriesBlob = await BlobVectorSource.ResolveOneAsync(store.Blobs, name, "calibration queries", ct).ConfigureAwait(false);
+            foreach (var kept in m.Calibration.FilterBlobs ?? [])
+            {
+                var written = await store.Blobs.WriteAsync(prefix + kept.Name, await KeptCalibrationQueries.ReadBlobAsync(store, m, kept, ct).ConfigureAwait(false),
+                    WriteCondition.Overwrite, ct).ConfigureAwait(false);
+                (filterBlobs ??= []).Add(new BuildAttributesBlob(prefix + kept.Name, written.ETag, written.Length));
+            }
         }
         int chunkRows = (int)Math.Max(1, (32L << 20) / (dims * 4L)); // the API's default chunk (BuildSubmission.DefaultChunkBytes)
         int target = m.Build.PartitionTarget > 0 ? m.Build.PartitionTarget : (int)Math.Max(1, m.Count / Math.Max(1, m.Build.Partitions));
@@ -212,13 +217,14 @@ public static partial class LogIngest
         var job = new BuildJob
         {
             BuildId = record.BuildId, Index = store.Name, Status = BuildStatus.Queued, CreatedUtc = record.SubmittedUtc, Version = record.Version,
-            Source = new BuildSourceSpec { Vectors = prefix + "vectors", Attributes = attributesBlob?.Name, Schema = schema, CalibrationQueries = queriesBlob?.Name },
+            Source = new BuildSourceSpec { Vectors = prefix + "vectors", Attributes = attributesBlob?.Name, Schema = schema, CalibrationQueries = queriesBlob?.Name,
+                CalibrationFilters = filterBlobs?.Select(f => f.Name).ToArray() },
             Options = new BuildJobOptions
             {
                 Metric = m.Metric, Partitions = partitions, BitsPerDim = m.Build.BitsPerDimension, MaxBits = m.Build.MaxBitsPerDimension,
                 Energy = m.Build.EnergyKept, Seed = m.Build.Seed, Calibrate = m.Calibration is not null,
             },
-            Blobs = blobs, AttributesBlob = attributesBlob, CalibrationQueriesBlob = queriesBlob, Count = order.Length, Dimensions = dims, ChunkRows = chunkRows, Partitions = partitions,
+            Blobs = blobs, AttributesBlob = attributesBlob, CalibrationQueriesBlob = queriesBlob, CalibrationFilterBlobs = filterBlobs, Count = order.Length, Dimensions = dims, ChunkRows = chunkRows, Partitions = partitions,
             Stages = [],
             Rebuild = new RebuildOf(m.Version, m.IndexedSequence),
         };

@@ -172,7 +172,12 @@ public sealed class BuildPipelineTests
         Assert.Equal(Count, a.Count);
         // Both keep the queries (for the recalibration after writes) in their own version's folder, with the same bytes (compared below).
         Assert.Equal(b.Calibration.QueriesBlob! with { Version = a.Version }, a.Calibration!.QueriesBlob);
-        Assert.Equal(JsonSerializer.Serialize(b.Calibration), JsonSerializer.Serialize(a.Calibration with { Seconds = b.Calibration.Seconds, QueriesBlob = b.Calibration.QueriesBlob }));
+        Assert.Equal(["calibration-filters/0/colour.jsonl", "calibration-filters/1/price.jsonl"], a.Calibration.FilterBlobs!.Select(f => f.Name));
+        Assert.Equal(b.Calibration.FilterBlobs!.Select(f => f with { Version = a.Version }), a.Calibration.FilterBlobs!);
+        Assert.Equal(JsonSerializer.Serialize(b.Calibration), JsonSerializer.Serialize(a.Calibration with
+        {
+            Seconds = b.Calibration.Seconds, QueriesBlob = b.Calibration.QueriesBlob, FilterBlobs = b.Calibration.FilterBlobs,
+        }));
         Assert.Equal(["colour.jsonl", "price.jsonl"], a.Calibration.Filtered!.SelectMany(band => band.Families).Select(f => f[..f.IndexOf(':')]).Distinct().Order());
         foreach (var segment in IndexStore.BlobsNamedBy(b))
         {
