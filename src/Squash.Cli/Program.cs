@@ -50,6 +50,7 @@ public static partial class Program
         root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(GcCommand.Create());
         root.Subcommands.Add(IngestCommand.Create());
+        root.Subcommands.Add(CalibrateCommand.Create());
         root.Subcommands.Add(WriteCommands.Upsert());
         root.Subcommands.Add(WriteCommands.Delete());
         root.Subcommands.Add(DatasetCommand.Create());

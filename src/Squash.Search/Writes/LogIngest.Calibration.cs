@@ -129,8 +129,13 @@ public static partial class LogIngest
     /// carries the measured version's calibration (a newer measurement, or a rebuild's) or counts fewer changes than it did
     /// (it cannot descend from it).
     /// </summary>
+    /// <param name="keep">
+    /// The user's queries (and filter families) <paramref name="measured"/> was measured on, to keep with the new version
+    /// (<c>squash calibrate</c>): its filtered bands are published too. Null: a recalibration after writes, which keeps the
+    /// current version's filtered bands and copies the queries it measured again.
+    /// </param>
     public static async Task<CalibrationRun> PublishCalibrationOntoCurrentAsync(IndexStore store, IndexManifest measuredAt, RecallCalibration measured,
-        TimeProvider? clock, CancellationToken ct)
+        TimeProvider? clock, CancellationToken ct, CalibrationQueries? keep = null)
     {
         var old = measuredAt.Calibration ?? throw new ArgumentException($"version {measuredAt.Version} has no calibration to measure again", nameof(measuredAt));
         for (int attempt = 0; attempt < 5; attempt++)
@@ -145,7 +150,8 @@ public static partial class LogIngest
             var since = current.Calibration!.RowsChangedSince - old.RowsChangedSince;
             var version = NewerVersion(current.Version, clock);
             // Kept queries are written again into the successor's folder: a reference would keep an old folder for them alone.
-            if (measured.QueriesBlob is not null)
+            if (keep is not null) measured = await KeptCalibrationQueries.KeepAsync(store, version, keep, measured, ct).ConfigureAwait(false);
+            else if (measured.QueriesBlob is not null)
                 measured = await KeptCalibrationQueries.CopyAsync(store, measuredAt, version, measured, ct).ConfigureAwait(false);
             var successor = current with
             {
@@ -153,7 +159,7 @@ public static partial class LogIngest
                 CreatedUtc = (clock ?? TimeProvider.System).GetUtcNow(),
                 Routing = Referenced(current.Routing, current),
                 Partitions = current.Partitions.Select(e => Referenced(e, current)).ToArray(),
-                Calibration = measured with { RowsChangedSince = since, Filtered = current.Calibration.Filtered },
+                Calibration = measured with { RowsChangedSince = since, Filtered = keep is null ? current.Calibration.Filtered : measured.Filtered },
             };
             var result = await store.PublishIfCurrentAsync(store.CreateSink(successor.Version), successor, current, ct).ConfigureAwait(false);
             if (result.Published)
