@@ -57,12 +57,13 @@ public static class IngestRecalibration
         for (int p = 0; p < partitions; p++) count += opened.Codes(p).Ids.Length;
         if (count < Math.Max(MinimumQueries, RecallCalibrator.MinimumVectors) || count > int.MaxValue) return null;
 
-        // An index calibrated on the user's queries measures them again, against their exact neighbours among the live rows.
+        // An index calibrated on the user's queries measures them again, as the build did: the first ExactQueries against
+        // their exact neighbours among the live rows, the rest against the reference plan.
         if (await KeptCalibrationQueries.ReadAsync(store, manifest, ct).ConfigureAwait(false) is { } kept)
         {
             var nearest = new PartitionBounds(opened);
-            var truth = new int[kept.Count][];
-            Parallel.For(0, kept.Count, new ParallelOptions { CancellationToken = ct }, q =>
+            var truth = new int[RecallCalibrator.ExactQueries(count, kept.Count)][];
+            Parallel.For(0, truth.Length, new ParallelOptions { CancellationToken = ct }, q =>
                 truth[q] = nearest.Nearest(new QueryContext(opened, kept.Data.AsSpan(q * dims, dims)).Internal, k).Ids);
             var again = RecallCalibrator.Calibrate(opened, truth, kept, k, cancellationToken: ct, filtered: false);
             return again is null ? null
