@@ -92,6 +92,8 @@ public sealed class CalibrateCommandTests
         File.WriteAllText(dir.File("short.jsonl"), "null\n{\"label\":1}\n");
         File.WriteAllText(dir.File("bad.jsonl"), string.Concat(Enumerable.Range(0, Queries).Select(i => i == 3 ? "{\"colour\":\"red\"}\n" : "null\n")));
         var index = dir.File("idx");
+        Directory.CreateDirectory(dir.File("sub"));
+        File.Copy(labels, dir.File("sub/labels.jsonl"));
         foreach (var (args, expected) in new (string[], string)[]
         {
             (["--index", index, "--calibration-queries", dir.File("none.fvecs")], $"--calibration-queries: file '{dir.File("none.fvecs")}' does not exist"),
@@ -101,6 +103,8 @@ public sealed class CalibrateCommandTests
             (["--index", index, "--calibration-queries", queries, "--calibration-filters", dir.File("bad.jsonl")],
                 $"--calibration-filters: '{dir.File("bad.jsonl")}' line 4: filter $.colour: unknown attribute 'colour'"),
             (["--index", dir.File("bare"), "--calibration-queries", queries, "--calibration-filters", labels], "--calibration-filters needs an index with attributes: the filters name attributes"),
+            (["--index", index, "--calibration-queries", queries, "--calibration-filters", labels, "--calibration-filters", dir.File("sub/labels.jsonl")],
+                $"--calibration-filters: '{labels}' and '{dir.File("sub/labels.jsonl")}' have the same file name, which names a family: rename one"),
         })
         {
             var (exit, _, err) = await CliRunner.RunAsync(["calibrate", .. args]);

@@ -79,6 +79,7 @@ public sealed class CliErrorTests
     [InlineData("short", "--calibration-filters: 'DIR/f.jsonl' has 4 filters; --calibration-queries has 5 queries (one filter per query, null for none)")]
     [InlineData("unknown", "--calibration-filters: 'DIR/f.jsonl' line 4: filter $.colour: unknown attribute 'colour'")]
     [InlineData("not-json", "--calibration-filters: 'DIR/f.jsonl' line 4: filter $: not valid JSON: '}' is an invalid start of a value. LineNumber: 0 | BytePositionInLine: 0.")]
+    [InlineData("same-name", "--calibration-filters: 'DIR/f.jsonl' and 'DIR/sub/f.jsonl' have the same file name, which names a family: rename one")]
     public async Task CalibrationFiltersThatCannotBeUsedAreOneLine(string kind, string expected)
     {
         using var dir = new TempDir();
@@ -96,6 +97,12 @@ public sealed class CliErrorTests
         File.WriteAllText(dir.File("f.jsonl"), string.Join("\n", lines) + "\n");
         string filters = kind == "missing" ? dir.File("none.jsonl") : dir.File("f.jsonl");
         var args = new List<string> { "build", "--index", dir.File("idx"), "--vectors", vectors, "--calibration-filters", filters };
+        if (kind == "same-name")
+        {
+            Directory.CreateDirectory(dir.File("sub"));
+            File.Copy(dir.File("f.jsonl"), dir.File("sub/f.jsonl"));
+            args.AddRange(["--calibration-filters", dir.File("sub/f.jsonl")]);
+        }
         if (kind != "no-queries") args.AddRange(["--calibration-queries", queries]);
         if (kind != "no-attributes") args.AddRange(["--attributes", dir.File("a.jsonl")]);
         var (exit, _, err) = await CliRunner.RunAsync([.. args]);

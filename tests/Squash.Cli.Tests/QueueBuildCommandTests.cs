@@ -246,6 +246,8 @@ public sealed class QueueBuildFlagTests
     [InlineData(new[] { "--source", "a.fvecs", "--calibration-filters", "V" }, "--calibration-filters needs --calibration-queries (line i is the filter of query i)")]
     [InlineData(new[] { "--source", "a.fvecs", "--calibration-queries", "q.fvecs", "--calibration-filters", "f.jsonl" }, "--calibration-filters needs --attributes: the filters name attributes")]
     [InlineData(new[] { "--vectors", "V", "--calibration-queries", "missing.fvecs" }, "--calibration-queries: file 'missing.fvecs' does not exist")]
+    [InlineData(new[] { "--source", "a.fvecs", "--attributes", "a.jsonl", "--calibration-queries", "q.fvecs", "--calibration-filters", "x/f.jsonl", "--calibration-filters", "y/f.jsonl" },
+        "--calibration-filters: 'x/f.jsonl' and 'y/f.jsonl' have the same file name, which names a family: rename one")]
     [InlineData(new[] { "--vectors", "V", "--attributes", "V", "--calibration-queries", "V", "--calibration-filters", "missing.jsonl" }, "--calibration-filters: file 'missing.jsonl' does not exist")]
     [InlineData(new[] { "--vectors", "V", "--attributes", "V", "--calibration-queries", "V", "--calibration-filters", "F" }, "--calibration-filters: 'F' has 3 filters; --calibration-queries has 10 queries (one filter per query, null for none)")]
     [InlineData(new[] { "--source", "a.fvecs", "--schema", "price:number" }, "--schema needs --attributes")]

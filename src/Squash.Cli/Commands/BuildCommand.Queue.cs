@@ -55,6 +55,7 @@ public static partial class BuildCommand
         CliErrors.Require(calibrationQueries is null || !pr.GetValue(f.NoCalibration), "--calibration-queries cannot be combined with --no-calibration");
         CliErrors.Require(calibrationFilters.Length == 0 || calibrationQueries is not null, "--calibration-filters needs --calibration-queries (line i is the filter of query i)");
         CliErrors.Require(calibrationFilters.Length == 0 || pr.GetValue(f.Attributes) is not null, "--calibration-filters needs --attributes: the filters name attributes");
+        RequireDistinctFamilyNames(calibrationFilters);
         var (metric, partitions, bits, maxBits, energy) = CheckedOptions(pr, f);
         int chunkRows = pr.GetValue(f.ChunkRows);
         CliErrors.Require(chunkRows >= 0, $"--chunk-rows must be ≥ 0 (0 picks about 32 MB of vectors per task), got {chunkRows}");

@@ -151,6 +151,7 @@ public static partial class BuildCommand
     {
         if (paths.Length == 0) return null;
         CliErrors.Require(attributes is not null, "--calibration-filters needs --attributes: the filters name attributes");
+        RequireDistinctFamilyNames(paths);
         var families = new List<GivenFilters>();
         foreach (string path in paths)
         {
@@ -158,6 +159,13 @@ public static partial class BuildCommand
             families.Add(new GivenFilters(path, file, take));
         }
         return families;
+    }
+
+    /// <summary>A family is named by its file's name: two --calibration-filters files of one name would make two families of one name.</summary>
+    internal static void RequireDistinctFamilyNames(string[] paths)
+    {
+        if (paths.GroupBy(p => Path.GetFileName(p)).FirstOrDefault(g => g.Count() > 1) is { } same)
+            throw new UsageException($"--calibration-filters: '{same.First()}' and '{same.Skip(1).First()}' have the same file name, which names a family: rename one");
     }
 
     /// <summary>One --calibration-filters file, checked to hold one filter per calibration query (<paramref name="queries"/>).</summary>

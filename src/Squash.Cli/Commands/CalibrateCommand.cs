@@ -39,6 +39,7 @@ public static class CalibrateCommand
             int take = Math.Min(q.Count, RecallCalibrator.BuildQueries(m.Count));
             var paths = pr.GetValue(filters) ?? [];
             CliErrors.Require(paths.Length == 0 || m.Attributes is not null, "--calibration-filters needs an index with attributes: the filters name attributes");
+            BuildCommand.RequireDistinctFamilyNames(paths);
             var families = new List<CalibrationFilters>();
             foreach (var path in paths)
             {

@@ -60,6 +60,8 @@ public static class BuildSubmission
                     else if (NameProblem(filters[i], allowTrailingSlash: false) is { } p4) Add($"source.calibrationFilters[{i}]", p4);
                 if (filters.Where(f => f is not null).Distinct(StringComparer.Ordinal).Count() < filters.Count(f => f is not null))
                     Add("source.calibrationFilters", "names a blob twice (each blob is one family)");
+                else if (filters.Where(f => f is not null).GroupBy(f => Path.GetFileName(f)).FirstOrDefault(g => g.Count() > 1) is { } same)
+                    Add("source.calibrationFilters", $"'{same.First()}' and '{same.Skip(1).First()}' have the same file name, which names a family: rename one");
             }
             if (s.Schema is { } schema && schema.ValueKind != JsonValueKind.Null)
             {

@@ -99,6 +99,8 @@ public sealed class BuildApiTests
             "needs source.attributes: the filters name attributes");
         Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl","cal/f.jsonl"]}}"""), "source.calibrationFilters",
             "names a blob twice (each blob is one family)");
+        Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl","other/f.jsonl"]}}"""), "source.calibrationFilters",
+            "'cal/f.jsonl' and 'other/f.jsonl' have the same file name, which names a family: rename one");
         Only(await BadRequest(app, $$$"""{"source":{{{{withAttributes}}},"calibrationQueries":"cal/q.fvecs","calibrationFilters":["cal/f.jsonl",null]}}"""), "source.calibrationFilters[1]",
             "must be a blob name, got null");
         // Then the blobs: the queries' header and dimensions, each filter blob's existence.
