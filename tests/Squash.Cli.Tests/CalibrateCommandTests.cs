@@ -65,6 +65,11 @@ public sealed class CalibrateCommandTests
         var built = await CurrentAsync(dir.File("idx"));
         Assert.Equal("base-sample", built.Calibration!.Source);
         Assert.Contains(built.Calibration.Filtered!.SelectMany(b => b.Families), f => !f.StartsWith("labels.jsonl:", StringComparison.Ordinal));
+        // A base-sample calibration keeps nothing and says nothing of it.
+        var (bexit, before, berr) = await CliRunner.RunAsync("inspect", "--index", dir.File("idx"));
+        Assert.True(bexit == 0, berr);
+        Assert.Contains("calibrated recall@10 on", before);
+        Assert.DoesNotContain("kept with the index", before);
 
         string output;
         (exit, output, err) = await CliRunner.RunAsync("calibrate", "--index", dir.File("idx"), "--calibration-queries", queries, "--calibration-filters", labels);
@@ -78,6 +83,7 @@ public sealed class CalibrateCommandTests
         Assert.True(iexit == 0, ierr);
         Assert.Contains($"version {again.Version}", shown);
         Assert.Contains($"calibrated recall@10 on {Queries} of your queries", shown);
+        Assert.Contains("  your queries are kept with the index (measured again after writes and by a rebuild), with 1 filter family: labels.jsonl", shown);
     }
 
     [Fact]
