@@ -95,13 +95,9 @@ public static class KeptCalibrationQueries
 
     private static byte[] ToFvecs(float[] data, int count, int dims)
     {
-        var bytes = new byte[(long)count * (4 + 4L * dims)];
-        for (int q = 0; q < count; q++)
-        {
-            var row = bytes.AsSpan(q * (4 + 4 * dims), 4 + 4 * dims);
-            System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(row, dims);
-            System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan(q * dims, dims)).CopyTo(row[4..]);
-        }
+        int record = VectorSourceFormat.FvecsRecordBytes(dims);
+        var bytes = new byte[(long)count * record];
+        for (int q = 0; q < count; q++) VectorSourceFormat.WriteFvecsRecord(bytes.AsSpan(q * record, record), data.AsSpan(q * dims, dims));
         return bytes;
     }
 }

@@ -101,7 +101,9 @@ public static partial class BuildCommand
             var q = VectorFile.Read(queryPath);
             CliErrors.Require(q.Dimensions == set.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the vectors have {set.Dimensions}");
             int take = Math.Min(q.Count, RecallCalibrator.BuildQueries(set.Count));
-            givenFilters = ReadCalibrationFilters(pr.GetValue(f.CalibrationFilters) ?? [], q.Count, take, attrPath);
+            var filterPaths = pr.GetValue(f.CalibrationFilters) ?? [];
+            CliErrors.Require(filterPaths.Length == 0 || attrPath is not null, "--calibration-filters needs --attributes: the filters name attributes");
+            givenFilters = ReadCalibrationFilters(filterPaths, q.Count, take);
             calibration = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries",
                 Filters: givenFilters?.Select(g => g.Family).ToArray());
         }
@@ -114,7 +116,7 @@ public static partial class BuildCommand
         {
             table = AttributeReader.ReadFile(attrPath, declared);
             CliErrors.Require(table.Count == set.Count, $"--attributes: '{attrPath}' has {table.Count:N0} rows but there are {set.Count:N0} vectors (rows are matched by position)");
-            if (givenFilters is not null) CheckCalibrationFilters(givenFilters, table);
+            if (givenFilters is not null) CheckCalibrationFilters(givenFilters, table.Encoding);
             Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
         }
         var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(f.Seed), Attributes = table };
@@ -147,10 +149,9 @@ public static partial class BuildCommand
     /// Each --calibration-filters file as a family: one filter per non-blank line, one per query of the
     /// --calibration-queries file (<paramref name="queries"/>), the first <paramref name="take"/> kept; "null" is no filter.
     /// </summary>
-    private static List<GivenFilters>? ReadCalibrationFilters(string[] paths, int queries, int take, string? attributes)
+    internal static List<GivenFilters>? ReadCalibrationFilters(string[] paths, int queries, int take)
     {
         if (paths.Length == 0) return null;
-        CliErrors.Require(attributes is not null, "--calibration-filters needs --attributes: the filters name attributes");
         RequireDistinctFamilyNames(paths);
         var families = new List<GivenFilters>();
         foreach (string path in paths)
@@ -178,16 +179,16 @@ public static partial class BuildCommand
         return file;
     }
 
-    /// <summary>Compiles every calibration filter against the attributes read, so that a bad one stops the build before it starts, naming its file and line.</summary>
-    private static void CheckCalibrationFilters(List<GivenFilters> files, AttributeTable table)
+    /// <summary>Compiles every calibration filter against the attributes, so that a bad one stops the work before it starts, naming its file and line.</summary>
+    internal static void CheckCalibrationFilters(List<GivenFilters> files, IndexAttributes attributes)
     {
         foreach (var (path, file, take) in files)
-            if (file.FirstError(table.Encoding, take) is { } error)
+            if (file.FirstError(attributes, take) is { } error)
                 throw new UsageException($"--calibration-filters: '{path}' line {error.Line}: {error.Message}");
     }
 
     /// <summary>One --calibration-filters file: its path, its filters, and how many the build keeps (one per calibration query kept).</summary>
-    private sealed record GivenFilters(string Path, CalibrationFilterFile File, int Take)
+    internal sealed record GivenFilters(string Path, CalibrationFilterFile File, int Take)
     {
         public CalibrationFilters Family => File.Family(Take);
     }

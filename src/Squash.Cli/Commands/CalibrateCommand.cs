@@ -39,18 +39,12 @@ public static class CalibrateCommand
             int take = Math.Min(q.Count, RecallCalibrator.BuildQueries(m.Count));
             var paths = pr.GetValue(filters) ?? [];
             CliErrors.Require(paths.Length == 0 || m.Attributes is not null, "--calibration-filters needs an index with attributes: the filters name attributes");
-            BuildCommand.RequireDistinctFamilyNames(paths);
-            var families = new List<CalibrationFilters>();
-            foreach (var path in paths)
-            {
-                var file = BuildCommand.ReadCalibrationFilterFile(path, q.Count);
-                if (file.FirstError(m.Attributes!, take) is { } error)
-                    throw new UsageException($"--calibration-filters: '{path}' line {error.Line}: {error.Message}");
-                families.Add(file.Family(take));
-            }
-            var given = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries", Filters: families.Count > 0 ? families : null);
+            var files = BuildCommand.ReadCalibrationFilters(paths, q.Count, take);
+            if (files is not null) BuildCommand.CheckCalibrationFilters(files, m.Attributes!);
+            var families = files?.Select(g => g.Family).ToArray() ?? [];
+            var given = new CalibrationQueries(q.Data[..(take * q.Dimensions)], take, q.Dimensions, null, "queries", Filters: families.Length > 0 ? families : null);
             Console.Error.WriteLine($"measuring version {m.Version} ({m.Count:N0} vectors) on {take:N0} of {q.Count:N0} queries from {queryPath}" +
-                (families.Count > 0 ? $" and {families.Count} filter famil{(families.Count == 1 ? "y" : "ies")}" : "") + " ...");
+                (families.Length > 0 ? $" and {families.Length} filter famil{(families.Length == 1 ? "y" : "ies")}" : "") + " ...");
             var result = await UserCalibration.CalibrateCurrentAsync(store, given, ct: ct);
             if (result.Run.Status != CalibrationStatus.Published)
             {

@@ -61,11 +61,7 @@ public static class IngestRecalibration
         // their exact neighbours among the live rows, the rest against the reference plan.
         if (await KeptCalibrationQueries.ReadAsync(store, manifest, ct).ConfigureAwait(false) is { } kept)
         {
-            var nearest = new PartitionBounds(opened);
-            var truth = new int[RecallCalibrator.ExactQueries(count, kept.Count)][];
-            Parallel.For(0, truth.Length, new ParallelOptions { CancellationToken = ct }, q =>
-                truth[q] = nearest.Nearest(new QueryContext(opened, kept.Data.AsSpan(q * dims, dims)).Internal, k).Ids);
-            var again = RecallCalibrator.Calibrate(opened, truth, kept, k, cancellationToken: ct, filtered: false);
+            var again = MeasureQueries(opened, kept, filtered: false, ct);
             return again is null ? null
                 : new Measurement(again with { Filtered = manifest.Calibration!.Filtered, QueriesBlob = manifest.Calibration.QueriesBlob, FilterBlobs = manifest.Calibration.FilterBlobs },
                     kept.Count, 0);
@@ -103,6 +99,23 @@ public static class IngestRecalibration
         var set = new CalibrationQueries(user, n, dims, selfIds, "live-sample", leftOut);
         var measured = RecallCalibrator.Calibrate(opened, exact, set, k, cancellationToken: ct, filtered: false);
         return measured is null ? null : new Measurement(measured with { Filtered = manifest.Calibration?.Filtered }, n, grouped);
+    }
+
+    /// <summary>
+    /// The calibration of <paramref name="queries"/> (the user's: no rows of the index) on an opened version, measured as a
+    /// build measures them: the first <see cref="RecallCalibrator.ExactQueries"/> against their exact neighbours among the
+    /// live rows (<see cref="PartitionBounds"/>), the rest against the reference plan. Null when the version is too small.
+    /// </summary>
+    public static RecallCalibration? MeasureQueries(OpenedIndex opened, CalibrationQueries queries, bool filtered, CancellationToken ct)
+    {
+        ArgumentNullException.ThrowIfNull(opened);
+        ArgumentNullException.ThrowIfNull(queries);
+        int k = RecallCalibrator.DefaultK, dims = queries.Dimensions;
+        var nearest = new PartitionBounds(opened);
+        var exact = new int[RecallCalibrator.ExactQueries(opened.Manifest.Count, queries.Count)][];
+        Parallel.For(0, exact.Length, new ParallelOptions { CancellationToken = ct }, q =>
+            exact[q] = nearest.Nearest(new QueryContext(opened, queries.Data.AsSpan(q * dims, dims)).Internal, k).Ids);
+        return RecallCalibrator.Calibrate(opened, exact, queries, k, cancellationToken: ct, filtered: filtered);
     }
 
     /// <summary>

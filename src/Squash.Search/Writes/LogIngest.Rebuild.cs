@@ -1,7 +1,6 @@
-using System.Buffers.Binary;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using Squash.Index.Attributes;
+using Squash.Index.Build.Sources;
 using Squash.Index.Model;
 using Squash.Storage;
 using Squash.Storage.Builds;
@@ -171,7 +170,7 @@ public static partial class LogIngest
         var m = opened.Manifest;
         int dims = m.Dimensions, d = m.InternalDimensions;
         var prefix = RebuildSourcePrefix(store.Name, m.Version);
-        int record4 = 4 + dims * 4;
+        int record4 = VectorSourceFormat.FvecsRecordBytes(dims);
         for (int first = 0, blob = 0; first < order.Length; first += SnapshotBlobRows, blob++)
         {
             int n = Math.Min(SnapshotBlobRows, order.Length - first);
@@ -179,9 +178,8 @@ public static partial class LogIngest
             for (int i = 0; i < n; i++)
             {
                 var (p, pos) = order[first + i];
-                BinaryPrimitives.WriteInt32LittleEndian(bytes.AsSpan(i * record4), dims);
                 // Stored rows are in the internal space: its first coordinates are the user's vector (cosine: normalised, the same direction).
-                MemoryMarshal.AsBytes(opened.Vectors(p).Data.AsSpan(pos * d, dims)).CopyTo(bytes.AsSpan(i * record4 + 4));
+                VectorSourceFormat.WriteFvecsRecord(bytes.AsSpan(i * record4), opened.Vectors(p).Data.AsSpan(pos * d, dims));
             }
             await store.Blobs.WriteAsync($"{prefix}vectors/v{blob:D5}.fvecs", bytes, WriteCondition.Overwrite, ct).ConfigureAwait(false);
         }

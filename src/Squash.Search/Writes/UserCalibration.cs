@@ -29,12 +29,7 @@ public static class UserCalibration
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var opened = await OpenedIndex.OpenUnpublishedAsync(store, m, ct).ConfigureAwait(false);
         var kept = queries.Take(Math.Min(queries.Count, RecallCalibrator.BuildQueries(m.Count)));
-        int k = RecallCalibrator.DefaultK, dims = m.Dimensions;
-        var nearest = new IngestRecalibration.PartitionBounds(opened);
-        var exact = new int[RecallCalibrator.ExactQueries(m.Count, kept.Count)][];
-        Parallel.For(0, exact.Length, new ParallelOptions { CancellationToken = ct }, q =>
-            exact[q] = nearest.Nearest(new QueryContext(opened, kept.Data.AsSpan(q * dims, dims)).Internal, k).Ids);
-        var fitted = RecallCalibrator.Calibrate(opened, exact, kept, k, cancellationToken: ct)
+        var fitted = IngestRecalibration.MeasureQueries(opened, kept, filtered: true, ct)
             ?? throw new InvalidOperationException($"version {m.Version} is too small to calibrate ({m.Count:N0} vectors)");
         fitted = fitted with { Seconds = Math.Round(watch.Elapsed.TotalSeconds, 3) };
         var run = await LogIngest.PublishCalibrationOntoCurrentAsync(store, m, fitted, clock, ct, keep: kept).ConfigureAwait(false);

@@ -39,6 +39,16 @@ public static partial class VectorSourceFormat
 
     private static ReadOnlySpan<byte> NpyMagic => [0x93, (byte)'N', (byte)'U', (byte)'M', (byte)'P', (byte)'Y'];
 
+    /// <summary>Bytes of one .fvecs record of <paramref name="dims"/> dimensions: the dimension, then the floats.</summary>
+    public static int FvecsRecordBytes(int dims) => 4 + 4 * dims;
+
+    /// <summary>Writes <paramref name="row"/> as one .fvecs record at the start of <paramref name="destination"/> (what <see cref="DecodeRows"/> reads back).</summary>
+    public static void WriteFvecsRecord(Span<byte> destination, ReadOnlySpan<float> row)
+    {
+        System.Buffers.Binary.BinaryPrimitives.WriteInt32LittleEndian(destination, row.Length);
+        System.Runtime.InteropServices.MemoryMarshal.AsBytes(row).CopyTo(destination[4..]);
+    }
+
     /// <summary>The format named by a blob or file name's extension, or null when it is none of them.</summary>
     public static string? FormatOf(string name) => Path.GetExtension(name).ToLowerInvariant() switch
     {
