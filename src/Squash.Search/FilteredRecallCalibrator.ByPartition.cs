@@ -87,7 +87,8 @@ public static partial class FilteredRecallCalibrator
             var attributes = index.Manifest.Attributes;
             if (attributes is null || queries.Count == 0) return null;
             int count = queries.Count;
-            var sample = new ColumnSample(attributes, index.Manifest.Count, queries, count);
+            // Sampled by row number, whose range passes the row count once writes have deleted rows and added others.
+            var sample = new ColumnSample(attributes, index.Manifest.RowLimit, queries, count);
             var next = index.PartitionCount > 0 ? readAttributes(0, cancellationToken) : null;
             for (int p = 0; p < index.PartitionCount; p++)
             {
@@ -154,7 +155,7 @@ public static partial class FilteredRecallCalibrator
                     var truth = found?[i];
                     slots[i] = new FilteredQuery
                     {
-                        Family = f, Query = q, Filter = filter, Self = self, Context = ctx, Internal = ctx.Internal, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
+                        Family = f, Query = q, Filter = filter, Self = self, LeftOut = queries.LeftOut?[q], Context = ctx, Internal = ctx.Internal, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
                         Estimates = estimates,
                         Selectivity = estimates.Total / Math.Max(1, manifest.Count),
                         Matches = truth?.Matches ?? new int[index.PartitionCount], Truth = truth?.Truth ?? new TopK(k),
@@ -225,9 +226,9 @@ public static partial class FilteredRecallCalibrator
                     // Listed once, even where the members that matched it so far have all left it out (their own row).
                     if ((s.Members[row] & TruthScratch.Listed) == 0) s.Union[union++] = row;
                     s.Members[row] |= run | TruthScratch.Listed;
-                    // A base-sample query's own row is not its match.
+                    // A base-sample query's own row is not its match, nor a live-sample query's near-copy.
                     for (int m = i; m < j; m++)
-                        if (members[m].Self == ids[row])
+                        if (members[m].Excludes(ids[row]))
                         {
                             s.Members[row] &= ~(1 << m);
                             members[m].Matches[p]--;
@@ -434,18 +435,18 @@ public static partial class FilteredRecallCalibrator
                     () => (new PartitionScanner(), new List<(float Bound, int Row)>(), Array.Empty<int>(), Array.Empty<bool>()), (fq, _, local) =>
                     {
                         var (scanner, candidates, rows, examined) = local;
-                        // A row counts only if the exact check looked at it, matched, and is not the query itself.
+                        // A row counts only if the exact check looked at it, matched, and is not the query itself (nor its near-copy).
                         var (checkedRows, indexed, _) = CandidateRows(fq.Filter, attributes, ref rows);
                         if (examined.Length < attributes.Count) examined = new bool[attributes.Count];
                         Array.Clear(examined, 0, attributes.Count);
                         for (int c = 0; c < indexed; c++) examined[checkedRows[c]] = true;
                         candidates.Clear();
                         bool every = scanner.CollectFilteredCandidates(fq.Context, codes, attributes,
-                            new SearchOptions { K = _k + 1, RerankFactor = collectR, CentroidFactor = 1, Filter = fq.Filter }, candidates);
+                            new SearchOptions { K = _k + 1 + (fq.LeftOut?.Length ?? 0), RerankFactor = collectR, CentroidFactor = 1, Filter = fq.Filter }, candidates);
                         var kept = new List<(float, long, float)>();
                         foreach (var (bound, row) in candidates)
                         {
-                            if (!examined[row] || codes.Ids[row] == fq.Self || !fq.Filter.Matches(attributes, row)) continue;
+                            if (!examined[row] || fq.Excludes(codes.Ids[row]) || !fq.Filter.Matches(attributes, row)) continue;
                             kept.Add((bound, codes.Ids[row], SquaredL2.Distance(fq.Context.Internal, vectors.Row(row))));
                             if (!every && kept.Count == _k * collectR) break;
                         }

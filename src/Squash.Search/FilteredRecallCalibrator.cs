@@ -119,9 +119,13 @@ public static partial class FilteredRecallCalibrator
         public required int Family, Query;
         public required CompiledFilter Filter;
         public required long Self;
+        /// <summary>Rows left out with the query besides its own (a live-sample query's near-copies), or null.</summary>
+        public long[]? LeftOut;
         public required float[] Internal;
         public required int[] Matches;
         public required TopK Truth;
+        /// <summary>Whether row <paramref name="id"/> is left out of this query's answers: its own row, or one of its near-copies.</summary>
+        public bool Excludes(long id) => id == Self || (LeftOut is { } group && Array.IndexOf(group, id) >= 0);
         /// <summary>The partition of every row the exact top-K took in; null while there are no partitions (the pass over a build's input).</summary>
         public Dictionary<long, int>? TruthPartition { get; set; }
     }

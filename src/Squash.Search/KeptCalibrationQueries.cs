@@ -51,7 +51,7 @@ public static class KeptCalibrationQueries
         return calibration with { QueriesBlob = await Copy(queries).ConfigureAwait(false), FilterBlobs = filters.Count > 0 ? filters : null };
     }
 
-    /// <summary>The queries <paramref name="m"/>'s calibration keeps, as the build calibrated on them (without their filters: ingest keeps the filtered bands); null when it keeps none.</summary>
+    /// <summary>The queries <paramref name="m"/>'s calibration keeps, with their filter families, as the build calibrated on them; null when it keeps none.</summary>
     public static async Task<CalibrationQueries?> ReadAsync(IndexStore store, IndexManifest m, CancellationToken ct)
     {
         if (m.Calibration?.QueriesBlob is not { } kept) return null;
@@ -66,7 +66,18 @@ public static class KeptCalibrationQueries
         var data = new float[(long)n * layout.Dimensions];
         try { VectorSourceFormat.DecodeRows(name, layout, 0, n, bytes.AsSpan(checked((int)layout.OffsetOf(0)), checked((int)(n * layout.RowBytes))), data); }
         catch (InvalidDataException e) { throw new Squash.Index.Format.CorruptIndexException(e.Message); }
-        return new CalibrationQueries(data, n, layout.Dimensions, null, "queries");
+        var families = new List<CalibrationFilters>();
+        foreach (var f in m.Calibration.FilterBlobs ?? [])
+        {
+            var blob = store.BlobName(m, f);
+            var text = System.Text.Encoding.UTF8.GetString(await ReadBlobAsync(store, m, f, ct).ConfigureAwait(false));
+            // Written one line per query ("null" for none), so every line counts: a blank one is damage, not padding.
+            var lines = text.EndsWith('\n') ? text[..^1].Split('\n') : text.Split('\n');
+            if (lines.Length != n || lines.Any(l => l.Trim().Length == 0))
+                throw new Squash.Index.Format.CorruptIndexException($"'{blob}' holds {lines.Length} lines (blank ones among them: {lines.Count(l => l.Trim().Length == 0)}); the manifest keeps {n} queries");
+            families.Add(CalibrationFilterFile.Parse(f.Name[(f.Name.LastIndexOf('/') + 1)..], lines).Family(n));
+        }
+        return new CalibrationQueries(data, n, layout.Dimensions, null, "queries", Filters: families.Count > 0 ? families : null);
     }
 
     /// <summary>A kept blob's bytes, checked against the size the manifest records.</summary>

@@ -153,6 +153,57 @@ public sealed class IngestRecalibrationTests : IDisposable
         Assert.Equal(reference.Plans, measured.Plans);
     }
 
+    /// <summary>
+    /// After writes the filtered bands are measured again too, with families drawn from the live rows' attributes: what is
+    /// published is the measurement of the version written (its live-sample queries, their near-copies left out), not the
+    /// build's bands, which the writes below make wrong (a third of the rows get the label of the next cluster).
+    /// </summary>
+    [Fact]
+    public async Task TheFilteredBandsAreMeasuredAgainOnTheLiveRowsAfterWrites()
+    {
+        const int seed = 19, replaced = 400;
+        var rng = new Random(seed);
+        var store = new IndexStore(new FolderBlobStore(_root), "bands");
+        var table = Squash.Index.Attributes.AttributeReader.ReadJsonLines(new StringReader(string.Join('\n',
+            Enumerable.Range(0, Rows).Select(i => $"{{\"attributes\":{{\"c\":{i % 6},\"u\":{rng.Next(100_000)}}}}}"))), "c.jsonl");
+        var built = await CalibratedBuild.BuildAndPublishAsync(store, Clustered(rng, Rows), Rows, Dims, new IndexBuildOptions { Partitions = 8, Seed = seed, Attributes = table });
+        var before = built.Calibration?.Filtered ?? throw new Xunit.Sdk.XunitException($"seed {seed}: the build measured no filtered band");
+
+        // Row j is in cluster j % 6 (Clustered), as before; its label now names cluster j + 1. Rows 0–199 are replaced, rows
+        // 1,200–1,399 new (row numbers past the count: 200 rows deleted at the end).
+        var ids = Enumerable.Range(0, replaced / 2).Concat(Enumerable.Range(Rows, replaced / 2)).ToArray();
+        var vectors = Clustered(rng, replaced);
+        var log = new WriteLog(store.Blobs, "bands");
+        await log.AppendAsync(new WriteBatch
+        {
+            CreatedUtc = DateTimeOffset.UtcNow,
+            Upserts = ids.Select((id, j) => new UpsertItem(id.ToString(CultureInfo.InvariantCulture), vectors.AsSpan(j * Dims, Dims).ToArray(),
+                System.Text.Json.JsonDocument.Parse($"{{\"c\":{(j + 1) % 6},\"u\":{rng.Next(100_000)}}}").RootElement.Clone())).ToArray(),
+            Deletes = Enumerable.Range(Rows - replaced / 2, replaced / 2).Select(i => i.ToString(CultureInfo.InvariantCulture)).ToArray(),
+        }, null, "b", 0);
+        var run = await LogIngest.RunAsync(store, log);
+        Assert.Null(run.CalibrationFailure);
+        Assert.True(run.CalibrationVersion is not null, $"seed {seed}: the calibration was not measured again");
+        var m = await store.OpenCurrentAsync();
+        Assert.Equal(run.CalibrationVersion, m.Version);
+        Assert.Equal("live-sample", m.Calibration!.Source);
+        var after = m.Calibration.Filtered ?? throw new Xunit.Sdk.XunitException($"seed {seed}: the measurement after writes published no filtered band");
+
+        // The reference: the same live-sample queries of the version written, measured directly.
+        var rows = await store.ReadManifestAsync(run.Version!);
+        Assert.True(rows.RowLimit > rows.Count, $"seed {seed}: row numbers should pass the row count (limit {rows.RowLimit}, count {rows.Count})");
+        var opened = await OpenedIndex.OpenUnpublishedAsync(store, rows, default);
+        var (queries, exact) = IngestRecalibration.LiveSample(opened, rows.Count, unchecked((int)rows.IndexedSequence), default);
+        var reference = RecallCalibrator.Calibrate(opened, exact, queries, RecallCalibrator.DefaultK)!.Filtered!;
+        Assert.Equal(reference.Select(Describe), after.Select(Describe));
+        Assert.Contains(after, b => b.Families.Any(f => f.StartsWith("own value:", StringComparison.Ordinal)));
+        Assert.NotEqual(before.Select(Describe), after.Select(Describe));
+    }
+
+    private static string Describe(Squash.Index.Model.FilteredCalibration band) =>
+        $"{band.MinSelectivity}–{band.MaxSelectivity}, ratio {band.MinAnchorRatio}–{band.MaxAnchorRatio}, {band.Queries} queries [{string.Join(", ", band.Families)}]: "
+        + string.Join("; ", band.Plans);
+
     private sealed class ListQueue : Squash.Storage.Builds.IBuildQueue
     {
         public Queue<Squash.Storage.Builds.BuildTaskMessage> Pending { get; } = new();
@@ -185,6 +236,17 @@ public sealed class IngestRecalibrationTests : IDisposable
         static string[] Families(Squash.Index.Model.IndexManifest m) =>
             m.Calibration!.Filtered!.SelectMany(b => b.Families).Select(f => f[..f.IndexOf(':')]).Distinct().ToArray();
         Assert.Equal(["own.jsonl"], Families(built));
+        var read = Assert.Single((await KeptCalibrationQueries.ReadAsync(store, built, default))!.Filters!);
+        Assert.Equal("own.jsonl", read.Name);
+        Assert.Equal(own, read.Texts);
+
+        // A kept family of the right size but one line short (a blank in its place) is damage, named as such.
+        var blobName = store.BlobName(built, kept);
+        var original = await store.Blobs.ReadAllAsync(blobName);
+        await store.Blobs.WriteAsync(blobName, System.Text.Encoding.UTF8.GetBytes("    \n" + System.Text.Encoding.UTF8.GetString(original)[5..]), WriteCondition.Overwrite);
+        var damaged = await Assert.ThrowsAsync<Squash.Index.Format.CorruptIndexException>(() => KeptCalibrationQueries.ReadAsync(store, built, default));
+        Assert.Equal($"'{blobName}' holds {queries} lines (blank ones among them: 1); the manifest keeps {queries} queries", damaged.Message);
+        await store.Blobs.WriteAsync(blobName, original, WriteCondition.Overwrite);
 
         var log = new WriteLog(store.Blobs, "rebuilt");
         // Over half the rows replaced (row numbers kept): the calibration is due, and so is a rebuild.
@@ -197,6 +259,9 @@ public sealed class IngestRecalibrationTests : IDisposable
         Assert.Equal("queries", measured.Calibration!.Source);
         Assert.Equal([measured.Version, measured.Version], new[] { measured.Calibration.QueriesBlob!, Assert.Single(measured.Calibration.FilterBlobs!) }.Select(b => b.Version));
         Assert.Equal(kept.Bytes, (await store.Blobs.ReadAllAsync(store.BlobName(measured, measured.Calibration.FilterBlobs![0]))).LongLength);
+        // Its filtered bands were measured again on the kept family, not drawn from the attributes.
+        Assert.Equal(["own.jsonl"], Families(measured));
+        Assert.NotEqual(built.Calibration.Filtered!.Select(Describe), measured.Calibration.Filtered!.Select(Describe));
 
         var runner = new Squash.Storage.Builds.BuildTaskRunner(jobs, queue, new Squash.Search.Builds.QueueStageWork());
         while (queue.Pending.TryDequeue(out var message))

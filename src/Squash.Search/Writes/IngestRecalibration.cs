@@ -22,8 +22,11 @@ namespace Squash.Search.Writes;
 /// neighbour is that close with probability about K·ratio^m, so on ordinary data almost no query has a group and the
 /// estimate is the build's.
 /// </para>
-/// Filtered bands are kept from the old calibration. An index calibrated on the user's queries
-/// (<see cref="RecallCalibration.QueriesBlob"/>) measures those again instead: they are what the user said its queries are like.
+/// The filtered bands are measured again too, from families drawn from the live rows' attributes as a build draws them from
+/// its input (each query's near-copies left out of its filtered answers as well): writes that move an attribute's values
+/// or where they lie move the filtered plans' recall. An index calibrated on the user's queries
+/// (<see cref="RecallCalibration.QueriesBlob"/>) measures those again instead, with the user's filter families when it
+/// keeps them: they are what the user said its queries are like. A measurement that draws no family keeps the old bands.
 /// </summary>
 public static class IngestRecalibration
 {
@@ -51,23 +54,38 @@ public static class IngestRecalibration
     public static async Task<Measurement?> MeasureAsync(IndexStore store, IndexManifest manifest, int seed, CancellationToken ct)
     {
         var opened = await OpenedIndex.OpenUnpublishedAsync(store, manifest, ct).ConfigureAwait(false);
-        int d = manifest.InternalDimensions, dims = manifest.Dimensions, k = RecallCalibrator.DefaultK;
-        int partitions = opened.PartitionCount;
         long count = 0;
-        for (int p = 0; p < partitions; p++) count += opened.Codes(p).Ids.Length;
+        for (int p = 0; p < opened.PartitionCount; p++) count += opened.Codes(p).Ids.Length;
         if (count < Math.Max(MinimumQueries, RecallCalibrator.MinimumVectors) || count > int.MaxValue) return null;
 
         // An index calibrated on the user's queries measures them again, as the build did: the first ExactQueries against
         // their exact neighbours among the live rows, the rest against the reference plan.
         if (await KeptCalibrationQueries.ReadAsync(store, manifest, ct).ConfigureAwait(false) is { } kept)
         {
-            var again = MeasureQueries(opened, kept, filtered: false, ct);
+            var again = MeasureQueries(opened, kept, filtered: true, ct);
             return again is null ? null
-                : new Measurement(again with { Filtered = manifest.Calibration!.Filtered, QueriesBlob = manifest.Calibration.QueriesBlob, FilterBlobs = manifest.Calibration.FilterBlobs },
-                    kept.Count, 0);
+                : new Measurement(again with
+                {
+                    Filtered = again.Filtered ?? manifest.Calibration!.Filtered,
+                    QueriesBlob = manifest.Calibration!.QueriesBlob,
+                    FilterBlobs = manifest.Calibration.FilterBlobs,
+                }, kept.Count, 0);
         }
 
-        // A draw of live rows, by position in partition order (seeded: the same version and seed draw the same queries).
+        var (set, exact) = LiveSample(opened, count, seed, ct);
+        var measured = RecallCalibrator.Calibrate(opened, exact, set, RecallCalibrator.DefaultK, cancellationToken: ct);
+        return measured is null ? null
+            : new Measurement(measured with { Filtered = measured.Filtered ?? manifest.Calibration?.Filtered }, set.Count, set.LeftOut!.Count(g => g!.Length > 0));
+    }
+
+    /// <summary>
+    /// The queries a measurement of <paramref name="opened"/> (<paramref name="count"/> live rows) draws with
+    /// <paramref name="seed"/>: live rows, by position in partition order (the same version and seed draw the same
+    /// queries), each with its near-copies to leave out with it and its exact neighbours among the rest.
+    /// </summary>
+    public static (CalibrationQueries Queries, int[][] Exact) LiveSample(OpenedIndex opened, long count, int seed, CancellationToken ct)
+    {
+        int partitions = opened.PartitionCount, dims = opened.Manifest.Dimensions, k = RecallCalibrator.DefaultK;
         var start = new int[partitions + 1];
         for (int p = 0; p < partitions; p++) start[p + 1] = start[p] + opened.Codes(p).Ids.Length;
         int[] drawn = CalibrationQueries.SampleRows((int)count, Math.Min(Queries(count), (int)count - 1), seed);
@@ -95,10 +113,7 @@ public static class IngestRecalibration
             leftOut[q] = ids[..copies].Select(id => (long)id).ToArray();
             exact[q] = ids[copies..(copies + k)];
         });
-        int grouped = leftOut.Count(g => g.Length > 0);
-        var set = new CalibrationQueries(user, n, dims, selfIds, "live-sample", leftOut);
-        var measured = RecallCalibrator.Calibrate(opened, exact, set, k, cancellationToken: ct, filtered: false);
-        return measured is null ? null : new Measurement(measured with { Filtered = manifest.Calibration?.Filtered }, n, grouped);
+        return (new CalibrationQueries(user, n, dims, selfIds, "live-sample", leftOut), exact);
     }
 
     /// <summary>

@@ -131,8 +131,8 @@ public static partial class LogIngest
     /// </summary>
     /// <param name="keep">
     /// The user's queries (and filter families) <paramref name="measured"/> was measured on, to keep with the new version
-    /// (<c>squash calibrate</c>): its filtered bands are published too. Null: a recalibration after writes, which keeps the
-    /// current version's filtered bands and copies the queries it measured again.
+    /// (<c>squash calibrate</c>). Null: a recalibration after writes, which copies the queries it measured again. Either way
+    /// the measurement's filtered bands are published with its plans.
     /// </param>
     public static async Task<CalibrationRun> PublishCalibrationOntoCurrentAsync(IndexStore store, IndexManifest measuredAt, RecallCalibration measured,
         TimeProvider? clock, CancellationToken ct, CalibrationQueries? keep = null)
@@ -159,7 +159,7 @@ public static partial class LogIngest
                 CreatedUtc = (clock ?? TimeProvider.System).GetUtcNow(),
                 Routing = Referenced(current.Routing, current),
                 Partitions = current.Partitions.Select(e => Referenced(e, current)).ToArray(),
-                Calibration = measured with { RowsChangedSince = since, Filtered = keep is null ? current.Calibration.Filtered : measured.Filtered },
+                Calibration = measured with { RowsChangedSince = since },
             };
             var result = await store.PublishIfCurrentAsync(store.CreateSink(successor.Version), successor, current, ct).ConfigureAwait(false);
             if (result.Published)
