@@ -37,20 +37,6 @@ public static class KeptCalibrationQueries
         return calibration with { QueriesBlob = kept, FilterBlobs = filters };
     }
 
-    /// <summary>
-    /// <paramref name="calibration"/> (measured again on <paramref name="m"/>'s kept queries) naming copies of <paramref name="m"/>'s
-    /// kept blobs written into <paramref name="version"/>'s folder (create-only).
-    /// </summary>
-    public static async Task<RecallCalibration> CopyAsync(IndexStore store, IndexManifest m, string version, RecallCalibration calibration, CancellationToken ct)
-    {
-        var queries = m.Calibration?.QueriesBlob ?? throw new ArgumentException($"version {m.Version} keeps no calibration queries", nameof(m));
-        async Task<SegmentRef> Copy(SegmentRef s) =>
-            await WriteAsync(store, version, s.Name, await ReadBlobAsync(store, m, s, ct).ConfigureAwait(false), ct).ConfigureAwait(false);
-        var filters = new List<SegmentRef>();
-        foreach (var f in m.Calibration.FilterBlobs ?? []) filters.Add(await Copy(f).ConfigureAwait(false));
-        return calibration with { QueriesBlob = await Copy(queries).ConfigureAwait(false), FilterBlobs = filters.Count > 0 ? filters : null };
-    }
-
     /// <summary>The queries <paramref name="m"/>'s calibration keeps, with their filter families, as the build calibrated on them; null when it keeps none.</summary>
     public static async Task<CalibrationQueries?> ReadAsync(IndexStore store, IndexManifest m, CancellationToken ct)
     {
@@ -75,7 +61,7 @@ public static class KeptCalibrationQueries
             var lines = text.EndsWith('\n') ? text[..^1].Split('\n') : text.Split('\n');
             if (lines.Length != n || lines.Any(l => l.Trim().Length == 0))
                 throw new Squash.Index.Format.CorruptIndexException($"'{blob}' holds {lines.Length} lines (blank ones among them: {lines.Count(l => l.Trim().Length == 0)}); the manifest keeps {n} queries");
-            families.Add(CalibrationFilterFile.Parse(f.Name[(f.Name.LastIndexOf('/') + 1)..], lines).Family(n));
+            families.Add(CalibrationFilterFile.Parse(RecallCalibration.FamilyOf(f), lines).Family(n));
         }
         return new CalibrationQueries(data, n, layout.Dimensions, null, "queries", Filters: families.Count > 0 ? families : null);
     }

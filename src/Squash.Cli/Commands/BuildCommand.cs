@@ -214,7 +214,7 @@ public static partial class BuildCommand
             string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t)));
         if (cal.QueriesBlob is not null)
             yield return $"  your queries are kept with the index (measured again after writes and by a rebuild)" +
-                (cal.FilterBlobs is { Count: > 0 } kept ? $", with {kept.Count} filter famil{(kept.Count == 1 ? "y" : "ies")}: {string.Join(", ", kept.Select(f => f.Name[(f.Name.LastIndexOf('/') + 1)..]))}" : "");
+                (cal.FilterBlobs is { Count: > 0 } kept ? $", with {kept.Count} filter famil{(kept.Count == 1 ? "y" : "ies")}: {string.Join(", ", kept.Select(Squash.Index.Model.RecallCalibration.FamilyOf))}" : "");
         foreach (var band in cal.Filtered ?? [])
             yield return $"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###}" +
                 (band.MinAnchorRatio is null && band.MaxAnchorRatio is null ? "" : $", anchor ratio {band.MinAnchorRatio ?? 0:0.##}–{(band.MaxAnchorRatio is { } r ? r.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture) : "")}") +

@@ -39,7 +39,7 @@ public sealed record RecallCalibration
 
     /// <summary>
     /// With <see cref="QueriesBlob"/>: the user's filter families calibrated on, each a filter file of one line per kept
-    /// query (<see cref="FilterBlobName"/>), kept for a full rebuild (which calibrates on them again); null without.
+    /// query (<see cref="FilterBlobName"/>), measured again with the queries after writes and by a full rebuild; null without.
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public IReadOnlyList<SegmentRef>? FilterBlobs { get; init; }
@@ -49,6 +49,9 @@ public sealed record RecallCalibration
 
     /// <summary>Where family <paramref name="index"/> (its file named <paramref name="family"/>) is kept in a version's folder: the file name stays the family's name.</summary>
     public static string FilterBlobName(int index, string family) => $"calibration-filters/{index}/{family}";
+
+    /// <summary>The family a kept filter blob holds: the file name <see cref="FilterBlobName"/> kept.</summary>
+    public static string FamilyOf(SegmentRef filterBlob) => filterBlob.Name[(filterBlob.Name.LastIndexOf('/') + 1)..];
 
     /// <summary>Throws <see cref="Format.CorruptIndexException"/> when the record cannot have come from a calibration.</summary>
     public void Validate(string manifestName)

@@ -47,8 +47,8 @@ public static class IngestRecalibration
     /// <summary>Near-copies of a query left out with it at most (a row with more keeps the rest as neighbours).</summary>
     public const int MaxNearCopies = 10;
 
-    /// <summary>What a measurement used: its queries, and how many of them had near-copies left out with them.</summary>
-    public sealed record Measurement(RecallCalibration Calibration, int Queries, int WithNearCopies);
+    /// <summary>What a measurement used: its queries, how many of them had near-copies left out with them, and the user's kept queries it measured (null: live rows).</summary>
+    public sealed record Measurement(RecallCalibration Calibration, int Queries, int WithNearCopies, CalibrationQueries? Kept = null);
 
     /// <summary>The new calibration, or null when the version is too small to calibrate (the caller keeps the old one).</summary>
     public static async Task<Measurement?> MeasureAsync(IndexStore store, IndexManifest manifest, int seed, CancellationToken ct)
@@ -64,12 +64,7 @@ public static class IngestRecalibration
         {
             var again = MeasureQueries(opened, kept, filtered: true, ct);
             return again is null ? null
-                : new Measurement(again with
-                {
-                    Filtered = again.Filtered ?? manifest.Calibration!.Filtered,
-                    QueriesBlob = manifest.Calibration!.QueriesBlob,
-                    FilterBlobs = manifest.Calibration.FilterBlobs,
-                }, kept.Count, 0);
+                : new Measurement(again with { Filtered = again.Filtered ?? manifest.Calibration!.Filtered }, kept.Count, 0, kept);
         }
 
         var (set, exact) = LiveSample(opened, count, seed, ct);

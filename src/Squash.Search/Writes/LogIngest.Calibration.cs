@@ -111,7 +111,7 @@ public static partial class LogIngest
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var measured = await IngestRecalibration.MeasureAsync(store, m, unchecked((int)m.IndexedSequence), ct).ConfigureAwait(false);
         if (measured is null) return new CalibrationRun(CalibrationStatus.TooFew, m.Version, Seconds: watch.Elapsed.TotalSeconds);
-        var run = await PublishCalibrationOntoCurrentAsync(store, m, measured.Calibration, clock, ct).ConfigureAwait(false);
+        var run = await PublishCalibrationOntoCurrentAsync(store, m, measured.Calibration, clock, ct, keep: measured.Kept).ConfigureAwait(false);
         return run with
         {
             Seconds = watch.Elapsed.TotalSeconds,
@@ -130,9 +130,8 @@ public static partial class LogIngest
     /// (it cannot descend from it).
     /// </summary>
     /// <param name="keep">
-    /// The user's queries (and filter families) <paramref name="measured"/> was measured on, to keep with the new version
-    /// (<c>squash calibrate</c>). Null: a recalibration after writes, which copies the queries it measured again. Either way
-    /// the measurement's filtered bands are published with its plans.
+    /// The user's queries (and filter families) <paramref name="measured"/> was measured on, to keep with the new version:
+    /// new ones (<c>squash calibrate</c>), or the kept ones a recalibration after writes measured again. Null: none (live rows).
     /// </param>
     public static async Task<CalibrationRun> PublishCalibrationOntoCurrentAsync(IndexStore store, IndexManifest measuredAt, RecallCalibration measured,
         TimeProvider? clock, CancellationToken ct, CalibrationQueries? keep = null)
@@ -151,8 +150,6 @@ public static partial class LogIngest
             var version = NewerVersion(current.Version, clock);
             // Kept queries are written again into the successor's folder: a reference would keep an old folder for them alone.
             if (keep is not null) measured = await KeptCalibrationQueries.KeepAsync(store, version, keep, measured, ct).ConfigureAwait(false);
-            else if (measured.QueriesBlob is not null)
-                measured = await KeptCalibrationQueries.CopyAsync(store, measuredAt, version, measured, ct).ConfigureAwait(false);
             var successor = current with
             {
                 Version = version,
