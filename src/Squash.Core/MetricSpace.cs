@@ -28,6 +28,13 @@ public sealed class MetricSpace
     /// <summary>Largest norm of a stored vector (inner product only).</summary>
     public double MaxNorm { get; }
 
+    /// <summary>
+    /// The largest norm a query or a written vector may have (the API refuses longer ones). Distances are float32 squared
+    /// L2 internally: two vectors of norm ≤ 10¹⁵ are at most 4·10³⁰ apart squared, far below float32's 3.4·10³⁸, so no
+    /// distance, bound or code error overflows to +∞ (which JSON cannot carry: the nodes' answers failed to serialise).
+    /// </summary>
+    public const double MaxVectorNorm = 1e15;
+
     /// <summary>Dimensions of the internal space (one more for inner product).</summary>
     public int InternalDimensions => Metric == Metric.InnerProduct ? InputDimensions + 1 : InputDimensions;
 
@@ -65,7 +72,15 @@ public sealed class MetricSpace
                 foreach (float v in x) s += (double)v * v;
                 if (s == 0) throw new ArgumentException("a zero vector has no direction, so it has no cosine distance", nameof(x));
                 float inv = (float)(1 / Math.Sqrt(s));
-                for (int i = 0; i < x.Length; i++) output[i] = x[i] * inv;
+                if (float.IsNormal(inv))
+                    for (int i = 0; i < x.Length; i++) output[i] = x[i] * inv;
+                else
+                {
+                    // A vector of subnormal values (1/‖x‖ past float32's range: +∞, and ∞ · 0 = NaN) or of norm past 10³⁸
+                    // (1/‖x‖ subnormal, losing digits): divide in double instead.
+                    double norm = Math.Sqrt(s);
+                    for (int i = 0; i < x.Length; i++) output[i] = (float)(x[i] / norm);
+                }
                 break;
             }
             case Metric.InnerProduct:

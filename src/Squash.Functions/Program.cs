@@ -171,7 +171,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     if (error is not null) return error;
     var loaded = await catalog.OpenCurrentAsync(index, ct);
     if (loaded is null) return NotFound(index);
-    var errors = RequestMapping.Validate(request!, loaded.Manifest.Dimensions, settings.Value);
+    var errors = RequestMapping.Validate(request!, loaded.Manifest.Dimensions, settings.Value, loaded.Manifest.Metric);
     RequestMapping.ValidateAttributes(request!, loaded, errors);
     if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The query is not valid.");
 

@@ -161,6 +161,13 @@ public sealed class LocalFunctionHost : IAsyncDisposable
             await response.Content.CopyToAsync(http.Response.Body, ct).ConfigureAwait(false);
             return Results.Empty;
         }
+        catch (HttpRequestException e) when (!ct.IsCancellationRequested && ClientBodyFailure(e) is { } bad)
+        {
+            // Reading the caller's body failed (past Kestrel's request body limit, or cut short): the caller's fault, not the
+            // instance's, which keeps serving its other invocations.
+            return Results.Problem(statusCode: bad.StatusCode, title: bad.StatusCode == StatusCodes.Status413PayloadTooLarge
+                ? "Request too large" : "Bad request body", detail: bad.Message);
+        }
         catch (HttpRequestException e) when (!ct.IsCancellationRequested)
         {
             // The instance crashed or stopped answering: drop it; the caller's retry lands on a new one.
@@ -171,6 +178,14 @@ public sealed class LocalFunctionHost : IAsyncDisposable
         {
             instance.Release();
         }
+    }
+
+    /// <summary>The failure to read the caller's request body inside a forwarding failure, if that is what it was.</summary>
+    private static BadHttpRequestException? ClientBodyFailure(Exception e)
+    {
+        for (Exception? inner = e; inner is not null; inner = inner.InnerException)
+            if (inner is BadHttpRequestException bad) return bad;
+        return null;
     }
 
     private InstanceLog PoolLog(string pool) =>

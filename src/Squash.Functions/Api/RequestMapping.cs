@@ -6,15 +6,15 @@ namespace Squash.Functions.Api;
 /// <summary>Checks a query request field by field; every problem is reported against the field's name.</summary>
 public static class RequestMapping
 {
-    public static Dictionary<string, string[]> Validate(QueryRequest r, int dimensions, FunctionSettings settings)
+    public static Dictionary<string, string[]> Validate(QueryRequest r, int dimensions, FunctionSettings settings, string metric = "l2")
     {
         var errors = new Dictionary<string, string[]>();
         void Add(string field, string message) => errors[field] = [.. errors.GetValueOrDefault(field, []), message];
 
         if (r.Vector is null && r.Vectors is null) Add("vector", "a query needs 'vector' (one query) or 'vectors' (a batch)");
         if (r.Vector is not null && r.Vectors is not null) Add("vectors", "send either 'vector' or 'vectors', not both");
-        if (r.Vector is not null) CheckVector("vector", r.Vector, dimensions, Add);
-        if (r.Vectors is not null) CheckVectors("vectors", r.Vectors, dimensions, settings.MaxBatch, errors, Add);
+        if (r.Vector is not null) CheckVector("vector", r.Vector, dimensions, metric, Add);
+        if (r.Vectors is not null) CheckVectors("vectors", r.Vectors, dimensions, metric, settings.MaxBatch, errors, Add);
         if (r.K is { } k) CheckK("k", k, Add);
         if (r.Options is { } o)
         {
@@ -54,7 +54,7 @@ public static class RequestMapping
         int partitions = index.PartitionCount;
 
         if (r.Vectors is null) Add("vectors", "is required");
-        else CheckVectors("vectors", r.Vectors, index.Manifest.Dimensions, settings.MaxBatch, errors, Add);
+        else CheckVectors("vectors", r.Vectors, index.Manifest.Dimensions, index.Manifest.Metric, settings.MaxBatch, errors, Add);
         CheckK("k", r.K, Add);
         if (r.Options is null) Add("options", "is required");
         else
@@ -151,12 +151,12 @@ public static class RequestMapping
 
     public const int MaxBranching = 16, MaxDepth = 4;
 
-    private static void CheckVectors(string field, float[][] vectors, int dimensions, int maxBatch, Dictionary<string, string[]> errors, Action<string, string> add)
+    private static void CheckVectors(string field, float[][] vectors, int dimensions, string metric, int maxBatch, Dictionary<string, string[]> errors, Action<string, string> add)
     {
         if (vectors.Length == 0) add(field, "the batch is empty");
         if (vectors.Length > maxBatch) add(field, $"a batch holds at most {maxBatch} vectors, got {vectors.Length}");
         for (int i = 0; i < vectors.Length && errors.Count < JsonBody.MaxErrors; i++)
-            CheckVector($"{field}[{i}]", vectors[i], dimensions, add);
+            CheckVector($"{field}[{i}]", vectors[i], dimensions, metric, add);
     }
 
     private static void CheckPartitions(string field, int[]? list, int partitions, Action<string, string> add)
@@ -206,11 +206,32 @@ public static class RequestMapping
     /// <summary>A filter's JSON path as a request field: <c>$.price.$lt</c> → <c>filter.price.$lt</c>.</summary>
     public static string FilterField(string path) => path == "$" ? "filter" : "filter" + path[1..];
 
-    private static void CheckVector(string field, float[]? v, int dimensions, Action<string, string> add)
+    private static void CheckVector(string field, float[]? v, int dimensions, string metric, Action<string, string> add)
     {
         if (v is null) { add(field, "is null"); return; }
-        if (v.Length != dimensions) add(field, $"has {v.Length} dimensions; the index has {dimensions}");
-        else if (v.Any(x => !float.IsFinite(x))) add(field, "contains a value that is not a finite number");
+        if (v.Length != dimensions) { add(field, $"has {v.Length} dimensions; the index has {dimensions}"); return; }
+        if (v.Any(x => !float.IsFinite(x))) { add(field, "contains a value that is not a finite number"); return; }
+        if (NormProblem(v, metric) is { } problem) add(field, problem);
+    }
+
+    /// <summary>
+    /// What makes a vector of finite values unusable (null: nothing): a norm past <see cref="Squash.Core.MetricSpace.MaxVectorNorm"/>
+    /// (its float32 distances would overflow to +∞), or no direction under cosine. Queries and writes are held to the same rule.
+    /// </summary>
+    public static string? NormProblem(ReadOnlySpan<float> v, string metric)
+    {
+        double squares = 0;
+        foreach (float x in v) squares += (double)x * x;
+        return NormProblem(squares, metric);
+    }
+
+    /// <inheritdoc cref="NormProblem(ReadOnlySpan{float}, string)"/>
+    public static string? NormProblem(double squaredNorm, string metric)
+    {
+        if (Math.Sqrt(squaredNorm) > Squash.Core.MetricSpace.MaxVectorNorm)
+            return $"has norm {Math.Sqrt(squaredNorm):G6}, above the largest norm a vector may have ({Squash.Core.MetricSpace.MaxVectorNorm:G6}): its distances would overflow";
+        if (metric == "cosine" && squaredNorm == 0) return "is all zeros, which has no direction (the index uses cosine)";
+        return null;
     }
 
     /// <summary>

@@ -46,7 +46,7 @@ public static class WriteValidation
             if (u.Vector is null) Add(at + ".vector", "is required");
             else if (u.Vector.Length != manifest.Dimensions) Add(at + ".vector", $"has {u.Vector.Length} dimensions; the index has {manifest.Dimensions}");
             else if (Scan(u.Vector) is var (bad, squares) && bad >= 0) Add($"{at}.vector[{bad}]", "is not a finite number");
-            else if (manifest.Metric == "cosine" && squares == 0) Add(at + ".vector", "is all zeros, which has no direction (the index uses cosine)");
+            else if (Api.RequestMapping.NormProblem(squares, manifest.Metric) is { } normProblem) Add(at + ".vector", normProblem);
             else if (manifest.Metric == "ip" && Math.Sqrt(squares) > manifest.MaxNorm * (1 + 1e-6))
                 Add(at + ".vector", $"has norm {Math.Sqrt(squares):G6}, above the index's largest norm {manifest.MaxNorm:G6} (inner-product indexes store vectors up to the norm they were built with; rebuild with the longer vectors)");
             if (u.Attributes is { } attributes) CheckAttributes(attributes, manifest.Attributes, at + ".attributes", Add);
