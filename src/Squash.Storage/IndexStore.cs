@@ -385,6 +385,13 @@ public sealed partial class IndexStore
         var versions = await ListVersionBlobsAsync(ct).ConfigureAwait(false);
         var now = (clock ?? TimeProvider.System).GetUtcNow();
         var ids = versions.Keys.ToList();
+        // Without a readable pointer to a version that exists, nothing tells which version readers use: refuse rather
+        // than collect every published version (keep 0 and grace 0 would delete the whole index).
+        bool anyPublished = ids.Any(v => versions[v].Any(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal)));
+        if (current is null && anyPublished)
+            throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} is missing but published versions exist ({ids.Count}, newest {ids[^1]}): gc deletes nothing until the pointer names one of them");
+        if (current is { } named && !versions.ContainsKey(named.Version))
+            throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} names version {named.Version}, which has no blobs: gc deletes nothing until the pointer names an existing version");
 
         // Newest to oldest: for each version that has a manifest (so may have been current), the earliest
         // manifest among newer versions is when it stopped being current. One without a manifest never was.

@@ -112,6 +112,38 @@ public sealed class GarbageCollectionTests : IDisposable
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(1, TimeSpan.FromSeconds(-1)));
     }
 
+    /// <summary>
+    /// A lost or dangling <c>current</c> pointer: gc cannot tell which version readers use, so it refuses (naming the
+    /// pointer) instead of collecting every published version.
+    /// </summary>
+    [Fact]
+    public async Task AMissingOrDanglingCurrentPointerDeletesNothing()
+    {
+        var folder = new FolderBlobStore(_root);
+        var store = new IndexStore(folder, "products");
+        var versions = new List<string>();
+        for (int i = 0; i < 2; i++)
+            versions.Add((await IndexPublisher.BuildAndPublishAsync(store, Data(100, 4, i), 100, 4, new IndexBuildOptions { Partitions = 2 })).Version);
+        var later = new ShiftedClock(2 * Hour);
+
+        var pointer = Path.Combine(_root, "products", "current");
+        var saved = await File.ReadAllBytesAsync(pointer);
+        File.Delete(pointer);
+        var missing = await Assert.ThrowsAsync<Squash.Index.Format.CorruptIndexException>(() => store.CollectGarbageAsync(keep: 0, grace: TimeSpan.Zero, later));
+        Assert.Contains("'products/current'", missing.Message);
+        Assert.Equal(versions, await store.ListVersionsAsync());
+
+        var gone = VersionIds.New(DateTimeOffset.UtcNow.AddHours(1));
+        await File.WriteAllTextAsync(pointer, $"{{\"version\":\"{gone}\",\"manifest\":\"products/versions/{gone}/manifest.json\"}}");
+        var dangling = await Assert.ThrowsAsync<Squash.Index.Format.CorruptIndexException>(() => store.CollectGarbageAsync(keep: 0, grace: TimeSpan.Zero, later));
+        Assert.Contains(gone, dangling.Message);
+        Assert.Equal(versions, await store.ListVersionsAsync());
+
+        // Restored, gc collects as before.
+        await File.WriteAllBytesAsync(pointer, saved);
+        Assert.Equal(new[] { versions[0] }, (await store.CollectGarbageAsync(keep: 0, grace: TimeSpan.Zero, later)).Deleted);
+    }
+
     private static async Task SubmitJobAsync(IBlobStore store, string index, string status, string vectors, string? attributes,
         string? calibrationQueries = null, string[]? calibrationFilters = null)
     {
