@@ -153,4 +153,28 @@ public class BuildQueryCommandTests
         Assert.Equal(1, exit);
         Assert.Contains("no index is published", err);
     }
+
+    /// <summary>Ids the write API could never name (twice in the file, over-long, control characters) are refused at build time.</summary>
+    [Theory]
+    [InlineData("duplicate", "id 'r1' is given to rows 1 and 3")]
+    [InlineData("long", "row 2: id is 300 characters; at most 256")]
+    [InlineData("control", "row 0: id must not contain control characters")]
+    public async Task BuildRefusesIdsTheWriteApiCannotName(string kind, string expected)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(5, 4, 1));
+        string Id(int i) => kind switch
+        {
+            "duplicate" => i == 3 ? "r1" : $"r{i}",
+            "long" => i == 2 ? new string('x', 300) : $"r{i}",
+            _ => i == 0 ? "r\\u00010" : $"r{i}",
+        };
+        var attributes = dir.File("a.jsonl");
+        await File.WriteAllLinesAsync(attributes, Enumerable.Range(0, 5).Select(i => $"{{\"id\":\"{Id(i)}\",\"attributes\":{{\"n\":{i}}}}}"));
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--attributes", attributes, "--no-calibration");
+        Assert.Equal(1, exit);
+        Assert.StartsWith("error: --attributes: ", err);
+        Assert.Contains(expected, err);
+        Assert.False(File.Exists(Path.Combine(dir.File("idx"), "current")));
+    }
 }

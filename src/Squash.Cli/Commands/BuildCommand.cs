@@ -116,6 +116,7 @@ public static partial class BuildCommand
         {
             table = AttributeReader.ReadFile(attrPath, declared);
             CliErrors.Require(table.Count == set.Count, $"--attributes: '{attrPath}' has {table.Count:N0} rows but there are {set.Count:N0} vectors (rows are matched by position)");
+            CheckIds(table.Ids, attrPath);
             if (givenFilters is not null) CheckCalibrationFilters(givenFilters, table.Encoding);
             Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
         }
@@ -135,6 +136,27 @@ public static partial class BuildCommand
         if (await store.GetCurrentAsync(ct) is { } current && current.Version != manifest.Version)
             Console.Error.WriteLine($"note: version {manifest.Version} is not current: the newer build {current.Version} was published meanwhile (gc removes the older one)");
         return 0;
+    }
+
+    /// <summary>Longest id the write API accepts (WriteValidation.MaxIdLength): a longer one could never be upserted or deleted.</summary>
+    internal const int MaxIdLength = 256;
+
+    /// <summary>
+    /// Ids as the write API takes them: each at most once (an upsert or delete of an id names one row), at most
+    /// <see cref="MaxIdLength"/> characters, no control characters. Rows are named by position (row 0 is the file's first row).
+    /// </summary>
+    internal static void CheckIds(string?[]? ids, string path)
+    {
+        if (ids is null) return;
+        var firstRow = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < ids.Length; i++)
+        {
+            if (ids[i] is not { } id) continue;
+            CliErrors.Require(id.Length <= MaxIdLength, $"--attributes: '{path}' row {i}: id is {id.Length:N0} characters; at most {MaxIdLength} (the write API could not name it)");
+            CliErrors.Require(!id.Any(char.IsControl), $"--attributes: '{path}' row {i}: id must not contain control characters");
+            if (!firstRow.TryAdd(id, i))
+                throw new UsageException($"--attributes: '{path}': id '{id}' is given to rows {firstRow[id]} and {i}; an id names one vector (an upsert or delete of it must find one row)");
+        }
     }
 
     /// <summary>--schema as the in-process build reads it (null: inferred).</summary>
