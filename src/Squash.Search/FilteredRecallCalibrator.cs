@@ -226,8 +226,8 @@ public static partial class FilteredRecallCalibrator
                 f.Selectivity[q] >= lo && (f.Selectivity[q] < hi || hi >= 1) && f.RatioOf(q) >= rlo && f.RatioOf(q) < rhi) >= MinQueriesInBand);
             if (Sided(0, SplitAnchorRatio) && Sided(SplitAnchorRatio, double.PositiveInfinity))
             {
-                AddBand(bands, measured, lo, hi, null, (0, SplitAnchorRatio));
-                AddBand(bands, measured, lo, hi, SplitAnchorRatio, (SplitAnchorRatio, null));
+                var below = AddBand(bands, measured, lo, hi, null, (0, SplitAnchorRatio));
+                AddBand(bands, measured, lo, hi, SplitAnchorRatio, (SplitAnchorRatio, null), below);
             }
             else AddBand(bands, measured, lo, hi, null, (null, null));
         }
@@ -237,9 +237,11 @@ public static partial class FilteredRecallCalibrator
     /// <summary>
     /// One band's frontier over the queries in [<paramref name="lo"/>, <paramref name="hi"/>) of selectivity and, when
     /// given, an anchor ratio of at least <paramref name="ratioLo"/>; the band answers for the <paramref name="holds"/> ratios.
+    /// Given the band <paramref name="below"/> the split, a plan's recall here is what a family's mean over both sides
+    /// reaches (<see cref="BothSides"/>), not its mean above the split alone. Returns the band added, or null.
     /// </summary>
-    private static void AddBand(List<FilteredCalibration> bands, IReadOnlyList<FamilyMeasurement> measured, double lo, double hi, double? ratioLo,
-        (double? Min, double? Max) holds)
+    private static FilteredCalibration? AddBand(List<FilteredCalibration> bands, IReadOnlyList<FamilyMeasurement> measured, double lo, double hi, double? ratioLo,
+        (double? Min, double? Max) holds, FilteredCalibration? below = null)
     {
         int grid = Columns;
         int plans = grid * RecallCalibrator.RerankFactors.Length;
@@ -252,18 +254,22 @@ public static partial class FilteredRecallCalibrator
                 var selected = Enumerable.Range(0, f.Selectivity.Length).Where(q => !double.IsNaN(f.Selectivity[q]) && include(q)).Select(q => f.Selectivity[q]).Order().ToArray();
                 if (selected.Length >= MinQueriesInBand) inBand.Add((f, include, selected.Length, selected[selected.Length / 2]));
             }
-            if (inBand.Count == 0) return;
+            if (inBand.Count == 0) return null;
             var points = new List<CalibratedPlan>();
             var every = inBand.Select(f => f.Family.MeanOfEvery(f.Include)).ToArray();
+            var bothSides = below is null || ratioLo is not { } split ? null
+                : inBand.Select(f => BothSides.Of(f.Family, q => f.Family.Selectivity[q] >= lo && (f.Family.Selectivity[q] < hi || hi >= 1) && f.Family.RatioOf(q) < split,
+                    f.Queries, below, grid)).ToArray();
             for (int j = 0; j < plans; j++)
             {
                 var means = every.Select(f => f[j]).ToArray();
-                var worst = means.MinBy(x => x.Recall);
+                var recalls = bothSides is null ? means.Select(x => x.Recall).ToArray() : means.Select((x, f) => bothSides[f].Recall(x.Recall)).ToArray();
+                int worst = Array.IndexOf(recalls, recalls.Min());
                 var (cf, margin) = Column(j % grid);
                 points.Add(new CalibratedPlan(cf, RecallCalibrator.RerankFactors[j / grid],
-                    Math.Round(worst.Recall, 5), Math.Round(worst.StdError, 5), Math.Round(means.Max(x => x.Cost)), margin));
+                    Math.Round(recalls[worst], 5), Math.Round(means[worst].StdError, 5), Math.Round(means.Max(x => x.Cost)), margin));
             }
-            bands.Add(new FilteredCalibration
+            var band = new FilteredCalibration
             {
                 MinSelectivity = lo,
                 MaxSelectivity = hi,
@@ -272,7 +278,61 @@ public static partial class FilteredRecallCalibrator
                 Plans = RecallCalibrator.Frontier(points),
                 MinAnchorRatio = holds.Min,
                 MaxAnchorRatio = holds.Max,
-            });
+            };
+            bands.Add(band);
+            return band;
+        }
+    }
+
+    /// <summary>
+    /// A family whose queries fall on both sides of the anchor-ratio split, seen from the band above it: its queries below
+    /// run the lower band's plans, whose frontier was set by every query of the selectivity band (mostly another family's,
+    /// such as the query's own label), so its recall there can lie well under what that band promises. A plan above the
+    /// split then gets, as its recall, the highest aim it lets the family's mean over both sides reach when the band below
+    /// plans for the same aim (<see cref="Recall"/>): the family's mean is what a target promises, and the plan above makes
+    /// up for the side below (or, where that side is easy, asks less).
+    /// </summary>
+    private sealed class BothSides
+    {
+        /// <summary>The targets the lower band is planned for, ascending, and the family's mean recall below the split under each plan.</summary>
+        private readonly double[] _targets, _belowRecall;
+        /// <summary>The share of the family's queries in the selectivity band that lie below the split.</summary>
+        private readonly double _shareBelow;
+
+        private BothSides(double[] targets, double[] belowRecall, double shareBelow) => (_targets, _belowRecall, _shareBelow) = (targets, belowRecall, shareBelow);
+
+        /// <summary>Targets from 0.05 to 0.9995 by 0.0005: finer than the frontier's steps near the targets users ask for.</summary>
+        private static readonly double[] Targets = Enumerable.Range(0, 1900).Select(i => Math.Round(0.05 + 0.0005 * i, 4)).ToArray();
+
+        public static BothSides Of(FamilyMeasurement family, Func<int, bool> belowSplit, int queriesAbove, FilteredCalibration below, int grid)
+        {
+            var means = family.MeanOfEvery(belowSplit);
+            int n = means.Length == 0 ? 0 : means[0].Queries;
+            if (n == 0) return new BothSides([], [], 0);
+            var plan = new Dictionary<CalibratedPlan, int>();
+            for (int j = 0; j < means.Length; j++)
+            {
+                var (cf, margin) = Column(j % grid);
+                foreach (var p in below.Plans)
+                    if (p.CentroidFactor == cf && p.RerankFactor == RecallCalibrator.RerankFactors[j / grid] && p.FilterMargin == margin) plan[p] = j;
+            }
+            var recall = Targets.Select(t => RecallPlanner.Mix(below.Plans, t) is { } mix
+                ? mix.HighShare * means[plan[mix.High]].Recall + (1 - mix.HighShare) * means[plan[mix.Low]].Recall
+                : 1).ToArray();
+            return new BothSides(Targets, recall, n / (double)(n + queriesAbove));
+        }
+
+        /// <summary>
+        /// What a plan whose mean above the split is <paramref name="above"/> is worth: the aim of the highest target t for which
+        /// the family's mean over both sides reaches <see cref="RecallPlanner.Aim"/>(t); the mean at the lowest target when none.
+        /// </summary>
+        public double Recall(double above)
+        {
+            if (_shareBelow == 0) return above;
+            for (int i = _targets.Length - 1; i >= 0; i--)
+                if (_shareBelow * _belowRecall[i] + (1 - _shareBelow) * above >= RecallPlanner.Aim(_targets[i]))
+                    return Math.Min(1, RecallPlanner.Aim(_targets[i]));
+            return _shareBelow * _belowRecall[0] + (1 - _shareBelow) * above;
         }
     }
 
