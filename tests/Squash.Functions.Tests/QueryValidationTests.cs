@@ -90,7 +90,10 @@ public sealed class QueryValidationTests(IndexFixture fx)
     public static TheoryData<string, string, string> WrongTypes => new()
     {
         { "\"k\":\"5\"", "k", "must be a whole number, got the string \"5\"" },
-        { "\"k\":5.5", "k", "must be a whole number between -2147483648 and 2147483647, got 5.5" },
+        { "\"k\":5.5", "k", "must be a whole number, got 5.5" },
+        { "\"k\":1e9", "k", "must be written in digits only, without an exponent or a decimal point (e.g. 1000000000), got 1e9" },
+        { "\"k\":10.0", "k", "must be written in digits only, without an exponent or a decimal point (e.g. 10), got 10.0" },
+        { "\"k\":1e10", "k", "must be a whole number between -2147483648 and 2147483647, got 1e10" },
         { "\"options\":{\"rerankFactor\":\"2\"}", "options.rerankFactor", "must be a whole number, got the string \"2\"" },
         { "\"options\":{\"centroidFactor\":\"1.5\"}", "options.centroidFactor", "must be a number, got the string \"1.5\"" },
         { "\"options\":{\"exact\":\"yes\"}", "options.exact", "must be true or false, got the string \"yes\"" },

@@ -90,7 +90,14 @@ public static class JsonBody
         {
             if (e.ValueKind != JsonValueKind.Number) Add($"must be a whole number, got {Describe(e)}");
             else if (type == typeof(int) ? !e.TryGetInt32(out _) : !e.TryGetInt64(out _))
-                Add(type == typeof(int) ? $"must be a whole number between {int.MinValue} and {int.MaxValue}, got {e.GetRawText()}" : $"must be a whole number, got {e.GetRawText()}");
+            {
+                // The reader takes whole numbers in digits only: say which rule the value broke (5.5 is not whole, 1e9 is
+                // whole but written with an exponent, 1e10 does not fit).
+                double min = type == typeof(int) ? int.MinValue : long.MinValue, max = type == typeof(int) ? int.MaxValue : long.MaxValue;
+                Add(!e.TryGetDouble(out double value) || value != Math.Floor(value) ? $"must be a whole number, got {e.GetRawText()}"
+                    : value < min || value > max ? $"must be a whole number between {min:0} and {max:0}, got {e.GetRawText()}"
+                    : $"must be written in digits only, without an exponent or a decimal point (e.g. {value:0}), got {e.GetRawText()}");
+            }
             return;
         }
         if (type == typeof(float) || type == typeof(double))
