@@ -386,9 +386,13 @@ public sealed partial class IndexStore
         var now = (clock ?? TimeProvider.System).GetUtcNow();
         var ids = versions.Keys.ToList();
         // Without a readable pointer to a version that exists, nothing tells which version readers use: refuse rather
-        // than collect every published version (keep 0 and grace 0 would delete the whole index).
-        bool anyPublished = ids.Any(v => versions[v].Any(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal)));
-        if (current is null && anyPublished)
+        // than collect every published version (keep 0 and grace 0 would delete the whole index). A first build writes
+        // its manifest just before the pointer, so a manifest younger than the grace period is a publish in progress,
+        // which the grace rule below keeps.
+        var manifestTimes = ids.SelectMany(v => versions[v].Where(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal))
+            .Select(b => b.LastModified ?? VersionIds.StartedUtc(v))).ToList();
+        bool publishing = manifestTimes.Any(t => t is { } w && now - w < grace);
+        if (current is null && manifestTimes.Count > 0 && !publishing)
             throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} is missing but published versions exist ({ids.Count}, newest {ids[^1]}): gc deletes nothing until the pointer names one of them");
         if (current is { } named && !versions.ContainsKey(named.Version))
             throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} names version {named.Version}, which has no blobs: gc deletes nothing until the pointer names an existing version");

@@ -132,6 +132,12 @@ public sealed class GarbageCollectionTests : IDisposable
         var missing = await Assert.ThrowsAsync<Squash.Index.Format.CorruptIndexException>(() => store.CollectGarbageAsync(keep: 0, grace: TimeSpan.Zero, later));
         Assert.Contains("'products/current'", missing.Message);
         Assert.Equal(versions, await store.ListVersionsAsync());
+        // Within the grace period a missing pointer may be a first build's publish in progress (manifest written, pointer
+        // not yet): gc runs, and the grace rule keeps the young versions.
+        var young = await store.CollectGarbageAsync(keep: 0, grace: TimeSpan.FromHours(1));
+        Assert.Empty(young.Deleted);
+        Assert.All(young.Kept, k => Assert.Equal(IndexStore.KeptReason.Recent, k.Reason));
+        Assert.Equal(versions, await store.ListVersionsAsync());
 
         var gone = VersionIds.New(DateTimeOffset.UtcNow.AddHours(1));
         await File.WriteAllTextAsync(pointer, $"{{\"version\":\"{gone}\",\"manifest\":\"products/versions/{gone}/manifest.json\"}}");
