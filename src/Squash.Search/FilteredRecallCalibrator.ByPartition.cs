@@ -87,15 +87,32 @@ public static partial class FilteredRecallCalibrator
             var attributes = index.Manifest.Attributes;
             if (attributes is null || queries.Count == 0) return null;
             int count = queries.Count;
-            // Sampled by row number, whose range passes the row count once writes have deleted rows and added others.
-            var sample = new ColumnSample(attributes, index.Manifest.RowLimit, queries, count);
+            // A build's rows are 0 … N − 1: sampled by row number, streaming the partitions. Once writes have deleted rows or
+            // named new ones the numbers have gaps (on an index without ids, up to 2,147,483,646 whatever the row count), and
+            // evenly spaced numbers would mostly miss the rows: the sample is spaced by rank among the live row numbers
+            // instead, which takes every partition's ids first (what such an index, read whole by its calibration, holds anyway).
+            var m = index.Manifest;
+            bool gaps = m.RowLimit != m.Count;
+            var held = gaps ? new List<(PartitionCodes Codes, PartitionAttributes Attributes)>(index.PartitionCount) : null;
+            ColumnSample? sample = gaps ? null : new ColumnSample(attributes, m.RowLimit, queries, count);
             var next = index.PartitionCount > 0 ? readAttributes(0, cancellationToken) : null;
             for (int p = 0; p < index.PartitionCount; p++)
             {
                 var (codes, part) = await next!.ConfigureAwait(false);
                 next = p + 1 < index.PartitionCount ? readAttributes(p + 1, cancellationToken) : null;
-                sample.Add(codes.Ids, part);
+                if (held is not null) held.Add((codes, part));
+                else sample!.Add(codes.Ids, part);
             }
+            if (held is not null)
+            {
+                var live = new int[held.Sum(h => h.Codes.Ids.Length)];
+                int at = 0;
+                foreach (var (codes, _) in held) { codes.Ids.CopyTo(live, at); at += codes.Ids.Length; }
+                Array.Sort(live);
+                sample = new ColumnSample(attributes, live.Length, queries, count, live);
+                foreach (var (codes, part) in held) sample.Add(codes.Ids, part);
+            }
+            ArgumentNullException.ThrowIfNull(sample);
             var drawn = DrawFamilies(attributes, sample, queries, count, Math.Min(count, denseQueries ?? count), k);
             return drawn.Count == 0 ? null : Plan(index, queries, partitionOf, selfStored, drawn, sample.Own, null, k, cancellationToken);
         }

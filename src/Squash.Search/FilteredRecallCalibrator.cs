@@ -174,14 +174,11 @@ public static partial class FilteredRecallCalibrator
         if (index.Manifest.Attributes is null || queries.Count == 0) return [];
         // Where every row lies (-1: in no partition), for the base-sample queries, which leave their own row out of its
         // centroid (where it lies and how it is stored), and for the neighbours found during the build.
-        var partitionOfRow = new int[index.Manifest.RowLimit];
-        var rowInPartition = new int[partitionOfRow.Length];
-        Array.Fill(partitionOfRow, -1);
-        Parallel.For(0, index.PartitionCount, new ParallelOptions { CancellationToken = cancellationToken }, p =>
-        {
-            var ids = index.Codes(p).Ids;
-            for (int i = 0; i < ids.Length; i++) (partitionOfRow[ids[i]], rowInPartition[ids[i]]) = (p, i);
-        });
+        // (RowPlaces: by row number in arrays while the numbers are dense, else by a dictionary, since on an index without ids
+        // an upsert may name a row number up to 2,147,483,646 whatever the row count.)
+        var idsOf = new int[index.PartitionCount][];
+        Parallel.For(0, index.PartitionCount, new ParallelOptions { CancellationToken = cancellationToken }, p => idsOf[p] = index.Codes(p).Ids);
+        var places = new RowPlaces(idsOf);
         var partitionOf = new Dictionary<long, int>();
         float[]? selfStored = null;
         if (queries.SelfIds is { } self)
@@ -189,15 +186,16 @@ public static partial class FilteredRecallCalibrator
             int d = index.Manifest.InternalDimensions;
             selfStored = new float[(long)queries.Count * d];
             for (int q = 0; q < queries.Count; q++)
-                if (self[q] >= 0 && self[q] < partitionOfRow.Length && partitionOfRow[self[q]] is var p and >= 0)
+                if (places.TryGet(self[q], out int p, out int position))
                 {
                     partitionOf[self[q]] = p;
-                    index.Vectors(p).Row(rowInPartition[self[q]]).CopyTo(selfStored.AsSpan(q * d, d));
+                    index.Vectors(p).Row(position).CopyTo(selfStored.AsSpan(q * d, d));
                 }
         }
         // Every read below is of a partition the index holds (or loads on demand), so each task is complete when returned.
         PartitionAttributes AttributesOf(int p) => index.Attributes(p) ?? throw new InvalidOperationException($"partition {p} has no attributes");
-        if (drawn is not null && drawn.DrawnFor(index, queries, Math.Min(queries.Count, denseQueries ?? queries.Count)))
+        // The neighbours found during a build are of its rows 0 … N − 1, always dense.
+        if (drawn is not null && places.DensePartitions is { } partitionOfRow && drawn.DrawnFor(index, queries, Math.Min(queries.Count, denseQueries ?? queries.Count)))
         {
             var found = ByPartition.StartFrom(index, queries, partitionOf, selfStored, partitionOfRow, drawn, k, cancellationToken);
             return found is null ? []
@@ -340,11 +338,15 @@ public static partial class FilteredRecallCalibrator
     /// What the families are drawn from, in memory bounded whatever the index's size: per number, integer and category
     /// attribute, the values of at most <see cref="NumericCellFit.MaxSample"/> evenly spaced rows (every row up to that many;
     /// the rule the build's number cells are fitted by, <see cref="NumericCellFit.SampleSlot"/>, so that any process that
-    /// reads the partitions draws the same sample), NaN where missing; and each base-sample query's own value.
+    /// reads the partitions draws the same sample), NaN where missing; and each base-sample query's own value. Rows are
+    /// spaced by row number while the numbers are exactly 0 … N − 1 (a build's), else by rank among the live row numbers
+    /// (<c>liveRows</c>): after writes the numbers have gaps (deleted rows; on an index without ids, any number up to
+    /// 2,147,483,646), and evenly spaced numbers would mostly name no row, leaving every column "mostly missing".
     /// </summary>
     private sealed class ColumnSample
     {
         private readonly long _rows;
+        private readonly int[]? _liveRows;
         private readonly Dictionary<long, List<int>> _queriesOfRow = [];
 
         /// <summary>Per attribute (null for types no family is drawn from): the sampled rows' values, by sample slot.</summary>
@@ -353,9 +355,12 @@ public static partial class FilteredRecallCalibrator
         public double[]?[] Own { get; }
         public int Slots { get; }
 
-        public ColumnSample(IndexAttributes attributes, long rows, CalibrationQueries queries, int count)
+        /// <param name="liveRows">Every live row number, ascending, when they are not 0 … <paramref name="rows"/> − 1 (then <paramref name="rows"/> is their count).</param>
+        public ColumnSample(IndexAttributes attributes, long rows, CalibrationQueries queries, int count, int[]? liveRows = null)
         {
+            if (liveRows is not null && liveRows.Length != rows) throw new ArgumentException($"{liveRows.Length} live rows for {rows}", nameof(liveRows));
             _rows = rows;
+            _liveRows = liveRows;
             Slots = (int)Math.Min(rows, NumericCellFit.MaxSample);
             Columns = new double[]?[attributes.Attributes.Count];
             Own = new double[]?[Columns.Length];
@@ -383,7 +388,8 @@ public static partial class FilteredRecallCalibrator
                 for (int row = 0; row < part.Count; row++)
                 {
                     if (!col.IsPresent(row)) continue;
-                    long slot = NumericCellFit.SampleSlot(ids[row], _rows);
+                    long slot = _liveRows is null ? NumericCellFit.SampleSlot(ids[row], _rows)
+                        : Array.BinarySearch(_liveRows, ids[row]) is var rank and >= 0 ? NumericCellFit.SampleSlot(rank, _rows) : -1;
                     bool own = _queriesOfRow.TryGetValue(ids[row], out var queries);
                     if (slot < 0 && !own) continue;
                     double value = col.Type switch

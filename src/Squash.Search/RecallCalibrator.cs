@@ -228,10 +228,11 @@ public static class RecallCalibrator
         var self = queries.SelfIds;
         var engine = new SearchEngine(index);
         int partitions = index.PartitionCount;
-        // Row numbers reach past Count once ingest has deleted rows or named new ones.
-        var partitionOf = new int[index.Manifest.RowLimit];
-        for (int p = 0; p < partitions; p++)
-            foreach (long id in index.Codes(p).Ids) partitionOf[id] = p;
+        // Row numbers reach past Count once ingest has deleted rows or named new ones (on an index without ids, up to
+        // 2,147,483,646 however few rows it holds): looked up by RowPlaces, not an array sized by the largest number.
+        var places = new RowPlaces(Enumerable.Range(0, partitions).Select(p => index.Codes(p).Ids).ToArray());
+        int PartitionOf(long id) => places.TryGet(id, out int p, out _) ? p
+            : throw new ArgumentException($"row {id} is in no partition of the index");
 
         int grid = CentroidFactors.Length, rs = RerankFactors.Length;
         int measured = exact.Length;
@@ -241,8 +242,8 @@ public static class RecallCalibrator
         float[]? Stored(long selfId)
         {
             if (selfId < 0) return null;
-            int p = partitionOf[selfId];
-            return index.Vectors(p).Row(Array.IndexOf(index.Codes(p).Ids, (int)selfId)).ToArray();
+            if (!places.TryGet(selfId, out int p, out int position)) throw new ArgumentException($"calibration query's own row {selfId} is in no partition of the index");
+            return index.Vectors(p).Row(position).ToArray();
         }
         // The filtered families need nothing from the unfiltered replays, and both leave cores idle between their
         // parallel loops: run side by side, they fill each other's gaps. Most filtered families filter the first exactly
@@ -277,7 +278,7 @@ public static class RecallCalibrator
                 {
                     long selfId = self?[qi] ?? -1;
                     var ctx = new QueryContext(index, vector);
-                    var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), k, id => partitionOf[id]);
+                    var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), k, PartitionOf);
                     var leftOut = queries.LeftOut?[qi];
                     var lists = new Dictionary<int, CandidateList>();
                     CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
@@ -301,7 +302,7 @@ public static class RecallCalibrator
                 {
                     var ctx = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
                     long selfId = self?[qi] ?? -1;
-                    var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, id => partitionOf[id], g);
+                    var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, PartitionOf, g);
                     var leftOut = queries.LeftOut?[qi];
                     var lists = (qi < measured ? kept![qi] : null) ?? new Dictionary<int, CandidateList>();
                     CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l

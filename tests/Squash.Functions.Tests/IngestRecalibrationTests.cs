@@ -200,6 +200,69 @@ public sealed class IngestRecalibrationTests : IDisposable
         Assert.NotEqual(before.Select(Describe), after.Select(Describe));
     }
 
+    /// <summary>
+    /// On an index without ids an upsert may name any row number up to 2,147,483,646. Rows written far past the row count
+    /// (as <c>squash upsert --first-id 2147483600</c> does) are ingested, a later write on top of them is ingested too, and
+    /// the calibration is measured again on them, filtered bands included — none of it sizing an array by the largest row
+    /// number (which asked for 2³¹ ints: every later ingest and calibration failed with an OutOfMemoryException). The
+    /// filtered sample is spaced over the live rows, not over row numbers that mostly name no row.
+    /// </summary>
+    [Fact]
+    public async Task RowNumbersFarPastTheRowCountAreIngestedAndCalibratedWithoutArraysSizedByThem()
+    {
+        // 40 rows from 2,147,483,600 on (the last, 2,147,483,639, is past the largest array .NET allocates) and 100 rows
+        // replaced: 140 changed, past a tenth of the rows.
+        const int seed = 23, far = 2_147_483_600, written = 40, replaced = 100;
+        var rng = new Random(seed);
+        var store = new IndexStore(new FolderBlobStore(_root), "far");
+        var table = Squash.Index.Attributes.AttributeReader.ReadJsonLines(new StringReader(string.Join('\n',
+            Enumerable.Range(0, Rows).Select(i => $"{{\"attributes\":{{\"c\":{i % 6},\"u\":{rng.Next(100_000)}}}}}"))), "c.jsonl");
+        await CalibratedBuild.BuildAndPublishAsync(store, Clustered(rng, Rows), Rows, Dims, new IndexBuildOptions { Partitions = 8, Seed = seed, Attributes = table });
+        var log = new WriteLog(store.Blobs, "far");
+        var rows = Enumerable.Range(0, replaced).Concat(Enumerable.Range(far, written)).ToArray();
+        var vectors = Clustered(rng, rows.Length);
+        await log.AppendAsync(new WriteBatch
+        {
+            CreatedUtc = DateTimeOffset.UtcNow,
+            Upserts = rows.Select((row, j) => new UpsertItem(row.ToString(CultureInfo.InvariantCulture), vectors.AsSpan(j * Dims, Dims).ToArray(),
+                System.Text.Json.JsonDocument.Parse($"{{\"c\":{row % 6},\"u\":{rng.Next(100_000)}}}").RootElement.Clone())).ToArray(),
+        }, null, "a", 0);
+        // Past a tenth of the rows changed: the run measures the calibration again after its publish.
+        var run = await LogIngest.RunAsync(store, log);
+        Assert.True(run.Published);
+        Assert.Null(run.CalibrationFailure);
+        Assert.NotNull(run.CalibrationVersion);
+        var m = await store.OpenCurrentAsync();
+        Assert.Equal(Rows + written, m.Count);
+        Assert.Equal(far + written, m.RowLimit);
+        Assert.Equal("live-sample", m.Calibration!.Source);
+        Assert.Contains(m.Calibration.Filtered ?? [], b => b.Families.Any(f => f.StartsWith("own value:", StringComparison.Ordinal)));
+
+        // A later write — a replacement, a delete of one far row and a delete by filter — is ingested on top of them.
+        await log.AppendAsync(new WriteBatch
+        {
+            CreatedUtc = DateTimeOffset.UtcNow,
+            Upserts = [new UpsertItem("5", Clustered(rng, 1), System.Text.Json.JsonDocument.Parse("{\"c\":5,\"u\":1}").RootElement.Clone())],
+            Deletes = [(far + 1).ToString(CultureInfo.InvariantCulture)],
+            DeleteWhere = System.Text.Json.JsonDocument.Parse("{\"u\":{\"$lt\":0}}").RootElement.Clone(),
+        }, null, "b", 1);
+        var second = await LogIngest.RunAsync(store, log);
+        Assert.True(second.Published);
+        m = await store.OpenCurrentAsync();
+        Assert.Equal(2, m.IndexedSequence);
+        Assert.Equal(Rows + written - 1, m.Count);
+        var opened = await OpenedIndex.OpenUnpublishedAsync(store, m, default);
+        var ids = Enumerable.Range(0, opened.PartitionCount).SelectMany(p => opened.Codes(p).Ids).Order().ToArray();
+        Assert.Equal(Enumerable.Range(0, Rows).Concat(Enumerable.Range(far, written).Where(r => r != far + 1)), ids);
+
+        // `squash calibrate` and the calibration job measure this version directly.
+        var (queries, exact) = IngestRecalibration.LiveSample(opened, m.Count, 2, default);
+        var measured = RecallCalibrator.Calibrate(opened, exact, queries, RecallCalibrator.DefaultK);
+        Assert.NotNull(measured);
+        Assert.NotEmpty(measured.Plans);
+        Assert.Contains(measured.Filtered ?? [], b => b.Families.Any(f => f.StartsWith("own value:", StringComparison.Ordinal)));
+    }
+
     private static string Describe(Squash.Index.Model.FilteredCalibration band) =>
         $"{band.MinSelectivity}–{band.MaxSelectivity}, ratio {band.MinAnchorRatio}–{band.MaxAnchorRatio}, {band.Queries} queries [{string.Join(", ", band.Families)}]: "
         + string.Join("; ", band.Plans);

@@ -849,10 +849,12 @@ public static partial class LogIngest
         private readonly IndexManifest _m;
         private readonly PartitionCodes[] _codes;
         private readonly PartitionAttributes?[] _attributes;
-        // With ids: where each id lives. Without: by row number (an id is its row number), two arrays, not 10^6 strings
-        // printed and hashed every run (most of the "apply" phase at 10^6 rows, bench/writes.md); −1: no live row.
+        // With ids: where each id lives. Without: by row number (an id is its row number), not 10^6 strings printed and
+        // hashed every run (most of the "apply" phase at 10^6 rows, bench/writes.md): arrays by row number while the numbers
+        // are dense, a dictionary once an upsert named a row number far past the rows (RowPlaces), so that memory follows
+        // the rows held and not the largest number written.
         private readonly Dictionary<string, (int P, int Pos)>? _where;
-        private readonly int[]? _partitionOf, _positionOf;
+        private readonly RowPlaces? _places;
         private readonly FilterCompiler _filters;
 
         public State(IndexManifest m, PartitionCodes[] codes, PartitionAttributes?[] attributes)
@@ -874,16 +876,7 @@ public static partial class LogIngest
                 }
                 return;
             }
-            int rows = 0;
-            foreach (var c in codes) foreach (int row in c.Ids) rows = Math.Max(rows, row + 1);
-            _partitionOf = new int[rows];
-            _positionOf = new int[rows];
-            Array.Fill(_partitionOf, -1);
-            for (int p = 0; p < codes.Length; p++)
-            {
-                var ids = codes[p].Ids;
-                for (int i = 0; i < ids.Length; i++) { _partitionOf[ids[i]] = p; _positionOf[ids[i]] = i; }
-            }
+            _places = new RowPlaces(codes.Select(c => c.Ids).ToArray());
         }
 
         public bool[]?[] Deleted { get; }
@@ -899,17 +892,17 @@ public static partial class LogIngest
         }
 
         /// <summary>The row number an id names in an index without ids: its canonical decimal form only ("17", not "017").</summary>
-        private int RowOf(string id) =>
-            int.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out int row) && (id.Length == 1 || id[0] != '0') && row < _partitionOf!.Length ? row : -1;
+        private static int RowOf(string id) =>
+            int.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out int row) && (id.Length == 1 || id[0] != '0') ? row : -1;
 
         /// <summary>Takes the id's live stored row out of the map, if it has one.</summary>
         private bool TryTake(string id, out (int P, int Pos) at)
         {
             if (_where is not null) return _where.Remove(id, out at);
             int row = RowOf(id);
-            if (row < 0 || _partitionOf![row] < 0) { at = default; return false; }
-            at = (_partitionOf[row], _positionOf![row]);
-            _partitionOf[row] = -1;
+            if (row < 0 || !_places!.TryGet(row, out int p, out int pos)) { at = default; return false; }
+            at = (p, pos);
+            _places.Remove(row);
             return true;
         }
 
@@ -936,12 +929,7 @@ public static partial class LogIngest
             }
             else
             {
-                for (int row = 0; row < _partitionOf!.Length; row++)
-                {
-                    if (_partitionOf[row] < 0) continue;
-                    var at = (_partitionOf[row], _positionOf![row]);
-                    if (Match(at)) { _partitionOf[row] = -1; Remove(at.Item1, at.Item2); }
-                }
+                _places!.RemoveWhere((p, pos) => Match((p, pos)), Remove);
             }
             foreach (var u in Pending.Values.ToArray())
                 if (TailFilter.Matches(where, u.Attributes, _m.Attributes)) Pending.Remove(u.Id);
