@@ -119,6 +119,35 @@ public sealed class WriteLogTests : IAsyncLifetime
         Assert.Equal(0, await new WriteLog(store, "other").LatestSequenceAsync());
     }
 
+    /// <summary>
+    /// A hint past the real end (a damaged or hand-written <c>log/head</c>) is not trusted: the end is found from the
+    /// newest batch listed, also when gc removed the oldest batches (no probe from 0), and the next append takes the
+    /// sequence after the real end, not one past the hint (which left a gap ingest could never pass).
+    /// </summary>
+    [Theory]
+    [InlineData("folder")]
+    [InlineData("azure")]
+    public async Task AHintPastTheEndIsIgnoredAndTheEndFoundFromTheListedBatches(string kind)
+    {
+        var log = Log(kind);
+        for (int i = 0; i < 6; i++) await log.AppendAsync(Upsert("a", i), null, "h", 0);
+        Assert.Equal(3, await log.DeleteBatchesThroughAsync(3));
+        var store = Store(kind);
+        foreach (var hint in new[] { "999999999", "5000000000000", "9223372036854775807" })
+        {
+            await store.WriteAsync("products/log/head", System.Text.Encoding.UTF8.GetBytes($"{{\"sequence\":{hint}}}"), WriteCondition.Overwrite);
+            Assert.Equal(6, await new WriteLog(store, "products").LatestSequenceAsync());
+            Assert.Equal(6, await new WriteLog(store, "products").LatestSequenceAsync(knownSequence: 4));
+        }
+        Assert.Equal(7, (await new WriteLog(store, "products").AppendAsync(Upsert("b", 7), null, "h", 0)).Sequence);
+        // The append wrote a true hint again, and the log is dense.
+        Assert.Equal(7, await new WriteLog(store, "products").LatestSequenceAsync());
+        Assert.NotNull(await log.TryReadBatchAsync(7));
+        // A hint past the end of an empty log.
+        await store.WriteAsync("other/log/head", "{\"sequence\":999999999}"u8.ToArray(), WriteCondition.Overwrite);
+        Assert.Equal(0, await new WriteLog(store, "other").LatestSequenceAsync());
+    }
+
     [Theory]
     [InlineData("folder")]
     [InlineData("azure")]

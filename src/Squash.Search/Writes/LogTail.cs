@@ -112,6 +112,8 @@ public sealed class TailReader
 {
     private readonly ConcurrentDictionary<string, LogTail> _tails = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<(string Index, long Sequence), WriteBatch?> _batches = new();
+    /// <summary>Sequences read per window (see <see cref="ReadAsync"/>).</summary>
+    private const int ReadWindow = 256;
 
     /// <summary>
     /// The tail of <paramref name="index"/> past <paramref name="watermark"/> as this instance last read it, without a request
@@ -130,13 +132,23 @@ public sealed class TailReader
         long latest = await log.LatestSequenceAsync(tail.To, readHint: tail.To == watermark, ct).ConfigureAwait(false);
         if (latest > tail.To)
         {
-            var sequences = Enumerable.Range(0, checked((int)(latest - tail.To))).Select(i => tail.To + 1 + i).ToArray();
-            var read = new WriteBatch?[sequences.Length];
-            await Parallel.ForEachAsync(Enumerable.Range(0, sequences.Length), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (i, t) =>
+            // Read a window of sequences at a time (16 in flight), never a list of every sequence up to `latest`: what is
+            // held grows with the batches actually read, and a batch missing below `latest` stops the read at its window.
+            var counted = new List<(long Sequence, WriteBatch Batch)>();
+            var read = new WriteBatch?[ReadWindow];
+            for (long start = tail.To + 1; start <= latest; start += ReadWindow)
             {
-                read[i] = await CountedBatchAsync(log, sequences[i], t).ConfigureAwait(false);
-            }).ConfigureAwait(false);
-            tail = tail.Apply(sequences.Select((s, i) => (s, read[i])).Where(x => x.Item2 is not null).Select(x => (x.s, x.Item2!)), schema);
+                int n = (int)Math.Min(ReadWindow, latest - start + 1);
+                long first = start;
+                Array.Clear(read);
+                await Parallel.ForEachAsync(Enumerable.Range(0, n), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (i, t) =>
+                {
+                    read[i] = await CountedBatchAsync(log, first + i, t).ConfigureAwait(false);
+                }).ConfigureAwait(false);
+                for (int i = 0; i < n; i++)
+                    if (read[i] is { } batch) counted.Add((first + i, batch));
+            }
+            tail = tail.Apply(counted, schema);
             _tails.AddOrUpdate(log.Index, tail, (_, old) => old.Watermark != tail.Watermark || old.To < tail.To ? tail : old);
         }
         else

@@ -257,14 +257,21 @@ public sealed class WriteLog
     /// <summary>
     /// The newest sequence in the log (0: empty). Probes forward from the larger of the hint and
     /// <paramref name="knownSequence"/> (both exist or were collected, and every sequence above the end is free),
-    /// doubling the step and then halving it: a few existence checks however long the log.
+    /// doubling the step and then halving it: a few existence checks however long the log. A hint past
+    /// <paramref name="knownSequence"/> is trusted only once its batch is seen to exist: the hint is a plain overwritable
+    /// blob, and one past the real end (damaged, or written by hand: <c>{"sequence":999999999}</c>) made strong reads
+    /// read a tail of 10⁹ sequences and the next append take sequence 10⁹, leaving a gap ingest could never pass. A
+    /// hint whose batch is not there is ignored and the end is found from the newest batch listed under
+    /// <see cref="BatchPrefix"/> instead (not by probing from 0: gc may have removed the oldest batches).
     /// </summary>
     public Task<long> LatestSequenceAsync(long knownSequence = 0, CancellationToken ct = default) => LatestSequenceAsync(knownSequence, readHint: true, ct);
 
     /// <summary>As above; without <paramref name="readHint"/> the probe starts at <paramref name="knownSequence"/> alone (one check when nothing was appended since).</summary>
     public async Task<long> LatestSequenceAsync(long knownSequence, bool readHint, CancellationToken ct = default)
     {
-        long low = Math.Max(knownSequence, readHint ? await ReadHintAsync(ct).ConfigureAwait(false) : 0); // exists (or 0)
+        long low = knownSequence; // exists (or 0)
+        if (readHint && await ReadHintAsync(ct).ConfigureAwait(false) is var hint && hint > low)
+            low = await Blobs.GetInfoAsync(BatchName(hint), ct).ConfigureAwait(false) is not null ? hint : await NewestListedAsync(low, ct).ConfigureAwait(false);
         long step = 1;
         long high;
         while (true)
@@ -281,6 +288,15 @@ public sealed class WriteLog
             if (await Blobs.GetInfoAsync(BatchName(mid), ct).ConfigureAwait(false) is null) high = mid; else low = mid;
         }
         return low;
+    }
+
+    /// <summary>The newest batch listed under <see cref="BatchPrefix"/>, or <paramref name="atLeast"/> when it is newer.</summary>
+    private async Task<long> NewestListedAsync(long atLeast, CancellationToken ct)
+    {
+        long newest = atLeast;
+        await foreach (var b in Blobs.ListAsync(BatchPrefix, ct).ConfigureAwait(false))
+            if (SequenceOf(b.Name) is { } s && s > newest) newest = s;
+        return newest;
     }
 
     /// <summary>
