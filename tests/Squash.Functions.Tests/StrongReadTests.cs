@@ -73,6 +73,55 @@ public sealed class StrongReadTests(IndexFixture fx)
         }
     }
 
+    /// <summary>
+    /// A log batch past the watermark that is damaged (a flipped byte, cut short, emptied) or deleted while a later one
+    /// exists: a strong query is a 500 problem naming the index and the blob (not a bare 500 from an unhandled exception),
+    /// every time it is asked, while eventual queries keep answering from the indexed version.
+    /// </summary>
+    [Theory]
+    [InlineData("flipped")]
+    [InlineData("truncated")]
+    [InlineData("emptied")]
+    [InlineData("deleted")]
+    public async Task ADamagedLogBatchMakesAStrongQueryA500ProblemNamingTheIndexAndTheBlob(string damage)
+    {
+        var index = "strong-damaged-" + Guid.NewGuid().ToString("N")[..12];
+        await WriteModel.BuildAsync(fx.Root, index, 6, withIds: true);
+        const string query = "{\"vector\":[0.5,0.5,0.5,0.5],\"k\":3,\"options\":{\"consistency\":\"strong\"}}";
+        using (var writer = fx.App(2, 1))
+        {
+            var client = writer.CreateClient();
+            for (int i = 0; i < 3; i++)
+            {
+                var written = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json($"{{\"upserts\":[{{\"id\":\"w{i}\",\"vector\":[{i},1,2,3]}}]}}"));
+                Assert.True(written.StatusCode == System.Net.HttpStatusCode.OK, await written.Content.ReadAsStringAsync());
+            }
+        }
+        var blob = Path.Combine(fx.Root, index, "log", "batches", "000000000002");
+        var bytes = await File.ReadAllBytesAsync(blob);
+        switch (damage)
+        {
+            case "flipped": bytes[bytes.Length / 2] ^= 0x5a; await File.WriteAllBytesAsync(blob, bytes); break;
+            case "truncated": await File.WriteAllBytesAsync(blob, bytes[..(bytes.Length / 2)]); break;
+            case "emptied": await File.WriteAllBytesAsync(blob, []); break;
+            default: File.Delete(blob); break;
+        }
+
+        using var app = fx.App(2, 1);
+        var reader = app.CreateClient();
+        for (int attempt = 0; attempt < 2; attempt++)
+        {
+            var problem = await Problems.Read(await reader.PostAsync($"/api/indexes/{index}/query", Bodies.Json(query)), System.Net.HttpStatusCode.InternalServerError);
+            Assert.Equal("Index damaged", problem.GetProperty("title").GetString());
+            var detail = problem.GetProperty("detail").GetString()!;
+            Assert.StartsWith($"index '{index}' is damaged: a strong query cannot read its write-ahead log", detail);
+            Assert.Contains($"'{index}/log/batches/000000000002'", detail);
+            Assert.DoesNotContain(fx.Root, detail);
+        }
+        var eventual = await reader.PostAsync($"/api/indexes/{index}/query", Bodies.Json(query.Replace("strong", "eventual", StringComparison.Ordinal)));
+        Assert.True(eventual.StatusCode == System.Net.HttpStatusCode.OK, await eventual.Content.ReadAsStringAsync());
+    }
+
     [Fact]
     public async Task ConsistencyIsValidatedAndScanNodesRefuseIt()
     {

@@ -152,11 +152,11 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         var schema = loaded.Manifest.Attributes;
         if (tails.Known(log.Index, watermark) is not { } held)
         {
-            var tail = await tails.ReadAsync(log, watermark, schema, ct).ConfigureAwait(false);
+            var tail = await ReadTailAsync(tails, log, index, watermark, schema, ct).ConfigureAwait(false);
             return (await RunAsync(index, loaded, vectors, k, requestOptions, filterJson, filter, include, branching, depth, ownAddress, ct, tail, chooseShape)
                 .ConfigureAwait(false), tail);
         }
-        var checking = tails.ReadAsync(log, watermark, schema, ct);
+        var checking = ReadTailAsync(tails, log, index, watermark, schema, ct);
         CoordinatedAnswer first;
         try
         {
@@ -175,6 +175,32 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             .ConfigureAwait(false);
         // Both runs were invocations the request paid for.
         return (again with { Totals = Accumulate(first.Totals, again.Totals), TreeNodes = Math.Max(first.TreeNodes, again.TreeNodes) }, latest);
+    }
+
+    /// <summary>
+    /// The log tail past <paramref name="watermark"/>, or an <see cref="IndexUnavailableException"/>: a batch blob that is
+    /// damaged (flipped byte, cut short, emptied) or missing below the log's end is a damaged index (500, naming the index
+    /// and the blob), a store that cannot be read a 503. Left to propagate as they were, they were a bare 500 with no word
+    /// of the index or the blob.
+    /// </summary>
+    private static async Task<LogTail> ReadTailAsync(TailReader tails, Squash.Storage.Writes.WriteLog log, string index, long watermark,
+        Squash.Index.Attributes.IndexAttributes? schema, CancellationToken ct)
+    {
+        try
+        {
+            return await tails.ReadAsync(log, watermark, schema, ct).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is InvalidDataException or JsonException or Squash.Index.Format.CorruptIndexException)
+        {
+            throw new IndexUnavailableException(index,
+                $"index '{index}' is damaged: a strong query cannot read its write-ahead log past the indexed sequence {watermark}: "
+                + $"{e.Message.Replace(log.Blobs.Description, "the store", StringComparison.Ordinal)} "
+                + "(eventual queries still answer from the indexed version)", transient: false, e);
+        }
+        catch (Exception e) when (!ct.IsCancellationRequested && StoreFailures.IsUnreachable(e))
+        {
+            throw new IndexUnavailableException(index, $"the write-ahead log of index '{index}' could not be read from the store; try again later", transient: true, e);
+        }
     }
 
     /// <summary>The most partitions any one node of the tree scans itself.</summary>

@@ -194,7 +194,7 @@ public static partial class LogIngest
         {
             long s = from + 1 + i;
             var batch = await log.TryReadBatchAsync(s, t).ConfigureAwait(false)
-                ?? throw new InvalidDataException($"log batch {s} of index '{log.Index}' is missing although a later one exists");
+                ?? throw new InvalidDataException($"log batch {s} ('{log.BatchName(s)}') of index '{log.Index}' is missing although a later one exists");
             batches[i] = await log.CountsAsync(batch, s, t).ConfigureAwait(false) ? batch : null;
         }).ConfigureAwait(false);
         Lap("log");

@@ -166,7 +166,7 @@ public sealed class TailReader
     {
         if (_batches.TryGetValue((log.Index, sequence), out var known)) return known;
         var batch = await log.TryReadBatchAsync(sequence, ct).ConfigureAwait(false)
-            ?? throw new InvalidDataException($"log batch {sequence} of index '{log.Index}' is missing although a later one exists");
+            ?? throw new InvalidDataException($"log batch {sequence} ('{log.BatchName(sequence)}') of index '{log.Index}' is missing although a later one exists");
         var counted = await log.CountsAsync(batch, sequence, ct).ConfigureAwait(false) ? batch : null;
         _batches[(log.Index, sequence)] = counted;
         return counted;

@@ -39,7 +39,7 @@ public sealed class LogTailReadTests : IDisposable
         await store.WriteAsync(log.BatchName(1_000_000_000), await store.ReadAllAsync(log.BatchName(5)), WriteCondition.IfNotExists);
         await store.WriteAsync("idx/log/head", "{\"sequence\":1000000000}"u8.ToArray(), WriteCondition.Overwrite);
         var e = await Assert.ThrowsAsync<InvalidDataException>(() => new TailReader().ReadAsync(new WriteLog(store, "idx"), 0, null).WaitAsync(TimeSpan.FromSeconds(30)));
-        Assert.Contains("log batch 6 of index 'idx' is missing", e.Message);
+        Assert.Contains("log batch 6 ('idx/log/batches/000000000006') of index 'idx' is missing", e.Message);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(30), $"took {clock.Elapsed}");
     }
 }
