@@ -1,10 +1,8 @@
-using MathNet.Numerics.LinearAlgebra;
-using MathNet.Numerics.LinearAlgebra.Double;
-
 namespace Squash.Core.Linalg;
 
 /// <summary>
-/// Eigendecomposition of a real symmetric matrix (MathNet's managed Householder tridiagonalisation + QL).
+/// Eigendecomposition of a real symmetric matrix: Householder tridiagonalisation + implicit QL, MathNet's managed
+/// method, in a cache-friendly, parallel form (<see cref="HouseholderQl"/>) that decomposes 4096×4096 in seconds.
 /// </summary>
 public static class SymmetricEigen
 {
@@ -12,9 +10,10 @@ public static class SymmetricEigen
     /// Decomposes the row-major n×n symmetric <paramref name="matrix"/>.
     /// Values are sorted descending; Vectors is row-major n×n and its COLUMN j is the unit eigenvector of Values[j],
     /// with the sign chosen so that its component of largest magnitude (first such index on ties) is positive.
+    /// <paramref name="progress"/> gets the fraction done, at most about 100 times (a 4096×4096 matrix takes seconds).
     /// </summary>
     /// <exception cref="ArgumentException">n &lt; 1, wrong length, non-finite entries, or not symmetric.</exception>
-    public static (double[] Values, double[] Vectors) Decompose(ReadOnlySpan<double> matrix, int n)
+    public static (double[] Values, double[] Vectors) Decompose(ReadOnlySpan<double> matrix, int n, IProgress<double>? progress = null)
     {
         if (n < 1)
             throw new ArgumentException($"n must be at least 1 (got {n}).", nameof(n));
@@ -46,18 +45,15 @@ public static class SymmetricEigen
             }
         }
 
-        // Symmetric, so the row-major buffer is also its own column-major form.
-        var evd = DenseMatrix.OfColumnMajor(n, n, sym).Evd(Symmetricity.Symmetric);
-        var rawValues = evd.EigenValues;
-        double[] rawVectors = evd.EigenVectors.ToColumnMajorArray(); // column j contiguous at [j*n, j*n+n)
+        var (rawValues, rawVectors) = HouseholderQl.Decompose(sym, n, progress); // eigenvector j contiguous at [j*n, j*n+n)
 
-        // MathNet returns ascending values; sort descending explicitly (stable on index) rather than rely on that.
+        // Sort descending explicitly (stable on index).
         var order = new int[n];
         var keys = new double[n];
         for (int j = 0; j < n; j++)
         {
             order[j] = j;
-            keys[j] = rawValues[j].Real;
+            keys[j] = rawValues[j];
         }
         Array.Sort(order, (x, y) =>
         {

@@ -37,7 +37,7 @@ public static class IndexBuilder
         var sample = new float[(long)trainingRows.Length * dims];
         for (int i = 0; i < trainingRows.Length; i++) Array.Copy(vectors, (long)trainingRows[i] * dims, sample, (long)i * dims, dims);
         var kmeansProgress = progress is null ? null : new Progress<double>(f => progress.Report(new("k-means", f)));
-        var plan = IndexBuildStages.Train(sample, trainingRows.Length, dims, maxNorm, target, options, kmeansProgress, cancellationToken);
+        var plan = IndexBuildStages.Train(sample, trainingRows.Length, dims, maxNorm, target, options, kmeansProgress, cancellationToken, progress);
         sample = [];
         progress?.Report(new("global klt", 1));
         cancellationToken.ThrowIfCancellationRequested();

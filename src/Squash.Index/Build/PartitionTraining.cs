@@ -50,15 +50,18 @@ public sealed record PartitionTraining(Klt Clustering, float[] Centroids, int Pa
     /// rows) holding <see cref="IndexBuildOptions.EnergyKept"/> of it, because the variance inside a partition is what tells neighbours apart. Far-apart
     /// clusters would otherwise fill the kept axes with their centres' spread and leave the within-cluster axes out.</item>
     /// </list>
+    /// <paramref name="eigenProgress"/> follows the two d×d eigendecompositions (stages <see cref="TotalEigenStage"/> and
+    /// <see cref="WithinEigenStage"/>), which take most of the time at thousands of dimensions.
     /// </summary>
     public static PartitionTraining Fit(float[] rows, int count, int dims, int partitions, IndexBuildOptions options,
-        IProgress<double>? kmeansProgress = null, CancellationToken cancellationToken = default)
+        IProgress<double>? kmeansProgress = null, CancellationToken cancellationToken = default,
+        IProgress<BuildProgress>? eigenProgress = null)
     {
         ArgumentNullException.ThrowIfNull(rows);
         ArgumentNullException.ThrowIfNull(options);
         if (partitions < 1 || partitions > count) throw new ArgumentException($"{partitions} partitions cannot be fitted on {count} training rows");
         var (totalMean, totalCovariance) = Covariance.Compute(rows, count, dims);
-        var (totalValues, totalVectors) = SymmetricEigen.Decompose(totalCovariance, dims);
+        var (totalValues, totalVectors) = SymmetricEigen.Decompose(totalCovariance, dims, StageProgress(eigenProgress, TotalEigenStage));
         var mean = totalMean.Select(v => (float)v).ToArray();
         int clusteringDims = IndexBuilder.ComponentsFor(totalValues, IndexBuildOptions.ClusteringEnergy);
         var clustering = Klt.FromParts(mean, LeadingRows(totalVectors, dims, clusteringDims), totalValues, dims, clusteringDims);
@@ -71,12 +74,27 @@ public sealed record PartitionTraining(Klt Clustering, float[] Centroids, int Pa
         cancellationToken.ThrowIfCancellationRequested();
 
         var within = WithinPartitionCovariance(totalCovariance, totalMean, rows, count, dims, fit.Labels, partitions);
-        var (withinValues, withinVectors) = SymmetricEigen.Decompose(within, dims);
+        var (withinValues, withinVectors) = SymmetricEigen.Decompose(within, dims, StageProgress(eigenProgress, WithinEigenStage));
         int m = IndexBuilder.ComponentsFor(withinValues, options.EnergyKept);
         var global = Klt.FromParts(mean, LeadingRows(withinVectors, dims, m), withinValues, dims, m);
         // The budget is spent on the kept components: bits-per-dim on average over them, at most max-bits each.
         int budget = Math.Max(1, (int)Math.Round(options.BitsPerDimension * m));
         return new PartitionTraining(clustering, fit.Centroids, partitions, global, budget);
+    }
+
+    /// <summary>Progress stage of the total covariance's eigendecomposition (the clustering KLT).</summary>
+    public const string TotalEigenStage = "klt eigenvectors";
+
+    /// <summary>Progress stage of the within-partition covariance's eigendecomposition (the codes' subspace).</summary>
+    public const string WithinEigenStage = "within-partition eigenvectors";
+
+    private static IProgress<double>? StageProgress(IProgress<BuildProgress>? progress, string stage) =>
+        progress is null ? null : new FractionProgress(f => progress.Report(new(stage, f)));
+
+    /// <summary>Reports on the caller's thread, in order (Progress&lt;T&gt; posts to the thread pool).</summary>
+    private sealed class FractionProgress(Action<double> report) : IProgress<double>
+    {
+        public void Report(double value) => report(value);
     }
 
     /// <summary>Nearest-centroid labels of <paramref name="count"/> rows (internal space), projected into the clustering space first.</summary>

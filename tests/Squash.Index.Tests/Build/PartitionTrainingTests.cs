@@ -178,4 +178,33 @@ public class PartitionTrainingTests
         var held = new[] { 0, 1, 2, count - 1, count - 2 }.Concat(Enumerable.Range(0, 300).Select(_ => rng.Next(count))).Distinct().OrderBy(_ => rng.Next()).ToArray();
         Assert.Equal(ListedTrainingRows(count, dims, 10, held), PartitionTraining.TrainingRows(count, dims, 10, held));
     }
+
+    /// <summary>The two d×d eigendecompositions (minutes at 4096 dims before, seconds now) report their progress as stages.</summary>
+    [Fact]
+    public void FitReportsTheEigendecompositionsAsStages()
+    {
+        int n = 300, d = 200;
+        var rng = new Random(8);
+        var x = Enumerable.Range(0, n * d).Select(i => (float)(rng.NextDouble() + 5 * ((i / d) % 3))).ToArray();
+        var seen = new List<BuildProgress>();
+        var progress = new ListProgress(seen);
+        PartitionTraining.Fit(x, n, d, 3, new IndexBuildOptions { Partitions = 3 }, eigenProgress: progress);
+        var stages = seen.Select(p => p.Stage).Distinct().ToArray();
+        Assert.Equal([PartitionTraining.TotalEigenStage, PartitionTraining.WithinEigenStage], stages);
+        foreach (var stage in stages)
+        {
+            var fractions = seen.Where(p => p.Stage == stage).Select(p => p.Fraction).ToArray();
+            Assert.True(fractions.Length >= 10, $"{stage}: only {fractions.Length} reports");
+            Assert.Equal(1.0, fractions[^1]);
+            Assert.All(fractions, f => Assert.InRange(f, 0, 1));
+        }
+    }
+
+    private sealed class ListProgress(List<BuildProgress> seen) : IProgress<BuildProgress>
+    {
+        public void Report(BuildProgress value)
+        {
+            lock (seen) seen.Add(value);
+        }
+    }
 }

@@ -118,12 +118,12 @@ public static class IndexBuildStages
     /// <paramref name="maxNorm"/> is the largest row norm of the whole source (inner product only, else 0).
     /// </summary>
     public static BuildPlan Train(float[] trainingRows, int count, int dims, double maxNorm, int partitions, IndexBuildOptions options,
-        IProgress<double>? kmeansProgress = null, CancellationToken cancellationToken = default)
+        IProgress<double>? kmeansProgress = null, CancellationToken cancellationToken = default, IProgress<BuildProgress>? eigenProgress = null)
     {
         var space = new MetricSpace(options.Metric, dims, maxNorm);
         // L2 needs no mapping: the rows are used as they are (Fit only reads them), which saves a copy of the whole sample.
         var x = space.Metric == Metric.L2 && trainingRows.LongLength == (long)count * dims ? trainingRows : Map(space, trainingRows, count);
-        var training = PartitionTraining.Fit(x, count, space.InternalDimensions, partitions, options, kmeansProgress, cancellationToken);
+        var training = PartitionTraining.Fit(x, count, space.InternalDimensions, partitions, options, kmeansProgress, cancellationToken, eigenProgress);
         return new BuildPlan(options.Metric, dims, space.MaxNorm, training);
     }
 
