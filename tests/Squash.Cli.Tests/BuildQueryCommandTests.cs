@@ -79,6 +79,46 @@ public class BuildQueryCommandTests
         Assert.False(Directory.Exists(Path.Combine(dir.File("idx"), "versions")) && Directory.EnumerateFiles(Path.Combine(dir.File("idx"), "versions"), "*", SearchOption.AllDirectories).Any());
     }
 
+    /// <summary>
+    /// Rows an index cannot hold are refused before the build starts, naming the file and the row (they used to surface
+    /// from deep inside the build as "rows contains a non-finite value" or a cosine error naming only a parameter).
+    /// </summary>
+    [Theory]
+    [InlineData("l2", "huge", "row 2 has norm 3E+38, larger than the largest a vector may have (10^15): its float32 distances would overflow")]
+    [InlineData("cosine", "huge", "row 2 has norm 3E+38, larger than the largest a vector may have (10^15): its float32 distances would overflow")]
+    [InlineData("ip", "past-limit", "row 2 has norm 2E+15, larger than the largest a vector may have (10^15): its float32 distances would overflow")]
+    [InlineData("cosine", "zero", "row 2 is all zeros: a zero vector has no direction, so it has no cosine distance")]
+    public async Task UnindexableRowsNameTheFileAndTheRow(string metric, string kind, string expected)
+    {
+        using var dir = new TempDir();
+        var rows = TempDir.Random(5, 4, 3).ToArray();
+        rows[2] = kind switch
+        {
+            "huge" => [3e38f, 0, 0, 0],
+            "past-limit" => [2e15f, 0, 0, 0],
+            _ => new float[4],
+        };
+        var path = dir.Fvecs("v.fvecs", rows);
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", path, "--metric", metric, "--no-calibration");
+        CliRunner.AssertOneErrorLine(exit, err, $"{path}: {expected}");
+        Assert.False(File.Exists(Path.Combine(dir.File("idx"), "current")));
+
+        // The same rows as calibration queries are refused the same way, naming that file.
+        var good = dir.Fvecs("good.fvecs", TempDir.Random(5, 4, 4));
+        (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx2"), "--vectors", good, "--metric", metric, "--calibration-queries", path);
+        CliRunner.AssertOneErrorLine(exit, err, $"{path}: {expected}");
+    }
+
+    [Fact]
+    public async Task ZeroRowsAreFineOutsideCosine()
+    {
+        using var dir = new TempDir();
+        var rows = TempDir.Random(5, 4, 3).ToArray();
+        rows[2] = new float[4];
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", dir.Fvecs("v.fvecs", rows), "--no-calibration");
+        Assert.True(exit == 0, err);
+    }
+
     private static string Truncated(TempDir dir)
     {
         var p = dir.Fvecs("v.fvecs", TempDir.Random(3, 4, 2));

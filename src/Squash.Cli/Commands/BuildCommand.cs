@@ -83,6 +83,7 @@ public static partial class BuildCommand
 
         var clock = Stopwatch.StartNew();
         var set = VectorFile.Read(path!);
+        VectorFile.RequireIndexable(path!, set, metricValue);
         CliErrors.Require(p <= set.Count, $"--partitions ({p}) cannot exceed the number of vectors ({set.Count})");
         var attrPath = pr.GetValue(f.Attributes);
         AttributeSchema? declared = null;
@@ -99,6 +100,7 @@ public static partial class BuildCommand
             CliErrors.Require(!pr.GetValue(f.NoCalibration), "--calibration-queries cannot be combined with --no-calibration");
             CliErrors.Require(File.Exists(queryPath), $"--calibration-queries: file '{queryPath}' does not exist");
             var q = VectorFile.Read(queryPath);
+            VectorFile.RequireIndexable(queryPath, q, metricValue);
             CliErrors.Require(q.Dimensions == set.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the vectors have {set.Dimensions}");
             int take = Math.Min(q.Count, RecallCalibrator.BuildQueries(set.Count));
             var filterPaths = pr.GetValue(f.CalibrationFilters) ?? [];

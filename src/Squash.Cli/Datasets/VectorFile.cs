@@ -295,6 +295,29 @@ public static class VectorFile
         }
     }
 
+    /// <summary>
+    /// Rejects, naming the file and the first offending row, what an index cannot hold: a vector whose norm passes
+    /// <see cref="Squash.Core.MetricSpace.MaxVectorNorm"/> (its float32 distances would overflow; the HTTP API refuses
+    /// such vectors the same way) and, under cosine, an all-zero vector (it has no direction).
+    /// </summary>
+    public static void RequireIndexable(string path, VectorSet set, Squash.Core.Metric metric)
+    {
+        ArgumentNullException.ThrowIfNull(set);
+        for (int r = 0; r < set.Count; r++)
+        {
+            var row = set.Row(r);
+            // In double: float32 squares overflow from 1.8·10¹⁹ on.
+            double squared = 0;
+            foreach (float v in row) squared += (double)v * v;
+            double norm = Math.Sqrt(squared);
+            if (norm > Squash.Core.MetricSpace.MaxVectorNorm)
+                throw Bad(path, $"row {r} has norm {norm.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}, " +
+                    $"larger than the largest a vector may have (10^15): its float32 distances would overflow");
+            if (metric == Squash.Core.Metric.Cosine && squared == 0)
+                throw Bad(path, $"row {r} is all zeros: a zero vector has no direction, so it has no cosine distance");
+        }
+    }
+
     /// <summary>Vectorised scan: a float is non-finite exactly when all its exponent bits are set.</summary>
     internal static int IndexOfNonFinite(ReadOnlySpan<float> data)
     {
