@@ -17,7 +17,7 @@ namespace Squash.Core.Linalg;
 /// cache (parallel over strips);</item>
 /// <item>the Householder reflectors are applied to the eigenvectors of the tridiagonal afterwards, rows in parallel.</item>
 /// </list>
-/// O(n³) like before, but about 10 s instead of about 7 minutes at n = 4096 on two cores.
+/// O(n³) like before, but about 20 s instead of about 7 minutes at n = 4096 on two cores (bench/builds-high-dims.md).
 /// </summary>
 internal static class HouseholderQl
 {
