@@ -104,7 +104,9 @@ internal static class HouseholderQl
         var vNext = new double[n];
         var p = new double[n];
         bool pending = false;
-        int workers = Math.Max(1, Math.Min(Environment.ProcessorCount, 64));
+        // A fixed number of partial sums, not one per core: the sums' order, and so every bit of the result, is the same
+        // on any machine (a build's codes must not depend on where it ran); the parallel loop spreads them over the cores.
+        const int workers = 8;
         var partial = new double[workers][];
         for (int t = 0; t < workers; t++) partial[t] = new double[n];
 
