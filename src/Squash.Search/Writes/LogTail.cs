@@ -136,15 +136,21 @@ public sealed class TailReader
             // held grows with the batches actually read, and a batch missing below `latest` stops the read at its window.
             var counted = new List<(long Sequence, WriteBatch Batch)>();
             var read = new WriteBatch?[ReadWindow];
+            var missing = new bool[ReadWindow];
             for (long start = tail.To + 1; start <= latest; start += ReadWindow)
             {
                 int n = (int)Math.Min(ReadWindow, latest - start + 1);
                 long first = start;
                 Array.Clear(read);
+                Array.Clear(missing);
                 await Parallel.ForEachAsync(Enumerable.Range(0, n), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (i, t) =>
                 {
-                    read[i] = await CountedBatchAsync(log, first + i, t).ConfigureAwait(false);
+                    var (exists, batch) = await CountedBatchAsync(log, first + i, t).ConfigureAwait(false);
+                    (missing[i], read[i]) = (!exists, batch);
                 }).ConfigureAwait(false);
+                // The lowest missing batch is the one to name, whichever read finished first.
+                if (Array.IndexOf(missing, true, 0, n) is var gap and >= 0)
+                    throw new InvalidDataException($"log batch {first + gap} ('{log.BatchName(first + gap)}') of index '{log.Index}' is missing although a later one exists");
                 for (int i = 0; i < n; i++)
                     if (read[i] is { } batch) counted.Add((first + i, batch));
             }
@@ -161,14 +167,16 @@ public sealed class TailReader
         return tail;
     }
 
-    /// <summary>The batch at a sequence if it counts (a keyed batch another attempt superseded does not: null).</summary>
-    private async Task<WriteBatch?> CountedBatchAsync(WriteLog log, long sequence, CancellationToken ct)
+    /// <summary>
+    /// Whether the log has a batch at a sequence, and the batch if it counts (a keyed batch another attempt superseded
+    /// does not: null).
+    /// </summary>
+    private async Task<(bool Exists, WriteBatch? Counted)> CountedBatchAsync(WriteLog log, long sequence, CancellationToken ct)
     {
-        if (_batches.TryGetValue((log.Index, sequence), out var known)) return known;
-        var batch = await log.TryReadBatchAsync(sequence, ct).ConfigureAwait(false)
-            ?? throw new InvalidDataException($"log batch {sequence} ('{log.BatchName(sequence)}') of index '{log.Index}' is missing although a later one exists");
+        if (_batches.TryGetValue((log.Index, sequence), out var known)) return (true, known);
+        if (await log.TryReadBatchAsync(sequence, ct).ConfigureAwait(false) is not { } batch) return (false, null);
         var counted = await log.CountsAsync(batch, sequence, ct).ConfigureAwait(false) ? batch : null;
         _batches[(log.Index, sequence)] = counted;
-        return counted;
+        return (true, counted);
     }
 }
