@@ -35,6 +35,18 @@ public sealed class MetricSpace
     /// </summary>
     public const double MaxVectorNorm = 1e15;
 
+    /// <summary>What stops a vector of finite values from being stored or searched under a metric.</summary>
+    public enum NormProblem { None, TooLong, ZeroUnderCosine }
+
+    /// <summary>
+    /// The rule the API's validation and the build's input check share, from the vector's squared norm (summed in double:
+    /// float32 squares overflow from 1.8·10¹⁹ on): longer than <see cref="MaxVectorNorm"/>, or all zeros under cosine.
+    /// </summary>
+    public static NormProblem CheckNorm(double squaredNorm, Metric metric) =>
+        Math.Sqrt(squaredNorm) > MaxVectorNorm ? NormProblem.TooLong
+        : metric == Metric.Cosine && squaredNorm == 0 ? NormProblem.ZeroUnderCosine
+        : NormProblem.None;
+
     /// <summary>Dimensions of the internal space (one more for inner product).</summary>
     public int InternalDimensions => Metric == Metric.InnerProduct ? InputDimensions + 1 : InputDimensions;
 

@@ -385,14 +385,15 @@ public sealed partial class IndexStore
         var versions = await ListVersionBlobsAsync(ct).ConfigureAwait(false);
         var now = (clock ?? TimeProvider.System).GetUtcNow();
         var ids = versions.Keys.ToList();
+        // Each version's manifest blob (null: none written, so it never was current), looked up once for the rules below.
+        var manifestOf = ids.Select(v => versions[v].FirstOrDefault(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal))).ToArray();
         // Without a readable pointer to a version that exists, nothing tells which version readers use: refuse rather
         // than collect every published version (keep 0 and grace 0 would delete the whole index). A first build writes
         // its manifest just before the pointer, so a manifest younger than the grace period is a publish in progress,
         // which the grace rule below keeps.
-        var manifestTimes = ids.SelectMany(v => versions[v].Where(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal))
-            .Select(b => b.LastModified ?? VersionIds.StartedUtc(v))).ToList();
-        bool publishing = manifestTimes.Any(t => t is { } w && now - w < grace);
-        if (current is null && manifestTimes.Count > 0 && !publishing)
+        bool publishing = Enumerable.Range(0, ids.Count)
+            .Any(i => manifestOf[i] is { } m && (m.LastModified ?? VersionIds.StartedUtc(ids[i])) is { } w && now - w < grace);
+        if (current is null && manifestOf.Any(m => m is not null) && !publishing)
             throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} is missing but published versions exist ({ids.Count}, newest {ids[^1]}): gc deletes nothing until the pointer names one of them");
         if (current is { } named && !versions.ContainsKey(named.Version))
             throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} names version {named.Version}, which has no blobs: gc deletes nothing until the pointer names an existing version");
@@ -403,8 +404,7 @@ public sealed partial class IndexStore
         DateTimeOffset? earliestNewerManifest = null;
         for (int i = ids.Count - 1; i >= 0; i--)
         {
-            var manifest = versions[ids[i]].FirstOrDefault(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal));
-            if (manifest is null) continue;
+            if (manifestOf[i] is not { } manifest) continue;
             supersededAt[i] = earliestNewerManifest;
             var written = manifest.LastModified ?? VersionIds.StartedUtc(ids[i]);
             if (written is { } w && (earliestNewerManifest is null || w < earliestNewerManifest)) earliestNewerManifest = w;
@@ -432,7 +432,7 @@ public sealed partial class IndexStore
         for (int i = 0; i < ids.Count; i++)
         {
             if (reasons[i] is null) continue;
-            if (!versions[ids[i]].Any(b => b.Name.EndsWith("/" + ManifestName, StringComparison.Ordinal))) { logIndexed = null; continue; }
+            if (manifestOf[i] is null) { logIndexed = null; continue; }
             IndexManifest m;
             try
             {

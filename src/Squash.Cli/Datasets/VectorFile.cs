@@ -306,15 +306,16 @@ public static class VectorFile
         for (int r = 0; r < set.Count; r++)
         {
             var row = set.Row(r);
-            // In double: float32 squares overflow from 1.8·10¹⁹ on.
             double squared = 0;
             foreach (float v in row) squared += (double)v * v;
-            double norm = Math.Sqrt(squared);
-            if (norm > Squash.Core.MetricSpace.MaxVectorNorm)
-                throw Bad(path, $"row {r} has norm {norm.ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}, " +
-                    $"larger than the largest a vector may have (10^15): its float32 distances would overflow");
-            if (metric == Squash.Core.Metric.Cosine && squared == 0)
-                throw Bad(path, $"row {r} is all zeros: a zero vector has no direction, so it has no cosine distance");
+            switch (Squash.Core.MetricSpace.CheckNorm(squared, metric))
+            {
+                case Squash.Core.MetricSpace.NormProblem.TooLong:
+                    throw Bad(path, $"row {r} has norm {Math.Sqrt(squared).ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}, " +
+                        $"larger than the largest a vector may have (10^15): its float32 distances would overflow");
+                case Squash.Core.MetricSpace.NormProblem.ZeroUnderCosine:
+                    throw Bad(path, $"row {r} is all zeros: a zero vector has no direction, so it has no cosine distance");
+            }
         }
     }
 

@@ -228,10 +228,13 @@ public static class RequestMapping
     /// <inheritdoc cref="NormProblem(ReadOnlySpan{float}, string)"/>
     public static string? NormProblem(double squaredNorm, string metric)
     {
-        if (Math.Sqrt(squaredNorm) > Squash.Core.MetricSpace.MaxVectorNorm)
-            return $"has norm {Math.Sqrt(squaredNorm):G6}, above the largest norm a vector may have ({Squash.Core.MetricSpace.MaxVectorNorm:G6}): its distances would overflow";
-        if (metric == "cosine" && squaredNorm == 0) return "is all zeros, which has no direction (the index uses cosine)";
-        return null;
+        return Squash.Core.MetricSpace.CheckNorm(squaredNorm, Squash.Core.MetricSpace.Parse(metric)) switch
+        {
+            Squash.Core.MetricSpace.NormProblem.TooLong =>
+                $"has norm {Math.Sqrt(squaredNorm):G6}, above the largest norm a vector may have ({Squash.Core.MetricSpace.MaxVectorNorm:G6}): its distances would overflow",
+            Squash.Core.MetricSpace.NormProblem.ZeroUnderCosine => "is all zeros, which has no direction (the index uses cosine)",
+            _ => null,
+        };
     }
 
     /// <summary>
