@@ -286,8 +286,11 @@ internal static class NumericLeaf
             // Integers compare as integers when the operand is one (no rounding past 2^53), else as doubles.
             long? l = longs.Length > 0 ? longs[0] : null;
             double x = xs.Length > 0 ? xs[0] : 0;
+            // A list's whole numbers, however written: 3.0 and 3e0 are 3 here as in $eq (RangeLeaf) and on the log tail (TailFilter).
             var ints = new HashSet<long>();
-            for (int i = 0; i < longs.Length; i++) if (longs[i] is { } v) ints.Add(v);
+            for (int i = 0; i < longs.Length; i++)
+                if (longs[i] is { } v) ints.Add(v);
+                else if (decimals[i] is { } m && m == Math.Floor(m) && m >= long.MinValue && m <= long.MaxValue) ints.Add((long)m);
             exact = baseOp switch
             {
                 "$lt" => l is { } lv ? (col, r) => col.Integers![r] < lv : (col, r) => col.Integers![r] < x,

@@ -92,6 +92,21 @@ public class FilterCompilerTests
         Check("{\"tags\":{\"$nin\":[]}}");
     }
 
+    /// <summary>
+    /// A whole number written with a decimal point or an exponent (what a client's float serialises to) is that integer in a
+    /// list too, as it is in $eq: before, $in missed the rows holding it and $nin/$ne kept them.
+    /// </summary>
+    [Fact]
+    public void ListsOnIntegersTakeWholeNumbersWrittenAsDecimals()
+    {
+        Check("{\"label\":{\"$in\":[3.0]}}");
+        Check("{\"label\":{\"$in\":[3e0, 4.00]}}");
+        Check("{\"label\":{\"$nin\":[3.0]}}");
+        Check("{\"label\":{\"$ne\":3.0}}");
+        Check("{\"qty\":{\"$in\":[" + Table.Columns[2].Integers![7] + ".0]}}");
+        Check("{\"label\":{\"$in\":[3.5, 1e20]}}");
+    }
+
     [Fact]
     public void RandomNestedFilters()
     {
