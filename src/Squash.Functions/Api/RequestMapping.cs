@@ -95,15 +95,24 @@ public static class RequestMapping
         else
         {
             long limit = Math.Max(settings.MaxTreeNodes, TreeNodes(settings.Branching, settings.Depth));
+            // Levels below the node that receives the request: a query's tree has at most MaxDepth (or the app's own depth).
+            // Each level is a hop that the level above hedges while it waits, so a deep chain of few nodes multiplies invocations.
+            int maxLevels = Math.Max(MaxDepth, settings.Depth);
             int nodes = 0;
             var inTree = new HashSet<int>();
-            CheckNode("node", r.Node, root: true);
+            CheckNode("node", r.Node, level: 0);
             if (nodes > limit + 1) Add("node", $"describes more than {limit + 1} nodes; at most {limit + 1} (the coordinator and {limit} scan nodes) are allowed");
 
-            void CheckNode(string field, ScanNode node, bool root)
+            void CheckNode(string field, ScanNode node, int level)
             {
+                bool root = level == 0;
                 // Counting stops past the limit, so a deep or wide body costs no more than a legal one.
                 if (++nodes > limit + 1 || errors.Count >= JsonBody.MaxErrors) return;
+                if (level > maxLevels)
+                {
+                    Add(field, $"lies {level} levels below the node that receives the request; a tree has at most {maxLevels} (options.depth)");
+                    return;
+                }
                 if (node.Id < (root ? -1 : 0) || node.Id >= limit) Add($"{field}.id", $"must be a tree slot between {(root ? -1 : 0)} and {limit - 1}, got {node.Id}");
                 if (node.Partitions is null) Add($"{field}.partitions", "is required");
                 else
@@ -118,7 +127,7 @@ public static class RequestMapping
                     for (int i = 0; i < node.Children.Length && nodes <= limit + 1; i++)
                     {
                         if (node.Children[i] is null) Add($"{field}.children[{i}]", "must be a node, got null");
-                        else CheckNode($"{field}.children[{i}]", node.Children[i], root: false);
+                        else CheckNode($"{field}.children[{i}]", node.Children[i], level + 1);
                     }
             }
         }
