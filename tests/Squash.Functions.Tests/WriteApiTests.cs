@@ -41,6 +41,20 @@ public sealed class WriteApiTests(IndexFixture fx)
         return await client.SendAsync(request);
     }
 
+    /// <summary>A deleteWhere is a client's filter too: more than 10,000 clauses is a 400 naming it, and nothing is written.</summary>
+    [Fact]
+    public async Task ADeleteWhereOfMoreThanTenThousandClausesIs400()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var filter = "{\"$or\":[" + string.Join(",", Enumerable.Range(0, 10_000).Select(i => $"{{\"n\":{i}}}")) + "]}";
+        var errors = await Problems.BadRequest(await Post(client, index, "{\"deleteWhere\":" + filter + "}"));
+        Assert.Equal(["holds more than 10,000 clauses (each attribute, operator, $and, $or and $not counts once; the values of an $in list count as one): use $in for a long list of values, or split the request"],
+            errors["deleteWhere"]);
+        Assert.Equal(0, await Log(index).LatestSequenceAsync(0, CancellationToken.None));
+    }
+
     [Fact]
     public async Task EveryBadItemIsNamedInOne400AndNothingIsWritten()
     {

@@ -187,9 +187,11 @@ public static class RequestMapping
     /// compile (its errors are reported under <c>filter</c> plus the JSON path of the offending part).
     /// </summary>
     public static void ValidateAttributes(QueryRequest r, OpenedIndex index, Dictionary<string, string[]> errors) =>
-        ValidateAttributes(r.Filter, r.Include, index, errors);
+        ValidateAttributes(r.Filter, r.Include, index, errors, FilterCompiler.MaxClauses);
 
-    private static void ValidateAttributes(System.Text.Json.JsonElement? filter, string[]? include, OpenedIndex index, Dictionary<string, string[]> errors)
+    /// <param name="maxClauses">A client's filter is bounded; a scan node's is the coordinator's, which for a strong read adds the log tail's deleteWhere filters.</param>
+    private static void ValidateAttributes(System.Text.Json.JsonElement? filter, string[]? include, OpenedIndex index, Dictionary<string, string[]> errors,
+        int maxClauses = int.MaxValue)
     {
         if (include is not null)
         {
@@ -207,7 +209,7 @@ public static class RequestMapping
         }
         if (filter is { } f)
         {
-            try { index.Filters.Compile(f); }
+            try { index.Filters.Compile(f, maxClauses); }
             catch (FilterException e) { errors[FilterField(e.Path)] = [e.Detail]; }
         }
     }

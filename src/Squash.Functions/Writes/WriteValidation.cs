@@ -62,7 +62,7 @@ public static class WriteValidation
         {
             try
             {
-                index.Filters.Compile(filter);
+                index.Filters.Compile(filter, FilterCompiler.MaxClauses);
             }
             catch (FilterException e)
             {
