@@ -28,6 +28,9 @@ builder.Services.ConfigureHttpJsonOptions(o =>
 {
     o.SerializerOptions.TypeInfoResolverChain.Insert(0, ApiJson.Default);
     o.SerializerOptions.TypeInfoResolverChain.Insert(1, WriteApiJson.Default);
+    // The OpenAPI document describes every type an endpoint accepts or produces through these options: the app runs with
+    // reflection-based JSON off (Native AOT), so a context missing here makes GET /api/openapi.json a 500.
+    o.SerializerOptions.TypeInfoResolverChain.Insert(2, BuildApiJson.Default);
 });
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<IndexUnavailableHandler>();

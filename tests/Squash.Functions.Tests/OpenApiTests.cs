@@ -1,4 +1,10 @@
+using System.Net;
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.Metadata;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Squash.LocalHost;
+using Squash.Testing;
 
 namespace Squash.Functions.Tests;
 
@@ -52,5 +58,48 @@ public sealed class OpenApiTests(IndexFixture fx)
         var query = doc.RootElement.GetProperty("paths").GetProperty("/api/indexes/{index}/query").GetProperty("post");
         Assert.True(query.GetProperty("responses").TryGetProperty("400", out _));
         Assert.True(query.TryGetProperty("requestBody", out _));
+    }
+
+    /// <summary>
+    /// Every route the app maps under /api/ is in the document (with its method) and has a function.json, unless it is
+    /// marked as left out of the description: a route mapped without either would work under `squash serve` and not on Azure.
+    /// </summary>
+    [Fact]
+    public async Task EveryApiRouteTheAppMapsIsInTheOpenApiDocument()
+    {
+        using var app = fx.App(2, 1);
+        using var doc = JsonDocument.Parse(await app.CreateClient().GetStringAsync("/api/openapi.json"));
+        var documented = doc.RootElement.GetProperty("paths").EnumerateObject()
+            .SelectMany(p => p.Value.EnumerateObject().Select(m => $"{m.Name.ToUpperInvariant()} {p.Name}")).ToHashSet();
+        var mapped = app.Services.GetRequiredService<EndpointDataSource>().Endpoints.OfType<RouteEndpoint>()
+            .Where(e => e.Metadata.GetMetadata<IExcludeFromDescriptionMetadata>() is not { ExcludeFromDescription: true })
+            .Select(e => (Path: "/" + e.RoutePattern.RawText!.TrimStart('/'), Methods: e.Metadata.GetMetadata<IHttpMethodMetadata>()?.HttpMethods ?? []))
+            .Where(e => e.Path.StartsWith("/api/", StringComparison.Ordinal) && e.Path != "/api/openapi.json")
+            .SelectMany(e => e.Methods.Select(m => $"{m} {e.Path}")).ToArray();
+        Assert.NotEmpty(mapped);
+        Assert.All(mapped, route => Assert.Contains(route, documented));
+    }
+
+    /// <summary>
+    /// The document as the app serves it from its own process (what `squash serve` and Azure run): reflection-based JSON
+    /// is off there (Native AOT), so every type an endpoint describes must come from a source-generated context. The
+    /// in-process tests run with reflection on, and did not see the 500 that the builds API's missing context caused.
+    /// </summary>
+    [Fact]
+    public async Task TheAppServesTheDocumentFromItsOwnProcess()
+    {
+        var host = new LocalFunctionHost(new LocalHostOptions { Store = "dir:" + fx.Root, Port = FreePorts.Next(), Depth = 0, ProcessorPools = 1, MaxInstancesPerPool = 1 });
+        await using (host)
+        {
+            await host.StartAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            using var client = new HttpClient { BaseAddress = host.BaseAddress, Timeout = TimeSpan.FromSeconds(60) };
+            using var response = await client.GetAsync("/api/openapi.json");
+            var body = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, $"HTTP {(int)response.StatusCode}: {body}");
+            using var doc = JsonDocument.Parse(body);
+            var paths = doc.RootElement.GetProperty("paths");
+            foreach (var path in new[] { "/api/indexes/{index}/query", "/api/indexes/{index}/builds", "/api/indexes/{index}/vectors", "/api/indexes/{index}" })
+                Assert.True(paths.TryGetProperty(path, out _), $"{path} is not in the served document");
+        }
     }
 }
