@@ -31,12 +31,12 @@ builder.Services.ConfigureHttpJsonOptions(o =>
     // The OpenAPI document describes every type an endpoint accepts or produces through these options: the app runs with
     // reflection-based JSON off (Native AOT), so a context missing here makes GET /api/openapi.json a 500.
     o.SerializerOptions.TypeInfoResolverChain.Insert(2, BuildApiJson.Default);
+    // As the contexts read request bodies ("k":"5" is a 400): the OpenAPI document takes its number types from these options.
+    o.SerializerOptions.NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.Strict;
 });
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<IndexUnavailableHandler>();
-// No `servers` entry: behind the Functions host the handler sees its own loopback port, which a client
-// cannot reach; without one, paths resolve against the host the document was fetched from.
-builder.Services.AddOpenApi(o => o.AddDocumentTransformer((doc, _, _) => { doc.Servers?.Clear(); return Task.CompletedTask; }));
+builder.Services.AddOpenApi(OpenApiDescription.Configure);
 
 // One query is one trace: spans for the coordinator, every tree node and every child call; the trace
 // context travels down the tree in the traceparent header. Console export with Squash__TraceConsole=true,

@@ -102,4 +102,72 @@ public sealed class OpenApiTests(IndexFixture fx)
                 Assert.True(paths.TryGetProperty(path, out _), $"{path} is not in the served document");
         }
     }
+
+    /// <summary>
+    /// The document's schemas are the wire's: every model has exactly the fields its serializer reads or writes, numbers are
+    /// numbers (the API answers "k":"5" with a 400, so the document must not offer strings), an upsert's vector may be
+    /// base64 text, a result's id a string or a number, the query's 200 is an answer or a batch of them, the write and
+    /// build submissions take an Idempotency-Key, and the write answers the 500 a damaged index gives.
+    /// </summary>
+    [Fact]
+    public async Task TheDocumentsSchemasAreTheWireModels()
+    {
+        using var app = fx.App(2, 1);
+        using var doc = JsonDocument.Parse(await app.CreateClient().GetStringAsync("/api/openapi.json"));
+        var root = doc.RootElement;
+        var schemas = root.GetProperty("components").GetProperty("schemas");
+        var models = new System.Text.Json.Serialization.Metadata.JsonTypeInfo[]
+        {
+            Api.ApiJson.Default.QueryRequest, Api.ApiJson.Default.GetTypeInfo(typeof(Api.QueryOptions))!, Api.ApiJson.Default.QueryAnswer,
+            Api.ApiJson.Default.BatchAnswer, Api.ApiJson.Default.GetTypeInfo(typeof(Api.Hit))!, Api.ApiJson.Default.GetTypeInfo(typeof(Api.AnswerStats))!,
+            Api.ApiJson.Default.QueryCost, Api.ApiJson.Default.IndexInfo, Api.ApiJson.Default.RebuildInfo,
+            Squash.Functions.Writes.WriteApiJson.Default.WriteRequest, Squash.Functions.Writes.WriteApiJson.Default.GetTypeInfo(typeof(Squash.Functions.Writes.UpsertRequest))!, Squash.Functions.Writes.WriteApiJson.Default.WriteAccepted,
+            Squash.Functions.Builds.BuildApiJson.Default.BuildRequest, Squash.Functions.Builds.BuildApiJson.Default.GetTypeInfo(typeof(Squash.Functions.Builds.BuildSourceRequest))!,
+            Squash.Functions.Builds.BuildApiJson.Default.GetTypeInfo(typeof(Squash.Functions.Builds.BuildOptionsRequest))!, Squash.Functions.Builds.BuildApiJson.Default.BuildAccepted,
+            Squash.Functions.Builds.BuildApiJson.Default.BuildView, Squash.Functions.Builds.BuildApiJson.Default.BuildList,
+        };
+        foreach (var model in models)
+        {
+            var name = model.Type.Name;
+            Assert.True(schemas.TryGetProperty(name, out var schema), $"no schema {name}");
+            var documented = schema.GetProperty("properties").EnumerateObject().Select(p => p.Name).Order().ToArray();
+            Assert.Equal(model.Properties.Where(p => p.Get is not null || p.Set is not null).Select(p => p.Name).Order().ToArray(), documented);
+        }
+        // No number anywhere in the document is offered as a string.
+        var offeredAsStrings = new List<string>();
+        void Walk(JsonElement e, string at)
+        {
+            if (e.ValueKind == JsonValueKind.Object)
+            {
+                if (e.TryGetProperty("type", out var t) && t.ValueKind == JsonValueKind.Array)
+                {
+                    var types = t.EnumerateArray().Select(x => x.GetString()).ToHashSet();
+                    if (types.Contains("string") && (types.Contains("integer") || types.Contains("number")) && !at.EndsWith("UpsertRequest.properties.vector", StringComparison.Ordinal)
+                        && !at.EndsWith("Hit.properties.id", StringComparison.Ordinal))
+                        offeredAsStrings.Add(at);
+                }
+                foreach (var p in e.EnumerateObject()) Walk(p.Value, $"{at}.{p.Name}");
+            }
+            else if (e.ValueKind == JsonValueKind.Array)
+                foreach (var item in e.EnumerateArray()) Walk(item, at + "[]");
+        }
+        Walk(root, "$");
+        Assert.True(offeredAsStrings.Count == 0, "numbers offered as strings at: " + string.Join(", ", offeredAsStrings.Take(10)));
+
+        var vector = schemas.GetProperty("UpsertRequest").GetProperty("properties").GetProperty("vector");
+        Assert.Contains("string", vector.GetProperty("type").EnumerateArray().Select(x => x.GetString()));
+        Assert.Contains("array", vector.GetProperty("type").EnumerateArray().Select(x => x.GetString()));
+        var id = schemas.GetProperty("Hit").GetProperty("properties").GetProperty("id");
+        Assert.Equal(["integer", "string"], id.GetProperty("type").EnumerateArray().Select(x => x.GetString()!).Order().ToArray());
+
+        var paths = root.GetProperty("paths");
+        var queryOk = paths.GetProperty("/api/indexes/{index}/query").GetProperty("post").GetProperty("responses").GetProperty("200")
+            .GetProperty("content").GetProperty("application/json").GetProperty("schema");
+        Assert.Equal(["#/components/schemas/BatchAnswer", "#/components/schemas/QueryAnswer"],
+            queryOk.GetProperty("oneOf").EnumerateArray().Select(s => s.GetProperty("$ref").GetString()!).Order().ToArray());
+        foreach (var (path, method) in new[] { ("/api/indexes/{index}/vectors", "post"), ("/api/indexes/{index}/builds", "post") })
+            Assert.Contains(paths.GetProperty(path).GetProperty(method).GetProperty("parameters").EnumerateArray(),
+                p => p.GetProperty("name").GetString() == "Idempotency-Key" && p.GetProperty("in").GetString() == "header");
+        Assert.True(paths.GetProperty("/api/indexes/{index}/vectors").GetProperty("post").GetProperty("responses").TryGetProperty("500", out _));
+    }
 }

@@ -15,7 +15,7 @@ public static class WriteEndpoints
     public static void MapWrites(this WebApplication app)
     {
         app.MapPost("/api/indexes/{index}/vectors", Write).WithName("vectors").Accepts<WriteRequest>("application/json")
-            .Produces<WriteAccepted>().ProducesValidationProblem().ProducesProblem(404).ProducesProblem(409).ProducesProblem(413).ProducesProblem(503);
+            .Produces<WriteAccepted>().ProducesValidationProblem().ProducesProblem(404).ProducesProblem(409).ProducesProblem(413).ProducesProblem(500).ProducesProblem(503);
     }
 
     public static WriteLog LogFor(IndexCatalog catalog, string index) => new(catalog.StoreFor("").Blobs, index);
