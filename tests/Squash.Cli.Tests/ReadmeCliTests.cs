@@ -98,6 +98,73 @@ public sealed partial class ReadmeCliTests
         Assert.True(stale.Count == 0, "in the README's CLI synopsis but not taken by the command:\n" + string.Join('\n', stale));
     }
 
+    /// <summary>
+    /// A value the synopsis shows beside a flag (<c>[--k 10]</c>, not a placeholder such as <c>[--limit N]</c>) is the flag's
+    /// default: the command's own default, or, for a flag without one, a value its help text names.
+    /// </summary>
+    [Fact]
+    public void EveryDefaultTheReadmeSynopsisShowsIsTheFlagsDefault()
+    {
+        var readme = File.ReadAllText(Path.Combine(RepositoryRoot(), "README.md"));
+        int section = readme.IndexOf("\n## CLI\n", StringComparison.Ordinal);
+        int start = readme.IndexOf("```text\n", section, StringComparison.Ordinal);
+        var block = readme[start..readme.IndexOf("\n```", start + 8, StringComparison.Ordinal)];
+        var options = new Dictionary<string, List<Option>>();
+        void Walk(Command c, string path)
+        {
+            options[path] = [.. c.Options, .. c.Parents.OfType<Command>().SelectMany(p => p.Options.Where(o => o.Recursive))];
+            foreach (var sub in c.Subcommands) Walk(sub, path + " " + sub.Name);
+        }
+        foreach (var c in Program.BuildRoot().Subcommands) Walk(c, c.Name);
+
+        var wrong = new List<string>();
+        string? command = null;
+        foreach (var raw in block.Split('\n'))
+        {
+            var line = raw.Split('#')[0];
+            if (line.StartsWith("squash ", StringComparison.Ordinal))
+            {
+                // "dataset generate" is a command of its own; "builds list|show ID|cancel ID" and "build|query|…" name several.
+                var words = line.Split(' ', StringSplitOptions.RemoveEmptyEntries);
+                command = words.Length > 2 && options.ContainsKey(words[1] + " " + words[2]) ? words[1] + " " + words[2] : words[1];
+            }
+            if (command is null) continue;
+            foreach (Match m in ShownDefault().Matches(line))
+            {
+                string flag = m.Groups[1].Value, shown = m.Groups[2].Value;
+                // A placeholder (N, FILE.jsonl, name:type,..., …), not a value.
+                if (shown.Any(char.IsUpper) || shown.Contains("...", StringComparison.Ordinal) || shown.Contains('…')) continue;
+                // "build|query|bench … --store" names several commands: the flag's options in each.
+                var candidates = command.Split('|').SelectMany(name => options.Where(o => o.Key == name || !command.Contains(' ') && o.Key.StartsWith(name + " ", StringComparison.Ordinal)))
+                    .SelectMany(o => o.Value).Where(o => o.Name == flag).ToList();
+                if (candidates.Count == 0) continue; // the flag test reports it
+                foreach (var option in candidates.DistinctBy(o => o.Description))
+                {
+                    string? actual = option.HasDefaultValue ? Text(option.GetDefaultValue()) : null;
+                    // Or the help names the value (a default in one mode: bench --load's "1x1").
+                    bool same = actual is not null && (actual == shown || double.TryParse(shown, System.Globalization.CultureInfo.InvariantCulture, out double a)
+                            && double.TryParse(actual, System.Globalization.CultureInfo.InvariantCulture, out double b) && a == b)
+                        || Regex.IsMatch(option.Description ?? "", "default[^;)]*?" + Regex.Escape(shown) + "(?![\\w,]|\\.\\d)");
+                    if (!same) wrong.Add($"squash {command} {flag}: the README shows {shown}, the command's default is {actual ?? "none (and its help does not name " + shown + ")"}");
+                }
+            }
+        }
+        Assert.True(wrong.Count == 0, "defaults in the README's CLI synopsis that are not the command's:\n" + string.Join('\n', wrong));
+
+        static string? Text(object? value) => value switch
+        {
+            null => null,
+            double d => d.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            float f => f.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            System.Collections.IEnumerable list and not string => string.Join(',', list.Cast<object>().Select(x => Convert.ToString(x, System.Globalization.CultureInfo.InvariantCulture))),
+            _ => Convert.ToString(value, System.Globalization.CultureInfo.InvariantCulture),
+        };
+    }
+
+    /// <summary>"[--k 10]": a flag and the one value shown with it (not "a|b" choices, not "--ids A,B | …").</summary>
+    [GeneratedRegex("\\[(--[a-z][a-z0-9-]*) ([^\\s\\[\\]|]+)\\]")]
+    private static partial Regex ShownDefault();
+
     [GeneratedRegex("^[a-z][a-z-]*$")]
     private static partial Regex SubcommandWord();
 

@@ -23,10 +23,10 @@ public static class ServeCommand
         var instances = new Option<int>("--max-instances") { Description = "Instance cap per pool.", DefaultValueFactory = _ => Defaults.MaxInstancesPerPool };
         var concurrency = new Option<int>("--concurrency") { Description = "Concurrent invocations per instance (Flex per-instance HTTP concurrency; the default is what a Squash deployment sets, since tree nodes mostly wait on children and blob reads).", DefaultValueFactory = _ => Defaults.InstanceConcurrency };
         var logDir = new Option<string?>("--log-dir") { Description = "Folder for the instances' output, one file per pool (coordinator.log, p0.log, …; rotated at 4 MiB). Default: squash-serve-PORT in the temp folder." };
-        var builders = new Option<int>("--max-builders") { Description = "Instance cap of the builder pool, which runs the queue-triggered functions (index builds) with an azure: store.", DefaultValueFactory = _ => Defaults.MaxBuilderInstances };
+        var builders = new Option<int>("--max-builders") { Description = "Instance cap of the builder pool, which runs the queue-triggered functions (index builds, ingest of the write log, recalibration) with an azure: store.", DefaultValueFactory = _ => Defaults.MaxBuilderInstances };
         var functionKey = new Option<string?>(EndpointFlags.FunctionKeyFlag)
         {
-            Description = "Check function keys as Azure does: the functions with authLevel function (query, index info, builds) answer 401 "
+            Description = "Check function keys as Azure does: the functions with authLevel function (query, index info, builds, vectors, and scan between the pools) answer 401 "
                         + $"without this key in the {EndpointFlags.KeyHeader} header or the code query parameter (what --function-key of the other commands sends). Default: no keys checked.",
         };
         var keepAlive = new Option<int>("--keep-alive") { Description = "Seconds an idle instance is kept before it is recycled.", DefaultValueFactory = _ => (int)Defaults.KeepAlive.TotalSeconds };
