@@ -217,4 +217,18 @@ public class BuildQueryCommandTests
         Assert.Contains(expected, err);
         Assert.False(File.Exists(Path.Combine(dir.File("idx"), "current")));
     }
+
+    /// <summary>An attributes row with a key the format does not have names the file, the line and the key; no index is written.</summary>
+    [Fact]
+    public async Task BuildRefusesAnAttributesRowWithAnUnknownKey()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(3, 4, 1));
+        var attributes = dir.File("a.jsonl");
+        await File.WriteAllLinesAsync(attributes, ["{\"attributes\":{\"n\":0}}", "{\"attributes\":{\"n\":1},\"colour\":\"red\"}", "{\"attributes\":{\"n\":2}}"]);
+        var (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--attributes", attributes, "--no-calibration");
+        Assert.Equal(1, exit);
+        Assert.Contains("a.jsonl line 2: unknown key \"colour\"", err);
+        Assert.False(File.Exists(Path.Combine(dir.File("idx"), "current")));
+    }
 }

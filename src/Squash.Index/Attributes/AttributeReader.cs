@@ -7,7 +7,7 @@ namespace Squash.Index.Attributes;
 /// <summary>
 /// Reads attributes that sit beside a vector file, matched by position (line i describes vector i):
 /// JSON lines (<c>{"id": "...", "attributes": {...}}</c>, id optional) or CSV (header row, an optional
-/// <c>id</c> column, an empty cell is a missing value). The schema is the declared one or inferred:
+/// <c>id</c> column, an empty cell is a missing value); a JSON row with another key, or a key twice, is refused. The schema is the declared one or inferred:
 /// JSON numbers → integer when every value is integral, else number; true/false → bool; string →
 /// category; array of strings → tags. CSV cells: all true/false → bool, all integers → integer, all
 /// numbers → number, otherwise category (tags only when declared; values separated by '|').
@@ -88,24 +88,37 @@ public static partial class AttributeReader
             if (root.ValueKind != JsonValueKind.Object) throw new AttributeFormatException($"{name} line {lineNo}: expected a JSON object");
             string? id = null;
             var attributes = new List<(string, Raw)>();
+            bool seenId = false, seenAttributes = false;
             foreach (var prop in root.EnumerateObject())
             {
+                // A row holds "id" and "attributes" once each: anything else is a typo or a misplaced attribute that
+                // would otherwise vanish silently, and a repeated key would silently keep only its last value.
                 if (prop.Name == "id")
                 {
+                    if (seenId) throw new AttributeFormatException($"{name} line {lineNo}: key \"id\" appears twice");
+                    seenId = true;
                     if (prop.Value.ValueKind == JsonValueKind.Null) continue;
                     if (prop.Value.ValueKind != JsonValueKind.String) throw new AttributeFormatException($"{name} line {lineNo}: \"id\" must be a string");
                     id = prop.Value.GetString();
                 }
                 else if (prop.Name == "attributes")
                 {
+                    if (seenAttributes) throw new AttributeFormatException($"{name} line {lineNo}: key \"attributes\" appears twice");
+                    seenAttributes = true;
                     if (prop.Value.ValueKind == JsonValueKind.Null) continue;
                     if (prop.Value.ValueKind != JsonValueKind.Object) throw new AttributeFormatException($"{name} line {lineNo}: \"attributes\" must be an object");
+                    var names = new HashSet<string>(StringComparer.Ordinal);
                     foreach (var a in prop.Value.EnumerateObject())
                     {
+                        if (!names.Add(a.Name)) throw new AttributeFormatException($"{name} line {lineNo}, attribute '{a.Name}': appears twice");
                         if (declared is not null && declared.IndexOf(a.Name) < 0)
                             throw new AttributeFormatException($"{name} line {lineNo}, attribute '{a.Name}': not in the declared schema");
                         attributes.Add((a.Name, FromJson(a.Value, name, lineNo, a.Name)));
                     }
+                }
+                else
+                {
+                    throw new AttributeFormatException($"{name} line {lineNo}: unknown key \"{prop.Name}\" (a row holds \"id\" and \"attributes\"; attributes go inside \"attributes\")");
                 }
             }
             return (id, attributes);

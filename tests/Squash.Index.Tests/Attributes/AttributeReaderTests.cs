@@ -56,6 +56,20 @@ public class AttributeReaderTests
         Assert.Contains("attribute 'b': not in the declared schema", e2.Message);
     }
 
+    /// <summary>A key the format does not have, or a key given twice, is refused rather than dropped or overwritten.</summary>
+    [Theory]
+    [InlineData("{\"id\":\"a\",\"attrs\":{\"a\":1}}", "a.jsonl line 2: unknown key \"attrs\" (a row holds \"id\" and \"attributes\"; attributes go inside \"attributes\")")]
+    [InlineData("{\"attributes\":{\"a\":1},\"price\":3}", "a.jsonl line 2: unknown key \"price\" (a row holds \"id\" and \"attributes\"; attributes go inside \"attributes\")")]
+    [InlineData("{\"id\":\"a\",\"attributes\":{\"a\":1},\"id\":\"b\"}", "a.jsonl line 2: key \"id\" appears twice")]
+    [InlineData("{\"id\":null,\"attributes\":{\"a\":1},\"id\":\"b\"}", "a.jsonl line 2: key \"id\" appears twice")]
+    [InlineData("{\"attributes\":{\"a\":1},\"attributes\":{\"a\":2}}", "a.jsonl line 2: key \"attributes\" appears twice")]
+    [InlineData("{\"attributes\":{\"a\":1,\"b\":true,\"a\":2}}", "a.jsonl line 2, attribute 'a': appears twice")]
+    public void UnknownAndRepeatedKeysNameTheFileLineAndKey(string line, string expected)
+    {
+        var e = Assert.Throws<AttributeFormatException>(() => Json("{\"id\":\"x\",\"attributes\":{\"a\":0}}\n" + line + "\n"));
+        Assert.Equal(expected, e.Message);
+    }
+
     [Fact]
     public void CsvInfersTypesWithOptionalIdColumn()
     {
