@@ -1,5 +1,8 @@
 using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
 using System.Text.RegularExpressions;
+using Squash.Cli.Datasets;
 
 namespace Squash.Cli.Tests;
 
@@ -49,6 +52,109 @@ public partial class BenchCommandTests
         double Column(string name) => double.Parse(row[Array.IndexOf(header, name)], CultureInfo.InvariantCulture);
         Assert.Equal(1.0, Column("certified_share"));
         Assert.Equal(1.0, Column("recall"));
+    }
+
+    /// <summary>
+    /// A ground truth that cannot score this index is refused before anything runs, naming the flag and the file: ids of
+    /// rows the index does not have (another data set), fewer records than queries or fewer ids than k, a file of
+    /// another kind. In process and --cold alike.
+    /// </summary>
+    [Fact]
+    public async Task AGroundTruthThatDoesNotFitTheIndexIsOneLineNamingTheFlagAndFile()
+    {
+        using var dir = new TempDir();
+        await GenerateAndBuild(dir, seed: 7);
+        var truth = VectorFile.ReadIvecs(dir.File("data/groundtruth.ivecs"));
+        int[][] With(int record, int position, int id)
+        {
+            var copy = truth.Select(r => r.ToArray()).ToArray();
+            copy[record][position] = id;
+            return copy;
+        }
+        var cases = new (string File, int[][]? Rows, string Expected)[]
+        {
+            ("beyond.ivecs", With(3, 5, 2000), "record 3 holds id 2000, not a row of the index (0 … 1,999; −1 pads a filtered record)"),
+            ("negative.ivecs", With(0, 0, -2), "record 0 holds id -2, not a row of the index (0 … 1,999; −1 pads a filtered record)"),
+            ("short.ivecs", truth.Take(29).ToArray(), "has 29 records for 30 queries"),
+            ("narrow.ivecs", truth.Select(r => r.Take(5).ToArray()).ToArray(), "holds 5 ids per query, fewer than k = 10"),
+            ("groundtruth.fvecs", null, "is not an .ivecs file (one record of int32 row ids per query)"),
+        };
+        foreach (var (file, rows, expected) in cases)
+        {
+            var path = dir.File(file);
+            if (rows is null) File.Copy(dir.File("data/query.fvecs"), path);
+            else VectorFile.WriteIvecs(path, rows);
+            foreach (var mode in new[] { "in-process", "cold" })
+            {
+                string[] where = mode == "cold" ? ["--store", "dir:" + dir.Path, "--index", "idx", "--cold"] : ["--index", dir.File("idx")];
+                var (exit, _, err) = await CliRunner.RunAsync(["bench", .. where, "--queries", dir.File("data/query.fvecs"), "--ground-truth", path,
+                    "--runs", "1", "--brute-force-queries", "0", "--out", dir.File("out")]);
+                CliRunner.AssertOneErrorLine(exit, err, $"--ground-truth: '{path}' {expected}");
+            }
+        }
+        Assert.False(Directory.Exists(dir.File("out")));
+    }
+
+    /// <summary>
+    /// Against an endpoint the index's info bounds the ids: its count while no write was ever acknowledged (a build's
+    /// rows are 0 … count − 1); after writes only the sign, since ingest numbers new rows past the build's.
+    /// </summary>
+    [Theory]
+    [InlineData(0, 3, "record 1 holds id 3, not a row of the index (0 … 2; −1 pads a filtered record)")]
+    [InlineData(5, -2, "record 1 holds id -2, not a row of the index (≥ 0; −1 pads a filtered record)")]
+    public async Task AgainstAnEndpointTheIndexInfoBoundsTheGroundTruthIds(long latestSequence, int badId, string expected)
+    {
+        using var dir = new TempDir();
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
+        var truth = dir.File("gt.ivecs");
+        VectorFile.WriteIvecs(truth, [[0, 1], [2, badId], [1, 0]]);
+        using var endpoint = new FakeIndexInfo($"{{\"name\":\"x\",\"dimensions\":4,\"count\":3,\"latestSequence\":{latestSequence}}}");
+        var (exit, _, err) = await CliRunner.RunAsync("bench", "--endpoint", endpoint.Url, "--index", "x", "--queries", queries, "--ground-truth", truth,
+            "--k", "2", "--cold-samples", "0", "--out", dir.File("out")).WaitAsync(TimeSpan.FromSeconds(60));
+        CliRunner.AssertOneErrorLine(exit, err, $"--ground-truth: '{truth}' {expected}");
+        Assert.Equal(["GET /api/indexes/x"], endpoint.Requests);
+    }
+
+    /// <summary>An HTTP endpoint on a free loopback port that answers GET /api/indexes/x with the given info, and 500 otherwise.</summary>
+    private sealed class FakeIndexInfo : IDisposable
+    {
+        private readonly HttpListener _listener = new();
+        private readonly Task _loop;
+        public List<string> Requests { get; } = [];
+        public string Url { get; }
+
+        public FakeIndexInfo(string info)
+        {
+            using (var probe = new TcpListener(IPAddress.Loopback, 0))
+            {
+                probe.Start();
+                Url = $"http://127.0.0.1:{((IPEndPoint)probe.LocalEndpoint).Port}/";
+            }
+            _listener.Prefixes.Add(Url);
+            _listener.Start();
+            _loop = Task.Run(async () =>
+            {
+                while (_listener.IsListening)
+                {
+                    HttpListenerContext context;
+                    try { context = await _listener.GetContextAsync(); }
+                    catch (Exception e) when (e is HttpListenerException or ObjectDisposedException) { return; }
+                    lock (Requests) Requests.Add($"{context.Request.HttpMethod} {context.Request.Url!.AbsolutePath}");
+                    bool known = context.Request.HttpMethod == "GET" && context.Request.Url!.AbsolutePath == "/api/indexes/x";
+                    context.Response.StatusCode = known ? 200 : 500;
+                    context.Response.ContentType = "application/json";
+                    var body = System.Text.Encoding.UTF8.GetBytes(known ? info : "{}");
+                    await context.Response.OutputStream.WriteAsync(body);
+                    context.Response.Close();
+                }
+            });
+        }
+
+        public void Dispose()
+        {
+            _listener.Close();
+            _loop.Wait(TimeSpan.FromSeconds(10));
+        }
     }
 
     /// <summary>2,000 generated vectors (16 dims, 30 queries with ground truth) in data/, built into idx/ with 4 partitions.</summary>

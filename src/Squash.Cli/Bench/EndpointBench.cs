@@ -33,14 +33,35 @@ public static class EndpointBench
     public sealed record Row(Shape Shape, double Recall, double WarmP50, double WarmP99, double Qps, double Invocations, double BytesRead,
         double HitRatio, double CostPerMillion, double MeteredCostPerMillion, double Passes = 1, double DirectShare = 0, int ShortAnswers = 0, double CertifiedShare = 0);
 
+    /// <summary>The index's info (<c>GET /api/indexes/{index}</c>); an unknown index is a usage error naming --index.</summary>
+    public static async Task<JsonElement> IndexInfoAsync(HttpClient http, string index, CancellationToken ct)
+    {
+        using var info = await http.GetAsync($"api/indexes/{index}", ct);
+        if (info.StatusCode == HttpStatusCode.NotFound) throw new Commands.UsageException($"--index: the endpoint has no index named '{index}'");
+        info.EnsureSuccessStatusCode();
+        using var doc = JsonDocument.Parse(await info.Content.ReadAsStringAsync(ct));
+        return doc.RootElement.Clone();
+    }
+
+    /// <summary>
+    /// The index's dimensions and one past its largest row number when the info tells it: a build numbers its rows
+    /// 0 … count − 1, and while no write was ever acknowledged that holds; after writes ingest numbers new rows past
+    /// the build's (and never reuses one), so the bound is unknown (null).
+    /// </summary>
+    public static async Task<(int Dimensions, long? RowLimit)> IndexShapeAsync(Uri endpoint, string index, string? functionKey, CancellationToken ct)
+    {
+        using var http = Commands.EndpointFlags.Client(endpoint, functionKey, TimeSpan.FromMinutes(2));
+        var info = await IndexInfoAsync(http, index, ct);
+        bool written = info.TryGetProperty("latestSequence", out var latest) && latest.GetInt64() > 0;
+        return (info.GetProperty("dimensions").GetInt32(), written ? null : info.GetProperty("count").GetInt64());
+    }
+
     public static async Task<int> RunAsync(Uri endpoint, string index, VectorSet q, int[][] gt, int k, int concurrency, int coldSamples,
         IReadOnlyList<Shape> shapes, string outDir, CancellationToken ct, JsonElement[]? filters = null, Options? options = null, int? warmup = null, string? functionKey = null)
     {
         var searchOptions = options ?? new Options(null, null, null);
         using var http = Commands.EndpointFlags.Client(endpoint, functionKey, TimeSpan.FromMinutes(2));
-        var info = await http.GetAsync($"api/indexes/{index}", ct);
-        if (info.StatusCode == HttpStatusCode.NotFound) throw new Commands.UsageException($"--index: the endpoint has no index named '{index}'");
-        info.EnsureSuccessStatusCode();
+        await IndexInfoAsync(http, index, ct);
 
         // Cold: every instance stopped before each sample (needs the local host's admin endpoint).
         var cold = new List<double>();

@@ -46,9 +46,7 @@ public static class LoadBench
         TimeSpan duration, int minQueries, int concurrency, int warmup, EndpointBench.Options options, string outDir, string? functionKey, CancellationToken ct)
     {
         using var http = Commands.EndpointFlags.Client(endpoint, functionKey, TimeSpan.FromMinutes(2));
-        var info = await http.GetAsync($"api/indexes/{index}", ct);
-        if (info.StatusCode == System.Net.HttpStatusCode.NotFound) throw new Commands.UsageException($"--index: the endpoint has no index named '{index}'");
-        info.EnsureSuccessStatusCode();
+        await EndpointBench.IndexInfoAsync(http, index, ct);
         if (await MeterAsync(http, ct) is null)
             throw new Commands.UsageException("--load needs the local host's meter (GET /admin/instances): run it against `squash serve`");
 

@@ -37,7 +37,7 @@ public static class BenchCommand
         public readonly Option<int?> Warmup = new("--warmup") { Description = "With --endpoint: warm-up queries per tree shape before the timed pass (default: each measured query twice: a partition's first query reads its rows, its second its vectors whole)." };
         public readonly Option<int> ColdSamples = new("--cold-samples") { Description = "With --endpoint: cold queries measured (all instances stopped before each).", DefaultValueFactory = _ => 3 };
         public readonly Option<string> Queries = new("--queries") { Description = "Query vectors (.fvecs, .bvecs, .npy).", Required = true };
-        public readonly Option<string> Truth = new("--ground-truth") { Description = "Exact neighbours per query (.ivecs), at least k per row.", Required = true };
+        public readonly Option<string> Truth = new("--ground-truth") { Description = "Exact neighbours per query (.ivecs): a record of at least k row ids for each query, each a row of the index or -1 (pads a filtered record with fewer matches).", Required = true };
         public readonly SearchFlags Search = new();
         public readonly Option<string?> Recall = new("--recall") { Description = "In-process: recall targets to sweep (comma-separated, e.g. 0.9,0.95,0.99) instead of CF × R: the index's calibration picks the plan for each; the table shows target, plan, predicted and achieved recall." };
         public readonly Option<string> Cf = new("--cf") { Description = "Centroid factors to sweep (comma-separated); with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "1.1,1.2,1.3,1.4,1.6" };
@@ -128,7 +128,8 @@ public static class BenchCommand
         var shapes = ParseShapes(pr.GetValue(f.Shapes)!);
         int? warmup = pr.GetValue(f.Warmup);
         CliErrors.Require(warmup is null or >= 0, $"--warmup must be ≥ 0, got {warmup}");
-        var (q, gt) = ReadQueries(pr, f, sweep, indexDimensions: null);
+        var (dimensions, rowLimit) = await EndpointBench.IndexShapeAsync(endpoint, pr.GetValue(f.Index)!, key, ct);
+        var (q, gt) = ReadQueries(pr, f, sweep, dimensions, rowLimit);
         JsonElement[]? filters = null;
         if (pr.GetValue(f.Filters) is { } filtersPath)
         {
@@ -182,7 +183,7 @@ public static class BenchCommand
         routing.WholeVectorsAfter = pr.GetValue(f.WholeAfter);
         double openMs = openClock.Elapsed.TotalMilliseconds;
         long openBytes = store.BytesRead - before;
-        var (q, gt) = ReadQueries(pr, f, sweep, routing.Manifest.Dimensions);
+        var (q, gt) = ReadQueries(pr, f, sweep, routing.Manifest.Dimensions, routing.Manifest.RowLimit);
         Console.WriteLine($"bench --cold: {routing.Manifest.Count:N0} vectors × {routing.Manifest.Dimensions} dims, {routing.PartitionCount} partitions, " +
                           $"index {routing.StoredBytes / 1048576.0:F1} MiB in {store.Blobs.Description}; open (manifest + routing) {openMs:F0} ms, {openBytes / 1024.0:F1} KiB; one thread");
         var results = new List<ColdBench.Result>();
@@ -209,9 +210,8 @@ public static class BenchCommand
         var store = IndexLocation.Open(pr, pr.GetValue(f.Index));
         // The sweep measures the engine on data in memory, so everything is loaded first.
         var loaded = await OpenedIndex.OpenAsync(store, loadAll: true, ct);
-        var (q, gt) = ReadQueries(pr, f, sweep, loaded.Manifest.Dimensions);
+        var (q, gt) = ReadQueries(pr, f, sweep, loaded.Manifest.Dimensions, loaded.Manifest.RowLimit);
         int k = sweep.K;
-        CliErrors.Require(gt.Take(q.Count).All(row => row.Length >= k), $"--ground-truth rows must hold at least k = {k} ids");
         CompiledFilter[]? filters = null;
         if (pr.GetValue(f.Filters) is { } filtersPath)
         {
@@ -254,15 +254,39 @@ public static class BenchCommand
         return 0;
     }
 
-    /// <summary>The query vectors (the first --limit) and their ground truth; <paramref name="indexDimensions"/>, when known, must match the queries'.</summary>
-    private static (VectorSet Queries, int[][] Truth) ReadQueries(ParseResult pr, Flags f, Sweep sweep, int? indexDimensions)
+    /// <summary>
+    /// The query vectors (the first --limit), whose dimensions must match the index's, and their ground truth
+    /// (<see cref="ReadGroundTruth"/>; <paramref name="rowLimit"/>: one past the index's largest row number, null when unknown).
+    /// </summary>
+    private static (VectorSet Queries, int[][] Truth) ReadQueries(ParseResult pr, Flags f, Sweep sweep, int indexDimensions, long? rowLimit)
     {
         var q = VectorFile.Read(pr.GetValue(f.Queries)!, sweep.Limit > 0 ? sweep.Limit : null);
-        if (indexDimensions is { } d)
-            CliErrors.Require(q.Dimensions == d, $"--queries: {q.Dimensions} dimensions, the index has {d}");
-        var gt = VectorFile.ReadIvecs(pr.GetValue(f.Truth)!);
-        CliErrors.Require(gt.Length >= q.Count, $"--ground-truth has {gt.Length} rows for {q.Count} queries");
-        return (q, gt);
+        CliErrors.Require(q.Dimensions == indexDimensions, $"--queries: {q.Dimensions} dimensions, the index has {indexDimensions}");
+        return (q, ReadGroundTruth(pr.GetValue(f.Truth)!, q.Count, sweep.K, rowLimit));
+    }
+
+    /// <summary>
+    /// A --ground-truth file, checked before it scores anything: an .ivecs file with a record of at least
+    /// <paramref name="k"/> ids for each of the first <paramref name="queries"/> queries, every id a row of the index
+    /// (below <paramref name="rowLimit"/> when known) or −1, which pads a filtered row with fewer than k matches. Ids
+    /// from another data set, or a file of another kind read as ids, would otherwise just lower the recall reported.
+    /// </summary>
+    internal static int[][] ReadGroundTruth(string path, int queries, int k, long? rowLimit)
+    {
+        CliErrors.Require(Path.GetExtension(path).Equals(".ivecs", StringComparison.OrdinalIgnoreCase),
+            $"--ground-truth: '{path}' is not an .ivecs file (one record of int32 row ids per query)");
+        CliErrors.Require(File.Exists(path), $"--ground-truth: file '{path}' does not exist");
+        int[][] gt;
+        try { gt = VectorFile.ReadIvecs(path); }
+        catch (InvalidDataException e) { throw new UsageException($"--ground-truth: {e.Message}"); }
+        CliErrors.Require(gt.Length >= queries, $"--ground-truth: '{path}' has {gt.Length:N0} records for {queries:N0} queries");
+        CliErrors.Require(gt[0].Length >= k, $"--ground-truth: '{path}' holds {gt[0].Length} ids per query, fewer than k = {k}");
+        for (int i = 0; i < queries; i++)
+            foreach (int id in gt[i])
+                if (id < -1 || id >= rowLimit)
+                    throw new UsageException($"--ground-truth: '{path}' record {i} holds id {id}, not a row of the index "
+                        + (rowLimit is { } rows ? $"(0 … {rows - 1:N0}" : "(≥ 0") + "; −1 pads a filtered record)");
+        return gt;
     }
 
     /// <summary>The first <paramref name="count"/> non-blank lines of a --filters file: one filter per query.</summary>
