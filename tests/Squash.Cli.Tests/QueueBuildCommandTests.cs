@@ -190,6 +190,42 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         Assert.Equal("", output);
     }
 
+    /// <summary>
+    /// Ids the write API could never name fail a queue build in its train task, before anything is published, with the
+    /// message `squash build` gives for the same file (the repeat spans chunks that different assign tasks read).
+    /// </summary>
+    [Theory]
+    [InlineData("duplicate", ": id 'r10' is given to rows 10 and 250; an id names one vector (an upsert or delete of it must find one row)")]
+    [InlineData("long", " row 200: id is 300 characters; at most 256 (the write API could not name it)")]
+    [InlineData("control", " row 120: id must not contain control characters")]
+    public async Task IdsTheWriteApiCannotNameFailTheQueueBuildAsTheyFailTheInProcessBuild(string kind, string expected)
+    {
+        using var dir = new TempDir();
+        const int n = 300;
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(n, 4, 41));
+        string Id(int i) => kind switch
+        {
+            "duplicate" => i == 250 ? "r10" : $"r{i}",
+            "long" => i == 200 ? new string('x', 300) : $"r{i}",
+            _ => i == 120 ? "r\\u0001" : $"r{i}",
+        };
+        var attributes = dir.File("ids.jsonl");
+        await File.WriteAllLinesAsync(attributes, Enumerable.Range(0, n).Select(i => $"{{\"id\":\"{Id(i)}\",\"attributes\":{{\"n\":{i}}}}}"));
+
+        var (local, _, localErr) = await Run("build", "--index", dir.File("local"), "--vectors", vectors, "--attributes", attributes, "--no-calibration");
+        CliRunner.AssertOneErrorLine(local, localErr, $"--attributes: '{attributes}'{expected}");
+
+        string index = "ids-" + kind;
+        var (exit, output, err) = await Run(Upload("build", "--index", index, "--vectors", vectors, "--attributes", attributes,
+            "--partitions", "2", "--chunk-rows", "50", "--no-calibration"));
+        Assert.True(exit == 1, $"exit {exit}: {output}{err}");
+        var id = Regex.Match(err, @"submitted build (b\S+) ").Groups[1].Value;
+        var last = err.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1].TrimEnd('\r');
+        Assert.Equal($"error: build {id} failed in train[0]: bad-input: the attributes blob '{BlobFor(index, attributes)}'{expected}", last);
+        var container = new BlobContainerClient(AzuriteTestStore.ConnectionString, service.Container);
+        Assert.False((await container.GetBlobClient($"{index}/current").ExistsAsync()).Value, "a version was published");
+    }
+
     [Fact]
     public async Task CtrlCStopsFollowingButNotTheBuildAndARerunWithTheSameKeyFollowsIt()
     {

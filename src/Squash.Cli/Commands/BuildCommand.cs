@@ -140,25 +140,13 @@ public static partial class BuildCommand
         return 0;
     }
 
-    /// <summary>Longest id the write API accepts (WriteValidation.MaxIdLength): a longer one could never be upserted or deleted.</summary>
-    internal const int MaxIdLength = 256;
-
     /// <summary>
-    /// Ids as the write API takes them: each at most once (an upsert or delete of an id names one row), at most
-    /// <see cref="MaxIdLength"/> characters, no control characters. Rows are named by position (row 0 is the file's first row).
+    /// Ids as the write API takes them (<see cref="IdRules"/>): each at most once, at most <see cref="IdRules.MaxLength"/>
+    /// characters, no control characters. Rows are named by position (row 0 is the file's first row).
     /// </summary>
     internal static void CheckIds(string?[]? ids, string path)
     {
-        if (ids is null) return;
-        var firstRow = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int i = 0; i < ids.Length; i++)
-        {
-            if (ids[i] is not { } id) continue;
-            CliErrors.Require(id.Length <= MaxIdLength, $"--attributes: '{path}' row {i}: id is {id.Length:N0} characters; at most {MaxIdLength} (the write API could not name it)");
-            CliErrors.Require(!id.Any(char.IsControl), $"--attributes: '{path}' row {i}: id must not contain control characters");
-            if (!firstRow.TryAdd(id, i))
-                throw new UsageException($"--attributes: '{path}': id '{id}' is given to rows {firstRow[id]} and {i}; an id names one vector (an upsert or delete of it must find one row)");
-        }
+        if (IdRules.FirstProblem(ids) is { } problem) throw new UsageException("--attributes: " + problem.Describe($"'{path}'"));
     }
 
     /// <summary>--schema as the in-process build reads it (null: inferred).</summary>

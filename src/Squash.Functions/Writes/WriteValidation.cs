@@ -15,7 +15,7 @@ public static class WriteValidation
 {
     /// <summary>Upserts plus deletes per request: a batch stays a small, quick blob (1,000 × 1,024 floats is about 10 MB of JSON at most).</summary>
     public const int MaxItems = 1000;
-    public const int MaxIdLength = 256;
+    public const int MaxIdLength = IdRules.MaxLength;
 
     public static Dictionary<string, string[]> Validate(WriteRequest r, OpenedIndex index)
     {

@@ -19,6 +19,12 @@ public sealed record AttributeLayout
     /// <summary>Byte offset of each chunk's first row, then the file's length (chunks + 1 entries).</summary>
     public required long[] ChunkOffsets { get; init; }
     public required IndexAttributes Encoders { get; init; }
+    /// <summary>
+    /// The first id, in row order, that <see cref="IdRules"/> refuses (null: none): the scan's finding, not part of what the
+    /// chunk reads need, so not written out. Reported by the caller after the row count, as the in-process build reports it.
+    /// </summary>
+    [JsonIgnore]
+    public IdProblem? IdProblem { get; init; }
 
     public int Chunks => ChunkOffsets.Length - 1;
 
@@ -49,47 +55,151 @@ public static partial class AttributeReader
     /// <summary>Bytes one ranged read of a scan fetches.</summary>
     private const int ScanBlock = 4 << 20;
 
+    /// <summary>Id hashes one pass of a scan holds at most (8 bytes each: 64 MB), so that the check for repeated ids needs
+    /// no memory per row of a larger file, only more passes (one more per this many rows).</summary>
+    public const int IdHashesPerPass = 1 << 23;
+
     /// <summary>
     /// Reads an attributes file (<c>.csv</c> by extension, else JSON lines) as <see cref="ReadJsonLines"/> and
     /// <see cref="ReadCsv"/> do — the same schema, dictionaries, checks and messages — but streaming, in two passes of
     /// ranged reads, holding neither the file nor its rows: the first pass checks every line and infers the schema, the
     /// second fits the encoders (<see cref="AttributeEncoding.FitEncoders"/>: dictionaries and <see cref="NumericCellFit"/>)
     /// and notes where every <paramref name="chunkRows"/>-th row starts. Memory: the dictionaries and the numeric samples.
+    /// Ids are checked against <see cref="IdRules"/> too (<see cref="AttributeLayout.IdProblem"/>): each one as the first
+    /// pass reads it, and for repeats the second pass hashes them (<see cref="RepeatedIds"/>; a file of more than
+    /// <paramref name="idHashesPerPass"/> rows takes a pass more per that many rows), and only when two hashes agree does
+    /// one more pass find the rows and compare the ids themselves.
     /// </summary>
     public static async Task<AttributeLayout> ScanAsync(string name, long length, Func<long, int, CancellationToken, Task<byte[]>> readRange,
-        AttributeSchema? declared, long chunkRows, CancellationToken cancellationToken = default, int blockBytes = ScanBlock)
+        AttributeSchema? declared, long chunkRows, CancellationToken cancellationToken = default, int blockBytes = ScanBlock,
+        int idHashesPerPass = IdHashesPerPass)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkRows, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(idHashesPerPass, 1);
         bool csv = Path.GetExtension(name).Equals(".csv", StringComparison.OrdinalIgnoreCase);
-        async Task ForEachLineAsync(Action<string, long> onLine)
+        async Task ForEachLineAsync(Action<string, long> onLine, Func<bool>? done = null)
         {
             var splitter = new LineSplitter(0);
             for (long at = 0; at < length; at += blockBytes)
             {
+                if (done?.Invoke() == true) return; // the rest is not read (a line cut short by the block is not handed on)
                 var block = await readRange(at, (int)Math.Min(blockBytes, length - at), cancellationToken).ConfigureAwait(false);
                 splitter.Feed(block, onLine);
             }
             splitter.Finish(onLine);
         }
 
-        // Pass 1: every line parses; the schema (declared, or inferred as the in-memory reader infers it); the row count.
+        // Pass 1: every line parses; the schema (declared, or inferred as the in-memory reader infers it); the row count; each id's own checks.
         var pass = csv ? (ScanPass)new CsvInference(name, declared) : new JsonInference(name, declared);
         await ForEachLineAsync(pass.Line).ConfigureAwait(false);
         var schema = pass.Finish();
+        var csvColumns = (pass as CsvInference)?.Columns;
 
-        // Pass 2: the values against the schema, the dictionaries and numeric fits, and where each chunk starts.
-        var fitting = new Fitting(name, schema, pass.Rows, chunkRows, (pass as CsvInference)?.Columns);
+        // Pass 2: the values against the schema, the dictionaries and numeric fits, and where each chunk starts; the first share of the id hashes.
+        var repeats = pass.HasIds ? new RepeatedIds(pass.Rows, idHashesPerPass) : null;
+        var fitting = new Fitting(name, schema, pass.Rows, chunkRows, csvColumns, repeats is null ? null : (_, id) => repeats.Add(id));
         await ForEachLineAsync(fitting.Line).ConfigureAwait(false);
         var encoders = fitting.Finish(pass.HasIds);
+        var idProblem = pass.FirstIdProblem;
+        if (repeats is not null)
+        {
+            repeats.EndPass();
+            while (!repeats.Done)
+            {
+                await ForEachLineAsync(new IdLines(name, pass.Rows, csvColumns, (_, id) => repeats.Add(id)).Line).ConfigureAwait(false);
+                repeats.EndPass();
+            }
+            if (repeats.Suspects.Count > 0)
+            {
+                // Two ids hash alike: find the first row, in row order, whose id an earlier row has (before any row with its own problem).
+                var firstRow = new Dictionary<string, long>(StringComparer.Ordinal);
+                long stop = idProblem?.Row ?? long.MaxValue;
+                IdProblem? repeat = null;
+                await ForEachLineAsync(new IdLines(name, pass.Rows, csvColumns, (row, id) =>
+                {
+                    if (repeat is not null || row >= stop || !repeats.Suspects.Contains(RepeatedIds.Hash(id))) return;
+                    if (!firstRow.TryAdd(id, row)) repeat = IdRules.Duplicate(id, firstRow[id], row);
+                }).Line, () => repeat is not null).ConfigureAwait(false);
+                idProblem = repeat ?? idProblem;
+            }
+        }
         return new AttributeLayout
         {
             Csv = csv,
-            CsvColumns = (pass as CsvInference)?.Columns.ToArray(),
+            CsvColumns = csvColumns?.ToArray(),
             Rows = pass.Rows,
             ChunkRows = chunkRows,
             ChunkOffsets = [.. fitting.ChunkStarts, length],
             Encoders = encoders,
+            IdProblem = idProblem,
         };
+    }
+
+    /// <summary>
+    /// Repeated ids, found streaming in bounded memory: each id's 64-bit hash, the hashes sorted, equal neighbours noted as
+    /// suspects. A pass keeps only the hashes of one bucket (hash mod buckets), so a file of N rows takes
+    /// ⌈N / hashesPerPass⌉ passes of at most about hashesPerPass hashes each. Equal hashes of different ids are possible
+    /// (about N² / 2⁶⁵ pairs), so a suspect is only a reason to compare the ids themselves.
+    /// </summary>
+    private sealed class RepeatedIds
+    {
+        /// <summary>Suspect hashes kept at most: enough to name the first repeat of any file but one that repeats more than
+        /// this many different ids (which is refused all the same, naming one of its repeats, not always the first).</summary>
+        private const int MaxSuspects = 4096;
+        private readonly int _buckets;
+        private int _bucket;
+        private ulong[] _hashes;
+        private int _count;
+
+        public RepeatedIds(long rows, int hashesPerPass)
+        {
+            _buckets = checked((int)Math.Max(1, (rows + hashesPerPass - 1) / hashesPerPass));
+            long perBucket = rows / _buckets;
+            _hashes = new ulong[Math.Min(perBucket + perBucket / 8 + 16, Array.MaxLength)];
+        }
+
+        public HashSet<ulong> Suspects { get; } = [];
+        /// <summary>Every bucket has had its pass.</summary>
+        public bool Done => _bucket >= _buckets;
+
+        public static ulong Hash(string id) => System.IO.Hashing.XxHash3.HashToUInt64(System.Runtime.InteropServices.MemoryMarshal.AsBytes(id.AsSpan()));
+
+        public void Add(string id)
+        {
+            ulong hash = Hash(id);
+            if (hash % (ulong)_buckets != (ulong)_bucket) return;
+            if (_count == _hashes.Length) Array.Resize(ref _hashes, (int)Math.Min(2L * _count, Array.MaxLength));
+            _hashes[_count++] = hash;
+        }
+
+        public void EndPass()
+        {
+            Array.Sort(_hashes, 0, _count);
+            for (int i = 1; i < _count && Suspects.Count < MaxSuspects; i++)
+                if (_hashes[i] == _hashes[i - 1]) Suspects.Add(_hashes[i]);
+            _count = 0;
+            _bucket++;
+            if (Done) _hashes = [];
+        }
+    }
+
+    /// <summary>A pass that reads only the ids: each row's number and id (rows without an id are skipped), as the second pass counts rows.</summary>
+    private sealed class IdLines(string name, long rows, List<string>? csvColumns, Action<long, string> onId)
+    {
+        private readonly int _idColumn = csvColumns?.IndexOf("id") ?? -1;
+        private long _row;
+        private int _lineNo;
+
+        public void Line(string text, long start)
+        {
+            _lineNo++;
+            if (_row >= rows || (csvColumns is not null && _lineNo == 1) || (csvColumns is null && string.IsNullOrWhiteSpace(text))) return;
+            string? id = csvColumns is not null
+                ? (SplitCsv(text, name, _lineNo) is var fields && _idColumn >= 0 && fields[_idColumn].Length > 0 ? fields[_idColumn] : null)
+                : ParseJsonRow(text, name, _lineNo, null).Id;
+            if (id is not null) onId(_row, id);
+            _row++;
+        }
     }
 
     /// <summary>
@@ -186,6 +296,15 @@ public static partial class AttributeReader
     {
         public long Rows { get; protected set; }
         public bool HasIds { get; protected set; }
+        /// <summary>The first row whose id breaks a rule of its own (length, control characters); repeats are found later.</summary>
+        public IdProblem? FirstIdProblem { get; private set; }
+
+        /// <summary>Checks the id of the row about to be counted (row <see cref="Rows"/>).</summary>
+        protected void CheckId(string? id)
+        {
+            if (id is not null && FirstIdProblem is null && IdRules.Problem(id) is { } problem) FirstIdProblem = new IdProblem(Rows, problem, OfRow: true);
+        }
+
         public abstract void Line(string text, long start);
         public abstract AttributeSchema Finish();
     }
@@ -204,6 +323,7 @@ public static partial class AttributeReader
             if (_blankRun > 0) throw new AttributeFormatException($"{name} line {_lineNo - 1}: blank line inside the file (rows are matched to vectors by position)");
             var (id, attributes) = ParseJsonRow(text, name, _lineNo, declared);
             HasIds |= id is not null;
+            CheckId(id);
             Rows++;
             var row = new Dictionary<int, Raw>();
             foreach (var (attribute, value) in attributes)
@@ -247,6 +367,7 @@ public static partial class AttributeReader
     {
         public List<string> Columns { get; private set; } = [];
         private int[] _map = [];
+        private int _idColumn = -1;
         private List<string> _names = [];
         private CsvTypeSeen[] _seen = [];
         private int _lineNo;
@@ -264,8 +385,8 @@ public static partial class AttributeReader
 
         private void Header(string header)
         {
-            (Columns, int idColumn, _names, _, _map) = CsvHeader(header, name, declared);
-            HasIds = idColumn >= 0;
+            (Columns, _idColumn, _names, _, _map) = CsvHeader(header, name, declared);
+            HasIds = _idColumn >= 0;
             _seen = new CsvTypeSeen[_names.Count];
         }
 
@@ -273,6 +394,7 @@ public static partial class AttributeReader
         {
             var fields = SplitCsv(text, name, lineNo);
             if (fields.Count != Columns.Count) throw new AttributeFormatException($"{name} line {lineNo}: {fields.Count} fields where the header has {Columns.Count}");
+            if (_idColumn >= 0 && fields[_idColumn].Length > 0) CheckId(fields[_idColumn]);
             Rows++;
             for (int c = 0; c < fields.Count; c++)
             {
@@ -289,8 +411,9 @@ public static partial class AttributeReader
     }
 
     /// <summary>The second pass of a scan: every value against the schema, the dictionaries, the numeric fits, the chunk starts.</summary>
-    private sealed class Fitting(string name, AttributeSchema schema, long rows, long chunkRows, List<string>? csvColumns)
+    private sealed class Fitting(string name, AttributeSchema schema, long rows, long chunkRows, List<string>? csvColumns, Action<long, string>? onId)
     {
+        private readonly int _idColumn = csvColumns?.IndexOf("id") ?? -1;
         private readonly ColumnBuilder[] _columns = schema.Attributes.Select(d => new ColumnBuilder(d, null, store: false)).ToArray();
         private readonly NumericCellFit?[] _fits = schema.Attributes.Select(d => d.Type is AttributeType.Number or AttributeType.Integer
             ? new NumericCellFit(rows, d.Type == AttributeType.Integer) : null).ToArray();
@@ -312,6 +435,7 @@ public static partial class AttributeReader
         private void CsvRow(string text)
         {
             var fields = SplitCsv(text, name, _lineNo);
+            if (onId is not null && _idColumn >= 0 && fields[_idColumn].Length > 0) onId(_row, fields[_idColumn]);
             for (int s = 0; s < _columns.Length; s++)
             {
                 string? cell = _csvMap![s] >= 0 && fields[_csvMap[s]].Length > 0 ? fields[_csvMap[s]] : null;
@@ -321,7 +445,8 @@ public static partial class AttributeReader
 
         private void JsonRow(string text)
         {
-            var (_, attributes) = ParseJsonRow(text, name, _lineNo, null);
+            var (id, attributes) = ParseJsonRow(text, name, _lineNo, null);
+            if (onId is not null && id is not null) onId(_row, id);
             var values = new Dictionary<string, Raw>(StringComparer.Ordinal);
             foreach (var (attribute, value) in attributes) values[attribute] = value;
             for (int s = 0; s < _columns.Length; s++) Add(s, values.TryGetValue(schema.Attributes[s].Name, out var v) ? v : null);

@@ -137,6 +137,8 @@ public sealed class QueueStageWork : IBuildStageWork
             var layout = await scan.ConfigureAwait(false);
             if (layout.Rows != job.Count)
                 throw new BuildInputException($"the attributes blob '{job.AttributesBlob!.Name}' has {layout.Rows:N0} rows but there are {job.Count:N0} vectors (rows are matched by position)");
+            // Ids the write API could never name (repeated, over-long, control characters), as `squash build` refuses them.
+            if (layout.IdProblem is { } idProblem) throw new BuildInputException(idProblem.Describe($"the attributes blob '{job.AttributesBlob!.Name}'"));
             layoutBytes = layout.ToJson();
         }
         if (readError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(readError);

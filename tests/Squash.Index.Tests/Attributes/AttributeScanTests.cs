@@ -43,9 +43,10 @@ public class AttributeScanTests
         return sb.ToString();
     }
 
-    private static Task<AttributeLayout> ScanAsync(byte[] file, string name, long chunkRows, AttributeSchema? declared = null, int blockBytes = 97) =>
+    private static Task<AttributeLayout> ScanAsync(byte[] file, string name, long chunkRows, AttributeSchema? declared = null, int blockBytes = 97,
+        int idHashesPerPass = AttributeReader.IdHashesPerPass) =>
         AttributeReader.ScanAsync(name, file.Length, (offset, length, _) => Task.FromResult(file.AsSpan((int)offset, length).ToArray()),
-            declared, chunkRows, default, blockBytes);
+            declared, chunkRows, default, blockBytes, idHashesPerPass);
 
     private static string Json(IndexAttributes info) => JsonSerializer.Serialize(info);
 
@@ -184,5 +185,50 @@ public class AttributeScanTests
                     $"{name}: row {k} differs");
             }
         }
+    }
+
+    /// <summary>
+    /// Files with ids the write API could not name (a repeat far from its first row, over-long, control characters, several
+    /// at once, rows without ids): the scan names the same first problem, with the same message, as the in-memory check the
+    /// in-process build runs, whether its hashes fit one pass or take several (3 ids a pass: ⌈n / 3⌉ passes).
+    /// </summary>
+    [Theory]
+    [InlineData("i.jsonl", 1)]
+    [InlineData("i.jsonl", 2)]
+    [InlineData("i.csv", 3)]
+    [InlineData("i.csv", 4)]
+    public async Task TheScanNamesTheFirstIdTheWriteApiCouldNotNameAsTheInMemoryCheckDoes(string name, int seed)
+    {
+        bool csv = name.EndsWith(".csv");
+        var rng = new Random(seed);
+        int problems = 0;
+        for (int round = 0; round < 40; round++)
+        {
+            int n = rng.Next(1, 60);
+            var ids = Enumerable.Range(0, n).Select(i => rng.Next(6) == 0 ? null : $"k{i}").ToArray();
+            // Zero to three faults, each at a random row: a repeat of an earlier row's id, an over-long id, a control character.
+            for (int fault = rng.Next(4); fault > 0; fault--)
+            {
+                int row = rng.Next(n);
+                ids[row] = rng.Next(3) switch
+                {
+                    0 => $"k{rng.Next(row + 1)}",
+                    1 => new string('x', IdRules.MaxLength + rng.Next(1, 3)) + row,
+                    _ => $"k{row}\u0007",
+                };
+            }
+            string text = csv
+                ? "id,n\n" + string.Concat(ids.Select((id, i) => $"{id},{i}\n"))
+                : string.Concat(ids.Select((id, i) => (id is null ? "{" : $"{{\"id\":{JsonSerializer.Serialize(id)},") + $"\"attributes\":{{\"n\":{i}}}}}\n"));
+            var table = csv ? AttributeReader.ReadCsv(new StringReader(text), name) : AttributeReader.ReadJsonLines(new StringReader(text), name);
+            var expected = IdRules.FirstProblem(table.Ids);
+            if (expected is not null) problems++;
+            foreach (int perPass in new[] { 3, AttributeReader.IdHashesPerPass })
+            {
+                var layout = await ScanAsync(Encoding.UTF8.GetBytes(text), name, 7, blockBytes: 61, idHashesPerPass: perPass);
+                Assert.True(expected == layout.IdProblem, $"round {round}, {perPass} a pass: expected {expected}, got {layout.IdProblem}\n{text}");
+            }
+        }
+        Assert.InRange(problems, 10, 40);
     }
 }
