@@ -1,5 +1,6 @@
 using Squash.Index.Build;
 using Squash.Index.Model;
+using Squash.Storage.Writes;
 
 namespace Squash.Storage;
 
@@ -25,6 +26,8 @@ public static class IndexPublisher
         {
             var manifest = await IndexBuilder.BuildAsync(vectors, count, dims, options, sink.Version, sink, progress, cancellationToken).ConfigureAwait(false);
             if (beforePublish is not null) manifest = await beforePublish(manifest, cancellationToken).ConfigureAwait(false);
+            // Checked again here, not only before the build: writes of another shape may have reached the log meanwhile.
+            await WriteLogConflict.ThrowIfAnyAsync(store, manifest.Dimensions, manifest.Attributes is { HasIds: true }, cancellationToken).ConfigureAwait(false);
             await store.PublishAsync(sink, manifest, cancellationToken).ConfigureAwait(false);
             return manifest;
         }

@@ -55,6 +55,57 @@ public class IngestCommandTests
         Assert.Equal("error: --store is required: the write log lives beside the index's versions in a store (dir:PATH or azure:…)", noStore.Err.Trim());
     }
 
+    /// <summary>
+    /// A build takes the index's write log again on top of its rows, so a build whose vectors have another dimension, or
+    /// whose rows have ids where the log's writes name rows by number, would leave every later ingest failing: it is
+    /// refused before the build, naming the conflict and the way out, and the index stays as it was. A build of the
+    /// same shape still publishes, and ingest applies the log on top of it.
+    /// </summary>
+    [Fact]
+    public async Task ABuildOverAWriteLogOfAnotherDimensionOrIdModeIsRefusedNamingTheConflict()
+    {
+        using var dir = new TempDir();
+        string store = "dir:" + dir.File("store");
+        var six = dir.Fvecs("six.fvecs", TempDir.Random(200, 6, 3));
+        var eight = dir.Fvecs("eight.fvecs", TempDir.Random(200, 8, 4));
+        var withIds = dir.File("ids.jsonl");
+        await File.WriteAllLinesAsync(withIds, Enumerable.Range(0, 200).Select(i => $"{{\"id\":\"sku-{i}\",\"attributes\":{{\"n\":{i}}}}}"));
+        async Task<(int Exit, string Out, string Err)> Build(string index, params string[] more) =>
+            await CliRunner.RunAsync(["build", "--store", store, "--index", index, "--partitions", "4", "--no-calibration", .. more]);
+
+        // An index without writes may be rebuilt in any shape.
+        Assert.Equal(0, (await Build("quiet", "--vectors", six)).Exit);
+        var rebuilt = await Build("quiet", "--vectors", eight, "--attributes", withIds);
+        Assert.True(rebuilt.Exit == 0, rebuilt.Err);
+
+        Assert.Equal(0, (await Build("shop", "--vectors", six)).Exit);
+        var blobs = new FolderBlobStore(dir.File("store"));
+        var built = (await new IndexStore(blobs, "shop").GetCurrentAsync())!.Value.Version;
+        var log = new WriteLog(blobs, "shop");
+        await log.AppendAsync(new WriteBatch { CreatedUtc = DateTimeOffset.UtcNow, Upserts = [new UpsertItem("17", [1, 2, 3, 4, 5, 6])] }, null, "request-0", 0);
+
+        string Refusal(string differences) =>
+            $"index 'shop' has writes in its write-ahead log (through sequence 1) made against version {built}, which has {differences}: " +
+            "a build takes the whole log again on top of its rows, and ingest could not apply those writes as they were made; build into another index, " +
+            "or, if those writes are no longer wanted, delete the index's log (the blobs under 'shop/log/') first";
+        async Task Refused(string differences, params string[] flags)
+        {
+            var (exit, _, err) = await Build("shop", flags);
+            Assert.True(exit == 1, $"exit {exit}: {err}");
+            Assert.Equal("error: " + Refusal(differences), err.Split('\n', StringSplitOptions.RemoveEmptyEntries)[^1].TrimEnd('\r'));
+        }
+        await Refused("6 dimensions where this build has 8", "--vectors", eight);
+        await Refused("rows named by number where this build has string ids", "--vectors", six, "--attributes", withIds);
+        await Refused("6 dimensions where this build has 8 and rows named by number where this build has string ids", "--vectors", eight, "--attributes", withIds);
+        Assert.Equal(built, (await new IndexStore(blobs, "shop").GetCurrentAsync())!.Value.Version);
+
+        var same = await Build("shop", "--vectors", six);
+        Assert.True(same.Exit == 0, same.Err);
+        var ingest = await CliRunner.RunAsync("ingest", "--store", store, "--index", "shop");
+        Assert.True(ingest.Exit == 0, ingest.Err);
+        Assert.Equal(1, (await new IndexStore(blobs, "shop").OpenCurrentAsync()).IndexedSequence);
+    }
+
     private static async Task<int> CountKeyRecords(WriteLog log)
     {
         int n = 0;

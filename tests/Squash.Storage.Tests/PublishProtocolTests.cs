@@ -63,6 +63,31 @@ public sealed class PublishProtocolTests : IDisposable
         Assert.NotEqual(first.Version, next.Version);
     }
 
+    /// <summary>
+    /// A write of the current version's dimension that reaches the log while a build of another dimension runs: the build
+    /// checks the log again just before it publishes, so it fails naming the conflict, the current version stays, and the
+    /// build's blobs are removed.
+    /// </summary>
+    [Fact]
+    public async Task AWriteOfAnotherDimensionDuringTheBuildStopsItsPublish()
+    {
+        var folder = new FolderBlobStore(_root);
+        var store = new IndexStore(folder, "shop");
+        var first = await IndexPublisher.BuildAndPublishAsync(store, Data(400, 6, 1), 400, 6, new IndexBuildOptions { Partitions = 4 });
+        var log = new Squash.Storage.Writes.WriteLog(folder, "shop");
+        var e = await Assert.ThrowsAsync<Squash.Storage.Writes.WriteLogConflictException>(() => IndexPublisher.BuildAndPublishAsync(store, Data(300, 8, 2), 300, 8,
+            new IndexBuildOptions { Partitions = 4 }, beforePublish: async (manifest, ct) =>
+            {
+                await log.AppendAsync(new Squash.Storage.Writes.WriteBatch { CreatedUtc = DateTimeOffset.UtcNow, Upserts = [new("3", new float[6])] }, null, "r", 0, ct);
+                return manifest;
+            }));
+        Assert.StartsWith($"index 'shop' has writes in its write-ahead log (through sequence 1) made against version {first.Version}, which has 6 dimensions where this build has 8: ", e.Message);
+        Assert.Equal(first.Version, (await store.GetCurrentAsync())!.Value.Version);
+        var names = new List<string>();
+        await foreach (var b in folder.ListAsync("shop/versions/")) names.Add(b.Name);
+        Assert.All(names, n => Assert.StartsWith($"shop/versions/{first.Version}/", n));
+    }
+
     [Fact]
     public async Task AnOlderBuildThatFinishesLastLeavesTheNewerOneCurrent()
     {

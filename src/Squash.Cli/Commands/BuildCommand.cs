@@ -122,6 +122,8 @@ public static partial class BuildCommand
             if (givenFilters is not null) CheckCalibrationFilters(givenFilters, table.Encoding);
             Console.Error.WriteLine($"read attributes for {table.Count:N0} vectors: " + string.Join(", ", table.Schema.Attributes.Select(a => $"{a.Name} ({AttributeSchema.TypeName(a.Type)})")) + (table.Ids is null ? "" : ", with ids"));
         }
+        // Before the build's work, so that a build the index's write log rules out says so at once (the publish checks again).
+        await Squash.Storage.Writes.WriteLogConflict.ThrowIfAnyAsync(store, set.Dimensions, table?.Ids is not null, ct);
         var options = new IndexBuildOptions { Metric = metricValue, Partitions = p, BitsPerDimension = b, EnergyKept = e, MaxBitsPerDimension = mb, Seed = pr.GetValue(f.Seed), Attributes = table };
         Console.Error.WriteLine($"read {set.Count:N0} × {set.Dimensions} vectors from {path} in {clock.Elapsed.TotalSeconds:F1} s");
 

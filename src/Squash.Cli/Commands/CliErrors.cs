@@ -62,7 +62,8 @@ public static class CliErrors
         {
             UsageException or ArgumentException or InvalidDataException or CorruptIndexException or IndexNotFoundException
                 or UnauthorizedAccessException or BlobConditionFailedException or BlobNotFoundException or FormatException
-                or AttributeFormatException or FilterException or System.Text.Json.JsonException or EndpointProblemException => Text(e),
+                or AttributeFormatException or FilterException or System.Text.Json.JsonException or EndpointProblemException
+                or Squash.Storage.Writes.WriteLogConflictException => Text(e),
             _ when NetworkFailure(e) is { } network => $"{source}cannot connect: {Text(network)}",
             TimeoutException or OperationCanceledException => $"{source}no answer in time ({Text(e)})",
             RequestFailedException r => $"{source}Azure Storage answered {r.Status}{(r.ErrorCode is { } code ? " " + code : "")}: {Text(e)}",

@@ -132,9 +132,11 @@ public sealed class QueueStageWork : IBuildStageWork
             readError = e;
         }
         byte[]? layoutBytes = null;
+        bool hasIds = false;
         if (scan is not null)
         {
             var layout = await scan.ConfigureAwait(false);
+            hasIds = layout.Encoders.HasIds;
             if (layout.Rows != job.Count)
                 throw new BuildInputException($"the attributes blob '{job.AttributesBlob!.Name}' has {layout.Rows:N0} rows but there are {job.Count:N0} vectors (rows are matched by position)");
             // Ids the write API could never name (repeated, over-long, control characters), as `squash build` refuses them.
@@ -143,6 +145,9 @@ public sealed class QueueStageWork : IBuildStageWork
         }
         if (readError is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(readError);
         chunk = [];
+        // A log of writes this build could not take fails it now rather than at publish (which checks again); a rebuild's version is meant to take the log.
+        if (job.Rebuild is null)
+            await Squash.Storage.Writes.WriteLogConflict.ThrowIfAnyAsync(c.Index, dims, hasIds, c.CancellationToken).ConfigureAwait(false);
         // The user's calibration queries (rows checked as the source's are) and filters (each compiled against the attributes'
         // encoders, so a bad one fails the job here, naming its blob and line, rather than after the whole build).
         float[]? userQueries = null;

@@ -1,6 +1,7 @@
 using Squash.Index.Attributes;
 using Squash.Index.Format;
 using Squash.Index.Model;
+using Squash.Storage.Writes;
 
 namespace Squash.Storage.Builds;
 
@@ -168,7 +169,7 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
     {
         SourceChangedException => new BuildError("source-changed", e.Message, task),
         InvalidDataException or AttributeFormatException => new BuildError("bad-source", e.Message, task),
-        BuildInputException => new BuildError("bad-input", e.Message, task),
+        BuildInputException or WriteLogConflictException => new BuildError("bad-input", e.Message, task),
         _ => null,
     };
 
@@ -234,6 +235,9 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         var clock = new PhaseClock();
         var manifest = await work.PrepareManifestAsync(context).ConfigureAwait(false);
         clock.Lap(manifest.Calibration is null ? "routing" : "routing and calibration");
+        // Train checked the log too, but writes may have reached it since; a rebuild's version is meant to take the log.
+        if (job.Rebuild is null && !job.PublishCommitted)
+            await WriteLogConflict.ThrowIfAnyAsync(context.Index, manifest.Dimensions, manifest.Attributes is { HasIds: true }, ct).ConfigureAwait(false);
         // The commit point: from here on a cancel is refused, and before it a cancel stops the publish.
         var (committed, _) = await Jobs.UpdateAsync(job.Index, job.BuildId, j => BuildStatus.IsTerminal(j.Status) || j.PublishCommitted ? null
             : j with { PublishCommitted = true }, ct).ConfigureAwait(false);

@@ -373,6 +373,58 @@ public sealed class BuildBadDataTests
         Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
     }
 
+    /// <summary>
+    /// A queue build into an index whose write log holds writes of another dimension or id mode (which ingest would apply
+    /// on top of it, and fail on) fails naming the conflict: in train when the writes are there, at publish when one
+    /// arrives during the build; the index keeps its version. A build of the log's shape still publishes.
+    /// </summary>
+    [Fact]
+    public async Task AWriteLogOfAnotherDimensionOrIdModeFailsTheJobBeforeItPublishes()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        const int n = 500;
+        float[] Vectors(int dims) => Enumerable.Range(0, n * dims).Select(i => (float)(i % 13 + i % dims)).ToArray();
+        var store = new IndexStore(app.Store, "products");
+        var built = await IndexPublisher.BuildAndPublishAsync(store, Vectors(6), n, 6, new IndexBuildOptions { Partitions = 2 });
+        await app.UploadAsync("six.fvecs", BuildTestApp.Fvecs(Vectors(6), 6));
+        await app.UploadAsync("eight.fvecs", BuildTestApp.Fvecs(Vectors(8), 8));
+        await app.UploadAsync("ids.jsonl", Encoding.UTF8.GetBytes(string.Join('\n', Enumerable.Range(0, n).Select(i => $"{{\"id\":\"sku-{i}\",\"attributes\":{{\"n\":{i}}}}}"))));
+        var log = new Squash.Storage.Writes.WriteLog(app.Store, "products");
+        async Task WriteAsync() =>
+            await log.AppendAsync(new Squash.Storage.Writes.WriteBatch { CreatedUtc = DateTimeOffset.UtcNow, Upserts = [new("7", new float[6])] }, null, "r", 0);
+        string Refusal(long through, string differences) =>
+            $"index 'products' has writes in its write-ahead log (through sequence {through}) made against version {built.Version}, which has {differences}: " +
+            "a build takes the whole log again on top of its rows, and ingest could not apply those writes as they were made; build into another index, " +
+            "or, if those writes are no longer wanted, delete the index's log (the blobs under 'products/log/') first";
+
+        // The log is empty when train looks; a write lands before publish.
+        var during = await app.SubmitOkAsync("products", """{"source":{"vectors":"eight.fvecs"},"options":{"partitions":2,"chunkRows":100}}""");
+        bool written = false;
+        JsonElement view = default;
+        await app.DriveAsync(async () => BuildStatus.IsTerminal((view = await app.ShowAsync("products", during)).GetProperty("status").GetString()!), TimeSpan.FromSeconds(120),
+            beforeDelivery: async stage =>
+            {
+                if (written || stage != BuildStages.Publish || (await app.ShowAsync("products", during)).GetProperty("status").GetString() != BuildStatus.Publishing) return;
+                await WriteAsync();
+                written = true;
+            });
+        Assert.True(written, "the build ended before its publish");
+        Assert.Equal(("bad-input", Refusal(1, "6 dimensions where this build has 8"), "publish[0]"), BuildMessageTests.Error(view));
+
+        // The writes are there when train looks.
+        async Task<(string?, string?, string?)> Fails(string request) =>
+            BuildMessageTests.Error(await app.RunToEndAsync("products", await app.SubmitOkAsync("products", request)));
+        Assert.Equal(("bad-input", Refusal(1, "6 dimensions where this build has 8"), "train[0]"),
+            await Fails("""{"source":{"vectors":"eight.fvecs"},"options":{"partitions":2}}"""));
+        Assert.Equal(("bad-input", Refusal(1, "rows named by number where this build has string ids"), "train[0]"),
+            await Fails("""{"source":{"vectors":"six.fvecs","attributes":"ids.jsonl"},"options":{"partitions":2}}"""));
+        Assert.Equal(built.Version, (await store.GetCurrentAsync())!.Value.Version);
+
+        var same = await app.RunToEndAsync("products", await app.SubmitOkAsync("products", """{"source":{"vectors":"six.fvecs"},"options":{"partitions":2}}"""));
+        Assert.Equal("succeeded", same.GetProperty("status").GetString());
+        Assert.NotEqual(built.Version, (await store.GetCurrentAsync())!.Value.Version);
+    }
+
     /// <summary>The user's calibration queries and filters are read whole by the train task: a bad one fails the job there, naming the blob and the row or line.</summary>
     [Fact]
     public async Task BadCalibrationQueriesOrFiltersFailTheJobInTrainNamingTheBlob()

@@ -1,0 +1,44 @@
+namespace Squash.Storage.Writes;
+
+/// <summary>
+/// A build's version has watermark 0, so ingest applies the index's whole write log again on top of its rows ("files +
+/// the log", docs/writes.md). Writes that the write API took against a version of another dimension, or of the other id
+/// mode (string ids, or rows named by number), cannot be applied to such a build: every later ingest would fail on them
+/// (or take row numbers for ids nobody gave). So a build refuses to publish over them, before it starts and again just
+/// before it publishes (writes may arrive meanwhile).
+/// </summary>
+public static class WriteLogConflict
+{
+    /// <summary>
+    /// Why a build of <paramref name="dimensions"/> dimensions, with or without ids, must not be published as this index's
+    /// next version; null when the index has no current version, its log is empty, or its current version (the one the log's
+    /// writes were checked against) has the same dimension and id mode.
+    /// </summary>
+    public static async Task<string?> FindAsync(IndexStore store, int dimensions, bool hasIds, CancellationToken ct = default)
+    {
+        // A folder index (no name) has no write log: writes go to named indexes of a store.
+        if (store.Name.Length == 0 || await store.GetCurrentAsync(ct).ConfigureAwait(false) is not { } current) return null;
+        var log = new WriteLog(store.Blobs, store.Name);
+        long latest = await log.LatestSequenceAsync(0, ct).ConfigureAwait(false);
+        if (latest == 0) return null;
+        var m = await store.ReadManifestAsync(current.Version, ct).ConfigureAwait(false);
+        bool hadIds = m.Attributes is { HasIds: true };
+        var differences = new List<string>();
+        if (m.Dimensions != dimensions) differences.Add($"{m.Dimensions} dimensions where this build has {dimensions}");
+        if (hadIds != hasIds)
+            differences.Add(hadIds ? "string ids where this build has none (its rows are named by number)" : "rows named by number where this build has string ids");
+        if (differences.Count == 0) return null;
+        return $"index '{store.Name}' has writes in its write-ahead log (through sequence {latest}) made against version {current.Version}, which has " +
+            string.Join(" and ", differences) + ": a build takes the whole log again on top of its rows, and ingest could not apply those writes as they were made; " +
+            $"build into another index, or, if those writes are no longer wanted, delete the index's log (the blobs under '{store.Name}/log/') first";
+    }
+
+    /// <summary><see cref="FindAsync"/>, as an exception.</summary>
+    public static async Task ThrowIfAnyAsync(IndexStore store, int dimensions, bool hasIds, CancellationToken ct = default)
+    {
+        if (await FindAsync(store, dimensions, hasIds, ct).ConfigureAwait(false) is { } conflict) throw new WriteLogConflictException(conflict);
+    }
+}
+
+/// <summary>A build refused because the index's write log holds writes it could not take (<see cref="WriteLogConflict"/>).</summary>
+public sealed class WriteLogConflictException(string message) : InvalidOperationException(message);
