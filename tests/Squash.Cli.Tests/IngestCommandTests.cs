@@ -106,6 +106,29 @@ public class IngestCommandTests
         Assert.Equal(1, (await new IndexStore(blobs, "shop").OpenCurrentAsync()).IndexedSequence);
     }
 
+    [Fact]
+    public async Task RebuildDueMessageDoesNotSayMoreRowsChangedThanTheIndexHolds()
+    {
+        // deleteWhere {} removes all 300 rows and 20 upserts refill rows 0–19: 300 rows changed, and the index holds 20.
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(300, 6, 5));
+        var build = await CliRunner.RunAsync("build", "--store", "dir:" + dir.File("store"), "--index", "shop", "--vectors", vectors, "--partitions", "4", "--no-calibration");
+        Assert.True(build.Exit == 0, build.Err);
+        var log = new WriteLog(new FolderBlobStore(dir.File("store")), "shop");
+        await log.AppendAsync(new WriteBatch
+        {
+            CreatedUtc = DateTimeOffset.UtcNow,
+            DeleteWhere = System.Text.Json.JsonDocument.Parse("{}").RootElement.Clone(),
+            Upserts = Enumerable.Range(0, 20).Select(i => new UpsertItem(i.ToString(), [1, 2, 3, 4, 5, 6f + i])).ToArray(),
+        }, "key-all", "request-all", 0);
+
+        var (exit, output, err) = await CliRunner.RunAsync("ingest", "--store", "dir:" + dir.File("store"), "--index", "shop");
+        Assert.True(exit == 0, err);
+        Assert.Contains("300 rows changed (written or removed) since the index was built, against the 20 it holds now (rebuild share 0.5): "
+            + "a full rebuild is due", output);
+        Assert.DoesNotContain("300 of 20", output);
+    }
+
     private static async Task<int> CountKeyRecords(WriteLog log)
     {
         int n = 0;

@@ -111,7 +111,8 @@ public static partial class LogIngest
         if (m.Count == 0 || m.RowsChangedSinceBuild < threshold) return null;
         var read = await RebuildRecord.ReadAsync(store.Blobs, store.Name, ct).ConfigureAwait(false);
         if (read is { Record.IsActive: true }) return null; // reported by the adoption pass
-        string due = $"{m.RowsChangedSinceBuild:N0} of {m.Count:N0} rows changed since the index was built (rebuild share {settings.Share:0.##})";
+        // The count is of changes (rows written or removed), not of the rows held now: after deletes it can pass the row count.
+        string due = $"{m.RowsChangedSinceBuild:N0} rows changed (written or removed) since the index was built, against the {m.Count:N0} it holds now (rebuild share {settings.Share:0.##})";
         if (read is { Record: { Outcome: RebuildRecord.Failed or RebuildRecord.Cancelled } last } && last.Lineage == m.Lineage
             && m.RowsChangedSinceBuild < last.ChangedAtSubmission + threshold)
             return new RebuildReport($"{due}; the last full rebuild ({last.BuildId}) {last.Outcome}, so the next waits until {last.ChangedAtSubmission + (long)Math.Ceiling(threshold):N0} have changed", last);
