@@ -92,6 +92,54 @@ public sealed class WriteApiTests(IndexFixture fx)
         Assert.Empty(await new FolderBlobStore(fx.Root).ListAsync(index + "/log/").ToListAsync());
     }
 
+    /// <summary>
+    /// An integer attribute takes a whole number however it is written (5.0 and 5e0 are 5, as filters read them), and the
+    /// log holds it as 5, so a strong read, ingest and <c>include</c> agree; 5.5 and a whole number past 64 bits stay 400s.
+    /// </summary>
+    [Fact]
+    public async Task AnIntegerAttributeTakesAWholeNumberWrittenWithAPointOrAnExponent()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var refused = await Problems.BadRequest(await Post(client, index, """
+            {"upserts":[{"id":"a","vector":[1,2,3,4],"attributes":{"n":5.0}},{"id":"b","vector":[1,2,3,4],"attributes":{"n":5.5}},
+              {"id":"c","vector":[1,2,3,4],"attributes":{"n":1e30}}]}
+            """));
+        Assert.Equal(new Dictionary<string, string[]>
+        {
+            ["upserts[1].attributes.n"] = ["must be a whole number (attribute type integer), got the number 5.5"],
+            ["upserts[2].attributes.n"] = ["must be a whole number (attribute type integer), got the number 1e30"],
+        }.OrderBy(e => e.Key), refused.OrderBy(e => e.Key));
+
+        var ok = await Post(client, index, """
+            {"upserts":[{"id":"five-point","vector":[9,9,9,9],"attributes":{"n":5.0,"price":2.0}},{"id":"five-exp","vector":[9,9,9,8],"attributes":{"n":5e0}},
+              {"id":"big","vector":[9,9,8,8],"attributes":{"n":-9.007199254740993E15}}]}
+            """);
+        Assert.True(ok.StatusCode == HttpStatusCode.OK, await ok.Content.ReadAsStringAsync());
+        var batch = (await Log(index).TryReadBatchAsync(1))!;
+        Assert.Equal(["5", "5", "-9007199254740993"], batch.Upserts!.Select(u => u.Attributes!.Value.GetProperty("n").GetRawText()));
+        Assert.Equal("2.0", batch.Upserts![0].Attributes!.Value.GetProperty("price").GetRawText()); // a number attribute is kept as sent
+
+        async Task<string[]> Found(string consistency)
+        {
+            var answer = await client.PostAsync($"/api/indexes/{index}/query", Bodies.Json(
+                "{\"vector\":[9,9,9,9],\"k\":10,\"filter\":{\"n\":5},\"include\":[\"n\"],\"options\":{\"exact\":true,\"consistency\":\"" + consistency + "\"}}"));
+            var text = await answer.Content.ReadAsStringAsync();
+            Assert.True(answer.StatusCode == HttpStatusCode.OK, text);
+            using var doc = JsonDocument.Parse(text);
+            return doc.RootElement.GetProperty("results").EnumerateArray()
+                .Select(r => $"{r.GetProperty("id").GetString()} n={r.GetProperty("attributes").GetProperty("n").GetRawText()}").Order().ToArray();
+        }
+        string[] expected = ["doc-5 n=5", "five-exp n=5", "five-point n=5"];
+        Assert.Equal(expected, await Found("strong"));
+        var run = await Squash.Search.Writes.LogIngest.RunAsync(new IndexStore(new FolderBlobStore(fx.Root), index), Log(index));
+        Assert.Equal(1, run.ToSequence);
+        using var fresh = fx.App(2, 1);
+        client = fresh.CreateClient();
+        Assert.Equal(expected, await Found("eventual"));
+    }
+
     [Fact]
     public async Task AnIndexWithoutIdsTakesRowNumbersAndAnInnerProductIndexNoVectorLongerThanItsLargest()
     {

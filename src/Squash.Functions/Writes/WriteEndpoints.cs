@@ -43,7 +43,8 @@ public static class WriteEndpoints
             DeleteWhere = request!.DeleteWhere,
             Deletes = request.Deletes is { Length: > 0 } d ? d : null,
             Upserts = request.Upserts is { Length: > 0 } u
-                ? u.Select(x => new UpsertItem(x.Id!, x.Vector!, x.Attributes is { ValueKind: JsonValueKind.Object } a ? a : null)).ToArray()
+                ? u.Select(x => new UpsertItem(x.Id!, x.Vector!,
+                    x.Attributes is { ValueKind: JsonValueKind.Object } a ? WriteValidation.WithIntegersAsDigits(a, loaded.Manifest.Attributes) : null)).ToArray()
                 : null,
         };
         // The request as parsed, not its bytes: a retry that differs only in spacing (or sends its vectors in the other form) is the same request.

@@ -124,7 +124,7 @@ public static class WriteValidation
             string? problem = type switch
             {
                 AttributeType.Number => v.ValueKind == JsonValueKind.Number && double.IsFinite(v.GetDouble()) ? null : $"must be a number (attribute type number), got {Kind(v)}",
-                AttributeType.Integer => v.ValueKind == JsonValueKind.Number && v.TryGetInt64(out _) ? null : $"must be a whole number (attribute type integer), got {Kind(v)}",
+                AttributeType.Integer => WholeNumber.TryRead(v, out _) ? null : $"must be a whole number (attribute type integer), got {Kind(v)}",
                 AttributeType.Bool => v.ValueKind is JsonValueKind.True or JsonValueKind.False ? null : $"must be true or false (attribute type bool), got {Kind(v)}",
                 AttributeType.Category => v.ValueKind == JsonValueKind.String ? null : $"must be a string (attribute type category), got {Kind(v)}",
                 _ => v.ValueKind == JsonValueKind.Array && v.EnumerateArray().All(t => t.ValueKind == JsonValueKind.String) ? null
@@ -132,6 +132,35 @@ public static class WriteValidation
             };
             if (problem is not null) add(field, problem);
         }
+    }
+
+    /// <summary>
+    /// Valid attributes with every integer value written as digits (5.0 and 5e0 become 5): the log then holds one form, so
+    /// strong reads, ingest and <c>include</c> read 5 whichever way it was sent. The same element when nothing needs it.
+    /// </summary>
+    public static JsonElement WithIntegersAsDigits(JsonElement attributes, IndexAttributes? schema)
+    {
+        if (schema is null || attributes.ValueKind != JsonValueKind.Object || !attributes.EnumerateObject().Any(p => WrittenOtherwise(p, schema, out _)))
+            return attributes;
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            foreach (var p in attributes.EnumerateObject())
+                if (WrittenOtherwise(p, schema, out long value)) w.WriteNumber(p.Name, value);
+                else p.WriteTo(w);
+            w.WriteEndObject();
+        }
+        using var doc = JsonDocument.Parse(buffer.WrittenMemory);
+        return doc.RootElement.Clone();
+    }
+
+    /// <summary>An integer attribute's whole number written with a point or an exponent.</summary>
+    private static bool WrittenOtherwise(JsonProperty p, IndexAttributes schema, out long value)
+    {
+        value = 0;
+        int a = schema.IndexOf(p.Name);
+        return a >= 0 && schema.Attributes[a].Type == AttributeType.Integer && !p.Value.TryGetInt64(out _) && WholeNumber.TryRead(p.Value, out value);
     }
 
     private static string Kind(JsonElement e) => e.ValueKind switch

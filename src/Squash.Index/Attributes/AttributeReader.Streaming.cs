@@ -509,7 +509,7 @@ public static partial class AttributeReader
         {
             bool present = value is { Kind: not Kind.Missing } v && Fits(v, _def.Type);
             if (value is { Kind: not Kind.Missing } wrong && !present)
-                FirstError ??= $"{file} line {line}, attribute '{_def.Name}': {KindName(wrong.Kind)}{(wrong.Kind == Kind.Number ? (wrong.Integral ? "" : " (not an integer)") : "")} where the schema says {AttributeSchema.TypeName(_def.Type)}";
+                FirstError ??= $"{file} line {line}, attribute '{_def.Name}': {KindName(wrong.Kind)}{(wrong.Kind == Kind.Number ? (wrong.Whole ? "" : " (not an integer)") : "")} where the schema says {AttributeSchema.TypeName(_def.Type)}";
             var x = present ? value!.Value : default;
             if (_def.Type == AttributeType.Category && present) { int id = Intern(x.Text!, line, file); if (_store) _ids.Add(id); }
             else if (_def.Type == AttributeType.Tags)

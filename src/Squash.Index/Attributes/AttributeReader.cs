@@ -20,7 +20,10 @@ public static partial class AttributeReader
     {
         public Kind Kind { get; init; }
         public double Number { get; init; }
+        /// <summary>Written as an integer (digits only): what schema inference calls an integer column.</summary>
         public bool Integral { get; init; }
+        /// <summary>A whole number however written (5, 5.0, 5e0), in <see cref="Long"/>: what a declared integer attribute takes.</summary>
+        public bool Whole { get; init; }
         public long Long { get; init; }
         public bool Bool { get; init; }
         public string? Text { get; init; }
@@ -135,7 +138,8 @@ public static partial class AttributeReader
             case JsonValueKind.String: return new Raw { Kind = Kind.String, Text = v.GetString() };
             case JsonValueKind.Number:
                 bool integral = v.TryGetInt64(out long l);
-                return new Raw { Kind = Kind.Number, Number = v.GetDouble(), Integral = integral, Long = l };
+                bool whole = integral || WholeNumber.TryRead(v, out l);
+                return new Raw { Kind = Kind.Number, Number = v.GetDouble(), Integral = integral, Whole = whole, Long = l };
             case JsonValueKind.Array:
                 var list = new List<string>();
                 foreach (var e in v.EnumerateArray())
@@ -258,7 +262,8 @@ public static partial class AttributeReader
                 if (double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out double d) && double.IsFinite(d))
                 {
                     bool integral = long.TryParse(s, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out long l);
-                    return new Raw { Kind = Kind.Number, Number = d, Integral = integral, Long = l };
+                    bool whole = integral || decimal.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out decimal m) && WholeNumber.TryFrom(m, out l);
+                    return new Raw { Kind = Kind.Number, Number = d, Integral = integral, Whole = whole, Long = l };
                 }
                 break;
             case AttributeType.Category: return new Raw { Kind = Kind.String, Text = s };
@@ -314,7 +319,7 @@ public static partial class AttributeReader
     private static bool Fits(Raw v, AttributeType t) => t switch
     {
         AttributeType.Number => v.Kind == Kind.Number,
-        AttributeType.Integer => v.Kind == Kind.Number && v.Integral,
+        AttributeType.Integer => v.Kind == Kind.Number && v.Whole,
         AttributeType.Bool => v.Kind == Kind.Bool,
         AttributeType.Category => v.Kind == Kind.String,
         _ => v.Kind == Kind.Strings,
@@ -377,7 +382,7 @@ public static partial class AttributeReader
                 if (offsets is not null) offsets[r] = tagIds.Count;
                 if (a < 0 || !rows[r].TryGetValue(a, out var v) || v.Kind == Kind.Missing) continue;
                 if (!Fits(v, def.Type))
-                    throw new AttributeFormatException($"{file} line {lines[r]}, attribute '{def.Name}': {KindName(v.Kind)}{(v.Kind == Kind.Number ? (v.Integral ? "" : " (not an integer)") : "")} where the schema says {AttributeSchema.TypeName(def.Type)}");
+                    throw new AttributeFormatException($"{file} line {lines[r]}, attribute '{def.Name}': {KindName(v.Kind)}{(v.Kind == Kind.Number ? (v.Whole ? "" : " (not an integer)") : "")} where the schema says {AttributeSchema.TypeName(def.Type)}");
                 present[r] = 1;
                 switch (def.Type)
                 {

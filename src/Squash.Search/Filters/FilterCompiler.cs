@@ -336,7 +336,7 @@ internal static class NumericLeaf
             var ints = new HashSet<long>();
             for (int i = 0; i < longs.Length; i++)
                 if (longs[i] is { } v) ints.Add(v);
-                else if (decimals[i] is { } m && m == Math.Floor(m) && m >= long.MinValue && m <= long.MaxValue) ints.Add((long)m);
+                else if (decimals[i] is { } m && WholeNumber.TryFrom(m, out long whole)) ints.Add(whole);
             exact = baseOp switch
             {
                 "$lt" => l is { } lv ? (col, r) => col.Integers![r] < lv : (col, r) => col.Integers![r] < x,

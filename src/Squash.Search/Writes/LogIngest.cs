@@ -1048,7 +1048,8 @@ public static partial class LogIngest
 
             public override bool TryInteger(int i, int a, out long value)
             {
-                value = Value(i, a) is { } v ? v.GetInt64() : 0;
+                // A whole number however written (5.0 from a log the API did not write): as the filters read it.
+                value = Value(i, a) is { } v ? (WholeNumber.TryRead(v, out long whole) ? whole : v.GetInt64()) : 0;
                 // Beyond 2^53 the cell codes (doubles) no longer tell integers apart: the recheck must use the raw values.
                 growth._lossy[a] |= Math.Abs((double)value) >= 9007199254740992d;
                 return Value(i, a) is not null;

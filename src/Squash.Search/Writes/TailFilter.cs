@@ -74,7 +74,7 @@ public static class TailFilter
     {
         if (type == AttributeType.Integer)
         {
-            long xv = x.GetInt64();
+            long xv = WholeNumber.TryRead(x, out long whole) ? whole : x.GetInt64();
             if (operand.TryGetInt64(out long l)) return xv.CompareTo(l);
             if (operand.TryGetDecimal(out decimal m)) return ((decimal)xv).CompareTo(m);
             return ((double)xv).CompareTo(operand.GetDouble());

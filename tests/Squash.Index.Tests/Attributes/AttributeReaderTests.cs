@@ -70,6 +70,23 @@ public class AttributeReaderTests
         Assert.Equal(expected, e.Message);
     }
 
+    /// <summary>
+    /// A declared integer takes a whole number however it is written (5.0, 5e0: 5, as filters and the write API read it), in
+    /// JSON lines and CSV; inference still calls such a column a number.
+    /// </summary>
+    [Fact]
+    public void ADeclaredIntegerTakesAWholeNumberWrittenWithAPointOrAnExponent()
+    {
+        var schema = AttributeSchema.Parse("a:integer");
+        var json = Json("{\"attributes\":{\"a\":5.0}}\n{\"attributes\":{\"a\":-7e0}}\n{\"attributes\":{\"a\":9007199254740993.0}}\n", schema);
+        Assert.Equal([5L, -7L, 9007199254740993L], json.Columns[0].Integers!);
+        var csv = Csv("a\n5.0\n-7e0\n9007199254740993.0\n", schema);
+        Assert.Equal([5L, -7L, 9007199254740993L], csv.Columns[0].Integers!);
+        var e = Assert.Throws<AttributeFormatException>(() => Csv("a\n5.0\n5.5\n", schema));
+        Assert.Equal("a.csv line 3, attribute 'a': a number (not an integer) where the schema says integer", e.Message);
+        Assert.Equal(AttributeType.Number, Json("{\"attributes\":{\"a\":5.0}}\n").Schema.Attributes[0].Type);
+    }
+
     [Fact]
     public void CsvInfersTypesWithOptionalIdColumn()
     {
