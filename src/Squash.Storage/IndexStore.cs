@@ -104,6 +104,10 @@ public sealed partial class IndexStore
         {
             var p = JsonSerializer.Deserialize(bytes, PointerJson.Default.CurrentPointer);
             if (p is null || string.IsNullOrWhiteSpace(p.Version)) throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} names no version");
+            // A version is one segment of a blob name: a pointer naming a path ('../other/versions/…') is damaged, and is
+            // said so here rather than failing later as an invalid blob name that no caller reads as a damaged index.
+            if (p.Version is "." or ".." || p.Version.Any(c => c is '/' or '\\' || char.IsControl(c)))
+                throw new CorruptIndexException($"'{CurrentName}' in {Blobs.Description} names \"{p.Version}\", which is not a version id");
             return p;
         }
         catch (JsonException e)

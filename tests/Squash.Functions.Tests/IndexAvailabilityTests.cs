@@ -48,6 +48,34 @@ public sealed class IndexAvailabilityTests(IndexFixture fx)
         Assert.Equal(5, doc.RootElement.GetProperty("results").GetArrayLength());
     }
 
+    /// <summary>
+    /// A current pointer that names a path rather than a version ('../other/versions/…', here the other index's version) is
+    /// a damaged index like a pointer that is not JSON: before, it was a bare 500 from an invalid blob name.
+    /// </summary>
+    [Fact]
+    public async Task ACurrentPointerNamingAPathIs500IndexDamagedNamingThePointer()
+    {
+        using var app = fx.App(2, 1, wrapStore: inner => new ScriptedStore(inner)
+        {
+            Replaces = name => name == IndexFixture.IndexName + "/current"
+                ? Encoding.UTF8.GetBytes($"{{\"version\":\"../{IndexFixture.AttributedIndexName}/versions/v1\"}}")
+                : null,
+        });
+        var client = app.CreateClient();
+        foreach (var response in new[]
+        {
+            await client.GetAsync($"/api/indexes/{IndexFixture.IndexName}"),
+            await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json(Query)),
+            await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/vectors", Bodies.Json("{\"deletes\":[\"1\"]}")),
+        })
+        {
+            var problem = await Problems.Read(response, HttpStatusCode.InternalServerError);
+            Assert.Equal("Index damaged", problem.GetProperty("title").GetString());
+            Assert.Equal($"index '{IndexFixture.IndexName}' is damaged: 'current' in the store names \"../{IndexFixture.AttributedIndexName}/versions/v1\", which is not a version id",
+                problem.GetProperty("detail").GetString());
+        }
+    }
+
     [Fact]
     public async Task ACorruptManifestIs500ProblemNamingTheIndexAndWhatIsWrongWithoutPathsAndIsLogged()
     {
