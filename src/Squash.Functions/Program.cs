@@ -36,6 +36,7 @@ builder.Services.ConfigureHttpJsonOptions(o =>
 });
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<IndexUnavailableHandler>();
+builder.Services.AddExceptionHandler<Squash.Functions.Builds.BuildRecordDamagedHandler>();
 builder.Services.AddOpenApi(OpenApiDescription.Configure);
 
 // One query is one trace: spans for the coordinator, every tree node and every child call; the trace

@@ -153,13 +153,19 @@ public sealed record BuildJob
     {
         try
         {
-            return JsonSerializer.Deserialize(bytes, BuildJson.Default.BuildJob) ?? throw new InvalidDataException($"build record '{name}' is null");
+            return JsonSerializer.Deserialize(bytes, BuildJson.Default.BuildJob) ?? throw new BuildRecordDamagedException(name, $"build record '{name}' is null");
         }
         catch (JsonException e)
         {
-            throw new InvalidDataException($"build record '{name}' is not valid: {e.Message}");
+            throw new BuildRecordDamagedException(name, $"build record '{name}' is not valid: {e.Message}");
         }
     }
+}
+
+/// <summary>A job record that cannot be read: no retry mends it, so its task messages are dropped and the API says which blob it is.</summary>
+public sealed class BuildRecordDamagedException(string blobName, string message) : Exception(message)
+{
+    public string BlobName { get; } = blobName;
 }
 
 /// <summary>A queue message: names only (the job record holds everything else), well under the 64 KB message limit.</summary>

@@ -102,16 +102,28 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
     public async Task<TaskOutcome> RunAsync(BuildTaskMessage message, int dequeueCount, int maxDequeueCount, CancellationToken ct)
     {
         var task = message.Describe();
-        var found = await Jobs.GetAsync(message.Index, message.BuildId, ct).ConfigureAwait(false);
+        (BuildJob Job, string ETag)? found;
+        try
+        {
+            found = await Jobs.GetAsync(message.Index, message.BuildId, ct).ConfigureAwait(false);
+        }
+        catch (BuildRecordDamagedException e)
+        {
+            // Every delivery would read the same bytes: drop the message, naming the record, rather than retry it into the poison queue.
+            return TaskOutcome.Done($"dropped message {task}: {e.Message}; the build cannot go on (delete the record, and build again)");
+        }
         if (found is null) return TaskOutcome.Done($"dropped message {task}: index '{message.Index}' has no build '{message.BuildId}'");
         var job = found.Value.Job;
+        // A finished job takes no more work, whatever a late (redelivered or stale) message names.
+        if (BuildStatus.IsTerminal(job.Status)) return TaskOutcome.Done($"build {job.BuildId} is {job.Status}: {task} skipped");
         int total = job.TaskCount(message.Stage);
         if (message.Task < 0 || message.Task >= total)
         {
-            await FailAsync(job, new BuildError("bad-message", $"the queue message on {BuildStages.QueueName(message.Stage)} names task {message.Task}; the build has {total} {message.Stage} task{(total == 1 ? "" : "s")} (0..{total - 1})", task), ct).ConfigureAwait(false);
-            return TaskOutcome.Done($"build {job.BuildId} failed: bad message {task}");
+            var now = await FailAsync(job, new BuildError("bad-message", $"the queue message on {BuildStages.QueueName(message.Stage)} names task {message.Task}; the build has {total} {message.Stage} task{(total == 1 ? "" : "s")} (0..{total - 1})", task), ct).ConfigureAwait(false);
+            return TaskOutcome.Done(now.Status == BuildStatus.Failed && now.Error?.Code == "bad-message"
+                ? $"build {job.BuildId} failed: bad message {task}"
+                : $"build {job.BuildId} is {now.Status}: bad message {task} dropped");
         }
-        if (BuildStatus.IsTerminal(job.Status)) return TaskOutcome.Done($"build {job.BuildId} is {job.Status}: {task} skipped");
 
         var context = new BuildTaskContext(job, Jobs, new IndexStore(Jobs.Blobs, job.Index), task, ct);
         try
