@@ -26,6 +26,19 @@ public static class CalibrationEndpoints
         await queue.SendMessageAsync(JsonSerializer.Serialize(new IngestMessage(index), IngestJson.Default.IngestMessage), visibilityTimeout: delay, cancellationToken: ct).ConfigureAwait(false);
     }
 
+    /// <summary>Whether the index has a current pointer (a damaged one counts: the run reports it and backs off).</summary>
+    private static async Task<bool> IsPublishedAsync(IndexStore store, CancellationToken ct)
+    {
+        try
+        {
+            return await store.GetCurrentAsync(ct) is not null;
+        }
+        catch (Squash.Index.Format.CorruptIndexException)
+        {
+            return true;
+        }
+    }
+
     /// <summary>The index a message names, or why the message is dropped (named in the function's log line).</summary>
     public static (string? Index, string? Problem) Parse(string? text) => IngestMessage.Parse(text, QueueName);
 
@@ -44,6 +57,9 @@ public static class CalibrationEndpoints
         if (index is null) return Answer(true, $"dropped {problem}");
         try
         {
+            // A message naming no published index (sent by hand, or left from a deleted one) is dropped before the lease is
+            // taken: the run would count it a failed calibration and ask again after its back-off, forever, writing a lease there.
+            if (!await IsPublishedAsync(catalog.StoreFor(index), ct)) return Answer(true, $"calibrate {index}: no index named '{index}' is published; nothing to calibrate");
             var run = await LogIngest.RunCalibrationLeasedAsync(catalog.StoreFor(index), ct: ct);
             // A failure holds the lease for its back-off, a measurement for its rest: ask again once it has passed (the
             // message is not failed, so the queue does not deliver it again at once, nor move it to the poison queue).
