@@ -47,6 +47,23 @@ public sealed class MetricSpace
         : metric == Metric.Cosine && squaredNorm == 0 ? NormProblem.ZeroUnderCosine
         : NormProblem.None;
 
+    /// <summary>
+    /// Why a build refuses row <paramref name="rowNumber"/> of its input (null: it takes it), in the words `squash build` and a
+    /// queue build's train task both use.
+    /// </summary>
+    public static string? RowProblem(ReadOnlySpan<float> row, Metric metric, long rowNumber)
+    {
+        double squared = 0;
+        foreach (float v in row) squared += (double)v * v;
+        return CheckNorm(squared, metric) switch
+        {
+            NormProblem.TooLong => $"row {rowNumber} has norm {Math.Sqrt(squared).ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}, "
+                + "larger than the largest a vector may have (10^15): its float32 distances would overflow",
+            NormProblem.ZeroUnderCosine => $"row {rowNumber} is all zeros: a zero vector has no direction, so it has no cosine distance",
+            _ => null,
+        };
+    }
+
     /// <summary>Dimensions of the internal space (one more for inner product).</summary>
     public int InternalDimensions => Metric == Metric.InnerProduct ? InputDimensions + 1 : InputDimensions;
 

@@ -304,19 +304,7 @@ public static class VectorFile
     {
         ArgumentNullException.ThrowIfNull(set);
         for (int r = 0; r < set.Count; r++)
-        {
-            var row = set.Row(r);
-            double squared = 0;
-            foreach (float v in row) squared += (double)v * v;
-            switch (Squash.Core.MetricSpace.CheckNorm(squared, metric))
-            {
-                case Squash.Core.MetricSpace.NormProblem.TooLong:
-                    throw Bad(path, $"row {r} has norm {Math.Sqrt(squared).ToString("G3", System.Globalization.CultureInfo.InvariantCulture)}, " +
-                        $"larger than the largest a vector may have (10^15): its float32 distances would overflow");
-                case Squash.Core.MetricSpace.NormProblem.ZeroUnderCosine:
-                    throw Bad(path, $"row {r} is all zeros: a zero vector has no direction, so it has no cosine distance");
-            }
-        }
+            if (Squash.Core.MetricSpace.RowProblem(set.Row(r), metric, r) is { } problem) throw Bad(path, problem);
     }
 
     /// <summary>Vectorised scan: a float is non-finite exactly when all its exponent bits are set.</summary>

@@ -120,6 +120,7 @@ public sealed class QueueStageWork : IBuildStageWork
             {
                 int n = (int)Math.Min(job.ChunkRows, job.Count - first);
                 await BlobVectorSource.ReadRowsAsync(c.Blobs, job.Blobs, first, n, chunk, c.CancellationToken).ConfigureAwait(false);
+                RequireIndexable(job.Blobs, first, chunk.AsSpan(0, n * dims), dims, options.Metric);
                 if (options.Metric == Metric.InnerProduct) maxNorm = Math.Max(maxNorm, MetricSpace.MaxRowNorm(chunk.AsSpan(0, n * dims), dims));
                 for (; nextTraining < trainingRows.Length && trainingRows[nextTraining] < first + n; nextTraining++)
                     Array.Copy(chunk, (trainingRows[nextTraining] - first) * dims, training, (long)nextTraining * dims, dims);
@@ -155,6 +156,7 @@ public sealed class QueueStageWork : IBuildStageWork
         {
             userQueries = new float[(long)UserQueriesKept(job) * dims];
             await BlobVectorSource.ReadRowsAsync(c.Blobs, [queryBlob], 0, UserQueriesKept(job), userQueries, c.CancellationToken).ConfigureAwait(false);
+            RequireIndexable([queryBlob], 0, userQueries, dims, options.Metric);
             if (job.CalibrationFilterBlobs is { } filterBlobs)
             {
                 if (layoutBytes is null) throw new BuildInputException("calibration filters need an attributes blob: the filters name attributes");
@@ -182,6 +184,25 @@ public sealed class QueueStageWork : IBuildStageWork
         if (layoutBytes is not null) await c.Blobs.WriteAsync(c.WorkPrefix + AttributesName, layoutBytes, WriteCondition.Overwrite, c.CancellationToken).ConfigureAwait(false);
         clock.Lap("write");
         return new StageResult(0, planBytes.LongLength + queryBytes.LongLength + (layoutBytes?.LongLength ?? 0), clock.ToString());
+    }
+
+    /// <summary>
+    /// What `squash build` refuses in its input (a norm past 10^15, a zero vector under cosine) fails the job in train too,
+    /// naming the blob and its row: a queue build took such rows, and their float32 distances overflow.
+    /// </summary>
+    private static void RequireIndexable(IReadOnlyList<BuildSourceBlob> blobs, long first, ReadOnlySpan<float> rows, int dims, Metric metric)
+    {
+        for (int r = 0; r < rows.Length / dims; r++)
+        {
+            long row = first + r;
+            if (MetricSpace.RowProblem(rows.Slice(r * dims, dims), metric, 0) is null) continue;
+            // Rows are numbered within their blob, as the NaN check numbers them.
+            foreach (var blob in blobs)
+            {
+                if (row < blob.Rows) throw new InvalidDataException($"{blob.Name}: {MetricSpace.RowProblem(rows.Slice(r * dims, dims), metric, row)}");
+                row -= blob.Rows;
+            }
+        }
     }
 
     public async Task<StageResult> AssignAsync(BuildTaskContext c, int chunk)

@@ -425,6 +425,33 @@ public sealed class BuildBadDataTests
         Assert.NotEqual(built.Version, (await store.GetCurrentAsync())!.Value.Version);
     }
 
+    /// <summary>
+    /// What `squash build` refuses in its input fails a queue build in train too, naming the blob and its row: a norm past
+    /// 10^15 (its float32 distances overflow; the queue build used to succeed with it) and an all-zero row under cosine.
+    /// </summary>
+    [Fact]
+    public async Task ARowTooLongOrZeroUnderCosineFailsTheJobNamingTheBlobAndRow()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        const int dims = 4;
+        float[] Rows(int n) => Enumerable.Range(0, n * dims).Select(i => 1f + i % 7).ToArray();
+        var longRow = Rows(200);
+        longRow[37 * dims] = 3e38f;
+        await app.UploadAsync("parts/a.fvecs", BuildTestApp.Fvecs(Rows(150), dims));
+        await app.UploadAsync("parts/b.fvecs", BuildTestApp.Fvecs(longRow, dims));
+        var zeroRow = Rows(200);
+        Array.Clear(zeroRow, 5 * dims, dims);
+        await app.UploadAsync("zero.fvecs", BuildTestApp.Fvecs(zeroRow, dims));
+
+        var tooLong = await app.SubmitOkAsync("products", """{"source":{"vectors":"parts"},"options":{"partitions":2,"chunkRows":100}}""");
+        Assert.Equal(("bad-source", "parts/b.fvecs: row 37 has norm 3E+38, larger than the largest a vector may have (10^15): its float32 distances would overflow", "train[0]"),
+            BuildMessageTests.Error(await app.RunToEndAsync("products", tooLong)));
+        var zero = await app.SubmitOkAsync("products", """{"source":{"vectors":"zero.fvecs"},"options":{"partitions":2,"metric":"cosine"}}""");
+        Assert.Equal(("bad-source", "zero.fvecs: row 5 is all zeros: a zero vector has no direction, so it has no cosine distance", "train[0]"),
+            BuildMessageTests.Error(await app.RunToEndAsync("products", zero)));
+        Assert.Null(await new IndexStore(app.Store, "products").GetCurrentAsync());
+    }
+
     /// <summary>The user's calibration queries and filters are read whole by the train task: a bad one fails the job there, naming the blob and the row or line.</summary>
     [Fact]
     public async Task BadCalibrationQueriesOrFiltersFailTheJobInTrainNamingTheBlob()
