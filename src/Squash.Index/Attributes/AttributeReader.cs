@@ -110,10 +110,11 @@ public static partial class AttributeReader
                     seenAttributes = true;
                     if (prop.Value.ValueKind == JsonValueKind.Null) continue;
                     if (prop.Value.ValueKind != JsonValueKind.Object) throw new AttributeFormatException($"{name} line {lineNo}: \"attributes\" must be an object");
-                    var names = new HashSet<string>(StringComparer.Ordinal);
                     foreach (var a in prop.Value.EnumerateObject())
                     {
-                        if (!names.Add(a.Name)) throw new AttributeFormatException($"{name} line {lineNo}, attribute '{a.Name}': appears twice");
+                        // The row's own list holds the names seen so far: no set allocated per row on the build's hot path.
+                        for (int seen = 0; seen < attributes.Count; seen++)
+                            if (attributes[seen].Item1 == a.Name) throw new AttributeFormatException($"{name} line {lineNo}, attribute '{a.Name}': appears twice");
                         if (declared is not null && declared.IndexOf(a.Name) < 0)
                             throw new AttributeFormatException($"{name} line {lineNo}, attribute '{a.Name}': not in the declared schema");
                         attributes.Add((a.Name, FromJson(a.Value, name, lineNo, a.Name)));
