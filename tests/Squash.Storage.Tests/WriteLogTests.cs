@@ -253,6 +253,49 @@ public sealed class WriteLogTests : IAsyncLifetime
         Assert.True(await log.CountsAsync((await log.TryReadBatchAsync(1))!, 1));
     }
 
+    /// <summary>
+    /// A build from files has watermark 0 and takes the log again on top of the files; once gc deleted the log's oldest
+    /// batches, it takes the log from the oldest batch left. gc deletes oldest first, so one stopped halfway leaves an
+    /// unbroken run of batches to the end. Above 0 the watermark is where reading starts, whatever gc did.
+    /// </summary>
+    [Theory]
+    [InlineData("folder")]
+    [InlineData("azure")]
+    public async Task ABuildFromFilesReadsTheLogFromItsOldestBatchLeftAfterGc(string kind)
+    {
+        var log = Log(kind);
+        Assert.Equal(0, await log.TailStartsAfterAsync(0));
+        for (int i = 0; i < 8; i++) await log.AppendAsync(Upsert("a", i), null, "h", 0);
+        Assert.Equal(0, await log.TailStartsAfterAsync(0));
+
+        var stopping = new StopsAfterDeletes(Store(kind), 2);
+        await Assert.ThrowsAsync<IOException>(() => new WriteLog(stopping, "products").DeleteBatchesThroughAsync(6));
+        Assert.Equal(["products/log/batches/000000000001", "products/log/batches/000000000002"], stopping.Deleted);
+        Assert.Equal(2, await log.TailStartsAfterAsync(0));
+        Assert.Equal(4, await log.DeleteBatchesThroughAsync(6));
+        Assert.Equal(6, await log.TailStartsAfterAsync(0));
+        Assert.Equal(7, await log.TailStartsAfterAsync(7));
+        Assert.Equal(3, await log.TailStartsAfterAsync(3));
+    }
+
+    /// <summary>A store whose deletes fail after the first <paramref name="deletes"/>: a gc stopped halfway.</summary>
+    private sealed class StopsAfterDeletes(IBlobStore inner, int deletes) : IBlobStore
+    {
+        public List<string> Deleted { get; } = [];
+        public string Description => inner.Description;
+        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
+        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
+        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
+        public Task<bool> DeleteAsync(string name, CancellationToken ct = default)
+        {
+            if (Deleted.Count == deletes) throw new IOException("stopped");
+            Deleted.Add(name);
+            return inner.DeleteAsync(name, ct);
+        }
+    }
+
     /// <summary>Records the names of whole reads.</summary>
     private sealed class CountingStore(IBlobStore inner) : IBlobStore
     {

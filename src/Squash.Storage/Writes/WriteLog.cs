@@ -301,7 +301,9 @@ public sealed class WriteLog
 
     /// <summary>
     /// Deletes the batches at or below <paramref name="sequence"/> (ones every kept version has indexed); returns how many.
-    /// The newest batch stays whatever the bound, so the log's end can still be found from it and from the hint.
+    /// The newest batch stays whatever the bound, so the log's end can still be found from it and from the hint. Oldest
+    /// first, one at a time: a gc stopped halfway leaves the log one unbroken run of batches to its end, which is what
+    /// <see cref="TailStartsAfterAsync"/> relies on (a hole left below the end would read as a damaged log).
     /// </summary>
     public async Task<int> DeleteBatchesThroughAsync(long sequence, CancellationToken ct = default)
     {
@@ -311,9 +313,27 @@ public sealed class WriteLog
         if (names.Count == 0) return 0;
         long newest = names.Max(n => n.Sequence);
         int deleted = 0;
-        foreach (var (s, name) in names)
+        foreach (var (s, name) in names.OrderBy(n => n.Sequence))
             if (s <= sequence && s < newest && await Blobs.DeleteAsync(name, ct).ConfigureAwait(false)) deleted++;
         return deleted;
+    }
+
+    /// <summary>
+    /// The sequence after which a version at <paramref name="watermark"/> reads the log (ingest, strong reads, the lag):
+    /// the watermark, except for a build from files. That publishes watermark 0 — its rows are the files', and the log
+    /// is applied again on top of them — but <c>gc --log</c> may have deleted the log's oldest batches (every version it
+    /// kept had indexed them; the version this build replaced among them). What gc deleted cannot be applied: such a
+    /// version takes the log from its oldest batch still there, and the deleted batches' writes are not in it, as
+    /// <c>gc --log</c> warns. Costs one existence check, and a listing only when batch 1 is gone. Past a watermark above
+    /// 0 nothing is skipped: gc never deletes a batch past the watermark of a version it keeps, so one missing there is damage.
+    /// </summary>
+    public async Task<long> TailStartsAfterAsync(long watermark, CancellationToken ct = default)
+    {
+        if (watermark > 0 || await Blobs.GetInfoAsync(BatchName(1), ct).ConfigureAwait(false) is not null) return watermark;
+        // Names are listed in order and sequences have a fixed width, so the first batch listed is the oldest.
+        await foreach (var b in Blobs.ListAsync(BatchPrefix, ct).ConfigureAwait(false))
+            if (SequenceOf(b.Name) is { } oldest) return oldest - 1;
+        return 0;
     }
 
     /// <summary>
