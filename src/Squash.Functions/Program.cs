@@ -156,12 +156,14 @@ app.MapGet("/api/indexes/{index}", async Task<IResult> (string index, IndexCatal
     // The log's end and the age of its oldest batch not yet indexed: what a reader of the eventual version is missing.
     var log = WriteEndpoints.LogFor(catalog, index);
     long latest = await log.LatestSequenceAsync(m.IndexedSequence, ct);
+    // What waits starts past the watermark, or, for a build from files over a log gc trimmed, at its oldest batch left.
+    long waitsAfter = latest > m.IndexedSequence ? await log.TailStartsAfterAsync(m.IndexedSequence, ct) : m.IndexedSequence;
     double? lagSeconds = null;
-    if (latest > m.IndexedSequence && await log.WrittenAtAsync(m.IndexedSequence + 1, ct) is { } oldest)
+    if (latest > waitsAfter && await log.WrittenAtAsync(waitsAfter + 1, ct) is { } oldest)
         lagSeconds = Math.Round(Math.Max(0, (DateTimeOffset.UtcNow - oldest).TotalSeconds), 3);
     var rebuild = await Squash.Functions.Writes.RebuildReporting.InfoAsync(catalog.StoreFor(index), ct);
     return Results.Json(new IndexInfo(index, m.Version, m.Dimensions, m.Metric, m.Count, m.Partitions.Count, m.CreatedUtc,
-        m.IndexedSequence, latest, Math.Max(0, latest - m.IndexedSequence), lagSeconds, rebuild), ApiJson.Default.IndexInfo);
+        m.IndexedSequence, latest, Math.Max(0, latest - waitsAfter), lagSeconds, rebuild), ApiJson.Default.IndexInfo);
 }).WithName("index-info").Produces<IndexInfo>().ProducesProblem(404).ProducesValidationProblem().ProducesProblem(500).ProducesProblem(503);
 
 app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, HttpContext http, IndexCatalog catalog, QueryCoordinator coordinator,

@@ -169,9 +169,10 @@ public static partial class LogIngest
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatches, 1);
         store = new IndexStore(Segments.Over(store.Blobs), store.Name) { Decoded = Decoded };
         var m = onto?.Rebuilt ?? await store.OpenCurrentAsync(ct).ConfigureAwait(false);
-        long from = m.IndexedSequence;
-        long latest = await log.LatestSequenceAsync(from, ct).ConfigureAwait(false);
-        if (latest <= from && onto is null) return new IngestResult(null, false, from, from, 0, 0, 0, 0, m.Partitions.Count);
+        long latest = await log.LatestSequenceAsync(m.IndexedSequence, ct).ConfigureAwait(false);
+        if (latest <= m.IndexedSequence && onto is null) return new IngestResult(null, false, m.IndexedSequence, m.IndexedSequence, 0, 0, 0, 0, m.Partitions.Count);
+        // A build from files over a log gc trimmed takes it from its oldest batch still there (WriteLog.TailStartsAfterAsync).
+        long from = await log.TailStartsAfterAsync(m.IndexedSequence, ct).ConfigureAwait(false);
         // A rebuild's successor covers at least what the current version covers, or the watermark would move back.
         long to = Math.Max(Math.Min(latest, from + maxBatches), onto?.CurrentIndexed ?? 0);
         var phases = new List<(string, double)>();

@@ -137,7 +137,10 @@ public sealed class TailReader
             var counted = new List<(long Sequence, WriteBatch Batch)>();
             var read = new WriteBatch?[ReadWindow];
             var missing = new bool[ReadWindow];
-            for (long start = tail.To + 1; start <= latest; start += ReadWindow)
+            // A fresh tail of a build from files (watermark 0) starts at the log's oldest batch still there: gc may have
+            // deleted the ones before it (WriteLog.TailStartsAfterAsync).
+            long after = tail.To == 0 ? await log.TailStartsAfterAsync(0, ct).ConfigureAwait(false) : tail.To;
+            for (long start = after + 1; start <= latest; start += ReadWindow)
             {
                 int n = (int)Math.Min(ReadWindow, latest - start + 1);
                 long first = start;

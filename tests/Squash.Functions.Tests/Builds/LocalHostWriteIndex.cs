@@ -45,21 +45,22 @@ internal sealed record LocalHostWriteIndex(AzureBlobStore Blobs, string Containe
 
     /// <summary>
     /// Eight random exact queries through the host: each answer reports <paramref name="watermark"/> as indexed and equals
-    /// brute force over <see cref="Model"/>.
+    /// brute force over <see cref="Model"/> (or <paramref name="model"/>), read at <paramref name="consistency"/>.
     /// </summary>
-    public async Task AssertExactAnswersAsync(HttpClient client, Random rng, long watermark)
+    public async Task AssertExactAnswersAsync(HttpClient client, Random rng, long watermark, string consistency = "eventual", Dictionary<string, float[]>? model = null)
     {
-        int dims = Model.Values.First().Length;
+        model ??= Model;
+        int dims = model.Values.First().Length;
         for (int q = 0; q < 8; q++)
         {
             var query = Enumerable.Range(0, dims).Select(_ => (float)rng.NextDouble()).ToArray();
             using var response = await client.PostAsync("/api/indexes/items/query", new StringContent(
-                $"{{\"vector\":{Bodies.Vector(query)},\"k\":10,\"options\":{{\"exact\":true}}}}", Encoding.UTF8, "application/json"));
+                $"{{\"vector\":{Bodies.Vector(query)},\"k\":10,\"options\":{{\"exact\":true,\"consistency\":\"{consistency}\"}}}}", Encoding.UTF8, "application/json"));
             var text = await response.Content.ReadAsStringAsync();
             Assert.True(response.StatusCode == HttpStatusCode.OK, text);
             var answer = JsonDocument.Parse(text).RootElement;
             Assert.Equal(watermark, answer.GetProperty("indexedSequence").GetInt64());
-            var expected = Model.OrderBy(e => e.Value.Select((x, j) => (double)(x - query[j]) * (x - query[j])).Sum()).Take(10).Select(e => e.Key);
+            var expected = model.OrderBy(e => e.Value.Select((x, j) => (double)(x - query[j]) * (x - query[j])).Sum()).Take(10).Select(e => e.Key);
             Assert.Equal(expected, answer.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("id").GetString()));
         }
     }
