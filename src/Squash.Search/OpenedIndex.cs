@@ -105,6 +105,42 @@ public sealed class OpenedIndex
         return map;
     }
 
+    /// <summary>
+    /// The row numbers of every row of this version that matches at least one of <paramref name="filters"/> (query-language
+    /// filters, compiled here): reads every partition's codes (for the row numbers) and attributes through the cache. A strong
+    /// read resolves the log tail's deleteWheres this way when they are too many to send to the nodes inside the filter.
+    /// </summary>
+    public async Task<HashSet<long>> RowsMatchingAnyAsync(IReadOnlyList<System.Text.Json.JsonElement> filters, CancellationToken ct = default)
+    {
+        ArgumentNullException.ThrowIfNull(filters);
+        var rows = new HashSet<long>();
+        if (filters.Count == 0) return rows;
+        var parts = new (int[] Ids, PartitionAttributes? Attributes)[PartitionCount];
+        await Parallel.ForEachAsync(Enumerable.Range(0, PartitionCount), new ParallelOptions { MaxDegreeOfParallelism = 16, CancellationToken = ct }, async (p, t) =>
+        {
+            var codes = _codes[p] ?? await _store.ReadCodesAsync(Manifest, Manifest.Partitions[p], FetchCache, t).ConfigureAwait(false);
+            parts[p] = (codes.Ids, await GetAttributesAsync(p, t).ConfigureAwait(false));
+        }).ConfigureAwait(false);
+        // Compiled one at a time: each was bounded when it was written, their sum need not be.
+        foreach (var json in filters)
+        {
+            var filter = Filters.Compile(json);
+            Parallel.For(0, PartitionCount, new ParallelOptions { CancellationToken = ct }, p =>
+            {
+                var (ids, attributes) = parts[p];
+                // A filter other than {} names an attribute, so it compiles only where the index has attributes.
+                if (filter.MatchesAll || attributes is null) { lock (rows) rows.UnionWith(ids.Select(id => (long)id)); return; }
+                var verdict = new byte[attributes.Count];
+                filter.EvaluateCodes(attributes, verdict);
+                var matched = new List<long>();
+                for (int r = 0; r < verdict.Length; r++)
+                    if (verdict[r] == 2 || (verdict[r] == 1 && filter.Matches(attributes, r))) matched.Add(ids[r]);
+                lock (rows) rows.UnionWith(matched);
+            });
+        }
+        return rows;
+    }
+
     /// <summary>Opens the current version; with <paramref name="loadAll"/> every partition is read and validated now.</summary>
     public static async Task<OpenedIndex> OpenAsync(IndexStore store, bool loadAll = true, CancellationToken ct = default) =>
         await Open(store, await store.OpenCurrentAsync(ct).ConfigureAwait(false), loadAll, ct).ConfigureAwait(false);

@@ -149,6 +149,35 @@ public sealed class ScanEndpointTests(IndexFixture fx)
         Assert.Contains(errors.Keys, k => k.StartsWith("filter", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// A scan node's filter is bounded by what a coordinator sends: the query's filter (10,000 clauses at most) joined to a
+    /// strong read's tail deleteWheres (10,000 at most; more are sent as excluded rows) by $and, $not and $or, 20,003 in all.
+    /// Unbounded, a body of 100,000 numeric clauses cost the node ~2.3 KB a clause to compile, on every node of the tree.
+    /// </summary>
+    [Fact]
+    public async Task AScanFilterOfMoreClausesThanACoordinatorSendsIs400NamingTheFilter()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var body = ValidScan(await VersionOf(client, IndexFixture.AttributedIndexName));
+        body["strategies"] = new JsonArray("Partitions");
+        // {"$and":[{"$or":[…query…]},{"$not":{"$or":[…tail…]}}]}: the query's $or and its terms, the tail's deleteWheres
+        // (here one clause each) and $and, $not, $or around them.
+        static JsonNode Filter(int queryTerms, int tailTerms) => JsonNode.Parse(
+            "{\"$and\":[{\"$or\":[" + string.Join(",", Enumerable.Range(0, queryTerms).Select(i => $"{{\"price\":{i}.25}}"))
+            + "]},{\"$not\":{\"$or\":[" + string.Join(",", Enumerable.Range(0, tailTerms).Select(i => $"{{\"price\":{i + 5000}.75}}"))
+            + "]}}]}", documentOptions: new JsonDocumentOptions { MaxDepth = 64 })!;
+
+        body["filter"] = Filter(9_999, 10_000);
+        var most = await Scan(client, IndexFixture.AttributedIndexName, body);
+        Assert.True(most.StatusCode == HttpStatusCode.OK, await most.Content.ReadAsStringAsync());
+
+        body["filter"] = Filter(9_999, 10_001);
+        var errors = await Problems.BadRequest(await Scan(client, IndexFixture.AttributedIndexName, body));
+        Assert.Equal(["holds more than 20,003 clauses (each attribute, operator, $and, $or and $not counts once; the values of an $in list count as one): use $in for a long list of values, or split the request"],
+            errors["filter"]);
+    }
+
     [Fact]
     public async Task ATreeLargerThanTheAppAllowsIs400()
     {

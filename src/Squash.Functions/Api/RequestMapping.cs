@@ -87,7 +87,8 @@ public static class RequestMapping
         for (int q = 0; q < (r.Strategies?.Length ?? 0); q++)
             if (r.Strategies![q] is not (nameof(FilterStrategy.Partitions) or nameof(FilterStrategy.Direct)))
                 Add($"strategies[{q}]", $"must be \"{nameof(FilterStrategy.Partitions)}\" or \"{nameof(FilterStrategy.Direct)}\"");
-        ValidateAttributes(r.Filter, r.Include, index, errors);
+        // A coordinator sends the query's filter, bounded, and for a strong read the tail's deleteWheres within their own bound.
+        ValidateAttributes(r.Filter, r.Include, index, errors, FilterCompiler.MaxScanClauses);
         if (r.ExcludedRows is { } excludedRows && Squash.Search.Writes.RowSetCache.Shared.Get(excludedRows, out var excludedProblem) is null)
             Add("excludedRows", excludedProblem!);
 
@@ -189,9 +190,10 @@ public static class RequestMapping
     public static void ValidateAttributes(QueryRequest r, OpenedIndex index, Dictionary<string, string[]> errors) =>
         ValidateAttributes(r.Filter, r.Include, index, errors, FilterCompiler.MaxClauses);
 
-    /// <param name="maxClauses">A client's filter is bounded; a scan node's is the coordinator's, which for a strong read adds the log tail's deleteWhere filters.</param>
+    /// <param name="maxClauses">A client's filter holds at most <see cref="FilterCompiler.MaxClauses"/>; a scan node's, the coordinator's, at most
+    /// <see cref="FilterCompiler.MaxScanClauses"/>, since a strong read adds the log tail's deleteWhere filters.</param>
     private static void ValidateAttributes(System.Text.Json.JsonElement? filter, string[]? include, OpenedIndex index, Dictionary<string, string[]> errors,
-        int maxClauses = int.MaxValue)
+        int maxClauses)
     {
         if (include is not null)
         {

@@ -27,7 +27,8 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
     private const int MaxPasses = 64;
 
     /// <param name="tail">A strong read's log tail past the version's watermark (null: eventual). Rows it replaced or deleted are
-    /// excluded by every node, its deleteWhere filters are added to the query's filter as a negation, and its live upserts
+    /// excluded by every node, its deleteWhere filters are added to the query's filter as a negation (or, when they hold more
+    /// than FilterCompiler.MaxTailClauses clauses, the rows they delete are excluded too), and its live upserts
     /// are ranked here by exact distance and merged with what the tree found.</param>
     public async Task<CoordinatedAnswer> RunAsync(string index, OpenedIndex loaded, float[][] vectors, int k, QueryOptions? requestOptions,
         JsonElement? filterJson, CompiledFilter? filter, string[]? include, int branching, int depth, string? ownAddress, CancellationToken ct,
@@ -42,7 +43,9 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             excluded = prepared.Excluded;
             // This instance's own node (the coordinator scans at depth 0, and children may land here) takes the prepared set.
             if (excluded.Count > 0) RowSetCache.Shared.Remember(prepared.ExcludedText, excluded);
-            if (tail.DeleteWheres.Count > 0)
+            // Within their budget the deleteWheres go to the nodes in the filter (the scan endpoint takes at most
+            // FilterCompiler.MaxScanClauses); past it the prepared tail has already excluded the rows they delete.
+            if (tail.DeleteWheres.Count > 0 && !prepared.DeleteWheresExcluded)
             {
                 filterJson = WithoutDeleted(filterJson, tail.DeleteWheres);
                 filter = loaded.Filters.Compile(filterJson.Value);

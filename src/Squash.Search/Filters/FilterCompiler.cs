@@ -35,17 +35,34 @@ public sealed class FilterCompiler
     public const int MaxClauses = 10_000;
 
     /// <summary>
+    /// Most clauses of a strong read's log-tail deleteWhere filters that travel to the tree's nodes inside the query's filter
+    /// (as AND NOT any of them). A tail whose deleteWheres hold more is resolved by the coordinator into excluded rows instead
+    /// (<see cref="Writes.PreparedTail"/>): every deleteWhere was bounded when it was written, but a tail may hold any number.
+    /// </summary>
+    public const int MaxTailClauses = MaxClauses;
+
+    /// <summary>
+    /// Most clauses the filter of a scan-node request (<c>/scan</c>) may hold: what a coordinator can send, the query's
+    /// filter (<see cref="MaxClauses"/>) joined to the tail's deleteWheres (<see cref="MaxTailClauses"/>) by $and, $not and $or.
+    /// </summary>
+    public const int MaxScanClauses = MaxClauses + MaxTailClauses + 3;
+
+    /// <summary>
     /// Null, or why <paramref name="filter"/> holds too many clauses: every attribute name, operator and $and/$or/$not
     /// counts once, the values of an $in or $nin list do not. Counting stops past <paramref name="max"/>, so a huge filter
     /// costs no more to refuse than a legal one to count. The filter itself is not checked here (<see cref="Compile(JsonElement)"/> does).
     /// </summary>
-    public static FilterException? TooManyClauses(JsonElement filter, int max = MaxClauses)
+    public static FilterException? TooManyClauses(JsonElement filter, int max = MaxClauses) =>
+        CountClauses(filter, max) > max
+            ? new FilterException("$", $"holds more than {max:N0} clauses (each attribute, operator, $and, $or and $not counts once; the values of an $in list count as one): use $in for a long list of values, or split the request")
+            : null;
+
+    /// <summary>The clauses of <paramref name="filter"/> as <see cref="TooManyClauses"/> counts them, up to <paramref name="max"/> + 1 (counting stops there).</summary>
+    public static int CountClauses(JsonElement filter, int max = int.MaxValue - 1)
     {
         int clauses = 0;
         Count(filter);
-        return clauses > max
-            ? new FilterException("$", $"holds more than {max:N0} clauses (each attribute, operator, $and, $or and $not counts once; the values of an $in list count as one): use $in for a long list of values, or split the request")
-            : null;
+        return clauses;
 
         void Count(JsonElement e)
         {

@@ -15,9 +15,10 @@ public sealed class PreparedTail
     private readonly int _width;
     private readonly MetricSpace _space;
 
-    private PreparedTail(OpenedIndex index, HashSet<long> excluded, TailRow[] rows)
+    private PreparedTail(OpenedIndex index, HashSet<long> excluded, TailRow[] rows, bool deleteWheresExcluded)
     {
         Index = index;
+        DeleteWheresExcluded = deleteWheresExcluded;
         Excluded = excluded;
         ExcludedText = RowNumberCodec.Encode([.. excluded.Order()]);
         Rows = rows;
@@ -39,13 +40,36 @@ public sealed class PreparedTail
         ArgumentNullException.ThrowIfNull(tail);
         ArgumentNullException.ThrowIfNull(index);
         var excluded = await index.RowsOfAsync(tail.TouchedIds, ct).ConfigureAwait(false);
+        // deleteWheres past the budget would make every node's filter (and its compile) as large as they are: the rows they
+        // delete go with the excluded rows instead, found once per tail and version.
+        bool resolve = DeleteWhereClauses(tail.DeleteWheres) > Filters.FilterCompiler.MaxTailClauses;
+        if (resolve) excluded.UnionWith(await index.RowsMatchingAnyAsync(tail.DeleteWheres, ct).ConfigureAwait(false));
         var rows = tail.Rows.Values.OrderBy(r => r.Id, StringComparer.Ordinal).ToArray();
-        return new PreparedTail(index, excluded, rows);
+        return new PreparedTail(index, excluded, rows, resolve);
+    }
+
+    /// <summary>The clauses of the tail's deleteWheres together (counting stops past <see cref="Filters.FilterCompiler.MaxTailClauses"/>).</summary>
+    private static int DeleteWhereClauses(IReadOnlyList<System.Text.Json.JsonElement> deleteWheres)
+    {
+        int total = 0;
+        foreach (var where in deleteWheres)
+        {
+            total += Filters.FilterCompiler.CountClauses(where, Filters.FilterCompiler.MaxTailClauses);
+            if (total > Filters.FilterCompiler.MaxTailClauses) break;
+        }
+        return total;
     }
 
     /// <summary>The version these rows were resolved against.</summary>
     public OpenedIndex Index { get; }
-    /// <summary>Indexed rows the tail replaced or deleted.</summary>
+    /// <summary>
+    /// True when the tail's deleteWheres hold more clauses than a scan's filter may carry for them
+    /// (<see cref="Filters.FilterCompiler.MaxTailClauses"/>): the indexed rows they delete are then in <see cref="Excluded"/>,
+    /// and the query's filter goes to the nodes as sent. False: <see cref="Excluded"/> holds only rows the tail replaced or
+    /// deleted by id, and the caller adds the deleteWheres to the filter.
+    /// </summary>
+    public bool DeleteWheresExcluded { get; }
+    /// <summary>Indexed rows the tail replaced or deleted (and, with <see cref="DeleteWheresExcluded"/>, those its deleteWheres match).</summary>
     public IReadOnlySet<long> Excluded { get; }
     /// <summary><see cref="Excluded"/> as the tree's nodes receive it (<see cref="RowNumberCodec"/>), encoded once per tail and version.</summary>
     public string ExcludedText { get; }
