@@ -251,6 +251,43 @@ public sealed class QueueBuildCommandTests(QueueBuildHost service) : IClassFixtu
         Assert.Equal(new[] { id }, JsonDocument.Parse(list).RootElement.GetProperty("builds").EnumerateArray().Select(x => x.GetProperty("buildId").GetString()!));
     }
 
+    /// <summary>
+    /// One build's job record damaged: builds list still prints the index's other build, and the damaged one as a row of
+    /// its own in its place (status "damaged", the problem naming the record); --json carries it under "damaged". Before,
+    /// the whole list was the 500 "Build record damaged".
+    /// </summary>
+    [Fact]
+    public async Task BuildsListShowsADamagedRecordBesideTheOtherBuilds()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(200, 4, 41));
+        var ids = new List<string>();
+        foreach (var seed in new[] { "1", "2" })
+        {
+            var (exit, output, err) = await Run(Upload("build", "--index", "damaged", "--vectors", vectors, "--partitions", "2", "--seed", seed, "--no-wait"));
+            Assert.True(exit == 0, err);
+            ids.Add(output.Trim());
+        }
+        var record = $"damaged/builds/{ids[0]}/job.json";
+        var container = new BlobContainerClient(AzuriteTestStore.ConnectionString, service.Container);
+        await container.GetBlobClient(record).UploadAsync(BinaryData.FromString("not json"), overwrite: true);
+
+        var (listExit, table, listErr) = await Run(Endpoint("builds", "list", "--index", "damaged"));
+        Assert.True(listExit == 0, listErr);
+        var rows = table.Split('\n').Where(l => l.Contains(ids[0], StringComparison.Ordinal) || l.Contains(ids[1], StringComparison.Ordinal)).ToArray();
+        Assert.Equal(2, rows.Length);
+        Assert.Contains(ids[1], rows[0]);
+        Assert.Contains(ids[0], rows[1]);
+        Assert.Matches($@"{ids[0]}\W+damaged\W.*build record '{Regex.Escape(record)}' is not valid", rows[1]);
+
+        var (jsonExit, json, jsonErr) = await Run(Endpoint("builds", "list", "--index", "damaged", "--json"));
+        Assert.True(jsonExit == 0, jsonErr);
+        var answer = JsonDocument.Parse(json).RootElement;
+        Assert.Equal([ids[1]], answer.GetProperty("builds").EnumerateArray().Select(x => x.GetProperty("buildId").GetString()!).ToArray());
+        var damaged = Assert.Single(answer.GetProperty("damaged").EnumerateArray().ToArray());
+        Assert.Equal((ids[0], record), (damaged.GetProperty("buildId").GetString(), damaged.GetProperty("record").GetString()));
+    }
+
     [Fact]
     public async Task NoWaitPrintsTheBuildIdAndBuildsCancelStopsIt()
     {

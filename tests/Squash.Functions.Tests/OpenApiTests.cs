@@ -125,6 +125,7 @@ public sealed class OpenApiTests(IndexFixture fx)
             Squash.Functions.Builds.BuildApiJson.Default.BuildRequest, Squash.Functions.Builds.BuildApiJson.Default.GetTypeInfo(typeof(Squash.Functions.Builds.BuildSourceRequest))!,
             Squash.Functions.Builds.BuildApiJson.Default.GetTypeInfo(typeof(Squash.Functions.Builds.BuildOptionsRequest))!, Squash.Functions.Builds.BuildApiJson.Default.BuildAccepted,
             Squash.Functions.Builds.BuildApiJson.Default.BuildView, Squash.Functions.Builds.BuildApiJson.Default.BuildList,
+            Squash.Functions.Builds.BuildApiJson.Default.GetTypeInfo(typeof(Squash.Functions.Builds.DamagedBuild))!,
         };
         foreach (var model in models)
         {

@@ -162,7 +162,9 @@ public sealed class GarbageCollectionTests : IDisposable
             AttributesBlob = attributes is null ? null : new Squash.Storage.Builds.BuildAttributesBlob(attributes, "\"e\"", 1),
             CalibrationQueriesBlob = calibrationQueries is null ? null : new Squash.Storage.Builds.BuildSourceBlob(calibrationQueries, "\"e\"", 8, "fvecs", "float32", 1, 1, 0, 4),
             CalibrationFilterBlobs = calibrationFilters?.Select(f => new Squash.Storage.Builds.BuildAttributesBlob(f, "\"e\"", 1)).ToArray(),
-            Count = 1, Dimensions = 1, ChunkRows = 1, Partitions = 1, Stages = [],
+            Count = 1, Dimensions = 1, ChunkRows = 1, Partitions = 1,
+            // The four stages, as every job has them (a record without them is damaged: nothing can show it).
+            Stages = Squash.Storage.Builds.BuildStages.All.Select(s => new Squash.Storage.Builds.StageProgress(s, 0, 1)).ToArray(),
         };
         await new Squash.Storage.Builds.BuildJobStore(store).CreateAsync(job, null, "h");
     }

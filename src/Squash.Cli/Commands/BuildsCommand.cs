@@ -68,15 +68,18 @@ public static class BuildsCommand
             using var api = f.Api(pr);
             var answer = await Call(() => api.ListAsync(retry: false, ct));
             if (pr.GetValue(f.Json)) { Console.Out.WriteLine(answer.Json); return 0; }
-            if (answer.Value.Builds.Count == 0)
+            var damaged = answer.Value.Damaged ?? [];
+            if (answer.Value.Builds.Count == 0 && damaged.Count == 0)
             {
                 Console.Out.WriteLine($"index {api.Index} has no builds");
                 return 0;
             }
             var table = new Table().AddColumns("build", "status", "created (UTC)", "elapsed", "vectors", "progress", "version or error");
-            foreach (var b in answer.Value.Builds)
-                table.AddRow(Cells(b.BuildId, b.Status, Time(b.CreatedUtc), b.ElapsedSeconds is { } s ? BuildFollower.Duration(s) : "-",
-                    $"{b.Vectors.Total:N0} × {b.Vectors.Dimensions}", Progress(b), Outcome(b)));
+            // Build ids sort by submission: a damaged record takes its place among the others, newest first.
+            var rows = answer.Value.Builds.Select(b => (b.BuildId, Cells: Cells(b.BuildId, b.Status, Time(b.CreatedUtc), b.ElapsedSeconds is { } s ? BuildFollower.Duration(s) : "-",
+                    $"{b.Vectors.Total:N0} × {b.Vectors.Dimensions}", Progress(b), Outcome(b))))
+                .Concat(damaged.Select(d => (d.BuildId, Cells: Cells(d.BuildId, "damaged", "-", "-", "-", "-", d.Problem))));
+            foreach (var row in rows.OrderByDescending(r => r.BuildId, StringComparer.Ordinal)) table.AddRow(row.Cells);
             Output().Write(table);
             return 0;
         }));

@@ -141,11 +141,14 @@ public static class BuildEndpoints
     {
         if (builds.Queues is null) return NoQueue();
         if (CheckNames(index, null) is { } bad) return bad;
-        var jobs = await builds.Jobs.ListAsync(index, ListLimit, ct);
-        var live = new List<BuildJob>(jobs.Count);
-        foreach (var j in jobs) live.Add(await builds.Jobs.WithLiveProgressAsync(j, ct));
+        var listed = await builds.Jobs.ListRecordsAsync(index, ListLimit, ct);
+        var live = new List<BuildJob>(listed.Count);
+        foreach (var j in listed)
+            if (j.Job is not null) live.Add(await builds.Jobs.WithLiveProgressAsync(j.Job, ct));
+        // A record that cannot be read is listed by name and reason; the other builds are still shown.
+        var damaged = listed.Where(j => j.Damage is not null).Select(j => new DamagedBuild(j.BuildId, j.RecordName, j.Damage!.Message)).ToArray();
         var now = DateTimeOffset.UtcNow;
-        return Results.Json(new BuildList(live.Select(j => BuildView.From(j, now)).ToArray()), BuildApiJson.Default.BuildList);
+        return Results.Json(new BuildList(live.Select(j => BuildView.From(j, now)).ToArray(), damaged.Length > 0 ? damaged : null), BuildApiJson.Default.BuildList);
     }
 
     private static async Task<IResult> Show(string index, string buildId, BuildServices builds, CancellationToken ct)

@@ -99,7 +99,17 @@ public sealed record BuildView
     }
 }
 
-public sealed record BuildList(IReadOnlyList<BuildView> Builds);
+/// <summary>
+/// GET /api/indexes/{index}/builds: the readable jobs, newest first, and apart those whose record cannot be read (absent when
+/// none), so that one damaged record does not hide the rest.
+/// </summary>
+public sealed record BuildList(IReadOnlyList<BuildView> Builds, IReadOnlyList<DamagedBuild>? Damaged = null);
+
+/// <summary>
+/// A build whose job record (<c>{index}/builds/{buildId}/job.json</c>) is not JSON or not a job's shape: <c>record</c> names
+/// the blob and <c>problem</c> says what is wrong (GET of the build answers the same as a 500 problem).
+/// </summary>
+public sealed record DamagedBuild(string BuildId, string Record, string Problem);
 
 /// <summary>The answer a queue-triggered function gives the Functions host (custom-handler protocol).</summary>
 public sealed record InvocationResult(Dictionary<string, string> Outputs, IReadOnlyList<string> Logs, string? ReturnValue);

@@ -153,12 +153,33 @@ public sealed record BuildJob
     {
         try
         {
-            return JsonSerializer.Deserialize(bytes, BuildJson.Default.BuildJob) ?? throw new BuildRecordDamagedException(name, $"build record '{name}' is null");
+            var job = JsonSerializer.Deserialize(bytes, BuildJson.Default.BuildJob) ?? throw new BuildRecordDamagedException(name, $"build record '{name}' is null");
+            if (job.ShapeProblem() is { } problem) throw new BuildRecordDamagedException(name, $"build record '{name}' is not valid: {problem}");
+            return job;
         }
         catch (JsonException e)
         {
             throw new BuildRecordDamagedException(name, $"build record '{name}' is not valid: {e.Message}");
         }
+    }
+
+    /// <summary>
+    /// What the serializer lets through but no reader of a job can use: a required field given as null, or stages that are
+    /// not the four (every view and task looks each stage up). Null when the record has a job's shape.
+    /// </summary>
+    private string? ShapeProblem()
+    {
+        var missing = new (string Field, object? Value)[]
+        {
+            ("buildId", BuildId), ("index", Index), ("status", Status), ("version", Version), ("source", Source),
+            ("source.vectors", Source?.Vectors), ("options", Options), ("blobs", Blobs), ("stages", Stages),
+        }.FirstOrDefault(f => f.Value is null).Field;
+        if (missing is not null) return $"'{missing}' is null";
+        if (Blobs.Any(b => b is null)) return "'blobs' holds a null";
+        var stages = Stages.Select(s => s?.Stage).ToArray();
+        if (!stages.Order(StringComparer.Ordinal).SequenceEqual(BuildStages.All.Order(StringComparer.Ordinal)))
+            return $"'stages' must list {string.Join(", ", BuildStages.All)} once each, got [{string.Join(", ", stages.Select(x => x ?? "null"))}]";
+        return null;
     }
 }
 

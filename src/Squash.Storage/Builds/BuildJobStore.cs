@@ -81,19 +81,37 @@ public sealed class BuildJobStore(IBlobStore blobs)
         return (BuildJob.Parse(read.Bytes, name), read.Info.ETag);
     }
 
-    /// <summary>The most recent jobs of an index, newest first.</summary>
+    /// <summary>
+    /// The most recent jobs of an index, newest first; throws <see cref="BuildRecordDamagedException"/> for a record that
+    /// cannot be read (for callers that must know every job, such as upload collection).
+    /// </summary>
     public async Task<IReadOnlyList<BuildJob>> ListAsync(string index, int limit, CancellationToken ct = default)
     {
-        var names = new List<string>();
-        await foreach (var b in Blobs.ListAsync($"{index}/builds/", ct).ConfigureAwait(false))
-            if (b.Name.EndsWith("/job.json", StringComparison.Ordinal)) names.Add(b.Name);
         var jobs = new List<BuildJob>();
+        foreach (var listed in await ListRecordsAsync(index, limit, ct).ConfigureAwait(false))
+            jobs.Add(listed.Job ?? throw listed.Damage!);
+        return jobs;
+    }
+
+    /// <summary>
+    /// The most recent job records of an index, newest first, each read or, when it cannot be read (not JSON, not a job's
+    /// shape), carrying why: one damaged record does not hide the others.
+    /// </summary>
+    public async Task<IReadOnlyList<ListedBuild>> ListRecordsAsync(string index, int limit, CancellationToken ct = default)
+    {
+        var prefix = $"{index}/builds/";
+        var names = new List<string>();
+        await foreach (var b in Blobs.ListAsync(prefix, ct).ConfigureAwait(false))
+            if (b.Name.EndsWith("/job.json", StringComparison.Ordinal)) names.Add(b.Name);
+        var listed = new List<ListedBuild>();
         foreach (var name in names.OrderDescending(StringComparer.Ordinal).Take(limit))
         {
-            try { jobs.Add(BuildJob.Parse(await Blobs.ReadAllAsync(name, ct).ConfigureAwait(false), name)); }
+            var buildId = name[prefix.Length..^"/job.json".Length];
+            try { listed.Add(new ListedBuild(buildId, name, BuildJob.Parse(await Blobs.ReadAllAsync(name, ct).ConfigureAwait(false), name), null)); }
             catch (BlobNotFoundException) { }
+            catch (BuildRecordDamagedException e) { listed.Add(new ListedBuild(buildId, name, null, e)); }
         }
-        return jobs;
+        return listed;
     }
 
     /// <summary>
@@ -224,6 +242,9 @@ public sealed class BuildJobStore(IBlobStore blobs)
         }).ConfigureAwait(false);
     }
 }
+
+/// <summary>A job record in a listing: the job, or (Job null) why the record at <paramref name="RecordName"/> cannot be read.</summary>
+public sealed record ListedBuild(string BuildId, string RecordName, BuildJob? Job, BuildRecordDamagedException? Damage);
 
 public sealed class BuildNotFoundException(string index, string buildId) : Exception($"index '{index}' has no build '{buildId}'");
 

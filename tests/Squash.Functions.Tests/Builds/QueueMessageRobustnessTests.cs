@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Squash.Functions.Writes;
 using Squash.Storage;
 
@@ -60,7 +61,8 @@ public sealed class QueueMessageRobustnessTests
 
     /// <summary>
     /// A job record that is not JSON: its task message is dropped with a line naming the record (no delivery could read it;
-    /// before, each was a bare 500 until the poison queue), and show, list and cancel are 500 problems naming it.
+    /// before, each was a bare 500 until the poison queue), and show and cancel are 500 problems naming it (the list
+    /// shows it apart: <see cref="OneDamagedJobRecordDoesNotHideTheIndexsOtherBuilds"/>).
     /// </summary>
     [Fact]
     public async Task ADamagedJobRecordDropsItsMessagesAndTheBuildsApiNamesIt()
@@ -80,7 +82,6 @@ public sealed class QueueMessageRobustnessTests
         foreach (var response in new[]
         {
             await app.Client.GetAsync($"/api/indexes/products/builds/{buildId}"),
-            await app.Client.GetAsync("/api/indexes/products/builds"),
             await app.Client.DeleteAsync($"/api/indexes/products/builds/{buildId}"),
         })
         {
@@ -88,6 +89,50 @@ public sealed class QueueMessageRobustnessTests
             Assert.Equal("Build record damaged", problem.GetProperty("title").GetString());
             Assert.StartsWith($"build record '{record}' is not valid: ", problem.GetProperty("detail").GetString());
         }
+    }
+
+    /// <summary>
+    /// Records damaged two ways (not JSON; JSON whose required "stages" is null) among good ones: the list answers 200 with
+    /// the good builds under "builds" and each damaged one under "damaged", newest first, naming its record and what is
+    /// wrong; show of each is the 500 problem naming the record. Before, one such record made the whole list a 500, and
+    /// the null "stages" made show a bare 500.
+    /// </summary>
+    [Fact]
+    public async Task OneDamagedJobRecordDoesNotHideTheIndexsOtherBuilds()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        await app.UploadAsync("data/base.fvecs", BuildTestApp.Fvecs(new float[40 * 4], 4));
+        var ids = new List<string>();
+        for (int i = 0; i < 4; i++)
+            ids.Add(await app.SubmitOkAsync("products", """{"source":{"vectors":"data/base.fvecs"},"options":{"partitions":2,"seed":""" + i + "}}"));
+        ids.Sort(StringComparer.Ordinal);
+        string Record(string id) => $"products/builds/{id}/job.json";
+        await app.Store.WriteAsync(Record(ids[1]), Encoding.UTF8.GetBytes("not json"), WriteCondition.Overwrite);
+        var shapeless = JsonNode.Parse(await app.Store.ReadAllAsync(Record(ids[2])))!.AsObject();
+        shapeless["stages"] = null;
+        await app.Store.WriteAsync(Record(ids[2]), Encoding.UTF8.GetBytes(shapeless.ToJsonString()), WriteCondition.Overwrite);
+
+        using var response = await app.Client.GetAsync("/api/indexes/products/builds");
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"HTTP {(int)response.StatusCode}: {text}");
+        using var list = JsonDocument.Parse(text);
+        Assert.Equal([ids[3], ids[0]], list.RootElement.GetProperty("builds").EnumerateArray().Select(b => b.GetProperty("buildId").GetString()!).ToArray());
+        Assert.All(list.RootElement.GetProperty("builds").EnumerateArray(), b => Assert.Equal("queued", b.GetProperty("status").GetString()));
+        var damaged = list.RootElement.GetProperty("damaged").EnumerateArray().ToArray();
+        Assert.Equal([ids[2], ids[1]], damaged.Select(d => d.GetProperty("buildId").GetString()!).ToArray());
+        Assert.Equal([Record(ids[2]), Record(ids[1])], damaged.Select(d => d.GetProperty("record").GetString()!).ToArray());
+        Assert.Equal($"build record '{Record(ids[2])}' is not valid: 'stages' is null", damaged[0].GetProperty("problem").GetString());
+        Assert.StartsWith($"build record '{Record(ids[1])}' is not valid: ", damaged[1].GetProperty("problem").GetString());
+
+        foreach (var id in new[] { ids[1], ids[2] })
+        {
+            var problem = await Problems.Read(await app.Client.GetAsync($"/api/indexes/products/builds/{id}"), HttpStatusCode.InternalServerError);
+            Assert.Equal("Build record damaged", problem.GetProperty("title").GetString());
+            Assert.StartsWith($"build record '{Record(id)}' is not valid: ", problem.GetProperty("detail").GetString());
+        }
+        // Without a damaged record the field is absent, as before.
+        using var other = JsonDocument.Parse(await app.Client.GetStringAsync("/api/indexes/others/builds"));
+        Assert.False(other.RootElement.TryGetProperty("damaged", out _), other.RootElement.ToString());
     }
 
     /// <summary>
