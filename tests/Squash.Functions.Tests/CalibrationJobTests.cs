@@ -257,6 +257,36 @@ public sealed class CalibrationJobTests : IDisposable
         Assert.Equal(0, lease!.PriorFailures);
     }
 
+    /// <summary>
+    /// A calibration that keeps failing (its vectors unreadable for good) is tried MaxCalibrationAttempts times, each after
+    /// its back-off, and then gives up: no RetryAfter (the function sends no message again), a summary naming the count
+    /// and the last error. Before, every failure asked again after at most 30 minutes, for ever.
+    /// </summary>
+    [Fact]
+    public async Task ACalibrationThatKeepsFailingGivesUpAfterTheMaximumAttempts()
+    {
+        ScriptedStore? scripted = null;
+        var (store, log, _) = await BuildAsync("damaged", 26, b => scripted = new ScriptedStore(b));
+        await IngestAsync(store, log, new Random(26), Rows, 150);
+        scripted!.Fails = name => name.Contains("vectors", StringComparison.Ordinal) ? new IOException($"injected: {name} unreadable") : null;
+        var clock = new ManualClock(DateTimeOffset.UtcNow);
+
+        for (int attempt = 1; attempt < LogIngest.MaxCalibrationAttempts; attempt++)
+        {
+            var run = await LogIngest.RunCalibrationLeasedAsync(store, clock);
+            Assert.Equal(CalibrationStatus.Failed, run.Status);
+            Assert.False(run.GaveUp, $"gave up at attempt {attempt}");
+            Assert.NotNull(run.RetryAfter);
+            clock.Advance(run.RetryAfter!.Value + TimeSpan.FromSeconds(1));
+        }
+        var last = await LogIngest.RunCalibrationLeasedAsync(store, clock);
+        Assert.Equal(CalibrationStatus.Failed, last.Status);
+        Assert.True(last.GaveUp);
+        Assert.Null(last.RetryAfter);
+        Assert.StartsWith($"failed {LogIngest.MaxCalibrationAttempts} times in a row, the last: IOException: injected: ", last.Summary);
+        Assert.Contains("given up, not retried", last.Summary);
+    }
+
     [Fact]
     public async Task AJobThatMeasuredRestsThreeTimesItsMeasurementBeforeTheNextOneMeasures()
     {

@@ -45,9 +45,9 @@ public static class CalibrationEndpoints
     private static async Task<IResult> Run(HttpContext http, IndexCatalog catalog, BuildServices builds, ILoggerFactory logs, CancellationToken ct)
     {
         var log = logs.CreateLogger("Squash.Calibrate");
-        IResult Answer(bool success, string line)
+        IResult Answer(bool success, string line, bool warn = false)
         {
-            if (success) log.LogInformation("{Line}", line); else log.LogWarning("{Line}", line);
+            if (success && !warn) log.LogInformation("{Line}", line); else log.LogWarning("{Line}", line);
             return Results.Json(new InvocationResult([], [line], null), InvocationJson.Default.InvocationResult, statusCode: success ? 200 : 500);
         }
 
@@ -62,10 +62,11 @@ public static class CalibrationEndpoints
             if (!await IsPublishedAsync(catalog.StoreFor(index), ct)) return Answer(true, $"calibrate {index}: no index named '{index}' is published; nothing to calibrate");
             var run = await LogIngest.RunCalibrationLeasedAsync(catalog.StoreFor(index), ct: ct);
             // A failure holds the lease for its back-off, a measurement for its rest: ask again once it has passed (the
-            // message is not failed, so the queue does not deliver it again at once, nor move it to the poison queue).
+            // message is not failed, so the queue does not deliver it again at once, nor move it to the poison queue). A run
+            // that gave up (LogIngest.MaxCalibrationAttempts failures in a row: a damaged index) has no RetryAfter and is not sent again.
             var again = run.Status == CalibrationStatus.Failed ? run.RetryAfter : run.StillDue ? (run.RetryAfter ?? TimeSpan.Zero) + AgainDelay : null;
             if (again is { } delay && builds.Queues is not null) await SendAsync(builds.Queues, index, delay + TimeSpan.FromSeconds(1), ct);
-            return Answer(true, $"calibrate {index}: {run.Summary}");
+            return Answer(true, $"calibrate {index}: {run.Summary}", warn: run.Status == CalibrationStatus.Failed);
         }
         catch (IndexNotFoundException e)
         {

@@ -17,7 +17,10 @@ public enum CalibrationStatus
     Published,
     /// <summary>Measured, but current now holds a newer measurement (or a rebuild's): nothing published.</summary>
     Superseded,
-    /// <summary>Measuring or publishing failed; the lease is held for <see cref="CalibrationRun.RetryAfter"/>.</summary>
+    /// <summary>
+    /// Measuring or publishing failed; the lease is held for <see cref="CalibrationRun.RetryAfter"/>, which is null once
+    /// <see cref="LogIngest.MaxCalibrationAttempts"/> failed in a row (given up: not to be asked again).
+    /// </summary>
     Failed,
 }
 
@@ -27,8 +30,11 @@ public enum CalibrationStatus
 /// <param name="StillDue">The published version is due again already (changes since the measured version reach the share).</param>
 /// <param name="RetryAfter">How long the calibration lease stays held: a failure's back-off, or the rest after a measurement (<see cref="LogIngest.CalibrationRestRatio"/>).</param>
 public sealed record CalibrationRun(CalibrationStatus Status, string? MeasuredVersion = null, string? PublishedVersion = null, string? OntoVersion = null,
-    string? Detail = null, TimeSpan? RetryAfter = null, double Seconds = 0, bool StillDue = false)
+    string? Detail = null, TimeSpan? RetryAfter = null, double Seconds = 0, bool StillDue = false, int FailuresInARow = 0)
 {
+    /// <summary>Failed <see cref="LogIngest.MaxCalibrationAttempts"/> times in a row: the caller must not ask again (a damaged index is reported, not retried for ever).</summary>
+    public bool GaveUp => Status == CalibrationStatus.Failed && RetryAfter is null;
+
     public string Summary => Status switch
     {
         CalibrationStatus.Busy => "another calibration holds the lease",
@@ -36,6 +42,7 @@ public sealed record CalibrationRun(CalibrationStatus Status, string? MeasuredVe
         CalibrationStatus.TooFew => $"version {MeasuredVersion}: too few rows to measure with",
         CalibrationStatus.Published => $"measured version {MeasuredVersion} in {Seconds:F2} s ({Detail}) → version {PublishedVersion} on {OntoVersion}" + (StillDue ? "; due again" : "") + Rest,
         CalibrationStatus.Superseded => $"measured version {MeasuredVersion} in {Seconds:F2} s, not published: {Detail}" + Rest,
+        _ when GaveUp => $"failed {FailuresInARow} times in a row, the last: {Detail}; given up, not retried (the index may be damaged; a later ingest that makes the calibration due asks once more)",
         _ => $"failed: {Detail}; retried in {RetryAfter?.TotalSeconds:0} s at the earliest",
     };
 
@@ -49,6 +56,12 @@ public static partial class LogIngest
     /// <summary>Back-off after a first failed calibration; doubled for each failure in a row, up to <see cref="MaxCalibrationBackOff"/>.</summary>
     public static readonly TimeSpan CalibrationBackOff = TimeSpan.FromSeconds(30);
     public static readonly TimeSpan MaxCalibrationBackOff = TimeSpan.FromMinutes(30);
+    /// <summary>
+    /// Failed calibrations in a row after which the job gives up (no retry is asked for): with the doubling back-off the eighth
+    /// failure comes about an hour after the first (30 s + 1 + 2 + 4 + 8 + 16 + 30 min), longer than a store outage, while an
+    /// index that fails that often is damaged and needs a person, not a retry every 30 minutes for ever.
+    /// </summary>
+    public const int MaxCalibrationAttempts = 8;
 
     /// <summary>
     /// After a measurement that took S seconds the calibration lease stays held for this many times S, so measurements take at
@@ -68,7 +81,8 @@ public static partial class LogIngest
     /// The calibration job, off the ingest's lease: takes the index's calibration lease (or returns <c>Busy</c>), measures the
     /// current version when its calibration is due, and publishes the measurement onto whatever version is current by then
     /// (<see cref="PublishCalibrationOntoCurrentAsync"/>). A failure keeps the lease for a back-off that doubles with each
-    /// failure in a row, so a failing calibration is tried again later, never at once.
+    /// failure in a row, so a failing calibration is tried again later, never at once; after
+    /// <see cref="MaxCalibrationAttempts"/> failures in a row it gives up (<see cref="CalibrationRun.GaveUp"/>).
     /// </summary>
     public static async Task<CalibrationRun> RunCalibrationLeasedAsync(IndexStore store, TimeProvider? clock = null, CancellationToken ct = default)
     {
@@ -83,8 +97,10 @@ public static partial class LogIngest
         {
             int failures = held.PriorFailures + 1;
             var backOff = TimeSpan.FromTicks(Math.Min(MaxCalibrationBackOff.Ticks, CalibrationBackOff.Ticks << Math.Min(failures - 1, 20)));
+            // The lease is held for the back-off even when giving up, so that messages already queued find it busy.
             await held.HoldAfterFailureAsync(backOff, failures, CancellationToken.None).ConfigureAwait(false);
-            return new CalibrationRun(CalibrationStatus.Failed, Detail: $"{e.GetType().Name}: {e.Message}", RetryAfter: backOff);
+            return new CalibrationRun(CalibrationStatus.Failed, Detail: $"{e.GetType().Name}: {e.Message}",
+                RetryAfter: failures >= MaxCalibrationAttempts ? null : backOff, FailuresInARow: failures);
         }
         if (run.Seconds > 0)
         {

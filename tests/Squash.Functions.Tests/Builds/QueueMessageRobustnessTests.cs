@@ -153,4 +153,37 @@ public sealed class QueueMessageRobustnessTests
         Assert.Equal(0, (await queue.GetPropertiesAsync()).Value.ApproximateMessagesCount); // invisible ones count too
         Assert.Empty(await app.Store.ListAsync("nope/").ToListAsync());
     }
+
+    /// <summary>
+    /// A calibrate message on an index that is damaged for good (its current pointer is not a pointer): the first failure
+    /// asks again after its back-off; once LogIngest.MaxCalibrationAttempts failed in a row the function gives up with a
+    /// line naming the index and the last error, and sends nothing again. Before, it sent itself again after each
+    /// back-off (30 s up to 30 min), for ever.
+    /// </summary>
+    [Fact]
+    public async Task ACalibrateMessageOnADamagedIndexGivesUpAfterTheMaximumAttemptsAndIsNotSentAgain()
+    {
+        using var app = await BuildTestApp.StartAsync();
+        var queue = BuildTestApp.Queue(CalibrationEndpoints.QueueName);
+        await queue.CreateIfNotExistsAsync();
+        await queue.ClearMessagesAsync();
+        await app.Store.WriteAsync("broken/current", Encoding.UTF8.GetBytes("not a pointer"), WriteCondition.Overwrite);
+
+        var (status, logs) = await Invoke(app, CalibrationEndpoints.FunctionName, "message", "{\"index\":\"broken\"}");
+        Assert.Equal(200, status);
+        Assert.StartsWith("calibrate broken: failed: CorruptIndexException: ", Assert.Single(logs));
+        Assert.Equal(1, (await queue.GetPropertiesAsync()).Value.ApproximateMessagesCount); // asked again after the back-off
+        await queue.ClearMessagesAsync();
+
+        // The lease as the attempt before the last one leaves it (its back-off over): the next failure is the last.
+        var lease = Squash.Storage.Writes.IngestLease.CalibrationNameFor("broken");
+        await app.Store.WriteAsync(lease, Encoding.UTF8.GetBytes(
+            $$"""{"holder":"earlier","expiresUtc":"2000-01-01T00:00:00+00:00","failures":{{Squash.Search.Writes.LogIngest.MaxCalibrationAttempts - 1}}}"""), WriteCondition.Overwrite);
+        (status, logs) = await Invoke(app, CalibrationEndpoints.FunctionName, "message", "{\"index\":\"broken\"}");
+        Assert.Equal(200, status);
+        var line = Assert.Single(logs);
+        Assert.StartsWith($"calibrate broken: failed {Squash.Search.Writes.LogIngest.MaxCalibrationAttempts} times in a row, the last: CorruptIndexException: ", line);
+        Assert.Contains("given up, not retried", line);
+        Assert.Equal(0, (await queue.GetPropertiesAsync()).Value.ApproximateMessagesCount); // invisible ones count too
+    }
 }
