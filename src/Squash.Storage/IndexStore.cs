@@ -210,7 +210,16 @@ public sealed partial class IndexStore
     public Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, IndexManifest expectedCurrent, CancellationToken ct = default) =>
         PublishIfCurrentAsync(sink, manifest, expectedCurrent.Version, expectedCurrent, ct);
 
-    private async Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, string expectedCurrent, IndexManifest? verifiedBase, CancellationToken ct)
+    /// <summary>
+    /// <see cref="PublishIfCurrentAsync(VersionSink, IndexManifest, IndexManifest, CancellationToken)"/>, except that when it is
+    /// refused <paramref name="keepWritten"/> leaves what the sink wrote (manifest included) in place: the caller may still
+    /// publish those blobs under another manifest that references them, or remove them itself.
+    /// </summary>
+    public Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, IndexManifest expectedCurrent, bool keepWritten, CancellationToken ct = default) =>
+        PublishIfCurrentAsync(sink, manifest, expectedCurrent.Version, expectedCurrent, ct, keepWritten);
+
+    private async Task<PublishResult> PublishIfCurrentAsync(VersionSink sink, IndexManifest manifest, string expectedCurrent, IndexManifest? verifiedBase, CancellationToken ct,
+        bool keepWritten = false)
     {
         if (sink.Version != manifest.Version) throw new ArgumentException($"the sink writes version {sink.Version} but the manifest is version {manifest.Version}", nameof(manifest));
         if (VersionIds.Compare(manifest.Version, expectedCurrent) <= 0) throw new ArgumentException($"version {manifest.Version} is not newer than {expectedCurrent}", nameof(manifest));
@@ -232,7 +241,7 @@ public sealed partial class IndexStore
         }
         var now = await GetCurrentAsync(ct).ConfigureAwait(false);
         if (now?.Version == manifest.Version) return new PublishResult(true, manifest.Version); // our write landed, its answer was lost
-        await sink.DeleteWrittenAsync(CancellationToken.None).ConfigureAwait(false);
+        if (!keepWritten) await sink.DeleteWrittenAsync(CancellationToken.None).ConfigureAwait(false);
         return new PublishResult(false, now?.Version ?? "");
     }
 

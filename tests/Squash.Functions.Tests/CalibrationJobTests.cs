@@ -131,26 +131,6 @@ public sealed class CalibrationJobTests : IDisposable
         Assert.Equal(90, (await store.OpenCurrentAsync()).Calibration!.RowsChangedSince);
     }
 
-    /// <summary>Runs <see cref="Hook"/> once, before the first write of a blob whose name ends with <see cref="Suffix"/>.</summary>
-    private sealed class HookedStore(IBlobStore inner) : IBlobStore
-    {
-        public string Suffix { get; set; } = "\0";
-        public Func<Task>? Hook { get; set; }
-        public string Description => inner.Description;
-        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
-        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
-        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
-        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
-        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
-        public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
-        {
-            if (name.EndsWith(Suffix, StringComparison.Ordinal) && Interlocked.Exchange(ref _hook, null) is { } hook) await hook();
-            return await inner.WriteAsync(name, data, condition, ct);
-        }
-        private Func<Task>? _hook;
-        public void Arm() => _hook = Hook;
-    }
-
     [Fact]
     public async Task AnIngestRunWhoseBaseGotACalibrationMeanwhileIsPublishedOnTopOfIt()
     {

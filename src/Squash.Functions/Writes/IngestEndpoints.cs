@@ -95,7 +95,7 @@ public static class IngestEndpoints
 
     private static string RoundLine(string index, IngestResult r) =>
         $"ingest {index}: batches {r.FromSequence + 1}–{r.ToSequence} ({r.Upserts} upserts, {r.Deleted} rows removed) → version {r.Version}, " +
-        $"{r.PartitionSummary}{(r.Published ? "" : ", not published: a newer version is current")} ({r.Timings})";
+        $"{r.PartitionSummary}{(r.Published ? "" : ", not published: another version became current while it ran")} ({r.Timings})";
 
     public static void MapIngest(this WebApplication app) =>
         app.MapPost("/" + IngestTrigger.FunctionName, Run).ExcludeFromDescription();

@@ -201,14 +201,25 @@ public static partial class LogIngest
         // The same rows as the base, with a calibration: what the calibration job publishes (nothing else keeps the routing).
         bool OnBase(IndexManifest current) => current.IndexedSequence == based.IndexedSequence && current.Calibration is not null
             && Referenced(current.Routing, current) == Referenced(based.Routing, based);
-        var pointer = await store.GetCurrentAsync(ct).ConfigureAwait(false);
-        if (pointer is null || pointer.Value.Version == based.Version || !OnBase(await store.ReadManifestAsync(pointer.Value.Version, ct).ConfigureAwait(false)))
+        // Only over the base it read, by compare-and-swap: the run holds the base's rows plus its batches, so a version another
+        // writer published meanwhile (a build from files, another run that indexed more of the log) must never be replaced by
+        // it, whatever the version ids say (a build's id is taken when it starts, minutes before it publishes).
+        bool manifestWritten = false;
+        if ((await store.GetCurrentAsync(ct).ConfigureAwait(false))?.Version == based.Version)
         {
-            // The base vouches for its segments only while it is current (gc keeps them then): not when nothing is published.
-            var result = await store.PublishAsync(sink, manifest, verifiedBase: pointer?.Version == based.Version ? based : null, ct).ConfigureAwait(false);
-            if (result.Published || !OnBase(await store.OpenCurrentAsync(ct).ConfigureAwait(false))) return (result, manifest, due);
+            var result = await store.PublishIfCurrentAsync(sink, manifest, based, keepWritten: true, ct).ConfigureAwait(false);
+            if (result.Published) return (result, manifest, due);
+            manifestWritten = true;
         }
-        else await sink.WriteAsync(IndexStore.ManifestName, manifest.ToJson(), ct).ConfigureAwait(false); // the rebased version references this folder
+        var now = await store.GetCurrentAsync(ct).ConfigureAwait(false);
+        if (now is null || !OnBase(await store.ReadManifestAsync(now.Value.Version, ct).ConfigureAwait(false)))
+        {
+            // Stale: the next run starts from whatever is current and applies the log past its watermark.
+            try { await sink.DeleteWrittenAsync(CancellationToken.None).ConfigureAwait(false); } catch (Exception) { /* gc removes it */ }
+            return (new IndexStore.PublishResult(false, now?.Version ?? ""), manifest, due);
+        }
+        // The rebased version references this folder's packs, and gc keeps a folder with a manifest it can read.
+        if (!manifestWritten) await sink.WriteAsync(IndexStore.ManifestName, manifest.ToJson(), ct).ConfigureAwait(false);
         for (int attempt = 0; attempt < 5; attempt++)
         {
             var current = await store.OpenCurrentAsync(ct).ConfigureAwait(false);

@@ -131,7 +131,8 @@ public static partial class LogIngest
             for (int round = 0; round < maxRounds; round++)
             {
                 var result = await RunAsync(store, log, maxBatches, clock, work, requestCalibration).ConfigureAwait(false);
-                reached = result.ToSequence;
+                // A round refused because current moved indexed nothing: what waits is counted from its base's watermark.
+                reached = result.Published ? result.ToSequence : result.FromSequence;
                 if (result.Version is null) break;
                 rounds.Add(result);
                 onRound?.Invoke(result);

@@ -7,7 +7,7 @@ namespace Squash.Storage.Writes;
 /// The lease that lets one ingest at a time work on an index: a small blob naming its holder and when the hold ends,
 /// taken create-only when absent and by compare-and-swap when expired, renewed by compare-and-swap and released by
 /// writing it expired. A holder that dies simply lets it expire; a holder whose renewal fails has lost it and stops.
-/// Ingest stays correct without it (every run starts from the published version and the pointer moves forward only);
+/// Ingest stays correct without it (every run starts from the published version and publishes only over it, by compare-and-swap);
 /// the lease only keeps two triggers from doing the same work twice.
 /// </summary>
 public sealed class IngestLease
