@@ -24,7 +24,8 @@ namespace Squash.Storage;
 /// Concurrent builds: each writes only its own version folder, and a failed build deletes only the
 /// blobs it wrote. The pointer moves forward in version-id order only: a build publishes unless
 /// <c>current</c> already names a newer id (one started later), retrying the compare-and-swap when
-/// another build moved the pointer in between. So once every build is done, <c>current</c> names the
+/// another build moved the pointer in between. A version ingest or a calibration derived from an older
+/// build counts as that build (its <c>builtFrom</c>), so a build from files replaces it. So once every build is done, <c>current</c> names the
 /// newest id that finished, and an older build that finishes last leaves its version complete but
 /// unpublished (garbage collection removes it later).
 /// </para>
@@ -315,7 +316,8 @@ public sealed partial class IndexStore
             {
                 // Our own write, retried after its answer was lost, or a newer build that got there first.
                 if (c.Version == version) return new PublishResult(true, version);
-                if (VersionIds.Compare(c.Version, version) > 0) return new PublishResult(false, c.Version);
+                if (VersionIds.Compare(c.Version, version) > 0 && !await DescendsFromOlderBuildAsync(c.Version, version, ct).ConfigureAwait(false))
+                    return new PublishResult(false, c.Version);
             }
             try
             {
@@ -329,6 +331,24 @@ public sealed partial class IndexStore
                 // so that racing builds spread out) and decide again against the new value.
                 await Task.Delay(TimeSpan.FromMilliseconds(Random.Shared.Next(5, 20 + 10 * Math.Min(attempt, 20))), ct).ConfigureAwait(false);
             }
+        }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="current"/> is a version ingest or a calibration derived from a build older than
+    /// <paramref name="build"/>: such versions take fresh ids as writes arrive, so without this a build from files on an index
+    /// taking writes would never be published. It replaces them; their writes stay in the log, which it takes from its start.
+    /// </summary>
+    private async Task<bool> DescendsFromOlderBuildAsync(string current, string build, CancellationToken ct)
+    {
+        try
+        {
+            var m = await ReadManifestAsync(current, ct).ConfigureAwait(false);
+            return m.BuiltFrom is { } lineage && VersionIds.Compare(lineage, build) < 0;
+        }
+        catch (CorruptIndexException)
+        {
+            return false; // nothing tells where it comes from: left as the newer id
         }
     }
 

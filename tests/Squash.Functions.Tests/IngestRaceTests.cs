@@ -106,4 +106,55 @@ public sealed class IngestRaceTests : IDisposable
         Assert.Equal(2, current.IndexedSequence);
         Assert.Equal(Rows + 40, current.Count);
     }
+
+    [Fact]
+    public async Task ABuildFromFilesReplacesTheVersionsIngestDerivedWhileItRanFromAnOlderBuildAndTheLogIsAppliedOntoIt()
+    {
+        var (store, _, log) = await BuiltAsync("ingested", 34);
+        var rng = new Random(34);
+        await log.AppendAsync(Upserts(rng, Rows, 30), null, "k1", 0);
+
+        // The build takes its id when it starts; writes are ingested (versions with newer ids) before it writes its manifest.
+        const int rebuilt = 600;
+        IngestResult? during = null;
+        var building = new HookedStore(new FolderBlobStore(Path.Combine(_root, "ingested")))
+        {
+            Suffix = "/" + IndexStore.ManifestName,
+            Hook = async () => during = await LogIngest.RunAsync(store, log, clock: new AheadClock(TimeSpan.FromHours(1))),
+        };
+        building.Arm();
+        var build = await CalibratedBuild.BuildAndPublishAsync(new IndexStore(building, "ingested"), IngestRecalibrationTests.Clustered(new Random(35), rebuilt),
+            rebuilt, Dims, new IndexBuildOptions { Partitions = 4, Seed = 35 }, calibrate: false).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.True(during!.Published);
+        Assert.True(VersionIds.Compare(during.Version, build.Version) > 0);
+        var current = await store.OpenCurrentAsync();
+        Assert.True(build.Version == current.Version, $"the build was not published: {current.Version}, which ingest derived from an older build, stayed current");
+
+        // The writes ingested into the replaced version are still in the log: the next run applies them onto the build.
+        var next = await LogIngest.RunAsync(store, log).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.True(next.Published);
+        current = await store.OpenCurrentAsync();
+        Assert.Equal((rebuilt + 30L, 1L, build.Version), (current.Count, current.IndexedSequence, current.Lineage));
+
+        // A build started before that one and finishing now does not replace what descends from it.
+        IndexManifest? newer = null;
+        IngestResult? onNewer = null;
+        var slow = new HookedStore(new FolderBlobStore(Path.Combine(_root, "ingested")))
+        {
+            Suffix = "/" + IndexStore.ManifestName,
+            Hook = async () =>
+            {
+                newer = await CalibratedBuild.BuildAndPublishAsync(new IndexStore(new FolderBlobStore(Path.Combine(_root, "ingested")), "ingested"),
+                    IngestRecalibrationTests.Clustered(new Random(37), rebuilt), rebuilt, Dims, new IndexBuildOptions { Partitions = 4, Seed = 37 }, calibrate: false);
+                await log.AppendAsync(Upserts(rng, Rows + 30, 10), null, "k2", 1);
+                onNewer = await LogIngest.RunAsync(store, log);
+            },
+        };
+        slow.Arm();
+        var older = await CalibratedBuild.BuildAndPublishAsync(new IndexStore(slow, "ingested"), IngestRecalibrationTests.Clustered(new Random(36), rebuilt),
+            rebuilt, Dims, new IndexBuildOptions { Partitions = 4, Seed = 36 }, calibrate: false).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.True(VersionIds.Compare(older.Version, newer!.Version) < 0);
+        Assert.Equal(newer.Version, onNewer!.Published ? (await store.ReadManifestAsync(onNewer.Version!)).Lineage : null);
+        Assert.Equal(onNewer.Version, (await store.OpenCurrentAsync()).Version);
+    }
 }

@@ -173,6 +173,8 @@ public static partial class LogIngest
                 Routing = Referenced(current.Routing, current),
                 Partitions = current.Partitions.Select(e => Referenced(e, current)).ToArray(),
                 Calibration = measured with { RowsChangedSince = since },
+                // Still the rows of the build current descends from: a build started after that one may replace it (IndexStore.MovePointerForwardAsync).
+                BuiltFrom = current.Lineage,
             };
             var result = await store.PublishIfCurrentAsync(store.CreateSink(successor.Version), successor, current, ct).ConfigureAwait(false);
             if (result.Published)
