@@ -61,6 +61,36 @@ public class IngestCommandTests
     /// refused before the build, naming the conflict and the way out, and the index stays as it was. A build of the
     /// same shape still publishes, and ingest applies the log on top of it.
     /// </summary>
+    /// <summary>
+    /// A `squash ingest` killed mid-run leaves its lease held (2 minutes); a retry before it expires applies nothing, and says
+    /// until when rather than only that another ingest is applying the log.
+    /// </summary>
+    [Fact]
+    public async Task IngestTurnedAwayByALeaseAKilledRunLeftSaysWhenToRunAgainAndThenApplies()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(200, 6, 5));
+        var store = "dir:" + dir.File("store");
+        Assert.Equal(0, (await CliRunner.RunAsync("build", "--store", store, "--index", "shop", "--vectors", vectors, "--partitions", "4")).Exit);
+        var blobs = new FolderBlobStore(dir.File("store"));
+        await new WriteLog(blobs, "shop").AppendAsync(new WriteBatch { CreatedUtc = DateTimeOffset.UtcNow, Upserts = [new UpsertItem("7", [1, 2, 3, 4, 5, 6f])] }, null, "r1", 0);
+        // What a killed holder leaves: the lease taken, never released.
+        var killed = await IngestLease.TryAcquireAsync(blobs, "shop", TimeSpan.FromMinutes(2));
+        Assert.NotNull(killed);
+        var until = (await IngestLease.HeldUntilAsync(blobs, "shop"))!.Value.UtcDateTime.ToString("HH:mm:ss", System.Globalization.CultureInfo.InvariantCulture);
+
+        var turned = await CliRunner.RunAsync("ingest", "--store", store, "--index", "shop");
+        Assert.True(turned.Exit == 0, turned.Err);
+        Assert.Equal($"another ingest holds the lease of 'shop' until {until} UTC; it is applying the log (if that process was stopped, nothing is: run this again after {until} UTC)",
+            turned.Out.Trim());
+        Assert.Equal(0, (await new IndexStore(blobs, "shop").OpenCurrentAsync()).IndexedSequence);
+
+        await killed.ReleaseAsync(); // as its expiry would
+        var retried = await CliRunner.RunAsync("ingest", "--store", store, "--index", "shop");
+        Assert.Contains("batches 1–1: 1 upserts", retried.Out);
+        Assert.Equal(1, (await new IndexStore(blobs, "shop").OpenCurrentAsync()).IndexedSequence);
+    }
+
     [Fact]
     public async Task ABuildOverAWriteLogOfAnotherDimensionOrIdModeIsRefusedNamingTheConflict()
     {

@@ -32,7 +32,11 @@ public static class IngestCommand
                 rebuild: new RebuildSettings(RebuildSettings.DefaultShare));
             if (run.Busy)
             {
-                Console.WriteLine($"another ingest holds the lease of '{store.Name}'; it is applying the log");
+                // A holder killed mid-run keeps the lease until it expires: say when, so that a retry is not mistaken for done.
+                var until = await IngestLease.HeldUntilAsync(store.Blobs, store.Name, ct: ct);
+                Console.WriteLine($"another ingest holds the lease of '{store.Name}'" + (until is { } u
+                    ? $" until {u.UtcDateTime:HH:mm:ss} UTC; it is applying the log (if that process was stopped, nothing is: run this again after {u.UtcDateTime:HH:mm:ss} UTC)"
+                    : "; it is applying the log"));
                 return 0;
             }
             if (run.Rounds.Count == 0) Console.WriteLine("nothing past the watermark");

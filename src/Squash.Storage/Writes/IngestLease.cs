@@ -88,6 +88,23 @@ public sealed class IngestLease
         }
     }
 
+    /// <summary>
+    /// When the hold on the index's ingest lease ends, or null when nobody holds it (absent, expired, unreadable): a holder
+    /// that was killed keeps it until then, so a caller turned away can say when to try again.
+    /// </summary>
+    public static async Task<DateTimeOffset?> HeldUntilAsync(IBlobStore blobs, string index, TimeProvider? clock = null, CancellationToken ct = default)
+    {
+        try
+        {
+            var held = JsonSerializer.Deserialize(await blobs.ReadAllAsync(NameFor(index), ct).ConfigureAwait(false), LeaseJson.Default.LeaseRecord);
+            return held is not null && held.ExpiresUtc > (clock ?? TimeProvider.System).GetUtcNow() ? held.ExpiresUtc : null;
+        }
+        catch (Exception e) when (e is JsonException or BlobNotFoundException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Extends the hold by <see cref="Duration"/> from now; false when the lease was lost (expired and taken).</summary>
     public async Task<bool> RenewAsync(CancellationToken ct = default)
     {
