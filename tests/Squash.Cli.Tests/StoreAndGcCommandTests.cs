@@ -39,6 +39,21 @@ public class StoreAndGcCommandTests
         Assert.Contains("--keep", badErr);
     }
 
+    /// <summary>--log without --store is refused before any version is collected, not after (it once deleted them, then failed).</summary>
+    [Fact]
+    public async Task LogWithoutAStoreIsRefusedBeforeAnythingIsDeleted()
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(50, 3, 1));
+        for (int i = 0; i < 3; i++)
+            Assert.Equal(0, (await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "1")).Exit);
+        var built = Versions(dir.File("idx"));
+        var (exit, output, err) = await CliRunner.RunAsync("gc", "--index", dir.File("idx"), "--keep", "0", "--grace", "0", "--log");
+        CliRunner.AssertOneErrorLine(exit, err, "--log needs --store and the index's name in it (the write log lives beside the index's versions in the store)");
+        Assert.Empty(output);
+        Assert.Equal(built, Versions(dir.File("idx")));
+    }
+
     [Theory]
     [InlineData("soon")]
     [InlineData("1")]

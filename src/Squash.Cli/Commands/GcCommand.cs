@@ -46,6 +46,9 @@ public static class GcCommand
             var retentionText = pr.GetValue(keyRetention);
             CliErrors.Require(Durations.TryParse(retentionText, out var retention), $"--key-retention must be a duration such as {Durations.Examples}, got '{retentionText}'");
             var store = IndexLocation.Open(pr, pr.GetValue(index));
+            // Checked before anything is deleted: a refused --log must not have collected versions already.
+            bool trimLog = pr.GetValue(log);
+            CliErrors.Require(!trimLog || store.Name.Length > 0, "--log needs --store and the index's name in it (the write log lives beside the index's versions in the store)");
             var result = await store.CollectGarbageAsync(n, gracePeriod, ct: ct);
             Console.WriteLine(result.Deleted.Count == 0 ? "nothing to delete" : $"deleted {result.Deleted.Count} version(s): {string.Join(' ', result.Deleted)}");
             Console.WriteLine($"kept {result.Kept.Count}: " + string.Join(' ', result.Kept.Select(k => $"{k.Version} ({Explain(k.Reason, n, gracePeriod)})")));
@@ -57,9 +60,8 @@ public static class GcCommand
                     Console.WriteLine($"uploads: deleted {uploads.Deleted.Count}, kept {uploads.InUse.Count} that unfinished builds read and "
                         + $"{uploads.Recent.Count} younger than --grace {Durations.Format(gracePeriod)}");
             }
-            if (pr.GetValue(log))
+            if (trimLog)
             {
-                CliErrors.Require(store.Name.Length > 0, "--log needs --store and the index's name in it (the write log lives beside the index's versions in the store)");
                 if (result.LogIndexedByAllKept is { } through and > 0)
                 {
                     var writeLog = new Squash.Storage.Writes.WriteLog(store.Blobs, store.Name);
