@@ -133,6 +133,44 @@ public sealed class CliErrorTests
         CliRunner.AssertOneErrorLine(exit, err, $"--store {store} is a file, not a folder of indexes");
     }
 
+    /// <summary>
+    /// An output folder (--out; serve's --log-dir: ServeStoreTests) that is a file, or lies under one: one line naming the flag, before any work (bench's sweep
+    /// once ran to the end and then failed with "The file … already exists.").
+    /// </summary>
+    [Theory]
+    [InlineData("dataset generate", false)]
+    [InlineData("dataset generate", true)]
+    [InlineData("dataset fashion-mnist", false)]
+    [InlineData("bench", false)]
+    [InlineData("bench", true)]
+    [InlineData("bench-builds", false)]
+    public async Task AnOutputFolderThatCannotBeOneIsOneLineNamingTheFlag(string command, bool underTheFile)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(200, 4, 2));
+        Assert.Equal(0, (await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--no-calibration")).Exit);
+        File.WriteAllBytes(dir.File("gt.ivecs"), [.. Enumerable.Range(0, 200).SelectMany(i => BitConverter.GetBytes(1).Concat(BitConverter.GetBytes(i)))]);
+        var file = dir.File("taken");
+        File.WriteAllText(file, "");
+        var output = underTheFile ? Path.Combine(file, "sub") : file;
+        const string flag = "--out";
+        // fashion-mnist reads its source from a folder holding the four IDX files; only their presence is checked before --out.
+        Directory.CreateDirectory(dir.File("fm"));
+        foreach (var name in new[] { "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz" })
+            File.WriteAllText(Path.Combine(dir.File("fm"), name), "");
+        string[] args = command switch
+        {
+            "dataset generate" => ["dataset", "generate", "--n", "50", "--dim", "4", "--seed", "1", "--queries", "5", "--gt-k", "5", "--out", output],
+            "dataset fashion-mnist" => ["dataset", "fashion-mnist", "--source", dir.File("fm"), "--out", output],
+            "bench" => ["bench", "--index", dir.File("idx"), "--queries", vectors, "--ground-truth", dir.File("gt.ivecs"), "--k", "1", "--runs", "1", "--out", output],
+            _ => ["bench-builds", "--vectors", vectors, "--store", "azure:UseDevelopmentStorage=true", "--out", output],
+        };
+        var (exit, _, err) = await CliRunner.RunAsync(args).WaitAsync(TimeSpan.FromMinutes(2));
+        CliRunner.AssertOneErrorLine(exit, err, underTheFile
+            ? $"{flag} {output}: '{file}' is a file, not a folder"
+            : $"{flag} {output} is a file, not a folder");
+    }
+
     /// <summary>The Azure SDK reports an unreachable account as an AggregateException of one failure per try.</summary>
     [Fact]
     public void AnUnreachableAzureStoreIsOneLineNamingTheStoreWithoutItsKey()

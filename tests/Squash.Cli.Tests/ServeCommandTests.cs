@@ -47,6 +47,18 @@ public sealed class ServeStoreTests
         Assert.Equal($"error: --store dir:{dir.File("notes.txt")} is a file, not a folder of indexes", err.Trim());
     }
 
+    /// <summary>A --log-dir that is a file: refused before anything starts (serve once ran on, losing every instance's output).</summary>
+    [Fact]
+    public async Task ALogFolderThatIsAFileIsAnErrorNamingTheFlag()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("notes.txt"), "x");
+        var (exit, output, err) = await Serve("--store", "dir:" + dir.Path, "--port", Squash.Testing.FreePorts.Next().ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--log-dir", dir.File("notes.txt"));
+        CliRunner.AssertOneErrorLine(exit, err, $"--log-dir {dir.File("notes.txt")} is a file, not a folder");
+        Assert.Equal("", output);
+    }
+
     /// <summary>A rejected spec is echoed without its credentials (a mistyped prefix in front of a connection string).</summary>
     [Theory]
     [InlineData("azur:DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=c2VjcmV0LWtleQ==;EndpointSuffix=core.windows.net",

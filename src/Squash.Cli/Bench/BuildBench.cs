@@ -73,7 +73,7 @@ public static class BuildBench
                 catch (FileNotFoundException) { throw new UsageException($"--app: no function app at '{appPath}'"); }
             }
             var settings = new Settings(source, attributeFile, connection!, pr.GetValue(container)!, p, pr.GetValue(seed), c, !pr.GetValue(noCalibration), appPath,
-                TimeSpan.FromMinutes(minutes), Path.GetFullPath(pr.GetValue(output)!), !pr.GetValue(noMeter));
+                TimeSpan.FromMinutes(minutes), Path.GetFullPath(OutputFolder.Create("--out", pr.GetValue(output)!)), !pr.GetValue(noMeter));
             return await RunAsync(settings, counts, !pr.GetValue(inProcess), ct);
         }));
         return cmd;

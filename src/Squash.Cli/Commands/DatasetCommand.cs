@@ -224,7 +224,7 @@ public static class DatasetCommand
                 + "Install them with `apt-get install dataset-fashion-mnist`, or point --source at a directory holding them.");
         }
 
-        Directory.CreateDirectory(outDir);
+        OutputFolder.Create("--out", outDir);
         var clock = Stopwatch.StartNew();
         await AnsiConsole.Progress().AutoClear(false).StartAsync(async ctx =>
         {
@@ -346,7 +346,7 @@ public static class DatasetCommand
             $"--clusters x --dim² = {(long)clusters * s.Dim * s.Dim} is more than the {SeparatedMixtureGenerator.MaxRotationValues} "
             + "rotation values --mode separated holds (one rotation per cluster); lower --clusters or --dim");
 
-        Directory.CreateDirectory(s.Out);
+        OutputFolder.Create("--out", s.Out);
         var clock = Stopwatch.StartNew();
         await AnsiConsole.Progress().AutoClear(false).StartAsync(async ctx =>
         {

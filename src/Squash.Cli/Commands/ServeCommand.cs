@@ -56,6 +56,8 @@ public static class ServeCommand
             CliErrors.Require(c is >= 1 and <= 1000, $"--concurrency must be 1..1000, got {c}");
             CliErrors.Require(ka >= 1, $"--keep-alive must be ≥ 1 second, got {ka}");
             CliErrors.Require(mb is >= 1 and <= 256, $"--max-builders must be 1..256, got {mb}");
+            // Created now: a --log-dir that cannot be a folder would otherwise lose every instance's output while serve runs on.
+            if (pr.GetValue(logDir) is { } logFolder) OutputFolder.Create("--log-dir", logFolder);
             var key = pr.GetValue(functionKey);
             CliErrors.Require(key is null || key.Length > 0 && key.All(ch => ch is >= '!' and <= '~'),
                 $"{EndpointFlags.FunctionKeyFlag} must be visible ASCII characters (a function key has no spaces or control characters)");
