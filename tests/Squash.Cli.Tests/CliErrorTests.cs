@@ -133,6 +133,25 @@ public sealed class CliErrorTests
         CliRunner.AssertOneErrorLine(exit, err, $"--store {store} is a file, not a folder of indexes");
     }
 
+    /// <summary>A folder path that runs through a file (FILE/sub), for the index or the store: one line naming the flag and the file.</summary>
+    [Theory]
+    [InlineData("build", "--index")]
+    [InlineData("query", "--index")]
+    [InlineData("build", "--store")]
+    [InlineData("inspect", "--store")]
+    public async Task AFolderUnderAFileIsOneLineNamingTheFlag(string command, string flag)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(20, 4, 2));
+        var under = Path.Combine(vectors, "sub");
+        var location = flag == "--index" ? new[] { "--index", under } : ["--store", "dir:" + under, "--index", "a"];
+        string[] args = command == "inspect" ? [command, .. location] : [command, .. location, "--vectors", vectors];
+        var (exit, _, err) = await CliRunner.RunAsync(args);
+        CliRunner.AssertOneErrorLine(exit, err, flag == "--index"
+            ? $"--index {under}: '{vectors}' is a file, not a folder"
+            : $"--store dir:{under}: '{vectors}' is a file, not a folder");
+    }
+
     /// <summary>
     /// An output folder (--out; serve's --log-dir: ServeStoreTests) that is a file, or lies under one: one line naming the flag, before any work (bench's sweep
     /// once ran to the end and then failed with "The file … already exists.").

@@ -41,6 +41,7 @@ public static partial class IndexLocation
         {
             if (string.IsNullOrWhiteSpace(index)) throw new UsageException("--index is required: the folder that holds (or will hold) the index");
             if (File.Exists(index)) throw new UsageException($"--index {index} is a file; without --store it names the folder that holds the index");
+            if (OutputFolder.FileInTheWay(index) is { } file) throw new UsageException($"--index {index}: '{file}' is a file, not a folder");
             return new IndexStore(new FolderBlobStore(index));
         }
         if (string.IsNullOrWhiteSpace(index) || !IndexName().IsMatch(index) || index.Split('/').Any(s => s is "." or ".."))
@@ -53,6 +54,8 @@ public static partial class IndexLocation
     {
         if (store.StartsWith("dir:", StringComparison.Ordinal) && File.Exists(store[4..]))
             throw new UsageException($"{StoreFlag} {store} is a file, not a folder of indexes");
+        if (store.StartsWith("dir:", StringComparison.Ordinal) && store.Length > 4 && OutputFolder.FileInTheWay(store[4..]) is { } file)
+            throw new UsageException($"{StoreFlag} {store}: '{file}' is a file, not a folder");
         try
         {
             return BlobStores.Open(store, container);
