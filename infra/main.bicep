@@ -241,7 +241,7 @@ module poolRoles 'modules/storageRoles.bicep' = {
   dependsOn: [storage]
 }
 
-// Builder: writes indexes, reads and writes build sources, works the build and ingest queues (their poison queues included).
+// Builder: writes indexes, reads and writes build sources, works the build, ingest and calibrate queues (their poison queues included).
 module builderRoles 'modules/storageRoles.bicep' = {
   scope: rg
   name: 'roles-builder'

@@ -318,6 +318,20 @@ public sealed class DeploymentTests
         Assert.Equal(new[] { $"{contributor} on container:squash", $"{contributor} on container:build-sources", $"{contributor} on container:deploy-build" }
             .Concat(Host(contributor)).Concat(queues.Select(q => $"Storage Queue Data Contributor on queue:{q}")).Order(StringComparer.Ordinal), roles["builder"]);
         Assert.Equal([$"{contributor} on container:build-sources", $"{contributor} on container:squash"], roles["deployer"]);
+        // docs/deploy.md's table of roles names every queue an identity is given (it once left out squash-calibrate).
+        var doc = File.ReadAllLines(Path.Combine(Bicep.RepoRoot, "docs", "deploy.md"));
+        foreach (var (identity, role) in new[] { ("coordinator", "Storage Queue Data Message Sender"), ("builder", "Storage Queue Data Contributor") })
+        {
+            var row = Assert.Single(doc, l => l.TrimStart().StartsWith($"| {identity} | {role} |", StringComparison.Ordinal));
+            foreach (var queue in roles[identity].Where(r => r.StartsWith(role + " on queue:", StringComparison.Ordinal)).Select(r => r.Split("queue:")[1]))
+            {
+                // "the four build queues" stands for squash-build-*, "and their poison queues" for every -poison twin.
+                string bare = queue.EndsWith("-poison", StringComparison.Ordinal) ? queue[..^"-poison".Length] : queue;
+                bool named = (bare == queue || row.Contains("their poison queues", StringComparison.Ordinal))
+                    && (row.Contains($"`{bare}`", StringComparison.Ordinal) || bare.StartsWith("squash-build-", StringComparison.Ordinal) && row.Contains("the four build queues", StringComparison.Ordinal));
+                Assert.True(named, $"docs/deploy.md: the {identity}'s {role} row does not name {queue}: {row}");
+            }
+        }
         Assert.DoesNotContain("deployer", StorageRoles(Bicep.Evaluate()).Keys);
 
         // Each app runs as its role's identity, which also resolves its Key Vault references.
