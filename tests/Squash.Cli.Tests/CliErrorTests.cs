@@ -190,6 +190,20 @@ public sealed class CliErrorTests
             : $"{flag} {output} is a file, not a folder");
     }
 
+    /// <summary>bench-writes names the one flag that is out of range (it once listed six flags for any of them).</summary>
+    [Theory]
+    [InlineData("--rate", "0")]
+    [InlineData("--timeout", "-1")]
+    [InlineData("--tail", "0")]
+    public async Task ABenchWritesCountBelowOneIsOneLineNamingItsFlag(string flag, string value)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(20, 4, 2));
+        var (exit, _, err) = await CliRunner.RunAsync("bench-writes", "--endpoint", $"http://127.0.0.1:{ClosedPort()}", "--store", "dir:" + dir.Path, "--index", "a",
+            "--base", vectors, "--pool", vectors, "--queries", vectors, flag, value);
+        CliRunner.AssertOneErrorLine(exit, err, $"{flag} must be ≥ 1, got {value}");
+    }
+
     /// <summary>The Azure SDK reports an unreachable account as an AggregateException of one failure per try.</summary>
     [Fact]
     public void AnUnreachableAzureStoreIsOneLineNamingTheStoreWithoutItsKey()

@@ -68,8 +68,10 @@ public static class WriteBench
             CliErrors.Require(settings.Batch is >= 1 and <= 1000, $"--batch must be 1..1000, got {settings.Batch}");
             CliErrors.Require(settings.AckBatch is >= 1 and <= 1000, $"--ack-batch must be 1..1000, got {settings.AckBatch}");
             CliErrors.Require(settings.Concurrency is >= 1 and <= 64, $"--concurrency must be 1..64, got {settings.Concurrency}");
-            CliErrors.Require(settings.AckBatches >= 1 && settings.Rate >= 1 && settings.LagSeconds >= 1 && settings.Tail >= 1 && settings.ReadQueries >= 1 && settings.Timeout > TimeSpan.Zero,
-                "--ack-batches, --rate, --lag-seconds, --tail, --read-queries and --timeout must be ≥ 1");
+            // One check per flag, so that the message names the flag that was wrong and its value.
+            foreach (var (flag, value) in new[] { ("--ack-batches", settings.AckBatches), ("--rate", settings.Rate), ("--lag-seconds", settings.LagSeconds),
+                         ("--tail", settings.Tail), ("--read-queries", settings.ReadQueries), ("--timeout", pr.GetValue(timeout)) })
+                CliErrors.Require(value >= 1, $"{flag} must be ≥ 1, got {value}");
             foreach (var (flag, path) in new[] { ("--base", pr.GetValue(baseFile)!), ("--pool", pr.GetValue(pool)!), ("--queries", pr.GetValue(queries)!) })
                 CliErrors.Require(File.Exists(path), $"{flag}: file '{path}' does not exist");
             var data = VectorFile.Read(pr.GetValue(baseFile)!);
