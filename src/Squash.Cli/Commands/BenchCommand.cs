@@ -82,8 +82,9 @@ public static class BenchCommand
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var sweep = ReadSweep(pr, f);
-            // Before the measurement, which may take minutes: a --out that cannot be a folder fails now.
-            OutputFolder.Create("--out", pr.GetValue(f.Out)!);
+            // Before the measurement, which may take minutes: a --out that cannot be a folder fails now (created once the
+            // other inputs have been checked, so a refused run leaves no folder behind).
+            OutputFolder.Check("--out", pr.GetValue(f.Out)!);
             if (pr.GetValue(f.Endpoint) is { } url) return await RunEndpointAsync(pr, f, sweep, url, ct);
             return pr.GetValue(f.Cold) ? await RunColdAsync(pr, f, sweep, ct) : await RunInProcessAsync(pr, f, sweep, ct);
         }));

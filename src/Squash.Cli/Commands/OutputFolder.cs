@@ -8,9 +8,7 @@ public static class OutputFolder
 {
     public static string Create(string flag, string path)
     {
-        CliErrors.Require(!string.IsNullOrWhiteSpace(path), $"{flag} needs a folder");
-        if (File.Exists(path)) throw new UsageException($"{flag} {path} is a file, not a folder");
-        if (FileInTheWay(path) is { } file) throw new UsageException($"{flag} {path}: '{file}' is a file, not a folder");
+        Check(flag, path);
         try
         {
             Directory.CreateDirectory(path);
@@ -20,6 +18,17 @@ public static class OutputFolder
             throw new UsageException($"{flag} {path}: cannot create the folder ({e.Message})");
         }
         return path;
+    }
+
+    /// <summary>
+    /// Fails, naming the flag, when <paramref name="path"/> is a file or a file stands where one of its parent folders would
+    /// have to be; creates nothing, for a command that checks its other inputs before it writes anything.
+    /// </summary>
+    public static void Check(string flag, string path)
+    {
+        CliErrors.Require(!string.IsNullOrWhiteSpace(path), $"{flag} needs a folder");
+        if (File.Exists(path)) throw new UsageException($"{flag} {path} is a file, not a folder");
+        if (FileInTheWay(path) is { } file) throw new UsageException($"{flag} {path}: '{file}' is a file, not a folder");
     }
 
     /// <summary>
