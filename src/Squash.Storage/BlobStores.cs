@@ -18,6 +18,8 @@ public static partial class BlobStores
         if (spec.StartsWith("azure:", StringComparison.Ordinal))
         {
             var target = spec["azure:".Length..];
+            if (string.IsNullOrWhiteSpace(target))
+                throw new BlobStoreSpecException(false, "azure: needs a connection string or an account URL, as in azure:https://ACCOUNT.blob.core.windows.net");
             // Read first: its error names the variable, and must not be mistaken for a bad connection string below.
             var resilience = ResilienceOptions.FromEnvironment();
             if (!ContainerName().IsMatch(container) || container.Contains("--"))

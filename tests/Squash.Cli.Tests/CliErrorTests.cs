@@ -49,6 +49,45 @@ public sealed class CliErrorTests
         CliRunner.AssertOneErrorLine(exit, err, expected);
     }
 
+    /// <summary>A folder where a file belongs was "file '…' does not exist", which sends the user looking for a missing file.</summary>
+    [Theory]
+    [InlineData("query", "--vectors")]
+    [InlineData("build", "--vectors")]
+    [InlineData("build", "--attributes")]
+    [InlineData("bench", "--ground-truth")]
+    [InlineData("bench", "--filters")]
+    public async Task AFolderGivenForAFileIsOneLineSayingSo(string command, string flag)
+    {
+        using var dir = new TempDir();
+        var folder = dir.File("a-folder");
+        Directory.CreateDirectory(folder);
+        var vectors = dir.Fvecs("v.fvecs", TempDir.Random(20, 4, 1));
+        File.WriteAllBytes(dir.File("gt.ivecs"), [.. Enumerable.Range(0, 20).SelectMany(_ => BitConverter.GetBytes(1).Concat(BitConverter.GetBytes(0)))]);
+        if (command != "build")
+            Assert.Equal(0, (await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "1")).Exit);
+        var args = new Dictionary<string, string> { ["--index"] = dir.File("idx") };
+        if (command == "query") args["--vectors"] = vectors;
+        if (command == "build") args["--vectors"] = vectors;
+        if (command == "bench") { args["--queries"] = vectors; args["--ground-truth"] = dir.File("gt.ivecs"); args["--k"] = "1"; }
+        args[flag] = folder;
+        var (exit, _, err) = await CliRunner.RunAsync([command, .. args.SelectMany(a => new[] { a.Key, a.Value })]);
+        CliRunner.AssertOneErrorLine(exit, err, $"{flag}: '{folder}' is a folder, not a file");
+    }
+
+    /// <summary>The enum's own parse error named only its type ("'foo' is not a FilterStrategy value"), not the values to give.</summary>
+    [Theory]
+    [InlineData("foo")]
+    [InlineData("1")]
+    [InlineData("")]
+    public async Task ABadFilterStrategyListsTheThreeValues(string value)
+    {
+        using var dir = new TempDir();
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
+        File.WriteAllBytes(dir.File("gt.ivecs"), [.. Enumerable.Range(0, 3).SelectMany(_ => BitConverter.GetBytes(1).Concat(BitConverter.GetBytes(0)))]);
+        var (exit, _, err) = await CliRunner.RunAsync(["bench", "--index", dir.File("no-index"), "--queries", queries, "--ground-truth", dir.File("gt.ivecs"), "--filter-strategy", value]);
+        CliRunner.AssertOneErrorLine(exit, err, $"--filter-strategy must be auto, partitions or direct, got '{value}' (squash bench --help lists the options)");
+    }
+
     [Theory]
     [InlineData("--cf", "1.2")]
     [InlineData("--r", "4")]

@@ -190,6 +190,8 @@ public class StoreAndGcCommandTests
     [InlineData("s3:bucket", "x", "squash", "--store must be dir:PATH or azure:")]
     [InlineData("dir:", "x", "squash", "--store dir: needs a folder")]
     [InlineData("azure:not a connection string", "x", "squash", "--store azure:… is neither")]
+    [InlineData("azure:", "x", "squash", "--store azure: needs a connection string or an account URL, as in azure:https://ACCOUNT.blob.core.windows.net")]
+    [InlineData("azure: ", "x", "squash", "--store azure: needs a connection string or an account URL")]
     [InlineData("azure:UseDevelopmentStorage=true", "x", "Bad_Name", "--container")]
     [InlineData("azure:UseDevelopmentStorage=true", "../up", "squash", "--index")]
     public async Task BadStoreValuesNameTheFlag(string store, string index, string container, string expected)

@@ -73,7 +73,7 @@ public static class WriteBench
                          ("--tail", settings.Tail), ("--read-queries", settings.ReadQueries), ("--timeout", pr.GetValue(timeout)) })
                 CliErrors.Require(value >= 1, $"{flag} must be ≥ 1, got {value}");
             foreach (var (flag, path) in new[] { ("--base", pr.GetValue(baseFile)!), ("--pool", pr.GetValue(pool)!), ("--queries", pr.GetValue(queries)!) })
-                CliErrors.Require(File.Exists(path), $"{flag}: file '{path}' does not exist");
+                CliErrors.RequireFile(flag, path);
             var data = VectorFile.Read(pr.GetValue(baseFile)!);
             var replacements = VectorFile.Read(pr.GetValue(pool)!);
             var q = VectorFile.Read(pr.GetValue(queries)!);

@@ -59,12 +59,26 @@ public static class BenchCommand
         public readonly Option<int> CacheMb = new("--cache-mb") { Description = "With --cold: segment cache size for the warm stream, MiB.", DefaultValueFactory = _ => 256 };
         public readonly Option<int> WholeAfter = new("--whole-after") { Description = "With --cold: queries that fetch a partition's rows before the next reads its raw vectors whole into the cache (0: rows only).", DefaultValueFactory = _ => 1 };
         public readonly Option<double> Visit = new("--visit") { Description = "With --cold: visit exactly this percentage of the partitions (nearest first) instead of the CF plan, e.g. 10.", DefaultValueFactory = _ => 0 };
-        public readonly Option<FilterStrategy> Strategy = new("--filter-strategy") { Description = "With --filters (in-process engine): auto (the planner's cost rule), partitions or direct, to compare the strategies.", DefaultValueFactory = _ => FilterStrategy.Auto };
+        public readonly Option<FilterStrategy> Strategy = FilterStrategyOption();
         public readonly Option<string> Out = new("--out") { Description = "Folder for bench.csv and recall-qps.png.", DefaultValueFactory = _ => "bench-results" };
         public readonly Option<string?> FunctionKey = EndpointFlags.FunctionKey();
         public readonly Option<string?> Load = new("--load") { Description = "With --endpoint: cost against load instead of the shape sweep: open-loop Poisson arrival rates in QPS and 'saturation' (--concurrency clients), e.g. 0.1,1,10,100,saturation; per rate and tree shape, $ per million queries from the host's meter, p50/p99, instances, activity periods (load.csv, cost-vs-load.png)." };
         public readonly Option<double> Duration = new("--duration") { Description = "With --load: seconds per rate (a rate sends max(rate × duration, --min-queries) queries).", DefaultValueFactory = _ => 20 };
         public readonly Option<int> MinQueries = new("--min-queries") { Description = "With --load: queries sent at least per rate (the low rates need few).", DefaultValueFactory = _ => 5 };
+
+        /// <summary>Parsed here so that a bad value lists the three names (the enum's own error names only its type).</summary>
+        private static Option<FilterStrategy> FilterStrategyOption() => new("--filter-strategy")
+        {
+            Description = "With --filters (in-process engine): auto (the planner's cost rule), partitions or direct, to compare the strategies.",
+            DefaultValueFactory = _ => FilterStrategy.Auto,
+            CustomParser = r =>
+            {
+                var text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+                if (Enum.TryParse<FilterStrategy>(text, ignoreCase: true, out var strategy) && Enum.IsDefined(strategy) && !int.TryParse(text, out _)) return strategy;
+                r.AddError($"--filter-strategy must be auto, partitions or direct, got '{text}'");
+                return FilterStrategy.Auto;
+            },
+        };
     }
 
     /// <summary>The values every benchmark checks first: k, the CF/H/R/bits lists to sweep, and the query counts.</summary>
@@ -276,9 +290,9 @@ public static class BenchCommand
     /// </summary>
     internal static int[][] ReadGroundTruth(string path, int queries, int k, long? rowLimit)
     {
+        CliErrors.RequireFile("--ground-truth", path);
         CliErrors.Require(Path.GetExtension(path).Equals(".ivecs", StringComparison.OrdinalIgnoreCase),
             $"--ground-truth: '{path}' is not an .ivecs file (one record of int32 row ids per query)");
-        CliErrors.Require(File.Exists(path), $"--ground-truth: file '{path}' does not exist");
         int[][] gt;
         try { gt = VectorFile.ReadIvecs(path); }
         catch (InvalidDataException e) { throw new UsageException($"--ground-truth: {e.Message}"); }
@@ -295,7 +309,7 @@ public static class BenchCommand
     /// <summary>The first <paramref name="count"/> non-blank lines of a --filters file: one filter per query.</summary>
     private static string[] ReadFilterLines(string path, int count)
     {
-        CliErrors.Require(File.Exists(path), $"--filters: file '{path}' does not exist");
+        CliErrors.RequireFile("--filters", path);
         var lines = File.ReadLines(path).Where(l => l.Trim().Length > 0).Take(count).ToArray();
         CliErrors.Require(lines.Length >= count, $"--filters has {lines.Length} filters for {count} queries");
         return lines;

@@ -74,12 +74,12 @@ public static partial class BuildCommand
         BlobContainerClient? uploads = null;
         if (vectors is not null)
         {
-            CliErrors.Require(File.Exists(vectors), $"--vectors: file '{vectors}' does not exist");
-            CliErrors.Require(attributes is null || File.Exists(attributes), $"--attributes: file '{attributes}' does not exist");
+            CliErrors.RequireFile("--vectors", vectors);
+            if (attributes is not null) CliErrors.RequireFile("--attributes", attributes);
             if (calibrationQueries is not null)
             {
                 // Local files are checked as the in-process build checks them, before anything is uploaded; the service checks the dimensions.
-                CliErrors.Require(File.Exists(calibrationQueries), $"--calibration-queries: file '{calibrationQueries}' does not exist");
+                CliErrors.RequireFile("--calibration-queries", calibrationQueries);
                 int queries = Squash.Cli.Datasets.VectorFile.Read(calibrationQueries).Count;
                 foreach (var filterPath in calibrationFilters) ReadCalibrationFilterFile(filterPath, queries);
             }

@@ -79,7 +79,7 @@ public static partial class BuildCommand
         var store = IndexLocation.Open(pr, pr.GetValue(f.Index));
         var path = pr.GetValue(f.Vectors);
         CliErrors.Require(path is not null, "--vectors is required: the vector file to index (.fvecs, .bvecs or .npy)");
-        CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
+        CliErrors.RequireFile("--vectors", path!);
 
         var clock = Stopwatch.StartNew();
         var set = VectorFile.Read(path!);
@@ -89,7 +89,7 @@ public static partial class BuildCommand
         AttributeSchema? declared = null;
         if (attrPath is not null)
         {
-            CliErrors.Require(File.Exists(attrPath), $"--attributes: file '{attrPath}' does not exist");
+            CliErrors.RequireFile("--attributes", attrPath);
             declared = ParseSchema(pr.GetValue(f.Schema));
         }
         else CliErrors.Require(pr.GetValue(f.Schema) is null, "--schema needs --attributes");
@@ -98,7 +98,7 @@ public static partial class BuildCommand
         if (pr.GetValue(f.CalibrationQueries) is { } queryPath)
         {
             CliErrors.Require(!pr.GetValue(f.NoCalibration), "--calibration-queries cannot be combined with --no-calibration");
-            CliErrors.Require(File.Exists(queryPath), $"--calibration-queries: file '{queryPath}' does not exist");
+            CliErrors.RequireFile("--calibration-queries", queryPath);
             var q = VectorFile.Read(queryPath);
             VectorFile.RequireIndexable(queryPath, q, metricValue);
             CliErrors.Require(q.Dimensions == set.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the vectors have {set.Dimensions}");
@@ -186,7 +186,7 @@ public static partial class BuildCommand
     /// <summary>One --calibration-filters file, checked to hold one filter per calibration query (<paramref name="queries"/>).</summary>
     internal static CalibrationFilterFile ReadCalibrationFilterFile(string path, int queries)
     {
-        CliErrors.Require(File.Exists(path), $"--calibration-filters: file '{path}' does not exist");
+        CliErrors.RequireFile("--calibration-filters", path);
         var file = CalibrationFilterFile.Parse(Path.GetFileName(path), File.ReadLines(path));
         CliErrors.Require(file.Texts.Length == queries,
             $"--calibration-filters: '{path}' has {file.Texts.Length:N0} filters; --calibration-queries has {queries:N0} queries (one filter per query, null for none)");

@@ -31,7 +31,7 @@ public static class CalibrateCommand
             var store = IndexLocation.Open(pr, pr.GetValue(index));
             var m = await store.OpenCurrentAsync(ct);
             var queryPath = pr.GetValue(queries)!;
-            CliErrors.Require(File.Exists(queryPath), $"--calibration-queries: file '{queryPath}' does not exist");
+            CliErrors.RequireFile("--calibration-queries", queryPath);
             var q = VectorFile.Read(queryPath);
             CliErrors.Require(q.Dimensions == m.Dimensions, $"--calibration-queries: '{queryPath}' has {q.Dimensions} dimensions; the index has {m.Dimensions}");
             CliErrors.Require(m.Calibration is not null,

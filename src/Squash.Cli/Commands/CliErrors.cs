@@ -80,6 +80,13 @@ public static class CliErrors
         if (!condition) throw new UsageException(message);
     }
 
+    /// <summary>The file a flag names exists and is a file: a folder would otherwise read as "does not exist".</summary>
+    public static void RequireFile(string flag, string path)
+    {
+        if (Directory.Exists(path)) throw new UsageException($"{flag}: '{path}' is a folder, not a file");
+        if (!File.Exists(path)) throw new UsageException($"{flag}: file '{path}' does not exist");
+    }
+
     /// <summary>Ctrl+C, as opposed to a timeout (HttpClient reports its timeout as a cancellation caused by a TimeoutException).</summary>
     private static bool IsCancellation(Exception e) =>
         Unwrap(e) is OperationCanceledException oce && oce.InnerException is not TimeoutException;

@@ -31,7 +31,7 @@ public static class QueryCommand
             int max = pr.GetValue(limit);
             CliErrors.Require(max >= 0, $"--limit must be ≥ 0, got {max}");
             var path = pr.GetValue(vectors)!;
-            CliErrors.Require(File.Exists(path), $"--vectors: file '{path}' does not exist");
+            CliErrors.RequireFile("--vectors", path);
             if (pr.GetValue(endpoint) is { } url)
             {
                 JsonElement? filterBody = null;

@@ -59,8 +59,8 @@ public static class WriteCommands
             CliErrors.Require(inFlight is >= 1 and <= 16, $"--concurrency must be 1 to 16, got {inFlight}");
             var runKey = RunKey(pr.GetValue(key));
             string vectorsPath = pr.GetValue(vectors)!, attributesPath = pr.GetValue(attributes) ?? "";
-            CliErrors.Require(File.Exists(vectorsPath), $"--vectors: file '{vectorsPath}' does not exist");
-            CliErrors.Require(attributesPath.Length == 0 || File.Exists(attributesPath), $"--attributes: file '{attributesPath}' does not exist");
+            CliErrors.RequireFile("--vectors", vectorsPath);
+            if (attributesPath.Length > 0) CliErrors.RequireFile("--attributes", attributesPath);
             CliErrors.Require(pr.GetValue(schema) is null || attributesPath.Length > 0, "--schema needs --attributes");
             var data = VectorFile.Read(vectorsPath);
             var table = attributesPath.Length == 0 ? null : AttributeReader.ReadFile(attributesPath, BuildCommand.ParseSchema(pr.GetValue(schema)));
@@ -117,7 +117,7 @@ public static class WriteCommands
             }
             else
             {
-                if (idPath is not null) CliErrors.Require(File.Exists(idPath), $"--ids-file: file '{idPath}' does not exist");
+                if (idPath is not null) CliErrors.RequireFile("--ids-file", idPath);
                 var list = (idList is not null ? idList.Split(',') : File.ReadAllLines(idPath!)).Select(s => s.Trim()).Where(s => s.Length > 0).ToArray();
                 CliErrors.Require(list.Length > 0, idList is not null ? "--ids names no id" : $"--ids-file: '{idPath}' names no id");
                 for (int start = 0; start < list.Length; start += WriteValidation.MaxItems)
