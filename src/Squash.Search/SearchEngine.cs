@@ -110,7 +110,7 @@ public sealed class SearchEngine
         var manifest = Index.Manifest;
         if (options.Filter is not { MatchesAll: false } filter)
         {
-            double? target = options.Recall;
+            double? target = RecallTargetOf(options);
             var resolved = RecallPlanner.Resolve(manifest.Calibration, options, out double? predicted, out double? share,
                 draw: RecallPlanner.Draw(query.VectorHash));
             var stats = NewStats(target, predicted, resolved, share);
@@ -192,7 +192,7 @@ public sealed class SearchEngine
     {
         ArgumentNullException.ThrowIfNull(anchors);
         ArgumentNullException.ThrowIfNull(options);
-        double? recallTarget = options.Recall;
+        double? recallTarget = RecallTargetOf(options);
         var resolved = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted, out double? share,
             anchors.Estimates.Total / Math.Max(1, Index.Manifest.Count), anchors.AnchorRatio, draw);
         return PlanFilteredSweep(anchors, resolved, [resolved.CentroidFactor], recallTarget, predicted, share)[0];
@@ -421,15 +421,19 @@ public sealed class SearchEngine
     /// <summary>The answer size passes stop at (<see cref="QueryPlan.Target"/>): NewTopK's capacity.</summary>
     internal static int TargetOf(IndexManifest manifest, int k) => Math.Min(k, (int)Math.Max(1, manifest.Count));
 
+    /// <summary>The target a query's stats report: none when it asked to be exact, since the planner then ignores the target.</summary>
+    private static double? RecallTargetOf(SearchOptions requested) => requested.Exact ? null : requested.Recall;
+
+    // An exact plan runs no CF, R or filter margin: its stats leave them out rather than report the defaults it ignored.
     private static QueryStats NewStats(double? recallTarget, double? predicted, SearchOptions resolved, double? share = null) => new()
     {
         Passes = 1,
         RecallTarget = recallTarget,
         PredictedRecall = predicted,
         PlanShare = share is { } p ? Math.Round(p, 4) : null,
-        CentroidFactor = resolved.CentroidFactor,
-        RerankFactor = resolved.RerankFactor,
-        FilterMargin = resolved.FilterMargin == SearchOptions.DefaultFilterMargin ? null : resolved.FilterMargin,
+        CentroidFactor = resolved.Exact ? null : resolved.CentroidFactor,
+        RerankFactor = resolved.Exact ? null : resolved.RerankFactor,
+        FilterMargin = resolved.Exact || resolved.FilterMargin == SearchOptions.DefaultFilterMargin ? null : resolved.FilterMargin,
     };
 
     /// <summary>

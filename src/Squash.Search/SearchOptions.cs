@@ -117,7 +117,11 @@ public class QueryStats
     /// A verdict on the finished answer, set once at the end: <see cref="Add"/> leaves it alone.
     /// </summary>
     public bool Certified { get; set; }
-    /// <summary>The recall target the plan was chosen for (null: CF and R were given).</summary>
+    /// <summary>
+    /// The recall target the plan was chosen for (null, left out: CF and R were given, or the query asked to be exact, which
+    /// ignores a target). A target no calibrated plan reaches, or 1, stays: it chose the exact plan.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public double? RecallTarget { get; set; }
     /// <summary>
     /// The recall@K the build-time calibration measured for the chosen plan (1 for exact plans; null without a calibration);
@@ -130,9 +134,14 @@ public class QueryStats
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public double? PlanShare { get; set; }
-    /// <summary>The CF and R of the plan this query ran (whether chosen for a target or given).</summary>
-    public double CentroidFactor { get; set; }
-    public int RerankFactor { get; set; }
+    /// <summary>
+    /// The CF and R of the plan this query ran (whether chosen for a target or given). Null (left out) for an exact plan:
+    /// it scans every partition that can match and re-ranks every candidate, so no CF or R ran.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public double? CentroidFactor { get; set; }
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? RerankFactor { get; set; }
     /// <summary>
     /// The filter margin of the plan this query ran when it is not the default 2: a filtered band's cheapest calibrated
     /// plans walk partitions until the estimated matches reach this × K. Null (left out) at the default.

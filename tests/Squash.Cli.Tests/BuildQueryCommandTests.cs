@@ -49,6 +49,13 @@ public class BuildQueryCommandTests
         Assert.False(byHand.RootElement.GetProperty("stats").TryGetProperty("recallTarget", out var target) && target.ValueKind != System.Text.Json.JsonValueKind.Null,
             "a plan set by hand has no target");
         Assert.Equal(1.7, byHand.RootElement.GetProperty("stats").GetProperty("centroidFactor").GetDouble());
+        // --exact ignores the target and any CF and R: its stats name none of them, and the answer is certified.
+        (_, output, _) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--json", "--exact");
+        using var exact = System.Text.Json.JsonDocument.Parse(output.Trim().Split('\n')[0]);
+        var exactStats = exact.RootElement.GetProperty("stats");
+        foreach (var name in new[] { "recallTarget", "centroidFactor", "rerankFactor" })
+            Assert.False(exactStats.TryGetProperty(name, out _), $"an exact query reports no {name}: {exactStats}");
+        Assert.True(exactStats.GetProperty("certified").GetBoolean(), exactStats.ToString());
     }
 
     public static TheoryData<string, string> BadVectorFiles => new()

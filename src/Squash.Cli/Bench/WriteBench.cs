@@ -333,20 +333,25 @@ public static class WriteBench
             Console.WriteLine($"recall@{s.K} before the rebuild {before.Recall:F4}, after {after.Recall:F4}");
         }
 
-        private sealed record RecallFigure(double Recall, double CentroidFactor, int RerankFactor, double? Predicted, double Partitions, int Incomplete)
+        /// <summary>A recall figure and the plan of its last query: CF and R, both null when it ran exact.</summary>
+        private sealed record RecallFigure(double Recall, double? CentroidFactor, int? RerankFactor, double? Predicted, double Partitions, int Incomplete)
         {
             public override string ToString() =>
-                $"{Recall:F4} (plan CF {CentroidFactor:0.###} R {RerankFactor}, predicted {(Predicted is { } p ? p.ToString("F3", CultureInfo.InvariantCulture) : "—")}, {Partitions:F1} partitions/query" +
+                $"{Recall:F4} ({(CentroidFactor is { } cf ? $"plan CF {cf:0.###} R {RerankFactor}" : "plan exact")}, predicted {(Predicted is { } p ? p.ToString("F3", CultureInfo.InvariantCulture) : "—")}, {Partitions:F1} partitions/query" +
                 (Incomplete > 0 ? $"; {Incomplete} answers incomplete (a branch of the tree failed)" : "") + ")";
         }
 
-        /// <summary>Recall@k of eventual queries against <paramref name="truth"/>, with the plan the index chose (and the mean partitions scanned), or a given CF and R.</summary>
-        private async Task<RecallFigure> EndpointRecallAsync(string index, int[][] truth, (double Cf, int R)? plan, CancellationToken ct)
+        /// <summary>
+        /// Recall@k of eventual queries against <paramref name="truth"/>, with the plan the index chose (and the mean partitions scanned),
+        /// or a given CF and R (both null: exact).
+        /// </summary>
+        private async Task<RecallFigure> EndpointRecallAsync(string index, int[][] truth, (double? Cf, int? R)? plan, CancellationToken ct)
         {
             long hits = 0, total = 0, scanned = 0;
             int incomplete = 0;
-            double cf = 0, predicted = 0;
-            int r = 0;
+            double? cf = null;
+            double predicted = 0;
+            int? r = null;
             bool anyPredicted = false;
             for (int i = 0; i < queries.Count; i++)
             {
@@ -357,8 +362,9 @@ public static class WriteBench
                 // A partial answer (a branch failed) lowers recall for a reason that is not the index's: counted, so it shows.
                 if (!answer.GetProperty("complete").GetBoolean()) incomplete++;
                 var stats = answer.GetProperty("stats");
-                cf = stats.GetProperty("centroidFactor").GetDouble();
-                r = stats.GetProperty("rerankFactor").GetInt32();
+                // An exact plan reports no CF or R.
+                cf = stats.TryGetProperty("centroidFactor", out var c) ? c.GetDouble() : null;
+                r = stats.TryGetProperty("rerankFactor", out var rf) ? rf.GetInt32() : null;
                 scanned += stats.GetProperty("partitionsScanned").GetInt64();
                 if (stats.TryGetProperty("predictedRecall", out var p) && p.ValueKind == JsonValueKind.Number) { predicted = p.GetDouble(); anyPredicted = true; }
             }
@@ -366,10 +372,10 @@ public static class WriteBench
         }
 
         private async Task<(double Ms, JsonElement Answer)> QueryAsync(string index, float[] vector, string consistency, int k, CancellationToken ct, int? depth = null,
-            (double Cf, int R)? plan = null)
+            (double? Cf, int? R)? plan = null)
         {
             long t0 = Stopwatch.GetTimestamp();
-            var options = new { consistency, depth, centroidFactor = plan?.Cf, rerankFactor = plan?.R };
+            var options = new { consistency, depth, exact = plan is { Cf: null } ? true : (bool?)null, centroidFactor = plan?.Cf, rerankFactor = plan?.R };
             using var response = await http.PostAsync($"api/indexes/{index}/query", JsonContent(new { vector, k, options }), ct);
             var text = await response.Content.ReadAsStringAsync(ct);
             if (!response.IsSuccessStatusCode) throw new IOException($"a query of {index} was answered {(int)response.StatusCode}: {text}");
