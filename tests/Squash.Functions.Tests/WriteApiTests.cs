@@ -140,6 +140,56 @@ public sealed class WriteApiTests(IndexFixture fx)
         Assert.Equal(expected, await Found("eventual"));
     }
 
+    /// <summary>
+    /// A bound written with more digits than a double holds (2.9999999999999999999 is 3 as a double) decides a row the same
+    /// way in a strong read's log tail as once the row is indexed, on number and integer attributes and every comparison.
+    /// </summary>
+    [Fact]
+    public async Task ABoundTooPreciseForADoubleMatchesTheSameRowsBeforeAndAfterIngest()
+    {
+        var index = NewIndex();
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var ok = await Post(client, index, """
+            {"upserts":[{"id":"three","vector":[9,9,9,9],"attributes":{"n":3,"price":3}},{"id":"four","vector":[9,9,9,8],"attributes":{"n":4,"price":4}},
+              {"id":"two","vector":[9,9,8,8],"attributes":{"n":2,"price":2}}]}
+            """);
+        Assert.True(ok.StatusCode == HttpStatusCode.OK, await ok.Content.ReadAsStringAsync());
+        string[] bounds =
+        [
+            "{\"$gt\":2.9999999999999999999}", "{\"$gte\":3.0000000000000000001}", "{\"$lt\":3.0000000000000000001}",
+            "{\"$lte\":2.9999999999999999999}", "{\"$eq\":2.9999999999999999999}", "{\"$in\":[2.9999999999999999999]}",
+            "{\"$in\":[3.0000000000000000001, 7]}", "{\"$ne\":3.0000000000000000001}", "{\"$nin\":[2.9999999999999999999]}",
+        ];
+        async Task<string> Found(HttpClient c, string consistency, string attribute, string bound)
+        {
+            var answer = await c.PostAsync($"/api/indexes/{index}/query", Bodies.Json(
+                "{\"vector\":[9,9,9,9],\"k\":100,\"filter\":{\"" + attribute + "\":" + bound + "},\"options\":{\"exact\":true,\"consistency\":\"" + consistency + "\"}}"));
+            var text = await answer.Content.ReadAsStringAsync();
+            Assert.True(answer.StatusCode == HttpStatusCode.OK, text);
+            using var doc = JsonDocument.Parse(text);
+            var ids = doc.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("id").GetString()!)
+                .Where(id => id is "three" or "four" or "two").Order();
+            return $"{attribute} {bound}: {string.Join(",", ids)}";
+        }
+        var attributes = new[] { "n", "price" };
+        var before = new List<string>();
+        foreach (var a in attributes) foreach (var b in bounds) before.Add(await Found(client, "strong", a, b));
+        // Integers compare with the bound as written; numbers as doubles (the bound rounds to 3, as a stored value would).
+        string[] expected =
+        [
+            "four,three", "four", "three,two", "two", "", "", "", "four,three,two", "four,three,two",
+            "four", "four,three", "two", "three,two", "three", "three", "three", "four,two", "four,two",
+        ];
+        Assert.Equal(attributes.SelectMany(a => bounds.Select(b => $"{a} {b}: ")).Zip(expected, (q, e) => q + e), before);
+        var run = await Squash.Search.Writes.LogIngest.RunAsync(new IndexStore(new FolderBlobStore(fx.Root), index), Log(index));
+        Assert.Equal(1, run.ToSequence);
+        using var fresh = fx.App(2, 1);
+        var after = new List<string>();
+        foreach (var a in attributes) foreach (var b in bounds) after.Add(await Found(fresh.CreateClient(), "eventual", a, b));
+        Assert.Equal(before, after);
+    }
+
     [Fact]
     public async Task AnIndexWithoutIdsTakesRowNumbersAndAnInnerProductIndexNoVectorLongerThanItsLargest()
     {

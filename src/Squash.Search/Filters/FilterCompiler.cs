@@ -235,19 +235,15 @@ public sealed class FilterCompiler
             case AttributeType.Number:
             case AttributeType.Integer:
             {
-                var xs = new double[items.Length];
-                var longs = new long?[items.Length];
-                var decimals = new decimal?[items.Length];
+                var operands = new NumericOperand[items.Length];
                 for (int i = 0; i < items.Length; i++)
                 {
                     var e = items[i];
                     if (e.ValueKind != JsonValueKind.Number)
                         throw new FilterException(list ? $"{path}[{i}]" : path, $"expected a number for {typeName} attribute '{info.Name}', got {Kind(e)}");
-                    xs[i] = e.GetDouble();
-                    longs[i] = e.TryGetInt64(out long l) ? l : null;
-                    decimals[i] = e.TryGetDecimal(out decimal m) ? m : null;
+                    operands[i] = NumericOperand.Read(e);
                 }
-                return NumericLeaf.Create(a, info, op, xs, longs, decimals);
+                return NumericLeaf.Create(a, info, op, operands);
             }
             case AttributeType.Bool:
             {
@@ -300,30 +296,30 @@ public sealed class FilterCompiler
 /// <summary>Number and integer leaves: a per-cell table from the manifest's cell ranges, and an exact comparison on raw values.</summary>
 internal static class NumericLeaf
 {
-    public static FilterNode Create(int a, AttributeInfo info, string op, double[] xs, long?[] longs, decimal?[] decimals)
+    public static FilterNode Create(int a, AttributeInfo info, string op, NumericOperand[] operands)
     {
-        if (op is "$eq" or "$lt" or "$lte" or "$gt" or "$gte") return RangeLeaf.Create(a, info, op, xs[0], longs[0], decimals[0]);
+        if (op is "$eq" or "$lt" or "$lte" or "$gt" or "$gte") return RangeLeaf.Create(a, info, op, operands[0]);
+        // Left: $ne, $in, $nin — membership in a list of values (one for $ne), negated for $ne and $nin.
         bool negate = op is "$ne" or "$nin";
-        string baseOp = op switch { "$ne" => "$eq", "$nin" => "$in", _ => op };
-        // $in over many values: sorted, so a cell's [min, max] is checked with one binary search.
-        var sorted = (double[])xs.Clone();
+        bool integer = info.Type == AttributeType.Integer;
+        // An integer equals an operand only when the operand is that whole number as written (3, 3.0, 3e0; never
+        // 2.9999999999999999999, which a double would round to 3): the $eq rule of RangeLeaf, which the log tail uses too.
+        var ints = new HashSet<long>();
+        if (integer)
+            foreach (var o in operands)
+                if (RangeLeaf.IntegerInterval("$eq", o) is (long whole, _, false)) ints.Add(whole);
+        // Sorted, so a cell's [min, max] is checked with one binary search; for integers only the whole values, so that the
+        // cells decide exactly what the recheck would.
+        var sorted = integer ? ints.Select(v => (double)v).ToArray() : operands.Select(o => o.Double).ToArray();
         Array.Sort(sorted);
         var table = new byte[256];
         for (int c = 0; c < info.Cells; c++)
         {
-            double min = info.CellMin![c], max = info.CellMax![c];
             byte t;
             if (info.CellCounts![c] == 0) t = FilterNode.False;
             else
             {
-                t = baseOp switch
-                {
-                    "$lt" => max < xs[0] ? FilterNode.True : min >= xs[0] ? FilterNode.False : FilterNode.Maybe,
-                    "$lte" => max <= xs[0] ? FilterNode.True : min > xs[0] ? FilterNode.False : FilterNode.Maybe,
-                    "$gt" => min > xs[0] ? FilterNode.True : max <= xs[0] ? FilterNode.False : FilterNode.Maybe,
-                    "$gte" => min >= xs[0] ? FilterNode.True : max < xs[0] ? FilterNode.False : FilterNode.Maybe,
-                    _ => InRange(sorted, min, max),
-                };
+                t = InRange(sorted, info.CellMin![c], info.CellMax![c]);
                 // Past ±2^53 doubles merge integers, so only the exact recheck may decide.
                 if (info.Lossy) t = FilterNode.Maybe;
                 if (negate) t = (byte)(FilterNode.True - t);
@@ -332,37 +328,9 @@ internal static class NumericLeaf
         }
         table[AttributeEncoding.MissingCode] = negate ? FilterNode.True : FilterNode.False;
 
-        Func<PartitionAttributeColumn, int, bool> exact;
-        if (info.Type == AttributeType.Number)
-        {
-            exact = baseOp switch
-            {
-                "$lt" => (col, r) => col.Numbers![r] < xs[0],
-                "$lte" => (col, r) => col.Numbers![r] <= xs[0],
-                "$gt" => (col, r) => col.Numbers![r] > xs[0],
-                "$gte" => (col, r) => col.Numbers![r] >= xs[0],
-                _ => (col, r) => Array.BinarySearch(sorted, col.Numbers![r]) >= 0,
-            };
-        }
-        else
-        {
-            // Integers compare as integers when the operand is one (no rounding past 2^53), else as doubles.
-            long? l = longs.Length > 0 ? longs[0] : null;
-            double x = xs.Length > 0 ? xs[0] : 0;
-            // A list's whole numbers, however written: 3.0 and 3e0 are 3 here as in $eq (RangeLeaf) and on the log tail (TailFilter).
-            var ints = new HashSet<long>();
-            for (int i = 0; i < longs.Length; i++)
-                if (longs[i] is { } v) ints.Add(v);
-                else if (decimals[i] is { } m && WholeNumber.TryFrom(m, out long whole)) ints.Add(whole);
-            exact = baseOp switch
-            {
-                "$lt" => l is { } lv ? (col, r) => col.Integers![r] < lv : (col, r) => col.Integers![r] < x,
-                "$lte" => l is { } lv2 ? (col, r) => col.Integers![r] <= lv2 : (col, r) => col.Integers![r] <= x,
-                "$gt" => l is { } lv3 ? (col, r) => col.Integers![r] > lv3 : (col, r) => col.Integers![r] > x,
-                "$gte" => l is { } lv4 ? (col, r) => col.Integers![r] >= lv4 : (col, r) => col.Integers![r] >= x,
-                _ => (col, r) => ints.Contains(col.Integers![r]),
-            };
-        }
+        Func<PartitionAttributeColumn, int, bool> exact = integer
+            ? (col, r) => ints.Contains(col.Integers![r])
+            : (col, r) => Array.BinarySearch(sorted, col.Numbers![r]) >= 0;
         if (negate)
         {
             var inner = exact;

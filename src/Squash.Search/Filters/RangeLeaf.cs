@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Squash.Index.Attributes;
 using Squash.Index.Model;
 
@@ -54,11 +55,12 @@ internal sealed class RangeLeaf : FilterNode
         for (int c = _first + 1; c < _last; c++) if (_table[c] == Maybe) _innerSure = false;
     }
 
-    /// <summary>One comparison: op is $eq, $lt, $lte, $gt or $gte; <paramref name="asLong"/> is the operand when it is an integer.</summary>
-    public static RangeLeaf Create(int attribute, AttributeInfo info, string op, double x, long? asLong, decimal? asDecimal)
+    /// <summary>One comparison: op is $eq, $lt, $lte, $gt or $gte.</summary>
+    public static RangeLeaf Create(int attribute, AttributeInfo info, string op, NumericOperand operand)
     {
         if (info.Type == AttributeType.Number)
         {
+            double x = operand.Double;
             return op switch
             {
                 "$lt" => new RangeLeaf(attribute, info, double.NegativeInfinity, true, x, false, 0, 0, false),
@@ -68,9 +70,21 @@ internal sealed class RangeLeaf : FilterNode
                 _ => new RangeLeaf(attribute, info, x, true, x, true, 0, 0, false),
             };
         }
+        var (lo, hi, empty) = IntegerInterval(op, operand);
+        return new RangeLeaf(attribute, info, 0, true, 0, true, lo, hi, empty);
+    }
+
+    /// <summary>
+    /// The integers v for which <c>v op operand</c> holds (op: $eq, $lt, $lte, $gt or $gte), as an inclusive [Lo, Hi], or
+    /// Empty. The one rule for integer attributes, on indexed rows and on a strong read's log tail (<see cref="Writes.TailFilter"/>),
+    /// so that a row matches the same bounds before and after ingest: the operand is read as written, as a long, else as a
+    /// decimal (which keeps 2.9999999999999999999 apart from 3 where a double would not), else as a double.
+    /// </summary>
+    internal static (long Lo, long Hi, bool Empty) IntegerInterval(string op, NumericOperand operand)
+    {
         long lo = long.MinValue, hi = long.MaxValue;
         bool empty = false;
-        if (asLong is { } l)
+        if (operand.Long is { } l)
         {
             switch (op)
             {
@@ -81,7 +95,7 @@ internal sealed class RangeLeaf : FilterNode
                 default: lo = hi = l; break;
             }
         }
-        else if (asDecimal is { } m)
+        else if (operand.Decimal is { } m)
         {
             // Not an integer: v < x ⇔ v ≤ ⌈x⌉ − 1, v ≤ x ⇔ v ≤ ⌊x⌋, v > x ⇔ v ≥ ⌊x⌋ + 1, v ≥ x ⇔ v ≥ ⌈x⌉ — in decimal,
             // which holds the operand exactly where a double would round it (past 2^53); ends beyond long clamp.
@@ -90,7 +104,7 @@ internal sealed class RangeLeaf : FilterNode
             if (op == "$eq")
             {
                 // 3.0 equals 3; an integer never equals a non-integer.
-                if (m == Math.Floor(m) && m >= long.MinValue && m <= long.MaxValue) lo = hi = (long)m;
+                if (WholeNumber.TryFrom(m, out long whole)) lo = hi = whole;
                 else empty = true;
             }
             else if (end < long.MinValue) { if (upperEnd) empty = true; }
@@ -101,6 +115,7 @@ internal sealed class RangeLeaf : FilterNode
         else
         {
             // Beyond long (or beyond decimal): the same in doubles, clamped to long.
+            double x = operand.Double;
             switch (op)
             {
                 case "$lt": (hi, empty) = Below(Math.Ceiling(x), -1); break;
@@ -110,7 +125,14 @@ internal sealed class RangeLeaf : FilterNode
                 default: empty = true; break; // an integer never equals a non-integer
             }
         }
-        return new RangeLeaf(attribute, info, 0, true, 0, true, lo, hi, empty);
+        return (lo, hi, empty || lo > hi);
+    }
+
+    /// <summary>Whether the integer <paramref name="v"/> satisfies <c>v op operand</c> (<see cref="IntegerInterval"/>).</summary>
+    internal static bool IntegerMatches(string op, NumericOperand operand, long v)
+    {
+        var (lo, hi, empty) = IntegerInterval(op, operand);
+        return !empty && v >= lo && v <= hi;
     }
 
     /// <summary>An upper end ⌊y⌋ + shift as a long, clamped; empty when it lies below every long.</summary>
@@ -293,4 +315,14 @@ internal sealed class RangeLeaf : FilterNode
             : index.FirstNotBelow(_hi, !_hiClosed, lastFrom, lastTo);
         return (start, Math.Max(start, end));
     }
+}
+
+/// <summary>
+/// A number in a filter as written: its double, and where they hold it exactly, its long and decimal values. Read once,
+/// by the compiler and by the log tail's filter alike (<see cref="Writes.TailFilter"/>).
+/// </summary>
+internal readonly record struct NumericOperand(double Double, long? Long, decimal? Decimal)
+{
+    public static NumericOperand Read(JsonElement e) =>
+        new(e.GetDouble(), e.TryGetInt64(out long l) ? l : null, e.TryGetDecimal(out decimal m) ? m : null);
 }

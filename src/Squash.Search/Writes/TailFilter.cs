@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Squash.Index.Attributes;
+using Squash.Search.Filters;
 
 namespace Squash.Search.Writes;
 
@@ -49,12 +50,20 @@ public static class TailFilter
         bool negate = op is "$ne" or "$nin";
         if (value is not { } x) return negate;
         var items = op is "$in" or "$nin" ? operand.EnumerateArray().ToArray() : [operand];
+        if (type == AttributeType.Integer)
+        {
+            // The compiled filter's rule (Filters.RangeLeaf.IntegerInterval), so a row matches the same bounds once indexed.
+            long xv = WholeNumber.TryRead(x, out long whole) ? whole : x.GetInt64();
+            bool inList = items.Any(i => RangeLeaf.IntegerMatches(op is "$in" or "$nin" or "$ne" ? "$eq" : op, NumericOperand.Read(i), xv));
+            return inList != negate;
+        }
+        // Number attributes compare as doubles, as the index holds them (RangeLeaf's NumericOperand.Double).
         switch (op)
         {
-            case "$lt": return Compare(x, operand, type) < 0;
-            case "$lte": return Compare(x, operand, type) <= 0;
-            case "$gt": return Compare(x, operand, type) > 0;
-            case "$gte": return Compare(x, operand, type) >= 0;
+            case "$lt": return x.GetDouble() < operand.GetDouble();
+            case "$lte": return x.GetDouble() <= operand.GetDouble();
+            case "$gt": return x.GetDouble() > operand.GetDouble();
+            case "$gte": return x.GetDouble() >= operand.GetDouble();
         }
         bool any = type == AttributeType.Tags
             ? x.EnumerateArray().Any(t => items.Any(i => i.GetString() == t.GetString()))
@@ -64,21 +73,8 @@ public static class TailFilter
 
     private static bool EqualValues(JsonElement x, JsonElement operand, AttributeType type) => type switch
     {
-        AttributeType.Number or AttributeType.Integer => Compare(x, operand, type) == 0,
+        AttributeType.Number => x.GetDouble() == operand.GetDouble(),
         AttributeType.Bool => x.GetBoolean() == operand.GetBoolean(),
         _ => x.GetString() == operand.GetString(),
     };
-
-    /// <summary>Numbers compare as doubles for number attributes; integers exactly (as 64-bit or decimal values where they fit).</summary>
-    private static int Compare(JsonElement x, JsonElement operand, AttributeType type)
-    {
-        if (type == AttributeType.Integer)
-        {
-            long xv = WholeNumber.TryRead(x, out long whole) ? whole : x.GetInt64();
-            if (operand.TryGetInt64(out long l)) return xv.CompareTo(l);
-            if (operand.TryGetDecimal(out decimal m)) return ((decimal)xv).CompareTo(m);
-            return ((double)xv).CompareTo(operand.GetDouble());
-        }
-        return x.GetDouble().CompareTo(operand.GetDouble());
-    }
 }
