@@ -178,12 +178,12 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     var loaded = await catalog.OpenCurrentAsync(index, ct);
     if (loaded is null) return NotFound(index);
     var errors = RequestMapping.Validate(request!, loaded.Manifest.Dimensions, settings.Value, loaded.Manifest.Metric);
-    RequestMapping.ValidateAttributes(request!, loaded, errors);
+    // The filter is compiled once, here, and goes on compiled.
+    var filter = RequestMapping.ValidateAttributes(request!, loaded, errors);
     if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The query is not valid.");
 
     int k = request!.K ?? 10;
     var vectors = request.Vectors ?? [request.Vector!];
-    var filter = request.Filter is { } f ? loaded.Filters.Compile(f) : null;
     var s = settings.Value;
     int branching = request.Options?.Branching ?? s.Branching, depth = request.Options?.Depth ?? s.Depth;
     // Fixed shapes stay overrides: the planner chooses only when the request names neither branching nor depth.
@@ -243,9 +243,10 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
     // Only a version that exists is opened (and then kept): an unknown one is a 404 and leaves nothing behind.
     var loaded = await catalog.OpenAsync(index, version, ct);
     if (loaded is null) return Results.Problem(statusCode: 404, title: "Index version not found", detail: $"index '{index}' has no version '{version}'");
-    var errors = RequestMapping.ValidateScan(request, loaded, settings.Value);
+    // The node scans with the filter the check compiled: near MaxScanClauses a compile is most of a cold node's work.
+    var errors = RequestMapping.ValidateScan(request, loaded, settings.Value, out var filter);
     if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The scan request is not valid.");
-    var response = await executor.ExecuteAsync(index, loaded, request, OwnAddress(server, http), ct);
+    var response = await executor.ExecuteAsync(index, loaded, request, filter, OwnAddress(server, http), ct);
     return Results.Json(response, ApiJson.Default.ScanResponse);
 }).WithName("scan").Accepts<ScanRequest>("application/json").Produces<ScanResponse>().ProducesValidationProblem()
   .ProducesProblem(404).ProducesProblem(413).ProducesProblem(500).ProducesProblem(503);

@@ -150,6 +150,36 @@ public sealed class ScanEndpointTests(IndexFixture fx)
     }
 
     /// <summary>
+    /// A request compiles its filter once: the check that answers a bad one with a 400 hands the compiled filter on to the
+    /// scan (near 20,003 clauses a compile is most of a cold node's work), on /scan and on a query the coordinator scans alone.
+    /// </summary>
+    [Fact]
+    public async Task AFilterIsCompiledOncePerRequest()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var version = await VersionOf(client, IndexFixture.AttributedIndexName);
+        var loaded = (await app.Services.GetRequiredService<IndexCatalog>().OpenAsync(IndexFixture.AttributedIndexName, version, CancellationToken.None))!;
+        var body = ValidScan(version);
+        body["filter"] = JsonNode.Parse("{\"colour\":\"red\",\"price\":{\"$lt\":500}}");
+        body["strategies"] = new JsonArray("Partitions");
+        body["include"] = new JsonArray("colour");
+        long before = loaded.Filters.Compilations;
+        var scan = await Scan(client, IndexFixture.AttributedIndexName, body);
+        var text = await scan.Content.ReadAsStringAsync();
+        Assert.True(scan.StatusCode == HttpStatusCode.OK, text);
+        Assert.Equal(1, loaded.Filters.Compilations - before);
+        Assert.Contains("\"red\"", text);
+        Assert.DoesNotContain("\"blue\"", text);
+
+        before = loaded.Filters.Compilations;
+        var query = await client.PostAsync($"/api/indexes/{IndexFixture.AttributedIndexName}/query", Bodies.Json(
+            "{\"vector\":" + Bodies.Vector(fx.Queries[0]) + ",\"k\":5,\"filter\":{\"colour\":\"red\"},\"options\":{\"depth\":0}}"));
+        Assert.True(query.StatusCode == HttpStatusCode.OK, await query.Content.ReadAsStringAsync());
+        Assert.Equal(1, loaded.Filters.Compilations - before);
+    }
+
+    /// <summary>
     /// A scan node's filter is bounded by what a coordinator sends: the query's filter (10,000 clauses at most) joined to a
     /// strong read's tail deleteWheres (10,000 at most; more are sent as excluded rows) by $and, $not and $or, 20,003 in all.
     /// Unbounded, a body of 100,000 numeric clauses cost the node ~2.3 KB a clause to compile, on every node of the tree.

@@ -46,8 +46,10 @@ public static class RequestMapping
     /// <summary>
     /// Checks a scan request (the internal tree-node endpoint) as strictly as a query: it comes over HTTP too. The
     /// tree it describes may hold at most the app's <see cref="FunctionSettings.MaxTreeNodes"/> (or its own configured tree's) nodes.
+    /// <paramref name="filter"/> is the request's filter compiled in the check, for the node to scan with (null without one,
+    /// or when it does not compile).
     /// </summary>
-    public static Dictionary<string, string[]> ValidateScan(ScanRequest r, OpenedIndex index, FunctionSettings settings)
+    public static Dictionary<string, string[]> ValidateScan(ScanRequest r, OpenedIndex index, FunctionSettings settings, out CompiledFilter? filter)
     {
         var errors = new Dictionary<string, string[]>();
         void Add(string field, string message) => errors[field] = [.. errors.GetValueOrDefault(field, []), message];
@@ -88,7 +90,7 @@ public static class RequestMapping
             if (r.Strategies![q] is not (nameof(FilterStrategy.Partitions) or nameof(FilterStrategy.Direct)))
                 Add($"strategies[{q}]", $"must be \"{nameof(FilterStrategy.Partitions)}\" or \"{nameof(FilterStrategy.Direct)}\"");
         // A coordinator sends the query's filter, bounded, and for a strong read the tail's deleteWheres within their own bound.
-        ValidateAttributes(r.Filter, r.Include, index, errors, FilterCompiler.MaxScanClauses);
+        filter = ValidateAttributes(r.Filter, r.Include, index, errors, FilterCompiler.MaxScanClauses);
         if (r.ExcludedRows is { } excludedRows && Squash.Search.Writes.RowSetCache.Shared.Get(excludedRows, out var excludedProblem) is null)
             Add("excludedRows", excludedProblem!);
 
@@ -185,14 +187,15 @@ public static class RequestMapping
 
     /// <summary>
     /// The parts checked against the index's schema: every <c>include</c> name must exist, and the filter must
-    /// compile (its errors are reported under <c>filter</c> plus the JSON path of the offending part).
+    /// compile (its errors are reported under <c>filter</c> plus the JSON path of the offending part). Returns the compiled
+    /// filter (null without one, or when it does not compile), so that the request need not compile it again.
     /// </summary>
-    public static void ValidateAttributes(QueryRequest r, OpenedIndex index, Dictionary<string, string[]> errors) =>
+    public static CompiledFilter? ValidateAttributes(QueryRequest r, OpenedIndex index, Dictionary<string, string[]> errors) =>
         ValidateAttributes(r.Filter, r.Include, index, errors, FilterCompiler.MaxClauses);
 
     /// <param name="maxClauses">A client's filter holds at most <see cref="FilterCompiler.MaxClauses"/>; a scan node's, the coordinator's, at most
     /// <see cref="FilterCompiler.MaxScanClauses"/>, since a strong read adds the log tail's deleteWhere filters.</param>
-    private static void ValidateAttributes(System.Text.Json.JsonElement? filter, string[]? include, OpenedIndex index, Dictionary<string, string[]> errors,
+    private static CompiledFilter? ValidateAttributes(System.Text.Json.JsonElement? filter, string[]? include, OpenedIndex index, Dictionary<string, string[]> errors,
         int maxClauses)
     {
         if (include is not null)
@@ -211,9 +214,10 @@ public static class RequestMapping
         }
         if (filter is { } f)
         {
-            try { index.Filters.Compile(f, maxClauses); }
+            try { return index.Filters.Compile(f, maxClauses); }
             catch (FilterException e) { errors[FilterField(e.Path)] = [e.Detail]; }
         }
+        return null;
     }
 
     /// <summary>A filter's JSON path as a request field: <c>$.price.$lt</c> → <c>filter.price.$lt</c>.</summary>

@@ -15,7 +15,9 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
 {
     private static int _served;
 
-    public async Task<ScanResponse> ExecuteAsync(string index, OpenedIndex loaded, ScanRequest request, string? ownAddress, CancellationToken ct)
+    /// <param name="filter"><paramref name="request"/>'s filter compiled against <paramref name="loaded"/> (null when it has none):
+    /// the caller has compiled it already, the scan endpoint to check the request, the coordinator to plan.</param>
+    public async Task<ScanResponse> ExecuteAsync(string index, OpenedIndex loaded, ScanRequest request, CompiledFilter? filter, string? ownAddress, CancellationToken ct)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var span = Telemetry.Source.StartActivity("squash.scan-node");
@@ -32,8 +34,8 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
                 ? RowSetCache.Shared.Get(excluded, out var problem) ?? throw new ArgumentException($"excludedRows {problem}", nameof(request))
                 : null,
         };
-        // The filter is compiled once per invocation; the strategy per query comes from the coordinator's plan.
-        var filter = request.Filter is { } json ? loaded.Filters.Compile(json) : null;
+        if ((request.Filter is null) != (filter is null)) throw new ArgumentException("a scan's compiled filter comes with its filter, and only then", nameof(filter));
+        // The strategy per query comes from the coordinator's plan.
         var childCalls = StartChildren(index, request, ownAddress, ct);
 
         var node = new NodeAnswer(request.Vectors.Length, cold);

@@ -104,7 +104,7 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
                 Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
                 ExcludedRows = prepared is { Excluded.Count: > 0 } ? prepared.ExcludedText : null,
             };
-            var result = await executor.ExecuteAsync(index, loaded, scan, ownAddress, ct).ConfigureAwait(false);
+            var result = await executor.ExecuteAsync(index, loaded, scan, filtered ? filter : null, ownAddress, ct).ConfigureAwait(false);
             totals = Accumulate(totals, result);
             var next = new int[n][];
             for (int q = 0; q < n; q++)

@@ -85,6 +85,13 @@ public sealed class FilterCompiler
 
     private readonly IndexAttributes? _attributes;
     private readonly Dictionary<string, int>?[] _dictionaries;
+    private long _compilations;
+
+    /// <summary>
+    /// Filters compiled by this compiler so far (successfully or not). A compile costs ~40 µs and 3 KB a clause, so a request
+    /// compiles its filter once and hands the result on; the tests hold the endpoints to that with this count.
+    /// </summary>
+    public long Compilations => Interlocked.Read(ref _compilations);
 
     public FilterCompiler(IndexAttributes? attributes)
     {
@@ -118,6 +125,7 @@ public sealed class FilterCompiler
 
     public CompiledFilter Compile(JsonElement filter)
     {
+        Interlocked.Increment(ref _compilations);
         if (filter.ValueKind != JsonValueKind.Object) throw new FilterException("$", $"a filter must be a JSON object, got {Kind(filter)}");
         var root = ParseFilter(filter, "$", 1);
         return new CompiledFilter(root, root is AndNode { Children.Length: 0 },
