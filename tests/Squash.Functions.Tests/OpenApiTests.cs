@@ -155,9 +155,15 @@ public sealed class OpenApiTests(IndexFixture fx)
         Walk(root, "$");
         Assert.True(offeredAsStrings.Count == 0, "numbers offered as strings at: " + string.Join(", ", offeredAsStrings.Take(10)));
 
-        var vector = schemas.GetProperty("UpsertRequest").GetProperty("properties").GetProperty("vector");
-        Assert.Contains("string", vector.GetProperty("type").EnumerateArray().Select(x => x.GetString()));
-        Assert.Contains("array", vector.GetProperty("type").EnumerateArray().Select(x => x.GetString()));
+        // An upsert's vector, a query's and each of a query's batch may be an array of numbers or base64 text.
+        var queryProperties = schemas.GetProperty("QueryRequest").GetProperty("properties");
+        foreach (var vector in new[] { schemas.GetProperty("UpsertRequest").GetProperty("properties").GetProperty("vector"), queryProperties.GetProperty("vector"),
+            queryProperties.GetProperty("vectors").GetProperty("items") })
+        {
+            Assert.Contains("string", vector.GetProperty("type").EnumerateArray().Select(x => x.GetString()));
+            Assert.Contains("array", vector.GetProperty("type").EnumerateArray().Select(x => x.GetString()));
+            Assert.Equal("number", vector.GetProperty("items").GetProperty("type").GetString());
+        }
         var id = schemas.GetProperty("Hit").GetProperty("properties").GetProperty("id");
         Assert.Equal(["integer", "string"], id.GetProperty("type").EnumerateArray().Select(x => x.GetString()!).Order().ToArray());
 

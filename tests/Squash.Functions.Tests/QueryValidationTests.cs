@@ -120,14 +120,69 @@ public sealed class QueryValidationTests(IndexFixture fx)
     }
 
     [Theory]
-    [InlineData("{\"vector\":{}}", "vector", "must be an array, got an object")]
+    [InlineData("{\"vector\":{}}", "vector", "must be an array of numbers or a base64 string of little-endian float32 values")]
     [InlineData("[1, 2]", "body", "must be a JSON object, got an array")]
     [InlineData("\"text\"", "body", "must be a JSON object, got the string \"text\"")]
-    [InlineData("{\"vectors\":[[1,2],\"x\"]}", "vectors[1]", "must be an array, got the string \"x\"")]
+    [InlineData("{\"vectors\":[[1,2],\"x\"]}", "vectors[1]", "is a string but not base64 (RFC 4648, with padding) of little-endian float32 values")]
+    [InlineData("{\"vectors\":{}}", "vectors", "must be an array of vectors, each an array of numbers or a base64 string of little-endian float32 values")]
     public async Task MessagesSpeakJsonNotDotNet(string body, string field, string message)
     {
         var errors = await BadQuery(body);
         Assert.Equal([message], errors[field]);
+    }
+
+    /// <summary>
+    /// A query's vector may be base64 of its little-endian float32 values, as an upsert's (docs/writes.md): one vector, and
+    /// each vector of a batch (the two forms mixed), is answered exactly as its array is.
+    /// </summary>
+    [Fact]
+    public async Task ABase64QueryVectorIsAnsweredAsItsArray()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        async Task<string[]> Results(string vectors)
+        {
+            var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json("{" + vectors + ",\"k\":10,\"options\":{\"exact\":true}}"));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+            using var doc = JsonDocument.Parse(text);
+            var answers = doc.RootElement.TryGetProperty("answers", out var batch) ? batch.EnumerateArray().ToArray() : [doc.RootElement];
+            return answers.Select(a => a.GetProperty("results").GetRawText()).ToArray();
+        }
+        float[] q0 = fx.Queries[0], q1 = fx.Queries[1];
+        var asArray = await Results("\"vector\":" + Bodies.Vector(q0));
+        Assert.Contains("\"distance\"", asArray[0]);
+        Assert.Equal(asArray, await Results("\"vector\":\"" + Bodies.Base64(q0) + "\""));
+        var batchAsArrays = await Results("\"vectors\":[" + Bodies.Vector(q0) + "," + Bodies.Vector(q1) + "]");
+        Assert.Equal(2, batchAsArrays.Length);
+        Assert.Equal(batchAsArrays, await Results("\"vectors\":[\"" + Bodies.Base64(q0) + "\"," + Bodies.Vector(q1) + "]"));
+        Assert.Equal(batchAsArrays, await Results("\"vectors\":[\"" + Bodies.Base64(q0) + "\",\"" + Bodies.Base64(q1) + "\"]"));
+    }
+
+    /// <summary>A base64 query vector that is not base64, not a whole number of floats, of the wrong dimension or not finite is a 400 naming it.</summary>
+    [Fact]
+    public async Task ABase64QueryVectorOfTheWrongLengthOrNotBase64IsA400NamingIt()
+    {
+        var good = Bodies.Base64(fx.Queries[0]);
+        async Task<(string Field, string Message)> Bad(string body)
+        {
+            var errors = await BadQuery(body);
+            var (field, messages) = Assert.Single(errors);
+            return (field, Assert.Single(messages));
+        }
+        Assert.Equal(("vector", "is a string but not base64 (RFC 4648, with padding) of little-endian float32 values"), await Bad("{\"vector\":\"not base64!\"}"));
+        Assert.Equal(("vector", "decodes to 5 bytes, not a whole number of float32 values (4 bytes each, little-endian)"), await Bad("{\"vector\":\"AAAAAAA=\"}"));
+        Assert.Equal(("vector", "has 3 dimensions; the index has 24"), await Bad("{\"vector\":\"" + Bodies.Base64(1, 2, 3) + "\"}"));
+        var notFinite = (float[])fx.Queries[0].Clone();
+        notFinite[5] = float.PositiveInfinity;
+        Assert.Equal(("vector", "contains a value that is not a finite number"), await Bad("{\"vector\":\"" + Bodies.Base64(notFinite) + "\"}"));
+        Assert.Equal(("vectors[1]", "is a string but not base64 (RFC 4648, with padding) of little-endian float32 values"),
+            await Bad("{\"vectors\":[\"" + good + "\",\"not base64!\"]}"));
+        Assert.Equal(("vectors[0]", "has 3 dimensions; the index has 24"), await Bad("{\"vectors\":[\"" + Bodies.Base64(1, 2, 3) + "\",\"" + good + "\"]}"));
+        // A good base64 vector beside a body error elsewhere is not mistaken for a bad array.
+        Assert.Equal(("vectors[1][0]", "must be a number, got the string \"x\""), await Bad("{\"vectors\":[\"" + good + "\",[\"x\",1]]}"));
+        Assert.Equal(("k", "must be a whole number, got the string \"5\""), await Bad("{\"vectors\":[\"" + good + "\"],\"k\":\"5\"}"));
+        Assert.Equal(("k", "must be a whole number, got the string \"5\""), await Bad("{\"vector\":\"" + good + "\",\"k\":\"5\"}"));
     }
 
     [Fact]
@@ -135,5 +190,7 @@ public sealed class QueryValidationTests(IndexFixture fx)
     {
         var errors = await BadQuery("{\"vector\": [1, 2,");
         Assert.StartsWith("is not valid JSON: ", Assert.Single(errors["vector[2]"]));
+        errors = await BadQuery("{\"vectors\": [[1, 2], \"AACAPwAAAEA=\", [3");
+        Assert.StartsWith("is not valid JSON: '3' is an invalid end of a number", Assert.Single(errors["vectors[2][0]"]));
     }
 }

@@ -38,7 +38,7 @@ public static class JsonBody
         }
         catch (JsonFieldException e)
         {
-            return (null, Invalid(new() { [Field(e.Path)] = [e.Detail] }));
+            return (null, Invalid(new() { [Field(e.Path) + e.Within] = [e.Detail] }));
         }
         catch (JsonException e)
         {
@@ -144,6 +144,18 @@ public static class JsonBody
                     seen.Add(known);
                     // A field read by its own converter in more than one form (an upsert's base64 vector): the converter judged it.
                     if (known.CustomConverter is not null && property.Value.ValueKind == JsonValueKind.String) continue;
+                    // A batch of such vectors (a query's "vectors"): its base64 items too; its arrays are checked as any vector.
+                    if (known.CustomConverter is VectorListJsonConverter && property.Value.ValueKind == JsonValueKind.Array
+                        && TypeInfo(info, typeof(float[])) is { } vectorInfo)
+                    {
+                        int item = 0;
+                        foreach (var v in property.Value.EnumerateArray())
+                        {
+                            if (v.ValueKind != JsonValueKind.String) Check(v, vectorInfo, $"{at}[{item}]", errors);
+                            item++;
+                        }
+                        continue;
+                    }
                     if (TypeInfo(info, known.PropertyType) is { } propertyInfo) Check(property.Value, propertyInfo, at, errors);
                 }
                 foreach (var required in info.Properties.Where(p => p.IsRequired && !seen.Contains(p)))
@@ -173,4 +185,6 @@ public static class JsonBody
 public sealed class JsonFieldException(string detail) : JsonException(detail)
 {
     public string Detail { get; } = detail;
+    /// <summary>Where inside the field (e.g. <c>[2]</c>, an item of a list one converter reads whole), appended to its path.</summary>
+    public string Within { get; init; } = "";
 }

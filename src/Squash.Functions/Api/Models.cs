@@ -8,8 +8,11 @@ namespace Squash.Functions.Api;
 /// <summary>POST /api/indexes/{index}/query. Exactly one of <see cref="Vector"/> and <see cref="Vectors"/>.</summary>
 public sealed record QueryRequest
 {
+    /// <summary>An array of numbers, or a string: base64 of the vector's float32 values, little-endian (as an upsert's).</summary>
+    [JsonConverter(typeof(VectorJsonConverter))]
     public float[]? Vector { get; init; }
-    /// <summary>A batch: answered together, sharing one invocation tree.</summary>
+    /// <summary>A batch: answered together, sharing one invocation tree. Each vector in either form of <see cref="Vector"/>.</summary>
+    [JsonConverter(typeof(VectorListJsonConverter))]
     public float[][]? Vectors { get; init; }
     public int? K { get; init; }
     /// <summary>A filter in the Pinecone / S3 Vectors JSON convention; no result ever violates it.</summary>

@@ -5,7 +5,7 @@ namespace Squash.Functions.Api;
 
 /// <summary>
 /// What the generated OpenAPI document cannot learn from the endpoints' metadata, written into it: the query's answer is
-/// one of two shapes, an upsert's vector may be base64 text, a result's id a string or a number, and the write and build
+/// one of two shapes, an upsert's and a query's vectors may be base64 text, a result's id a string or a number, and the write and build
 /// submissions take an Idempotency-Key header. No <c>servers</c> entry: behind the Functions host the handler sees its own
 /// loopback port, which a client cannot reach; without one, paths resolve against the host the document was fetched from.
 /// </summary>
@@ -21,10 +21,24 @@ public static class OpenApiDescription
     private static void Describe(OpenApiDocument doc)
     {
         var schemas = doc.Components?.Schemas;
+        const string base64Vector = "An array of numbers, or a string: base64 (RFC 4648, with padding) of the vector's float32 values, little-endian (4 bytes a dimension).";
         if (Schema(schemas, "UpsertRequest") is { } upsert && Schema(upsert.Properties, "vector") is { } vector)
         {
             vector.Type |= JsonSchemaType.String;
-            vector.Description = "An array of numbers, or a string: base64 (RFC 4648, with padding) of the vector's float32 values, little-endian (4 bytes a dimension).";
+            vector.Description = base64Vector;
+        }
+        if (Schema(schemas, "QueryRequest") is { } query)
+        {
+            if (Schema(query.Properties, "vector") is { } one)
+            {
+                one.Type |= JsonSchemaType.String;
+                one.Description = base64Vector;
+            }
+            if (Schema(query.Properties, "vectors") is { Items: OpenApiSchema item } batch)
+            {
+                item.Type |= JsonSchemaType.String;
+                batch.Description = "A batch of vectors, each in either form of 'vector': " + base64Vector;
+            }
         }
         if (Schema(schemas, "Hit") is { Properties: { } hitProperties })
             hitProperties["id"] = new OpenApiSchema
