@@ -6,7 +6,9 @@ namespace Squash.Storage;
 /// <summary>
 /// The embedded default: blobs are files under a root folder. Writes go to a temporary file that is
 /// renamed into place (atomic on one file system); conditional writes hold a per-store lock file so
-/// that check and rename cannot interleave between processes.
+/// that check and rename cannot interleave between processes. The root folder is made by the first write,
+/// not on opening: a reading command given a mistyped path must leave nothing behind (a folder it made would
+/// later pass for an existing store), and a missing root reads as an empty store.
 /// </summary>
 public sealed class FolderBlobStore : IBlobStore
 {
@@ -15,7 +17,6 @@ public sealed class FolderBlobStore : IBlobStore
     public FolderBlobStore(string root)
     {
         _root = Path.GetFullPath(root);
-        Directory.CreateDirectory(_root);
     }
 
     public string Description => $"dir:{_root}";

@@ -214,6 +214,33 @@ public sealed class FolderBlobStoreContractTests : BlobStoreContractTests
 
     [Fact]
     public void DescribesItselfByFolder() => Assert.StartsWith("dir:", Store.Description);
+
+    /// <summary>A reading command given a mistyped folder must leave none behind, or a later serve would take it for a store.</summary>
+    [Fact]
+    public async Task AMissingRootReadsAsAnEmptyStoreAndIsNotCreated()
+    {
+        Assert.False(Directory.Exists(_root));
+        Assert.Equal("blob 'n/x.seg' does not exist", (await Assert.ThrowsAsync<BlobNotFoundException>(() => Store.ReadAllAsync("n/x.seg"))).Message);
+        await Assert.ThrowsAsync<BlobNotFoundException>(() => Store.ReadRangeAsync("current", 0, 1));
+        Assert.Null(await Store.GetInfoAsync("current"));
+        Assert.Empty(await Store.ListAsync("").ToListAsync());
+        Assert.False(await Store.DeleteAsync("current"));
+        Assert.False(Directory.Exists(_root));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task TheFirstWriteCreatesTheRootAndItsParents(bool conditional)
+    {
+        var nested = Path.Combine(_root, "a", "b");
+        var store = new FolderBlobStore(nested);
+        Assert.False(Directory.Exists(_root));
+        // A conditional write also takes the lock file in the root, so both paths must make it first.
+        await store.WriteAsync("current", new byte[] { 7 }, conditional ? WriteCondition.IfNotExists : WriteCondition.Overwrite);
+        Assert.Equal(new byte[] { 7 }, await store.ReadAllAsync("current"));
+        Assert.Equal(["current"], (await store.ListAsync("").ToListAsync()).Select(b => b.Name));
+    }
 }
 
 /// <summary>The same contract against Azurite (started by scripts/test.sh; fails without it).</summary>
