@@ -130,12 +130,9 @@ public sealed class OpenedIndex
                 var (ids, attributes) = parts[p];
                 // A filter other than {} names an attribute, so it compiles only where the index has attributes.
                 if (filter.MatchesAll || attributes is null) { lock (rows) rows.UnionWith(ids.Select(id => (long)id)); return; }
-                var verdict = new byte[attributes.Count];
-                filter.EvaluateCodes(attributes, verdict);
-                var matched = new List<long>();
-                for (int r = 0; r < verdict.Length; r++)
-                    if (verdict[r] == 2 || (verdict[r] == 1 && filter.Matches(attributes, r))) matched.Add(ids[r]);
-                lock (rows) rows.UnionWith(matched);
+                var matched = new List<int>();
+                MatchingRows(filter, attributes, matched);
+                lock (rows) rows.UnionWith(matched.Select(r => (long)ids[r]));
             });
         }
         return rows;
