@@ -416,6 +416,10 @@ public sealed partial class IndexStore
         // Read before listing: a version published after this read is young, so the grace rules keep it.
         var current = await GetCurrentAsync(ct).ConfigureAwait(false);
         var versions = await ListVersionBlobsAsync(ct).ConfigureAwait(false);
+        // Nothing at all under the index (a mistyped folder or name): say so, as reading commands do, rather than report
+        // an empty collection. An index with no version but other blobs (a first build's uploads) is collected as usual.
+        if (current is null && versions.Count == 0 && !await HoldsAnyBlobAsync(ct).ConfigureAwait(false))
+            throw new IndexNotFoundException($"no index at {Blobs.Description}{(Name.Length > 0 ? " under '" + Name + "'" : "")} (nothing is stored there)");
         var now = (clock ?? TimeProvider.System).GetUtcNow();
         var ids = versions.Keys.ToList();
         // Each version's manifest blob (null: none written, so it never was current), looked up once for the rules below.
@@ -498,6 +502,13 @@ public sealed partial class IndexStore
             deleted.Add(v);
         }
         return new GarbageCollection(deleted, kept, logIndexed);
+    }
+
+    /// <summary>Whether any blob lies under the index's prefix (the whole folder for a folder index).</summary>
+    private async Task<bool> HoldsAnyBlobAsync(CancellationToken ct)
+    {
+        await foreach (var _ in Blobs.ListAsync(Prefix, ct).ConfigureAwait(false)) return true;
+        return false;
     }
 
     public async Task<IndexManifest> ReadManifestAsync(string version, CancellationToken ct = default)

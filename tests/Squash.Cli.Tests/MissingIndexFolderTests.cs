@@ -28,18 +28,36 @@ public sealed class MissingIndexFolderTests
         Assert.False(Directory.Exists(missing));
     }
 
+    /// <summary>gc on a mistyped folder or name says there is no index and fails, as reading commands do (it said "nothing to delete").</summary>
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task GcOnAMissingFolderDeletesNothingAndCreatesNothing(bool withStore)
+    public async Task GcOnAMissingFolderSaysNoIndexAndCreatesNothing(bool withStore)
     {
         using var dir = new TempDir();
         var missing = dir.File("typo");
         string[] location = withStore ? ["--store", "dir:" + missing, "--index", "x"] : ["--index", missing];
         var (exit, output, err) = await Run(["gc", .. location]);
-        Assert.True(exit == 0, err);
-        Assert.Equal("nothing to delete\nkept 0: \n", output.ReplaceLineEndings("\n"));
+        CliRunner.AssertOneErrorLine(exit, err, $"no index at dir:{missing}{(withStore ? " under 'x'" : "")} (nothing is stored there)");
+        Assert.Equal("", output);
         Assert.False(Directory.Exists(missing));
+    }
+
+    /// <summary>A store that exists but holds nothing under the name given (a mistyped --index) is no index either.</summary>
+    [Fact]
+    public async Task GcOnANameNothingIsStoredUnderSaysNoIndex()
+    {
+        using var dir = new TempDir();
+        var store = dir.File("store");
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(100, 4, 2));
+        var (bexit, _, berr) = await Run("build", "--store", "dir:" + store, "--index", "shop", "--vectors", vectors);
+        Assert.True(bexit == 0, berr);
+        var (exit, output, err) = await Run("gc", "--store", "dir:" + store, "--index", "shpo");
+        CliRunner.AssertOneErrorLine(exit, err, $"no index at dir:{store} under 'shpo' (nothing is stored there)");
+        Assert.Equal("", output);
+        var (gexit, gout, gerr) = await Run("gc", "--store", "dir:" + store, "--index", "shop");
+        Assert.True(gexit == 0, gerr);
+        Assert.StartsWith("nothing to delete\nkept 1: ", gout.ReplaceLineEndings("\n"));
     }
 
     [Fact]
@@ -50,7 +68,7 @@ public sealed class MissingIndexFolderTests
         var missing = dir.File("typo");
         Assert.Equal(1, (await Run("query", "--store", "dir:" + missing, "--index", "x", "--vectors", queries)).Exit);
         Assert.Equal(1, (await Run("inspect", "--store", "dir:" + missing, "--index", "x")).Exit);
-        Assert.Equal(0, (await Run("gc", "--store", "dir:" + missing, "--index", "x")).Exit);
+        Assert.Equal(1, (await Run("gc", "--store", "dir:" + missing, "--index", "x")).Exit);
         var (exit, _, err) = await Run("serve", "--store", "dir:" + missing, "--log-dir", dir.File("logs"));
         CliRunner.AssertOneErrorLine(exit, err,
             $"--store dir:{missing}: the folder does not exist (build an index there first: squash build --store dir:{missing} --index NAME --vectors FILE)");

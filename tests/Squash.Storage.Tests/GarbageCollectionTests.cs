@@ -102,12 +102,26 @@ public sealed class GarbageCollectionTests : IDisposable
         Assert.Equal(new[] { "v000009", "v000010", "v1000000", newer }, await store.ListVersionsAsync());
     }
 
+    /// <summary>
+    /// Nothing under the index at all (a mistyped folder or name) is no index, as for a reader; a name that holds only
+    /// other blobs (a first build's upload) has no version to collect, and that is no error.
+    /// </summary>
     [Fact]
-    public async Task AnEmptyStoreHasNothingToCollect()
+    public async Task AnEmptyStoreIsNoIndexAndOneWithoutVersionsHasNothingToCollect()
     {
-        var store = new IndexStore(new FolderBlobStore(_root));
+        var folder = new FolderBlobStore(_root);
+        var store = new IndexStore(folder);
         Assert.Empty(await store.ListVersionsAsync());
-        Assert.Empty((await store.CollectGarbageAsync(3, Hour)).Deleted);
+        var none = await Assert.ThrowsAsync<IndexNotFoundException>(() => store.CollectGarbageAsync(3, Hour));
+        Assert.Equal($"no index at {folder.Description} (nothing is stored there)", none.Message);
+        var named = new IndexStore(folder, "products");
+        await folder.WriteAsync("other/current", new byte[] { 1 }, WriteCondition.IfNotExists);
+        none = await Assert.ThrowsAsync<IndexNotFoundException>(() => named.CollectGarbageAsync(3, Hour));
+        Assert.Equal($"no index at {folder.Description} under 'products' (nothing is stored there)", none.Message);
+        await folder.WriteAsync(Squash.Storage.Builds.UploadCollection.Prefix("products") + "base.fvecs", new byte[] { 1 }, WriteCondition.IfNotExists);
+        var collected = await named.CollectGarbageAsync(3, Hour);
+        Assert.Empty(collected.Deleted);
+        Assert.Empty(collected.Kept);
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(-1, Hour));
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => store.CollectGarbageAsync(1, TimeSpan.FromSeconds(-1)));
     }
