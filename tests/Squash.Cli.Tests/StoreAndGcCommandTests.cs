@@ -39,6 +39,33 @@ public class StoreAndGcCommandTests
         Assert.Contains("--keep", badErr);
     }
 
+    /// <summary>
+    /// A grace period below the default is accepted (a quiet store may be collected at once) but warned about on stderr,
+    /// saying what it risks; the default and longer periods print nothing there.
+    /// </summary>
+    [Theory]
+    [InlineData("0", true)]
+    [InlineData("59m", true)]
+    [InlineData("1h", false)]
+    [InlineData(null, false)]
+    public async Task AGraceBelowTheDefaultIsWarnedAboutOnStderr(string? grace, bool warned)
+    {
+        using var dir = new TempDir();
+        var vectors = dir.Fvecs("base.fvecs", TempDir.Random(50, 3, 1));
+        for (int i = 0; i < 2; i++)
+            Assert.Equal(0, (await CliRunner.RunAsync("build", "--index", dir.File("idx"), "--vectors", vectors, "--partitions", "1")).Exit);
+        string[] args = ["gc", "--index", dir.File("idx"), "--keep", "0", .. grace is null ? Array.Empty<string>() : ["--grace", grace]];
+        var (exit, output, err) = await CliRunner.RunAsync(args);
+        Assert.True(exit == 0, err);
+        Assert.Equal(warned
+            ? $"warning: --grace {grace} is below the default 1h: gc may delete the blobs of a version a build is still writing (the build fails) "
+              + "or that queries still read (they fail until they re-read 'current')\n"
+            : "", err.ReplaceLineEndings("\n"));
+        // The warning changes nothing: a zero grace still collects the superseded version.
+        Assert.Equal(grace == "0" ? 1 : 2, Versions(dir.File("idx")).Length);
+        Assert.Contains(grace == "0" ? "deleted 1 version(s)" : "nothing to delete", output);
+    }
+
     /// <summary>--log without --store is refused before any version is collected, not after (it once deleted them, then failed).</summary>
     [Fact]
     public async Task LogWithoutAStoreIsRefusedBeforeAnythingIsDeleted()

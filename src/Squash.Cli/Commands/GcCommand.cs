@@ -20,7 +20,8 @@ public static class GcCommand
         var grace = new Option<string>("--grace")
         {
             Description = "Never delete a version younger than this (a build may still be writing it) or one that stopped being current "
-                        + $"less than this ago (queries may still read it): a duration such as {Durations.Examples}.",
+                        + $"less than this ago (queries may still read it): a duration such as {Durations.Examples}. "
+                        + $"Below {DefaultGrace} gc warns on stderr and goes on (0 is for when no build runs and no reader uses an older version).",
             DefaultValueFactory = _ => DefaultGrace,
         };
         var log = new Option<bool>("--log")
@@ -49,6 +50,10 @@ public static class GcCommand
             // Checked before anything is deleted: a refused --log must not have collected versions already.
             bool trimLog = pr.GetValue(log);
             CliErrors.Require(!trimLog || store.Name.Length > 0, "--log needs --store and the index's name in it (the write log lives beside the index's versions in the store)");
+            // Accepted (a quiet store may be collected at once), but said out loud: the grace period is what protects a build
+            // in flight and the readers of a superseded version. After the flag checks, so a refused command warns of nothing.
+            if (gracePeriod < Durations.Parse(DefaultGrace, "--grace"))
+                Console.Error.WriteLine(ShortGraceWarning(gracePeriod));
             var result = await store.CollectGarbageAsync(n, gracePeriod, ct: ct);
             Console.WriteLine(result.Deleted.Count == 0 ? "nothing to delete" : $"deleted {result.Deleted.Count} version(s): {string.Join(' ', result.Deleted)}");
             Console.WriteLine($"kept {result.Kept.Count}: " + string.Join(' ', result.Kept.Select(k => $"{k.Version} ({Explain(k.Reason, n, gracePeriod)})")));
@@ -81,6 +86,11 @@ public static class GcCommand
         }));
         return cmd;
     }
+
+    /// <summary>What a grace period below the default risks: gc takes the blobs of versions still in use.</summary>
+    public static string ShortGraceWarning(TimeSpan grace) =>
+        $"warning: --grace {Durations.Format(grace)} is below the default {DefaultGrace}: gc may delete the blobs of a version a build is still "
+        + "writing (the build fails) or that queries still read (they fail until they re-read 'current')";
 
     private static string Explain(IndexStore.KeptReason reason, int keep, TimeSpan grace) => reason switch
     {
