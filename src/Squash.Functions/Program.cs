@@ -182,7 +182,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     var filter = RequestMapping.ValidateAttributes(request!, loaded, errors);
     if (errors.Count > 0) return Results.ValidationProblem(errors, title: "The query is not valid.");
 
-    int k = request!.K ?? 10;
+    int k = request!.K ?? SearchOptions.DefaultK;
     var vectors = request.Vectors ?? [request.Vector!];
     var s = settings.Value;
     int branching = request.Options?.Branching ?? s.Branching, depth = request.Options?.Depth ?? s.Depth;
@@ -194,7 +194,7 @@ app.MapPost("/api/indexes/{index}/query", async Task<IResult> (string index, Htt
     // Strong: the version plus every batch acknowledged before this point (read-your-writes).
     Squash.Search.Writes.LogTail? tail = null;
     CoordinatedAnswer run;
-    if (request.Options?.Consistency == "strong")
+    if (request.Options?.Consistency == RequestMapping.StrongConsistency)
         (run, tail) = await coordinator.RunStrongAsync(tails, WriteEndpoints.LogFor(catalog, index), index, loaded, vectors, k, request.Options,
             request.Filter, filter, request.Include, branching, depth, OwnAddress(server, http), ct, chooseShape);
     else

@@ -8,6 +8,10 @@ namespace Squash.Search;
 public sealed record SearchOptions
 {
     public const int MaxK = 10_000;
+    /// <summary>The k of a query that names none (the HTTP API's, the CLI's).</summary>
+    public const int DefaultK = 10;
+    /// <summary>H is a percentage: 100 keeps every vector (the prune is off).</summary>
+    public const double MaxHammingKeepPercent = 100;
     /// <summary>Largest CF accepted: far past the point where every partition is visited.</summary>
     public const double MaxCentroidFactor = 1_000;
     /// <summary>Largest R accepted; K·R then stays far inside 32 bits, and is computed in 64 anyway (<see cref="RerankCandidates"/>).</summary>
@@ -16,7 +20,7 @@ public sealed record SearchOptions
     /// <summary>The recall target front ends ask for when the user sets neither a target nor CF and R.</summary>
     public const double DefaultRecall = 0.95;
 
-    public int K { get; init; } = 10;
+    public int K { get; init; } = DefaultK;
     /// <summary>
     /// A recall@K target in (0, 1]: when set, the plan (CF and R) comes from the index's build-time calibration
     /// (<see cref="RecallPlanner"/>) and <see cref="CentroidFactor"/> and <see cref="RerankFactor"/> are ignored; 1 means exact.
@@ -30,7 +34,7 @@ public sealed record SearchOptions
     /// Off by default: on Fashion-MNIST it removed mostly vectors the lower bound rejects cheaply anyway
     /// and cost recall (bench/README.md has the sweep).
     /// </summary>
-    public double HammingKeepPercent { get; init; } = 100;
+    public double HammingKeepPercent { get; init; } = MaxHammingKeepPercent;
     /// <summary>Sign bits compared by the Hamming prune: the leading (highest-energy) coded dimensions only, whose signs carry the signal.</summary>
     public int HammingBits { get; init; } = 64;
     /// <summary>R: each partition re-ranks at most K·R candidates by exact distance, chosen by lower bound.</summary>
@@ -60,7 +64,7 @@ public sealed record SearchOptions
         if (K < 1 || K > MaxK) throw new ArgumentOutOfRangeException(nameof(K), K, $"k must be between 1 and {MaxK:N0}");
         if (Recall is { } target && !(target > 0 && target <= 1)) throw new ArgumentOutOfRangeException(nameof(Recall), target, "the recall target must be in (0, 1]");
         if (!(CentroidFactor >= 1 && CentroidFactor <= MaxCentroidFactor)) throw new ArgumentOutOfRangeException(nameof(CentroidFactor), CentroidFactor, $"the centroid factor must be between 1 and {MaxCentroidFactor:N0}");
-        if (!(HammingKeepPercent > 0 && HammingKeepPercent <= 100)) throw new ArgumentOutOfRangeException(nameof(HammingKeepPercent), HammingKeepPercent, "the Hamming keep percentage must be in (0, 100]");
+        if (!(HammingKeepPercent > 0 && HammingKeepPercent <= MaxHammingKeepPercent)) throw new ArgumentOutOfRangeException(nameof(HammingKeepPercent), HammingKeepPercent, $"the Hamming keep percentage must be in (0, {MaxHammingKeepPercent}]");
         if (HammingBits < 1) throw new ArgumentOutOfRangeException(nameof(HammingBits), HammingBits, "the Hamming bit count must be ≥ 1");
         if (!(FilterMargin >= 1) || double.IsInfinity(FilterMargin)) throw new ArgumentOutOfRangeException(nameof(FilterMargin), FilterMargin, "the filter margin must be a finite number ≥ 1");
         if (RerankFactor < 1 || RerankFactor > MaxRerankFactor) throw new ArgumentOutOfRangeException(nameof(RerankFactor), RerankFactor, $"the re-rank factor must be between 1 and {MaxRerankFactor:N0}");

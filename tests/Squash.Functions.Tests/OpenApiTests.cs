@@ -177,4 +177,58 @@ public sealed class OpenApiTests(IndexFixture fx)
                 p => p.GetProperty("name").GetString() == "Idempotency-Key" && p.GetProperty("in").GetString() == "header");
         Assert.True(paths.GetProperty("/api/indexes/{index}/vectors").GetProperty("post").GetProperty("responses").TryGetProperty("500", out _));
     }
+
+    /// <summary>
+    /// The document's ranges, lengths and defaults are the validators' own constants (and the app's settings: MaxBatch,
+    /// the tree shape), and what it puts one past a maximum the API refuses with a 400 naming the field.
+    /// </summary>
+    [Fact]
+    public async Task TheDocumentsRangesAndDefaultsAreTheValidatorsOwn()
+    {
+        using var app = fx.App(3, 1, settings: new Dictionary<string, string> { ["Squash:MaxBatch"] = "5" });
+        var client = app.CreateClient();
+        using var doc = JsonDocument.Parse(await client.GetStringAsync("/api/openapi.json"));
+        var schemas = doc.RootElement.GetProperty("components").GetProperty("schemas");
+        JsonElement Field(string schema, string name) => schemas.GetProperty(schema).GetProperty("properties").GetProperty(name);
+        double Number(JsonElement field, string keyword) => field.GetProperty(keyword).GetDouble();
+
+        var k = Field("QueryRequest", "k");
+        Assert.Equal((1.0, Search.SearchOptions.MaxK, Search.SearchOptions.DefaultK), (Number(k, "minimum"), Number(k, "maximum"), Number(k, "default")));
+        var vectors = Field("QueryRequest", "vectors");
+        Assert.Equal((1, 5), (vectors.GetProperty("minItems").GetInt32(), vectors.GetProperty("maxItems").GetInt32()));
+        var recall = Field("QueryOptions", "recall");
+        Assert.Equal((0.0, 1.0, Search.SearchOptions.DefaultRecall), (Number(recall, "exclusiveMinimum"), Number(recall, "maximum"), Number(recall, "default")));
+        Assert.Equal(Search.SearchOptions.MaxCentroidFactor, Number(Field("QueryOptions", "centroidFactor"), "maximum"));
+        Assert.Equal(Search.SearchOptions.MaxRerankFactor, Number(Field("QueryOptions", "rerankFactor"), "maximum"));
+        Assert.Equal(Search.SearchOptions.MaxHammingKeepPercent, Number(Field("QueryOptions", "hammingKeepPercent"), "maximum"));
+        var branching = Field("QueryOptions", "branching");
+        Assert.Equal((Api.RequestMapping.MaxBranching, 3.0), (Number(branching, "maximum"), Number(branching, "default")));
+        var depth = Field("QueryOptions", "depth");
+        Assert.Equal((0.0, Api.RequestMapping.MaxDepth, 1.0), (Number(depth, "minimum"), Number(depth, "maximum"), Number(depth, "default")));
+        Assert.Equal(["eventual", "strong", "null"], Field("QueryOptions", "consistency").GetProperty("enum").EnumerateArray().Select(e => e.GetString() ?? "null").ToArray());
+        Assert.Equal(Writes.WriteValidation.MaxItems, Field("WriteRequest", "upserts").GetProperty("maxItems").GetInt32());
+        Assert.Equal(Writes.WriteValidation.MaxIdLength, Field("UpsertRequest", "id").GetProperty("maxLength").GetInt32());
+        var maxBits = Field("BuildOptionsRequest", "maxBits");
+        Assert.Equal((Squash.Core.Quantization.BitAllocation.MaxBitsPerDimension, Squash.Functions.Builds.BuildSubmission.Defaults.MaxBits),
+            (maxBits.GetProperty("maximum").GetInt32(), maxBits.GetProperty("default").GetInt32()));
+        Assert.Equal(Squash.Functions.Builds.BuildSubmission.Defaults.Energy, Number(Field("BuildOptionsRequest", "energy"), "default"));
+        Assert.Equal(Squash.Functions.Builds.BuildSubmission.MaxCalibrationFilters, Field("BuildSourceRequest", "calibrationFilters").GetProperty("maxItems").GetInt32());
+        var key = doc.RootElement.GetProperty("paths").GetProperty("/api/indexes/{index}/vectors").GetProperty("post").GetProperty("parameters").EnumerateArray()
+            .Single(p => p.GetProperty("name").GetString() == "Idempotency-Key").GetProperty("schema");
+        Assert.Equal(Squash.Functions.Builds.BuildEndpoints.MaxIdempotencyKey, key.GetProperty("maxLength").GetInt32());
+
+        // One past each maximum the document states is a 400 naming the field.
+        var vector = Bodies.Vector(fx.Queries[1]);
+        async Task<Dictionary<string, string[]>> Query(string fields) =>
+            await Problems.BadRequest(await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json(fields)));
+        string Past(JsonElement field) => (Number(field, "maximum") + 1).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(["k"], (await Query($"{{\"vector\":{vector},\"k\":{Past(k)}}}")).Keys);
+        foreach (var option in new[] { "recall", "centroidFactor", "rerankFactor", "hammingKeepPercent", "branching", "depth" })
+            Assert.Equal([$"options.{option}"], (await Query($"{{\"vector\":{vector},\"options\":{{\"{option}\":{Past(Field("QueryOptions", option))}}}}}")).Keys);
+        var batch = string.Join(',', Enumerable.Repeat(vector, vectors.GetProperty("maxItems").GetInt32() + 1));
+        Assert.Equal(["vectors"], (await Query($"{{\"vectors\":[{batch}]}}")).Keys);
+        using var write = new HttpRequestMessage(HttpMethod.Post, $"/api/indexes/{IndexFixture.IndexName}/vectors") { Content = Bodies.Json("{\"deletes\":[\"a\"]}") };
+        write.Headers.Add("Idempotency-Key", new string('k', key.GetProperty("maxLength").GetInt32() + 1));
+        Assert.Equal(["Idempotency-Key"], (await Problems.BadRequest(await client.SendAsync(write))).Keys);
+    }
 }

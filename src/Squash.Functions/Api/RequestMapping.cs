@@ -153,15 +153,19 @@ public static class RequestMapping
         }
         if (o.CentroidFactor is { } cf && !(cf >= 1 && cf <= SearchOptions.MaxCentroidFactor))
             add("options.centroidFactor", $"must be a number between 1 and {SearchOptions.MaxCentroidFactor}, got {cf}");
-        if (o.HammingKeepPercent is { } h && !(h > 0 && h <= 100)) add("options.hammingKeepPercent", $"must be in (0, 100], got {h}");
+        if (o.HammingKeepPercent is { } h && !(h > 0 && h <= SearchOptions.MaxHammingKeepPercent))
+            add("options.hammingKeepPercent", $"must be in (0, {SearchOptions.MaxHammingKeepPercent}], got {h}");
         if (o.RerankFactor is { } rf && rf is < 1 or > SearchOptions.MaxRerankFactor)
             add("options.rerankFactor", $"must be between 1 and {SearchOptions.MaxRerankFactor}, got {rf}");
         if (o.Branching is { } b && b is < 1 or > MaxBranching) add("options.branching", $"must be between 1 and {MaxBranching}, got {b}");
         if (o.Depth is { } l && l is < 0 or > MaxDepth) add("options.depth", $"must be between 0 and {MaxDepth}, got {l}");
-        if (o.Consistency is { } c && c is not ("strong" or "eventual")) add("options.consistency", $"must be \"strong\" or \"eventual\", got \"{c}\"");
+        if (o.Consistency is { } c && c is not (StrongConsistency or EventualConsistency))
+            add("options.consistency", $"must be \"{StrongConsistency}\" or \"{EventualConsistency}\", got \"{c}\"");
     }
 
     public const int MaxBranching = 16, MaxDepth = 4;
+    /// <summary>options.consistency: the published version alone (the default), or with the write-ahead log's tail.</summary>
+    public const string EventualConsistency = "eventual", StrongConsistency = "strong";
 
     private static void CheckVectors(string field, float[][] vectors, int dimensions, string metric, int maxBatch, Dictionary<string, string[]> errors, Action<string, string> add)
     {

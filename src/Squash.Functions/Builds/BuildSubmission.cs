@@ -25,6 +25,10 @@ public static class BuildSubmission
     public const int MaxCalibrationFilters = 16;
     /// <summary>Largest calibration filter blob: the train and publish tasks read each one whole.</summary>
     public const long MaxCalibrationFilterBytes = 64L << 20;
+    /// <summary>What a request's absent option becomes (and what the OpenAPI document gives as its default).</summary>
+    public static readonly BuildJobOptions Defaults = new();
+    /// <summary>The metrics a build takes (options.metric).</summary>
+    public static readonly string[] Metrics = ["l2", "cosine", "ip"];
 
     /// <summary>Field checks that need no I/O; errors by field name.</summary>
     public static Dictionary<string, string[]> ValidateFields(BuildRequest r, out string? schemaText)
@@ -72,12 +76,14 @@ public static class BuildSubmission
         }
         if (r.Options is { } o)
         {
-            if (o.Metric is { } m && m is not ("l2" or "cosine" or "ip")) Add("options.metric", $"must be \"l2\", \"cosine\" or \"ip\", got \"{m}\"");
+            if (o.Metric is { } m && !Metrics.Contains(m)) Add("options.metric", $"must be \"l2\", \"cosine\" or \"ip\", got \"{m}\"");
             if (o.Partitions is < 0) Add("options.partitions", $"must be ≥ 0 (0 picks clamp(N / 1000, 1, 4096)), got {o.Partitions}");
-            int maxBits = o.MaxBits ?? 8;
-            if (o.MaxBits is { } mb && mb is < 1 or > 8) Add("options.maxBits", $"must be between 1 and 8, got {mb}");
-            if (o.BitsPerDim is { } b && !(b > 0 && b <= 8)) Add("options.bitsPerDim", $"must be > 0 and ≤ 8, got {b}");
-            else if (o.BitsPerDim is { } b2 && maxBits is >= 1 and <= 8 && b2 > maxBits) Add("options.bitsPerDim", $"({b2}) cannot exceed maxBits ({maxBits})");
+            // Codes hold at most a byte per dimension (BitAllocation.MaxBitsPerDimension).
+            const int mostBits = Squash.Core.Quantization.BitAllocation.MaxBitsPerDimension;
+            int maxBits = o.MaxBits ?? Defaults.MaxBits;
+            if (o.MaxBits is { } mb && mb is < 1 or > mostBits) Add("options.maxBits", $"must be between 1 and {mostBits}, got {mb}");
+            if (o.BitsPerDim is { } b && !(b > 0 && b <= mostBits)) Add("options.bitsPerDim", $"must be > 0 and ≤ {mostBits}, got {b}");
+            else if (o.BitsPerDim is { } b2 && maxBits is >= 1 and <= mostBits && b2 > maxBits) Add("options.bitsPerDim", $"({b2}) cannot exceed maxBits ({maxBits})");
             if (o.Energy is { } e && !(e > 0 && e <= 1)) Add("options.energy", $"must be in (0, 1], got {e}");
             if (o.ChunkRows is < 0) Add("options.chunkRows", $"must be ≥ 0 (0 picks about 32 MB of vectors per task), got {o.ChunkRows}");
         }
@@ -175,14 +181,14 @@ public static class BuildSubmission
 
         var options = new BuildJobOptions
         {
-            Metric = o.Metric ?? "l2",
-            Partitions = o.Partitions ?? 0,
-            BitsPerDim = o.BitsPerDim ?? 4,
-            MaxBits = o.MaxBits ?? 8,
-            Energy = o.Energy ?? new IndexBuildOptions().EnergyKept,
-            Seed = o.Seed ?? 42,
-            Calibrate = o.Calibrate ?? true,
-            ChunkRows = o.ChunkRows ?? 0,
+            Metric = o.Metric ?? Defaults.Metric,
+            Partitions = o.Partitions ?? Defaults.Partitions,
+            BitsPerDim = o.BitsPerDim ?? Defaults.BitsPerDim,
+            MaxBits = o.MaxBits ?? Defaults.MaxBits,
+            Energy = o.Energy ?? Defaults.Energy,
+            Seed = o.Seed ?? Defaults.Seed,
+            Calibrate = o.Calibrate ?? Defaults.Calibrate,
+            ChunkRows = o.ChunkRows ?? Defaults.ChunkRows,
         };
         int partitions = options.Partitions > 0 ? options.Partitions : IndexBuildOptions.DefaultPartitions(count, dims);
         var job = new BuildJob

@@ -173,7 +173,8 @@ public static class WriteValidation
         _ => "null",
     };
 
-    /// <summary>An Idempotency-Key header: 1 to 200 visible ASCII characters (as for builds).</summary>
+    /// <summary>An Idempotency-Key header: 1 to <see cref="Builds.BuildEndpoints.MaxIdempotencyKey"/> visible ASCII characters (as for builds).</summary>
     public static string? CheckKey(string key) =>
-        key.Length is 0 or > 200 || key.Any(c => c is < '!' or > '~') ? "must be 1 to 200 visible ASCII characters" : null;
+        key.Length is 0 or > Builds.BuildEndpoints.MaxIdempotencyKey || key.Any(c => c is < '!' or > '~')
+            ? $"must be 1 to {Builds.BuildEndpoints.MaxIdempotencyKey} visible ASCII characters" : null;
 }
