@@ -10,7 +10,7 @@ namespace Squash.Functions;
 /// <summary>
 /// The indexes this instance has opened, by (name, version). Partitions load lazily and stay decoded in
 /// memory, so a warm instance answers from memory (data retention). The current version is re-read at
-/// most every few seconds so a newly published index is picked up. Only versions that opened are kept:
+/// most every <see cref="FunctionSettings.CurrentRecheck"/> (1 s by default) so a newly published index is picked up. Only versions that opened are kept:
 /// a failed open (store down, unknown version) is forgotten, and the next request tries again.
 /// </summary>
 public sealed partial class IndexCatalog

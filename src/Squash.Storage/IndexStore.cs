@@ -34,7 +34,7 @@ namespace Squash.Storage;
 /// a version a build may still be writing (one whose id time or newest blob is younger than the grace
 /// period), or a version that stopped being current less than the grace period ago. The last rule is
 /// how readers pin a version without writing anything: a reader that re-reads <c>current</c> at least
-/// once per grace period (the function app does every few seconds) never loses the version it uses.
+/// once per grace period (the function app does every second, Squash:CurrentRecheck) never loses the version it uses.
 /// </para>
 /// </summary>
 public sealed partial class IndexStore
