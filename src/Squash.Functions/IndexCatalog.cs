@@ -30,10 +30,16 @@ public sealed partial class IndexCatalog
         _currentRecheck = settings.Value.CurrentRecheck;
     }
 
-    [GeneratedRegex("^[a-z0-9][a-z0-9-]{0,62}$")]
+    /// <summary>An index name: lower-case letters, digits and '-', at most 63 (a container-safe name); the OpenAPI document states it too.</summary>
+    public const string NamePatternText = "^[a-z0-9][a-z0-9-]{0,62}$";
+
+    [GeneratedRegex(NamePatternText)]
     private static partial Regex NamePattern();
 
     public static bool IsValidName(string name) => NamePattern().IsMatch(name);
+
+    /// <summary>The 400's message for a name <see cref="IsValidName"/> refuses (reported under 'index').</summary>
+    public static string InvalidNameMessage(string name) => $"'{name}' is not a valid index name (lower-case letters, digits and '-', at most 63)";
 
     /// <summary>Only ids a build can write (so never a '/', '.' or '..' inside a blob name).</summary>
     public static bool IsValidVersion(string version) => VersionIds.IsWellFormed(version);

@@ -268,7 +268,7 @@ static string? OwnAddress(IServer server, HttpContext http)
 }
 
 static IResult BadName(string index) => Results.ValidationProblem(
-    new Dictionary<string, string[]> { ["index"] = [$"'{index}' is not a valid index name (lower-case letters, digits and '-', at most 63)"] });
+    new Dictionary<string, string[]> { ["index"] = [IndexCatalog.InvalidNameMessage(index)] });
 
 static IResult NotFound(string index) => Results.Problem(statusCode: 404, title: "Index not found", detail: $"no index named '{index}' is published");
 

@@ -231,4 +231,27 @@ public sealed class OpenApiTests(IndexFixture fx)
         write.Headers.Add("Idempotency-Key", new string('k', key.GetProperty("maxLength").GetInt32() + 1));
         Assert.Equal(["Idempotency-Key"], (await Problems.BadRequest(await client.SendAsync(write))).Keys);
     }
+
+    /// <summary>Every {index} path parameter states the name rule the endpoints check, and a name outside it is a 400 naming 'index'.</summary>
+    [Fact]
+    public async Task EveryIndexParameterGivesTheNameRuleTheEndpointsCheck()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        using var doc = JsonDocument.Parse(await client.GetStringAsync("/api/openapi.json"));
+        var indexParameters = doc.RootElement.GetProperty("paths").EnumerateObject()
+            .SelectMany(p => p.Value.EnumerateObject().Where(m => m.Value.TryGetProperty("parameters", out _))
+                .SelectMany(m => m.Value.GetProperty("parameters").EnumerateArray().Select(x => (At: $"{m.Name} {p.Name}", Parameter: x))))
+            .Where(x => x.Parameter.GetProperty("name").GetString() == "index" && x.Parameter.GetProperty("in").GetString() == "path").ToArray();
+        var operationsOnAnIndex = doc.RootElement.GetProperty("paths").EnumerateObject().Where(p => p.Name.Contains("{index}", StringComparison.Ordinal))
+            .Sum(p => p.Value.EnumerateObject().Count());
+        Assert.True(operationsOnAnIndex > 0 && indexParameters.Length == operationsOnAnIndex, string.Join(", ", indexParameters.Select(x => x.At)));
+        Assert.All(indexParameters, x => Assert.True(
+            x.Parameter.GetProperty("schema").TryGetProperty("pattern", out var pattern) && pattern.GetString() == Squash.Functions.IndexCatalog.NamePatternText, x.At));
+        // One past the longest name the pattern allows.
+        var tooLong = new string('a', 64);
+        Assert.DoesNotMatch(Squash.Functions.IndexCatalog.NamePatternText, tooLong);
+        Assert.Equal([$"'{tooLong}' is not a valid index name (lower-case letters, digits and '-', at most 63)"],
+            (await Problems.BadRequest(await client.GetAsync($"/api/indexes/{tooLong}")))["index"]);
+    }
 }

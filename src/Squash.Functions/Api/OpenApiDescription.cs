@@ -138,6 +138,10 @@ public static class OpenApiDescription
 
         foreach (var operation in doc.Paths.Values.SelectMany(p => p.Operations?.Values ?? Enumerable.Empty<OpenApiOperation>()))
         {
+            // Every {index} is checked against the name rule (a 400 naming 'index'), so the document gives the rule.
+            foreach (var parameter in operation.Parameters ?? [])
+                if (parameter is { Name: "index", In: ParameterLocation.Path, Schema: OpenApiSchema name })
+                    name.Pattern = IndexCatalog.NamePatternText;
             switch (operation.OperationId)
             {
                 case "query":

@@ -90,7 +90,7 @@ public static class BuildEndpoints
     private static IResult? CheckNames(string index, string? buildId)
     {
         var errors = new Dictionary<string, string[]>();
-        if (!IndexCatalog.IsValidName(index)) errors["index"] = [$"'{index}' is not a valid index name (lower-case letters, digits and '-', at most 63)"];
+        if (!IndexCatalog.IsValidName(index)) errors["index"] = [IndexCatalog.InvalidNameMessage(index)];
         if (buildId is not null && !BuildJobStore.IsValidBuildId(buildId)) errors["buildId"] = [$"'{buildId}' is not a build id (such as b20261203-121530123-3f9a1c0b7e2d)"];
         return errors.Count > 0 ? Results.ValidationProblem(errors) : null;
     }

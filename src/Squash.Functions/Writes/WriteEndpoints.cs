@@ -23,7 +23,7 @@ public static class WriteEndpoints
     private static async Task<IResult> Write(string index, HttpContext http, IndexCatalog catalog, IngestTrigger ingest, IOptions<FunctionSettings> settings, CancellationToken ct)
     {
         if (!IndexCatalog.IsValidName(index))
-            return Results.ValidationProblem(new Dictionary<string, string[]> { ["index"] = [$"'{index}' is not a valid index name (lower-case letters, digits and '-', at most 63)"] });
+            return Results.ValidationProblem(new Dictionary<string, string[]> { ["index"] = [IndexCatalog.InvalidNameMessage(index)] });
         string? key = null;
         if (http.Request.Headers.TryGetValue("Idempotency-Key", out var keys))
         {
