@@ -77,4 +77,41 @@ public class RowNumberCodecTests
         Assert.NotSame(first, again);
         Assert.Equal(first!.Order(), again!.Order());
     }
+
+    [Fact]
+    public void DecodingStopsPastTheReceiversBound()
+    {
+        var text = RowNumberCodec.Encode([1, 5, 9]);
+        Assert.Equal(new long[] { 1, 5, 9 }, RowNumberCodec.TryDecode(text, out _, maxRows: 3));
+        Assert.Null(RowNumberCodec.TryDecode(text, out var problem, maxRows: 2));
+        Assert.Equal("holds more than 2 rows", problem);
+        var cache = new RowSetCache();
+        Assert.Null(cache.Get(text, out problem, maxRows: 2));
+        Assert.Equal("holds more than 2 rows", problem);
+        // A set the cache holds is refused by the same bound.
+        Assert.NotNull(cache.Get(text, out _));
+        Assert.Null(cache.Get(text, out problem, maxRows: 2));
+        Assert.Equal("holds more than 2 rows", problem);
+    }
+
+    /// <summary>The sets kept hold at most the bound's rows together: a tail of millions kept eight times would fill a node.</summary>
+    [Fact]
+    public void TheCacheKeepsAtMostItsBoundOfRowsTogether()
+    {
+        var cache = new RowSetCache(capacity: 8, maxRows: 10);
+        var six = RowNumberCodec.Encode([0, 1, 2, 3, 4, 5]);
+        var first = cache.Get(six, out _);
+        Assert.Equal(6, cache.RowsKept);
+        // Five more would make 11: the older set goes, the newer is kept.
+        cache.Get(RowNumberCodec.Encode([10, 11, 12, 13, 14]), out _);
+        Assert.Equal(5, cache.RowsKept);
+        Assert.NotSame(first, cache.Get(six, out _));
+        Assert.Equal(6, cache.RowsKept);
+        // A set larger than the bound is answered but never kept.
+        var eleven = RowNumberCodec.Encode([.. Enumerable.Range(100, 11).Select(i => (long)i)]);
+        var big = cache.Get(eleven, out _);
+        Assert.Equal(11, big!.Count);
+        Assert.Equal(6, cache.RowsKept);
+        Assert.NotSame(big, cache.Get(eleven, out _));
+    }
 }
