@@ -44,8 +44,26 @@ public sealed class FunctionSettings
     /// price is one read of a tiny blob per index per second on an instance that is being asked.
     /// </summary>
     public TimeSpan CurrentRecheck { get; set; } = TimeSpan.FromSeconds(1);
-    /// <summary>Largest request body accepted.</summary>
+    /// <summary>Largest request body accepted (a /scan body may carry up to <see cref="MaxMaskedRows"/> masked rows on top).</summary>
     public long MaxRequestBytes { get; set; } = 4 * 1024 * 1024;
+    /// <summary>
+    /// Most indexed rows a strong read's write tail may mask (rows it replaced or deleted, not yet ingested) when the query
+    /// runs over a tree: every node receives them in its /scan body (<c>excludedRows</c>, at most
+    /// <c>RowNumberCodec.MaxTextLength</c> characters of it, beyond <see cref="MaxRequestBytes"/>) and holds them decoded.
+    /// Past it a strong read over a tree is a 503 that says to run ingest; on the coordinator alone (depth 0) it still
+    /// answers. 0 to <c>RowSetCache.DefaultMaxRows</c> (2²², what a node's cache of decoded sets keeps together).
+    /// </summary>
+    public int MaxMaskedRows { get; set; } = Squash.Search.Writes.RowSetCache.DefaultMaxRows;
+
+    /// <summary>Largest /scan body accepted: a request's worth, plus the most excludedRows text a strong read may send.</summary>
+    public static long MaxScanBytes(FunctionSettings settings) =>
+        settings.MaxRequestBytes + Squash.Search.Writes.RowNumberCodec.MaxTextLength(settings.MaxMaskedRows);
+
+    /// <summary>What is wrong with <see cref="MaxMaskedRows"/>, naming the setting (null: nothing); the app refuses to start with it.</summary>
+    public static string? CheckMaskedRows(FunctionSettings settings) =>
+        settings.MaxMaskedRows is < 0 or > Squash.Search.Writes.RowSetCache.DefaultMaxRows
+            ? $"Squash:MaxMaskedRows must be between 0 and {Squash.Search.Writes.RowSetCache.DefaultMaxRows} (what a node keeps decoded), got {settings.MaxMaskedRows}"
+            : null;
     /// <summary>
     /// The coordinator's app sets this: on start-up it wakes the processor pools (a health call each) so that their
     /// cold starts run alongside its own. Off for processor pools, which would only wake each other.

@@ -152,4 +152,6 @@ public sealed class IndexUnavailableException(string index, string message, bool
 {
     public string Index { get; } = index;
     public bool Transient { get; } = transient;
+    /// <summary>The problem's title where the defaults ("Index damaged", "Index temporarily unavailable") would not say what is wrong.</summary>
+    public string? Title { get; init; }
 }

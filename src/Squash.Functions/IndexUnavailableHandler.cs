@@ -23,7 +23,7 @@ public sealed class IndexUnavailableHandler(IProblemDetailsService problems, ILo
             ProblemDetails = new ProblemDetails
             {
                 Status = status,
-                Title = e.Transient ? "Index temporarily unavailable" : "Index damaged",
+                Title = e.Title ?? (e.Transient ? "Index temporarily unavailable" : "Index damaged"),
                 Detail = e.Message,
             },
             Exception = exception,

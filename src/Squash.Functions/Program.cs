@@ -65,11 +65,13 @@ builder.Services.AddSingleton<Squash.Search.Writes.TailReader>();
 builder.Services.AddBuilds();
 builder.Services.AddSingleton<Squash.Functions.Writes.IngestTrigger>();
 var tree = builder.Configuration.GetSection("Squash").Get<FunctionSettings>() ?? new FunctionSettings();
-if ((ScanInvoker.CheckPools(tree) ?? ShapePlanner.Check(tree)) is { } poolProblem)
+if ((ScanInvoker.CheckPools(tree) ?? ShapePlanner.Check(tree) ?? FunctionSettings.CheckMaskedRows(tree)) is { } poolProblem)
 {
     Console.Error.WriteLine($"error: {poolProblem}");
     Environment.Exit(1);
 }
+// Each endpoint bounds its own body (JsonBody); Kestrel's own limit (30 MB by default) must not cut /scan's shorter.
+builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(k.Limits.MaxRequestBodySize ?? 0, FunctionSettings.MaxScanBytes(tree) + 1));
 // On Azure (WEBSITE_SITE_NAME is set there) a tree without pools never leaves the instance that got the query.
 if (tree.Depth > 0 && ScanInvoker.PoolTargets(tree).Length == 0 && Environment.GetEnvironmentVariable("WEBSITE_SITE_NAME") is { Length: > 0 })
     Console.Error.WriteLine("warning: no processor pools configured (Squash__Pools__<i>__Url/Key or Squash__ScanUrls): tree calls go back to this instance");
@@ -236,7 +238,8 @@ app.MapPost("/api/indexes/{index}/scan", async Task<IResult> (string index, Http
     IOptions<FunctionSettings> settings, IServer server, CancellationToken ct) =>
 {
     if (!IndexCatalog.IsValidName(index)) return BadName(index);
-    var (request, error) = await JsonBody.ReadAsync(http.Request, ApiJson.Default.ScanRequest, settings.Value.MaxRequestBytes, ct);
+    // A strong read's masked rows come on top of what a query may send (excludedRows, bounded by Squash:MaxMaskedRows).
+    var (request, error) = await JsonBody.ReadAsync(http.Request, ApiJson.Default.ScanRequest, FunctionSettings.MaxScanBytes(settings.Value), ct);
     if (error is not null) return error;
     if (request!.Version is not { } version || !IndexCatalog.IsValidVersion(version))
         return Results.ValidationProblem(new Dictionary<string, string[]> { ["version"] = [$"must be a version id such as v20261203-121530123-3f9a1c0b7e2d (or v000042), got {(request.Version is null ? "null" : $"'{request.Version}'")}"] });

@@ -124,6 +124,24 @@ public sealed class ScanEndpointTests(IndexFixture fx)
         }
     }
 
+    /// <summary>
+    /// A node holds the excluded rows decoded, so it takes at most Squash:MaxMaskedRows of them (the coordinator never sends
+    /// more): more is a 400 naming excludedRows, decoded no further than the bound.
+    /// </summary>
+    [Fact]
+    public async Task ANodeRefusesMoreExcludedRowsThanItsBound()
+    {
+        using var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:MaxMaskedRows"] = "2" });
+        var client = app.CreateClient();
+        var body = ValidScan(await VersionOf(client, IndexFixture.IndexName));
+        body["excludedRows"] = Squash.Search.Writes.RowNumberCodec.Encode([1, 2]);
+        var response = await Scan(client, IndexFixture.IndexName, body);
+        Assert.True(response.StatusCode == HttpStatusCode.OK, await response.Content.ReadAsStringAsync());
+        body["excludedRows"] = Squash.Search.Writes.RowNumberCodec.Encode([7, 8, 9]);
+        var errors = await Problems.BadRequest(await Scan(client, IndexFixture.IndexName, body));
+        Assert.Equal(["holds more than 2 rows"], errors["excludedRows"]);
+    }
+
     [Fact]
     public async Task MissingFieldsAreEachNamed()
     {

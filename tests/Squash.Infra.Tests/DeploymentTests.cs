@@ -176,6 +176,7 @@ public sealed class DeploymentTests
             ["ChildTimeout"] = "the default (10 s) fits HTTP calls within a region",
             ["HedgingDelay"] = "the default (500 ms) is the measured setting",
             ["MaxRequestBytes"] = "the default (4 MB) is below the Functions host's own limit",
+            ["MaxMaskedRows"] = "the default (2²² rows, ≤ 16 MiB of excludedRows on top of MaxRequestBytes) is the most a node keeps decoded, and within the Functions host's limit",
             ["MaxBatch"] = "the default (256) bounds a request's work",
             ["CurrentRecheck"] = "the default (1 s) bounds how long a new version waits to be seen; tests set 0",
             ["WakePoolsOnStart"] = "true on the coordinator only (checked below)",

@@ -91,7 +91,8 @@ public static class RequestMapping
                 Add($"strategies[{q}]", $"must be \"{nameof(FilterStrategy.Partitions)}\" or \"{nameof(FilterStrategy.Direct)}\"");
         // A coordinator sends the query's filter, bounded, and for a strong read the tail's deleteWheres within their own bound.
         filter = ValidateAttributes(r.Filter, r.Include, index, errors, FilterCompiler.MaxScanClauses);
-        if (r.ExcludedRows is { } excludedRows && Squash.Search.Writes.RowSetCache.Shared.Get(excludedRows, out var excludedProblem) is null)
+        // Decoding stops past the node's bound, so its memory follows Squash:MaxMaskedRows, not the body.
+        if (r.ExcludedRows is { } excludedRows && Squash.Search.Writes.RowSetCache.Shared.Get(excludedRows, out var excludedProblem, settings.MaxMaskedRows) is null)
             Add("excludedRows", excludedProblem!);
 
         if (r.Node is null) Add("node", "is required");

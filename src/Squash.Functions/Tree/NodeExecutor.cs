@@ -17,7 +17,10 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
 
     /// <param name="filter"><paramref name="request"/>'s filter compiled against <paramref name="loaded"/> (null when it has none):
     /// the caller has compiled it already, the scan endpoint to check the request, the coordinator to plan.</param>
-    public async Task<ScanResponse> ExecuteAsync(string index, OpenedIndex loaded, ScanRequest request, CompiledFilter? filter, string? ownAddress, CancellationToken ct)
+    /// <param name="excluded">The set <paramref name="request"/>'s excludedRows names, when the caller holds it (the coordinator's
+    /// prepared tail: a set past the shared cache's bound would otherwise be decoded again on every query).</param>
+    public async Task<ScanResponse> ExecuteAsync(string index, OpenedIndex loaded, ScanRequest request, CompiledFilter? filter, string? ownAddress, CancellationToken ct,
+        IReadOnlySet<long>? excluded = null)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var span = Telemetry.Source.StartActivity("squash.scan-node");
@@ -30,8 +33,8 @@ public sealed class NodeExecutor(ScanInvoker invoker, ILogger<NodeExecutor> log,
         var options = RequestMapping.ToSearchOptions(request.K, request.Options) with
         {
             // Checked by the scan endpoint (and held by the coordinator): a warm node finds the set decoded already.
-            Excluded = request.ExcludedRows is { Length: > 0 } excluded
-                ? RowSetCache.Shared.Get(excluded, out var problem) ?? throw new ArgumentException($"excludedRows {problem}", nameof(request))
+            Excluded = request.ExcludedRows is { Length: > 0 } text
+                ? excluded ?? RowSetCache.Shared.Get(text, out var problem) ?? throw new ArgumentException($"excludedRows {problem}", nameof(request))
                 : null,
         };
         if ((request.Filter is null) != (filter is null)) throw new ArgumentException("a scan's compiled filter comes with its filter, and only then", nameof(filter));

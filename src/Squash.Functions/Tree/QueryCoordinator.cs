@@ -21,7 +21,7 @@ public sealed record CoordinatedAnswer(CoordinatedQuery[] Queries, ScanResponse 
 /// of k after a pass gets another (<see cref="SearchEngine.NextPass"/>, which needs only the merged count),
 /// so the tree runs exactly the passes the in-process engine runs and returns the same answer.
 /// </summary>
-public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration calibration)
+public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration calibration, Microsoft.Extensions.Options.IOptions<FunctionSettings> settings)
 {
     /// <summary>Passes are bounded by the engine (they end when every partition that can match was handed out); this is a backstop.</summary>
     private const int MaxPasses = 64;
@@ -62,11 +62,6 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         var missing = plans.Select(_ => new SortedSet<int>()).ToArray();
         bool filtered = filter is { MatchesAll: false };
         var strategies = filtered ? plans.Select(p => p.FilterStrategy.ToString()).ToArray() : null;
-        // The tail's live upserts need nothing from the tree: they are ranked on another thread while it scans.
-        var tailRanking = prepared is { Rows.Count: > 0 } ready
-            ? Task.Run(() => contexts.Select(c => RankTail(loaded, ready, c, userFilter, include, k)).ToArray(), ct)
-            : null;
-
         ScanResponse totals = new() { Neighbours = [], Stats = [], MissingPartitions = [], Invocations = 0 };
         int treeNodes = 0, rounds = 0, busiest = 0;
         var pass = plans.Select(p => p.Partitions).ToArray();
@@ -77,6 +72,11 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             shape = chooseShape(pass.SelectMany(p => p).Distinct().Count());
             (branching, depth) = (shape.Branching, shape.Depth);
         }
+        if (depth >= 1 && prepared is { Excluded.Count: > 0 } && tail is not null) CheckMaskedRowsShippable(index, tail, prepared);
+        // The tail's live upserts need nothing from the tree: they are ranked on another thread while it scans.
+        var tailRanking = prepared is { Rows.Count: > 0 } ready
+            ? Task.Run(() => contexts.Select(c => RankTail(loaded, ready, c, userFilter, include, k)).ToArray(), ct)
+            : null;
         // The nodes scan with the plan, not the request: a recall target is turned into CF and R (or exact) here, once per
         // query; queries of one batch may differ (a mixed target, filtered bands), so each query's R and exact mode go along.
         var planOptions = plans.Length > 0 ? plans[0].Options : options;
@@ -104,7 +104,7 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
                 Include = include is { Length: > 0 } ? include : null, Keys = loaded.Manifest.Attributes is { HasIds: true },
                 ExcludedRows = prepared is { Excluded.Count: > 0 } ? prepared.ExcludedText : null,
             };
-            var result = await executor.ExecuteAsync(index, loaded, scan, filtered ? filter : null, ownAddress, ct).ConfigureAwait(false);
+            var result = await executor.ExecuteAsync(index, loaded, scan, filtered ? filter : null, ownAddress, ct, excluded).ConfigureAwait(false);
             totals = Accumulate(totals, result);
             var next = new int[n][];
             for (int q = 0; q < n; q++)
@@ -137,6 +137,28 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             queries[q] = new CoordinatedQuery(best.Select(b => found[q][b.Id]).ToArray(), stats, missing[q].ToArray(), contexts[q].InputSquaredNorm);
         }
         return new CoordinatedAnswer(queries, totals, treeNodes, shape);
+    }
+
+    /// <summary>
+    /// A tree's nodes each receive the rows the tail masks (excludedRows) and hold them decoded, so their number is bounded
+    /// (<see cref="FunctionSettings.MaxMaskedRows"/>, and the text by the room a /scan body has for it). Past it the query
+    /// is refused with a 503 naming the cause and the ways out, before any node is called — sent anyway, every node
+    /// refused the body (413) and the query was a bare 500. The coordinator alone (depth 0) ships nothing and is not bounded.
+    /// </summary>
+    private void CheckMaskedRowsShippable(string index, LogTail tail, PreparedTail prepared)
+    {
+        int maxRows = settings.Value.MaxMaskedRows;
+        long maxText = RowNumberCodec.MaxTextLength(maxRows);
+        if (prepared.Excluded.Count <= maxRows && prepared.ExcludedText.Length <= maxText) return;
+        var size = prepared.Excluded.Count <= maxRows
+            ? $"{prepared.ExcludedText.Length:N0} characters of row numbers, past the {maxText:N0} a node takes for up to {maxRows:N0} rows (Squash:MaxMaskedRows)"
+            : $"more than the {maxRows:N0} a node takes (Squash:MaxMaskedRows)";
+        throw new IndexUnavailableException(index,
+            $"index '{index}': a strong query over the invocation tree sends every tree node the indexed rows that the write-ahead log "
+            + $"past the indexed sequence {tail.Watermark} (through sequence {tail.To}) replaces or deletes, and those are {prepared.Excluded.Count:N0} rows: {size}. "
+            + "Let ingest index the log (the ingest function runs after writes; `squash ingest` on a store without queues), "
+            + "or send the query with options.depth 0 (the coordinator scans alone and sends nothing) or consistency \"eventual\".",
+            transient: true) { Title = "Write tail too large for a strong query" };
     }
 
     /// <summary>
