@@ -1,5 +1,4 @@
 using Microsoft.AspNetCore.Diagnostics;
-using Microsoft.AspNetCore.Mvc;
 
 namespace Squash.Functions;
 
@@ -13,20 +12,8 @@ public sealed class IndexUnavailableHandler(IProblemDetailsService problems, ILo
     public async ValueTask<bool> TryHandleAsync(HttpContext http, Exception exception, CancellationToken ct)
     {
         if (exception is not IndexUnavailableException e) return false;
-        log.LogError(exception, "{Problem}", e.Message);
-        int status = e.Transient ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status500InternalServerError;
-        http.Response.StatusCode = status;
         if (e.Transient) http.Response.Headers.RetryAfter = "1";
-        return await problems.TryWriteAsync(new ProblemDetailsContext
-        {
-            HttpContext = http,
-            ProblemDetails = new ProblemDetails
-            {
-                Status = status,
-                Title = e.Title ?? (e.Transient ? "Index temporarily unavailable" : "Index damaged"),
-                Detail = e.Message,
-            },
-            Exception = exception,
-        });
+        return await ProblemWriter.WriteAsync(problems, log, http, e, e.Transient ? StatusCodes.Status503ServiceUnavailable : StatusCodes.Status500InternalServerError,
+            e.Title ?? (e.Transient ? "Index temporarily unavailable" : "Index damaged"));
     }
 }

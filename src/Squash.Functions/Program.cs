@@ -36,6 +36,7 @@ builder.Services.ConfigureHttpJsonOptions(o =>
 });
 builder.Services.AddProblemDetails();
 builder.Services.AddExceptionHandler<IndexUnavailableHandler>();
+builder.Services.AddExceptionHandler<TreeNodeRefusedHandler>();
 builder.Services.AddExceptionHandler<Squash.Functions.Builds.BuildRecordDamagedHandler>();
 builder.Services.AddOpenApi(OpenApiDescription.Configure);
 

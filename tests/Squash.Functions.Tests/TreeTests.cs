@@ -263,6 +263,22 @@ public sealed class TreeTests(IndexFixture fx)
         await Problems.Read(response, System.Net.HttpStatusCode.InternalServerError);
     }
 
+    /// <summary>
+    /// A child that refuses the scan body as too large runs with smaller limits than the coordinator (a strong query's
+    /// masked rows come on top of the request limit): a 500 problem saying which settings to align, not a bare 500.
+    /// </summary>
+    [Fact]
+    public async Task AChildThatRefusesTheScanBodyAsTooLargeIsA500ProblemNamingTheSettings()
+    {
+        using var app = fx.App(2, 1, (req, n) => new System.Net.Http.HttpResponseMessage(System.Net.HttpStatusCode.RequestEntityTooLarge));
+        var response = await app.CreateClient().PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Body(new { vector = fx.Queries[7], k = 10 }));
+        var problem = await Problems.Read(response, System.Net.HttpStatusCode.InternalServerError);
+        Assert.Equal("Tree node refused the scan", problem.GetProperty("title").GetString());
+        var detail = problem.GetProperty("detail").GetString()!;
+        Assert.Matches(@"^tree node \d+ \(processor pool 0\) refused the scan body as too large \(413\): ", detail);
+        Assert.EndsWith("give the coordinator and every processor pool the same Squash:MaxRequestBytes and Squash:MaxMaskedRows", detail);
+    }
+
     [Fact]
     public void TheTreePlannerPlacesEveryPartitionOnceAndStably()
     {

@@ -1,5 +1,4 @@
 using Microsoft.AspNetCore.Diagnostics;
-using Microsoft.AspNetCore.Mvc;
 using Squash.Storage.Builds;
 
 namespace Squash.Functions.Builds;
@@ -10,21 +9,7 @@ namespace Squash.Functions.Builds;
 /// </summary>
 public sealed class BuildRecordDamagedHandler(IProblemDetailsService problems, ILogger<BuildRecordDamagedHandler> log) : IExceptionHandler
 {
-    public async ValueTask<bool> TryHandleAsync(HttpContext http, Exception exception, CancellationToken ct)
-    {
-        if (exception is not BuildRecordDamagedException e) return false;
-        log.LogError(exception, "{Problem}", e.Message);
-        http.Response.StatusCode = StatusCodes.Status500InternalServerError;
-        return await problems.TryWriteAsync(new ProblemDetailsContext
-        {
-            HttpContext = http,
-            ProblemDetails = new ProblemDetails
-            {
-                Status = StatusCodes.Status500InternalServerError,
-                Title = "Build record damaged",
-                Detail = e.Message,
-            },
-            Exception = exception,
-        });
-    }
+    public async ValueTask<bool> TryHandleAsync(HttpContext http, Exception exception, CancellationToken ct) =>
+        exception is BuildRecordDamagedException
+        && await ProblemWriter.WriteAsync(problems, log, http, exception, StatusCodes.Status500InternalServerError, "Build record damaged");
 }

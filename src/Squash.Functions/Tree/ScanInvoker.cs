@@ -94,7 +94,15 @@ public sealed class ScanInvoker(IHttpClientFactory clients, IOptions<FunctionSet
         // The attempts other than the one whose response this is (a hedge that lost, a failed try) were dropped; one still
         // running was cancelled as this answer came back, so it ends now.
         var dropped = attempts.DroppedBesides(response, TimeProvider.System.GetTimestamp());
-        if (response.StatusCode is System.Net.HttpStatusCode.BadRequest or System.Net.HttpStatusCode.RequestEntityTooLarge)
+        if (response.StatusCode is System.Net.HttpStatusCode.RequestEntityTooLarge)
+        {
+            // Every body a coordinator sends fits the /scan limit its own settings give (a strong read's masked rows are
+            // bounded by MaxMaskedRows before any node is called), so a 413 means the pool runs with smaller limits.
+            throw new TreeNodeRefusedException($"tree node {request.Node.Id} ({(poolIndex >= 0 ? $"processor pool {poolIndex}" : "this app")}) refused the scan body as too large (413): "
+                + "it takes less than this coordinator sends (a strong query's masked rows come on top of Squash:MaxRequestBytes, up to Squash:MaxMaskedRows rows); "
+                + "give the coordinator and every processor pool the same Squash:MaxRequestBytes and Squash:MaxMaskedRows");
+        }
+        if (response.StatusCode is System.Net.HttpStatusCode.BadRequest)
         {
             // The child refused what this node sent: a bug here, not an outage there. Its problem text goes into the error.
             var problem = await response.Content.ReadAsStringAsync(ct).ConfigureAwait(false);
@@ -271,3 +279,9 @@ public static class ScanAttempts
         }
     }
 }
+
+/// <summary>
+/// A tree node refused a scan body as too large: its pool runs with smaller body limits than the coordinator (a
+/// configuration error, not an outage). A 500 problem naming the settings, not a bare 500 or a shorter answer.
+/// </summary>
+public sealed class TreeNodeRefusedException(string message) : InvalidOperationException(message);
