@@ -94,6 +94,25 @@ public class RowNumberCodecTests
         Assert.Equal("holds more than 2 rows", problem);
     }
 
+    /// <summary>
+    /// A /scan body has room for MaxTextLength(bound) characters of masked rows: a set of that many rows below 2³¹ fits it,
+    /// spread evenly (the longest gaps such a set can have all at once) or at random, from 2¹⁷ rows to the default bound.
+    /// </summary>
+    [Theory]
+    [InlineData(1 << 17, false)]
+    [InlineData(1 << 17, true)]
+    [InlineData(RowSetCache.DefaultMaxRows, false)]
+    [InlineData(RowSetCache.DefaultMaxRows, true)]
+    public void TheLargestSetFitsTheTextBudget(int count, bool random)
+    {
+        var rng = new Random(count);
+        var rows = random
+            ? Enumerable.Range(0, count).Select(_ => rng.NextInt64(int.MaxValue)).Distinct().Order().ToArray()
+            : Enumerable.Range(0, count).Select(i => (long)i * (int.MaxValue / count)).ToArray();
+        var text = RowNumberCodec.Encode(rows);
+        Assert.True(text.Length <= RowNumberCodec.MaxTextLength(count), $"{rows.Length:N0} rows: {text.Length:N0} characters");
+    }
+
     /// <summary>The sets kept hold at most the bound's rows together: a tail of millions kept eight times would fill a node.</summary>
     [Fact]
     public void TheCacheKeepsAtMostItsBoundOfRowsTogether()
