@@ -50,8 +50,8 @@ public sealed class FunctionSettings
     /// Most indexed rows a strong read's write tail may mask (rows it replaced or deleted, not yet ingested) when the query
     /// runs over a tree: every node receives them in its /scan body (<c>excludedRows</c>, at most
     /// <c>RowNumberCodec.MaxTextLength</c> characters of it, beyond <see cref="MaxRequestBytes"/>) and holds them decoded.
-    /// Past it a strong read over a tree is a 503 that says to run ingest; on the coordinator alone (depth 0) it still
-    /// answers. 0 to <c>RowSetCache.DefaultMaxRows</c> (2²², what a node's cache of decoded sets keeps together).
+    /// Past it a strong read runs on the coordinator alone (depth 0), which ships nothing; one whose request names the tree
+    /// is a 503 that says to run ingest. 0 to <c>RowSetCache.DefaultMaxRows</c> (2²², what a node's cache of decoded sets keeps together).
     /// </summary>
     public int MaxMaskedRows { get; set; } = Squash.Search.Writes.RowSetCache.DefaultMaxRows;
 

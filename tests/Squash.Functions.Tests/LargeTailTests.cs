@@ -45,12 +45,12 @@ public sealed class LargeTailTests(IndexFixture fx)
         return (index, live, indexed);
     }
 
-    private static string Query(float[] vector, string consistency, int? depth = null) =>
+    private static string Query(float[] vector, string consistency, int? depth = null, int? branching = null) =>
         $"{{\"vector\":{Bodies.Vector(vector)},\"k\":10,\"options\":{{\"exact\":true,\"consistency\":\"{consistency}\""
-        + (depth is { } d ? $",\"depth\":{d}" : "") + "}}";
+        + (depth is { } d ? $",\"depth\":{d}" : "") + (branching is { } b ? $",\"branching\":{b}" : "") + "}}";
 
-    /// <summary>The answer's row numbers, checked against brute force over <paramref name="rows"/>.</summary>
-    private static async Task AssertExact(HttpResponseMessage response, float[] query, Dictionary<long, float[]> rows, string context)
+    /// <summary>The answer's row numbers, checked against brute force over <paramref name="rows"/>; returns its stats.shape.</summary>
+    private static async Task<(int Depth, string ChosenBy)> AssertExact(HttpResponseMessage response, float[] query, Dictionary<long, float[]> rows, string context)
     {
         var text = await response.Content.ReadAsStringAsync();
         Assert.True(response.StatusCode == HttpStatusCode.OK, $"{context}: {(int)response.StatusCode} {text}");
@@ -60,6 +60,8 @@ public sealed class LargeTailTests(IndexFixture fx)
         var got = doc.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("row").GetInt64()).ToArray();
         Assert.True(expected.SequenceEqual(got), $"{context}: expected [{string.Join(", ", expected)}] got [{string.Join(", ", got)}]");
         Assert.True(doc.RootElement.GetProperty("complete").GetBoolean(), $"{context}: {text}");
+        var shape = doc.RootElement.GetProperty("stats").GetProperty("shape");
+        return (shape.GetProperty("depth").GetInt32(), shape.GetProperty("chosenBy").GetString()!);
     }
 
     /// <summary>
@@ -84,34 +86,37 @@ public sealed class LargeTailTests(IndexFixture fx)
     }
 
     /// <summary>
-    /// Past <c>Squash:MaxMaskedRows</c> (here 5,000, below the tail's 6,000) a strong query over a tree is refused before
-    /// any node is called: a 503 problem naming the index, the log, the count, the bound and the ways out, every time it is
-    /// asked. On the coordinator alone (depth 0) nothing is shipped and it answers exactly; an eventual query answers from
-    /// the indexed version; at a bound of exactly 6,000 the tree answers too.
+    /// Past <c>Squash:MaxMaskedRows</c> (here 5,000, below the tail's 6,000) the tree's nodes cannot take the masked rows. A
+    /// strong query that leaves the shape to the service runs on the coordinator alone, which holds them already, and
+    /// answers exactly (stats.shape says why: depth 0, chosenBy "write-tail"); one that names the tree is refused before any
+    /// node is called, with a 503 problem naming the index, the log, the count, the bound and the ways out, every time it is
+    /// asked. Depth 0 asked for and eventual queries answer exactly; at a bound of exactly 6,000 the tree itself answers.
     /// </summary>
     [Fact]
-    public async Task PastTheMaskedRowBoundAStrongQueryOverATreeIsA503NamingTheCauseAndTheRemedy()
+    public async Task PastTheMaskedRowBoundAStrongQueryRunsOnTheCoordinatorOrIsA503NamingTheCauseAndTheRemedy()
     {
         var (index, live, indexed) = await IndexWithLargeTailAsync(13);
         var query = Enumerable.Range(0, Dims).Select(i => 0.25f * i).ToArray();
         using (var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:MaxMaskedRows"] = "5000" }))
         {
             var client = app.CreateClient();
-            for (int attempt = 0; attempt < 2; attempt++)
+            Assert.Equal((0, "write-tail"), await AssertExact(await client.PostAsync($"/api/indexes/{index}/query", Bodies.Json(Query(query, "strong"))), query, live, "shape left to the service"));
+            foreach (var (depth, branching) in new (int?, int?)[] { (1, null), (null, 2), (1, 2) })
             {
-                var response = await client.PostAsync($"/api/indexes/{index}/query", Bodies.Json(Query(query, "strong")));
+                var response = await client.PostAsync($"/api/indexes/{index}/query", Bodies.Json(Query(query, "strong", depth, branching)));
                 var problem = await Problems.Read(response, HttpStatusCode.ServiceUnavailable);
                 Assert.Equal("Write tail too large for a strong query", problem.GetProperty("title").GetString());
                 Assert.Equal($"index '{index}': a strong query over the invocation tree sends every tree node the indexed rows that the write-ahead log "
                     + "past the indexed sequence 0 (through sequence 6) replaces or deletes, and those are 6,000 rows: more than the 5,000 a node takes "
                     + "(Squash:MaxMaskedRows). Let ingest index the log (the ingest function runs after writes; `squash ingest` on a store without queues), "
-                    + "or send the query with options.depth 0 (the coordinator scans alone and sends nothing) or consistency \"eventual\".",
+                    + "or send the query with options.depth 0, or without options.branching and options.depth (the coordinator then scans alone and sends nothing), "
+                    + "or with consistency \"eventual\".",
                     problem.GetProperty("detail").GetString());
             }
-            await AssertExact(await client.PostAsync($"/api/indexes/{index}/query", Bodies.Json(Query(query, "strong", depth: 0))), query, live, "depth 0");
+            Assert.Equal((0, "request"), await AssertExact(await client.PostAsync($"/api/indexes/{index}/query", Bodies.Json(Query(query, "strong", depth: 0))), query, live, "depth 0"));
             await AssertExact(await client.PostAsync($"/api/indexes/{index}/query", Bodies.Json(Query(query, "eventual"))), query, indexed, "eventual");
         }
         using (var app = fx.App(2, 1, settings: new Dictionary<string, string> { ["Squash:MaxMaskedRows"] = "6000" }))
-            await AssertExact(await app.CreateClient().PostAsync($"/api/indexes/{index}/query", Bodies.Json(Query(query, "strong"))), query, live, "at the bound");
+            Assert.Equal((1, "settings"), await AssertExact(await app.CreateClient().PostAsync($"/api/indexes/{index}/query", Bodies.Json(Query(query, "strong"))), query, live, "at the bound"));
     }
 }

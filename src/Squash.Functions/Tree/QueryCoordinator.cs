@@ -72,7 +72,14 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             shape = chooseShape(pass.SelectMany(p => p).Distinct().Count());
             (branching, depth) = (shape.Branching, shape.Depth);
         }
-        if (depth >= 1 && prepared is { Excluded.Count: > 0 } && tail is not null) CheckMaskedRowsShippable(index, tail, prepared);
+        if (depth >= 1 && tail is not null && prepared is { Excluded.Count: > 0 } && !MaskedRowsShippable(prepared))
+        {
+            // The nodes cannot take the masked rows, and the coordinator holds them already: it scans alone, unless the request
+            // named the tree (then it learns why not, and how to get an answer).
+            if (requestOptions?.Branching is not null || requestOptions?.Depth is not null) throw MaskedRowsTooMany(index, tail, prepared);
+            depth = 0;
+            shape = new TreeShapeChoice(branching, 0, WriteTailShape);
+        }
         // The tail's live upserts need nothing from the tree: they are ranked on another thread while it scans.
         var tailRanking = prepared is { Rows.Count: > 0 } ready
             ? Task.Run(() => contexts.Select(c => RankTail(loaded, ready, c, userFilter, include, k)).ToArray(), ct)
@@ -139,25 +146,31 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         return new CoordinatedAnswer(queries, totals, treeNodes, shape);
     }
 
+    /// <summary><see cref="TreeShapeChoice.ChosenBy"/> of a strong query run on the coordinator alone because its tail masks too many rows to ship.</summary>
+    public const string WriteTailShape = "write-tail";
+
     /// <summary>
-    /// A tree's nodes each receive the rows the tail masks (excludedRows) and hold them decoded, so their number is bounded
-    /// (<see cref="FunctionSettings.MaxMaskedRows"/>, and the text by the room a /scan body has for it). Past it the query
-    /// is refused with a 503 naming the cause and the ways out, before any node is called — sent anyway, every node
-    /// refused the body (413) and the query was a bare 500. The coordinator alone (depth 0) ships nothing and is not bounded.
+    /// Whether the tree's nodes can take the rows the tail masks: each receives them (excludedRows) and holds them decoded,
+    /// so their number is bounded (<see cref="FunctionSettings.MaxMaskedRows"/>, and the text by the room a /scan body has
+    /// for it). Sent anyway, every node refused the body (413) and the query was a bare 500.
     /// </summary>
-    private void CheckMaskedRowsShippable(string index, LogTail tail, PreparedTail prepared)
+    private bool MaskedRowsShippable(PreparedTail prepared) =>
+        prepared.Excluded.Count <= settings.Value.MaxMaskedRows && prepared.ExcludedText.Length <= RowNumberCodec.MaxTextLength(settings.Value.MaxMaskedRows);
+
+    /// <summary>A request that names the tree shape while its tail masks more rows than the nodes take: a 503 naming the cause and the ways out.</summary>
+    private IndexUnavailableException MaskedRowsTooMany(string index, LogTail tail, PreparedTail prepared)
     {
         int maxRows = settings.Value.MaxMaskedRows;
         long maxText = RowNumberCodec.MaxTextLength(maxRows);
-        if (prepared.Excluded.Count <= maxRows && prepared.ExcludedText.Length <= maxText) return;
         var size = prepared.Excluded.Count <= maxRows
             ? $"{prepared.ExcludedText.Length:N0} characters of row numbers, past the {maxText:N0} a node takes for up to {maxRows:N0} rows (Squash:MaxMaskedRows)"
             : $"more than the {maxRows:N0} a node takes (Squash:MaxMaskedRows)";
-        throw new IndexUnavailableException(index,
+        return new IndexUnavailableException(index,
             $"index '{index}': a strong query over the invocation tree sends every tree node the indexed rows that the write-ahead log "
             + $"past the indexed sequence {tail.Watermark} (through sequence {tail.To}) replaces or deletes, and those are {prepared.Excluded.Count:N0} rows: {size}. "
             + "Let ingest index the log (the ingest function runs after writes; `squash ingest` on a store without queues), "
-            + "or send the query with options.depth 0 (the coordinator scans alone and sends nothing) or consistency \"eventual\".",
+            + "or send the query with options.depth 0, or without options.branching and options.depth (the coordinator then scans alone and sends nothing), "
+            + "or with consistency \"eventual\".",
             transient: true) { Title = "Write tail too large for a strong query" };
     }
 

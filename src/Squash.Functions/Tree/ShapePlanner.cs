@@ -1,7 +1,8 @@
 namespace Squash.Functions.Tree;
 
 /// <summary>The tree shape a query runs with, who chose it, and (when the planner did) what it predicted.</summary>
-/// <param name="ChosenBy">"request" (options.branching/depth), "settings" (Squash__Branching/Depth) or "objective:cost" / "objective:latency".</param>
+/// <param name="ChosenBy">"request" (options.branching/depth), "settings" (Squash__Branching/Depth), "objective:cost" / "objective:latency",
+/// or "write-tail" (a strong query whose tail masks more rows than the nodes take, on the coordinator alone).</param>
 /// <param name="PredictedP99Ms">The planner's p99 for the shape (typical + the measured tail, <see cref="PlannerConstants.P99"/>).</param>
 /// <param name="Constants">The constants it planned with (measured or the configured priors).</param>
 public sealed record TreeShapeChoice(int Branching, int Depth, string ChosenBy, double? PredictedCostUsd = null, double? PredictedMs = null,
