@@ -72,7 +72,10 @@ if ((ScanInvoker.CheckPools(tree) ?? ShapePlanner.Check(tree) ?? FunctionSetting
     Environment.Exit(1);
 }
 // Each endpoint bounds its own body (JsonBody); Kestrel's own limit (30 MB by default) must not cut /scan's shorter.
-builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = Math.Max(k.Limits.MaxRequestBodySize ?? 0, FunctionSettings.MaxScanBytes(tree) + 1));
+builder.WebHost.ConfigureKestrel(k =>
+{
+    if (k.Limits.MaxRequestBodySize is long limit) k.Limits.MaxRequestBodySize = Math.Max(limit, FunctionSettings.MaxScanBytes(tree) + 1);
+});
 // On Azure (WEBSITE_SITE_NAME is set there) a tree without pools never leaves the instance that got the query.
 if (tree.Depth > 0 && ScanInvoker.PoolTargets(tree).Length == 0 && Environment.GetEnvironmentVariable("WEBSITE_SITE_NAME") is { Length: > 0 })
     Console.Error.WriteLine("warning: no processor pools configured (Squash__Pools__<i>__Url/Key or Squash__ScanUrls): tree calls go back to this instance");
