@@ -42,7 +42,7 @@ public static class IngestCommand
             if (run.Rounds.Count == 0) Console.WriteLine("nothing past the watermark");
             foreach (var r in run.Rounds)
                 Console.WriteLine($"batches {r.FromSequence + 1}–{r.ToSequence}: {r.Upserts:N0} upserts, {r.Deleted:N0} rows removed → version {r.Version} " +
-                    $"({r.PartitionSummary}{(r.Published ? "" : "; not published: another version became current while it ran")}; {r.Timings})");
+                    $"({r.PartitionSummary}{(r.Published ? "" : "; not published: another version became current while it ran")}; {r.Timings}){r.SkippedSummary}");
             if (run.Rebuild is { } rebuild) Console.WriteLine(rebuild.Message);
             return 0;
         }));

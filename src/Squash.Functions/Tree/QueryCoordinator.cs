@@ -187,14 +187,13 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         ArgumentNullException.ThrowIfNull(tails);
         ArgumentNullException.ThrowIfNull(log);
         long watermark = loaded.Manifest.IndexedSequence;
-        var schema = loaded.Manifest.Attributes;
-        if (tails.Known(log.Index, watermark) is not { } held)
+        if (tails.Known(log.Index, watermark, TailShape.Of(loaded.Manifest)) is not { } held)
         {
-            var tail = await ReadTailAsync(tails, log, index, watermark, schema, ct).ConfigureAwait(false);
+            var tail = await ReadTailAsync(tails, log, index, loaded.Manifest, ct).ConfigureAwait(false);
             return (await RunAsync(index, loaded, vectors, k, requestOptions, filterJson, filter, include, branching, depth, ownAddress, ct, tail, chooseShape)
                 .ConfigureAwait(false), tail);
         }
-        var checking = ReadTailAsync(tails, log, index, watermark, schema, ct);
+        var checking = ReadTailAsync(tails, log, index, loaded.Manifest, ct);
         CoordinatedAnswer first;
         try
         {
@@ -221,12 +220,12 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
     /// and the blob), a store that cannot be read a 503. Left to propagate as they were, they were a bare 500 with no word
     /// of the index or the blob.
     /// </summary>
-    private static async Task<LogTail> ReadTailAsync(TailReader tails, Squash.Storage.Writes.WriteLog log, string index, long watermark,
-        Squash.Index.Attributes.IndexAttributes? schema, CancellationToken ct)
+    private static async Task<LogTail> ReadTailAsync(TailReader tails, Squash.Storage.Writes.WriteLog log, string index, Squash.Index.Model.IndexManifest version, CancellationToken ct)
     {
+        long watermark = version.IndexedSequence;
         try
         {
-            return await tails.ReadAsync(log, watermark, schema, ct).ConfigureAwait(false);
+            return await tails.ReadAsync(log, watermark, version.Attributes, TailShape.Of(version), ct).ConfigureAwait(false);
         }
         catch (Exception e) when (e is InvalidDataException or JsonException or Squash.Index.Format.CorruptIndexException)
         {

@@ -95,7 +95,7 @@ public static class IngestEndpoints
 
     private static string RoundLine(string index, IngestResult r) =>
         $"ingest {index}: batches {r.FromSequence + 1}–{r.ToSequence} ({r.Upserts} upserts, {r.Deleted} rows removed) → version {r.Version}, " +
-        $"{r.PartitionSummary}{(r.Published ? "" : ", not published: another version became current while it ran")} ({r.Timings})";
+        $"{r.PartitionSummary}{(r.Published ? "" : ", not published: another version became current while it ran")} ({r.Timings}){r.SkippedSummary}";
 
     public static void MapIngest(this WebApplication app) =>
         app.MapPost("/" + IngestTrigger.FunctionName, Run).ExcludeFromDescription();
@@ -124,7 +124,8 @@ public static class IngestEndpoints
             // and its answer (which carries the same lines) comes only at the end.
             var run = await LogIngest.RunLeasedAsync(catalog.StoreFor(index), WriteEndpoints.LogFor(catalog, index), ct: ct,
                 rebuild: new RebuildSettings(builds.RebuildShare, builds.Jobs, builds.Queues), requestCalibration: calibrate,
-                onRound: r => log.LogInformation("{Line}", RoundLine(index, r)),
+                // A skipped batch is a write refused while a build of another shape was published: a warning, so it is seen.
+                onRound: r => log.Log(r.Skipped.Count > 0 ? LogLevel.Warning : LogLevel.Information, "{Line}", RoundLine(index, r)),
                 requestIngest: builds.Queues is { } q ? t => IngestTrigger.SendAsync(q, index, TimeSpan.Zero, t) : null);
             if (run.Rebuild is { } rebuild) lines.Add($"ingest {index}: {rebuild.Message}");
             if (run.Busy)

@@ -14,6 +14,9 @@ using Squash.Storage.Writes;
 
 namespace Squash.Search.Writes;
 
+/// <summary>A log batch an ingest run did not apply, and why (it does not fit the version: <see cref="WriteLogConflict.Misfits"/>).</summary>
+public sealed record SkippedBatch(long Sequence, string Reason);
+
 /// <summary>What one ingest run did.</summary>
 /// <param name="Version">The version it wrote (null when the log had nothing past the watermark).</param>
 /// <param name="Published">True when <c>current</c> names <paramref name="Version"/> (false: a newer version got there first).</param>
@@ -38,6 +41,12 @@ public sealed record IngestResult(string? Version, bool Published, long FromSequ
     /// and the bytes it allocated, for measuring what a run costs (bench/writes.md).
     /// </summary>
     public IReadOnlyList<(string Phase, double CpuSeconds, long AllocatedBytes)>? Costs { get; init; }
+
+    /// <summary>Batches the run passed over because they do not fit the version (<see cref="WriteLogConflict.Misfits"/>), with why.</summary>
+    public IReadOnlyList<SkippedBatch> Skipped { get; init; } = [];
+
+    /// <summary>"; skipped log batch 7 (upserts[0].vector has 6 dimensions; the index now has 8)", or "" when none was.</summary>
+    public string SkippedSummary => string.Concat(Skipped.Select(s => $"; skipped log batch {s.Sequence} ({s.Reason})"));
 
     /// <summary>
     /// "19 of 60 partitions touched, 7 of them rewritten"; when some had their appended segments merged, ", 5 compacted";
@@ -216,9 +225,20 @@ public static partial class LogIngest
         Lap("read");
         var state = new State(m, codes, attributes);
         int upserts = 0;
-        foreach (var batch in batches)
+        var skipped = new List<SkippedBatch>();
+        bool hasIds = m.Attributes is { HasIds: true };
+        for (int i = 0; i < batches.Length; i++)
         {
+            var batch = batches[i];
             if (batch is null) continue;
+            // A write made against a version of another shape (the write API refused it: a build of another shape was published
+            // while it was made) cannot be applied; skipped whole and named, it cannot fail every later run.
+            if (WriteLogConflict.Misfits(batch, m.Dimensions, hasIds) is { Count: > 0 } misfits)
+            {
+                skipped.Add(new SkippedBatch(from + 1 + i, string.Join("; ", misfits.Select(x => $"{x.Field} {x.Problem}"))));
+                batches[i] = null;
+                continue;
+            }
             if (batch.DeleteWhere is { } where) state.DeleteWhere(where);
             foreach (var id in batch.Deletes ?? []) state.Delete(id);
             foreach (var u in batch.Upserts ?? []) { state.Upsert(u); upserts++; }
@@ -450,7 +470,7 @@ public static partial class LogIngest
         }
         return new IngestResult(manifest.Version, published.Published, from, to, batches.Count(b => b is not null), upserts, state.DeletedCount,
             touched.Count(t => t), entries.Count, phases, rewrites, calibrationVersion, calibrationFailure, deferred, splits, newPartitions, driftSplits, maxDrift, requested,
-            compactions) { Costs = costs };
+            compactions) { Costs = costs, Skipped = skipped };
     }
 
     /// <summary>Ranges of one index pack past which a run reads the whole pack first (<see cref="PrefetchPacksAsync"/>).</summary>

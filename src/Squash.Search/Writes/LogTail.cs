@@ -6,6 +6,12 @@ using Squash.Storage.Writes;
 namespace Squash.Search.Writes;
 
 /// <summary>A write in the log tail that is still live: the user's id, the vector as sent, its attributes and where it was logged.</summary>
+/// <summary>A version's dimension and whether it has string ids (else rows are named by number): what a log batch must fit.</summary>
+public sealed record TailShape(int Dimensions, bool HasIds)
+{
+    public static TailShape Of(Squash.Index.Model.IndexManifest m) => new(m.Dimensions, m.Attributes is { HasIds: true });
+}
+
 public sealed record TailRow(string Id, float[] Vector, JsonElement? Attributes, long Sequence);
 
 /// <summary>
@@ -20,8 +26,9 @@ public sealed class LogTail
     private readonly HashSet<string> _touched;
     private readonly List<JsonElement> _deleteWheres;
 
-    private LogTail(long watermark, long to, int items, Dictionary<string, TailRow> rows, HashSet<string> touched, List<JsonElement> deleteWheres)
+    private LogTail(long watermark, long to, int items, Dictionary<string, TailRow> rows, HashSet<string> touched, List<JsonElement> deleteWheres, TailShape? shape = null)
     {
+        Shape = shape;
         Watermark = watermark;
         To = to;
         Items = items;
@@ -30,7 +37,10 @@ public sealed class LogTail
         _deleteWheres = deleteWheres;
     }
 
-    public static LogTail Empty(long watermark) => new(watermark, watermark, 0, new(StringComparer.Ordinal), new(StringComparer.Ordinal), []);
+    public static LogTail Empty(long watermark, TailShape? shape = null) => new(watermark, watermark, 0, new(StringComparer.Ordinal), new(StringComparer.Ordinal), [], shape);
+
+    /// <summary>The shape of the version the tail was read for: its batches that do not fit it are passed over (null: none are).</summary>
+    public TailShape? Shape { get; }
 
     /// <summary>The version's watermark: the tail starts after it.</summary>
     public long Watermark { get; }
@@ -98,7 +108,7 @@ public sealed class LogTail
                 touched.Add(u.Id);
             }
         }
-        return new LogTail(Watermark, to, items, rows, touched, deleteWheres);
+        return new LogTail(Watermark, to, items, rows, touched, deleteWheres, Shape);
     }
 }
 
@@ -120,14 +130,22 @@ public sealed class TailReader
     /// (null: none read yet for that watermark). It may miss batches acknowledged since: a strong read that starts its scan
     /// with it must still <see cref="ReadAsync"/> and run again if the log grew.
     /// </summary>
-    public LogTail? Known(string index, long watermark) =>
-        _tails.TryGetValue(index, out var held) && held.Watermark == watermark ? held : null;
+    public LogTail? Known(string index, long watermark, TailShape? shape = null) =>
+        _tails.TryGetValue(index, out var held) && held.Watermark == watermark && held.Shape == shape ? held : null;
+
+    /// <summary><see cref="ReadAsync(WriteLog, long, IndexAttributes?, TailShape?, CancellationToken)"/> passing over no batch.</summary>
+    public Task<LogTail> ReadAsync(WriteLog log, long watermark, IndexAttributes? schema, CancellationToken ct = default) => ReadAsync(log, watermark, schema, null, ct);
 
     /// <summary>The tail of <paramref name="log"/> past <paramref name="watermark"/>, including every batch acknowledged before this call.</summary>
-    public async Task<LogTail> ReadAsync(WriteLog log, long watermark, IndexAttributes? schema, CancellationToken ct = default)
+    /// <param name="shape">
+    /// The version's dimension and id mode: a batch that does not fit it (<see cref="WriteLogConflict.Misfits"/>: the write API
+    /// refused it, as a build of another shape was published while it was made) is passed over, as ingest passes it over.
+    /// A tail is held per shape too: two builds from files both have watermark 0.
+    /// </param>
+    public async Task<LogTail> ReadAsync(WriteLog log, long watermark, IndexAttributes? schema, TailShape? shape, CancellationToken ct = default)
     {
         ArgumentNullException.ThrowIfNull(log);
-        var tail = _tails.TryGetValue(log.Index, out var held) && held.Watermark == watermark ? held : LogTail.Empty(watermark);
+        var tail = Known(log.Index, watermark, shape) ?? LogTail.Empty(watermark, shape);
         // The cached end exists, so the probe can start there without reading the hint.
         long latest = await log.LatestSequenceAsync(tail.To, readHint: tail.To == watermark, ct).ConfigureAwait(false);
         if (latest > tail.To)
@@ -155,7 +173,12 @@ public sealed class TailReader
                 if (Array.IndexOf(missing, true, 0, n) is var gap and >= 0)
                     throw new InvalidDataException($"log batch {first + gap} ('{log.BatchName(first + gap)}') of index '{log.Index}' is missing although a later one exists");
                 for (int i = 0; i < n; i++)
-                    if (read[i] is { } batch) counted.Add((first + i, batch));
+                {
+                    if (read[i] is not { } batch) continue;
+                    // Passed over as an empty batch: the tail still reaches the log's end, so a strong read does not run again for it.
+                    bool fits = shape is null || WriteLogConflict.Misfits(batch, shape.Dimensions, shape.HasIds).Count == 0;
+                    counted.Add((first + i, fits ? batch : batch with { DeleteWhere = null, Deletes = null, Upserts = null }));
+                }
             }
             tail = tail.Apply(counted, schema);
             _tails.AddOrUpdate(log.Index, tail, (_, old) => old.Watermark != tail.Watermark || old.To < tail.To ? tail : old);

@@ -33,6 +33,31 @@ public static class WriteLogConflict
             $"build into another index, or, if those writes are no longer wanted, delete the index's log (the blobs under '{store.Name}/log/') first";
     }
 
+    /// <summary>
+    /// Why <paramref name="batch"/> cannot be applied to a version of <paramref name="dimensions"/> dimensions, with or
+    /// without ids: each upsert whose vector has another dimension, and, where rows are named by number, each upsert whose id
+    /// is not a row number. Empty when it fits. Deletes fit any version (an id nothing has deletes nothing), as does
+    /// <c>deleteWhere</c>. Ingest and strong reads skip a batch that does not fit the version they apply the log to.
+    /// </summary>
+    public static IReadOnlyList<(string Field, string Problem)> Misfits(WriteBatch batch, int dimensions, bool hasIds)
+    {
+        var misfits = new List<(string, string)>();
+        var upserts = batch.Upserts ?? [];
+        for (int i = 0; i < upserts.Count; i++)
+        {
+            if (upserts[i].Vector.Length != dimensions)
+                misfits.Add(($"upserts[{i}].vector", $"has {upserts[i].Vector.Length} dimensions; the index now has {dimensions}"));
+            if (!hasIds && !IsRowNumber(upserts[i].Id))
+                misfits.Add(($"upserts[{i}].id", $"'{upserts[i].Id}' is not a row number; the index now names its rows by number (it was built without ids)"));
+        }
+        return misfits;
+    }
+
+    /// <summary>A row number as an index without ids names it: canonical decimal ("17", not "017"), below <see cref="int.MaxValue"/>.</summary>
+    private static bool IsRowNumber(string id) =>
+        int.TryParse(id, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int row)
+        && row < int.MaxValue && (id.Length == 1 || id[0] != '0');
+
     /// <summary><see cref="FindAsync"/>, as an exception.</summary>
     public static async Task ThrowIfAnyAsync(IndexStore store, int dimensions, bool hasIds, CancellationToken ct = default)
     {
