@@ -26,9 +26,11 @@ public static class IndexPublisher
         {
             var manifest = await IndexBuilder.BuildAsync(vectors, count, dims, options, sink.Version, sink, progress, cancellationToken).ConfigureAwait(false);
             if (beforePublish is not null) manifest = await beforePublish(manifest, cancellationToken).ConfigureAwait(false);
-            // Checked again here, not only before the build: writes of another shape may have reached the log meanwhile.
-            await WriteLogConflict.ThrowIfAnyAsync(store, manifest.Dimensions, manifest.Attributes is { HasIds: true }, cancellationToken).ConfigureAwait(false);
-            await store.PublishAsync(sink, manifest, cancellationToken).ConfigureAwait(false);
+            // Checked again here, not only before the build: writes of another shape may have reached the log meanwhile; and
+            // once more under a reservation of the pointer as it moves, for writes landing between this check and the move.
+            bool hasIds = manifest.Attributes is { HasIds: true };
+            await WriteLogConflict.ThrowIfAnyAsync(store, manifest.Dimensions, hasIds, cancellationToken).ConfigureAwait(false);
+            await store.PublishAsync(sink, manifest, verifiedBase: null, WriteLogConflict.PublishGuard(store, manifest.Version, manifest.Dimensions, hasIds), cancellationToken).ConfigureAwait(false);
             return manifest;
         }
         catch

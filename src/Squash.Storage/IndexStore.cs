@@ -79,10 +79,20 @@ public sealed partial class IndexStore
     private static IEnumerable<string> FoldersReferenced(IEnumerable<SegmentRef> segments, string version) =>
         segments.Select(s => s.Version).Where(v => v is not null && v != version).Select(v => v!).Distinct(StringComparer.Ordinal);
 
-    internal sealed record CurrentPointer(string Version, string Manifest);
+    /// <param name="Reserved">
+    /// A build of another shape about to replace <paramref name="Version"/> (<see cref="Writes.WriteLogConflict"/>): readers ignore it; a
+    /// write that would not fit that shape clears it, which makes the build look at the log again before it publishes.
+    /// </param>
+    internal sealed record CurrentPointer(string Version, string Manifest, ShapeReservation? Reserved = null);
 
-    /// <summary>The version the pointer names, with the pointer's ETag; null when nothing is published.</summary>
-    public async Task<(string Version, string ETag)?> GetCurrentAsync(CancellationToken ct = default)
+    /// <summary>The shape a build about to be published has, kept in the pointer while it checks the log for the last time.</summary>
+    public sealed record ShapeReservation(string Version, int Dimensions, bool HasIds);
+
+    /// <summary>The pointer as stored: the version it names, its ETag, and the reservation of a build about to replace it (if any).</summary>
+    public sealed record PointerState(string Version, string ETag, ShapeReservation? Reserved);
+
+    /// <summary>The pointer with its reservation; null when nothing is published.</summary>
+    public async Task<PointerState?> ReadPointerAsync(CancellationToken ct = default)
     {
         var info = await Blobs.GetInfoAsync(CurrentName, ct).ConfigureAwait(false);
         if (info is null) return null;
@@ -96,8 +106,22 @@ public sealed partial class IndexStore
             return null;
         }
         var pointer = ParsePointer(bytes);
-        return (pointer.Version, info.ETag);
+        return new PointerState(pointer.Version, info.ETag, pointer.Reserved);
     }
+
+    /// <summary>
+    /// Rewrites the pointer, still naming the same version, with <paramref name="reserved"/> (or none) by compare-and-swap
+    /// against <paramref name="etag"/>; returns the new ETag. Throws <see cref="BlobConditionFailedException"/> when the pointer changed.
+    /// </summary>
+    public async Task<string> SetReservationAsync(string version, string etag, ShapeReservation? reserved, CancellationToken ct = default)
+    {
+        var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(version, VersionPrefix(version) + ManifestName, reserved), PointerJson.Default.CurrentPointer);
+        return (await Blobs.WriteAsync(CurrentName, pointer, WriteCondition.IfMatch(etag), ct).ConfigureAwait(false)).ETag;
+    }
+
+    /// <summary>The version the pointer names, with the pointer's ETag; null when nothing is published.</summary>
+    public async Task<(string Version, string ETag)?> GetCurrentAsync(CancellationToken ct = default) =>
+        await ReadPointerAsync(ct).ConfigureAwait(false) is { } p ? (p.Version, p.ETag) : null;
 
     private CurrentPointer ParsePointer(byte[] bytes)
     {
@@ -187,12 +211,20 @@ public sealed partial class IndexStore
     /// <paramref name="verifiedBase"/>, a published version the caller read as current just before: the segments it names
     /// where the base names them are not listed again (<see cref="VerifyCompleteAsync(IndexManifest, IndexManifest?, CancellationToken)"/>).
     /// </summary>
-    public async Task<PublishResult> PublishAsync(VersionSink sink, IndexManifest manifest, IndexManifest? verifiedBase, CancellationToken ct = default)
+    public Task<PublishResult> PublishAsync(VersionSink sink, IndexManifest manifest, IndexManifest? verifiedBase, CancellationToken ct = default) =>
+        PublishAsync(sink, manifest, verifiedBase, beforeMove: null, ct);
+
+    /// <summary>
+    /// <see cref="PublishAsync(VersionSink, IndexManifest, IndexManifest?, CancellationToken)"/> with <paramref name="beforeMove"/>
+    /// run before each attempt to move the pointer (see <see cref="MovePointerForwardAsync(string, Func{PointerState, CancellationToken, Task{string}}?, CancellationToken)"/>).
+    /// </summary>
+    public async Task<PublishResult> PublishAsync(VersionSink sink, IndexManifest manifest, IndexManifest? verifiedBase,
+        Func<PointerState, CancellationToken, Task<string>>? beforeMove, CancellationToken ct = default)
     {
         if (sink.Version != manifest.Version) throw new ArgumentException($"the sink writes version {sink.Version} but the manifest is version {manifest.Version}", nameof(manifest));
         await sink.WriteAsync(ManifestName, manifest.ToJson(), ct).ConfigureAwait(false);
         await VerifyCompleteAsync(manifest, verifiedBase, ct).ConfigureAwait(false);
-        return await MovePointerForwardAsync(manifest.Version, ct).ConfigureAwait(false);
+        return await MovePointerForwardAsync(manifest.Version, beforeMove, ct).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -306,12 +338,19 @@ public sealed partial class IndexStore
     /// Moves <c>current</c> to <paramref name="version"/> by compare-and-swap unless it already names a
     /// newer id. A lost race is not an error: the pointer is read again and the decision repeated.
     /// </summary>
-    public async Task<PublishResult> MovePointerForwardAsync(string version, CancellationToken ct = default)
+    public Task<PublishResult> MovePointerForwardAsync(string version, CancellationToken ct = default) => MovePointerForwardAsync(version, beforeMove: null, ct);
+
+    /// <summary>
+    /// <see cref="MovePointerForwardAsync(string, CancellationToken)"/>; <paramref name="beforeMove"/>, when given, runs on the
+    /// pointer read before each compare-and-swap that would replace a published version, and returns the ETag to swap against
+    /// (it may rewrite the pointer itself first, as the write-log check's reservation does, or throw to stop the publish).
+    /// </summary>
+    public async Task<PublishResult> MovePointerForwardAsync(string version, Func<PointerState, CancellationToken, Task<string>>? beforeMove, CancellationToken ct = default)
     {
         var pointer = JsonSerializer.SerializeToUtf8Bytes(new CurrentPointer(version, VersionPrefix(version) + ManifestName), PointerJson.Default.CurrentPointer);
         for (int attempt = 1; ; attempt++)
         {
-            var current = await GetCurrentAsync(ct).ConfigureAwait(false);
+            var current = await ReadPointerAsync(ct).ConfigureAwait(false);
             if (current is { } c)
             {
                 // Our own write, retried after its answer was lost, or a newer build that got there first.
@@ -321,7 +360,9 @@ public sealed partial class IndexStore
             }
             try
             {
-                var condition = current is { } prev ? WriteCondition.IfMatch(prev.ETag) : WriteCondition.IfNotExists;
+                var condition = current is { } prev
+                    ? WriteCondition.IfMatch(beforeMove is null ? prev.ETag : await beforeMove(prev, ct).ConfigureAwait(false))
+                    : WriteCondition.IfNotExists;
                 await Blobs.WriteAsync(CurrentName, pointer, condition, ct).ConfigureAwait(false);
                 return new PublishResult(true, version);
             }
@@ -674,6 +715,7 @@ public sealed partial class IndexStore
 public sealed class IndexNotFoundException(string message) : Exception(message);
 
 /// <summary>Source-generated so the function app can be compiled ahead of time; camelCase, the form published pointers are in.</summary>
-[System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web)]
+// Null members are left out: a pointer without a reservation is written exactly as before.
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(JsonSerializerDefaults.Web, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
 [System.Text.Json.Serialization.JsonSerializable(typeof(IndexStore.CurrentPointer))]
 internal sealed partial class PointerJson : System.Text.Json.Serialization.JsonSerializerContext;

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Text.Json;
+using Squash.Index.Build;
 using Squash.Search.Writes;
 using Squash.Storage;
 using Squash.Storage.Writes;
@@ -8,8 +9,11 @@ using Squash.Storage.Writes;
 namespace Squash.Functions.Tests;
 
 /// <summary>
-/// Log batches of another shape (dimension, or ids against rows named by number) than the current version: ingest must
-/// skip them by name rather than fail on them for good.
+/// A build of another shape (dimension, or ids against rows named by number) and a write of the old shape at once: the
+/// build checks the write log just before it publishes, so a write landing after that check and before the pointer moves
+/// used to be acknowledged and then fail every ingest run on the new version. Either the build or the write must give way.
+/// The interleavings are fixed by hooks on the store (the write runs inside the build's pointer write, or the build inside
+/// the write's batch write), not raced.
 /// </summary>
 [Collection(nameof(IndexCollection))]
 public sealed class ShapeChangeRaceTests(IndexFixture fx)
@@ -21,6 +25,106 @@ public sealed class ShapeChangeRaceTests(IndexFixture fx)
     {
         var rng = new Random(seed);
         return Enumerable.Range(0, count * dims).Select(_ => (float)rng.NextDouble()).ToArray();
+    }
+
+    private static string Upsert(string id, float[] vector) => $$"""{"upserts":[{"id":"{{id}}","vector":{{Bodies.Vector(vector)}}}]}""";
+
+    /// <summary>
+    /// The write lands after the build's last check of the log and reads the pointer before the build moves it: either
+    /// before the build reserves the pointer for its shape (its check under the reservation finds the write), or after
+    /// (the write sees the reservation and clears it, the build's move fails and its next check finds the write). Either
+    /// way the write is acknowledged, the build is refused, and the write is ingested into the version it was made against.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task AWriteBetweenTheBuildsLastCheckAndItsPublishIsKeptAndTheBuildIsRefused(int pointerWrite)
+    {
+        var index = "shape-kept-" + Guid.NewGuid().ToString("N")[..8];
+        var (_, store) = await WriteModel.BuildAsync(fx.Root, index, 51, withIds: false);
+        var before = await store.OpenCurrentAsync();
+        using var app = fx.App(2, 0, settings: Settings);
+        var client = app.CreateClient();
+
+        // The write runs just before the build's first write of the pointer (its reservation) or its second (the move).
+        HttpResponseMessage? write = null;
+        var building = new HookedStore(new FolderBlobStore(fx.Root)) { Suffix = $"{index}/current" };
+        Func<Task> writeNow = async () => write = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(Upsert("60", Vectors(52, 1, WriteModel.Dims))));
+        building.Hook = pointerWrite == 1 ? writeNow : () =>
+        {
+            building.Hook = writeNow;
+            building.Arm();
+            return Task.CompletedTask;
+        };
+        building.Arm();
+        var refused = await Assert.ThrowsAsync<WriteLogConflictException>(() => IndexPublisher.BuildAndPublishAsync(new IndexStore(building, index),
+            Vectors(53, Rows, WriteModel.Dims + 2), Rows, WriteModel.Dims + 2, new IndexBuildOptions { Partitions = 2, Seed = 53 }).WaitAsync(TimeSpan.FromMinutes(2)));
+
+        Assert.NotNull(write);
+        Assert.True(write.StatusCode == HttpStatusCode.OK, await write.Content.ReadAsStringAsync());
+        Assert.Equal(1, JsonDocument.Parse(await write.Content.ReadAsStringAsync()).RootElement.GetProperty("sequence").GetInt64());
+        Assert.StartsWith($"index '{index}' has writes in its write-ahead log (through sequence 1) made against version {before.Version}, which has 4 dimensions where this build has 6",
+            refused.Message);
+        var pointer = await store.ReadPointerAsync();
+        Assert.Equal((before.Version, (IndexStore.ShapeReservation?)null), (pointer!.Version, pointer.Reserved));
+
+        var run = await LogIngest.RunAsync(store, new WriteLog(store.Blobs, index)).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.True(run.Published);
+        Assert.Empty(run.Skipped);
+        var after = await store.OpenCurrentAsync();
+        Assert.Equal((Rows + 1L, 1L, WriteModel.Dims), (after.Count, after.IndexedSequence, after.Dimensions));
+    }
+
+    /// <summary>
+    /// The build publishes after the write was validated against the old version and before its batch lands: the write is
+    /// refused with a 409 naming the field that no longer fits, ingest skips its batch by sequence (and goes on: a later
+    /// write in the new shape is applied), and a strong query does not read it either.
+    /// </summary>
+    [Theory]
+    [InlineData(false, WriteModel.Dims + 2, "60", "upserts[0].vector", "has 4 dimensions; the index now has 6")]
+    [InlineData(true, WriteModel.Dims, "sku-1", "upserts[0].id", "'sku-1' is not a row number; the index now names its rows by number (it was built without ids)")]
+    public async Task AWriteWhoseBatchLandsAfterABuildOfAnotherShapeIsRefusedAndNeverApplied(bool oldHasIds, int newDims, string id, string field, string problem)
+    {
+        var index = "shape-refused-" + Guid.NewGuid().ToString("N")[..8];
+        var (_, store) = await WriteModel.BuildAsync(fx.Root, index, 61, withIds: oldHasIds);
+        var newRows = Vectors(63, Rows, newDims);
+        Squash.Index.Model.IndexManifest? published = null;
+        HookedStore? appStore = null;
+        using var app = fx.App(2, 0, settings: Settings, wrapStore: b => appStore = new HookedStore(b)
+        {
+            Suffix = $"{index}/log/batches/000000000001",
+            Hook = async () => published = await IndexPublisher.BuildAndPublishAsync(new IndexStore(new FolderBlobStore(fx.Root), index),
+                newRows, Rows, newDims, new IndexBuildOptions { Partitions = 2, Seed = 63 }),
+        });
+        var client = app.CreateClient();
+        appStore!.Arm();
+
+        var write = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(Upsert(id, Vectors(62, 1, WriteModel.Dims)))).WaitAsync(TimeSpan.FromMinutes(2));
+        var refusal = await Problems.Read(write, HttpStatusCode.Conflict);
+        Assert.NotNull(published);
+        Assert.Equal(new Dictionary<string, string[]> { [field] = [problem] }, Problems.Errors(refusal));
+        Assert.Equal($"version {published.Version} of index '{index}' was published while this write was made (log sequence 1, which ingest skips); "
+            + "send the write again in the index's new shape, with a new Idempotency-Key", refusal.GetProperty("detail").GetString());
+
+        // A strong query reads the tail past the new version's watermark 0 (batch 1): it skips the refused batch.
+        var query = Vectors(64, 1, newDims);
+        await AssertExactAsync(client, index, query, Numbered(newRows, newDims), "strong", "after the refused write");
+
+        // Ingest skips it, names it, and moves past it; the next write, in the new shape, is applied.
+        var log = new WriteLog(store.Blobs, index);
+        var run = await LogIngest.RunAsync(store, log).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.True(run.Published);
+        Assert.Equal([new SkippedBatch(1, $"{field} {problem}")], run.Skipped);
+        Assert.Equal($"; skipped log batch 1 ({field} {problem})", run.SkippedSummary);
+        Assert.Equal((Rows + 0L, 1L), ((await store.OpenCurrentAsync()).Count, (await store.OpenCurrentAsync()).IndexedSequence));
+        var added = Vectors(65, 1, newDims);
+        var next = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(Upsert("60", added)));
+        Assert.True(next.StatusCode == HttpStatusCode.OK, await next.Content.ReadAsStringAsync());
+        var second = await LogIngest.RunAsync(store, log).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.Empty(second.Skipped);
+        var current = await store.OpenCurrentAsync();
+        Assert.Equal((Rows + 1L, 2L), (current.Count, current.IndexedSequence));
+        await AssertExactAsync(client, index, query, Numbered([.. newRows, .. added], newDims), "eventual", "after the next write's ingest");
     }
 
     /// <summary>

@@ -56,6 +56,14 @@ public static class WriteEndpoints
         try
         {
             var result = await LogFor(catalog, index).AppendAsync(batch, key, requestHash, loaded.Manifest.IndexedSequence, ct, EarlierHashMatches);
+            // A build of another shape may have been published since the validation above: then ingest and strong reads skip
+            // this batch (it does not fit), and the write is refused rather than acknowledged (docs/writes.md, "A write and such a build at once").
+            var after = await WriteLogConflict.CheckAfterAppendAsync(catalog.StoreFor(index), loaded.Manifest, batch, ct);
+            if (after.Misfits.Count > 0)
+                return Results.ValidationProblem(after.Misfits.GroupBy(x => x.Field).ToDictionary(g => g.Key, g => g.Select(x => x.Problem).ToArray()), statusCode: 409,
+                    title: "The index changed shape while the write was made; nothing of it will be applied",
+                    detail: $"version {after.Current} of index '{index}' was published while this write was made (log sequence {result.Sequence}, which ingest skips); "
+                        + "send the write again in the index's new shape, with a new Idempotency-Key");
             await ingest.RequestAsync(index, ct);
             return Results.Json(new WriteAccepted(result.Sequence, result.Replayed), WriteApiJson.Default.WriteAccepted);
         }

@@ -257,16 +257,18 @@ public sealed class BuildTaskRunner(BuildJobStore jobs, IBuildQueue queue, IBuil
         var store = context.Index;
         if (job.Rebuild is { } rebuild) return await WriteRebuildAsync(context, manifest with { IndexedSequence = rebuild.CoversSequence }, clock, ct).ConfigureAwait(false);
         IndexStore.PublishResult result;
+        // Writes landing between the check above and the pointer's move: the pointer is reserved for this shape while it moves.
+        var guard = WriteLogConflict.PublishGuard(store, job.Version, manifest.Dimensions, manifest.Attributes is { HasIds: true });
         try
         {
-            result = await store.PublishAsync(store.CreateSink(job.Version), manifest, ct).ConfigureAwait(false);
+            result = await store.PublishAsync(store.CreateSink(job.Version), manifest, verifiedBase: null, guard, ct).ConfigureAwait(false);
         }
         catch (BlobConditionFailedException)
         {
             // Our own manifest from an earlier delivery that stopped before the pointer moved: finish that publish.
             var written = await store.ReadManifestAsync(job.Version, ct).ConfigureAwait(false);
             await store.VerifyCompleteAsync(written, ct).ConfigureAwait(false);
-            result = await store.MovePointerForwardAsync(job.Version, ct).ConfigureAwait(false);
+            result = await store.MovePointerForwardAsync(job.Version, guard, ct).ConfigureAwait(false);
         }
         await Jobs.RecordTaskAsync(job.Index, job.BuildId, BuildStages.Publish, 0, 0, 0, ct: ct).ConfigureAwait(false);
         await Jobs.UpdateAsync(job.Index, job.BuildId, j => j.Status == BuildStatus.Succeeded ? null

@@ -1,3 +1,5 @@
+using Squash.Index.Model;
+
 namespace Squash.Storage.Writes;
 
 /// <summary>
@@ -34,10 +36,43 @@ public static class WriteLogConflict
     }
 
     /// <summary>
+    /// The check of <see cref="FindAsync"/> made safe against writes landing between it and the publish: run by
+    /// <see cref="IndexStore.MovePointerForwardAsync(string, Func{IndexStore.PointerState, CancellationToken, Task{string}}?, CancellationToken)"/>
+    /// before it moves the pointer. A build of another shape than the version it replaces first reserves the pointer for
+    /// that shape (compare-and-swap), then checks the log, then publishes by compare-and-swap against its reservation. A
+    /// write that lands after the check reads the pointer after its append (<see cref="CheckAfterAppendAsync"/>): it sees the
+    /// reservation and clears it (then the publish fails, and the next attempt's check sees the write), or it sees the new
+    /// version and is refused. So either the build or the write gives way, never neither.
+    /// </summary>
+    public static Func<IndexStore.PointerState, CancellationToken, Task<string>> PublishGuard(IndexStore store, string buildVersion, int dimensions, bool hasIds) =>
+        async (pointer, ct) =>
+        {
+            if (store.Name.Length == 0) return pointer.ETag;
+            var replaced = await store.ReadManifestAsync(pointer.Version, ct).ConfigureAwait(false);
+            // The same shape takes every write the log can hold: nothing to reserve.
+            if (replaced.Dimensions == dimensions && replaced.Attributes is { HasIds: true } == hasIds) return pointer.ETag;
+            string reserved = await store.SetReservationAsync(pointer.Version, pointer.ETag, new IndexStore.ShapeReservation(buildVersion, dimensions, hasIds), ct).ConfigureAwait(false);
+            if (await FindAsync(store, dimensions, hasIds, ct).ConfigureAwait(false) is { } conflict)
+            {
+                try
+                {
+                    await store.SetReservationAsync(pointer.Version, reserved, null, CancellationToken.None).ConfigureAwait(false);
+                }
+                catch (BlobConditionFailedException)
+                {
+                    // A write cleared it already, or the pointer moved on: either way it no longer holds this reservation.
+                }
+                throw new WriteLogConflictException(conflict);
+            }
+            return reserved;
+        };
+
+    /// <summary>
     /// Why <paramref name="batch"/> cannot be applied to a version of <paramref name="dimensions"/> dimensions, with or
     /// without ids: each upsert whose vector has another dimension, and, where rows are named by number, each upsert whose id
     /// is not a row number. Empty when it fits. Deletes fit any version (an id nothing has deletes nothing), as does
-    /// <c>deleteWhere</c>. Ingest and strong reads skip a batch that does not fit the version they apply the log to.
+    /// <c>deleteWhere</c>. The write API refuses a write that stops fitting while it is made; ingest and strong reads skip one
+    /// that does not fit the version they apply the log to, so both decide alike.
     /// </summary>
     public static IReadOnlyList<(string Field, string Problem)> Misfits(WriteBatch batch, int dimensions, bool hasIds)
     {
@@ -57,6 +92,39 @@ public static class WriteLogConflict
     private static bool IsRowNumber(string id) =>
         int.TryParse(id, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int row)
         && row < int.MaxValue && (id.Length == 1 || id[0] != '0');
+
+    /// <summary>What <see cref="CheckAfterAppendAsync"/> found: the version current now, and what of the write does not fit it (empty: the write stands).</summary>
+    public sealed record AfterAppend(string? Current, IReadOnlyList<(string Field, string Problem)> Misfits);
+
+    /// <summary>
+    /// Run by the write API after its batch is durable, before it answers: a write validated against
+    /// <paramref name="validatedAgainst"/> stands unless <c>current</c> moved meanwhile to a version it does not fit. It
+    /// clears a reservation of a build whose shape the write does not fit (<see cref="PublishGuard"/>: that build then sees the
+    /// write and is refused). Costs one pointer read when nothing changed.
+    /// </summary>
+    public static async Task<AfterAppend> CheckAfterAppendAsync(IndexStore store, IndexManifest validatedAgainst, WriteBatch batch, CancellationToken ct = default)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            var pointer = await store.ReadPointerAsync(ct).ConfigureAwait(false);
+            if (pointer is null) return new AfterAppend(null, []);
+            if (pointer.Reserved is { } r && Misfits(batch, r.Dimensions, r.HasIds).Count > 0)
+            {
+                try
+                {
+                    await store.SetReservationAsync(pointer.Version, pointer.ETag, null, ct).ConfigureAwait(false);
+                }
+                catch (BlobConditionFailedException) when (attempt < 50)
+                {
+                    // The pointer changed meanwhile (published, or reserved again): read it again.
+                }
+                continue;
+            }
+            if (pointer.Version == validatedAgainst.Version) return new AfterAppend(pointer.Version, []);
+            var now = await store.ReadManifestAsync(pointer.Version, ct).ConfigureAwait(false);
+            return new AfterAppend(pointer.Version, Misfits(batch, now.Dimensions, now.Attributes is { HasIds: true }));
+        }
+    }
 
     /// <summary><see cref="FindAsync"/>, as an exception.</summary>
     public static async Task ThrowIfAnyAsync(IndexStore store, int dimensions, bool hasIds, CancellationToken ct = default)
