@@ -154,4 +154,9 @@ public sealed class IndexUnavailableException(string index, string message, bool
     public bool Transient { get; } = transient;
     /// <summary>The problem's title where the defaults ("Index damaged", "Index temporarily unavailable") would not say what is wrong.</summary>
     public string? Title { get; init; }
+    /// <summary>
+    /// The Retry-After a transient failure answers with: a store that could not be read is worth asking again in a second;
+    /// null where asking the same request again soon would only fail again (the remedy is to change the request).
+    /// </summary>
+    public TimeSpan? RetryAfter { get; init; } = TimeSpan.FromSeconds(1);
 }

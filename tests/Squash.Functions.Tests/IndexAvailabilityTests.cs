@@ -40,6 +40,7 @@ public sealed class IndexAvailabilityTests(IndexFixture fx)
         var failed = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json(Query));
         var problem = await Problems.Read(failed, HttpStatusCode.ServiceUnavailable);
         Assert.Equal($"index '{IndexFixture.IndexName}' could not be read from the store; try again later", problem.GetProperty("detail").GetString());
+        Assert.Equal(TimeSpan.FromSeconds(1), failed.Headers.RetryAfter?.Delta); // a busy store is worth asking again soon
 
         store.Fails = _ => null;
         var answered = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query", Bodies.Json(Query));

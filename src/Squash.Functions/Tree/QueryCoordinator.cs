@@ -157,7 +157,7 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
     private bool MaskedRowsShippable(PreparedTail prepared) =>
         prepared.Excluded.Count <= settings.Value.MaxMaskedRows && prepared.ExcludedText.Length <= RowNumberCodec.MaxTextLength(settings.Value.MaxMaskedRows);
 
-    /// <summary>A request that names the tree shape while its tail masks more rows than the nodes take: a 503 naming the cause and the ways out.</summary>
+    /// <summary>A request that names the tree shape while its tail masks more rows than the nodes take: a 503 naming the cause and the ways out, without Retry-After.</summary>
     private IndexUnavailableException MaskedRowsTooMany(string index, LogTail tail, PreparedTail prepared)
     {
         int maxRows = settings.Value.MaxMaskedRows;
@@ -171,7 +171,9 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
             + "Let ingest index the log (the ingest function runs after writes; `squash ingest` on a store without queues), "
             + "or send the query with options.depth 0, or without options.branching and options.depth (the coordinator then scans alone and sends nothing), "
             + "or with consistency \"eventual\".",
-            transient: true) { Title = "Write tail too large for a strong query" };
+            // No Retry-After: the same request fails until ingest has indexed the log (minutes for millions of rows, not a
+            // second), while each changed request the detail names answers at once.
+            transient: true) { Title = "Write tail too large for a strong query", RetryAfter = null };
     }
 
     /// <summary>
