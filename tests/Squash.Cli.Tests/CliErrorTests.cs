@@ -33,6 +33,26 @@ public sealed class CliErrorTests
         CliRunner.AssertOneErrorLine(exit, err, $"--endpoint {endpoint}: cannot connect: Connection refused (127.0.0.1:{port})");
     }
 
+    /// <summary>
+    /// A write run's key leaves room under the service's Idempotency-Key limit (200) for the "-n" each request appends:
+    /// 180 characters at most, refused as one line before anything is read or sent.
+    /// </summary>
+    [Theory]
+    [InlineData("upsert", 181)]
+    [InlineData("delete", 181)]
+    [InlineData("upsert", 0)]
+    public async Task AWriteRunKeyWithoutRoomForTheRequestNumberIsOneLine(string command, int length)
+    {
+        var key = length == 0 ? "two words" : new string('k', length);
+        string[] args = command == "upsert"
+            ? ["upsert", "--endpoint", "http://127.0.0.1:1", "--index", "shop", "--vectors", "missing.fvecs", "--idempotency-key", key]
+            : ["delete", "--endpoint", "http://127.0.0.1:1", "--index", "shop", "--ids", "1", "--idempotency-key", key];
+        var (exit, _, err) = await CliRunner.RunAsync(args);
+        CliRunner.AssertOneErrorLine(exit, err, "--idempotency-key must be 1 to 180 visible ASCII characters");
+        // The longest key accepted, with the longest request number, is still one the service takes.
+        Assert.True(180 + $"-{int.MaxValue}".Length <= Squash.Functions.Builds.BuildEndpoints.MaxIdempotencyKey);
+    }
+
     /// <summary>The engine's bounds, checked as flags before anything is read (K·R must not overflow).</summary>
     [Theory]
     [InlineData("--cf", "1001", "--cf must be between 1 and 1,000, got 1001")]

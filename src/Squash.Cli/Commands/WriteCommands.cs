@@ -10,6 +10,7 @@ using Squash.Cli.Datasets;
 using Squash.Core.Vectors;
 using Squash.Functions;
 using Squash.Functions.Api;
+using Squash.Functions.Builds;
 using Squash.Functions.Writes;
 using Squash.Index.Attributes;
 
@@ -150,11 +151,17 @@ public static class WriteCommands
         return name;
     }
 
+    /// <summary>
+    /// The longest run key: request n is sent with KEY-n, and the service takes keys of up to
+    /// <see cref="BuildEndpoints.MaxIdempotencyKey"/> characters, so room is left for "-" and a request number.
+    /// </summary>
+    internal const int MaxRunKey = BuildEndpoints.MaxIdempotencyKey - RequestNumberRoom;
+    private const int RequestNumberRoom = 20; // "-" and the request number (an int, at most 10 digits), with room to spare
+
     private static string RunKey(string? given)
     {
         var key = given ?? "squash-cli-" + Guid.NewGuid().ToString("N");
-        // The service takes keys of up to 200 visible ASCII characters; "-n" is appended per request.
-        CliErrors.Require(key.Length is >= 1 and <= 180 && key.All(c => c is >= '!' and <= '~'), "--idempotency-key must be 1 to 180 visible ASCII characters");
+        CliErrors.Require(key.Length is >= 1 and <= MaxRunKey && key.All(c => c is >= '!' and <= '~'), $"--idempotency-key must be 1 to {MaxRunKey} visible ASCII characters");
         return key;
     }
 

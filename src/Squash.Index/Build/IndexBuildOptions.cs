@@ -10,7 +10,7 @@ public sealed record IndexBuildOptions
     public int Partitions { get; init; }
     /// <summary>Average OSQ bits per kept KLT dimension (sign bits included); the budget is this × kept dimensions.</summary>
     public double BitsPerDimension { get; init; } = 4;
-    public int MaxBitsPerDimension { get; init; } = 8;
+    public int MaxBitsPerDimension { get; init; } = Squash.Core.Quantization.BitAllocation.MaxBitsPerDimension;
     public int Seed { get; init; } = 42;
     public double Balance { get; init; } = 0.10;
     public int KMeansIterations { get; init; } = 25;
@@ -46,7 +46,8 @@ public sealed record IndexBuildOptions
         if (dims is < 1 or > 4096) throw new ArgumentException($"vectors have {dims} dimensions; 1 to 4,096 are supported");
         if (Partitions < 0 || Partitions > count) throw new ArgumentException($"--partitions must be between 1 and the vector count ({count}), got {Partitions}");
         if (!(BitsPerDimension > 0 && BitsPerDimension <= MaxBitsPerDimension)) throw new ArgumentException($"--bits-per-dim must be > 0 and ≤ {MaxBitsPerDimension}, got {BitsPerDimension}");
-        if (MaxBitsPerDimension is < 1 or > 8) throw new ArgumentException("max bits per dimension must be 1..8");
+        if (MaxBitsPerDimension is < 1 or > Squash.Core.Quantization.BitAllocation.MaxBitsPerDimension)
+            throw new ArgumentException($"max bits per dimension must be 1..{Squash.Core.Quantization.BitAllocation.MaxBitsPerDimension}");
         if (Balance is <= 0 or >= 1) throw new ArgumentException("balance must be in (0, 1)");
         if (!(EnergyKept > 0 && EnergyKept <= 1)) throw new ArgumentException($"the kept energy fraction must be in (0, 1], got {EnergyKept}");
         if (Attributes is not null && Attributes.Count != count)

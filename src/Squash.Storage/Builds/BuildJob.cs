@@ -57,14 +57,17 @@ public sealed record BuildAttributesBlob(string Name, string ETag, long Bytes);
 /// <summary>The build options the job runs with (the same as <c>squash build</c>'s).</summary>
 public sealed record BuildJobOptions
 {
+    /// <summary>The in-process build's defaults, which a queue build takes too, so both build the same index unless told otherwise.</summary>
+    private static readonly Squash.Index.Build.IndexBuildOptions InProcess = new();
+
     public string Metric { get; init; } = "l2";
     /// <summary>0 picks the default for the vector count.</summary>
     public int Partitions { get; init; }
-    public double BitsPerDim { get; init; } = 4;
-    public int MaxBits { get; init; } = 8;
+    public double BitsPerDim { get; init; } = InProcess.BitsPerDimension;
+    public int MaxBits { get; init; } = InProcess.MaxBitsPerDimension;
     /// <summary>The in-process build's default (it was 0.95 here, so a job made without the API built another index).</summary>
-    public double Energy { get; init; } = new Squash.Index.Build.IndexBuildOptions().EnergyKept;
-    public int Seed { get; init; } = 42;
+    public double Energy { get; init; } = InProcess.EnergyKept;
+    public int Seed { get; init; } = InProcess.Seed;
     public bool Calibrate { get; init; } = true;
     /// <summary>Rows per assign task (0: chosen from the dimensions, about 32 MB of float32 per chunk).</summary>
     public int ChunkRows { get; init; }
