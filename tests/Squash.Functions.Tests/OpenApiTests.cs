@@ -196,6 +196,12 @@ public sealed class OpenApiTests(IndexFixture fx)
         Assert.Equal((1.0, Search.SearchOptions.MaxK, Search.SearchOptions.DefaultK), (Number(k, "minimum"), Number(k, "maximum"), Number(k, "default")));
         var vectors = Field("QueryRequest", "vectors");
         Assert.Equal((1, 5), (vectors.GetProperty("minItems").GetInt32(), vectors.GetProperty("maxItems").GetInt32()));
+        // The internal /scan's k is required (no default), with the query's range; its batch the query's bound.
+        var scanK = Field("ScanRequest", "k");
+        Assert.Equal((1.0, Search.SearchOptions.MaxK), (Number(scanK, "minimum"), Number(scanK, "maximum")));
+        Assert.False(scanK.TryGetProperty("default", out _));
+        var scanVectors = Field("ScanRequest", "vectors");
+        Assert.Equal((1, 5), (scanVectors.GetProperty("minItems").GetInt32(), scanVectors.GetProperty("maxItems").GetInt32()));
         var recall = Field("QueryOptions", "recall");
         Assert.Equal((0.0, 1.0, Search.SearchOptions.DefaultRecall), (Number(recall, "exclusiveMinimum"), Number(recall, "maximum"), Number(recall, "default")));
         Assert.Equal(Search.SearchOptions.MaxCentroidFactor, Number(Field("QueryOptions", "centroidFactor"), "maximum"));
@@ -227,6 +233,15 @@ public sealed class OpenApiTests(IndexFixture fx)
             Assert.Equal([$"options.{option}"], (await Query($"{{\"vector\":{vector},\"options\":{{\"{option}\":{Past(Field("QueryOptions", option))}}}}}")).Keys);
         var batch = string.Join(',', Enumerable.Repeat(vector, vectors.GetProperty("maxItems").GetInt32() + 1));
         Assert.Equal(["vectors"], (await Query($"{{\"vectors\":[{batch}]}}")).Keys);
+        using (var info = JsonDocument.Parse(await client.GetStringAsync($"/api/indexes/{IndexFixture.IndexName}")))
+        {
+            var version = info.RootElement.GetProperty("version").GetString();
+            async Task<Dictionary<string, string[]>> Scan(string vectorsJson, string k) => await Problems.BadRequest(await client.PostAsync(
+                $"/api/indexes/{IndexFixture.IndexName}/scan", Bodies.Json($"{{\"version\":\"{version}\",\"vectors\":[{vectorsJson}],\"k\":{k},\"options\":{{}},"
+                    + "\"plans\":[[0]],\"node\":{\"id\":0,\"partitions\":[0],\"children\":[]}}")));
+            Assert.Equal(["k"], (await Scan(vector, Past(scanK))).Keys);
+            Assert.Contains("vectors", (await Scan(string.Join(',', Enumerable.Repeat(vector, scanVectors.GetProperty("maxItems").GetInt32() + 1)), "5")).Keys);
+        }
         using var write = new HttpRequestMessage(HttpMethod.Post, $"/api/indexes/{IndexFixture.IndexName}/vectors") { Content = Bodies.Json("{\"deletes\":[\"a\"]}") };
         write.Headers.Add("Idempotency-Key", new string('k', key.GetProperty("maxLength").GetInt32() + 1));
         Assert.Equal(["Idempotency-Key"], (await Problems.BadRequest(await client.SendAsync(write))).Keys);

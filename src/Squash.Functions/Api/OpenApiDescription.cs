@@ -37,6 +37,12 @@ public static class OpenApiDescription
             Limit(query, "k", min: 1, max: SearchOptions.MaxK, byDefault: SearchOptions.DefaultK);
             if (Schema(query, "vectors") is { } batch) (batch.MinItems, batch.MaxItems) = (1, settings.MaxBatch);
         }
+        // The internal /scan is checked like a query (RequestMapping.ValidateScan); its k is required, so it has no default.
+        if (Schema(schemas, "ScanRequest") is { Properties: { } scan })
+        {
+            Limit(scan, "k", min: 1, max: SearchOptions.MaxK);
+            if (Schema(scan, "vectors") is { } batch) (batch.MinItems, batch.MaxItems) = (1, settings.MaxBatch);
+        }
         if (Schema(schemas, "QueryOptions") is { Properties: { } options })
         {
             Limit(options, "recall", above: 0, max: 1, byDefault: SearchOptions.DefaultRecall);
