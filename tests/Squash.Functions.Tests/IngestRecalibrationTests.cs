@@ -267,16 +267,6 @@ public sealed class IngestRecalibrationTests : IDisposable
         $"{band.MinSelectivity}–{band.MaxSelectivity}, ratio {band.MinAnchorRatio}–{band.MaxAnchorRatio}, {band.Queries} queries [{string.Join(", ", band.Families)}]: "
         + string.Join("; ", band.Plans);
 
-    private sealed class ListQueue : Squash.Storage.Builds.IBuildQueue
-    {
-        public Queue<Squash.Storage.Builds.BuildTaskMessage> Pending { get; } = new();
-        public Task SendAsync(Squash.Storage.Builds.BuildTaskMessage message, CancellationToken ct)
-        {
-            lock (Pending) Pending.Enqueue(message);
-            return Task.CompletedTask;
-        }
-    }
-
     /// <summary>
     /// The user's filter families are kept beside the queries (one line per kept query, named as the file was); the
     /// recalibration after writes writes both again into its own folder, and a full rebuild calibrates on both again.
@@ -315,7 +305,7 @@ public sealed class IngestRecalibrationTests : IDisposable
         // Over half the rows replaced (row numbers kept): the calibration is due, and so is a rebuild.
         await log.AppendAsync(Upserts(Clustered(rng, 700), Enumerable.Range(0, 700)), null, "r", 0);
         var jobs = new Squash.Storage.Builds.BuildJobStore(store.Blobs);
-        var queue = new ListQueue();
+        var queue = new InOrderBuildQueue();
         var run = await LogIngest.RunLeasedAsync(store, log, rebuild: new RebuildSettings(0.5, jobs, queue));
         var buildId = run.Rebuild?.Queued ?? throw new Xunit.Sdk.XunitException($"seed {seed}: no rebuild was queued ({run.Rebuild?.Message})");
         var measured = await store.OpenCurrentAsync();

@@ -18,22 +18,7 @@ namespace Squash.Functions.Tests;
 [Collection(nameof(IndexCollection))]
 public sealed class RebuildTests(IndexFixture fx)
 {
-    private sealed class InOrderQueue : IBuildQueue
-    {
-        public Queue<BuildTaskMessage> Pending { get; } = new();
-        public int Trains;
-        public Task SendAsync(BuildTaskMessage message, CancellationToken ct)
-        {
-            lock (Pending)
-            {
-                Pending.Enqueue(message);
-                if (message.Stage == BuildStages.Train) Trains++;
-            }
-            return Task.CompletedTask;
-        }
-    }
-
-    private sealed record Setup(string Index, IndexStore Store, Dictionary<string, Item> Model, HttpClient Client, WriteLog Log, InOrderQueue Queue,
+    private sealed record Setup(string Index, IndexStore Store, Dictionary<string, Item> Model, HttpClient Client, WriteLog Log, InOrderBuildQueue Queue,
         BuildTaskRunner Runner, RebuildSettings Settings, IDisposable App);
 
     private async Task<Setup> SetUpAsync(int seed)
@@ -41,7 +26,7 @@ public sealed class RebuildTests(IndexFixture fx)
         var index = "rebuild-" + Guid.NewGuid().ToString("N")[..10];
         var (model, store) = await BuildAsync(fx.Root, index, seed, withIds: true);
         var app = fx.App(2, 0, settings: new Dictionary<string, string> { ["Squash:CurrentRecheck"] = "00:00:00" });
-        var queue = new InOrderQueue();
+        var queue = new InOrderBuildQueue();
         var jobs = new BuildJobStore(store.Blobs);
         return new Setup(index, store, model, app.CreateClient(), new WriteLog(store.Blobs, index), queue, new BuildTaskRunner(jobs, queue, new QueueStageWork()),
             new RebuildSettings(0.5, jobs, queue), app);

@@ -2,8 +2,10 @@ using System.Globalization;
 using System.Net;
 using System.Text.Json;
 using Squash.Index.Build;
+using Squash.Search.Builds;
 using Squash.Search.Writes;
 using Squash.Storage;
+using Squash.Storage.Builds;
 using Squash.Storage.Writes;
 
 namespace Squash.Functions.Tests;
@@ -29,6 +31,37 @@ public sealed class ShapeChangeRaceTests(IndexFixture fx)
 
     private static string Upsert(string id, float[] vector) => $$"""{"upserts":[{"id":"{{id}}","vector":{{Bodies.Vector(vector)}}}]}""";
 
+    /// <summary>Runs <paramref name="write"/> just before the build's first write of the pointer (its reservation) or its second (the move).</summary>
+    private static void RunBeforePointerWrite(HookedStore building, int pointerWrite, Func<Task> write)
+    {
+        building.Hook = pointerWrite == 1 ? write : () =>
+        {
+            building.Hook = write;
+            building.Arm();
+            return Task.CompletedTask;
+        };
+        building.Arm();
+    }
+
+    private static async Task AssertAcknowledgedAsFirstAsync(HttpResponseMessage? write)
+    {
+        Assert.NotNull(write);
+        Assert.True(write.StatusCode == HttpStatusCode.OK, await write.Content.ReadAsStringAsync());
+        Assert.Equal(1, JsonDocument.Parse(await write.Content.ReadAsStringAsync()).RootElement.GetProperty("sequence").GetInt64());
+    }
+
+    /// <summary>The refused build left the old version current without a reservation, and ingest applies the kept write to it.</summary>
+    private static async Task AssertOldVersionKeptAndWriteIngestedAsync(IndexStore store, string oldVersion)
+    {
+        var pointer = await store.ReadPointerAsync();
+        Assert.Equal((oldVersion, (IndexStore.ShapeReservation?)null), (pointer!.Version, pointer.Reserved));
+        var run = await LogIngest.RunAsync(store, new WriteLog(store.Blobs, store.Name)).WaitAsync(TimeSpan.FromMinutes(2));
+        Assert.True(run.Published);
+        Assert.Empty(run.Skipped);
+        var after = await store.OpenCurrentAsync();
+        Assert.Equal((Rows + 1L, 1L, WriteModel.Dims), (after.Count, after.IndexedSequence, after.Dimensions));
+    }
+
     /// <summary>
     /// The write lands after the build's last check of the log and reads the pointer before the build moves it: either
     /// before the build reserves the pointer for its shape (its check under the reservation finds the write), or after
@@ -46,33 +79,71 @@ public sealed class ShapeChangeRaceTests(IndexFixture fx)
         using var app = fx.App(2, 0, settings: Settings);
         var client = app.CreateClient();
 
-        // The write runs just before the build's first write of the pointer (its reservation) or its second (the move).
         HttpResponseMessage? write = null;
         var building = new HookedStore(new FolderBlobStore(fx.Root)) { Suffix = $"{index}/current" };
         Func<Task> writeNow = async () => write = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(Upsert("60", Vectors(52, 1, WriteModel.Dims))));
-        building.Hook = pointerWrite == 1 ? writeNow : () =>
-        {
-            building.Hook = writeNow;
-            building.Arm();
-            return Task.CompletedTask;
-        };
-        building.Arm();
+        RunBeforePointerWrite(building, pointerWrite, writeNow);
         var refused = await Assert.ThrowsAsync<WriteLogConflictException>(() => IndexPublisher.BuildAndPublishAsync(new IndexStore(building, index),
             Vectors(53, Rows, WriteModel.Dims + 2), Rows, WriteModel.Dims + 2, new IndexBuildOptions { Partitions = 2, Seed = 53 }).WaitAsync(TimeSpan.FromMinutes(2)));
 
-        Assert.NotNull(write);
-        Assert.True(write.StatusCode == HttpStatusCode.OK, await write.Content.ReadAsStringAsync());
-        Assert.Equal(1, JsonDocument.Parse(await write.Content.ReadAsStringAsync()).RootElement.GetProperty("sequence").GetInt64());
+        await AssertAcknowledgedAsFirstAsync(write);
         Assert.StartsWith($"index '{index}' has writes in its write-ahead log (through sequence 1) made against version {before.Version}, which has 4 dimensions where this build has 6",
             refused.Message);
-        var pointer = await store.ReadPointerAsync();
-        Assert.Equal((before.Version, (IndexStore.ShapeReservation?)null), (pointer!.Version, pointer.Reserved));
+        await AssertOldVersionKeptAndWriteIngestedAsync(store, before.Version);
+    }
 
-        var run = await LogIngest.RunAsync(store, new WriteLog(store.Blobs, index)).WaitAsync(TimeSpan.FromMinutes(2));
-        Assert.True(run.Published);
-        Assert.Empty(run.Skipped);
-        var after = await store.OpenCurrentAsync();
-        Assert.Equal((Rows + 1L, 1L, WriteModel.Dims), (after.Count, after.IndexedSequence, after.Dimensions));
+    /// <summary>
+    /// The same interleavings through the queue build's publish task (BuildTaskRunner, the stages run in this process),
+    /// which guards its pointer move as IndexPublisher does: the write lands after the task's last check of the log,
+    /// before its reservation or between the reservation and the move. The write is acknowledged, the job fails in its
+    /// publish task naming the write, the pointer keeps the old version without a reservation, and ingest applies the write.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task AWriteBetweenAQueueBuildsLastCheckAndItsPublishIsKeptAndTheJobFailsNamingIt(int pointerWrite)
+    {
+        var index = "shape-queue-" + Guid.NewGuid().ToString("N")[..8];
+        var (_, store) = await WriteModel.BuildAsync(fx.Root, index, 81, withIds: false);
+        var before = await store.OpenCurrentAsync();
+        using var app = fx.App(2, 0, settings: Settings);
+        var client = app.CreateClient();
+
+        // The build's source: six dimensions where the index has four.
+        var building = new HookedStore(new FolderBlobStore(fx.Root)) { Suffix = $"{index}/current" };
+        var source = $"{index}-six.fvecs";
+        await building.WriteAsync(source, Builds.BuildTestApp.Fvecs(Vectors(83, Rows, WriteModel.Dims + 2), WriteModel.Dims + 2), WriteCondition.Overwrite);
+        var (job, errors) = await Squash.Functions.Builds.BuildSubmission.ResolveAsync(building, index, new Squash.Functions.Builds.BuildRequest
+        {
+            Source = new Squash.Functions.Builds.BuildSourceRequest { Vectors = source },
+            Options = new Squash.Functions.Builds.BuildOptionsRequest { Partitions = 2, Seed = 83 },
+        }, null, null, DateTimeOffset.UtcNow, CancellationToken.None);
+        Assert.Empty(errors);
+        var jobs = new BuildJobStore(building);
+        await jobs.CreateAsync(job!, null, "shape-queue");
+        var queue = new InOrderBuildQueue();
+        await queue.SendAsync(new BuildTaskMessage { Index = index, BuildId = job!.BuildId, Stage = BuildStages.Train, Task = 0 }, CancellationToken.None);
+        var runner = new BuildTaskRunner(jobs, queue, new QueueStageWork());
+
+        HttpResponseMessage? write = null;
+        Func<Task> writeNow = async () => write = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(Upsert("60", Vectors(82, 1, WriteModel.Dims))));
+        RunBeforePointerWrite(building, pointerWrite, writeNow);
+        var delivered = new List<string>();
+        while (queue.Pending.TryDequeue(out var message))
+        {
+            Assert.True(delivered.Count < 50, "the build did not end");
+            await runner.RunAsync(message, 1, 5, CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(2));
+            delivered.Add(message.Describe());
+        }
+
+        await AssertAcknowledgedAsFirstAsync(write);
+        var failed = (await jobs.GetAsync(index, job.BuildId))!.Value.Job;
+        Assert.Equal(BuildStatus.Failed, failed.Status);
+        Assert.Equal(("bad-input", "publish[0]"), (failed.Error!.Code, failed.Error.Task));
+        Assert.StartsWith($"index '{index}' has writes in its write-ahead log (through sequence 1) made against version {before.Version}, which has 4 dimensions where this build has 6",
+            failed.Error.Message);
+        Assert.Equal("publish[0]", delivered[^1]);
+        await AssertOldVersionKeptAndWriteIngestedAsync(store, before.Version);
     }
 
     /// <summary>
