@@ -155,7 +155,12 @@ public sealed class PartitionScanner
 
         if (_table.Length < codes.Boundaries.Length) _table = new float[codes.Boundaries.Length];
         var z = _z.AsSpan(0, md);
-        float eq = ProjectQuery(query, codes, _u.AsSpan(0, m), z);
+        float eq = ProjectQuery(query, codes, _u.AsSpan(0, m), z, out double queryMagnitude);
+        // Rounding allowances of the residual term (ResidualRounding): the query's once, each row's from the partition's bound.
+        double roundingUnit = ResidualRoundingUnit(query, codes);
+        float eqRounding = (float)ResidualRounding(eq, roundingUnit * queryMagnitude);
+        double rowSquaredError = roundingUnit * codes.MagnitudeBound;
+        float rowRoundingMost = (float)Math.Sqrt(rowSquaredError), rowSquaredErrorF = (float)rowSquaredError;
 
         // Level 1: sign-code Hamming prune, keeping the closest H% (at least K·R), closest first.
         int keep = candidates;
@@ -204,7 +209,8 @@ public sealed class PartitionScanner
             float bar = top.Threshold;
             if (_heap.IsFull) bar = Math.Min(bar, _heap.Max);
             bar *= 1 + Slack;
-            float r = Math.Abs(residual[row] - eq) - Slack * (residual[row] + eq);
+            float ex = residual[row];
+            float r = Math.Abs(ex - eq) - Slack * (ex + eq) - eqRounding - Math.Min(rowRoundingMost, rowSquaredErrorF / ex);
             float start = r > 0 ? r * r : 0;
             if (start > bar) { skipped = Math.Min(skipped, start); continue; }
             float lb = LowerBoundTable.LowerBound(codes.Cells.AsSpan(row * md, md), table, offsets, start, bar);
@@ -333,7 +339,10 @@ public sealed class PartitionScanner
     /// The query in the partition's KLT frame, z = V_p (q_g − μ_p), and the norm ‖e_q‖ of everything
     /// outside it (the rest of the global subspace plus the global residual).
     /// </summary>
-    public static float ProjectQuery(QueryContext query, PartitionCodes codes, Span<float> u, Span<float> z)
+    public static float ProjectQuery(QueryContext query, PartitionCodes codes, Span<float> u, Span<float> z) => ProjectQuery(query, codes, u, z, out _);
+
+    /// <summary><see cref="ProjectQuery(QueryContext, PartitionCodes, Span{float}, Span{float})"/>, with the sums ‖e_q‖² was computed from by subtraction (‖q − μ_g‖² + ‖u‖²).</summary>
+    public static float ProjectQuery(QueryContext query, PartitionCodes codes, Span<float> u, Span<float> z, out double magnitude)
     {
         int m = codes.GlobalDimensions, md = codes.CodedDimensions;
         double uNorm = 0;
@@ -345,20 +354,44 @@ public sealed class PartitionScanner
             z[i] = v;
             zNorm += (double)v * v;
         }
+        magnitude = query.CenteredSquaredNorm + uNorm;
         return (float)Math.Sqrt(Math.Max(0, query.OutsideGlobal + uNorm - zNorm));
     }
+
+    /// <summary>
+    /// The rounding of a squared residual norm (‖e_q‖² or ‖e_x‖²) relative to the sums it was computed from by subtraction,
+    /// per dimension of the two projections (internal → global → partition) whose float dot products feed it: 4 units of
+    /// float rounding, well above what is observed (~0.4 × the sums for 7 + 7 dimensions).
+    /// </summary>
+    internal const double ResidualRoundingPerDimension = 1.0 / (1 << 22);
+
+    /// <summary>
+    /// How far a residual norm computed as √(difference of sums) may be from the true one, given the bound
+    /// <paramref name="squaredError"/> on its square's rounding: |ê − e| ≤ min(√Δ, Δ / ê). Where ‖e‖ is small beside the
+    /// sums (a row or query far from the partition's mean, nearly all of it coded) this is ~√ε × their size, far past the
+    /// relative <see cref="Slack"/>: without it, a near-copy's bound passed its true distance and a wrong answer was certified.
+    /// </summary>
+    internal static double ResidualRounding(double norm, double squaredError) =>
+        Math.Min(Math.Sqrt(squaredError), norm > 0 ? squaredError / norm : double.PositiveInfinity);
+
+    /// <summary>Δ per unit of the sums: <see cref="ResidualRoundingPerDimension"/> × (internal + global dimensions).</summary>
+    private static double ResidualRoundingUnit(QueryContext query, PartitionCodes codes) =>
+        ResidualRoundingPerDimension * (query.Internal.Length + codes.GlobalDimensions);
 
     /// <summary>Squared lower and upper distance bounds for one stored vector (diagnostics and tests).</summary>
     public static (double Lower, double Upper) Bounds(QueryContext query, PartitionCodes codes, int row)
     {
         var u = new float[codes.GlobalDimensions];
         var z = new float[codes.CodedDimensions];
-        double eq = ProjectQuery(query, codes, u, z);
+        double eq = ProjectQuery(query, codes, u, z, out double queryMagnitude);
         int md = codes.CodedDimensions;
         var cells = codes.Cells.AsSpan(row * md, md);
         double ex = codes.ResidualNorms[row];
-        double lower = CellBounds.LowerBoundReference(z, cells, codes.Boundaries, codes.BoundaryOffsets) + (ex - eq) * (ex - eq);
-        double upper = CellBounds.UpperBound(z, cells, codes.Boundaries, codes.BoundaryOffsets) + (ex + eq) * (ex + eq);
+        double unit = ResidualRoundingUnit(query, codes);
+        double rounding = ResidualRounding(eq, unit * queryMagnitude) + ResidualRounding(ex, unit * codes.MagnitudeBound);
+        double gap = Math.Max(0, Math.Abs(ex - eq) - rounding);
+        double lower = CellBounds.LowerBoundReference(z, cells, codes.Boundaries, codes.BoundaryOffsets) + gap * gap;
+        double upper = CellBounds.UpperBound(z, cells, codes.Boundaries, codes.BoundaryOffsets) + (ex + eq + rounding) * (ex + eq + rounding);
         return (lower, upper);
     }
 

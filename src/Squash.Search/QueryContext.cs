@@ -29,6 +29,7 @@ public sealed class QueryContext
         for (int j = 0; j < Internal.Length; j++) { double v = Internal[j] - (double)g.Mean[j]; centered += v * v; }
         foreach (float v in Global) inside += (double)v * v;
         OutsideGlobal = Math.Max(0, centered - inside);
+        CenteredSquaredNorm = centered;
     }
 
     /// <summary>A hash of the query vector's bytes: with the filter's key it picks the plan of a mixed recall target (<see cref="RecallPlanner.Draw"/>).</summary>
@@ -36,5 +37,7 @@ public sealed class QueryContext
     public float[] Internal { get; }
     public float[] Global { get; }
     public double OutsideGlobal { get; }
+    /// <summary>‖q − μ_g‖² in the internal space: what <see cref="OutsideGlobal"/> was computed from by subtraction (its rounding scales with it).</summary>
+    public double CenteredSquaredNorm { get; }
     public double InputSquaredNorm { get; }
 }

@@ -69,6 +69,44 @@ public sealed class PartitionCodes
         return e;
     }
 
+    /// <summary>
+    /// An upper bound, over the partition's rows, on ‖x − μ_g‖² + ‖y − μ_p‖²: the sums a stored ‖e_x‖ was computed from by
+    /// subtraction (‖e_x‖² = ‖x − μ_g‖² − ‖y‖² + ‖y − μ_p‖² − ‖z‖²), so its float rounding scales with them, not with
+    /// ‖e_x‖. From the outer cell boundaries (every coded value lies between them; ingest widens them for far rows), the
+    /// largest residual norm and ‖μ_p‖; +∞ when a boundary is not finite. Computed once per decoded partition.
+    /// </summary>
+    public double MagnitudeBound
+    {
+        get
+        {
+            double bound = _magnitudeBound;
+            if (bound >= 0) return bound;
+            return _magnitudeBound = ComputeMagnitudeBound();
+        }
+    }
+
+    private double _magnitudeBound = -1;
+
+    private double ComputeMagnitudeBound()
+    {
+        double coded = 0;
+        for (int t = 0; t < CodedDimensions; t++)
+        {
+            int off = BoundaryOffsets[t];
+            double low = Boundaries[off], high = Boundaries[off + (1 << Widths[t])];
+            coded += Math.Max(low * low, high * high);
+        }
+        double residual = 0;
+        foreach (float e in ResidualNorms) residual = Math.Max(residual, e);
+        double mean = 0;
+        foreach (float v in Mean) mean += (double)v * v;
+        // ‖y − μ_p‖² ≤ ‖z‖² + ‖e‖²; ‖x − μ_g‖² = ‖y‖² + (energy outside the global subspace, ≤ ‖e‖²) with ‖y‖ ≤ ‖y − μ_p‖ + ‖μ_p‖.
+        double inside = coded + residual * residual;
+        double centred = Math.Pow(Math.Sqrt(inside) + Math.Sqrt(mean), 2) + residual * residual;
+        double total = inside + centred;
+        return double.IsFinite(total) ? total : double.PositiveInfinity;
+    }
+
     /// <summary>The mean of <see cref="ExpectedRowError"/> over the rows (0 for none).</summary>
     public double ExpectedError()
     {
