@@ -168,6 +168,8 @@ public sealed class QueueStageWork : IBuildStageWork
         }
         clock.Lap(scan is null ? "read" : "read and attributes");
         FreeMemory();
+        // A rebuild keeps its base's largest norm: the log it takes on holds writes up to it (RebuildOf.MaxNorm).
+        if (options.Metric == Metric.InnerProduct && job.Rebuild is { } rebuild) maxNorm = Math.Max(maxNorm, rebuild.MaxNorm);
         var plan = IndexBuildStages.Train(training, trainingRows.Length, dims, maxNorm, target, options, null, c.CancellationToken);
         clock.Lap("fit");
         await c.ThrowIfStoppedAsync().ConfigureAwait(false);

@@ -225,7 +225,7 @@ public static partial class LogIngest
             },
             Blobs = blobs, AttributesBlob = attributesBlob, CalibrationQueriesBlob = queriesBlob, CalibrationFilterBlobs = filterBlobs, Count = order.Length, Dimensions = dims, ChunkRows = chunkRows, Partitions = partitions,
             Stages = [],
-            Rebuild = new RebuildOf(m.Version, m.IndexedSequence),
+            Rebuild = new RebuildOf(m.Version, m.IndexedSequence, m.MaxNorm),
         };
         return job with
         {

@@ -77,7 +77,13 @@ public sealed record BuildJobOptions
 /// What a rebuild job rebuilds: the version whose live rows are its source, and the log position that version covers. Its
 /// publish task writes the version with that watermark and leaves the pointer to ingest, which applies the log past it.
 /// </summary>
-public sealed record RebuildOf(string BaseVersion, long CoversSequence);
+/// <param name="MaxNorm">
+/// Inner product: the base's largest norm, which the rebuilt version keeps at least. The write API took the log's upserts
+/// up to that norm, and the live rows (the source) may all be shorter; a rebuild fitted to them alone could not store the
+/// writes past its position (their augmented coordinate √(M² − ‖x‖²) does not exist) and answered wrong distances for them.
+/// 0 for other metrics and for jobs queued before it was recorded.
+/// </param>
+public sealed record RebuildOf(string BaseVersion, long CoversSequence, double MaxNorm = 0);
 
 /// <summary>Tasks done and total for one stage.</summary>
 public sealed record StageProgress(string Stage, int Done, int Total);
