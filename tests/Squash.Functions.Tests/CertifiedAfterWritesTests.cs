@@ -162,11 +162,10 @@ public sealed class CertifiedAfterWritesTests(IndexFixture fx, ITestOutputHelper
                     for (int j = 0; j < v.Length; j++) v[j] = (float)(v[j] * 0.98 * c.MaxNorm / norm);
                 var id = c.NewId();
                 c.Model[id] = new Item(v, "green", 1, 1);
-                items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)},\"attributes\":{{\"colour\":\"green\",\"price\":1,\"n\":1}}}}");
+                items.Add(Upsert(id, c.Model[id]));
             }
         }
-        var written = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("{\"upserts\":[" + string.Join(',', items) + "]}"));
-        Assert.True(written.IsSuccessStatusCode, await written.Content.ReadAsStringAsync());
+        await PostAsync(client, index, "{\"upserts\":[" + string.Join(',', items) + "]}", metric.ToString());
         Assert.True((await LogIngest.RunAsync(store, new WriteLog(store.Blobs, index))).Published);
         c.Published = c.Model.ToDictionary(e => e.Key, e => e.Value, StringComparer.Ordinal);
         var engine = new SearchEngine(await OpenedIndex.OpenAsync(store));
@@ -212,12 +211,8 @@ public sealed class CertifiedAfterWritesTests(IndexFixture fx, ITestOutputHelper
             double at = Norm(v);
             return v.Select(x => (float)(x * norm / at)).ToArray();
         }
-        async Task UpsertAsync(IEnumerable<(string Id, float[] Vector)> rows)
-        {
-            var items = rows.Select(r => $"{{\"id\":\"{r.Id}\",\"vector\":{Bodies.Vector(r.Vector)},\"attributes\":{{\"colour\":\"red\",\"price\":1,\"n\":1}}}}");
-            var written = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json("{\"upserts\":[" + string.Join(',', items) + "]}"));
-            Assert.True(written.IsSuccessStatusCode, await written.Content.ReadAsStringAsync());
-        }
+        Task UpsertAsync(IEnumerable<(string Id, float[] Vector)> rows) =>
+            PostAsync(client, index, "{\"upserts\":[" + string.Join(',', rows.Select(r => Upsert(r.Id, new Item(r.Vector, "red", 1, 1)))) + "]}", "the upserts");
 
         // Every row replaced by one of at most half the largest norm: a rebuild is due, and its source holds only short rows.
         var replaced = c.Model.Keys.Select(id => (id, Scaled(c.MaxNorm * 0.5 * rng.NextDouble() + 0.01))).ToList();
@@ -324,9 +319,7 @@ public sealed class CertifiedAfterWritesTests(IndexFixture fx, ITestOutputHelper
         int kind = rng.Next(12);
         if (kind == 0)
         {
-            var where = RandomFilter(rng);
-            body.Append($"\"deleteWhere\":{where.Json}");
-            foreach (var id in model.Where(e => where.Matches(e.Value)).Select(e => e.Key).ToArray()) model.Remove(id);
+            body.Append(DeleteWhere(rng, model));
         }
         else if (kind <= 2)
         {
@@ -347,14 +340,12 @@ public sealed class CertifiedAfterWritesTests(IndexFixture fx, ITestOutputHelper
                 var item = rng.Next(5) == 0 ? new Item(v, null, null, null)
                     : new Item(v, WrittenColours[rng.Next(WrittenColours.Length)], Math.Round(rng.NextDouble() * 160 - 10, 2), rng.Next(80));
                 model[id] = item;
-                var attributes = item.Colour is null ? "" : $",\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}";
-                items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)}{attributes}}}");
+                items.Add(Upsert(id, item));
             }
             body.Append("\"upserts\":[" + string.Join(',', items) + "]");
         }
         body.Append('}');
-        var written = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(body.ToString()));
-        Assert.True(written.StatusCode == HttpStatusCode.OK, $"{context}: {await written.Content.ReadAsStringAsync()}");
+        await PostAsync(client, index, body.ToString(), context);
     }
 
     /// <summary>The distance the API reports: Euclidean, 1 − cos, or −q·x.</summary>

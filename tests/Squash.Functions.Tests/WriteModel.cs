@@ -73,9 +73,7 @@ internal static class WriteModel
         int kind = rng.Next(5);
         if (kind == 0)
         {
-            var where = RandomFilter(rng);
-            body.Append($"\"deleteWhere\":{where.Json}");
-            foreach (var id in model.Where(e => where.Matches(e.Value)).Select(e => e.Key).ToArray()) model.Remove(id);
+            body.Append(DeleteWhere(rng, model));
         }
         else if (kind == 1)
         {
@@ -97,13 +95,33 @@ internal static class WriteModel
                 var v = Enumerable.Range(0, Dims).Select(_ => (float)((rng.NextDouble() - (scale > 1 ? 0.5 : 0)) * scale)).ToArray();
                 Item item = rng.Next(5) == 0 ? new Item(v, null, null, null) : new Item(v, Colours[rng.Next(Colours.Length)], Math.Round(rng.NextDouble() * 160 - 10, 2), rng.Next(80));
                 model[id] = item;
-                var attributes = item.Colour is null ? "" : $",\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}";
-                items.Add($"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(v)}{attributes}}}");
+                items.Add(Upsert(id, item));
             }
             body.Append("\"upserts\":[" + string.Join(',', items) + "]");
         }
         body.Append('}');
-        var written = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(body.ToString()));
+        await PostAsync(client, index, body.ToString(), context);
+    }
+
+    /// <summary>A random deleteWhere as a member of a write's body, applied to the model too.</summary>
+    public static string DeleteWhere(Random rng, Dictionary<string, Item> model)
+    {
+        var where = RandomFilter(rng);
+        foreach (var id in model.Where(e => where.Matches(e.Value)).Select(e => e.Key).ToArray()) model.Remove(id);
+        return $"\"deleteWhere\":{where.Json}";
+    }
+
+    /// <summary>One upsert item of a write's body, with the item's attributes when it has them.</summary>
+    public static string Upsert(string id, Item item)
+    {
+        var attributes = item.Colour is null ? "" : $",\"attributes\":{{\"colour\":\"{item.Colour}\",\"price\":{F(item.Price!.Value)},\"n\":{item.N}}}";
+        return $"{{\"id\":\"{id}\",\"vector\":{Bodies.Vector(item.Vector)}{attributes}}}";
+    }
+
+    /// <summary>Sends a write's body through the API; it must be acknowledged.</summary>
+    public static async Task PostAsync(HttpClient client, string index, string body, string context)
+    {
+        var written = await client.PostAsync($"/api/indexes/{index}/vectors", Bodies.Json(body));
         Assert.True(written.StatusCode == HttpStatusCode.OK, $"{context}: {await written.Content.ReadAsStringAsync()}");
     }
 
