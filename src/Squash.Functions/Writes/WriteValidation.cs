@@ -3,6 +3,7 @@ using Squash.Functions.Api;
 using Squash.Index.Attributes;
 using Squash.Search;
 using Squash.Search.Filters;
+using Squash.Storage.Writes;
 
 namespace Squash.Functions.Writes;
 
@@ -41,7 +42,7 @@ public static class WriteValidation
             if (u is null) { Add(at, "must be an object {\"id\", \"vector\", \"attributes\"}, got null"); continue; }
             if (CheckId(u.Id) is { } idProblem) Add(at + ".id", idProblem);
             else if (!seen.TryAdd(u.Id!, at + ".id")) Add(at + ".id", $"'{u.Id}' appears twice in this request (also {seen[u.Id!]})");
-            else if (manifest.Attributes is not { HasIds: true } && !IsRowNumber(u.Id!))
+            else if (manifest.Attributes is not { HasIds: true } && !UpsertItem.IsRowNumber(u.Id!))
                 Add(at + ".id", $"'{u.Id}' is not a row number; this index was built without ids, so its rows are named 0, 1, … (at most {MaxRowNumber:D})");
             if (u.Vector is null) Add(at + ".vector", "is required");
             else if (u.Vector.Length != manifest.Dimensions) Add(at + ".vector", $"has {u.Vector.Length} dimensions; the index has {manifest.Dimensions}");
@@ -85,13 +86,8 @@ public static class WriteValidation
         return (-1, squares);
     }
 
-    /// <summary>The largest row number an index without ids takes as an id (row numbers are int).</summary>
-    public const int MaxRowNumber = int.MaxValue - 1;
-
-    /// <summary>A canonical decimal row number ("17", not "017" or "+17"): how an index built without ids names its rows.</summary>
-    public static bool IsRowNumber(string id) =>
-        int.TryParse(id, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int row)
-        && row <= MaxRowNumber && row.ToString(System.Globalization.CultureInfo.InvariantCulture) == id;
+    /// <summary>The largest row number an index without ids takes as an id (<see cref="UpsertItem.MaxRowNumber"/>).</summary>
+    public const int MaxRowNumber = UpsertItem.MaxRowNumber;
 
     private static string? CheckId(string? id) => id switch
     {

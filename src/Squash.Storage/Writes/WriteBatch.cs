@@ -286,7 +286,16 @@ public sealed record WriteBatch
 }
 
 /// <summary>A vector with the user's id and attributes (a JSON object checked against the index's schema before it was logged).</summary>
-public sealed record UpsertItem(string Id, float[] Vector, JsonElement? Attributes = null);
+public sealed record UpsertItem(string Id, float[] Vector, JsonElement? Attributes = null)
+{
+    /// <summary>The largest row number an index without ids takes as an id (row numbers are int).</summary>
+    public const int MaxRowNumber = int.MaxValue - 1;
+
+    /// <summary>A canonical decimal row number ("17", not "017" or "+17"): how an index built without ids names its rows.</summary>
+    public static bool IsRowNumber(string id) =>
+        int.TryParse(id, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int row)
+        && row <= MaxRowNumber && row.ToString(System.Globalization.CultureInfo.InvariantCulture) == id;
+}
 
 /// <summary>
 /// The Idempotency-Key's record: which request used the key, and which sequence carries it once known. Created before the

@@ -82,16 +82,11 @@ public static class WriteLogConflict
         {
             if (upserts[i].Vector.Length != dimensions)
                 misfits.Add(($"upserts[{i}].vector", $"has {upserts[i].Vector.Length} dimensions; the index now has {dimensions}"));
-            if (!hasIds && !IsRowNumber(upserts[i].Id))
+            if (!hasIds && !UpsertItem.IsRowNumber(upserts[i].Id))
                 misfits.Add(($"upserts[{i}].id", $"'{upserts[i].Id}' is not a row number; the index now names its rows by number (it was built without ids)"));
         }
         return misfits;
     }
-
-    /// <summary>A row number as an index without ids names it: canonical decimal ("17", not "017"), below <see cref="int.MaxValue"/>.</summary>
-    private static bool IsRowNumber(string id) =>
-        int.TryParse(id, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int row)
-        && row < int.MaxValue && (id.Length == 1 || id[0] != '0');
 
     /// <summary>What <see cref="CheckAfterAppendAsync"/> found: the version current now, and what of the write does not fit it (empty: the write stands).</summary>
     public sealed record AfterAppend(string? Current, IReadOnlyList<(string Field, string Problem)> Misfits);
