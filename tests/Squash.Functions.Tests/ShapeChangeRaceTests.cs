@@ -198,6 +198,72 @@ public sealed class ShapeChangeRaceTests(IndexFixture fx)
         await AssertExactAsync(client, index, query, Numbered([.. newRows, .. added], newDims), "eventual", "after the next write's ingest");
     }
 
+    /// <summary>Fails every compare-and-swap of <see cref="Pointer"/> while <see cref="Contended"/>, as if the pointer changed under each.</summary>
+    private sealed class ContendedPointerStore(IBlobStore inner, string pointer) : IBlobStore
+    {
+        private int _refused;
+        public string Pointer => pointer;
+        public bool Contended { get; set; } = true;
+        public int Refused => _refused;
+        public string Description => inner.Description;
+        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
+        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
+        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
+        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
+        {
+            if (Contended && name == pointer)
+            {
+                Interlocked.Increment(ref _refused);
+                throw new BlobConditionFailedException(name, "changed (test)");
+            }
+            return inner.WriteAsync(name, data, condition, ct);
+        }
+    }
+
+    /// <summary>
+    /// A build of another shape holds the pointer's reservation and the write cannot clear it: the pointer changes under each
+    /// compare-and-swap. After a bounded number of attempts the write is a 503 (it was an exception, a 500), not acknowledged;
+    /// sent again with the same key once the pointer is quiet, it clears the reservation, is acknowledged as the same batch
+    /// and is not written twice.
+    /// </summary>
+    [Fact]
+    public async Task AReservationTheWriteCannotClearIsA503AndTheRetryWithTheSameKeyStands()
+    {
+        var index = "shape-contended-" + Guid.NewGuid().ToString("N")[..8];
+        var (_, store) = await WriteModel.BuildAsync(fx.Root, index, 71, withIds: false);
+        var before = (await store.ReadPointerAsync())!;
+        await store.SetReservationAsync(before.Version, before.ETag, new IndexStore.ShapeReservation("v-other", WriteModel.Dims + 2, false));
+        ContendedPointerStore? contended = null;
+        using var app = fx.App(2, 0, settings: Settings, wrapStore: b => contended = new ContendedPointerStore(b, $"{index}/current"));
+        var client = app.CreateClient();
+
+        HttpRequestMessage Write() => new(HttpMethod.Post, $"/api/indexes/{index}/vectors")
+        {
+            Content = Bodies.Json(Upsert("60", Vectors(72, 1, WriteModel.Dims))),
+            Headers = { { "Idempotency-Key", "contended-1" } },
+        };
+        var refused = await client.SendAsync(Write()).WaitAsync(TimeSpan.FromMinutes(2));
+        var problem = await Problems.Read(refused, HttpStatusCode.ServiceUnavailable);
+        Assert.Equal("1", refused.Headers.RetryAfter?.ToString());
+        Assert.Equal("The write was not acknowledged", problem.GetProperty("title").GetString());
+        Assert.Equal($"index '{index}': the index's pointer changed under each of {WriteLogConflict.MaxPointerAttempts} attempts to check the write "
+            + "against a build of another shape; its batch is in the log and is applied only if it fits the index's shape; "
+            + "send the request again (with the same Idempotency-Key, it is applied once)", problem.GetProperty("detail").GetString());
+        Assert.Equal(WriteLogConflict.MaxPointerAttempts, contended!.Refused);
+        Assert.Equal(new IndexStore.ShapeReservation("v-other", WriteModel.Dims + 2, false), (await store.ReadPointerAsync())!.Reserved);
+
+        contended.Contended = false;
+        var retried = await client.SendAsync(Write()).WaitAsync(TimeSpan.FromMinutes(2));
+        var body = await retried.Content.ReadAsStringAsync();
+        Assert.True(retried.StatusCode == HttpStatusCode.OK, body);
+        using var accepted = JsonDocument.Parse(body);
+        Assert.Equal((1L, true), (accepted.RootElement.GetProperty("sequence").GetInt64(), accepted.RootElement.GetProperty("replayed").GetBoolean()));
+        var after = (await store.ReadPointerAsync())!;
+        Assert.Equal((before.Version, (IndexStore.ShapeReservation?)null), (after.Version, after.Reserved));
+    }
+
     /// <summary>
     /// Batches in the log that do not fit the current version (as a refused write leaves, or a log written by an older
     /// build of the service) are skipped by every ingest run, each named by its sequence and why, and the batches around

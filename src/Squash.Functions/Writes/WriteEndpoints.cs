@@ -67,6 +67,13 @@ public static class WriteEndpoints
             await ingest.RequestAsync(index, ct);
             return Results.Json(new WriteAccepted(result.Sequence, result.Replayed), WriteApiJson.Default.WriteAccepted);
         }
+        catch (WriteShapeUncheckedException e)
+        {
+            http.Response.Headers.RetryAfter = "1";
+            return Results.Problem(statusCode: 503, title: "The write was not acknowledged",
+                detail: $"index '{index}': {e.Message}; its batch is in the log and is applied only if it fits the index's shape; "
+                    + "send the request again (with the same Idempotency-Key, it is applied once)");
+        }
         catch (WriteKeyConflictException e)
         {
             return Results.Problem(statusCode: 409, title: "Idempotency-Key reused", detail: $"{e.Message}; use a new key for a new request");

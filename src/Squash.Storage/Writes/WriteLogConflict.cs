@@ -97,6 +97,9 @@ public static class WriteLogConflict
     /// clears a reservation of a build whose shape the write does not fit (<see cref="PublishGuard"/>: that build then sees the
     /// write and is refused). Costs one pointer read when nothing changed.
     /// </summary>
+    /// <summary>Compare-and-swaps of the pointer <see cref="CheckAfterAppendAsync"/> tries before it gives up (<see cref="WriteShapeUncheckedException"/>).</summary>
+    public const int MaxPointerAttempts = 50;
+
     public static async Task<AfterAppend> CheckAfterAppendAsync(IndexStore store, IndexManifest validatedAgainst, WriteBatch batch, CancellationToken ct = default)
     {
         for (int attempt = 0; ; attempt++)
@@ -109,9 +112,10 @@ public static class WriteLogConflict
                 {
                     await store.SetReservationAsync(pointer.Version, pointer.ETag, null, ct).ConfigureAwait(false);
                 }
-                catch (BlobConditionFailedException) when (attempt < 50)
+                catch (BlobConditionFailedException e)
                 {
-                    // The pointer changed meanwhile (published, or reserved again): read it again.
+                    // The pointer changed meanwhile (published, or reserved again): read it again, a bounded number of times.
+                    if (attempt + 1 >= MaxPointerAttempts) throw new WriteShapeUncheckedException(MaxPointerAttempts, e);
                 }
                 continue;
             }
@@ -127,6 +131,14 @@ public static class WriteLogConflict
         if (await FindAsync(store, dimensions, hasIds, ct).ConfigureAwait(false) is { } conflict) throw new WriteLogConflictException(conflict);
     }
 }
+
+/// <summary>
+/// <see cref="WriteLogConflict.CheckAfterAppendAsync"/> could not clear a build's reservation: the pointer changed under each
+/// of its compare-and-swaps. The write's batch is in the log, but whether it fits the version the build publishes is not known,
+/// so the write is not acknowledged (ingest skips the batch if it does not fit).
+/// </summary>
+public sealed class WriteShapeUncheckedException(int attempts, Exception inner)
+    : Exception($"the index's pointer changed under each of {attempts} attempts to check the write against a build of another shape", inner);
 
 /// <summary>A build refused because the index's write log holds writes it could not take (<see cref="WriteLogConflict"/>).</summary>
 public sealed class WriteLogConflictException(string message) : InvalidOperationException(message);
