@@ -41,6 +41,11 @@ public class IngestCommandTests
         var keysGc = await CliRunner.RunAsync("gc", "--store", "dir:" + dir.File("store"), "--index", "shop", "--keep", "0", "--grace", "0", "--log", "--key-retention", "0");
         Assert.True(keysGc.Exit == 0, keysGc.Err);
         Assert.Contains("idempotency keys: deleted 3 record(s) of requests at or below sequence 3 older than --key-retention 0", keysGc.Out);
+        // Accepted, but said on stderr (after the grace warning); the default retention says nothing there.
+        Assert.Equal([Squash.Cli.Commands.GcCommand.ShortGraceWarning(TimeSpan.Zero),
+            "warning: --key-retention 0 is below 1h: a request sent again with the same Idempotency-Key after its record is deleted is applied a second time"],
+            keysGc.Err.ReplaceLineEndings("\n").TrimEnd('\n').Split('\n'));
+        Assert.DoesNotContain("--key-retention", gc.Err);
         Assert.Equal(0, await CountKeyRecords(log));
         // Past the retention a retry is a new request: it lands after the end of the log.
         var late = await log.AppendAsync(new WriteBatch { CreatedUtc = DateTimeOffset.UtcNow, Deletes = ["1"] }, "key-1", "request-1", 0);

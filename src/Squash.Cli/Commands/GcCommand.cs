@@ -32,7 +32,7 @@ public static class GcCommand
         var keyRetention = new Option<string>("--key-retention")
         {
             Description = "With --log: also delete the Idempotency-Key records of requests in the trimmed batches once they are older than this "
-                        + $"(a retry with the same key after that is applied again): a duration such as {Durations.Examples}.",
+                        + $"(a retry with the same key after that is applied again; below 1h gc warns on stderr): a duration such as {Durations.Examples}.",
             DefaultValueFactory = _ => DefaultKeyRetention,
         };
         var cmd = new Command("gc", "Delete old versions of an index, keeping whatever 'current' names, the N newest, versions within the grace period and versions whose segments a kept one references; "
@@ -54,6 +54,9 @@ public static class GcCommand
             // in flight and the readers of a superseded version. After the flag checks, so a refused command warns of nothing.
             if (gracePeriod < Durations.Parse(DefaultGrace, "--grace"))
                 Console.Error.WriteLine(ShortGraceWarning(gracePeriod));
+            // Likewise a short key retention: retries of a request whose key record is gone are applied again.
+            if (trimLog && retention < Durations.Parse(WarnedKeyRetention, "--key-retention"))
+                Console.Error.WriteLine(ShortKeyRetentionWarning(retention));
             var result = await store.CollectGarbageAsync(n, gracePeriod, ct: ct);
             Console.WriteLine(result.Deleted.Count == 0 ? "nothing to delete" : $"deleted {result.Deleted.Count} version(s): {string.Join(' ', result.Deleted)}");
             Console.WriteLine($"kept {result.Kept.Count}: " + string.Join(' ', result.Kept.Select(k => $"{k.Version} ({Explain(k.Reason, n, gracePeriod)})")));
@@ -88,6 +91,13 @@ public static class GcCommand
     }
 
     /// <summary>What a grace period below the default risks: gc takes the blobs of versions still in use.</summary>
+    /// <summary>A --key-retention below this is warned about (with --log): clients' retries of one request can take that long.</summary>
+    public const string WarnedKeyRetention = "1h";
+
+    public static string ShortKeyRetentionWarning(TimeSpan retention) =>
+        $"warning: --key-retention {Durations.Format(retention)} is below {WarnedKeyRetention}: a request sent again with the same "
+        + "Idempotency-Key after its record is deleted is applied a second time";
+
     public static string ShortGraceWarning(TimeSpan grace) =>
         $"warning: --grace {Durations.Format(grace)} is below the default {DefaultGrace}: gc may delete the blobs of a version a build is still "
         + "writing (the build fails) or that queries still read (they fail until they re-read 'current')";
