@@ -244,7 +244,7 @@ public static class BenchCommand
 
         var engine = new SearchEngine(loaded);
         var points = new List<Point>();
-        AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {sweep.Runs} runs per point, one thread");
+        AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {sweep.Runs} runs per point, one thread, lower bounds by {(Squash.Core.Bounds.LowerBoundTable.UsesGather ? "AVX2 gathers" : "plain loads")}");
         // A recall sweep asks for targets; the plan (CF, R) of each comes from the index's calibration.
         var settings = sweep.Targets is { } targets
             ? targets.Select(t => new SearchOptions { K = k, Recall = t, HammingKeepPercent = SearchFlags.Given(pr, f.H) ? sweep.Hs[0] : SearchFlags.DefaultH, HammingBits = sweep.HammingBits[0], FilterStrategy = pr.GetValue(f.Strategy) })
