@@ -116,19 +116,13 @@ public sealed class IngestTests(IndexFixture fx)
     }
 
     /// <summary>A store that fails the first write of a blob whose name ends with <paramref name="suffix"/>, as a worker killed at that moment would.</summary>
-    private sealed class FailOnce(IBlobStore inner, string suffix) : IBlobStore
+    private sealed class FailOnce(IBlobStore inner, string suffix) : PassThroughStore(inner)
     {
         private int _failed;
-        public string Description => inner.Description;
-        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
-        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
-        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
-        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
-        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
-        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) =>
+        public override Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) =>
             name.EndsWith(suffix, StringComparison.Ordinal) && Interlocked.Exchange(ref _failed, 1) == 0
                 ? Task.FromException<BlobInfo>(new IOException($"worker killed while writing {name}"))
-                : inner.WriteAsync(name, data, condition, ct);
+                : Inner.WriteAsync(name, data, condition, ct);
     }
 
     [Theory]

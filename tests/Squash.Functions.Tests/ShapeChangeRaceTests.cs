@@ -199,26 +199,19 @@ public sealed class ShapeChangeRaceTests(IndexFixture fx)
     }
 
     /// <summary>Fails every compare-and-swap of <see cref="Pointer"/> while <see cref="Contended"/>, as if the pointer changed under each.</summary>
-    private sealed class ContendedPointerStore(IBlobStore inner, string pointer) : IBlobStore
+    private sealed class ContendedPointerStore(IBlobStore inner, string pointer) : PassThroughStore(inner)
     {
         private int _refused;
-        public string Pointer => pointer;
         public bool Contended { get; set; } = true;
         public int Refused => _refused;
-        public string Description => inner.Description;
-        public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
-        public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
-        public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
-        public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
-        public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
-        public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
+        public override Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
         {
             if (Contended && name == pointer)
             {
                 Interlocked.Increment(ref _refused);
                 throw new BlobConditionFailedException(name, "changed (test)");
             }
-            return inner.WriteAsync(name, data, condition, ct);
+            return Inner.WriteAsync(name, data, condition, ct);
         }
     }
 

@@ -4,45 +4,46 @@ using Squash.Storage;
 
 namespace Squash.Functions.Tests;
 
+/// <summary>Passes every call to the inner store; a test store overrides the calls it changes.</summary>
+internal abstract class PassThroughStore(IBlobStore inner) : IBlobStore
+{
+    protected IBlobStore Inner => inner;
+    public string Description => inner.Description;
+    public virtual Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
+    public virtual Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
+    public virtual Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
+    public virtual Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
+    public virtual IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
+    public virtual Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+}
+
 /// <summary>A store whose reads can be made to fail or to return other bytes, switched on and off while an app runs.</summary>
-internal sealed class ScriptedStore(IBlobStore inner) : IBlobStore
+internal sealed class ScriptedStore(IBlobStore inner) : PassThroughStore(inner)
 {
     /// <summary>Blob name → an exception to throw instead of reading it (null: read it).</summary>
     public Func<string, Exception?> Fails { get; set; } = _ => null;
     /// <summary>Blob name → bytes returned instead of its content (null: its content).</summary>
     public Func<string, byte[]?> Replaces { get; set; } = _ => null;
 
-    public string Description => inner.Description;
-
-    public async Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default)
+    public override async Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default)
     {
         if (Fails(name) is { } e) throw e;
-        return Replaces(name) ?? await inner.ReadAllAsync(name, ct);
+        return Replaces(name) ?? await Inner.ReadAllAsync(name, ct);
     }
 
-    public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) =>
-        Fails(name) is { } e ? throw e : inner.ReadRangeAsync(name, offset, length, ct);
-    public Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
-    public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
-    public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
-    public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
+    public override Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) =>
+        Fails(name) is { } e ? throw e : Inner.ReadRangeAsync(name, offset, length, ct);
 }
 
 /// <summary>Runs <see cref="Hook"/> once, before the first write of a blob whose name ends with <see cref="Suffix"/>.</summary>
-internal sealed class HookedStore(IBlobStore inner) : IBlobStore
+internal sealed class HookedStore(IBlobStore inner) : PassThroughStore(inner)
 {
     public string Suffix { get; set; } = "\0";
     public Func<Task>? Hook { get; set; }
-    public string Description => inner.Description;
-    public Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
-    public Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
-    public Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
-    public Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
-    public IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
-    public async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
+    public override async Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default)
     {
         if (name.EndsWith(Suffix, StringComparison.Ordinal) && Interlocked.Exchange(ref _hook, null) is { } hook) await hook();
-        return await inner.WriteAsync(name, data, condition, ct);
+        return await Inner.WriteAsync(name, data, condition, ct);
     }
     private Func<Task>? _hook;
     public void Arm() => _hook = Hook;
