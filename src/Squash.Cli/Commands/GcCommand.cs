@@ -90,14 +90,15 @@ public static class GcCommand
         return cmd;
     }
 
-    /// <summary>What a grace period below the default risks: gc takes the blobs of versions still in use.</summary>
     /// <summary>A --key-retention below this is warned about (with --log): clients' retries of one request can take that long.</summary>
     public const string WarnedKeyRetention = "1h";
 
+    /// <summary>What a key retention below <see cref="WarnedKeyRetention"/> risks: a retry past it is applied twice.</summary>
     public static string ShortKeyRetentionWarning(TimeSpan retention) =>
         $"warning: --key-retention {Durations.Format(retention)} is below {WarnedKeyRetention}: a request sent again with the same "
         + "Idempotency-Key after its record is deleted is applied a second time";
 
+    /// <summary>What a grace period below the default risks: gc takes the blobs of versions still in use.</summary>
     public static string ShortGraceWarning(TimeSpan grace) =>
         $"warning: --grace {Durations.Format(grace)} is below the default {DefaultGrace}: gc may delete the blobs of a version a build is still "
         + "writing (the build fails) or that queries still read (they fail until they re-read 'current')";

@@ -88,6 +88,9 @@ public static class WriteLogConflict
         return misfits;
     }
 
+    /// <summary>Compare-and-swaps of the pointer <see cref="CheckAfterAppendAsync"/> tries before it gives up (<see cref="WriteShapeUncheckedException"/>).</summary>
+    public const int MaxPointerAttempts = 50;
+
     /// <summary>What <see cref="CheckAfterAppendAsync"/> found: the version current now, and what of the write does not fit it (empty: the write stands).</summary>
     public sealed record AfterAppend(string? Current, IReadOnlyList<(string Field, string Problem)> Misfits);
 
@@ -97,9 +100,6 @@ public static class WriteLogConflict
     /// clears a reservation of a build whose shape the write does not fit (<see cref="PublishGuard"/>: that build then sees the
     /// write and is refused). Costs one pointer read when nothing changed.
     /// </summary>
-    /// <summary>Compare-and-swaps of the pointer <see cref="CheckAfterAppendAsync"/> tries before it gives up (<see cref="WriteShapeUncheckedException"/>).</summary>
-    public const int MaxPointerAttempts = 50;
-
     public static async Task<AfterAppend> CheckAfterAppendAsync(IndexStore store, IndexManifest validatedAgainst, WriteBatch batch, CancellationToken ct = default)
     {
         for (int attempt = 0; ; attempt++)
