@@ -244,7 +244,7 @@ public static class BenchCommand
 
         var engine = new SearchEngine(loaded);
         var points = new List<Point>();
-        AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {sweep.Runs} runs per point, one thread, lower bounds by {(Squash.Core.Bounds.LowerBoundTable.UsesGather ? "AVX2 gathers" : "plain loads")}");
+        AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {sweep.Runs} runs per point, one thread, lower bounds by {KernelName()}");
         // A recall sweep asks for targets; the plan (CF, R) of each comes from the index's calibration.
         var settings = sweep.Targets is { } targets
             ? targets.Select(t => new SearchOptions { K = k, Recall = t, HammingKeepPercent = SearchFlags.Given(pr, f.H) ? sweep.Hs[0] : SearchFlags.DefaultH, HammingBits = sweep.HammingBits[0], FilterStrategy = pr.GetValue(f.Strategy) })
@@ -276,6 +276,14 @@ public static class BenchCommand
     /// The query vectors (the first --limit), whose dimensions must match the index's, and their ground truth
     /// (<see cref="ReadGroundTruth"/>; <paramref name="rowLimit"/>: one past the index's largest row number, null when unknown).
     /// </summary>
+    /// <summary>The lower-bound kernel this process chose, with the gather kernel's measured time over the loads'.</summary>
+    internal static string KernelName()
+    {
+        double ratio = Squash.Core.Bounds.LowerBoundTable.GatherTimeRatio;
+        string kernel = Squash.Core.Bounds.LowerBoundTable.UsesGather ? "AVX2 gathers" : "plain loads";
+        return double.IsNaN(ratio) ? kernel : $"{kernel} (a gather kernel takes {ratio.ToString("F2", System.Globalization.CultureInfo.InvariantCulture)}× the loads' time here)";
+    }
+
     private static (VectorSet Queries, int[][] Truth) ReadQueries(ParseResult pr, Flags f, Sweep sweep, int indexDimensions, long? rowLimit)
     {
         var q = VectorFile.Read(pr.GetValue(f.Queries)!, sweep.Limit > 0 ? sweep.Limit : null);

@@ -56,11 +56,14 @@ public static class LowerBoundTable
         UsesGather ? LowerBoundGather(cells, table, offsets, start, stopAbove) : LowerBoundLoads(cells, table, offsets, start, stopAbove);
 
     /// <summary>
-    /// Whether <see cref="LowerBound"/> uses AVX2 gathers (one per 8 dimensions) or plain loads (four running sums).
-    /// Chosen once per process by timing both on a synthetic table (~2 ms): a gather costs 5–10 cycles on most x86
-    /// cores but ~30 where microcode mitigates Gather Data Sampling, twice its 8 loads (bench/recall.md).
+    /// The gather kernel's time over the plain-load kernel's on the same rows, the median of
+    /// <see cref="KernelProbeRounds"/> paired rounds measured once per process (~3 ms; NaN without AVX2): a gather costs
+    /// 5–10 cycles on most x86 cores but ~30 where microcode mitigates Gather Data Sampling, twice its 8 loads (bench/recall.md).
     /// </summary>
-    public static bool UsesGather { get; } = Avx2.IsSupported && GatherIsFaster();
+    public static double GatherTimeRatio { get; } = Avx2.IsSupported ? MeasureGatherTimeRatio() : double.NaN;
+
+    /// <summary>Whether <see cref="LowerBound"/> uses AVX2 gathers (one per 8 dimensions) or plain loads (four running sums): gathers only where <see cref="GatherTimeRatio"/> is under 0.9.</summary>
+    public static bool UsesGather { get; } = GatherTimeRatio < 0.9;
 
     /// <summary>The lower bound with one AVX2 gather per 8 dimensions (AVX2 machines only).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -121,12 +124,16 @@ public static class LowerBoundTable
     }
 
     /// <summary>
-    /// Times both kernels on full-length bounds of 512 random rows of 256 dimensions (64 cells each), alternating, and
-    /// keeps each one's best of 7 rounds: the gather kernel is used when it is at least 10 % faster.
+    /// Times both kernels on full-length bounds of 64 random rows of 256 dimensions with 16 cells each, four passes (a
+    /// table and rows that stay in L1, as a partition's table does), in rounds that alternate which kernel goes first, and
+    /// returns the median of the rounds' time ratios. Each ratio compares two runs a few hundred µs apart, so a burst of
+    /// other work spoils a few rounds, not the median. (A table of 64 cells a dimension spilled out of L1, where plain loads
+    /// slow down and a gather does not: there the two measured within 10 % on a machine where real tables show gathers 2× slower.)
     /// </summary>
-    private static bool GatherIsFaster()
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static double MeasureGatherTimeRatio()
     {
-        const int dims = 256, cellsPerDim = 64, rows = 512, rounds = 7;
+        const int dims = 256, cellsPerDim = 16, rows = 64, passes = 4;
         var rng = new Random(1);
         var offsets = new int[dims];
         for (int d = 0; d < dims; d++) offsets[d] = d * (cellsPerDim + 1);
@@ -134,21 +141,38 @@ public static class LowerBoundTable
         for (int i = 0; i < table.Length; i++) table[i] = (float)rng.NextDouble();
         var cells = new byte[rows * dims];
         for (int i = 0; i < cells.Length; i++) cells[i] = (byte)rng.Next(cellsPerDim);
-        long bestGather = long.MaxValue, bestLoads = long.MaxValue;
-        float sink = 0;
-        for (int round = 0; round < rounds; round++)
+        var ratios = new double[KernelProbeRounds];
+        float sink = Bounds(true) + Bounds(false); // compiles both and brings the arrays in
+        for (int round = 0; round < ratios.Length; round++)
         {
-            long t0 = Stopwatch.GetTimestamp();
-            for (int r = 0; r < rows; r++) sink += LowerBoundGather(cells.AsSpan(r * dims, dims), table, offsets, 0, float.PositiveInfinity);
-            long t1 = Stopwatch.GetTimestamp();
-            for (int r = 0; r < rows; r++) sink += LowerBoundLoads(cells.AsSpan(r * dims, dims), table, offsets, 0, float.PositiveInfinity);
-            long t2 = Stopwatch.GetTimestamp();
-            bestGather = Math.Min(bestGather, t1 - t0);
-            bestLoads = Math.Min(bestLoads, t2 - t1);
+            bool gatherFirst = round % 2 == 0;
+            long first = Time(gatherFirst), second = Time(!gatherFirst);
+            ratios[round] = gatherFirst ? (double)first / second : (double)second / first;
         }
         GC.KeepAlive(sink);
-        return bestGather * 1.1 < bestLoads;
+        Array.Sort(ratios);
+        return ratios[ratios.Length / 2];
+
+        long Time(bool gather)
+        {
+            long t0 = Stopwatch.GetTimestamp();
+            sink += Bounds(gather);
+            return Stopwatch.GetTimestamp() - t0;
+        }
+
+        float Bounds(bool gather)
+        {
+            float sum = 0;
+            for (int pass = 0; pass < passes; pass++)
+                for (int r = 0; r < rows; r++)
+                    sum += gather ? LowerBoundGather(cells.AsSpan(r * dims, dims), table, offsets, 0, float.PositiveInfinity)
+                        : LowerBoundLoads(cells.AsSpan(r * dims, dims), table, offsets, 0, float.PositiveInfinity);
+            return sum;
+        }
     }
+
+    /// <summary>Rounds of <see cref="MeasureGatherTimeRatio"/> (odd: one median).</summary>
+    private const int KernelProbeRounds = 15;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static unsafe Vector256<float> Gather(float* tp, int* op, byte* cp, int d) =>

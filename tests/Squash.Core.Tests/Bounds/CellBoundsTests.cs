@@ -51,4 +51,19 @@ public class CellBoundsTests
             }
         }
     }
+
+    /// <summary>The kernel choice rests on a measured ratio: a positive, finite one wherever AVX2 runs, gathers only under 0.9.</summary>
+    [Fact]
+    public void TheKernelChoiceFollowsTheMeasuredGatherTimeRatio()
+    {
+        double ratio = LowerBoundTable.GatherTimeRatio;
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            Assert.True(double.IsNaN(ratio));
+            Assert.False(LowerBoundTable.UsesGather);
+            return;
+        }
+        Assert.True(double.IsFinite(ratio) && ratio > 0, $"ratio {ratio}");
+        Assert.Equal(ratio < 0.9, LowerBoundTable.UsesGather);
+    }
 }
