@@ -245,6 +245,8 @@ public static class BenchCommand
         var engine = new SearchEngine(loaded);
         var points = new List<Point>();
         AnsiConsole.MarkupLine($"[bold]bench[/] {loaded.Manifest.Count:N0} vectors × {loaded.Manifest.Dimensions} dims, {loaded.PartitionCount} partitions, {q.Count:N0} queries, k = {k}, {sweep.Runs} runs per point, one thread, lower bounds by {KernelName()}");
+        var (gbps, latencyNs) = HostMemoryProbe.Measure();
+        AnsiConsole.MarkupLine($"host memory now: {gbps:F1} GB/s read by one thread, {latencyNs:F0} ns a dependent load (64 MB each)");
         // A recall sweep asks for targets; the plan (CF, R) of each comes from the index's calibration.
         var settings = sweep.Targets is { } targets
             ? targets.Select(t => new SearchOptions { K = k, Recall = t, HammingKeepPercent = SearchFlags.Given(pr, f.H) ? sweep.Hs[0] : SearchFlags.DefaultH, HammingBits = sweep.HammingBits[0], FilterStrategy = pr.GetValue(f.Strategy) })
@@ -276,12 +278,17 @@ public static class BenchCommand
     /// The query vectors (the first --limit), whose dimensions must match the index's, and their ground truth
     /// (<see cref="ReadGroundTruth"/>; <paramref name="rowLimit"/>: one past the index's largest row number, null when unknown).
     /// </summary>
-    /// <summary>The lower-bound kernel this process chose, with the gather kernel's measured time over the loads'.</summary>
+    /// <summary>
+    /// The lower-bound kernel this process chose, with what its probe measured: the loads kernel's time per dimension (how
+    /// fast this machine is at the moment) and the gather kernel's time over it.
+    /// </summary>
     internal static string KernelName()
     {
-        double ratio = Squash.Core.Bounds.LowerBoundTable.GatherTimeRatio;
+        double ratio = Squash.Core.Bounds.LowerBoundTable.GatherTimeRatio, ns = Squash.Core.Bounds.LowerBoundTable.LoadsNanosecondsPerDimension;
         string kernel = Squash.Core.Bounds.LowerBoundTable.UsesGather ? "AVX2 gathers" : "plain loads";
-        return double.IsNaN(ratio) ? kernel : $"{kernel} (a gather kernel takes {ratio.ToString("F2", System.Globalization.CultureInfo.InvariantCulture)}× the loads' time here)";
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        return double.IsNaN(ratio) ? kernel
+            : $"{kernel} (probe: loads {ns.ToString("F2", inv)} ns a dimension, gathers {ratio.ToString("F2", inv)}× that)";
     }
 
     private static (VectorSet Queries, int[][] Truth) ReadQueries(ParseResult pr, Flags f, Sweep sweep, int indexDimensions, long? rowLimit)

@@ -60,7 +60,15 @@ public static class LowerBoundTable
     /// <see cref="KernelProbeRounds"/> paired rounds measured once per process (~3 ms; NaN without AVX2): a gather costs
     /// 5–10 cycles on most x86 cores but ~30 where microcode mitigates Gather Data Sampling, twice its 8 loads (bench/recall.md).
     /// </summary>
-    public static double GatherTimeRatio { get; } = Avx2.IsSupported ? MeasureGatherTimeRatio() : double.NaN;
+    public static double GatherTimeRatio => Probe.GatherTimeRatio;
+
+    /// <summary>
+    /// The plain-load kernel's time per dimension in that probe, in ns (median round; NaN without AVX2): a figure of how
+    /// fast this machine runs the bound stage at the moment, so that benchmarks taken on different hosts or hours compare.
+    /// </summary>
+    public static double LoadsNanosecondsPerDimension => Probe.LoadsNanoseconds;
+
+    private static readonly (double GatherTimeRatio, double LoadsNanoseconds) Probe = Avx2.IsSupported ? MeasureKernels() : (double.NaN, double.NaN);
 
     /// <summary>Whether <see cref="LowerBound"/> uses AVX2 gathers (one per 8 dimensions) or plain loads (four running sums): gathers only where <see cref="GatherTimeRatio"/> is under 0.9.</summary>
     public static bool UsesGather { get; } = GatherTimeRatio < 0.9;
@@ -126,12 +134,12 @@ public static class LowerBoundTable
     /// <summary>
     /// Times both kernels on full-length bounds of 64 random rows of 256 dimensions with 16 cells each, four passes (a
     /// table and rows that stay in L1, as a partition's table does), in rounds that alternate which kernel goes first, and
-    /// returns the median of the rounds' time ratios. Each ratio compares two runs a few hundred µs apart, so a burst of
+    /// returns the median of the rounds' time ratios and the loads kernel's median time per dimension. Each ratio compares two runs a few hundred µs apart, so a burst of
     /// other work spoils a few rounds, not the median. (A table of 64 cells a dimension spilled out of L1, where plain loads
     /// slow down and a gather does not: there the two measured within 10 % on a machine where real tables show gathers 2× slower.)
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static double MeasureGatherTimeRatio()
+    private static (double GatherTimeRatio, double LoadsNanoseconds) MeasureKernels()
     {
         const int dims = 256, cellsPerDim = 16, rows = 64, passes = 4;
         var rng = new Random(1);
@@ -142,16 +150,19 @@ public static class LowerBoundTable
         var cells = new byte[rows * dims];
         for (int i = 0; i < cells.Length; i++) cells[i] = (byte)rng.Next(cellsPerDim);
         var ratios = new double[KernelProbeRounds];
+        var loads = new double[KernelProbeRounds];
         float sink = Bounds(true) + Bounds(false); // compiles both and brings the arrays in
         for (int round = 0; round < ratios.Length; round++)
         {
             bool gatherFirst = round % 2 == 0;
             long first = Time(gatherFirst), second = Time(!gatherFirst);
             ratios[round] = gatherFirst ? (double)first / second : (double)second / first;
+            loads[round] = gatherFirst ? second : first;
         }
         GC.KeepAlive(sink);
         Array.Sort(ratios);
-        return ratios[ratios.Length / 2];
+        Array.Sort(loads);
+        return (ratios[ratios.Length / 2], loads[loads.Length / 2] * 1e9 / Stopwatch.Frequency / ((double)passes * rows * dims));
 
         long Time(bool gather)
         {
@@ -171,7 +182,7 @@ public static class LowerBoundTable
         }
     }
 
-    /// <summary>Rounds of <see cref="MeasureGatherTimeRatio"/> (odd: one median).</summary>
+    /// <summary>Rounds of <see cref="MeasureKernels"/> (odd: one median).</summary>
     private const int KernelProbeRounds = 15;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -60,10 +60,13 @@ public class CellBoundsTests
         if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported)
         {
             Assert.True(double.IsNaN(ratio));
+            Assert.True(double.IsNaN(LowerBoundTable.LoadsNanosecondsPerDimension));
             Assert.False(LowerBoundTable.UsesGather);
             return;
         }
         Assert.True(double.IsFinite(ratio) && ratio > 0, $"ratio {ratio}");
+        double ns = LowerBoundTable.LoadsNanosecondsPerDimension;
+        Assert.True(double.IsFinite(ns) && ns > 0, $"loads {ns} ns a dimension");
         Assert.Equal(ratio < 0.9, LowerBoundTable.UsesGather);
     }
 }
