@@ -7,8 +7,9 @@ namespace Squash.Cli.Bench;
 /// <summary>
 /// What this machine's memory does at the moment, for a benchmark's header: one thread's streaming read rate over 64 MB
 /// and the time of a dependent load over 64 MB in random order (each a cache miss). The scan's query rotation, its cold
-/// cells and its re-rank read memory, so QPS on one host moves with these figures while the core's speed stays put
-/// (bench/recall.md); with them, runs on different hosts or hours can be compared. About half a second.
+/// cells and its re-rank read memory, and on a shared VM the memory slows with the neighbours' load as much as the cores
+/// do (bench/README.md); with these figures beside the kernel probe's, runs on different hosts or hours can be compared.
+/// About half a second.
 /// </summary>
 public static class HostMemoryProbe
 {

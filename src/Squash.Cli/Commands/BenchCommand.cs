@@ -275,10 +275,6 @@ public static class BenchCommand
     }
 
     /// <summary>
-    /// The query vectors (the first --limit), whose dimensions must match the index's, and their ground truth
-    /// (<see cref="ReadGroundTruth"/>; <paramref name="rowLimit"/>: one past the index's largest row number, null when unknown).
-    /// </summary>
-    /// <summary>
     /// The lower-bound kernel this process chose, with what its probe measured: the loads kernel's time per dimension (how
     /// fast this machine is at the moment) and the gather kernel's time over it.
     /// </summary>
@@ -291,6 +287,10 @@ public static class BenchCommand
             : $"{kernel} (probe: loads {ns.ToString("F2", inv)} ns a dimension, gathers {ratio.ToString("F2", inv)}× that)";
     }
 
+    /// <summary>
+    /// The query vectors (the first --limit), whose dimensions must match the index's, and their ground truth
+    /// (<see cref="ReadGroundTruth"/>; <paramref name="rowLimit"/>: one past the index's largest row number, null when unknown).
+    /// </summary>
     private static (VectorSet Queries, int[][] Truth) ReadQueries(ParseResult pr, Flags f, Sweep sweep, int indexDimensions, long? rowLimit)
     {
         var q = VectorFile.Read(pr.GetValue(f.Queries)!, sweep.Limit > 0 ? sweep.Limit : null);

@@ -134,9 +134,10 @@ public static class LowerBoundTable
     /// <summary>
     /// Times both kernels on full-length bounds of 64 random rows of 256 dimensions with 16 cells each, four passes (a
     /// table and rows that stay in L1, as a partition's table does), in rounds that alternate which kernel goes first, and
-    /// returns the median of the rounds' time ratios and the loads kernel's median time per dimension. Each ratio compares two runs a few hundred µs apart, so a burst of
-    /// other work spoils a few rounds, not the median. (A table of 64 cells a dimension spilled out of L1, where plain loads
-    /// slow down and a gather does not: there the two measured within 10 % on a machine where real tables show gathers 2× slower.)
+    /// returns the median of the rounds' time ratios and the loads kernel's median time per dimension. Each ratio compares
+    /// two runs a few hundred µs apart, so a burst of other work spoils a few rounds, not the median. (A table of 64 cells
+    /// a dimension spilled out of L1, where plain loads slow down and a gather does not: there the two measured within
+    /// 10 % on a machine where real tables show gathers 2× slower.)
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static (double GatherTimeRatio, double LoadsNanoseconds) MeasureKernels()
