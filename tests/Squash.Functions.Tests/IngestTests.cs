@@ -8,6 +8,7 @@ using Squash.Search;
 using Squash.Search.Writes;
 using Squash.Storage;
 using Squash.Storage.Writes;
+using Squash.Testing;
 using static Squash.Functions.Tests.WriteModel;
 
 namespace Squash.Functions.Tests;

@@ -7,6 +7,7 @@ using Squash.Search.Writes;
 using Squash.Storage;
 using Squash.Storage.Builds;
 using Squash.Storage.Writes;
+using Squash.Testing;
 
 namespace Squash.Functions.Tests;
 

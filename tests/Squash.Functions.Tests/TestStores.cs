@@ -1,21 +1,9 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Logging;
 using Squash.Storage;
+using Squash.Testing;
 
 namespace Squash.Functions.Tests;
-
-/// <summary>Passes every call to the inner store; a test store overrides the calls it changes.</summary>
-internal abstract class PassThroughStore(IBlobStore inner) : IBlobStore
-{
-    protected IBlobStore Inner => inner;
-    public string Description => inner.Description;
-    public virtual Task<byte[]> ReadAllAsync(string name, CancellationToken ct = default) => inner.ReadAllAsync(name, ct);
-    public virtual Task<byte[]> ReadRangeAsync(string name, long offset, int length, CancellationToken ct = default) => inner.ReadRangeAsync(name, offset, length, ct);
-    public virtual Task<BlobInfo> WriteAsync(string name, ReadOnlyMemory<byte> data, WriteCondition condition, CancellationToken ct = default) => inner.WriteAsync(name, data, condition, ct);
-    public virtual Task<BlobInfo?> GetInfoAsync(string name, CancellationToken ct = default) => inner.GetInfoAsync(name, ct);
-    public virtual IAsyncEnumerable<BlobInfo> ListAsync(string prefix, CancellationToken ct = default) => inner.ListAsync(prefix, ct);
-    public virtual Task<bool> DeleteAsync(string name, CancellationToken ct = default) => inner.DeleteAsync(name, ct);
-}
 
 /// <summary>A store whose reads can be made to fail or to return other bytes, switched on and off while an app runs.</summary>
 internal sealed class ScriptedStore(IBlobStore inner) : PassThroughStore(inner)
