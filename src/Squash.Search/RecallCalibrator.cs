@@ -182,6 +182,14 @@ public static class RecallCalibrator
     /// <summary>Indexes smaller than this are not calibrated: their queries are cheap at any plan.</summary>
     public const int MinimumVectors = 200;
     public static readonly int[] RerankFactors = [1, 2, 4, 8, 16];
+    /// <summary>
+    /// The most partitions a plan scans (null first: no cap), measured beside every CF and R. A query far from every
+    /// centroid has many centroids within CF × the nearest and makes a plan's slowest percent; a cap trims those at little
+    /// loss of recall, and the calibration keeps a capped plan only where it lies on the frontier (bench/recall.md).
+    /// </summary>
+    public static readonly int?[] PartitionCaps = [null, 2, 3, 4, 6, 8, 12, 16];
+    /// <summary>Plans measured per query: every cap × R × CF, plan j = (cap · |R| + r) · |CF| + g (<see cref="PlanAt"/>).</summary>
+    public static int PlanCount => PartitionCaps.Length * RerankFactors.Length * CentroidFactors.Length;
     /// <summary>CF grid: fine where recall climbs fastest, coarser further out; past the last point the planner goes exact.</summary>
     public static readonly double[] CentroidFactors = Grid();
     /// <summary>A query's scan stops here at the latest (its exact neighbours are usually all found much earlier).</summary>
@@ -234,10 +242,10 @@ public static class RecallCalibrator
         int PartitionOf(long id) => places.TryGet(id, out int p, out _) ? p
             : throw new ArgumentException($"row {id} is in no partition of the index");
 
-        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
+        int plans = PlanCount;
         int measured = exact.Length;
-        var recall = new double[measured, grid * rs];
-        var cost = new double[measured, grid * rs];
+        var recall = new double[measured, plans];
+        var cost = new double[measured, plans];
         int done = 0, total = measured == queries.Count ? measured : measured + queries.Count;
         float[]? Stored(long selfId)
         {
@@ -286,7 +294,7 @@ public static class RecallCalibrator
                     Replay(index, scan, truth, k, Of, qi, recall, cost);
                     if (kept is not null) kept[qi] = lists;
                 }
-                else for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1;
+                else for (int j = 0; j < plans; j++) recall[qi, j] = 1;
                 progress?.Report(Interlocked.Increment(ref done) / (double)total);
                 return scratch;
             }, _ => { });
@@ -296,8 +304,8 @@ public static class RecallCalibrator
                 // The reference: R 16 at the smallest grid CF whose recall on the exact queries reaches ReferenceRecall (else
                 // the largest grid CF). Every query, exact ones included, is replayed against that plan's own answer.
                 int g = ReferenceGrid(recall);
-                var reference = new double[queries.Count, grid * rs];
-                var scratch = new double[queries.Count, grid * rs];
+                var reference = new double[queries.Count, plans];
+                var scratch = new double[queries.Count, plans];
                 Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, local) =>
                 {
                     var ctx = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
@@ -395,10 +403,10 @@ public static class RecallCalibrator
         var self = queries.SelfIds;
         int d = index.Manifest.InternalDimensions;
         var engine = new SearchEngine(index);
-        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
+        int plans = PlanCount;
         int measured = exact.Length;
-        var recall = new double[measured, grid * rs];
-        var cost = new double[measured, grid * rs];
+        var recall = new double[measured, plans];
+        var cost = new double[measured, plans];
         int Partition(long id) => partitionOf.TryGetValue(id, out int p) ? p
             : throw new ArgumentException($"no partition given for row {id}", nameof(partitionOf));
         float[]? Stored(int qi) => self?[qi] is >= 0 ? (selfStored ?? throw new ArgumentNullException(nameof(selfStored))).AsSpan(qi * d, d).ToArray() : null;
@@ -411,7 +419,7 @@ public static class RecallCalibrator
         Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
         {
             truths[qi] = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
-            if (truths[qi].Count == 0) { for (int j = 0; j < grid * rs; j++) recall[qi, j] = 1; return; }
+            if (truths[qi].Count == 0) { for (int j = 0; j < plans; j++) recall[qi, j] = 1; return; }
             scans[qi] = PlanScan(engine, contexts[qi], truths[qi], self?[qi] ?? -1, Stored(qi), k, Partition);
         });
 
@@ -462,8 +470,8 @@ public static class RecallCalibrator
                 await CandidatesByPartitionAsync(index, Wanted(deep, queries.Count, found), found, contexts, self, k, readPartition,
                     null, null, null, cancellationToken).ConfigureAwait(false);
             }
-            reference = new double[queries.Count, grid * rs];
-            var scratch = new double[queries.Count, grid * rs];
+            reference = new double[queries.Count, plans];
+            var scratch = new double[queries.Count, plans];
             Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
             {
                 ReplayAgainstReference(index, deep[qi]!, k, p => found[qi][p], qi, reference, scratch);
@@ -568,18 +576,16 @@ public static class RecallCalibrator
     private static RecallCalibration Summarise(double[,] recall, double[,] cost, CalibrationQueries queries, int k, Stopwatch clock,
         IReadOnlyList<FilteredCalibration>? filtered, double[,]? reference = null)
     {
-        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
-        int n1 = recall.GetLength(0), n2 = reference?.GetLength(0) ?? n1;
+        int n1 = recall.GetLength(0);
         var points = new List<CalibratedPlan>();
-        for (int r = 0; r < rs; r++)
-            for (int g = 0; g < grid; g++)
-            {
-                int j = r * grid + g;
-                double c = 0;
-                for (int q = 0; q < n1; q++) c += cost[q, j];
-                var (mean, se) = reference is null ? MeanAndError(recall, j) : TwoPhase(recall, reference, j);
-                points.Add(new CalibratedPlan(CentroidFactors[g], RerankFactors[r], Math.Round(mean, 5), Math.Round(se, 5), Math.Round(c / n1)));
-            }
+        for (int j = 0; j < PlanCount; j++)
+        {
+            var (cf, r, cap) = PlanAt(j);
+            double c = 0;
+            for (int q = 0; q < n1; q++) c += cost[q, j];
+            var (mean, se) = reference is null ? MeanAndError(recall, j) : TwoPhase(recall, reference, j);
+            points.Add(new CalibratedPlan(cf, r, Math.Round(mean, 5), Math.Round(se, 5), Math.Round(c / n1), MaxPartitions: cap));
+        }
         return new RecallCalibration
         {
             K = k,
@@ -589,6 +595,13 @@ public static class RecallCalibrator
             Plans = Frontier(points),
             Filtered = filtered,
         };
+    }
+
+    /// <summary>Plan <paramref name="j"/>'s CF, R and partition cap (null: none).</summary>
+    public static (double CentroidFactor, int RerankFactor, int? MaxPartitions) PlanAt(int j)
+    {
+        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
+        return (CentroidFactors[j % grid], RerankFactors[j / grid % rs], PartitionCaps[j / (grid * rs)]);
     }
 
     private static (double Mean, double StdError) MeanAndError(double[,] recall, int j)
@@ -675,7 +688,8 @@ public static class RecallCalibrator
     }
 
     /// <summary>One query's scan: partitions in the order it visits them, where each grid CF's prefix ends, and how many it scans.</summary>
-    private sealed record QueryScan(int[] Order, int[] Prefix, int Scanned);
+    /// <param name="Holding">The shortest prefix that holds K rows: a capped plan scans at least this many (<see cref="SearchEngine.CapCount"/>).</param>
+    private sealed record QueryScan(int[] Order, int[] Prefix, int Scanned, int Holding);
 
     /// <summary>One worker's scanner and candidate buffer, reused from query to query.</summary>
     private sealed class CandidateScratch
@@ -713,7 +727,7 @@ public static class RecallCalibrator
             foreach (long id in truth) needed = Math.Max(needed, rank[partitionOf(id)] + 1);
         }
         int scanned = Math.Min(Math.Max(needed, 1), Math.Min(prefix[^1], MaxPartitionsPerQuery));
-        return new QueryScan(order, prefix, scanned);
+        return new QueryScan(order, prefix, scanned, SearchEngine.HoldingCount(order, sizes, k));
     }
 
     /// <summary>The candidates a scan with the largest R would re-rank in one partition: a plan with R re-ranks a prefix of them.</summary>
@@ -777,12 +791,14 @@ public static class RecallCalibrator
                 recallAt[at] = hits / (double)truth.Count;
             }
         }
-        for (int r = 0; r < rs; r++)
-            for (int g = 0; g < grid; g++)
-            {
-                int c = scan.Prefix[g], at = r * (scanned + 1) + Math.Min(c, scanned);
-                recall[qi, r * grid + g] = recallAt[at];
-                cost[qi, r * grid + g] = visitCostAt[c] + rerankCostAt[at];
-            }
+        for (int cap = 0; cap < PartitionCaps.Length; cap++)
+            for (int r = 0; r < rs; r++)
+                for (int g = 0; g < grid; g++)
+                {
+                    int c = PartitionCaps[cap] is { } most ? SearchEngine.CapCount(scan.Prefix[g], most, scan.Holding) : scan.Prefix[g];
+                    int at = r * (scanned + 1) + Math.Min(c, scanned), j = (cap * rs + r) * grid + g;
+                    recall[qi, j] = recallAt[at];
+                    cost[qi, j] = visitCostAt[c] + rerankCostAt[at];
+                }
     }
 }

@@ -58,7 +58,7 @@ public static class RecallPlanner
         predicted = mix.Predicted;
         share = mix.Mixed ? (ReferenceEquals(plan, mix.High) ? mix.HighShare : 1 - mix.HighShare) : null;
         return options with { Recall = null, CentroidFactor = plan.CentroidFactor, RerankFactor = plan.RerankFactor,
-            FilterMargin = plan.FilterMargin ?? options.FilterMargin };
+            FilterMargin = plan.FilterMargin ?? options.FilterMargin, MaxPartitions = plan.MaxPartitions };
     }
 
     /// <summary><see cref="Resolve(RecallCalibration?, SearchOptions, out double?, out double?, double?, double, double)"/> without the share.</summary>

@@ -36,14 +36,27 @@ public sealed class SearchEngine
     /// How many of the ranked partitions the options select (all in exact mode): those within CF × the
     /// nearest centroid distance.
     /// Past the CF threshold, partitions keep being added in distance order until they hold at least K
-    /// vectors, so that an answer is never short when the index has K vectors.
+    /// vectors, so that an answer is never short when the index has K vectors. With <see cref="SearchOptions.MaxPartitions"/>,
+    /// at most that many, or as many as hold K vectors (<see cref="CapCount"/>).
     /// </summary>
     public static int SelectCount(ReadOnlySpan<int> order, ReadOnlySpan<float> distances, ReadOnlySpan<int> sizes, SearchOptions options)
     {
         if (options.Exact || order.Length == 0) return order.Length;
         Span<int> count = stackalloc int[1];
         SelectCounts(order, distances, sizes, options.K, [options.CentroidFactor], count);
-        return count[0];
+        return options.MaxPartitions is { } cap && count[0] > cap ? CapCount(count[0], cap, HoldingCount(order, sizes, options.K)) : count[0];
+    }
+
+    /// <summary>The partitions a plan of <paramref name="count"/> scans under a cap: at most <paramref name="cap"/>, never fewer than <paramref name="holding"/> (<see cref="HoldingCount"/>).</summary>
+    public static int CapCount(int count, int cap, int holding) => Math.Min(count, Math.Max(cap, holding));
+
+    /// <summary>The shortest prefix of <paramref name="order"/> (at least one partition) whose partitions hold K vectors, or all of them.</summary>
+    public static int HoldingCount(ReadOnlySpan<int> order, ReadOnlySpan<int> sizes, int k)
+    {
+        int count = Math.Min(1, order.Length);
+        long held = order.Length == 0 ? 0 : sizes[order[0]];
+        while (count < order.Length && held < k) held += sizes[order[count++]];
+        return count;
     }
 
     /// <summary>
@@ -433,6 +446,7 @@ public sealed class SearchEngine
         PlanShare = share is { } p ? Math.Round(p, 4) : null,
         CentroidFactor = resolved.Exact ? null : resolved.CentroidFactor,
         RerankFactor = resolved.Exact ? null : resolved.RerankFactor,
+        MaxPartitions = resolved.Exact || resolved.Filter is { MatchesAll: false } ? null : resolved.MaxPartitions,
         FilterMargin = resolved.Exact || resolved.FilterMargin == SearchOptions.DefaultFilterMargin ? null : resolved.FilterMargin,
     };
 

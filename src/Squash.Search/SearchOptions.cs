@@ -41,6 +41,12 @@ public sealed record SearchOptions
     public int RerankFactor { get; init; } = 2;
     /// <summary>K·R, the re-rank cap per partition, computed in 64 bits and clamped to <see cref="int.MaxValue"/>.</summary>
     public int RerankCandidates => (int)Math.Min((long)K * RerankFactor, int.MaxValue);
+    /// <summary>
+    /// The most partitions an unfiltered query's plan scans (never fewer than hold K vectors); null: as many as CF selects.
+    /// A filtered query plans by its filter's estimates and ignores it. Set by a recall target's plan where the calibration
+    /// found a capped plan cheaper (<see cref="RecallPlanner"/>).
+    /// </summary>
+    public int? MaxPartitions { get; init; }
     /// <summary>Exact mode: every partition, no Hamming prune, no re-rank cap: the answer equals brute force.</summary>
     public bool Exact { get; init; }
     /// <summary>A filter compiled against this index (<see cref="OpenedIndex.Filters"/>); null: no filter.</summary>
@@ -67,6 +73,7 @@ public sealed record SearchOptions
         if (!(HammingKeepPercent > 0 && HammingKeepPercent <= MaxHammingKeepPercent)) throw new ArgumentOutOfRangeException(nameof(HammingKeepPercent), HammingKeepPercent, $"the Hamming keep percentage must be in (0, {MaxHammingKeepPercent}]");
         if (HammingBits < 1) throw new ArgumentOutOfRangeException(nameof(HammingBits), HammingBits, "the Hamming bit count must be ≥ 1");
         if (!(FilterMargin >= 1) || double.IsInfinity(FilterMargin)) throw new ArgumentOutOfRangeException(nameof(FilterMargin), FilterMargin, "the filter margin must be a finite number ≥ 1");
+        if (MaxPartitions is < 1) throw new ArgumentOutOfRangeException(nameof(MaxPartitions), MaxPartitions, "the partition cap must be ≥ 1");
         if (RerankFactor < 1 || RerankFactor > MaxRerankFactor) throw new ArgumentOutOfRangeException(nameof(RerankFactor), RerankFactor, $"the re-rank factor must be between 1 and {MaxRerankFactor:N0}");
     }
 }
@@ -146,6 +153,9 @@ public class QueryStats
     public double? CentroidFactor { get; set; }
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public int? RerankFactor { get; set; }
+    /// <summary>The partition cap of the plan this query ran (<see cref="SearchOptions.MaxPartitions"/>); null (left out): none, or a filtered query.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? MaxPartitions { get; set; }
     /// <summary>
     /// The filter margin of the plan this query ran when it is not the default 2: a filtered band's cheapest calibrated
     /// plans walk partitions until the estimated matches reach this × K. Null (left out) at the default.

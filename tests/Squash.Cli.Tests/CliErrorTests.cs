@@ -61,6 +61,7 @@ public sealed class CliErrorTests
     [InlineData("--r", "0", "--r must be between 1 and 1,000, got 0")]
     [InlineData("--recall", "0", "--recall must be in (0, 1], got 0")]
     [InlineData("--recall", "1.2", "--recall must be in (0, 1], got 1.2")]
+    [InlineData("--max-partitions", "0", "--max-partitions must be at least 1, got 0")]
     public async Task SearchFlagsOutsideTheEngineBoundsAreOneLine(string flag, string value, string expected)
     {
         using var dir = new TempDir();
@@ -111,12 +112,22 @@ public sealed class CliErrorTests
     [Theory]
     [InlineData("--cf", "1.2")]
     [InlineData("--r", "4")]
+    [InlineData("--max-partitions", "4")]
     public async Task ARecallTargetAndAHandSetPlanAreOneLine(string flag, string value)
     {
         using var dir = new TempDir();
         var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
         var (exit, _, err) = await CliRunner.RunAsync(["query", "--index", dir.File("no-index"), "--vectors", queries, "--recall", "0.9", flag, value]);
-        CliRunner.AssertOneErrorLine(exit, err, "--recall cannot be combined with --cf or --r: ask for a recall target, or set the plan yourself");
+        CliRunner.AssertOneErrorLine(exit, err, "--recall cannot be combined with --cf, --r or --max-partitions: ask for a recall target, or set the plan yourself");
+    }
+
+    [Fact]
+    public async Task APartitionCapWithAFilterIsOneLine()
+    {
+        using var dir = new TempDir();
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
+        var (exit, _, err) = await CliRunner.RunAsync(["query", "--index", dir.File("no-index"), "--vectors", queries, "--max-partitions", "4", "--filter", "{\"a\":1}"]);
+        CliRunner.AssertOneErrorLine(exit, err, "--max-partitions applies to unfiltered queries only: a filtered query's plan walks the partitions until its filter's estimated matches are reached");
     }
 
     [Fact]

@@ -33,8 +33,10 @@ public sealed class QueryValidationTests(IndexFixture fx)
         { "\"options\":{\"depth\":5}", "options.depth", "must be between 0 and 4, got 5" },
         { "\"options\":{\"recall\":0}", "options.recall", "must be a number in (0, 1], got 0" },
         { "\"options\":{\"recall\":1.5}", "options.recall", "must be a number in (0, 1], got 1.5" },
-        { "\"options\":{\"recall\":0.9,\"rerankFactor\":4}", "options.recall", "cannot be combined with centroidFactor or rerankFactor: ask for a recall target, or set the plan yourself" },
-        { "\"options\":{\"recall\":0.9,\"centroidFactor\":1.2}", "options.recall", "cannot be combined with centroidFactor or rerankFactor: ask for a recall target, or set the plan yourself" },
+        { "\"options\":{\"recall\":0.9,\"rerankFactor\":4}", "options.recall", "cannot be combined with centroidFactor, rerankFactor or maxPartitions: ask for a recall target, or set the plan yourself" },
+        { "\"options\":{\"recall\":0.9,\"centroidFactor\":1.2}", "options.recall", "cannot be combined with centroidFactor, rerankFactor or maxPartitions: ask for a recall target, or set the plan yourself" },
+        { "\"options\":{\"recall\":0.9,\"maxPartitions\":4}", "options.recall", "cannot be combined with centroidFactor, rerankFactor or maxPartitions: ask for a recall target, or set the plan yourself" },
+        { "\"options\":{\"maxPartitions\":0}", "options.maxPartitions", "must be at least 1, got 0" },
     };
 
     [Theory]
@@ -44,6 +46,29 @@ public sealed class QueryValidationTests(IndexFixture fx)
         var errors = await BadQuery("{\"vector\":" + Vector + "," + fields + "}");
         Assert.Equal([field], errors.Keys);
         Assert.Equal([message], errors[field]);
+    }
+
+    [Fact]
+    public async Task APartitionCapIsPartOfAHandSetPlanForUnfilteredQueriesOnly()
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        var q = fx.Queries[3];
+        // CF 1000 would scan all 12 partitions; the cap keeps the nearest 2 (they hold far more than k rows).
+        var response = await client.PostAsync($"/api/indexes/{IndexFixture.IndexName}/query",
+            Bodies.Json("{\"vector\":" + Bodies.Vector(q) + ",\"k\":5,\"options\":{\"centroidFactor\":1000,\"maxPartitions\":2}}"));
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == HttpStatusCode.OK, text);
+        using var doc = JsonDocument.Parse(text);
+        var expected = fx.Engine.Search(q, new SearchOptions { K = 5, CentroidFactor = 1000, MaxPartitions = 2 });
+        Assert.Equal(2, expected.Stats.PartitionsPlanned);
+        Assert.Equal(expected.Ids, doc.RootElement.GetProperty("results").EnumerateArray().Select(r => r.GetProperty("row").GetInt64()).ToArray());
+        Assert.Equal(2, doc.RootElement.GetProperty("stats").GetProperty("maxPartitions").GetInt32());
+        // With a filter the cap is refused, naming the field (the filter itself is valid on this index).
+        var errors = await Problems.BadRequest(await client.PostAsync($"/api/indexes/{IndexFixture.AttributedIndexName}/query",
+            Bodies.Json("{\"vector\":" + Bodies.Vector(q) + ",\"filter\":{\"colour\":\"red\"},\"options\":{\"maxPartitions\":4}}")));
+        Assert.Equal(["options.maxPartitions"], errors.Keys);
+        Assert.Equal(["applies to unfiltered queries only: a filtered query's plan walks the partitions until its filter's estimated matches are reached"], errors["options.maxPartitions"]);
     }
 
     [Fact]
@@ -116,7 +141,7 @@ public sealed class QueryValidationTests(IndexFixture fx)
         var errors = await BadQuery("{\"vector\":" + Vector + ",\"topK\":5,\"namespace\":\"x\",\"options\":{\"nprobe\":3},\"k\":\"5\"}");
         Assert.Equal(["k", "namespace", "options.nprobe", "topK"], errors.Keys.Order(StringComparer.Ordinal));
         Assert.Equal(["is not a field of this request; the fields are: vector, vectors, k, filter, include, options"], errors["topK"]);
-        Assert.Equal(["is not a field here; the fields are: exact, recall, centroidFactor, hammingKeepPercent, rerankFactor, branching, depth, consistency"], errors["options.nprobe"]);
+        Assert.Equal(["is not a field here; the fields are: exact, recall, centroidFactor, hammingKeepPercent, rerankFactor, maxPartitions, branching, depth, consistency"], errors["options.nprobe"]);
     }
 
     [Theory]

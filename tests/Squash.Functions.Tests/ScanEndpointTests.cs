@@ -65,6 +65,7 @@ public sealed class ScanEndpointTests(IndexFixture fx)
         { "vectors", "[[1,2,3]]", "has 3 dimensions; the index has 24" },
         { "options", "{\"rerankFactor\":2147483647}", "must be between 1 and 1000, got 2147483647" },
         { "options", "{\"recall\":0.9}", "is not taken by a scan node: send the plan's centroidFactor and rerankFactor" },
+        { "options", "{\"maxPartitions\":3}", "is not taken by a scan node: the coordinator plans which partitions each node scans" },
         { "plans", "[]", "needs one plan per vector (1), got 0" },
         { "plans", "[[0,99]]", "partition numbers must be between 0 and {last}, got 99" },
         { "plans", "[[0,1,1]]", "lists partition 1 twice" },

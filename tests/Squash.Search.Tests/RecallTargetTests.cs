@@ -73,11 +73,14 @@ public class RecallTargetTests(ITestOutputHelper output)
             {
                 var q = calibration.Data.AsSpan(i * Dims, Dims);
                 var exact = idx.Engine.Search(q, new SearchOptions { K = K, Exact = true }).Ids.ToHashSet();
-                var got = idx.Engine.Search(q, new SearchOptions { K = K, CentroidFactor = plan.CentroidFactor, RerankFactor = plan.RerankFactor });
+                var got = idx.Engine.Search(q, new SearchOptions { K = K, CentroidFactor = plan.CentroidFactor, RerankFactor = plan.RerankFactor, MaxPartitions = plan.MaxPartitions });
+                Assert.Equal(plan.MaxPartitions, got.Stats.MaxPartitions);
                 sum += got.Ids.Count(exact.Contains) / (double)K;
             }
             Assert.Equal(Math.Round(sum / calibration.Count, 5), plan.Recall, 5);
         }
+        // Capped plans are measured, and on this data some lie on the frontier (a failure here means the cap is never replayed).
+        Assert.Contains(plans, p => p.MaxPartitions is not null);
         // The frontier is what the planner relies on: cost and recall both rise along it.
         for (int i = 1; i < plans.Count; i++)
         {
@@ -124,6 +127,13 @@ public class RecallTargetTests(ITestOutputHelper output)
         o = RecallPlanner.Resolve(null, new SearchOptions { Recall = 0.95, CentroidFactor = 1.4, RerankFactor = 5 }, out predicted);
         Assert.Equal((1.4, 5, false), (o.CentroidFactor, o.RerankFactor, o.Exact));
         Assert.Null(predicted);
+        // A capped plan's cap comes with it, and replaces a cap the query gave by hand (a target ignores the hand-set plan);
+        // an uncapped plan clears it.
+        var capped = Calibration(new CalibratedPlan(1.2, 2, 0.93, 0.004, 100), new CalibratedPlan(1.4, 2, 0.97, 0.003, 150, MaxPartitions: 6));
+        o = RecallPlanner.Resolve(capped, new SearchOptions { Recall = 0.95, MaxPartitions = 2 }, out predicted);
+        Assert.Equal((1.4, 2, (int?)6), (o.CentroidFactor, o.RerankFactor, o.MaxPartitions));
+        o = RecallPlanner.Resolve(capped, new SearchOptions { Recall = 0.9, MaxPartitions = 2 }, out predicted);
+        Assert.Equal((1.2, (int?)null), (o.CentroidFactor, o.MaxPartitions));
     }
 
     [Fact]
@@ -137,10 +147,11 @@ public class RecallTargetTests(ITestOutputHelper output)
         var expected = RecallPlanner.Resolve(cal, new SearchOptions { Recall = 0.95 }, out var predicted,
             draw: RecallPlanner.Draw(RecallPlanner.VectorHash(queries.AsSpan(0, Dims))));
         var got = idx.Engine.Search(queries.AsSpan(0, Dims), new SearchOptions { Recall = 0.95 });
-        Assert.Equal((0.95, predicted, expected.CentroidFactor, expected.RerankFactor),
-            (got.Stats.RecallTarget!.Value, got.Stats.PredictedRecall, got.Stats.CentroidFactor, got.Stats.RerankFactor));
+        Assert.Equal((0.95, predicted, expected.CentroidFactor, expected.RerankFactor, expected.MaxPartitions),
+            (got.Stats.RecallTarget!.Value, got.Stats.PredictedRecall, got.Stats.CentroidFactor, got.Stats.RerankFactor, got.Stats.MaxPartitions));
         // The same answer as the plan given by hand.
-        var byHand = idx.Engine.Search(queries.AsSpan(0, Dims), new SearchOptions { CentroidFactor = expected.CentroidFactor, RerankFactor = expected.RerankFactor });
+        var byHand = idx.Engine.Search(queries.AsSpan(0, Dims), new SearchOptions { CentroidFactor = expected.CentroidFactor, RerankFactor = expected.RerankFactor,
+            MaxPartitions = expected.MaxPartitions });
         Assert.Equal(byHand.Ids, got.Ids);
         // Exact target: certified, equal to brute force.
         var exact = idx.Engine.Search(queries.AsSpan(0, Dims), new SearchOptions { Recall = 1 });
@@ -162,6 +173,9 @@ public class RecallTargetTests(ITestOutputHelper output)
             ([new CalibratedPlan(1, 1, 0.9, 0.01, 10, FilterMargin: 1)], [new CalibratedPlan(1, 1, 0.9, 0.01, 10)]),
             ([new CalibratedPlan(1, 1, 0.9, 0.01, 10)], [new CalibratedPlan(1, 1, 0.9, 0.01, 10, FilterMargin: 0.5)]),
             ([new CalibratedPlan(1, 1, 0.9, 0.01, 10)], [new CalibratedPlan(1, 1, 0.9, 0.01, 10, FilterMargin: 0)]),
+            // A partition cap below 1, or on a filtered band's plan (whose walk the cap does not apply to).
+            ([new CalibratedPlan(1, 1, 0.9, 0.01, 10, MaxPartitions: 0)], [new CalibratedPlan(1, 1, 0.9, 0.01, 10)]),
+            ([new CalibratedPlan(1, 1, 0.9, 0.01, 10)], [new CalibratedPlan(1, 1, 0.9, 0.01, 10, MaxPartitions: 4)]),
         })
         {
             var band = new FilteredCalibration { MinSelectivity = 0.005, MaxSelectivity = 0.05, Queries = 300, Families = ["range 1%"], Plans = bandPlans };
@@ -173,6 +187,8 @@ public class RecallTargetTests(ITestOutputHelper output)
             Plans = [new CalibratedPlan(1, 1, 0.87, 0.01, 10, FilterMargin: 1), new CalibratedPlan(1, 1, 0.95, 0.01, 12, FilterMargin: 1.5)] };
         var ok = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Filtered = [good] } };
         Assert.Equal(1.5, IndexManifest.Parse(ok.ToJson(), "m.json").Calibration!.Filtered![0].Plans[1].FilterMargin);
+        var capped = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Plans = [new CalibratedPlan(1.3, 2, 0.95, 0.01, 10, MaxPartitions: 4)] } };
+        Assert.Equal(4, IndexManifest.Parse(capped.ToJson(), "m.json").Calibration!.Plans.Single().MaxPartitions);
         // Kept calibration queries: only the one blob name, always with its version, a whole blob of at least one row's header.
         var m = idx.Index.Manifest;
         foreach (var kept in new[]

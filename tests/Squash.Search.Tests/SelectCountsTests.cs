@@ -1,6 +1,6 @@
 namespace Squash.Search.Tests;
 
-/// <summary>The calibration's one-walk prefixes per centroid factor equal the planner's count for each factor alone.</summary>
+/// <summary>The calibration's one-walk prefixes per centroid factor equal the planner's count for each factor alone, and a cap's count follows the rule written out.</summary>
 public sealed class SelectCountsTests
 {
     [Theory]
@@ -30,6 +30,27 @@ public sealed class SelectCountsTests
         }
     }
 
+    [Theory]
+    [InlineData(5)]
+    [InlineData(6)]
+    public void ACapStopsTheFactorsWalkButNeverBeforeKVectorsAreHeld(int seed)
+    {
+        var random = new Random(seed);
+        for (int trial = 0; trial < 300; trial++)
+        {
+            int partitions = random.Next(1, 60), k = random.Next(1, 50), cap = random.Next(1, 10);
+            var distances = Enumerable.Range(0, partitions).Select(_ => (float)(random.NextDouble() * 10)).ToArray();
+            var sizes = Enumerable.Range(0, partitions).Select(_ => random.Next(0, 20)).ToArray();
+            var order = Enumerable.Range(0, partitions).OrderBy(p => distances[p]).ToArray();
+            double factor = 1 + random.NextDouble();
+            int got = SearchEngine.SelectCount(order, distances, sizes, new SearchOptions { K = k, CentroidFactor = factor, MaxPartitions = cap });
+            Assert.True(Single(order, distances, sizes, k, factor, cap) == got,
+                $"seed {seed}, trial {trial}, factor {factor}, cap {cap}, k {k}: {got} partitions, written out {Single(order, distances, sizes, k, factor, cap)}");
+            // An exact plan scans everything whatever the cap.
+            Assert.Equal(partitions, SearchEngine.SelectCount(order, distances, sizes, new SearchOptions { K = k, Exact = true, MaxPartitions = cap }));
+        }
+    }
+
     [Fact]
     public void FactorsThatDescendAreRefused()
     {
@@ -38,14 +59,17 @@ public sealed class SelectCountsTests
         Assert.StartsWith("centroid factors must ascend", error.Message);
     }
 
-    /// <summary>The planner's rule, written out: the nearest partition, then every one within the factor or while fewer than K vectors are held.</summary>
-    private static int Single(int[] order, float[] distances, int[] sizes, int k, double factor)
+    /// <summary>
+    /// The planner's rule, written out: the nearest partition, then every one within the factor or while fewer than K vectors are held.
+    /// With a cap, the factor adds partitions only while fewer than the cap are taken; the K rule still adds past it.
+    /// </summary>
+    private static int Single(int[] order, float[] distances, int[] sizes, int k, double factor, int cap = int.MaxValue)
     {
         if (order.Length == 0) return 0;
         double limit = distances[order[0]] * factor;
         long held = sizes[order[0]];
         int count = 1;
-        while (count < order.Length && (distances[order[count]] <= limit || held < k)) held += sizes[order[count++]];
+        while (count < order.Length && ((distances[order[count]] <= limit && count < cap) || held < k)) held += sizes[order[count++]];
         return count;
     }
 }

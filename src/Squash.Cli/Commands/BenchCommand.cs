@@ -26,7 +26,7 @@ public static class BenchCommand
     public sealed record Point(double? Cf, double H, int? R, double Recall, double Qps, double P50, double P99,
         double Partitions, double Considered, double AfterHamming, double AfterLowerBound, double Reranked, double Bytes,
         double Passes = 1, int MaxPasses = 1, double DirectShare = 0, int Short = 0, double Certified = 0,
-        double? Target = null, double? Predicted = null, string? Plans = null);
+        double? Target = null, double? Predicted = null, string? Plans = null, int? Cap = null);
 
     /// <summary>The bench command's flags; one set per command, since an option belongs to the command it is added to.</summary>
     private sealed class Flags
@@ -259,7 +259,7 @@ public static class BenchCommand
                         ct.ThrowIfCancellationRequested();
                         var p = Measure(engine, q, gt, options, sweep.Runs, filters);
                         points.Add(p);
-                        Console.Error.WriteLine((p.Target is { } t ? $"  recall target {t} (predicted {p.Predicted:F4}) " : "  ") + $"cf={PlanText(p.Cf)} h={p.H} r={PlanText(p.R)}{(p.Plans is { } mixed ? $" (plans CF/R:share {mixed})" : "")} bits={options.HammingBits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
+                        Console.Error.WriteLine((p.Target is { } t ? $"  recall target {t} (predicted {p.Predicted:F4}) " : "  ") + $"cf={PlanText(p.Cf)} h={p.H} r={PlanText(p.R)}{(p.Cap is { } cap ? $" cap={cap}" : "")}{(p.Plans is { } mixed ? $" (plans CF/R[/≤cap]:share {mixed})" : "")} bits={options.HammingBits}: recall {p.Recall:F4}, {p.Qps:F0} QPS, p50 {p.P50:F0} µs, p99 {p.P99:F0} µs, parts {p.Partitions:F1}, ham {p.AfterHamming:F0}, lb {p.AfterLowerBound:F0}, rerank {p.Reranked:F0}"
                             + (filters is null ? "" : $", passes {p.Passes:F2} (max {p.MaxPasses}), direct {p.DirectShare:P1}, short answers {p.Short}"));
                     }
 
@@ -419,12 +419,13 @@ public static class BenchCommand
         foreach (var res in results) s.Add(res.Stats);
         double n = q.Count;
         // A recall target's plan is the calibration's choice: one plan, or a mix of two run on shares of the queries (and
-        // filtered queries plan per band). CF and R report the plan most queries ran, Plans every plan with its share.
-        var ran = results.GroupBy(x => (x.Stats.CentroidFactor, x.Stats.RerankFactor)).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).ToArray();
+        // filtered queries plan per band). CF, R and the partition cap report the plan most queries ran, Plans every plan with its share.
+        var ran = results.GroupBy(x => (x.Stats.CentroidFactor, x.Stats.RerankFactor, x.Stats.MaxPartitions)).OrderByDescending(g => g.Count()).ThenBy(g => g.Key).ToArray();
         var planned = ran.Length > 0 ? ran[0].First().Stats
-            : new QueryStats { CentroidFactor = options.Exact ? null : options.CentroidFactor, RerankFactor = options.Exact ? null : options.RerankFactor };
+            : new QueryStats { CentroidFactor = options.Exact ? null : options.CentroidFactor, RerankFactor = options.Exact ? null : options.RerankFactor,
+                MaxPartitions = options.Exact ? null : options.MaxPartitions };
         string? plans = ran.Length > 1
-            ? string.Join(' ', ran.OrderBy(g => g.Key).Select(g => string.Create(CultureInfo.InvariantCulture, $"{(g.Key.CentroidFactor is null ? "exact" : $"{g.Key.CentroidFactor}/{g.Key.RerankFactor}")}:{g.Count() / n:0.###}")))
+            ? string.Join(' ', ran.OrderBy(g => g.Key).Select(g => string.Create(CultureInfo.InvariantCulture, $"{(g.Key.CentroidFactor is null ? "exact" : $"{g.Key.CentroidFactor}/{g.Key.RerankFactor}{(g.Key.MaxPartitions is { } cap ? $"/≤{cap}" : "")}")}:{g.Count() / n:0.###}")))
             : null;
         var predictions = results.Where(x => x.Stats.PredictedRecall is not null).Select(x => x.Stats.PredictedRecall!.Value).ToArray();
         double? predicted = predictions.Length > 0 ? predictions.Average() : null;
@@ -434,7 +435,7 @@ public static class BenchCommand
             s.Passes / n, results.Max(x => x.Stats.Passes), results.Count(x => x.Stats.Strategy == "direct") / n,
             // An answer is short when it has fewer results than the ground truth has valid ids (up to k).
             Enumerable.Range(0, results.Length).Count(i => results[i].Ids.Length < gt[i].Take(options.K).Count(id => id >= 0)),
-            results.Count(x => x.Stats.Certified) / n, options.Recall, predicted, plans);
+            results.Count(x => x.Stats.Certified) / n, options.Recall, predicted, plans, planned.MaxPartitions);
     }
 
     public static double Recall(IReadOnlyList<SearchResult> results, int[][] gt, int k)
@@ -483,10 +484,10 @@ public static class BenchCommand
     {
         var table = new Table().Border(TableBorder.Simple);
         bool targets = points.Any(p => p.Target is not null);
-        foreach (var c in (targets ? new[] { "target", "predicted" } : []).Concat(new[] { "CF", "H%", "R", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched", "passes", "max passes", "direct", "short", "certified" }))
+        foreach (var c in (targets ? new[] { "target", "predicted" } : []).Concat(new[] { "CF", "H%", "R", "cap", $"recall@{k}", "QPS", "p50 µs", "p99 µs", "parts", "vectors", "after Hamming", "after LB", "re-ranked", "KB touched", "passes", "max passes", "direct", "short", "certified" }))
             table.AddColumn(new TableColumn(c).RightAligned());
         foreach (var p in points)
-            table.AddRow((targets ? new[] { p.Target?.ToString("G4") ?? "", p.Predicted?.ToString("F4") ?? "" } : []).Concat(new[] { p.Cf?.ToString("G3") ?? "exact", p.H.ToString("G3"), PlanText(p.R), p.Recall.ToString("F4"), p.Qps.ToString("F0"),
+            table.AddRow((targets ? new[] { p.Target?.ToString("G4") ?? "", p.Predicted?.ToString("F4") ?? "" } : []).Concat(new[] { p.Cf?.ToString("G3") ?? "exact", p.H.ToString("G3"), PlanText(p.R), p.Cap?.ToString(CultureInfo.InvariantCulture) ?? "-", p.Recall.ToString("F4"), p.Qps.ToString("F0"),
                 p.P50.ToString("F0"), p.P99.ToString("F0"), p.Partitions.ToString("F1"), p.Considered.ToString("F0"),
                 p.AfterHamming.ToString("F0"), p.AfterLowerBound.ToString("F0"), p.Reranked.ToString("F0"), (p.Bytes / 1024).ToString("F0"),
                 p.Passes.ToString("F2"), p.MaxPasses.ToString(), p.DirectShare.ToString("P1"), p.Short.ToString(), p.Certified.ToString("P1") }).ToArray());
@@ -504,7 +505,7 @@ public static class BenchCommand
             var best = points.Where(p => p.Recall >= target).OrderByDescending(p => p.Qps).FirstOrDefault();
             Console.WriteLine(best is null
                 ? $"recall@{k} ≥ {target}: not reached in this sweep"
-                : $"recall@{k} ≥ {target}: best {best.Qps:F0} QPS (recall {best.Recall:F4}, CF {PlanText(best.Cf)}, H {best.H}, R {PlanText(best.R)}, p50 {best.P50:F0} µs, p99 {best.P99:F0} µs)"
+                : $"recall@{k} ≥ {target}: best {best.Qps:F0} QPS (recall {best.Recall:F4}, CF {PlanText(best.Cf)}, H {best.H}, R {PlanText(best.R)}{(best.Cap is { } cap ? $", at most {cap} partitions" : "")}, p50 {best.P50:F0} µs, p99 {best.P99:F0} µs)"
                     + (haveBaseline ? $" = {best.Qps / bfQps:F1}× brute force" : ""));
         }
     }
@@ -516,10 +517,10 @@ public static class BenchCommand
     private static void WriteCsv(string path, List<Point> points, double bfQps)
     {
         using var w = new StreamWriter(path);
-        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers,certified_share,recall_target,predicted_recall,plans");
+        w.WriteLine("cf,h,r,recall,qps,p50_us,p99_us,partitions,considered,after_hamming,after_lb,reranked,bytes_touched,brute_force_qps,passes,max_passes,direct_share,short_answers,certified_share,recall_target,predicted_recall,plans,max_partitions");
         // An exact point has no CF or R: empty, like a point without a target.
         foreach (var p in points)
-            w.WriteLine(string.Join(',', new object[] { p.Cf?.ToString(CultureInfo.InvariantCulture) ?? "", p.H, p.R?.ToString(CultureInfo.InvariantCulture) ?? "", p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short, p.Certified, p.Target?.ToString(CultureInfo.InvariantCulture) ?? "", p.Predicted?.ToString(CultureInfo.InvariantCulture) ?? "", p.Plans ?? "" }
+            w.WriteLine(string.Join(',', new object[] { p.Cf?.ToString(CultureInfo.InvariantCulture) ?? "", p.H, p.R?.ToString(CultureInfo.InvariantCulture) ?? "", p.Recall, p.Qps, p.P50, p.P99, p.Partitions, p.Considered, p.AfterHamming, p.AfterLowerBound, p.Reranked, p.Bytes, bfQps, p.Passes, p.MaxPasses, p.DirectShare, p.Short, p.Certified, p.Target?.ToString(CultureInfo.InvariantCulture) ?? "", p.Predicted?.ToString(CultureInfo.InvariantCulture) ?? "", p.Plans ?? "", p.Cap?.ToString(CultureInfo.InvariantCulture) ?? "" }
                 .Select(o => Convert.ToString(o, CultureInfo.InvariantCulture))));
     }
 }

@@ -248,7 +248,8 @@ public static partial class BuildCommand
             selectivity, band?.MinAnchorRatio ?? 1);
         if (plan.Exact) return $"{target} → exact";
         static string Name(SearchOptions o) => $"CF {o.CentroidFactor}" +
-            (o.FilterMargin == SearchOptions.DefaultFilterMargin ? "" : FormattableString.Invariant($" margin {o.FilterMargin}")) + $" R {o.RerankFactor}";
+            (o.FilterMargin == SearchOptions.DefaultFilterMargin ? "" : FormattableString.Invariant($" margin {o.FilterMargin}")) + $" R {o.RerankFactor}" +
+            (o.MaxPartitions is { } cap ? $" ≤{cap} partitions" : "");
         if (share is null) return $"{target} → {Name(plan)} ({predicted:F3})";
         // A mix: draw 0 runs the higher plan, a draw just under 1 the lower one.
         var low = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out _, out double? lowShare, selectivity,

@@ -16,18 +16,20 @@ public static class QueryCommand
         var flags = new SearchFlags();
         var json = new Option<bool>("--json") { Description = "One JSON object per query, in the HTTP API's words: {\"query\",\"results\":[{\"id\",\"row\",\"distance\"}],\"complete\",\"missingPartitions\",\"stats\"}." };
         var limit = new Option<int>("--limit") { Description = "Answer only the first N queries (0: all).", DefaultValueFactory = _ => 0 };
-        var recall = new Option<double?>("--recall") { Description = $"Recall@k target in (0, 1] (default {SearchOptions.DefaultRecall}); the index's build-time calibration picks CF and R for it, 1 is exact. Not with --cf or --r." };
+        var recall = new Option<double?>("--recall") { Description = $"Recall@k target in (0, 1] (default {SearchOptions.DefaultRecall}); the index's build-time calibration picks CF and R for it, 1 is exact. Not with --cf, --r or --max-partitions." };
         var cf = new Option<double>("--cf") { Description = "Centroid factor CF (expert: sets the plan instead of a recall target).", DefaultValueFactory = _ => SearchFlags.DefaultCf };
         var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
         var r = new Option<int>("--r") { Description = "Re-rank factor R, K·R exact distances per partition at most (expert: sets the plan instead of a recall target).", DefaultValueFactory = _ => SearchFlags.DefaultR };
         var functionKey = EndpointFlags.FunctionKey();
         var filterOption = new Option<string?>("--filter") { Description = "Filter JSON, e.g. {\"label\":{\"$in\":[1,2]},\"price\":{\"$lt\":100}} (applies to every query)." };
-        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, recall, cf, h, r, flags.Exact, endpoint, filterOption, functionKey };
+        var cmd = new Command("query", "Answer k-nearest-neighbour queries from a vector file.") { index, vectors, flags.K, json, limit, recall, cf, h, r, flags.MaxPartitions, flags.Exact, endpoint, filterOption, functionKey };
         IndexLocation.AddStoreOptions(cmd);
         cmd.SetAction((pr, ct) => CliErrors.RunAsync(pr, async () =>
         {
             var options = SearchFlags.Options(pr.GetValue(flags.K), pr.GetValue(cf), pr.GetValue(h), pr.GetValue(r), pr.GetValue(flags.Exact),
-                pr.GetValue(recall), SearchFlags.Given(pr, cf) || SearchFlags.Given(pr, r));
+                pr.GetValue(recall), SearchFlags.Given(pr, cf) || SearchFlags.Given(pr, r) || pr.GetValue(flags.MaxPartitions) is not null, pr.GetValue(flags.MaxPartitions));
+            CliErrors.Require(options.MaxPartitions is null || pr.GetValue(filterOption) is null,
+                "--max-partitions applies to unfiltered queries only: a filtered query's plan walks the partitions until its filter's estimated matches are reached");
             int max = pr.GetValue(limit);
             CliErrors.Require(max >= 0, $"--limit must be ≥ 0, got {max}");
             var path = pr.GetValue(vectors)!;
@@ -51,7 +53,8 @@ public static class QueryCommand
                         vector = vs.Row(i).ToArray(), k = options.K, filter = filterBody,
                         options = options.Recall is { } target
                             ? (object)new { exact = options.Exact, recall = target, hammingKeepPercent = options.HammingKeepPercent }
-                            : new { exact = options.Exact, centroidFactor = options.CentroidFactor, hammingKeepPercent = options.HammingKeepPercent, rerankFactor = options.RerankFactor },
+                            : new { exact = options.Exact, centroidFactor = options.CentroidFactor, hammingKeepPercent = options.HammingKeepPercent, rerankFactor = options.RerankFactor,
+                                maxPartitions = options.MaxPartitions },
                     };
                     var response = await System.Net.Http.Json.HttpClientJsonExtensions.PostAsJsonAsync(http, $"api/indexes/{pr.GetValue(index)}/query", body, ct);
                     var text = await response.Content.ReadAsStringAsync(ct);

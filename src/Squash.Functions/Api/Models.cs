@@ -25,11 +25,13 @@ public sealed record QueryRequest
 public sealed record QueryOptions
 {
     public bool? Exact { get; init; }
-    /// <summary>Recall@k target in (0, 1] (default 0.95): the index's build-time calibration picks CF and R for it. Not with centroidFactor or rerankFactor.</summary>
+    /// <summary>Recall@k target in (0, 1] (default 0.95): the index's build-time calibration picks CF and R for it. Not with centroidFactor, rerankFactor or maxPartitions.</summary>
     public double? Recall { get; init; }
     public double? CentroidFactor { get; init; }
     public double? HammingKeepPercent { get; init; }
     public int? RerankFactor { get; init; }
+    /// <summary>Part of a plan set by hand: the most partitions an unfiltered query scans (never fewer than hold k vectors); not with a filter.</summary>
+    public int? MaxPartitions { get; init; }
     /// <summary>Overrides the app's tree branching factor b for this query (1..16; the tree's b + … + b^L nodes at most Squash__MaxTreeNodes).</summary>
     public int? Branching { get; init; }
     /// <summary>Overrides the app's tree depth L for this query (0..4).</summary>
@@ -110,6 +112,7 @@ public sealed class AnswerStats : QueryStats
             PlanShare = engine.PlanShare,
             CentroidFactor = engine.CentroidFactor,
             RerankFactor = engine.RerankFactor,
+            MaxPartitions = engine.MaxPartitions,
             FilterMargin = engine.FilterMargin,
             EstimatedMatches = engine.Strategy == "partitions" && engine.EstimatedMatches == 0 ? null : Math.Round(engine.EstimatedMatches, 1),
             BytesRead = tree.BytesRead,

@@ -48,6 +48,7 @@ public static class OpenApiDescription
             Limit(options, "recall", above: 0, max: 1, byDefault: SearchOptions.DefaultRecall);
             Limit(options, "centroidFactor", min: 1, max: SearchOptions.MaxCentroidFactor);
             Limit(options, "rerankFactor", min: 1, max: SearchOptions.MaxRerankFactor);
+            Limit(options, "maxPartitions", min: 1);
             Limit(options, "hammingKeepPercent", above: 0, max: SearchOptions.MaxHammingKeepPercent, byDefault: new SearchOptions().HammingKeepPercent);
             // Without an objective the app's own tree is the default; with one, the planner picks a shape per query.
             bool fixedShape = settings.Objective.Length == 0;

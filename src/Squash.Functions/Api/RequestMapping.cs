@@ -19,6 +19,9 @@ public static class RequestMapping
         if (r.Options is { } o)
         {
             CheckOptions(o, Add);
+            // The cap is measured for unfiltered plans only: a filtered plan walks until its filter's estimated matches are reached.
+            if (o.MaxPartitions is not null && r.Filter is { ValueKind: not System.Text.Json.JsonValueKind.Null })
+                Add("options.maxPartitions", "applies to unfiltered queries only: a filtered query's plan walks the partitions until its filter's estimated matches are reached");
             // Every node of the tree is a billed invocation: a caller may not choose more of them than the app allows.
             if ((o.Branching is not null || o.Depth is not null) && !errors.ContainsKey("options.branching") && !errors.ContainsKey("options.depth"))
             {
@@ -64,6 +67,7 @@ public static class RequestMapping
             CheckOptions(r.Options, Add);
             // Nodes scan the coordinator's plan; a target is turned into CF and R before any node sees the query.
             if (r.Options.Recall is not null) Add("options.recall", "is not taken by a scan node: send the plan's centroidFactor and rerankFactor");
+            if (r.Options.MaxPartitions is not null) Add("options.maxPartitions", "is not taken by a scan node: the coordinator plans which partitions each node scans");
             if (r.Options.Consistency is not null) Add("options.consistency", "is not taken by a scan node: the coordinator reads the log tail and sends the rows it excludes");
         }
         int queries = r.Vectors?.Length ?? 0;
@@ -149,8 +153,8 @@ public static class RequestMapping
         if (o.Recall is { } recall)
         {
             if (!(recall > 0 && recall <= 1)) add("options.recall", $"must be a number in (0, 1], got {recall}");
-            else if (o.CentroidFactor is not null || o.RerankFactor is not null)
-                add("options.recall", "cannot be combined with centroidFactor or rerankFactor: ask for a recall target, or set the plan yourself");
+            else if (o.CentroidFactor is not null || o.RerankFactor is not null || o.MaxPartitions is not null)
+                add("options.recall", "cannot be combined with centroidFactor, rerankFactor or maxPartitions: ask for a recall target, or set the plan yourself");
         }
         if (o.CentroidFactor is { } cf && !(cf >= 1 && cf <= SearchOptions.MaxCentroidFactor))
             add("options.centroidFactor", $"must be a number between 1 and {SearchOptions.MaxCentroidFactor}, got {cf}");
@@ -158,6 +162,7 @@ public static class RequestMapping
             add("options.hammingKeepPercent", $"must be in (0, {SearchOptions.MaxHammingKeepPercent}], got {h}");
         if (o.RerankFactor is { } rf && rf is < 1 or > SearchOptions.MaxRerankFactor)
             add("options.rerankFactor", $"must be between 1 and {SearchOptions.MaxRerankFactor}, got {rf}");
+        if (o.MaxPartitions is { } cap && cap < 1) add("options.maxPartitions", $"must be at least 1, got {cap}");
         if (o.Branching is { } b && b is < 1 or > MaxBranching) add("options.branching", $"must be between 1 and {MaxBranching}, got {b}");
         if (o.Depth is { } l && l is < 0 or > MaxDepth) add("options.depth", $"must be between 0 and {MaxDepth}, got {l}");
         if (o.Consistency is { } c && c is not (StrongConsistency or EventualConsistency))
@@ -266,7 +271,7 @@ public static class RequestMapping
     public static SearchOptions ToSearchOptions(int k, QueryOptions? o)
     {
         var d = new SearchOptions();
-        bool planGiven = o?.CentroidFactor is not null || o?.RerankFactor is not null;
+        bool planGiven = o?.CentroidFactor is not null || o?.RerankFactor is not null || o?.MaxPartitions is not null;
         return new SearchOptions
         {
             K = k,
@@ -275,6 +280,7 @@ public static class RequestMapping
             CentroidFactor = o?.CentroidFactor ?? d.CentroidFactor,
             HammingKeepPercent = o?.HammingKeepPercent ?? d.HammingKeepPercent,
             RerankFactor = o?.RerankFactor ?? d.RerankFactor,
+            MaxPartitions = o?.MaxPartitions,
         };
     }
 }

@@ -90,7 +90,7 @@ public sealed class QueryCoordinator(NodeExecutor executor, ShapeCalibration cal
         var nodeOptions = (requestOptions ?? new QueryOptions()) with
         {
             Recall = null, CentroidFactor = planOptions.CentroidFactor, RerankFactor = planOptions.RerankFactor, Exact = planOptions.Exact,
-            Consistency = null,
+            MaxPartitions = null, Consistency = null,
         };
         bool perQuery = plans.Any(p => p.Options.RerankFactor != planOptions.RerankFactor || p.Options.Exact != planOptions.Exact);
         var rerankFactors = perQuery ? plans.Select(p => p.Options.RerankFactor).ToArray() : null;

@@ -122,15 +122,21 @@ public sealed record FilteredCalibration
 /// <param name="FilterMargin">A filtered plan's margin (estimated matches to walk to, in K) when not the default 2; null
 /// (left out of the JSON): the default. Only filtered bands have such plans: they are cheaper than any CF where a few
 /// partitions already hold 2·K matches (bench/recall.md).</param>
+/// <param name="MaxPartitions">The most partitions the plan scans (never fewer than hold K rows); null (left out of the JSON):
+/// as many as CF selects. Only unfiltered plans have a cap.</param>
 public sealed record CalibratedPlan(double CentroidFactor, int RerankFactor, double Recall, double RecallStdError, double Cost,
     [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
-    double? FilterMargin = null)
+    double? FilterMargin = null,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    int? MaxPartitions = null)
 {
     /// <summary>
     /// Whether a calibration could have measured this plan: CF ≥ 1, R ≥ 1, recall in [0, 1], a standard error and a cost ≥ 0,
-    /// and a filter margin only on a filtered band's plan, finite and ≥ 1 (what a query's options accept).
+    /// a filter margin only on a filtered band's plan, finite and ≥ 1 (what a query's options accept), and a partition cap
+    /// only on an unfiltered plan, ≥ 1.
     /// </summary>
     public bool IsPossible(bool filtered) =>
         CentroidFactor >= 1 && RerankFactor >= 1 && Recall is >= 0 and <= 1 && RecallStdError >= 0 && Cost >= 0
-        && (FilterMargin is not { } m || (filtered && m >= 1 && double.IsFinite(m)));
+        && (FilterMargin is not { } m || (filtered && m >= 1 && double.IsFinite(m)))
+        && (MaxPartitions is not { } cap || (!filtered && cap >= 1));
 }
