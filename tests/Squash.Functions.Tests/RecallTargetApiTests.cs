@@ -42,6 +42,10 @@ public sealed class RecallTargetApiTests(IndexFixture fx)
                 Assert.Equal(expected.Stats.PredictedRecall, stats.GetProperty("predictedRecall").GetDouble());
                 Assert.Equal(expected.Stats.CentroidFactor, OptionalDouble(stats, "centroidFactor"));
                 Assert.Equal(expected.Stats.RerankFactor, OptionalInt(stats, "rerankFactor"));
+                // A calibrated plan's partition cap (none on this small index; QueryValidationTests sends one by hand) is the
+                // coordinator's: the tree plans the partitions the engine does.
+                Assert.Equal(expected.Stats.MaxPartitions, OptionalInt(stats, "maxPartitions"));
+                Assert.Equal(expected.Stats.PartitionsPlanned, stats.GetProperty("partitionsPlanned").GetInt32());
                 Assert.Equal(expected.Stats.Certified, stats.GetProperty("certified").GetBoolean());
                 if (target == 1)
                 {
