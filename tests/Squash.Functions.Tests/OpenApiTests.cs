@@ -206,6 +206,9 @@ public sealed class OpenApiTests(IndexFixture fx)
         Assert.Equal((0.0, 1.0, Search.SearchOptions.DefaultRecall), (Number(recall, "exclusiveMinimum"), Number(recall, "maximum"), Number(recall, "default")));
         Assert.Equal(Search.SearchOptions.MaxCentroidFactor, Number(Field("QueryOptions", "centroidFactor"), "maximum"));
         Assert.Equal(Search.SearchOptions.MaxRerankFactor, Number(Field("QueryOptions", "rerankFactor"), "maximum"));
+        var maxPartitions = Field("QueryOptions", "maxPartitions");
+        Assert.Equal(1.0, Number(maxPartitions, "minimum"));
+        Assert.False(maxPartitions.TryGetProperty("default", out _), "no cap unless one is given");
         Assert.Equal(Search.SearchOptions.MaxHammingKeepPercent, Number(Field("QueryOptions", "hammingKeepPercent"), "maximum"));
         var branching = Field("QueryOptions", "branching");
         Assert.Equal((Api.RequestMapping.MaxBranching, 3.0), (Number(branching, "maximum"), Number(branching, "default")));
