@@ -225,7 +225,7 @@ public static class WriteBench
                 double built = clock.Elapsed.TotalSeconds;
                 var fresh = await EndpointRecallAsync(freshName, truth, null, ct);
                 // The same plan on both separates the index (clustering, codes) from the calibration that chose the plan.
-                var ingestedAtFreshPlan = await EndpointRecallAsync(s.Index, truth, (fresh.CentroidFactor, fresh.RerankFactor), ct);
+                var ingestedAtFreshPlan = await EndpointRecallAsync(s.Index, truth, (fresh.CentroidFactor, fresh.RerankFactor, fresh.MaxPartitions), ct);
                 line += $"; fresh build {fresh} (built in {built:F0} s), difference {ingested.Recall - fresh.Recall:+0.0000;-0.0000}; " +
                     $"ingested at the fresh build's plan {ingestedAtFreshPlan.Recall:F4}";
             }
@@ -333,25 +333,26 @@ public static class WriteBench
             Console.WriteLine($"recall@{s.K} before the rebuild {before.Recall:F4}, after {after.Recall:F4}");
         }
 
-        /// <summary>A recall figure and the plan of its last query: CF and R, both null when it ran exact.</summary>
-        private sealed record RecallFigure(double Recall, double? CentroidFactor, int? RerankFactor, double? Predicted, double Partitions, int Incomplete)
+        /// <summary>A recall figure and the plan of its last query: CF, R and the partition cap (null: none), CF and R both null when it ran exact.</summary>
+        private sealed record RecallFigure(double Recall, double? CentroidFactor, int? RerankFactor, double? Predicted, double Partitions, int Incomplete,
+            int? MaxPartitions = null)
         {
             public override string ToString() =>
-                $"{Recall:F4} ({(CentroidFactor is { } cf ? $"plan CF {cf:0.###} R {RerankFactor}" : "plan exact")}, predicted {(Predicted is { } p ? p.ToString("F3", CultureInfo.InvariantCulture) : "—")}, {Partitions:F1} partitions/query" +
+                $"{Recall:F4} ({(CentroidFactor is { } cf ? $"plan CF {cf:0.###} R {RerankFactor}{(MaxPartitions is { } cap ? $" ≤{cap} partitions" : "")}" : "plan exact")}, predicted {(Predicted is { } p ? p.ToString("F3", CultureInfo.InvariantCulture) : "—")}, {Partitions:F1} partitions/query" +
                 (Incomplete > 0 ? $"; {Incomplete} answers incomplete (a branch of the tree failed)" : "") + ")";
         }
 
         /// <summary>
         /// Recall@k of eventual queries against <paramref name="truth"/>, with the plan the index chose (and the mean partitions scanned),
-        /// or a given CF and R (both null: exact).
+        /// or a given CF, R and cap (CF and R null: exact).
         /// </summary>
-        private async Task<RecallFigure> EndpointRecallAsync(string index, int[][] truth, (double? Cf, int? R)? plan, CancellationToken ct)
+        private async Task<RecallFigure> EndpointRecallAsync(string index, int[][] truth, (double? Cf, int? R, int? Cap)? plan, CancellationToken ct)
         {
             long hits = 0, total = 0, scanned = 0;
             int incomplete = 0;
             double? cf = null;
             double predicted = 0;
-            int? r = null;
+            int? r = null, cap = null;
             bool anyPredicted = false;
             for (int i = 0; i < queries.Count; i++)
             {
@@ -365,17 +366,19 @@ public static class WriteBench
                 // An exact plan reports no CF or R.
                 cf = stats.TryGetProperty("centroidFactor", out var c) ? c.GetDouble() : null;
                 r = stats.TryGetProperty("rerankFactor", out var rf) ? rf.GetInt32() : null;
+                cap = stats.TryGetProperty("maxPartitions", out var most) ? most.GetInt32() : null;
                 scanned += stats.GetProperty("partitionsScanned").GetInt64();
                 if (stats.TryGetProperty("predictedRecall", out var p) && p.ValueKind == JsonValueKind.Number) { predicted = p.GetDouble(); anyPredicted = true; }
             }
-            return new RecallFigure((double)hits / total, cf, r, anyPredicted ? predicted : null, (double)scanned / queries.Count, incomplete);
+            return new RecallFigure((double)hits / total, cf, r, anyPredicted ? predicted : null, (double)scanned / queries.Count, incomplete, cap);
         }
 
         private async Task<(double Ms, JsonElement Answer)> QueryAsync(string index, float[] vector, string consistency, int k, CancellationToken ct, int? depth = null,
-            (double? Cf, int? R)? plan = null)
+            (double? Cf, int? R, int? Cap)? plan = null)
         {
             long t0 = Stopwatch.GetTimestamp();
-            var options = new { consistency, depth, exact = plan is { Cf: null } ? true : (bool?)null, centroidFactor = plan?.Cf, rerankFactor = plan?.R };
+            var options = new { consistency, depth, exact = plan is { Cf: null } ? true : (bool?)null, centroidFactor = plan?.Cf, rerankFactor = plan?.R,
+                maxPartitions = plan is { Cf: not null } ? plan.Value.Cap : null };
             using var response = await http.PostAsync($"api/indexes/{index}/query", JsonContent(new { vector, k, options }), ct);
             var text = await response.Content.ReadAsStringAsync(ct);
             if (!response.IsSuccessStatusCode) throw new IOException($"a query of {index} was answered {(int)response.StatusCode}: {text}");
