@@ -305,7 +305,6 @@ public static class RecallCalibrator
                 // the largest grid CF). Every query, exact ones included, is replayed against that plan's own answer.
                 int g = ReferenceGrid(recall);
                 var reference = new double[queries.Count, plans];
-                var scratch = new double[queries.Count, plans];
                 Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, local) =>
                 {
                     var ctx = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
@@ -315,7 +314,7 @@ public static class RecallCalibrator
                     var lists = (qi < measured ? kept![qi] : null) ?? new Dictionary<int, CandidateList>();
                     CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
                         : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, local.Buffer, leftOut);
-                    ReplayAgainstReference(index, scan, k, Of, qi, reference, scratch);
+                    ReplayAgainstReference(index, scan, k, Of, qi, reference);
                     if (qi < measured) kept![qi] = null;
                     progress?.Report(Interlocked.Increment(ref done) / (double)total);
                     return local;
@@ -342,12 +341,12 @@ public static class RecallCalibrator
         return g;
     }
 
-    /// <summary>Replays one query's plans against the reference plan's own answer (every plan 1 when that answer is empty).</summary>
+    /// <summary>Replays one query's plans against the reference plan's own answer (every plan 1 when that answer is empty); costs come from the exact queries alone.</summary>
     private static void ReplayAgainstReference(OpenedIndex index, QueryScan scan, int k, Func<int, CandidateList> candidatesOf, int qi,
-        double[,] reference, double[,] scratch)
+        double[,] reference)
     {
         var answer = ReferenceAnswer(scan, k, candidatesOf);
-        if (answer.Count > 0) Replay(index, scan, answer, k, candidatesOf, qi, reference, scratch);
+        if (answer.Count > 0) Replay(index, scan, answer, k, candidatesOf, qi, reference, cost: null);
         else for (int j = 0; j < reference.GetLength(1); j++) reference[qi, j] = 1;
     }
 
@@ -471,10 +470,9 @@ public static class RecallCalibrator
                     null, null, null, cancellationToken).ConfigureAwait(false);
             }
             reference = new double[queries.Count, plans];
-            var scratch = new double[queries.Count, plans];
             Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
             {
-                ReplayAgainstReference(index, deep[qi]!, k, p => found[qi][p], qi, reference, scratch);
+                ReplayAgainstReference(index, deep[qi]!, k, p => found[qi][p], qi, reference);
             });
         }
         progress?.Report(1);
@@ -751,13 +749,13 @@ public static class RecallCalibrator
         return list;
     }
 
-    /// <summary>Replays one query's scan from its candidate lists and fills its recall and cost for every (R, CF) plan.</summary>
+    /// <summary>Replays one query's scan from its candidate lists and fills its recall for every (cap, R, CF) plan, and its cost unless <paramref name="cost"/> is null.</summary>
     /// <remarks>
     /// Past the scanned partitions recall and re-rank cost stay where they are, so only the scanned prefix is tracked
     /// per R: a few partitions, where arrays as long as the index's partition count made the replay allocation-bound.
     /// </remarks>
     private static void Replay(OpenedIndex index, QueryScan scan, HashSet<long> truth, int k, Func<int, CandidateList> candidatesOf,
-        int qi, double[,] recall, double[,] cost)
+        int qi, double[,] recall, double[,]? cost)
     {
         var order = scan.Order;
         int m = index.Manifest.GlobalDimensions, d = index.Manifest.InternalDimensions;
@@ -798,7 +796,7 @@ public static class RecallCalibrator
                     int c = PartitionCaps[cap] is { } most ? SearchEngine.CapCount(scan.Prefix[g], most, scan.Holding) : scan.Prefix[g];
                     int at = r * (scanned + 1) + Math.Min(c, scanned), j = (cap * rs + r) * grid + g;
                     recall[qi, j] = recallAt[at];
-                    cost[qi, j] = visitCostAt[c] + rerankCostAt[at];
+                    if (cost is not null) cost[qi, j] = visitCostAt[c] + rerankCostAt[at];
                 }
     }
 }
