@@ -36,6 +36,22 @@ public partial class BenchCommandTests
     }
 
     [Fact]
+    public async Task ARecallSweepWithAnotherKSaysThePlansAreCalibratedAtTheCalibrationsK()
+    {
+        using var dir = new TempDir();
+        await GenerateAndBuild(dir, seed: 7);
+        string[] sweep = ["bench", "--index", dir.File("idx"), "--queries", dir.File("data/query.fvecs"), "--ground-truth", dir.File("data/groundtruth.ivecs"),
+            "--recall", "0.95", "--runs", "1", "--brute-force-queries", "0"];
+        const string note = "note: the calibration measured recall@10; with --k 5 the targets run the plans chosen for k = 10, so 'predicted' is recall@10 and recall@5 may fall outside the target's band";
+        var (exit, _, err) = await CliRunner.RunAsync([.. sweep, "--k", "5", "--out", dir.File("k5")]);
+        Assert.True(exit == 0, err);
+        Assert.Contains(note, err);
+        var (exit10, _, err10) = await CliRunner.RunAsync([.. sweep, "--out", dir.File("k10")]);
+        Assert.True(exit10 == 0, err10);
+        Assert.DoesNotContain("note: the calibration measured", err10);
+    }
+
+    [Fact]
     public async Task TheSweepReportsTheCertifiedShareAndCertifiedAnswersAreExact()
     {
         using var dir = new TempDir();

@@ -254,6 +254,8 @@ public static class BenchCommand
               select new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(f.Strategy) };
         if (sweep.Targets is not null && loaded.Manifest.Calibration is null)
             Console.Error.WriteLine("note: this index has no recall calibration (built with --no-calibration or before calibration existed): targets plan with the default CF and R");
+        else if (sweep.Targets is not null && loaded.Manifest.Calibration is { } measured && measured.K != k)
+            Console.Error.WriteLine($"note: the calibration measured recall@{measured.K}; with --k {k} the targets run the plans chosen for k = {measured.K}, so 'predicted' is recall@{measured.K} and recall@{k} may fall outside the target's band");
         foreach (var options in settings)
                     {
                         ct.ThrowIfCancellationRequested();
