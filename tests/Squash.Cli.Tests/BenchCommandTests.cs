@@ -52,6 +52,30 @@ public partial class BenchCommandTests
     }
 
     [Fact]
+    public async Task APartitionCapSweepScansAtMostTheCapAndNamesItInTheCsv()
+    {
+        using var dir = new TempDir();
+        await GenerateAndBuild(dir, seed: 8);
+        // CF 1000 plans all 4 partitions; a cap of 1 or 2 plans fewer (each partition holds far more than k rows).
+        var (exit, _, err) = await CliRunner.RunAsync("bench", "--index", dir.File("idx"), "--queries", dir.File("data/query.fvecs"),
+            "--ground-truth", dir.File("data/groundtruth.ivecs"), "--cf", "1000", "--h", "100", "--r", "2", "--max-partitions", "none,1,2",
+            "--runs", "1", "--brute-force-queries", "0", "--out", dir.File("out"));
+        Assert.True(exit == 0, err);
+        var csv = File.ReadAllLines(dir.File("out/bench.csv"));
+        var header = csv[0].Split(',');
+        var rows = csv[1..].Select(line => line.Split(',')).ToArray();
+        string Cell(string[] row, string name) => row[Array.IndexOf(header, name)];
+        double Partitions(string[] row) => double.Parse(Cell(row, "partitions"), CultureInfo.InvariantCulture);
+        Assert.Equal(["", "1", "2"], rows.Select(r => Cell(r, "max_partitions")));
+        // Scanned, not planned: a planned partition whose bound already exceeds the k-th distance is skipped.
+        Assert.Equal(1.0, Partitions(rows[1]));
+        Assert.InRange(Partitions(rows[2]), 1.0, 2.0);
+        Assert.True(Partitions(rows[0]) > 2, $"uncapped, CF 1000 scans more than the cap of 2: {Partitions(rows[0])}");
+        Assert.True(double.Parse(Cell(rows[1], "recall"), CultureInfo.InvariantCulture) <= double.Parse(Cell(rows[0], "recall"), CultureInfo.InvariantCulture),
+            "one partition of four cannot find more neighbours than all four");
+    }
+
+    [Fact]
     public async Task TheSweepReportsTheCertifiedShareAndCertifiedAnswersAreExact()
     {
         using var dir = new TempDir();

@@ -121,6 +121,24 @@ public sealed class CliErrorTests
         CliRunner.AssertOneErrorLine(exit, err, "--recall cannot be combined with --cf, --r or --max-partitions: ask for a recall target, or set the plan yourself");
     }
 
+    [Theory]
+    [InlineData("0", new string[0], "--max-partitions values must be ≥ 1 or 'none', got '0'")]
+    [InlineData("4,x", new string[0], "--max-partitions must be a comma-separated list of numbers, got '4,x'")]
+    [InlineData("4", new[] { "--recall", "0.9" }, "--max-partitions cannot be combined with --recall: the index's calibration chooses a target's cap")]
+    [InlineData("4", new[] { "--cold" }, "--max-partitions sweeps the in-process engine: not with --endpoint or --cold")]
+    [InlineData("4", new[] { "--filters", "f.jsonl" }, "--max-partitions applies to unfiltered queries only: not with --filters")]
+    public async Task ABenchPartitionCapOutsideItsUseIsOneLine(string caps, string[] extra, string expected)
+    {
+        using var dir = new TempDir();
+        var queries = dir.Fvecs("q.fvecs", TempDir.Random(3, 4, 1));
+        File.WriteAllBytes(dir.File("gt.ivecs"), [.. Enumerable.Range(0, 3).SelectMany(_ => BitConverter.GetBytes(1).Concat(BitConverter.GetBytes(0)))]);
+        File.WriteAllText(dir.File("f.jsonl"), "null\nnull\nnull\n");
+        var args = extra.Select(a => a == "f.jsonl" ? dir.File(a) : a);
+        var (exit, _, err) = await CliRunner.RunAsync(["bench", "--index", dir.File("no-index"), "--queries", queries, "--ground-truth", dir.File("gt.ivecs"),
+            "--max-partitions", caps, .. args]);
+        CliRunner.AssertOneErrorLine(exit, err, expected);
+    }
+
     [Fact]
     public async Task APartitionCapWithAFilterIsOneLine()
     {

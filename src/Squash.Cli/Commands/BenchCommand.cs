@@ -45,6 +45,7 @@ public static class BenchCommand
         public readonly Option<string> H = new("--h") { Description = "Hamming keep percentages to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "50,100" };
         public readonly Option<string> R = new("--r") { Description = "Re-rank factors to sweep; with --endpoint, the first is sent with every query.", DefaultValueFactory = _ => "2,4" };
         public readonly Option<string> HammingBits = new("--hamming-bits") { Description = "Sign bits compared by the Hamming prune (leading coded dimensions), to sweep.", DefaultValueFactory = _ => "64" };
+        public readonly Option<string?> MaxPartitions = new("--max-partitions") { Description = "In-process, unfiltered: partition caps to sweep with CF × R (comma-separated; 'none' for no cap, e.g. none,4,8)." };
         public readonly Option<int> Runs = new("--runs") { Description = "Timed runs per point; the median QPS is reported.", DefaultValueFactory = _ => 3 };
         public readonly Option<int> Limit = new("--limit") { Description = "Use the first N queries (0: all).", DefaultValueFactory = _ => 0 };
         public readonly Option<int> BruteForceQueries = new("--brute-force-queries") { Description = "Queries timed for the brute-force baseline.", DefaultValueFactory = _ => 200 };
@@ -83,14 +84,16 @@ public static class BenchCommand
     }
 
     /// <summary>The values every benchmark checks first: k, the CF/H/R/bits lists to sweep, and the query counts.</summary>
-    private sealed record Sweep(int K, double[] Cfs, double[] Hs, int[] Rs, int[] HammingBits, int Runs, int Limit, int BruteForceQueries, double[]? Targets = null);
+    /// <param name="Caps">Partition caps to sweep in process, null for none (<c>--max-partitions</c>; [null] without it).</param>
+    private sealed record Sweep(int K, double[] Cfs, double[] Hs, int[] Rs, int[] HammingBits, int Runs, int Limit, int BruteForceQueries, double[]? Targets = null,
+        int?[]? Caps = null);
 
     public static Command Create()
     {
         var f = new Flags();
         var cmd = new Command("bench", "Measure recall, QPS and latency over a sweep of query settings, against brute force.")
         {
-            f.Index, f.Queries, f.Truth, f.Search.K, f.Recall, f.Cf, f.H, f.R, f.HammingBits, f.Runs, f.Limit, f.BruteForceQueries, f.Out, f.Endpoint, f.Concurrency, f.Shapes, f.ColdSamples, f.Filters,
+            f.Index, f.Queries, f.Truth, f.Search.K, f.Recall, f.Cf, f.H, f.R, f.MaxPartitions, f.HammingBits, f.Runs, f.Limit, f.BruteForceQueries, f.Out, f.Endpoint, f.Concurrency, f.Shapes, f.ColdSamples, f.Filters,
             f.Cold, f.ColdQueries, f.Stream, f.Zipf, f.CacheMb, f.WholeAfter, f.Visit, f.Strategy, f.Warmup, f.FunctionKey, f.Load, f.Duration, f.MinQueries,
         };
         IndexLocation.AddStoreOptions(cmd);
@@ -131,7 +134,16 @@ public static class BenchCommand
             CliErrors.Require(pr.GetValue(f.Endpoint) is null && !pr.GetValue(f.Cold), "--recall sweeps the in-process engine: not with --endpoint or --cold");
             foreach (var t in targets) SearchFlags.Options(k, 1, 100, 1, false, t, planGiven: false);
         }
-        return new Sweep(k, cfs, hs, rs, hbs, runs, limit, bf, targets);
+        int?[] caps = [null];
+        if (pr.GetValue(f.MaxPartitions) is { } capList)
+        {
+            caps = ParseList<int?>(capList, "--max-partitions", (x, provider) => x == "none" ? null : int.Parse(x, provider));
+            CliErrors.Require(caps.All(c => c is not < 1), $"--max-partitions values must be ≥ 1 or 'none', got '{capList}'");
+            CliErrors.Require(targets is null, "--max-partitions cannot be combined with --recall: the index's calibration chooses a target's cap");
+            CliErrors.Require(pr.GetValue(f.Endpoint) is null && !pr.GetValue(f.Cold), "--max-partitions sweeps the in-process engine: not with --endpoint or --cold");
+            CliErrors.Require(pr.GetValue(f.Filters) is null, "--max-partitions applies to unfiltered queries only: not with --filters");
+        }
+        return new Sweep(k, cfs, hs, rs, hbs, runs, limit, bf, targets, caps);
     }
 
     /// <summary>The HTTP API through the function tree, per tree shape (<see cref="EndpointBench"/>).</summary>
@@ -250,8 +262,9 @@ public static class BenchCommand
         // A recall sweep asks for targets; the plan (CF, R) of each comes from the index's calibration.
         var settings = sweep.Targets is { } targets
             ? targets.Select(t => new SearchOptions { K = k, Recall = t, HammingKeepPercent = SearchFlags.Given(pr, f.H) ? sweep.Hs[0] : SearchFlags.DefaultH, HammingBits = sweep.HammingBits[0], FilterStrategy = pr.GetValue(f.Strategy) })
-            : from c in sweep.Cfs from hv in sweep.Hs from rv in sweep.Rs from bits in sweep.HammingBits
-              select new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(f.Strategy) };
+            : from c in sweep.Cfs from hv in sweep.Hs from rv in sweep.Rs from bits in sweep.HammingBits from cap in sweep.Caps ?? [null]
+              select new SearchOptions { K = k, CentroidFactor = c, HammingKeepPercent = hv, RerankFactor = rv, HammingBits = bits, FilterStrategy = pr.GetValue(f.Strategy),
+                  MaxPartitions = cap };
         if (sweep.Targets is not null && loaded.Manifest.Calibration is null)
             Console.Error.WriteLine("note: this index has no recall calibration (built with --no-calibration or before calibration existed): targets plan with the default CF and R");
         else if (sweep.Targets is not null && loaded.Manifest.Calibration is { } measured && measured.K != k)
