@@ -57,13 +57,7 @@ public partial class BenchCommandTests
         using var dir = new TempDir();
         await GenerateAndBuild(dir, seed: 8);
         // CF 1000 plans all 4 partitions; a cap of 1 or 2 plans fewer (each partition holds far more than k rows).
-        var (exit, _, err) = await CliRunner.RunAsync("bench", "--index", dir.File("idx"), "--queries", dir.File("data/query.fvecs"),
-            "--ground-truth", dir.File("data/groundtruth.ivecs"), "--cf", "1000", "--h", "100", "--r", "2", "--max-partitions", "none,1,2",
-            "--runs", "1", "--brute-force-queries", "0", "--out", dir.File("out"));
-        Assert.True(exit == 0, err);
-        var csv = File.ReadAllLines(dir.File("out/bench.csv"));
-        var header = csv[0].Split(',');
-        var rows = csv[1..].Select(line => line.Split(',')).ToArray();
+        var (header, rows) = await SweepCsv(dir, "--cf", "1000", "--h", "100", "--r", "2", "--max-partitions", "none,1,2");
         string Cell(string[] row, string name) => row[Array.IndexOf(header, name)];
         double Partitions(string[] row) => double.Parse(Cell(row, "partitions"), CultureInfo.InvariantCulture);
         Assert.Equal(["", "1", "2"], rows.Select(r => Cell(r, "max_partitions")));
@@ -82,14 +76,8 @@ public partial class BenchCommandTests
         await GenerateAndBuild(dir, seed: 6);
         // Every partition planned and every candidate re-ranked: the bounds prove every answer, so all are certified,
         // and a certified answer equals the exact one (recall 1 against the exact ground truth).
-        var (exit, _, err) = await CliRunner.RunAsync("bench", "--index", dir.File("idx"), "--queries", dir.File("data/query.fvecs"),
-            "--ground-truth", dir.File("data/groundtruth.ivecs"), "--cf", "1000", "--h", "100", "--r", "1000", "--runs", "1",
-            "--brute-force-queries", "0", "--out", dir.File("out"));
-        Assert.True(exit == 0, err);
-        var csv = File.ReadAllLines(dir.File("out/bench.csv"));
-        var header = csv[0].Split(',');
-        var row = csv[1].Split(',');
-        double Column(string name) => double.Parse(row[Array.IndexOf(header, name)], CultureInfo.InvariantCulture);
+        var (header, rows) = await SweepCsv(dir, "--cf", "1000", "--h", "100", "--r", "1000");
+        double Column(string name) => double.Parse(rows[0][Array.IndexOf(header, name)], CultureInfo.InvariantCulture);
         Assert.Equal(1.0, Column("certified_share"));
         Assert.Equal(1.0, Column("recall"));
     }
@@ -198,6 +186,16 @@ public partial class BenchCommandTests
     }
 
     /// <summary>2,000 generated vectors (16 dims, 30 queries with ground truth) in data/, built into idx/ with 4 partitions.</summary>
+    /// <summary>An in-process sweep of the index <see cref="GenerateAndBuild"/> made (one run, no baseline): bench.csv's header and rows.</summary>
+    private static async Task<(string[] Header, string[][] Rows)> SweepCsv(TempDir dir, params string[] plan)
+    {
+        var (exit, _, err) = await CliRunner.RunAsync(["bench", "--index", dir.File("idx"), "--queries", dir.File("data/query.fvecs"),
+            "--ground-truth", dir.File("data/groundtruth.ivecs"), .. plan, "--runs", "1", "--brute-force-queries", "0", "--out", dir.File("out")]);
+        Assert.True(exit == 0, err);
+        var csv = File.ReadAllLines(dir.File("out/bench.csv"));
+        return (csv[0].Split(','), csv[1..].Select(line => line.Split(',')).ToArray());
+    }
+
     private static async Task GenerateAndBuild(TempDir dir, int seed)
     {
         var (gexit, _, gerr) = await CliRunner.RunAsync("dataset", "generate", "--n", "2000", "--dim", "16", "--seed", seed.ToString(CultureInfo.InvariantCulture), "--queries", "30", "--out", dir.File("data"));
