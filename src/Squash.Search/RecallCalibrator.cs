@@ -188,7 +188,7 @@ public static class RecallCalibrator
     /// loss of recall, and the calibration keeps a capped plan only where it lies on the frontier (bench/recall.md).
     /// </summary>
     public static readonly int?[] PartitionCaps = [null, 2, 3, 4, 6, 8, 12, 16];
-    /// <summary>Plans measured per query: every cap × R × CF, plan j = (cap · |R| + r) · |CF| + g (<see cref="PlanAt"/>).</summary>
+    /// <summary>Plans measured per query: every cap × R × CF, plan j = <see cref="PlanIndex"/> (<see cref="PlanAt"/> its inverse).</summary>
     public static int PlanCount => PartitionCaps.Length * RerankFactors.Length * CentroidFactors.Length;
     /// <summary>CF grid: fine where recall climbs fastest, coarser further out; past the last point the planner goes exact.</summary>
     public static readonly double[] CentroidFactors = Grid();
@@ -336,8 +336,8 @@ public static class RecallCalibrator
     /// <summary>The reference plan: R 16 at the smallest grid CF whose recall on the exact queries reaches <see cref="ReferenceRecall"/> (else the largest).</summary>
     private static int ReferenceGrid(double[,] recall)
     {
-        int grid = CentroidFactors.Length, top = (RerankFactors.Length - 1) * grid, g = 0;
-        while (g + 1 < grid && Mean(recall, top + g) < ReferenceRecall) g++;
+        int grid = CentroidFactors.Length, g = 0;
+        while (g + 1 < grid && Mean(recall, PlanIndex(0, RerankFactors.Length - 1, g)) < ReferenceRecall) g++;
         return g;
     }
 
@@ -595,7 +595,10 @@ public static class RecallCalibrator
         };
     }
 
-    /// <summary>Plan <paramref name="j"/>'s CF, R and partition cap (null: none).</summary>
+    /// <summary>The column of the plan with cap <paramref name="cap"/>, R <paramref name="r"/> and CF <paramref name="g"/> (indexes into <see cref="PartitionCaps"/>, <see cref="RerankFactors"/>, <see cref="CentroidFactors"/>).</summary>
+    private static int PlanIndex(int cap, int r, int g) => (cap * RerankFactors.Length + r) * CentroidFactors.Length + g;
+
+    /// <summary>Plan <paramref name="j"/>'s CF, R and partition cap (null: none): the inverse of <see cref="PlanIndex"/>.</summary>
     public static (double CentroidFactor, int RerankFactor, int? MaxPartitions) PlanAt(int j)
     {
         int grid = CentroidFactors.Length, rs = RerankFactors.Length;
@@ -794,7 +797,7 @@ public static class RecallCalibrator
                 for (int g = 0; g < grid; g++)
                 {
                     int c = PartitionCaps[cap] is { } most ? SearchEngine.CapCount(scan.Prefix[g], most, scan.Holding) : scan.Prefix[g];
-                    int at = r * (scanned + 1) + Math.Min(c, scanned), j = (cap * rs + r) * grid + g;
+                    int at = r * (scanned + 1) + Math.Min(c, scanned), j = PlanIndex(cap, r, g);
                     recall[qi, j] = recallAt[at];
                     if (cost is not null) cost[qi, j] = visitCostAt[c] + rerankCostAt[at];
                 }

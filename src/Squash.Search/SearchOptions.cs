@@ -47,6 +47,9 @@ public sealed record SearchOptions
     /// found a capped plan cheaper (<see cref="RecallPlanner"/>).
     /// </summary>
     public int? MaxPartitions { get; init; }
+    /// <summary>Why a front end refuses <see cref="MaxPartitions"/> beside a filter (after the field's or flag's name).</summary>
+    public const string MaxPartitionsUnfilteredOnly =
+        "applies to unfiltered queries only: a filtered query's plan walks the partitions until its filter's estimated matches are reached";
     /// <summary>Exact mode: every partition, no Hamming prune, no re-rank cap: the answer equals brute force.</summary>
     public bool Exact { get; init; }
     /// <summary>A filter compiled against this index (<see cref="OpenedIndex.Filters"/>); null: no filter.</summary>

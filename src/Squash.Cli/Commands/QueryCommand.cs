@@ -29,7 +29,7 @@ public static class QueryCommand
             var options = SearchFlags.Options(pr.GetValue(flags.K), pr.GetValue(cf), pr.GetValue(h), pr.GetValue(r), pr.GetValue(flags.Exact),
                 pr.GetValue(recall), SearchFlags.Given(pr, cf) || SearchFlags.Given(pr, r) || pr.GetValue(flags.MaxPartitions) is not null, pr.GetValue(flags.MaxPartitions));
             CliErrors.Require(options.MaxPartitions is null || pr.GetValue(filterOption) is null,
-                "--max-partitions applies to unfiltered queries only: a filtered query's plan walks the partitions until its filter's estimated matches are reached");
+                $"--max-partitions {SearchOptions.MaxPartitionsUnfilteredOnly}");
             int max = pr.GetValue(limit);
             CliErrors.Require(max >= 0, $"--limit must be ≥ 0, got {max}");
             var path = pr.GetValue(vectors)!;

@@ -21,7 +21,7 @@ public static class RequestMapping
             CheckOptions(o, Add);
             // The cap is measured for unfiltered plans only: a filtered plan walks until its filter's estimated matches are reached.
             if (o.MaxPartitions is not null && r.Filter is { ValueKind: not System.Text.Json.JsonValueKind.Null })
-                Add("options.maxPartitions", "applies to unfiltered queries only: a filtered query's plan walks the partitions until its filter's estimated matches are reached");
+                Add("options.maxPartitions", SearchOptions.MaxPartitionsUnfilteredOnly);
             // Every node of the tree is a billed invocation: a caller may not choose more of them than the app allows.
             if ((o.Branching is not null || o.Depth is not null) && !errors.ContainsKey("options.branching") && !errors.ContainsKey("options.depth"))
             {
