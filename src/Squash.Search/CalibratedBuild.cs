@@ -50,7 +50,7 @@ public static class CalibratedBuild
         const int k = RecallCalibrator.DefaultK;
         int measured = exactQueries ?? RecallCalibrator.ExactQueries(count, queries.Count);
         var exact = count < Math.Max(RecallCalibrator.MinimumVectors, 2 * k) || queries.Count == 0 ? null
-            : StartExactNeighbours(vectors, count, dims, metric, queries.Take(measured), k, cancellationToken);
+            : StartExactNeighbours(vectors, count, dims, metric, queries.Take(measured), RecallCalibrator.ExactDepth, cancellationToken);
         return new CalibrationStart(vectors, count, dims, metric, seed, heldOut, queries, measured, exact);
     }
 

@@ -179,9 +179,39 @@ public static class RecallCalibrator
     /// <summary>The reference plan: R 16 at the smallest grid CF whose recall on the exact queries reaches this.</summary>
     public const double ReferenceRecall = 0.999;
     public const int DefaultK = 10;
+    /// <summary>
+    /// The larger K an unfiltered frontier is also measured at (<see cref="RecallCalibration.Deeper"/>): a plan calibrated for
+    /// recall@10 reached recall@100 well under its target on Fashion-MNIST (bench/recall.md), and k = 100 is the largest
+    /// page of results commonly asked for.
+    /// </summary>
+    public const int DeepK = 100;
+    /// <summary>
+    /// The largest R measured at <see cref="DeepK"/>: K·R candidates per partition get their exact distances in the replay,
+    /// and 400 already re-rank more rows than a k = 100 plan at 0.99 needed (R 2).
+    /// </summary>
+    public const int DeepMaxRerank = 4;
+    /// <summary>
+    /// Neighbours per exactly measured query the builds compute: the first <see cref="DefaultK"/> are the K = 10 truth, all
+    /// of them the <see cref="DeepK"/> truth (the brute force costs the same N·d either way).
+    /// </summary>
+    public const int ExactDepth = DeepK;
+    /// <summary>Query <paramref name="row"/>'s first <paramref name="k"/> exact neighbours (−1 pads a short answer) as a set.</summary>
+    private static HashSet<long> Truth(int[] row, int k) => row.Take(k).Where(id => id >= 0).Select(id => (long)id).ToHashSet();
+
+    /// <summary>
+    /// The exactly measured queries the <see cref="DeepK"/> frontier replays: the first <see cref="DefaultQueries"/> (recall@100
+    /// averages a hundred hits per query, so its standard error is smaller than recall@10's over four times the queries);
+    /// none when <paramref name="exact"/> holds fewer than <see cref="DeepK"/> neighbours per query, <paramref name="k"/> is
+    /// already that deep, or the index is too small for it.
+    /// </summary>
+    private static int DeepQueryCount(int[][] exact, int k, long count) =>
+        k < DeepK && exact.Length > 0 && exact[0].Length >= DeepK && count >= Math.Max(MinimumVectors, 2L * DeepK) ? Math.Min(DefaultQueries, exact.Length) : 0;
+
     /// <summary>Indexes smaller than this are not calibrated: their queries are cheap at any plan.</summary>
     public const int MinimumVectors = 200;
-    public static readonly int[] RerankFactors = [1, 2, 4, 8, 16];
+    /// <summary>The largest R measured at <see cref="DefaultK"/>.</summary>
+    public const int MaxRerank = 16;
+    public static readonly int[] RerankFactors = [1, 2, 4, 8, MaxRerank];
     /// <summary>
     /// The most partitions a plan scans (null first: no cap), measured beside every CF and R. A query far from every
     /// centroid has many centroids within CF × the nearest and makes a plan's slowest percent; a cap trims those at little
@@ -246,7 +276,8 @@ public static class RecallCalibrator
         int measured = exact.Length;
         var recall = new double[measured, plans];
         var cost = new double[measured, plans];
-        int done = 0, total = measured == queries.Count ? measured : measured + queries.Count;
+        int deepCount = DeepQueryCount(exact, k, index.Manifest.Count);
+        int done = 0, total = (measured == queries.Count ? measured : measured + queries.Count) + deepCount;
         float[]? Stored(long selfId)
         {
             if (selfId < 0) return null;
@@ -263,7 +294,8 @@ public static class RecallCalibrator
         try
         {
             var reference = UnfilteredReplays();
-            return Summarise(recall, cost, queries, k, clock, filteredBands.GetAwaiter().GetResult(), reference);
+            var deeper = DeepReplays();
+            return Summarise(recall, cost, queries, k, clock, filteredBands.GetAwaiter().GetResult(), reference, deeper);
         }
         catch
         {
@@ -278,26 +310,7 @@ public static class RecallCalibrator
         {
             // An exact query's candidate lists, kept for its reference replay (which scans the same partitions and usually a few more).
             var kept = measured < queries.Count ? new Dictionary<int, CandidateList>?[measured] : null;
-            Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
-            {
-                var vector = queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions);
-                var truth = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
-                if (truth.Count > 0)
-                {
-                    long selfId = self?[qi] ?? -1;
-                    var ctx = new QueryContext(index, vector);
-                    var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), k, PartitionOf);
-                    var leftOut = queries.LeftOut?[qi];
-                    var lists = new Dictionary<int, CandidateList>();
-                    CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
-                        : lists[p] = Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, scratch.Buffer, leftOut);
-                    Replay(index, scan, truth, k, Of, qi, recall, cost);
-                    if (kept is not null) kept[qi] = lists;
-                }
-                else for (int j = 0; j < plans; j++) recall[qi, j] = 1;
-                progress?.Report(Interlocked.Increment(ref done) / (double)total);
-                return scratch;
-            }, _ => { });
+            ExactReplays(measured, k, RerankFactors[^1], recall, cost, kept);
 
             if (measured < queries.Count)
             {
@@ -313,7 +326,7 @@ public static class RecallCalibrator
                     var leftOut = queries.LeftOut?[qi];
                     var lists = (qi < measured ? kept![qi] : null) ?? new Dictionary<int, CandidateList>();
                     CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
-                        : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, local.Buffer, leftOut);
+                        : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, local.Buffer, leftOut, lazy: true);
                     ReplayAgainstReference(index, scan, k, Of, qi, reference);
                     if (qi < measured) kept![qi] = null;
                     progress?.Report(Interlocked.Increment(ref done) / (double)total);
@@ -322,6 +335,42 @@ public static class RecallCalibrator
                 return reference;
             }
             return null;
+        }
+
+        // The first deepCount exact queries' plans at recall@DeepK, as the exact replays above at K.
+        DeepCalibration? DeepReplays()
+        {
+            if (deepCount == 0) return null;
+            var deepRecall = new double[deepCount, plans];
+            var deepCost = new double[deepCount, plans];
+            ExactReplays(deepCount, DeepK, DeepMaxRerank, deepRecall, deepCost, kept: null);
+            return new DeepCalibration(DeepK, deepCount, Frontier(Points(deepRecall, deepCost, null, DeepMaxRerank)));
+        }
+
+        // The first n queries' plans replayed against their first depth exact neighbours, with at most maxRerank; each
+        // query's candidate lists go to kept when given.
+        void ExactReplays(int n, int depth, int maxRerank, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[]? kept)
+        {
+            Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
+            {
+                var vector = queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions);
+                var truth = Truth(exact[qi], depth);
+                if (truth.Count > 0)
+                {
+                    long selfId = self?[qi] ?? -1;
+                    var ctx = new QueryContext(index, vector);
+                    var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), depth, PartitionOf);
+                    var leftOut = queries.LeftOut?[qi];
+                    var lists = new Dictionary<int, CandidateList>();
+                    CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
+                        : lists[p] = Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, depth, scratch.Buffer, leftOut, maxRerank, lazy: true);
+                    Replay(index, scan, truth, depth, Of, qi, recallOf, costOf, maxRerank);
+                    if (kept is not null) kept[qi] = lists;
+                }
+                else for (int j = 0; j < plans; j++) recallOf[qi, j] = 1;
+                progress?.Report(Interlocked.Increment(ref done) / (double)total);
+                return scratch;
+            }, _ => { });
         }
     }
 
@@ -361,7 +410,7 @@ public static class RecallCalibrator
             for (int i = 0; i < take; i++)
             {
                 if (candidates.Bounds[i] > top.Threshold * (1 + PartitionScanner.Slack)) break;
-                top.TryAdd(candidates.Ids[i], candidates.Distances[i]);
+                top.TryAdd(candidates.Ids[i], candidates.Distance(i));
             }
         }
         return top.ToSortedArray().Select(n => n.Id).ToHashSet();
@@ -417,7 +466,7 @@ public static class RecallCalibrator
         var scans = new QueryScan?[measured];
         Parallel.For(0, measured, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
         {
-            truths[qi] = exact[qi].Where(id => id >= 0).Select(id => (long)id).ToHashSet();
+            truths[qi] = Truth(exact[qi], k);
             if (truths[qi].Count == 0) { for (int j = 0; j < plans; j++) recall[qi, j] = 1; return; }
             scans[qi] = PlanScan(engine, contexts[qi], truths[qi], self?[qi] ?? -1, Stored(qi), k, Partition);
         });
@@ -475,6 +524,32 @@ public static class RecallCalibrator
                 ReplayAgainstReference(index, deep[qi]!, k, p => found[qi][p], qi, reference);
             });
         }
+        // 3c. The first exact queries' plans at recall@DeepK: their own scans, deeper, and their own candidate lists (K·DeepMaxRerank).
+        DeepCalibration? deeper = null;
+        int deepCount = DeepQueryCount(exact, k, index.Manifest.Count);
+        if (deepCount > 0)
+        {
+            found = null!; // the K lists are replayed: let them go before the deeper ones are read
+            var deepTruths = new HashSet<long>[deepCount];
+            var deepScans = new QueryScan?[deepCount];
+            var deepRecall = new double[deepCount, plans];
+            var deepCost = new double[deepCount, plans];
+            Parallel.For(0, deepCount, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+            {
+                deepTruths[qi] = Truth(exact[qi], DeepK);
+                if (deepTruths[qi].Count == 0) { for (int j = 0; j < plans; j++) deepRecall[qi, j] = 1; return; }
+                deepScans[qi] = PlanScan(engine, contexts[qi], deepTruths[qi], self?[qi] ?? -1, Stored(qi), DeepK, Partition);
+            });
+            var deepFound = new Dictionary<int, CandidateList>[deepCount];
+            for (int qi = 0; qi < deepCount; qi++) deepFound[qi] = [];
+            await CandidatesByPartitionAsync(index, Wanted(deepScans, deepCount, deepFound), deepFound, contexts, self, DeepK, readPartition,
+                null, null, null, cancellationToken, DeepMaxRerank).ConfigureAwait(false);
+            Parallel.For(0, deepCount, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+            {
+                if (deepScans[qi] is { } scan) Replay(index, scan, deepTruths[qi], DeepK, p => deepFound[qi][p], qi, deepRecall, deepCost, DeepMaxRerank);
+            });
+            deeper = new DeepCalibration(DeepK, deepCount, Frontier(Points(deepRecall, deepCost, null, DeepMaxRerank)));
+        }
         progress?.Report(1);
         // 4. The filtered part: streamed when the partitions' attributes can be read one at a time, else through the opened index.
         var bands = filtered is not null
@@ -486,7 +561,7 @@ public static class RecallCalibrator
                 return (codes, vectors, (await attributes.ConfigureAwait(false)).Attributes);
             }, cancellationToken).ConfigureAwait(false)
             : readAttributes is not null ? null : FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken, measured);
-        return Summarise(recall, cost, queries, k, clock, bands, reference);
+        return Summarise(recall, cost, queries, k, clock, bands, reference, deeper);
     }
 
     /// <summary>
@@ -533,7 +608,7 @@ public static class RecallCalibrator
         QueryContext[] contexts, long[]? self, int k,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors)>> readPartition,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionAttributes Attributes)>>? readAttributes,
-        FilteredRecallCalibrator.ByPartition? filtered, IProgress<double>? progress, CancellationToken cancellationToken)
+        FilteredRecallCalibrator.ByPartition? filtered, IProgress<double>? progress, CancellationToken cancellationToken, int maxRerank = MaxRerank)
     {
         var visitors = new List<int>?[index.PartitionCount];
         for (int qi = 0; qi < wantedBy.Length; qi++)
@@ -556,7 +631,7 @@ public static class RecallCalibrator
             if (visitors[p] is not null)
                 Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken }, () => (new PartitionScanner(), new List<(float Bound, int Row)>()), (qi, _, local) =>
                 {
-                    var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, k, local.Item2);
+                    var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, k, local.Item2, maxRerank: maxRerank);
                     lock (found[qi]) found[qi][p] = list;
                     return local;
                 }, _ => { });
@@ -572,27 +647,33 @@ public static class RecallCalibrator
     /// variance is s²(ref)/n₂ + s²(diff)/n₁ + 2·cov(ref, diff)/n₂, each term estimated from the queries it covers.
     /// </summary>
     private static RecallCalibration Summarise(double[,] recall, double[,] cost, CalibrationQueries queries, int k, Stopwatch clock,
-        IReadOnlyList<FilteredCalibration>? filtered, double[,]? reference = null)
+        IReadOnlyList<FilteredCalibration>? filtered, double[,]? reference = null, DeepCalibration? deeper = null) =>
+        new()
+        {
+            K = k,
+            Queries = reference?.GetLength(0) ?? recall.GetLength(0),
+            Source = queries.Source,
+            Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
+            Plans = Frontier(Points(recall, cost, reference, RerankFactors[^1])),
+            Filtered = filtered,
+            Deeper = deeper is null ? null : [deeper],
+        };
+
+    /// <summary>Every measured plan (R up to <paramref name="maxRerank"/>) with its mean recall, standard error and mean cost.</summary>
+    private static List<CalibratedPlan> Points(double[,] recall, double[,] cost, double[,]? reference, int maxRerank)
     {
         int n1 = recall.GetLength(0);
         var points = new List<CalibratedPlan>();
         for (int j = 0; j < PlanCount; j++)
         {
             var (cf, r, cap) = PlanAt(j);
+            if (r > maxRerank) continue;
             double c = 0;
             for (int q = 0; q < n1; q++) c += cost[q, j];
             var (mean, se) = reference is null ? MeanAndError(recall, j) : TwoPhase(recall, reference, j);
             points.Add(new CalibratedPlan(cf, r, Math.Round(mean, 5), Math.Round(se, 5), Math.Round(c / n1), MaxPartitions: cap));
         }
-        return new RecallCalibration
-        {
-            K = k,
-            Queries = reference?.GetLength(0) ?? recall.GetLength(0),
-            Source = queries.Source,
-            Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
-            Plans = Frontier(points),
-            Filtered = filtered,
-        };
+        return points;
     }
 
     /// <summary>The column of the plan with cap <paramref name="cap"/>, R <paramref name="r"/> and CF <paramref name="g"/> (indexes into <see cref="PartitionCaps"/>, <see cref="RerankFactors"/>, <see cref="CentroidFactors"/>).</summary>
@@ -700,7 +781,24 @@ public static class RecallCalibrator
     }
 
     /// <summary>A query's re-rank candidates in one partition, in the scanner's order (at most K·R_max, itself left out), with exact distances.</summary>
-    private sealed record CandidateList(float[] Bounds, int[] Ids, float[] Distances);
+    /// <remarks>
+    /// With vectors given (an opened index, whose partitions stay in memory) a distance is computed when a replay first
+    /// re-ranks the row: most candidates lie past every plan's running threshold and are never needed. Without (a
+    /// partition read for the moment, <see cref="CalibrateByPartitionAsync"/>) every distance is computed up front.
+    /// </remarks>
+    private sealed class CandidateList(float[] bounds, int[] ids, float[] distances, int[]? rows = null, PartitionVectors? vectors = null, QueryContext? query = null)
+    {
+        public float[] Bounds { get; } = bounds;
+        public int[] Ids { get; } = ids;
+
+        /// <summary>Candidate <paramref name="i"/>'s exact squared distance (NaN marks one not computed yet).</summary>
+        public float Distance(int i)
+        {
+            float d = distances[i];
+            if (float.IsNaN(d)) distances[i] = d = SquaredL2.Distance(query!.Internal, vectors!.Row(rows![i]));
+            return d;
+        }
+    }
 
     /// <summary>
     /// Plans one query's scan from the routing data: partition order (a base-sample query's own partition measured without
@@ -733,23 +831,27 @@ public static class RecallCalibrator
 
     /// <summary>The candidates a scan with the largest R would re-rank in one partition: a plan with R re-ranks a prefix of them.</summary>
     private static CandidateList Candidates(PartitionScanner scanner, QueryContext ctx, PartitionCodes codes, PartitionVectors vectors, long self, int k,
-        List<(float Bound, int Row)> buffer, long[]? leftOut = null)
+        List<(float Bound, int Row)> buffer, long[]? leftOut = null, int maxRerank = MaxRerank, bool lazy = false)
     {
         buffer.Clear();
         int extra = leftOut?.Length ?? 0;
-        scanner.CollectRerankCandidates(ctx, codes, new SearchOptions { K = k + 1 + extra, RerankFactor = RerankFactors[^1], CentroidFactor = 1 }, buffer);
+        scanner.CollectRerankCandidates(ctx, codes, new SearchOptions { K = k + 1 + extra, RerankFactor = maxRerank, CentroidFactor = 1 }, buffer);
         if (self >= 0) buffer.RemoveAll(x => codes.Ids[x.Row] == self);
         if (extra > 0) buffer.RemoveAll(x => Array.IndexOf(leftOut!, (long)codes.Ids[x.Row]) >= 0);
-        int n = Math.Min(buffer.Count, k * RerankFactors[^1]);
-        var list = new CandidateList(new float[n], new int[n], new float[n]);
+        int n = Math.Min(buffer.Count, k * maxRerank);
+        var bounds = new float[n];
+        var ids = new int[n];
+        var distances = new float[n];
+        var rows = lazy ? new int[n] : null;
         for (int i = 0; i < n; i++)
         {
             var (bound, row) = buffer[i];
-            list.Bounds[i] = bound;
-            list.Ids[i] = codes.Ids[row];
-            list.Distances[i] = SquaredL2.Distance(ctx.Internal, vectors.Row(row));
+            bounds[i] = bound;
+            ids[i] = codes.Ids[row];
+            if (rows is not null) { rows[i] = row; distances[i] = float.NaN; }
+            else distances[i] = SquaredL2.Distance(ctx.Internal, vectors.Row(row));
         }
-        return list;
+        return rows is null ? new CandidateList(bounds, ids, distances) : new CandidateList(bounds, ids, distances, rows, vectors, ctx);
     }
 
     /// <summary>Replays one query's scan from its candidate lists and fills its recall for every (cap, R, CF) plan, and its cost unless <paramref name="cost"/> is null.</summary>
@@ -757,12 +859,13 @@ public static class RecallCalibrator
     /// Past the scanned partitions recall and re-rank cost stay where they are, so only the scanned prefix is tracked
     /// per R: a few partitions, where arrays as long as the index's partition count made the replay allocation-bound.
     /// </remarks>
+    /// <param name="maxRerank">The largest R replayed (the candidate lists hold K·maxRerank); plans with a larger R are left unfilled.</param>
     private static void Replay(OpenedIndex index, QueryScan scan, HashSet<long> truth, int k, Func<int, CandidateList> candidatesOf,
-        int qi, double[,] recall, double[,]? cost)
+        int qi, double[,] recall, double[,]? cost, int maxRerank = MaxRerank)
     {
         var order = scan.Order;
         int m = index.Manifest.GlobalDimensions, d = index.Manifest.InternalDimensions;
-        int grid = CentroidFactors.Length, rs = RerankFactors.Length;
+        int grid = CentroidFactors.Length, rs = RerankFactors.Count(r => r <= maxRerank);
         int scanned = scan.Scanned, deepest = Math.Max(scanned, scan.Prefix.Max());
         var tops = new TopK[rs];
         for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
@@ -783,7 +886,7 @@ public static class RecallCalibrator
                 {
                     if (candidates.Bounds[i] > top.Threshold * (1 + PartitionScanner.Slack)) break;
                     reranked++;
-                    top.TryAdd(candidates.Ids[i], candidates.Distances[i]);
+                    top.TryAdd(candidates.Ids[i], candidates.Distance(i));
                 }
                 int at = r * (scanned + 1) + c + 1;
                 rerankCostAt[at] = rerankCostAt[at - 1] + reranked * RerankBytes(d);

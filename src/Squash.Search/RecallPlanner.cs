@@ -26,7 +26,8 @@ public static class RecallPlanner
 
     /// <summary>
     /// The options to plan with (Recall cleared, CF and R set, and a filtered plan's margin when it has its own), and the
-    /// calibration's predicted recall for them. A filtered
+    /// calibration's predicted recall for them. An unfiltered query plans with the frontier measured for its k
+    /// (<see cref="FrontierFor"/>). A filtered
     /// query passes its estimated <paramref name="selectivity"/>: it plans with the frontier of the filtered band that holds
     /// it (the nearest band on a log scale when none does), or the unfiltered frontier on an index without filtered bands.
     /// A target between two frontier plans is met by a mix of them (<see cref="Mix"/>): <paramref name="draw"/>, the query's
@@ -48,7 +49,7 @@ public static class RecallPlanner
             return options with { Recall = null, Exact = true };
         }
         if (calibration is null) return options with { Recall = null };
-        var plans = selectivity is { } s && BandFor(calibration.Filtered, s, anchorRatio) is { } band ? band.Plans : calibration.Plans;
+        var plans = selectivity is { } s && BandFor(calibration.Filtered, s, anchorRatio) is { } band ? band.Plans : FrontierFor(calibration, options.K);
         if (MixFor(plans, target) is not { } mix)
         {
             predicted = 1;
@@ -65,6 +66,24 @@ public static class RecallPlanner
     public static SearchOptions Resolve(RecallCalibration? calibration, SearchOptions options, out double? predicted, double? selectivity = null,
         double anchorRatio = 1, double draw = 0) =>
         Resolve(calibration, options, out predicted, out _, selectivity, anchorRatio, draw);
+
+    /// <summary>
+    /// The unfiltered frontier a query of <paramref name="k"/> neighbours plans with: the calibration's own (recall@K) up to
+    /// its K, else the smallest deeper frontier whose K reaches k, else the deepest.
+    /// </summary>
+    public static IReadOnlyList<CalibratedPlan> FrontierFor(RecallCalibration calibration, int k) => MeasuredFor(calibration, k).Plans;
+
+    /// <summary>The K whose recall the frontier a query of <paramref name="k"/> neighbours plans with was measured at (<see cref="FrontierFor"/>).</summary>
+    public static int CalibratedK(RecallCalibration calibration, int k) => MeasuredFor(calibration, k).K;
+
+    private static (int K, IReadOnlyList<CalibratedPlan> Plans) MeasuredFor(RecallCalibration calibration, int k)
+    {
+        ArgumentNullException.ThrowIfNull(calibration);
+        if (k <= calibration.K || calibration.Deeper is not { Count: > 0 } deeper) return (calibration.K, calibration.Plans);
+        foreach (var deep in deeper)
+            if (deep.K >= k) return (deep.K, deep.Plans);
+        return (deeper[^1].K, deeper[^1].Plans);
+    }
 
     /// <summary>
     /// Two frontier plans run on complementary shares of the queries: <see cref="High"/> on <see cref="HighShare"/> of them,

@@ -49,6 +49,13 @@ public partial class BenchCommandTests
         var (exit10, _, err10) = await CliRunner.RunAsync([.. sweep, "--out", dir.File("k10")]);
         Assert.True(exit10 == 0, err10);
         Assert.DoesNotContain("note: the calibration measured", err10);
+        // k = 100 has its own frontier; k = 50 plans with it (the smallest calibrated K that reaches 50).
+        var (exit100, _, err100) = await CliRunner.RunAsync([.. sweep, "--k", "100", "--out", dir.File("k100")]);
+        Assert.True(exit100 == 0, err100);
+        Assert.DoesNotContain("note: the calibration measured", err100);
+        var (exit50, _, err50) = await CliRunner.RunAsync([.. sweep, "--k", "50", "--out", dir.File("k50")]);
+        Assert.True(exit50 == 0, err50);
+        Assert.Contains("note: the calibration measured recall@100; with --k 50 the targets run the plans chosen for k = 100, so 'predicted' is recall@100 and recall@50 may fall outside the target's band", err50);
     }
 
     [Fact]

@@ -34,6 +34,8 @@ public class BuildQueryCommandTests
         Assert.True(exit == 0, err);
         // At most a tenth of the vectors are held out to calibrate with.
         Assert.Contains("calibrated recall@10 on 120 base vectors (leave-one-out)", err);
+        // Queries for more than 10 neighbours have their own frontier, measured at recall@100 on the same (exactly measured) rows.
+        Assert.Contains("  unfiltered k 11 and more: recall@100 on the first 120 of them: 0.9 → ", err);
         var (qexit, output, qerr) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--json", "--recall", "0.9");
         Assert.True(qexit == 0, qerr);
         using var doc = System.Text.Json.JsonDocument.Parse(output.Trim().Split('\n')[0]);

@@ -24,7 +24,7 @@ public sealed class CalibrateByPartitionTests
     [InlineData(5, 400, true)]
     public async Task ItEqualsTheInMemoryCalibrationAndReadsEachPartitionOncePerPass(int seed, int sample, bool attributes)
     {
-        const int n = 4000, dims = 12, k = RecallCalibrator.DefaultK;
+        const int n = 4000, dims = 12, k = RecallCalibrator.DefaultK, depth = RecallCalibrator.ExactDepth;
         var data = TestData.Clustered(n, dims, clusters: 15, seed: seed);
         var rng = new Random(seed);
         var table = attributes
@@ -42,10 +42,10 @@ public sealed class CalibrateByPartitionTests
         // What the queue build's assign tasks would hand over: exact neighbours of the first DefaultQueries (here merged from
         // uneven blocks, in reverse order), the partition of every row they name, and each query's own row as stored.
         var measured = queries.Take(RecallCalibrator.DefaultQueries);
-        var exact = new StreamingGroundTruth(measured, k, Metric.L2);
+        var exact = new StreamingGroundTruth(measured, depth, Metric.L2);
         var blocks = new[] { (0, 1500), (1500, 999), (2499, 1501) };
         foreach (var (first, count) in blocks.Reverse())
-            exact.Merge(StreamingGroundTruth.BlockBest(measured, k, Metric.L2, data[(first * dims)..((first + count) * dims)], count, first));
+            exact.Merge(StreamingGroundTruth.BlockBest(measured, depth, Metric.L2, data[(first * dims)..((first + count) * dims)], count, first));
         var partitionOf = new Dictionary<long, int>();
         var stored = new float[queries.Count * idx.Index.Manifest.InternalDimensions];
         for (int p = 0; p < idx.Index.PartitionCount; p++)
@@ -76,13 +76,17 @@ public sealed class CalibrateByPartitionTests
         Assert.Equal((built.K, built.Queries, built.Source), (fitted.K, fitted.Queries, fitted.Source));
         Assert.Equal(attributes, built.Filtered is not null);
         Assert.Equal(JsonSerializer.Serialize(built.Filtered), JsonSerializer.Serialize(fitted.Filtered));
-        // The filtered replay's reads go through readAttributes and the vectors read above (its third pass).
-        int passes = (sample > RecallCalibrator.DefaultQueries ? 2 : 1) + (attributes ? 1 : 0);
+        // The frontier at K = 100, on the first DefaultQueries exact queries.
+        Assert.Equal((RecallCalibrator.DeepK, Math.Min(sample, RecallCalibrator.DefaultQueries)), (built.Deeper!.Single().K, built.Deeper!.Single().Queries));
+        Assert.Equal(JsonSerializer.Serialize(built.Deeper), JsonSerializer.Serialize(fitted.Deeper));
+        // The filtered replay's reads go through readAttributes and the vectors read above; the K = 100 replay reads its own.
+        int passes = (sample > RecallCalibrator.DefaultQueries ? 2 : 1) + (attributes ? 1 : 0) + 1;
         Assert.All(reads, r => Assert.InRange(r.Value, 1, passes));
         Assert.False(lazy.IsLoaded(0), "the lazily opened index was never loaded whole");
         // The in-memory entry point on the same inputs agrees too (one replay serves both).
         var again = RecallCalibrator.Calibrate(idx.Index, exact.Result(), queries, k);
         Assert.Equal(JsonSerializer.Serialize(built.Plans), JsonSerializer.Serialize(again!.Plans));
+        Assert.Equal(JsonSerializer.Serialize(built.Deeper), JsonSerializer.Serialize(again.Deeper));
     }
 
     [Fact]

@@ -267,8 +267,10 @@ public static class BenchCommand
                   MaxPartitions = cap };
         if (sweep.Targets is not null && loaded.Manifest.Calibration is null)
             Console.Error.WriteLine("note: this index has no recall calibration (built with --no-calibration or before calibration existed): targets plan with the default CF and R");
-        else if (sweep.Targets is not null && loaded.Manifest.Calibration is { } measured && measured.K != k)
-            Console.Error.WriteLine($"note: the calibration measured recall@{measured.K}; with --k {k} the targets run the plans chosen for k = {measured.K}, so 'predicted' is recall@{measured.K} and recall@{k} may fall outside the target's band");
+        // Unfiltered targets plan with the frontier measured at the smallest calibrated K ≥ k; filtered ones with their bands', measured at the calibration's K.
+        else if (sweep.Targets is not null && loaded.Manifest.Calibration is { } measured
+            && (filters is null ? RecallPlanner.CalibratedK(measured, k) : measured.K) is var calibratedK && calibratedK != k)
+            Console.Error.WriteLine($"note: the calibration measured recall@{calibratedK}; with --k {k} the targets run the plans chosen for k = {calibratedK}, so 'predicted' is recall@{calibratedK} and recall@{k} may fall outside the target's band");
         foreach (var options in settings)
                     {
                         ct.ThrowIfCancellationRequested();

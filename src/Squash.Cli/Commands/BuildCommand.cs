@@ -230,6 +230,15 @@ public static partial class BuildCommand
         };
         yield return $"calibrated recall@{cal.K} on {cal.Queries} {on} in {cal.Seconds:F1} s: " +
             string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t)));
+        // A query of k neighbours past the calibration's K plans with the smallest deeper frontier that reaches k (the last past them all).
+        int below = cal.K;
+        foreach (var deep in cal.Deeper ?? [])
+        {
+            bool last = ReferenceEquals(deep, cal.Deeper![^1]);
+            yield return $"  unfiltered k {below + 1}{(last ? " and more" : $"–{deep.K}")}: recall@{deep.K} on the first {deep.Queries} of them: " +
+                string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, k: deep.K)));
+            below = deep.K;
+        }
         if (cal.QueriesBlob is not null)
             yield return $"  your queries are kept with the index (measured again after writes and by a rebuild)" +
                 (cal.FilterBlobs is { Count: > 0 } kept ? $", with {kept.Count} filter famil{(kept.Count == 1 ? "y" : "ies")}: {string.Join(", ", kept.Select(Squash.Index.Model.RecallCalibration.FamilyOf))}" : "");
@@ -240,11 +249,12 @@ public static partial class BuildCommand
                 string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band)));
     }
 
-    private static string Describe(Squash.Index.Model.IndexManifest manifest, double target, Squash.Index.Model.FilteredCalibration? band = null)
+    private static string Describe(Squash.Index.Model.IndexManifest manifest, double target, Squash.Index.Model.FilteredCalibration? band = null,
+        int k = RecallCalibrator.DefaultK)
     {
         // A band is named by a point inside it (its geometric middle, the open end clipped).
         double? selectivity = band is null ? null : Math.Sqrt(Math.Max(band.MinSelectivity, 1e-4) * band.MaxSelectivity);
-        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out double? predicted, out double? share,
+        var plan = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { K = k, Recall = target }, out double? predicted, out double? share,
             selectivity, band?.MinAnchorRatio ?? 1);
         if (plan.Exact) return $"{target} → exact";
         static string Name(SearchOptions o) => $"CF {o.CentroidFactor}" +
@@ -252,7 +262,7 @@ public static partial class BuildCommand
             (o.MaxPartitions is { } cap ? $" ≤{cap} partitions" : "");
         if (share is null) return $"{target} → {Name(plan)} ({predicted:F3})";
         // A mix: draw 0 runs the higher plan, a draw just under 1 the lower one.
-        var low = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { Recall = target }, out _, out double? lowShare, selectivity,
+        var low = RecallPlanner.Resolve(manifest.Calibration, new SearchOptions { K = k, Recall = target }, out _, out double? lowShare, selectivity,
             band?.MinAnchorRatio ?? 1, Math.BitDecrement(1.0));
         return $"{target} → {Name(low)} on {lowShare:P0} + {Name(plan)} on {share:P0} ({predicted:F3})";
     }

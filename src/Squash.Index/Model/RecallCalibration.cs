@@ -22,6 +22,14 @@ public sealed record RecallCalibration
     /// </summary>
     public IReadOnlyList<FilteredCalibration>? Filtered { get; init; }
     /// <summary>
+    /// Unfiltered frontiers measured at a larger K (recall@K over the first exactly measured queries), by ascending K: a
+    /// query whose k exceeds <see cref="K"/> plans with the smallest one whose K reaches its k (the largest past them all),
+    /// since a plan that finds 95 % of the 10 nearest finds fewer of the 100 nearest. Null (left out of the JSON): none
+    /// measured (an index calibrated before they existed), and every k plans with <see cref="Plans"/>.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<DeepCalibration>? Deeper { get; init; }
+    /// <summary>
     /// Rows ingest upserted or deleted since these plans were measured (0, and left out of the JSON, for a calibration that
     /// has seen every row): ingest measures the plans again once this passes a share of the index, since new rows are coded
     /// with quantizers fitted to other data and the recall a plan reaches moves with them.
@@ -71,6 +79,16 @@ public sealed record RecallCalibration
         foreach (var p in Plans)
             if (!p.IsPossible(filtered: false))
                 throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible plan ({p})");
+        int previousK = K;
+        foreach (var deep in Deeper ?? [])
+        {
+            if (deep.K <= previousK || deep.Queries < 1 || deep.Plans is not { Count: > 0 })
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible frontier at K {deep.K}");
+            foreach (var p in deep.Plans)
+                if (!p.IsPossible(filtered: false))
+                    throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration at K {deep.K} holds an impossible plan ({p})");
+            previousK = deep.K;
+        }
         foreach (var band in Filtered ?? [])
         {
             if (!(band.MinSelectivity >= 0 && band.MinSelectivity < band.MaxSelectivity && band.MaxSelectivity <= 1) || band.Queries < 1
@@ -84,6 +102,9 @@ public sealed record RecallCalibration
         }
     }
 }
+
+/// <summary>An unfiltered frontier measured at recall@<see cref="K"/> on <see cref="Queries"/> exactly measured queries.</summary>
+public sealed record DeepCalibration(int K, int Queries, IReadOnlyList<CalibratedPlan> Plans);
 
 /// <summary>
 /// The frontier for filtered queries whose estimated selectivity lies in [<see cref="MinSelectivity"/>,

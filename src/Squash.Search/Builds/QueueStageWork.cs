@@ -263,7 +263,7 @@ public sealed class QueueStageWork : IBuildStageWork
         if (Calibrates(job, queries.Count))
         {
             // Exact neighbours for the first ExactQueries only; the calibration measures the rest against its reference plan.
-            var best = StreamingGroundTruth.BlockBest(ExactlyMeasured(queries, job), RecallCalibrator.DefaultK, plan.Metric, rows, n, (int)first, c.CancellationToken);
+            var best = StreamingGroundTruth.BlockBest(ExactlyMeasured(queries, job), RecallCalibrator.ExactDepth, plan.Metric, rows, n, (int)first, c.CancellationToken);
             var labelIds = best.SelectMany(b => b.Select(x => x.Id)).Distinct().Order().ToArray();
             var heldIds = queries.SelfIds?.Where(r => r >= first && r < first + n).Select(r => (int)r).ToArray() ?? [];
             var stored = new float[(long)heldIds.Length * d];
@@ -434,7 +434,7 @@ public sealed class QueueStageWork : IBuildStageWork
         var keptRun = PartitionRun.FromBytes(await c.Blobs.ReadAllAsync(c.WorkPrefix + KeptName, c.CancellationToken).ConfigureAwait(false), KeptName);
         var final = new Dictionary<int, int>();
         for (int t = 0; t < keptRun.Ids.Length; t++) final[keptRun.Ids[t]] = t;
-        var exact = new StreamingGroundTruth(ExactlyMeasured(queries, job), RecallCalibrator.DefaultK, plan.Metric);
+        var exact = new StreamingGroundTruth(ExactlyMeasured(queries, job), RecallCalibrator.ExactDepth, plan.Metric);
         var partitionOf = new Dictionary<long, int>();
         int d = plan.InternalDimensions;
         var selfStored = new float[(long)queries.Count * d];

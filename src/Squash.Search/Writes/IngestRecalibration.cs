@@ -80,7 +80,7 @@ public static class IngestRecalibration
     /// </summary>
     public static (CalibrationQueries Queries, int[][] Exact) LiveSample(OpenedIndex opened, long count, int seed, CancellationToken ct)
     {
-        int partitions = opened.PartitionCount, dims = opened.Manifest.Dimensions, k = RecallCalibrator.DefaultK;
+        int partitions = opened.PartitionCount, dims = opened.Manifest.Dimensions, k = RecallCalibrator.DefaultK, depth = RecallCalibrator.ExactDepth;
         var start = new int[partitions + 1];
         for (int p = 0; p < partitions; p++) start[p + 1] = start[p] + opened.Codes(p).Ids.Length;
         int[] drawn = CalibrationQueries.SampleRows((int)count, Math.Min(Queries(count), (int)count - 1), seed);
@@ -100,13 +100,13 @@ public static class IngestRecalibration
             opened.Vectors(p).Row(row)[..dims].CopyTo(user.AsSpan(q * dims, dims));
             var inner = new QueryContext(opened, user.AsSpan(q * dims, dims)).Internal;
             selfIds[q] = opened.Codes(p).Ids[row];
-            var (ids, squared) = bounds.Nearest(inner, k + MaxNearCopies, p, row);
+            var (ids, squared) = bounds.Nearest(inner, depth + MaxNearCopies, p, row);
             // Near-copies: closer than NearCopyRatio of the K-th distance among the rest (squared distances: the ratio squared).
             int copies = 0;
             while (copies < MaxNearCopies && ids[copies + k - 1] >= 0 && squared[copies] < NearCopyRatio * NearCopyRatio * squared[copies + k - 1])
                 copies++;
             leftOut[q] = ids[..copies].Select(id => (long)id).ToArray();
-            exact[q] = ids[copies..(copies + k)];
+            exact[q] = ids[copies..(copies + depth)];
         });
         return (new CalibrationQueries(user, n, dims, selfIds, "live-sample", leftOut), exact);
     }
@@ -124,7 +124,7 @@ public static class IngestRecalibration
         var nearest = new PartitionBounds(opened);
         var exact = new int[RecallCalibrator.ExactQueries(opened.Manifest.Count, queries.Count)][];
         Parallel.For(0, exact.Length, new ParallelOptions { CancellationToken = ct }, q =>
-            exact[q] = nearest.Nearest(new QueryContext(opened, queries.Data.AsSpan(q * dims, dims)).Internal, k).Ids);
+            exact[q] = nearest.Nearest(new QueryContext(opened, queries.Data.AsSpan(q * dims, dims)).Internal, RecallCalibrator.ExactDepth).Ids);
         return RecallCalibrator.Calibrate(opened, exact, queries, k, cancellationToken: ct, filtered: filtered);
     }
 
