@@ -180,32 +180,43 @@ public static class RecallCalibrator
     public const double ReferenceRecall = 0.999;
     public const int DefaultK = 10;
     /// <summary>
-    /// The larger K an unfiltered frontier is also measured at (<see cref="RecallCalibration.Deeper"/>): a plan calibrated for
-    /// recall@10 reached recall@100 well under its target on Fashion-MNIST (bench/recall.md), and k = 100 is the largest
-    /// page of results commonly asked for.
+    /// The other K the unfiltered plans are measured at (<see cref="RecallCalibration.ByK"/>), besides <see cref="DefaultK"/>:
+    /// a plan's recall@k moves with k (the K = 10 plans for 0.95 reached recall@100 0.910 and recall@1 0.930 on Fashion-MNIST,
+    /// bench/recall.md), and a query plans with the smallest measured K ≥ its k, so neighbours at most 2.5 apart keep every
+    /// k within that of a measured one (k = 5 and k = 50 on the plans of 10 and 100 landed in the band there).
     /// </summary>
-    public const int DeepK = 100;
+    public static readonly int[] OtherKs = [1, 2, 5, 20, 50, 100];
     /// <summary>
-    /// The largest R measured at <see cref="DeepK"/>: K·R candidates per partition get their exact distances in the replay,
-    /// and 400 already re-rank more rows than a k = 100 plan at 0.99 needed (R 2).
+    /// Neighbours per exactly measured query the builds compute: the first K of them are the recall@K truth for every
+    /// measured K (the brute force costs the same N·d at any depth).
     /// </summary>
-    public const int DeepMaxRerank = 4;
+    public const int ExactDepth = 100;
     /// <summary>
-    /// Neighbours per exactly measured query the builds compute: the first <see cref="DefaultK"/> are the K = 10 truth, all
-    /// of them the <see cref="DeepK"/> truth (the brute force costs the same N·d either way).
+    /// Candidates per partition a replay past <see cref="DefaultK"/> holds (with exact distances): K·R within it, so R up to
+    /// 16 at K = 20, 8 at 50 and 4 at 100, where 0.99 needed R 2 on Fashion-MNIST; one list serves every such K.
     /// </summary>
-    public const int ExactDepth = DeepK;
-    /// <summary>Query <paramref name="row"/>'s first <paramref name="k"/> exact neighbours (−1 pads a short answer) as a set.</summary>
-    private static HashSet<long> Truth(int[] row, int k) => row.Take(k).Where(id => id >= 0).Select(id => (long)id).ToHashSet();
+    public const int DeepCandidates = 400;
+
+    /// <summary>The largest R measured at <paramref name="k"/>: the grid's largest whose K·R fits the lists its replay holds.</summary>
+    public static int MaxRerankAt(int k) =>
+        RerankFactors.Where(r => (long)k * r <= (k <= DefaultK ? DefaultK * MaxRerank : DeepCandidates)).DefaultIfEmpty(1).Max();
 
     /// <summary>
-    /// The exactly measured queries the <see cref="DeepK"/> frontier replays: the first <see cref="DefaultQueries"/> (recall@100
-    /// averages a hundred hits per query, so its standard error is smaller than recall@10's over four times the queries);
-    /// none when <paramref name="exact"/> holds fewer than <see cref="DeepK"/> neighbours per query, <paramref name="k"/> is
-    /// already that deep, or the index is too small for it.
+    /// The exactly measured queries (of <paramref name="measured"/>) replayed at <paramref name="k"/>: every one below
+    /// <see cref="DefaultK"/> (their K = 10 candidate lists serve), the first <see cref="DefaultQueries"/> past it (recall@100
+    /// averages a hundred hits per query, so its standard error is smaller than recall@10's over more queries).
     /// </summary>
-    private static int DeepQueryCount(int[][] exact, int k, long count) =>
-        k < DeepK && exact.Length > 0 && exact[0].Length >= DeepK && count >= Math.Max(MinimumVectors, 2L * DeepK) ? Math.Min(DefaultQueries, exact.Length) : 0;
+    private static int QueriesAt(int k, int measured) => k < DefaultK ? measured : Math.Min(DefaultQueries, measured);
+
+    /// <summary>
+    /// The <see cref="OtherKs"/> a calibration at <paramref name="k"/> measures: none unless k is <see cref="DefaultK"/>, and
+    /// only those the exact answers reach and the index holds twice over.
+    /// </summary>
+    private static int[] OtherKsFor(int[][] exact, int k, long count) =>
+        k != DefaultK || exact.Length == 0 ? [] : OtherKs.Where(o => exact[0].Length >= o && count >= Math.Max(MinimumVectors, 2L * o)).ToArray();
+
+    /// <summary>Query <paramref name="row"/>'s first <paramref name="k"/> exact neighbours (−1 pads a short answer) as a set.</summary>
+    private static HashSet<long> Truth(int[] row, int k) => row.Take(k).Where(id => id >= 0).Select(id => (long)id).ToHashSet();
 
     /// <summary>Indexes smaller than this are not calibrated: their queries are cheap at any plan.</summary>
     public const int MinimumVectors = 200;
@@ -276,8 +287,8 @@ public static class RecallCalibrator
         int measured = exact.Length;
         var recall = new double[measured, plans];
         var cost = new double[measured, plans];
-        int deepCount = DeepQueryCount(exact, k, index.Manifest.Count);
-        int done = 0, total = (measured == queries.Count ? measured : measured + queries.Count) + deepCount;
+        var otherKs = OtherKsFor(exact, k, index.Manifest.Count);
+        int done = 0, total = (measured == queries.Count ? measured : measured + queries.Count) + otherKs.Sum(o => QueriesAt(o, measured));
         float[]? Stored(long selfId)
         {
             if (selfId < 0) return null;
@@ -293,9 +304,12 @@ public static class RecallCalibrator
             : Task.FromResult<IReadOnlyList<FilteredCalibration>?>(null);
         try
         {
-            var reference = UnfilteredReplays();
-            var deeper = DeepReplays();
-            return Summarise(recall, cost, queries, k, clock, filteredBands.GetAwaiter().GetResult(), reference, deeper);
+            // An exact query's candidate lists, kept for its reference replay (which scans the same partitions and usually a
+            // few more) and for the replays at smaller K (a prefix of each list).
+            var exactLists = new Dictionary<int, CandidateList>?[measured];
+            var reference = UnfilteredReplays(exactLists);
+            var byK = OtherKReplays(exactLists);
+            return Summarise(recall, cost, queries, k, clock, filteredBands.GetAwaiter().GetResult(), reference, byK);
         }
         catch
         {
@@ -306,11 +320,9 @@ public static class RecallCalibrator
         }
 
         // Every plan's recall and cost on the exact queries; every query against the reference plan's answer when some are not exact.
-        double[,]? UnfilteredReplays()
+        double[,]? UnfilteredReplays(Dictionary<int, CandidateList>?[] kept)
         {
-            // An exact query's candidate lists, kept for its reference replay (which scans the same partitions and usually a few more).
-            var kept = measured < queries.Count ? new Dictionary<int, CandidateList>?[measured] : null;
-            ExactReplays(measured, k, RerankFactors[^1], recall, cost, kept);
+            ExactReplays(measured, k, MaxRerank, recall, cost, kept, k, MaxRerank);
 
             if (measured < queries.Count)
             {
@@ -324,11 +336,10 @@ public static class RecallCalibrator
                     long selfId = self?[qi] ?? -1;
                     var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, PartitionOf, g);
                     var leftOut = queries.LeftOut?[qi];
-                    var lists = (qi < measured ? kept![qi] : null) ?? new Dictionary<int, CandidateList>();
+                    var lists = (qi < measured ? kept[qi] : null) ?? new Dictionary<int, CandidateList>();
                     CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
                         : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, local.Buffer, leftOut, lazy: true);
                     ReplayAgainstReference(index, scan, k, Of, qi, reference);
-                    if (qi < measured) kept![qi] = null;
                     progress?.Report(Interlocked.Increment(ref done) / (double)total);
                     return local;
                 }, _ => { });
@@ -337,19 +348,30 @@ public static class RecallCalibrator
             return null;
         }
 
-        // The first deepCount exact queries' plans at recall@DeepK, as the exact replays above at K.
-        DeepCalibration? DeepReplays()
+        // The exact queries' plans at every other K, as the exact replays above at K: below it from the K lists (their
+        // prefixes), past it from lists of DeepCandidates per partition, one per query for all of them.
+        IReadOnlyList<KCalibration>? OtherKReplays(Dictionary<int, CandidateList>?[] exactLists)
         {
-            if (deepCount == 0) return null;
-            var deepRecall = new double[deepCount, plans];
-            var deepCost = new double[deepCount, plans];
-            ExactReplays(deepCount, DeepK, DeepMaxRerank, deepRecall, deepCost, kept: null);
-            return new DeepCalibration(DeepK, deepCount, Frontier(Points(deepRecall, deepCost, null, DeepMaxRerank)));
+            if (otherKs.Length == 0) return null;
+            var measuredAt = new List<KCalibration>();
+            Dictionary<int, CandidateList>?[]? deepLists = null;
+            foreach (int other in otherKs)
+            {
+                int n = QueriesAt(other, measured), maxRerank = MaxRerankAt(other);
+                var otherRecall = new double[n, plans];
+                var otherCost = new double[n, plans];
+                if (other < k) ExactReplays(n, other, maxRerank, otherRecall, otherCost, exactLists, k, MaxRerank);
+                else ExactReplays(n, other, maxRerank, otherRecall, otherCost, deepLists ??= new Dictionary<int, CandidateList>?[n],
+                    ExactDepth, DeepCandidates / ExactDepth);
+                measuredAt.Add(new KCalibration(other, n, Frontier(Points(otherRecall, otherCost, null, maxRerank))));
+            }
+            return measuredAt;
         }
 
-        // The first n queries' plans replayed against their first depth exact neighbours, with at most maxRerank; each
-        // query's candidate lists go to kept when given.
-        void ExactReplays(int n, int depth, int maxRerank, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[]? kept)
+        // The first n queries' plans replayed against their first depth exact neighbours, with R up to maxRerank, from the
+        // candidate lists in lists (added there where missing, listK·listRerank per partition).
+        void ExactReplays(int n, int depth, int maxRerank, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[] lists,
+            int listK, int listRerank)
         {
             Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
             {
@@ -361,11 +383,10 @@ public static class RecallCalibrator
                     var ctx = new QueryContext(index, vector);
                     var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), depth, PartitionOf);
                     var leftOut = queries.LeftOut?[qi];
-                    var lists = new Dictionary<int, CandidateList>();
-                    CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
-                        : lists[p] = Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, depth, scratch.Buffer, leftOut, maxRerank, lazy: true);
+                    var mine = lists[qi] ??= [];
+                    CandidateList Of(int p) => mine.TryGetValue(p, out var l) ? l
+                        : mine[p] = Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, listK, scratch.Buffer, leftOut, listRerank, lazy: true);
                     Replay(index, scan, truth, depth, Of, qi, recallOf, costOf, maxRerank);
-                    if (kept is not null) kept[qi] = lists;
                 }
                 else for (int j = 0; j < plans; j++) recallOf[qi, j] = 1;
                 progress?.Report(Interlocked.Increment(ref done) / (double)total);
@@ -470,6 +491,32 @@ public static class RecallCalibrator
             if (truths[qi].Count == 0) { for (int j = 0; j < plans; j++) recall[qi, j] = 1; return; }
             scans[qi] = PlanScan(engine, contexts[qi], truths[qi], self?[qi] ?? -1, Stored(qi), k, Partition);
         });
+        // The other K's scans: those below K replay from the K lists, so their partitions are read with them.
+        var otherKs = OtherKsFor(exact, k, index.Manifest.Count);
+        var below = otherKs.Where(o => o < k).Select(o => PlanAt(o, QueriesAt(o, measured))).ToArray();
+        (int K, HashSet<long>[] Truths, QueryScan?[] Scans, double[,] Recall) PlanAt(int other, int n)
+        {
+            var otherTruths = new HashSet<long>[n];
+            var otherScans = new QueryScan?[n];
+            var otherRecall = new double[n, plans];
+            Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+            {
+                otherTruths[qi] = Truth(exact[qi], other);
+                if (otherTruths[qi].Count == 0) { for (int j = 0; j < plans; j++) otherRecall[qi, j] = 1; return; }
+                otherScans[qi] = PlanScan(engine, contexts[qi], otherTruths[qi], self?[qi] ?? -1, Stored(qi), other, Partition);
+            });
+            return (other, otherTruths, otherScans, otherRecall);
+        }
+        KCalibration ReplayAt((int K, HashSet<long>[] Truths, QueryScan?[] Scans, double[,] Recall) at, Dictionary<int, CandidateList>[] lists)
+        {
+            int n = at.Scans.Length, maxRerank = MaxRerankAt(at.K);
+            var otherCost = new double[n, plans];
+            Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+            {
+                if (at.Scans[qi] is { } scan) Replay(index, scan, at.Truths[qi], at.K, p => lists[qi][p], qi, at.Recall, otherCost, maxRerank);
+            });
+            return new KCalibration(at.K, n, Frontier(Points(at.Recall, otherCost, null, maxRerank)));
+        }
 
         // The filtered calibration's families, drawn from the attributes read partition by partition.
         // Most of them filter the first exactly measured queries, the sparse ranges every one, as in the in-memory calibration.
@@ -493,10 +540,20 @@ public static class RecallCalibrator
         // filtered query can match, for its exact filtered neighbours.
         var found = new Dictionary<int, CandidateList>[queries.Count];
         for (int qi = 0; qi < queries.Count; qi++) found[qi] = [];
-        var both = new QueryScan?[2 * queries.Count];
+        var both = new QueryScan?[(2 + below.Length) * queries.Count];
         Array.Copy(scans, both, measured);
         Array.Copy(deep, 0, both, queries.Count, queries.Count);
-        await CandidatesByPartitionAsync(index, Wanted(both, queries.Count, found), found, contexts, self, k, readPartition,
+        for (int b = 0; b < below.Length; b++) Array.Copy(below[b].Scans, 0, both, (2 + b) * queries.Count, below[b].Scans.Length);
+        // The lists past K (DeepCandidates per partition, one per query for every such K) are collected in the same read.
+        var past = otherKs.Where(o => o > k).ToArray();
+        int deepCount = past.Length > 0 ? QueriesAt(past[0], measured) : 0;
+        var planned = past.Select(o => PlanAt(o, deepCount)).ToArray();
+        var deepFound = new Dictionary<int, CandidateList>[deepCount];
+        for (int qi = 0; qi < deepCount; qi++) deepFound[qi] = [];
+        ListRequest[] requests = [new(Wanted(both, queries.Count, found), found, k, MaxRerank)];
+        if (deepCount > 0)
+            requests = [.. requests, new(Wanted(planned.SelectMany(at => at.Scans).ToArray(), deepCount, deepFound), deepFound, ExactDepth, DeepCandidates / ExactDepth)];
+        await CandidatesByPartitionAsync(index, requests, contexts, self, readPartition,
             readAttributes, filtered, progress is null ? null : new Progress<double>(f => progress.Report(0.9 * f)), cancellationToken).ConfigureAwait(false);
 
         // 3. Replay every query's plans from its lists.
@@ -515,7 +572,7 @@ public static class RecallCalibrator
             {
                 Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
                     deep[qi] = PlanScan(engine, contexts[qi], null, self?[qi] ?? -1, Stored(qi), k, Partition, g));
-                await CandidatesByPartitionAsync(index, Wanted(deep, queries.Count, found), found, contexts, self, k, readPartition,
+                await CandidatesByPartitionAsync(index, [new(Wanted(deep, queries.Count, found), found, k, MaxRerank)], contexts, self, readPartition,
                     null, null, null, cancellationToken).ConfigureAwait(false);
             }
             reference = new double[queries.Count, plans];
@@ -524,32 +581,8 @@ public static class RecallCalibrator
                 ReplayAgainstReference(index, deep[qi]!, k, p => found[qi][p], qi, reference);
             });
         }
-        // 3c. The first exact queries' plans at recall@DeepK: their own scans, deeper, and their own candidate lists (K·DeepMaxRerank).
-        DeepCalibration? deeper = null;
-        int deepCount = DeepQueryCount(exact, k, index.Manifest.Count);
-        if (deepCount > 0)
-        {
-            found = null!; // the K lists are replayed: let them go before the deeper ones are read
-            var deepTruths = new HashSet<long>[deepCount];
-            var deepScans = new QueryScan?[deepCount];
-            var deepRecall = new double[deepCount, plans];
-            var deepCost = new double[deepCount, plans];
-            Parallel.For(0, deepCount, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
-            {
-                deepTruths[qi] = Truth(exact[qi], DeepK);
-                if (deepTruths[qi].Count == 0) { for (int j = 0; j < plans; j++) deepRecall[qi, j] = 1; return; }
-                deepScans[qi] = PlanScan(engine, contexts[qi], deepTruths[qi], self?[qi] ?? -1, Stored(qi), DeepK, Partition);
-            });
-            var deepFound = new Dictionary<int, CandidateList>[deepCount];
-            for (int qi = 0; qi < deepCount; qi++) deepFound[qi] = [];
-            await CandidatesByPartitionAsync(index, Wanted(deepScans, deepCount, deepFound), deepFound, contexts, self, DeepK, readPartition,
-                null, null, null, cancellationToken, DeepMaxRerank).ConfigureAwait(false);
-            Parallel.For(0, deepCount, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
-            {
-                if (deepScans[qi] is { } scan) Replay(index, scan, deepTruths[qi], DeepK, p => deepFound[qi][p], qi, deepRecall, deepCost, DeepMaxRerank);
-            });
-            deeper = new DeepCalibration(DeepK, deepCount, Frontier(Points(deepRecall, deepCost, null, DeepMaxRerank)));
-        }
+        // 3c. The other K: below K from the K lists (prefixes), past it from the lists of DeepCandidates read with them.
+        var byK = below.Select(at => ReplayAt(at, found)).Concat(planned.Select(at => ReplayAt(at, deepFound))).ToList();
         progress?.Report(1);
         // 4. The filtered part: streamed when the partitions' attributes can be read one at a time, else through the opened index.
         var bands = filtered is not null
@@ -561,7 +594,7 @@ public static class RecallCalibrator
                 return (codes, vectors, (await attributes.ConfigureAwait(false)).Attributes);
             }, cancellationToken).ConfigureAwait(false)
             : readAttributes is not null ? null : FilteredRecallCalibrator.Calibrate(index, queries, k, cancellationToken, measured);
-        return Summarise(recall, cost, queries, k, clock, bands, reference, deeper);
+        return Summarise(recall, cost, queries, k, clock, bands, reference, byK.Count > 0 ? byK : null);
     }
 
     /// <summary>
@@ -601,18 +634,25 @@ public static class RecallCalibrator
     }
 
     /// <summary>
-    /// Reads each partition some query wants (or <paramref name="filtered"/> wants) once, one read ahead while the one
-    /// before is scanned, and adds every wanting query's re-rank candidates in it to <paramref name="found"/>.
+    /// Candidate lists to collect while the partitions are read: per query, the partitions it wants (<see cref="Wanted"/>),
+    /// and where its lists of <see cref="K"/>·<see cref="Rerank"/> candidates go.
     /// </summary>
-    private static async Task CandidatesByPartitionAsync(OpenedIndex index, HashSet<int>[] wantedBy, Dictionary<int, CandidateList>[] found,
-        QueryContext[] contexts, long[]? self, int k,
+    private sealed record ListRequest(HashSet<int>[] WantedBy, Dictionary<int, CandidateList>[] Found, int K, int Rerank);
+
+    /// <summary>
+    /// Reads each partition some request's query wants (or <paramref name="filtered"/> wants) once, one read ahead while the
+    /// one before is scanned, and adds every wanting query's re-rank candidates in it to its request's lists.
+    /// </summary>
+    private static async Task CandidatesByPartitionAsync(OpenedIndex index, IReadOnlyList<ListRequest> requests,
+        QueryContext[] contexts, long[]? self,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors)>> readPartition,
         Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionAttributes Attributes)>>? readAttributes,
-        FilteredRecallCalibrator.ByPartition? filtered, IProgress<double>? progress, CancellationToken cancellationToken, int maxRerank = MaxRerank)
+        FilteredRecallCalibrator.ByPartition? filtered, IProgress<double>? progress, CancellationToken cancellationToken)
     {
-        var visitors = new List<int>?[index.PartitionCount];
-        for (int qi = 0; qi < wantedBy.Length; qi++)
-            foreach (int p in wantedBy[qi]) (visitors[p] ??= []).Add(qi);
+        var visitors = new List<(ListRequest Request, int Query)>?[index.PartitionCount];
+        foreach (var request in requests)
+            for (int qi = 0; qi < request.WantedBy.Length; qi++)
+                foreach (int p in request.WantedBy[qi]) (visitors[p] ??= []).Add((request, qi));
         var wanted = Enumerable.Range(0, index.PartitionCount).Where(p => visitors[p] is not null || filtered?.Wants(p) == true).ToArray();
         async Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes? Attributes)> ReadAsync(int p, CancellationToken ct)
         {
@@ -629,10 +669,11 @@ public static class RecallCalibrator
             int p = wanted[w];
             if (partAttributes is not null) filtered!.Truth(p, codes, vectors, partAttributes, cancellationToken);
             if (visitors[p] is not null)
-                Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken }, () => (new PartitionScanner(), new List<(float Bound, int Row)>()), (qi, _, local) =>
+                Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken }, () => (new PartitionScanner(), new List<(float Bound, int Row)>()), (visit, _, local) =>
                 {
-                    var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, k, local.Item2, maxRerank: maxRerank);
-                    lock (found[qi]) found[qi][p] = list;
+                    var (request, qi) = visit;
+                    var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, request.K, local.Item2, maxRerank: request.Rerank);
+                    lock (request.Found[qi]) request.Found[qi][p] = list;
                     return local;
                 }, _ => { });
             progress?.Report((w + 1) / (double)wanted.Length);
@@ -647,7 +688,7 @@ public static class RecallCalibrator
     /// variance is s²(ref)/n₂ + s²(diff)/n₁ + 2·cov(ref, diff)/n₂, each term estimated from the queries it covers.
     /// </summary>
     private static RecallCalibration Summarise(double[,] recall, double[,] cost, CalibrationQueries queries, int k, Stopwatch clock,
-        IReadOnlyList<FilteredCalibration>? filtered, double[,]? reference = null, DeepCalibration? deeper = null) =>
+        IReadOnlyList<FilteredCalibration>? filtered, double[,]? reference = null, IReadOnlyList<KCalibration>? byK = null) =>
         new()
         {
             K = k,
@@ -656,7 +697,7 @@ public static class RecallCalibrator
             Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
             Plans = Frontier(Points(recall, cost, reference, RerankFactors[^1])),
             Filtered = filtered,
-            Deeper = deeper is null ? null : [deeper],
+            ByK = byK,
         };
 
     /// <summary>Every measured plan (R up to <paramref name="maxRerank"/>) with its mean recall, standard error and mean cost.</summary>

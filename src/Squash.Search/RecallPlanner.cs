@@ -68,8 +68,8 @@ public static class RecallPlanner
         Resolve(calibration, options, out predicted, out _, selectivity, anchorRatio, draw);
 
     /// <summary>
-    /// The unfiltered frontier a query of <paramref name="k"/> neighbours plans with: the calibration's own (recall@K) up to
-    /// its K, else the smallest deeper frontier whose K reaches k, else the deepest.
+    /// The unfiltered frontier a query of <paramref name="k"/> neighbours plans with: of the calibration's own (recall@K) and
+    /// those it measured at other K, the one of the smallest K ≥ k, else the largest K's.
     /// </summary>
     public static IReadOnlyList<CalibratedPlan> FrontierFor(RecallCalibration calibration, int k) => MeasuredFor(calibration, k).Plans;
 
@@ -79,10 +79,10 @@ public static class RecallPlanner
     private static (int K, IReadOnlyList<CalibratedPlan> Plans) MeasuredFor(RecallCalibration calibration, int k)
     {
         ArgumentNullException.ThrowIfNull(calibration);
-        if (k <= calibration.K || calibration.Deeper is not { Count: > 0 } deeper) return (calibration.K, calibration.Plans);
-        foreach (var deep in deeper)
-            if (deep.K >= k) return (deep.K, deep.Plans);
-        return (deeper[^1].K, deeper[^1].Plans);
+        (int K, IReadOnlyList<CalibratedPlan> Plans) best = (calibration.K, calibration.Plans);
+        foreach (var atK in calibration.ByK ?? [])
+            if (best.K < k ? atK.K > best.K : atK.K >= k && atK.K < best.K) best = (atK.K, atK.Plans);
+        return best;
     }
 
     /// <summary>

@@ -34,8 +34,11 @@ public class BuildQueryCommandTests
         Assert.True(exit == 0, err);
         // At most a tenth of the vectors are held out to calibrate with.
         Assert.Contains("calibrated recall@10 on 120 base vectors (leave-one-out)", err);
-        // Queries for more than 10 neighbours have their own frontier, measured at recall@100 on the same (exactly measured) rows.
-        Assert.Contains("  unfiltered k 11 and more: recall@100 on the first 120 of them: 0.9 → ", err);
+        // Queries for other k have their own frontiers, measured on the same (exactly measured) rows.
+        Assert.Contains("  unfiltered k 1: recall@1 on the same: 0.9 → ", err);
+        Assert.Contains("  unfiltered k 3–5: recall@5 on the same: 0.9 → ", err);
+        Assert.Contains("  unfiltered k 11–20: recall@20 on the same: 0.9 → ", err);
+        Assert.Contains("  unfiltered k 51 and more: recall@100 on the same: 0.9 → ", err);
         var (qexit, output, qerr) = await CliRunner.RunAsync("query", "--index", dir.File("idx"), "--vectors", queries, "--json", "--recall", "0.9");
         Assert.True(qexit == 0, qerr);
         using var doc = System.Text.Json.JsonDocument.Parse(output.Trim().Split('\n')[0]);

@@ -76,17 +76,19 @@ public sealed class CalibrateByPartitionTests
         Assert.Equal((built.K, built.Queries, built.Source), (fitted.K, fitted.Queries, fitted.Source));
         Assert.Equal(attributes, built.Filtered is not null);
         Assert.Equal(JsonSerializer.Serialize(built.Filtered), JsonSerializer.Serialize(fitted.Filtered));
-        // The frontier at K = 100, on the first DefaultQueries exact queries.
-        Assert.Equal((RecallCalibrator.DeepK, Math.Min(sample, RecallCalibrator.DefaultQueries)), (built.Deeper!.Single().K, built.Deeper!.Single().Queries));
-        Assert.Equal(JsonSerializer.Serialize(built.Deeper), JsonSerializer.Serialize(fitted.Deeper));
-        // The filtered replay's reads go through readAttributes and the vectors read above; the K = 100 replay reads its own.
-        int passes = (sample > RecallCalibrator.DefaultQueries ? 2 : 1) + (attributes ? 1 : 0) + 1;
+        // The frontiers at the other K, on the exactly measured queries.
+        Assert.Equal(RecallCalibrator.OtherKs, built.ByK!.Select(f => f.K));
+        Assert.All(built.ByK!, f => Assert.Equal(Math.Min(sample, RecallCalibrator.DefaultQueries), f.Queries));
+        Assert.Equal(JsonSerializer.Serialize(built.ByK), JsonSerializer.Serialize(fitted.ByK));
+        // The filtered replay's reads go through readAttributes and the vectors read above (its third pass); the lists of the
+        // other K are collected in the first.
+        int passes = (sample > RecallCalibrator.DefaultQueries ? 2 : 1) + (attributes ? 1 : 0);
         Assert.All(reads, r => Assert.InRange(r.Value, 1, passes));
         Assert.False(lazy.IsLoaded(0), "the lazily opened index was never loaded whole");
         // The in-memory entry point on the same inputs agrees too (one replay serves both).
         var again = RecallCalibrator.Calibrate(idx.Index, exact.Result(), queries, k);
         Assert.Equal(JsonSerializer.Serialize(built.Plans), JsonSerializer.Serialize(again!.Plans));
-        Assert.Equal(JsonSerializer.Serialize(built.Deeper), JsonSerializer.Serialize(again.Deeper));
+        Assert.Equal(JsonSerializer.Serialize(built.ByK), JsonSerializer.Serialize(again.ByK));
     }
 
     [Fact]

@@ -230,14 +230,14 @@ public static partial class BuildCommand
         };
         yield return $"calibrated recall@{cal.K} on {cal.Queries} {on} in {cal.Seconds:F1} s: " +
             string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t)));
-        // A query of k neighbours past the calibration's K plans with the smallest deeper frontier that reaches k (the last past them all).
-        int below = cal.K;
-        foreach (var deep in cal.Deeper ?? [])
+        // A query of k neighbours plans with the frontier of the smallest measured K ≥ k (the largest past them all).
+        var measuredKs = (cal.ByK ?? []).Select(f => f.K).Append(cal.K).Order().ToArray();
+        foreach (var atK in cal.ByK ?? [])
         {
-            bool last = ReferenceEquals(deep, cal.Deeper![^1]);
-            yield return $"  unfiltered k {below + 1}{(last ? " and more" : $"–{deep.K}")}: recall@{deep.K} on the first {deep.Queries} of them: " +
-                string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, k: deep.K)));
-            below = deep.K;
+            int at = Array.IndexOf(measuredKs, atK.K), from = at == 0 ? 1 : measuredKs[at - 1] + 1;
+            string ks = at == measuredKs.Length - 1 ? $"{from} and more" : from == atK.K ? $"{from}" : $"{from}–{atK.K}";
+            yield return $"  unfiltered k {ks}: recall@{atK.K} on {(atK.Queries == cal.Queries ? "the same" : $"the first {atK.Queries}")}: " +
+                string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, k: atK.K)));
         }
         if (cal.QueriesBlob is not null)
             yield return $"  your queries are kept with the index (measured again after writes and by a rebuild)" +

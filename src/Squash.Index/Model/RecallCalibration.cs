@@ -22,13 +22,14 @@ public sealed record RecallCalibration
     /// </summary>
     public IReadOnlyList<FilteredCalibration>? Filtered { get; init; }
     /// <summary>
-    /// Unfiltered frontiers measured at a larger K (recall@K over the first exactly measured queries), by ascending K: a
-    /// query whose k exceeds <see cref="K"/> plans with the smallest one whose K reaches its k (the largest past them all),
-    /// since a plan that finds 95 % of the 10 nearest finds fewer of the 100 nearest. Null (left out of the JSON): none
-    /// measured (an index calibrated before they existed), and every k plans with <see cref="Plans"/>.
+    /// Unfiltered frontiers measured at other K (recall@K over the exactly measured queries), by ascending K, none at
+    /// <see cref="K"/>: a query of k neighbours plans with the frontier of the smallest K that reaches k, this one's
+    /// included (the largest past them all), since a plan's recall@k moves with k (the plan that finds 95 % of the 10
+    /// nearest finds fewer of the 100 nearest, and a smaller share of the single nearest). Null (left out of the JSON):
+    /// none measured (an index calibrated before they existed), and every k plans with <see cref="Plans"/>.
     /// </summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
-    public IReadOnlyList<DeepCalibration>? Deeper { get; init; }
+    public IReadOnlyList<KCalibration>? ByK { get; init; }
     /// <summary>
     /// Rows ingest upserted or deleted since these plans were measured (0, and left out of the JSON, for a calibration that
     /// has seen every row): ingest measures the plans again once this passes a share of the index, since new rows are coded
@@ -79,15 +80,15 @@ public sealed record RecallCalibration
         foreach (var p in Plans)
             if (!p.IsPossible(filtered: false))
                 throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible plan ({p})");
-        int previousK = K;
-        foreach (var deep in Deeper ?? [])
+        int previousK = 0;
+        foreach (var atK in ByK ?? [])
         {
-            if (deep.K <= previousK || deep.Queries < 1 || deep.Plans is not { Count: > 0 })
-                throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible frontier at K {deep.K}");
-            foreach (var p in deep.Plans)
+            if (atK.K <= previousK || atK.K == K || atK.Queries < 1 || atK.Plans is not { Count: > 0 })
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration holds an impossible frontier at K {atK.K}");
+            foreach (var p in atK.Plans)
                 if (!p.IsPossible(filtered: false))
-                    throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration at K {deep.K} holds an impossible plan ({p})");
-            previousK = deep.K;
+                    throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration at K {atK.K} holds an impossible plan ({p})");
+            previousK = atK.K;
         }
         foreach (var band in Filtered ?? [])
         {
@@ -104,7 +105,7 @@ public sealed record RecallCalibration
 }
 
 /// <summary>An unfiltered frontier measured at recall@<see cref="K"/> on <see cref="Queries"/> exactly measured queries.</summary>
-public sealed record DeepCalibration(int K, int Queries, IReadOnlyList<CalibratedPlan> Plans);
+public sealed record KCalibration(int K, int Queries, IReadOnlyList<CalibratedPlan> Plans);
 
 /// <summary>
 /// The frontier for filtered queries whose estimated selectivity lies in [<see cref="MinSelectivity"/>,
