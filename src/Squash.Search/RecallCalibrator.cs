@@ -139,7 +139,9 @@ public sealed record CalibrationFilterFile(string Name, string?[] Texts, int[] L
 /// candidates of the largest R: a plan with a smaller R re-ranks a prefix of each partition's candidates (the K·R
 /// smallest lower bounds), and a plan with a smaller CF a prefix of the partitions, so every plan is replayed from
 /// one scan. Replayed answers equal what <see cref="SearchEngine.Search"/> returns for that plan: a row the real
-/// scan skips for its running threshold could not have entered the answer.
+/// scan skips for its running threshold could not have entered the answer. The same holds across K: the K·R smallest
+/// bounds are a prefix of a longer list's, so the frontiers at the <see cref="OtherKs"/> replay prefixes of two lists
+/// per query and partition (the K = 10 one, and one of <see cref="DeepCandidates"/>).
 /// </summary>
 public static class RecallCalibrator
 {
@@ -215,6 +217,14 @@ public static class RecallCalibrator
     private static int[] OtherKsFor(int[][] exact, int k, long count) =>
         k != DefaultK || exact.Length == 0 ? [] : OtherKs.Where(o => exact[0].Length >= o && count >= Math.Max(MinimumVectors, 2L * o)).ToArray();
 
+    /// <summary>
+    /// The shape of query <paramref name="qi"/>'s candidate lists, K and R (K·R per partition): the first
+    /// <paramref name="deepCount"/> queries, replayed past <see cref="DefaultK"/> too, hold <see cref="DeepCandidates"/>, whose
+    /// prefixes also serve K = 10 and below, so one scan of a partition serves every K; the rest hold K·<see cref="MaxRerank"/>.
+    /// </summary>
+    private static (int K, int Rerank) ListShape(int qi, int deepCount, int k) =>
+        qi < deepCount ? (ExactDepth, DeepCandidates / ExactDepth) : (k, MaxRerank);
+
     /// <summary>Query <paramref name="row"/>'s first <paramref name="k"/> exact neighbours (−1 pads a short answer) as a set.</summary>
     private static HashSet<long> Truth(int[] row, int k) => row.Take(k).Where(id => id >= 0).Select(id => (long)id).ToHashSet();
 
@@ -288,6 +298,7 @@ public static class RecallCalibrator
         var recall = new double[measured, plans];
         var cost = new double[measured, plans];
         var otherKs = OtherKsFor(exact, k, index.Manifest.Count);
+        int deepCount = otherKs.Any(o => o > k) ? QueriesAt(otherKs.First(o => o > k), measured) : 0;
         int done = 0, total = (measured == queries.Count ? measured : measured + queries.Count) + otherKs.Sum(o => QueriesAt(o, measured));
         float[]? Stored(long selfId)
         {
@@ -305,7 +316,7 @@ public static class RecallCalibrator
         try
         {
             // An exact query's candidate lists, kept for its reference replay (which scans the same partitions and usually a
-            // few more) and for the replays at smaller K (a prefix of each list).
+            // few more) and for the replays at the other K (prefixes of each list).
             var exactLists = new Dictionary<int, CandidateList>?[measured];
             var reference = UnfilteredReplays(exactLists);
             var byK = OtherKReplays(exactLists);
@@ -322,7 +333,7 @@ public static class RecallCalibrator
         // Every plan's recall and cost on the exact queries; every query against the reference plan's answer when some are not exact.
         double[,]? UnfilteredReplays(Dictionary<int, CandidateList>?[] kept)
         {
-            ExactReplays(measured, k, MaxRerank, recall, cost, kept, k, MaxRerank);
+            ExactReplays(measured, k, MaxRerank, recall, cost, kept);
 
             if (measured < queries.Count)
             {
@@ -337,8 +348,9 @@ public static class RecallCalibrator
                     var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, PartitionOf, g);
                     var leftOut = queries.LeftOut?[qi];
                     var lists = (qi < measured ? kept[qi] : null) ?? new Dictionary<int, CandidateList>();
+                    var (listK, listRerank) = ListShape(qi, deepCount, k);
                     CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
-                        : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, k, local.Buffer, leftOut, lazy: true);
+                        : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, listK, local.Buffer, leftOut, listRerank, lazy: true);
                     ReplayAgainstReference(index, scan, k, Of, qi, reference);
                     progress?.Report(Interlocked.Increment(ref done) / (double)total);
                     return local;
@@ -348,30 +360,25 @@ public static class RecallCalibrator
             return null;
         }
 
-        // The exact queries' plans at every other K, as the exact replays above at K: below it from the K lists (their
-        // prefixes), past it from lists of DeepCandidates per partition, one per query for all of them.
+        // The exact queries' plans at every other K, as the exact replays above at K, from prefixes of the same lists.
         IReadOnlyList<KCalibration>? OtherKReplays(Dictionary<int, CandidateList>?[] exactLists)
         {
             if (otherKs.Length == 0) return null;
             var measuredAt = new List<KCalibration>();
-            Dictionary<int, CandidateList>?[]? deepLists = null;
             foreach (int other in otherKs)
             {
                 int n = QueriesAt(other, measured), maxRerank = MaxRerankAt(other);
                 var otherRecall = new double[n, plans];
                 var otherCost = new double[n, plans];
-                if (other < k) ExactReplays(n, other, maxRerank, otherRecall, otherCost, exactLists, k, MaxRerank);
-                else ExactReplays(n, other, maxRerank, otherRecall, otherCost, deepLists ??= new Dictionary<int, CandidateList>?[n],
-                    ExactDepth, DeepCandidates / ExactDepth);
+                ExactReplays(n, other, maxRerank, otherRecall, otherCost, exactLists);
                 measuredAt.Add(new KCalibration(other, n, Frontier(Points(otherRecall, otherCost, null, maxRerank))));
             }
             return measuredAt;
         }
 
         // The first n queries' plans replayed against their first depth exact neighbours, with R up to maxRerank, from the
-        // candidate lists in lists (added there where missing, listK·listRerank per partition).
-        void ExactReplays(int n, int depth, int maxRerank, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[] lists,
-            int listK, int listRerank)
+        // candidate lists in lists (added there where missing, shaped by ListShape).
+        void ExactReplays(int n, int depth, int maxRerank, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[] lists)
         {
             Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
             {
@@ -384,6 +391,7 @@ public static class RecallCalibrator
                     var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), depth, PartitionOf);
                     var leftOut = queries.LeftOut?[qi];
                     var mine = lists[qi] ??= [];
+                    var (listK, listRerank) = ListShape(qi, deepCount, k);
                     CandidateList Of(int p) => mine.TryGetValue(p, out var l) ? l
                         : mine[p] = Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, listK, scratch.Buffer, leftOut, listRerank, lazy: true);
                     Replay(index, scan, truth, depth, Of, qi, recallOf, costOf, maxRerank);
@@ -443,8 +451,9 @@ public static class RecallCalibrator
     /// partition by partition. First every query's scan is planned from the routing data alone (which partitions, in which
     /// order, where each plan's prefix ends); then each partition some query scans is read once, and every such query's
     /// re-rank candidates in it (at most K·R_max, with their exact distances) are kept; then each query's plans are replayed
-    /// from those lists exactly as the in-memory calibration replays them. With more queries than exact answers (the
-    /// two-phase estimate) a partition the reference plan adds to what the routing data predicted is read a second time.
+    /// from those lists exactly as the in-memory calibration replays them. The lists for the <see cref="OtherKs"/> past K
+    /// are collected in the same read. With more queries than exact answers (the two-phase estimate) a partition the
+    /// reference plan adds to what the routing data predicted is read a second time.
     /// </summary>
     /// <param name="index">The version's manifest and routing data (no partition needs to be loaded).</param>
     /// <param name="partitionOf">The partition of every exact neighbour and of every base-sample query's own row.</param>
@@ -540,20 +549,16 @@ public static class RecallCalibrator
         // filtered query can match, for its exact filtered neighbours.
         var found = new Dictionary<int, CandidateList>[queries.Count];
         for (int qi = 0; qi < queries.Count; qi++) found[qi] = [];
-        var both = new QueryScan?[(2 + below.Length) * queries.Count];
+        // The scans past K too: the first deepCount queries' lists (DeepCandidates per partition) serve every K.
+        int deepCount = otherKs.Any(o => o > k) ? QueriesAt(otherKs.First(o => o > k), measured) : 0;
+        var past = otherKs.Where(o => o > k).Select(o => PlanAt(o, deepCount)).ToArray();
+        (int K, int Rerank) ListOf(int qi) => ListShape(qi, deepCount, k);
+        var atOtherKs = below.Concat(past).ToArray();
+        var both = new QueryScan?[(2 + atOtherKs.Length) * queries.Count];
         Array.Copy(scans, both, measured);
         Array.Copy(deep, 0, both, queries.Count, queries.Count);
-        for (int b = 0; b < below.Length; b++) Array.Copy(below[b].Scans, 0, both, (2 + b) * queries.Count, below[b].Scans.Length);
-        // The lists past K (DeepCandidates per partition, one per query for every such K) are collected in the same read.
-        var past = otherKs.Where(o => o > k).ToArray();
-        int deepCount = past.Length > 0 ? QueriesAt(past[0], measured) : 0;
-        var planned = past.Select(o => PlanAt(o, deepCount)).ToArray();
-        var deepFound = new Dictionary<int, CandidateList>[deepCount];
-        for (int qi = 0; qi < deepCount; qi++) deepFound[qi] = [];
-        ListRequest[] requests = [new(Wanted(both, queries.Count, found), found, k, MaxRerank)];
-        if (deepCount > 0)
-            requests = [.. requests, new(Wanted(planned.SelectMany(at => at.Scans).ToArray(), deepCount, deepFound), deepFound, ExactDepth, DeepCandidates / ExactDepth)];
-        await CandidatesByPartitionAsync(index, requests, contexts, self, readPartition,
+        for (int b = 0; b < atOtherKs.Length; b++) Array.Copy(atOtherKs[b].Scans, 0, both, (2 + b) * queries.Count, atOtherKs[b].Scans.Length);
+        await CandidatesByPartitionAsync(index, [new(Wanted(both, queries.Count, found), found, ListOf)], contexts, self, readPartition,
             readAttributes, filtered, progress is null ? null : new Progress<double>(f => progress.Report(0.9 * f)), cancellationToken).ConfigureAwait(false);
 
         // 3. Replay every query's plans from its lists.
@@ -572,7 +577,7 @@ public static class RecallCalibrator
             {
                 Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
                     deep[qi] = PlanScan(engine, contexts[qi], null, self?[qi] ?? -1, Stored(qi), k, Partition, g));
-                await CandidatesByPartitionAsync(index, [new(Wanted(deep, queries.Count, found), found, k, MaxRerank)], contexts, self, readPartition,
+                await CandidatesByPartitionAsync(index, [new(Wanted(deep, queries.Count, found), found, ListOf)], contexts, self, readPartition,
                     null, null, null, cancellationToken).ConfigureAwait(false);
             }
             reference = new double[queries.Count, plans];
@@ -581,8 +586,8 @@ public static class RecallCalibrator
                 ReplayAgainstReference(index, deep[qi]!, k, p => found[qi][p], qi, reference);
             });
         }
-        // 3c. The other K: below K from the K lists (prefixes), past it from the lists of DeepCandidates read with them.
-        var byK = below.Select(at => ReplayAt(at, found)).Concat(planned.Select(at => ReplayAt(at, deepFound))).ToList();
+        // 3c. The other K, from prefixes of the same lists.
+        var byK = atOtherKs.Select(at => ReplayAt(at, found)).ToList();
         progress?.Report(1);
         // 4. The filtered part: streamed when the partitions' attributes can be read one at a time, else through the opened index.
         var bands = filtered is not null
@@ -635,9 +640,9 @@ public static class RecallCalibrator
 
     /// <summary>
     /// Candidate lists to collect while the partitions are read: per query, the partitions it wants (<see cref="Wanted"/>),
-    /// and where its lists of <see cref="K"/>·<see cref="Rerank"/> candidates go.
+    /// where its lists go, and their shape (K and R: K·R candidates, <see cref="ListShape"/>).
     /// </summary>
-    private sealed record ListRequest(HashSet<int>[] WantedBy, Dictionary<int, CandidateList>[] Found, int K, int Rerank);
+    private sealed record ListRequest(HashSet<int>[] WantedBy, Dictionary<int, CandidateList>[] Found, Func<int, (int K, int Rerank)> Shape);
 
     /// <summary>
     /// Reads each partition some request's query wants (or <paramref name="filtered"/> wants) once, one read ahead while the
@@ -672,7 +677,8 @@ public static class RecallCalibrator
                 Parallel.ForEach(visitors[p]!, new ParallelOptions { CancellationToken = cancellationToken }, () => (new PartitionScanner(), new List<(float Bound, int Row)>()), (visit, _, local) =>
                 {
                     var (request, qi) = visit;
-                    var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, request.K, local.Item2, maxRerank: request.Rerank);
+                    var (listK, listRerank) = request.Shape(qi);
+                    var list = Candidates(local.Item1, contexts[qi], codes, vectors, self?[qi] ?? -1, listK, local.Item2, maxRerank: listRerank);
                     lock (request.Found[qi]) request.Found[qi][p] = list;
                     return local;
                 }, _ => { });
