@@ -199,9 +199,16 @@ public static class RecallCalibrator
     /// </summary>
     public const int DeepCandidates = 400;
 
-    /// <summary>The largest R measured at <paramref name="k"/>: the grid's largest whose K·R fits the lists its replay holds.</summary>
-    public static int MaxRerankAt(int k) =>
-        RerankFactors.Where(r => (long)k * r <= (k <= DefaultK ? DefaultK * MaxRerank : DeepCandidates)).DefaultIfEmpty(1).Max();
+    /// <summary>
+    /// The R measured at <paramref name="k"/>, ascending (plan columns index into it as into <see cref="RerankFactors"/>):
+    /// <see cref="RerankFactors"/> at K = 10; below it the same candidate counts (R × 10 / K, so K = 1 re-ranks up to 160
+    /// rows per partition, where R ≤ 16 would leave its nearest row outside the candidates on loose codes); past it those
+    /// whose K·R fits <see cref="DeepCandidates"/>.
+    /// </summary>
+    public static int[] RerankGridAt(int k) =>
+        k < DefaultK ? RerankFactors.Select(r => r * DefaultK / k).Where(r => (long)k * r <= DefaultK * MaxRerank).ToArray()
+        : k == DefaultK ? RerankFactors
+        : RerankFactors.Where(r => (long)k * r <= DeepCandidates).DefaultIfEmpty(1).ToArray();
 
     /// <summary>
     /// The exactly measured queries (of <paramref name="measured"/>) replayed at <paramref name="k"/>: every one below
@@ -333,7 +340,7 @@ public static class RecallCalibrator
         // Every plan's recall and cost on the exact queries; every query against the reference plan's answer when some are not exact.
         double[,]? UnfilteredReplays(Dictionary<int, CandidateList>?[] kept)
         {
-            ExactReplays(measured, k, MaxRerank, recall, cost, kept);
+            ExactReplays(measured, k, RerankFactors, recall, cost, kept);
 
             if (measured < queries.Count)
             {
@@ -367,18 +374,19 @@ public static class RecallCalibrator
             var measuredAt = new List<KCalibration>();
             foreach (int other in otherKs)
             {
-                int n = QueriesAt(other, measured), maxRerank = MaxRerankAt(other);
+                int n = QueriesAt(other, measured);
+                var rerankGrid = RerankGridAt(other);
                 var otherRecall = new double[n, plans];
                 var otherCost = new double[n, plans];
-                ExactReplays(n, other, maxRerank, otherRecall, otherCost, exactLists);
-                measuredAt.Add(new KCalibration(other, n, Frontier(Points(otherRecall, otherCost, null, maxRerank))));
+                ExactReplays(n, other, rerankGrid, otherRecall, otherCost, exactLists);
+                measuredAt.Add(new KCalibration(other, n, Frontier(Points(otherRecall, otherCost, null, rerankGrid))));
             }
             return measuredAt;
         }
 
-        // The first n queries' plans replayed against their first depth exact neighbours, with R up to maxRerank, from the
+        // The first n queries' plans replayed against their first depth exact neighbours, with the R of rerankGrid, from the
         // candidate lists in lists (added there where missing, shaped by ListShape).
-        void ExactReplays(int n, int depth, int maxRerank, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[] lists)
+        void ExactReplays(int n, int depth, int[] rerankGrid, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[] lists)
         {
             Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
             {
@@ -394,7 +402,7 @@ public static class RecallCalibrator
                     var (listK, listRerank) = ListShape(qi, deepCount, k);
                     CandidateList Of(int p) => mine.TryGetValue(p, out var l) ? l
                         : mine[p] = Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, listK, scratch.Buffer, leftOut, listRerank, lazy: true);
-                    Replay(index, scan, truth, depth, Of, qi, recallOf, costOf, maxRerank);
+                    Replay(index, scan, truth, depth, Of, qi, recallOf, costOf, rerankGrid);
                 }
                 else for (int j = 0; j < plans; j++) recallOf[qi, j] = 1;
                 progress?.Report(Interlocked.Increment(ref done) / (double)total);
@@ -518,13 +526,14 @@ public static class RecallCalibrator
         }
         KCalibration ReplayAt((int K, HashSet<long>[] Truths, QueryScan?[] Scans, double[,] Recall) at, Dictionary<int, CandidateList>[] lists)
         {
-            int n = at.Scans.Length, maxRerank = MaxRerankAt(at.K);
+            int n = at.Scans.Length;
+            var rerankGrid = RerankGridAt(at.K);
             var otherCost = new double[n, plans];
             Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
             {
-                if (at.Scans[qi] is { } scan) Replay(index, scan, at.Truths[qi], at.K, p => lists[qi][p], qi, at.Recall, otherCost, maxRerank);
+                if (at.Scans[qi] is { } scan) Replay(index, scan, at.Truths[qi], at.K, p => lists[qi][p], qi, at.Recall, otherCost, rerankGrid);
             });
-            return new KCalibration(at.K, n, Frontier(Points(at.Recall, otherCost, null, maxRerank)));
+            return new KCalibration(at.K, n, Frontier(Points(at.Recall, otherCost, null, rerankGrid)));
         }
 
         // The filtered calibration's families, drawn from the attributes read partition by partition.
@@ -701,20 +710,21 @@ public static class RecallCalibrator
             Queries = reference?.GetLength(0) ?? recall.GetLength(0),
             Source = queries.Source,
             Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
-            Plans = Frontier(Points(recall, cost, reference, RerankFactors[^1])),
+            Plans = Frontier(Points(recall, cost, reference, RerankFactors)),
             Filtered = filtered,
             ByK = byK,
         };
 
-    /// <summary>Every measured plan (R up to <paramref name="maxRerank"/>) with its mean recall, standard error and mean cost.</summary>
-    private static List<CalibratedPlan> Points(double[,] recall, double[,] cost, double[,]? reference, int maxRerank)
+    /// <summary>Every measured plan (R column r is <paramref name="rerankGrid"/>[r]) with its mean recall, standard error and mean cost.</summary>
+    private static List<CalibratedPlan> Points(double[,] recall, double[,] cost, double[,]? reference, int[] rerankGrid)
     {
         int n1 = recall.GetLength(0);
         var points = new List<CalibratedPlan>();
         for (int j = 0; j < PlanCount; j++)
         {
-            var (cf, r, cap) = PlanAt(j);
-            if (r > maxRerank) continue;
+            var (cf, column, cap) = PlanColumns(j);
+            if (column >= rerankGrid.Length) continue;
+            int r = rerankGrid[column];
             double c = 0;
             for (int q = 0; q < n1; q++) c += cost[q, j];
             var (mean, se) = reference is null ? MeanAndError(recall, j) : TwoPhase(recall, reference, j);
@@ -726,11 +736,18 @@ public static class RecallCalibrator
     /// <summary>The column of the plan with cap <paramref name="cap"/>, R <paramref name="r"/> and CF <paramref name="g"/> (indexes into <see cref="PartitionCaps"/>, <see cref="RerankFactors"/>, <see cref="CentroidFactors"/>).</summary>
     private static int PlanIndex(int cap, int r, int g) => (cap * RerankFactors.Length + r) * CentroidFactors.Length + g;
 
-    /// <summary>Plan <paramref name="j"/>'s CF, R and partition cap (null: none): the inverse of <see cref="PlanIndex"/>.</summary>
+    /// <summary>Plan <paramref name="j"/>'s CF, R and partition cap (null: none) at K = 10: the inverse of <see cref="PlanIndex"/>.</summary>
     public static (double CentroidFactor, int RerankFactor, int? MaxPartitions) PlanAt(int j)
     {
+        var (cf, column, cap) = PlanColumns(j);
+        return (cf, RerankFactors[column], cap);
+    }
+
+    /// <summary>Plan <paramref name="j"/>'s CF, R column (into <see cref="RerankGridAt"/>) and partition cap.</summary>
+    private static (double CentroidFactor, int RerankColumn, int? MaxPartitions) PlanColumns(int j)
+    {
         int grid = CentroidFactors.Length, rs = RerankFactors.Length;
-        return (CentroidFactors[j % grid], RerankFactors[j / grid % rs], PartitionCaps[j / (grid * rs)]);
+        return (CentroidFactors[j % grid], j / grid % rs, PartitionCaps[j / (grid * rs)]);
     }
 
     private static (double Mean, double StdError) MeanAndError(double[,] recall, int j)
@@ -906,13 +923,14 @@ public static class RecallCalibrator
     /// Past the scanned partitions recall and re-rank cost stay where they are, so only the scanned prefix is tracked
     /// per R: a few partitions, where arrays as long as the index's partition count made the replay allocation-bound.
     /// </remarks>
-    /// <param name="maxRerank">The largest R replayed (the candidate lists hold K·maxRerank); plans with a larger R are left unfilled.</param>
+    /// <param name="rerankGrid">The R replayed, column r being rerankGrid[r] (<see cref="RerankGridAt"/>; the candidate lists hold K·its last); columns past it are left unfilled.</param>
     private static void Replay(OpenedIndex index, QueryScan scan, HashSet<long> truth, int k, Func<int, CandidateList> candidatesOf,
-        int qi, double[,] recall, double[,]? cost, int maxRerank = MaxRerank)
+        int qi, double[,] recall, double[,]? cost, int[]? rerankGrid = null)
     {
         var order = scan.Order;
+        var rerank = rerankGrid ?? RerankFactors;
         int m = index.Manifest.GlobalDimensions, d = index.Manifest.InternalDimensions;
-        int grid = CentroidFactors.Length, rs = RerankFactors.Count(r => r <= maxRerank);
+        int grid = CentroidFactors.Length, rs = rerank.Length;
         int scanned = scan.Scanned, deepest = Math.Max(scanned, scan.Prefix.Max());
         var tops = new TopK[rs];
         for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
@@ -927,7 +945,7 @@ public static class RecallCalibrator
             for (int r = 0; r < rs; r++)
             {
                 var top = tops[r];
-                int take = Math.Min(candidates.Ids.Length, k * RerankFactors[r]);
+                int take = Math.Min(candidates.Ids.Length, k * rerank[r]);
                 long reranked = 0;
                 for (int i = 0; i < take; i++)
                 {

@@ -76,6 +76,18 @@ public static class RecallPlanner
     /// <summary>The K whose recall the frontier a query of <paramref name="k"/> neighbours plans with was measured at (<see cref="FrontierFor"/>).</summary>
     public static int CalibratedK(RecallCalibration calibration, int k) => MeasuredFor(calibration, k).K;
 
+    /// <summary>
+    /// The K of the recall <see cref="Resolve(RecallCalibration?, SearchOptions, out double?, out double?, double?, double, double)"/>
+    /// predicts for these arguments: a filtered band's (the calibration's K), else <see cref="CalibratedK"/>; null when it
+    /// predicts nothing or the exact plan.
+    /// </summary>
+    public static int? PredictedAtK(RecallCalibration? calibration, SearchOptions resolved, double? predicted, int k, double? selectivity = null, double anchorRatio = 1)
+    {
+        ArgumentNullException.ThrowIfNull(resolved);
+        if (calibration is null || predicted is null || resolved.Exact) return null;
+        return selectivity is { } s && BandFor(calibration.Filtered, s, anchorRatio) is not null ? calibration.K : CalibratedK(calibration, k);
+    }
+
     private static (int K, IReadOnlyList<CalibratedPlan> Plans) MeasuredFor(RecallCalibration calibration, int k)
     {
         ArgumentNullException.ThrowIfNull(calibration);

@@ -127,6 +127,7 @@ public sealed class SearchEngine
             var resolved = RecallPlanner.Resolve(manifest.Calibration, options, out double? predicted, out double? share,
                 draw: RecallPlanner.Draw(query.VectorHash));
             var stats = NewStats(target, predicted, resolved, share);
+            stats.PredictedAtK = RecallPlanner.PredictedAtK(manifest.Calibration, resolved, predicted, options.K);
             // No per-partition estimates: a later pass (rare without a filter) takes partition sizes.
             int selected = SelectCount(order, dist, Index.Routing.PartitionSizes, resolved);
             stats.PartitionsPlanned = selected;
@@ -206,9 +207,12 @@ public sealed class SearchEngine
         ArgumentNullException.ThrowIfNull(anchors);
         ArgumentNullException.ThrowIfNull(options);
         double? recallTarget = RecallTargetOf(options);
+        double selectivity = anchors.Estimates.Total / Math.Max(1, Index.Manifest.Count);
         var resolved = RecallPlanner.Resolve(Index.Manifest.Calibration, options, out double? predicted, out double? share,
-            anchors.Estimates.Total / Math.Max(1, Index.Manifest.Count), anchors.AnchorRatio, draw);
-        return PlanFilteredSweep(anchors, resolved, [resolved.CentroidFactor], recallTarget, predicted, share)[0];
+            selectivity, anchors.AnchorRatio, draw);
+        var plan = PlanFilteredSweep(anchors, resolved, [resolved.CentroidFactor], recallTarget, predicted, share)[0];
+        plan.Stats.PredictedAtK = RecallPlanner.PredictedAtK(Index.Manifest.Calibration, resolved, predicted, options.K, selectivity, anchors.AnchorRatio);
+        return plan;
     }
 
     /// <summary>

@@ -143,6 +143,13 @@ public class QueryStats
     /// </summary>
     public double? PredictedRecall { get; set; }
     /// <summary>
+    /// The K of the recall@K <see cref="PredictedRecall"/> is: the calibrated K whose frontier the plan came from (the
+    /// smallest measured K ≥ k for an unfiltered query, the calibration's K for a filtered band). Null (left out) for an
+    /// exact plan and without a calibration.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? PredictedAtK { get; set; }
+    /// <summary>
     /// A recall target met by mixing two frontier plans: the share of queries that run this query's plan (the other plan runs
     /// on the rest; which one a query runs follows from a hash of its vector and filter). Null (left out) for a single plan.
     /// </summary>

@@ -40,6 +40,8 @@ public sealed class RecallTargetApiTests(IndexFixture fx)
                 Assert.Equal(expected.Ids, doc.RootElement.GetProperty("results").EnumerateArray().Select(e => e.GetProperty("row").GetInt64()));
                 Assert.Equal(target ?? SearchOptions.DefaultRecall, stats.GetProperty("recallTarget").GetDouble());
                 Assert.Equal(expected.Stats.PredictedRecall, stats.GetProperty("predictedRecall").GetDouble());
+                // An exact plan's prediction (1) is not a recall@K measured; a calibrated plan's is recall@10 here.
+                Assert.Equal(target == 1 ? null : 10, OptionalInt(stats, "predictedAtK"));
                 Assert.Equal(expected.Stats.CentroidFactor, OptionalDouble(stats, "centroidFactor"));
                 Assert.Equal(expected.Stats.RerankFactor, OptionalInt(stats, "rerankFactor"));
                 // A calibrated plan's partition cap (none on this small index; QueryValidationTests sends one by hand) is the
@@ -53,6 +55,32 @@ public sealed class RecallTargetApiTests(IndexFixture fx)
                     Assert.Null(expected.Stats.CentroidFactor);
                 }
             }
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(30, 50)]
+    [InlineData(100, 100)]
+    [InlineData(500, 100)]
+    public async Task AQueryForKNeighboursRunsThePlanCalibratedAtTheSmallestKThatReachesIt(int k, int calibratedAt)
+    {
+        using var app = fx.App(2, 1);
+        var client = app.CreateClient();
+        Assert.Equal(calibratedAt, RecallPlanner.CalibratedK(fx.CalibratedEngine.Index.Manifest.Calibration!, k));
+        foreach (var q in fx.Queries.Take(10))
+        {
+            var response = await client.PostAsync($"/api/indexes/{IndexFixture.CalibratedIndexName}/query", Body(new { vector = q, k, options = new { recall = 0.9 } }));
+            var text = await response.Content.ReadAsStringAsync();
+            Assert.True(response.IsSuccessStatusCode, text);
+            using var doc = JsonDocument.Parse(text);
+            var stats = doc.RootElement.GetProperty("stats");
+            var expected = fx.CalibratedEngine.Search(q, new SearchOptions { K = k, Recall = 0.9 });
+            Assert.Equal(calibratedAt, expected.Stats.PredictedAtK);
+            Assert.Equal(calibratedAt, OptionalInt(stats, "predictedAtK"));
+            Assert.Equal((expected.Stats.CentroidFactor, expected.Stats.RerankFactor, expected.Stats.PredictedRecall),
+                (OptionalDouble(stats, "centroidFactor"), OptionalInt(stats, "rerankFactor"), stats.GetProperty("predictedRecall").GetDouble()));
+            Assert.Equal(expected.Ids, doc.RootElement.GetProperty("results").EnumerateArray().Select(e => e.GetProperty("row").GetInt64()));
         }
     }
 

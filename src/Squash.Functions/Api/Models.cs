@@ -109,6 +109,7 @@ public sealed class AnswerStats : QueryStats
             Certified = engine.Certified,
             RecallTarget = engine.RecallTarget,
             PredictedRecall = engine.PredictedRecall,
+            PredictedAtK = engine.PredictedAtK,
             PlanShare = engine.PlanShare,
             CentroidFactor = engine.CentroidFactor,
             RerankFactor = engine.RerankFactor,
