@@ -217,6 +217,10 @@ public static class RecallCalibrator
     /// </summary>
     private static int QueriesAt(int k, int measured) => k < DefaultK ? measured : Math.Min(DefaultQueries, measured);
 
+    /// <summary>The exactly measured queries replayed past <paramref name="k"/> (<see cref="QueriesAt"/>; 0 when no other K lies past it).</summary>
+    private static int DeepCount(int[] otherKs, int k, int measured) =>
+        otherKs.Any(o => o > k) ? QueriesAt(otherKs.First(o => o > k), measured) : 0;
+
     /// <summary>
     /// The <see cref="OtherKs"/> a calibration at <paramref name="k"/> measures: none unless k is <see cref="DefaultK"/>, and
     /// only those the exact answers reach and the index holds twice over.
@@ -305,7 +309,7 @@ public static class RecallCalibrator
         var recall = new double[measured, plans];
         var cost = new double[measured, plans];
         var otherKs = OtherKsFor(exact, k, index.Manifest.Count);
-        int deepCount = otherKs.Any(o => o > k) ? QueriesAt(otherKs.First(o => o > k), measured) : 0;
+        int deepCount = DeepCount(otherKs, k, measured);
         int done = 0, total = (measured == queries.Count ? measured : measured + queries.Count) + otherKs.Sum(o => QueriesAt(o, measured));
         float[]? Stored(long selfId)
         {
@@ -325,8 +329,10 @@ public static class RecallCalibrator
             // An exact query's candidate lists, kept for its reference replay (which scans the same partitions and usually a
             // few more) and for the replays at the other K (prefixes of each list).
             var exactLists = new Dictionary<int, CandidateList>?[measured];
-            var reference = UnfilteredReplays(exactLists);
-            var byK = OtherKReplays(exactLists);
+            // Each exact query is replayed once per K: its rotation into the index's frame is computed once.
+            var exactContexts = new QueryContext?[measured];
+            var reference = UnfilteredReplays(exactLists, exactContexts);
+            var byK = OtherKReplays(exactLists, exactContexts);
             return Summarise(recall, cost, queries, k, clock, filteredBands.GetAwaiter().GetResult(), reference, byK);
         }
         catch
@@ -338,9 +344,9 @@ public static class RecallCalibrator
         }
 
         // Every plan's recall and cost on the exact queries; every query against the reference plan's answer when some are not exact.
-        double[,]? UnfilteredReplays(Dictionary<int, CandidateList>?[] kept)
+        double[,]? UnfilteredReplays(Dictionary<int, CandidateList>?[] kept, QueryContext?[] contexts)
         {
-            ExactReplays(measured, k, RerankFactors, recall, cost, kept);
+            ExactReplays(measured, k, RerankFactors, recall, cost, kept, contexts);
 
             if (measured < queries.Count)
             {
@@ -350,7 +356,7 @@ public static class RecallCalibrator
                 var reference = new double[queries.Count, plans];
                 Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, local) =>
                 {
-                    var ctx = new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
+                    var ctx = (qi < measured ? contexts[qi] : null) ?? new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
                     long selfId = self?[qi] ?? -1;
                     var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, PartitionOf, g);
                     var leftOut = queries.LeftOut?[qi];
@@ -368,7 +374,7 @@ public static class RecallCalibrator
         }
 
         // The exact queries' plans at every other K, as the exact replays above at K, from prefixes of the same lists.
-        IReadOnlyList<KCalibration>? OtherKReplays(Dictionary<int, CandidateList>?[] exactLists)
+        IReadOnlyList<KCalibration>? OtherKReplays(Dictionary<int, CandidateList>?[] exactLists, QueryContext?[] contexts)
         {
             if (otherKs.Length == 0) return null;
             var measuredAt = new List<KCalibration>();
@@ -378,7 +384,7 @@ public static class RecallCalibrator
                 var rerankGrid = RerankGridAt(other);
                 var otherRecall = new double[n, plans];
                 var otherCost = new double[n, plans];
-                ExactReplays(n, other, rerankGrid, otherRecall, otherCost, exactLists);
+                ExactReplays(n, other, rerankGrid, otherRecall, otherCost, exactLists, contexts);
                 measuredAt.Add(new KCalibration(other, n, Frontier(Points(otherRecall, otherCost, null, rerankGrid))));
             }
             return measuredAt;
@@ -386,7 +392,8 @@ public static class RecallCalibrator
 
         // The first n queries' plans replayed against their first depth exact neighbours, with the R of rerankGrid, from the
         // candidate lists in lists (added there where missing, shaped by ListShape).
-        void ExactReplays(int n, int depth, int[] rerankGrid, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[] lists)
+        void ExactReplays(int n, int depth, int[] rerankGrid, double[,] recallOf, double[,] costOf, Dictionary<int, CandidateList>?[] lists,
+            QueryContext?[] contexts)
         {
             Parallel.For(0, n, new ParallelOptions { CancellationToken = cancellationToken }, () => new CandidateScratch(), (qi, _, scratch) =>
             {
@@ -395,7 +402,7 @@ public static class RecallCalibrator
                 if (truth.Count > 0)
                 {
                     long selfId = self?[qi] ?? -1;
-                    var ctx = new QueryContext(index, vector);
+                    var ctx = contexts[qi] ??= new QueryContext(index, vector);
                     var scan = PlanScan(engine, ctx, truth, selfId, Stored(selfId), depth, PartitionOf);
                     var leftOut = queries.LeftOut?[qi];
                     var mine = lists[qi] ??= [];
@@ -559,7 +566,7 @@ public static class RecallCalibrator
         var found = new Dictionary<int, CandidateList>[queries.Count];
         for (int qi = 0; qi < queries.Count; qi++) found[qi] = [];
         // The scans past K too: the first deepCount queries' lists (DeepCandidates per partition) serve every K.
-        int deepCount = otherKs.Any(o => o > k) ? QueriesAt(otherKs.First(o => o > k), measured) : 0;
+        int deepCount = DeepCount(otherKs, k, measured);
         var past = otherKs.Where(o => o > k).Select(o => PlanAt(o, deepCount)).ToArray();
         (int K, int Rerank) ListOf(int qi) => ListShape(qi, deepCount, k);
         var atOtherKs = below.Concat(past).ToArray();
