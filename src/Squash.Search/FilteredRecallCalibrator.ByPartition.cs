@@ -29,6 +29,16 @@ public static partial class FilteredRecallCalibrator
     {
         private readonly OpenedIndex _index;
         private readonly int _k;
+        /// <summary>Every K replayed, the calibration's first (<see cref="OtherKsFor"/> after it), and the R measured at each.</summary>
+        private readonly int[] _ks;
+        private readonly int[][] _rerankGrids;
+        /// <summary>Exact neighbours per query (<see cref="TruthDepth"/>).</summary>
+        private readonly int _depth;
+        /// <summary>
+        /// Candidates kept per query and partition: the most any K's plans re-rank (K·R; 400 past K = 10, 160 at it and
+        /// below). A plan's K·R smallest bounds are the prefix of a longer list, so one list serves every K.
+        /// </summary>
+        private readonly int _listLength;
         private readonly List<Family> _families;
         private readonly FilteredQuery[] _queries;
         /// <summary>The queries by filter kind and place: equal filters and overlapping ranges next to each other.</summary>
@@ -48,18 +58,31 @@ public static partial class FilteredRecallCalibrator
             public double AnchorRatio = 1;
             public required FilterEstimates Estimates;
             public required double Selectivity;
+            /// <summary>The plans at each K replayed (<see cref="_ks"/>).</summary>
+            public KPlans[] AtK = [];
+            /// <summary>How far the deepest K's replay scans down <see cref="Order"/>.</summary>
+            public int ScanTo;
+            /// <summary>Per scanned partition: whether every match was listed, and the candidates (bound, id, exact distance).</summary>
+            public Dictionary<int, (bool Every, (float Bound, long Id, float Distance)[] List)> Candidates { get; } = [];
+        }
+
+        /// <summary>One query's plans at one K: its top-K truth, how far its replay scans, and where each plan stops (or scans directly).</summary>
+        private sealed class KPlans
+        {
             public HashSet<long> TruthIds = [];
             public int ScanTo;
             public int[] End = [];
             public bool[] Direct = [];
-            /// <summary>Per scanned partition: whether every match was listed, and the candidates (bound, id, exact distance).</summary>
-            public Dictionary<int, (bool Every, (float Bound, long Id, float Distance)[] List)> Candidates { get; } = [];
         }
 
         private ByPartition(OpenedIndex index, int k, List<Family> families, FilteredQuery[] queries)
         {
             _index = index;
             _k = k;
+            _ks = [k, .. OtherKsFor(k, index.Manifest.Count)];
+            _rerankGrids = _ks.Select((atK, x) => x == 0 ? RecallCalibrator.RerankFactors : RecallCalibrator.RerankGridAt(atK)).ToArray();
+            _depth = TruthDepth(k, index.Manifest.Count);
+            _listLength = _ks.Select((atK, x) => atK * _rerankGrids[x][^1]).Max();
             _families = families;
             _queries = queries;
             _byPlace = ByPlace(queries, families);
@@ -139,6 +162,7 @@ public static partial class FilteredRecallCalibrator
             var engine = new SearchEngine(index);
             var manifest = index.Manifest;
             int d = manifest.InternalDimensions;
+            int depth = TruthDepth(k, manifest.Count);
             // Every family filters the same first queries: each query's context and partition ranking serve all of them (read only).
             var ranked = new (QueryContext Context, int[] Order, float[] Dist)?[count];
             Parallel.For(0, count, new ParallelOptions { CancellationToken = cancellationToken }, q =>
@@ -175,8 +199,8 @@ public static partial class FilteredRecallCalibrator
                         Family = f, Query = q, Filter = filter, Self = self, LeftOut = queries.LeftOut?[q], Context = ctx, Internal = ctx.Internal, Order = keyed?.Order ?? order, Dist = dist, Keys = keyed?.Keys ?? dist,
                         Estimates = estimates,
                         Selectivity = estimates.Total / Math.Max(1, manifest.Count),
-                        Matches = truth?.Matches ?? new int[index.PartitionCount], Truth = truth?.Truth ?? new TopK(k),
-                        TruthPartition = truth?.TruthPartition ?? new Dictionary<long, int>(2 * TruthMapPrunedAt * k),
+                        Matches = truth?.Matches ?? new int[index.PartitionCount], Truth = truth?.Truth ?? new TopK(depth),
+                        TruthPartition = truth?.TruthPartition ?? new Dictionary<long, int>(2 * TruthMapPrunedAt * depth),
                     };
                 });
             return new ByPartition(index, k, drawn, slots.OfType<FilteredQuery>().ToArray()) { QueryCount = count };
@@ -209,7 +233,7 @@ public static partial class FilteredRecallCalibrator
                 // Rows pushed out of the top-K need no partition: the map stays within the capacity it was made with.
                 // (Removing while enumerating is allowed: Dictionary.Remove leaves its enumerators valid.)
                 foreach (var fq in members)
-                    if (fq.TruthPartition is { } map && map.Count > TruthMapPrunedAt * _k)
+                    if (fq.TruthPartition is { } map && map.Count > TruthMapPrunedAt * _depth)
                         foreach (long id in map.Keys)
                             if (!fq.Truth.Contains(id)) map.Remove(id);
                 return s;
@@ -356,11 +380,11 @@ public static partial class FilteredRecallCalibrator
             return (rows, attributes.Count, false);
         }
 
-        /// <summary><see cref="MeasureAsync"/> summed up into the bands (<see cref="Bands"/>), as <see cref="Calibrate"/> gives them.</summary>
-        public async Task<IReadOnlyList<FilteredCalibration>?> FinishAsync(
+        /// <summary><see cref="MeasureAsync"/> summed up into the bands at every K (<see cref="Summarise"/>), as <see cref="Calibrate"/> gives them.</summary>
+        public async Task<Calibrated?> FinishAsync(
             Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes Attributes)>> readPartition,
             CancellationToken cancellationToken = default) =>
-            Bands(await MeasureAsync(readPartition, cancellationToken).ConfigureAwait(false));
+            Summarise(await MeasureAsync(readPartition, cancellationToken).ConfigureAwait(false));
 
         /// <summary>
         /// Plans every query from its match counts, reads each partition some replay scans (ascending, one at a time, the
@@ -371,77 +395,87 @@ public static partial class FilteredRecallCalibrator
             CancellationToken cancellationToken = default)
         {
             int partitions = _index.PartitionCount;
-            int grid = Columns, rs = RecallCalibrator.RerankFactors.Length;
+            int grid = Columns;
             var manifest = _index.Manifest;
-            int target = SearchEngine.TargetOf(manifest, _k);
-            var rerankCandidates = RecallCalibrator.RerankFactors.Select(r => new SearchOptions { K = _k, RerankFactor = r }.RerankCandidates).ToArray();
-            // 1. Each query's plans from its counts (the engine's planner and passes), and how far its replay scans.
+            var rerankCandidatesAt = _ks.Select((k, x) => _rerankGrids[x].Select(r => new SearchOptions { K = k, RerankFactor = r }.RerankCandidates).ToArray()).ToArray();
+            // 1. Each query's plans at every K from its counts (the engine's planner and passes), and how far its replay scans.
             Parallel.ForEach(_queries, new ParallelOptions { CancellationToken = cancellationToken }, fq =>
             {
-                fq.TruthIds = fq.Truth.ToSortedArray().Select(x => x.Id).ToHashSet();
-                if (fq.TruthIds.Count == 0) return;
+                var truth = fq.Truth.ToSortedArray();
+                fq.AtK = new KPlans[_ks.Length];
+                if (truth.Length == 0)
+                {
+                    for (int x = 0; x < _ks.Length; x++) fq.AtK[x] = new KPlans();
+                    return;
+                }
                 var rank = new int[partitions];
                 for (int i = 0; i < partitions; i++) rank[fq.Order[i]] = i;
-                int needed = 0;
-                foreach (long id in fq.TruthIds) needed = Math.Max(needed, rank[fq.TruthPartition![id]] + 1);
                 var matchesBefore = new int[partitions + 1];
                 for (int i = 0; i < partitions; i++) matchesBefore[i + 1] = matchesBefore[i] + fq.Matches[fq.Order[i]];
-                fq.End = new int[grid * rs];
-                fq.Direct = new bool[grid * rs];
-                int scanTo = 0;
-                // The anchors are found once per query, and the whole grid is planned in one walk down the partitions per
-                // margin: where each plan stops does not depend on R, only whether the direct scan is cheaper does.
-                var anchors = SearchEngine.FilteredAnchors.Of(manifest, fq.Order, fq.Dist, fq.Estimates, _k, fq.Keys);
-                fq.AnchorRatio = anchors.AnchorRatio;
-                if (anchors.FirstMatching < 0) Array.Fill(fq.Direct, true);
-                else
+                var est = fq.Estimates.PerPartition;
+                var canMatch = fq.Estimates.CanMatch;
+                for (int x = 0; x < _ks.Length; x++)
                 {
-                    var est = fq.Estimates.PerPartition;
-                    var canMatch = fq.Estimates.CanMatch;
-                    // Later passes as the engine hands them out (NextPass), each told how many matches the scans so far hold.
-                    int AfterPasses(int cursor, double margin, double cf)
+                    int k = _ks[x], rs = _rerankGrids[x].Length, target = SearchEngine.TargetOf(manifest, k);
+                    var rerankCandidates = rerankCandidatesAt[x];
+                    // The top-K truth is the first K of the deepest one's.
+                    var at = fq.AtK[x] = new KPlans { TruthIds = truth.Take(k).Select(n => n.Id).ToHashSet(), End = new int[grid * rs], Direct = new bool[grid * rs] };
+                    int needed = 0;
+                    foreach (long id in at.TruthIds) needed = Math.Max(needed, rank[fq.TruthPartition![id]] + 1);
+                    int scanTo = 0;
+                    // The anchors are found once per query and K, and the whole grid is planned in one walk down the partitions
+                    // per margin: where each plan stops does not depend on R, only whether the direct scan is cheaper does.
+                    var anchors = SearchEngine.FilteredAnchors.Of(manifest, fq.Order, fq.Dist, fq.Estimates, k, fq.Keys);
+                    if (x == 0) fq.AnchorRatio = anchors.AnchorRatio;
+                    if (anchors.FirstMatching < 0) Array.Fill(at.Direct, true);
+                    else
                     {
-                        for (int passes = 1; ; passes++)
+                        // Later passes as the engine hands them out (NextPass), each told how many matches the scans so far hold.
+                        int AfterPasses(int cursor, double margin, double cf)
                         {
-                            int results = Math.Min(target, matchesBefore[cursor]);
-                            if (results >= target) return cursor;
-                            cursor = SearchEngine.WalkPass(fq.Order, fq.Keys, canMatch, est, null, cursor, SearchEngine.PassNeed(margin, target, results, passes),
-                                cf, null, out int handedOut);
-                            if (handedOut == 0) return cursor;
-                        }
-                    }
-                    void Walk(IReadOnlyList<double> cfs, double margin, int firstColumn)
-                    {
-                        int g = firstColumn;
-                        SearchEngine.WalkFiltered(manifest, anchors, cfs, margin, _k, exact: false, rerankCandidates, null, (cursor, planCost) =>
-                        {
-                            int end = -1;
-                            for (int r = 0; r < rs; r++)
+                            for (int passes = 1; ; passes++)
                             {
-                                int j = r * grid + g;
-                                if (anchors.DirectCost <= planCost[r]) { fq.Direct[j] = true; continue; }
-                                if (end < 0) end = AfterPasses(cursor, margin, cfs[g - firstColumn]);
-                                fq.End[j] = end;
-                                scanTo = Math.Max(scanTo, end);
+                                int results = Math.Min(target, matchesBefore[cursor]);
+                                if (results >= target) return cursor;
+                                cursor = SearchEngine.WalkPass(fq.Order, fq.Keys, canMatch, est, null, cursor, SearchEngine.PassNeed(margin, target, results, passes),
+                                    cf, null, out int handedOut);
+                                if (handedOut == 0) return cursor;
                             }
-                            g++;
-                        });
+                        }
+                        void Walk(IReadOnlyList<double> cfs, double margin, int firstColumn)
+                        {
+                            int g = firstColumn;
+                            SearchEngine.WalkFiltered(manifest, anchors, cfs, margin, k, exact: false, rerankCandidates, null, (cursor, planCost) =>
+                            {
+                                int end = -1;
+                                for (int r = 0; r < rs; r++)
+                                {
+                                    int j = r * grid + g;
+                                    if (anchors.DirectCost <= planCost[r]) { at.Direct[j] = true; continue; }
+                                    if (end < 0) end = AfterPasses(cursor, margin, cfs[g - firstColumn]);
+                                    at.End[j] = end;
+                                    scanTo = Math.Max(scanTo, end);
+                                }
+                                g++;
+                            });
+                        }
+                        Walk(RecallCalibrator.CentroidFactors, SearchOptions.DefaultFilterMargin, 0);
+                        for (int e = 0; e < ExtraFilterMargins.Length; e++) Walk([Column(RecallCalibrator.CentroidFactors.Length + e).CentroidFactor],
+                            ExtraFilterMargins[e], RecallCalibrator.CentroidFactors.Length + e);
                     }
-                    Walk(RecallCalibrator.CentroidFactors, SearchOptions.DefaultFilterMargin, 0);
-                    for (int x = 0; x < ExtraFilterMargins.Length; x++) Walk([Column(RecallCalibrator.CentroidFactors.Length + x).CentroidFactor],
-                        ExtraFilterMargins[x], RecallCalibrator.CentroidFactors.Length + x);
+                    at.ScanTo = Math.Min(scanTo, Math.Max(needed, 1));
+                    fq.ScanTo = Math.Max(fq.ScanTo, at.ScanTo);
                 }
-                fq.ScanTo = Math.Min(scanTo, Math.Max(needed, 1));
             });
 
             // 2. Each partition some replay scans, read once: every such query's candidates there.
             var visitors = new List<FilteredQuery>?[partitions];
             foreach (var fq in _queries)
-                if (fq.TruthIds.Count > 0)
-                    for (int c = 0; c < fq.ScanTo; c++)
+                for (int c = 0; c < fq.ScanTo; c++)
                         if (fq.Estimates.CanMatch[fq.Order[c]]) (visitors[fq.Order[c]] ??= []).Add(fq);
             var wanted = Enumerable.Range(0, partitions).Where(p => visitors[p] is not null).ToArray();
-            var collectR = RecallCalibrator.RerankFactors[^1];
+            // Collected with K·R a little past the list's length: a query's own row (and near-copies) take places and are dropped.
+            int collectK = _ks.Max(), collectR = (_listLength + collectK - 1) / collectK;
             var next = wanted.Length > 0 ? readPartition(wanted[0], cancellationToken) : null;
             for (int w = 0; w < wanted.Length; w++)
             {
@@ -459,13 +493,13 @@ public static partial class FilteredRecallCalibrator
                         for (int c = 0; c < indexed; c++) examined[checkedRows[c]] = true;
                         candidates.Clear();
                         bool every = scanner.CollectFilteredCandidates(fq.Context, codes, attributes,
-                            new SearchOptions { K = _k + 1 + (fq.LeftOut?.Length ?? 0), RerankFactor = collectR, CentroidFactor = 1, Filter = fq.Filter }, candidates);
+                            new SearchOptions { K = collectK + 1 + (fq.LeftOut?.Length ?? 0), RerankFactor = collectR, CentroidFactor = 1, Filter = fq.Filter }, candidates);
                         var kept = new List<(float, long, float)>();
                         foreach (var (bound, row) in candidates)
                         {
                             if (!examined[row] || fq.Excludes(codes.Ids[row]) || !fq.Filter.Matches(attributes, row)) continue;
                             kept.Add((bound, codes.Ids[row], SquaredL2.Distance(fq.Context.Internal, vectors.Row(row))));
-                            if (!every && kept.Count == _k * collectR) break;
+                            if (!every && kept.Count == _listLength) break;
                         }
                         lock (fq.Candidates) fq.Candidates[p] = (every, kept.ToArray());
                         return (scanner, candidates, rows, examined);
@@ -477,8 +511,8 @@ public static partial class FilteredRecallCalibrator
             int m = _index.Manifest.GlobalDimensions, d = _index.Manifest.InternalDimensions;
             for (int f = 0; f < _families.Count; f++)
             {
-                var recall = new double[QueryCount, grid * rs];
-                var cost = new double[QueryCount, grid * rs];
+                var recall = _rerankGrids.Select(rerank => new double[QueryCount, grid * rerank.Length]).ToArray();
+                var cost = _rerankGrids.Select(rerank => new double[QueryCount, grid * rerank.Length]).ToArray();
                 var selectivity = new double[QueryCount];
                 var ratio = new double[QueryCount];
                 Array.Fill(selectivity, double.NaN);
@@ -486,28 +520,34 @@ public static partial class FilteredRecallCalibrator
                 {
                     selectivity[fq.Query] = fq.Selectivity;
                     ratio[fq.Query] = fq.AnchorRatio;
-                    Replay(fq, recall, cost, m, d);
+                    for (int x = 0; x < _ks.Length; x++) Replay(fq, x, recall[x], cost[x], m, d);
                     fq.Candidates.Clear();
                 });
-                measured.Add(new FamilyMeasurement(_families[f].Name, _families[f].Filters, selectivity, recall, cost) { AnchorRatio = ratio });
+                measured.Add(new FamilyMeasurement(_families[f].Name, _families[f].Filters, selectivity, recall[0], cost[0])
+                {
+                    AnchorRatio = ratio,
+                    ByK = _ks.Length == 1 ? null : Enumerable.Range(1, _ks.Length - 1).Select(x => new KMeasurement(_ks[x], _rerankGrids[x], recall[x], cost[x])).ToArray(),
+                });
             }
             return measured;
         }
 
-        /// <summary>One query's scan in centroid order over its candidate lists, and every plan's recall and cost read off it.</summary>
-        private void Replay(FilteredQuery fq, double[,] recall, double[,] cost, int m, int d)
+        /// <summary>One query's scan in centroid order over its candidate lists, and every plan's recall@K and cost read off it, at K = <see cref="_ks"/>[<paramref name="x"/>].</summary>
+        private void Replay(FilteredQuery fq, int x, double[,] recall, double[,] cost, int m, int d)
         {
-            int q = fq.Query, k = _k;
-            int grid = Columns, rs = RecallCalibrator.RerankFactors.Length;
+            int q = fq.Query, k = _ks[x];
+            var rerank = _rerankGrids[x];
+            int grid = Columns, rs = rerank.Length;
             var manifest = _index.Manifest;
-            if (fq.TruthIds.Count == 0)
+            var plans = fq.AtK[x];
+            if (plans.TruthIds.Count == 0)
             {
                 for (int j = 0; j < grid * rs; j++) recall[q, j] = 1;
                 return;
             }
             // As in the unfiltered replay, recall and re-rank cost are tracked over the scanned prefix only: they stay put past it.
-            int scanned = fq.ScanTo, deepest = scanned;
-            for (int j = 0; j < grid * rs; j++) if (!fq.Direct[j]) deepest = Math.Max(deepest, fq.End[j]);
+            int scanned = plans.ScanTo, deepest = scanned;
+            for (int j = 0; j < grid * rs; j++) if (!plans.Direct[j]) deepest = Math.Max(deepest, plans.End[j]);
             var tops = new TopK[rs];
             for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
             var recallAt = new double[rs * (scanned + 1)];
@@ -529,7 +569,7 @@ public static partial class FilteredRecallCalibrator
                     }
                     var (every, list) = fq.Candidates[part];
                     var top = tops[r];
-                    int take = every ? list.Length : Math.Min(list.Length, k * RecallCalibrator.RerankFactors[r]);
+                    int take = every ? list.Length : Math.Min(list.Length, k * rerank[r]);
                     long reranked = 0;
                     for (int i = 0; i < take; i++)
                     {
@@ -540,8 +580,8 @@ public static partial class FilteredRecallCalibrator
                     }
                     rerankCostAt[at] = rerankCostAt[at - 1] + reranked * RecallCalibrator.RerankBytes(d);
                     int hits = 0;
-                    foreach (var nb in top.Items) if (fq.TruthIds.Contains(nb.Id)) hits++;
-                    recallAt[at] = hits / (double)fq.TruthIds.Count;
+                    foreach (var nb in top.Items) if (plans.TruthIds.Contains(nb.Id)) hits++;
+                    recallAt[at] = hits / (double)plans.TruthIds.Count;
                 }
             }
             double directCost = fq.Estimates.Total * 4.0 * d;
@@ -549,15 +589,15 @@ public static partial class FilteredRecallCalibrator
                 for (int g = 0; g < grid; g++)
                 {
                     int j = r * grid + g;
-                    if (fq.Direct[j])
+                    if (plans.Direct[j])
                     {
                         recall[q, j] = 1;
                         cost[q, j] = directCost;
                         continue;
                     }
-                    int at = r * (scanned + 1) + Math.Min(fq.End[j], scanned);
+                    int at = r * (scanned + 1) + Math.Min(plans.End[j], scanned);
                     recall[q, j] = recallAt[at];
-                    cost[q, j] = visitCostAt[fq.End[j]] + rerankCostAt[at];
+                    cost[q, j] = visitCostAt[plans.End[j]] + rerankCostAt[at];
                 }
         }
     }

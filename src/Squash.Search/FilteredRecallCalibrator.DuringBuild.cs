@@ -144,6 +144,7 @@ public static partial class FilteredRecallCalibrator
             }
             var families = DrawFamilies(info, sample, _queries, count, _dense, _k, parallel);
 
+            int depth = TruthDepth(_k, _count);
             var queries = new TruthQuery?[families.Count * count];
             var internals = new float[count][];
             for (int f = 0; f < families.Count; f++)
@@ -155,13 +156,13 @@ public static partial class FilteredRecallCalibrator
                     queries[f * count + q] = new TruthQuery
                     {
                         Family = f, Query = q, Filter = filter, Self = _queries.SelfIds?[q] ?? -1, Internal = internals[q],
-                        Matches = new int[1], Truth = new TopK(_k),
+                        Matches = new int[1], Truth = new TopK(depth),
                     };
                 }
             var byPlace = ByPlace(queries.OfType<TruthQuery>(), families);
             return new DrawnNeighbours(info, families, sample.Own, queries, chunks, _count)
             {
-                Source = _queries, Dense = _dense, ByPlace = byPlace, Blocks = ByPartition.Blocks(byPlace), Tile = ByPartition.TileRows(d), Space = space,
+                Source = _queries, Dense = _dense, Depth = depth, ByPlace = byPlace, Blocks = ByPartition.Blocks(byPlace), Tile = ByPartition.TileRows(d), Space = space,
             };
         }
 
@@ -206,6 +207,8 @@ public static partial class FilteredRecallCalibrator
         /// <summary>The queries the families filter, and how many of the first ones the dense families filter.</summary>
         internal CalibrationQueries Source { get; init; } = null!;
         internal int Dense { get; init; }
+        /// <summary>Exact neighbours found per query (<see cref="TruthDepth"/>).</summary>
+        internal int Depth { get; init; }
 
         /// <summary>The queries in <see cref="ByPlace"/> order, in blocks that share a filter (<see cref="ByPartition.Blocks"/>).</summary>
         internal TruthQuery[] ByPlace { get; init; } = null!;
@@ -215,9 +218,12 @@ public static partial class FilteredRecallCalibrator
         /// <summary>How many of <see cref="Chunks"/> every block has scored.</summary>
         internal int ScoredChunks { get; set; }
 
-        /// <summary>Whether these are the families <see cref="ByPartition.StartAsync"/> would draw from <paramref name="index"/> for <paramref name="queries"/>.</summary>
-        public bool DrawnFor(OpenedIndex index, CalibrationQueries queries, int dense) =>
-            ReferenceEquals(Source, queries) && Dense == dense && RowCount == index.Manifest.Count
+        /// <summary>
+        /// Whether these are the families <see cref="ByPartition.StartAsync"/> would draw from <paramref name="index"/> for
+        /// <paramref name="queries"/>, with as many neighbours as a calibration at <paramref name="k"/> measures.
+        /// </summary>
+        public bool DrawnFor(OpenedIndex index, CalibrationQueries queries, int dense, int k) =>
+            ReferenceEquals(Source, queries) && Dense == dense && RowCount == index.Manifest.Count && Depth == TruthDepth(k, index.Manifest.Count)
             && index.Manifest.Attributes is { } encoding && encoding.EncodesAs(Attributes);
 
         /// <summary>

@@ -51,6 +51,17 @@ public static partial class FilteredRecallCalibrator
     /// <summary>Band edges in selectivity: [0, 0.005), [0.005, 0.05), [0.05, 1].</summary>
     public static readonly double[] BandEdges = [0, 0.005, 0.05, 1];
 
+    /// <summary>
+    /// The K the filtered bands are measured at besides <paramref name="k"/>, as the unfiltered frontiers
+    /// (<see cref="RecallCalibrator.OtherKs"/>): none unless k is <see cref="RecallCalibrator.DefaultK"/>, and only those an
+    /// index of <paramref name="rows"/> holds twice over.
+    /// </summary>
+    public static int[] OtherKsFor(int k, long rows) =>
+        k != RecallCalibrator.DefaultK ? [] : RecallCalibrator.OtherKs.Where(o => rows >= Math.Max(RecallCalibrator.MinimumVectors, 2L * o)).ToArray();
+
+    /// <summary>Exact filtered neighbours found per query: the deepest K measured (their first K are the recall@K truth for every K).</summary>
+    public static int TruthDepth(int k, long rows) => OtherKsFor(k, rows).Append(k).Max();
+
     /// <summary>An equality family needs an attribute with at most this many distinct values.</summary>
     private const int MaxEqualityValues = 256;
 
@@ -67,6 +78,12 @@ public static partial class FilteredRecallCalibrator
     /// </summary>
     public sealed record FamilyMeasurement(string Name, CompiledFilter?[] Filters, double[] Selectivity, double[,] Recall, double[,] Cost)
     {
+        /// <summary>The same queries replayed at the other K (<see cref="OtherKsFor"/>), ascending; null: none.</summary>
+        public IReadOnlyList<KMeasurement>? ByK { get; init; }
+
+        /// <summary>This family as measured at <paramref name="atK"/> (one of <see cref="ByK"/>).</summary>
+        public FamilyMeasurement At(KMeasurement atK) => this with { Recall = atK.Recall, Cost = atK.Cost, ByK = null };
+
         /// <summary>Each query's <see cref="SearchEngine.FilteredAnchors.AnchorRatio"/> (null: 1 for all).</summary>
         public double[]? AnchorRatio { get; init; }
 
@@ -110,6 +127,12 @@ public static partial class FilteredRecallCalibrator
         }
     }
 
+    /// <summary>A family's replay at recall@<paramref name="K"/>: plan columns as at the calibration's K, R column r being <paramref name="RerankGrid"/>[r].</summary>
+    public sealed record KMeasurement(int K, int[] RerankGrid, double[,] Recall, double[,] Cost);
+
+    /// <summary>The bands at the calibration's K, and the same bands measured at other K (null: none).</summary>
+    public sealed record Calibrated(IReadOnlyList<FilteredCalibration> Bands, IReadOnlyList<FilteredKCalibration>? ByK);
+
     /// <summary>
     /// One filtered query's exact search: its filter, its own row (left out of its matches), its vector in the index's
     /// internal space; its match count per partition and its exact top-K so far.
@@ -150,11 +173,24 @@ public static partial class FilteredRecallCalibrator
     /// <summary>The bands, or null when the index has no attribute a family can be drawn from.</summary>
     /// <param name="denseQueries">How many of the first queries the families above <see cref="SparseSelectivity"/> filter; null: all.</param>
     /// <param name="drawn">The families and their exact neighbours found during the build (<see cref="NeighboursDuringBuild"/>); null: found here.</param>
-    public static IReadOnlyList<FilteredCalibration>? Calibrate(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default,
-        int? denseQueries = null, DrawnNeighbours? drawn = null)
+    public static Calibrated? Calibrate(OpenedIndex index, CalibrationQueries queries, int k, CancellationToken cancellationToken = default,
+        int? denseQueries = null, DrawnNeighbours? drawn = null) =>
+        Summarise(Measure(index, queries, k, cancellationToken, denseQueries, drawn));
+
+    /// <summary>
+    /// The bands (<see cref="Bands"/>) at the calibration's K and at each other K measured; null when there are none. Every K
+    /// replays the same queries, whose selectivity and anchor ratio do not depend on K, so every K has the same bands.
+    /// </summary>
+    public static Calibrated? Summarise(IReadOnlyList<FamilyMeasurement> measured)
     {
-        var measured = Measure(index, queries, k, cancellationToken, denseQueries, drawn);
-        return measured.Count == 0 ? null : Bands(measured);
+        if (measured.Count == 0 || Bands(measured) is not { } bands) return null;
+        var byK = new List<FilteredKCalibration>();
+        for (int x = 0; x < (measured[0].ByK?.Count ?? 0); x++)
+        {
+            var atK = measured[0].ByK![x];
+            if (Bands(measured.Select(f => f.At(f.ByK![x])).ToArray(), atK.RerankGrid) is { } other) byK.Add(new FilteredKCalibration(atK.K, other));
+        }
+        return new Calibrated(bands, byK.Count > 0 ? byK : null);
     }
 
     /// <summary>
@@ -195,7 +231,7 @@ public static partial class FilteredRecallCalibrator
         // Every read below is of a partition the index holds (or loads on demand), so each task is complete when returned.
         PartitionAttributes AttributesOf(int p) => index.Attributes(p) ?? throw new InvalidOperationException($"partition {p} has no attributes");
         // The neighbours found during a build are of its rows 0 … N − 1, always dense.
-        if (drawn is not null && places.DensePartitions is { } partitionOfRow && drawn.DrawnFor(index, queries, Math.Min(queries.Count, denseQueries ?? queries.Count)))
+        if (drawn is not null && places.DensePartitions is { } partitionOfRow && drawn.DrawnFor(index, queries, Math.Min(queries.Count, denseQueries ?? queries.Count), k))
         {
             var found = ByPartition.StartFrom(index, queries, partitionOf, selfStored, partitionOfRow, drawn, k, cancellationToken);
             return found is null ? []
@@ -214,8 +250,10 @@ public static partial class FilteredRecallCalibrator
     /// picks the band the same way), and per plan the band takes the lowest recall among the families with at least
     /// <see cref="MinQueriesInBand"/> queries in it.
     /// </summary>
-    public static IReadOnlyList<FilteredCalibration>? Bands(IReadOnlyList<FamilyMeasurement> measured)
+    /// <param name="rerankGrid">The R of the plan columns (<see cref="RecallCalibrator.RerankGridAt"/> of the K measured); null: <see cref="RecallCalibrator.RerankFactors"/>.</param>
+    public static IReadOnlyList<FilteredCalibration>? Bands(IReadOnlyList<FamilyMeasurement> measured, int[]? rerankGrid = null)
     {
+        var rerank = rerankGrid ?? RecallCalibrator.RerankFactors;
         var bands = new List<FilteredCalibration>();
         for (int b = 0; b + 1 < BandEdges.Length; b++)
         {
@@ -224,10 +262,10 @@ public static partial class FilteredRecallCalibrator
                 f.Selectivity[q] >= lo && (f.Selectivity[q] < hi || hi >= 1) && f.RatioOf(q) >= rlo && f.RatioOf(q) < rhi) >= MinQueriesInBand);
             if (Sided(0, SplitAnchorRatio) && Sided(SplitAnchorRatio, double.PositiveInfinity))
             {
-                var below = AddBand(bands, measured, lo, hi, null, (0, SplitAnchorRatio));
-                AddBand(bands, measured, lo, hi, SplitAnchorRatio, (SplitAnchorRatio, null), below);
+                var below = AddBand(bands, measured, rerank, lo, hi, null, (0, SplitAnchorRatio));
+                AddBand(bands, measured, rerank, lo, hi, SplitAnchorRatio, (SplitAnchorRatio, null), below);
             }
-            else AddBand(bands, measured, lo, hi, null, (null, null));
+            else AddBand(bands, measured, rerank, lo, hi, null, (null, null));
         }
         return bands.Count > 0 ? bands : null;
     }
@@ -238,11 +276,11 @@ public static partial class FilteredRecallCalibrator
     /// Given the band <paramref name="below"/> the split, a plan's recall here is what a family's mean over both sides
     /// reaches (<see cref="BothSides"/>), not its mean above the split alone. Returns the band added, or null.
     /// </summary>
-    private static FilteredCalibration? AddBand(List<FilteredCalibration> bands, IReadOnlyList<FamilyMeasurement> measured, double lo, double hi, double? ratioLo,
-        (double? Min, double? Max) holds, FilteredCalibration? below = null)
+    private static FilteredCalibration? AddBand(List<FilteredCalibration> bands, IReadOnlyList<FamilyMeasurement> measured, int[] rerank, double lo, double hi,
+        double? ratioLo, (double? Min, double? Max) holds, FilteredCalibration? below = null)
     {
         int grid = Columns;
-        int plans = grid * RecallCalibrator.RerankFactors.Length;
+        int plans = grid * rerank.Length;
         {
             var inBand = new List<(FamilyMeasurement Family, Func<int, bool> Include, int Queries, double Median)>();
             foreach (var f in measured)
@@ -257,14 +295,14 @@ public static partial class FilteredRecallCalibrator
             var every = inBand.Select(f => f.Family.MeanOfEvery(f.Include)).ToArray();
             var bothSides = below is null || ratioLo is not { } split ? null
                 : inBand.Select(f => BothSides.Of(f.Family, q => f.Family.Selectivity[q] >= lo && (f.Family.Selectivity[q] < hi || hi >= 1) && f.Family.RatioOf(q) < split,
-                    f.Queries, below, grid)).ToArray();
+                    f.Queries, below, grid, rerank)).ToArray();
             for (int j = 0; j < plans; j++)
             {
                 var means = every.Select(f => f[j]).ToArray();
                 var recalls = bothSides is null ? means.Select(x => x.Recall).ToArray() : means.Select((x, f) => bothSides[f].Recall(x.Recall)).ToArray();
                 int worst = Array.IndexOf(recalls, recalls.Min());
                 var (cf, margin) = Column(j % grid);
-                points.Add(new CalibratedPlan(cf, RecallCalibrator.RerankFactors[j / grid],
+                points.Add(new CalibratedPlan(cf, rerank[j / grid],
                     Math.Round(recalls[worst], 5), Math.Round(means[worst].StdError, 5), Math.Round(means.Max(x => x.Cost)), margin));
             }
             var band = new FilteredCalibration
@@ -302,7 +340,7 @@ public static partial class FilteredRecallCalibrator
         /// <summary>Targets from 0.05 to 0.9995 by 0.0005: finer than the frontier's steps near the targets users ask for.</summary>
         private static readonly double[] Targets = Enumerable.Range(0, 1900).Select(i => Math.Round(0.05 + 0.0005 * i, 4)).ToArray();
 
-        public static BothSides Of(FamilyMeasurement family, Func<int, bool> belowSplit, int queriesAbove, FilteredCalibration below, int grid)
+        public static BothSides Of(FamilyMeasurement family, Func<int, bool> belowSplit, int queriesAbove, FilteredCalibration below, int grid, int[] rerank)
         {
             var means = family.MeanOfEvery(belowSplit);
             int n = means.Length == 0 ? 0 : means[0].Queries;
@@ -312,7 +350,7 @@ public static partial class FilteredRecallCalibrator
             {
                 var (cf, margin) = Column(j % grid);
                 foreach (var p in below.Plans)
-                    if (p.CentroidFactor == cf && p.RerankFactor == RecallCalibrator.RerankFactors[j / grid] && p.FilterMargin == margin) plan[p] = j;
+                    if (p.CentroidFactor == cf && p.RerankFactor == rerank[j / grid] && p.FilterMargin == margin) plan[p] = j;
             }
             var recall = Targets.Select(t => RecallPlanner.Mix(below.Plans, t) is { } mix
                 ? mix.HighShare * means[plan[mix.High]].Recall + (1 - mix.HighShare) * means[plan[mix.Low]].Recall

@@ -323,7 +323,7 @@ public static class RecallCalibrator
         using var failed = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var filteredBands = filtered
             ? Task.Run(() => FilteredRecallCalibrator.Calibrate(index, queries, k, failed.Token, measured, drawn), failed.Token)
-            : Task.FromResult<IReadOnlyList<FilteredCalibration>?>(null);
+            : Task.FromResult<FilteredRecallCalibrator.Calibrated?>(null);
         try
         {
             // An exact query's candidate lists, kept for its reference replay (which scans the same partitions and usually a
@@ -710,7 +710,7 @@ public static class RecallCalibrator
     /// variance is s²(ref)/n₂ + s²(diff)/n₁ + 2·cov(ref, diff)/n₂, each term estimated from the queries it covers.
     /// </summary>
     private static RecallCalibration Summarise(double[,] recall, double[,] cost, CalibrationQueries queries, int k, Stopwatch clock,
-        IReadOnlyList<FilteredCalibration>? filtered, double[,]? reference = null, IReadOnlyList<KCalibration>? byK = null) =>
+        FilteredRecallCalibrator.Calibrated? filtered, double[,]? reference = null, IReadOnlyList<KCalibration>? byK = null) =>
         new()
         {
             K = k,
@@ -718,8 +718,9 @@ public static class RecallCalibrator
             Source = queries.Source,
             Seconds = Math.Round(clock.Elapsed.TotalSeconds, 3),
             Plans = Frontier(Points(recall, cost, reference, RerankFactors)),
-            Filtered = filtered,
+            Filtered = filtered?.Bands,
             ByK = byK,
+            FilteredByK = filtered?.ByK,
         };
 
     /// <summary>Every measured plan (R column r is <paramref name="rerankGrid"/>[r]) with its mean recall, standard error and mean cost.</summary>

@@ -49,7 +49,7 @@ public static class RecallPlanner
             return options with { Recall = null, Exact = true };
         }
         if (calibration is null) return options with { Recall = null };
-        var plans = selectivity is { } s && BandFor(calibration.Filtered, s, anchorRatio) is { } band ? band.Plans : FrontierFor(calibration, options.K);
+        var plans = selectivity is { } s && BandFor(BandsFor(calibration, options.K), s, anchorRatio) is { } band ? band.Plans : FrontierFor(calibration, options.K);
         if (MixFor(plans, target) is not { } mix)
         {
             predicted = 1;
@@ -73,8 +73,19 @@ public static class RecallPlanner
     /// </summary>
     public static IReadOnlyList<CalibratedPlan> FrontierFor(RecallCalibration calibration, int k) => MeasuredFor(calibration, k).Plans;
 
-    /// <summary>The K whose recall the frontier a query of <paramref name="k"/> neighbours plans with was measured at (<see cref="FrontierFor"/>).</summary>
-    public static int CalibratedK(RecallCalibration calibration, int k) => MeasuredFor(calibration, k).K;
+    /// <summary>
+    /// The filtered bands a filtered query of <paramref name="k"/> neighbours plans with, chosen as <see cref="FrontierFor"/>
+    /// chooses among the unfiltered frontiers: of the calibration's own (<see cref="RecallCalibration.Filtered"/>) and those
+    /// measured at other K (<see cref="RecallCalibration.FilteredByK"/>). Null on an index without filtered bands.
+    /// </summary>
+    public static IReadOnlyList<FilteredCalibration>? BandsFor(RecallCalibration calibration, int k) => BandsMeasuredFor(calibration, k).Bands;
+
+    /// <summary>
+    /// The K whose recall the plans a query of <paramref name="k"/> neighbours plans with were measured at: the unfiltered
+    /// frontier's (<see cref="FrontierFor"/>), or with <paramref name="filtered"/> on an index with filtered bands, theirs (<see cref="BandsFor"/>).
+    /// </summary>
+    public static int CalibratedK(RecallCalibration calibration, int k, bool filtered = false) =>
+        filtered && calibration?.Filtered is not null ? BandsMeasuredFor(calibration, k).K : MeasuredFor(calibration!, k).K;
 
     /// <summary>
     /// The K of the recall <see cref="Resolve(RecallCalibration?, SearchOptions, out double?, out double?, double?, double, double)"/>
@@ -85,15 +96,28 @@ public static class RecallPlanner
     {
         ArgumentNullException.ThrowIfNull(resolved);
         if (calibration is null || predicted is null || resolved.Exact) return null;
-        return selectivity is { } s && BandFor(calibration.Filtered, s, anchorRatio) is not null ? calibration.K : CalibratedK(calibration, k);
+        return CalibratedK(calibration, k, filtered: selectivity is { } s && BandFor(calibration.Filtered, s, anchorRatio) is not null);
     }
 
     private static (int K, IReadOnlyList<CalibratedPlan> Plans) MeasuredFor(RecallCalibration calibration, int k)
     {
         ArgumentNullException.ThrowIfNull(calibration);
-        (int K, IReadOnlyList<CalibratedPlan> Plans) best = (calibration.K, calibration.Plans);
-        foreach (var atK in calibration.ByK ?? [])
-            if (best.K < k ? atK.K > best.K : atK.K >= k && atK.K < best.K) best = (atK.K, atK.Plans);
+        return Nearest((calibration.K, calibration.Plans), (calibration.ByK ?? []).Select(atK => (atK.K, atK.Plans)), k);
+    }
+
+    private static (int K, IReadOnlyList<FilteredCalibration>? Bands) BandsMeasuredFor(RecallCalibration calibration, int k)
+    {
+        ArgumentNullException.ThrowIfNull(calibration);
+        if (calibration.Filtered is null) return (calibration.K, null);
+        return Nearest<IReadOnlyList<FilteredCalibration>?>((calibration.K, calibration.Filtered), (calibration.FilteredByK ?? []).Select(atK => (atK.K, (IReadOnlyList<FilteredCalibration>?)atK.Bands)), k);
+    }
+
+    /// <summary>Of <paramref name="own"/> and <paramref name="others"/>, the one measured at the smallest K ≥ <paramref name="k"/>, else at the largest K.</summary>
+    private static (int K, T Measured) Nearest<T>((int K, T Measured) own, IEnumerable<(int K, T Measured)> others, int k)
+    {
+        var best = own;
+        foreach (var atK in others)
+            if (best.K < k ? atK.K > best.K : atK.K >= k && atK.K < best.K) best = atK;
         return best;
     }
 

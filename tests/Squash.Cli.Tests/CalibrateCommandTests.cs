@@ -47,6 +47,8 @@ public sealed class CalibrateCommandTests
             .Select(s => (s.Name, s.Version ?? again.Version)));
         Assert.Equal(JsonSerializer.Serialize(built.Calibration!.Plans), JsonSerializer.Serialize(again.Calibration!.Plans));
         Assert.Equal(JsonSerializer.Serialize(built.Calibration.Filtered), JsonSerializer.Serialize(again.Calibration.Filtered));
+        Assert.NotNull(again.Calibration.FilteredByK);
+        Assert.Equal(JsonSerializer.Serialize(built.Calibration.FilteredByK), JsonSerializer.Serialize(again.Calibration.FilteredByK));
         Assert.Equal(("queries", Queries), (again.Calibration.Source, again.Calibration.Queries));
         // The queries and the family are kept in the new version's folder, with the build's bytes.
         Assert.Equal([again.Version, again.Version], new[] { again.Calibration.QueriesBlob!, again.Calibration.FilterBlobs!.Single() }.Select(b => b.Version));

@@ -79,6 +79,11 @@ public class FilterCommandTests
         Assert.Contains(calibrated[..seconds], shown); // the seconds aside
         Assert.Contains(calibrated[plans..], shown);
         Assert.All(bands, b => Assert.Contains(b, shown));
+        // Every band again at each other K measured (k 1, 2, 3–5, 11–20, 21–50, 51 and more), in build and inspect alike.
+        var atOtherK = err.Split('\n').Where(l => l.StartsWith("  filtered k ", StringComparison.Ordinal)).ToArray();
+        Assert.Equal(6 * bands.Length, atOtherK.Length);
+        Assert.Equal(bands.Length, atOtherK.Count(l => l.StartsWith("  filtered k 51 and more, selectivity ", StringComparison.Ordinal) && l.Contains(": recall@100: 0.9 → ", StringComparison.Ordinal)));
+        Assert.All(atOtherK, b => Assert.Contains(b, shown));
         // An index built without calibration says so.
         (exit, _, err) = await CliRunner.RunAsync("build", "--index", dir.File("plain"), "--vectors", vectors, "--no-calibration");
         Assert.True(exit == 0, err);

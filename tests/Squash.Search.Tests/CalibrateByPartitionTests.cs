@@ -76,6 +76,9 @@ public sealed class CalibrateByPartitionTests
         Assert.Equal((built.K, built.Queries, built.Source), (fitted.K, fitted.Queries, fitted.Source));
         Assert.Equal(attributes, built.Filtered is not null);
         Assert.Equal(JsonSerializer.Serialize(built.Filtered), JsonSerializer.Serialize(fitted.Filtered));
+        // The filtered bands at the other K too, from the same read of each partition.
+        Assert.Equal(attributes ? RecallCalibrator.OtherKs : null, built.FilteredByK?.Select(b => b.K));
+        Assert.Equal(JsonSerializer.Serialize(built.FilteredByK), JsonSerializer.Serialize(fitted.FilteredByK));
         // The frontiers at the other K, on the exactly measured queries.
         Assert.Equal(RecallCalibrator.OtherKs, built.ByK!.Select(f => f.K));
         Assert.All(built.ByK!, f => Assert.Equal(Math.Min(sample, RecallCalibrator.DefaultQueries), f.Queries));

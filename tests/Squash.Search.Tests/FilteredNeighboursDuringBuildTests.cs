@@ -34,10 +34,10 @@ public sealed class FilteredNeighboursDuringBuildTests
         using var during = new FilteredRecallCalibrator.NeighboursDuringBuild(table, table.Encoding, data, n, dims, metric, queries, dense, k, CancellationToken.None);
         var drawn = await during.FinishAsync();
         Assert.NotNull(drawn);
-        Assert.True(drawn.DrawnFor(idx.Index, queries, dense), $"seed {seed}: drawn for another index or other queries");
+        Assert.True(drawn.DrawnFor(idx.Index, queries, dense, k), $"seed {seed}: drawn for another index or other queries");
         // Another set of queries (even with equal rows), or another dense count, is not what they were drawn for.
-        Assert.False(drawn.DrawnFor(idx.Index, CalibrationQueries.FromRows(data, dims, rows), dense));
-        Assert.False(drawn.DrawnFor(idx.Index, queries, dense - 1));
+        Assert.False(drawn.DrawnFor(idx.Index, CalibrationQueries.FromRows(data, dims, rows), dense, k));
+        Assert.False(drawn.DrawnFor(idx.Index, queries, dense - 1, k));
 
         var found = FilteredRecallCalibrator.Measure(idx.Index, queries, k, denseQueries: dense, drawn: drawn);
         var expected = FilteredRecallCalibrator.Measure(idx.Index, queries, k, denseQueries: dense);

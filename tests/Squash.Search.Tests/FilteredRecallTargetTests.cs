@@ -39,11 +39,11 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
         return (all[..(Base * Dims)], all[(Base * Dims)..], labels, table);
     }
 
-    private static double Recall(SearchEngine engine, ReadOnlySpan<float> q, CompiledFilter filter, SearchOptions options)
+    private static double Recall(SearchEngine engine, ReadOnlySpan<float> q, CompiledFilter filter, SearchOptions options, int k = K)
     {
-        var exact = engine.Search(q, new SearchOptions { K = K, Exact = true, Filter = filter }).Ids.ToHashSet();
+        var exact = engine.Search(q, new SearchOptions { K = k, Exact = true, Filter = filter }).Ids.ToHashSet();
         if (exact.Count == 0) return 1;
-        return engine.Search(q, options with { K = K, Filter = filter }).Ids.Count(exact.Contains) / (double)exact.Count;
+        return engine.Search(q, options with { K = k, Filter = filter }).Ids.Count(exact.Contains) / (double)exact.Count;
     }
 
     [Fact]
@@ -99,8 +99,24 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
         Assert.Equal(own[..50], first.Filters![0].Texts);
     }
 
-    /// <summary>Each family's replayed mean recall equals the engine's, with the same filters, at grid plans of several CFs, margins and R.</summary>
+    /// <summary>
+    /// Each family's replayed mean recall equals the engine's, with the same filters, at grid plans of several CFs, margins
+    /// and R, at the calibration's K and at K = 1 and 100 (recall@K, from prefixes of the same candidate lists).
+    /// </summary>
     private static void AssertReplayEqualsEngine(TestData.TempIndex idx, CalibrationQueries calibration, IReadOnlyList<FilteredRecallCalibrator.FamilyMeasurement> families, int seed)
+    {
+        AssertReplayEqualsEngine(idx, calibration, families, seed, K, RecallCalibrator.RerankFactors, [1, 4]);
+        Assert.All(families, f => Assert.Equal(RecallCalibrator.OtherKs, f.ByK!.Select(x => x.K)));
+        foreach (int k in new[] { 1, 100 })
+        {
+            var grid = families[0].ByK!.Single(x => x.K == k).RerankGrid;
+            Assert.Equal(RecallCalibrator.RerankGridAt(k), grid);
+            AssertReplayEqualsEngine(idx, calibration, families.Select(f => f.At(f.ByK!.Single(x => x.K == k))).ToArray(), seed, k, grid, [grid[0], grid[^1]]);
+        }
+    }
+
+    private static void AssertReplayEqualsEngine(TestData.TempIndex idx, CalibrationQueries calibration, IReadOnlyList<FilteredRecallCalibrator.FamilyMeasurement> families, int seed,
+        int k, int[] rerankGrid, int[] rs)
     {
         // The filtered grid's columns: the CF grid at the default margin, then CF 1 at each smaller margin.
         int grid = FilteredRecallCalibrator.Columns, cfs = RecallCalibrator.CentroidFactors.Length;
@@ -108,23 +124,23 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
             .Concat(Enumerable.Range(cfs, FilteredRecallCalibrator.ExtraFilterMargins.Length)).ToArray();
         foreach (var family in families)
             foreach (int g in columns)
-                foreach (int r in new[] { 1, 4 })
+                foreach (int r in rs)
                 {
                     var (cf, margin) = FilteredRecallCalibrator.Column(g);
-                    int j = Array.IndexOf(RecallCalibrator.RerankFactors, r) * grid + g;
+                    int j = Array.IndexOf(rerankGrid, r) * grid + g;
                     var options = new SearchOptions { CentroidFactor = cf, RerankFactor = r, FilterMargin = margin ?? SearchOptions.DefaultFilterMargin };
                     double sum = 0;
                     int used = 0;
                     for (int i = 0; i < calibration.Count; i++)
                     {
                         if (family.Filters[i] is not { } filter) continue;
-                        sum += Recall(idx.Engine, calibration.Data.AsSpan(i * Dims, Dims), filter, options);
+                        sum += Recall(idx.Engine, calibration.Data.AsSpan(i * Dims, Dims), filter, options, k);
                         used++;
                     }
                     var (replayed, _, _, counted) = family.Mean(j);
                     Assert.True(used == counted, $"{family.Name}: {used} filtered queries, the calibration counted {counted}");
                     Assert.True(Math.Abs(sum / used - replayed) < 1e-9,
-                        $"seed {seed}, {family.Name}, CF {cf}, margin {margin}, R {r}: engine {sum / used:F6}, replay {replayed:F6}");
+                        $"seed {seed}, {family.Name}, K {k}, CF {cf}, margin {margin}, R {r}: engine {sum / used:F6}, replay {replayed:F6}");
                 }
     }
 
@@ -152,10 +168,19 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
         Assert.Contains($"range 1%: {sample} queries", sparse.Families.Select(f => f[..f.IndexOf(',')]));
     }
 
+    /// <summary>
+    /// At k = 10 the bands of the calibration's K; at k = 100 those measured at K = 100 (on the K = 10 bands, recall@100 fell
+    /// to 0.82–0.90 at target 0.9 on Fashion-MNIST). The next label (a fixed neighbouring class, which the calibration does not
+    /// draw: it draws other values uniformly) is held to the target at k = 10 only; at k = 100 it is printed (bench/recall.md).
+    /// k = 1 is left to the replay test and the benchmark: recall@1 over 400 queries has a standard error of about 0.011,
+    /// wider than the band.
+    /// </summary>
     [Theory]
-    [InlineData(0.9)]
-    [InlineData(0.99)]
-    public void HeldOutFilteredRecallReachesTheTarget(double target)
+    [InlineData(0.9, K)]
+    [InlineData(0.99, K)]
+    [InlineData(0.9, 100)]
+    [InlineData(0.99, 100)]
+    public void HeldOutFilteredRecallReachesTheTarget(double target, int k)
     {
         const int seed = 17;
         var (data, queries, labels, table) = Data(seed);
@@ -165,13 +190,14 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
         var rng = new Random(seed);
         var kinds = new (string Name, Func<int, string> Filter)[]
         {
-            ("other label", q => $"{{\"label\":{{\"$eq\":{(labels[Base + q] + 1) % Classes}}}}}"),
+            ("next label", q => $"{{\"label\":{{\"$eq\":{(labels[Base + q] + 1) % Classes}}}}}"),
             ("random other label", q => $"{{\"label\":{{\"$eq\":{(labels[Base + q] + 1 + rng.Next(Classes - 1)) % Classes}}}}}"),
             ("range 10%", _ => Range(rng, URange / 10)),
             ("range 1%", _ => Range(rng, URange / 100)),
             ("own label", q => $"{{\"label\":{{\"$eq\":{labels[Base + q]}}}}}"),
         };
         double lowest = 1;
+        var under = new List<string>();
         foreach (var (name, make) in kinds)
         {
             double sum = 0;
@@ -180,15 +206,18 @@ public class FilteredRecallTargetTests(ITestOutputHelper output)
             {
                 var vector = queries.AsSpan(q * Dims, Dims);
                 var filter = compiler.Compile(make(q));
-                first ??= idx.Engine.Search(vector, new SearchOptions { K = K, Recall = target, Filter = filter });
-                sum += Recall(idx.Engine, vector, filter, new SearchOptions { Recall = target });
+                first ??= idx.Engine.Search(vector, new SearchOptions { K = k, Recall = target, Filter = filter });
+                sum += Recall(idx.Engine, vector, filter, new SearchOptions { Recall = target }, k);
             }
             double achieved = sum / Held;
-            output.WriteLine($"seed {seed}, target {target}, {name}: plan CF {first!.Stats.CentroidFactor} R {first.Stats.RerankFactor} " +
-                $"({first.Stats.Strategy}), predicted {first.Stats.PredictedRecall}, achieved {achieved:F4}");
-            Assert.True(achieved >= target, $"seed {seed}, target {target}, {name}: achieved {achieved:F4}");
+            output.WriteLine($"seed {seed}, target {target}, k {k}, {name}: plan CF {first!.Stats.CentroidFactor} R {first.Stats.RerankFactor} " +
+                $"({first.Stats.Strategy}), predicted {first.Stats.PredictedRecall} at K {first.Stats.PredictedAtK}, achieved {achieved:F4}");
+            if (first.Stats.PredictedAtK is { } atK) Assert.Equal(k, atK);
+            if (k != K && name == "next label") continue;
+            if (achieved < target) under.Add($"seed {seed}, target {target}, k {k}, {name}: achieved {achieved:F4}");
             lowest = Math.Min(lowest, achieved);
         }
+        Assert.True(under.Count == 0, string.Join("; ", under));
         // A band's plan holds for its hardest family, which lands in [target, target + 0.02]; easier ones overshoot.
         Assert.InRange(lowest, target, target + 0.02);
     }

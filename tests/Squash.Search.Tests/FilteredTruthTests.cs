@@ -69,7 +69,8 @@ public sealed class FilteredTruthTests
             string where = $"seed {seed}, family {family}, query {query} (row {rows[query]})";
             Assert.True(neighbours.Distinct().Count() == neighbours.Length, $"{where}: a row is among the neighbours twice");
             Assert.True(scored.Count == matches, $"{where}: {matches} matches counted, {scored.Count} by brute force");
-            var expected = scored.OrderBy(x => x.Distance).ThenBy(x => x.Id).Take(k).ToArray();
+            // Found as deep as the deepest K the bands are measured at (recall@K takes the first K).
+            var expected = scored.OrderBy(x => x.Distance).ThenBy(x => x.Id).Take(FilteredRecallCalibrator.TruthDepth(k, index.Manifest.Count)).ToArray();
             Assert.True(expected.Length == neighbours.Length, $"{where}: {neighbours.Length} neighbours, {expected.Length} by brute force");
             var distanceOf = scored.ToDictionary(x => x.Id, x => x.Distance);
             for (int i = 0; i < expected.Length; i++)
@@ -99,7 +100,7 @@ public sealed class FilteredTruthTests
         using var during = new FilteredRecallCalibrator.NeighboursDuringBuild(table, table.Encoding, data, n, dims, Metric.L2, queries, dense, k, CancellationToken.None);
         var drawn = await during.FinishAsync();
         Assert.NotNull(drawn);
-        Assert.True(drawn.DrawnFor(index, queries, dense), $"seed {seed}: drawn for another index or other queries");
+        Assert.True(drawn.DrawnFor(index, queries, dense, k), $"seed {seed}: drawn for another index or other queries");
         FilteredRecallCalibrator.Measure(index, queries, k, denseQueries: dense, drawn: drawn);
         var fromInput = drawn.ExactNeighbours().ToDictionary(x => (x.Family, x.Query));
         Assert.Equal(measured.Count, fromInput.Count);

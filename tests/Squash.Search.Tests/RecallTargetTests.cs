@@ -203,10 +203,21 @@ public class RecallTargetTests(ITestOutputHelper output)
         }
         // Without deeper frontiers (an index calibrated before them) every k plans with the K = 10 one.
         Assert.Equal(1.2, RecallPlanner.Resolve(atTen, new SearchOptions { K = 100, Recall = 0.95 }, out _).CentroidFactor);
-        // A filtered query keeps its band's frontier, whatever its k.
-        var band = new FilteredCalibration { MinSelectivity = 0.01, MaxSelectivity = 1, Queries = 300, Families = ["range"],
-            Plans = [new CalibratedPlan(1.05, 2, 0.97, 0.002, 50)] };
-        Assert.Equal(1.05, RecallPlanner.Resolve(cal with { Filtered = [band] }, new SearchOptions { K = 100, Recall = 0.95 }, out _, selectivity: 0.1).CentroidFactor);
+        // A filtered query plans with the bands measured for its k the same way; without bands at other K, with the K = 10 ones.
+        static FilteredCalibration Band(double cf) => new() { MinSelectivity = 0.01, MaxSelectivity = 1, Queries = 300, Families = ["range"],
+            Plans = [new CalibratedPlan(cf, 2, 0.97, 0.002, 50)] };
+        var banded = cal with { Filtered = [Band(1.05)] };
+        Assert.Equal(1.05, RecallPlanner.Resolve(banded, new SearchOptions { K = 100, Recall = 0.95 }, out _, selectivity: 0.1).CentroidFactor);
+        var bandedByK = banded with { FilteredByK = [new FilteredKCalibration(1, [Band(1.01)]), new FilteredKCalibration(100, [Band(1.4)])] };
+        foreach (var (k, cf, measuredAt) in new[] { (1, 1.01, 1), (2, 1.05, 10), (10, 1.05, 10), (11, 1.4, 100), (100, 1.4, 100), (1000, 1.4, 100) })
+        {
+            var o = RecallPlanner.Resolve(bandedByK, new SearchOptions { K = k, Recall = 0.95 }, out var predicted, selectivity: 0.1);
+            Assert.True(cf == o.CentroidFactor, $"filtered, k {k}: CF {o.CentroidFactor}, expected {cf}");
+            Assert.Equal(measuredAt, RecallPlanner.CalibratedK(bandedByK, k, filtered: true));
+            Assert.Equal(measuredAt, RecallPlanner.PredictedAtK(bandedByK, o, predicted, k, selectivity: 0.1));
+        }
+        // An unfiltered query is not moved by the filtered bands' K.
+        Assert.Equal(50, RecallPlanner.CalibratedK(bandedByK, 11));
     }
 
     [Fact]
@@ -280,6 +291,24 @@ public class RecallTargetTests(ITestOutputHelper output)
         var cappedDeep = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { ByK = [new KCalibration(100, 300, [plan with { MaxPartitions = 0 }])] } };
         Assert.Equal($"manifest 'm.json': the recall calibration at K 100 holds an impossible plan ({plan with { MaxPartitions = 0 }})",
             Assert.Throws<CorruptIndexException>(() => IndexManifest.Parse(cappedDeep.ToJson(), "m.json")).Message);
+        // Filtered bands at another K: past the one before, not at the calibration's own K, beside bands at it, each band possible.
+        var fine = new FilteredCalibration { MinSelectivity = 0.005, MaxSelectivity = 0.05, Queries = 300, Families = ["range 1%"], Plans = [plan] };
+        foreach (var (filtered, byK, message) in new (FilteredCalibration[]?, FilteredKCalibration[], string)[]
+        {
+            ([fine], [new FilteredKCalibration(10, [fine])], "the filtered recall calibration holds impossible bands at K 10"),
+            ([fine], [new FilteredKCalibration(100, [fine]), new FilteredKCalibration(1, [fine])], "the filtered recall calibration holds impossible bands at K 1"),
+            ([fine], [new FilteredKCalibration(100, [])], "the filtered recall calibration holds impossible bands at K 100"),
+            ([fine], [new FilteredKCalibration(100, [fine with { MaxSelectivity = 0.001 }])], "the filtered recall calibration at K 100 holds an impossible band"),
+            ([fine], [new FilteredKCalibration(100, [fine with { Plans = [plan with { MaxPartitions = 4 }] }])],
+                $"the filtered recall calibration at K 100 holds an impossible plan ({plan with { MaxPartitions = 4 }})"),
+            (null, [new FilteredKCalibration(100, [fine])], "the filtered recall calibration has bands at other K but none at K 10"),
+        })
+        {
+            var wrongBands = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Filtered = filtered, FilteredByK = byK } };
+            Assert.Equal($"manifest 'm.json': {message}", Assert.Throws<CorruptIndexException>(() => IndexManifest.Parse(wrongBands.ToJson(), "m.json")).Message);
+        }
+        var bandsOk = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Filtered = [fine], FilteredByK = [new FilteredKCalibration(1, [fine]), new FilteredKCalibration(100, [fine])] } };
+        Assert.Equal([1, 100], IndexManifest.Parse(bandsOk.ToJson(), "m.json").Calibration!.FilteredByK!.Select(b => b.K));
         var capped = idx.Index.Manifest with { Calibration = idx.Index.Manifest.Calibration! with { Plans = [new CalibratedPlan(1.3, 2, 0.95, 0.01, 10, MaxPartitions: 4)] } };
         Assert.Equal(4, IndexManifest.Parse(capped.ToJson(), "m.json").Calibration!.Plans.Single().MaxPartitions);
         // Kept calibration queries: only the one blob name, always with its version, a whole blob of at least one row's header.

@@ -252,7 +252,9 @@ public static class BuildBench
             if (!x.AsSpan().SequenceEqual(y)) differ++;
         }
         bool sameCalibration = JsonSerializer.Serialize(a.Calibration?.Plans) == JsonSerializer.Serialize(b.Calibration?.Plans)
-            && JsonSerializer.Serialize(a.Calibration?.Filtered) == JsonSerializer.Serialize(b.Calibration?.Filtered);
+            && JsonSerializer.Serialize(a.Calibration?.Filtered) == JsonSerializer.Serialize(b.Calibration?.Filtered)
+            && JsonSerializer.Serialize(a.Calibration?.ByK) == JsonSerializer.Serialize(b.Calibration?.ByK)
+            && JsonSerializer.Serialize(a.Calibration?.FilteredByK) == JsonSerializer.Serialize(b.Calibration?.FilteredByK);
         bool sameAttributes = JsonSerializer.Serialize(a.Attributes) == JsonSerializer.Serialize(b.Attributes);
         return differ == 0 && sameCalibration && sameAttributes ? "yes"
             : $"no: {differ} of {total} segments differ{(sameCalibration ? "" : ", calibration differs")}{(sameAttributes ? "" : ", manifest attributes differ")}";

@@ -267,9 +267,9 @@ public static class BenchCommand
                   MaxPartitions = cap };
         if (sweep.Targets is not null && loaded.Manifest.Calibration is null)
             Console.Error.WriteLine("note: this index has no recall calibration (built with --no-calibration or before calibration existed): targets plan with the default CF and R");
-        // Unfiltered targets plan with the frontier measured at the smallest calibrated K ≥ k; filtered ones with their bands', measured at the calibration's K.
+        // Targets plan with the frontier (or filtered bands) measured at the smallest calibrated K ≥ k.
         else if (sweep.Targets is not null && loaded.Manifest.Calibration is { } measured
-            && (filters is null ? RecallPlanner.CalibratedK(measured, k) : measured.K) is var calibratedK && calibratedK != k)
+            && RecallPlanner.CalibratedK(measured, k, filtered: filters is not null) is var calibratedK && calibratedK != k)
             Console.Error.WriteLine($"note: the calibration measured recall@{calibratedK}; with --k {k} the targets run the plans chosen for k = {calibratedK}, so 'predicted' is recall@{calibratedK} and recall@{k} may fall outside the target's band");
         foreach (var options in settings)
                     {

@@ -231,22 +231,29 @@ public static partial class BuildCommand
         yield return $"calibrated recall@{cal.K} on {cal.Queries} {on} in {cal.Seconds:F1} s: " +
             string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t)));
         // A query of k neighbours plans with the frontier of the smallest measured K ≥ k (the largest past them all).
+        static string KsUpTo(int k, int[] measuredKs)
+        {
+            int at = Array.IndexOf(measuredKs, k), from = at == 0 ? 1 : measuredKs[at - 1] + 1;
+            return at == measuredKs.Length - 1 ? $"{from} and more" : from == k ? $"{from}" : $"{from}–{k}";
+        }
         var measuredKs = (cal.ByK ?? []).Select(f => f.K).Append(cal.K).Order().ToArray();
         foreach (var atK in cal.ByK ?? [])
-        {
-            int at = Array.IndexOf(measuredKs, atK.K), from = at == 0 ? 1 : measuredKs[at - 1] + 1;
-            string ks = at == measuredKs.Length - 1 ? $"{from} and more" : from == atK.K ? $"{from}" : $"{from}–{atK.K}";
-            yield return $"  unfiltered k {ks}: recall@{atK.K} on {(atK.Queries == cal.Queries ? "the same" : $"the first {atK.Queries}")}: " +
+            yield return $"  unfiltered k {KsUpTo(atK.K, measuredKs)}: recall@{atK.K} on {(atK.Queries == cal.Queries ? "the same" : $"the first {atK.Queries}")}: " +
                 string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, k: atK.K)));
-        }
         if (cal.QueriesBlob is not null)
             yield return $"  your queries are kept with the index (measured again after writes and by a rebuild)" +
                 (cal.FilterBlobs is { Count: > 0 } kept ? $", with {kept.Count} filter famil{(kept.Count == 1 ? "y" : "ies")}: {string.Join(", ", kept.Select(Squash.Index.Model.RecallCalibration.FamilyOf))}" : "");
+        static string Band(Squash.Index.Model.FilteredCalibration band) => $"selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###}" +
+            (band.MinAnchorRatio is null && band.MaxAnchorRatio is null ? "" : $", anchor ratio {band.MinAnchorRatio ?? 0:0.##}–{(band.MaxAnchorRatio is { } r ? r.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture) : "")}");
         foreach (var band in cal.Filtered ?? [])
-            yield return $"  filtered, selectivity {band.MinSelectivity:0.###}–{band.MaxSelectivity:0.###}" +
-                (band.MinAnchorRatio is null && band.MaxAnchorRatio is null ? "" : $", anchor ratio {band.MinAnchorRatio ?? 0:0.##}–{(band.MaxAnchorRatio is { } r ? r.ToString("0.##", System.Globalization.CultureInfo.InvariantCulture) : "")}") +
-                $" ({string.Join("; ", band.Families)}): " +
+            yield return $"  filtered, {Band(band)} ({string.Join("; ", band.Families)}): " +
                 string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band)));
+        // The same bands measured at the other K (the same queries and families).
+        var filteredKs = (cal.FilteredByK ?? []).Select(f => f.K).Append(cal.K).Order().ToArray();
+        foreach (var atK in cal.FilteredByK ?? [])
+            foreach (var band in atK.Bands)
+                yield return $"  filtered k {KsUpTo(atK.K, filteredKs)}, {Band(band)}: recall@{atK.K}: " +
+                    string.Join(", ", new[] { 0.9, 0.95, 0.99 }.Select(t => Describe(manifest, t, band, atK.K)));
     }
 
     private static string Describe(Squash.Index.Model.IndexManifest manifest, double target, Squash.Index.Model.FilteredCalibration? band = null,

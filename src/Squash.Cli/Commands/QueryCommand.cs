@@ -16,7 +16,7 @@ public static class QueryCommand
         var flags = new SearchFlags();
         var json = new Option<bool>("--json") { Description = "One JSON object per query, in the HTTP API's words: {\"query\",\"results\":[{\"id\",\"row\",\"distance\"}],\"complete\",\"missingPartitions\",\"stats\"}." };
         var limit = new Option<int>("--limit") { Description = "Answer only the first N queries (0: all).", DefaultValueFactory = _ => 0 };
-        var recall = new Option<double?>("--recall") { Description = $"Recall target in (0, 1] (default {SearchOptions.DefaultRecall}), calibrated as recall@K at K = 1, 2, 5, 10, 20, 50 and 100 for unfiltered queries (the smallest K ≥ --k plans) and as recall@10 for filtered ones; the index's build-time calibration picks CF and R for it, 1 is exact. Not with --cf, --r or --max-partitions." };
+        var recall = new Option<double?>("--recall") { Description = $"Recall target in (0, 1] (default {SearchOptions.DefaultRecall}), calibrated as recall@K at K = 1, 2, 5, 10, 20, 50 and 100, unfiltered and filtered (the smallest K ≥ --k plans); the index's build-time calibration picks CF and R for it, 1 is exact. Not with --cf, --r or --max-partitions." };
         var cf = new Option<double>("--cf") { Description = "Centroid factor CF (expert: sets the plan instead of a recall target).", DefaultValueFactory = _ => SearchFlags.DefaultCf };
         var h = new Option<double>("--h") { Description = "Hamming keep percentage H.", DefaultValueFactory = _ => SearchFlags.DefaultH };
         var r = new Option<int>("--r") { Description = "Re-rank factor R, K·R exact distances per partition at most (expert: sets the plan instead of a recall target).", DefaultValueFactory = _ => SearchFlags.DefaultR };

@@ -25,7 +25,7 @@ public sealed record QueryRequest
 public sealed record QueryOptions
 {
     public bool? Exact { get; init; }
-    /// <summary>Recall target in (0, 1] (default 0.95), calibrated as recall@K at K = 1, 2, 5, 10, 20, 50 and 100 for unfiltered queries (the smallest K ≥ k plans) and as recall@10 for filtered ones: the index's build-time calibration picks CF and R for it. Not with centroidFactor, rerankFactor or maxPartitions.</summary>
+    /// <summary>Recall target in (0, 1] (default 0.95), calibrated as recall@K at K = 1, 2, 5, 10, 20, 50 and 100 for unfiltered and filtered queries (the smallest K ≥ k plans): the index's build-time calibration picks CF and R for it. Not with centroidFactor, rerankFactor or maxPartitions.</summary>
     public double? Recall { get; init; }
     public double? CentroidFactor { get; init; }
     public double? HammingKeepPercent { get; init; }

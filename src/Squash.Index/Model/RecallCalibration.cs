@@ -31,6 +31,14 @@ public sealed record RecallCalibration
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public IReadOnlyList<KCalibration>? ByK { get; init; }
     /// <summary>
+    /// The filtered bands measured at other K (recall@K on the same filtered queries, the same bands as <see cref="Filtered"/>),
+    /// by ascending K, none at <see cref="K"/>: a filtered query of k neighbours plans with the bands of the smallest K that
+    /// reaches k, as an unfiltered one does with <see cref="ByK"/>. Null (left out of the JSON): none measured, and every
+    /// filtered query plans with <see cref="Filtered"/>.
+    /// </summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<FilteredKCalibration>? FilteredByK { get; init; }
+    /// <summary>
     /// Rows ingest upserted or deleted since these plans were measured (0, and left out of the JSON, for a calibration that
     /// has seen every row): ingest measures the plans again once this passes a share of the index, since new rows are coded
     /// with quantizers fitted to other data and the recall a plan reaches moves with them.
@@ -90,22 +98,40 @@ public sealed record RecallCalibration
                     throw new Format.CorruptIndexException($"manifest '{manifestName}': the recall calibration at K {atK.K} holds an impossible plan ({p})");
             previousK = atK.K;
         }
-        foreach (var band in Filtered ?? [])
+        ValidateBands(manifestName, Filtered, "");
+        previousK = 0;
+        if (FilteredByK is { Count: > 0 } && Filtered is null)
+            throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration has bands at other K but none at K {K}");
+        foreach (var atK in FilteredByK ?? [])
+        {
+            if (atK.K <= previousK || atK.K == K || atK.Bands is not { Count: > 0 })
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds impossible bands at K {atK.K}");
+            ValidateBands(manifestName, atK.Bands, $" at K {atK.K}");
+            previousK = atK.K;
+        }
+    }
+
+    private static void ValidateBands(string manifestName, IReadOnlyList<FilteredCalibration>? bands, string at)
+    {
+        foreach (var band in bands ?? [])
         {
             if (!(band.MinSelectivity >= 0 && band.MinSelectivity < band.MaxSelectivity && band.MaxSelectivity <= 1) || band.Queries < 1
                 || band.Plans is not { Count: > 0 } || band.Families is not { Count: > 0 })
-                throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible band");
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration{at} holds an impossible band");
             if ((band.MinAnchorRatio is { } lo && !(lo >= 0)) || (band.MaxAnchorRatio is { } hi && !(hi > (band.MinAnchorRatio ?? 0))))
-                throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible anchor-ratio range");
+                throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration{at} holds an impossible anchor-ratio range");
             foreach (var p in band.Plans)
                 if (!p.IsPossible(filtered: true))
-                    throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration holds an impossible plan ({p})");
+                    throw new Format.CorruptIndexException($"manifest '{manifestName}': the filtered recall calibration{at} holds an impossible plan ({p})");
         }
     }
 }
 
 /// <summary>An unfiltered frontier measured at recall@<see cref="K"/> on <see cref="Queries"/> exactly measured queries.</summary>
 public sealed record KCalibration(int K, int Queries, IReadOnlyList<CalibratedPlan> Plans);
+
+/// <summary>The filtered bands measured at recall@<see cref="K"/>: the same bands, on the same queries, as the calibration's own K.</summary>
+public sealed record FilteredKCalibration(int K, IReadOnlyList<FilteredCalibration> Bands);
 
 /// <summary>
 /// The frontier for filtered queries whose estimated selectivity lies in [<see cref="MinSelectivity"/>,

@@ -64,14 +64,18 @@ public static class IngestRecalibration
         {
             var again = MeasureQueries(opened, kept, filtered: true, ct);
             return again is null ? null
-                : new Measurement(again with { Filtered = again.Filtered ?? manifest.Calibration!.Filtered }, kept.Count, 0, kept);
+                : new Measurement(KeepFilteredBands(again, manifest.Calibration!), kept.Count, 0, kept);
         }
 
         var (set, exact) = LiveSample(opened, count, seed, ct);
         var measured = RecallCalibrator.Calibrate(opened, exact, set, RecallCalibrator.DefaultK, cancellationToken: ct);
         return measured is null ? null
-            : new Measurement(measured with { Filtered = measured.Filtered ?? manifest.Calibration?.Filtered }, set.Count, set.LeftOut!.Count(g => g!.Length > 0));
+            : new Measurement(KeepFilteredBands(measured, manifest.Calibration), set.Count, set.LeftOut!.Count(g => g!.Length > 0));
     }
+
+    /// <summary>A measurement that found no filtered bands (no family could be drawn) keeps the old calibration's, at every K.</summary>
+    private static RecallCalibration KeepFilteredBands(RecallCalibration measured, RecallCalibration? old) =>
+        measured.Filtered is not null ? measured : measured with { Filtered = old?.Filtered, FilteredByK = old?.Filtered is null ? null : old.FilteredByK };
 
     /// <summary>
     /// The queries a measurement of <paramref name="opened"/> (<paramref name="count"/> live rows) draws with
