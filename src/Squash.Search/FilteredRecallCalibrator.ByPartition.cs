@@ -58,8 +58,8 @@ public static partial class FilteredRecallCalibrator
             public double AnchorRatio = 1;
             public required FilterEstimates Estimates;
             public required double Selectivity;
-            /// <summary>The plans at each K replayed (<see cref="_ks"/>).</summary>
-            public KPlans[] AtK = [];
+            /// <summary>The plans at each K (<see cref="_ks"/>); null at a K this query is not replayed at (<see cref="ReplayedAt"/>).</summary>
+            public KPlans?[] AtK = [];
             /// <summary>How far the deepest K's replay scans down <see cref="Order"/>.</summary>
             public int ScanTo;
             /// <summary>Per scanned partition: whether every match was listed, and the candidates (bound, id, exact distance).</summary>
@@ -92,6 +92,14 @@ public static partial class FilteredRecallCalibrator
         }
 
         private int QueryCount { get; init; }
+
+        /// <summary>
+        /// Whether query <paramref name="q"/> is replayed at <see cref="_ks"/>[<paramref name="x"/>]: at the calibration's K
+        /// and below it, every query; past it, the first <see cref="RecallCalibrator.DefaultQueries"/>, as the unfiltered
+        /// frontiers past K. Recall@100 averages many hits per query, and a selective filter's plans at K = 100 walk far
+        /// more partitions than at 10 (at 10⁶ rows, 7× the partitions over every query: the replay took 10 s more).
+        /// </summary>
+        private bool ReplayedAt(int x, int q) => _ks[x] <= _k || q < RecallCalibrator.DefaultQueries;
 
         /// <summary>A query's map of where its top-K rows lie is pruned to them once it holds this many times K.</summary>
         private const int TruthMapPrunedAt = 4;
@@ -402,10 +410,10 @@ public static partial class FilteredRecallCalibrator
             Parallel.ForEach(_queries, new ParallelOptions { CancellationToken = cancellationToken }, fq =>
             {
                 var truth = fq.Truth.ToSortedArray();
-                fq.AtK = new KPlans[_ks.Length];
+                fq.AtK = new KPlans?[_ks.Length];
                 if (truth.Length == 0)
                 {
-                    for (int x = 0; x < _ks.Length; x++) fq.AtK[x] = new KPlans();
+                    for (int x = 0; x < _ks.Length; x++) fq.AtK[x] = ReplayedAt(x, fq.Query) ? new KPlans() : null;
                     return;
                 }
                 var rank = new int[partitions];
@@ -416,6 +424,7 @@ public static partial class FilteredRecallCalibrator
                 var canMatch = fq.Estimates.CanMatch;
                 for (int x = 0; x < _ks.Length; x++)
                 {
+                    if (!ReplayedAt(x, fq.Query)) continue;
                     int k = _ks[x], rs = _rerankGrids[x].Length, target = SearchEngine.TargetOf(manifest, k);
                     var rerankCandidates = rerankCandidatesAt[x];
                     // The top-K truth is the first K of the deepest one's.
@@ -520,13 +529,15 @@ public static partial class FilteredRecallCalibrator
                 {
                     selectivity[fq.Query] = fq.Selectivity;
                     ratio[fq.Query] = fq.AnchorRatio;
-                    for (int x = 0; x < _ks.Length; x++) Replay(fq, x, recall[x], cost[x], m, d);
+                    for (int x = 0; x < _ks.Length; x++)
+                        if (fq.AtK[x] is not null) Replay(fq, x, recall[x], cost[x], m, d);
                     fq.Candidates.Clear();
                 });
                 measured.Add(new FamilyMeasurement(_families[f].Name, _families[f].Filters, selectivity, recall[0], cost[0])
                 {
                     AnchorRatio = ratio,
-                    ByK = _ks.Length == 1 ? null : Enumerable.Range(1, _ks.Length - 1).Select(x => new KMeasurement(_ks[x], _rerankGrids[x], recall[x], cost[x])).ToArray(),
+                    ByK = _ks.Length == 1 ? null : Enumerable.Range(1, _ks.Length - 1)
+                        .Select(x => new KMeasurement(_ks[x], _rerankGrids[x], recall[x], cost[x], _ks[x] <= _k ? QueryCount : Math.Min(QueryCount, RecallCalibrator.DefaultQueries))).ToArray(),
                 });
             }
             return measured;
@@ -539,7 +550,7 @@ public static partial class FilteredRecallCalibrator
             var rerank = _rerankGrids[x];
             int grid = Columns, rs = rerank.Length;
             var manifest = _index.Manifest;
-            var plans = fq.AtK[x];
+            var plans = fq.AtK[x]!;
             if (plans.TruthIds.Count == 0)
             {
                 for (int j = 0; j < grid * rs; j++) recall[q, j] = 1;

@@ -81,8 +81,12 @@ public static partial class FilteredRecallCalibrator
         /// <summary>The same queries replayed at the other K (<see cref="OtherKsFor"/>), ascending; null: none.</summary>
         public IReadOnlyList<KMeasurement>? ByK { get; init; }
 
-        /// <summary>This family as measured at <paramref name="atK"/> (one of <see cref="ByK"/>).</summary>
-        public FamilyMeasurement At(KMeasurement atK) => this with { Recall = atK.Recall, Cost = atK.Cost, ByK = null };
+        /// <summary>This family as measured at <paramref name="atK"/> (one of <see cref="ByK"/>): its first <see cref="KMeasurement.Queries"/> queries.</summary>
+        public FamilyMeasurement At(KMeasurement atK) => this with
+        {
+            Recall = atK.Recall, Cost = atK.Cost, ByK = null,
+            Selectivity = Selectivity.Select((s, q) => q < atK.Queries ? s : double.NaN).ToArray(),
+        };
 
         /// <summary>Each query's <see cref="SearchEngine.FilteredAnchors.AnchorRatio"/> (null: 1 for all).</summary>
         public double[]? AnchorRatio { get; init; }
@@ -127,8 +131,11 @@ public static partial class FilteredRecallCalibrator
         }
     }
 
-    /// <summary>A family's replay at recall@<paramref name="K"/>: plan columns as at the calibration's K, R column r being <paramref name="RerankGrid"/>[r].</summary>
-    public sealed record KMeasurement(int K, int[] RerankGrid, double[,] Recall, double[,] Cost);
+    /// <summary>
+    /// A family's replay at recall@<paramref name="K"/> of its first <paramref name="Queries"/> queries (the rest are not
+    /// replayed there): plan columns as at the calibration's K, R column r being <paramref name="RerankGrid"/>[r].
+    /// </summary>
+    public sealed record KMeasurement(int K, int[] RerankGrid, double[,] Recall, double[,] Cost, int Queries);
 
     /// <summary>The bands at the calibration's K, and the same bands measured at other K (null: none).</summary>
     public sealed record Calibrated(IReadOnlyList<FilteredCalibration> Bands, IReadOnlyList<FilteredKCalibration>? ByK);
