@@ -331,8 +331,11 @@ public static class RecallCalibrator
             var exactLists = new Dictionary<int, CandidateList>?[measured];
             // Each exact query is replayed once per K: its rotation into the index's frame is computed once.
             var exactContexts = new QueryContext?[measured];
-            var reference = UnfilteredReplays(exactLists, exactContexts);
-            var byK = OtherKReplays(exactLists, exactContexts);
+            // The K below K are measured as K is: with more queries than exact answers, against the reference plan's answer too.
+            var referenceBelow = measured < queries.Count
+                ? otherKs.Where(o => o < k).Select(o => (K: o, Reference: new double[queries.Count, plans])).ToArray() : [];
+            var reference = UnfilteredReplays(exactLists, exactContexts, referenceBelow);
+            var byK = OtherKReplays(exactLists, exactContexts, referenceBelow);
             return Summarise(recall, cost, queries, k, clock, filteredBands.GetAwaiter().GetResult(), reference, byK);
         }
         catch
@@ -344,7 +347,7 @@ public static class RecallCalibrator
         }
 
         // Every plan's recall and cost on the exact queries; every query against the reference plan's answer when some are not exact.
-        double[,]? UnfilteredReplays(Dictionary<int, CandidateList>?[] kept, QueryContext?[] contexts)
+        double[,]? UnfilteredReplays(Dictionary<int, CandidateList>?[] kept, QueryContext?[] contexts, (int K, double[,] Reference)[] referenceBelow)
         {
             ExactReplays(measured, k, RerankFactors, recall, cost, kept, contexts);
 
@@ -358,13 +361,17 @@ public static class RecallCalibrator
                 {
                     var ctx = (qi < measured ? contexts[qi] : null) ?? new QueryContext(index, queries.Data.AsSpan(qi * queries.Dimensions, queries.Dimensions));
                     long selfId = self?[qi] ?? -1;
-                    var scan = PlanScan(engine, ctx, null, selfId, Stored(selfId), k, PartitionOf, g);
+                    var stored = Stored(selfId);
+                    var scan = PlanScan(engine, ctx, null, selfId, stored, k, PartitionOf, g);
                     var leftOut = queries.LeftOut?[qi];
                     var lists = (qi < measured ? kept[qi] : null) ?? new Dictionary<int, CandidateList>();
                     var (listK, listRerank) = ListShape(qi, deepCount, k);
                     CandidateList Of(int p) => lists.TryGetValue(p, out var l) ? l
                         : lists[p] = Candidates(local.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, listK, local.Buffer, leftOut, listRerank, lazy: true);
                     ReplayAgainstReference(index, scan, k, Of, qi, reference);
+                    // The K below it against the reference plan's answer too, from prefixes of the same lists.
+                    foreach (var (other, atOther) in referenceBelow)
+                        ReplayAgainstReference(index, PlanScan(engine, ctx, null, selfId, stored, other, PartitionOf, g), other, Of, qi, atOther, RerankGridAt(other));
                     progress?.Report(Interlocked.Increment(ref done) / (double)total);
                     return local;
                 }, _ => { });
@@ -374,7 +381,7 @@ public static class RecallCalibrator
         }
 
         // The exact queries' plans at every other K, as the exact replays above at K, from prefixes of the same lists.
-        IReadOnlyList<KCalibration>? OtherKReplays(Dictionary<int, CandidateList>?[] exactLists, QueryContext?[] contexts)
+        IReadOnlyList<KCalibration>? OtherKReplays(Dictionary<int, CandidateList>?[] exactLists, QueryContext?[] contexts, (int K, double[,] Reference)[] referenceBelow)
         {
             if (otherKs.Length == 0) return null;
             var measuredAt = new List<KCalibration>();
@@ -385,7 +392,8 @@ public static class RecallCalibrator
                 var otherRecall = new double[n, plans];
                 var otherCost = new double[n, plans];
                 ExactReplays(n, other, rerankGrid, otherRecall, otherCost, exactLists, contexts);
-                measuredAt.Add(new KCalibration(other, n, Frontier(Points(otherRecall, otherCost, null, rerankGrid))));
+                var atReference = referenceBelow.FirstOrDefault(b => b.K == other).Reference;
+                measuredAt.Add(new KCalibration(other, atReference?.GetLength(0) ?? n, Frontier(Points(otherRecall, otherCost, atReference, rerankGrid))));
             }
             return measuredAt;
         }
@@ -434,23 +442,26 @@ public static class RecallCalibrator
         return g;
     }
 
-    /// <summary>Replays one query's plans against the reference plan's own answer (every plan 1 when that answer is empty); costs come from the exact queries alone.</summary>
+    /// <summary>
+    /// Replays one query's plans against the reference plan's own answer (every plan 1 when that answer is empty); costs come
+    /// from the exact queries alone. <paramref name="rerankGrid"/>: the R replayed at this <paramref name="k"/> (<see cref="RerankGridAt"/>).
+    /// </summary>
     private static void ReplayAgainstReference(OpenedIndex index, QueryScan scan, int k, Func<int, CandidateList> candidatesOf, int qi,
-        double[,] reference)
+        double[,] reference, int[]? rerankGrid = null)
     {
-        var answer = ReferenceAnswer(scan, k, candidatesOf);
-        if (answer.Count > 0) Replay(index, scan, answer, k, candidatesOf, qi, reference, cost: null);
+        var answer = ReferenceAnswer(scan, k, candidatesOf, (rerankGrid ?? RerankFactors)[^1]);
+        if (answer.Count > 0) Replay(index, scan, answer, k, candidatesOf, qi, reference, cost: null, rerankGrid);
         else for (int j = 0; j < reference.GetLength(1); j++) reference[qi, j] = 1;
     }
 
-    /// <summary>The answer of the largest R on the partitions <paramref name="scan"/> scans, as <see cref="Replay"/> builds it.</summary>
-    private static HashSet<long> ReferenceAnswer(QueryScan scan, int k, Func<int, CandidateList> candidatesOf)
+    /// <summary>The answer of the largest R (<paramref name="rerank"/>) on the partitions <paramref name="scan"/> scans, as <see cref="Replay"/> builds it.</summary>
+    private static HashSet<long> ReferenceAnswer(QueryScan scan, int k, Func<int, CandidateList> candidatesOf, int rerank)
     {
         var top = new TopK(k);
         for (int c = 0; c < scan.Scanned; c++)
         {
             var candidates = candidatesOf(scan.Order[c]);
-            int take = Math.Min(candidates.Ids.Length, k * RerankFactors[^1]);
+            int take = Math.Min(candidates.Ids.Length, k * rerank);
             for (int i = 0; i < take; i++)
             {
                 if (candidates.Bounds[i] > top.Threshold * (1 + PartitionScanner.Slack)) break;
@@ -531,7 +542,7 @@ public static class RecallCalibrator
             });
             return (other, otherTruths, otherScans, otherRecall);
         }
-        KCalibration ReplayAt((int K, HashSet<long>[] Truths, QueryScan?[] Scans, double[,] Recall) at, Dictionary<int, CandidateList>[] lists)
+        KCalibration ReplayAt((int K, HashSet<long>[] Truths, QueryScan?[] Scans, double[,] Recall) at, Dictionary<int, CandidateList>[] lists, double[,]? atReference)
         {
             int n = at.Scans.Length;
             var rerankGrid = RerankGridAt(at.K);
@@ -540,7 +551,7 @@ public static class RecallCalibrator
             {
                 if (at.Scans[qi] is { } scan) Replay(index, scan, at.Truths[qi], at.K, p => lists[qi][p], qi, at.Recall, otherCost, rerankGrid);
             });
-            return new KCalibration(at.K, n, Frontier(Points(at.Recall, otherCost, null, rerankGrid)));
+            return new KCalibration(at.K, atReference?.GetLength(0) ?? n, Frontier(Points(at.Recall, otherCost, atReference, rerankGrid)));
         }
 
         // The filtered calibration's families, drawn from the attributes read partition by partition.
@@ -586,6 +597,7 @@ public static class RecallCalibrator
 
         // 3b. The reference plan, and every query's replay against its answer.
         double[,]? reference = null;
+        (int K, double[,] Reference)[] referenceBelow = [];
         if (twoPhase)
         {
             int g = ReferenceGrid(recall);
@@ -601,9 +613,23 @@ public static class RecallCalibrator
             {
                 ReplayAgainstReference(index, deep[qi]!, k, p => found[qi][p], qi, reference);
             });
+            // The K below K against the reference plan's answer too, as the in-memory calibration measures them. Their scans
+            // hold no more partitions than K's (fewer rows to hold), so the lists are read already; any missing is read here.
+            var deepBelow = new QueryScan?[below.Length * queries.Count];
+            Parallel.For(0, deepBelow.Length, new ParallelOptions { CancellationToken = cancellationToken }, i =>
+                deepBelow[i] = PlanScan(engine, contexts[i % queries.Count], null, self?[i % queries.Count] ?? -1, Stored(i % queries.Count),
+                    below[i / queries.Count].K, Partition, g));
+            await CandidatesByPartitionAsync(index, [new(Wanted(deepBelow, queries.Count, found), found, ListOf)], contexts, self, readPartition,
+                null, null, null, cancellationToken).ConfigureAwait(false);
+            foreach (var (other, atOther) in referenceBelow = below.Select(b => (b.K, new double[queries.Count, plans])).ToArray())
+            {
+                int x = Array.FindIndex(below, b => b.K == other);
+                Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
+                    ReplayAgainstReference(index, deepBelow[x * queries.Count + qi]!, other, p => found[qi][p], qi, atOther, RerankGridAt(other)));
+            }
         }
         // 3c. The other K, from prefixes of the same lists.
-        var byK = atOtherKs.Select(at => ReplayAt(at, found)).ToList();
+        var byK = atOtherKs.Select(at => ReplayAt(at, found, referenceBelow.FirstOrDefault(b => b.K == at.K).Reference)).ToList();
         progress?.Report(1);
         // 4. The filtered part: streamed when the partitions' attributes can be read one at a time, else through the opened index.
         var bands = filtered is not null

@@ -22,7 +22,7 @@ public sealed record RecallCalibration
     /// </summary>
     public IReadOnlyList<FilteredCalibration>? Filtered { get; init; }
     /// <summary>
-    /// Unfiltered frontiers measured at other K (recall@K over the exactly measured queries), by ascending K, none at
+    /// Unfiltered frontiers measured at other K (recall@K: below K as K is measured, past it over the first exactly measured queries), by ascending K, none at
     /// <see cref="K"/>: a query of k neighbours plans with the frontier of the smallest K that reaches k, this one's
     /// included (the largest past them all), since a plan's recall@k moves with k (the plan that finds 95 % of the 10
     /// nearest finds fewer of the 100 nearest, and a smaller share of the single nearest). Null (left out of the JSON):
@@ -127,7 +127,7 @@ public sealed record RecallCalibration
     }
 }
 
-/// <summary>An unfiltered frontier measured at recall@<see cref="K"/> on <see cref="Queries"/> exactly measured queries.</summary>
+/// <summary>An unfiltered frontier measured at recall@<see cref="K"/> on <see cref="Queries"/> queries (exactly measured, or with the two-phase estimate over every calibration query).</summary>
 public sealed record KCalibration(int K, int Queries, IReadOnlyList<CalibratedPlan> Plans);
 
 /// <summary>The filtered bands measured at recall@<see cref="K"/>: the same bands, on the same queries, as the calibration's own K.</summary>
