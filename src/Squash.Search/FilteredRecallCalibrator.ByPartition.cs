@@ -92,14 +92,17 @@ public static partial class FilteredRecallCalibrator
         }
 
         private int QueryCount { get; init; }
+        /// <summary>How many of the first queries every family filters (the exactly measured ones; the sparse ranges filter all).</summary>
+        private int DenseQueries { get; init; }
 
         /// <summary>
         /// Whether query <paramref name="q"/> is replayed at <see cref="_ks"/>[<paramref name="x"/>]: at the calibration's K
-        /// and below it, every query; past it, the first <see cref="RecallCalibrator.DefaultQueries"/>, as the unfiltered
-        /// frontiers past K. Recall@100 averages many hits per query, and a selective filter's plans at K = 100 walk far
-        /// more partitions than at 10 (at 10⁶ rows, 7× the partitions over every query: the replay took 10 s more).
+        /// and below it, every query; past it, the exactly measured ones (<see cref="DenseQueries"/>), which every family
+        /// filters: the sparse ranges' other queries are left out there. A selective filter's plans at K = 100 walk far more
+        /// partitions than at 10, and over all 1,200 queries at 10⁶ rows the replay took 10 s more; recall@100 averages
+        /// many hits per query, so fewer queries measure it as tightly.
         /// </summary>
-        private bool ReplayedAt(int x, int q) => _ks[x] <= _k || q < RecallCalibrator.DefaultQueries;
+        private bool ReplayedAt(int x, int q) => _ks[x] <= _k || q < DenseQueries;
 
         /// <summary>A query's map of where its top-K rows lie is pruned to them once it holds this many times K.</summary>
         private const int TruthMapPrunedAt = 4;
@@ -145,7 +148,7 @@ public static partial class FilteredRecallCalibrator
             }
             ArgumentNullException.ThrowIfNull(sample);
             var drawn = DrawFamilies(attributes, sample, queries, count, Math.Min(count, denseQueries ?? count), k);
-            return drawn.Count == 0 ? null : Plan(index, queries, partitionOf, selfStored, drawn, sample.Own, null, k, cancellationToken);
+            return drawn.Count == 0 ? null : Plan(index, queries, partitionOf, selfStored, drawn, sample.Own, null, k, Math.Min(count, denseQueries ?? count), cancellationToken);
         }
 
         /// <summary>
@@ -158,12 +161,15 @@ public static partial class FilteredRecallCalibrator
         {
             if (drawn.Families.Count == 0) return null;
             drawn.Distribute(partitionOfRow, index.PartitionCount, cancellationToken);
-            return Plan(index, queries, partitionOf, selfStored, drawn.Families, drawn.Own, drawn.Queries, k, cancellationToken);
+            return Plan(index, queries, partitionOf, selfStored, drawn.Families, drawn.Own, drawn.Queries, k, drawn.Dense, cancellationToken);
         }
 
-        /// <summary>Every drawn query's context, partition order and filter estimates; <paramref name="found"/>: exact neighbours already found (family-major), else none yet.</summary>
+        /// <summary>
+        /// Every drawn query's context, partition order and filter estimates; <paramref name="found"/>: exact neighbours already
+        /// found (family-major), else none yet; <paramref name="dense"/>: how many of the first queries every family filters.
+        /// </summary>
         private static ByPartition Plan(OpenedIndex index, CalibrationQueries queries, IReadOnlyDictionary<long, int> partitionOf,
-            float[]? selfStored, List<Family> drawn, double[]?[] ownValues, TruthQuery?[]? found, int k, CancellationToken cancellationToken)
+            float[]? selfStored, List<Family> drawn, double[]?[] ownValues, TruthQuery?[]? found, int k, int dense, CancellationToken cancellationToken)
         {
             var attributes = index.Manifest.Attributes!;
             int count = queries.Count;
@@ -211,7 +217,7 @@ public static partial class FilteredRecallCalibrator
                         TruthPartition = truth?.TruthPartition ?? new Dictionary<long, int>(2 * TruthMapPrunedAt * depth),
                     };
                 });
-            return new ByPartition(index, k, drawn, slots.OfType<FilteredQuery>().ToArray()) { QueryCount = count };
+            return new ByPartition(index, k, drawn, slots.OfType<FilteredQuery>().ToArray()) { QueryCount = count, DenseQueries = dense };
         }
 
         /// <summary>Whether some filtered query can match partition <paramref name="p"/> (then <see cref="Truth"/> needs it).</summary>
@@ -537,7 +543,7 @@ public static partial class FilteredRecallCalibrator
                 {
                     AnchorRatio = ratio,
                     ByK = _ks.Length == 1 ? null : Enumerable.Range(1, _ks.Length - 1)
-                        .Select(x => new KMeasurement(_ks[x], _rerankGrids[x], recall[x], cost[x], _ks[x] <= _k ? QueryCount : Math.Min(QueryCount, RecallCalibrator.DefaultQueries))).ToArray(),
+                        .Select(x => new KMeasurement(_ks[x], _rerankGrids[x], recall[x], cost[x], _ks[x] <= _k ? QueryCount : DenseQueries)).ToArray(),
                 });
             }
             return measured;
