@@ -35,10 +35,10 @@ public static partial class FilteredRecallCalibrator
         /// <summary>Exact neighbours per query (<see cref="TruthDepth"/>).</summary>
         private readonly int _depth;
         /// <summary>
-        /// Candidates kept per query and partition: the most any K's plans re-rank (K·R; 400 past K = 10, 160 at it and
-        /// below). A plan's K·R smallest bounds are the prefix of a longer list, so one list serves every K.
+        /// Candidates a K's plans re-rank in a partition at most (K·R; 400 past K = 10, 160 at it and below). A plan's K·R
+        /// smallest bounds are the prefix of a longer list, so one list per query and partition serves every K scanning it.
         /// </summary>
-        private readonly int _listLength;
+        private readonly int[] _listLengths;
         private readonly List<Family> _families;
         private readonly FilteredQuery[] _queries;
         /// <summary>The queries by filter kind and place: equal filters and overlapping ranges next to each other.</summary>
@@ -63,7 +63,10 @@ public static partial class FilteredRecallCalibrator
             /// <summary>How far the deepest K's replay scans down <see cref="Order"/>.</summary>
             public int ScanTo;
             /// <summary>Per scanned partition: whether every match was listed, and the candidates (bound, id, exact distance).</summary>
-            public Dictionary<int, (bool Every, (float Bound, long Id, float Distance)[] List)> Candidates { get; } = [];
+            /// <remarks>A distance is NaN until a replay first re-ranks it where the partition's <c>Vectors</c> and the candidates' <c>Rows</c> are kept.</remarks>
+            public Dictionary<int, (bool Every, (float Bound, long Id, float Distance)[] List, int[]? Rows, PartitionVectors? Vectors)> Candidates { get; } = [];
+            /// <summary>Per partition the replays scan: how many candidates they re-rank there at most (the deepest K scanning it).</summary>
+            public Dictionary<int, int> ListLength { get; } = [];
         }
 
         /// <summary>One query's plans at one K: its top-K truth, how far its replay scans, and where each plan stops (or scans directly).</summary>
@@ -82,7 +85,7 @@ public static partial class FilteredRecallCalibrator
             _ks = [k, .. OtherKsFor(k, index.Manifest.Count)];
             _rerankGrids = _ks.Select((atK, x) => x == 0 ? RecallCalibrator.RerankFactors : RecallCalibrator.RerankGridAt(atK)).ToArray();
             _depth = TruthDepth(k, index.Manifest.Count);
-            _listLength = _ks.Select((atK, x) => atK * _rerankGrids[x][^1]).Max();
+            _listLengths = _ks.Select((atK, x) => atK * _rerankGrids[x][^1]).ToArray();
             _families = families;
             _queries = queries;
             _byPlace = ByPlace(queries, families);
@@ -404,9 +407,14 @@ public static partial class FilteredRecallCalibrator
         /// Plans every query from its match counts, reads each partition some replay scans (ascending, one at a time, the
         /// next read ahead), and replays every plan: each family's measurement.
         /// </summary>
+        /// <param name="holdsVectors">
+        /// True when every partition <paramref name="readPartition"/> returns stays in memory anyway (an opened index): a
+        /// candidate's exact distance is then taken when a replay first re-ranks it (most lie past every plan's threshold;
+        /// at 784 dimensions, taking all of them cost more than the rest of the filtered replay). Else at the read.
+        /// </param>
         public async Task<IReadOnlyList<FamilyMeasurement>> MeasureAsync(
             Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes Attributes)>> readPartition,
-            CancellationToken cancellationToken = default)
+            CancellationToken cancellationToken = default, bool holdsVectors = false)
         {
             int partitions = _index.PartitionCount;
             int grid = Columns;
@@ -487,10 +495,17 @@ public static partial class FilteredRecallCalibrator
             var visitors = new List<FilteredQuery>?[partitions];
             foreach (var fq in _queries)
                 for (int c = 0; c < fq.ScanTo; c++)
-                        if (fq.Estimates.CanMatch[fq.Order[c]]) (visitors[fq.Order[c]] ??= []).Add(fq);
+                {
+                    int p = fq.Order[c];
+                    if (!fq.Estimates.CanMatch[p]) continue;
+                    (visitors[p] ??= []).Add(fq);
+                    int length = 0;
+                    for (int x = 0; x < _ks.Length; x++)
+                        if (fq.AtK[x] is { } at && c < at.ScanTo) length = Math.Max(length, _listLengths[x]);
+                    fq.ListLength[p] = length;
+                }
             var wanted = Enumerable.Range(0, partitions).Where(p => visitors[p] is not null).ToArray();
-            // Collected with K·R a little past the list's length: a query's own row (and near-copies) take places and are dropped.
-            int collectK = _ks.Max(), collectR = (_listLength + collectK - 1) / collectK;
+            int collectK = _ks.Max(), collectR = (_listLengths.Max() + collectK - 1) / collectK;
             var next = wanted.Length > 0 ? readPartition(wanted[0], cancellationToken) : null;
             for (int w = 0; w < wanted.Length; w++)
             {
@@ -507,16 +522,21 @@ public static partial class FilteredRecallCalibrator
                         Array.Clear(examined, 0, attributes.Count);
                         for (int c = 0; c < indexed; c++) examined[checkedRows[c]] = true;
                         candidates.Clear();
+                        // Collected as the deepest K would (K·R a little past the longest list: the query's own row and near-copies take
+                        // places and are dropped, as are rows the exact check rejects), and kept as deep as this partition's K need.
+                        int length = fq.ListLength[p];
                         bool every = scanner.CollectFilteredCandidates(fq.Context, codes, attributes,
                             new SearchOptions { K = collectK + 1 + (fq.LeftOut?.Length ?? 0), RerankFactor = collectR, CentroidFactor = 1, Filter = fq.Filter }, candidates);
                         var kept = new List<(float, long, float)>();
+                        var keptRows = holdsVectors ? new List<int>() : null;
                         foreach (var (bound, row) in candidates)
                         {
                             if (!examined[row] || fq.Excludes(codes.Ids[row]) || !fq.Filter.Matches(attributes, row)) continue;
-                            kept.Add((bound, codes.Ids[row], SquaredL2.Distance(fq.Context.Internal, vectors.Row(row))));
-                            if (!every && kept.Count == _listLength) break;
+                            kept.Add((bound, codes.Ids[row], holdsVectors ? float.NaN : SquaredL2.Distance(fq.Context.Internal, vectors.Row(row))));
+                            keptRows?.Add(row);
+                            if (!every && kept.Count == length) break;
                         }
-                        lock (fq.Candidates) fq.Candidates[p] = (every, kept.ToArray());
+                        lock (fq.Candidates) fq.Candidates[p] = (every, kept.ToArray(), keptRows?.ToArray(), holdsVectors ? vectors : null);
                         return (scanner, candidates, rows, examined);
                     }, _ => { });
             }
@@ -584,18 +604,23 @@ public static partial class FilteredRecallCalibrator
                         rerankCostAt[at] = rerankCostAt[at - 1];
                         continue;
                     }
-                    var (every, list) = fq.Candidates[part];
+                    var (every, list, rows, vectors) = fq.Candidates[part];
                     var top = tops[r];
                     int take = every ? list.Length : Math.Min(list.Length, k * rerank[r]);
                     long reranked = 0;
+                    bool changed = false;
                     for (int i = 0; i < take; i++)
                     {
                         var (bound, id, distance) = list[i];
                         if (!every && bound > top.Threshold * (1 + PartitionScanner.Slack)) break;
+                        if (float.IsNaN(distance)) list[i] = (bound, id, distance = SquaredL2.Distance(fq.Context.Internal, vectors!.Row(rows![i])));
                         reranked++;
-                        top.TryAdd(id, distance);
+                        changed |= top.TryAdd(id, distance);
                     }
                     rerankCostAt[at] = rerankCostAt[at - 1] + reranked * RecallCalibrator.RerankBytes(d);
+                    // Counted again only when the answer changed: far down a selective filter's walk most partitions add nothing,
+                    // and at K = 100 a count is a hundred lookups.
+                    if (!changed && c > 0) { recallAt[at] = recallAt[at - 1]; continue; }
                     int hits = 0;
                     foreach (var nb in top.Items) if (plans.TruthIds.Contains(nb.Id)) hits++;
                     recallAt[at] = hits / (double)plans.TruthIds.Count;

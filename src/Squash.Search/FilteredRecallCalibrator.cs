@@ -191,13 +191,15 @@ public static partial class FilteredRecallCalibrator
     public static Calibrated? Summarise(IReadOnlyList<FamilyMeasurement> measured)
     {
         if (measured.Count == 0 || Bands(measured) is not { } bands) return null;
-        var byK = new List<FilteredKCalibration>();
-        for (int x = 0; x < (measured[0].ByK?.Count ?? 0); x++)
+        // Each K's bands on its own (a band's frontier takes a tenth of a second: the both-sides aim is a sweep of targets).
+        var atKs = measured[0].ByK ?? [];
+        var byK = new FilteredKCalibration?[atKs.Count];
+        Parallel.For(0, atKs.Count, x =>
         {
-            var atK = measured[0].ByK![x];
-            if (Bands(measured.Select(f => f.At(f.ByK![x])).ToArray(), atK.RerankGrid) is { } other) byK.Add(new FilteredKCalibration(atK.K, other));
-        }
-        return new Calibrated(bands, byK.Count > 0 ? byK : null);
+            if (Bands(measured.Select(f => f.At(f.ByK![x])).ToArray(), atKs[x].RerankGrid) is { } other) byK[x] = new FilteredKCalibration(atKs[x].K, other);
+        });
+        var found = byK.OfType<FilteredKCalibration>().ToArray();
+        return new Calibrated(bands, found.Length > 0 ? found : null);
     }
 
     /// <summary>
@@ -242,14 +244,14 @@ public static partial class FilteredRecallCalibrator
         {
             var found = ByPartition.StartFrom(index, queries, partitionOf, selfStored, partitionOfRow, drawn, k, cancellationToken);
             return found is null ? []
-                : found.MeasureAsync((p, _) => Task.FromResult((index.Codes(p), index.Vectors(p), AttributesOf(p))), cancellationToken).GetAwaiter().GetResult();
+                : found.MeasureAsync((p, _) => Task.FromResult((index.Codes(p), index.Vectors(p), AttributesOf(p))), cancellationToken, holdsVectors: true).GetAwaiter().GetResult();
         }
         var replay = ByPartition.StartAsync(index, queries, partitionOf, selfStored, (p, _) => Task.FromResult((index.Codes(p), AttributesOf(p))), k,
             cancellationToken, denseQueries).GetAwaiter().GetResult();
         if (replay is null) return [];
         for (int p = 0; p < index.PartitionCount; p++)
             if (replay.Wants(p)) replay.Truth(p, index.Codes(p), index.Vectors(p), AttributesOf(p), cancellationToken);
-        return replay.MeasureAsync((p, _) => Task.FromResult((index.Codes(p), index.Vectors(p), AttributesOf(p))), cancellationToken).GetAwaiter().GetResult();
+        return replay.MeasureAsync((p, _) => Task.FromResult((index.Codes(p), index.Vectors(p), AttributesOf(p))), cancellationToken, holdsVectors: true).GetAwaiter().GetResult();
     }
 
     /// <summary>
