@@ -101,9 +101,9 @@ public static partial class FilteredRecallCalibrator
         /// <summary>
         /// Whether query <paramref name="q"/> is replayed at <see cref="_ks"/>[<paramref name="x"/>]: at the calibration's K
         /// and below it, every query; past it, the exactly measured ones (<see cref="DenseQueries"/>), which every family
-        /// filters: the sparse ranges' other queries are left out there. A selective filter's plans at K = 100 walk far more
-        /// partitions than at 10, and over all 1,200 queries at 10⁶ rows the replay took 10 s more; recall@100 averages
-        /// many hits per query, so fewer queries measure it as tightly.
+        /// filters: the sparse ranges' other queries are left out there, since a selective filter's plans at K = 100 walk far
+        /// more partitions than at 10 (bench/recall.md), and recall@100 averages many hits per query, so fewer queries
+        /// measure it as tightly.
         /// </summary>
         private bool ReplayedAt(int x, int q) => _ks[x] <= _k || q < DenseQueries;
 
@@ -409,8 +409,8 @@ public static partial class FilteredRecallCalibrator
         /// </summary>
         /// <param name="holdsVectors">
         /// True when every partition <paramref name="readPartition"/> returns stays in memory anyway (an opened index): a
-        /// candidate's exact distance is then taken when a replay first re-ranks it (most lie past every plan's threshold;
-        /// at 784 dimensions, taking all of them cost more than the rest of the filtered replay). Else at the read.
+        /// candidate's exact distance is then taken when a replay first re-ranks it (many lie past every plan's threshold).
+        /// Else at the read, since the partition is let go after it.
         /// </param>
         public async Task<IReadOnlyList<FamilyMeasurement>> MeasureAsync(
             Func<int, CancellationToken, Task<(PartitionCodes Codes, PartitionVectors Vectors, PartitionAttributes Attributes)>> readPartition,

@@ -191,7 +191,7 @@ public static partial class FilteredRecallCalibrator
     public static Calibrated? Summarise(IReadOnlyList<FamilyMeasurement> measured)
     {
         if (measured.Count == 0 || Bands(measured) is not { } bands) return null;
-        // Each K's bands on its own (a band's frontier takes a tenth of a second: the both-sides aim is a sweep of targets).
+        // Each K's bands on its own thread: a split band's frontier sweeps targets for the both-sides aim.
         var atKs = measured[0].ByK ?? [];
         var byK = new FilteredKCalibration?[atKs.Count];
         Parallel.For(0, atKs.Count, x =>
