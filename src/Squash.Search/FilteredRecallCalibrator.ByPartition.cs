@@ -29,7 +29,7 @@ public static partial class FilteredRecallCalibrator
     {
         private readonly OpenedIndex _index;
         private readonly int _k;
-        /// <summary>Every K replayed, the calibration's first (<see cref="OtherKsFor"/> after it), and the R measured at each.</summary>
+        /// <summary>Every K replayed, the calibration's first (<see cref="RecallCalibrator.OtherKsFor(int, long)"/> after it), and the R measured at each.</summary>
         private readonly int[] _ks;
         private readonly int[][] _rerankGrids;
         /// <summary>Exact neighbours per query (<see cref="TruthDepth"/>).</summary>
@@ -60,8 +60,6 @@ public static partial class FilteredRecallCalibrator
             public required double Selectivity;
             /// <summary>The plans at each K (<see cref="_ks"/>); null at a K this query is not replayed at (<see cref="ReplayedAt"/>).</summary>
             public KPlans?[] AtK = [];
-            /// <summary>How far the deepest K's replay scans down <see cref="Order"/>.</summary>
-            public int ScanTo;
             /// <summary>Per scanned partition: whether every match was listed, and the candidates (bound, id, exact distance).</summary>
             /// <remarks>A distance is NaN until a replay first re-ranks it where the partition's <c>Vectors</c> and the candidates' <c>Rows</c> are kept.</remarks>
             public Dictionary<int, (bool Every, (float Bound, long Id, float Distance)[] List, int[]? Rows, PartitionVectors? Vectors)> Candidates { get; } = [];
@@ -82,7 +80,7 @@ public static partial class FilteredRecallCalibrator
         {
             _index = index;
             _k = k;
-            _ks = [k, .. OtherKsFor(k, index.Manifest.Count)];
+            _ks = [k, .. RecallCalibrator.OtherKsFor(k, index.Manifest.Count)];
             _rerankGrids = _ks.Select((atK, x) => x == 0 ? RecallCalibrator.RerankFactors : RecallCalibrator.RerankGridAt(atK)).ToArray();
             _depth = TruthDepth(k, index.Manifest.Count);
             _listLengths = _ks.Select((atK, x) => atK * _rerankGrids[x][^1]).ToArray();
@@ -487,14 +485,16 @@ public static partial class FilteredRecallCalibrator
                             ExtraFilterMargins[e], RecallCalibrator.CentroidFactors.Length + e);
                     }
                     at.ScanTo = Math.Min(scanTo, Math.Max(needed, 1));
-                    fq.ScanTo = Math.Max(fq.ScanTo, at.ScanTo);
                 }
             });
 
             // 2. Each partition some replay scans, read once: every such query's candidates there.
             var visitors = new List<FilteredQuery>?[partitions];
             foreach (var fq in _queries)
-                for (int c = 0; c < fq.ScanTo; c++)
+            {
+                // As far down the order as the deepest K's replay scans.
+                int scanTo = fq.AtK.Max(at => at?.ScanTo ?? 0);
+                for (int c = 0; c < scanTo; c++)
                 {
                     int p = fq.Order[c];
                     if (!fq.Estimates.CanMatch[p]) continue;
@@ -504,6 +504,7 @@ public static partial class FilteredRecallCalibrator
                         if (fq.AtK[x] is { } at && c < at.ScanTo) length = Math.Max(length, _listLengths[x]);
                     fq.ListLength[p] = length;
                 }
+            }
             var wanted = Enumerable.Range(0, partitions).Where(p => visitors[p] is not null).ToArray();
             int collectK = _ks.Max(), collectR = (_listLengths.Max() + collectK - 1) / collectK;
             var next = wanted.Length > 0 ? readPartition(wanted[0], cancellationToken) : null;

@@ -52,15 +52,10 @@ public static partial class FilteredRecallCalibrator
     public static readonly double[] BandEdges = [0, 0.005, 0.05, 1];
 
     /// <summary>
-    /// The K the filtered bands are measured at besides <paramref name="k"/>, as the unfiltered frontiers
-    /// (<see cref="RecallCalibrator.OtherKs"/>): none unless k is <see cref="RecallCalibrator.DefaultK"/>, and only those an
-    /// index of <paramref name="rows"/> holds twice over.
+    /// Exact filtered neighbours found per query: the deepest K measured (<see cref="RecallCalibrator.OtherKsFor(int, long)"/>,
+    /// the unfiltered frontiers' K; their first K are the recall@K truth for every K).
     /// </summary>
-    public static int[] OtherKsFor(int k, long rows) =>
-        k != RecallCalibrator.DefaultK ? [] : RecallCalibrator.OtherKs.Where(o => rows >= Math.Max(RecallCalibrator.MinimumVectors, 2L * o)).ToArray();
-
-    /// <summary>Exact filtered neighbours found per query: the deepest K measured (their first K are the recall@K truth for every K).</summary>
-    public static int TruthDepth(int k, long rows) => OtherKsFor(k, rows).Append(k).Max();
+    public static int TruthDepth(int k, long rows) => RecallCalibrator.OtherKsFor(k, rows).Append(k).Max();
 
     /// <summary>An equality family needs an attribute with at most this many distinct values.</summary>
     private const int MaxEqualityValues = 256;
@@ -78,7 +73,7 @@ public static partial class FilteredRecallCalibrator
     /// </summary>
     public sealed record FamilyMeasurement(string Name, CompiledFilter?[] Filters, double[] Selectivity, double[,] Recall, double[,] Cost)
     {
-        /// <summary>The same queries replayed at the other K (<see cref="OtherKsFor"/>), ascending; null: none.</summary>
+        /// <summary>The same queries replayed at the other K (<see cref="RecallCalibrator.OtherKsFor(int, long)"/>), ascending; null: none.</summary>
         public IReadOnlyList<KMeasurement>? ByK { get; init; }
 
         /// <summary>This family as measured at <paramref name="atK"/> (one of <see cref="ByK"/>): its first <see cref="KMeasurement.Queries"/> queries.</summary>

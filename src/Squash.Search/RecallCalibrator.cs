@@ -140,8 +140,8 @@ public sealed record CalibrationFilterFile(string Name, string?[] Texts, int[] L
 /// smallest lower bounds), and a plan with a smaller CF a prefix of the partitions, so every plan is replayed from
 /// one scan. Replayed answers equal what <see cref="SearchEngine.Search"/> returns for that plan: a row the real
 /// scan skips for its running threshold could not have entered the answer. The same holds across K: the K·R smallest
-/// bounds are a prefix of a longer list's, so the frontiers at the <see cref="OtherKs"/> replay prefixes of two lists
-/// per query and partition (the K = 10 one, and one of <see cref="DeepCandidates"/>).
+/// bounds are a prefix of a longer list's, so the frontiers at the <see cref="OtherKs"/> replay prefixes of one list per
+/// query and partition (<see cref="DeepCandidates"/> long for the queries replayed past K = 10, <see cref="ListShape"/>).
 /// </summary>
 public static class RecallCalibrator
 {
@@ -222,11 +222,16 @@ public static class RecallCalibrator
         otherKs.Any(o => o > k) ? QueriesAt(otherKs.First(o => o > k), measured) : 0;
 
     /// <summary>
-    /// The <see cref="OtherKs"/> a calibration at <paramref name="k"/> measures: none unless k is <see cref="DefaultK"/>, and
-    /// only those the exact answers reach and the index holds twice over.
+    /// The <see cref="OtherKs"/> a calibration at <paramref name="k"/> of an index of <paramref name="count"/> rows measures
+    /// (its unfiltered frontiers and its filtered bands): none unless k is <see cref="DefaultK"/>, and only those the index
+    /// holds twice over.
     /// </summary>
+    public static int[] OtherKsFor(int k, long count) =>
+        k != DefaultK ? [] : OtherKs.Where(o => count >= Math.Max(MinimumVectors, 2L * o)).ToArray();
+
+    /// <summary><see cref="OtherKsFor(int, long)"/> that the exact answers reach.</summary>
     private static int[] OtherKsFor(int[][] exact, int k, long count) =>
-        k != DefaultK || exact.Length == 0 ? [] : OtherKs.Where(o => exact[0].Length >= o && count >= Math.Max(MinimumVectors, 2L * o)).ToArray();
+        exact.Length == 0 ? [] : OtherKsFor(k, count).Where(o => exact[0].Length >= o).ToArray();
 
     /// <summary>
     /// The shape of query <paramref name="qi"/>'s candidate lists, K and R (K·R per partition): the first
@@ -621,9 +626,10 @@ public static class RecallCalibrator
                     below[i / queries.Count].K, Partition, g));
             await CandidatesByPartitionAsync(index, [new(Wanted(deepBelow, queries.Count, found), found, ListOf)], contexts, self, readPartition,
                 null, null, null, cancellationToken).ConfigureAwait(false);
-            foreach (var (other, atOther) in referenceBelow = below.Select(b => (b.K, new double[queries.Count, plans])).ToArray())
+            referenceBelow = below.Select(b => (b.K, new double[queries.Count, plans])).ToArray();
+            for (int x = 0; x < below.Length; x++)
             {
-                int x = Array.FindIndex(below, b => b.K == other);
+                var (other, atOther) = referenceBelow[x];
                 Parallel.For(0, queries.Count, new ParallelOptions { CancellationToken = cancellationToken }, qi =>
                     ReplayAgainstReference(index, deepBelow[x * queries.Count + qi]!, other, p => found[qi][p], qi, atOther, RerankGridAt(other)));
             }
