@@ -356,7 +356,8 @@ public static partial class FilteredRecallCalibrator
                 foreach (var p in below.Plans)
                     if (p.CentroidFactor == cf && p.RerankFactor == rerank[j / grid] && p.FilterMargin == margin) plan[p] = j;
             }
-            var recall = Targets.Select(t => RecallPlanner.Mix(below.Plans, t) is { } mix
+            var frontier = below.Plans.ToArray();
+            var recall = Targets.Select(t => RecallPlanner.Mix(frontier, t) is { } mix
                 ? mix.HighShare * means[plan[mix.High]].Recall + (1 - mix.HighShare) * means[plan[mix.Low]].Recall
                 : 1).ToArray();
             return new BothSides(Targets, recall, n / (double)(n + queriesAbove));

@@ -136,7 +136,7 @@ public static class RecallPlanner
         /// </summary>
         public double StdError => HighShare * High.RecallStdError + (1 - HighShare) * Low.RecallStdError;
         /// <summary>The mean cost per query.</summary>
-        public double Cost => HighShare * High.Cost + (1 - HighShare) * Low.Cost;
+        public double Cost => MixCost(Low, High, HighShare);
         /// <summary>The plan a query at <paramref name="draw"/> in [0, 1) runs.</summary>
         public CalibratedPlan PlanFor(double draw) => draw < HighShare ? High : Low;
     }
@@ -163,15 +163,20 @@ public static class RecallPlanner
     {
         ArgumentNullException.ThrowIfNull(plans);
         double aim = Aim(target);
-        PlanMix? best = null;
-        foreach (var b in plans)
+        // The calibration asks this for thousands of targets per band (FilteredRecallCalibrator.BothSides): candidates are
+        // compared by cost as PlanMix.Cost computes it, and only the best is built.
+        var list = plans as CalibratedPlan[] ?? plans.ToArray();
+        CalibratedPlan? bestLow = null, bestHigh = null;
+        double bestShare = 0, bestCost = double.PositiveInfinity;
+        for (int bi = 0; bi < list.Length; bi++)
         {
+            var b = list[bi];
             if (b.Recall < aim) continue;
             double bMargin = b.Recall - StdErrors * b.RecallStdError;
-            if (bMargin >= target && (best is null || b.Cost < best.Cost))
-                best = new PlanMix(b, b, 1);
-            foreach (var a in plans)
+            if (bMargin >= target && (bestHigh is null || b.Cost < bestCost)) (bestLow, bestHigh, bestShare, bestCost) = (b, b, 1, b.Cost);
+            for (int ai = 0; ai < list.Length; ai++)
             {
+                var a = list[ai];
                 if (a.Recall >= aim) continue;
                 double lo = (aim - a.Recall) / (b.Recall - a.Recall), hi = 1;
                 double aMargin = a.Recall - StdErrors * a.RecallStdError, slope = bMargin - aMargin;
@@ -179,12 +184,15 @@ public static class RecallPlanner
                 else if (slope < 0) hi = Math.Min(hi, (target - aMargin) / slope);
                 else if (aMargin < target) continue;
                 if (lo > hi) continue;
-                var mix = new PlanMix(a, b, b.Cost >= a.Cost ? lo : hi);
-                if (best is null || mix.Cost < best.Cost) best = mix;
+                double share = b.Cost >= a.Cost ? lo : hi, cost = MixCost(a, b, share);
+                if (bestHigh is null || cost < bestCost) (bestLow, bestHigh, bestShare, bestCost) = (a, b, share, cost);
             }
         }
-        return best;
+        return bestHigh is null ? null : new PlanMix(bestLow!, bestHigh, bestShare);
     }
+
+    /// <summary><see cref="PlanMix.Cost"/> of a mix not built.</summary>
+    private static double MixCost(CalibratedPlan low, CalibratedPlan high, double highShare) => highShare * high.Cost + (1 - highShare) * low.Cost;
 
     /// <summary>
     /// A query's place in [0, 1) for <see cref="PlanMix.PlanFor"/>, from <see cref="VectorHash"/> of its vector and its

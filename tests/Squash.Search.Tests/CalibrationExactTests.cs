@@ -56,7 +56,7 @@ public sealed class CalibrationExactTests
         var rng = new Random(3);
         var recall = new double[50, 1];
         for (int q = 0; q < 50; q++) recall[q, 0] = rng.Next(11) / 10.0;
-        var (mean, se) = RecallCalibrator.TwoPhase(recall, recall, 0);
+        var (mean, se) = RecallCalibrator.TwoPhase(recall, recall)[0];
         double m = Enumerable.Range(0, 50).Average(q => recall[q, 0]);
         double s = Math.Sqrt(Enumerable.Range(0, 50).Sum(q => (recall[q, 0] - m) * (recall[q, 0] - m)) / 49 / 50);
         Assert.Equal(m, mean, 12);
@@ -64,7 +64,7 @@ public sealed class CalibrationExactTests
         // A reference that is off by a constant on every query is corrected exactly, with no added error.
         var shifted = new double[50, 1];
         for (int q = 0; q < 50; q++) shifted[q, 0] = recall[q, 0] - 0.25;
-        (mean, se) = RecallCalibrator.TwoPhase(Sub(recall, 20), shifted, 0);
+        (mean, se) = RecallCalibrator.TwoPhase(Sub(recall, 20), shifted)[0];
         Assert.Equal(m, mean, 12);
         Assert.Equal(s, se, 12);
     }
