@@ -390,12 +390,14 @@ public static class RecallCalibrator
         {
             if (otherKs.Length == 0) return null;
             var measuredAt = new List<KCalibration>();
+            // Each K is summed before the next is replayed, so the K with as many queries share their matrices (tens of MB each).
+            var matrices = new Dictionary<int, (double[,] Recall, double[,] Cost)>();
             foreach (int other in otherKs)
             {
                 int n = QueriesAt(other, measured);
                 var rerankGrid = RerankGridAt(other);
-                var otherRecall = new double[n, plans];
-                var otherCost = new double[n, plans];
+                if (!matrices.TryGetValue(n, out var reused)) matrices[n] = reused = (new double[n, plans], new double[n, plans]);
+                var (otherRecall, otherCost) = reused;
                 ExactReplays(n, other, rerankGrid, otherRecall, otherCost, exactLists, contexts);
                 var atReference = referenceBelow.FirstOrDefault(b => b.K == other).Reference;
                 measuredAt.Add(new KCalibration(other, atReference?.GetLength(0) ?? n, Frontier(Points(otherRecall, otherCost, atReference, rerankGrid))));
@@ -424,7 +426,7 @@ public static class RecallCalibrator
                         : mine[p] = Candidates(scratch.Scanner, ctx, index.Codes(p), index.Vectors(p), selfId, listK, scratch.Buffer, leftOut, listRerank, lazy: true);
                     Replay(index, scan, truth, depth, Of, qi, recallOf, costOf, rerankGrid);
                 }
-                else for (int j = 0; j < plans; j++) recallOf[qi, j] = 1;
+                else for (int j = 0; j < plans; j++) (recallOf[qi, j], costOf[qi, j]) = (1, 0);
                 progress?.Report(Interlocked.Increment(ref done) / (double)total);
                 return scratch;
             }, _ => { });
