@@ -588,6 +588,7 @@ public static partial class FilteredRecallCalibrator
             for (int j = 0; j < grid * rs; j++) if (!plans.Direct[j]) deepest = Math.Max(deepest, plans.End[j]);
             var tops = new TopK[rs];
             for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
+            var hits = new int[rs];
             var recallAt = new double[rs * (scanned + 1)];
             var rerankCostAt = new double[rs * (scanned + 1)];
             var visitCostAt = new double[deepest + 1];
@@ -609,22 +610,16 @@ public static partial class FilteredRecallCalibrator
                     var top = tops[r];
                     int take = every ? list.Length : Math.Min(list.Length, k * rerank[r]);
                     long reranked = 0;
-                    bool changed = false;
                     for (int i = 0; i < take; i++)
                     {
                         var (bound, id, distance) = list[i];
                         if (!every && bound > top.Threshold * (1 + PartitionScanner.Slack)) break;
                         if (float.IsNaN(distance)) list[i] = (bound, id, distance = SquaredL2.Distance(fq.Context.Internal, vectors!.Row(rows![i])));
                         reranked++;
-                        changed |= top.TryAdd(id, distance);
+                        hits[r] += RecallCalibrator.HitsChange(top, plans.TruthIds, id, distance);
                     }
                     rerankCostAt[at] = rerankCostAt[at - 1] + reranked * RecallCalibrator.RerankBytes(d);
-                    // Counted again only when the answer changed: far down a selective filter's walk most partitions add nothing,
-                    // and at K = 100 a count is a hundred lookups.
-                    if (!changed && c > 0) { recallAt[at] = recallAt[at - 1]; continue; }
-                    int hits = 0;
-                    foreach (var nb in top.Items) if (plans.TruthIds.Contains(nb.Id)) hits++;
-                    recallAt[at] = hits / (double)plans.TruthIds.Count;
+                    recallAt[at] = hits[r] / (double)plans.TruthIds.Count;
                 }
             }
             double directCost = fq.Estimates.Total * 4.0 * d;

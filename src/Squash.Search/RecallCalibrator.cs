@@ -988,6 +988,19 @@ public static class RecallCalibrator
         return rows is null ? new CandidateList(bounds, ids, distances) : new CandidateList(bounds, ids, distances, rows, vectors, ctx);
     }
 
+    /// <summary>
+    /// Offers a candidate to <paramref name="top"/> and returns how the count of true neighbours in it changed (−1, 0 or +1):
+    /// counted as they enter and leave, instead of over every item after each partition (K lookups each at K = 100).
+    /// Candidates are distinct rows, so the count stays the number of items in <paramref name="truth"/>.
+    /// </summary>
+    internal static int HitsChange(TopK top, HashSet<long> truth, long id, float distance)
+    {
+        bool full = top.IsFull;
+        long evicted = full ? top.Worst.Id : 0;
+        if (!top.TryAdd(id, distance)) return 0;
+        return (truth.Contains(id) ? 1 : 0) - (full && truth.Contains(evicted) ? 1 : 0);
+    }
+
     /// <summary>Replays one query's scan from its candidate lists and fills its recall for every (cap, R, CF) plan, and its cost unless <paramref name="cost"/> is null.</summary>
     /// <remarks>
     /// Past the scanned partitions recall and re-rank cost stay where they are, so only the scanned prefix is tracked
@@ -1004,6 +1017,7 @@ public static class RecallCalibrator
         int scanned = scan.Scanned, deepest = Math.Max(scanned, scan.Prefix.Max());
         var tops = new TopK[rs];
         for (int r = 0; r < rs; r++) tops[r] = new TopK(k);
+        var hits = new int[rs];
         // Per R: recall and re-rank cost after the first c partitions, c = 0 … scanned.
         var recallAt = new double[rs * (scanned + 1)];
         var rerankCostAt = new double[rs * (scanned + 1)];
@@ -1021,13 +1035,11 @@ public static class RecallCalibrator
                 {
                     if (candidates.Bounds[i] > top.Threshold * (1 + PartitionScanner.Slack)) break;
                     reranked++;
-                    top.TryAdd(candidates.Ids[i], candidates.Distance(i));
+                    hits[r] += HitsChange(top, truth, candidates.Ids[i], candidates.Distance(i));
                 }
                 int at = r * (scanned + 1) + c + 1;
                 rerankCostAt[at] = rerankCostAt[at - 1] + reranked * RerankBytes(d);
-                int hits = 0;
-                foreach (var nb in top.Items) if (truth.Contains(nb.Id)) hits++;
-                recallAt[at] = hits / (double)truth.Count;
+                recallAt[at] = hits[r] / (double)truth.Count;
             }
         }
         for (int cap = 0; cap < PartitionCaps.Length; cap++)

@@ -34,6 +34,12 @@ public sealed class TopK
 
     public void Clear() => _count = 0;
 
+    /// <summary>Whether it holds k items: the next to enter evicts <see cref="Worst"/>.</summary>
+    public bool IsFull => _count == _heap.Length;
+
+    /// <summary>The item ranked last (the first to be evicted); only while <see cref="Count"/> &gt; 0.</summary>
+    public Neighbor Worst => _count > 0 ? _heap[0] : throw new InvalidOperationException("the top-k is empty");
+
     /// <summary>Offers a candidate; returns whether it entered.</summary>
     public bool TryAdd(long id, float distance)
     {
