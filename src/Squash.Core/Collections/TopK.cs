@@ -158,7 +158,13 @@ public sealed class BoundHeap
     public ReadOnlySpan<(float Bound, int Row)> SortAscending()
     {
         var span = _heap.AsSpan(0, _count);
-        span.Sort((a, b) => a.Bound != b.Bound ? a.Bound.CompareTo(b.Bound) : a.Row.CompareTo(b.Row));
+        span.Sort(new ByBoundThenRow());
         return span;
+    }
+
+    // A struct comparer, so the sort calls no delegate per comparison (every partition scan sorts its candidates).
+    private readonly struct ByBoundThenRow : IComparer<(float Bound, int Row)>
+    {
+        public int Compare((float Bound, int Row) a, (float Bound, int Row) b) => a.Bound != b.Bound ? a.Bound.CompareTo(b.Bound) : a.Row.CompareTo(b.Row);
     }
 }
