@@ -95,35 +95,8 @@ public static partial class FilteredRecallCalibrator
         /// <see cref="Mean"/> of every plan, in one pass along each query's row (a pass down each plan's column took a
         /// cache miss per query and plan).
         /// </summary>
-        public (double Recall, double StdError, double Cost, int Queries)[] MeanOfEvery(Func<int, bool>? include = null)
-        {
-            int plans = Recall.GetLength(1);
-            var sum = new double[plans];
-            var sq = new double[plans];
-            var cost = new double[plans];
-            int m = 0;
-            for (int q = 0; q < Selectivity.Length; q++)
-            {
-                if (double.IsNaN(Selectivity[q]) || (include is not null && !include(q))) continue;
-                for (int j = 0; j < plans; j++)
-                {
-                    double r = Recall[q, j];
-                    sum[j] += r;
-                    sq[j] += r * r;
-                    cost[j] += Cost[q, j];
-                }
-                m++;
-            }
-            var means = new (double, double, double, int)[plans];
-            for (int j = 0; j < plans; j++)
-            {
-                if (m == 0) { means[j] = (double.NaN, double.NaN, double.NaN, 0); continue; }
-                double mean = sum[j] / m;
-                double se = m > 1 ? Math.Sqrt(Math.Max(0, (sq[j] - m * mean * mean) / (m - 1)) / m) : 0;
-                means[j] = (mean, se, cost[j] / m, m);
-            }
-            return means;
-        }
+        public (double Recall, double StdError, double Cost, int Queries)[] MeanOfEvery(Func<int, bool>? include = null) =>
+            RecallCalibrator.PlanMeans(Recall, Cost, q => !double.IsNaN(Selectivity[q]) && (include is null || include(q)));
     }
 
     /// <summary>

@@ -760,22 +760,55 @@ public static class RecallCalibrator
     /// <summary>Every measured plan (R column r is <paramref name="rerankGrid"/>[r]) with its mean recall, standard error and mean cost.</summary>
     private static List<CalibratedPlan> Points(double[,] recall, double[,] cost, double[,]? reference, int[] rerankGrid)
     {
-        int n1 = recall.GetLength(0);
-        var costs = ColumnSums(cost);
-        var estimates = reference is null ? MeanAndError(recall) : TwoPhase(recall, reference);
+        var means = PlanMeans(recall, cost);
+        var estimates = reference is null ? null : TwoPhase(recall, reference);
         var points = new List<CalibratedPlan>();
         for (int j = 0; j < PlanCount; j++)
         {
             var (cf, column, cap) = PlanColumns(j);
             if (column >= rerankGrid.Length) continue;
-            var (mean, se) = estimates[j];
-            points.Add(new CalibratedPlan(cf, rerankGrid[column], Math.Round(mean, 5), Math.Round(se, 5), Math.Round(costs[j] / n1), MaxPartitions: cap));
+            var (mean, se) = estimates?[j] ?? (means[j].Recall, means[j].StdError);
+            points.Add(new CalibratedPlan(cf, rerankGrid[column], Math.Round(mean, 5), Math.Round(se, 5), Math.Round(means[j].Cost), MaxPartitions: cap));
         }
         return points;
     }
 
     // The sums below run along the rows (a query's plans lie side by side): a pass down each plan's column took a cache
     // miss per query and plan. Each column is still summed in query order, so the figures are the same.
+
+    /// <summary>
+    /// Every plan's mean recall, its standard error and mean cost over the queries <paramref name="include"/> accepts (all
+    /// when null), and how many those are (NaN figures when none): the unfiltered frontiers' and each filtered family's.
+    /// </summary>
+    internal static (double Recall, double StdError, double Cost, int Queries)[] PlanMeans(double[,] recall, double[,] cost, Func<int, bool>? include = null)
+    {
+        int plans = recall.GetLength(1);
+        var sum = new double[plans];
+        var sq = new double[plans];
+        var costs = new double[plans];
+        int m = 0;
+        for (int q = 0; q < recall.GetLength(0); q++)
+        {
+            if (include is not null && !include(q)) continue;
+            for (int j = 0; j < plans; j++)
+            {
+                double r = recall[q, j];
+                sum[j] += r;
+                sq[j] += r * r;
+                costs[j] += cost[q, j];
+            }
+            m++;
+        }
+        var means = new (double, double, double, int)[plans];
+        for (int j = 0; j < plans; j++)
+        {
+            if (m == 0) { means[j] = (double.NaN, double.NaN, double.NaN, 0); continue; }
+            double mean = sum[j] / m;
+            double se = m > 1 ? Math.Sqrt(Math.Max(0, (sq[j] - m * mean * mean) / (m - 1)) / m) : 0;
+            means[j] = (mean, se, costs[j] / m, m);
+        }
+        return means;
+    }
 
     /// <summary>Each column's sum over the rows.</summary>
     private static double[] ColumnSums(double[,] values)
@@ -802,23 +835,6 @@ public static class RecallCalibrator
     {
         int grid = CentroidFactors.Length, rs = RerankFactors.Length;
         return (CentroidFactors[j % grid], j / grid % rs, PartitionCaps[j / (grid * rs)]);
-    }
-
-    /// <summary>Every plan's mean recall and its standard error.</summary>
-    private static (double Mean, double StdError)[] MeanAndError(double[,] recall)
-    {
-        int n = recall.GetLength(0), plans = recall.GetLength(1);
-        var sum = new double[plans];
-        var sq = new double[plans];
-        for (int q = 0; q < n; q++)
-            for (int j = 0; j < plans; j++) { sum[j] += recall[q, j]; sq[j] += recall[q, j] * recall[q, j]; }
-        var estimates = new (double, double)[plans];
-        for (int j = 0; j < plans; j++)
-        {
-            double mean = sum[j] / n;
-            estimates[j] = (mean, n > 1 ? Math.Sqrt(Math.Max(0, (sq[j] - n * mean * mean) / (n - 1)) / n) : 0);
-        }
-        return estimates;
     }
 
     /// <summary>The two-phase estimate of <see cref="Summarise"/> for every plan, each clamped to [0, 1].</summary>
